@@ -1,0 +1,3 @@
+from oauthproxy.main import main
+
+main()

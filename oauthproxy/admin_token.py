@@ -1,0 +1,74 @@
+"""The bootstrap admin token: from `ADMIN_TOKEN`, or generated once and kept in the data dir."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+
+from oauthproxy.settings import Settings
+from oauthproxy.storage import Storage
+from oauthproxy.storage.tokens import new_token
+
+ADMIN_NAME = "admin"
+
+
+class AdminTokenSource(StrEnum):
+    ENVIRONMENT = "ADMIN_TOKEN"
+    GENERATED = "generated"
+    STORED = "stored"
+
+
+@dataclass(frozen=True)
+class AdminToken:
+    source: AdminTokenSource
+    file: Path
+    secret: str
+
+
+def admin_token_file(settings: Settings) -> Path:
+    return settings.oauthproxy_data_dir / "admin-token"
+
+
+def _write_private(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(descriptor, "w") as handle:
+        handle.write(text + "\n")
+
+
+async def ensure_admin_token(settings: Settings, storage: Storage) -> AdminToken:
+    """Make sure the admin token exists in Redis and its secret is in the data dir's file."""
+    file = admin_token_file(settings)
+    existing = await storage.tokens.get(ADMIN_NAME)
+    if settings.admin_token is not None:
+        secret = settings.admin_token.get_secret_value()
+        source = AdminTokenSource.ENVIRONMENT
+    elif existing is not None and existing.is_admin:
+        secret = existing.token
+        source = AdminTokenSource.STORED
+    else:
+        secret = new_token(ADMIN_NAME).token
+        source = AdminTokenSource.GENERATED
+    if existing is None or existing.token != secret or not existing.is_admin:
+        token = new_token(
+            ADMIN_NAME,
+            secret=secret,
+            cert_email=(existing.cert_email if existing else None) or settings.admin_email,
+            created_by=source.value,
+            is_admin=True,
+        )
+        await storage.tokens.put(token)
+    _write_private(file, secret)
+    return AdminToken(source=source, file=file, secret=secret)
+
+
+def read_admin_token(settings: Settings) -> str | None:
+    """The admin token as this machine knows it: `ADMIN_TOKEN`, else the data dir's file."""
+    if settings.admin_token is not None:
+        return settings.admin_token.get_secret_value()
+    try:
+        return admin_token_file(settings).read_text().strip() or None
+    except OSError:
+        return None

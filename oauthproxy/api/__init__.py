@@ -1,0 +1,1 @@
+"""The admin REST API (quart-trio on hypercorn[trio]): one blueprint per resource."""

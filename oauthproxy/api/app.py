@@ -1,0 +1,42 @@
+"""The admin API application: quart-trio, validated and documented by quart-schema."""
+
+from __future__ import annotations
+
+import trio
+from quart_schema import HttpSecurityScheme, Info, QuartSchema
+from quart_trio import QuartTrio
+
+from oauthproxy import __version__
+from oauthproxy.api.errors import install_error_handlers
+from oauthproxy.api.health import health
+from oauthproxy.api.state import AppState
+from oauthproxy.api.tokens import tokens
+from oauthproxy.settings import Settings
+from oauthproxy.storage import Storage
+
+
+def create_app(settings: Settings, storage: Storage, *, embedded_redis: bool) -> QuartTrio:
+    app = QuartTrio("oauthproxy")
+    app.config["PROPAGATE_EXCEPTIONS"] = False
+    app.config["MAX_CONTENT_LENGTH"] = 1024 * 1024
+    app.url_map.strict_slashes = True
+    app.extensions["oauthproxy"] = AppState(
+        settings=settings,
+        storage=storage,
+        started_at=trio.current_time(),
+        embedded_redis=embedded_redis,
+    )
+    QuartSchema(
+        app,
+        openapi_path="/api/v1/openapi.json",
+        swagger_ui_path="/api/v1/docs",
+        redoc_ui_path="/api/v1/redoc",
+        scalar_ui_path=None,
+        info=Info(title="oauthproxy admin API", version=__version__),
+        security_schemes={"bearer": HttpSecurityScheme(scheme="bearer")},
+        security=[{"bearer": []}],
+    )
+    install_error_handlers(app)
+    app.register_blueprint(health)
+    app.register_blueprint(tokens)
+    return app

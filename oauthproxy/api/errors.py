@@ -1,0 +1,133 @@
+"""Every error the admin API returns is JSON: `{"error", "detail", "field"?, "errors"?}`.
+
+Bad input is a 4xx that names the field and the problem; an unexpected failure is a 500 with no
+trace (the trace goes to the log); Redis being away is a 503.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from pydantic import ValidationError
+from quart import Quart, Response, jsonify
+from quart_schema import RequestSchemaValidationError
+from werkzeug.exceptions import HTTPException
+
+from oauthproxy.errors import Conflict, NotFound, StorageUnavailable
+
+log = logging.getLogger(__name__)
+
+
+class ApiError(Exception):
+    """Raise from a handler to answer with this status and JSON body."""
+
+    def __init__(
+        self,
+        status: int,
+        error: str,
+        detail: str,
+        *,
+        field: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.error = error
+        self.detail = detail
+        self.field = field
+        self.headers = headers or {}
+
+
+def error_response(
+    status: int,
+    error: str,
+    detail: str,
+    *,
+    field: str | None = None,
+    errors: list[dict[str, str]] | None = None,
+    headers: dict[str, str] | None = None,
+) -> Response:
+    body: dict[str, Any] = {"error": error, "detail": detail}
+    if field is not None:
+        body["field"] = field
+    if errors:
+        body["errors"] = errors
+    response = jsonify(body)
+    response.status_code = status
+    for name, value in (headers or {}).items():
+        response.headers[name] = value
+    return response
+
+
+def field_problems(error: ValidationError) -> list[dict[str, str]]:
+    """One entry per problem: the dotted field path and pydantic's message."""
+    problems = []
+    for item in error.errors():
+        location = ".".join(str(part) for part in item["loc"]) or "body"
+        message = item["msg"].removeprefix("Value error, ")
+        if item["type"] == "extra_forbidden":
+            message = "unknown field"
+        problems.append({"field": location, "problem": message})
+    return problems
+
+
+def _validation_failed(exc: RequestSchemaValidationError) -> Response:
+    cause = exc.validation_error
+    if isinstance(cause, ValidationError):
+        problems = field_problems(cause)
+        summary = "; ".join(f"{p['field']}: {p['problem']}" for p in problems)
+        return error_response(
+            422, "validation_error", summary, field=problems[0]["field"], errors=problems
+        )
+    return error_response(400, "invalid_body", str(cause), field="body")
+
+
+def _http_error(exc: HTTPException) -> Response:
+    status = exc.code or 500
+    if status == 400:
+        return error_response(
+            400, "invalid_json", "the request body is not valid JSON", field="body"
+        )
+    names = {404: "not_found", 405: "method_not_allowed", 415: "unsupported_media_type"}
+    return error_response(
+        status, names.get(status, "http_error"), exc.description or exc.name or "error"
+    )
+
+
+def _unexpected(exc: Exception) -> Response:
+    log.exception("unhandled error in the admin API", exc_info=exc)
+    return error_response(500, "internal_error", "an internal error occurred; see the gateway log")
+
+
+def install_error_handlers(app: Quart) -> None:
+    @app.errorhandler(ApiError)
+    async def api_error(exc: ApiError) -> Response:
+        return error_response(
+            exc.status, exc.error, exc.detail, field=exc.field, headers=exc.headers
+        )
+
+    @app.errorhandler(RequestSchemaValidationError)
+    async def validation_failed(exc: RequestSchemaValidationError) -> Response:
+        return _validation_failed(exc)
+
+    @app.errorhandler(NotFound)
+    async def not_found(exc: NotFound) -> Response:
+        return error_response(404, "not_found", str(exc), field=exc.kind)
+
+    @app.errorhandler(Conflict)
+    async def conflict(exc: Conflict) -> Response:
+        return error_response(409, "conflict", exc.message, field=exc.field)
+
+    @app.errorhandler(StorageUnavailable)
+    async def storage_unavailable(exc: StorageUnavailable) -> Response:
+        log.error("storage unavailable: %s", exc)
+        return error_response(503, "storage_unavailable", "Redis is not reachable")
+
+    @app.errorhandler(HTTPException)
+    async def http_error(exc: HTTPException) -> Response:
+        return _http_error(exc)
+
+    @app.errorhandler(Exception)
+    async def unexpected(exc: Exception) -> Response:
+        return _unexpected(exc)

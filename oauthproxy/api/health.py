@@ -1,0 +1,46 @@
+"""`GET /health`: is every subsystem working? 200 when it is, 503 when one is not."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import trio
+from quart import Blueprint, current_app
+
+from oauthproxy import __version__
+from oauthproxy.api.state import app_state
+from oauthproxy.errors import StorageUnavailable
+
+health = Blueprint("health", __name__)
+
+PING_TIMEOUT_SECONDS = 2.0
+
+
+async def _redis_health() -> dict[str, Any]:
+    state = app_state(current_app)
+    try:
+        with trio.fail_after(PING_TIMEOUT_SECONDS):
+            latency = await state.storage.ping()
+            info = await state.storage.server_info()
+    except (StorageUnavailable, trio.TooSlowError) as error:
+        return {"status": "error", "error": str(error) or "timed out"}
+    return {
+        "status": "ok",
+        "latency_ms": round(latency, 3),
+        "embedded": state.embedded_redis,
+        **info,
+    }
+
+
+@health.get("/health")
+async def get_health() -> tuple[dict[str, Any], int]:
+    state = app_state(current_app)
+    components = {"redis": await _redis_health()}
+    healthy = all(c["status"] == "ok" for c in components.values())
+    body = {
+        "status": "healthy" if healthy else "unhealthy",
+        "version": __version__,
+        "uptime_seconds": round(trio.current_time() - state.started_at, 1),
+        "components": components,
+    }
+    return body, 200 if healthy else 503

@@ -1,0 +1,142 @@
+"""`/api/v1/tokens/`: bearer tokens and what they own."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from quart import Blueprint, current_app
+from quart_schema import document_response, validate_request
+
+from oauthproxy.api.auth import current_token, require_admin, requires_token
+from oauthproxy.api.errors import ApiError
+from oauthproxy.api.state import app_state
+from oauthproxy.errors import NotFound
+from oauthproxy.models.tokens import (
+    Token,
+    TokenCreate,
+    TokenDeleted,
+    TokenEmailUpdate,
+    TokenGenerate,
+    TokenSecret,
+    TokenView,
+)
+from oauthproxy.storage import Storage
+from oauthproxy.storage.tokens import new_token
+
+tokens = Blueprint("tokens", __name__, url_prefix="/api/v1/tokens")
+
+Json = dict[str, Any]
+
+
+def _storage() -> Storage:
+    return app_state(current_app).storage
+
+
+def _json(model: TokenView | TokenSecret | TokenDeleted) -> Json:
+    return model.model_dump(mode="json")
+
+
+async def _visible_token(name: str) -> Token:
+    """The named token, if the caller is the admin or that token itself."""
+    caller = current_token()
+    if not caller.is_admin and caller.name != name:
+        raise ApiError(403, "forbidden", "only the admin token can see other tokens", field="name")
+    token = await _storage().tokens.get(name)
+    if token is None:
+        raise NotFound("token", name)
+    return token
+
+
+async def _create(name: str, secret: str | None, cert_email: str | None) -> Json:
+    caller = current_token()
+    token = new_token(
+        name,
+        secret=secret,
+        cert_email=cert_email or app_state(current_app).settings.admin_email,
+        created_by=caller.name,
+    )
+    await _storage().tokens.create(token)
+    return _json(TokenSecret.of(token))
+
+
+@tokens.get("/")
+@requires_token()
+@document_response(list[TokenView])
+async def list_tokens() -> list[Json]:
+    """List tokens: every token for the admin, only its own for any other token."""
+    caller = current_token()
+    found = await _storage().tokens.all() if caller.is_admin else [caller]
+    return [_json(TokenView.of(token)) for token in sorted(found, key=lambda t: t.name)]
+
+
+@tokens.post("/")
+@requires_token(admin=True)
+@validate_request(TokenCreate)
+@document_response(TokenSecret, 201)
+async def create_token(data: TokenCreate) -> tuple[Json, int]:
+    """Create a token, with your own secret or a generated one; the secret is returned once."""
+    return await _create(data.name, data.token, data.cert_email), 201
+
+
+@tokens.post("/generate")
+@requires_token(admin=True)
+@validate_request(TokenGenerate)
+@document_response(TokenSecret, 201)
+async def generate_token(data: TokenGenerate) -> tuple[Json, int]:
+    """Create a token with a generated secret and return it for display."""
+    return await _create(data.name, None, data.cert_email), 201
+
+
+@tokens.put("/email")
+@requires_token()
+@validate_request(TokenEmailUpdate)
+@document_response(TokenView)
+async def update_email(data: TokenEmailUpdate) -> Json:
+    """Set the certificate email of the calling token (or, for the admin, of a named one)."""
+    caller = current_token()
+    name = data.name or caller.name
+    if name != caller.name:
+        require_admin(caller)
+    updated = await _storage().tokens.update_email(name, data.cert_email)
+    if updated is None:
+        raise NotFound("token", name)
+    return _json(TokenView.of(updated))
+
+
+@tokens.get("/info")
+@requires_token()
+@document_response(TokenView)
+async def token_info() -> Json:
+    """The calling token."""
+    return _json(TokenView.of(current_token()))
+
+
+@tokens.get("/<name>")
+@requires_token()
+@document_response(TokenView)
+async def get_token(name: str) -> Json:
+    """One token, without its secret."""
+    return _json(TokenView.of(await _visible_token(name)))
+
+
+@tokens.get("/<name>/reveal")
+@requires_token()
+@document_response(TokenSecret)
+async def reveal_token(name: str) -> Json:
+    """One token with its secret."""
+    return _json(TokenSecret.of(await _visible_token(name)))
+
+
+@tokens.delete("/<name>")
+@requires_token(admin=True)
+@document_response(TokenDeleted)
+async def delete_token(name: str) -> Json:
+    """Delete a token and, in the same transaction, every proxy, certificate, service and route
+    it owns."""
+    token = await _storage().tokens.get(name)
+    if token is None:
+        raise NotFound("token", name)
+    if token.hash == current_token().hash:
+        raise ApiError(409, "conflict", "a token cannot delete itself", field="name")
+    deleted = await _storage().delete_token(name)
+    return _json(TokenDeleted(name=name, deleted=deleted))

@@ -1,0 +1,29 @@
+"""The project's own error types. Third-party errors are translated into these at package edges."""
+
+from __future__ import annotations
+
+
+class GatewayError(Exception):
+    """Base of every error the gateway raises on purpose."""
+
+
+class StorageUnavailable(GatewayError):
+    """Redis could not be reached or answered with an error."""
+
+
+class NotFound(GatewayError):
+    def __init__(self, kind: str, name: str) -> None:
+        super().__init__(f"{kind} {name!r} not found")
+        self.kind = kind
+        self.name = name
+
+
+class Conflict(GatewayError):
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
+        self.message = message
+
+
+class EmbeddedRedisError(GatewayError):
+    """The embedded Redis server could not be started."""

@@ -1,0 +1,126 @@
+"""The `oauthproxy` command: `oauthproxy run` starts the gateway."""
+
+from __future__ import annotations
+
+import logging
+import shlex
+import sys
+
+import cyclopts
+import trio
+
+from oauthproxy import __version__
+from oauthproxy.admin_token import AdminTokenSource, read_admin_token
+from oauthproxy.errors import GatewayError
+from oauthproxy.serve import Ready, serve
+from oauthproxy.settings import Settings, SettingsError, load_settings
+from oauthproxy.storage.console import console_url, execute
+
+app = cyclopts.App(name="oauthproxy", version=__version__, help=__doc__)
+
+
+def _settings_or_exit() -> Settings:
+    try:
+        return load_settings()
+    except SettingsError as error:
+        print(error, file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def banner(ready: Ready) -> str:
+    token = ready.admin_token
+    if token.source is AdminTokenSource.GENERATED:
+        how = (
+            f"generated on this first run: {token.secret}\n"
+            f"                 kept in {token.file} (read it again with `just token-admin`)"
+        )
+    elif token.source is AdminTokenSource.ENVIRONMENT:
+        how = "the ADMIN_TOKEN you set (also `just token-admin`)"
+    else:
+        how = f"in {token.file} (`just token-admin` prints it)"
+    return "\n".join(
+        [
+            f"oauthproxy {__version__} is ready",
+            f"  admin API      {ready.api_url}   (docs: {ready.api_url}/api/v1/docs)",
+            f"  public ports   http {ready.http_port}, https {ready.https_port}, "
+            f"PROXY protocol {ready.proxy_protocol_port}",
+            f"  redis          {ready.redis}",
+            f"  data           {ready.data_dir}",
+            f"  admin token    {how}",
+            f"  try            API_URL={ready.api_url} TOKEN=$(just token-admin) "
+            "proxy-client token list",
+        ]
+    )
+
+
+async def _run(settings: Settings) -> None:
+    async with trio.open_nursery() as nursery:
+        ready: Ready = await nursery.start(serve, settings)
+        print(banner(ready), flush=True)
+
+
+@app.command
+def run() -> None:
+    """Start the gateway (with the embedded Redis when REDIS_URL is unset)."""
+    settings = _settings_or_exit()
+    logging.basicConfig(
+        level=settings.log_level.value,
+        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
+    )
+    try:
+        trio.run(_run, settings)
+    except GatewayError as error:
+        print(f"oauthproxy: {error}", file=sys.stderr)
+        raise SystemExit(1) from None
+    print("oauthproxy stopped", flush=True)
+
+
+@app.command(name="admin-token")
+def admin_token() -> None:
+    """Print the admin token (ADMIN_TOKEN, or the one generated on first run)."""
+    secret = read_admin_token(_settings_or_exit())
+    if secret is None:
+        print("no admin token yet: start the gateway once (`just run`)", file=sys.stderr)
+        raise SystemExit(1)
+    print(secret)
+
+
+@app.command(name="check-settings")
+def check_settings() -> None:
+    """Validate the settings from the environment and .env, and say so."""
+    _settings_or_exit()
+    print("settings are valid")
+
+
+@app.command(name="redis-cli")
+def redis_cli(*command: str) -> None:
+    """Run a Redis command (or, with none, read commands line by line) against the gateway's
+    Redis: REDIS_URL, or the embedded server of the running gateway."""
+    settings = _settings_or_exit()
+    password = settings.redis_password
+    url = console_url(settings.redis_url, settings.oauthproxy_data_dir)
+    if url is None:
+        print(
+            "no Redis: REDIS_URL is unset and no gateway is running (`just run`)", file=sys.stderr
+        )
+        raise SystemExit(1)
+    if password is not None and "@" not in url:
+        url = url.replace("://", f"://:{password.get_secret_value()}@", 1)
+    lines = [list(command)] if command else (shlex.split(line) for line in sys.stdin)
+    for argv in lines:
+        if argv:
+            print(_render(trio.run(execute, url, argv)))
+
+
+def _render(reply: object) -> str:
+    if isinstance(reply, list | tuple | set):
+        return "\n".join(f"{n}) {item}" for n, item in enumerate(reply, 1)) or "(empty)"
+    return "(nil)" if reply is None else str(reply)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

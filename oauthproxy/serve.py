@@ -1,0 +1,136 @@
+"""`serve(settings)`: the root nursery that owns every part of the gateway.
+
+    root nursery
+    ├─ signal watcher: the first SIGTERM/SIGINT starts a graceful shutdown, a second one ends it
+    ├─ embedded Redis (a supervised child process) when REDIS_URL is unset
+    └─ storage (coredis pool), then the services nursery
+       └─ admin API (hypercorn[trio] + quart-trio) on 127.0.0.1:API_PORT
+
+Shutdown runs in dependency order: the services drain (bounded by SHUTDOWN_GRACE_SECONDS), then
+the storage pool closes, then the embedded Redis stops and flushes its data.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import signal
+from dataclasses import dataclass
+from pathlib import Path
+
+import trio
+from hypercorn.config import Config as HypercornConfig
+from hypercorn.trio import serve as hypercorn_serve
+
+from oauthproxy.admin_token import AdminToken, ensure_admin_token
+from oauthproxy.api.app import create_app
+from oauthproxy.settings import Settings
+from oauthproxy.storage import Storage, open_storage
+from oauthproxy.storage.embedded import EmbeddedRedis, serve_embedded_redis
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Ready:
+    """What a started gateway reports: where it listens and where its state lives."""
+
+    api_url: str
+    http_port: int
+    https_port: int
+    proxy_protocol_port: int
+    redis: str
+    data_dir: Path
+    admin_token: AdminToken
+
+
+async def _watch_signals(shutdown: trio.Event, everything: trio.CancelScope) -> None:
+    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        async for signum in signals:
+            if shutdown.is_set():
+                log.warning("second %s: stopping now", signal.Signals(signum).name)
+                everything.cancel()
+                return
+            log.info("%s: shutting down", signal.Signals(signum).name)
+            shutdown.set()
+
+
+async def serve_admin_api(
+    settings: Settings,
+    storage: Storage,
+    shutdown: trio.Event,
+    *,
+    embedded_redis: bool,
+    task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Serve the admin API on loopback until `shutdown` is set; started with its URL."""
+    config = HypercornConfig()
+    config.bind = [f"127.0.0.1:{settings.api_port}"]
+    config.accesslog = None
+    config.graceful_timeout = settings.shutdown_grace_seconds
+    config.include_server_header = False
+    app = create_app(settings, storage, embedded_redis=embedded_redis)
+    async with trio.open_nursery() as nursery:
+        binds: list[str] = await nursery.start(
+            functools.partial(hypercorn_serve, app, config, shutdown_trigger=shutdown.wait)
+        )
+        task_status.started(binds[0])
+
+
+async def serve(
+    settings: Settings,
+    *,
+    shutdown: trio.Event | None = None,
+    handle_signals: bool = True,
+    task_status: trio.TaskStatus[Ready] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Run the gateway until `shutdown` is set (or a signal arrives); started once it is ready."""
+    shutdown = shutdown or trio.Event()
+    async with trio.open_nursery() as root:
+        if handle_signals:
+            root.start_soon(_watch_signals, shutdown, root.cancel_scope)
+        embedded: EmbeddedRedis | None = None
+        redis_url = settings.redis_url
+        if redis_url is None:
+            password = settings.redis_password
+            embedded = await root.start(
+                functools.partial(
+                    serve_embedded_redis,
+                    settings.oauthproxy_data_dir,
+                    password=password.get_secret_value() if password else None,
+                )
+            )
+            redis_url = embedded.url
+        async with open_storage(redis_url) as storage:
+            admin_token = await ensure_admin_token(settings, storage)
+            async with trio.open_nursery() as services:
+                api_url = await services.start(
+                    functools.partial(
+                        serve_admin_api,
+                        settings,
+                        storage,
+                        shutdown,
+                        embedded_redis=embedded is not None,
+                    )
+                )
+                task_status.started(
+                    Ready(
+                        api_url=api_url,
+                        http_port=settings.http_port,
+                        https_port=settings.https_port,
+                        proxy_protocol_port=settings.proxy_protocol_port,
+                        redis="embedded" if embedded else _redacted(redis_url),
+                        data_dir=settings.oauthproxy_data_dir,
+                        admin_token=admin_token,
+                    )
+                )
+                await shutdown.wait()
+                grace = settings.shutdown_grace_seconds
+                services.cancel_scope.deadline = trio.current_time() + grace
+        root.cancel_scope.cancel()
+
+
+def _redacted(url: str) -> str:
+    scheme, _, rest = url.partition("://")
+    _credentials, at, location = rest.rpartition("@")
+    return f"{scheme}://***@{location}" if at else url

@@ -1,0 +1,184 @@
+"""The gateway's configuration: one frozen object read from the environment and `.env`.
+
+Every variable the specification names lives here with the specification's default. Nothing else in
+the package reads the environment; configuration flows down from `Settings` as arguments.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any
+
+import platformdirs
+from pydantic import AnyHttpUrl, Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+Port = Annotated[int, Field(ge=0, le=65535, description="TCP port; 0 picks a free one")]
+PositiveSeconds = Annotated[float, Field(gt=0)]
+
+
+class LogLevel(StrEnum):
+    DEBUG = "DEBUG"
+    INFO = "INFO"
+    WARNING = "WARNING"
+    ERROR = "ERROR"
+    CRITICAL = "CRITICAL"
+
+
+def default_data_dir() -> Path:
+    return Path(platformdirs.user_data_dir("oauthproxy", appauthor=False))
+
+
+class Settings(BaseSettings):
+    """All settings, named as the environment names them (case-insensitive)."""
+
+    model_config = SettingsConfigDict(
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+        frozen=True,
+        case_sensitive=False,
+    )
+
+    # --- Storage -------------------------------------------------------------------------------
+    redis_url: str | None = Field(
+        default=None,
+        description="redis://:password@host:port/db; unset starts the embedded Redis",
+    )
+    redis_password: SecretStr | None = Field(
+        default=None, description="Redis password, used when REDIS_URL carries none"
+    )
+    oauthproxy_data_dir: Path = Field(
+        default_factory=default_data_dir,
+        description="Where the embedded Redis persists its data and the admin token file lives",
+    )
+
+    # --- Logging -------------------------------------------------------------------------------
+    log_level: LogLevel = LogLevel.INFO
+
+    # --- Server --------------------------------------------------------------------------------
+    server_host: str = "0.0.0.0"  # noqa: S104 - the public listeners are meant to be public
+    http_port: Port = 80
+    https_port: Port = 443
+    api_port: Port = 9000
+    proxy_protocol_port: Port = 10001
+    api_url: AnyHttpUrl = AnyHttpUrl("http://localhost:9000")
+    api_hostnames: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["localhost"],
+        description="Hostnames whose requests on the public ports reach the admin API",
+    )
+    self_signed_cn: str = "localhost"
+    shutdown_grace_seconds: PositiveSeconds = 10.0
+    trusted_proxies: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Peers (IPs or CIDRs) whose X-Forwarded-* headers are believed",
+    )
+
+    # --- Proxy ---------------------------------------------------------------------------------
+    proxy_request_timeout: PositiveSeconds = 120
+    proxy_connect_timeout: PositiveSeconds = 30
+    fetcher_navigation_timeout: PositiveSeconds = 25
+    upstream_ca_bundle: Path | None = Field(
+        default=None, description="CA file that verifies https:// upstreams (default: system)"
+    )
+
+    # --- ACME ----------------------------------------------------------------------------------
+    acme_directory_url: AnyHttpUrl = AnyHttpUrl("https://acme-v02.api.letsencrypt.org/directory")
+    acme_staging_url: AnyHttpUrl = AnyHttpUrl(
+        "https://acme-staging-v02.api.letsencrypt.org/directory"
+    )
+    acme_poll_max_attempts: Annotated[int, Field(ge=1)] = 60
+    acme_poll_interval_seconds: Annotated[float, Field(ge=0)] = 2
+    acme_poll_initial_wait: Annotated[float, Field(ge=0)] = 0
+    acme_ca_bundle: Path | None = Field(
+        default=None, description="CA file that verifies the ACME directory's TLS"
+    )
+
+    # --- Certificates --------------------------------------------------------------------------
+    renewal_check_interval: PositiveSeconds = 86400
+    renewal_threshold_days: Annotated[int, Field(ge=1)] = 30
+    cert_status_retention_seconds: Annotated[int, Field(ge=1)] = 300
+    cert_gen_max_workers: Annotated[int, Field(ge=1, le=64)] = 5
+    rsa_key_size: Annotated[int, Field(ge=2048, le=8192)] = 2048
+    self_signed_days: Annotated[int, Field(ge=1)] = 365
+
+    # --- Docker --------------------------------------------------------------------------------
+    docker_gid: int = 999
+    docker_api_version: str = "1.41"
+    docker_host: str = "unix:///var/run/docker.sock"
+    base_domain: str = "localhost"
+
+    # --- OAuth ---------------------------------------------------------------------------------
+    github_client_id: str | None = None
+    github_client_secret: SecretStr | None = None
+    github_authorize_url: AnyHttpUrl = AnyHttpUrl("https://github.com/login/oauth/authorize")
+    github_token_url: AnyHttpUrl = AnyHttpUrl("https://github.com/login/oauth/access_token")
+    github_api_url: AnyHttpUrl = AnyHttpUrl("https://api.github.com")
+    oauth_access_token_lifetime: Annotated[int, Field(ge=1)] = 1800
+    oauth_refresh_token_lifetime: Annotated[int, Field(ge=1)] = 31536000
+    oauth_session_timeout: Annotated[int, Field(ge=1)] = 300
+    oauth_client_lifetime: Annotated[int, Field(ge=0)] = 7776000
+    oauth_allowed_github_users: str = Field(
+        default="", description="* for every user, or a comma-separated list"
+    )
+    oauth_mcp_protocol_version: str = "2025-06-18"
+    oauth_jwt_algorithm: str = "RS256"
+    oauth_jwt_secret: SecretStr | None = None
+    oauth_jwt_private_key_b64: SecretStr | None = None
+
+    # --- MCP protected resources ---------------------------------------------------------------
+    mcp_resource_indicators_enabled: bool = True
+    mcp_resource_validation_strict: bool = True
+    mcp_max_resources_per_token: Annotated[int, Field(ge=1)] = 5
+    mcp_server_url: str | None = None
+
+    # --- Administration ------------------------------------------------------------------------
+    admin_token: SecretStr | None = None
+    admin_email: str | None = None
+
+    # --- Testing -------------------------------------------------------------------------------
+    test_domain: str | None = None
+    test_email: str | None = None
+    test_domain_base: str | None = None
+    test_api_url: str = "http://localhost:80"
+    test_proxy_target_url: str = "https://example.com"
+    test_token: SecretStr | None = None
+
+    @field_validator("api_hostnames", "trusted_proxies", mode="before")
+    @classmethod
+    def _split_commas(cls, value: Any) -> Any:
+        if isinstance(value, str) and not value.lstrip().startswith("["):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("oauth_jwt_algorithm")
+    @classmethod
+    def _known_algorithm(cls, value: str) -> str:
+        if value not in {"RS256", "HS256"}:
+            raise ValueError("expected RS256 or HS256")
+        return value
+
+
+class SettingsError(Exception):
+    """Start-up configuration is invalid; `str()` is one line per bad variable."""
+
+
+def describe_validation_error(error: ValidationError) -> str:
+    """One line per problem naming the variable, the value given and what was expected."""
+    lines = []
+    for problem in error.errors():
+        variable = str(problem["loc"][0]).upper() if problem["loc"] else "SETTINGS"
+        given = problem.get("input")
+        shown = "" if isinstance(given, dict) else f"={given!r}"
+        expected = problem["msg"].removeprefix("Value error, ")
+        lines.append(f"invalid setting {variable}{shown}: {expected}")
+    return "\n".join(lines)
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Read the settings, raising `SettingsError` with a readable message when one is invalid."""
+    try:
+        return Settings(**overrides)
+    except ValidationError as error:
+        raise SettingsError(describe_validation_error(error)) from None

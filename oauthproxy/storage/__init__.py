@@ -1,0 +1,112 @@
+"""Redis storage: the only package that imports coredis.
+
+`open_storage(url)` yields a `Storage` holding one repository per entity of the specification's
+key schema. Repositories raise the project's own errors (`StorageUnavailable`, `Conflict`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+import coredis
+import trio
+
+from oauthproxy.errors import NotFound
+from oauthproxy.models.tokens import OwnedResources, Token
+from oauthproxy.storage import keys
+from oauthproxy.storage.base import Redis, translate_errors
+from oauthproxy.storage.certificates import CertificateRepository
+from oauthproxy.storage.proxies import ProxyRepository
+from oauthproxy.storage.routes import RouteRepository
+from oauthproxy.storage.services import DockerServiceRepository, ExternalServiceRepository
+from oauthproxy.storage.tokens import TokenRepository
+
+__all__ = ["Storage", "open_storage"]
+
+
+@translate_errors
+@dataclass(frozen=True)
+class Storage:
+    redis: Redis
+    tokens: TokenRepository
+    proxies: ProxyRepository
+    certificates: CertificateRepository
+    routes: RouteRepository
+    external_services: ExternalServiceRepository
+    docker_services: DockerServiceRepository
+
+    async def ping(self) -> float:
+        """Round-trip time to Redis in milliseconds."""
+        started = trio.current_time()
+        await self.redis.ping()
+        return (trio.current_time() - started) * 1000
+
+    async def server_info(self) -> dict[str, str]:
+        info = await self.redis.info("server")
+        return {
+            "version": str(info.get("valkey_version") or info.get("redis_version", "?")),
+            "mode": str(info.get("redis_mode", "standalone")),
+        }
+
+    async def delete_token(self, name: str) -> OwnedResources:
+        """Delete a token and everything it owns in one transaction, or nothing at all."""
+        while True:
+            token = await self.tokens.get(name)
+            if token is None:
+                raise NotFound("token", name)
+            deleted = await self._delete_token_once(token)
+            if deleted is not None:
+                return deleted
+
+    async def _delete_token_once(self, token: Token) -> OwnedResources | None:
+        owner = token.hash
+        proxies = await self.proxies.owned_by(owner)
+        certificates = await self.certificates.owned_by(owner)
+        external = await self.external_services.owned_by(owner)
+        docker = await self.docker_services.owned_by(owner)
+        routes = await self.routes.owned_by(owner)
+        watched = [keys.token(token.name)]
+        watched += [k for p in proxies for k in ProxyRepository.watched_keys(p)]
+        watched += [k for c in certificates for k in CertificateRepository.watched_keys(c)]
+        watched += [k for s in external for k in ExternalServiceRepository.watched_keys(s)]
+        watched += [k for s in docker for k in DockerServiceRepository.watched_keys(s)]
+        watched += [k for r in routes for k in RouteRepository.watched_keys(r)]
+        try:
+            async with self.redis.pipeline(transaction=True) as pipe, pipe.watch(*watched):
+                pipe.delete([keys.token(token.name), keys.token_hash(token.hash)])
+                for proxy in proxies:
+                    ProxyRepository.queue_delete(pipe, proxy)
+                for certificate in certificates:
+                    await self.certificates.queue_delete(pipe, certificate)
+                for service in external:
+                    ExternalServiceRepository.queue_delete(pipe, service)
+                for container in docker:
+                    await self.docker_services.queue_delete(pipe, container)
+                for route in routes:
+                    RouteRepository.queue_delete(pipe, route)
+        except coredis.exceptions.WatchError:
+            return None  # something it owns changed meanwhile: look again
+        return OwnedResources(
+            proxies=[p.hostname for p in proxies],
+            certificates=[c.cert_name for c in certificates],
+            services=[s.service_name for s in external] + [s.service_name for s in docker],
+            routes=[r.route_id for r in routes],
+        )
+
+
+@asynccontextmanager
+async def open_storage(url: str) -> AsyncIterator[Storage]:
+    """Connect to Redis at `url`; the connection pool lives as long as the `async with` block."""
+    client: Redis = coredis.Redis.from_url(url, decode_responses=True)
+    async with client:
+        yield Storage(
+            redis=client,
+            tokens=TokenRepository(client),
+            proxies=ProxyRepository(client),
+            certificates=CertificateRepository(client),
+            routes=RouteRepository(client),
+            external_services=ExternalServiceRepository(client),
+            docker_services=DockerServiceRepository(client),
+        )

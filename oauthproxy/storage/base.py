@@ -1,0 +1,89 @@
+"""What every repository shares: the client type, JSON (de)serialisation, error translation."""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import json
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, ParamSpec, TypeVar
+
+import coredis
+import coredis.exceptions
+from coredis.patterns.pipeline import Pipeline as _Pipeline
+from pydantic import BaseModel
+
+from oauthproxy.errors import StorageUnavailable
+
+Redis = coredis.Redis[str]
+Pipeline = _Pipeline[str]
+
+M = TypeVar("M", bound=BaseModel)
+P = ParamSpec("P")
+T = TypeVar("T")
+C = TypeVar("C", bound=type)
+
+
+def _translated(method: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T]]:
+    @functools.wraps(method)
+    async def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
+        try:
+            return await method(*args, **kwargs)
+        except (coredis.exceptions.RedisError, OSError) as error:
+            raise StorageUnavailable(f"redis: {type(error).__name__}: {error}") from error
+
+    return wrapper
+
+
+def translate_errors(cls: C) -> C:
+    """Wrap a repository's public coroutine methods so callers see `StorageUnavailable`."""
+    for name, member in list(vars(cls).items()):
+        if not name.startswith("_") and inspect.iscoroutinefunction(member):
+            setattr(cls, name, _translated(member))
+    return cls
+
+
+def dump(model: BaseModel) -> str:
+    return model.model_dump_json()
+
+
+def load(model: type[M], raw: str | None) -> M | None:
+    return None if raw is None else model.model_validate_json(raw)
+
+
+async def scan_keys(redis: Redis, pattern: str, *, skip: tuple[str, ...] = ()) -> list[str]:
+    """All keys matching `pattern`, minus those starting with one of `skip`, sorted."""
+    found: set[str] = set()
+    async for key in redis.scan_iter(match=pattern, count=1000):
+        if skip and key.startswith(skip):
+            continue
+        found.add(key)
+    return sorted(found)
+
+
+async def load_many(redis: Redis, model: type[M], keys: list[str]) -> list[M]:
+    if not keys:
+        return []
+    values = await redis.mget(keys)
+    return [model.model_validate_json(raw) for raw in values if raw is not None]
+
+
+async def iterate_models(
+    redis: Redis, model: type[M], pattern: str, *, skip: tuple[str, ...] = ()
+) -> AsyncIterator[M]:
+    keys = await scan_keys(redis, pattern, skip=skip)
+    for start in range(0, len(keys), 500):
+        for item in await load_many(redis, model, keys[start : start + 500]):
+            yield item
+
+
+def owned_by(items: list[M], owner_hash: str) -> list[M]:
+    return [item for item in items if getattr(item, "owner_token_hash", None) == owner_hash]
+
+
+def json_fields(**fields: Any) -> dict[str, str]:
+    """Stream entries hold strings; nested values are JSON."""
+    return {
+        key: value if isinstance(value, str) else json.dumps(value, default=str)
+        for key, value in fields.items()
+    }

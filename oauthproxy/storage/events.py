@@ -1,0 +1,41 @@
+"""The `events:workflow` stream: API writes queue an event in the same transaction as the data."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from typing import Any
+
+from coredis import PureToken
+
+from oauthproxy.models.events import EventType, WorkflowEvent
+from oauthproxy.storage import keys
+from oauthproxy.storage.base import Pipeline, json_fields
+
+STREAM_MAX_LENGTH = 10_000
+
+
+def queue_event(pipe: Pipeline, event_type: EventType, hostname: str, **data: Any) -> None:
+    """Append a workflow event to a transaction; it is published only if the transaction commits."""
+    event = WorkflowEvent(event_type=event_type, hostname=hostname, data=data)
+    pipe.xadd(
+        keys.EVENTS_WORKFLOW,
+        json_fields(
+            event_type=event.event_type.value,
+            hostname=event.hostname,
+            data=event.data,
+            timestamp=event.timestamp.isoformat(),
+        ),
+        trim_strategy=PureToken.MAXLEN,
+        threshold=STREAM_MAX_LENGTH,
+        trim_operator=PureToken.APPROXIMATELY,
+    )
+
+
+def parse_event(fields: dict[str, str]) -> WorkflowEvent:
+    return WorkflowEvent(
+        event_type=EventType(fields["event_type"]),
+        hostname=fields["hostname"],
+        data=json.loads(fields.get("data", "{}")),
+        timestamp=datetime.fromisoformat(fields["timestamp"]),
+    )

@@ -1,0 +1,139 @@
+"""Fixtures: a real Redis for the session, and a real gateway per test on free ports."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import trio
+
+from oauthproxy.serve import Ready, serve
+from oauthproxy.settings import Settings
+from oauthproxy.storage import Storage, open_storage
+
+REDIS_PASSWORD = "test-redis-password-0123456789abcdef"
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@pytest.fixture(autouse=True)
+def _hermetic_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Settings come only from what a test passes: drop every variable the gateway reads."""
+    for name in Settings.model_fields:
+        monkeypatch.delenv(name.upper(), raising=False)
+
+
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real Redis server (Debian's redis-server) on a free loopback port."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        pytest.fail("redis-server is not installed (apt-get install redis-server)")
+    port = free_port()
+    workdir = tmp_path_factory.mktemp("redis")
+    process = subprocess.Popen(
+        [
+            binary,
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--requirepass",
+            REDIS_PASSWORD,
+            "--dir",
+            str(workdir),
+        ],
+        stdout=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            break
+        except OSError:
+            if time.monotonic() > deadline or process.poll() is not None:
+                process.kill()
+                pytest.fail("redis-server did not start")
+            time.sleep(0.02)
+    yield f"redis://:{REDIS_PASSWORD}@127.0.0.1:{port}/0"
+    process.terminate()
+    process.wait(timeout=10)
+
+
+@pytest.fixture
+async def storage(redis_url: str) -> AsyncIterator[Storage]:
+    """Storage on the session's Redis, emptied before each test."""
+    async with open_storage(redis_url) as opened:
+        await opened.redis.flushall()
+        yield opened
+
+
+@pytest.fixture
+def make_settings(tmp_path: Path, redis_url: str) -> Callable[..., Settings]:
+    def make(**overrides: Any) -> Settings:
+        values: dict[str, Any] = {
+            "redis_url": redis_url,
+            "api_port": 0,
+            "http_port": free_port(),
+            "https_port": free_port(),
+            "proxy_protocol_port": free_port(),
+            "oauthproxy_data_dir": tmp_path / "data",
+            "shutdown_grace_seconds": 2,
+        }
+        values.update(overrides)
+        return Settings(_env_file=None, **values)
+
+    return make
+
+
+@pytest.fixture
+async def gateway(
+    nursery: trio.Nursery, storage: Storage, make_settings: Callable[..., Settings]
+) -> Ready:
+    """A running gateway (admin API on a free port) on the session's Redis."""
+    ready: Ready = await nursery.start(
+        lambda task_status: serve(make_settings(), handle_signals=False, task_status=task_status)
+    )
+    return ready
+
+
+@pytest.fixture
+async def api(gateway: Ready) -> AsyncIterator[httpx.AsyncClient]:
+    """An HTTP client for the admin API, authenticated with the admin token."""
+    headers = {"Authorization": f"Bearer {gateway.admin_token.secret}"}
+    async with httpx.AsyncClient(base_url=gateway.api_url, headers=headers) as client:
+        yield client
+
+
+@pytest.fixture
+async def anonymous(gateway: Ready) -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(base_url=gateway.api_url) as client:
+        yield client
+
+
+def project_root() -> Path:
+    return Path(__file__).resolve().parent.parent
+
+
+def venv_bin(name: str) -> str:
+    path = project_root() / ".venv" / "bin" / name
+    return str(path) if path.exists() else name
+
+
+os.environ.setdefault("PYTHONDONTWRITEBYTECODE", "1")
