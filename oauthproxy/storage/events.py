@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
@@ -32,10 +33,16 @@ def queue_event(pipe: Pipeline, event_type: EventType, hostname: str, **data: An
     )
 
 
-def parse_event(fields: dict[str, str]) -> WorkflowEvent:
+def parse_event(entry: Mapping[str, str] | Mapping[str | bytes, str | bytes]) -> WorkflowEvent:
+    """A stream entry's fields back into the event they were written from."""
+    fields = {_text(key): _text(value) for key, value in entry.items()}
     return WorkflowEvent(
         event_type=EventType(fields["event_type"]),
         hostname=fields["hostname"],
         data=json.loads(fields.get("data", "{}")),
         timestamp=datetime.fromisoformat(fields["timestamp"]),
     )
+
+
+def _text(value: str | bytes) -> str:
+    return value.decode() if isinstance(value, bytes) else value

@@ -1,0 +1,146 @@
+"""`oauthproxy run` as a user starts it: embedded Redis, persistence, clean signals, no orphans."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import trio
+
+from oauthproxy.settings import Settings
+from tests.conftest import free_port, venv_bin
+
+START_TIMEOUT = 60
+
+
+@dataclass
+class RunningGateway:
+    process: trio.Process
+    api_url: str
+    banner: str
+    data_dir: Path
+
+    def admin_token(self) -> str:
+        return (self.data_dir / "admin-token").read_text().strip()
+
+    def redis_pid(self) -> int:
+        return int((self.data_dir / "valkey.pid").read_text().strip())
+
+
+def _environment(data_dir: Path) -> dict[str, str]:
+    settings = {name.upper() for name in Settings.model_fields}
+    env = {k: v for k, v in os.environ.items() if k.upper() not in settings}
+    env.update(
+        OAUTHPROXY_DATA_DIR=str(data_dir),
+        API_PORT=str(free_port()),
+        HTTP_PORT=str(free_port()),
+        HTTPS_PORT=str(free_port()),
+        PROXY_PROTOCOL_PORT=str(free_port()),
+        SHUTDOWN_GRACE_SECONDS="3",
+    )
+    return env
+
+
+@asynccontextmanager
+async def started_gateway(data_dir: Path, cwd: Path) -> AsyncIterator[RunningGateway]:
+    process = await trio.lowlevel.open_process(
+        [venv_bin("oauthproxy"), "run"],
+        env=_environment(data_dir),
+        cwd=str(cwd),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        assert process.stdout is not None
+        output = b""
+        with trio.fail_after(START_TIMEOUT):
+            while b"try " not in output:
+                chunk = await process.stdout.receive_some()
+                assert chunk, f"the gateway exited before it was ready: {output.decode()}"
+                output += chunk
+        banner = output.decode()
+        api_url = banner.split("admin API", 1)[1].split()[0]
+        yield RunningGateway(process, api_url, banner, data_dir)
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return Path(f"/proc/{pid}").exists() and "(Z)" not in _proc_state(pid)
+
+
+def _proc_state(pid: int) -> str:
+    try:
+        return "(" + Path(f"/proc/{pid}/stat").read_text().split(")")[1].split()[0] + ")"
+    except OSError:
+        return "(gone)"
+
+
+async def _stop(gateway: RunningGateway, signum: signal.Signals) -> int:
+    gateway.process.send_signal(signum)
+    with trio.fail_after(30):
+        return await gateway.process.wait()
+
+
+async def test_embedded_redis_persists_and_stops_with_the_gateway(tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
+    async with started_gateway(data_dir, tmp_path) as first:
+        assert "redis          embedded" in first.banner
+        assert "generated on this first run" in first.banner
+        token = first.admin_token()
+        assert token in first.banner
+        headers = {"Authorization": f"Bearer {token}"}
+        async with httpx.AsyncClient(base_url=first.api_url, headers=headers) as api:
+            health = (await api.get("/health")).json()
+            assert health["components"]["redis"]["embedded"] is True
+            created = await api.post("/api/v1/tokens/generate", json={"name": "survivor"})
+            assert created.status_code == 201
+        redis_pid = first.redis_pid()
+        assert _alive(redis_pid)
+        assert await _stop(first, signal.SIGTERM) == 0
+        assert not _alive(redis_pid), "the embedded Redis outlived the gateway"
+
+    async with started_gateway(data_dir, tmp_path) as second:
+        assert "generated on this first run" not in second.banner
+        assert token not in second.banner
+        assert second.admin_token() == token
+        headers = {"Authorization": f"Bearer {token}"}
+        async with httpx.AsyncClient(base_url=second.api_url, headers=headers) as api:
+            survivor = await api.get("/api/v1/tokens/survivor")
+            assert survivor.status_code == 200
+        redis_pid = second.redis_pid()
+        assert await _stop(second, signal.SIGINT) == 0
+        assert not _alive(redis_pid), "the embedded Redis outlived the gateway"
+
+
+async def test_a_server_left_by_a_killed_gateway_is_taken_over(tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
+    async with started_gateway(data_dir, tmp_path) as killed:
+        headers = {"Authorization": f"Bearer {killed.admin_token()}"}
+        async with httpx.AsyncClient(base_url=killed.api_url, headers=headers) as api:
+            assert (await api.post("/api/v1/tokens/generate", json={"name": "kept"})).is_success
+        orphan = killed.redis_pid()
+        killed.process.kill()
+        await killed.process.wait()
+    assert _alive(orphan)
+
+    async with started_gateway(data_dir, tmp_path) as successor:
+        assert not _alive(orphan)
+        headers = {"Authorization": f"Bearer {successor.admin_token()}"}
+        async with httpx.AsyncClient(base_url=successor.api_url, headers=headers) as api:
+            assert (await api.get("/api/v1/tokens/kept")).status_code == 200
+        redis_pid = successor.redis_pid()
+        assert await _stop(successor, signal.SIGTERM) == 0
+        assert not _alive(redis_pid)
