@@ -27,6 +27,10 @@ def _settings_or_exit() -> Settings:
         raise SystemExit(2) from None
 
 
+def settings_level(settings: Settings) -> int:
+    return logging.getLevelNamesMapping()[settings.log_level.value]
+
+
 def banner(ready: Ready) -> str:
     token = ready.admin_token
     if token.source is AdminTokenSource.GENERATED:
@@ -64,9 +68,10 @@ def run() -> None:
     """Start the gateway (with the embedded Redis when REDIS_URL is unset)."""
     settings = _settings_or_exit()
     logging.basicConfig(
-        level=settings.log_level.value,
+        level=settings_level(settings),
         format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
     )
+    logging.getLogger("coredis").setLevel(max(logging.WARNING, settings_level(settings)))
     try:
         trio.run(_run, settings)
     except GatewayError as error:

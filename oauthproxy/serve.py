@@ -67,6 +67,7 @@ async def serve_admin_api(
     config = HypercornConfig()
     config.bind = [f"127.0.0.1:{settings.api_port}"]
     config.accesslog = None
+    config.errorlog = logging.getLogger("hypercorn.error")
     config.graceful_timeout = settings.shutdown_grace_seconds
     config.include_server_header = False
     app = create_app(settings, storage, embedded_redis=embedded_redis)
