@@ -47,12 +47,12 @@ def banner(ready: Ready) -> str:
             f"oauthproxy {__version__} is ready",
             f"  admin API      {ready.api_url}   (docs: {ready.api_url}/api/v1/docs)",
             f"  public ports   http {ready.http_port}, https {ready.https_port}, "
-            f"PROXY protocol {ready.proxy_protocol_port}",
+            f"PROXY protocol {ready.proxy_protocol_port} (configured; the proxy data plane "
+            "is not enabled in this version)",
             f"  redis          {ready.redis}",
             f"  data           {ready.data_dir}",
             f"  admin token    {how}",
-            f"  try            API_URL={ready.api_url} TOKEN=$(just token-admin) "
-            "proxy-client token list",
+            f"  try            proxy-client --base-url {ready.api_url} token list",
         ]
     )
 

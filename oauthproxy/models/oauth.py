@@ -57,27 +57,24 @@ class AuthorizationCode(Record):
     created_at: datetime = Field(default_factory=utcnow)
 
 
-class AccessTokenRecord(Record):
+class IssuedGrant(Record):
+    """What every issued token records: for whom, to which client, for what and how long."""
+
+    client_id: str
+    user_id: str
+    username: str
+    scope: str
+    audience: list[str] = Field(default_factory=list)
+    issued_at: datetime
+    expires_at: datetime
+
+
+class AccessTokenRecord(IssuedGrant):
     """`oauth:token:{jti}` — what was issued, so it can be listed, introspected and revoked."""
 
     jti: str
-    client_id: str
-    user_id: str
-    username: str
-    scope: str
-    audience: list[str] = Field(default_factory=list)
-    issued_at: datetime
-    expires_at: datetime
     revoked: bool = False
 
 
-class RefreshTokenRecord(Record):
+class RefreshTokenRecord(IssuedGrant):
     """`oauth:refresh:{token}`."""
-
-    client_id: str
-    user_id: str
-    username: str
-    scope: str
-    audience: list[str] = Field(default_factory=list)
-    issued_at: datetime
-    expires_at: datetime

@@ -5,8 +5,8 @@ from __future__ import annotations
 import functools
 import inspect
 import json
-from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any, ParamSpec, TypeVar
+from collections.abc import Awaitable, Callable
+from typing import Any, Generic, ParamSpec, TypeVar
 
 import coredis
 import coredis.exceptions
@@ -68,17 +68,37 @@ async def load_many(redis: Redis, model: type[M], keys: list[str]) -> list[M]:
     return [model.model_validate_json(raw) for raw in values if raw is not None]
 
 
-async def iterate_models(
-    redis: Redis, model: type[M], pattern: str, *, skip: tuple[str, ...] = ()
-) -> AsyncIterator[M]:
-    keys = await scan_keys(redis, pattern, skip=skip)
-    for start in range(0, len(keys), 500):
-        for item in await load_many(redis, model, keys[start : start + 500]):
-            yield item
+@translate_errors
+class JsonRepository(Generic[M]):
+    """Records of one model stored as JSON under `{prefix}{name}`.
 
+    `skip` names the prefixes of index keys that share `prefix` but hold something else.
+    """
 
-def owned_by(items: list[M], owner_hash: str) -> list[M]:
-    return [item for item in items if getattr(item, "owner_token_hash", None) == owner_hash]
+    model: type[M]
+    prefix: str
+    skip: tuple[str, ...] = ()
+
+    def __init__(self, redis: Redis) -> None:
+        self._redis = redis
+
+    def key(self, name: str) -> str:
+        return f"{self.prefix}{name}"
+
+    async def get(self, name: str) -> M | None:
+        return load(self.model, await self._redis.get(self.key(name)))
+
+    async def all(self) -> list[M]:
+        found = await scan_keys(self._redis, f"{self.prefix}*", skip=self.skip)
+        return await load_many(self._redis, self.model, found)
+
+    async def owned_by(self, owner_hash: str) -> list[M]:
+        """The records whose `owner_token_hash` is `owner_hash`."""
+        return [
+            item
+            for item in await self.all()
+            if getattr(item, "owner_token_hash", None) == owner_hash
+        ]
 
 
 def json_fields(**fields: Any) -> dict[str, str]:

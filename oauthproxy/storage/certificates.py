@@ -4,32 +4,14 @@ from __future__ import annotations
 
 from oauthproxy.models.certificates import Certificate
 from oauthproxy.storage import keys
-from oauthproxy.storage.base import (
-    Pipeline,
-    Redis,
-    dump,
-    load,
-    load_many,
-    owned_by,
-    scan_keys,
-    translate_errors,
-)
+from oauthproxy.storage.base import JsonRepository, Pipeline, dump, translate_errors
 
 
 @translate_errors
-class CertificateRepository:
-    def __init__(self, redis: Redis) -> None:
-        self._redis = redis
-
-    async def get(self, name: str) -> Certificate | None:
-        return load(Certificate, await self._redis.get(keys.cert(name)))
-
-    async def all(self) -> list[Certificate]:
-        found = await scan_keys(self._redis, "cert:*", skip=("cert:domain:", "cert:status:"))
-        return await load_many(self._redis, Certificate, found)
-
-    async def owned_by(self, owner_hash: str) -> list[Certificate]:
-        return owned_by(await self.all(), owner_hash)
+class CertificateRepository(JsonRepository[Certificate]):
+    model = Certificate
+    prefix = keys.cert("")
+    skip = (keys.cert_domain(""), keys.cert_status(""))
 
     async def name_for_domain(self, domain: str) -> str | None:
         return await self._redis.get(keys.cert_domain(domain))

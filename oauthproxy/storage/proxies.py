@@ -6,16 +6,7 @@ from oauthproxy.errors import Conflict
 from oauthproxy.models.events import EventType
 from oauthproxy.models.proxies import ProxyTarget
 from oauthproxy.storage import keys
-from oauthproxy.storage.base import (
-    Pipeline,
-    Redis,
-    dump,
-    load,
-    load_many,
-    owned_by,
-    scan_keys,
-    translate_errors,
-)
+from oauthproxy.storage.base import JsonRepository, Pipeline, dump, translate_errors
 from oauthproxy.storage.events import queue_event
 
 
@@ -28,19 +19,10 @@ def _event_data(target: ProxyTarget) -> dict[str, object]:
 
 
 @translate_errors
-class ProxyRepository:
-    def __init__(self, redis: Redis) -> None:
-        self._redis = redis
-
-    async def get(self, hostname: str) -> ProxyTarget | None:
-        return load(ProxyTarget, await self._redis.get(keys.proxy(hostname)))
-
-    async def all(self) -> list[ProxyTarget]:
-        found = await scan_keys(self._redis, "proxy:*", skip=("proxy:client:",))
-        return await load_many(self._redis, ProxyTarget, found)
-
-    async def owned_by(self, owner_hash: str) -> list[ProxyTarget]:
-        return owned_by(await self.all(), owner_hash)
+class ProxyRepository(JsonRepository[ProxyTarget]):
+    model = ProxyTarget
+    prefix = keys.proxy("")
+    skip = ("proxy:client:",)
 
     async def create(self, target: ProxyTarget) -> None:
         async with (

@@ -5,16 +5,7 @@ from __future__ import annotations
 from oauthproxy.errors import Conflict
 from oauthproxy.models.routes import Route
 from oauthproxy.storage import keys
-from oauthproxy.storage.base import (
-    Pipeline,
-    Redis,
-    dump,
-    load,
-    load_many,
-    owned_by,
-    scan_keys,
-    translate_errors,
-)
+from oauthproxy.storage.base import JsonRepository, Pipeline, Redis, dump, translate_errors
 
 # Write the route and both indexes only if the id and the (path, priority) pair are both free.
 _CREATE = """
@@ -28,21 +19,19 @@ return 'ok'
 
 
 @translate_errors
-class RouteRepository:
+class RouteRepository(JsonRepository[Route]):
+    model = Route
+    prefix = keys.route("")
+    skip = ("route:unique:", "route:priority:")
+
     def __init__(self, redis: Redis) -> None:
-        self._redis = redis
+        super().__init__(redis)
         self._create = redis.register_script(_CREATE)
 
-    async def get(self, route_id: str) -> Route | None:
-        return load(Route, await self._redis.get(keys.route(route_id)))
-
     async def all(self) -> list[Route]:
-        found = await scan_keys(self._redis, "route:*", skip=("route:unique:", "route:priority:"))
-        routes = await load_many(self._redis, Route, found)
+        """Every route, highest priority first."""
+        routes = await super().all()
         return sorted(routes, key=lambda route: (-route.priority, route.route_id))
-
-    async def owned_by(self, owner_hash: str) -> list[Route]:
-        return owned_by(await self.all(), owner_hash)
 
     async def create(self, route: Route) -> None:
         outcome: str = await self._create(

@@ -6,33 +6,18 @@ from __future__ import annotations
 from oauthproxy.errors import Conflict
 from oauthproxy.models.services import DockerService, ExternalService, PortAllocation
 from oauthproxy.storage import keys
-from oauthproxy.storage.base import (
-    Pipeline,
-    Redis,
-    dump,
-    load,
-    load_many,
-    owned_by,
-    scan_keys,
-    translate_errors,
-)
+from oauthproxy.storage.base import JsonRepository, Pipeline, dump, load_many, translate_errors
 
 
 @translate_errors
-class ExternalServiceRepository:
-    def __init__(self, redis: Redis) -> None:
-        self._redis = redis
-
-    async def get(self, name: str) -> ExternalService | None:
-        return load(ExternalService, await self._redis.get(keys.service_external(name)))
+class ExternalServiceRepository(JsonRepository[ExternalService]):
+    model = ExternalService
+    prefix = keys.service_external("")
 
     async def all(self) -> list[ExternalService]:
         names = sorted(await self._redis.smembers(keys.SERVICES_EXTERNAL))
         found = [keys.service_external(name) for name in names]
         return await load_many(self._redis, ExternalService, found)
-
-    async def owned_by(self, owner_hash: str) -> list[ExternalService]:
-        return owned_by(await self.all(), owner_hash)
 
     async def create(self, service: ExternalService) -> None:
         name = service.service_name
@@ -58,19 +43,9 @@ class ExternalServiceRepository:
 
 
 @translate_errors
-class DockerServiceRepository:
-    def __init__(self, redis: Redis) -> None:
-        self._redis = redis
-
-    async def get(self, name: str) -> DockerService | None:
-        return load(DockerService, await self._redis.get(keys.docker_service(name)))
-
-    async def all(self) -> list[DockerService]:
-        found = await scan_keys(self._redis, "docker_service:*")
-        return await load_many(self._redis, DockerService, found)
-
-    async def owned_by(self, owner_hash: str) -> list[DockerService]:
-        return owned_by(await self.all(), owner_hash)
+class DockerServiceRepository(JsonRepository[DockerService]):
+    model = DockerService
+    prefix = keys.docker_service("")
 
     async def put(self, service: DockerService) -> None:
         name = service.service_name

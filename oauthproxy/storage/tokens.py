@@ -12,7 +12,7 @@ from oauthproxy.errors import Conflict
 from oauthproxy.models.common import utcnow
 from oauthproxy.models.tokens import Token
 from oauthproxy.storage import keys
-from oauthproxy.storage.base import Redis, dump, load, load_many, scan_keys, translate_errors
+from oauthproxy.storage.base import JsonRepository, Redis, dump, translate_errors
 
 TOKEN_PREFIX = "acm_"  # noqa: S105 - a prefix, not a secret
 
@@ -69,14 +69,15 @@ def new_token(
 
 
 @translate_errors
-class TokenRepository:
+class TokenRepository(JsonRepository[Token]):
+    model = Token
+    prefix = keys.token("")
+    skip = (keys.token_hash(""),)
+
     def __init__(self, redis: Redis) -> None:
-        self._redis = redis
+        super().__init__(redis)
         self._create = redis.register_script(_CREATE)
         self._replace = redis.register_script(_REPLACE)
-
-    async def get(self, name: str) -> Token | None:
-        return load(Token, await self._redis.get(keys.token(name)))
 
     async def authenticate(self, secret: str) -> Token | None:
         """The token whose secret this is, or None. The hashes are compared in constant time."""
@@ -86,10 +87,6 @@ class TokenRepository:
         if token is None or not hmac.compare_digest(token.hash, presented):
             return None
         return token
-
-    async def all(self) -> list[Token]:
-        names = await scan_keys(self._redis, "token:*", skip=("token:hash:",))
-        return await load_many(self._redis, Token, names)
 
     async def create(self, token: Token) -> None:
         outcome: str = await self._create(
