@@ -52,7 +52,7 @@ def banner(ready: Ready) -> str:
             f"  redis          {ready.redis}",
             f"  data           {ready.data_dir}",
             f"  admin token    {how}",
-            f"  try            proxy-client --base-url {ready.api_url} token list",
+            f"  try            API_URL={ready.api_url} ./scripts/just token-list",
         ]
     )
 

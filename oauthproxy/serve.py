@@ -30,6 +30,8 @@ from oauthproxy.storage.embedded import EmbeddedRedis, serve_embedded_redis
 
 log = logging.getLogger(__name__)
 
+SIGNAL_REPEAT_SECONDS = 1.0
+
 
 @dataclass(frozen=True)
 class Ready:
@@ -45,13 +47,22 @@ class Ready:
 
 
 async def _watch_signals(shutdown: trio.Event, everything: trio.CancelScope) -> None:
+    """First signal: graceful shutdown. Another one, a moment later: stop now.
+
+    A signal repeated within `SIGNAL_REPEAT_SECONDS` is the same request delivered twice (`timeout`
+    or a process manager signalling the whole process group), not an impatient operator.
+    """
+    first_at = 0.0
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
         async for signum in signals:
+            if shutdown.is_set() and trio.current_time() - first_at < SIGNAL_REPEAT_SECONDS:
+                continue
             if shutdown.is_set():
                 log.warning("second %s: stopping now", signal.Signals(signum).name)
                 everything.cancel()
                 return
             log.info("%s: shutting down", signal.Signals(signum).name)
+            first_at = trio.current_time()
             shutdown.set()
 
 
@@ -65,7 +76,7 @@ async def serve_admin_api(
 ) -> None:
     """Serve the admin API on loopback until `shutdown` is set; started with its URL."""
     config = HypercornConfig()
-    config.bind = [f"127.0.0.1:{settings.api_port}"]
+    config.bind = [f"{settings.api_bind_host}:{settings.api_port}"]
     config.accesslog = None
     config.errorlog = logging.getLogger("hypercorn.error")
     config.graceful_timeout = settings.shutdown_grace_seconds

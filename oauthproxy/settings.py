@@ -62,6 +62,10 @@ class Settings(BaseSettings):
     http_port: Port = 80
     https_port: Port = 443
     api_port: Port = 9000
+    api_bind_host: str = Field(
+        default="127.0.0.1",
+        description="Where the admin API listens; 0.0.0.0 only inside a container",
+    )
     proxy_protocol_port: Port = 10001
     api_url: AnyHttpUrl = AnyHttpUrl("http://localhost:9000")
     api_hostnames: Annotated[list[str], NoDecode] = Field(

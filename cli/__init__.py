@@ -1,0 +1,1 @@
+"""`proxy-client`: the command-line client of the gateway's admin API."""

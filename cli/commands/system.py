@@ -1,0 +1,16 @@
+"""Top-level commands about the gateway itself."""
+
+from __future__ import annotations
+
+from http import HTTPStatus
+
+from cli.session import Session
+
+
+def health(*, session: Session) -> int:
+    """Check the gateway's health (no token needed); exits 1 when it is unhealthy."""
+    report = session.api.request(
+        "GET", "/health", auth=False, also_accept={HTTPStatus.SERVICE_UNAVAILABLE}
+    )
+    session.show(report)
+    return 0 if report.get("status") == "healthy" else 1
