@@ -136,3 +136,157 @@ fmt: _venv
 # Bring .venv in line with uv.lock (a no-op when it already is)
 _venv:
     @scripts/sync-env
+
+# --- benchmarks --------------------------------------------------------------------------------
+
+# Benchmark the data plane (backend direct, gateway, nginx; streaming; create→200; 1,000 hosts). Options: --quick, --duration S, --connections N
+[group('benchmarks')]
+bench *args: _venv
+    #!/bin/sh
+    set -eu
+    apt_install() {
+        [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 || return 1
+        echo "bench: installing $1 with apt-get" >&2
+        install="apt-get -o DPkg::Lock::Timeout=600 install -y -q --no-install-recommends $1"
+        DEBIAN_FRONTEND=noninteractive $install >/dev/null \
+            || { apt-get -q update >/dev/null && DEBIAN_FRONTEND=noninteractive $install >/dev/null; }
+    }
+    if ! command -v wrk >/dev/null 2>&1 && ! apt_install wrk; then
+        echo "bench: wrk is required and could not be installed (install it, e.g. apt-get install wrk)" >&2
+        exit 1
+    fi
+    if ! command -v nginx >/dev/null 2>&1 && [ ! -x /usr/sbin/nginx ] && ! apt_install nginx; then
+        echo "bench: nginx is not installed and could not be installed: the nginx row is skipped" >&2
+    fi
+    exec python benchmarks/run.py "$@"
+
+# --- routes ------------------------------------------------------------------------------------
+
+# List all routes in a table, highest priority first
+[group('routes')]
+route-list token="": _venv
+    @proxy-client {{ if token != "" { "--token " + quote(token) } else { "" } }} route list
+
+# Show a route's details in JSON
+[group('routes')]
+route-show route-id token="": _venv
+    @proxy-client {{ if token != "" { "--token " + quote(token) } else { "" } }} --format json route show {{ quote(route-id) }}
+
+# Create a global route (methods: GET,POST; is-regex: true makes the path a regular expression)
+[group('routes')]
+route-create path target-type target-value priority="50" methods="" is-regex="false" description="" token="": (_route-create "global" "" path target-type target-value priority methods is-regex description token)
+
+# Delete a route
+[group('routes')]
+route-delete route-id token="": _venv
+    @proxy-client {{ if token != "" { "--token " + quote(token) } else { "" } }} route delete {{ quote(route-id) }}
+
+# Create a route that applies to every proxy
+[group('routes')]
+route-create-global path target-type target-value priority="50" methods="" is-regex="false" description="" token="": (_route-create "global" "" path target-type target-value priority methods is-regex description token)
+
+# Create a route that applies only to the given proxies (comma-separated hostnames)
+[group('routes')]
+route-create-proxy path target-type target-value proxies priority="50" methods="" is-regex="false" description="" token="": (_route-create "proxy" proxies path target-type target-value priority methods is-regex description token)
+
+# List the routes of one scope: all, global or proxy
+[group('routes')]
+route-list-by-scope scope="all" token="": _venv
+    @proxy-client {{ if token != "" { "--token " + quote(token) } else { "" } }} route list-by-scope {{ quote(scope) }}
+
+_route-create scope proxies path target-type target-value priority methods is-regex description token: _venv
+    @proxy-client {{ if token != "" { "--token " + quote(token) } else { "" } }} route create {{ quote(path) }} {{ quote(target-type) }} {{ quote(target-value) }} --scope {{ scope }} {{ if proxies != "" { "--proxies " + quote(proxies) } else { "" } }} {{ if priority != "" { "--priority " + quote(priority) } else { "" } }} {{ if methods != "" { "--methods " + quote(methods) } else { "" } }} {{ if is-regex =~ '^(?i:true|yes|1)$' { "--regex" } else { "" } }} {{ if description != "" { "--description " + quote(description) } else { "" } }}
+
+# --- proxies -----------------------------------------------------------------------------------
+
+# Create a proxy (booleans: true/false; staging and email are kept for its certificate)
+[group('proxies')]
+proxy-create hostname target-url staging="false" preserve-host="true" enable-http="true" enable-https="true" email="" token="": _venv
+    @proxy-client {{ if token != "" { "--token " + quote(token) } else { "" } }} proxy create {{ quote(hostname) }} {{ quote(target-url) }} --staging={{ quote(staging) }} --preserve-host={{ quote(preserve-host) }} --http={{ quote(enable-http) }} --https={{ quote(enable-https) }} {{ if email != "" { "--email " + quote(email) } else { "" } }}
+
+# Delete a proxy (delete-cert=true: its certificate too, if yours; force=true: no error if missing)
+[group('proxies')]
+proxy-delete hostname delete-cert="false" force="false" token="": _venv
+    @proxy-client {{ if token != "" { "--token " + quote(token) } else { "" } }} proxy delete {{ quote(hostname) }} --delete-cert={{ quote(delete-cert) }} --force={{ quote(force) }}
+
+# List all proxies
+[group('proxies')]
+proxy-list token="": _venv
+    @proxy-client {{ if token != "" { "--token " + quote(token) } else { "" } }} proxy list
+
+# Show a proxy with all its settings
+[group('proxies')]
+proxy-show hostname token="": _venv
+    @proxy-client {{ if token != "" { "--token " + quote(token) } else { "" } }} proxy show {{ quote(hostname) }}
+
+# Turn auth on (mode: forward, redirect or passthrough; scopes and audiences comma-separated)
+[group('proxies')]
+proxy-auth-enable hostname auth-proxy="" mode="" allowed-scopes="" allowed-audiences="" token="": _venv
+    @proxy-client {{ if token != "" { "--token " + quote(token) } else { "" } }} proxy auth enable {{ quote(hostname) }} {{ if auth-proxy != "" { "--auth-proxy " + quote(auth-proxy) } else { "" } }} {{ if mode != "" { "--mode " + quote(mode) } else { "" } }} {{ if allowed-scopes != "" { "--scopes " + quote(allowed-scopes) } else { "" } }} {{ if allowed-audiences != "" { "--audiences " + quote(allowed-audiences) } else { "" } }}
+
+# Turn auth off and reset every auth setting
+[group('proxies')]
+proxy-auth-disable hostname token="": _venv
+    @proxy-client {{ if token != "" { "--token " + quote(token) } else { "" } }} proxy auth disable {{ quote(hostname) }}
+
+# Set who may pass, comma-separated ("*": every GitHub user; "": the global default / none)
+[group('proxies')]
+proxy-auth-config hostname users="" emails="" groups="" allowed-scopes="" allowed-audiences="" token="": _venv
+    @proxy-client {{ if token != "" { "--token " + quote(token) } else { "" } }} proxy auth config {{ quote(hostname) }} --users {{ quote(users) }} --emails {{ quote(emails) }} --groups {{ quote(groups) }} --scopes {{ quote(allowed-scopes) }} --audiences {{ quote(allowed-audiences) }}
+
+# Show a proxy's auth settings
+[group('proxies')]
+proxy-auth-show hostname token="": _venv
+    @proxy-client {{ if token != "" { "--token " + quote(token) } else { "" } }} proxy auth show {{ quote(hostname) }}
+
+# Set protected resource metadata (RFC 9728); "" keeps a value's default, JSON for server-info/custom-metadata
+[group('proxies')]
+proxy-resource-set hostname endpoint="" scopes="" stateful="false" override-backend="false" bearer-methods="" doc-suffix="" server-info="" custom-metadata="" hacker-one-research="" token="": _venv
+    @proxy-client {{ if token != "" { "--token " + quote(token) } else { "" } }} proxy resource set {{ quote(hostname) }} --stateful={{ quote(stateful) }} --override-backend={{ quote(override-backend) }} {{ if endpoint != "" { "--endpoint " + quote(endpoint) } else { "" } }} {{ if scopes != "" { "--scopes " + quote(scopes) } else { "" } }} {{ if bearer-methods != "" { "--bearer-methods " + quote(bearer-methods) } else { "" } }} {{ if doc-suffix != "" { "--doc-suffix " + quote(doc-suffix) } else { "" } }} {{ if server-info != "" { "--server-info " + quote(server-info) } else { "" } }} {{ if custom-metadata != "" { "--custom-metadata " + quote(custom-metadata) } else { "" } }} {{ if hacker-one-research != "" { "--hacker-one-research " + quote(hacker-one-research) } else { "" } }}
+
+# Remove a proxy's protected resource metadata
+[group('proxies')]
+proxy-resource-clear hostname token="": _venv
+    @proxy-client {{ if token != "" { "--token " + quote(token) } else { "" } }} proxy resource clear {{ quote(hostname) }}
+
+# Show a proxy's protected resource metadata
+[group('proxies')]
+proxy-resource-show hostname token="": _venv
+    @proxy-client {{ if token != "" { "--token " + quote(token) } else { "" } }} proxy resource show {{ quote(hostname) }}
+
+# List the proxies that serve protected resource metadata
+[group('proxies')]
+proxy-resource-list token="": _venv
+    @proxy-client {{ if token != "" { "--token " + quote(token) } else { "" } }} proxy resource list
+
+# --- services ----------------------------------------------------------------------------------
+
+# Register an external service: a name for a URL that routes can target
+[group('services')]
+service-register name target-url description="" token="": _venv
+    @proxy-client {{ if token != "" { "--token " + quote(token) } else { "" } }} service register {{ quote(name) }} {{ quote(target-url) }} {{ if description != "" { "--description " + quote(description) } else { "" } }}
+
+# List the external services
+[group('services')]
+service-list-external token="": _venv
+    @proxy-client {{ if token != "" { "--token " + quote(token) } else { "" } }} service list-external
+
+# Show an external service
+[group('services')]
+service-show-external name token="": _venv
+    @proxy-client {{ if token != "" { "--token " + quote(token) } else { "" } }} service show-external {{ quote(name) }}
+
+# Point an external service at a new URL
+[group('services')]
+service-update-external name target-url description="" token="": _venv
+    @proxy-client {{ if token != "" { "--token " + quote(token) } else { "" } }} service update-external {{ quote(name) }} {{ quote(target-url) }} {{ if description != "" { "--description " + quote(description) } else { "" } }}
+
+# Delete an external service
+[group('services')]
+service-unregister name token="": _venv
+    @proxy-client {{ if token != "" { "--token " + quote(token) } else { "" } }} service unregister {{ quote(name) }}
+
+# List every service: internal, external and Docker (type: docker, external or internal)
+[group('services')]
+service-list-all type="" token="": _venv
+    @proxy-client {{ if token != "" { "--token " + quote(token) } else { "" } }} service list-all {{ if type != "" { "--type " + quote(type) } else { "" } }}

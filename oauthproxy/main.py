@@ -14,7 +14,7 @@ from oauthproxy.admin_token import AdminTokenSource, read_admin_token
 from oauthproxy.errors import GatewayError
 from oauthproxy.serve import Ready, serve
 from oauthproxy.settings import Settings, SettingsError, load_settings
-from oauthproxy.storage.console import console_url, execute
+from oauthproxy.storage.console import console_url, execute, is_redis_error
 
 app = cyclopts.App(name="oauthproxy", version=__version__, help=__doc__)
 
@@ -46,9 +46,9 @@ def banner(ready: Ready) -> str:
         [
             f"oauthproxy {__version__} is ready",
             f"  admin API      {ready.api_url}   (docs: {ready.api_url}/api/v1/docs)",
-            f"  public ports   http {ready.http_port}, https {ready.https_port}, "
-            f"PROXY protocol {ready.proxy_protocol_port} (configured; the proxy data plane "
-            "is not enabled in this version)",
+            f"  proxies        http://{ready.http_host}:{ready.http_port} (by Host header); "
+            f"https {ready.https_port} and PROXY protocol {ready.proxy_protocol_port} "
+            "are not served yet",
             f"  redis          {ready.redis}",
             f"  data           {ready.data_dir}",
             f"  admin token    {how}",
@@ -74,10 +74,27 @@ def run() -> None:
     logging.getLogger("coredis").setLevel(max(logging.WARNING, settings_level(settings)))
     try:
         trio.run(_run, settings)
-    except GatewayError as error:
-        print(f"oauthproxy: {error}", file=sys.stderr)
+    except (GatewayError, BaseExceptionGroup) as error:
+        reason = _known_failure(error)
+        if reason is None:
+            raise
+        print(f"oauthproxy: {reason}", file=sys.stderr)
         raise SystemExit(1) from None
     print("oauthproxy stopped", flush=True)
+
+
+def _known_failure(error: BaseException) -> str | None:
+    """The message of the first expected failure (ours, or Redis being unreachable) in `error`."""
+    if isinstance(error, BaseExceptionGroup):
+        for inner in error.exceptions:
+            if (reason := _known_failure(inner)) is not None:
+                return reason
+        return None
+    if isinstance(error, GatewayError):
+        return str(error)
+    if isinstance(error, OSError) or is_redis_error(error):
+        return f"cannot reach Redis: {error}"
+    return None
 
 
 @app.command(name="admin-token")

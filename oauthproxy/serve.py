@@ -4,7 +4,9 @@
     ├─ signal watcher: the first SIGTERM/SIGINT starts a graceful shutdown, a second one ends it
     ├─ embedded Redis (a supervised child process) when REDIS_URL is unset
     └─ storage (coredis pool), then the services nursery
-       └─ admin API (hypercorn[trio] + quart-trio) on 127.0.0.1:API_PORT
+       ├─ admin API (hypercorn[trio] + quart-trio) on API_BIND_HOST:API_PORT
+       ├─ supervisor: consumes events:workflow, owns one instance nursery per hostname
+       └─ dispatcher on HTTP_PORT: hands each connection to its hostname's instance
 
 Shutdown runs in dependency order: the services drain (bounded by SHUTDOWN_GRACE_SECONDS), then
 the storage pool closes, then the embedded Redis stops and flushes its data.
@@ -21,12 +23,18 @@ from pathlib import Path
 import trio
 from hypercorn.config import Config as HypercornConfig
 from hypercorn.trio import serve as hypercorn_serve
+from pydantic import AnyHttpUrl
 
 from oauthproxy.admin_token import AdminToken, ensure_admin_token
 from oauthproxy.api.app import create_app
+from oauthproxy.models.proxies import ProxyTarget
+from oauthproxy.proxy.dispatcher import serve_http
+from oauthproxy.proxy.headers import parse_networks
 from oauthproxy.settings import Settings
 from oauthproxy.storage import Storage, open_storage
 from oauthproxy.storage.embedded import EmbeddedRedis, serve_embedded_redis
+from oauthproxy.storage.services import InternalServiceRepository
+from oauthproxy.supervisor.supervisor import Supervisor, serve_supervisor
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +46,7 @@ class Ready:
     """What a started gateway reports: where it listens and where its state lives."""
 
     api_url: str
+    http_host: str
     http_port: int
     https_port: int
     proxy_protocol_port: int
@@ -125,10 +134,32 @@ async def serve(
                         embedded_redis=embedded is not None,
                     )
                 )
+                await InternalServiceRepository(storage.redis).register_api(api_url)
+                supervisor: Supervisor = await services.start(
+                    functools.partial(
+                        serve_supervisor,
+                        settings,
+                        storage,
+                        settings.replica,
+                        api_targets(settings, api_url),
+                        shutdown,
+                    )
+                )
+                http_port: int = await services.start(
+                    functools.partial(
+                        serve_http,
+                        settings.server_host,
+                        settings.http_port,
+                        supervisor.instances,
+                        parse_networks(settings.trusted_proxies),
+                        shutdown,
+                    )
+                )
                 task_status.started(
                     Ready(
                         api_url=api_url,
-                        http_port=settings.http_port,
+                        http_host=settings.server_host,
+                        http_port=http_port,
                         https_port=settings.https_port,
                         proxy_protocol_port=settings.proxy_protocol_port,
                         redis="embedded" if embedded else _redacted(redis_url),
@@ -140,6 +171,14 @@ async def serve(
                 grace = settings.shutdown_grace_seconds
                 services.cancel_scope.deadline = trio.current_time() + grace
         root.cancel_scope.cancel()
+
+
+def api_targets(settings: Settings, api_url: str) -> list[ProxyTarget]:
+    """The API hostnames (`localhost`, ...) reach the admin API through the public port."""
+    return [
+        ProxyTarget(hostname=hostname, target_url=AnyHttpUrl(api_url), preserve_host_header=True)
+        for hostname in settings.api_hostnames
+    ]
 
 
 def _redacted(url: str) -> str:

@@ -6,6 +6,7 @@ the package reads the environment; configuration flows down from `Settings` as a
 
 from __future__ import annotations
 
+import socket
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
@@ -74,6 +75,11 @@ class Settings(BaseSettings):
     )
     self_signed_cn: str = "localhost"
     shutdown_grace_seconds: PositiveSeconds = 10.0
+    gateway_id: str | None = Field(
+        default=None,
+        pattern=r"^[A-Za-z0-9_.:-]{1,128}$",
+        description="This replica's name in the workflow consumer groups (default: host-HTTP_PORT)",
+    )
     trusted_proxies: Annotated[list[str], NoDecode] = Field(
         default_factory=list,
         description="Peers (IPs or CIDRs) whose X-Forwarded-* headers are believed",
@@ -155,6 +161,10 @@ class Settings(BaseSettings):
         if isinstance(value, str) and not value.lstrip().startswith("["):
             return [part.strip() for part in value.split(",") if part.strip()]
         return value
+
+    @property
+    def replica(self) -> str:
+        return self.gateway_id or f"{socket.gethostname()}-{self.http_port}"
 
     @field_validator("oauth_jwt_algorithm")
     @classmethod

@@ -9,6 +9,9 @@ from quart_trio import QuartTrio
 from oauthproxy import __version__
 from oauthproxy.api.errors import install_error_handlers
 from oauthproxy.api.health import health
+from oauthproxy.api.proxies import proxies
+from oauthproxy.api.routes import routes
+from oauthproxy.api.services import services
 from oauthproxy.api.state import AppState
 from oauthproxy.api.tokens import tokens
 from oauthproxy.settings import Settings
@@ -39,4 +42,7 @@ def create_app(settings: Settings, storage: Storage, *, embedded_redis: bool) ->
     install_error_handlers(app)
     app.register_blueprint(health)
     app.register_blueprint(tokens)
+    app.register_blueprint(proxies)
+    app.register_blueprint(services)
+    app.register_blueprint(routes)
     return app

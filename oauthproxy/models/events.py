@@ -16,6 +16,12 @@ class EventType(StrEnum):
     PROXY_UPDATED = "proxy_updated"
     PROXY_DELETED = "proxy_deleted"
     CERTIFICATE_READY = "certificate_ready"
+    ROUTES_CHANGED = "routes_changed"
+    SERVICES_CHANGED = "services_changed"
+
+
+ALL_HOSTS = "*"
+"""The `hostname` of events that concern every instance (routes, services)."""
 
 
 class WorkflowEvent(Record):

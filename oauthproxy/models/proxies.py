@@ -4,11 +4,14 @@ from __future__ import annotations
 
 from datetime import datetime
 from enum import StrEnum
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import AnyHttpUrl, Field
+from pydantic import AliasChoices, AliasGenerator, AnyHttpUrl, ConfigDict, Field, StringConstraints
 
-from oauthproxy.models.common import Hostname, Name, OwnerHash, Record, utcnow
+from oauthproxy.models.common import Email, Hostname, Name, OwnerHash, Record, Request, utcnow
+
+MCP_PROTOCOL_VERSION = "2025-06-18"
+HACKERONE_HEADER = "X-HackerOne-Research"
 
 
 class AuthMode(StrEnum):
@@ -72,3 +75,161 @@ class ProxyClientInfo(Record):
     client_port: int
     server_ip: str
     server_port: int
+
+
+# --- request bodies of the proxy API -------------------------------------------------------------
+
+HeaderName = Annotated[
+    str, StringConstraints(pattern=r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$", max_length=256)
+]
+"""An HTTP field name (RFC 9110 token)."""
+
+HeaderValue = Annotated[str, StringConstraints(pattern=r"^[^\r\n\x00]*$", max_length=8192)]
+"""An HTTP field value: no line breaks, so a configured header cannot inject another one."""
+
+HeaderMap = dict[HeaderName, HeaderValue]
+
+UrlPath = Annotated[str, StringConstraints(pattern=r"^/\S*$", max_length=1024)]
+
+Label = Annotated[str, StringConstraints(min_length=1, max_length=256)]
+"""A user name, email pattern, group, scope or audience in an auth allowlist."""
+
+
+class ProxyTargetCreate(Request):
+    hostname: Hostname
+    target_url: AnyHttpUrl = Field(description="The backend: an http:// or https:// URL")
+    cert_name: Name | None = None
+    enable_http: bool = True
+    enable_https: bool = True
+    preserve_host_header: bool = True
+    custom_headers: HeaderMap = Field(default_factory=dict)
+    custom_response_headers: HeaderMap = Field(default_factory=dict)
+    cert_email: Email | None = Field(
+        default=None, description="Email for the certificate's ACME account (not used yet)"
+    )
+    staging: bool = Field(
+        default=False, description="Issue the certificate from ACME staging (not used yet)"
+    )
+
+    def target(self, *, owner_token_hash: str, created_by: str) -> ProxyTarget:
+        fields = self.model_dump(exclude={"cert_email", "staging"})
+        return ProxyTarget(**fields, owner_token_hash=owner_token_hash, created_by=created_by)
+
+
+class ProxyTargetUpdate(Request):
+    """A partial update: only the fields present change."""
+
+    target_url: AnyHttpUrl | None = None
+    cert_name: Name | None = None
+    enabled: bool | None = None
+    enable_http: bool | None = None
+    enable_https: bool | None = None
+    preserve_host_header: bool | None = None
+    custom_headers: HeaderMap | None = None
+    custom_response_headers: HeaderMap | None = None
+
+
+class ProxyAuthConfig(Request):
+    """Auth settings to change; auth is enabled by the same request. Absent fields keep their
+    value; `auth_required_users: null` means the global default (OAUTH_ALLOWED_GITHUB_USERS)."""
+
+    auth_proxy: Hostname | None = None
+    auth_mode: AuthMode | None = None
+    auth_required_users: list[Label] | None = None
+    auth_required_emails: list[Label] | None = None
+    auth_required_groups: list[Label] | None = None
+    auth_allowed_scopes: list[Label] | None = None
+    auth_allowed_audiences: list[Label] | None = None
+    auth_pass_headers: bool | None = None
+    auth_cookie_name: HeaderName | None = None
+    auth_header_prefix: HeaderName | None = None
+    auth_excluded_paths: list[UrlPath] | None = None
+
+
+class BearerMethod(StrEnum):
+    """How a resource accepts bearer tokens (RFC 9728 `bearer_methods_supported`)."""
+
+    HEADER = "header"
+    BODY = "body"
+    QUERY = "query"
+
+
+def _also_mcp(name: str) -> AliasChoices:
+    """`resource_endpoint` may also be sent as the spec's `mcp_endpoint`, and so on."""
+    return AliasChoices(name, name.replace("resource_", "mcp_", 1))
+
+
+class ProxyResourceConfig(Request):
+    """Protected resource metadata (RFC 9728) for a proxy: replaces all of it at once.
+
+    Each `resource_*` field is also accepted under its `mcp_*` name. `mcp_enabled: false` clears
+    the metadata, like DELETE.
+    """
+
+    model_config = ConfigDict(alias_generator=AliasGenerator(validation_alias=_also_mcp))
+
+    mcp_enabled: bool = True
+    resource_endpoint: UrlPath = "/mcp"
+    resource_scopes: list[Label] = Field(default_factory=lambda: ["mcp:read", "mcp:write"])
+    resource_stateful: bool = False
+    resource_versions: list[Label] = Field(default_factory=lambda: [MCP_PROTOCOL_VERSION])
+    resource_server_info: dict[str, Any] | None = None
+    resource_override_backend: bool = False
+    resource_bearer_methods: list[BearerMethod] = Field(
+        default_factory=lambda: [BearerMethod.HEADER]
+    )
+    resource_documentation_suffix: UrlPath | None = "/docs"
+    resource_custom_metadata: dict[str, Any] | None = None
+    hacker_one_research_header: HeaderValue | None = Field(
+        default=None, description="Also send `X-HackerOne-Research: <value>` on every response"
+    )
+
+    def apply(self, target: ProxyTarget) -> ProxyTarget:
+        if not self.mcp_enabled:
+            return reset(target, RESOURCE_FIELDS)
+        changes: dict[str, Any] = self.model_dump(mode="json", include=set(RESOURCE_FIELDS))
+        if self.hacker_one_research_header is not None:
+            headers = {**target.custom_response_headers}
+            headers[HACKERONE_HEADER] = self.hacker_one_research_header
+            changes["custom_response_headers"] = headers
+        return target.model_copy(update=changes)
+
+
+class ProxyRouteSettings(Request):
+    """Which routes apply to a proxy; absent fields keep their value."""
+
+    route_mode: RouteMode | None = None
+    enabled_routes: list[Name] | None = None
+    disabled_routes: list[Name] | None = None
+
+
+class ProxyDeleteQuery(Request):
+    delete_certificate: bool = Field(
+        default=False, description="Also delete the proxy's certificate, if the caller owns it"
+    )
+
+
+class ProxyDeleted(Record):
+    hostname: str
+    deleted_certificate: str | None = None
+
+
+# --- the sections of a proxy that the sub-resources show and reset ----------------------------
+
+AUTH_FIELDS = tuple(name for name in ProxyTarget.model_fields if name.startswith("auth_"))
+RESOURCE_FIELDS = tuple(name for name in ProxyTarget.model_fields if name.startswith("resource_"))
+ROUTE_FIELDS = ("route_mode", "enabled_routes", "disabled_routes")
+
+
+def section(target: ProxyTarget, fields: tuple[str, ...]) -> dict[str, Any]:
+    """The named fields of `target` as JSON values."""
+    return target.model_dump(mode="json", include=set(fields))
+
+
+def reset(target: ProxyTarget, fields: tuple[str, ...]) -> ProxyTarget:
+    """`target` with the named fields back at their defaults."""
+    defaults = {
+        name: ProxyTarget.model_fields[name].get_default(call_default_factory=True)
+        for name in fields
+    }
+    return target.model_copy(update=defaults)

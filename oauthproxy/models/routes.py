@@ -1,13 +1,30 @@
-"""Routes: priority-ordered path rules that send matching requests to another target."""
+"""Routes: priority-ordered path rules that send matching requests to another target.
+
+A route's fields are checked where they are declared, so the same rules apply to a request body
+and to what Redis holds. A field whose meaning depends on another comes after it (`is_regex`
+before `path_pattern`, `target_type` before `target_value`, `scope` before `proxy_hostnames`),
+so its validator sees the one it depends on and an error names the field that is wrong.
+"""
 
 from __future__ import annotations
 
+import re
+import secrets
+from collections.abc import Callable
 from datetime import datetime
 from enum import StrEnum
+from urllib.parse import urlsplit
 
-from pydantic import Field
+from pydantic import (
+    BaseModel,
+    Field,
+    TypeAdapter,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
 
-from oauthproxy.models.common import Hostname, OwnerHash, Record, utcnow
+from oauthproxy.models.common import Hostname, Name, OwnerHash, Record, Request, utcnow
 
 
 class TargetType(StrEnum):
@@ -22,20 +39,153 @@ class RouteScope(StrEnum):
     PROXY = "proxy"
 
 
-class Route(Record):
-    """`route:{id}`, indexed by `route:priority:{prio}:{id}` and `route:unique:{path}:{prio}`."""
+HTTP_METHODS = frozenset(
+    {"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "CONNECT", "TRACE"}
+)
 
-    route_id: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+_NAME = TypeAdapter(Name)
+_HOSTNAME = TypeAdapter(Hostname)
+
+
+def _port(value: str) -> str:
+    if not value.isdigit() or not 1 <= int(value) <= 65535:
+        raise ValueError("a port target is a number from 1 to 65535")
+    return str(int(value))
+
+
+def _is_name(value: str) -> bool:
+    try:
+        _NAME.validate_python(value)
+    except ValidationError:
+        return False
+    return True
+
+
+def _service(value: str) -> str:
+    if not _is_name(value):
+        raise ValueError("a service target is a service name like auth or api-gateway")
+    return value
+
+
+def _hostname(value: str) -> str:
+    hostname: str = _HOSTNAME.validate_python(value)
+    return hostname
+
+
+def _url(value: str) -> str:
+    try:
+        parts = urlsplit(value)
+        valid = parts.scheme in {"http", "https"} and bool(parts.hostname)
+        _ = parts.port  # raises on a port that is not a number in range
+    except ValueError:
+        valid = False
+    if not valid:
+        raise ValueError("a url target is an http(s) URL like http://backend:3000")
+    return value
+
+
+TARGET_CHECKS: dict[TargetType, Callable[[str], str]] = {
+    TargetType.PORT: _port,
+    TargetType.SERVICE: _service,
+    TargetType.HOSTNAME: _hostname,
+    TargetType.URL: _url,
+}
+
+
+class RouteRule(BaseModel):
+    """What the creator of a route chooses: shared by `Route` and the create request."""
+
+    route_id: Name | None = None
+    is_regex: bool = False
     path_pattern: str = Field(min_length=1, max_length=1024)
     target_type: TargetType
-    target_value: str = Field(min_length=1)
-    priority: int = Field(default=50, ge=0, le=1000)
-    methods: list[str] | None = None
-    is_regex: bool = False
-    description: str = ""
+    target_value: str = Field(min_length=1, max_length=2048)
+    priority: int = Field(default=50, ge=0, le=1000, description="Higher is checked first")
+    methods: list[str] | None = Field(default=None, description="None or [] = any method")
+    description: str = Field(default="", max_length=500)
     enabled: bool = True
     scope: RouteScope = RouteScope.GLOBAL
-    proxy_hostnames: list[Hostname] = Field(default_factory=list)
+    proxy_hostnames: list[Hostname] = Field(default_factory=list, validate_default=True)
+
+    @field_validator("path_pattern")
+    @classmethod
+    def _check_path(cls, value: str, info: ValidationInfo) -> str:
+        if not info.data.get("is_regex", False):
+            if not value.startswith("/"):
+                raise ValueError("a path prefix starts with /")
+            return value
+        try:
+            re.compile(value)
+        except re.error as error:
+            raise ValueError(f"not a valid regular expression: {error}") from None
+        return value
+
+    @field_validator("target_value")
+    @classmethod
+    def _check_target(cls, value: str, info: ValidationInfo) -> str:
+        target_type = info.data.get("target_type")
+        return TARGET_CHECKS[target_type](value) if target_type else value
+
+    @field_validator("methods")
+    @classmethod
+    def _check_methods(cls, value: list[str] | None) -> list[str] | None:
+        if value is None:
+            return None
+        methods = list(dict.fromkeys(method.upper() for method in value))
+        unknown = [method for method in methods if method not in HTTP_METHODS]
+        if unknown:
+            raise ValueError(f"unknown HTTP method {unknown[0]!r}")
+        return methods
+
+    @field_validator("proxy_hostnames")
+    @classmethod
+    def _check_proxy_hostnames(cls, value: list[str], info: ValidationInfo) -> list[str]:
+        if info.data.get("scope") == RouteScope.PROXY and not value:
+            raise ValueError("a route with scope proxy names at least one proxy hostname")
+        return list(dict.fromkeys(value))
+
+
+class Route(RouteRule, Record):
+    """`route:{id}`, indexed by `route:priority:{prio}:{id}` and `route:unique:{path}:{prio}`."""
+
+    route_id: Name
     owner_token_hash: OwnerHash | None = None
     created_by: str | None = None
     created_at: datetime = Field(default_factory=utcnow)
+
+
+class RouteCreate(RouteRule, Request):
+    """`POST /api/v1/routes/`: without `route_id`, one is made from the path."""
+
+
+class RouteUpdate(Request):
+    """`PUT /api/v1/routes/{id}`: the fields to change; the changed route is checked as a whole."""
+
+    is_regex: bool | None = None
+    path_pattern: str | None = None
+    target_type: TargetType | None = None
+    target_value: str | None = None
+    priority: int | None = None
+    methods: list[str] | None = None
+    description: str | None = None
+    enabled: bool | None = None
+    scope: RouteScope | None = None
+    proxy_hostnames: list[str] | None = None
+
+
+def new_route_id(path_pattern: str) -> str:
+    """A readable id made from the path's words and a short random suffix: `api-v1-3f9a2c`."""
+    words = re.findall(r"[a-z0-9]+", path_pattern.lower())
+    stem = "-".join(words)[:40].strip("-") or "route"
+    return f"{stem}-{secrets.token_hex(3)}"
+
+
+def is_route_id(value: str) -> bool:
+    """Whether `value` could be a route's id (and so is safe to look up as `route:{value}`)."""
+    return _is_name(value)
+
+
+class RouteListQuery(Request):
+    """`GET /api/v1/routes/?scope=…`: only the routes of that scope."""
+
+    scope: RouteScope | None = None

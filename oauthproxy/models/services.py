@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from datetime import datetime
 from enum import StrEnum
+from typing import Annotated
 
-from pydantic import AnyHttpUrl, Field
+from pydantic import AnyHttpUrl, Field, StringConstraints
 
-from oauthproxy.models.common import Name, OwnerHash, Record, utcnow
+from oauthproxy.models.common import Name, OwnerHash, Record, Request, utcnow
 
 
 class ServiceType(StrEnum):
@@ -59,6 +60,42 @@ class ExternalService(Record):
     created_by: str | None = None
     created_at: datetime = Field(default_factory=utcnow)
     owner_token_hash: OwnerHash | None = None
+
+
+class InternalService(Record):
+    """A built-in service; `api` (the admin API, `service:url:api`) is the only one."""
+
+    service_name: str
+    service_type: ServiceType = ServiceType.INTERNAL
+    target_url: str
+    description: str = ""
+
+
+Description = Annotated[str, StringConstraints(max_length=1000)]
+
+
+class ExternalServiceCreate(Request):
+    service_name: Name
+    target_url: AnyHttpUrl = Field(description="Where the service is: an http:// or https:// URL")
+    description: Description = ""
+    routing_enabled: bool = True
+
+    def service(self, *, owner_token_hash: str, created_by: str) -> ExternalService:
+        return ExternalService(
+            **self.model_dump(), owner_token_hash=owner_token_hash, created_by=created_by
+        )
+
+
+class ExternalServiceUpdate(Request):
+    """A partial update: only the fields present change."""
+
+    target_url: AnyHttpUrl | None = None
+    description: Description | None = None
+    routing_enabled: bool | None = None
+
+
+class ServiceQuery(Request):
+    type: ServiceType | None = Field(default=None, description="Only services of this type")
 
 
 class PortAllocation(Record):

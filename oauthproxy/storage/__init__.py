@@ -16,12 +16,13 @@ import trio
 from oauthproxy.errors import NotFound
 from oauthproxy.models.tokens import OwnedResources, Token
 from oauthproxy.storage import keys
-from oauthproxy.storage.base import Redis, translate_errors
+from oauthproxy.storage.base import Redis, scan_keys, translate_errors
 from oauthproxy.storage.certificates import CertificateRepository
 from oauthproxy.storage.proxies import ProxyRepository
 from oauthproxy.storage.routes import RouteRepository
 from oauthproxy.storage.services import DockerServiceRepository, ExternalServiceRepository
 from oauthproxy.storage.tokens import TokenRepository
+from oauthproxy.storage.workflow import WorkflowConsumer
 
 __all__ = ["Storage", "open_storage"]
 
@@ -49,6 +50,16 @@ class Storage:
             "version": str(info.get("valkey_version") or info.get("redis_version", "?")),
             "mode": str(info.get("redis_mode", "standalone")),
         }
+
+    async def service_urls(self) -> dict[str, str]:
+        """Every `service:url:{name}`: the base URL each service name stands for."""
+        found = await scan_keys(self.redis, keys.service_url("*"))
+        values = await self.redis.mget(found) if found else []
+        prefix = len(keys.service_url(""))
+        return {key[prefix:]: url for key, url in zip(found, values, strict=True) if url}
+
+    def workflow_consumer(self, replica: str) -> WorkflowConsumer:
+        return WorkflowConsumer(self.redis, replica)
 
     async def delete_token(self, name: str) -> OwnedResources:
         """Delete a token and everything it owns in one transaction, or nothing at all."""

@@ -14,6 +14,10 @@ def console_url(redis_url: str | None, data_dir: Path) -> str | None:
     return redis_url or running_server_url(data_dir)
 
 
+def is_redis_error(error: BaseException) -> bool:
+    return isinstance(error, coredis.exceptions.RedisError)
+
+
 def _raw(response: object, **_: object) -> object:
     return response
 

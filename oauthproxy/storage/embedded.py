@@ -8,12 +8,14 @@ that task stops the server with SIGTERM, which flushes its data.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import functools
 import os
 import secrets
 import signal
 import socket
 import subprocess
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -108,15 +110,19 @@ def _log_tail(log_file: Path) -> str:
 
 
 async def _wait_ready(url: str, process: trio.Process, log_file: Path) -> None:
-    client: coredis.Redis[str] = coredis.Redis.from_url(url, decode_responses=True)
+    """Wait until the server accepts connections, then until it answers PING."""
+    port = int(url.rsplit(":", 1)[1].split("/")[0])
     with trio.move_on_after(STARTUP_TIMEOUT_SECONDS):
         while process.returncode is None:
             try:
-                async with client:
-                    await client.ping()
-                return
-            except (coredis.exceptions.RedisError, OSError):
+                await (await trio.open_tcp_stream("127.0.0.1", port)).aclose()
+            except OSError:
                 await trio.sleep(0.02)
+                continue
+            client: coredis.Redis[str] = coredis.Redis.from_url(url, decode_responses=True)
+            async with client:
+                await client.ping()
+            return
     tail = await trio.to_thread.run_sync(_log_tail, log_file)
     raise EmbeddedRedisError(f"the embedded Redis did not start; its log ends with: {tail}")
 
@@ -150,6 +156,28 @@ async def serve_embedded_redis(
     task_status: trio.TaskStatus[EmbeddedRedis] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Run the embedded server until cancelled; started with its URL once it answers."""
+    with _exclusive(data_dir):
+        await _serve(data_dir, password, task_status)
+
+
+@contextlib.contextmanager
+def _exclusive(data_dir: Path) -> Iterator[None]:
+    """Hold the data dir's lock: one gateway per data directory, or their servers fight."""
+    data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    with open(data_dir / "gateway.lock", "w") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise EmbeddedRedisError(
+                f"another gateway is using {data_dir}; stop it, or give this one its own "
+                "OAUTHPROXY_DATA_DIR (or a REDIS_URL)"
+            ) from None
+        yield
+
+
+async def _serve(
+    data_dir: Path, password: str | None, task_status: trio.TaskStatus[EmbeddedRedis]
+) -> None:
     await stop_leftover_server(data_dir)
     config_file, url = await trio.to_thread.run_sync(
         _prepare, data_dir, password or secrets.token_urlsafe(32)

@@ -1,32 +1,69 @@
-"""`route:{id}` with its indexes `route:unique:{path}:{prio}` and `route:priority:{prio}:{id}`."""
+"""`route:{id}` with its indexes `route:unique:{path}:{prio}` and `route:priority:{prio}:{id}`.
+
+Every write changes the route and both indexes in one MULTI/EXEC under WATCH, together with a
+`routes_changed` event for every instance, so the indexes never disagree with the routes and no
+change goes unannounced.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
+from coredis.exceptions import WatchError
+
 from oauthproxy.errors import Conflict
+from oauthproxy.models.events import ALL_HOSTS, EventType
 from oauthproxy.models.routes import Route
 from oauthproxy.storage import keys
-from oauthproxy.storage.base import JsonRepository, Pipeline, Redis, dump, translate_errors
+from oauthproxy.storage.base import Pipeline, dump, translate_errors
+from oauthproxy.storage.editing import EditableRepository, anyone
+from oauthproxy.storage.events import queue_event
 
-# Write the route and both indexes only if the id and the (path, priority) pair are both free.
-_CREATE = """
-if redis.call('EXISTS', KEYS[1]) == 1 then return 'route_id' end
-if redis.call('EXISTS', KEYS[2]) == 1 then return 'path_pattern' end
-redis.call('SET', KEYS[1], ARGV[1])
-redis.call('SET', KEYS[2], ARGV[2])
-redis.call('SET', KEYS[3], ARGV[2])
-return 'ok'
-"""
+RouteChange = Callable[[Route], Route]
+"""The route as it should be, given the stored one; raises to refuse."""
+
+RouteCheck = Callable[[Route], object]
+"""Raises when the caller may not touch this route."""
+
+
+def _unique_key(route: Route) -> str:
+    return keys.route_unique(route.path_pattern, route.priority)
+
+
+def _index_keys(route: Route) -> list[str]:
+    return [_unique_key(route), keys.route_priority(route.priority, route.route_id)]
+
+
+def _queue_put(pipe: Pipeline, route: Route) -> None:
+    pipe.mset(
+        {
+            keys.route(route.route_id): dump(route),
+            **dict.fromkeys(_index_keys(route), route.route_id),
+        }
+    )
+
+
+def _queue_changed(pipe: Pipeline, route: Route, change: str) -> None:
+    queue_event(pipe, EventType.ROUTES_CHANGED, ALL_HOSTS, route_id=route.route_id, change=change)
+
+
+def _path_taken(route: Route, field: str) -> Conflict:
+    return Conflict(
+        field, f"a route for {route.path_pattern!r} at priority {route.priority} already exists"
+    )
+
+
+def _moved_field(stored: Route, route: Route) -> str:
+    """Which field moved a route onto a taken (path, priority) pair."""
+    return "path_pattern" if stored.path_pattern != route.path_pattern else "priority"
 
 
 @translate_errors
-class RouteRepository(JsonRepository[Route]):
+class RouteRepository(EditableRepository[Route]):
     model = Route
     prefix = keys.route("")
     skip = ("route:unique:", "route:priority:")
-
-    def __init__(self, redis: Redis) -> None:
-        super().__init__(redis)
-        self._create = redis.register_script(_CREATE)
+    kind = "route"
 
     async def all(self) -> list[Route]:
         """Every route, highest priority first."""
@@ -34,31 +71,60 @@ class RouteRepository(JsonRepository[Route]):
         return sorted(routes, key=lambda route: (-route.priority, route.route_id))
 
     async def create(self, route: Route) -> None:
-        outcome: str = await self._create(
-            keys=[
-                keys.route(route.route_id),
-                keys.route_unique(route.path_pattern, route.priority),
-                keys.route_priority(route.priority, route.route_id),
-            ],
-            args=[dump(route), route.route_id],
-        )
-        if outcome == "route_id":
-            raise Conflict("route_id", f"a route with id {route.route_id!r} already exists")
-        if outcome == "path_pattern":
-            raise Conflict(
-                "path_pattern",
-                f"a route for {route.path_pattern!r} at priority {route.priority} already exists",
-            )
+        """Store a new route; its id and its (path, priority) pair must both be free."""
+        while True:
+            try:
+                return await self._create_once(route)
+            except WatchError:
+                continue
+
+    async def _create_once(self, route: Route) -> None:
+        route_key = keys.route(route.route_id)
+        async with (
+            self._redis.pipeline(transaction=True) as pipe,
+            pipe.watch(route_key, _unique_key(route)),
+        ):
+            if await self._redis.exists([route_key]):
+                raise Conflict("route_id", f"a route with id {route.route_id!r} already exists")
+            if await self._redis.exists([_unique_key(route)]):
+                raise _path_taken(route, "path_pattern")
+            _queue_put(pipe, route)
+            _queue_changed(pipe, route, "created")
+
+    async def modify(self, route_id: str, change: RouteChange) -> Route:
+        """Replace the route with `change(stored)`, moving its indexes if its path or priority
+        moved; `NotFound` when there is no such route (any more)."""
+
+        async def write(pipe: Pipeline, stored: Route) -> Route:
+            updated = change(stored)
+            if _unique_key(updated) != _unique_key(stored):
+                if await self._redis.exists([_unique_key(updated)]):
+                    raise _path_taken(updated, _moved_field(stored, updated))
+                pipe.delete(_index_keys(stored))
+            _queue_put(pipe, updated)
+            _queue_changed(pipe, updated, "updated")
+            return updated
+
+        return await self._edit(route_id, write, lambda stored: [_unique_key(change(stored))])
+
+    async def update(self, route: Route) -> None:
+        """Store `route` over the route of its id if that still exists."""
+        await self.modify(route.route_id, lambda _stored: route)
+
+    async def delete(self, route_id: str, *, check: RouteCheck = anyone) -> Route:
+        """Delete a route and its indexes; returns what was deleted. `check` may raise to refuse."""
+
+        async def remove(pipe: Pipeline, stored: Route) -> Route:
+            check(stored)
+            self.queue_delete(pipe, stored)
+            return stored
+
+        return await self._edit(route_id, remove)
 
     @staticmethod
     def queue_delete(pipe: Pipeline, route: Route) -> None:
-        pipe.delete(
-            [
-                keys.route(route.route_id),
-                keys.route_unique(route.path_pattern, route.priority),
-                keys.route_priority(route.priority, route.route_id),
-            ]
-        )
+        pipe.delete([keys.route(route.route_id), *_index_keys(route)])
+        _queue_changed(pipe, route, "deleted")
 
     @staticmethod
     def watched_keys(route: Route) -> list[str]:

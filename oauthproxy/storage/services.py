@@ -1,18 +1,50 @@
 """Services: `service:external:{name}`, `docker_service:{name}`, `service:url:{name}`,
-`services:external`, and the port keys `port:{port}` and `service:ports:{service}`."""
+`services:external`, and the port keys `port:{port}` and `service:ports:{service}`.
+
+`service:url:{name}` is shared by every kind of service, so a name is taken by whichever kind
+registered it first; `api` always belongs to the internal service, the gateway's admin API.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from oauthproxy.errors import Conflict
-from oauthproxy.models.services import DockerService, ExternalService, PortAllocation
+from oauthproxy.models.events import ALL_HOSTS, EventType
+from oauthproxy.models.services import (
+    DockerService,
+    ExternalService,
+    InternalService,
+    PortAllocation,
+)
 from oauthproxy.storage import keys
-from oauthproxy.storage.base import JsonRepository, Pipeline, dump, load_many, translate_errors
+from oauthproxy.storage.base import (
+    JsonRepository,
+    Pipeline,
+    Redis,
+    dump,
+    load_many,
+    translate_errors,
+)
+from oauthproxy.storage.editing import EditableRepository, anyone
+from oauthproxy.storage.events import queue_event
+
+API_SERVICE = "api"
+"""The internal service: the gateway's own admin API."""
+
+ServiceCheck = Callable[[ExternalService], object]
+"""Raises when the caller may not touch this service."""
+
+
+def _queue_changed(pipe: Pipeline, name: str) -> None:
+    queue_event(pipe, EventType.SERVICES_CHANGED, ALL_HOSTS, service_name=name)
 
 
 @translate_errors
-class ExternalServiceRepository(JsonRepository[ExternalService]):
+class ExternalServiceRepository(EditableRepository[ExternalService]):
     model = ExternalService
     prefix = keys.service_external("")
+    kind = "service"
 
     async def all(self) -> list[ExternalService]:
         names = sorted(await self._redis.smembers(keys.SERVICES_EXTERNAL))
@@ -21,6 +53,8 @@ class ExternalServiceRepository(JsonRepository[ExternalService]):
 
     async def create(self, service: ExternalService) -> None:
         name = service.service_name
+        if name == API_SERVICE:
+            raise Conflict("service_name", f"{name!r} is reserved for the gateway's admin API")
         async with (
             self._redis.pipeline(transaction=True) as pipe,
             pipe.watch(keys.service_url(name)),
@@ -30,16 +64,71 @@ class ExternalServiceRepository(JsonRepository[ExternalService]):
             pipe.set(keys.service_external(name), dump(service))
             pipe.set(keys.service_url(name), str(service.target_url))
             pipe.sadd(keys.SERVICES_EXTERNAL, [name])
+            _queue_changed(pipe, name)
+
+    async def modify(
+        self, name: str, change: Callable[[ExternalService], ExternalService]
+    ) -> ExternalService:
+        """Replace the service with `change(current)` (its URL too) and queue `services_changed`,
+        atomically. `change` may raise to refuse; `NotFound` when there is no such service."""
+
+        async def write(pipe: Pipeline, current: ExternalService) -> ExternalService:
+            updated = change(current)
+            pipe.set(keys.service_external(name), dump(updated))
+            pipe.set(keys.service_url(name), str(updated.target_url))
+            _queue_changed(pipe, name)
+            return updated
+
+        return await self._edit(name, write)
+
+    async def update(self, service: ExternalService) -> None:
+        """Store `service` over its record if that still exists (never re-creating it)."""
+        await self.modify(service.service_name, lambda _current: service)
+
+    async def delete(self, name: str, *, check: ServiceCheck = anyone) -> ExternalService:
+        """Delete the service, its URL and its set entry, and queue `services_changed`."""
+
+        async def remove(pipe: Pipeline, current: ExternalService) -> ExternalService:
+            check(current)
+            self.queue_delete(pipe, current)
+            return current
+
+        return await self._edit(name, remove)
 
     @staticmethod
     def queue_delete(pipe: Pipeline, service: ExternalService) -> None:
         name = service.service_name
         pipe.delete([keys.service_external(name), keys.service_url(name)])
         pipe.srem(keys.SERVICES_EXTERNAL, [name])
+        _queue_changed(pipe, name)
 
     @staticmethod
     def watched_keys(service: ExternalService) -> list[str]:
         return [keys.service_external(service.service_name)]
+
+
+def reachable_url(bound_url: str) -> str:
+    """A URL to reach a server bound to `bound_url`: a wildcard address becomes loopback."""
+    return bound_url.replace("://0.0.0.0:", "://127.0.0.1:").replace("://[::]:", "://[::1]:")
+
+
+@translate_errors
+class InternalServiceRepository:
+    """`service:url:api`: where the gateway's own admin API listens."""
+
+    def __init__(self, redis: Redis) -> None:
+        self._redis = redis
+
+    async def register_api(self, bound_url: str) -> None:
+        """Record the admin API's URL (called once it listens)."""
+        await self._redis.set(keys.service_url(API_SERVICE), reachable_url(bound_url))
+
+    async def all(self) -> list[InternalService]:
+        url = await self._redis.get(keys.service_url(API_SERVICE))
+        if url is None:
+            return []
+        description = "The gateway's admin API"
+        return [InternalService(service_name=API_SERVICE, target_url=url, description=description)]
 
 
 @translate_errors

@@ -1,0 +1,1007 @@
+"""The data-plane benchmark: `just bench` (or `python benchmarks/run.py [--quick]`).
+
+One run measures, against the keep-alive backend in `benchmarks/backend.py`:
+  1. the backend directly with wrk;
+  2. the same wrk through the gateway (`oauthproxy run`, embedded Redis, a temporary data dir),
+     with the gateway's CPU time per proxied request;
+  3. the same wrk through nginx as a reverse proxy, when nginx is installed;
+  4. a 1 GiB download and a 1 GiB upload through the gateway, sampling the gateway's RSS;
+  5. the time from `POST /api/v1/proxy/targets/` to the first 200 through the gateway;
+  6. 1,000 hostnames: RSS, restart (start-up to the ready banner) and time until they all answer.
+
+It prints numbers and asserts nothing. Results go to `analysis/bench-<timestamp>.json` and `.md`.
+Every process it starts is stopped before it exits, Ctrl-C included.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import grp
+import json
+import math
+import os
+import platform
+import pwd
+import re
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from pathlib import Path
+from types import FrameType
+from typing import IO, Any
+
+import httpx
+from rich import box
+from rich.console import Console
+from rich.table import Table
+
+ROOT = Path(__file__).resolve().parent.parent
+VENV_BIN = ROOT / ".venv" / "bin"
+ANALYSIS = ROOT / "analysis"
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
+MIB = 1024 * 1024
+GIB = 1024 * MIB
+BENCH_HOST = "bench.local"
+STREAM_CHUNK = 256 * 1024
+READY_TIMEOUT = 60.0
+SERVE_TIMEOUT = 60.0
+SAMPLED_HOSTS = 50
+
+console = Console(stderr=True, highlight=False, width=None if sys.stderr.isatty() else 140)
+
+
+def step(message: str) -> None:
+    console.print(f"[dim]{time.strftime('%H:%M:%S')}[/] {message}")
+
+
+# --- processes ---------------------------------------------------------------------------------
+
+
+class Processes:
+    """Every child process of this run; `stop_all` ends those still running, newest first."""
+
+    def __init__(self) -> None:
+        self._children: list[subprocess.Popen[Any]] = []
+
+    def start(self, argv: list[str], **options: Any) -> subprocess.Popen[Any]:
+        # Its own session: a Ctrl-C in the terminal reaches only us, and we stop it in order.
+        child: subprocess.Popen[Any] = subprocess.Popen(argv, start_new_session=True, **options)
+        self._children.append(child)
+        return child
+
+    @staticmethod
+    def stop(child: subprocess.Popen[Any], how: int = signal.SIGTERM, wait: float = 20) -> float:
+        """Signal `child` and wait for it (SIGKILL after `wait` seconds); returns seconds taken."""
+        started = time.perf_counter()
+        if child.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                child.send_signal(how)
+            try:
+                child.wait(wait)
+            except subprocess.TimeoutExpired:
+                step(f"[yellow]pid {child.pid} ignored signal {how} for {wait:g}s: killing it[/]")
+                child.kill()
+                child.wait()
+        return time.perf_counter() - started
+
+    def stop_all(self) -> None:
+        for child in reversed(self._children):
+            self.stop(child)
+        self._children.clear()
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def wait_for_port(port: int, child: subprocess.Popen[Any], what: str, timeout: float = 15) -> None:
+    deadline = time.perf_counter() + timeout
+    while time.perf_counter() < deadline:
+        if child.poll() is not None:
+            raise RuntimeError(f"{what} exited with code {child.returncode} before listening")
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.5):
+            return
+        time.sleep(0.02)
+    raise RuntimeError(f"{what} does not listen on port {port} after {timeout:g}s")
+
+
+def _stat_fields(pid: int) -> list[str]:
+    text = Path(f"/proc/{pid}/stat").read_text()
+    return text[text.rindex(")") + 2 :].split()  # fields from the 3rd (state) on
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU time of these processes (all their threads), in seconds."""
+    ticks = 0
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            fields = _stat_fields(pid)
+            ticks += int(fields[11]) + int(fields[12])
+    return ticks / CLK_TCK
+
+
+def children_of(pid: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError, IndexError):
+                if int(_stat_fields(int(entry.name))[1]) == pid:
+                    found.append(int(entry.name))
+    return found
+
+
+def rss_mib(pid: int) -> float:
+    return int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * PAGE_SIZE / MIB
+
+
+class RssSampler:
+    """Samples a process's RSS every `interval` seconds in a thread while the block runs."""
+
+    def __init__(self, pid: int, interval: float = 0.1) -> None:
+        self.pid = pid
+        self.interval = interval
+        self.before = 0.0
+        self.peak = 0.0
+        self.samples = 0
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+
+    def _sample(self) -> None:
+        while not self._done.wait(self.interval):
+            with contextlib.suppress(OSError):
+                self.peak = max(self.peak, rss_mib(self.pid))
+                self.samples += 1
+
+    def __enter__(self) -> RssSampler:
+        self.before = self.peak = rss_mib(self.pid)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self._done.set()
+        self._thread.join()
+        with contextlib.suppress(OSError):
+            self.peak = max(self.peak, rss_mib(self.pid))
+
+    @property
+    def growth(self) -> float:
+        return self.peak - self.before
+
+
+# --- wrk ---------------------------------------------------------------------------------------
+
+
+@dataclass
+class WrkResult:
+    requests: int
+    seconds: float
+    rps: float
+    p50_ms: float
+    p99_ms: float
+    non_2xx: int
+    socket_errors: dict[str, int]
+    output: str
+
+    @property
+    def errors(self) -> int:
+        return self.non_2xx + sum(self.socket_errors.values())
+
+    def error_text(self) -> str:
+        parts = [f"{self.non_2xx} non-2xx/3xx"] if self.non_2xx else []
+        parts += [f"{n} {kind}" for kind, n in self.socket_errors.items() if n]
+        return ", ".join(parts) or "0"
+
+
+_UNITS = {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60_000.0}
+
+
+def _ms(value: str, unit: str) -> float:
+    return float(value) * _UNITS[unit]
+
+
+def parse_wrk(output: str) -> WrkResult:
+    def find(pattern: str) -> re.Match[str]:
+        match = re.search(pattern, output)
+        if match is None:
+            raise RuntimeError(f"unexpected wrk output (no {pattern!r}):\n{output}")
+        return match
+
+    requests = find(r"(\d+) requests in ([\d.]+)(us|ms|s|m)\b")
+    latency = dict(re.findall(r"^\s+(50|99)%\s+([\d.]+(?:us|ms|s|m))\s*$", output, re.M))
+    if set(latency) != {"50", "99"}:
+        raise RuntimeError(f"unexpected wrk output (no latency distribution):\n{output}")
+
+    def percentile(key: str) -> float:
+        number, unit = re.fullmatch(r"([\d.]+)(us|ms|s|m)", latency[key]).groups()  # type: ignore[union-attr]
+        return _ms(number, unit)
+
+    non_2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", output)
+    sockets = re.search(
+        r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", output
+    )
+    kinds = ("connect", "read", "write", "timeout")
+    return WrkResult(
+        requests=int(requests.group(1)),
+        seconds=_ms(requests.group(2), requests.group(3)) / 1000,
+        rps=float(find(r"Requests/sec:\s+([\d.]+)").group(1)),
+        p50_ms=percentile("50"),
+        p99_ms=percentile("99"),
+        non_2xx=int(non_2xx.group(1)) if non_2xx else 0,
+        socket_errors=dict(zip(kinds, map(int, sockets.groups()), strict=True))
+        if sockets
+        else dict.fromkeys(kinds, 0),
+        output=output,
+    )
+
+
+def run_wrk(
+    procs: Processes, url: str, duration: int, connections: int, host: str | None = None
+) -> WrkResult:
+    argv = ["wrk", "-t1", f"-c{connections}", f"-d{duration}s", "--latency"]
+    if host:
+        argv += ["-H", f"Host: {host}"]
+    child = procs.start([*argv, url], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    output, _ = child.communicate(timeout=duration + 60)
+    if child.returncode != 0:
+        raise RuntimeError(f"wrk failed (code {child.returncode}):\n{output}")
+    return parse_wrk(output)
+
+
+@dataclass
+class Throughput:
+    name: str
+    measured: str
+    """Whose CPU time `cpu_us_per_request` is."""
+    wrk: WrkResult
+    cpu_us_per_request: float
+    ratio: float = math.nan
+    """req/s ÷ the direct row's req/s."""
+
+
+def measure_throughput(
+    procs: Processes,
+    name: str,
+    url: str,
+    pids: Callable[[], list[int]],
+    measured: str,
+    args: argparse.Namespace,
+    host: str | None = None,
+) -> Throughput:
+    step(f"wrk {name}: 1 s warm-up, then {args.duration} s at {args.connections} connections")
+    run_wrk(procs, url, 1, args.connections, host)
+    watched = pids()
+    cpu_before = cpu_seconds(watched)
+    result = run_wrk(procs, url, args.duration, args.connections, host)
+    cpu = cpu_seconds(watched) - cpu_before
+    per_request = cpu / result.requests * 1e6 if result.requests else math.nan
+    step(
+        f"  {result.rps:,.0f} req/s, p50 {result.p50_ms:.2f} ms, p99 {result.p99_ms:.2f} ms, "
+        f"{per_request:.0f} µs CPU/req ({measured}), errors: {result.error_text()}"
+    )
+    return Throughput(name, measured, result, per_request)
+
+
+# --- the backend, the gateway, nginx -----------------------------------------------------------
+
+
+def start_backend(procs: Processes) -> tuple[subprocess.Popen[Any], int]:
+    port = free_port()
+    child = procs.start(
+        [sys.executable, str(ROOT / "benchmarks" / "backend.py"), str(port)],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+    )
+    wait_for_port(port, child, "the benchmark backend")
+    return child, port
+
+
+@dataclass
+class GatewayPorts:
+    http: int = field(default_factory=free_port)
+    api: int = field(default_factory=free_port)
+    https: int = field(default_factory=free_port)
+    proxy_protocol: int = field(default_factory=free_port)
+
+
+class GatewayExited(RuntimeError):
+    """The gateway exited before its ready banner; `reason` is the last error line it logged."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class Gateway:
+    """`oauthproxy run` as a child process with the embedded Redis in `data_dir`."""
+
+    def __init__(
+        self, procs: Processes, data_dir: Path, ports: GatewayPorts, token: str, log: Path
+    ) -> None:
+        self.procs = procs
+        self.data_dir = data_dir
+        self.ports = ports
+        self.token = token
+        self.api_url = ""
+        self._ready = threading.Event()
+        self._ready_at = 0.0
+        kept = ("PATH", "HOME", "LANG", "TZ", "PYTHONPATH")
+        env = {k: v for k, v in os.environ.items() if k in kept}
+        env |= {
+            "OAUTHPROXY_DATA_DIR": str(data_dir),
+            "SERVER_HOST": "127.0.0.1",
+            "HTTP_PORT": str(ports.http),
+            "API_PORT": str(ports.api),
+            "HTTPS_PORT": str(ports.https),
+            "PROXY_PROTOCOL_PORT": str(ports.proxy_protocol),
+            "ADMIN_TOKEN": token,
+        }
+        self._log: IO[str] = log.open("a")
+        log_start = self._log.tell()
+        self.started_at = time.perf_counter()
+        # cwd: the data dir's parent, so no `.env` of the checkout changes what is measured
+        self.process = procs.start(
+            [str(VENV_BIN / "oauthproxy"), "run"],
+            cwd=data_dir.parent,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=self._log,
+            text=True,
+            bufsize=1,
+        )
+        self._reader = threading.Thread(target=self._read_banner, daemon=True)
+        self._reader.start()
+        banner_or_eof = self._ready.wait(READY_TIMEOUT)
+        if banner_or_eof and self.api_url:
+            return
+        if banner_or_eof:  # its stdout closed: it is exiting
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.process.wait(10)
+        exited = self.process.poll() is not None
+        self.stop()
+        if exited:
+            raise GatewayExited(_last_error(log, log_start))
+        raise RuntimeError(f"the gateway printed no ready banner in {READY_TIMEOUT:g}s; see {log}")
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    @property
+    def startup_seconds(self) -> float:
+        return self._ready_at - self.started_at
+
+    def _read_banner(self) -> None:
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            self._log.write(line)
+            self._log.flush()
+            if "is ready" in line:
+                self._ready_at = time.perf_counter()
+            elif (match := re.search(r"admin API\s+(\S+)", line)) and self._ready_at:
+                self.api_url = match.group(1)
+                self._ready.set()
+        self._ready.set()
+
+    def client(self) -> httpx.Client:
+        return httpx.Client(
+            base_url=self.api_url,
+            headers={"Authorization": f"Bearer {self.token}"},
+            timeout=30,
+        )
+
+    def stop(self) -> float:
+        """SIGTERM, wait; then make sure its embedded Redis went with it. Returns seconds taken."""
+        taken = self.procs.stop(self.process)
+        stop_leftover_valkey(self.data_dir)
+        self._reader.join(5)
+        self._log.close()
+        return taken
+
+
+def _last_error(log: Path, offset: int) -> str:
+    with log.open() as text:
+        text.seek(offset)
+        lines = [line.strip(" |+\n") for line in text]
+    errors = [line for line in lines if re.match(r"[\w.]+(Error|Exception|Group)\b", line)]
+    return (errors or [line for line in lines if line] or ["(nothing logged)"])[-1][:300]
+
+
+START_ATTEMPTS = 10
+SAME_FAILURE_LIMIT = 3
+"""Give up sooner when a start fails the same way this many times in a row: not a race."""
+
+
+def launch_gateway(
+    procs: Processes,
+    data_dir: Path,
+    ports: GatewayPorts,
+    token: str,
+    log: Path,
+    failures: list[str],
+) -> Gateway:
+    """Start the gateway; when it exits before it is ready, say so, note why, and start it again."""
+    reasons: list[str] = []
+    for attempt in range(1, START_ATTEMPTS + 1):
+        try:
+            return Gateway(procs, data_dir, ports, token, log)
+        except GatewayExited as exited:
+            failures.append(exited.reason)
+            step(f"[yellow]the gateway exited before it was ready (attempt {attempt}):[/] {exited}")
+            reasons.append(re.sub(r"\d+", "N", exited.reason))
+            if reasons[-SAME_FAILURE_LIMIT:] == [reasons[-1]] * SAME_FAILURE_LIMIT:
+                break
+    raise RuntimeError(
+        f"the gateway failed to start {len(reasons)} times in a row ({failures[-1]}); see {log}"
+    )
+
+
+def stop_leftover_valkey(data_dir: Path) -> None:
+    """The embedded Redis the gateway started, if a killed gateway left it running."""
+    try:
+        pid = int((data_dir / "valkey.pid").read_text().strip())
+        if b"valkey-server" not in Path(f"/proc/{pid}/cmdline").read_bytes():
+            return
+        os.kill(pid, signal.SIGTERM)
+    except (OSError, ValueError):
+        return
+    step(f"[yellow]stopped the embedded Redis (pid {pid}) the gateway left running[/]")
+
+
+def create_proxy(api: httpx.Client, hostname: str, backend_port: int) -> None:
+    reply = api.post(
+        "/api/v1/proxy/targets/",
+        json={"hostname": hostname, "target_url": f"http://127.0.0.1:{backend_port}"},
+    )
+    if reply.status_code not in (200, 201):
+        raise RuntimeError(
+            f"POST /api/v1/proxy/targets/ for {hostname} answered {reply.status_code}: "
+            f"{reply.text[:500]}"
+        )
+
+
+def probe(port: int, host: str) -> int:
+    """One `GET /` with this Host on a new connection: the status code, or 0 when refused."""
+    request = f"GET / HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode()
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            sock.sendall(request)
+            head = b""
+            while b"\r\n" not in head:
+                data = sock.recv(4096)
+                if not data:
+                    return 0
+                head += data
+    except OSError:
+        return 0
+    return int(head.split(b" ", 2)[1])
+
+
+def wait_for_200(port: int, host: str, timeout: float = SERVE_TIMEOUT) -> float:
+    """Poll as fast as possible until `host` answers 200; returns when that happened."""
+    deadline = time.perf_counter() + timeout
+    while (status := probe(port, host)) != 200:
+        if time.perf_counter() > deadline:
+            raise RuntimeError(f"{host} still answers {status} after {timeout:g}s")
+    return time.perf_counter()
+
+
+NGINX_CONF = """\
+{user}worker_processes 1;
+daemon off;
+master_process on;
+pid {prefix}/nginx.pid;
+error_log {prefix}/error.log warn;
+events {{ worker_connections 4096; }}
+http {{
+    access_log off;
+    client_body_temp_path {prefix}/client_body;
+    proxy_temp_path {prefix}/proxy;
+    fastcgi_temp_path {prefix}/fastcgi;
+    uwsgi_temp_path {prefix}/uwsgi;
+    scgi_temp_path {prefix}/scgi;
+    keepalive_requests 1000000;
+    upstream backend {{
+        server 127.0.0.1:{backend};
+        keepalive 64;
+    }}
+    server {{
+        listen 127.0.0.1:{port};
+        location / {{
+            proxy_pass http://backend;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+        }}
+    }}
+}}
+"""
+
+
+def nginx_binary() -> str | None:
+    return shutil.which("nginx") or (
+        "/usr/sbin/nginx" if os.access("/usr/sbin/nginx", os.X_OK) else None
+    )
+
+
+def start_nginx(
+    procs: Processes, binary: str, prefix: Path, backend_port: int
+) -> tuple[subprocess.Popen[Any], int]:
+    prefix.mkdir()
+    port = free_port()
+    user = ""
+    if os.geteuid() == 0:  # workers would run as `nobody`, whose group may not exist
+        user = f"user {pwd.getpwuid(0).pw_name} {grp.getgrgid(0).gr_name};\n"
+    conf = prefix / "nginx.conf"
+    conf.write_text(NGINX_CONF.format(user=user, prefix=prefix, backend=backend_port, port=port))
+    with (prefix / "stderr.log").open("w") as stderr:
+        child = procs.start(
+            [binary, "-p", f"{prefix}/", "-c", str(conf), "-e", str(prefix / "error.log")],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=stderr,
+        )
+    wait_for_port(port, child, f"nginx (see {prefix}/error.log)")
+    return child, port
+
+
+# --- streaming, create → 200, many hostnames ---------------------------------------------------
+
+
+@dataclass
+class Transfer:
+    direction: str
+    bytes: int
+    seconds: float
+    mib_per_s: float
+    rss_before_mib: float | None = None
+    rss_peak_mib: float | None = None
+    rss_growth_mib: float | None = None
+
+
+def upload_body(size: int) -> Iterator[bytes]:
+    chunk = bytes(STREAM_CHUNK)
+    whole, rest = divmod(size, STREAM_CHUNK)
+    for _ in range(whole):
+        yield chunk
+    if rest:
+        yield chunk[:rest]
+
+
+def transfer(direction: str, port: int, size: int, host: str | None, pid: int | None) -> Transfer:
+    headers = {"Host": host} if host else {}
+    base = f"http://127.0.0.1:{port}"
+    with contextlib.ExitStack() as stack:
+        client = stack.enter_context(httpx.Client(timeout=120))
+        rss = stack.enter_context(RssSampler(pid)) if pid else None
+        started = time.perf_counter()
+        if direction == "download":
+            with client.stream("GET", f"{base}/bytes/{size}", headers=headers) as reply:
+                received = sum(len(chunk) for chunk in reply.iter_raw())
+            moved, status = received, reply.status_code
+        else:
+            reply = client.post(f"{base}/upload", content=upload_body(size), headers=headers)
+            moved, status = int(reply.text) if reply.text.isdigit() else -1, reply.status_code
+        seconds = time.perf_counter() - started
+    if status != 200 or moved != size:
+        raise RuntimeError(f"{direction} through port {port}: status {status}, {moved} of {size}")
+    result = Transfer(direction, size, seconds, size / MIB / seconds)
+    if rss is not None:
+        result.rss_before_mib, result.rss_peak_mib = rss.before, rss.peak
+        result.rss_growth_mib = rss.growth
+    return result
+
+
+def percentile(values: list[float], pct: float) -> float:
+    """Nearest-rank percentile."""
+    ordered = sorted(values)
+    return ordered[max(0, math.ceil(pct / 100 * len(ordered)) - 1)]
+
+
+@dataclass
+class CreateToServe:
+    hostnames: int
+    median_ms: float
+    p95_ms: float
+    max_ms: float
+    api_median_ms: float
+    """The `POST` alone."""
+    samples_ms: list[float]
+
+
+def measure_create_to_200(gateway: Gateway, backend_port: int, count: int) -> CreateToServe:
+    step(f"create → first 200 for {count} new hostnames")
+    totals, posts = [], []
+    with gateway.client() as api:
+        for number in range(count):
+            hostname = f"new{number}.{BENCH_HOST}"
+            started = time.perf_counter()
+            create_proxy(api, hostname, backend_port)
+            posted = time.perf_counter()
+            served = wait_for_200(gateway.ports.http, hostname)
+            totals.append((served - started) * 1000)
+            posts.append((posted - started) * 1000)
+    result = CreateToServe(
+        count,
+        percentile(totals, 50),
+        percentile(totals, 95),
+        max(totals),
+        percentile(posts, 50),
+        [round(v, 3) for v in totals],
+    )
+    step(f"  median {result.median_ms:.1f} ms, p95 {result.p95_ms:.1f} ms")
+    return result
+
+
+@dataclass
+class ManyHosts:
+    hostnames: int
+    sampled: int
+    rss_empty_mib: float
+    create_seconds: float
+    rss_live_mib: float
+    """After creating them all through the API, with the sampled ones answering."""
+    stop_seconds: float | None = None
+    startup_seconds: float | None = None
+    """Process start → ready banner, on the data dir that holds them."""
+    all_serving_seconds: float | None = None
+    """Process start → every sampled hostname answered 200."""
+    rss_restarted_mib: float | None = None
+
+
+def sample_of(hostnames: list[str], count: int) -> list[str]:
+    step_size = max(1, len(hostnames) // count)
+    chosen = hostnames[::step_size][:count]
+    return chosen if hostnames[-1] in chosen else [*chosen[:-1], hostnames[-1]]
+
+
+def measure_many_hosts(
+    procs: Processes,
+    workdir: Path,
+    token: str,
+    backend_port: int,
+    count: int,
+    results: Results,
+) -> None:
+    """Fills `results.many_hosts` step by step: what was measured stays when a later step fails."""
+    step(f"{count:,} hostnames: create them through the API, restart, wait for them all")
+    data_dir, ports, log = workdir / "data-many", GatewayPorts(), workdir / "gateway-many.log"
+    failures = results.gateway_start_failures
+    gateway = launch_gateway(procs, data_dir, ports, token, log, failures)
+    rss_empty = rss_mib(gateway.pid)
+    hostnames = [f"h{number}.{BENCH_HOST}" for number in range(count)]
+    started = time.perf_counter()
+    with gateway.client() as api:
+        for hostname in hostnames:
+            create_proxy(api, hostname, backend_port)
+    create_seconds = time.perf_counter() - started
+    sampled = sample_of(hostnames, SAMPLED_HOSTS)
+    for hostname in sampled:
+        wait_for_200(ports.http, hostname)
+    many = results.many_hosts = ManyHosts(
+        count, len(sampled), rss_empty, create_seconds, rss_mib(gateway.pid)
+    )
+    step(f"  RSS {many.rss_live_mib:.0f} MiB (empty: {rss_empty:.0f} MiB); restarting")
+    many.stop_seconds = gateway.stop()
+    restarted = launch_gateway(procs, data_dir, ports, token, log, failures)
+    try:
+        many.startup_seconds = restarted.startup_seconds
+        last = max(wait_for_200(ports.http, hostname) for hostname in sampled)
+        many.all_serving_seconds = last - restarted.started_at
+        many.rss_restarted_mib = rss_mib(restarted.pid)
+    finally:
+        restarted.stop()
+    step(
+        f"  start-up {many.startup_seconds:.2f} s, all serving after "
+        f"{many.all_serving_seconds:.2f} s, RSS {many.rss_restarted_mib:.0f} MiB"
+    )
+
+
+# --- the run -----------------------------------------------------------------------------------
+
+
+@dataclass
+class Results:
+    started: str
+    options: dict[str, Any]
+    machine: dict[str, Any]
+    throughput: list[Throughput] = field(default_factory=list)
+    nginx_skipped: str | None = None
+    transfers: list[Transfer] = field(default_factory=list)
+    create_to_200: CreateToServe | None = None
+    many_hosts: ManyHosts | None = None
+    gateway_start_failures: list[str] = field(default_factory=list)
+    """Why each `oauthproxy run` that exited before its ready banner did (each was retried)."""
+    error: str | None = None
+    """Why the run stopped early, when it did."""
+
+
+def _version(argv: list[str]) -> str:
+    with contextlib.suppress(OSError, subprocess.SubprocessError):
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=10, check=False)
+        lines = (done.stdout + done.stderr).strip().splitlines()
+        return lines[0] if lines else "?"
+    return "?"
+
+
+def machine(nginx: str | None) -> dict[str, Any]:
+    commit = _version(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"])
+    dirty = _version(["git", "-C", str(ROOT), "status", "--porcelain", "--untracked-files=no"])
+    return {
+        "cpus": os.cpu_count(),
+        "load_average_at_start": [round(load, 2) for load in os.getloadavg()],
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "wrk": _version(["wrk", "-v"]),
+        "nginx": _version([nginx, "-v"]) if nginx else None,
+        "commit": commit + ("+dirty" if dirty not in ("", "?") else ""),
+    }
+
+
+def run(procs: Processes, args: argparse.Namespace, workdir: Path, results: Results) -> None:
+    """Measure everything, filling `results` as it goes (so a failure still reports the rest)."""
+    nginx = nginx_binary()
+    transfer_size = 64 * MIB if args.quick else GIB
+    token = secrets.token_urlsafe(32)
+
+    backend, backend_port = start_backend(procs)
+    step(f"backend on port {backend_port} (pid {backend.pid})")
+    gateway = launch_gateway(
+        procs,
+        workdir / "data",
+        GatewayPorts(),
+        token,
+        workdir / "gateway.log",
+        results.gateway_start_failures,
+    )
+    step(f"gateway ready in {gateway.startup_seconds:.2f} s (pid {gateway.pid}, {gateway.api_url})")
+    with gateway.client() as api:
+        create_proxy(api, BENCH_HOST, backend_port)
+    wait_for_200(gateway.ports.http, BENCH_HOST)
+
+    direct = measure_throughput(
+        procs,
+        "direct",
+        f"http://127.0.0.1:{backend_port}/",
+        lambda: [backend.pid],
+        "backend",
+        args,
+    )
+    results.throughput.append(direct)
+    through = measure_throughput(
+        procs,
+        "gateway",
+        f"http://127.0.0.1:{gateway.ports.http}/",
+        lambda: [gateway.pid],
+        "gateway",
+        args,
+        host=BENCH_HOST,
+    )
+    results.throughput.append(through)
+    if nginx is None:
+        results.nginx_skipped = "nginx is not installed"
+        step("[yellow]nginx is not installed: no nginx row[/]")
+    else:
+        server, nginx_port = start_nginx(procs, nginx, workdir / "nginx", backend_port)
+        try:
+            results.throughput.append(
+                measure_throughput(
+                    procs,
+                    "nginx",
+                    f"http://127.0.0.1:{nginx_port}/",
+                    lambda: [server.pid, *children_of(server.pid)],
+                    "nginx master+worker",
+                    args,
+                    host=BENCH_HOST,
+                )
+            )
+        finally:
+            procs.stop(server)
+    size_text = f"{transfer_size // MIB} MiB"
+    for direction in ("download", "upload"):
+        step(f"{direction} {size_text}: directly, then through the gateway (RSS sampled)")
+        plain = transfer(direction, backend_port, transfer_size, None, None)
+        plain.direction = f"{direction} direct"
+        proxied = transfer(direction, gateway.ports.http, transfer_size, BENCH_HOST, gateway.pid)
+        proxied.direction = f"{direction} gateway"
+        results.transfers += [plain, proxied]
+        step(
+            f"  {plain.mib_per_s:,.0f} MiB/s direct, {proxied.mib_per_s:,.0f} MiB/s through, "
+            f"RSS +{proxied.rss_growth_mib:.1f} MiB"
+        )
+
+    results.create_to_200 = measure_create_to_200(gateway, backend_port, 20 if args.quick else 100)
+    if gateway.process.poll() is not None:
+        raise RuntimeError(f"the gateway exited (code {gateway.process.returncode})")
+    gateway.stop()
+    measure_many_hosts(procs, workdir, token, backend_port, 100 if args.quick else 1000, results)
+
+
+# --- the report --------------------------------------------------------------------------------
+
+
+def _f(value: float | None, digits: int = 1) -> str:
+    return "-" if value is None or math.isnan(value) else f"{value:,.{digits}f}"
+
+
+def report_lines(results: Results) -> tuple[Table, list[str]]:
+    table = Table(box=box.MARKDOWN, title=None)
+    headings = ("path", "req/s", "p50 ms", "p99 ms", "vs direct", "CPU µs/req", "CPU of", "errors")
+    for heading in headings:
+        numeric = heading not in ("path", "CPU of", "errors")
+        table.add_column(heading, justify="right" if numeric else "left", no_wrap=True)
+    direct = results.throughput[0].wrk.rps if results.throughput else math.nan
+    for row in results.throughput:
+        row.ratio = row.wrk.rps / direct if direct else math.nan
+        table.add_row(
+            row.name,
+            _f(row.wrk.rps, 0),
+            _f(row.wrk.p50_ms, 2),
+            _f(row.wrk.p99_ms, 2),
+            _f(row.ratio, 2),
+            _f(row.cpu_us_per_request, 0),
+            row.measured,
+            row.wrk.error_text(),
+        )
+    lines = []
+    if results.nginx_skipped:
+        lines.append(f"nginx: skipped ({results.nginx_skipped})")
+    by_name = {t.direction: t for t in results.transfers}
+    for direction in ("download", "upload"):
+        plain, proxied = by_name.get(f"{direction} direct"), by_name.get(f"{direction} gateway")
+        if plain and proxied:
+            lines.append(
+                f"{direction} {proxied.bytes // MIB} MiB: gateway {_f(proxied.mib_per_s, 0)} MiB/s "
+                f"(direct {_f(plain.mib_per_s, 0)} MiB/s), gateway RSS "
+                f"{_f(proxied.rss_before_mib)} → peak {_f(proxied.rss_peak_mib)} MiB "
+                f"(growth {_f(proxied.rss_growth_mib)} MiB)"
+            )
+    if (created := results.create_to_200) is not None:
+        lines.append(
+            f"create → first 200 ({created.hostnames} hostnames): median "
+            f"{_f(created.median_ms)} ms, p95 {_f(created.p95_ms)} ms, max {_f(created.max_ms)} ms "
+            f"(the POST alone: median {_f(created.api_median_ms)} ms)"
+        )
+    if (many := results.many_hosts) is not None:
+        lines.append(
+            f"{many.hostnames:,} hostnames: RSS {_f(many.rss_live_mib)} MiB "
+            f"(empty gateway {_f(many.rss_empty_mib)} MiB; after restart "
+            f"{_f(many.rss_restarted_mib)} MiB); created via API in "
+            f"{_f(many.create_seconds, 2)} s"
+        )
+        lines.append(
+            f"{many.hostnames:,} hostnames restart: start-up {_f(many.startup_seconds, 2)} s "
+            f"(start → ready banner), all {many.sampled} sampled answer 200 after "
+            f"{_f(many.all_serving_seconds, 2)} s; SIGTERM stop took {_f(many.stop_seconds, 2)} s"
+        )
+    load = results.machine.get("load_average_at_start")
+    lines.append(
+        f"machine: {results.machine.get('cpus')} CPUs, load average at start {load} "
+        "(other load on the machine lowers every row)"
+    )
+    if results.error is not None:
+        lines.append(f"INCOMPLETE RUN: {results.error}")
+    if failures := results.gateway_start_failures:
+        lines.append(
+            f"gateway start-up: {len(failures)} `oauthproxy run` start(s) exited before the ready "
+            f"banner (a bug; each was retried); last error: {failures[-1]}"
+        )
+    return table, lines
+
+
+def _plain(obj: Any) -> Any:
+    if isinstance(obj, float) and math.isnan(obj):
+        return None
+    if isinstance(obj, dict):
+        return {key: _plain(value) for key, value in obj.items()}
+    if isinstance(obj, list):
+        return [_plain(value) for value in obj]
+    return obj
+
+
+def write_results(results: Results, table: Table, lines: list[str]) -> tuple[Path, Path]:
+    ANALYSIS.mkdir(exist_ok=True)
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    json_path, md_path = ANALYSIS / f"bench-{stamp}.json", ANALYSIS / f"bench-{stamp}.md"
+    json_path.write_text(json.dumps(_plain(asdict(results)), indent=2) + "\n")
+    capture = Console(width=200, record=True, file=open(os.devnull, "w"))  # noqa: SIM115
+    capture.print(table)
+    options = " ".join(f"--{k}={v}" for k, v in results.options.items())
+    machine_text = ", ".join(f"{k}: {v}" for k, v in results.machine.items())
+    md_path.write_text(
+        f"# oauthproxy benchmark, {results.started}\n\n"
+        f"Options: {options}  \nMachine: {machine_text}\n\n"
+        + "\n".join(line.rstrip() for line in capture.export_text().splitlines()).strip("\n")
+        + "\n"
+        + "\n"
+        + "".join(f"- {line}\n" for line in lines)
+        + "\n## wrk output\n\n"
+        + "".join(
+            f"### {t.name}\n\n```\n{t.wrk.output.strip()}\n```\n\n" for t in results.throughput
+        )
+    )
+    return json_path, md_path
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description="Benchmark the oauthproxy data plane against its backend and nginx."
+    )
+    parser.add_argument("--duration", type=int, default=None, help="seconds per wrk run (10)")
+    parser.add_argument("--connections", type=int, default=50, help="wrk connections (50)")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="a smoke run: 2 s wrk, 64 MiB transfers, 20 new hostnames, 100 hostnames",
+    )
+    args = parser.parse_args(argv)
+    if args.duration is None:
+        args.duration = 2 if args.quick else 10
+    if args.duration < 1 or args.connections < 1:
+        parser.error("--duration and --connections must be at least 1")
+    return args
+
+
+def _interrupt(signum: int, _frame: FrameType | None) -> None:
+    raise KeyboardInterrupt(signal.Signals(signum).name)
+
+
+def main() -> None:
+    args = parse_args()
+    if shutil.which("wrk") is None:
+        console.print("wrk is not installed (`just bench` installs it): apt-get install wrk")
+        raise SystemExit(2)
+    # SIGINT too: a shell's `cmd &` starts it with SIGINT ignored, and Ctrl-C must still stop all
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, _interrupt)
+    procs = Processes()
+    workdir = Path(tempfile.mkdtemp(prefix="oauthproxy-bench-"))
+    results = Results(
+        started=datetime.now().astimezone().isoformat(timespec="seconds"),
+        options=vars(args),
+        machine=machine(nginx_binary()),
+    )
+    try:
+        run(procs, args, workdir, results)
+    except KeyboardInterrupt:
+        step("[yellow]interrupted: stopping everything this run started[/]")
+        results.error = "interrupted"
+    except (RuntimeError, httpx.HTTPError, subprocess.SubprocessError, OSError) as error:
+        step(f"[red]benchmark failed:[/] {error}")
+        results.error = str(error)
+    finally:
+        for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            signal.signal(signum, signal.SIG_IGN)
+        procs.stop_all()
+        stop_leftover_valkey(workdir / "data")
+        stop_leftover_valkey(workdir / "data-many")
+    if results.error is None:
+        shutil.rmtree(workdir, ignore_errors=True)
+    else:
+        step(f"logs kept in {workdir}")
+    table, lines = report_lines(results)
+    json_path, md_path = write_results(results, table, lines)
+    out = Console(highlight=False, width=None if sys.stdout.isatty() else 140)
+    out.print(table)
+    for line in lines:
+        out.print(line, soft_wrap=True)
+    out.print(f"\nwritten: {json_path.relative_to(ROOT)}, {md_path.relative_to(ROOT)}")
+    if results.error is not None:
+        raise SystemExit(130 if results.error == "interrupted" else 1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,200 @@
+"""`/api/v1/proxy/targets/`: proxy targets and their auth, resource-metadata and route settings.
+
+Every write publishes its workflow event in the same transaction: `proxy_created`,
+`proxy_updated` (any change, sub-resources included) or `proxy_deleted`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from quart import Blueprint
+from quart_schema import document_response, validate_querystring, validate_request
+
+from oauthproxy.api.auth import requires_token
+from oauthproxy.api.ownership import (
+    Json,
+    as_json,
+    caller_owns,
+    ownership,
+    patched,
+    require_owner,
+    storage,
+)
+from oauthproxy.errors import NotFound
+from oauthproxy.models.certificates import Certificate
+from oauthproxy.models.proxies import (
+    AUTH_FIELDS,
+    RESOURCE_FIELDS,
+    ROUTE_FIELDS,
+    ProxyAuthConfig,
+    ProxyDeleted,
+    ProxyDeleteQuery,
+    ProxyResourceConfig,
+    ProxyRouteSettings,
+    ProxyTarget,
+    ProxyTargetCreate,
+    ProxyTargetUpdate,
+    reset,
+    section,
+)
+
+proxies = Blueprint("proxies", __name__, url_prefix="/api/v1/proxy/targets")
+
+Change = Callable[[ProxyTarget], ProxyTarget]
+
+
+def _hostname(raw: str) -> str:
+    """Hostnames are stored lower-case without a trailing dot; look them up the same way."""
+    return raw.lower().rstrip(".")
+
+
+def _owned(target: ProxyTarget) -> ProxyTarget:
+    require_owner(target.owner_token_hash, field="hostname", what=f"proxy {target.hostname}")
+    return target
+
+
+async def _proxy(hostname: str) -> ProxyTarget:
+    target = await storage().proxies.get(_hostname(hostname))
+    if target is None:
+        raise NotFound("proxy", hostname)
+    return target
+
+
+async def _change(hostname: str, change: Change) -> ProxyTarget:
+    """Apply `change` to the proxy, as its owner or the admin; publishes `proxy_updated`."""
+    return await storage().proxies.modify(_hostname(hostname), lambda t: change(_owned(t)))
+
+
+async def _show(hostname: str, fields: tuple[str, ...]) -> Json:
+    return section(await _proxy(hostname), fields)
+
+
+async def _rewrite(hostname: str, change: Change, fields: tuple[str, ...]) -> Json:
+    """Change the proxy and answer with the section `fields` as it is now."""
+    return section(await _change(hostname, change), fields)
+
+
+def _merging(changes: dict[str, Any]) -> Change:
+    return lambda target: patched(target, changes)
+
+
+def _resetting(fields: tuple[str, ...]) -> Change:
+    return lambda target: reset(target, fields)
+
+
+@proxies.post("/")
+@requires_token()
+@validate_request(ProxyTargetCreate)
+@document_response(ProxyTarget, 201)
+async def create_proxy(data: ProxyTargetCreate) -> tuple[Json, int]:
+    """Create a proxy target owned by the calling token; publishes `proxy_created`."""
+    target = data.target(**ownership())
+    await storage().proxies.create(target)
+    return as_json(target), 201
+
+
+@proxies.get("/")
+@requires_token()
+@document_response(list[ProxyTarget])
+async def list_proxies() -> list[Json]:
+    """Every proxy target, by hostname."""
+    found = await storage().proxies.all()
+    return [as_json(target) for target in sorted(found, key=lambda t: t.hostname)]
+
+
+@proxies.get("/<hostname>")
+@requires_token()
+@document_response(ProxyTarget)
+async def get_proxy(hostname: str) -> Json:
+    """One proxy target."""
+    return as_json(await _proxy(hostname))
+
+
+@proxies.put("/<hostname>")
+@requires_token()
+@validate_request(ProxyTargetUpdate)
+@document_response(ProxyTarget)
+async def update_proxy(hostname: str, data: ProxyTargetUpdate) -> Json:
+    """Change the fields given (owner or admin); publishes `proxy_updated`."""
+    return as_json(await _change(hostname, _merging(data.model_dump(exclude_unset=True))))
+
+
+@proxies.delete("/<hostname>")
+@requires_token()
+@validate_querystring(ProxyDeleteQuery)
+@document_response(ProxyDeleted)
+async def delete_proxy(hostname: str, query_args: ProxyDeleteQuery) -> Json:
+    """Delete a proxy (owner or admin), with `?delete_certificate=true` its certificate too if
+    the caller owns that; publishes `proxy_deleted`."""
+
+    def owned_certificate(certificate: Certificate) -> bool:
+        return caller_owns(certificate.owner_token_hash)
+
+    deleted = await storage().proxies.delete(
+        _hostname(hostname),
+        check=_owned,
+        with_certificate=owned_certificate if query_args.delete_certificate else None,
+    )
+    return as_json(deleted)
+
+
+@proxies.get("/<hostname>/auth")
+@requires_token()
+async def get_auth(hostname: str) -> Json:
+    """The proxy's auth settings."""
+    return await _show(hostname, AUTH_FIELDS)
+
+
+@proxies.post("/<hostname>/auth")
+@requires_token()
+@validate_request(ProxyAuthConfig)
+async def configure_auth(hostname: str, data: ProxyAuthConfig) -> Json:
+    """Enable auth on the proxy and set the auth fields given."""
+    changes = {"auth_enabled": True, **data.model_dump(exclude_unset=True)}
+    return await _rewrite(hostname, _merging(changes), AUTH_FIELDS)
+
+
+@proxies.delete("/<hostname>/auth")
+@requires_token()
+async def remove_auth(hostname: str) -> Json:
+    """Disable auth and reset every auth field to its default."""
+    return await _rewrite(hostname, _resetting(AUTH_FIELDS), AUTH_FIELDS)
+
+
+@proxies.get("/<hostname>/mcp")
+@requires_token()
+async def get_resource_metadata(hostname: str) -> Json:
+    """The proxy's protected resource metadata settings (RFC 9728)."""
+    return await _show(hostname, RESOURCE_FIELDS)
+
+
+@proxies.post("/<hostname>/mcp")
+@requires_token()
+@validate_request(ProxyResourceConfig)
+async def configure_resource_metadata(hostname: str, data: ProxyResourceConfig) -> Json:
+    """Set the protected resource metadata (`resource_*` or `mcp_*` field names)."""
+    return await _rewrite(hostname, data.apply, RESOURCE_FIELDS)
+
+
+@proxies.delete("/<hostname>/mcp")
+@requires_token()
+async def remove_resource_metadata(hostname: str) -> Json:
+    """Clear the protected resource metadata."""
+    return await _rewrite(hostname, _resetting(RESOURCE_FIELDS), RESOURCE_FIELDS)
+
+
+@proxies.get("/<hostname>/routes")
+@requires_token()
+async def get_routes(hostname: str) -> Json:
+    """Which routes apply to the proxy: `route_mode`, `enabled_routes`, `disabled_routes`."""
+    return await _show(hostname, ROUTE_FIELDS)
+
+
+@proxies.put("/<hostname>/routes")
+@requires_token()
+@validate_request(ProxyRouteSettings)
+async def update_routes(hostname: str, data: ProxyRouteSettings) -> Json:
+    """Change the route settings given."""
+    return await _rewrite(hostname, _merging(data.model_dump(exclude_unset=True)), ROUTE_FIELDS)

@@ -1,0 +1,80 @@
+"""An instance's configuration snapshot, precomputed whenever proxies, routes or services change.
+
+Nothing here runs per request except `InstanceConfig.destination`, which is a route match over a
+precompiled table plus a dictionary lookup.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from oauthproxy.models.proxies import ProxyTarget
+from oauthproxy.models.routes import Route
+from oauthproxy.proxy.forward import Destination
+from oauthproxy.proxy.headers import RequestRewrite, encode_headers
+from oauthproxy.proxy.upstream import parse_origin
+from oauthproxy.routing import ProxyRoutes, RouteTable, route_target_url
+
+
+@dataclass(frozen=True)
+class Shared:
+    """What every instance's configuration is built from besides its own proxy target."""
+
+    routes: RouteTable
+    services: Mapping[str, str]
+    proxies: Mapping[str, ProxyTarget]
+    request_timeout: float
+
+
+@dataclass(frozen=True)
+class InstanceConfig:
+    target: ProxyTarget
+    default: Destination
+    routes: ProxyRoutes
+    shared: Shared
+    _by_route: dict[str, Destination | None] = field(default_factory=dict, compare=False)
+
+    def destination(self, path: str, method: str) -> Destination | None:
+        """Where a request goes: the first matching route's target, else the proxy's target.
+        None when a matching route's target cannot be resolved (unknown service, say)."""
+        route = self.routes.match(path, method)
+        if route is None:
+            return self.default
+        if route.route_id not in self._by_route:
+            self._by_route[route.route_id] = self._route_destination(route)
+        return self._by_route[route.route_id]
+
+    def _route_destination(self, route: Route) -> Destination | None:
+        url = route_target_url(route, services=self.shared.services, proxies=self.shared.proxies)
+        if url is None:
+            return None
+        try:
+            return destination_for(url, self.target, self.shared.request_timeout)
+        except ValueError:
+            return None
+
+
+def destination_for(url: str, target: ProxyTarget, request_timeout: float) -> Destination:
+    origin = parse_origin(url)
+    rewrite = RequestRewrite(
+        preserve_host=target.preserve_host_header,
+        upstream_host=origin.host_header,
+        custom=encode_headers(target.custom_headers),
+        strip_prefix=target.auth_header_prefix.lower().encode(),
+    )
+    return Destination(
+        origin=origin,
+        rewrite=rewrite,
+        response_headers=encode_headers(target.custom_response_headers),
+        request_timeout=request_timeout,
+    )
+
+
+def build_config(target: ProxyTarget, shared: Shared) -> InstanceConfig:
+    return InstanceConfig(
+        target=target,
+        default=destination_for(str(target.target_url), target, shared.request_timeout),
+        routes=shared.routes.for_proxy(target),
+        shared=shared,
+    )

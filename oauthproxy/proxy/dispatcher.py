@@ -1,0 +1,116 @@
+"""The public HTTP listener: read a connection's first request, hand it to its hostname's instance.
+
+No TCP relay and no port per hostname: the connection itself moves into the instance's nursery.
+An unknown hostname gets a clear 404 here.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import logging
+from collections.abc import Callable, Mapping, Sequence
+
+import h11
+import trio
+
+from oauthproxy.proxy.headers import Client, Network, is_trusted
+from oauthproxy.proxy.http import (
+    MAX_HEAD_SIZE,
+    ClientGone,
+    close_gently,
+    next_event,
+    request_host,
+    send_reply,
+)
+from oauthproxy.proxy.instance import Instance
+from oauthproxy.proxy.responses import error_reply, unknown_host
+
+log = logging.getLogger(__name__)
+
+FIRST_REQUEST_TIMEOUT = 30.0
+"""A connection that sends no complete request head in this time is closed (slowloris)."""
+
+_ACCEPT_BACKOFF = {errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS}
+
+
+def client_of(stream: trio.SocketStream, trusted: Sequence[Network], scheme: bytes) -> Client:
+    try:
+        peer = str(stream.socket.getpeername()[0])
+    except OSError:
+        peer = ""
+    return Client(ip=peer, trusted=is_trusted(peer, trusted), scheme=scheme)
+
+
+async def hand_over(
+    stream: trio.SocketStream,
+    lookup: Callable[[str], Instance | None],
+    client: Client,
+) -> None:
+    """Read the first request and give the connection to its instance (or answer it here)."""
+    conn = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEAD_SIZE)
+    adopted = False
+    try:
+        with trio.move_on_after(FIRST_REQUEST_TIMEOUT):
+            first = await next_event(stream, conn)
+            if not isinstance(first, h11.Request):
+                return
+            host = request_host(first)
+            instance = lookup(host)
+            adopted = instance is not None and instance.adopt(stream, conn, first, client)
+            if not adopted:
+                accept = next((bytes(v) for n, v in first.headers if n == b"accept"), b"")
+                await send_reply(stream, conn, unknown_host(host, accept), close=True)
+    except ClientGone:
+        if conn.our_state is h11.SEND_RESPONSE and conn.their_state is h11.ERROR:
+            bad = error_reply(400, "bad_request", "the request could not be parsed")
+            with trio.move_on_after(1), contextlib.suppress(ClientGone):
+                await send_reply(stream, conn, bad, close=True)
+    finally:
+        if not adopted:
+            await close_gently(stream)
+
+
+async def serve_listener(
+    listener: trio.SocketListener,
+    instances: Mapping[str, Instance],
+    trusted: Sequence[Network],
+    *,
+    scheme: bytes = b"http",
+) -> None:
+    """Accept connections forever; each gets a hand-over task in this function's nursery."""
+    async with trio.open_nursery() as nursery:
+        while True:
+            try:
+                stream = await listener.accept()
+            except OSError as error:
+                if error.errno not in _ACCEPT_BACKOFF:
+                    raise
+                log.warning("accept failed (%s); retrying shortly", errno.errorcode[error.errno])
+                await trio.sleep(0.1)
+                continue
+            client = client_of(stream, trusted, scheme)
+            nursery.start_soon(hand_over, stream, instances.get, client)
+
+
+async def serve_http(
+    host: str,
+    port: int,
+    instances: Mapping[str, Instance],
+    trusted: Sequence[Network],
+    shutdown: trio.Event,
+    *,
+    task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """The public HTTP port until `shutdown`; started with the port it really listens on.
+
+    Connections already handed to instances belong to them and drain with them.
+    """
+    listeners = await trio.open_tcp_listeners(port, host=host or None)
+    bound = int(listeners[0].socket.getsockname()[1])
+    async with trio.open_nursery() as nursery:
+        for listener in listeners:
+            nursery.start_soon(serve_listener, listener, instances, trusted)
+        task_status.started(bound)
+        await shutdown.wait()
+        nursery.cancel_scope.cancel()

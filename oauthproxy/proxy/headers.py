@@ -1,0 +1,142 @@
+"""Header rewriting between client and upstream. Pure functions over h11's header lists.
+
+h11 hands us header names lower-cased; we send them lower-cased (HTTP/1.1 names are
+case-insensitive). Framing headers (content-length, transfer-encoding) stay: h11 frames the
+body on each side from them.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+Headers = list[tuple[bytes, bytes]]
+
+HOP_BY_HOP = frozenset(
+    {
+        b"connection",
+        b"keep-alive",
+        b"proxy-connection",
+        b"te",
+        b"trailer",
+        b"upgrade",
+        b"proxy-authorization",
+        b"proxy-authenticate",
+        b"expect",
+    }
+)
+FORWARDING = frozenset(
+    {b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-host", b"x-real-ip", b"forwarded"}
+)
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def parse_networks(entries: Iterable[str]) -> tuple[Network, ...]:
+    """`TRUSTED_PROXIES` entries (addresses or CIDRs) as networks."""
+    return tuple(ipaddress.ip_network(entry.strip(), strict=False) for entry in entries)
+
+
+def is_trusted(peer_ip: str, networks: Sequence[Network]) -> bool:
+    if not networks:
+        return False
+    try:
+        address = ipaddress.ip_address(peer_ip)
+    except ValueError:
+        return False
+    return any(address in network for network in networks)
+
+
+@dataclass(frozen=True)
+class Client:
+    """Who sent the request, as far as we can tell."""
+
+    ip: str
+    trusted: bool
+    scheme: bytes = b"http"
+
+
+@dataclass(frozen=True)
+class RequestRewrite:
+    """What an instance's configuration says about outgoing requests, precomputed once."""
+
+    preserve_host: bool
+    upstream_host: bytes
+    custom: Headers
+    strip_prefix: bytes
+    """Client-sent headers with this (lower-case) prefix are identity claims we never pass on."""
+
+    @property
+    def custom_names(self) -> frozenset[bytes]:
+        return frozenset(name for name, _ in self.custom)
+
+
+def _connection_tokens(headers: Headers) -> set[bytes]:
+    tokens: set[bytes] = set()
+    for name, value in headers:
+        if name == b"connection":
+            tokens.update(token.strip().lower() for token in value.split(b","))
+    return tokens
+
+
+def _forwarded_values(headers: Headers, client: Client) -> tuple[bytes, bytes, bytes]:
+    """X-Forwarded-For, -Proto and X-Real-IP: appended to a trusted peer's, ours otherwise."""
+    ip = client.ip.encode()
+    if not client.trusted:
+        return ip, client.scheme, ip
+    earlier = [value for name, value in headers if name == b"x-forwarded-for"]
+    chain = b", ".join([*earlier, ip]) if earlier else ip
+    proto = next((v for n, v in headers if n == b"x-forwarded-proto"), client.scheme)
+    real = next((v for n, v in headers if n == b"x-real-ip"), ip)
+    return chain, proto, real
+
+
+def upstream_request_headers(
+    headers: Headers, rewrite: RequestRewrite, client: Client, *, upgrade: bool
+) -> Headers:
+    """The headers we send upstream for a client request with `headers`."""
+    dropped = HOP_BY_HOP | _connection_tokens(headers) | FORWARDING | rewrite.custom_names
+    host = b""
+    out: Headers = []
+    for name, value in headers:
+        if name == b"host":
+            host = value
+        elif name not in dropped and not name.startswith(rewrite.strip_prefix):
+            out.append((name, value))
+    chain, proto, real_ip = _forwarded_values(headers, client)
+    out.append((b"host", host if rewrite.preserve_host and host else rewrite.upstream_host))
+    out.append((b"x-forwarded-for", chain))
+    out.append((b"x-forwarded-proto", proto))
+    if host:
+        out.append((b"x-forwarded-host", host))
+    out.append((b"x-real-ip", real_ip))
+    out.extend(rewrite.custom)
+    if upgrade:
+        out.extend(_upgrade_headers(headers))
+    return out
+
+
+def _upgrade_headers(headers: Headers) -> Headers:
+    protocol = next((value for name, value in headers if name == b"upgrade"), b"websocket")
+    return [(b"connection", b"upgrade"), (b"upgrade", protocol)]
+
+
+def wants_upgrade(headers: Headers) -> bool:
+    return b"upgrade" in _connection_tokens(headers) and any(
+        name == b"upgrade" for name, _ in headers
+    )
+
+
+def client_response_headers(headers: Headers, custom: Headers, *, switching: bool) -> Headers:
+    """The headers we send the client for an upstream response with `headers`."""
+    dropped = HOP_BY_HOP | _connection_tokens(headers) | {name for name, _ in custom}
+    out = [(name, value) for name, value in headers if name not in dropped]
+    if switching:
+        out.extend(_upgrade_headers(headers))
+    out.extend(custom)
+    return out
+
+
+def encode_headers(values: dict[str, str]) -> Headers:
+    return [(name.lower().encode(), value.encode()) for name, value in values.items()]

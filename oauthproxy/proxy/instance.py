@@ -1,0 +1,142 @@
+"""One proxied hostname: a nursery in its own cancel scope that owns its connections and pool.
+
+The dispatcher hands an instance each connection whose first request names its hostname
+(`adopt`). `update` swaps the configuration snapshot that every next request reads; `stop` makes
+every next request a 404, lets requests in flight finish within the grace period, then cancels
+the scope, which closes exactly this hostname's connections.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import h11
+import trio
+
+from oauthproxy.proxy.config import InstanceConfig
+from oauthproxy.proxy.forward import forward
+from oauthproxy.proxy.headers import Client
+from oauthproxy.proxy.http import ClientGone, close_gently, next_event, request_host, send_reply
+from oauthproxy.proxy.responses import error_reply, unknown_host
+from oauthproxy.proxy.upstream import UpstreamPool
+
+log = logging.getLogger(__name__)
+
+LATE_REQUEST_SECONDS = 0.5
+"""After `stop`, how long open connections stay to answer requests already sent with a 404."""
+
+
+def _path(target: bytes) -> str:
+    return target.partition(b"?")[0].decode("latin-1")
+
+
+class Instance:
+    def __init__(self, hostname: str, config: InstanceConfig, pool: UpstreamPool, grace: float):
+        self.hostname = hostname
+        self.config: InstanceConfig | None = config
+        self._pool = pool
+        self._grace = grace
+        self._nursery: trio.Nursery | None = None
+        self._stopping = trio.Event()
+        self._in_flight = 0
+        self._quiet = trio.Event()
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Serve until `stop()`; then drain within the grace period and close everything."""
+        try:
+            async with trio.open_nursery() as nursery:
+                self._nursery = nursery
+                task_status.started()
+                await self._stopping.wait()
+                with trio.move_on_after(self._grace):
+                    # a request already on its way over an open connection gets a clean 404
+                    await trio.sleep(min(self._grace, LATE_REQUEST_SECONDS))
+                    while self._in_flight:
+                        self._quiet = trio.Event()
+                        await self._quiet.wait()
+                nursery.cancel_scope.cancel()
+        finally:
+            self._nursery = None
+            with trio.CancelScope(shield=True):
+                await self._pool.clear()
+
+    def adopt(
+        self, stream: trio.SocketStream, conn: h11.Connection, first: h11.Request, client: Client
+    ) -> bool:
+        """Take over a connection whose first request is for this hostname."""
+        if self._nursery is None or self._stopping.is_set():
+            return False
+        self._nursery.start_soon(self._serve_connection, stream, conn, first, client)
+        return True
+
+    async def update(self, config: InstanceConfig) -> None:
+        changed_target = self.config is None or self.config.default.origin != config.default.origin
+        self.config = config
+        if changed_target:
+            await self._pool.clear()
+
+    def stop(self) -> None:
+        self.config = None
+        self._stopping.set()
+
+    async def _serve_connection(
+        self, stream: trio.SocketStream, conn: h11.Connection, request: h11.Request, client: Client
+    ) -> None:
+        try:
+            while await self._handle(stream, conn, request, client):
+                conn.start_next_cycle()
+                event = await next_event(stream, conn)
+                if not isinstance(event, h11.Request):
+                    return
+                request = event
+        except ClientGone:
+            pass
+        finally:
+            await close_gently(stream)
+
+    async def _handle(
+        self, stream: trio.SocketStream, conn: h11.Connection, request: h11.Request, client: Client
+    ) -> bool:
+        self._in_flight += 1
+        try:
+            return await self._respond(stream, conn, request, client)
+        finally:
+            self._in_flight -= 1
+            if not self._in_flight:
+                self._quiet.set()
+
+    async def _respond(
+        self, stream: trio.SocketStream, conn: h11.Connection, request: h11.Request, client: Client
+    ) -> bool:
+        config = self.config
+        host = request_host(request)
+        if config is None:
+            await send_reply(stream, conn, unknown_host(host, _accept(request)), close=True)
+            return False
+        if host != self.hostname:
+            reply = error_reply(
+                421,
+                "misdirected_request",
+                f"this connection serves {self.hostname!r}; open a new one for {host!r}",
+                accept=_accept(request),
+            )
+            await send_reply(stream, conn, reply, close=True)
+            return False
+        destination = config.destination(_path(request.target), request.method.decode())
+        if destination is None:
+            reply = error_reply(
+                502,
+                "bad_gateway",
+                "the matching route's target cannot be resolved",
+                accept=_accept(request),
+            )
+            await send_reply(stream, conn, reply, close=True)
+            return False
+        return await forward(stream, conn, request, destination, self._pool, client)
+
+
+def _accept(request: h11.Request) -> bytes:
+    for name, value in request.headers:
+        if name == b"accept":
+            return bytes(value)
+    return b""

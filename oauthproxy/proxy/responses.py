@@ -1,0 +1,47 @@
+"""Responses the gateway writes itself: errors (JSON for API clients, HTML for browsers)."""
+
+from __future__ import annotations
+
+import html
+import json
+from dataclasses import dataclass
+
+from oauthproxy.proxy.headers import Headers
+
+
+@dataclass(frozen=True)
+class Reply:
+    status: int
+    headers: Headers
+    body: bytes
+
+
+_TITLES = {
+    404: "Not Found",
+    421: "Misdirected Request",
+    400: "Bad Request",
+    502: "Bad Gateway",
+    504: "Gateway Timeout",
+    503: "Service Unavailable",
+}
+
+
+def _wants_html(accept: bytes) -> bool:
+    return b"text/html" in accept and b"application/json" not in accept
+
+
+def error_reply(status: int, error: str, detail: str, *, accept: bytes = b"") -> Reply:
+    """An error for the client: a small HTML page for browsers, JSON for everyone else."""
+    if _wants_html(accept):
+        title = f"{status} {_TITLES.get(status, 'Error')}"
+        page = (
+            f"<!doctype html><html><head><title>{title}</title></head><body>"
+            f"<h1>{title}</h1><p>{html.escape(detail)}</p><hr><p>oauthproxy</p></body></html>"
+        )
+        return Reply(status, [(b"content-type", b"text/html; charset=utf-8")], page.encode())
+    body = json.dumps({"error": error, "detail": detail}).encode()
+    return Reply(status, [(b"content-type", b"application/json")], body)
+
+
+def unknown_host(host: str, accept: bytes) -> Reply:
+    return error_reply(404, "unknown_host", f"no proxy is configured for {host!r}", accept=accept)

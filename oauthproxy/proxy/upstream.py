@@ -1,0 +1,116 @@
+"""Upstream connections: where to connect, and a keep-alive pool per instance."""
+
+from __future__ import annotations
+
+import ssl
+from dataclasses import dataclass, field
+from urllib.parse import urlsplit
+
+import h11
+import trio
+
+MAX_IDLE_PER_ORIGIN = 64
+
+
+@dataclass(frozen=True)
+class Origin:
+    scheme: str
+    host: str
+    port: int
+    base_path: bytes
+    """The target URL's path without its trailing slash, prefixed to every request path."""
+
+    @property
+    def host_header(self) -> bytes:
+        default = 443 if self.scheme == "https" else 80
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return (host if self.port == default else f"{host}:{self.port}").encode()
+
+    @property
+    def key(self) -> tuple[str, str, int]:
+        return (self.scheme, self.host, self.port)
+
+    def target(self, path: bytes) -> bytes:
+        return self.base_path + path if self.base_path else path
+
+
+def parse_origin(url: str) -> Origin:
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    if scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"not an http(s) URL: {url!r}")
+    port = parts.port or (443 if scheme == "https" else 80)
+    return Origin(scheme, parts.hostname, port, parts.path.rstrip("/").encode())
+
+
+class UpstreamUnavailable(Exception):
+    """The upstream could not be connected to in time."""
+
+
+@dataclass(eq=False)
+class UpstreamConnection:
+    origin: Origin
+    stream: trio.abc.Stream
+    conn: h11.Connection = field(default_factory=lambda: h11.Connection(h11.CLIENT))
+    reused: bool = False
+
+    @property
+    def reusable(self) -> bool:
+        return self.conn.our_state is h11.DONE and self.conn.their_state is h11.DONE
+
+
+class UpstreamPool:
+    """Idle keep-alive connections by origin. Owned by one instance; closed with it."""
+
+    def __init__(self, *, connect_timeout: float, tls: ssl.SSLContext) -> None:
+        self._connect_timeout = connect_timeout
+        self._tls = tls
+        self._idle: dict[tuple[str, str, int], list[UpstreamConnection]] = {}
+
+    async def acquire(self, origin: Origin) -> UpstreamConnection:
+        idle = self._idle.get(origin.key)
+        if idle:
+            connection = idle.pop()
+            connection.reused = True
+            return connection
+        return UpstreamConnection(origin, await self._connect(origin))
+
+    async def connect_fresh(self, origin: Origin) -> UpstreamConnection:
+        return UpstreamConnection(origin, await self._connect(origin))
+
+    async def _connect(self, origin: Origin) -> trio.abc.Stream:
+        with trio.move_on_after(self._connect_timeout):
+            try:
+                if origin.scheme == "https":
+                    return await trio.open_ssl_over_tcp_stream(
+                        origin.host, origin.port, ssl_context=self._tls, https_compatible=True
+                    )
+                return await trio.open_tcp_stream(origin.host, origin.port)
+            except OSError as error:
+                raise UpstreamUnavailable(
+                    f"cannot connect to {origin.host}:{origin.port}: {error.strerror or error}"
+                ) from error
+        raise UpstreamUnavailable(
+            f"connecting to {origin.host}:{origin.port} took longer than {self._connect_timeout:g}s"
+        )
+
+    async def release(self, connection: UpstreamConnection) -> None:
+        """Keep a finished connection for the next request, or close it."""
+        idle = self._idle.setdefault(connection.origin.key, [])
+        if connection.reusable and len(idle) < MAX_IDLE_PER_ORIGIN:
+            connection.conn.start_next_cycle()
+            idle.append(connection)
+        else:
+            await trio.aclose_forcefully(connection.stream)
+
+    async def clear(self) -> None:
+        """Close every idle connection (the target changed, or the instance stops)."""
+        idle, self._idle = self._idle, {}
+        for connections in idle.values():
+            for connection in connections:
+                await trio.aclose_forcefully(connection.stream)
+
+
+def tls_context(ca_bundle: str | None) -> ssl.SSLContext:
+    """Verification for https:// upstreams: the system store, or `UPSTREAM_CA_BUNDLE`."""
+    return ssl.create_default_context(cafile=ca_bundle)

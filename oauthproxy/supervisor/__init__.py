@@ -1,0 +1,1 @@
+"""The instance supervisor: reconciles running instances with the proxies Redis holds."""

@@ -1,0 +1,224 @@
+"""The supervisor's async shell: consume workflow events, reconcile, start/update/stop instances.
+
+Redis is the truth and events are triggers: an event makes the supervisor re-read the hostnames
+(or the routes, or the services) it names and reconcile them with `decide`; a full reconcile runs
+at start, after Redis comes back, and every `FULL_RECONCILE_SECONDS` as a safety net. While Redis
+is away, every running instance keeps serving from its in-memory snapshot.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from dataclasses import replace
+
+import trio
+
+from oauthproxy.errors import StorageUnavailable
+from oauthproxy.models.events import EventType
+from oauthproxy.models.proxies import ProxyTarget
+from oauthproxy.models.routes import TargetType
+from oauthproxy.proxy.config import Shared, build_config
+from oauthproxy.proxy.instance import Instance
+from oauthproxy.proxy.upstream import UpstreamPool, tls_context
+from oauthproxy.routing import RouteTable
+from oauthproxy.settings import Settings
+from oauthproxy.storage import Storage
+from oauthproxy.storage.workflow import Delivery, WorkflowConsumer
+from oauthproxy.supervisor.decide import Action, Start, Stop, Update, decide
+
+log = logging.getLogger(__name__)
+
+FULL_RECONCILE_SECONDS = 60.0
+RECLAIM_EVERY_SECONDS = 10.0
+RECLAIM_IDLE_MILLISECONDS = 30_000
+MAX_BACKOFF_SECONDS = 5.0
+
+_PROXY_EVENTS = {
+    EventType.PROXY_CREATED,
+    EventType.PROXY_UPDATED,
+    EventType.PROXY_DELETED,
+    EventType.CERTIFICATE_READY,
+}
+
+
+class Supervisor:
+    """Owns every proxy instance (in its nursery) and the hostname → instance table."""
+
+    def __init__(
+        self, settings: Settings, storage: Storage, nursery: trio.Nursery, replica: str
+    ) -> None:
+        self.instances: dict[str, Instance] = {}
+        self._settings = settings
+        self._storage = storage
+        self._nursery = nursery
+        self._consumer = storage.workflow_consumer(replica)
+        self._tls = tls_context(
+            str(settings.upstream_ca_bundle) if settings.upstream_ca_bundle else None
+        )
+        self._desired: dict[str, ProxyTarget] = {}
+        self._running: dict[str, ProxyTarget] = {}
+        self._builtin: dict[str, ProxyTarget] = {}
+        self._shared = Shared(
+            routes=RouteTable.build([]),
+            services={},
+            proxies={},
+            request_timeout=settings.proxy_request_timeout,
+        )
+
+    @property
+    def consumer(self) -> WorkflowConsumer:
+        return self._consumer
+
+    async def add_builtin(self, target: ProxyTarget) -> None:
+        """A hostname the gateway serves itself (the admin API on `localhost`), never from Redis."""
+        self._builtin[target.hostname] = target
+        await self._start(target)
+
+    # --- reconciling -------------------------------------------------------------------------
+
+    async def reconcile_all(self) -> None:
+        proxies = await self._storage.proxies.all()
+        self._desired = {p.hostname: p for p in proxies if p.hostname not in self._builtin}
+        await self._reload_shared(routes=True, services=True)
+        await self._refresh_all()
+        await self._apply(decide(self._desired, self._running))
+
+    async def _reload_shared(self, *, routes: bool, services: bool) -> None:
+        shared = self._shared
+        if routes:
+            shared = replace(shared, routes=RouteTable.build(await self._storage.routes.all()))
+        if services:
+            shared = replace(shared, services=await self._storage.service_urls())
+        self._shared = replace(shared, proxies=dict(self._desired))
+
+    async def _refresh_all(self) -> None:
+        """Rebuild every running instance's snapshot from the current shared inputs."""
+        for hostname, target in self._running.items():
+            await self.instances[hostname].update(build_config(target, self._shared))
+        for hostname, target in self._builtin.items():
+            await self.instances[hostname].update(build_config(target, self._shared))
+
+    def _routes_name_hostnames(self) -> bool:
+        return any(c.route.target_type is TargetType.HOSTNAME for c in self._shared.routes.compiled)
+
+    async def handle(self, deliveries: Iterable[Delivery]) -> None:
+        """Act on a batch of events: re-read what they name, then reconcile just that."""
+        hostnames: set[str] = set()
+        routes = services = False
+        for delivery in deliveries:
+            event = delivery.event
+            if event.event_type in _PROXY_EVENTS:
+                hostnames.add(event.hostname)
+            routes |= event.event_type is EventType.ROUTES_CHANGED
+            services |= event.event_type is EventType.SERVICES_CHANGED
+        await self._consumer.mark_pending(hostnames)
+        for hostname in hostnames - set(self._builtin):
+            target = await self._storage.proxies.get(hostname)
+            if target is None:
+                self._desired.pop(hostname, None)
+            else:
+                self._desired[hostname] = target
+        if hostnames or routes or services:
+            await self._reload_shared(routes=routes, services=services)
+        if routes or services or (hostnames and self._routes_name_hostnames()):
+            await self._refresh_all()
+        await self._apply(decide(self._desired, self._running, hostnames - set(self._builtin)))
+
+    async def _apply(self, actions: list[Action]) -> None:
+        states: dict[str, str | None] = {}
+        for action in actions:
+            if isinstance(action, Start):
+                await self._start(action.target)
+                states[action.target.hostname] = "running_http"
+            elif isinstance(action, Update):
+                await self.instances[action.target.hostname].update(
+                    build_config(action.target, self._shared)
+                )
+                self._running[action.target.hostname] = action.target
+                states[action.target.hostname] = "running_http"
+            elif isinstance(action, Stop):
+                self._stop(action.hostname)
+                states[action.hostname] = None
+        await self._consumer.record(states)
+
+    async def _start(self, target: ProxyTarget) -> None:
+        pool = UpstreamPool(connect_timeout=self._settings.proxy_connect_timeout, tls=self._tls)
+        instance = Instance(
+            target.hostname,
+            build_config(target, self._shared),
+            pool,
+            grace=self._settings.shutdown_grace_seconds,
+        )
+        await self._nursery.start(instance.run)
+        self.instances[target.hostname] = instance
+        if target.hostname not in self._builtin:
+            self._running[target.hostname] = target
+        log.info("serving %s → %s", target.hostname, target.target_url)
+
+    def _stop(self, hostname: str) -> None:
+        instance = self.instances.pop(hostname)
+        self._running.pop(hostname, None)
+        instance.stop()
+        log.info("stopped %s", hostname)
+
+    def stop_all(self) -> None:
+        for hostname in list(self.instances):
+            self._stop(hostname)
+
+    # --- the event loop ----------------------------------------------------------------------
+
+    async def consume(self) -> None:
+        """Read and act on events forever; ride out Redis outages, then catch up."""
+        backoff = 0.1
+        joined = True
+        next_full = trio.current_time() + FULL_RECONCILE_SECONDS
+        next_reclaim = trio.current_time()
+        while True:
+            try:
+                if not joined:
+                    await self._consumer.join()
+                    await self.reconcile_all()
+                    joined, backoff = True, 0.1
+                    log.info("Redis is back: reconciled %d proxies", len(self._running))
+                deliveries = await self._consumer.read()
+                now = trio.current_time()
+                if now >= next_reclaim:
+                    deliveries += await self._consumer.reclaim(RECLAIM_IDLE_MILLISECONDS)
+                    next_reclaim = now + RECLAIM_EVERY_SECONDS
+                if deliveries:
+                    await self.handle(deliveries)
+                    await self._consumer.ack(deliveries)
+                if now >= next_full:
+                    await self.reconcile_all()
+                    next_full = now + FULL_RECONCILE_SECONDS
+            except StorageUnavailable as error:
+                if joined:
+                    log.warning("Redis unavailable (%s); instances keep serving", error)
+                joined = False
+                await trio.sleep(backoff)
+                backoff = min(backoff * 2, MAX_BACKOFF_SECONDS)
+
+
+async def serve_supervisor(
+    settings: Settings,
+    storage: Storage,
+    replica: str,
+    builtin: list[ProxyTarget],
+    shutdown: trio.Event,
+    *,
+    task_status: trio.TaskStatus[Supervisor] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Run the supervisor until `shutdown`; then stop every instance and wait for them to drain."""
+    async with trio.open_nursery() as instances:
+        supervisor = Supervisor(settings, storage, instances, replica)
+        await supervisor.consumer.join()
+        for target in builtin:
+            await supervisor.add_builtin(target)
+        await supervisor.reconcile_all()
+        task_status.started(supervisor)
+        async with trio.open_nursery() as loop:
+            loop.start_soon(supervisor.consume)
+            await shutdown.wait()
+            loop.cancel_scope.cancel()
+        supervisor.stop_all()

@@ -1,0 +1,127 @@
+"""`proxy-client proxy …` and `proxy-client service …` as subprocesses against a real gateway."""
+
+from __future__ import annotations
+
+import re
+
+from oauthproxy.serve import Ready
+from tests.test_cli_tokens import Cli
+from tests.test_cli_tokens import cli as cli  # the fixture, shared
+
+HOST = "app.example.com"
+
+
+async def test_proxy_create_list_show_delete(cli: Cli) -> None:
+    created = await cli.json(
+        "proxy", "create", HOST, "http://127.0.0.1:3000", "--cert-name", "app-cert", "--no-http"
+    )
+    assert (created["hostname"], created["target_url"]) == (HOST, "http://127.0.0.1:3000/")
+    assert (created["enable_http"], created["enable_https"]) == (False, True)
+    assert created["cert_name"] == "app-cert"
+    await cli.ok(
+        "proxy", "create", "plain.example.com", "http://127.0.0.1:4000", "--email",
+        "ops@example.com", "--staging", "--no-preserve-host",
+    )  # fmt: skip
+
+    listed = await cli.json("proxy", "list")
+    assert [proxy["hostname"] for proxy in listed] == [HOST, "plain.example.com"]
+    assert listed[1]["preserve_host_header"] is False
+    table = await cli.ok("proxy", "list")
+    assert re.search(r"│ app\.example\.com +│ http://127\.0\.0\.1:3000/ +│ HTTPS✓ ", table)
+    assert "HTTP | HTTPS⚠" in table
+    assert table.rstrip().endswith("Summary: 2 proxies | 1 HTTPS")
+
+    assert (await cli.json("proxy", "show", HOST)) == created
+    shown = await cli.ok("proxy", "show", HOST)
+    assert "owner_token_hash" in shown and "app-cert" in shown
+
+    updated = await cli.json(
+        "proxy", "update", HOST, "--target-url", "http://127.0.0.1:3001", "--header", "X-A=1"
+    )
+    assert (updated["target_url"], updated["custom_headers"]) == (
+        "http://127.0.0.1:3001/",
+        {"X-A": "1"},
+    )
+
+    deleted = await cli.json("proxy", "delete", HOST, "--delete-cert")
+    assert deleted == {"hostname": HOST, "deleted_certificate": None}
+    assert "plain.example.com" in await cli.ok("proxy", "delete", "plain.example.com")
+    assert await cli.ok("proxy", "list") == (
+        "No proxies yet. Create one: just proxy-create <hostname> <target-url>\n"
+    )
+    assert await cli.fails("proxy", "show", HOST) == (
+        f"error: proxy '{HOST}' not found (field: proxy)"
+    )
+    assert (await cli.json("proxy", "delete", HOST, "--force"))["deleted"] is False
+
+
+async def test_proxy_errors_name_the_field(cli: Cli) -> None:
+    await cli.ok("proxy", "create", HOST, "http://127.0.0.1:3000")
+    assert await cli.fails("proxy", "create", HOST, "http://127.0.0.1:3000") == (
+        f"error: a proxy for {HOST} already exists (field: hostname)"
+    )
+    error = await cli.fails("proxy", "create", "other.example.com", "ftp://x")
+    assert error.endswith("(field: target_url)")
+    error = await cli.fails("proxy", "update", HOST, "--header", "no-equals")
+    assert error == "error: --header expects NAME=VALUE, got 'no-equals'"
+
+
+async def test_auth_and_resource_settings(cli: Cli) -> None:
+    await cli.ok("proxy", "create", HOST, "http://127.0.0.1:3000")
+    enabled = await cli.json(
+        "proxy", "auth", "enable", HOST, "--auth-proxy", "auth.example.com", "--mode", "redirect"
+    )
+    assert (enabled["auth_enabled"], enabled["auth_mode"]) == (True, "redirect")
+    configured = await cli.json(
+        "proxy", "auth", "config", HOST, "--users", "alice,bob", "--emails", ""
+    )
+    assert configured["auth_required_users"] == ["alice", "bob"]
+    assert configured["auth_required_emails"] is None
+    assert configured["auth_proxy"] == "auth.example.com"
+    assert (await cli.json("proxy", "auth", "show", HOST)) == configured
+    assert (await cli.json("proxy", "auth", "disable", HOST))["auth_enabled"] is False
+
+    assert await cli.json("proxy", "resource", "list") == []
+    metadata = await cli.json(
+        "proxy", "resource", "set", HOST, "--scopes", "mcp:read", "--stateful",
+        "--server-info", '{"name": "demo"}',
+    )  # fmt: skip
+    assert metadata["resource_endpoint"] == "/mcp"
+    assert metadata["resource_scopes"] == ["mcp:read"]
+    assert metadata["resource_stateful"] is True
+    assert metadata["resource_server_info"] == {"name": "demo"}
+    assert (await cli.json("proxy", "resource", "show", HOST)) == metadata
+    assert [row["hostname"] for row in await cli.json("proxy", "resource", "list")] == [HOST]
+    assert (await cli.json("proxy", "resource", "clear", HOST))["resource_endpoint"] is None
+    assert await cli.json("proxy", "resource", "list") == []
+    error = await cli.fails("proxy", "resource", "set", HOST, "--custom-metadata", "[1]")
+    assert error.startswith("error: --custom-metadata must be a JSON object")
+
+
+async def test_service_register_and_list_all(cli: Cli, gateway: Ready) -> None:
+    registered = await cli.json(
+        "service", "register", "docs", "https://docs.example.com", "--description", "The docs"
+    )
+    assert (registered["service_name"], registered["description"]) == ("docs", "The docs")
+    assert (await cli.json("service", "show-external", "docs")) == registered
+    assert [s["service_name"] for s in await cli.json("service", "list-external")] == ["docs"]
+
+    everything = await cli.json("service", "list-all")
+    assert [(s["service_name"], s["service_type"]) for s in everything] == [
+        ("api", "internal"),
+        ("docs", "external"),
+    ]
+    assert everything[0]["target_url"] == gateway.api_url
+    table = await cli.ok("service", "list-all")
+    assert re.search(r"│ docs +│ external ", table)
+    assert table.rstrip().endswith("Summary: 0 Docker | 1 External | 1 Internal")
+    internal = await cli.json("service", "list-all", "--type", "internal")
+    assert [s["service_name"] for s in internal] == ["api"]
+
+    moved = await cli.json("service", "update-external", "docs", "https://new.example.com")
+    assert moved["target_url"] == "https://new.example.com/"
+    assert (await cli.json("service", "unregister", "docs"))["service_name"] == "docs"
+    assert await cli.json("service", "list-external") == []
+    assert await cli.fails("service", "register", "api", "https://x.example.com") == (
+        "error: 'api' is reserved for the gateway's admin API (field: service_name)"
+    )

@@ -1,0 +1,388 @@
+"""The route endpoints over real HTTP against a real gateway and a real Redis."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import httpx
+import pytest
+import trio
+
+from oauthproxy.errors import Conflict
+from oauthproxy.models.events import ALL_HOSTS, EventType
+from oauthproxy.models.routes import Route
+from oauthproxy.serve import Ready
+from oauthproxy.storage import Storage, keys
+from oauthproxy.storage.events import parse_event
+
+ROUTES = "/api/v1/routes/"
+
+
+def body(**fields: Any) -> dict[str, Any]:
+    """A valid create request: route `api`, `/api/` at priority 90 to port 3000."""
+    values = {
+        "route_id": "api",
+        "path_pattern": "/api/",
+        "target_type": "port",
+        "target_value": "3000",
+        "priority": 90,
+    }
+    return {**values, **fields}
+
+
+async def create(api: httpx.AsyncClient, **fields: Any) -> dict[str, Any]:
+    response = await api.post(ROUTES, json=body(**fields))
+    assert response.status_code == 201, response.text
+    created: dict[str, Any] = response.json()
+    return created
+
+
+def index_keys(route_id: str, path: str, priority: int) -> list[str]:
+    return [
+        keys.route(route_id),
+        keys.route_unique(path, priority),
+        keys.route_priority(priority, route_id),
+    ]
+
+
+async def route_keys(storage: Storage) -> set[str]:
+    return {key async for key in storage.redis.scan_iter(match="route:*")}
+
+
+async def route_events(storage: Storage) -> list[dict[str, Any]]:
+    """The data of every `routes_changed` event, oldest first; each is for every host."""
+    entries = await storage.redis.xrange(keys.EVENTS_WORKFLOW)
+    events = [parse_event(entry.field_values) for entry in entries]
+    changed = [event for event in events if event.event_type is EventType.ROUTES_CHANGED]
+    assert all(event.hostname == ALL_HOSTS for event in changed)
+    return [event.data for event in changed]
+
+
+@asynccontextmanager
+async def token_client(
+    api: httpx.AsyncClient, gateway: Ready, name: str
+) -> AsyncIterator[httpx.AsyncClient]:
+    """A client authenticated with a new, non-admin token called `name`."""
+    created = await api.post("/api/v1/tokens/generate", json={"name": name})
+    headers = {"Authorization": f"Bearer {created.json()['token']}"}
+    async with httpx.AsyncClient(base_url=gateway.api_url, headers=headers) as client:
+        yield client
+
+
+async def test_create_writes_the_route_its_indexes_and_an_event(
+    api: httpx.AsyncClient, storage: Storage
+) -> None:
+    created = await create(api, methods=["get", "post"], description="the API")
+    assert created["methods"] == ["GET", "POST"]
+    assert created["created_by"] == "admin"
+    admin = await storage.tokens.get("admin")
+    assert admin is not None
+    assert created["owner_token_hash"] == admin.hash
+    assert await route_keys(storage) == set(index_keys("api", "/api/", 90))
+    assert await storage.redis.get(keys.route_unique("/api/", 90)) == "api"
+    assert (await api.get(f"{ROUTES}api")).json() == created
+    assert await route_events(storage) == [{"route_id": "api", "change": "created"}]
+
+
+async def test_update_moves_the_indexes_and_announces_itself(
+    api: httpx.AsyncClient, storage: Storage
+) -> None:
+    await create(api)
+    moved = await api.put(f"{ROUTES}api", json={"path_pattern": "/v2/", "priority": 10})
+    assert moved.status_code == 200, moved.text
+    assert (moved.json()["path_pattern"], moved.json()["priority"]) == ("/v2/", 10)
+    assert await route_keys(storage) == set(index_keys("api", "/v2/", 10))
+
+    described = await api.put(f"{ROUTES}api", json={"description": "moved", "methods": None})
+    assert described.json()["description"] == "moved"
+    assert await route_keys(storage) == set(index_keys("api", "/v2/", 10))
+    assert (await api.get(f"{ROUTES}api")).json() == described.json()
+    assert [event["change"] for event in await route_events(storage)] == [
+        "created",
+        "updated",
+        "updated",
+    ]
+
+
+async def test_delete_removes_the_route_and_its_indexes(
+    api: httpx.AsyncClient, storage: Storage
+) -> None:
+    await create(api)
+    await create(api, route_id="other", path_pattern="/other/")
+    deleted = await api.delete(f"{ROUTES}api")
+    assert deleted.status_code == 200
+    assert deleted.json()["route_id"] == "api"
+    assert await route_keys(storage) == set(index_keys("other", "/other/", 90))
+    assert (await route_events(storage))[-1] == {"route_id": "api", "change": "deleted"}
+
+    missing = await api.get(f"{ROUTES}api")
+    assert missing.status_code == 404
+    assert missing.json()["field"] == "route"
+    assert (await api.delete(f"{ROUTES}api")).status_code == 404
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "request_body", "field"),
+    [
+        ("POST", ROUTES, body(), "route_id"),
+        ("POST", ROUTES, body(route_id="api2"), "path_pattern"),
+        ("PUT", f"{ROUTES}third", {"path_pattern": "/api/"}, "path_pattern"),
+        ("PUT", f"{ROUTES}lower", {"priority": 90}, "priority"),
+    ],
+)
+async def test_conflicts_name_the_field_and_change_nothing(
+    api: httpx.AsyncClient,
+    storage: Storage,
+    method: str,
+    path: str,
+    request_body: dict[str, Any],
+    field: str,
+) -> None:
+    await create(api)
+    await create(api, route_id="lower", priority=10)
+    await create(api, route_id="third", path_pattern="/third/")
+    before = {key: await storage.redis.get(key) for key in await route_keys(storage)}
+
+    response = await api.request(method, path, json=request_body)
+
+    assert response.status_code == 409, response.text
+    assert response.json()["field"] == field
+    after = {key: await storage.redis.get(key) for key in await route_keys(storage)}
+    assert after == before
+    assert len(await route_events(storage)) == 3
+
+
+@pytest.mark.parametrize(
+    ("fields", "field", "problem"),
+    [
+        ({"target_value": "0"}, "target_value", "1 to 65535"),
+        ({"target_value": "http"}, "target_value", "1 to 65535"),
+        ({"target_type": "url", "target_value": "ftp://x"}, "target_value", "http(s) URL"),
+        ({"target_type": "hostname", "target_value": "no way"}, "target_value", "DNS hostname"),
+        ({"target_type": "service", "target_value": "-x"}, "target_value", "service name"),
+        ({"target_type": "socket"}, "target_type", "Input should be"),
+        ({"is_regex": True, "path_pattern": "^/api/(v1"}, "path_pattern", "regular expression"),
+        ({"path_pattern": "api/"}, "path_pattern", "starts with /"),
+        ({"methods": ["GET", "FETCH"]}, "methods", "unknown HTTP method 'FETCH'"),
+        ({"scope": "proxy"}, "proxy_hostnames", "at least one proxy hostname"),
+        ({"scope": "proxy", "proxy_hostnames": ["a b"]}, "proxy_hostnames.0", "DNS hostname"),
+        ({"priority": 1001}, "priority", "less than or equal to 1000"),
+        ({"route_id": "has space"}, "route_id", "String should match pattern"),
+        ({"owner_token_hash": "sha256:x"}, "owner_token_hash", "unknown field"),
+    ],
+)
+async def test_invalid_routes_name_the_field(
+    api: httpx.AsyncClient, storage: Storage, fields: dict[str, Any], field: str, problem: str
+) -> None:
+    response = await api.post(ROUTES, json=body(**fields))
+    assert response.status_code == 422, response.text
+    assert response.json()["field"] == field
+    assert problem in response.json()["errors"][0]["problem"]
+    assert await route_keys(storage) == set()
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        ({"is_regex": True}, "path_pattern"),  # the stored prefix "/a(" is no regex
+        ({"target_type": "url"}, "target_value"),  # "3000" is no URL
+        ({"priority": None}, "priority"),
+        ({"route_id": "renamed"}, "route_id"),
+    ],
+)
+async def test_an_update_is_checked_as_a_whole_route(
+    api: httpx.AsyncClient, change: dict[str, Any], field: str
+) -> None:
+    created = await create(api, path_pattern="/a(")
+    response = await api.put(f"{ROUTES}api", json=change)
+    assert response.status_code == 422, response.text
+    assert response.json()["field"] == field
+    assert (await api.get(f"{ROUTES}api")).json() == created
+
+
+async def test_a_missing_id_is_made_from_the_path(api: httpx.AsyncClient) -> None:
+    created = await create(api, route_id=None, path_pattern="/api/v1/")
+    assert re.fullmatch(r"api-v1-[0-9a-f]{6}", created["route_id"])
+    assert (await api.get(f"{ROUTES}{created['route_id']}")).status_code == 200
+
+
+async def test_only_the_owner_or_the_admin_changes_a_route(
+    api: httpx.AsyncClient, gateway: Ready
+) -> None:
+    async with (
+        token_client(api, gateway, "alice") as alice,
+        token_client(api, gateway, "bob") as bob,
+    ):
+        owned = await create(alice)
+        assert owned["created_by"] == "alice"
+        assert (await bob.get(f"{ROUTES}api")).json() == owned
+        for refused in (
+            await bob.put(f"{ROUTES}api", json={"priority": 1}),
+            await bob.delete(f"{ROUTES}api"),
+        ):
+            assert refused.status_code == 403
+            assert refused.json()["error"] == "forbidden"
+        assert (await alice.put(f"{ROUTES}api", json={"priority": 1})).status_code == 200
+        assert (await api.delete(f"{ROUTES}api")).status_code == 200
+
+
+async def test_list_in_priority_order_and_by_scope(api: httpx.AsyncClient) -> None:
+    await create(api, route_id="low", path_pattern="/low/", priority=5)
+    await create(api, route_id="high", path_pattern="/high/", priority=95)
+    await create(
+        api,
+        route_id="mine",
+        path_pattern="/mine/",
+        scope="proxy",
+        proxy_hostnames=["a.example.com"],
+    )
+    listed = await api.get(ROUTES)
+    assert [route["route_id"] for route in listed.json()] == ["high", "mine", "low"]
+    by_scope = {
+        scope: [route["route_id"] for route in (await api.get(f"{ROUTES}?scope={scope}")).json()]
+        for scope in ("global", "proxy")
+    }
+    assert by_scope == {"global": ["high", "low"], "proxy": ["mine"]}
+    wrong = await api.get(f"{ROUTES}?scope=everywhere")
+    assert (wrong.status_code, wrong.json()["field"]) == (422, "scope")
+
+
+async def test_formatted_is_a_plain_text_table(api: httpx.AsyncClient) -> None:
+    await create(api, methods=["GET"], description="the API")
+    await create(
+        api,
+        route_id="numbered",
+        path_pattern=r"^/items/\d+$",
+        is_regex=True,
+        target_type="url",
+        target_value="http://backend:8080",
+        scope="proxy",
+        proxy_hostnames=["a.example.com", "b.example.com"],
+    )
+    response = await api.get(f"{ROUTES}formatted")
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/plain")
+    lines = response.text.splitlines()
+    assert lines[0].split() == [
+        "ID",
+        "PATH",
+        "TARGET",
+        "PRIORITY",
+        "METHODS",
+        "SCOPE",
+        "ENABLED",
+        "DESCRIPTION",
+    ]
+    assert lines[1].split() == [
+        "api",
+        "/api/",
+        "port:3000",
+        "90",
+        "GET",
+        "global",
+        "yes",
+        "the",
+        "API",
+    ]
+    assert lines[2].split() == [
+        "numbered",
+        r"^/items/\d+$",
+        "(regex)",
+        "url:http://backend:8080",
+        "90",
+        "*",
+        "a.example.com,b.example.com",
+        "yes",
+    ]
+    assert lines[-1] == "2 routes"
+
+
+@pytest.mark.parametrize(
+    "route_id",
+    ["nobody", "priority:90:api", "unique:", ".hidden", "x" * 65],
+)
+async def test_unknown_or_impossible_ids_are_404(api: httpx.AsyncClient, route_id: str) -> None:
+    await create(api)
+    for response in (
+        await api.get(f"{ROUTES}{route_id}"),
+        await api.put(f"{ROUTES}{route_id}", json={"priority": 1}),
+        await api.delete(f"{ROUTES}{route_id}"),
+    ):
+        assert response.status_code == 404, response.text
+        assert response.json() == {
+            "error": "not_found",
+            "detail": f"route {route_id!r} not found",
+            "field": "route",
+        }
+
+
+async def test_every_endpoint_needs_a_token(anonymous: httpx.AsyncClient) -> None:
+    for response in (
+        await anonymous.get(ROUTES),
+        await anonymous.get(f"{ROUTES}formatted"),
+        await anonymous.post(ROUTES, json=body()),
+        await anonymous.get(f"{ROUTES}api"),
+        await anonymous.put(f"{ROUTES}api", json={"priority": 1}),
+        await anonymous.delete(f"{ROUTES}api"),
+    ):
+        assert response.status_code == 401
+        assert response.json()["field"] == "Authorization"
+
+
+async def test_deleting_the_owner_token_deletes_its_routes_and_announces_it(
+    api: httpx.AsyncClient, gateway: Ready, storage: Storage
+) -> None:
+    async with token_client(api, gateway, "carol") as carol:
+        await create(carol)
+    assert (await api.delete("/api/v1/tokens/carol")).status_code == 200
+    assert await route_keys(storage) == set()
+    assert await route_events(storage) == [
+        {"route_id": "api", "change": "created"},
+        {"route_id": "api", "change": "deleted"},
+    ]
+
+
+async def test_openapi_document_lists_the_route_endpoints(anonymous: httpx.AsyncClient) -> None:
+    paths = (await anonymous.get("/api/v1/openapi.json")).json()["paths"]
+    assert set(paths[ROUTES]) == {"get", "post"}
+    assert set(paths[f"{ROUTES}{{route_id}}"]) == {"get", "put", "delete"}
+    assert "parameters" in str(paths[ROUTES]["get"])  # the scope query
+    assert f"{ROUTES}formatted" in paths
+
+
+async def test_two_routes_racing_for_one_path_leave_one_winner(storage: Storage) -> None:
+    for route_id in ("a", "b"):
+        await storage.routes.create(
+            Route(
+                route_id=route_id,
+                path_pattern=f"/{route_id}/",
+                target_type="port",
+                target_value="1",
+            )
+        )
+    refused: list[str] = []
+
+    async def move(route_id: str) -> None:
+        try:
+            await storage.routes.modify(
+                route_id, lambda route: route.model_copy(update={"path_pattern": "/shared/"})
+            )
+        except Conflict as conflict:
+            refused.append(f"{route_id}:{conflict.field}")
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(move, "a")
+        nursery.start_soon(move, "b")
+
+    assert len(refused) == 1
+    loser = refused[0].split(":")[0]
+    winner = "b" if loser == "a" else "a"
+    assert refused == [f"{loser}:path_pattern"]
+    assert await storage.redis.get(keys.route_unique("/shared/", 50)) == winner
+    assert await route_keys(storage) == {
+        *index_keys(winner, "/shared/", 50),
+        *index_keys(loser, f"/{loser}/", 50),
+    }

@@ -1,0 +1,154 @@
+"""The pure routing decisions: which route takes a request, for which proxy, and where it goes."""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+import pytest
+
+from oauthproxy.models.proxies import ProxyTarget
+from oauthproxy.models.routes import Route
+from oauthproxy.routing import ProxyRoutes, RouteTable, route_target_url
+
+
+def route(route_id: str, path: str = "/", **fields: Any) -> Route:
+    values: dict[str, Any] = {"target_type": "port", "target_value": "3000", **fields}
+    return Route(route_id=route_id, path_pattern=path, **values)
+
+
+def proxy(hostname: str = "b.example.com", **fields: Any) -> ProxyTarget:
+    return ProxyTarget(hostname=hostname, target_url="http://backend:3000", **fields)
+
+
+ROUTES = [
+    route("catch-all", "/", priority=0),
+    route("api-v1", "/api/v1/", priority=90, methods=["GET", "POST"]),
+    route("api", "/api/", priority=80),
+    route("numbered", r"^/items/\d+$", is_regex=True, priority=70),
+    route("items", "/items/", priority=60),
+    route("b-tie", "/tie", priority=40),
+    route("a-tie", "/ti", priority=40),
+    route("off", "/off/", priority=100, enabled=False),
+    route("only-a", "/only-a/", scope="proxy", proxy_hostnames=["a.example.com"]),
+]
+TABLE = RouteTable.build(ROUTES)
+ORDER = ("api-v1", "api", "numbered", "items", "only-a", "a-tie", "b-tie", "catch-all")
+
+
+def ids(routes: ProxyRoutes) -> tuple[str, ...]:
+    return tuple(each.route_id for each in routes.routes)
+
+
+def test_build_drops_disabled_routes_and_sorts_by_priority_then_id() -> None:
+    shuffled = random.Random(7).sample(ROUTES, len(ROUTES))
+    assert ids(RouteTable.build(shuffled).for_proxy(proxy("a.example.com"))) == ORDER
+
+
+@pytest.mark.parametrize(
+    ("path", "method", "expected"),
+    [
+        ("/api/v1/users", "GET", "api-v1"),  # the highest priority that matches
+        ("/api/v1/users", "post", "api-v1"),  # methods compare upper-case
+        ("/api/v1/users", "DELETE", "api"),  # not one of its methods: the next route
+        ("/api/v2/users", "GET", "api"),
+        ("/items/42", "GET", "numbered"),  # a regex route
+        ("/items/42/photos", "GET", "items"),  # the regex is anchored by its `$`
+        ("/shop/items/42", "GET", "catch-all"),  # a regex matches at the start of the path
+        ("/tie", "GET", "a-tie"),  # equal priority: by route id
+        ("/off/page", "GET", "catch-all"),  # a disabled route is not in the table
+        ("/only-a/page", "GET", "catch-all"),  # a route of another proxy does not apply
+        ("relative", "GET", None),  # nothing matches
+    ],
+)
+def test_match(path: str, method: str, expected: str | None) -> None:
+    matched = TABLE.for_proxy(proxy()).match(path, method)
+    assert (matched.route_id if matched else None) == expected
+
+
+def without(*excluded: str) -> tuple[str, ...]:
+    return tuple(route_id for route_id in ORDER if route_id not in excluded)
+
+
+def settings(mode: str = "all", enabled: str = "", disabled: str = "") -> dict[str, Any]:
+    """A proxy's route settings; `enabled` and `disabled` are comma-separated route ids."""
+    return {
+        "route_mode": mode,
+        "enabled_routes": enabled.split(",") if enabled else [],
+        "disabled_routes": disabled.split(",") if disabled else [],
+    }
+
+
+@pytest.mark.parametrize(
+    ("hostname", "route_settings", "expected"),
+    [
+        ("a.example.com", settings(), ORDER),
+        ("b.example.com", settings(), without("only-a")),
+        ("a.example.com", settings(disabled="api,only-a"), without("api", "only-a")),
+        ("a.example.com", settings("none"), ()),
+        ("b.example.com", settings("none", enabled="api"), ()),
+        ("a.example.com", settings("selective"), ()),
+        ("a.example.com", settings("selective", "catch-all,only-a"), ("only-a", "catch-all")),
+        ("b.example.com", settings("selective", "catch-all,only-a"), ("catch-all",)),
+        ("b.example.com", settings("selective", "api", disabled="api"), ()),
+        ("b.example.com", settings("selective", "off,missing"), ()),
+    ],
+)
+def test_routes_for_proxy(
+    hostname: str, route_settings: dict[str, Any], expected: tuple[str, ...]
+) -> None:
+    assert ids(TABLE.for_proxy(proxy(hostname, **route_settings))) == expected
+
+
+def test_only_the_route_settings_of_a_proxy_matter() -> None:
+    plain = TABLE.for_proxy(proxy())
+    assert TABLE.for_proxy(proxy(custom_headers={"X-A": "1"}, enable_http=False)) == plain
+    assert TABLE.for_proxy(proxy(disabled_routes=["api"])) != plain
+
+
+def test_an_empty_table_matches_nothing() -> None:
+    assert RouteTable.build([]).for_proxy(proxy()).match("/", "GET") is None
+
+
+SERVICES = {"auth": "http://127.0.0.1:9100", "api": "http://127.0.0.1:9000"}
+PROXIES = {"api.example.com": proxy("api.example.com")}
+
+
+@pytest.mark.parametrize(
+    ("target_type", "target_value", "expected"),
+    [
+        ("port", "3000", "http://127.0.0.1:3000"),
+        ("service", "auth", "http://127.0.0.1:9100"),
+        ("service", "api", "http://127.0.0.1:9000"),
+        ("service", "missing", None),
+        ("hostname", "api.example.com", "http://backend:3000/"),
+        ("hostname", "other.example.com", None),
+        ("url", "https://upstream.example.com/base", "https://upstream.example.com/base"),
+    ],
+)
+def test_route_target_url(target_type: str, target_value: str, expected: str | None) -> None:
+    target = route("r", target_type=target_type, target_value=target_value)
+    assert route_target_url(target, services=SERVICES, proxies=PROXIES) == expected
+
+
+@pytest.mark.parametrize(
+    ("fields", "field", "stored"),
+    [
+        ({"methods": ["get", "Post", "GET"]}, "methods", ["GET", "POST"]),
+        ({"target_value": "03000"}, "target_value", "3000"),
+        (
+            {"target_type": "hostname", "target_value": "API.Example.com."},
+            "target_value",
+            "api.example.com",
+        ),
+        (
+            {"scope": "proxy", "proxy_hostnames": ["A.example.com", "a.example.com"]},
+            "proxy_hostnames",
+            ["a.example.com"],
+        ),
+    ],
+)
+def test_route_fields_are_stored_normalised(
+    fields: dict[str, Any], field: str, stored: object
+) -> None:
+    assert getattr(route("r", **fields), field) == stored
