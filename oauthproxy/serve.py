@@ -33,7 +33,6 @@ from oauthproxy.proxy.headers import parse_networks
 from oauthproxy.settings import Settings
 from oauthproxy.storage import Storage, open_storage
 from oauthproxy.storage.embedded import EmbeddedRedis, serve_embedded_redis
-from oauthproxy.storage.services import InternalServiceRepository
 from oauthproxy.supervisor.supervisor import Supervisor, serve_supervisor
 
 log = logging.getLogger(__name__)
@@ -134,7 +133,7 @@ async def serve(
                         embedded_redis=embedded is not None,
                     )
                 )
-                await InternalServiceRepository(storage.redis).register_api(api_url)
+                await storage.internal_services.register_api(api_url)
                 supervisor: Supervisor = await services.start(
                     functools.partial(
                         serve_supervisor,

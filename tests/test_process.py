@@ -48,10 +48,12 @@ def _environment(data_dir: Path) -> dict[str, str]:
 
 
 @asynccontextmanager
-async def started_gateway(data_dir: Path, cwd: Path) -> AsyncIterator[RunningGateway]:
+async def started_gateway(
+    data_dir: Path, cwd: Path, env: dict[str, str] | None = None
+) -> AsyncIterator[RunningGateway]:
     process = await trio.lowlevel.open_process(
         [venv_bin("oauthproxy"), "run"],
-        env=_environment(data_dir),
+        env=env or _environment(data_dir),
         cwd=str(cwd),
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
@@ -144,3 +146,38 @@ async def test_a_server_left_by_a_killed_gateway_is_taken_over(tmp_path: Path) -
         redis_pid = successor.redis_pid()
         assert await _stop(successor, signal.SIGTERM) == 0
         assert not _alive(redis_pid)
+
+
+async def test_a_killed_gateway_serves_every_proxy_again_after_restart(
+    tmp_path: Path, nursery: trio.Nursery
+) -> None:
+    import functools
+
+    from tests.backend import serve_backend
+
+    backend: int = await nursery.start(functools.partial(serve_backend, "kept"))
+    data_dir = tmp_path / "data"
+    env = _environment(data_dir)  # the same ports, so the same replica, both times
+    hostnames = [f"p{number}.example.com" for number in range(3)]
+    async with started_gateway(data_dir, tmp_path, env) as first:
+        headers = {"Authorization": f"Bearer {first.admin_token()}"}
+        async with httpx.AsyncClient(base_url=first.api_url, headers=headers) as api:
+            for hostname in hostnames:
+                body = {"hostname": hostname, "target_url": f"http://127.0.0.1:{backend}"}
+                assert (await api.post("/api/v1/proxy/targets/", json=body)).status_code == 201
+        await _all_served(env["HTTP_PORT"], hostnames)
+        first.process.kill()
+        await first.process.wait()
+
+    async with started_gateway(data_dir, tmp_path, env) as second:
+        await _all_served(env["HTTP_PORT"], hostnames)
+        assert await _stop(second, signal.SIGTERM) == 0
+
+
+async def _all_served(http_port: str, hostnames: list[str]) -> None:
+    limits = httpx.Limits(max_keepalive_connections=0)
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{http_port}", limits=limits) as c:
+        with trio.fail_after(15):
+            for hostname in hostnames:
+                while (await c.get("/echo", headers={"Host": hostname})).status_code != 200:  # noqa: ASYNC110
+                    await trio.sleep(0.01)

@@ -21,7 +21,6 @@ from oauthproxy.models.services import (
     InternalService,
     ServiceQuery,
 )
-from oauthproxy.storage.services import InternalServiceRepository
 
 services = Blueprint("services", __name__, url_prefix="/api/v1/services")
 
@@ -49,7 +48,7 @@ async def list_docker_services() -> list[Json]:
 @document_response(list[AnyService])
 async def list_all_services(query_args: ServiceQuery) -> list[Json]:
     """Every service, internal, external and Docker; `?type=` keeps one kind."""
-    internal = await InternalServiceRepository(storage().redis).all()
+    internal = await storage().internal_services.all()
     external = await storage().external_services.all()
     docker = await storage().docker_services.all()
     found: list[AnyService] = [*internal, *external, *sorted(docker, key=lambda s: s.service_name)]

@@ -20,7 +20,11 @@ from oauthproxy.storage.base import Redis, scan_keys, translate_errors
 from oauthproxy.storage.certificates import CertificateRepository
 from oauthproxy.storage.proxies import ProxyRepository
 from oauthproxy.storage.routes import RouteRepository
-from oauthproxy.storage.services import DockerServiceRepository, ExternalServiceRepository
+from oauthproxy.storage.services import (
+    DockerServiceRepository,
+    ExternalServiceRepository,
+    InternalServiceRepository,
+)
 from oauthproxy.storage.tokens import TokenRepository
 from oauthproxy.storage.workflow import WorkflowConsumer
 
@@ -36,6 +40,7 @@ class Storage:
     certificates: CertificateRepository
     routes: RouteRepository
     external_services: ExternalServiceRepository
+    internal_services: InternalServiceRepository
     docker_services: DockerServiceRepository
 
     async def ping(self) -> float:
@@ -119,5 +124,6 @@ async def open_storage(url: str) -> AsyncIterator[Storage]:
             certificates=CertificateRepository(client),
             routes=RouteRepository(client),
             external_services=ExternalServiceRepository(client),
+            internal_services=InternalServiceRepository(client),
             docker_services=DockerServiceRepository(client),
         )
