@@ -97,10 +97,16 @@ def create_backend(name: str) -> QuartTrio:
 
 
 async def serve_backend(
-    name: str, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED
+    name: str,
+    *,
+    tls: tuple[str, str] | None = None,
+    task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
 ) -> None:
+    """Serve the backend on a free port (HTTPS when `tls` gives (certfile, keyfile))."""
     config = Config()
     config.bind = ["127.0.0.1:0"]
+    if tls is not None:
+        config.certfile, config.keyfile = tls
     config.accesslog = None
     config.errorlog = None
     async with trio.open_nursery() as nursery:

@@ -302,3 +302,58 @@ async def test_browsers_get_an_html_404(public: httpx.AsyncClient) -> None:
     assert response.status_code == 404
     assert response.headers["content-type"].startswith("text/html")
     assert "nowhere.example.com" in response.text
+
+
+async def test_https_upstreams_are_verified_against_the_configured_ca(
+    nursery: trio.Nursery, storage: Storage, make_settings: object, tmp_path: object
+) -> None:
+    from pathlib import Path
+
+    from oauthproxy.serve import serve
+    from tests.tls import make_pki
+
+    pki = make_pki(Path(str(tmp_path)))
+    secure: int = await nursery.start(
+        functools.partial(serve_backend, "secure", tls=(str(pki.cert_file), str(pki.key_file)))
+    )
+    trusting = make_settings(upstream_ca_bundle=pki.ca_file)  # type: ignore[operator]
+    ready: Ready = await nursery.start(
+        lambda task_status: serve(trusting, handle_signals=False, task_status=task_status)
+    )
+    await storage.proxies.create(
+        ProxyTarget.model_validate(
+            {"hostname": "secure.example.com", "target_url": f"https://127.0.0.1:{secure}"}
+        )
+    )
+    limits = httpx.Limits(max_keepalive_connections=0)
+    async with httpx.AsyncClient(
+        base_url=f"http://127.0.0.1:{ready.http_port}", limits=limits
+    ) as c:
+        response = await wait_until_served(c, "secure.example.com")
+        assert response.status_code == 200
+        assert response.json()["backend"] == "secure"
+
+
+async def test_an_untrusted_upstream_certificate_is_a_502(
+    nursery: trio.Nursery, storage: Storage, public: httpx.AsyncClient, tmp_path: object
+) -> None:
+    from pathlib import Path
+
+    from tests.tls import make_pki
+
+    pki = make_pki(Path(str(tmp_path)))
+    secure: int = await nursery.start(
+        functools.partial(serve_backend, "secure", tls=(str(pki.cert_file), str(pki.key_file)))
+    )
+    await storage.proxies.create(
+        ProxyTarget.model_validate(
+            {"hostname": "mitm.example.com", "target_url": f"https://127.0.0.1:{secure}"}
+        )
+    )
+    with trio.fail_after(10):
+        while True:
+            response = await public.get("/echo", headers={"Host": "mitm.example.com"})
+            if response.status_code != 404:
+                break
+    assert response.status_code == 502
+    assert response.json()["error"] == "bad_gateway"

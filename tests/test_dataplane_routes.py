@@ -55,7 +55,8 @@ async def _backend_for(
     public: httpx.AsyncClient, host: str, path: str, method: str = "GET"
 ) -> str | None:
     response = await public.request(method, path, headers={"Host": host})
-    return response.headers.get("x-backend")
+    backend: str | None = response.headers.get("x-backend")
+    return backend
 
 
 async def _eventually(

@@ -17,8 +17,8 @@ from oauthproxy.proxy.headers import (
     Headers,
     RequestRewrite,
     client_response_headers,
+    request_shape,
     upstream_request_headers,
-    wants_upgrade,
 )
 from oauthproxy.proxy.http import (
     READ_SIZE,
@@ -57,15 +57,6 @@ class _NoResponse(Exception):
         self.detail = detail
 
 
-def _has_body(request: h11.Request) -> bool:
-    for name, value in request.headers:
-        if name == b"content-length":
-            return value.strip() != b"0"
-        if name == b"transfer-encoding":
-            return True
-    return False
-
-
 def _idle_connection_is_closed(connection: UpstreamConnection) -> bool:
     """An idle keep-alive connection that is readable was closed (or sent junk): don't reuse it."""
     stream = connection.stream
@@ -77,9 +68,11 @@ def _idle_connection_is_closed(connection: UpstreamConnection) -> bool:
     return bool(readable)
 
 
-async def _open(pool: UpstreamPool, origin: Origin) -> UpstreamConnection:
+async def _open(pool: UpstreamPool, origin: Origin, *, check_idle: bool) -> UpstreamConnection:
+    """A connection to `origin`. When the request could not be retried (it streams a body),
+    idle connections the upstream closed meanwhile are weeded out first."""
     connection = await pool.acquire(origin)
-    while connection.reused and _idle_connection_is_closed(connection):
+    while check_idle and connection.reused and _idle_connection_is_closed(connection):
         await trio.aclose_forcefully(connection.stream)
         connection = await pool.acquire(origin)
     return connection
@@ -100,10 +93,14 @@ async def _send_request(
     has_body: bool,
 ) -> None:
     """Send the request head and stream the client's body (if it has one) upstream."""
-    await send(upstream.stream, upstream.conn, head, UpstreamGone)
     if not has_body:
-        await send(upstream.stream, upstream.conn, h11.EndOfMessage(), UpstreamGone)
+        data = (upstream.conn.send(head) or b"") + (upstream.conn.send(h11.EndOfMessage()) or b"")
+        try:
+            await upstream.stream.send_all(data)
+        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as error:
+            raise UpstreamGone(str(error)) from error
         return
+    await send(upstream.stream, upstream.conn, head, UpstreamGone)
     if client_conn.they_are_waiting_for_100_continue:
         await send(
             client_stream, client_conn, h11.InformationalResponse(status_code=100, headers=[])
@@ -140,20 +137,20 @@ async def _exchange(
     client: Client,
 ) -> tuple[UpstreamConnection, h11.Response | h11.InformationalResponse]:
     """Send the request and wait for the response head, within the request timeout."""
-    upgrade = wants_upgrade(list(request.headers))
-    has_body = _has_body(request)
+    shape = request_shape(request.headers)
+    has_body = shape.has_body
     head = h11.Request(
         method=request.method,
         target=route.origin.target(request.target),
         headers=upstream_request_headers(
-            list(request.headers), route.rewrite, client, upgrade=upgrade
+            request.headers, route.rewrite, client, upgrade=shape.upgrade
         ),
     )
     if not has_body:
         await _end_of_bodiless_request(client_stream, client_conn)
     with trio.move_on_after(route.request_timeout):
         try:
-            upstream = await _open(pool, route.origin)
+            upstream = await _open(pool, route.origin, check_idle=has_body)
         except UpstreamUnavailable as error:
             raise _NoResponse(502, "bad_gateway", str(error)) from error
         try:
@@ -216,23 +213,48 @@ async def _stream_response(
     response: h11.Response,
     route: Destination,
 ) -> None:
-    headers = client_response_headers(
-        list(response.headers), route.response_headers, switching=False
-    )
-    await send(
-        client_stream,
+    """Relay the response. What one upstream read yields goes out in one write: a small
+    response is a single send, a large one a write per read (so memory stays bounded)."""
+    headers = client_response_headers(response.headers, route.response_headers, switching=False)
+    pending = _out(
         client_conn,
         h11.Response(status_code=response.status_code, headers=headers, reason=response.reason),
     )
     while True:
-        event = await next_event(upstream.stream, upstream.conn, UpstreamGone)
-        if isinstance(event, h11.Data):
-            await send(client_stream, client_conn, event)
+        try:
+            event = upstream.conn.next_event()
+        except h11.RemoteProtocolError as error:
+            raise UpstreamGone(str(error)) from error
+        if event is h11.NEED_DATA:
+            await _flush(client_stream, pending)
+            pending = b""
+            try:
+                data = await upstream.stream.receive_some(READ_SIZE)
+            except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as error:
+                raise UpstreamGone(str(error)) from error
+            upstream.conn.receive_data(bytes(data))
+        elif isinstance(event, h11.Data):
+            pending += _out(client_conn, event)
         elif isinstance(event, h11.EndOfMessage):
-            await send(client_stream, client_conn, h11.EndOfMessage())
+            await _flush(client_stream, pending + _out(client_conn, h11.EndOfMessage()))
             return
         else:
             raise UpstreamGone("the upstream closed the connection mid-response")
+
+
+def _out(conn: h11.Connection, event: h11.Event) -> bytes:
+    try:
+        return conn.send(event) or b""
+    except h11.LocalProtocolError as error:
+        raise ClientGone(str(error)) from error
+
+
+async def _flush(stream: trio.abc.Stream, data: bytes) -> None:
+    if data:
+        try:
+            await stream.send_all(data)
+        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as error:
+            raise ClientGone(str(error)) from error
 
 
 async def _switch_protocols(

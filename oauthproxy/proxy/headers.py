@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 Headers = list[tuple[bytes, bytes]]
 
@@ -66,13 +66,15 @@ class RequestRewrite:
     custom: Headers
     strip_prefix: bytes
     """Client-sent headers with this (lower-case) prefix are identity claims we never pass on."""
+    dropped: frozenset[bytes] = field(init=False)
+    """Client headers never passed on: hop-by-hop, forwarding, and those we set ourselves."""
 
-    @property
-    def custom_names(self) -> frozenset[bytes]:
-        return frozenset(name for name, _ in self.custom)
+    def __post_init__(self) -> None:
+        custom_names = frozenset(name for name, _ in self.custom)
+        object.__setattr__(self, "dropped", HOP_BY_HOP | FORWARDING | custom_names | {b"host"})
 
 
-def _connection_tokens(headers: Headers) -> set[bytes]:
+def _connection_tokens(headers: Iterable[tuple[bytes, bytes]]) -> set[bytes]:
     tokens: set[bytes] = set()
     for name, value in headers:
         if name == b"connection":
@@ -80,7 +82,9 @@ def _connection_tokens(headers: Headers) -> set[bytes]:
     return tokens
 
 
-def _forwarded_values(headers: Headers, client: Client) -> tuple[bytes, bytes, bytes]:
+def _forwarded_values(
+    headers: Iterable[tuple[bytes, bytes]], client: Client
+) -> tuple[bytes, bytes, bytes]:
     """X-Forwarded-For, -Proto and X-Real-IP: appended to a trusted peer's, ours otherwise."""
     ip = client.ip.encode()
     if not client.trusted:
@@ -93,17 +97,29 @@ def _forwarded_values(headers: Headers, client: Client) -> tuple[bytes, bytes, b
 
 
 def upstream_request_headers(
-    headers: Headers, rewrite: RequestRewrite, client: Client, *, upgrade: bool
+    headers: Iterable[tuple[bytes, bytes]],
+    rewrite: RequestRewrite,
+    client: Client,
+    *,
+    upgrade: bool,
 ) -> Headers:
-    """The headers we send upstream for a client request with `headers`."""
-    dropped = HOP_BY_HOP | _connection_tokens(headers) | FORWARDING | rewrite.custom_names
+    """The headers we send upstream for a client request with `headers` (one pass: hot path)."""
+    dropped = rewrite.dropped
+    prefix = rewrite.strip_prefix
     host = b""
+    connection = b""
     out: Headers = []
     for name, value in headers:
-        if name == b"host":
-            host = value
-        elif name not in dropped and not name.startswith(rewrite.strip_prefix):
+        if name in dropped:
+            if name == b"host":
+                host = value
+            elif name == b"connection":
+                connection = value
+        elif not (prefix and name.startswith(prefix)):
             out.append((name, value))
+    if connection:
+        listed = {token.strip().lower() for token in connection.split(b",")}
+        out = [(name, value) for name, value in out if name not in listed]
     chain, proto, real_ip = _forwarded_values(headers, client)
     out.append((b"host", host if rewrite.preserve_host and host else rewrite.upstream_host))
     out.append((b"x-forwarded-for", chain))
@@ -117,18 +133,38 @@ def upstream_request_headers(
     return out
 
 
-def _upgrade_headers(headers: Headers) -> Headers:
+def _upgrade_headers(headers: Iterable[tuple[bytes, bytes]]) -> Headers:
     protocol = next((value for name, value in headers if name == b"upgrade"), b"websocket")
     return [(b"connection", b"upgrade"), (b"upgrade", protocol)]
 
 
-def wants_upgrade(headers: Headers) -> bool:
-    return b"upgrade" in _connection_tokens(headers) and any(
-        name == b"upgrade" for name, _ in headers
-    )
+@dataclass(frozen=True, slots=True)
+class RequestShape:
+    has_body: bool
+    upgrade: bool
 
 
-def client_response_headers(headers: Headers, custom: Headers, *, switching: bool) -> Headers:
+def request_shape(headers: Iterable[tuple[bytes, bytes]]) -> RequestShape:
+    """Whether a request carries a body and whether it asks to switch protocols (one pass)."""
+    has_body = False
+    connection = b""
+    upgrade_header = False
+    for name, value in headers:
+        if name == b"content-length":
+            has_body = value.strip() != b"0"
+        elif name == b"transfer-encoding":
+            has_body = True
+        elif name == b"connection":
+            connection = value
+        elif name == b"upgrade":
+            upgrade_header = True
+    upgrade = upgrade_header and b"upgrade" in connection.lower()
+    return RequestShape(has_body=has_body, upgrade=upgrade)
+
+
+def client_response_headers(
+    headers: Iterable[tuple[bytes, bytes]], custom: Headers, *, switching: bool
+) -> Headers:
     """The headers we send the client for an upstream response with `headers`."""
     dropped = HOP_BY_HOP | _connection_tokens(headers) | {name for name, _ in custom}
     out = [(name, value) for name, value in headers if name not in dropped]
