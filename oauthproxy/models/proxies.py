@@ -26,6 +26,23 @@ class RouteMode(StrEnum):
     NONE = "none"
 
 
+HeaderName = Annotated[
+    str, StringConstraints(pattern=r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$", max_length=256)
+]
+"""An HTTP field name (RFC 9110 token)."""
+
+HeaderValue = Annotated[
+    str,
+    StringConstraints(
+        strip_whitespace=True, pattern=r"^[^\x00-\x08\x0a-\x1f\x7f]*$", max_length=8192
+    ),
+]
+"""An HTTP field value: no control characters (so no line breaks: a configured header cannot
+inject another one), no leading or trailing whitespace."""
+
+HeaderMap = dict[HeaderName, HeaderValue]
+
+
 class ProxyTarget(Record):
     hostname: Hostname
     target_url: AnyHttpUrl
@@ -37,8 +54,8 @@ class ProxyTarget(Record):
     enable_http: bool = True
     enable_https: bool = True
     preserve_host_header: bool = True
-    custom_headers: dict[str, str] = Field(default_factory=dict)
-    custom_response_headers: dict[str, str] = Field(default_factory=dict)
+    custom_headers: HeaderMap = Field(default_factory=dict)
+    custom_response_headers: HeaderMap = Field(default_factory=dict)
 
     auth_enabled: bool = False
     auth_proxy: Hostname | None = None
@@ -79,15 +96,6 @@ class ProxyClientInfo(Record):
 
 # --- request bodies of the proxy API -------------------------------------------------------------
 
-HeaderName = Annotated[
-    str, StringConstraints(pattern=r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$", max_length=256)
-]
-"""An HTTP field name (RFC 9110 token)."""
-
-HeaderValue = Annotated[str, StringConstraints(pattern=r"^[^\r\n\x00]*$", max_length=8192)]
-"""An HTTP field value: no line breaks, so a configured header cannot inject another one."""
-
-HeaderMap = dict[HeaderName, HeaderValue]
 
 UrlPath = Annotated[str, StringConstraints(pattern=r"^/\S*$", max_length=1024)]
 

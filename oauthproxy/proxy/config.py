@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from oauthproxy.models.proxies import ProxyTarget
 from oauthproxy.models.routes import Route
 from oauthproxy.proxy.forward import Destination
-from oauthproxy.proxy.headers import RequestRewrite, encode_headers
+from oauthproxy.proxy.headers import RequestRewrite, ResponseRewrite, encode_headers
 from oauthproxy.proxy.upstream import parse_origin
 from oauthproxy.routing import ProxyRoutes, RouteTable, route_target_url
 
@@ -66,7 +66,7 @@ def destination_for(url: str, target: ProxyTarget, request_timeout: float) -> De
     return Destination(
         origin=origin,
         rewrite=rewrite,
-        response_headers=encode_headers(target.custom_response_headers),
+        response=ResponseRewrite(encode_headers(target.custom_response_headers)),
         request_timeout=request_timeout,
     )
 

@@ -19,6 +19,7 @@ from oauthproxy.proxy.http import (
     MAX_HEAD_SIZE,
     ClientGone,
     close_gently,
+    header,
     next_event,
     request_host,
     send_reply,
@@ -59,7 +60,7 @@ async def hand_over(
             instance = lookup(host)
             adopted = instance is not None and instance.adopt(stream, conn, first, client)
             if not adopted:
-                accept = next((bytes(v) for n, v in first.headers if n == b"accept"), b"")
+                accept = header(first, b"accept")
                 await send_reply(stream, conn, unknown_host(host, accept), close=True)
     except ClientGone:
         if conn.our_state is h11.SEND_RESPONSE and conn.their_state is h11.ERROR:

@@ -74,12 +74,9 @@ class RequestRewrite:
         object.__setattr__(self, "dropped", HOP_BY_HOP | FORWARDING | custom_names | {b"host"})
 
 
-def _connection_tokens(headers: Iterable[tuple[bytes, bytes]]) -> set[bytes]:
-    tokens: set[bytes] = set()
-    for name, value in headers:
-        if name == b"connection":
-            tokens.update(token.strip().lower() for token in value.split(b","))
-    return tokens
+def _tokens(connection: bytes) -> set[bytes]:
+    """The header names a Connection header lists (they are hop-by-hop too)."""
+    return {token.strip().lower() for token in connection.split(b",")}
 
 
 def _forwarded_values(
@@ -118,7 +115,7 @@ def upstream_request_headers(
         elif not (prefix and name.startswith(prefix)):
             out.append((name, value))
     if connection:
-        listed = {token.strip().lower() for token in connection.split(b",")}
+        listed = _tokens(connection)
         out = [(name, value) for name, value in out if name not in listed]
     chain, proto, real_ip = _forwarded_values(headers, client)
     out.append((b"host", host if rewrite.preserve_host and host else rewrite.upstream_host))
@@ -162,15 +159,36 @@ def request_shape(headers: Iterable[tuple[bytes, bytes]]) -> RequestShape:
     return RequestShape(has_body=has_body, upgrade=upgrade)
 
 
+@dataclass(frozen=True)
+class ResponseRewrite:
+    """What an instance's configuration says about responses, precomputed once."""
+
+    custom: Headers
+    dropped: frozenset[bytes] = field(init=False)
+
+    def __post_init__(self) -> None:
+        custom_names = frozenset(name for name, _ in self.custom)
+        object.__setattr__(self, "dropped", HOP_BY_HOP | custom_names)
+
+
 def client_response_headers(
-    headers: Iterable[tuple[bytes, bytes]], custom: Headers, *, switching: bool
+    headers: Iterable[tuple[bytes, bytes]], rewrite: ResponseRewrite, *, switching: bool
 ) -> Headers:
-    """The headers we send the client for an upstream response with `headers`."""
-    dropped = HOP_BY_HOP | _connection_tokens(headers) | {name for name, _ in custom}
-    out = [(name, value) for name, value in headers if name not in dropped]
+    """The headers we send the client for an upstream response with `headers` (hot path)."""
+    dropped = rewrite.dropped
+    connection = b""
+    out: Headers = []
+    for name, value in headers:
+        if name not in dropped:
+            out.append((name, value))
+        elif name == b"connection":
+            connection = value
+    if connection:
+        listed = _tokens(connection)
+        out = [(name, value) for name, value in out if name not in listed]
     if switching:
         out.extend(_upgrade_headers(headers))
-    out.extend(custom)
+    out.extend(rewrite.custom)
     return out
 
 

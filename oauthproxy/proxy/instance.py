@@ -16,7 +16,15 @@ import trio
 from oauthproxy.proxy.config import InstanceConfig
 from oauthproxy.proxy.forward import forward
 from oauthproxy.proxy.headers import Client
-from oauthproxy.proxy.http import ClientGone, close_gently, next_event, request_host, send_reply
+from oauthproxy.proxy.http import (
+    ClientGone,
+    close_gently,
+    header,
+    host_of,
+    next_event,
+    pairs,
+    send_reply,
+)
 from oauthproxy.proxy.responses import error_reply, unknown_host
 from oauthproxy.proxy.upstream import UpstreamPool
 
@@ -109,16 +117,19 @@ class Instance:
         self, stream: trio.SocketStream, conn: h11.Connection, request: h11.Request, client: Client
     ) -> bool:
         config = self.config
-        host = request_host(request)
+        received = pairs(request.headers)
+        host = host_of(received)
         if config is None:
-            await send_reply(stream, conn, unknown_host(host, _accept(request)), close=True)
+            await send_reply(
+                stream, conn, unknown_host(host, header(request, b"accept")), close=True
+            )
             return False
         if host != self.hostname:
             reply = error_reply(
                 421,
                 "misdirected_request",
                 f"this connection serves {self.hostname!r}; open a new one for {host!r}",
-                accept=_accept(request),
+                accept=header(request, b"accept"),
             )
             await send_reply(stream, conn, reply, close=True)
             return False
@@ -128,15 +139,8 @@ class Instance:
                 502,
                 "bad_gateway",
                 "the matching route's target cannot be resolved",
-                accept=_accept(request),
+                accept=header(request, b"accept"),
             )
             await send_reply(stream, conn, reply, close=True)
             return False
-        return await forward(stream, conn, request, destination, self._pool, client)
-
-
-def _accept(request: h11.Request) -> bytes:
-    for name, value in request.headers:
-        if name == b"accept":
-            return bytes(value)
-    return b""
+        return await forward(stream, conn, request, destination, self._pool, client, received)
