@@ -357,3 +357,27 @@ async def test_an_untrusted_upstream_certificate_is_a_502(
                 break
     assert response.status_code == 502
     assert response.json()["error"] == "bad_gateway"
+
+
+async def test_delete_lets_requests_in_flight_finish(
+    storage: Storage, public: httpx.AsyncClient, backend: int
+) -> None:
+    await create_proxy(storage, "drain.example.com", backend)
+    await wait_until_served(public, "drain.example.com")
+    finished: list[httpx.Response] = []
+
+    async def slow_request() -> None:
+        finished.append(await public.get("/slow/1.0", headers={"Host": "drain.example.com"}))
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(slow_request)
+        await trio.sleep(0.3)  # the request is at the backend now
+        target = await storage.proxies.get("drain.example.com")
+        assert target is not None
+        await storage.proxies.delete("drain.example.com")
+        with trio.fail_after(5):
+            while True:
+                after = await public.get("/echo", headers={"Host": "drain.example.com"})
+                if after.status_code == 404:
+                    break
+    assert [(r.status_code, r.text) for r in finished] == [(200, "slow done")]

@@ -160,3 +160,21 @@ async def test_unresolvable_route_target_is_a_502(
                 break
             await trio.sleep(0.01)
     assert response.json()["error"] == "bad_gateway"
+
+
+async def test_create_update_delete_through_the_api_with_live_traffic(
+    api: httpx.AsyncClient, public: httpx.AsyncClient, backends: dict[str, int]
+) -> None:
+    await _proxy(api, "live.example.com", backends["main"])
+    await _eventually(public, "live.example.com", "/echo", "main")
+    moved = {"target_url": f"http://127.0.0.1:{backends['side']}"}
+    await _ok(await api.put("/api/v1/proxy/targets/live.example.com", json=moved))
+    await _eventually(public, "live.example.com", "/echo", "side")
+    assert (await api.delete("/api/v1/proxy/targets/live.example.com")).status_code == 200
+    with trio.fail_after(10):
+        while True:
+            gone = await public.get("/echo", headers={"Host": "live.example.com"})
+            if gone.status_code == 404:
+                break
+            assert gone.status_code == 200
+    assert gone.json()["error"] == "unknown_host"

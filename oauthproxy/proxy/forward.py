@@ -151,7 +151,7 @@ async def _exchange(
     )
     if not has_body:
         await _end_of_bodiless_request(client_stream, client_conn)
-    with trio.move_on_after(route.request_timeout):
+    with trio.CancelScope(deadline=trio.current_time() + route.request_timeout):
         try:
             upstream = await _open(pool, route.origin, check_idle=has_body)
         except UpstreamUnavailable as error:
