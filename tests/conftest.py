@@ -28,6 +28,27 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
+def redis_command(port: int, workdir: Path, *, persistent: bool = False) -> list[str]:
+    """The command line of a real Redis on loopback `port` (append-only when `persistent`)."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        pytest.fail("redis-server is not installed (apt-get install redis-server)")
+    return [
+        binary, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(workdir),
+        "--save", "", "--appendonly", "yes" if persistent else "no",
+    ]  # fmt: skip
+
+
+async def wait_for_port(port: int) -> None:
+    with trio.fail_after(10):
+        while True:
+            try:
+                await (await trio.open_tcp_stream("127.0.0.1", port)).aclose()
+                return
+            except OSError:
+                await trio.sleep(0.02)
+
+
 @pytest.fixture(autouse=True)
 def _hermetic_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     """Settings come only from what a test passes: drop every variable the gateway reads."""

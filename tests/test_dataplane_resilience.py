@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-import shutil
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
@@ -18,7 +17,7 @@ from oauthproxy.settings import Settings
 from oauthproxy.storage import Storage, open_storage
 from oauthproxy.storage.proxies import ProxyRepository
 from tests.backend import serve_backend
-from tests.conftest import free_port
+from tests.conftest import free_port, redis_command, wait_for_port
 
 NO_KEEPALIVE = httpx.Limits(max_keepalive_connections=0)
 
@@ -49,43 +48,27 @@ async def start_gateway(nursery: trio.Nursery, settings: Settings) -> Ready:
 
 
 async def _own_redis(nursery: trio.Nursery, port: int, workdir: Path) -> trio.Process:
-    binary = shutil.which("redis-server")
-    assert binary is not None
     process: trio.Process = await nursery.start(
         functools.partial(
             trio.run_process,
-            [
-                binary,
-                "--port",
-                str(port),
-                "--bind",
-                "127.0.0.1",
-                "--dir",
-                str(workdir),
-                "--appendonly",
-                "yes",
-                "--save",
-                "",
-            ],
+            redis_command(port, workdir, persistent=True),
             stdout=subprocess.DEVNULL,
             check=False,
         )
     )
-    with trio.fail_after(10):
-        while True:
-            try:
-                await (await trio.open_tcp_stream("127.0.0.1", port)).aclose()
-                return process
-            except OSError:
-                await trio.sleep(0.02)
+    await wait_for_port(port)
+    return process
 
 
 async def test_two_gateways_on_one_redis_both_serve_a_new_proxy(
-    nursery: trio.Nursery, storage: Storage, make_settings: Callable[..., Settings]
+    nursery: trio.Nursery,
+    storage: Storage,
+    make_settings: Callable[..., Settings],
+    tmp_path: Path,
 ) -> None:
     backend: int = await nursery.start(functools.partial(serve_backend, "shared"))
     first = await start_gateway(nursery, make_settings())
-    second = await start_gateway(nursery, make_settings(oauthproxy_data_dir=Path("/tmp/second")))
+    second = await start_gateway(nursery, make_settings(oauthproxy_data_dir=tmp_path / "second"))
     await storage.proxies.create(target("both.example.com", backend))
     await until_status(first.http_port, "both.example.com", 200)
     await until_status(second.http_port, "both.example.com", 200)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
@@ -12,23 +11,15 @@ import trio
 
 from oauthproxy.serve import Ready, serve
 from oauthproxy.settings import Settings
-from tests.conftest import free_port
+from tests.conftest import free_port, redis_command, wait_for_port
 
 
 async def _start_redis(port: int, workdir: Path) -> trio.Process:
-    binary = shutil.which("redis-server")
-    assert binary is not None, "redis-server is not installed"
     process = await trio.lowlevel.open_process(
-        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--dir", str(workdir)],
-        stdout=subprocess.DEVNULL,
+        redis_command(port, workdir), stdout=subprocess.DEVNULL
     )
-    with trio.fail_after(10):
-        while True:
-            try:
-                await (await trio.open_tcp_stream("127.0.0.1", port)).aclose()
-                return process
-            except OSError:
-                await trio.sleep(0.02)
+    await wait_for_port(port)
+    return process
 
 
 async def test_lost_redis_makes_health_503_and_api_503(

@@ -28,6 +28,8 @@ from oauthproxy.proxy.http import (
     pairs,
     send,
     send_reply,
+    serialize,
+    write,
 )
 from oauthproxy.proxy.responses import error_reply
 from oauthproxy.proxy.upstream import (
@@ -95,11 +97,10 @@ async def _send_request(
 ) -> None:
     """Send the request head and stream the client's body (if it has one) upstream."""
     if not has_body:
-        data = (upstream.conn.send(head) or b"") + (upstream.conn.send(h11.EndOfMessage()) or b"")
-        try:
-            await upstream.stream.send_all(data)
-        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as error:
-            raise UpstreamGone(str(error)) from error
+        data = serialize(upstream.conn, head, UpstreamGone) + serialize(
+            upstream.conn, h11.EndOfMessage(), UpstreamGone
+        )
+        await write(upstream.stream, data, UpstreamGone)
         return
     await send(upstream.stream, upstream.conn, head, UpstreamGone)
     if client_conn.they_are_waiting_for_100_continue:
@@ -224,14 +225,14 @@ async def _stream_response(
     head = h11.Response(
         status_code=response.status_code, headers=headers, reason=response.reason, _parsed=True
     )
-    pending = _out(client_conn, head)
+    pending = serialize(client_conn, head)
     while True:
         try:
             event = upstream.conn.next_event()
         except h11.RemoteProtocolError as error:
             raise UpstreamGone(str(error)) from error
         if event is h11.NEED_DATA:
-            await _flush(client_stream, pending)
+            await write(client_stream, pending)
             pending = b""
             try:
                 data = await upstream.stream.receive_some(READ_SIZE)
@@ -239,27 +240,12 @@ async def _stream_response(
                 raise UpstreamGone(str(error)) from error
             upstream.conn.receive_data(bytes(data))
         elif isinstance(event, h11.Data):
-            pending += _out(client_conn, event)
+            pending += serialize(client_conn, event)
         elif isinstance(event, h11.EndOfMessage):
-            await _flush(client_stream, pending + _out(client_conn, h11.EndOfMessage()))
+            await write(client_stream, pending + serialize(client_conn, h11.EndOfMessage()))
             return
         else:
             raise UpstreamGone("the upstream closed the connection mid-response")
-
-
-def _out(conn: h11.Connection, event: h11.Event) -> bytes:
-    try:
-        return conn.send(event) or b""
-    except h11.LocalProtocolError as error:
-        raise ClientGone(str(error)) from error
-
-
-async def _flush(stream: trio.abc.Stream, data: bytes) -> None:
-    if data:
-        try:
-            await stream.send_all(data)
-        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as error:
-            raise ClientGone(str(error)) from error
 
 
 async def _switch_protocols(

@@ -41,21 +41,33 @@ async def next_event(
         conn.receive_data(bytes(data))
 
 
+def serialize(
+    conn: h11.Connection, event: h11.Event, closed: type[PeerClosed] = ClientGone
+) -> bytes:
+    """The bytes for `event` (h11 tracks the connection's state as it goes)."""
+    try:
+        return conn.send(event) or b""
+    except h11.LocalProtocolError as error:
+        raise closed(str(error)) from error
+
+
+async def write(
+    stream: trio.abc.Stream, data: bytes, closed: type[PeerClosed] = ClientGone
+) -> None:
+    if data:
+        try:
+            await stream.send_all(data)
+        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as error:
+            raise closed(str(error)) from error
+
+
 async def send(
     stream: trio.abc.Stream,
     conn: h11.Connection,
     event: h11.Event,
     closed: type[PeerClosed] = ClientGone,
 ) -> None:
-    try:
-        data = conn.send(event)
-    except h11.LocalProtocolError as error:
-        raise closed(str(error)) from error
-    if data:
-        try:
-            await stream.send_all(data)
-        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as error:
-            raise closed(str(error)) from error
+    await write(stream, serialize(conn, event, closed), closed)
 
 
 async def send_reply(
