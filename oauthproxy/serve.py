@@ -28,7 +28,7 @@ from pydantic import AnyHttpUrl
 from oauthproxy.admin_token import AdminToken, ensure_admin_token
 from oauthproxy.api.app import create_app
 from oauthproxy.models.proxies import ProxyTarget
-from oauthproxy.proxy.dispatcher import serve_http
+from oauthproxy.proxy.dispatcher import serve_http, serve_https
 from oauthproxy.proxy.headers import parse_networks
 from oauthproxy.settings import Settings
 from oauthproxy.storage import Storage, open_storage
@@ -150,16 +150,29 @@ async def serve(
                         settings.server_host,
                         settings.http_port,
                         supervisor.instances,
+                        storage.challenges.get,
                         parse_networks(settings.trusted_proxies),
                         shutdown,
                     )
                 )
+                https_port: int = await services.start(
+                    functools.partial(
+                        serve_https,
+                        settings.server_host,
+                        settings.https_port,
+                        supervisor.instances,
+                        storage.challenges.get,
+                        parse_networks(settings.trusted_proxies),
+                        shutdown,
+                    )
+                )
+                supervisor.ports.http, supervisor.ports.https = http_port, https_port
                 task_status.started(
                     Ready(
                         api_url=api_url,
                         http_host=settings.server_host,
                         http_port=http_port,
-                        https_port=settings.https_port,
+                        https_port=https_port,
                         proxy_protocol_port=settings.proxy_protocol_port,
                         redis="embedded" if embedded else _redacted(redis_url),
                         data_dir=settings.oauthproxy_data_dir,

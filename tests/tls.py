@@ -15,6 +15,8 @@ from cryptography.x509.oid import NameOID
 
 @dataclass(frozen=True)
 class TestPKI:
+    __test__ = False  # a fixture's value, not a test class
+
     ca_file: Path
     cert_file: Path
     key_file: Path
@@ -24,7 +26,8 @@ def _name(common_name: str) -> x509.Name:
     return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
 
 
-def make_pki(directory: Path) -> TestPKI:
+def make_pki(directory: Path, names: tuple[str, ...] = ("localhost",)) -> TestPKI:
+    """A CA, and a leaf it signed for `names` and 127.0.0.1, as PEM files in `directory`."""
     now = datetime.datetime.now(datetime.UTC)
     ca_key = ec.generate_private_key(ec.SECP256R1())
     ca = (
@@ -41,7 +44,7 @@ def make_pki(directory: Path) -> TestPKI:
     key = ec.generate_private_key(ec.SECP256R1())
     leaf = (
         x509.CertificateBuilder()
-        .subject_name(_name("localhost"))
+        .subject_name(_name(names[0]))
         .issuer_name(ca.subject)
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
@@ -49,7 +52,10 @@ def make_pki(directory: Path) -> TestPKI:
         .not_valid_after(now + datetime.timedelta(days=1))
         .add_extension(
             x509.SubjectAlternativeName(
-                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+                [
+                    *(x509.DNSName(name) for name in names),
+                    x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
+                ]
             ),
             critical=False,
         )

@@ -53,6 +53,9 @@ class ProxyTarget(Record):
     enabled: bool = True
     enable_http: bool = True
     enable_https: bool = True
+    https_redirect: bool = False
+    """Answer plain-HTTP requests with a redirect to HTTPS once a certificate serves the host
+    (ACME challenges are never redirected)."""
     preserve_host_header: bool = True
     custom_headers: HeaderMap = Field(default_factory=dict)
     custom_response_headers: HeaderMap = Field(default_factory=dict)
@@ -109,6 +112,7 @@ class ProxyTargetCreate(Request):
     cert_name: Name | None = None
     enable_http: bool = True
     enable_https: bool = True
+    https_redirect: bool = False
     preserve_host_header: bool = True
     custom_headers: HeaderMap = Field(default_factory=dict)
     custom_response_headers: HeaderMap = Field(default_factory=dict)
@@ -132,6 +136,7 @@ class ProxyTargetUpdate(Request):
     enabled: bool | None = None
     enable_http: bool | None = None
     enable_https: bool | None = None
+    https_redirect: bool | None = None
     preserve_host_header: bool | None = None
     custom_headers: HeaderMap | None = None
     custom_response_headers: HeaderMap | None = None

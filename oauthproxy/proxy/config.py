@@ -13,6 +13,7 @@ from oauthproxy.models.proxies import ProxyTarget
 from oauthproxy.models.routes import Route
 from oauthproxy.proxy.forward import Destination
 from oauthproxy.proxy.headers import RequestRewrite, ResponseRewrite, encode_headers
+from oauthproxy.proxy.tls import HostContext
 from oauthproxy.proxy.upstream import parse_origin
 from oauthproxy.routing import ProxyRoutes, RouteTable, route_target_url
 
@@ -27,12 +28,22 @@ class Shared:
     request_timeout: float
 
 
+@dataclass
+class PublicPorts:
+    """Where the public listeners really listen, once they do (redirects need the HTTPS port)."""
+
+    http: int = 0
+    https: int = 0
+
+
 @dataclass(frozen=True)
 class InstanceConfig:
     target: ProxyTarget
     default: Destination
     routes: ProxyRoutes
     shared: Shared
+    tls: HostContext | None = None
+    """The context HTTPS handshakes for this hostname get; None: no HTTPS (yet)."""
     _by_route: dict[str, Destination | None] = field(default_factory=dict, compare=False)
 
     def destination(self, path: str, method: str) -> Destination | None:
@@ -71,10 +82,13 @@ def destination_for(url: str, target: ProxyTarget, request_timeout: float) -> De
     )
 
 
-def build_config(target: ProxyTarget, shared: Shared) -> InstanceConfig:
+def build_config(
+    target: ProxyTarget, shared: Shared, tls: HostContext | None = None
+) -> InstanceConfig:
     return InstanceConfig(
         target=target,
         default=destination_for(str(target.target_url), target, shared.request_timeout),
         routes=shared.routes.for_proxy(target),
         shared=shared,
+        tls=tls,
     )

@@ -9,11 +9,12 @@ from __future__ import annotations
 import contextlib
 import errno
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 
 import h11
 import trio
 
+from oauthproxy.proxy.challenges import ChallengeLookup, challenge_reply, is_challenge
 from oauthproxy.proxy.headers import Client, Network, is_trusted
 from oauthproxy.proxy.http import (
     MAX_HEAD_SIZE,
@@ -26,6 +27,7 @@ from oauthproxy.proxy.http import (
 )
 from oauthproxy.proxy.instance import Instance
 from oauthproxy.proxy.responses import error_reply, unknown_host
+from oauthproxy.proxy.tls import TLS_HANDSHAKE_TIMEOUT, HostContext, listener_context
 
 log = logging.getLogger(__name__)
 
@@ -44,8 +46,9 @@ def client_of(stream: trio.SocketStream, trusted: Sequence[Network], scheme: byt
 
 
 async def hand_over(
-    stream: trio.SocketStream,
+    stream: trio.abc.Stream,
     lookup: Callable[[str], Instance | None],
+    challenges: ChallengeLookup,
     client: Client,
 ) -> None:
     """Read the first request and give the connection to its instance (or answer it here)."""
@@ -55,6 +58,10 @@ async def hand_over(
         with trio.move_on_after(FIRST_REQUEST_TIMEOUT):
             first = await next_event(stream, conn)
             if not isinstance(first, h11.Request):
+                return
+            if is_challenge(first.target):
+                reply = await challenge_reply(first.target, challenges)
+                await send_reply(stream, conn, reply, close=True)
                 return
             host = request_host(first)
             instance = lookup(host)
@@ -72,14 +79,11 @@ async def hand_over(
             await close_gently(stream)
 
 
-async def serve_listener(
-    listener: trio.SocketListener,
-    instances: Mapping[str, Instance],
-    trusted: Sequence[Network],
-    *,
-    scheme: bytes = b"http",
-) -> None:
-    """Accept connections forever; each gets a hand-over task in this function's nursery."""
+Handler = Callable[[trio.SocketStream], Awaitable[None]]
+
+
+async def serve_listener(listener: trio.SocketListener, handle: Handler) -> None:
+    """Accept connections forever; each gets a `handle` task in this function's nursery."""
     async with trio.open_nursery() as nursery:
         while True:
             try:
@@ -90,14 +94,31 @@ async def serve_listener(
                 log.warning("accept failed (%s); retrying shortly", errno.errorcode[error.errno])
                 await trio.sleep(0.1)
                 continue
-            client = client_of(stream, trusted, scheme)
-            nursery.start_soon(hand_over, stream, instances.get, client)
+            nursery.start_soon(handle, stream)
+
+
+async def _serve_port(
+    host: str,
+    port: int,
+    handle: Handler,
+    shutdown: trio.Event,
+    task_status: trio.TaskStatus[int],
+) -> None:
+    listeners = await trio.open_tcp_listeners(port, host=host or None)
+    bound = int(listeners[0].socket.getsockname()[1])
+    async with trio.open_nursery() as nursery:
+        for listener in listeners:
+            nursery.start_soon(serve_listener, listener, handle)
+        task_status.started(bound)
+        await shutdown.wait()
+        nursery.cancel_scope.cancel()
 
 
 async def serve_http(
     host: str,
     port: int,
     instances: Mapping[str, Instance],
+    challenges: ChallengeLookup,
     trusted: Sequence[Network],
     shutdown: trio.Event,
     *,
@@ -107,11 +128,43 @@ async def serve_http(
 
     Connections already handed to instances belong to them and drain with them.
     """
-    listeners = await trio.open_tcp_listeners(port, host=host or None)
-    bound = int(listeners[0].socket.getsockname()[1])
-    async with trio.open_nursery() as nursery:
-        for listener in listeners:
-            nursery.start_soon(serve_listener, listener, instances, trusted)
-        task_status.started(bound)
-        await shutdown.wait()
-        nursery.cancel_scope.cancel()
+
+    async def handle(stream: trio.SocketStream) -> None:
+        client = client_of(stream, trusted, b"http")
+        await hand_over(stream, instances.get, challenges, client)
+
+    await _serve_port(host, port, handle, shutdown, task_status)
+
+
+async def serve_https(
+    host: str,
+    port: int,
+    instances: Mapping[str, Instance],
+    challenges: ChallengeLookup,
+    trusted: Sequence[Network],
+    shutdown: trio.Event,
+    *,
+    task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """The public HTTPS port: the SNI name picks the instance (and its certificate)."""
+
+    def tls_for(hostname: str) -> HostContext | None:
+        instance = instances.get(hostname)
+        config = instance.config if instance is not None else None
+        return config.tls if config is not None else None
+
+    context = listener_context(tls_for)
+
+    async def handle(tcp: trio.SocketStream) -> None:
+        client = client_of(tcp, trusted, b"https")
+        stream = trio.SSLStream(tcp, context, server_side=True, https_compatible=True)
+        try:
+            with trio.fail_after(TLS_HANDSHAKE_TIMEOUT):
+                await stream.do_handshake()
+        except (trio.BrokenResourceError, trio.TooSlowError):
+            await trio.aclose_forcefully(stream)
+            return
+        instance = instances.get(getattr(stream.context, "hostname", ""))
+        await hand_over(stream, lambda _host: instance, challenges, client)
+
+    await _serve_port(host, port, handle, shutdown, task_status)

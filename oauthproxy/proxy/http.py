@@ -84,12 +84,18 @@ async def send_reply(
 LINGER_SECONDS = 1.0
 
 
-async def close_gently(stream: trio.SocketStream) -> None:
+async def close_gently(stream: trio.abc.Stream) -> None:
     """Close after a reply: half-close our side, then drain what the client still sends.
 
     Closing a socket that has unread input makes the kernel send RST, and a client that gets
     the RST before it has read our reply loses the reply. Draining first prevents that.
+    (A TLS stream cannot half-close: it says close_notify and closes.)
     """
+    if not isinstance(stream, trio.abc.HalfCloseableStream):
+        with trio.move_on_after(LINGER_SECONDS):
+            await stream.aclose()
+        await trio.aclose_forcefully(stream)
+        return
     try:
         await stream.send_eof()
         with trio.move_on_after(LINGER_SECONDS):

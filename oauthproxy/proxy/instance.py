@@ -13,7 +13,8 @@ import logging
 import h11
 import trio
 
-from oauthproxy.proxy.config import InstanceConfig
+from oauthproxy.proxy.challenges import ChallengeLookup, challenge_reply, is_challenge
+from oauthproxy.proxy.config import InstanceConfig, PublicPorts
 from oauthproxy.proxy.forward import forward
 from oauthproxy.proxy.headers import Client
 from oauthproxy.proxy.http import (
@@ -25,7 +26,7 @@ from oauthproxy.proxy.http import (
     pairs,
     send_reply,
 )
-from oauthproxy.proxy.responses import error_reply, unknown_host
+from oauthproxy.proxy.responses import Reply, error_reply, redirect_reply, unknown_host
 from oauthproxy.proxy.upstream import UpstreamPool
 
 log = logging.getLogger(__name__)
@@ -39,11 +40,22 @@ def _path(target: bytes) -> str:
 
 
 class Instance:
-    def __init__(self, hostname: str, config: InstanceConfig, pool: UpstreamPool, grace: float):
+    def __init__(
+        self,
+        hostname: str,
+        config: InstanceConfig,
+        pool: UpstreamPool,
+        *,
+        grace: float,
+        challenges: ChallengeLookup,
+        ports: PublicPorts,
+    ):
         self.hostname = hostname
         self.config: InstanceConfig | None = config
         self._pool = pool
         self._grace = grace
+        self._challenges = challenges
+        self._ports = ports
         self._nursery: trio.Nursery | None = None
         self._stopping = trio.Event()
         self._in_flight = 0
@@ -69,7 +81,7 @@ class Instance:
                 await self._pool.clear()
 
     def adopt(
-        self, stream: trio.SocketStream, conn: h11.Connection, first: h11.Request, client: Client
+        self, stream: trio.abc.Stream, conn: h11.Connection, first: h11.Request, client: Client
     ) -> bool:
         """Take over a connection whose first request is for this hostname."""
         if self._nursery is None or self._stopping.is_set():
@@ -88,7 +100,7 @@ class Instance:
         self._stopping.set()
 
     async def _serve_connection(
-        self, stream: trio.SocketStream, conn: h11.Connection, request: h11.Request, client: Client
+        self, stream: trio.abc.Stream, conn: h11.Connection, request: h11.Request, client: Client
     ) -> None:
         try:
             while await self._handle(stream, conn, request, client):
@@ -103,7 +115,7 @@ class Instance:
             await close_gently(stream)
 
     async def _handle(
-        self, stream: trio.SocketStream, conn: h11.Connection, request: h11.Request, client: Client
+        self, stream: trio.abc.Stream, conn: h11.Connection, request: h11.Request, client: Client
     ) -> bool:
         self._in_flight += 1
         try:
@@ -114,24 +126,17 @@ class Instance:
                 self._quiet.set()
 
     async def _respond(
-        self, stream: trio.SocketStream, conn: h11.Connection, request: h11.Request, client: Client
+        self, stream: trio.abc.Stream, conn: h11.Connection, request: h11.Request, client: Client
     ) -> bool:
+        if is_challenge(request.target):
+            await send_reply(stream, conn, await challenge_reply(request.target, self._challenges))
+            return True
         config = self.config
         received = pairs(request.headers)
         host = host_of(received)
-        if config is None:
-            await send_reply(
-                stream, conn, unknown_host(host, header(request, b"accept")), close=True
-            )
-            return False
-        if host != self.hostname:
-            reply = error_reply(
-                421,
-                "misdirected_request",
-                f"this connection serves {self.hostname!r}; open a new one for {host!r}",
-                accept=header(request, b"accept"),
-            )
-            await send_reply(stream, conn, reply, close=True)
+        refusal = self._refusal(config, host, request, client)
+        if refusal is not None or config is None:
+            await send_reply(stream, conn, refusal or unknown_host(host, b""), close=True)
             return False
         destination = config.destination(_path(request.target), request.method.decode())
         if destination is None:
@@ -144,3 +149,28 @@ class Instance:
             await send_reply(stream, conn, reply, close=True)
             return False
         return await forward(stream, conn, request, destination, self._pool, client, received)
+
+    def _refusal(
+        self, config: InstanceConfig | None, host: str, request: h11.Request, client: Client
+    ) -> Reply | None:
+        """The answer when this request is not to be forwarded (deleted proxy, wrong host,
+        plain HTTP where HTTPS is wanted), else None."""
+        accept = header(request, b"accept")
+        if config is None:
+            return unknown_host(host, accept)
+        if host != self.hostname:
+            detail = f"this connection serves {self.hostname!r}; open a new one for {host!r}"
+            return error_reply(421, "misdirected_request", detail, accept=accept)
+        target = config.target
+        if client.scheme == b"https" or (target.enable_http and not target.https_redirect):
+            return None
+        if config.tls is not None:
+            return redirect_reply(self._https_url(request.target))
+        if target.enable_http:
+            return None
+        return error_reply(404, "http_disabled", f"{host} is served over HTTPS only", accept=accept)
+
+    def _https_url(self, target: bytes) -> str:
+        port = self._ports.https
+        authority = self.hostname if port in (0, 443) else f"{self.hostname}:{port}"
+        return f"https://{authority}{target.decode('latin-1')}"

@@ -43,5 +43,11 @@ def error_reply(status: int, error: str, detail: str, *, accept: bytes = b"") ->
     return Reply(status, [(b"content-type", b"application/json")], body)
 
 
+def redirect_reply(location: str) -> Reply:
+    body = f"Moved to {location}\n".encode()
+    headers = [(b"location", location.encode()), (b"content-type", b"text/plain")]
+    return Reply(301, headers, body)
+
+
 def unknown_host(host: str, accept: bytes) -> Reply:
     return error_reply(404, "unknown_host", f"no proxy is configured for {host!r}", accept=accept)

@@ -18,6 +18,7 @@ from oauthproxy.models.tokens import OwnedResources, Token
 from oauthproxy.storage import keys
 from oauthproxy.storage.base import Redis, scan_keys, translate_errors
 from oauthproxy.storage.certificates import CertificateRepository
+from oauthproxy.storage.challenges import ChallengeRepository
 from oauthproxy.storage.proxies import ProxyRepository
 from oauthproxy.storage.routes import RouteRepository
 from oauthproxy.storage.services import (
@@ -41,6 +42,7 @@ class Storage:
     routes: RouteRepository
     external_services: ExternalServiceRepository
     internal_services: InternalServiceRepository
+    challenges: ChallengeRepository
     docker_services: DockerServiceRepository
 
     async def ping(self) -> float:
@@ -125,5 +127,6 @@ async def open_storage(url: str) -> AsyncIterator[Storage]:
             routes=RouteRepository(client),
             external_services=ExternalServiceRepository(client),
             internal_services=InternalServiceRepository(client),
+            challenges=ChallengeRepository(client),
             docker_services=DockerServiceRepository(client),
         )

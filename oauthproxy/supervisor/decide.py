@@ -5,17 +5,26 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from oauthproxy.models.certificates import Certificate
 from oauthproxy.models.proxies import ProxyTarget
 
 
 @dataclass(frozen=True)
-class Start:
+class Wanted:
+    """A proxy as it should run: its target, and the certificate it serves HTTPS with (if any)."""
+
     target: ProxyTarget
+    certificate: Certificate | None = None
+
+
+@dataclass(frozen=True)
+class Start:
+    wanted: Wanted
 
 
 @dataclass(frozen=True)
 class Update:
-    target: ProxyTarget
+    wanted: Wanted
 
 
 @dataclass(frozen=True)
@@ -26,14 +35,24 @@ class Stop:
 Action = Start | Update | Stop
 
 
-def served(target: ProxyTarget) -> bool:
-    """Whether a proxy gets an instance on the plain-HTTP port."""
-    return target.enabled and target.enable_http
+def served(wanted: Wanted) -> bool:
+    """Whether a proxy gets an instance: enabled, and reachable over HTTP or HTTPS."""
+    target = wanted.target
+    return target.enabled and (target.enable_http or wanted.certificate is not None)
+
+
+def usable_certificate(target: ProxyTarget, certificate: Certificate | None) -> Certificate | None:
+    """`certificate` if this proxy can serve HTTPS with it: HTTPS on, issued, naming the host."""
+    if not target.enable_https or certificate is None:
+        return None
+    if not (certificate.fullchain_pem and certificate.private_key_pem):
+        return None
+    return certificate if target.hostname in certificate.domains else None
 
 
 def decide(
-    desired: Mapping[str, ProxyTarget],
-    running: Mapping[str, ProxyTarget],
+    desired: Mapping[str, Wanted],
+    running: Mapping[str, Wanted],
     hostnames: set[str] | None = None,
 ) -> list[Action]:
     """Actions for `hostnames` (all known ones when None), in a stable order.

@@ -18,14 +18,23 @@ from oauthproxy.errors import StorageUnavailable
 from oauthproxy.models.events import EventType
 from oauthproxy.models.proxies import ProxyTarget
 from oauthproxy.models.routes import TargetType
-from oauthproxy.proxy.config import Shared, build_config
+from oauthproxy.proxy.config import InstanceConfig, PublicPorts, Shared, build_config
 from oauthproxy.proxy.instance import Instance
 from oauthproxy.proxy.upstream import UpstreamPool, tls_context
 from oauthproxy.routing import RouteTable
 from oauthproxy.settings import Settings
 from oauthproxy.storage import Storage
 from oauthproxy.storage.workflow import Delivery, WorkflowConsumer
-from oauthproxy.supervisor.decide import Action, Start, Stop, Update, decide
+from oauthproxy.supervisor.certificates import CertificateIndex, HostContexts
+from oauthproxy.supervisor.decide import (
+    Action,
+    Start,
+    Stop,
+    Update,
+    Wanted,
+    decide,
+    usable_certificate,
+)
 
 log = logging.getLogger(__name__)
 
@@ -53,12 +62,14 @@ class Supervisor:
         self._storage = storage
         self._nursery = nursery
         self._consumer = storage.workflow_consumer(replica)
-        self._tls = tls_context(
+        self.ports = PublicPorts()
+        self._upstream_tls = tls_context(
             str(settings.upstream_ca_bundle) if settings.upstream_ca_bundle else None
         )
-        self._desired: dict[str, ProxyTarget] = {}
-        self._running: dict[str, ProxyTarget] = {}
-        self._builtin: dict[str, ProxyTarget] = {}
+        self._tls_contexts = HostContexts()
+        self._desired: dict[str, Wanted] = {}
+        self._running: dict[str, Wanted] = {}
+        self._builtin: dict[str, Wanted] = {}
         self._shared = Shared(
             routes=RouteTable.build([]),
             services={},
@@ -72,17 +83,31 @@ class Supervisor:
 
     async def add_builtin(self, target: ProxyTarget) -> None:
         """A hostname the gateway serves itself (the admin API on `localhost`), never from Redis."""
-        self._builtin[target.hostname] = target
-        await self._start(target)
+        self._builtin[target.hostname] = Wanted(target)
+        await self._start(Wanted(target))
 
     # --- reconciling -------------------------------------------------------------------------
 
     async def reconcile_all(self) -> None:
         proxies = await self._storage.proxies.all()
-        self._desired = {p.hostname: p for p in proxies if p.hostname not in self._builtin}
+        certificates = CertificateIndex(await self._storage.certificates.all())
+        self._desired = {
+            p.hostname: Wanted(p, usable_certificate(p, certificates.for_proxy(p)))
+            for p in proxies
+            if p.hostname not in self._builtin
+        }
         await self._reload_shared(routes=True, services=True)
         await self._refresh_all()
         await self._apply(decide(self._desired, self._running))
+
+    async def _wanted(self, hostname: str) -> Wanted | None:
+        """Re-read one proxy and the certificate it would serve HTTPS with."""
+        target = await self._storage.proxies.get(hostname)
+        if target is None:
+            return None
+        name = target.cert_name or await self._storage.certificates.name_for_domain(hostname)
+        certificate = await self._storage.certificates.get(name) if name else None
+        return Wanted(target, usable_certificate(target, certificate))
 
     async def _reload_shared(self, *, routes: bool, services: bool) -> None:
         shared = self._shared
@@ -90,14 +115,13 @@ class Supervisor:
             shared = replace(shared, routes=RouteTable.build(await self._storage.routes.all()))
         if services:
             shared = replace(shared, services=await self._storage.service_urls())
-        self._shared = replace(shared, proxies=dict(self._desired))
+        proxies = {hostname: wanted.target for hostname, wanted in self._desired.items()}
+        self._shared = replace(shared, proxies=proxies)
 
     async def _refresh_all(self) -> None:
         """Rebuild every running instance's snapshot from the current shared inputs."""
-        for hostname, target in self._running.items():
-            await self.instances[hostname].update(build_config(target, self._shared))
-        for hostname, target in self._builtin.items():
-            await self.instances[hostname].update(build_config(target, self._shared))
+        for hostname, wanted in [*self._running.items(), *self._builtin.items()]:
+            await self.instances[hostname].update(self._config(wanted))
 
     def _routes_name_hostnames(self) -> bool:
         return any(c.route.target_type is TargetType.HOSTNAME for c in self._shared.routes.compiled)
@@ -112,53 +136,62 @@ class Supervisor:
                 hostnames.add(event.hostname)
             routes |= event.event_type is EventType.ROUTES_CHANGED
             services |= event.event_type is EventType.SERVICES_CHANGED
+        hostnames -= set(self._builtin)
         await self._consumer.mark_pending(hostnames)
-        for hostname in hostnames - set(self._builtin):
-            target = await self._storage.proxies.get(hostname)
-            if target is None:
+        for hostname in hostnames:
+            wanted = await self._wanted(hostname)
+            if wanted is None:
                 self._desired.pop(hostname, None)
             else:
-                self._desired[hostname] = target
+                self._desired[hostname] = wanted
         if hostnames or routes or services:
             await self._reload_shared(routes=routes, services=services)
         if routes or services or (hostnames and self._routes_name_hostnames()):
             await self._refresh_all()
-        await self._apply(decide(self._desired, self._running, hostnames - set(self._builtin)))
+        await self._apply(decide(self._desired, self._running, hostnames))
 
     async def _apply(self, actions: list[Action]) -> None:
         states: dict[str, str | None] = {}
         for action in actions:
             if isinstance(action, Start):
-                await self._start(action.target)
-                states[action.target.hostname] = "running_http"
+                await self._start(action.wanted)
+                states[action.wanted.target.hostname] = _state(action.wanted)
             elif isinstance(action, Update):
-                await self.instances[action.target.hostname].update(
-                    build_config(action.target, self._shared)
-                )
-                self._running[action.target.hostname] = action.target
-                states[action.target.hostname] = "running_http"
+                hostname = action.wanted.target.hostname
+                await self.instances[hostname].update(self._config(action.wanted))
+                self._running[hostname] = action.wanted
+                states[hostname] = _state(action.wanted)
             elif isinstance(action, Stop):
                 self._stop(action.hostname)
                 states[action.hostname] = None
         await self._consumer.record(states)
 
-    async def _start(self, target: ProxyTarget) -> None:
-        pool = UpstreamPool(connect_timeout=self._settings.proxy_connect_timeout, tls=self._tls)
+    def _config(self, wanted: Wanted) -> InstanceConfig:
+        return build_config(wanted.target, self._shared, self._tls_contexts.context(wanted))
+
+    async def _start(self, wanted: Wanted) -> None:
+        target = wanted.target
+        pool = UpstreamPool(
+            connect_timeout=self._settings.proxy_connect_timeout, tls=self._upstream_tls
+        )
         instance = Instance(
             target.hostname,
-            build_config(target, self._shared),
+            self._config(wanted),
             pool,
             grace=self._settings.shutdown_grace_seconds,
+            challenges=self._storage.challenges.get,
+            ports=self.ports,
         )
         await self._nursery.start(instance.run)
         self.instances[target.hostname] = instance
         if target.hostname not in self._builtin:
-            self._running[target.hostname] = target
-        log.info("serving %s → %s", target.hostname, target.target_url)
+            self._running[target.hostname] = wanted
+        log.info("serving %s → %s (%s)", target.hostname, target.target_url, _state(wanted))
 
     def _stop(self, hostname: str) -> None:
         instance = self.instances.pop(hostname)
         self._running.pop(hostname, None)
+        self._tls_contexts.forget(hostname)
         instance.stop()
         log.info("stopped %s", hostname)
 
@@ -198,6 +231,10 @@ class Supervisor:
                 joined = False
                 await trio.sleep(backoff)
                 backoff = min(backoff * 2, MAX_BACKOFF_SECONDS)
+
+
+def _state(wanted: Wanted) -> str:
+    return "running_https" if wanted.certificate is not None else "running_http"
 
 
 async def serve_supervisor(

@@ -1,0 +1,31 @@
+"""HTTP-01 challenges: `/.well-known/acme-challenge/{token}` answered on every hostname.
+
+Answered before any instance lookup (a hostname gets its first certificate before it is served)
+and never redirected to HTTPS. The key authorizations live in Redis, so any replica answers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+from oauthproxy.errors import StorageUnavailable
+from oauthproxy.proxy.responses import Reply, error_reply
+
+PREFIX = b"/.well-known/acme-challenge/"
+
+ChallengeLookup = Callable[[str], Awaitable[str | None]]
+
+
+def is_challenge(target: bytes) -> bool:
+    return target.startswith(PREFIX)
+
+
+async def challenge_reply(target: bytes, lookup: ChallengeLookup) -> Reply:
+    token = target[len(PREFIX) :].partition(b"?")[0].decode("latin-1")
+    try:
+        key_authorization = await lookup(token)
+    except StorageUnavailable:
+        return error_reply(503, "storage_unavailable", "challenges are unavailable right now")
+    if key_authorization is None:
+        return error_reply(404, "unknown_challenge", "no such ACME challenge")
+    return Reply(200, [(b"content-type", b"text/plain")], key_authorization.encode())

@@ -1,0 +1,67 @@
+"""TLS for the public HTTPS port: contexts built from PEM in memory, SNI picks the instance.
+
+The listener's context has an SNI callback that switches each handshake to the context of the
+instance serving that name, or refuses it (`unrecognized_name`): no SNI or an unknown name never
+gets another tenant's certificate. Replacing an instance's context (HTTPS upgrade, renewal)
+affects new handshakes only; open connections carry on.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import ssl
+from collections.abc import Callable, Iterator
+
+TLS_HANDSHAKE_TIMEOUT = 10.0
+
+
+class HostContext(ssl.SSLContext):
+    """A server context for one hostname; it remembers which, for after the handshake."""
+
+    hostname: str = ""
+
+
+@contextlib.contextmanager
+def _memory_file(content: bytes) -> Iterator[str]:
+    """A path to `content` held in memory only (memfd): private keys never touch a disk."""
+    descriptor = os.memfd_create("oauthproxy-tls", os.MFD_CLOEXEC)
+    try:
+        os.write(descriptor, content)
+        yield f"/proc/self/fd/{descriptor}"
+    finally:
+        os.close(descriptor)
+
+
+def _server_context(cls: type[ssl.SSLContext] = ssl.SSLContext) -> ssl.SSLContext:
+    context = cls(ssl.PROTOCOL_TLS_SERVER)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.set_alpn_protocols(["http/1.1"])
+    return context
+
+
+def host_context(hostname: str, fullchain_pem: str, private_key_pem: str) -> HostContext:
+    """The context that serves `hostname` with this certificate chain and key."""
+    context = _server_context(HostContext)
+    assert isinstance(context, HostContext)
+    with _memory_file(
+        (fullchain_pem.strip() + "\n" + private_key_pem.strip() + "\n").encode()
+    ) as path:
+        context.load_cert_chain(path)
+    context.hostname = hostname
+    return context
+
+
+def listener_context(contexts: Callable[[str], HostContext | None]) -> ssl.SSLContext:
+    """The HTTPS listener's context: every handshake is handed to `contexts(server_name)`."""
+    context = _server_context()
+
+    def choose(ssl_object: ssl.SSLObject, server_name: str | None, _: ssl.SSLContext) -> int | None:
+        chosen = contexts(server_name.lower()) if server_name else None
+        if chosen is None:
+            return ssl.ALERT_DESCRIPTION_UNRECOGNIZED_NAME
+        ssl_object.context = chosen
+        return None
+
+    context.sni_callback = choose
+    return context

@@ -1,0 +1,206 @@
+"""HTTPS on the public port: SNI picks the instance and its certificate; upgrades in place."""
+
+from __future__ import annotations
+
+import functools
+import ssl
+from dataclasses import dataclass
+from pathlib import Path
+
+import h11
+import httpx
+import pytest
+import trio
+
+from oauthproxy.models.certificates import Certificate, CertificateStatus
+from oauthproxy.models.proxies import ProxyTarget
+from oauthproxy.serve import Ready
+from oauthproxy.storage import Storage
+from tests.backend import serve_backend
+from tests.tls import TestPKI, make_pki
+
+NO_KEEPALIVE = httpx.Limits(max_keepalive_connections=0)
+
+
+@dataclass(frozen=True)
+class Answer:
+    status: int
+    headers: dict[bytes, bytes]
+    body: bytes
+    peer_certificate: dict[str, object]
+
+
+async def https_get(port: int, hostname: str, ca: Path, path: str = "/echo") -> Answer:
+    """GET over TLS to 127.0.0.1:port with SNI `hostname`, verifying against `ca`."""
+    context = ssl.create_default_context(cafile=str(ca))
+    tcp = await trio.open_tcp_stream("127.0.0.1", port)
+    stream = trio.SSLStream(tcp, context, server_hostname=hostname, https_compatible=True)
+    conn = h11.Connection(h11.CLIENT)
+    request = h11.Request(method="GET", target=path, headers=[("Host", hostname)])
+    await stream.send_all(conn.send(request) + conn.send(h11.EndOfMessage()))
+    status, headers, body = 0, {}, b""
+    while True:
+        event = conn.next_event()
+        if event is h11.NEED_DATA:
+            conn.receive_data(bytes(await stream.receive_some(65536)))
+        elif isinstance(event, h11.Response):
+            status, headers = event.status_code, dict(event.headers)
+        elif isinstance(event, h11.Data):
+            body += event.data
+        elif isinstance(event, h11.EndOfMessage):
+            break
+    peer = stream.getpeercert() or {}
+    await stream.aclose()
+    return Answer(status, headers, body, dict(peer))
+
+
+@pytest.fixture
+async def backend(nursery: trio.Nursery) -> int:
+    port: int = await nursery.start(functools.partial(serve_backend, "tls"))
+    return port
+
+
+@pytest.fixture
+def pki(tmp_path: Path) -> TestPKI:
+    return make_pki(tmp_path, ("secure.example.com", "also.example.com"))
+
+
+async def store_certificate(storage: Storage, pki: TestPKI, name: str = "secure") -> None:
+    await storage.certificates.put(
+        Certificate(
+            cert_name=name,
+            domains=["secure.example.com", "also.example.com"],
+            status=CertificateStatus.ACTIVE,
+            fullchain_pem=pki.cert_file.read_text(),
+            private_key_pem=pki.key_file.read_text(),
+        )
+    )
+
+
+def proxy(hostname: str, port: int, **fields: object) -> ProxyTarget:
+    return ProxyTarget.model_validate(
+        {"hostname": hostname, "target_url": f"http://127.0.0.1:{port}", **fields}
+    )
+
+
+async def until_https(port: int, hostname: str, ca: Path) -> Answer:
+    with trio.fail_after(10):
+        while True:
+            try:
+                return await https_get(port, hostname, ca)
+            except (trio.BrokenResourceError, OSError):
+                await trio.sleep(0.01)
+
+
+async def test_https_serves_each_name_with_its_certificate(
+    storage: Storage, gateway: Ready, backend: int, pki: TestPKI
+) -> None:
+    await store_certificate(storage, pki)
+    await storage.proxies.create(proxy("secure.example.com", backend))
+    await storage.proxies.create(proxy("also.example.com", backend))
+    for hostname in ("secure.example.com", "also.example.com"):
+        answer = await until_https(gateway.https_port, hostname, pki.ca_file)
+        assert answer.status == 200
+        echoed = httpx.Response(200, content=answer.body).json()
+        assert echoed["headers"]["x-forwarded-proto"] == "https"
+        assert echoed["headers"]["host"] == hostname
+
+
+async def test_unknown_or_missing_sni_is_refused(
+    storage: Storage, gateway: Ready, backend: int, pki: TestPKI
+) -> None:
+    await store_certificate(storage, pki)
+    await storage.proxies.create(proxy("secure.example.com", backend))
+    await until_https(gateway.https_port, "secure.example.com", pki.ca_file)
+    with pytest.raises(trio.BrokenResourceError):
+        await https_get(gateway.https_port, "nobody.example.com", pki.ca_file)
+
+
+async def test_http_proxy_upgrades_to_https_in_place_without_failures(
+    storage: Storage, gateway: Ready, backend: int, pki: TestPKI
+) -> None:
+    await storage.proxies.create(proxy("secure.example.com", backend))
+    base = f"http://127.0.0.1:{gateway.http_port}"
+    failures: list[str] = []
+    served = 0
+    done = trio.Event()
+    first_served = trio.Event()
+
+    async def plain_load() -> None:
+        nonlocal served
+        async with httpx.AsyncClient(base_url=base, timeout=10) as client:
+            while not done.is_set():
+                response = await client.get("/echo", headers={"Host": "secure.example.com"})
+                if response.status_code == 200:
+                    served += 1
+                    first_served.set()
+                elif served:  # before the proxy is up, a 404 is expected
+                    failures.append(f"http {response.status_code}")
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(plain_load)
+        nursery.start_soon(plain_load)
+        with trio.fail_after(10):
+            await first_served.wait()
+        await store_certificate(storage, pki)
+        target = await storage.proxies.get("secure.example.com")
+        assert target is not None
+        await storage.proxies.update(target)  # what certificate_ready does for its hostnames
+        answer = await until_https(gateway.https_port, "secure.example.com", pki.ca_file)
+        assert answer.status == 200
+        for _ in range(20):
+            assert (
+                await https_get(gateway.https_port, "secure.example.com", pki.ca_file)
+            ).status == 200
+        done.set()
+    assert failures == []
+
+
+async def test_redirect_to_https_spares_acme_challenges(
+    storage: Storage, gateway: Ready, backend: int, pki: TestPKI
+) -> None:
+    await store_certificate(storage, pki)
+    await storage.proxies.create(proxy("secure.example.com", backend, https_redirect=True))
+    await until_https(gateway.https_port, "secure.example.com", pki.ca_file)
+    await storage.challenges.put("tok-123", "tok-123.thumbprint")
+    base = f"http://127.0.0.1:{gateway.http_port}"
+    async with httpx.AsyncClient(base_url=base, limits=NO_KEEPALIVE) as client:
+        moved = await client.get("/echo?x=1", headers={"Host": "secure.example.com"})
+        assert moved.status_code == 301
+        assert moved.headers["location"] == (
+            f"https://secure.example.com:{gateway.https_port}/echo?x=1"
+        )
+        challenge = await client.get(
+            "/.well-known/acme-challenge/tok-123", headers={"Host": "secure.example.com"}
+        )
+        assert challenge.status_code == 200
+        assert challenge.text == "tok-123.thumbprint"
+        unknown = await client.get(
+            "/.well-known/acme-challenge/tok-123", headers={"Host": "not-yet.example.com"}
+        )
+        assert unknown.text == "tok-123.thumbprint"
+
+
+async def test_deleting_the_certificate_falls_back_to_http(
+    storage: Storage, gateway: Ready, backend: int, pki: TestPKI
+) -> None:
+    await store_certificate(storage, pki)
+    await storage.proxies.create(proxy("secure.example.com", backend))
+    await until_https(gateway.https_port, "secure.example.com", pki.ca_file)
+    certificate = await storage.certificates.get("secure")
+    assert certificate is not None
+    async with storage.redis.pipeline(transaction=True) as pipe:
+        await storage.certificates.queue_delete(pipe, certificate)
+    target = await storage.proxies.get("secure.example.com")
+    assert target is not None
+    await storage.proxies.update(target)
+    with trio.fail_after(10):
+        while True:
+            try:
+                await https_get(gateway.https_port, "secure.example.com", pki.ca_file)
+            except trio.BrokenResourceError:
+                break
+            await trio.sleep(0.01)
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{gateway.http_port}") as client:
+        response = await client.get("/echo", headers={"Host": "secure.example.com"})
+        assert response.status_code == 200
