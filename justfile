@@ -290,3 +290,35 @@ service-unregister name token="": _venv
 [group('services')]
 service-list-all type="" token="": _venv
     @proxy-client {{ if token != "" { "--token " + quote(token) } else { "" } }} service list-all {{ if type != "" { "--type " + quote(type) } else { "" } }}
+
+# --- certificates ------------------------------------------------------------------------------
+
+# Order a certificate for one domain (ACME HTTP-01 in the background; staging: true/false)
+[group('certificates')]
+cert-create name domain staging="false" email="" token="": _venv
+    @proxy-client {{ if token != "" { "--token " + quote(token) } else { "" } }} cert create {{ quote(name) }} {{ quote(domain) }} --staging={{ quote(staging) }} {{ if email != "" { "--email " + quote(email) } else { "" } }}
+
+# Delete a certificate; its proxies fall back to HTTP (force=true: no error if missing)
+[group('certificates')]
+cert-delete name force="false" token="": _venv
+    @proxy-client {{ if token != "" { "--token " + quote(token) } else { "" } }} cert delete {{ quote(name) }} --force={{ quote(force) }}
+
+# List certificates: status, expiry, last error
+[group('certificates')]
+cert-list token="": _venv
+    @proxy-client {{ if token != "" { "--token " + quote(token) } else { "" } }} cert list
+
+# Show a certificate (pem=true: print only its PEM chain; never the private key)
+[group('certificates')]
+cert-show name pem="false" token="": _venv
+    @proxy-client {{ if token != "" { "--token " + quote(token) } else { "" } }} cert show {{ quote(name) }} --pem={{ quote(pem) }}
+
+# Show a certificate's generation status: stage, last error, next retry
+[group('certificates')]
+cert-status name token="": _venv
+    @proxy-client {{ if token != "" { "--token " + quote(token) } else { "" } }} cert status {{ quote(name) }}
+
+# Issue a certificate again now (it keeps serving until the new one is ready)
+[group('certificates')]
+cert-renew name token="": _venv
+    @proxy-client {{ if token != "" { "--token " + quote(token) } else { "" } }} cert renew {{ quote(name) }}

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
 from rich.box import ROUNDED, Box
 
-from cli.cells import infer_style, is_missing
+from cli.cells import infer_style, is_missing, parse_time
 
 Row = Mapping[str, Any]
+TIME_UNITS = ((86_400, "d"), (3_600, "h"), (60, "m"), (1, "s"))
 
 
 class Kind(StrEnum):
@@ -108,6 +110,17 @@ def proxy_status(row: Row) -> str:
     return " | ".join(name for name, enabled in parts if enabled) or "no listeners"
 
 
+def expiry(row: Row) -> str | None:
+    """ "in 89d", "in 5h", "expired 2d ago": always relative, however far away."""
+    when = parse_time(row.get("expires_at"))
+    if when is None:
+        return None
+    seconds = int((when - datetime.now(UTC)).total_seconds())
+    size, unit = next(((s, u) for s, u in TIME_UNITS if abs(seconds) >= s), (1, "s"))
+    amount = f"{abs(seconds) // size}{unit}"
+    return f"in {amount}" if seconds >= 0 else f"expired {amount} ago"
+
+
 def service_ports(row: Row) -> str | None:
     """Host→container port mappings, e.g. "3000→80"."""
     mappings = [(p.get("host"), p.get("container")) for p in row.get("port_configs") or []]
@@ -157,7 +170,8 @@ LAYOUTS: dict[Kind, Layout] = {
             Column("cert_name", "Certificate", NAME_STYLE),
             Column("domains", "Domains"),
             Column("status", "Status", "status"),
-            Column("expires_at", "Expires", "date"),
+            Column("expires_at", "Expires", derive=expiry),
+            Column("last_error", "Last Error"),
             Column("created_by", "Owner"),
         ),
         tallies=(

@@ -27,6 +27,7 @@ from pydantic import AnyHttpUrl
 
 from oauthproxy.admin_token import AdminToken, ensure_admin_token
 from oauthproxy.api.app import create_app
+from oauthproxy.certificates.manager import CertificateManager, serve_certificate_manager
 from oauthproxy.models.proxies import ProxyTarget
 from oauthproxy.proxy.dispatcher import serve_http, serve_https
 from oauthproxy.proxy.headers import parse_networks
@@ -80,6 +81,7 @@ async def serve_admin_api(
     shutdown: trio.Event,
     *,
     embedded_redis: bool,
+    certificates: CertificateManager | None = None,
     task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve the admin API on loopback until `shutdown` is set; started with its URL."""
@@ -89,7 +91,7 @@ async def serve_admin_api(
     config.errorlog = logging.getLogger("hypercorn.error")
     config.graceful_timeout = settings.shutdown_grace_seconds
     config.include_server_header = False
-    app = create_app(settings, storage, embedded_redis=embedded_redis)
+    app = create_app(settings, storage, embedded_redis=embedded_redis, certificates=certificates)
     async with trio.open_nursery() as nursery:
         binds: list[str] = await nursery.start(
             functools.partial(hypercorn_serve, app, config, shutdown_trigger=shutdown.wait)
@@ -124,6 +126,9 @@ async def serve(
         async with open_storage(redis_url) as storage:
             admin_token = await ensure_admin_token(settings, storage)
             async with trio.open_nursery() as services:
+                certificates: CertificateManager = await services.start(
+                    functools.partial(serve_certificate_manager, settings, storage, shutdown)
+                )
                 api_url = await services.start(
                     functools.partial(
                         serve_admin_api,
@@ -131,6 +136,7 @@ async def serve(
                         storage,
                         shutdown,
                         embedded_redis=embedded is not None,
+                        certificates=certificates,
                     )
                 )
                 await storage.internal_services.register_api(api_url)

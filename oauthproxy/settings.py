@@ -136,6 +136,24 @@ class Settings(BaseSettings):
     oauth_jwt_algorithm: str = "RS256"
     oauth_jwt_secret: SecretStr | None = None
     oauth_jwt_private_key_b64: SecretStr | None = None
+    oauth_issuer: str | None = Field(
+        default=None,
+        pattern=r"^https?://[^/?#\s]+(/[^?#\s]*)?$",
+        description="The authorization server's issuer URL (default: https://auth.{BASE_DOMAIN})",
+    )
+    oauth_code_lifetime: Annotated[int, Field(ge=1, le=600)] = 60
+    oauth_github_scopes: str = Field(
+        default="read:user user:email read:org",
+        description="Scopes asked of GitHub at login (read:org for org and team checks)",
+    )
+    oauth_ca_bundle: Path | None = Field(
+        default=None,
+        description="CA file that verifies GitHub's and client metadata documents' TLS",
+    )
+    oauth_cimd_allow_loopback: bool = Field(
+        default=False,
+        description="Fetch client metadata documents from loopback addresses (tests only)",
+    )
 
     # --- MCP protected resources ---------------------------------------------------------------
     mcp_resource_indicators_enabled: bool = True
@@ -165,6 +183,11 @@ class Settings(BaseSettings):
     @property
     def replica(self) -> str:
         return self.gateway_id or f"{socket.gethostname()}-{self.http_port}"
+
+    @property
+    def oauth_issuer_url(self) -> str:
+        """OAUTH_ISSUER without a trailing slash, or `https://auth.{BASE_DOMAIN}`."""
+        return (self.oauth_issuer or f"https://auth.{self.base_domain}").rstrip("/")
 
     @field_validator("oauth_jwt_algorithm")
     @classmethod

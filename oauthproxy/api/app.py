@@ -7,18 +7,27 @@ from quart_schema import HttpSecurityScheme, Info, QuartSchema
 from quart_trio import QuartTrio
 
 from oauthproxy import __version__
+from oauthproxy.api.certificates import certificates as certificates_api
 from oauthproxy.api.errors import install_error_handlers
 from oauthproxy.api.health import health
+from oauthproxy.api.oauth_server import oauth_server
 from oauthproxy.api.proxies import proxies
 from oauthproxy.api.routes import routes
 from oauthproxy.api.services import services
 from oauthproxy.api.state import AppState
 from oauthproxy.api.tokens import tokens
+from oauthproxy.certificates.manager import CertificateManager
 from oauthproxy.settings import Settings
 from oauthproxy.storage import Storage
 
 
-def create_app(settings: Settings, storage: Storage, *, embedded_redis: bool) -> QuartTrio:
+def create_app(
+    settings: Settings,
+    storage: Storage,
+    *,
+    embedded_redis: bool,
+    certificates: CertificateManager | None = None,
+) -> QuartTrio:
     app = QuartTrio("oauthproxy")
     app.config["PROPAGATE_EXCEPTIONS"] = False
     app.config["MAX_CONTENT_LENGTH"] = 1024 * 1024
@@ -28,6 +37,7 @@ def create_app(settings: Settings, storage: Storage, *, embedded_redis: bool) ->
         storage=storage,
         started_at=trio.current_time(),
         embedded_redis=embedded_redis,
+        certificates=certificates,
     )
     QuartSchema(
         app,
@@ -45,4 +55,6 @@ def create_app(settings: Settings, storage: Storage, *, embedded_redis: bool) ->
     app.register_blueprint(proxies)
     app.register_blueprint(services)
     app.register_blueprint(routes)
+    app.register_blueprint(oauth_server)
+    app.register_blueprint(certificates_api)
     return app

@@ -10,6 +10,7 @@ from quart import Blueprint, current_app
 from oauthproxy import __version__
 from oauthproxy.api.state import app_state
 from oauthproxy.errors import StorageUnavailable
+from oauthproxy.models.certificates import CertificateSummary
 
 health = Blueprint("health", __name__)
 
@@ -37,10 +38,22 @@ async def get_health() -> tuple[dict[str, Any], int]:
     state = app_state(current_app)
     components = {"redis": await _redis_health()}
     healthy = all(c["status"] == "ok" for c in components.values())
-    body = {
+    body: dict[str, Any] = {
         "status": "healthy" if healthy else "unhealthy",
         "version": __version__,
         "uptime_seconds": round(trio.current_time() - state.started_at, 1),
         "components": components,
     }
+    if healthy:
+        body["certificates"] = await _certificates()
     return body, 200 if healthy else 503
+
+
+async def _certificates() -> dict[str, Any] | None:
+    """How many certificates, and the failing ones with their error and next retry."""
+    try:
+        with trio.fail_after(PING_TIMEOUT_SECONDS):
+            found = await app_state(current_app).storage.certificates.all()
+    except (StorageUnavailable, trio.TooSlowError):
+        return None
+    return CertificateSummary.of(found).model_dump(mode="json")

@@ -12,6 +12,7 @@ from typing import Any
 from quart import Blueprint
 from quart_schema import document_response, validate_querystring, validate_request
 
+from oauthproxy.api import proxy_certificates
 from oauthproxy.api.auth import requires_token
 from oauthproxy.api.ownership import (
     Json,
@@ -88,11 +89,17 @@ def _resetting(fields: tuple[str, ...]) -> Change:
 @requires_token()
 @validate_request(ProxyTargetCreate)
 @document_response(ProxyTarget, 201)
-async def create_proxy(data: ProxyTargetCreate) -> tuple[Json, int]:
-    """Create a proxy target owned by the calling token; publishes `proxy_created`."""
-    target = data.target(**ownership())
+async def create_proxy(data: ProxyTargetCreate) -> tuple[Json, int, dict[str, str]]:
+    """Create a proxy target owned by the calling token; publishes `proxy_created`.
+
+    With HTTPS and no `cert_name`, a certificate covering the hostname is reused, or one is
+    ordered (see the `X-Certificate-Action` and `X-Certificate-Detail` response headers)."""
+    requested = data.target(**ownership())
+    certificate = await proxy_certificates.plan(requested, data)
+    target = certificate.applied_to(requested)
     await storage().proxies.create(target)
-    return as_json(target), 201
+    certificate = await proxy_certificates.carry_out(certificate, target, staging=data.staging)
+    return as_json(target), 201, certificate.headers()
 
 
 @proxies.get("/")

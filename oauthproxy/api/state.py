@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from quart import Quart
 
+from oauthproxy.certificates.manager import CertificateManager
 from oauthproxy.settings import Settings
 from oauthproxy.storage import Storage
 
@@ -16,6 +17,8 @@ class AppState:
     storage: Storage
     started_at: float
     embedded_redis: bool
+    certificates: CertificateManager | None = None
+    """This replica's certificate manager; None when the app runs without one."""
 
 
 def app_state(app: Quart) -> AppState:

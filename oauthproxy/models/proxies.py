@@ -117,11 +117,11 @@ class ProxyTargetCreate(Request):
     custom_headers: HeaderMap = Field(default_factory=dict)
     custom_response_headers: HeaderMap = Field(default_factory=dict)
     cert_email: Email | None = Field(
-        default=None, description="Email for the certificate's ACME account (not used yet)"
+        default=None,
+        description="ACME account email for the certificate ordered when HTTPS is on and "
+        "no cert_name is given (default: the token's cert_email, else ADMIN_EMAIL)",
     )
-    staging: bool = Field(
-        default=False, description="Issue the certificate from ACME staging (not used yet)"
-    )
+    staging: bool = Field(default=False, description="Order that certificate from ACME_STAGING_URL")
 
     def target(self, *, owner_token_hash: str, created_by: str) -> ProxyTarget:
         fields = self.model_dump(exclude={"cert_email", "staging"})

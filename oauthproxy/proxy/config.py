@@ -12,7 +12,9 @@ from dataclasses import dataclass, field
 from oauthproxy.models.proxies import ProxyTarget
 from oauthproxy.models.routes import Route
 from oauthproxy.proxy.forward import Destination
+from oauthproxy.proxy.guard import Guard
 from oauthproxy.proxy.headers import RequestRewrite, ResponseRewrite, encode_headers
+from oauthproxy.proxy.protect import Protection
 from oauthproxy.proxy.tls import HostContext
 from oauthproxy.proxy.upstream import parse_origin
 from oauthproxy.routing import ProxyRoutes, RouteTable, route_target_url
@@ -26,6 +28,10 @@ class Shared:
     services: Mapping[str, str]
     proxies: Mapping[str, ProxyTarget]
     request_timeout: float
+    guard: Guard
+    issuer: str
+    global_users: str
+    """`OAUTH_ALLOWED_GITHUB_USERS`: who may pass when a proxy names no users itself."""
 
 
 @dataclass
@@ -44,6 +50,8 @@ class InstanceConfig:
     shared: Shared
     tls: HostContext | None = None
     """The context HTTPS handshakes for this hostname get; None: no HTTPS (yet)."""
+    protection: Protection | None = None
+    """OAuth: bearer checks and resource metadata; None when the proxy has neither."""
     _by_route: dict[str, Destination | None] = field(default_factory=dict, compare=False)
 
     def destination(self, path: str, method: str) -> Destination | None:
@@ -91,4 +99,13 @@ def build_config(
         routes=shared.routes.for_proxy(target),
         shared=shared,
         tls=tls,
+        protection=_protection(target, shared),
+    )
+
+
+def _protection(target: ProxyTarget, shared: Shared) -> Protection | None:
+    if not (target.auth_enabled or target.resource_override_backend):
+        return None
+    return Protection.of(
+        target, issuer=shared.issuer, global_users=shared.global_users, guard=shared.guard
     )

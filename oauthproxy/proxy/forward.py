@@ -14,6 +14,7 @@ import trio
 
 from oauthproxy.proxy.headers import (
     Client,
+    Identity,
     RequestRewrite,
     ResponseRewrite,
     client_response_headers,
@@ -138,6 +139,7 @@ async def _exchange(
     pool: UpstreamPool,
     client: Client,
     received: list[tuple[bytes, bytes]],
+    identity: Identity,
 ) -> tuple[UpstreamConnection, h11.Response | h11.InformationalResponse]:
     """Send the request and wait for the response head, within the request timeout."""
     shape = request_shape(received)
@@ -147,7 +149,9 @@ async def _exchange(
     head = h11.Request(
         method=request.method,
         target=route.origin.target(request.target),
-        headers=upstream_request_headers(received, route.rewrite, client, upgrade=shape.upgrade),
+        headers=upstream_request_headers(
+            received, route.rewrite, client, upgrade=shape.upgrade, identity=identity
+        ),
         _parsed=True,
     )
     if not has_body:
@@ -183,12 +187,13 @@ async def forward(
     pool: UpstreamPool,
     client: Client,
     received: list[tuple[bytes, bytes]],
+    identity: Identity = (),
 ) -> bool:
     """Proxy one request (`received`: its headers as pairs). Returns whether the client
     connection can carry another request."""
     try:
         upstream, response = await _exchange(
-            client_stream, client_conn, request, route, pool, client, received
+            client_stream, client_conn, request, route, pool, client, received, identity
         )
     except (_NoResponse, UpstreamUnavailable, UpstreamGone) as failure:
         status, error, detail = (

@@ -12,6 +12,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 Headers = list[tuple[bytes, bytes]]
+Identity = Sequence[tuple[bytes, bytes]]
+"""Headers naming the verified user, added to a protected proxy's upstream requests."""
 
 HOP_BY_HOP = frozenset(
     {
@@ -99,8 +101,10 @@ def upstream_request_headers(
     client: Client,
     *,
     upgrade: bool,
+    identity: Identity = (),
 ) -> Headers:
-    """The headers we send upstream for a client request with `headers` (one pass: hot path)."""
+    """The headers we send upstream for a client request with `headers` (one pass: hot path).
+    `identity`: the verified user's headers, when the proxy is protected."""
     dropped = rewrite.dropped
     prefix = rewrite.strip_prefix
     host = b""
@@ -125,6 +129,7 @@ def upstream_request_headers(
         out.append((b"x-forwarded-host", host))
     out.append((b"x-real-ip", real_ip))
     out.extend(rewrite.custom)
+    out.extend(identity)
     if upgrade:
         out.extend(_upgrade_headers(headers))
     return out

@@ -131,10 +131,14 @@ def request_host(request: h11.Request) -> str:
     return host_of(pairs(request.headers))
 
 
+def header_value(headers: list[tuple[bytes, bytes]], name: bytes) -> str:
+    raw = next((value for key, value in headers if key == name), b"")
+    return raw.decode("latin-1").strip()
+
+
 def host_of(headers: list[tuple[bytes, bytes]]) -> str:
     """`request_host` for headers already taken out of their event."""
-    raw = next((value for name, value in headers if name == b"host"), b"")
-    host = raw.decode("latin-1").strip().lower()
+    host = header_value(headers, b"host").lower()
     if host.startswith("["):
         return host.partition("]")[0] + "]"
     return host.rpartition(":")[0] if ":" in host else host

@@ -13,19 +13,22 @@ import logging
 import h11
 import trio
 
+from oauthproxy.proxy.access import Allow
 from oauthproxy.proxy.challenges import ChallengeLookup, challenge_reply, is_challenge
 from oauthproxy.proxy.config import InstanceConfig, PublicPorts
 from oauthproxy.proxy.forward import forward
-from oauthproxy.proxy.headers import Client
+from oauthproxy.proxy.headers import Client, Headers, Identity, request_shape
 from oauthproxy.proxy.http import (
     ClientGone,
     close_gently,
     header,
+    header_value,
     host_of,
     next_event,
     pairs,
     send_reply,
 )
+from oauthproxy.proxy.protect import Protection, check, is_metadata_path, metadata_reply
 from oauthproxy.proxy.responses import Reply, error_reply, redirect_reply, unknown_host
 from oauthproxy.proxy.upstream import UpstreamPool
 
@@ -138,7 +141,14 @@ class Instance:
         if refusal is not None or config is None:
             await send_reply(stream, conn, refusal or unknown_host(host, b""), close=True)
             return False
-        destination = config.destination(_path(request.target), request.method.decode())
+        path = _path(request.target)
+        identity: Identity = ()
+        if config.protection is not None:
+            outcome = _front_door(config.protection, received, client, path)
+            if isinstance(outcome, Reply):
+                return await _answer(stream, conn, request, received, outcome)
+            identity = outcome.headers
+        destination = config.destination(path, request.method.decode())
         if destination is None:
             reply = error_reply(
                 502,
@@ -148,7 +158,9 @@ class Instance:
             )
             await send_reply(stream, conn, reply, close=True)
             return False
-        return await forward(stream, conn, request, destination, self._pool, client, received)
+        return await forward(
+            stream, conn, request, destination, self._pool, client, received, identity
+        )
 
     def _refusal(
         self, config: InstanceConfig | None, host: str, request: h11.Request, client: Client
@@ -174,3 +186,29 @@ class Instance:
         port = self._ports.https
         authority = self.hostname if port in (0, 443) else f"{self.hostname}:{port}"
         return f"https://{authority}{target.decode('latin-1')}"
+
+
+def _front_door(
+    protection: Protection, received: Headers, client: Client, path: str
+) -> Reply | Allow:
+    """Protected resource metadata, or the bearer check, for one request."""
+    origin = f"{client.scheme.decode()}://{header_value(received, b'host')}"
+    if protection.serves_metadata and is_metadata_path(path):
+        return metadata_reply(protection, origin)
+    return check(protection, received, origin, path)
+
+
+async def _answer(
+    stream: trio.abc.Stream,
+    conn: h11.Connection,
+    request: h11.Request,
+    received: Headers,
+    reply: Reply,
+) -> bool:
+    """Answer without forwarding; the connection stays open unless the request has a body."""
+    if request_shape(received).has_body:
+        await send_reply(stream, conn, reply, close=True)
+        return False
+    await next_event(stream, conn)  # the bodiless request's end
+    await send_reply(stream, conn, reply)
+    return True

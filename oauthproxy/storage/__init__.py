@@ -19,6 +19,7 @@ from oauthproxy.storage import keys
 from oauthproxy.storage.base import Redis, scan_keys, translate_errors
 from oauthproxy.storage.certificates import CertificateRepository
 from oauthproxy.storage.challenges import ChallengeRepository
+from oauthproxy.storage.oauth import OAuthStore
 from oauthproxy.storage.proxies import ProxyRepository
 from oauthproxy.storage.routes import RouteRepository
 from oauthproxy.storage.services import (
@@ -44,6 +45,7 @@ class Storage:
     internal_services: InternalServiceRepository
     challenges: ChallengeRepository
     docker_services: DockerServiceRepository
+    oauth: OAuthStore
 
     async def ping(self) -> float:
         """Round-trip time to Redis in milliseconds."""
@@ -129,4 +131,5 @@ async def open_storage(url: str) -> AsyncIterator[Storage]:
             internal_services=InternalServiceRepository(client),
             challenges=ChallengeRepository(client),
             docker_services=DockerServiceRepository(client),
+            oauth=OAuthStore(client),
         )

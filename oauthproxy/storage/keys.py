@@ -49,6 +49,16 @@ def cert_status(name: str) -> str:
     return f"cert:status:{name}"
 
 
+def cert_lock(name: str) -> str:
+    """Held (SET NX PX, a random token) by the one replica issuing this certificate."""
+    return f"cert:lock:{name}"
+
+
+def acme_account(directory_hash: str, email: str) -> str:
+    """An ACME account key and URL, per directory (a hash of its URL) and email."""
+    return f"acme:account:{directory_hash}:{email}"
+
+
 def service_url(name: str) -> str:
     return f"service:url:{name}"
 
@@ -91,6 +101,50 @@ def oauth_refresh(refresh_token: str) -> str:
 
 def oauth_user_tokens(user: str) -> str:
     return f"oauth:user_tokens:{user}"
+
+
+OAUTH_SIGNING_KEY = "oauth:signing_key"
+"""The generated RS256 key every replica signs with when OAUTH_JWT_PRIVATE_KEY_B64 is unset."""
+
+OAUTH_REVOCATIONS = "oauth:revocations"
+"""Stream of revoked access tokens ({jti, exp}) that every replica's data plane follows."""
+
+
+def oauth_consent(request_id: str) -> str:
+    """A logged-in authorization waiting for the user's consent."""
+    return f"oauth:consent:{request_id}"
+
+
+def oauth_code_used(code_hash: str) -> str:
+    """Left behind by a redeemed code: a replay revokes the session it started."""
+    return f"oauth:code_used:{code_hash}"
+
+
+def oauth_refresh_used(refresh_hash: str) -> str:
+    """Left behind by a rotated refresh token: a reuse revokes its whole session."""
+    return f"oauth:refresh_used:{refresh_hash}"
+
+
+def oauth_session(session_id: str) -> str:
+    """One grant (a token family): a login of one user through one client."""
+    return f"oauth:session:{session_id}"
+
+
+def oauth_session_tokens(session_id: str) -> str:
+    return f"oauth:session_tokens:{session_id}"
+
+
+def oauth_user_sessions(user: str) -> str:
+    return f"oauth:user_sessions:{user}"
+
+
+def oauth_client_sessions(client_id: str) -> str:
+    return f"oauth:client_sessions:{client_id}"
+
+
+def oauth_client_document(url_hash: str) -> str:
+    """A cached Client ID Metadata Document, by the hash of its URL."""
+    return f"oauth:client_document:{url_hash}"
 
 
 def resource(uri: str) -> str:

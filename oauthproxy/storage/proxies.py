@@ -21,7 +21,8 @@ CertificateChoice = Callable[[Certificate], bool]
 """Whether the proxy's certificate goes with it."""
 
 
-def _event_data(target: ProxyTarget) -> dict[str, object]:
+def event_data(target: ProxyTarget) -> dict[str, object]:
+    """The `data` of a proxy's workflow events."""
     return {
         "enable_http": target.enable_http,
         "enable_https": target.enable_https,
@@ -52,7 +53,7 @@ class ProxyRepository(EditableRepository[ProxyTarget]):
             if await self._redis.exists([keys.proxy(target.hostname)]):
                 raise Conflict("hostname", f"a proxy for {target.hostname} already exists")
             pipe.set(keys.proxy(target.hostname), dump(target))
-            queue_event(pipe, EventType.PROXY_CREATED, target.hostname, **_event_data(target))
+            queue_event(pipe, EventType.PROXY_CREATED, target.hostname, **event_data(target))
 
     async def modify(
         self, hostname: str, change: Callable[[ProxyTarget], ProxyTarget]
@@ -65,7 +66,7 @@ class ProxyRepository(EditableRepository[ProxyTarget]):
         async def write(pipe: Pipeline, current: ProxyTarget) -> ProxyTarget:
             updated = change(current)
             pipe.set(keys.proxy(hostname), dump(updated))
-            queue_event(pipe, EventType.PROXY_UPDATED, hostname, **_event_data(updated))
+            queue_event(pipe, EventType.PROXY_UPDATED, hostname, **event_data(updated))
             return updated
 
         return await self._edit(hostname, write)
@@ -109,7 +110,7 @@ class ProxyRepository(EditableRepository[ProxyTarget]):
     @staticmethod
     def queue_delete(pipe: Pipeline, target: ProxyTarget) -> None:
         pipe.delete([keys.proxy(target.hostname), keys.workflow_state(target.hostname)])
-        queue_event(pipe, EventType.PROXY_DELETED, target.hostname, **_event_data(target))
+        queue_event(pipe, EventType.PROXY_DELETED, target.hostname, **event_data(target))
 
     @staticmethod
     def watched_keys(target: ProxyTarget) -> list[str]:

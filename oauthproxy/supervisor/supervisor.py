@@ -9,6 +9,7 @@ is away, every running instance keeps serving from its in-memory snapshot.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Iterable
 from dataclasses import replace
 
@@ -18,7 +19,9 @@ from oauthproxy.errors import StorageUnavailable
 from oauthproxy.models.events import EventType
 from oauthproxy.models.proxies import ProxyTarget
 from oauthproxy.models.routes import TargetType
+from oauthproxy.oauth.verify import load_verifier
 from oauthproxy.proxy.config import InstanceConfig, PublicPorts, Shared, build_config
+from oauthproxy.proxy.guard import Guard
 from oauthproxy.proxy.instance import Instance
 from oauthproxy.proxy.upstream import UpstreamPool, tls_context
 from oauthproxy.routing import RouteTable
@@ -42,6 +45,8 @@ FULL_RECONCILE_SECONDS = 60.0
 RECLAIM_EVERY_SECONDS = 10.0
 RECLAIM_IDLE_MILLISECONDS = 30_000
 MAX_BACKOFF_SECONDS = 5.0
+KEY_REFRESH_SECONDS = 60.0
+REVOCATION_WAIT_MILLISECONDS = 500
 
 _PROXY_EVENTS = {
     EventType.PROXY_CREATED,
@@ -70,11 +75,15 @@ class Supervisor:
         self._desired: dict[str, Wanted] = {}
         self._running: dict[str, Wanted] = {}
         self._builtin: dict[str, Wanted] = {}
+        self.guard = Guard()
         self._shared = Shared(
             routes=RouteTable.build([]),
             services={},
             proxies={},
             request_timeout=settings.proxy_request_timeout,
+            guard=self.guard,
+            issuer=settings.oauth_issuer_url,
+            global_users=settings.oauth_allowed_github_users,
         )
 
     @property
@@ -195,6 +204,27 @@ class Supervisor:
         instance.stop()
         log.info("stopped %s", hostname)
 
+    async def follow_revocations(self) -> None:
+        """Keep the guard's revoked tokens and signing keys current, whatever Redis does."""
+        last_id = "0"  # first everything still in the stream, then what comes
+        backoff = 0.1
+        next_keys = trio.current_time()
+        while True:
+            try:
+                if trio.current_time() >= next_keys:
+                    self.guard.verifier = await load_verifier(self._storage, self._settings)
+                    self.guard.forget_expired(time.time())
+                    next_keys = trio.current_time() + KEY_REFRESH_SECONDS
+                for revocation in await self._storage.oauth.revocations_since(
+                    last_id, block_ms=REVOCATION_WAIT_MILLISECONDS
+                ):
+                    self.guard.revoke(revocation.jti, revocation.expires_at)
+                    last_id = revocation.id
+                backoff = 0.1
+            except StorageUnavailable:
+                await trio.sleep(backoff)
+                backoff = min(backoff * 2, MAX_BACKOFF_SECONDS)
+
     def stop_all(self) -> None:
         for hostname in list(self.instances):
             self._stop(hostname)
@@ -250,12 +280,14 @@ async def serve_supervisor(
     async with trio.open_nursery() as instances:
         supervisor = Supervisor(settings, storage, instances, replica)
         await supervisor.consumer.join()
+        supervisor.guard.verifier = await load_verifier(storage, settings)
         for target in builtin:
             await supervisor.add_builtin(target)
         await supervisor.reconcile_all()
         task_status.started(supervisor)
         async with trio.open_nursery() as loop:
             loop.start_soon(supervisor.consume)
+            loop.start_soon(supervisor.follow_revocations)
             await shutdown.wait()
             loop.cancel_scope.cancel()
         supervisor.stop_all()

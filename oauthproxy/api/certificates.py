@@ -1,0 +1,206 @@
+"""`/api/v1/certificates/`: ACME certificates (single and multi-domain), self-signed ones, their
+generation status, manual renewal and deletion.
+
+Ordering is asynchronous: the request stores the certificate (`status=pending`) and hands its
+name to this replica's certificate manager, then answers 202 with the status URL. Private keys
+are never returned: they go from the manager to Redis and from Redis to the TLS listener.
+"""
+
+from __future__ import annotations
+
+from quart import Blueprint, current_app
+from quart_schema import document_response, validate_request
+
+from oauthproxy.api.auth import current_token, requires_token
+from oauthproxy.api.errors import ApiError
+from oauthproxy.api.ownership import Json, ownership, require_owner, storage
+from oauthproxy.api.state import app_state
+from oauthproxy.certificates.manager import CertificateManager
+from oauthproxy.certificates.self_signed import self_signed_for
+from oauthproxy.errors import NotFound
+from oauthproxy.models.certificates import (
+    PEM_FIELDS,
+    SECRET_FIELDS,
+    AcmeOptions,
+    Certificate,
+    CertificateAccepted,
+    CertificateCreate,
+    CertificateDeleted,
+    CertificateProgress,
+    CertificateStatus,
+    MultiDomainCertificateCreate,
+    SelfSignedCertificateCreate,
+    without,
+)
+from oauthproxy.settings import Settings
+from oauthproxy.storage.certificate_links import delete_certificate, store_issued
+
+certificates = Blueprint("certificates", __name__, url_prefix="/api/v1/certificates")
+
+
+def _settings() -> Settings:
+    return app_state(current_app).settings
+
+
+def manager() -> CertificateManager:
+    """This replica's certificate manager (503 when the app runs without one)."""
+    running = app_state(current_app).certificates
+    if running is None:
+        raise ApiError(503, "unavailable", "the certificate manager is not running")
+    return running
+
+
+def acme_email(given: str | None) -> str | None:
+    """The ACME account email: the request's, else the token's `cert_email`, else ADMIN_EMAIL."""
+    return given or current_token().cert_email or _settings().admin_email
+
+
+def new_acme_certificate(
+    name: str, domains: list[str], email: str, *, staging: bool
+) -> Certificate:
+    settings = _settings()
+    directory = settings.acme_staging_url if staging else settings.acme_directory_url
+    return Certificate(
+        cert_name=name,
+        domains=domains,
+        email=email,
+        acme_directory_url=str(directory),
+        **ownership(),
+    )
+
+
+def status_url(name: str) -> str:
+    return f"{certificates.url_prefix}/{name}/status"
+
+
+async def order(certificate: Certificate) -> None:
+    """Store a new certificate and have the manager issue it (`Conflict` if the name is taken)."""
+    issuer = manager()
+    await storage().certificates.create(certificate)
+    issuer.request(certificate.cert_name)
+
+
+async def _accept(name: str, domains: list[str], options: AcmeOptions) -> tuple[Json, int]:
+    email = acme_email(options.email)
+    if email is None:
+        raise ApiError(
+            422,
+            "validation_error",
+            "no email for the ACME account: give one, set the token's cert_email, "
+            "or set ADMIN_EMAIL",
+            field="email",
+        )
+    await order(new_acme_certificate(name, domains, email, staging=options.staging))
+    accepted = CertificateAccepted(
+        cert_name=name,
+        domains=domains,
+        status=CertificateStatus.PENDING.value,
+        status_url=status_url(name),
+        message="issuance started; follow it at status_url",
+    )
+    return accepted.model_dump(mode="json"), 202
+
+
+async def _certificate(name: str) -> Certificate:
+    found = await storage().certificates.get(name)
+    if found is None:
+        raise NotFound("certificate", name)
+    return found
+
+
+def _owned(certificate: Certificate) -> None:
+    require_owner(
+        certificate.owner_token_hash,
+        field="cert_name",
+        what=f"certificate {certificate.cert_name}",
+    )
+
+
+@certificates.post("/")
+@requires_token()
+@validate_request(CertificateCreate)
+@document_response(CertificateAccepted, 202)
+async def create_certificate(data: CertificateCreate) -> tuple[Json, int]:
+    """Order a certificate for one domain (ACME HTTP-01, in the background)."""
+    return await _accept(data.cert_name, data.domains, data)
+
+
+@certificates.post("/multi-domain")
+@requires_token()
+@validate_request(MultiDomainCertificateCreate)
+@document_response(CertificateAccepted, 202)
+async def create_multi_domain_certificate(data: MultiDomainCertificateCreate) -> tuple[Json, int]:
+    """Order one certificate for up to 100 domains (ACME HTTP-01, in the background)."""
+    return await _accept(data.cert_name, data.domains, data)
+
+
+@certificates.post("/self-signed")
+@requires_token()
+@validate_request(SelfSignedCertificateCreate)
+async def create_self_signed_certificate(data: SelfSignedCertificateCreate) -> tuple[Json, int]:
+    """Make a self-signed certificate now (SELF_SIGNED_CN, SELF_SIGNED_DAYS), for local use."""
+    pending = Certificate(
+        cert_name=data.cert_name, domains=data.domains, self_signed=True, **ownership()
+    )
+    await storage().certificates.create(pending)
+    issued = await self_signed_for(_settings(), data.domains)
+    stored = await store_issued(storage(), data.cert_name, issued.fields())
+    return without(stored, SECRET_FIELDS), 201
+
+
+@certificates.get("/")
+@requires_token()
+async def list_certificates() -> list[Json]:
+    """Every certificate, by name, without its PEM data."""
+    found = await storage().certificates.all()
+    return [without(c, PEM_FIELDS) for c in sorted(found, key=lambda c: c.cert_name)]
+
+
+@certificates.get("/<cert_name>")
+@requires_token()
+async def get_certificate(cert_name: str) -> Json:
+    """One certificate with its chain (`fullchain_pem`); never its private key."""
+    return without(await _certificate(cert_name), SECRET_FIELDS)
+
+
+@certificates.get("/<cert_name>/status")
+@requires_token()
+@document_response(CertificateProgress)
+async def get_generation_status(cert_name: str) -> Json:
+    """What the latest issuance is doing (or did), with the certificate's own state."""
+    certificate = await _certificate(cert_name)
+    latest = await storage().certificates.status(cert_name)
+    return CertificateProgress.of(certificate, latest).model_dump(mode="json")
+
+
+def _renewing(certificate: Certificate) -> Certificate:
+    _owned(certificate)
+    if certificate.status is CertificateStatus.PENDING:
+        return certificate
+    return certificate.model_copy(update={"status": CertificateStatus.RENEWING})
+
+
+@certificates.post("/<cert_name>/renew")
+@requires_token()
+async def renew_certificate(cert_name: str) -> tuple[Json, int]:
+    """Issue the certificate again now (owner or admin); it keeps serving until then."""
+    issuer = manager()
+    renewing = await storage().certificates.modify(cert_name, _renewing)
+    issuer.request(cert_name)
+    accepted = CertificateAccepted(
+        cert_name=cert_name,
+        domains=renewing.domains,
+        status=renewing.status.value,
+        status_url=status_url(cert_name),
+        message="renewal started; follow it at status_url",
+    )
+    return accepted.model_dump(mode="json"), 202
+
+
+@certificates.delete("/<cert_name>")
+@requires_token()
+@document_response(CertificateDeleted)
+async def remove_certificate(cert_name: str) -> Json:
+    """Delete a certificate (owner or admin); the proxies it served fall back to HTTP."""
+    deleted = await delete_certificate(storage(), cert_name, _owned)
+    return deleted.model_dump(mode="json")

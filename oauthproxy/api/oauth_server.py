@@ -1,0 +1,241 @@
+"""The OAuth 2.1 authorization server's root-level endpoints (reached publicly through the
+gateway on the auth hostname): `/authorize`, `/callback`, `/consent`, `/token`, `/revoke`,
+`/introspect`, `/register[/{client_id}]`, `/jwks` and the two metadata documents.
+
+Thin adapters: HTTP in, `oauthproxy.oauth` does the work, HTTP out. Errors are the RFCs' JSON on
+the machine endpoints and an HTML page in the browser flow; a redirect goes only to a redirect URI
+the client registered.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from quart import Blueprint, Response, current_app, jsonify, render_template, request
+from werkzeug.datastructures import MultiDict
+
+from oauthproxy.api.state import app_state
+from oauthproxy.oauth import authorize, consent, grants, login, registration, revocation
+from oauthproxy.oauth.codes import client_redirect
+from oauthproxy.oauth.errors import OAuthError, PageError, RedirectError
+from oauthproxy.oauth.metadata import server_metadata
+from oauthproxy.oauth.parameters import Params
+from oauthproxy.oauth.server import OAuthServer
+
+TEMPLATES = Path(__file__).resolve().parent.parent / "oauth" / "templates"
+NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
+PAGE_HEADERS = {
+    **NO_STORE,
+    "X-Frame-Options": "DENY",
+    "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; "
+    "frame-ancestors 'none'",
+}
+CORS = {
+    "Access-Control-Allow-Origin": "*",
+    "Access-Control-Allow-Headers": "Authorization, Content-Type, MCP-Protocol-Version",
+    "Access-Control-Allow-Methods": "GET, POST, PUT, DELETE, OPTIONS",
+}
+BROWSER_PATHS = ("/authorize", "/callback", "/consent")
+CONSENT_COOKIE = "oauthproxy_consent"
+
+oauth_server = Blueprint("oauth_server", __name__, template_folder=str(TEMPLATES))
+
+
+def _server() -> OAuthServer:
+    found = current_app.extensions.get("oauth_server")
+    if found is None:
+        state = app_state(current_app)
+        found = current_app.extensions["oauth_server"] = OAuthServer(state.settings, state.storage)
+    server: OAuthServer = found
+    return server
+
+
+def _params(values: MultiDict[str, str]) -> Params:
+    return {name: values.getlist(name) for name in values}
+
+
+async def _body() -> Params:
+    """The request's form, or its JSON object (the specification shows JSON token requests)."""
+    if request.mimetype == "application/json":
+        body = await request.get_json(silent=True)
+        if not isinstance(body, dict):
+            raise OAuthError("invalid_request", "the body must be a JSON object or a form")
+        return {k: [str(x) for x in (v if isinstance(v, list) else [v])] for k, v in body.items()}
+    return _params(await request.form)
+
+
+def _headers() -> dict[str, str]:
+    return {name.lower(): value for name, value in request.headers.items()}
+
+
+def _json(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    response = jsonify(body)
+    response.status_code = status
+    response.headers.update({**NO_STORE, **(headers or {})})
+    return response
+
+
+def redirect(location: str, status: int) -> Response:
+    """A redirect that is never cached (it may carry a code)."""
+    return Response("", status, {"Location": location, **NO_STORE})
+
+
+async def _page(template: str, status: int = 200, **context: Any) -> Response:
+    return Response(await render_template(template, **context), status, PAGE_HEADERS)
+
+
+@oauth_server.errorhandler(OAuthError)
+async def oauth_error(error: OAuthError) -> Response:
+    return _json(error.body(), error.status, error.headers)
+
+
+@oauth_server.errorhandler(PageError)
+async def page_error(error: PageError) -> Response:
+    return await _page("oauth_error.html", error.status, title=error.title, detail=error.detail)
+
+
+@oauth_server.errorhandler(RedirectError)
+async def redirect_error(error: RedirectError) -> Response:
+    location = client_redirect(
+        error.redirect_uri,
+        _server().issuer,
+        error.state,
+        error=error.error,
+        error_description=error.description,
+    )
+    return redirect(location, 302)
+
+
+@oauth_server.after_request
+async def cross_origin(response: Response) -> Response:
+    """Machine endpoints answer browsers of any origin (MCP clients may run in one)."""
+    if not request.path.startswith(BROWSER_PATHS):
+        response.headers.update(CORS)
+    return response
+
+
+@oauth_server.get("/.well-known/oauth-authorization-server")
+@oauth_server.get("/.well-known/openid-configuration")
+async def metadata() -> Response:
+    response = jsonify(server_metadata(app_state(current_app).settings))
+    response.headers["Cache-Control"] = "public, max-age=300"
+    return response
+
+
+@oauth_server.get("/jwks")
+async def jwks() -> Response:
+    response = jsonify((await _server().prepared()).keys.jwks())
+    response.headers["Cache-Control"] = "public, max-age=300"
+    return response
+
+
+@oauth_server.get("/authorize")
+async def authorize_endpoint() -> Response:
+    return redirect(await authorize.begin(_server(), _params(request.args)), 302)
+
+
+@oauth_server.get("/callback")
+async def callback() -> Response:
+    server = _server()
+    step = await login.finish(server, _params(request.args))
+    response = redirect(step.location, 302)
+    if step.browser_token is not None:
+        response.set_cookie(
+            CONSENT_COOKIE,
+            step.browser_token,
+            max_age=server.settings.oauth_session_timeout,
+            path="/consent",
+            secure=server.issuer.startswith("https://"),
+            httponly=True,
+            samesite="Lax",
+        )
+    return response
+
+
+@oauth_server.get("/consent")
+async def consent_page() -> Response:
+    view = await consent.view(_server(), request.args.get("request", ""))
+    return await _page("oauth_consent.html", view=view)
+
+
+@oauth_server.post("/consent")
+async def consent_decision() -> Response:
+    form = await request.form
+    location = await consent.decide(
+        _server(),
+        form.get("request", ""),
+        form.get("csrf_token", ""),
+        request.cookies.get(CONSENT_COOKIE, ""),
+        approve=form.get("decision") == "approve",
+    )
+    response = redirect(location, 303)
+    response.delete_cookie(CONSENT_COOKIE, path="/consent")
+    return response
+
+
+@oauth_server.post("/token")
+async def token() -> Response:
+    return _json(await grants.exchange(_server(), await _body(), _headers()))
+
+
+@oauth_server.post("/revoke")
+async def revoke() -> Response:
+    await revocation.revoke(_server(), await _body(), _headers())
+    return Response("", 200, NO_STORE)
+
+
+@oauth_server.post("/introspect")
+async def introspect() -> Response:
+    headers = _headers()
+    admin = await _admin_bearer(headers.get("authorization", ""))
+    params = await _body()
+    return _json(await revocation.introspect(_server(), params, headers, admin=admin))
+
+
+async def _admin_bearer(authorization: str) -> bool:
+    """Whether the caller shows an admin-API token (which may introspect any token)."""
+    scheme, _, secret = authorization.partition(" ")
+    if scheme.lower() != "bearer":
+        return False
+    if await app_state(current_app).storage.tokens.authenticate(secret.strip()) is None:
+        raise OAuthError(
+            "invalid_token",
+            "the bearer token is not valid",
+            status=401,
+            headers={"WWW-Authenticate": 'Bearer error="invalid_token"'},
+        )
+    return True
+
+
+@oauth_server.post("/register")
+async def register() -> Response:
+    body = await request.get_json(silent=True)
+    return _json(await registration.register(_server(), body), 201)
+
+
+@oauth_server.get("/register/<client_id>")
+async def read_registration(client_id: str) -> Response:
+    client = await registration.authorized_client(
+        _server(), client_id, _headers().get("authorization")
+    )
+    return _json(registration.client_information(_server(), client))
+
+
+@oauth_server.put("/register/<client_id>")
+async def update_registration(client_id: str) -> Response:
+    server = _server()
+    client = await registration.authorized_client(
+        server, client_id, _headers().get("authorization")
+    )
+    return _json(await registration.update(server, client, await request.get_json(silent=True)))
+
+
+@oauth_server.delete("/register/<client_id>")
+async def delete_registration(client_id: str) -> Response:
+    server = _server()
+    client = await registration.authorized_client(
+        server, client_id, _headers().get("authorization")
+    )
+    await registration.delete(server, client)
+    return Response("", 204, NO_STORE)

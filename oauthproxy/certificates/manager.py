@@ -1,0 +1,196 @@
+"""The certificate manager: issues certificates in the background, one task per certificate.
+
+- At most `CERT_GEN_MAX_WORKERS` issuances run at once (a `trio.CapacityLimiter`); a certificate
+  already being issued by this replica is not started twice.
+- Each issuance holds the Redis lock `cert:lock:{name}`, and decides only once it holds it
+  whether the certificate still needs issuing: two replicas never order the same certificate.
+- Progress goes to `cert:status:{name}` (kept `CERT_STATUS_RETENTION_SECONDS`).
+- Success stores the certificate and queues one `certificate_ready` per domain, atomically.
+  Failure records the error on the certificate (`status=error`, `last_error`) and when it is
+  retried; a certificate issued earlier keeps serving meanwhile.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from datetime import datetime, timedelta
+
+import trio
+
+from oauthproxy.certificates.issuer import AcmeIssuer, Polling, Report
+from oauthproxy.certificates.pem import Issued
+from oauthproxy.certificates.renewal import due, retry_delay, serve_renewal
+from oauthproxy.certificates.self_signed import self_signed_for
+from oauthproxy.errors import NotFound, StorageUnavailable
+from oauthproxy.models.certificates import (
+    Certificate,
+    CertificateStatus,
+    GenerationStatus,
+    IssuanceStage,
+)
+from oauthproxy.models.common import utcnow
+from oauthproxy.settings import Settings
+from oauthproxy.storage import Storage
+from oauthproxy.storage.acme_accounts import AcmeAccountRepository
+from oauthproxy.storage.certificate_links import store_issued
+from oauthproxy.storage.locks import IssuanceLocks
+
+log = logging.getLogger(__name__)
+
+LOCK_MARGIN_SECONDS = 60.0
+
+
+def _failure_message(error: Exception) -> str:
+    if isinstance(error, trio.TooSlowError):
+        return "issuance took too long and was abandoned"
+    return str(error) or type(error).__name__
+
+
+class CertificateManager:
+    def __init__(self, settings: Settings, storage: Storage, nursery: trio.Nursery) -> None:
+        self._settings = settings
+        self._storage = storage
+        self._nursery = nursery
+        self._limiter = trio.CapacityLimiter(settings.cert_gen_max_workers)
+        self._busy: set[str] = set()
+        self._locks = IssuanceLocks(storage.redis)
+        self._issuer = AcmeIssuer(settings, storage, AcmeAccountRepository(storage.redis))
+        self._budget = Polling.of(settings).budget_seconds
+        self._rescheduled = trio.Event()
+        self._closed = False
+
+    def close(self) -> None:
+        """Start no more issuances."""
+        self._closed = True
+
+    def submit(self, name: str, *, announce: bool = False) -> bool:
+        """Issue `name` in the background if it needs it; False when this replica already is
+        (or is shutting down). `announce`: first say in its status that it is queued."""
+        if self._closed or name in self._busy:
+            return False
+        self._busy.add(name)
+        self._nursery.start_soon(self._run, name, announce)
+        return True
+
+    def request(self, name: str) -> None:
+        """`submit` for a caller who just asked for it: its status says it is queued."""
+        self.submit(name, announce=True)
+
+    async def wait_for_reschedule(self, seconds: float) -> None:
+        """Sleep `seconds`, or less when a failure scheduled a retry meanwhile."""
+        with trio.move_on_after(seconds):
+            await self._rescheduled.wait()
+        self._rescheduled = trio.Event()
+
+    async def _run(self, name: str, announce: bool) -> None:
+        try:
+            if announce:
+                await self._report(name, IssuanceStage.QUEUED, "waiting for a free worker")
+            async with self._limiter:
+                await self._attempt(name)
+        except StorageUnavailable as error:
+            log.warning("certificate %s: issuance interrupted: %s", name, error)
+        finally:
+            self._busy.discard(name)
+
+    async def _attempt(self, name: str) -> None:
+        async with self._locks.holding(name, self._budget + LOCK_MARGIN_SECONDS) as held:
+            if not held:
+                log.info("certificate %s: another replica is issuing it", name)
+                return
+            certificate = await self._storage.certificates.get(name)
+            threshold = self._settings.renewal_threshold_days
+            if certificate is None or not due(certificate, utcnow(), _days(threshold)):
+                return
+            await self._issue(certificate)
+
+    async def _issue(self, certificate: Certificate) -> None:
+        name = certificate.cert_name
+        attempt = certificate.failures + 1
+        report: Report = functools.partial(self._report, name, attempt=attempt)
+        try:
+            with trio.fail_after(self._budget):
+                issued = await self._obtain(certificate, report)
+        except Exception as error:  # every failure is recorded; none may stop the manager
+            log.warning("certificate %s: attempt %d failed: %s", name, attempt, error)
+            await self._failed(certificate, _failure_message(error))
+            return
+        try:
+            await store_issued(self._storage, name, issued.fields())
+        except NotFound:
+            log.info("certificate %s was deleted while it was being issued", name)
+            return
+        message = f"issued, valid until {issued.expires_at:%Y-%m-%d %H:%M} UTC"
+        log.info("certificate %s: %s", name, message)
+        await report(IssuanceStage.COMPLETED, message)
+
+    async def _obtain(self, certificate: Certificate, report: Report) -> Issued:
+        if certificate.self_signed:
+            return await self_signed_for(self._settings, certificate.domains)
+        return await self._issuer.issue(certificate, report)
+
+    async def _failed(self, certificate: Certificate, message: str) -> None:
+        failures = certificate.failures + 1
+        retry_at = utcnow() + retry_delay(failures, self._settings.renewal_check_interval)
+        changes = {
+            "status": CertificateStatus.ERROR,
+            "last_error": message,
+            "failures": failures,
+            "next_attempt_at": retry_at,
+        }
+        try:
+            await self._storage.certificates.modify(
+                certificate.cert_name, lambda current: current.model_copy(update=changes)
+            )
+        except NotFound:
+            return
+        name = certificate.cert_name
+        await self._report(name, IssuanceStage.FAILED, message, attempt=failures, retry_at=retry_at)
+        self._rescheduled.set()
+
+    async def _report(
+        self,
+        name: str,
+        stage: IssuanceStage,
+        message: str,
+        *,
+        attempt: int = 0,
+        retry_at: datetime | None = None,
+    ) -> None:
+        status = GenerationStatus(
+            cert_name=name,
+            status=stage.value,
+            message=message,
+            attempt=attempt,
+            retry_at=retry_at,
+            replica=self._settings.replica,
+        )
+        await self._storage.certificates.set_status(
+            status, self._settings.cert_status_retention_seconds
+        )
+
+
+def _days(days: int) -> timedelta:
+    return timedelta(days=days)
+
+
+async def serve_certificate_manager(
+    settings: Settings,
+    storage: Storage,
+    shutdown: trio.Event,
+    *,
+    task_status: trio.TaskStatus[CertificateManager] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Run the manager and its renewal loop; started with the manager, for the API to use.
+
+    On `shutdown` the renewal loop stops and no new issuance starts; those under way may finish
+    (the caller's deadline bounds them; one cut short is picked up again by the next start)."""
+    async with trio.open_nursery() as nursery:
+        manager = CertificateManager(settings, storage, nursery)
+        async with trio.open_nursery() as renewal:
+            await renewal.start(serve_renewal, manager, storage, settings)
+            task_status.started(manager)
+            await shutdown.wait()
+            manager.close()
+            renewal.cancel_scope.cancel()

@@ -1,0 +1,105 @@
+"""`GET /authorize`: validate the request, remember it, and send the user to GitHub to log in.
+
+The client and its redirect URI are checked first: when either is wrong the user gets a page and
+is never redirected (RFC 6749 section 4.1.2.1). Every later problem goes back to the verified
+redirect URI as `error=...&state=...&iss=...`.
+"""
+
+from __future__ import annotations
+
+import secrets
+
+from oauthproxy.models.oauth import AuthorizationRequest, OAuthClient
+from oauthproxy.oauth import pkce
+from oauthproxy.oauth.client_documents import ClientDocumentError
+from oauthproxy.oauth.errors import OAuthError, PageError, RedirectError
+from oauthproxy.oauth.parameters import Params, granted_scope, resources, single
+from oauthproxy.oauth.redirect_uris import find_match
+from oauthproxy.oauth.server import OAuthServer
+
+
+def _page_single(params: Params, name: str) -> str | None:
+    try:
+        return single(params, name)
+    except OAuthError as error:
+        raise PageError("Invalid authorization request", error.description) from None
+
+
+async def _client(server: OAuthServer, client_id: str | None) -> OAuthClient:
+    if client_id is None:
+        raise PageError("Invalid authorization request", "client_id is missing")
+    try:
+        client = await (await server.prepared()).resolver.get(client_id)
+    except ClientDocumentError as error:
+        raise PageError("Unknown client", f"{client_id}: {error}") from None
+    if client is None:
+        raise PageError("Unknown client", f"no client {client_id!r} is registered here")
+    return client
+
+
+def _redirect_uri(client: OAuthClient, presented: str | None) -> str:
+    if presented is None:
+        if len(client.redirect_uris) != 1:
+            raise PageError("Invalid redirect URI", "redirect_uri is required for this client")
+        return client.redirect_uris[0]
+    if not find_match(client.redirect_uris, presented):
+        raise PageError(
+            "Invalid redirect URI",
+            "the redirect_uri is not one this client registered; you were not redirected",
+        )
+    return presented
+
+
+def _checked_request(
+    server: OAuthServer, client: OAuthClient, redirect_uri: str, params: Params
+) -> AuthorizationRequest:
+    """The rest of the request; OAuthError for what goes back to the client."""
+    if single(params, "response_type", required=True) != "code":
+        raise OAuthError("unsupported_response_type", "only response_type=code is supported")
+    challenge = single(params, "code_challenge")
+    if challenge is None:
+        raise OAuthError("invalid_request", "PKCE is required: send code_challenge (S256)")
+    if single(params, "code_challenge_method") != pkce.METHOD:
+        raise OAuthError("invalid_request", "code_challenge_method must be S256")
+    if not pkce.valid_challenge(challenge):
+        raise OAuthError("invalid_request", "code_challenge is not an S256 challenge")
+    return AuthorizationRequest(
+        client_id=client.client_id,
+        redirect_uri=redirect_uri,
+        redirect_uri_given="redirect_uri" in params,
+        scope=granted_scope(single(params, "scope"), client.scope),
+        state=single(params, "state"),
+        code_challenge=challenge,
+        resources=resources(
+            params.get("resource", ()), limit=server.settings.mcp_max_resources_per_token
+        ),
+        proxy_hostname=single(params, "proxy_hostname"),
+    )
+
+
+async def _check_proxy(server: OAuthServer, request: AuthorizationRequest) -> None:
+    hostname = request.proxy_hostname
+    if hostname is not None and await server.storage.proxies.get(hostname.lower()) is None:
+        raise OAuthError("invalid_request", f"no proxy {hostname!r} is configured")
+
+
+async def begin(server: OAuthServer, params: Params) -> str:
+    """Where to send the user: GitHub's login page. PageError or RedirectError otherwise."""
+    client = await _client(server, _page_single(params, "client_id"))
+    redirect_uri = _redirect_uri(client, _page_single(params, "redirect_uri"))
+    state = _page_single(params, "state")
+    try:
+        request = _checked_request(server, client, redirect_uri, params)
+        await _check_proxy(server, request)
+    except OAuthError as error:
+        raise RedirectError(error.error, error.description, redirect_uri, state) from None
+    github = (await server.prepared()).github
+    if github is None:
+        raise RedirectError(
+            "temporarily_unavailable", "GitHub login is not configured", redirect_uri, state
+        )
+    login_state = secrets.token_urlsafe(32)
+    await server.store.put_authorization(
+        login_state, request, server.settings.oauth_session_timeout
+    )
+    return github.login_url(login_state, server.endpoint("/callback"))

@@ -1,0 +1,127 @@
+"""Who may pass a protected proxy: a pure decision over the proxy's policy and a token's claims.
+
+Runs on every request to an auth-enabled proxy, so it does no I/O: the token was verified with a
+cached key (`oauthproxy.oauth.verify`), revocations are an in-memory set kept fresh by the
+supervisor, and the policy below is precomputed whenever the proxy's configuration changes.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from oauthproxy.models.proxies import AuthMode, ProxyTarget
+from oauthproxy.oauth.verify import Claims
+
+Headers = list[tuple[bytes, bytes]]
+
+
+@dataclass(frozen=True)
+class AccessPolicy:
+    """A proxy's auth settings, normalised once."""
+
+    mode: AuthMode
+    issuer: str
+    users: frozenset[str] | None
+    """None: everyone (`*`); otherwise the GitHub logins allowed."""
+    emails: tuple[str, ...]
+    groups: frozenset[str]
+    scopes: frozenset[str]
+    audiences: frozenset[str]
+    excluded_paths: tuple[str, ...]
+    pass_headers: bool
+    header_prefix: str
+
+    @classmethod
+    def of(cls, target: ProxyTarget, *, issuer: str, global_users: str) -> AccessPolicy:
+        users = target.auth_required_users
+        if users is None:
+            users = [u.strip() for u in global_users.split(",") if u.strip()]
+        return cls(
+            mode=target.auth_mode,
+            issuer=issuer.rstrip("/"),
+            users=None if "*" in users else frozenset(u.lower() for u in users),
+            emails=tuple(e.lower() for e in target.auth_required_emails or ()),
+            groups=frozenset(target.auth_required_groups or ()),
+            scopes=frozenset(target.auth_allowed_scopes or ()),
+            audiences=frozenset(target.auth_allowed_audiences or ()),
+            excluded_paths=tuple(target.auth_excluded_paths or ()),
+            pass_headers=target.auth_pass_headers,
+            header_prefix=target.auth_header_prefix,
+        )
+
+    def excludes(self, path: str) -> bool:
+        return any(path.startswith(prefix) for prefix in self.excluded_paths)
+
+
+@dataclass(frozen=True)
+class Allow:
+    headers: Headers
+    """Identity headers to add upstream (empty when anonymous or not passed)."""
+
+
+@dataclass(frozen=True)
+class Deny:
+    status: int
+    error: str
+    description: str
+    scope: str = ""
+
+
+Decision = Allow | Deny
+
+
+def _matches_any(value: str, patterns: Iterable[str]) -> bool:
+    return any(fnmatch.fnmatchcase(value, pattern) for pattern in patterns)
+
+
+def _for_resource(claims: Claims, resource: str, extra: frozenset[str]) -> bool:
+    """`aud` names this resource (its origin, or a path on it) or an allowed extra audience."""
+    under = resource + "/"
+    return any(a == resource or a.startswith(under) or a in extra for a in claims.audience)
+
+
+def authorize(policy: AccessPolicy, claims: Claims, resource: str) -> Decision:
+    """Whether these (already verified, unrevoked) claims may use the proxy at `resource`."""
+    if not _for_resource(claims, resource, policy.audiences):
+        return Deny(401, "invalid_token", "the token is not meant for this resource")
+    if policy.users is not None and claims.username.lower() not in policy.users:
+        return Deny(403, "access_denied", "this user may not use this resource")
+    if policy.emails and not (claims.email and _matches_any(claims.email.lower(), policy.emails)):
+        return Deny(403, "access_denied", "this email may not use this resource")
+    if policy.groups and not policy.groups & set(claims.groups):
+        return Deny(403, "access_denied", "these groups may not use this resource")
+    if policy.scopes and not policy.scopes & claims.scopes:
+        scope = " ".join(sorted(policy.scopes))
+        return Deny(403, "insufficient_scope", "the token lacks the scope needed", scope)
+    return Allow(identity_headers(policy, claims) if policy.pass_headers else [])
+
+
+def identity_headers(policy: AccessPolicy, claims: Claims) -> Headers:
+    prefix = policy.header_prefix
+    fields = {
+        "User-Id": claims.subject,
+        "User-Name": claims.username,
+        "Email": claims.email or "",
+        "Groups": ",".join(claims.groups),
+        "Scopes": " ".join(sorted(claims.scopes)),
+        "Client-Id": claims.client_id,
+    }
+    return [(f"{prefix}{name}".lower().encode(), value.encode()) for name, value in fields.items()]
+
+
+def challenge(policy: AccessPolicy, resource: str, deny: Deny | None) -> str:
+    """The `WWW-Authenticate` value for a 401/403 (RFC 6750, RFC 9728 `resource_metadata`)."""
+    parts = [
+        'Bearer realm="Protected Resource"',
+        f'resource_metadata="{resource}/.well-known/oauth-protected-resource"',
+        f'as_uri="{policy.issuer}/.well-known/oauth-authorization-server"',
+        f'resource_uri="{resource}/.well-known/oauth-protected-resource"',
+    ]
+    if deny is not None:
+        parts.append(f'error="{deny.error}"')
+        parts.append(f'error_description="{deny.description}"')
+        if deny.scope:
+            parts.append(f'scope="{deny.scope}"')
+    return ", ".join(parts)

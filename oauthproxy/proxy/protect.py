@@ -1,0 +1,111 @@
+"""A protected proxy's front door: protected resource metadata (RFC 9728) and bearer checks.
+
+Pure apart from the clock: given a request's headers, the proxy's protection and the guard, it
+says whether to answer here (metadata, 401, 403) or forward, and with which identity headers.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from oauthproxy.models.proxies import AuthMode, ProxyTarget
+from oauthproxy.oauth.verify import InvalidToken
+from oauthproxy.proxy.access import AccessPolicy, Allow, Deny, authorize, challenge
+from oauthproxy.proxy.guard import Guard
+from oauthproxy.proxy.headers import Headers
+from oauthproxy.proxy.responses import Reply
+
+METADATA_PATH = "/.well-known/oauth-protected-resource"
+
+
+@dataclass(frozen=True)
+class Protection:
+    """What an instance does about OAuth, precomputed from its proxy target."""
+
+    target: ProxyTarget
+    issuer: str
+    policy: AccessPolicy | None
+    """None: requests are not checked (auth disabled)."""
+    serves_metadata: bool
+    guard: Guard
+
+    @classmethod
+    def of(cls, target: ProxyTarget, *, issuer: str, global_users: str, guard: Guard) -> Protection:
+        policy = (
+            AccessPolicy.of(target, issuer=issuer, global_users=global_users)
+            if target.auth_enabled
+            else None
+        )
+        serves = target.auth_enabled or target.resource_override_backend
+        return cls(target, issuer.rstrip("/"), policy, serves, guard)
+
+
+def is_metadata_path(path: str) -> bool:
+    return path == METADATA_PATH or path.startswith(METADATA_PATH + "/")
+
+
+def metadata_reply(protection: Protection, origin: str) -> Reply:
+    target = protection.target
+    document: dict[str, Any] = {
+        "resource": origin,
+        "authorization_servers": [protection.issuer],
+        "jwks_uri": f"{protection.issuer}/jwks",
+        "scopes_supported": target.resource_scopes or ["mcp:read", "mcp:write"],
+        "bearer_methods_supported": target.resource_bearer_methods or ["header"],
+    }
+    if target.resource_documentation_suffix:
+        document["resource_documentation"] = origin + target.resource_documentation_suffix
+    if target.resource_server_info:
+        document["resource_server_info"] = target.resource_server_info
+    if target.resource_versions:
+        document["resource_versions"] = target.resource_versions
+    document.update(target.resource_custom_metadata or {})
+    body = json.dumps(document).encode()
+    return Reply(200, [(b"content-type", b"application/json")], body)
+
+
+def bearer_token(received: Headers) -> str | None:
+    """The token of `Authorization: Bearer …` (the only place a token is accepted)."""
+    for name, value in received:
+        if name == b"authorization":
+            scheme, _, token = value.decode("latin-1").partition(" ")
+            if scheme.lower() == "bearer" and token.strip():
+                return token.strip()
+    return None
+
+
+def _refusal(policy: AccessPolicy, origin: str, deny: Deny | None) -> Reply:
+    status = deny.status if deny is not None else 401
+    body = {
+        "error": deny.error if deny is not None else "unauthorized",
+        "detail": deny.description if deny is not None else "a bearer token is required",
+    }
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"www-authenticate", challenge(policy, origin, deny).encode()),
+    ]
+    return Reply(status, headers, json.dumps(body).encode())
+
+
+def check(protection: Protection, received: Headers, origin: str, path: str) -> Reply | Allow:
+    """Answer (401/403) or let through with identity headers."""
+    policy = protection.policy
+    if policy is None or policy.excludes(path):
+        return Allow([])
+    token = bearer_token(received)
+    optional = policy.mode is AuthMode.PASSTHROUGH
+    if token is None:
+        return Allow([]) if optional else _refusal(policy, origin, None)
+    try:
+        claims = protection.guard.claims(token, now=time.time())
+    except InvalidToken as error:
+        if optional:
+            return Allow([])
+        return _refusal(policy, origin, Deny(401, "invalid_token", error.reason))
+    decision = authorize(policy, claims, origin)
+    if isinstance(decision, Deny):
+        return _refusal(policy, origin, decision)
+    return decision

@@ -1,0 +1,118 @@
+"""The authorization server's Redis state: clients, the login flow, codes and the signing key.
+
+    oauth:client:{id}                  a registered client (expires with OAUTH_CLIENT_LIFETIME)
+    oauth:client_document:{sha256}     a fetched Client ID Metadata Document, cached
+    oauth:state:{state}                an authorization request out at GitHub for a login
+    oauth:consent:{id}                 a logged-in request waiting for the user's consent
+    oauth:code:{sha256}                an authorization code (single use)
+    oauth:code_used:{sha256}           a redeemed code → the session it started (replay revokes)
+    oauth:signing_key                  the generated RS256 key shared by every replica
+
+Sessions, tokens and the revocation stream are `SessionStore`'s (storage/oauth_sessions.py).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC
+
+from coredis import PureToken
+from pydantic import BaseModel
+
+from oauthproxy.models.oauth import (
+    AuthorizationCode,
+    AuthorizationRequest,
+    OAuthClient,
+    PendingConsent,
+)
+from oauthproxy.storage import keys
+from oauthproxy.storage.base import dump, load, load_many, scan_keys, translate_errors
+from oauthproxy.storage.oauth_sessions import SessionStore
+
+__all__ = ["CodeRedemption", "OAuthStore"]
+
+CODE_REPLAY_MEMORY_MS = 10 * 60 * 1000
+
+
+class CodeRedemption(BaseModel):
+    """A code taken (code), replayed (the session it started) or unknown (neither)."""
+
+    code: AuthorizationCode | None = None
+    replayed_session_id: str | None = None
+
+
+@translate_errors
+class OAuthStore(SessionStore):
+    # --- clients ---------------------------------------------------------------------------
+
+    async def get_client(self, client_id: str) -> OAuthClient | None:
+        return load(OAuthClient, await self._redis.get(keys.oauth_client(client_id)))
+
+    async def put_client(self, client: OAuthClient) -> None:
+        """Create or replace a client; it expires at its `expires_at` when it has one."""
+        expires = client.expires_at
+        await self._redis.set(
+            keys.oauth_client(client.client_id),
+            dump(client),
+            pxat=expires.replace(tzinfo=expires.tzinfo or UTC) if expires else None,
+        )
+
+    async def delete_client(self, client_id: str) -> bool:
+        return bool(await self._redis.delete([keys.oauth_client(client_id)]))
+
+    async def clients(self) -> list[OAuthClient]:
+        found = await scan_keys(self._redis, keys.oauth_client("*"))
+        return await load_many(self._redis, OAuthClient, found)
+
+    async def cached_document(self, url_hash: str) -> OAuthClient | None:
+        return load(OAuthClient, await self._redis.get(keys.oauth_client_document(url_hash)))
+
+    async def cache_document(self, url_hash: str, client: OAuthClient, seconds: int) -> None:
+        await self._redis.set(keys.oauth_client_document(url_hash), dump(client), ex=seconds)
+
+    # --- the login flow --------------------------------------------------------------------
+
+    async def put_authorization(
+        self, state: str, request: AuthorizationRequest, seconds: int
+    ) -> None:
+        await self._redis.set(keys.oauth_state(state), dump(request), ex=seconds)
+
+    async def take_authorization(self, state: str) -> AuthorizationRequest | None:
+        return load(AuthorizationRequest, await self._redis.getdel(keys.oauth_state(state)))
+
+    async def put_consent(self, request_id: str, consent: PendingConsent, seconds: int) -> None:
+        await self._redis.set(keys.oauth_consent(request_id), dump(consent), ex=seconds)
+
+    async def get_consent(self, request_id: str) -> PendingConsent | None:
+        return load(PendingConsent, await self._redis.get(keys.oauth_consent(request_id)))
+
+    async def take_consent(self, request_id: str) -> PendingConsent | None:
+        return load(PendingConsent, await self._redis.getdel(keys.oauth_consent(request_id)))
+
+    async def put_code(self, code_hash: str, code: AuthorizationCode, seconds: int) -> None:
+        await self._redis.set(keys.oauth_code(code_hash), dump(code), ex=seconds)
+
+    async def redeem_code(self, code_hash: str, session_id: str) -> CodeRedemption:
+        """Take a code for the session `session_id` is about to start; a replayed code names
+        the session its first use started."""
+        code, first_session = await self._take(
+            keys.oauth_code(code_hash),
+            keys.oauth_code_used(code_hash),
+            session_id,
+            CODE_REPLAY_MEMORY_MS,
+        )
+        return CodeRedemption(
+            code=AuthorizationCode.model_validate_json(code) if code else None,
+            replayed_session_id=first_session,
+        )
+
+    # --- the signing key -------------------------------------------------------------------
+
+    async def signing_key(self) -> str | None:
+        """The generated private key (PEM), if one was made."""
+        return await self._redis.get(keys.OAUTH_SIGNING_KEY)
+
+    async def offer_signing_key(self, pem: str) -> str:
+        """Store `pem` unless a replica stored one first; the key everyone uses from now on."""
+        await self._redis.set(keys.OAUTH_SIGNING_KEY, pem, condition=PureToken.NX)
+        stored = await self._redis.get(keys.OAUTH_SIGNING_KEY)
+        return stored if stored is not None else pem

@@ -1,0 +1,76 @@
+"""The protected proxy's access decision, table-driven and without I/O."""
+
+from __future__ import annotations
+
+import pytest
+
+from oauthproxy.models.proxies import ProxyTarget
+from oauthproxy.oauth.verify import Claims
+from oauthproxy.proxy.access import AccessPolicy, Allow, Deny, authorize, challenge
+
+RESOURCE = "https://mcp.example.com"
+
+
+def policy(global_users: str = "*", **fields: object) -> AccessPolicy:
+    target = ProxyTarget.model_validate(
+        {"hostname": "mcp.example.com", "target_url": "http://127.0.0.1:1", **fields}
+    )
+    return AccessPolicy.of(target, issuer="https://auth.example.com/", global_users=global_users)
+
+
+def claims(**fields: object) -> Claims:
+    values: dict[str, object] = {
+        "subject": "github-1",
+        "username": "Alice",
+        "email": "alice@example.com",
+        "groups": ("staff",),
+        "scopes": frozenset({"mcp:read"}),
+        "audience": (RESOURCE,),
+        "client_id": "c",
+        "jti": "j",
+        "expires_at": 0.0,
+    }
+    values.update(fields)
+    return Claims(**values)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("the_policy", "the_claims", "expected"),
+    [
+        (policy(), claims(), 200),
+        (policy(), claims(audience=("https://other.example.com",)), 401),
+        (policy(), claims(audience=(RESOURCE + "/mcp",)), 200),
+        (policy(auth_allowed_audiences=["urn:x"]), claims(audience=("urn:x",)), 200),
+        (policy(auth_required_users=["alice"]), claims(), 200),
+        (policy(auth_required_users=["bob"]), claims(), 403),
+        (policy(global_users="bob,carol"), claims(), 403),
+        (policy(global_users=""), claims(), 403),
+        (policy(auth_required_emails=["*@example.com"]), claims(), 200),
+        (policy(auth_required_emails=["*@corp.example"]), claims(), 403),
+        (policy(auth_required_groups=["staff", "ops"]), claims(), 200),
+        (policy(auth_required_groups=["ops"]), claims(), 403),
+        (policy(auth_allowed_scopes=["mcp:read"]), claims(), 200),
+        (policy(auth_allowed_scopes=["mcp:admin"]), claims(), 403),
+    ],
+)
+def test_authorize(the_policy: AccessPolicy, the_claims: Claims, expected: int) -> None:
+    decision = authorize(the_policy, the_claims, RESOURCE)
+    status = 200 if isinstance(decision, Allow) else decision.status
+    assert status == expected
+
+
+def test_identity_headers_use_the_prefix() -> None:
+    decision = authorize(policy(auth_header_prefix="X-User-"), claims(), RESOURCE)
+    assert isinstance(decision, Allow)
+    assert (b"x-user-user-name", b"Alice") in decision.headers
+    assert authorize(policy(auth_pass_headers=False), claims(), RESOURCE) == Allow([])
+
+
+def test_challenge_names_metadata_and_scope() -> None:
+    value = challenge(
+        policy(), RESOURCE, Deny(403, "insufficient_scope", "need admin", "mcp:admin")
+    )
+    assert f'resource_metadata="{RESOURCE}/.well-known/oauth-protected-resource"' in value
+    assert 'as_uri="https://auth.example.com/.well-known/oauth-authorization-server"' in value
+    assert 'error="insufficient_scope"' in value
+    assert 'scope="mcp:admin"' in value

@@ -1,0 +1,338 @@
+"""Certificates issued through the public API by a real gateway against a real Pebble.
+
+Pebble validates HTTP-01 on the gateway's HTTP_PORT (its `httpPort`); the gateway answers from
+Redis. What is checked: the stored chain verifies against Pebble's issuing root for its domains
+and is served over HTTPS; one `certificate_ready` per domain; a stopped Pebble leaves a visible
+error and a retry while the old certificate keeps serving; two gateways on one Redis place one
+order; a renewal threshold swaps the certificate (a new serial, seen by a client).
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import trio
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.x509.verification import PolicyBuilder, Store
+
+from oauthproxy.serve import Ready, serve
+from oauthproxy.settings import Settings
+from oauthproxy.storage import Storage, keys
+from oauthproxy.storage.events import parse_event
+from tests.backend import serve_backend
+from tests.conftest import free_port
+from tests.pebble import Pebble, start_pebble
+from tests.test_certificates_api import failed_twice
+from tests.test_https import https_get, until_https
+
+CERTS = "/api/v1/certificates/"
+EMAIL = "ops@example.com"
+SETTLE_SECONDS = 30.0
+
+
+@dataclass
+class Gateway:
+    ready: Ready
+    api: httpx.AsyncClient
+
+
+@pytest.fixture
+def http_port() -> int:
+    """The gateway's HTTP_PORT, chosen first: Pebble validates there."""
+    return free_port()
+
+
+@pytest.fixture
+async def pebble(nursery: trio.Nursery, tmp_path: Path, http_port: int) -> Pebble:
+    return await start_pebble(nursery, tmp_path / "pebble", http_port)
+
+
+@pytest.fixture
+def start_gateway(
+    nursery: trio.Nursery, storage: Storage, make_settings: Callable[..., Settings], pebble: Pebble
+) -> Callable[..., Any]:
+    """Start a gateway that orders from Pebble; `overrides` are settings."""
+
+    @asynccontextmanager
+    async def start(**overrides: Any) -> AsyncIterator[Gateway]:
+        settings = make_settings(
+            acme_directory_url=pebble.directory_url,
+            acme_ca_bundle=pebble.ca_file,
+            acme_poll_interval_seconds=0.1,
+            **overrides,
+        )
+        ready: Ready = await nursery.start(functools.partial(serve, settings, handle_signals=False))
+        headers = {"Authorization": f"Bearer {ready.admin_token.secret}"}
+        async with httpx.AsyncClient(base_url=ready.api_url, headers=headers) as api:
+            yield Gateway(ready, api)
+
+    return start
+
+
+@pytest.fixture
+async def gateway_a(start_gateway: Callable[..., Any], http_port: int) -> AsyncIterator[Gateway]:
+    async with start_gateway(http_port=http_port, admin_email=EMAIL) as gateway:
+        yield gateway
+
+
+@pytest.fixture
+async def backend(nursery: trio.Nursery) -> int:
+    port: int = await nursery.start(functools.partial(serve_backend, "acme"))
+    return port
+
+
+# --- helpers -------------------------------------------------------------------------------------
+
+
+async def progress(api: httpx.AsyncClient, name: str) -> dict[str, Any]:
+    response = await api.get(f"{CERTS}{name}/status")
+    assert response.status_code == 200, response.text
+    body: dict[str, Any] = response.json()
+    return body
+
+
+async def until(
+    api: httpx.AsyncClient, name: str, done: Callable[[dict[str, Any]], bool]
+) -> dict[str, Any]:
+    """Poll the status endpoint until `done(status)`; the last status."""
+    with trio.fail_after(SETTLE_SECONDS):
+        while True:
+            status = await progress(api, name)
+            if done(status):
+                return status
+            await trio.sleep(0.05)
+
+
+def is_active(status: dict[str, Any]) -> bool:
+    return bool(status["certificate_status"] == "active" and status["status"] == "completed")
+
+
+async def certificate(api: httpx.AsyncClient, name: str) -> dict[str, Any]:
+    response = await api.get(f"{CERTS}{name}")
+    assert response.status_code == 200, response.text
+    body: dict[str, Any] = response.json()
+    return body
+
+
+async def issue(api: httpx.AsyncClient, name: str, *domains: str) -> dict[str, Any]:
+    """Order through the API and wait until the certificate is active."""
+    if len(domains) == 1:
+        body: dict[str, Any] = {"cert_name": name, "domain": domains[0]}
+        response = await api.post(CERTS, json=body)
+    else:
+        body = {"cert_name": name, "domains": list(domains)}
+        response = await api.post(f"{CERTS}multi-domain", json=body)
+    assert response.status_code == 202, response.text
+    assert response.json()["status_url"] == f"{CERTS}{name}/status"
+    await until(api, name, is_active)
+    return await certificate(api, name)
+
+
+def verify_chain(fullchain_pem: str, root: x509.Certificate, domain: str) -> x509.Certificate:
+    """The leaf, after checking the chain leads to `root` for `domain`."""
+    leaf, *intermediates = x509.load_pem_x509_certificates(fullchain_pem.encode())
+    verifier = PolicyBuilder().store(Store([root])).build_server_verifier(x509.DNSName(domain))
+    verifier.verify(leaf, intermediates)
+    return leaf
+
+
+async def root_file(pebble: Pebble, tmp_path: Path) -> Path:
+    """This run's issuing root as a CA file, for TLS clients."""
+    root = await pebble.issuing_root()
+    path = tmp_path / f"pebble-root-{pebble.starts}.pem"
+    path.write_bytes(root.public_bytes(serialization.Encoding.PEM))
+    return path
+
+
+async def ready_events(storage: Storage) -> list[tuple[str, dict[str, Any]]]:
+    entries = await storage.redis.xrange(keys.EVENTS_WORKFLOW)
+    events = [parse_event(entry.field_values) for entry in entries]
+    return [(e.hostname, e.data) for e in events if e.event_type.value == "certificate_ready"]
+
+
+async def create_proxy(api: httpx.AsyncClient, hostname: str, port: int, **fields: Any) -> Any:
+    body = {"hostname": hostname, "target_url": f"http://127.0.0.1:{port}", **fields}
+    response = await api.post("/api/v1/proxy/targets/", json=body)
+    assert response.status_code == 201, response.text
+    return response
+
+
+async def serial_seen(gateway: Gateway, hostname: str, ca: Path) -> str:
+    answer = await until_https(gateway.ready.https_port, hostname, ca)
+    assert answer.status == 200
+    return str(answer.peer_certificate["serialNumber"]).lower().lstrip("0")
+
+
+# --- tests ---------------------------------------------------------------------------------------
+
+
+async def test_single_domain_certificate_chains_to_pebble_and_serves_https(
+    gateway_a: Gateway, pebble: Pebble, storage: Storage, backend: int, tmp_path: Path
+) -> None:
+    issued = await issue(gateway_a.api, "one", "one.example.com")
+    root = await pebble.issuing_root()
+    leaf = verify_chain(issued["fullchain_pem"], root, "one.example.com")
+    assert format(leaf.serial_number, "x") == issued["serial_number"]
+    assert (issued["status"], issued["email"], issued["domains"]) == (
+        "active",
+        EMAIL,
+        ["one.example.com"],
+    )
+    assert issued["acme_directory_url"] == pebble.directory_url
+    assert issued["fingerprint"].startswith("sha256:")
+    assert "private_key_pem" not in issued
+
+    stored = await storage.certificates.get("one")
+    assert stored is not None and stored.private_key_pem is not None
+    key = serialization.load_pem_private_key(stored.private_key_pem.encode(), password=None)
+    assert key.public_key() == leaf.public_key()
+    assert key.key_size == 2048  # type: ignore[union-attr]
+    assert await ready_events(storage) == [("one.example.com", {"cert_name": "one"})]
+    assert pebble.orders() == 1
+
+    reused = await create_proxy(gateway_a.api, "one.example.com", backend)
+    assert reused.headers["x-certificate-action"] == "reused"
+    assert reused.json()["cert_name"] == "one"
+    answer = await until_https(
+        gateway_a.ready.https_port, "one.example.com", await root_file(pebble, tmp_path)
+    )
+    assert answer.status == 200
+
+
+async def test_multi_domain_certificate_serves_each_name(
+    gateway_a: Gateway, pebble: Pebble, storage: Storage, backend: int, tmp_path: Path
+) -> None:
+    names = ["a.example.com", "b.example.com", "c.example.com"]
+    issued = await issue(gateway_a.api, "multi", *names)
+    root = await pebble.issuing_root()
+    for name in names:
+        verify_chain(issued["fullchain_pem"], root, name)
+    assert sorted(await ready_events(storage)) == [(n, {"cert_name": "multi"}) for n in names]
+    for name in names:
+        assert await storage.certificates.name_for_domain(name) == "multi"
+
+    ca = await root_file(pebble, tmp_path)
+    for name in names[:2]:
+        await create_proxy(gateway_a.api, name, backend)
+        answer = await until_https(gateway_a.ready.https_port, name, ca)
+        assert answer.status == 200
+        assert answer.peer_certificate["serialNumber"]
+
+
+async def test_proxy_with_https_orders_its_certificate_and_upgrades(
+    gateway_a: Gateway, pebble: Pebble, backend: int, tmp_path: Path
+) -> None:
+    created = await create_proxy(
+        gateway_a.api, "smart.example.com", backend, cert_email="smart@example.com"
+    )
+    assert created.headers["x-certificate-action"] == "ordered"
+    assert "proxy-smart-example-com" in created.headers["x-certificate-detail"]
+    issued_status = await until(gateway_a.api, "proxy-smart-example-com", is_active)
+    assert issued_status["cert_name"] == "proxy-smart-example-com"
+    ordered = await certificate(gateway_a.api, "proxy-smart-example-com")
+    assert ordered["email"] == "smart@example.com"
+    answer = await until_https(
+        gateway_a.ready.https_port, "smart.example.com", await root_file(pebble, tmp_path)
+    )
+    assert answer.status == 200
+    linked = await gateway_a.api.get("/api/v1/proxy/targets/smart.example.com")
+    assert linked.json()["cert_name"] == "proxy-smart-example-com"
+
+
+async def test_stopped_acme_server_leaves_a_visible_error_a_retry_and_the_old_certificate(
+    start_gateway: Callable[..., Any],
+    http_port: int,
+    pebble: Pebble,
+    storage: Storage,
+    backend: int,
+    tmp_path: Path,
+) -> None:
+    async with start_gateway(
+        http_port=http_port, admin_email=EMAIL, renewal_check_interval=1
+    ) as gateway:
+        before = await issue(gateway.api, "kept", "kept.example.com")
+        await create_proxy(gateway.api, "kept.example.com", backend)
+        old_ca = await root_file(pebble, tmp_path)
+        assert await serial_seen(gateway, "kept.example.com", old_ca) == before["serial_number"]
+
+        await pebble.stop()
+        renewing = await gateway.api.post(f"{CERTS}kept/renew")
+        assert renewing.status_code == 202, renewing.text
+        failed = await until(gateway.api, "kept", lambda s: s["certificate_status"] == "error")
+        assert "cannot reach the ACME server" in failed["last_error"]
+        assert failed["next_attempt_at"] is not None
+        assert failed["attempt"] >= 1
+        after = await certificate(gateway.api, "kept")
+        assert (after["fullchain_pem"], after["serial_number"]) == (
+            before["fullchain_pem"],
+            before["serial_number"],
+        )
+        assert await serial_seen(gateway, "kept.example.com", old_ca) == before["serial_number"]
+        retried = await until(gateway.api, "kept", failed_twice)
+        assert retried["certificate_status"] == "error"
+
+        listed = (await gateway.api.get(CERTS)).json()
+        assert [(c["cert_name"], c["status"]) for c in listed] == [("kept", "error")]
+        assert listed[0]["last_error"] == retried["last_error"]
+
+        await pebble.start()
+        recovered = await until(gateway.api, "kept", is_active)
+        assert recovered["last_error"] is None
+        renewed = await certificate(gateway.api, "kept")
+        assert renewed["serial_number"] != before["serial_number"]
+        verify_chain(renewed["fullchain_pem"], await pebble.issuing_root(), "kept.example.com")
+
+
+async def test_two_gateways_on_one_redis_place_one_order(
+    start_gateway: Callable[..., Any], http_port: int, pebble: Pebble
+) -> None:
+    async with (
+        start_gateway(http_port=http_port, admin_email=EMAIL) as first,
+        start_gateway(admin_email=EMAIL) as second,
+    ):
+        await issue(first.api, "shared", "shared.example.com")
+        assert pebble.orders() == 1
+        renewals = [first.api, second.api, first.api, second.api]
+        async with trio.open_nursery() as nursery:
+            for api in renewals:
+                nursery.start_soon(api.post, f"{CERTS}shared/renew")
+        await until(second.api, "shared", is_active)
+        await trio.sleep(1)  # a loser that lagged behind would order now, if it could
+        assert pebble.orders() == 2
+        assert await certificate(first.api, "shared") == await certificate(second.api, "shared")
+
+
+async def test_renewal_threshold_swaps_the_certificate(
+    start_gateway: Callable[..., Any],
+    http_port: int,
+    pebble: Pebble,
+    backend: int,
+    tmp_path: Path,
+) -> None:
+    async with start_gateway(
+        http_port=http_port,
+        admin_email=EMAIL,
+        renewal_check_interval=0.5,
+        renewal_threshold_days=36500,  # Pebble's certificates live 5 years: always due
+    ) as gateway:
+        first = await issue(gateway.api, "renewed", "renewed.example.com")
+        await create_proxy(gateway.api, "renewed.example.com", backend)
+        ca = await root_file(pebble, tmp_path)
+        seen = {await serial_seen(gateway, "renewed.example.com", ca)}
+        with trio.fail_after(SETTLE_SECONDS):
+            while len(seen) < 2:
+                await trio.sleep(0.05)
+                answer = await https_get(gateway.ready.https_port, "renewed.example.com", ca)
+                assert answer.status == 200
+                seen.add(str(answer.peer_certificate["serialNumber"]).lower().lstrip("0"))
+        assert first["serial_number"] in seen
+        latest = await certificate(gateway.api, "renewed")
+        assert latest["serial_number"] != first["serial_number"]

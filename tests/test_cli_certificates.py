@@ -1,0 +1,90 @@
+"""`proxy-client cert …` as a subprocess against a real gateway (its ACME server unreachable)."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from typing import Any
+
+import trio
+
+from tests.test_certificates_api import gateway as gateway  # the fixture: ACME unreachable
+from tests.test_cli_tokens import Cli
+from tests.test_cli_tokens import cli as cli  # the fixture, shared
+
+HOST = "dev.example.com"
+
+
+async def until(cli: Cli, command: tuple[str, ...], done: Callable[[Any], bool]) -> None:
+    """Run `command` (JSON output) until `done(its output)`."""
+    with trio.fail_after(20):
+        while True:
+            if done(await cli.json(*command)):
+                return
+            await trio.sleep(0.05)
+
+
+async def test_self_signed_list_show_renew_delete(cli: Cli) -> None:
+    created = await cli.json("cert", "self-signed", "dev", HOST, "api.dev.example.com")
+    assert (created["cert_name"], created["status"], created["self_signed"]) == (
+        "dev",
+        "active",
+        True,
+    )
+    assert "private_key_pem" not in created
+
+    table = await cli.ok("cert", "list")
+    assert re.search(
+        r"│ dev +│ dev\.example\.com, api\.dev\.example\.com +│ ● active +│ in 36[45]d ", table
+    )
+    assert table.rstrip().endswith("Summary: 1 certificate | 1 active")
+
+    shown = await cli.ok("cert", "show", "dev")
+    assert "fullchain_pem" in shown and "PRIVATE KEY" not in shown
+    pem = await cli.ok("cert", "show", "dev", "--pem")
+    assert pem.startswith("-----BEGIN CERTIFICATE-----") and pem.rstrip().endswith("-----")
+
+    status = await cli.json("cert", "status", "dev")
+    assert (status["cert_name"], status["certificate_status"]) == ("dev", "active")
+    renewed = await cli.json("cert", "renew", "dev")
+    assert renewed["status"] == "renewing"
+    await until(
+        cli, ("cert", "show", "dev"), lambda c: c["serial_number"] != created["serial_number"]
+    )
+
+    deleted = await cli.json("cert", "delete", "dev")
+    assert deleted == {"cert_name": "dev", "deleted": True, "proxies_updated": []}
+    assert (await cli.json("cert", "delete", "dev", "--force"))["deleted"] is False
+    assert await cli.ok("cert", "list") == (
+        "No certificates yet. Create one: just cert-create <name> <domain>\n"
+    )
+
+
+async def test_acme_orders_show_their_failure(cli: Cli) -> None:
+    accepted = await cli.json("cert", "create", "web", "web.example.com", "--email", "a@b.co")
+    assert (accepted["status"], accepted["status_url"]) == (
+        "pending",
+        "/api/v1/certificates/web/status",
+    )
+    multi = await cli.json(
+        "cert", "create-multi", "both", "a.example.com", "b.example.com", "--email", "a@b.co",
+        "--staging",
+    )  # fmt: skip
+    assert multi["domains"] == ["a.example.com", "b.example.com"]
+    await until(cli, ("cert", "status", "web"), lambda s: s["certificate_status"] == "error")
+    table = await cli.ok("cert", "list")
+    assert re.search(r"│ web +│ web\.example\.com +│ ✗ error +│ — +│ cannot reach the ACME", table)
+    assert await cli.fails("cert", "show", "web", "--pem") == (
+        "error: certificate web has not been issued yet (status: error)"
+    )
+
+
+async def test_errors_name_the_problem(cli: Cli) -> None:
+    assert await cli.fails("cert", "show", "nope") == (
+        "error: certificate 'nope' not found (field: certificate)"
+    )
+    error = await cli.fails("cert", "create", "x", "not_a_host", "--email", "a@b.co")
+    assert error.endswith("(field: domain)")
+    error = await cli.fails("cert", "create", "x", "x.example.com")
+    assert "ADMIN_EMAIL" in error and error.endswith("(field: email)")
+    assert await cli.fails("cert", "self-signed", "x") == "error: give at least one domain"

@@ -1,0 +1,208 @@
+"""Client ID Metadata Documents: an https URL as client_id, served here from a loopback HTTPS
+server with a test CA (OAUTH_CIMD_ALLOW_LOOPBACK lets the gateway fetch from loopback)."""
+
+from __future__ import annotations
+
+import functools
+import json
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import trio
+from hypercorn.config import Config
+from hypercorn.trio import serve
+from quart import Response
+from quart_trio import QuartTrio
+
+from oauthproxy.serve import Ready
+from oauthproxy.settings import Settings
+from oauthproxy.storage import Storage
+from tests import oauth_helpers
+from tests.github_standin import GitHubStandIn
+from tests.oauth_helpers import REDIRECT_URI, FlowClient, start_gateway
+from tests.tls import TestPKI, make_pki
+
+
+@dataclass
+class DocumentServer:
+    """Serves `/{name}` from `documents`; counts the fetches."""
+
+    documents: dict[str, Response | dict[str, Any]] = field(default_factory=dict)
+    base: str = ""
+    fetches: int = 0
+
+    def url(self, name: str) -> str:
+        return f"{self.base}/{name}"
+
+    def publish(self, name: str, **changes: Any) -> str:
+        url = self.url(name)
+        document = {
+            "client_id": url,
+            "client_name": "Metadata Client",
+            "redirect_uris": [REDIRECT_URI],
+            "token_endpoint_auth_method": "none",
+            "grant_types": ["authorization_code", "refresh_token"],
+            **changes,
+        }
+        self.documents[name] = document
+        return url
+
+
+async def serve_documents(
+    server: DocumentServer, pki: TestPKI, *, task_status: trio.TaskStatus[None]
+) -> None:
+    app = QuartTrio("client-documents")
+
+    @app.get("/<name>")
+    async def document(name: str) -> Response:
+        server.fetches += 1
+        found = server.documents.get(name)
+        if found is None:
+            return Response("not found", 404)
+        if isinstance(found, Response):
+            return found
+        return Response(json.dumps(found), 200, {"Content-Type": "application/json"})
+
+    config = Config()
+    config.bind = ["127.0.0.1:0"]
+    config.certfile, config.keyfile = str(pki.cert_file), str(pki.key_file)
+    config.accesslog = config.errorlog = None
+    async with trio.open_nursery() as nursery:
+        binds: list[str] = await nursery.start(functools.partial(serve, app, config))
+        server.base = "https://localhost:" + binds[0].rsplit(":", 1)[1]
+        task_status.started()
+
+
+@pytest.fixture
+def pki(tmp_path: Path) -> TestPKI:
+    return make_pki(tmp_path)
+
+
+@pytest.fixture
+async def documents(nursery: trio.Nursery, pki: TestPKI) -> DocumentServer:
+    server = DocumentServer()
+    await nursery.start(serve_documents, server, pki)
+    return server
+
+
+github = oauth_helpers.github
+
+
+@pytest.fixture
+async def flow(
+    nursery: trio.Nursery,
+    storage: Storage,
+    make_settings: Callable[..., Settings],
+    github: GitHubStandIn,
+    pki: TestPKI,
+) -> AsyncIterator[FlowClient]:
+    gateway: Ready = await start_gateway(
+        nursery, make_settings, github, oauth_cimd_allow_loopback=True, oauth_ca_bundle=pki.ca_file
+    )
+    async with httpx.AsyncClient(base_url=gateway.api_url) as http:
+        yield FlowClient(http)
+
+
+async def test_code_flow_with_a_metadata_document_client(
+    flow: FlowClient, documents: DocumentServer
+) -> None:
+    client_id = documents.publish("client.json")
+    client = {"client_id": client_id}
+    callback = await flow.through_github(await flow.start(client_id, code_challenge="x" * 43))
+    page = await flow.http.get(callback.headers["location"])
+    assert "Metadata Client" in page.text
+    assert "published by <code>localhost</code>" in page.text
+    assert "a program on this computer" in page.text
+
+    body = await flow.tokens(client)
+    assert body["access_token"] and body["refresh_token"]
+    refreshed = await flow.token(
+        client, grant_type="refresh_token", refresh_token=body["refresh_token"]
+    )
+    assert refreshed.status_code == 200, refreshed.text
+    assert documents.fetches == 1, "the document is cached"
+
+
+@pytest.mark.parametrize(
+    ("name", "served", "problem"),
+    [
+        (
+            "other-id.json",
+            {"client_id": "https://elsewhere.example.com/c.json"},
+            "client_id is not its URL",
+        ),
+        ("secret.json", {"client_secret": "s"}, "must not carry a client_secret"),
+        (
+            "confidential.json",
+            {"token_endpoint_auth_method": "client_secret_basic"},
+            "only public clients",
+        ),
+        ("unnamed.json", {"client_name": ""}, "has no client_name"),
+        ("bad-redirect.json", {"redirect_uris": ["http://evil.example.com/cb"]}, "must use https"),
+        ("big.json", {"padding": "x" * 6000}, "larger than 5 KiB"),
+        (
+            "moved.json",
+            Response("", 302, {"Location": "https://example.com/c.json"}),
+            "answered 302",
+        ),
+        ("html.json", Response("<html></html>", 200), "is not JSON"),
+        ("missing.json", None, "answered 404"),
+    ],
+)
+async def test_unusable_documents_are_refused_on_a_page(
+    flow: FlowClient, documents: DocumentServer, name: str, served: Any, problem: str
+) -> None:
+    if isinstance(served, Response):
+        documents.documents[name] = served
+    elif served is not None:
+        documents.publish(name, **served)
+    response = await flow.start(documents.url(name), code_challenge="x" * 43)
+    assert response.status_code == 400
+    assert "location" not in response.headers
+    assert problem in response.text
+
+
+async def test_a_redirect_uri_outside_the_document_is_refused(
+    flow: FlowClient, documents: DocumentServer
+) -> None:
+    client_id = documents.publish("client.json")
+    response = await flow.start(
+        client_id, code_challenge="x" * 43, redirect_uri="http://127.0.0.1:8765/elsewhere"
+    )
+    assert response.status_code == 400
+    assert "location" not in response.headers
+
+
+@pytest.mark.parametrize(
+    "client_id",
+    [
+        "https://localhost:1/",
+        "https://localhost:1/a/../client.json",
+        "https://user@localhost:1/client.json",
+    ],
+)
+async def test_unusable_client_id_urls(flow: FlowClient, client_id: str) -> None:
+    response = await flow.start(client_id, code_challenge="x" * 43)
+    assert response.status_code == 400
+    assert "URL client_id must" in response.text
+
+
+async def test_loopback_documents_are_refused_by_default(
+    nursery: trio.Nursery,
+    storage: Storage,
+    make_settings: Callable[..., Settings],
+    github: GitHubStandIn,
+    documents: DocumentServer,
+    pki: TestPKI,
+) -> None:
+    gateway = await start_gateway(nursery, make_settings, github, oauth_ca_bundle=pki.ca_file)
+    client_id = documents.publish("client.json")
+    async with httpx.AsyncClient(base_url=gateway.api_url) as http:
+        response = await FlowClient(http).start(client_id, code_challenge="x" * 43)
+    assert response.status_code == 400
+    assert "resolves to an address that is not public" in response.text
+    assert documents.fetches == 0

@@ -1,0 +1,244 @@
+"""OAuth on the proxy side: a protected proxy checks bearer tokens on every request."""
+
+from __future__ import annotations
+
+import base64
+import functools
+import hashlib
+import hmac
+import json
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import httpx
+import pytest
+import trio
+from cryptography.hazmat.primitives import serialization
+
+from oauthproxy.models.oauth import AccessTokenRecord
+from oauthproxy.models.proxies import ProxyTarget
+from oauthproxy.oauth.jws import b64url_encode, sign
+from oauthproxy.oauth.signing import load_keys
+from oauthproxy.serve import Ready
+from oauthproxy.settings import Settings
+from oauthproxy.storage import Storage
+from oauthproxy.storage.oauth_sessions import queue_revocation
+from tests.backend import serve_backend
+
+HOST = "mcp.example.com"
+NO_KEEPALIVE = httpx.Limits(max_keepalive_connections=0)
+
+
+@pytest.fixture
+async def origin(nursery: trio.Nursery, storage: Storage, gateway: Ready) -> str:
+    backend: int = await nursery.start(functools.partial(serve_backend, "protected"))
+    await storage.proxies.create(
+        ProxyTarget.model_validate(
+            {
+                "hostname": HOST,
+                "target_url": f"http://127.0.0.1:{backend}",
+                "auth_enabled": True,
+                "auth_required_users": ["*"],
+                "auth_excluded_paths": ["/echo/public"],
+            }
+        )
+    )
+    return f"http://{HOST}:{gateway.http_port}"
+
+
+@pytest.fixture
+async def public(gateway: Ready) -> AsyncIterator[httpx.AsyncClient]:
+    base = f"http://127.0.0.1:{gateway.http_port}"
+    host = {"Host": f"{HOST}:{gateway.http_port}"}  # as a browser or an MCP client sends it
+    async with httpx.AsyncClient(
+        base_url=base, headers=host, limits=NO_KEEPALIVE, timeout=10
+    ) as client:
+        yield client
+
+
+@pytest.fixture
+def mint(storage: Storage, make_settings: Callable[..., Settings]) -> Callable[..., Any]:
+    settings = make_settings()
+
+    async def make(audience: str, **overrides: Any) -> str:
+        keys = await load_keys(storage, settings)
+        now = int(time.time())
+        claims: dict[str, Any] = {
+            "iss": settings.oauth_issuer_url,
+            "sub": "github-42",
+            "username": "alice",
+            "email": "alice@example.com",
+            "groups": ["staff"],
+            "aud": [audience],
+            "azp": "client-1",
+            "scope": "mcp:read mcp:write",
+            "jti": uuid.uuid4().hex,
+            "iat": now,
+            "exp": now + 600,
+            **overrides,
+        }
+        return sign(claims, keys.signing.private_key, keys.signing.kid)
+
+    return make
+
+
+async def until_served(public: httpx.AsyncClient) -> httpx.Response:
+    with trio.fail_after(10):
+        while True:
+            response = await public.get("/echo")
+            if response.status_code != 404:
+                return response
+            await trio.sleep(0.01)
+
+
+async def test_no_token_is_a_401_pointing_at_the_metadata(
+    public: httpx.AsyncClient, origin: str
+) -> None:
+    response = await until_served(public)
+    assert response.status_code == 401
+    challenge = response.headers["www-authenticate"]
+    assert challenge.startswith("Bearer ")
+    assert f'resource_metadata="{origin}/.well-known/oauth-protected-resource"' in challenge
+    assert 'as_uri="https://auth.localhost/.well-known/oauth-authorization-server"' in challenge
+    assert response.json()["error"] == "unauthorized"
+
+
+async def test_protected_resource_metadata(public: httpx.AsyncClient, origin: str) -> None:
+    await until_served(public)
+    for path in (
+        "/.well-known/oauth-protected-resource",
+        "/.well-known/oauth-protected-resource/mcp",
+    ):
+        document = (await public.get(path)).json()
+        assert document["resource"] == origin
+        assert document["authorization_servers"] == ["https://auth.localhost"]
+        assert document["bearer_methods_supported"] == ["header"]
+
+
+async def test_a_valid_token_passes_with_identity_and_forged_identity_is_dropped(
+    public: httpx.AsyncClient, origin: str, mint: Callable[..., Any]
+) -> None:
+    await until_served(public)
+    token = await mint(origin)
+    headers = {"Authorization": f"Bearer {token}", "X-Auth-User-Name": "mallory"}
+    response = await public.get("/echo", headers=headers)
+    assert response.status_code == 200
+    seen = response.json()["headers"]
+    assert seen["x-auth-user-name"] == "alice"
+    assert seen["x-auth-user-id"] == "github-42"
+    assert seen["x-auth-email"] == "alice@example.com"
+    assert seen["x-auth-scopes"] == "mcp:read mcp:write"
+
+
+@pytest.mark.parametrize(
+    ("overrides", "reason"),
+    [
+        ({"aud": ["https://other.example.com"]}, "not meant for this resource"),
+        ({"exp": int(time.time()) - 3600}, "expired"),
+        ({"iss": "https://evil.example.com"}, "wrong issuer"),
+    ],
+)
+async def test_bad_tokens_are_refused(
+    public: httpx.AsyncClient,
+    origin: str,
+    mint: Callable[..., Any],
+    overrides: dict[str, Any],
+    reason: str,
+) -> None:
+    await until_served(public)
+    token = await mint(origin, **overrides)
+    response = await public.get("/echo", headers={"Authorization": f"Bearer {token}"})
+    assert response.status_code == 401
+    assert reason in response.json()["detail"]
+    assert 'error="invalid_token"' in response.headers["www-authenticate"]
+
+
+async def test_hs256_signed_with_the_public_key_is_refused(
+    public: httpx.AsyncClient, origin: str, storage: Storage, make_settings: Callable[..., Settings]
+) -> None:
+    await until_served(public)
+    keys = await load_keys(storage, make_settings())
+    public_pem = keys.signing.public_key.public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    header = b64url_encode(
+        json.dumps({"alg": "HS256", "typ": "JWT", "kid": keys.signing.kid}).encode()
+    )
+    now = int(time.time())
+    body = {"iss": "https://auth.localhost", "sub": "x", "aud": [origin], "azp": "c",
+            "jti": "j", "iat": now, "exp": now + 600, "scope": "mcp:read"}  # fmt: skip
+    payload = b64url_encode(json.dumps(body).encode())
+    mac = hmac.new(public_pem, f"{header}.{payload}".encode(), hashlib.sha256).digest()
+    forged = f"{header}.{payload}.{base64.urlsafe_b64encode(mac).rstrip(b'=').decode()}"
+    response = await public.get("/echo", headers={"Authorization": f"Bearer {forged}"})
+    assert response.status_code == 401
+
+
+async def test_token_in_the_query_string_is_not_accepted(
+    public: httpx.AsyncClient, origin: str, mint: Callable[..., Any]
+) -> None:
+    await until_served(public)
+    token = await mint(origin)
+    response = await public.get(f"/echo?access_token={token}")
+    assert response.status_code == 401
+
+
+async def test_excluded_paths_need_no_token(public: httpx.AsyncClient, origin: str) -> None:
+    await until_served(public)
+    response = await public.get("/echo/public/x")
+    assert response.status_code == 200
+    assert "x-auth-user-id" not in response.json()["headers"]
+
+
+async def test_a_revoked_token_is_refused_within_a_second(
+    public: httpx.AsyncClient, origin: str, mint: Callable[..., Any], storage: Storage
+) -> None:
+    await until_served(public)
+    jti = uuid.uuid4().hex
+    token = await mint(origin, jti=jti)
+    headers = {"Authorization": f"Bearer {token}"}
+    assert (await public.get("/echo", headers=headers)).status_code == 200
+    now = datetime.now(UTC)
+    record = AccessTokenRecord(
+        jti=jti,
+        session_id="s",
+        client_id="client-1",
+        subject="github-42",
+        username="alice",
+        scope="mcp:read",
+        audience=[origin],
+        issued_at=now,
+        expires_at=now + timedelta(days=1),
+    )
+    async with storage.redis.pipeline(transaction=True) as pipe:
+        queue_revocation(pipe, record)
+    with trio.fail_after(1):
+        while (await public.get("/echo", headers=headers)).status_code == 200:  # noqa: ASYNC110
+            await trio.sleep(0.01)
+    refused = await public.get("/echo", headers=headers)
+    assert refused.status_code == 401
+    assert refused.json()["detail"] == "revoked"
+
+
+async def test_allowlists_and_scopes_are_enforced(
+    public: httpx.AsyncClient, origin: str, mint: Callable[..., Any], storage: Storage
+) -> None:
+    await until_served(public)
+    target = await storage.proxies.get(HOST)
+    assert target is not None
+    narrowed = {"auth_required_users": ["bob"], "auth_allowed_scopes": ["mcp:admin"]}
+    await storage.proxies.update(ProxyTarget.model_validate({**target.model_dump(), **narrowed}))
+    token = await mint(origin)
+    headers = {"Authorization": f"Bearer {token}"}
+    with trio.fail_after(10):
+        while (response := await public.get("/echo", headers=headers)).status_code == 200:  # noqa: ASYNC110
+            await trio.sleep(0.01)
+    assert response.status_code == 403
+    bob = await mint(origin, username="bob")
+    scoped = await public.get("/echo", headers={"Authorization": f"Bearer {bob}"})
+    assert scoped.status_code == 403
+    assert 'error="insufficient_scope"' in scoped.headers["www-authenticate"]
+    assert 'scope="mcp:admin"' in scoped.headers["www-authenticate"]
