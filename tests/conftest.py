@@ -7,7 +7,8 @@ import shutil
 import socket
 import subprocess
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -15,9 +16,14 @@ import httpx
 import pytest
 import trio
 
+from oauthproxy.oauth.jws import sign
+from oauthproxy.oauth.signing import load_keys
 from oauthproxy.serve import Ready, serve
 from oauthproxy.settings import Settings
 from oauthproxy.storage import Storage, open_storage
+
+Mint = Callable[..., Awaitable[str]]
+"""`await mint(audience, **claims)`: an access token signed with the gateway's real key."""
 
 REDIS_PASSWORD = "test-redis-password-0123456789abcdef"
 
@@ -146,6 +152,33 @@ async def api(gateway: Ready) -> AsyncIterator[httpx.AsyncClient]:
 async def anonymous(gateway: Ready) -> AsyncIterator[httpx.AsyncClient]:
     async with httpx.AsyncClient(base_url=gateway.api_url) as client:
         yield client
+
+
+@pytest.fixture
+def mint(storage: Storage, make_settings: Callable[..., Settings]) -> Mint:
+    """`await mint(audience, **claims)`: a token for `audience` from the configured issuer."""
+    settings = make_settings()
+
+    async def make(audience: str, **overrides: Any) -> str:
+        keys = await load_keys(storage, settings)
+        now = int(time.time())
+        claims: dict[str, Any] = {
+            "iss": settings.oauth_issuer_url,
+            "sub": "github-42",
+            "username": "alice",
+            "email": "alice@example.com",
+            "groups": ["staff"],
+            "aud": [audience],
+            "azp": "client-1",
+            "scope": "mcp:read mcp:write",
+            "jti": uuid.uuid4().hex,
+            "iat": now,
+            "exp": now + 600,
+            **overrides,
+        }
+        return sign(claims, keys.signing.private_key, keys.signing.kid)
+
+    return make
 
 
 def project_root() -> Path:

@@ -20,13 +20,14 @@ from cryptography.hazmat.primitives import serialization
 
 from oauthproxy.models.oauth import AccessTokenRecord
 from oauthproxy.models.proxies import ProxyTarget
-from oauthproxy.oauth.jws import b64url_encode, sign
+from oauthproxy.oauth.jws import b64url_encode
 from oauthproxy.oauth.signing import load_keys
 from oauthproxy.serve import Ready
 from oauthproxy.settings import Settings
 from oauthproxy.storage import Storage
 from oauthproxy.storage.oauth_sessions import queue_revocation
 from tests.backend import serve_backend
+from tests.conftest import Mint
 
 HOST = "mcp.example.com"
 NO_KEEPALIVE = httpx.Limits(max_keepalive_connections=0)
@@ -57,32 +58,6 @@ async def public(gateway: Ready) -> AsyncIterator[httpx.AsyncClient]:
         base_url=base, headers=host, limits=NO_KEEPALIVE, timeout=10
     ) as client:
         yield client
-
-
-@pytest.fixture
-def mint(storage: Storage, make_settings: Callable[..., Settings]) -> Callable[..., Any]:
-    settings = make_settings()
-
-    async def make(audience: str, **overrides: Any) -> str:
-        keys = await load_keys(storage, settings)
-        now = int(time.time())
-        claims: dict[str, Any] = {
-            "iss": settings.oauth_issuer_url,
-            "sub": "github-42",
-            "username": "alice",
-            "email": "alice@example.com",
-            "groups": ["staff"],
-            "aud": [audience],
-            "azp": "client-1",
-            "scope": "mcp:read mcp:write",
-            "jti": uuid.uuid4().hex,
-            "iat": now,
-            "exp": now + 600,
-            **overrides,
-        }
-        return sign(claims, keys.signing.private_key, keys.signing.kid)
-
-    return make
 
 
 async def until_served(public: httpx.AsyncClient) -> httpx.Response:
@@ -119,7 +94,7 @@ async def test_protected_resource_metadata(public: httpx.AsyncClient, origin: st
 
 
 async def test_a_valid_token_passes_with_identity_and_forged_identity_is_dropped(
-    public: httpx.AsyncClient, origin: str, mint: Callable[..., Any]
+    public: httpx.AsyncClient, origin: str, mint: Mint
 ) -> None:
     await until_served(public)
     token = await mint(origin)
@@ -144,7 +119,7 @@ async def test_a_valid_token_passes_with_identity_and_forged_identity_is_dropped
 async def test_bad_tokens_are_refused(
     public: httpx.AsyncClient,
     origin: str,
-    mint: Callable[..., Any],
+    mint: Mint,
     overrides: dict[str, Any],
     reason: str,
 ) -> None:
@@ -178,7 +153,7 @@ async def test_hs256_signed_with_the_public_key_is_refused(
 
 
 async def test_token_in_the_query_string_is_not_accepted(
-    public: httpx.AsyncClient, origin: str, mint: Callable[..., Any]
+    public: httpx.AsyncClient, origin: str, mint: Mint
 ) -> None:
     await until_served(public)
     token = await mint(origin)
@@ -194,7 +169,7 @@ async def test_excluded_paths_need_no_token(public: httpx.AsyncClient, origin: s
 
 
 async def test_a_revoked_token_is_refused_within_a_second(
-    public: httpx.AsyncClient, origin: str, mint: Callable[..., Any], storage: Storage
+    public: httpx.AsyncClient, origin: str, mint: Mint, storage: Storage
 ) -> None:
     await until_served(public)
     jti = uuid.uuid4().hex
@@ -224,7 +199,7 @@ async def test_a_revoked_token_is_refused_within_a_second(
 
 
 async def test_allowlists_and_scopes_are_enforced(
-    public: httpx.AsyncClient, origin: str, mint: Callable[..., Any], storage: Storage
+    public: httpx.AsyncClient, origin: str, mint: Mint, storage: Storage
 ) -> None:
     await until_served(public)
     target = await storage.proxies.get(HOST)

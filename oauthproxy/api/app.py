@@ -9,6 +9,7 @@ from quart_trio import QuartTrio
 from oauthproxy import __version__
 from oauthproxy.api.certificates import certificates as certificates_api
 from oauthproxy.api.errors import install_error_handlers
+from oauthproxy.api.forward_auth import forward_auth
 from oauthproxy.api.health import health
 from oauthproxy.api.oauth_server import oauth_server
 from oauthproxy.api.proxies import proxies
@@ -56,5 +57,6 @@ def create_app(
     app.register_blueprint(services)
     app.register_blueprint(routes)
     app.register_blueprint(oauth_server)
+    app.register_blueprint(forward_auth)
     app.register_blueprint(certificates_api)
     return app

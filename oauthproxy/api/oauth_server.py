@@ -42,7 +42,7 @@ CONSENT_COOKIE = "oauthproxy_consent"
 oauth_server = Blueprint("oauth_server", __name__, template_folder=str(TEMPLATES))
 
 
-def _server() -> OAuthServer:
+def authorization_server() -> OAuthServer:
     found = current_app.extensions.get("oauth_server")
     if found is None:
         state = app_state(current_app)
@@ -99,7 +99,7 @@ async def page_error(error: PageError) -> Response:
 async def redirect_error(error: RedirectError) -> Response:
     location = client_redirect(
         error.redirect_uri,
-        _server().issuer,
+        authorization_server().issuer,
         error.state,
         error=error.error,
         error_description=error.description,
@@ -125,19 +125,19 @@ async def metadata() -> Response:
 
 @oauth_server.get("/jwks")
 async def jwks() -> Response:
-    response = jsonify((await _server().prepared()).keys.jwks())
+    response = jsonify((await authorization_server().prepared()).keys.jwks())
     response.headers["Cache-Control"] = "public, max-age=300"
     return response
 
 
 @oauth_server.get("/authorize")
 async def authorize_endpoint() -> Response:
-    return redirect(await authorize.begin(_server(), _params(request.args)), 302)
+    return redirect(await authorize.begin(authorization_server(), _params(request.args)), 302)
 
 
 @oauth_server.get("/callback")
 async def callback() -> Response:
-    server = _server()
+    server = authorization_server()
     step = await login.finish(server, _params(request.args))
     response = redirect(step.location, 302)
     if step.browser_token is not None:
@@ -155,7 +155,7 @@ async def callback() -> Response:
 
 @oauth_server.get("/consent")
 async def consent_page() -> Response:
-    view = await consent.view(_server(), request.args.get("request", ""))
+    view = await consent.view(authorization_server(), request.args.get("request", ""))
     return await _page("oauth_consent.html", view=view)
 
 
@@ -163,7 +163,7 @@ async def consent_page() -> Response:
 async def consent_decision() -> Response:
     form = await request.form
     location = await consent.decide(
-        _server(),
+        authorization_server(),
         form.get("request", ""),
         form.get("csrf_token", ""),
         request.cookies.get(CONSENT_COOKIE, ""),
@@ -176,12 +176,12 @@ async def consent_decision() -> Response:
 
 @oauth_server.post("/token")
 async def token() -> Response:
-    return _json(await grants.exchange(_server(), await _body(), _headers()))
+    return _json(await grants.exchange(authorization_server(), await _body(), _headers()))
 
 
 @oauth_server.post("/revoke")
 async def revoke() -> Response:
-    await revocation.revoke(_server(), await _body(), _headers())
+    await revocation.revoke(authorization_server(), await _body(), _headers())
     return Response("", 200, NO_STORE)
 
 
@@ -190,7 +190,7 @@ async def introspect() -> Response:
     headers = _headers()
     admin = await _admin_bearer(headers.get("authorization", ""))
     params = await _body()
-    return _json(await revocation.introspect(_server(), params, headers, admin=admin))
+    return _json(await revocation.introspect(authorization_server(), params, headers, admin=admin))
 
 
 async def _admin_bearer(authorization: str) -> bool:
@@ -211,20 +211,20 @@ async def _admin_bearer(authorization: str) -> bool:
 @oauth_server.post("/register")
 async def register() -> Response:
     body = await request.get_json(silent=True)
-    return _json(await registration.register(_server(), body), 201)
+    return _json(await registration.register(authorization_server(), body), 201)
 
 
 @oauth_server.get("/register/<client_id>")
 async def read_registration(client_id: str) -> Response:
     client = await registration.authorized_client(
-        _server(), client_id, _headers().get("authorization")
+        authorization_server(), client_id, _headers().get("authorization")
     )
-    return _json(registration.client_information(_server(), client))
+    return _json(registration.client_information(authorization_server(), client))
 
 
 @oauth_server.put("/register/<client_id>")
 async def update_registration(client_id: str) -> Response:
-    server = _server()
+    server = authorization_server()
     client = await registration.authorized_client(
         server, client_id, _headers().get("authorization")
     )
@@ -233,7 +233,7 @@ async def update_registration(client_id: str) -> Response:
 
 @oauth_server.delete("/register/<client_id>")
 async def delete_registration(client_id: str) -> Response:
-    server = _server()
+    server = authorization_server()
     client = await registration.authorized_client(
         server, client_id, _headers().get("authorization")
     )

@@ -82,9 +82,10 @@ def _for_resource(claims: Claims, resource: str, extra: frozenset[str]) -> bool:
     return any(a == resource or a.startswith(under) or a in extra for a in claims.audience)
 
 
-def authorize(policy: AccessPolicy, claims: Claims, resource: str) -> Decision:
-    """Whether these (already verified, unrevoked) claims may use the proxy at `resource`."""
-    if not _for_resource(claims, resource, policy.audiences):
+def authorize(policy: AccessPolicy, claims: Claims, resource: str | None) -> Decision:
+    """Whether these (already verified, unrevoked) claims may use the proxy at `resource`
+    (None: the caller could not name the resource, so the audience is not checked)."""
+    if resource is not None and not _for_resource(claims, resource, policy.audiences):
         return Deny(401, "invalid_token", "the token is not meant for this resource")
     if policy.users is not None and claims.username.lower() not in policy.users:
         return Deny(403, "access_denied", "this user may not use this resource")
