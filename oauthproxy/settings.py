@@ -192,8 +192,8 @@ class Settings(BaseSettings):
     @field_validator("oauth_jwt_algorithm")
     @classmethod
     def _known_algorithm(cls, value: str) -> str:
-        if value not in {"RS256", "HS256"}:
-            raise ValueError("expected RS256 or HS256")
+        if value != "RS256":
+            raise ValueError("expected RS256 (tokens are only ever signed and accepted as RS256)")
         return value
 
 

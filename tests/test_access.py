@@ -49,6 +49,7 @@ def claims(**fields: object) -> Claims:
         (policy(auth_required_emails=["*@corp.example"]), claims(), 403),
         (policy(auth_required_groups=["staff", "ops"]), claims(), 200),
         (policy(auth_required_groups=["ops"]), claims(), 403),
+        (policy(auth_required_groups=["STAFF"]), claims(), 200),
         (policy(auth_allowed_scopes=["mcp:read"]), claims(), 200),
         (policy(auth_allowed_scopes=["mcp:admin"]), claims(), 403),
     ],

@@ -43,7 +43,7 @@ class AccessPolicy:
             issuer=issuer.rstrip("/"),
             users=None if "*" in users else frozenset(u.lower() for u in users),
             emails=tuple(e.lower() for e in target.auth_required_emails or ()),
-            groups=frozenset(target.auth_required_groups or ()),
+            groups=frozenset(g.lower() for g in target.auth_required_groups or ()),
             scopes=frozenset(target.auth_allowed_scopes or ()),
             audiences=frozenset(target.auth_allowed_audiences or ()),
             excluded_paths=tuple(target.auth_excluded_paths or ()),
@@ -91,7 +91,7 @@ def authorize(policy: AccessPolicy, claims: Claims, resource: str | None) -> Dec
         return Deny(403, "access_denied", "this user may not use this resource")
     if policy.emails and not (claims.email and _matches_any(claims.email.lower(), policy.emails)):
         return Deny(403, "access_denied", "this email may not use this resource")
-    if policy.groups and not policy.groups & set(claims.groups):
+    if policy.groups and not policy.groups & {g.lower() for g in claims.groups}:
         return Deny(403, "access_denied", "these groups may not use this resource")
     if policy.scopes and not policy.scopes & claims.scopes:
         scope = " ".join(sorted(policy.scopes))
