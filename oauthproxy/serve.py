@@ -123,11 +123,14 @@ async def serve(
                 )
             )
             redis_url = embedded.url
+        replica = settings.replica_name()  # once: with HTTP_PORT 0 each call names a new one
         async with open_storage(redis_url) as storage:
             admin_token = await ensure_admin_token(settings, storage)
             async with trio.open_nursery() as services:
                 certificates: CertificateManager = await services.start(
-                    functools.partial(serve_certificate_manager, settings, storage, shutdown)
+                    functools.partial(
+                        serve_certificate_manager, settings, storage, replica, shutdown
+                    )
                 )
                 api_url = await services.start(
                     functools.partial(
@@ -145,7 +148,7 @@ async def serve(
                         serve_supervisor,
                         settings,
                         storage,
-                        settings.replica,
+                        replica,
                         api_targets(settings, api_url),
                         shutdown,
                     )

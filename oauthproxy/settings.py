@@ -6,6 +6,7 @@ the package reads the environment; configuration flows down from `Settings` as a
 
 from __future__ import annotations
 
+import secrets
 import socket
 from enum import StrEnum
 from pathlib import Path
@@ -180,9 +181,15 @@ class Settings(BaseSettings):
             return [part.strip() for part in value.split(",") if part.strip()]
         return value
 
-    @property
-    def replica(self) -> str:
-        return self.gateway_id or f"{socket.gethostname()}-{self.http_port}"
+    def replica_name(self) -> str:
+        """This replica's name: `GATEWAY_ID`, else host-HTTP_PORT (stable across restarts, so a
+        restarted gateway takes back its consumer group). With HTTP_PORT 0 there is no stable
+        name: each call makes a new one, so call it once per gateway."""
+        if self.gateway_id:
+            return self.gateway_id
+        if self.http_port:
+            return f"{socket.gethostname()}-{self.http_port}"
+        return f"{socket.gethostname()}-{secrets.token_hex(4)}"
 
     @property
     def oauth_issuer_url(self) -> str:

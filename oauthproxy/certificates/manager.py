@@ -48,8 +48,11 @@ def _failure_message(error: Exception) -> str:
 
 
 class CertificateManager:
-    def __init__(self, settings: Settings, storage: Storage, nursery: trio.Nursery) -> None:
+    def __init__(
+        self, settings: Settings, storage: Storage, nursery: trio.Nursery, replica: str
+    ) -> None:
         self._settings = settings
+        self._replica = replica
         self._storage = storage
         self._nursery = nursery
         self._limiter = trio.CapacityLimiter(settings.cert_gen_max_workers)
@@ -164,7 +167,7 @@ class CertificateManager:
             message=message,
             attempt=attempt,
             retry_at=retry_at,
-            replica=self._settings.replica,
+            replica=self._replica,
         )
         await self._storage.certificates.set_status(
             status, self._settings.cert_status_retention_seconds
@@ -178,6 +181,7 @@ def _days(days: int) -> timedelta:
 async def serve_certificate_manager(
     settings: Settings,
     storage: Storage,
+    replica: str,
     shutdown: trio.Event,
     *,
     task_status: trio.TaskStatus[CertificateManager] = trio.TASK_STATUS_IGNORED,
@@ -187,7 +191,7 @@ async def serve_certificate_manager(
     On `shutdown` the renewal loop stops and no new issuance starts; those under way may finish
     (the caller's deadline bounds them; one cut short is picked up again by the next start)."""
     async with trio.open_nursery() as nursery:
-        manager = CertificateManager(settings, storage, nursery)
+        manager = CertificateManager(settings, storage, nursery, replica)
         async with trio.open_nursery() as renewal:
             await renewal.start(serve_renewal, manager, storage, settings)
             task_status.started(manager)
