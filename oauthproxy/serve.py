@@ -111,18 +111,8 @@ async def serve(
     async with trio.open_nursery() as root:
         if handle_signals:
             root.start_soon(_watch_signals, shutdown, root.cancel_scope)
-        embedded: EmbeddedRedis | None = None
-        redis_url = settings.redis_url
-        if redis_url is None:
-            password = settings.redis_password
-            embedded = await root.start(
-                functools.partial(
-                    serve_embedded_redis,
-                    settings.oauthproxy_data_dir,
-                    password=password.get_secret_value() if password else None,
-                )
-            )
-            redis_url = embedded.url
+        embedded = await _start_embedded_redis(root, settings)
+        redis_url = embedded.url if embedded else str(settings.redis_url)
         replica = settings.replica_name()  # once: with HTTP_PORT 0 each call names a new one
         async with open_storage(redis_url) as storage:
             admin_token = await ensure_admin_token(settings, storage)
@@ -153,29 +143,9 @@ async def serve(
                         shutdown,
                     )
                 )
-                http_port: int = await services.start(
-                    functools.partial(
-                        serve_http,
-                        settings.server_host,
-                        settings.http_port,
-                        supervisor.instances,
-                        storage.challenges.get,
-                        parse_networks(settings.trusted_proxies),
-                        shutdown,
-                    )
+                http_port, https_port = await _start_listeners(
+                    services, settings, storage, supervisor, shutdown
                 )
-                https_port: int = await services.start(
-                    functools.partial(
-                        serve_https,
-                        settings.server_host,
-                        settings.https_port,
-                        supervisor.instances,
-                        storage.challenges.get,
-                        parse_networks(settings.trusted_proxies),
-                        shutdown,
-                    )
-                )
-                supervisor.ports.http, supervisor.ports.https = http_port, https_port
                 task_status.started(
                     Ready(
                         api_url=api_url,
@@ -192,6 +162,45 @@ async def serve(
                 grace = settings.shutdown_grace_seconds
                 services.cancel_scope.deadline = trio.current_time() + grace
         root.cancel_scope.cancel()
+
+
+async def _start_embedded_redis(root: trio.Nursery, settings: Settings) -> EmbeddedRedis | None:
+    """The embedded Redis, in `root`, when REDIS_URL is unset."""
+    if settings.redis_url is not None:
+        return None
+    password = settings.redis_password
+    embedded: EmbeddedRedis = await root.start(
+        functools.partial(
+            serve_embedded_redis,
+            settings.oauthproxy_data_dir,
+            password=password.get_secret_value() if password else None,
+        )
+    )
+    return embedded
+
+
+async def _start_listeners(
+    services: trio.Nursery,
+    settings: Settings,
+    storage: Storage,
+    supervisor: Supervisor,
+    shutdown: trio.Event,
+) -> tuple[int, int]:
+    """The public HTTP and HTTPS listeners; the ports they really listen on."""
+    shared = (
+        supervisor.instances,
+        storage.challenges.get,
+        parse_networks(settings.trusted_proxies),
+        shutdown,
+    )
+    http_port: int = await services.start(
+        functools.partial(serve_http, settings.server_host, settings.http_port, *shared)
+    )
+    https_port: int = await services.start(
+        functools.partial(serve_https, settings.server_host, settings.https_port, *shared)
+    )
+    supervisor.ports.http, supervisor.ports.https = http_port, https_port
+    return http_port, https_port
 
 
 def api_targets(settings: Settings, api_url: str) -> list[ProxyTarget]:
