@@ -217,3 +217,26 @@ async def test_allowlists_and_scopes_are_enforced(
     assert scoped.status_code == 403
     assert 'error="insufficient_scope"' in scoped.headers["www-authenticate"]
     assert 'scope="mcp:admin"' in scoped.headers["www-authenticate"]
+
+
+@pytest.mark.parametrize(
+    "path", ["/echo", "/.well-known/oauth-protected-resource"], ids=["401", "metadata"]
+)
+async def test_a_client_closing_after_an_answer_from_the_gateway_harms_nothing(
+    public: httpx.AsyncClient, origin: str, gateway: Ready, path: str
+) -> None:
+    """Regression: `Connection: close` on a request the gateway answers itself (401, metadata)
+    raised in the connection task and took the whole gateway down."""
+    await until_served(public)
+    for _ in range(3):
+        stream = await trio.open_tcp_stream("127.0.0.1", gateway.http_port)
+        await stream.send_all(
+            f"GET {path} HTTP/1.1\r\nHost: {HOST}\r\nConnection: close\r\n\r\n".encode()
+        )
+        answer = b""
+        with trio.fail_after(10):
+            while chunk := await stream.receive_some(65536):
+                answer += chunk
+        await stream.aclose()
+        assert answer.startswith(b"HTTP/1.1 401 " if path == "/echo" else b"HTTP/1.1 200 ")
+    assert (await public.get("/echo")).status_code == 401  # the gateway still serves

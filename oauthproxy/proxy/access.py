@@ -54,6 +54,12 @@ class AccessPolicy:
     def excludes(self, path: str) -> bool:
         return any(path.startswith(prefix) for prefix in self.excluded_paths)
 
+    @property
+    def needed_scope(self) -> str:
+        """The scopes a token may show to pass (any one of them), as a `scope` value; empty when
+        any scope passes."""
+        return " ".join(sorted(self.scopes))
+
 
 @dataclass(frozen=True)
 class Allow:
@@ -94,8 +100,9 @@ def authorize(policy: AccessPolicy, claims: Claims, resource: str | None) -> Dec
     if policy.groups and not policy.groups & {g.lower() for g in claims.groups}:
         return Deny(403, "access_denied", "these groups may not use this resource")
     if policy.scopes and not policy.scopes & claims.scopes:
-        scope = " ".join(sorted(policy.scopes))
-        return Deny(403, "insufficient_scope", "the token lacks the scope needed", scope)
+        return Deny(
+            403, "insufficient_scope", "the token lacks the scope needed", policy.needed_scope
+        )
     return Allow(identity_headers(policy, claims) if policy.pass_headers else [])
 
 
@@ -113,7 +120,11 @@ def identity_headers(policy: AccessPolicy, claims: Claims) -> Headers:
 
 
 def challenge(policy: AccessPolicy, resource: str, deny: Deny | None) -> str:
-    """The `WWW-Authenticate` value for a 401/403 (RFC 6750, RFC 9728 `resource_metadata`)."""
+    """The `WWW-Authenticate` value for a 401/403 (RFC 6750, RFC 9728 `resource_metadata`).
+
+    A 401 names the scopes the proxy needs (MCP 2025-11-25: clients ask for the challenge's
+    `scope` on their first authorization, and only then fall back to the metadata's
+    `scopes_supported`), as does a 403 `insufficient_scope`."""
     parts = [
         'Bearer realm="Protected Resource"',
         f'resource_metadata="{resource}/.well-known/oauth-protected-resource"',
@@ -123,6 +134,9 @@ def challenge(policy: AccessPolicy, resource: str, deny: Deny | None) -> str:
     if deny is not None:
         parts.append(f'error="{deny.error}"')
         parts.append(f'error_description="{deny.description}"')
-        if deny.scope:
-            parts.append(f'scope="{deny.scope}"')
+    scope = deny.scope if deny is not None else ""
+    if not scope and (deny is None or deny.status == 401):
+        scope = policy.needed_scope
+    if scope:
+        parts.append(f'scope="{scope}"')
     return ", ".join(parts)

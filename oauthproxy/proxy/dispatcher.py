@@ -94,7 +94,16 @@ async def serve_listener(listener: trio.SocketListener, handle: Handler) -> None
                 log.warning("accept failed (%s); retrying shortly", errno.errorcode[error.errno])
                 await trio.sleep(0.1)
                 continue
-            nursery.start_soon(handle, stream)
+            nursery.start_soon(_isolated, handle, stream)
+
+
+async def _isolated(handle: Handler, stream: trio.SocketStream) -> None:
+    """Run one connection's hand-over; its failure is logged and ends only that connection."""
+    try:
+        await handle(stream)
+    except Exception:
+        log.exception("a connection failed before reaching its proxy")
+        await trio.aclose_forcefully(stream)
 
 
 async def _serve_port(

@@ -27,6 +27,7 @@ from oauthproxy.proxy.http import (
     UpstreamGone,
     next_event,
     pairs,
+    reusable,
     send,
     send_reply,
     serialize,
@@ -214,7 +215,7 @@ async def forward(
         await trio.aclose_forcefully(upstream.stream)
         raise
     await pool.release(upstream)
-    return client_conn.our_state is h11.DONE and client_conn.their_state is h11.DONE
+    return reusable(client_conn)
 
 
 async def _stream_response(

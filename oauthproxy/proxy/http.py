@@ -107,6 +107,11 @@ async def close_gently(stream: trio.abc.Stream) -> None:
         await trio.aclose_forcefully(stream)
 
 
+def reusable(conn: h11.Connection) -> bool:
+    """Whether both sides finished their message and neither asked to close."""
+    return conn.our_state is h11.DONE and conn.their_state is h11.DONE
+
+
 def pairs(headers: h11._headers.Headers) -> list[tuple[bytes, bytes]]:
     """An event's headers as (lower-case name, value) pairs, fast.
 

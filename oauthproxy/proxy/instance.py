@@ -26,6 +26,7 @@ from oauthproxy.proxy.http import (
     host_of,
     next_event,
     pairs,
+    reusable,
     send_reply,
 )
 from oauthproxy.proxy.protect import Protection, check, is_metadata_path, metadata_reply
@@ -106,7 +107,7 @@ class Instance:
         self, stream: trio.abc.Stream, conn: h11.Connection, request: h11.Request, client: Client
     ) -> None:
         try:
-            while await self._handle(stream, conn, request, client):
+            while await self._handle(stream, conn, request, client) and reusable(conn):
                 conn.start_next_cycle()
                 event = await next_event(stream, conn)
                 if not isinstance(event, h11.Request):
@@ -114,6 +115,10 @@ class Instance:
                 request = event
         except ClientGone:
             pass
+        except Exception:
+            # One connection's failure is that connection's: log it, close it, and keep the
+            # instance (and every other connection) serving.
+            log.exception("connection to %s failed", self.hostname)
         finally:
             await close_gently(stream)
 
@@ -205,10 +210,11 @@ async def _answer(
     received: Headers,
     reply: Reply,
 ) -> bool:
-    """Answer without forwarding; the connection stays open unless the request has a body."""
+    """Answer without forwarding. Returns whether the connection can carry another request:
+    not when the request has a body we did not read, nor when either side said close."""
     if request_shape(received).has_body:
         await send_reply(stream, conn, reply, close=True)
         return False
     await next_event(stream, conn)  # the bodiless request's end
     await send_reply(stream, conn, reply)
-    return True
+    return reusable(conn)

@@ -9,6 +9,8 @@ from urllib.parse import urlsplit
 import h11
 import trio
 
+from oauthproxy.proxy.http import reusable
+
 MAX_IDLE_PER_ORIGIN = 64
 
 
@@ -56,7 +58,7 @@ class UpstreamConnection:
 
     @property
     def reusable(self) -> bool:
-        return self.conn.our_state is h11.DONE and self.conn.their_state is h11.DONE
+        return reusable(self.conn)
 
 
 class UpstreamPool:
