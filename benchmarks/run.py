@@ -5,9 +5,12 @@ One run measures, against the keep-alive backend in `benchmarks/backend.py`:
   2. the same wrk through the gateway (`oauthproxy run`, embedded Redis, a temporary data dir),
      with the gateway's CPU time per proxied request;
   3. the same wrk through nginx as a reverse proxy, when nginx is installed;
-  4. a 1 GiB download and a 1 GiB upload through the gateway, sampling the gateway's RSS;
-  5. the time from `POST /api/v1/proxy/targets/` to the first 200 through the gateway;
-  6. 1,000 hostnames: RSS, restart (start-up to the ready banner) and time until they all answer.
+  4. HTTPS keep-alive through the gateway and through nginx (the same certificate and key), and
+     new TLS handshakes per second against both (see `benchmarks/tls_auth.py`);
+  5. an auth-enabled proxy: wrk with a valid JWT, beside the same proxy before auth was enabled;
+  6. a 1 GiB download and a 1 GiB upload through the gateway, sampling the gateway's RSS;
+  7. the time from `POST /api/v1/proxy/targets/` to the first 200 through the gateway;
+  8. 1,000 hostnames: RSS, restart (start-up to the ready banner) and time until they all answer.
 
 It prints numbers and asserts nothing. Results go to `analysis/bench-<timestamp>.json` and `.md`.
 Every process it starts is stopped before it exits, Ctrl-C included.
@@ -44,6 +47,17 @@ import httpx
 from rich import box
 from rich.console import Console
 from rich.table import Table
+from tls_auth import (
+    HANDSHAKE_CLIENTS,
+    SNI_LUA,
+    CertificateFiles,
+    Handshakes,
+    SigningKey,
+    client_context,
+    fetch_certificate,
+    measure_handshakes,
+    wait_for_https,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 VENV_BIN = ROOT / ".venv" / "bin"
@@ -53,6 +67,9 @@ PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
 MIB = 1024 * 1024
 GIB = 1024 * MIB
 BENCH_HOST = "bench.local"
+AUTH_HOST = "bench-auth.local"
+CERT_NAME = "bench-tls"
+ISSUER = "https://auth.bench.local"
 STREAM_CHUNK = 256 * 1024
 READY_TIMEOUT = 60.0
 SERVE_TIMEOUT = 60.0
@@ -248,11 +265,18 @@ def parse_wrk(output: str) -> WrkResult:
 
 
 def run_wrk(
-    procs: Processes, url: str, duration: int, connections: int, host: str | None = None
+    procs: Processes,
+    url: str,
+    duration: int,
+    connections: int,
+    headers: tuple[str, ...] = (),
+    script: Path | None = None,
 ) -> WrkResult:
     argv = ["wrk", "-t1", f"-c{connections}", f"-d{duration}s", "--latency"]
-    if host:
-        argv += ["-H", f"Host: {host}"]
+    for header in headers:
+        argv += ["-H", header]
+    if script is not None:
+        argv += ["-s", str(script)]
     child = procs.start([*argv, url], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     output, _ = child.communicate(timeout=duration + 60)
     if child.returncode != 0:
@@ -278,13 +302,14 @@ def measure_throughput(
     pids: Callable[[], list[int]],
     measured: str,
     args: argparse.Namespace,
-    host: str | None = None,
+    headers: tuple[str, ...] = (),
+    script: Path | None = None,
 ) -> Throughput:
     step(f"wrk {name}: 1 s warm-up, then {args.duration} s at {args.connections} connections")
-    run_wrk(procs, url, 1, args.connections, host)
+    run_wrk(procs, url, 1, args.connections, headers, script)
     watched = pids()
     cpu_before = cpu_seconds(watched)
-    result = run_wrk(procs, url, args.duration, args.connections, host)
+    result = run_wrk(procs, url, args.duration, args.connections, headers, script)
     cpu = cpu_seconds(watched) - cpu_before
     per_request = cpu / result.requests * 1e6 if result.requests else math.nan
     step(
@@ -328,7 +353,13 @@ class Gateway:
     """`oauthproxy run` as a child process with the embedded Redis in `data_dir`."""
 
     def __init__(
-        self, procs: Processes, data_dir: Path, ports: GatewayPorts, token: str, log: Path
+        self,
+        procs: Processes,
+        data_dir: Path,
+        ports: GatewayPorts,
+        token: str,
+        log: Path,
+        extra_env: dict[str, str] | None = None,
     ) -> None:
         self.procs = procs
         self.data_dir = data_dir
@@ -347,7 +378,8 @@ class Gateway:
             "HTTPS_PORT": str(ports.https),
             "PROXY_PROTOCOL_PORT": str(ports.proxy_protocol),
             "ADMIN_TOKEN": token,
-        }
+        } | (extra_env or {})
+        self.env = env
         self._log: IO[str] = log.open("a")
         log_start = self._log.tell()
         self.started_at = time.perf_counter()
@@ -432,12 +464,13 @@ def launch_gateway(
     token: str,
     log: Path,
     failures: list[str],
+    extra_env: dict[str, str] | None = None,
 ) -> Gateway:
     """Start the gateway; when it exits before it is ready, say so, note why, and start it again."""
     reasons: list[str] = []
     for attempt in range(1, START_ATTEMPTS + 1):
         try:
-            return Gateway(procs, data_dir, ports, token, log)
+            return Gateway(procs, data_dir, ports, token, log, extra_env)
         except GatewayExited as exited:
             failures.append(exited.reason)
             step(f"[yellow]the gateway exited before it was ready (attempt {attempt}):[/] {exited}")
@@ -461,7 +494,7 @@ def stop_leftover_valkey(data_dir: Path) -> None:
     step(f"[yellow]stopped the embedded Redis (pid {pid}) the gateway left running[/]")
 
 
-def create_proxy(api: httpx.Client, hostname: str, backend_port: int) -> None:
+def create_proxy(api: httpx.Client, hostname: str, backend_port: int) -> httpx.Response:
     reply = api.post(
         "/api/v1/proxy/targets/",
         json={"hostname": hostname, "target_url": f"http://127.0.0.1:{backend_port}"},
@@ -471,11 +504,22 @@ def create_proxy(api: httpx.Client, hostname: str, backend_port: int) -> None:
             f"POST /api/v1/proxy/targets/ for {hostname} answered {reply.status_code}: "
             f"{reply.text[:500]}"
         )
+    return reply
 
 
-def probe(port: int, host: str) -> int:
-    """One `GET /` with this Host on a new connection: the status code, or 0 when refused."""
-    request = f"GET / HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode()
+def api_call(api: httpx.Client, method: str, path: str, body: dict[str, Any]) -> httpx.Response:
+    reply = api.request(method, path, json=body)
+    if reply.status_code not in (200, 201):
+        raise RuntimeError(f"{method} {path} answered {reply.status_code}: {reply.text[:500]}")
+    return reply
+
+
+def probe(port: int, host: str, headers: tuple[str, ...] = (), close: bool = True) -> int:
+    """One `GET /` with this Host on a new connection: the status code, or 0 when refused.
+    `close=False` leaves out `Connection: close` (we close the socket after the status line)."""
+    extra = "".join(f"{header}\r\n" for header in headers)
+    extra += "Connection: close\r\n" if close else ""
+    request = f"GET / HTTP/1.1\r\nHost: {host}\r\n{extra}\r\n".encode()
     try:
         with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -491,12 +535,19 @@ def probe(port: int, host: str) -> int:
     return int(head.split(b" ", 2)[1])
 
 
-def wait_for_200(port: int, host: str, timeout: float = SERVE_TIMEOUT) -> float:
-    """Poll as fast as possible until `host` answers 200; returns when that happened."""
+def wait_for_200(
+    port: int,
+    host: str,
+    timeout: float = SERVE_TIMEOUT,
+    headers: tuple[str, ...] = (),
+    expected: int = 200,
+    close: bool = True,
+) -> float:
+    """Poll as fast as possible until `host` answers 200 (or `expected`); returns when it did."""
     deadline = time.perf_counter() + timeout
-    while (status := probe(port, host)) != 200:
+    while (status := probe(port, host, headers, close)) != expected:
         if time.perf_counter() > deadline:
-            raise RuntimeError(f"{host} still answers {status} after {timeout:g}s")
+            raise RuntimeError(f"{host} still answers {status} (not {expected}) after {timeout:g}s")
     return time.perf_counter()
 
 
@@ -527,7 +578,22 @@ http {{
             proxy_set_header Connection "";
         }}
     }}
-}}
+{tls_server}}}
+"""
+
+NGINX_TLS_SERVER = """\
+    server {{
+        listen 127.0.0.1:{port} ssl;
+        server_name {host};
+        ssl_certificate {chain};
+        ssl_certificate_key {key};
+        ssl_protocols TLSv1.2 TLSv1.3;
+        location / {{
+            proxy_pass http://backend;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+        }}
+    }}
 """
 
 
@@ -538,15 +604,29 @@ def nginx_binary() -> str | None:
 
 
 def start_nginx(
-    procs: Processes, binary: str, prefix: Path, backend_port: int
-) -> tuple[subprocess.Popen[Any], int]:
+    procs: Processes,
+    binary: str,
+    prefix: Path,
+    backend_port: int,
+    tls: CertificateFiles | None = None,
+) -> tuple[subprocess.Popen[Any], int, int]:
+    """nginx with a plain HTTP server and, given `tls`, an HTTPS one: (process, port, tls port)."""
     prefix.mkdir()
-    port = free_port()
+    port, tls_port = free_port(), free_port()
     user = ""
     if os.geteuid() == 0:  # workers would run as `nobody`, whose group may not exist
         user = f"user {pwd.getpwuid(0).pw_name} {grp.getgrgid(0).gr_name};\n"
+    tls_server = ""
+    if tls is not None:
+        tls_server = NGINX_TLS_SERVER.format(
+            port=tls_port, host=BENCH_HOST, chain=tls.chain, key=tls.key
+        )
     conf = prefix / "nginx.conf"
-    conf.write_text(NGINX_CONF.format(user=user, prefix=prefix, backend=backend_port, port=port))
+    conf.write_text(
+        NGINX_CONF.format(
+            user=user, prefix=prefix, backend=backend_port, port=port, tls_server=tls_server
+        )
+    )
     with (prefix / "stderr.log").open("w") as stderr:
         child = procs.start(
             [binary, "-p", f"{prefix}/", "-c", str(conf), "-e", str(prefix / "error.log")],
@@ -555,7 +635,9 @@ def start_nginx(
             stderr=stderr,
         )
     wait_for_port(port, child, f"nginx (see {prefix}/error.log)")
-    return child, port
+    if tls is not None:
+        wait_for_port(tls_port, child, f"nginx's HTTPS server (see {prefix}/error.log)")
+    return child, port, tls_port
 
 
 # --- streaming, create → 200, many hostnames ---------------------------------------------------
@@ -720,6 +802,9 @@ class Results:
     machine: dict[str, Any]
     throughput: list[Throughput] = field(default_factory=list)
     nginx_skipped: str | None = None
+    tls: str | None = None
+    """The protocol and cipher the handshake client negotiated with the gateway."""
+    handshakes: list[Handshakes] = field(default_factory=list)
     transfers: list[Transfer] = field(default_factory=list)
     create_to_200: CreateToServe | None = None
     many_hosts: ManyHosts | None = None
@@ -751,11 +836,148 @@ def machine(nginx: str | None) -> dict[str, Any]:
     }
 
 
+def measure_https(
+    procs: Processes,
+    args: argparse.Namespace,
+    gateway: Gateway,
+    nginx: str | None,
+    backend_port: int,
+    workdir: Path,
+    results: Results,
+) -> None:
+    """Plain HTTP through nginx (when installed), then HTTPS keep-alive and new handshakes
+    through the gateway and nginx, with the certificate the gateway made for `BENCH_HOST`."""
+    tls = fetch_certificate(VENV_BIN / "oauthproxy", gateway.env, CERT_NAME, workdir / "tls")
+    sni_script = workdir / "sni.lua"
+    sni_script.write_text(SNI_LUA)
+    served = wait_for_https(client_context(tls.chain), gateway.ports.https, BENCH_HOST)
+    results.tls = f"{served.protocol} {served.cipher}"
+    step(f"https://{BENCH_HOST} serves the gateway's certificate ({results.tls})")
+    results.throughput.append(
+        measure_throughput(
+            procs,
+            "gateway https",
+            f"https://{BENCH_HOST}:{gateway.ports.https}/",
+            lambda: [gateway.pid],
+            "gateway",
+            args,
+            script=sni_script,
+        )
+    )
+
+    def handshakes(name: str, port: int, pids: Callable[[], list[int]], measured: str) -> None:
+        step(f"new TLS handshakes {name}: 1 s warm-up, then {args.duration} s")
+        result = measure_handshakes(
+            name, port, BENCH_HOST, tls.chain, pids, measured, cpu_seconds, args.duration
+        )
+        results.handshakes.append(result)
+        step(
+            f"  {result.per_second:,.0f} handshakes/s, p50 {result.p50_ms:.2f} ms, "
+            f"p99 {result.p99_ms:.2f} ms, {result.cpu_us_per_handshake:.0f} µs CPU/handshake "
+            f"({measured}), errors: {result.error_text()}"
+        )
+
+    handshakes("gateway", gateway.ports.https, lambda: [gateway.pid], "gateway")
+    if nginx is None:
+        results.nginx_skipped = "nginx is not installed"
+        step("[yellow]nginx is not installed: no nginx rows[/]")
+        return
+    server, nginx_port, nginx_tls_port = start_nginx(
+        procs, nginx, workdir / "nginx", backend_port, tls
+    )
+    nginx_pids = lambda: [server.pid, *children_of(server.pid)]  # noqa: E731
+    try:
+        results.throughput.append(
+            measure_throughput(
+                procs,
+                "nginx",
+                f"http://127.0.0.1:{nginx_port}/",
+                nginx_pids,
+                "nginx master+worker",
+                args,
+                headers=(f"Host: {BENCH_HOST}",),
+            )
+        )
+        wait_for_https(client_context(tls.chain), nginx_tls_port, BENCH_HOST)
+        results.throughput.append(
+            measure_throughput(
+                procs,
+                "nginx https",
+                f"https://{BENCH_HOST}:{nginx_tls_port}/",
+                nginx_pids,
+                "nginx master+worker",
+                args,
+                script=sni_script,
+            )
+        )
+        handshakes("nginx", nginx_tls_port, nginx_pids, "nginx master+worker")
+    finally:
+        procs.stop(server)
+
+
+def measure_auth(
+    procs: Processes,
+    args: argparse.Namespace,
+    gateway: Gateway,
+    signing: SigningKey,
+    backend_port: int,
+    results: Results,
+) -> None:
+    """One proxy measured twice, back to back: auth off, then auth on with a valid JWT."""
+    port = gateway.ports.http
+    host_header = f"Host: {AUTH_HOST}:{port}"
+    with gateway.client() as api:
+        create_proxy(api, AUTH_HOST, backend_port)
+        wait_for_200(port, AUTH_HOST)
+        url = f"http://127.0.0.1:{port}/"
+        results.throughput.append(
+            measure_throughput(
+                procs,
+                "gateway auth off",
+                url,
+                lambda: [gateway.pid],
+                "gateway",
+                args,
+                headers=(host_header,),
+            )
+        )
+        api_call(
+            api, "POST", f"/api/v1/proxy/targets/{AUTH_HOST}/auth", {"auth_required_users": ["*"]}
+        )
+    token = signing.mint(ISSUER, f"http://{AUTH_HOST}:{port}")
+    bearer = f"Authorization: Bearer {token}"
+    # keep-alive probes: a `Connection: close` request the gateway answers itself (401,
+    # protected resource metadata) makes the whole gateway exit (reported as a bug)
+    try:
+        wait_for_200(port, f"{AUTH_HOST}:{port}", expected=401, close=False)
+        wait_for_200(port, f"{AUTH_HOST}:{port}", headers=(bearer,), close=False)
+    except RuntimeError:
+        if gateway.process.poll() is not None:
+            raise RuntimeError(
+                f"the gateway exited (code {gateway.process.returncode}) once auth was enabled "
+                f"on {AUTH_HOST}; see its log"
+            ) from None
+        raise
+    step(f"{AUTH_HOST}: 401 without a token, 200 with the JWT")
+    results.throughput.append(
+        measure_throughput(
+            procs,
+            "gateway auth",
+            url,
+            lambda: [gateway.pid],
+            "gateway",
+            args,
+            headers=(host_header, bearer),
+        )
+    )
+
+
 def run(procs: Processes, args: argparse.Namespace, workdir: Path, results: Results) -> None:
     """Measure everything, filling `results` as it goes (so a failure still reports the rest)."""
     nginx = nginx_binary()
     transfer_size = 64 * MIB if args.quick else GIB
     token = secrets.token_urlsafe(32)
+    signing = SigningKey.new()
 
     backend, backend_port = start_backend(procs)
     step(f"backend on port {backend_port} (pid {backend.pid})")
@@ -766,10 +988,21 @@ def run(procs: Processes, args: argparse.Namespace, workdir: Path, results: Resu
         token,
         workdir / "gateway.log",
         results.gateway_start_failures,
+        {"OAUTH_JWT_PRIVATE_KEY_B64": signing.env_value, "OAUTH_ISSUER": ISSUER},
     )
     step(f"gateway ready in {gateway.startup_seconds:.2f} s (pid {gateway.pid}, {gateway.api_url})")
     with gateway.client() as api:
-        create_proxy(api, BENCH_HOST, backend_port)
+        # the certificate first: the proxy created next reuses it (it covers its hostname)
+        api_call(
+            api,
+            "POST",
+            "/api/v1/certificates/self-signed",
+            {"cert_name": CERT_NAME, "domains": [BENCH_HOST]},
+        )
+        created = create_proxy(api, BENCH_HOST, backend_port)
+        action = created.headers.get("x-certificate-action", "none")
+        if action != "reused":
+            raise RuntimeError(f"{BENCH_HOST} did not reuse certificate {CERT_NAME}: {action}")
     wait_for_200(gateway.ports.http, BENCH_HOST)
 
     direct = measure_throughput(
@@ -788,28 +1021,11 @@ def run(procs: Processes, args: argparse.Namespace, workdir: Path, results: Resu
         lambda: [gateway.pid],
         "gateway",
         args,
-        host=BENCH_HOST,
+        headers=(f"Host: {BENCH_HOST}",),
     )
     results.throughput.append(through)
-    if nginx is None:
-        results.nginx_skipped = "nginx is not installed"
-        step("[yellow]nginx is not installed: no nginx row[/]")
-    else:
-        server, nginx_port = start_nginx(procs, nginx, workdir / "nginx", backend_port)
-        try:
-            results.throughput.append(
-                measure_throughput(
-                    procs,
-                    "nginx",
-                    f"http://127.0.0.1:{nginx_port}/",
-                    lambda: [server.pid, *children_of(server.pid)],
-                    "nginx master+worker",
-                    args,
-                    host=BENCH_HOST,
-                )
-            )
-        finally:
-            procs.stop(server)
+    measure_https(procs, args, gateway, nginx, backend_port, workdir, results)
+    measure_auth(procs, args, gateway, signing, backend_port, results)
     size_text = f"{transfer_size // MIB} MiB"
     for direction in ("download", "upload"):
         step(f"{direction} {size_text}: directly, then through the gateway (RSS sampled)")
@@ -837,14 +1053,66 @@ def _f(value: float | None, digits: int = 1) -> str:
     return "-" if value is None or math.isnan(value) else f"{value:,.{digits}f}"
 
 
+ROW_ORDER = (
+    "direct",
+    "gateway",
+    "nginx",
+    "gateway https",
+    "nginx https",
+    "gateway auth off",
+    "gateway auth",
+)
+AUTH_TARGET = 0.8
+
+
+def _https_lines(results: Results, by_row: dict[str, Throughput]) -> list[str]:
+    lines = []
+    if results.tls:
+        lines.append(
+            f"https: the keep-alive rows are wrk with SNI {BENCH_HOST} (a wrk script connects "
+            f"to 127.0.0.1); handshakes: {HANDSHAKE_CLIENTS} client threads, each connection "
+            f"connect + full handshake (no resumption) + GET / + close; gateway: {results.tls}"
+        )
+    for shake in results.handshakes:
+        lines.append(
+            f"new TLS handshakes/s, {shake.name}: {_f(shake.per_second, 0)}/s "
+            f"(p50 {_f(shake.p50_ms, 2)} ms, p99 {_f(shake.p99_ms, 2)} ms; "
+            f"{_f(shake.cpu_us_per_handshake, 0)} µs CPU/handshake of {shake.measured}, "
+            f"client {_f(shake.client_cpu_us_per_handshake, 0)} µs; {shake.protocol}; "
+            f"errors: {shake.error_text()})"
+        )
+    by_name = {shake.name: shake for shake in results.handshakes}
+    if "gateway" in by_name and "nginx" in by_name and by_name["nginx"].per_second:
+        lines.append(
+            "new TLS handshakes/s, gateway ÷ nginx: "
+            f"{_f(by_name['gateway'].per_second / by_name['nginx'].per_second, 2)}"
+        )
+    plain, auth = by_row.get("gateway auth off"), by_row.get("gateway auth")
+    if plain is not None and auth is not None and plain.wrk.rps:
+        ratio = auth.wrk.rps / plain.wrk.rps
+        verdict = "meets" if ratio >= AUTH_TARGET else "BELOW"
+        lines.append(
+            f"auth: {AUTH_HOST} with a valid JWT {_f(auth.wrk.rps, 0)} req/s = "
+            f"{_f(ratio, 2)} times the same proxy before auth was enabled ({_f(plain.wrk.rps, 0)} "
+            f"req/s); {verdict} the target ≥ {AUTH_TARGET:.2f}; CPU "
+            f"{_f(auth.cpu_us_per_request, 0)} vs {_f(plain.cpu_us_per_request, 0)} µs/req"
+        )
+    return lines
+
+
 def report_lines(results: Results) -> tuple[Table, list[str]]:
     table = Table(box=box.MARKDOWN, title=None)
     headings = ("path", "req/s", "p50 ms", "p99 ms", "vs direct", "CPU µs/req", "CPU of", "errors")
     for heading in headings:
         numeric = heading not in ("path", "CPU of", "errors")
         table.add_column(heading, justify="right" if numeric else "left", no_wrap=True)
-    direct = results.throughput[0].wrk.rps if results.throughput else math.nan
-    for row in results.throughput:
+    rows = sorted(
+        results.throughput,
+        key=lambda row: ROW_ORDER.index(row.name) if row.name in ROW_ORDER else len(ROW_ORDER),
+    )
+    by_row = {row.name: row for row in rows}
+    direct = by_row["direct"].wrk.rps if "direct" in by_row else math.nan
+    for row in rows:
         row.ratio = row.wrk.rps / direct if direct else math.nan
         table.add_row(
             row.name,
@@ -859,6 +1127,7 @@ def report_lines(results: Results) -> tuple[Table, list[str]]:
     lines = []
     if results.nginx_skipped:
         lines.append(f"nginx: skipped ({results.nginx_skipped})")
+    lines += _https_lines(results, by_row)
     by_name = {t.direction: t for t in results.transfers}
     for direction in ("download", "upload"):
         plain, proxied = by_name.get(f"{direction} direct"), by_name.get(f"{direction} gateway")

@@ -140,21 +140,26 @@ class FlowClient:
         form = dict(re.findall(r'name="(request|csrf_token)" value="([^"]+)"', page.text))
         return await self.http.post("/consent", data={**form, "decision": decision})
 
+    async def approve(self, start: httpx.Response) -> httpx.Response:
+        """The browser from /authorize's answer on: GitHub, the callback, and the consent page
+        (approved) when there is one. The last answer: the redirect to the client (302 without
+        consent, 303 after it), or the page that stopped the login."""
+        callback = await self.through_github(start)
+        location = callback.headers.get("location", "")
+        if callback.status_code != 302 or not location.startswith("/consent"):
+            return callback
+        page = await self.http.get(location)
+        assert page.status_code == 200, page.text
+        return await self.consent(page)
+
     async def authorize(self, client_id: str, **params: Any) -> Authorized:
         """The whole browser part, approving the consent page; the code the client receives."""
         verifier, challenge = pkce_pair()
         params.setdefault("code_challenge", challenge)
         state = params.setdefault("state", secrets.token_hex(8))
-        callback = await self.through_github(await self.start(client_id, **params))
-        assert callback.status_code == 302, callback.text
-        location = callback.headers["location"]
-        if location.startswith("/consent"):
-            page = await self.http.get(location)
-            assert page.status_code == 200, page.text
-            decided = await self.consent(page)
-            assert decided.status_code == 303, decided.text
-            location = decided.headers["location"]
-        answer = query_of(location)
+        reached = await self.approve(await self.start(client_id, **params))
+        assert reached.status_code in (302, 303), reached.text
+        answer = query_of(reached.headers["location"])
         assert answer["state"] == state
         return Authorized(answer["code"], answer["state"], answer["iss"], verifier)
 

@@ -3,93 +3,26 @@ server with a test CA (OAUTH_CIMD_ALLOW_LOOPBACK lets the gateway fetch from loo
 
 from __future__ import annotations
 
-import functools
-import json
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 import trio
-from hypercorn.config import Config
-from hypercorn.trio import serve
 from quart import Response
-from quart_trio import QuartTrio
 
 from oauthproxy.serve import Ready
 from oauthproxy.settings import Settings
 from oauthproxy.storage import Storage
-from tests import oauth_helpers
+from tests import document_server, oauth_helpers
+from tests.document_server import DocumentServer
 from tests.github_standin import GitHubStandIn
-from tests.oauth_helpers import REDIRECT_URI, FlowClient, start_gateway
-from tests.tls import TestPKI, make_pki
-
-
-@dataclass
-class DocumentServer:
-    """Serves `/{name}` from `documents`; counts the fetches."""
-
-    documents: dict[str, Response | dict[str, Any]] = field(default_factory=dict)
-    base: str = ""
-    fetches: int = 0
-
-    def url(self, name: str) -> str:
-        return f"{self.base}/{name}"
-
-    def publish(self, name: str, **changes: Any) -> str:
-        url = self.url(name)
-        document = {
-            "client_id": url,
-            "client_name": "Metadata Client",
-            "redirect_uris": [REDIRECT_URI],
-            "token_endpoint_auth_method": "none",
-            "grant_types": ["authorization_code", "refresh_token"],
-            **changes,
-        }
-        self.documents[name] = document
-        return url
-
-
-async def serve_documents(
-    server: DocumentServer, pki: TestPKI, *, task_status: trio.TaskStatus[None]
-) -> None:
-    app = QuartTrio("client-documents")
-
-    @app.get("/<name>")
-    async def document(name: str) -> Response:
-        server.fetches += 1
-        found = server.documents.get(name)
-        if found is None:
-            return Response("not found", 404)
-        if isinstance(found, Response):
-            return found
-        return Response(json.dumps(found), 200, {"Content-Type": "application/json"})
-
-    config = Config()
-    config.bind = ["127.0.0.1:0"]
-    config.certfile, config.keyfile = str(pki.cert_file), str(pki.key_file)
-    config.accesslog = config.errorlog = None
-    async with trio.open_nursery() as nursery:
-        binds: list[str] = await nursery.start(functools.partial(serve, app, config))
-        server.base = "https://localhost:" + binds[0].rsplit(":", 1)[1]
-        task_status.started()
-
-
-@pytest.fixture
-def pki(tmp_path: Path) -> TestPKI:
-    return make_pki(tmp_path)
-
-
-@pytest.fixture
-async def documents(nursery: trio.Nursery, pki: TestPKI) -> DocumentServer:
-    server = DocumentServer()
-    await nursery.start(serve_documents, server, pki)
-    return server
-
+from tests.oauth_helpers import FlowClient, start_gateway
+from tests.tls import TestPKI
 
 github = oauth_helpers.github
+pki = document_server.pki
+documents = document_server.documents
 
 
 @pytest.fixture

@@ -240,3 +240,19 @@ async def test_a_client_closing_after_an_answer_from_the_gateway_harms_nothing(
         await stream.aclose()
         assert answer.startswith(b"HTTP/1.1 401 " if path == "/echo" else b"HTTP/1.1 200 ")
     assert (await public.get("/echo")).status_code == 401  # the gateway still serves
+
+
+async def test_metadata_names_the_scopes_the_proxy_requires(
+    public: httpx.AsyncClient, origin: str, storage: Storage
+) -> None:
+    await until_served(public)
+    target = await storage.proxies.get(HOST)
+    assert target is not None
+    required = {"auth_allowed_scopes": ["mcp:admin"]}
+    await storage.proxies.update(ProxyTarget.model_validate({**target.model_dump(), **required}))
+    with trio.fail_after(10):
+        while True:
+            document = (await public.get("/.well-known/oauth-protected-resource")).json()
+            if "mcp:admin" in document["scopes_supported"]:
+                break
+    assert document["scopes_supported"] == ["mcp:admin", "mcp:read", "mcp:write"]

@@ -53,7 +53,7 @@ def metadata_reply(protection: Protection, origin: str) -> Reply:
         "resource": origin,
         "authorization_servers": [protection.issuer],
         "jwks_uri": f"{protection.issuer}/jwks",
-        "scopes_supported": target.resource_scopes or ["mcp:read", "mcp:write"],
+        "scopes_supported": _scopes_supported(protection),
         "bearer_methods_supported": target.resource_bearer_methods or ["header"],
     }
     if target.resource_documentation_suffix:
@@ -65,6 +65,18 @@ def metadata_reply(protection: Protection, origin: str) -> Reply:
     document.update(target.resource_custom_metadata or {})
     body = json.dumps(document).encode()
     return Reply(200, [(b"content-type", b"application/json")], body)
+
+
+DEFAULT_SCOPES = ("mcp:read", "mcp:write")
+
+
+def _scopes_supported(protection: Protection) -> list[str]:
+    """The proxy's own list, else the defaults plus any scope the proxy requires (a client
+    that reads only the metadata must be able to ask for what it will need)."""
+    if protection.target.resource_scopes:
+        return protection.target.resource_scopes
+    required = protection.policy.scopes if protection.policy else frozenset()
+    return sorted(set(DEFAULT_SCOPES) | required)
 
 
 def bearer_token(received: Headers) -> str | None:
