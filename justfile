@@ -322,3 +322,45 @@ cert-status name token="": _venv
 [group('certificates')]
 cert-renew name token="": _venv
     @proxy-client {{ if token != "" { "--token " + quote(token) } else { "" } }} cert renew {{ quote(name) }}
+
+# --- oauth -------------------------------------------------------------------------------------
+
+# Generate an RS256 signing key locally; prints OAUTH_JWT_PRIVATE_KEY_B64=… for .env
+[group('oauth')]
+oauth-key-generate token="": _venv
+    @proxy-client {{ if token != "" { "--token " + quote(token) } else { "" } }} oauth key-generate
+
+# Create the OAuth routes (priority 95, every proxy → the gateway's API); keeps existing ones
+[group('oauth')]
+oauth-routes-setup domain token="": _venv
+    @proxy-client {{ if token != "" { "--token " + quote(token) } else { "" } }} oauth routes-setup {{ quote(domain) }}
+
+# Register a trusted OAuth client (no consent page; redirect default http://127.0.0.1/callback)
+[group('oauth')]
+oauth-client-register name redirect-uri="" scope="" token="": _venv
+    @proxy-client {{ if token != "" { "--token " + quote(token) } else { "" } }} oauth register {{ quote(name) }} {{ if redirect-uri != "" { "--redirect-uri " + quote(redirect-uri) } else { "" } }} {{ if scope != "" { "--scope " + quote(scope) } else { "" } }}
+
+# List OAuth clients (active-only: true for those with an active session)
+[group('oauth')]
+oauth-clients-list active-only="false" token="": _venv
+    @proxy-client {{ if token != "" { "--token " + quote(token) } else { "" } }} oauth clients {{ if active-only =~ '^(?i:true|yes|1|active-only)$' { "--active-only" } else { "" } }}
+
+# List the active OAuth sessions (one per login)
+[group('oauth')]
+oauth-sessions-list token="": _venv
+    @proxy-client {{ if token != "" { "--token " + quote(token) } else { "" } }} oauth sessions
+
+# Revoke an OAuth session: its refresh and access tokens stop working everywhere
+[group('oauth')]
+oauth-session-revoke session-id token="": _venv
+    @proxy-client {{ if token != "" { "--token " + quote(token) } else { "" } }} oauth revoke-session {{ quote(session-id) }}
+
+# FOR TESTING: mint an access token for an MCP server URL (a revocable session)
+[group('oauth')]
+oauth-test-tokens server-url token="": _venv
+    @proxy-client {{ if token != "" { "--token " + quote(token) } else { "" } }} oauth test-tokens {{ quote(server-url) }}
+
+# The authorization server at a glance: health, clients, sessions, tokens
+[group('oauth')]
+oauth-status token="": _venv
+    @proxy-client {{ if token != "" { "--token " + quote(token) } else { "" } }} oauth status

@@ -23,6 +23,9 @@ class Kind(StrEnum):
     SERVICES = "services"
     ROUTES = "routes"
     OAUTH_CLIENTS = "oauth_clients"
+    OAUTH_SESSIONS = "oauth_sessions"
+    OAUTH_TOKENS = "oauth_tokens"
+    RESOURCES = "resources"
     LOGS = "logs"
 
 
@@ -148,11 +151,45 @@ def _has_https(row: Row) -> bool:
     return bool(row.get("enable_https", True) and row.get("cert_name"))
 
 
+def active_count(field: str) -> Callable[[Row], Any]:
+    """The `active` figure of a `{"total", "active", ...}` field."""
+    return lambda row: (row.get(field) or {}).get("active")
+
+
+def _has_active(field: str) -> Callable[[Row], bool]:
+    return lambda row: bool(active_count(field)(row))
+
+
 def _is_error(row: Row) -> bool:
     return int(row.get("status_code") or 0) >= 400
 
 
 NAME_STYLE = "bold cyan"
+
+
+def _grant_layout(key: Column, audience: Column, *times: Column, noun: str, hint: str) -> Layout:
+    """OAuth sessions and access tokens: `key`, who was granted what and for which resources,
+    the status, `times`, the expiry; tallied as how many, how many active, how many revoked."""
+    return Layout(
+        columns=(
+            key,
+            Column("username", "User", NAME_STYLE),
+            Column("client_id", "Client", "mono"),
+            Column("scope", "Scope"),
+            audience,
+            Column("status", "Status", "status"),
+            *times,
+            Column("expires_at", "Expires", derive=expiry),
+        ),
+        tallies=(
+            Tally(noun, noun + "s"),
+            Tally("active", counts=_is("status", "active")),
+            Tally("revoked", counts=_is("status", "revoked")),
+        ),
+        empty_hint=hint,
+    )
+
+
 LAYOUTS: dict[Kind, Layout] = {
     Kind.TOKENS: Layout(
         columns=(
@@ -233,13 +270,46 @@ LAYOUTS: dict[Kind, Layout] = {
         columns=(
             Column("client_id", "Client ID", "mono"),
             Column("client_name", "Name", NAME_STYLE),
+            Column("origin", "Origin"),
             Column("scope", "Scope"),
             Column("redirect_uris", "Redirect URIs"),
+            Column("sessions", "Active Sessions", "number", derive=active_count("sessions")),
+            Column("tokens", "Active Tokens", "number", derive=active_count("tokens")),
             Column("created_at", "Created", "date"),
             Column("expires_at", "Expires", "date"),
         ),
-        tallies=(Tally("client", "clients"),),
+        tallies=(
+            Tally("client", "clients"),
+            Tally("with active sessions", counts=_has_active("sessions")),
+        ),
         empty_hint="No OAuth clients yet. MCP clients register themselves at /register",
+    ),
+    Kind.OAUTH_SESSIONS: _grant_layout(
+        Column("session_id", "Session", "mono"),
+        Column("resources", "Resources"),
+        Column("tokens", "Active Tokens", "number", derive=active_count("tokens")),
+        Column("created_at", "Started", "date"),
+        noun="session",
+        hint="No active sessions. A session starts when a user logs in through a client.",
+    ),
+    Kind.OAUTH_TOKENS: _grant_layout(
+        Column("jti", "JTI", "mono"),
+        Column("audience", "Audience"),
+        Column("issued_at", "Issued", "date"),
+        noun="token",
+        hint="No access tokens.",
+    ),
+    Kind.RESOURCES: Layout(
+        columns=(
+            Column("uri", "URI", NAME_STYLE),
+            Column("name", "Name"),
+            Column("proxy_target", "Proxy"),
+            Column("scopes", "Scopes"),
+            Column("metadata_url", "Metadata URL"),
+        ),
+        tallies=(Tally("resource", "resources"),),
+        empty_hint="No protected resources registered. Register the proxies' resources: "
+        "proxy-client resource auto-register",
     ),
     Kind.LOGS: Layout(
         columns=(

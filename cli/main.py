@@ -13,7 +13,16 @@ from typing import Annotated, Any
 from cyclopts import App, Group, Parameter
 from rich.console import Console
 
-from cli.commands import certificates, proxies, routes, services, system, tokens
+from cli.commands import (
+    certificates,
+    oauth,
+    proxies,
+    resources,
+    routes,
+    services,
+    system,
+    tokens,
+)
 from cli.config import Options, OutputFormat, load_config
 from cli.errors import CliError
 from cli.session import open_session
@@ -38,6 +47,8 @@ app.command(proxies.app)
 app.command(services.app)
 app.command(routes.app)
 app.command(certificates.app)
+app.command(oauth.app)
+app.command(resources.app)
 app.command(system.health)
 
 

@@ -200,6 +200,7 @@ async def _start_listeners(
         functools.partial(serve_https, settings.server_host, settings.https_port, *shared)
     )
     supervisor.ports.http, supervisor.ports.https = http_port, https_port
+    await supervisor.sync_gateway_client()  # the callback URIs name the real ports
     return http_port, https_port
 
 

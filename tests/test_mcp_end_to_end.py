@@ -38,8 +38,10 @@ from mcp.shared.auth import (
 )
 from pydantic import AnyUrl
 
+from oauthproxy.models.oauth import OAuthClient
 from oauthproxy.models.proxies import ProxyTarget
 from oauthproxy.oauth.jws import b64url_decode
+from oauthproxy.proxy.login import GATEWAY_CLIENT_ID
 from oauthproxy.serve import Ready
 from oauthproxy.settings import Settings
 from oauthproxy.storage import Storage
@@ -279,6 +281,12 @@ async def world(
         yield World(gateway, storage, github, http)
 
 
+async def registered_clients(world: World) -> list[OAuthClient]:
+    """The clients registered by MCP clients (not the gateway's own browser-login client)."""
+    clients = await world.storage.oauth.clients()
+    return [c for c in clients if c.client_id != GATEWAY_CLIENT_ID]
+
+
 def assert_tools_worked(run: ToolRun) -> None:
     assert run.tools == ["add", "whoami"]
     assert run.added == {"result": 5}
@@ -301,7 +309,7 @@ async def test_dynamic_registration_then_tools(world: World) -> None:
 
     assert tokens.client_info is not None
     client_id = tokens.client_info.client_id
-    registered = await world.storage.oauth.clients()
+    registered = await registered_clients(world)
     assert [client.client_id for client in registered] == [client_id]
     claims = claims_of(tokens.tokens)
     assert claims["iss"] == world.issuer
@@ -332,7 +340,7 @@ async def test_pre_registered_client_then_tools(world: World) -> None:
 
     assert query_of(browser.opened[0])["client_id"] == registered["client_id"]
     assert browser.consented()
-    assert [c.client_id for c in await world.storage.oauth.clients()] == [registered["client_id"]]
+    assert [c.client_id for c in await registered_clients(world)] == [registered["client_id"]]
     assert claims_of(tokens.tokens)["azp"] == registered["client_id"]
 
 
@@ -348,7 +356,7 @@ async def test_client_id_metadata_document_then_tools(
     assert query_of(browser.opened[0])["client_id"] == url
     assert browser.consented()
     assert documents.fetches >= 1
-    assert await world.storage.oauth.clients() == []
+    assert await registered_clients(world) == []
     assert claims_of(tokens.tokens)["azp"] == url
 
 

@@ -11,8 +11,11 @@ from oauthproxy.api.certificates import certificates as certificates_api
 from oauthproxy.api.errors import install_error_handlers
 from oauthproxy.api.forward_auth import forward_auth
 from oauthproxy.api.health import health
+from oauthproxy.api.oauth_admin import oauth_admin
 from oauthproxy.api.oauth_server import oauth_server
+from oauthproxy.api.oauth_status import status as oauth_status
 from oauthproxy.api.proxies import proxies
+from oauthproxy.api.resources import resources
 from oauthproxy.api.routes import routes
 from oauthproxy.api.services import services
 from oauthproxy.api.state import AppState
@@ -57,6 +60,9 @@ def create_app(
     app.register_blueprint(services)
     app.register_blueprint(routes)
     app.register_blueprint(oauth_server)
+    app.register_blueprint(oauth_admin)
+    app.register_blueprint(oauth_status)
+    app.register_blueprint(resources)
     app.register_blueprint(forward_auth)
     app.register_blueprint(certificates_api)
     return app

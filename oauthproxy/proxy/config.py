@@ -14,6 +14,7 @@ from oauthproxy.models.routes import Route
 from oauthproxy.proxy.forward import Destination
 from oauthproxy.proxy.guard import Guard
 from oauthproxy.proxy.headers import RequestRewrite, ResponseRewrite, encode_headers
+from oauthproxy.proxy.login import BrowserLogin
 from oauthproxy.proxy.protect import Protection
 from oauthproxy.proxy.tls import HostContext
 from oauthproxy.proxy.upstream import parse_origin
@@ -32,6 +33,8 @@ class Shared:
     issuer: str
     global_users: str
     """`OAUTH_ALLOWED_GITHUB_USERS`: who may pass when a proxy names no users itself."""
+    login: BrowserLogin | None = None
+    """Browser login for `redirect`-mode proxies."""
 
 
 @dataclass

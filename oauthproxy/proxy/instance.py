@@ -13,6 +13,7 @@ import logging
 import h11
 import trio
 
+from oauthproxy.models.proxies import AuthMode
 from oauthproxy.proxy.access import Allow
 from oauthproxy.proxy.challenges import ChallengeLookup, challenge_reply, is_challenge
 from oauthproxy.proxy.config import InstanceConfig, PublicPorts
@@ -29,7 +30,15 @@ from oauthproxy.proxy.http import (
     reusable,
     send_reply,
 )
-from oauthproxy.proxy.protect import Protection, check, is_metadata_path, metadata_reply
+from oauthproxy.proxy.login import CALLBACK_PATH
+from oauthproxy.proxy.protect import (
+    NeedsLogin,
+    Protection,
+    check,
+    is_metadata_path,
+    metadata_reply,
+    without_cookie,
+)
 from oauthproxy.proxy.responses import Reply, error_reply, redirect_reply, unknown_host
 from oauthproxy.proxy.upstream import UpstreamPool
 
@@ -149,10 +158,11 @@ class Instance:
         path = _path(request.target)
         identity: Identity = ()
         if config.protection is not None:
-            outcome = _front_door(config.protection, received, client, path)
+            outcome = await _front_door(config, config.protection, received, client, request)
             if isinstance(outcome, Reply):
                 return await _answer(stream, conn, request, received, outcome)
             identity = outcome.headers
+            received = without_cookie(received, config.protection.target.auth_cookie_name)
         destination = config.destination(path, request.method.decode())
         if destination is None:
             reply = error_reply(
@@ -193,14 +203,29 @@ class Instance:
         return f"https://{authority}{target.decode('latin-1')}"
 
 
-def _front_door(
-    protection: Protection, received: Headers, client: Client, path: str
+async def _front_door(
+    config: InstanceConfig,
+    protection: Protection,
+    received: Headers,
+    client: Client,
+    request: h11.Request,
 ) -> Reply | Allow:
-    """Protected resource metadata, or the bearer check, for one request."""
+    """Protected resource metadata, the browser login's callback, or the bearer check."""
+    path, _, query = request.target.decode("latin-1").partition("?")
     origin = f"{client.scheme.decode()}://{header_value(received, b'host')}"
     if protection.serves_metadata and is_metadata_path(path):
         return metadata_reply(protection, origin)
-    return check(protection, received, origin, path)
+    login = config.shared.login
+    redirect = protection.policy is not None and protection.policy.mode is AuthMode.REDIRECT
+    if redirect and login is not None and path == CALLBACK_PATH:
+        secure = client.scheme == b"https"
+        return await login.finish(query, protection.target.auth_cookie_name, secure=secure)
+    outcome = check(protection, received, origin, path)
+    if not isinstance(outcome, NeedsLogin):
+        return outcome
+    if login is None:
+        return error_reply(503, "login_unavailable", "browser login is not available")
+    return await login.start(config.target.hostname, origin, request.target.decode("latin-1"))
 
 
 async def _answer(

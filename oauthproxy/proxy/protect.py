@@ -102,20 +102,69 @@ def _refusal(policy: AccessPolicy, origin: str, deny: Deny | None) -> Reply:
     return Reply(status, headers, json.dumps(body).encode())
 
 
-def check(protection: Protection, received: Headers, origin: str, path: str) -> Reply | Allow:
-    """Answer (401/403) or let through with identity headers."""
+def cookie_token(received: Headers, name: str) -> str | None:
+    for header_name, value in received:
+        if header_name == b"cookie":
+            for pair in value.decode("latin-1").split(";"):
+                key, _, token = pair.strip().partition("=")
+                if key == name and token:
+                    return token
+    return None
+
+
+def without_cookie(received: Headers, name: str) -> Headers:
+    """`received` without our auth cookie: the backend gets the identity headers, never the
+    token itself."""
+    if not any(header == b"cookie" for header, _ in received):
+        return received
+    prefix = name + "="
+    out: Headers = []
+    for header, value in received:
+        if header == b"cookie":
+            kept = [
+                p for p in value.decode("latin-1").split(";") if not p.strip().startswith(prefix)
+            ]
+            if not any(p.strip() for p in kept):
+                continue
+            value = ";".join(kept).strip().encode("latin-1")
+        out.append((header, value))
+    return out
+
+
+@dataclass(frozen=True)
+class NeedsLogin:
+    """A browser without a valid token on a `redirect`-mode proxy: send it to log in."""
+
+
+def _wants_page(received: Headers) -> bool:
+    accept = next((v for n, v in received if n == b"accept"), b"")
+    return b"text/html" in accept
+
+
+def check(
+    protection: Protection, received: Headers, origin: str, path: str
+) -> Reply | Allow | NeedsLogin:
+    """Answer (401/403), send a browser to log in, or let through with identity headers."""
     policy = protection.policy
     if policy is None or policy.excludes(path):
         return Allow([])
+    redirect = policy.mode is AuthMode.REDIRECT
     token = bearer_token(received)
+    if token is None and redirect:
+        token = cookie_token(received, protection.target.auth_cookie_name)
     optional = policy.mode is AuthMode.PASSTHROUGH
+    login = redirect and _wants_page(received)
     if token is None:
+        if login:
+            return NeedsLogin()
         return Allow([]) if optional else _refusal(policy, origin, None)
     try:
         claims = protection.guard.claims(token, now=time.time())
     except InvalidToken as error:
         if optional:
             return Allow([])
+        if login:
+            return NeedsLogin()
         return _refusal(policy, origin, Deny(401, "invalid_token", error.reason))
     decision = authorize(policy, claims, origin)
     if isinstance(decision, Deny):

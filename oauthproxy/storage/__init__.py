@@ -21,6 +21,8 @@ from oauthproxy.storage.certificates import CertificateRepository
 from oauthproxy.storage.challenges import ChallengeRepository
 from oauthproxy.storage.oauth import OAuthStore
 from oauthproxy.storage.proxies import ProxyRepository
+from oauthproxy.storage.proxy_logins import ProxyLoginRepository
+from oauthproxy.storage.resources import ResourceRepository
 from oauthproxy.storage.routes import RouteRepository
 from oauthproxy.storage.services import (
     DockerServiceRepository,
@@ -44,8 +46,10 @@ class Storage:
     external_services: ExternalServiceRepository
     internal_services: InternalServiceRepository
     challenges: ChallengeRepository
+    proxy_logins: ProxyLoginRepository
     docker_services: DockerServiceRepository
     oauth: OAuthStore
+    resources: ResourceRepository
 
     async def ping(self) -> float:
         """Round-trip time to Redis in milliseconds."""
@@ -130,6 +134,8 @@ async def open_storage(url: str) -> AsyncIterator[Storage]:
             external_services=ExternalServiceRepository(client),
             internal_services=InternalServiceRepository(client),
             challenges=ChallengeRepository(client),
+            proxy_logins=ProxyLoginRepository(client),
             docker_services=DockerServiceRepository(client),
             oauth=OAuthStore(client),
+            resources=ResourceRepository(client),
         )

@@ -9,20 +9,23 @@ is away, every running instance keeps serving from its in-memory snapshot.
 from __future__ import annotations
 
 import logging
+import ssl
 import time
 from collections.abc import Iterable
 from dataclasses import replace
+from pathlib import Path
 
 import trio
 
 from oauthproxy.errors import StorageUnavailable
 from oauthproxy.models.events import EventType
-from oauthproxy.models.proxies import ProxyTarget
+from oauthproxy.models.proxies import AuthMode, ProxyTarget
 from oauthproxy.models.routes import TargetType
 from oauthproxy.oauth.verify import load_verifier
 from oauthproxy.proxy.config import InstanceConfig, PublicPorts, Shared, build_config
 from oauthproxy.proxy.guard import Guard
 from oauthproxy.proxy.instance import Instance
+from oauthproxy.proxy.login import BrowserLogin, callback_uris, gateway_client
 from oauthproxy.proxy.upstream import UpstreamPool, tls_context
 from oauthproxy.routing import RouteTable
 from oauthproxy.settings import Settings
@@ -60,7 +63,12 @@ class Supervisor:
     """Owns every proxy instance (in its nursery) and the hostname → instance table."""
 
     def __init__(
-        self, settings: Settings, storage: Storage, nursery: trio.Nursery, replica: str
+        self,
+        settings: Settings,
+        storage: Storage,
+        nursery: trio.Nursery,
+        replica: str,
+        issuer_trust: ssl.SSLContext | bool = True,
     ) -> None:
         self.instances: dict[str, Instance] = {}
         self._settings = settings
@@ -84,7 +92,9 @@ class Supervisor:
             guard=self.guard,
             issuer=settings.oauth_issuer_url,
             global_users=settings.oauth_allowed_github_users,
+            login=BrowserLogin(settings.oauth_issuer_url, storage.proxy_logins, issuer_trust),
         )
+        self._gateway_redirects: list[str] | None = None
 
     @property
     def consumer(self) -> WorkflowConsumer:
@@ -108,6 +118,7 @@ class Supervisor:
         await self._reload_shared(routes=True, services=True)
         await self._refresh_all()
         await self._apply(decide(self._desired, self._running))
+        await self.sync_gateway_client()
 
     async def _wanted(self, hostname: str) -> Wanted | None:
         """Re-read one proxy and the certificate it would serve HTTPS with."""
@@ -158,6 +169,27 @@ class Supervisor:
         if routes or services or (hostnames and self._routes_name_hostnames()):
             await self._refresh_all()
         await self._apply(decide(self._desired, self._running, hostnames))
+        if hostnames:
+            await self.sync_gateway_client()
+
+    async def sync_gateway_client(self) -> None:
+        """Register the gateway's browser-login client with exactly the callback URIs of the
+        `redirect`-mode proxies (written only when they change)."""
+        uris = sorted(
+            uri
+            for wanted in self._desired.values()
+            if wanted.target.auth_enabled and wanted.target.auth_mode is AuthMode.REDIRECT
+            for uri in callback_uris(
+                wanted.target.hostname,
+                http_port=self.ports.http or self._settings.http_port,
+                https_port=(self.ports.https or self._settings.https_port)
+                if wanted.certificate
+                else None,
+            )
+        )
+        if uris != self._gateway_redirects:
+            await self._storage.oauth.put_client(gateway_client(uris))
+            self._gateway_redirects = uris
 
     async def _apply(self, actions: list[Action]) -> None:
         states: dict[str, str | None] = {}
@@ -263,6 +295,11 @@ class Supervisor:
                 backoff = min(backoff * 2, MAX_BACKOFF_SECONDS)
 
 
+def _issuer_trust(ca_bundle: Path | None) -> ssl.SSLContext | bool:
+    """How the browser login verifies the authorization server's TLS (`OAUTH_CA_BUNDLE`)."""
+    return ssl.create_default_context(cafile=str(ca_bundle)) if ca_bundle else True
+
+
 def _state(wanted: Wanted) -> str:
     return "running_https" if wanted.certificate is not None else "running_http"
 
@@ -277,8 +314,9 @@ async def serve_supervisor(
     task_status: trio.TaskStatus[Supervisor] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Run the supervisor until `shutdown`; then stop every instance and wait for them to drain."""
+    trust = await trio.to_thread.run_sync(_issuer_trust, settings.oauth_ca_bundle)
     async with trio.open_nursery() as instances:
-        supervisor = Supervisor(settings, storage, instances, replica)
+        supervisor = Supervisor(settings, storage, instances, replica, trust)
         await supervisor.consumer.join()
         supervisor.guard.verifier = await load_verifier(storage, settings)
         for target in builtin:

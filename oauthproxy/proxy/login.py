@@ -1,0 +1,126 @@
+"""Browser login for `redirect`-mode proxies: the gateway is an OAuth client of its own
+authorization server, and the resulting access token becomes a cookie on the proxy's host.
+
+    browser → proxy (no token)        302 → {issuer}/authorize (PKCE, resource = the proxy's origin)
+    … GitHub, allowlist check …       302 → {origin}/.oauthproxy/callback?code&state
+    browser → proxy callback          code exchanged at {issuer}/token; Set-Cookie; 302 → the page
+
+The login's PKCE verifier waits in Redis (`oauth:proxy_login:{state}`), so any replica can
+finish a login another one started. The client, `oauthproxy-gateway`, is registered by the
+supervisor with exactly the callback URIs of the redirect-mode proxies.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import secrets
+import ssl
+from dataclasses import dataclass
+from urllib.parse import parse_qs, urlencode
+
+import httpx
+
+from oauthproxy.models.oauth import ClientOrigin, OAuthClient
+from oauthproxy.proxy.responses import Reply, error_reply
+from oauthproxy.storage.proxy_logins import ProxyLogin, ProxyLoginRepository
+
+CALLBACK_PATH = "/.oauthproxy/callback"
+GATEWAY_CLIENT_ID = "oauthproxy-gateway"
+EXCHANGE_TIMEOUT_SECONDS = 10.0
+
+
+def gateway_client(redirect_uris: list[str]) -> OAuthClient:
+    """The gateway's own client: public (PKCE), trusted (no consent page)."""
+    return OAuthClient(
+        client_id=GATEWAY_CLIENT_ID,
+        client_name="oauthproxy browser login",
+        redirect_uris=sorted(redirect_uris),
+        token_endpoint_auth_method="none",  # noqa: S106 - a method name
+        origin=ClientOrigin.ADMIN,
+    )
+
+
+def callback_uris(hostname: str, *, http_port: int, https_port: int | None) -> list[str]:
+    """Where a browser may come back to for `hostname` (with and without the default port)."""
+    uris = [f"http://{hostname}{_port(http_port, 80)}{CALLBACK_PATH}"]
+    if https_port is not None:
+        uris.append(f"https://{hostname}{_port(https_port, 443)}{CALLBACK_PATH}")
+    return uris
+
+
+def _port(port: int, default: int) -> str:
+    return "" if port in (0, default) else f":{port}"
+
+
+def _challenge(verifier: str) -> str:
+    digest = hashlib.sha256(verifier.encode()).digest()
+    return base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
+
+
+def _redirect(location: str, cookie: str | None = None) -> Reply:
+    headers = [(b"location", location.encode()), (b"cache-control", b"no-store")]
+    if cookie:
+        headers.append((b"set-cookie", cookie.encode()))
+    return Reply(302, headers, b"")
+
+
+@dataclass(frozen=True)
+class BrowserLogin:
+    issuer: str
+    logins: ProxyLoginRepository
+    tls: ssl.SSLContext | bool
+    scope: str = "mcp:read mcp:write"
+
+    async def start(self, hostname: str, origin: str, return_to: str) -> Reply:
+        state = secrets.token_urlsafe(24)
+        verifier = secrets.token_urlsafe(48)
+        login = ProxyLogin(verifier=verifier, return_to=return_to, origin=origin, hostname=hostname)
+        await self.logins.put(state, login)
+        query = urlencode(
+            {
+                "response_type": "code",
+                "client_id": GATEWAY_CLIENT_ID,
+                "redirect_uri": origin + CALLBACK_PATH,
+                "state": state,
+                "code_challenge": _challenge(verifier),
+                "code_challenge_method": "S256",
+                "scope": self.scope,
+                "resource": origin,
+                "proxy_hostname": hostname,
+            }
+        )
+        return _redirect(f"{self.issuer}/authorize?{query}")
+
+    async def finish(self, query: str, cookie_name: str, *, secure: bool) -> Reply:
+        """The callback: exchange the code, set the cookie, go back to the page."""
+        params = {name: values[0] for name, values in parse_qs(query).items()}
+        if "error" in params:
+            return error_reply(403, params["error"], params.get("error_description", "refused"))
+        login = await self.logins.take(params.get("state", ""))
+        if login is None or "code" not in params:
+            return error_reply(400, "invalid_request", "unknown or used login; start again")
+        token, lifetime = await self._exchange(params["code"], login)
+        if token is None:
+            return error_reply(502, "login_failed", "the authorization server refused the code")
+        cookie = f"{cookie_name}={token}; Path=/; HttpOnly; SameSite=Lax; Max-Age={lifetime}"
+        return _redirect(login.return_to, cookie + ("; Secure" if secure else ""))
+
+    async def _exchange(self, code: str, login: ProxyLogin) -> tuple[str | None, int]:
+        form = {
+            "grant_type": "authorization_code",
+            "code": code,
+            "redirect_uri": login.origin + CALLBACK_PATH,
+            "client_id": GATEWAY_CLIENT_ID,
+            "code_verifier": login.verifier,
+            "resource": login.origin,
+        }
+        async with httpx.AsyncClient(verify=self.tls, timeout=EXCHANGE_TIMEOUT_SECONDS) as client:
+            try:
+                response = await client.post(f"{self.issuer}/token", data=form)
+            except httpx.HTTPError:
+                return None, 0
+        if response.status_code != 200:
+            return None, 0
+        body = response.json()
+        return body.get("access_token"), int(body.get("expires_in", 0))

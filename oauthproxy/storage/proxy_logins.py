@@ -1,0 +1,35 @@
+"""`oauth:proxy_login:{state}`: a browser login to a `redirect`-mode proxy, between the redirect to
+the authorization server and the callback on the proxy's host. Single use; expires on its own."""
+
+from __future__ import annotations
+
+from oauthproxy.models.common import Record
+from oauthproxy.storage.base import Redis, dump, load, translate_errors
+
+LOGIN_TTL_SECONDS = 600
+
+
+class ProxyLogin(Record):
+    verifier: str
+    """The PKCE code verifier the callback proves possession with."""
+    return_to: str
+    """The path (and query) the browser asked for."""
+    origin: str
+    hostname: str
+
+
+def login_key(state: str) -> str:
+    return f"oauth:proxy_login:{state}"
+
+
+@translate_errors
+class ProxyLoginRepository:
+    def __init__(self, redis: Redis) -> None:
+        self._redis = redis
+
+    async def put(self, state: str, login: ProxyLogin) -> None:
+        await self._redis.set(login_key(state), dump(login), ex=LOGIN_TTL_SECONDS)
+
+    async def take(self, state: str) -> ProxyLogin | None:
+        """The login for `state`, removed in the same step (a state is used once)."""
+        return load(ProxyLogin, await self._redis.getdel(login_key(state)))
