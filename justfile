@@ -139,7 +139,7 @@ _venv:
 
 # --- benchmarks --------------------------------------------------------------------------------
 
-# Benchmark the data plane (backend direct, gateway, nginx; streaming; create→200; 1,000 hosts). Options: --quick, --duration S, --connections N
+# Benchmark the data plane (direct, gateway, nginx; HTTPS and TLS handshakes; auth; streaming; create→200; 1,000 hosts). Options: --quick, --duration S, --connections N
 [group('benchmarks')]
 bench *args: _venv
     #!/bin/sh
