@@ -29,7 +29,7 @@ from oauthproxy.admin_token import AdminToken, ensure_admin_token
 from oauthproxy.api.app import create_app
 from oauthproxy.certificates.manager import CertificateManager, serve_certificate_manager
 from oauthproxy.models.proxies import ProxyTarget
-from oauthproxy.proxy.dispatcher import serve_http, serve_https
+from oauthproxy.proxy.dispatcher import Front, serve_http, serve_https
 from oauthproxy.proxy.headers import parse_networks
 from oauthproxy.settings import Settings
 from oauthproxy.storage import Storage, open_storage
@@ -187,18 +187,15 @@ async def _start_listeners(
     shutdown: trio.Event,
 ) -> tuple[int, int]:
     """The public HTTP and HTTPS listeners; the ports they really listen on."""
-    shared = (
-        supervisor.instances,
-        storage.challenges.get,
-        parse_networks(settings.trusted_proxies),
-        shutdown,
+    front = Front(
+        host=settings.server_host,
+        instances=supervisor.instances,
+        challenges=storage.challenges.get,
+        trusted=parse_networks(settings.trusted_proxies),
+        shutdown=shutdown,
     )
-    http_port: int = await services.start(
-        functools.partial(serve_http, settings.server_host, settings.http_port, *shared)
-    )
-    https_port: int = await services.start(
-        functools.partial(serve_https, settings.server_host, settings.https_port, *shared)
-    )
+    http_port: int = await services.start(serve_http, front, settings.http_port)
+    https_port: int = await services.start(serve_https, front, settings.https_port)
     supervisor.ports.http, supervisor.ports.https = http_port, https_port
     await supervisor.sync_gateway_client()  # the callback URIs name the real ports
     return http_port, https_port

@@ -10,6 +10,7 @@ import contextlib
 import errno
 import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
 
 import h11
 import trio
@@ -123,15 +124,20 @@ async def _serve_port(
         nursery.cancel_scope.cancel()
 
 
+@dataclass(frozen=True)
+class Front:
+    """What both public listeners share."""
+
+    host: str
+    instances: Mapping[str, Instance]
+    """The supervisor's hostname → instance table."""
+    challenges: ChallengeLookup
+    trusted: Sequence[Network]
+    shutdown: trio.Event
+
+
 async def serve_http(
-    host: str,
-    port: int,
-    instances: Mapping[str, Instance],
-    challenges: ChallengeLookup,
-    trusted: Sequence[Network],
-    shutdown: trio.Event,
-    *,
-    task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
+    front: Front, port: int, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED
 ) -> None:
     """The public HTTP port until `shutdown`; started with the port it really listens on.
 
@@ -139,23 +145,17 @@ async def serve_http(
     """
 
     async def handle(stream: trio.SocketStream) -> None:
-        client = client_of(stream, trusted, b"http")
-        await hand_over(stream, instances.get, challenges, client)
+        client = client_of(stream, front.trusted, b"http")
+        await hand_over(stream, front.instances.get, front.challenges, client)
 
-    await _serve_port(host, port, handle, shutdown, task_status)
+    await _serve_port(front.host, port, handle, front.shutdown, task_status)
 
 
 async def serve_https(
-    host: str,
-    port: int,
-    instances: Mapping[str, Instance],
-    challenges: ChallengeLookup,
-    trusted: Sequence[Network],
-    shutdown: trio.Event,
-    *,
-    task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
+    front: Front, port: int, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED
 ) -> None:
     """The public HTTPS port: the SNI name picks the instance (and its certificate)."""
+    instances = front.instances
 
     def tls_for(hostname: str) -> HostContext | None:
         instance = instances.get(hostname)
@@ -165,7 +165,7 @@ async def serve_https(
     context = listener_context(tls_for)
 
     async def handle(tcp: trio.SocketStream) -> None:
-        client = client_of(tcp, trusted, b"https")
+        client = client_of(tcp, front.trusted, b"https")
         stream = trio.SSLStream(tcp, context, server_side=True, https_compatible=True)
         try:
             with trio.fail_after(TLS_HANDSHAKE_TIMEOUT):
@@ -174,6 +174,6 @@ async def serve_https(
             await trio.aclose_forcefully(stream)
             return
         instance = instances.get(getattr(stream.context, "hostname", ""))
-        await hand_over(stream, lambda _host: instance, challenges, client)
+        await hand_over(stream, lambda _host: instance, front.challenges, client)
 
-    await _serve_port(host, port, handle, shutdown, task_status)
+    await _serve_port(front.host, port, handle, front.shutdown, task_status)
