@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 
+import trio
+
+from oauthproxy.files import write_private
 from oauthproxy.settings import Settings
 from oauthproxy.storage import Storage
 from oauthproxy.storage.tokens import new_token
@@ -31,13 +33,6 @@ def admin_token_file(settings: Settings) -> Path:
     return settings.oauthproxy_data_dir / "admin-token"
 
 
-def _write_private(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(descriptor, "w") as handle:
-        handle.write(text + "\n")
-
-
 async def ensure_admin_token(settings: Settings, storage: Storage) -> AdminToken:
     """Make sure the admin token exists in Redis and its secret is in the data dir's file."""
     file = admin_token_file(settings)
@@ -60,7 +55,7 @@ async def ensure_admin_token(settings: Settings, storage: Storage) -> AdminToken
             is_admin=True,
         )
         await storage.tokens.put(token)
-    _write_private(file, secret)
+    await trio.to_thread.run_sync(write_private, file, secret + "\n")
     return AdminToken(source=source, file=file, secret=secret)
 
 

@@ -23,6 +23,7 @@ import coredis
 import trio
 
 from oauthproxy.errors import EmbeddedRedisError
+from oauthproxy.files import write_private
 
 STARTUP_TIMEOUT_SECONDS = 15.0
 
@@ -45,12 +46,6 @@ def _free_loopback_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return int(probe.getsockname()[1])
-
-
-def _write_private(path: Path, text: str) -> None:
-    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(descriptor, "w") as handle:
-        handle.write(text)
 
 
 def _config(data_dir: Path, port: int, password: str) -> str:
@@ -132,7 +127,7 @@ def _prepare(data_dir: Path, password: str) -> tuple[Path, str]:
     data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     port = _free_loopback_port()
     config_file = data_dir / "valkey.conf"
-    _write_private(config_file, _config(data_dir, port, password))
+    write_private(config_file, _config(data_dir, port, password))
     return config_file, f"redis://:{password}@127.0.0.1:{port}/0"
 
 
