@@ -1,1 +1,2 @@
-"""The proxy data plane: h11 on Trio streams, one instance (nursery) per hostname."""
+"""The proxy data plane: HTTP/1.1 (llhttp parsing) on Trio streams, one instance (nursery)
+per hostname."""

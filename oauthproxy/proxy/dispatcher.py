@@ -6,28 +6,27 @@ An unknown hostname gets a clear 404 here.
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 
-import h11
 import trio
 
 from oauthproxy.proxy.challenges import ChallengeLookup, challenge_reply, is_challenge
 from oauthproxy.proxy.headers import Client, Network, is_trusted
 from oauthproxy.proxy.http import (
-    MAX_HEAD_SIZE,
-    ClientGone,
+    BadRequest,
+    Head,
+    PeerClosed,
+    Reader,
     close_gently,
-    header,
-    next_event,
-    request_host,
+    host_of,
     send_reply,
 )
-from oauthproxy.proxy.instance import Instance
-from oauthproxy.proxy.responses import error_reply, unknown_host
+from oauthproxy.proxy.instance import Instance, answer, refuse
+from oauthproxy.proxy.responses import unknown_host
+from oauthproxy.proxy.sockets import LeanSocketStream
 from oauthproxy.proxy.tls import TLS_HANDSHAKE_TIMEOUT, HostContext, listener_context
 
 log = logging.getLogger(__name__)
@@ -53,28 +52,26 @@ async def hand_over(
     client: Client,
 ) -> None:
     """Read the first request and give the connection to its instance (or answer it here)."""
-    conn = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEAD_SIZE)
+    reader = Reader(stream)
     adopted = False
     try:
         with trio.move_on_after(FIRST_REQUEST_TIMEOUT):
-            first = await next_event(stream, conn)
-            if not isinstance(first, h11.Request):
+            first = await reader.next_event()
+            if not isinstance(first, Head):
                 return
             if is_challenge(first.target):
-                reply = await challenge_reply(first.target, challenges)
-                await send_reply(stream, conn, reply, close=True)
+                await answer(reader, first, await challenge_reply(first.target, challenges))
                 return
-            host = request_host(first)
+            host = host_of(first.headers)
             instance = lookup(host)
-            adopted = instance is not None and instance.adopt(stream, conn, first, client)
+            adopted = instance is not None and instance.adopt(reader, first, client)
             if not adopted:
-                accept = header(first, b"accept")
-                await send_reply(stream, conn, unknown_host(host, accept), close=True)
-    except ClientGone:
-        if conn.our_state is h11.SEND_RESPONSE and conn.their_state is h11.ERROR:
-            bad = error_reply(400, "bad_request", "the request could not be parsed")
-            with trio.move_on_after(1), contextlib.suppress(ClientGone):
-                await send_reply(stream, conn, bad, close=True)
+                reply = unknown_host(host, first.header(b"accept"))
+                await send_reply(stream, reply, close=True, head=first.method == b"HEAD")
+    except BadRequest as error:
+        await refuse(reader, error)
+    except PeerClosed:
+        pass
     finally:
         if not adopted:
             await close_gently(stream)
@@ -146,7 +143,7 @@ async def serve_http(
 
     async def handle(stream: trio.SocketStream) -> None:
         client = client_of(stream, front.trusted, b"http")
-        await hand_over(stream, front.instances.get, front.challenges, client)
+        await hand_over(LeanSocketStream(stream), front.instances.get, front.challenges, client)
 
     await _serve_port(front.host, port, handle, front.shutdown, task_status)
 
@@ -166,7 +163,9 @@ async def serve_https(
 
     async def handle(tcp: trio.SocketStream) -> None:
         client = client_of(tcp, front.trusted, b"https")
-        stream = trio.SSLStream(tcp, context, server_side=True, https_compatible=True)
+        stream = trio.SSLStream(
+            LeanSocketStream(tcp), context, server_side=True, https_compatible=True
+        )
         try:
             with trio.fail_after(TLS_HANDSHAKE_TIMEOUT):
                 await stream.do_handshake()

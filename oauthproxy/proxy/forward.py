@@ -9,11 +9,11 @@ from __future__ import annotations
 import select
 from dataclasses import dataclass
 
-import h11
 import trio
 
 from oauthproxy.proxy.headers import (
     Client,
+    Headers,
     Identity,
     RequestRewrite,
     ResponseRewrite,
@@ -22,15 +22,19 @@ from oauthproxy.proxy.headers import (
     upstream_request_headers,
 )
 from oauthproxy.proxy.http import (
+    CONTINUE,
+    END,
     READ_SIZE,
     ClientGone,
+    Framing,
+    Head,
+    PeerClosed,
+    Reader,
     UpstreamGone,
-    next_event,
-    pairs,
-    reusable,
-    send,
+    head_bytes,
+    request_line,
     send_reply,
-    serialize,
+    status_line,
     write,
 )
 from oauthproxy.proxy.responses import error_reply
@@ -83,94 +87,108 @@ async def _open(pool: UpstreamPool, origin: Origin, *, check_idle: bool) -> Upst
     return connection
 
 
-async def _end_of_bodiless_request(
-    client_stream: trio.abc.Stream, client_conn: h11.Connection
-) -> None:
-    if not isinstance(await next_event(client_stream, client_conn), h11.EndOfMessage):
+async def _end_of_bodiless_request(client: Reader) -> None:
+    if await client.next_event() is not END:
         raise ClientGone("a request without a body sent one")
 
 
-async def _send_request(
-    client_stream: trio.abc.Stream,
-    client_conn: h11.Connection,
-    upstream: UpstreamConnection,
-    head: h11.Request,
-    has_body: bool,
+async def relay(
+    source: Reader,
+    sink: trio.abc.Stream,
+    framing: Framing,
+    pending: bytes,
+    sink_gone: type[PeerClosed],
 ) -> None:
-    """Send the request head and stream the client's body (if it has one) upstream."""
-    if not has_body:
-        data = serialize(upstream.conn, head, UpstreamGone) + serialize(
-            upstream.conn, h11.EndOfMessage(), UpstreamGone
-        )
-        await write(upstream.stream, data, UpstreamGone)
-        return
-    await send(upstream.stream, upstream.conn, head, UpstreamGone)
-    if client_conn.they_are_waiting_for_100_continue:
-        await send(
-            client_stream, client_conn, h11.InformationalResponse(status_code=100, headers=[])
-        )
+    """Copy the rest of one message's body from `source` to `sink`, after `pending` (its head).
+
+    What one read yields goes out in one write: a small message is a single send, a large one a
+    write per read, so memory stays bounded by one read."""
+    events = source.events
     while True:
-        event = await next_event(client_stream, client_conn)
-        if isinstance(event, h11.Data):
-            await send(upstream.stream, upstream.conn, event, UpstreamGone)
-        elif isinstance(event, h11.EndOfMessage):
-            await send(upstream.stream, upstream.conn, h11.EndOfMessage(), UpstreamGone)
+        if not events:
+            await write(sink, pending, sink_gone)
+            pending = b""
+            await source.receive()
+            continue
+        event = events.popleft()
+        if isinstance(event, bytes):
+            pending += framing.frame(event)
+        elif event is END:
+            await write(sink, pending + framing.ending, sink_gone)
             return
         else:
-            raise ClientGone(f"unexpected {type(event).__name__} in a request body")
+            raise source.gone("a new message began inside a body")
 
 
-async def _response_head(upstream: UpstreamConnection) -> h11.Response | h11.InformationalResponse:
+def _expects_continue(request: Head) -> bool:
+    return request.version == b"1.1" and request.header(b"expect").lower() == b"100-continue"
+
+
+async def _send_request(
+    client: Reader, upstream: UpstreamConnection, request: Head, head: bytes
+) -> None:
+    """Send the request head and stream the client's body (if it has one) upstream."""
+    if not request.has_body:
+        await write(upstream.stream, head, UpstreamGone)
+        return
+    if _expects_continue(request) and not client.events:
+        await write(upstream.stream, head, UpstreamGone)
+        head = b""
+        await write(client.stream, CONTINUE)
+    framing = Framing.CHUNKED if request.chunked else Framing.LENGTH
+    await relay(client, upstream.stream, framing, head, UpstreamGone)
+
+
+async def _response_head(upstream: UpstreamConnection, *, to_head: bool) -> Head:
+    """The final response head (or a 101); 100 Continue and friends stay between us and the
+    upstream. `to_head`: the request was HEAD, so the response has no body."""
+    reader = upstream.reader
+    reader.head_only = to_head
     while True:
-        event = await next_event(upstream.stream, upstream.conn, UpstreamGone)
-        if isinstance(event, h11.Response):
-            return event
-        if isinstance(event, h11.InformationalResponse):
-            if event.status_code == 101:
+        event = await reader.next_event()
+        if isinstance(event, Head):
+            if event.status >= 200 or event.status == 101:
+                upstream.keep_alive = event.keep_alive
                 return event
-            continue  # 100 Continue and friends are between us and the upstream
-        raise UpstreamGone("the upstream closed the connection before responding")
+        elif event is not END:  # the END of an informational response is skipped too
+            raise UpstreamGone("the upstream sent a body before its response")
 
 
 async def _exchange(
-    client_stream: trio.abc.Stream,
-    client_conn: h11.Connection,
-    request: h11.Request,
+    client_reader: Reader,
+    request: Head,
     route: Destination,
     pool: UpstreamPool,
     client: Client,
-    received: list[tuple[bytes, bytes]],
+    received: Headers,
     identity: Identity,
-) -> tuple[UpstreamConnection, h11.Response | h11.InformationalResponse]:
+) -> tuple[UpstreamConnection, Head]:
     """Send the request and wait for the response head, within the request timeout."""
     shape = request_shape(received)
-    has_body = shape.has_body
-    # h11 validated every received name and value; ours are constants, addresses, and custom
-    # headers validated with the proxy's configuration. So h11 need not run its regexes again.
-    head = h11.Request(
-        method=request.method,
-        target=route.origin.target(request.target),
-        headers=upstream_request_headers(
+    has_body = request.has_body
+    head = head_bytes(
+        request_line(request.method, route.origin.target(request.target)),
+        upstream_request_headers(
             received, route.rewrite, client, upgrade=shape.upgrade, identity=identity
         ),
-        _parsed=True,
     )
+    to_head = request.method == b"HEAD"
     if not has_body:
-        await _end_of_bodiless_request(client_stream, client_conn)
+        await _end_of_bodiless_request(client_reader)
     with trio.CancelScope(deadline=trio.current_time() + route.request_timeout):
         try:
             upstream = await _open(pool, route.origin, check_idle=has_body)
         except UpstreamUnavailable as error:
             raise _NoResponse(502, "bad_gateway", str(error)) from error
         try:
-            await _send_request(client_stream, client_conn, upstream, head, has_body)
-            return upstream, await _response_head(upstream)
+            await _send_request(client_reader, upstream, request, head)
+            return upstream, await _response_head(upstream, to_head=to_head)
         except UpstreamGone as error:
             await trio.aclose_forcefully(upstream.stream)
             if upstream.reused and not has_body:
                 fresh = await pool.connect_fresh(route.origin)
-                await _send_request(client_stream, client_conn, fresh, head, has_body)
-                return fresh, await _response_head(fresh)
+                await _send_request(client_reader, fresh, request, head)
+                return fresh, await _response_head(fresh, to_head=to_head)
             raise _NoResponse(502, "bad_gateway", f"the upstream failed: {error}") from error
         except BaseException:
             await trio.aclose_forcefully(upstream.stream)
@@ -181,20 +199,19 @@ async def _exchange(
 
 
 async def forward(
-    client_stream: trio.abc.Stream,
-    client_conn: h11.Connection,
-    request: h11.Request,
+    client_reader: Reader,
+    request: Head,
     route: Destination,
     pool: UpstreamPool,
     client: Client,
-    received: list[tuple[bytes, bytes]],
+    received: Headers,
     identity: Identity = (),
 ) -> bool:
-    """Proxy one request (`received`: its headers as pairs). Returns whether the client
-    connection can carry another request."""
+    """Proxy one request (`received`: its headers, as the front door left them). Returns
+    whether the client connection can carry another request."""
     try:
         upstream, response = await _exchange(
-            client_stream, client_conn, request, route, pool, client, received, identity
+            client_reader, request, route, pool, client, received, identity
         )
     except (_NoResponse, UpstreamUnavailable, UpstreamGone) as failure:
         status, error, detail = (
@@ -202,78 +219,70 @@ async def forward(
             if isinstance(failure, _NoResponse)
             else (502, "bad_gateway", str(failure))
         )
-        if client_conn.our_state is not h11.SEND_RESPONSE:
-            return False
-        await send_reply(client_stream, client_conn, error_reply(status, error, detail), close=True)
+        reply = error_reply(status, error, detail)
+        await send_reply(client_reader.stream, reply, close=True, head=request.method == b"HEAD")
         return False
     try:
-        if isinstance(response, h11.InformationalResponse):
-            await _switch_protocols(client_stream, client_conn, upstream, response, route)
+        if response.status == 101:
+            await _switch_protocols(client_reader, upstream, response, route)
             return False
-        await _stream_response(client_stream, client_conn, upstream, response, route)
+        keep_alive = await _stream_response(client_reader, upstream, request, response, route)
     except BaseException:
         await trio.aclose_forcefully(upstream.stream)
         raise
     await pool.release(upstream)
-    return reusable(client_conn)
+    return keep_alive
+
+
+def _client_framing(request: Head, response: Head) -> Framing:
+    """How the body we send the client is delimited."""
+    if request.method == b"HEAD" or not response.has_body:
+        return Framing.NONE
+    if response.close_delimited or response.chunked:
+        return Framing.CHUNKED if request.version == b"1.1" else Framing.CLOSE
+    return Framing.LENGTH
 
 
 async def _stream_response(
-    client_stream: trio.abc.Stream,
-    client_conn: h11.Connection,
+    client_reader: Reader,
     upstream: UpstreamConnection,
-    response: h11.Response,
+    request: Head,
+    response: Head,
     route: Destination,
-) -> None:
-    """Relay the response. What one upstream read yields goes out in one write: a small
-    response is a single send, a large one a write per read (so memory stays bounded)."""
-    headers = client_response_headers(pairs(response.headers), route.response, switching=False)
-    head = h11.Response(
-        status_code=response.status_code, headers=headers, reason=response.reason, _parsed=True
-    )
-    pending = serialize(client_conn, head)
-    while True:
-        try:
-            event = upstream.conn.next_event()
-        except h11.RemoteProtocolError as error:
-            raise UpstreamGone(str(error)) from error
-        if event is h11.NEED_DATA:
-            await write(client_stream, pending)
-            pending = b""
-            try:
-                data = await upstream.stream.receive_some(READ_SIZE)
-            except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as error:
-                raise UpstreamGone(str(error)) from error
-            upstream.conn.receive_data(bytes(data))
-        elif isinstance(event, h11.Data):
-            pending += serialize(client_conn, event)
-        elif isinstance(event, h11.EndOfMessage):
-            await write(client_stream, pending + serialize(client_conn, h11.EndOfMessage()))
-            return
-        else:
-            raise UpstreamGone("the upstream closed the connection mid-response")
+) -> bool:
+    """Relay the response; returns whether the client connection stays open."""
+    framing = _client_framing(request, response)
+    headers = client_response_headers(response.headers, route.response, switching=False)
+    if framing is Framing.CLOSE:
+        headers = [(name, value) for name, value in headers if name != b"transfer-encoding"]
+    elif framing is Framing.CHUNKED and response.close_delimited:
+        headers.append((b"transfer-encoding", b"chunked"))
+    keep_alive = request.keep_alive and framing is not Framing.CLOSE and not client_reader.upgraded
+    if not keep_alive:
+        headers.append((b"connection", b"close"))
+    head = head_bytes(status_line(response.status, response.reason), headers)
+    await relay(upstream.reader, client_reader.stream, framing, head, ClientGone)
+    return keep_alive
 
 
 async def _switch_protocols(
-    client_stream: trio.abc.Stream,
-    client_conn: h11.Connection,
+    client_reader: Reader,
     upstream: UpstreamConnection,
-    response: h11.InformationalResponse,
+    response: Head,
     route: Destination,
 ) -> None:
     """Answer 101 to the client, then copy bytes both ways until either side closes."""
-    headers = client_response_headers(pairs(response.headers), route.response, switching=True)
-    await send(
-        client_stream, client_conn, h11.InformationalResponse(status_code=101, headers=headers)
-    )
-    from_client = client_conn.trailing_data[0]
-    from_upstream = upstream.conn.trailing_data[0]
+    headers = client_response_headers(response.headers, route.response, switching=True)
+    await write(client_reader.stream, head_bytes(status_line(101, response.reason), headers))
+    from_client = client_reader.trailing
+    from_upstream = upstream.reader.trailing
+    client_stream, upstream_stream = client_reader.stream, upstream.stream
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(_pump, client_stream, upstream.stream, from_client, nursery.cancel_scope)
+        nursery.start_soon(_pump, client_stream, upstream_stream, from_client, nursery.cancel_scope)
         nursery.start_soon(
-            _pump, upstream.stream, client_stream, from_upstream, nursery.cancel_scope
+            _pump, upstream_stream, client_stream, from_upstream, nursery.cancel_scope
         )
-    await trio.aclose_forcefully(upstream.stream)
+    await trio.aclose_forcefully(upstream_stream)
 
 
 async def _pump(

@@ -1,8 +1,8 @@
-"""Header rewriting between client and upstream. Pure functions over h11's header lists.
+"""Header rewriting between client and upstream. Pure functions over (name, value) lists.
 
-h11 hands us header names lower-cased; we send them lower-cased (HTTP/1.1 names are
-case-insensitive). Framing headers (content-length, transfer-encoding) stay: h11 frames the
-body on each side from them.
+Our reader lower-cases header names; we send them lower-cased (HTTP/1.1 names are
+case-insensitive). Framing headers (content-length, transfer-encoding) stay: each body is framed
+on the way out from them (see `oauthproxy.proxy.http.Framing`).
 """
 
 from __future__ import annotations

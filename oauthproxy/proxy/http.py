@@ -1,14 +1,31 @@
-"""h11 on Trio streams: read the next event, write events, reply with a whole response."""
+"""HTTP/1.1 on Trio streams: llhttp (through httptools) parses, we frame and write.
+
+The data plane's hot path. A `Reader` turns one direction of a connection into events: a `Head`
+(request or response), body pieces as `bytes` (de-chunked), and `END`. Parsing is strict: llhttp
+refuses what request smuggling needs (Content-Length with Transfer-Encoding, duplicate lengths,
+bare LF, obs-fold, bad tokens). Writing is ours: heads are joined from header pairs that were
+validated on the way in (or are our own), bodies are framed by `Framing`.
+
+Bytes a reader already holds are never read twice, and it reads again only when it has no event
+left, so a pipelining client cannot make it buffer more than one read (64 KiB) ahead.
+"""
 
 from __future__ import annotations
 
-import h11
+from collections import deque
+from dataclasses import dataclass
+from enum import Enum
+from http import HTTPStatus
+
+import httptools
 import trio
 
 from oauthproxy.proxy.responses import Reply
 
 READ_SIZE = 64 * 1024
 MAX_HEAD_SIZE = 64 * 1024
+
+Headers = list[tuple[bytes, bytes]]
 
 
 class PeerClosed(Exception):
@@ -19,36 +36,249 @@ class ClientGone(PeerClosed):
     """The client went away or broke the protocol."""
 
 
+class BadRequest(ClientGone):
+    """The client sent something that is not HTTP/1.1: it gets a 400 (431: a head too large)."""
+
+    def __init__(self, detail: str, status: int = 400) -> None:
+        super().__init__(detail)
+        self.status = status
+
+
 class UpstreamGone(PeerClosed):
     """The upstream went away or broke the protocol."""
 
 
-async def next_event(
-    stream: trio.abc.Stream, conn: h11.Connection, closed: type[PeerClosed] = ClientGone
-) -> h11.Event:
-    """The next h11 event, reading from `stream` as needed; `closed` is raised on errors."""
-    while True:
+class _End:
+    def __repr__(self) -> str:
+        return "END"
+
+
+END = _End()
+"""The event that ends a message."""
+
+
+@dataclass(slots=True, eq=False)
+class Head:
+    """A request head (`method`, `target`) or a response head (`status`, `reason`)."""
+
+    headers: Headers
+    """(lower-case name, value) pairs, in the order received."""
+    version: bytes
+    keep_alive: bool
+    """Whether the sender lets the connection carry another message after this one."""
+    method: bytes = b""
+    target: bytes = b""
+    status: int = 0
+    reason: bytes = b""
+    chunked: bool = False
+    has_body: bool = False
+    """A request: it has a body. A response: it may have one (not 1xx/204/304)."""
+    close_delimited: bool = False
+    """A response whose body ends when the upstream closes (no length, not chunked)."""
+
+    def header(self, name: bytes) -> bytes:
+        for key, value in self.headers:
+            if key == name:
+                return value
+        return b""
+
+
+Event = Head | bytes | _End
+
+
+class Reader:
+    """One direction of an HTTP/1.1 connection, as events (see the module docstring)."""
+
+    def __init__(
+        self,
+        stream: trio.abc.Stream,
+        *,
+        responses: bool = False,
+        gone: type[PeerClosed] = ClientGone,
+    ) -> None:
+        self.stream = stream
+        self.gone = gone
+        self._responses = responses
+        self._parser: httptools.HttpRequestParser | httptools.HttpResponseParser = (
+            httptools.HttpResponseParser(self) if responses else httptools.HttpRequestParser(self)
+        )
+        self.events: deque[Event] = deque()
+        self.upgraded = False
+        """The peer switched protocols: what follows is not HTTP (see `trailing`)."""
+        self.trailing = b""
+        """Bytes after the head that switched protocols."""
+        self.in_message = False
+        """A message has begun and not yet ended."""
+        self.head_only = False
+        """A response reader: the next final response answers a HEAD request (no body)."""
+        self.spent = False
+        """Nothing more can be read as HTTP (end of file, or a body-less HEAD answer)."""
+        self._in_head = False
+        self._head_bytes = 0
+        self._target = b""
+        self._reason = b""
+        self._headers: Headers = []
+        self._close_delimited = False
+
+    # --- what llhttp calls while parsing ------------------------------------------------------
+
+    def on_message_begin(self) -> None:
+        self.in_message = True
+        self._in_head = True
+        self._target = b""
+        self._reason = b""
+        self._headers = []
+
+    def on_url(self, url: bytes) -> None:
+        self._target += url
+
+    def on_status(self, status: bytes) -> None:
+        self._reason += status
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._headers.append((name.lower(), value.rstrip(b" \t")))
+
+    def on_headers_complete(self) -> None:
+        self._in_head = False
+        self._head_bytes = 0
+        parser = self._parser
+        headers = self._headers
+        version = parser.get_http_version().encode()
+        chunked = False
+        length = b""
+        for name, value in headers:
+            if name == b"transfer-encoding":
+                chunked = True  # llhttp refused anything but a final "chunked"
+            elif name == b"content-length":
+                length = value
+        keep_alive = parser.should_keep_alive() and version == b"1.1"
+        if isinstance(parser, httptools.HttpResponseParser):
+            status = parser.get_status_code()
+            bodiless = status < 200 or status in (204, 304)
+            if self.head_only and status >= 200:
+                head = Head(headers, version, False, status=status, reason=self._reason)
+                self.events.append(head)
+                self.events.append(END)
+                self.spent = True  # we stop reading: the connection is not reused
+                return
+            self._close_delimited = not (bodiless or chunked or length)
+            self.events.append(
+                Head(
+                    headers,
+                    version,
+                    keep_alive and not self._close_delimited,
+                    status=status,
+                    reason=self._reason,
+                    chunked=chunked,
+                    has_body=not bodiless,
+                    close_delimited=self._close_delimited,
+                )
+            )
+            return
+        self.events.append(
+            Head(
+                headers,
+                version,
+                keep_alive,
+                method=parser.get_method(),
+                target=self._target,
+                chunked=chunked,
+                has_body=chunked or (length not in (b"", b"0")),
+            )
+        )
+
+    def on_body(self, body: bytes) -> None:
+        if not self.spent:
+            self.events.append(body)
+
+    def on_message_complete(self) -> None:
+        self.in_message = False
+        if not self.spent:
+            self.events.append(END)
+
+    # --- reading ------------------------------------------------------------------------------
+
+    def feed(self, data: bytes | bytearray) -> None:
+        """Parse `data`, queueing the events it completes."""
         try:
-            event = conn.next_event()
-        except h11.RemoteProtocolError as error:
-            raise closed(str(error)) from error
-        if event is not h11.NEED_DATA:
-            return event  # type: ignore[return-value]
+            self._parser.feed_data(data)
+        except httptools.HttpParserUpgrade as upgrade:
+            self.upgraded = True
+            self.trailing = bytes(data[upgrade.args[0] :])
+        except httptools.HttpParserError as error:
+            detail = f"malformed HTTP: {error}"
+            raise (BadRequest(detail) if self.gone is ClientGone else self.gone(detail)) from None
+        if self._in_head:
+            self._head_bytes += len(data)
+            if self._head_bytes > MAX_HEAD_SIZE:
+                detail = f"the message head is larger than {MAX_HEAD_SIZE} bytes"
+                raise BadRequest(detail, 431) if self.gone is ClientGone else self.gone(detail)
+
+    async def next_event(self) -> Event:
+        events = self.events
+        while not events:
+            await self.receive()
+        return events.popleft()
+
+    async def receive(self) -> None:
+        """Read once and parse what arrived (at the end of file, end a close-delimited body)."""
+        if self.spent or self.upgraded:
+            raise self.gone("the connection carries no more HTTP messages")
         try:
-            data = await stream.receive_some(READ_SIZE)
+            data = await self.stream.receive_some(READ_SIZE)
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as error:
-            raise closed(str(error)) from error
-        conn.receive_data(bytes(data))
+            raise self.gone(str(error) or type(error).__name__) from error
+        if data:
+            self.feed(data)
+            return
+        self.spent = True
+        if self.in_message and self._close_delimited and not self._in_head:
+            self.in_message = False
+            self.events.append(END)
+            return
+        raise self.gone("the connection closed" + (" mid-message" if self.in_message else ""))
 
 
-def serialize(
-    conn: h11.Connection, event: h11.Event, closed: type[PeerClosed] = ClientGone
-) -> bytes:
-    """The bytes for `event` (h11 tracks the connection's state as it goes)."""
-    try:
-        return conn.send(event) or b""
-    except h11.LocalProtocolError as error:
-        raise closed(str(error)) from error
+# --- writing ----------------------------------------------------------------------------------
+
+
+def head_bytes(start_line: bytes, headers: Headers) -> bytes:
+    """A message head. Names and values were validated where they came from (llhttp, our own
+    constants, a proxy's validated configuration): no CR or LF can be in them."""
+    parts = [start_line]
+    for name, value in headers:
+        parts.append(name + b": " + value + b"\r\n")
+    parts.append(b"\r\n")
+    return b"".join(parts)
+
+
+def request_line(method: bytes, target: bytes) -> bytes:
+    return method + b" " + target + b" HTTP/1.1\r\n"
+
+
+def status_line(status: int, reason: bytes = b"") -> bytes:
+    return b"HTTP/1.1 %d %s\r\n" % (status, reason)
+
+
+class Framing(Enum):
+    """How a body we send is delimited."""
+
+    NONE = "none"
+    """No body at all (a HEAD answer, 1xx, 204, 304, a request without one)."""
+    LENGTH = "length"
+    """Content-Length: the bytes as they are."""
+    CHUNKED = "chunked"
+    CLOSE = "close"
+    """The bytes as they are, ended by closing the connection (an HTTP/1.0 client)."""
+
+    def frame(self, data: bytes) -> bytes:
+        if self is Framing.CHUNKED:
+            return b"%x\r\n%s\r\n" % (len(data), data) if data else b""
+        return data
+
+    @property
+    def ending(self) -> bytes:
+        return b"0\r\n\r\n" if self is Framing.CHUNKED else b""
 
 
 async def write(
@@ -58,27 +288,32 @@ async def write(
         try:
             await stream.send_all(data)
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as error:
-            raise closed(str(error)) from error
+            raise closed(str(error) or type(error).__name__) from error
 
 
-async def send(
-    stream: trio.abc.Stream,
-    conn: h11.Connection,
-    event: h11.Event,
-    closed: type[PeerClosed] = ClientGone,
-) -> None:
-    await write(stream, serialize(conn, event, closed), closed)
+CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+
+
+def _phrase(status: int) -> bytes:
+    try:
+        return HTTPStatus(status).phrase.encode()
+    except ValueError:
+        return b""
+
+
+def reply_bytes(reply: Reply, *, close: bool = False, head: bool = False) -> bytes:
+    """A whole response of ours. `head`: it answers a HEAD request (the length, no body)."""
+    headers = [*reply.headers, (b"content-length", b"%d" % len(reply.body))]
+    if close:
+        headers.append((b"connection", b"close"))
+    data = head_bytes(status_line(reply.status, _phrase(reply.status)), headers)
+    return data if head else data + reply.body
 
 
 async def send_reply(
-    stream: trio.abc.Stream, conn: h11.Connection, reply: Reply, *, close: bool = False
+    stream: trio.abc.Stream, reply: Reply, *, close: bool = False, head: bool = False
 ) -> None:
-    headers = [*reply.headers, (b"content-length", str(len(reply.body)).encode())]
-    if close:
-        headers.append((b"connection", b"close"))
-    await send(stream, conn, h11.Response(status_code=reply.status, headers=headers))
-    await send(stream, conn, h11.Data(data=reply.body))
-    await send(stream, conn, h11.EndOfMessage())
+    await write(stream, reply_bytes(reply, close=close, head=head))
 
 
 LINGER_SECONDS = 1.0
@@ -107,42 +342,13 @@ async def close_gently(stream: trio.abc.Stream) -> None:
         await trio.aclose_forcefully(stream)
 
 
-def reusable(conn: h11.Connection) -> bool:
-    """Whether both sides finished their message and neither asked to close."""
-    return conn.our_state is h11.DONE and conn.their_state is h11.DONE
-
-
-def pairs(headers: h11._headers.Headers) -> list[tuple[bytes, bytes]]:
-    """An event's headers as (lower-case name, value) pairs, fast.
-
-    h11 keeps them as (raw name, name, value) triples; iterating its `Headers` sequence goes
-    through `__getitem__` one item at a time, which shows in profiles of the proxy.
-    """
-    triples = getattr(headers, "_full_items", None)
-    if triples is None:
-        return list(headers)
-    return [(name, value) for _, name, value in triples]
-
-
-def header(event: h11.Request | h11.Response, name: bytes) -> bytes:
-    for key, value in pairs(event.headers):
-        if key == name:
-            return bytes(value)
-    return b""
-
-
-def request_host(request: h11.Request) -> str:
-    """The Host header without its port, lower-case: the hostname that picks the instance."""
-    return host_of(pairs(request.headers))
-
-
-def header_value(headers: list[tuple[bytes, bytes]], name: bytes) -> str:
+def header_value(headers: Headers, name: bytes) -> str:
     raw = next((value for key, value in headers if key == name), b"")
     return raw.decode("latin-1").strip()
 
 
-def host_of(headers: list[tuple[bytes, bytes]]) -> str:
-    """`request_host` for headers already taken out of their event."""
+def host_of(headers: Headers) -> str:
+    """The Host header without its port, lower-case: the hostname that picks the instance."""
     host = header_value(headers, b"host").lower()
     if host.startswith("["):
         return host.partition("]")[0] + "]"

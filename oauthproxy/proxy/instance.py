@@ -8,9 +8,9 @@ the scope, which closes exactly this hostname's connections.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 
-import h11
 import trio
 
 from oauthproxy.models.proxies import AuthMode
@@ -18,16 +18,16 @@ from oauthproxy.proxy.access import Allow
 from oauthproxy.proxy.challenges import ChallengeLookup, challenge_reply, is_challenge
 from oauthproxy.proxy.config import InstanceConfig, PublicPorts
 from oauthproxy.proxy.forward import forward
-from oauthproxy.proxy.headers import Client, Headers, Identity, request_shape
+from oauthproxy.proxy.headers import Client, Headers, Identity
 from oauthproxy.proxy.http import (
-    ClientGone,
+    END,
+    BadRequest,
+    Head,
+    PeerClosed,
+    Reader,
     close_gently,
-    header,
     header_value,
     host_of,
-    next_event,
-    pairs,
-    reusable,
     send_reply,
 )
 from oauthproxy.proxy.login import CALLBACK_PATH
@@ -93,13 +93,11 @@ class Instance:
             with trio.CancelScope(shield=True):
                 await self._pool.clear()
 
-    def adopt(
-        self, stream: trio.abc.Stream, conn: h11.Connection, first: h11.Request, client: Client
-    ) -> bool:
+    def adopt(self, reader: Reader, first: Head, client: Client) -> bool:
         """Take over a connection whose first request is for this hostname."""
         if self._nursery is None or self._stopping.is_set():
             return False
-        self._nursery.start_soon(self._serve_connection, stream, conn, first, client)
+        self._nursery.start_soon(self._serve_connection, reader, first, client)
         return True
 
     async def update(self, config: InstanceConfig) -> None:
@@ -112,55 +110,52 @@ class Instance:
         self.config = None
         self._stopping.set()
 
-    async def _serve_connection(
-        self, stream: trio.abc.Stream, conn: h11.Connection, request: h11.Request, client: Client
-    ) -> None:
+    async def _serve_connection(self, reader: Reader, request: Head, client: Client) -> None:
         try:
-            while await self._handle(stream, conn, request, client) and reusable(conn):
-                conn.start_next_cycle()
-                event = await next_event(stream, conn)
-                if not isinstance(event, h11.Request):
+            while await self._handle(reader, request, client):
+                event = await reader.next_event()
+                if not isinstance(event, Head):
                     return
                 request = event
-        except ClientGone:
+        except BadRequest as error:
+            await refuse(reader, error)
+        except PeerClosed:
             pass
         except Exception:
             # One connection's failure is that connection's: log it, close it, and keep the
             # instance (and every other connection) serving.
             log.exception("connection to %s failed", self.hostname)
         finally:
-            await close_gently(stream)
+            await close_gently(reader.stream)
 
-    async def _handle(
-        self, stream: trio.abc.Stream, conn: h11.Connection, request: h11.Request, client: Client
-    ) -> bool:
+    async def _handle(self, reader: Reader, request: Head, client: Client) -> bool:
         self._in_flight += 1
         try:
-            return await self._respond(stream, conn, request, client)
+            return await self._respond(reader, request, client)
         finally:
             self._in_flight -= 1
             if not self._in_flight:
                 self._quiet.set()
 
-    async def _respond(
-        self, stream: trio.abc.Stream, conn: h11.Connection, request: h11.Request, client: Client
-    ) -> bool:
+    async def _respond(self, reader: Reader, request: Head, client: Client) -> bool:
+        """Answer one request; returns whether the connection can carry another."""
         if is_challenge(request.target):
-            await send_reply(stream, conn, await challenge_reply(request.target, self._challenges))
-            return True
+            return await answer(
+                reader, request, await challenge_reply(request.target, self._challenges)
+            )
         config = self.config
-        received = pairs(request.headers)
+        received = request.headers
         host = host_of(received)
         refusal = self._refusal(config, host, request, client)
         if refusal is not None or config is None:
-            await send_reply(stream, conn, refusal or unknown_host(host, b""), close=True)
+            await send_reply(reader.stream, refusal or unknown_host(host, b""), close=True)
             return False
         path = _path(request.target)
         identity: Identity = ()
         if config.protection is not None:
             outcome = await _front_door(config, config.protection, received, client, request)
             if isinstance(outcome, Reply):
-                return await _answer(stream, conn, request, received, outcome)
+                return await answer(reader, request, outcome)
             identity = outcome.headers
             received = without_cookie(received, config.protection.target.auth_cookie_name)
         destination = config.destination(path, request.method.decode())
@@ -169,20 +164,18 @@ class Instance:
                 502,
                 "bad_gateway",
                 "the matching route's target cannot be resolved",
-                accept=header(request, b"accept"),
+                accept=request.header(b"accept"),
             )
-            await send_reply(stream, conn, reply, close=True)
+            await send_reply(reader.stream, reply, close=True)
             return False
-        return await forward(
-            stream, conn, request, destination, self._pool, client, received, identity
-        )
+        return await forward(reader, request, destination, self._pool, client, received, identity)
 
     def _refusal(
-        self, config: InstanceConfig | None, host: str, request: h11.Request, client: Client
+        self, config: InstanceConfig | None, host: str, request: Head, client: Client
     ) -> Reply | None:
         """The answer when this request is not to be forwarded (deleted proxy, wrong host,
         plain HTTP where HTTPS is wanted), else None."""
-        accept = header(request, b"accept")
+        accept = request.header(b"accept")
         if config is None:
             return unknown_host(host, accept)
         if host != self.hostname:
@@ -208,7 +201,7 @@ async def _front_door(
     protection: Protection,
     received: Headers,
     client: Client,
-    request: h11.Request,
+    request: Head,
 ) -> Reply | Allow:
     """Protected resource metadata, the browser login's callback, or the bearer check."""
     path, _, query = request.target.decode("latin-1").partition("?")
@@ -228,18 +221,22 @@ async def _front_door(
     return await login.start(config.target.hostname, origin, request.target.decode("latin-1"))
 
 
-async def _answer(
-    stream: trio.abc.Stream,
-    conn: h11.Connection,
-    request: h11.Request,
-    received: Headers,
-    reply: Reply,
-) -> bool:
+async def answer(reader: Reader, request: Head, reply: Reply) -> bool:
     """Answer without forwarding. Returns whether the connection can carry another request:
     not when the request has a body we did not read, nor when either side said close."""
-    if request_shape(received).has_body:
-        await send_reply(stream, conn, reply, close=True)
+    head = request.method == b"HEAD"
+    if request.has_body or not request.keep_alive:
+        await send_reply(reader.stream, reply, close=True, head=head)
         return False
-    await next_event(stream, conn)  # the bodiless request's end
-    await send_reply(stream, conn, reply)
-    return reusable(conn)
+    if await reader.next_event() is not END:
+        raise BadRequest("a request without a body sent one")
+    await send_reply(reader.stream, reply, head=head)
+    return True
+
+
+async def refuse(reader: Reader, error: BadRequest) -> None:
+    """A 400 (or 431) for what could not be parsed; the connection closes after it."""
+    reason = "request_header_fields_too_large" if error.status == 431 else "bad_request"
+    reply = error_reply(error.status, reason, str(error))
+    with trio.move_on_after(1), contextlib.suppress(PeerClosed):
+        await send_reply(reader.stream, reply, close=True)

@@ -6,10 +6,10 @@ import ssl
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
-import h11
 import trio
 
-from oauthproxy.proxy.http import reusable
+from oauthproxy.proxy.http import Reader, UpstreamGone
+from oauthproxy.proxy.sockets import LeanSocketStream
 
 MAX_IDLE_PER_ORIGIN = 64
 
@@ -53,12 +53,23 @@ class UpstreamUnavailable(Exception):
 class UpstreamConnection:
     origin: Origin
     stream: trio.abc.Stream
-    conn: h11.Connection = field(default_factory=lambda: h11.Connection(h11.CLIENT))
+    reader: Reader = field(init=False)
     reused: bool = False
+    keep_alive: bool = False
+    """The last response let the connection carry another request."""
+
+    def __post_init__(self) -> None:
+        self.reader = Reader(self.stream, responses=True, gone=UpstreamGone)
 
     @property
     def reusable(self) -> bool:
-        return reusable(self.conn)
+        """The last exchange ended cleanly and the upstream keeps the connection open."""
+        reader = self.reader
+        return (
+            self.keep_alive
+            and not (reader.in_message or reader.spent or reader.upgraded)
+            and not reader.events
+        )
 
 
 class UpstreamPool:
@@ -87,7 +98,7 @@ class UpstreamPool:
                     return await trio.open_ssl_over_tcp_stream(
                         origin.host, origin.port, ssl_context=self._tls, https_compatible=True
                     )
-                return await trio.open_tcp_stream(origin.host, origin.port)
+                return LeanSocketStream(await trio.open_tcp_stream(origin.host, origin.port))
             except OSError as error:
                 raise UpstreamUnavailable(
                     f"cannot connect to {origin.host}:{origin.port}: {error.strerror or error}"
@@ -100,7 +111,7 @@ class UpstreamPool:
         """Keep a finished connection for the next request, or close it."""
         idle = self._idle.setdefault(connection.origin.key, [])
         if connection.reusable and len(idle) < MAX_IDLE_PER_ORIGIN:
-            connection.conn.start_next_cycle()
+            connection.keep_alive = False
             idle.append(connection)
         else:
             await trio.aclose_forcefully(connection.stream)
