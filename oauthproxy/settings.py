@@ -89,6 +89,10 @@ class Settings(BaseSettings):
     # --- Proxy ---------------------------------------------------------------------------------
     proxy_request_timeout: PositiveSeconds = 120
     proxy_connect_timeout: PositiveSeconds = 30
+    proxy_idle_timeout: PositiveSeconds = Field(
+        default=75,
+        description="Seconds a kept-alive client connection may wait for its next request",
+    )
     fetcher_navigation_timeout: PositiveSeconds = 25
     upstream_ca_bundle: Path | None = Field(
         default=None, description="CA file that verifies https:// upstreams (default: system)"

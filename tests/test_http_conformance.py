@@ -16,14 +16,15 @@ from __future__ import annotations
 import contextlib
 import functools
 import json
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 import pytest
 import trio
 
-from oauthproxy.serve import Ready
+from oauthproxy.serve import Ready, serve
+from oauthproxy.settings import Settings
 from oauthproxy.storage import Storage
 from tests.backend import serve_backend
 from tests.test_dataplane import create_proxy
@@ -859,3 +860,21 @@ async def test_hop_by_hop_response_headers_are_removed(
     assert answer.names & removed == set()
     assert b"x-secret" not in (answer.header(b"connection") or b"").lower()
     assert answer.header(b"x-end-to-end") == b"kept"
+
+
+async def test_a_kept_alive_connection_that_idles_past_the_timeout_is_closed(
+    nursery: trio.Nursery, storage: Storage, make_settings: Callable[..., Settings]
+) -> None:
+    idle = 1.0
+    gateway: Ready = await nursery.start(
+        functools.partial(serve, make_settings(proxy_idle_timeout=idle), handle_signals=False)
+    )
+    await raw_upstream(nursery, storage, gateway)
+    with trio.fail_after(TIMEOUT):
+        async with client(gateway) as wire:
+            await wire.send(request("GET /one HTTP/1.1"))
+            assert (await response(wire)).body == b"target /one"
+            await trio.sleep(idle / 5)  # within the timeout: the connection still serves
+            await wire.send(request("GET /two HTTP/1.1"))
+            assert (await response(wire)).body == b"target /two"
+            assert await wire.closed_by_peer()  # then it idles, and the gateway closes it

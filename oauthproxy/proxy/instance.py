@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 
 import trio
 
@@ -60,6 +61,7 @@ class Instance:
         pool: UpstreamPool,
         *,
         grace: float,
+        idle_timeout: float,
         challenges: ChallengeLookup,
         ports: PublicPorts,
     ):
@@ -67,6 +69,7 @@ class Instance:
         self.config: InstanceConfig | None = config
         self._pool = pool
         self._grace = grace
+        self._idle_timeout = idle_timeout
         self._challenges = challenges
         self._ports = ports
         self._nursery: trio.Nursery | None = None
@@ -112,11 +115,15 @@ class Instance:
 
     async def _serve_connection(self, reader: Reader, request: Head, client: Client) -> None:
         try:
-            while await self._handle(reader, request, client):
-                event = await reader.next_event()
-                if not isinstance(event, Head):
-                    return
-                request = event
+            # between requests the connection may idle for `idle_timeout`, then it is closed
+            with trio.CancelScope() as idle:
+                while await self._handle(reader, request, client):
+                    idle.deadline = trio.current_time() + self._idle_timeout
+                    event = await reader.next_event()
+                    idle.deadline = math.inf
+                    if not isinstance(event, Head):
+                        return
+                    request = event
         except BadRequest as error:
             await refuse(reader, error)
         except PeerClosed:

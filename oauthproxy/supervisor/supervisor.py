@@ -220,6 +220,7 @@ class Supervisor:
             self._config(wanted),
             pool,
             grace=self._settings.shutdown_grace_seconds,
+            idle_timeout=self._settings.proxy_idle_timeout,
             challenges=self._storage.challenges.get,
             ports=self.ports,
         )
