@@ -67,6 +67,15 @@ def test_identity_headers_use_the_prefix() -> None:
     assert authorize(policy(auth_pass_headers=False), claims(), RESOURCE) == Allow([])
 
 
+def test_identity_headers_cannot_carry_line_breaks() -> None:
+    forged = claims(username="eve\r\nX-Admin: 1", email="e@x.org\n\x00")
+    decision = authorize(policy(), forged, RESOURCE)
+    assert isinstance(decision, Allow)
+    values = dict(decision.headers)
+    assert values[b"x-auth-user-name"] == b"eve  X-Admin: 1"
+    assert values[b"x-auth-email"] == b"e@x.org  "
+
+
 def test_challenge_names_metadata_and_scope() -> None:
     value = challenge(
         policy(), RESOURCE, Deny(403, "insufficient_scope", "need admin", "mcp:admin")

@@ -14,7 +14,9 @@ from oauthproxy.proxy.http import (
     Framing,
     Head,
     Reader,
+    UnsafeHead,
     UpstreamGone,
+    head_bytes,
     reply_bytes,
 )
 from oauthproxy.proxy.responses import Reply
@@ -189,3 +191,10 @@ def test_framing_and_replies() -> None:
         b"connection: close\r\n\r\nnope"
     )
     assert reply_bytes(reply, head=True).endswith(b"content-length: 4\r\n\r\n")
+
+
+@pytest.mark.parametrize("value", [b"a\r\nx-injected: 1", b"a\nb", b"a\rb"])
+def test_a_head_with_a_line_break_in_a_value_is_never_written(value: bytes) -> None:
+    assert head_bytes(b"GET / HTTP/1.1\r\n", [(b"x-ok", b"1")]).endswith(b"x-ok: 1\r\n\r\n")
+    with pytest.raises(UnsafeHead):
+        head_bytes(b"GET / HTTP/1.1\r\n", [(b"x-ok", b"1"), (b"x-bad", value)])

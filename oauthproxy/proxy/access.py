@@ -116,7 +116,18 @@ def identity_headers(policy: AccessPolicy, claims: Claims) -> Headers:
         "Scopes": " ".join(sorted(claims.scopes)),
         "Client-Id": claims.client_id,
     }
-    return [(f"{prefix}{name}".lower().encode(), value.encode()) for name, value in fields.items()]
+    return [
+        (f"{prefix}{name}".lower().encode(), _printable(value).encode())
+        for name, value in fields.items()
+    ]
+
+
+_CONTROLS = {code: " " for code in [*range(32), 127]}
+
+
+def _printable(value: str) -> str:
+    """A claim as a header value: control characters (CR, LF, NUL, ...) become spaces."""
+    return value.translate(_CONTROLS)
 
 
 def challenge(policy: AccessPolicy, resource: str, deny: Deny | None) -> str:

@@ -98,7 +98,6 @@ class Reader:
     ) -> None:
         self.stream = stream
         self.gone = gone
-        self._responses = responses
         self._parser: httptools.HttpRequestParser | httptools.HttpResponseParser = (
             httptools.HttpResponseParser(self) if responses else httptools.HttpRequestParser(self)
         )
@@ -242,14 +241,23 @@ class Reader:
 # --- writing ----------------------------------------------------------------------------------
 
 
+class UnsafeHead(ValueError):
+    """A header name or value would have broken a message head's lines (never sent)."""
+
+
 def head_bytes(start_line: bytes, headers: Headers) -> bytes:
     """A message head. Names and values were validated where they came from (llhttp, our own
-    constants, a proxy's validated configuration): no CR or LF can be in them."""
+    constants, a proxy's validated configuration), so no CR or LF can be in them; counting the
+    line ends of the result checks that once more, cheaply, before anything goes out."""
     parts = [start_line]
     for name, value in headers:
         parts.append(name + b": " + value + b"\r\n")
     parts.append(b"\r\n")
-    return b"".join(parts)
+    data = b"".join(parts)
+    lines = len(headers) + 2
+    if data.count(b"\n") != lines or data.count(b"\r") != lines:
+        raise UnsafeHead("a header would break the message head's lines")
+    return data
 
 
 def request_line(method: bytes, target: bytes) -> bytes:
