@@ -47,8 +47,9 @@ def banner(ready: Ready) -> str:
             f"oauthproxy {__version__} is ready",
             f"  admin API      {ready.api_url}   (docs: {ready.api_url}/api/v1/docs)",
             f"  proxies        http://{ready.http_host}:{ready.http_port} (by Host header), "
-            f"https://{ready.http_host}:{ready.https_port} (by SNI, once a certificate exists); "
-            f"PROXY protocol {ready.proxy_protocol_port} is not served yet",
+            f"https://{ready.http_host}:{ready.https_port} (by SNI, once a certificate exists)",
+            f"  PROXY protocol {ready.http_host}:{ready.proxy_protocol_port} "
+            "(HTTP or TLS from load balancers in TRUSTED_PROXIES)",
             f"  redis          {ready.redis}",
             f"  data           {ready.data_dir}",
             f"  admin token    {how}",

@@ -29,7 +29,7 @@ from oauthproxy.admin_token import AdminToken, ensure_admin_token
 from oauthproxy.api.app import create_app
 from oauthproxy.certificates.manager import CertificateManager, serve_certificate_manager
 from oauthproxy.models.proxies import ProxyTarget
-from oauthproxy.proxy.dispatcher import Front, serve_http, serve_https
+from oauthproxy.proxy.dispatcher import Front, serve_http, serve_https, serve_proxy_protocol
 from oauthproxy.proxy.headers import parse_networks
 from oauthproxy.settings import Settings
 from oauthproxy.storage import Storage, open_storage
@@ -143,7 +143,7 @@ async def serve(
                         shutdown,
                     )
                 )
-                http_port, https_port = await _start_listeners(
+                http_port, https_port, proxy_protocol_port = await _start_listeners(
                     services, settings, storage, supervisor, shutdown
                 )
                 task_status.started(
@@ -152,7 +152,7 @@ async def serve(
                         http_host=settings.server_host,
                         http_port=http_port,
                         https_port=https_port,
-                        proxy_protocol_port=settings.proxy_protocol_port,
+                        proxy_protocol_port=proxy_protocol_port,
                         redis="embedded" if embedded else _redacted(redis_url),
                         data_dir=settings.oauthproxy_data_dir,
                         admin_token=admin_token,
@@ -185,8 +185,8 @@ async def _start_listeners(
     storage: Storage,
     supervisor: Supervisor,
     shutdown: trio.Event,
-) -> tuple[int, int]:
-    """The public HTTP and HTTPS listeners; the ports they really listen on."""
+) -> tuple[int, int, int]:
+    """The public HTTP, HTTPS and PROXY protocol listeners; the ports they really listen on."""
     front = Front(
         host=settings.server_host,
         instances=supervisor.instances,
@@ -196,9 +196,12 @@ async def _start_listeners(
     )
     http_port: int = await services.start(serve_http, front, settings.http_port)
     https_port: int = await services.start(serve_https, front, settings.https_port)
+    proxy_port: int = await services.start(
+        serve_proxy_protocol, front, settings.proxy_protocol_port
+    )
     supervisor.ports.http, supervisor.ports.https = http_port, https_port
     await supervisor.sync_gateway_client()  # the callback URIs name the real ports
-    return http_port, https_port
+    return http_port, https_port, proxy_port
 
 
 def api_targets(settings: Settings, api_url: str) -> list[ProxyTarget]:

@@ -88,15 +88,6 @@ class ProxyTarget(Record):
     resource_custom_metadata: dict[str, Any] | None = None
 
 
-class ProxyClientInfo(Record):
-    """`proxy:client:{server_port}:{client_port}` — the real peer behind a PROXY-protocol hop."""
-
-    client_ip: str
-    client_port: int
-    server_ip: str
-    server_port: int
-
-
 # --- request bodies of the proxy API -------------------------------------------------------------
 
 

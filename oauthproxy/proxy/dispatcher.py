@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import errno
 import logging
+import ssl
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -25,11 +26,15 @@ from oauthproxy.proxy.http import (
     send_reply,
 )
 from oauthproxy.proxy.instance import Instance, answer, refuse
+from oauthproxy.proxy.proxy_protocol import PrefixedStream, ProxyHeaderError, read_header
 from oauthproxy.proxy.responses import unknown_host
 from oauthproxy.proxy.sockets import LeanSocketStream
 from oauthproxy.proxy.tls import TLS_HANDSHAKE_TIMEOUT, HostContext, listener_context
 
 log = logging.getLogger(__name__)
+
+PROXY_HEADER_TIMEOUT = 5.0
+"""A load balancer sends the PROXY header, and the client its first byte, within this time."""
 
 FIRST_REQUEST_TIMEOUT = 30.0
 """A connection that sends no complete request head in this time is closed (slowloris)."""
@@ -123,7 +128,7 @@ async def _serve_port(
 
 @dataclass(frozen=True)
 class Front:
-    """What both public listeners share."""
+    """What the public listeners share."""
 
     host: str
     instances: Mapping[str, Instance]
@@ -148,31 +153,84 @@ async def serve_http(
     await _serve_port(front.host, port, handle, front.shutdown, task_status)
 
 
-async def serve_https(
-    front: Front, port: int, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED
-) -> None:
-    """The public HTTPS port: the SNI name picks the instance (and its certificate)."""
-    instances = front.instances
+def _tls_context(instances: Mapping[str, Instance]) -> ssl.SSLContext:
+    """The listeners' TLS context: the SNI name picks the instance's certificate."""
 
     def tls_for(hostname: str) -> HostContext | None:
         instance = instances.get(hostname)
         config = instance.config if instance is not None else None
         return config.tls if config is not None else None
 
-    context = listener_context(tls_for)
+    return listener_context(tls_for)
+
+
+async def _serve_tls(
+    front: Front, context: ssl.SSLContext, transport: trio.abc.Stream, client: Client
+) -> None:
+    """Terminate TLS on `transport`, then hand the connection to the SNI name's instance."""
+    stream = trio.SSLStream(transport, context, server_side=True, https_compatible=True)
+    try:
+        with trio.fail_after(TLS_HANDSHAKE_TIMEOUT):
+            await stream.do_handshake()
+    except (trio.BrokenResourceError, trio.TooSlowError):
+        await trio.aclose_forcefully(stream)
+        return
+    instance = front.instances.get(getattr(stream.context, "hostname", ""))
+    await hand_over(stream, lambda _host: instance, front.challenges, client)
+
+
+async def serve_https(
+    front: Front, port: int, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED
+) -> None:
+    """The public HTTPS port: the SNI name picks the instance (and its certificate)."""
+    context = _tls_context(front.instances)
 
     async def handle(tcp: trio.SocketStream) -> None:
         client = client_of(tcp, front.trusted, b"https")
-        stream = trio.SSLStream(
-            LeanSocketStream(tcp), context, server_side=True, https_compatible=True
-        )
-        try:
-            with trio.fail_after(TLS_HANDSHAKE_TIMEOUT):
-                await stream.do_handshake()
-        except (trio.BrokenResourceError, trio.TooSlowError):
-            await trio.aclose_forcefully(stream)
+        await _serve_tls(front, context, LeanSocketStream(tcp), client)
+
+    await _serve_port(front.host, port, handle, front.shutdown, task_status)
+
+
+WARN_LIMIT = 1000
+"""How many refused peers the PROXY protocol port warns about (each once), so logs stay bounded."""
+
+TLS_RECORD_HANDSHAKE = 0x16
+"""The first byte of a TLS client hello; an HTTP request starts with a method's letter."""
+
+
+async def serve_proxy_protocol(
+    front: Front, port: int, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED
+) -> None:
+    """`PROXY_PROTOCOL_PORT`: connections from a load balancer that names the client first
+    (PROXY protocol v1 or v2), then relays its HTTP or TLS. Only peers in `TRUSTED_PROXIES` may
+    speak for clients; any other connection is closed unread."""
+    context = _tls_context(front.instances)
+    warned: set[str] = set()
+
+    async def handle(tcp: trio.SocketStream) -> None:
+        balancer = client_of(tcp, front.trusted, b"http")
+        if not balancer.trusted:
+            if balancer.ip not in warned and len(warned) < WARN_LIMIT:  # once per peer
+                warned.add(balancer.ip)
+                log.warning("PROXY protocol port: %s is not in TRUSTED_PROXIES", balancer.ip)
+            await trio.aclose_forcefully(tcp)
             return
-        instance = instances.get(getattr(stream.context, "hostname", ""))
-        await hand_over(stream, lambda _host: instance, front.challenges, client)
+        lean = LeanSocketStream(tcp)
+        try:
+            with trio.fail_after(PROXY_HEADER_TIMEOUT):
+                header, rest = await read_header(lean)
+        except (ProxyHeaderError, trio.TooSlowError, trio.BrokenResourceError) as error:
+            log.warning("PROXY protocol port: %s: %s", balancer.ip, error or "too slow")
+            await trio.aclose_forcefully(tcp)
+            return
+        ip = header.source or balancer.ip
+        stream = PrefixedStream(lean, rest)
+        if rest[0] == TLS_RECORD_HANDSHAKE:
+            client = Client(ip=ip, trusted=is_trusted(ip, front.trusted), scheme=b"https")
+            await _serve_tls(front, context, stream, client)
+        else:
+            client = Client(ip=ip, trusted=is_trusted(ip, front.trusted), scheme=b"http")
+            await hand_over(stream, front.instances.get, front.challenges, client)
 
     await _serve_port(front.host, port, handle, front.shutdown, task_status)

@@ -21,10 +21,6 @@ def proxy(hostname: str) -> str:
     return f"proxy:{hostname}"
 
 
-def proxy_client(server_port: int, client_port: int) -> str:
-    return f"proxy:client:{server_port}:{client_port}"
-
-
 def route(route_id: str) -> str:
     return f"route:{route_id}"
 

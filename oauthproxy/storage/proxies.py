@@ -39,6 +39,8 @@ class ProxyRepository(EditableRepository[ProxyTarget]):
     model = ProxyTarget
     prefix = keys.proxy("")
     skip = ("proxy:client:",)
+    """The original system's PROXY-protocol side channel shares the prefix; we never write it (the
+    client's address travels with the connection), but a Redis it used may still hold some."""
     kind = "proxy"
 
     def __init__(self, redis: Redis) -> None:

@@ -1,0 +1,255 @@
+"""PROXY_PROTOCOL_PORT: a real haproxy in TCP mode names the client; HTTP and TLS behind it."""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import ipaddress
+import json
+import shutil
+import ssl
+import subprocess
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+
+import pytest
+import trio
+
+from oauthproxy.proxy.proxy_protocol import V2_SIGNATURE, ProxyHeader, ProxyHeaderError, parse
+from oauthproxy.serve import Ready, serve
+from oauthproxy.settings import Settings
+from oauthproxy.storage import Storage
+from tests.backend import serve_backend
+from tests.conftest import free_port, wait_for_port
+from tests.test_https import pki as pki
+from tests.test_https import proxy, store_certificate
+from tests.tls import TestPKI
+
+CLIENT_ADDRESS = "127.0.0.2"
+"""Where the test's client connects from: haproxy sees it, the gateway only sees haproxy."""
+
+
+def v2(command: int, family: int, body: bytes) -> bytes:
+    return V2_SIGNATURE + bytes([0x20 | command, family]) + len(body).to_bytes(2, "big") + body
+
+
+IPV4_BODY = (
+    bytes([192, 0, 2, 7, 10, 0, 0, 1]) + (51234).to_bytes(2, "big") + (443).to_bytes(2, "big")
+)
+IPV6_BODY = (
+    ipaddress.IPv6Address("2001:db8::7").packed
+    + ipaddress.IPv6Address("2001:db8::1").packed
+    + (51234).to_bytes(2, "big")
+    + (443).to_bytes(2, "big")
+)
+
+
+@pytest.mark.parametrize(
+    ("data", "expected"),
+    [
+        (b"PROXY TCP4 192.0.2.7 10.0.0.1 51234 80\r\nGET", ProxyHeader("192.0.2.7", 51234, 40)),
+        (b"PROXY TCP6 2001:db8::7 ::1 1 80\r\n", ProxyHeader("2001:db8::7", 1, 33)),
+        (b"PROXY UNKNOWN\r\n", ProxyHeader(None, None, 15)),
+        (b"PROXY TCP4 192.0.2.7 10.0", None),
+        (b"PRO", None),
+        (v2(1, 0x11, IPV4_BODY) + b"\x16", ProxyHeader("192.0.2.7", 51234, 28)),
+        (v2(1, 0x21, IPV6_BODY), ProxyHeader("2001:db8::7", 51234, 52)),
+        (v2(0, 0x00, b""), ProxyHeader(None, None, 16)),
+        (v2(1, 0x11, IPV4_BODY)[:20], None),
+        (V2_SIGNATURE[:5], None),
+    ],
+    ids=[
+        "v1-tcp4",
+        "v1-tcp6",
+        "v1-unknown",
+        "v1-partial",
+        "v1-start",
+        "v2-ipv4",
+        "v2-ipv6",
+        "v2-local",
+        "v2-partial",
+        "v2-signature-start",
+    ],
+)
+def test_parse(data: bytes, expected: ProxyHeader | None) -> None:
+    assert parse(data) == expected
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"GET / HTTP/1.1\r\nHost: a\r\n\r\n",
+        b"PROXY TCP4 192.0.2.7 ::1 1 80\r\n",
+        b"PROXY TCP4 not-an-ip 10.0.0.1 1 80\r\n",
+        b"PROXY TCP4 192.0.2.7 10.0.0.1 1 99999\r\n",
+        b"PROXY TCP5 192.0.2.7 10.0.0.1 1 80\r\n",
+        b"PROXY TCP4 " + b"1" * 120,
+        V2_SIGNATURE + bytes([0x11, 0x11, 0, 12]) + IPV4_BODY,
+        v2(5, 0x11, IPV4_BODY),
+    ],
+    ids=[
+        "plain-http",
+        "family-mismatch",
+        "bad-address",
+        "bad-port",
+        "bad-protocol",
+        "v1-too-long",
+        "v2-bad-version",
+        "v2-bad-command",
+    ],
+)
+def test_what_is_not_a_header_is_refused(data: bytes) -> None:
+    with pytest.raises(ProxyHeaderError):
+        parse(data)
+
+
+HAPROXY_CONFIG = """\
+defaults
+    mode tcp
+    timeout connect 5s
+    timeout client 30s
+    timeout server 30s
+frontend front
+    bind 127.0.0.1:{front}
+    default_backend gateway
+backend gateway
+    server gateway 127.0.0.1:{gateway} {send_proxy}
+"""
+
+
+@contextlib.contextmanager
+def haproxy(workdir: Path, gateway_port: int, send_proxy: str) -> Iterator[int]:
+    """haproxy in TCP mode in front of `gateway_port`, for as long as the block runs; its port."""
+    front = free_port()
+    config = workdir / f"haproxy-{front}.cfg"
+    config.write_text(
+        HAPROXY_CONFIG.format(front=front, gateway=gateway_port, send_proxy=send_proxy)
+    )
+    binary = shutil.which("haproxy") or "/usr/sbin/haproxy"
+    child = subprocess.Popen([binary, "-db", "-f", str(config)], stdin=subprocess.DEVNULL)
+    try:
+        yield front
+    finally:
+        child.terminate()
+        child.wait(10)
+
+
+@pytest.fixture
+async def backend(nursery: trio.Nursery) -> int:
+    port: int = await nursery.start(functools.partial(serve_backend, "behind-lb"))
+    return port
+
+
+async def start_gateway(
+    nursery: trio.Nursery, make_settings: Callable[..., Settings], **overrides: object
+) -> Ready:
+    settings = make_settings(**overrides)
+    ready: Ready = await nursery.start(functools.partial(serve, settings, handle_signals=False))
+    return ready
+
+
+@pytest.fixture
+async def behind_haproxy(
+    request: pytest.FixtureRequest,
+    nursery: trio.Nursery,
+    make_settings: Callable[..., Settings],
+    tmp_path: Path,
+) -> AsyncIterator[tuple[Ready, int]]:
+    """A gateway that trusts 127.0.0.1 (haproxy's address), and haproxy's front port."""
+    gateway = await start_gateway(nursery, make_settings, trusted_proxies=["127.0.0.1/32"])
+    with haproxy(tmp_path, gateway.proxy_protocol_port, request.param) as front:
+        await wait_for_port(front)
+        yield gateway, front
+
+
+async def exchange(port: int, data: bytes, context: ssl.SSLContext | None = None) -> bytes:
+    """Send `data` from CLIENT_ADDRESS (over TLS when `context`), and read until closed."""
+    tcp = await trio.open_tcp_stream("127.0.0.1", port, local_address=CLIENT_ADDRESS)
+    stream: trio.abc.Stream = tcp
+    if context is not None:
+        stream = trio.SSLStream(tcp, context, server_hostname="secure.example.com")
+    received = b""
+    async with stream:
+        await stream.send_all(data)
+        with trio.fail_after(10), contextlib.suppress(trio.BrokenResourceError):
+            while chunk := await stream.receive_some(65536):
+                received += chunk  # a reset (the gateway closing unread) ends it too
+    return received
+
+
+def echoed_headers(response: bytes) -> dict[str, str]:
+    head, _, body = response.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200"), head
+    headers: dict[str, str] = json.loads(body)["headers"]
+    return headers
+
+
+def get(hostname: str, *extra: str) -> bytes:
+    lines = ["GET /echo HTTP/1.1", f"Host: {hostname}", "Connection: close", *extra]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode()
+
+
+async def until_served(port: int, hostname: str) -> None:
+    with trio.fail_after(10):
+        while True:
+            if b" 404 " not in (await exchange(port, get(hostname)))[:20]:
+                return
+            await trio.sleep(0.01)
+
+
+@pytest.mark.parametrize("behind_haproxy", ["send-proxy", "send-proxy-v2"], indirect=True)
+async def test_http_behind_haproxy_sees_the_real_client(
+    behind_haproxy: tuple[Ready, int], storage: Storage, backend: int
+) -> None:
+    _gateway, front = behind_haproxy
+    await storage.proxies.create(proxy("app.example.com", backend))
+    await until_served(front, "app.example.com")
+    forged = "X-Forwarded-For: 203.0.113.9"  # from the client: not believed
+    headers = echoed_headers(await exchange(front, get("app.example.com", forged)))
+    assert headers["x-real-ip"] == CLIENT_ADDRESS
+    assert headers["x-forwarded-for"] == CLIENT_ADDRESS
+    assert headers["x-forwarded-proto"] == "http"
+
+
+@pytest.mark.parametrize("behind_haproxy", ["send-proxy", "send-proxy-v2"], indirect=True)
+async def test_tls_behind_haproxy_is_terminated_with_the_sni_certificate(
+    behind_haproxy: tuple[Ready, int], storage: Storage, backend: int, pki: TestPKI
+) -> None:
+    _gateway, front = behind_haproxy
+    await store_certificate(storage, pki)
+    await storage.proxies.create(proxy("secure.example.com", backend))
+    context = ssl.create_default_context(cafile=str(pki.ca_file))
+    with trio.fail_after(10):
+        while True:
+            try:
+                answer = await exchange(front, get("secure.example.com"), context)
+                if b" 200 " in answer[:20]:
+                    break
+            except (trio.BrokenResourceError, ssl.SSLError, OSError):
+                pass
+            await trio.sleep(0.01)
+    headers = echoed_headers(answer)
+    assert headers["x-real-ip"] == CLIENT_ADDRESS
+    assert headers["x-forwarded-proto"] == "https"
+
+
+async def test_untrusted_balancers_and_headerless_connections_are_closed(
+    nursery: trio.Nursery,
+    make_settings: Callable[..., Settings],
+    storage: Storage,
+    backend: int,
+    tmp_path: Path,
+) -> None:
+    await storage.proxies.create(proxy("app.example.com", backend))
+    trusting = await start_gateway(nursery, make_settings, trusted_proxies=["127.0.0.1/32"])
+    # a trusted peer that sends no PROXY header: closed without an answer, nothing forwarded
+    assert await exchange(trusting.proxy_protocol_port, get("app.example.com")) == b""
+    # haproxy at an address the gateway does not trust: closed, though its header is valid
+    untrusting = await start_gateway(
+        nursery, make_settings, oauthproxy_data_dir=tmp_path / "second"
+    )
+    with haproxy(tmp_path, untrusting.proxy_protocol_port, "send-proxy") as front:
+        await wait_for_port(front)
+        assert await exchange(front, get("app.example.com")) == b""
+    # the same gateway serves its plain port as usual
+    await until_served(untrusting.http_port, "app.example.com")
