@@ -12,6 +12,8 @@ from dataclasses import dataclass
 
 import trio
 
+from oauthproxy.proxy.sockets import WrappedStream
+
 V2_SIGNATURE = b"\r\n\r\n\x00\r\nQUIT\n"
 V1_MAX = 107
 """The longest version 1 header, CRLF included (the specification's number)."""
@@ -113,11 +115,11 @@ async def read_header(stream: trio.abc.ReceiveStream) -> tuple[ProxyHeader, byte
     return header, data[header.length :]
 
 
-class PrefixedStream(trio.abc.HalfCloseableStream):
+class PrefixedStream(WrappedStream):
     """A stream whose first bytes were already read (they come out first)."""
 
     def __init__(self, stream: trio.abc.HalfCloseableStream, prefix: bytes) -> None:
-        self.transport = stream
+        super().__init__(stream)
         self._prefix = prefix
 
     async def receive_some(self, max_bytes: int | None = None) -> bytes:
@@ -126,16 +128,4 @@ class PrefixedStream(trio.abc.HalfCloseableStream):
             data, self._prefix = self._prefix[:size], self._prefix[size:]
             await trio.lowlevel.checkpoint()
             return data
-        return bytes(await self.transport.receive_some(max_bytes))
-
-    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
-        await self.transport.send_all(data)
-
-    async def wait_send_all_might_not_block(self) -> None:
-        await self.transport.wait_send_all_might_not_block()
-
-    async def send_eof(self) -> None:
-        await self.transport.send_eof()
-
-    async def aclose(self) -> None:
-        await self.transport.aclose()
+        return await super().receive_some(max_bytes)

@@ -20,9 +20,32 @@ from trio.lowlevel import wait_readable, wait_writable
 from oauthproxy.proxy.http import READ_SIZE
 
 
-class LeanSocketStream(trio.abc.HalfCloseableStream):
+class WrappedStream(trio.abc.HalfCloseableStream):
+    """A stream over `transport` that changes how bytes come in or go out; the rest is the
+    transport's own."""
+
+    def __init__(self, transport: trio.abc.HalfCloseableStream) -> None:
+        self.transport = transport
+
+    async def receive_some(self, max_bytes: int | None = None) -> bytes:
+        return bytes(await self.transport.receive_some(max_bytes))
+
+    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+        await self.transport.send_all(data)
+
+    async def wait_send_all_might_not_block(self) -> None:
+        await self.transport.wait_send_all_might_not_block()
+
+    async def send_eof(self) -> None:
+        await self.transport.send_eof()
+
+    async def aclose(self) -> None:
+        await self.transport.aclose()
+
+
+class LeanSocketStream(WrappedStream):
     def __init__(self, stream: trio.SocketStream) -> None:
-        self.transport = stream
+        super().__init__(stream)
         self.socket = stream.socket
 
     def _fd(self) -> int:
@@ -58,12 +81,3 @@ class LeanSocketStream(trio.abc.HalfCloseableStream):
                     fd = self._fd()
                 except OSError as error:
                     raise trio.BrokenResourceError(str(error)) from error
-
-    async def wait_send_all_might_not_block(self) -> None:
-        await self.transport.wait_send_all_might_not_block()
-
-    async def send_eof(self) -> None:
-        await self.transport.send_eof()
-
-    async def aclose(self) -> None:
-        await self.transport.aclose()
