@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from pydantic import ValidationError
 
+from oauthproxy.api.certificates import as_of
 from oauthproxy.api.proxy_certificates import certificate_name
 from oauthproxy.certificates.renewal import due, retry_delay, seconds_until_next_check
 from oauthproxy.models.certificates import (
@@ -42,6 +43,25 @@ def cert(status: CertificateStatus, **fields: object) -> Certificate:
 )
 def test_due(certificate: Certificate, expected: bool) -> None:
     assert due(certificate, NOW, THRESHOLD) is expected
+
+
+@pytest.mark.parametrize(
+    ("certificate", "reads"),
+    [
+        (cert(CertificateStatus.ACTIVE, expires_at=NOW + timedelta(seconds=1)), "active"),
+        (cert(CertificateStatus.ACTIVE, expires_at=NOW), "active"),
+        (cert(CertificateStatus.ACTIVE, expires_at=NOW - timedelta(seconds=1)), "expired"),
+        (cert(CertificateStatus.ERROR, expires_at=NOW - timedelta(days=3)), "expired"),
+        (cert(CertificateStatus.RENEWING, expires_at=NOW - timedelta(days=3)), "expired"),
+        (cert(CertificateStatus.ERROR), "error"),
+        (cert(CertificateStatus.PENDING), "pending"),
+    ],
+)
+def test_a_certificate_reads_expired_once_past_its_expiry(
+    certificate: Certificate, reads: str
+) -> None:
+    assert as_of(certificate, NOW).status == reads
+    assert due(certificate, NOW, THRESHOLD)  # an expired certificate is renewed as before
 
 
 @pytest.mark.parametrize(

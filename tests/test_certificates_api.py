@@ -6,14 +6,19 @@ from __future__ import annotations
 
 import functools
 from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
 import pytest
 import trio
 from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from oauthproxy.certificates.pem import Issued, describe
+from oauthproxy.models.certificates import Certificate, CertificateStatus
 from oauthproxy.serve import Ready, serve
 from oauthproxy.settings import Settings
 from oauthproxy.storage import Storage, keys
@@ -66,6 +71,39 @@ async def until(
             if done(body):
                 return body
             await trio.sleep(0.05)
+
+
+def expired_certificate(domain: str) -> Issued:
+    """A real self-signed certificate for `domain` (and its key) whose not-after passed a day
+    ago."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, domain)])
+    not_after = datetime.now(UTC) - timedelta(days=1)
+    leaf = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(not_after - timedelta(days=90))
+        .not_valid_after(not_after)
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName(domain)]), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    key_pem = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    return describe(leaf.public_bytes(serialization.Encoding.PEM).decode(), key_pem.decode())
+
+
+async def store_expired(storage: Storage, name: str, domain: str, **fields: Any) -> Issued:
+    """Store an issued, `active` certificate whose chain has expired; its issued fields."""
+    issued = expired_certificate(domain)
+    record = {"cert_name": name, "domains": [domain], "status": "active", **issued.fields()}
+    await storage.certificates.put(Certificate.model_validate({**record, **fields}))
+    return issued
 
 
 async def test_bad_input_is_a_4xx_naming_the_problem(api: httpx.AsyncClient) -> None:
@@ -190,6 +228,35 @@ async def test_a_failing_acme_server_is_visible_and_retried(api: httpx.AsyncClie
     assert "cannot reach the ACME server" in failing["last_error"]
 
 
+async def test_a_certificate_past_its_expiry_reads_expired(
+    api: httpx.AsyncClient, storage: Storage
+) -> None:
+    acme = {"email": "ops@example.com", "acme_directory_url": UNREACHABLE}
+    issued = await store_expired(storage, "old", "old.example.com", **acme)
+
+    listed = (await api.get(CERTS)).json()
+    assert [(c["cert_name"], c["status"]) for c in listed] == [("old", "expired")]
+    shown = (await api.get(f"{CERTS}old")).json()
+    assert (shown["status"], shown["serial_number"]) == ("expired", issued.serial_number)
+    assert datetime.fromisoformat(shown["expires_at"]) == issued.expires_at
+    # the renewal loop takes it up as before (and fails here, visibly); it still reads expired
+    status = await until(api, f"{CERTS}old/status", lambda s: s["status"] == "failed")
+    assert status["certificate_status"] == "expired"
+    assert "cannot reach the ACME server" in status["last_error"]
+    assert (await api.get(f"{CERTS}old")).json()["status"] == "expired"
+    kept = await storage.certificates.get("old")
+    assert kept is not None and kept.status is CertificateStatus.ERROR  # stored: the renewal's
+
+
+async def test_an_expired_self_signed_certificate_is_renewed(
+    api: httpx.AsyncClient, storage: Storage
+) -> None:
+    issued = await store_expired(storage, "old", "old.example.com", self_signed=True)
+    renewed = await until(api, f"{CERTS}old", lambda c: c["status"] == "active")
+    assert renewed["serial_number"] != issued.serial_number
+    assert datetime.fromisoformat(renewed["expires_at"]) > datetime.now(UTC)
+
+
 async def test_only_the_owner_or_the_admin_may_renew_or_delete(
     api: httpx.AsyncClient, bob: httpx.AsyncClient
 ) -> None:
@@ -235,8 +302,30 @@ async def test_delete_falls_the_proxies_it_served_back_to_http(
     assert_error(await api.get(f"{CERTS}gone"), 404, "certificate")
 
 
-def _listeners(cert_name: str | None) -> dict[str, Any]:
-    return {"enable_http": True, "enable_https": False, "cert_name": cert_name}
+async def test_deleting_a_proxy_with_its_certificate_tells_the_others_using_it(
+    api: httpx.AsyncClient, bob: httpx.AsyncClient, storage: Storage
+) -> None:
+    await self_signed(api, "shared", "mine.example.com", "bobs.example.com")
+    for client, hostname in ((api, "mine.example.com"), (bob, "bobs.example.com")):
+        body = {"hostname": hostname, "target_url": "http://127.0.0.1:3000"}
+        created = await client.post(TARGETS, json=body)
+        assert created.json()["cert_name"] == "shared", created.text
+    before = len(await events(storage))
+
+    response = await api.delete(f"{TARGETS}mine.example.com?delete_certificate=true")
+
+    assert response.json()["deleted_certificate"] == "shared", response.text
+    published = [(e.event_type.value, e.hostname, e.data) for e in (await events(storage))[before:]]
+    assert published == [
+        ("proxy_deleted", "mine.example.com", _listeners("shared", https=True)),
+        ("proxy_updated", "bobs.example.com", _listeners(None, https=True)),
+    ]
+    assert (await stored(storage, "bobs.example.com"))["cert_name"] is None
+    assert await storage.certificates.name_for_domain("bobs.example.com") is None
+
+
+def _listeners(cert_name: str | None, *, https: bool = False) -> dict[str, Any]:
+    return {"enable_http": True, "enable_https": https, "cert_name": cert_name}
 
 
 async def test_https_proxy_reuses_orders_or_skips_its_certificate(

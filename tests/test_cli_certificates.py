@@ -8,6 +8,8 @@ from typing import Any
 
 import trio
 
+from oauthproxy.storage import Storage
+from tests.test_certificates_api import UNREACHABLE, store_expired
 from tests.test_certificates_api import gateway as gateway  # the fixture: ACME unreachable
 from tests.test_cli_tokens import Cli
 from tests.test_cli_tokens import cli as cli  # the fixture, shared
@@ -88,3 +90,10 @@ async def test_errors_name_the_problem(cli: Cli) -> None:
     error = await cli.fails("cert", "create", "x", "x.example.com")
     assert "ADMIN_EMAIL" in error and error.endswith("(field: email)")
     assert await cli.fails("cert", "self-signed", "x") == "error: give at least one domain"
+
+
+async def test_an_expired_certificate_lists_as_expired(cli: Cli, storage: Storage) -> None:
+    acme = {"email": "ops@example.com", "acme_directory_url": UNREACHABLE}
+    await store_expired(storage, "old", "old.example.com", **acme)
+    table = await cli.ok("cert", "list")
+    assert re.search(r"│ old +│ old\.example\.com +│ ✗ expired +│ expired 1d ago ", table)

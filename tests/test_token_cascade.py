@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
+import hashlib
+import ssl
+from collections.abc import Callable
+
 import httpx
+import trio
 
 from oauthproxy.models.certificates import Certificate
 from oauthproxy.models.proxies import ProxyTarget
 from oauthproxy.models.routes import Route, TargetType
 from oauthproxy.models.services import DockerService, ExternalService, PortAllocation
+from oauthproxy.serve import Ready
 from oauthproxy.storage import Storage, keys
 from oauthproxy.storage.events import parse_event
+from tests.test_proxies_api import as_new_token, events, stored
 
 TOKENS = "/api/v1/tokens/"
 
@@ -132,3 +139,76 @@ async def test_deleting_an_unknown_token_changes_nothing(
     assert response.json()["field"] == "token"
     after = sorted([key async for key in storage.redis.scan_iter(match="*")])
     assert before == after
+
+
+async def presented(port: int, hostname: str) -> str | None:
+    """The fingerprint of the certificate the HTTPS port presents for `hostname`, or None when
+    it refuses the name."""
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    tcp = await trio.open_tcp_stream("127.0.0.1", port)
+    stream = trio.SSLStream(tcp, context, server_hostname=hostname)
+    try:
+        await stream.do_handshake()
+    except trio.BrokenResourceError:
+        return None
+    der: bytes = stream.getpeercert(binary_form=True)
+    await stream.aclose()
+    return "sha256:" + hashlib.sha256(der).hexdigest()
+
+
+async def until_presented(port: int, hostname: str, done: Callable[[str | None], bool]) -> None:
+    """Handshake with `hostname` until `done(fingerprint)`: well within the 60 s reconcile."""
+    with trio.fail_after(10):
+        while True:
+            if done(await presented(port, hostname)):
+                return
+            await trio.sleep(0.02)
+
+
+async def test_delete_tells_the_proxies_of_other_tokens_that_used_its_certificates(
+    api: httpx.AsyncClient, storage: Storage, gateway: Ready
+) -> None:
+    host = "shared.example.com"
+    async with as_new_token(api, gateway, "erin") as erin, as_new_token(api, gateway, "bob") as bob:
+        body = {"cert_name": "erins", "domains": [host]}
+        certificate = (await erin.post("/api/v1/certificates/self-signed", json=body)).json()
+        target = {"hostname": host, "target_url": "http://127.0.0.1:3000"}
+        reused = await bob.post("/api/v1/proxy/targets/", json=target)
+        assert reused.headers["x-certificate-action"] == "reused"
+    await until_presented(gateway.https_port, host, lambda f: f == certificate["fingerprint"])
+    before = len(await events(storage))
+
+    response = await api.delete(f"{TOKENS}erin")
+
+    assert response.json()["deleted"]["certificates"] == ["erins"]
+    await until_presented(gateway.https_port, host, lambda f: f is None)
+    published = [(e.event_type.value, e.hostname, e.data) for e in (await events(storage))[before:]]
+    assert published == [
+        ("proxy_updated", host, {"enable_http": True, "enable_https": True, "cert_name": None})
+    ]
+    assert (await stored(storage, host))["cert_name"] is None
+
+
+async def test_delete_hands_domains_only_to_certificates_that_survive(
+    api: httpx.AsyncClient, storage: Storage
+) -> None:
+    alice, bob = await _owner_hash(api, "alice"), await _owner_hash(api, "bob")
+    host, alone = "both.example.com", "alone.example.com"
+    issued = {"fullchain_pem": "chain", "private_key_pem": "key"}
+    await storage.certificates.put(
+        Certificate(cert_name="alice-1", domains=[host], owner_token_hash=alice, **issued)
+    )
+    await storage.certificates.create(
+        Certificate(cert_name="alice-2", domains=[host, alone], owner_token_hash=alice, **issued)
+    )
+    await storage.certificates.create(
+        Certificate(cert_name="bobs", domains=[host], owner_token_hash=bob)
+    )
+    assert await storage.certificates.name_for_domain(host) == "alice-1"
+
+    assert (await api.delete(f"{TOKENS}alice")).status_code == 200
+
+    assert await storage.certificates.name_for_domain(host) == "bobs"  # not alice-2, gone too
+    assert await storage.certificates.name_for_domain(alone) is None

@@ -73,21 +73,13 @@ class CertificateRepository(EditableRepository[Certificate]):
         key = keys.cert_status(status.cert_name)
         await self._redis.set(key, dump(status), ex=retention_seconds)
 
-    async def queue_delete(self, pipe: Pipeline, certificate: Certificate) -> None:
-        """Delete the certificate, its status and the domain mappings that still point at it."""
-        pipe.delete([keys.cert(certificate.cert_name), keys.cert_status(certificate.cert_name)])
-        ours = await self.domains_held(certificate)
-        if ours:
-            pipe.delete([keys.cert_domain(d) for d in ours])
+    async def queue_delete(self, pipe: Pipeline, certificate: Certificate) -> list[str]:
+        """Delete the certificate in the transaction `pipe`, hand its domains on and tell the
+        proxies it served (see `certificate_links.queue_delete`); their hostnames."""
+        # certificate_links reads proxies, and the proxies' repository imports this module
+        from oauthproxy.storage import certificate_links
 
-    async def domains_held(self, certificate: Certificate) -> list[str]:
-        """The domains whose `cert:domain:` mapping points at this certificate."""
-        mapped = await self._redis.mget([keys.cert_domain(d) for d in certificate.domains])
-        return [
-            domain
-            for domain, holder in zip(certificate.domains, mapped, strict=True)
-            if holder == certificate.cert_name
-        ]
+        return await certificate_links.queue_delete(self._redis, pipe, certificate)
 
     @staticmethod
     def watched_keys(certificate: Certificate) -> list[str]:

@@ -16,17 +16,22 @@ from oauthproxy.storage.base import Pipeline, json_fields
 STREAM_MAX_LENGTH = 10_000
 
 
+def event_fields(event_type: EventType, hostname: str, **data: Any) -> dict[str, str]:
+    """A workflow event as the stream entry's fields."""
+    event = WorkflowEvent(event_type=event_type, hostname=hostname, data=data)
+    return json_fields(
+        event_type=event.event_type.value,
+        hostname=event.hostname,
+        data=event.data,
+        timestamp=event.timestamp.isoformat(),
+    )
+
+
 def queue_event(pipe: Pipeline, event_type: EventType, hostname: str, **data: Any) -> None:
     """Append a workflow event to a transaction; it is published only if the transaction commits."""
-    event = WorkflowEvent(event_type=event_type, hostname=hostname, data=data)
     pipe.xadd(
         keys.EVENTS_WORKFLOW,
-        json_fields(
-            event_type=event.event_type.value,
-            hostname=event.hostname,
-            data=event.data,
-            timestamp=event.timestamp.isoformat(),
-        ),
+        event_fields(event_type, hostname, **data),
         trim_strategy=PureToken.MAXLEN,
         threshold=STREAM_MAX_LENGTH,
         trim_operator=PureToken.APPROXIMATELY,
