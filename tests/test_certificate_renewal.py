@@ -8,7 +8,6 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from pydantic import ValidationError
 
-from oauthproxy.api.certificates import as_of
 from oauthproxy.api.proxy_certificates import certificate_name
 from oauthproxy.certificates.renewal import due, retry_delay, seconds_until_next_check
 from oauthproxy.models.certificates import (
@@ -60,7 +59,7 @@ def test_due(certificate: Certificate, expected: bool) -> None:
 def test_a_certificate_reads_expired_once_past_its_expiry(
     certificate: Certificate, reads: str
 ) -> None:
-    assert as_of(certificate, NOW).status == reads
+    assert certificate.as_of(NOW).status == reads
     assert due(certificate, NOW, THRESHOLD)  # an expired certificate is renewed as before
 
 

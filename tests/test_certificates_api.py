@@ -244,6 +244,8 @@ async def test_a_certificate_past_its_expiry_reads_expired(
     assert status["certificate_status"] == "expired"
     assert "cannot reach the ACME server" in status["last_error"]
     assert (await api.get(f"{CERTS}old")).json()["status"] == "expired"
+    summary = (await api.get("/health")).json()["certificates"]
+    assert (summary["total"], summary["active"], summary["expired"]) == (1, 0, 1)
     kept = await storage.certificates.get("old")
     assert kept is not None and kept.status is CertificateStatus.ERROR  # stored: the renewal's
 

@@ -4,12 +4,10 @@ generation status, manual renewal and deletion.
 Ordering is asynchronous: the request stores the certificate (`status=pending`) and hands its
 name to this replica's certificate manager, then answers 202 with the status URL. Private keys
 are never returned: they go from the manager to Redis and from Redis to the TLS listener.
-A certificate past its `expires_at` reads as `expired` (see `as_of`).
+A certificate past its `expires_at` reads as `expired` (see `Certificate.as_of`).
 """
 
 from __future__ import annotations
-
-from datetime import datetime
 
 from quart import Blueprint, current_app
 from quart_schema import document_response, validate_request
@@ -105,21 +103,12 @@ async def _accept(name: str, domains: list[str], options: AcmeOptions) -> tuple[
     return accepted.model_dump(mode="json"), 202
 
 
-def as_of(certificate: Certificate, now: datetime) -> Certificate:
-    """The certificate as it reads at `now`: `expired` once its `expires_at` has passed, whatever
-    its renewal is doing (`/status` tells). Computed, never stored: the renewal loop works from
-    the stored status and renews an expired certificate like any other that is due."""
-    if certificate.expires_at is None or now <= certificate.expires_at:
-        return certificate
-    return certificate.model_copy(update={"status": CertificateStatus.EXPIRED})
-
-
 async def _certificate(name: str) -> Certificate:
     """The named certificate as it reads now (`NotFound` when there is none)."""
     found = await storage().certificates.get(name)
     if found is None:
         raise NotFound("certificate", name)
-    return as_of(found, utcnow())
+    return found.as_of(utcnow())
 
 
 def _owned(certificate: Certificate) -> None:
@@ -168,7 +157,7 @@ async def list_certificates() -> list[Json]:
     """Every certificate, by name, without its PEM data."""
     found = await storage().certificates.all()
     now = utcnow()
-    return [without(as_of(c, now), PEM_FIELDS) for c in sorted(found, key=lambda c: c.cert_name)]
+    return [without(c.as_of(now), PEM_FIELDS) for c in sorted(found, key=lambda c: c.cert_name)]
 
 
 @certificates.get("/<cert_name>")

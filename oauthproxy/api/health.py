@@ -11,6 +11,7 @@ from oauthproxy import __version__
 from oauthproxy.api.state import app_state
 from oauthproxy.errors import StorageUnavailable
 from oauthproxy.models.certificates import CertificateSummary
+from oauthproxy.models.common import utcnow
 
 health = Blueprint("health", __name__)
 
@@ -56,4 +57,4 @@ async def _certificates() -> dict[str, Any] | None:
             found = await app_state(current_app).storage.certificates.all()
     except (StorageUnavailable, trio.TooSlowError):
         return None
-    return CertificateSummary.of(found).model_dump(mode="json")
+    return CertificateSummary.of(found, utcnow()).model_dump(mode="json")

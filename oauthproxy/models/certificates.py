@@ -51,6 +51,14 @@ class Certificate(Record):
     def issued(self) -> bool:
         return bool(self.fullchain_pem and self.private_key_pem)
 
+    def as_of(self, now: datetime) -> Certificate:
+        """The certificate as it reads at `now`: `expired` once its `expires_at` has passed,
+        whatever its renewal is doing (`/status` tells). Computed, never stored: the renewal
+        loop works from the stored status and renews an expired certificate like any other."""
+        if self.expires_at is None or now <= self.expires_at:
+            return self
+        return self.model_copy(update={"status": CertificateStatus.EXPIRED})
+
 
 class IssuanceStage(StrEnum):
     QUEUED = "queued"
@@ -116,10 +124,12 @@ class CertificateSummary(Record):
 
     total: int
     active: int
+    expired: int
     failing: list[FailingCertificate]
 
     @classmethod
-    def of(cls, certificates: list[Certificate]) -> CertificateSummary:
+    def of(cls, certificates: list[Certificate], now: datetime) -> CertificateSummary:
+        certificates = [c.as_of(now) for c in certificates]
         failing = [
             FailingCertificate(
                 cert_name=c.cert_name,
@@ -131,7 +141,8 @@ class CertificateSummary(Record):
             if c.status is CertificateStatus.ERROR
         ]
         active = sum(1 for c in certificates if c.status is CertificateStatus.ACTIVE)
-        return cls(total=len(certificates), active=active, failing=failing)
+        expired = sum(1 for c in certificates if c.status is CertificateStatus.EXPIRED)
+        return cls(total=len(certificates), active=active, expired=expired, failing=failing)
 
 
 # --- views: what the API returns -------------------------------------------------------------
