@@ -159,6 +159,14 @@ class Settings(BaseSettings):
         default=False,
         description="Fetch client metadata documents from loopback addresses (tests only)",
     )
+    oauth_register_rate_limit: Annotated[int, Field(ge=0)] = Field(
+        default=20,
+        description="Dynamic client registrations (POST /register) per client IP and window; "
+        "0 turns the limit off",
+    )
+    oauth_register_rate_window: Annotated[int, Field(ge=1)] = Field(
+        default=60, description="The window of OAUTH_REGISTER_RATE_LIMIT, in seconds"
+    )
 
     # --- MCP protected resources ---------------------------------------------------------------
     mcp_resource_indicators_enabled: bool = True

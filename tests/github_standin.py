@@ -2,7 +2,9 @@
 
 `/login/oauth/authorize` approves at once for `standin.user` and redirects back with a code;
 `/login/oauth/access_token` exchanges it (checking client id, secret and redirect URI); `/user`,
-`/user/emails`, `/user/orgs`, `/user/teams` describe the user the token was issued for.
+`/user/emails`, `/user/orgs`, `/user/teams` describe the user the token was issued for. The lists
+come in pages as GitHub's do: `per_page` (default 30, at most `max_per_page`) and `page`, with a
+`Link` header naming the `next`, `last`, `first` and `prev` pages.
 """
 
 from __future__ import annotations
@@ -55,6 +57,12 @@ class GitHubStandIn:
     client_secret: str = "standin-client-secret"
     url: str = ""
     logins: int = 0
+    max_per_page: int = 100
+    """GitHub's cap on `per_page`."""
+    link_base: str | None = None
+    """Where the `Link` header's pages point (default: `url`)."""
+    pages_served: list[str] = field(default_factory=list)
+    """`/user/orgs?page=2`, …: every list page asked for, in order."""
     _codes: dict[str, tuple[GitHubUser, str]] = field(default_factory=dict)
     _tokens: dict[str, GitHubUser] = field(default_factory=dict)
 
@@ -83,6 +91,28 @@ class GitHubStandIn:
     def user_of(self, authorization: str) -> GitHubUser | None:
         return self._tokens.get(authorization.removeprefix("Bearer ").strip())
 
+    def page(self, path: str, items: list[Any], args: dict[str, str]) -> Response:
+        """One page of a list, with GitHub's `Link` header (when there is more than one)."""
+        per_page = min(_number(args.get("per_page"), 30), self.max_per_page)
+        number = _number(args.get("page"), 1)
+        self.pages_served.append(f"{path}?page={number}")
+        last = max(1, -(-len(items) // per_page))
+        response = jsonify(items[(number - 1) * per_page : number * per_page])
+        links = {"next": number + 1, "last": last} if number < last else {}
+        if number > 1:
+            links.update(first=1, prev=number - 1)
+        base = f"{self.link_base or self.url}{path}"
+        if links:
+            response.headers["Link"] = ", ".join(
+                f'<{base}?{urlencode({"per_page": per_page, "page": page})}>; rel="{rel}"'
+                for rel, page in links.items()
+            )
+        return response
+
+
+def _number(value: str | None, default: int) -> int:
+    return int(value) if value and value.isdigit() and int(value) > 0 else default
+
 
 def create_app(standin: GitHubStandIn) -> QuartTrio:
     app = QuartTrio("github-standin")
@@ -101,15 +131,16 @@ def create_app(standin: GitHubStandIn) -> QuartTrio:
         user = standin.user_of(request.headers.get("Authorization", ""))
         if user is None:
             return Response('{"message": "Bad credentials"}', 401)
-        bodies: dict[str, Any] = {
-            "user": user.profile(),
+        if what == "user":
+            return jsonify(user.profile())
+        lists: dict[str, list[Any]] = {
             "emails": user.email_list(),
             "orgs": [{"login": org} for org in user.orgs],
             "teams": [{"slug": slug, "organization": {"login": org}} for org, slug in user.teams],
         }
-        if what not in bodies:
+        if what not in lists:
             return Response('{"message": "Not Found"}', 404)
-        return jsonify(bodies[what])
+        return standin.page(request.path, lists[what], dict(request.args))
 
     return app
 

@@ -79,8 +79,12 @@ async def oauth_gateway(
     make_settings: Callable[..., Settings],
     github: GitHubStandIn,
 ) -> Ready:
-    """A gateway on an emptied Redis, wired to the stand-in, allowing the GitHub user alice."""
-    return await start_gateway(nursery, make_settings, github)
+    """A gateway on an emptied Redis, wired to the stand-in, allowing the GitHub user alice.
+
+    Its resource validation is not strict: the flow tests name MCP servers
+    (`https://mcp.example.com`) that no proxy of theirs serves. `start_gateway` keeps the strict
+    default, and tests/test_oauth_resource_indicators.py checks both settings."""
+    return await start_gateway(nursery, make_settings, github, mcp_resource_validation_strict=False)
 
 
 @pytest.fixture

@@ -17,6 +17,7 @@ from werkzeug.datastructures import MultiDict
 
 from oauthproxy.api.state import app_state
 from oauthproxy.oauth import authorize, consent, grants, login, registration, revocation
+from oauthproxy.oauth.client_address import client_address
 from oauthproxy.oauth.codes import client_redirect
 from oauthproxy.oauth.errors import OAuthError, PageError, RedirectError
 from oauthproxy.oauth.metadata import server_metadata
@@ -208,10 +209,18 @@ async def _admin_bearer(authorization: str) -> bool:
     return True
 
 
+def _client_address(server: OAuthServer) -> str:
+    """Who sent the request (the peer, or the client a proxy we trust forwards for)."""
+    forwarded_for = request.headers.getlist("X-Forwarded-For")
+    return client_address(request.remote_addr or "", forwarded_for, server.trusted_proxies)
+
+
 @oauth_server.post("/register")
 async def register() -> Response:
+    server = authorization_server()
+    await registration.admit(server, _client_address(server))
     body = await request.get_json(silent=True)
-    return _json(await registration.register(authorization_server(), body), 201)
+    return _json(await registration.register(server, body), 201)
 
 
 @oauth_server.get("/register/<client_id>")

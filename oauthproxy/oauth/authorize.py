@@ -10,10 +10,10 @@ from __future__ import annotations
 import secrets
 
 from oauthproxy.models.oauth import AuthorizationRequest, OAuthClient
-from oauthproxy.oauth import pkce
+from oauthproxy.oauth import indicators, pkce
 from oauthproxy.oauth.client_documents import ClientDocumentError
 from oauthproxy.oauth.errors import OAuthError, PageError, RedirectError
-from oauthproxy.oauth.parameters import Params, granted_scope, resources, single
+from oauthproxy.oauth.parameters import Params, granted_scope, single
 from oauthproxy.oauth.redirect_uris import find_match
 from oauthproxy.oauth.server import OAuthServer
 
@@ -70,9 +70,7 @@ def _checked_request(
         scope=granted_scope(single(params, "scope"), client.scope),
         state=single(params, "state"),
         code_challenge=challenge,
-        resources=resources(
-            params.get("resource", ()), limit=server.settings.mcp_max_resources_per_token
-        ),
+        resources=indicators.named(server.settings, params.get("resource", ())),
         proxy_hostname=single(params, "proxy_hostname"),
     )
 
@@ -91,6 +89,7 @@ async def begin(server: OAuthServer, params: Params) -> str:
     try:
         request = _checked_request(server, client, redirect_uri, params)
         await _check_proxy(server, request)
+        await indicators.check_known(server.storage, server.settings, request.resources)
     except OAuthError as error:
         raise RedirectError(error.error, error.description, redirect_uri, state) from None
     github = (await server.prepared()).github

@@ -3,7 +3,9 @@ user is (login, numeric id, verified emails, organisations and teams).
 
 Every URL is a setting (GITHUB_AUTHORIZE_URL, GITHUB_TOKEN_URL, GITHUB_API_URL) so GitHub
 Enterprise and the tests' stand-in work the same way. The GitHub access token is used for these
-few calls and then dropped: it is never stored or logged.
+few calls and then dropped: it is never stored or logged. Organisations and teams come a page at
+a time: the `Link: <…>; rel="next"` pages are followed (on the API's own origin only, so the
+token goes nowhere else) up to MAX_PAGES.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import logging
 import ssl
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import urlencode, urlsplit
 
 import httpx
 import trio
@@ -23,7 +25,9 @@ from oauthproxy.settings import Settings
 log = logging.getLogger(__name__)
 
 TIMEOUT_SECONDS = 15.0
-PAGE = {"per_page": "100"}
+PER_PAGE = "per_page=100"
+MAX_PAGES = 10
+"""Pages read of one list (1,000 organisations or teams); a longer list is cut there."""
 
 
 class GitHubError(Exception):
@@ -106,26 +110,64 @@ def _json(response: httpx.Response) -> Any:
         return None
 
 
-async def _get(client: httpx.AsyncClient, url: str, token: str) -> Any:
-    """The JSON of a GitHub API GET, or None when GitHub says no (e.g. a scope is missing)."""
+async def _fetch(client: httpx.AsyncClient, url: str, token: str) -> httpx.Response | None:
+    """A GitHub API GET, or None when GitHub says no (e.g. a scope is missing)."""
     response = await client.get(
         url,
-        params=PAGE,
         headers={"Authorization": f"Bearer {token}", "Accept": "application/vnd.github+json"},
     )
     if response.status_code != 200:
         log.warning("GitHub answered %s to %s", response.status_code, url)
         return None
-    return _json(response)
+    return response
+
+
+async def _get(client: httpx.AsyncClient, url: str, token: str) -> Any:
+    """The JSON of a GitHub API GET, or None when GitHub says no."""
+    response = await _fetch(client, url, token)
+    return None if response is None else _json(response)
+
+
+def _origin(url: str) -> tuple[str, str]:
+    parts = urlsplit(url)
+    return parts.scheme.lower(), parts.netloc.lower()
+
+
+def _next_page(response: httpx.Response, api: str) -> str | None:
+    """The `rel="next"` page of a list, when it is on the API's own origin."""
+    url = response.links.get("next", {}).get("url")
+    if url and _origin(url) != _origin(api):
+        log.warning("GitHub's next page is on another origin; not following %s", url)
+        return None
+    return url
+
+
+async def _get_list(client: httpx.AsyncClient, api: str, path: str, token: str) -> list[Any]:
+    """Every item of a paginated GitHub list, up to MAX_PAGES pages. A page that cannot be read
+    ends the list there (so a membership on a later page is missed, never invented)."""
+    items: list[Any] = []
+    url = f"{api}{path}?{PER_PAGE}"
+    for _ in range(MAX_PAGES):
+        response = await _fetch(client, url, token)
+        page = None if response is None else _json(response)
+        if response is None or not isinstance(page, list):
+            return items
+        items.extend(page)
+        next_url = _next_page(response, api)
+        if next_url is None:
+            return items
+        url = next_url
+    log.warning("GitHub lists more than %d pages at %s; reading only those", MAX_PAGES, path)
+    return items
 
 
 async def _read_identity(client: httpx.AsyncClient, api: str, token: str) -> UserIdentity:
     user = await _get(client, f"{api}/user", token)
     if not isinstance(user, dict) or not isinstance(user.get("login"), str) or "id" not in user:
         raise GitHubError("GitHub did not say who logged in")
-    primary, emails = _emails(await _get(client, f"{api}/user/emails", token), user)
-    orgs = await _get(client, f"{api}/user/orgs", token)
-    teams = await _get(client, f"{api}/user/teams", token)
+    primary, emails = _emails(await _get(client, f"{api}/user/emails?{PER_PAGE}", token), user)
+    orgs = await _get_list(client, api, "/user/orgs", token)
+    teams = await _get_list(client, api, "/user/teams", token)
     return UserIdentity(
         subject=f"github-{user['id']}",
         user_id=str(user["id"]),
@@ -148,9 +190,9 @@ def _emails(listed: Any, user: dict[str, Any]) -> tuple[str | None, list[str]]:
     return (primary if isinstance(primary, str) else None), emails
 
 
-def _groups(orgs: Any, teams: Any) -> list[str]:
-    found = [org["login"] for org in orgs or [] if isinstance(org, dict) and "login" in org]
-    for team in teams or []:
+def _groups(orgs: list[Any], teams: list[Any]) -> list[str]:
+    found = [org["login"] for org in orgs if isinstance(org, dict) and "login" in org]
+    for team in teams:
         if isinstance(team, dict) and isinstance(team.get("organization"), dict):
             found.append(f"{team['organization'].get('login')}/{team.get('slug')}")
     return list(dict.fromkeys(str(group) for group in found))

@@ -11,17 +11,11 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from oauthproxy.models.oauth import AuthorizationCode, OAuthClient, OAuthSession
-from oauthproxy.oauth import pkce
+from oauthproxy.oauth import indicators, pkce
 from oauthproxy.oauth.clients import authenticate
 from oauthproxy.oauth.codes import code_hash
 from oauthproxy.oauth.errors import OAuthError
-from oauthproxy.oauth.parameters import (
-    Params,
-    granted_scope,
-    narrowed_resources,
-    resources,
-    single,
-)
+from oauthproxy.oauth.parameters import Params, granted_scope, narrowed_resources, single
 from oauthproxy.oauth.server import OAuthServer
 from oauthproxy.oauth.tokens import mint_access, mint_refresh, refresh_hash, token_response
 
@@ -68,9 +62,7 @@ async def _redeem(server: OAuthServer, client: OAuthClient, params: Params) -> d
     code_value = single(params, "code", required=True) or ""
     if single(params, "code_verifier") is None:
         raise OAuthError("invalid_request", "code_verifier is required (PKCE)")
-    requested = resources(
-        params.get("resource", ()), limit=server.settings.mcp_max_resources_per_token
-    )
+    requested = indicators.named(server.settings, params.get("resource", ()))
     session_id = uuid.uuid4().hex
     redemption = await server.store.redeem_code(code_hash(code_value), session_id)
     if redemption.replayed_session_id is not None:
@@ -135,10 +127,7 @@ async def _refresh(server: OAuthServer, client: OAuthClient, params: Params) -> 
             raise _invalid_grant("the refresh token was issued to another client")
         scope = granted_scope(single(params, "scope"), current.scope)
         audience = narrowed_resources(
-            resources(
-                params.get("resource", ()), limit=server.settings.mcp_max_resources_per_token
-            ),
-            current.resources,
+            indicators.named(server.settings, params.get("resource", ())), current.resources
         )
     rotation = await server.store.rotate_refresh(token_hash)
     if rotation.reused_session_id is not None:

@@ -29,7 +29,7 @@ def server_metadata(settings: Settings) -> dict[str, Any]:
         "introspection_endpoint_auth_methods_supported": list(AUTH_METHODS),
         "code_challenge_methods_supported": [METHOD],
         "subject_types_supported": ["public"],
-        "resource_indicators_supported": True,
+        "resource_indicators_supported": settings.mcp_resource_indicators_enabled,
         "authorization_response_iss_parameter_supported": True,
         "client_id_metadata_document_supported": True,
         "mcp_protocol_version": settings.oauth_mcp_protocol_version,

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+import re
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from urllib.parse import urlsplit, urlunsplit
 
 from oauthproxy.oauth.errors import OAuthError
@@ -12,6 +13,9 @@ DEFAULT_CLIENT_SCOPE = "mcp:read mcp:write"
 
 Params = Mapping[str, Sequence[str]]
 """A request's parameters, each with every value it was given."""
+
+SCHEME = re.compile(r"[a-z][a-z0-9+.-]*")
+"""RFC 3986 section 3.1 (urlsplit lower-cases it)."""
 
 
 def single(params: Params, name: str, *, required: bool = False) -> str | None:
@@ -57,8 +61,26 @@ def canonical_resource(uri: str) -> str:
     return urlunsplit(parts._replace(scheme=parts.scheme.lower(), netloc=parts.netloc.lower()))
 
 
-def resources(values: Sequence[str], *, limit: int) -> list[str]:
-    found = list(dict.fromkeys(canonical_resource(value) for value in values if value))
+def absolute_resource(uri: str) -> str:
+    """Any absolute URI without fragment (RFC 8707 section 2: `https://…`, `urn:…`), scheme and
+    host lower-cased; an http(s) one must name a host, as `canonical_resource` says."""
+    parts = urlsplit(uri)
+    if parts.scheme in {"http", "https"}:
+        return canonical_resource(uri)
+    if not SCHEME.fullmatch(parts.scheme) or not uri.partition(":")[2]:
+        raise OAuthError("invalid_target", f"resource {uri!r} must be an absolute URI")
+    if any(char.isspace() or not char.isprintable() for char in uri):
+        raise OAuthError("invalid_target", f"resource {uri!r} must not contain spaces")
+    if parts.fragment or "#" in uri:
+        raise OAuthError("invalid_target", f"resource {uri!r} must not have a fragment")
+    return urlunsplit(parts._replace(netloc=parts.netloc.lower()))
+
+
+def resources(
+    values: Sequence[str], *, limit: int, parse: Callable[[str], str] = canonical_resource
+) -> list[str]:
+    """The distinct resources of `values`, each read by `parse`; at most `limit` of them."""
+    found = list(dict.fromkeys(parse(value) for value in values if value))
     if len(found) > limit:
         raise OAuthError("invalid_target", f"at most {limit} resources per token")
     return found

@@ -3,11 +3,13 @@
 `POST /register` is open, as MCP clients expect; the answer carries the client's secret (unless it
 registered as a public client, `token_endpoint_auth_method: none`) and a registration access
 token for `GET|PUT|DELETE /register/{client_id}`. Both secrets are stored only as hashes and shown
-once. Deleting a client revokes every session and token it holds.
+once. Deleting a client revokes every session and token it holds. Being open, `POST /register` is
+limited per client address (OAUTH_REGISTER_RATE_LIMIT in OAUTH_REGISTER_RATE_WINDOW seconds).
 """
 
 from __future__ import annotations
 
+import math
 import secrets
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -62,6 +64,26 @@ def client_information(
 def _expiry(server: OAuthServer, created: datetime) -> datetime | None:
     lifetime = server.settings.oauth_client_lifetime
     return created + timedelta(seconds=lifetime) if lifetime else None
+
+
+async def admit(server: OAuthServer, client_ip: str) -> None:
+    """Count an open registration from `client_ip`; 429 (RFC 6585) with Retry-After when it
+    goes over the limit of the current window. The count lives in Redis, so it holds across
+    replicas."""
+    settings = server.settings
+    limit, window = settings.oauth_register_rate_limit, settings.oauth_register_rate_window
+    if not limit:
+        return
+    counted = await server.store.count_registration(client_ip, window * 1000)
+    if counted.count > limit:
+        retry_after = max(1, math.ceil(counted.remaining_ms / 1000))
+        raise OAuthError(
+            "too_many_requests",
+            f"at most {limit} client registrations per {window} s from one address; "
+            f"try again in {retry_after} s",
+            status=429,
+            headers={"Retry-After": str(retry_after)},
+        )
 
 
 async def register(

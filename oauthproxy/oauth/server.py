@@ -13,6 +13,7 @@ from oauthproxy.oauth.clients import ClientResolver
 from oauthproxy.oauth.github import GitHub
 from oauthproxy.oauth.signing import KeySet, load_keys
 from oauthproxy.oauth.verify import TokenVerifier
+from oauthproxy.proxy.headers import parse_networks
 from oauthproxy.settings import Settings
 from oauthproxy.storage import Storage
 from oauthproxy.storage.oauth import OAuthStore
@@ -35,6 +36,7 @@ class OAuthServer:
         self.settings = settings
         self.storage = storage
         self.issuer = settings.oauth_issuer_url
+        self.trusted_proxies = parse_networks(settings.trusted_proxies)
         self._prepared: Prepared | None = None
         self._lock = trio.Lock()
 

@@ -134,6 +134,11 @@ def oauth_user_sessions(user: str) -> str:
     return f"oauth:user_sessions:{user}"
 
 
+def oauth_register_rate(client_ip: str) -> str:
+    """Registrations from one client IP in the current rate-limit window."""
+    return f"oauth:register_rate:{client_ip}"
+
+
 def oauth_client_sessions(client_id: str) -> str:
     return f"oauth:client_sessions:{client_id}"
 

@@ -7,6 +7,7 @@
     oauth:code:{sha256}                an authorization code (single use)
     oauth:code_used:{sha256}           a redeemed code → the session it started (replay revokes)
     oauth:signing_key                  the generated RS256 key shared by every replica
+    oauth:register_rate:{ip}           registrations from one client IP in the current window
 
 Sessions, tokens and the revocation stream are `SessionStore`'s (storage/oauth_sessions.py).
 """
@@ -25,12 +26,24 @@ from oauthproxy.models.oauth import (
     PendingConsent,
 )
 from oauthproxy.storage import keys
-from oauthproxy.storage.base import dump, load, load_many, scan_keys, translate_errors
+from oauthproxy.storage.base import Redis, dump, load, load_many, scan_keys, translate_errors
 from oauthproxy.storage.oauth_sessions import SessionStore
 
-__all__ = ["CodeRedemption", "OAuthStore"]
+__all__ = ["CodeRedemption", "OAuthStore", "WindowCount"]
 
 CODE_REPLAY_MEMORY_MS = 10 * 60 * 1000
+
+# Count one more event in a fixed window: the first event starts the window (the key's lifetime,
+# ARGV[1] ms; a counter without one gets it too). Answers {the count, the ms the window has left}.
+COUNT_IN_WINDOW = """
+local count = redis.call('INCR', KEYS[1])
+local left = redis.call('PTTL', KEYS[1])
+if left < 0 then
+  redis.call('PEXPIRE', KEYS[1], ARGV[1])
+  left = tonumber(ARGV[1])
+end
+return {count, left}
+"""
 
 
 class CodeRedemption(BaseModel):
@@ -40,8 +53,19 @@ class CodeRedemption(BaseModel):
     replayed_session_id: str | None = None
 
 
+class WindowCount(BaseModel):
+    count: int
+    """Events in the current window, this one included."""
+    remaining_ms: int
+    """Until the window ends."""
+
+
 @translate_errors
 class OAuthStore(SessionStore):
+    def __init__(self, redis: Redis) -> None:
+        super().__init__(redis)
+        self._count_in_window = redis.register_script(COUNT_IN_WINDOW)
+
     # --- clients ---------------------------------------------------------------------------
 
     async def get_client(self, client_id: str) -> OAuthClient | None:
@@ -104,6 +128,17 @@ class OAuthStore(SessionStore):
             code=AuthorizationCode.model_validate_json(code) if code else None,
             replayed_session_id=first_session,
         )
+
+    # --- rate limits -----------------------------------------------------------------------
+
+    async def count_registration(self, client_ip: str, window_ms: int) -> WindowCount:
+        """Count a registration from `client_ip` in its fixed window of `window_ms` (one atomic
+        step, so every replica counts in the same window)."""
+        reply: list[int] = await self._count_in_window(
+            keys=[keys.oauth_register_rate(client_ip)], args=[window_ms]
+        )
+        count, remaining_ms = reply
+        return WindowCount(count=count, remaining_ms=remaining_ms)
 
     # --- the signing key -------------------------------------------------------------------
 
