@@ -133,6 +133,13 @@ fmt: _venv
     ruff check --fix .
     ruff format .
 
+# Build the documentation (JupyterBook, docs/) into docs/_build/html; jupyter-book runs in its own
+# uv tool environment, so it is not a project dependency
+[group('development')]
+docs-build:
+    uvx --python 3.11 --from 'jupyter-book==1.0.4.post1' jupyter-book build --warningiserror docs
+    @echo "open docs/_build/html/index.html"
+
 # Bring .venv in line with uv.lock (a no-op when it already is)
 _venv:
     @scripts/sync-env
