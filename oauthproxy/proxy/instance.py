@@ -155,7 +155,8 @@ class Instance:
         host = host_of(received)
         refusal = self._refusal(config, host, request, client)
         if refusal is not None or config is None:
-            await send_reply(reader.stream, refusal or unknown_host(host, b""), close=True)
+            reply = refusal or unknown_host(host, b"")
+            await send_reply(reader.stream, reply, close=True, head=request.method == b"HEAD")
             return False
         path = _path(request.target)
         identity: Identity = ()
@@ -173,7 +174,7 @@ class Instance:
                 "the matching route's target cannot be resolved",
                 accept=request.header(b"accept"),
             )
-            await send_reply(reader.stream, reply, close=True)
+            await send_reply(reader.stream, reply, close=True, head=request.method == b"HEAD")
             return False
         return await forward(reader, request, destination, self._pool, client, received, identity)
 
