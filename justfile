@@ -293,6 +293,16 @@ service-update-external name target-url description="" token="": _venv
 service-unregister name token="": _venv
     @proxy-client {{ if token != "" { "--token " + quote(token) } else { "" } }} service unregister {{ quote(name) }}
 
+# Register the gateway's OAuth authorization server (its issuer URL) as the external service `oauth`
+[group('services')]
+service-register-oauth token="": _venv
+    @proxy-client {{ if token != "" { "--token " + quote(token) } else { "" } }} service register-oauth
+
+# Remove what an older or crashed gateway left behind (admin; dry-run=true only lists it)
+[group('services')]
+service-cleanup-orphaned token="" dry-run="false": _venv
+    @proxy-client {{ if token != "" { "--token " + quote(token) } else { "" } }} service cleanup-orphaned {{ if dry-run =~ '^(?i:true|yes|1|dry-run)$' { "--dry-run" } else { "" } }}
+
 # List every service: internal, external and Docker (type: docker, external or internal)
 [group('services')]
 service-list-all type="" token="": _venv
@@ -371,3 +381,15 @@ oauth-test-tokens server-url token="": _venv
 [group('oauth')]
 oauth-status token="": _venv
     @proxy-client {{ if token != "" { "--token " + quote(token) } else { "" } }} oauth status
+
+# --- configuration backup ----------------------------------------------------------------------
+
+# Save the full configuration to a YAML backup (admin; default oauthproxy-config-<timestamp>.yaml; holds token secrets, mode 0600)
+[group('config')]
+config-save filename="": _venv
+    @cd {{ quote(invocation_directory()) }} && proxy-client config save {{ if filename != "" { quote(filename) } else { "" } }}
+
+# Load a configuration YAML backup (admin); existing items are skipped unless force=true
+[group('config')]
+config-load filename force="false": _venv
+    @cd {{ quote(invocation_directory()) }} && proxy-client config load {{ quote(filename) }} {{ if force =~ '^(?i:true|yes|1|force)$' { "--force" } else { "" } }}

@@ -42,6 +42,10 @@ class ApiClient:
         self._http = http
         self._token = token
 
+    def with_token(self, token: str) -> ApiClient:
+        """A client of the same gateway (same connection pool) that authenticates with `token`."""
+        return ApiClient(self._http, token)
+
     def _headers(self, auth: bool) -> dict[str, str]:
         if not auth:
             return {}

@@ -14,7 +14,9 @@ from cyclopts import App, Group, Parameter
 from rich.console import Console
 
 from cli.commands import (
+    backup,
     certificates,
+    maintenance,
     oauth,
     proxies,
     resources,
@@ -50,6 +52,9 @@ app.command(certificates.app)
 app.command(oauth.app)
 app.command(resources.app)
 app.command(system.health)
+app.command(backup.app)
+services.app.command(maintenance.register_oauth, name="register-oauth")
+services.app.command(maintenance.cleanup_orphaned, name="cleanup-orphaned")
 
 
 @app.meta.default

@@ -8,6 +8,7 @@ from quart_trio import QuartTrio
 
 from oauthproxy import __version__
 from oauthproxy.api.certificates import certificates as certificates_api
+from oauthproxy.api.cleanup import cleanup
 from oauthproxy.api.errors import install_error_handlers
 from oauthproxy.api.forward_auth import forward_auth
 from oauthproxy.api.health import health
@@ -65,4 +66,5 @@ def create_app(
     app.register_blueprint(resources)
     app.register_blueprint(forward_auth)
     app.register_blueprint(certificates_api)
+    app.register_blueprint(cleanup)
     return app

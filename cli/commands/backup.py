@@ -1,0 +1,506 @@
+"""`proxy-client config save|load`: the gateway's configuration as a YAML file, and back again.
+
+A backup holds what the admin API can rebuild: tokens (with their secrets, so that a restored
+token works as before and owns what it owned), certificate definitions (never private keys: a load
+orders or makes each certificate anew), external services, proxies with their auth, resource
+metadata and route settings, routes and protected resources. The file is written with mode 0600
+and says at its top that it holds secrets. See docs/backup.md.
+
+A load checks the whole file before it writes anything, then replays it through the ordinary
+endpoints in dependency order, each record as the token that owns it. Without `--force` what
+exists is skipped; with it, proxies, services, routes and resources are overwritten. Tokens and
+certificates are never overwritten: changing a token's secret would mean deleting what it owns,
+and a load never re-issues a certificate.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from functools import partial
+from pathlib import Path
+from typing import Annotated, Any
+
+import yaml
+from cyclopts import App, Parameter
+
+from cli.client import ApiClient, api_path
+from cli.commands.services import EXTERNAL, external_path
+from cli.config import OutputFormat
+from cli.errors import CliError
+from cli.session import CliSession, Session
+
+FORMAT = "oauthproxy-config"
+VERSION = 1
+HEADER = (
+    "# oauthproxy configuration backup (proxy-client config save).\n"
+    "# It holds token secrets: keep it private (mode 0600), like the admin token.\n"
+)
+
+TOKENS = api_path("tokens", "")
+CERTIFICATES = api_path("certificates", "")
+PROXIES = api_path("proxy", "targets", "")
+ROUTES = api_path("routes", "")
+RESOURCES = api_path("resources", "")
+
+PROXY_CREATE = (
+    "hostname", "target_url", "cert_name", "https_redirect", "preserve_host_header",
+    "custom_headers", "custom_response_headers",
+)  # fmt: skip
+PROXY_SWITCHES = ("enabled", "enable_http", "enable_https")
+PROXY_AUTH = (
+    "auth_enabled", "auth_proxy", "auth_mode", "auth_required_users", "auth_required_emails",
+    "auth_required_groups", "auth_allowed_scopes", "auth_allowed_audiences",
+    "auth_pass_headers", "auth_cookie_name", "auth_header_prefix", "auth_excluded_paths",
+)  # fmt: skip
+PROXY_RESOURCE = (
+    "resource_endpoint", "resource_scopes", "resource_stateful", "resource_versions",
+    "resource_server_info", "resource_override_backend", "resource_bearer_methods",
+    "resource_documentation_suffix", "resource_custom_metadata",
+)  # fmt: skip
+PROXY_ROUTES = ("route_mode", "enabled_routes", "disabled_routes")
+ROUTE_FIELDS = (
+    "route_id", "is_regex", "path_pattern", "target_type", "target_value", "priority",
+    "methods", "description", "enabled", "scope", "proxy_hostnames",
+)  # fmt: skip
+RESOURCE_FIELDS = ("uri", "name", "proxy_target", "scopes", "metadata_url")
+SERVICE_FIELDS = ("service_name", "target_url", "description", "routing_enabled")
+CERTIFICATE_FIELDS = ("cert_name", "domains", "email", "staging", "self_signed")
+TOKEN_FIELDS = ("name", "token", "cert_email")
+
+app = App(name="config", help="Save the gateway's configuration to YAML, or load it back.")
+
+Json = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Section:
+    """One list of the file: its records' key field, required and allowed fields."""
+
+    name: str
+    key: str
+    required: tuple[str, ...]
+    allowed: tuple[str, ...]
+    owned: bool = True
+
+
+SECTIONS = (
+    Section("tokens", "name", ("name", "token"), TOKEN_FIELDS, owned=False),
+    Section("certificates", "cert_name", ("cert_name", "domains"), CERTIFICATE_FIELDS),
+    Section("services", "service_name", ("service_name", "target_url"), SERVICE_FIELDS),
+    Section(
+        "proxies",
+        "hostname",
+        ("hostname", "target_url"),
+        PROXY_CREATE + PROXY_SWITCHES + PROXY_AUTH + PROXY_RESOURCE + PROXY_ROUTES,
+    ),
+    Section(
+        "routes",
+        "route_id",
+        ("route_id", "path_pattern", "target_type", "target_value"),
+        ROUTE_FIELDS,
+    ),
+    Section("resources", "uri", ("uri",), RESOURCE_FIELDS, owned=False),
+)
+
+
+# --- save ---------------------------------------------------------------------------------------
+
+
+def _require_admin(api: ApiClient, doing: str) -> Json:
+    caller: Json = api.get(api_path("tokens", "info"))
+    if not caller.get("is_admin"):
+        raise CliError(f"{doing} needs the admin token")
+    return caller
+
+
+def _owned(record: Json, owners: dict[str, str], fields: tuple[str, ...]) -> Json:
+    """The record's `fields`, then `owner`: the name of the token that owns it (None: the
+    admin token, whichever it is where the file is loaded)."""
+    kept = {name: record[name] for name in fields if name in record}
+    return {**kept, "owner": owners.get(record.get("owner_token_hash") or "")}
+
+
+def _certificate(record: Json, owners: dict[str, str]) -> Json:
+    staging = "staging" in (record.get("acme_directory_url") or "")
+    return _owned({**record, "staging": staging}, owners, CERTIFICATE_FIELDS)
+
+
+def collect(api: ApiClient) -> Json:
+    """Everything a load needs, read through the admin API."""
+    _require_admin(api, "config save")
+    tokens = [token for token in api.get(TOKENS) if not token["is_admin"]]
+    owners = {token["hash"]: token["name"] for token in tokens}
+    proxy_fields = SECTIONS[3].allowed
+    return {
+        "format": FORMAT,
+        "version": VERSION,
+        "saved_at": datetime.now(UTC).replace(microsecond=0).isoformat(),
+        "tokens": [
+            {
+                "name": token["name"],
+                "token": api.get(api_path("tokens", token["name"], "reveal"))["token"],
+                "cert_email": token["cert_email"],
+            }
+            for token in tokens
+        ],
+        "certificates": [_certificate(c, owners) for c in api.get(CERTIFICATES)],
+        "services": [_owned(s, owners, SERVICE_FIELDS) for s in api.get(EXTERNAL)],
+        "proxies": [_owned(p, owners, proxy_fields) for p in api.get(PROXIES)],
+        "routes": [_owned(r, owners, ROUTE_FIELDS) for r in api.get(ROUTES)],
+        "resources": [{name: r.get(name) for name in RESOURCE_FIELDS} for r in api.get(RESOURCES)],
+    }
+
+
+def write_private(path: Path, text: str) -> None:
+    """Write `text` to `path` with mode 0600, whole or not at all (a temporary file renamed)."""
+    descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(descriptor, "w") as handle:
+            handle.write(text)
+        os.chmod(temporary, 0o600)
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+def default_filename() -> str:
+    return datetime.now().strftime("oauthproxy-config-%Y%m%d-%H%M%S.yaml")
+
+
+@app.command
+def save(
+    file: Annotated[
+        Path | None,
+        Parameter(help="Where to write (default: oauthproxy-config-YYYYMMDD-HHMMSS.yaml)."),
+    ] = None,
+    *,
+    session: Session,
+) -> None:
+    """Save the whole configuration to a YAML file (admin only). It holds token secrets and is
+    written with mode 0600."""
+    path = file or Path(default_filename())
+    backup = collect(session.api)
+    text = HEADER + yaml.safe_dump(backup, sort_keys=False, allow_unicode=True)
+    try:
+        write_private(path, text)
+    except OSError as error:
+        raise CliError(f"cannot write {path}: {error.strerror or error}") from None
+    counts = {section.name: len(backup[section.name]) for section in SECTIONS}
+    if session.output.format is not OutputFormat.TABLE:
+        session.show({"file": str(path), **counts})
+        return
+    session.show([{"section": name, "saved": count} for name, count in counts.items()])
+    session.output.console.print(
+        f"Saved to {path} (mode 0600). It holds token secrets: keep it private."
+    )
+
+
+# --- reading and checking a file ----------------------------------------------------------------
+
+
+def read_backup(path: Path) -> Json:
+    """The file's content, checked as a whole; `CliError` naming the first problem."""
+    try:
+        text = path.read_text()
+    except OSError as error:
+        raise CliError(f"cannot read {path}: {error.strerror or error}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f" (line {mark.line + 1})" if mark is not None else ""
+        raise CliError(f"{path} is not valid YAML{where}") from None
+    if not isinstance(data, dict) or data.get("format") != FORMAT:
+        raise CliError(f"{path} is not an oauthproxy configuration backup (no 'format: {FORMAT}')")
+    if data.get("version") != VERSION:
+        raise CliError(f"{path}: version {data.get('version')!r} is not supported (only {VERSION})")
+    known = {"format", "version", "saved_at", *(section.name for section in SECTIONS)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise CliError(f"{path}: unknown section {unknown[0]!r}")
+    tokens = {token.get("name") for token in _checked(path, data, SECTIONS[0])}
+    for section in SECTIONS[1:]:
+        for index, record in enumerate(_checked(path, data, section)):
+            owner = record.get("owner")
+            if section.owned and owner is not None and owner not in tokens:
+                raise CliError(
+                    f"{path}: {section.name}[{index}].owner: token {owner!r} is not in the file"
+                )
+    return data
+
+
+def _checked(path: Path, data: Json, section: Section) -> list[Json]:
+    records = data.get(section.name) or []
+    if not isinstance(records, list):
+        raise CliError(f"{path}: {section.name} must be a list")
+    allowed = {*section.allowed, *(("owner",) if section.owned else ())}
+    seen: set[str] = set()
+    for index, record in enumerate(records):
+        where = f"{path}: {section.name}[{index}]"
+        if not isinstance(record, dict):
+            raise CliError(f"{where} must be a mapping")
+        missing = [name for name in section.required if record.get(name) in (None, "")]
+        if missing:
+            raise CliError(f"{where}.{missing[0]}: required")
+        extra = sorted(set(record) - allowed)
+        if extra:
+            raise CliError(f"{where}.{extra[0]}: unknown field")
+        key = record[section.key]
+        if not isinstance(key, str):
+            raise CliError(f"{where}.{section.key}: must be a string")
+        if key in seen:
+            raise CliError(f"{where}.{section.key}: {key!r} appears twice")
+        seen.add(key)
+    data[section.name] = records
+    return records
+
+
+# --- load ---------------------------------------------------------------------------------------
+
+
+def hash_secret(secret: str) -> str:
+    """How the gateway names a token's secret (`owner_token_hash`)."""
+    return "sha256:" + hashlib.sha256(secret.encode()).hexdigest()
+
+
+def acting_as(api: ApiClient, secret: str) -> ApiClient:
+    """A client of the same gateway that authenticates with `secret`."""
+    return api.with_token(secret)
+
+
+@dataclass
+class Loader:
+    api: ApiClient
+    force: bool
+    admin: str
+    rows: list[Json] = field(default_factory=list)
+    actors: dict[str, ApiClient] = field(default_factory=dict)
+
+    def report(self, kind: str, name: str, action: str, detail: str = "") -> None:
+        self.rows.append({"kind": kind, "name": name, "action": action, "detail": detail})
+
+    def owner(self, record: Json) -> ApiClient:
+        return self.actors.get(record.get("owner") or "", self.api)
+
+    def attempt(self, kind: str, name: str, step: Callable[[], tuple[str, str]]) -> None:
+        """Run one record's requests; a refusal is reported and the load goes on."""
+        try:
+            action, detail = step()
+        except CliError as error:
+            self.report(kind, name, "failed", str(error))
+        else:
+            self.report(kind, name, action, detail)
+
+    def existing(self, path: str, key: str) -> set[str]:
+        return {record[key] for record in self.api.get(path)}
+
+    # tokens: never overwritten; a restored token keeps its secret, so it owns what it owned
+
+    def tokens(self, records: list[Json]) -> None:
+        current = {token["name"]: token for token in self.api.get(TOKENS)}
+        for record in records:
+            self.attempt("token", record["name"], partial(self._token, record, current))
+
+    def _token(self, record: Json, current: dict[str, Json]) -> tuple[str, str]:
+        name, secret = record["name"], record["token"]
+        found = current.get(name)
+        if found is None:
+            body = {"name": name, "token": secret, "cert_email": record.get("cert_email")}
+            self.api.post(TOKENS, {k: v for k, v in body.items() if v is not None})
+            self.actors[name] = acting_as(self.api, secret)
+            return "created", ""
+        if found["hash"] != hash_secret(secret):
+            return "skipped", f"exists with another secret: its records are loaded as {self.admin}"
+        self.actors[name] = acting_as(self.api, secret)
+        email = record.get("cert_email")
+        if self.force and email and email != found.get("cert_email"):
+            self.api.put(api_path("tokens", "email"), {"name": name, "cert_email": email})
+            return "updated", "cert_email"
+        return "skipped", "exists"
+
+    # certificates: never overwritten or re-issued
+
+    def certificates(self, records: list[Json]) -> None:
+        current = self.existing(CERTIFICATES, "cert_name")
+        for record in records:
+            name = record["cert_name"]
+            self.attempt("certificate", name, partial(self._certificate, record, current))
+
+    def _certificate(self, record: Json, current: set[str]) -> tuple[str, str]:
+        if record["cert_name"] in current:
+            return "skipped", "exists (a load never re-issues a certificate)"
+        body = {"cert_name": record["cert_name"], "domains": record["domains"]}
+        if record.get("self_signed"):
+            self.owner(record).post(api_path("certificates", "self-signed"), body)
+            return "created", "self-signed, made anew"
+        acme = {**body, "staging": bool(record.get("staging")), "email": record.get("email")}
+        path = api_path("certificates", "multi-domain")
+        self.owner(record).post(path, {k: v for k, v in acme.items() if v is not None})
+        return "created", "ordered from the ACME CA (in the background)"
+
+    # services, proxies, routes, resources: created as their owner, overwritten with --force
+
+    def services(self, records: list[Json]) -> None:
+        current = self.existing(EXTERNAL, "service_name")
+        for record in records:
+            name = record["service_name"]
+            self.attempt("service", name, partial(self._service, record, current))
+
+    def _service(self, record: Json, current: set[str]) -> tuple[str, str]:
+        body = _fields(record, SERVICE_FIELDS)
+        name = body.pop("service_name")
+        if name not in current:
+            self.owner(record).post(EXTERNAL, {"service_name": name, **body})
+            return "created", ""
+        if not self.force:
+            return "skipped", "exists"
+        self.api.put(external_path(name), body)
+        return "updated", ""
+
+    def proxies(self, records: list[Json]) -> None:
+        current = self.existing(PROXIES, "hostname")
+        for record in records:
+            name = record["hostname"]
+            self.attempt("proxy", name, partial(self._proxy, record, current))
+
+    def _proxy(self, record: Json, current: set[str]) -> tuple[str, str]:
+        hostname = record["hostname"]
+        if hostname not in current:
+            return self._create_proxy(record)
+        if not self.force:
+            return "skipped", "exists"
+        self._settle_proxy(self.api, record, record.get("auth_enabled", False))
+        self.api.put(_proxy_path(hostname), _proxy_update(record))
+        if not record.get("auth_enabled"):
+            self.api.delete(_proxy_path(hostname, "auth"))
+        return "updated", ""
+
+    def _create_proxy(self, record: Json) -> tuple[str, str]:
+        """Created switched off (HTTP and HTTPS off), given its auth, resource metadata and
+        route settings, then switched on: it never serves without its auth settings."""
+        client = self.owner(record)
+        hostname = record["hostname"]
+        dark = {**_fields(record, PROXY_CREATE), "enable_http": False, "enable_https": False}
+        client.post(PROXIES, dark)
+        try:
+            self._settle_proxy(client, record, record.get("auth_enabled", False))
+            switches = {name: record[name] for name in PROXY_SWITCHES if name in record}
+            client.put(_proxy_path(hostname), switches)
+        except CliError as error:
+            raise CliError(f"created but left switched off: {error}") from None
+        return "created", ""
+
+    def _settle_proxy(self, client: ApiClient, record: Json, auth: bool) -> None:
+        hostname = record["hostname"]
+        if auth:
+            settings = _fields(record, PROXY_AUTH)
+            settings.pop("auth_enabled", None)
+            client.post(_proxy_path(hostname, "auth"), settings)
+        if record.get("resource_endpoint"):
+            metadata = {k: v for k, v in _fields(record, PROXY_RESOURCE).items() if v is not None}
+            client.post(_proxy_path(hostname, "mcp"), metadata)
+        else:
+            client.delete(_proxy_path(hostname, "mcp"))
+        client.put(_proxy_path(hostname, "routes"), _fields(record, PROXY_ROUTES))
+
+    def routes(self, records: list[Json]) -> None:
+        current = self.existing(ROUTES, "route_id")
+        for record in records:
+            name = record["route_id"]
+            self.attempt("route", name, partial(self._route, record, current))
+
+    def _route(self, record: Json, current: set[str]) -> tuple[str, str]:
+        body = _fields(record, ROUTE_FIELDS)
+        route_id = body["route_id"]
+        if route_id not in current:
+            self.owner(record).post(ROUTES, body)
+            return "created", ""
+        if not self.force:
+            return "skipped", "exists"
+        body.pop("route_id")
+        self.api.put(api_path("routes", route_id), body)
+        return "updated", ""
+
+    def resources(self, records: list[Json]) -> None:
+        current = self.existing(RESOURCES, "uri")
+        for record in records:
+            self.attempt("resource", record["uri"], partial(self._resource, record, current))
+
+    def _resource(self, record: Json, current: set[str]) -> tuple[str, str]:
+        body = {k: v for k, v in _fields(record, RESOURCE_FIELDS).items() if v is not None}
+        uri = body.pop("uri")
+        if uri not in current:
+            self.api.post(RESOURCES, {"uri": uri, **body})
+            return "created", ""
+        if not self.force:
+            return "skipped", "exists"
+        self.api.put(api_path("resources", uri), body)
+        return "updated", ""
+
+
+def _fields(record: Json, names: tuple[str, ...]) -> Json:
+    return {name: record[name] for name in names if name in record}
+
+
+def _proxy_path(hostname: str, *sub: str) -> str:
+    return api_path("proxy", "targets", hostname, *sub)
+
+
+def _proxy_update(record: Json) -> Json:
+    """`PUT /proxy/targets/{hostname}`: every field the create request sets, and the switches."""
+    fields = _fields(record, PROXY_CREATE + PROXY_SWITCHES)
+    fields.pop("hostname")
+    return fields
+
+
+def load_backup(api: ApiClient, data: Json, *, force: bool) -> list[Json]:
+    """Replay the checked file in dependency order; one row per record."""
+    caller = _require_admin(api, "config load")
+    loader = Loader(api, force, caller["name"])
+    loader.tokens(data["tokens"])
+    loader.certificates(data["certificates"])
+    loader.services(data["services"])
+    loader.proxies(data["proxies"])
+    loader.routes(data["routes"])
+    loader.resources(data["resources"])
+    return loader.rows
+
+
+def _summary(rows: list[Json]) -> str:
+    counts = {action: 0 for action in ("created", "updated", "skipped", "failed")}
+    for row in rows:
+        counts[row["action"]] += 1
+    return ", ".join(f"{count} {action}" for action, count in counts.items())
+
+
+@app.command
+def load(
+    file: Annotated[Path, Parameter(help="A file written by `config save`.")],
+    *,
+    force: Annotated[
+        bool, Parameter(help="Overwrite the proxies, services, routes and resources that exist.")
+    ] = False,
+    session: Session,
+) -> int:
+    """Load a configuration backup (admin only): the whole file is checked first, then each
+    record is created as the token that owns it; what exists is skipped, unless --force.
+    Exits 1 when a record failed."""
+    data = read_backup(file)
+    rows = load_backup(session.api, data, force=force)
+    _show_rows(session, rows, file)
+    return 1 if any(row["action"] == "failed" for row in rows) else 0
+
+
+def _show_rows(session: CliSession, rows: list[Json], file: Path) -> None:
+    if session.output.format is not OutputFormat.TABLE:
+        session.show(rows)
+        return
+    if rows:
+        session.show(rows)
+    session.output.console.print(f"Loaded {file}: {_summary(rows)}.")

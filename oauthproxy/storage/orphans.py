@@ -1,0 +1,344 @@
+"""Orphans: what an older or crashed gateway can leave in Redis, found and removed atomically.
+
+Today every delete takes its companions along in one transaction (a token its proxies,
+certificates, services and routes; a certificate its domain mappings; a route its indexes), so
+nothing here is made by this gateway's own writes, with one exception: a replica may record a
+workflow state just after its proxy was deleted. What is looked for:
+
+- records (proxy, certificate, external or Docker service, route) whose owner token is gone:
+  deleted like the token's cascade deletes them (events, certificate hand-over, indexes). A record
+  whose owner hash is unknown but whose `created_by` names an existing token is kept: that token
+  got a new secret (the admin token does when ADMIN_TOKEN changes), the record is not abandoned;
+- `token:hash:{hash}` naming no token, or a token with another hash;
+- `cert:domain:{domain}` naming a certificate that does not exist: handed to another certificate
+  covering the domain (issued ones first), else deleted;
+- route indexes (`route:unique:…`, `route:priority:…`) of no route;
+- `service:url:{name}` of no service, `services:external` entries without a record;
+- `workflow:state:{hostname}` of no proxy, `cert:status:{name}` of no certificate.
+
+Dangling references that can be meant are reported and kept: a proxy naming a certificate that
+does not exist (yet), a route to a service or proxy that does not exist (routes may be created
+first).
+
+The removal is one MULTI/EXEC under WATCH of every key the survey's verdicts rest on; the survey is
+made again once those keys are watched and must agree, so nothing that changed meanwhile is
+removed (else it starts over).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, TypeVar
+
+from coredis.exceptions import WatchError
+
+from oauthproxy.models.certificates import Certificate
+from oauthproxy.models.cleanup import CleanupReport, Orphan, OrphanAction
+from oauthproxy.models.proxies import ProxyTarget
+from oauthproxy.models.routes import Route, TargetType
+from oauthproxy.models.services import DockerService, ExternalService
+from oauthproxy.storage import keys
+from oauthproxy.storage.base import Pipeline, Redis, scan_keys
+from oauthproxy.storage.proxies import ProxyRepository
+from oauthproxy.storage.routes import RouteRepository
+from oauthproxy.storage.services import API_SERVICE, ExternalServiceRepository
+
+if TYPE_CHECKING:
+    from oauthproxy.storage import Storage
+
+T = TypeVar("T")
+
+Write = Callable[[Pipeline], Awaitable[object]]
+"""Queues one orphan's removal on the transaction."""
+
+Owned = ProxyTarget | Certificate | ExternalService | DockerService | Route
+
+
+@dataclass
+class Survey:
+    orphans: list[Orphan] = field(default_factory=list)
+    watched: list[str] = field(default_factory=list)
+    writes: list[Write] = field(default_factory=list)
+
+    def keep(self, kind: str, name: str, key: str, problem: str) -> None:
+        self.orphans.append(
+            Orphan(kind=kind, name=name, key=key, problem=problem, action=OrphanAction.KEEP)
+        )
+
+    def remove(
+        self,
+        orphan: Orphan,
+        write: Write,
+        watched: Iterable[str],
+    ) -> None:
+        self.orphans.append(orphan)
+        self.writes.append(write)
+        self.watched.extend(watched)
+
+
+def _queued(queue: Callable[[Pipeline, T], object], item: T) -> Write:
+    """`queue(pipe, item)` as a `Write`."""
+
+    async def write(pipe: Pipeline) -> None:
+        queue(pipe, item)
+
+    return write
+
+
+def _delete_keys(pipe: Pipeline, doomed: list[str]) -> None:
+    pipe.delete(doomed)
+
+
+def _deleting(*doomed: str) -> Write:
+    return _queued(_delete_keys, list(doomed))
+
+
+def _point_domain(pipe: Pipeline, mapping: tuple[str, str]) -> None:
+    key, cert_name = mapping
+    pipe.set(key, cert_name)
+
+
+def _drop_external_name(pipe: Pipeline, name: str) -> None:
+    pipe.srem(keys.SERVICES_EXTERNAL, [name])
+
+
+def _deleted(kind: str, name: str, key: str, problem: str) -> Orphan:
+    return Orphan(kind=kind, name=name, key=key, problem=problem, action=OrphanAction.DELETE)
+
+
+async def _values(redis: Redis, found: list[str]) -> dict[str, str]:
+    values = await redis.mget(found) if found else []
+    return {key: value for key, value in zip(found, values, strict=True) if value is not None}
+
+
+class _Surveyor:
+    """Reads everything once, then judges each kind of key against it."""
+
+    def __init__(self, storage: Storage) -> None:
+        self.storage = storage
+        self.redis = storage.redis
+        self.survey = Survey()
+
+    async def run(self) -> Survey:
+        storage = self.storage
+        self.tokens = {token.name: token for token in await storage.tokens.all()}
+        self.hashes = {token.hash for token in self.tokens.values()}
+        self.proxies = {p.hostname: p for p in await storage.proxies.all()}
+        self.certificates = {c.cert_name: c for c in await storage.certificates.all()}
+        self.routes = await storage.routes.all()
+        self.docker = {s.service_name: s for s in await storage.docker_services.all()}
+        self.external_keys = set(await scan_keys(self.redis, keys.service_external("*")))
+        self.doomed_certificates: set[str] = set()
+        await self._token_hashes()
+        await self._owned_records()
+        await self._domains()
+        await self._route_indexes()
+        await self._service_urls()
+        await self._leftovers(keys.workflow_state, "workflow_state", set(self.proxies), "proxy")
+        await self._leftovers(keys.cert_status, "cert_status", set(self.certificates), "cert")
+        self._dangling_references()
+        return self.survey
+
+    # --- tokens and what they own -------------------------------------------------------------
+
+    async def _token_hashes(self) -> None:
+        prefix = keys.token_hash("")
+        mappings = await _values(self.redis, await scan_keys(self.redis, prefix + "*"))
+        for key, name in mappings.items():
+            token = self.tokens.get(name)
+            if token is not None and token.hash == key[len(prefix) :]:
+                continue
+            problem = (
+                f"names token {name!r}, which does not exist"
+                if token is None
+                else f"names token {name!r}, whose secret has another hash"
+            )
+            orphan = _deleted("token_hash", key[len(prefix) :], key, problem)
+            self.survey.remove(orphan, _deleting(key), [key, keys.token(name)])
+
+    async def _owned_records(self) -> None:
+        storage = self.storage
+        for proxy in self.proxies.values():
+            self._owned(
+                "proxy", proxy.hostname, keys.proxy(proxy.hostname), proxy,
+                _queued(ProxyRepository.queue_delete, proxy),
+                ProxyRepository.watched_keys(proxy),
+            )  # fmt: skip
+        for certificate in self.certificates.values():
+
+            async def delete_certificate(pipe: Pipeline, c: Certificate = certificate) -> None:
+                await storage.certificates.queue_delete(pipe, c)
+
+            name = certificate.cert_name
+            if self._owned(
+                "certificate", name, keys.cert(name), certificate, delete_certificate,
+                [*storage.certificates.watched_keys(certificate),
+                 *map(keys.proxy, self.proxies)],
+            ):  # fmt: skip
+                self.doomed_certificates.add(name)
+        for service in await storage.external_services.all():
+            name = service.service_name
+            self._owned(
+                "service", name, keys.service_external(name), service,
+                _queued(ExternalServiceRepository.queue_delete, service),
+                ExternalServiceRepository.watched_keys(service),
+            )  # fmt: skip
+        for container in self.docker.values():
+
+            async def delete_container(pipe: Pipeline, s: DockerService = container) -> None:
+                await storage.docker_services.queue_delete(pipe, s)
+
+            name = container.service_name
+            self._owned(
+                "docker_service", name, keys.docker_service(name), container, delete_container,
+                storage.docker_services.watched_keys(container),
+            )  # fmt: skip
+        for route in self.routes:
+            self._owned(
+                "route", route.route_id, keys.route(route.route_id), route,
+                _queued(RouteRepository.queue_delete, route),
+                RouteRepository.watched_keys(route),
+            )  # fmt: skip
+
+    def _owned(
+        self, kind: str, name: str, key: str, record: Owned, write: Write, watched: list[str]
+    ) -> bool:
+        """Judge one owned record; whether it is to be deleted."""
+        owner = record.owner_token_hash
+        if owner is None or owner in self.hashes:
+            return False
+        if record.created_by in self.tokens:
+            self.survey.keep(
+                kind, name, key,
+                f"its owner hash is unknown, but its creator {record.created_by!r} exists "
+                "(that token's secret changed); the admin can still change it",
+            )  # fmt: skip
+            return False
+        problem = f"its owner token ({record.created_by or 'unnamed'}) no longer exists"
+        self.survey.remove(
+            _deleted(kind, name, key, problem), write, [*watched, keys.token_hash(owner)]
+        )
+        return True
+
+    # --- indexes and mappings -----------------------------------------------------------------
+
+    async def _domains(self) -> None:
+        prefix = keys.cert_domain("")
+        mappings = await _values(self.redis, await scan_keys(self.redis, prefix + "*"))
+        living = [
+            c for name, c in self.certificates.items() if name not in self.doomed_certificates
+        ]
+        for key, name in mappings.items():
+            if name in self.certificates:
+                continue
+            domain = key[len(prefix) :]
+            covering = sorted(
+                (c for c in living if domain in c.domains), key=lambda c: not c.issued
+            )
+            problem = f"points at certificate {name!r}, which does not exist"
+            if not covering:
+                orphan = _deleted("cert_domain", domain, key, problem)
+                self.survey.remove(orphan, _deleting(key), [key, keys.cert(name)])
+                continue
+            successor = covering[0].cert_name
+            orphan = Orphan(
+                kind="cert_domain", name=domain, key=key,
+                problem=f"{problem}; handed to {successor!r}", action=OrphanAction.HAND_OVER,
+            )  # fmt: skip
+            write = _queued(_point_domain, (key, successor))
+            self.survey.remove(orphan, write, [key, keys.cert(name), keys.cert(successor)])
+
+    async def _route_indexes(self) -> None:
+        expected: dict[str, str] = {}
+        for route in self.routes:
+            expected[keys.route_unique(route.path_pattern, route.priority)] = route.route_id
+            expected[keys.route_priority(route.priority, route.route_id)] = route.route_id
+        found = await scan_keys(self.redis, "route:unique:*")
+        found += await scan_keys(self.redis, "route:priority:*")
+        for key, route_id in (await _values(self.redis, found)).items():
+            if expected.get(key) == route_id:
+                continue
+            problem = f"indexes route {route_id!r}, which does not exist or moved"
+            orphan = _deleted("route_index", key.removeprefix("route:"), key, problem)
+            self.survey.remove(orphan, _deleting(key), [key, keys.route(route_id)])
+
+    async def _service_urls(self) -> None:
+        members = await self.redis.smembers(keys.SERVICES_EXTERNAL)
+        for name in sorted(members):
+            record = keys.service_external(name)
+            if record in self.external_keys:
+                continue
+            orphan = _deleted(
+                "service_set_entry", name, keys.SERVICES_EXTERNAL,
+                f"lists external service {name!r}, which has no record",
+            )  # fmt: skip
+            write = _queued(_drop_external_name, name)
+            self.survey.remove(orphan, write, [keys.SERVICES_EXTERNAL, record])
+        prefix = keys.service_url("")
+        for key in await scan_keys(self.redis, prefix + "*"):
+            name = key[len(prefix) :]
+            if name == API_SERVICE or name in self.docker:
+                continue
+            if keys.service_external(name) in self.external_keys:
+                continue
+            orphan = _deleted("service_url", name, key, f"no service is named {name!r}")
+            watched = [key, keys.service_external(name), keys.docker_service(name)]
+            self.survey.remove(orphan, _deleting(key), watched)
+
+    async def _leftovers(
+        self, key_of: Callable[[str], str], kind: str, owners: set[str], owner_key: str
+    ) -> None:
+        """`{kind}` keys whose proxy or certificate (`owners`) is gone."""
+        prefix = key_of("")
+        for key in await scan_keys(self.redis, prefix + "*"):
+            name = key[len(prefix) :]
+            if name in owners:
+                continue
+            what = "proxy" if owner_key == "proxy" else "certificate"
+            orphan = _deleted(kind, name, key, f"there is no {what} {name!r}")
+            owner = keys.proxy(name) if owner_key == "proxy" else keys.cert(name)
+            self.survey.remove(orphan, _deleting(key), [key, owner])
+
+    def _dangling_references(self) -> None:
+        """Reported, never changed: they can be meant."""
+        for proxy in self.proxies.values():
+            name = proxy.cert_name
+            if name is not None and name not in self.certificates:
+                self.survey.keep(
+                    "proxy", proxy.hostname, keys.proxy(proxy.hostname),
+                    f"names certificate {name!r}, which does not exist",
+                )  # fmt: skip
+        services = {*self.docker, API_SERVICE}
+        services |= {key.removeprefix(keys.service_external("")) for key in self.external_keys}
+        for route in self.routes:
+            if route.target_type is TargetType.SERVICE and route.target_value not in services:
+                self.survey.keep(
+                    "route", route.route_id, keys.route(route.route_id),
+                    f"targets service {route.target_value!r}, which does not exist",
+                )  # fmt: skip
+
+
+async def survey(storage: Storage) -> Survey:
+    return await _Surveyor(storage).run()
+
+
+async def clean_up(storage: Storage, *, dry_run: bool) -> CleanupReport:
+    """Find the orphans and (unless `dry_run`) remove them all in one transaction."""
+    while True:
+        found = await survey(storage)
+        if dry_run or not found.writes:
+            return CleanupReport(dry_run=dry_run, removed=0, orphans=found.orphans)
+        try:
+            async with (
+                storage.redis.pipeline(transaction=True) as pipe,
+                pipe.watch(*dict.fromkeys(found.watched)),
+            ):
+                confirmed = await survey(storage)
+                if confirmed.orphans != found.orphans:
+                    raise WatchError("the orphans changed before they were watched")
+                for write in confirmed.writes:
+                    await write(pipe)
+        except WatchError:
+            continue
+        return CleanupReport(dry_run=False, removed=len(found.writes), orphans=found.orphans)
