@@ -16,8 +16,6 @@ and a load never re-issues a certificate.
 from __future__ import annotations
 
 import hashlib
-import os
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -33,6 +31,7 @@ from cli.commands.services import EXTERNAL, external_path
 from cli.config import OutputFormat
 from cli.errors import CliError
 from cli.session import CliSession, Session
+from oauthproxy.files import write_private
 
 FORMAT = "oauthproxy-config"
 VERSION = 1
@@ -154,19 +153,6 @@ def collect(api: ApiClient) -> Json:
         "routes": [_owned(r, owners, ROUTE_FIELDS) for r in api.get(ROUTES)],
         "resources": [{name: r.get(name) for name in RESOURCE_FIELDS} for r in api.get(RESOURCES)],
     }
-
-
-def write_private(path: Path, text: str) -> None:
-    """Write `text` to `path` with mode 0600, whole or not at all (a temporary file renamed)."""
-    descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(descriptor, "w") as handle:
-            handle.write(text)
-        os.chmod(temporary, 0o600)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
 
 
 def default_filename() -> str:
