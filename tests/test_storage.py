@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import anyio
 import pytest
 import trio
 
@@ -9,6 +10,7 @@ from oauthproxy.errors import Conflict, StorageUnavailable
 from oauthproxy.models.certificates import Certificate
 from oauthproxy.models.routes import Route, TargetType
 from oauthproxy.storage import Storage, keys, open_storage
+from oauthproxy.storage.base import translate_errors
 from oauthproxy.storage.tokens import hash_secret, new_token
 from tests.conftest import free_port
 
@@ -89,3 +91,26 @@ async def test_unreachable_redis_is_a_storage_error() -> None:
     async with open_storage(f"redis://127.0.0.1:{free_port()}/0") as unreachable:
         with trio.fail_after(30), pytest.raises(StorageUnavailable):
             await unreachable.tokens.get("admin")
+
+
+@translate_errors
+class _Client:
+    """A repository whose client fails the way coredis can: an error of its own for a
+    cancellation (its pipeline's exit raises anyio.ClosedResourceError), or a lost connection."""
+
+    def __init__(self, error: Exception) -> None:
+        self.error = error
+
+    async def read(self) -> None:
+        raise self.error
+
+
+async def test_a_cancellation_the_client_turns_into_an_error_stays_a_cancellation() -> None:
+    with trio.CancelScope() as scope:
+        scope.cancel()
+        await _Client(anyio.ClosedResourceError()).read()  # raises Cancelled, caught by `scope`
+    assert scope.cancelled_caught
+    with pytest.raises(anyio.ClosedResourceError):  # not cancelled: the error is the error
+        await _Client(anyio.ClosedResourceError()).read()
+    with pytest.raises(StorageUnavailable):
+        await _Client(ConnectionRefusedError()).read()

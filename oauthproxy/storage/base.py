@@ -5,11 +5,13 @@ from __future__ import annotations
 import functools
 import inspect
 import json
+import math
 from collections.abc import Awaitable, Callable
 from typing import Any, Generic, ParamSpec, TypeVar
 
 import coredis
 import coredis.exceptions
+import trio
 from coredis.patterns.pipeline import Pipeline as _Pipeline
 from pydantic import BaseModel
 
@@ -29,8 +31,15 @@ def _translated(method: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T]]:
     async def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
         try:
             return await method(*args, **kwargs)
-        except (coredis.exceptions.RedisError, OSError) as error:
-            raise StorageUnavailable(f"redis: {type(error).__name__}: {error}") from error
+        except Exception as error:
+            if trio.current_effective_deadline() == -math.inf:
+                # We are being cancelled, and the client turned the cancellation into an error
+                # of its own (coredis's pipeline exit raises anyio.ClosedResourceError): the
+                # cancellation wins, so the task's owner sees a clean shutdown.
+                await trio.lowlevel.checkpoint()
+            if isinstance(error, (coredis.exceptions.RedisError, OSError)):
+                raise StorageUnavailable(f"redis: {type(error).__name__}: {error}") from error
+            raise
 
     return wrapper
 
