@@ -5,6 +5,8 @@ from __future__ import annotations
 import csv
 import io
 import json
+import subprocess
+import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -409,3 +411,15 @@ def test_bad_values_are_refused(
 ) -> None:
     with pytest.raises(CliError, match=problem):
         resolve_config(options, {}, file_values, None)
+
+
+def test_the_cli_does_not_load_the_server() -> None:
+    """Every proxy-client command starts a Python process: it must not import the gateway (the
+    `oauthproxy` package loads the whole server, ~0.7 s, on every call)."""
+    probe = (
+        "import sys, cli.main; print(sorted(m for m in sys.modules if m.startswith('oauthproxy')))"
+    )
+    shown = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert shown.stdout.strip() == "[]"

@@ -31,7 +31,6 @@ from cli.commands.services import EXTERNAL, external_path
 from cli.config import OutputFormat
 from cli.errors import CliError
 from cli.session import CliSession, Session
-from oauthproxy.files import write_private
 
 FORMAT = "oauthproxy-config"
 VERSION = 1
@@ -170,6 +169,10 @@ def save(
 ) -> None:
     """Save the whole configuration to a YAML file (admin only). It holds token secrets and is
     written with mode 0600."""
+    # here, not at the top: importing the oauthproxy package loads the whole server (~0.7 s),
+    # which every other proxy-client command would pay for
+    from oauthproxy.files import write_private
+
     path = file or Path(default_filename())
     backup = collect(session.api)
     text = HEADER + yaml.safe_dump(backup, sort_keys=False, allow_unicode=True)
