@@ -8,6 +8,7 @@ supervisor, and the policy below is precomputed whenever the proxy's configurati
 from __future__ import annotations
 
 import fnmatch
+import functools
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -107,7 +108,13 @@ def authorize(policy: AccessPolicy, claims: Claims, resource: str | None) -> Dec
 
 
 def identity_headers(policy: AccessPolicy, claims: Claims) -> Headers:
-    prefix = policy.header_prefix
+    return list(_identity_headers(policy.header_prefix, claims))
+
+
+@functools.lru_cache(maxsize=4096)
+def _identity_headers(prefix: str, claims: Claims) -> tuple[tuple[bytes, bytes], ...]:
+    """Built once per token and prefix (the verifier hands out the same claims for the same
+    token), so a client's requests after its first cost a dictionary lookup here."""
     fields = {
         "User-Id": claims.subject,
         "User-Name": claims.username,
@@ -116,10 +123,10 @@ def identity_headers(policy: AccessPolicy, claims: Claims) -> Headers:
         "Scopes": " ".join(sorted(claims.scopes)),
         "Client-Id": claims.client_id,
     }
-    return [
+    return tuple(
         (f"{prefix}{name}".lower().encode(), _printable(value).encode())
         for name, value in fields.items()
-    ]
+    )
 
 
 _CONTROLS = {code: " " for code in [*range(32), 127]}
