@@ -7,6 +7,7 @@ import pytest
 from oauthproxy.models.proxies import ProxyTarget
 from oauthproxy.oauth.verify import Claims
 from oauthproxy.proxy.access import AccessPolicy, Allow, Deny, authorize, challenge
+from oauthproxy.proxy.protect import bearer_token
 
 RESOURCE = "https://mcp.example.com"
 
@@ -84,3 +85,19 @@ def test_challenge_names_metadata_and_scope() -> None:
     assert 'as_uri="https://auth.example.com/.well-known/oauth-authorization-server"' in value
     assert 'error="insufficient_scope"' in value
     assert 'scope="mcp:admin"' in value
+
+
+@pytest.mark.parametrize(
+    ("value", "token"),
+    [
+        (b"Bearer abc.def", "abc.def"),
+        (b"bearer   abc.def  ", "abc.def"),
+        (b"BEARER abc", "abc"),
+        (b"Bearer ", None),
+        (b"Basic dXNlcjpwYXNz", None),
+        (b"Bearerabc", None),
+    ],
+)
+def test_bearer_token(value: bytes, token: str | None) -> None:
+    assert bearer_token([(b"host", b"h"), (b"authorization", value)]) == token
+    assert bearer_token([(b"host", b"h")]) is None

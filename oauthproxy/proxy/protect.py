@@ -80,12 +80,14 @@ def _scopes_supported(protection: Protection) -> list[str]:
 
 
 def bearer_token(received: Headers) -> str | None:
-    """The token of `Authorization: Bearer …` (the only place a token is accepted)."""
+    """The token of `Authorization: Bearer …` (the only place a token is accepted). Runs on
+    every protected request: the value is sliced as bytes and decoded once."""
     for name, value in received:
         if name == b"authorization":
-            scheme, _, token = value.decode("latin-1").partition(" ")
-            if scheme.lower() == "bearer" and token.strip():
-                return token.strip()
+            if value[:7].lower() != b"bearer ":
+                return None
+            token = value[7:].strip()
+            return token.decode("latin-1") if token else None
     return None
 
 
