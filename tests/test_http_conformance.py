@@ -897,3 +897,22 @@ async def test_a_kept_alive_connection_that_idles_past_the_timeout_is_closed(
             await wire.send(request("GET /two HTTP/1.1"))
             assert (await response(wire)).body == b"target /two"
             assert await wire.closed_by_peer()  # then it idles, and the gateway closes it
+
+
+async def test_the_idle_timeout_never_cuts_a_request_in_progress(
+    nursery: trio.Nursery, storage: Storage, make_settings: Callable[..., Settings]
+) -> None:
+    idle = 0.3
+    gateway: Ready = await nursery.start(
+        functools.partial(serve, make_settings(proxy_idle_timeout=idle), handle_signals=False)
+    )
+    port: int = await nursery.start(functools.partial(serve_backend, "quart"))
+    await create_proxy(storage, HOST, port)
+    await until_served(gateway)
+    with trio.fail_after(TIMEOUT):
+        async with client(gateway) as wire:
+            await wire.send(request("GET /echo/first HTTP/1.1"))
+            assert echoed(await response(wire))["path"] == "/echo/first"
+            await wire.send(request("GET /slow/1.5 HTTP/1.1"))  # five idle timeouts long
+            slow = await response(wire)
+    assert slow.status == 200

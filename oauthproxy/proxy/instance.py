@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import math
+from dataclasses import dataclass, field
 
 import trio
 
@@ -49,6 +49,15 @@ LATE_REQUEST_SECONDS = 0.5
 """After `stop`, how long open connections stay to answer requests already sent with a 404."""
 
 
+@dataclass(eq=False)
+class _Connection:
+    """A connection an instance serves: what closes it, and since when it waits for a request."""
+
+    scope: trio.CancelScope = field(default_factory=trio.CancelScope)
+    idle_since: float | None = None
+    """None while a request is being read or answered."""
+
+
 def _path(target: bytes) -> str:
     return target.partition(b"?")[0].decode("latin-1")
 
@@ -76,12 +85,14 @@ class Instance:
         self._stopping = trio.Event()
         self._in_flight = 0
         self._quiet = trio.Event()
+        self._connections: set[_Connection] = set()
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Serve until `stop()`; then drain within the grace period and close everything."""
         try:
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
+                nursery.start_soon(self._close_idle_connections)
                 task_status.started()
                 await self._stopping.wait()
                 with trio.move_on_after(self._grace):
@@ -113,14 +124,26 @@ class Instance:
         self.config = None
         self._stopping.set()
 
+    async def _close_idle_connections(self) -> None:
+        """Every quarter of `idle_timeout`, close the connections that have waited longer than
+        that for their next request. (One sweep per instance costs less than moving a deadline
+        twice per request.)"""
+        while True:
+            await trio.sleep(self._idle_timeout / 4)
+            cutoff = trio.current_time() - self._idle_timeout
+            for connection in self._connections:
+                if connection.idle_since is not None and connection.idle_since <= cutoff:
+                    connection.scope.cancel()
+
     async def _serve_connection(self, reader: Reader, request: Head, client: Client) -> None:
+        connection = _Connection()
+        self._connections.add(connection)
         try:
-            # between requests the connection may idle for `idle_timeout`, then it is closed
-            with trio.CancelScope() as idle:
+            with connection.scope:
                 while await self._handle(reader, request, client):
-                    idle.deadline = trio.current_time() + self._idle_timeout
+                    connection.idle_since = trio.current_time()
                     event = await reader.next_event()
-                    idle.deadline = math.inf
+                    connection.idle_since = None
                     if not isinstance(event, Head):
                         return
                     request = event
@@ -133,6 +156,7 @@ class Instance:
             # instance (and every other connection) serving.
             log.exception("connection to %s failed", self.hostname)
         finally:
+            self._connections.discard(connection)
             await close_gently(reader.stream)
 
     async def _handle(self, reader: Reader, request: Head, client: Client) -> bool:
