@@ -18,7 +18,6 @@ from oauthproxy.proxy.headers import (
     RequestRewrite,
     ResponseRewrite,
     client_response_headers,
-    request_shape,
     upstream_request_headers,
 )
 from oauthproxy.proxy.http import (
@@ -164,12 +163,11 @@ async def _exchange(
     identity: Identity,
 ) -> tuple[UpstreamConnection, Head]:
     """Send the request and wait for the response head, within the request timeout."""
-    shape = request_shape(received)
     has_body = request.has_body
     head = head_bytes(
         request_line(request.method, route.origin.target(request.target)),
         upstream_request_headers(
-            received, route.rewrite, client, upgrade=shape.upgrade, identity=identity
+            received, route.rewrite, client, upgrade=request.upgrade, identity=identity
         ),
     )
     to_head = request.method == b"HEAD"

@@ -140,30 +140,6 @@ def _upgrade_headers(headers: Iterable[tuple[bytes, bytes]]) -> Headers:
     return [(b"connection", b"upgrade"), (b"upgrade", protocol)]
 
 
-@dataclass(frozen=True, slots=True)
-class RequestShape:
-    has_body: bool
-    upgrade: bool
-
-
-def request_shape(headers: Iterable[tuple[bytes, bytes]]) -> RequestShape:
-    """Whether a request carries a body and whether it asks to switch protocols (one pass)."""
-    has_body = False
-    connection = b""
-    upgrade_header = False
-    for name, value in headers:
-        if name == b"content-length":
-            has_body = value.strip() != b"0"
-        elif name == b"transfer-encoding":
-            has_body = True
-        elif name == b"connection":
-            connection = value
-        elif name == b"upgrade":
-            upgrade_header = True
-    upgrade = upgrade_header and b"upgrade" in connection.lower()
-    return RequestShape(has_body=has_body, upgrade=upgrade)
-
-
 @dataclass(frozen=True)
 class ResponseRewrite:
     """What an instance's configuration says about responses, precomputed once."""

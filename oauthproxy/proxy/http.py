@@ -73,6 +73,8 @@ class Head:
     chunked: bool = False
     has_body: bool = False
     """A request: it has a body. A response: it may have one (not 1xx/204/304)."""
+    upgrade: bool = False
+    """A request that asks to switch protocols (`Upgrade`, and `Connection: upgrade`)."""
     close_delimited: bool = False
     """A response whose body ends when the upstream closes (no length, not chunked)."""
 
@@ -145,11 +147,17 @@ class Reader:
         version = parser.get_http_version().encode()
         chunked = False
         length = b""
+        connection = b""
+        upgrade = False
         for name, value in headers:
             if name == b"transfer-encoding":
                 chunked = True  # llhttp refused anything but a final "chunked"
             elif name == b"content-length":
                 length = value
+            elif name == b"connection":
+                connection = value
+            elif name == b"upgrade":
+                upgrade = True
         keep_alive = parser.should_keep_alive() and version == b"1.1"
         if isinstance(parser, httptools.HttpResponseParser):
             status = parser.get_status_code()
@@ -183,6 +191,7 @@ class Reader:
                 target=self._target,
                 chunked=chunked,
                 has_body=chunked or (length not in (b"", b"0")),
+                upgrade=upgrade and b"upgrade" in connection.lower(),
             )
         )
 

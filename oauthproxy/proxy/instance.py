@@ -58,10 +58,6 @@ class _Connection:
     """None while a request is being read or answered."""
 
 
-def _path(target: bytes) -> str:
-    return target.partition(b"?")[0].decode("latin-1")
-
-
 class Instance:
     def __init__(
         self,
@@ -182,10 +178,13 @@ class Instance:
             reply = refusal or unknown_host(host, b"")
             await send_reply(reader.stream, reply, close=True, head=request.method == b"HEAD")
             return False
-        path = _path(request.target)
+        target = request.target.decode("latin-1")
+        path, _, query = target.partition("?")
         identity: Identity = ()
         if config.protection is not None:
-            outcome = await _front_door(config, config.protection, received, client, request)
+            outcome = await _front_door(
+                config, config.protection, received, client, target, path, query
+            )
             if isinstance(outcome, Reply):
                 return await answer(reader, request, outcome)
             identity = outcome.headers
@@ -233,10 +232,12 @@ async def _front_door(
     protection: Protection,
     received: Headers,
     client: Client,
-    request: Head,
+    target: str,
+    path: str,
+    query: str,
 ) -> Reply | Allow:
-    """Protected resource metadata, the browser login's callback, or the bearer check."""
-    path, _, query = request.target.decode("latin-1").partition("?")
+    """Protected resource metadata, the browser login's callback, or the bearer check
+    (`target` is the request's, decoded; `path` and `query` its parts)."""
     origin = f"{client.scheme.decode()}://{header_value(received, b'host')}"
     if protection.serves_metadata and is_metadata_path(path):
         return metadata_reply(protection, origin)
@@ -250,7 +251,7 @@ async def _front_door(
         return outcome
     if login is None:
         return error_reply(503, "login_unavailable", "browser login is not available")
-    return await login.start(config.target.hostname, origin, request.target.decode("latin-1"))
+    return await login.start(config.target.hostname, origin, target)
 
 
 async def answer(reader: Reader, request: Head, reply: Reply) -> bool:
