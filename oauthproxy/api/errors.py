@@ -15,6 +15,7 @@ from quart_schema import RequestSchemaValidationError
 from werkzeug.exceptions import HTTPException
 
 from oauthproxy.errors import Conflict, NotFound, StorageUnavailable
+from oauthproxy.tenancy.caller import Refused
 
 log = logging.getLogger(__name__)
 
@@ -110,6 +111,10 @@ def install_error_handlers(app: Quart) -> None:
     @app.errorhandler(RequestSchemaValidationError)
     async def validation_failed(exc: RequestSchemaValidationError) -> Response:
         return _validation_failed(exc)
+
+    @app.errorhandler(Refused)
+    async def refused(exc: Refused) -> Response:
+        return error_response(exc.status, exc.error, exc.detail, field=exc.field)
 
     @app.errorhandler(NotFound)
     async def not_found(exc: NotFound) -> Response:

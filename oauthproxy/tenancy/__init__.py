@@ -1,0 +1,9 @@
+"""The tenant model: what a token may create, read, change and delete, decided in one place.
+
+The admin token may do anything; an owner token only what touches hostnames it owns. Every
+module here is pure: frozen inputs in, a decision out (or a `Refused` raised), no I/O. The admin
+API gathers the facts (who calls, what is stored) and asks here; no handler carries its own
+ownership rule. docs/security.md says the same in prose.
+
+- `caller`: who is asking (`Caller`) and the refusal every rule raises (`Refused`).
+"""
