@@ -19,6 +19,7 @@ import logging
 import signal
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import trio
 from hypercorn.config import Config as HypercornConfig
@@ -27,6 +28,7 @@ from pydantic import AnyHttpUrl
 
 from oauthproxy.admin_token import AdminToken, ensure_admin_token
 from oauthproxy.api.app import create_app
+from oauthproxy.api.state import ListenerPorts
 from oauthproxy.certificates.manager import CertificateManager, serve_certificate_manager
 from oauthproxy.models.proxies import ProxyTarget
 from oauthproxy.proxy.dispatcher import Front, serve_http, serve_https, serve_proxy_protocol
@@ -82,20 +84,30 @@ async def serve_admin_api(
     *,
     embedded_redis: bool,
     certificates: CertificateManager | None = None,
+    listeners: ListenerPorts | None = None,
     task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Serve the admin API on loopback until `shutdown` is set; started with its URL."""
+    """Serve the admin API on loopback until `shutdown` is set; started with its URL.
+    `listeners` learns the API's port here and the public ports from `serve`."""
     config = HypercornConfig()
     config.bind = [f"{settings.api_bind_host}:{settings.api_port}"]
     config.accesslog = None
     config.errorlog = logging.getLogger("hypercorn.error")
     config.graceful_timeout = settings.shutdown_grace_seconds
     config.include_server_header = False
-    app = create_app(settings, storage, embedded_redis=embedded_redis, certificates=certificates)
+    listeners = listeners or ListenerPorts()
+    app = create_app(
+        settings,
+        storage,
+        embedded_redis=embedded_redis,
+        certificates=certificates,
+        listeners=listeners,
+    )
     async with trio.open_nursery() as nursery:
         binds: list[str] = await nursery.start(
             functools.partial(hypercorn_serve, app, config, shutdown_trigger=shutdown.wait)
         )
+        listeners.api = urlsplit(binds[0]).port or 0
         task_status.started(binds[0])
 
 
@@ -114,6 +126,7 @@ async def serve(
         embedded = await _start_embedded_redis(root, settings)
         redis_url = embedded.url if embedded else str(settings.redis_url)
         replica = settings.replica_name()  # once: with HTTP_PORT 0 each call names a new one
+        listeners = ListenerPorts()
         async with open_storage(redis_url) as storage:
             admin_token = await ensure_admin_token(settings, storage)
             async with trio.open_nursery() as services:
@@ -130,6 +143,7 @@ async def serve(
                         shutdown,
                         embedded_redis=embedded is not None,
                         certificates=certificates,
+                        listeners=listeners,
                     )
                 )
                 await storage.internal_services.register_api(api_url)
@@ -146,6 +160,8 @@ async def serve(
                 http_port, https_port, proxy_protocol_port = await _start_listeners(
                     services, settings, storage, supervisor, shutdown
                 )
+                listeners.http, listeners.https = http_port, https_port
+                listeners.proxy_protocol = proxy_protocol_port
                 task_status.started(
                     Ready(
                         api_url=api_url,

@@ -16,6 +16,8 @@ import platformdirs
 from pydantic import AnyHttpUrl, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from oauthproxy.tenancy.targets import DEFAULT_DENIED_NETWORKS, parse_networks
+
 Port = Annotated[int, Field(ge=0, le=65535, description="TCP port; 0 picks a free one")]
 PositiveSeconds = Annotated[float, Field(gt=0)]
 
@@ -178,6 +180,22 @@ class Settings(BaseSettings):
     admin_token: SecretStr | None = None
     admin_email: str | None = None
 
+    # --- Tenants -------------------------------------------------------------------------------
+    token_max_proxies: Annotated[int, Field(ge=0)] = Field(
+        default=50, description="Proxies one non-admin token may own"
+    )
+    token_max_routes: Annotated[int, Field(ge=0)] = Field(
+        default=100, description="Routes one non-admin token may own"
+    )
+    token_max_services: Annotated[int, Field(ge=0)] = Field(
+        default=50, description="External services one non-admin token may own"
+    )
+    owner_target_deny_networks: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: list(DEFAULT_DENIED_NETWORKS),
+        description="Networks (IPs or CIDRs) that non-admin tokens may not point a proxy, route "
+        "or service at; empty allows every address but the gateway's own listeners",
+    )
+
     # --- Testing -------------------------------------------------------------------------------
     test_domain: str | None = None
     test_email: str | None = None
@@ -186,7 +204,9 @@ class Settings(BaseSettings):
     test_proxy_target_url: str = "https://example.com"
     test_token: SecretStr | None = None
 
-    @field_validator("api_hostnames", "trusted_proxies", mode="before")
+    @field_validator(
+        "api_hostnames", "trusted_proxies", "owner_target_deny_networks", mode="before"
+    )
     @classmethod
     def _split_commas(cls, value: Any) -> Any:
         if isinstance(value, str) and not value.lstrip().startswith("["):
@@ -207,6 +227,12 @@ class Settings(BaseSettings):
     def oauth_issuer_url(self) -> str:
         """OAUTH_ISSUER without a trailing slash, or `https://auth.{BASE_DOMAIN}`."""
         return (self.oauth_issuer or f"https://auth.{self.base_domain}").rstrip("/")
+
+    @field_validator("owner_target_deny_networks")
+    @classmethod
+    def _networks(cls, value: list[str]) -> list[str]:
+        parse_networks(value)
+        return value
 
     @field_validator("oauth_jwt_algorithm")
     @classmethod

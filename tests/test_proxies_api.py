@@ -146,12 +146,18 @@ async def test_create_stores_the_proxy_and_publishes_proxy_created(
 async def test_list_and_show(api: httpx.AsyncClient, bob: httpx.AsyncClient) -> None:
     await create(api, "b.example.com")
     await create(api, "a.example.com")
-    listed = (await bob.get(TARGETS)).json()
-    assert [proxy["hostname"] for proxy in listed] == ["a.example.com", "b.example.com"]
-    shown = await bob.get(f"{TARGETS}A.example.com")
+    await create(bob, "c.example.com")
+    listed = (await api.get(TARGETS)).json()
+    hostnames = ["a.example.com", "b.example.com", "c.example.com"]
+    assert [proxy["hostname"] for proxy in listed] == hostnames
+    shown = await api.get(f"{TARGETS}A.example.com")
     assert shown.status_code == 200
     assert shown.json() == listed[0]
     assert_error(await api.get(f"{TARGETS}missing.example.com"), 404, "proxy")
+
+    assert (await bob.get(TARGETS)).json() == [listed[2]]
+    assert (await bob.get(f"{TARGETS}C.example.com")).json() == listed[2]
+    assert_error(await bob.get(f"{TARGETS}a.example.com"), 404, "proxy")
 
 
 async def test_update_changes_only_the_given_fields(
@@ -241,24 +247,28 @@ async def test_conflicts_and_invalid_input_name_the_field(api: httpx.AsyncClient
     assert_error(await api.put(f"{TARGETS}nope.example.com", json={}), 404, "proxy")
 
 
-async def test_only_the_owner_or_the_admin_may_change_a_proxy(
+async def test_another_owners_proxy_is_missing_for_every_operation(
     api: httpx.AsyncClient, bob: httpx.AsyncClient, anonymous: httpx.AsyncClient
 ) -> None:
     await create(api, "admins.example.com")
     await create(bob, "bobs.example.com")
     theirs = f"{TARGETS}admins.example.com"
     for response in (
+        await bob.get(theirs),
         await bob.put(theirs, json={"enable_http": False}),
+        await bob.put(theirs, json={"target_url": "http://127.0.0.1:1"}),
         await bob.delete(theirs),
+        await bob.get(f"{theirs}/auth"),
         await bob.post(f"{theirs}/auth", json={}),
         await bob.delete(f"{theirs}/auth"),
+        await bob.get(f"{theirs}/mcp"),
         await bob.post(f"{theirs}/mcp", json={}),
         await bob.delete(f"{theirs}/mcp"),
+        await bob.get(f"{theirs}/routes"),
         await bob.put(f"{theirs}/routes", json={"route_mode": "none"}),
     ):
-        assert_error(response, 403, "hostname")
-        assert response.json()["error"] == "forbidden"
-    assert (await bob.get(f"{theirs}/auth")).status_code == 200
+        assert_error(response, 404, "proxy")
+        assert response.json()["detail"] == "proxy 'admins.example.com' not found"
     assert_error(await anonymous.get(TARGETS), 401, "Authorization")
 
     bobs = f"{TARGETS}bobs.example.com"

@@ -209,22 +209,33 @@ async def test_a_missing_id_is_made_from_the_path(api: httpx.AsyncClient) -> Non
     assert (await api.get(f"{ROUTES}{created['route_id']}")).status_code == 200
 
 
-async def test_only_the_owner_or_the_admin_changes_a_route(
+async def test_only_the_owner_or_the_admin_sees_and_changes_a_route(
     api: httpx.AsyncClient, gateway: Ready
 ) -> None:
     async with (
         token_client(api, gateway, "alice") as alice,
         token_client(api, gateway, "bob") as bob,
     ):
-        owned = await create(alice)
+        await alice.post(
+            "/api/v1/proxy/targets/",
+            json={"hostname": "alice.example.com", "target_url": "http://127.0.0.1:3000"},
+        )
+        owned = await create(alice, scope="proxy", proxy_hostnames=["alice.example.com"])
         assert owned["created_by"] == "alice"
-        assert (await bob.get(f"{ROUTES}api")).json() == owned
-        for refused in (
+        assert (await alice.get(f"{ROUTES}api")).json() == owned
+        assert (await api.get(f"{ROUTES}api")).json() == owned
+        for hidden in (
+            await bob.get(f"{ROUTES}api"),
             await bob.put(f"{ROUTES}api", json={"priority": 1}),
             await bob.delete(f"{ROUTES}api"),
         ):
-            assert refused.status_code == 403
-            assert refused.json()["error"] == "forbidden"
+            assert hidden.status_code == 404
+            assert hidden.json() == {
+                "error": "not_found",
+                "detail": "route 'api' not found",
+                "field": "route",
+            }
+        assert (await bob.get(ROUTES)).json() == []
         assert (await alice.put(f"{ROUTES}api", json={"priority": 1})).status_code == 200
         assert (await api.delete(f"{ROUTES}api")).status_code == 200
 
@@ -336,7 +347,11 @@ async def test_deleting_the_owner_token_deletes_its_routes_and_announces_it(
     api: httpx.AsyncClient, gateway: Ready, storage: Storage
 ) -> None:
     async with token_client(api, gateway, "carol") as carol:
-        await create(carol)
+        await carol.post(
+            "/api/v1/proxy/targets/",
+            json={"hostname": "carol.example.com", "target_url": "http://127.0.0.1:3000"},
+        )
+        await create(carol, scope="proxy", proxy_hostnames=["carol.example.com"])
     assert (await api.delete("/api/v1/tokens/carol")).status_code == 200
     assert await route_keys(storage) == set()
     assert await route_events(storage) == [

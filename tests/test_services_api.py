@@ -101,17 +101,21 @@ async def test_invalid_input_names_the_field(api: httpx.AsyncClient) -> None:
     assert_error(await api.get(f"{SERVICES}unified", params={"type": "vm"}), 422, "type")
 
 
-async def test_only_the_owner_or_the_admin_may_change_a_service(
+async def test_another_owners_service_is_missing_for_every_operation(
     api: httpx.AsyncClient, bob: httpx.AsyncClient
 ) -> None:
     await register(api, "admins")
-    await register(bob, "bobs")
-    assert (await bob.get(f"{EXTERNAL}/admins")).status_code == 200
+    bobs = await register(bob, "bobs")
     for response in (
+        await bob.get(f"{EXTERNAL}/admins"),
         await bob.put(f"{EXTERNAL}/admins", json={"description": "mine now"}),
+        await bob.put(f"{EXTERNAL}/admins", json={"target_url": "http://127.0.0.1:1"}),
         await bob.delete(f"{EXTERNAL}/admins"),
     ):
-        assert_error(response, 403, "service_name")
+        assert_error(response, 404, "service")
+    assert (await bob.get(EXTERNAL)).json() == [bobs]
+    assert (await bob.get(f"{SERVICES}unified")).json() == [bobs]
+    assert [s["service_name"] for s in (await api.get(EXTERNAL)).json()] == ["admins", "bobs"]
     changed = await api.put(f"{EXTERNAL}/bobs", json={"description": "checked"})
     assert changed.json()["description"] == "checked"
     assert (await bob.delete(f"{EXTERNAL}/bobs")).status_code == 200

@@ -19,7 +19,7 @@ from oauthproxy.api.proxies import proxies
 from oauthproxy.api.resources import resources
 from oauthproxy.api.routes import routes
 from oauthproxy.api.services import services
-from oauthproxy.api.state import AppState
+from oauthproxy.api.state import AppState, ListenerPorts
 from oauthproxy.api.tokens import tokens
 from oauthproxy.certificates.manager import CertificateManager
 from oauthproxy.settings import Settings
@@ -32,6 +32,7 @@ def create_app(
     *,
     embedded_redis: bool,
     certificates: CertificateManager | None = None,
+    listeners: ListenerPorts | None = None,
 ) -> QuartTrio:
     app = QuartTrio("oauthproxy")
     app.config["PROPAGATE_EXCEPTIONS"] = False
@@ -43,6 +44,7 @@ def create_app(
         started_at=trio.current_time(),
         embedded_redis=embedded_redis,
         certificates=certificates,
+        listeners=listeners or ListenerPorts(),
     )
     QuartSchema(
         app,

@@ -1,24 +1,53 @@
-"""What the blueprints of owned resources share: who may change a record, and partial updates.
+"""The admin API's side of the tenant model: it gathers the facts, `oauthproxy.tenancy` decides.
 
-A proxy or service belongs to the token that created it (`owner_token_hash`). Its owner and the
-admin token may change or delete it; any valid token may read it.
+Here live the I/O the rules need and never do themselves: who is calling (`caller`), what the
+caller owns (`holdings`), where a target resolves and whether those addresses are this host's
+(`check_target`), and the per-owner lock that makes a quota check and the create it allows one
+step (`quota_slot`). Handlers call these and the rules; none carries an ownership rule of its
+own. Also the small helpers every owned-record blueprint shares (`storage`, `patched`).
 """
 
 from __future__ import annotations
 
+import socket
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any, TypeVar
 
+import trio
 from pydantic import BaseModel, ValidationError
 from quart import current_app
 
 from oauthproxy.api.auth import current_token
 from oauthproxy.api.errors import ApiError, field_problems
 from oauthproxy.api.state import app_state
+from oauthproxy.models.routes import Route, TargetType
 from oauthproxy.storage import Storage
+from oauthproxy.storage.tokens import QuotaLocks
+from oauthproxy.tenancy.caller import Caller, forbidden
+from oauthproxy.tenancy.quotas import Quota, Quotas, check_quota
+from oauthproxy.tenancy.records import Holdings
+from oauthproxy.tenancy.targets import (
+    Address,
+    Destination,
+    ResolvedAddress,
+    TargetPolicy,
+    check_destination,
+    literal_address,
+    parse_networks,
+    port_destination,
+    url_destination,
+)
 
 R = TypeVar("R", bound=BaseModel)
 
 Json = dict[str, Any]
+
+RESOLVE_TIMEOUT_SECONDS = 3.0
+"""How long a target's name may take to resolve before it is let through unchecked."""
+
+QUOTA_WAIT_SECONDS = 10.0
+"""How long a create waits for another create of the same token to finish."""
 
 
 def storage() -> Storage:
@@ -29,23 +58,22 @@ def as_json(model: BaseModel) -> Json:
     return model.model_dump(mode="json")
 
 
+def caller() -> Caller:
+    """The calling token, as the rules see it."""
+    return Caller.of(current_token())
+
+
 def ownership() -> dict[str, str]:
     """The owner fields of a record the caller creates."""
-    caller = current_token()
-    return {"owner_token_hash": caller.hash, "created_by": caller.name}
-
-
-def caller_owns(owner_token_hash: str | None) -> bool:
-    caller = current_token()
-    return caller.is_admin or owner_token_hash == caller.hash
+    token = current_token()
+    return {"owner_token_hash": token.hash, "created_by": token.name}
 
 
 def require_owner(owner_token_hash: str | None, *, field: str, what: str) -> None:
-    """Refuse (403) unless the caller owns the record or is the admin."""
-    if not caller_owns(owner_token_hash):
-        raise ApiError(
-            403, "forbidden", f"only the owner of {what} or the admin may change it", field=field
-        )
+    """Refuse (403) unless the caller owns the record or is the admin (certificates' rule until
+    it moves to `tenancy`)."""
+    if not caller().owns(owner_token_hash):
+        raise forbidden(f"only the owner of {what} or the admin may change it", field=field)
 
 
 def patched(record: R, changes: dict[str, Any]) -> R:
@@ -56,3 +84,121 @@ def patched(record: R, changes: dict[str, Any]) -> R:
         problems = field_problems(error)
         summary = "; ".join(f"{p['field']}: {p['problem']}" for p in problems)
         raise ApiError(422, "validation_error", summary, field=problems[0]["field"]) from None
+
+
+# --- facts for the rules ---------------------------------------------------------------------
+
+
+async def holdings(who: Caller) -> Holdings:
+    """The proxies and services the caller owns (nothing to gather for the admin)."""
+    if who.is_admin:
+        return Holdings(proxies=frozenset(), services=frozenset())
+    proxies = await storage().proxies.owned_by(who.token_hash)
+    services = await storage().external_services.owned_by(who.token_hash)
+    docker = await storage().docker_services.owned_by(who.token_hash)
+    names = [s.service_name for s in services] + [s.service_name for s in docker]
+    return Holdings(proxies=frozenset(p.hostname for p in proxies), services=frozenset(names))
+
+
+def target_policy() -> TargetPolicy:
+    state = app_state(current_app)
+    return TargetPolicy(
+        denied_networks=parse_networks(state.settings.owner_target_deny_networks),
+        gateway_ports=state.listeners.known(state.settings),
+    )
+
+
+async def check_url_target(field: str, url: object) -> None:
+    """Refuse an owner token's URL target that reaches the gateway or a denied network."""
+    await check_target(url_destination(field, str(url)))
+
+
+async def check_route_target(route: Route) -> None:
+    """A route's `url` and `port` targets are checked like any URL; `hostname` and `service`
+    targets are checked by ownership (`tenancy.records.check_route`)."""
+    if route.target_type is TargetType.URL:
+        await check_url_target("target_value", route.target_value)
+    elif route.target_type is TargetType.PORT:
+        await check_target(port_destination("target_value", route.target_value))
+
+
+async def check_target(destination: Destination) -> None:
+    who = caller()
+    if who.is_admin:
+        return
+    addresses = await _resolve(destination.host)
+    found = [ResolvedAddress(address, _is_local(address)) for address in addresses]
+    check_destination(who, target_policy(), destination, found)
+
+
+async def _resolve(host: str) -> list[Address]:
+    """The addresses `host` stands for now; none when it does not resolve in time."""
+    literal = literal_address(host)
+    if literal is not None:
+        return [literal]
+    infos: list[Any] = []
+    with trio.move_on_after(RESOLVE_TIMEOUT_SECONDS):
+        try:
+            infos = await trio.socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)
+        except (socket.gaierror, UnicodeError):
+            infos = []
+    found = (literal_address(str(info[4][0])) for info in infos)
+    return list(dict.fromkeys(address for address in found if address is not None))
+
+
+def _is_local(address: Address) -> bool:
+    """Whether `address` is one of this host's: only then can a socket bind to it."""
+    family = socket.AF_INET6 if address.version == 6 else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        try:
+            probe.bind((str(address), 0))
+        except OSError:
+            return False
+    return True
+
+
+# --- quotas ----------------------------------------------------------------------------------
+
+
+def _quotas() -> Quotas:
+    settings = app_state(current_app).settings
+    return Quotas(
+        limits={
+            Quota.PROXIES: settings.token_max_proxies,
+            Quota.ROUTES: settings.token_max_routes,
+            Quota.SERVICES: settings.token_max_services,
+        }
+    )
+
+
+async def _owned_count(quota: Quota, owner_hash: str) -> int:
+    match quota:
+        case Quota.PROXIES:
+            return len(await storage().proxies.owned_by(owner_hash))
+        case Quota.ROUTES:
+            return len(await storage().routes.owned_by(owner_hash))
+        case Quota.SERVICES:
+            return len(await storage().external_services.owned_by(owner_hash))
+
+
+@asynccontextmanager
+async def quota_slot(quota: Quota) -> AsyncIterator[None]:
+    """Hold the caller's quota lock, refuse when `quota` is used up, and let the block store
+    the new record before any other create of the same token counts (the admin: no lock)."""
+    who = caller()
+    if who.is_admin:
+        yield
+        return
+    locks = QuotaLocks(storage().redis)
+    try:
+        with trio.fail_after(QUOTA_WAIT_SECONDS):
+            holder = await locks.acquire(who.token_hash)
+    except trio.TooSlowError:
+        raise ApiError(
+            409, "conflict", "another create of this token is still running; try again"
+        ) from None
+    try:
+        check_quota(who, _quotas(), quota, await _owned_count(quota, who.token_hash))
+        yield
+    finally:
+        await locks.release_on_the_way_out(who.token_hash, holder)

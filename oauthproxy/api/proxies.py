@@ -1,6 +1,8 @@
 """`/api/v1/proxy/targets/`: proxy targets and their auth, resource-metadata and route settings.
 
-Every write publishes its workflow event in the same transaction: `proxy_created`,
+Who may see and change which proxy, where it may point and which headers it may set are the
+tenant model's rules (`oauthproxy.tenancy`): an owner token sees only its own proxies (another's
+reads as 404). Every write publishes its workflow event in the same transaction: `proxy_created`,
 `proxy_updated` (any change, sub-resources included) or `proxy_deleted`.
 """
 
@@ -17,13 +19,13 @@ from oauthproxy.api.auth import requires_token
 from oauthproxy.api.ownership import (
     Json,
     as_json,
-    caller_owns,
+    caller,
+    check_url_target,
     ownership,
     patched,
-    require_owner,
+    quota_slot,
     storage,
 )
-from oauthproxy.errors import NotFound
 from oauthproxy.models.certificates import Certificate
 from oauthproxy.models.proxies import (
     AUTH_FIELDS,
@@ -40,6 +42,9 @@ from oauthproxy.models.proxies import (
     reset,
     section,
 )
+from oauthproxy.tenancy.headers import check_request_headers, check_response_headers
+from oauthproxy.tenancy.quotas import Quota
+from oauthproxy.tenancy.records import changeable, readable, visible
 
 proxies = Blueprint("proxies", __name__, url_prefix="/api/v1/proxy/targets")
 
@@ -52,20 +57,28 @@ def _hostname(raw: str) -> str:
 
 
 def _owned(target: ProxyTarget) -> ProxyTarget:
-    require_owner(target.owner_token_hash, field="hostname", what=f"proxy {target.hostname}")
+    return changeable(caller(), target, "proxy", target.hostname)
+
+
+def _headers_checked(target: ProxyTarget) -> ProxyTarget:
+    """`target` when its configured headers are none the gateway owns (422 naming one)."""
+    check_request_headers(target.custom_headers, auth_header_prefix=target.auth_header_prefix)
+    check_response_headers(target.custom_response_headers)
     return target
 
 
 async def _proxy(hostname: str) -> ProxyTarget:
-    target = await storage().proxies.get(_hostname(hostname))
-    if target is None:
-        raise NotFound("proxy", hostname)
-    return target
+    found = await storage().proxies.get(_hostname(hostname))
+    return readable(caller(), found, "proxy", hostname)
 
 
 async def _change(hostname: str, change: Change) -> ProxyTarget:
-    """Apply `change` to the proxy, as its owner or the admin; publishes `proxy_updated`."""
-    return await storage().proxies.modify(_hostname(hostname), lambda t: change(_owned(t)))
+    """Apply `change` to the proxy, as its owner or the admin; publishes `proxy_updated`. The
+    proxy as it would be stored is checked whole, so an auth prefix change cannot turn a
+    configured header into an identity header."""
+    return await storage().proxies.modify(
+        _hostname(hostname), lambda t: _headers_checked(change(_owned(t)))
+    )
 
 
 async def _show(hostname: str, fields: tuple[str, ...]) -> Json:
@@ -94,10 +107,12 @@ async def create_proxy(data: ProxyTargetCreate) -> tuple[Json, int, dict[str, st
 
     With HTTPS and no `cert_name`, a certificate covering the hostname is reused, or one is
     ordered (see the `X-Certificate-Action` and `X-Certificate-Detail` response headers)."""
-    requested = data.target(**ownership())
+    requested = _headers_checked(data.target(**ownership()))
+    await check_url_target("target_url", requested.target_url)
     certificate = await proxy_certificates.plan(requested, data)
     target = certificate.applied_to(requested)
-    await storage().proxies.create(target)
+    async with quota_slot(Quota.PROXIES):
+        await storage().proxies.create(target)
     certificate = await proxy_certificates.carry_out(certificate, target, staging=data.staging)
     return as_json(target), 201, certificate.headers()
 
@@ -106,8 +121,8 @@ async def create_proxy(data: ProxyTargetCreate) -> tuple[Json, int, dict[str, st
 @requires_token()
 @document_response(list[ProxyTarget])
 async def list_proxies() -> list[Json]:
-    """Every proxy target, by hostname."""
-    found = await storage().proxies.all()
+    """The proxy targets the caller may see (all for the admin), by hostname."""
+    found = visible(caller(), await storage().proxies.all())
     return [as_json(target) for target in sorted(found, key=lambda t: t.hostname)]
 
 
@@ -125,7 +140,11 @@ async def get_proxy(hostname: str) -> Json:
 @document_response(ProxyTarget)
 async def update_proxy(hostname: str, data: ProxyTargetUpdate) -> Json:
     """Change the fields given (owner or admin); publishes `proxy_updated`."""
-    return as_json(await _change(hostname, _merging(data.model_dump(exclude_unset=True))))
+    changes = data.model_dump(exclude_unset=True)
+    if changes.get("target_url") is not None:
+        await _proxy(hostname)  # another owner's proxy is missing, not a target to probe
+        await check_url_target("target_url", changes["target_url"])
+    return as_json(await _change(hostname, _merging(changes)))
 
 
 @proxies.delete("/<hostname>")
@@ -137,7 +156,7 @@ async def delete_proxy(hostname: str, query_args: ProxyDeleteQuery) -> Json:
     the caller owns that; publishes `proxy_deleted`."""
 
     def owned_certificate(certificate: Certificate) -> bool:
-        return caller_owns(certificate.owner_token_hash)
+        return caller().owns(certificate.owner_token_hash)
 
     deleted = await storage().proxies.delete(
         _hostname(hostname),

@@ -1,5 +1,10 @@
-"""`/api/v1/routes/`: priority-ordered path rules. Any token reads them; a route's creator or the
-admin changes it. Every write announces itself with a `routes_changed` event (see storage)."""
+"""`/api/v1/routes/`: priority-ordered path rules. Every write announces itself with a
+`routes_changed` event (see storage).
+
+The tenant model (`oauthproxy.tenancy`) decides who sees and changes which route and what a route
+may name: an owner token sees only its own routes (another's reads as 404), creates only routes
+scoped to its own proxies, aimed at its own proxies and services or at addresses it may target.
+Global routes are the admin's."""
 
 from __future__ import annotations
 
@@ -9,7 +14,17 @@ from quart import Blueprint
 from quart_schema import document_response, validate_querystring, validate_request
 
 from oauthproxy.api.auth import requires_token
-from oauthproxy.api.ownership import Json, as_json, ownership, patched, require_owner, storage
+from oauthproxy.api.ownership import (
+    Json,
+    as_json,
+    caller,
+    check_route_target,
+    holdings,
+    ownership,
+    patched,
+    quota_slot,
+    storage,
+)
 from oauthproxy.errors import NotFound
 from oauthproxy.models.routes import (
     Route,
@@ -21,6 +36,8 @@ from oauthproxy.models.routes import (
     new_route_id,
 )
 from oauthproxy.storage.routes import RouteRepository
+from oauthproxy.tenancy.quotas import Quota
+from oauthproxy.tenancy.records import Holdings, changeable, check_route, readable, visible
 
 routes = Blueprint("routes", __name__, url_prefix="/api/v1/routes")
 
@@ -69,14 +86,20 @@ def _route_id(raw: str) -> str:
 
 
 def _owned(route: Route) -> Route:
-    require_owner(route.owner_token_hash, field="route_id", what=f"route {route.route_id}")
-    return route
+    return changeable(caller(), route, "route", route.route_id)
 
 
 async def _find(route_id: str) -> Route:
-    route = await _repository().get(_route_id(route_id))
-    if route is None:
-        raise NotFound("route", route_id)
+    return readable(caller(), await _repository().get(_route_id(route_id)), "route", route_id)
+
+
+async def _visible_routes() -> list[Route]:
+    return visible(caller(), await _repository().all())
+
+
+def _allowed(route: Route, held: Holdings) -> Route:
+    """`route` when the caller may hold it as it is (scope, hostnames, hostname/service target)."""
+    check_route(caller(), route, held)
     return route
 
 
@@ -85,16 +108,17 @@ async def _find(route_id: str) -> Route:
 @validate_querystring(RouteListQuery)
 @document_response(list[Route])
 async def list_routes(query_args: RouteListQuery) -> list[Json]:
-    """List routes, highest priority first; `?scope=global|proxy` keeps one scope."""
-    found = await _repository().all()
+    """List the routes the caller may see, highest priority first; `?scope=global|proxy` keeps
+    one scope."""
+    found = await _visible_routes()
     return [as_json(route) for route in found if query_args.scope in (None, route.scope)]
 
 
 @routes.get("/formatted")
 @requires_token()
 async def formatted_routes() -> tuple[str, int, dict[str, str]]:
-    """Every route as a plain-text table, for people."""
-    text = routes_as_text(await _repository().all())
+    """The routes the caller may see as a plain-text table, for people."""
+    text = routes_as_text(await _visible_routes())
     return text, 200, {"Content-Type": "text/plain; charset=utf-8"}
 
 
@@ -106,7 +130,10 @@ async def create_route(data: RouteCreate) -> tuple[Json, int]:
     """Create a route owned by the calling token; without `route_id`, one is made from the path."""
     route_id = data.route_id or new_route_id(data.path_pattern)
     route = Route(**{**data.model_dump(), "route_id": route_id, **ownership()})
-    await _repository().create(route)
+    _allowed(route, await holdings(caller()))
+    await check_route_target(route)
+    async with quota_slot(Quota.ROUTES):
+        await _repository().create(route)
     return as_json(route), 201
 
 
@@ -123,10 +150,13 @@ async def get_route(route_id: str) -> Json:
 @validate_request(RouteUpdate)
 @document_response(Route)
 async def update_route(route_id: str, data: RouteUpdate) -> Json:
-    """Change the given fields of a route (its owner or the admin)."""
+    """Change the given fields of a route (its owner or the admin); the route as it would be
+    stored is checked like a new one."""
     changes = data.model_dump(exclude_unset=True)
+    held = await holdings(caller())
+    await check_route_target(_allowed(patched(await _find(route_id), changes), held))
     updated = await _repository().modify(
-        _route_id(route_id), lambda stored: patched(_owned(stored), changes)
+        _route_id(route_id), lambda stored: _allowed(patched(_owned(stored), changes), held)
     )
     return as_json(updated)
 

@@ -3,6 +3,9 @@
 External services are named URLs registered here; the internal service `api` is the gateway's own
 admin API; Docker services are listed from their records. A name is unique across all three
 (`service:url:{name}`).
+
+An owner token sees only its own external and Docker services (another's reads as 404); the
+internal service, the admin API, is the admin's to see and to target (`oauthproxy.tenancy`).
 """
 
 from __future__ import annotations
@@ -11,8 +14,16 @@ from quart import Blueprint
 from quart_schema import document_response, validate_querystring, validate_request
 
 from oauthproxy.api.auth import requires_token
-from oauthproxy.api.ownership import Json, as_json, ownership, patched, require_owner, storage
-from oauthproxy.errors import NotFound
+from oauthproxy.api.ownership import (
+    Json,
+    as_json,
+    caller,
+    check_url_target,
+    ownership,
+    patched,
+    quota_slot,
+    storage,
+)
 from oauthproxy.models.services import (
     DockerService,
     ExternalService,
@@ -21,6 +32,8 @@ from oauthproxy.models.services import (
     InternalService,
     ServiceQuery,
 )
+from oauthproxy.tenancy.quotas import Quota
+from oauthproxy.tenancy.records import changeable, readable, visible
 
 services = Blueprint("services", __name__, url_prefix="/api/v1/services")
 
@@ -28,17 +41,15 @@ AnyService = InternalService | ExternalService | DockerService
 
 
 def _owned(service: ExternalService) -> ExternalService:
-    name = service.service_name
-    require_owner(service.owner_token_hash, field="service_name", what=f"service {name!r}")
-    return service
+    return changeable(caller(), service, "service", service.service_name)
 
 
 @services.get("/")
 @requires_token()
 @document_response(list[DockerService])
 async def list_docker_services() -> list[Json]:
-    """The Docker services."""
-    found = await storage().docker_services.all()
+    """The Docker services the caller may see."""
+    found = visible(caller(), await storage().docker_services.all())
     return [as_json(service) for service in sorted(found, key=lambda s: s.service_name)]
 
 
@@ -47,10 +58,12 @@ async def list_docker_services() -> list[Json]:
 @validate_querystring(ServiceQuery)
 @document_response(list[AnyService])
 async def list_all_services(query_args: ServiceQuery) -> list[Json]:
-    """Every service, internal, external and Docker; `?type=` keeps one kind."""
-    internal = await storage().internal_services.all()
-    external = await storage().external_services.all()
-    docker = await storage().docker_services.all()
+    """Every service the caller may see, internal (admin only), external and Docker; `?type=`
+    keeps one kind."""
+    who = caller()
+    internal = await storage().internal_services.all() if who.is_admin else []
+    external = visible(who, await storage().external_services.all())
+    docker = visible(who, await storage().docker_services.all())
     found: list[AnyService] = [*internal, *external, *sorted(docker, key=lambda s: s.service_name)]
     wanted = query_args.type
     return [as_json(s) for s in found if wanted is None or s.service_type == wanted]
@@ -63,7 +76,9 @@ async def list_all_services(query_args: ServiceQuery) -> list[Json]:
 async def register_external_service(data: ExternalServiceCreate) -> tuple[Json, int]:
     """Register a named external URL, owned by the calling token."""
     service = data.service(**ownership())
-    await storage().external_services.create(service)
+    await check_url_target("target_url", service.target_url)
+    async with quota_slot(Quota.SERVICES):
+        await storage().external_services.create(service)
     return as_json(service), 201
 
 
@@ -71,8 +86,9 @@ async def register_external_service(data: ExternalServiceCreate) -> tuple[Json, 
 @requires_token()
 @document_response(list[ExternalService])
 async def list_external_services() -> list[Json]:
-    """The external services, by name."""
-    return [as_json(service) for service in await storage().external_services.all()]
+    """The external services the caller may see, by name."""
+    found = visible(caller(), await storage().external_services.all())
+    return [as_json(service) for service in found]
 
 
 @services.get("/external/<name>")
@@ -80,10 +96,8 @@ async def list_external_services() -> list[Json]:
 @document_response(ExternalService)
 async def get_external_service(name: str) -> Json:
     """One external service."""
-    service = await storage().external_services.get(name)
-    if service is None:
-        raise NotFound("service", name)
-    return as_json(service)
+    found = await storage().external_services.get(name)
+    return as_json(readable(caller(), found, "service", name))
 
 
 @services.put("/external/<name>")
@@ -93,6 +107,9 @@ async def get_external_service(name: str) -> Json:
 async def update_external_service(name: str, data: ExternalServiceUpdate) -> Json:
     """Change the fields given (owner or admin)."""
     changes = data.model_dump(exclude_unset=True)
+    if changes.get("target_url") is not None:
+        await get_external_service(name)  # another owner's service is missing, not a target
+        await check_url_target("target_url", changes["target_url"])
     updated = await storage().external_services.modify(
         name, lambda service: patched(_owned(service), changes)
     )

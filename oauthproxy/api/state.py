@@ -2,13 +2,34 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from quart import Quart
 
 from oauthproxy.certificates.manager import CertificateManager
 from oauthproxy.settings import Settings
 from oauthproxy.storage import Storage
+
+
+@dataclass
+class ListenerPorts:
+    """Where the gateway's own listeners really listen, filled in as each one binds (a port of 0
+    in the settings is only known then). Owner tokens may not target these ports."""
+
+    api: int = 0
+    http: int = 0
+    https: int = 0
+    proxy_protocol: int = 0
+
+    def known(self, settings: Settings) -> frozenset[int]:
+        """Every listener port: the bound one, else the configured one (before it binds)."""
+        pairs = (
+            (self.api, settings.api_port),
+            (self.http, settings.http_port),
+            (self.https, settings.https_port),
+            (self.proxy_protocol, settings.proxy_protocol_port),
+        )
+        return frozenset(bound or configured for bound, configured in pairs) - {0}
 
 
 @dataclass(frozen=True)
@@ -19,6 +40,7 @@ class AppState:
     embedded_redis: bool
     certificates: CertificateManager | None = None
     """This replica's certificate manager; None when the app runs without one."""
+    listeners: ListenerPorts = field(default_factory=ListenerPorts)
 
 
 def app_state(app: Quart) -> AppState:

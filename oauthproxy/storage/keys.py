@@ -17,6 +17,12 @@ def token_hash(token_hash_value: str) -> str:
     return f"token:hash:{token_hash_value}"
 
 
+def quota_lock(token_hash_value: str) -> str:
+    """Held while an owner token's create is counted against its quota and stored (ours, not
+    the spec's; it lives seconds at most)."""
+    return f"quota:lock:{token_hash_value}"
+
+
 def proxy(hostname: str) -> str:
     return f"proxy:{hostname}"
 

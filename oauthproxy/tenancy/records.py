@@ -1,0 +1,87 @@
+"""Who may read, create, change and delete proxies, routes, services and resources.
+
+A record belongs to the token that created it (`owner_token_hash`); the admin token owns all.
+An owner token sees only its own records: another owner's record reads as missing (404, the same
+answer as a record that does not exist), so a token cannot learn what others have configured. A
+record it creates may only point at its own things: a route only at hostnames it owns, a route's
+`hostname` target only at its own proxy, a `service` target only at its own service. Global
+routes, which apply to every hostname, and the registry of protected resources are the admin's.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Protocol, TypeVar
+
+from oauthproxy.errors import NotFound
+from oauthproxy.models.routes import Route, RouteScope, TargetType
+from oauthproxy.tenancy.caller import Caller, forbidden
+
+
+class Owned(Protocol):
+    @property
+    def owner_token_hash(self) -> str | None: ...
+
+
+R = TypeVar("R", bound=Owned)
+
+
+def visible(caller: Caller, records: Iterable[R]) -> list[R]:
+    """The records the caller may list: all for the admin, its own for an owner token."""
+    return [record for record in records if caller.owns(record.owner_token_hash)]
+
+
+def readable(caller: Caller, record: R | None, kind: str, name: str) -> R:
+    """`record` when the caller may read it; `NotFound` when it is missing or another owner's."""
+    if record is None or not caller.owns(record.owner_token_hash):
+        raise NotFound(kind, name)
+    return record
+
+
+def changeable(caller: Caller, record: R, kind: str, name: str) -> R:
+    """`record` when the caller may change or delete it: the same rule as reading, so another
+    owner's record is as missing for a change as for a read."""
+    return readable(caller, record, kind, name)
+
+
+def require_admin(caller: Caller, what: str, *, field: str = "Authorization") -> None:
+    if not caller.is_admin:
+        raise forbidden(f"{what} is the admin token's", field=field)
+
+
+@dataclass(frozen=True)
+class Holdings:
+    """What the caller owns that a route may name."""
+
+    proxies: frozenset[str]
+    services: frozenset[str]
+
+
+def check_route(caller: Caller, route: Route, holdings: Holdings) -> None:
+    """Refuse (403) a route the caller may not hold: a global one, one on hostnames it does not
+    own, or one whose `hostname`/`service` target is not its own. Checked on create and on
+    every update (on the route as it would be stored)."""
+    if caller.is_admin:
+        return
+    if route.scope is RouteScope.GLOBAL:
+        raise forbidden(
+            "a global route applies to every hostname: only the admin token may create one; "
+            "use scope proxy with your own proxy_hostnames",
+            field="scope",
+        )
+    foreign = [host for host in route.proxy_hostnames if host not in holdings.proxies]
+    if foreign:
+        raise forbidden(
+            f"proxy_hostnames: {foreign[0]} is not a proxy of this token", field="proxy_hostnames"
+        )
+    if route.target_type is TargetType.HOSTNAME and route.target_value not in holdings.proxies:
+        raise forbidden(
+            f"target_value: {route.target_value} is not a proxy of this token",
+            field="target_value",
+        )
+    if route.target_type is TargetType.SERVICE and route.target_value not in holdings.services:
+        raise forbidden(
+            f"target_value: {route.target_value!r} is not a service of this token",
+            field="target_value",
+        )
