@@ -45,11 +45,6 @@ def changeable(caller: Caller, record: R, kind: str, name: str) -> R:
     return readable(caller, record, kind, name)
 
 
-def require_admin(caller: Caller, what: str, *, field: str = "Authorization") -> None:
-    if not caller.is_admin:
-        raise forbidden(f"{what} is the admin token's", field=field)
-
-
 @dataclass(frozen=True)
 class Holdings:
     """What the caller owns that a route may name."""
