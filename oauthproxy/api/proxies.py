@@ -95,6 +95,7 @@ async def create_proxy(data: ProxyTargetCreate) -> tuple[Json, int, dict[str, st
     With HTTPS and no `cert_name`, a certificate covering the hostname is reused, or one is
     ordered (see the `X-Certificate-Action` and `X-Certificate-Detail` response headers)."""
     requested = data.target(**ownership())
+    await proxy_certificates.check_named(requested)
     certificate = await proxy_certificates.plan(requested, data)
     target = certificate.applied_to(requested)
     await storage().proxies.create(target)
@@ -125,7 +126,9 @@ async def get_proxy(hostname: str) -> Json:
 @document_response(ProxyTarget)
 async def update_proxy(hostname: str, data: ProxyTargetUpdate) -> Json:
     """Change the fields given (owner or admin); publishes `proxy_updated`."""
-    return as_json(await _change(hostname, _merging(data.model_dump(exclude_unset=True))))
+    changes = data.model_dump(exclude_unset=True)
+    await proxy_certificates.check_named_change(_hostname(hostname), changes)
+    return as_json(await _change(hostname, _merging(changes)))
 
 
 @proxies.delete("/<hostname>")
