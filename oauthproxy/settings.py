@@ -119,6 +119,8 @@ class Settings(BaseSettings):
     cert_gen_max_workers: Annotated[int, Field(ge=1, le=64)] = 5
     rsa_key_size: Annotated[int, Field(ge=2048, le=8192)] = 2048
     self_signed_days: Annotated[int, Field(ge=1)] = 365
+    token_max_certificates: Annotated[int, Field(ge=0)] = 50
+    """Certificates one non-admin token may own (the admin is not counted)."""
 
     # --- Docker --------------------------------------------------------------------------------
     docker_gid: int = 999

@@ -196,7 +196,15 @@ async def test_delete_certificate_only_when_asked_and_owned(
     admin_hash = (await api.get("/api/v1/tokens/info")).json()["hash"]
     for name, owner in (("kept", bob_hash), ("mine", bob_hash), ("theirs", admin_hash)):
         await _certificate(storage, name, owner)
+    for name in ("kept", "mine"):
         await create(bob, f"{name}.example.com", cert_name=name)
+    # a proxy may no longer name another owner's certificate; an older gateway stored such links
+    await storage.proxies.create(
+        ProxyTarget.model_validate(
+            {"hostname": "theirs.example.com", "target_url": "http://127.0.0.1:3000",
+             "cert_name": "theirs", "owner_token_hash": bob_hash}
+        )
+    )  # fmt: skip
 
     assert (await bob.delete(f"{TARGETS}kept.example.com")).status_code == 200
     assert await storage.certificates.get("kept") is not None

@@ -167,28 +167,27 @@ async def until_presented(port: int, hostname: str, done: Callable[[str | None],
             await trio.sleep(0.02)
 
 
-async def test_delete_tells_the_proxies_of_other_tokens_that_used_its_certificates(
+async def test_delete_never_touches_the_proxies_of_other_tokens(
     api: httpx.AsyncClient, storage: Storage, gateway: Ready
 ) -> None:
     host = "shared.example.com"
     async with as_new_token(api, gateway, "erin") as erin, as_new_token(api, gateway, "bob") as bob:
         body = {"cert_name": "erins", "domains": [host]}
-        certificate = (await erin.post("/api/v1/certificates/self-signed", json=body)).json()
+        assert (await erin.post("/api/v1/certificates/self-signed", json=body)).status_code == 201
         target = {"hostname": host, "target_url": "http://127.0.0.1:3000"}
-        reused = await bob.post("/api/v1/proxy/targets/", json=target)
-        assert reused.headers["x-certificate-action"] == "reused"
+        created = await bob.post("/api/v1/proxy/targets/", json=target)
+        assert created.headers["x-certificate-action"] == "skipped"  # erin's is not bob's
+        body = {"cert_name": "bobs", "domains": [host]}
+        certificate = (await bob.post("/api/v1/certificates/self-signed", json=body)).json()
     await until_presented(gateway.https_port, host, lambda f: f == certificate["fingerprint"])
     before = len(await events(storage))
 
     response = await api.delete(f"{TOKENS}erin")
 
     assert response.json()["deleted"]["certificates"] == ["erins"]
-    await until_presented(gateway.https_port, host, lambda f: f is None)
-    published = [(e.event_type.value, e.hostname, e.data) for e in (await events(storage))[before:]]
-    assert published == [
-        ("proxy_updated", host, {"enable_http": True, "enable_https": True, "cert_name": None})
-    ]
-    assert (await stored(storage, host))["cert_name"] is None
+    assert (await events(storage))[before:] == []
+    assert (await stored(storage, host))["cert_name"] == "bobs"
+    assert await presented(gateway.https_port, host) == certificate["fingerprint"]
 
 
 async def test_delete_hands_domains_only_to_certificates_that_survive(

@@ -14,11 +14,10 @@ from quart_schema import document_response, validate_request
 
 from oauthproxy.api.auth import current_token, requires_token
 from oauthproxy.api.errors import ApiError
-from oauthproxy.api.ownership import Json, ownership, require_owner, storage
+from oauthproxy.api.ownership import Json, ownership, storage
 from oauthproxy.api.state import app_state
 from oauthproxy.certificates.manager import CertificateManager
 from oauthproxy.certificates.self_signed import self_signed_for
-from oauthproxy.errors import NotFound
 from oauthproxy.models.certificates import (
     PEM_FIELDS,
     SECRET_FIELDS,
@@ -36,6 +35,8 @@ from oauthproxy.models.certificates import (
 from oauthproxy.models.common import utcnow
 from oauthproxy.settings import Settings
 from oauthproxy.storage.certificate_links import delete_certificate, store_issued
+from oauthproxy.tenancy.caller import Caller
+from oauthproxy.tenancy.certificates import NameClaims, check_create, check_visible, visible
 
 certificates = Blueprint("certificates", __name__, url_prefix="/api/v1/certificates")
 
@@ -75,9 +76,40 @@ def status_url(name: str) -> str:
     return f"{certificates.url_prefix}/{name}/status"
 
 
+def caller() -> Caller:
+    return Caller.of(current_token())
+
+
+async def check_may_create(domains: list[str]) -> None:
+    """Refuse (`Refused`) a new certificate of the caller's for `domains` when another owner
+    holds one of the names, or the caller's certificate quota is used up."""
+    who = caller()
+    if who.is_admin:
+        return
+    store = storage()
+    certificates = await store.certificates.all()
+    claims = []
+    for domain in domains:
+        proxy = await store.proxies.get(domain)
+        claims.append(
+            NameClaims(
+                name=domain,
+                has_proxy=proxy is not None,
+                proxy_owner=proxy.owner_token_hash if proxy is not None else None,
+                certificate_owners=frozenset(
+                    c.owner_token_hash for c in certificates if domain in c.domains
+                ),
+            )
+        )
+    owned = sum(1 for c in certificates if c.owner_token_hash == who.token_hash)
+    check_create(who, claims, owned, _settings().token_max_certificates)
+
+
 async def order(certificate: Certificate) -> None:
-    """Store a new certificate and have the manager issue it (`Conflict` if the name is taken)."""
+    """Store a new certificate and have the manager issue it (`Conflict` if the name is taken;
+    `Refused` when the caller may not have it)."""
     issuer = manager()
+    await check_may_create(certificate.domains)
     await storage().certificates.create(certificate)
     issuer.request(certificate.cert_name)
 
@@ -104,19 +136,10 @@ async def _accept(name: str, domains: list[str], options: AcmeOptions) -> tuple[
 
 
 async def _certificate(name: str) -> Certificate:
-    """The named certificate as it reads now (`NotFound` when there is none)."""
+    """The named certificate as it reads now (404 when there is none, or it is not the
+    caller's to see)."""
     found = await storage().certificates.get(name)
-    if found is None:
-        raise NotFound("certificate", name)
-    return found.as_of(utcnow())
-
-
-def _owned(certificate: Certificate) -> None:
-    require_owner(
-        certificate.owner_token_hash,
-        field="cert_name",
-        what=f"certificate {certificate.cert_name}",
-    )
+    return check_visible(caller(), found, name).as_of(utcnow())
 
 
 @certificates.post("/")
@@ -142,6 +165,7 @@ async def create_multi_domain_certificate(data: MultiDomainCertificateCreate) ->
 @validate_request(SelfSignedCertificateCreate)
 async def create_self_signed_certificate(data: SelfSignedCertificateCreate) -> tuple[Json, int]:
     """Make a self-signed certificate now (SELF_SIGNED_CN, SELF_SIGNED_DAYS), for local use."""
+    await check_may_create(data.domains)
     pending = Certificate(
         cert_name=data.cert_name, domains=data.domains, self_signed=True, **ownership()
     )
@@ -154,8 +178,8 @@ async def create_self_signed_certificate(data: SelfSignedCertificateCreate) -> t
 @certificates.get("/")
 @requires_token()
 async def list_certificates() -> list[Json]:
-    """Every certificate, by name, without its PEM data."""
-    found = await storage().certificates.all()
+    """Every certificate the caller may see (the admin: all), by name, without its PEM data."""
+    found = visible(caller(), await storage().certificates.all())
     now = utcnow()
     return [without(c.as_of(now), PEM_FIELDS) for c in sorted(found, key=lambda c: c.cert_name)]
 
@@ -178,7 +202,6 @@ async def get_generation_status(cert_name: str) -> Json:
 
 
 def _renewing(certificate: Certificate) -> Certificate:
-    _owned(certificate)
     if certificate.status is CertificateStatus.PENDING:
         return certificate
     return certificate.model_copy(update={"status": CertificateStatus.RENEWING})
@@ -189,7 +212,12 @@ def _renewing(certificate: Certificate) -> Certificate:
 async def renew_certificate(cert_name: str) -> tuple[Json, int]:
     """Issue the certificate again now (owner or admin); it keeps serving until then."""
     issuer = manager()
-    renewing = await storage().certificates.modify(cert_name, _renewing)
+    who = caller()
+
+    def renewing_if_visible(certificate: Certificate) -> Certificate:
+        return _renewing(check_visible(who, certificate, cert_name))
+
+    renewing = await storage().certificates.modify(cert_name, renewing_if_visible)
     issuer.request(cert_name)
     accepted = CertificateAccepted(
         cert_name=cert_name,
@@ -206,5 +234,8 @@ async def renew_certificate(cert_name: str) -> tuple[Json, int]:
 @document_response(CertificateDeleted)
 async def remove_certificate(cert_name: str) -> Json:
     """Delete a certificate (owner or admin); the proxies it served fall back to HTTP."""
-    deleted = await delete_certificate(storage(), cert_name, _owned)
+    who = caller()
+    deleted = await delete_certificate(
+        storage(), cert_name, lambda certificate: check_visible(who, certificate, cert_name)
+    )
     return deleted.model_dump(mode="json")

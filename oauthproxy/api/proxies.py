@@ -109,6 +109,7 @@ async def create_proxy(data: ProxyTargetCreate) -> tuple[Json, int, dict[str, st
     ordered (see the `X-Certificate-Action` and `X-Certificate-Detail` response headers)."""
     requested = _headers_checked(data.target(**ownership()))
     await check_url_target("target_url", requested.target_url)
+    await proxy_certificates.check_named(requested)
     certificate = await proxy_certificates.plan(requested, data)
     target = certificate.applied_to(requested)
     async with quota_slot(Quota.PROXIES):
@@ -144,6 +145,7 @@ async def update_proxy(hostname: str, data: ProxyTargetUpdate) -> Json:
     if changes.get("target_url") is not None:
         await _proxy(hostname)  # another owner's proxy is missing, not a target to probe
         await check_url_target("target_url", changes["target_url"])
+    await proxy_certificates.check_named_change(_hostname(hostname), changes)
     return as_json(await _change(hostname, _merging(changes)))
 
 

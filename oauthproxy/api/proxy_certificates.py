@@ -1,10 +1,16 @@
 """Smart certificate handling for a new HTTPS proxy that names no certificate.
 
-- A certificate already covers the hostname (`cert:domain:{hostname}`): the proxy names it.
+- A certificate of the proxy's owner already covers the hostname: the proxy names it (the one
+  `cert:domain:{hostname}` points at first). Another owner's certificate is never reused: a
+  certificate serves only its owner's proxies (`tenancy.certificates`).
 - Otherwise one is ordered, `proxy-{hostname with dots as dashes}`, with the request's
   `cert_email`, else the token's, else ADMIN_EMAIL. The proxy serves HTTP at once; when the
   certificate is issued the proxy gets its name and upgrades to HTTPS (`certificate_ready`).
-- No email known (or no certificate manager): nothing is ordered.
+- No email known, no certificate manager, or the tenant rules refuse the certificate (its quota
+  is used up, say): nothing is ordered.
+
+A `cert_name` given explicitly (on create or update) must name a certificate of the proxy's
+owner, or none that exists yet (`check_named`).
 
 The outcome is reported in the response headers `X-Certificate-Action` (`reused`, `ordered`,
 `skipped`) and `X-Certificate-Detail`, so the body stays the proxy record.
@@ -18,11 +24,14 @@ from enum import StrEnum
 
 from quart import current_app
 
-from oauthproxy.api.certificates import acme_email, new_acme_certificate, order
+from oauthproxy.api.certificates import acme_email, caller, new_acme_certificate, order
 from oauthproxy.api.ownership import storage
 from oauthproxy.api.state import app_state
 from oauthproxy.errors import Conflict
+from oauthproxy.models.certificates import Certificate
 from oauthproxy.models.proxies import ProxyTarget, ProxyTargetCreate
+from oauthproxy.tenancy.caller import Refused
+from oauthproxy.tenancy.certificates import check_attach, links
 
 MAX_NAME = 64
 PREFIX = "proxy-"
@@ -72,16 +81,24 @@ async def plan(target: ProxyTarget, data: ProxyTargetCreate) -> Plan:
     if not target.enable_https or target.cert_name is not None:
         return Plan(Action.NONE)
     certificates = storage().certificates
-    covering = await certificates.name_for_domain(target.hostname)
+    mapped = await certificates.name_for_domain(target.hostname)
+    covering = _own_covering(target, await certificates.all(), mapped)
     if covering is not None:
         return _reuse(covering)
     name = certificate_name(target.hostname)
-    existing = await certificates.get(name)
-    if existing is not None:
-        if target.hostname in existing.domains:
-            return _reuse(name)
-        return Plan(Action.SKIPPED, f"certificate {name} exists for other domains")
+    if await certificates.get(name) is not None:
+        return Plan(Action.SKIPPED, f"a certificate named {name} exists already")
     return _ordering(name, acme_email(data.cert_email))
+
+
+def _own_covering(
+    target: ProxyTarget, certificates: list[Certificate], mapped: str | None
+) -> str | None:
+    """The certificate of the proxy's owner that covers its hostname: the mapped one if it
+    qualifies, else an issued one, else any."""
+    own = [c for c in certificates if target.hostname in c.domains and links(c, target)]
+    ranked = sorted(own, key=lambda c: (c.cert_name != mapped, not c.issued, c.cert_name))
+    return ranked[0].cert_name if ranked else None
 
 
 def _ordering(name: str, email: str | None) -> Plan:
@@ -106,5 +123,32 @@ async def carry_out(chosen: Plan, target: ProxyTarget, *, staging: bool) -> Plan
     try:
         await order(certificate)
     except Conflict:
-        return _reuse(chosen.cert_name)
+        return await _reused_after_race(chosen.cert_name, target)
+    except Refused as refused:
+        return Plan(Action.SKIPPED, f"no certificate ordered: {refused.detail}")
     return chosen
+
+
+async def _reused_after_race(name: str, target: ProxyTarget) -> Plan:
+    """Someone created the certificate meanwhile: the proxy names it only if it may."""
+    existing = await storage().certificates.get(name)
+    if existing is not None and links(existing, target) and target.hostname in existing.domains:
+        return _reuse(name)
+    return Plan(Action.SKIPPED, f"a certificate named {name} exists already")
+
+
+async def check_named(target: ProxyTarget) -> None:
+    """Refuse a `cert_name` naming another owner's certificate (404 when the caller may not
+    see it, 403 otherwise)."""
+    if target.cert_name is None:
+        return
+    named = await storage().certificates.get(target.cert_name)
+    check_attach(caller(), target.owner_token_hash, target.hostname, named)
+
+
+async def check_named_change(hostname: str, changes: dict[str, object]) -> None:
+    """`check_named` for an update that sets `cert_name` on the stored proxy `hostname`."""
+    name = changes.get("cert_name")
+    current = await storage().proxies.get(hostname) if isinstance(name, str) else None
+    if current is not None:
+        await check_named(current.model_copy(update={"cert_name": name}))

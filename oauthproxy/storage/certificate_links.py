@@ -2,7 +2,8 @@
 
 - An issued certificate: its record, every domain pointing at it, one `certificate_ready` event
   per domain, and the proxies of those domains that serve HTTPS without naming a certificate get
-  its name.
+  its name. Only proxies of the certificate's own owner are linked, and a domain whose proxy
+  belongs to another owner keeps its mapping (see `tenancy.certificates`).
 - A deleted certificate (through its endpoint, with its proxy, or with the token that owns it):
   its record and status gone, each domain it held handed to another certificate that covers it
   (if any), and one `proxy_updated` per proxy it served (a proxy that named it names none any
@@ -22,6 +23,7 @@ from oauthproxy.storage.base import Pipeline, Redis, dump, load_many
 from oauthproxy.storage.certificates import CertificateRepository
 from oauthproxy.storage.events import STREAM_MAX_LENGTH, event_fields, queue_event
 from oauthproxy.storage.proxies import ProxyRepository, event_data
+from oauthproxy.tenancy.certificates import links, may_take_domain, serves
 
 if TYPE_CHECKING:
     from oauthproxy.storage import Storage
@@ -80,27 +82,22 @@ async def store_issued(storage: Storage, name: str, issued: dict[str, Any]) -> C
     async def write(pipe: Pipeline, current: Certificate) -> Certificate:
         updated = current.model_copy(update={**issued, **SUCCESS_RESETS})
         pipe.set(keys.cert(name), dump(updated))
-        for proxy in await _proxies(storage, current.domains):
-            if proxy.enable_https and proxy.cert_name is None:
+        proxies = {p.hostname: p for p in await _proxies(storage, current.domains)}
+        for proxy in proxies.values():
+            if proxy.enable_https and proxy.cert_name is None and links(updated, proxy):
                 linked = proxy.model_copy(update={"cert_name": name})
                 pipe.set(keys.proxy(proxy.hostname), dump(linked))
         for domain in current.domains:
-            pipe.set(keys.cert_domain(domain), name)
-            queue_event(pipe, EventType.CERTIFICATE_READY, domain, cert_name=name)
+            if may_take_domain(updated, proxies.get(domain)):
+                pipe.set(keys.cert_domain(domain), name)
+                queue_event(pipe, EventType.CERTIFICATE_READY, domain, cert_name=name)
         return updated
 
     return await storage.certificates.edit(name, write, companions)
 
 
-def _serves(certificate: Certificate, proxy: ProxyTarget) -> bool:
-    """Whether the proxy names the certificate, or names none and is one of its domains."""
-    if proxy.cert_name is None:
-        return proxy.hostname in certificate.domains
-    return proxy.cert_name == certificate.cert_name
-
-
 def _served_by(certificate: Certificate, proxies: list[ProxyTarget]) -> list[str]:
-    return [proxy.hostname for proxy in proxies if _serves(certificate, proxy)]
+    return [proxy.hostname for proxy in proxies if serves(certificate, proxy)]
 
 
 def _successors(others: list[Certificate], domain: str) -> list[str]:
@@ -118,7 +115,7 @@ async def queue_delete(redis: Redis, pipe: Pipeline, certificate: Certificate) -
     is handed only to a certificate that still exists then."""
     name = certificate.cert_name
     others = [c for c in await CertificateRepository(redis).all() if c.cert_name != name]
-    served = [p for p in await ProxyRepository(redis).all() if _serves(certificate, p)]
+    served = [p for p in await ProxyRepository(redis).all() if serves(certificate, p)]
     pipe.delete([keys.cert(name), keys.cert_status(name)])
     hand_over = redis.register_script(_HAND_OVER_DOMAIN)
     for domain in certificate.domains:

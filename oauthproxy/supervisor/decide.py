@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from oauthproxy.models.certificates import Certificate
 from oauthproxy.models.proxies import ProxyTarget
+from oauthproxy.tenancy.certificates import links
 
 
 @dataclass(frozen=True)
@@ -42,8 +43,9 @@ def served(wanted: Wanted) -> bool:
 
 
 def usable_certificate(target: ProxyTarget, certificate: Certificate | None) -> Certificate | None:
-    """`certificate` if this proxy can serve HTTPS with it: HTTPS on, issued, naming the host."""
-    if not target.enable_https or certificate is None:
+    """`certificate` if this proxy can serve HTTPS with it: HTTPS on, issued, naming the host,
+    and of the proxy's own owner (a certificate never serves another owner's proxy)."""
+    if not target.enable_https or certificate is None or not links(certificate, target):
         return None
     if not (certificate.fullchain_pem and certificate.private_key_pem):
         return None

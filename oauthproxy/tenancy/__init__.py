@@ -6,4 +6,5 @@ API gathers the facts (who calls, what is stored) and asks here; no handler carr
 ownership rule. docs/security.md says the same in prose.
 
 - `caller`: who is asking (`Caller`) and the refusal every rule raises (`Refused`).
+- `certificates`: who may create, see and link which certificates; the certificate quota.
 """

@@ -1,0 +1,123 @@
+"""Who may create, see and link which certificates.
+
+A certificate holds a private key for its names, and whichever proxy it serves hands that key's
+owner the proxy's HTTPS: so a certificate is a claim on names, and a link between a certificate
+and a proxy is a link between their owners. The rules:
+
+- A token may create a certificate only for names it owns a proxy for, or that nobody has
+  claimed: no proxy of another owner and no certificate of another owner covers the name. The
+  admin may create any; a token over its certificate quota may create none.
+- A certificate serves (is linked to) only proxies of its own owner, whether the link is made
+  automatically (a proxy reusing a covering certificate, an issued certificate naming waiting
+  proxies, a proxy naming no certificate and served by its domain's) or explicitly (`cert_name`).
+  So deleting or renewing a certificate never changes another owner's proxy.
+- A token sees only its own certificates; another owner's reads exactly as a missing one (404),
+  so names cannot be probed. The admin sees all.
+
+Pure: frozen facts in, a decision out or `Refused` raised. The API gathers the facts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from oauthproxy.models.certificates import Certificate
+from oauthproxy.models.proxies import ProxyTarget
+from oauthproxy.tenancy.caller import Caller, Refused, forbidden
+
+QUOTA_SETTING = "TOKEN_MAX_CERTIFICATES"
+
+
+@dataclass(frozen=True)
+class NameClaims:
+    """Who holds one name today: the owner of its proxy (when there is a proxy) and the owners
+    of the certificates covering it. An owner is a token hash, None for records without one."""
+
+    name: str
+    has_proxy: bool = False
+    proxy_owner: str | None = None
+    certificate_owners: frozenset[str | None] = frozenset()
+
+
+def check_create(caller: Caller, claims: Sequence[NameClaims], owned: int, quota: int) -> None:
+    """Refuse a new certificate for the names in `claims` when another owner holds one of them
+    (403 `forbidden`, field `domains`), or when the caller already owns `quota` certificates
+    (403 `quota_exceeded`). The admin is exempt from both."""
+    if caller.is_admin:
+        return
+    for claim in claims:
+        problem = _claimed_by_another(caller, claim)
+        if problem is not None:
+            raise forbidden(f"{claim.name}: {problem}", field="domains")
+    if owned >= quota:
+        raise Refused(
+            403,
+            "quota_exceeded",
+            f"this token owns {owned} certificates, the most {QUOTA_SETTING} allows ({quota})",
+            field="cert_name",
+        )
+
+
+def _claimed_by_another(caller: Caller, claim: NameClaims) -> str | None:
+    if claim.has_proxy:
+        if claim.proxy_owner == caller.token_hash:
+            return None
+        return "another owner's proxy serves this name"
+    if any(owner != caller.token_hash for owner in claim.certificate_owners):
+        return "another owner's certificate covers this name"
+    return None
+
+
+def may_see(caller: Caller, certificate: Certificate) -> bool:
+    return caller.owns(certificate.owner_token_hash)
+
+
+def visible(caller: Caller, certificates: Iterable[Certificate]) -> list[Certificate]:
+    """The certificates the caller may list."""
+    return [c for c in certificates if may_see(caller, c)]
+
+
+def check_visible(caller: Caller, certificate: Certificate | None, name: str) -> Certificate:
+    """The certificate, if the caller may see it; else the very answer a missing one gets."""
+    if certificate is None or not may_see(caller, certificate):
+        raise Refused(404, "not_found", f"certificate {name!r} not found", field="certificate")
+    return certificate
+
+
+def links(certificate: Certificate, proxy: ProxyTarget) -> bool:
+    """Whether the certificate may serve the proxy at all: only when both have one owner."""
+    return certificate.owner_token_hash == proxy.owner_token_hash
+
+
+def serves(certificate: Certificate, proxy: ProxyTarget) -> bool:
+    """Whether the certificate serves the proxy: they have one owner, and the proxy names it, or
+    names none and is one of its domains."""
+    if not links(certificate, proxy):
+        return False
+    if proxy.cert_name is None:
+        return proxy.hostname in certificate.domains
+    return proxy.cert_name == certificate.cert_name
+
+
+def may_take_domain(certificate: Certificate, proxy: ProxyTarget | None) -> bool:
+    """Whether an issued certificate may point its domain's `cert:domain` mapping at itself: not
+    when the domain's proxy belongs to another owner (that mapping decides what the proxy
+    serves)."""
+    return proxy is None or links(certificate, proxy)
+
+
+def check_attach(
+    caller: Caller, proxy_owner: str | None, hostname: str, certificate: Certificate | None
+) -> None:
+    """Refuse naming `certificate` as the proxy's: only a certificate of the proxy's owner may
+    be named. A name no certificate has yet may be named (it may be ordered later); a caller who
+    may not see the certificate gets the answer a missing one would get elsewhere (404)."""
+    if certificate is None or certificate.owner_token_hash == proxy_owner:
+        return
+    check_visible(caller, certificate, certificate.cert_name)
+    raise forbidden(
+        f"certificate {certificate.cert_name} belongs to another owner than proxy {hostname}; "
+        "a certificate serves only its owner's proxies",
+        field="cert_name",
+    )

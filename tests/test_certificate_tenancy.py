@@ -1,0 +1,278 @@
+"""Certificates in the tenant model, over the admin API and on the HTTPS wire: one owner can
+neither claim another's hostname with a certificate, nor serve, read, renew or delete what is not
+theirs; the quota bounds how many an owner makes. The attack of issue 9 (a self-signed
+certificate for another owner's hostname, served by that owner's proxy) is the first test."""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import ssl
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import h11
+import httpx
+import pytest
+import trio
+
+from oauthproxy.serve import Ready, serve
+from oauthproxy.settings import Settings
+from oauthproxy.storage import Storage, keys
+from tests.backend import serve_backend
+from tests.test_proxies_api import as_new_token, assert_error, events, stored
+
+CERTS = "/api/v1/certificates/"
+TARGETS = "/api/v1/proxy/targets/"
+VICTIM = "victim.example.com"
+
+
+@dataclass(frozen=True)
+class Served:
+    fingerprint: str | None
+    """Of the certificate the HTTPS port presented for the name; None when it refused it."""
+    backend: str | None = None
+    """Which backend answered `GET /echo` over that connection."""
+
+
+async def over_https(port: int, hostname: str) -> Served:
+    """Handshake with SNI `hostname` (any certificate accepted: which one is what we look at),
+    then `GET /echo` on the same connection."""
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    stream = trio.SSLStream(
+        await trio.open_tcp_stream("127.0.0.1", port), context, server_hostname=hostname
+    )
+    try:
+        await stream.do_handshake()
+    except trio.BrokenResourceError:
+        return Served(None)
+    der: bytes = stream.getpeercert(binary_form=True)
+    conn = h11.Connection(h11.CLIENT)
+    request = h11.Request(method="GET", target="/echo", headers=[("Host", hostname)])
+    await stream.send_all(conn.send(request) + conn.send(h11.EndOfMessage()))
+    body = b""
+    while True:
+        event = conn.next_event()
+        if event is h11.NEED_DATA:
+            conn.receive_data(bytes(await stream.receive_some(65536)))
+        elif isinstance(event, h11.Data):
+            body += event.data
+        elif isinstance(event, h11.EndOfMessage):
+            break
+    await stream.aclose()
+    return Served("sha256:" + hashlib.sha256(der).hexdigest(), json.loads(body)["backend"])
+
+
+async def until_served(port: int, hostname: str, done: Callable[[Served], bool]) -> Served:
+    """What the HTTPS port serves for `hostname`, once `done` says it is what is expected (the
+    supervisor follows Redis through events: a few moments)."""
+    with trio.fail_after(10):
+        while True:
+            served = await over_https(port, hostname)
+            if done(served):
+                return served
+            await trio.sleep(0.02)
+
+
+@pytest.fixture
+async def backend(nursery: trio.Nursery) -> int:
+    port: int = await nursery.start(functools.partial(serve_backend, "alices-backend"))
+    return port
+
+
+@pytest.fixture
+async def alice(api: httpx.AsyncClient, gateway: Ready) -> AsyncIterator[httpx.AsyncClient]:
+    async with as_new_token(api, gateway, "alice") as client:
+        yield client
+
+
+@pytest.fixture
+async def mallory(api: httpx.AsyncClient, gateway: Ready) -> AsyncIterator[httpx.AsyncClient]:
+    async with as_new_token(api, gateway, "mallory") as client:
+        yield client
+
+
+async def self_signed(client: httpx.AsyncClient, name: str, *domains: str) -> httpx.Response:
+    return await client.post(f"{CERTS}self-signed", json={"cert_name": name, "domains": domains})
+
+
+async def new_proxy(client: httpx.AsyncClient, hostname: str, port: int, **fields: Any) -> Any:
+    body = {"hostname": hostname, "target_url": f"http://127.0.0.1:{port}", **fields}
+    response = await client.post(TARGETS, json=body)
+    assert response.status_code == 201, response.text
+    return response.json()
+
+
+async def test_a_self_signed_certificate_for_another_owners_hostname_is_refused(
+    alice: httpx.AsyncClient,
+    mallory: httpx.AsyncClient,
+    gateway: Ready,
+    storage: Storage,
+    backend: int,
+) -> None:
+    # Alice's proxy serves HTTPS with her certificate through its domain (it names none).
+    await new_proxy(alice, VICTIM, backend, enable_https=False)
+    mine = await self_signed(alice, "alices", VICTIM)
+    assert mine.status_code == 201, mine.text
+    assert (await alice.put(f"{TARGETS}{VICTIM}", json={"enable_https": True})).status_code == 200
+    expected = Served(mine.json()["fingerprint"], "alices-backend")
+    await until_served(gateway.https_port, VICTIM, lambda s: s == expected)
+
+    # Mallory makes a certificate of her own for Alice's hostname (once: served by Alice's proxy).
+    attack = await self_signed(mallory, "evil", VICTIM)
+    assert_error(attack, 403, "domains")
+    assert attack.json()["error"] == "forbidden"
+    assert await storage.certificates.get("evil") is None
+    assert await storage.certificates.name_for_domain(VICTIM) == "alices"
+    # ... nor by ordering it from the ACME CA, for that name among others.
+    ordered = await mallory.post(
+        f"{CERTS}multi-domain",
+        json={"cert_name": "evil", "domains": ["free.example.com", VICTIM], "email": "m@x.test"},
+    )
+    assert_error(ordered, 403, "domains")
+    # ... nor take Alice's away: for Mallory it does not exist.
+    for response in (
+        await mallory.delete(f"{CERTS}alices"),
+        await mallory.post(f"{CERTS}alices/renew"),
+        await mallory.get(f"{CERTS}alices"),
+        await mallory.get(f"{CERTS}alices/status"),
+    ):
+        assert_error(response, 404, "certificate")
+    before = len(await events(storage))
+    assert (await mallory.delete(f"{TARGETS}{VICTIM}")).status_code in (403, 404)
+
+    assert len(await events(storage)) == before
+    assert await over_https(gateway.https_port, VICTIM) == expected
+    assert (await stored(storage, VICTIM))["cert_name"] is None
+
+
+async def test_a_certificate_made_before_the_proxy_never_serves_another_owners_proxy(
+    alice: httpx.AsyncClient,
+    mallory: httpx.AsyncClient,
+    gateway: Ready,
+    storage: Storage,
+    backend: int,
+) -> None:
+    # Nobody holds the name yet: Mallory may make a certificate for it ...
+    early = await self_signed(mallory, "early", VICTIM)
+    assert early.status_code == 201, early.text
+    # ... but when Alice creates the proxy, it does not reuse Mallory's certificate,
+    created = await alice.post(
+        TARGETS, json={"hostname": VICTIM, "target_url": f"http://127.0.0.1:{backend}"}
+    )
+    assert created.status_code == 201, created.text
+    assert created.headers["x-certificate-action"] == "skipped"
+    assert created.json()["cert_name"] is None
+    # ... may not name it,
+    named = await alice.put(f"{TARGETS}{VICTIM}", json={"cert_name": "early"})
+    assert_error(named, 404, "certificate")
+    # ... and the HTTPS port does not serve it for her name, though the domain still maps to it.
+    assert await storage.certificates.name_for_domain(VICTIM) == "early"
+    assert (await over_https(gateway.https_port, VICTIM)).fingerprint is None
+
+    # Alice may now make her own (she owns the proxy), which serves her proxy.
+    mine = await self_signed(alice, "alices", VICTIM)
+    assert mine.status_code == 201, mine.text
+    expected = Served(mine.json()["fingerprint"], "alices-backend")
+    await until_served(gateway.https_port, VICTIM, lambda s: s == expected)
+
+    # Mallory renewing or deleting hers changes nothing of Alice's.
+    before = len(await events(storage))
+    serial = (await mallory.get(f"{CERTS}early")).json()["serial_number"]
+    assert (await mallory.post(f"{CERTS}early/renew")).status_code == 202
+    with trio.fail_after(10):
+        while True:
+            renewed = (await mallory.get(f"{CERTS}early")).json()
+            if renewed["serial_number"] != serial:
+                break
+            await trio.sleep(0.02)
+    assert renewed["status"] == "active"
+    deleted = await mallory.delete(f"{CERTS}early")
+    assert deleted.json()["proxies_updated"] == []
+    assert [e.hostname for e in (await events(storage))[before:]] == []
+    assert await storage.certificates.name_for_domain(VICTIM) == "alices"
+    assert (await stored(storage, VICTIM))["cert_name"] == "alices"
+    assert await over_https(gateway.https_port, VICTIM) == expected
+
+
+async def test_an_owner_lists_and_reads_only_their_own_certificates(
+    api: httpx.AsyncClient, alice: httpx.AsyncClient, mallory: httpx.AsyncClient
+) -> None:
+    assert (await self_signed(alice, "alices", "a.example.com")).status_code == 201
+    assert (await self_signed(mallory, "mallorys", "m.example.com")).status_code == 201
+    assert (await self_signed(api, "admins", "admin.example.com")).status_code == 201
+
+    def names(response: httpx.Response) -> list[str]:
+        return [c["cert_name"] for c in response.json()]
+
+    assert names(await alice.get(CERTS)) == ["alices"]
+    assert names(await mallory.get(CERTS)) == ["mallorys"]
+    assert names(await api.get(CERTS)) == ["admins", "alices", "mallorys"]
+    missing = await alice.get(f"{CERTS}nothing")
+    foreign = await alice.get(f"{CERTS}mallorys")
+    assert (foreign.status_code, foreign.json()) == (
+        missing.status_code,
+        {**missing.json(), "detail": "certificate 'mallorys' not found"},
+    )
+    assert (await api.get(f"{CERTS}mallorys")).status_code == 200
+    assert (await api.delete(f"{CERTS}mallorys")).status_code == 200
+
+
+async def test_the_admin_may_certify_any_name_but_links_only_to_its_owners_proxies(
+    api: httpx.AsyncClient, alice: httpx.AsyncClient, storage: Storage, backend: int
+) -> None:
+    await new_proxy(alice, VICTIM, backend)
+    assert (await self_signed(api, "admins", VICTIM)).status_code == 201
+    assert (await stored(storage, VICTIM))["cert_name"] is None
+    refused = await api.put(f"{TARGETS}{VICTIM}", json={"cert_name": "admins"})
+    assert_error(refused, 403, "cert_name")
+    assert (await stored(storage, VICTIM))["cert_name"] is None
+
+
+@pytest.fixture
+async def small_quota(
+    nursery: trio.Nursery, storage: Storage, make_settings: Callable[..., Settings]
+) -> Ready:
+    ready: Ready = await nursery.start(
+        functools.partial(serve, make_settings(token_max_certificates=2), handle_signals=False)
+    )
+    return ready
+
+
+async def test_the_certificate_quota_bounds_an_owner_but_not_the_admin(
+    small_quota: Ready, storage: Storage, backend: int
+) -> None:
+    admin = {"Authorization": f"Bearer {small_quota.admin_token.secret}"}
+    async with (
+        httpx.AsyncClient(base_url=small_quota.api_url, headers=admin) as api,
+        as_new_token(api, small_quota, "alice") as alice,
+    ):
+        for number in (1, 2):
+            assert (
+                await self_signed(alice, f"c{number}", f"{number}.example.com")
+            ).status_code == 201
+        over = await self_signed(alice, "c3", "3.example.com")
+        assert over.status_code == 403
+        assert over.json()["error"] == "quota_exceeded"
+        assert "TOKEN_MAX_CERTIFICATES" in over.json()["detail"]
+        assert await storage.redis.exists([keys.cert("c3"), keys.cert_domain("3.example.com")]) == 0
+        # A proxy that would order one is still made, HTTP only, and says why.
+        created = await alice.post(
+            TARGETS,
+            json={
+                "hostname": "3.example.com",
+                "target_url": f"http://127.0.0.1:{backend}",
+                "cert_email": "alice@example.com",
+            },
+        )
+        assert created.status_code == 201, created.text
+        assert created.headers["x-certificate-action"] == "skipped"
+        assert "TOKEN_MAX_CERTIFICATES" in created.headers["x-certificate-detail"]
+        for number in (3, 4, 5):
+            assert (await self_signed(api, f"a{number}", f"{number}.admin.test")).status_code == 201
+        assert (await alice.delete(f"{CERTS}c1")).status_code == 200
+        assert (await self_signed(alice, "c3", "3.example.com")).status_code == 201

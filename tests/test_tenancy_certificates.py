@@ -1,0 +1,196 @@
+"""The certificate rules of the tenant model, row by row, without I/O."""
+
+from __future__ import annotations
+
+import pytest
+
+from oauthproxy.models.certificates import Certificate
+from oauthproxy.models.proxies import ProxyTarget
+from oauthproxy.supervisor.decide import usable_certificate
+from oauthproxy.tenancy.caller import Caller, Refused
+from oauthproxy.tenancy.certificates import (
+    NameClaims,
+    check_attach,
+    check_create,
+    check_visible,
+    links,
+    may_take_domain,
+    serves,
+    visible,
+)
+
+ALICE = "sha256:" + "a" * 64
+BOB = "sha256:" + "b" * 64
+ADMIN = "sha256:" + "f" * 64
+
+alice = Caller(token_hash=ALICE, is_admin=False, name="alice")
+bob = Caller(token_hash=BOB, is_admin=False, name="bob")
+admin = Caller(token_hash=ADMIN, is_admin=True, name="admin")
+
+HOST = "app.example.com"
+
+
+def certificate(
+    owner: str | None, *domains: str, name: str = "c", issued: bool = True
+) -> Certificate:
+    return Certificate(
+        cert_name=name,
+        domains=list(domains or (HOST,)),
+        owner_token_hash=owner,
+        fullchain_pem="chain" if issued else None,
+        private_key_pem="key" if issued else None,
+    )
+
+
+def proxy(owner: str | None, hostname: str = HOST, cert_name: str | None = None) -> ProxyTarget:
+    return ProxyTarget(
+        hostname=hostname,
+        target_url="http://127.0.0.1:3000",
+        owner_token_hash=owner,
+        cert_name=cert_name,
+    )
+
+
+def unclaimed(name: str = HOST) -> NameClaims:
+    return NameClaims(name=name)
+
+
+def proxy_of(owner: str | None, name: str = HOST) -> NameClaims:
+    return NameClaims(name=name, has_proxy=True, proxy_owner=owner)
+
+
+def certificates_of(*owners: str | None, name: str = HOST) -> NameClaims:
+    return NameClaims(name=name, certificate_owners=frozenset(owners))
+
+
+@pytest.mark.parametrize(
+    ("who", "claims", "refused"),
+    [
+        (alice, [unclaimed()], None),
+        (alice, [proxy_of(ALICE)], None),
+        (alice, [certificates_of(ALICE)], None),
+        (alice, [proxy_of(BOB)], "another owner's proxy"),
+        (alice, [proxy_of(None)], "another owner's proxy"),
+        (alice, [certificates_of(BOB)], "another owner's certificate"),
+        (alice, [certificates_of(ALICE, None)], "another owner's certificate"),
+        # her own proxy makes the name hers, whoever else holds a certificate for it
+        (alice, [NameClaims(HOST, True, ALICE, frozenset({BOB}))], None),
+        # one name of several held by another is enough to refuse
+        (alice, [unclaimed("free.example.com"), proxy_of(BOB)], "another owner's proxy"),
+        (admin, [proxy_of(BOB), certificates_of(ALICE)], None),
+    ],
+)
+def test_who_may_create_a_certificate_for_which_names(
+    who: Caller, claims: list[NameClaims], refused: str | None
+) -> None:
+    if refused is None:
+        check_create(who, claims, owned=0, quota=50)
+        return
+    with pytest.raises(Refused) as raised:
+        check_create(who, claims, owned=0, quota=50)
+    assert (raised.value.status, raised.value.error, raised.value.field) == (
+        403,
+        "forbidden",
+        "domains",
+    )
+    assert refused in raised.value.detail
+    assert claims[-1].name in raised.value.detail
+
+
+@pytest.mark.parametrize(
+    ("who", "owned", "quota", "allowed"),
+    [
+        (alice, 0, 50, True),
+        (alice, 49, 50, True),
+        (alice, 50, 50, False),
+        (alice, 3, 0, False),
+        (admin, 500, 50, True),
+    ],
+)
+def test_the_certificate_quota(who: Caller, owned: int, quota: int, allowed: bool) -> None:
+    if allowed:
+        check_create(who, [unclaimed()], owned=owned, quota=quota)
+        return
+    with pytest.raises(Refused) as raised:
+        check_create(who, [unclaimed()], owned=owned, quota=quota)
+    assert (raised.value.status, raised.value.error) == (403, "quota_exceeded")
+    assert "TOKEN_MAX_CERTIFICATES" in raised.value.detail
+
+
+def test_a_foreign_certificate_reads_exactly_as_a_missing_one() -> None:
+    theirs = certificate(BOB, name="theirs")
+    assert check_visible(bob, theirs, "theirs") is theirs
+    assert check_visible(admin, theirs, "theirs") is theirs
+    answers = []
+    for found in (theirs, None):
+        with pytest.raises(Refused) as raised:
+            check_visible(alice, found, "theirs")
+        error = raised.value
+        answers.append((error.status, error.error, error.detail, error.field))
+    assert (
+        answers[0]
+        == answers[1]
+        == (404, "not_found", "certificate 'theirs' not found", "certificate")
+    )
+
+
+def test_lists_show_only_the_callers_own() -> None:
+    stored = [certificate(ALICE, name="a"), certificate(BOB, name="b"), certificate(None, name="n")]
+    assert [c.cert_name for c in visible(alice, stored)] == ["a"]
+    assert [c.cert_name for c in visible(admin, stored)] == ["a", "b", "n"]
+
+
+@pytest.mark.parametrize(
+    ("held", "target", "served"),
+    [
+        (certificate(ALICE), proxy(ALICE), True),
+        (certificate(ALICE), proxy(ALICE, cert_name="c"), True),
+        (certificate(ALICE), proxy(ALICE, cert_name="other"), False),
+        (certificate(ALICE), proxy(ALICE, "elsewhere.example.com"), False),
+        (certificate(None), proxy(None), True),
+        # another owner's certificate never serves the proxy, by domain or by name
+        (certificate(BOB), proxy(ALICE), False),
+        (certificate(BOB), proxy(ALICE, cert_name="c"), False),
+        (certificate(ADMIN), proxy(ALICE), False),
+        (certificate(BOB), proxy(None), False),
+    ],
+)
+def test_a_certificate_serves_only_its_owners_proxies(
+    held: Certificate, target: ProxyTarget, served: bool
+) -> None:
+    assert serves(held, target) is served
+    assert links(held, target) is (held.owner_token_hash == target.owner_token_hash)
+    usable = usable_certificate(target, held)  # the one the proxy's name or domain chose
+    assert (usable is held) is (links(held, target) and target.hostname in held.domains)
+
+
+def test_an_issued_certificate_takes_a_domain_only_from_no_other_owners_proxy() -> None:
+    mine = certificate(ALICE)
+    assert may_take_domain(mine, None)
+    assert may_take_domain(mine, proxy(ALICE))
+    assert not may_take_domain(mine, proxy(BOB))
+
+
+@pytest.mark.parametrize(
+    ("who", "proxy_owner", "named", "answer"),
+    [
+        (alice, ALICE, None, None),
+        (alice, ALICE, certificate(ALICE), None),
+        (alice, ALICE, certificate(BOB), 404),
+        (alice, ALICE, certificate(None), 404),
+        (admin, ALICE, certificate(BOB), 403),
+        (admin, ALICE, certificate(ADMIN), 403),
+        (admin, ALICE, certificate(ALICE), None),
+        (admin, ADMIN, certificate(ADMIN), None),
+    ],
+)
+def test_a_proxy_may_name_only_its_owners_certificate(
+    who: Caller, proxy_owner: str, named: Certificate | None, answer: int | None
+) -> None:
+    if answer is None:
+        check_attach(who, proxy_owner, HOST, named)
+        return
+    with pytest.raises(Refused) as raised:
+        check_attach(who, proxy_owner, HOST, named)
+    assert raised.value.status == answer
+    assert raised.value.field == ("cert_name" if answer == 403 else "certificate")
