@@ -53,6 +53,19 @@ def _port(port: int, default: int) -> str:
     return "" if port in (0, default) else f":{port}"
 
 
+def return_path(target: str) -> str | None:
+    """The page to come back to after the login: the request's target when it is a path (and
+    query) on the proxy's own origin, else None. Browsers read `//host`, `/\\host` and `\\\\host`
+    as another site (they treat a backslash as a slash), and drop tabs and newlines before
+    reading, so a target with a backslash, a control character, a space or a non-ASCII byte, or
+    one that does not start with exactly one slash, is never a return address."""
+    if not target.startswith("/") or target[1:2] in ("/", "\\"):
+        return None
+    if any(char <= " " or char >= "\x7f" or char == "\\" for char in target):
+        return None
+    return target
+
+
 def _challenge(verifier: str) -> str:
     digest = hashlib.sha256(verifier.encode()).digest()
     return base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
@@ -72,7 +85,13 @@ class BrowserLogin:
     tls: ssl.SSLContext | bool
     scope: str = "mcp:read mcp:write"
 
-    async def start(self, hostname: str, origin: str, return_to: str) -> Reply:
+    async def start(self, hostname: str, origin: str, target: str) -> Reply:
+        """Send the browser to the authorization server, to come back to `target` afterwards
+        (400 when `target` is no path on this origin: the login would end on another site)."""
+        return_to = return_path(target)
+        if return_to is None:
+            detail = "after a login the browser only returns to a path on this site"
+            return error_reply(400, "invalid_return_address", detail)
         state = secrets.token_urlsafe(24)
         verifier = secrets.token_urlsafe(48)
         login = ProxyLogin(verifier=verifier, return_to=return_to, origin=origin, hostname=hostname)
