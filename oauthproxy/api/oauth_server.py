@@ -195,18 +195,15 @@ async def introspect() -> Response:
 
 
 async def _admin_bearer(authorization: str) -> bool:
-    """Whether the caller shows an admin-API token (which may introspect any token)."""
+    """Whether the caller shows the admin token, which may introspect any token. Any other
+    bearer (an owner token, an unknown one) counts for nothing: the caller is then treated as
+    one without credentials, so an owner token can neither read other tenants' tokens nor be
+    told apart from a wrong one."""
     scheme, _, secret = authorization.partition(" ")
-    if scheme.lower() != "bearer":
+    if scheme.lower() != "bearer" or not secret.strip():
         return False
-    if await app_state(current_app).storage.tokens.authenticate(secret.strip()) is None:
-        raise OAuthError(
-            "invalid_token",
-            "the bearer token is not valid",
-            status=401,
-            headers={"WWW-Authenticate": 'Bearer error="invalid_token"'},
-        )
-    return True
+    token = await app_state(current_app).storage.tokens.authenticate(secret.strip())
+    return token is not None and token.is_admin
 
 
 def _client_address(server: OAuthServer) -> str:
