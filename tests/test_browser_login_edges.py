@@ -1,10 +1,13 @@
 """The redirect-mode login's edges, on the wire: the page a browser returns to after the login is
-a path on the proxy's own origin, never another site."""
+a path on the proxy's own origin, never another site; a login finishes only in the browser that
+started it."""
 
 from __future__ import annotations
 
 import json
+from urllib.parse import urlsplit
 
+import httpx
 import pytest
 import trio
 
@@ -12,7 +15,7 @@ from oauthproxy.proxy.login import return_path
 from oauthproxy.serve import Ready
 from oauthproxy.storage import Storage
 from tests import oauth_helpers
-from tests.test_browser_login import APP, site, until_protected
+from tests.test_browser_login import APP, Browser, site, until_protected
 
 github = oauth_helpers.github
 __all__ = ["site"]
@@ -99,3 +102,34 @@ async def test_a_path_on_the_proxy_still_starts_a_login(site: Ready) -> None:
     status, headers, _ = await raw_get(site.http_port, b"/a//b?next=//evil.example", host)
     assert status == 302
     assert headers[b"location"].startswith(b"http://localhost:")
+
+
+def new_browser(site: Ready) -> Browser:
+    client = httpx.AsyncClient(timeout=10, limits=httpx.Limits(max_keepalive_connections=0))
+    return Browser(client, site.http_port)
+
+
+async def until_the_proxys_callback(browser: Browser, url: str) -> str:
+    """Follow the login from `url` up to (not into) the proxy's callback; its URL."""
+    response = await browser.get(url)
+    while urlsplit(url).path != "/.oauthproxy/callback":
+        assert response.status_code in (302, 303), response.text
+        url = str(httpx.URL(url).join(response.headers["location"]))
+        if urlsplit(url).path != "/.oauthproxy/callback":
+            response = await browser.get(url)
+    return url
+
+
+async def test_the_proxys_callback_in_another_browser_is_refused(site: Ready) -> None:
+    """A victim who opens an attacker's callback URL is not logged in as the attacker."""
+    await until_protected(site)
+    attacker, victim = new_browser(site), new_browser(site)
+    callback = await until_the_proxys_callback(attacker, f"http://{APP}:{site.http_port}/echo")
+    refused = await victim.get(callback)
+    assert refused.status_code == 403, refused.text
+    assert "unified_auth_token" not in victim.cookies.get(APP, {})
+    page, _ = await attacker.visit(callback)  # the browser that started it still can
+    assert page.status_code == 200
+    assert page.json()["headers"]["x-auth-user-name"] == "alice"
+    bindings = {k: v for k, v in attacker.cookies[APP].items() if k.startswith("oauthproxy_login_")}
+    assert list(bindings.values()) == [""]  # the binding cookie is cleared once used
