@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import httpx
+import pytest
 
+from oauthproxy.api.forward_auth import NoForwardedHost, forwarded_origin
 from oauthproxy.models.proxies import ProxyTarget
 from oauthproxy.storage import Storage
 from tests.conftest import Mint
@@ -60,3 +62,61 @@ async def test_the_forwarded_hosts_proxy_policy_applies(
     allowed = await anonymous.get("/verify", headers={**headers, "Authorization": f"Bearer {bob}"})
     assert allowed.status_code == 200
     assert allowed.headers["x-user-user-name"] == "bob"
+
+
+@pytest.mark.parametrize(
+    ("hosts", "protos", "expected"),
+    [
+        (["app.example.com"], [], ("app.example.com", "https://app.example.com")),
+        (["App.Example.COM"], ["http"], ("app.example.com", "http://app.example.com")),
+        (
+            ["app.example.com:8443"],
+            ["HTTPS"],
+            ("app.example.com:8443", "https://app.example.com:8443"),
+        ),
+        (["[::1]:8080"], [], ("[::1]:8080", "https://[::1]:8080")),
+        ([" app.example.com "], [" https "], ("app.example.com", "https://app.example.com")),
+    ],
+)
+def test_the_forwarded_origin(
+    hosts: list[str], protos: list[str], expected: tuple[str, str]
+) -> None:
+    assert forwarded_origin(hosts, protos) == expected
+
+
+@pytest.mark.parametrize(
+    ("hosts", "protos", "reason"),
+    [
+        ([], [], "required"),
+        ([""], [], "required"),
+        (["a.example.com, b.example.com"], [], "exactly one"),
+        (["a.example.com", "b.example.com"], [], "exactly one"),
+        (["app.example.com/evil"], [], "not a host"),
+        (["user@app.example.com"], [], "not a host"),
+        (["app.example.com:port"], [], "not a host"),
+        (["app.example.com"], ["ftp"], "X-Forwarded-Proto"),
+        (["app.example.com"], ["http, https"], "X-Forwarded-Proto"),
+    ],
+)
+def test_no_single_well_formed_forwarded_host_is_refused(
+    hosts: list[str], protos: list[str], reason: str
+) -> None:
+    with pytest.raises(NoForwardedHost, match=reason):
+        forwarded_origin(hosts, protos)
+
+
+async def test_without_a_forwarded_host_no_token_passes(
+    anonymous: httpx.AsyncClient, mint: Mint
+) -> None:
+    """The audience cannot be checked without the host: a token for another site, or for this
+    one, is refused rather than waved through."""
+    for audience in (ORIGIN, "https://other.example.com"):
+        token = await mint(audience)
+        for extra in ({}, {"X-Forwarded-Host": ""}, {"X-Forwarded-Host": "a.example.com, b"}):
+            response = await anonymous.get(
+                "/verify", headers={"Authorization": f"Bearer {token}", **extra}
+            )
+            assert response.status_code == 400, (audience, extra, response.text)
+            assert response.json()["error"] == "invalid_request"
+            assert "X-Forwarded-Host" in response.json()["detail"]
+            assert "x-auth-user-name" not in response.headers

@@ -132,6 +132,33 @@ async def test_the_admin_token_introspects_any_token(
     assert refused.status_code == 401
 
 
+async def test_an_owner_token_introspects_nothing_more_than_an_anonymous_caller(
+    flow: FlowClient, oauth_gateway: Ready
+) -> None:
+    """Only the admin token introspects any token: an owner token (a tenant's, for the admin API)
+    gets what a caller without credentials gets."""
+    client = await flow.register()
+    issued = await flow.tokens(client, resource="https://mcp.example.com")
+    admin = {"Authorization": f"Bearer {oauth_gateway.admin_token.secret}"}
+    generated = await flow.http.post(
+        "/api/v1/tokens/generate", json={"name": "tenant"}, headers=admin
+    )
+    assert generated.status_code == 201, generated.text
+    owner = {"Authorization": f"Bearer {generated.json()['token']}"}
+    for token in (issued["access_token"], issued["refresh_token"]):
+        as_owner = await flow.http.post("/introspect", data={"token": token}, headers=owner)
+        anonymous = await flow.http.post("/introspect", data={"token": token})
+        assert as_owner.status_code == anonymous.status_code == 401, as_owner.text
+        assert as_owner.json() == anonymous.json()
+        assert as_owner.json()["error"] == "invalid_client"
+        assert "active" not in as_owner.text
+    # with its client's credentials beside the owner token, a client still sees its own token
+    own = await flow.http.post(
+        "/introspect", data={"token": issued["access_token"], **credentials(client)}, headers=owner
+    )
+    assert own.json()["active"] is True
+
+
 async def test_load_verifier_checks_the_servers_tokens(
     flow: FlowClient, storage: Storage, make_settings: Callable[..., Settings], oauth_gateway: Ready
 ) -> None:

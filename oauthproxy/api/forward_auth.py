@@ -4,10 +4,18 @@ The external proxy sends the original request's headers; we answer 200 with the 
 headers when its bearer token (or auth cookie) is valid for the forwarded host, else 401 with a
 `WWW-Authenticate` challenge. The forwarded host picks the policy of the proxy configured for it;
 an unknown host gets the default policy (any allowed user, audience = the forwarded origin).
+Without exactly one X-Forwarded-Host there is no audience to check: 400, never a pass.
+
+Whose X-Forwarded-Host is this? The admin API listens on loopback, so it comes either from a
+process on the gateway's host (the external proxy, trusted as any local process is) or from the
+gateway's own data plane, which drops every client's forwarding headers and sets X-Forwarded-Host
+to the Host it routed by. A remote client therefore cannot name a host other than the one its
+request went to.
 """
 
 from __future__ import annotations
 
+import re
 import time
 
 from quart import Blueprint, Response, current_app, jsonify, request
@@ -30,10 +38,30 @@ def _token(cookie_name: str) -> str | None:
     return request.cookies.get(cookie_name) or None
 
 
-def _forwarded_origin() -> tuple[str, str]:
-    host = request.headers.get("X-Forwarded-Host", "").split(",")[0].strip()
-    proto = request.headers.get("X-Forwarded-Proto", "https").split(",")[0].strip() or "https"
-    return host, f"{proto}://{host}" if host else ""
+class NoForwardedHost(ValueError):
+    """The caller did not say, unambiguously, which host the request was for."""
+
+
+AUTHORITY = re.compile(r"(?:(?:[a-z0-9-]+\.)*[a-z0-9-]+|\[[0-9a-f:.]+\])(?::[0-9]{1,5})?")
+
+
+def forwarded_origin(hosts: list[str], protos: list[str]) -> tuple[str, str]:
+    """The forwarded host (lower-case) and origin, from every X-Forwarded-Host and
+    X-Forwarded-Proto value sent. Pure. Without exactly one well-formed host there is no
+    resource to check the token's audience against, so NoForwardedHost: a token for any other
+    site must never pass for want of a header."""
+    values = [value.strip() for header in hosts for value in header.split(",")]
+    if not values or values == [""]:
+        raise NoForwardedHost("X-Forwarded-Host is required: it names the host the token is for")
+    if len(values) != 1:
+        raise NoForwardedHost("X-Forwarded-Host must name exactly one host")
+    host = values[0].lower()
+    if not AUTHORITY.fullmatch(host):
+        raise NoForwardedHost("X-Forwarded-Host is not a host[:port]")
+    schemes = [value.strip().lower() for header in protos for value in header.split(",")]
+    if len(schemes) > 1 or (schemes and schemes[0] not in ("http", "https")):
+        raise NoForwardedHost("X-Forwarded-Proto must be one of http, https")
+    return host, f"{schemes[0] if schemes else 'https'}://{host}"
 
 
 _ANY_USER = ProxyTarget.model_validate(
@@ -67,7 +95,15 @@ def _refused(policy: AccessPolicy, origin: str, deny: Deny | None) -> Response:
 @forward_auth.route("/verify", methods=["GET", "POST"])
 async def verify() -> Response:
     """200 with `X-Auth-*` identity headers for a valid token, else 401/403."""
-    hostname, origin = _forwarded_origin()
+    try:
+        hostname, origin = forwarded_origin(
+            request.headers.getlist("X-Forwarded-Host"),
+            request.headers.getlist("X-Forwarded-Proto"),
+        )
+    except NoForwardedHost as error:
+        response = jsonify({"error": "invalid_request", "detail": str(error)})
+        response.status_code = 400
+        return response
     policy, target = await _policy(hostname)
     token = _token(target.auth_cookie_name if target else DEFAULT_COOKIE)
     if token is None:

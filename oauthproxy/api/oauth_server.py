@@ -17,6 +17,7 @@ from werkzeug.datastructures import MultiDict
 
 from oauthproxy.api.state import app_state
 from oauthproxy.oauth import authorize, consent, grants, login, registration, revocation
+from oauthproxy.oauth.browser import login_cookie_name
 from oauthproxy.oauth.client_address import client_address
 from oauthproxy.oauth.codes import client_redirect
 from oauthproxy.oauth.errors import OAuthError, PageError, RedirectError
@@ -133,24 +134,39 @@ async def jwks() -> Response:
 
 @oauth_server.get("/authorize")
 async def authorize_endpoint() -> Response:
-    return redirect(await authorize.begin(authorization_server(), _params(request.args)), 302)
+    server = authorization_server()
+    start = await authorize.begin(server, _params(request.args))
+    response = redirect(start.location, 302)
+    _set_browser_cookie(server, response, start.cookie_name, start.browser_token, "/callback")
+    return response
+
+
+def _set_browser_cookie(
+    server: OAuthServer, response: Response, name: str, value: str, path: str
+) -> None:
+    """A cookie binding the next step of the login to this browser (sent on the top-level
+    redirect back from GitHub: SameSite=Lax)."""
+    response.set_cookie(
+        name,
+        value,
+        max_age=server.settings.oauth_session_timeout,
+        path=path,
+        secure=server.issuer.startswith("https://"),
+        httponly=True,
+        samesite="Lax",
+    )
 
 
 @oauth_server.get("/callback")
 async def callback() -> Response:
     server = authorization_server()
-    step = await login.finish(server, _params(request.args))
+    params = _params(request.args)
+    cookie = login_cookie_name(login.callback_state(params))
+    step = await login.finish(server, params, request.cookies.get(cookie))
     response = redirect(step.location, 302)
+    response.delete_cookie(cookie, path="/callback")
     if step.browser_token is not None:
-        response.set_cookie(
-            CONSENT_COOKIE,
-            step.browser_token,
-            max_age=server.settings.oauth_session_timeout,
-            path="/consent",
-            secure=server.issuer.startswith("https://"),
-            httponly=True,
-            samesite="Lax",
-        )
+        _set_browser_cookie(server, response, CONSENT_COOKIE, step.browser_token, "/consent")
     return response
 
 
@@ -195,18 +211,15 @@ async def introspect() -> Response:
 
 
 async def _admin_bearer(authorization: str) -> bool:
-    """Whether the caller shows an admin-API token (which may introspect any token)."""
+    """Whether the caller shows the admin token, which may introspect any token. Any other
+    bearer (an owner token, an unknown one) counts for nothing: the caller is then treated as
+    one without credentials, so an owner token can neither read other tenants' tokens nor be
+    told apart from a wrong one."""
     scheme, _, secret = authorization.partition(" ")
-    if scheme.lower() != "bearer":
+    if scheme.lower() != "bearer" or not secret.strip():
         return False
-    if await app_state(current_app).storage.tokens.authenticate(secret.strip()) is None:
-        raise OAuthError(
-            "invalid_token",
-            "the bearer token is not valid",
-            status=401,
-            headers={"WWW-Authenticate": 'Bearer error="invalid_token"'},
-        )
-    return True
+    token = await app_state(current_app).storage.tokens.authenticate(secret.strip())
+    return token is not None and token.is_admin
 
 
 def _client_address(server: OAuthServer) -> str:

@@ -84,6 +84,15 @@ class AuthorizationRequest(Record):
     created_at: datetime = Field(default_factory=utcnow)
 
 
+class PendingLogin(Record):
+    """`oauth:state:{state}` — an authorization request out at GitHub for the user's login."""
+
+    request: AuthorizationRequest
+    browser_hash: str
+    """SHA-256 of the cookie set on the browser that went to GitHub: the callback goes on only
+    in that browser (a `state` carried elsewhere is refused)."""
+
+
 class PendingConsent(Record):
     """`oauth:consent:{id}` — a logged-in user about to approve or deny a client."""
 

@@ -8,9 +8,11 @@ redirect URI as `error=...&state=...&iss=...`.
 from __future__ import annotations
 
 import secrets
+from dataclasses import dataclass
 
-from oauthproxy.models.oauth import AuthorizationRequest, OAuthClient
+from oauthproxy.models.oauth import AuthorizationRequest, OAuthClient, PendingLogin
 from oauthproxy.oauth import indicators, pkce
+from oauthproxy.oauth.browser import browser_hash, login_cookie_name, new_browser_token
 from oauthproxy.oauth.client_documents import ClientDocumentError
 from oauthproxy.oauth.errors import OAuthError, PageError, RedirectError
 from oauthproxy.oauth.parameters import Params, granted_scope, single
@@ -81,8 +83,18 @@ async def _check_proxy(server: OAuthServer, request: AuthorizationRequest) -> No
         raise OAuthError("invalid_request", f"no proxy {hostname!r} is configured")
 
 
-async def begin(server: OAuthServer, params: Params) -> str:
-    """Where to send the user: GitHub's login page. PageError or RedirectError otherwise."""
+@dataclass(frozen=True)
+class LoginStart:
+    """Where the browser goes (GitHub's login page), and the cookie that binds the login to it."""
+
+    location: str
+    cookie_name: str
+    browser_token: str
+
+
+async def begin(server: OAuthServer, params: Params) -> LoginStart:
+    """Send the user to GitHub's login page, the login bound to this browser. PageError or
+    RedirectError otherwise."""
     client = await _client(server, _page_single(params, "client_id"))
     redirect_uri = _redirect_uri(client, _page_single(params, "redirect_uri"))
     state = _page_single(params, "state")
@@ -97,8 +109,11 @@ async def begin(server: OAuthServer, params: Params) -> str:
         raise RedirectError(
             "temporarily_unavailable", "GitHub login is not configured", redirect_uri, state
         )
-    login_state = secrets.token_urlsafe(32)
-    await server.store.put_authorization(
-        login_state, request, server.settings.oauth_session_timeout
+    login_state, browser = secrets.token_urlsafe(32), new_browser_token()
+    login = PendingLogin(request=request, browser_hash=browser_hash(browser))
+    await server.store.put_login(login_state, login, server.settings.oauth_session_timeout)
+    return LoginStart(
+        github.login_url(login_state, server.endpoint("/callback")),
+        login_cookie_name(login_state),
+        browser,
     )
-    return github.login_url(login_state, server.endpoint("/callback"))

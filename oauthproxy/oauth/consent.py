@@ -10,10 +10,10 @@ from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from oauthproxy.models.oauth import OAuthClient, PendingConsent
+from oauthproxy.oauth.browser import same_browser
 from oauthproxy.oauth.client_documents import ClientDocumentError
 from oauthproxy.oauth.codes import client_redirect, issue_code
 from oauthproxy.oauth.errors import PageError
-from oauthproxy.oauth.login import browser_hash
 from oauthproxy.oauth.redirect_uris import is_loopback
 from oauthproxy.oauth.server import OAuthServer
 
@@ -82,7 +82,7 @@ async def _take(
         raise _EXPIRED
     if not _same(consent.csrf_token, csrf_token):
         raise PageError("Invalid form", "the consent form is stale or was not sent from this page")
-    if not _same(consent.browser_hash, browser_hash(browser_token)):
+    if not same_browser(consent.browser_hash, browser_token):
         raise PageError("Invalid form", "approve in the browser that logged in (cookies needed)")
     taken = await server.store.take_consent(request_id)
     if taken is None:

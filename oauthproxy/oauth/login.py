@@ -3,13 +3,13 @@ consent page for clients that need it, else straight back to the client with a c
 
 from __future__ import annotations
 
-import hashlib
 import secrets
 from dataclasses import dataclass
 from urllib.parse import urlencode, urlsplit
 
 from oauthproxy.models.oauth import AuthorizationRequest, PendingConsent, UserIdentity
 from oauthproxy.oauth.allowlist import AccessPolicy
+from oauthproxy.oauth.browser import browser_hash, new_browser_token, same_browser
 from oauthproxy.oauth.client_documents import ClientDocumentError
 from oauthproxy.oauth.codes import issue_code
 from oauthproxy.oauth.errors import OAuthError, PageError, RedirectError
@@ -34,18 +34,38 @@ async def policies(
     return found or [AccessPolicy.global_default(allowed_users)]
 
 
-async def _pending(server: OAuthServer, params: Params) -> AuthorizationRequest:
+_EXPIRED = PageError(
+    "Login expired", "this login is unknown or took too long; start again from your application"
+)
+
+
+def callback_state(params: Params) -> str:
+    """The callback's `state` (a page error when it is missing or repeated)."""
     try:
-        state = single(params, "state", required=True)
+        return single(params, "state", required=True) or ""
     except OAuthError as error:
         raise PageError("Invalid login callback", error.description) from None
-    request = await server.store.take_authorization(state or "")
-    if request is None:
+
+
+async def _pending(
+    server: OAuthServer, state: str, browser_token: str | None
+) -> AuthorizationRequest:
+    """The request the login of `state` is for, taken (used once) only in the browser that
+    started it; in any other browser it stays, so the rightful browser can still finish."""
+    login = await server.store.get_login(state)
+    if login is None:
+        raise _EXPIRED
+    if not same_browser(login.browser_hash, browser_token):
         raise PageError(
-            "Login expired",
-            "this login is unknown or took too long; start again from your application",
+            "Login started elsewhere",
+            "this login was started in another browser (or cookies are off); "
+            "start again from your application in this browser",
+            status=403,
         )
-    return request
+    taken = await server.store.take_login(state)
+    if taken is None:
+        raise _EXPIRED
+    return taken.request
 
 
 async def _identity(
@@ -93,18 +113,15 @@ class NextStep:
     """Set as the consent cookie when the next step is the consent page."""
 
 
-def browser_hash(token: str) -> str:
-    return hashlib.sha256(token.encode()).hexdigest()
-
-
-async def finish(server: OAuthServer, params: Params) -> NextStep:
-    """Where the user goes next: the consent page, or the client's redirect URI with a code."""
-    request = await _pending(server, params)
+async def finish(server: OAuthServer, params: Params, browser_token: str | None) -> NextStep:
+    """Where the user goes next: the consent page, or the client's redirect URI with a code.
+    `browser_token`: the login cookie this browser sent for the callback's state."""
+    request = await _pending(server, callback_state(params), browser_token)
     identity = await _identity(server, request, params)
     await _refuse_unlisted(server, request, identity)
     if not await _needs_consent(server, request):
         return NextStep(await issue_code(server, request, identity))
-    request_id, browser = secrets.token_urlsafe(24), secrets.token_urlsafe(32)
+    request_id, browser = secrets.token_urlsafe(24), new_browser_token()
     consent = PendingConsent(
         request=request,
         identity=identity,

@@ -5,7 +5,8 @@ revoking an access token revokes that token. Either way the access tokens land o
 `oauth:revocations` stream that every replica's data plane follows. A token that is unknown,
 invalid or another client's is answered 200 and left alone, so the endpoint tells nothing.
 
-Introspection answers the admin API's tokens (any token) and authenticated clients (their own).
+Introspection answers the admin token (any token) and authenticated clients (their own); an
+owner token of the admin API counts for nothing here.
 """
 
 from __future__ import annotations

@@ -245,7 +245,8 @@ async def _front_door(
     redirect = protection.policy is not None and protection.policy.mode is AuthMode.REDIRECT
     if redirect and login is not None and path == CALLBACK_PATH:
         secure = client.scheme == b"https"
-        return await login.finish(query, protection.target.auth_cookie_name, secure=secure)
+        cookie = protection.target.auth_cookie_name
+        return await login.finish(query, received, cookie, secure=secure)
     outcome = check(protection, received, origin, path)
     if not isinstance(outcome, NeedsLogin):
         return outcome

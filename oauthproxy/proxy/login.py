@@ -22,8 +22,16 @@ from urllib.parse import parse_qs, urlencode
 import httpx
 
 from oauthproxy.models.oauth import ClientOrigin, OAuthClient
+from oauthproxy.oauth.browser import (
+    browser_hash,
+    login_cookie_name,
+    new_browser_token,
+    same_browser,
+)
+from oauthproxy.proxy.headers import Headers
+from oauthproxy.proxy.protect import cookie_token
 from oauthproxy.proxy.responses import Reply, error_reply
-from oauthproxy.storage.proxy_logins import ProxyLogin, ProxyLoginRepository
+from oauthproxy.storage.proxy_logins import LOGIN_TTL_SECONDS, ProxyLogin, ProxyLoginRepository
 
 CALLBACK_PATH = "/.oauthproxy/callback"
 GATEWAY_CLIENT_ID = "oauthproxy-gateway"
@@ -53,16 +61,33 @@ def _port(port: int, default: int) -> str:
     return "" if port in (0, default) else f":{port}"
 
 
+def return_path(target: str) -> str | None:
+    """The page to come back to after the login: the request's target when it is a path (and
+    query) on the proxy's own origin, else None. Browsers read `//host`, `/\\host` and `\\\\host`
+    as another site (they treat a backslash as a slash), and drop tabs and newlines before
+    reading, so a target with a backslash, a control character, a space or a non-ASCII byte, or
+    one that does not start with exactly one slash, is never a return address."""
+    if not target.startswith("/") or target[1:2] in ("/", "\\"):
+        return None
+    if any(char <= " " or char >= "\x7f" or char == "\\" for char in target):
+        return None
+    return target
+
+
 def _challenge(verifier: str) -> str:
     digest = hashlib.sha256(verifier.encode()).digest()
     return base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
 
 
-def _redirect(location: str, cookie: str | None = None) -> Reply:
+def _redirect(location: str, *cookies: str) -> Reply:
     headers = [(b"location", location.encode()), (b"cache-control", b"no-store")]
-    if cookie:
-        headers.append((b"set-cookie", cookie.encode()))
+    headers += [(b"set-cookie", cookie.encode()) for cookie in cookies]
     return Reply(302, headers, b"")
+
+
+def _cookie(name: str, value: str, *, path: str, max_age: int, secure: bool) -> str:
+    cookie = f"{name}={value}; Path={path}; HttpOnly; SameSite=Lax; Max-Age={max_age}"
+    return cookie + ("; Secure" if secure else "")
 
 
 @dataclass(frozen=True)
@@ -72,10 +97,25 @@ class BrowserLogin:
     tls: ssl.SSLContext | bool
     scope: str = "mcp:read mcp:write"
 
-    async def start(self, hostname: str, origin: str, return_to: str) -> Reply:
-        state = secrets.token_urlsafe(24)
-        verifier = secrets.token_urlsafe(48)
-        login = ProxyLogin(verifier=verifier, return_to=return_to, origin=origin, hostname=hostname)
+    async def start(self, hostname: str, origin: str, target: str) -> Reply:
+        """Send the browser to the authorization server, to come back to `target` afterwards
+        (400 when `target` is no path on this origin: the login would end on another site)."""
+        return_to = return_path(target)
+        if return_to is None:
+            detail = "after a login the browser only returns to a path on this site"
+            return error_reply(400, "invalid_return_address", detail)
+        state, verifier, browser = (
+            secrets.token_urlsafe(24),
+            secrets.token_urlsafe(48),
+            new_browser_token(),
+        )
+        login = ProxyLogin(
+            verifier=verifier,
+            return_to=return_to,
+            origin=origin,
+            hostname=hostname,
+            browser_hash=browser_hash(browser),
+        )
         await self.logins.put(state, login)
         query = urlencode(
             {
@@ -90,21 +130,43 @@ class BrowserLogin:
                 "proxy_hostname": hostname,
             }
         )
-        return _redirect(f"{self.issuer}/authorize?{query}")
+        binding = _cookie(
+            login_cookie_name(state),
+            browser,
+            path=CALLBACK_PATH,
+            max_age=LOGIN_TTL_SECONDS,
+            secure=origin.startswith("https://"),
+        )
+        return _redirect(f"{self.issuer}/authorize?{query}", binding)
 
-    async def finish(self, query: str, cookie_name: str, *, secure: bool) -> Reply:
-        """The callback: exchange the code, set the cookie, go back to the page."""
+    async def finish(
+        self, query: str, received: Headers, cookie_name: str, *, secure: bool
+    ) -> Reply:
+        """The callback: in the browser that started the login, exchange the code, set the
+        cookie, go back to the page."""
         params = {name: values[0] for name, values in parse_qs(query).items()}
         if "error" in params:
             return error_reply(403, params["error"], params.get("error_description", "refused"))
-        login = await self.logins.take(params.get("state", ""))
+        state = params.get("state", "")
+        binding = login_cookie_name(state)
+        login = await self.logins.get(state)
         if login is None or "code" not in params:
+            return error_reply(400, "invalid_request", "unknown or used login; start again")
+        if not same_browser(login.browser_hash, cookie_token(received, binding)):
+            detail = (
+                "this login was started in another browser (or cookies are off); reload the page"
+            )
+            return error_reply(403, "login_started_elsewhere", detail)
+        if await self.logins.take(state) is None:
             return error_reply(400, "invalid_request", "unknown or used login; start again")
         token, lifetime = await self._exchange(params["code"], login)
         if token is None:
             return error_reply(502, "login_failed", "the authorization server refused the code")
-        cookie = f"{cookie_name}={token}; Path=/; HttpOnly; SameSite=Lax; Max-Age={lifetime}"
-        return _redirect(login.return_to, cookie + ("; Secure" if secure else ""))
+        return _redirect(
+            login.return_to,
+            _cookie(cookie_name, token, path="/", max_age=lifetime, secure=secure),
+            _cookie(binding, "", path=CALLBACK_PATH, max_age=0, secure=secure),
+        )
 
     async def _exchange(self, code: str, login: ProxyLogin) -> tuple[str | None, int]:
         form = {

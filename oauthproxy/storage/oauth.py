@@ -2,7 +2,8 @@
 
     oauth:client:{id}                  a registered client (expires with OAUTH_CLIENT_LIFETIME)
     oauth:client_document:{sha256}     a fetched Client ID Metadata Document, cached
-    oauth:state:{state}                an authorization request out at GitHub for a login
+    oauth:state:{state}                an authorization request out at GitHub for a login, and
+                                       the browser it is bound to
     oauth:consent:{id}                 a logged-in request waiting for the user's consent
     oauth:code:{sha256}                an authorization code (single use)
     oauth:code_used:{sha256}           a redeemed code → the session it started (replay revokes)
@@ -21,9 +22,9 @@ from pydantic import BaseModel
 
 from oauthproxy.models.oauth import (
     AuthorizationCode,
-    AuthorizationRequest,
     OAuthClient,
     PendingConsent,
+    PendingLogin,
 )
 from oauthproxy.storage import keys
 from oauthproxy.storage.base import Redis, dump, load, load_many, scan_keys, translate_errors
@@ -95,13 +96,15 @@ class OAuthStore(SessionStore):
 
     # --- the login flow --------------------------------------------------------------------
 
-    async def put_authorization(
-        self, state: str, request: AuthorizationRequest, seconds: int
-    ) -> None:
-        await self._redis.set(keys.oauth_state(state), dump(request), ex=seconds)
+    async def put_login(self, state: str, login: PendingLogin, seconds: int) -> None:
+        await self._redis.set(keys.oauth_state(state), dump(login), ex=seconds)
 
-    async def take_authorization(self, state: str) -> AuthorizationRequest | None:
-        return load(AuthorizationRequest, await self._redis.getdel(keys.oauth_state(state)))
+    async def get_login(self, state: str) -> PendingLogin | None:
+        return load(PendingLogin, await self._redis.get(keys.oauth_state(state)))
+
+    async def take_login(self, state: str) -> PendingLogin | None:
+        """The login of `state`, removed in the same step (a state is used once)."""
+        return load(PendingLogin, await self._redis.getdel(keys.oauth_state(state)))
 
     async def put_consent(self, request_id: str, consent: PendingConsent, seconds: int) -> None:
         await self._redis.set(keys.oauth_consent(request_id), dump(consent), ex=seconds)

@@ -16,6 +16,8 @@ class ProxyLogin(Record):
     """The path (and query) the browser asked for."""
     origin: str
     hostname: str
+    browser_hash: str = ""
+    """SHA-256 of the cookie set on the browser that started the login: only it may finish."""
 
 
 def login_key(state: str) -> str:
@@ -29,6 +31,9 @@ class ProxyLoginRepository:
 
     async def put(self, state: str, login: ProxyLogin) -> None:
         await self._redis.set(login_key(state), dump(login), ex=LOGIN_TTL_SECONDS)
+
+    async def get(self, state: str) -> ProxyLogin | None:
+        return load(ProxyLogin, await self._redis.get(login_key(state)))
 
     async def take(self, state: str) -> ProxyLogin | None:
         """The login for `state`, removed in the same step (a state is used once)."""

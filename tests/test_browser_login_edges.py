@@ -1,0 +1,135 @@
+"""The redirect-mode login's edges, on the wire: the page a browser returns to after the login is
+a path on the proxy's own origin, never another site; a login finishes only in the browser that
+started it."""
+
+from __future__ import annotations
+
+import json
+from urllib.parse import urlsplit
+
+import httpx
+import pytest
+import trio
+
+from oauthproxy.proxy.login import return_path
+from oauthproxy.serve import Ready
+from oauthproxy.storage import Storage
+from tests import oauth_helpers
+from tests.test_browser_login import APP, Browser, site, until_protected
+
+github = oauth_helpers.github
+__all__ = ["site"]
+
+
+@pytest.mark.parametrize(
+    ("target", "expected"),
+    [
+        ("/", "/"),
+        ("/echo?x=1", "/echo?x=1"),
+        ("/a//b", "/a//b"),
+        ("/%2F%2Fevil.example", "/%2F%2Fevil.example"),
+        ("/x?next=//evil.example", "/x?next=//evil.example"),
+        ("//evil.example/x", None),
+        ("///evil.example/x", None),
+        ("/\\evil.example/x", None),
+        ("\\\\evil.example/x", None),
+        ("/x\\y", None),
+        ("http://evil.example/x", None),
+        ("https:evil.example", None),
+        ("javascript:alert(1)", None),
+        ("evil.example/x", None),
+        ("", None),
+        ("*", None),
+        ("/\t/evil.example", None),
+        ("/\n/evil.example", None),
+        ("/ /evil.example", None),
+        ("/\x7f", None),
+        ("/caf\xe9", None),
+    ],
+)
+def test_only_a_path_on_the_same_origin_is_a_return_address(
+    target: str, expected: str | None
+) -> None:
+    assert return_path(target) == expected
+
+
+async def raw_get(port: int, target: bytes, host: bytes) -> tuple[int, dict[bytes, bytes], bytes]:
+    """One request with `target` sent byte for byte (no client library rewrites it)."""
+    stream = await trio.open_tcp_stream("127.0.0.1", port)
+    async with stream:
+        await stream.send_all(
+            b"GET " + target + b" HTTP/1.1\r\nHost: " + host + b"\r\n"
+            b"Accept: text/html, application/json\r\nConnection: close\r\n\r\n"
+        )
+        received = b""
+        with trio.fail_after(10):
+            while chunk := await stream.receive_some():
+                received += chunk
+    head, _, body = received.partition(b"\r\n\r\n")
+    status_line, *lines = head.split(b"\r\n")
+    headers = {}
+    for line in lines:
+        name, _, value = line.partition(b":")
+        headers[name.strip().lower()] = value.strip()
+    return int(status_line.split()[1]), headers, body
+
+
+@pytest.mark.parametrize(
+    "target",
+    [
+        b"//evil.example/x",
+        b"///evil.example/x",
+        b"/\\evil.example/x",
+        b"http://evil.example/x",
+    ],
+    ids=["double-slash", "triple-slash", "backslash", "absolute-form-other-host"],
+)
+async def test_a_login_never_starts_for_another_sites_address(
+    site: Ready, storage: Storage, target: bytes
+) -> None:
+    await until_protected(site)
+    host = f"{APP}:{site.http_port}".encode()
+    status, headers, body = await raw_get(site.http_port, target, host)
+    assert status == 400, (status, headers.get(b"location"))
+    assert b"location" not in headers
+    assert json.loads(body)["error"] == "invalid_return_address"
+    assert not await storage.redis.keys("oauth:proxy_login:*")
+
+
+async def test_a_path_on_the_proxy_still_starts_a_login(site: Ready) -> None:
+    await until_protected(site)
+    host = f"{APP}:{site.http_port}".encode()
+    status, headers, _ = await raw_get(site.http_port, b"/a//b?next=//evil.example", host)
+    assert status == 302
+    assert headers[b"location"].startswith(b"http://localhost:")
+
+
+def new_browser(site: Ready) -> Browser:
+    client = httpx.AsyncClient(timeout=10, limits=httpx.Limits(max_keepalive_connections=0))
+    return Browser(client, site.http_port)
+
+
+async def until_the_proxys_callback(browser: Browser, url: str) -> str:
+    """Follow the login from `url` up to (not into) the proxy's callback; its URL."""
+    response = await browser.get(url)
+    while urlsplit(url).path != "/.oauthproxy/callback":
+        assert response.status_code in (302, 303), response.text
+        url = str(httpx.URL(url).join(response.headers["location"]))
+        if urlsplit(url).path != "/.oauthproxy/callback":
+            response = await browser.get(url)
+    return url
+
+
+async def test_the_proxys_callback_in_another_browser_is_refused(site: Ready) -> None:
+    """A victim who opens an attacker's callback URL is not logged in as the attacker."""
+    await until_protected(site)
+    attacker, victim = new_browser(site), new_browser(site)
+    callback = await until_the_proxys_callback(attacker, f"http://{APP}:{site.http_port}/echo")
+    refused = await victim.get(callback)
+    assert refused.status_code == 403, refused.text
+    assert "unified_auth_token" not in victim.cookies.get(APP, {})
+    page, _ = await attacker.visit(callback)  # the browser that started it still can
+    assert page.status_code == 200
+    assert page.json()["headers"]["x-auth-user-name"] == "alice"
+    bindings = {k: v for k, v in attacker.cookies[APP].items() if k.startswith("oauthproxy_login_")}
+    assert list(bindings.values()) == [""]  # the binding cookie is cleared once used
