@@ -30,6 +30,15 @@ class LogLevel(StrEnum):
     CRITICAL = "CRITICAL"
 
 
+class PublicApi(StrEnum):
+    """Whether `API_HOSTNAMES` reach the admin API through the public ports."""
+
+    LOOPBACK = "loopback"
+    """Only for clients on this machine (behind the PROXY protocol: the client it names)."""
+    OFF = "off"
+    """For no one: the hostnames stay reserved and answer 404 as unknown hosts."""
+
+
 def default_data_dir() -> Path:
     return Path(platformdirs.user_data_dir("oauthproxy", appauthor=False))
 
@@ -75,6 +84,11 @@ class Settings(BaseSettings):
     api_hostnames: Annotated[list[str], NoDecode] = Field(
         default_factory=lambda: ["localhost"],
         description="Hostnames whose requests on the public ports reach the admin API",
+    )
+    api_on_public_port: PublicApi = Field(
+        default=PublicApi.LOOPBACK,
+        description="loopback: API_HOSTNAMES on the public ports answer loopback clients only "
+        "(others get 404 as an unknown host); off: they answer no one",
     )
     self_signed_cn: str = "localhost"
     shutdown_grace_seconds: PositiveSeconds = 10.0

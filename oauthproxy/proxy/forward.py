@@ -129,13 +129,49 @@ async def _send_request(
     """Send the request head and stream the client's body (if it has one) upstream."""
     if not request.has_body:
         await write(upstream.stream, head, UpstreamGone)
-        return
-    if _expects_continue(request) and not client.events:
-        await write(upstream.stream, head, UpstreamGone)
-        head = b""
-        await write(client.stream, CONTINUE)
-    framing = Framing.CHUNKED if request.chunked else Framing.LENGTH
-    await relay(client, upstream.stream, framing, head, UpstreamGone)
+    else:
+        if _expects_continue(request) and not client.events:
+            await write(upstream.stream, head, UpstreamGone)
+            head = b""
+            await write(client.stream, CONTINUE)
+        framing = Framing.CHUNKED if request.chunked else Framing.LENGTH
+        await relay(client, upstream.stream, framing, head, UpstreamGone)
+    upstream.request_sent = True
+
+
+async def _request_and_answer(
+    client: Reader, upstream: UpstreamConnection, request: Head, head: bytes, *, to_head: bool
+) -> Head:
+    """Send the request and read the response head. A body streams upstream in a task of its
+    own while the answer is awaited, so an upstream that answers early (a 413 before reading a
+    body over its limit) is heard at once: the rest of the body is not sent, and neither
+    connection carries another request (`request_sent` stays False)."""
+    if not request.has_body:
+        await _send_request(client, upstream, request, head)
+        return await _response_head(upstream, to_head=to_head)
+    failure: PeerClosed | None = None
+    response: Head | None = None
+
+    async def send_body(done: trio.CancelScope) -> None:
+        nonlocal failure
+        try:
+            await _send_request(client, upstream, request, head)
+        except UpstreamGone:
+            pass  # the upstream stopped reading: its answer, or its end, comes from the reader
+        except ClientGone as error:
+            failure = error
+            done.cancel()
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(send_body, nursery.cancel_scope)
+        try:
+            response = await _response_head(upstream, to_head=to_head)
+        except UpstreamGone as error:
+            failure = failure or error
+        nursery.cancel_scope.cancel()
+    if response is None or failure is not None:
+        raise failure or UpstreamGone("the exchange ended without an answer")
+    return response
 
 
 async def _response_head(upstream: UpstreamConnection, *, to_head: bool) -> Head:
@@ -179,14 +215,16 @@ async def _exchange(
         except UpstreamUnavailable as error:
             raise _NoResponse(502, "bad_gateway", str(error)) from error
         try:
-            await _send_request(client_reader, upstream, request, head)
-            return upstream, await _response_head(upstream, to_head=to_head)
+            return upstream, await _request_and_answer(
+                client_reader, upstream, request, head, to_head=to_head
+            )
         except UpstreamGone as error:
             await trio.aclose_forcefully(upstream.stream)
             if upstream.reused and not has_body:
                 fresh = await pool.connect_fresh(route.origin)
-                await _send_request(client_reader, fresh, request, head)
-                return fresh, await _response_head(fresh, to_head=to_head)
+                return fresh, await _request_and_answer(
+                    client_reader, fresh, request, head, to_head=to_head
+                )
             raise _NoResponse(502, "bad_gateway", f"the upstream failed: {error}") from error
         except BaseException:
             await trio.aclose_forcefully(upstream.stream)
@@ -255,7 +293,12 @@ async def _stream_response(
         headers = [(name, value) for name, value in headers if name != b"transfer-encoding"]
     elif framing is Framing.CHUNKED and response.close_delimited:
         headers.append((b"transfer-encoding", b"chunked"))
-    keep_alive = request.keep_alive and framing is not Framing.CLOSE and not client_reader.upgraded
+    keep_alive = (
+        request.keep_alive
+        and upstream.request_sent  # else the client's body was not read whole
+        and framing is not Framing.CLOSE
+        and not client_reader.upgraded
+    )
     if not keep_alive:
         headers.append((b"connection", b"close"))
     head = head_bytes(status_line(response.status, response.reason), headers)

@@ -32,6 +32,7 @@ from oauthproxy.proxy.http import (
     send_reply,
 )
 from oauthproxy.proxy.login import CALLBACK_PATH
+from oauthproxy.proxy.loopback import Admits
 from oauthproxy.proxy.protect import (
     NeedsLogin,
     Protection,
@@ -69,6 +70,7 @@ class Instance:
         idle_timeout: float,
         challenges: ChallengeLookup,
         ports: PublicPorts,
+        admits: Admits | None = None,
     ):
         self.hostname = hostname
         self.config: InstanceConfig | None = config
@@ -77,6 +79,8 @@ class Instance:
         self._idle_timeout = idle_timeout
         self._challenges = challenges
         self._ports = ports
+        self._admits = admits
+        """Who may be served at all (the API hostnames: loopback clients); None: everyone."""
         self._nursery: trio.Nursery | None = None
         self._stopping = trio.Event()
         self._in_flight = 0
@@ -207,7 +211,7 @@ class Instance:
         """The answer when this request is not to be forwarded (deleted proxy, wrong host,
         plain HTTP where HTTPS is wanted), else None."""
         accept = request.header(b"accept")
-        if config is None:
+        if config is None or (self._admits and not self._admits(client, request.headers)):
             return unknown_host(host, accept)
         if host != self.hostname:
             detail = f"this connection serves {self.hostname!r}; open a new one for {host!r}"

@@ -57,16 +57,21 @@ class UpstreamConnection:
     reused: bool = False
     keep_alive: bool = False
     """The last response let the connection carry another request."""
+    request_sent: bool = False
+    """The whole of the current request (its body included) went out before its answer came."""
 
     def __post_init__(self) -> None:
         self.reader = Reader(self.stream, responses=True, gone=UpstreamGone)
 
     @property
     def reusable(self) -> bool:
-        """The last exchange ended cleanly and the upstream keeps the connection open."""
+        """The last exchange ended cleanly and the upstream keeps the connection open. An
+        upstream that answered before it had the whole request may still be reading (or not
+        reading) its body: the next request on it would wait behind those bytes."""
         reader = self.reader
         return (
             self.keep_alive
+            and self.request_sent
             and not (reader.in_message or reader.spent or reader.upgraded)
             and not reader.events
         )
@@ -111,7 +116,7 @@ class UpstreamPool:
         """Keep a finished connection for the next request, or close it."""
         idle = self._idle.setdefault(connection.origin.key, [])
         if connection.reusable and len(idle) < MAX_IDLE_PER_ORIGIN:
-            connection.keep_alive = False
+            connection.keep_alive = connection.request_sent = False
             idle.append(connection)
         else:
             await trio.aclose_forcefully(connection.stream)

@@ -26,9 +26,10 @@ from oauthproxy.proxy.config import InstanceConfig, PublicPorts, Shared, build_c
 from oauthproxy.proxy.guard import Guard
 from oauthproxy.proxy.instance import Instance
 from oauthproxy.proxy.login import BrowserLogin, callback_uris, gateway_client
+from oauthproxy.proxy.loopback import from_loopback, nobody
 from oauthproxy.proxy.upstream import UpstreamPool, tls_context
 from oauthproxy.routing import RouteTable
-from oauthproxy.settings import Settings
+from oauthproxy.settings import PublicApi, Settings
 from oauthproxy.storage import Storage
 from oauthproxy.storage.workflow import Delivery, WorkflowConsumer
 from oauthproxy.supervisor.certificates import CertificateIndex, HostContexts
@@ -83,6 +84,7 @@ class Supervisor:
         self._desired: dict[str, Wanted] = {}
         self._running: dict[str, Wanted] = {}
         self._builtin: dict[str, Wanted] = {}
+        self._public_api = nobody if settings.api_on_public_port is PublicApi.OFF else from_loopback
         self.guard = Guard()
         self._shared = Shared(
             routes=RouteTable.build([]),
@@ -223,6 +225,7 @@ class Supervisor:
             idle_timeout=self._settings.proxy_idle_timeout,
             challenges=self._storage.challenges.get,
             ports=self.ports,
+            admits=self._public_api if target.hostname in self._builtin else None,
         )
         await self._nursery.start(instance.run)
         self.instances[target.hostname] = instance
