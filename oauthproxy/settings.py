@@ -137,6 +137,16 @@ class Settings(BaseSettings):
     oauth_allowed_github_users: str = Field(
         default="", description="* for every user, or a comma-separated list"
     )
+    oauth_admin_users: str = Field(
+        default="",
+        description="GitHub logins that may receive the mcp:admin scope (* for every user who "
+        "may log in); empty: nobody",
+    )
+    oauth_user_scopes: str = Field(
+        default="mcp:read mcp:write",
+        pattern=r"^[ A-Za-z0-9:._-]*$",
+        description="The scopes a user not in OAUTH_ADMIN_USERS may receive (space-separated)",
+    )
     oauth_mcp_protocol_version: str = "2025-06-18"
     oauth_jwt_algorithm: str = "RS256"
     oauth_jwt_secret: SecretStr | None = None
