@@ -177,6 +177,15 @@ class Settings(BaseSettings):
     oauth_register_rate_window: Annotated[int, Field(ge=1)] = Field(
         default=60, description="The window of OAUTH_REGISTER_RATE_LIMIT, in seconds"
     )
+    oauth_anonymous_rate_limit: Annotated[int, Field(ge=0)] = Field(
+        default=60,
+        description="Anonymous requests that store something (login starts: GET /authorize and "
+        "a redirect-mode proxy's browser login; requests naming an uncached client metadata "
+        "document) per client IP and window; 0 turns the limit off",
+    )
+    oauth_anonymous_rate_window: Annotated[int, Field(ge=1)] = Field(
+        default=60, description="The window of OAUTH_ANONYMOUS_RATE_LIMIT, in seconds"
+    )
 
     # --- MCP protected resources ---------------------------------------------------------------
     mcp_resource_indicators_enabled: bool = True
