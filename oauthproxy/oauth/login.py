@@ -1,5 +1,7 @@
-"""`GET /callback`: GitHub sends the user back. Who is it, may they log in, and what next (the
-consent page for clients that need it, else straight back to the client with a code)."""
+"""`GET /callback`: GitHub sends the user back. Only in the browser that started the login (its
+cookie, see `oauth/browser.py`): who is it, may they log in, which of the scopes asked may they
+receive (`oauth/scope_policy.py`), and what next (the consent page for clients that need it, else
+straight back to the client with a code)."""
 
 from __future__ import annotations
 

@@ -5,6 +5,11 @@ authorization server, and the resulting access token becomes a cookie on the pro
     … GitHub, allowlist check …       302 → {origin}/.oauthproxy/callback?code&state
     browser → proxy callback          code exchanged at {issuer}/token; Set-Cookie; 302 → the page
 
+The page returned to is only ever a path on the proxy's own origin (`return_path`); the callback
+goes on only in the browser that started the login (a cookie bound to the state, see
+`oauth/browser.py`); login starts count against OAUTH_ANONYMOUS_RATE_LIMIT per client IP, since
+each stores a login.
+
 The login's PKCE verifier waits in Redis (`oauth:proxy_login:{state}`), so any replica can
 finish a login another one started. The client, `oauthproxy-gateway`, is registered by the
 supervisor with exactly the callback URIs of the redirect-mode proxies.
