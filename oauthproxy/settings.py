@@ -155,6 +155,16 @@ class Settings(BaseSettings):
     oauth_allowed_github_users: str = Field(
         default="", description="* for every user, or a comma-separated list"
     )
+    oauth_admin_users: str = Field(
+        default="",
+        description="GitHub logins that may receive the mcp:admin scope (* for every user who "
+        "may log in); empty: nobody",
+    )
+    oauth_user_scopes: str = Field(
+        default="mcp:read mcp:write",
+        pattern=r"^[ A-Za-z0-9:._-]*$",
+        description="The scopes a user not in OAUTH_ADMIN_USERS may receive (space-separated)",
+    )
     oauth_mcp_protocol_version: str = "2025-06-18"
     oauth_jwt_algorithm: str = "RS256"
     oauth_jwt_secret: SecretStr | None = None
@@ -184,6 +194,15 @@ class Settings(BaseSettings):
     )
     oauth_register_rate_window: Annotated[int, Field(ge=1)] = Field(
         default=60, description="The window of OAUTH_REGISTER_RATE_LIMIT, in seconds"
+    )
+    oauth_anonymous_rate_limit: Annotated[int, Field(ge=0)] = Field(
+        default=60,
+        description="Anonymous requests that store something (login starts: GET /authorize and "
+        "a redirect-mode proxy's browser login; requests naming an uncached client metadata "
+        "document) per client IP and window; 0 turns the limit off",
+    )
+    oauth_anonymous_rate_window: Annotated[int, Field(ge=1)] = Field(
+        default=60, description="The window of OAUTH_ANONYMOUS_RATE_LIMIT, in seconds"
     )
 
     # --- MCP protected resources ---------------------------------------------------------------

@@ -264,6 +264,7 @@ async def world(
         http_port=http_port,
         oauth_issuer=f"http://localhost:{http_port}",
         oauth_allowed_github_users="",
+        oauth_admin_users="alice",  # the ADMIN proxy's mcp:admin is hers to receive
         oauth_cimd_allow_loopback=True,
         oauth_ca_bundle=pki.ca_file,
     )

@@ -19,6 +19,7 @@ from oauthproxy.api.state import app_state
 from oauthproxy.oauth import authorize, consent, grants, login, registration, revocation
 from oauthproxy.oauth.browser import login_cookie_name
 from oauthproxy.oauth.client_address import client_address
+from oauthproxy.oauth.clients import presented_credentials
 from oauthproxy.oauth.codes import client_redirect
 from oauthproxy.oauth.errors import OAuthError, PageError, RedirectError
 from oauthproxy.oauth.metadata import server_metadata
@@ -135,6 +136,7 @@ async def jwks() -> Response:
 @oauth_server.get("/authorize")
 async def authorize_endpoint() -> Response:
     server = authorization_server()
+    await registration.admit_anonymous(server, _client_address(server))
     start = await authorize.begin(server, _params(request.args))
     response = redirect(start.location, 302)
     _set_browser_cookie(server, response, start.cookie_name, start.browser_token, "/callback")
@@ -193,21 +195,39 @@ async def consent_decision() -> Response:
 
 @oauth_server.post("/token")
 async def token() -> Response:
-    return _json(await grants.exchange(authorization_server(), await _body(), _headers()))
+    server, params, headers = authorization_server(), await _body(), _headers()
+    await _admit_document_client(server, params, headers)
+    return _json(await grants.exchange(server, params, headers))
 
 
 @oauth_server.post("/revoke")
 async def revoke() -> Response:
-    await revocation.revoke(authorization_server(), await _body(), _headers())
+    server, params, headers = authorization_server(), await _body(), _headers()
+    await _admit_document_client(server, params, headers)
+    await revocation.revoke(server, params, headers)
     return Response("", 200, NO_STORE)
 
 
 @oauth_server.post("/introspect")
 async def introspect() -> Response:
-    headers = _headers()
+    server, params, headers = authorization_server(), await _body(), _headers()
     admin = await _admin_bearer(headers.get("authorization", ""))
-    params = await _body()
-    return _json(await revocation.introspect(authorization_server(), params, headers, admin=admin))
+    if not admin:
+        await _admit_document_client(server, params, headers)
+    return _json(await revocation.introspect(server, params, headers, admin=admin))
+
+
+async def _admit_document_client(
+    server: OAuthServer, params: Params, headers: dict[str, str]
+) -> None:
+    """A request naming a metadata-document client the gateway has not cached makes it fetch
+    and store that document: counted as an anonymous request that stores something."""
+    try:
+        client_id, _ = presented_credentials(params, headers.get("authorization"))
+    except OAuthError:
+        return  # the endpoint itself answers malformed credentials
+    if await (await server.prepared()).resolver.would_fetch(client_id):
+        await registration.admit_anonymous(server, _client_address(server))
 
 
 async def _admin_bearer(authorization: str) -> bool:

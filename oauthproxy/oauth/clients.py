@@ -54,6 +54,12 @@ class ClientResolver:
         await self.store.cache_document(url_hash, client, seconds)
         return client
 
+    async def would_fetch(self, client_id: str) -> bool:
+        """Whether `get` would fetch a metadata document (and cache it) for `client_id`."""
+        if not is_document_url(client_id):
+            return False
+        return await self.store.cached_document(secret_hash(client_id)) is None
+
 
 def _basic_credentials(authorization: str | None) -> tuple[str, str] | None:
     if not authorization:

@@ -16,6 +16,7 @@ from oauthproxy.oauth.clients import authenticate
 from oauthproxy.oauth.codes import code_hash
 from oauthproxy.oauth.errors import OAuthError
 from oauthproxy.oauth.parameters import Params, granted_scope, narrowed_resources, single
+from oauthproxy.oauth.scope_policy import ScopePolicy
 from oauthproxy.oauth.server import OAuthServer
 from oauthproxy.oauth.tokens import mint_access, mint_refresh, refresh_hash, token_response
 
@@ -138,4 +139,7 @@ async def _refresh(server: OAuthServer, client: OAuthClient, params: Params) -> 
     session = await server.store.get_session(rotation.record.session_id)
     if session is None or session.revoked:
         raise _invalid_grant("the session was revoked")
+    scope = ScopePolicy.of(server.settings).grant(scope, session.identity.username)
+    if not scope:
+        raise _invalid_grant("the user may no longer receive this token's scope")
     return await _issue(server, session, scope, audience, True, start=False)

@@ -1,5 +1,7 @@
-"""`GET /callback`: GitHub sends the user back. Who is it, may they log in, and what next (the
-consent page for clients that need it, else straight back to the client with a code)."""
+"""`GET /callback`: GitHub sends the user back. Only in the browser that started the login (its
+cookie, see `oauth/browser.py`): who is it, may they log in, which of the scopes asked may they
+receive (`oauth/scope_policy.py`), and what next (the consent page for clients that need it, else
+straight back to the client with a code)."""
 
 from __future__ import annotations
 
@@ -15,6 +17,7 @@ from oauthproxy.oauth.codes import issue_code
 from oauthproxy.oauth.errors import OAuthError, PageError, RedirectError
 from oauthproxy.oauth.github import GitHubError
 from oauthproxy.oauth.parameters import Params, single
+from oauthproxy.oauth.scope_policy import ScopePolicy
 from oauthproxy.oauth.server import OAuthServer
 from oauthproxy.storage import Storage
 
@@ -96,6 +99,24 @@ async def _refuse_unlisted(
             raise PageError("Access denied", refusal, status=403)
 
 
+def _within_scope_policy(
+    server: OAuthServer, request: AuthorizationRequest, identity: UserIdentity
+) -> AuthorizationRequest:
+    """The request narrowed to the scopes this user may receive (OAUTH_ADMIN_USERS,
+    OAUTH_USER_SCOPES); access_denied to the client when none is left."""
+    policy = ScopePolicy.of(server.settings)
+    granted = policy.grant(request.scope, identity.username)
+    if not granted:
+        withheld = " ".join(policy.withheld(request.scope, identity.username))
+        raise RedirectError(
+            "access_denied",
+            f"GitHub user {identity.username} may not receive the scope {withheld}",
+            request.redirect_uri,
+            request.state,
+        )
+    return request.model_copy(update={"scope": granted})
+
+
 async def _needs_consent(server: OAuthServer, request: AuthorizationRequest) -> bool:
     try:
         client = await (await server.prepared()).resolver.get(request.client_id)
@@ -119,6 +140,7 @@ async def finish(server: OAuthServer, params: Params, browser_token: str | None)
     request = await _pending(server, callback_state(params), browser_token)
     identity = await _identity(server, request, params)
     await _refuse_unlisted(server, request, identity)
+    request = _within_scope_policy(server, request, identity)
     if not await _needs_consent(server, request):
         return NextStep(await issue_code(server, request, identity))
     request_id, browser = secrets.token_urlsafe(24), new_browser_token()

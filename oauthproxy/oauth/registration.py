@@ -9,7 +9,6 @@ limited per client address (OAUTH_REGISTER_RATE_LIMIT in OAUTH_REGISTER_RATE_WIN
 
 from __future__ import annotations
 
-import math
 import secrets
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -18,6 +17,7 @@ from oauthproxy.models.oauth import ClientOrigin, OAuthClient
 from oauthproxy.oauth.client_metadata import PUBLIC, parse_metadata
 from oauthproxy.oauth.clients import secret_hash, secret_matches
 from oauthproxy.oauth.errors import OAuthError
+from oauthproxy.oauth.rate_limits import Limited, over_limit
 from oauthproxy.oauth.server import OAuthServer
 
 CLIENT_ID_PREFIX = "mcp_"
@@ -75,14 +75,28 @@ async def admit(server: OAuthServer, client_ip: str) -> None:
     if not limit:
         return
     counted = await server.store.count_registration(client_ip, window * 1000)
-    if counted.count > limit:
-        retry_after = max(1, math.ceil(counted.remaining_ms / 1000))
+    raise_if_limited(over_limit(counted, limit, window, "client registrations"))
+
+
+async def admit_anonymous(server: OAuthServer, client_ip: str) -> None:
+    """Count an anonymous request from `client_ip` that stores something (OAUTH_ANONYMOUS_RATE_*);
+    429 with Retry-After over the limit."""
+    settings = server.settings
+    limit, window = settings.oauth_anonymous_rate_limit, settings.oauth_anonymous_rate_window
+    if not limit:
+        return
+    counted = await server.store.count_anonymous(client_ip, window * 1000)
+    what = "login starts and client-document fetches"
+    raise_if_limited(over_limit(counted, limit, window, what))
+
+
+def raise_if_limited(limited: Limited | None) -> None:
+    if limited is not None:
         raise OAuthError(
             "too_many_requests",
-            f"at most {limit} client registrations per {window} s from one address; "
-            f"try again in {retry_after} s",
+            limited.description,
             status=429,
-            headers={"Retry-After": str(retry_after)},
+            headers={"Retry-After": str(limited.retry_after)},
         )
 
 

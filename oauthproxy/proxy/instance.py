@@ -256,7 +256,7 @@ async def _front_door(
         return outcome
     if login is None:
         return error_reply(503, "login_unavailable", "browser login is not available")
-    return await login.start(config.target.hostname, origin, target)
+    return await login.start(config.target.hostname, origin, target, client, received)
 
 
 async def answer(reader: Reader, request: Head, reply: Reply) -> bool:

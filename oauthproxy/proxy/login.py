@@ -5,6 +5,11 @@ authorization server, and the resulting access token becomes a cookie on the pro
     … GitHub, allowlist check …       302 → {origin}/.oauthproxy/callback?code&state
     browser → proxy callback          code exchanged at {issuer}/token; Set-Cookie; 302 → the page
 
+The page returned to is only ever a path on the proxy's own origin (`return_path`); the callback
+goes on only in the browser that started the login (a cookie bound to the state, see
+`oauth/browser.py`); login starts count against OAUTH_ANONYMOUS_RATE_LIMIT per client IP, since
+each stores a login.
+
 The login's PKCE verifier waits in Redis (`oauth:proxy_login:{state}`), so any replica can
 finish a login another one started. The client, `oauthproxy-gateway`, is registered by the
 supervisor with exactly the callback URIs of the redirect-mode proxies.
@@ -28,9 +33,12 @@ from oauthproxy.oauth.browser import (
     new_browser_token,
     same_browser,
 )
-from oauthproxy.proxy.headers import Headers
+from oauthproxy.oauth.client_address import client_address
+from oauthproxy.oauth.rate_limits import Limited, over_limit
+from oauthproxy.proxy.headers import Client, Headers, Network, parse_networks
 from oauthproxy.proxy.protect import cookie_token
 from oauthproxy.proxy.responses import Reply, error_reply
+from oauthproxy.settings import Settings
 from oauthproxy.storage.proxy_logins import LOGIN_TTL_SECONDS, ProxyLogin, ProxyLoginRepository
 
 CALLBACK_PATH = "/.oauthproxy/callback"
@@ -96,14 +104,40 @@ class BrowserLogin:
     logins: ProxyLoginRepository
     tls: ssl.SSLContext | bool
     scope: str = "mcp:read mcp:write"
+    rate_limit: int = 0
+    """OAUTH_ANONYMOUS_RATE_LIMIT: login starts per client IP and window (0: no limit)."""
+    rate_window: int = 60
+    trusted: tuple[Network, ...] = ()
+    """TRUSTED_PROXIES: peers whose X-Forwarded-For names the client."""
 
-    async def start(self, hostname: str, origin: str, target: str) -> Reply:
+    @classmethod
+    def of(
+        cls, settings: Settings, logins: ProxyLoginRepository, tls: ssl.SSLContext | bool
+    ) -> BrowserLogin:
+        return cls(
+            settings.oauth_issuer_url,
+            logins,
+            tls,
+            rate_limit=settings.oauth_anonymous_rate_limit,
+            rate_window=settings.oauth_anonymous_rate_window,
+            trusted=parse_networks(settings.trusted_proxies),
+        )
+
+    async def start(
+        self, hostname: str, origin: str, target: str, client: Client, received: Headers
+    ) -> Reply:
         """Send the browser to the authorization server, to come back to `target` afterwards
-        (400 when `target` is no path on this origin: the login would end on another site)."""
+        (400 when `target` is no path on this origin: the login would end on another site;
+        429 when this client started too many logins, each of which is stored)."""
         return_to = return_path(target)
         if return_to is None:
             detail = "after a login the browser only returns to a path on this site"
             return error_reply(400, "invalid_return_address", detail)
+        limited = await self._admit(client, received)
+        if limited is not None:
+            reply = error_reply(429, "too_many_requests", limited.description)
+            retry = (b"retry-after", str(limited.retry_after).encode())
+            return Reply(reply.status, [*reply.headers, retry], reply.body)
         state, verifier, browser = (
             secrets.token_urlsafe(24),
             secrets.token_urlsafe(48),
@@ -167,6 +201,14 @@ class BrowserLogin:
             _cookie(cookie_name, token, path="/", max_age=lifetime, secure=secure),
             _cookie(binding, "", path=CALLBACK_PATH, max_age=0, secure=secure),
         )
+
+    async def _admit(self, client: Client, received: Headers) -> Limited | None:
+        if not self.rate_limit:
+            return None
+        forwarded_for = [v.decode("latin-1") for n, v in received if n == b"x-forwarded-for"]
+        ip = client_address(client.ip, forwarded_for, self.trusted) if client.trusted else client.ip
+        counted = await self.logins.count_start(ip, self.rate_window * 1000)
+        return over_limit(counted, self.rate_limit, self.rate_window, "login starts")
 
     async def _exchange(self, code: str, login: ProxyLogin) -> tuple[str | None, int]:
         form = {

@@ -145,6 +145,12 @@ def oauth_register_rate(client_ip: str) -> str:
     return f"oauth:register_rate:{client_ip}"
 
 
+def oauth_anonymous_rate(client_ip: str) -> str:
+    """Anonymous requests that store something (login starts, client-document fetches) from one
+    client IP in the current rate-limit window."""
+    return f"oauth:anonymous_rate:{client_ip}"
+
+
 def oauth_client_sessions(client_id: str) -> str:
     return f"oauth:client_sessions:{client_id}"
 

@@ -9,6 +9,7 @@
     oauth:code_used:{sha256}           a redeemed code → the session it started (replay revokes)
     oauth:signing_key                  the generated RS256 key shared by every replica
     oauth:register_rate:{ip}           registrations from one client IP in the current window
+    oauth:anonymous_rate:{ip}          anonymous requests that store something, from one client IP
 
 Sessions, tokens and the revocation stream are `SessionStore`'s (storage/oauth_sessions.py).
 """
@@ -29,22 +30,11 @@ from oauthproxy.models.oauth import (
 from oauthproxy.storage import keys
 from oauthproxy.storage.base import Redis, dump, load, load_many, scan_keys, translate_errors
 from oauthproxy.storage.oauth_sessions import SessionStore
+from oauthproxy.storage.windows import WindowCount, WindowCounter
 
 __all__ = ["CodeRedemption", "OAuthStore", "WindowCount"]
 
 CODE_REPLAY_MEMORY_MS = 10 * 60 * 1000
-
-# Count one more event in a fixed window: the first event starts the window (the key's lifetime,
-# ARGV[1] ms; a counter without one gets it too). Answers {the count, the ms the window has left}.
-COUNT_IN_WINDOW = """
-local count = redis.call('INCR', KEYS[1])
-local left = redis.call('PTTL', KEYS[1])
-if left < 0 then
-  redis.call('PEXPIRE', KEYS[1], ARGV[1])
-  left = tonumber(ARGV[1])
-end
-return {count, left}
-"""
 
 
 class CodeRedemption(BaseModel):
@@ -54,18 +44,11 @@ class CodeRedemption(BaseModel):
     replayed_session_id: str | None = None
 
 
-class WindowCount(BaseModel):
-    count: int
-    """Events in the current window, this one included."""
-    remaining_ms: int
-    """Until the window ends."""
-
-
 @translate_errors
 class OAuthStore(SessionStore):
     def __init__(self, redis: Redis) -> None:
         super().__init__(redis)
-        self._count_in_window = redis.register_script(COUNT_IN_WINDOW)
+        self._windows = WindowCounter(redis)
 
     # --- clients ---------------------------------------------------------------------------
 
@@ -137,11 +120,12 @@ class OAuthStore(SessionStore):
     async def count_registration(self, client_ip: str, window_ms: int) -> WindowCount:
         """Count a registration from `client_ip` in its fixed window of `window_ms` (one atomic
         step, so every replica counts in the same window)."""
-        reply: list[int] = await self._count_in_window(
-            keys=[keys.oauth_register_rate(client_ip)], args=[window_ms]
-        )
-        count, remaining_ms = reply
-        return WindowCount(count=count, remaining_ms=remaining_ms)
+        return await self._windows.count(keys.oauth_register_rate(client_ip), window_ms)
+
+    async def count_anonymous(self, client_ip: str, window_ms: int) -> WindowCount:
+        """Count an anonymous request from `client_ip` that stores something (a login start, a
+        client-document fetch) in its fixed window."""
+        return await self._windows.count(keys.oauth_anonymous_rate(client_ip), window_ms)
 
     # --- the signing key -------------------------------------------------------------------
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from oauthproxy.models.common import Record
 from oauthproxy.storage.base import Redis, dump, load, translate_errors
+from oauthproxy.storage.keys import oauth_anonymous_rate
+from oauthproxy.storage.windows import WindowCount, WindowCounter
 
 LOGIN_TTL_SECONDS = 600
 
@@ -28,6 +30,12 @@ def login_key(state: str) -> str:
 class ProxyLoginRepository:
     def __init__(self, redis: Redis) -> None:
         self._redis = redis
+        self._windows = WindowCounter(redis)
+
+    async def count_start(self, client_ip: str, window_ms: int) -> WindowCount:
+        """Count a login start from `client_ip` (it is anonymous and stores a login); the same
+        counter as the authorization server's anonymous requests."""
+        return await self._windows.count(oauth_anonymous_rate(client_ip), window_ms)
 
     async def put(self, state: str, login: ProxyLogin) -> None:
         await self._redis.set(login_key(state), dump(login), ex=LOGIN_TTL_SECONDS)

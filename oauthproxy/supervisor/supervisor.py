@@ -94,7 +94,7 @@ class Supervisor:
             guard=self.guard,
             issuer=settings.oauth_issuer_url,
             global_users=settings.oauth_allowed_github_users,
-            login=BrowserLogin(settings.oauth_issuer_url, storage.proxy_logins, issuer_trust),
+            login=BrowserLogin.of(settings, storage.proxy_logins, issuer_trust),
         )
         self._gateway_redirects: list[str] | None = None
 
