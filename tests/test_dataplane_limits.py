@@ -14,6 +14,7 @@ import trio
 from oauthproxy.serve import Ready, serve
 from oauthproxy.settings import Settings
 from oauthproxy.storage import Storage
+from tests.backend import serve_backend
 from tests.test_dataplane import create_proxy
 from tests.test_http_conformance import (
     HOST,
@@ -190,3 +191,73 @@ async def test_api_hostnames_answer_no_one_when_turned_off(
 ) -> None:
     gateway = await start_gateway(nursery, make_settings, api_on_public_port="off")
     assert not reached_the_api(await ask(gateway.http_port, HEALTH))
+
+
+# --- Open connections per client ---------------------------------------------------------------
+
+SLOW_HEAD = b"GET /echo HTTP/1.1\r\nHost: " + HOST.encode() + b"\r\n"
+"""A request head still arriving: the rest of it comes when the test says."""
+
+
+async def slow_connection(port: int, source: str, prefix: bytes = b"") -> Wire:
+    """A connection from `source` that has sent `prefix` and the start of a request head."""
+    stream = await trio.open_tcp_stream("127.0.0.1", port, local_address=source)
+    with contextlib.suppress(trio.BrokenResourceError):
+        await stream.send_all(prefix + SLOW_HEAD)
+    return Wire(stream)
+
+
+async def finished(wire: Wire) -> int | None:
+    """Finish the slow head; the status of the answer, or None when the gateway had closed it."""
+    async with wire.stream:
+        with contextlib.suppress(trio.BrokenResourceError):
+            await wire.send(b"Connection: close\r\n\r\n")
+        lines = await wire.head()
+        return None if lines is None else int(lines[0].split(b" ")[1])
+
+
+async def test_one_client_cannot_hold_more_connections_than_its_share(
+    nursery: trio.Nursery, storage: Storage, make_settings: Callable[..., Settings]
+) -> None:
+    share = 8
+    gateway = await start_gateway(
+        nursery,
+        make_settings,
+        proxy_max_connections_per_ip=share,
+        trusted_proxies=["127.0.0.1/32"],  # the test's load balancer
+    )
+    port: int = await nursery.start(functools.partial(serve_backend, "quart"))
+    await create_proxy(storage, HOST, port)
+    await until_served(gateway)
+
+    with trio.fail_after(TIMEOUT):
+        # a slowloris from 127.0.0.2, straight to the HTTP port and through a balancer that
+        # names it: one share across the listeners
+        slow = [await slow_connection(gateway.http_port, "127.0.0.2") for _ in range(20)]
+        named = proxy_line("127.0.0.2")
+        slow += [await slow_connection(gateway.proxy_protocol_port, "127.0.0.1", named)]
+        # another client is served meanwhile, and so are the balancer's other clients
+        other = await ask(gateway.http_port, request("GET /echo HTTP/1.1", "Connection: close"))
+        assert other.startswith(b"HTTP/1.1 200 ")
+        for _ in range(share + 2):  # the balancer itself is not counted
+            via = proxy_line("198.51.100.20") + request("GET /echo HTTP/1.1", "Connection: close")
+            assert (await ask(gateway.proxy_protocol_port, via)).startswith(b"HTTP/1.1 200 ")
+        statuses = [await finished(wire) for wire in slow]
+    assert statuses.count(200) == share
+    assert statuses.count(None) == len(slow) - share
+
+    with trio.fail_after(TIMEOUT):  # closed connections give their share back
+        again = [await slow_connection(gateway.http_port, "127.0.0.2") for _ in range(share)]
+        assert [await finished(wire) for wire in again] == [200] * share
+
+
+async def test_no_cap_when_turned_off(
+    nursery: trio.Nursery, storage: Storage, make_settings: Callable[..., Settings]
+) -> None:
+    gateway = await start_gateway(nursery, make_settings, proxy_max_connections_per_ip=0)
+    port: int = await nursery.start(functools.partial(serve_backend, "quart"))
+    await create_proxy(storage, HOST, port)
+    await until_served(gateway)
+    with trio.fail_after(TIMEOUT):
+        slow = [await slow_connection(gateway.http_port, "127.0.0.2") for _ in range(300)]
+        assert [await finished(wire) for wire in slow] == [200] * len(slow)

@@ -10,7 +10,7 @@ import errno
 import logging
 import ssl
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import trio
 
@@ -26,6 +26,7 @@ from oauthproxy.proxy.http import (
     send_reply,
 )
 from oauthproxy.proxy.instance import Instance, answer, refuse
+from oauthproxy.proxy.limits import ConnectionLimit
 from oauthproxy.proxy.proxy_protocol import PrefixedStream, ProxyHeaderError, read_header
 from oauthproxy.proxy.responses import unknown_host
 from oauthproxy.proxy.sockets import LeanSocketStream
@@ -42,7 +43,7 @@ FIRST_REQUEST_TIMEOUT = 30.0
 _ACCEPT_BACKOFF = {errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS}
 
 
-def client_of(stream: trio.SocketStream, trusted: Sequence[Network], scheme: bytes) -> Client:
+def client_of(stream: LeanSocketStream, trusted: Sequence[Network], scheme: bytes) -> Client:
     try:
         peer = str(stream.socket.getpeername()[0])
     except OSError:
@@ -82,7 +83,7 @@ async def hand_over(
             await close_gently(stream)
 
 
-Handler = Callable[[trio.SocketStream], Awaitable[None]]
+Handler = Callable[[LeanSocketStream], Awaitable[None]]
 
 
 async def serve_listener(listener: trio.SocketListener, handle: Handler) -> None:
@@ -100,8 +101,9 @@ async def serve_listener(listener: trio.SocketListener, handle: Handler) -> None
             nursery.start_soon(_isolated, handle, stream)
 
 
-async def _isolated(handle: Handler, stream: trio.SocketStream) -> None:
+async def _isolated(handle: Handler, tcp: trio.SocketStream) -> None:
     """Run one connection's hand-over; its failure is logged and ends only that connection."""
+    stream = LeanSocketStream(tcp)
     try:
         await handle(stream)
     except Exception:
@@ -136,6 +138,20 @@ class Front:
     challenges: ChallengeLookup
     trusted: Sequence[Network]
     shutdown: trio.Event
+    limit: ConnectionLimit = field(default_factory=lambda: ConnectionLimit(0))
+    """Open connections per client, across every public listener."""
+
+    def admit(self, stream: LeanSocketStream, client: Client) -> bool:
+        """Count the connection against its client's share until it closes; False when the
+        client holds its share already (then it is closed at once, unread and unanswered).
+        A peer in TRUSTED_PROXIES speaks for many clients and is not counted."""
+        if client.trusted:
+            return True
+        release = self.limit.admit(client.ip)
+        if release is None:
+            return False
+        stream.on_close(release)
+        return True
 
 
 async def serve_http(
@@ -146,9 +162,12 @@ async def serve_http(
     Connections already handed to instances belong to them and drain with them.
     """
 
-    async def handle(stream: trio.SocketStream) -> None:
+    async def handle(stream: LeanSocketStream) -> None:
         client = client_of(stream, front.trusted, b"http")
-        await hand_over(LeanSocketStream(stream), front.instances.get, front.challenges, client)
+        if not front.admit(stream, client):
+            await trio.aclose_forcefully(stream)
+            return
+        await hand_over(stream, front.instances.get, front.challenges, client)
 
     await _serve_port(front.host, port, handle, front.shutdown, task_status)
 
@@ -185,9 +204,12 @@ async def serve_https(
     """The public HTTPS port: the SNI name picks the instance (and its certificate)."""
     context = _tls_context(front.instances)
 
-    async def handle(tcp: trio.SocketStream) -> None:
-        client = client_of(tcp, front.trusted, b"https")
-        await _serve_tls(front, context, LeanSocketStream(tcp), client)
+    async def handle(stream: LeanSocketStream) -> None:
+        client = client_of(stream, front.trusted, b"https")
+        if not front.admit(stream, client):
+            await trio.aclose_forcefully(stream)
+            return
+        await _serve_tls(front, context, stream, client)
 
     await _serve_port(front.host, port, handle, front.shutdown, task_status)
 
@@ -208,29 +230,31 @@ async def serve_proxy_protocol(
     context = _tls_context(front.instances)
     warned: set[str] = set()
 
-    async def handle(tcp: trio.SocketStream) -> None:
-        balancer = client_of(tcp, front.trusted, b"http")
+    async def handle(lean: LeanSocketStream) -> None:
+        balancer = client_of(lean, front.trusted, b"http")
         if not balancer.trusted:
             if balancer.ip not in warned and len(warned) < WARN_LIMIT:  # once per peer
                 warned.add(balancer.ip)
                 log.warning("PROXY protocol port: %s is not in TRUSTED_PROXIES", balancer.ip)
-            await trio.aclose_forcefully(tcp)
+            await trio.aclose_forcefully(lean)
             return
-        lean = LeanSocketStream(tcp)
         try:
             with trio.fail_after(PROXY_HEADER_TIMEOUT):
                 header, rest = await read_header(lean)
         except (ProxyHeaderError, trio.TooSlowError, trio.BrokenResourceError) as error:
             log.warning("PROXY protocol port: %s: %s", balancer.ip, error or "too slow")
-            await trio.aclose_forcefully(tcp)
+            await trio.aclose_forcefully(lean)
             return
         ip = header.source or balancer.ip
+        scheme = b"https" if rest[0] == TLS_RECORD_HANDSHAKE else b"http"
+        client = Client(ip=ip, trusted=is_trusted(ip, front.trusted), scheme=scheme)
+        if not front.admit(lean, client):  # the client it names is counted, not the balancer
+            await trio.aclose_forcefully(lean)
+            return
         stream = PrefixedStream(lean, rest)
-        if rest[0] == TLS_RECORD_HANDSHAKE:
-            client = Client(ip=ip, trusted=is_trusted(ip, front.trusted), scheme=b"https")
+        if scheme == b"https":
             await _serve_tls(front, context, stream, client)
         else:
-            client = Client(ip=ip, trusted=is_trusted(ip, front.trusted), scheme=b"http")
             await hand_over(stream, front.instances.get, front.challenges, client)
 
     await _serve_port(front.host, port, handle, front.shutdown, task_status)

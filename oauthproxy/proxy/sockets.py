@@ -13,6 +13,7 @@ stream's own.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 
 import trio
 from trio.lowlevel import wait_readable, wait_writable
@@ -47,6 +48,18 @@ class LeanSocketStream(WrappedStream):
     def __init__(self, stream: trio.SocketStream) -> None:
         super().__init__(stream)
         self.socket = stream.socket
+        self._on_close: Callable[[], None] | None = None
+
+    def on_close(self, callback: Callable[[], None]) -> None:
+        """Call `callback` once, when this stream closes (however it closes: every stream over
+        it, TLS included, closes it in the end). A connection's count per client ends here."""
+        self._on_close = callback
+
+    async def aclose(self) -> None:
+        callback, self._on_close = self._on_close, None
+        if callback is not None:
+            callback()
+        await super().aclose()
 
     def _fd(self) -> int:
         fd = self.socket.fileno()
