@@ -195,6 +195,7 @@ async def _start_listeners(
         trusted=parse_networks(settings.trusted_proxies),
         shutdown=shutdown,
         limit=ConnectionLimit(settings.proxy_max_connections_per_ip),
+        send_timeout=settings.proxy_send_timeout,
     )
     http_port: int = await services.start(serve_http, front, settings.http_port)
     https_port: int = await services.start(serve_https, front, settings.https_port)

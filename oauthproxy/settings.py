@@ -107,6 +107,11 @@ class Settings(BaseSettings):
         default=75,
         description="Seconds a kept-alive client connection may wait for its next request",
     )
+    proxy_send_timeout: PositiveSeconds = Field(
+        default=60,
+        description="Seconds a send may wait for a client to take data; a client that stops "
+        "reading is cut after it, and its upstream connection closed",
+    )
     proxy_max_connections_per_ip: Annotated[int, Field(ge=0)] = Field(
         default=256,
         description="Open connections one client IP (an IPv6 /64) may hold across the public "

@@ -42,17 +42,20 @@ async def start_gateway(
 TOO_LARGE = b"HTTP/1.1 413 Content Too Large\r\nContent-Length: 0\r\n\r\n"
 
 
-class EarlyAnswer:
+class RawUpstream:
     """An upstream that refuses a POST with 413 as soon as its head arrives, without reading the
     body (as servers do for a Content-Length over their limit), and reads nothing more until the
-    test says so; any other request gets a 200 naming its connection. It records which of its
-    connections have been closed by the gateway."""
+    test says so; answers GET /big with BIG bytes, sent until done or cut; and any other request
+    with a 200 naming its connection. It records which of its connections were closed."""
 
     def __init__(self) -> None:
         self.accepted = 0
         self.refused_on = 0
         """The connection that carried the POST."""
+        self.big_on = 0
+        """The connection that carried GET /big."""
         self.closed: set[int] = set()
+        """Connections numbered from 1 in order of accept (0 is none)."""
         self.changed = trio.Event()
         self.drain = trio.Event()
         """Set by the test: connections that answered early read on, to see the gateway's close."""
@@ -64,9 +67,10 @@ class EarlyAnswer:
             )
             task_status.started(int(listeners[0].socket.getsockname()[1]))
 
-    async def until_closed(self, number: int) -> None:
+    async def until_closed(self, number: Callable[[], int]) -> None:
+        """Wait until the connection `number()` names has been closed (it may not exist yet)."""
         with trio.fail_after(TIMEOUT):
-            while number not in self.closed:
+            while number() not in self.closed:
                 self.changed = trio.Event()
                 await self.changed.wait()
 
@@ -83,6 +87,13 @@ class EarlyAnswer:
                         await self.drain.wait()
                         await wire.rest()
                         return
+                    if lines[0].startswith(b"GET /big "):
+                        self.big_on = number
+                        await wire.send(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % BIG)
+                        block = b"x" * (1024 * 1024)
+                        for _ in range(BIG // len(block)):
+                            await wire.send(block)
+                        continue
                     body = b"connection %d" % number
                     await wire.send(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(body))
                     await wire.send(body)
@@ -107,7 +118,7 @@ async def test_an_upstream_that_answers_before_the_body_is_sent_is_heard_and_not
     # A request timeout well inside the test's own: before the fix, the POST waited all of it
     # (the body could not be sent to an upstream that had stopped reading) and got a 504.
     gateway = await start_gateway(nursery, make_settings, proxy_request_timeout=TIMEOUT / 2)
-    backend = EarlyAnswer()
+    backend = RawUpstream()
     port: int = await nursery.start(backend.serve)
     await create_proxy(storage, HOST, port)
     await until_served(gateway)
@@ -123,7 +134,9 @@ async def test_an_upstream_that_answers_before_the_body_is_sent_is_heard_and_not
             assert await wire.closed_by_peer()
             sending.cancel_scope.cancel()
     backend.drain.set()
-    await backend.until_closed(backend.refused_on)  # the gateway closed it rather than pool it
+    await backend.until_closed(
+        lambda: backend.refused_on
+    )  # the gateway closed it rather than pool it
     opened = backend.accepted
 
     with trio.fail_after(TIMEOUT):
@@ -132,6 +145,24 @@ async def test_an_upstream_that_answers_before_the_body_is_sent_is_heard_and_not
             served = await response(wire)
     assert served.status == 200
     assert served.body == b"connection %d" % (opened + 1)  # a new one
+
+
+async def test_a_client_that_stops_reading_is_cut_and_its_upstream_connection_closed(
+    nursery: trio.Nursery, storage: Storage, make_settings: Callable[..., Settings]
+) -> None:
+    gateway = await start_gateway(nursery, make_settings, proxy_send_timeout=0.5)
+    backend = RawUpstream()
+    port: int = await nursery.start(backend.serve)
+    await create_proxy(storage, HOST, port)
+    await until_served(gateway)
+    async with client(gateway) as wire:
+        await wire.send(request("GET /big HTTP/1.1"))
+        # the client reads nothing: the gateway's sends toward it fill every buffer, then wait
+        await backend.until_closed(lambda: backend.big_on)
+        with trio.fail_after(TIMEOUT):
+            received = await wire.rest()  # what the buffers held, then the gateway's close
+    assert received.startswith(b"HTTP/1.1 200 ")
+    assert len(received) < BIG
 
 
 # --- The admin API's hostnames on the public port ----------------------------------------------

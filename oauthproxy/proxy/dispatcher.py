@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import errno
 import logging
+import math
 import ssl
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -86,8 +87,11 @@ async def hand_over(
 Handler = Callable[[LeanSocketStream], Awaitable[None]]
 
 
-async def serve_listener(listener: trio.SocketListener, handle: Handler) -> None:
-    """Accept connections forever; each gets a `handle` task in this function's nursery."""
+async def serve_listener(
+    listener: trio.SocketListener, handle: Handler, send_timeout: float = math.inf
+) -> None:
+    """Accept connections forever; each gets a `handle` task in this function's nursery, and
+    `send_timeout` for every send toward it."""
     async with trio.open_nursery() as nursery:
         while True:
             try:
@@ -98,12 +102,12 @@ async def serve_listener(listener: trio.SocketListener, handle: Handler) -> None
                 log.warning("accept failed (%s); retrying shortly", errno.errorcode[error.errno])
                 await trio.sleep(0.1)
                 continue
-            nursery.start_soon(_isolated, handle, stream)
+            nursery.start_soon(_isolated, handle, stream, send_timeout)
 
 
-async def _isolated(handle: Handler, tcp: trio.SocketStream) -> None:
+async def _isolated(handle: Handler, tcp: trio.SocketStream, send_timeout: float) -> None:
     """Run one connection's hand-over; its failure is logged and ends only that connection."""
-    stream = LeanSocketStream(tcp)
+    stream = LeanSocketStream(tcp, send_timeout=send_timeout)
     try:
         await handle(stream)
     except Exception:
@@ -112,19 +116,15 @@ async def _isolated(handle: Handler, tcp: trio.SocketStream) -> None:
 
 
 async def _serve_port(
-    host: str,
-    port: int,
-    handle: Handler,
-    shutdown: trio.Event,
-    task_status: trio.TaskStatus[int],
+    front: Front, port: int, handle: Handler, task_status: trio.TaskStatus[int]
 ) -> None:
-    listeners = await trio.open_tcp_listeners(port, host=host or None)
+    listeners = await trio.open_tcp_listeners(port, host=front.host or None)
     bound = int(listeners[0].socket.getsockname()[1])
     async with trio.open_nursery() as nursery:
         for listener in listeners:
-            nursery.start_soon(serve_listener, listener, handle)
+            nursery.start_soon(serve_listener, listener, handle, front.send_timeout)
         task_status.started(bound)
-        await shutdown.wait()
+        await front.shutdown.wait()
         nursery.cancel_scope.cancel()
 
 
@@ -140,6 +140,8 @@ class Front:
     shutdown: trio.Event
     limit: ConnectionLimit = field(default_factory=lambda: ConnectionLimit(0))
     """Open connections per client, across every public listener."""
+    send_timeout: float = math.inf
+    """How long a send may wait for a client to take data (`PROXY_SEND_TIMEOUT`)."""
 
     def admit(self, stream: LeanSocketStream, client: Client) -> bool:
         """Count the connection against its client's share until it closes; False when the
@@ -169,7 +171,7 @@ async def serve_http(
             return
         await hand_over(stream, front.instances.get, front.challenges, client)
 
-    await _serve_port(front.host, port, handle, front.shutdown, task_status)
+    await _serve_port(front, port, handle, task_status)
 
 
 def _tls_context(instances: Mapping[str, Instance]) -> ssl.SSLContext:
@@ -211,7 +213,7 @@ async def serve_https(
             return
         await _serve_tls(front, context, stream, client)
 
-    await _serve_port(front.host, port, handle, front.shutdown, task_status)
+    await _serve_port(front, port, handle, task_status)
 
 
 WARN_LIMIT = 1000
@@ -257,4 +259,4 @@ async def serve_proxy_protocol(
         else:
             await hand_over(stream, front.instances.get, front.challenges, client)
 
-    await _serve_port(front.host, port, handle, front.shutdown, task_status)
+    await _serve_port(front, port, handle, task_status)
