@@ -107,6 +107,11 @@ class Settings(BaseSettings):
         default=75,
         description="Seconds a kept-alive client connection may wait for its next request",
     )
+    proxy_header_timeout: PositiveSeconds = Field(
+        default=15,
+        description="Seconds the head of a kept-alive connection's next request may take to "
+        "arrive once it has begun (its first byte may take PROXY_IDLE_TIMEOUT)",
+    )
     proxy_send_timeout: PositiveSeconds = Field(
         default=60,
         description="Seconds a send may wait for a client to take data; a client that stops "

@@ -292,3 +292,18 @@ async def test_no_cap_when_turned_off(
     with trio.fail_after(TIMEOUT):
         slow = [await slow_connection(gateway.http_port, "127.0.0.2") for _ in range(300)]
         assert [await finished(wire) for wire in slow] == [200] * len(slow)
+
+
+async def test_the_next_request_s_head_has_the_header_timeout(
+    nursery: trio.Nursery, storage: Storage, make_settings: Callable[..., Settings]
+) -> None:
+    gateway = await start_gateway(nursery, make_settings, proxy_header_timeout=0.5)
+    port: int = await nursery.start(functools.partial(serve_backend, "quart"))
+    await create_proxy(storage, HOST, port)
+    await until_served(gateway)
+    with trio.fail_after(TIMEOUT):  # far below the idle timeout (75 s)
+        async with client(gateway) as wire:
+            await wire.send(request("GET /echo HTTP/1.1"))
+            assert (await response(wire)).status == 200
+            await wire.send(SLOW_HEAD)  # and never the rest
+            assert await wire.closed_by_peer()

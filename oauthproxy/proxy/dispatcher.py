@@ -35,7 +35,7 @@ from oauthproxy.proxy.tls import TLS_HANDSHAKE_TIMEOUT, HostContext, listener_co
 
 log = logging.getLogger(__name__)
 
-PROXY_HEADER_TIMEOUT = 5.0
+PROXY_PROTOCOL_TIMEOUT = 5.0
 """A load balancer sends the PROXY header, and the client its first byte, within this time."""
 
 FIRST_REQUEST_TIMEOUT = 30.0
@@ -241,7 +241,7 @@ async def serve_proxy_protocol(
             await trio.aclose_forcefully(lean)
             return
         try:
-            with trio.fail_after(PROXY_HEADER_TIMEOUT):
+            with trio.fail_after(PROXY_PROTOCOL_TIMEOUT):
                 header, rest = await read_header(lean)
         except (ProxyHeaderError, trio.TooSlowError, trio.BrokenResourceError) as error:
             log.warning("PROXY protocol port: %s: %s", balancer.ip, error or "too slow")
