@@ -21,6 +21,8 @@ from tests.test_http_conformance import (
     TIMEOUT,
     Wire,
     client,
+    exchange,
+    raw_upstream,
     request,
     response,
     until_served,
@@ -145,6 +147,17 @@ async def test_an_upstream_that_answers_before_the_body_is_sent_is_heard_and_not
             served = await response(wire)
     assert served.status == 200
     assert served.body == b"connection %d" % (opened + 1)  # a new one
+
+
+async def test_a_request_whose_body_went_out_whole_leaves_its_connection_pooled(
+    nursery: trio.Nursery, storage: Storage, gateway: Ready
+) -> None:
+    backend = await raw_upstream(nursery, storage, gateway)
+    for number in (1, 2, 3):
+        start = f"POST /post/{number} HTTP/1.1"
+        answer = await exchange(gateway, request(start, "Content-Length: 5", body=b"hello"))
+        assert answer.status == 200
+    assert len({received.connection for received in backend.received}) == 1
 
 
 async def test_a_client_that_stops_reading_is_cut_and_its_upstream_connection_closed(
