@@ -281,7 +281,8 @@ async def test_one_client_cannot_hold_more_connections_than_its_share(
         named = proxy_line("127.0.0.2")
         slow += [await slow_connection(gateway.proxy_protocol_port, "127.0.0.1", named)]
         # another client is served meanwhile, and so are the balancer's other clients
-        other = await ask(gateway.http_port, request("GET /echo HTTP/1.1", "Connection: close"))
+        get = request("GET /echo HTTP/1.1", "Connection: close")
+        other = await ask(gateway.http_port, get, source="127.0.0.3")
         assert other.startswith(b"HTTP/1.1 200 ")
         for _ in range(share + 2):  # the balancer itself is not counted
             via = proxy_line("198.51.100.20") + request("GET /echo HTTP/1.1", "Connection: close")
