@@ -33,6 +33,7 @@ from oauthproxy.certificates.manager import CertificateManager, serve_certificat
 from oauthproxy.models.proxies import ProxyTarget
 from oauthproxy.proxy.dispatcher import Front, serve_http, serve_https, serve_proxy_protocol
 from oauthproxy.proxy.headers import parse_networks
+from oauthproxy.proxy.limits import ConnectionLimit
 from oauthproxy.settings import Settings
 from oauthproxy.storage import Storage, open_storage
 from oauthproxy.storage.embedded import EmbeddedRedis, serve_embedded_redis
@@ -209,6 +210,8 @@ async def _start_listeners(
         challenges=storage.challenges.get,
         trusted=parse_networks(settings.trusted_proxies),
         shutdown=shutdown,
+        limit=ConnectionLimit(settings.proxy_max_connections_per_ip),
+        send_timeout=settings.proxy_send_timeout,
     )
     http_port: int = await services.start(serve_http, front, settings.http_port)
     https_port: int = await services.start(serve_https, front, settings.https_port)

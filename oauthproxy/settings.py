@@ -109,6 +109,21 @@ class Settings(BaseSettings):
         default=75,
         description="Seconds a kept-alive client connection may wait for its next request",
     )
+    proxy_header_timeout: PositiveSeconds = Field(
+        default=15,
+        description="Seconds the head of a kept-alive connection's next request may take to "
+        "arrive once it has begun (its first byte may take PROXY_IDLE_TIMEOUT)",
+    )
+    proxy_send_timeout: PositiveSeconds = Field(
+        default=60,
+        description="Seconds a send may wait for a client to take data; a client that stops "
+        "reading is cut after it, and its upstream connection closed",
+    )
+    proxy_max_connections_per_ip: Annotated[int, Field(ge=0)] = Field(
+        default=256,
+        description="Open connections one client IP (an IPv6 /64) may hold across the public "
+        "listeners; more are closed at once. Peers in TRUSTED_PROXIES are not counted. 0: no cap",
+    )
     fetcher_navigation_timeout: PositiveSeconds = 25
     upstream_ca_bundle: Path | None = Field(
         default=None, description="CA file that verifies https:// upstreams (default: system)"

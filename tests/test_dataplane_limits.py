@@ -1,6 +1,7 @@
-"""Connection-level limits on the wire: what one client (or one upstream) cannot make the gateway
-do to everyone else. Early upstream answers, clients that stop reading, slow heads, too many
-connections from one address, and the admin API's hostnames on the public port.
+"""Connection-level limits on the wire, between a client and its upstream: early upstream
+answers, exchanges that end abnormally, clients that stop reading, and slow heads on kept-alive
+connections. Upstream connections are released (closed, never pooled) whenever an exchange did
+not end cleanly.
 """
 
 from __future__ import annotations
@@ -14,12 +15,15 @@ import trio
 from oauthproxy.serve import Ready, serve
 from oauthproxy.settings import Settings
 from oauthproxy.storage import Storage
+from tests.backend import serve_backend
 from tests.test_dataplane import create_proxy
 from tests.test_http_conformance import (
     HOST,
     TIMEOUT,
     Wire,
     client,
+    exchange,
+    raw_upstream,
     request,
     response,
     until_served,
@@ -41,17 +45,23 @@ async def start_gateway(
 TOO_LARGE = b"HTTP/1.1 413 Content Too Large\r\nContent-Length: 0\r\n\r\n"
 
 
-class EarlyAnswer:
+class RawUpstream:
     """An upstream that refuses a POST with 413 as soon as its head arrives, without reading the
     body (as servers do for a Content-Length over their limit), and reads nothing more until the
-    test says so; any other request gets a 200 naming its connection. It records which of its
-    connections have been closed by the gateway."""
+    test says so; answers GET /big with BIG bytes, sent until done or cut; never answers
+    GET /stall; and any other request with a 200 naming its connection. It records which of
+    its connections were closed."""
 
     def __init__(self) -> None:
         self.accepted = 0
         self.refused_on = 0
         """The connection that carried the POST."""
+        self.big_on = 0
+        """The connection that carried GET /big."""
+        self.stalled_on = 0
+        """The connection that carried GET /stall (never answered)."""
         self.closed: set[int] = set()
+        """Connections numbered from 1 in order of accept (0 is none)."""
         self.changed = trio.Event()
         self.drain = trio.Event()
         """Set by the test: connections that answered early read on, to see the gateway's close."""
@@ -63,9 +73,10 @@ class EarlyAnswer:
             )
             task_status.started(int(listeners[0].socket.getsockname()[1]))
 
-    async def until_closed(self, number: int) -> None:
+    async def until_closed(self, number: Callable[[], int]) -> None:
+        """Wait until the connection `number()` names has been closed (it may not exist yet)."""
         with trio.fail_after(TIMEOUT):
-            while number not in self.closed:
+            while number() not in self.closed:
                 self.changed = trio.Event()
                 await self.changed.wait()
 
@@ -82,6 +93,16 @@ class EarlyAnswer:
                         await self.drain.wait()
                         await wire.rest()
                         return
+                    if lines[0].startswith(b"GET /stall "):
+                        self.stalled_on = number
+                        continue
+                    if lines[0].startswith(b"GET /big "):
+                        self.big_on = number
+                        await wire.send(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % BIG)
+                        block = b"x" * (1024 * 1024)
+                        for _ in range(BIG // len(block)):
+                            await wire.send(block)
+                        continue
                     body = b"connection %d" % number
                     await wire.send(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(body))
                     await wire.send(body)
@@ -106,7 +127,7 @@ async def test_an_upstream_that_answers_before_the_body_is_sent_is_heard_and_not
     # A request timeout well inside the test's own: before the fix, the POST waited all of it
     # (the body could not be sent to an upstream that had stopped reading) and got a 504.
     gateway = await start_gateway(nursery, make_settings, proxy_request_timeout=TIMEOUT / 2)
-    backend = EarlyAnswer()
+    backend = RawUpstream()
     port: int = await nursery.start(backend.serve)
     await create_proxy(storage, HOST, port)
     await until_served(gateway)
@@ -122,7 +143,9 @@ async def test_an_upstream_that_answers_before_the_body_is_sent_is_heard_and_not
             assert await wire.closed_by_peer()
             sending.cancel_scope.cancel()
     backend.drain.set()
-    await backend.until_closed(backend.refused_on)  # the gateway closed it rather than pool it
+    await backend.until_closed(
+        lambda: backend.refused_on
+    )  # the gateway closed it rather than pool it
     opened = backend.accepted
 
     with trio.fail_after(TIMEOUT):
@@ -133,60 +156,60 @@ async def test_an_upstream_that_answers_before_the_body_is_sent_is_heard_and_not
     assert served.body == b"connection %d" % (opened + 1)  # a new one
 
 
-# --- The admin API's hostnames on the public port ----------------------------------------------
-
-
-async def ask(port: int, data: bytes, *, source: str = "127.0.0.1") -> bytes:
-    """Send `data` from `source` and read everything until the gateway closes."""
-    with trio.fail_after(TIMEOUT):
-        stream = await trio.open_tcp_stream("127.0.0.1", port, local_address=source)
-        async with stream:
-            await stream.send_all(data)
-            return await Wire(stream).rest()
-
-
-def proxy_line(client_ip: str) -> bytes:
-    """What a load balancer in front of PROXY_PROTOCOL_PORT sends first (PROXY protocol v1)."""
-    return f"PROXY TCP4 {client_ip} 127.0.0.1 40000 80\r\n".encode()
-
-
-HEALTH = request("GET /health HTTP/1.1", "Connection: close", host="localhost")
-
-
-def reached_the_api(answer: bytes) -> bool:
-    head, _, body = answer.partition(b"\r\n\r\n")
-    if head.startswith(b"HTTP/1.1 404 ") and b"unknown_host" in body:
-        return False
-    assert b'"components"' in body, answer  # /health's own answer
-    return True
-
-
-async def test_api_hostnames_answer_loopback_clients_only(
+async def test_an_exchange_that_timed_out_closes_its_upstream_connection(
     nursery: trio.Nursery, storage: Storage, make_settings: Callable[..., Settings]
 ) -> None:
-    gateway = await start_gateway(nursery, make_settings, trusted_proxies=["127.0.0.1/32"])
-    assert reached_the_api(await ask(gateway.http_port, HEALTH))
-    assert reached_the_api(await ask(gateway.http_port, HEALTH, source="127.0.0.2"))
-    port = gateway.proxy_protocol_port
-    # a trusted balancer on 127.0.0.1 speaks for the client: the client is what counts
-    assert reached_the_api(await ask(port, proxy_line("127.0.0.9") + HEALTH))
-    assert not reached_the_api(await ask(port, proxy_line("203.0.113.7") + HEALTH))
-    # a local proxy forwarding for a remote client is not a local client
-    forwarded = request(
-        "GET /health HTTP/1.1",
-        "X-Forwarded-For: 203.0.113.7",
-        "Connection: close",
-        host="localhost",
-    )
-    assert not reached_the_api(await ask(gateway.http_port, forwarded))
-    via = request(
-        "GET /health HTTP/1.1", "Forwarded: for=203.0.113.7", "Connection: close", host="localhost"
-    )
-    assert not reached_the_api(await ask(gateway.http_port, via))
+    gateway = await start_gateway(nursery, make_settings, proxy_request_timeout=0.5)
+    backend = RawUpstream()
+    port: int = await nursery.start(backend.serve)
+    await create_proxy(storage, HOST, port)
+    await until_served(gateway)
+    assert (await exchange(gateway, request("GET /stall HTTP/1.1"))).status == 504
+    await backend.until_closed(lambda: backend.stalled_on)
+    opened = backend.accepted
+    served = await exchange(gateway, request("GET /next HTTP/1.1"))
+    assert served.body == b"connection %d" % (opened + 1)
 
 
-async def test_api_hostnames_answer_no_one_when_turned_off(
+async def test_a_request_whose_body_went_out_whole_leaves_its_connection_pooled(
+    nursery: trio.Nursery, storage: Storage, gateway: Ready
+) -> None:
+    backend = await raw_upstream(nursery, storage, gateway)
+    for number in (1, 2, 3):
+        start = f"POST /post/{number} HTTP/1.1"
+        answer = await exchange(gateway, request(start, "Content-Length: 5", body=b"hello"))
+        assert answer.status == 200
+    assert len({received.connection for received in backend.received}) == 1
+
+
+async def test_a_client_that_stops_reading_is_cut_and_its_upstream_connection_closed(
     nursery: trio.Nursery, storage: Storage, make_settings: Callable[..., Settings]
 ) -> None:
-    gateway = await start_gateway(nursery, make_settings, api_on_public_port="off")
-    assert not reached_the_api(await ask(gateway.http_port, HEALTH))
+    gateway = await start_gateway(nursery, make_settings, proxy_send_timeout=0.5)
+    backend = RawUpstream()
+    port: int = await nursery.start(backend.serve)
+    await create_proxy(storage, HOST, port)
+    await until_served(gateway)
+    async with client(gateway) as wire:
+        await wire.send(request("GET /big HTTP/1.1"))
+        # the client reads nothing: the gateway's sends toward it fill every buffer, then wait
+        await backend.until_closed(lambda: backend.big_on)
+        with trio.fail_after(TIMEOUT):
+            received = await wire.rest()  # what the buffers held, then the gateway's close
+    assert received.startswith(b"HTTP/1.1 200 ")
+    assert len(received) < BIG
+
+
+async def test_the_next_request_s_head_has_the_header_timeout(
+    nursery: trio.Nursery, storage: Storage, make_settings: Callable[..., Settings]
+) -> None:
+    gateway = await start_gateway(nursery, make_settings, proxy_header_timeout=0.5)
+    port: int = await nursery.start(functools.partial(serve_backend, "quart"))
+    await create_proxy(storage, HOST, port)
+    await until_served(gateway)
+    with trio.fail_after(TIMEOUT):  # far below the idle timeout (75 s)
+        async with client(gateway) as wire:
+            await wire.send(request("GET /echo HTTP/1.1"))
+            assert (await response(wire)).status == 200
+            await wire.send(b"GET /echo HTTP/1.1\r\nHost: " + HOST.encode())  # never the rest
+            assert await wire.closed_by_peer()

@@ -12,6 +12,7 @@ import pytest
 import trio
 
 from oauthproxy.models.oauth import ClientOrigin
+from oauthproxy.models.proxies import ProxyTarget
 from oauthproxy.oauth.client_address import client_address
 from oauthproxy.proxy.headers import parse_networks
 from oauthproxy.serve import Ready
@@ -136,14 +137,29 @@ async def test_the_limit_can_be_turned_off(start: Start, http: httpx.AsyncClient
 
 
 async def register_through_the_port(
-    http: httpx.AsyncClient, gateway: Ready, forwarded_for: str
+    http: httpx.AsyncClient, gateway: Ready, forwarded_for: str, host: str = "localhost"
 ) -> httpx.Response:
-    """POST /register on the public HTTP port for an API hostname, claiming `forwarded_for`."""
+    """POST /register on the public HTTP port for `host` (an API hostname, or a proxy to the
+    API), claiming `forwarded_for`."""
     return await http.post(
         f"http://127.0.0.1:{gateway.http_port}/register",
         json=CLIENT,
-        headers={"Host": "localhost", "X-Forwarded-For": forwarded_for},
+        headers={"Host": host, "X-Forwarded-For": forwarded_for},
     )
+
+
+AUTH_HOST = "auth.example.com"
+
+
+async def proxy_to_the_api(http: httpx.AsyncClient, storage: Storage, gateway: Ready) -> None:
+    """A proxy for AUTH_HOST to the admin API, as `oauth-routes-setup` makes one: remote clients
+    reach the authorization server through it (the API hostnames answer loopback clients only)."""
+    target = {"hostname": AUTH_HOST, "target_url": gateway.api_url}
+    await storage.proxies.create(ProxyTarget.model_validate(target))
+    health = f"http://127.0.0.1:{gateway.http_port}/health"
+    with trio.fail_after(10):
+        while (await http.get(health, headers={"Host": AUTH_HOST})).status_code == 404:  # noqa: ASYNC110 - polling HTTP
+            await trio.sleep(0.01)
 
 
 async def test_through_the_public_port_a_client_cannot_claim_another_address(
@@ -155,14 +171,17 @@ async def test_through_the_public_port_a_client_cannot_claim_another_address(
     assert_limited(await register_through_the_port(http, gateway, "198.51.100.2"), 600)
 
 
-async def test_a_trusted_proxy_names_the_client(start: Start, http: httpx.AsyncClient) -> None:
+async def test_a_trusted_proxy_names_the_client(
+    start: Start, http: httpx.AsyncClient, storage: Storage
+) -> None:
     gateway = await start(
         oauth_register_rate_limit=1, oauth_register_rate_window=600, trusted_proxies=["127.0.0.1"]
     )
-    first = await register_through_the_port(http, gateway, "198.51.100.1")
+    await proxy_to_the_api(http, storage, gateway)
+    first = await register_through_the_port(http, gateway, "198.51.100.1", AUTH_HOST)
     assert first.status_code == 201, first.text
-    assert_limited(await register_through_the_port(http, gateway, "198.51.100.1"), 600)
-    other = await register_through_the_port(http, gateway, "198.51.100.2")
+    assert_limited(await register_through_the_port(http, gateway, "198.51.100.1", AUTH_HOST), 600)
+    other = await register_through_the_port(http, gateway, "198.51.100.2", AUTH_HOST)
     assert other.status_code == 201, other.text
     direct = await http.post(f"{gateway.api_url}/register", json=CLIENT)
     assert direct.status_code == 201, direct.text

@@ -30,6 +30,14 @@ def test_defaults_are_the_specifications() -> None:
     assert settings.trusted_proxies == []
 
 
+def test_connection_limits_have_bounded_defaults() -> None:
+    settings = Settings(_env_file=None)
+    assert settings.proxy_header_timeout < settings.proxy_idle_timeout
+    assert settings.proxy_send_timeout == 60
+    assert settings.proxy_max_connections_per_ip == 256
+    assert settings.api_on_public_port == "loopback"
+
+
 def test_environment_overrides_and_comma_lists(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HTTP_PORT", "8080")
     monkeypatch.setenv("TRUSTED_PROXIES", "10.0.0.0/8, 127.0.0.1")
@@ -55,6 +63,9 @@ def test_settings_are_frozen() -> None:
         ("RSA_KEY_SIZE", "1024", "greater than or equal to 2048"),
         ("OAUTH_JWT_ALGORITHM", "HS256", "expected RS256"),
         ("PROXY_REQUEST_TIMEOUT", "0", "greater than 0"),
+        ("PROXY_HEADER_TIMEOUT", "0", "greater than 0"),
+        ("PROXY_MAX_CONNECTIONS_PER_IP", "-1", "greater than or equal to 0"),
+        ("API_ON_PUBLIC_PORT", "anyone", "'loopback' or 'off'"),
     ],
 )
 def test_invalid_value_names_variable_value_and_expectation(

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import errno
 import logging
+import math
 import ssl
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import trio
 
@@ -26,6 +27,7 @@ from oauthproxy.proxy.http import (
     send_reply,
 )
 from oauthproxy.proxy.instance import Instance, answer, refuse
+from oauthproxy.proxy.limits import ConnectionLimit
 from oauthproxy.proxy.proxy_protocol import PrefixedStream, ProxyHeaderError, read_header
 from oauthproxy.proxy.responses import unknown_host
 from oauthproxy.proxy.sockets import LeanSocketStream
@@ -33,7 +35,7 @@ from oauthproxy.proxy.tls import TLS_HANDSHAKE_TIMEOUT, HostContext, listener_co
 
 log = logging.getLogger(__name__)
 
-PROXY_HEADER_TIMEOUT = 5.0
+PROXY_PROTOCOL_TIMEOUT = 5.0
 """A load balancer sends the PROXY header, and the client its first byte, within this time."""
 
 FIRST_REQUEST_TIMEOUT = 30.0
@@ -42,7 +44,7 @@ FIRST_REQUEST_TIMEOUT = 30.0
 _ACCEPT_BACKOFF = {errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS}
 
 
-def client_of(stream: trio.SocketStream, trusted: Sequence[Network], scheme: bytes) -> Client:
+def client_of(stream: LeanSocketStream, trusted: Sequence[Network], scheme: bytes) -> Client:
     try:
         peer = str(stream.socket.getpeername()[0])
     except OSError:
@@ -82,11 +84,14 @@ async def hand_over(
             await close_gently(stream)
 
 
-Handler = Callable[[trio.SocketStream], Awaitable[None]]
+Handler = Callable[[LeanSocketStream], Awaitable[None]]
 
 
-async def serve_listener(listener: trio.SocketListener, handle: Handler) -> None:
-    """Accept connections forever; each gets a `handle` task in this function's nursery."""
+async def serve_listener(
+    listener: trio.SocketListener, handle: Handler, send_timeout: float = math.inf
+) -> None:
+    """Accept connections forever; each gets a `handle` task in this function's nursery, and
+    `send_timeout` for every send toward it."""
     async with trio.open_nursery() as nursery:
         while True:
             try:
@@ -97,11 +102,12 @@ async def serve_listener(listener: trio.SocketListener, handle: Handler) -> None
                 log.warning("accept failed (%s); retrying shortly", errno.errorcode[error.errno])
                 await trio.sleep(0.1)
                 continue
-            nursery.start_soon(_isolated, handle, stream)
+            nursery.start_soon(_isolated, handle, stream, send_timeout)
 
 
-async def _isolated(handle: Handler, stream: trio.SocketStream) -> None:
+async def _isolated(handle: Handler, tcp: trio.SocketStream, send_timeout: float) -> None:
     """Run one connection's hand-over; its failure is logged and ends only that connection."""
+    stream = LeanSocketStream(tcp, send_timeout=send_timeout)
     try:
         await handle(stream)
     except Exception:
@@ -110,19 +116,15 @@ async def _isolated(handle: Handler, stream: trio.SocketStream) -> None:
 
 
 async def _serve_port(
-    host: str,
-    port: int,
-    handle: Handler,
-    shutdown: trio.Event,
-    task_status: trio.TaskStatus[int],
+    front: Front, port: int, handle: Handler, task_status: trio.TaskStatus[int]
 ) -> None:
-    listeners = await trio.open_tcp_listeners(port, host=host or None)
+    listeners = await trio.open_tcp_listeners(port, host=front.host or None)
     bound = int(listeners[0].socket.getsockname()[1])
     async with trio.open_nursery() as nursery:
         for listener in listeners:
-            nursery.start_soon(serve_listener, listener, handle)
+            nursery.start_soon(serve_listener, listener, handle, front.send_timeout)
         task_status.started(bound)
-        await shutdown.wait()
+        await front.shutdown.wait()
         nursery.cancel_scope.cancel()
 
 
@@ -136,6 +138,22 @@ class Front:
     challenges: ChallengeLookup
     trusted: Sequence[Network]
     shutdown: trio.Event
+    limit: ConnectionLimit = field(default_factory=lambda: ConnectionLimit(0))
+    """Open connections per client, across every public listener."""
+    send_timeout: float = math.inf
+    """How long a send may wait for a client to take data (`PROXY_SEND_TIMEOUT`)."""
+
+    def admit(self, stream: LeanSocketStream, client: Client) -> bool:
+        """Count the connection against its client's share until it closes; False when the
+        client holds its share already (then it is closed at once, unread and unanswered).
+        A peer in TRUSTED_PROXIES speaks for many clients and is not counted."""
+        if client.trusted:
+            return True
+        release = self.limit.admit(client.ip)
+        if release is None:
+            return False
+        stream.on_close(release)
+        return True
 
 
 async def serve_http(
@@ -146,11 +164,14 @@ async def serve_http(
     Connections already handed to instances belong to them and drain with them.
     """
 
-    async def handle(stream: trio.SocketStream) -> None:
+    async def handle(stream: LeanSocketStream) -> None:
         client = client_of(stream, front.trusted, b"http")
-        await hand_over(LeanSocketStream(stream), front.instances.get, front.challenges, client)
+        if not front.admit(stream, client):
+            await trio.aclose_forcefully(stream)
+            return
+        await hand_over(stream, front.instances.get, front.challenges, client)
 
-    await _serve_port(front.host, port, handle, front.shutdown, task_status)
+    await _serve_port(front, port, handle, task_status)
 
 
 def _tls_context(instances: Mapping[str, Instance]) -> ssl.SSLContext:
@@ -185,11 +206,14 @@ async def serve_https(
     """The public HTTPS port: the SNI name picks the instance (and its certificate)."""
     context = _tls_context(front.instances)
 
-    async def handle(tcp: trio.SocketStream) -> None:
-        client = client_of(tcp, front.trusted, b"https")
-        await _serve_tls(front, context, LeanSocketStream(tcp), client)
+    async def handle(stream: LeanSocketStream) -> None:
+        client = client_of(stream, front.trusted, b"https")
+        if not front.admit(stream, client):
+            await trio.aclose_forcefully(stream)
+            return
+        await _serve_tls(front, context, stream, client)
 
-    await _serve_port(front.host, port, handle, front.shutdown, task_status)
+    await _serve_port(front, port, handle, task_status)
 
 
 WARN_LIMIT = 1000
@@ -208,29 +232,31 @@ async def serve_proxy_protocol(
     context = _tls_context(front.instances)
     warned: set[str] = set()
 
-    async def handle(tcp: trio.SocketStream) -> None:
-        balancer = client_of(tcp, front.trusted, b"http")
+    async def handle(lean: LeanSocketStream) -> None:
+        balancer = client_of(lean, front.trusted, b"http")
         if not balancer.trusted:
             if balancer.ip not in warned and len(warned) < WARN_LIMIT:  # once per peer
                 warned.add(balancer.ip)
                 log.warning("PROXY protocol port: %s is not in TRUSTED_PROXIES", balancer.ip)
-            await trio.aclose_forcefully(tcp)
+            await trio.aclose_forcefully(lean)
             return
-        lean = LeanSocketStream(tcp)
         try:
-            with trio.fail_after(PROXY_HEADER_TIMEOUT):
+            with trio.fail_after(PROXY_PROTOCOL_TIMEOUT):
                 header, rest = await read_header(lean)
         except (ProxyHeaderError, trio.TooSlowError, trio.BrokenResourceError) as error:
             log.warning("PROXY protocol port: %s: %s", balancer.ip, error or "too slow")
-            await trio.aclose_forcefully(tcp)
+            await trio.aclose_forcefully(lean)
             return
         ip = header.source or balancer.ip
+        scheme = b"https" if rest[0] == TLS_RECORD_HANDSHAKE else b"http"
+        client = Client(ip=ip, trusted=is_trusted(ip, front.trusted), scheme=scheme)
+        if not front.admit(lean, client):  # the client it names is counted, not the balancer
+            await trio.aclose_forcefully(lean)
+            return
         stream = PrefixedStream(lean, rest)
-        if rest[0] == TLS_RECORD_HANDSHAKE:
-            client = Client(ip=ip, trusted=is_trusted(ip, front.trusted), scheme=b"https")
+        if scheme == b"https":
             await _serve_tls(front, context, stream, client)
         else:
-            client = Client(ip=ip, trusted=is_trusted(ip, front.trusted), scheme=b"http")
             await hand_over(stream, front.instances.get, front.challenges, client)
 
-    await _serve_port(front.host, port, handle, front.shutdown, task_status)
+    await _serve_port(front, port, handle, task_status)

@@ -6,7 +6,6 @@ A WebSocket (or any) upgrade answered with 101 becomes a byte splice in both dir
 
 from __future__ import annotations
 
-import select
 from dataclasses import dataclass
 
 import trio
@@ -23,7 +22,6 @@ from oauthproxy.proxy.headers import (
 from oauthproxy.proxy.http import (
     CONTINUE,
     END,
-    READ_SIZE,
     ClientGone,
     Framing,
     Head,
@@ -37,6 +35,7 @@ from oauthproxy.proxy.http import (
     write,
 )
 from oauthproxy.proxy.responses import error_reply
+from oauthproxy.proxy.splice import switch_protocols
 from oauthproxy.proxy.upstream import (
     Origin,
     UpstreamConnection,
@@ -63,27 +62,6 @@ class _NoResponse(Exception):
         self.status = status
         self.error = error
         self.detail = detail
-
-
-def _idle_connection_is_closed(connection: UpstreamConnection) -> bool:
-    """An idle keep-alive connection that is readable was closed (or sent junk): don't reuse it."""
-    stream = connection.stream
-    socket_stream = getattr(stream, "transport_stream", stream)
-    sock = getattr(socket_stream, "socket", None)
-    if sock is None:
-        return False
-    readable, _, _ = select.select([sock.fileno()], [], [], 0)
-    return bool(readable)
-
-
-async def _open(pool: UpstreamPool, origin: Origin, *, check_idle: bool) -> UpstreamConnection:
-    """A connection to `origin`. When the request could not be retried (it streams a body),
-    idle connections the upstream closed meanwhile are weeded out first."""
-    connection = await pool.acquire(origin)
-    while check_idle and connection.reused and _idle_connection_is_closed(connection):
-        await trio.aclose_forcefully(connection.stream)
-        connection = await pool.acquire(origin)
-    return connection
 
 
 async def _end_of_bodiless_request(client: Reader) -> None:
@@ -123,39 +101,38 @@ def _expects_continue(request: Head) -> bool:
     return request.version == b"1.1" and request.header(b"expect").lower() == b"100-continue"
 
 
-async def _send_request(
-    client: Reader, upstream: UpstreamConnection, request: Head, head: bytes
-) -> None:
-    """Send the request head and stream the client's body (if it has one) upstream."""
-    if not request.has_body:
-        await write(upstream.stream, head, UpstreamGone)
-    else:
-        if _expects_continue(request) and not client.events:
-            await write(upstream.stream, head, UpstreamGone)
-            head = b""
-            await write(client.stream, CONTINUE)
-        framing = Framing.CHUNKED if request.chunked else Framing.LENGTH
-        await relay(client, upstream.stream, framing, head, UpstreamGone)
-    upstream.request_sent = True
-
-
 async def _request_and_answer(
     client: Reader, upstream: UpstreamConnection, request: Head, head: bytes, *, to_head: bool
 ) -> Head:
-    """Send the request and read the response head. A body streams upstream in a task of its
-    own while the answer is awaited, so an upstream that answers early (a 413 before reading a
-    body over its limit) is heard at once: the rest of the body is not sent, and neither
-    connection carries another request (`request_sent` stays False)."""
+    """Send the request (head, then the client's body if it has one) and read the response head.
+    `upstream.request_sent` says whether all of it went out before the answer came."""
     if not request.has_body:
-        await _send_request(client, upstream, request, head)
+        await write(upstream.stream, head, UpstreamGone)
+        upstream.request_sent = True
         return await _response_head(upstream, to_head=to_head)
+    if _expects_continue(request) and not client.events:
+        await write(upstream.stream, head, UpstreamGone)
+        head = b""
+        await write(client.stream, CONTINUE)
+    return await _body_while_awaiting_answer(client, upstream, request, head, to_head=to_head)
+
+
+async def _body_while_awaiting_answer(
+    client: Reader, upstream: UpstreamConnection, request: Head, head: bytes, *, to_head: bool
+) -> Head:
+    """Stream the body upstream (after `head`, unless it went already) in a task of its own
+    while the answer is awaited, so an upstream that answers early (a 413 before reading a body
+    over its limit) is heard at once: the rest of the body is not sent, and neither connection
+    carries another request (`request_sent` stays False)."""
     failure: PeerClosed | None = None
     response: Head | None = None
 
     async def send_body(done: trio.CancelScope) -> None:
         nonlocal failure
+        framing = Framing.CHUNKED if request.chunked else Framing.LENGTH
         try:
-            await _send_request(client, upstream, request, head)
+            await relay(client, upstream.stream, framing, head, UpstreamGone)
+            upstream.request_sent = True
         except UpstreamGone:
             pass  # the upstream stopped reading: its answer, or its end, comes from the reader
         except ClientGone as error:
@@ -211,7 +188,7 @@ async def _exchange(
         await _end_of_bodiless_request(client_reader)
     with trio.CancelScope(deadline=trio.current_time() + route.request_timeout):
         try:
-            upstream = await _open(pool, route.origin, check_idle=has_body)
+            upstream = await pool.acquire(route.origin, unless_dropped=has_body)
         except UpstreamUnavailable as error:
             raise _NoResponse(502, "bad_gateway", str(error)) from error
         try:
@@ -260,7 +237,7 @@ async def forward(
         return False
     try:
         if response.status == 101:
-            await _switch_protocols(client_reader, upstream, response, route)
+            await switch_protocols(client_reader, upstream, response, route.response)
             return False
         keep_alive = await _stream_response(client_reader, upstream, request, response, route)
     except BaseException:
@@ -304,37 +281,3 @@ async def _stream_response(
     head = head_bytes(status_line(response.status, response.reason), headers)
     await relay(upstream.reader, client_reader.stream, framing, head, ClientGone)
     return keep_alive
-
-
-async def _switch_protocols(
-    client_reader: Reader,
-    upstream: UpstreamConnection,
-    response: Head,
-    route: Destination,
-) -> None:
-    """Answer 101 to the client, then copy bytes both ways until either side closes."""
-    headers = client_response_headers(response.headers, route.response, switching=True)
-    await write(client_reader.stream, head_bytes(status_line(101, response.reason), headers))
-    from_client = client_reader.trailing
-    from_upstream = upstream.reader.trailing
-    client_stream, upstream_stream = client_reader.stream, upstream.stream
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(_pump, client_stream, upstream_stream, from_client, nursery.cancel_scope)
-        nursery.start_soon(
-            _pump, upstream_stream, client_stream, from_upstream, nursery.cancel_scope
-        )
-    await trio.aclose_forcefully(upstream_stream)
-
-
-async def _pump(
-    source: trio.abc.Stream, sink: trio.abc.Stream, pending: bytes, done: trio.CancelScope
-) -> None:
-    try:
-        if pending:
-            await sink.send_all(pending)
-        while data := await source.receive_some(READ_SIZE):
-            await sink.send_all(data)
-    except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
-        pass
-    finally:
-        done.cancel()

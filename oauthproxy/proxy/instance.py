@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 from dataclasses import dataclass, field
 
 import trio
@@ -23,6 +24,7 @@ from oauthproxy.proxy.headers import Client, Headers, Identity
 from oauthproxy.proxy.http import (
     END,
     BadRequest,
+    Event,
     Head,
     PeerClosed,
     Reader,
@@ -52,11 +54,12 @@ LATE_REQUEST_SECONDS = 0.5
 
 @dataclass(eq=False)
 class _Connection:
-    """A connection an instance serves: what closes it, and since when it waits for a request."""
+    """A connection an instance serves: what closes it, and when it is closed if it waits on."""
 
     scope: trio.CancelScope = field(default_factory=trio.CancelScope)
-    idle_since: float | None = None
-    """None while a request is being read or answered."""
+    closes_at: float | None = None
+    """While it waits for its next request: the end of its idle time, then (once that request
+    has begun) of its header time. None while a request is answered."""
 
 
 class Instance:
@@ -68,6 +71,7 @@ class Instance:
         *,
         grace: float,
         idle_timeout: float,
+        header_timeout: float = math.inf,
         challenges: ChallengeLookup,
         ports: PublicPorts,
         admits: Admits | None = None,
@@ -77,6 +81,7 @@ class Instance:
         self._pool = pool
         self._grace = grace
         self._idle_timeout = idle_timeout
+        self._header_timeout = header_timeout
         self._challenges = challenges
         self._ports = ports
         self._admits = admits
@@ -125,15 +130,27 @@ class Instance:
         self._stopping.set()
 
     async def _close_idle_connections(self) -> None:
-        """Every quarter of `idle_timeout`, close the connections that have waited longer than
-        that for their next request. (One sweep per instance costs less than moving a deadline
-        twice per request.)"""
+        """Every quarter of the shorter timeout, close the connections that have waited too
+        long for their next request or its head (see `_next_request`). (One sweep per instance
+        costs less than moving a deadline three times per request.)"""
         while True:
-            await trio.sleep(self._idle_timeout / 4)
-            cutoff = trio.current_time() - self._idle_timeout
+            await trio.sleep(min(self._idle_timeout, self._header_timeout) / 4)
+            now = trio.current_time()
             for connection in self._connections:
-                if connection.idle_since is not None and connection.idle_since <= cutoff:
+                if connection.closes_at is not None and connection.closes_at <= now:
                     connection.scope.cancel()
+
+    async def _next_request(self, reader: Reader, connection: _Connection) -> Event:
+        """The next event on a kept-alive connection: its first byte may take the idle timeout,
+        the rest of the head only the (shorter) header timeout, so a head sent slowly cannot
+        hold the connection for an idle timeout per byte."""
+        connection.closes_at = trio.current_time() + self._idle_timeout
+        while not (reader.events or reader.in_message):
+            await reader.receive()
+        connection.closes_at = trio.current_time() + self._header_timeout
+        event = await reader.next_event()
+        connection.closes_at = None
+        return event
 
     async def _serve_connection(self, reader: Reader, request: Head, client: Client) -> None:
         connection = _Connection()
@@ -141,9 +158,7 @@ class Instance:
         try:
             with connection.scope:
                 while await self._handle(reader, request, client):
-                    connection.idle_since = trio.current_time()
-                    event = await reader.next_event()
-                    connection.idle_since = None
+                    event = await self._next_request(reader, connection)
                     if not isinstance(event, Head):
                         return
                     request = event

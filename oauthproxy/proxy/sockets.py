@@ -12,7 +12,9 @@ stream's own.
 
 from __future__ import annotations
 
+import math
 import os
+from collections.abc import Callable
 
 import trio
 from trio.lowlevel import wait_readable, wait_writable
@@ -44,9 +46,27 @@ class WrappedStream(trio.abc.HalfCloseableStream):
 
 
 class LeanSocketStream(WrappedStream):
-    def __init__(self, stream: trio.SocketStream) -> None:
+    """`send_timeout`: how long one send may wait for the peer to take data before the stream
+    counts as broken (a client that stops reading must not hold its response, and the upstream
+    connection behind it, forever). Only a send that would block waits, so the hot path pays
+    nothing for it."""
+
+    def __init__(self, stream: trio.SocketStream, *, send_timeout: float = math.inf) -> None:
         super().__init__(stream)
         self.socket = stream.socket
+        self.send_timeout = send_timeout
+        self._on_close: Callable[[], None] | None = None
+
+    def on_close(self, callback: Callable[[], None]) -> None:
+        """Call `callback` once, when this stream closes (however it closes: every stream over
+        it, TLS included, closes it in the end). A connection's count per client ends here."""
+        self._on_close = callback
+
+    async def aclose(self) -> None:
+        callback, self._on_close = self._on_close, None
+        if callback is not None:
+            callback()
+        await super().aclose()
 
     def _fd(self) -> int:
         fd = self.socket.fileno()
@@ -77,7 +97,13 @@ class LeanSocketStream(WrappedStream):
                 try:
                     sent += os.write(fd, view[sent:])
                 except BlockingIOError:
-                    await wait_writable(self.socket)
+                    await self._wait_writable()
                     fd = self._fd()
                 except OSError as error:
                     raise trio.BrokenResourceError(str(error)) from error
+
+    async def _wait_writable(self) -> None:
+        with trio.move_on_after(self.send_timeout) as waited:
+            await wait_writable(self.socket)
+        if waited.cancelled_caught:
+            raise trio.BrokenResourceError(f"the peer took nothing for {self.send_timeout:g}s")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import select
 import ssl
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
@@ -76,6 +77,17 @@ class UpstreamConnection:
             and not reader.events
         )
 
+    @property
+    def dropped(self) -> bool:
+        """An idle connection that is readable was closed by the upstream (or it sent junk)."""
+        stream = self.stream
+        socket_stream = getattr(stream, "transport_stream", stream)
+        sock = getattr(socket_stream, "socket", None)
+        if sock is None:
+            return False
+        readable, _, _ = select.select([sock.fileno()], [], [], 0)
+        return bool(readable)
+
 
 class UpstreamPool:
     """Idle keep-alive connections by origin. Owned by one instance; closed with it."""
@@ -85,10 +97,16 @@ class UpstreamPool:
         self._tls = tls
         self._idle: dict[tuple[str, str, int], list[UpstreamConnection]] = {}
 
-    async def acquire(self, origin: Origin) -> UpstreamConnection:
+    async def acquire(self, origin: Origin, *, unless_dropped: bool = False) -> UpstreamConnection:
+        """An idle connection to `origin`, else a new one. `unless_dropped`: for a request that
+        could not be retried (it streams a body), idle connections the upstream has closed
+        meanwhile are weeded out first."""
         idle = self._idle.get(origin.key)
-        if idle:
+        while idle:
             connection = idle.pop()
+            if unless_dropped and connection.dropped:
+                await trio.aclose_forcefully(connection.stream)
+                continue
             connection.reused = True
             return connection
         return UpstreamConnection(origin, await self._connect(origin))

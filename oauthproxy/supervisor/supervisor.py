@@ -223,6 +223,7 @@ class Supervisor:
             pool,
             grace=self._settings.shutdown_grace_seconds,
             idle_timeout=self._settings.proxy_idle_timeout,
+            header_timeout=self._settings.proxy_header_timeout,
             challenges=self._storage.challenges.get,
             ports=self.ports,
             admits=self._public_api if target.hostname in self._builtin else None,

@@ -1,0 +1,127 @@
+"""A kept-alive connection's waits, on trio's autojump clock: the idle timeout bounds the wait for
+the next request's first byte, the header timeout the rest of its head. An instance over memory
+streams, answering ACME challenge requests itself (no Redis, no upstream)."""
+
+from __future__ import annotations
+
+import ssl
+
+import trio
+import trio.testing
+
+from oauthproxy.models.proxies import ProxyTarget
+from oauthproxy.proxy.config import PublicPorts, Shared, build_config
+from oauthproxy.proxy.guard import Guard
+from oauthproxy.proxy.headers import Client
+from oauthproxy.proxy.http import Head, Reader
+from oauthproxy.proxy.instance import Instance
+from oauthproxy.proxy.upstream import UpstreamPool
+from oauthproxy.routing import RouteTable
+
+HOSTNAME = "slow.example.com"
+IDLE = 75.0
+HEADER = 15.0
+SWEEP = min(IDLE, HEADER) / 4
+"""The sweep closes a connection at most this long after its time is up."""
+
+CHALLENGE = b"GET /.well-known/acme-challenge/t HTTP/1.1\r\nHost: slow.example.com\r\n\r\n"
+
+
+async def _no_challenges(_token: str) -> str | None:
+    return None
+
+
+def _instance() -> Instance:
+    target = ProxyTarget.model_validate({"hostname": HOSTNAME, "target_url": "http://127.0.0.1:9"})
+    shared = Shared(
+        routes=RouteTable.build([]),
+        services={},
+        proxies={},
+        request_timeout=120,
+        guard=Guard(),
+        issuer="https://auth.example.com",
+        global_users="",
+    )
+    pool = UpstreamPool(connect_timeout=1, tls=ssl.create_default_context())
+    return Instance(
+        HOSTNAME,
+        build_config(target, shared),
+        pool,
+        grace=1,
+        idle_timeout=IDLE,
+        header_timeout=HEADER,
+        challenges=_no_challenges,
+        ports=PublicPorts(),
+    )
+
+
+async def _kept_alive(nursery: trio.Nursery) -> trio.abc.Stream:
+    """A client connection whose first request the instance has answered (and kept open)."""
+    instance = _instance()
+    await nursery.start(instance.run)
+    client, server = trio.testing.memory_stream_pair()
+    reader = Reader(server)
+    await client.send_all(CHALLENGE)
+    first = await reader.next_event()
+    assert isinstance(first, Head)
+    assert instance.adopt(reader, first, Client(ip="203.0.113.7", trusted=False))
+    answer = b""
+    while b"unknown_challenge" not in answer:
+        answer += await client.receive_some()
+    assert answer.startswith(b"HTTP/1.1 404 ")
+    return client
+
+
+async def _closed(client: trio.abc.Stream) -> None:
+    while await client.receive_some():
+        pass
+
+
+async def test_a_head_that_began_has_the_header_timeout_however_slowly_it_trickles(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with trio.open_nursery() as nursery:
+        client = await _kept_alive(nursery)
+        await trio.sleep(IDLE / 2)  # idling is allowed
+        began = trio.current_time()
+        await client.send_all(b"GET /next HTTP/1.1\r\n")
+
+        async def trickle() -> None:
+            while True:
+                await client.send_all(b"X")  # one byte of a header name at a time
+                await trio.sleep(1)
+
+        nursery.start_soon(trickle)
+        await _closed(client)
+        closed_after = trio.current_time() - began
+        nursery.cancel_scope.cancel()
+    assert HEADER <= closed_after <= HEADER + SWEEP
+
+
+async def test_an_idle_connection_has_the_idle_timeout(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with trio.open_nursery() as nursery:
+        client = await _kept_alive(nursery)
+        idle_from = trio.current_time()
+        await _closed(client)
+        closed_after = trio.current_time() - idle_from
+        nursery.cancel_scope.cancel()
+    assert IDLE <= closed_after <= IDLE + SWEEP
+
+
+async def test_a_head_that_completes_in_time_is_answered(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with trio.open_nursery() as nursery:
+        client = await _kept_alive(nursery)
+        await trio.sleep(IDLE - SWEEP)
+        head = CHALLENGE.replace(b"/t ", b"/u ")
+        for byte in range(len(head)):  # the whole head within the header timeout
+            await client.send_all(head[byte : byte + 1])
+            await trio.sleep((HEADER - SWEEP) / len(head))
+        answer = b""
+        while b"unknown_challenge" not in answer:
+            answer += await client.receive_some()
+        assert answer.startswith(b"HTTP/1.1 404 ")
+        nursery.cancel_scope.cancel()
