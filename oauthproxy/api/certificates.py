@@ -34,7 +34,7 @@ from oauthproxy.models.certificates import (
 )
 from oauthproxy.models.common import utcnow
 from oauthproxy.settings import Settings
-from oauthproxy.storage.certificate_links import delete_certificate, store_issued
+from oauthproxy.storage.cascades import delete_certificate, store_issued
 from oauthproxy.tenancy.caller import Caller
 from oauthproxy.tenancy.certificates import NameClaims, check_create, check_visible, visible
 

@@ -40,6 +40,7 @@ from oauthproxy.models.proxies import (
     reset,
     section,
 )
+from oauthproxy.storage import cascades
 
 proxies = Blueprint("proxies", __name__, url_prefix="/api/v1/proxy/targets")
 
@@ -142,7 +143,8 @@ async def delete_proxy(hostname: str, query_args: ProxyDeleteQuery) -> Json:
     def owned_certificate(certificate: Certificate) -> bool:
         return caller_owns(certificate.owner_token_hash)
 
-    deleted = await storage().proxies.delete(
+    deleted = await cascades.delete_proxy(
+        storage(),
         _hostname(hostname),
         check=_owned,
         with_certificate=owned_certificate if query_args.delete_certificate else None,

@@ -6,9 +6,10 @@ nothing here is made by this gateway's own writes, with one exception: a replica
 workflow state just after its proxy was deleted. What is looked for:
 
 - records (proxy, certificate, external or Docker service, route) whose owner token is gone:
-  deleted like the token's cascade deletes them (events, certificate hand-over, indexes). A record
-  whose owner hash is unknown but whose `created_by` names an existing token is kept: that token
-  got a new secret (the admin token does when ADMIN_TOKEN changes), the record is not abandoned;
+  deleted by the very cascade that deletes a token's records (`cascades`: events, certificate
+  hand-over, indexes). A record whose owner hash is unknown but whose `created_by` names an
+  existing token is kept: that token got a new secret (the admin token does when ADMIN_TOKEN
+  changes), the record is not abandoned;
 - `token:hash:{hash}` naming no token, or a token with another hash;
 - `cert:domain:{domain}` naming a certificate that does not exist: handed to another certificate
   covering the domain (issued ones first), else deleted;
@@ -40,9 +41,8 @@ from oauthproxy.models.routes import Route, TargetType
 from oauthproxy.models.services import DockerService, ExternalService
 from oauthproxy.storage import keys
 from oauthproxy.storage.base import Pipeline, Redis, scan_keys
-from oauthproxy.storage.proxies import ProxyRepository
-from oauthproxy.storage.routes import RouteRepository
-from oauthproxy.storage.services import API_SERVICE, ExternalServiceRepository
+from oauthproxy.storage.cascades import Holdings, queue_holdings_delete
+from oauthproxy.storage.services import API_SERVICE
 
 if TYPE_CHECKING:
     from oauthproxy.storage import Storage
@@ -158,53 +158,55 @@ class _Surveyor:
             self.survey.remove(orphan, _deleting(key), [key, keys.token(name)])
 
     async def _owned_records(self) -> None:
-        storage = self.storage
         for proxy in self.proxies.values():
             self._owned(
-                "proxy", proxy.hostname, keys.proxy(proxy.hostname), proxy,
-                _queued(ProxyRepository.queue_delete, proxy),
-                ProxyRepository.watched_keys(proxy),
-            )  # fmt: skip
+                "proxy",
+                proxy.hostname,
+                keys.proxy(proxy.hostname),
+                proxy,
+                Holdings(proxies=[proxy]),
+            )
         for certificate in self.certificates.values():
-
-            async def delete_certificate(pipe: Pipeline, c: Certificate = certificate) -> None:
-                await storage.certificates.queue_delete(pipe, c)
-
             name = certificate.cert_name
+            held = Holdings(certificates=[certificate])
             if self._owned(
-                "certificate", name, keys.cert(name), certificate, delete_certificate,
-                [*storage.certificates.watched_keys(certificate),
-                 *map(keys.proxy, self.proxies)],
-            ):  # fmt: skip
+                "certificate",
+                name,
+                keys.cert(name),
+                certificate,
+                held,
+                also_watched=list(map(keys.proxy, self.proxies)),
+            ):
                 self.doomed_certificates.add(name)
-        for service in await storage.external_services.all():
+        for service in await self.storage.external_services.all():
             name = service.service_name
             self._owned(
-                "service", name, keys.service_external(name), service,
-                _queued(ExternalServiceRepository.queue_delete, service),
-                ExternalServiceRepository.watched_keys(service),
-            )  # fmt: skip
+                "service", name, keys.service_external(name), service, Holdings(external=[service])
+            )
         for container in self.docker.values():
-
-            async def delete_container(pipe: Pipeline, s: DockerService = container) -> None:
-                await storage.docker_services.queue_delete(pipe, s)
-
             name = container.service_name
             self._owned(
-                "docker_service", name, keys.docker_service(name), container, delete_container,
-                storage.docker_services.watched_keys(container),
-            )  # fmt: skip
+                "docker_service",
+                name,
+                keys.docker_service(name),
+                container,
+                Holdings(docker=[container]),
+            )
         for route in self.routes:
             self._owned(
-                "route", route.route_id, keys.route(route.route_id), route,
-                _queued(RouteRepository.queue_delete, route),
-                RouteRepository.watched_keys(route),
-            )  # fmt: skip
+                "route", route.route_id, keys.route(route.route_id), route, Holdings(routes=[route])
+            )
 
     def _owned(
-        self, kind: str, name: str, key: str, record: Owned, write: Write, watched: list[str]
+        self,
+        kind: str,
+        name: str,
+        key: str,
+        record: Owned,
+        held: Holdings,
+        also_watched: list[str] | None = None,
     ) -> bool:
-        """Judge one owned record; whether it is to be deleted."""
+        """Judge one owned record (`held` holds just it); whether it is to be deleted."""
         owner = record.owner_token_hash
         if owner is None or owner in self.hashes:
             return False
@@ -216,9 +218,13 @@ class _Surveyor:
             )  # fmt: skip
             return False
         problem = f"its owner token ({record.created_by or 'unnamed'}) no longer exists"
-        self.survey.remove(
-            _deleted(kind, name, key, problem), write, [*watched, keys.token_hash(owner)]
-        )
+        storage = self.storage
+
+        async def write(pipe: Pipeline) -> None:
+            await queue_holdings_delete(storage, pipe, held)
+
+        watched = [*held.watched_keys(), *(also_watched or []), keys.token_hash(owner)]
+        self.survey.remove(_deleted(kind, name, key, problem), write, watched)
         return True
 
     # --- indexes and mappings -----------------------------------------------------------------
