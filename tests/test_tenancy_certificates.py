@@ -16,6 +16,7 @@ from oauthproxy.tenancy.certificates import (
     check_visible,
     links,
     may_take_domain,
+    name_claims,
     serves,
     visible,
 )
@@ -215,3 +216,21 @@ def test_a_full_reconcile_serves_a_proxy_by_its_domain_only_with_its_owners_cert
     pending = certificate(ALICE, name="later", issued=False)
     assert CertificateIndex([alices, pending]).for_proxy(proxy(ALICE)) is alices
     assert CertificateIndex([alices]).for_proxy(proxy(ALICE, cert_name="gone")) is None
+
+
+def test_the_claims_on_names_come_from_the_stored_proxies_and_certificates() -> None:
+    stored = [
+        certificate(BOB, HOST, "other.example.com", name="b"),
+        certificate(None, HOST, name="n"),
+        certificate(ALICE, "other.example.com", name="a"),
+    ]
+    claims = name_claims([HOST, "other.example.com", "free.example.com"], [proxy(ALICE)], stored)
+    assert claims == [
+        NameClaims(HOST, has_proxy=True, proxy_owner=ALICE,
+                   certificate_owners=frozenset({BOB, None})),
+        NameClaims("other.example.com", certificate_owners=frozenset({BOB, ALICE})),
+        NameClaims("free.example.com"),
+    ]  # fmt: skip
+    check_create(alice, claims[:1] + claims[2:], owned=0, quota=1)
+    with pytest.raises(Refused):
+        check_create(alice, claims, owned=0, quota=1)

@@ -1,6 +1,8 @@
 """Every rule that joins two kinds of record, above the per-entity repositories (which know
 nothing of each other). Each write is one transaction with the events it causes.
 
+- A new certificate: stored only if its owner may claim its names (`tenancy.certificates`),
+  judged on what is stored when it is written.
 - An issued certificate: its record, its domains pointing at it, one `certificate_ready` event
   per domain, and its owner's proxies of those domains that serve HTTPS without naming a
   certificate get its name. Only proxies of the certificate's own owner are linked, and a domain
@@ -38,7 +40,13 @@ from oauthproxy.storage.events import queue_event
 from oauthproxy.storage.proxies import ProxyCheck, ProxyRepository
 from oauthproxy.storage.routes import RouteRepository
 from oauthproxy.storage.services import DockerServiceRepository, ExternalServiceRepository
-from oauthproxy.tenancy.certificates import links, may_take_domain, serves
+from oauthproxy.tenancy.certificates import (
+    NameClaims,
+    links,
+    may_take_domain,
+    name_claims,
+    serves,
+)
 
 if TYPE_CHECKING:
     from oauthproxy.storage import Storage
@@ -62,6 +70,36 @@ def _proxy_keys(hostnames: list[str]) -> list[str]:
 
 
 # --- certificates and the proxies they serve --------------------------------------------------
+
+
+ClaimCheck = Callable[[list[NameClaims], int], object]
+"""Raises when the new certificate's owner may not have it: given who holds each of its names
+and how many certificates that owner has."""
+
+
+@translated
+async def create_certificate(
+    storage: Storage, certificate: Certificate, check: ClaimCheck | None = None
+) -> None:
+    """Store a new certificate (`Conflict` when its name is taken) if `check` allows it, judged
+    on what is stored when the write happens: the proxies and domain mappings of its names are
+    watched, so a proxy created meanwhile makes the decision start over."""
+    names = certificate.domains
+    watched = [keys.cert(certificate.cert_name), *_proxy_keys(names)]
+    watched += [keys.cert_domain(name) for name in names]
+    while True:
+        try:
+            async with storage.redis.pipeline(transaction=True) as pipe, pipe.watch(*watched):
+                if check is not None:
+                    stored = await storage.certificates.all()
+                    proxies = await load_many(storage.redis, ProxyTarget, _proxy_keys(names))
+                    owner = certificate.owner_token_hash
+                    owned = sum(1 for c in stored if c.owner_token_hash == owner)
+                    check(name_claims(names, proxies, stored), owned)
+                await storage.certificates.queue_create(pipe, certificate)
+        except coredis.exceptions.WatchError:
+            continue
+        return
 
 
 @translated

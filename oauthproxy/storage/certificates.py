@@ -64,13 +64,17 @@ class CertificateRepository(EditableRepository[Certificate]):
         covers yet point at it now; the others keep theirs until this one is issued."""
         key = keys.cert(certificate.cert_name)
         async with self._redis.pipeline(transaction=True) as pipe, pipe.watch(key):
-            if await self._redis.exists([key]):
-                raise Conflict(
-                    "cert_name", f"a certificate named {certificate.cert_name!r} already exists"
-                )
-            pipe.set(key, dump(certificate))
-            for domain in certificate.domains:
-                pipe.set(keys.cert_domain(domain), certificate.cert_name, condition=PureToken.NX)
+            await self.queue_create(pipe, certificate)
+
+    async def queue_create(self, pipe: Pipeline, certificate: Certificate) -> None:
+        """`create` on a transaction that already WATCHes `cert:{name}`."""
+        if await self._redis.exists([keys.cert(certificate.cert_name)]):
+            raise Conflict(
+                "cert_name", f"a certificate named {certificate.cert_name!r} already exists"
+            )
+        pipe.set(keys.cert(certificate.cert_name), dump(certificate))
+        for domain in certificate.domains:
+            pipe.set(keys.cert_domain(domain), certificate.cert_name, condition=PureToken.NX)
 
     async def modify(self, name: str, change: Callable[[Certificate], Certificate]) -> Certificate:
         """Replace the certificate with `change(current)` atomically (`NotFound` if gone)."""

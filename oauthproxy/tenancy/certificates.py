@@ -40,6 +40,28 @@ class NameClaims:
     certificate_owners: frozenset[str | None] = frozenset()
 
 
+def name_claims(
+    names: Sequence[str], proxies: Iterable[ProxyTarget], certificates: Iterable[Certificate]
+) -> list[NameClaims]:
+    """Who holds each of `names`, from the stored proxies and certificates."""
+    by_hostname = {proxy.hostname: proxy for proxy in proxies}
+    stored = list(certificates)
+    claims = []
+    for name in names:
+        proxy = by_hostname.get(name)
+        claims.append(
+            NameClaims(
+                name=name,
+                has_proxy=proxy is not None,
+                proxy_owner=proxy.owner_token_hash if proxy is not None else None,
+                certificate_owners=frozenset(
+                    c.owner_token_hash for c in stored if name in c.domains
+                ),
+            )
+        )
+    return claims
+
+
 def check_create(caller: Caller, claims: Sequence[NameClaims], owned: int, quota: int) -> None:
     """Refuse a new certificate for the names in `claims` when another owner holds one of them
     (403 `forbidden`, field `domains`), or when the caller already owns `quota` certificates
