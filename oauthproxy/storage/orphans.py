@@ -28,7 +28,7 @@ removed (else it starts over).
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, TypeVar
 
@@ -158,44 +158,23 @@ class _Surveyor:
             self.survey.remove(orphan, _deleting(key), [key, keys.token(name)])
 
     async def _owned_records(self) -> None:
+        every_proxy = [keys.proxy(hostname) for hostname in self.proxies]
         for proxy in self.proxies.values():
-            self._owned(
-                "proxy",
-                proxy.hostname,
-                keys.proxy(proxy.hostname),
-                proxy,
-                Holdings(proxies=[proxy]),
-            )
-        for certificate in self.certificates.values():
-            name = certificate.cert_name
-            held = Holdings(certificates=[certificate])
-            if self._owned(
-                "certificate",
-                name,
-                keys.cert(name),
-                certificate,
-                held,
-                also_watched=list(map(keys.proxy, self.proxies)),
-            ):
+            key = keys.proxy(proxy.hostname)
+            self._owned("proxy", proxy.hostname, key, proxy, Holdings(proxies=[proxy]))
+        for cert in self.certificates.values():
+            name, held = cert.cert_name, Holdings(certificates=[cert])
+            if self._owned("certificate", name, keys.cert(name), cert, held, every_proxy):
                 self.doomed_certificates.add(name)
         for service in await self.storage.external_services.all():
-            name = service.service_name
-            self._owned(
-                "service", name, keys.service_external(name), service, Holdings(external=[service])
-            )
+            name, held = service.service_name, Holdings(external=[service])
+            self._owned("service", name, keys.service_external(name), service, held)
         for container in self.docker.values():
-            name = container.service_name
-            self._owned(
-                "docker_service",
-                name,
-                keys.docker_service(name),
-                container,
-                Holdings(docker=[container]),
-            )
+            name, held = container.service_name, Holdings(docker=[container])
+            self._owned("docker_service", name, keys.docker_service(name), container, held)
         for route in self.routes:
-            self._owned(
-                "route", route.route_id, keys.route(route.route_id), route, Holdings(routes=[route])
-            )
+            key = keys.route(route.route_id)
+            self._owned("route", route.route_id, key, route, Holdings(routes=[route]))
 
     def _owned(
         self,
@@ -204,7 +183,7 @@ class _Surveyor:
         key: str,
         record: Owned,
         held: Holdings,
-        also_watched: list[str] | None = None,
+        also_watched: Sequence[str] = (),
     ) -> bool:
         """Judge one owned record (`held` holds just it); whether it is to be deleted."""
         owner = record.owner_token_hash
@@ -223,7 +202,7 @@ class _Surveyor:
         async def write(pipe: Pipeline) -> None:
             await queue_holdings_delete(storage, pipe, held)
 
-        watched = [*held.watched_keys(), *(also_watched or []), keys.token_hash(owner)]
+        watched = [*held.watched_keys(), *also_watched, keys.token_hash(owner)]
         self.survey.remove(_deleted(kind, name, key, problem), write, watched)
         return True
 
