@@ -5,6 +5,11 @@ Ordering is asynchronous: the request stores the certificate (`status=pending`) 
 name to this replica's certificate manager, then answers 202 with the status URL. Private keys
 are never returned: they go from the manager to Redis and from Redis to the TLS listener.
 A certificate past its `expires_at` reads as `expired` (see `Certificate.as_of`).
+
+Who may create, see, renew and delete which certificate is `tenancy.certificates`'s to decide:
+the handlers gather the facts (the caller, the stored records) and ask it, and the new
+certificate's claims are judged inside the transaction that stores it
+(`cascades.create_certificate`).
 """
 
 from __future__ import annotations
