@@ -19,7 +19,8 @@ workflow state just after its proxy was deleted. What is looked for:
 
 Dangling references that can be meant are reported and kept: a proxy naming a certificate that
 does not exist (yet), a route to a service or proxy that does not exist (routes may be created
-first).
+first). So is a proxy naming another owner's certificate (made before the tenant model refused
+it): that certificate never serves it, and only the admin can say which one should.
 
 The removal is one MULTI/EXEC under WATCH of every key the survey's verdicts rest on; the survey is
 made again once those keys are watched and must agree, so nothing that changed meanwhile is
@@ -43,6 +44,7 @@ from oauthproxy.storage import keys
 from oauthproxy.storage.base import Pipeline, Redis, scan_keys
 from oauthproxy.storage.cascades import Holdings, queue_holdings_delete
 from oauthproxy.storage.services import API_SERVICE
+from oauthproxy.tenancy.certificates import links
 
 if TYPE_CHECKING:
     from oauthproxy.storage import Storage
@@ -286,14 +288,21 @@ class _Surveyor:
             self.survey.remove(orphan, _deleting(key), [key, owner])
 
     def _dangling_references(self) -> None:
-        """Reported, never changed: they can be meant."""
+        """Reported, never changed: they can be meant, or (a link across owners, which a gateway
+        before the tenant model let an owner make) only the admin knows what to name instead."""
         for proxy in self.proxies.values():
             name = proxy.cert_name
-            if name is not None and name not in self.certificates:
-                self.survey.keep(
-                    "proxy", proxy.hostname, keys.proxy(proxy.hostname),
-                    f"names certificate {name!r}, which does not exist",
-                )  # fmt: skip
+            named = self.certificates.get(name) if name is not None else None
+            if name is not None and named is None:
+                problem = f"names certificate {name!r}, which does not exist"
+            elif named is not None and not links(named, proxy):
+                problem = (
+                    f"names certificate {name!r} of another owner, which never serves it; "
+                    "name one of the proxy's owner's"
+                )
+            else:
+                continue
+            self.survey.keep("proxy", proxy.hostname, keys.proxy(proxy.hostname), problem)
         services = {*self.docker, API_SERVICE}
         services |= {key.removeprefix(keys.service_external("")) for key in self.external_keys}
         for route in self.routes:
