@@ -276,3 +276,27 @@ async def test_the_certificate_quota_bounds_an_owner_but_not_the_admin(
             assert (await self_signed(api, f"a{number}", f"{number}.admin.test")).status_code == 201
         assert (await alice.delete(f"{CERTS}c1")).status_code == 200
         assert (await self_signed(alice, "c3", "3.example.com")).status_code == 201
+
+
+async def test_a_domain_handed_to_another_owners_certificate_still_serves_the_owners_own(
+    alice: httpx.AsyncClient,
+    mallory: httpx.AsyncClient,
+    gateway: Ready,
+    storage: Storage,
+    backend: int,
+) -> None:
+    # Mallory certified the name while nobody held it; Alice then made the proxy and two of her
+    # own, and serves HTTPS through the domain (her proxy names none).
+    assert (await self_signed(mallory, "aaa", VICTIM)).status_code == 201
+    await new_proxy(alice, VICTIM, backend, enable_https=False)
+    first = (await self_signed(alice, "alices", VICTIM)).json()
+    second = (await self_signed(alice, "alices2", VICTIM)).json()
+    assert (await alice.put(f"{TARGETS}{VICTIM}", json={"enable_https": True})).status_code == 200
+    await until_served(gateway.https_port, VICTIM, lambda s: s.fingerprint == second["fingerprint"])
+
+    # Deleting the one the domain maps to hands the mapping to the first certificate covering
+    # it, Mallory's; Alice's proxy is served with her other one all the same.
+    assert (await alice.delete(f"{CERTS}alices2")).status_code == 200
+    assert await storage.certificates.name_for_domain(VICTIM) == "aaa"
+    expected = Served(first["fingerprint"], "alices-backend")
+    await until_served(gateway.https_port, VICTIM, lambda s: s == expected)

@@ -206,3 +206,33 @@ async def test_only_the_admin_may_clean_up(api: httpx.AsyncClient, gateway: Any)
 async def test_nothing_to_do(api: httpx.AsyncClient) -> None:
     response = await api.post(CLEANUP)
     assert response.json() == {"dry_run": False, "removed": 0, "orphans": []}
+
+
+async def test_a_link_across_owners_is_reported_and_kept(
+    api: httpx.AsyncClient, storage: Storage
+) -> None:
+    """An older gateway let an owner's certificate be named by another owner's proxy."""
+    alice = (await api.post("/api/v1/tokens/generate", json={"name": "alice"})).json()["hash"]
+    mallory = (await api.post("/api/v1/tokens/generate", json={"name": "mallory"})).json()["hash"]
+    host = "victim.example.com"
+    await storage.certificates.put(
+        Certificate(
+            cert_name="evil", domains=[host], owner_token_hash=mallory, created_by="mallory"
+        )
+    )
+    await storage.proxies.create(
+        ProxyTarget(
+            hostname=host,
+            target_url="http://127.0.0.1:3000",
+            cert_name="evil",
+            owner_token_hash=alice,
+            created_by="alice",
+        )
+    )
+    report = (await api.post(CLEANUP)).json()
+    assert report["removed"] == 0
+    assert [(o["kind"], o["name"], o["action"]) for o in report["orphans"]] == [
+        ("proxy", host, "keep")
+    ]
+    assert "of another owner" in report["orphans"][0]["problem"]
+    assert (await storage.proxies.get(host)) is not None

@@ -16,6 +16,7 @@ from oauthproxy.models.certificates import Certificate, CertificateStatus
 from oauthproxy.models.proxies import ProxyTarget
 from oauthproxy.serve import Ready
 from oauthproxy.storage import Storage
+from oauthproxy.storage.cascades import queue_certificate_delete
 from tests.backend import serve_backend
 from tests.tls import TestPKI, make_pki
 
@@ -190,7 +191,7 @@ async def test_deleting_the_certificate_falls_back_to_http(
     certificate = await storage.certificates.get("secure")
     assert certificate is not None
     async with storage.redis.pipeline(transaction=True) as pipe:
-        await storage.certificates.queue_delete(pipe, certificate)
+        await queue_certificate_delete(storage, pipe, certificate)
     target = await storage.proxies.get("secure.example.com")
     assert target is not None
     await storage.proxies.update(target)

@@ -6,6 +6,7 @@ import pytest
 
 from oauthproxy.models.certificates import Certificate
 from oauthproxy.models.proxies import ProxyTarget
+from oauthproxy.supervisor.certificates import CertificateIndex
 from oauthproxy.supervisor.decide import usable_certificate
 from oauthproxy.tenancy.caller import Caller, Refused
 from oauthproxy.tenancy.certificates import (
@@ -15,6 +16,7 @@ from oauthproxy.tenancy.certificates import (
     check_visible,
     links,
     may_take_domain,
+    name_claims,
     serves,
     visible,
 )
@@ -30,23 +32,30 @@ admin = Caller(token_hash=ADMIN, is_admin=True, name="admin")
 HOST = "app.example.com"
 
 
+NAMES = {ALICE: "alice", BOB: "bob", ADMIN: "admin"}
+
+
 def certificate(
-    owner: str | None, *domains: str, name: str = "c", issued: bool = True
+    owner: str | None, *domains: str, name: str = "c", issued: bool = True, by: str = ""
 ) -> Certificate:
     return Certificate(
         cert_name=name,
         domains=list(domains or (HOST,)),
         owner_token_hash=owner,
+        created_by=by or NAMES.get(owner or ""),
         fullchain_pem="chain" if issued else None,
         private_key_pem="key" if issued else None,
     )
 
 
-def proxy(owner: str | None, hostname: str = HOST, cert_name: str | None = None) -> ProxyTarget:
+def proxy(
+    owner: str | None, hostname: str = HOST, cert_name: str | None = None, by: str = ""
+) -> ProxyTarget:
     return ProxyTarget(
         hostname=hostname,
         target_url="http://127.0.0.1:3000",
         owner_token_hash=owner,
+        created_by=by or NAMES.get(owner or ""),
         cert_name=cert_name,
     )
 
@@ -153,13 +162,15 @@ def test_lists_show_only_the_callers_own() -> None:
         (certificate(BOB), proxy(ALICE, cert_name="c"), False),
         (certificate(ADMIN), proxy(ALICE), False),
         (certificate(BOB), proxy(None), False),
+        # one token across a change of its secret: the admin's records keep the old hash
+        (certificate("sha256:" + "0" * 64, by="admin"), proxy(ADMIN), True),
+        (certificate("sha256:" + "0" * 64, by="bob"), proxy(ALICE), False),
     ],
 )
 def test_a_certificate_serves_only_its_owners_proxies(
     held: Certificate, target: ProxyTarget, served: bool
 ) -> None:
     assert serves(held, target) is served
-    assert links(held, target) is (held.owner_token_hash == target.owner_token_hash)
     usable = usable_certificate(target, held)  # the one the proxy's name or domain chose
     assert (usable is held) is (links(held, target) and target.hostname in held.domains)
 
@@ -187,10 +198,39 @@ def test_an_issued_certificate_takes_a_domain_only_from_no_other_owners_proxy() 
 def test_a_proxy_may_name_only_its_owners_certificate(
     who: Caller, proxy_owner: str, named: Certificate | None, answer: int | None
 ) -> None:
+    target = proxy(proxy_owner)
     if answer is None:
-        check_attach(who, proxy_owner, HOST, named)
+        check_attach(who, target, named)
         return
     with pytest.raises(Refused) as raised:
-        check_attach(who, proxy_owner, HOST, named)
+        check_attach(who, target, named)
     assert raised.value.status == answer
     assert raised.value.field == ("cert_name" if answer == 403 else "certificate")
+
+
+def test_a_full_reconcile_serves_a_proxy_by_its_domain_only_with_its_owners_certificate() -> None:
+    alices = certificate(ALICE, name="alices")
+    index = CertificateIndex([alices, certificate(BOB, name="bobs"), certificate(BOB, name="z")])
+    assert index.for_proxy(proxy(ALICE)) is alices
+    assert index.for_proxy(proxy(ADMIN)) is None
+    pending = certificate(ALICE, name="later", issued=False)
+    assert CertificateIndex([alices, pending]).for_proxy(proxy(ALICE)) is alices
+    assert CertificateIndex([alices]).for_proxy(proxy(ALICE, cert_name="gone")) is None
+
+
+def test_the_claims_on_names_come_from_the_stored_proxies_and_certificates() -> None:
+    stored = [
+        certificate(BOB, HOST, "other.example.com", name="b"),
+        certificate(None, HOST, name="n"),
+        certificate(ALICE, "other.example.com", name="a"),
+    ]
+    claims = name_claims([HOST, "other.example.com", "free.example.com"], [proxy(ALICE)], stored)
+    assert claims == [
+        NameClaims(HOST, has_proxy=True, proxy_owner=ALICE,
+                   certificate_owners=frozenset({BOB, None})),
+        NameClaims("other.example.com", certificate_owners=frozenset({BOB, ALICE})),
+        NameClaims("free.example.com"),
+    ]  # fmt: skip
+    check_create(alice, claims[:1] + claims[2:], owned=0, quota=1)
+    with pytest.raises(Refused):
+        check_create(alice, claims, owned=0, quota=1)

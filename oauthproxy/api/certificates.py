@@ -5,6 +5,11 @@ Ordering is asynchronous: the request stores the certificate (`status=pending`) 
 name to this replica's certificate manager, then answers 202 with the status URL. Private keys
 are never returned: they go from the manager to Redis and from Redis to the TLS listener.
 A certificate past its `expires_at` reads as `expired` (see `Certificate.as_of`).
+
+Who may create, see, renew and delete which certificate is `tenancy.certificates`'s to decide:
+the handlers gather the facts (the caller, the stored records) and ask it, and the new
+certificate's claims are judged inside the transaction that stores it
+(`cascades.create_certificate`).
 """
 
 from __future__ import annotations
@@ -34,7 +39,8 @@ from oauthproxy.models.certificates import (
 )
 from oauthproxy.models.common import utcnow
 from oauthproxy.settings import Settings
-from oauthproxy.storage.certificate_links import delete_certificate, store_issued
+from oauthproxy.storage import cascades
+from oauthproxy.storage.cascades import ClaimCheck
 from oauthproxy.tenancy.caller import Caller
 from oauthproxy.tenancy.certificates import NameClaims, check_create, check_visible, visible
 
@@ -80,37 +86,31 @@ def caller() -> Caller:
     return Caller.of(current_token())
 
 
-async def check_may_create(domains: list[str]) -> None:
-    """Refuse (`Refused`) a new certificate of the caller's for `domains` when another owner
-    holds one of the names, or the caller's certificate quota is used up."""
+def _claim_check() -> ClaimCheck | None:
+    """What refuses a new certificate of the caller's: another owner holding one of its names,
+    or the certificate quota used up (`Refused`); nothing for the admin."""
     who = caller()
     if who.is_admin:
-        return
-    store = storage()
-    certificates = await store.certificates.all()
-    claims = []
-    for domain in domains:
-        proxy = await store.proxies.get(domain)
-        claims.append(
-            NameClaims(
-                name=domain,
-                has_proxy=proxy is not None,
-                proxy_owner=proxy.owner_token_hash if proxy is not None else None,
-                certificate_owners=frozenset(
-                    c.owner_token_hash for c in certificates if domain in c.domains
-                ),
-            )
-        )
-    owned = sum(1 for c in certificates if c.owner_token_hash == who.token_hash)
-    check_create(who, claims, owned, _settings().token_max_certificates)
+        return None
+    quota = _settings().token_max_certificates
+
+    def check(claims: list[NameClaims], owned: int) -> None:
+        check_create(who, claims, owned, quota)
+
+    return check
+
+
+async def create(certificate: Certificate) -> None:
+    """Store a new certificate of the caller's (`Conflict` if the name is taken; `Refused` when
+    the caller may not have it)."""
+    await cascades.create_certificate(storage(), certificate, _claim_check())
 
 
 async def order(certificate: Certificate) -> None:
     """Store a new certificate and have the manager issue it (`Conflict` if the name is taken;
     `Refused` when the caller may not have it)."""
     issuer = manager()
-    await check_may_create(certificate.domains)
-    await storage().certificates.create(certificate)
+    await create(certificate)
     issuer.request(certificate.cert_name)
 
 
@@ -165,13 +165,12 @@ async def create_multi_domain_certificate(data: MultiDomainCertificateCreate) ->
 @validate_request(SelfSignedCertificateCreate)
 async def create_self_signed_certificate(data: SelfSignedCertificateCreate) -> tuple[Json, int]:
     """Make a self-signed certificate now (SELF_SIGNED_CN, SELF_SIGNED_DAYS), for local use."""
-    await check_may_create(data.domains)
     pending = Certificate(
         cert_name=data.cert_name, domains=data.domains, self_signed=True, **ownership()
     )
-    await storage().certificates.create(pending)
+    await create(pending)
     issued = await self_signed_for(_settings(), data.domains)
-    stored = await store_issued(storage(), data.cert_name, issued.fields())
+    stored = await cascades.store_issued(storage(), data.cert_name, issued.fields())
     return without(stored, SECRET_FIELDS), 201
 
 
@@ -235,7 +234,7 @@ async def renew_certificate(cert_name: str) -> tuple[Json, int]:
 async def remove_certificate(cert_name: str) -> Json:
     """Delete a certificate (owner or admin); the proxies it served fall back to HTTP."""
     who = caller()
-    deleted = await delete_certificate(
+    deleted = await cascades.delete_certificate(
         storage(), cert_name, lambda certificate: check_visible(who, certificate, cert_name)
     )
     return deleted.model_dump(mode="json")

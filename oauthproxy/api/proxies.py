@@ -42,6 +42,7 @@ from oauthproxy.models.proxies import (
     reset,
     section,
 )
+from oauthproxy.storage import cascades
 from oauthproxy.tenancy.headers import check_request_headers, check_response_headers
 from oauthproxy.tenancy.quotas import Quota
 from oauthproxy.tenancy.records import changeable, readable, visible
@@ -160,7 +161,8 @@ async def delete_proxy(hostname: str, query_args: ProxyDeleteQuery) -> Json:
     def owned_certificate(certificate: Certificate) -> bool:
         return caller().owns(certificate.owner_token_hash)
 
-    deleted = await storage().proxies.delete(
+    deleted = await cascades.delete_proxy(
+        storage(),
         _hostname(hostname),
         check=_owned,
         with_certificate=owned_certificate if query_args.delete_certificate else None,

@@ -143,7 +143,7 @@ async def check_named(target: ProxyTarget) -> None:
     if target.cert_name is None:
         return
     named = await storage().certificates.get(target.cert_name)
-    check_attach(caller(), target.owner_token_hash, target.hostname, named)
+    check_attach(caller(), target, named)
 
 
 async def check_named_change(hostname: str, changes: dict[str, object]) -> None:

@@ -20,7 +20,7 @@ from oauthproxy.models.tokens import (
     TokenSecret,
     TokenView,
 )
-from oauthproxy.storage import Storage
+from oauthproxy.storage import Storage, cascades
 from oauthproxy.storage.tokens import new_token
 
 tokens = Blueprint("tokens", __name__, url_prefix="/api/v1/tokens")
@@ -138,5 +138,5 @@ async def delete_token(name: str) -> Json:
         raise NotFound("token", name)
     if token.hash == current_token().hash:
         raise ApiError(409, "conflict", "a token cannot delete itself", field="name")
-    deleted = await _storage().delete_token(name)
+    deleted = await cascades.delete_token(_storage(), name)
     return _json(TokenDeleted(name=name, deleted=deleted))

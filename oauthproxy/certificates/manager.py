@@ -33,7 +33,7 @@ from oauthproxy.models.common import utcnow
 from oauthproxy.settings import Settings
 from oauthproxy.storage import Storage
 from oauthproxy.storage.acme_accounts import AcmeAccountRepository
-from oauthproxy.storage.certificate_links import store_issued
+from oauthproxy.storage.cascades import store_issued
 from oauthproxy.storage.locks import IssuanceLocks
 
 log = logging.getLogger(__name__)

@@ -1,7 +1,10 @@
 """Redis storage: the only package that imports coredis.
 
 `open_storage(url)` yields a `Storage` holding one repository per entity of the specification's
-key schema. Repositories raise the project's own errors (`StorageUnavailable`, `Conflict`).
+key schema. Repositories raise the project's own errors (`StorageUnavailable`, `Conflict`) and
+know nothing of each other; every rule that joins two kinds of record (certificate links, the
+cascades of a deleted certificate, proxy or token) is in `cascades`, above them, and the orphan
+sweep in `orphans`.
 """
 
 from __future__ import annotations
@@ -13,8 +16,6 @@ from dataclasses import dataclass
 import coredis
 import trio
 
-from oauthproxy.errors import NotFound
-from oauthproxy.models.tokens import OwnedResources, Token
 from oauthproxy.storage import keys
 from oauthproxy.storage.base import Redis, scan_keys, translate_errors
 from oauthproxy.storage.certificates import CertificateRepository
@@ -73,51 +74,6 @@ class Storage:
 
     def workflow_consumer(self, replica: str) -> WorkflowConsumer:
         return WorkflowConsumer(self.redis, replica)
-
-    async def delete_token(self, name: str) -> OwnedResources:
-        """Delete a token and everything it owns in one transaction, or nothing at all."""
-        while True:
-            token = await self.tokens.get(name)
-            if token is None:
-                raise NotFound("token", name)
-            deleted = await self._delete_token_once(token)
-            if deleted is not None:
-                return deleted
-
-    async def _delete_token_once(self, token: Token) -> OwnedResources | None:
-        owner = token.hash
-        proxies = await self.proxies.owned_by(owner)
-        certificates = await self.certificates.owned_by(owner)
-        external = await self.external_services.owned_by(owner)
-        docker = await self.docker_services.owned_by(owner)
-        routes = await self.routes.owned_by(owner)
-        watched = [keys.token(token.name)]
-        watched += [k for p in proxies for k in ProxyRepository.watched_keys(p)]
-        watched += [k for c in certificates for k in CertificateRepository.watched_keys(c)]
-        watched += [k for s in external for k in ExternalServiceRepository.watched_keys(s)]
-        watched += [k for s in docker for k in DockerServiceRepository.watched_keys(s)]
-        watched += [k for r in routes for k in RouteRepository.watched_keys(r)]
-        try:
-            async with self.redis.pipeline(transaction=True) as pipe, pipe.watch(*watched):
-                pipe.delete([keys.token(token.name), keys.token_hash(token.hash)])
-                for proxy in proxies:
-                    ProxyRepository.queue_delete(pipe, proxy)
-                for certificate in certificates:
-                    await self.certificates.queue_delete(pipe, certificate)
-                for service in external:
-                    ExternalServiceRepository.queue_delete(pipe, service)
-                for container in docker:
-                    await self.docker_services.queue_delete(pipe, container)
-                for route in routes:
-                    RouteRepository.queue_delete(pipe, route)
-        except coredis.exceptions.WatchError:
-            return None  # something it owns changed meanwhile: look again
-        return OwnedResources(
-            proxies=[p.hostname for p in proxies],
-            certificates=[c.cert_name for c in certificates],
-            services=[s.service_name for s in external] + [s.service_name for s in docker],
-            routes=[r.route_id for r in routes],
-        )
 
 
 @asynccontextmanager

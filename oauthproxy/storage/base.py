@@ -26,7 +26,9 @@ T = TypeVar("T")
 C = TypeVar("C", bound=type)
 
 
-def _translated(method: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T]]:
+def translated(method: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T]]:
+    """`method` with Redis and socket errors turned into `StorageUnavailable`."""
+
     @functools.wraps(method)
     async def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
         try:
@@ -48,7 +50,7 @@ def translate_errors(cls: C) -> C:
     """Wrap a repository's public coroutine methods so callers see `StorageUnavailable`."""
     for name, member in list(vars(cls).items()):
         if not name.startswith("_") and inspect.iscoroutinefunction(member):
-            setattr(cls, name, _translated(member))
+            setattr(cls, name, translated(member))
     return cls
 
 

@@ -1,4 +1,6 @@
-"""`cert:{name}`, `cert:domain:{domain}` and `cert:status:{name}`."""
+"""`cert:{name}`, `cert:domain:{domain}` and `cert:status:{name}`: certificates and the domains
+they hold. Knows nothing of proxies: what a certificate does to the proxies it serves is
+`cascades`'s."""
 
 from __future__ import annotations
 
@@ -10,10 +12,30 @@ from coredis import PureToken
 from oauthproxy.errors import Conflict
 from oauthproxy.models.certificates import Certificate, GenerationStatus
 from oauthproxy.storage import keys
-from oauthproxy.storage.base import Pipeline, dump, load, translate_errors
+from oauthproxy.storage.base import Pipeline, Redis, dump, load, translate_errors
 from oauthproxy.storage.editing import Edit, EditableRepository, no_companions
 
 T = TypeVar("T")
+
+# A domain that still points at the deleted certificate (ARGV[1]) goes to the first of the other
+# certificates covering it (KEYS[2..], named in ARGV[2..]) that still exists; else it is unmapped.
+_HAND_OVER_DOMAIN = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+for i = 2, #KEYS do
+  if redis.call('EXISTS', KEYS[i]) == 1 then
+    redis.call('SET', KEYS[1], ARGV[i])
+    return 1
+  end
+end
+redis.call('DEL', KEYS[1])
+return 1
+"""
+
+
+def successors(others: list[Certificate], domain: str) -> list[str]:
+    """The other certificates for `domain`, issued ones first: who takes it over."""
+    covering = [c for c in others if domain in c.domains]
+    return [c.cert_name for c in sorted(covering, key=lambda c: not c.issued)]
 
 
 @translate_errors
@@ -22,6 +44,10 @@ class CertificateRepository(EditableRepository[Certificate]):
     prefix = keys.cert("")
     skip = (keys.cert_domain(""), keys.cert_status(""), keys.cert_lock(""))
     kind = "certificate"
+
+    def __init__(self, redis: Redis) -> None:
+        super().__init__(redis)
+        self._hand_over = redis.register_script(_HAND_OVER_DOMAIN)
 
     async def name_for_domain(self, domain: str) -> str | None:
         return await self._redis.get(keys.cert_domain(domain))
@@ -38,13 +64,17 @@ class CertificateRepository(EditableRepository[Certificate]):
         covers yet point at it now; the others keep theirs until this one is issued."""
         key = keys.cert(certificate.cert_name)
         async with self._redis.pipeline(transaction=True) as pipe, pipe.watch(key):
-            if await self._redis.exists([key]):
-                raise Conflict(
-                    "cert_name", f"a certificate named {certificate.cert_name!r} already exists"
-                )
-            pipe.set(key, dump(certificate))
-            for domain in certificate.domains:
-                pipe.set(keys.cert_domain(domain), certificate.cert_name, condition=PureToken.NX)
+            await self.queue_create(pipe, certificate)
+
+    async def queue_create(self, pipe: Pipeline, certificate: Certificate) -> None:
+        """`create` on a transaction that already WATCHes `cert:{name}`."""
+        if await self._redis.exists([keys.cert(certificate.cert_name)]):
+            raise Conflict(
+                "cert_name", f"a certificate named {certificate.cert_name!r} already exists"
+            )
+        pipe.set(keys.cert(certificate.cert_name), dump(certificate))
+        for domain in certificate.domains:
+            pipe.set(keys.cert_domain(domain), certificate.cert_name, condition=PureToken.NX)
 
     async def modify(self, name: str, change: Callable[[Certificate], Certificate]) -> Certificate:
         """Replace the certificate with `change(current)` atomically (`NotFound` if gone)."""
@@ -73,13 +103,21 @@ class CertificateRepository(EditableRepository[Certificate]):
         key = keys.cert_status(status.cert_name)
         await self._redis.set(key, dump(status), ex=retention_seconds)
 
-    async def queue_delete(self, pipe: Pipeline, certificate: Certificate) -> list[str]:
-        """Delete the certificate in the transaction `pipe`, hand its domains on and tell the
-        proxies it served (see `certificate_links.queue_delete`); their hostnames."""
-        # certificate_links reads proxies, and the proxies' repository imports this module
-        from oauthproxy.storage import certificate_links
-
-        return await certificate_links.queue_delete(self._redis, pipe, certificate)
+    async def queue_delete(self, pipe: Pipeline, certificate: Certificate) -> None:
+        """Queue the certificate's deletion on the transaction `pipe`: its record and status
+        go, each domain it held is handed to another certificate covering it (issued ones
+        first), else unmapped. The hand-over runs when the transaction does, so a domain goes
+        only to a certificate that still exists then (not one the same transaction deletes)."""
+        name = certificate.cert_name
+        others = [c for c in await self.all() if c.cert_name != name]
+        pipe.delete([keys.cert(name), keys.cert_status(name)])
+        for domain in certificate.domains:
+            heirs = successors(others, domain)
+            self._hand_over(
+                keys=[keys.cert_domain(domain), *map(keys.cert, heirs)],
+                args=[name, *heirs],
+                client=pipe,
+            )
 
     @staticmethod
     def watched_keys(certificate: Certificate) -> list[str]:

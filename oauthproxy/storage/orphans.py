@@ -6,9 +6,10 @@ nothing here is made by this gateway's own writes, with one exception: a replica
 workflow state just after its proxy was deleted. What is looked for:
 
 - records (proxy, certificate, external or Docker service, route) whose owner token is gone:
-  deleted like the token's cascade deletes them (events, certificate hand-over, indexes). A record
-  whose owner hash is unknown but whose `created_by` names an existing token is kept: that token
-  got a new secret (the admin token does when ADMIN_TOKEN changes), the record is not abandoned;
+  deleted by the very cascade that deletes a token's records (`cascades`: events, certificate
+  hand-over, indexes). A record whose owner hash is unknown but whose `created_by` names an
+  existing token is kept: that token got a new secret (the admin token does when ADMIN_TOKEN
+  changes), the record is not abandoned;
 - `token:hash:{hash}` naming no token, or a token with another hash;
 - `cert:domain:{domain}` naming a certificate that does not exist: handed to another certificate
   covering the domain (issued ones first), else deleted;
@@ -18,7 +19,8 @@ workflow state just after its proxy was deleted. What is looked for:
 
 Dangling references that can be meant are reported and kept: a proxy naming a certificate that
 does not exist (yet), a route to a service or proxy that does not exist (routes may be created
-first).
+first). So is a proxy naming another owner's certificate (made before the tenant model refused
+it): that certificate never serves it, and only the admin can say which one should.
 
 The removal is one MULTI/EXEC under WATCH of every key the survey's verdicts rest on; the survey is
 made again once those keys are watched and must agree, so nothing that changed meanwhile is
@@ -27,7 +29,7 @@ removed (else it starts over).
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, TypeVar
 
@@ -40,9 +42,9 @@ from oauthproxy.models.routes import Route, TargetType
 from oauthproxy.models.services import DockerService, ExternalService
 from oauthproxy.storage import keys
 from oauthproxy.storage.base import Pipeline, Redis, scan_keys
-from oauthproxy.storage.proxies import ProxyRepository
-from oauthproxy.storage.routes import RouteRepository
-from oauthproxy.storage.services import API_SERVICE, ExternalServiceRepository
+from oauthproxy.storage.cascades import Holdings, queue_holdings_delete
+from oauthproxy.storage.services import API_SERVICE
+from oauthproxy.tenancy.certificates import links
 
 if TYPE_CHECKING:
     from oauthproxy.storage import Storage
@@ -158,53 +160,34 @@ class _Surveyor:
             self.survey.remove(orphan, _deleting(key), [key, keys.token(name)])
 
     async def _owned_records(self) -> None:
-        storage = self.storage
+        every_proxy = [keys.proxy(hostname) for hostname in self.proxies]
         for proxy in self.proxies.values():
-            self._owned(
-                "proxy", proxy.hostname, keys.proxy(proxy.hostname), proxy,
-                _queued(ProxyRepository.queue_delete, proxy),
-                ProxyRepository.watched_keys(proxy),
-            )  # fmt: skip
-        for certificate in self.certificates.values():
-
-            async def delete_certificate(pipe: Pipeline, c: Certificate = certificate) -> None:
-                await storage.certificates.queue_delete(pipe, c)
-
-            name = certificate.cert_name
-            if self._owned(
-                "certificate", name, keys.cert(name), certificate, delete_certificate,
-                [*storage.certificates.watched_keys(certificate),
-                 *map(keys.proxy, self.proxies)],
-            ):  # fmt: skip
+            key = keys.proxy(proxy.hostname)
+            self._owned("proxy", proxy.hostname, key, proxy, Holdings(proxies=[proxy]))
+        for cert in self.certificates.values():
+            name, held = cert.cert_name, Holdings(certificates=[cert])
+            if self._owned("certificate", name, keys.cert(name), cert, held, every_proxy):
                 self.doomed_certificates.add(name)
-        for service in await storage.external_services.all():
-            name = service.service_name
-            self._owned(
-                "service", name, keys.service_external(name), service,
-                _queued(ExternalServiceRepository.queue_delete, service),
-                ExternalServiceRepository.watched_keys(service),
-            )  # fmt: skip
+        for service in await self.storage.external_services.all():
+            name, held = service.service_name, Holdings(external=[service])
+            self._owned("service", name, keys.service_external(name), service, held)
         for container in self.docker.values():
-
-            async def delete_container(pipe: Pipeline, s: DockerService = container) -> None:
-                await storage.docker_services.queue_delete(pipe, s)
-
-            name = container.service_name
-            self._owned(
-                "docker_service", name, keys.docker_service(name), container, delete_container,
-                storage.docker_services.watched_keys(container),
-            )  # fmt: skip
+            name, held = container.service_name, Holdings(docker=[container])
+            self._owned("docker_service", name, keys.docker_service(name), container, held)
         for route in self.routes:
-            self._owned(
-                "route", route.route_id, keys.route(route.route_id), route,
-                _queued(RouteRepository.queue_delete, route),
-                RouteRepository.watched_keys(route),
-            )  # fmt: skip
+            key = keys.route(route.route_id)
+            self._owned("route", route.route_id, key, route, Holdings(routes=[route]))
 
     def _owned(
-        self, kind: str, name: str, key: str, record: Owned, write: Write, watched: list[str]
+        self,
+        kind: str,
+        name: str,
+        key: str,
+        record: Owned,
+        held: Holdings,
+        also_watched: Sequence[str] = (),
     ) -> bool:
-        """Judge one owned record; whether it is to be deleted."""
+        """Judge one owned record (`held` holds just it); whether it is to be deleted."""
         owner = record.owner_token_hash
         if owner is None or owner in self.hashes:
             return False
@@ -216,9 +199,13 @@ class _Surveyor:
             )  # fmt: skip
             return False
         problem = f"its owner token ({record.created_by or 'unnamed'}) no longer exists"
-        self.survey.remove(
-            _deleted(kind, name, key, problem), write, [*watched, keys.token_hash(owner)]
-        )
+        storage = self.storage
+
+        async def write(pipe: Pipeline) -> None:
+            await queue_holdings_delete(storage, pipe, held)
+
+        watched = [*held.watched_keys(), *also_watched, keys.token_hash(owner)]
+        self.survey.remove(_deleted(kind, name, key, problem), write, watched)
         return True
 
     # --- indexes and mappings -----------------------------------------------------------------
@@ -301,14 +288,21 @@ class _Surveyor:
             self.survey.remove(orphan, _deleting(key), [key, owner])
 
     def _dangling_references(self) -> None:
-        """Reported, never changed: they can be meant."""
+        """Reported, never changed: they can be meant, or (a link across owners, which a gateway
+        before the tenant model let an owner make) only the admin knows what to name instead."""
         for proxy in self.proxies.values():
             name = proxy.cert_name
-            if name is not None and name not in self.certificates:
-                self.survey.keep(
-                    "proxy", proxy.hostname, keys.proxy(proxy.hostname),
-                    f"names certificate {name!r}, which does not exist",
-                )  # fmt: skip
+            named = self.certificates.get(name) if name is not None else None
+            if name is not None and named is None:
+                problem = f"names certificate {name!r}, which does not exist"
+            elif named is not None and not links(named, proxy):
+                problem = (
+                    f"names certificate {name!r} of another owner, which never serves it; "
+                    "name one of the proxy's owner's"
+                )
+            else:
+                continue
+            self.survey.keep("proxy", proxy.hostname, keys.proxy(proxy.hostname), problem)
         services = {*self.docker, API_SERVICE}
         services |= {key.removeprefix(keys.service_external("")) for key in self.external_keys}
         for route in self.routes:

@@ -1,24 +1,36 @@
-"""`proxy:{hostname}`: proxy targets. Every write queues its workflow event atomically."""
+"""`proxy:{hostname}`: proxy targets. Every write queues its workflow event atomically.
+
+Knows nothing of certificates: a proxy names one (`cert_name`), and what that link means (who
+links, what a deleted certificate does to its proxies) is `cascades`'s."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TypeVar
 
 from oauthproxy.errors import Conflict
-from oauthproxy.models.certificates import Certificate
 from oauthproxy.models.events import EventType
-from oauthproxy.models.proxies import ProxyDeleted, ProxyTarget
+from oauthproxy.models.proxies import ProxyTarget
 from oauthproxy.storage import keys
 from oauthproxy.storage.base import Pipeline, Redis, dump, translate_errors
-from oauthproxy.storage.certificates import CertificateRepository
-from oauthproxy.storage.editing import EditableRepository, anyone, no_companions
-from oauthproxy.storage.events import queue_event
+from oauthproxy.storage.editing import Edit, EditableRepository, anyone, no_companions
+from oauthproxy.storage.events import STREAM_MAX_LENGTH, event_fields, queue_event
+
+T = TypeVar("T")
 
 ProxyCheck = Callable[[ProxyTarget], object]
 """Raises when the caller may not touch this proxy."""
 
-CertificateChoice = Callable[[Certificate], bool]
-"""Whether the proxy's certificate goes with it."""
+# The proxy (KEYS[1]), unless it is gone: stored as ARGV[2] if it is still as read (ARGV[1]),
+# then told with `proxy_updated` (ARGV[4..]) on the stream KEYS[2]. A proxy changed meanwhile
+# keeps that change and is told all the same.
+_REPLACE_IF_UNCHANGED = """
+local current = redis.call('GET', KEYS[1])
+if not current then return 0 end
+if current == ARGV[1] then redis.call('SET', KEYS[1], ARGV[2]) end
+redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[3], '*', unpack(ARGV, 4))
+return 1
+"""
 
 
 def event_data(target: ProxyTarget) -> dict[str, object]:
@@ -28,10 +40,6 @@ def event_data(target: ProxyTarget) -> dict[str, object]:
         "enable_https": target.enable_https,
         "cert_name": target.cert_name,
     }
-
-
-def _certificate_key(target: ProxyTarget) -> list[str]:
-    return [keys.cert(target.cert_name)] if target.cert_name else []
 
 
 @translate_errors
@@ -45,7 +53,7 @@ class ProxyRepository(EditableRepository[ProxyTarget]):
 
     def __init__(self, redis: Redis) -> None:
         super().__init__(redis)
-        self._certificates = CertificateRepository(redis)
+        self._replace_if_unchanged = redis.register_script(_REPLACE_IF_UNCHANGED)
 
     async def create(self, target: ProxyTarget) -> None:
         async with (
@@ -77,37 +85,40 @@ class ProxyRepository(EditableRepository[ProxyTarget]):
         """Store `target` over its proxy if that still exists (never re-creating a deleted one)."""
         await self.modify(target.hostname, lambda _current: target)
 
-    async def delete(
+    async def edit(
         self,
         hostname: str,
-        *,
-        check: ProxyCheck = anyone,
-        with_certificate: CertificateChoice | None = None,
-    ) -> ProxyDeleted:
-        """Delete the proxy and queue `proxy_deleted`, atomically; with its certificate too when
-        `with_certificate` chooses it. `check` may raise to refuse."""
+        write: Edit[ProxyTarget, T],
+        companions: Callable[[ProxyTarget], list[str]] = no_companions,
+    ) -> T:
+        """Run `write` on the current proxy in a transaction that also watches
+        `companions(current)`; retried until nothing interferes (`NotFound` if gone)."""
+        return await self._edit(hostname, write, companions)
 
-        async def remove(pipe: Pipeline, current: ProxyTarget) -> ProxyDeleted:
+    async def delete(self, hostname: str, *, check: ProxyCheck = anyone) -> ProxyTarget:
+        """Delete the proxy and queue `proxy_deleted`, atomically; `check` may raise to refuse.
+        The proxy as it was."""
+
+        async def remove(pipe: Pipeline, current: ProxyTarget) -> ProxyTarget:
             check(current)
-            certificate = await self._chosen_certificate(current, with_certificate)
             self.queue_delete(pipe, current)
-            if certificate is not None:
-                await self._certificates.queue_delete(pipe, certificate)
-            return ProxyDeleted(
-                hostname=hostname,
-                deleted_certificate=certificate.cert_name if certificate else None,
-            )
+            return current
 
-        companions = _certificate_key if with_certificate else no_companions
-        return await self._edit(hostname, remove, companions)
+        return await self._edit(hostname, remove)
 
-    async def _chosen_certificate(
-        self, target: ProxyTarget, choice: CertificateChoice | None
-    ) -> Certificate | None:
-        if choice is None or target.cert_name is None:
-            return None
-        certificate = await self._certificates.get(target.cert_name)
-        return certificate if certificate is not None and choice(certificate) else None
+    def queue_replace_if_unchanged(
+        self, pipe: Pipeline, seen: ProxyTarget, updated: ProxyTarget
+    ) -> None:
+        """Queue, on the transaction `pipe`: store `updated` over the proxy if it is still `seen`,
+        and `proxy_updated` unless it is gone by then (deleted earlier in the same transaction,
+        say). A proxy changed meanwhile keeps that change, and is told all the same."""
+        fields = event_fields(EventType.PROXY_UPDATED, seen.hostname, **event_data(updated))
+        event = [part for field in fields.items() for part in field]
+        self._replace_if_unchanged(
+            keys=[keys.proxy(seen.hostname), keys.EVENTS_WORKFLOW],
+            args=[dump(seen), dump(updated), STREAM_MAX_LENGTH, *event],
+            client=pipe,
+        )
 
     @staticmethod
     def queue_delete(pipe: Pipeline, target: ProxyTarget) -> None:

@@ -11,6 +11,7 @@ from oauthproxy.models.certificates import Certificate
 from oauthproxy.models.proxies import ProxyTarget
 from oauthproxy.proxy.tls import HostContext, host_context
 from oauthproxy.supervisor.decide import Wanted
+from oauthproxy.tenancy.certificates import links
 
 log = logging.getLogger(__name__)
 
@@ -20,12 +21,18 @@ class CertificateIndex:
 
     def __init__(self, certificates: Iterable[Certificate]) -> None:
         self._by_name = {c.cert_name: c for c in certificates}
-        self._by_domain = {d: c for c in self._by_name.values() for d in c.domains}
+        self._by_domain: dict[str, list[Certificate]] = {}
+        for certificate in self._by_name.values():
+            for domain in certificate.domains:
+                self._by_domain.setdefault(domain, []).append(certificate)
 
     def for_proxy(self, target: ProxyTarget) -> Certificate | None:
+        """The certificate the proxy names, else one of its owner's covering its hostname (an
+        issued one first): another owner's certificate for the same name never serves it."""
         if target.cert_name:
             return self._by_name.get(target.cert_name)
-        return self._by_domain.get(target.hostname)
+        own = [c for c in self._by_domain.get(target.hostname, []) if links(c, target)]
+        return max(reversed(own), key=lambda c: c.issued, default=None)
 
 
 def _identity(certificate: Certificate) -> str:

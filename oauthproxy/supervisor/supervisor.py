@@ -42,6 +42,7 @@ from oauthproxy.supervisor.decide import (
     decide,
     usable_certificate,
 )
+from oauthproxy.tenancy.certificates import links
 
 log = logging.getLogger(__name__)
 
@@ -129,6 +130,10 @@ class Supervisor:
             return None
         name = target.cert_name or await self._storage.certificates.name_for_domain(hostname)
         certificate = await self._storage.certificates.get(name) if name else None
+        if target.cert_name is None and certificate is not None and not links(certificate, target):
+            # the domain maps to another owner's certificate: serve one of the proxy's owner's
+            index = CertificateIndex(await self._storage.certificates.all())
+            certificate = index.for_proxy(target)
         return Wanted(target, usable_certificate(target, certificate))
 
     async def _reload_shared(self, *, routes: bool, services: bool) -> None:

@@ -40,6 +40,28 @@ class NameClaims:
     certificate_owners: frozenset[str | None] = frozenset()
 
 
+def name_claims(
+    names: Sequence[str], proxies: Iterable[ProxyTarget], certificates: Iterable[Certificate]
+) -> list[NameClaims]:
+    """Who holds each of `names`, from the stored proxies and certificates."""
+    by_hostname = {proxy.hostname: proxy for proxy in proxies}
+    stored = list(certificates)
+    claims = []
+    for name in names:
+        proxy = by_hostname.get(name)
+        claims.append(
+            NameClaims(
+                name=name,
+                has_proxy=proxy is not None,
+                proxy_owner=proxy.owner_token_hash if proxy is not None else None,
+                certificate_owners=frozenset(
+                    c.owner_token_hash for c in stored if name in c.domains
+                ),
+            )
+        )
+    return claims
+
+
 def check_create(caller: Caller, claims: Sequence[NameClaims], owned: int, quota: int) -> None:
     """Refuse a new certificate for the names in `claims` when another owner holds one of them
     (403 `forbidden`, field `domains`), or when the caller already owns `quota` certificates
@@ -86,8 +108,13 @@ def check_visible(caller: Caller, certificate: Certificate | None, name: str) ->
 
 
 def links(certificate: Certificate, proxy: ProxyTarget) -> bool:
-    """Whether the certificate may serve the proxy at all: only when both have one owner."""
-    return certificate.owner_token_hash == proxy.owner_token_hash
+    """Whether the certificate may serve the proxy at all: only when both have one owner. One
+    owner is one token hash, or one token name (`created_by`) across a change of that token's
+    secret: the admin token gets a new hash when ADMIN_TOKEN changes, and its records keep the
+    old one (token names are unique, and a deleted token takes its records with it)."""
+    if certificate.owner_token_hash == proxy.owner_token_hash:
+        return True
+    return certificate.created_by is not None and certificate.created_by == proxy.created_by
 
 
 def serves(certificate: Certificate, proxy: ProxyTarget) -> bool:
@@ -107,17 +134,15 @@ def may_take_domain(certificate: Certificate, proxy: ProxyTarget | None) -> bool
     return proxy is None or links(certificate, proxy)
 
 
-def check_attach(
-    caller: Caller, proxy_owner: str | None, hostname: str, certificate: Certificate | None
-) -> None:
+def check_attach(caller: Caller, proxy: ProxyTarget, certificate: Certificate | None) -> None:
     """Refuse naming `certificate` as the proxy's: only a certificate of the proxy's owner may
     be named. A name no certificate has yet may be named (it may be ordered later); a caller who
     may not see the certificate gets the answer a missing one would get elsewhere (404)."""
-    if certificate is None or certificate.owner_token_hash == proxy_owner:
+    if certificate is None or links(certificate, proxy):
         return
     check_visible(caller, certificate, certificate.cert_name)
     raise forbidden(
-        f"certificate {certificate.cert_name} belongs to another owner than proxy {hostname}; "
-        "a certificate serves only its owner's proxies",
+        f"certificate {certificate.cert_name} belongs to another owner than proxy "
+        f"{proxy.hostname}; a certificate serves only its owner's proxies",
         field="cert_name",
     )
