@@ -13,6 +13,7 @@ from oauthproxy.tenancy.caller import Caller, Refused
 from oauthproxy.tenancy.records import (
     Holdings,
     changeable,
+    check_new_proxy,
     check_route,
     readable,
     visible,
@@ -64,6 +65,18 @@ def test_a_missing_record_is_missing_for_everyone() -> None:
     for caller in (OWNER_A, ADMIN):
         with pytest.raises(NotFound):
             readable(caller, None, "route", "nope")
+
+
+RESERVED = frozenset({"localhost", "auth.example.com"})
+
+
+@pytest.mark.parametrize("hostname", ["localhost", "auth.example.com"])
+def test_the_gateways_own_hostnames_are_the_admins(hostname: str) -> None:
+    with pytest.raises(Refused) as caught:
+        check_new_proxy(OWNER_A, hostname, RESERVED)
+    assert (caught.value.status, caught.value.field) == (403, "hostname")
+    check_new_proxy(ADMIN, hostname, RESERVED)
+    check_new_proxy(OWNER_A, "app.example.com", RESERVED)
 
 
 def _route(**fields: Any) -> Route:

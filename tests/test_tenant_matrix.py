@@ -384,6 +384,19 @@ async def test_a_may_route_her_own_hostname_to_her_own_things(world: World) -> N
     await bob_traffic_is_unchanged(world)
 
 
+@pytest.mark.parametrize("hostname", ["localhost", "auth.localhost"])
+async def test_an_owner_cannot_claim_the_gateways_own_hostnames(
+    world: World, hostname: str
+) -> None:
+    """The admin API's hostname and the OAuth issuer's carry every owner's tokens."""
+    claim = {"hostname": hostname, "target_url": world.url("attacker"), "enable_https": False}
+    response = await world.alice.post(TARGETS, json=claim)
+    await refused_and_unchanged(world, response, 403, "forbidden", "hostname")
+    assert (await world.api.get(f"{TARGETS}{hostname}")).status_code == 404
+    health = await world.public.get("/health", headers={"Host": "localhost"})
+    assert (health.status_code, health.headers.get("x-backend")) == (200, None)
+
+
 # --- configured headers: no token may set a header the gateway owns ----------------------------
 
 FORGED = [

@@ -13,6 +13,7 @@ import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 import trio
 from pydantic import BaseModel, ValidationError
@@ -98,6 +99,14 @@ async def holdings(who: Caller) -> Holdings:
     docker = await storage().docker_services.owned_by(who.token_hash)
     names = [s.service_name for s in services] + [s.service_name for s in docker]
     return Holdings(proxies=frozenset(p.hostname for p in proxies), services=frozenset(names))
+
+
+def reserved_hostnames() -> frozenset[str]:
+    """The hostnames the gateway answers for itself: API_HOSTNAMES and the OAuth issuer's."""
+    settings = app_state(current_app).settings
+    issuer = urlsplit(settings.oauth_issuer_url).hostname
+    names = [*settings.api_hostnames, *([issuer] if issuer else [])]
+    return frozenset(name.lower().rstrip(".") for name in names)
 
 
 def target_policy() -> TargetPolicy:

@@ -24,6 +24,7 @@ from oauthproxy.api.ownership import (
     ownership,
     patched,
     quota_slot,
+    reserved_hostnames,
     storage,
 )
 from oauthproxy.models.certificates import Certificate
@@ -44,7 +45,7 @@ from oauthproxy.models.proxies import (
 )
 from oauthproxy.tenancy.headers import check_request_headers, check_response_headers
 from oauthproxy.tenancy.quotas import Quota
-from oauthproxy.tenancy.records import changeable, readable, visible
+from oauthproxy.tenancy.records import changeable, check_new_proxy, readable, visible
 
 proxies = Blueprint("proxies", __name__, url_prefix="/api/v1/proxy/targets")
 
@@ -108,6 +109,7 @@ async def create_proxy(data: ProxyTargetCreate) -> tuple[Json, int, dict[str, st
     With HTTPS and no `cert_name`, a certificate covering the hostname is reused, or one is
     ordered (see the `X-Certificate-Action` and `X-Certificate-Detail` response headers)."""
     requested = _headers_checked(data.target(**ownership()))
+    check_new_proxy(caller(), requested.hostname, reserved_hostnames())
     await check_url_target("target_url", requested.target_url)
     certificate = await proxy_certificates.plan(requested, data)
     target = certificate.applied_to(requested)

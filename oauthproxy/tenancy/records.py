@@ -45,6 +45,16 @@ def changeable(caller: Caller, record: R, kind: str, name: str) -> R:
     return readable(caller, record, kind, name)
 
 
+def check_new_proxy(caller: Caller, hostname: str, reserved: frozenset[str]) -> None:
+    """Refuse (403) an owner token's proxy for a hostname the gateway serves itself: the admin
+    API's hostnames and the OAuth issuer's, whose requests carry every owner's tokens."""
+    if not caller.is_admin and hostname in reserved:
+        raise forbidden(
+            f"{hostname} is the gateway's own hostname: only the admin token may proxy it",
+            field="hostname",
+        )
+
+
 @dataclass(frozen=True)
 class Holdings:
     """What the caller owns that a route may name."""
