@@ -397,6 +397,47 @@ async def test_an_owner_cannot_claim_the_gateways_own_hostnames(
     assert (health.status_code, health.headers.get("x-backend")) == (200, None)
 
 
+async def test_a_route_cannot_outlive_its_proxy_and_wait_for_b_to_claim_the_name(
+    world: World,
+) -> None:
+    """A scopes a route to her own proxy, deletes the proxy and waits: once B creates a proxy
+    with that name, the route would send B's traffic to A's server."""
+    alice, bob = world.alice, world.bob
+    await proxy(alice, "soon-free.example.com", world.url("alice"))
+    trap = route(
+        route_id="trap",
+        path_pattern="/",
+        priority=1000,
+        proxy_hostnames=["soon-free.example.com"],
+        target_value=world.url("attacker"),
+    )
+    await created(await alice.post(ROUTES, json=trap))
+    refused = await alice.delete(f"{TARGETS}soon-free.example.com")
+    await refused_and_unchanged(world, refused, 409, "in_use", "hostname")
+    assert "trap" in refused.json()["detail"]
+    await settle(world)
+    assert await backend_of(world.public, "soon-free.example.com") == "attacker"  # hers, still
+
+    assert (await alice.delete(f"{ROUTES}trap")).status_code == 200
+    assert (await alice.delete(f"{TARGETS}soon-free.example.com")).status_code == 200
+    await proxy(bob, "soon-free.example.com", world.url("bob"))
+    await served_by(world.public, "soon-free.example.com", "bob")
+
+
+async def test_a_service_route_cannot_outlive_its_service(world: World) -> None:
+    alice = world.alice
+    await created(
+        await alice.post(EXTERNAL, json={"service_name": "mine", "target_url": world.url("alice")})
+    )
+    to_mine = route(route_id="to-mine", target_type="service", target_value="mine")
+    await created(await alice.post(ROUTES, json=to_mine))
+    refused = await alice.delete(f"{EXTERNAL}/mine")
+    await refused_and_unchanged(world, refused, 409, "in_use", "service_name")
+    assert (await alice.get(f"{EXTERNAL}/mine")).status_code == 200
+    assert (await alice.delete(f"{ROUTES}to-mine")).status_code == 200
+    assert (await alice.delete(f"{EXTERNAL}/mine")).status_code == 200
+
+
 # --- configured headers: no token may set a header the gateway owns ----------------------------
 
 FORGED = [
@@ -581,4 +622,4 @@ async def test_quotas_bound_each_owner_and_two_creates_never_share_the_last_slot
         for number in range(5):  # the admin is not bounded
             body = {"hostname": f"a{number}.example.com", "target_url": "http://127.0.0.1:3000"}
             assert (await admin_client.post(TARGETS, json=body)).status_code == 201
-        assert await storage.redis.keys("quota:lock:*") == set()
+        assert await storage.redis.keys("owner:lock:*") == set()

@@ -24,7 +24,7 @@ from oauthproxy.api.errors import ApiError, field_problems
 from oauthproxy.api.state import app_state
 from oauthproxy.models.routes import Route, TargetType
 from oauthproxy.storage import Storage
-from oauthproxy.storage.tokens import QuotaLocks
+from oauthproxy.storage.tokens import OwnerLocks
 from oauthproxy.tenancy.caller import Caller, forbidden
 from oauthproxy.tenancy.quotas import Quota, Quotas, check_quota
 from oauthproxy.tenancy.records import Holdings
@@ -47,8 +47,8 @@ Json = dict[str, Any]
 RESOLVE_TIMEOUT_SECONDS = 3.0
 """How long a target's name may take to resolve before it is let through unchecked."""
 
-QUOTA_WAIT_SECONDS = 10.0
-"""How long a create waits for another create of the same token to finish."""
+OWNER_WAIT_SECONDS = 10.0
+"""How long a write waits for another checked write of the same owner to finish."""
 
 
 def storage() -> Storage:
@@ -191,23 +191,48 @@ async def _owned_count(quota: Quota, owner_hash: str) -> int:
 
 
 @asynccontextmanager
-async def quota_slot(quota: Quota) -> AsyncIterator[None]:
-    """Hold the caller's quota lock, refuse when `quota` is used up, and let the block store
-    the new record before any other create of the same token counts (the admin: no lock)."""
-    who = caller()
-    if who.is_admin:
+async def owner_serialized(owner_hash: str | None) -> AsyncIterator[None]:
+    """Hold `owner_hash`'s lock for the block (nothing when None: the admin's records), so the
+    checks made in the block still hold when its write lands."""
+    if owner_hash is None:
         yield
         return
-    locks = QuotaLocks(storage().redis)
+    locks = OwnerLocks(storage().redis)
     try:
-        with trio.fail_after(QUOTA_WAIT_SECONDS):
-            holder = await locks.acquire(who.token_hash)
+        with trio.fail_after(OWNER_WAIT_SECONDS):
+            holder = await locks.acquire(owner_hash)
     except trio.TooSlowError:
         raise ApiError(
-            409, "conflict", "another create of this token is still running; try again"
+            409, "conflict", "another change of this owner's records is still running; try again"
         ) from None
     try:
-        check_quota(who, _quotas(), quota, await _owned_count(quota, who.token_hash))
         yield
     finally:
-        await locks.release_on_the_way_out(who.token_hash, holder)
+        await locks.release_on_the_way_out(owner_hash, holder)
+
+
+def tenant_of(who: Caller) -> str | None:
+    """The owner hash to serialise the caller's own writes on; None for the admin."""
+    return None if who.is_admin else who.token_hash
+
+
+async def tenant_owning(owner_hash: str | None) -> str | None:
+    """`owner_hash` when it is an owner token's (not the admin's, not a record without owner)."""
+    if owner_hash is None:
+        return None
+    who = caller()
+    if who.token_hash == owner_hash:
+        return tenant_of(who)
+    token = await storage().tokens.by_hash(owner_hash)
+    return None if token is None or token.is_admin else owner_hash
+
+
+@asynccontextmanager
+async def quota_slot(quota: Quota) -> AsyncIterator[None]:
+    """Hold the caller's owner lock, refuse when `quota` is used up, and let the block check
+    and store the new record before any other write of the same token (the admin: no lock)."""
+    who = caller()
+    async with owner_serialized(tenant_of(who)):
+        if not who.is_admin:
+            check_quota(who, _quotas(), quota, await _owned_count(quota, who.token_hash))
+        yield

@@ -21,11 +21,13 @@ from oauthproxy.api.ownership import (
     as_json,
     caller,
     check_url_target,
+    owner_serialized,
     ownership,
     patched,
     quota_slot,
     reserved_hostnames,
     storage,
+    tenant_owning,
 )
 from oauthproxy.models.certificates import Certificate
 from oauthproxy.models.proxies import (
@@ -45,7 +47,14 @@ from oauthproxy.models.proxies import (
 )
 from oauthproxy.tenancy.headers import check_request_headers, check_response_headers
 from oauthproxy.tenancy.quotas import Quota
-from oauthproxy.tenancy.records import changeable, check_new_proxy, readable, visible
+from oauthproxy.tenancy.records import (
+    changeable,
+    check_new_proxy,
+    check_unreferenced,
+    readable,
+    routes_naming_proxy,
+    visible,
+)
 
 proxies = Blueprint("proxies", __name__, url_prefix="/api/v1/proxy/targets")
 
@@ -155,16 +164,23 @@ async def update_proxy(hostname: str, data: ProxyTargetUpdate) -> Json:
 @document_response(ProxyDeleted)
 async def delete_proxy(hostname: str, query_args: ProxyDeleteQuery) -> Json:
     """Delete a proxy (owner or admin), with `?delete_certificate=true` its certificate too if
-    the caller owns that; publishes `proxy_deleted`."""
+    the caller owns that; publishes `proxy_deleted`. Refused (409) while routes of the proxy's
+    owner still name it."""
 
     def owned_certificate(certificate: Certificate) -> bool:
         return caller().owns(certificate.owner_token_hash)
 
-    deleted = await storage().proxies.delete(
-        _hostname(hostname),
-        check=_owned,
-        with_certificate=owned_certificate if query_args.delete_certificate else None,
-    )
+    name = _hostname(hostname)
+    owner = await tenant_owning((await _proxy(name)).owner_token_hash)
+    async with owner_serialized(owner):
+        if owner is not None:
+            naming = routes_naming_proxy(await storage().routes.owned_by(owner), name)
+            check_unreferenced("proxy", name, "hostname", naming)
+        deleted = await storage().proxies.delete(
+            name,
+            check=_owned,
+            with_certificate=owned_certificate if query_args.delete_certificate else None,
+        )
     return as_json(deleted)
 
 
