@@ -494,6 +494,8 @@ def gateway_targets(gateway: Ready) -> list[str]:
     return [
         f"http://127.0.0.1:{api_port}",
         f"http://localhost:{api_port}",
+        f"http://localhost.:{api_port}",
+        f"http://0x7f000001:{api_port}",
         f"http://[::1]:{api_port}",
         f"http://0.0.0.0:{api_port}",
         f"http://127.0.0.1:{gateway.http_port}",
@@ -529,7 +531,7 @@ async def each_kind_of_target(world: World, url: str) -> list[tuple[httpx.Respon
     return attempts
 
 
-@pytest.mark.parametrize("which", range(7))
+@pytest.mark.parametrize("which", range(9))
 async def test_an_owner_cannot_target_the_gateway(world: World, which: int) -> None:
     url = gateway_targets(world.gateway)[which]
     for response, field in await each_kind_of_target(world, url):

@@ -147,12 +147,17 @@ async def _resolve(host: str) -> list[Address]:
         return [literal]
     infos: list[Any] = []
     with trio.move_on_after(RESOLVE_TIMEOUT_SECONDS):
-        try:
-            infos = await trio.socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)
-        except (socket.gaierror, UnicodeError):
-            infos = []
+        for name in dict.fromkeys([host, host.rstrip(".")]):  # `localhost.` as `localhost` too
+            infos += await _address_infos(name)
     found = (literal_address(str(info[4][0])) for info in infos)
     return list(dict.fromkeys(address for address in found if address is not None))
+
+
+async def _address_infos(name: str) -> list[Any]:
+    try:
+        return list(await trio.socket.getaddrinfo(name, None, type=socket.SOCK_STREAM))
+    except (socket.gaierror, UnicodeError):
+        return []
 
 
 def _is_local(address: Address) -> bool:
