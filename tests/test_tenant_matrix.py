@@ -238,6 +238,25 @@ async def test_a_cannot_touch_bs_service(
     await refused_and_unchanged(world, response, 404, "not_found", "service")
 
 
+@pytest.mark.parametrize(
+    ("path", "body", "field"),
+    [
+        (TARGETS, {"hostname": "bob.example.com", "target_url": "http://127.0.0.1:1"}, "hostname"),
+        (TARGETS, {"hostname": "BOB.example.com.", "target_url": "http://127.0.0.1:1"}, "hostname"),
+        (EXTERNAL, {"service_name": "bob-svc", "target_url": "http://127.0.0.1:1"}, "service_name"),
+        (ROUTES, {"route_id": "bob-route", "path_pattern": "/x/"}, "route_id"),
+    ],
+)
+async def test_a_cannot_create_over_bs_names(
+    world: World, path: str, body: dict[str, Any], field: str
+) -> None:
+    """Names are unique across owners: taking B's is a conflict, and B's record stays B's."""
+    if path == ROUTES:
+        body = route(**body)
+    response = await world.alice.post(path, json=body)
+    await refused_and_unchanged(world, response, 409, "conflict", field)
+
+
 async def test_lists_show_a_only_her_own_records(world: World) -> None:
     alice = world.alice
     assert [p["hostname"] for p in (await alice.get(TARGETS)).json()] == ["alice.example.com"]
