@@ -2,8 +2,9 @@
 
 Here live the I/O the rules need and never do themselves: who is calling (`caller`), what the
 caller owns (`holdings`), where a target resolves and whether those addresses are this host's
-(`check_target`), and the per-owner lock that makes a quota check and the create it allows one
-step (`quota_slot`). Handlers call these and the rules; none carries an ownership rule of its
+(`check_target`), and the per-owner lock under which a check and the write it allows are one
+step (`owner_serialized`, `quota_slot`): a quota's last slot, or a proxy being deleted while a
+route naming it is stored. Handlers call these and the rules; none carries an ownership rule of its
 own. Also the small helpers every owned-record blueprint shares (`storage`, `patched`).
 """
 
@@ -171,7 +172,7 @@ def _is_local(address: Address) -> bool:
     return True
 
 
-# --- quotas ----------------------------------------------------------------------------------
+# --- quotas and the owner lock ---------------------------------------------------------------
 
 
 def _quotas() -> Quotas:
