@@ -68,22 +68,41 @@ async def test_a_service_route_to_a_service_a_does_not_own_is_refused(
 
 
 @pytest.mark.parametrize(
-    ("change", "field"),
+    ("change", "error", "field"),
     [
-        ({"scope": "global"}, "scope"),
-        ({"proxy_hostnames": ["alice.example.com", "bob.example.com"]}, "proxy_hostnames"),
-        ({"target_type": "hostname", "target_value": "bob-secret.example.com"}, "target_value"),
-        ({"target_type": "service", "target_value": "bob-svc"}, "target_value"),
+        ({"scope": "global"}, "forbidden", "scope"),
+        (
+            {"proxy_hostnames": ["alice.example.com", "bob.example.com"]},
+            "forbidden",
+            "proxy_hostnames",
+        ),
+        (
+            {"target_type": "hostname", "target_value": "bob-secret.example.com"},
+            "forbidden",
+            "target_value",
+        ),
+        ({"target_type": "service", "target_value": "bob-svc"}, "forbidden", "target_value"),
+        ({"target_value": "http://169.254.169.254/"}, "target_not_allowed", "target_value"),
     ],
 )
 async def test_updating_a_route_is_checked_like_creating_one(
-    world: World, change: dict[str, Any], field: str
+    world: World, change: dict[str, Any], error: str, field: str
 ) -> None:
     mine = await created(
         await world.alice.post(ROUTES, json=route(route_id="mine", target_value=world.url("alice")))
     )
     response = await world.alice.put(f"{ROUTES}mine", json=change)
-    await refused_and_unchanged(world, response, 403, "forbidden", field)
+    await refused_and_unchanged(world, response, 403, error, field)
+    assert (await world.alice.get(f"{ROUTES}mine")).json() == mine
+
+
+async def test_updating_a_route_onto_the_gateways_port_is_refused(world: World) -> None:
+    mine = await created(
+        await world.alice.post(ROUTES, json=route(route_id="mine", target_value=world.url("alice")))
+    )
+    loop = {"target_value": f"http://localhost.:{world.gateway.http_port}/"}
+    response = await world.alice.put(f"{ROUTES}mine", json=loop)
+    await refused_and_unchanged(world, response, 403, "target_not_allowed", "target_value")
     assert (await world.alice.get(f"{ROUTES}mine")).json() == mine
 
 
