@@ -22,11 +22,11 @@ from oauthproxy.proxy.http import (
     PeerClosed,
     Reader,
     close_gently,
-    host_of,
     send_reply,
 )
 from oauthproxy.proxy.instance import Instance, answer, refuse
 from oauthproxy.proxy.proxy_protocol import PrefixedStream, ProxyHeaderError, read_header
+from oauthproxy.proxy.request import view_of
 from oauthproxy.proxy.responses import unknown_host
 from oauthproxy.proxy.sockets import LeanSocketStream
 from oauthproxy.proxy.tls import TLS_HANDSHAKE_TIMEOUT, HostContext, listener_context
@@ -67,11 +67,11 @@ async def hand_over(
             if is_challenge(first.target):
                 await answer(reader, first, await challenge_reply(first.target, challenges))
                 return
-            host = host_of(first.headers)
-            instance = lookup(host)
-            adopted = instance is not None and instance.adopt(reader, first, client)
+            view = view_of(first, client.scheme)
+            instance = lookup(view.host)
+            adopted = instance is not None and instance.adopt(reader, first, view, client)
             if not adopted:
-                reply = unknown_host(host, first.header(b"accept"))
+                reply = unknown_host(view.host, first.header(b"accept"))
                 await send_reply(stream, reply, close=True, head=first.method == b"HEAD")
     except BadRequest as error:
         await refuse(reader, error)

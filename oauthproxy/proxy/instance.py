@@ -9,6 +9,7 @@ the scope, which closes exactly this hostname's connections.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 from dataclasses import dataclass, field
 
@@ -27,8 +28,6 @@ from oauthproxy.proxy.http import (
     PeerClosed,
     Reader,
     close_gently,
-    header_value,
-    host_of,
     send_reply,
 )
 from oauthproxy.proxy.login import CALLBACK_PATH
@@ -40,6 +39,7 @@ from oauthproxy.proxy.protect import (
     metadata_reply,
     without_cookie,
 )
+from oauthproxy.proxy.request import RequestView, view_of
 from oauthproxy.proxy.responses import Reply, error_reply, redirect_reply, unknown_host
 from oauthproxy.proxy.upstream import UpstreamPool
 
@@ -103,11 +103,12 @@ class Instance:
             with trio.CancelScope(shield=True):
                 await self._pool.clear()
 
-    def adopt(self, reader: Reader, first: Head, client: Client) -> bool:
-        """Take over a connection whose first request is for this hostname."""
+    def adopt(self, reader: Reader, first: Head, view: RequestView, client: Client) -> bool:
+        """Take over a connection whose next request (`first`, seen as `view`) is for this
+        hostname."""
         if self._nursery is None or self._stopping.is_set():
             return False
-        self._nursery.start_soon(self._serve_connection, reader, first, client)
+        self._nursery.start_soon(self._serve_connection, reader, first, view, client)
         return True
 
     async def update(self, config: InstanceConfig) -> None:
@@ -131,18 +132,21 @@ class Instance:
                 if connection.idle_since is not None and connection.idle_since <= cutoff:
                     connection.scope.cancel()
 
-    async def _serve_connection(self, reader: Reader, request: Head, client: Client) -> None:
+    async def _serve_connection(
+        self, reader: Reader, request: Head, view: RequestView, client: Client
+    ) -> None:
         connection = _Connection()
         self._connections.add(connection)
         try:
             with connection.scope:
-                while await self._handle(reader, request, client):
+                while await self._handle(reader, request, view, client):
                     connection.idle_since = trio.current_time()
                     event = await reader.next_event()
                     connection.idle_since = None
                     if not isinstance(event, Head):
                         return
                     request = event
+                    view = view_of(request, client.scheme)
         except BadRequest as error:
             await refuse(reader, error)
         except PeerClosed:
@@ -155,41 +159,40 @@ class Instance:
             self._connections.discard(connection)
             await close_gently(reader.stream)
 
-    async def _handle(self, reader: Reader, request: Head, client: Client) -> bool:
+    async def _handle(
+        self, reader: Reader, request: Head, view: RequestView, client: Client
+    ) -> bool:
         self._in_flight += 1
         try:
-            return await self._respond(reader, request, client)
+            return await self._respond(reader, request, view, client)
         finally:
             self._in_flight -= 1
             if not self._in_flight:
                 self._quiet.set()
 
-    async def _respond(self, reader: Reader, request: Head, client: Client) -> bool:
+    async def _respond(
+        self, reader: Reader, request: Head, view: RequestView, client: Client
+    ) -> bool:
         """Answer one request; returns whether the connection can carry another."""
         if is_challenge(request.target):
             return await answer(
                 reader, request, await challenge_reply(request.target, self._challenges)
             )
         config = self.config
-        received = request.headers
-        host = host_of(received)
-        refusal = self._refusal(config, host, request, client)
+        refusal = self._refusal(config, view, request, client)
         if refusal is not None or config is None:
-            reply = refusal or unknown_host(host, b"")
+            reply = refusal or unknown_host(view.host, b"")
             await send_reply(reader.stream, reply, close=True, head=request.method == b"HEAD")
             return False
-        target = request.target.decode("latin-1")
-        path, _, query = target.partition("?")
+        received = view.headers
         identity: Identity = ()
         if config.protection is not None:
-            outcome = await _front_door(
-                config, config.protection, received, client, target, path, query
-            )
+            outcome = await _front_door(config, config.protection, received, client, view)
             if isinstance(outcome, Reply):
                 return await answer(reader, request, outcome)
             identity = outcome.headers
             received = without_cookie(received, config.protection.target.auth_cookie_name)
-        destination = config.destination(path, request.method.decode())
+        destination = config.destination(view.path, request.method.decode())
         if destination is None:
             reply = error_reply(
                 502,
@@ -199,14 +202,17 @@ class Instance:
             )
             await send_reply(reader.stream, reply, close=True, head=request.method == b"HEAD")
             return False
+        if view.target is not request.target:  # the backend gets the normalised target
+            request = dataclasses.replace(request, target=view.target)
         return await forward(reader, request, destination, self._pool, client, received, identity)
 
     def _refusal(
-        self, config: InstanceConfig | None, host: str, request: Head, client: Client
+        self, config: InstanceConfig | None, view: RequestView, request: Head, client: Client
     ) -> Reply | None:
         """The answer when this request is not to be forwarded (deleted proxy, wrong host,
         plain HTTP where HTTPS is wanted), else None."""
         accept = request.header(b"accept")
+        host = view.host
         if config is None:
             return unknown_host(host, accept)
         if host != self.hostname:
@@ -216,7 +222,7 @@ class Instance:
         if client.scheme == b"https" or (target.enable_http and not target.https_redirect):
             return None
         if config.tls is not None:
-            return redirect_reply(self._https_url(request.target))
+            return redirect_reply(self._https_url(view.target))
         if target.enable_http:
             return None
         return error_reply(404, "http_disabled", f"{host} is served over HTTPS only", accept=accept)
@@ -232,26 +238,26 @@ async def _front_door(
     protection: Protection,
     received: Headers,
     client: Client,
-    target: str,
-    path: str,
-    query: str,
+    view: RequestView,
 ) -> Reply | Allow:
-    """Protected resource metadata, the browser login's callback, or the bearer check
-    (`target` is the request's, decoded; `path` and `query` its parts)."""
-    origin = f"{client.scheme.decode()}://{header_value(received, b'host')}"
+    """Protected resource metadata, the browser login's callback, or the bearer check. The
+    origin is the normalised authority: tokens are issued for `http://mcp.test`, whatever case
+    or default port a client's Host header spells it with."""
+    origin = f"{client.scheme.decode()}://{view.authority}"
+    path = view.path
     if protection.serves_metadata and is_metadata_path(path):
         return metadata_reply(protection, origin)
     login = config.shared.login
     redirect = protection.policy is not None and protection.policy.mode is AuthMode.REDIRECT
     if redirect and login is not None and path == CALLBACK_PATH:
         secure = client.scheme == b"https"
-        return await login.finish(query, protection.target.auth_cookie_name, secure=secure)
-    outcome = check(protection, received, origin, path)
+        return await login.finish(view.query[1:], protection.target.auth_cookie_name, secure=secure)
+    outcome = check(protection, received, origin, path, view.has_encoded_separator)
     if not isinstance(outcome, NeedsLogin):
         return outcome
     if login is None:
         return error_reply(503, "login_unavailable", "browser login is not available")
-    return await login.start(config.target.hostname, origin, target)
+    return await login.start(config.target.hostname, origin, view.target.decode("latin-1"))
 
 
 async def answer(reader: Reader, request: Head, reply: Reply) -> bool:
