@@ -57,6 +57,9 @@ class Client:
     ip: str
     trusted: bool
     scheme: bytes = b"http"
+    tls_names: frozenset[str] = frozenset()
+    """Over TLS: the names the connection's certificate covers; its requests may name only
+    these hosts (any other gets a 421)."""
 
 
 @dataclass(frozen=True)

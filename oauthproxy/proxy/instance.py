@@ -1,9 +1,15 @@
 """One proxied hostname: a nursery in its own cancel scope that owns its connections and pool.
 
 The dispatcher hands an instance each connection whose first request names its hostname
-(`adopt`). `update` swaps the configuration snapshot that every next request reads; `stop` makes
-every next request a 404, lets requests in flight finish within the grace period, then cancels
-the scope, which closes exactly this hostname's connections.
+(`adopt`). A keep-alive connection whose next request names another hostname moves on to that
+hostname's instance (`pass_connection`): load balancers reuse their upstream connections across
+Host headers. The connection's task ends here and a new one starts in the other instance's
+nursery, so every connection always belongs to the instance it serves. Over TLS, a request may
+only name a host the connection's certificate covers (else 421).
+
+`update` swaps the configuration snapshot that every next request reads; `stop` makes every
+next request a 404, lets requests in flight finish within the grace period, then cancels the
+scope, which closes exactly this hostname's connections.
 """
 
 from __future__ import annotations
@@ -11,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import trio
@@ -41,6 +48,7 @@ from oauthproxy.proxy.protect import (
 )
 from oauthproxy.proxy.request import RequestView, view_of
 from oauthproxy.proxy.responses import Reply, error_reply, redirect_reply, unknown_host
+from oauthproxy.proxy.tls import covers
 from oauthproxy.proxy.upstream import UpstreamPool
 
 log = logging.getLogger(__name__)
@@ -103,12 +111,14 @@ class Instance:
             with trio.CancelScope(shield=True):
                 await self._pool.clear()
 
-    def adopt(self, reader: Reader, first: Head, view: RequestView, client: Client) -> bool:
+    def adopt(
+        self, reader: Reader, first: Head, view: RequestView, client: Client, lookup: Lookup
+    ) -> bool:
         """Take over a connection whose next request (`first`, seen as `view`) is for this
-        hostname."""
+        hostname; `lookup` finds the instance for another hostname a later request names."""
         if self._nursery is None or self._stopping.is_set():
             return False
-        self._nursery.start_soon(self._serve_connection, reader, first, view, client)
+        self._nursery.start_soon(self._serve_connection, reader, first, view, client, lookup)
         return True
 
     async def update(self, config: InstanceConfig) -> None:
@@ -133,10 +143,11 @@ class Instance:
                     connection.scope.cancel()
 
     async def _serve_connection(
-        self, reader: Reader, request: Head, view: RequestView, client: Client
+        self, reader: Reader, request: Head, view: RequestView, client: Client, lookup: Lookup
     ) -> None:
         connection = _Connection()
         self._connections.add(connection)
+        moved = False
         try:
             with connection.scope:
                 while await self._handle(reader, request, view, client):
@@ -147,6 +158,9 @@ class Instance:
                         return
                     request = event
                     view = view_of(request, client.scheme)
+                    if view.host != self.hostname:
+                        moved = await pass_connection(reader, request, view, client, lookup)
+                        return
         except BadRequest as error:
             await refuse(reader, error)
         except PeerClosed:
@@ -157,7 +171,8 @@ class Instance:
             log.exception("connection to %s failed", self.hostname)
         finally:
             self._connections.discard(connection)
-            await close_gently(reader.stream)
+            if not moved:
+                await close_gently(reader.stream)
 
     async def _handle(
         self, reader: Reader, request: Head, view: RequestView, client: Client
@@ -258,6 +273,30 @@ async def _front_door(
     if login is None:
         return error_reply(503, "login_unavailable", "browser login is not available")
     return await login.start(config.target.hostname, origin, view.target.decode("latin-1"))
+
+
+Lookup = Callable[[str], "Instance | None"]
+"""The supervisor's hostname → instance table, as a function."""
+
+
+async def pass_connection(
+    reader: Reader, request: Head, view: RequestView, client: Client, lookup: Lookup
+) -> bool:
+    """Give the connection to the instance for `view.host`. When none may take it, answer
+    (421: the TLS certificate does not cover that host; 404: no such proxy) and return False:
+    the caller closes the connection."""
+    head = request.method == b"HEAD"
+    accept = request.header(b"accept")
+    if client.scheme == b"https" and not covers(client.tls_names, view.host):
+        detail = f"this connection's certificate does not cover {view.host!r}; open a new one"
+        reply = error_reply(421, "misdirected_request", detail, accept=accept)
+        await send_reply(reader.stream, reply, close=True, head=head)
+        return False
+    instance = lookup(view.host)
+    if instance is not None and instance.adopt(reader, request, view, client, lookup):
+        return True
+    await send_reply(reader.stream, unknown_host(view.host, accept), close=True, head=head)
+    return False
 
 
 async def answer(reader: Reader, request: Head, reply: Reply) -> bool:
