@@ -78,7 +78,7 @@ def test_unreadable_paths_are_a_400(path: str) -> None:
     ],
 )  # fmt: skip
 def test_views(request_head: Head, scheme: bytes, expected: RequestView) -> None:
-    assert view_of(request_head, scheme) == expected
+    assert view_of(request_head, scheme)._replace(headers=[]) == expected
 
 
 @pytest.mark.parametrize(
