@@ -3,13 +3,17 @@
 Load balancers (haproxy, nginx, Traefik) keep connections to the gateway open and reuse them for
 whatever Host the next client names. Over plain HTTP every request is served by its own host's
 instance; over TLS only hosts the connection's certificate covers, others get a 421. Tested on
-raw sockets (plain and TLS) and behind a real haproxy in HTTP mode that reuses its one
-connection to the gateway for two hostnames.
+raw sockets (plain and TLS) and behind a real haproxy (HTTP mode, `http-reuse always`) and a
+real nginx (upstream `keepalive`), each reusing its one connection to the gateway for two
+hostnames.
 """
 
 from __future__ import annotations
 
 import functools
+import grp
+import os
+import pwd
 import shutil
 import ssl
 import subprocess
@@ -171,10 +175,68 @@ def haproxy_http(workdir: Path, gateway_port: int) -> Iterator[int]:
         child.wait(10)
 
 
-async def test_haproxy_reusing_its_connection_for_two_hosts(
-    gateway: Ready, three_proxies: None, tmp_path: Path
+NGINX_HTTP = """\
+{user}worker_processes 1;
+daemon off;
+pid {prefix}/nginx.pid;
+error_log {prefix}/error.log warn;
+events {{ worker_connections 64; }}
+http {{
+    access_log off;
+    client_body_temp_path {prefix}/client_body;
+    proxy_temp_path {prefix}/proxy;
+    fastcgi_temp_path {prefix}/fastcgi;
+    uwsgi_temp_path {prefix}/uwsgi;
+    scgi_temp_path {prefix}/scgi;
+    upstream gateway {{
+        server 127.0.0.1:{gateway};
+        keepalive 1;
+    }}
+    server {{
+        listen 127.0.0.1:{front};
+        location / {{
+            proxy_pass http://gateway;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_set_header Host $http_host;
+        }}
+    }}
+}}
+"""
+"""nginx as a load balancer does it: upstream keep-alive (one cached connection, one worker),
+the client's Host passed on."""
+
+
+@contextmanager
+def nginx_http(workdir: Path, gateway_port: int) -> Iterator[int]:
+    front = free_port()
+    prefix = workdir / f"nginx-{front}"
+    prefix.mkdir()
+    user = ""
+    if os.geteuid() == 0:  # workers would run as `nobody`, whose group may not exist
+        user = f"user {pwd.getpwuid(0).pw_name} {grp.getgrgid(0).gr_name};\n"
+    config = prefix / "nginx.conf"
+    config.write_text(
+        NGINX_HTTP.format(user=user, prefix=prefix, front=front, gateway=gateway_port)
+    )
+    binary = shutil.which("nginx") or "/usr/sbin/nginx"
+    command = [binary, "-p", f"{prefix}/", "-c", str(config), "-e", str(prefix / "error.log")]
+    child = subprocess.Popen(command, stdin=subprocess.DEVNULL)
+    try:
+        yield front
+    finally:
+        child.terminate()
+        child.wait(10)
+
+
+BALANCERS = {"haproxy": haproxy_http, "nginx": nginx_http}
+
+
+@pytest.mark.parametrize("balancer", sorted(BALANCERS))
+async def test_a_load_balancer_reusing_its_connection_for_two_hosts(
+    gateway: Ready, three_proxies: None, tmp_path: Path, balancer: str
 ) -> None:
-    with haproxy_http(tmp_path, gateway.http_port) as front:
+    with BALANCERS[balancer](tmp_path, gateway.http_port) as front:
         await wait_for_port(front)
         served = []
         with trio.fail_after(TIMEOUT):
