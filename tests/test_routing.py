@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import random
 from typing import Any
 
@@ -126,6 +127,20 @@ def test_a_pattern_re2_does_not_support_is_refused_naming_the_field(pattern: str
     [error] = refused.value.errors()
     assert error["loc"] == ("path_pattern",)
     assert "RE2" in error["msg"]
+
+
+def test_a_stored_route_from_before_re2_still_loads_and_matches_nothing() -> None:
+    stored = route("legacy", "/", priority=0).model_dump() | {
+        "route_id": "legacy",
+        "is_regex": True,
+        "path_pattern": r"^/api/(?!admin)",
+    }
+    legacy = Route.model_validate_json(json.dumps(stored, default=str))
+    with pytest.raises(ValidationError):
+        Route.model_validate(stored)  # what the API validates: refused
+    table = RouteTable.build([legacy, route("fallback", "/", priority=0)])
+    matched = table.for_proxy(proxy()).match("/api/users", "GET")
+    assert matched is not None and matched.route_id == "fallback"
 
 
 def test_an_empty_table_matches_nothing() -> None:
