@@ -11,7 +11,7 @@ import logging
 import math
 import ssl
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import trio
 
@@ -23,13 +23,11 @@ from oauthproxy.proxy.http import (
     PeerClosed,
     Reader,
     close_gently,
-    host_of,
-    send_reply,
 )
-from oauthproxy.proxy.instance import Instance, answer, refuse
+from oauthproxy.proxy.instance import Instance, answer, pass_connection, refuse
 from oauthproxy.proxy.limits import ConnectionLimit
 from oauthproxy.proxy.proxy_protocol import PrefixedStream, ProxyHeaderError, read_header
-from oauthproxy.proxy.responses import unknown_host
+from oauthproxy.proxy.request import view_of
 from oauthproxy.proxy.sockets import LeanSocketStream
 from oauthproxy.proxy.tls import TLS_HANDSHAKE_TIMEOUT, HostContext, listener_context
 
@@ -69,12 +67,8 @@ async def hand_over(
             if is_challenge(first.target):
                 await answer(reader, first, await challenge_reply(first.target, challenges))
                 return
-            host = host_of(first.headers)
-            instance = lookup(host)
-            adopted = instance is not None and instance.adopt(reader, first, client)
-            if not adopted:
-                reply = unknown_host(host, first.header(b"accept"))
-                await send_reply(stream, reply, close=True, head=first.method == b"HEAD")
+            view = view_of(first, client.scheme)
+            adopted = await pass_connection(reader, first, view, client, lookup)
     except BadRequest as error:
         await refuse(reader, error)
     except PeerClosed:
@@ -196,8 +190,9 @@ async def _serve_tls(
     except (trio.BrokenResourceError, trio.TooSlowError):
         await trio.aclose_forcefully(stream)
         return
-    instance = front.instances.get(getattr(stream.context, "hostname", ""))
-    await hand_over(stream, lambda _host: instance, front.challenges, client)
+    names: frozenset[str] = getattr(stream.context, "names", frozenset())
+    client = replace(client, tls_names=names)  # the SNI name's certificate, and what it covers
+    await hand_over(stream, front.instances.get, front.challenges, client)
 
 
 async def serve_https(

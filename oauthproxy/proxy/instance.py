@@ -1,16 +1,24 @@
 """One proxied hostname: a nursery in its own cancel scope that owns its connections and pool.
 
 The dispatcher hands an instance each connection whose first request names its hostname
-(`adopt`). `update` swaps the configuration snapshot that every next request reads; `stop` makes
-every next request a 404, lets requests in flight finish within the grace period, then cancels
-the scope, which closes exactly this hostname's connections.
+(`adopt`). A keep-alive connection whose next request names another hostname moves on to that
+hostname's instance (`pass_connection`): load balancers reuse their upstream connections across
+Host headers. The connection's task ends here and a new one starts in the other instance's
+nursery, so every connection always belongs to the instance it serves. Over TLS, a request may
+only name a host the connection's certificate covers (else 421).
+
+`update` swaps the configuration snapshot that every next request reads; `stop` makes every
+next request a 404, lets requests in flight finish within the grace period, then cancels the
+scope, which closes exactly this hostname's connections.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import trio
@@ -29,8 +37,6 @@ from oauthproxy.proxy.http import (
     PeerClosed,
     Reader,
     close_gently,
-    header_value,
-    host_of,
     send_reply,
 )
 from oauthproxy.proxy.login import CALLBACK_PATH
@@ -43,7 +49,9 @@ from oauthproxy.proxy.protect import (
     metadata_reply,
     without_cookie,
 )
+from oauthproxy.proxy.request import RequestView, view_of
 from oauthproxy.proxy.responses import Reply, error_reply, redirect_reply, unknown_host
+from oauthproxy.proxy.tls import covers
 from oauthproxy.proxy.upstream import UpstreamPool
 
 log = logging.getLogger(__name__)
@@ -112,11 +120,14 @@ class Instance:
             with trio.CancelScope(shield=True):
                 await self._pool.clear()
 
-    def adopt(self, reader: Reader, first: Head, client: Client) -> bool:
-        """Take over a connection whose first request is for this hostname."""
+    def adopt(
+        self, reader: Reader, first: Head, view: RequestView, client: Client, lookup: Lookup
+    ) -> bool:
+        """Take over a connection whose next request (`first`, seen as `view`) is for this
+        hostname; `lookup` finds the instance for another hostname a later request names."""
         if self._nursery is None or self._stopping.is_set():
             return False
-        self._nursery.start_soon(self._serve_connection, reader, first, client)
+        self._nursery.start_soon(self._serve_connection, reader, first, view, client, lookup)
         return True
 
     async def update(self, config: InstanceConfig) -> None:
@@ -152,16 +163,23 @@ class Instance:
         connection.closes_at = None
         return event
 
-    async def _serve_connection(self, reader: Reader, request: Head, client: Client) -> None:
+    async def _serve_connection(
+        self, reader: Reader, request: Head, view: RequestView, client: Client, lookup: Lookup
+    ) -> None:
         connection = _Connection()
         self._connections.add(connection)
+        moved = False
         try:
             with connection.scope:
-                while await self._handle(reader, request, client):
+                while await self._handle(reader, request, view, client):
                     event = await self._next_request(reader, connection)
                     if not isinstance(event, Head):
                         return
                     request = event
+                    view = view_of(request, client.scheme)
+                    if view.host != self.hostname:
+                        moved = await pass_connection(reader, request, view, client, lookup)
+                        return
         except BadRequest as error:
             await refuse(reader, error)
         except PeerClosed:
@@ -172,43 +190,43 @@ class Instance:
             log.exception("connection to %s failed", self.hostname)
         finally:
             self._connections.discard(connection)
-            await close_gently(reader.stream)
+            if not moved:
+                await close_gently(reader.stream)
 
-    async def _handle(self, reader: Reader, request: Head, client: Client) -> bool:
+    async def _handle(
+        self, reader: Reader, request: Head, view: RequestView, client: Client
+    ) -> bool:
         self._in_flight += 1
         try:
-            return await self._respond(reader, request, client)
+            return await self._respond(reader, request, view, client)
         finally:
             self._in_flight -= 1
             if not self._in_flight:
                 self._quiet.set()
 
-    async def _respond(self, reader: Reader, request: Head, client: Client) -> bool:
+    async def _respond(
+        self, reader: Reader, request: Head, view: RequestView, client: Client
+    ) -> bool:
         """Answer one request; returns whether the connection can carry another."""
         if is_challenge(request.target):
             return await answer(
                 reader, request, await challenge_reply(request.target, self._challenges)
             )
         config = self.config
-        received = request.headers
-        host = host_of(received)
-        refusal = self._refusal(config, host, request, client)
+        refusal = self._refusal(config, view, request, client)
         if refusal is not None or config is None:
-            reply = refusal or unknown_host(host, b"")
+            reply = refusal or unknown_host(view.host, b"")
             await send_reply(reader.stream, reply, close=True, head=request.method == b"HEAD")
             return False
-        target = request.target.decode("latin-1")
-        path, _, query = target.partition("?")
+        received = view.headers
         identity: Identity = ()
         if config.protection is not None:
-            outcome = await _front_door(
-                config, config.protection, received, client, target, path, query
-            )
+            outcome = await _front_door(config, config.protection, received, client, view)
             if isinstance(outcome, Reply):
                 return await answer(reader, request, outcome)
             identity = outcome.headers
             received = without_cookie(received, config.protection.target.auth_cookie_name)
-        destination = config.destination(path, request.method.decode())
+        destination = config.destination(view.path, request.method.decode())
         if destination is None:
             reply = error_reply(
                 502,
@@ -218,14 +236,17 @@ class Instance:
             )
             await send_reply(reader.stream, reply, close=True, head=request.method == b"HEAD")
             return False
+        if view.target is not request.target:  # the backend gets the normalised target
+            request = dataclasses.replace(request, target=view.target)
         return await forward(reader, request, destination, self._pool, client, received, identity)
 
     def _refusal(
-        self, config: InstanceConfig | None, host: str, request: Head, client: Client
+        self, config: InstanceConfig | None, view: RequestView, request: Head, client: Client
     ) -> Reply | None:
         """The answer when this request is not to be forwarded (deleted proxy, wrong host,
         plain HTTP where HTTPS is wanted), else None."""
         accept = request.header(b"accept")
+        host = view.host
         if config is None or (self._admits and not self._admits(client, request.headers)):
             return unknown_host(host, accept)
         if host != self.hostname:
@@ -235,7 +256,7 @@ class Instance:
         if client.scheme == b"https" or (target.enable_http and not target.https_redirect):
             return None
         if config.tls is not None:
-            return redirect_reply(self._https_url(request.target))
+            return redirect_reply(self._https_url(view.target))
         if target.enable_http:
             return None
         return error_reply(404, "http_disabled", f"{host} is served over HTTPS only", accept=accept)
@@ -251,13 +272,13 @@ async def _front_door(
     protection: Protection,
     received: Headers,
     client: Client,
-    target: str,
-    path: str,
-    query: str,
+    view: RequestView,
 ) -> Reply | Allow:
-    """Protected resource metadata, the browser login's callback, or the bearer check
-    (`target` is the request's, decoded; `path` and `query` its parts)."""
-    origin = f"{client.scheme.decode()}://{header_value(received, b'host')}"
+    """Protected resource metadata, the browser login's callback, or the bearer check. The
+    origin is the normalised authority: tokens are issued for `http://mcp.test`, whatever case
+    or default port a client's Host header spells it with."""
+    origin = f"{client.scheme.decode()}://{view.authority}"
+    path = view.path
     if protection.serves_metadata and is_metadata_path(path):
         return metadata_reply(protection, origin)
     login = config.shared.login
@@ -265,13 +286,38 @@ async def _front_door(
     if redirect and login is not None and path == CALLBACK_PATH:
         secure = client.scheme == b"https"
         cookie = protection.target.auth_cookie_name
-        return await login.finish(query, received, cookie, secure=secure)
-    outcome = check(protection, received, origin, path)
+        return await login.finish(view.query[1:], received, cookie, secure=secure)
+    outcome = check(protection, received, origin, path, view.has_encoded_separator)
     if not isinstance(outcome, NeedsLogin):
         return outcome
     if login is None:
         return error_reply(503, "login_unavailable", "browser login is not available")
+    target = view.target.decode("latin-1")
     return await login.start(config.target.hostname, origin, target, client, received)
+
+
+Lookup = Callable[[str], "Instance | None"]
+"""The supervisor's hostname → instance table, as a function."""
+
+
+async def pass_connection(
+    reader: Reader, request: Head, view: RequestView, client: Client, lookup: Lookup
+) -> bool:
+    """Give the connection to the instance for `view.host`. When none may take it, answer
+    (421: the TLS certificate does not cover that host; 404: no such proxy) and return False:
+    the caller closes the connection."""
+    head = request.method == b"HEAD"
+    accept = request.header(b"accept")
+    if client.scheme == b"https" and not covers(client.tls_names, view.host):
+        detail = f"this connection's certificate does not cover {view.host!r}; open a new one"
+        reply = error_reply(421, "misdirected_request", detail, accept=accept)
+        await send_reply(reader.stream, reply, close=True, head=head)
+        return False
+    instance = lookup(view.host)
+    if instance is not None and instance.adopt(reader, request, view, client, lookup):
+        return True
+    await send_reply(reader.stream, unknown_host(view.host, accept), close=True, head=head)
+    return False
 
 
 async def answer(reader: Reader, request: Head, reply: Reply) -> bool:
