@@ -11,6 +11,10 @@ class StorageUnavailable(GatewayError):
     """Redis could not be reached or answered with an error."""
 
 
+class WriteContention(GatewayError):
+    """A write started over again and again because other writes kept changing its records."""
+
+
 class NotFound(GatewayError):
     def __init__(self, kind: str, name: str) -> None:
         super().__init__(f"{kind} {name!r} not found")
