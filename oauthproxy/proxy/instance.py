@@ -105,6 +105,8 @@ class Instance:
         try:
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
+                if self.config is not None:
+                    await self._pool.retarget(self.config.origins())
                 nursery.start_soon(self._close_idle_connections)
                 task_status.started()
                 await self._stopping.wait()
@@ -131,10 +133,10 @@ class Instance:
         return True
 
     async def update(self, config: InstanceConfig) -> None:
-        changed_target = self.config is None or self.config.default.origin != config.default.origin
+        """Serve every next request with `config`; connections to origins it no longer targets
+        close (idle ones now, busy ones when their exchange ends)."""
         self.config = config
-        if changed_target:
-            await self._pool.clear()
+        await self._pool.retarget(config.origins())
 
     def stop(self) -> None:
         self.config = None
