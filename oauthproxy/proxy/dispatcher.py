@@ -112,14 +112,26 @@ async def _isolated(handle: Handler, tcp: trio.SocketStream, send_timeout: float
 async def _serve_port(
     front: Front, port: int, handle: Handler, task_status: trio.TaskStatus[int]
 ) -> None:
+    """Serve `port` until `shutdown`. Then the listening sockets close at once, in the same
+    scheduler pass that sees `shutdown` (before the instances start to drain), so a new
+    connection is refused rather than accepted and closed."""
     listeners = await trio.open_tcp_listeners(port, host=front.host or None)
     bound = int(listeners[0].socket.getsockname()[1])
-    async with trio.open_nursery() as nursery:
-        for listener in listeners:
-            nursery.start_soon(serve_listener, listener, handle, front.send_timeout)
-        task_status.started(bound)
-        await front.shutdown.wait()
-        nursery.cancel_scope.cancel()
+    try:
+        async with trio.open_nursery() as nursery:
+            for listener in listeners:
+                nursery.start_soon(serve_listener, listener, handle, front.send_timeout)
+            task_status.started(bound)
+            await front.shutdown.wait()
+            nursery.cancel_scope.cancel()  # the accepts end with Cancelled, not a closed socket
+            _close(listeners)
+    finally:
+        _close(listeners)
+
+
+def _close(listeners: list[trio.SocketListener]) -> None:
+    for listener in listeners:
+        listener.socket.close()
 
 
 @dataclass(frozen=True)

@@ -7,9 +7,16 @@ Host headers. The connection's task ends here and a new one starts in the other 
 nursery, so every connection always belongs to the instance it serves. Over TLS, a request may
 only name a host the connection's certificate covers (else 421).
 
-`update` swaps the configuration snapshot that every next request reads; `stop` makes every
-next request a 404, lets requests in flight finish within the grace period, then cancels the
-scope, which closes exactly this hostname's connections.
+`update` swaps the configuration snapshot that every next request reads. Two ways to end:
+
+- `stop` (the proxy was deleted): every next request gets a 404, requests in flight finish
+  within the grace period, then the scope is cancelled, which closes exactly this hostname's
+  connections.
+- `drain` (the gateway shuts down; its listeners are closed): the configuration stays, so every
+  request on an open connection is served normally until the grace deadline, but each response
+  says `Connection: close` and closes its connection after it; connections waiting idle for
+  their next request close at once, so clients (load balancers) retry elsewhere. The scope is
+  cancelled once every connection has closed, or at the grace deadline.
 """
 
 from __future__ import annotations
@@ -68,6 +75,8 @@ class _Connection:
     closes_at: float | None = None
     """While it waits for its next request: the end of its idle time, then (once that request
     has begun) of its header time. None while a request is answered."""
+    idle: bool = False
+    """It waits for the first byte of its next request: nothing of it would be lost by closing."""
 
 
 class Instance:
@@ -96,12 +105,15 @@ class Instance:
         """Who may be served at all (the API hostnames: loopback clients); None: everyone."""
         self._nursery: trio.Nursery | None = None
         self._stopping = trio.Event()
+        self._draining = trio.Event()
         self._in_flight = 0
         self._quiet = trio.Event()
+        """Set when a request ends or a connection closes: what `run` waits on to finish."""
         self._connections: set[_Connection] = set()
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        """Serve until `stop()`; then drain within the grace period and close everything."""
+        """Serve until `stop()` or `drain()`; then finish within the grace period and close
+        everything."""
         try:
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
@@ -111,11 +123,12 @@ class Instance:
                 task_status.started()
                 await self._stopping.wait()
                 with trio.move_on_after(self._grace):
-                    # a request already on its way over an open connection gets a clean 404
-                    await trio.sleep(min(self._grace, LATE_REQUEST_SECONDS))
-                    while self._in_flight:
-                        self._quiet = trio.Event()
-                        await self._quiet.wait()
+                    if self._draining.is_set():
+                        await self._until(lambda: not self._connections)
+                    else:
+                        # a request already on its way over an open connection gets a clean 404
+                        await trio.sleep(min(self._grace, LATE_REQUEST_SECONDS))
+                        await self._until(lambda: not self._in_flight)
                 nursery.cancel_scope.cancel()
         finally:
             self._nursery = None
@@ -127,7 +140,7 @@ class Instance:
     ) -> bool:
         """Take over a connection whose next request (`first`, seen as `view`) is for this
         hostname; `lookup` finds the instance for another hostname a later request names."""
-        if self._nursery is None or self._stopping.is_set():
+        if self._nursery is None or (self._stopping.is_set() and not self._draining.is_set()):
             return False
         self._nursery.start_soon(self._serve_connection, reader, first, view, client, lookup)
         return True
@@ -139,8 +152,23 @@ class Instance:
         await self._pool.retarget(config.origins())
 
     def stop(self) -> None:
+        """The proxy was deleted: every next request gets a 404 (see the module docstring)."""
         self.config = None
         self._stopping.set()
+
+    def drain(self) -> None:
+        """The gateway shuts down: serve what open connections send, closing each after its
+        response, and close the idle ones now (see the module docstring)."""
+        self._draining.set()
+        self._stopping.set()
+        for connection in self._connections:
+            if connection.idle:
+                connection.scope.cancel()
+
+    async def _until(self, done: Callable[[], bool]) -> None:
+        while not done():
+            self._quiet = trio.Event()
+            await self._quiet.wait()
 
     async def _close_idle_connections(self) -> None:
         """Every quarter of the shorter timeout, close the connections that have waited too
@@ -158,8 +186,10 @@ class Instance:
         the rest of the head only the (shorter) header timeout, so a head sent slowly cannot
         hold the connection for an idle timeout per byte."""
         connection.closes_at = trio.current_time() + self._idle_timeout
+        connection.idle = True
         while not (reader.events or reader.in_message):
             await reader.receive()
+        connection.idle = False
         connection.closes_at = trio.current_time() + self._header_timeout
         event = await reader.next_event()
         connection.closes_at = None
@@ -174,6 +204,8 @@ class Instance:
         try:
             with connection.scope:
                 while await self._handle(reader, request, view, client):
+                    if self._draining.is_set() and not (reader.events or reader.in_message):
+                        return  # idle now: closed at once, like those `drain` found idle
                     event = await self._next_request(reader, connection)
                     if not isinstance(event, Head):
                         return
@@ -191,9 +223,12 @@ class Instance:
             # instance (and every other connection) serving.
             log.exception("connection to %s failed", self.hostname)
         finally:
-            self._connections.discard(connection)
-            if not moved:
-                await close_gently(reader.stream)
+            try:
+                if not moved:
+                    await close_gently(reader.stream)
+            finally:
+                self._connections.discard(connection)
+                self._quiet.set()
 
     async def _handle(
         self, reader: Reader, request: Head, view: RequestView, client: Client
@@ -203,13 +238,14 @@ class Instance:
             return await self._respond(reader, request, view, client)
         finally:
             self._in_flight -= 1
-            if not self._in_flight:
-                self._quiet.set()
+            self._quiet.set()
 
     async def _respond(
         self, reader: Reader, request: Head, view: RequestView, client: Client
     ) -> bool:
         """Answer one request; returns whether the connection can carry another."""
+        if self._draining.is_set():  # the answer says Connection: close, and closes after it
+            request = dataclasses.replace(request, keep_alive=False)
         if is_challenge(request.target):
             return await answer(
                 reader, request, await challenge_reply(request.target, self._challenges)
@@ -240,7 +276,9 @@ class Instance:
             return False
         if view.target is not request.target:  # the backend gets the normalised target
             request = dataclasses.replace(request, target=view.target)
-        return await forward(reader, request, destination, self._pool, client, received, identity)
+        return await forward(
+            reader, request, destination, self._pool, client, received, identity, self._draining
+        )
 
     def _refusal(
         self, config: InstanceConfig | None, view: RequestView, request: Head, client: Client

@@ -267,9 +267,11 @@ class Supervisor:
                 await trio.sleep(backoff)
                 backoff = min(backoff * 2, MAX_BACKOFF_SECONDS)
 
-    def stop_all(self) -> None:
-        for hostname in list(self.instances):
-            self._stop(hostname)
+    def drain_all(self) -> None:
+        """Shutdown: every instance serves what its open connections send, closing each after
+        its response, until the grace deadline (not `_stop`: a deleted proxy answers 404)."""
+        for instance in self.instances.values():
+            instance.drain()
 
     # --- the event loop ----------------------------------------------------------------------
 
@@ -323,7 +325,7 @@ async def serve_supervisor(
     *,
     task_status: trio.TaskStatus[Supervisor] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Run the supervisor until `shutdown`; then stop every instance and wait for them to drain."""
+    """Run the supervisor until `shutdown`; then drain every instance and wait for them."""
     trust = await trio.to_thread.run_sync(_issuer_trust, settings.oauth_ca_bundle)
     async with trio.open_nursery() as instances:
         supervisor = Supervisor(settings, storage, instances, replica, trust)
@@ -338,4 +340,4 @@ async def serve_supervisor(
             loop.start_soon(supervisor.follow_revocations)
             await shutdown.wait()
             loop.cancel_scope.cancel()
-        supervisor.stop_all()
+        supervisor.drain_all()
