@@ -16,6 +16,7 @@ from dataclasses import dataclass, field, replace
 import trio
 
 from oauthproxy.proxy.challenges import ChallengeLookup, challenge_reply, is_challenge
+from oauthproxy.proxy.handover import answer, pass_connection, refuse
 from oauthproxy.proxy.headers import Client, Network, is_trusted
 from oauthproxy.proxy.http import (
     BadRequest,
@@ -24,7 +25,7 @@ from oauthproxy.proxy.http import (
     Reader,
     close_gently,
 )
-from oauthproxy.proxy.instance import Instance, answer, pass_connection, refuse
+from oauthproxy.proxy.instance import Instance
 from oauthproxy.proxy.limits import ConnectionLimit
 from oauthproxy.proxy.proxy_protocol import PrefixedStream, ProxyHeaderError, read_header
 from oauthproxy.proxy.request import view_of

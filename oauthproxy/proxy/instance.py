@@ -21,7 +21,6 @@ only name a host the connection's certificate covers (else 421).
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import logging
 import math
@@ -30,14 +29,12 @@ from dataclasses import dataclass, field
 
 import trio
 
-from oauthproxy.models.proxies import AuthMode
-from oauthproxy.proxy.access import Allow
 from oauthproxy.proxy.challenges import ChallengeLookup, challenge_reply, is_challenge
 from oauthproxy.proxy.config import InstanceConfig, PublicPorts
 from oauthproxy.proxy.forward import forward
-from oauthproxy.proxy.headers import Client, Headers, Identity
+from oauthproxy.proxy.handover import Lookup, answer, pass_connection, refuse
+from oauthproxy.proxy.headers import Client, Identity
 from oauthproxy.proxy.http import (
-    END,
     BadRequest,
     Event,
     Head,
@@ -46,19 +43,11 @@ from oauthproxy.proxy.http import (
     close_gently,
     send_reply,
 )
-from oauthproxy.proxy.login import CALLBACK_PATH
 from oauthproxy.proxy.loopback import Admits
-from oauthproxy.proxy.protect import (
-    NeedsLogin,
-    Protection,
-    check,
-    is_metadata_path,
-    metadata_reply,
-    without_cookie,
-)
+from oauthproxy.proxy.protect import without_cookie
+from oauthproxy.proxy.protected import admit
 from oauthproxy.proxy.request import RequestView, view_of
 from oauthproxy.proxy.responses import Reply, error_reply, redirect_reply, unknown_host
-from oauthproxy.proxy.tls import covers
 from oauthproxy.proxy.upstream import UpstreamPool
 
 log = logging.getLogger(__name__)
@@ -259,7 +248,7 @@ class Instance:
         received = view.headers
         identity: Identity = ()
         if config.protection is not None:
-            outcome = await _front_door(config, config.protection, received, client, view)
+            outcome = await admit(config.protection, config.shared.login, received, client, view)
             if isinstance(outcome, Reply):
                 return await answer(reader, request, outcome)
             identity = outcome.headers
@@ -305,77 +294,3 @@ class Instance:
         port = self._ports.https
         authority = self.hostname if port in (0, 443) else f"{self.hostname}:{port}"
         return f"https://{authority}{target.decode('latin-1')}"
-
-
-async def _front_door(
-    config: InstanceConfig,
-    protection: Protection,
-    received: Headers,
-    client: Client,
-    view: RequestView,
-) -> Reply | Allow:
-    """Protected resource metadata, the browser login's callback, or the bearer check. The
-    origin is the normalised authority: tokens are issued for `http://mcp.test`, whatever case
-    or default port a client's Host header spells it with."""
-    origin = f"{client.scheme.decode()}://{view.authority}"
-    path = view.path
-    if protection.serves_metadata and is_metadata_path(path):
-        return metadata_reply(protection, origin)
-    login = config.shared.login
-    redirect = protection.policy is not None and protection.policy.mode is AuthMode.REDIRECT
-    if redirect and login is not None and path == CALLBACK_PATH:
-        secure = client.scheme == b"https"
-        cookie = protection.target.auth_cookie_name
-        return await login.finish(view.query[1:], received, cookie, secure=secure)
-    outcome = check(protection, received, origin, path, view.has_encoded_separator)
-    if not isinstance(outcome, NeedsLogin):
-        return outcome
-    if login is None:
-        return error_reply(503, "login_unavailable", "browser login is not available")
-    target = view.target.decode("latin-1")
-    return await login.start(config.target.hostname, origin, target, client, received)
-
-
-Lookup = Callable[[str], "Instance | None"]
-"""The supervisor's hostname → instance table, as a function."""
-
-
-async def pass_connection(
-    reader: Reader, request: Head, view: RequestView, client: Client, lookup: Lookup
-) -> bool:
-    """Give the connection to the instance for `view.host`. When none may take it, answer
-    (421: the TLS certificate does not cover that host; 404: no such proxy) and return False:
-    the caller closes the connection."""
-    head = request.method == b"HEAD"
-    accept = request.header(b"accept")
-    if client.scheme == b"https" and not covers(client.tls_names, view.host):
-        detail = f"this connection's certificate does not cover {view.host!r}; open a new one"
-        reply = error_reply(421, "misdirected_request", detail, accept=accept)
-        await send_reply(reader.stream, reply, close=True, head=head)
-        return False
-    instance = lookup(view.host)
-    if instance is not None and instance.adopt(reader, request, view, client, lookup):
-        return True
-    await send_reply(reader.stream, unknown_host(view.host, accept), close=True, head=head)
-    return False
-
-
-async def answer(reader: Reader, request: Head, reply: Reply) -> bool:
-    """Answer without forwarding. Returns whether the connection can carry another request:
-    not when the request has a body we did not read, nor when either side said close."""
-    head = request.method == b"HEAD"
-    if request.has_body or not request.keep_alive:
-        await send_reply(reader.stream, reply, close=True, head=head)
-        return False
-    if await reader.next_event() is not END:
-        raise BadRequest("a request without a body sent one")
-    await send_reply(reader.stream, reply, head=head)
-    return True
-
-
-async def refuse(reader: Reader, error: BadRequest) -> None:
-    """A 400 (or 431) for what could not be parsed; the connection closes after it."""
-    reason = "request_header_fields_too_large" if error.status == 431 else "bad_request"
-    reply = error_reply(error.status, reason, str(error))
-    with trio.move_on_after(1), contextlib.suppress(PeerClosed):
-        await send_reply(reader.stream, reply, close=True)
