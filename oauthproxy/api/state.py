@@ -7,14 +7,16 @@ from dataclasses import dataclass, field
 from quart import Quart
 
 from oauthproxy.certificates.manager import CertificateManager
+from oauthproxy.condition import GatewayCondition
 from oauthproxy.settings import Settings
 from oauthproxy.storage import Storage
 
 
-@dataclass
+@dataclass(frozen=True)
 class ListenerPorts:
-    """Where the gateway's own listeners really listen, filled in as each one binds (a port of 0
-    in the settings is only known then). Owner tokens may not target these ports."""
+    """Where the gateway's own listeners really listen (a port of 0 in the settings is only known
+    once bound; every listener is bound before the app exists). Owner tokens may not target
+    these ports."""
 
     api: int = 0
     http: int = 0
@@ -41,6 +43,8 @@ class AppState:
     certificates: CertificateManager | None = None
     """This replica's certificate manager; None when the app runs without one."""
     listeners: ListenerPorts = field(default_factory=ListenerPorts)
+    condition: GatewayCondition = field(default_factory=lambda: GatewayCondition(ready=True))
+    """Starting, or holding a configuration Redis lost; an app without a gateway is ready."""
 
 
 def app_state(app: Quart) -> AppState:

@@ -37,7 +37,8 @@ PROXY_HEADER_TIMEOUT = 5.0
 """A load balancer sends the PROXY header, and the client its first byte, within this time."""
 
 FIRST_REQUEST_TIMEOUT = 30.0
-"""A connection that sends no complete request head in this time is closed (slowloris)."""
+"""A connection that sends no complete request head in this time is closed (slowloris); the
+gateway passes `PROXY_FIRST_REQUEST_TIMEOUT` through `Front`."""
 
 _ACCEPT_BACKOFF = {errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS}
 
@@ -55,12 +56,13 @@ async def hand_over(
     lookup: Callable[[str], Instance | None],
     challenges: ChallengeLookup,
     client: Client,
+    first_request_timeout: float = FIRST_REQUEST_TIMEOUT,
 ) -> None:
     """Read the first request and give the connection to its instance (or answer it here)."""
     reader = Reader(stream)
     adopted = False
     try:
-        with trio.move_on_after(FIRST_REQUEST_TIMEOUT):
+        with trio.move_on_after(first_request_timeout):
             first = await reader.next_event()
             if not isinstance(first, Head):
                 return
@@ -110,13 +112,13 @@ async def _isolated(handle: Handler, stream: trio.SocketStream) -> None:
 
 
 async def _serve_port(
-    host: str,
-    port: int,
+    listeners: Sequence[trio.SocketListener],
     handle: Handler,
     shutdown: trio.Event,
     task_status: trio.TaskStatus[int],
 ) -> None:
-    listeners = await trio.open_tcp_listeners(port, host=host or None)
+    """Serve listeners bound beforehand (`oauthproxy.listeners`): a taken port fails start-up
+    before anything runs, not here."""
     bound = int(listeners[0].socket.getsockname()[1])
     async with trio.open_nursery() as nursery:
         for listener in listeners:
@@ -136,10 +138,14 @@ class Front:
     challenges: ChallengeLookup
     trusted: Sequence[Network]
     shutdown: trio.Event
+    first_request_timeout: float = FIRST_REQUEST_TIMEOUT
 
 
 async def serve_http(
-    front: Front, port: int, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED
+    front: Front,
+    listeners: Sequence[trio.SocketListener],
+    *,
+    task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """The public HTTP port until `shutdown`; started with the port it really listens on.
 
@@ -148,9 +154,15 @@ async def serve_http(
 
     async def handle(stream: trio.SocketStream) -> None:
         client = client_of(stream, front.trusted, b"http")
-        await hand_over(LeanSocketStream(stream), front.instances.get, front.challenges, client)
+        await hand_over(
+            LeanSocketStream(stream),
+            front.instances.get,
+            front.challenges,
+            client,
+            front.first_request_timeout,
+        )
 
-    await _serve_port(front.host, port, handle, front.shutdown, task_status)
+    await _serve_port(listeners, handle, front.shutdown, task_status)
 
 
 def _tls_context(instances: Mapping[str, Instance]) -> ssl.SSLContext:
@@ -176,11 +188,16 @@ async def _serve_tls(
         await trio.aclose_forcefully(stream)
         return
     instance = front.instances.get(getattr(stream.context, "hostname", ""))
-    await hand_over(stream, lambda _host: instance, front.challenges, client)
+    await hand_over(
+        stream, lambda _host: instance, front.challenges, client, front.first_request_timeout
+    )
 
 
 async def serve_https(
-    front: Front, port: int, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED
+    front: Front,
+    listeners: Sequence[trio.SocketListener],
+    *,
+    task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """The public HTTPS port: the SNI name picks the instance (and its certificate)."""
     context = _tls_context(front.instances)
@@ -189,7 +206,7 @@ async def serve_https(
         client = client_of(tcp, front.trusted, b"https")
         await _serve_tls(front, context, LeanSocketStream(tcp), client)
 
-    await _serve_port(front.host, port, handle, front.shutdown, task_status)
+    await _serve_port(listeners, handle, front.shutdown, task_status)
 
 
 WARN_LIMIT = 1000
@@ -200,7 +217,10 @@ TLS_RECORD_HANDSHAKE = 0x16
 
 
 async def serve_proxy_protocol(
-    front: Front, port: int, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED
+    front: Front,
+    listeners: Sequence[trio.SocketListener],
+    *,
+    task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """`PROXY_PROTOCOL_PORT`: connections from a load balancer that names the client first
     (PROXY protocol v1 or v2), then relays its HTTP or TLS. Only peers in `TRUSTED_PROXIES` may
@@ -231,6 +251,8 @@ async def serve_proxy_protocol(
             await _serve_tls(front, context, stream, client)
         else:
             client = Client(ip=ip, trusted=is_trusted(ip, front.trusted), scheme=b"http")
-            await hand_over(stream, front.instances.get, front.challenges, client)
+            await hand_over(
+                stream, front.instances.get, front.challenges, client, front.first_request_timeout
+            )
 
-    await _serve_port(front.host, port, handle, front.shutdown, task_status)
+    await _serve_port(listeners, handle, front.shutdown, task_status)

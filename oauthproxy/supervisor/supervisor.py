@@ -69,6 +69,7 @@ class Supervisor:
         storage: Storage,
         nursery: trio.Nursery,
         replica: str,
+        ports: PublicPorts,
         issuer_trust: ssl.SSLContext | bool = True,
     ) -> None:
         self.instances: dict[str, Instance] = {}
@@ -76,7 +77,7 @@ class Supervisor:
         self._storage = storage
         self._nursery = nursery
         self._consumer = storage.workflow_consumer(replica)
-        self.ports = PublicPorts()
+        self.ports = ports
         self._upstream_tls = tls_context(
             str(settings.upstream_ca_bundle) if settings.upstream_ca_bundle else None
         )
@@ -183,10 +184,8 @@ class Supervisor:
             if wanted.target.auth_enabled and wanted.target.auth_mode is AuthMode.REDIRECT
             for uri in callback_uris(
                 wanted.target.hostname,
-                http_port=self.ports.http or self._settings.http_port,
-                https_port=(self.ports.https or self._settings.https_port)
-                if wanted.certificate
-                else None,
+                http_port=self.ports.http,
+                https_port=self.ports.https if wanted.certificate else None,
             )
         )
         if uris != self._gateway_redirects:
@@ -312,6 +311,7 @@ async def serve_supervisor(
     settings: Settings,
     storage: Storage,
     replica: str,
+    ports: PublicPorts,
     builtin: list[ProxyTarget],
     shutdown: trio.Event,
     *,
@@ -320,7 +320,7 @@ async def serve_supervisor(
     """Run the supervisor until `shutdown`; then stop every instance and wait for them to drain."""
     trust = await trio.to_thread.run_sync(_issuer_trust, settings.oauth_ca_bundle)
     async with trio.open_nursery() as instances:
-        supervisor = Supervisor(settings, storage, instances, replica, trust)
+        supervisor = Supervisor(settings, storage, instances, replica, ports, trust)
         await supervisor.consumer.join()
         supervisor.guard.verifier = await load_verifier(storage, settings)
         for target in builtin:
