@@ -7,7 +7,8 @@
     └─ storage (coredis pool), then the services nursery
        ├─ admin API (hypercorn[trio] + quart-trio) on API_BIND_HOST:API_PORT; its own storage
        │  pool bounds each Redis command by API_REDIS_TIMEOUT
-       ├─ supervisor: consumes events:workflow, owns one instance nursery per hostname
+       ├─ supervisor: consumes events:workflow, owns one instance nursery per hostname; never
+       │  applies a Redis that lost its data (`supervisor/continuity.py`)
        └─ dispatcher on HTTP_PORT: hands each connection to its hostname's instance
 
 `/health` answers 503 (`starting`) until the public listeners accept and every proxy runs.
@@ -42,6 +43,8 @@ from oauthproxy.proxy.headers import parse_networks
 from oauthproxy.settings import Settings
 from oauthproxy.storage import Storage, open_storage
 from oauthproxy.storage.embedded import EmbeddedRedis, serve_embedded_redis
+from oauthproxy.storage.epoch import EpochRepository
+from oauthproxy.supervisor.continuity import Continuity
 from oauthproxy.supervisor.supervisor import Supervisor, serve_supervisor
 
 log = logging.getLogger(__name__)
@@ -128,7 +131,7 @@ async def serve(
     """Run the gateway until `shutdown` is set (or a signal arrives); started once it is ready.
 
     Every listener is bound first: a taken port is a `ListenerError` before anything runs."""
-    shutdown = shutdown or trio.Event()
+    shutdown = shutdown if shutdown is not None else trio.Event()
     bound = await bind_listeners(settings)
     try:
         await _serve_bound(settings, bound, shutdown, handle_signals, task_status)
@@ -154,6 +157,13 @@ async def _serve_bound(
             open_storage(redis_url) as storage,
             open_storage(redis_url, command_timeout=settings.api_redis_timeout) as api_storage,
         ):
+            continuity = Continuity(
+                EpochRepository(storage.redis),
+                condition,
+                settings.oauthproxy_data_dir / "redis-epoch",
+                on_loss=functools.partial(ensure_admin_token, settings, storage),
+            )
+            await continuity.start()  # before the gateway writes anything of its own
             admin_token = await ensure_admin_token(settings, storage)
             async with trio.open_nursery() as services:
                 certificates: CertificateManager = await services.start(
@@ -182,6 +192,7 @@ async def _serve_bound(
                         storage,
                         replica,
                         PublicPorts(http=bound.ports.http, https=bound.ports.https),
+                        continuity,
                         api_targets(settings, api_url),
                         shutdown,
                     )

@@ -16,6 +16,7 @@ from oauthproxy.api.oauth_admin import oauth_admin
 from oauthproxy.api.oauth_server import oauth_server
 from oauthproxy.api.oauth_status import status as oauth_status
 from oauthproxy.api.proxies import proxies
+from oauthproxy.api.redis_state import redis_state
 from oauthproxy.api.resources import resources
 from oauthproxy.api.routes import routes
 from oauthproxy.api.services import services
@@ -72,4 +73,5 @@ def create_app(
     app.register_blueprint(forward_auth)
     app.register_blueprint(certificates_api)
     app.register_blueprint(cleanup)
+    app.register_blueprint(redis_state)
     return app

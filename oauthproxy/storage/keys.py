@@ -166,3 +166,8 @@ def resource(uri: str) -> str:
 
 def workflow_state(hostname: str) -> str:
     return f"workflow:state:{hostname}"
+
+
+GATEWAY_EPOCH = "gateway:epoch"
+"""Which incarnation of the data this Redis holds (ours, not the spec's): written once when a
+gateway first finds Redis empty, and anew when an operator accepts Redis after a data loss."""

@@ -33,6 +33,7 @@ from oauthproxy.settings import PublicApi, Settings
 from oauthproxy.storage import Storage
 from oauthproxy.storage.workflow import Delivery, WorkflowConsumer
 from oauthproxy.supervisor.certificates import CertificateIndex, HostContexts
+from oauthproxy.supervisor.continuity import Continuity, Verdict
 from oauthproxy.supervisor.decide import (
     Action,
     Start,
@@ -70,6 +71,7 @@ class Supervisor:
         nursery: trio.Nursery,
         replica: str,
         ports: PublicPorts,
+        continuity: Continuity,
         issuer_trust: ssl.SSLContext | bool = True,
     ) -> None:
         self.instances: dict[str, Instance] = {}
@@ -78,6 +80,7 @@ class Supervisor:
         self._nursery = nursery
         self._consumer = storage.workflow_consumer(replica)
         self.ports = ports
+        self._continuity = continuity
         self._upstream_tls = tls_context(
             str(settings.upstream_ca_bundle) if settings.upstream_ca_bundle else None
         )
@@ -111,14 +114,21 @@ class Supervisor:
     # --- reconciling -------------------------------------------------------------------------
 
     async def reconcile_all(self) -> None:
+        """Make everything that runs match Redis, unless Redis lost its data (read first, then
+        checked: a Redis emptied while it was read is not applied either)."""
         proxies = await self._storage.proxies.all()
         certificates = CertificateIndex(await self._storage.certificates.all())
+        routes = RouteTable.build(await self._storage.routes.all())
+        services = await self._storage.service_urls()
+        if await self._continuity.check() is Verdict.LOST:
+            return
         self._desired = {
             p.hostname: Wanted(p, usable_certificate(p, certificates.for_proxy(p)))
             for p in proxies
             if p.hostname not in self._builtin
         }
-        await self._reload_shared(routes=True, services=True)
+        self._shared = replace(self._shared, routes=routes, services=services)
+        await self._reload_shared(routes=False, services=False)
         await self._refresh_all()
         await self._apply(decide(self._desired, self._running))
         await self.sync_gateway_client()
@@ -246,7 +256,7 @@ class Supervisor:
         next_keys = trio.current_time()
         while True:
             try:
-                if trio.current_time() >= next_keys:
+                if trio.current_time() >= next_keys and not self._continuity.lost:
                     self.guard.verifier = await load_verifier(self._storage, self._settings)
                     self.guard.forget_expired(time.time())
                     next_keys = trio.current_time() + KEY_REFRESH_SECONDS
@@ -284,6 +294,13 @@ class Supervisor:
                 if now >= next_reclaim:
                     deliveries += await self._consumer.reclaim(RECLAIM_IDLE_MILLISECONDS)
                     next_reclaim = now + RECLAIM_EVERY_SECONDS
+                verdict = await self._continuity.check()
+                if verdict is Verdict.LOST:
+                    await self._consumer.ack(deliveries)  # an accept reconciles everything
+                    continue
+                if verdict is Verdict.ADOPTED:
+                    await self.reconcile_all()
+                    next_full = now + FULL_RECONCILE_SECONDS
                 if deliveries:
                     await self.handle(deliveries)
                     await self._consumer.ack(deliveries)
@@ -312,6 +329,7 @@ async def serve_supervisor(
     storage: Storage,
     replica: str,
     ports: PublicPorts,
+    continuity: Continuity,
     builtin: list[ProxyTarget],
     shutdown: trio.Event,
     *,
@@ -320,7 +338,7 @@ async def serve_supervisor(
     """Run the supervisor until `shutdown`; then stop every instance and wait for them to drain."""
     trust = await trio.to_thread.run_sync(_issuer_trust, settings.oauth_ca_bundle)
     async with trio.open_nursery() as instances:
-        supervisor = Supervisor(settings, storage, instances, replica, ports, trust)
+        supervisor = Supervisor(settings, storage, instances, replica, ports, continuity, trust)
         await supervisor.consumer.join()
         supervisor.guard.verifier = await load_verifier(storage, settings)
         for target in builtin:
