@@ -43,16 +43,14 @@ async def retrying(
     *,
     what: str,
 ) -> T:
-    """`await attempt()` until it returns; each `retry_on` failure is logged (the first one as a
-    warning) and followed by `backoff.wait()`. Other errors, and cancellation, pass through."""
-    failures = 0
+    """`await attempt()` until it returns; each `retry_on` failure is followed by `backoff.wait()`
+    (and a debug line: the caller says what an outage means, once). Other errors, and
+    cancellation, pass through."""
     while True:
         try:
             result = await attempt()
         except retry_on as error:
-            failures += 1
-            level = logging.WARNING if failures == 1 else logging.DEBUG
-            log.log(level, "%s failed (%s); retrying in %.1f s", what, error, backoff.next_delay)
+            log.debug("%s failed (%s); retrying in %.1f s", what, error, backoff.next_delay)
             await backoff.wait()
             continue
         backoff.reset()

@@ -45,7 +45,8 @@ from oauthproxy.storage import Storage, open_storage
 from oauthproxy.storage.embedded import EmbeddedRedis, serve_embedded_redis
 from oauthproxy.storage.epoch import EpochRepository
 from oauthproxy.supervisor.continuity import Continuity
-from oauthproxy.supervisor.supervisor import Supervisor, serve_supervisor
+from oauthproxy.supervisor.reconciler import Reconciler
+from oauthproxy.supervisor.supervisor import serve_supervisor
 
 log = logging.getLogger(__name__)
 
@@ -185,7 +186,7 @@ async def _serve_bound(
                     )
                 )
                 await storage.internal_services.register_api(api_url)
-                supervisor: Supervisor = await services.start(
+                supervisor: Reconciler = await services.start(
                     functools.partial(
                         serve_supervisor,
                         settings,
@@ -236,7 +237,7 @@ async def _start_listeners(
     services: trio.Nursery,
     settings: Settings,
     storage: Storage,
-    supervisor: Supervisor,
+    supervisor: Reconciler,
     bound: BoundListeners,
     shutdown: trio.Event,
 ) -> None:
