@@ -16,9 +16,12 @@ from pathlib import Path
 import httpx
 import trio
 
+from oauthproxy.condition import GatewayCondition
 from oauthproxy.serve import Ready, serve
 from oauthproxy.settings import Settings
 from oauthproxy.storage import Storage, keys
+from oauthproxy.storage.epoch import EpochRepository
+from oauthproxy.supervisor.continuity import Continuity, Verdict
 from tests.backend import serve_backend
 from tests.conftest import free_port, redis_command, wait_for_port
 from tests.test_cli_tokens import Cli, cli
@@ -150,3 +153,62 @@ async def test_redis_accept_from_the_cli_writes_a_new_epoch_the_gateway_adopts(
     assert "admin token" in refused
     async with httpx.AsyncClient(base_url=gateway.api_url) as api:
         await until(functools.partial(health_is, api, 200))
+
+
+async def test_two_replicas_both_hold_and_one_accept_resumes_both(
+    nursery: trio.Nursery, tmp_path: Path, make_settings: Callable[..., Settings]
+) -> None:
+    port = free_port()
+    backend: int = await nursery.start(functools.partial(serve_backend, "shared"))
+    url = f"redis://127.0.0.1:{port}/0"
+    async with empty_redis(port, tmp_path):
+        replicas: list[Ready] = [
+            await nursery.start(
+                functools.partial(
+                    serve,
+                    make_settings(redis_url=url, oauthproxy_data_dir=tmp_path / name),
+                    handle_signals=False,
+                )
+            )
+            for name in ("one", "two")
+        ]
+        first = replicas[0]
+        headers = {"Authorization": f"Bearer {first.admin_token.secret}"}
+        async with httpx.AsyncClient(base_url=first.api_url, headers=headers) as api:
+            body = {"hostname": "both.example.com", "target_url": f"http://127.0.0.1:{backend}"}
+            assert (await api.post("/api/v1/proxy/targets/", json=body)).status_code == 201
+        for replica in replicas:
+            await until(functools.partial(serves, replica.http_port, "both.example.com", 200))
+
+    async with empty_redis(port, tmp_path):
+        for replica in replicas:
+            async with httpx.AsyncClient(base_url=replica.api_url) as api:
+                await until(functools.partial(_has_problem, api, "data_loss"))
+            assert await status_of(replica.http_port, "both.example.com") == 200
+        second = replicas[1]
+        headers = {"Authorization": f"Bearer {second.admin_token.secret}"}
+        async with httpx.AsyncClient(base_url=second.api_url, headers=headers) as api:
+            assert (await api.post("/api/v1/redis/accept")).status_code == 200
+        for replica in replicas:  # Redis, empty, is the truth again: on every replica
+            await until(functools.partial(serves, replica.http_port, "both.example.com", 404))
+            async with httpx.AsyncClient(base_url=replica.api_url) as api:
+                await until(functools.partial(health_is, api, 200))
+
+
+async def test_an_older_redis_with_data_but_no_epoch_is_adopted_not_lost(
+    storage: Storage, tmp_path: Path
+) -> None:
+    await storage.redis.set("token:someone", "{}")  # written by a gateway before epochs existed
+    condition = GatewayCondition(ready=True)
+    continuity = Continuity(
+        EpochRepository(storage.redis), condition, tmp_path / "redis-epoch", on_loss=_never
+    )
+    await continuity.start()
+    assert condition.data_loss is None
+    assert continuity.epoch == await storage.redis.get(keys.GATEWAY_EPOCH)
+    assert (tmp_path / "redis-epoch").read_text().strip() == continuity.epoch
+    assert await continuity.check() is Verdict.INTACT
+
+
+async def _never() -> None:
+    raise AssertionError("no loss here")
