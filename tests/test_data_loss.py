@@ -19,7 +19,7 @@ import trio
 from oauthproxy.condition import GatewayCondition
 from oauthproxy.serve import Ready, serve
 from oauthproxy.settings import Settings
-from oauthproxy.storage import Storage, keys
+from oauthproxy.storage import Storage, keys, open_storage
 from oauthproxy.storage.epoch import EpochRepository
 from oauthproxy.supervisor.continuity import Continuity, Verdict
 from tests.backend import serve_backend
@@ -131,7 +131,7 @@ async def test_a_loss_while_the_gateway_was_down_is_reported_at_start(
         async with httpx.AsyncClient(base_url=again.api_url, headers=headers) as api:
             health = await _health(api)
             assert health.status_code == 503
-            assert "while the gateway was down" in health.json()["problems"]["data_loss"]
+            assert "while this gateway was down" in health.json()["problems"]["data_loss"]
             assert (await api.post("/api/v1/redis/accept")).status_code == 200
             await until(functools.partial(health_is, api, 200))
 
@@ -185,12 +185,23 @@ async def test_two_replicas_both_hold_and_one_accept_resumes_both(
             async with httpx.AsyncClient(base_url=replica.api_url) as api:
                 await until(functools.partial(_has_problem, api, "data_loss"))
             assert await status_of(replica.http_port, "both.example.com") == 200
+        late: Ready = await nursery.start(  # a replica started during the hold, remembering nothing
+            functools.partial(
+                serve,
+                make_settings(redis_url=url, oauthproxy_data_dir=tmp_path / "late"),
+                handle_signals=False,
+            )
+        )
+        async with httpx.AsyncClient(base_url=late.api_url) as api:
+            assert await _has_problem(api, "data_loss")
+        replicas.append(late)
         second = replicas[1]
         headers = {"Authorization": f"Bearer {second.admin_token.secret}"}
         async with httpx.AsyncClient(base_url=second.api_url, headers=headers) as api:
             assert (await api.post("/api/v1/redis/accept")).status_code == 200
         for replica in replicas:  # Redis, empty, is the truth again: on every replica
             await until(functools.partial(serves, replica.http_port, "both.example.com", 404))
+            assert await storage_key(url, keys.GATEWAY_DATA_LOSS) is None
             async with httpx.AsyncClient(base_url=replica.api_url) as api:
                 await until(functools.partial(health_is, api, 200))
 
@@ -212,3 +223,9 @@ async def test_an_older_redis_with_data_but_no_epoch_is_adopted_not_lost(
 
 async def _never() -> None:
     raise AssertionError("no loss here")
+
+
+async def storage_key(url: str, key: str) -> str | None:
+    async with open_storage(url) as storage:
+        value = await storage.redis.get(key)
+        return str(value) if value is not None else None

@@ -40,11 +40,18 @@ class EpochRepository:
         return found
 
     async def renew(self) -> str:
-        """A new epoch, whatever was there: Redis as it is now is the truth again."""
+        """A new epoch, whatever was there, and no recorded loss: Redis as it is now is the
+        truth again."""
         epoch = new_epoch()
-        await self._redis.set(keys.GATEWAY_EPOCH, epoch)
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.set(keys.GATEWAY_EPOCH, epoch)
+            pipe.delete([keys.GATEWAY_DATA_LOSS])
         return epoch
 
-    async def is_empty(self) -> bool:
-        """Whether Redis holds no key at all (a first start, or a loss)."""
-        return int(await self._redis.dbsize()) == 0
+    async def record_loss(self, reason: str) -> None:
+        """Record that the data was lost (the first replica to notice wins)."""
+        await self._redis.set(keys.GATEWAY_DATA_LOSS, reason, condition=PureToken.NX)
+
+    async def recorded_loss(self) -> str | None:
+        value = await self._redis.get(keys.GATEWAY_DATA_LOSS)
+        return str(value) if value is not None else None

@@ -8,10 +8,11 @@ knows. When it is gone the gateway keeps serving its last known configuration, s
 can restore (`config-load`) and then accept (`POST /api/v1/redis/accept`), which writes a new
 epoch: every replica adopts a present epoch and reconciles with Redis as it is then.
 
-First start or loss? Both look like an empty Redis without a marker. A running gateway knows the
-epoch it saw; a starting one finds the last epoch it saw in its data dir (`redis-epoch`). Empty
-Redis, no marker and no remembered epoch is a first start; an empty Redis with a remembered epoch
-is a loss; a Redis holding data but no marker (written before markers existed) is adopted.
+First start or loss? Both look like a Redis without a marker. A running gateway knows the epoch it
+saw; a starting one finds the last epoch it saw in its data dir (`redis-epoch`), and the loss
+another replica recorded (`gateway:data-loss`, until the accept). No marker, no recorded loss and
+no remembered epoch is a first start (or a Redis written before markers existed: adopted); a
+remembered epoch or a recorded loss without the marker is a loss.
 """
 
 from __future__ import annotations
@@ -72,25 +73,31 @@ class Continuity:
         if found is not None:
             await self._adopt(found)
             return
+        recorded = await self._epochs.recorded_loss()
+        if recorded is not None:
+            self._lose(f"another replica found it first: {recorded}")
+            return
         remembered = await trio.to_thread.run_sync(self._remembered)
-        if remembered is not None and await self._epochs.is_empty():
+        if remembered is not None:
             self._lose(
-                f"Redis is empty, but this gateway last saw it holding data (epoch "
-                f"{remembered}, {self._file}): it lost its data while the gateway was down"
+                f"Redis lost its data while this gateway was down (it last held epoch "
+                f"{remembered}, remembered in {self._file})"
             )
             return
-        await self._adopt(await self._epochs.claim())
+        await self._adopt(await self._epochs.claim())  # a first start, or an older Redis
 
     async def check(self) -> Verdict:
         """May Redis be applied as a whole now? Call after reading it and before applying it."""
         found = await self._epochs.get()
         if found is None:
             if not self.lost:
-                await self._on_loss()  # first: when /health reports the loss, the token works
-                self._lose(
+                reason = (
                     f"Redis lost its data (its epoch {self.epoch} is gone): it restarted "
                     "without persistence, or is a new server"
                 )
+                await self._epochs.record_loss(reason)
+                await self._on_loss()  # first: when /health reports the loss, the token works
+                self._lose(reason)
             return Verdict.LOST
         if found != self.epoch or self.lost:
             log.warning("Redis holds epoch %s (was %s): serving what it holds", found, self.epoch)
