@@ -93,6 +93,7 @@ def gateway_targets(gateway: Ready) -> list[str]:
         f"http://127.0.0.1:{gateway.http_port}",
         f"https://127.0.0.1:{gateway.https_port}",
         f"http://127.0.0.1:{gateway.proxy_protocol_port}",
+        f"http://127.0.0.1:{httpx.URL(gateway.redis).port}",  # the gateway's own Redis
     ]
 
 
@@ -123,7 +124,7 @@ async def each_kind_of_target(world: World, url: str) -> list[tuple[httpx.Respon
     return attempts
 
 
-@pytest.mark.parametrize("which", range(9))
+@pytest.mark.parametrize("which", range(10))
 async def test_an_owner_cannot_target_the_gateway(world: World, which: int) -> None:
     url = gateway_targets(world.gateway)[which]
     for response, field in await each_kind_of_target(world, url):

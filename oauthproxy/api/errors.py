@@ -15,7 +15,13 @@ from quart import Quart, Response, jsonify
 from quart_schema import RequestSchemaValidationError
 from werkzeug.exceptions import HTTPException
 
-from oauthproxy.errors import Conflict, NotFound, StorageUnavailable, WriteContention
+from oauthproxy.errors import (
+    Conflict,
+    NotFound,
+    StorageTimeout,
+    StorageUnavailable,
+    WriteContention,
+)
 from oauthproxy.tenancy.caller import Refused
 
 log = logging.getLogger(__name__)
@@ -130,6 +136,16 @@ def install_error_handlers(app: Quart) -> None:
         log.warning("write given up: %s", exc)
         detail = "the records kept changing while this write was made; try again"
         return error_response(503, "contention", detail, headers={"Retry-After": "1"})
+
+    @app.errorhandler(StorageTimeout)
+    async def storage_timeout(exc: StorageTimeout) -> Response:
+        log.error("storage timed out: %s", exc)
+        return error_response(
+            503,
+            "storage_timeout",
+            "Redis did not answer within API_REDIS_TIMEOUT; a change may or may not have been "
+            "made: check, then try again",
+        )
 
     @app.errorhandler(StorageUnavailable)
     async def storage_unavailable(exc: StorageUnavailable) -> Response:

@@ -7,15 +7,20 @@ from dataclasses import dataclass, field
 from quart import Quart
 
 from oauthproxy.certificates.manager import CertificateManager
+from oauthproxy.condition import GatewayCondition
 from oauthproxy.settings import Settings
 from oauthproxy.storage import Storage
 
 
-@dataclass
+@dataclass(frozen=True)
 class ListenerPorts:
-    """Where the gateway's own listeners really listen, filled in as each one binds (a port of 0
-    in the settings is only known then). Owner tokens may not target these ports."""
+    """Where the gateway's own listeners really listen (a port of 0 in the settings is only known
+    once bound; every listener is bound before the app exists), and the port of the Redis it
+    keeps its state in (the embedded one, or `REDIS_URL`'s). Owner tokens may not target these
+    ports on this host: a proxy to the gateway's own Redis would carry requests of the owner's
+    choosing into it."""
 
+    redis: int = 0
     api: int = 0
     http: int = 0
     https: int = 0
@@ -29,7 +34,8 @@ class ListenerPorts:
             (self.https, settings.https_port),
             (self.proxy_protocol, settings.proxy_protocol_port),
         )
-        return frozenset(bound or configured for bound, configured in pairs) - {0}
+        ports = {bound or configured for bound, configured in pairs} | {self.redis}
+        return frozenset(ports) - {0}
 
 
 @dataclass(frozen=True)
@@ -41,6 +47,8 @@ class AppState:
     certificates: CertificateManager | None = None
     """This replica's certificate manager; None when the app runs without one."""
     listeners: ListenerPorts = field(default_factory=ListenerPorts)
+    condition: GatewayCondition = field(default_factory=lambda: GatewayCondition(ready=True))
+    """Starting, or holding a configuration Redis lost; an app without a gateway is ready."""
 
 
 def app_state(app: Quart) -> AppState:

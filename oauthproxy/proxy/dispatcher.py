@@ -38,7 +38,8 @@ PROXY_PROTOCOL_TIMEOUT = 5.0
 """A load balancer sends the PROXY header, and the client its first byte, within this time."""
 
 FIRST_REQUEST_TIMEOUT = 30.0
-"""A connection that sends no complete request head in this time is closed (slowloris)."""
+"""A connection that sends no complete request head in this time is closed (slowloris); the
+gateway passes `PROXY_FIRST_REQUEST_TIMEOUT` through `Front`."""
 
 _ACCEPT_BACKOFF = {errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS}
 
@@ -56,12 +57,13 @@ async def hand_over(
     lookup: Callable[[str], Instance | None],
     challenges: ChallengeLookup,
     client: Client,
+    first_request_timeout: float = FIRST_REQUEST_TIMEOUT,
 ) -> None:
     """Read the first request and give the connection to its instance (or answer it here)."""
     reader = Reader(stream)
     adopted = False
     try:
-        with trio.move_on_after(FIRST_REQUEST_TIMEOUT):
+        with trio.move_on_after(first_request_timeout):
             first = await reader.next_event()
             if not isinstance(first, Head):
                 return
@@ -111,12 +113,15 @@ async def _isolated(handle: Handler, tcp: trio.SocketStream, send_timeout: float
 
 
 async def _serve_port(
-    front: Front, port: int, handle: Handler, task_status: trio.TaskStatus[int]
+    front: Front,
+    listeners: Sequence[trio.SocketListener],
+    handle: Handler,
+    task_status: trio.TaskStatus[int],
 ) -> None:
-    """Serve `port` until `shutdown`. Then the listening sockets close at once, in the same
-    scheduler pass that sees `shutdown` (before the instances start to drain), so a new
-    connection is refused rather than accepted and closed."""
-    listeners = await trio.open_tcp_listeners(port, host=front.host or None)
+    """Serve listeners bound beforehand (`oauthproxy.listeners`): a taken port fails start-up
+    before anything runs, not here. On `shutdown` the listening sockets close at once, in the
+    scheduler pass that sees it (before the instances start to drain), so a new connection is
+    refused rather than queued by the kernel and reset at exit."""
     bound = int(listeners[0].socket.getsockname()[1])
     try:
         async with trio.open_nursery() as nursery:
@@ -130,7 +135,7 @@ async def _serve_port(
         _close(listeners)
 
 
-def _close(listeners: list[trio.SocketListener]) -> None:
+def _close(listeners: Sequence[trio.SocketListener]) -> None:
     for listener in listeners:
         listener.socket.close()
 
@@ -162,9 +167,14 @@ class Front:
         stream.on_close(release)
         return True
 
+    first_request_timeout: float = FIRST_REQUEST_TIMEOUT
+
 
 async def serve_http(
-    front: Front, port: int, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED
+    front: Front,
+    listeners: Sequence[trio.SocketListener],
+    *,
+    task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """The public HTTP port until `shutdown`; started with the port it really listens on.
 
@@ -176,9 +186,11 @@ async def serve_http(
         if not front.admit(stream, client):
             await trio.aclose_forcefully(stream)
             return
-        await hand_over(stream, front.instances.get, front.challenges, client)
+        await hand_over(
+            stream, front.instances.get, front.challenges, client, front.first_request_timeout
+        )
 
-    await _serve_port(front, port, handle, task_status)
+    await _serve_port(front, listeners, handle, task_status)
 
 
 def _tls_context(instances: Mapping[str, Instance]) -> ssl.SSLContext:
@@ -205,11 +217,16 @@ async def _serve_tls(
         return
     names: frozenset[str] = getattr(stream.context, "names", frozenset())
     client = replace(client, tls_names=names)  # the SNI name's certificate, and what it covers
-    await hand_over(stream, front.instances.get, front.challenges, client)
+    await hand_over(
+        stream, front.instances.get, front.challenges, client, front.first_request_timeout
+    )
 
 
 async def serve_https(
-    front: Front, port: int, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED
+    front: Front,
+    listeners: Sequence[trio.SocketListener],
+    *,
+    task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """The public HTTPS port: the SNI name picks the instance (and its certificate)."""
     context = _tls_context(front.instances)
@@ -221,7 +238,7 @@ async def serve_https(
             return
         await _serve_tls(front, context, stream, client)
 
-    await _serve_port(front, port, handle, task_status)
+    await _serve_port(front, listeners, handle, task_status)
 
 
 WARN_LIMIT = 1000
@@ -232,7 +249,10 @@ TLS_RECORD_HANDSHAKE = 0x16
 
 
 async def serve_proxy_protocol(
-    front: Front, port: int, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED
+    front: Front,
+    listeners: Sequence[trio.SocketListener],
+    *,
+    task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """`PROXY_PROTOCOL_PORT`: connections from a load balancer that names the client first
     (PROXY protocol v1 or v2), then relays its HTTP or TLS. Only peers in `TRUSTED_PROXIES` may
@@ -265,6 +285,8 @@ async def serve_proxy_protocol(
         if scheme == b"https":
             await _serve_tls(front, context, stream, client)
         else:
-            await hand_over(stream, front.instances.get, front.challenges, client)
+            await hand_over(
+                stream, front.instances.get, front.challenges, client, front.first_request_timeout
+            )
 
-    await _serve_port(front, port, handle, task_status)
+    await _serve_port(front, listeners, handle, task_status)
