@@ -5,7 +5,8 @@ never a 5xx. Every create and delete path of the admin API, many pairs each."""
 from __future__ import annotations
 
 import functools
-from collections.abc import AsyncIterator, Callable
+import logging
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from typing import Any
 from urllib.parse import quote
@@ -41,6 +42,18 @@ async def replicas(
         second_data = tmp_path / "second"
         async with _admin(nursery, make_settings(oauthproxy_data_dir=second_data)) as second:
             yield first, second
+
+
+@pytest.fixture(autouse=True)
+def _no_api_errors(caplog: pytest.LogCaptureFixture) -> Iterator[None]:
+    """A lost race is an ordinary answer: the admin API logs no error for it."""
+    yield
+    errors = [
+        r.getMessage()
+        for r in caplog.records
+        if r.name.startswith("oauthproxy.api") and r.levelno >= logging.WARNING
+    ]
+    assert errors == []
 
 
 @asynccontextmanager
