@@ -21,6 +21,7 @@ from oauthproxy.oauth.signing import load_keys
 from oauthproxy.serve import Ready, serve
 from oauthproxy.settings import Settings
 from oauthproxy.storage import Storage, open_storage
+from tests.eventually import eventually
 
 Mint = Callable[..., Awaitable[str]]
 """`await mint(audience, **claims)`: an access token signed with the gateway's real key."""
@@ -46,13 +47,11 @@ def redis_command(port: int, workdir: Path, *, persistent: bool = False) -> list
 
 
 async def wait_for_port(port: int) -> None:
-    with trio.fail_after(10):
-        while True:
-            try:
-                await (await trio.open_tcp_stream("127.0.0.1", port)).aclose()
-                return
-            except OSError:
-                await trio.sleep(0.02)
+    async def opens() -> bool:
+        await (await trio.open_tcp_stream("127.0.0.1", port)).aclose()
+        return True
+
+    await eventually(opens, what=f"port {port} accepting", ignoring=(OSError,))
 
 
 @pytest.fixture(autouse=True)

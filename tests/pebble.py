@@ -23,6 +23,7 @@ import trio
 from cryptography import x509
 
 from tests.conftest import free_port, wait_for_port
+from tests.eventually import eventually
 from tests.tls import make_pki
 
 ORDER_ADDED = re.compile(r"Added order \"[^\"]+\" to the db")
@@ -137,15 +138,17 @@ class Pebble:
         await self._until_ready()
 
     async def _until_ready(self) -> None:
-        with trio.fail_after(START_TIMEOUT_SECONDS):
-            async with httpx.AsyncClient(verify=self.trust()) as client:
-                while True:
-                    try:
-                        if (await client.get(self.directory_url)).status_code == 200:
-                            return
-                    except httpx.TransportError:
-                        pass
-                    await trio.sleep(0.05)
+        async with httpx.AsyncClient(verify=self.trust()) as client:
+
+            async def directory_served() -> bool:
+                return (await client.get(self.directory_url)).status_code == 200
+
+            await eventually(
+                directory_served,
+                what="Pebble's directory",
+                within=START_TIMEOUT_SECONDS,
+                ignoring=(httpx.TransportError,),
+            )
 
     async def stop(self) -> None:
         if self.running is not None:

@@ -24,6 +24,7 @@ import trio
 
 from oauthproxy.serve import Ready
 from tests.backend import serve_backend
+from tests.eventually import eventually
 
 TARGETS = "/api/v1/proxy/targets/"
 ROUTES = "/api/v1/routes/"
@@ -77,9 +78,10 @@ async def backend_of(public: httpx.AsyncClient, host: str, path: str = "/echo/x"
 
 
 async def served_by(public: httpx.AsyncClient, host: str, backend: str) -> None:
-    with trio.fail_after(10):
-        while await backend_of(public, host) != backend:  # noqa: ASYNC110
-            await trio.sleep(0.01)
+    async def by_backend() -> bool:
+        return await backend_of(public, host) == backend
+
+    await eventually(by_backend, what=f"{host} served by {backend}")
 
 
 @pytest.fixture

@@ -24,6 +24,7 @@ from oauthproxy.storage.epoch import EpochRepository
 from oauthproxy.supervisor.continuity import Continuity, Verdict
 from tests.backend import serve_backend
 from tests.conftest import free_port, redis_command, wait_for_port
+from tests.eventually import eventually
 from tests.test_cli_tokens import Cli, cli
 
 __all__ = ["cli"]
@@ -54,9 +55,7 @@ async def status_of(http_port: int, hostname: str) -> int:
 
 async def until(check: Callable[[], Awaitable[bool]]) -> None:
     """Poll a real system (another process) until `check()` is true."""
-    with trio.fail_after(20):
-        while not await check():  # noqa: ASYNC110 - polling HTTP
-            await trio.sleep(0.05)
+    await eventually(check, what=getattr(check, "__name__", repr(check)), within=20)
 
 
 async def serves(http_port: int, hostname: str, status: int) -> bool:

@@ -14,6 +14,7 @@ from oauthproxy.models.proxies import ProxyTarget
 from oauthproxy.serve import Ready
 from oauthproxy.storage import Storage
 from tests.backend import pattern, serve_backend
+from tests.eventually import eventually
 
 
 @pytest.fixture
@@ -44,12 +45,14 @@ async def create_proxy(storage: Storage, hostname: str, port: int, **fields: obj
 async def wait_until_served(
     public: httpx.AsyncClient, hostname: str, path: str = "/echo"
 ) -> httpx.Response:
-    with trio.fail_after(10):
-        while True:
-            response = await public.get(path, headers={"Host": hostname})
-            if response.status_code != 404 or response.headers.get("x-backend"):
-                return response
-            await trio.sleep(0.005)
+
+    async def served() -> httpx.Response | None:
+        response = await public.get(path, headers={"Host": hostname})
+        if response.status_code != 404 or response.headers.get("x-backend"):
+            return response
+        return None
+
+    return await eventually(served, what=f"{hostname}{path} served")
 
 
 async def test_created_proxy_serves_and_deleted_one_404s(
@@ -75,12 +78,15 @@ async def test_created_proxy_serves_and_deleted_one_404s(
         target = await storage.proxies.get("app.example.com")
         assert target is not None
         ProxyRepository.queue_delete(pipe, target)
-    with trio.fail_after(10):
-        while True:
-            gone = await public.get("/echo", headers={"Host": "app.example.com"})
-            if gone.status_code == 404:
-                break
-            assert gone.status_code == 200
+    statuses: list[int] = []
+
+    async def deleted() -> httpx.Response | None:
+        response = await public.get("/echo", headers={"Host": "app.example.com"})
+        statuses.append(response.status_code)
+        return response if response.status_code == 404 else None
+
+    gone = await eventually(deleted, what="app.example.com deleted")
+    assert set(statuses[:-1]) <= {200}  # served until it was gone
     assert gone.json()["error"] == "unknown_host"
 
 
@@ -116,12 +122,12 @@ async def test_update_swaps_the_target_in_place(
         "preserve_host_header": False,
     }
     await storage.proxies.update(ProxyTarget.model_validate({**target.model_dump(), **changed}))
-    with trio.fail_after(10):
-        while True:
-            response = await public.get("/echo", headers={"Host": "swap.example.com"})
-            if response.json()["backend"] == "two":
-                break
-            await trio.sleep(0.005)
+
+    async def from_the_second() -> httpx.Response | None:
+        response = await public.get("/echo", headers={"Host": "swap.example.com"})
+        return response if response.json()["backend"] == "two" else None
+
+    response = await eventually(from_the_second, what="swap.example.com served by two")
     echoed = response.json()
     assert echoed["headers"]["x-team"] == "blue"
     assert echoed["headers"]["host"] == f"127.0.0.1:{second}"
@@ -254,11 +260,12 @@ async def test_dead_upstream_is_a_502_and_slow_one_a_504(
     base = f"http://127.0.0.1:{ready.http_port}"
     async with httpx.AsyncClient(base_url=base, timeout=10, limits=limits) as c:
         await wait_until_served(c, "slow.example.com")
-        with trio.fail_after(5):
-            while True:
-                dead = await c.get("/echo", headers={"Host": "dead.example.com"})
-                if dead.status_code != 404:
-                    break
+
+        async def known() -> httpx.Response | None:
+            response = await c.get("/echo", headers={"Host": "dead.example.com"})
+            return response if response.status_code != 404 else None
+
+        dead = await eventually(known, what="dead.example.com known", within=5)
         assert dead.status_code == 502
         assert dead.json()["error"] == "bad_gateway"
         slow = await c.get("/slow/3.0", headers={"Host": "slow.example.com"})
@@ -350,11 +357,12 @@ async def test_an_untrusted_upstream_certificate_is_a_502(
             {"hostname": "mitm.example.com", "target_url": f"https://127.0.0.1:{secure}"}
         )
     )
-    with trio.fail_after(10):
-        while True:
-            response = await public.get("/echo", headers={"Host": "mitm.example.com"})
-            if response.status_code != 404:
-                break
+
+    async def known() -> httpx.Response | None:
+        response = await public.get("/echo", headers={"Host": "mitm.example.com"})
+        return response if response.status_code != 404 else None
+
+    response = await eventually(known, what="mitm.example.com known")
     assert response.status_code == 502
     assert response.json()["error"] == "bad_gateway"
 
@@ -375,9 +383,10 @@ async def test_delete_lets_requests_in_flight_finish(
         target = await storage.proxies.get("drain.example.com")
         assert target is not None
         await storage.proxies.delete("drain.example.com")
-        with trio.fail_after(5):
-            while True:
-                after = await public.get("/echo", headers={"Host": "drain.example.com"})
-                if after.status_code == 404:
-                    break
+
+        async def gone() -> bool:
+            after = await public.get("/echo", headers={"Host": "drain.example.com"})
+            return after.status_code == 404
+
+        await eventually(gone, what="drain.example.com deleted", within=5)
     assert [(r.status_code, r.text) for r in finished] == [(200, "slow done")]

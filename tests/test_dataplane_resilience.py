@@ -18,6 +18,7 @@ from oauthproxy.storage import Storage, open_storage
 from oauthproxy.storage.proxies import ProxyRepository
 from tests.backend import serve_backend
 from tests.conftest import free_port, redis_command, wait_for_port
+from tests.eventually import eventually
 
 NO_KEEPALIVE = httpx.Limits(max_keepalive_connections=0)
 
@@ -37,9 +38,10 @@ async def status_of(http_port: int, hostname: str, path: str = "/echo") -> int:
 
 
 async def until_status(http_port: int, hostname: str, status: int) -> None:
-    with trio.fail_after(15):
-        while await status_of(http_port, hostname) != status:  # noqa: ASYNC110 - polling HTTP
-            await trio.sleep(0.01)
+    async def answers() -> bool:
+        return await status_of(http_port, hostname) == status
+
+    await eventually(answers, what=f"{hostname} answering {status}", within=15)
 
 
 async def start_gateway(nursery: trio.Nursery, settings: Settings) -> Ready:
@@ -104,13 +106,15 @@ async def test_proxies_survive_a_redis_outage_and_catch_up_after(
 
     await nursery.start(functools.partial(_restart, nursery, port, tmp_path))
     async with open_storage(url) as storage:
-        with trio.fail_after(15):
-            while True:
-                try:
-                    await storage.proxies.create(target("after.example.com", backend))
-                    break
-                except StorageUnavailable:  # Redis may still be loading its data
-                    await trio.sleep(0.1)
+
+        async def created() -> bool:
+            await storage.proxies.create(target("after.example.com", backend))
+            return True
+
+        # Redis may still be loading its data
+        await eventually(
+            created, what="a create after the restart", within=15, ignoring=(StorageUnavailable,)
+        )
     await until_status(ready.http_port, "after.example.com", 200)
     assert await status_of(ready.http_port, "steady.example.com") == 200
 

@@ -21,6 +21,7 @@ from oauthproxy.settings import Settings
 from oauthproxy.storage import Storage
 from tests.backend import serve_backend
 from tests.conftest import free_port
+from tests.eventually import eventually
 from tests.test_dataplane import create_proxy
 from tests.test_http_conformance import Response, Wire, ok, read_response, request, response
 from tests.test_process import started_gateway
@@ -93,15 +94,14 @@ async def _kept_alive(port: int) -> Wire:
 
 
 async def _until_served(port: int) -> None:
-    with trio.fail_after(GUARD_SECONDS):
-        while True:
-            wire = await _connected(port)
-            await wire.send(request("GET /echo HTTP/1.1", "Connection: close", host=HOST))
-            answered = await response(wire)
-            await wire.stream.aclose()
-            if answered.status == 200:
-                return
-            await trio.sleep(0.01)
+    async def served() -> bool:
+        wire = await _connected(port)
+        await wire.send(request("GET /echo HTTP/1.1", "Connection: close", host=HOST))
+        answered = await response(wire)
+        await wire.stream.aclose()
+        return answered.status == 200
+
+    await eventually(served, what=f"{HOST} served", within=GUARD_SECONDS)
 
 
 def _closing(answered: Response) -> bool:
