@@ -19,6 +19,7 @@ from oauthproxy.storage import Storage
 from tests import oauth_helpers
 from tests.backend import serve_backend
 from tests.conftest import free_port
+from tests.eventually import eventually
 from tests.github_standin import GitHubStandIn, GitHubUser
 
 github = oauth_helpers.github
@@ -94,10 +95,12 @@ async def browser(site: Ready) -> Browser:
 
 async def until_protected(site: Ready) -> None:
     async with httpx.AsyncClient() as client:
-        with trio.fail_after(10):
-            url = f"http://127.0.0.1:{site.http_port}/echo"
-            while (await client.get(url, headers={"Host": APP})).status_code == 404:  # noqa: ASYNC110
-                await trio.sleep(0.01)
+        url = f"http://127.0.0.1:{site.http_port}/echo"
+
+        async def known() -> bool:
+            return (await client.get(url, headers={"Host": APP})).status_code != 404
+
+        await eventually(known, what=f"{APP} known")
 
 
 async def test_a_browser_logs_in_and_gets_the_page(site: Ready, browser: Browser) -> None:

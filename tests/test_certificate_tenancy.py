@@ -22,6 +22,7 @@ from oauthproxy.serve import Ready, serve
 from oauthproxy.settings import Settings
 from oauthproxy.storage import Storage, keys
 from tests.backend import serve_backend
+from tests.eventually import eventually
 from tests.test_proxies_api import as_new_token, assert_error, events, stored
 
 CERTS = "/api/v1/certificates/"
@@ -70,12 +71,12 @@ async def over_https(port: int, hostname: str) -> Served:
 async def until_served(port: int, hostname: str, done: Callable[[Served], bool]) -> Served:
     """What the HTTPS port serves for `hostname`, once `done` says it is what is expected (the
     supervisor follows Redis through events: a few moments)."""
-    with trio.fail_after(10):
-        while True:
-            served = await over_https(port, hostname)
-            if done(served):
-                return served
-            await trio.sleep(0.02)
+
+    async def as_expected() -> Served | None:
+        served = await over_https(port, hostname)
+        return served if done(served) else None
+
+    return await eventually(as_expected, what=f"what {hostname} is served with")
 
 
 @pytest.fixture
@@ -184,12 +185,12 @@ async def test_a_certificate_made_before_the_proxy_never_serves_another_owners_p
     before = len(await events(storage))
     serial = (await mallory.get(f"{CERTS}early")).json()["serial_number"]
     assert (await mallory.post(f"{CERTS}early/renew")).status_code == 202
-    with trio.fail_after(10):
-        while True:
-            renewed = (await mallory.get(f"{CERTS}early")).json()
-            if renewed["serial_number"] != serial:
-                break
-            await trio.sleep(0.02)
+
+    async def reissued() -> dict[str, Any] | None:
+        body: dict[str, Any] = (await mallory.get(f"{CERTS}early")).json()
+        return body if body["serial_number"] != serial else None
+
+    renewed = await eventually(reissued, what="certificate early renewed")
     assert renewed["status"] == "active"
     deleted = await mallory.delete(f"{CERTS}early")
     assert deleted.json()["proxies_updated"] == []

@@ -29,6 +29,7 @@ from oauthproxy.storage import Storage, keys
 from oauthproxy.storage.events import parse_event
 from tests.backend import serve_backend
 from tests.conftest import free_port
+from tests.eventually import eventually
 from tests.pebble import Pebble, start_pebble
 from tests.test_certificates_api import failed_twice
 from tests.test_https import https_get, until_https
@@ -103,12 +104,12 @@ async def until(
     api: httpx.AsyncClient, name: str, done: Callable[[dict[str, Any]], bool]
 ) -> dict[str, Any]:
     """Poll the status endpoint until `done(status)`; the last status."""
-    with trio.fail_after(SETTLE_SECONDS):
-        while True:
-            status = await progress(api, name)
-            if done(status):
-                return status
-            await trio.sleep(0.05)
+
+    async def settled() -> dict[str, Any] | None:
+        status = await progress(api, name)
+        return status if done(status) else None
+
+    return await eventually(settled, what=f"certificate {name} status", within=SETTLE_SECONDS)
 
 
 def is_active(status: dict[str, Any]) -> bool:
@@ -327,12 +328,16 @@ async def test_renewal_threshold_swaps_the_certificate(
         await create_proxy(gateway.api, "renewed.example.com", backend)
         ca = await root_file(pebble, tmp_path)
         seen = {await serial_seen(gateway, "renewed.example.com", ca)}
-        with trio.fail_after(SETTLE_SECONDS):
-            while len(seen) < 2:
-                await trio.sleep(0.05)
-                answer = await https_get(gateway.ready.https_port, "renewed.example.com", ca)
-                assert answer.status == 200
-                seen.add(str(answer.peer_certificate["serialNumber"]).lower().lstrip("0"))
+        statuses: list[int] = []
+
+        async def swapped() -> bool:
+            answer = await https_get(gateway.ready.https_port, "renewed.example.com", ca)
+            statuses.append(answer.status)
+            seen.add(str(answer.peer_certificate["serialNumber"]).lower().lstrip("0"))
+            return len(seen) >= 2
+
+        await eventually(swapped, what="a second certificate served", within=SETTLE_SECONDS)
+        assert set(statuses) == {200}
         assert first["serial_number"] in seen
         latest = await certificate(gateway.api, "renewed")
         assert latest["serial_number"] != first["serial_number"]

@@ -23,6 +23,7 @@ from oauthproxy.serve import Ready, serve
 from oauthproxy.settings import Settings
 from oauthproxy.storage import Storage, keys
 from tests.conftest import free_port
+from tests.eventually import eventually
 from tests.test_proxies_api import as_new_token, assert_error, events, stored
 
 CERTS = "/api/v1/certificates/"
@@ -65,12 +66,12 @@ async def until(
     api: httpx.AsyncClient, url: str, done: Callable[[dict[str, Any]], bool]
 ) -> dict[str, Any]:
     """GET `url` until `done(body)`; the last body."""
-    with trio.fail_after(20):
-        while True:
-            body: dict[str, Any] = (await api.get(url)).json()
-            if done(body):
-                return body
-            await trio.sleep(0.05)
+
+    async def as_expected() -> dict[str, Any] | None:
+        body: dict[str, Any] = (await api.get(url)).json()
+        return body if done(body) else None
+
+    return await eventually(as_expected, what=f"GET {url}", within=20)
 
 
 def expired_certificate(domain: str) -> Issued:

@@ -6,9 +6,8 @@ import re
 from collections.abc import Callable
 from typing import Any
 
-import trio
-
 from oauthproxy.storage import Storage
+from tests.eventually import eventually
 from tests.test_certificates_api import UNREACHABLE, store_expired
 from tests.test_certificates_api import gateway as gateway  # the fixture: ACME unreachable
 from tests.test_cli_tokens import Cli
@@ -19,11 +18,11 @@ HOST = "dev.example.com"
 
 async def until(cli: Cli, command: tuple[str, ...], done: Callable[[Any], bool]) -> None:
     """Run `command` (JSON output) until `done(its output)`."""
-    with trio.fail_after(20):
-        while True:
-            if done(await cli.json(*command)):
-                return
-            await trio.sleep(0.05)
+
+    async def as_expected() -> bool:
+        return done(await cli.json(*command))
+
+    await eventually(as_expected, what=" ".join(command), within=20)
 
 
 async def test_self_signed_list_show_renew_delete(cli: Cli) -> None:

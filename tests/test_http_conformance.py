@@ -27,6 +27,7 @@ from oauthproxy.serve import Ready, serve
 from oauthproxy.settings import Settings
 from oauthproxy.storage import Storage
 from tests.backend import serve_backend
+from tests.eventually import eventually
 from tests.test_dataplane import create_proxy
 
 HOST = "wire.example.com"
@@ -323,12 +324,12 @@ class RawBackend:
 
 async def until_served(gateway: Ready) -> None:
     """Wait until the gateway forwards requests for HOST (a new proxy takes milliseconds)."""
-    with trio.fail_after(TIMEOUT):
-        while True:
-            answer = await exchange(gateway, request("GET /ready HTTP/1.1", "Connection: close"))
-            if b"unknown_host" not in answer.body:
-                return
-            await trio.sleep(0.005)
+
+    async def known() -> bool:
+        answer = await exchange(gateway, request("GET /ready HTTP/1.1", "Connection: close"))
+        return b"unknown_host" not in answer.body
+
+    await eventually(known, what=f"{HOST} known", within=TIMEOUT)
 
 
 async def raw_upstream(

@@ -18,6 +18,7 @@ from oauthproxy.serve import Ready
 from oauthproxy.storage import Storage
 from oauthproxy.storage.cascades import queue_certificate_delete
 from tests.backend import serve_backend
+from tests.eventually import eventually
 from tests.tls import TestPKI, make_pki
 
 NO_KEEPALIVE = httpx.Limits(max_keepalive_connections=0)
@@ -85,12 +86,12 @@ def proxy(hostname: str, port: int, **fields: object) -> ProxyTarget:
 
 
 async def until_https(port: int, hostname: str, ca: Path) -> Answer:
-    with trio.fail_after(10):
-        while True:
-            try:
-                return await https_get(port, hostname, ca)
-            except (trio.BrokenResourceError, OSError):
-                await trio.sleep(0.01)
+    async def answered() -> Answer:
+        return await https_get(port, hostname, ca)
+
+    return await eventually(
+        answered, what=f"{hostname} over HTTPS", ignoring=(trio.BrokenResourceError, OSError)
+    )
 
 
 async def test_https_serves_each_name_with_its_certificate(
@@ -195,13 +196,15 @@ async def test_deleting_the_certificate_falls_back_to_http(
     target = await storage.proxies.get("secure.example.com")
     assert target is not None
     await storage.proxies.update(target)
-    with trio.fail_after(10):
-        while True:
-            try:
-                await https_get(gateway.https_port, "secure.example.com", pki.ca_file)
-            except trio.BrokenResourceError:
-                break
-            await trio.sleep(0.01)
+
+    async def refused() -> bool:
+        try:
+            await https_get(gateway.https_port, "secure.example.com", pki.ca_file)
+        except trio.BrokenResourceError:
+            return True
+        return False
+
+    await eventually(refused, what="the handshake refused without the certificate")
     async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{gateway.http_port}") as client:
         response = await client.get("/echo", headers={"Host": "secure.example.com"})
         assert response.status_code == 200

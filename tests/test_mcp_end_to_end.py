@@ -48,6 +48,7 @@ from oauthproxy.storage import Storage
 from tests import document_server, oauth_helpers
 from tests.conftest import free_port, project_root, wait_for_port
 from tests.document_server import DocumentServer
+from tests.eventually import eventually
 from tests.github_standin import GitHubStandIn, GitHubUser
 from tests.oauth_helpers import REDIRECT_URI, FlowClient, query_of, start_gateway
 from tests.tls import TestPKI
@@ -239,9 +240,11 @@ async def until_protected(hostname: str, gateway: Ready) -> None:
     """Wait until the gateway serves the new proxy (it learns of it through Redis)."""
     url = f"http://{hostname}:{gateway.http_port}/mcp"
     async with mcp_client() as client:
-        with trio.fail_after(10):
-            while (await client.post(url, json={})).status_code != 401:  # noqa: ASYNC110
-                await trio.sleep(0.01)
+
+        async def protected() -> bool:
+            return (await client.post(url, json={})).status_code == 401
+
+        await eventually(protected, what=f"{hostname} protected")
 
 
 @pytest.fixture

@@ -16,6 +16,7 @@ import trio
 from oauthproxy.settings import Settings
 from oauthproxy.storage.embedded import server_binary
 from tests.conftest import free_port, venv_bin
+from tests.eventually import eventually
 
 START_TIMEOUT = 60
 
@@ -151,9 +152,11 @@ async def test_a_server_left_behind_is_taken_over(tmp_path: Path) -> None:
         start_new_session=True,
     )
     try:
-        with trio.fail_after(START_TIMEOUT):
-            while not _pidfile_names(data_dir, leftover.pid):  # noqa: ASYNC110 - another process
-                await trio.sleep(0.02)
+
+        async def leftover_running() -> bool:  # another process: nothing to wait on but polling
+            return _pidfile_names(data_dir, leftover.pid)
+
+        await eventually(leftover_running, what="the leftover's pidfile", within=START_TIMEOUT)
         async with started_gateway(data_dir, tmp_path) as successor:
             assert not _alive(leftover.pid)
             headers = {"Authorization": f"Bearer {successor.admin_token()}"}
@@ -175,9 +178,10 @@ def _pidfile_names(data_dir: Path, pid: int) -> bool:
 
 
 async def until_gone(pid: int) -> None:
-    with trio.fail_after(START_TIMEOUT):
-        while _alive(pid):  # noqa: ASYNC110 - another process: nothing to wait on but polling
-            await trio.sleep(0.02)
+    async def gone() -> bool:  # another process: nothing to wait on but polling
+        return not _alive(pid)
+
+    await eventually(gone, what=f"process {pid} gone", within=START_TIMEOUT)
 
 
 async def test_a_killed_gateway_serves_every_proxy_again_after_restart(
@@ -209,7 +213,11 @@ async def test_a_killed_gateway_serves_every_proxy_again_after_restart(
 async def _all_served(http_port: str, hostnames: list[str]) -> None:
     limits = httpx.Limits(max_keepalive_connections=0)
     async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{http_port}", limits=limits) as c:
-        with trio.fail_after(15):
+
+        async def all_served() -> bool:
             for hostname in hostnames:
-                while (await c.get("/echo", headers={"Host": hostname})).status_code != 200:  # noqa: ASYNC110
-                    await trio.sleep(0.01)
+                if (await c.get("/echo", headers={"Host": hostname})).status_code != 200:
+                    return False
+            return True
+
+        await eventually(all_served, what=f"{hostnames} served", within=15)

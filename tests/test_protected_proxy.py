@@ -28,6 +28,7 @@ from oauthproxy.storage import Storage
 from oauthproxy.storage.oauth_sessions import queue_revocation
 from tests.backend import serve_backend
 from tests.conftest import Mint
+from tests.eventually import eventually
 
 HOST = "mcp.example.com"
 NO_KEEPALIVE = httpx.Limits(max_keepalive_connections=0)
@@ -61,12 +62,11 @@ async def public(gateway: Ready) -> AsyncIterator[httpx.AsyncClient]:
 
 
 async def until_served(public: httpx.AsyncClient) -> httpx.Response:
-    with trio.fail_after(10):
-        while True:
-            response = await public.get("/echo")
-            if response.status_code != 404:
-                return response
-            await trio.sleep(0.01)
+    async def known() -> httpx.Response | None:
+        response = await public.get("/echo")
+        return response if response.status_code != 404 else None
+
+    return await eventually(known, what="/echo known")
 
 
 async def test_no_token_is_a_401_pointing_at_the_metadata(
@@ -190,9 +190,11 @@ async def test_a_revoked_token_is_refused_within_a_second(
     )
     async with storage.redis.pipeline(transaction=True) as pipe:
         queue_revocation(pipe, record)
-    with trio.fail_after(1):
-        while (await public.get("/echo", headers=headers)).status_code == 200:  # noqa: ASYNC110
-            await trio.sleep(0.01)
+
+    async def no_longer_served() -> bool:
+        return (await public.get("/echo", headers=headers)).status_code != 200
+
+    await eventually(no_longer_served, what="the revocation followed", within=1)
     refused = await public.get("/echo", headers=headers)
     assert refused.status_code == 401
     assert refused.json()["detail"] == "revoked"
@@ -208,9 +210,12 @@ async def test_allowlists_and_scopes_are_enforced(
     await storage.proxies.update(ProxyTarget.model_validate({**target.model_dump(), **narrowed}))
     token = await mint(origin)
     headers = {"Authorization": f"Bearer {token}"}
-    with trio.fail_after(10):
-        while (response := await public.get("/echo", headers=headers)).status_code == 200:  # noqa: ASYNC110
-            await trio.sleep(0.01)
+
+    async def refused() -> httpx.Response | None:
+        response = await public.get("/echo", headers=headers)
+        return response if response.status_code != 200 else None
+
+    response = await eventually(refused, what="the narrowed rules followed")
     assert response.status_code == 403
     bob = await mint(origin, username="bob")
     scoped = await public.get("/echo", headers={"Authorization": f"Bearer {bob}"})

@@ -21,6 +21,7 @@ from oauthproxy.settings import Settings
 from oauthproxy.storage import Storage
 from tests.backend import serve_backend
 from tests.conftest import free_port, wait_for_port
+from tests.eventually import eventually
 from tests.test_https import pki as pki
 from tests.test_https import proxy, store_certificate
 from tests.tls import TestPKI
@@ -190,11 +191,10 @@ def get(hostname: str, *extra: str) -> bytes:
 
 
 async def until_served(port: int, hostname: str) -> None:
-    with trio.fail_after(10):
-        while True:
-            if b" 404 " not in (await exchange(port, get(hostname)))[:20]:
-                return
-            await trio.sleep(0.01)
+    async def known() -> bool:
+        return b" 404 " not in (await exchange(port, get(hostname)))[:20]
+
+    await eventually(known, what=f"{hostname} known on port {port}")
 
 
 @pytest.mark.parametrize("behind_haproxy", ["send-proxy", "send-proxy-v2"], indirect=True)
@@ -219,15 +219,16 @@ async def test_tls_behind_haproxy_is_terminated_with_the_sni_certificate(
     await store_certificate(storage, pki)
     await storage.proxies.create(proxy("secure.example.com", backend))
     context = ssl.create_default_context(cafile=str(pki.ca_file))
-    with trio.fail_after(10):
-        while True:
-            try:
-                answer = await exchange(front, get("secure.example.com"), context)
-                if b" 200 " in answer[:20]:
-                    break
-            except (trio.BrokenResourceError, ssl.SSLError, OSError):
-                pass
-            await trio.sleep(0.01)
+
+    async def served() -> bytes | None:
+        answer = await exchange(front, get("secure.example.com"), context)
+        return answer if b" 200 " in answer[:20] else None
+
+    answer = await eventually(
+        served,
+        what="secure.example.com served through haproxy",
+        ignoring=(trio.BrokenResourceError, ssl.SSLError, OSError),
+    )
     headers = echoed_headers(answer)
     assert headers["x-real-ip"] == CLIENT_ADDRESS
     assert headers["x-forwarded-proto"] == "https"

@@ -22,6 +22,7 @@ import trio
 from oauthproxy.serve import Ready
 from oauthproxy.storage import Storage
 from tests.conftest import Mint
+from tests.eventually import eventually
 from tests.test_dataplane import create_proxy
 from tests.test_http_conformance import (
     TIMEOUT,
@@ -75,12 +76,11 @@ def wsgi_port() -> Iterator[int]:
 
 
 async def until_up(gateway: Ready, host: str) -> None:
-    with trio.fail_after(TIMEOUT):
-        while True:
-            answer = await exchange(gateway, request("GET / HTTP/1.1", host=host))
-            if b"unknown_host" not in answer.body:
-                return
-            await trio.sleep(0.005)
+    async def known() -> bool:
+        answer = await exchange(gateway, request("GET / HTTP/1.1", host=host))
+        return b"unknown_host" not in answer.body
+
+    await eventually(known, what=f"{host} known", within=TIMEOUT)
 
 
 def report(answer: Any) -> dict[str, Any]:

@@ -16,6 +16,7 @@ from oauthproxy.models.services import DockerService, ExternalService, PortAlloc
 from oauthproxy.serve import Ready
 from oauthproxy.storage import Storage, keys
 from oauthproxy.storage.events import parse_event
+from tests.eventually import eventually
 from tests.test_proxies_api import as_new_token, events, stored
 
 TOKENS = "/api/v1/tokens/"
@@ -160,11 +161,11 @@ async def presented(port: int, hostname: str) -> str | None:
 
 async def until_presented(port: int, hostname: str, done: Callable[[str | None], bool]) -> None:
     """Handshake with `hostname` until `done(fingerprint)`: well within the 60 s reconcile."""
-    with trio.fail_after(10):
-        while True:
-            if done(await presented(port, hostname)):
-                return
-            await trio.sleep(0.02)
+
+    async def as_expected() -> bool:
+        return done(await presented(port, hostname))
+
+    await eventually(as_expected, what=f"the certificate {hostname} presents")
 
 
 async def test_delete_never_touches_the_proxies_of_other_tokens(
