@@ -11,6 +11,7 @@ import trio
 
 from oauthproxy.serve import Ready
 from tests.backend import serve_backend
+from tests.eventually import eventually
 
 NO_KEEPALIVE = httpx.Limits(max_keepalive_connections=0)
 
@@ -62,9 +63,11 @@ async def _backend_for(
 async def _eventually(
     public: httpx.AsyncClient, host: str, path: str, expected: str, method: str = "GET"
 ) -> None:
-    with trio.fail_after(10):
-        while await _backend_for(public, host, path, method) != expected:  # noqa: ASYNC110
-            await trio.sleep(0.01)
+
+    async def reached() -> bool:
+        return await _backend_for(public, host, path, method) == expected
+
+    await eventually(reached, what=f"{method} {host}{path} reaching {expected}")
 
 
 @pytest.mark.parametrize("kind", ["url", "port", "service", "hostname"])
@@ -183,12 +186,12 @@ async def test_unresolvable_route_target_is_a_502(
 ) -> None:
     await _proxy(api, "app.example.com", backends["main"])
     await _route(api, path_pattern="/echo/gone", target_type="service", target_value="nosuch")
-    with trio.fail_after(10):
-        while True:
-            response = await public.get("/echo/gone", headers={"Host": "app.example.com"})
-            if response.status_code == 502:
-                break
-            await trio.sleep(0.01)
+
+    async def bad_gateway() -> httpx.Response | None:
+        response = await public.get("/echo/gone", headers={"Host": "app.example.com"})
+        return response if response.status_code == 502 else None
+
+    response = await eventually(bad_gateway, what="the route to a missing service a 502")
     assert response.json()["error"] == "bad_gateway"
 
 

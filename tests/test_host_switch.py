@@ -29,6 +29,7 @@ from oauthproxy.serve import Ready
 from oauthproxy.storage import Storage
 from tests.backend import serve_backend
 from tests.conftest import free_port, wait_for_port
+from tests.eventually import eventually
 from tests.test_http_conformance import Response, Wire, read_response, request, response
 from tests.test_https import pki as pki
 from tests.test_https import proxy, store_certificate
@@ -51,10 +52,14 @@ async def three_proxies(
             functools.partial(serve_backend, hostname.partition(".")[0])
         )
         await storage.proxies.create(proxy(hostname, port))
-    with trio.fail_after(TIMEOUT):
+
+    async def all_known() -> bool:
         for hostname in HOSTS:
-            while (await plain_get(gateway.http_port, hostname)).status == 404:  # noqa: ASYNC110
-                await trio.sleep(0.01)
+            if (await plain_get(gateway.http_port, hostname)).status == 404:
+                return False
+        return True
+
+    await eventually(all_known, what=f"{HOSTS} known", within=TIMEOUT)
 
 
 @pytest.mark.parametrize(
@@ -122,15 +127,18 @@ async def test_tls_serves_the_hosts_its_certificate_covers_and_421s_the_others(
 ) -> None:
     context = ssl.create_default_context(cafile=str(pki.ca_file))
     with trio.fail_after(TIMEOUT):
-        while True:
+
+        async def handshaken() -> trio.SSLStream[trio.SocketStream] | None:
             tcp = await trio.open_tcp_stream("127.0.0.1", gateway.https_port)
             stream = trio.SSLStream(tcp, context, server_hostname="secure.example.com")
             try:
                 await stream.do_handshake()
-                break
             except trio.BrokenResourceError:  # the certificate is not served yet
                 await trio.aclose_forcefully(stream)
-                await trio.sleep(0.01)
+                return None
+            return stream
+
+        stream = await eventually(handshaken, what="a handshake for secure.example.com")
         async with stream:
             wire = Wire(stream)
             served = []

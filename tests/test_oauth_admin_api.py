@@ -19,6 +19,7 @@ from oauthproxy.settings import Settings
 from oauthproxy.storage import Storage
 from tests import oauth_helpers
 from tests.backend import serve_backend
+from tests.eventually import eventually
 from tests.github_standin import GitHubStandIn
 from tests.oauth_helpers import REDIRECT_URI, FlowClient, pkce_pair, query_of
 
@@ -71,12 +72,12 @@ async def once_served(
     public: httpx.AsyncClient, path: str, headers: dict[str, str]
 ) -> httpx.Response:
     """GET `path` once the proxy serves it (a proxy's instance, a route, start asynchronously)."""
-    with trio.fail_after(10):
-        while True:
-            response = await public.get(path, headers=headers)
-            if response.status_code != 404:
-                return response
-            await trio.sleep(0.01)
+
+    async def known() -> httpx.Response | None:
+        response = await public.get(path, headers=headers)
+        return response if response.status_code != 404 else None
+
+    return await eventually(known, what=f"{path} served")
 
 
 async def proxy_answer(public: httpx.AsyncClient, token: str) -> httpx.Response:
@@ -204,9 +205,12 @@ async def test_revoking_a_session_makes_the_proxy_refuse_its_token(
     revoked = await api.delete(f"/api/v1/oauth/sessions/{session['session_id']}")
     assert revoked.status_code == 200, revoked.text
     assert revoked.json()["revoked_tokens"] == [claims_of(token)["jti"]]
-    with trio.fail_after(5):
-        while (refused := await proxy_answer(public, token)).status_code == 200:  # noqa: ASYNC110
-            await trio.sleep(0.01)
+
+    async def refused_now() -> httpx.Response | None:
+        answer = await proxy_answer(public, token)
+        return answer if answer.status_code != 200 else None
+
+    refused = await eventually(refused_now, what="the revoked token refused", within=5)
     assert (refused.status_code, refused.json()["detail"]) == (401, "revoked")
 
     assert await ok(api, "/api/v1/oauth/sessions") == []
@@ -273,9 +277,11 @@ async def test_a_test_token_passes_the_proxy_and_is_revocable(
         minted["session_id"],
     )
     await api.delete(f"/api/v1/oauth/sessions/{minted['session_id']}")
-    with trio.fail_after(5):
-        while (await proxy_answer(public, minted["access_token"])).status_code == 200:  # noqa: ASYNC110
-            await trio.sleep(0.01)
+
+    async def refused() -> bool:
+        return (await proxy_answer(public, minted["access_token"])).status_code != 200
+
+    await eventually(refused, what="the revoked token refused", within=5)
 
 
 @pytest.mark.parametrize(

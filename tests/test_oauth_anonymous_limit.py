@@ -21,6 +21,7 @@ from oauthproxy.storage import Storage
 from oauthproxy.storage.windows import WindowCount
 from tests import oauth_helpers
 from tests.backend import serve_backend
+from tests.eventually import eventually
 from tests.github_standin import GitHubStandIn
 from tests.oauth_helpers import REDIRECT_URI, pkce_pair, start_gateway
 
@@ -142,9 +143,11 @@ async def test_login_starts_on_a_redirect_mode_proxy_are_limited(
     )  # fmt: skip
     url = f"http://127.0.0.1:{gateway.http_port}/page"
     headers = {"Host": APP, "Accept": "text/html, application/json"}
-    with trio.fail_after(10):
-        while (await http.get(url, headers={"Host": APP})).status_code == 404:  # noqa: ASYNC110
-            await trio.sleep(0.01)
+
+    async def known() -> bool:
+        return (await http.get(url, headers={"Host": APP})).status_code != 404
+
+    await eventually(known, what=f"{APP} known")
     for _ in range(2):
         started = await http.get(url, headers=headers)
         assert started.status_code == 302, started.text

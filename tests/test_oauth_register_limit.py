@@ -19,6 +19,7 @@ from oauthproxy.serve import Ready
 from oauthproxy.settings import Settings
 from oauthproxy.storage import Storage
 from tests import oauth_helpers
+from tests.eventually import eventually
 from tests.github_standin import GitHubStandIn
 from tests.oauth_helpers import REDIRECT_URI, start_gateway
 
@@ -157,9 +158,11 @@ async def proxy_to_the_api(http: httpx.AsyncClient, storage: Storage, gateway: R
     target = {"hostname": AUTH_HOST, "target_url": gateway.api_url}
     await storage.proxies.create(ProxyTarget.model_validate(target))
     health = f"http://127.0.0.1:{gateway.http_port}/health"
-    with trio.fail_after(10):
-        while (await http.get(health, headers={"Host": AUTH_HOST})).status_code == 404:  # noqa: ASYNC110 - polling HTTP
-            await trio.sleep(0.01)
+
+    async def known() -> bool:
+        return (await http.get(health, headers={"Host": AUTH_HOST})).status_code != 404
+
+    await eventually(known, what=f"{AUTH_HOST} known")
 
 
 async def test_through_the_public_port_a_client_cannot_claim_another_address(

@@ -16,6 +16,7 @@ import trio
 from oauthproxy.proxy.upstream import UpstreamPool, parse_origin
 from oauthproxy.serve import Ready
 from tests.backend import serve_backend
+from tests.eventually import eventually
 
 DOWNLOADS = 4
 BODY_SIZE = 256 * 1024
@@ -81,12 +82,12 @@ async def served_by(http_port: int, backend: str) -> None:
     backend answers `old`; the others say who they are in `X-Backend`)."""
     url = f"http://127.0.0.1:{http_port}/echo/ready"
     async with httpx.AsyncClient(limits=NO_KEEPALIVE) as client:
-        with trio.fail_after(15):
-            while True:
-                response = await client.get(url, headers={"Host": HOST})
-                if (response.headers.get("x-backend") or response.text) == backend:
-                    return
-                await trio.sleep(0.01)
+
+        async def reached() -> bool:
+            response = await client.get(url, headers={"Host": HOST})
+            return (response.headers.get("x-backend") or response.text) == backend
+
+        await eventually(reached, what=f"{HOST} reaching {backend}", within=15)
 
 
 async def downloads_across_a_switch(
