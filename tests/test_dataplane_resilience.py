@@ -100,7 +100,12 @@ async def test_proxies_survive_a_redis_outage_and_catch_up_after(
     await until_status(ready.http_port, "steady.example.com", 200)
 
     redis_scope.cancel()  # Redis goes away (SIGTERM; its append-only file keeps the data)
-    await trio.sleep(0.5)
+
+    async def unreachable() -> bool:  # the gateway's own health check finds Redis gone
+        async with httpx.AsyncClient(base_url=ready.api_url, timeout=10) as client:
+            return (await client.get("/health")).status_code == 503
+
+    await eventually(unreachable, what="Redis unreachable in /health")
     for _ in range(20):
         assert await status_of(ready.http_port, "steady.example.com") == 200
 
