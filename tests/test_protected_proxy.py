@@ -255,9 +255,12 @@ async def test_metadata_names_the_scopes_the_proxy_requires(
     assert target is not None
     required = {"auth_allowed_scopes": ["mcp:admin"]}
     await storage.proxies.update(ProxyTarget.model_validate({**target.model_dump(), **required}))
-    with trio.fail_after(10):
-        while True:
-            document = (await public.get("/.well-known/oauth-protected-resource")).json()
-            if "mcp:admin" in document["scopes_supported"]:
-                break
+
+    async def updated() -> dict[str, Any] | None:
+        document: dict[str, Any] = (
+            await public.get("/.well-known/oauth-protected-resource")
+        ).json()
+        return document if "mcp:admin" in document["scopes_supported"] else None
+
+    document = await eventually(updated, what="the metadata naming mcp:admin")
     assert document["scopes_supported"] == ["mcp:admin", "mcp:read", "mcp:write"]
