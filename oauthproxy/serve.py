@@ -5,6 +5,8 @@
     ├─ embedded Redis (a supervised child process) when REDIS_URL is unset
     └─ storage (coredis pool), then the services nursery
        ├─ admin API (hypercorn[trio] + quart-trio) on API_BIND_HOST:API_PORT
+       ├─ request logger: a bounded buffer, written to Redis in batches (outlives the services,
+       │  so their last requests are written too)
        ├─ supervisor: consumes events:workflow, owns one instance nursery per hostname
        └─ dispatcher on HTTP_PORT: hands each connection to its hostname's instance
 
@@ -30,6 +32,7 @@ from oauthproxy.admin_token import AdminToken, ensure_admin_token
 from oauthproxy.api.app import create_app
 from oauthproxy.api.state import ListenerPorts
 from oauthproxy.certificates.manager import CertificateManager, serve_certificate_manager
+from oauthproxy.logs.logger import RequestLogger, request_logging
 from oauthproxy.models.proxies import ProxyTarget
 from oauthproxy.proxy.dispatcher import Front, serve_http, serve_https, serve_proxy_protocol
 from oauthproxy.proxy.headers import parse_networks
@@ -86,6 +89,7 @@ async def serve_admin_api(
     embedded_redis: bool,
     certificates: CertificateManager | None = None,
     listeners: ListenerPorts | None = None,
+    requests: RequestLogger | None = None,
     task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve the admin API on loopback until `shutdown` is set; started with its URL.
@@ -103,6 +107,7 @@ async def serve_admin_api(
         embedded_redis=embedded_redis,
         certificates=certificates,
         listeners=listeners,
+        requests=requests,
     )
     async with trio.open_nursery() as nursery:
         binds: list[str] = await nursery.start(
@@ -128,7 +133,10 @@ async def serve(
         redis_url = embedded.url if embedded else str(settings.redis_url)
         replica = settings.replica_name()  # once: with HTTP_PORT 0 each call names a new one
         listeners = ListenerPorts()
-        async with open_storage(redis_url) as storage:
+        async with (
+            open_storage(redis_url) as storage,
+            request_logging(settings, storage) as requests,
+        ):
             admin_token = await ensure_admin_token(settings, storage)
             async with trio.open_nursery() as services:
                 certificates: CertificateManager = await services.start(
@@ -145,6 +153,7 @@ async def serve(
                         embedded_redis=embedded is not None,
                         certificates=certificates,
                         listeners=listeners,
+                        requests=requests,
                     )
                 )
                 await storage.internal_services.register_api(api_url)
@@ -156,10 +165,11 @@ async def serve(
                         replica,
                         api_targets(settings, api_url),
                         shutdown,
+                        requests=requests,
                     )
                 )
                 http_port, https_port, proxy_protocol_port = await _start_listeners(
-                    services, settings, storage, supervisor, shutdown
+                    services, settings, storage, supervisor, shutdown, requests
                 )
                 listeners.http, listeners.https = http_port, https_port
                 listeners.proxy_protocol = proxy_protocol_port
@@ -202,6 +212,7 @@ async def _start_listeners(
     storage: Storage,
     supervisor: Supervisor,
     shutdown: trio.Event,
+    requests: RequestLogger | None = None,
 ) -> tuple[int, int, int]:
     """The public HTTP, HTTPS and PROXY protocol listeners; the ports they really listen on."""
     front = Front(
@@ -212,6 +223,7 @@ async def _start_listeners(
         shutdown=shutdown,
         limit=ConnectionLimit(settings.proxy_max_connections_per_ip),
         send_timeout=settings.proxy_send_timeout,
+        requests=requests,
     )
     http_port: int = await services.start(serve_http, front, settings.http_port)
     https_port: int = await services.start(serve_https, front, settings.https_port)

@@ -22,6 +22,7 @@ from oauthproxy.api.services import services
 from oauthproxy.api.state import AppState, ListenerPorts
 from oauthproxy.api.tokens import tokens
 from oauthproxy.certificates.manager import CertificateManager
+from oauthproxy.logs.logger import RequestLogger
 from oauthproxy.settings import Settings
 from oauthproxy.storage import Storage
 
@@ -33,6 +34,7 @@ def create_app(
     embedded_redis: bool,
     certificates: CertificateManager | None = None,
     listeners: ListenerPorts | None = None,
+    requests: RequestLogger | None = None,
 ) -> QuartTrio:
     app = QuartTrio("oauthproxy")
     app.config["PROPAGATE_EXCEPTIONS"] = False
@@ -45,6 +47,7 @@ def create_app(
         embedded_redis=embedded_redis,
         certificates=certificates,
         listeners=listeners or ListenerPorts(),
+        requests=requests,
     )
     QuartSchema(
         app,

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from quart import Quart
 
 from oauthproxy.certificates.manager import CertificateManager
+from oauthproxy.logs.logger import RequestLogger
 from oauthproxy.settings import Settings
 from oauthproxy.storage import Storage
 
@@ -41,6 +42,8 @@ class AppState:
     certificates: CertificateManager | None = None
     """This replica's certificate manager; None when the app runs without one."""
     listeners: ListenerPorts = field(default_factory=ListenerPorts)
+    requests: RequestLogger | None = None
+    """This replica's request logger (its counters: written, dropped, buffered)."""
 
 
 def app_state(app: Quart) -> AppState:

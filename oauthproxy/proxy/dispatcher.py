@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 import trio
 
+from oauthproxy.logs.logger import RequestLogger
 from oauthproxy.proxy.challenges import ChallengeLookup, challenge_reply, is_challenge
 from oauthproxy.proxy.headers import Client, Network, is_trusted
 from oauthproxy.proxy.http import (
@@ -26,9 +27,10 @@ from oauthproxy.proxy.http import (
     host_of,
     send_reply,
 )
-from oauthproxy.proxy.instance import Instance, answer, refuse
+from oauthproxy.proxy.instance import Instance, answer, refusal, refuse
 from oauthproxy.proxy.limits import ConnectionLimit
 from oauthproxy.proxy.proxy_protocol import PrefixedStream, ProxyHeaderError, read_header
+from oauthproxy.proxy.request_log import refused
 from oauthproxy.proxy.responses import unknown_host
 from oauthproxy.proxy.sockets import LeanSocketStream
 from oauthproxy.proxy.tls import TLS_HANDSHAKE_TIMEOUT, HostContext, listener_context
@@ -57,6 +59,7 @@ async def hand_over(
     lookup: Callable[[str], Instance | None],
     challenges: ChallengeLookup,
     client: Client,
+    requests: RequestLogger | None = None,
 ) -> None:
     """Read the first request and give the connection to its instance (or answer it here)."""
     reader = Reader(stream)
@@ -67,7 +70,9 @@ async def hand_over(
             if not isinstance(first, Head):
                 return
             if is_challenge(first.target):
-                await answer(reader, first, await challenge_reply(first.target, challenges))
+                reply = await challenge_reply(first.target, challenges)
+                refused(requests, client, reply, first)
+                await answer(reader, first, reply)
                 return
             host = host_of(first.headers)
             instance = lookup(host)
@@ -75,7 +80,9 @@ async def hand_over(
             if not adopted:
                 reply = unknown_host(host, first.header(b"accept"))
                 await send_reply(stream, reply, close=True, head=first.method == b"HEAD")
+                refused(requests, client, reply, first)
     except BadRequest as error:
+        refused(requests, client, refusal(error), None)
         await refuse(reader, error)
     except PeerClosed:
         pass
@@ -142,6 +149,8 @@ class Front:
     """Open connections per client, across every public listener."""
     send_timeout: float = math.inf
     """How long a send may wait for a client to take data (`PROXY_SEND_TIMEOUT`)."""
+    requests: RequestLogger | None = None
+    """Where answers given here (unknown host, bad request) are logged."""
 
     def admit(self, stream: LeanSocketStream, client: Client) -> bool:
         """Count the connection against its client's share until it closes; False when the
@@ -169,7 +178,7 @@ async def serve_http(
         if not front.admit(stream, client):
             await trio.aclose_forcefully(stream)
             return
-        await hand_over(stream, front.instances.get, front.challenges, client)
+        await hand_over(stream, front.instances.get, front.challenges, client, front.requests)
 
     await _serve_port(front, port, handle, task_status)
 
@@ -197,7 +206,7 @@ async def _serve_tls(
         await trio.aclose_forcefully(stream)
         return
     instance = front.instances.get(getattr(stream.context, "hostname", ""))
-    await hand_over(stream, lambda _host: instance, front.challenges, client)
+    await hand_over(stream, lambda _host: instance, front.challenges, client, front.requests)
 
 
 async def serve_https(
@@ -257,6 +266,6 @@ async def serve_proxy_protocol(
         if scheme == b"https":
             await _serve_tls(front, context, stream, client)
         else:
-            await hand_over(stream, front.instances.get, front.challenges, client)
+            await hand_over(stream, front.instances.get, front.challenges, client, front.requests)
 
     await _serve_port(front, port, handle, task_status)

@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 
 import trio
 
+from oauthproxy.logs.logger import RequestLogger
+from oauthproxy.logs.records import RequestEntry
 from oauthproxy.models.proxies import AuthMode
 from oauthproxy.proxy.access import Allow
 from oauthproxy.proxy.challenges import ChallengeLookup, challenge_reply, is_challenge
@@ -43,6 +45,7 @@ from oauthproxy.proxy.protect import (
     metadata_reply,
     without_cookie,
 )
+from oauthproxy.proxy.request_log import Counted, close_entry, noted, open_entry, refused
 from oauthproxy.proxy.responses import Reply, error_reply, redirect_reply, unknown_host
 from oauthproxy.proxy.upstream import UpstreamPool
 
@@ -60,6 +63,8 @@ class _Connection:
     closes_at: float | None = None
     """While it waits for its next request: the end of its idle time, then (once that request
     has begun) of its header time. None while a request is answered."""
+    counted: Counted = field(default_factory=Counted)
+    """Its byte counts where its last logged request ended."""
 
 
 class Instance:
@@ -75,6 +80,7 @@ class Instance:
         challenges: ChallengeLookup,
         ports: PublicPorts,
         admits: Admits | None = None,
+        requests: RequestLogger | None = None,
     ):
         self.hostname = hostname
         self.config: InstanceConfig | None = config
@@ -86,6 +92,8 @@ class Instance:
         self._ports = ports
         self._admits = admits
         """Who may be served at all (the API hostnames: loopback clients); None: everyone."""
+        self._requests = requests if requests is not None and requests.active else None
+        """Where each exchange's log entry goes; None: request logging is off."""
         self._nursery: trio.Nursery | None = None
         self._stopping = trio.Event()
         self._in_flight = 0
@@ -157,12 +165,13 @@ class Instance:
         self._connections.add(connection)
         try:
             with connection.scope:
-                while await self._handle(reader, request, client):
+                while await self._handle(reader, request, client, connection.counted):
                     event = await self._next_request(reader, connection)
                     if not isinstance(event, Head):
                         return
                     request = event
         except BadRequest as error:
+            refused(self._requests, client, refusal(error), None)
             await refuse(reader, error)
         except PeerClosed:
             pass
@@ -174,27 +183,39 @@ class Instance:
             self._connections.discard(connection)
             await close_gently(reader.stream)
 
-    async def _handle(self, reader: Reader, request: Head, client: Client) -> bool:
+    async def _handle(
+        self, reader: Reader, request: Head, client: Client, counted: Counted
+    ) -> bool:
         self._in_flight += 1
+        requests = self._requests
+        entry = (
+            None
+            if requests is None
+            else open_entry(reader, request, client, self.hostname, counted)
+        )
         try:
-            return await self._respond(reader, request, client)
+            return await self._respond(reader, request, client, entry)
         finally:
             self._in_flight -= 1
             if not self._in_flight:
                 self._quiet.set()
+            if entry is not None and requests is not None:
+                close_entry(entry, reader, requests, counted)
 
-    async def _respond(self, reader: Reader, request: Head, client: Client) -> bool:
-        """Answer one request; returns whether the connection can carry another."""
+    async def _respond(
+        self, reader: Reader, request: Head, client: Client, entry: RequestEntry | None
+    ) -> bool:
+        """Answer one request; returns whether the connection can carry another. `entry`: its
+        log entry, which learns who answered and how."""
         if is_challenge(request.target):
-            return await answer(
-                reader, request, await challenge_reply(request.target, self._challenges)
-            )
+            reply = await challenge_reply(request.target, self._challenges)
+            return await answer(reader, request, noted(entry, reply))
         config = self.config
         received = request.headers
         host = host_of(received)
         refusal = self._refusal(config, host, request, client)
         if refusal is not None or config is None:
-            reply = refusal or unknown_host(host, b"")
+            reply = noted(entry, refusal or unknown_host(host, b""))
             await send_reply(reader.stream, reply, close=True, head=request.method == b"HEAD")
             return False
         target = request.target.decode("latin-1")
@@ -205,7 +226,9 @@ class Instance:
                 config, config.protection, received, client, target, path, query
             )
             if isinstance(outcome, Reply):
-                return await answer(reader, request, outcome)
+                return await answer(reader, request, noted(entry, outcome))
+            if entry is not None and outcome.claims is not None:
+                entry.user, entry.client_id = outcome.claims.username, outcome.claims.client_id
             identity = outcome.headers
             received = without_cookie(received, config.protection.target.auth_cookie_name)
         destination = config.destination(path, request.method.decode())
@@ -216,9 +239,12 @@ class Instance:
                 "the matching route's target cannot be resolved",
                 accept=request.header(b"accept"),
             )
+            noted(entry, reply)
             await send_reply(reader.stream, reply, close=True, head=request.method == b"HEAD")
             return False
-        return await forward(reader, request, destination, self._pool, client, received, identity)
+        return await forward(
+            reader, request, destination, self._pool, client, received, identity, entry
+        )
 
     def _refusal(
         self, config: InstanceConfig | None, host: str, request: Head, client: Client
@@ -287,9 +313,13 @@ async def answer(reader: Reader, request: Head, reply: Reply) -> bool:
     return True
 
 
-async def refuse(reader: Reader, error: BadRequest) -> None:
-    """A 400 (or 431) for what could not be parsed; the connection closes after it."""
+def refusal(error: BadRequest) -> Reply:
+    """The 400 (or 431) for what could not be parsed."""
     reason = "request_header_fields_too_large" if error.status == 431 else "bad_request"
-    reply = error_reply(error.status, reason, str(error))
+    return error_reply(error.status, reason, str(error))
+
+
+async def refuse(reader: Reader, error: BadRequest) -> None:
+    """Answer what could not be parsed; the connection closes after it."""
     with trio.move_on_after(1), contextlib.suppress(PeerClosed):
-        await send_reply(reader.stream, reply, close=True)
+        await send_reply(reader.stream, refusal(error), close=True)

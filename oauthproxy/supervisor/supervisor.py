@@ -18,6 +18,7 @@ from pathlib import Path
 import trio
 
 from oauthproxy.errors import StorageUnavailable
+from oauthproxy.logs.logger import RequestLogger
 from oauthproxy.models.events import EventType
 from oauthproxy.models.proxies import AuthMode, ProxyTarget
 from oauthproxy.models.routes import TargetType
@@ -71,8 +72,10 @@ class Supervisor:
         nursery: trio.Nursery,
         replica: str,
         issuer_trust: ssl.SSLContext | bool = True,
+        requests: RequestLogger | None = None,
     ) -> None:
         self.instances: dict[str, Instance] = {}
+        self._requests = requests
         self._settings = settings
         self._storage = storage
         self._nursery = nursery
@@ -232,6 +235,7 @@ class Supervisor:
             challenges=self._storage.challenges.get,
             ports=self.ports,
             admits=self._public_api if target.hostname in self._builtin else None,
+            requests=self._requests,
         )
         await self._nursery.start(instance.run)
         self.instances[target.hostname] = instance
@@ -321,12 +325,13 @@ async def serve_supervisor(
     builtin: list[ProxyTarget],
     shutdown: trio.Event,
     *,
+    requests: RequestLogger | None = None,
     task_status: trio.TaskStatus[Supervisor] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Run the supervisor until `shutdown`; then stop every instance and wait for them to drain."""
     trust = await trio.to_thread.run_sync(_issuer_trust, settings.oauth_ca_bundle)
     async with trio.open_nursery() as instances:
-        supervisor = Supervisor(settings, storage, instances, replica, trust)
+        supervisor = Supervisor(settings, storage, instances, replica, trust, requests)
         await supervisor.consumer.join()
         supervisor.guard.verifier = await load_verifier(storage, settings)
         for target in builtin:
