@@ -94,7 +94,7 @@ def destination_for(
         rewrite=rewrite,
         response=ResponseRewrite(encode_headers(target.custom_response_headers)),
         request_timeout=request_timeout,
-        upstream=url,
+        upstream=url.rstrip("/"),
         route_id=route_id,
     )
 

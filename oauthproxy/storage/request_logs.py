@@ -86,8 +86,9 @@ class RequestLogRepository:
         value = await self._redis.get(key)
         return int(value or 0)
 
-    async def unique(self, key: str) -> int:
-        return int(await self._redis.pfcount([key]))
+    async def unique(self, keys: list[str]) -> int:
+        """Distinct members across these HyperLogLogs (missing keys count as empty)."""
+        return int(await self._redis.pfcount(keys))
 
     async def durations(self, hostname: str) -> list[float]:
         values = await self._redis.lrange(schema.durations(hostname), 0, -1)
