@@ -15,11 +15,12 @@ REDACTED = "REDACTED"
 
 SECRET_NAMES = re.compile(
     r"token|code|secret|password|passwd|pwd|key|state|auth|session|sig|credential|jwt|"
-    r"assertion|verifier|nonce|ticket",
+    r"assertion|verifier|nonce|ticket|cookie|csrf|^request$",
     re.IGNORECASE,
 )
 """Query parameter names whose values are never written (access_token, code, client_secret,
-api_key, state, code_verifier, X-Amz-Signature, ...). A false positive costs a redacted value."""
+api_key, state, code_verifier, X-Amz-Signature, the consent page's `request` handle, ...). A
+false positive costs a redacted value."""
 
 FIELDS = (
     "timestamp", "client_ip", "scheme", "hostname", "method", "request_path", "status",
