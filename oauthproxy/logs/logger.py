@@ -140,6 +140,7 @@ async def serve_request_logger(
         with trio.move_on_after(FLUSH_SECONDS):
             await stop.wait()
         await logger.flush(storage, settings)
+    await logger.flush(storage, settings)  # what arrived during the last flush
 
 
 @asynccontextmanager
