@@ -16,6 +16,7 @@ from rich.console import Console
 from cli.commands import (
     backup,
     certificates,
+    logs,
     maintenance,
     oauth,
     proxies,
@@ -53,6 +54,7 @@ app.command(oauth.app)
 app.command(resources.app)
 app.command(system.health)
 app.command(backup.app)
+app.command(logs.app)
 services.app.command(maintenance.register_oauth, name="register-oauth")
 services.app.command(maintenance.cleanup_orphaned, name="cleanup-orphaned")
 

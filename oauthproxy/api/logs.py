@@ -7,9 +7,11 @@ its own hostnames only. Queries and their cost are in `oauthproxy.logs.queries`.
 from __future__ import annotations
 
 import ipaddress
+import secrets
 import time
 from dataclasses import replace
 
+import httpx
 import trio
 from quart import Blueprint, current_app
 from quart_schema import validate_querystring
@@ -26,6 +28,8 @@ from oauthproxy.tenancy.logs import check_clear, readable_hosts
 logs = Blueprint("logs", __name__, url_prefix="/api/v1/logs")
 
 FOLLOW_POLL_SECONDS = 0.25
+TEST_HOST = "logs-test.invalid"
+"""`.invalid` (RFC 2606) can never be a proxy's real hostname."""
 
 
 async def _scope() -> frozenset[str] | None:
@@ -176,6 +180,32 @@ async def follow(query_args: FollowQuery) -> Json:
         last = found[-1][0] if found else last
     entries = [decorated(entry) for _id, entry in found if matches(entry, visible)]
     return {"last": last, "count": len(entries), "logs": entries}
+
+
+@logs.post("/test")
+@requires_token()
+async def test_request() -> Json:
+    """Send one request to this gateway's public HTTP port, for a hostname no proxy serves
+    (`logs-test.invalid`, answered 404 by the gateway itself), and answer its marker: the
+    entry whose path holds it shows that requests are logged (`proxy-client log test` waits
+    for it). Its entry, of no owner's hostname, is the admin's to read."""
+    state = app_state(current_app)
+    port = state.listeners.http
+    host = state.settings.server_host
+    host = "127.0.0.1" if host in ("", "0.0.0.0", "::") else host  # noqa: S104 - a bind-all
+    if not port:
+        raise ApiError(503, "not_ready", "the public HTTP port is not listening yet")
+    marker = secrets.token_hex(8)
+    async with httpx.AsyncClient(timeout=5) as client:
+        try:
+            response = await client.get(
+                f"http://{host}:{port}/logs-test/{marker}", headers={"Host": TEST_HOST}
+            )
+        except httpx.HTTPError as error:
+            raise ApiError(
+                502, "test_request_failed", f"the test request failed: {error}"
+            ) from None
+    return {"marker": marker, "hostname": TEST_HOST, "status": response.status_code}
 
 
 @logs.delete("")

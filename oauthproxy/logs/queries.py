@@ -151,14 +151,14 @@ def _timestamp(key: str) -> float:
 
 async def search(
     logs: RequestLogRepository, query: LogFilter, *, slow_seconds: float, now: float | None = None
-) -> list[Entry]:
+) -> list[dict[str, object]]:
     """The newest entries matching `query`, at most `query.limit`."""
     since = (now if now is not None else time.time()) - query.hours * 3600
     found: set[str] = set()
     for index in plan_indexes(query):
         found.update(await logs.keys_in(index, since, limit=SCAN_LIMIT))
     newest = sorted(found, key=_timestamp, reverse=True)
-    picked: list[Entry] = []
+    picked: list[dict[str, object]] = []
     for start in range(0, len(newest), 500):
         for entry in await logs.entries(newest[start : start + 500]):
             slow = float(entry.get("duration_ms") or 0) >= slow_seconds * 1000
@@ -169,9 +169,22 @@ async def search(
     return picked
 
 
-def decorated(entry: Entry) -> Entry:
-    """A stored entry as the API shows it: with its `event` and `level`."""
-    return {**entry, "event": event_of(entry), "level": level_of(int(entry.get("status") or 0))}
+NUMBERS = {"timestamp": float, "status": int, "bytes_in": int, "bytes_out": int,
+           "duration_ms": float}  # fmt: skip
+"""Stored fields shown as numbers (Redis keeps strings)."""
+
+
+def decorated(entry: Entry) -> dict[str, object]:
+    """A stored entry as the API shows it: numbers as numbers, with its `event` and `level`."""
+    shown: dict[str, object] = dict(entry)
+    for name, kind in NUMBERS.items():
+        try:
+            shown[name] = kind(entry[name])
+        except (KeyError, ValueError):
+            continue
+    shown["event"] = event_of(entry)
+    shown["level"] = level_of(int(entry.get("status") or 0))
+    return shown
 
 
 def percentiles(values: Sequence[float], points: Iterable[int] = (50, 90, 99)) -> dict[str, float]:
