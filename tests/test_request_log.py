@@ -218,7 +218,7 @@ async def test_follow_returns_entries_after_the_last_seen(
     await create_proxy(storage, "tail.example.com", backend)
     async with client_from(logged, "127.0.0.1") as public:
         await served(public, "tail.example.com")
-        await eventually_logged(admin, 1)
+        await settled(admin, public, "tail.example.com")
         start = (await admin.get("/api/v1/logs/follow", params={"limit": 1})).json()["last"]
         await public.get("/echo/followed", headers={"Host": "tail.example.com"})
         answer = (

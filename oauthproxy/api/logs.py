@@ -127,6 +127,7 @@ async def stats(query_args: StatsQuery) -> Json:
         answer["requests"] = sum(row["requests"] for row in by_hour)
         answer["errors"] = sum(row["errors"] for row in by_hour)
         answer["by_hour"] = [row for row in by_hour if row["requests"]]
+        answer["redis_used_memory"] = await repository.memory()
         hostnames = sorted({proxy.hostname for proxy in await storage().proxies.all()})
     else:
         hostnames = sorted(hosts)

@@ -81,24 +81,21 @@ class RequestLogger:
         batch = self.take()
         if not batch:
             return
-        rows = [(entry, fields_of(entry)) for entry in batch]
         if self.access_log:
-            await trio.to_thread.run_sync(_write_lines, [fields for _entry, fields in rows])
+            await trio.to_thread.run_sync(_write_lines, [fields_of(entry) for entry in batch])
         if self.to_redis:
-            await self._write(storage, settings, rows)
+            await self._write(storage, settings, batch)
 
-    async def _write(
-        self, storage: Storage, settings: Settings, rows: list[tuple[RequestEntry, dict[str, str]]]
-    ) -> None:
+    async def _write(self, storage: Storage, settings: Settings, batch: list[RequestEntry]) -> None:
+        retention = settings.log_retention_hours * 3600
         plan = schema.plan(
-            rows,
+            batch,
             first_sequence=self._sequence,
             slow_seconds=settings.log_slow_seconds,
-            retention_seconds=settings.log_retention_hours * 3600,
+            retention_seconds=retention,
             now=time.time(),
         )
-        self._sequence = (self._sequence + len(rows)) % 1_000_000
-        retention = settings.log_retention_hours * 3600
+        self._sequence = (self._sequence + len(batch)) % 1_000_000
         failure = ""
         try:
             with trio.move_on_after(WRITE_TIMEOUT) as waited:
@@ -113,12 +110,12 @@ class RequestLogger:
             if not self.failing:
                 log.warning("request log: dropping entries while Redis fails (%s)", failure)
             self.failing = True
-            self.dropped += len(rows)
+            self.dropped += len(batch)
             return
         if self.failing:
             log.info("request log: writing again (%d entries dropped so far)", self.dropped)
             self.failing = False
-        self.written += len(rows)
+        self.written += len(batch)
 
 
 def _write_lines(lines: Sequence[dict[str, str]]) -> None:

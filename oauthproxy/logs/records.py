@@ -68,9 +68,9 @@ def begin(client_ip: str, scheme: bytes, host: str, method: bytes, target: bytes
 
 def redact_target(target: str) -> str:
     """The request target with the values of secret-looking query parameters replaced."""
-    path, mark, query = target.partition("?")
-    if not mark:
-        return path
+    if "?" not in target:
+        return target
+    path, _mark, query = target.partition("?")
     parts = []
     for pair in query.split("&"):
         name, equals, _value = pair.partition("=")
@@ -83,24 +83,29 @@ def path_of(target: str) -> str:
     return target.partition("?")[0]
 
 
+def values_of(entry: RequestEntry) -> list[str]:
+    """The entry's stored values, in `FIELDS` order (secrets redacted)."""
+    return [
+        f"{entry.started:.6f}",
+        entry.client_ip,
+        entry.scheme.decode("latin-1"),
+        entry.host,
+        entry.method.decode("latin-1"),
+        redact_target(entry.target.decode("latin-1")),
+        str(entry.status),
+        str(entry.bytes_in),
+        str(entry.bytes_out),
+        f"{entry.duration * 1000:.3f}",
+        entry.upstream,
+        entry.route_id,
+        entry.user,
+        entry.client_id,
+        entry.tls_version,
+        entry.reason,
+        entry.kind,
+    ]
+
+
 def fields_of(entry: RequestEntry) -> dict[str, str]:
     """The entry as the string fields stored in Redis and shown by the API (secrets redacted)."""
-    return {
-        "timestamp": f"{entry.started:.6f}",
-        "client_ip": entry.client_ip,
-        "scheme": entry.scheme.decode("latin-1"),
-        "hostname": entry.host,
-        "method": entry.method.decode("latin-1"),
-        "request_path": redact_target(entry.target.decode("latin-1")),
-        "status": str(entry.status),
-        "bytes_in": str(entry.bytes_in),
-        "bytes_out": str(entry.bytes_out),
-        "duration_ms": f"{entry.duration * 1000:.3f}",
-        "upstream": entry.upstream,
-        "route_id": entry.route_id,
-        "user": entry.user,
-        "client_id": entry.client_id,
-        "tls_version": entry.tls_version,
-        "gateway_reason": entry.reason,
-        "kind": entry.kind,
-    }
+    return dict(zip(FIELDS, values_of(entry), strict=True))

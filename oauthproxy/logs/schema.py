@@ -26,7 +26,7 @@ from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from oauthproxy.logs.records import RequestEntry, path_of
+from oauthproxy.logs.records import RequestEntry, path_of, values_of
 
 PREFIXES = ("req:", "idx:req:", "stream:requests", "stats:requests:", "stats:errors:",
             "stats:unique_ips:", "stats:durations:")  # fmt: skip
@@ -91,33 +91,34 @@ def durations(hostname: str) -> str:
 
 @dataclass
 class WritePlan:
-    """What one batch writes; built without I/O, sent in one pipeline."""
+    """What one batch writes; built without I/O, sent as one script call (see
+    `oauthproxy.storage.request_logs`)."""
 
-    hashes: dict[str, dict[str, str]] = field(default_factory=dict)
-    indexed: dict[str, dict[str, float]] = field(default_factory=lambda: defaultdict(dict))
-    """Index key → {entry key: timestamp}."""
+    entries: list[tuple[str, list[str]]] = field(default_factory=list)
+    """(entry key, its values in `FIELDS` order): each a hash and a stream entry."""
+    indexed: dict[str, list[int]] = field(default_factory=lambda: defaultdict(list))
+    """Index key → the positions (from 1) in `entries` of the entries it lists. Positions, not
+    keys and times: the batch is JSON, and small integers are what JSON encodes fastest."""
     counters: dict[str, int] = field(default_factory=lambda: defaultdict(int))
-    visitors: dict[str, set[str]] = field(default_factory=lambda: defaultdict(set))
-    durations: dict[str, list[str]] = field(default_factory=lambda: defaultdict(list))
-    stream: list[dict[str, str]] = field(default_factory=list)
+    visitors: dict[str, list[int]] = field(default_factory=lambda: defaultdict(list))
+    """HyperLogLog key → positions of the entries whose client IP it counts."""
+    durations: dict[str, list[int]] = field(default_factory=lambda: defaultdict(list))
+    """Durations list key → positions of the entries whose duration it keeps."""
     oldest: float = 0.0
     """Index members scored before this are trimmed."""
 
 
-def index_keys(fields: dict[str, str], *, slow: bool) -> list[str]:
-    """The indexes an entry (as fields) is listed in."""
-    status = int(fields["status"] or 0)
-    found = [
-        ALL,
-        ip_index(fields["client_ip"]),
-        host_index(fields["hostname"]),
-        status_index(status),
-        path_index(fields["method"], path_of(fields["request_path"])),
-    ]
-    if fields["user"]:
-        found.append(user_index(fields["user"]))
-    if fields["client_id"]:
-        found.append(client_index(fields["client_id"]))
+def index_keys(values: list[str], *, slow: bool) -> list[str]:
+    """The indexes an entry (as `values_of`) is listed in."""
+    ip, host, method, target = values[1], values[3], values[4], values[5]
+    status = int(values[6] or 0)
+    user, client_id = values[12], values[13]
+    found = [ALL, ip_index(ip), host_index(host), status_index(status),
+             path_index(method, path_of(target))]  # fmt: skip
+    if user:
+        found.append(user_index(user))
+    if client_id:
+        found.append(client_index(client_id))
     if status >= 400:
         found.append(ERRORS)
     if slow:
@@ -126,26 +127,27 @@ def index_keys(fields: dict[str, str], *, slow: bool) -> list[str]:
 
 
 def plan(
-    entries: Iterable[tuple[RequestEntry, dict[str, str]]],
+    entries: Iterable[RequestEntry],
     *,
     first_sequence: int,
     slow_seconds: float,
     retention_seconds: int,
     now: float,
 ) -> WritePlan:
-    """The writes for `entries` (each with its `fields_of`); sequence numbers count up from
-    `first_sequence`."""
+    """The writes for `entries`; sequence numbers count up from `first_sequence`."""
     writes = WritePlan(oldest=now - retention_seconds)
-    for sequence, (entry, fields) in enumerate(entries, first_sequence):
-        key = entry_key(fields["timestamp"], sequence, entry.client_ip)
-        writes.hashes[key] = fields
-        for index in index_keys(fields, slow=entry.duration >= slow_seconds):
-            writes.indexed[index][key] = entry.started
-        hour = hour_of(entry.started)
+    hours: dict[int, str] = {}
+    for position, entry in enumerate(entries, 1):
+        values = values_of(entry)
+        key = entry_key(values[0], first_sequence + position - 1, entry.client_ip)
+        writes.entries.append((key, values))
+        for index in index_keys(values, slow=entry.duration >= slow_seconds):
+            writes.indexed[index].append(position)
+        slot = int(entry.started // 3600)
+        hour = hours.get(slot) or hours.setdefault(slot, hour_of(entry.started))
         writes.counters[requests_count(hour)] += 1
         if entry.status >= 400:
             writes.counters[errors_count(hour)] += 1
-        writes.visitors[unique_ips(entry.host, hour)].add(entry.client_ip)
-        writes.durations[durations(entry.host)].append(fields["duration_ms"])
-        writes.stream.append({"key": key, **fields})
+        writes.visitors[unique_ips(entry.host, hour)].append(position)
+        writes.durations[durations(entry.host)].append(position)
     return writes
