@@ -263,7 +263,7 @@ route-list token="": _venv
 route-show route-id token="": _venv
     @proxy-client {{ if token != "" { "--token " + quote(token) } else { "" } }} --format json route show {{ quote(route-id) }}
 
-# Create a global route (methods: GET,POST; is-regex: true makes the path a regular expression)
+# Create a global route, admin token only (methods: GET,POST; is-regex: true makes the path a regular expression)
 [group('routes')]
 route-create path target-type target-value priority="50" methods="" is-regex="false" description="" token="": (_route-create "global" "" path target-type target-value priority methods is-regex description token)
 
@@ -272,11 +272,11 @@ route-create path target-type target-value priority="50" methods="" is-regex="fa
 route-delete route-id token="": _venv
     @proxy-client {{ if token != "" { "--token " + quote(token) } else { "" } }} route delete {{ quote(route-id) }}
 
-# Create a route that applies to every proxy
+# Create a route that applies to every proxy (admin token only)
 [group('routes')]
 route-create-global path target-type target-value priority="50" methods="" is-regex="false" description="" token="": (_route-create "global" "" path target-type target-value priority methods is-regex description token)
 
-# Create a route that applies only to the given proxies (comma-separated hostnames)
+# Create a route that applies only to the given proxies (comma-separated hostnames the token owns)
 [group('routes')]
 route-create-proxy path target-type target-value proxies priority="50" methods="" is-regex="false" description="" token="": (_route-create "proxy" proxies path target-type target-value priority methods is-regex description token)
 

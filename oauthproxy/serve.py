@@ -117,6 +117,9 @@ async def serve_admin_api(
         task_status.started(binds[0])
 
 
+DEFAULT_REDIS_PORT = 6379
+
+
 async def serve(
     settings: Settings,
     *,
@@ -132,7 +135,7 @@ async def serve(
         embedded = await _start_embedded_redis(root, settings)
         redis_url = embedded.url if embedded else str(settings.redis_url)
         replica = settings.replica_name()  # once: with HTTP_PORT 0 each call names a new one
-        listeners = ListenerPorts()
+        listeners = ListenerPorts(redis=urlsplit(redis_url).port or DEFAULT_REDIS_PORT)
         async with (
             open_storage(redis_url) as storage,
             request_logging(settings, storage) as requests,

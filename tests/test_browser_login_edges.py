@@ -76,24 +76,34 @@ async def raw_get(port: int, target: bytes, host: bytes) -> tuple[int, dict[byte
 
 @pytest.mark.parametrize(
     "target",
-    [
-        b"//evil.example/x",
-        b"///evil.example/x",
-        b"/\\evil.example/x",
-        b"http://evil.example/x",
-    ],
-    ids=["double-slash", "triple-slash", "backslash", "absolute-form-other-host"],
+    [b"/\\evil.example/x", b"http://evil.example/x"],
+    ids=["backslash", "absolute-form-other-host"],
 )
 async def test_a_login_never_starts_for_another_sites_address(
     site: Ready, storage: Storage, target: bytes
 ) -> None:
+    """Refused before the login (and its Redis record) starts: a raw backslash is refused by the
+    request view everywhere, an absolute-form target naming another host disagrees with Host."""
     await until_protected(site)
     host = f"{APP}:{site.http_port}".encode()
     status, headers, body = await raw_get(site.http_port, target, host)
     assert status == 400, (status, headers.get(b"location"))
     assert b"location" not in headers
-    assert json.loads(body)["error"] == "invalid_return_address"
+    assert json.loads(body)["error"] in ("bad_request", "invalid_return_address")
     assert not await storage.redis.keys("oauth:proxy_login:*")
+
+
+@pytest.mark.parametrize(
+    "target", ["//evil.example/x", "///evil.example/x"], ids=["double-slash", "triple-slash"]
+)
+async def test_repeated_slashes_return_to_a_path_on_the_proxy(site: Ready, target: str) -> None:
+    """The request view merges repeated slashes before the login sees the target, so
+    `//evil.example/x` is the proxy's own `/evil.example/x`: the login ends there, never at
+    evil.example (before, the callback answered `Location: //evil.example/x`)."""
+    await until_protected(site)
+    _, visited = await new_browser(site).visit(f"http://{APP}:{site.http_port}{target}")
+    assert not [url for url in visited[1:] if urlsplit(url).hostname == "evil.example"], visited
+    assert visited[-1] == f"http://{APP}:{site.http_port}/evil.example/x", visited
 
 
 async def test_a_path_on_the_proxy_still_starts_a_login(site: Ready) -> None:

@@ -35,14 +35,15 @@ async def _as(gateway: Ready, secret: str) -> httpx.AsyncClient:
 
 
 async def _build(api: httpx.AsyncClient, gateway: Ready) -> dict[str, str]:
-    """A varied configuration: two tokens owning things, one certificate, a service, two
-    proxies (one with auth, resource metadata and selective routes; one switched off), routes of
-    both scopes and a protected resource. The tokens' secrets by name."""
+    """A varied configuration: two tokens (dev owns things, ops nothing), one certificate, a
+    service, two proxies (one with auth, resource metadata and selective routes; one switched
+    off), routes of both scopes (the global one the admin's: owner tokens cannot hold one) and a
+    protected resource. The tokens' secrets by name."""
     secrets = {}
     for name, email in (("dev", "dev@example.com"), ("ops", None)):
         body = {"name": name, **({"cert_email": email} if email else {})}
         secrets[name] = (await _ok(await api.post("/api/v1/tokens/generate", json=body)))["token"]
-    async with await _as(gateway, secrets["dev"]) as dev, await _as(gateway, secrets["ops"]) as ops:
+    async with await _as(gateway, secrets["dev"]) as dev:
         await _ok(
             await dev.post(
                 "/api/v1/certificates/self-signed", json={"cert_name": "site", "domains": [SITE]}
@@ -83,7 +84,7 @@ async def _build(api: httpx.AsyncClient, gateway: Ready) -> dict[str, str]:
             )
         )
         await _ok(
-            await ops.post(
+            await dev.post(
                 "/api/v1/routes/",
                 json={
                     "route_id": "to-app",

@@ -148,6 +148,36 @@ async def test_regex_and_proxy_scope(
     assert await _backend_for(public, "one.example.com", "/echo/v2/x") == "main"
 
 
+async def test_a_catastrophic_regex_route_cannot_hang_the_gateway(
+    api: httpx.AsyncClient, public: httpx.AsyncClient, backends: dict[str, int]
+) -> None:
+    """One tenant's `(a+)+$` route and a long path that makes a backtracking engine run for
+    ages; the request itself is answered, and so is another tenant's, alongside it."""
+    await _proxy(api, "evil.example.com", backends["main"])
+    await _proxy(api, "other.example.com", backends["other"])
+    await _route(
+        api,
+        path_pattern=r"^/echo/(a+)+$",
+        is_regex=True,
+        target_type="port",
+        target_value=str(backends["side"]),
+        scope="proxy",
+        proxy_hostnames=["evil.example.com"],
+    )
+    await _eventually(public, "evil.example.com", "/echo/aaa", "side")
+    await _eventually(public, "other.example.com", "/echo", "other")
+    answers: dict[str, str | None] = {}
+
+    async def send(name: str, host: str, path: str) -> None:
+        answers[name] = await _backend_for(public, host, path)
+
+    with trio.fail_after(30):  # generous: completion is what is checked, not speed
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(send, "evil", "evil.example.com", "/echo/" + "a" * 5000 + "!")
+            nursery.start_soon(send, "other", "other.example.com", "/echo")
+    assert answers == {"evil": "main", "other": "other"}
+
+
 async def test_unresolvable_route_target_is_a_502(
     api: httpx.AsyncClient, public: httpx.AsyncClient, backends: dict[str, int]
 ) -> None:

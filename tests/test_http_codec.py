@@ -198,3 +198,60 @@ def test_a_head_with_a_line_break_in_a_value_is_never_written(value: bytes) -> N
     assert head_bytes(b"GET / HTTP/1.1\r\n", [(b"x-ok", b"1")]).endswith(b"x-ok: 1\r\n\r\n")
     with pytest.raises(UnsafeHead):
         head_bytes(b"GET / HTTP/1.1\r\n", [(b"x-ok", b"1"), (b"x-bad", value)])
+
+
+def _feed(reader: Reader, data: bytes, split: int) -> None:
+    for start in range(0, len(data), split):
+        reader.feed(data[start : start + split])
+
+
+def _sized_head(size: int) -> bytes:
+    start = b"GET / HTTP/1.1\r\nHost: h\r\nX-Pad: "
+    return start + b"p" * (size - len(start) - 4) + b"\r\n\r\n"
+
+
+@pytest.mark.parametrize("split", [1, 3, 1000, 40_000, MAX_HEAD_SIZE - 1, MAX_HEAD_SIZE])
+def test_the_head_limit_is_exact_however_the_reads_split_it(split: int) -> None:
+    fits, too_big = _sized_head(MAX_HEAD_SIZE), _sized_head(MAX_HEAD_SIZE + 1)
+    reader = Reader(None)  # type: ignore[arg-type]  # fed directly: no stream is read
+    _feed(reader, fits, split)
+    assert isinstance(reader.events.popleft(), Head)
+    reader = Reader(None)  # type: ignore[arg-type]
+    with pytest.raises(BadRequest) as refused:
+        _feed(reader, too_big, split)
+    assert refused.value.status == 431
+
+
+def test_trailers_are_dropped_and_never_join_the_head() -> None:
+    reader = Reader(None)  # type: ignore[arg-type]
+    reader.feed(b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n")
+    reader.feed(b"3;ext=1\r\nabc\r\n0\r\nX-Trailer: t\r\nX-Other: o\r\n\r\n")
+    head, *rest = reader.events
+    assert isinstance(head, Head)
+    assert head.headers == [(b"host", b"h"), (b"transfer-encoding", b"chunked")]
+    assert rest == [b"abc", END]
+
+
+@pytest.mark.parametrize(
+    "framing",
+    [
+        pytest.param(b"0\r\n" + b"X-Trailer: t\r\n" * 10_000, id="trailer-section"),
+        pytest.param(b"3;" + b"e" * 70_000, id="chunk-extension"),
+        pytest.param(b"0" * 70_000, id="chunk-size-zeros"),
+    ],
+)
+def test_framing_without_data_is_bounded(framing: bytes) -> None:
+    reader = Reader(None)  # type: ignore[arg-type]
+    reader.feed(b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n")
+    with pytest.raises(BadRequest) as refused:
+        _feed(reader, framing, 4096)
+    assert refused.value.status == 431
+
+
+def test_many_small_chunks_are_not_framing_without_data() -> None:
+    reader = Reader(None)  # type: ignore[arg-type]
+    reader.feed(b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n")
+    for _ in range(100_000):  # 600 KB of framing for 100 KB of data
+        reader.feed(b"1\r\nx\r\n")
+    reader.feed(b"0\r\n\r\n")
+    assert reader.events[-1] is END

@@ -15,6 +15,7 @@ from oauthproxy.proxy.guard import Guard
 from oauthproxy.proxy.headers import Client
 from oauthproxy.proxy.http import Head, Reader
 from oauthproxy.proxy.instance import Instance
+from oauthproxy.proxy.request import view_of
 from oauthproxy.proxy.upstream import UpstreamPool
 from oauthproxy.routing import RouteTable
 
@@ -64,7 +65,9 @@ async def _kept_alive(nursery: trio.Nursery) -> trio.abc.Stream:
     await client.send_all(CHALLENGE)
     first = await reader.next_event()
     assert isinstance(first, Head)
-    assert instance.adopt(reader, first, Client(ip="203.0.113.7", trusted=False))
+    client_ = Client(ip="203.0.113.7", trusted=False)
+    view = view_of(first, client_.scheme)
+    assert instance.adopt(reader, first, view, client_, lambda _host: None)
     answer = b""
     while b"unknown_challenge" not in answer:
         answer += await client.receive_some()

@@ -165,6 +165,8 @@ async def test_conflicts_name_the_field_and_change_nothing(
         ({"target_type": "service", "target_value": "-x"}, "target_value", "service name"),
         ({"target_type": "socket"}, "target_type", "Input should be"),
         ({"is_regex": True, "path_pattern": "^/api/(v1"}, "path_pattern", "regular expression"),
+        ({"is_regex": True, "path_pattern": "^/api/(?!admin)"}, "path_pattern", "RE2"),
+        ({"is_regex": True, "path_pattern": r"^/(a)\1"}, "path_pattern", "RE2"),
         ({"path_pattern": "api/"}, "path_pattern", "starts with /"),
         ({"methods": ["GET", "FETCH"]}, "methods", "unknown HTTP method 'FETCH'"),
         ({"scope": "proxy"}, "proxy_hostnames", "at least one proxy hostname"),

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import random
 from typing import Any
 
 import pytest
+from pydantic import ValidationError
 
 from oauthproxy.models.proxies import ProxyTarget
 from oauthproxy.models.routes import Route
@@ -104,6 +106,41 @@ def test_only_the_route_settings_of_a_proxy_matter() -> None:
     plain = TABLE.for_proxy(proxy())
     assert TABLE.for_proxy(proxy(custom_headers={"X-A": "1"}, enable_http=False)) == plain
     assert TABLE.for_proxy(proxy(disabled_routes=["api"])) != plain
+
+
+def test_a_catastrophic_regex_runs_in_linear_time() -> None:
+    """`(a+)+$` backtracks exponentially in Python's `re`; on RE2 this returns at once."""
+    table = RouteTable.build([route("evil", r"^/(a+)+$", is_regex=True)])
+    routes = table.for_proxy(proxy())
+    assert routes.match("/" + "a" * 100_000 + "!", "GET") is None
+    matched = routes.match("/" + "a" * 100_000, "GET")
+    assert matched is not None and matched.route_id == "evil"
+
+
+@pytest.mark.parametrize(
+    "pattern",
+    [r"^/api/(?!admin)", r"^/(?<=x)a", r"^/(a)\1", r"^/(?P<x>a)(?P=x)", r"^/api/(v1"],
+)
+def test_a_pattern_re2_does_not_support_is_refused_naming_the_field(pattern: str) -> None:
+    with pytest.raises(ValidationError) as refused:
+        route("unsupported", pattern, is_regex=True)
+    [error] = refused.value.errors()
+    assert error["loc"] == ("path_pattern",)
+    assert "RE2" in error["msg"]
+
+
+def test_a_stored_route_from_before_re2_still_loads_and_matches_nothing() -> None:
+    stored = route("legacy", "/", priority=0).model_dump() | {
+        "route_id": "legacy",
+        "is_regex": True,
+        "path_pattern": r"^/api/(?!admin)",
+    }
+    legacy = Route.model_validate_json(json.dumps(stored, default=str))
+    with pytest.raises(ValidationError):
+        Route.model_validate(stored)  # what the API validates: refused
+    table = RouteTable.build([legacy, route("fallback", "/", priority=0)])
+    matched = table.for_proxy(proxy()).match("/api/users", "GET")
+    assert matched is not None and matched.route_id == "fallback"
 
 
 def test_an_empty_table_matches_nothing() -> None:

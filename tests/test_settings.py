@@ -48,6 +48,22 @@ def test_environment_overrides_and_comma_lists(monkeypatch: pytest.MonkeyPatch) 
     assert settings.api_hostnames == ["localhost", "admin.example.com"]
 
 
+def test_tenant_settings_have_defaults_and_read_comma_lists(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    settings = Settings(_env_file=None)
+    assert (settings.token_max_proxies, settings.token_max_routes) == (50, 100)
+    assert settings.token_max_services == 50
+    assert settings.owner_target_deny_networks == ["169.254.0.0/16", "fe80::/10"]
+    monkeypatch.setenv("OWNER_TARGET_DENY_NETWORKS", "10.0.0.0/8, 169.254.0.0/16")
+    assert load_settings(_env_file=None).owner_target_deny_networks == [
+        "10.0.0.0/8",
+        "169.254.0.0/16",
+    ]
+    monkeypatch.setenv("OWNER_TARGET_DENY_NETWORKS", "")
+    assert load_settings(_env_file=None).owner_target_deny_networks == []
+
+
 def test_settings_are_frozen() -> None:
     settings = Settings(_env_file=None)
     with pytest.raises(ValueError, match="frozen"):
@@ -66,6 +82,8 @@ def test_settings_are_frozen() -> None:
         ("PROXY_HEADER_TIMEOUT", "0", "greater than 0"),
         ("PROXY_MAX_CONNECTIONS_PER_IP", "-1", "greater than or equal to 0"),
         ("API_ON_PUBLIC_PORT", "anyone", "'loopback' or 'off'"),
+        ("TOKEN_MAX_ROUTES", "-1", "greater than or equal to 0"),
+        ("OWNER_TARGET_DENY_NETWORKS", "10.0.0.0/8,intranet", "'intranet' is not an IP"),
     ],
 )
 def test_invalid_value_names_variable_value_and_expectation(

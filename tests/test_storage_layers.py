@@ -11,8 +11,9 @@ import oauthproxy.storage
 
 PACKAGE = Path(oauthproxy.storage.__file__).parent
 
-SHARED = {"keys", "base", "editing", "events"}
-"""What every repository may build on: the key schema, JSON and errors, edits, the stream."""
+SHARED = {"keys", "base", "editing", "events", "windows"}
+"""What every repository may build on: the key schema, JSON and errors, edits, the stream, and
+the fixed-window counter behind the per-IP rate limits."""
 
 REPOSITORIES = {
     "acme_accounts",

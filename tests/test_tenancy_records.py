@@ -13,8 +13,12 @@ from oauthproxy.tenancy.caller import Caller, Refused
 from oauthproxy.tenancy.records import (
     Holdings,
     changeable,
+    check_new_proxy,
     check_route,
+    check_unreferenced,
     readable,
+    routes_naming_proxy,
+    routes_naming_service,
     visible,
 )
 
@@ -66,6 +70,18 @@ def test_a_missing_record_is_missing_for_everyone() -> None:
             readable(caller, None, "route", "nope")
 
 
+RESERVED = frozenset({"localhost", "auth.example.com"})
+
+
+@pytest.mark.parametrize("hostname", ["localhost", "auth.example.com"])
+def test_the_gateways_own_hostnames_are_the_admins(hostname: str) -> None:
+    with pytest.raises(Refused) as caught:
+        check_new_proxy(OWNER_A, hostname, RESERVED)
+    assert (caught.value.status, caught.value.field) == (403, "hostname")
+    check_new_proxy(ADMIN, hostname, RESERVED)
+    check_new_proxy(OWNER_A, "app.example.com", RESERVED)
+
+
 def _route(**fields: Any) -> Route:
     values: dict[str, Any] = {
         "route_id": "r",
@@ -109,3 +125,45 @@ def test_route_rules_for_an_owner(fields: dict[str, Any], field: str | None) -> 
             field,
         )
     check_route(ADMIN, route, Holdings(proxies=frozenset(), services=frozenset()))
+
+
+ROUTES = [
+    _route(route_id="scoped", proxy_hostnames=["a.example.com", "b.example.com"]),
+    _route(
+        route_id="to-proxy",
+        target_type="hostname",
+        target_value="c.example.com",
+        proxy_hostnames=["z.example.com"],
+    ),
+    _route(
+        route_id="to-service",
+        target_type="service",
+        target_value="svc",
+        proxy_hostnames=["z.example.com"],
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("hostname", "expected"),
+    [("a.example.com", ["scoped"]), ("c.example.com", ["to-proxy"]), ("d.example.com", [])],
+)
+def test_routes_naming_a_proxy(hostname: str, expected: list[str]) -> None:
+    assert routes_naming_proxy(ROUTES, hostname) == expected
+
+
+def test_routes_naming_a_service() -> None:
+    assert routes_naming_service(ROUTES, "svc") == ["to-service"]
+    assert routes_naming_service(ROUTES, "c.example.com") == []
+
+
+def test_a_named_record_is_in_use() -> None:
+    check_unreferenced("proxy", "a.example.com", "hostname", [])
+    with pytest.raises(Refused) as caught:
+        check_unreferenced("proxy", "a.example.com", "hostname", ["r1", "r2"])
+    assert (caught.value.status, caught.value.error, caught.value.field) == (
+        409,
+        "in_use",
+        "hostname",
+    )
+    assert "r1, r2" in caught.value.detail

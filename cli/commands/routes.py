@@ -56,7 +56,8 @@ class RouteOptions:
     ] = None
     description: Annotated[str | None, Parameter(help="What the route is for.")] = None
     scope: Annotated[
-        Scope | None, Parameter(help="global (every proxy) or proxy (only --proxies).")
+        Scope | None,
+        Parameter(help="global (every proxy; admin token only) or proxy (only --proxies)."),
     ] = None
     proxies: Annotated[
         str | None,

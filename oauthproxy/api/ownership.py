@@ -2,8 +2,9 @@
 
 Here live the I/O the rules need and never do themselves: who is calling (`caller`), what the
 caller owns (`holdings`), where a target resolves and whether those addresses are this host's
-(`check_target`), and the per-owner lock that makes a quota check and the create it allows one
-step (`quota_slot`). Handlers call these and the rules; none carries an ownership rule of its
+(`check_target`), and the per-owner lock under which a check and the write it allows are one
+step (`owner_serialized`, `quota_slot`): a quota's last slot, or a proxy being deleted while a
+route naming it is stored. Handlers call these and the rules; none carries an ownership rule of its
 own. Also the small helpers every owned-record blueprint shares (`storage`, `patched`).
 """
 
@@ -13,6 +14,7 @@ import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 import trio
 from pydantic import BaseModel, ValidationError
@@ -23,7 +25,7 @@ from oauthproxy.api.errors import ApiError, field_problems
 from oauthproxy.api.state import app_state
 from oauthproxy.models.routes import Route, TargetType
 from oauthproxy.storage import Storage
-from oauthproxy.storage.tokens import QuotaLocks
+from oauthproxy.storage.tokens import OwnerLocks
 from oauthproxy.tenancy.caller import Caller, forbidden
 from oauthproxy.tenancy.quotas import Quota, Quotas, check_quota
 from oauthproxy.tenancy.records import Holdings
@@ -46,8 +48,8 @@ Json = dict[str, Any]
 RESOLVE_TIMEOUT_SECONDS = 3.0
 """How long a target's name may take to resolve before it is let through unchecked."""
 
-QUOTA_WAIT_SECONDS = 10.0
-"""How long a create waits for another create of the same token to finish."""
+OWNER_WAIT_SECONDS = 10.0
+"""How long a write waits for another checked write of the same owner to finish."""
 
 
 def storage() -> Storage:
@@ -100,6 +102,14 @@ async def holdings(who: Caller) -> Holdings:
     return Holdings(proxies=frozenset(p.hostname for p in proxies), services=frozenset(names))
 
 
+def reserved_hostnames() -> frozenset[str]:
+    """The hostnames the gateway answers for itself: API_HOSTNAMES and the OAuth issuer's."""
+    settings = app_state(current_app).settings
+    issuer = urlsplit(settings.oauth_issuer_url).hostname
+    names = [*settings.api_hostnames, *([issuer] if issuer else [])]
+    return frozenset(name.lower().rstrip(".") for name in names)
+
+
 def target_policy() -> TargetPolicy:
     state = app_state(current_app)
     return TargetPolicy(
@@ -138,12 +148,17 @@ async def _resolve(host: str) -> list[Address]:
         return [literal]
     infos: list[Any] = []
     with trio.move_on_after(RESOLVE_TIMEOUT_SECONDS):
-        try:
-            infos = await trio.socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)
-        except (socket.gaierror, UnicodeError):
-            infos = []
+        for name in dict.fromkeys([host, host.rstrip(".")]):  # `localhost.` as `localhost` too
+            infos += await _address_infos(name)
     found = (literal_address(str(info[4][0])) for info in infos)
     return list(dict.fromkeys(address for address in found if address is not None))
+
+
+async def _address_infos(name: str) -> list[Any]:
+    try:
+        return list(await trio.socket.getaddrinfo(name, None, type=socket.SOCK_STREAM))
+    except (socket.gaierror, UnicodeError):
+        return []
 
 
 def _is_local(address: Address) -> bool:
@@ -157,7 +172,7 @@ def _is_local(address: Address) -> bool:
     return True
 
 
-# --- quotas ----------------------------------------------------------------------------------
+# --- quotas and the owner lock ---------------------------------------------------------------
 
 
 def _quotas() -> Quotas:
@@ -182,23 +197,48 @@ async def _owned_count(quota: Quota, owner_hash: str) -> int:
 
 
 @asynccontextmanager
-async def quota_slot(quota: Quota) -> AsyncIterator[None]:
-    """Hold the caller's quota lock, refuse when `quota` is used up, and let the block store
-    the new record before any other create of the same token counts (the admin: no lock)."""
-    who = caller()
-    if who.is_admin:
+async def owner_serialized(owner_hash: str | None) -> AsyncIterator[None]:
+    """Hold `owner_hash`'s lock for the block (nothing when None: the admin's records), so the
+    checks made in the block still hold when its write lands."""
+    if owner_hash is None:
         yield
         return
-    locks = QuotaLocks(storage().redis)
+    locks = OwnerLocks(storage().redis)
     try:
-        with trio.fail_after(QUOTA_WAIT_SECONDS):
-            holder = await locks.acquire(who.token_hash)
+        with trio.fail_after(OWNER_WAIT_SECONDS):
+            holder = await locks.acquire(owner_hash)
     except trio.TooSlowError:
         raise ApiError(
-            409, "conflict", "another create of this token is still running; try again"
+            409, "conflict", "another change of this owner's records is still running; try again"
         ) from None
     try:
-        check_quota(who, _quotas(), quota, await _owned_count(quota, who.token_hash))
         yield
     finally:
-        await locks.release_on_the_way_out(who.token_hash, holder)
+        await locks.release_on_the_way_out(owner_hash, holder)
+
+
+def tenant_of(who: Caller) -> str | None:
+    """The owner hash to serialise the caller's own writes on; None for the admin."""
+    return None if who.is_admin else who.token_hash
+
+
+async def tenant_owning(owner_hash: str | None) -> str | None:
+    """`owner_hash` when it is an owner token's (not the admin's, not a record without owner)."""
+    if owner_hash is None:
+        return None
+    who = caller()
+    if who.token_hash == owner_hash:
+        return tenant_of(who)
+    token = await storage().tokens.by_hash(owner_hash)
+    return None if token is None or token.is_admin else owner_hash
+
+
+@asynccontextmanager
+async def quota_slot(quota: Quota) -> AsyncIterator[None]:
+    """Hold the caller's owner lock, refuse when `quota` is used up, and let the block check
+    and store the new record before any other write of the same token (the admin: no lock)."""
+    who = caller()
+    async with owner_serialized(tenant_of(who)):
+        if not who.is_admin:
+            check_quota(who, _quotas(), quota, await _owned_count(quota, who.token_hash))
+        yield

@@ -21,10 +21,13 @@ from oauthproxy.api.ownership import (
     as_json,
     caller,
     check_url_target,
+    owner_serialized,
     ownership,
     patched,
     quota_slot,
+    reserved_hostnames,
     storage,
+    tenant_owning,
 )
 from oauthproxy.models.certificates import Certificate
 from oauthproxy.models.proxies import (
@@ -45,7 +48,14 @@ from oauthproxy.models.proxies import (
 from oauthproxy.storage import cascades
 from oauthproxy.tenancy.headers import check_request_headers, check_response_headers
 from oauthproxy.tenancy.quotas import Quota
-from oauthproxy.tenancy.records import changeable, readable, visible
+from oauthproxy.tenancy.records import (
+    changeable,
+    check_new_proxy,
+    check_unreferenced,
+    readable,
+    routes_naming_proxy,
+    visible,
+)
 
 proxies = Blueprint("proxies", __name__, url_prefix="/api/v1/proxy/targets")
 
@@ -109,6 +119,7 @@ async def create_proxy(data: ProxyTargetCreate) -> tuple[Json, int, dict[str, st
     With HTTPS and no `cert_name`, a certificate covering the hostname is reused, or one is
     ordered (see the `X-Certificate-Action` and `X-Certificate-Detail` response headers)."""
     requested = _headers_checked(data.target(**ownership()))
+    check_new_proxy(caller(), requested.hostname, reserved_hostnames())
     await check_url_target("target_url", requested.target_url)
     await proxy_certificates.check_named(requested)
     certificate = await proxy_certificates.plan(requested, data)
@@ -156,17 +167,24 @@ async def update_proxy(hostname: str, data: ProxyTargetUpdate) -> Json:
 @document_response(ProxyDeleted)
 async def delete_proxy(hostname: str, query_args: ProxyDeleteQuery) -> Json:
     """Delete a proxy (owner or admin), with `?delete_certificate=true` its certificate too if
-    the caller owns that; publishes `proxy_deleted`."""
+    the caller owns that; publishes `proxy_deleted`. Refused (409) while routes of the proxy's
+    owner still name it."""
 
     def owned_certificate(certificate: Certificate) -> bool:
         return caller().owns(certificate.owner_token_hash)
 
-    deleted = await cascades.delete_proxy(
-        storage(),
-        _hostname(hostname),
-        check=_owned,
-        with_certificate=owned_certificate if query_args.delete_certificate else None,
-    )
+    name = _hostname(hostname)
+    owner = await tenant_owning((await _proxy(name)).owner_token_hash)
+    async with owner_serialized(owner):
+        if owner is not None:
+            naming = routes_naming_proxy(await storage().routes.owned_by(owner), name)
+            check_unreferenced("proxy", name, "hostname", naming)
+        deleted = await cascades.delete_proxy(
+            storage(),
+            name,
+            check=_owned,
+            with_certificate=owned_certificate if query_args.delete_certificate else None,
+        )
     return as_json(deleted)
 
 

@@ -20,10 +20,12 @@ from oauthproxy.api.ownership import (
     caller,
     check_route_target,
     holdings,
+    owner_serialized,
     ownership,
     patched,
     quota_slot,
     storage,
+    tenant_of,
 )
 from oauthproxy.errors import NotFound
 from oauthproxy.models.routes import (
@@ -130,9 +132,9 @@ async def create_route(data: RouteCreate) -> tuple[Json, int]:
     """Create a route owned by the calling token; without `route_id`, one is made from the path."""
     route_id = data.route_id or new_route_id(data.path_pattern)
     route = Route(**{**data.model_dump(), "route_id": route_id, **ownership()})
-    _allowed(route, await holdings(caller()))
     await check_route_target(route)
     async with quota_slot(Quota.ROUTES):
+        _allowed(route, await holdings(caller()))
         await _repository().create(route)
     return as_json(route), 201
 
@@ -153,11 +155,13 @@ async def update_route(route_id: str, data: RouteUpdate) -> Json:
     """Change the given fields of a route (its owner or the admin); the route as it would be
     stored is checked like a new one."""
     changes = data.model_dump(exclude_unset=True)
-    held = await holdings(caller())
-    await check_route_target(_allowed(patched(await _find(route_id), changes), held))
-    updated = await _repository().modify(
-        _route_id(route_id), lambda stored: _allowed(patched(_owned(stored), changes), held)
-    )
+    who = caller()
+    await check_route_target(patched(await _find(route_id), changes))
+    async with owner_serialized(tenant_of(who)):
+        held = await holdings(who)
+        updated = await _repository().modify(
+            _route_id(route_id), lambda stored: _allowed(patched(_owned(stored), changes), held)
+        )
     return as_json(updated)
 
 

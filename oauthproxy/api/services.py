@@ -19,10 +19,12 @@ from oauthproxy.api.ownership import (
     as_json,
     caller,
     check_url_target,
+    owner_serialized,
     ownership,
     patched,
     quota_slot,
     storage,
+    tenant_owning,
 )
 from oauthproxy.models.services import (
     DockerService,
@@ -33,7 +35,13 @@ from oauthproxy.models.services import (
     ServiceQuery,
 )
 from oauthproxy.tenancy.quotas import Quota
-from oauthproxy.tenancy.records import changeable, readable, visible
+from oauthproxy.tenancy.records import (
+    changeable,
+    check_unreferenced,
+    readable,
+    routes_naming_service,
+    visible,
+)
 
 services = Blueprint("services", __name__, url_prefix="/api/v1/services")
 
@@ -42,6 +50,11 @@ AnyService = InternalService | ExternalService | DockerService
 
 def _owned(service: ExternalService) -> ExternalService:
     return changeable(caller(), service, "service", service.service_name)
+
+
+async def _external(name: str) -> ExternalService:
+    found = await storage().external_services.get(name)
+    return readable(caller(), found, "service", name)
 
 
 @services.get("/")
@@ -96,8 +109,7 @@ async def list_external_services() -> list[Json]:
 @document_response(ExternalService)
 async def get_external_service(name: str) -> Json:
     """One external service."""
-    found = await storage().external_services.get(name)
-    return as_json(readable(caller(), found, "service", name))
+    return as_json(await _external(name))
 
 
 @services.put("/external/<name>")
@@ -108,7 +120,7 @@ async def update_external_service(name: str, data: ExternalServiceUpdate) -> Jso
     """Change the fields given (owner or admin)."""
     changes = data.model_dump(exclude_unset=True)
     if changes.get("target_url") is not None:
-        await get_external_service(name)  # another owner's service is missing, not a target
+        await _external(name)  # another owner's service is missing, not a target
         await check_url_target("target_url", changes["target_url"])
     updated = await storage().external_services.modify(
         name, lambda service: patched(_owned(service), changes)
@@ -120,5 +132,12 @@ async def update_external_service(name: str, data: ExternalServiceUpdate) -> Jso
 @requires_token()
 @document_response(ExternalService)
 async def delete_external_service(name: str) -> Json:
-    """Unregister an external service (owner or admin)."""
-    return as_json(await storage().external_services.delete(name, check=_owned))
+    """Unregister an external service (owner or admin); refused (409) while routes of its owner
+    still name it."""
+    owner = await tenant_owning((await _external(name)).owner_token_hash)
+    async with owner_serialized(owner):
+        if owner is not None:
+            naming = routes_naming_service(await storage().routes.owned_by(owner), name)
+            check_unreferenced("service", name, "service_name", naming)
+        deleted = await storage().external_services.delete(name, check=_owned)
+    return as_json(deleted)

@@ -15,8 +15,11 @@ from oauthproxy.storage import Storage
 @dataclass
 class ListenerPorts:
     """Where the gateway's own listeners really listen, filled in as each one binds (a port of 0
-    in the settings is only known then). Owner tokens may not target these ports."""
+    in the settings is only known then), and the port of the Redis it keeps its state in (the
+    embedded one, or `REDIS_URL`'s). Owner tokens may not target these ports on this host: a
+    proxy to the gateway's own Redis would carry requests of the owner's choosing into it."""
 
+    redis: int = 0
     api: int = 0
     http: int = 0
     https: int = 0
@@ -30,7 +33,8 @@ class ListenerPorts:
             (self.https, settings.https_port),
             (self.proxy_protocol, settings.proxy_protocol_port),
         )
-        return frozenset(bound or configured for bound, configured in pairs) - {0}
+        ports = {bound or configured for bound, configured in pairs} | {self.redis}
+        return frozenset(ports) - {0}
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ import logging
 import math
 import ssl
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import trio
 
@@ -24,14 +24,12 @@ from oauthproxy.proxy.http import (
     PeerClosed,
     Reader,
     close_gently,
-    host_of,
-    send_reply,
 )
-from oauthproxy.proxy.instance import Instance, answer, refusal, refuse
+from oauthproxy.proxy.instance import Instance, answer, pass_connection, refusal, refuse
 from oauthproxy.proxy.limits import ConnectionLimit
 from oauthproxy.proxy.proxy_protocol import PrefixedStream, ProxyHeaderError, read_header
+from oauthproxy.proxy.request import view_of
 from oauthproxy.proxy.request_log import refused
-from oauthproxy.proxy.responses import unknown_host
 from oauthproxy.proxy.sockets import LeanSocketStream
 from oauthproxy.proxy.tls import TLS_HANDSHAKE_TIMEOUT, HostContext, listener_context
 
@@ -74,13 +72,8 @@ async def hand_over(
                 refused(requests, client, reply, first)
                 await answer(reader, first, reply)
                 return
-            host = host_of(first.headers)
-            instance = lookup(host)
-            adopted = instance is not None and instance.adopt(reader, first, client)
-            if not adopted:
-                reply = unknown_host(host, first.header(b"accept"))
-                await send_reply(stream, reply, close=True, head=first.method == b"HEAD")
-                refused(requests, client, reply, first)
+            view = view_of(first, client.scheme)
+            adopted = await pass_connection(reader, first, view, client, lookup, requests)
     except BadRequest as error:
         refused(requests, client, refusal(error), None)
         await refuse(reader, error)
@@ -205,8 +198,9 @@ async def _serve_tls(
     except (trio.BrokenResourceError, trio.TooSlowError):
         await trio.aclose_forcefully(stream)
         return
-    instance = front.instances.get(getattr(stream.context, "hostname", ""))
-    await hand_over(stream, lambda _host: instance, front.challenges, client, front.requests)
+    names: frozenset[str] = getattr(stream.context, "names", frozenset())
+    client = replace(client, tls_names=names)  # the SNI name's certificate, and what it covers
+    await hand_over(stream, front.instances.get, front.challenges, client, front.requests)
 
 
 async def serve_https(

@@ -57,6 +57,9 @@ class Client:
     ip: str
     trusted: bool
     scheme: bytes = b"http"
+    tls_names: frozenset[str] = frozenset()
+    """Over TLS: the names the connection's certificate covers; its requests may name only
+    these hosts (any other gets a 421)."""
 
 
 @dataclass(frozen=True)
@@ -117,6 +120,8 @@ def upstream_request_headers(
             elif name == b"connection":
                 connection = value
         elif not (prefix and name.startswith(prefix)):
+            if b"_" in name and _owned(name.replace(b"_", b"-"), dropped, prefix):
+                continue
             out.append((name, value))
     if connection:
         listed = _tokens(connection)
@@ -133,6 +138,17 @@ def upstream_request_headers(
     if upgrade:
         out.extend(_upgrade_headers(headers))
     return out
+
+
+def _owned(name: bytes, dropped: frozenset[bytes], prefix: bytes) -> bool:
+    """Whether `name` (with `_` read as `-`) is a header the gateway sets itself. CGI and WSGI
+    servers (and the frameworks on them) read `X_Auth_User` as `X-Auth-User`, so a client's
+    underscore spelling would sit beside ours, or stand in for it; nginx drops them too."""
+    return (
+        name in dropped
+        or (bool(prefix) and name.startswith(prefix))
+        or name.startswith(b"x-forwarded-")
+    )
 
 
 def _upgrade_headers(headers: Iterable[tuple[bytes, bytes]]) -> Headers:

@@ -8,6 +8,11 @@ validated on the way in (or are our own), bodies are framed by `Framing`.
 
 Bytes a reader already holds are never read twice, and it reads again only when it has no event
 left, so a pipelining client cannot make it buffer more than one read (64 KiB) ahead.
+
+What is not body is bounded by `MAX_HEAD_SIZE`, exactly: a head (every byte up to and including
+its blank line, however the reads split it), a chunked body's trailer section, and the bytes of
+chunk framing (size lines, extensions) between two pieces of body data. Trailers are read and
+dropped: they are never forwarded, and never kept.
 """
 
 from __future__ import annotations
@@ -24,6 +29,9 @@ from oauthproxy.proxy.responses import Reply
 
 READ_SIZE = 64 * 1024
 MAX_HEAD_SIZE = 64 * 1024
+"""A head that begins and ends within one read is at most a read long: only heads that span
+reads are counted (so the two must stay equal, or the count must start at the head's start)."""
+_HEAD_END = b"\r\n\r\n"
 
 Headers = list[tuple[bytes, bytes]]
 
@@ -116,6 +124,16 @@ class Reader:
         """Nothing more can be read as HTTP (end of file, or a body-less HEAD answer)."""
         self._in_head = False
         self._head_bytes = 0
+        """Bytes of the head in progress (from the start of the read it began in)."""
+        self._head_tail = b""
+        """The last bytes of the head in progress, to find its end across reads."""
+        self._began = False
+        """A message began during the current `feed`."""
+        self._framing_bytes = 0
+        """Bytes read inside a body since its last data: chunk size lines, extensions."""
+        self._trailer_bytes = 0
+        self._body_seen = False
+        """Body data (or the message's end) came during the current `feed`."""
         self._target = b""
         self._reason = b""
         self._headers: Headers = []
@@ -126,6 +144,10 @@ class Reader:
     def on_message_begin(self) -> None:
         self.in_message = True
         self._in_head = True
+        self._began = True
+        self._head_bytes = 0
+        self._framing_bytes = 0
+        self._trailer_bytes = 0
         self._target = b""
         self._reason = b""
         self._headers = []
@@ -137,11 +159,13 @@ class Reader:
         self._reason += status
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self._headers.append((name.lower(), value.rstrip(b" \t")))
+        if self._in_head:
+            self._headers.append((name.lower(), value.rstrip(b" \t")))
+        else:  # a trailer field: counted, never kept
+            self._trailer_bytes += len(name) + len(value) + 4
 
     def on_headers_complete(self) -> None:
         self._in_head = False
-        self._head_bytes = 0
         parser = self._parser
         headers = self._headers
         version = parser.get_http_version().encode()
@@ -196,11 +220,13 @@ class Reader:
         )
 
     def on_body(self, body: bytes) -> None:
+        self._body_seen = True
         if not self.spent:
             self.events.append(body)
 
     def on_message_complete(self) -> None:
         self.in_message = False
+        self._body_seen = True
         if not self.spent:
             self.events.append(END)
 
@@ -208,6 +234,13 @@ class Reader:
 
     def feed(self, data: bytes | bytearray) -> None:
         """Parse `data`, queueing the events it completes."""
+        continued = self._in_head
+        if continued:  # a head that began in an earlier read: count up to its end, exactly
+            end = (self._head_tail + data).find(_HEAD_END)
+            self._head_bytes += len(data) if end == -1 else end + 4 - len(self._head_tail)
+            self._check(self._head_bytes, "the message head")
+        in_body = self.in_message and not continued
+        self._began = self._body_seen = False
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserUpgrade as upgrade:
@@ -217,10 +250,22 @@ class Reader:
             detail = f"malformed HTTP: {error}"
             raise (BadRequest(detail) if self.gone is ClientGone else self.gone(detail)) from None
         if self._in_head:
-            self._head_bytes += len(data)
-            if self._head_bytes > MAX_HEAD_SIZE:
-                detail = f"the message head is larger than {MAX_HEAD_SIZE} bytes"
-                raise BadRequest(detail, 431) if self.gone is ClientGone else self.gone(detail)
+            if self._began:  # counted from the read's start: at most one read too many
+                self._head_bytes = len(data)
+                self._head_tail = b""
+            self._head_tail = bytes((self._head_tail + data)[-3:])
+            self._check(self._head_bytes, "the message head")
+        elif in_body and self.in_message and not self._body_seen:
+            self._framing_bytes += len(data)
+            self._check(self._framing_bytes, "chunk framing without data")
+        elif self._body_seen:
+            self._framing_bytes = 0
+        self._check(self._trailer_bytes, "the trailer section")
+
+    def _check(self, count: int, what: str) -> None:
+        if count > MAX_HEAD_SIZE:
+            detail = f"{what} is larger than {MAX_HEAD_SIZE} bytes"
+            raise BadRequest(detail, 431) if self.gone is ClientGone else self.gone(detail)
 
     async def next_event(self) -> Event:
         events = self.events
@@ -357,16 +402,3 @@ async def close_gently(stream: trio.abc.Stream) -> None:
         pass
     finally:
         await trio.aclose_forcefully(stream)
-
-
-def header_value(headers: Headers, name: bytes) -> str:
-    raw = next((value for key, value in headers if key == name), b"")
-    return raw.decode("latin-1").strip()
-
-
-def host_of(headers: Headers) -> str:
-    """The Host header without its port, lower-case: the hostname that picks the instance."""
-    host = header_value(headers, b"host").lower()
-    if host.startswith("["):
-        return host.partition("]")[0] + "]"
-    return host.rpartition(":")[0] if ":" in host else host

@@ -1,16 +1,24 @@
 """One proxied hostname: a nursery in its own cancel scope that owns its connections and pool.
 
 The dispatcher hands an instance each connection whose first request names its hostname
-(`adopt`). `update` swaps the configuration snapshot that every next request reads; `stop` makes
-every next request a 404, lets requests in flight finish within the grace period, then cancels
-the scope, which closes exactly this hostname's connections.
+(`adopt`). A keep-alive connection whose next request names another hostname moves on to that
+hostname's instance (`pass_connection`): load balancers reuse their upstream connections across
+Host headers. The connection's task ends here and a new one starts in the other instance's
+nursery, so every connection always belongs to the instance it serves. Over TLS, a request may
+only name a host the connection's certificate covers (else 421).
+
+`update` swaps the configuration snapshot that every next request reads; `stop` makes every
+next request a 404, lets requests in flight finish within the grace period, then cancels the
+scope, which closes exactly this hostname's connections.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import trio
@@ -31,8 +39,6 @@ from oauthproxy.proxy.http import (
     PeerClosed,
     Reader,
     close_gently,
-    header_value,
-    host_of,
     send_reply,
 )
 from oauthproxy.proxy.login import CALLBACK_PATH
@@ -45,8 +51,10 @@ from oauthproxy.proxy.protect import (
     metadata_reply,
     without_cookie,
 )
+from oauthproxy.proxy.request import RequestView, view_of
 from oauthproxy.proxy.request_log import Counted, close_entry, noted, open_entry, refused
 from oauthproxy.proxy.responses import Reply, error_reply, redirect_reply, unknown_host
+from oauthproxy.proxy.tls import covers
 from oauthproxy.proxy.upstream import UpstreamPool
 
 log = logging.getLogger(__name__)
@@ -64,7 +72,8 @@ class _Connection:
     """While it waits for its next request: the end of its idle time, then (once that request
     has begun) of its header time. None while a request is answered."""
     counted: Counted = field(default_factory=Counted)
-    """Its byte counts where its last logged request ended."""
+    """Its byte counts where its last logged request ended (a connection moved from another
+    instance starts at 0: its first request here also counts what came before)."""
 
 
 class Instance:
@@ -120,11 +129,14 @@ class Instance:
             with trio.CancelScope(shield=True):
                 await self._pool.clear()
 
-    def adopt(self, reader: Reader, first: Head, client: Client) -> bool:
-        """Take over a connection whose first request is for this hostname."""
+    def adopt(
+        self, reader: Reader, first: Head, view: RequestView, client: Client, lookup: Lookup
+    ) -> bool:
+        """Take over a connection whose next request (`first`, seen as `view`) is for this
+        hostname; `lookup` finds the instance for another hostname a later request names."""
         if self._nursery is None or self._stopping.is_set():
             return False
-        self._nursery.start_soon(self._serve_connection, reader, first, client)
+        self._nursery.start_soon(self._serve_connection, reader, first, view, client, lookup)
         return True
 
     async def update(self, config: InstanceConfig) -> None:
@@ -160,16 +172,25 @@ class Instance:
         connection.closes_at = None
         return event
 
-    async def _serve_connection(self, reader: Reader, request: Head, client: Client) -> None:
+    async def _serve_connection(
+        self, reader: Reader, request: Head, view: RequestView, client: Client, lookup: Lookup
+    ) -> None:
         connection = _Connection()
         self._connections.add(connection)
+        moved = False
         try:
             with connection.scope:
-                while await self._handle(reader, request, client, connection.counted):
+                while await self._handle(reader, request, view, client, connection.counted):
                     event = await self._next_request(reader, connection)
                     if not isinstance(event, Head):
                         return
                     request = event
+                    view = view_of(request, client.scheme)
+                    if view.host != self.hostname:
+                        moved = await pass_connection(
+                            reader, request, view, client, lookup, self._requests
+                        )
+                        return
         except BadRequest as error:
             refused(self._requests, client, refusal(error), None)
             await refuse(reader, error)
@@ -181,10 +202,11 @@ class Instance:
             log.exception("connection to %s failed", self.hostname)
         finally:
             self._connections.discard(connection)
-            await close_gently(reader.stream)
+            if not moved:
+                await close_gently(reader.stream)
 
     async def _handle(
-        self, reader: Reader, request: Head, client: Client, counted: Counted
+        self, reader: Reader, request: Head, view: RequestView, client: Client, counted: Counted
     ) -> bool:
         self._in_flight += 1
         requests = self._requests
@@ -194,7 +216,7 @@ class Instance:
             else open_entry(reader, request, client, self.hostname, counted)
         )
         try:
-            return await self._respond(reader, request, client, entry)
+            return await self._respond(reader, request, view, client, entry)
         finally:
             self._in_flight -= 1
             if not self._in_flight:
@@ -203,7 +225,12 @@ class Instance:
                 close_entry(entry, reader, requests, counted)
 
     async def _respond(
-        self, reader: Reader, request: Head, client: Client, entry: RequestEntry | None
+        self,
+        reader: Reader,
+        request: Head,
+        view: RequestView,
+        client: Client,
+        entry: RequestEntry | None,
     ) -> bool:
         """Answer one request; returns whether the connection can carry another. `entry`: its
         log entry, which learns who answered and how."""
@@ -211,27 +238,22 @@ class Instance:
             reply = await challenge_reply(request.target, self._challenges)
             return await answer(reader, request, noted(entry, reply))
         config = self.config
-        received = request.headers
-        host = host_of(received)
-        refusal = self._refusal(config, host, request, client)
+        refusal = self._refusal(config, view, request, client)
         if refusal is not None or config is None:
-            reply = noted(entry, refusal or unknown_host(host, b""))
+            reply = noted(entry, refusal or unknown_host(view.host, b""))
             await send_reply(reader.stream, reply, close=True, head=request.method == b"HEAD")
             return False
-        target = request.target.decode("latin-1")
-        path, _, query = target.partition("?")
+        received = view.headers
         identity: Identity = ()
         if config.protection is not None:
-            outcome = await _front_door(
-                config, config.protection, received, client, target, path, query
-            )
+            outcome = await _front_door(config, config.protection, received, client, view)
             if isinstance(outcome, Reply):
                 return await answer(reader, request, noted(entry, outcome))
             if entry is not None and outcome.claims is not None:
                 entry.user, entry.client_id = outcome.claims.username, outcome.claims.client_id
             identity = outcome.headers
             received = without_cookie(received, config.protection.target.auth_cookie_name)
-        destination = config.destination(path, request.method.decode())
+        destination = config.destination(view.path, request.method.decode())
         if destination is None:
             reply = error_reply(
                 502,
@@ -242,16 +264,19 @@ class Instance:
             noted(entry, reply)
             await send_reply(reader.stream, reply, close=True, head=request.method == b"HEAD")
             return False
+        if view.target is not request.target:  # the backend gets the normalised target
+            request = dataclasses.replace(request, target=view.target)
         return await forward(
             reader, request, destination, self._pool, client, received, identity, entry
         )
 
     def _refusal(
-        self, config: InstanceConfig | None, host: str, request: Head, client: Client
+        self, config: InstanceConfig | None, view: RequestView, request: Head, client: Client
     ) -> Reply | None:
         """The answer when this request is not to be forwarded (deleted proxy, wrong host,
         plain HTTP where HTTPS is wanted), else None."""
         accept = request.header(b"accept")
+        host = view.host
         if config is None or (self._admits and not self._admits(client, request.headers)):
             return unknown_host(host, accept)
         if host != self.hostname:
@@ -261,7 +286,7 @@ class Instance:
         if client.scheme == b"https" or (target.enable_http and not target.https_redirect):
             return None
         if config.tls is not None:
-            return redirect_reply(self._https_url(request.target))
+            return redirect_reply(self._https_url(view.target))
         if target.enable_http:
             return None
         return error_reply(404, "http_disabled", f"{host} is served over HTTPS only", accept=accept)
@@ -277,13 +302,13 @@ async def _front_door(
     protection: Protection,
     received: Headers,
     client: Client,
-    target: str,
-    path: str,
-    query: str,
+    view: RequestView,
 ) -> Reply | Allow:
-    """Protected resource metadata, the browser login's callback, or the bearer check
-    (`target` is the request's, decoded; `path` and `query` its parts)."""
-    origin = f"{client.scheme.decode()}://{header_value(received, b'host')}"
+    """Protected resource metadata, the browser login's callback, or the bearer check. The
+    origin is the normalised authority: tokens are issued for `http://mcp.test`, whatever case
+    or default port a client's Host header spells it with."""
+    origin = f"{client.scheme.decode()}://{view.authority}"
+    path = view.path
     if protection.serves_metadata and is_metadata_path(path):
         return metadata_reply(protection, origin)
     login = config.shared.login
@@ -291,13 +316,46 @@ async def _front_door(
     if redirect and login is not None and path == CALLBACK_PATH:
         secure = client.scheme == b"https"
         cookie = protection.target.auth_cookie_name
-        return await login.finish(query, received, cookie, secure=secure)
-    outcome = check(protection, received, origin, path)
+        return await login.finish(view.query[1:], received, cookie, secure=secure)
+    outcome = check(protection, received, origin, path, view.has_encoded_separator)
     if not isinstance(outcome, NeedsLogin):
         return outcome
     if login is None:
         return error_reply(503, "login_unavailable", "browser login is not available")
+    target = view.target.decode("latin-1")
     return await login.start(config.target.hostname, origin, target, client, received)
+
+
+Lookup = Callable[[str], "Instance | None"]
+"""The supervisor's hostname → instance table, as a function."""
+
+
+async def pass_connection(
+    reader: Reader,
+    request: Head,
+    view: RequestView,
+    client: Client,
+    lookup: Lookup,
+    requests: RequestLogger | None = None,
+) -> bool:
+    """Give the connection to the instance for `view.host`. When none may take it, answer
+    (421: the TLS certificate does not cover that host; 404: no such proxy; both logged to
+    `requests`) and return False: the caller closes the connection."""
+    head = request.method == b"HEAD"
+    accept = request.header(b"accept")
+    if client.scheme == b"https" and not covers(client.tls_names, view.host):
+        detail = f"this connection's certificate does not cover {view.host!r}; open a new one"
+        reply = error_reply(421, "misdirected_request", detail, accept=accept)
+        await send_reply(reader.stream, reply, close=True, head=head)
+        refused(requests, client, reply, request, view.host)
+        return False
+    instance = lookup(view.host)
+    if instance is not None and instance.adopt(reader, request, view, client, lookup):
+        return True
+    reply = unknown_host(view.host, accept)
+    await send_reply(reader.stream, reply, close=True, head=head)
+    refused(requests, client, reply, request, view.host)
+    return False
 
 
 async def answer(reader: Reader, request: Head, reply: Reply) -> bool:

@@ -16,7 +16,7 @@ from oauthproxy.oauth.verify import InvalidToken
 from oauthproxy.proxy.access import AccessPolicy, Allow, Deny, authorize, challenge
 from oauthproxy.proxy.guard import Guard
 from oauthproxy.proxy.headers import Headers
-from oauthproxy.proxy.responses import Reply
+from oauthproxy.proxy.responses import Reply, error_reply
 
 METADATA_PATH = "/.well-known/oauth-protected-resource"
 
@@ -144,11 +144,24 @@ def _wants_page(received: Headers) -> bool:
 
 
 def check(
-    protection: Protection, received: Headers, origin: str, path: str
+    protection: Protection,
+    received: Headers,
+    origin: str,
+    path: str,
+    encoded_separator: bool = False,
 ) -> Reply | Allow | NeedsLogin:
-    """Answer (401/403), send a browser to log in, or let through with identity headers."""
+    """Answer (400/401/403), send a browser to log in, or let through with identity headers.
+
+    `path` is normalised (`oauthproxy.proxy.request`); `encoded_separator`: it holds `%2F` or
+    `%5C`, which a backend may decode into a separator and resolve out of an excluded path
+    (`/public%2F..%2Fsecret`), so such a path is refused there rather than let through."""
     policy = protection.policy
-    if policy is None or policy.excludes(path):
+    if policy is None:
+        return Allow([])
+    if policy.excludes(path):
+        if encoded_separator:
+            detail = "an encoded / or \\ is refused in a path that needs no token"
+            return error_reply(400, "bad_request", detail)
         return Allow([])
     redirect = policy.mode is AuthMode.REDIRECT
     token = bearer_token(received)

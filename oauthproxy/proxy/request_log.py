@@ -16,7 +16,7 @@ import trio
 from oauthproxy.logs.logger import RequestLogger
 from oauthproxy.logs.records import RequestEntry, begin
 from oauthproxy.proxy.headers import Client
-from oauthproxy.proxy.http import Head, Reader, host_of
+from oauthproxy.proxy.http import Head, Reader
 from oauthproxy.proxy.responses import Reply
 from oauthproxy.proxy.sockets import LeanSocketStream
 
@@ -81,16 +81,18 @@ def noted(entry: RequestEntry | None, reply: Reply) -> Reply:
 
 
 def refused(
-    logger: RequestLogger | None, client: Client, reply: Reply, request: Head | None
+    logger: RequestLogger | None,
+    client: Client,
+    reply: Reply,
+    request: Head | None,
+    host: str = "",
 ) -> None:
     """Log an answer given before any instance took the request (unknown host, bad request,
     an ACME challenge)."""
     if logger is None or not logger.active:
         return
     method, target = (request.method, request.target) if request else (b"-", b"-")
-    entry = begin(client.ip, client.scheme, "", method, target)
-    if request is not None:
-        entry.host = host_of(request.headers)
+    entry = begin(client.ip, client.scheme, host, method, target)
     noted(entry, reply)
     entry.duration = time.perf_counter() - entry.clock
     logger.record(entry)

@@ -13,13 +13,40 @@ import os
 import ssl
 from collections.abc import Callable, Iterator
 
+from cryptography import x509
+from cryptography.x509.oid import NameOID
+
 TLS_HANDSHAKE_TIMEOUT = 10.0
 
 
 class HostContext(ssl.SSLContext):
-    """A server context for one hostname; it remembers which, for after the handshake."""
+    """A server context for one hostname; it remembers which, for after the handshake, and
+    which names its certificate covers (a connection may carry requests for any of them)."""
 
     hostname: str = ""
+    names: frozenset[str] = frozenset()
+
+
+def certificate_names(fullchain_pem: str) -> frozenset[str]:
+    """The DNS names (lower-case, wildcards as `*.example.com`) the chain's first certificate
+    is for: its subject alternative names, else its common name."""
+    certificate = x509.load_pem_x509_certificate(fullchain_pem.encode())
+    try:
+        extension = certificate.extensions.get_extension_for_class(x509.SubjectAlternativeName)
+        names = extension.value.get_values_for_type(x509.DNSName)
+    except x509.ExtensionNotFound:
+        attributes = certificate.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+        names = [str(attribute.value) for attribute in attributes]
+    return frozenset(name.lower().rstrip(".") for name in names)
+
+
+def covers(names: frozenset[str], hostname: str) -> bool:
+    """Whether a certificate for `names` is valid for `hostname` (RFC 6125: a wildcard stands
+    for exactly one whole left-most label)."""
+    if hostname in names:
+        return True
+    label, dot, parent = hostname.partition(".")
+    return bool(label and dot and parent) and f"*.{parent}" in names
 
 
 @contextlib.contextmanager
@@ -49,6 +76,7 @@ def host_context(hostname: str, fullchain_pem: str, private_key_pem: str) -> Hos
     ) as path:
         context.load_cert_chain(path)
     context.hostname = hostname
+    context.names = certificate_names(fullchain_pem) | {hostname}
     return context
 
 

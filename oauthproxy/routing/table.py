@@ -4,35 +4,47 @@ Build a `RouteTable` when the route set changes, take a proxy's `ProxyRoutes` fr
 table or the proxy's configuration changes, and call `match` on every request.
 
 A request is matched against the routes that apply to its proxy, highest priority first (then by
-route id): a regex route matches when its pattern matches at the start of the path (`re.match`),
-any other route when the path starts with its `path_pattern`; a route without methods (None or
+route id): a regex route matches when its pattern matches at the start of the path (`match`, on
+RE2: linear in the path's length whatever the pattern, see `oauthproxy.linear_regex`), any other
+route when the path starts with its `path_pattern`; a route without methods (None or
 []) takes every method.
 """
 
 from __future__ import annotations
 
-import re
+import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from oauthproxy.linear_regex import Regex, compile_linear
 from oauthproxy.models.proxies import ProxyTarget, RouteMode
 from oauthproxy.models.routes import Route, RouteScope
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
 class CompiledRoute:
     route: Route
-    regex: re.Pattern[str] | None
+    regex: Regex | None
     methods: frozenset[str] | None
+    usable: bool = True
+    """False for a regex RE2 cannot compile (validated routes always can): it matches nothing."""
 
     @classmethod
     def of(cls, route: Route) -> CompiledRoute:
-        regex = re.compile(route.path_pattern) if route.is_regex else None
-        return cls(route, regex, frozenset(route.methods) if route.methods else None)
+        methods = frozenset(route.methods) if route.methods else None
+        if not route.is_regex:
+            return cls(route, None, methods)
+        try:
+            return cls(route, compile_linear(route.path_pattern), methods)
+        except ValueError as error:
+            log.warning("route %s matches nothing: %s", route.route_id, error)
+            return cls(route, None, methods, usable=False)
 
     def matches(self, path: str, method: str) -> bool:
-        """`method` is upper-case."""
-        if self.methods is not None and method not in self.methods:
+        """`path` is normalised (`oauthproxy.proxy.request`); `method` is upper-case."""
+        if not self.usable or (self.methods is not None and method not in self.methods):
             return False
         if self.regex is None:
             return path.startswith(self.route.path_pattern)

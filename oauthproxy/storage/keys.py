@@ -17,10 +17,10 @@ def token_hash(token_hash_value: str) -> str:
     return f"token:hash:{token_hash_value}"
 
 
-def quota_lock(token_hash_value: str) -> str:
-    """Held while an owner token's create is counted against its quota and stored (ours, not
-    the spec's; it lives seconds at most)."""
-    return f"quota:lock:{token_hash_value}"
+def owner_lock(token_hash_value: str) -> str:
+    """Held while an owner token's records are counted or cross-checked and then written (ours,
+    not the spec's; it lives seconds at most)."""
+    return f"owner:lock:{token_hash_value}"
 
 
 def proxy(hostname: str) -> str:

@@ -114,6 +114,12 @@ class TokenRepository(JsonRepository[Token]):
         if outcome == "secret":
             raise Conflict("token", "that token value is already used by another token")
 
+    async def by_hash(self, token_hash: str) -> Token | None:
+        """The token whose secret hashes to `token_hash` (an owner of records), or None."""
+        name = await self._redis.get(keys.token_hash(token_hash))
+        token = await self.get(name) if name is not None else None
+        return token if token is not None and token.hash == token_hash else None
+
     async def update_email(self, name: str, cert_email: str) -> Token | None:
         token = await self.get(name)
         if token is None:
@@ -123,45 +129,46 @@ class TokenRepository(JsonRepository[Token]):
         return updated if stored else None
 
 
-QUOTA_LOCK_SECONDS = 10.0
-"""How long a quota lock lives if its holder dies: longer than counting and storing ever take."""
+OWNER_LOCK_SECONDS = 10.0
+"""How long an owner lock lives if its holder dies: longer than checking and storing ever take."""
 
-QUOTA_LOCK_RETRY_SECONDS = 0.02
+OWNER_LOCK_RETRY_SECONDS = 0.02
 
 
 @translate_errors
-class QuotaLocks:
-    """One lock per owner token, held while a create is counted against the token's quota and
-    stored, so two concurrent creates cannot both take the last slot (on any replica)."""
+class OwnerLocks:
+    """One lock per owner token, held while the token's records are counted or cross-checked and
+    then written: two concurrent creates cannot both take the last slot of a quota, and a route
+    cannot be stored naming a proxy that is being deleted (on any replica)."""
 
     def __init__(self, redis: Redis) -> None:
         self._redis = redis
         self._release_script = redis.register_script(_RELEASE)
 
     async def try_acquire(self, owner_hash: str) -> str | None:
-        """The holder's token, or None when another create of this owner holds the lock."""
+        """The holder's token, or None when another write of this owner holds the lock."""
         holder = secrets.token_urlsafe(16)
         taken = await self._redis.set(
-            keys.quota_lock(owner_hash),
+            keys.owner_lock(owner_hash),
             holder,
-            px=int(QUOTA_LOCK_SECONDS * 1000),
+            px=int(OWNER_LOCK_SECONDS * 1000),
             condition=PureToken.NX,
         )
         return holder if taken else None
 
     async def release(self, owner_hash: str, holder: str) -> None:
-        await self._release_script(keys=[keys.quota_lock(owner_hash)], args=[holder])
+        await self._release_script(keys=[keys.owner_lock(owner_hash)], args=[holder])
 
     async def acquire(self, owner_hash: str) -> str:
-        """Wait until this create holds the owner's lock (bounded by the caller's
+        """Wait until this write holds the owner's lock (bounded by the caller's
         `fail_after`); the holder's token, for `release`."""
         holder = await self.try_acquire(owner_hash)
         while holder is None:
-            await trio.sleep(QUOTA_LOCK_RETRY_SECONDS)
+            await trio.sleep(OWNER_LOCK_RETRY_SECONDS)
             holder = await self.try_acquire(owner_hash)
         return holder
 
     async def release_on_the_way_out(self, owner_hash: str, holder: str) -> None:
-        """Release even when cancelled; a lock left behind expires after QUOTA_LOCK_SECONDS."""
-        with trio.CancelScope(shield=True), trio.move_on_after(QUOTA_LOCK_SECONDS):
+        """Release even when cancelled; a lock left behind expires after OWNER_LOCK_SECONDS."""
+        with trio.CancelScope(shield=True), trio.move_on_after(OWNER_LOCK_SECONDS):
             await self.release(owner_hash, holder)

@@ -16,7 +16,7 @@ from typing import Protocol, TypeVar
 
 from oauthproxy.errors import NotFound
 from oauthproxy.models.routes import Route, RouteScope, TargetType
-from oauthproxy.tenancy.caller import Caller, forbidden
+from oauthproxy.tenancy.caller import Caller, Refused, forbidden
 
 
 class Owned(Protocol):
@@ -43,6 +43,16 @@ def changeable(caller: Caller, record: R, kind: str, name: str) -> R:
     """`record` when the caller may change or delete it: the same rule as reading, so another
     owner's record is as missing for a change as for a read."""
     return readable(caller, record, kind, name)
+
+
+def check_new_proxy(caller: Caller, hostname: str, reserved: frozenset[str]) -> None:
+    """Refuse (403) an owner token's proxy for a hostname the gateway serves itself: the admin
+    API's hostnames and the OAuth issuer's, whose requests carry every owner's tokens."""
+    if not caller.is_admin and hostname in reserved:
+        raise forbidden(
+            f"{hostname} is the gateway's own hostname: only the admin token may proxy it",
+            field="hostname",
+        )
 
 
 @dataclass(frozen=True)
@@ -79,4 +89,37 @@ def check_route(caller: Caller, route: Route, holdings: Holdings) -> None:
         raise forbidden(
             f"target_value: {route.target_value!r} is not a service of this token",
             field="target_value",
+        )
+
+
+def routes_naming_proxy(routes: Iterable[Route], hostname: str) -> list[str]:
+    """The ids of the routes scoped to `hostname` or sending requests to its proxy."""
+    return [
+        route.route_id
+        for route in routes
+        if hostname in route.proxy_hostnames
+        or (route.target_type is TargetType.HOSTNAME and route.target_value == hostname)
+    ]
+
+
+def routes_naming_service(routes: Iterable[Route], name: str) -> list[str]:
+    return [
+        route.route_id
+        for route in routes
+        if route.target_type is TargetType.SERVICE and route.target_value == name
+    ]
+
+
+def check_unreferenced(kind: str, name: str, field: str, route_ids: list[str]) -> None:
+    """Refuse (409 `in_use`) deleting an owner's proxy or service while routes of the same owner
+    still name it: once deleted, the name is free for another owner to claim, and those routes
+    would then apply to, or send traffic into, that owner's hostname or service."""
+    if route_ids:
+        listed = ", ".join(route_ids)
+        raise Refused(
+            409,
+            "in_use",
+            f"routes of the same owner still name {kind} {name}: {listed}; "
+            "delete them or change them first",
+            field=field,
         )

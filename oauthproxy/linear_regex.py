@@ -1,0 +1,39 @@
+"""Regular expressions that owners supply (route `path_pattern`s), on RE2.
+
+Python's `re` backtracks: `(a+)+$` against a long run of `a`s takes exponential time, and a
+route regex runs on the event loop for every request to its proxy, so one owner's route could
+hang every tenant and the admin API. RE2 (PyPI `google-re2`) runs in time linear in the input,
+whatever the pattern; it has no lookaround and no backreferences, so patterns that use them are
+refused when the route is created, with the engine's reason. Used by the route model (to
+validate) and the route table (to match), so both agree on what a pattern means.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, TypeAlias
+
+import re2
+
+if TYPE_CHECKING:
+    Regex: TypeAlias = re2._Regexp[str]
+else:
+    Regex = re2._Regexp
+
+_OPTIONS = re2.Options()
+_OPTIONS.log_errors = False  # a refused pattern is the caller's error, not a line on stderr
+_OPTIONS.max_mem = 8 << 20
+"""Bounds the memory one compiled pattern may use (RE2 falls back to a slower linear matcher)."""
+
+
+def compile_linear(pattern: str) -> Regex:
+    """`pattern` compiled for RE2, or ValueError saying why RE2 refuses it."""
+    try:
+        return re2.compile(pattern, _OPTIONS)
+    except re2.error as error:
+        reason = error.args[0] if error.args else error
+        if isinstance(reason, bytes):
+            reason = reason.decode(errors="replace")
+        raise ValueError(
+            f"not a regular expression RE2 (the linear-time engine routes run on) accepts: "
+            f"{reason}; RE2 has no lookaround and no backreferences"
+        ) from None

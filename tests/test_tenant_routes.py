@@ -1,0 +1,190 @@
+"""The attacks of issue 9 through routes and hostnames, on the wire: a global route hijacking
+every hostname, a route on B's hostname, a hostname route past B's auth, routes that outlive what
+they name, and the gateway's own hostnames. Each failed before the tenant model (the request was
+accepted); each is now refused and B's traffic is unchanged."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from tests.tenants import (
+    EXTERNAL,
+    ROUTES,
+    TARGETS,
+    World,
+    backend_of,
+    bob_traffic_is_unchanged,
+    created,
+    proxy,
+    refused_and_unchanged,
+    route,
+    served_by,
+    settle,
+    world,
+)
+
+__all__ = ["world"]
+
+
+async def test_global_route_hijack_is_refused(world: World) -> None:
+    """An owner's global route, priority 1000 on `/`, would take every hostname's traffic."""
+    hijack = route(
+        path_pattern="/",
+        priority=1000,
+        scope="global",
+        proxy_hostnames=[],
+        target_value=world.url("attacker"),
+    )
+    response = await world.alice.post(ROUTES, json=hijack)
+    await refused_and_unchanged(world, response, 403, "forbidden", "scope")
+    assert await backend_of(world.public, "alice.example.com") == "alice"
+
+
+async def test_a_route_on_bs_hostname_is_refused(world: World) -> None:
+    takeover = route(proxy_hostnames=["bob.example.com"], target_value=world.url("attacker"))
+    response = await world.alice.post(ROUTES, json=takeover)
+    await refused_and_unchanged(world, response, 403, "forbidden", "proxy_hostnames")
+
+
+async def test_a_hostname_route_to_bs_protected_proxy_is_refused(world: World) -> None:
+    """Routed by hostname, A's request would reach B's backend past B's auth."""
+    bypass = route(target_type="hostname", target_value="bob-secret.example.com")
+    response = await world.alice.post(ROUTES, json=bypass)
+    await refused_and_unchanged(world, response, 403, "forbidden", "target_value")
+    assert await backend_of(world.public, "alice.example.com", "/echo/secret") == "alice"
+
+
+@pytest.mark.parametrize("service", ["bob-svc", "api"])
+async def test_a_service_route_to_a_service_a_does_not_own_is_refused(
+    world: World, service: str
+) -> None:
+    response = await world.alice.post(
+        ROUTES, json=route(target_type="service", target_value=service)
+    )
+    await refused_and_unchanged(world, response, 403, "forbidden", "target_value")
+    assert await backend_of(world.public, "alice.example.com") == "alice"
+
+
+@pytest.mark.parametrize(
+    ("change", "error", "field"),
+    [
+        ({"scope": "global"}, "forbidden", "scope"),
+        (
+            {"proxy_hostnames": ["alice.example.com", "bob.example.com"]},
+            "forbidden",
+            "proxy_hostnames",
+        ),
+        (
+            {"target_type": "hostname", "target_value": "bob-secret.example.com"},
+            "forbidden",
+            "target_value",
+        ),
+        ({"target_type": "service", "target_value": "bob-svc"}, "forbidden", "target_value"),
+        ({"target_value": "http://169.254.169.254/"}, "target_not_allowed", "target_value"),
+    ],
+)
+async def test_updating_a_route_is_checked_like_creating_one(
+    world: World, change: dict[str, Any], error: str, field: str
+) -> None:
+    mine = await created(
+        await world.alice.post(ROUTES, json=route(route_id="mine", target_value=world.url("alice")))
+    )
+    response = await world.alice.put(f"{ROUTES}mine", json=change)
+    await refused_and_unchanged(world, response, 403, error, field)
+    assert (await world.alice.get(f"{ROUTES}mine")).json() == mine
+
+
+async def test_updating_a_route_onto_the_gateways_port_is_refused(world: World) -> None:
+    mine = await created(
+        await world.alice.post(ROUTES, json=route(route_id="mine", target_value=world.url("alice")))
+    )
+    loop = {"target_value": f"http://localhost.:{world.gateway.http_port}/"}
+    response = await world.alice.put(f"{ROUTES}mine", json=loop)
+    await refused_and_unchanged(world, response, 403, "target_not_allowed", "target_value")
+    assert (await world.alice.get(f"{ROUTES}mine")).json() == mine
+
+
+async def test_a_may_route_her_own_hostname_to_her_own_things(world: World) -> None:
+    alice = world.alice
+    await proxy(alice, "alice-side.example.com", world.url("attacker"))
+    await created(
+        await alice.post(
+            EXTERNAL, json={"service_name": "alice-svc", "target_url": world.url("marker")}
+        )
+    )
+    await created(
+        await alice.post(
+            ROUTES,
+            json=route(
+                path_pattern="/echo/h/",
+                target_type="hostname",
+                target_value="alice-side.example.com",
+            ),
+        )
+    )
+    await created(
+        await alice.post(
+            ROUTES,
+            json=route(path_pattern="/echo/s/", target_type="service", target_value="alice-svc"),
+        )
+    )
+    await settle(world)
+    assert await backend_of(world.public, "alice.example.com", "/echo/h/1") == "attacker"
+    assert await backend_of(world.public, "alice.example.com", "/echo/s/1") == "marker"
+    await bob_traffic_is_unchanged(world)
+
+
+@pytest.mark.parametrize("hostname", ["localhost", "auth.localhost"])
+async def test_an_owner_cannot_claim_the_gateways_own_hostnames(
+    world: World, hostname: str
+) -> None:
+    """The admin API's hostname and the OAuth issuer's carry every owner's tokens."""
+    claim = {"hostname": hostname, "target_url": world.url("attacker"), "enable_https": False}
+    response = await world.alice.post(TARGETS, json=claim)
+    await refused_and_unchanged(world, response, 403, "forbidden", "hostname")
+    assert (await world.api.get(f"{TARGETS}{hostname}")).status_code == 404
+    health = await world.public.get("/health", headers={"Host": "localhost"})
+    assert (health.status_code, health.headers.get("x-backend")) == (200, None)
+
+
+async def test_a_route_cannot_outlive_its_proxy_and_wait_for_b_to_claim_the_name(
+    world: World,
+) -> None:
+    """A scopes a route to her own proxy, deletes the proxy and waits: once B creates a proxy
+    with that name, the route would send B's traffic to A's server."""
+    alice, bob = world.alice, world.bob
+    await proxy(alice, "soon-free.example.com", world.url("alice"))
+    trap = route(
+        route_id="trap",
+        path_pattern="/",
+        priority=1000,
+        proxy_hostnames=["soon-free.example.com"],
+        target_value=world.url("attacker"),
+    )
+    await created(await alice.post(ROUTES, json=trap))
+    refused = await alice.delete(f"{TARGETS}soon-free.example.com")
+    await refused_and_unchanged(world, refused, 409, "in_use", "hostname")
+    assert "trap" in refused.json()["detail"]
+    await settle(world)
+    assert await backend_of(world.public, "soon-free.example.com") == "attacker"  # hers, still
+
+    assert (await alice.delete(f"{ROUTES}trap")).status_code == 200
+    assert (await alice.delete(f"{TARGETS}soon-free.example.com")).status_code == 200
+    await proxy(bob, "soon-free.example.com", world.url("bob"))
+    await served_by(world.public, "soon-free.example.com", "bob")
+
+
+async def test_a_service_route_cannot_outlive_its_service(world: World) -> None:
+    alice = world.alice
+    await created(
+        await alice.post(EXTERNAL, json={"service_name": "mine", "target_url": world.url("alice")})
+    )
+    to_mine = route(route_id="to-mine", target_type="service", target_value="mine")
+    await created(await alice.post(ROUTES, json=to_mine))
+    refused = await alice.delete(f"{EXTERNAL}/mine")
+    await refused_and_unchanged(world, refused, 409, "in_use", "service_name")
+    assert (await alice.get(f"{EXTERNAL}/mine")).status_code == 200
+    assert (await alice.delete(f"{ROUTES}to-mine")).status_code == 200
+    assert (await alice.delete(f"{EXTERNAL}/mine")).status_code == 200
