@@ -31,6 +31,11 @@ run: _venv
 health: _venv
     @proxy-client health
 
+# After Redis lost its data and you restored it (config-load): serve what Redis holds now
+[group('gateway')]
+redis-accept token="": _venv
+    @proxy-client {{ if token != "" { "--token " + quote(token) } else { "" } }} redis-accept
+
 # Redis CLI on the gateway's Redis (REDIS_URL, or the running embedded one)
 [group('gateway')]
 redis-cli *args: _venv

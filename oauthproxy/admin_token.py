@@ -34,7 +34,10 @@ def admin_token_file(settings: Settings) -> Path:
 
 
 async def ensure_admin_token(settings: Settings, storage: Storage) -> AdminToken:
-    """Make sure the admin token exists in Redis and its secret is in the data dir's file."""
+    """Make sure the admin token exists in Redis and its secret is in the data dir's file.
+
+    Run at start-up and again when Redis lost its data: the secret is ADMIN_TOKEN, else the one
+    Redis holds, else the one the data dir's file kept, else a new one."""
     file = admin_token_file(settings)
     existing = await storage.tokens.get(ADMIN_NAME)
     if settings.admin_token is not None:
@@ -42,6 +45,9 @@ async def ensure_admin_token(settings: Settings, storage: Storage) -> AdminToken
         source = AdminTokenSource.ENVIRONMENT
     elif existing is not None and existing.is_admin:
         secret = existing.token
+        source = AdminTokenSource.STORED
+    elif (kept := await trio.to_thread.run_sync(_read_secret, file)) is not None:
+        secret = kept  # Redis lost it (restarted empty): the same token as before, not a new one
         source = AdminTokenSource.STORED
     else:
         secret = new_token(ADMIN_NAME).token
@@ -63,7 +69,11 @@ def read_admin_token(settings: Settings) -> str | None:
     """The admin token as this machine knows it: `ADMIN_TOKEN`, else the data dir's file."""
     if settings.admin_token is not None:
         return settings.admin_token.get_secret_value()
+    return _read_secret(admin_token_file(settings))
+
+
+def _read_secret(file: Path) -> str | None:
     try:
-        return admin_token_file(settings).read_text().strip() or None
+        return file.read_text().strip() or None
     except OSError:
         return None

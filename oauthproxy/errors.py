@@ -11,6 +11,10 @@ class StorageUnavailable(GatewayError):
     """Redis could not be reached or answered with an error."""
 
 
+class StorageTimeout(StorageUnavailable):
+    """Redis did not answer within the caller's limit (a stalled or overloaded server)."""
+
+
 class NotFound(GatewayError):
     def __init__(self, kind: str, name: str) -> None:
         super().__init__(f"{kind} {name!r} not found")
@@ -27,3 +31,7 @@ class Conflict(GatewayError):
 
 class EmbeddedRedisError(GatewayError):
     """The embedded Redis server could not be started."""
+
+
+class ListenerError(GatewayError):
+    """A listener could not be bound (the port is taken, or not ours to take)."""

@@ -1,14 +1,19 @@
 """`serve(settings)`: the root nursery that owns every part of the gateway.
 
+    every listener bound first (a taken port stops start-up here, before anything runs)
     root nursery
     ├─ signal watcher: the first SIGTERM/SIGINT starts a graceful shutdown, a second one ends it
     ├─ embedded Redis (a supervised child process) when REDIS_URL is unset
     └─ storage (coredis pool), then the services nursery
-       ├─ admin API (hypercorn[trio] + quart-trio) on API_BIND_HOST:API_PORT
-       ├─ request logger: a bounded buffer, written to Redis in batches (outlives the services,
-       │  so their last requests are written too)
-       ├─ supervisor: consumes events:workflow, owns one instance nursery per hostname
+       ├─ admin API (hypercorn[trio] + quart-trio) on API_BIND_HOST:API_PORT; its own storage
+       │  pool bounds each Redis command by API_REDIS_TIMEOUT
+       ├─ supervisor: consumes events:workflow, owns one instance nursery per hostname; never
+       │  applies a Redis that lost its data (`supervisor/continuity.py`)
+       ├─ request logger (around the services, so their last requests are written too): a
+       │  bounded buffer, written to Redis in batches (`oauthproxy.logs`)
        └─ dispatcher on HTTP_PORT: hands each connection to its hostname's instance
+
+`/health` answers 503 (`starting`) until the public listeners accept and every proxy runs.
 
 Shutdown runs in dependency order: the services drain (bounded by SHUTDOWN_GRACE_SECONDS), then
 the storage pool closes, then the embedded Redis stops and flushes its data.
@@ -16,6 +21,7 @@ the storage pool closes, then the embedded Redis stops and flushes its data.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 import signal
@@ -32,15 +38,21 @@ from oauthproxy.admin_token import AdminToken, ensure_admin_token
 from oauthproxy.api.app import create_app
 from oauthproxy.api.state import ListenerPorts
 from oauthproxy.certificates.manager import CertificateManager, serve_certificate_manager
+from oauthproxy.condition import GatewayCondition
+from oauthproxy.listeners import BoundListeners, bind_listeners
 from oauthproxy.logs.logger import RequestLogger, request_logging
 from oauthproxy.models.proxies import ProxyTarget
+from oauthproxy.proxy.config import PublicPorts
 from oauthproxy.proxy.dispatcher import Front, serve_http, serve_https, serve_proxy_protocol
 from oauthproxy.proxy.headers import parse_networks
 from oauthproxy.proxy.limits import ConnectionLimit
 from oauthproxy.settings import Settings
 from oauthproxy.storage import Storage, open_storage
 from oauthproxy.storage.embedded import EmbeddedRedis, serve_embedded_redis
-from oauthproxy.supervisor.supervisor import Supervisor, serve_supervisor
+from oauthproxy.storage.epoch import EpochRepository
+from oauthproxy.supervisor.continuity import Continuity
+from oauthproxy.supervisor.reconciler import Reconciler
+from oauthproxy.supervisor.supervisor import serve_supervisor
 
 log = logging.getLogger(__name__)
 
@@ -89,31 +101,32 @@ async def serve_admin_api(
     embedded_redis: bool,
     certificates: CertificateManager | None = None,
     listeners: ListenerPorts | None = None,
+    condition: GatewayCondition | None = None,
+    bind: str | None = None,
     requests: RequestLogger | None = None,
     task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Serve the admin API on loopback until `shutdown` is set; started with its URL.
-    `listeners` learns the API's port here and the public ports from `serve`."""
+    """Serve the admin API until `shutdown` is set; started with its URL. `bind` is a socket
+    bound beforehand (`fd://N`), else API_BIND_HOST:API_PORT is bound here."""
     config = HypercornConfig()
-    config.bind = [f"{settings.api_bind_host}:{settings.api_port}"]
+    config.bind = [bind or f"{settings.api_bind_host}:{settings.api_port}"]
     config.accesslog = None
     config.errorlog = logging.getLogger("hypercorn.error")
     config.graceful_timeout = settings.shutdown_grace_seconds
     config.include_server_header = False
-    listeners = listeners or ListenerPorts()
     app = create_app(
         settings,
         storage,
         embedded_redis=embedded_redis,
         certificates=certificates,
         listeners=listeners,
+        condition=condition,
         requests=requests,
     )
     async with trio.open_nursery() as nursery:
         binds: list[str] = await nursery.start(
             functools.partial(hypercorn_serve, app, config, shutdown_trigger=shutdown.wait)
         )
-        listeners.api = urlsplit(binds[0]).port or 0
         task_status.started(binds[0])
 
 
@@ -127,19 +140,43 @@ async def serve(
     handle_signals: bool = True,
     task_status: trio.TaskStatus[Ready] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Run the gateway until `shutdown` is set (or a signal arrives); started once it is ready."""
-    shutdown = shutdown or trio.Event()
+    """Run the gateway until `shutdown` is set (or a signal arrives); started once it is ready.
+
+    Every listener is bound first: a taken port is a `ListenerError` before anything runs."""
+    shutdown = shutdown if shutdown is not None else trio.Event()
+    bound = await bind_listeners(settings)
+    try:
+        await _serve_bound(settings, bound, shutdown, handle_signals, task_status)
+    finally:
+        await bound.aclose()
+
+
+async def _serve_bound(
+    settings: Settings,
+    bound: BoundListeners,
+    shutdown: trio.Event,
+    handle_signals: bool,
+    task_status: trio.TaskStatus[Ready],
+) -> None:
+    condition = GatewayCondition()
     async with trio.open_nursery() as root:
         if handle_signals:
             root.start_soon(_watch_signals, shutdown, root.cancel_scope)
         embedded = await _start_embedded_redis(root, settings)
         redis_url = embedded.url if embedded else str(settings.redis_url)
         replica = settings.replica_name()  # once: with HTTP_PORT 0 each call names a new one
-        listeners = ListenerPorts(redis=urlsplit(redis_url).port or DEFAULT_REDIS_PORT)
         async with (
             open_storage(redis_url) as storage,
+            open_storage(redis_url, command_timeout=settings.api_redis_timeout) as api_storage,
             request_logging(settings, storage) as requests,
         ):
+            continuity = Continuity(
+                EpochRepository(storage.redis),
+                condition,
+                settings.oauthproxy_data_dir / "redis-epoch",
+                on_loss=functools.partial(ensure_admin_token, settings, storage),
+            )
+            await continuity.start()  # before the gateway writes anything of its own
             admin_token = await ensure_admin_token(settings, storage)
             async with trio.open_nursery() as services:
                 certificates: CertificateManager = await services.start(
@@ -151,38 +188,43 @@ async def serve(
                     functools.partial(
                         serve_admin_api,
                         settings,
-                        storage,
+                        api_storage,
                         shutdown,
                         embedded_redis=embedded is not None,
                         certificates=certificates,
-                        listeners=listeners,
+                        listeners=dataclasses.replace(
+                            bound.ports, redis=urlsplit(redis_url).port or DEFAULT_REDIS_PORT
+                        ),
+                        condition=condition,
+                        bind=bound.admin_bind(),
                         requests=requests,
                     )
                 )
                 await storage.internal_services.register_api(api_url)
-                supervisor: Supervisor = await services.start(
+                supervisor: Reconciler = await services.start(
                     functools.partial(
                         serve_supervisor,
                         settings,
                         storage,
                         replica,
+                        PublicPorts(http=bound.ports.http, https=bound.ports.https),
+                        continuity,
                         api_targets(settings, api_url),
                         shutdown,
                         requests=requests,
                     )
                 )
-                http_port, https_port, proxy_protocol_port = await _start_listeners(
-                    services, settings, storage, supervisor, shutdown, requests
+                await _start_listeners(
+                    services, settings, storage, supervisor, bound, shutdown, requests
                 )
-                listeners.http, listeners.https = http_port, https_port
-                listeners.proxy_protocol = proxy_protocol_port
+                condition.ready = True
                 task_status.started(
                     Ready(
                         api_url=api_url,
                         http_host=settings.server_host,
-                        http_port=http_port,
-                        https_port=https_port,
-                        proxy_protocol_port=proxy_protocol_port,
+                        http_port=bound.ports.http,
+                        https_port=bound.ports.https,
+                        proxy_protocol_port=bound.ports.proxy_protocol,
                         redis="embedded" if embedded else _redacted(redis_url),
                         data_dir=settings.oauthproxy_data_dir,
                         admin_token=admin_token,
@@ -213,11 +255,12 @@ async def _start_listeners(
     services: trio.Nursery,
     settings: Settings,
     storage: Storage,
-    supervisor: Supervisor,
+    supervisor: Reconciler,
+    bound: BoundListeners,
     shutdown: trio.Event,
     requests: RequestLogger | None = None,
-) -> tuple[int, int, int]:
-    """The public HTTP, HTTPS and PROXY protocol listeners; the ports they really listen on."""
+) -> None:
+    """Start accepting on the public listeners bound at start-up."""
     front = Front(
         host=settings.server_host,
         instances=supervisor.instances,
@@ -226,16 +269,12 @@ async def _start_listeners(
         shutdown=shutdown,
         limit=ConnectionLimit(settings.proxy_max_connections_per_ip),
         send_timeout=settings.proxy_send_timeout,
+        first_request_timeout=settings.proxy_first_request_timeout,
         requests=requests,
     )
-    http_port: int = await services.start(serve_http, front, settings.http_port)
-    https_port: int = await services.start(serve_https, front, settings.https_port)
-    proxy_port: int = await services.start(
-        serve_proxy_protocol, front, settings.proxy_protocol_port
-    )
-    supervisor.ports.http, supervisor.ports.https = http_port, https_port
-    await supervisor.sync_gateway_client()  # the callback URIs name the real ports
-    return http_port, https_port, proxy_port
+    await services.start(serve_http, front, bound.http)
+    await services.start(serve_https, front, bound.https)
+    await services.start(serve_proxy_protocol, front, bound.proxy_protocol)
 
 
 def api_targets(settings: Settings, api_url: str) -> list[ProxyTarget]:

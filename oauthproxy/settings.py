@@ -119,6 +119,10 @@ class Settings(BaseSettings):
     )
     self_signed_cn: str = "localhost"
     shutdown_grace_seconds: PositiveSeconds = 10.0
+    api_redis_timeout: PositiveSeconds = Field(
+        default=3.0,
+        description="Seconds the admin API waits for one Redis command before it answers 503",
+    )
     gateway_id: str | None = Field(
         default=None,
         pattern=r"^[A-Za-z0-9_.:-]{1,128}$",
@@ -150,6 +154,11 @@ class Settings(BaseSettings):
         default=256,
         description="Open connections one client IP (an IPv6 /64) may hold across the public "
         "listeners; more are closed at once. Peers in TRUSTED_PROXIES are not counted. 0: no cap",
+    )
+    proxy_first_request_timeout: PositiveSeconds = Field(
+        default=30,
+        description="Seconds a new client connection may take to send its first request head "
+        "before the gateway closes it (slowloris)",
     )
     fetcher_navigation_timeout: PositiveSeconds = 25
     upstream_ca_bundle: Path | None = Field(

@@ -14,6 +14,7 @@ import httpx
 import trio
 
 from oauthproxy.settings import Settings
+from oauthproxy.storage.embedded import server_binary
 from tests.conftest import free_port, venv_bin
 
 START_TIMEOUT = 60
@@ -127,25 +128,56 @@ async def test_embedded_redis_persists_and_stops_with_the_gateway(tmp_path: Path
         assert not _alive(redis_pid), "the embedded Redis outlived the gateway"
 
 
-async def test_a_server_left_by_a_killed_gateway_is_taken_over(tmp_path: Path) -> None:
+async def test_a_killed_gateway_takes_its_redis_along(tmp_path: Path) -> None:
     data_dir = tmp_path / "data"
     async with started_gateway(data_dir, tmp_path) as killed:
-        headers = {"Authorization": f"Bearer {killed.admin_token()}"}
-        async with httpx.AsyncClient(base_url=killed.api_url, headers=headers) as api:
-            assert (await api.post("/api/v1/tokens/generate", json={"name": "kept"})).is_success
-        orphan = killed.redis_pid()
+        redis_pid = killed.redis_pid()
         killed.process.kill()
         await killed.process.wait()
-    assert _alive(orphan)
+    await until_gone(redis_pid)  # the parent-death signal, not the next start, stopped it
 
-    async with started_gateway(data_dir, tmp_path) as successor:
-        assert not _alive(orphan)
-        headers = {"Authorization": f"Bearer {successor.admin_token()}"}
-        async with httpx.AsyncClient(base_url=successor.api_url, headers=headers) as api:
-            assert (await api.get("/api/v1/tokens/kept")).status_code == 200
-        redis_pid = successor.redis_pid()
-        assert await _stop(successor, signal.SIGTERM) == 0
-        assert not _alive(redis_pid)
+
+async def test_a_server_left_behind_is_taken_over(tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
+    async with started_gateway(data_dir, tmp_path) as first:
+        headers = {"Authorization": f"Bearer {first.admin_token()}"}
+        async with httpx.AsyncClient(base_url=first.api_url, headers=headers) as api:
+            assert (await api.post("/api/v1/tokens/generate", json={"name": "kept"})).is_success
+        assert await _stop(first, signal.SIGTERM) == 0
+    # a server no gateway stops on its own (as an older gateway, killed, left it behind)
+    leftover = await trio.lowlevel.open_process(
+        [str(server_binary()), str(data_dir / "valkey.conf")],
+        stdout=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        with trio.fail_after(START_TIMEOUT):
+            while not _pidfile_names(data_dir, leftover.pid):  # noqa: ASYNC110 - another process
+                await trio.sleep(0.02)
+        async with started_gateway(data_dir, tmp_path) as successor:
+            assert not _alive(leftover.pid)
+            headers = {"Authorization": f"Bearer {successor.admin_token()}"}
+            async with httpx.AsyncClient(base_url=successor.api_url, headers=headers) as api:
+                assert (await api.get("/api/v1/tokens/kept")).status_code == 200
+            redis_pid = successor.redis_pid()
+            assert await _stop(successor, signal.SIGTERM) == 0
+            assert not _alive(redis_pid)
+    finally:
+        leftover.kill()
+        await leftover.wait()
+
+
+def _pidfile_names(data_dir: Path, pid: int) -> bool:
+    try:
+        return int((data_dir / "valkey.pid").read_text().strip()) == pid
+    except (OSError, ValueError):
+        return False
+
+
+async def until_gone(pid: int) -> None:
+    with trio.fail_after(START_TIMEOUT):
+        while _alive(pid):  # noqa: ASYNC110 - another process: nothing to wait on but polling
+            await trio.sleep(0.02)
 
 
 async def test_a_killed_gateway_serves_every_proxy_again_after_restart(

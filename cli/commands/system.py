@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from http import HTTPStatus
 
+from cli.client import api_path
 from cli.session import Session
 
 
@@ -14,3 +15,9 @@ def health(*, session: Session) -> int:
     )
     session.show(report)
     return 0 if report.get("status") == "healthy" else 1
+
+
+def redis_accept(*, session: Session) -> None:
+    """After Redis lost its data and you restored it (`config load`): serve what Redis holds now
+    (admin only). Until then the gateway keeps serving its last known configuration."""
+    session.show(session.api.post(api_path("redis", "accept"), None))

@@ -17,12 +17,14 @@ from oauthproxy.api.oauth_admin import oauth_admin
 from oauthproxy.api.oauth_server import oauth_server
 from oauthproxy.api.oauth_status import status as oauth_status
 from oauthproxy.api.proxies import proxies
+from oauthproxy.api.redis_state import redis_state
 from oauthproxy.api.resources import resources
 from oauthproxy.api.routes import routes
 from oauthproxy.api.services import services
 from oauthproxy.api.state import AppState, ListenerPorts
 from oauthproxy.api.tokens import tokens
 from oauthproxy.certificates.manager import CertificateManager
+from oauthproxy.condition import GatewayCondition
 from oauthproxy.logs.logger import RequestLogger
 from oauthproxy.settings import Settings
 from oauthproxy.storage import Storage
@@ -36,6 +38,7 @@ def create_app(
     certificates: CertificateManager | None = None,
     listeners: ListenerPorts | None = None,
     requests: RequestLogger | None = None,
+    condition: GatewayCondition | None = None,
 ) -> QuartTrio:
     app = QuartTrio("oauthproxy")
     app.config["PROPAGATE_EXCEPTIONS"] = False
@@ -49,6 +52,7 @@ def create_app(
         certificates=certificates,
         listeners=listeners or ListenerPorts(),
         requests=requests,
+        condition=condition or GatewayCondition(ready=True),
     )
     QuartSchema(
         app,
@@ -74,4 +78,5 @@ def create_app(
     app.register_blueprint(certificates_api)
     app.register_blueprint(cleanup)
     app.register_blueprint(logs)
+    app.register_blueprint(redis_state)
     return app

@@ -14,7 +14,7 @@ from quart import Quart, Response, jsonify
 from quart_schema import RequestSchemaValidationError
 from werkzeug.exceptions import HTTPException
 
-from oauthproxy.errors import Conflict, NotFound, StorageUnavailable
+from oauthproxy.errors import Conflict, NotFound, StorageTimeout, StorageUnavailable
 from oauthproxy.tenancy.caller import Refused
 
 log = logging.getLogger(__name__)
@@ -123,6 +123,16 @@ def install_error_handlers(app: Quart) -> None:
     @app.errorhandler(Conflict)
     async def conflict(exc: Conflict) -> Response:
         return error_response(409, "conflict", exc.message, field=exc.field)
+
+    @app.errorhandler(StorageTimeout)
+    async def storage_timeout(exc: StorageTimeout) -> Response:
+        log.error("storage timed out: %s", exc)
+        return error_response(
+            503,
+            "storage_timeout",
+            "Redis did not answer within API_REDIS_TIMEOUT; a change may or may not have been "
+            "made: check, then try again",
+        )
 
     @app.errorhandler(StorageUnavailable)
     async def storage_unavailable(exc: StorageUnavailable) -> Response:

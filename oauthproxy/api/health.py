@@ -1,4 +1,7 @@
-"""`GET /health`: is every subsystem working? 200 when it is, 503 when one is not."""
+"""`GET /health`: is every subsystem working? 200 when it is, 503 when one is not.
+
+Besides Redis answering, the gateway must be serving (not still starting) and Redis must still
+hold what it serves (no data loss): each problem is named under `problems` with its reason."""
 
 from __future__ import annotations
 
@@ -38,13 +41,16 @@ async def _redis_health() -> dict[str, Any]:
 async def get_health() -> tuple[dict[str, Any], int]:
     state = app_state(current_app)
     components = {"redis": await _redis_health()}
-    healthy = all(c["status"] == "ok" for c in components.values())
+    problems = state.condition.problems()
+    healthy = all(c["status"] == "ok" for c in components.values()) and not problems
     body: dict[str, Any] = {
         "status": "healthy" if healthy else "unhealthy",
         "version": __version__,
         "uptime_seconds": round(trio.current_time() - state.started_at, 1),
         "components": components,
     }
+    if problems:
+        body["problems"] = problems
     if healthy:
         body["certificates"] = await _certificates()
     return body, 200 if healthy else 503

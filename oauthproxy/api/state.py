@@ -7,17 +7,19 @@ from dataclasses import dataclass, field
 from quart import Quart
 
 from oauthproxy.certificates.manager import CertificateManager
+from oauthproxy.condition import GatewayCondition
 from oauthproxy.logs.logger import RequestLogger
 from oauthproxy.settings import Settings
 from oauthproxy.storage import Storage
 
 
-@dataclass
+@dataclass(frozen=True)
 class ListenerPorts:
-    """Where the gateway's own listeners really listen, filled in as each one binds (a port of 0
-    in the settings is only known then), and the port of the Redis it keeps its state in (the
-    embedded one, or `REDIS_URL`'s). Owner tokens may not target these ports on this host: a
-    proxy to the gateway's own Redis would carry requests of the owner's choosing into it."""
+    """Where the gateway's own listeners really listen (a port of 0 in the settings is only known
+    once bound; every listener is bound before the app exists), and the port of the Redis it
+    keeps its state in (the embedded one, or `REDIS_URL`'s). Owner tokens may not target these
+    ports on this host: a proxy to the gateway's own Redis would carry requests of the owner's
+    choosing into it."""
 
     redis: int = 0
     api: int = 0
@@ -48,6 +50,8 @@ class AppState:
     listeners: ListenerPorts = field(default_factory=ListenerPorts)
     requests: RequestLogger | None = None
     """This replica's request logger (its counters: written, dropped, buffered)."""
+    condition: GatewayCondition = field(default_factory=lambda: GatewayCondition(ready=True))
+    """Starting, or holding a configuration Redis lost; an app without a gateway is ready."""
 
 
 def app_state(app: Quart) -> AppState:

@@ -39,7 +39,8 @@ PROXY_PROTOCOL_TIMEOUT = 5.0
 """A load balancer sends the PROXY header, and the client its first byte, within this time."""
 
 FIRST_REQUEST_TIMEOUT = 30.0
-"""A connection that sends no complete request head in this time is closed (slowloris)."""
+"""A connection that sends no complete request head in this time is closed (slowloris); the
+gateway passes `PROXY_FIRST_REQUEST_TIMEOUT` through `Front`."""
 
 _ACCEPT_BACKOFF = {errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS}
 
@@ -57,13 +58,14 @@ async def hand_over(
     lookup: Callable[[str], Instance | None],
     challenges: ChallengeLookup,
     client: Client,
+    first_request_timeout: float = FIRST_REQUEST_TIMEOUT,
     requests: RequestLogger | None = None,
 ) -> None:
     """Read the first request and give the connection to its instance (or answer it here)."""
     reader = Reader(stream)
     adopted = False
     try:
-        with trio.move_on_after(FIRST_REQUEST_TIMEOUT):
+        with trio.move_on_after(first_request_timeout):
             first = await reader.next_event()
             if not isinstance(first, Head):
                 return
@@ -116,9 +118,13 @@ async def _isolated(handle: Handler, tcp: trio.SocketStream, send_timeout: float
 
 
 async def _serve_port(
-    front: Front, port: int, handle: Handler, task_status: trio.TaskStatus[int]
+    front: Front,
+    listeners: Sequence[trio.SocketListener],
+    handle: Handler,
+    task_status: trio.TaskStatus[int],
 ) -> None:
-    listeners = await trio.open_tcp_listeners(port, host=front.host or None)
+    """Serve listeners bound beforehand (`oauthproxy.listeners`): a taken port fails start-up
+    before anything runs, not here."""
     bound = int(listeners[0].socket.getsockname()[1])
     async with trio.open_nursery() as nursery:
         for listener in listeners:
@@ -142,8 +148,6 @@ class Front:
     """Open connections per client, across every public listener."""
     send_timeout: float = math.inf
     """How long a send may wait for a client to take data (`PROXY_SEND_TIMEOUT`)."""
-    requests: RequestLogger | None = None
-    """Where answers given here (unknown host, bad request) are logged."""
 
     def admit(self, stream: LeanSocketStream, client: Client) -> bool:
         """Count the connection against its client's share until it closes; False when the
@@ -157,9 +161,16 @@ class Front:
         stream.on_close(release)
         return True
 
+    first_request_timeout: float = FIRST_REQUEST_TIMEOUT
+    requests: RequestLogger | None = None
+    """Where answers given here (unknown host, bad request, a challenge) are logged."""
+
 
 async def serve_http(
-    front: Front, port: int, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED
+    front: Front,
+    listeners: Sequence[trio.SocketListener],
+    *,
+    task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """The public HTTP port until `shutdown`; started with the port it really listens on.
 
@@ -171,9 +182,16 @@ async def serve_http(
         if not front.admit(stream, client):
             await trio.aclose_forcefully(stream)
             return
-        await hand_over(stream, front.instances.get, front.challenges, client, front.requests)
+        await hand_over(
+            stream,
+            front.instances.get,
+            front.challenges,
+            client,
+            front.first_request_timeout,
+            front.requests,
+        )
 
-    await _serve_port(front, port, handle, task_status)
+    await _serve_port(front, listeners, handle, task_status)
 
 
 def _tls_context(instances: Mapping[str, Instance]) -> ssl.SSLContext:
@@ -200,11 +218,21 @@ async def _serve_tls(
         return
     names: frozenset[str] = getattr(stream.context, "names", frozenset())
     client = replace(client, tls_names=names)  # the SNI name's certificate, and what it covers
-    await hand_over(stream, front.instances.get, front.challenges, client, front.requests)
+    await hand_over(
+        stream,
+        front.instances.get,
+        front.challenges,
+        client,
+        front.first_request_timeout,
+        front.requests,
+    )
 
 
 async def serve_https(
-    front: Front, port: int, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED
+    front: Front,
+    listeners: Sequence[trio.SocketListener],
+    *,
+    task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """The public HTTPS port: the SNI name picks the instance (and its certificate)."""
     context = _tls_context(front.instances)
@@ -216,7 +244,7 @@ async def serve_https(
             return
         await _serve_tls(front, context, stream, client)
 
-    await _serve_port(front, port, handle, task_status)
+    await _serve_port(front, listeners, handle, task_status)
 
 
 WARN_LIMIT = 1000
@@ -227,7 +255,10 @@ TLS_RECORD_HANDSHAKE = 0x16
 
 
 async def serve_proxy_protocol(
-    front: Front, port: int, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED
+    front: Front,
+    listeners: Sequence[trio.SocketListener],
+    *,
+    task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """`PROXY_PROTOCOL_PORT`: connections from a load balancer that names the client first
     (PROXY protocol v1 or v2), then relays its HTTP or TLS. Only peers in `TRUSTED_PROXIES` may
@@ -260,6 +291,13 @@ async def serve_proxy_protocol(
         if scheme == b"https":
             await _serve_tls(front, context, stream, client)
         else:
-            await hand_over(stream, front.instances.get, front.challenges, client, front.requests)
+            await hand_over(
+                stream,
+                front.instances.get,
+                front.challenges,
+                client,
+                front.first_request_timeout,
+                front.requests,
+            )
 
-    await _serve_port(front, port, handle, task_status)
+    await _serve_port(front, listeners, handle, task_status)

@@ -79,9 +79,15 @@ class Storage:
 
 
 @asynccontextmanager
-async def open_storage(url: str) -> AsyncIterator[Storage]:
-    """Connect to Redis at `url`; the connection pool lives as long as the `async with` block."""
-    client: Redis = coredis.Redis.from_url(url, decode_responses=True)
+async def open_storage(url: str, *, command_timeout: float | None = None) -> AsyncIterator[Storage]:
+    """Connect to Redis at `url`; the connection pool lives as long as the `async with` block.
+
+    With `command_timeout`, a command whose answer takes longer raises `StorageTimeout`: the admin
+    API's storage has one, so a stalled Redis costs a caller a bounded wait and a 503, not a hang.
+    """
+    client: Redis = coredis.Redis.from_url(
+        url, decode_responses=True, stream_timeout=command_timeout
+    )
     async with client:
         yield Storage(
             redis=client,

@@ -15,7 +15,7 @@ import trio
 from coredis.patterns.pipeline import Pipeline as _Pipeline
 from pydantic import BaseModel
 
-from oauthproxy.errors import StorageUnavailable
+from oauthproxy.errors import StorageTimeout, StorageUnavailable
 
 Redis = coredis.Redis[str]
 Pipeline = _Pipeline[str]
@@ -39,6 +39,8 @@ def translated(method: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T]]:
                 # of its own (coredis's pipeline exit raises anyio.ClosedResourceError): the
                 # cancellation wins, so the task's owner sees a clean shutdown.
                 await trio.lowlevel.checkpoint()
+            if isinstance(error, TimeoutError):  # coredis's own response timeout
+                raise StorageTimeout(f"redis: {error}") from error
             if isinstance(error, (coredis.exceptions.RedisError, OSError)):
                 raise StorageUnavailable(f"redis: {type(error).__name__}: {error}") from error
             raise

@@ -2,19 +2,20 @@
 
 Used when `REDIS_URL` is unset. It listens on loopback with a generated password, persists to the
 data directory (append-only file) and lives exactly as long as the task that serves it: cancelling
-that task stops the server with SIGTERM, which flushes its data.
+that task stops the server with SIGTERM, which flushes its data. When it dies on its own it is
+started again with its data; when the gateway dies, even by SIGKILL, the parent-death signal
+stops it (`child.py`); a server a gateway left anyway (an older version) is stopped at start.
 """
 
 from __future__ import annotations
 
 import contextlib
 import fcntl
-import functools
+import logging
 import os
 import secrets
 import signal
 import socket
-import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,8 +25,13 @@ import trio
 
 from oauthproxy.errors import EmbeddedRedisError
 from oauthproxy.files import write_private
+from oauthproxy.retrying import Backoff
+from oauthproxy.storage.child import Child, open_child
+
+log = logging.getLogger(__name__)
 
 STARTUP_TIMEOUT_SECONDS = 15.0
+RESTART_BACKOFF_LIMIT_SECONDS = 5.0
 
 
 @dataclass(frozen=True)
@@ -104,7 +110,7 @@ def _log_tail(log_file: Path) -> str:
         return ""
 
 
-async def _wait_ready(url: str, process: trio.Process, log_file: Path) -> None:
+async def _wait_ready(url: str, process: Child, log_file: Path) -> None:
     """Wait until the server accepts connections, then until it answers PING."""
     port = int(url.rsplit(":", 1)[1].split("/")[0])
     with trio.move_on_after(STARTUP_TIMEOUT_SECONDS):
@@ -173,25 +179,32 @@ def _exclusive(data_dir: Path) -> Iterator[None]:
 async def _serve(
     data_dir: Path, password: str | None, task_status: trio.TaskStatus[EmbeddedRedis]
 ) -> None:
+    """Start the server; when it dies, start it again on the same port with its data (the
+    append-only file), waiting longer after each failed start. Meanwhile the data plane serves
+    from memory and every Redis user rides out the outage as it does for an external Redis."""
     await stop_leftover_server(data_dir)
     config_file, url = await trio.to_thread.run_sync(
         _prepare, data_dir, password or secrets.token_urlsafe(32)
     )
     log_file = data_dir / "valkey.log"
-    async with trio.open_nursery() as nursery:
-        run_server = functools.partial(
-            trio.run_process,
-            [str(server_binary()), str(config_file)],
-            check=False,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            start_new_session=True,  # a Ctrl-C in the terminal reaches us, and we stop it
-        )
-        process: trio.Process = await nursery.start(run_server)
-        await _wait_ready(url, process, log_file)
-        task_status.started(EmbeddedRedis(url, process.pid, data_dir, log_file))
-        await process.wait()
-        raise EmbeddedRedisError(
-            f"the embedded Redis exited unexpectedly (code {process.returncode}); see {log_file}"
-        )
+    argv = [str(server_binary()), str(config_file)]
+    backoff = Backoff(first=0.1, limit=RESTART_BACKOFF_LIMIT_SECONDS)
+    started = False
+    while True:
+        async with open_child(argv) as server:
+            try:
+                await _wait_ready(url, server, log_file)
+            except EmbeddedRedisError:
+                if not started:
+                    raise
+                log.error("the embedded Redis did not come back (see %s); trying again", log_file)
+            else:
+                backoff.reset()
+                if started:
+                    log.warning("the embedded Redis is back (pid %d) with its data", server.pid)
+                else:
+                    started = True
+                    task_status.started(EmbeddedRedis(url, server.pid, data_dir, log_file))
+                code = await server.wait()
+                log.error("the embedded Redis exited (code %s); restarting it with its data", code)
+        await backoff.wait()

@@ -166,3 +166,13 @@ def resource(uri: str) -> str:
 
 def workflow_state(hostname: str) -> str:
     return f"workflow:state:{hostname}"
+
+
+GATEWAY_EPOCH = "gateway:epoch"
+"""Which incarnation of the data this Redis holds (ours, not the spec's): written once when a
+gateway first finds Redis empty, and anew when an operator accepts Redis after a data loss."""
+
+GATEWAY_DATA_LOSS = "gateway:data-loss"
+"""Set by the first replica that finds the epoch gone, until an operator accepts Redis again: a
+replica that starts meanwhile, with nothing remembered, joins the hold instead of taking the
+emptied Redis for a first start."""
