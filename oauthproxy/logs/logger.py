@@ -2,7 +2,7 @@
 
 `RequestLogger.record` is all the request path ever calls: a length check and a list append, no
 await, no task, no channel. `serve_request_logger` takes the buffer every `FLUSH_SECONDS` and
-writes the batch in one pipeline (and, with ACCESS_LOG=json, as JSON lines on stdout, from a
+writes the batch in one script call (and, with ACCESS_LOG=json, as JSON lines on stdout, from a
 worker thread so a slow reader of stdout never stalls the event loop). When Redis is slow or
 away the batch is dropped and counted, never retried and never waited for by a request; the
 next batch tries again, so logging resumes by itself when Redis is back.

@@ -8,7 +8,7 @@ the per-OAuth-client queries, and `stats:durations:{hostname}` for the percentil
     idx:req:{all|errors|slow}         sorted sets: entry key → timestamp
     idx:req:ip:{ip} / host:{hostname} / user:{user} / client:{client_id} / status:{code}
     idx:req:path:{method}:{path}      the same, per value
-    stream:requests                   the live stream (XADD MAXLEN ~ LOG_STREAM_MAXLEN)
+    stream:requests                   the live stream of entry keys (MAXLEN ~ LOG_STREAM_MAXLEN)
     stats:requests:{YYYYMMDD:HH}      hourly counts (and stats:errors:... for 4xx/5xx)
     stats:unique_ips:{hostname}:{YYYYMMDD:HH}   HyperLogLog of client IPs
     stats:durations:{hostname}        list: the last DURATION_WINDOW durations (ms), newest first
@@ -16,7 +16,8 @@ the per-OAuth-client queries, and `stats:durations:{hostname}` for the percentil
 Indexes are sorted sets scored by time, so a query over the last N hours is one ZREVRANGEBYSCORE
 and trimming is one ZREMRANGEBYSCORE. Every key gets the retention as its TTL on each write, and
 every index is trimmed to the retention window on each write, so nothing outlives the retention.
-Pure: `plan(...)` returns the writes, `oauthproxy.storage.request_logs` sends them.
+Pure: `plan(...)` returns the writes, `oauthproxy.storage.request_logs` sends them (one script
+call per batch).
 """
 
 from __future__ import annotations
