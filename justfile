@@ -189,6 +189,11 @@ logs-clear token="": _venv
 logs-help:
     @just --list --unsorted | grep -E '^\s+logs'
 
+# Prometheus metrics of the running gateway (requests by host and status class, latency, upstream failures, connections, instances, request-log drops)
+[group('logs')]
+metrics token="": _venv
+    @proxy-client {{ if token != "" { "--token " + quote(token) } else { "" } }} metrics
+
 # --- development -------------------------------------------------------------------------------
 
 # Lint, type-check, then pytest (slow tests excluded); with FILES, only pytest on those files

@@ -1007,7 +1007,8 @@ def measure_logging_off(
     backend_port: int,
     results: Results,
 ) -> None:
-    """The `gateway` row again on a gateway with REQUEST_LOG_ENABLED=false: what logging costs."""
+    """The `gateway` row again on a gateway with REQUEST_LOG_ENABLED=false and METRICS_ENABLED=
+    false (the data plane then builds no entries): what the request log and metrics cost."""
     quiet = launch_gateway(
         procs,
         workdir / "data-nolog",
@@ -1015,7 +1016,7 @@ def measure_logging_off(
         token,
         workdir / "gateway-nolog.log",
         results.gateway_start_failures,
-        {"REQUEST_LOG_ENABLED": "false"},
+        {"REQUEST_LOG_ENABLED": "false", "METRICS_ENABLED": "false"},
     )
     with quiet.client() as api:
         create_proxy(api, BENCH_HOST, backend_port)

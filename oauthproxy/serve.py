@@ -214,6 +214,9 @@ async def _serve_bound(
                         requests=requests,
                     )
                 )
+                if requests.metrics is not None:
+                    requests.metrics.instances = supervisor.instances
+                    requests.metrics.allow(admin_token.secret)
                 await _start_listeners(
                     services, settings, storage, supervisor, bound, shutdown, requests
                 )

@@ -93,6 +93,10 @@ class Settings(BaseSettings):
     log_slow_seconds: PositiveSeconds = Field(
         default=1.0, description="Requests taking at least this long are indexed as slow"
     )
+    metrics_enabled: bool = Field(
+        default=True,
+        description="Count requests for the Prometheus /metrics endpoint on the API port",
+    )
     access_log: AccessLog = Field(
         default=AccessLog.OFF, description="json: also write one JSON line per request to stdout"
     )

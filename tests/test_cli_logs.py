@@ -71,6 +71,8 @@ async def test_stats_test_and_clear(traffic: Cli) -> None:
     assert stats["requests"] >= 3
     assert stats["logger"]["dropped"] == 0
     assert "Request logging works." in await cli.ok("log", "test")
+    scraped = await cli.ok("metrics")
+    assert 'oauthproxy_requests_total{host="cli.example.com",status_class="5xx"} 1.0' in scraped
     assert "Deleted" in await cli.ok("log", "clear")
     assert await cli.json("log", "search", "--query", "host:" + HOST) == []
 

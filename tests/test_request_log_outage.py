@@ -19,6 +19,7 @@ from oauthproxy.settings import Settings
 from oauthproxy.storage import open_storage
 from tests.backend import serve_backend
 from tests.conftest import free_port, redis_command, wait_for_port
+from tests.test_metrics import scrape
 
 HOST = "steady.example.com"
 
@@ -98,6 +99,11 @@ async def test_redis_stopped_under_load(
             statuses.append((await public.get(f"/echo/during-{number}")).status_code)
             if number % 50 == 0:
                 await trio.sleep(0.15)  # a few batch windows pass while Redis is away
+
+        # /metrics answers from memory while Redis is away, and shows the drops
+        with trio.fail_after(10):
+            while (await scrape(ready))[("oauthproxy_request_log_dropped", ())] == 0:  # noqa: ASYNC110
+                await trio.sleep(0.1)
 
         await nursery.start(serve_redis, port, tmp_path)
         with trio.fail_after(20):

@@ -13,6 +13,7 @@ from oauthproxy.api.errors import install_error_handlers
 from oauthproxy.api.forward_auth import forward_auth
 from oauthproxy.api.health import health
 from oauthproxy.api.logs import logs
+from oauthproxy.api.metrics import metrics
 from oauthproxy.api.oauth_admin import oauth_admin
 from oauthproxy.api.oauth_server import oauth_server
 from oauthproxy.api.oauth_status import status as oauth_status
@@ -78,5 +79,6 @@ def create_app(
     app.register_blueprint(certificates_api)
     app.register_blueprint(cleanup)
     app.register_blueprint(logs)
+    app.register_blueprint(metrics)
     app.register_blueprint(redis_state)
     return app

@@ -21,6 +21,7 @@ import trio
 
 from oauthproxy.logs import schema
 from oauthproxy.logs.records import RequestEntry, fields_of
+from oauthproxy.metrics import GatewayMetrics
 from oauthproxy.settings import AccessLog, Settings
 from oauthproxy.storage import Storage
 
@@ -36,8 +37,19 @@ WRITE_TIMEOUT = 2.0
 class RequestLogger:
     """The buffer between the data plane and the flush task, and its counters."""
 
-    def __init__(self, *, capacity: int, to_redis: bool = True, access_log: bool = False):
+    def __init__(
+        self,
+        *,
+        capacity: int,
+        to_redis: bool = True,
+        access_log: bool = False,
+        metrics: GatewayMetrics | None = None,
+    ):
         self.capacity = capacity
+        self.metrics = metrics
+        """Counts every batch for `/metrics` (None: METRICS_ENABLED is off)."""
+        if metrics is not None:
+            metrics.logger = self
         self.to_redis = to_redis
         self.access_log = access_log
         self.dropped = 0
@@ -54,12 +66,13 @@ class RequestLogger:
             capacity=settings.log_buffer_size,
             to_redis=settings.request_log_enabled,
             access_log=settings.access_log is AccessLog.JSON,
+            metrics=GatewayMetrics() if settings.metrics_enabled else None,
         )
 
     @property
     def active(self) -> bool:
         """Whether entries go anywhere at all (else the data plane need not build them)."""
-        return self.to_redis or self.access_log
+        return self.to_redis or self.access_log or self.metrics is not None
 
     @property
     def buffered(self) -> int:
@@ -81,6 +94,8 @@ class RequestLogger:
         batch = self.take()
         if not batch:
             return
+        if self.metrics is not None:
+            self.metrics.count(batch)
         if self.access_log:
             await trio.to_thread.run_sync(_write_lines, [fields_of(entry) for entry in batch])
         if self.to_redis:

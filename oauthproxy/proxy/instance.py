@@ -145,6 +145,11 @@ class Instance:
         if changed_target:
             await self._pool.clear()
 
+    @property
+    def connection_count(self) -> int:
+        """Connections this instance holds (for the metrics)."""
+        return len(self._connections)
+
     def stop(self) -> None:
         self.config = None
         self._stopping.set()
