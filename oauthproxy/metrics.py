@@ -23,7 +23,7 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.exposition import generate_latest
 from prometheus_client.registry import Collector
 
-from oauthproxy.logs.records import RequestEntry
+from oauthproxy.logs.records import REQUEST_KINDS, RequestEntry
 
 if TYPE_CHECKING:
     from oauthproxy.logs.logger import RequestLogger
@@ -81,6 +81,8 @@ class GatewayMetrics:
         answered: Tally[tuple[str, str]] = Tally()
         failed: Tally[tuple[str, str]] = Tally()
         for entry in batch:
+            if entry.kind not in REQUEST_KINDS:
+                continue
             host = entry.host if entry.host in served else OTHER_HOST
             answered[(host, f"{entry.status // 100}xx")] += 1
             if entry.reason in UPSTREAM_FAILURES:

@@ -40,7 +40,7 @@ async def traffic(nursery: trio.Nursery, storage: Storage, gateway: Ready, cli: 
         for path in ("/echo/one", "/status/503", "/status/404"):
             await public.get(path)
     with trio.fail_after(10):
-        while len(await cli.json("log", "search", "--query", "host:" + HOST)) < 3:  # noqa: ASYNC110
+        while len(await cli.json("log", "search", "--query", f"host:{HOST} event:request")) < 3:  # noqa: ASYNC110
             await trio.sleep(0.05)
     return cli
 
@@ -52,15 +52,17 @@ async def test_search_filters_and_formats(traffic: Cli) -> None:
     assert [e["request_path"] for e in await cli.json("log", "errors")] == [
         "/status/404", "/status/503"
     ]  # fmt: skip
-    assert len(await cli.json("log", "ip", "127.0.0.1")) == 3
-    assert len(await cli.json("log", "host", HOST)) == 3
+    assert len(await cli.json("log", "ip", "127.0.0.1", "--event", "request")) == 3
+    audit = await cli.json("log", "ip", "127.0.0.1", "--event", "admin.write")
+    assert [e["gateway_reason"] for e in audit] == ["DELETE /api/v1/logs"]  # the clear
+    assert len(await cli.json("log", "search", "--hostname", HOST, "--event", "request")) == 3
     assert await cli.json("log", "search", "--status", "200", "--path", "/echo/one") != []
     debug = await cli.json("log", "errors-debug")
     assert [e["request_path"] for e in debug] == ["/status/503"]
-    table = await cli.ok("log", "recent")
+    table = await cli.ok("log", "recent", "--event", "request")
     assert "/status/503" in table and "Answered By" in table
     assert "Summary: 3 requests | 2 errors" in table
-    csv = await cli.ok("--format", "csv", "log", "recent")
+    csv = await cli.ok("--format", "csv", "log", "recent", "--event", "request")
     header = csv.splitlines()[0].split(",")
     assert {"timestamp", "client_ip", "request_path", "status"} <= set(header)
 

@@ -7,6 +7,7 @@ from quart_schema import HttpSecurityScheme, Info, QuartSchema
 from quart_trio import QuartTrio
 
 from oauthproxy import __version__
+from oauthproxy.api.audit import install_audit
 from oauthproxy.api.certificates import certificates as certificates_api
 from oauthproxy.api.cleanup import cleanup
 from oauthproxy.api.errors import install_error_handlers
@@ -66,6 +67,7 @@ def create_app(
         security=[{"bearer": []}],
     )
     install_error_handlers(app)
+    install_audit(app)
     app.register_blueprint(health)
     app.register_blueprint(tokens)
     app.register_blueprint(proxies)

@@ -16,11 +16,12 @@ import sys
 import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
+from typing import Any
 
 import trio
 
 from oauthproxy.logs import schema
-from oauthproxy.logs.records import RequestEntry, fields_of
+from oauthproxy.logs.records import RequestEntry, event, fields_of
 from oauthproxy.metrics import GatewayMetrics
 from oauthproxy.settings import AccessLog, Settings
 from oauthproxy.storage import Storage
@@ -84,6 +85,17 @@ class RequestLogger:
             self._buffer.append(entry)
         else:
             self.dropped += 1
+
+    def event(self, name: str, **details: Any) -> None:
+        """Log an event (see `records.event`) in the request log, and as an INFO line."""
+        entry = event(name, **details)
+        log.info(
+            "%s%s",
+            name,
+            "".join(f" {key}={value}" for key, value in details.items() if value != ""),
+        )
+        if self.to_redis or self.access_log:
+            self.record(entry)
 
     def take(self) -> list[RequestEntry]:
         batch, self._buffer = self._buffer, []

@@ -57,7 +57,8 @@ def level_of(status: int) -> str:
 
 
 def event_of(entry: Entry) -> str:
-    """The event name a request entry answers to: `request`, `websocket` or `sse`."""
+    """An entry's event name: `request`, `websocket` or `sse` for requests, else the event's
+    own (`oauth.token_issued`, `proxy.served`, `admin.write`, ...)."""
     kind = entry.get("kind", "http")
     return "request" if kind == "http" else kind
 
@@ -110,6 +111,8 @@ def plan_indexes(query: LogFilter) -> list[str]:
         return [schema.path_index(query.method, query.path)]
     if query.hostname:
         return [schema.host_index(query.hostname)]
+    if query.event and query.event not in ("request", "websocket", "sse"):
+        return [schema.event_index(query.event)]
     if query.status is not None:
         return [schema.status_index(query.status)]
     if query.errors:

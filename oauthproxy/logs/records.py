@@ -61,6 +61,33 @@ class RequestEntry:
     """Seconds, set when the exchange ends."""
 
 
+REQUEST_KINDS = frozenset({"http", "websocket", "sse"})
+"""Kinds of entries that are requests; any other kind is the name of an event."""
+
+
+def event(
+    name: str,
+    *,
+    status: int = 200,
+    host: str = "",
+    client_ip: str = "",
+    user: str = "",
+    client_id: str = "",
+    method: str = "",
+    path: str = "",
+    detail: str = "",
+) -> RequestEntry:
+    """An event (an OAuth step, a proxy served or stopped, an admin-API write) as an entry of
+    the same log: `kind` is its name (`oauth.token_issued`), `status` sets its level (2xx INFO,
+    4xx WARNING, 5xx ERROR), `detail` (in `gateway_reason`) says why it was refused."""
+    entry = RequestEntry(
+        time.time(), time.perf_counter(), client_ip, b"", host, method.encode(), path.encode()
+    )
+    entry.kind, entry.status, entry.reason = name, status, detail
+    entry.user, entry.client_id = user, client_id
+    return entry
+
+
 def begin(client_ip: str, scheme: bytes, host: str, method: bytes, target: bytes) -> RequestEntry:
     """A new entry, timed from now."""
     return RequestEntry(time.time(), time.perf_counter(), client_ip, scheme, host, method, target)

@@ -8,6 +8,8 @@ the per-OAuth-client queries, and `stats:durations:{hostname}` for the percentil
     idx:req:{all|errors|slow}         sorted sets: entry key → timestamp
     idx:req:ip:{ip} / host:{hostname} / user:{user} / client:{client_id} / status:{code}
     idx:req:path:{method}:{path}      the same, per value
+    idx:req:event:{name}              events (OAuth steps, proxies served and stopped, admin
+                                      writes): entries whose `kind` is not a request's
     stream:requests                   the live stream of entry keys (MAXLEN ~ LOG_STREAM_MAXLEN)
     stats:requests:{YYYYMMDD:HH}      hourly counts (and stats:errors:... for 4xx/5xx)
     stats:unique_ips:{hostname}:{YYYYMMDD:HH}   HyperLogLog of client IPs
@@ -27,7 +29,7 @@ from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from oauthproxy.logs.records import RequestEntry, path_of, values_of
+from oauthproxy.logs.records import REQUEST_KINDS, RequestEntry, path_of, values_of
 
 PREFIXES = ("req:", "idx:req:", "stream:requests", "stats:requests:", "stats:errors:",
             "stats:unique_ips:", "stats:durations:")  # fmt: skip
@@ -55,6 +57,10 @@ def host_index(hostname: str) -> str:
 
 def user_index(user: str) -> str:
     return f"idx:req:user:{user}"
+
+
+def event_index(name: str) -> str:
+    return f"idx:req:event:{name}"
 
 
 def client_index(client_id: str) -> str:
@@ -113,7 +119,9 @@ def index_keys(values: list[str], *, slow: bool) -> list[str]:
     """The indexes an entry (as `values_of`) is listed in."""
     ip, host, method, target = values[1], values[3], values[4], values[5]
     status = int(values[6] or 0)
-    user, client_id = values[12], values[13]
+    user, client_id, kind = values[12], values[13], values[16]
+    if kind not in REQUEST_KINDS:
+        return _event_index_keys(kind, ip, host, user, client_id, status)
     found = [ALL, ip_index(ip), host_index(host), status_index(status),
              path_index(method, path_of(target))]  # fmt: skip
     if user:
@@ -124,6 +132,17 @@ def index_keys(values: list[str], *, slow: bool) -> list[str]:
         found.append(ERRORS)
     if slow:
         found.append(SLOW)
+    return found
+
+
+def _event_index_keys(
+    name: str, ip: str, host: str, user: str, client_id: str, status: int
+) -> list[str]:
+    found = [ALL, event_index(name)]
+    found += [key(value) for key, value in ((ip_index, ip), (host_index, host),
+              (user_index, user), (client_index, client_id)) if value]  # fmt: skip
+    if status >= 400:
+        found.append(ERRORS)
     return found
 
 
@@ -144,6 +163,8 @@ def plan(
         writes.entries.append((key, values))
         for index in index_keys(values, slow=entry.duration >= slow_seconds):
             writes.indexed[index].append(position)
+        if entry.kind not in REQUEST_KINDS:
+            continue  # events are not requests: no request statistics
         slot = int(entry.started // 3600)
         hour = hours.get(slot) or hours.setdefault(slot, hour_of(entry.started))
         writes.counters[requests_count(hour)] += 1

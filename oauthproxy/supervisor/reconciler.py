@@ -210,6 +210,8 @@ class Reconciler:
                 states[action.wanted.target.hostname] = _state(action.wanted)
             elif isinstance(action, Update):
                 hostname = action.wanted.target.hostname
+                if _state(action.wanted) != _state(self._running.get(hostname, action.wanted)):
+                    self._lifecycle("proxy.upgraded", hostname, _state(action.wanted))
                 await self.instances[hostname].update(self._config(action.wanted))
                 self._running[hostname] = action.wanted
                 states[hostname] = _state(action.wanted)
@@ -243,6 +245,7 @@ class Reconciler:
         if target.hostname not in self._builtin:
             self._running[target.hostname] = wanted
         log.info("serving %s → %s (%s)", target.hostname, target.target_url, _state(wanted))
+        self._lifecycle("proxy.served", target.hostname, _state(wanted))
 
     def _stop(self, hostname: str) -> None:
         instance = self.instances.pop(hostname)
@@ -250,6 +253,12 @@ class Reconciler:
         self._tls_contexts.forget(hostname)
         instance.stop()
         log.info("stopped %s", hostname)
+        self._lifecycle("proxy.stopped", hostname, "")
+
+    def _lifecycle(self, name: str, hostname: str, detail: str) -> None:
+        """An instance's lifecycle event, in the request log (its owner sees it there)."""
+        if self._requests is not None and hostname not in self._builtin:
+            self._requests.event(name, host=hostname, detail=detail)
 
     def stop_all(self) -> None:
         for hostname in list(self.instances):
