@@ -103,3 +103,20 @@ async def test_follow_prints_new_requests_until_interrupted(traffic: Cli, gatewa
     with trio.fail_after(10):
         assert await process.wait() == 0
     assert b"cli.example.com/echo/followed 200" in seen
+
+
+async def test_oauth_flow_shows_a_clients_steps(cli: Cli, gateway: Ready) -> None:
+    async with httpx.AsyncClient(base_url=gateway.api_url) as http:
+        registered = await http.post(
+            "/register",
+            json={"client_name": "Flow", "redirect_uris": ["http://127.0.0.1:8765/callback"]},
+        )
+    assert registered.status_code == 201, registered.text
+    client_id = registered.json()["client_id"]
+    with trio.fail_after(10):
+        while not (steps := await cli.json("log", "oauth-flow", "--client-id", client_id)):  # noqa: ASYNC110
+            await trio.sleep(0.05)
+    assert [(step["event"], step["request_path"]) for step in steps] == [
+        ("oauth.registration", "/register")
+    ]
+    assert registered.json()["client_secret"] not in str(steps)

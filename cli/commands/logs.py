@@ -8,7 +8,6 @@ An owner token sees the requests of its own hostnames only; the admin sees all.
 from __future__ import annotations
 
 import time
-from collections import Counter
 from typing import Annotated, Any
 from urllib.parse import urlencode
 
@@ -16,10 +15,8 @@ from cyclopts import App, Parameter
 
 from cli.client import api_path
 from cli.columns import Kind
-from cli.commands.oauth import OAUTH_PATHS
 from cli.commands.values import present
 from cli.config import OutputFormat
-from cli.errors import CliError
 from cli.session import CliSession, Session
 
 app = App(name="log", help="Query the request log (recent, by IP/host/client, errors, stats).")
@@ -34,10 +31,9 @@ Hostname = Annotated[str | None, Parameter(help="Only this hostname.")]
 
 FOLLOW_WAIT_SECONDS = 10
 TEST_WAIT_SECONDS = 5.0
-OAUTH_PREFIXES = (*OAUTH_PATHS, "/.well-known/oauth-protected-resource")
 
 
-def _logs(session: CliSession, *endpoint: str, **params: Any) -> list[dict[str, Any]]:
+def logs_of(session: CliSession, *endpoint: str, **params: Any) -> list[dict[str, Any]]:
     query = urlencode({name: value for name, value in params.items() if value is not None})
     found: list[dict[str, Any]] = session.api.get(
         api_path("logs", *endpoint) + (f"?{query}" if query else "")
@@ -45,7 +41,7 @@ def _logs(session: CliSession, *endpoint: str, **params: Any) -> list[dict[str, 
     return found
 
 
-def _show(session: CliSession, entries: list[dict[str, Any]]) -> None:
+def show(session: CliSession, entries: list[dict[str, Any]]) -> None:
     session.show(entries, kind=Kind.LOGS)
 
 
@@ -61,7 +57,7 @@ def recent(
 ) -> None:
     """Recent requests (`just logs`)."""
     params = present(hours=hours, event=event, level=level, hostname=hostname, limit=limit)
-    _show(session, _logs(session, "search", **params))
+    show(session, logs_of(session, "search", **params))
 
 
 @app.command
@@ -95,7 +91,7 @@ def search(
         path=path, method=method, user=user, ip=ip, client_id=client_id, limit=limit,
         errors="true" if errors else None, slow="true" if slow else None,
     )  # fmt: skip
-    _show(session, _logs(session, "search", **params))
+    show(session, logs_of(session, "search", **params))
 
 
 @app.command(name="ip")
@@ -110,7 +106,7 @@ def by_ip(
 ) -> None:
     """Requests from one client IP (`just logs-ip`)."""
     params = present(hours=hours, event=event, level=level, limit=limit)
-    _show(session, _logs(session, "ip", ip, **params))
+    show(session, logs_of(session, "ip", ip, **params))
 
 
 @app.command(name="host")
@@ -122,7 +118,7 @@ def by_host(
     session: Session,
 ) -> None:
     """Requests to one hostname (`just logs-host`)."""
-    _show(session, _logs(session, "search", hostname=hostname, hours=hours, limit=limit))
+    show(session, logs_of(session, "search", hostname=hostname, hours=hours, limit=limit))
 
 
 @app.command(name="client")
@@ -137,13 +133,13 @@ def by_client(
 ) -> None:
     """Requests made with one OAuth client's tokens (`just logs-client`)."""
     params = present(hours=hours, event=event, level=level, limit=limit)
-    _show(session, _logs(session, "client", client_id, **params))
+    show(session, logs_of(session, "client", client_id, **params))
 
 
 @app.command
 def errors(*, hours: Hours = 1, limit: Limit = 50, session: Session) -> None:
     """Requests answered 4xx or 5xx (`just logs-errors`)."""
-    _show(session, _logs(session, "errors", hours=hours, limit=limit))
+    show(session, logs_of(session, "errors", hours=hours, limit=limit))
 
 
 @app.command(name="errors-debug")
@@ -159,10 +155,10 @@ def errors_debug(
     """Failed requests with every field: upstream, route, reason, bytes, TLS, user, client
     (`just logs-errors-debug`)."""
     level = None if include_warnings else "ERROR"
-    _detailed(session, _logs(session, "errors", hours=hours, limit=limit, level=level))
+    detailed(session, logs_of(session, "errors", hours=hours, limit=limit, level=level))
 
 
-def _detailed(session: CliSession, entries: list[dict[str, Any]]) -> None:
+def detailed(session: CliSession, entries: list[dict[str, Any]]) -> None:
     """One record table per entry (tables), or the entries as they are (other formats)."""
     if session.output.format is not OutputFormat.TABLE:
         session.show(entries)
@@ -171,72 +167,6 @@ def _detailed(session: CliSession, entries: list[dict[str, Any]]) -> None:
         session.output.console.print("No matching requests in this window.")
     for entry in entries:
         session.show(entry, kind=Kind.LOGS)
-
-
-def _is_oauth(entry: dict[str, Any]) -> bool:
-    path = str(entry.get("request_path", "")).partition("?")[0]
-    return bool(entry.get("client_id")) or path.startswith(OAUTH_PREFIXES)
-
-
-@app.command
-def oauth(
-    ip: Annotated[str, Parameter(help="The client IP.")],
-    *,
-    hours: Hours = 24,
-    limit: Limit = 500,
-    session: Session,
-) -> None:
-    """OAuth activity of one client IP, summarised: each endpoint and status with its count,
-    and the users and OAuth clients seen (`just logs-oauth`)."""
-    entries = [e for e in _logs(session, "ip", ip, hours=hours, limit=limit)
-               if _is_oauth(e)]  # fmt: skip
-    steps = Counter(
-        (str(e["request_path"]).partition("?")[0], e.get("status"), e.get("user") or "",
-         e.get("client_id") or "")
-        for e in entries
-    )  # fmt: skip
-    rows = [
-        {"path": path, "status": status, "user": user, "client_id": client, "requests": count}
-        for (path, status, user, client), count in steps.most_common()
-    ]
-    session.show(rows)
-
-
-@app.command(name="oauth-debug")
-def oauth_debug(
-    ip: Annotated[str, Parameter(help="The client IP.")],
-    *,
-    hours: Hours = 24,
-    limit: Limit = 100,
-    session: Session,
-) -> None:
-    """Every OAuth request of one client IP with every field (`just logs-oauth-debug`)."""
-    entries = _logs(session, "ip", ip, hours=hours, limit=1000)
-    _detailed(session, [entry for entry in entries if _is_oauth(entry)][:limit])
-
-
-@app.command(name="oauth-flow")
-def oauth_flow(
-    *,
-    client_id: Annotated[str | None, Parameter(help="The OAuth client id.")] = None,
-    username: Annotated[str | None, Parameter(help="The GitHub user.")] = None,
-    hours: Hours = 1,
-    session: Session,
-) -> None:
-    """One client's or user's OAuth flow step by step, oldest first: registration,
-    authorization, consent, token and the requests made with its tokens
-    (`just logs-oauth-flow`)."""
-    if not client_id and not username:
-        raise CliError("name a --client-id or a --username (or both)")
-    found: dict[tuple[Any, ...], dict[str, Any]] = {}
-    if client_id:
-        for entry in _logs(session, "search", q=client_id, hours=hours, limit=1000):
-            found[(entry["timestamp"], entry["client_ip"], entry["request_path"])] = entry
-    if username:
-        for entry in _logs(session, "search", user=username, hours=hours, limit=1000):
-            found[(entry["timestamp"], entry["client_ip"], entry["request_path"])] = entry
-    steps = sorted(found.values(), key=lambda entry: float(entry["timestamp"]))
-    _show(session, [entry for entry in steps if _is_oauth(entry) or entry.get("user")])
 
 
 @app.command
@@ -308,9 +238,9 @@ def test(*, session: Session) -> int:
     )
     deadline = time.monotonic() + TEST_WAIT_SECONDS
     while time.monotonic() < deadline:
-        found = _logs(session, "search", q=sent["marker"], hours=1, limit=1)
+        found = logs_of(session, "search", q=sent["marker"], hours=1, limit=1)
         if found:
-            _show(session, found)
+            show(session, found)
             session.output.console.print("Request logging works.")
             return 0
         time.sleep(0.2)
