@@ -22,6 +22,7 @@ from oauthproxy.logs.queries import (
     plan_indexes,
 )
 from oauthproxy.logs.records import FIELDS, RequestEntry, fields_of, redact_target
+from oauthproxy.logs.records import event as event_entry
 from oauthproxy.settings import Settings
 from oauthproxy.tenancy.caller import Caller, Refused
 from oauthproxy.tenancy.logs import check_clear, readable_hosts
@@ -189,7 +190,7 @@ STORED = fields_of(entry(status=503, user="alice", client_id="c1", target=b"/api
         (LogFilter(words=("nowhere",)), False),
     ],
 )
-def test_matching(query: LogFilter, passes: bool) -> None:
+def test_matching_requests(query: LogFilter, passes: bool) -> None:
     assert matches(STORED, query) is passes
 
 
@@ -254,3 +255,31 @@ async def test_flush_loop_takes_each_window_and_the_rest_on_stop(
     assert trio.current_time() - started < FLUSH_SECONDS * 3
     lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert [line["request_path"] for line in lines] == ["/first", "/last?code=REDACTED"]
+
+
+EVENT = fields_of(event_entry("proxy.served", host="api.example.com", detail="running_http"))
+
+
+@pytest.mark.parametrize(
+    ("query", "passes"),
+    [
+        (LogFilter(), True),
+        (LogFilter(event="proxy.served", hostname="api.example.com"), True),
+        (LogFilter(event="request"), False),
+        (LogFilter(status=200), False),  # request-only filters leave events out
+        (LogFilter(path="/"), False),
+        (LogFilter(level="INFO"), True),
+        (LogFilter(hosts=frozenset({"api.example.com"})), True),
+    ],
+)
+def test_matching_events(query: LogFilter, passes: bool) -> None:
+    assert matches(EVENT, query) is passes
+
+
+def test_events_are_indexed_by_name_and_count_in_no_statistics() -> None:
+    rows = [event_entry("oauth.token_refused", status=400, client_id="c1", detail="bad")]
+    plan = schema.plan(rows, first_sequence=0, slow_seconds=1, retention_seconds=60, now=0)
+    assert set(plan.indexed) == {
+        schema.ALL, "idx:req:event:oauth.token_refused", "idx:req:client:c1", schema.ERRORS
+    }  # fmt: skip
+    assert (plan.counters, plan.visitors, plan.durations) == ({}, {}, {})

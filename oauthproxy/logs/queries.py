@@ -15,7 +15,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 
 from oauthproxy.logs import schema
-from oauthproxy.logs.records import path_of
+from oauthproxy.logs.records import FIELDS, REQUEST_KINDS, path_of
 from oauthproxy.storage.request_logs import Entry, RequestLogRepository
 
 SCAN_LIMIT = 5000
@@ -123,10 +123,13 @@ def plan_indexes(query: LogFilter) -> list[str]:
 
 
 def matches(entry: Entry, query: LogFilter) -> bool:
-    """Whether a stored entry passes every filter (the index read may be wider)."""
+    """Whether a stored entry passes every filter (the index read may be wider). Filters only
+    requests have (status, path, method, slow) leave events out."""
     status = int(entry.get("status") or 0)
     host = entry.get("hostname", "")
+    about_requests = query.status is not None or query.path or query.method or query.slow
     checks = (
+        not about_requests or entry.get("kind", "http") in REQUEST_KINDS,
         query.hosts is None or host in query.hosts,
         query.ip is None or entry.get("client_ip") == query.ip,
         query.hostname is None or host == query.hostname,
@@ -178,8 +181,9 @@ NUMBERS = {"timestamp": float, "status": int, "bytes_in": int, "bytes_out": int,
 
 
 def decorated(entry: Entry) -> dict[str, object]:
-    """A stored entry as the API shows it: numbers as numbers, with its `event` and `level`."""
-    shown: dict[str, object] = dict(entry)
+    """A stored entry as the API shows it: every field (empty ones are not stored), numbers as
+    numbers, with its `event` and `level`."""
+    shown: dict[str, object] = {name: entry.get(name, "") for name in FIELDS}
     for name, kind in NUMBERS.items():
         try:
             shown[name] = kind(entry[name])

@@ -26,7 +26,8 @@ Entry = dict[str, str]
 # {index: [position]}, "counters": {key: n}, "visitors": {key: [position]}, "durations":
 # {key: [position]}} (positions from 1 into "entries"); ARGV[2] retention seconds; ARGV[3] the
 # stream's MAXLEN; ARGV[4] the oldest index score kept; ARGV[5] durations kept per hostname.
-# The stream carries entry keys only (its readers fetch the hashes). Long argument lists go in
+# Empty fields are not stored (readers fill them in). The stream carries entry keys only (its
+# readers fetch the hashes). Long argument lists go in
 # slices (Lua's unpack has a limit).
 WRITE_BATCH = """
 local batch = cjson.decode(ARGV[1])
@@ -44,8 +45,10 @@ for _, item in ipairs(entries) do
   local key, values = item[1], item[2]
   local fields = {}
   for n = 1, #names do
-    fields[2 * n - 1] = names[n]
-    fields[2 * n] = values[n]
+    if values[n] ~= '' then
+      fields[#fields + 1] = names[n]
+      fields[#fields + 1] = values[n]
+    end
   end
   redis.call('HSET', key, unpack(fields))
   redis.call('EXPIRE', key, retention)
