@@ -181,7 +181,12 @@ async def _serve_bound(
             async with trio.open_nursery() as services:
                 certificates: CertificateManager = await services.start(
                     functools.partial(
-                        serve_certificate_manager, settings, storage, replica, shutdown
+                        serve_certificate_manager,
+                        settings,
+                        storage,
+                        replica,
+                        shutdown,
+                        requests=requests,
                     )
                 )
                 api_url = await services.start(

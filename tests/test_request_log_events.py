@@ -115,3 +115,22 @@ def test_steps_of_answers() -> None:
     ]
     for answered, step in table:
         assert step_of(answered) == step, answered
+
+
+async def test_a_certificates_renewal_is_two_events(oauth_gateway: Ready) -> None:
+    headers = {"Authorization": f"Bearer {oauth_gateway.admin_token.secret}"}
+    async with httpx.AsyncClient(base_url=oauth_gateway.api_url, headers=headers) as admin:
+        created = await admin.post(
+            "/api/v1/certificates/self-signed",
+            json={"cert_name": "events-cert", "domains": ["cert.example.com"]},
+        )
+        assert created.status_code in (200, 201, 202), created.text
+        renewed = await admin.post("/api/v1/certificates/events-cert/renew")
+        assert renewed.status_code in (200, 202), renewed.text
+    trail = await events(oauth_gateway, "search", "certificate.issued", hostname="cert.example.com")
+    assert [(e["event"], e["request_path"]) for e in trail] == [
+        ("certificate.ordered", "events-cert"),
+        ("certificate.issued", "events-cert"),
+    ]
+    assert trail[0]["gateway_reason"] == "renewal"
+    assert trail[-1]["gateway_reason"].startswith("issued, valid until")
