@@ -53,10 +53,10 @@ async def test_the_real_client_and_tls_version_behind_haproxy(
                 pass
             await trio.sleep(0.01)
     entry = (await logged(gateway, "secure.example.com", 200))[0]
-    assert entry["client_ip"] == CLIENT_ADDRESS
-    assert entry["scheme"] == "https"
-    assert entry["tls_version"] == "TLSv1.3"
-    assert entry["request_path"] == "/echo"
-    assert entry["bytes_in"] > len(get("secure.example.com", forged))  # TLS records included
-    assert entry["bytes_out"] > len(answer)
+    assert entry["client_ip"] == CLIENT_ADDRESS, entry
+    assert entry["scheme"] == "https", entry
+    assert entry["tls_version"] == "TLSv1.3", entry
+    assert entry["request_path"] == "/echo", entry
+    assert entry["bytes_in"] > len(get("secure.example.com", forged)), entry  # TLS included
+    assert entry["bytes_out"] > len(answer), entry
     assert "203.0.113.9" not in str(entry)
