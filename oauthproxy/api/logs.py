@@ -116,13 +116,11 @@ async def stats(query_args: StatsQuery) -> Json:
     hours = [schema.hour_of(now - 3600 * back) for back in range(min(int(query_args.hours), 168))]
     answer: Json = {"hours": query_args.hours}
     if hosts is None:
+        requests = await repository.counters([schema.requests_count(hour) for hour in hours])
+        failures = await repository.counters([schema.errors_count(hour) for hour in hours])
         by_hour = [
-            {
-                "hour": hour,
-                "requests": await repository.counter(schema.requests_count(hour)),
-                "errors": await repository.counter(schema.errors_count(hour)),
-            }
-            for hour in hours
+            {"hour": hour, "requests": count, "errors": failed}
+            for hour, count, failed in zip(hours, requests, failures, strict=True)
         ]
         answer["requests"] = sum(row["requests"] for row in by_hour)
         answer["errors"] = sum(row["errors"] for row in by_hour)

@@ -155,9 +155,10 @@ class RequestLogRepository:
         entries = [dict(await reply) for reply in pending]
         return [(ident, entry) for ident, entry in zip(ids, entries, strict=True) if entry]
 
-    async def counter(self, key: str) -> int:
-        value = await self._redis.get(key)
-        return int(value or 0)
+    async def counters(self, keys: Sequence[str]) -> list[int]:
+        """The values of these counters (0 for those that do not exist), in one MGET."""
+        values = await self._redis.mget(keys) if keys else []
+        return [int(value or 0) for value in values]
 
     async def unique(self, keys: list[str]) -> int:
         """Distinct members across these HyperLogLogs (missing keys count as empty)."""
