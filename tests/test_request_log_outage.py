@@ -4,6 +4,7 @@ logging resumes by itself when Redis is back (a dedicated redis-server, stopped 
 from __future__ import annotations
 
 import functools
+import signal
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
@@ -121,3 +122,50 @@ async def test_redis_stopped_under_load(
     assert state["dropped"] > 0
     assert state["failing"] is False
     assert state["written"] > 0
+
+
+async def test_redis_stalled_under_load(
+    nursery: trio.Nursery, tmp_path: Path, make_settings: Callable[..., Settings]
+) -> None:
+    """A Redis that stops answering (SIGSTOP) without closing: the batch waiting on it is
+    dropped after the write timeout, requests never wait, and SIGCONT brings logging back."""
+    port = free_port()
+    url = f"redis://127.0.0.1:{port}/0"
+    redis = await trio.lowlevel.open_process(
+        redis_command(port, tmp_path), stdout=subprocess.DEVNULL
+    )
+    try:
+        await wait_for_port(port)
+        backend: int = await nursery.start(functools.partial(serve_backend, "stalled"))
+        ready: Ready = await nursery.start(
+            functools.partial(serve, make_settings(redis_url=url), handle_signals=False)
+        )
+        async with open_storage(url) as storage:
+            await storage.proxies.create(
+                ProxyTarget.model_validate(
+                    {"hostname": HOST, "target_url": f"http://127.0.0.1:{backend}"}
+                )
+            )
+        async with httpx.AsyncClient(
+            base_url=f"http://127.0.0.1:{ready.http_port}", headers={"Host": HOST}, timeout=10
+        ) as public:
+            with trio.fail_after(10):
+                while (await public.get("/echo/warm")).status_code != 200:  # noqa: ASYNC110
+                    await trio.sleep(0.01)
+            redis.send_signal(signal.SIGSTOP)
+            statuses = []
+            with trio.fail_after(20):
+                while (await scrape(ready))[("oauthproxy_request_log_dropped", ())] == 0:
+                    statuses.append((await public.get("/echo/during")).status_code)
+                    await trio.sleep(0.05)
+            assert statuses and set(statuses) == {200}
+            redis.send_signal(signal.SIGCONT)
+            with trio.fail_after(20):
+                while "/echo/after" not in await logged_paths(ready):
+                    await public.get("/echo/after")
+                    await trio.sleep(0.1)
+    finally:
+        redis.send_signal(signal.SIGCONT)
+        redis.terminate()
+        with trio.CancelScope(shield=True):
+            await redis.wait()
