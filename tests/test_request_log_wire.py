@@ -60,3 +60,24 @@ async def test_the_real_client_and_tls_version_behind_haproxy(
     assert entry["bytes_in"] > len(get("secure.example.com", forged)), entry  # TLS included
     assert entry["bytes_out"] > len(answer), entry
     assert "203.0.113.9" not in str(entry)
+
+
+async def test_a_failed_handshake_is_an_event_naming_the_sni_it_asked_for(gateway: Ready) -> None:
+    tcp = await trio.open_tcp_stream("127.0.0.1", gateway.https_port)
+    context = ssl.create_default_context()
+    stream = trio.SSLStream(tcp, context, server_hostname="nobody.example.com")
+    with trio.fail_after(10), pytest.raises(trio.BrokenResourceError):
+        await stream.do_handshake()
+    await trio.aclose_forcefully(stream)
+    headers = {"Authorization": f"Bearer {gateway.admin_token.secret}"}
+    params = {"event": "tls.handshake_failed"}
+    async with httpx.AsyncClient(base_url=gateway.api_url, headers=headers) as admin:
+        with trio.fail_after(10):
+            while True:
+                found = (await admin.get("/api/v1/logs/search", params=params)).json()["logs"]
+                if found:
+                    break
+                await trio.sleep(0.05)
+    assert found[0]["client_ip"] == "127.0.0.1"
+    assert found[0]["gateway_reason"].startswith("sni=nobody.example.com: ")
+    assert found[0]["level"] == "WARNING"

@@ -86,10 +86,12 @@ class RequestLogger:
         else:
             self.dropped += 1
 
-    def event(self, name: str, **details: Any) -> None:
-        """Log an event (see `records.event`) in the request log, and as an INFO line."""
+    def event(self, name: str, *, quiet: bool = False, **details: Any) -> None:
+        """Log an event (see `records.event`) in the request log, and as an INFO line (a DEBUG
+        line when `quiet`: what anyone can cause by the thousand, failed TLS handshakes)."""
         entry = event(name, **details)
-        log.info(
+        log.log(
+            logging.DEBUG if quiet else logging.INFO,
             "%s%s",
             name,
             "".join(f" {key}={value}" for key, value in details.items() if value != ""),

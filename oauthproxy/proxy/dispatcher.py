@@ -11,6 +11,7 @@ import logging
 import math
 import ssl
 from collections.abc import Awaitable, Callable, Mapping, Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass, field, replace
 
 import trio
@@ -206,15 +207,35 @@ async def serve_http(
     await _serve_port(front, listeners, handle, task_status)
 
 
+_asked_name: ContextVar[str] = ContextVar("asked_name", default="")
+"""The SNI name a handshake asked for, set by the SNI callback in the handshake's own task (so
+a failed handshake's event can name it)."""
+
+
 def _tls_context(instances: Mapping[str, Instance]) -> ssl.SSLContext:
     """The listeners' TLS context: the SNI name picks the instance's certificate."""
 
     def tls_for(hostname: str) -> HostContext | None:
+        _asked_name.set(hostname)  # the handshake's task reads it if the handshake fails
         instance = instances.get(hostname)
         config = instance.config if instance is not None else None
         return config.tls if config is not None else None
 
     return listener_context(tls_for)
+
+
+def _handshake_failed(requests: RequestLogger | None, client: Client, error: Exception) -> None:
+    """A failed TLS handshake as an event, with the SNI name it asked for (at DEBUG in the
+    gateway's log: anyone can cause them by the thousand)."""
+    if requests is None:
+        return
+    asked = _asked_name.get() or "-"
+    timeout = isinstance(error, trio.TooSlowError)
+    why = "timed out" if timeout else str(error.__cause__ or error) or "refused"
+    detail = f"sni={asked}: {why}"[:200]
+    requests.event(
+        "tls.handshake_failed", quiet=True, status=400, client_ip=client.ip, detail=detail
+    )
 
 
 async def _serve_tls(
@@ -225,8 +246,9 @@ async def _serve_tls(
     try:
         with trio.fail_after(TLS_HANDSHAKE_TIMEOUT):
             await stream.do_handshake()
-    except (trio.BrokenResourceError, trio.TooSlowError):
+    except (trio.BrokenResourceError, trio.TooSlowError) as error:
         await trio.aclose_forcefully(stream)
+        _handshake_failed(front.requests, client, error)
         return
     names: frozenset[str] = getattr(stream.context, "names", frozenset())
     client = replace(client, tls_names=names)  # the SNI name's certificate, and what it covers
