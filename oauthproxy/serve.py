@@ -46,6 +46,7 @@ from oauthproxy.proxy.config import PublicPorts
 from oauthproxy.proxy.dispatcher import Front, serve_http, serve_https, serve_proxy_protocol
 from oauthproxy.proxy.headers import parse_networks
 from oauthproxy.proxy.limits import ConnectionLimit
+from oauthproxy.proxy.waiting import FirstRequests
 from oauthproxy.settings import Settings
 from oauthproxy.storage import Storage, open_storage
 from oauthproxy.storage.embedded import EmbeddedRedis, serve_embedded_redis
@@ -206,6 +207,7 @@ async def _serve_bound(
                     )
                 )
                 await storage.internal_services.register_api(api_url)
+                first_requests = FirstRequests()  # the listeners' and the instances' drain
                 supervisor: Reconciler = await services.start(
                     functools.partial(
                         serve_supervisor,
@@ -217,13 +219,21 @@ async def _serve_bound(
                         api_targets(settings, api_url),
                         shutdown,
                         requests=requests,
+                        settled=first_requests.settled,
                     )
                 )
                 if requests.metrics is not None:
                     requests.metrics.instances = supervisor.instances
                     requests.metrics.allow(admin_token.secret)
                 await _start_listeners(
-                    services, settings, storage, supervisor, bound, shutdown, requests
+                    services,
+                    settings,
+                    storage,
+                    supervisor,
+                    bound,
+                    shutdown,
+                    first_requests,
+                    requests,
                 )
                 condition.ready = True
                 task_status.started(
@@ -266,6 +276,7 @@ async def _start_listeners(
     supervisor: Reconciler,
     bound: BoundListeners,
     shutdown: trio.Event,
+    first_requests: FirstRequests,
     requests: RequestLogger | None = None,
 ) -> None:
     """Start accepting on the public listeners bound at start-up."""
@@ -278,6 +289,7 @@ async def _start_listeners(
         limit=ConnectionLimit(settings.proxy_max_connections_per_ip),
         send_timeout=settings.proxy_send_timeout,
         first_request_timeout=settings.proxy_first_request_timeout,
+        first_requests=first_requests,
         requests=requests,
     )
     await services.start(serve_http, front, bound.http)
