@@ -29,6 +29,8 @@ if TYPE_CHECKING:
     from oauthproxy.logs.logger import RequestLogger
 
 OTHER_HOST = "other"
+GRANT_EVENTS = "oauth.token_"
+"""The events (`oauth.token_issued`, ...) the token counter counts, by what follows."""
 UPSTREAM_FAILURES = {"bad_gateway": "error", "gateway_timeout": "timeout"}
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 
@@ -61,6 +63,12 @@ class GatewayMetrics:
             ["host", "kind"],
             registry=self.registry,
         )
+        self.oauth_tokens = Counter(
+            "oauthproxy_oauth_tokens",
+            "Token requests of the authorization server: issued, refreshed, refused, revoked",
+            ["outcome"],
+            registry=self.registry,
+        )
         self.instances: Mapping[str, Served] = {}
         """The hostname → instance table, once the supervisor runs."""
         self.logger: RequestLogger | None = None
@@ -82,6 +90,8 @@ class GatewayMetrics:
         failed: Tally[tuple[str, str]] = Tally()
         for entry in batch:
             if entry.kind not in REQUEST_KINDS:
+                if entry.kind.startswith(GRANT_EVENTS):
+                    self.oauth_tokens.labels(entry.kind.removeprefix(GRANT_EVENTS)).inc()
                 continue
             host = entry.host if entry.host in served else OTHER_HOST
             answered[(host, f"{entry.status // 100}xx")] += 1

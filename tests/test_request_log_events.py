@@ -12,6 +12,7 @@ from oauthproxy.logs.steps import Answered, Step, step_of
 from oauthproxy.serve import Ready
 from tests import oauth_helpers
 from tests.oauth_helpers import FlowClient
+from tests.test_metrics import scrape
 
 github = oauth_helpers.github
 oauth_gateway = oauth_helpers.oauth_gateway
@@ -58,6 +59,10 @@ async def test_an_oauth_flow_leaves_its_steps_by_client_id(
         oauth_gateway, "search", "oauth.consent_given", event="oauth.consent_given"
     )
     assert consents
+    samples = await scrape(oauth_gateway)
+    for outcome in ("issued", "refreshed", "refused"):
+        key = ("oauthproxy_oauth_tokens_total", (("outcome", outcome),))
+        assert samples[key] == 1, outcome
     stored = str(trail) + str(consents)
     for secret in (client["client_secret"], first["access_token"], first["refresh_token"]):
         assert secret not in stored

@@ -96,7 +96,7 @@ class RequestLogger:
             name,
             "".join(f" {key}={value}" for key, value in details.items() if value != ""),
         )
-        if self.to_redis or self.access_log:
+        if self.active:
             self.record(entry)
 
     def take(self) -> list[RequestEntry]:
