@@ -105,6 +105,95 @@ shell:
 logs-service service="" lines="100":
     {{ compose }} logs --tail {{ quote(lines) }} {{ if service != "" { quote(service) } else { "" } }}
 
+# --- logs --------------------------------------------------------------------------------------
+
+# Recent requests (hours, event: request|websocket|sse, level: INFO|WARNING|ERROR, hostname, limit)
+[group('logs')]
+logs hours="1" event="" level="" hostname="" limit="50" token="": _venv
+    @proxy-client {{ if token != "" { "--token " + quote(token) } else { "" } }} log recent --hours {{ quote(hours) }} {{ if event != "" { "--event " + quote(event) } else { "" } }} {{ if level != "" { "--level " + quote(level) } else { "" } }} {{ if hostname != "" { "--hostname " + quote(hostname) } else { "" } }} --limit {{ quote(limit) }}
+
+# Requests from one client IP
+[group('logs')]
+logs-ip ip hours="24" event="" level="" limit="100" token="": _venv
+    @proxy-client {{ if token != "" { "--token " + quote(token) } else { "" } }} log ip {{ quote(ip) }} --hours {{ quote(hours) }} {{ if event != "" { "--event " + quote(event) } else { "" } }} {{ if level != "" { "--level " + quote(level) } else { "" } }} --limit {{ quote(limit) }}
+
+# Requests to one hostname
+[group('logs')]
+logs-host hostname hours="24" limit="100" token="": _venv
+    @proxy-client {{ if token != "" { "--token " + quote(token) } else { "" } }} log host {{ quote(hostname) }} --hours {{ quote(hours) }} --limit {{ quote(limit) }}
+
+# Requests made with one OAuth client's tokens
+[group('logs')]
+logs-client client-id hours="24" event="" level="" limit="100" token="": _venv
+    @proxy-client {{ if token != "" { "--token " + quote(token) } else { "" } }} log client {{ quote(client-id) }} --hours {{ quote(hours) }} {{ if event != "" { "--event " + quote(event) } else { "" } }} {{ if level != "" { "--level " + quote(level) } else { "" } }} --limit {{ quote(limit) }}
+
+# Search the request log (query: status:500 host:H ip:IP user:U client:C path:/p errors slow, words)
+[group('logs')]
+logs-search query="" hours="24" event="" level="" hostname="" limit="100" token="": _venv
+    @proxy-client {{ if token != "" { "--token " + quote(token) } else { "" } }} log search {{ if query != "" { "--query " + quote(query) } else { "" } }} --hours {{ quote(hours) }} {{ if event != "" { "--event " + quote(event) } else { "" } }} {{ if level != "" { "--level " + quote(level) } else { "" } }} {{ if hostname != "" { "--hostname " + quote(hostname) } else { "" } }} --limit {{ quote(limit) }}
+
+# Requests answered 4xx or 5xx
+[group('logs')]
+logs-errors hours="1" limit="50" token="": _venv
+    @proxy-client {{ if token != "" { "--token " + quote(token) } else { "" } }} log errors --hours {{ quote(hours) }} --limit {{ quote(limit) }}
+
+# Failed requests with every field (include-warnings=true: 4xx too, not only 5xx)
+[group('logs')]
+logs-errors-debug hours="1" include-warnings="false" limit="50" token="": _venv
+    @proxy-client {{ if token != "" { "--token " + quote(token) } else { "" } }} log errors-debug --hours {{ quote(hours) }} {{ if include-warnings =~ '^(?i:true|yes|1)$' { "--include-warnings" } else { "" } }} --limit {{ quote(limit) }}
+
+# Follow the live request stream (Ctrl-C ends it); a Docker service's logs arrive with issue 12
+[group('logs')]
+logs-follow service="" token="": _venv
+    @{{ if service != "" { "echo 'logs-follow <service>: following a Docker service is not built yet (Docker services arrive with issue 12); the compose containers: just logs-service' >&2; exit 1" } else { "true" } }}
+    @proxy-client {{ if token != "" { "--token " + quote(token) } else { "" } }} log follow
+
+# OAuth activity of one client IP, summarised (endpoint, status, user, client: count)
+[group('logs')]
+logs-oauth ip hours="24" limit="500" token="": _venv
+    @proxy-client {{ if token != "" { "--token " + quote(token) } else { "" } }} log oauth {{ quote(ip) }} --hours {{ quote(hours) }} --limit {{ quote(limit) }}
+
+# Every OAuth request of one client IP, with every field
+[group('logs')]
+logs-oauth-debug ip hours="24" limit="100" token="": _venv
+    @proxy-client {{ if token != "" { "--token " + quote(token) } else { "" } }} log oauth-debug {{ quote(ip) }} --hours {{ quote(hours) }} --limit {{ quote(limit) }}
+
+# One OAuth client's or user's flow, step by step, oldest first
+[group('logs')]
+logs-oauth-flow client-id="" username="" hours="1" token="": _venv
+    @proxy-client {{ if token != "" { "--token " + quote(token) } else { "" } }} log oauth-flow {{ if client-id != "" { "--client-id " + quote(client-id) } else { "" } }} {{ if username != "" { "--username " + quote(username) } else { "" } }} --hours {{ quote(hours) }}
+
+# Requests and errors per hour, unique visitors and latency percentiles per host, dropped entries
+[group('logs')]
+logs-stats hours="24" token="": _venv
+    @proxy-client {{ if token != "" { "--token " + quote(token) } else { "" } }} log stats --hours {{ quote(hours) }}
+
+# Send a test request through the gateway and show its log entry arriving
+[group('logs')]
+logs-test token="": _venv
+    @proxy-client {{ if token != "" { "--token " + quote(token) } else { "" } }} log test
+
+# The request log of the last hours, and what Docker logs there are (Docker services: issue 12)
+[group('logs')]
+logs-all lines="100" hours="1" token="": _venv
+    @proxy-client {{ if token != "" { "--token " + quote(token) } else { "" } }} log recent --hours {{ quote(hours) }} --limit {{ quote(lines) }}
+    @echo "Docker service logs are not built yet (Docker services arrive with issue 12); the compose containers: just logs-service" >&2
+
+# Delete every request log entry, index and statistic (admin only)
+[group('logs')]
+logs-clear token="": _venv
+    @proxy-client {{ if token != "" { "--token " + quote(token) } else { "" } }} log clear
+
+# The logging commands
+[group('logs')]
+logs-help:
+    @just --list --unsorted | grep -E '^\s+logs'
+
+# Prometheus metrics of the running gateway (requests by host and status class, latency, upstream failures, connections, instances, request-log drops)
+[group('logs')]
+metrics token="": _venv
+    @proxy-client {{ if token != "" { "--token " + quote(token) } else { "" } }} metrics
+
 # --- development -------------------------------------------------------------------------------
 
 # Lint, type-check, then pytest (slow tests excluded); with FILES, only pytest on those files

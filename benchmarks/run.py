@@ -796,6 +796,20 @@ def measure_many_hosts(
 
 
 @dataclass
+class RequestLogCost:
+    """What the request log cost during the `gateway` row (logging on, the default)."""
+
+    written: int
+    dropped: int
+    redis_bytes: int
+    """Growth of Redis's used_memory over the row (entries, indexes, stream, statistics)."""
+
+    @property
+    def bytes_per_1000(self) -> float:
+        return self.redis_bytes / self.written * 1000 if self.written else math.nan
+
+
+@dataclass
 class Results:
     started: str
     options: dict[str, Any]
@@ -810,6 +824,7 @@ class Results:
     many_hosts: ManyHosts | None = None
     gateway_start_failures: list[str] = field(default_factory=list)
     """Why each `oauthproxy run` that exited before its ready banner did (each was retried)."""
+    request_log: RequestLogCost | None = None
     error: str | None = None
     """Why the run stopped early, when it did."""
 
@@ -971,6 +986,55 @@ def measure_auth(
     )
 
 
+def log_counters(api: httpx.Client) -> tuple[int, int, int]:
+    """The request logger's written and dropped entries, and Redis's used memory."""
+    report = api.get("/api/v1/logs/events", params={"hours": 1}).json()
+    logger = report["logger"]
+    return logger["written"], logger["dropped"], report.get("redis_used_memory", 0)
+
+
+def request_log_cost(api: httpx.Client, before: tuple[int, int, int]) -> RequestLogCost:
+    time.sleep(0.5)  # the last batch window
+    written, dropped, memory = log_counters(api)
+    return RequestLogCost(written - before[0], dropped - before[1], memory - before[2])
+
+
+def measure_logging_off(
+    procs: Processes,
+    args: argparse.Namespace,
+    workdir: Path,
+    token: str,
+    backend_port: int,
+    results: Results,
+) -> None:
+    """The `gateway` row again on a gateway with REQUEST_LOG_ENABLED=false and METRICS_ENABLED=
+    false (the data plane then builds no entries): what the request log and metrics cost."""
+    quiet = launch_gateway(
+        procs,
+        workdir / "data-nolog",
+        GatewayPorts(),
+        token,
+        workdir / "gateway-nolog.log",
+        results.gateway_start_failures,
+        {"REQUEST_LOG_ENABLED": "false", "METRICS_ENABLED": "false"},
+    )
+    with quiet.client() as api:
+        create_proxy(api, BENCH_HOST, backend_port)
+    wait_for_200(quiet.ports.http, BENCH_HOST)
+    results.throughput.append(
+        measure_throughput(
+            procs,
+            "gateway logging off",
+            f"http://127.0.0.1:{quiet.ports.http}/",
+            lambda: [quiet.pid],
+            "gateway",
+            args,
+            headers=(f"Host: {BENCH_HOST}",),
+        )
+    )
+    quiet.stop()
+
+
 def run(procs: Processes, args: argparse.Namespace, workdir: Path, results: Results) -> None:
     """Measure everything, filling `results` as it goes (so a failure still reports the rest)."""
     nginx = nginx_binary()
@@ -1004,6 +1068,8 @@ def run(procs: Processes, args: argparse.Namespace, workdir: Path, results: Resu
             raise RuntimeError(f"{BENCH_HOST} did not reuse certificate {CERT_NAME}: {action}")
     wait_for_200(gateway.ports.http, BENCH_HOST)
 
+    with gateway.client() as api:
+        before = log_counters(api)
     direct = measure_throughput(
         procs,
         "direct",
@@ -1023,6 +1089,9 @@ def run(procs: Processes, args: argparse.Namespace, workdir: Path, results: Resu
         headers=(f"Host: {BENCH_HOST}",),
     )
     results.throughput.append(through)
+    with gateway.client() as api:
+        results.request_log = request_log_cost(api, before)
+    measure_logging_off(procs, args, workdir, token, backend_port, results)
     measure_https(procs, args, gateway, nginx, backend_port, workdir, results)
     measure_auth(procs, args, gateway, signing, backend_port, results)
     size_text = f"{transfer_size // MIB} MiB"
@@ -1055,6 +1124,7 @@ def _f(value: float | None, digits: int = 1) -> str:
 ROW_ORDER = (
     "direct",
     "gateway",
+    "gateway logging off",
     "nginx",
     "gateway https",
     "nginx https",
@@ -1099,6 +1169,29 @@ def _https_lines(results: Results, by_row: dict[str, Throughput]) -> list[str]:
     return lines
 
 
+def _request_log_lines(results: Results, by_row: dict[str, Throughput]) -> list[str]:
+    logged, quiet = by_row.get("gateway"), by_row.get("gateway logging off")
+    lines = []
+    if logged is not None and quiet is not None and quiet.wrk.rps:
+        lines.append(
+            f"request log: logging on {_f(logged.wrk.rps, 0)} req/s, "
+            f"{_f(logged.cpu_us_per_request, 1)} µs CPU/req; off {_f(quiet.wrk.rps, 0)} req/s, "
+            f"{_f(quiet.cpu_us_per_request, 1)} µs CPU/req: logging costs "
+            f"{_f((1 - logged.wrk.rps / quiet.wrk.rps) * 100, 1)} % of req/s and "
+            f"{_f(logged.cpu_us_per_request - quiet.cpu_us_per_request, 1)} µs CPU/req "
+            "(targets: at most 10 % and 15 µs)"
+        )
+    if (cost := results.request_log) is not None:
+        lines.append(
+            f"request log in Redis: {cost.written:,} entries written, {cost.dropped:,} dropped; "
+            f"Redis memory +{cost.redis_bytes / MIB:,.1f} MiB = "
+            f"{_f(cost.bytes_per_1000 / 1024, 0)} KiB per 1,000 entries "
+            f"(≈ {_f(cost.bytes_per_1000 * 1000 / 1024**3, 2)} GiB per million; the stream is "
+            "capped by LOG_STREAM_MAXLEN)"
+        )
+    return lines
+
+
 def report_lines(results: Results) -> tuple[Table, list[str]]:
     table = Table(box=box.MARKDOWN, title=None)
     headings = ("path", "req/s", "p50 ms", "p99 ms", "vs direct", "CPU µs/req", "CPU of", "errors")
@@ -1127,6 +1220,7 @@ def report_lines(results: Results) -> tuple[Table, list[str]]:
     if results.nginx_skipped:
         lines.append(f"nginx: skipped ({results.nginx_skipped})")
     lines += _https_lines(results, by_row)
+    lines += _request_log_lines(results, by_row)
     by_name = {t.direction: t for t in results.transfers}
     for direction in ("download", "upload"):
         plain, proxied = by_name.get(f"{direction} direct"), by_name.get(f"{direction} gateway")

@@ -87,6 +87,13 @@ class ApiClient:
                 "is the base URL the gateway's admin API?"
             ) from None
 
+    def text(self, path: str) -> str:
+        """A plain-text answer (`/metrics`); an error status raises `CliError`."""
+        response = self._send("GET", path, None, True)
+        if response.is_error:
+            raise CliError(error_message(response))
+        return response.text
+
     def get(self, path: str) -> Json:
         return self.request("GET", path)
 

@@ -161,7 +161,15 @@ def _has_active(field: str) -> Callable[[Row], bool]:
 
 
 def _is_error(row: Row) -> bool:
-    return int(row.get("status_code") or 0) >= 400
+    return int(row.get("status") or row.get("status_code") or 0) >= 400
+
+
+def answered_by(row: Row) -> str | None:
+    """Who answered a logged request: the upstream, or the gateway itself and why."""
+    reason = row.get("gateway_reason")
+    if reason:
+        return f"gateway: {reason}"
+    return row.get("upstream") or None
 
 
 NAME_STYLE = "bold cyan"
@@ -318,8 +326,10 @@ LAYOUTS: dict[Kind, Layout] = {
             Column("method", "Method"),
             Column("hostname", "Host", NAME_STYLE),
             Column("request_path", "Path"),
-            Column("status_code", "Status", "status_code"),
+            Column("status", "Status", "status_code"),
             Column("duration_ms", "ms", "number"),
+            Column("user", "User"),
+            Column("gateway_reason", "Answered By", derive=answered_by),
         ),
         tallies=(Tally("request", "requests"), Tally("error", "errors", counts=_is_error)),
         empty_hint="No requests logged in this window. Try a longer --hours.",

@@ -16,6 +16,8 @@ from rich.console import Console
 from cli.commands import (
     backup,
     certificates,
+    log_oauth,
+    logs,
     maintenance,
     oauth,
     proxies,
@@ -52,8 +54,13 @@ app.command(certificates.app)
 app.command(oauth.app)
 app.command(resources.app)
 app.command(system.health)
+app.command(system.metrics)
 app.command(system.redis_accept, name="redis-accept")
 app.command(backup.app)
+app.command(logs.app)
+logs.app.command(log_oauth.oauth)
+logs.app.command(log_oauth.oauth_debug, name="oauth-debug")
+logs.app.command(log_oauth.oauth_flow, name="oauth-flow")
 services.app.command(maintenance.register_oauth, name="register-oauth")
 services.app.command(maintenance.cleanup_orphaned, name="cleanup-orphaned")
 

@@ -9,6 +9,8 @@
        │  pool bounds each Redis command by API_REDIS_TIMEOUT
        ├─ supervisor: consumes events:workflow, owns one instance nursery per hostname; never
        │  applies a Redis that lost its data (`supervisor/continuity.py`)
+       ├─ request logger (around the services, so their last requests are written too): a
+       │  bounded buffer, written to Redis in batches (`oauthproxy.logs`)
        └─ dispatcher on HTTP_PORT: hands each connection to its hostname's instance
 
 `/health` answers 503 (`starting`) until the public listeners accept and every proxy runs.
@@ -38,6 +40,7 @@ from oauthproxy.api.state import ListenerPorts
 from oauthproxy.certificates.manager import CertificateManager, serve_certificate_manager
 from oauthproxy.condition import GatewayCondition
 from oauthproxy.listeners import BoundListeners, bind_listeners
+from oauthproxy.logs.logger import RequestLogger, request_logging
 from oauthproxy.models.proxies import ProxyTarget
 from oauthproxy.proxy.config import PublicPorts
 from oauthproxy.proxy.dispatcher import Front, serve_http, serve_https, serve_proxy_protocol
@@ -101,6 +104,7 @@ async def serve_admin_api(
     listeners: ListenerPorts | None = None,
     condition: GatewayCondition | None = None,
     bind: str | None = None,
+    requests: RequestLogger | None = None,
     task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve the admin API until `shutdown` is set; started with its URL. `bind` is a socket
@@ -118,6 +122,7 @@ async def serve_admin_api(
         certificates=certificates,
         listeners=listeners,
         condition=condition,
+        requests=requests,
     )
     async with trio.open_nursery() as nursery:
         binds: list[str] = await nursery.start(
@@ -164,6 +169,7 @@ async def _serve_bound(
         async with (
             open_storage(redis_url) as storage,
             open_storage(redis_url, command_timeout=settings.api_redis_timeout) as api_storage,
+            request_logging(settings, storage) as requests,
         ):
             continuity = Continuity(
                 EpochRepository(storage.redis),
@@ -176,7 +182,12 @@ async def _serve_bound(
             async with trio.open_nursery() as services:
                 certificates: CertificateManager = await services.start(
                     functools.partial(
-                        serve_certificate_manager, settings, storage, replica, shutdown
+                        serve_certificate_manager,
+                        settings,
+                        storage,
+                        replica,
+                        shutdown,
+                        requests=requests,
                     )
                 )
                 api_url = await services.start(
@@ -192,6 +203,7 @@ async def _serve_bound(
                         ),
                         condition=condition,
                         bind=bound.admin_bind(),
+                        requests=requests,
                     )
                 )
                 await storage.internal_services.register_api(api_url)
@@ -206,11 +218,22 @@ async def _serve_bound(
                         continuity,
                         api_targets(settings, api_url),
                         shutdown,
+                        requests=requests,
                         settled=first_requests.settled,
                     )
                 )
+                if requests.metrics is not None:
+                    requests.metrics.instances = supervisor.instances
+                    requests.metrics.allow(admin_token.secret)
                 await _start_listeners(
-                    services, settings, storage, supervisor, bound, shutdown, first_requests
+                    services,
+                    settings,
+                    storage,
+                    supervisor,
+                    bound,
+                    shutdown,
+                    first_requests,
+                    requests,
                 )
                 condition.ready = True
                 task_status.started(
@@ -254,6 +277,7 @@ async def _start_listeners(
     bound: BoundListeners,
     shutdown: trio.Event,
     first_requests: FirstRequests,
+    requests: RequestLogger | None = None,
 ) -> None:
     """Start accepting on the public listeners bound at start-up."""
     front = Front(
@@ -266,6 +290,7 @@ async def _start_listeners(
         send_timeout=settings.proxy_send_timeout,
         first_request_timeout=settings.proxy_first_request_timeout,
         first_requests=first_requests,
+        requests=requests,
     )
     await services.start(serve_http, front, bound.http)
     await services.start(serve_https, front, bound.https)

@@ -30,6 +30,13 @@ class LogLevel(StrEnum):
     CRITICAL = "CRITICAL"
 
 
+class AccessLog(StrEnum):
+    """Whether each request is also written to stdout as one JSON line."""
+
+    JSON = "json"
+    OFF = "off"
+
+
 class PublicApi(StrEnum):
     """Whether `API_HOSTNAMES` reach the admin API through the public ports."""
 
@@ -69,6 +76,30 @@ class Settings(BaseSettings):
 
     # --- Logging -------------------------------------------------------------------------------
     log_level: LogLevel = LogLevel.INFO
+    request_log_enabled: bool = Field(
+        default=True, description="Write one entry per proxied request to Redis (the log API)"
+    )
+    log_retention_hours: Annotated[int, Field(ge=1, le=8760)] = Field(
+        default=24, description="Hours every request-log key lives in Redis before it expires"
+    )
+    log_stream_maxlen: Annotated[int, Field(ge=100)] = Field(
+        default=10000, description="Entries the live stream stream:requests keeps (approximate)"
+    )
+    log_buffer_size: Annotated[int, Field(ge=1)] = Field(
+        default=10000,
+        description="Request-log records held in memory while Redis is slow; more are dropped "
+        "and counted, never the request",
+    )
+    log_slow_seconds: PositiveSeconds = Field(
+        default=1.0, description="Requests taking at least this long are indexed as slow"
+    )
+    metrics_enabled: bool = Field(
+        default=True,
+        description="Count requests for the Prometheus /metrics endpoint on the API port",
+    )
+    access_log: AccessLog = Field(
+        default=AccessLog.OFF, description="json: also write one JSON line per request to stdout"
+    )
 
     # --- Server --------------------------------------------------------------------------------
     server_host: str = "0.0.0.0"  # noqa: S104 - the public listeners are meant to be public

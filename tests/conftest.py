@@ -11,6 +11,7 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 import pytest
@@ -103,18 +104,37 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 
 @pytest.fixture
-async def storage(redis_url: str) -> AsyncIterator[Storage]:
-    """Storage on the session's Redis, emptied before each test."""
-    async with open_storage(redis_url) as opened:
-        await opened.redis.flushall()
+def empty_redis(redis_url: str) -> str:
+    """The session's Redis, emptied once per test before anything of the test uses it.
+
+    Both `storage` and `make_settings` depend on it, so the flush always comes before any gateway
+    of the test starts: a gateway that sees its Redis emptied under it holds its configuration as
+    after a data loss (docs/backup.md), which a test's later writes would then never reach."""
+    parts = urlsplit(redis_url)
+    with socket.create_connection((parts.hostname or "127.0.0.1", parts.port or 6379), 10) as conn:
+        conn.sendall(f"AUTH {parts.password}\r\nFLUSHALL\r\n".encode())
+        replies = b""
+        while replies.count(b"\r\n") < 2:
+            chunk = conn.recv(1024)
+            if not chunk:
+                break
+            replies += chunk
+    assert replies == b"+OK\r\n+OK\r\n", replies
+    return redis_url
+
+
+@pytest.fixture
+async def storage(empty_redis: str) -> AsyncIterator[Storage]:
+    """Storage on the session's Redis, emptied before each test (`empty_redis`)."""
+    async with open_storage(empty_redis) as opened:
         yield opened
 
 
 @pytest.fixture
-def make_settings(tmp_path: Path, redis_url: str) -> Callable[..., Settings]:
+def make_settings(tmp_path: Path, empty_redis: str) -> Callable[..., Settings]:
     def make(**overrides: Any) -> Settings:
         values: dict[str, Any] = {
-            "redis_url": redis_url,
+            "redis_url": empty_redis,
             "api_port": 0,
             "http_port": 0,  # the gateway reports the ports it got (Ready)
             "https_port": 0,

@@ -7,6 +7,7 @@ from typing import Any
 
 import httpx
 
+from oauthproxy.logs import schema as request_log
 from oauthproxy.models.certificates import Certificate
 from oauthproxy.models.proxies import ProxyTarget
 from oauthproxy.models.routes import Route, TargetType
@@ -19,9 +20,9 @@ GONE_OWNER = "sha256:" + "ab" * 32
 """The hash of a token a crashed gateway deleted without what it owned."""
 ROTATED_OWNER = "sha256:" + "cd" * 32
 """The admin token's hash before ADMIN_TOKEN changed."""
-IGNORED = ("events:", "workflow:", "oauth:", "service:url:api")
+IGNORED = ("events:", "workflow:", "oauth:", "service:url:api", *request_log.PREFIXES)
 """Keys the running gateway writes by itself meanwhile (the planted workflow state is checked on
-its own)."""
+its own; the request log records the cleanup calls themselves)."""
 DEPARTED = keys.workflow_state("departed.example.com")
 
 

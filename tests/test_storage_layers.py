@@ -32,10 +32,10 @@ REPOSITORIES = {
 ABOVE = {"cascades", "orphans"}
 """Rules joining kinds of record: links and cascades; the orphan sweep, which uses them."""
 
-APART = {"child", "console", "embedded", "epoch", "oauth", "oauth_sessions"}
+APART = {"child", "console", "embedded", "epoch", "oauth", "oauth_sessions", "request_logs"}
 """Not records of the tenant model: the embedded Redis process (its supervised child and its
-console), the marker that tells a Redis that lost its data, and the OAuth server's store (whose
-sessions are one of its parts)."""
+console), the marker that tells a Redis that lost its data, the OAuth server's store (whose
+sessions are one of its parts), and the request log."""
 
 
 def storage_imports(module: str) -> set[str]:

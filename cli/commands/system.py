@@ -8,6 +8,11 @@ from cli.client import api_path
 from cli.session import Session
 
 
+def metrics(*, session: Session) -> None:
+    """Print the gateway's Prometheus metrics (GET /metrics; the admin token)."""
+    session.output.console.file.write(session.api.text("/metrics"))
+
+
 def health(*, session: Session) -> int:
     """Check the gateway's health (no token needed); exits 1 when it is unhealthy."""
     report = session.api.request(

@@ -7,11 +7,14 @@ from quart_schema import HttpSecurityScheme, Info, QuartSchema
 from quart_trio import QuartTrio
 
 from oauthproxy import __version__
+from oauthproxy.api.audit import install_audit
 from oauthproxy.api.certificates import certificates as certificates_api
 from oauthproxy.api.cleanup import cleanup
 from oauthproxy.api.errors import install_error_handlers
 from oauthproxy.api.forward_auth import forward_auth
 from oauthproxy.api.health import health
+from oauthproxy.api.logs import logs
+from oauthproxy.api.metrics import metrics
 from oauthproxy.api.oauth_admin import oauth_admin
 from oauthproxy.api.oauth_server import oauth_server
 from oauthproxy.api.oauth_status import status as oauth_status
@@ -24,6 +27,7 @@ from oauthproxy.api.state import AppState, ListenerPorts
 from oauthproxy.api.tokens import tokens
 from oauthproxy.certificates.manager import CertificateManager
 from oauthproxy.condition import GatewayCondition
+from oauthproxy.logs.logger import RequestLogger
 from oauthproxy.settings import Settings
 from oauthproxy.storage import Storage
 
@@ -35,6 +39,7 @@ def create_app(
     embedded_redis: bool,
     certificates: CertificateManager | None = None,
     listeners: ListenerPorts | None = None,
+    requests: RequestLogger | None = None,
     condition: GatewayCondition | None = None,
 ) -> QuartTrio:
     app = QuartTrio("oauthproxy")
@@ -48,6 +53,7 @@ def create_app(
         embedded_redis=embedded_redis,
         certificates=certificates,
         listeners=listeners or ListenerPorts(),
+        requests=requests,
         condition=condition or GatewayCondition(ready=True),
     )
     QuartSchema(
@@ -61,6 +67,7 @@ def create_app(
         security=[{"bearer": []}],
     )
     install_error_handlers(app)
+    install_audit(app)
     app.register_blueprint(health)
     app.register_blueprint(tokens)
     app.register_blueprint(proxies)
@@ -73,5 +80,7 @@ def create_app(
     app.register_blueprint(forward_auth)
     app.register_blueprint(certificates_api)
     app.register_blueprint(cleanup)
+    app.register_blueprint(logs)
+    app.register_blueprint(metrics)
     app.register_blueprint(redis_state)
     return app

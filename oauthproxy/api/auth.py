@@ -18,7 +18,8 @@ R = TypeVar("R")
 _CHALLENGE = {"WWW-Authenticate": 'Bearer realm="oauthproxy"'}
 
 
-def _bearer_secret() -> str:
+def bearer_secret() -> str:
+    """The request's bearer token (401 naming `Authorization` when there is none)."""
     header = request.headers.get("Authorization", "")
     scheme, _, secret = header.partition(" ")
     if not header:
@@ -41,7 +42,7 @@ def _bearer_secret() -> str:
 
 
 async def authenticate() -> Token:
-    token = await app_state(current_app).storage.tokens.authenticate(_bearer_secret())
+    token = await app_state(current_app).storage.tokens.authenticate(bearer_secret())
     if token is None:
         raise ApiError(
             401,

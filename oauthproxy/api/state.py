@@ -8,6 +8,7 @@ from quart import Quart
 
 from oauthproxy.certificates.manager import CertificateManager
 from oauthproxy.condition import GatewayCondition
+from oauthproxy.logs.logger import RequestLogger
 from oauthproxy.settings import Settings
 from oauthproxy.storage import Storage
 
@@ -47,6 +48,8 @@ class AppState:
     certificates: CertificateManager | None = None
     """This replica's certificate manager; None when the app runs without one."""
     listeners: ListenerPorts = field(default_factory=ListenerPorts)
+    requests: RequestLogger | None = None
+    """This replica's request logger (its counters: written, dropped, buffered)."""
     condition: GatewayCondition = field(default_factory=lambda: GatewayCondition(ready=True))
     """Starting, or holding a configuration Redis lost; an app without a gateway is ready."""
 

@@ -23,6 +23,7 @@ from oauthproxy.certificates.pem import Issued
 from oauthproxy.certificates.renewal import due, retry_delay, serve_renewal
 from oauthproxy.certificates.self_signed import self_signed_for
 from oauthproxy.errors import NotFound, StorageUnavailable
+from oauthproxy.logs.logger import RequestLogger
 from oauthproxy.models.certificates import (
     Certificate,
     CertificateStatus,
@@ -49,9 +50,16 @@ def _failure_message(error: Exception) -> str:
 
 class CertificateManager:
     def __init__(
-        self, settings: Settings, storage: Storage, nursery: trio.Nursery, replica: str
+        self,
+        settings: Settings,
+        storage: Storage,
+        nursery: trio.Nursery,
+        replica: str,
+        requests: RequestLogger | None = None,
     ) -> None:
         self._settings = settings
+        self._requests = requests
+        """Where certificate events go (the request log); None: nowhere but this log."""
         self._replica = replica
         self._storage = storage
         self._nursery = nursery
@@ -112,11 +120,15 @@ class CertificateManager:
         name = certificate.cert_name
         attempt = certificate.failures + 1
         report: Report = functools.partial(self._report, name, attempt=attempt)
+        renewal = certificate.fullchain_pem is not None
+        self._event(certificate, "certificate.ordered", 200, "renewal" if renewal else "new")
         try:
             with trio.fail_after(self._budget):
                 issued = await self._obtain(certificate, report)
         except Exception as error:  # every failure is recorded; none may stop the manager
             log.warning("certificate %s: attempt %d failed: %s", name, attempt, error)
+            failed = "certificate.renewal_failed" if renewal else "certificate.failed"
+            self._event(certificate, failed, 500, _failure_message(error))
             await self._failed(certificate, _failure_message(error))
             return
         try:
@@ -126,7 +138,17 @@ class CertificateManager:
             return
         message = f"issued, valid until {issued.expires_at:%Y-%m-%d %H:%M} UTC"
         log.info("certificate %s: %s", name, message)
+        self._event(certificate, "certificate.issued", 200, message)
         await report(IssuanceStage.COMPLETED, message)
+
+    def _event(self, certificate: Certificate, name: str, status: int, detail: str) -> None:
+        """A certificate event in the request log, under its first domain (whose proxy's owner
+        sees it)."""
+        if self._requests is not None:
+            host = certificate.domains[0] if certificate.domains else ""
+            self._requests.event(
+                name, status=status, host=host, path=certificate.cert_name, detail=detail[:200]
+            )
 
     async def _obtain(self, certificate: Certificate, report: Report) -> Issued:
         if certificate.self_signed:
@@ -184,6 +206,7 @@ async def serve_certificate_manager(
     replica: str,
     shutdown: trio.Event,
     *,
+    requests: RequestLogger | None = None,
     task_status: trio.TaskStatus[CertificateManager] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Run the manager and its renewal loop; started with the manager, for the API to use.
@@ -191,7 +214,7 @@ async def serve_certificate_manager(
     On `shutdown` the renewal loop stops and no new issuance starts; those under way may finish
     (the caller's deadline bounds them; one cut short is picked up again by the next start)."""
     async with trio.open_nursery() as nursery:
-        manager = CertificateManager(settings, storage, nursery, replica)
+        manager = CertificateManager(settings, storage, nursery, replica, requests)
         async with trio.open_nursery() as renewal:
             await renewal.start(serve_renewal, manager, storage, settings)
             task_status.started(manager)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import fnmatch
 import functools
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from oauthproxy.models.proxies import AuthMode, ProxyTarget
 from oauthproxy.oauth.verify import Claims
@@ -66,6 +66,8 @@ class AccessPolicy:
 class Allow:
     headers: Headers
     """Identity headers to add upstream (empty when anonymous or not passed)."""
+    claims: Claims | None = field(default=None, compare=False)
+    """Who passed (None: anonymous); the request log names the user and OAuth client."""
 
 
 @dataclass(frozen=True)
@@ -104,7 +106,7 @@ def authorize(policy: AccessPolicy, claims: Claims, resource: str | None) -> Dec
         return Deny(
             403, "insufficient_scope", "the token lacks the scope needed", policy.needed_scope
         )
-    return Allow(identity_headers(policy, claims) if policy.pass_headers else [])
+    return Allow(identity_headers(policy, claims) if policy.pass_headers else [], claims)
 
 
 def identity_headers(policy: AccessPolicy, claims: Claims) -> Headers:

@@ -28,4 +28,5 @@ async def challenge_reply(target: bytes, lookup: ChallengeLookup) -> Reply:
         return error_reply(503, "storage_unavailable", "challenges are unavailable right now")
     if key_authorization is None:
         return error_reply(404, "unknown_challenge", "no such ACME challenge")
-    return Reply(200, [(b"content-type", b"text/plain")], key_authorization.encode())
+    text = [(b"content-type", b"text/plain")]
+    return Reply(200, text, key_authorization.encode(), "acme_challenge")

@@ -82,12 +82,16 @@ class InstanceConfig:
         if url is None:
             return None
         try:
-            return destination_for(url, self.target, self.shared.request_timeout)
+            return destination_for(
+                url, self.target, self.shared.request_timeout, route_id=route.route_id
+            )
         except ValueError:
             return None
 
 
-def destination_for(url: str, target: ProxyTarget, request_timeout: float) -> Destination:
+def destination_for(
+    url: str, target: ProxyTarget, request_timeout: float, *, route_id: str = ""
+) -> Destination:
     origin = parse_origin(url)
     rewrite = RequestRewrite(
         preserve_host=target.preserve_host_header,
@@ -100,6 +104,8 @@ def destination_for(url: str, target: ProxyTarget, request_timeout: float) -> De
         rewrite=rewrite,
         response=ResponseRewrite(encode_headers(target.custom_response_headers)),
         request_timeout=request_timeout,
+        upstream=url.rstrip("/"),
+        route_id=route_id,
     )
 
 

@@ -11,12 +11,14 @@ import logging
 import math
 import ssl
 from collections.abc import Awaitable, Callable, Mapping, Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass, field, replace
 
 import trio
 
+from oauthproxy.logs.logger import RequestLogger
 from oauthproxy.proxy.challenges import ChallengeLookup, challenge_reply, is_challenge
-from oauthproxy.proxy.handover import answer, pass_connection, refuse
+from oauthproxy.proxy.handover import answer, pass_connection, refusal, refuse
 from oauthproxy.proxy.headers import Client, Network, is_trusted
 from oauthproxy.proxy.http import (
     BadRequest,
@@ -29,6 +31,7 @@ from oauthproxy.proxy.instance import Instance
 from oauthproxy.proxy.limits import ConnectionLimit
 from oauthproxy.proxy.proxy_protocol import PrefixedStream, ProxyHeaderError, read_header
 from oauthproxy.proxy.request import view_of
+from oauthproxy.proxy.request_log import refused
 from oauthproxy.proxy.sockets import LeanSocketStream
 from oauthproxy.proxy.tls import TLS_HANDSHAKE_TIMEOUT, HostContext, listener_context
 from oauthproxy.proxy.waiting import FirstRequests
@@ -67,11 +70,15 @@ async def hand_over(stream: trio.abc.Stream, front: Front, client: Client) -> No
                 return
             if is_challenge(first.target):
                 reply = await challenge_reply(first.target, front.challenges)
+                refused(front.requests, client, reply, first)
                 await answer(reader, first, reply)
                 return
             view = view_of(first, client.scheme)
-            adopted = await pass_connection(reader, first, view, client, front.instances.get)
+            adopted = await pass_connection(
+                reader, first, view, client, front.instances.get, front.requests
+            )
     except BadRequest as error:
+        refused(front.requests, client, refusal(error), None)
         await refuse(reader, error)
     except PeerClosed:
         pass
@@ -175,6 +182,9 @@ class Front:
     first_request_timeout: float = FIRST_REQUEST_TIMEOUT
     first_requests: FirstRequests = field(default_factory=FirstRequests)
     """Accepted connections until their first request reaches its instance (see `waiting`)."""
+    requests: RequestLogger | None = None
+    """Where answers given here (unknown host, bad request, a challenge) and failed TLS
+    handshakes are logged."""
 
 
 async def serve_http(
@@ -198,15 +208,35 @@ async def serve_http(
     await _serve_port(front, listeners, handle, task_status)
 
 
+_asked_name: ContextVar[str] = ContextVar("asked_name", default="")
+"""The SNI name a handshake asked for, set by the SNI callback in the handshake's own task (so
+a failed handshake's event can name it)."""
+
+
 def _tls_context(instances: Mapping[str, Instance]) -> ssl.SSLContext:
     """The listeners' TLS context: the SNI name picks the instance's certificate."""
 
     def tls_for(hostname: str) -> HostContext | None:
+        _asked_name.set(hostname)  # the handshake's task reads it if the handshake fails
         instance = instances.get(hostname)
         config = instance.config if instance is not None else None
         return config.tls if config is not None else None
 
     return listener_context(tls_for)
+
+
+def _handshake_failed(requests: RequestLogger | None, client: Client, error: Exception) -> None:
+    """A failed TLS handshake as an event, with the SNI name it asked for (at DEBUG in the
+    gateway's log: anyone can cause them by the thousand)."""
+    if requests is None:
+        return
+    asked = _asked_name.get() or "-"
+    timeout = isinstance(error, trio.TooSlowError)
+    why = "timed out" if timeout else str(error.__cause__ or error) or "refused"
+    detail = f"sni={asked}: {why}"[:200]
+    requests.event(
+        "tls.handshake_failed", quiet=True, status=400, client_ip=client.ip, detail=detail
+    )
 
 
 async def _serve_tls(
@@ -217,8 +247,9 @@ async def _serve_tls(
     try:
         with trio.fail_after(TLS_HANDSHAKE_TIMEOUT):
             await stream.do_handshake()
-    except (trio.BrokenResourceError, trio.TooSlowError):
+    except (trio.BrokenResourceError, trio.TooSlowError) as error:
         await trio.aclose_forcefully(stream)
+        _handshake_failed(front.requests, client, error)
         return
     names: frozenset[str] = getattr(stream.context, "names", frozenset())
     client = replace(client, tls_names=names)  # the SNI name's certificate, and what it covers

@@ -10,6 +10,7 @@ from dataclasses import dataclass, replace
 
 import trio
 
+from oauthproxy.logs.records import RequestEntry
 from oauthproxy.proxy.headers import (
     Client,
     Headers,
@@ -52,6 +53,10 @@ class Destination:
     rewrite: RequestRewrite
     response: ResponseRewrite
     request_timeout: float
+    upstream: str = ""
+    """The target URL, as the request log names it."""
+    route_id: str = ""
+    """The route that chose this destination (empty: the proxy's own target)."""
 
 
 class _NoResponse(Exception):
@@ -220,11 +225,15 @@ async def forward(
     received: Headers,
     identity: Identity = (),
     closing: trio.Event | None = None,
+    entry: RequestEntry | None = None,
 ) -> bool:
     """Proxy one request (`received`: its headers, as the front door left them). Returns
     whether the client connection can carry another request: never once `closing` is set
     (the gateway drains), and then the response says `Connection: close` if its head has not
-    gone out yet."""
+    gone out yet. `entry`, the request's log entry, learns the upstream, the status and the
+    kind of exchange."""
+    if entry is not None:
+        entry.upstream, entry.route_id = route.upstream, route.route_id
     try:
         upstream, response = await _exchange(
             client_reader, request, route, pool, client, received, identity
@@ -236,8 +245,16 @@ async def forward(
             else (502, "bad_gateway", str(failure))
         )
         reply = error_reply(status, error, detail)
+        if entry is not None:
+            entry.status, entry.reason = status, error
         await send_reply(client_reader.stream, reply, close=True, head=request.method == b"HEAD")
         return False
+    if entry is not None:
+        entry.status = response.status
+        if response.status == 101:
+            entry.kind = "websocket"
+        elif response.header(b"content-type").startswith(b"text/event-stream"):
+            entry.kind = "sse"
     try:
         if response.status == 101:
             await switch_protocols(client_reader, upstream, response, route.response)

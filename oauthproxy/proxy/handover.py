@@ -9,9 +9,11 @@ from typing import Protocol
 
 import trio
 
+from oauthproxy.logs.logger import RequestLogger
 from oauthproxy.proxy.headers import Client
 from oauthproxy.proxy.http import END, BadRequest, Head, PeerClosed, Reader, send_reply
 from oauthproxy.proxy.request import RequestView
+from oauthproxy.proxy.request_log import refused
 from oauthproxy.proxy.responses import Reply, error_reply, unknown_host
 from oauthproxy.proxy.tls import covers
 
@@ -29,22 +31,30 @@ Lookup = Callable[[str], Adopter | None]
 
 
 async def pass_connection(
-    reader: Reader, request: Head, view: RequestView, client: Client, lookup: Lookup
+    reader: Reader,
+    request: Head,
+    view: RequestView,
+    client: Client,
+    lookup: Lookup,
+    requests: RequestLogger | None = None,
 ) -> bool:
     """Give the connection to the instance for `view.host`. When none may take it, answer
-    (421: the TLS certificate does not cover that host; 404: no such proxy) and return False:
-    the caller closes the connection."""
+    (421: the TLS certificate does not cover that host; 404: no such proxy; both logged to
+    `requests`) and return False: the caller closes the connection."""
     head = request.method == b"HEAD"
     accept = request.header(b"accept")
     if client.scheme == b"https" and not covers(client.tls_names, view.host):
         detail = f"this connection's certificate does not cover {view.host!r}; open a new one"
         reply = error_reply(421, "misdirected_request", detail, accept=accept)
         await send_reply(reader.stream, reply, close=True, head=head)
+        refused(requests, client, reply, request, view.host)
         return False
     instance = lookup(view.host)
     if instance is not None and instance.adopt(reader, request, view, client, lookup):
         return True
-    await send_reply(reader.stream, unknown_host(view.host, accept), close=True, head=head)
+    reply = unknown_host(view.host, accept)
+    await send_reply(reader.stream, reply, close=True, head=head)
+    refused(requests, client, reply, request, view.host)
     return False
 
 
@@ -61,9 +71,13 @@ async def answer(reader: Reader, request: Head, reply: Reply) -> bool:
     return True
 
 
-async def refuse(reader: Reader, error: BadRequest) -> None:
-    """A 400 (or 431) for what could not be parsed; the connection closes after it."""
+def refusal(error: BadRequest) -> Reply:
+    """The 400 (or 431) for what could not be parsed."""
     reason = "request_header_fields_too_large" if error.status == 431 else "bad_request"
-    reply = error_reply(error.status, reason, str(error))
+    return error_reply(error.status, reason, str(error))
+
+
+async def refuse(reader: Reader, error: BadRequest) -> None:
+    """Answer what could not be parsed; the connection closes after it."""
     with trio.move_on_after(1), contextlib.suppress(PeerClosed):
-        await send_reply(reader.stream, reply, close=True)
+        await send_reply(reader.stream, refusal(error), close=True)

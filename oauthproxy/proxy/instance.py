@@ -29,10 +29,12 @@ from dataclasses import dataclass, field
 
 import trio
 
+from oauthproxy.logs.logger import RequestLogger
+from oauthproxy.logs.records import RequestEntry
 from oauthproxy.proxy.challenges import ChallengeLookup, challenge_reply, is_challenge
 from oauthproxy.proxy.config import InstanceConfig, PublicPorts
 from oauthproxy.proxy.forward import forward
-from oauthproxy.proxy.handover import Lookup, answer, pass_connection, refuse
+from oauthproxy.proxy.handover import Lookup, answer, pass_connection, refusal, refuse
 from oauthproxy.proxy.headers import Client, Identity
 from oauthproxy.proxy.http import (
     BadRequest,
@@ -47,6 +49,7 @@ from oauthproxy.proxy.loopback import Admits
 from oauthproxy.proxy.protect import without_cookie
 from oauthproxy.proxy.protected import admit
 from oauthproxy.proxy.request import RequestView, view_of
+from oauthproxy.proxy.request_log import Counted, close_entry, noted, open_entry, refused
 from oauthproxy.proxy.responses import Reply, error_reply, redirect_reply, unknown_host
 from oauthproxy.proxy.upstream import UpstreamPool
 
@@ -64,6 +67,9 @@ class _Connection:
     closes_at: float | None = None
     """While it waits for its next request: the end of its idle time, then (once that request
     has begun) of its header time. None while a request is answered."""
+    counted: Counted = field(default_factory=Counted)
+    """Its byte counts where its last logged request ended (a connection moved from another
+    instance starts at 0: its first request here also counts what came before)."""
     idle: bool = False
     """It waits for the first byte of its next request: nothing of it would be lost by closing."""
 
@@ -81,6 +87,7 @@ class Instance:
         challenges: ChallengeLookup,
         ports: PublicPorts,
         admits: Admits | None = None,
+        requests: RequestLogger | None = None,
     ):
         self.hostname = hostname
         self.config: InstanceConfig | None = config
@@ -92,6 +99,8 @@ class Instance:
         self._ports = ports
         self._admits = admits
         """Who may be served at all (the API hostnames: loopback clients); None: everyone."""
+        self._requests = requests if requests is not None and requests.active else None
+        """Where each exchange's log entry goes; None: request logging is off."""
         self._nursery: trio.Nursery | None = None
         self._stopping = trio.Event()
         self._draining = trio.Event()
@@ -146,6 +155,11 @@ class Instance:
         close (idle ones now, busy ones when their exchange ends)."""
         self.config = config
         await self._pool.retarget(config.origins())
+
+    @property
+    def connection_count(self) -> int:
+        """Connections this instance holds (for the metrics)."""
+        return len(self._connections)
 
     def stop(self) -> None:
         """The proxy was deleted: every next request gets a 404 (see the module docstring)."""
@@ -206,7 +220,7 @@ class Instance:
         moved = False
         try:
             with connection.scope:
-                while await self._handle(reader, request, view, client):
+                while await self._handle(reader, request, view, client, connection.counted):
                     if self._draining.is_set() and not (reader.events or reader.in_message):
                         return  # idle now: closed at once, like those `drain` found idle
                     event = await self._next_request(reader, connection)
@@ -215,9 +229,12 @@ class Instance:
                     request = event
                     view = view_of(request, client.scheme)
                     if view.host != self.hostname:
-                        moved = await pass_connection(reader, request, view, client, lookup)
+                        moved = await pass_connection(
+                            reader, request, view, client, lookup, self._requests
+                        )
                         return
         except BadRequest as error:
+            refused(self._requests, client, refusal(error), None)
             await refuse(reader, error)
         except PeerClosed:
             pass
@@ -234,29 +251,42 @@ class Instance:
                 self._quiet.set()
 
     async def _handle(
-        self, reader: Reader, request: Head, view: RequestView, client: Client
+        self, reader: Reader, request: Head, view: RequestView, client: Client, counted: Counted
     ) -> bool:
         self._in_flight += 1
+        requests = self._requests
+        entry = (
+            None
+            if requests is None
+            else open_entry(reader, request, client, self.hostname, counted)
+        )
         try:
-            return await self._respond(reader, request, view, client)
+            return await self._respond(reader, request, view, client, entry)
         finally:
             self._in_flight -= 1
             self._quiet.set()
+            if entry is not None and requests is not None:
+                close_entry(entry, reader, requests, counted)
 
     async def _respond(
-        self, reader: Reader, request: Head, view: RequestView, client: Client
+        self,
+        reader: Reader,
+        request: Head,
+        view: RequestView,
+        client: Client,
+        entry: RequestEntry | None,
     ) -> bool:
-        """Answer one request; returns whether the connection can carry another."""
+        """Answer one request; returns whether the connection can carry another. `entry`: its
+        log entry, which learns who answered and how."""
         if self._draining.is_set():  # the answer says Connection: close, and closes after it
             request = dataclasses.replace(request, keep_alive=False)
         if is_challenge(request.target):
-            return await answer(
-                reader, request, await challenge_reply(request.target, self._challenges)
-            )
+            reply = await challenge_reply(request.target, self._challenges)
+            return await answer(reader, request, noted(entry, reply))
         config = self.config
-        refusal = self._refusal(config, view, request, client)
-        if refusal is not None or config is None:
-            reply = refusal or unknown_host(view.host, b"")
+        refused_reply = self._refusal(config, view, request, client)
+        if refused_reply is not None or config is None:
+            reply = noted(entry, refused_reply or unknown_host(view.host, b""))
             await send_reply(reader.stream, reply, close=True, head=request.method == b"HEAD")
             return False
         received = view.headers
@@ -264,7 +294,9 @@ class Instance:
         if config.protection is not None:
             outcome = await admit(config.protection, config.shared.login, received, client, view)
             if isinstance(outcome, Reply):
-                return await answer(reader, request, outcome)
+                return await answer(reader, request, noted(entry, outcome))
+            if entry is not None and outcome.claims is not None:
+                entry.user, entry.client_id = outcome.claims.username, outcome.claims.client_id
             identity = outcome.headers
             received = without_cookie(received, config.protection.target.auth_cookie_name)
         destination = config.destination(view.path, request.method.decode())
@@ -275,12 +307,21 @@ class Instance:
                 "the matching route's target cannot be resolved",
                 accept=request.header(b"accept"),
             )
+            noted(entry, reply)
             await send_reply(reader.stream, reply, close=True, head=request.method == b"HEAD")
             return False
         if view.target is not request.target:  # the backend gets the normalised target
             request = dataclasses.replace(request, target=view.target)
         return await forward(
-            reader, request, destination, self._pool, client, received, identity, self._draining
+            reader,
+            request,
+            destination,
+            self._pool,
+            client,
+            received,
+            identity,
+            self._draining,
+            entry=entry,
         )
 
     def _refusal(

@@ -90,7 +90,7 @@ def _challenge(verifier: str) -> str:
 def _redirect(location: str, *cookies: str) -> Reply:
     headers = [(b"location", location.encode()), (b"cache-control", b"no-store")]
     headers += [(b"set-cookie", cookie.encode()) for cookie in cookies]
-    return Reply(302, headers, b"")
+    return Reply(302, headers, b"", "login")
 
 
 def _cookie(name: str, value: str, *, path: str, max_age: int, secure: bool) -> str:
@@ -137,7 +137,7 @@ class BrowserLogin:
         if limited is not None:
             reply = error_reply(429, "too_many_requests", limited.description)
             retry = (b"retry-after", str(limited.retry_after).encode())
-            return Reply(reply.status, [*reply.headers, retry], reply.body)
+            return Reply(reply.status, [*reply.headers, retry], reply.body, reply.error)
         state, verifier, browser = (
             secrets.token_urlsafe(24),
             secrets.token_urlsafe(48),

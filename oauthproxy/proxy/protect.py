@@ -64,7 +64,7 @@ def metadata_reply(protection: Protection, origin: str) -> Reply:
         document["resource_versions"] = target.resource_versions
     document.update(target.resource_custom_metadata or {})
     body = json.dumps(document).encode()
-    return Reply(200, [(b"content-type", b"application/json")], body)
+    return Reply(200, [(b"content-type", b"application/json")], body, "resource_metadata")
 
 
 DEFAULT_SCOPES = ("mcp:read", "mcp:write")
@@ -101,7 +101,7 @@ def _refusal(policy: AccessPolicy, origin: str, deny: Deny | None) -> Reply:
         (b"content-type", b"application/json"),
         (b"www-authenticate", challenge(policy, origin, deny).encode()),
     ]
-    return Reply(status, headers, json.dumps(body).encode())
+    return Reply(status, headers, json.dumps(body).encode(), body["error"])
 
 
 def cookie_token(received: Headers, name: str) -> str | None:

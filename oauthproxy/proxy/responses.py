@@ -14,6 +14,8 @@ class Reply:
     status: int
     headers: Headers
     body: bytes
+    error: str = ""
+    """Why the gateway answered itself (`unknown_host`, `invalid_token`...), for the log."""
 
 
 _TITLES = {
@@ -38,15 +40,16 @@ def error_reply(status: int, error: str, detail: str, *, accept: bytes = b"") ->
             f"<!doctype html><html><head><title>{title}</title></head><body>"
             f"<h1>{title}</h1><p>{html.escape(detail)}</p><hr><p>oauthproxy</p></body></html>"
         )
-        return Reply(status, [(b"content-type", b"text/html; charset=utf-8")], page.encode())
+        html_type = [(b"content-type", b"text/html; charset=utf-8")]
+        return Reply(status, html_type, page.encode(), error)
     body = json.dumps({"error": error, "detail": detail}).encode()
-    return Reply(status, [(b"content-type", b"application/json")], body)
+    return Reply(status, [(b"content-type", b"application/json")], body, error)
 
 
 def redirect_reply(location: str) -> Reply:
     body = f"Moved to {location}\n".encode()
     headers = [(b"location", location.encode()), (b"content-type", b"text/plain")]
-    return Reply(301, headers, body)
+    return Reply(301, headers, body, "https_redirect")
 
 
 def unknown_host(host: str, accept: bytes) -> Reply:

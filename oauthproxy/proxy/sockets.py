@@ -55,6 +55,9 @@ class LeanSocketStream(WrappedStream):
         super().__init__(stream)
         self.socket = stream.socket
         self.send_timeout = send_timeout
+        self.received = 0
+        self.sent = 0
+        """Bytes through this socket so far (TLS records included): the request log's counts."""
         self._on_close: Callable[[], None] | None = None
 
     def on_close(self, callback: Callable[[], None]) -> None:
@@ -81,11 +84,13 @@ class LeanSocketStream(WrappedStream):
             except OSError as error:
                 raise trio.BrokenResourceError(str(error)) from error
             try:
-                return os.read(self._fd(), max_bytes or READ_SIZE)
+                data = os.read(self._fd(), max_bytes or READ_SIZE)
             except BlockingIOError:
                 continue
             except OSError as error:
                 raise trio.BrokenResourceError(str(error)) from error
+            self.received += len(data)
+            return data
 
     async def send_all(self, data: bytes | bytearray | memoryview) -> None:
         if self.socket.did_shutdown_SHUT_WR:
@@ -101,6 +106,7 @@ class LeanSocketStream(WrappedStream):
                     fd = self._fd()
                 except OSError as error:
                     raise trio.BrokenResourceError(str(error)) from error
+            self.sent += sent
 
     async def _wait_writable(self) -> None:
         with trio.move_on_after(self.send_timeout) as waited:

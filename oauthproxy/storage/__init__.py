@@ -23,6 +23,7 @@ from oauthproxy.storage.challenges import ChallengeRepository
 from oauthproxy.storage.oauth import OAuthStore
 from oauthproxy.storage.proxies import ProxyRepository
 from oauthproxy.storage.proxy_logins import ProxyLoginRepository
+from oauthproxy.storage.request_logs import RequestLogRepository
 from oauthproxy.storage.resources import ResourceRepository
 from oauthproxy.storage.routes import RouteRepository
 from oauthproxy.storage.services import (
@@ -51,6 +52,7 @@ class Storage:
     docker_services: DockerServiceRepository
     oauth: OAuthStore
     resources: ResourceRepository
+    request_logs: RequestLogRepository
 
     async def ping(self) -> float:
         """Round-trip time to Redis in milliseconds."""
@@ -100,4 +102,5 @@ async def open_storage(url: str, *, command_timeout: float | None = None) -> Asy
             docker_services=DockerServiceRepository(client),
             oauth=OAuthStore(client),
             resources=ResourceRepository(client),
+            request_logs=RequestLogRepository(client),
         )

@@ -16,6 +16,7 @@ from dataclasses import replace
 
 import trio
 
+from oauthproxy.logs.logger import RequestLogger
 from oauthproxy.models.events import EventType
 from oauthproxy.models.proxies import AuthMode, ProxyTarget
 from oauthproxy.models.routes import TargetType
@@ -65,8 +66,11 @@ class Reconciler:
         ports: PublicPorts,
         continuity: Continuity,
         issuer_trust: ssl.SSLContext | bool = True,
+        requests: RequestLogger | None = None,
     ) -> None:
         self.instances: dict[str, Instance] = {}
+        self._requests = requests
+        """Where every instance logs its requests (None: request logging is off)."""
         self._settings = settings
         self._storage = storage
         self._nursery = nursery
@@ -206,6 +210,8 @@ class Reconciler:
                 states[action.wanted.target.hostname] = _state(action.wanted)
             elif isinstance(action, Update):
                 hostname = action.wanted.target.hostname
+                if _state(action.wanted) != _state(self._running.get(hostname, action.wanted)):
+                    self._lifecycle("proxy.upgraded", hostname, _state(action.wanted))
                 await self.instances[hostname].update(self._config(action.wanted))
                 self._running[hostname] = action.wanted
                 states[hostname] = _state(action.wanted)
@@ -232,12 +238,14 @@ class Reconciler:
             challenges=self._storage.challenges.get,
             ports=self.ports,
             admits=self._public_api if target.hostname in self._builtin else None,
+            requests=self._requests,
         )
         await self._nursery.start(instance.run)
         self.instances[target.hostname] = instance
         if target.hostname not in self._builtin:
             self._running[target.hostname] = wanted
         log.info("serving %s → %s (%s)", target.hostname, target.target_url, _state(wanted))
+        self._lifecycle("proxy.served", target.hostname, _state(wanted))
 
     def _stop(self, hostname: str) -> None:
         instance = self.instances.pop(hostname)
@@ -245,6 +253,12 @@ class Reconciler:
         self._tls_contexts.forget(hostname)
         instance.stop()
         log.info("stopped %s", hostname)
+        self._lifecycle("proxy.stopped", hostname, "")
+
+    def _lifecycle(self, name: str, hostname: str, detail: str) -> None:
+        """An instance's lifecycle event, in the request log (its owner sees it there)."""
+        if self._requests is not None and hostname not in self._builtin:
+            self._requests.event(name, host=hostname, detail=detail)
 
     def drain_all(self, settled: Callable[[], Awaitable[None]] | None = None) -> None:
         """Shutdown: every instance serves what its open connections send, closing each after

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import trio
 
+from oauthproxy.logs.logger import RequestLogger
 from oauthproxy.models.proxies import ProxyTarget
 from oauthproxy.oauth.verify import load_verifier
 from oauthproxy.proxy.config import PublicPorts
@@ -46,6 +47,7 @@ async def serve_supervisor(
     builtin: list[ProxyTarget],
     shutdown: trio.Event,
     *,
+    requests: RequestLogger | None = None,
     settled: Callable[[], Awaitable[None]] | None = None,
     task_status: trio.TaskStatus[Reconciler] = trio.TASK_STATUS_IGNORED,
 ) -> None:
@@ -54,7 +56,9 @@ async def serve_supervisor(
     trust = await trio.to_thread.run_sync(_issuer_trust, settings.oauth_ca_bundle)
     consumer = storage.workflow_consumer(replica)
     async with trio.open_nursery() as instances:
-        reconciler = Reconciler(settings, storage, instances, consumer, ports, continuity, trust)
+        reconciler = Reconciler(
+            settings, storage, instances, consumer, ports, continuity, trust, requests
+        )
         await consumer.join()
         reconciler.guard.verifier = await load_verifier(storage, settings)
         for target in builtin:

@@ -1,0 +1,184 @@
+"""The request logger: a bounded buffer the data plane appends to, and the task that empties it.
+
+`RequestLogger.record` is all the request path ever calls: a length check and a list append, no
+await, no task, no channel. `serve_request_logger` takes the buffer every `FLUSH_SECONDS` and
+writes the batch in one script call (and, with ACCESS_LOG=json, as JSON lines on stdout, from a
+worker thread so a slow reader of stdout never stalls the event loop). When Redis is slow or
+away the batch is dropped and counted, never retried and never waited for by a request; the
+next batch tries again, so logging resumes by itself when Redis is back.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from typing import Any
+
+import trio
+
+from oauthproxy.logs import schema
+from oauthproxy.logs.records import RequestEntry, event, fields_of
+from oauthproxy.metrics import GatewayMetrics
+from oauthproxy.settings import AccessLog, Settings
+from oauthproxy.storage import Storage
+
+log = logging.getLogger(__name__)
+
+FLUSH_SECONDS = 0.1
+"""The batch window (the specification's 100 ms)."""
+
+WRITE_TIMEOUT = 2.0
+"""A batch Redis has not taken in this time is dropped (and counted)."""
+
+
+class RequestLogger:
+    """The buffer between the data plane and the flush task, and its counters."""
+
+    def __init__(
+        self,
+        *,
+        capacity: int,
+        to_redis: bool = True,
+        access_log: bool = False,
+        metrics: GatewayMetrics | None = None,
+    ):
+        self.capacity = capacity
+        self.metrics = metrics
+        """Counts every batch for `/metrics` (None: METRICS_ENABLED is off)."""
+        if metrics is not None:
+            metrics.logger = self
+        self.to_redis = to_redis
+        self.access_log = access_log
+        self.dropped = 0
+        """Entries never written to Redis: the buffer was full, or Redis failed their batch."""
+        self.written = 0
+        self.failing = False
+        """The last batch failed (an outage is logged once, at its start and its end)."""
+        self._buffer: list[RequestEntry] = []
+        self._sequence = 0
+
+    @classmethod
+    def of(cls, settings: Settings) -> RequestLogger:
+        return cls(
+            capacity=settings.log_buffer_size,
+            to_redis=settings.request_log_enabled,
+            access_log=settings.access_log is AccessLog.JSON,
+            metrics=GatewayMetrics() if settings.metrics_enabled else None,
+        )
+
+    @property
+    def active(self) -> bool:
+        """Whether entries go anywhere at all (else the data plane need not build them)."""
+        return self.to_redis or self.access_log or self.metrics is not None
+
+    @property
+    def buffered(self) -> int:
+        return len(self._buffer)
+
+    def record(self, entry: RequestEntry) -> None:
+        """Keep `entry` for the next batch; drop it (counted) when the buffer is full."""
+        if len(self._buffer) < self.capacity:
+            self._buffer.append(entry)
+        else:
+            self.dropped += 1
+
+    def event(self, name: str, *, quiet: bool = False, **details: Any) -> None:
+        """Log an event (see `records.event`) in the request log, and as an INFO line (a DEBUG
+        line when `quiet`: what anyone can cause by the thousand, failed TLS handshakes)."""
+        entry = event(name, **details)
+        log.log(
+            logging.DEBUG if quiet else logging.INFO,
+            "%s%s",
+            name,
+            "".join(f" {key}={value}" for key, value in details.items() if value != ""),
+        )
+        if self.active:
+            self.record(entry)
+
+    def take(self) -> list[RequestEntry]:
+        batch, self._buffer = self._buffer, []
+        return batch
+
+    async def flush(self, storage: Storage, settings: Settings) -> None:
+        """Write what the buffer holds (one batch)."""
+        batch = self.take()
+        if not batch:
+            return
+        if self.metrics is not None:
+            self.metrics.count(batch)
+        if self.access_log:
+            await trio.to_thread.run_sync(_write_lines, [fields_of(entry) for entry in batch])
+        if self.to_redis:
+            await self._write(storage, settings, batch)
+
+    async def _write(self, storage: Storage, settings: Settings, batch: list[RequestEntry]) -> None:
+        retention = settings.log_retention_hours * 3600
+        plan = schema.plan(
+            batch,
+            first_sequence=self._sequence,
+            slow_seconds=settings.log_slow_seconds,
+            retention_seconds=retention,
+            now=time.time(),
+        )
+        self._sequence = (self._sequence + len(batch)) % 1_000_000
+        failure = ""
+        try:
+            with trio.move_on_after(WRITE_TIMEOUT) as waited:
+                await storage.request_logs.write(
+                    plan, retention=retention, stream_maxlen=settings.log_stream_maxlen
+                )
+            if waited.cancelled_caught:
+                failure = f"Redis took more than {WRITE_TIMEOUT:g}s"
+        except Exception as error:  # whatever Redis did, the gateway keeps serving
+            failure = str(error) or type(error).__name__
+        if failure:
+            if not self.failing:
+                log.warning("request log: dropping entries while Redis fails (%s)", failure)
+            self.failing = True
+            self.dropped += len(batch)
+            return
+        if self.failing:
+            log.info("request log: writing again (%d entries dropped so far)", self.dropped)
+            self.failing = False
+        self.written += len(batch)
+
+
+def _write_lines(lines: Sequence[dict[str, str]]) -> None:
+    sys.stdout.write("".join(json.dumps(fields) + "\n" for fields in lines))
+    sys.stdout.flush()
+
+
+async def serve_request_logger(
+    logger: RequestLogger,
+    storage: Storage,
+    settings: Settings,
+    stop: trio.Event,
+    *,
+    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Flush every `FLUSH_SECONDS` until `stop` is set, then once more (the last entries)."""
+    task_status.started()
+    while not stop.is_set():
+        with trio.move_on_after(FLUSH_SECONDS):
+            await stop.wait()
+        await logger.flush(storage, settings)
+    await logger.flush(storage, settings)  # what arrived during the last flush
+
+
+@asynccontextmanager
+async def request_logging(settings: Settings, storage: Storage) -> AsyncIterator[RequestLogger]:
+    """A running request logger for the block's lifetime: its last batch is written on exit,
+    after everything inside the block (the data plane) has finished."""
+    logger = RequestLogger.of(settings)
+    stop = trio.Event()
+    async with trio.open_nursery() as nursery:
+        if logger.active:
+            await nursery.start(serve_request_logger, logger, storage, settings, stop)
+        try:
+            yield logger
+        finally:
+            stop.set()

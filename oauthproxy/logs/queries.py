@@ -1,0 +1,204 @@
+"""Questions asked of the request log: which index to read, which entries match, and stats.
+
+A query reads one time-ordered index (the most selective its filters allow: IP, OAuth client,
+user, path, hostname, status, errors, slow, else every entry), at most `SCAN_LIMIT` of its newest
+keys within the time window, and filters those entries here. An owner's query reads only the
+indexes of the hostnames it owns, so other owners' traffic neither shows nor crowds it out.
+`plan_indexes`, `matches`, `parse_query` and `percentiles` are pure.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, replace
+
+from oauthproxy.logs import schema
+from oauthproxy.logs.records import FIELDS, REQUEST_KINDS, path_of
+from oauthproxy.storage.request_logs import Entry, RequestLogRepository
+
+SCAN_LIMIT = 5000
+"""Index keys read per index and query: bounds the work one query can cause."""
+
+TEXT_FIELDS = ("request_path", "hostname", "user", "client_id", "client_ip", "gateway_reason")
+"""What a bare word of a search query is looked for in."""
+
+
+@dataclass(frozen=True)
+class LogFilter:
+    """One query's filters; None (or False) means "any"."""
+
+    hours: float = 24
+    ip: str | None = None
+    hostname: str | None = None
+    user: str | None = None
+    client_id: str | None = None
+    status: int | None = None
+    method: str | None = None
+    path: str | None = None
+    """A path prefix (`/api` matches `/api/users`)."""
+    errors: bool = False
+    slow: bool = False
+    event: str | None = None
+    level: str | None = None
+    words: tuple[str, ...] = ()
+    """Bare words of a search query: each must appear in one of `TEXT_FIELDS`."""
+    limit: int = 100
+    hosts: frozenset[str] | None = None
+    """The hostnames the caller may see (an owner's); None: every hostname (the admin)."""
+
+
+def level_of(status: int) -> str:
+    """A request's level, as the specification's `level` filter sees it."""
+    if status >= 500 or status == 0:
+        return "ERROR"
+    return "WARNING" if status >= 400 else "INFO"
+
+
+def event_of(entry: Entry) -> str:
+    """An entry's event name: `request`, `websocket` or `sse` for requests, else the event's
+    own (`oauth.token_issued`, `proxy.served`, `admin.write`, ...)."""
+    kind = entry.get("kind", "http")
+    return "request" if kind == "http" else kind
+
+
+def parse_query(query: str, base: LogFilter) -> LogFilter:
+    """`base` narrowed by a search query: `status:500 host:api.example.com ip:... user:...
+    client:... method:GET path:/api level:ERROR event:websocket errors slow` and bare words."""
+    found = base
+    words: list[str] = list(base.words)
+    for token in query.split():
+        name, colon, value = token.partition(":")
+        narrowed = _narrowed(found, name.lower(), value) if colon else None
+        if narrowed is not None:
+            found = narrowed
+        elif token.lower() == "errors":
+            found = replace(found, errors=True)
+        elif token.lower() == "slow":
+            found = replace(found, slow=True)
+        else:
+            words.append(token)
+    return replace(found, words=tuple(words))
+
+
+def _narrowed(found: LogFilter, name: str, value: str) -> LogFilter | None:
+    """`found` with one `name:value` term applied; None when the name is not a filter."""
+    if name == "status" and value.isdigit():
+        return replace(found, status=int(value))
+    if name in ("host", "hostname"):
+        return replace(found, hostname=value.lower())
+    if name in ("client", "client_id"):
+        return replace(found, client_id=value)
+    if name in ("method", "level"):
+        value = value.upper()
+    if name in ("ip", "user", "method", "path", "level", "event"):
+        return replace(found, **{name: value})  # type: ignore[arg-type]
+    return None
+
+
+def plan_indexes(query: LogFilter) -> list[str]:
+    """The indexes a query reads (their union, newest first, is then filtered by `matches`)."""
+    if query.hosts is not None and query.hostname is None:
+        return [schema.host_index(host) for host in sorted(query.hosts)]
+    if query.ip:
+        return [schema.ip_index(query.ip)]
+    if query.client_id:
+        return [schema.client_index(query.client_id)]
+    if query.user:
+        return [schema.user_index(query.user)]
+    if query.path and query.method:
+        return [schema.path_index(query.method, query.path)]
+    if query.hostname:
+        return [schema.host_index(query.hostname)]
+    if query.event and query.event not in ("request", "websocket", "sse"):
+        return [schema.event_index(query.event)]
+    if query.status is not None:
+        return [schema.status_index(query.status)]
+    if query.errors:
+        return [schema.ERRORS]
+    if query.slow:
+        return [schema.SLOW]
+    return [schema.ALL]
+
+
+def matches(entry: Entry, query: LogFilter) -> bool:
+    """Whether a stored entry passes every filter (the index read may be wider). Filters only
+    requests have (status, path, method, slow) leave events out."""
+    status = int(entry.get("status") or 0)
+    host = entry.get("hostname", "")
+    about_requests = query.status is not None or query.path or query.method or query.slow
+    checks = (
+        not about_requests or entry.get("kind", "http") in REQUEST_KINDS,
+        query.hosts is None or host in query.hosts,
+        query.ip is None or entry.get("client_ip") == query.ip,
+        query.hostname is None or host == query.hostname,
+        query.user is None or entry.get("user") == query.user,
+        query.client_id is None or entry.get("client_id") == query.client_id,
+        query.status is None or status == query.status,
+        query.method is None or entry.get("method") == query.method,
+        query.path is None or path_of(entry.get("request_path", "")).startswith(query.path),
+        not query.errors or status >= 400,
+        query.level is None or level_of(status) == query.level,
+        query.event is None or event_of(entry) == query.event,
+        all(any(word in entry.get(name, "") for name in TEXT_FIELDS) for word in query.words),
+    )
+    return all(checks)
+
+
+def _timestamp(key: str) -> float:
+    """An entry key's time (`req:{timestamp}-{n}:{ip}`)."""
+    stamp = key.removeprefix("req:").partition("-")[0]
+    try:
+        return float(stamp)
+    except ValueError:
+        return 0.0
+
+
+async def search(
+    logs: RequestLogRepository, query: LogFilter, *, slow_seconds: float, now: float | None = None
+) -> list[dict[str, object]]:
+    """The newest entries matching `query`, at most `query.limit`."""
+    since = (now if now is not None else time.time()) - query.hours * 3600
+    found: set[str] = set()
+    for index in plan_indexes(query):
+        found.update(await logs.keys_in(index, since, limit=SCAN_LIMIT))
+    newest = sorted(found, key=_timestamp, reverse=True)
+    picked: list[dict[str, object]] = []
+    for start in range(0, len(newest), 500):
+        for entry in await logs.entries(newest[start : start + 500]):
+            slow = float(entry.get("duration_ms") or 0) >= slow_seconds * 1000
+            if matches(entry, query) and (slow or not query.slow):
+                picked.append(decorated(entry))
+                if len(picked) >= query.limit:
+                    return picked
+    return picked
+
+
+NUMBERS = {"timestamp": float, "status": int, "bytes_in": int, "bytes_out": int,
+           "duration_ms": float}  # fmt: skip
+"""Stored fields shown as numbers (Redis keeps strings)."""
+
+
+def decorated(entry: Entry) -> dict[str, object]:
+    """A stored entry as the API shows it: every field (empty ones are not stored), numbers as
+    numbers, with its `event` and `level`."""
+    shown: dict[str, object] = {name: entry.get(name, "") for name in FIELDS}
+    for name, kind in NUMBERS.items():
+        try:
+            shown[name] = kind(entry[name])
+        except (KeyError, ValueError):
+            continue
+    shown["event"] = event_of(entry)
+    shown["level"] = level_of(int(entry.get("status") or 0))
+    return shown
+
+
+def percentiles(values: Sequence[float], points: Iterable[int] = (50, 90, 99)) -> dict[str, float]:
+    """Nearest-rank percentiles (`p50`, ...) of `values`; empty when there are none."""
+    if not values:
+        return {}
+    ordered = sorted(values)
+    return {
+        f"p{point}": ordered[max(0, math.ceil(point / 100 * len(ordered)) - 1)] for point in points
+    }

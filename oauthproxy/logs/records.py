@@ -1,0 +1,138 @@
+"""One request as the log sees it: a record the data plane fills in, turned into fields later.
+
+The data plane only creates a `RequestEntry` and sets attributes on it (raw bytes, no decoding,
+no formatting): everything that costs something (decoding, redaction, the field strings) runs in
+the flush task, off the request path. Nothing here does I/O.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from dataclasses import dataclass
+
+REDACTED = "REDACTED"
+
+SECRET_NAMES = re.compile(
+    r"token|code|secret|password|passwd|pwd|key|state|auth|session|sig|credential|jwt|"
+    r"assertion|verifier|nonce|ticket|cookie|csrf|^request$",
+    re.IGNORECASE,
+)
+"""Query parameter names whose values are never written (access_token, code, client_secret,
+api_key, state, code_verifier, X-Amz-Signature, the consent page's `request` handle, ...). A
+false positive costs a redacted value."""
+
+FIELDS = (
+    "timestamp", "client_ip", "scheme", "hostname", "method", "request_path", "status",
+    "bytes_in", "bytes_out", "duration_ms", "upstream", "route_id", "user", "client_id",
+    "tls_version", "gateway_reason", "kind",
+)  # fmt: skip
+"""Every field of a stored entry, in display order."""
+
+
+@dataclass(slots=True, eq=False)
+class RequestEntry:
+    """One exchange (a request, or a WebSocket/SSE stream) while it is being answered."""
+
+    started: float
+    """Wall-clock seconds since the epoch when its head arrived."""
+    clock: float
+    """`time.perf_counter()` at the same moment (durations do not jump with the wall clock)."""
+    client_ip: str
+    scheme: bytes
+    host: str
+    method: bytes
+    target: bytes
+    """As received, query string included: redacted only when the entry is written."""
+    status: int = 0
+    reason: str = ""
+    """Why the gateway answered itself (`unknown_host`, `invalid_token`, `bad_gateway`, ...);
+    empty when the upstream answered."""
+    upstream: str = ""
+    route_id: str = ""
+    user: str = ""
+    client_id: str = ""
+    tls_version: str = ""
+    kind: str = "http"
+    """http, websocket (a 101 splice) or sse (a text/event-stream response)."""
+    bytes_in: int = 0
+    bytes_out: int = 0
+    duration: float = 0.0
+    """Seconds, set when the exchange ends."""
+
+
+REQUEST_KINDS = frozenset({"http", "websocket", "sse"})
+"""Kinds of entries that are requests; any other kind is the name of an event."""
+
+
+def event(
+    name: str,
+    *,
+    status: int = 200,
+    host: str = "",
+    client_ip: str = "",
+    user: str = "",
+    client_id: str = "",
+    method: str = "",
+    path: str = "",
+    detail: str = "",
+) -> RequestEntry:
+    """An event (an OAuth step, a proxy served or stopped, an admin-API write) as an entry of
+    the same log: `kind` is its name (`oauth.token_issued`), `status` sets its level (2xx INFO,
+    4xx WARNING, 5xx ERROR), `detail` (in `gateway_reason`) says why it was refused."""
+    entry = RequestEntry(
+        time.time(), time.perf_counter(), client_ip, b"", host, method.encode(), path.encode()
+    )
+    entry.kind, entry.status, entry.reason = name, status, detail
+    entry.user, entry.client_id = user, client_id
+    return entry
+
+
+def begin(client_ip: str, scheme: bytes, host: str, method: bytes, target: bytes) -> RequestEntry:
+    """A new entry, timed from now."""
+    return RequestEntry(time.time(), time.perf_counter(), client_ip, scheme, host, method, target)
+
+
+def redact_target(target: str) -> str:
+    """The request target with the values of secret-looking query parameters replaced."""
+    if "?" not in target:
+        return target
+    path, _mark, query = target.partition("?")
+    parts = []
+    for pair in query.split("&"):
+        name, equals, _value = pair.partition("=")
+        parts.append(f"{name}={REDACTED}" if equals and SECRET_NAMES.search(name) else pair)
+    return f"{path}?{'&'.join(parts)}"
+
+
+def path_of(target: str) -> str:
+    """The path alone (no query string): what the path index and the path filter see."""
+    return target.partition("?")[0]
+
+
+def values_of(entry: RequestEntry) -> list[str]:
+    """The entry's stored values, in `FIELDS` order (secrets redacted)."""
+    return [
+        f"{entry.started:.6f}",
+        entry.client_ip,
+        entry.scheme.decode("latin-1"),
+        entry.host,
+        entry.method.decode("latin-1"),
+        redact_target(entry.target.decode("latin-1")),
+        str(entry.status),
+        str(entry.bytes_in),
+        str(entry.bytes_out),
+        f"{entry.duration * 1000:.3f}",
+        entry.upstream,
+        entry.route_id,
+        entry.user,
+        entry.client_id,
+        entry.tls_version,
+        entry.reason,
+        entry.kind,
+    ]
+
+
+def fields_of(entry: RequestEntry) -> dict[str, str]:
+    """The entry as the string fields stored in Redis and shown by the API (secrets redacted)."""
+    return dict(zip(FIELDS, values_of(entry), strict=True))

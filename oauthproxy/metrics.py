@@ -1,0 +1,135 @@
+"""Prometheus metrics of this replica, answered from memory: `/metrics` never needs Redis.
+
+Request counts and latencies come from the request log's entries, counted by its batch task
+(`RequestLogger.flush`), so the request path pays nothing more for them. Gauges (open
+connections, running instances, the logger's own counters) are read when Prometheus scrapes.
+The registry is this gateway's own, not prometheus-client's global one: two gateways in one
+process (the tests) never share a counter.
+
+Hostnames become labels only when a proxy serves them: an unknown Host is counted under `other`,
+so a client cannot grow the number of series by sending made-up hostnames.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from collections import Counter as Tally
+from collections.abc import Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Protocol
+
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.exposition import generate_latest
+from prometheus_client.registry import Collector
+
+from oauthproxy.logs.records import REQUEST_KINDS, RequestEntry
+
+if TYPE_CHECKING:
+    from oauthproxy.logs.logger import RequestLogger
+
+OTHER_HOST = "other"
+GRANT_EVENTS = "oauth.token_"
+"""The events (`oauth.token_issued`, ...) the token counter counts, by what follows."""
+UPSTREAM_FAILURES = {"bad_gateway": "error", "gateway_timeout": "timeout"}
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+
+
+class Served(Protocol):
+    """An instance, as the gauges see it."""
+
+    @property
+    def connection_count(self) -> int: ...
+
+
+class GatewayMetrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.requests = Counter(
+            "oauthproxy_requests",
+            "Requests answered on the public ports, by hostname and status class",
+            ["host", "status_class"],
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            "oauthproxy_request_duration_seconds",
+            "Time from a request's head to the end of its answer (streams: their whole life)",
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.upstream_failures = Counter(
+            "oauthproxy_upstream_failures",
+            "Requests whose upstream failed (error: 502) or did not answer in time (timeout: 504)",
+            ["host", "kind"],
+            registry=self.registry,
+        )
+        self.oauth_tokens = Counter(
+            "oauthproxy_oauth_tokens",
+            "Token requests of the authorization server: issued, refreshed, refused, revoked",
+            ["outcome"],
+            registry=self.registry,
+        )
+        self.instances: Mapping[str, Served] = {}
+        """The hostname → instance table, once the supervisor runs."""
+        self.logger: RequestLogger | None = None
+        self._token_hash = b""
+        self.registry.register(_Gauges(self))
+
+    def allow(self, admin_secret: str) -> None:
+        """The one token `/metrics` accepts (checked in memory, so Redis is not needed)."""
+        self._token_hash = hashlib.sha256(admin_secret.encode()).digest()
+
+    def allows(self, secret: str) -> bool:
+        given = hashlib.sha256(secret.encode()).digest()
+        return bool(self._token_hash) and hmac.compare_digest(given, self._token_hash)
+
+    def count(self, batch: Sequence[RequestEntry]) -> None:
+        """Count a batch of finished requests (called by the request log's batch task)."""
+        served = self.instances
+        answered: Tally[tuple[str, str]] = Tally()
+        failed: Tally[tuple[str, str]] = Tally()
+        for entry in batch:
+            if entry.kind not in REQUEST_KINDS:
+                if entry.kind.startswith(GRANT_EVENTS):
+                    self.oauth_tokens.labels(entry.kind.removeprefix(GRANT_EVENTS)).inc()
+                continue
+            host = entry.host if entry.host in served else OTHER_HOST
+            answered[(host, f"{entry.status // 100}xx")] += 1
+            if entry.reason in UPSTREAM_FAILURES:
+                failed[(host, UPSTREAM_FAILURES[entry.reason])] += 1
+            self.latency.observe(entry.duration)
+        for (host, status_class), number in answered.items():
+            self.requests.labels(host, status_class).inc(number)
+        for (host, kind), number in failed.items():
+            self.upstream_failures.labels(host, kind).inc(number)
+
+    def exposition(self) -> tuple[bytes, str]:
+        """The text format Prometheus scrapes, and its content type."""
+        return generate_latest(self.registry), CONTENT_TYPE_LATEST
+
+
+class _Gauges(Collector):
+    """What is read at scrape time rather than counted."""
+
+    def __init__(self, metrics: GatewayMetrics) -> None:
+        self._metrics = metrics
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        instances = list(self._metrics.instances.values())
+        yield GaugeMetricFamily(
+            "oauthproxy_instances_running", "Hostnames this replica serves", value=len(instances)
+        )
+        yield GaugeMetricFamily(
+            "oauthproxy_open_connections",
+            "Client connections the instances hold (waiting or being answered)",
+            value=sum(instance.connection_count for instance in instances),
+        )
+        logger = self._metrics.logger
+        if logger is None:
+            return
+        for name, value, what in (
+            ("written", logger.written, "Request log entries written to Redis"),
+            ("dropped", logger.dropped, "Request log entries dropped (Redis slow or away)"),
+            ("buffered", logger.buffered, "Request log entries waiting for the next batch"),
+        ):
+            yield GaugeMetricFamily(f"oauthproxy_request_log_{name}", what, value=value)

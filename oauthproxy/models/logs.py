@@ -1,0 +1,72 @@
+"""The request log's query parameters (`/api/v1/logs/*`), validated at the API's edge."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+from pydantic import Field
+
+from oauthproxy.models.common import Request
+
+
+class Level(StrEnum):
+    DEBUG = "DEBUG"
+    INFO = "INFO"
+    WARNING = "WARNING"
+    ERROR = "ERROR"
+    CRITICAL = "CRITICAL"
+
+
+Hours = Field(default=24.0, gt=0, le=8760, description="How far back to look, in hours")
+Limit = Field(default=100, ge=1, le=1000, description="At most this many entries, newest first")
+
+
+class LogQuery(Request):
+    """`GET /api/v1/logs/search` (and the narrower endpoints, which take a subset)."""
+
+    hours: float = Hours
+    limit: int = Limit
+    q: str | None = Field(
+        default=None,
+        max_length=500,
+        description="Search terms: status:500 host:... ip:... user:... client:... method:GET "
+        "path:/api level:ERROR event:websocket errors slow, and bare words",
+    )
+    event: str | None = Field(default=None, max_length=64, description="request, websocket, sse")
+    level: Level | None = None
+    hostname: str | None = Field(default=None, max_length=253)
+    status: int | None = Field(default=None, ge=100, le=599)
+    path: str | None = Field(default=None, max_length=2048, description="A path prefix")
+    method: str | None = Field(default=None, max_length=16, pattern=r"^[A-Za-z]+$")
+    user: str | None = Field(default=None, max_length=256)
+    ip: str | None = Field(default=None, max_length=64)
+    client_id: str | None = Field(default=None, max_length=256)
+    errors: bool = False
+    slow: bool = False
+
+
+class RecentQuery(Request):
+    """`GET /api/v1/logs/errors` and the per-IP and per-client endpoints."""
+
+    hours: float = Hours
+    limit: int = Limit
+    event: str | None = Field(default=None, max_length=64)
+    level: Level | None = None
+
+
+class StatsQuery(Request):
+    hours: float = Hours
+
+
+class FollowQuery(Request):
+    """`GET /api/v1/logs/follow`: the live stream, polled."""
+
+    after: str | None = Field(
+        default=None,
+        pattern=r"^\d{1,20}-\d{1,20}$",
+        description="The last stream id seen; omitted: the newest `limit` entries",
+    )
+    limit: int = Field(default=100, ge=1, le=1000)
+    wait: float = Field(
+        default=0, ge=0, le=25, description="Seconds to wait for a new entry when there is none"
+    )

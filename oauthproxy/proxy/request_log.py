@@ -1,0 +1,98 @@
+"""The data plane's side of the request log: open an entry when a request arrives, note what
+answered it, hand it to the logger when the exchange ends.
+
+Kept to attribute stores and one list append (see `oauthproxy.logs.logger`): an entry costs a
+few microseconds and never waits. Byte counts come from the connection's socket counters
+(`LeanSocketStream.received/sent`), read at both ends of the exchange.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import trio
+
+from oauthproxy.logs.logger import RequestLogger
+from oauthproxy.logs.records import RequestEntry, begin
+from oauthproxy.proxy.headers import Client
+from oauthproxy.proxy.http import Head, Reader
+from oauthproxy.proxy.responses import Reply
+from oauthproxy.proxy.sockets import LeanSocketStream
+
+
+@dataclass(slots=True)
+class Counted:
+    """A connection's socket counters where its last logged exchange ended."""
+
+    received: int = 0
+    sent: int = 0
+
+
+def socket_of(stream: trio.abc.Stream) -> LeanSocketStream | None:
+    """The socket under a connection's stream layers (TLS, a PROXY protocol prefix)."""
+    for _layer in range(4):
+        if isinstance(stream, LeanSocketStream):
+            return stream
+        below = getattr(stream, "transport_stream", None) or getattr(stream, "transport", None)
+        if not isinstance(below, trio.abc.Stream):
+            return None
+        stream = below
+    return None
+
+
+def tls_version(stream: trio.abc.Stream) -> str:
+    if isinstance(stream, trio.SSLStream):
+        return stream.version() or ""
+    return ""
+
+
+def open_entry(
+    reader: Reader, request: Head, client: Client, host: str, counted: Counted
+) -> RequestEntry:
+    """The entry of a request whose head just arrived. Bytes count from where the previous
+    exchange on the connection ended (`counted`), so this request's head counts as its own."""
+    entry = begin(client.ip, client.scheme, host, request.method, request.target)
+    if client.scheme == b"https":
+        entry.tls_version = tls_version(reader.stream)
+    entry.bytes_in, entry.bytes_out = -counted.received, -counted.sent
+    return entry
+
+
+def close_entry(
+    entry: RequestEntry, reader: Reader, logger: RequestLogger, counted: Counted
+) -> None:
+    """Log the ended exchange, and mark where the next one's bytes start."""
+    entry.duration = time.perf_counter() - entry.clock
+    socket = socket_of(reader.stream)
+    if socket is not None:
+        counted.received, counted.sent = socket.received, socket.sent
+    entry.bytes_in += counted.received
+    entry.bytes_out += counted.sent
+    logger.record(entry)
+
+
+def noted(entry: RequestEntry | None, reply: Reply) -> Reply:
+    """`reply`, after noting on `entry` that the gateway answered with it."""
+    if entry is not None:
+        entry.status = reply.status
+        entry.reason = reply.error or "gateway"
+    return reply
+
+
+def refused(
+    logger: RequestLogger | None,
+    client: Client,
+    reply: Reply,
+    request: Head | None,
+    host: str = "",
+) -> None:
+    """Log an answer given before any instance took the request (unknown host, bad request,
+    an ACME challenge)."""
+    if logger is None or not logger.active:
+        return
+    method, target = (request.method, request.target) if request else (b"-", b"-")
+    entry = begin(client.ip, client.scheme, host, method, target)
+    noted(entry, reply)
+    entry.duration = time.perf_counter() - entry.clock
+    logger.record(entry)

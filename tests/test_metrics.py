@@ -1,0 +1,126 @@
+"""`GET /metrics` on the API port, parsed by prometheus_client's own parser: the counters match
+the requests made; it takes the admin token; unknown hostnames do not become labels."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+
+import httpx
+import trio
+from prometheus_client.parser import text_string_to_metric_families
+
+from oauthproxy.models.proxies import ProxyTarget
+from oauthproxy.serve import Ready, serve
+from oauthproxy.settings import Settings
+from oauthproxy.storage import Storage
+from tests.backend import serve_backend
+from tests.conftest import free_port
+
+Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
+
+
+async def scrape(gateway: Ready) -> Samples:
+    headers = {"Authorization": f"Bearer {gateway.admin_token.secret}"}
+    async with httpx.AsyncClient(base_url=gateway.api_url, headers=headers) as client:
+        response = await client.get("/metrics")
+    assert response.status_code == 200, response.text
+    assert response.headers["content-type"].startswith("text/plain")
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(response.text)
+        for sample in family.samples
+    }
+
+
+async def settled(gateway: Ready, public: httpx.AsyncClient) -> Samples:
+    """The metrics once every earlier request is counted: a marker request to an unknown
+    hostname is counted after them (batches are counted in order)."""
+    others = requests_of(await scrape(gateway), "other", "4xx")
+    await public.get("/", headers={"Host": "marker.example.com"})
+    with trio.fail_after(10):
+        while True:
+            samples = await scrape(gateway)
+            if requests_of(samples, "other", "4xx") > others:
+                return samples
+            await trio.sleep(0.05)
+
+
+def requests_of(samples: Samples, host: str, status_class: str) -> float:
+    key = ("oauthproxy_requests_total", (("host", host), ("status_class", status_class)))
+    return samples.get(key, 0.0)
+
+
+async def test_counters_match_the_requests_made(
+    nursery: trio.Nursery, storage: Storage, gateway: Ready
+) -> None:
+    backend: int = await nursery.start(functools.partial(serve_backend, "metered"))
+    for hostname, port in (("m.example.com", backend), ("dead.example.com", free_port())):
+        await storage.proxies.create(
+            ProxyTarget.model_validate(
+                {"hostname": hostname, "target_url": f"http://127.0.0.1:{port}"}
+            )
+        )
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{gateway.http_port}") as public:
+        with trio.fail_after(10):
+            for hostname in ("m.example.com", "dead.example.com"):
+                while (  # noqa: ASYNC110 - polling HTTP
+                    await public.get("/echo", headers={"Host": hostname})
+                ).status_code == 404:
+                    await trio.sleep(0.01)
+        before = await settled(gateway, public)
+        for _ in range(3):
+            assert (await public.get("/echo", headers={"Host": "m.example.com"})).status_code == 200
+        for _ in range(2):
+            response = await public.get("/status/503", headers={"Host": "m.example.com"})
+            assert response.status_code == 503
+        assert (await public.get("/", headers={"Host": "dead.example.com"})).status_code == 502
+        for made_up in ("x1.example.com", "x2.example.com"):
+            assert (await public.get("/", headers={"Host": made_up})).status_code == 404
+
+    with trio.fail_after(10):
+        while True:
+            after = await scrape(gateway)
+            if requests_of(after, "other", "4xx") - requests_of(before, "other", "4xx") >= 2:
+                break
+            await trio.sleep(0.05)
+    assert (
+        requests_of(after, "m.example.com", "2xx") - requests_of(before, "m.example.com", "2xx")
+        == 3
+    )
+    assert (
+        requests_of(after, "m.example.com", "5xx") - requests_of(before, "m.example.com", "5xx")
+        == 2
+    )
+    failures = (
+        "oauthproxy_upstream_failures_total",
+        (("host", "dead.example.com"), ("kind", "error")),
+    )
+    assert after[failures] - before.get(failures, 0.0) == 1
+    count = ("oauthproxy_request_duration_seconds_count", ())
+    assert after[count] - before[count] == 8
+    assert not any("x1.example.com" in str(key) for key in after)
+    assert after[("oauthproxy_instances_running", ())] >= 2
+    assert after[("oauthproxy_request_log_dropped", ())] == 0
+
+
+async def test_metrics_take_the_admin_token(gateway: Ready) -> None:
+    async with httpx.AsyncClient(base_url=gateway.api_url) as client:
+        assert (await client.get("/metrics")).status_code == 401
+        wrong = await client.get("/metrics", headers={"Authorization": "Bearer nope"})
+        assert wrong.status_code == 401
+        assert wrong.json()["field"] == "Authorization"
+
+
+async def test_metrics_off(
+    nursery: trio.Nursery, storage: Storage, make_settings: Callable[..., Settings]
+) -> None:
+    settings = make_settings(metrics_enabled=False)
+    ready: Ready = await nursery.start(
+        lambda task_status: serve(settings, handle_signals=False, task_status=task_status)
+    )
+    headers = {"Authorization": f"Bearer {ready.admin_token.secret}"}
+    async with httpx.AsyncClient(base_url=ready.api_url, headers=headers) as client:
+        response = await client.get("/metrics")
+    assert response.status_code == 404
+    assert response.json()["error"] == "metrics_disabled"

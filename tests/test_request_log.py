@@ -1,0 +1,276 @@
+"""The request log end to end: real gateway, real backends, real Redis, queried over the API."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import httpx
+import pytest
+import trio
+
+from oauthproxy.models.proxies import ProxyTarget
+from oauthproxy.serve import Ready, serve
+from oauthproxy.settings import Settings
+from oauthproxy.storage import Storage
+from tests.backend import serve_backend
+from tests.conftest import Mint
+
+SLOW_SECONDS = 0.3
+NO_KEEPALIVE = httpx.Limits(max_keepalive_connections=0)
+
+
+@pytest.fixture
+async def logged(
+    nursery: trio.Nursery, storage: Storage, make_settings: Callable[..., Settings]
+) -> Ready:
+    """A gateway whose slow threshold is short, so the slow test stays short."""
+    settings = make_settings(log_slow_seconds=SLOW_SECONDS)
+    ready: Ready = await nursery.start(
+        lambda task_status: serve(settings, handle_signals=False, task_status=task_status)
+    )
+    return ready
+
+
+@pytest.fixture
+async def admin(logged: Ready) -> AsyncIterator[httpx.AsyncClient]:
+    headers = {"Authorization": f"Bearer {logged.admin_token.secret}"}
+    async with httpx.AsyncClient(base_url=logged.api_url, headers=headers, timeout=30) as client:
+        yield client
+
+
+@pytest.fixture
+async def backend(nursery: trio.Nursery) -> int:
+    port: int = await nursery.start(functools.partial(serve_backend, "one"))
+    return port
+
+
+def client_from(ready: Ready, source_ip: str) -> httpx.AsyncClient:
+    """A public-port client whose connections come from `source_ip` (any 127.0.0.0/8 address)."""
+    transport = httpx.AsyncHTTPTransport(local_address=source_ip, limits=NO_KEEPALIVE)
+    return httpx.AsyncClient(
+        base_url=f"http://127.0.0.1:{ready.http_port}", transport=transport, timeout=30
+    )
+
+
+async def create_proxy(storage: Storage, hostname: str, port: int, **fields: Any) -> None:
+    await storage.proxies.create(
+        ProxyTarget.model_validate(
+            {"hostname": hostname, "target_url": f"http://127.0.0.1:{port}", **fields}
+        )
+    )
+
+
+async def served(client: httpx.AsyncClient, hostname: str) -> None:
+    """Wait until the gateway serves `hostname` (probe requests carry no log-worthy marks)."""
+    with trio.fail_after(10):
+        while True:
+            if (await client.get("/echo/probe", headers={"Host": hostname})).status_code != 404:
+                return
+            await trio.sleep(0.01)
+
+
+async def logs(admin: httpx.AsyncClient, endpoint: str, **params: Any) -> list[dict[str, Any]]:
+    response = await admin.get(f"/api/v1/logs/{endpoint}", params=params)
+    assert response.status_code == 200, response.text
+    found: list[dict[str, Any]] = response.json()["logs"]
+    return found
+
+
+async def eventually_logged(
+    admin: httpx.AsyncClient, count: int, **params: Any
+) -> list[dict[str, Any]]:
+    """The search's entries once there are `count` of them (batches land every 100 ms)."""
+    with trio.fail_after(10):
+        while True:
+            found = await logs(admin, "search", **params)
+            if len(found) >= count:
+                return found
+            await trio.sleep(0.05)
+
+
+async def settled(admin: httpx.AsyncClient, client: httpx.AsyncClient, hostname: str) -> None:
+    """Clear the log once every earlier request is in it (batches are written in order, so a
+    marker request logged means all before it are)."""
+    await client.get("/echo/settle-marker", headers={"Host": hostname})
+    await eventually_logged(admin, 1, q="settle-marker")
+    assert (await admin.delete("/api/v1/logs")).status_code == 200
+
+
+def paths(entries: list[dict[str, Any]]) -> list[str]:
+    """The requests' paths (events, such as the admin write that cleared the log, left out)."""
+    return sorted(entry["request_path"] for entry in entries if entry["event"] == "request")
+
+
+async def test_each_filter_returns_exactly_the_requests_made(
+    logged: Ready, admin: httpx.AsyncClient, storage: Storage, backend: int, mint: Mint
+) -> None:
+    await create_proxy(storage, "one.example.com", backend)
+    await create_proxy(
+        storage, "two.example.com", backend, auth_enabled=True, auth_required_users=["*"]
+    )
+    token = await mint(f"http://two.example.com:{logged.http_port}", azp="client-7")
+    async with client_from(logged, "127.0.0.1") as first, client_from(logged, "127.0.0.2") as other:
+        await served(first, "one.example.com")
+        await served(first, "two.example.com")
+        await settled(admin, first, "one.example.com")
+        one, two = {"Host": "one.example.com"}, {"Host": f"two.example.com:{logged.http_port}"}
+        assert (await first.get("/echo/a?x=1", headers=one)).status_code == 200
+        assert (await first.get("/status/503", headers=one)).status_code == 503
+        assert (await other.get("/echo/b", headers=one)).status_code == 200
+        assert (await other.get(f"/slow/{SLOW_SECONDS + 0.1}", headers=one)).status_code == 200
+        assert (await other.post("/echo/c", headers=one, content=b"12345")).status_code == 200
+        authorized = {**two, "Authorization": f"Bearer {token}"}
+        assert (await first.get("/echo/d", headers=authorized)).status_code == 200
+        assert (await first.get("/echo/e", headers=two)).status_code == 401
+        nobody = {"Host": "nobody.example.com"}
+        assert (await first.get("/echo/f", headers=nobody)).status_code == 404
+
+    everything = await eventually_logged(admin, 8, event="request")
+    assert len(everything) == 8
+    assert paths(await logs(admin, "ip/127.0.0.2")) == [
+        "/echo/b", "/echo/c", f"/slow/{SLOW_SECONDS + 0.1}"
+    ]  # fmt: skip
+    assert paths(await logs(admin, "search", hostname="two.example.com")) == ["/echo/d", "/echo/e"]
+    assert paths(await logs(admin, "search", user="alice")) == ["/echo/d"]
+    assert paths(await logs(admin, "client/client-7")) == ["/echo/d"]
+    assert paths(await logs(admin, "search", status=503)) == ["/status/503"]
+    assert paths(await logs(admin, "search", path="/echo/a")) == ["/echo/a?x=1"]
+    assert paths(await logs(admin, "search", method="POST", path="/echo/c")) == ["/echo/c"]
+    assert paths(await logs(admin, "errors")) == ["/echo/e", "/echo/f", "/status/503"]
+    assert paths(await logs(admin, "search", slow="true")) == [f"/slow/{SLOW_SECONDS + 0.1}"]
+    assert paths(await logs(admin, "search", q="status:401 host:two.example.com")) == ["/echo/e"]
+    assert paths(await logs(admin, "search", level="ERROR")) == ["/status/503"]
+
+    by_path = {entry["request_path"]: entry for entry in everything}
+    upload = by_path["/echo/c"]
+    assert upload["client_ip"] == "127.0.0.2"
+    assert upload["method"] == "POST"
+    assert int(upload["bytes_in"]) > 5
+    assert int(upload["bytes_out"]) > 0
+    assert upload["upstream"] == f"http://127.0.0.1:{backend}"
+    assert upload["gateway_reason"] == ""
+    assert by_path["/echo/e"]["gateway_reason"] == "unauthorized"
+    assert by_path["/echo/f"]["gateway_reason"] == "unknown_host"
+    assert by_path["/echo/d"]["client_id"] == "client-7"
+    assert float(by_path[f"/slow/{SLOW_SECONDS + 0.1}"]["duration_ms"]) >= SLOW_SECONDS * 1000
+
+    stats = (await admin.get("/api/v1/logs/events", params={"hours": 1})).json()
+    assert stats["requests"] >= 8
+    hosts = {row["hostname"]: row for row in stats["hosts"]}
+    assert hosts["one.example.com"]["unique_ips"] == 2
+    assert hosts["one.example.com"]["p50_ms"] > 0
+    assert stats["logger"]["dropped"] == 0
+
+
+async def test_bad_filters_are_refused_naming_the_field(admin: httpx.AsyncClient) -> None:
+    for path, params, field in [
+        ("search", {"status": "abc"}, "status"),
+        ("search", {"limit": "0"}, "limit"),
+        ("search", {"hours": "-1"}, "hours"),
+        ("search", {"level": "LOUD"}, "level"),
+        ("search", {"colour": "red"}, "colour"),
+        ("ip/not-an-ip", {}, "ip"),
+        ("follow", {"after": "x"}, "after"),
+    ]:
+        response = await admin.get(f"/api/v1/logs/{path}", params=params)
+        assert response.status_code in (400, 422), (path, response.text)
+        assert field in response.text, (path, response.text)
+
+
+async def test_owners_see_only_their_hostnames(
+    logged: Ready, admin: httpx.AsyncClient, backend: int
+) -> None:
+    owners: dict[str, httpx.AsyncClient] = {}
+    for name in ("ann", "bob"):
+        secret = (await admin.post("/api/v1/tokens/generate", json={"name": name})).json()["token"]
+        owners[name] = httpx.AsyncClient(
+            base_url=logged.api_url, headers={"Authorization": f"Bearer {secret}"}
+        )
+        created = await owners[name].post(
+            "/api/v1/proxy/targets/",
+            json={"hostname": f"{name}.example.com", "target_url": f"http://127.0.0.1:{backend}"},
+        )
+        assert created.status_code == 201, created.text
+    try:
+        async with client_from(logged, "127.0.0.1") as public:
+            for name in ("ann", "bob"):
+                await served(public, f"{name}.example.com")
+                await public.get(f"/echo/{name}-page", headers={"Host": f"{name}.example.com"})
+        await eventually_logged(admin, 2, q="page")
+        for name, other in (("ann", "bob"), ("bob", "ann")):
+            mine = await logs(owners[name], "search", q="page")
+            assert paths(mine) == [f"/echo/{name}-page"]
+            assert await logs(owners[name], "search", hostname=f"{other}.example.com") == []
+            by_ip = await logs(owners[name], "ip/127.0.0.1", hours=1)
+            assert by_ip and {e["hostname"] for e in by_ip} == {f"{name}.example.com"}
+            refused = await owners[name].delete("/api/v1/logs")
+            assert refused.status_code == 403, refused.text
+        assert paths(await logs(admin, "search", q="page")) == ["/echo/ann-page", "/echo/bob-page"]
+    finally:
+        for client in owners.values():
+            await client.aclose()
+
+
+async def test_follow_returns_entries_after_the_last_seen(
+    logged: Ready, admin: httpx.AsyncClient, storage: Storage, backend: int
+) -> None:
+    await create_proxy(storage, "tail.example.com", backend)
+    async with client_from(logged, "127.0.0.1") as public:
+        await served(public, "tail.example.com")
+        await settled(admin, public, "tail.example.com")
+        start = (await admin.get("/api/v1/logs/follow", params={"limit": 1})).json()["last"]
+        await public.get("/echo/followed", headers={"Host": "tail.example.com"})
+        answer = (
+            await admin.get("/api/v1/logs/follow", params={"after": start, "wait": 10})
+        ).json()
+    assert paths(answer["logs"]) == ["/echo/followed"]
+    again = (await admin.get("/api/v1/logs/follow", params={"after": answer["last"]})).json()
+    assert paths(again["logs"]) == []
+
+
+async def test_clear_deletes_every_log_key(
+    logged: Ready, admin: httpx.AsyncClient, storage: Storage, backend: int
+) -> None:
+    await create_proxy(storage, "gone.example.com", backend)
+    async with client_from(logged, "127.0.0.1") as public:
+        await served(public, "gone.example.com")
+    await eventually_logged(admin, 1)
+    cleared = await admin.delete("/api/v1/logs")
+    assert cleared.status_code == 200 and cleared.json()["deleted"] > 0
+    left = [key async for key in storage.redis.scan_iter(match="*")]
+    assert not [key for key in left if key.startswith(("req:", "idx:req:", "stream:", "stats:"))]
+    assert "proxy:gone.example.com" in left
+
+
+async def test_every_log_key_expires(
+    logged: Ready, admin: httpx.AsyncClient, storage: Storage, backend: int
+) -> None:
+    await create_proxy(storage, "ttl.example.com", backend)
+    async with client_from(logged, "127.0.0.1") as public:
+        await served(public, "ttl.example.com")
+    await eventually_logged(admin, 1)
+    async for key in storage.redis.scan_iter(match="*"):
+        if key.startswith(("req:", "idx:req:", "stream:", "stats:")):
+            assert 0 < await storage.redis.ttl(key) <= 24 * 3600, key
+
+
+async def test_logging_off_writes_nothing(
+    nursery: trio.Nursery, storage: Storage, make_settings: Callable[..., Settings], backend: int
+) -> None:
+    settings = make_settings(request_log_enabled=False)
+    ready: Ready = await nursery.start(
+        lambda task_status: serve(settings, handle_signals=False, task_status=task_status)
+    )
+    await create_proxy(storage, "quiet.example.com", backend)
+    async with client_from(ready, "127.0.0.1") as public:
+        await served(public, "quiet.example.com")
+        for _ in range(5):
+            await public.get("/echo", headers={"Host": "quiet.example.com"})
+    headers = {"Authorization": f"Bearer {ready.admin_token.secret}"}
+    async with httpx.AsyncClient(base_url=ready.api_url, headers=headers) as admin:
+        stats = (await admin.get("/api/v1/logs/events")).json()
+    logger = stats["logger"]
+    assert (logger["enabled"], logger["written"], logger["dropped"]) == (False, 0, 0)
+    assert [key async for key in storage.redis.scan_iter(match="req:*")] == []

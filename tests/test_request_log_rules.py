@@ -1,0 +1,285 @@
+"""The request log's pure parts, row by row: redaction, fields, key naming, the write plan,
+query parsing, index choice, matching, percentiles and owner scoping; and the flush loop on
+trio's autojump clock."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+import pytest
+import trio
+import trio.testing
+
+from oauthproxy.logs import schema
+from oauthproxy.logs.logger import FLUSH_SECONDS, RequestLogger, serve_request_logger
+from oauthproxy.logs.queries import (
+    LogFilter,
+    level_of,
+    matches,
+    parse_query,
+    percentiles,
+    plan_indexes,
+)
+from oauthproxy.logs.records import FIELDS, RequestEntry, fields_of, redact_target
+from oauthproxy.logs.records import event as event_entry
+from oauthproxy.settings import Settings
+from oauthproxy.tenancy.caller import Caller, Refused
+from oauthproxy.tenancy.logs import check_clear, readable_hosts
+
+
+def entry(**changes: object) -> RequestEntry:
+    made = RequestEntry(
+        started=1_700_000_000.25,
+        clock=0.0,
+        client_ip="203.0.113.7",
+        scheme=b"https",
+        host="api.example.com",
+        method=b"GET",
+        target=b"/items?id=3",
+        status=200,
+        upstream="http://127.0.0.1:3000",
+        duration=0.0125,
+    )
+    for name, value in changes.items():
+        setattr(made, name, value)
+    return made
+
+
+@pytest.mark.parametrize(
+    ("target", "written"),
+    [
+        ("/plain", "/plain"),
+        ("/a?x=1&y=2", "/a?x=1&y=2"),
+        ("/cb?code=abc&state=xyz", "/cb?code=REDACTED&state=REDACTED"),
+        ("/x?access_token=t&refresh_token=r", "/x?access_token=REDACTED&refresh_token=REDACTED"),
+        ("/x?client_secret=s&client_id=c", "/x?client_secret=REDACTED&client_id=c"),
+        ("/x?API_KEY=k&Password=p", "/x?API_KEY=REDACTED&Password=REDACTED"),
+        ("/x?X-Amz-Signature=s", "/x?X-Amz-Signature=REDACTED"),
+        ("/x?code_verifier=v&nonce=n", "/x?code_verifier=REDACTED&nonce=REDACTED"),
+        ("/consent?request=r", "/consent?request=REDACTED"),
+        ("/x?flag&token", "/x?flag&token"),  # no value, nothing to hide
+        ("/x?", "/x?"),
+    ],
+)
+def test_redaction(target: str, written: str) -> None:
+    assert redact_target(target) == written
+
+
+def test_fields_are_strings_and_redacted() -> None:
+    fields = fields_of(entry(target=b"/cb?code=secret", user="alice", client_id="c1"))
+    assert fields["request_path"] == "/cb?code=REDACTED"
+    assert fields["duration_ms"] == "12.500"
+    assert fields["timestamp"] == "1700000000.250000"
+    assert (fields["user"], fields["client_id"], fields["scheme"]) == ("alice", "c1", "https")
+    assert all(isinstance(value, str) for value in fields.values())
+
+
+@pytest.mark.parametrize(
+    ("name", "key"),
+    [
+        (schema.ip_index("10.0.0.1"), "idx:req:ip:10.0.0.1"),
+        (schema.host_index("a.example.com"), "idx:req:host:a.example.com"),
+        (schema.user_index("alice"), "idx:req:user:alice"),
+        (schema.client_index("c1"), "idx:req:client:c1"),
+        (schema.status_index(404), "idx:req:status:404"),
+        (schema.path_index("GET", "/x"), "idx:req:path:GET:/x"),
+        (schema.requests_count("20231114:22"), "stats:requests:20231114:22"),
+        (schema.errors_count("20231114:22"), "stats:errors:20231114:22"),
+        (schema.unique_ips("a", "20231114:22"), "stats:unique_ips:a:20231114:22"),
+        (schema.entry_key("1.5", 7, "::1"), "req:1.5-7:::1"),
+    ],
+)
+def test_key_names(name: str, key: str) -> None:
+    assert name == key
+    assert key.startswith(schema.PREFIXES)  # so logs-clear deletes it
+
+
+def test_hours_are_utc() -> None:
+    assert schema.hour_of(1_700_000_000) == "20231114:22"
+
+
+def test_write_plan_indexes_counts_and_expiry_window() -> None:
+    rows = [
+        entry(),
+        entry(status=502, reason="bad_gateway", user="bob", client_id="c9", duration=2.0),
+        entry(client_ip="198.51.100.1", target=b"/items?token=t"),
+    ]
+    plan = schema.plan(
+        rows, first_sequence=10, slow_seconds=1.0, retention_seconds=3600, now=1_700_000_100.0
+    )
+    keys = [key for key, _values in plan.entries]
+    assert keys[0] == "req:1700000000.250000-10:203.0.113.7"
+    assert keys[2] == "req:1700000000.250000-12:198.51.100.1"
+    assert plan.indexed[schema.ALL] == [1, 2, 3]
+    assert plan.indexed[schema.ERRORS] == [2]
+    assert plan.indexed[schema.SLOW] == [2]
+    assert plan.indexed["idx:req:user:bob"] == [2]
+    assert plan.indexed["idx:req:client:c9"] == [2]
+    assert plan.indexed["idx:req:path:GET:/items"] == [1, 2, 3]
+    assert plan.indexed["idx:req:ip:203.0.113.7"] == [1, 2]
+    assert plan.indexed["idx:req:status:502"] == [2]
+    assert plan.counters == {"stats:requests:20231114:22": 3, "stats:errors:20231114:22": 1}
+    assert plan.visitors == {"stats:unique_ips:api.example.com:20231114:22": [1, 2, 3]}
+    assert plan.durations == {"stats:durations:api.example.com": [1, 2, 3]}
+    assert plan.oldest == 1_700_000_100.0 - 3600
+    assert dict(zip(FIELDS, plan.entries[2][1], strict=True))["request_path"] == (
+        "/items?token=REDACTED"
+    )
+
+
+@pytest.mark.parametrize(
+    ("query", "expected"),
+    [
+        ("", LogFilter()),
+        ("status:500", LogFilter(status=500)),
+        ("host:API.example.com ip:1.2.3.4", LogFilter(hostname="api.example.com", ip="1.2.3.4")),
+        ("user:alice client:c1", LogFilter(user="alice", client_id="c1")),
+        ("method:post path:/api", LogFilter(method="POST", path="/api")),
+        ("level:error event:websocket", LogFilter(level="ERROR", event="websocket")),
+        ("errors slow", LogFilter(errors=True, slow=True)),
+        ("timeout status:abc", LogFilter(words=("timeout", "status:abc"))),
+    ],
+)
+def test_parse_query(query: str, expected: LogFilter) -> None:
+    assert parse_query(query, LogFilter()) == expected
+
+
+@pytest.mark.parametrize(
+    ("query", "indexes"),
+    [
+        (LogFilter(), ["idx:req:all"]),
+        (LogFilter(ip="1.2.3.4", hostname="a"), ["idx:req:ip:1.2.3.4"]),
+        (LogFilter(client_id="c", user="u"), ["idx:req:client:c"]),
+        (LogFilter(user="u", status=500), ["idx:req:user:u"]),
+        (LogFilter(path="/x", method="GET", hostname="a"), ["idx:req:path:GET:/x"]),
+        (LogFilter(path="/x", hostname="a"), ["idx:req:host:a"]),
+        (LogFilter(status=404, errors=True), ["idx:req:status:404"]),
+        (LogFilter(errors=True), ["idx:req:errors"]),
+        (LogFilter(slow=True), ["idx:req:slow"]),
+        (LogFilter(hosts=frozenset({"b", "a"})), ["idx:req:host:a", "idx:req:host:b"]),
+        (LogFilter(hosts=frozenset({"a"}), hostname="z"), ["idx:req:host:z"]),
+        (LogFilter(hosts=frozenset()), []),
+    ],
+)
+def test_index_choice(query: LogFilter, indexes: list[str]) -> None:
+    assert plan_indexes(query) == indexes
+
+
+STORED = fields_of(entry(status=503, user="alice", client_id="c1", target=b"/api/x?q=1"))
+
+
+@pytest.mark.parametrize(
+    ("query", "passes"),
+    [
+        (LogFilter(), True),
+        (LogFilter(hosts=frozenset({"api.example.com"})), True),
+        (LogFilter(hosts=frozenset({"other.example.com"})), False),
+        (LogFilter(hosts=frozenset({"other.example.com"}), hostname="api.example.com"), False),
+        (LogFilter(ip="203.0.113.7"), True),
+        (LogFilter(ip="203.0.113.8"), False),
+        (LogFilter(status=503, errors=True, level="ERROR"), True),
+        (LogFilter(status=200), False),
+        (LogFilter(path="/api"), True),
+        (LogFilter(path="/apx"), False),
+        (LogFilter(user="alice", client_id="c1", method="GET"), True),
+        (LogFilter(user="bob"), False),
+        (LogFilter(event="request"), True),
+        (LogFilter(event="websocket"), False),
+        (LogFilter(words=("api", "alice")), True),
+        (LogFilter(words=("nowhere",)), False),
+    ],
+)
+def test_matching_requests(query: LogFilter, passes: bool) -> None:
+    assert matches(STORED, query) is passes
+
+
+@pytest.mark.parametrize(
+    ("status", "level"), [(200, "INFO"), (302, "INFO"), (404, "WARNING"), (502, "ERROR")]
+)
+def test_levels(status: int, level: str) -> None:
+    assert level_of(status) == level
+
+
+def test_percentiles_nearest_rank() -> None:
+    assert percentiles([]) == {}
+    assert percentiles([5.0]) == {"p50": 5.0, "p90": 5.0, "p99": 5.0}
+    values = [float(n) for n in range(1, 101)]
+    assert percentiles(values) == {"p50": 50.0, "p90": 90.0, "p99": 99.0}
+
+
+@dataclass(frozen=True)
+class Proxy:
+    hostname: str
+    owner_token_hash: str | None
+
+
+def test_owners_read_only_their_hostnames_and_only_the_admin_clears() -> None:
+    proxies = [Proxy("a.example.com", "ann"), Proxy("b.example.com", "bob"), Proxy("c", None)]
+    admin, ann = Caller("root", is_admin=True), Caller("ann", is_admin=False)
+    assert readable_hosts(admin, proxies) is None
+    assert readable_hosts(ann, proxies) == frozenset({"a.example.com"})
+    assert readable_hosts(Caller("nobody", is_admin=False), proxies) == frozenset()
+    check_clear(admin)
+    with pytest.raises(Refused):
+        check_clear(ann)
+
+
+def test_a_full_buffer_drops_and_counts() -> None:
+    logger = RequestLogger(capacity=2)
+    for _ in range(5):
+        logger.record(entry())
+    assert (logger.buffered, logger.dropped) == (2, 3)
+    assert len(logger.take()) == 2
+    assert logger.buffered == 0
+
+
+async def test_flush_loop_takes_each_window_and_the_rest_on_stop(
+    autojump_clock: trio.testing.MockClock, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Access lines only (no Redis): what is buffered is taken at the end of its window, and
+    what is left when `stop` is set is written before the task returns."""
+    logger = RequestLogger(capacity=100, to_redis=False, access_log=True)
+    settings = Settings(_env_file=None)
+    stop = trio.Event()
+    async with trio.open_nursery() as nursery:
+        await nursery.start(serve_request_logger, logger, None, settings, stop)
+        started = trio.current_time()
+        logger.record(entry(target=b"/first"))
+        await trio.sleep(FLUSH_SECONDS / 2)
+        assert logger.buffered == 1
+        await trio.sleep(FLUSH_SECONDS)
+        assert logger.buffered == 0
+        logger.record(entry(target=b"/last?code=c"))
+        stop.set()
+    assert trio.current_time() - started < FLUSH_SECONDS * 3
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [line["request_path"] for line in lines] == ["/first", "/last?code=REDACTED"]
+
+
+EVENT = fields_of(event_entry("proxy.served", host="api.example.com", detail="running_http"))
+
+
+@pytest.mark.parametrize(
+    ("query", "passes"),
+    [
+        (LogFilter(), True),
+        (LogFilter(event="proxy.served", hostname="api.example.com"), True),
+        (LogFilter(event="request"), False),
+        (LogFilter(status=200), False),  # request-only filters leave events out
+        (LogFilter(path="/"), False),
+        (LogFilter(level="INFO"), True),
+        (LogFilter(hosts=frozenset({"api.example.com"})), True),
+    ],
+)
+def test_matching_events(query: LogFilter, passes: bool) -> None:
+    assert matches(EVENT, query) is passes
+
+
+def test_events_are_indexed_by_name_and_count_in_no_statistics() -> None:
+    rows = [event_entry("oauth.token_refused", status=400, client_id="c1", detail="bad")]
+    plan = schema.plan(rows, first_sequence=0, slow_seconds=1, retention_seconds=60, now=0)
+    assert set(plan.indexed) == {
+        schema.ALL, "idx:req:event:oauth.token_refused", "idx:req:client:c1", schema.ERRORS
+    }  # fmt: skip
+    assert (plan.counters, plan.visitors, plan.durations) == ({}, {}, {})

@@ -1,0 +1,83 @@
+"""What the request log says about the connection: the real client behind a real haproxy
+(`send-proxy`), over TLS with its version, and the bytes each way."""
+
+from __future__ import annotations
+
+import ssl
+from typing import Any
+
+import httpx
+import pytest
+import trio
+
+from oauthproxy.serve import Ready
+from oauthproxy.storage import Storage
+from tests.test_https import pki, proxy, store_certificate
+from tests.test_proxy_protocol import CLIENT_ADDRESS, backend, behind_haproxy, exchange, get
+from tests.tls import TestPKI
+
+__all__ = ["backend", "behind_haproxy", "pki"]  # fixtures
+
+
+async def logged(gateway: Ready, hostname: str, status: int) -> list[dict[str, Any]]:
+    """The hostname's entries with `status`, once there is one (batches land every 100 ms)."""
+    headers = {"Authorization": f"Bearer {gateway.admin_token.secret}"}
+    params: dict[str, str | int] = {"hostname": hostname, "status": status}
+    async with httpx.AsyncClient(base_url=gateway.api_url, headers=headers) as admin:
+        with trio.fail_after(10):
+            while True:
+                found: list[dict[str, Any]] = (
+                    await admin.get("/api/v1/logs/search", params=params)
+                ).json()["logs"]
+                if found:
+                    return found
+                await trio.sleep(0.05)
+
+
+@pytest.mark.parametrize("behind_haproxy", ["send-proxy", "send-proxy-v2"], indirect=True)
+async def test_the_real_client_and_tls_version_behind_haproxy(
+    behind_haproxy: tuple[Ready, int], storage: Storage, backend: int, pki: TestPKI
+) -> None:
+    gateway, front = behind_haproxy
+    await store_certificate(storage, pki)
+    await storage.proxies.create(proxy("secure.example.com", backend))
+    context = ssl.create_default_context(cafile=str(pki.ca_file))
+    forged = "X-Forwarded-For: 203.0.113.9"  # from the client: not believed, not logged
+    with trio.fail_after(10):
+        while True:
+            try:
+                answer = await exchange(front, get("secure.example.com", forged), context)
+                if b" 200 " in answer[:20]:
+                    break
+            except (trio.BrokenResourceError, ssl.SSLError, OSError):
+                pass
+            await trio.sleep(0.01)
+    entry = (await logged(gateway, "secure.example.com", 200))[0]
+    assert entry["client_ip"] == CLIENT_ADDRESS, entry
+    assert entry["scheme"] == "https", entry
+    assert entry["tls_version"] == "TLSv1.3", entry
+    assert entry["request_path"] == "/echo", entry
+    assert entry["bytes_in"] > len(get("secure.example.com", forged)), entry  # TLS included
+    assert entry["bytes_out"] > len(answer), entry
+    assert "203.0.113.9" not in str(entry)
+
+
+async def test_a_failed_handshake_is_an_event_naming_the_sni_it_asked_for(gateway: Ready) -> None:
+    tcp = await trio.open_tcp_stream("127.0.0.1", gateway.https_port)
+    context = ssl.create_default_context()
+    stream = trio.SSLStream(tcp, context, server_hostname="nobody.example.com")
+    with trio.fail_after(10), pytest.raises(trio.BrokenResourceError):
+        await stream.do_handshake()
+    await trio.aclose_forcefully(stream)
+    headers = {"Authorization": f"Bearer {gateway.admin_token.secret}"}
+    params = {"event": "tls.handshake_failed"}
+    async with httpx.AsyncClient(base_url=gateway.api_url, headers=headers) as admin:
+        with trio.fail_after(10):
+            while True:
+                found = (await admin.get("/api/v1/logs/search", params=params)).json()["logs"]
+                if found:
+                    break
+                await trio.sleep(0.05)
+    assert found[0]["client_ip"] == "127.0.0.1"
+    assert found[0]["gateway_reason"].startswith("sni=nobody.example.com: ")
+    assert found[0]["level"] == "WARNING"
