@@ -6,6 +6,7 @@ import functools
 import os
 import signal
 import subprocess
+from typing import Any
 
 import httpx
 import pytest
@@ -16,6 +17,7 @@ from oauthproxy.serve import Ready
 from oauthproxy.storage import Storage
 from tests.backend import serve_backend
 from tests.conftest import venv_bin
+from tests.eventually import eventually
 from tests.test_cli_tokens import Cli, cli
 
 __all__ = ["cli"]
@@ -33,15 +35,20 @@ async def traffic(nursery: trio.Nursery, storage: Storage, gateway: Ready, cli: 
     async with httpx.AsyncClient(
         base_url=f"http://127.0.0.1:{gateway.http_port}", headers={"Host": HOST}
     ) as public:
-        with trio.fail_after(10):
-            while (await public.get("/echo/ready")).status_code != 200:  # noqa: ASYNC110
-                await trio.sleep(0.01)
+
+        async def ready() -> bool:
+            return (await public.get("/echo/ready")).status_code == 200
+
+        await eventually(ready, what=f"{HOST} served")
         await cli.ok("log", "clear")
         for path in ("/echo/one", "/status/503", "/status/404"):
             await public.get(path)
-    with trio.fail_after(10):
-        while len(await cli.json("log", "search", "--query", f"host:{HOST} event:request")) < 3:  # noqa: ASYNC110
-            await trio.sleep(0.05)
+
+    async def logged() -> bool:
+        query = f"host:{HOST} event:request"
+        return len(await cli.json("log", "search", "--query", query)) >= 3
+
+    await eventually(logged, what="three requests in `log search`")
     return cli
 
 
@@ -113,9 +120,12 @@ async def test_oauth_flow_shows_a_clients_steps(cli: Cli, gateway: Ready) -> Non
         )
     assert registered.status_code == 201, registered.text
     client_id = registered.json()["client_id"]
-    with trio.fail_after(10):
-        while not (steps := await cli.json("log", "oauth-flow", "--client-id", client_id)):  # noqa: ASYNC110
-            await trio.sleep(0.05)
+
+    async def some_steps() -> list[dict[str, Any]] | None:
+        found: list[dict[str, Any]] = await cli.json("log", "oauth-flow", "--client-id", client_id)
+        return found or None
+
+    steps = await eventually(some_steps, what=f"the oauth-flow of {client_id}")
     assert [(step["event"], step["request_path"]) for step in steps] == [
         ("oauth.registration", "/register")
     ]

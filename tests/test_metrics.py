@@ -16,6 +16,7 @@ from oauthproxy.settings import Settings
 from oauthproxy.storage import Storage
 from tests.backend import serve_backend
 from tests.conftest import free_port
+from tests.eventually import eventually
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
@@ -38,12 +39,12 @@ async def settled(gateway: Ready, public: httpx.AsyncClient) -> Samples:
     hostname is counted after them (batches are counted in order)."""
     others = requests_of(await scrape(gateway), "other", "4xx")
     await public.get("/", headers={"Host": "marker.example.com"})
-    with trio.fail_after(10):
-        while True:
-            samples = await scrape(gateway)
-            if requests_of(samples, "other", "4xx") > others:
-                return samples
-            await trio.sleep(0.05)
+
+    async def counted() -> Samples | None:
+        samples = await scrape(gateway)
+        return samples if requests_of(samples, "other", "4xx") > others else None
+
+    return await eventually(counted, what="the marker request counted")
 
 
 def requests_of(samples: Samples, host: str, status_class: str) -> float:
@@ -62,12 +63,14 @@ async def test_counters_match_the_requests_made(
             )
         )
     async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{gateway.http_port}") as public:
-        with trio.fail_after(10):
+
+        async def both_known() -> bool:
             for hostname in ("m.example.com", "dead.example.com"):
-                while (  # noqa: ASYNC110 - polling HTTP
-                    await public.get("/echo", headers={"Host": hostname})
-                ).status_code == 404:
-                    await trio.sleep(0.01)
+                if (await public.get("/echo", headers={"Host": hostname})).status_code == 404:
+                    return False
+            return True
+
+        await eventually(both_known, what="m.example.com and dead.example.com known")
         before = await settled(gateway, public)
         for _ in range(3):
             assert (await public.get("/echo", headers={"Host": "m.example.com"})).status_code == 200
@@ -78,12 +81,12 @@ async def test_counters_match_the_requests_made(
         for made_up in ("x1.example.com", "x2.example.com"):
             assert (await public.get("/", headers={"Host": made_up})).status_code == 404
 
-    with trio.fail_after(10):
-        while True:
-            after = await scrape(gateway)
-            if requests_of(after, "other", "4xx") - requests_of(before, "other", "4xx") >= 2:
-                break
-            await trio.sleep(0.05)
+    async def all_counted() -> Samples | None:
+        samples = await scrape(gateway)
+        made_up = requests_of(samples, "other", "4xx") - requests_of(before, "other", "4xx")
+        return samples if made_up >= 2 else None
+
+    after = await eventually(all_counted, what="the made-up hosts counted")
     assert (
         requests_of(after, "m.example.com", "2xx") - requests_of(before, "m.example.com", "2xx")
         == 3

@@ -16,6 +16,7 @@ from oauthproxy.settings import Settings
 from oauthproxy.storage import Storage
 from tests.backend import serve_backend
 from tests.conftest import Mint
+from tests.eventually import eventually
 
 SLOW_SECONDS = 0.3
 NO_KEEPALIVE = httpx.Limits(max_keepalive_connections=0)
@@ -64,11 +65,11 @@ async def create_proxy(storage: Storage, hostname: str, port: int, **fields: Any
 
 async def served(client: httpx.AsyncClient, hostname: str) -> None:
     """Wait until the gateway serves `hostname` (probe requests carry no log-worthy marks)."""
-    with trio.fail_after(10):
-        while True:
-            if (await client.get("/echo/probe", headers={"Host": hostname})).status_code != 404:
-                return
-            await trio.sleep(0.01)
+
+    async def known() -> bool:
+        return (await client.get("/echo/probe", headers={"Host": hostname})).status_code != 404
+
+    await eventually(known, what=f"{hostname} known")
 
 
 async def logs(admin: httpx.AsyncClient, endpoint: str, **params: Any) -> list[dict[str, Any]]:
@@ -82,12 +83,12 @@ async def eventually_logged(
     admin: httpx.AsyncClient, count: int, **params: Any
 ) -> list[dict[str, Any]]:
     """The search's entries once there are `count` of them (batches land every 100 ms)."""
-    with trio.fail_after(10):
-        while True:
-            found = await logs(admin, "search", **params)
-            if len(found) >= count:
-                return found
-            await trio.sleep(0.05)
+
+    async def enough() -> list[dict[str, Any]] | None:
+        found = await logs(admin, "search", **params)
+        return found if len(found) >= count else None
+
+    return await eventually(enough, what=f"{count} log entries for {params}")
 
 
 async def settled(admin: httpx.AsyncClient, client: httpx.AsyncClient, hostname: str) -> None:

@@ -6,11 +6,11 @@ from __future__ import annotations
 from typing import Any
 
 import httpx
-import trio
 
 from oauthproxy.logs.steps import Answered, Step, step_of
 from oauthproxy.serve import Ready
 from tests import oauth_helpers
+from tests.eventually import eventually
 from tests.oauth_helpers import FlowClient
 from tests.test_metrics import scrape
 
@@ -23,13 +23,13 @@ async def events(gateway: Ready, endpoint: str, until: str, **params: Any) -> li
     """The endpoint's entries once one of them is the event `until` (oldest first)."""
     headers = {"Authorization": f"Bearer {gateway.admin_token.secret}"}
     async with httpx.AsyncClient(base_url=gateway.api_url, headers=headers) as admin:
-        with trio.fail_after(10):
-            while True:
-                response = await admin.get(f"/api/v1/logs/{endpoint}", params=params)
-                found: list[dict[str, Any]] = response.json()["logs"]
-                if any(entry["event"] == until for entry in found):
-                    return list(reversed(found))
-                await trio.sleep(0.05)
+
+        async def arrived() -> list[dict[str, Any]] | None:
+            response = await admin.get(f"/api/v1/logs/{endpoint}", params=params)
+            found: list[dict[str, Any]] = response.json()["logs"]
+            return list(reversed(found)) if any(e["event"] == until for e in found) else None
+
+        return await eventually(arrived, what=f"the event {until} in {endpoint}")
 
 
 async def test_an_oauth_flow_leaves_its_steps_by_client_id(

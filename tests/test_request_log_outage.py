@@ -20,6 +20,7 @@ from oauthproxy.settings import Settings
 from oauthproxy.storage import open_storage
 from tests.backend import serve_backend
 from tests.conftest import free_port, redis_command, wait_for_port
+from tests.eventually import eventually
 from tests.test_metrics import scrape
 
 HOST = "steady.example.com"
@@ -87,13 +88,18 @@ async def test_redis_stopped_under_load(
     async with httpx.AsyncClient(
         base_url=f"http://127.0.0.1:{ready.http_port}", headers={"Host": HOST}, timeout=10
     ) as public:
-        with trio.fail_after(10):
-            while (await public.get("/echo/warm")).status_code != 200:  # noqa: ASYNC110 - polling HTTP
-                await trio.sleep(0.01)
-        with trio.fail_after(10):
-            while "/echo/before" not in await logged_paths(ready):
-                await public.get("/echo/before")
-                await trio.sleep(0.05)
+
+        async def warm() -> bool:
+            return (await public.get("/echo/warm")).status_code == 200
+
+        async def before_logged() -> bool:
+            if "/echo/before" in await logged_paths(ready):
+                return True
+            await public.get("/echo/before")
+            return False
+
+        await eventually(warm, what=f"{HOST} served")
+        await eventually(before_logged, what="/echo/before logged")
 
         redis.cancel()  # SIGTERM: Redis goes away under load
         for number in range(300):
@@ -102,20 +108,24 @@ async def test_redis_stopped_under_load(
                 await trio.sleep(0.15)  # a few batch windows pass while Redis is away
 
         # /metrics answers from memory while Redis is away, and shows the drops
-        with trio.fail_after(10):
-            while (await scrape(ready))[("oauthproxy_request_log_dropped", ())] == 0:  # noqa: ASYNC110
-                await trio.sleep(0.1)
+
+        async def dropping() -> bool:
+            return (await scrape(ready))[("oauthproxy_request_log_dropped", ())] > 0
+
+        await eventually(dropping, what="drops in /metrics")
 
         await nursery.start(serve_redis, port, tmp_path)
-        with trio.fail_after(20):
-            while True:
-                await public.get("/echo/after")
-                try:
-                    if "/echo/after" in await logged_paths(ready):
-                        break
-                except (httpx.HTTPError, StorageUnavailable):
-                    pass
-                await trio.sleep(0.1)
+
+        async def after_logged() -> bool:
+            await public.get("/echo/after")
+            return "/echo/after" in await logged_paths(ready)
+
+        await eventually(
+            after_logged,
+            what="/echo/after logged once Redis is back",
+            within=20,
+            ignoring=(httpx.HTTPError, StorageUnavailable),
+        )
 
     assert statuses == [200] * 300
     state = await logger_state(ready)
@@ -149,9 +159,11 @@ async def test_redis_stalled_under_load(
         async with httpx.AsyncClient(
             base_url=f"http://127.0.0.1:{ready.http_port}", headers={"Host": HOST}, timeout=10
         ) as public:
-            with trio.fail_after(10):
-                while (await public.get("/echo/warm")).status_code != 200:  # noqa: ASYNC110
-                    await trio.sleep(0.01)
+
+            async def warm() -> bool:
+                return (await public.get("/echo/warm")).status_code == 200
+
+            await eventually(warm, what=f"{HOST} served")
             redis.send_signal(signal.SIGSTOP)
             statuses = []
             with trio.fail_after(20):
