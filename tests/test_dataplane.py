@@ -368,18 +368,21 @@ async def test_an_untrusted_upstream_certificate_is_a_502(
 
 
 async def test_delete_lets_requests_in_flight_finish(
-    storage: Storage, public: httpx.AsyncClient, backend: int
+    storage: Storage, public: httpx.AsyncClient, nursery: trio.Nursery
 ) -> None:
-    await create_proxy(storage, "drain.example.com", backend)
+    from tests.test_drain import HeldBackend  # it imports this module
+
+    backend = HeldBackend()
+    await create_proxy(storage, "drain.example.com", await nursery.start(backend.serve))
     await wait_until_served(public, "drain.example.com")
     finished: list[httpx.Response] = []
 
     async def slow_request() -> None:
-        finished.append(await public.get("/slow/1.0", headers={"Host": "drain.example.com"}))
+        finished.append(await public.get("/slow", headers={"Host": "drain.example.com"}))
 
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(slow_request)
-        await trio.sleep(0.3)  # the request is at the backend now
+    async with trio.open_nursery() as requests:
+        requests.start_soon(slow_request)
+        await backend.received.wait()  # the request is at the backend now, held there
         target = await storage.proxies.get("drain.example.com")
         assert target is not None
         await storage.proxies.delete("drain.example.com")
@@ -389,4 +392,5 @@ async def test_delete_lets_requests_in_flight_finish(
             return after.status_code == 404
 
         await eventually(gone, what="drain.example.com deleted", within=5)
+        backend.release.set()
     assert [(r.status_code, r.text) for r in finished] == [(200, "slow done")]
