@@ -33,19 +33,19 @@ async def eventually(
 ) -> T:
     """`check()`'s first result that is neither None nor False.
 
-    A check that raises AssertionError (or one of `ignoring`, e.g. OSError while a port is not
-    yet open) has not come true yet either. Any other error ends the wait at once. A check still
-    running at the deadline is cancelled. After `within` seconds: an AssertionError naming
-    `what` and the last result or error seen.
+    A check that raises one of `ignoring` (e.g. OSError while a port is not yet open) has not
+    come true yet either. Any other error, an AssertionError too, ends the wait at once: an
+    assertion inside a check still fails the test where it fails. A check still running at the
+    deadline is cancelled. After `within` seconds: an AssertionError naming `what` and the last
+    result or error seen.
     """
-    not_yet: tuple[type[Exception], ...] = (AssertionError, *ignoring)
     last: object = _NOTHING_YET
     pause = FIRST_PAUSE
     with trio.move_on_after(within):
         while True:
             try:
                 result = await check()
-            except not_yet as error:
+            except ignoring as error:
                 last = error
             else:
                 if result is not None and result is not False:
