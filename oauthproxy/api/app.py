@@ -9,12 +9,14 @@ from quart_trio import QuartTrio
 from oauthproxy import __version__
 from oauthproxy.api.certificates import certificates as certificates_api
 from oauthproxy.api.cleanup import cleanup
+from oauthproxy.api.docker_services import docker_services
 from oauthproxy.api.errors import install_error_handlers
 from oauthproxy.api.forward_auth import forward_auth
 from oauthproxy.api.health import health
 from oauthproxy.api.oauth_admin import oauth_admin
 from oauthproxy.api.oauth_server import oauth_server
 from oauthproxy.api.oauth_status import status as oauth_status
+from oauthproxy.api.ports import ports
 from oauthproxy.api.proxies import proxies
 from oauthproxy.api.redis_state import redis_state
 from oauthproxy.api.resources import resources
@@ -24,6 +26,7 @@ from oauthproxy.api.state import AppState, ListenerPorts
 from oauthproxy.api.tokens import tokens
 from oauthproxy.certificates.manager import CertificateManager
 from oauthproxy.condition import GatewayCondition
+from oauthproxy.services.docker import DockerEngine
 from oauthproxy.settings import Settings
 from oauthproxy.storage import Storage
 
@@ -49,6 +52,7 @@ def create_app(
         certificates=certificates,
         listeners=listeners or ListenerPorts(),
         condition=condition or GatewayCondition(ready=True),
+        docker=DockerEngine(settings.docker_host, settings.docker_api_version),
     )
     QuartSchema(
         app,
@@ -65,6 +69,8 @@ def create_app(
     app.register_blueprint(tokens)
     app.register_blueprint(proxies)
     app.register_blueprint(services)
+    app.register_blueprint(ports)
+    app.register_blueprint(docker_services)
     app.register_blueprint(routes)
     app.register_blueprint(oauth_server)
     app.register_blueprint(oauth_admin)

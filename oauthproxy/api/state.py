@@ -8,6 +8,7 @@ from quart import Quart
 
 from oauthproxy.certificates.manager import CertificateManager
 from oauthproxy.condition import GatewayCondition
+from oauthproxy.services.docker import DockerEngine
 from oauthproxy.settings import Settings
 from oauthproxy.storage import Storage
 
@@ -49,6 +50,8 @@ class AppState:
     listeners: ListenerPorts = field(default_factory=ListenerPorts)
     condition: GatewayCondition = field(default_factory=lambda: GatewayCondition(ready=True))
     """Starting, or holding a configuration Redis lost; an app without a gateway is ready."""
+    docker: DockerEngine | None = None
+    """The engine at DOCKER_HOST (`create_app` makes one from the settings)."""
 
 
 def app_state(app: Quart) -> AppState:

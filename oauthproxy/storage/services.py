@@ -136,12 +136,38 @@ class DockerServiceRepository(JsonRepository[DockerService]):
     model = DockerService
     prefix = keys.docker_service("")
 
+    async def create(self, service: DockerService) -> None:
+        """Store a new service and its URL; `Conflict` when any kind of service has the name."""
+        name = service.service_name
+        if name == API_SERVICE:
+            raise Conflict("service_name", f"{name!r} is reserved for the gateway's admin API")
+        async with (
+            self._redis.pipeline(transaction=True) as pipe,
+            pipe.watch(keys.service_url(name)),
+        ):
+            if await self._redis.exists([keys.service_url(name)]):
+                raise Conflict("service_name", f"a service named {name!r} already exists")
+            pipe.set(keys.docker_service(name), dump(service))
+            pipe.set(keys.service_url(name), docker_service_url(service))
+            _queue_changed(pipe, name)
+
     async def put(self, service: DockerService) -> None:
+        """Store `service` over its record (its URL too)."""
         name = service.service_name
         async with self._redis.pipeline(transaction=True) as pipe:
             pipe.set(keys.docker_service(name), dump(service))
-            if service.internal_port:
-                pipe.set(keys.service_url(name), f"http://{name}:{service.internal_port}")
+            pipe.set(keys.service_url(name), docker_service_url(service))
+            _queue_changed(pipe, name)
+
+    async def delete(self, service: DockerService) -> None:
+        """Delete the service, its URL and every port it holds, in one transaction."""
+        name = service.service_name
+        async with (
+            self._redis.pipeline(transaction=True) as pipe,
+            pipe.watch(keys.service_ports(name)),
+        ):
+            await self.queue_delete(pipe, service)
+            _queue_changed(pipe, name)
 
     async def queue_delete(self, pipe: Pipeline, service: DockerService) -> None:
         """Delete the service, its URL and the port allocations it holds."""
@@ -156,6 +182,14 @@ class DockerServiceRepository(JsonRepository[DockerService]):
     @staticmethod
     def watched_keys(service: DockerService) -> list[str]:
         return [keys.docker_service(service.service_name), keys.service_ports(service.service_name)]
+
+
+def docker_service_url(service: DockerService) -> str:
+    """Where the gateway reaches a service: on loopback when it shares the host's network,
+    else by its container name on a network the gateway shares with it."""
+    port = service.internal_port or 80
+    host = "127.0.0.1" if "host" in service.networks else service.service_name
+    return f"http://{host}:{port}"
 
 
 def _host_port(raw: str) -> int | None:
