@@ -16,6 +16,7 @@ from rich.console import Console
 from cli.commands import (
     backup,
     certificates,
+    docker_services,
     maintenance,
     oauth,
     proxies,
@@ -56,6 +57,8 @@ app.command(system.redis_accept, name="redis-accept")
 app.command(backup.app)
 services.app.command(maintenance.register_oauth, name="register-oauth")
 services.app.command(maintenance.cleanup_orphaned, name="cleanup-orphaned")
+for command_name, command in docker_services.COMMANDS.items():
+    services.app.command(command, name=command_name)
 
 
 @app.meta.default

@@ -160,6 +160,9 @@ class DockerEngine:
     # --- containers ----------------------------------------------------------------------------
 
     async def create(self, spec: ContainerSpec) -> str:
+        """Create (not start) the container. It runs under the engine's init process: a service
+        whose own process ignores SIGTERM as PID 1 would otherwise take the full stop timeout
+        to stop, and its orphaned children would never be reaped."""
         publish = [_publish(mapping) for mapping in spec.ports]
         container = await self._run(
             self._client.container.create,
@@ -172,6 +175,7 @@ class DockerEngine:
             labels=spec.labels,
             networks=list(spec.networks),
             publish=publish,
+            init=True,
         )
         return str(container.id)
 
