@@ -11,6 +11,10 @@ class StorageUnavailable(GatewayError):
     """Redis could not be reached or answered with an error."""
 
 
+class WriteContention(GatewayError):
+    """A write started over again and again because other writes kept changing its records."""
+
+
 class StorageTimeout(StorageUnavailable):
     """Redis did not answer within the caller's limit (a stalled or overloaded server)."""
 

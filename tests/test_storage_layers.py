@@ -20,6 +20,7 @@ REPOSITORIES = {
     "certificates",
     "challenges",
     "locks",
+    "ports",
     "proxies",
     "proxy_logins",
     "resources",
@@ -32,9 +33,10 @@ REPOSITORIES = {
 ABOVE = {"cascades", "orphans"}
 """Rules joining kinds of record: links and cascades; the orphan sweep, which uses them."""
 
-APART = {"console", "embedded", "oauth", "oauth_sessions"}
-"""Not records of the tenant model: the embedded Redis process and its console, and the OAuth
-server's store (whose sessions are one of its parts)."""
+APART = {"child", "console", "embedded", "epoch", "oauth", "oauth_sessions"}
+"""Not records of the tenant model: the embedded Redis process (its supervised child and its
+console), the marker that tells a Redis that lost its data, and the OAuth server's store (whose
+sessions are one of its parts)."""
 
 
 def storage_imports(module: str) -> set[str]:

@@ -1,7 +1,8 @@
 """Every error the admin API returns is JSON: `{"error", "detail", "field"?, "errors"?}`.
 
 Bad input is a 4xx that names the field and the problem; an unexpected failure is a 500 with no
-trace (the trace goes to the log); Redis being away is a 503.
+trace (the trace goes to the log); Redis being away is a 503, and so is a write that other writes
+kept overtaking (`contention`, with `Retry-After`).
 """
 
 from __future__ import annotations
@@ -14,7 +15,13 @@ from quart import Quart, Response, jsonify
 from quart_schema import RequestSchemaValidationError
 from werkzeug.exceptions import HTTPException
 
-from oauthproxy.errors import Conflict, NotFound, StorageTimeout, StorageUnavailable
+from oauthproxy.errors import (
+    Conflict,
+    NotFound,
+    StorageTimeout,
+    StorageUnavailable,
+    WriteContention,
+)
 from oauthproxy.services.docker import EngineError, EngineUnavailable
 from oauthproxy.tenancy.caller import Refused
 
@@ -124,6 +131,12 @@ def install_error_handlers(app: Quart) -> None:
     @app.errorhandler(Conflict)
     async def conflict(exc: Conflict) -> Response:
         return error_response(409, "conflict", exc.message, field=exc.field)
+
+    @app.errorhandler(WriteContention)
+    async def write_contention(exc: WriteContention) -> Response:
+        log.warning("write given up: %s", exc)
+        detail = "the records kept changing while this write was made; try again"
+        return error_response(503, "contention", detail, headers={"Retry-After": "1"})
 
     @app.errorhandler(StorageTimeout)
     async def storage_timeout(exc: StorageTimeout) -> Response:

@@ -17,7 +17,7 @@ from oauthproxy.proxy.headers import RequestRewrite, ResponseRewrite, encode_hea
 from oauthproxy.proxy.login import BrowserLogin
 from oauthproxy.proxy.protect import Protection
 from oauthproxy.proxy.tls import HostContext
-from oauthproxy.proxy.upstream import parse_origin
+from oauthproxy.proxy.upstream import OriginKey, parse_origin
 from oauthproxy.routing import ProxyRoutes, RouteTable, route_target_url
 
 
@@ -66,6 +66,16 @@ class InstanceConfig:
         if route.route_id not in self._by_route:
             self._by_route[route.route_id] = self._route_destination(route)
         return self._by_route[route.route_id]
+
+    def origins(self) -> frozenset[OriginKey]:
+        """Every origin a request can go to under this configuration: the proxy's target and
+        the targets of its routes. The upstream pool keeps connections to these only."""
+        destinations: list[Destination | None] = [self.default]
+        for route in self.routes.routes:
+            if route.route_id not in self._by_route:
+                self._by_route[route.route_id] = self._route_destination(route)
+            destinations.append(self._by_route[route.route_id])
+        return frozenset(each.origin.key for each in destinations if each is not None)
 
     def _route_destination(self, route: Route) -> Destination | None:
         url = route_target_url(route, services=self.shared.services, proxies=self.shared.proxies)

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field, replace
 import trio
 
 from oauthproxy.proxy.challenges import ChallengeLookup, challenge_reply, is_challenge
+from oauthproxy.proxy.handover import answer, pass_connection, refuse
 from oauthproxy.proxy.headers import Client, Network, is_trusted
 from oauthproxy.proxy.http import (
     BadRequest,
@@ -24,7 +25,7 @@ from oauthproxy.proxy.http import (
     Reader,
     close_gently,
 )
-from oauthproxy.proxy.instance import Instance, answer, pass_connection, refuse
+from oauthproxy.proxy.instance import Instance
 from oauthproxy.proxy.limits import ConnectionLimit
 from oauthproxy.proxy.proxy_protocol import PrefixedStream, ProxyHeaderError, read_header
 from oauthproxy.proxy.request import view_of
@@ -118,14 +119,25 @@ async def _serve_port(
     task_status: trio.TaskStatus[int],
 ) -> None:
     """Serve listeners bound beforehand (`oauthproxy.listeners`): a taken port fails start-up
-    before anything runs, not here."""
+    before anything runs, not here. On `shutdown` the listening sockets close at once, in the
+    scheduler pass that sees it (before the instances start to drain), so a new connection is
+    refused rather than queued by the kernel and reset at exit."""
     bound = int(listeners[0].socket.getsockname()[1])
-    async with trio.open_nursery() as nursery:
-        for listener in listeners:
-            nursery.start_soon(serve_listener, listener, handle, front.send_timeout)
-        task_status.started(bound)
-        await front.shutdown.wait()
-        nursery.cancel_scope.cancel()
+    try:
+        async with trio.open_nursery() as nursery:
+            for listener in listeners:
+                nursery.start_soon(serve_listener, listener, handle, front.send_timeout)
+            task_status.started(bound)
+            await front.shutdown.wait()
+            nursery.cancel_scope.cancel()  # the accepts end with Cancelled, not a closed socket
+            _close(listeners)
+    finally:
+        _close(listeners)
+
+
+def _close(listeners: Sequence[trio.SocketListener]) -> None:
+    for listener in listeners:
+        listener.socket.close()
 
 
 @dataclass(frozen=True)

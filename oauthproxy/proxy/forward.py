@@ -6,7 +6,7 @@ A WebSocket (or any) upgrade answered with 101 becomes a byte splice in both dir
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import trio
 
@@ -219,9 +219,12 @@ async def forward(
     client: Client,
     received: Headers,
     identity: Identity = (),
+    closing: trio.Event | None = None,
 ) -> bool:
     """Proxy one request (`received`: its headers, as the front door left them). Returns
-    whether the client connection can carry another request."""
+    whether the client connection can carry another request: never once `closing` is set
+    (the gateway drains), and then the response says `Connection: close` if its head has not
+    gone out yet."""
     try:
         upstream, response = await _exchange(
             client_reader, request, route, pool, client, received, identity
@@ -239,6 +242,8 @@ async def forward(
         if response.status == 101:
             await switch_protocols(client_reader, upstream, response, route.response)
             return False
+        if closing is not None and closing.is_set():
+            request = replace(request, keep_alive=False)  # its head says Connection: close
         keep_alive = await _stream_response(client_reader, upstream, request, response, route)
     except BaseException:
         await trio.aclose_forcefully(upstream.stream)

@@ -7,14 +7,20 @@ Host headers. The connection's task ends here and a new one starts in the other 
 nursery, so every connection always belongs to the instance it serves. Over TLS, a request may
 only name a host the connection's certificate covers (else 421).
 
-`update` swaps the configuration snapshot that every next request reads; `stop` makes every
-next request a 404, lets requests in flight finish within the grace period, then cancels the
-scope, which closes exactly this hostname's connections.
+`update` swaps the configuration snapshot that every next request reads. Two ways to end:
+
+- `stop` (the proxy was deleted): every next request gets a 404, requests in flight finish
+  within the grace period, then the scope is cancelled, which closes exactly this hostname's
+  connections.
+- `drain` (the gateway shuts down; its listeners are closed): the configuration stays, so every
+  request on an open connection is served normally until the grace deadline, but each response
+  says `Connection: close` and closes its connection after it; connections waiting idle for
+  their next request close at once, so clients (load balancers) retry elsewhere. The scope is
+  cancelled once every connection has closed, or at the grace deadline.
 """
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import logging
 import math
@@ -23,14 +29,12 @@ from dataclasses import dataclass, field
 
 import trio
 
-from oauthproxy.models.proxies import AuthMode
-from oauthproxy.proxy.access import Allow
 from oauthproxy.proxy.challenges import ChallengeLookup, challenge_reply, is_challenge
 from oauthproxy.proxy.config import InstanceConfig, PublicPorts
 from oauthproxy.proxy.forward import forward
-from oauthproxy.proxy.headers import Client, Headers, Identity
+from oauthproxy.proxy.handover import Lookup, answer, pass_connection, refuse
+from oauthproxy.proxy.headers import Client, Identity
 from oauthproxy.proxy.http import (
-    END,
     BadRequest,
     Event,
     Head,
@@ -39,19 +43,11 @@ from oauthproxy.proxy.http import (
     close_gently,
     send_reply,
 )
-from oauthproxy.proxy.login import CALLBACK_PATH
 from oauthproxy.proxy.loopback import Admits
-from oauthproxy.proxy.protect import (
-    NeedsLogin,
-    Protection,
-    check,
-    is_metadata_path,
-    metadata_reply,
-    without_cookie,
-)
+from oauthproxy.proxy.protect import without_cookie
+from oauthproxy.proxy.protected import admit
 from oauthproxy.proxy.request import RequestView, view_of
 from oauthproxy.proxy.responses import Reply, error_reply, redirect_reply, unknown_host
-from oauthproxy.proxy.tls import covers
 from oauthproxy.proxy.upstream import UpstreamPool
 
 log = logging.getLogger(__name__)
@@ -68,6 +64,8 @@ class _Connection:
     closes_at: float | None = None
     """While it waits for its next request: the end of its idle time, then (once that request
     has begun) of its header time. None while a request is answered."""
+    idle: bool = False
+    """It waits for the first byte of its next request: nothing of it would be lost by closing."""
 
 
 class Instance:
@@ -96,24 +94,30 @@ class Instance:
         """Who may be served at all (the API hostnames: loopback clients); None: everyone."""
         self._nursery: trio.Nursery | None = None
         self._stopping = trio.Event()
+        self._draining = trio.Event()
         self._in_flight = 0
         self._quiet = trio.Event()
+        """Set when a request ends or a connection closes: what `run` waits on to finish."""
         self._connections: set[_Connection] = set()
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        """Serve until `stop()`; then drain within the grace period and close everything."""
+        """Serve until `stop()` or `drain()`; then finish within the grace period and close
+        everything."""
         try:
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
+                if self.config is not None:
+                    await self._pool.retarget(self.config.origins())
                 nursery.start_soon(self._close_idle_connections)
                 task_status.started()
                 await self._stopping.wait()
                 with trio.move_on_after(self._grace):
-                    # a request already on its way over an open connection gets a clean 404
-                    await trio.sleep(min(self._grace, LATE_REQUEST_SECONDS))
-                    while self._in_flight:
-                        self._quiet = trio.Event()
-                        await self._quiet.wait()
+                    if self._draining.is_set():
+                        await self._until(lambda: not self._connections)
+                    else:
+                        # a request already on its way over an open connection gets a clean 404
+                        await trio.sleep(min(self._grace, LATE_REQUEST_SECONDS))
+                        await self._until(lambda: not self._in_flight)
                 nursery.cancel_scope.cancel()
         finally:
             self._nursery = None
@@ -125,20 +129,35 @@ class Instance:
     ) -> bool:
         """Take over a connection whose next request (`first`, seen as `view`) is for this
         hostname; `lookup` finds the instance for another hostname a later request names."""
-        if self._nursery is None or self._stopping.is_set():
+        if self._nursery is None or (self._stopping.is_set() and not self._draining.is_set()):
             return False
         self._nursery.start_soon(self._serve_connection, reader, first, view, client, lookup)
         return True
 
     async def update(self, config: InstanceConfig) -> None:
-        changed_target = self.config is None or self.config.default.origin != config.default.origin
+        """Serve every next request with `config`; connections to origins it no longer targets
+        close (idle ones now, busy ones when their exchange ends)."""
         self.config = config
-        if changed_target:
-            await self._pool.clear()
+        await self._pool.retarget(config.origins())
 
     def stop(self) -> None:
+        """The proxy was deleted: every next request gets a 404 (see the module docstring)."""
         self.config = None
         self._stopping.set()
+
+    def drain(self) -> None:
+        """The gateway shuts down: serve what open connections send, closing each after its
+        response, and close the idle ones now (see the module docstring)."""
+        self._draining.set()
+        self._stopping.set()
+        for connection in self._connections:
+            if connection.idle:
+                connection.scope.cancel()
+
+    async def _until(self, done: Callable[[], bool]) -> None:
+        while not done():
+            self._quiet = trio.Event()
+            await self._quiet.wait()
 
     async def _close_idle_connections(self) -> None:
         """Every quarter of the shorter timeout, close the connections that have waited too
@@ -156,8 +175,10 @@ class Instance:
         the rest of the head only the (shorter) header timeout, so a head sent slowly cannot
         hold the connection for an idle timeout per byte."""
         connection.closes_at = trio.current_time() + self._idle_timeout
+        connection.idle = True
         while not (reader.events or reader.in_message):
             await reader.receive()
+        connection.idle = False
         connection.closes_at = trio.current_time() + self._header_timeout
         event = await reader.next_event()
         connection.closes_at = None
@@ -172,6 +193,8 @@ class Instance:
         try:
             with connection.scope:
                 while await self._handle(reader, request, view, client):
+                    if self._draining.is_set() and not (reader.events or reader.in_message):
+                        return  # idle now: closed at once, like those `drain` found idle
                     event = await self._next_request(reader, connection)
                     if not isinstance(event, Head):
                         return
@@ -189,9 +212,12 @@ class Instance:
             # instance (and every other connection) serving.
             log.exception("connection to %s failed", self.hostname)
         finally:
-            self._connections.discard(connection)
-            if not moved:
-                await close_gently(reader.stream)
+            try:
+                if not moved:
+                    await close_gently(reader.stream)
+            finally:
+                self._connections.discard(connection)
+                self._quiet.set()
 
     async def _handle(
         self, reader: Reader, request: Head, view: RequestView, client: Client
@@ -201,13 +227,14 @@ class Instance:
             return await self._respond(reader, request, view, client)
         finally:
             self._in_flight -= 1
-            if not self._in_flight:
-                self._quiet.set()
+            self._quiet.set()
 
     async def _respond(
         self, reader: Reader, request: Head, view: RequestView, client: Client
     ) -> bool:
         """Answer one request; returns whether the connection can carry another."""
+        if self._draining.is_set():  # the answer says Connection: close, and closes after it
+            request = dataclasses.replace(request, keep_alive=False)
         if is_challenge(request.target):
             return await answer(
                 reader, request, await challenge_reply(request.target, self._challenges)
@@ -221,7 +248,7 @@ class Instance:
         received = view.headers
         identity: Identity = ()
         if config.protection is not None:
-            outcome = await _front_door(config, config.protection, received, client, view)
+            outcome = await admit(config.protection, config.shared.login, received, client, view)
             if isinstance(outcome, Reply):
                 return await answer(reader, request, outcome)
             identity = outcome.headers
@@ -238,7 +265,9 @@ class Instance:
             return False
         if view.target is not request.target:  # the backend gets the normalised target
             request = dataclasses.replace(request, target=view.target)
-        return await forward(reader, request, destination, self._pool, client, received, identity)
+        return await forward(
+            reader, request, destination, self._pool, client, received, identity, self._draining
+        )
 
     def _refusal(
         self, config: InstanceConfig | None, view: RequestView, request: Head, client: Client
@@ -265,77 +294,3 @@ class Instance:
         port = self._ports.https
         authority = self.hostname if port in (0, 443) else f"{self.hostname}:{port}"
         return f"https://{authority}{target.decode('latin-1')}"
-
-
-async def _front_door(
-    config: InstanceConfig,
-    protection: Protection,
-    received: Headers,
-    client: Client,
-    view: RequestView,
-) -> Reply | Allow:
-    """Protected resource metadata, the browser login's callback, or the bearer check. The
-    origin is the normalised authority: tokens are issued for `http://mcp.test`, whatever case
-    or default port a client's Host header spells it with."""
-    origin = f"{client.scheme.decode()}://{view.authority}"
-    path = view.path
-    if protection.serves_metadata and is_metadata_path(path):
-        return metadata_reply(protection, origin)
-    login = config.shared.login
-    redirect = protection.policy is not None and protection.policy.mode is AuthMode.REDIRECT
-    if redirect and login is not None and path == CALLBACK_PATH:
-        secure = client.scheme == b"https"
-        cookie = protection.target.auth_cookie_name
-        return await login.finish(view.query[1:], received, cookie, secure=secure)
-    outcome = check(protection, received, origin, path, view.has_encoded_separator)
-    if not isinstance(outcome, NeedsLogin):
-        return outcome
-    if login is None:
-        return error_reply(503, "login_unavailable", "browser login is not available")
-    target = view.target.decode("latin-1")
-    return await login.start(config.target.hostname, origin, target, client, received)
-
-
-Lookup = Callable[[str], "Instance | None"]
-"""The supervisor's hostname → instance table, as a function."""
-
-
-async def pass_connection(
-    reader: Reader, request: Head, view: RequestView, client: Client, lookup: Lookup
-) -> bool:
-    """Give the connection to the instance for `view.host`. When none may take it, answer
-    (421: the TLS certificate does not cover that host; 404: no such proxy) and return False:
-    the caller closes the connection."""
-    head = request.method == b"HEAD"
-    accept = request.header(b"accept")
-    if client.scheme == b"https" and not covers(client.tls_names, view.host):
-        detail = f"this connection's certificate does not cover {view.host!r}; open a new one"
-        reply = error_reply(421, "misdirected_request", detail, accept=accept)
-        await send_reply(reader.stream, reply, close=True, head=head)
-        return False
-    instance = lookup(view.host)
-    if instance is not None and instance.adopt(reader, request, view, client, lookup):
-        return True
-    await send_reply(reader.stream, unknown_host(view.host, accept), close=True, head=head)
-    return False
-
-
-async def answer(reader: Reader, request: Head, reply: Reply) -> bool:
-    """Answer without forwarding. Returns whether the connection can carry another request:
-    not when the request has a body we did not read, nor when either side said close."""
-    head = request.method == b"HEAD"
-    if request.has_body or not request.keep_alive:
-        await send_reply(reader.stream, reply, close=True, head=head)
-        return False
-    if await reader.next_event() is not END:
-        raise BadRequest("a request without a body sent one")
-    await send_reply(reader.stream, reply, head=head)
-    return True
-
-
-async def refuse(reader: Reader, error: BadRequest) -> None:
-    """A 400 (or 431) for what could not be parsed; the connection closes after it."""
-    reason = "request_header_fields_too_large" if error.status == 431 else "bad_request"
-    reply = error_reply(error.status, reason, str(error))
-    with trio.move_on_after(1), contextlib.suppress(PeerClosed):
-        await send_reply(reader.stream, reply, close=True)

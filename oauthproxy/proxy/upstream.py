@@ -1,4 +1,10 @@
-"""Upstream connections: where to connect, and a keep-alive pool per instance."""
+"""Upstream connections: where to connect, and a keep-alive pool per instance.
+
+The pool keeps idle connections by origin (scheme, host, port), and only to the origins its
+instance targets now (`retarget`): when a target changes, idle connections to the old one close
+at once, and one still busy with a request closes when that exchange ends instead of going back
+to the pool, where nothing would ever use it again.
+"""
 
 from __future__ import annotations
 
@@ -13,6 +19,9 @@ from oauthproxy.proxy.http import Reader, UpstreamGone
 from oauthproxy.proxy.sockets import LeanSocketStream
 
 MAX_IDLE_PER_ORIGIN = 64
+
+OriginKey = tuple[str, str, int]
+"""What a pooled connection is good for: (scheme, host, port)."""
 
 
 @dataclass(frozen=True)
@@ -30,7 +39,7 @@ class Origin:
         return (host if self.port == default else f"{host}:{self.port}").encode()
 
     @property
-    def key(self) -> tuple[str, str, int]:
+    def key(self) -> OriginKey:
         return (self.scheme, self.host, self.port)
 
     def target(self, path: bytes) -> bytes:
@@ -90,12 +99,15 @@ class UpstreamConnection:
 
 
 class UpstreamPool:
-    """Idle keep-alive connections by origin. Owned by one instance; closed with it."""
+    """Idle keep-alive connections by origin, to the origins the instance targets. Owned by one
+    instance; closed with it."""
 
     def __init__(self, *, connect_timeout: float, tls: ssl.SSLContext) -> None:
         self._connect_timeout = connect_timeout
         self._tls = tls
-        self._idle: dict[tuple[str, str, int], list[UpstreamConnection]] = {}
+        self._idle: dict[OriginKey, list[UpstreamConnection]] = {}
+        self._targets: frozenset[OriginKey] = frozenset()
+        """The origins the instance's configuration can send a request to; `retarget` sets it."""
 
     async def acquire(self, origin: Origin, *, unless_dropped: bool = False) -> UpstreamConnection:
         """An idle connection to `origin`, else a new one. `unless_dropped`: for a request that
@@ -131,20 +143,28 @@ class UpstreamPool:
         )
 
     async def release(self, connection: UpstreamConnection) -> None:
-        """Keep a finished connection for the next request, or close it."""
-        idle = self._idle.setdefault(connection.origin.key, [])
-        if connection.reusable and len(idle) < MAX_IDLE_PER_ORIGIN:
+        """Keep a finished connection for the next request to its origin, or close it: when it
+        cannot carry another request, when enough wait already, or when its origin is no longer
+        a target (it changed while this exchange ran)."""
+        key = connection.origin.key
+        idle = self._idle.get(key, [])
+        if connection.reusable and key in self._targets and len(idle) < MAX_IDLE_PER_ORIGIN:
             connection.keep_alive = connection.request_sent = False
-            idle.append(connection)
+            self._idle.setdefault(key, idle).append(connection)
         else:
             await trio.aclose_forcefully(connection.stream)
 
-    async def clear(self) -> None:
-        """Close every idle connection (the target changed, or the instance stops)."""
-        idle, self._idle = self._idle, {}
-        for connections in idle.values():
-            for connection in connections:
+    async def retarget(self, targets: frozenset[OriginKey]) -> None:
+        """From now on pool only connections to `targets`; close the idle ones to any other."""
+        self._targets = targets
+        gone = [key for key in self._idle if key not in targets]
+        for key in gone:
+            for connection in self._idle.pop(key):
                 await trio.aclose_forcefully(connection.stream)
+
+    async def clear(self) -> None:
+        """Close every idle connection and pool none any more (the instance stops)."""
+        await self.retarget(frozenset())
 
 
 def tls_context(ca_bundle: str | None) -> ssl.SSLContext:

@@ -1,4 +1,5 @@
-"""What every repository shares: the client type, JSON (de)serialisation, error translation."""
+"""What every repository shares: the client type, JSON (de)serialisation, error translation, and
+the one way a multi-key write meets a concurrent one (`atomically`, `retrying_conflicts`)."""
 
 from __future__ import annotations
 
@@ -12,10 +13,11 @@ from typing import Any, Generic, ParamSpec, TypeVar
 import coredis
 import coredis.exceptions
 import trio
+from coredis.exceptions import WatchError
 from coredis.patterns.pipeline import Pipeline as _Pipeline
 from pydantic import BaseModel
 
-from oauthproxy.errors import StorageTimeout, StorageUnavailable
+from oauthproxy.errors import StorageTimeout, StorageUnavailable, WriteContention
 
 Redis = coredis.Redis[str]
 Pipeline = _Pipeline[str]
@@ -24,6 +26,42 @@ M = TypeVar("M", bound=BaseModel)
 P = ParamSpec("P")
 T = TypeVar("T")
 C = TypeVar("C", bound=type)
+
+
+CONFLICT_ATTEMPTS = 50
+"""How often a write starts over because someone changed what it read. Each refused attempt
+means another write landed, so only a key rewritten without pause exhausts them."""
+
+
+async def retrying_conflicts(attempt: Callable[[], Awaitable[T]]) -> T:
+    """Run `attempt` until its transaction commits, and answer what it answers.
+
+    An attempt reads, WATCHes what its decision rests on, decides (and may raise `Conflict`,
+    `NotFound`, ...) and queues its writes; Redis refuses the EXEC (`WatchError`) when a watched
+    key changed meanwhile, and an attempt raises `WatchError` itself when what it read changed
+    before it was watched. Either way the next attempt reads afresh, so the loser of a race gets
+    the real answer (409 for a name now taken, 404 for a record now gone), never an error.
+    """
+    for _ in range(CONFLICT_ATTEMPTS):
+        try:
+            return await attempt()
+        except WatchError:
+            continue
+    raise WriteContention(f"the records kept changing for {CONFLICT_ATTEMPTS} attempts")
+
+
+async def atomically(
+    redis: Redis, watched: list[str], write: Callable[[Pipeline], Awaitable[T]]
+) -> T:
+    """Run `write` in a MULTI/EXEC under WATCH of `watched`, again from the start whenever one
+    of them changed meanwhile. `write` reads (through `redis`: the reads come after the WATCH,
+    so they are covered by it), decides, and queues its writes on the transaction."""
+
+    async def attempt() -> T:
+        async with redis.pipeline(transaction=True) as pipe, pipe.watch(*watched):
+            return await write(pipe)
+
+    return await retrying_conflicts(attempt)
 
 
 def translated(method: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T]]:

@@ -23,7 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-import coredis
+from coredis.exceptions import WatchError
 
 from oauthproxy.errors import NotFound
 from oauthproxy.models.certificates import Certificate, CertificateDeleted, CertificateStatus
@@ -31,9 +31,16 @@ from oauthproxy.models.events import EventType
 from oauthproxy.models.proxies import ProxyDeleted, ProxyTarget
 from oauthproxy.models.routes import Route
 from oauthproxy.models.services import DockerService, ExternalService
-from oauthproxy.models.tokens import OwnedResources, Token
+from oauthproxy.models.tokens import OwnedResources
 from oauthproxy.storage import keys
-from oauthproxy.storage.base import Pipeline, dump, load_many, translated
+from oauthproxy.storage.base import (
+    Pipeline,
+    atomically,
+    dump,
+    load_many,
+    retrying_conflicts,
+    translated,
+)
 from oauthproxy.storage.certificates import CertificateRepository
 from oauthproxy.storage.editing import anyone
 from oauthproxy.storage.events import queue_event
@@ -87,19 +94,17 @@ async def create_certificate(
     names = certificate.domains
     watched = [keys.cert(certificate.cert_name), *_proxy_keys(names)]
     watched += [keys.cert_domain(name) for name in names]
-    while True:
-        try:
-            async with storage.redis.pipeline(transaction=True) as pipe, pipe.watch(*watched):
-                if check is not None:
-                    stored = await storage.certificates.all()
-                    proxies = await load_many(storage.redis, ProxyTarget, _proxy_keys(names))
-                    owner = certificate.owner_token_hash
-                    owned = sum(1 for c in stored if c.owner_token_hash == owner)
-                    check(name_claims(names, proxies, stored), owned)
-                await storage.certificates.queue_create(pipe, certificate)
-        except coredis.exceptions.WatchError:
-            continue
-        return
+
+    async def write(pipe: Pipeline) -> None:
+        if check is not None:
+            stored = await storage.certificates.all()
+            proxies = await load_many(storage.redis, ProxyTarget, _proxy_keys(names))
+            owner = certificate.owner_token_hash
+            owned = sum(1 for c in stored if c.owner_token_hash == owner)
+            check(name_claims(names, proxies, stored), owned)
+        await storage.certificates.queue_create(pipe, certificate)
+
+    await atomically(storage.redis, watched, write)
 
 
 @translated
@@ -268,23 +273,21 @@ async def queue_holdings_delete(storage: Storage, pipe: Pipeline, held: Holdings
 
 @translated
 async def delete_token(storage: Storage, name: str) -> OwnedResources:
-    """Delete a token and everything it owns in one transaction, or nothing at all."""
-    while True:
-        token = await storage.tokens.get(name)
-        if token is None:
-            raise NotFound("token", name)
-        deleted = await _delete_token_once(storage, token)
-        if deleted is not None:
-            return deleted
+    """Delete a token and everything it owns in one transaction, or nothing at all (`NotFound`
+    when it is gone, also when another delete took it a moment ago)."""
+    return await retrying_conflicts(lambda: _delete_token_once(storage, name))
 
 
-async def _delete_token_once(storage: Storage, token: Token) -> OwnedResources | None:
+async def _delete_token_once(storage: Storage, name: str) -> OwnedResources:
+    token = await storage.tokens.get(name)
+    if token is None:
+        raise NotFound("token", name)
     held = await holdings_of(storage, token.hash)
     watched = [keys.token(token.name), *held.watched_keys()]
-    try:
-        async with storage.redis.pipeline(transaction=True) as pipe, pipe.watch(*watched):
-            pipe.delete([keys.token(token.name), keys.token_hash(token.hash)])
-            await queue_holdings_delete(storage, pipe, held)
-    except coredis.exceptions.WatchError:
-        return None  # something it owns changed meanwhile: look again
+    async with storage.redis.pipeline(transaction=True) as pipe, pipe.watch(*watched):
+        unchanged = await storage.tokens.get(name) == token
+        if not unchanged or await holdings_of(storage, token.hash) != held:
+            raise WatchError("the token or what it owns changed before it was watched")
+        pipe.delete([keys.token(token.name), keys.token_hash(token.hash)])
+        await queue_holdings_delete(storage, pipe, held)
     return held.summary()

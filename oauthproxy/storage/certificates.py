@@ -12,7 +12,7 @@ from coredis import PureToken
 from oauthproxy.errors import Conflict
 from oauthproxy.models.certificates import Certificate, GenerationStatus
 from oauthproxy.storage import keys
-from oauthproxy.storage.base import Pipeline, Redis, dump, load, translate_errors
+from oauthproxy.storage.base import Pipeline, Redis, atomically, dump, load, translate_errors
 from oauthproxy.storage.editing import Edit, EditableRepository, no_companions
 
 T = TypeVar("T")
@@ -63,8 +63,7 @@ class CertificateRepository(EditableRepository[Certificate]):
         """Store a new certificate (`Conflict` when the name is taken). Domains no certificate
         covers yet point at it now; the others keep theirs until this one is issued."""
         key = keys.cert(certificate.cert_name)
-        async with self._redis.pipeline(transaction=True) as pipe, pipe.watch(key):
-            await self.queue_create(pipe, certificate)
+        await atomically(self._redis, [key], lambda pipe: self.queue_create(pipe, certificate))
 
     async def queue_create(self, pipe: Pipeline, certificate: Certificate) -> None:
         """`create` on a transaction that already WATCHes `cert:{name}`."""

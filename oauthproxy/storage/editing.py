@@ -3,8 +3,9 @@ changed meanwhile.
 
 The write is a MULTI/EXEC under WATCH of the record's key (and of any companion keys the decision
 reads). When anyone changes a watched key between the read and EXEC, Redis refuses the whole
-transaction and the edit starts over from a fresh read. So a record deleted meanwhile is never
-written back, and a decision (an ownership check, a merge) is always made on what gets replaced.
+transaction and the edit starts over from a fresh read (`base.retrying_conflicts`, the one retry
+every multi-key write shares). So a record deleted meanwhile is never written back, and a decision
+(an ownership check, a merge) is always made on what gets replaced.
 """
 
 from __future__ import annotations
@@ -15,7 +16,14 @@ from typing import TypeVar
 from coredis.exceptions import WatchError
 
 from oauthproxy.errors import NotFound
-from oauthproxy.storage.base import JsonRepository, M, Pipeline, load, translate_errors
+from oauthproxy.storage.base import (
+    JsonRepository,
+    M,
+    Pipeline,
+    load,
+    retrying_conflicts,
+    translate_errors,
+)
 
 T = TypeVar("T")
 
@@ -43,11 +51,7 @@ class EditableRepository(JsonRepository[M]):
         companions: Callable[[M], list[str]] = no_companions,
     ) -> T:
         """Run `edit` on the current record in a transaction, retried until nothing interferes."""
-        while True:
-            try:
-                return await self._edit_once(name, edit, companions)
-            except WatchError:
-                continue
+        return await retrying_conflicts(lambda: self._edit_once(name, edit, companions))
 
     async def _edit_once(
         self, name: str, edit: Edit[M, T], companions: Callable[[M], list[str]]

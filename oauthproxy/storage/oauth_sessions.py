@@ -14,12 +14,11 @@ Index sets are pruned lazily when read: a member whose record expired is dropped
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import TypeVar
 
 from coredis import PureToken
-from coredis.exceptions import WatchError
 from pydantic import BaseModel
 
 from oauthproxy.models.common import utcnow
@@ -30,7 +29,15 @@ from oauthproxy.models.oauth import (
     Revocation,
 )
 from oauthproxy.storage import keys
-from oauthproxy.storage.base import Pipeline, Redis, dump, load, load_many, scan_keys
+from oauthproxy.storage.base import (
+    Pipeline,
+    Redis,
+    atomically,
+    dump,
+    load,
+    load_many,
+    scan_keys,
+)
 from oauthproxy.storage.base import translate_errors as _translate
 
 M = TypeVar("M", bound=BaseModel)
@@ -137,17 +144,7 @@ class SessionStore:
             self._queue_tokens(pipe, session, access, refresh)
             return True
 
-        return await self._atomically([key], write)
-
-    async def _atomically(self, watched: list[str], write: Callable[[Pipeline], Awaitable[T]]) -> T:
-        """Run `write` (reads, then writes queued on the transaction) under WATCH of `watched`,
-        again from the start whenever someone changed a watched key meanwhile."""
-        while True:
-            try:
-                async with self._redis.pipeline(transaction=True) as pipe, pipe.watch(*watched):
-                    return await write(pipe)
-            except WatchError:
-                continue
+        return await atomically(self._redis, [key], write)
 
     @staticmethod
     def _queue_tokens(
@@ -192,8 +189,8 @@ class SessionStore:
     async def revoke_session(self, session_id: str) -> list[str]:
         """Revoke a session and every access token issued in it; the jtis newly revoked."""
         watched = [keys.oauth_session(session_id), keys.oauth_session_tokens(session_id)]
-        return await self._atomically(
-            watched, lambda pipe: self._queue_session_revocation(pipe, session_id)
+        return await atomically(
+            self._redis, watched, lambda pipe: self._queue_session_revocation(pipe, session_id)
         )
 
     async def _queue_session_revocation(self, pipe: Pipeline, session_id: str) -> list[str]:
@@ -217,7 +214,7 @@ class SessionStore:
             queue_revocation(pipe, record)
             return True
 
-        return await self._atomically([key], write)
+        return await atomically(self._redis, [key], write)
 
     async def revoke_client_sessions(self, client_id: str) -> int:
         """Revoke every session of a client (when it is deleted); how many tokens were revoked."""

@@ -41,7 +41,7 @@ from oauthproxy.models.proxies import ProxyTarget
 from oauthproxy.models.routes import Route, TargetType
 from oauthproxy.models.services import DockerService, ExternalService
 from oauthproxy.storage import keys
-from oauthproxy.storage.base import Pipeline, Redis, scan_keys
+from oauthproxy.storage.base import Pipeline, Redis, retrying_conflicts, scan_keys
 from oauthproxy.storage.cascades import Holdings, queue_holdings_delete
 from oauthproxy.storage.services import API_SERVICE
 from oauthproxy.tenancy.certificates import links
@@ -319,20 +319,20 @@ async def survey(storage: Storage) -> Survey:
 
 async def clean_up(storage: Storage, *, dry_run: bool) -> CleanupReport:
     """Find the orphans and (unless `dry_run`) remove them all in one transaction."""
-    while True:
-        found = await survey(storage)
-        if dry_run or not found.writes:
-            return CleanupReport(dry_run=dry_run, removed=0, orphans=found.orphans)
-        try:
-            async with (
-                storage.redis.pipeline(transaction=True) as pipe,
-                pipe.watch(*dict.fromkeys(found.watched)),
-            ):
-                confirmed = await survey(storage)
-                if confirmed.orphans != found.orphans:
-                    raise WatchError("the orphans changed before they were watched")
-                for write in confirmed.writes:
-                    await write(pipe)
-        except WatchError:
-            continue
-        return CleanupReport(dry_run=False, removed=len(found.writes), orphans=found.orphans)
+    return await retrying_conflicts(lambda: _clean_up_once(storage, dry_run=dry_run))
+
+
+async def _clean_up_once(storage: Storage, *, dry_run: bool) -> CleanupReport:
+    found = await survey(storage)
+    if dry_run or not found.writes:
+        return CleanupReport(dry_run=dry_run, removed=0, orphans=found.orphans)
+    async with (
+        storage.redis.pipeline(transaction=True) as pipe,
+        pipe.watch(*dict.fromkeys(found.watched)),
+    ):
+        confirmed = await survey(storage)
+        if confirmed.orphans != found.orphans:
+            raise WatchError("the orphans changed before they were watched")
+        for write in confirmed.writes:
+            await write(pipe)
+    return CleanupReport(dry_run=False, removed=len(found.writes), orphans=found.orphans)

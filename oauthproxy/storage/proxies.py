@@ -12,7 +12,7 @@ from oauthproxy.errors import Conflict
 from oauthproxy.models.events import EventType
 from oauthproxy.models.proxies import ProxyTarget
 from oauthproxy.storage import keys
-from oauthproxy.storage.base import Pipeline, Redis, dump, translate_errors
+from oauthproxy.storage.base import Pipeline, Redis, atomically, dump, translate_errors
 from oauthproxy.storage.editing import Edit, EditableRepository, anyone, no_companions
 from oauthproxy.storage.events import STREAM_MAX_LENGTH, event_fields, queue_event
 
@@ -56,14 +56,17 @@ class ProxyRepository(EditableRepository[ProxyTarget]):
         self._replace_if_unchanged = redis.register_script(_REPLACE_IF_UNCHANGED)
 
     async def create(self, target: ProxyTarget) -> None:
-        async with (
-            self._redis.pipeline(transaction=True) as pipe,
-            pipe.watch(keys.proxy(target.hostname)),
-        ):
-            if await self._redis.exists([keys.proxy(target.hostname)]):
+        """Store a new proxy and queue `proxy_created`; `Conflict` when the hostname is taken
+        (also when another write took it a moment ago)."""
+        key = keys.proxy(target.hostname)
+
+        async def write(pipe: Pipeline) -> None:
+            if await self._redis.exists([key]):
                 raise Conflict("hostname", f"a proxy for {target.hostname} already exists")
-            pipe.set(keys.proxy(target.hostname), dump(target))
+            pipe.set(key, dump(target))
             queue_event(pipe, EventType.PROXY_CREATED, target.hostname, **event_data(target))
+
+        await atomically(self._redis, [key], write)
 
     async def modify(
         self, hostname: str, change: Callable[[ProxyTarget], ProxyTarget]

@@ -9,13 +9,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from coredis.exceptions import WatchError
-
 from oauthproxy.errors import Conflict
 from oauthproxy.models.events import ALL_HOSTS, EventType
 from oauthproxy.models.routes import Route
 from oauthproxy.storage import keys
-from oauthproxy.storage.base import Pipeline, dump, translate_errors
+from oauthproxy.storage.base import Pipeline, atomically, dump, translate_errors
 from oauthproxy.storage.editing import EditableRepository, anyone
 from oauthproxy.storage.events import queue_event
 
@@ -72,24 +70,17 @@ class RouteRepository(EditableRepository[Route]):
 
     async def create(self, route: Route) -> None:
         """Store a new route; its id and its (path, priority) pair must both be free."""
-        while True:
-            try:
-                return await self._create_once(route)
-            except WatchError:
-                continue
-
-    async def _create_once(self, route: Route) -> None:
         route_key = keys.route(route.route_id)
-        async with (
-            self._redis.pipeline(transaction=True) as pipe,
-            pipe.watch(route_key, _unique_key(route)),
-        ):
+
+        async def write(pipe: Pipeline) -> None:
             if await self._redis.exists([route_key]):
                 raise Conflict("route_id", f"a route with id {route.route_id!r} already exists")
             if await self._redis.exists([_unique_key(route)]):
                 raise _path_taken(route, "path_pattern")
             _queue_put(pipe, route)
             _queue_changed(pipe, route, "created")
+
+        await atomically(self._redis, [route_key, _unique_key(route)], write)
 
     async def modify(self, route_id: str, change: RouteChange) -> Route:
         """Replace the route with `change(stored)`, moving its indexes if its path or priority

@@ -22,6 +22,7 @@ from oauthproxy.storage.base import (
     JsonRepository,
     Pipeline,
     Redis,
+    atomically,
     dump,
     load_many,
     translate_errors,
@@ -55,16 +56,16 @@ class ExternalServiceRepository(EditableRepository[ExternalService]):
         name = service.service_name
         if name == API_SERVICE:
             raise Conflict("service_name", f"{name!r} is reserved for the gateway's admin API")
-        async with (
-            self._redis.pipeline(transaction=True) as pipe,
-            pipe.watch(keys.service_url(name)),
-        ):
+
+        async def write(pipe: Pipeline) -> None:
             if await self._redis.exists([keys.service_url(name)]):
                 raise Conflict("service_name", f"a service named {name!r} already exists")
             pipe.set(keys.service_external(name), dump(service))
             pipe.set(keys.service_url(name), str(service.target_url))
             pipe.sadd(keys.SERVICES_EXTERNAL, [name])
             _queue_changed(pipe, name)
+
+        await atomically(self._redis, [keys.service_url(name)], write)
 
     async def modify(
         self, name: str, change: Callable[[ExternalService], ExternalService]

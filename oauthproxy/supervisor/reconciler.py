@@ -246,9 +246,11 @@ class Reconciler:
         instance.stop()
         log.info("stopped %s", hostname)
 
-    def stop_all(self) -> None:
-        for hostname in list(self.instances):
-            self._stop(hostname)
+    def drain_all(self) -> None:
+        """Shutdown: every instance serves what its open connections send, closing each after
+        its response, until the grace deadline (not `_stop`: a deleted proxy answers 404)."""
+        for instance in self.instances.values():
+            instance.drain()
 
 
 def _state(wanted: Wanted) -> str:

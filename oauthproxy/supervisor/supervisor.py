@@ -8,7 +8,8 @@
 Start-up order: join the consumer group (so no event written from now on is missed), load the
 verifier, start the built-in hostnames, reconcile everything, then report started with the
 reconciler (its `instances` table is what the public listeners hand connections to). On
-`shutdown` the loops are cancelled, then every instance stops and drains in its nursery.
+`shutdown` the loops are cancelled, then every instance drains in its nursery (`Instance.drain`:
+open connections are served, each closing after its response, idle ones close at once).
 """
 
 from __future__ import annotations
@@ -46,7 +47,7 @@ async def serve_supervisor(
     *,
     task_status: trio.TaskStatus[Reconciler] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Run the supervisor until `shutdown`; then stop every instance and wait for them to drain."""
+    """Run the supervisor until `shutdown`; then drain every instance and wait for them."""
     trust = await trio.to_thread.run_sync(_issuer_trust, settings.oauth_ca_bundle)
     consumer = storage.workflow_consumer(replica)
     async with trio.open_nursery() as instances:
@@ -66,4 +67,4 @@ async def serve_supervisor(
             task_status.started(reconciler)
             await shutdown.wait()
             loops.cancel_scope.cancel()
-        reconciler.stop_all()
+        reconciler.drain_all()

@@ -1,0 +1,69 @@
+"""Moving a connection to the instance its request names, and answering on it without forwarding:
+shared by the dispatcher (a connection's first request) and the instances (the next ones)."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable
+from typing import Protocol
+
+import trio
+
+from oauthproxy.proxy.headers import Client
+from oauthproxy.proxy.http import END, BadRequest, Head, PeerClosed, Reader, send_reply
+from oauthproxy.proxy.request import RequestView
+from oauthproxy.proxy.responses import Reply, error_reply, unknown_host
+from oauthproxy.proxy.tls import covers
+
+
+class Adopter(Protocol):
+    """An instance, as far as handing it a connection goes."""
+
+    def adopt(
+        self, reader: Reader, first: Head, view: RequestView, client: Client, lookup: Lookup
+    ) -> bool: ...
+
+
+Lookup = Callable[[str], Adopter | None]
+"""The supervisor's hostname → instance table, as a function."""
+
+
+async def pass_connection(
+    reader: Reader, request: Head, view: RequestView, client: Client, lookup: Lookup
+) -> bool:
+    """Give the connection to the instance for `view.host`. When none may take it, answer
+    (421: the TLS certificate does not cover that host; 404: no such proxy) and return False:
+    the caller closes the connection."""
+    head = request.method == b"HEAD"
+    accept = request.header(b"accept")
+    if client.scheme == b"https" and not covers(client.tls_names, view.host):
+        detail = f"this connection's certificate does not cover {view.host!r}; open a new one"
+        reply = error_reply(421, "misdirected_request", detail, accept=accept)
+        await send_reply(reader.stream, reply, close=True, head=head)
+        return False
+    instance = lookup(view.host)
+    if instance is not None and instance.adopt(reader, request, view, client, lookup):
+        return True
+    await send_reply(reader.stream, unknown_host(view.host, accept), close=True, head=head)
+    return False
+
+
+async def answer(reader: Reader, request: Head, reply: Reply) -> bool:
+    """Answer without forwarding. Returns whether the connection can carry another request:
+    not when the request has a body we did not read, nor when either side said close."""
+    head = request.method == b"HEAD"
+    if request.has_body or not request.keep_alive:
+        await send_reply(reader.stream, reply, close=True, head=head)
+        return False
+    if await reader.next_event() is not END:
+        raise BadRequest("a request without a body sent one")
+    await send_reply(reader.stream, reply, head=head)
+    return True
+
+
+async def refuse(reader: Reader, error: BadRequest) -> None:
+    """A 400 (or 431) for what could not be parsed; the connection closes after it."""
+    reason = "request_header_fields_too_large" if error.status == 431 else "bad_request"
+    reply = error_reply(error.status, reason, str(error))
+    with trio.move_on_after(1), contextlib.suppress(PeerClosed):
+        await send_reply(reader.stream, reply, close=True)
