@@ -123,7 +123,8 @@ async def test_service_from_an_image_proxied_logged_measured_stopped_deleted(
     stopped = await admin.post(f"{SERVICES}web/stop")
     assert stopped.json()["status"] == "exited"
     assert container_status(docker_engine, "web") == "exited"
-    await through_gateway(docker_gateway, "web.localhost", 502)
+    stopped_answer = await through_gateway(docker_gateway, "web.localhost", 503)
+    assert stopped_answer.json()["error"] == "service_down"
     restarted = await admin.post(f"{SERVICES}web/restart")
     assert restarted.json()["status"] == "running"
     await through_gateway(docker_gateway, "web.localhost", 200)
@@ -219,3 +220,34 @@ async def test_an_owner_manages_only_its_own_services(
         assert (await bob.post(f"{SERVICES}bobs/start")).json()["status"] == "running"
         assert (await bob.delete(f"{SERVICES}bobs")).status_code == 200
         assert (await bob.delete(f"{SERVICES}bobs2")).status_code == 200
+
+
+async def test_a_container_killed_behind_the_gateways_back_makes_its_proxy_say_503(
+    admin: httpx.AsyncClient, docker_gateway: Ready, docker_engine: Engine
+) -> None:
+    port = free_port()
+    await create(
+        admin, "fragile", image=IMAGE, command=httpd(port), internal_port=port, networks=["host"]
+    )
+    proxy = await admin.post(f"{SERVICES}fragile/proxy", json={"hostname": "fragile.example"})
+    assert proxy.status_code == 201, proxy.text
+    await through_gateway(docker_gateway, "fragile.example", 200)
+
+    docker_engine.docker("kill", "fragile")
+    down = await through_gateway(docker_gateway, "fragile.example", 503)
+    assert down.json() == {
+        "error": "service_down",
+        "detail": "the service 'fragile' is down: its container is not running",
+    }
+    assert (await admin.get(f"{SERVICES}fragile")).json()["status"] == "exited"
+
+    docker_engine.docker("start", "fragile")  # behind its back again: the events say so
+    await through_gateway(docker_gateway, "fragile.example", 200)
+    docker_engine.docker("rm", "-f", "fragile")
+    gone = await through_gateway(docker_gateway, "fragile.example", 503)
+    assert gone.json()["error"] == "service_down"
+    restarted = await admin.post(f"{SERVICES}fragile/restart")
+    assert restarted.status_code == 404, restarted.text  # no container left to restart
+    assert (
+        await admin.delete(f"{SERVICES}fragile", params={"delete_proxy": "true"})
+    ).status_code == 200

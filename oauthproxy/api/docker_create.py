@@ -64,6 +64,8 @@ async def create_service(data: DockerServiceCreate, owner: dict[str, str]) -> Do
         await docker.create(container_spec(service, allocated))
         if data.start:
             await docker.start(service.service_name)
+        service = service.model_copy(update={"status": "running" if data.start else "created"})
+        await storage().docker_services.put(service)
     except BaseException:
         with trio.CancelScope(shield=True), trio.move_on_after(UNDO_TIMEOUT_SECONDS):
             await _undo(docker, service)

@@ -36,6 +36,7 @@ from oauthproxy.models.docker import (
 from oauthproxy.models.proxies import ProxyTargetCreate
 from oauthproxy.models.services import DockerService
 from oauthproxy.services.docker import MANAGED_LABEL, SERVICE_LABEL
+from oauthproxy.services.events import record_one
 from oauthproxy.storage import cascades
 from oauthproxy.storage.services import docker_service_url
 from oauthproxy.tenancy.quotas import Quota
@@ -151,6 +152,7 @@ async def _delete_proxies(service: DockerService) -> list[str]:
 @requires_token()
 async def start_service(name: str) -> Json:
     await engine().start((await _service(name)).service_name)
+    await record_one(engine(), storage(), name)
     return await with_status(await _service(name))
 
 
@@ -158,6 +160,7 @@ async def start_service(name: str) -> Json:
 @requires_token()
 async def stop_service(name: str) -> Json:
     await engine().stop((await _service(name)).service_name)
+    await record_one(engine(), storage(), name)
     return await with_status(await _service(name))
 
 
@@ -165,6 +168,7 @@ async def stop_service(name: str) -> Json:
 @requires_token()
 async def restart_service(name: str) -> Json:
     await engine().restart((await _service(name)).service_name)
+    await record_one(engine(), storage(), name)
     return await with_status(await _service(name))
 
 

@@ -35,6 +35,8 @@ class Shared:
     """`OAUTH_ALLOWED_GITHUB_USERS`: who may pass when a proxy names no users itself."""
     login: BrowserLogin | None = None
     """Browser login for `redirect`-mode proxies."""
+    down: Mapping[str, str] = field(default_factory=dict)
+    """The URLs of Docker services whose container does not run, to the service's name."""
 
 
 @dataclass
@@ -82,12 +84,14 @@ class InstanceConfig:
         if url is None:
             return None
         try:
-            return destination_for(url, self.target, self.shared.request_timeout)
+            return destination_for(url, self.target, self.shared.request_timeout, self.shared.down)
         except ValueError:
             return None
 
 
-def destination_for(url: str, target: ProxyTarget, request_timeout: float) -> Destination:
+def destination_for(
+    url: str, target: ProxyTarget, request_timeout: float, down: Mapping[str, str] | None = None
+) -> Destination:
     origin = parse_origin(url)
     rewrite = RequestRewrite(
         preserve_host=target.preserve_host_header,
@@ -100,6 +104,7 @@ def destination_for(url: str, target: ProxyTarget, request_timeout: float) -> De
         rewrite=rewrite,
         response=ResponseRewrite(encode_headers(target.custom_response_headers)),
         request_timeout=request_timeout,
+        down=(down or {}).get(url.rstrip("/")),
     )
 
 
@@ -108,7 +113,9 @@ def build_config(
 ) -> InstanceConfig:
     return InstanceConfig(
         target=target,
-        default=destination_for(str(target.target_url), target, shared.request_timeout),
+        default=destination_for(
+            str(target.target_url), target, shared.request_timeout, shared.down
+        ),
         routes=shared.routes.for_proxy(target),
         shared=shared,
         tls=tls,

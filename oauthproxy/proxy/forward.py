@@ -52,6 +52,9 @@ class Destination:
     rewrite: RequestRewrite
     response: ResponseRewrite
     request_timeout: float
+    down: str | None = None
+    """The Docker service this goes to, when its container is known not to run: the request is
+    answered 503 at once instead of waiting for a connection that cannot succeed."""
 
 
 class _NoResponse(Exception):

@@ -13,7 +13,7 @@ environment variable of that name (the API version it speaks), so both act on ev
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -230,19 +230,28 @@ class DockerEngine:
             block_write=int(s.block_write or 0),
         )
 
-    def events_blocking(self, since: datetime | None) -> Iterator[EngineEvent]:
-        """The engine's container events for our containers, forever; call in a worker thread
-        (`serve_docker_events` does). Raises as `_run` translates."""
+    async def follow_events(
+        self, since: datetime, until: datetime, deliver: Callable[[EngineEvent], None]
+    ) -> None:
+        """Call `deliver` (from a worker thread) with each container event of ours between
+        `since` and `until`, as the engine reports it; returns at `until`. Bounded windows keep
+        the CLI process short-lived: a cancelled follower leaves no stream running past its
+        window."""
+        await self._run(self._follow, since, until, deliver)
+
+    def _follow(
+        self, since: datetime, until: datetime, deliver: Callable[[EngineEvent], None]
+    ) -> None:
         filters = {"type": "container", "label": MANAGED_LABEL}
-        stream = self._translated(self._client.system.events, since=since, filters=filters)
-        while True:
-            event = self._translated(next, stream)
+        for event in self._client.system.events(since=since, until=until, filters=filters):
             actor = event.actor
             attributes: dict[str, Any] = dict(actor.attributes or {}) if actor else {}
-            yield EngineEvent(
-                action=str(event.action or ""),
-                container=str(attributes.get("name", "")),
-                labels={k: str(v) for k, v in attributes.items()},
+            deliver(
+                EngineEvent(
+                    action=str(event.action or ""),
+                    container=str(attributes.get("name", "")),
+                    labels={k: str(v) for k, v in attributes.items()},
+                )
             )
 
 

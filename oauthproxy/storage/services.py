@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from oauthproxy.errors import Conflict
+from oauthproxy.errors import Conflict, NotFound
 from oauthproxy.models.events import ALL_HOSTS, EventType
 from oauthproxy.models.services import (
     DockerService,
@@ -19,7 +19,6 @@ from oauthproxy.models.services import (
 )
 from oauthproxy.storage import keys
 from oauthproxy.storage.base import (
-    JsonRepository,
     Pipeline,
     Redis,
     atomically,
@@ -133,9 +132,10 @@ class InternalServiceRepository:
 
 
 @translate_errors
-class DockerServiceRepository(JsonRepository[DockerService]):
+class DockerServiceRepository(EditableRepository[DockerService]):
     model = DockerService
     prefix = keys.docker_service("")
+    kind = "service"
 
     async def create(self, service: DockerService) -> None:
         """Store a new service and its URL; `Conflict` when any kind of service has the name."""
@@ -159,6 +159,30 @@ class DockerServiceRepository(JsonRepository[DockerService]):
             pipe.set(keys.docker_service(name), dump(service))
             pipe.set(keys.service_url(name), docker_service_url(service))
             _queue_changed(pipe, name)
+
+    async def set_status(self, name: str, status: str) -> bool:
+        """Record the container's status as last seen; queue `services_changed` (instances
+        answer 503 for a service that is down) only when it changed. False: unchanged or gone."""
+
+        async def write(pipe: Pipeline, current: DockerService) -> bool:
+            if current.status == status:
+                return False
+            pipe.set(keys.docker_service(name), dump(current.model_copy(update={"status": status})))
+            _queue_changed(pipe, name)
+            return True
+
+        try:
+            return await self._edit(name, write)
+        except NotFound:
+            return False
+
+    async def down(self) -> dict[str, str]:
+        """The URLs of the services whose container is known not to run: URL → name."""
+        return {
+            docker_service_url(service): service.service_name
+            for service in await self.all()
+            if service.status is not None and service.status != "running"
+        }
 
     async def delete(self, service: DockerService) -> None:
         """Delete the service, its URL and every port it holds, in one transaction."""
