@@ -86,19 +86,12 @@ async def record_one(engine: DockerEngine, storage: Storage, name: str) -> str:
 async def _follow_window(
     engine: DockerEngine, storage: Storage, since: datetime, until: datetime
 ) -> None:
-    send, receive = trio.open_memory_channel[EngineEvent](100)
+    """Record the state of each container an event names, in order, as the events come (the
+    worker thread reading the stream waits for each to be recorded)."""
 
     def deliver(event: EngineEvent) -> None:
-        trio.from_thread.run(send.send, event)
+        name = event.labels.get(SERVICE_LABEL) or event.container
+        if name:
+            trio.from_thread.run(record_one, engine, storage, name)
 
-    async def record_events() -> None:
-        async with receive:
-            async for event in receive:
-                name = event.labels.get(SERVICE_LABEL) or event.container
-                if name:
-                    await record_one(engine, storage, name)
-
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(record_events)
-        async with send:
-            await engine.follow_events(since, until, deliver)
+    await engine.follow_events(since, until, deliver)
