@@ -13,6 +13,7 @@ import httpx
 import pytest
 import trio
 
+from oauthproxy.models.services import DockerService
 from oauthproxy.serve import Ready, serve
 from oauthproxy.settings import Settings
 from oauthproxy.storage import Storage, keys
@@ -251,3 +252,25 @@ async def test_a_container_killed_behind_the_gateways_back_makes_its_proxy_say_5
     assert (
         await admin.delete(f"{SERVICES}fragile", params={"delete_proxy": "true"})
     ).status_code == 200
+
+
+async def test_cleanup_removes_containers_without_records_and_records_without_containers(
+    admin: httpx.AsyncClient, docker_gateway: Ready, docker_engine: Engine, storage: Storage
+) -> None:
+    docker_engine.docker(
+        "create", "--name", "stray", "--label", "oauthproxy.managed=true",
+        "--label", "oauthproxy.service=stray", IMAGE,
+    )  # fmt: skip
+    docker_engine.docker("create", "--name", "not-ours", IMAGE)
+    await create(admin, "kept", image=IMAGE, start=False)
+    await storage.docker_services.put(DockerService(service_name="forgotten", image=IMAGE))
+    async with as_new_token(admin, docker_gateway, "carol") as carol:
+        assert (await carol.post(f"{SERVICES}cleanup")).status_code == 403
+
+    cleaned = await admin.post(f"{SERVICES}cleanup")
+    assert cleaned.json() == {"removed_containers": ["stray"], "removed_records": ["forgotten"]}
+    names = docker_engine.docker("ps", "-a", "--format", "{{.Names}}").split()
+    assert "stray" not in names and {"not-ours", "kept"} <= set(names)
+    assert await storage.redis.exists([keys.docker_service("forgotten")]) == 0
+    docker_engine.docker("rm", "-f", "not-ours")
+    assert (await admin.delete(f"{SERVICES}kept")).status_code == 200
