@@ -16,28 +16,42 @@ from oauthproxy.models.services import DockerService
 from oauthproxy.serve import Ready, serve
 from oauthproxy.settings import Settings
 from oauthproxy.storage import Storage, keys
-from tests.docker_engine import IMAGE, start_engine, stop_engine
+from tests.docker_engine import IMAGE, Engine, start_engine, stop_engine
 from tests.test_docker_services import SERVICES, admin, create, docker_gateway
 
 __all__ = ["admin", "docker_gateway"]  # fixtures this module uses
 
 
-async def test_a_hundred_concurrent_allocations_get_a_hundred_ports(
-    admin: httpx.AsyncClient, storage: Storage
+async def test_a_hundred_concurrent_allocations_on_two_replicas_get_a_hundred_ports(
+    admin: httpx.AsyncClient,
+    storage: Storage,
+    nursery: trio.Nursery,
+    make_settings: Callable[..., Settings],
+    docker_engine: Engine,
 ) -> None:
+    """Half the requests go to a second gateway on the same Redis: the Lua script, not a lock
+    in one process, is what keeps the ports distinct."""
     await create(admin, "many", image=IMAGE, start=False)
+    settings = make_settings(docker_host=docker_engine.host)
+    second: Ready = await nursery.start(
+        lambda task_status: serve(settings, handle_signals=False, task_status=task_status)
+    )
+    headers = {"Authorization": admin.headers["Authorization"]}
     got: list[dict[str, Any]] = []
 
-    async def add(index: int) -> None:
-        response = await admin.post(
+    async def add(client: httpx.AsyncClient, index: int) -> None:
+        response = await client.post(
             f"{SERVICES}many/ports", json={"name": f"p{index}", "container": 8000 + index}
         )
         assert response.status_code == 201, response.text
         got.append(response.json())
 
-    async with trio.open_nursery() as nursery:
+    async with (
+        httpx.AsyncClient(base_url=second.api_url, headers=headers, timeout=60) as other,
+        trio.open_nursery() as requests,
+    ):
         for index in range(100):
-            nursery.start_soon(add, index)
+            requests.start_soon(add, admin if index % 2 else other, index)
     ports = {port["host_port"] for port in got}
     assert len(ports) == 100
     assert all(11000 <= port <= 65535 for port in ports)
