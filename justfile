@@ -355,10 +355,10 @@ service-stop name token="": _venv
 service-restart name token="": _venv
     @proxy-client {{ if token != "" { "--token " + quote(token) } else { "" } }} service restart {{ quote(name) }}
 
-# A Docker service's container output (the last `lines` lines)
+# A Docker service's container output (the last `lines` lines; follow=true keeps printing new ones)
 [group('services')]
-service-logs name lines="100" timestamps="false" token="": _venv
-    @proxy-client {{ if token != "" { "--token " + quote(token) } else { "" } }} service logs {{ quote(name) }} {{ quote(lines) }} {{ if timestamps =~ '^(?i:true|yes|1)$' { "--timestamps" } else { "" } }}
+service-logs name lines="100" timestamps="false" token="" follow="false": _venv
+    @proxy-client {{ if token != "" { "--token " + quote(token) } else { "" } }} service logs {{ quote(name) }} {{ quote(lines) }} {{ if timestamps =~ '^(?i:true|yes|1)$' { "--timestamps" } else { "" } }} {{ if follow =~ '^(?i:true|yes|1)$' { "--follow" } else { "" } }}
 
 # CPU, memory, network and block I/O of a Docker service's container
 [group('services')]

@@ -274,3 +274,22 @@ async def test_cleanup_removes_containers_without_records_and_records_without_co
     assert await storage.redis.exists([keys.docker_service("forgotten")]) == 0
     docker_engine.docker("rm", "-f", "not-ours")
     assert (await admin.delete(f"{SERVICES}kept")).status_code == 200
+
+
+async def test_logs_follow_streams_new_lines_once_each(
+    admin: httpx.AsyncClient, docker_engine: Engine
+) -> None:
+    ticking = "i=0; while true; do echo tick $i; i=$((i+1)); sleep 0.1; done"
+    await create(admin, "ticker", image=IMAGE, command=["sh", "-c", ticking])
+    seen: list[str] = []
+    params = {"follow": "true", "lines": 1}
+    async with admin.stream("GET", f"{SERVICES}ticker/logs", params=params) as response:
+        assert response.status_code == 200
+        assert response.headers["content-type"].startswith("text/plain")
+        async for line in response.aiter_lines():
+            seen.append(line)
+            if len(seen) == 25:
+                break
+    numbers = [int(line.removeprefix("tick ")) for line in seen]
+    assert numbers == list(range(numbers[0], numbers[0] + 25))  # in order, none twice or lost
+    assert (await admin.delete(f"{SERVICES}ticker")).status_code == 200

@@ -121,10 +121,15 @@ def logs(
     lines: Annotated[int, Parameter(help="How many lines, from the end.")] = 100,
     *,
     timestamps: Annotated[bool, Parameter(help="Prefix each line with its time.")] = False,
+    follow: Annotated[bool, Parameter(help="Keep printing new lines (Ctrl-C stops).")] = False,
     session: Session,
 ) -> None:
     """Print a service's container output."""
     query = f"?lines={lines}&timestamps={str(timestamps).lower()}"
+    if follow:
+        for line in session.api.lines(service_path(name, "logs") + query + "&follow=true"):
+            session.output.console.print(line, markup=False, highlight=False)
+        return
     found = session.api.get(service_path(name, "logs") + query)
     if session.output.format is not OutputFormat.TABLE:
         session.show(found)

@@ -9,7 +9,9 @@ DOCKER_HOST cannot be reached, these endpoints answer 503 naming it.
 
 from __future__ import annotations
 
-from quart import Blueprint, current_app
+from collections.abc import AsyncIterator
+
+from quart import Blueprint, Response, current_app
 from quart_schema import document_response, validate_querystring, validate_request
 
 from oauthproxy.api.auth import requires_token
@@ -37,6 +39,7 @@ from oauthproxy.models.proxies import ProxyTargetCreate
 from oauthproxy.models.services import DockerService
 from oauthproxy.services.docker import MANAGED_LABEL, SERVICE_LABEL
 from oauthproxy.services.events import record_one
+from oauthproxy.services.logs import follow_logs
 from oauthproxy.storage import cascades
 from oauthproxy.storage.services import docker_service_url
 from oauthproxy.tenancy.quotas import Quota
@@ -175,9 +178,23 @@ async def restart_service(name: str) -> Json:
 @docker_services.get("/<name>/logs")
 @requires_token()
 @validate_querystring(ServiceLogsQuery)
-async def service_logs(name: str, query_args: ServiceLogsQuery) -> Json:
-    """The container's last `lines` lines of output (stdout and stderr)."""
+async def service_logs(name: str, query_args: ServiceLogsQuery) -> Json | Response:
+    """The container's last `lines` lines of output (stdout and stderr); with `follow=true`, a
+    text/plain stream of those lines and then every new one, until the client goes away."""
     service = await _service(name)
+    if query_args.follow:
+        lines_of = follow_logs(
+            engine(),
+            service.service_name,
+            lines=query_args.lines,
+            timestamps=query_args.timestamps,
+        )
+
+        async def body() -> AsyncIterator[bytes]:
+            async for line in lines_of:
+                yield (line + "\n").encode()
+
+        return Response(body(), content_type="text/plain; charset=utf-8")
     lines = await engine().logs(
         service.service_name, lines=query_args.lines, timestamps=query_args.timestamps
     )

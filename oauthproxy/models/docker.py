@@ -77,6 +77,9 @@ class DockerServiceDelete(Request):
 class ServiceLogsQuery(Request):
     lines: int = Field(default=100, ge=1, le=10000)
     timestamps: bool = False
+    follow: bool = Field(
+        default=False, description="Keep the response open and send new lines as they come"
+    )
 
 
 class ServiceProxyCreate(Request):

@@ -210,8 +210,13 @@ class DockerEngine:
         )
         return [_state(container) for container in found]
 
-    async def logs(self, name: str, *, lines: int, timestamps: bool) -> list[str]:
-        text = await self._run(self._client.container.logs, name, tail=lines, timestamps=timestamps)
+    async def logs(
+        self, name: str, *, lines: int | None, timestamps: bool, since: datetime | None = None
+    ) -> list[str]:
+        """The container's output: the last `lines` lines, or all since `since`."""
+        text = await self._run(
+            self._client.container.logs, name, tail=lines, timestamps=timestamps, since=since
+        )
         return str(text).splitlines()
 
     async def stats(self, name: str) -> ContainerStats:
