@@ -282,7 +282,7 @@ async def test_logs_follow_streams_new_lines_once_each(
     ticking = "i=0; while true; do echo tick $i; i=$((i+1)); sleep 0.1; done"
     await create(admin, "ticker", image=IMAGE, command=["sh", "-c", ticking])
     seen: list[str] = []
-    params = {"follow": "true", "lines": 1}
+    params = {"follow": "true", "lines": "1"}
     async with admin.stream("GET", f"{SERVICES}ticker/logs", params=params) as response:
         assert response.status_code == 200
         assert response.headers["content-type"].startswith("text/plain")
