@@ -58,6 +58,10 @@ async def create(client: httpx.AsyncClient, name: str, **fields: Any) -> dict[st
     return body
 
 
+def container_exists(engine: Engine, name: str) -> bool:
+    return engine.docker("ps", "-a", "--filter", f"name=^{name}$", "--format", "{{.Names}}") != ""
+
+
 def container_status(engine: Engine, name: str) -> str:
     return engine.docker("inspect", "--format", "{{.State.Status}}", name)
 
@@ -133,9 +137,7 @@ async def test_service_from_an_image_proxied_logged_measured_stopped_deleted(
     deleted = await admin.delete(f"{SERVICES}web", params={"delete_proxy": "true"})
     assert deleted.status_code == 200, deleted.text
     assert deleted.json()["deleted_proxies"] == ["web.localhost"]
-    assert (
-        docker_engine.docker("ps", "-a", "--filter", "name=^web$", "--format", "{{.Names}}") == ""
-    )
+    assert not container_exists(docker_engine, "web")
     assert await storage.redis.exists([keys.docker_service("web"), keys.service_url("web")]) == 0
     assert (await admin.get(f"{SERVICES}web")).status_code == 404
     assert (await admin.get("/api/v1/proxy/targets/web.localhost")).status_code == 404
@@ -178,9 +180,7 @@ async def test_a_failed_create_leaves_nothing_behind(
     assert (
         await storage.redis.exists([keys.docker_service("ghost"), keys.service_url("ghost")]) == 0
     )
-    assert (
-        docker_engine.docker("ps", "-a", "--filter", "name=^ghost$", "--format", "{{.Names}}") == ""
-    )
+    assert not container_exists(docker_engine, "ghost")
 
 
 async def test_an_owner_manages_only_its_own_services(
@@ -293,3 +293,15 @@ async def test_logs_follow_streams_new_lines_once_each(
     numbers = [int(line.removeprefix("tick ")) for line in seen]
     assert numbers == list(range(numbers[0], numbers[0] + 25))  # in order, none twice or lost
     assert (await admin.delete(f"{SERVICES}ticker")).status_code == 200
+
+
+async def test_deleting_a_token_removes_its_containers(
+    admin: httpx.AsyncClient, docker_gateway: Ready, docker_engine: Engine, storage: Storage
+) -> None:
+    async with as_new_token(admin, docker_gateway, "dave") as dave:
+        await create(dave, "daves", image=IMAGE, start=False)
+    deleted = await admin.delete("/api/v1/tokens/dave")
+    assert deleted.status_code == 200, deleted.text
+    assert deleted.json()["deleted"]["services"] == ["daves"]
+    assert not container_exists(docker_engine, "daves")
+    assert await storage.redis.exists([keys.docker_service("daves")]) == 0

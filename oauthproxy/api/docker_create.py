@@ -10,6 +10,7 @@ failed create leaves neither a container nor a half-written service behind.
 from __future__ import annotations
 
 import contextlib
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +33,8 @@ from oauthproxy.services.docker import (
     EngineUnavailable,
     PortMapping,
 )
+
+log = logging.getLogger(__name__)
 
 UNDO_TIMEOUT_SECONDS = 30.0
 
@@ -148,6 +151,19 @@ def container_spec(service: DockerService, ports: list[PortAllocation]) -> Conta
             PortMapping(p.host_port, p.container_port, p.bind_address, p.protocol) for p in ports
         ),
     )
+
+
+async def remove_containers_of(owner_hash: str) -> list[str]:
+    """Remove the containers of a deleted token's services (their records went with it); when
+    the engine is away they stay until `POST /services/cleanup`."""
+    try:
+        owned = [c for c in await engine().managed() if c.labels.get(OWNER_LABEL) == owner_hash]
+        for container in owned:
+            await engine().remove(container.name)
+    except EngineUnavailable as error:
+        log.warning("containers of a deleted token left for service-cleanup: %s", error)
+        return []
+    return [container.name for container in owned]
 
 
 async def listed_with_status(services: list[DockerService]) -> list[Json]:
