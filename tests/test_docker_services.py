@@ -305,3 +305,28 @@ async def test_deleting_a_token_removes_its_containers(
     assert deleted.json()["deleted"]["services"] == ["daves"]
     assert not container_exists(docker_engine, "daves")
     assert await storage.redis.exists([keys.docker_service("daves")]) == 0
+
+
+async def test_changing_the_environment_recreates_the_container_with_the_ports_held_now(
+    admin: httpx.AsyncClient, docker_engine: Engine
+) -> None:
+    await create(admin, "remade", image=IMAGE, command=["sleep", "300"], environment={"A": "1"})
+    before = json.loads(docker_engine.docker("inspect", "remade"))[0]
+    port = await admin.post(f"{SERVICES}remade/ports", json={"name": "web", "container": 80})
+    host_port = port.json()["host_port"]
+
+    bad = await admin.put(f"{SERVICES}remade", json={"image": "no-such-image:never"})
+    assert (bad.status_code, bad.json()["error"]) == (422, "docker_error")
+    assert json.loads(docker_engine.docker("inspect", "remade"))[0]["Id"] == before["Id"]
+
+    changed = await admin.put(f"{SERVICES}remade", json={"environment": {"A": "2"}})
+    assert changed.status_code == 200, changed.text
+    assert (changed.json()["environment"], changed.json()["status"]) == ({"A": "2"}, "running")
+    after = json.loads(docker_engine.docker("inspect", "remade"))[0]
+    assert after["Id"] != before["Id"]
+    assert "A=2" in after["Config"]["Env"]
+    bindings = after["HostConfig"]["PortBindings"]
+    assert bindings == {"80/tcp": [{"HostIp": "127.0.0.1", "HostPort": str(host_port)}]}
+    labels = await admin.put(f"{SERVICES}remade", json={"labels": {"oauthproxy.owner": "me"}})
+    assert (labels.status_code, labels.json()["field"]) == (422, "labels")
+    assert (await admin.delete(f"{SERVICES}remade")).status_code == 200

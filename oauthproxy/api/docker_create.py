@@ -76,6 +76,24 @@ async def create_service(data: DockerServiceCreate, owner: dict[str, str]) -> Do
     return service
 
 
+async def recreate(service: DockerService) -> None:
+    """Replace the service's container with one made from `service` as it is now (and every
+    port it holds now), started again if the old one ran. The image is checked first, so a bad
+    one leaves the old container as it was."""
+    docker = engine()
+    name = service.service_name
+    await docker.exposed_ports(service.image or "")
+    try:
+        was_running = (await docker.state(name)).status == "running"
+    except NotFound:
+        was_running = False
+    ports = await storage().ports.of_service(name)
+    await docker.remove(name)
+    await docker.create(container_spec(service, ports))
+    if was_running:
+        await docker.start(name)
+
+
 async def _undo(docker: DockerEngine, service: DockerService) -> None:
     # Unreachable: nothing was created there; `POST /services/cleanup` removes a late one.
     with contextlib.suppress(EngineUnavailable):

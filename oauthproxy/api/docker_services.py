@@ -15,13 +15,14 @@ from quart import Blueprint, Response, current_app
 from quart_schema import document_response, validate_querystring, validate_request
 
 from oauthproxy.api.auth import requires_token
-from oauthproxy.api.docker_create import create_service, engine, with_status
+from oauthproxy.api.docker_create import create_service, engine, recreate, with_status
 from oauthproxy.api.ownership import (
     Json,
     as_json,
     caller,
     owner_serialized,
     ownership,
+    patched,
     quota_slot,
     storage,
     tenant_owning,
@@ -49,7 +50,7 @@ from oauthproxy.tenancy.records import (
     readable,
     routes_naming_service,
 )
-from oauthproxy.tenancy.services import check_docker_service
+from oauthproxy.tenancy.services import check_docker_service, check_labels
 
 docker_services = Blueprint("docker_services", __name__, url_prefix="/api/v1/services")
 
@@ -106,14 +107,21 @@ async def get_docker_service(name: str) -> Json:
 @validate_request(DockerServiceUpdate)
 @document_response(DockerService)
 async def update_docker_service(name: str, data: DockerServiceUpdate) -> Json:
-    """Change memory and CPU limits, on the container in place and in the record."""
+    """Change memory and CPU limits in place; a new image, environment, command or labels
+    recreate the container (with the ports the service holds now)."""
     service = changeable(caller(), await _service(name), "service", name)
     changes = data.model_dump(exclude_none=True)
-    if changes:
+    if not changes:
+        return await with_status(service)
+    check_labels(data.labels or {})
+    service = patched(service, changes)
+    if data.recreates():
+        await recreate(service)
+    else:
         await engine().update(name, memory=data.memory_limit, cpus=data.cpu_limit)
-        service = service.model_copy(update=changes)
-        await storage().docker_services.put(service)
-    return await with_status(service)
+    await storage().docker_services.put(service)
+    await record_one(engine(), storage(), name)
+    return await with_status(await _service(name))
 
 
 @docker_services.delete("/<name>")

@@ -63,10 +63,20 @@ class DockerServiceCreate(Request):
 
 
 class DockerServiceUpdate(Request):
-    """Limits change in place on the running container."""
+    """Limits change in place on the running container; a new image, environment, command or
+    labels recreate it (with every port the service holds now), running again if it ran."""
 
     memory_limit: MemoryLimit | None = None
     cpu_limit: float | None = Field(default=None, gt=0, le=64)
+    image: Annotated[str, StringConstraints(min_length=1, max_length=255)] | None = None
+    environment: dict[str, str] | None = Field(default=None, max_length=100)
+    command: list[str] | None = Field(default=None, max_length=100)
+    labels: dict[str, str] | None = Field(default=None, max_length=50)
+
+    def recreates(self) -> bool:
+        return any(
+            value is not None for value in (self.image, self.environment, self.command, self.labels)
+        )
 
 
 class DockerServiceDelete(Request):

@@ -17,11 +17,15 @@ OUR_LABEL_PREFIX = "oauthproxy."
 HOST_NETWORK = "host"
 
 
-def check_docker_service(caller: Caller, request: DockerServiceCreate) -> None:
-    ours = [label for label in request.labels if label.startswith(OUR_LABEL_PREFIX)]
+def check_labels(labels: dict[str, str]) -> None:
+    ours = [label for label in labels if label.startswith(OUR_LABEL_PREFIX)]
     if ours:
         detail = f"labels: {ours[0]} is reserved for the gateway"
         raise Refused(422, "validation_error", detail, field="labels")
+
+
+def check_docker_service(caller: Caller, request: DockerServiceCreate) -> None:
+    check_labels(request.labels)
     if caller.is_admin:
         return
     if request.dockerfile_path is not None:
