@@ -4,7 +4,7 @@ A port belongs to its service, and so to the service's owner: an owner token lis
 removes only its own services' ports, and another owner's port reads as missing. Which ports may
 be held is `services.ports`' rule (422 naming the problem); allocation is one Lua script in
 `storage.ports`, so concurrent requests, on any replica, never get the same port. Ports given to
-a running service are published when its container is next created (`docs/services.md`).
+a running service are published when its container is next created: a PUT that recreates it.
 """
 
 from __future__ import annotations
