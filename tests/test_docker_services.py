@@ -233,6 +233,12 @@ async def test_a_container_killed_behind_the_gateways_back_makes_its_proxy_say_5
     proxy = await admin.post(f"{SERVICES}fragile/proxy", json={"hostname": "fragile.example"})
     assert proxy.status_code == 201, proxy.text
     await through_gateway(docker_gateway, "fragile.example", 200)
+    front = {"hostname": "front.example", "target_url": f"http://127.0.0.1:{free_port()}"}
+    assert (await admin.post("/api/v1/proxy/targets/", json=front)).status_code == 201
+    route = {"path_pattern": "/index.html", "target_type": "service", "target_value": "fragile"}
+    created_route = await admin.post("/api/v1/routes/", json=route)
+    assert created_route.status_code == 201, created_route.text
+    await through_gateway(docker_gateway, "front.example", 200)  # the route to the service
 
     docker_engine.docker("kill", "fragile")
     down = await through_gateway(docker_gateway, "fragile.example", 503)
@@ -240,6 +246,8 @@ async def test_a_container_killed_behind_the_gateways_back_makes_its_proxy_say_5
         "error": "service_down",
         "detail": "the service 'fragile' is down: its container is not running",
     }
+    routed = await through_gateway(docker_gateway, "front.example", 503)
+    assert routed.json()["error"] == "service_down"
     assert (await admin.get(f"{SERVICES}fragile")).json()["status"] == "exited"
 
     docker_engine.docker("start", "fragile")  # behind its back again: the events say so
@@ -247,6 +255,8 @@ async def test_a_container_killed_behind_the_gateways_back_makes_its_proxy_say_5
     docker_engine.docker("rm", "-f", "fragile")
     gone = await through_gateway(docker_gateway, "fragile.example", 503)
     assert gone.json()["error"] == "service_down"
+    route_id = created_route.json()["route_id"]
+    assert (await admin.delete(f"/api/v1/routes/{route_id}")).status_code == 200
     restarted = await admin.post(f"{SERVICES}fragile/restart")
     assert restarted.status_code == 404, restarted.text  # no container left to restart
     assert (
