@@ -45,9 +45,10 @@ def engine() -> DockerEngine:
     return docker
 
 
-async def create_service(data: DockerServiceCreate, owner: dict[str, str]) -> DockerService:
-    docker = engine()
-    await docker.version()  # 503 naming DOCKER_HOST before anything is written
+async def reserve_service(data: DockerServiceCreate, owner: dict[str, str]) -> DockerService:
+    """Check the request and store the record, claiming the name (and, for an owner, a quota
+    slot: the caller holds the owner's lock for this step only, never during a build)."""
+    await engine().version()  # 503 naming DOCKER_HOST before anything is written
     for index, port in enumerate(data.port_configs):
         if port.host is not None:
             port_rules.check_port(port.host, field=f"port_configs.{index}.host")
@@ -55,6 +56,14 @@ async def create_service(data: DockerServiceCreate, owner: dict[str, str]) -> Do
     fields = data.model_dump(exclude={"auto_proxy", "start", "port_configs"})
     service = DockerService(**{**fields, "image": image}, **owner)
     await storage().docker_services.create(service)
+    return service
+
+
+async def create_service(data: DockerServiceCreate, service: DockerService) -> DockerService:
+    """Build (if asked), allocate the ports, create and start the container of a reserved
+    service; undo everything, the record included, when a step fails."""
+    docker = engine()
+    image = service.image or ""
     try:
         if data.dockerfile_path is not None:
             await docker.build(Path(data.dockerfile_path), image)

@@ -15,7 +15,13 @@ from quart import Blueprint, Response, current_app
 from quart_schema import document_response, validate_querystring, validate_request
 
 from oauthproxy.api.auth import requires_token
-from oauthproxy.api.docker_create import create_service, engine, recreate, with_status
+from oauthproxy.api.docker_create import (
+    create_service,
+    engine,
+    recreate,
+    reserve_service,
+    with_status,
+)
 from oauthproxy.api.ownership import (
     Json,
     as_json,
@@ -48,6 +54,7 @@ from oauthproxy.tenancy.records import (
     changeable,
     check_unreferenced,
     readable,
+    routes_naming_proxy,
     routes_naming_service,
 )
 from oauthproxy.tenancy.services import check_docker_service, check_labels
@@ -69,7 +76,8 @@ async def create_docker_service(data: DockerServiceCreate) -> tuple[Json, int]:
     calling token; with `auto_proxy`, also the proxy `{name}.{BASE_DOMAIN}`."""
     check_docker_service(caller(), data)
     async with quota_slot(Quota.SERVICES):
-        service = await create_service(data, ownership())
+        reserved = await reserve_service(data, ownership())
+    service = await create_service(data, reserved)
     if data.auto_proxy:
         await _proxy_for(service, ServiceProxyCreate())
     return await with_status(service), 201
@@ -134,29 +142,34 @@ async def delete_docker_service(name: str, query_args: DockerServiceDelete) -> J
     the container runs unless `force` (the default)."""
     service = changeable(caller(), await _service(name), "service", name)
     owner = await tenant_owning(service.owner_token_hash)
+    proxies = await _proxies_to(service) if query_args.delete_proxy else []
     async with owner_serialized(owner):
         if owner is not None:
-            naming = routes_naming_service(await storage().routes.owned_by(owner), name)
-            check_unreferenced("service", name, "service_name", naming)
+            routes = await storage().routes.owned_by(owner)
+            check_unreferenced("service", name, "service_name", routes_naming_service(routes, name))
+            for hostname in proxies:
+                naming = routes_naming_proxy(routes, hostname)
+                check_unreferenced("proxy", hostname, "delete_proxy", naming)
         if not query_args.force:
             state = await engine().state(name)
             if state.status == "running":
                 check_unreferenced("service", name, "force", ["(its container is running)"])
         await engine().remove(name)
         await storage().docker_services.delete(service)
-        deleted_proxies = await _delete_proxies(service) if query_args.delete_proxy else []
-    return {**as_json(service), "status": "deleted", "deleted_proxies": deleted_proxies}
+        for hostname in proxies:
+            await cascades.delete_proxy(storage(), hostname)
+    return {**as_json(service), "status": "deleted", "deleted_proxies": proxies}
 
 
-async def _delete_proxies(service: DockerService) -> list[str]:
+async def _proxies_to(service: DockerService) -> list[str]:
+    """The caller's proxies whose target is the service."""
     url = docker_service_url(service).rstrip("/")
     who = caller()
-    deleted = []
-    for proxy in await storage().proxies.all():
-        if str(proxy.target_url).rstrip("/") == url and who.owns(proxy.owner_token_hash):
-            await cascades.delete_proxy(storage(), proxy.hostname)
-            deleted.append(proxy.hostname)
-    return deleted
+    return [
+        proxy.hostname
+        for proxy in await storage().proxies.all()
+        if str(proxy.target_url).rstrip("/") == url and who.owns(proxy.owner_token_hash)
+    ]
 
 
 @docker_services.post("/<name>/start")
