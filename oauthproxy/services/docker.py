@@ -39,6 +39,7 @@ UNREACHABLE_MARKERS = (
     "connection refused",
     "error during connect",
     "Is the docker daemon running",
+    "'docker': No such file or directory",  # `env` found no docker CLI to run
 )
 
 
