@@ -125,6 +125,8 @@ async def test_service_from_an_image_proxied_logged_measured_stopped_deleted(
         96 * 1024 * 1024
     )
 
+    running = await admin.delete(f"{SERVICES}web", params={"force": "false"})
+    assert (running.status_code, running.json()["field"]) == (409, "force")
     stopped = await admin.post(f"{SERVICES}web/stop")
     assert stopped.json()["status"] == "exited"
     assert container_status(docker_engine, "web") == "exited"

@@ -49,6 +49,7 @@ from oauthproxy.services.events import record_one
 from oauthproxy.services.logs import follow_logs
 from oauthproxy.storage import cascades
 from oauthproxy.storage.services import docker_service_url
+from oauthproxy.tenancy.caller import Refused
 from oauthproxy.tenancy.quotas import Quota
 from oauthproxy.tenancy.records import (
     changeable,
@@ -153,7 +154,8 @@ async def delete_docker_service(name: str, query_args: DockerServiceDelete) -> J
         if not query_args.force:
             state = await engine().state(name)
             if state.status == "running":
-                check_unreferenced("service", name, "force", ["(its container is running)"])
+                detail = f"the container of {name} is running: stop it first, or use force=true"
+                raise Refused(409, "running", detail, field="force")
         await engine().remove(name)
         await storage().docker_services.delete(service)
         for hostname in proxies:
