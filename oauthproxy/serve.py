@@ -45,6 +45,7 @@ from oauthproxy.proxy.config import PublicPorts
 from oauthproxy.proxy.dispatcher import Front, serve_http, serve_https, serve_proxy_protocol
 from oauthproxy.proxy.headers import parse_networks
 from oauthproxy.proxy.limits import ConnectionLimit
+from oauthproxy.proxy.waiting import FirstRequests
 from oauthproxy.services.docker import DockerEngine
 from oauthproxy.services.events import serve_docker_events
 from oauthproxy.settings import Settings
@@ -200,6 +201,7 @@ async def _serve_bound(
                 await storage.internal_services.register_api(api_url)
                 engine = DockerEngine(settings.docker_host, settings.docker_api_version)
                 await services.start(functools.partial(serve_docker_events, engine, storage))
+                first_requests = FirstRequests()  # the listeners' and the instances' drain
                 supervisor: Reconciler = await services.start(
                     functools.partial(
                         serve_supervisor,
@@ -210,9 +212,12 @@ async def _serve_bound(
                         continuity,
                         api_targets(settings, api_url),
                         shutdown,
+                        settled=first_requests.settled,
                     )
                 )
-                await _start_listeners(services, settings, storage, supervisor, bound, shutdown)
+                await _start_listeners(
+                    services, settings, storage, supervisor, bound, shutdown, first_requests
+                )
                 condition.ready = True
                 task_status.started(
                     Ready(
@@ -254,6 +259,7 @@ async def _start_listeners(
     supervisor: Reconciler,
     bound: BoundListeners,
     shutdown: trio.Event,
+    first_requests: FirstRequests,
 ) -> None:
     """Start accepting on the public listeners bound at start-up."""
     front = Front(
@@ -265,6 +271,7 @@ async def _start_listeners(
         limit=ConnectionLimit(settings.proxy_max_connections_per_ip),
         send_timeout=settings.proxy_send_timeout,
         first_request_timeout=settings.proxy_first_request_timeout,
+        first_requests=first_requests,
     )
     await services.start(serve_http, front, bound.http)
     await services.start(serve_https, front, bound.https)

@@ -5,17 +5,23 @@ keep-alive connection is closed at once, and a new connection is refused; none o
 
 from __future__ import annotations
 
+import functools
 import os
 import signal
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
 import trio
+import trio.testing
 
+from oauthproxy.serve import Ready, serve
 from oauthproxy.settings import Settings
 from oauthproxy.storage import Storage
+from tests.backend import serve_backend
 from tests.conftest import free_port
+from tests.test_dataplane import create_proxy
 from tests.test_http_conformance import Response, Wire, ok, read_response, request, response
 from tests.test_process import started_gateway
 
@@ -90,7 +96,7 @@ async def _until_served(port: int) -> None:
     with trio.fail_after(GUARD_SECONDS):
         while True:
             wire = await _connected(port)
-            await wire.send(request("GET /ok HTTP/1.1", "Connection: close", host=HOST))
+            await wire.send(request("GET /echo HTTP/1.1", "Connection: close", host=HOST))
             answered = await response(wire)
             await wire.stream.aclose()
             if answered.status == 200:
@@ -119,6 +125,7 @@ async def test_sigterm_finishes_what_is_in_flight_and_closes_the_rest(
         idle = await _kept_alive(port)
         sending = await _kept_alive(port)
         slow = await _kept_alive(port)
+        silent = await _connected(port)  # connected, and has sent nothing yet
         with trio.fail_after(GUARD_SECONDS):
             await slow.send(request("GET /slow HTTP/1.1", host=HOST))
             await backend.received.wait()
@@ -133,8 +140,9 @@ async def test_sigterm_finishes_what_is_in_flight_and_closes_the_rest(
 
         gateway.process.send_signal(signal.SIGTERM)
         with trio.fail_after(GUARD_SECONDS):
-            # the idle connection is closed while the slow request is still held upstream
+            # the idle connections are closed while the slow request is still held upstream
             assert await idle.closed_by_peer()
+            assert await silent.closed_by_peer()
         assert not backend.release.is_set()
         try:
             refused = await trio.open_tcp_stream("127.0.0.1", port)
@@ -156,5 +164,36 @@ async def test_sigterm_finishes_what_is_in_flight_and_closes_the_rest(
             assert await slow.closed_by_peer()
 
             assert await gateway.process.wait() == 0
-        for wire in (idle, sending, slow):
+        for wire in (idle, sending, slow, silent):
             await wire.stream.aclose()
+
+
+async def test_a_first_request_begun_before_the_drain_is_answered(
+    nursery: trio.Nursery, storage: Storage, make_settings: Callable[..., Settings]
+) -> None:
+    """In one process, so the test knows the gateway has read the start of the request (every
+    task is blocked) before the shutdown begins."""
+    backend: int = await nursery.start(functools.partial(serve_backend, "drained"))
+    shutdown = trio.Event()
+    settings = make_settings(shutdown_grace_seconds=GRACE_SECONDS)
+    ready: Ready = await nursery.start(
+        functools.partial(serve, settings, shutdown=shutdown, handle_signals=False)
+    )
+    await create_proxy(storage, HOST, backend)
+    await _until_served(ready.http_port)
+    begun = await _connected(ready.http_port)
+    silent = await _connected(ready.http_port)
+    await begun.send(b"GET /echo HTTP/1.1\r\n")
+    await trio.testing.wait_all_tasks_blocked()
+
+    shutdown.set()
+    with trio.fail_after(GUARD_SECONDS):
+        assert await silent.closed_by_peer()
+        await begun.send(f"Host: {HOST}\r\n\r\n".encode())
+        answered = await response(begun)
+        assert answered.status == 200
+        assert answered.header(b"x-backend") == b"drained"
+        assert _closing(answered)
+        assert await begun.closed_by_peer()
+    for wire in (begun, silent):
+        await wire.stream.aclose()

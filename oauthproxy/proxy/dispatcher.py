@@ -31,6 +31,7 @@ from oauthproxy.proxy.proxy_protocol import PrefixedStream, ProxyHeaderError, re
 from oauthproxy.proxy.request import view_of
 from oauthproxy.proxy.sockets import LeanSocketStream
 from oauthproxy.proxy.tls import TLS_HANDSHAKE_TIMEOUT, HostContext, listener_context
+from oauthproxy.proxy.waiting import FirstRequests
 
 log = logging.getLogger(__name__)
 
@@ -52,26 +53,24 @@ def client_of(stream: LeanSocketStream, trusted: Sequence[Network], scheme: byte
     return Client(ip=peer, trusted=is_trusted(peer, trusted), scheme=scheme)
 
 
-async def hand_over(
-    stream: trio.abc.Stream,
-    lookup: Callable[[str], Instance | None],
-    challenges: ChallengeLookup,
-    client: Client,
-    first_request_timeout: float = FIRST_REQUEST_TIMEOUT,
-) -> None:
-    """Read the first request and give the connection to its instance (or answer it here)."""
+async def hand_over(stream: trio.abc.Stream, front: Front, client: Client) -> None:
+    """Read the first request and give the connection to its instance (or answer it here).
+    A connection that has sent nothing when the gateway begins to shut down is closed."""
     reader = Reader(stream)
     adopted = False
     try:
-        with trio.move_on_after(first_request_timeout):
+        with front.first_requests.reading(), trio.move_on_after(front.first_request_timeout):
+            if not await front.first_requests.first_bytes(reader):
+                return
             first = await reader.next_event()
             if not isinstance(first, Head):
                 return
             if is_challenge(first.target):
-                await answer(reader, first, await challenge_reply(first.target, challenges))
+                reply = await challenge_reply(first.target, front.challenges)
+                await answer(reader, first, reply)
                 return
             view = view_of(first, client.scheme)
-            adopted = await pass_connection(reader, first, view, client, lookup)
+            adopted = await pass_connection(reader, first, view, client, front.instances.get)
     except BadRequest as error:
         await refuse(reader, error)
     except PeerClosed:
@@ -85,21 +84,23 @@ Handler = Callable[[LeanSocketStream], Awaitable[None]]
 
 
 async def serve_listener(
-    listener: trio.SocketListener, handle: Handler, send_timeout: float = math.inf
+    listener: trio.SocketListener,
+    handle: Handler,
+    connections: trio.Nursery,
+    send_timeout: float = math.inf,
 ) -> None:
-    """Accept connections forever; each gets a `handle` task in this function's nursery, and
-    `send_timeout` for every send toward it."""
-    async with trio.open_nursery() as nursery:
-        while True:
-            try:
-                stream = await listener.accept()
-            except OSError as error:
-                if error.errno not in _ACCEPT_BACKOFF:
-                    raise
-                log.warning("accept failed (%s); retrying shortly", errno.errorcode[error.errno])
-                await trio.sleep(0.1)
-                continue
-            nursery.start_soon(_isolated, handle, stream, send_timeout)
+    """Accept connections until cancelled; each gets a `handle` task in `connections` (which
+    outlives the accepting), and `send_timeout` for every send toward it."""
+    while True:
+        try:
+            stream = await listener.accept()
+        except OSError as error:
+            if error.errno not in _ACCEPT_BACKOFF:
+                raise
+            log.warning("accept failed (%s); retrying shortly", errno.errorcode[error.errno])
+            await trio.sleep(0.1)
+            continue
+        connections.start_soon(_isolated, handle, stream, send_timeout)
 
 
 async def _isolated(handle: Handler, tcp: trio.SocketStream, send_timeout: float) -> None:
@@ -121,16 +122,20 @@ async def _serve_port(
     """Serve listeners bound beforehand (`oauthproxy.listeners`): a taken port fails start-up
     before anything runs, not here. On `shutdown` the listening sockets close at once, in the
     scheduler pass that sees it (before the instances start to drain), so a new connection is
-    refused rather than queued by the kernel and reset at exit."""
+    refused rather than queued by the kernel and reset at exit; accepted connections that have
+    sent nothing close too, and those reading their first request go on to their instance."""
     bound = int(listeners[0].socket.getsockname()[1])
     try:
-        async with trio.open_nursery() as nursery:
+        async with trio.open_nursery() as connections, trio.open_nursery() as accepting:
             for listener in listeners:
-                nursery.start_soon(serve_listener, listener, handle, front.send_timeout)
+                accepting.start_soon(
+                    serve_listener, listener, handle, connections, front.send_timeout
+                )
             task_status.started(bound)
             await front.shutdown.wait()
-            nursery.cancel_scope.cancel()  # the accepts end with Cancelled, not a closed socket
+            accepting.cancel_scope.cancel()  # accepts end with Cancelled, not a closed socket
             _close(listeners)
+            front.first_requests.close_all()
     finally:
         _close(listeners)
 
@@ -168,6 +173,8 @@ class Front:
         return True
 
     first_request_timeout: float = FIRST_REQUEST_TIMEOUT
+    first_requests: FirstRequests = field(default_factory=FirstRequests)
+    """Accepted connections until their first request reaches its instance (see `waiting`)."""
 
 
 async def serve_http(
@@ -186,9 +193,7 @@ async def serve_http(
         if not front.admit(stream, client):
             await trio.aclose_forcefully(stream)
             return
-        await hand_over(
-            stream, front.instances.get, front.challenges, client, front.first_request_timeout
-        )
+        await hand_over(stream, front, client)
 
     await _serve_port(front, listeners, handle, task_status)
 
@@ -217,9 +222,7 @@ async def _serve_tls(
         return
     names: frozenset[str] = getattr(stream.context, "names", frozenset())
     client = replace(client, tls_names=names)  # the SNI name's certificate, and what it covers
-    await hand_over(
-        stream, front.instances.get, front.challenges, client, front.first_request_timeout
-    )
+    await hand_over(stream, front, client)
 
 
 async def serve_https(
@@ -285,8 +288,6 @@ async def serve_proxy_protocol(
         if scheme == b"https":
             await _serve_tls(front, context, stream, client)
         else:
-            await hand_over(
-                stream, front.instances.get, front.challenges, client, front.first_request_timeout
-            )
+            await hand_over(stream, front, client)
 
     await _serve_port(front, listeners, handle, task_status)

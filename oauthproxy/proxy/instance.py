@@ -24,7 +24,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 import trio
@@ -95,6 +95,7 @@ class Instance:
         self._nursery: trio.Nursery | None = None
         self._stopping = trio.Event()
         self._draining = trio.Event()
+        self._settled: Callable[[], Awaitable[None]] | None = None
         self._in_flight = 0
         self._quiet = trio.Event()
         """Set when a request ends or a connection closes: what `run` waits on to finish."""
@@ -113,6 +114,8 @@ class Instance:
                 await self._stopping.wait()
                 with trio.move_on_after(self._grace):
                     if self._draining.is_set():
+                        if self._settled is not None:
+                            await self._settled()  # no connection is on its way here any more
                         await self._until(lambda: not self._connections)
                     else:
                         # a request already on its way over an open connection gets a clean 404
@@ -131,7 +134,11 @@ class Instance:
         hostname; `lookup` finds the instance for another hostname a later request names."""
         if self._nursery is None or (self._stopping.is_set() and not self._draining.is_set()):
             return False
-        self._nursery.start_soon(self._serve_connection, reader, first, view, client, lookup)
+        connection = _Connection()
+        self._connections.add(connection)  # now: a drain must not end before its task starts
+        self._nursery.start_soon(
+            self._serve_connection, connection, reader, first, view, client, lookup
+        )
         return True
 
     async def update(self, config: InstanceConfig) -> None:
@@ -145,9 +152,12 @@ class Instance:
         self.config = None
         self._stopping.set()
 
-    def drain(self) -> None:
+    def drain(self, settled: Callable[[], Awaitable[None]] | None = None) -> None:
         """The gateway shuts down: serve what open connections send, closing each after its
-        response, and close the idle ones now (see the module docstring)."""
+        response, and close the idle ones now (see the module docstring). `settled` returns
+        once no connection is on its way to an instance any more (the listeners' first
+        requests): until then the instance may still be handed one."""
+        self._settled = settled
         self._draining.set()
         self._stopping.set()
         for connection in self._connections:
@@ -185,10 +195,14 @@ class Instance:
         return event
 
     async def _serve_connection(
-        self, reader: Reader, request: Head, view: RequestView, client: Client, lookup: Lookup
+        self,
+        connection: _Connection,
+        reader: Reader,
+        request: Head,
+        view: RequestView,
+        client: Client,
+        lookup: Lookup,
     ) -> None:
-        connection = _Connection()
-        self._connections.add(connection)
         moved = False
         try:
             with connection.scope:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import ssl
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import replace
 
 import trio
@@ -249,11 +249,12 @@ class Reconciler:
         instance.stop()
         log.info("stopped %s", hostname)
 
-    def drain_all(self) -> None:
+    def drain_all(self, settled: Callable[[], Awaitable[None]] | None = None) -> None:
         """Shutdown: every instance serves what its open connections send, closing each after
-        its response, until the grace deadline (not `_stop`: a deleted proxy answers 404)."""
+        its response, until the grace deadline (not `_stop`: a deleted proxy answers 404).
+        `settled`: see `Instance.drain`."""
         for instance in self.instances.values():
-            instance.drain()
+            instance.drain(settled)
 
 
 def _state(wanted: Wanted) -> str:

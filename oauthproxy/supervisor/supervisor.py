@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import functools
 import ssl
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import trio
@@ -45,9 +46,11 @@ async def serve_supervisor(
     builtin: list[ProxyTarget],
     shutdown: trio.Event,
     *,
+    settled: Callable[[], Awaitable[None]] | None = None,
     task_status: trio.TaskStatus[Reconciler] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Run the supervisor until `shutdown`; then drain every instance and wait for them."""
+    """Run the supervisor until `shutdown`; then drain every instance and wait for them.
+    `settled` returns once the listeners hand over no more connections (`Instance.drain`)."""
     trust = await trio.to_thread.run_sync(_issuer_trust, settings.oauth_ca_bundle)
     consumer = storage.workflow_consumer(replica)
     async with trio.open_nursery() as instances:
@@ -67,4 +70,4 @@ async def serve_supervisor(
             task_status.started(reconciler)
             await shutdown.wait()
             loops.cancel_scope.cancel()
-        reconciler.drain_all()
+        reconciler.drain_all(settled)
