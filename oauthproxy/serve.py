@@ -200,7 +200,9 @@ async def _serve_bound(
                 )
                 await storage.internal_services.register_api(api_url)
                 engine = DockerEngine(settings.docker_host, settings.docker_api_version)
-                await services.start(functools.partial(serve_docker_events, engine, storage))
+                await services.start(
+                    functools.partial(serve_docker_events, engine, storage, shutdown)
+                )
                 first_requests = FirstRequests()  # the listeners' and the instances' drain
                 supervisor: Reconciler = await services.start(
                     functools.partial(

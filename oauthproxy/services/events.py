@@ -39,12 +39,21 @@ REMOVED = "removed"
 async def serve_docker_events(
     engine: DockerEngine,
     storage: Storage,
+    shutdown: trio.Event,
     *,
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Follow the engine for as long as the gateway runs; started at once (the gateway never
-    waits for an engine), retrying with backoff while the engine or Redis is away."""
+    """Follow the engine until `shutdown` is set (it has nothing to drain, so it stops at once);
+    started at once (the gateway never waits for an engine), retrying with backoff while the
+    engine or Redis is away."""
     task_status.started()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(_follow, engine, storage)
+        await shutdown.wait()
+        nursery.cancel_scope.cancel()
+
+
+async def _follow(engine: DockerEngine, storage: Storage) -> None:
     backoff = Backoff(first=1.0, limit=60.0)
     unavailable_logged = False
     while True:
