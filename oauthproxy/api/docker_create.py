@@ -33,6 +33,7 @@ from oauthproxy.services.docker import (
     EngineUnavailable,
     PortMapping,
 )
+from oauthproxy.services.events import record_one
 
 log = logging.getLogger(__name__)
 
@@ -76,8 +77,8 @@ async def create_service(data: DockerServiceCreate, service: DockerService) -> D
         await docker.create(container_spec(service, allocated))
         if data.start:
             await docker.start(service.service_name)
-        service = service.model_copy(update={"status": "running" if data.start else "created"})
-        await storage().docker_services.put(service)
+        status = await record_one(docker, storage(), service.service_name)
+        service = service.model_copy(update={"status": status})
     except BaseException:
         with trio.CancelScope(shield=True), trio.move_on_after(UNDO_TIMEOUT_SECONDS):
             await _undo(docker, service)
