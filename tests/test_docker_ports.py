@@ -174,3 +174,26 @@ async def test_without_an_engine_the_gateway_serves_and_docker_endpoints_say_503
 
 def _record(name: str) -> DockerService:
     return DockerService(service_name=name, image=IMAGE)
+
+
+async def test_openapi_lists_every_service_and_port_endpoint_of_the_spec(
+    anonymous: httpx.AsyncClient,
+) -> None:
+    paths = (await anonymous.get("/api/v1/openapi.json")).json()["paths"]
+    for path, methods in (
+        ("/api/v1/services/", {"get", "post"}),
+        ("/api/v1/services/{name}", {"get", "put", "delete"}),
+        ("/api/v1/services/{name}/start", {"post"}),
+        ("/api/v1/services/{name}/stop", {"post"}),
+        ("/api/v1/services/{name}/restart", {"post"}),
+        ("/api/v1/services/{name}/logs", {"get"}),
+        ("/api/v1/services/{name}/stats", {"get"}),
+        ("/api/v1/services/{name}/proxy", {"post"}),
+        ("/api/v1/services/cleanup", {"post"}),
+        ("/api/v1/services/{name}/ports", {"get", "post"}),
+        ("/api/v1/services/{name}/ports/{port_name}", {"put", "delete"}),
+        ("/api/v1/services/ports", {"get"}),
+        ("/api/v1/services/ports/available", {"get"}),
+        ("/api/v1/services/ports/check", {"post"}),
+    ):
+        assert set(paths[path]) >= methods, path

@@ -30,7 +30,6 @@ async def _service(name: str) -> DockerService:
 @ports.get("/ports")
 @requires_token()
 @validate_querystring(PortsQuery)
-@document_response(list[PortAllocation])
 async def list_all_ports(query_args: PortsQuery) -> Json:
     """Every allocated port the caller may see; `?available_only=true` gives the ranges and the
     next free port instead."""
