@@ -142,11 +142,10 @@ logs-errors hours="1" limit="50" token="": _venv
 logs-errors-debug hours="1" include-warnings="false" limit="50" token="": _venv
     @proxy-client {{ if token != "" { "--token " + quote(token) } else { "" } }} log errors-debug --hours {{ quote(hours) }} {{ if include-warnings =~ '^(?i:true|yes|1)$' { "--include-warnings" } else { "" } }} --limit {{ quote(limit) }}
 
-# Follow the live request stream (Ctrl-C ends it); a Docker service's logs arrive with issue 12
+# Follow the live request stream, or with a name a Docker service's container output (Ctrl-C ends it)
 [group('logs')]
 logs-follow service="" token="": _venv
-    @{{ if service != "" { "echo 'logs-follow <service>: following a Docker service is not built yet (Docker services arrive with issue 12); the compose containers: just logs-service' >&2; exit 1" } else { "true" } }}
-    @proxy-client {{ if token != "" { "--token " + quote(token) } else { "" } }} log follow
+    @proxy-client {{ if token != "" { "--token " + quote(token) } else { "" } }} {{ if service != "" { "service logs " + quote(service) + " --follow" } else { "log follow" } }}
 
 # OAuth activity of one client IP, summarised (endpoint, status, user, client: count)
 [group('logs')]
@@ -173,11 +172,18 @@ logs-stats hours="24" token="": _venv
 logs-test token="": _venv
     @proxy-client {{ if token != "" { "--token " + quote(token) } else { "" } }} log test
 
-# The request log of the last hours, and what Docker logs there are (Docker services: issue 12)
+# The request log of the last hours, then the last lines of each of your Docker services
 [group('logs')]
 logs-all lines="100" hours="1" token="": _venv
-    @proxy-client {{ if token != "" { "--token " + quote(token) } else { "" } }} log recent --hours {{ quote(hours) }} --limit {{ quote(lines) }}
-    @echo "Docker service logs are not built yet (Docker services arrive with issue 12); the compose containers: just logs-service" >&2
+    #!/bin/sh
+    set -eu
+    client="proxy-client {{ if token != "" { "--token " + quote(token) } else { "" } }}"
+    $client log recent --hours {{ quote(hours) }} --limit {{ quote(lines) }}
+    names=$($client --format json service list | python3 -c 'import json, sys; print(" ".join(s["service_name"] for s in json.load(sys.stdin)))')
+    for name in $names; do
+        echo "--- Docker service $name"
+        $client service logs "$name" {{ quote(lines) }} || true
+    done
 
 # Delete every request log entry, index and statistic (admin only)
 [group('logs')]
