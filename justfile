@@ -142,11 +142,10 @@ logs-errors hours="1" limit="50" token="": _venv
 logs-errors-debug hours="1" include-warnings="false" limit="50" token="": _venv
     @proxy-client {{ if token != "" { "--token " + quote(token) } else { "" } }} log errors-debug --hours {{ quote(hours) }} {{ if include-warnings =~ '^(?i:true|yes|1)$' { "--include-warnings" } else { "" } }} --limit {{ quote(limit) }}
 
-# Follow the live request stream (Ctrl-C ends it); a Docker service's logs arrive with issue 12
+# Follow the live request stream, or with a name a Docker service's container output (Ctrl-C ends it)
 [group('logs')]
 logs-follow service="" token="": _venv
-    @{{ if service != "" { "echo 'logs-follow <service>: following a Docker service is not built yet (Docker services arrive with issue 12); the compose containers: just logs-service' >&2; exit 1" } else { "true" } }}
-    @proxy-client {{ if token != "" { "--token " + quote(token) } else { "" } }} log follow
+    @proxy-client {{ if token != "" { "--token " + quote(token) } else { "" } }} {{ if service != "" { "service logs " + quote(service) + " --follow" } else { "log follow" } }}
 
 # OAuth activity of one client IP, summarised (endpoint, status, user, client: count)
 [group('logs')]
@@ -173,11 +172,18 @@ logs-stats hours="24" token="": _venv
 logs-test token="": _venv
     @proxy-client {{ if token != "" { "--token " + quote(token) } else { "" } }} log test
 
-# The request log of the last hours, and what Docker logs there are (Docker services: issue 12)
+# The request log of the last hours, then the last lines of each of your Docker services
 [group('logs')]
 logs-all lines="100" hours="1" token="": _venv
-    @proxy-client {{ if token != "" { "--token " + quote(token) } else { "" } }} log recent --hours {{ quote(hours) }} --limit {{ quote(lines) }}
-    @echo "Docker service logs are not built yet (Docker services arrive with issue 12); the compose containers: just logs-service" >&2
+    #!/bin/sh
+    set -eu
+    client="proxy-client {{ if token != "" { "--token " + quote(token) } else { "" } }}"
+    $client log recent --hours {{ quote(hours) }} --limit {{ quote(lines) }}
+    names=$($client --format json service list | python3 -c 'import json, sys; print(" ".join(s["service_name"] for s in json.load(sys.stdin)))')
+    for name in $names; do
+        echo "--- Docker service $name"
+        $client service logs "$name" {{ quote(lines) }} || true
+    done
 
 # Delete every request log entry, index and statistic (admin only)
 [group('logs')]
@@ -402,6 +408,92 @@ service-cleanup-orphaned token="" dry-run="false": _venv
 service-list-all type="" token="": _venv
     @proxy-client {{ if token != "" { "--token " + quote(token) } else { "" } }} service list-all {{ if type != "" { "--type " + quote(type) } else { "" } }}
 
+# --- Docker services and ports (docs/services.md) -------------------------------------------
+
+# Create and start a Docker service from an image or a Dockerfile (auto-proxy: also {name}.BASE_DOMAIN)
+[group('services')]
+service-create name image="" dockerfile="" port="" memory="512m" cpu="1.0" auto-proxy="false" token="": _venv
+    @proxy-client {{ if token != "" { "--token " + quote(token) } else { "" } }} service create {{ quote(name) }} {{ if image != "" { quote(image) } else { "" } }} {{ if dockerfile != "" { "--dockerfile " + quote(dockerfile) } else { "" } }} {{ if port != "" { "--port " + quote(port) } else { "" } }} --memory {{ quote(memory) }} --cpu {{ quote(cpu) }} {{ if auto-proxy =~ '^(?i:true|yes|1)$' { "--auto-proxy" } else { "" } }}
+
+# Create a Docker service with its port exposed on the host (bind-address: 127.0.0.1 or 0.0.0.0)
+[group('services')]
+service-create-exposed name image port bind-address="127.0.0.1" memory="512m" cpu="1.0" token="": _venv
+    @proxy-client {{ if token != "" { "--token " + quote(token) } else { "" } }} service create {{ quote(name) }} {{ quote(image) }} --port {{ quote(port) }} --expose --bind {{ quote(bind-address) }} --memory {{ quote(memory) }} --cpu {{ quote(cpu) }}
+
+# List the Docker services (owned-only: only this token's)
+[group('services')]
+service-list owned-only="false" token="": _venv
+    @proxy-client {{ if token != "" { "--token " + quote(token) } else { "" } }} service list {{ if owned-only =~ '^(?i:true|yes|1)$' { "--owned-only" } else { "" } }}
+
+# Show a Docker service and its container's status
+[group('services')]
+service-show name token="": _venv
+    @proxy-client {{ if token != "" { "--token " + quote(token) } else { "" } }} service show {{ quote(name) }}
+
+# Delete a Docker service: container, record, ports (force: even running; delete-proxy: its proxies too)
+[group('services')]
+service-delete name force="true" delete-proxy="false" token="": _venv
+    @proxy-client {{ if token != "" { "--token " + quote(token) } else { "" } }} service delete {{ quote(name) }} {{ if force =~ '^(?i:false|no|0)$' { "--no-force" } else { "" } }} {{ if delete-proxy =~ '^(?i:true|yes|1)$' { "--delete-proxy" } else { "" } }}
+
+# Start a Docker service's container
+[group('services')]
+service-start name token="": _venv
+    @proxy-client {{ if token != "" { "--token " + quote(token) } else { "" } }} service start {{ quote(name) }}
+
+# Stop a Docker service's container
+[group('services')]
+service-stop name token="": _venv
+    @proxy-client {{ if token != "" { "--token " + quote(token) } else { "" } }} service stop {{ quote(name) }}
+
+# Restart a Docker service's container
+[group('services')]
+service-restart name token="": _venv
+    @proxy-client {{ if token != "" { "--token " + quote(token) } else { "" } }} service restart {{ quote(name) }}
+
+# A Docker service's container output (the last `lines` lines; follow=true keeps printing new ones)
+[group('services')]
+service-logs name lines="100" timestamps="false" token="" follow="false": _venv
+    @proxy-client {{ if token != "" { "--token " + quote(token) } else { "" } }} service logs {{ quote(name) }} {{ quote(lines) }} {{ if timestamps =~ '^(?i:true|yes|1)$' { "--timestamps" } else { "" } }} {{ if follow =~ '^(?i:true|yes|1)$' { "--follow" } else { "" } }}
+
+# CPU, memory, network and block I/O of a Docker service's container
+[group('services')]
+service-stats name token="": _venv
+    @proxy-client {{ if token != "" { "--token " + quote(token) } else { "" } }} service stats {{ quote(name) }}
+
+# Create a proxy to a Docker service (hostname: default {name}.BASE_DOMAIN)
+[group('services')]
+service-proxy-create name hostname="" enable-https="false" token="": _venv
+    @proxy-client {{ if token != "" { "--token " + quote(token) } else { "" } }} service proxy-create {{ quote(name) }} {{ if hostname != "" { quote(hostname) } else { "" } }} {{ if enable-https =~ '^(?i:true|yes|1)$' { "--https" } else { "" } }}
+
+# Remove our containers without a service record, and records without a container (admin)
+[group('services')]
+service-cleanup token="": _venv
+    @proxy-client {{ if token != "" { "--token " + quote(token) } else { "" } }} service cleanup
+
+# Allocate a host port for a service (11000-65535; restricted ports refused)
+[group('services')]
+service-port-add name port bind-address="127.0.0.1" source-token="" token="": _venv
+    @proxy-client {{ if token != "" { "--token " + quote(token) } else { "" } }} service port-add {{ quote(name) }} {{ quote(port) }} {{ quote(bind-address) }} {{ if source-token != "" { quote(source-token) } else { "" } }}
+
+# Release one of a service's ports
+[group('services')]
+service-port-remove name port-name token="": _venv
+    @proxy-client {{ if token != "" { "--token " + quote(token) } else { "" } }} service port-remove {{ quote(name) }} {{ quote(port-name) }}
+
+# A service's ports
+[group('services')]
+service-port-list name token="": _venv
+    @proxy-client {{ if token != "" { "--token " + quote(token) } else { "" } }} service port-list {{ quote(name) }}
+
+# Whether a host port could be allocated now, and if not why
+[group('services')]
+service-port-check port bind-address="127.0.0.1" token="": _venv
+    @proxy-client {{ if token != "" { "--token " + quote(token) } else { "" } }} service port-check {{ quote(port) }} {{ quote(bind-address) }}
+
+# Every allocated port (available-only: the ranges and the next free port)
+[group('services')]
+service-ports-global available-only="false" token="": _venv
+    @proxy-client {{ if token != "" { "--token " + quote(token) } else { "" } }} service ports-global {{ if available-only =~ '^(?i:true|yes|1)$' { "--available-only" } else { "" } }}
 # --- certificates ------------------------------------------------------------------------------
 
 # Order a certificate for one domain (ACME HTTP-01 in the background; staging: true/false)

@@ -94,6 +94,24 @@ class ApiClient:
             raise CliError(error_message(response))
         return response.text
 
+    def lines(self, path: str) -> Iterator[str]:
+        """A text response's lines as they come (a followed log), until the server ends it."""
+        url = str(self._http.base_url).rstrip("/")
+        try:
+            with self._http.stream(
+                "GET", path, headers=self._headers(True), timeout=None
+            ) as response:
+                if response.is_error:
+                    response.read()
+                    raise CliError(error_message(response))
+                yield from response.iter_lines()
+        except httpx.ConnectError:
+            raise CliError(
+                f"cannot reach the gateway at {url} — is it running? (just run)"
+            ) from None
+        except httpx.HTTPError as error:
+            raise CliError(f"request to {url} failed: {error}") from None
+
     def get(self, path: str) -> Json:
         return self.request("GET", path)
 

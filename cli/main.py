@@ -16,6 +16,7 @@ from rich.console import Console
 from cli.commands import (
     backup,
     certificates,
+    docker_services,
     log_oauth,
     logs,
     maintenance,
@@ -63,6 +64,8 @@ logs.app.command(log_oauth.oauth_debug, name="oauth-debug")
 logs.app.command(log_oauth.oauth_flow, name="oauth-flow")
 services.app.command(maintenance.register_oauth, name="register-oauth")
 services.app.command(maintenance.cleanup_orphaned, name="cleanup-orphaned")
+for command_name, command in docker_services.COMMANDS.items():
+    services.app.command(command, name=command_name)
 
 
 @app.meta.default

@@ -7,6 +7,8 @@
     └─ storage (coredis pool), then the services nursery
        ├─ admin API (hypercorn[trio] + quart-trio) on API_BIND_HOST:API_PORT; its own storage
        │  pool bounds each Redis command by API_REDIS_TIMEOUT
+       ├─ Docker events follower: marks a service down when its container stops behind the
+       │  gateway's back (`services/events.py`); started at once, it never waits for an engine
        ├─ supervisor: consumes events:workflow, owns one instance nursery per hostname; never
        │  applies a Redis that lost its data (`supervisor/continuity.py`)
        ├─ request logger (around the services, so their last requests are written too): a
@@ -47,6 +49,8 @@ from oauthproxy.proxy.dispatcher import Front, serve_http, serve_https, serve_pr
 from oauthproxy.proxy.headers import parse_networks
 from oauthproxy.proxy.limits import ConnectionLimit
 from oauthproxy.proxy.waiting import FirstRequests
+from oauthproxy.services.docker import DockerEngine
+from oauthproxy.services.events import serve_docker_events
 from oauthproxy.settings import Settings
 from oauthproxy.storage import Storage, open_storage
 from oauthproxy.storage.embedded import EmbeddedRedis, serve_embedded_redis
@@ -207,6 +211,10 @@ async def _serve_bound(
                     )
                 )
                 await storage.internal_services.register_api(api_url)
+                engine = DockerEngine(settings.docker_host, settings.docker_api_version)
+                await services.start(
+                    functools.partial(serve_docker_events, engine, storage, shutdown)
+                )
                 first_requests = FirstRequests()  # the listeners' and the instances' drain
                 supervisor: Reconciler = await services.start(
                     functools.partial(

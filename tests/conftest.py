@@ -210,3 +210,6 @@ def venv_bin(name: str) -> str:
 
 
 os.environ.setdefault("PYTHONDONTWRITEBYTECODE", "1")
+
+
+from tests.docker_engine import docker_engine as docker_engine  # noqa: E402 - a session fixture

@@ -114,7 +114,7 @@ async def test_another_owners_service_is_missing_for_every_operation(
     ):
         assert_error(response, 404, "service")
     assert (await bob.get(EXTERNAL)).json() == [bobs]
-    assert (await bob.get(f"{SERVICES}unified")).json() == [bobs]
+    assert (await bob.get(f"{SERVICES}unified")).json() == [{**bobs, "status": "active"}]
     assert [s["service_name"] for s in (await api.get(EXTERNAL)).json()] == ["admins", "bobs"]
     changed = await api.put(f"{EXTERNAL}/bobs", json={"description": "checked"})
     assert changed.json()["description"] == "checked"

@@ -20,6 +20,7 @@ REPOSITORIES = {
     "certificates",
     "challenges",
     "locks",
+    "ports",
     "proxies",
     "proxy_logins",
     "resources",

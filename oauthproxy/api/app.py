@@ -10,6 +10,7 @@ from oauthproxy import __version__
 from oauthproxy.api.audit import install_audit
 from oauthproxy.api.certificates import certificates as certificates_api
 from oauthproxy.api.cleanup import cleanup
+from oauthproxy.api.docker_services import docker_services
 from oauthproxy.api.errors import install_error_handlers
 from oauthproxy.api.forward_auth import forward_auth
 from oauthproxy.api.health import health
@@ -18,6 +19,7 @@ from oauthproxy.api.metrics import metrics
 from oauthproxy.api.oauth_admin import oauth_admin
 from oauthproxy.api.oauth_server import oauth_server
 from oauthproxy.api.oauth_status import status as oauth_status
+from oauthproxy.api.ports import ports
 from oauthproxy.api.proxies import proxies
 from oauthproxy.api.redis_state import redis_state
 from oauthproxy.api.resources import resources
@@ -28,6 +30,7 @@ from oauthproxy.api.tokens import tokens
 from oauthproxy.certificates.manager import CertificateManager
 from oauthproxy.condition import GatewayCondition
 from oauthproxy.logs.logger import RequestLogger
+from oauthproxy.services.docker import DockerEngine
 from oauthproxy.settings import Settings
 from oauthproxy.storage import Storage
 
@@ -55,6 +58,7 @@ def create_app(
         listeners=listeners or ListenerPorts(),
         requests=requests,
         condition=condition or GatewayCondition(ready=True),
+        docker=DockerEngine(settings.docker_host, settings.docker_api_version),
     )
     QuartSchema(
         app,
@@ -72,6 +76,8 @@ def create_app(
     app.register_blueprint(tokens)
     app.register_blueprint(proxies)
     app.register_blueprint(services)
+    app.register_blueprint(ports)
+    app.register_blueprint(docker_services)
     app.register_blueprint(routes)
     app.register_blueprint(oauth_server)
     app.register_blueprint(oauth_admin)

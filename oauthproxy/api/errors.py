@@ -22,6 +22,7 @@ from oauthproxy.errors import (
     StorageUnavailable,
     WriteContention,
 )
+from oauthproxy.services.docker import EngineError, EngineUnavailable
 from oauthproxy.tenancy.caller import Refused
 
 log = logging.getLogger(__name__)
@@ -151,6 +152,15 @@ def install_error_handlers(app: Quart) -> None:
     async def storage_unavailable(exc: StorageUnavailable) -> Response:
         log.error("storage unavailable: %s", exc)
         return error_response(503, "storage_unavailable", "Redis is not reachable")
+
+    @app.errorhandler(EngineUnavailable)
+    async def engine_unavailable(exc: EngineUnavailable) -> Response:
+        log.warning("%s", exc)
+        return error_response(503, "docker_unavailable", str(exc), field="DOCKER_HOST")
+
+    @app.errorhandler(EngineError)
+    async def engine_error(exc: EngineError) -> Response:
+        return error_response(422, "docker_error", f"the Docker engine refused: {exc}")
 
     @app.errorhandler(HTTPException)
     async def http_error(exc: HTTPException) -> Response:

@@ -1,7 +1,9 @@
 """`GET /health`: is every subsystem working? 200 when it is, 503 when one is not.
 
 Besides Redis answering, the gateway must be serving (not still starting) and Redis must still
-hold what it serves (no data loss): each problem is named under `problems` with its reason."""
+hold what it serves (no data loss): each problem is named under `problems` with its reason. The
+Docker engine is reported under `components.docker` (ok, or unavailable naming DOCKER_HOST) but
+never makes the gateway unhealthy: only the Docker service endpoints need it."""
 
 from __future__ import annotations
 
@@ -15,6 +17,7 @@ from oauthproxy.api.state import app_state
 from oauthproxy.errors import StorageUnavailable
 from oauthproxy.models.certificates import CertificateSummary
 from oauthproxy.models.common import utcnow
+from oauthproxy.services.docker import EngineError, EngineUnavailable
 
 health = Blueprint("health", __name__)
 
@@ -43,6 +46,7 @@ async def get_health() -> tuple[dict[str, Any], int]:
     components = {"redis": await _redis_health()}
     problems = state.condition.problems()
     healthy = all(c["status"] == "ok" for c in components.values()) and not problems
+    components["docker"] = await _docker_health()
     body: dict[str, Any] = {
         "status": "healthy" if healthy else "unhealthy",
         "version": __version__,
@@ -54,6 +58,23 @@ async def get_health() -> tuple[dict[str, Any], int]:
     if healthy:
         body["certificates"] = await _certificates()
     return body, 200 if healthy else 503
+
+
+async def _docker_health() -> dict[str, Any]:
+    """The engine at DOCKER_HOST: reported, never a reason for 503 (the gateway proxies and
+    issues certificates without it; only the Docker service endpoints need it)."""
+    state = app_state(current_app)
+    if state.docker is None:
+        return {"status": "unavailable", "error": "no engine configured"}
+    try:
+        with trio.fail_after(PING_TIMEOUT_SECONDS):
+            version = await state.docker.version()
+    except (EngineUnavailable, EngineError) as error:
+        return {"status": "unavailable", "docker_host": state.docker.host, "error": str(error)}
+    except trio.TooSlowError:
+        detail = f"no answer within {PING_TIMEOUT_SECONDS}s"
+        return {"status": "unavailable", "docker_host": state.docker.host, "error": detail}
+    return {"status": "ok", "docker_host": state.docker.host, "api_version": version}
 
 
 async def _certificates() -> dict[str, Any] | None:

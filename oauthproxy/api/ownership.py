@@ -193,7 +193,8 @@ async def _owned_count(quota: Quota, owner_hash: str) -> int:
         case Quota.ROUTES:
             return len(await storage().routes.owned_by(owner_hash))
         case Quota.SERVICES:
-            return len(await storage().external_services.owned_by(owner_hash))
+            external = await storage().external_services.owned_by(owner_hash)
+            return len(external) + len(await storage().docker_services.owned_by(owner_hash))
 
 
 @asynccontextmanager

@@ -118,6 +118,11 @@ async def create_proxy(data: ProxyTargetCreate) -> tuple[Json, int, dict[str, st
 
     With HTTPS and no `cert_name`, a certificate covering the hostname is reused, or one is
     ordered (see the `X-Certificate-Action` and `X-Certificate-Detail` response headers)."""
+    return await create_proxy_target(data)
+
+
+async def create_proxy_target(data: ProxyTargetCreate) -> tuple[Json, int, dict[str, str]]:
+    """What `POST /proxy/targets/` does; also the proxy of a Docker service."""
     requested = _headers_checked(data.target(**ownership()))
     check_new_proxy(caller(), requested.hostname, reserved_hostnames())
     await check_url_target("target_url", requested.target_url)

@@ -14,6 +14,7 @@ from quart import Blueprint
 from quart_schema import document_response, validate_querystring, validate_request
 
 from oauthproxy.api.auth import requires_token
+from oauthproxy.api.docker_create import listed_with_status
 from oauthproxy.api.ownership import (
     Json,
     as_json,
@@ -33,6 +34,7 @@ from oauthproxy.models.services import (
     ExternalServiceUpdate,
     InternalService,
     ServiceQuery,
+    ServiceType,
 )
 from oauthproxy.tenancy.quotas import Quota
 from oauthproxy.tenancy.records import (
@@ -62,8 +64,7 @@ async def _external(name: str) -> ExternalService:
 @document_response(list[DockerService])
 async def list_docker_services() -> list[Json]:
     """The Docker services the caller may see."""
-    found = visible(caller(), await storage().docker_services.all())
-    return [as_json(service) for service in sorted(found, key=lambda s: s.service_name)]
+    return await listed_with_status(visible(caller(), await storage().docker_services.all()))
 
 
 @services.get("/unified")
@@ -77,9 +78,18 @@ async def list_all_services(query_args: ServiceQuery) -> list[Json]:
     internal = await storage().internal_services.all() if who.is_admin else []
     external = visible(who, await storage().external_services.all())
     docker = visible(who, await storage().docker_services.all())
-    found: list[AnyService] = [*internal, *external, *sorted(docker, key=lambda s: s.service_name)]
     wanted = query_args.type
-    return [as_json(s) for s in found if wanted is None or s.service_type == wanted]
+    found: list[InternalService | ExternalService] = [*internal, *external]
+    rows = [{**as_json(s), "status": _status(s)} for s in found]
+    if wanted in (None, ServiceType.DOCKER):
+        rows += await listed_with_status(docker)
+    return [row for row in rows if wanted is None or row["service_type"] == wanted]
+
+
+def _status(service: InternalService | ExternalService) -> str:
+    """An internal service is always active; an external one unless routing to it is off."""
+    routed = getattr(service, "routing_enabled", True)
+    return "active" if routed else "disabled"
 
 
 @services.post("/external")

@@ -9,6 +9,7 @@ from quart import Quart
 from oauthproxy.certificates.manager import CertificateManager
 from oauthproxy.condition import GatewayCondition
 from oauthproxy.logs.logger import RequestLogger
+from oauthproxy.services.docker import DockerEngine
 from oauthproxy.settings import Settings
 from oauthproxy.storage import Storage
 
@@ -52,6 +53,8 @@ class AppState:
     """This replica's request logger (its counters: written, dropped, buffered)."""
     condition: GatewayCondition = field(default_factory=lambda: GatewayCondition(ready=True))
     """Starting, or holding a configuration Redis lost; an app without a gateway is ready."""
+    docker: DockerEngine | None = None
+    """The engine at DOCKER_HOST (`create_app` makes one from the settings)."""
 
 
 def app_state(app: Quart) -> AppState:

@@ -8,6 +8,7 @@ from quart import Blueprint, current_app
 from quart_schema import document_response, validate_request
 
 from oauthproxy.api.auth import current_token, require_admin, requires_token
+from oauthproxy.api.docker_create import remove_containers_of
 from oauthproxy.api.errors import ApiError
 from oauthproxy.api.state import app_state
 from oauthproxy.errors import NotFound
@@ -132,11 +133,12 @@ async def reveal_token(name: str) -> Json:
 @document_response(TokenDeleted)
 async def delete_token(name: str) -> Json:
     """Delete a token and, in the same transaction, every proxy, certificate, service and route
-    it owns."""
+    it owns; then the containers of its Docker services."""
     token = await _storage().tokens.get(name)
     if token is None:
         raise NotFound("token", name)
     if token.hash == current_token().hash:
         raise ApiError(409, "conflict", "a token cannot delete itself", field="name")
     deleted = await cascades.delete_token(_storage(), name)
+    await remove_containers_of(token.hash)
     return _json(TokenDeleted(name=name, deleted=deleted))

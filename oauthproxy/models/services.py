@@ -47,6 +47,9 @@ class DockerService(Record):
     owner_token_hash: OwnerHash | None = None
     created_by: str | None = None
     created_at: datetime = Field(default_factory=utcnow)
+    status: str | None = None
+    """The container's status as the gateway last saw it (its events follower, its own start
+    and stop); proxies and routes to a service whose status is not `running` answer 503."""
 
 
 class ExternalService(Record):

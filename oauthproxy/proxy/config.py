@@ -35,6 +35,8 @@ class Shared:
     """`OAUTH_ALLOWED_GITHUB_USERS`: who may pass when a proxy names no users itself."""
     login: BrowserLogin | None = None
     """Browser login for `redirect`-mode proxies."""
+    down: Mapping[str, str] = field(default_factory=dict)
+    """The URLs of Docker services whose container does not run, to the service's name."""
 
 
 @dataclass
@@ -83,14 +85,23 @@ class InstanceConfig:
             return None
         try:
             return destination_for(
-                url, self.target, self.shared.request_timeout, route_id=route.route_id
+                url,
+                self.target,
+                self.shared.request_timeout,
+                self.shared.down,
+                route_id=route.route_id,
             )
         except ValueError:
             return None
 
 
 def destination_for(
-    url: str, target: ProxyTarget, request_timeout: float, *, route_id: str = ""
+    url: str,
+    target: ProxyTarget,
+    request_timeout: float,
+    down: Mapping[str, str] | None = None,
+    *,
+    route_id: str = "",
 ) -> Destination:
     origin = parse_origin(url)
     rewrite = RequestRewrite(
@@ -106,6 +117,7 @@ def destination_for(
         request_timeout=request_timeout,
         upstream=url.rstrip("/"),
         route_id=route_id,
+        down=(down or {}).get(url.rstrip("/")),
     )
 
 
@@ -114,7 +126,9 @@ def build_config(
 ) -> InstanceConfig:
     return InstanceConfig(
         target=target,
-        default=destination_for(str(target.target_url), target, shared.request_timeout),
+        default=destination_for(
+            str(target.target_url), target, shared.request_timeout, shared.down
+        ),
         routes=shared.routes.for_proxy(target),
         shared=shared,
         tls=tls,

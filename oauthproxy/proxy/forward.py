@@ -57,6 +57,9 @@ class Destination:
     """The target URL, as the request log names it."""
     route_id: str = ""
     """The route that chose this destination (empty: the proxy's own target)."""
+    down: str | None = None
+    """The Docker service this goes to, when its container is known not to run: the request is
+    answered 503 at once instead of waiting for a connection that cannot succeed."""
 
 
 class _NoResponse(Exception):

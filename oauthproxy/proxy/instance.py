@@ -310,6 +310,10 @@ class Instance:
             noted(entry, reply)
             await send_reply(reader.stream, reply, close=True, head=request.method == b"HEAD")
             return False
+        if destination.down is not None:
+            detail = f"the service {destination.down!r} is down: its container is not running"
+            reply = error_reply(503, "service_down", detail, accept=request.header(b"accept"))
+            return await answer(reader, request, reply)
         if view.target is not request.target:  # the backend gets the normalised target
             request = dataclasses.replace(request, target=view.target)
         return await forward(

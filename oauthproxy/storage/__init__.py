@@ -21,6 +21,7 @@ from oauthproxy.storage.base import Redis, scan_keys, translate_errors
 from oauthproxy.storage.certificates import CertificateRepository
 from oauthproxy.storage.challenges import ChallengeRepository
 from oauthproxy.storage.oauth import OAuthStore
+from oauthproxy.storage.ports import PortRepository
 from oauthproxy.storage.proxies import ProxyRepository
 from oauthproxy.storage.proxy_logins import ProxyLoginRepository
 from oauthproxy.storage.request_logs import RequestLogRepository
@@ -50,6 +51,7 @@ class Storage:
     challenges: ChallengeRepository
     proxy_logins: ProxyLoginRepository
     docker_services: DockerServiceRepository
+    ports: PortRepository
     oauth: OAuthStore
     resources: ResourceRepository
     request_logs: RequestLogRepository
@@ -100,6 +102,7 @@ async def open_storage(url: str, *, command_timeout: float | None = None) -> Asy
             challenges=ChallengeRepository(client),
             proxy_logins=ProxyLoginRepository(client),
             docker_services=DockerServiceRepository(client),
+            ports=PortRepository(client),
             oauth=OAuthStore(client),
             resources=ResourceRepository(client),
             request_logs=RequestLogRepository(client),

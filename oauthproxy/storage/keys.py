@@ -73,7 +73,7 @@ def docker_service(name: str) -> str:
     return f"docker_service:{name}"
 
 
-def port(number: int) -> str:
+def port(number: int | str) -> str:
     return f"port:{number}"
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from oauthproxy.errors import Conflict
+from oauthproxy.errors import Conflict, NotFound
 from oauthproxy.models.events import ALL_HOSTS, EventType
 from oauthproxy.models.services import (
     DockerService,
@@ -19,7 +19,6 @@ from oauthproxy.models.services import (
 )
 from oauthproxy.storage import keys
 from oauthproxy.storage.base import (
-    JsonRepository,
     Pipeline,
     Redis,
     atomically,
@@ -133,16 +132,67 @@ class InternalServiceRepository:
 
 
 @translate_errors
-class DockerServiceRepository(JsonRepository[DockerService]):
+class DockerServiceRepository(EditableRepository[DockerService]):
     model = DockerService
     prefix = keys.docker_service("")
+    kind = "service"
+
+    async def create(self, service: DockerService) -> None:
+        """Store a new service and its URL; `Conflict` when any kind of service has the name."""
+        name = service.service_name
+        if name == API_SERVICE:
+            raise Conflict("service_name", f"{name!r} is reserved for the gateway's admin API")
+        async with (
+            self._redis.pipeline(transaction=True) as pipe,
+            pipe.watch(keys.service_url(name)),
+        ):
+            if await self._redis.exists([keys.service_url(name)]):
+                raise Conflict("service_name", f"a service named {name!r} already exists")
+            pipe.set(keys.docker_service(name), dump(service))
+            pipe.set(keys.service_url(name), docker_service_url(service))
+            _queue_changed(pipe, name)
 
     async def put(self, service: DockerService) -> None:
+        """Store `service` over its record (its URL too)."""
         name = service.service_name
         async with self._redis.pipeline(transaction=True) as pipe:
             pipe.set(keys.docker_service(name), dump(service))
-            if service.internal_port:
-                pipe.set(keys.service_url(name), f"http://{name}:{service.internal_port}")
+            pipe.set(keys.service_url(name), docker_service_url(service))
+            _queue_changed(pipe, name)
+
+    async def set_status(self, name: str, status: str) -> bool:
+        """Record the container's status as last seen; queue `services_changed` (instances
+        answer 503 for a service that is down) only when it changed. False: unchanged or gone."""
+
+        async def write(pipe: Pipeline, current: DockerService) -> bool:
+            if current.status == status:
+                return False
+            pipe.set(keys.docker_service(name), dump(current.model_copy(update={"status": status})))
+            _queue_changed(pipe, name)
+            return True
+
+        try:
+            return await self._edit(name, write)
+        except NotFound:
+            return False
+
+    async def down(self) -> dict[str, str]:
+        """The URLs of the services whose container is known not to run: URL → name."""
+        return {
+            docker_service_url(service): service.service_name
+            for service in await self.all()
+            if service.status is not None and service.status != "running"
+        }
+
+    async def delete(self, service: DockerService) -> None:
+        """Delete the service, its URL and every port it holds, in one transaction."""
+        name = service.service_name
+        async with (
+            self._redis.pipeline(transaction=True) as pipe,
+            pipe.watch(keys.service_ports(name)),
+        ):
+            await self.queue_delete(pipe, service)
+            _queue_changed(pipe, name)
 
     async def queue_delete(self, pipe: Pipeline, service: DockerService) -> None:
         """Delete the service, its URL and the port allocations it holds."""
@@ -157,6 +207,14 @@ class DockerServiceRepository(JsonRepository[DockerService]):
     @staticmethod
     def watched_keys(service: DockerService) -> list[str]:
         return [keys.docker_service(service.service_name), keys.service_ports(service.service_name)]
+
+
+def docker_service_url(service: DockerService) -> str:
+    """Where the gateway reaches a service: on loopback when it shares the host's network,
+    else by its container name on a network the gateway shares with it."""
+    port = service.internal_port or 80
+    host = "127.0.0.1" if "host" in service.networks else service.service_name
+    return f"http://{host}:{port}"
 
 
 def _host_port(raw: str) -> int | None:

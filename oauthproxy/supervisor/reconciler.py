@@ -116,6 +116,7 @@ class Reconciler:
         certificates = CertificateIndex(await self._storage.certificates.all())
         routes = RouteTable.build(await self._storage.routes.all())
         services = await self._storage.service_urls()
+        down = await self._storage.docker_services.down()
         if await self._continuity.check() is Verdict.LOST:
             return
         self._desired = {
@@ -123,7 +124,7 @@ class Reconciler:
             for p in proxies
             if p.hostname not in self._builtin
         }
-        self._shared = replace(self._shared, routes=routes, services=services)
+        self._shared = replace(self._shared, routes=routes, services=services, down=down)
         await self._reload_shared(routes=False, services=False)
         await self._refresh_all()
         await self._apply(decide(self._desired, self._running))
@@ -147,7 +148,9 @@ class Reconciler:
         if routes:
             shared = replace(shared, routes=RouteTable.build(await self._storage.routes.all()))
         if services:
-            shared = replace(shared, services=await self._storage.service_urls())
+            urls = await self._storage.service_urls()
+            down = await self._storage.docker_services.down()
+            shared = replace(shared, services=urls, down=down)
         proxies = {hostname: wanted.target for hostname, wanted in self._desired.items()}
         self._shared = replace(shared, proxies=proxies)
 

@@ -1,0 +1,221 @@
+"""Creating a Docker service: the name, its ports, its container, in an order that undoes itself.
+
+The record is stored first: it claims the name (across every kind of service) before the engine
+does anything. Then the host ports are allocated (one Lua script each), then the image is built
+if asked and the container created and started. When a later step fails, the earlier ones are
+undone (the container removed, the record and its ports deleted in one transaction), so a
+failed create leaves neither a container nor a half-written service behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from pathlib import Path
+from typing import Any
+
+import trio
+from quart import current_app
+
+from oauthproxy.api.ownership import Json, as_json, storage
+from oauthproxy.api.state import app_state
+from oauthproxy.errors import NotFound
+from oauthproxy.models.docker import DockerServiceCreate, PortRequest
+from oauthproxy.models.services import DockerService, PortAllocation, PortConfig
+from oauthproxy.services import ports as port_rules
+from oauthproxy.services.docker import (
+    MANAGED_LABEL,
+    OWNER_LABEL,
+    SERVICE_LABEL,
+    ContainerSpec,
+    DockerEngine,
+    EngineError,
+    EngineUnavailable,
+    PortMapping,
+)
+from oauthproxy.services.events import record_one
+
+log = logging.getLogger(__name__)
+
+UNDO_TIMEOUT_SECONDS = 30.0
+
+
+def engine() -> DockerEngine:
+    docker = app_state(current_app).docker
+    assert docker is not None, "create_app always makes one"
+    return docker
+
+
+async def reserve_service(data: DockerServiceCreate, owner: dict[str, str]) -> DockerService:
+    """Check the request and store the record, claiming the name (and, for an owner, a quota
+    slot: the caller holds the owner's lock for this step only, never during a build)."""
+    await engine().version()  # 503 naming DOCKER_HOST before anything is written
+    for index, port in enumerate(data.port_configs):
+        if port.host is not None:
+            port_rules.check_port(port.host, field=f"port_configs.{index}.host")
+    image = data.image or f"oauthproxy-{data.service_name.lower()}:latest"
+    fields = data.model_dump(exclude={"auto_proxy", "start", "port_configs"})
+    service = DockerService(**{**fields, "image": image}, **owner)
+    await storage().docker_services.create(service)
+    return service
+
+
+async def create_service(data: DockerServiceCreate, service: DockerService) -> DockerService:
+    """Build (if asked), allocate the ports, create and start the container of a reserved
+    service; undo everything, the record included, when a step fails."""
+    docker = engine()
+    image = service.image or ""
+    try:
+        if data.dockerfile_path is not None:
+            await docker.build(Path(data.dockerfile_path), image)
+        internal_port = data.internal_port or next(iter(await docker.exposed_ports(image)), None)
+        allocated = [await allocate(service, port) for port in _wanted_ports(data, internal_port)]
+        service = service.model_copy(
+            update={"internal_port": internal_port, "port_configs": [_config(p) for p in allocated]}
+        )
+        await storage().docker_services.put(service)
+        await docker.create(container_spec(service, allocated))
+        if data.start:
+            await docker.start(service.service_name)
+        status = await record_one(docker, storage(), service.service_name)
+        service = service.model_copy(update={"status": status})
+    except BaseException:
+        with trio.CancelScope(shield=True), trio.move_on_after(UNDO_TIMEOUT_SECONDS):
+            await _undo(docker, service)
+        raise
+    return service
+
+
+async def recreate(service: DockerService) -> None:
+    """Replace the service's container with one made from `service` as it is now (and every
+    port it holds now), started again if the old one ran. The image is checked first, so a bad
+    one leaves the old container as it was."""
+    docker = engine()
+    name = service.service_name
+    await docker.exposed_ports(service.image or "")
+    try:
+        was_running = (await docker.state(name)).status == "running"
+    except NotFound:
+        was_running = False
+    ports = await storage().ports.of_service(name)
+    await docker.remove(name)
+    await docker.create(container_spec(service, ports))
+    if was_running:
+        await docker.start(name)
+
+
+async def _undo(docker: DockerEngine, service: DockerService) -> None:
+    # Unreachable: nothing was created there; `POST /services/cleanup` removes a late one.
+    with contextlib.suppress(EngineUnavailable):
+        await docker.remove(service.service_name)
+    await storage().docker_services.delete(service)
+
+
+def _wanted_ports(data: DockerServiceCreate, internal_port: int | None) -> list[PortRequest]:
+    """The ports asked for; with `expose_ports` and none asked, one for the internal port."""
+    if data.port_configs or not data.expose_ports or internal_port is None:
+        return list(data.port_configs)
+    return [PortRequest(name="http", container=internal_port, bind=data.bind_address)]
+
+
+async def allocate(service: DockerService, port: PortRequest) -> PortAllocation:
+    """Claim `port.host` (checked) or the first free exposed port, for `service`."""
+    if port.host is not None:
+        port_rules.check_port(port.host, field="host")
+    allocation = PortAllocation(
+        service_name=service.service_name,
+        port_name=port.name,
+        host_port=port.host or port_rules.EXPOSED.start,
+        container_port=port.container,
+        bind_address=port.bind,
+        protocol=port.protocol,
+        source_token_hash=port_rules.token_hash(port.source_token) if port.source_token else None,
+        require_token=port.source_token is not None,
+        owner_token_hash=service.owner_token_hash,
+        description=port.description,
+    )
+    return await storage().ports.allocate(
+        allocation,
+        requested=port.host,
+        restricted=port_rules.RESTRICTED,
+        ranges=[port_rules.EXPOSED],
+    )
+
+
+def _config(allocation: PortAllocation) -> PortConfig:
+    """The service record's view of a port: never its source token, only that it needs one."""
+    return PortConfig(
+        name=allocation.port_name,
+        host=allocation.host_port,
+        container=allocation.container_port,
+        bind=allocation.bind_address,
+        protocol=allocation.protocol,
+        source_token=None,
+    )
+
+
+def container_spec(service: DockerService, ports: list[PortAllocation]) -> ContainerSpec:
+    """The container of `service`: its limits, its labels plus ours, its published ports (none
+    on the host network, where the container's own ports are the host's)."""
+    labels = {
+        **service.labels,
+        MANAGED_LABEL: "true",
+        SERVICE_LABEL: service.service_name,
+        OWNER_LABEL: service.owner_token_hash or "admin",
+    }
+    host_network = "host" in service.networks
+    return ContainerSpec(
+        name=service.service_name,
+        image=service.image or "",
+        command=tuple(service.command or ()),
+        memory=service.memory_limit,
+        cpus=service.cpu_limit,
+        environment=dict(service.environment),
+        labels=labels,
+        networks=tuple(service.networks),
+        ports=()
+        if host_network
+        else tuple(
+            PortMapping(p.host_port, p.container_port, p.bind_address, p.protocol) for p in ports
+        ),
+    )
+
+
+async def remove_containers_of(owner_hash: str) -> list[str]:
+    """Remove the containers of a deleted token's services (their records went with it); when
+    the engine is away they stay until `POST /services/cleanup`."""
+    try:
+        owned = [c for c in await engine().managed() if c.labels.get(OWNER_LABEL) == owner_hash]
+        for container in owned:
+            await engine().remove(container.name)
+    except EngineUnavailable as error:
+        log.warning("containers of a deleted token left for service-cleanup: %s", error)
+        return []
+    return [container.name for container in owned]
+
+
+async def listed_with_status(services: list[DockerService]) -> list[Json]:
+    """The services as JSON, each with its container's status: one engine call for all;
+    `unknown` for each while the engine cannot be reached (a list still answers)."""
+    try:
+        states = {state.name: state.status for state in await engine().managed()}
+    except (EngineUnavailable, EngineError):
+        return [{**as_json(service), "status": "unknown"} for service in services]
+    return [
+        {**as_json(service), "status": states.get(service.service_name, "missing")}
+        for service in sorted(services, key=lambda s: s.service_name)
+    ]
+
+
+async def with_status(service: DockerService) -> Json:
+    """The service as JSON, with its container's status as the engine reports it now."""
+    body: dict[str, Any] = as_json(service)
+    try:
+        state = await engine().state(service.service_name)
+        body["status"] = state.status
+        body["exit_code"] = state.exit_code
+    except NotFound:
+        body["status"] = "missing"
+    except (EngineUnavailable, EngineError):
+        body["status"] = "unknown"
+    return body

@@ -1,0 +1,255 @@
+"""`/api/v1/services/{name}`: Docker services — create, show, change, start, stop, restart,
+logs, stats, a proxy for one, delete, and the cleanup of containers no record owns.
+
+An owner token manages only its own services (another owner's reads as 404) and its creations
+count against TOKEN_MAX_SERVICES; `tenancy.services` says what only the admin may ask of a
+container. Every engine call runs in a worker thread (`services.docker`); when the engine at
+DOCKER_HOST cannot be reached, these endpoints answer 503 naming it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+from quart import Blueprint, Response, current_app
+from quart_schema import document_response, validate_querystring, validate_request
+
+from oauthproxy.api.auth import requires_token
+from oauthproxy.api.docker_create import (
+    create_service,
+    engine,
+    recreate,
+    reserve_service,
+    with_status,
+)
+from oauthproxy.api.ownership import (
+    Json,
+    as_json,
+    caller,
+    owner_serialized,
+    ownership,
+    patched,
+    quota_slot,
+    storage,
+    tenant_owning,
+)
+from oauthproxy.api.proxies import create_proxy_target
+from oauthproxy.api.state import app_state
+from oauthproxy.models.docker import (
+    DockerServiceCreate,
+    DockerServiceDelete,
+    DockerServiceUpdate,
+    ServiceLogsQuery,
+    ServiceProxyCreate,
+)
+from oauthproxy.models.proxies import ProxyTargetCreate
+from oauthproxy.models.services import DockerService
+from oauthproxy.services.docker import MANAGED_LABEL, SERVICE_LABEL
+from oauthproxy.services.events import record_one
+from oauthproxy.services.logs import follow_logs
+from oauthproxy.storage import cascades
+from oauthproxy.storage.services import docker_service_url
+from oauthproxy.tenancy.caller import Refused
+from oauthproxy.tenancy.quotas import Quota
+from oauthproxy.tenancy.records import (
+    changeable,
+    check_unreferenced,
+    readable,
+    routes_naming_proxy,
+    routes_naming_service,
+)
+from oauthproxy.tenancy.services import check_docker_service, check_labels
+
+docker_services = Blueprint("docker_services", __name__, url_prefix="/api/v1/services")
+
+
+async def _service(name: str) -> DockerService:
+    found = await storage().docker_services.get(name)
+    return readable(caller(), found, "service", name)
+
+
+@docker_services.post("/")
+@requires_token()
+@validate_request(DockerServiceCreate)
+@document_response(DockerService, 201)
+async def create_docker_service(data: DockerServiceCreate) -> tuple[Json, int]:
+    """Create (and by default start) a container from `image` or `dockerfile_path`, owned by the
+    calling token; with `auto_proxy`, also the proxy `{name}.{BASE_DOMAIN}`."""
+    check_docker_service(caller(), data)
+    async with quota_slot(Quota.SERVICES):
+        reserved = await reserve_service(data, ownership())
+    service = await create_service(data, reserved)
+    if data.auto_proxy:
+        await _proxy_for(service, ServiceProxyCreate())
+    return await with_status(service), 201
+
+
+@docker_services.post("/cleanup")
+@requires_token(admin=True)
+async def cleanup_services() -> Json:
+    """Remove our containers that no service record owns, and the records of services whose
+    container is gone (with their ports). Admin only."""
+    records = {s.service_name: s for s in await storage().docker_services.all()}
+    containers = await engine().managed()
+    present = {c.labels.get(SERVICE_LABEL, c.name) for c in containers}
+    removed = []
+    for container in containers:
+        if container.labels.get(MANAGED_LABEL) and container.name not in records:
+            await engine().remove(container.name)
+            removed.append(container.name)
+    forgotten = [name for name in records if name not in present]
+    for name in forgotten:
+        await storage().docker_services.delete(records[name])
+    return {"removed_containers": removed, "removed_records": forgotten}
+
+
+@docker_services.get("/<name>")
+@requires_token()
+@document_response(DockerService)
+async def get_docker_service(name: str) -> Json:
+    """One Docker service, with its container's status."""
+    return await with_status(await _service(name))
+
+
+@docker_services.put("/<name>")
+@requires_token()
+@validate_request(DockerServiceUpdate)
+@document_response(DockerService)
+async def update_docker_service(name: str, data: DockerServiceUpdate) -> Json:
+    """Change memory and CPU limits in place; a new image, environment, command or labels
+    recreate the container (with the ports the service holds now)."""
+    service = changeable(caller(), await _service(name), "service", name)
+    changes = data.model_dump(exclude_none=True)
+    if not changes:
+        return await with_status(service)
+    check_labels(data.labels or {})
+    service = patched(service, changes)
+    if data.recreates():
+        await recreate(service)
+    else:
+        await engine().update(name, memory=data.memory_limit, cpus=data.cpu_limit)
+    await storage().docker_services.put(service)
+    await record_one(engine(), storage(), name)
+    return await with_status(await _service(name))
+
+
+@docker_services.delete("/<name>")
+@requires_token()
+@validate_querystring(DockerServiceDelete)
+@document_response(DockerService)
+async def delete_docker_service(name: str, query_args: DockerServiceDelete) -> Json:
+    """Remove the container, the record and its ports; `?delete_proxy=true` also deletes the
+    caller's proxies that target it. Refused (409) while routes of its owner name it, and while
+    the container runs unless `force` (the default)."""
+    service = changeable(caller(), await _service(name), "service", name)
+    owner = await tenant_owning(service.owner_token_hash)
+    proxies = await _proxies_to(service) if query_args.delete_proxy else []
+    async with owner_serialized(owner):
+        if owner is not None:
+            routes = await storage().routes.owned_by(owner)
+            check_unreferenced("service", name, "service_name", routes_naming_service(routes, name))
+            for hostname in proxies:
+                naming = routes_naming_proxy(routes, hostname)
+                check_unreferenced("proxy", hostname, "delete_proxy", naming)
+        if not query_args.force:
+            state = await engine().state(name)
+            if state.status == "running":
+                detail = f"the container of {name} is running: stop it first, or use force=true"
+                raise Refused(409, "running", detail, field="force")
+        await engine().remove(name)
+        await storage().docker_services.delete(service)
+        for hostname in proxies:
+            await cascades.delete_proxy(storage(), hostname)
+    return {**as_json(service), "status": "deleted", "deleted_proxies": proxies}
+
+
+async def _proxies_to(service: DockerService) -> list[str]:
+    """The caller's proxies whose target is the service."""
+    url = docker_service_url(service).rstrip("/")
+    who = caller()
+    return [
+        proxy.hostname
+        for proxy in await storage().proxies.all()
+        if str(proxy.target_url).rstrip("/") == url and who.owns(proxy.owner_token_hash)
+    ]
+
+
+@docker_services.post("/<name>/start")
+@requires_token()
+async def start_service(name: str) -> Json:
+    await engine().start((await _service(name)).service_name)
+    await record_one(engine(), storage(), name)
+    return await with_status(await _service(name))
+
+
+@docker_services.post("/<name>/stop")
+@requires_token()
+async def stop_service(name: str) -> Json:
+    await engine().stop((await _service(name)).service_name)
+    await record_one(engine(), storage(), name)
+    return await with_status(await _service(name))
+
+
+@docker_services.post("/<name>/restart")
+@requires_token()
+async def restart_service(name: str) -> Json:
+    await engine().restart((await _service(name)).service_name)
+    await record_one(engine(), storage(), name)
+    return await with_status(await _service(name))
+
+
+@docker_services.get("/<name>/logs")
+@requires_token()
+@validate_querystring(ServiceLogsQuery)
+async def service_logs(name: str, query_args: ServiceLogsQuery) -> Json | Response:
+    """The container's last `lines` lines of output (stdout and stderr); with `follow=true`, a
+    text/plain stream of those lines and then every new one, until the client goes away."""
+    service = await _service(name)
+    if query_args.follow:
+        lines_of = follow_logs(
+            engine(),
+            service.service_name,
+            lines=query_args.lines,
+            timestamps=query_args.timestamps,
+        )
+
+        async def body() -> AsyncIterator[bytes]:
+            async for line in lines_of:
+                yield (line + "\n").encode()
+
+        return Response(body(), content_type="text/plain; charset=utf-8")
+    lines = await engine().logs(
+        service.service_name, lines=query_args.lines, timestamps=query_args.timestamps
+    )
+    return {"service_name": name, "lines": lines}
+
+
+@docker_services.get("/<name>/stats")
+@requires_token()
+async def service_stats(name: str) -> Json:
+    """CPU, memory, network and block I/O of the container, as the engine measures them now."""
+    service = await _service(name)
+    stats = await engine().stats(service.service_name)
+    return {"service_name": name, **vars(stats)}
+
+
+@docker_services.post("/<name>/proxy")
+@requires_token()
+@validate_request(ServiceProxyCreate)
+async def create_service_proxy(name: str, data: ServiceProxyCreate) -> tuple[Json, int]:
+    """A proxy to the service: `hostname` defaults to `{name}.{BASE_DOMAIN}`."""
+    return await _proxy_for(await _service(name), data), 201
+
+
+async def _proxy_for(service: DockerService, data: ServiceProxyCreate) -> Json:
+    base_domain = app_state(current_app).settings.base_domain
+    hostname = data.hostname or f"{service.service_name.lower()}.{base_domain}"
+    request = ProxyTargetCreate.model_validate(
+        {
+            "hostname": hostname,
+            "target_url": docker_service_url(service),
+            "enable_https": data.enable_https,
+        }
+    )
+    body, _status, _headers = await create_proxy_target(request)
+    return body

@@ -1,0 +1,114 @@
+"""Host ports of Docker services: `/api/v1/services/ports…` and `/api/v1/services/{name}/ports…`.
+
+A port belongs to its service, and so to the service's owner: an owner token lists, adds and
+removes only its own services' ports, and another owner's port reads as missing. Which ports may
+be held is `services.ports`' rule (422 naming the problem); allocation is one Lua script in
+`storage.ports`, so concurrent requests, on any replica, never get the same port. Ports given to
+a running service are published when its container is next created: a PUT that recreates it.
+"""
+
+from __future__ import annotations
+
+from quart import Blueprint
+from quart_schema import document_response, validate_querystring, validate_request
+
+from oauthproxy.api.auth import requires_token
+from oauthproxy.api.docker_create import allocate
+from oauthproxy.api.ownership import Json, as_json, caller, patched, storage
+from oauthproxy.models.docker import PortCheck, PortRequest, PortsQuery, PortUpdate
+from oauthproxy.models.services import DockerService, PortAllocation
+from oauthproxy.services import ports as port_rules
+from oauthproxy.tenancy.records import changeable, readable, visible
+
+ports = Blueprint("ports", __name__, url_prefix="/api/v1/services")
+
+
+async def _service(name: str) -> DockerService:
+    return readable(caller(), await storage().docker_services.get(name), "service", name)
+
+
+@ports.get("/ports")
+@requires_token()
+@validate_querystring(PortsQuery)
+async def list_all_ports(query_args: PortsQuery) -> Json:
+    """Every allocated port the caller may see; `?available_only=true` gives the ranges and the
+    next free port instead."""
+    if query_args.available_only:
+        return await available_ports()
+    found = visible(caller(), await storage().ports.all())
+    return {"ports": [as_json(port) for port in found], "count": len(found)}
+
+
+@ports.get("/ports/available")
+@requires_token()
+async def available_ports() -> Json:
+    """The spec's ranges, the restricted ports, how many are allocated and the next free one."""
+    taken = {port.host_port for port in await storage().ports.all()}
+    next_free = next(
+        (p for p in port_rules.EXPOSED if p not in taken and p not in port_rules.RESTRICTED), None
+    )
+    return {**port_rules.PortRanges().as_json(), "allocated": len(taken), "next_free": next_free}
+
+
+@ports.post("/ports/check")
+@requires_token()
+@validate_request(PortCheck)
+async def check_port(data: PortCheck) -> Json:
+    """Whether `port` could be allocated now, and if not, why."""
+    problem = port_rules.port_problem(data.port)
+    holder = await storage().ports.holder(data.port)
+    if problem is None and holder is not None:
+        problem = f"port {data.port} is already allocated"
+    return {
+        "port": data.port,
+        "bind_address": data.bind_address,
+        "available": problem is None,
+        "reason": problem,
+    }
+
+
+@ports.get("/<name>/ports")
+@requires_token()
+@document_response(list[PortAllocation])
+async def list_service_ports(name: str) -> list[Json]:
+    service = await _service(name)
+    return [as_json(port) for port in await storage().ports.of_service(service.service_name)]
+
+
+@ports.post("/<name>/ports")
+@requires_token()
+@validate_request(PortRequest)
+@document_response(PortAllocation, 201)
+async def add_service_port(name: str, data: PortRequest) -> tuple[Json, int]:
+    """Allocate a host port for the service: `host` when given (checked), else the first free
+    one of the exposed range."""
+    service = changeable(caller(), await _service(name), "service", name)
+    return as_json(await allocate(service, data)), 201
+
+
+@ports.put("/<name>/ports/<port_name>")
+@requires_token()
+@validate_request(PortUpdate)
+@document_response(PortAllocation)
+async def update_service_port(name: str, port_name: str, data: PortUpdate) -> Json:
+    """Change a port's bind address, source token, whether it needs one, its description."""
+    service = changeable(caller(), await _service(name), "service", name)
+    current = await storage().ports.get(service.service_name, port_name)
+    changes = data.model_dump(exclude_none=True, exclude={"source_token", "bind"})
+    if data.bind is not None:
+        changes["bind_address"] = data.bind
+    if data.source_token is not None:
+        changes["source_token_hash"] = port_rules.token_hash(data.source_token)
+        changes.setdefault("require_token", True)
+    updated = patched(current, changes)
+    await storage().ports.replace(updated)
+    return as_json(updated)
+
+
+@ports.delete("/<name>/ports/<port_name>")
+@requires_token()
+@document_response(PortAllocation)
+async def remove_service_port(name: str, port_name: str) -> Json:
+    """Release the port: both of its keys go in one step."""
+    service = changeable(caller(), await _service(name), "service", name)
+    return as_json(await storage().ports.release(service.service_name, port_name))

@@ -1,0 +1,113 @@
+"""Request bodies of the Docker service and port endpoints (records are in `models.services`)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import Field, StringConstraints, model_validator
+
+from oauthproxy.models.common import Hostname, Name, Request
+
+BindAddress = Literal["127.0.0.1", "0.0.0.0"]  # noqa: S104 - a choice the owner makes, checked
+MemoryLimit = Annotated[str, StringConstraints(pattern=r"^[1-9][0-9]{0,9}[bkmgBKMG]?$")]
+PortName = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9_-]{0,31}$")]
+PortNumber = Annotated[int, Field(ge=1, le=65535)]
+RESERVED_NAMES = frozenset({"api", "cleanup", "external", "ports", "unified"})
+"""Names that `/api/v1/services/{name}` could not reach, or the internal service's."""
+Token = Annotated[str, StringConstraints(min_length=8, max_length=512)]
+
+
+class PortRequest(Request):
+    """One host port for a service: `host` is allocated from the exposed range when absent."""
+
+    name: PortName = "http"
+    host: PortNumber | None = None
+    container: PortNumber
+    bind: BindAddress = "127.0.0.1"
+    protocol: Literal["tcp", "udp"] = "tcp"
+    source_token: Token | None = Field(
+        default=None, description="A token clients of this port must present (stored hashed)"
+    )
+    description: Annotated[str, StringConstraints(max_length=500)] = ""
+
+
+class DockerServiceCreate(Request):
+    service_name: Name
+    image: Annotated[str, StringConstraints(min_length=1, max_length=255)] | None = None
+    dockerfile_path: Annotated[str, StringConstraints(min_length=1, max_length=1024)] | None = None
+    internal_port: PortNumber | None = Field(
+        default=None, description="The port the container serves on (default: its image's EXPOSE)"
+    )
+    memory_limit: MemoryLimit = "512m"
+    cpu_limit: float = Field(default=1.0, gt=0, le=64)
+    environment: dict[str, str] = Field(default_factory=dict, max_length=100)
+    command: list[str] | None = Field(default=None, max_length=100)
+    networks: list[Name] = Field(default_factory=list, max_length=10)
+    labels: dict[str, str] = Field(default_factory=dict, max_length=50)
+    expose_ports: bool = False
+    port_configs: list[PortRequest] = Field(default_factory=list, max_length=20)
+    bind_address: BindAddress = "127.0.0.1"
+    auto_proxy: bool = Field(default=False, description="Also create {name}.{BASE_DOMAIN}")
+    start: bool = Field(default=True, description="Start the container once created")
+
+    @model_validator(mode="after")
+    def _one_source(self) -> DockerServiceCreate:
+        if self.service_name.lower() in RESERVED_NAMES:
+            raise ValueError(f"service_name: {self.service_name!r} names an endpoint of the API")
+        if (self.image is None) == (self.dockerfile_path is None):
+            raise ValueError("give exactly one of image and dockerfile_path")
+        names = [port.name for port in self.port_configs]
+        if len(set(names)) != len(names):
+            raise ValueError("port_configs: each port needs its own name")
+        return self
+
+
+class DockerServiceUpdate(Request):
+    """Limits change in place on the running container; a new image, environment, command or
+    labels recreate it (with every port the service holds now), running again if it ran."""
+
+    memory_limit: MemoryLimit | None = None
+    cpu_limit: float | None = Field(default=None, gt=0, le=64)
+    image: Annotated[str, StringConstraints(min_length=1, max_length=255)] | None = None
+    environment: dict[str, str] | None = Field(default=None, max_length=100)
+    command: list[str] | None = Field(default=None, max_length=100)
+    labels: dict[str, str] | None = Field(default=None, max_length=50)
+
+    def recreates(self) -> bool:
+        return any(
+            value is not None for value in (self.image, self.environment, self.command, self.labels)
+        )
+
+
+class DockerServiceDelete(Request):
+    force: bool = Field(default=True, description="Stop a running container first")
+    delete_proxy: bool = Field(default=False, description="Also delete proxies targeting it")
+
+
+class ServiceLogsQuery(Request):
+    lines: int = Field(default=100, ge=1, le=10000)
+    timestamps: bool = False
+    follow: bool = Field(
+        default=False, description="Keep the response open and send new lines as they come"
+    )
+
+
+class ServiceProxyCreate(Request):
+    hostname: Hostname | None = Field(default=None, description="Default: {name}.{BASE_DOMAIN}")
+    enable_https: bool = False
+
+
+class PortUpdate(Request):
+    bind: BindAddress | None = None
+    source_token: Token | None = None
+    require_token: bool | None = None
+    description: Annotated[str, StringConstraints(max_length=500)] | None = None
+
+
+class PortCheck(Request):
+    port: PortNumber
+    bind_address: BindAddress = "127.0.0.1"
+
+
+class PortsQuery(Request):
+    available_only: bool = False

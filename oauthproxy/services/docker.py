@@ -1,0 +1,285 @@
+"""The Docker engine: the only module that imports python_on_whales.
+
+python-on-whales drives the `docker` CLI in a subprocess, so every call blocks: each one runs in
+`trio.to_thread.run_sync`, never on the event loop. Its exceptions are translated here, at the
+edge: an engine that cannot be reached (or no `docker` CLI) is `EngineUnavailable`, naming
+DOCKER_HOST; a missing container is `NotFound`; any other refusal of the engine is `EngineError`
+with the engine's own message. Callers never see a python-on-whales type.
+
+`DOCKER_HOST` says where the engine listens, `DOCKER_API_VERSION` is passed to the CLI as its
+environment variable of that name (the API version it speaks), so both act on every call.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any, ParamSpec, TypeVar
+
+import trio
+from python_on_whales import DockerClient
+from python_on_whales.exceptions import DockerException, NoSuchContainer, NoSuchImage
+
+from oauthproxy.errors import GatewayError, NotFound
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+MANAGED_LABEL = "oauthproxy.managed"
+SERVICE_LABEL = "oauthproxy.service"
+OWNER_LABEL = "oauthproxy.owner"
+"""Our labels on every container we create: that it is ours, for which service, whose."""
+
+UNREACHABLE_MARKERS = (
+    "Cannot connect to the Docker daemon",
+    "connect: no such file or directory",
+    "connection refused",
+    "error during connect",
+    "Is the docker daemon running",
+    "'docker': No such file or directory",  # `env` found no docker CLI to run
+)
+
+
+class EngineUnavailable(GatewayError):
+    """The Docker engine at DOCKER_HOST cannot be reached (or the `docker` CLI is missing)."""
+
+    def __init__(self, docker_host: str, reason: str) -> None:
+        where = f"the Docker engine at DOCKER_HOST={docker_host}"
+        super().__init__(f"{where} is not reachable: {reason}")
+        self.docker_host = docker_host
+
+
+class EngineError(GatewayError):
+    """The engine refused a request (no such image, a bad limit, a name taken...)."""
+
+
+@dataclass(frozen=True)
+class PortMapping:
+    host_port: int
+    container_port: int
+    bind_address: str = "127.0.0.1"
+    protocol: str = "tcp"
+
+
+@dataclass(frozen=True)
+class ContainerSpec:
+    """Everything the engine needs to create one service's container."""
+
+    name: str
+    image: str
+    command: tuple[str, ...] = ()
+    memory: str | None = None
+    cpus: float | None = None
+    environment: dict[str, str] = field(default_factory=dict)
+    labels: dict[str, str] = field(default_factory=dict)
+    networks: tuple[str, ...] = ()
+    ports: tuple[PortMapping, ...] = ()
+
+
+@dataclass(frozen=True)
+class ContainerState:
+    name: str
+    status: str
+    """The engine's word: created, running, exited, paused, restarting, removing, dead."""
+    exit_code: int | None
+    labels: dict[str, str]
+
+
+@dataclass(frozen=True)
+class ContainerStats:
+    cpu_percentage: float
+    memory_used: int
+    memory_limit: int
+    memory_percentage: float
+    net_upload: int
+    net_download: int
+    block_read: int
+    block_write: int
+
+
+@dataclass(frozen=True)
+class EngineEvent:
+    """A container's lifecycle event (`die`, `start`, `destroy`...) from the engine's stream."""
+
+    action: str
+    container: str
+    labels: dict[str, str]
+
+
+class DockerEngine:
+    """One engine, as DOCKER_HOST and DOCKER_API_VERSION name it."""
+
+    def __init__(self, host: str, api_version: str) -> None:
+        self.host = host
+        call = ["env", f"DOCKER_API_VERSION={api_version}", "docker"] if api_version else ["docker"]
+        self._client = DockerClient(host=host, client_call=call)
+
+    async def _run(self, call: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+        return await trio.to_thread.run_sync(
+            functools.partial(self._translated, call, *args, **kwargs), abandon_on_cancel=True
+        )
+
+    def _translated(self, call: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+        try:
+            return call(*args, **kwargs)
+        except NoSuchContainer:
+            raise NotFound("container", "of this service") from None
+        except NoSuchImage as error:
+            raise EngineError(f"no such image: {_first_line(error)}") from None
+        except DockerException as error:
+            message = (error.stderr or "").strip() or str(error)
+            if any(marker.lower() in message.lower() for marker in UNREACHABLE_MARKERS):
+                raise EngineUnavailable(self.host, _last_line(message)) from None
+            raise EngineError(_last_line(message)) from None
+        except (FileNotFoundError, PermissionError) as error:
+            raise EngineUnavailable(self.host, f"cannot run the docker CLI: {error}") from None
+
+    # --- the engine ----------------------------------------------------------------------------
+
+    async def version(self) -> str:
+        """The engine's API version; `EngineUnavailable` when it does not answer."""
+        found = await self._run(self._client.version)
+        return str(found.server.api_version if found.server else "?")
+
+    async def build(self, dockerfile: Path, tag: str) -> str:
+        """Build `dockerfile` (its directory is the context) as `tag`."""
+        if not await trio.Path(dockerfile).is_file():
+            raise EngineError(f"no Dockerfile at {dockerfile}")
+        build = self._client.legacy_build
+        image = await self._run(build, dockerfile.parent, file=dockerfile, tags=[tag])
+        return str(image.id)
+
+    async def exposed_ports(self, image: str) -> list[int]:
+        """The TCP ports `image` declares with EXPOSE, lowest first."""
+        found = await self._run(self._client.image.inspect, image)
+        exposed = found.config.exposed_ports or {}
+        return sorted(int(key.split("/")[0]) for key in exposed if key.endswith("/tcp"))
+
+    # --- containers ----------------------------------------------------------------------------
+
+    async def create(self, spec: ContainerSpec) -> str:
+        """Create (not start) the container. It runs under the engine's init process: a service
+        whose own process ignores SIGTERM as PID 1 would otherwise take the full stop timeout
+        to stop, and its orphaned children would never be reaped."""
+        publish = [_publish(mapping) for mapping in spec.ports]
+        container = await self._run(
+            self._client.container.create,
+            spec.image,
+            list(spec.command),
+            name=spec.name,
+            memory=spec.memory,
+            cpus=spec.cpus,
+            envs=spec.environment,
+            labels=spec.labels,
+            networks=list(spec.networks),
+            publish=publish,
+            init=True,
+        )
+        return str(container.id)
+
+    async def start(self, name: str) -> None:
+        await self._run(self._client.container.start, name)
+
+    async def stop(self, name: str) -> None:
+        await self._run(self._client.container.stop, name)
+
+    async def restart(self, name: str) -> None:
+        await self._run(self._client.container.restart, name)
+
+    async def remove(self, name: str) -> None:
+        """Remove the container (stopping it first); nothing when there is none."""
+        try:
+            await self._run(self._client.container.remove, name, force=True)
+        except NotFound:
+            return
+
+    async def update(self, name: str, *, memory: str | None, cpus: float | None) -> None:
+        """Change a container's limits in place (no restart)."""
+        await self._run(self._client.container.update, name, memory=memory, cpus=cpus)
+
+    async def state(self, name: str) -> ContainerState:
+        container = await self._run(self._client.container.inspect, name)
+        return _state(container)
+
+    async def managed(self) -> list[ContainerState]:
+        """Every container carrying our label, running or not."""
+        found = await self._run(
+            self._client.container.list, all=True, filters=[("label", MANAGED_LABEL)]
+        )
+        return [_state(container) for container in found]
+
+    async def logs(
+        self, name: str, *, lines: int | None, timestamps: bool, since: datetime | None = None
+    ) -> list[str]:
+        """The container's output: the last `lines` lines, or all since `since`."""
+        text = await self._run(
+            self._client.container.logs, name, tail=lines, timestamps=timestamps, since=since
+        )
+        return str(text).splitlines()
+
+    async def stats(self, name: str) -> ContainerStats:
+        found = await self._run(self._client.container.stats, name)
+        if not found:
+            raise NotFound("container", name)
+        s = found[0]
+        return ContainerStats(
+            cpu_percentage=float(s.cpu_percentage or 0),
+            memory_used=int(s.memory_used or 0),
+            memory_limit=int(s.memory_limit or 0),
+            memory_percentage=float(s.memory_percentage or 0),
+            net_upload=int(s.net_upload or 0),
+            net_download=int(s.net_download or 0),
+            block_read=int(s.block_read or 0),
+            block_write=int(s.block_write or 0),
+        )
+
+    async def follow_events(
+        self, since: datetime, until: datetime, deliver: Callable[[EngineEvent], None]
+    ) -> None:
+        """Call `deliver` (from a worker thread) with each container event of ours between
+        `since` and `until`, as the engine reports it; returns at `until`. Bounded windows keep
+        the CLI process short-lived: a cancelled follower leaves no stream running past its
+        window."""
+        await self._run(self._follow, since, until, deliver)
+
+    def _follow(
+        self, since: datetime, until: datetime, deliver: Callable[[EngineEvent], None]
+    ) -> None:
+        filters = {"type": "container", "label": MANAGED_LABEL}
+        for event in self._client.system.events(since=since, until=until, filters=filters):
+            actor = event.actor
+            attributes: dict[str, Any] = dict(actor.attributes or {}) if actor else {}
+            deliver(
+                EngineEvent(
+                    action=str(event.action or ""),
+                    container=str(attributes.get("name", "")),
+                    labels={k: str(v) for k, v in attributes.items()},
+                )
+            )
+
+
+def _publish(mapping: PortMapping) -> tuple[str, int, str]:
+    host = f"{mapping.bind_address}:{mapping.host_port}"
+    return (host, mapping.container_port, mapping.protocol)
+
+
+def _state(container: Any) -> ContainerState:
+    state = container.state
+    return ContainerState(
+        name=str(container.name).lstrip("/"),
+        status=str(state.status or "unknown"),
+        exit_code=state.exit_code,
+        labels=dict(container.config.labels or {}),
+    )
+
+
+def _first_line(error: DockerException) -> str:
+    return str(error).strip().splitlines()[0] if str(error).strip() else "?"
+
+
+def _last_line(message: str) -> str:
+    lines = [line for line in message.strip().splitlines() if line.strip()]
+    return lines[-1] if lines else message

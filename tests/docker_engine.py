@@ -1,0 +1,132 @@
+"""A real Docker engine for the tests: one dockerd per test session, in a temporary directory.
+
+It runs as `recipes/components.md` says (no bridges, no iptables: containers use the host
+network and bind loopback ports). No registry is reachable, so the test image is a busybox-static
+root filesystem imported once (`IMAGE`); Dockerfiles are built `FROM` it. At the end dockerd is
+stopped, its netns mount undone and its directory removed. A missing dockerd or busybox is a
+failure, never a skip.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import subprocess
+import tarfile
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+IMAGE = "oauthproxy-test/busybox:1"
+BUSYBOX_APPLETS = ("sh", "httpd", "echo", "sleep", "cat", "ls", "env")
+
+
+@dataclass(frozen=True)
+class Engine:
+    host: str
+    """`unix://…/docker.sock`, for DOCKER_HOST."""
+    root: Path
+    process: subprocess.Popen[bytes]
+
+    def docker(self, *args: str) -> str:
+        """Run the docker CLI against this engine (test set-up and checks only)."""
+        done = subprocess.run(
+            ["docker", "--host", self.host, *args], capture_output=True, text=True, timeout=60
+        )
+        if done.returncode != 0:
+            raise AssertionError(f"docker {' '.join(args)}: {done.stderr}")
+        return done.stdout.strip()
+
+
+def _required(name: str) -> str:
+    found = shutil.which(name) or (
+        f"/usr/sbin/{name}" if Path(f"/usr/sbin/{name}").exists() else None
+    )
+    if found is None:
+        pytest.fail(f"{name} is not installed (apt-get install docker.io busybox-static)")
+    return found
+
+
+def _rootfs_tarball(directory: Path) -> Path:
+    """A root filesystem of one static busybox and its applets, with `/www/index.html`."""
+    rootfs = directory / "rootfs"
+    (rootfs / "bin").mkdir(parents=True)
+    (rootfs / "www").mkdir()
+    (rootfs / "tmp").mkdir()
+    shutil.copy(_required("busybox"), rootfs / "bin" / "busybox")
+    for applet in BUSYBOX_APPLETS:
+        (rootfs / "bin" / applet).symlink_to("busybox")
+    (rootfs / "www" / "index.html").write_text("hello from busybox\n")
+    tarball = directory / "rootfs.tar"
+    with tarfile.open(tarball, "w") as archive:
+        archive.add(rootfs, arcname=".")
+    return tarball
+
+
+def _wait_for_engine(engine: Engine) -> None:
+    deadline = time.monotonic() + 60
+    while True:
+        done = subprocess.run(
+            ["docker", "--host", engine.host, "version"], capture_output=True, timeout=30
+        )
+        if done.returncode == 0:
+            return
+        if engine.process.poll() is not None or time.monotonic() > deadline:
+            log = (engine.root / "dockerd.log").read_text(errors="replace")[-2000:]
+            pytest.fail(f"dockerd did not start: {log}")
+        time.sleep(0.1)
+
+
+def start_engine(root: Path) -> Engine:
+    dockerd = _required("dockerd")
+    _required("docker")
+    host = f"unix://{root}/docker.sock"
+    with (root / "dockerd.log").open("wb") as log:
+        process = subprocess.Popen(
+            [
+                dockerd, "--host", host, "--data-root", str(root / "data"),
+                "--exec-root", str(root / "exec"), "--pidfile", str(root / "dockerd.pid"),
+                "--bridge", "none", "--iptables=false", "--ip6tables=false", "--ip-masq=false",
+                "--userland-proxy=false",
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )  # fmt: skip
+    engine = Engine(host=host, root=root, process=process)
+    _wait_for_engine(engine)
+    return engine
+
+
+def stop_engine(engine: Engine) -> None:
+    """Stop dockerd (it stops its containers), undo its netns mount, remove its directory."""
+    if engine.process.poll() is None:
+        engine.process.send_signal(signal.SIGTERM)
+        try:
+            engine.process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            engine.process.kill()
+            engine.process.wait()
+    netns = engine.root / "exec" / "netns" / "default"
+    if os.path.ismount(netns):
+        subprocess.run(["umount", str(netns)], check=False)
+    with contextlib.suppress(OSError):
+        shutil.rmtree(engine.root)
+
+
+@pytest.fixture(scope="session")
+def docker_engine() -> Iterator[Engine]:
+    """A real dockerd for the whole session, with the busybox image imported."""
+    root = Path(tempfile.mkdtemp(prefix="dk", dir="/tmp"))  # short: the socket path is bounded
+    engine = start_engine(root)
+    try:
+        tarball = _rootfs_tarball(root / "image")
+        engine.docker("import", "--change", 'CMD ["/bin/sh"]', str(tarball), IMAGE)
+        yield engine
+    finally:
+        stop_engine(engine)

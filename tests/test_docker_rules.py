@@ -1,0 +1,110 @@
+"""The pure rules behind Docker services: which host ports a service may hold, what only the
+admin may ask of a container, how a record maps to a container. Table-driven, no I/O."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from pydantic import ValidationError
+
+from oauthproxy.api.docker_create import container_spec
+from oauthproxy.models.docker import DockerServiceCreate
+from oauthproxy.models.services import DockerService, PortAllocation
+from oauthproxy.services.docker import PortMapping
+from oauthproxy.services.ports import check_port, port_problem, token_hash
+from oauthproxy.storage.services import docker_service_url
+from oauthproxy.tenancy.caller import Caller, Refused
+from oauthproxy.tenancy.services import check_docker_service
+
+OWNER = Caller(token_hash="sha256:" + "a" * 64, is_admin=False)
+ADMIN = Caller(token_hash="sha256:" + "b" * 64, is_admin=True)
+
+
+@pytest.mark.parametrize(
+    ("port", "problem"),
+    [
+        (11000, None),
+        (65535, None),
+        (12345, None),
+        (22, "restricted"),
+        (6379, "restricted"),
+        (27017, "restricted"),
+        (9000, "internal range"),
+        (10999, "internal range"),
+        (3000, "outside the exposed range 11000-65535"),
+        (1, "outside the exposed range"),
+    ],
+)
+def test_port_rules(port: int, problem: str | None) -> None:
+    found = port_problem(port)
+    assert (found is None) == (problem is None)
+    if problem is not None:
+        assert problem in str(found)
+        with pytest.raises(Refused) as refused:
+            check_port(port, field="host")
+        assert (refused.value.status, refused.value.field) == (422, "host")
+
+
+def test_a_source_token_is_kept_only_as_its_hash() -> None:
+    hashed = token_hash("secret-token")
+    assert hashed.startswith("sha256:") and "secret-token" not in hashed
+
+
+@pytest.mark.parametrize(
+    ("who", "fields", "status", "field"),
+    [
+        (OWNER, {"image": "x"}, None, None),
+        (OWNER, {"image": "x", "networks": ["host"]}, 403, "networks"),
+        (ADMIN, {"image": "x", "networks": ["host"]}, None, None),
+        (OWNER, {"dockerfile_path": "/srv/Dockerfile"}, 403, "dockerfile_path"),
+        (ADMIN, {"dockerfile_path": "/srv/Dockerfile"}, None, None),
+        (ADMIN, {"image": "x", "labels": {"oauthproxy.owner": "me"}}, 422, "labels"),
+        (OWNER, {"image": "x", "labels": {"team": "qa"}}, None, None),
+    ],
+)
+def test_what_only_the_admin_may_ask(
+    who: Caller, fields: dict[str, Any], status: int | None, field: str | None
+) -> None:
+    request = DockerServiceCreate.model_validate({"service_name": "svc", **fields})
+    if status is None:
+        check_docker_service(who, request)
+        return
+    with pytest.raises(Refused) as refused:
+        check_docker_service(who, request)
+    assert (refused.value.status, refused.value.field) == (status, field)
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"service_name": "svc"},
+        {"service_name": "svc", "image": "a", "dockerfile_path": "b"},
+        {"service_name": "ports", "image": "a"},
+        {"service_name": "svc", "image": "a", "memory_limit": "lots"},
+        {"service_name": "svc", "image": "a", "cpu_limit": 0},
+        {"service_name": "svc", "image": "a", "bind_address": "10.0.0.1"},
+        {"service_name": "svc", "image": "a", "port_configs": [{"container": 1}, {"container": 2}]},
+    ],
+)
+def test_bad_requests_are_refused_by_the_model(fields: dict[str, Any]) -> None:
+    with pytest.raises(ValidationError):
+        DockerServiceCreate.model_validate(fields)
+
+
+def test_the_container_carries_our_labels_and_publishes_ports_off_the_host_network() -> None:
+    service = DockerService(
+        service_name="web", image="img", internal_port=80, labels={"team": "qa"},
+        owner_token_hash=OWNER.token_hash,
+    )  # fmt: skip
+    port = PortAllocation(service_name="web", port_name="http", host_port=12000, container_port=80)
+    spec = container_spec(service, [port])
+    assert spec.labels == {
+        "team": "qa", "oauthproxy.managed": "true", "oauthproxy.service": "web",
+        "oauthproxy.owner": OWNER.token_hash,
+    }  # fmt: skip
+    assert spec.ports == (PortMapping(12000, 80, "127.0.0.1", "tcp"),)
+    assert docker_service_url(service) == "http://web:80"
+    on_host = service.model_copy(update={"networks": ["host"]})
+    assert container_spec(on_host, [port]).ports == ()
+    assert docker_service_url(on_host) == "http://127.0.0.1:80"

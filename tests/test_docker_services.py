@@ -1,0 +1,344 @@
+"""Docker services against a real dockerd (started by `tests.docker_engine`) through a real
+gateway: create from an image and from a Dockerfile, proxy through the public port, logs, stats,
+limits, stop/restart/delete as the engine reports them, and owner scoping."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import trio
+
+from oauthproxy.models.services import DockerService
+from oauthproxy.serve import Ready, serve
+from oauthproxy.settings import Settings
+from oauthproxy.storage import Storage, keys
+from tests.conftest import free_port
+from tests.docker_engine import IMAGE, Engine
+from tests.test_proxies_api import as_new_token
+
+SERVICES = "/api/v1/services/"
+
+
+@pytest.fixture
+async def docker_gateway(
+    nursery: trio.Nursery,
+    storage: Storage,
+    make_settings: Callable[..., Settings],
+    docker_engine: Engine,
+) -> Ready:
+    settings = make_settings(docker_host=docker_engine.host, token_max_services=2)
+    ready: Ready = await nursery.start(
+        lambda task_status: serve(settings, handle_signals=False, task_status=task_status)
+    )
+    return ready
+
+
+@pytest.fixture
+async def admin(docker_gateway: Ready) -> AsyncIterator[httpx.AsyncClient]:
+    headers = {"Authorization": f"Bearer {docker_gateway.admin_token.secret}"}
+    async with httpx.AsyncClient(
+        base_url=docker_gateway.api_url, headers=headers, timeout=60
+    ) as client:
+        yield client
+
+
+def httpd(port: int) -> list[str]:
+    return ["sh", "-c", f"echo serving on {port}; exec httpd -f -v -p 127.0.0.1:{port} -h /www"]
+
+
+async def create(client: httpx.AsyncClient, name: str, **fields: Any) -> dict[str, Any]:
+    response = await client.post(SERVICES, json={"service_name": name, **fields})
+    assert response.status_code == 201, response.text
+    body: dict[str, Any] = response.json()
+    return body
+
+
+def container_exists(engine: Engine, name: str) -> bool:
+    return engine.docker("ps", "-a", "--filter", f"name=^{name}$", "--format", "{{.Names}}") != ""
+
+
+def container_status(engine: Engine, name: str) -> str:
+    return engine.docker("inspect", "--format", "{{.State.Status}}", name)
+
+
+async def through_gateway(gateway: Ready, host: str, want: int) -> httpx.Response:
+    """GET / on the public port as `host`, until it answers `want` (changes apply in order,
+    but not instantly)."""
+    url = f"http://127.0.0.1:{gateway.http_port}/index.html"
+    with trio.fail_after(20):
+        while True:
+            async with httpx.AsyncClient() as public:
+                response = await public.get(url, headers={"Host": host})
+            if response.status_code == want:
+                return response
+            await trio.sleep(0.05)
+
+
+async def test_service_from_an_image_proxied_logged_measured_stopped_deleted(
+    admin: httpx.AsyncClient, docker_gateway: Ready, docker_engine: Engine, storage: Storage
+) -> None:
+    port = free_port()
+    created = await create(
+        admin,
+        "web",
+        image=IMAGE,
+        command=httpd(port),
+        internal_port=port,
+        networks=["host"],
+        memory_limit="64m",
+        cpu_limit=0.5,
+        labels={"team": "qa"},
+        environment={"GREETING": "hi"},
+    )
+    assert created["status"] == "running"
+    assert container_status(docker_engine, "web") == "running"
+    inspected = json.loads(docker_engine.docker("inspect", "web"))[0]
+    assert inspected["HostConfig"]["Memory"] == 64 * 1024 * 1024
+    assert inspected["HostConfig"]["NanoCpus"] == 500_000_000
+    labels = inspected["Config"]["Labels"]
+    assert labels["team"] == "qa" and labels["oauthproxy.service"] == "web"
+    assert "GREETING=hi" in inspected["Config"]["Env"]
+    assert await storage.redis.get(keys.service_url("web")) == f"http://127.0.0.1:{port}"
+
+    proxy = await admin.post(f"{SERVICES}web/proxy", json={})
+    assert proxy.status_code == 201, proxy.text
+    assert proxy.json()["hostname"] == "web.localhost"
+    answered = await through_gateway(docker_gateway, "web.localhost", 200)
+    assert answered.text == "hello from busybox\n"
+
+    logs = await admin.get(f"{SERVICES}web/logs", params={"lines": 50, "timestamps": "true"})
+    assert logs.status_code == 200, logs.text
+    assert any(line.endswith(f"serving on {port}") for line in logs.json()["lines"])
+    assert logs.json()["lines"][0][:4].isdigit()  # a timestamp first
+    stats = await admin.get(f"{SERVICES}web/stats")
+    assert stats.json()["memory_limit"] == 64 * 1024 * 1024
+    assert stats.json()["memory_used"] > 0
+
+    updated = await admin.put(f"{SERVICES}web", json={"memory_limit": "96m"})
+    assert updated.status_code == 200, updated.text
+    assert json.loads(docker_engine.docker("inspect", "web"))[0]["HostConfig"]["Memory"] == (
+        96 * 1024 * 1024
+    )
+
+    running = await admin.delete(f"{SERVICES}web", params={"force": "false"})
+    assert (running.status_code, running.json()["field"]) == (409, "force")
+    stopped = await admin.post(f"{SERVICES}web/stop")
+    assert stopped.json()["status"] == "exited"
+    assert container_status(docker_engine, "web") == "exited"
+    stopped_answer = await through_gateway(docker_gateway, "web.localhost", 503)
+    assert stopped_answer.json()["error"] == "service_down"
+    restarted = await admin.post(f"{SERVICES}web/restart")
+    assert restarted.json()["status"] == "running"
+    await through_gateway(docker_gateway, "web.localhost", 200)
+
+    deleted = await admin.delete(f"{SERVICES}web", params={"delete_proxy": "true"})
+    assert deleted.status_code == 200, deleted.text
+    assert deleted.json()["deleted_proxies"] == ["web.localhost"]
+    assert not container_exists(docker_engine, "web")
+    assert await storage.redis.exists([keys.docker_service("web"), keys.service_url("web")]) == 0
+    assert (await admin.get(f"{SERVICES}web")).status_code == 404
+    assert (await admin.get("/api/v1/proxy/targets/web.localhost")).status_code == 404
+
+
+async def test_service_from_a_dockerfile_takes_its_exposed_port(
+    admin: httpx.AsyncClient, docker_engine: Engine, tmp_path: Path
+) -> None:
+    port = free_port()
+    (tmp_path / "Dockerfile").write_text(
+        f"FROM {IMAGE}\nEXPOSE {port}\nCMD {json.dumps(httpd(port))}\n"
+    )
+    created = await create(
+        admin, "built", dockerfile_path=str(tmp_path / "Dockerfile"), networks=["host"]
+    )
+    assert created["internal_port"] == port
+    assert created["image"] == "oauthproxy-built:latest"
+    with trio.fail_after(10):
+        while True:
+            try:
+                async with httpx.AsyncClient() as direct:
+                    response = await direct.get(f"http://127.0.0.1:{port}/index.html")
+                break
+            except httpx.TransportError:
+                await trio.sleep(0.05)
+    assert response.text == "hello from busybox\n"
+    listed = await admin.get("/api/v1/services/unified", params={"type": "docker"})
+    assert [(s["service_name"], s["status"]) for s in listed.json()] == [("built", "running")]
+    assert (await admin.delete(f"{SERVICES}built")).status_code == 200
+
+
+async def test_a_failed_create_leaves_nothing_behind(
+    admin: httpx.AsyncClient, docker_engine: Engine, storage: Storage
+) -> None:
+    response = await admin.post(
+        SERVICES, json={"service_name": "ghost", "image": "no-such-image:never"}
+    )
+    assert response.status_code == 422, response.text
+    assert response.json()["error"] == "docker_error"
+    assert (
+        await storage.redis.exists([keys.docker_service("ghost"), keys.service_url("ghost")]) == 0
+    )
+    assert not container_exists(docker_engine, "ghost")
+
+
+async def test_an_owner_manages_only_its_own_services(
+    admin: httpx.AsyncClient, docker_gateway: Ready, docker_engine: Engine
+) -> None:
+    async with (
+        as_new_token(admin, docker_gateway, "alice") as alice,
+        as_new_token(admin, docker_gateway, "bob") as bob,
+    ):
+        await create(bob, "bobs", image=IMAGE, command=["sleep", "300"], start=False)
+        assert container_status(docker_engine, "bobs") == "created"
+        for method, path in [
+            ("GET", "bobs"), ("POST", "bobs/start"), ("POST", "bobs/stop"), ("GET", "bobs/logs"),
+            ("DELETE", "bobs"), ("GET", "bobs/ports"), ("POST", "bobs/proxy"),
+        ]:  # fmt: skip
+            refused = await alice.request(
+                method, f"{SERVICES}{path}", json={} if method == "POST" else None
+            )
+            assert refused.status_code == 404, (method, path, refused.text)
+        assert (await alice.get(SERVICES)).json() == []
+        assert [s["service_name"] for s in (await bob.get(SERVICES)).json()] == ["bobs"]
+        assert container_status(docker_engine, "bobs") == "created"
+
+        host = await alice.post(
+            SERVICES, json={"service_name": "a1", "image": IMAGE, "networks": ["host"]}
+        )
+        assert (host.status_code, host.json()["field"]) == (403, "networks")
+        built = await alice.post(
+            SERVICES, json={"service_name": "a2", "dockerfile_path": "/etc/Dockerfile"}
+        )
+        assert (built.status_code, built.json()["field"]) == (403, "dockerfile_path")
+
+        await create(bob, "bobs2", image=IMAGE, start=False)
+        third = await bob.post(SERVICES, json={"service_name": "bobs3", "image": IMAGE})
+        assert (third.status_code, third.json()["error"]) == (403, "quota_exceeded")
+        assert "TOKEN_MAX_SERVICES" in third.json()["detail"]
+
+        assert (await bob.post(f"{SERVICES}bobs/start")).json()["status"] == "running"
+        assert (await bob.delete(f"{SERVICES}bobs")).status_code == 200
+        assert (await bob.delete(f"{SERVICES}bobs2")).status_code == 200
+
+
+async def test_a_container_killed_behind_the_gateways_back_makes_its_proxy_say_503(
+    admin: httpx.AsyncClient, docker_gateway: Ready, docker_engine: Engine
+) -> None:
+    port = free_port()
+    await create(
+        admin, "fragile", image=IMAGE, command=httpd(port), internal_port=port, networks=["host"]
+    )
+    proxy = await admin.post(f"{SERVICES}fragile/proxy", json={"hostname": "fragile.example"})
+    assert proxy.status_code == 201, proxy.text
+    await through_gateway(docker_gateway, "fragile.example", 200)
+    front = {"hostname": "front.example", "target_url": f"http://127.0.0.1:{free_port()}"}
+    assert (await admin.post("/api/v1/proxy/targets/", json=front)).status_code == 201
+    route = {"path_pattern": "/index.html", "target_type": "service", "target_value": "fragile"}
+    created_route = await admin.post("/api/v1/routes/", json=route)
+    assert created_route.status_code == 201, created_route.text
+    await through_gateway(docker_gateway, "front.example", 200)  # the route to the service
+
+    docker_engine.docker("kill", "fragile")
+    down = await through_gateway(docker_gateway, "fragile.example", 503)
+    assert down.json() == {
+        "error": "service_down",
+        "detail": "the service 'fragile' is down: its container is not running",
+    }
+    routed = await through_gateway(docker_gateway, "front.example", 503)
+    assert routed.json()["error"] == "service_down"
+    assert (await admin.get(f"{SERVICES}fragile")).json()["status"] == "exited"
+
+    docker_engine.docker("start", "fragile")  # behind its back again: the events say so
+    await through_gateway(docker_gateway, "fragile.example", 200)
+    docker_engine.docker("rm", "-f", "fragile")
+    gone = await through_gateway(docker_gateway, "fragile.example", 503)
+    assert gone.json()["error"] == "service_down"
+    route_id = created_route.json()["route_id"]
+    assert (await admin.delete(f"/api/v1/routes/{route_id}")).status_code == 200
+    restarted = await admin.post(f"{SERVICES}fragile/restart")
+    assert restarted.status_code == 404, restarted.text  # no container left to restart
+    assert (
+        await admin.delete(f"{SERVICES}fragile", params={"delete_proxy": "true"})
+    ).status_code == 200
+
+
+async def test_cleanup_removes_containers_without_records_and_records_without_containers(
+    admin: httpx.AsyncClient, docker_gateway: Ready, docker_engine: Engine, storage: Storage
+) -> None:
+    docker_engine.docker(
+        "create", "--name", "stray", "--label", "oauthproxy.managed=true",
+        "--label", "oauthproxy.service=stray", IMAGE,
+    )  # fmt: skip
+    docker_engine.docker("create", "--name", "not-ours", IMAGE)
+    await create(admin, "kept", image=IMAGE, start=False)
+    await storage.docker_services.put(DockerService(service_name="forgotten", image=IMAGE))
+    async with as_new_token(admin, docker_gateway, "carol") as carol:
+        assert (await carol.post(f"{SERVICES}cleanup")).status_code == 403
+
+    cleaned = await admin.post(f"{SERVICES}cleanup")
+    assert cleaned.json() == {"removed_containers": ["stray"], "removed_records": ["forgotten"]}
+    names = docker_engine.docker("ps", "-a", "--format", "{{.Names}}").split()
+    assert "stray" not in names and {"not-ours", "kept"} <= set(names)
+    assert await storage.redis.exists([keys.docker_service("forgotten")]) == 0
+    docker_engine.docker("rm", "-f", "not-ours")
+    assert (await admin.delete(f"{SERVICES}kept")).status_code == 200
+
+
+async def test_logs_follow_streams_new_lines_once_each(
+    admin: httpx.AsyncClient, docker_engine: Engine
+) -> None:
+    ticking = "i=0; while true; do echo tick $i; i=$((i+1)); sleep 0.1; done"
+    await create(admin, "ticker", image=IMAGE, command=["sh", "-c", ticking])
+    seen: list[str] = []
+    params = {"follow": "true", "lines": "1"}
+    async with admin.stream("GET", f"{SERVICES}ticker/logs", params=params) as response:
+        assert response.status_code == 200
+        assert response.headers["content-type"].startswith("text/plain")
+        async for line in response.aiter_lines():
+            seen.append(line)
+            if len(seen) == 25:
+                break
+    numbers = [int(line.removeprefix("tick ")) for line in seen]
+    assert numbers == list(range(numbers[0], numbers[0] + 25))  # in order, none twice or lost
+    assert (await admin.delete(f"{SERVICES}ticker")).status_code == 200
+
+
+async def test_deleting_a_token_removes_its_containers(
+    admin: httpx.AsyncClient, docker_gateway: Ready, docker_engine: Engine, storage: Storage
+) -> None:
+    async with as_new_token(admin, docker_gateway, "dave") as dave:
+        await create(dave, "daves", image=IMAGE, start=False)
+    deleted = await admin.delete("/api/v1/tokens/dave")
+    assert deleted.status_code == 200, deleted.text
+    assert deleted.json()["deleted"]["services"] == ["daves"]
+    assert not container_exists(docker_engine, "daves")
+    assert await storage.redis.exists([keys.docker_service("daves")]) == 0
+
+
+async def test_changing_the_environment_recreates_the_container_with_the_ports_held_now(
+    admin: httpx.AsyncClient, docker_engine: Engine
+) -> None:
+    await create(admin, "remade", image=IMAGE, command=["sleep", "300"], environment={"A": "1"})
+    before = json.loads(docker_engine.docker("inspect", "remade"))[0]
+    port = await admin.post(f"{SERVICES}remade/ports", json={"name": "web", "container": 80})
+    host_port = port.json()["host_port"]
+
+    bad = await admin.put(f"{SERVICES}remade", json={"image": "no-such-image:never"})
+    assert (bad.status_code, bad.json()["error"]) == (422, "docker_error")
+    assert json.loads(docker_engine.docker("inspect", "remade"))[0]["Id"] == before["Id"]
+
+    changed = await admin.put(f"{SERVICES}remade", json={"environment": {"A": "2"}})
+    assert changed.status_code == 200, changed.text
+    assert (changed.json()["environment"], changed.json()["status"]) == ({"A": "2"}, "running")
+    after = json.loads(docker_engine.docker("inspect", "remade"))[0]
+    assert after["Id"] != before["Id"]
+    assert "A=2" in after["Config"]["Env"]
+    bindings = after["HostConfig"]["PortBindings"]
+    assert bindings == {"80/tcp": [{"HostIp": "127.0.0.1", "HostPort": str(host_port)}]}
+    labels = await admin.put(f"{SERVICES}remade", json={"labels": {"oauthproxy.owner": "me"}})
+    assert (labels.status_code, labels.json()["field"]) == (422, "labels")
+    assert (await admin.delete(f"{SERVICES}remade")).status_code == 200
