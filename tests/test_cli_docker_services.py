@@ -14,6 +14,7 @@ from oauthproxy.settings import Settings
 from oauthproxy.storage import Storage
 from tests.conftest import free_port
 from tests.docker_engine import IMAGE, Engine
+from tests.eventually import eventually
 from tests.test_cli_tokens import Cli
 from tests.test_cli_tokens import cli as cli  # the fixture, shared
 
@@ -48,11 +49,10 @@ async def test_service_commands_drive_the_engine(cli: Cli, docker_engine: Engine
     everything = await cli.json("service", "list-all", "--type", "docker")
     assert [s["service_name"] for s in everything] == ["clisvc"]
 
-    with trio.fail_after(10):
-        while True:
-            if "cli-started" in await cli.ok("service", "logs", "clisvc", "20"):
-                break
-            await trio.sleep(0.05)
+    async def logged() -> bool:
+        return "cli-started" in await cli.ok("service", "logs", "clisvc", "20")
+
+    await eventually(logged, what="clisvc's start in `service logs`")
     assert (await cli.json("service", "stats", "clisvc"))["memory_limit"] == 64 * 1024 * 1024
     assert (await cli.json("service", "stop", "clisvc"))["status"] == "exited"
     assert (await cli.json("service", "start", "clisvc"))["status"] == "running"

@@ -19,6 +19,7 @@ from oauthproxy.settings import Settings
 from oauthproxy.storage import Storage, keys
 from tests.conftest import free_port
 from tests.docker_engine import IMAGE, Engine
+from tests.eventually import eventually
 from tests.test_proxies_api import as_new_token
 
 SERVICES = "/api/v1/services/"
@@ -70,13 +71,13 @@ async def through_gateway(gateway: Ready, host: str, want: int) -> httpx.Respons
     """GET / on the public port as `host`, until it answers `want` (changes apply in order,
     but not instantly)."""
     url = f"http://127.0.0.1:{gateway.http_port}/index.html"
-    with trio.fail_after(20):
-        while True:
-            async with httpx.AsyncClient() as public:
-                response = await public.get(url, headers={"Host": host})
-            if response.status_code == want:
-                return response
-            await trio.sleep(0.05)
+
+    async def answered() -> httpx.Response | None:
+        async with httpx.AsyncClient() as public:
+            response = await public.get(url, headers={"Host": host})
+        return response if response.status_code == want else None
+
+    return await eventually(answered, what=f"{host} answering {want}", within=20)
 
 
 async def test_service_from_an_image_proxied_logged_measured_stopped_deleted(
@@ -157,14 +158,14 @@ async def test_service_from_a_dockerfile_takes_its_exposed_port(
     )
     assert created["internal_port"] == port
     assert created["image"] == "oauthproxy-built:latest"
-    with trio.fail_after(10):
-        while True:
-            try:
-                async with httpx.AsyncClient() as direct:
-                    response = await direct.get(f"http://127.0.0.1:{port}/index.html")
-                break
-            except httpx.TransportError:
-                await trio.sleep(0.05)
+
+    async def listening() -> httpx.Response:
+        async with httpx.AsyncClient() as direct:
+            return await direct.get(f"http://127.0.0.1:{port}/index.html")
+
+    response = await eventually(
+        listening, what=f"the built service on port {port}", ignoring=(httpx.TransportError,)
+    )
     assert response.text == "hello from busybox\n"
     listed = await admin.get("/api/v1/services/unified", params={"type": "docker"})
     assert [(s["service_name"], s["status"]) for s in listed.json()] == [("built", "running")]
