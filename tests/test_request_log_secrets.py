@@ -18,6 +18,7 @@ from oauthproxy.settings import Settings
 from oauthproxy.storage import Storage
 from tests import oauth_helpers
 from tests.backend import serve_backend
+from tests.eventually import eventually
 from tests.github_standin import GitHubStandIn
 from tests.oauth_helpers import FlowClient, start_gateway
 
@@ -99,17 +100,20 @@ async def test_no_secret_in_redis_or_stdout(
         base_url=public_url, headers={"Host": f"{hostname}:{gateway.http_port}"}, timeout=30
     ) as public:
         bearer = {"Authorization": f"Bearer {tokens['access_token']}"}
-        with trio.fail_after(10):
-            while (await public.get("/echo/ok", headers=bearer)).status_code != 200:  # noqa: ASYNC110
-                await trio.sleep(0.02)
+
+        async def served() -> bool:
+            return (await public.get("/echo/ok", headers=bearer)).status_code == 200
+
+        await eventually(served, what=f"{hostname} serving the token")
         leaky = "&".join(f"{name}={value}" for name, value in secrets.items())
         for headers in (bearer, {"Cookie": f"session={secrets['cookie']}"}, {}):
             await public.get(f"/echo/marked?{leaky}", headers=headers)
         await public.get("/echo/last", headers=bearer)
 
-    with trio.fail_after(10):
-        while "/echo/last" not in await log_contents(storage):  # noqa: ASYNC110 - polling Redis
-            await trio.sleep(0.05)
+    async def last_logged() -> bool:
+        return "/echo/last" in await log_contents(storage)
+
+    await eventually(last_logged, what="/echo/last in Redis")
     stored = await log_contents(storage)
     assert "/echo/marked?client_secret=REDACTED&code=REDACTED" in stored
     assert "alice" in stored  # the user is logged, by name

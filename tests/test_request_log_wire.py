@@ -12,6 +12,7 @@ import trio
 
 from oauthproxy.serve import Ready
 from oauthproxy.storage import Storage
+from tests.eventually import eventually
 from tests.test_https import pki, proxy, store_certificate
 from tests.test_proxy_protocol import CLIENT_ADDRESS, backend, behind_haproxy, exchange, get
 from tests.tls import TestPKI
@@ -24,14 +25,13 @@ async def logged(gateway: Ready, hostname: str, status: int) -> list[dict[str, A
     headers = {"Authorization": f"Bearer {gateway.admin_token.secret}"}
     params: dict[str, str | int] = {"hostname": hostname, "status": status}
     async with httpx.AsyncClient(base_url=gateway.api_url, headers=headers) as admin:
-        with trio.fail_after(10):
-            while True:
-                found: list[dict[str, Any]] = (
-                    await admin.get("/api/v1/logs/search", params=params)
-                ).json()["logs"]
-                if found:
-                    return found
-                await trio.sleep(0.05)
+
+        async def some() -> list[dict[str, Any]] | None:
+            response = await admin.get("/api/v1/logs/search", params=params)
+            found: list[dict[str, Any]] = response.json()["logs"]
+            return found or None
+
+        return await eventually(some, what=f"log entries for {params}")
 
 
 @pytest.mark.parametrize("behind_haproxy", ["send-proxy", "send-proxy-v2"], indirect=True)
@@ -43,15 +43,16 @@ async def test_the_real_client_and_tls_version_behind_haproxy(
     await storage.proxies.create(proxy("secure.example.com", backend))
     context = ssl.create_default_context(cafile=str(pki.ca_file))
     forged = "X-Forwarded-For: 203.0.113.9"  # from the client: not believed, not logged
-    with trio.fail_after(10):
-        while True:
-            try:
-                answer = await exchange(front, get("secure.example.com", forged), context)
-                if b" 200 " in answer[:20]:
-                    break
-            except (trio.BrokenResourceError, ssl.SSLError, OSError):
-                pass
-            await trio.sleep(0.01)
+
+    async def served() -> bytes | None:
+        answer = await exchange(front, get("secure.example.com", forged), context)
+        return answer if b" 200 " in answer[:20] else None
+
+    answer = await eventually(
+        served,
+        what="secure.example.com served through haproxy",
+        ignoring=(trio.BrokenResourceError, ssl.SSLError, OSError),
+    )
     entry = (await logged(gateway, "secure.example.com", 200))[0]
     assert entry["client_ip"] == CLIENT_ADDRESS, entry
     assert entry["scheme"] == "https", entry
@@ -72,12 +73,13 @@ async def test_a_failed_handshake_is_an_event_naming_the_sni_it_asked_for(gatewa
     headers = {"Authorization": f"Bearer {gateway.admin_token.secret}"}
     params = {"event": "tls.handshake_failed"}
     async with httpx.AsyncClient(base_url=gateway.api_url, headers=headers) as admin:
-        with trio.fail_after(10):
-            while True:
-                found = (await admin.get("/api/v1/logs/search", params=params)).json()["logs"]
-                if found:
-                    break
-                await trio.sleep(0.05)
+
+        async def some() -> list[dict[str, Any]] | None:
+            response = await admin.get("/api/v1/logs/search", params=params)
+            found: list[dict[str, Any]] = response.json()["logs"]
+            return found or None
+
+        found = await eventually(some, what="a tls.handshake_failed event")
     assert found[0]["client_ip"] == "127.0.0.1"
     assert found[0]["gateway_reason"].startswith("sni=nobody.example.com: ")
     assert found[0]["level"] == "WARNING"
