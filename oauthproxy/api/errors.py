@@ -11,7 +11,7 @@ import logging
 from typing import Any
 
 from pydantic import ValidationError
-from quart import Quart, Response, jsonify
+from quart import Quart, Response, jsonify, request
 from quart_schema import RequestSchemaValidationError
 from werkzeug.exceptions import HTTPException
 
@@ -77,13 +77,41 @@ def field_problems(error: ValidationError) -> list[dict[str, str]]:
         message = item["msg"].removeprefix("Value error, ")
         if item["type"] == "extra_forbidden":
             message = "unknown field"
+        elif item["type"] == "url_parsing" and "without a base" in message:
+            given = item["input"] if isinstance(item["input"], str) else "..."
+            example = f"http://{given[:80]}"
+            message = f"the URL has no scheme: add http:// or https:// (e.g. {example})"
         problems.append({"field": location, "problem": message})
     return problems
+
+
+NOT_JSON = (
+    "the admin API takes a JSON object: send the body with Content-Type: application/json "
+    "(this request's type is {kind})"
+)
+
+
+WHOLE_BODY_TYPES = frozenset({"model_type", "model_attributes_type", "dict_type"})
+"""pydantic's error types for a body that is no object at all (None for a non-JSON body)."""
+
+
+def body_not_an_object(error: ValidationError) -> bool:
+    """Whether pydantic refused the body as a whole (no JSON object), not a field in it."""
+    items = error.errors()
+    return len(items) == 1 and not items[0]["loc"] and items[0]["type"] in WHOLE_BODY_TYPES
 
 
 def _validation_failed(exc: RequestSchemaValidationError) -> Response:
     cause = exc.validation_error
     if isinstance(cause, ValidationError):
+        if body_not_an_object(cause):
+            if not request.is_json:
+                kind = request.mimetype or "missing"
+                return error_response(
+                    415, "unsupported_media_type", NOT_JSON.format(kind=kind), field="body"
+                )
+            detail = "the body must be a JSON object ({...}) with the fields this endpoint takes"
+            return error_response(422, "validation_error", detail, field="body")
         problems = field_problems(cause)
         summary = "; ".join(f"{p['field']}: {p['problem']}" for p in problems)
         return error_response(
@@ -161,6 +189,12 @@ def install_error_handlers(app: Quart) -> None:
     @app.errorhandler(EngineError)
     async def engine_error(exc: EngineError) -> Response:
         return error_response(422, "docker_error", f"the Docker engine refused: {exc}")
+
+    @app.errorhandler(UnicodeDecodeError)
+    async def not_utf8(exc: UnicodeDecodeError) -> Response:
+        """Quart decodes a JSON body as UTF-8 before parsing it, outside any handler's reach."""
+        detail = f"the request body is not valid UTF-8 JSON (byte {exc.start})"
+        return error_response(400, "invalid_json", detail, field="body")
 
     @app.errorhandler(HTTPException)
     async def http_error(exc: HTTPException) -> Response:

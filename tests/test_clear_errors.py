@@ -1,0 +1,58 @@
+"""Each way a user can go wrong gets an answer in plain words that names the field, setting or
+next step (issue 13): pinned on the wire, through a real gateway."""
+
+from __future__ import annotations
+
+import httpx
+
+TARGETS = "/api/v1/proxy/targets/"
+
+
+async def test_a_target_without_a_scheme_is_told_to_add_one(api: httpx.AsyncClient) -> None:
+    body = {"hostname": "app.example.com", "target_url": "127.0.0.1:3000"}
+    response = await api.post(TARGETS, json=body)
+    assert response.status_code == 422
+    assert response.json()["field"] == "target_url"
+    assert response.json()["detail"] == (
+        "target_url: the URL has no scheme: add http:// or https:// (e.g. http://127.0.0.1:3000)"
+    )
+
+
+async def test_a_form_body_is_told_the_api_takes_json(api: httpx.AsyncClient) -> None:
+    body = {"hostname": "app.example.com", "target_url": "http://127.0.0.1:3000"}
+    response = await api.post(TARGETS, data=body)
+    assert response.status_code == 415
+    assert response.json() == {
+        "error": "unsupported_media_type",
+        "detail": "the admin API takes a JSON object: send the body with Content-Type: "
+        "application/json (this request's type is application/x-www-form-urlencoded)",
+        "field": "body",
+    }
+
+
+async def test_a_json_body_that_is_no_object_says_so(api: httpx.AsyncClient) -> None:
+    response = await api.post(TARGETS, json=["app.example.com"])
+    assert response.status_code == 422
+    assert response.json()["field"] == "body"
+    assert "must be a JSON object" in response.json()["detail"]
+
+
+async def test_a_body_that_is_not_utf8_is_a_400_not_a_500(api: httpx.AsyncClient) -> None:
+    json_type = {"content-type": "application/json"}
+    for path in (TARGETS, "/api/v1/tokens/", "/api/v1/certificates/"):
+        response = await api.post(path, content=b'{"name": "\xff"}', headers=json_type)
+        assert response.status_code == 400, path
+        assert response.json() == {
+            "error": "invalid_json",
+            "detail": "the request body is not valid UTF-8 JSON (byte 10)",
+            "field": "body",
+        }
+
+
+async def test_a_collection_path_without_its_slash_is_served(api: httpx.AsyncClient) -> None:
+    body = {"hostname": "app.example.com", "target_url": "http://127.0.0.1:3000"}
+    created = await api.post(TARGETS.rstrip("/"), json=body)
+    assert created.status_code == 201, created.text
+    listed = await api.get(TARGETS.rstrip("/"))
+    assert listed.status_code == 200
+    assert [proxy["hostname"] for proxy in listed.json()] == ["app.example.com"]
