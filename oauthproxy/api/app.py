@@ -48,7 +48,7 @@ def create_app(
     app = QuartTrio("oauthproxy")
     app.config["PROPAGATE_EXCEPTIONS"] = False
     app.config["MAX_CONTENT_LENGTH"] = 1024 * 1024
-    app.url_map.strict_slashes = True
+    app.url_map.strict_slashes = False  # `/api/v1/proxy/targets` is served, not redirected
     app.extensions["oauthproxy"] = AppState(
         settings=settings,
         storage=storage,
