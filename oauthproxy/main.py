@@ -11,7 +11,7 @@ import trio
 
 from oauthproxy import __version__
 from oauthproxy.admin_token import AdminTokenSource, read_admin_token
-from oauthproxy.errors import GatewayError
+from oauthproxy.errors import GatewayError, ListenerError
 from oauthproxy.serve import Ready, serve
 from oauthproxy.settings import Settings, SettingsError, load_settings
 from oauthproxy.storage.console import console_url, execute, is_redis_error
@@ -80,8 +80,16 @@ def run() -> None:
         if reason is None:
             raise
         print(f"oauthproxy: {reason}", file=sys.stderr)
-        raise SystemExit(1) from None
+        raise SystemExit(exit_code(error)) from None
     print("oauthproxy stopped", flush=True)
+
+
+def exit_code(error: BaseException) -> int:
+    """2 when the settings must change (a port in a setting is taken, as for an invalid
+    setting), 1 for a failure at run time (Redis unreachable)."""
+    if isinstance(error, BaseExceptionGroup):
+        return 2 if error.subgroup(ListenerError) is not None else 1
+    return 2 if isinstance(error, ListenerError) else 1
 
 
 def _known_failure(error: BaseException) -> str | None:

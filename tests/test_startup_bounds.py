@@ -11,6 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import httpx
+import pytest
 import trio
 
 from oauthproxy.api.app import create_app
@@ -52,7 +53,8 @@ async def test_an_admin_call_during_a_redis_stall_answers_503_not_a_hang(
         await redis.wait()
 
 
-async def test_a_taken_port_stops_start_up_with_one_line(tmp_path: Path) -> None:
+@pytest.mark.parametrize("setting", ["HTTP_PORT", "HTTPS_PORT", "PROXY_PROTOCOL_PORT", "API_PORT"])
+async def test_a_taken_port_stops_start_up_with_one_line(tmp_path: Path, setting: str) -> None:
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
@@ -62,11 +64,13 @@ async def test_a_taken_port_stops_start_up_with_one_line(tmp_path: Path) -> None
         env.update(
             OAUTHPROXY_DATA_DIR=str(tmp_path / "data"),
             SERVER_HOST="127.0.0.1",
+            API_BIND_HOST="127.0.0.1",
             API_PORT=str(free_port()),
             HTTP_PORT=str(free_port()),
-            HTTPS_PORT=str(port),
+            HTTPS_PORT=str(free_port()),
             PROXY_PROTOCOL_PORT=str(free_port()),
         )
+        env[setting] = str(port)
         result = await trio.run_process(
             [venv_bin("oauthproxy"), "run"],
             env=env,
@@ -76,9 +80,9 @@ async def test_a_taken_port_stops_start_up_with_one_line(tmp_path: Path) -> None
             check=False,
         )
     stderr = result.stderr.decode()
-    assert result.returncode == 1
+    assert result.returncode == 2, stderr
     assert stderr.strip().splitlines() == [
-        f"oauthproxy: cannot listen on 127.0.0.1:{port} (HTTPS_PORT): Address already in use"
+        f"oauthproxy: cannot listen on 127.0.0.1:{port} ({setting}): Address already in use"
     ]
     assert b"ready" not in result.stdout
     assert not (tmp_path / "data" / "valkey.pid").exists(), "Redis started before the bind"
