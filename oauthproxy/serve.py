@@ -291,6 +291,7 @@ async def _start_listeners(
     front = Front(
         host=settings.server_host,
         instances=supervisor.instances,
+        unserved=supervisor.unserved,
         challenges=storage.challenges.get,
         trusted=parse_networks(settings.trusted_proxies),
         shutdown=shutdown,

@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import httpx
 
+from oauthproxy.serve import Ready
+from tests.eventually import eventually
+
 TARGETS = "/api/v1/proxy/targets/"
 
 
@@ -56,3 +59,47 @@ async def test_a_collection_path_without_its_slash_is_served(api: httpx.AsyncCli
     listed = await api.get(TARGETS.rstrip("/"))
     assert listed.status_code == 200
     assert [proxy["hostname"] for proxy in listed.json()] == ["app.example.com"]
+
+
+async def test_plain_http_to_an_https_only_proxy_says_so(
+    api: httpx.AsyncClient, gateway: Ready
+) -> None:
+    body = {
+        "hostname": "secure.example.com",
+        "target_url": "http://127.0.0.1:3000",
+        "enable_http": False,
+    }
+    assert (await api.post(TARGETS, json=body)).status_code == 201
+
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{gateway.http_port}") as public:
+
+        async def refused() -> httpx.Response | None:
+            answer = await public.get("/", headers={"host": "secure.example.com"})
+            return answer if answer.json()["error"] != "unknown_host" else None
+
+        answer = await eventually(refused, what="the proxy in the gateway's desired state")
+    assert answer.status_code == 404
+    assert answer.json() == {
+        "error": "http_disabled",
+        "detail": "'secure.example.com' is served over HTTPS only (enable_http is off), "
+        "and it has no certificate yet",
+    }
+
+
+async def test_plain_http_to_a_disabled_proxy_says_so(
+    api: httpx.AsyncClient, gateway: Ready
+) -> None:
+    body = {"hostname": "off.example.com", "target_url": "http://127.0.0.1:3000"}
+    assert (await api.post(TARGETS, json=body)).status_code == 201
+    disabled = await api.put(f"{TARGETS}off.example.com", json={"enabled": False})
+    assert disabled.status_code == 200, disabled.text
+
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{gateway.http_port}") as public:
+
+        async def refused() -> httpx.Response | None:
+            answer = await public.get("/", headers={"host": "off.example.com"})
+            return answer if answer.json()["error"] == "proxy_disabled" else None
+
+        answer = await eventually(refused, what="the proxy disabled in the gateway")
+    assert answer.status_code == 404
+    assert answer.json()["detail"] == "the proxy for 'off.example.com' is disabled"

@@ -13,6 +13,7 @@ from oauthproxy.supervisor.decide import (
     Wanted,
     decide,
     served,
+    unserved,
     usable_certificate,
 )
 
@@ -101,3 +102,19 @@ def test_usable_certificate(target: ProxyTarget, cert: Certificate | None, usabl
 )
 def test_served(wanted: Wanted, expected: bool) -> None:
     assert served(wanted) is expected
+
+
+@pytest.mark.parametrize(
+    ("wanted", "error"),
+    [
+        (Wanted(proxy()), None),
+        (Wanted(proxy(enable_http=False), certificate("a.example.com")), None),
+        (Wanted(proxy(enable_http=False)), "http_disabled"),
+        (Wanted(proxy(enabled=False)), "proxy_disabled"),
+        (Wanted(proxy(enabled=False, enable_http=False)), "proxy_disabled"),
+    ],
+)
+def test_unserved_says_why_a_proxy_has_no_instance(wanted: Wanted, error: str | None) -> None:
+    reason = unserved(wanted)
+    assert (reason.error if reason is not None else None) == error
+    assert reason is None or "'a.example.com'" in reason.detail

@@ -32,6 +32,7 @@ from oauthproxy.proxy.limits import ConnectionLimit
 from oauthproxy.proxy.proxy_protocol import PrefixedStream, ProxyHeaderError, read_header
 from oauthproxy.proxy.request import view_of
 from oauthproxy.proxy.request_log import refused
+from oauthproxy.proxy.responses import Unserved
 from oauthproxy.proxy.sockets import LeanSocketStream
 from oauthproxy.proxy.tls import TLS_HANDSHAKE_TIMEOUT, HostContext, listener_context
 from oauthproxy.proxy.waiting import FirstRequests
@@ -75,7 +76,7 @@ async def hand_over(stream: trio.abc.Stream, front: Front, client: Client) -> No
                 return
             view = view_of(first, client.scheme)
             adopted = await pass_connection(
-                reader, first, view, client, front.instances.get, front.requests
+                reader, first, view, client, front.lookup, front.requests
             )
     except BadRequest as error:
         refused(front.requests, client, refusal(error), None)
@@ -185,6 +186,13 @@ class Front:
     requests: RequestLogger | None = None
     """Where answers given here (unknown host, bad request, a challenge) and failed TLS
     handshakes are logged."""
+    unserved: Callable[[str], Unserved | None] = lambda hostname: None
+    """Why a hostname with a proxy has no instance (the supervisor's desired state)."""
+
+    def lookup(self, hostname: str) -> Instance | Unserved | None:
+        """The instance for `hostname`, else why its proxy is not served, else None."""
+        instance = self.instances.get(hostname)
+        return instance if instance is not None else self.unserved(hostname)
 
 
 async def serve_http(

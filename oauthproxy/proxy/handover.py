@@ -14,7 +14,7 @@ from oauthproxy.proxy.headers import Client
 from oauthproxy.proxy.http import END, BadRequest, Head, PeerClosed, Reader, send_reply
 from oauthproxy.proxy.request import RequestView
 from oauthproxy.proxy.request_log import refused
-from oauthproxy.proxy.responses import Reply, error_reply, unknown_host
+from oauthproxy.proxy.responses import Reply, Unserved, error_reply, unknown_host
 from oauthproxy.proxy.tls import covers
 
 
@@ -26,8 +26,9 @@ class Adopter(Protocol):
     ) -> bool: ...
 
 
-Lookup = Callable[[str], Adopter | None]
-"""The supervisor's hostname → instance table, as a function."""
+Lookup = Callable[[str], Adopter | Unserved | None]
+"""The supervisor's hostname → instance table, as a function; for a proxy that exists but has
+no instance (disabled, or HTTPS-only without a certificate yet), why not."""
 
 
 async def pass_connection(
@@ -39,8 +40,9 @@ async def pass_connection(
     requests: RequestLogger | None = None,
 ) -> bool:
     """Give the connection to the instance for `view.host`. When none may take it, answer
-    (421: the TLS certificate does not cover that host; 404: no such proxy; both logged to
-    `requests`) and return False: the caller closes the connection."""
+    (421: the TLS certificate does not cover that host; 404: no such proxy, or why the proxy
+    is not served; all logged to `requests`) and return False: the caller closes the
+    connection."""
     head = request.method == b"HEAD"
     accept = request.header(b"accept")
     if client.scheme == b"https" and not covers(client.tls_names, view.host):
@@ -49,10 +51,13 @@ async def pass_connection(
         await send_reply(reader.stream, reply, close=True, head=head)
         refused(requests, client, reply, request, view.host)
         return False
-    instance = lookup(view.host)
-    if instance is not None and instance.adopt(reader, request, view, client, lookup):
+    found = lookup(view.host)
+    if isinstance(found, Unserved):
+        reply = found.reply(accept)
+    elif found is not None and found.adopt(reader, request, view, client, lookup):
         return True
-    reply = unknown_host(view.host, accept)
+    else:
+        reply = unknown_host(view.host, accept)
     await send_reply(reader.stream, reply, close=True, head=head)
     refused(requests, client, reply, request, view.host)
     return False

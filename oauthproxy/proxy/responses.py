@@ -52,5 +52,17 @@ def redirect_reply(location: str) -> Reply:
     return Reply(301, headers, body, "https_redirect")
 
 
+@dataclass(frozen=True)
+class Unserved:
+    """A hostname that has a proxy but no instance, and why (its answer instead of
+    `unknown_host`, which would tell the user no proxy exists)."""
+
+    error: str
+    detail: str
+
+    def reply(self, accept: bytes) -> Reply:
+        return error_reply(404, self.error, self.detail, accept=accept)
+
+
 def unknown_host(host: str, accept: bytes) -> Reply:
     return error_reply(404, "unknown_host", f"no proxy is configured for {host!r}", accept=accept)

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from oauthproxy.models.certificates import Certificate
 from oauthproxy.models.proxies import ProxyTarget
+from oauthproxy.proxy.responses import Unserved
 from oauthproxy.tenancy.certificates import links
 
 
@@ -40,6 +41,20 @@ def served(wanted: Wanted) -> bool:
     """Whether a proxy gets an instance: enabled, and reachable over HTTP or HTTPS."""
     target = wanted.target
     return target.enabled and (target.enable_http or wanted.certificate is not None)
+
+
+def unserved(wanted: Wanted) -> Unserved | None:
+    """Why a proxy gets no instance, in the words its visitors get; None when it is served."""
+    target = wanted.target
+    if not target.enabled:
+        return Unserved("proxy_disabled", f"the proxy for {target.hostname!r} is disabled")
+    if served(wanted):
+        return None
+    detail = (
+        f"{target.hostname!r} is served over HTTPS only (enable_http is off), "
+        "and it has no certificate yet"
+    )
+    return Unserved("http_disabled", detail)
 
 
 def usable_certificate(target: ProxyTarget, certificate: Certificate | None) -> Certificate | None:

@@ -25,6 +25,7 @@ from oauthproxy.proxy.guard import Guard
 from oauthproxy.proxy.instance import Instance
 from oauthproxy.proxy.login import BrowserLogin, callback_uris, gateway_client
 from oauthproxy.proxy.loopback import from_loopback, nobody
+from oauthproxy.proxy.responses import Unserved
 from oauthproxy.proxy.upstream import UpstreamPool, tls_context
 from oauthproxy.routing import RouteTable
 from oauthproxy.settings import PublicApi, Settings
@@ -39,6 +40,7 @@ from oauthproxy.supervisor.decide import (
     Update,
     Wanted,
     decide,
+    unserved,
     usable_certificate,
 )
 from oauthproxy.tenancy.certificates import links
@@ -108,6 +110,11 @@ class Reconciler:
         await self._start(Wanted(target))
 
     # --- reconciling -------------------------------------------------------------------------
+
+    def unserved(self, hostname: str) -> Unserved | None:
+        """Why the proxy for `hostname` has no instance (None: no such proxy, or it runs)."""
+        wanted = self._desired.get(hostname)
+        return None if wanted is None else unserved(wanted)
 
     async def reconcile_all(self) -> None:
         """Make everything that runs match Redis, unless Redis lost its data (read first, then
