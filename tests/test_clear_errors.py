@@ -103,3 +103,18 @@ async def test_plain_http_to_a_disabled_proxy_says_so(
         answer = await eventually(refused, what="the proxy disabled in the gateway")
     assert answer.status_code == 404
     assert answer.json()["detail"] == "the proxy for 'off.example.com' is disabled"
+
+
+async def test_a_proxy_for_an_api_hostname_is_refused_with_the_setting_named(
+    api: httpx.AsyncClient,
+) -> None:
+    body = {"hostname": "localhost", "target_url": "http://127.0.0.1:3000"}
+    response = await api.post(TARGETS, json=body)
+    assert response.status_code == 409
+    assert response.json() == {
+        "error": "hostname_reserved",
+        "detail": "localhost is in API_HOSTNAMES: its requests on the public ports go to the "
+        "admin API, so a proxy for it would never be used; choose another hostname, or remove "
+        "it from API_HOSTNAMES",
+        "field": "hostname",
+    }

@@ -82,6 +82,14 @@ def test_the_gateways_own_hostnames_are_the_admins(hostname: str) -> None:
     check_new_proxy(OWNER_A, "app.example.com", RESERVED)
 
 
+def test_an_api_hostname_is_nobodys_proxy() -> None:
+    for caller in (ADMIN, OWNER_A):
+        with pytest.raises(Refused) as caught:
+            check_new_proxy(caller, "localhost", RESERVED, frozenset({"localhost"}))
+        assert (caught.value.status, caught.value.error) == (409, "hostname_reserved")
+        assert "API_HOSTNAMES" in caught.value.detail
+
+
 def _route(**fields: Any) -> Route:
     values: dict[str, Any] = {
         "route_id": "r",

@@ -110,6 +110,12 @@ def reserved_hostnames() -> frozenset[str]:
     return frozenset(name.lower().rstrip(".") for name in names)
 
 
+def api_hostnames() -> frozenset[str]:
+    """API_HOSTNAMES: the admin API answers them on the public ports, never a proxy."""
+    settings = app_state(current_app).settings
+    return frozenset(name.lower().rstrip(".") for name in settings.api_hostnames)
+
+
 def target_policy() -> TargetPolicy:
     state = app_state(current_app)
     return TargetPolicy(

@@ -18,6 +18,7 @@ from oauthproxy.api import proxy_certificates
 from oauthproxy.api.auth import requires_token
 from oauthproxy.api.ownership import (
     Json,
+    api_hostnames,
     as_json,
     caller,
     check_url_target,
@@ -124,7 +125,7 @@ async def create_proxy(data: ProxyTargetCreate) -> tuple[Json, int, dict[str, st
 async def create_proxy_target(data: ProxyTargetCreate) -> tuple[Json, int, dict[str, str]]:
     """What `POST /proxy/targets/` does; also the proxy of a Docker service."""
     requested = _headers_checked(data.target(**ownership()))
-    check_new_proxy(caller(), requested.hostname, reserved_hostnames())
+    check_new_proxy(caller(), requested.hostname, reserved_hostnames(), api_hostnames())
     await check_url_target("target_url", requested.target_url)
     await proxy_certificates.check_named(requested)
     certificate = await proxy_certificates.plan(requested, data)

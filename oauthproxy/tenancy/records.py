@@ -45,9 +45,25 @@ def changeable(caller: Caller, record: R, kind: str, name: str) -> R:
     return readable(caller, record, kind, name)
 
 
-def check_new_proxy(caller: Caller, hostname: str, reserved: frozenset[str]) -> None:
+def check_new_proxy(
+    caller: Caller,
+    hostname: str,
+    reserved: frozenset[str],
+    api_hostnames: frozenset[str] = frozenset(),
+) -> None:
     """Refuse (403) an owner token's proxy for a hostname the gateway serves itself: the admin
-    API's hostnames and the OAuth issuer's, whose requests carry every owner's tokens."""
+    API's hostnames and the OAuth issuer's, whose requests carry every owner's tokens. Refuse
+    (409) anyone's proxy for an API hostname: the admin API answers it on the public ports,
+    so the proxy would never be used."""
+    if hostname in api_hostnames:
+        raise Refused(
+            409,
+            "hostname_reserved",
+            f"{hostname} is in API_HOSTNAMES: its requests on the public ports go to the admin "
+            "API, so a proxy for it would never be used; choose another hostname, or remove "
+            "it from API_HOSTNAMES",
+            field="hostname",
+        )
     if not caller.is_admin and hostname in reserved:
         raise forbidden(
             f"{hostname} is the gateway's own hostname: only the admin token may proxy it",
