@@ -3,7 +3,12 @@ next step (issue 13): pinned on the wire, through a real gateway."""
 
 from __future__ import annotations
 
+import ssl
+from typing import Any
+
 import httpx
+import pytest
+import trio
 
 from oauthproxy.serve import Ready
 from tests.eventually import eventually
@@ -117,4 +122,50 @@ async def test_a_proxy_for_an_api_hostname_is_refused_with_the_setting_named(
         "admin API, so a proxy for it would never be used; choose another hostname, or remove "
         "it from API_HOSTNAMES",
         "field": "hostname",
+    }
+
+
+async def _handshake(gateway: Ready, name: str) -> ssl.SSLError:
+    tcp = await trio.open_tcp_stream("127.0.0.1", gateway.https_port)
+    stream = trio.SSLStream(tcp, ssl.create_default_context(), server_hostname=name)
+    with trio.fail_after(10), pytest.raises(trio.BrokenResourceError) as caught:
+        await stream.do_handshake()
+    await trio.aclose_forcefully(stream)
+    assert isinstance(caught.value.__cause__, ssl.SSLError)
+    return caught.value.__cause__
+
+
+async def test_https_to_a_name_without_a_certificate_is_refused_and_logged_with_why(
+    api: httpx.AsyncClient, gateway: Ready
+) -> None:
+    body = {
+        "hostname": "plain.example.com",
+        "target_url": "http://127.0.0.1:3000",
+        "enable_https": False,
+    }
+    assert (await api.post(TARGETS, json=body)).status_code == 201
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{gateway.http_port}") as public:
+
+        async def running() -> bool:
+            answer = await public.get("/", headers={"host": "plain.example.com"})
+            return bool(answer.json().get("error") != "unknown_host")
+
+        await eventually(running, what="plain.example.com served over HTTP")
+
+    for name in ("plain.example.com", "nobody.example.com"):
+        refused = await _handshake(gateway, name)
+        assert "UNRECOGNIZED_NAME" in str(refused.reason)  # the client's alert names the cause
+
+    async def events() -> dict[str, str] | None:
+        response = await api.get("/api/v1/logs/search", params={"event": "tls.handshake_failed"})
+        found: list[dict[str, Any]] = response.json()["logs"]
+        reasons = [entry["gateway_reason"] for entry in found]
+        return {r.partition(":")[0]: r for r in reasons} if len(reasons) == 2 else None
+
+    reasons = await eventually(events, what="both handshakes logged")
+    assert reasons == {
+        "sni=plain.example.com": "sni=plain.example.com: refused (unrecognized_name): its proxy "
+        "has no certificate (enable_https is off, or none is issued yet)",
+        "sni=nobody.example.com": "sni=nobody.example.com: refused (unrecognized_name): "
+        "no proxy for this name",
     }

@@ -6,6 +6,7 @@ An unknown hostname gets a clear 404 here.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import logging
 import math
@@ -220,17 +221,33 @@ _asked_name: ContextVar[str] = ContextVar("asked_name", default="")
 """The SNI name a handshake asked for, set by the SNI callback in the handshake's own task (so
 a failed handshake's event can name it)."""
 
+_no_certificate: ContextVar[str] = ContextVar("no_certificate", default="")
+"""Why the SNI callback had no certificate for that name (the client only gets the TLS alert
+`unrecognized_name`; the gateway's log says why)."""
 
-def _tls_context(instances: Mapping[str, Instance]) -> ssl.SSLContext:
+
+def _tls_context(front: Front) -> ssl.SSLContext:
     """The listeners' TLS context: the SNI name picks the instance's certificate."""
 
     def tls_for(hostname: str) -> HostContext | None:
-        _asked_name.set(hostname)  # the handshake's task reads it if the handshake fails
-        instance = instances.get(hostname)
-        config = instance.config if instance is not None else None
-        return config.tls if config is not None else None
+        _asked_name.set(hostname)  # the handshake's task reads these if the handshake fails
+        found = front.lookup(hostname)
+        tls = found.config.tls if isinstance(found, Instance) and found.config else None
+        if tls is None:
+            _no_certificate.set(why_no_certificate(found))
+        return tls
 
     return listener_context(tls_for)
+
+
+def why_no_certificate(found: Instance | Unserved | None) -> str:
+    """Why a name gets no certificate, for the log: no proxy, a proxy not served, or a served
+    proxy that has none (HTTPS off, or its certificate not issued yet)."""
+    if found is None:
+        return "no proxy for this name"
+    if isinstance(found, Unserved):
+        return found.detail
+    return "its proxy has no certificate (enable_https is off, or none is issued yet)"
 
 
 def _handshake_failed(requests: RequestLogger | None, client: Client, error: Exception) -> None:
@@ -241,6 +258,8 @@ def _handshake_failed(requests: RequestLogger | None, client: Client, error: Exc
     asked = _asked_name.get() or "-"
     timeout = isinstance(error, trio.TooSlowError)
     why = "timed out" if timeout else str(error.__cause__ or error) or "refused"
+    if (no_certificate := _no_certificate.get()) and not timeout:
+        why = f"refused (unrecognized_name): {no_certificate}"
     detail = f"sni={asked}: {why}"[:200]
     requests.event(
         "tls.handshake_failed", quiet=True, status=400, client_ip=client.ip, detail=detail
@@ -256,12 +275,25 @@ async def _serve_tls(
         with trio.fail_after(TLS_HANDSHAKE_TIMEOUT):
             await stream.do_handshake()
     except (trio.BrokenResourceError, trio.TooSlowError) as error:
+        await _send_alert(stream, transport)
         await trio.aclose_forcefully(stream)
         _handshake_failed(front.requests, client, error)
         return
     names: frozenset[str] = getattr(stream.context, "names", frozenset())
     client = replace(client, tls_names=names)  # the SNI name's certificate, and what it covers
     await hand_over(stream, front, client)
+
+
+async def _send_alert(stream: trio.SSLStream[trio.abc.Stream], transport: trio.abc.Stream) -> None:
+    """Send the alert OpenSSL wrote when it refused the handshake (`unrecognized_name` for a
+    name without a certificate): trio marks the stream broken without sending it, and the
+    client would see only a closed connection."""
+    alert = stream._outgoing.read()  # trio keeps it in the stream's private outgoing buffer
+    if not alert:
+        return
+    with trio.move_on_after(TLS_HANDSHAKE_TIMEOUT):
+        with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+            await transport.send_all(alert)
 
 
 async def serve_https(
@@ -271,7 +303,7 @@ async def serve_https(
     task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """The public HTTPS port: the SNI name picks the instance (and its certificate)."""
-    context = _tls_context(front.instances)
+    context = _tls_context(front)
 
     async def handle(stream: LeanSocketStream) -> None:
         client = client_of(stream, front.trusted, b"https")
@@ -299,7 +331,7 @@ async def serve_proxy_protocol(
     """`PROXY_PROTOCOL_PORT`: connections from a load balancer that names the client first
     (PROXY protocol v1 or v2), then relays its HTTP or TLS. Only peers in `TRUSTED_PROXIES` may
     speak for clients; any other connection is closed unread."""
-    context = _tls_context(front.instances)
+    context = _tls_context(front)
     warned: set[str] = set()
 
     async def handle(lean: LeanSocketStream) -> None:
