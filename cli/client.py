@@ -76,11 +76,23 @@ class ApiClient:
         also_accept: Collection[int] = (),
     ) -> Json:
         """The response's JSON; an error status (unless in `also_accept`) raises `CliError`."""
+        return self.answer(method, path, body=body, auth=auth, also_accept=also_accept)[0]
+
+    def answer(
+        self,
+        method: str,
+        path: str,
+        *,
+        body: Json = None,
+        auth: bool = True,
+        also_accept: Collection[int] = (),
+    ) -> tuple[Json, httpx.Headers]:
+        """As `request`, with the response's headers (some answers say more in them)."""
         response = self._send(method, path, body, auth)
         if response.is_error and response.status_code not in also_accept:
             raise CliError(error_message(response))
         try:
-            return response.json()
+            return response.json(), response.headers
         except ValueError:
             raise CliError(
                 f"{response.request.url} answered HTTP {response.status_code} without JSON; "

@@ -151,3 +151,8 @@ class Output:
             )
         else:
             self.console.file.write(MACHINE_FORMATS[self.format](data))
+
+    def note(self, line: str) -> None:
+        """A line for people under a table (machine formats carry only the data)."""
+        if self.format is OutputFormat.TABLE:
+            self.console.print(line, markup=False, highlight=False)

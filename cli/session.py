@@ -24,6 +24,10 @@ class CliSession:
     def show(self, data: Any, *, kind: Kind | None = None, reveal_secrets: bool = False) -> None:
         self.output.show(data, kind=kind, reveal_secrets=reveal_secrets)
 
+    def note(self, line: str | None) -> None:
+        if line is not None:
+            self.output.note(line)
+
 
 Session = Annotated[CliSession, Parameter(parse=False)]
 """Declare `*, session: Session` in a command to receive the session (not a CLI option)."""

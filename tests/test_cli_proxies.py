@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import re
 
+import pytest
+
+from cli.commands.proxies import certificate_note
 from oauthproxy.serve import Ready
 from tests.test_cli_tokens import Cli
 from tests.test_cli_tokens import cli as cli  # the fixture, shared
@@ -125,3 +128,36 @@ async def test_service_register_and_list_all(cli: Cli, gateway: Ready) -> None:
     assert await cli.fails("service", "register", "api", "https://x.example.com") == (
         "error: 'api' is reserved for the gateway's admin API (field: service_name)"
     )
+
+
+async def test_proxy_create_says_what_happened_to_https(cli: Cli) -> None:
+    skipped = await cli.ok("proxy", "create", HOST, "http://127.0.0.1:3000")
+    assert skipped.rstrip().splitlines()[-1] == (
+        "HTTPS, certificate skipped: no certificate ordered: no email (give cert_email, set the "
+        "token's cert_email, or set ADMIN_EMAIL); the proxy serves HTTP only"
+    )
+    plain = await cli.ok(
+        "proxy", "create", "plain.example.com", "http://127.0.0.1:3000", "--no-https"
+    )
+    assert "HTTPS," not in plain
+    created = await cli.json("proxy", "create", "other.example.com", "http://127.0.0.1:3000")
+    assert created["hostname"] == "other.example.com"  # the JSON stays the record alone
+
+
+@pytest.mark.parametrize(
+    ("headers", "note"),
+    [
+        ({}, None),
+        (
+            {"x-certificate-action": "reused", "x-certificate-detail": "serving HTTPS with c"},
+            "HTTPS, certificate reused: serving HTTPS with c",
+        ),
+        (
+            {"x-certificate-action": "ordered", "x-certificate-detail": "ordering c for a@b.c"},
+            "HTTPS, certificate ordered: ordering c for a@b.c; it serves HTTPS once issued "
+            "(just cert-list shows its status)",
+        ),
+    ],
+)
+def test_certificate_note(headers: dict[str, str], note: str | None) -> None:
+    assert certificate_note(headers) == note

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Annotated, Any
 
 from cyclopts import App, Parameter
@@ -56,7 +57,22 @@ def create(
         "staging": staging,
         **present(cert_name=cert_name, cert_email=email),
     }
-    session.show(session.api.post(ALL_PROXIES, body), kind=Kind.PROXIES)
+    created, headers = session.api.answer("POST", ALL_PROXIES, body=body)
+    session.show(created, kind=Kind.PROXIES)
+    session.note(certificate_note(headers))
+
+
+def certificate_note(headers: Mapping[str, str]) -> str | None:
+    """What the gateway did about the new proxy's HTTPS (ordered, reused or skipped a
+    certificate, and why), which it says in the response headers `X-Certificate-Action` and
+    `X-Certificate-Detail`: the body is the proxy record."""
+    action = headers.get("x-certificate-action")
+    if action is None:
+        return None
+    note = f"HTTPS, certificate {action}: {headers.get('x-certificate-detail', '')}"
+    if action == "ordered":
+        note += "; it serves HTTPS once issued (just cert-list shows its status)"
+    return note
 
 
 @app.command(name="list")
