@@ -8,6 +8,7 @@
 
 set dotenv-load
 set positional-arguments
+set no-exit-message  # a failing recipe's own message is its one error line
 
 export PATH := justfile_directory() + "/.venv/bin:" + justfile_directory() + "/.tools/bin:" + env("PATH")
 

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import pytest
+import trio
 
 from cli.commands.proxies import certificate_note
 from oauthproxy.serve import Ready
@@ -12,6 +14,7 @@ from tests.test_cli_tokens import Cli
 from tests.test_cli_tokens import cli as cli  # the fixture, shared
 
 HOST = "app.example.com"
+WRAPPER = Path(__file__).resolve().parents[1] / "scripts" / "just"
 
 
 async def test_proxy_create_list_show_delete(cli: Cli) -> None:
@@ -161,3 +164,19 @@ async def test_proxy_create_says_what_happened_to_https(cli: Cli) -> None:
 )
 def test_certificate_note(headers: dict[str, str], note: str | None) -> None:
     assert certificate_note(headers) == note
+
+
+async def test_a_failing_recipe_prints_one_error_line(cli: Cli) -> None:
+    """The CLI's message only: just's own `error: Recipe ... failed` line is not added."""
+    failed = await trio.run_process(
+        [str(WRAPPER), "proxy-show", "nope.example.com"],
+        env=dict(cli.env),
+        capture_stdout=True,
+        capture_stderr=True,
+        check=False,
+    )
+    assert failed.returncode == 1
+    assert failed.stdout == b""
+    assert failed.stderr.decode().splitlines() == [
+        "error: proxy 'nope.example.com' not found (field: proxy)"
+    ]
