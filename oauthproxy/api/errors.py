@@ -193,7 +193,8 @@ def install_error_handlers(app: Quart) -> None:
     @app.errorhandler(UnicodeDecodeError)
     async def not_utf8(exc: UnicodeDecodeError) -> Response:
         """Quart decodes a JSON body as UTF-8 before parsing it, outside any handler's reach."""
-        detail = f"the request body is not valid UTF-8 JSON (byte {exc.start})"
+        what = "UTF-8 JSON" if request.is_json else "UTF-8"
+        detail = f"the request body is not valid {what} (byte {exc.start})"
         return error_response(400, "invalid_json", detail, field="body")
 
     @app.errorhandler(HTTPException)
