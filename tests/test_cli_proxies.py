@@ -68,6 +68,15 @@ async def test_proxy_errors_name_the_field(cli: Cli) -> None:
     )
     error = await cli.fails("proxy", "create", "other.example.com", "ftp://x")
     assert error.endswith("(field: target_url)")
+    assert await cli.fails("proxy", "create", "other.example.com", "127.0.0.1:3000") == (
+        "error: target_url: the URL has no scheme: add http:// or https:// "
+        "(e.g. http://127.0.0.1:3000) (field: target_url)"
+    )
+    assert await cli.fails("proxy", "create", "localhost", "http://127.0.0.1:3000") == (
+        "error: localhost is in API_HOSTNAMES: its requests on the public ports go to the admin "
+        "API, so a proxy for it would never be used; choose another hostname, or remove it "
+        "from API_HOSTNAMES (field: hostname)"
+    )
     error = await cli.fails("proxy", "update", HOST, "--header", "no-equals")
     assert error == "error: --header expects NAME=VALUE, got 'no-equals'"
 
