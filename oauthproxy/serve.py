@@ -171,8 +171,12 @@ async def _serve_bound(
         redis_url = embedded.url if embedded else str(settings.redis_url)
         replica = settings.replica_name()  # once: with HTTP_PORT 0 each call names a new one
         async with (
-            open_storage(redis_url) as storage,
-            open_storage(redis_url, command_timeout=settings.api_redis_timeout) as api_storage,
+            open_storage(redis_url, log_db=settings.request_log_redis_db) as storage,
+            open_storage(
+                redis_url,
+                command_timeout=settings.api_redis_timeout,
+                log_db=settings.request_log_redis_db,
+            ) as api_storage,
             request_logging(settings, storage) as requests,
         ):
             continuity = Continuity(

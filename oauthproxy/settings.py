@@ -79,6 +79,11 @@ class Settings(BaseSettings):
     request_log_enabled: bool = Field(
         default=True, description="Write one entry per proxied request to Redis (the log API)"
     )
+    request_log_redis_db: Annotated[int, Field(ge=0, le=15)] = Field(
+        default=1,
+        description="Logical Redis database of the request log (its own, so the keys it holds "
+        "per request never slow the admin API's listings); 0 shares the configuration's",
+    )
     log_retention_hours: Annotated[int, Field(ge=1, le=8760)] = Field(
         default=24, description="Hours every request-log key lives in Redis before it expires"
     )

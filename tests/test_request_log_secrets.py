@@ -16,6 +16,7 @@ import trio
 from oauthproxy.models.proxies import ProxyTarget
 from oauthproxy.settings import Settings
 from oauthproxy.storage import Storage
+from oauthproxy.storage.base import Redis
 from tests import oauth_helpers
 from tests.backend import serve_backend
 from tests.eventually import eventually
@@ -28,8 +29,16 @@ LOG_PREFIXES = ("req:", "idx:req:", "stream:requests", "stats:")
 
 
 async def log_contents(storage: Storage) -> str:
-    """Every key of the request log and everything stored under it, as one text."""
-    redis = storage.redis
+    """Every key of the request log (in its own database, and any in the configuration's) and
+    everything stored under it, as one text."""
+    parts: list[str] = []
+    for redis in (storage.log_redis, storage.redis):
+        parts.extend(await _contents(redis))
+    assert parts, "the request log wrote nothing: there is nothing to search"
+    return "\n".join(parts)
+
+
+async def _contents(redis: Redis) -> list[str]:
     parts: list[str] = []
     async for key in redis.scan_iter(match="*"):
         if not key.startswith(LOG_PREFIXES):
@@ -47,7 +56,7 @@ async def log_contents(storage: Storage) -> str:
                 parts.append(json.dumps(dict(item.field_values)))
         elif kind == "string":
             parts.append(str(await redis.get(key)))
-    return "\n".join(parts)
+    return parts
 
 
 async def test_no_secret_in_redis_or_stdout(

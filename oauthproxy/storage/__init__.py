@@ -55,6 +55,8 @@ class Storage:
     oauth: OAuthStore
     resources: ResourceRepository
     request_logs: RequestLogRepository
+    log_redis: Redis
+    """The request log's own logical database (see `open_storage`)."""
 
     async def ping(self) -> float:
         """Round-trip time to Redis in milliseconds."""
@@ -80,17 +82,31 @@ class Storage:
         return WorkflowConsumer(self.redis, replica)
 
 
+DEFAULT_LOG_DB = 1
+"""The logical database the request log lives in (`REQUEST_LOG_REDIS_DB`)."""
+
+
 @asynccontextmanager
-async def open_storage(url: str, *, command_timeout: float | None = None) -> AsyncIterator[Storage]:
-    """Connect to Redis at `url`; the connection pool lives as long as the `async with` block.
+async def open_storage(
+    url: str, *, command_timeout: float | None = None, log_db: int = DEFAULT_LOG_DB
+) -> AsyncIterator[Storage]:
+    """Connect to Redis at `url`; the connection pools live as long as the `async with` block.
 
     With `command_timeout`, a command whose answer takes longer raises `StorageTimeout`: the admin
     API's storage has one, so a stalled Redis costs a caller a bounded wait and a 503, not a hang.
+
+    The request log lives in its own logical database, `log_db`, on the same server: it holds
+    several keys per request, and listing a kind of record scans the keyspace of its database, so
+    sharing one database made every list and create of the admin API slower with every request
+    logged (120 ms per call at 300,000 keys).
     """
     client: Redis = coredis.Redis.from_url(
         url, decode_responses=True, stream_timeout=command_timeout
     )
-    async with client:
+    log_client: Redis = coredis.Redis.from_url(
+        url, db=log_db, decode_responses=True, stream_timeout=command_timeout
+    )
+    async with client, log_client:
         yield Storage(
             redis=client,
             tokens=TokenRepository(client),
@@ -105,5 +121,6 @@ async def open_storage(url: str, *, command_timeout: float | None = None) -> Asy
             ports=PortRepository(client),
             oauth=OAuthStore(client),
             resources=ResourceRepository(client),
-            request_logs=RequestLogRepository(client),
+            request_logs=RequestLogRepository(log_client),
+            log_redis=log_client,
         )
