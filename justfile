@@ -203,7 +203,7 @@ metrics token="": _venv
 
 # --- development -------------------------------------------------------------------------------
 
-# Lint, type-check, then pytest (slow tests excluded); with FILES, only pytest on those files
+# Lint, type-check, install what the tests need (scripts/test-deps), then pytest (slow tests excluded); with FILES, only pytest on those files
 [group('development')]
 test *files: _venv
     #!/bin/sh
@@ -213,12 +213,14 @@ test *files: _venv
         exec pytest "$@"
     fi
     {{ just_executable() }} --justfile {{ quote(justfile()) }} lint
+    scripts/test-deps
     echo 'pytest -m "not slow"' >&2
     exec pytest -m "not slow"
 
 # Everything: lint, type-check and the whole test suite, slow tests included
 [group('development')]
 test-all: lint
+    scripts/test-deps
     pytest
 
 # ruff check, ruff format --check and mypy (strict, configured in pyproject.toml)
