@@ -203,7 +203,7 @@ metrics token="": _venv
 
 # --- development -------------------------------------------------------------------------------
 
-# Lint, type-check, install what the tests need (scripts/test-deps), then pytest (slow tests excluded); with FILES, only pytest on those files
+# Install what the tests need (scripts/test-deps), lint, type-check, then pytest (slow tests excluded); with FILES, only pytest on those files
 [group('development')]
 test *files: _venv
     #!/bin/sh
@@ -212,8 +212,8 @@ test *files: _venv
         echo "pytest $*" >&2
         exec pytest "$@"
     fi
-    {{ just_executable() }} --justfile {{ quote(justfile()) }} lint
     scripts/test-deps
+    {{ just_executable() }} --justfile {{ quote(justfile()) }} lint
     echo 'pytest -m "not slow"' >&2
     exec pytest -m "not slow"
 
@@ -236,8 +236,9 @@ fmt: _venv
     ruff check --fix .
     ruff format .
 
-# Build the documentation (JupyterBook, docs/) into docs/_build/html; jupyter-book runs in its own
-# uv tool environment, so it is not a project dependency
+# jupyter-book runs in its own uv tool environment, so it is not a project dependency.
+
+# Build the documentation (JupyterBook, docs/) into docs/_build/html
 [group('development')]
 docs-build:
     uvx --python 3.11 --from 'jupyter-book==1.0.4.post1' jupyter-book build --warningiserror docs
