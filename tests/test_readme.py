@@ -90,3 +90,15 @@ def test_test_deps_finds_everything_where_the_suite_runs() -> None:
         [str(ROOT / "scripts/test-deps"), "--check"], capture_output=True, text=True, timeout=60
     )
     assert (done.returncode, done.stderr) == (0, "")
+
+
+def test_ci_installs_every_package_test_deps_knows() -> None:
+    # .ci/run keeps its own apt-get line (it also installs python3-venv before anything runs);
+    # this keeps the two lists from drifting apart.
+    script = (ROOT / "scripts/test-deps").read_text()
+    needs = script.split("needs='", 1)[1].split("'", 1)[0]
+    packages = {pair.split(":", 1)[1] for pair in needs.split()}
+    apt_line = next(
+        line for line in (ROOT / ".ci/run").read_text().splitlines() if " install " in line
+    )
+    assert packages - set(apt_line.split()) == set()
