@@ -288,9 +288,10 @@ async def _send_alert(stream: trio.SSLStream[trio.abc.Stream], transport: trio.a
     """Send the alert OpenSSL wrote when it refused the handshake (`unrecognized_name` for a
     name without a certificate): trio marks the stream broken without sending it, and the
     client would see only a closed connection."""
-    alert = stream._outgoing.read()  # trio keeps it in the stream's private outgoing buffer
+    outgoing = getattr(stream, "_outgoing", None)  # trio's private buffer (trio pinned in uv.lock)
+    alert = outgoing.read() if isinstance(outgoing, ssl.MemoryBIO) else b""
     if not alert:
-        return
+        return  # a trio that keeps it elsewhere: the client sees the close, as before
     with trio.move_on_after(TLS_HANDSHAKE_TIMEOUT):
         with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
             await transport.send_all(alert)
