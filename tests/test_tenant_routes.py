@@ -136,14 +136,20 @@ async def test_a_may_route_her_own_hostname_to_her_own_things(world: World) -> N
     await bob_traffic_is_unchanged(world)
 
 
-@pytest.mark.parametrize("hostname", ["localhost", "auth.localhost"])
+@pytest.mark.parametrize(
+    ("hostname", "status", "error"),
+    [
+        ("localhost", 409, "hostname_reserved"),  # API_HOSTNAMES: refused to every token
+        ("auth.localhost", 403, "forbidden"),  # the issuer's: the admin's alone
+    ],
+)
 async def test_an_owner_cannot_claim_the_gateways_own_hostnames(
-    world: World, hostname: str
+    world: World, hostname: str, status: int, error: str
 ) -> None:
     """The admin API's hostname and the OAuth issuer's carry every owner's tokens."""
     claim = {"hostname": hostname, "target_url": world.url("attacker"), "enable_https": False}
     response = await world.alice.post(TARGETS, json=claim)
-    await refused_and_unchanged(world, response, 403, "forbidden", "hostname")
+    await refused_and_unchanged(world, response, status, error, "hostname")
     assert (await world.api.get(f"{TARGETS}{hostname}")).status_code == 404
     health = await world.public.get("/health", headers={"Host": "localhost"})
     assert (health.status_code, health.headers.get("x-backend")) == (200, None)
