@@ -23,10 +23,13 @@ from oauthproxy.proxy.sockets import LeanSocketStream
 
 @dataclass(slots=True)
 class Counted:
-    """A connection's socket counters where its last logged exchange ended."""
+    """A connection's socket counters where its last logged exchange ended, and the socket
+    they are read from (found once per connection: its stream layers never change)."""
 
     received: int = 0
     sent: int = 0
+    socket: LeanSocketStream | None = None
+    looked: bool = False
 
 
 def socket_of(stream: trio.abc.Stream) -> LeanSocketStream | None:
@@ -64,7 +67,9 @@ def close_entry(
 ) -> None:
     """Log the ended exchange, and mark where the next one's bytes start."""
     entry.duration = time.perf_counter() - entry.clock
-    socket = socket_of(reader.stream)
+    if not counted.looked:
+        counted.socket, counted.looked = socket_of(reader.stream), True
+    socket = counted.socket
     if socket is not None:
         counted.received, counted.sent = socket.received, socket.sent
     entry.bytes_in += counted.received
