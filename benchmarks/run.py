@@ -12,7 +12,9 @@ One run measures, against the keep-alive backend in `benchmarks/backend.py`:
   7. the time from `POST /api/v1/proxy/targets/` to the first 200 through the gateway;
   8. 1,000 hostnames: RSS, restart (start-up to the ready banner) and time until they all answer.
 
-It prints numbers and asserts nothing. Results go to `analysis/bench-<timestamp>.json` and `.md`.
+It prints numbers and asserts nothing. Results go to `analysis/bench-<timestamp>.json` and `.md`;
+a run that completes also writes `benchmarks/results.json` (or `--results PATH`), which
+`benchmarks/plot.py` draws into docs/benchmarks.png.
 Every process it starts is stopped before it exits, Ctrl-C included.
 """
 
@@ -62,6 +64,7 @@ from tls_auth import (
 ROOT = Path(__file__).resolve().parent.parent
 VENV_BIN = ROOT / ".venv" / "bin"
 ANALYSIS = ROOT / "analysis"
+LATEST_RESULTS = ROOT / "benchmarks" / "results.json"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
 MIB = 1024 * 1024
@@ -1274,11 +1277,19 @@ def _plain(obj: Any) -> Any:
     return obj
 
 
-def write_results(results: Results, table: Table, lines: list[str]) -> tuple[Path, Path]:
+def write_results(
+    results: Results, table: Table, lines: list[str], latest: Path
+) -> tuple[Path, Path]:
+    """The run's JSON and Markdown under analysis/; a completed run's JSON also to `latest`
+    (an interrupted or failed run never replaces the last complete one)."""
     ANALYSIS.mkdir(exist_ok=True)
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
     json_path, md_path = ANALYSIS / f"bench-{stamp}.json", ANALYSIS / f"bench-{stamp}.md"
-    json_path.write_text(json.dumps(_plain(asdict(results)), indent=2) + "\n")
+    json_text = json.dumps(_plain(asdict(results)), indent=2) + "\n"
+    json_path.write_text(json_text)
+    if results.error is None:
+        latest.parent.mkdir(parents=True, exist_ok=True)
+        latest.write_text(json_text)
     capture = Console(width=200, record=True, file=open(os.devnull, "w"))  # noqa: SIM115
     capture.print(table)
     options = " ".join(f"--{k}={v}" for k, v in results.options.items())
@@ -1309,6 +1320,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         action="store_true",
         help="a smoke run: 2 s wrk, 64 MiB transfers, 20 new hostnames, 100 hostnames",
     )
+    parser.add_argument(
+        "--results",
+        type=Path,
+        default=LATEST_RESULTS,
+        help="where a completed run writes its JSON too (benchmarks/results.json)",
+    )
     args = parser.parse_args(argv)
     if args.duration is None:
         args.duration = 2 if args.quick else 10
@@ -1333,7 +1350,7 @@ def main() -> None:
     workdir = Path(tempfile.mkdtemp(prefix="oauthproxy-bench-"))
     results = Results(
         started=datetime.now().astimezone().isoformat(timespec="seconds"),
-        options=vars(args),
+        options={name: value for name, value in vars(args).items() if name != "results"},
         machine=machine(nginx_binary()),
     )
     try:
@@ -1355,12 +1372,15 @@ def main() -> None:
     else:
         step(f"logs kept in {workdir}")
     table, lines = report_lines(results)
-    json_path, md_path = write_results(results, table, lines)
+    json_path, md_path = write_results(results, table, lines, args.results)
     out = Console(highlight=False, width=None if sys.stdout.isatty() else 140)
     out.print(table)
     for line in lines:
         out.print(line, soft_wrap=True)
-    out.print(f"\nwritten: {json_path.relative_to(ROOT)}, {md_path.relative_to(ROOT)}")
+    written = [json_path.relative_to(ROOT), md_path.relative_to(ROOT)]
+    if results.error is None:
+        written.append(args.results)
+    out.print("\nwritten: " + ", ".join(map(str, written)))
     if results.error is not None:
         raise SystemExit(130 if results.error == "interrupted" else 1)
 

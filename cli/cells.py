@@ -6,6 +6,8 @@ style is a rich style string (`"bold cyan"`) applied to the plain text. Missing 
 
 from __future__ import annotations
 
+import re
+from collections import Counter
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -24,6 +26,8 @@ STATUS_LOOKS: dict[str, tuple[str, str]] = {
     **dict.fromkeys(("pending", "renewing", "starting", "restarting"), _WAITING),
     **dict.fromkeys(("error", "failed", "unhealthy", "expired", "exited", "dead"), _BAD),
 }
+STATUS_LEGEND = (("●", "active"), ("◌", "in progress"), ("✗", "failed, expired or stopped"))
+"""What the status icons mean, for the legend under a list that shows them."""
 STATUS_CODE_STYLES = {2: "green", 3: "yellow", 4: "red", 5: "bold red"}
 MONO_FIELDS = frozenset({"token", "hash", "fingerprint", "jti", "owner_token_hash"})
 _TIME_UNITS = ((86_400, "d"), (3_600, "h"), (60, "m"), (1, "s"))
@@ -71,10 +75,31 @@ def short_number(value: float) -> str:
     return f"{value:g}"
 
 
+_PEM_BLOCK = re.compile(r"-----BEGIN ([A-Z0-9 ]+)-----")
+
+
+def pem_summary(text: str) -> str | None:
+    """ "PEM: 2 certificates (-o json has it)" for text holding PEM blocks; else None.
+    Tables never print PEM: forty rows of base64 say nothing a person reads."""
+    blocks = Counter(label.lower() for label in _PEM_BLOCK.findall(text))
+    if not blocks:
+        return None
+    parts = (f"{count} {label}{'s' if count > 1 else ''}" for label, count in blocks.items())
+    return f"PEM: {', '.join(parts)} (-o json has it)"
+
+
+def one_line(text: str) -> str:
+    """The first line of `text`, with an ellipsis when more lines follow (list cells)."""
+    first, _, rest = text.strip().partition("\n")
+    return f"{first.rstrip()} …" if rest.strip() else first
+
+
 def plain(value: Any) -> str:
-    """Text for any JSON value; lists and objects are summarised to fit a cell."""
+    """Text for any JSON value; lists and objects are summarised to fit a cell, PEM too."""
     if is_missing(value):
         return NULL
+    if isinstance(value, str):
+        return pem_summary(value) or value
     if isinstance(value, list):
         if all(not isinstance(item, list | dict) for item in value):
             return ", ".join(plain(item) for item in value)

@@ -64,6 +64,8 @@ class Column:
     style: str = ""
     derive: Callable[[Row], Any] | None = None
     """Computes the value from the whole row, for columns that combine fields."""
+    cut: int | None = None
+    """In lists, the column's widest: longer text (an error message) ends in an ellipsis."""
 
     def value(self, row: Row) -> Any:
         return self.derive(row) if self.derive else row.get(self.field)
@@ -93,6 +95,8 @@ class Layout:
     tallies: tuple[Tally, ...]
     empty_hint: str
     box: Box = ROUNDED
+    legend: tuple[tuple[str, str], ...] = ()
+    """Marks this kind's derived cells use and what they mean (status icons are common)."""
 
     def column_for(self, field: str) -> Column | None:
         return next((c for c in self.columns if c.field == field and not c.derive), None)
@@ -216,7 +220,7 @@ LAYOUTS: dict[Kind, Layout] = {
             Column("domains", "Domains"),
             Column("status", "Status", "status"),
             Column("expires_at", "Expires", derive=expiry),
-            Column("last_error", "Last Error"),
+            Column("last_error", "Last Error", cut=60),
             Column("created_by", "Owner"),
         ),
         tallies=(
@@ -241,6 +245,10 @@ LAYOUTS: dict[Kind, Layout] = {
             Tally("with auth", counts=_is("auth_enabled")),
         ),
         empty_hint="No proxies yet. Create one: just proxy-create <hostname> <target-url>",
+        legend=(
+            ("HTTPS✓", "served with its certificate"),
+            ("HTTPS⚠", "on, but no certificate yet: HTTP only (just cert-list)"),
+        ),
     ),
     Kind.SERVICES: Layout(
         columns=(

@@ -1,8 +1,10 @@
 """API data as a rich table, JSON, YAML or CSV.
 
-A list becomes a table laid out for its kind (see `cli.columns`) with a summary line, or the
-kind's hint when it is empty; a single object becomes a two-column field/value table. The machine
-formats print the API's data unchanged.
+A list becomes a table laid out for its kind (see `cli.columns`) with a summary line, a legend
+of the status marks it shows, or the kind's hint when it is empty; cells hold one line (a long
+error ends in an ellipsis). A single object becomes a two-column field/value table of its kind's
+key fields (`cli.details`), or of every field with `all_fields`. Tables never print PEM. The
+machine formats print the API's data unchanged.
 """
 
 from __future__ import annotations
@@ -21,9 +23,10 @@ from rich.console import Console, Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
-from cli.cells import cell
-from cli.columns import LAYOUTS, Kind, Layout, Row, detect_kind, layout_for, style_for
+from cli.cells import STATUS_LEGEND, cell, one_line
+from cli.columns import LAYOUTS, Column, Kind, Layout, Row, detect_kind, layout_for, style_for
 from cli.config import OutputFormat
+from cli.details import DETAILS
 
 SECRET_FIELDS = frozenset(
     {"token", "client_secret", "private_key_pem", "registration_access_token"}
@@ -84,48 +87,107 @@ def flatten(record: Row, prefix: str = "") -> dict[str, Any]:
     return flat
 
 
-def record_table(record: Row, layout: Layout | None, now: datetime, reveal: bool) -> Table:
-    """One object as field/value rows: its kind's columns first and styled as in lists."""
+def _record_rows(
+    record: Row, layout: Layout | None, details: tuple[Column, ...]
+) -> tuple[list[tuple[str, Any, str]], int]:
+    """(field, value, style) rows of `record`, and how many of its fields they leave out:
+    `details` when given, else every field, the layout's columns first."""
     flat = flatten(record)
+    if details:
+        shown = [
+            (column.field, column.value(record) if column.derive else flat[column.field])
+            for column in details
+            if column.field in flat or (column.derive and column.value(record) is not None)
+        ]
+        rows = [(field, value, style_for(field, value, layout)) for field, value in shown]
+        styles = {column.field: column.style for column in details}
+        rows = [(field, value, styles[field] or style) for field, value, style in rows]
+        return rows, len(flat.keys() - {field for field, _ in shown})
     leading = [column.field for column in layout.columns if column.field in flat] if layout else []
+    fields = dict.fromkeys([*leading, *flat])
+    return [(field, flat[field], style_for(field, flat[field], layout)) for field in fields], 0
+
+
+def record_table(
+    record: Row,
+    layout: Layout | None,
+    now: datetime,
+    reveal: bool,
+    details: tuple[Column, ...] = (),
+) -> RenderableType:
+    """One object as field/value rows, styled as in lists; a note says what `details` left out."""
+    rows, left_out = _record_rows(record, layout, details)
     table = Table(box=ROUNDED, show_header=False, row_styles=ROW_STYLES)
     table.add_column("Field", style="bold")
     table.add_column("Value", overflow="fold")
-    for field in dict.fromkeys([*leading, *flat]):
-        value = flat[field]
-        style = style_for(field, value, layout)
+    for field, value, style in rows:
         table.add_row(field, cell(_visible(field, value, reveal), style, now))
-    return table
+    if not left_out:
+        return table
+    more = f"{left_out} more field{'s' if left_out > 1 else ''}"
+    return Group(table, Text(f"{more}: --all shows every field, -o json the data", style="dim"))
 
 
-def list_table(rows: Sequence[Row], layout: Layout, now: datetime, reveal: bool) -> Table:
+def _list_cell(column: Column, row: Row, reveal: bool, now: datetime) -> Text:
+    value = _visible(column.field, column.value(row), reveal)
+    return cell(one_line(value) if isinstance(value, str) else value, column.style, now)
+
+
+def legend(layout: Layout, cells: list[list[Text]]) -> str | None:
+    """ "Legend: ● active · ✗ failed, …" for the marks the table's cells show; None if none."""
+    texts = [
+        text.plain
+        for column, column_cells in zip(layout.columns, cells, strict=True)
+        if column.style == "status" or column.derive
+        for text in column_cells
+    ]
+    first_words = {text.split(" ", 1)[0] for text in texts}
+    marks = [(icon, meaning) for icon, meaning in STATUS_LEGEND if icon in first_words]
+    marks += [(mark, meaning) for mark, meaning in layout.legend if any(mark in t for t in texts)]
+    if not marks:
+        return None
+    return "Legend: " + " · ".join(f"{mark} {meaning}" for mark, meaning in marks)
+
+
+def list_table(
+    rows: Sequence[Row], layout: Layout, now: datetime, reveal: bool
+) -> tuple[Table, str | None]:
+    """The rows as a table, one line per cell; and the legend of the marks it shows."""
     table = Table(box=layout.box, header_style="bold", row_styles=ROW_STYLES)
     for column in layout.columns:
-        table.add_column(column.header, overflow="fold" if column.style == "mono" else "ellipsis")
-    for row in rows:
-        table.add_row(
-            *(
-                cell(_visible(column.field, column.value(row), reveal), column.style, now)
-                for column in layout.columns
+        if column.cut:
+            table.add_column(column.header, max_width=column.cut, no_wrap=True)
+        else:
+            table.add_column(
+                column.header, overflow="fold" if column.style == "mono" else "ellipsis"
             )
-        )
-    return table
+    cells = [[_list_cell(column, row, reveal, now) for row in rows] for column in layout.columns]
+    for row_cells in zip(*cells, strict=True):
+        table.add_row(*row_cells)
+    return table, legend(layout, cells)
 
 
 def render_table(
-    data: Any, *, kind: Kind | None = None, now: datetime, reveal_secrets: bool = False
+    data: Any,
+    *,
+    kind: Kind | None = None,
+    now: datetime,
+    reveal_secrets: bool = False,
+    all_fields: bool = False,
 ) -> RenderableType:
     """The table view of `data`; `kind` is detected from the data when not given."""
     rows = as_rows(data)
     kind = kind or detect_kind(rows)
     if isinstance(data, dict):
-        return record_table(data, LAYOUTS[kind] if kind else None, now, reveal_secrets)
+        layout = LAYOUTS[kind] if kind else None
+        details = () if all_fields or kind is None else DETAILS.get(kind, ())
+        return record_table(data, layout, now, reveal_secrets, details)
     layout = layout_for(kind, rows)
     if not rows:
         return Text(layout.empty_hint)
-    return Group(
-        list_table(rows, layout, now, reveal_secrets), Text(layout.summary(rows), style="dim")
-    )
+    table, marks = list_table(rows, layout, now, reveal_secrets)
+    lines = [Text(marks, style="dim")] if marks else []
+    return Group(table, *lines, Text(layout.summary(rows), style="dim"))
 
 
 MACHINE_FORMATS: dict[OutputFormat, Callable[[Any], str]] = {
@@ -142,13 +204,22 @@ class Output:
     format: OutputFormat
     console: Console
 
-    def show(self, data: Any, *, kind: Kind | None = None, reveal_secrets: bool = False) -> None:
-        """Print `data`; secrets appear in tables only with `reveal_secrets`."""
+    def show(
+        self,
+        data: Any,
+        *,
+        kind: Kind | None = None,
+        reveal_secrets: bool = False,
+        all_fields: bool = False,
+    ) -> None:
+        """Print `data`; secrets appear in tables only with `reveal_secrets`, and one object's
+        every field only with `all_fields`."""
         if self.format is OutputFormat.TABLE:
             now = datetime.now(UTC)
-            self.console.print(
-                render_table(data, kind=kind, now=now, reveal_secrets=reveal_secrets)
+            table = render_table(
+                data, kind=kind, now=now, reveal_secrets=reveal_secrets, all_fields=all_fields
             )
+            self.console.print(table)
         else:
             self.console.file.write(MACHINE_FORMATS[self.format](data))
 

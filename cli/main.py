@@ -90,7 +90,7 @@ def launch(
     output_format: Annotated[
         OutputFormat | None,
         Parameter(
-            name="--format",
+            name=["--format", "-o"],
             group=GLOBAL_OPTIONS,
             help="Output format (default: the config file's format, else table).",
         ),

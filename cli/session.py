@@ -21,8 +21,15 @@ class CliSession:
     api: ApiClient
     output: Output
 
-    def show(self, data: Any, *, kind: Kind | None = None, reveal_secrets: bool = False) -> None:
-        self.output.show(data, kind=kind, reveal_secrets=reveal_secrets)
+    def show(
+        self,
+        data: Any,
+        *,
+        kind: Kind | None = None,
+        reveal_secrets: bool = False,
+        all_fields: bool = False,
+    ) -> None:
+        self.output.show(data, kind=kind, reveal_secrets=reveal_secrets, all_fields=all_fields)
 
     def note(self, line: str | None) -> None:
         if line is not None:
@@ -31,6 +38,14 @@ class CliSession:
 
 Session = Annotated[CliSession, Parameter(parse=False)]
 """Declare `*, session: Session` in a command to receive the session (not a CLI option)."""
+
+AllFields = Annotated[
+    bool,
+    Parameter(
+        name="--all", help="Every field, not only the key ones (-o json: the data).", negative=()
+    ),
+]
+"""The `--all` option of the commands that show one record."""
 
 
 @contextmanager

@@ -38,10 +38,18 @@ async def test_self_signed_list_show_renew_delete(cli: Cli) -> None:
     assert re.search(
         r"│ dev +│ dev\.example\.com, api\.dev\.example\.com +│ ● active +│ in 36[45]d ", table
     )
-    assert table.rstrip().endswith("Summary: 1 certificate | 1 active")
+    assert table.rstrip().splitlines()[-2:] == [
+        "Legend: ● active",
+        "Summary: 1 certificate | 1 active",
+    ]
 
     shown = await cli.ok("cert", "show", "dev")
-    assert "fullchain_pem" in shown and "PRIVATE KEY" not in shown
+    assert "fullchain_pem" not in shown and "BEGIN" not in shown and "PRIVATE KEY" not in shown
+    assert "│ expires " in shown and "more fields: --all" in shown
+    everything = await cli.ok("cert", "show", "dev", "--all")
+    assert re.search(r"│ fullchain_pem +│ PEM: 1 certificate \(-o json has it\) +│", everything)
+    assert "BEGIN" not in everything and "more fields" not in everything
+    assert "BEGIN CERTIFICATE" in (await cli.json("cert", "show", "dev"))["fullchain_pem"]
     pem = await cli.ok("cert", "show", "dev", "--pem")
     assert pem.startswith("-----BEGIN CERTIFICATE-----") and pem.rstrip().endswith("-----")
 
@@ -75,6 +83,14 @@ async def test_acme_orders_show_their_failure(cli: Cli) -> None:
     await until(cli, ("cert", "status", "web"), lambda s: s["certificate_status"] == "error")
     table = await cli.ok("cert", "list")
     assert re.search(r"│ web +│ web\.example\.com +│ ✗ error +│ — +│ cannot reach the ACME", table)
+    error = (await cli.json("cert", "show", "web"))["last_error"]
+    assert len(error) > 60  # so the list cuts it: one line, ending in an ellipsis
+    web_lines = [line for line in table.splitlines() if "web.example.com" in line]
+    assert len(web_lines) == 1 and "… │" in web_lines[0]
+    legend = table.rstrip().splitlines()[-2]  # "both" may still be pending (◌) or failed too
+    assert legend.startswith("Legend: ") and legend.endswith("✗ failed, expired or stopped")
+    shown = await cli.ok("cert", "show", "web")
+    assert "".join(shown.split()).count("".join(error.split())[-40:]) == 1  # whole, if wrapped
     assert await cli.fails("cert", "show", "web", "--pem") == (
         "error: certificate web has not been issued yet (status: error)"
     )

@@ -7,13 +7,21 @@ from pathlib import Path
 
 import pytest
 import trio
+import yaml
 
-from cli.commands.proxies import certificate_note
+from cli.commands.proxies import certificate_note, https_outcome
 from oauthproxy.serve import Ready
 from tests.test_cli_tokens import Cli
 from tests.test_cli_tokens import cli as cli  # the fixture, shared
 
 HOST = "app.example.com"
+
+
+def rows(table: str) -> int:
+    """The field rows of a field/value table."""
+    return sum(1 for line in table.splitlines() if line.startswith("│"))
+
+
 WRAPPER = Path(__file__).resolve().parents[1] / "scripts" / "just"
 
 
@@ -35,11 +43,24 @@ async def test_proxy_create_list_show_delete(cli: Cli) -> None:
     table = await cli.ok("proxy", "list")
     assert re.search(r"│ app\.example\.com +│ http://127\.0\.0\.1:3000/ +│ HTTPS✓ ", table)
     assert "HTTP | HTTPS⚠" in table
-    assert table.rstrip().endswith("Summary: 2 proxies | 1 HTTPS")
+    assert table.rstrip().splitlines()[-2:] == [
+        "Legend: HTTPS✓ served with its certificate · "
+        "HTTPS⚠ on, but no certificate yet: HTTP only (just cert-list)",
+        "Summary: 2 proxies | 1 HTTPS",
+    ]
 
     assert (await cli.json("proxy", "show", HOST)) == created
     shown = await cli.ok("proxy", "show", HOST)
-    assert "owner_token_hash" in shown and "app-cert" in shown
+    assert "app-cert" in shown and "│ listeners " in shown and "owner_token_hash" not in shown
+    assert 8 <= rows(shown) <= 12
+    hidden = len(created) - rows(shown) + 1  # `listeners` stands for enable_http and _https
+    assert shown.rstrip().endswith(
+        f"{hidden} more fields: --all shows every field, -o json the data"
+    )
+    everything = await cli.ok("proxy", "show", HOST, "--all")
+    assert "owner_token_hash" in everything and "more fields" not in everything
+    assert rows(everything) == len(created)
+    assert yaml.safe_load(await cli.ok("proxy", "show", HOST, "-o", "yaml")) == created
 
     updated = await cli.json(
         "proxy", "update", HOST, "--target-url", "http://127.0.0.1:3001", "--header", "X-A=1"
@@ -153,7 +174,16 @@ async def test_proxy_create_says_what_happened_to_https(cli: Cli) -> None:
     )
     assert "HTTPS," not in plain
     created = await cli.json("proxy", "create", "other.example.com", "http://127.0.0.1:3000")
-    assert created["hostname"] == "other.example.com"  # the JSON stays the record alone
+    assert created["hostname"] == "other.example.com"
+    assert created["https_outcome"] == {
+        "action": "skipped",
+        "detail": "no certificate ordered: no email (give cert_email, set the token's "
+        "cert_email, or set ADMIN_EMAIL); the proxy serves HTTP only",
+    }
+    plain_json = await cli.json(
+        "proxy", "create", "p2.example.com", "http://127.0.0.1:3000", "--no-https"
+    )
+    assert "https_outcome" not in plain_json
 
 
 @pytest.mark.parametrize(
@@ -165,14 +195,18 @@ async def test_proxy_create_says_what_happened_to_https(cli: Cli) -> None:
             "HTTPS, certificate reused: serving HTTPS with c",
         ),
         (
-            {"x-certificate-action": "ordered", "x-certificate-detail": "ordering c for a@b.c"},
+            {
+                "x-certificate-action": "ordered",
+                "x-certificate-detail": "ordering c for a@b.c",
+                "x-certificate-name": "c",
+            },
             "HTTPS, certificate ordered: ordering c for a@b.c; it serves HTTPS once issued "
-            "(just cert-list shows its status)",
+            "(just cert-list shows its status; --wait waits)",
         ),
     ],
 )
 def test_certificate_note(headers: dict[str, str], note: str | None) -> None:
-    assert certificate_note(headers) == note
+    assert certificate_note(https_outcome(headers)) == note
 
 
 async def test_a_failing_recipe_prints_one_error_line(cli: Cli) -> None:

@@ -10,7 +10,8 @@ A load checks the whole file before it writes anything, then replays it through 
 endpoints in dependency order, each record as the token that owns it. Without `--force` what
 exists is skipped; with it, proxies, services, routes and resources are overwritten. Tokens and
 certificates are never overwritten: changing a token's secret would mean deleting what it owns,
-and a load never re-issues a certificate.
+and a load never re-issues a certificate. On a terminal, a progress bar on stderr follows the
+load record by record.
 """
 
 from __future__ import annotations
@@ -25,12 +26,14 @@ from typing import Annotated, Any
 
 import yaml
 from cyclopts import App, Parameter
+from rich.progress import Progress
 
 from cli.client import ApiClient, api_path
 from cli.commands.services import EXTERNAL, external_path
 from cli.config import OutputFormat
 from cli.errors import CliError
 from cli.session import CliSession, Session
+from cli.waiting import progress_console
 
 FORMAT = "oauthproxy-config"
 VERSION = 1
@@ -270,9 +273,13 @@ class Loader:
     admin: str
     rows: list[Json] = field(default_factory=list)
     actors: dict[str, ApiClient] = field(default_factory=dict)
+    on_record: Callable[[Json], None] = lambda row: None
+    """Told of each record as it is done (the progress bar)."""
 
     def report(self, kind: str, name: str, action: str, detail: str = "") -> None:
-        self.rows.append({"kind": kind, "name": name, "action": action, "detail": detail})
+        row = {"kind": kind, "name": name, "action": action, "detail": detail}
+        self.rows.append(row)
+        self.on_record(row)
 
     def owner(self, record: Json) -> ApiClient:
         return self.actors.get(record.get("owner") or "", self.api)
@@ -448,10 +455,16 @@ def _proxy_update(record: Json) -> Json:
     return fields
 
 
-def load_backup(api: ApiClient, data: Json, *, force: bool) -> list[Json]:
+def load_backup(
+    api: ApiClient,
+    data: Json,
+    *,
+    force: bool,
+    on_record: Callable[[Json], None] = lambda row: None,
+) -> list[Json]:
     """Replay the checked file in dependency order; one row per record."""
     caller = _require_admin(api, "config load")
-    loader = Loader(api, force, caller["name"])
+    loader = Loader(api, force, caller["name"], on_record=on_record)
     loader.tokens(data["tokens"])
     loader.certificates(data["certificates"])
     loader.services(data["services"])
@@ -481,7 +494,16 @@ def load(
     record is created as the token that owns it; what exists is skipped, unless --force.
     Exits 1 when a record failed."""
     data = read_backup(file)
-    rows = load_backup(session.api, data, force=force)
+    total = sum(len(data[section.name]) for section in SECTIONS)
+    with Progress(
+        *Progress.get_default_columns(), console=progress_console(), transient=True
+    ) as bar:
+        task = bar.add_task(f"loading {file}", total=total)
+
+        def advance(row: Json) -> None:
+            bar.update(task, advance=1, description=f"{row['kind']} {row['name']}")
+
+        rows = load_backup(session.api, data, force=force, on_record=advance)
     _show_rows(session, rows, file)
     return 1 if any(row["action"] == "failed" for row in rows) else 0
 

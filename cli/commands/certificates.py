@@ -10,7 +10,8 @@ from cli.client import api_path
 from cli.columns import Kind
 from cli.commands.values import present
 from cli.errors import CliError
-from cli.session import Session
+from cli.session import AllFields, Session
+from cli.waiting import DEFAULT_TIMEOUT, Timeout, Wait, progress_console, wait_for_certificate
 
 ALL_CERTIFICATES = api_path("certificates", "")  # the collection's path ends with a slash
 
@@ -29,8 +30,17 @@ def certificate_path(name: str, *rest: str) -> str:
     return api_path("certificates", name, *rest)
 
 
-def _order(path: str, body: dict[str, Any], email: str | None, session: Session) -> None:
-    session.show(session.api.post(path, {**body, **present(email=email)}), kind=Kind.CERTIFICATES)
+def _order(path: str, body: dict[str, Any], email: str | None, session: Session) -> Any:
+    return session.api.post(path, {**body, **present(email=email)})
+
+
+def _show_or_wait(answer: Any, name: str, wait: bool, timeout: float, session: Session) -> None:
+    """The API's answer, or with `wait` the certificate once issued (a failure exits 1)."""
+    if wait:
+        answer = wait_for_certificate(
+            session.api, name, timeout=timeout, console=progress_console()
+        )
+    session.show(answer, kind=Kind.CERTIFICATES)
 
 
 @app.command
@@ -40,11 +50,14 @@ def create(
     *,
     staging: Staging = False,
     email: Email = None,
+    wait: Wait = False,
+    timeout: Timeout = DEFAULT_TIMEOUT,
     session: Session,
 ) -> None:
-    """Order a certificate for one domain; issuance runs in the background (see `status`)."""
+    """Order a certificate for one domain; issuance runs in the background (see `status`),
+    or in front of you with --wait."""
     body = {"cert_name": name, "domain": domain, "staging": staging}
-    _order(ALL_CERTIFICATES, body, email, session)
+    _show_or_wait(_order(ALL_CERTIFICATES, body, email, session), name, wait, timeout, session)
 
 
 @app.command(name="create-multi")
@@ -53,13 +66,16 @@ def create_multi(
     *domains: Annotated[str, Parameter(help="The hostnames it covers (up to 100).")],
     staging: Staging = False,
     email: Email = None,
+    wait: Wait = False,
+    timeout: Timeout = DEFAULT_TIMEOUT,
     session: Session,
 ) -> None:
-    """Order one certificate for several domains."""
+    """Order one certificate for several domains (--wait: until issued or failed)."""
     if not domains:
         raise CliError("give at least one domain")
     body = {"cert_name": name, "domains": list(domains), "staging": staging}
-    _order(api_path("certificates", "multi-domain"), body, email, session)
+    accepted = _order(api_path("certificates", "multi-domain"), body, email, session)
+    _show_or_wait(accepted, name, wait, timeout, session)
 
 
 @app.command(name="self-signed")
@@ -86,12 +102,14 @@ def show(
     name: CertName,
     *,
     pem: Annotated[bool, Parameter(help="Print only the certificate chain (PEM).")] = False,
+    all_fields: AllFields = False,
     session: Session,
 ) -> None:
-    """Show a certificate (never its private key)."""
+    """Show a certificate: its key fields, every one with --all, its PEM chain only with --pem
+    (never its private key)."""
     certificate = session.api.get(certificate_path(name))
     if not pem:
-        session.show(certificate, kind=Kind.CERTIFICATES)
+        session.show(certificate, kind=Kind.CERTIFICATES, all_fields=all_fields)
         return
     chain = certificate.get("fullchain_pem")
     if not chain:
@@ -107,9 +125,16 @@ def status(name: CertName, *, session: Session) -> None:
 
 
 @app.command
-def renew(name: CertName, *, session: Session) -> None:
-    """Issue the certificate again now (it keeps serving until the new one is ready)."""
-    session.show(session.api.post(certificate_path(name, "renew"), None))
+def renew(
+    name: CertName, *, wait: Wait = False, timeout: Timeout = DEFAULT_TIMEOUT, session: Session
+) -> None:
+    """Issue the certificate again now (it keeps serving until the new one is ready);
+    --wait: until the new one is issued or failed."""
+    renewing = session.api.post(certificate_path(name, "renew"), None)
+    if not wait:
+        session.show(renewing)
+        return
+    _show_or_wait(renewing, name, wait, timeout, session)
 
 
 @app.command

@@ -12,7 +12,7 @@ from cli.client import api_path
 from cli.columns import Kind
 from cli.commands.values import comma_list, json_object, present
 from cli.config import OutputFormat
-from cli.session import Session
+from cli.session import AllFields, Session
 
 SERVICES = api_path("services") + "/"
 ServiceName = Annotated[str, Parameter(help="The service's name.")]
@@ -72,9 +72,10 @@ def list_docker(
     session.show(found, kind=Kind.SERVICES)
 
 
-def show(name: ServiceName, *, session: Session) -> None:
-    """Show a Docker service and its container's status."""
-    session.show(session.api.get(service_path(name)), kind=Kind.SERVICES)
+def show(name: ServiceName, *, all_fields: AllFields = False, session: Session) -> None:
+    """Show a Docker service and its container's status (every field with --all)."""
+    service = session.api.get(service_path(name))
+    session.show(service, kind=Kind.SERVICES, all_fields=all_fields)
 
 
 def start(name: ServiceName, *, session: Session) -> None:

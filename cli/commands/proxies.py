@@ -10,7 +10,9 @@ from cyclopts import App, Parameter
 from cli.client import api_path
 from cli.columns import Kind
 from cli.commands.values import comma_list, header_map, json_object, present
-from cli.session import Session
+from cli.config import OutputFormat
+from cli.session import AllFields, Session
+from cli.waiting import DEFAULT_TIMEOUT, Timeout, Wait, progress_console, wait_for_certificate
 
 ALL_PROXIES = api_path("proxy", "targets", "")  # the collection's path ends with a slash
 RESOURCE_SUMMARY = ("hostname", "resource_endpoint", "resource_scopes", "resource_stateful")
@@ -45,9 +47,13 @@ def create(
     preserve_host: Annotated[bool, Parameter(help="Send the original Host upstream.")] = True,
     email: Annotated[str | None, Parameter(help="Email for its ACME certificate.")] = None,
     staging: Annotated[bool, Parameter(help="Use ACME staging for its certificate.")] = False,
+    wait: Wait = False,
+    timeout: Timeout = DEFAULT_TIMEOUT,
     session: Session,
 ) -> None:
-    """Create a proxy owned by the calling token."""
+    """Create a proxy owned by the calling token, and say what happened to its HTTPS
+    (certificate ordered, reused or skipped, and why); --wait follows the certificate until
+    it is issued or fails."""
     body = {
         "hostname": hostname,
         "target_url": target_url,
@@ -58,20 +64,41 @@ def create(
         **present(cert_name=cert_name, cert_email=email),
     }
     created, headers = session.api.answer("POST", ALL_PROXIES, body=body)
+    outcome = https_outcome(headers)
+    followed = (outcome or {}).get("cert_name") or cert_name
+    if wait and followed:
+        certificate = wait_for_certificate(
+            session.api, followed, timeout=timeout, console=progress_console()
+        )
+        created = session.api.get(proxy_path(hostname))
+        outcome = {**(outcome or {}), "certificate_status": certificate["status"]}
+    if session.output.format is not OutputFormat.TABLE:
+        session.show({**created, "https_outcome": outcome} if outcome else created)
+        return
     session.show(created, kind=Kind.PROXIES)
-    session.note(certificate_note(headers))
+    session.note(certificate_note(outcome))
 
 
-def certificate_note(headers: Mapping[str, str]) -> str | None:
-    """What the gateway did about the new proxy's HTTPS (ordered, reused or skipped a
-    certificate, and why), which it says in the response headers `X-Certificate-Action` and
-    `X-Certificate-Detail`: the body is the proxy record."""
+def https_outcome(headers: Mapping[str, str]) -> dict[str, str] | None:
+    """What the gateway did about the new proxy's HTTPS, from the response headers
+    `X-Certificate-Action`, `-Detail` and `-Name` (the body is the proxy record alone)."""
     action = headers.get("x-certificate-action")
     if action is None:
         return None
-    note = f"HTTPS, certificate {action}: {headers.get('x-certificate-detail', '')}"
-    if action == "ordered":
-        note += "; it serves HTTPS once issued (just cert-list shows its status)"
+    outcome = {"action": action, "detail": headers.get("x-certificate-detail", "")}
+    name = headers.get("x-certificate-name")
+    return {**outcome, "cert_name": name} if name else outcome
+
+
+def certificate_note(outcome: Mapping[str, str] | None) -> str | None:
+    """The outcome as a line under the table."""
+    if outcome is None:
+        return None
+    note = f"HTTPS, certificate {outcome['action']}: {outcome['detail']}"
+    if outcome.get("certificate_status") == "active":
+        return note + "; issued, HTTPS is served"
+    if outcome["action"] == "ordered":
+        note += "; it serves HTTPS once issued (just cert-list shows its status; --wait waits)"
     return note
 
 
@@ -82,9 +109,10 @@ def list_proxies(*, session: Session) -> None:
 
 
 @app.command
-def show(hostname: Hostname, *, session: Session) -> None:
-    """Show one proxy with all its settings."""
-    session.show(session.api.get(proxy_path(hostname)), kind=Kind.PROXIES)
+def show(hostname: Hostname, *, all_fields: AllFields = False, session: Session) -> None:
+    """Show one proxy: its key settings, or every one with --all."""
+    proxy = session.api.get(proxy_path(hostname))
+    session.show(proxy, kind=Kind.PROXIES, all_fields=all_fields)
 
 
 @app.command

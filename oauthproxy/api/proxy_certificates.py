@@ -13,7 +13,8 @@ A `cert_name` given explicitly (on create or update) must name a certificate of 
 owner, or none that exists yet (`check_named`).
 
 The outcome is reported in the response headers `X-Certificate-Action` (`reused`, `ordered`,
-`skipped`) and `X-Certificate-Detail`, so the body stays the proxy record.
+`skipped`), `X-Certificate-Detail` and, when a certificate is reused or ordered,
+`X-Certificate-Name` (what a client follows to see it issued), so the body stays the proxy record.
 """
 
 from __future__ import annotations
@@ -54,7 +55,12 @@ class Plan:
     def headers(self) -> dict[str, str]:
         if self.action is Action.NONE:
             return {}
-        return {"X-Certificate-Action": self.action.value, "X-Certificate-Detail": self.detail}
+        named = {"X-Certificate-Name": self.cert_name} if self.cert_name else {}
+        return {
+            "X-Certificate-Action": self.action.value,
+            "X-Certificate-Detail": self.detail,
+            **named,
+        }
 
     def applied_to(self, target: ProxyTarget) -> ProxyTarget:
         """The proxy as stored: naming a reused certificate, unchanged otherwise."""
