@@ -310,10 +310,10 @@ _route-create scope proxies path target-type target-value priority methods is-re
 
 # --- proxies -----------------------------------------------------------------------------------
 
-# Create a proxy (booleans: true/false; staging and email are kept for its certificate)
+# Create a proxy and say what happened to its HTTPS (booleans: true/false; staging and email are for its certificate; wait=true: until that certificate is issued or fails)
 [group('proxies')]
-proxy-create hostname target-url staging="false" preserve-host="true" enable-http="true" enable-https="true" email="" token="": _venv
-    @proxy-client {{ if token != "" { "--token " + quote(token) } else { "" } }} proxy create {{ quote(hostname) }} {{ quote(target-url) }} --staging={{ quote(staging) }} --preserve-host={{ quote(preserve-host) }} --http={{ quote(enable-http) }} --https={{ quote(enable-https) }} {{ if email != "" { "--email " + quote(email) } else { "" } }}
+proxy-create hostname target-url staging="false" preserve-host="true" enable-http="true" enable-https="true" email="" token="" wait="false": _venv
+    @proxy-client {{ if token != "" { "--token " + quote(token) } else { "" } }} proxy create {{ quote(hostname) }} {{ quote(target-url) }} --staging={{ quote(staging) }} --preserve-host={{ quote(preserve-host) }} --http={{ quote(enable-http) }} --https={{ quote(enable-https) }} {{ if email != "" { "--email " + quote(email) } else { "" } }} {{ if wait =~ '^(?i:true|yes|1)$' { "--wait" } else { "" } }}
 
 # Delete a proxy (delete-cert=true: its certificate too, if yours; force=true: no error if missing)
 [group('proxies')]
@@ -325,10 +325,10 @@ proxy-delete hostname delete-cert="false" force="false" token="": _venv
 proxy-list token="": _venv
     @proxy-client {{ if token != "" { "--token " + quote(token) } else { "" } }} proxy list
 
-# Show a proxy with all its settings
+# Show a proxy's key settings (all=true: every one)
 [group('proxies')]
-proxy-show hostname token="": _venv
-    @proxy-client {{ if token != "" { "--token " + quote(token) } else { "" } }} proxy show {{ quote(hostname) }}
+proxy-show hostname token="" all="false": _venv
+    @proxy-client {{ if token != "" { "--token " + quote(token) } else { "" } }} proxy show {{ quote(hostname) }} {{ if all =~ '^(?i:true|yes|1)$' { "--all" } else { "" } }}
 
 # Turn auth on (mode: forward, redirect or passthrough; scopes and audiences comma-separated)
 [group('proxies')]
@@ -429,10 +429,10 @@ service-create-exposed name image port bind-address="127.0.0.1" memory="512m" cp
 service-list owned-only="false" token="": _venv
     @proxy-client {{ if token != "" { "--token " + quote(token) } else { "" } }} service list {{ if owned-only =~ '^(?i:true|yes|1)$' { "--owned-only" } else { "" } }}
 
-# Show a Docker service and its container's status
+# Show a Docker service and its container's status (all=true: every field)
 [group('services')]
-service-show name token="": _venv
-    @proxy-client {{ if token != "" { "--token " + quote(token) } else { "" } }} service show {{ quote(name) }}
+service-show name token="" all="false": _venv
+    @proxy-client {{ if token != "" { "--token " + quote(token) } else { "" } }} service show {{ quote(name) }} {{ if all =~ '^(?i:true|yes|1)$' { "--all" } else { "" } }}
 
 # Delete a Docker service: container, record, ports (force: even running; delete-proxy: its proxies too)
 [group('services')]
@@ -500,10 +500,10 @@ service-ports-global available-only="false" token="": _venv
     @proxy-client {{ if token != "" { "--token " + quote(token) } else { "" } }} service ports-global {{ if available-only =~ '^(?i:true|yes|1)$' { "--available-only" } else { "" } }}
 # --- certificates ------------------------------------------------------------------------------
 
-# Order a certificate for one domain (ACME HTTP-01 in the background; staging: true/false)
+# Order a certificate for one domain (ACME HTTP-01 in the background; staging: true/false; wait=true: until issued or failed)
 [group('certificates')]
-cert-create name domain staging="false" email="" token="": _venv
-    @proxy-client {{ if token != "" { "--token " + quote(token) } else { "" } }} cert create {{ quote(name) }} {{ quote(domain) }} --staging={{ quote(staging) }} {{ if email != "" { "--email " + quote(email) } else { "" } }}
+cert-create name domain staging="false" email="" token="" wait="false": _venv
+    @proxy-client {{ if token != "" { "--token " + quote(token) } else { "" } }} cert create {{ quote(name) }} {{ quote(domain) }} --staging={{ quote(staging) }} {{ if email != "" { "--email " + quote(email) } else { "" } }} {{ if wait =~ '^(?i:true|yes|1)$' { "--wait" } else { "" } }}
 
 # Delete a certificate; its proxies fall back to HTTP (force=true: no error if missing)
 [group('certificates')]
@@ -515,20 +515,20 @@ cert-delete name force="false" token="": _venv
 cert-list token="": _venv
     @proxy-client {{ if token != "" { "--token " + quote(token) } else { "" } }} cert list
 
-# Show a certificate (pem=true: print only its PEM chain; never the private key)
+# Show a certificate's key fields (pem=true: print only its PEM chain; all=true: every field; never the private key)
 [group('certificates')]
-cert-show name pem="false" token="": _venv
-    @proxy-client {{ if token != "" { "--token " + quote(token) } else { "" } }} cert show {{ quote(name) }} --pem={{ quote(pem) }}
+cert-show name pem="false" token="" all="false": _venv
+    @proxy-client {{ if token != "" { "--token " + quote(token) } else { "" } }} cert show {{ quote(name) }} --pem={{ quote(pem) }} {{ if all =~ '^(?i:true|yes|1)$' { "--all" } else { "" } }}
 
 # Show a certificate's generation status: stage, last error, next retry
 [group('certificates')]
 cert-status name token="": _venv
     @proxy-client {{ if token != "" { "--token " + quote(token) } else { "" } }} cert status {{ quote(name) }}
 
-# Issue a certificate again now (it keeps serving until the new one is ready)
+# Issue a certificate again now (it keeps serving until the new one is ready; wait=true: until it is)
 [group('certificates')]
-cert-renew name token="": _venv
-    @proxy-client {{ if token != "" { "--token " + quote(token) } else { "" } }} cert renew {{ quote(name) }}
+cert-renew name token="" wait="false": _venv
+    @proxy-client {{ if token != "" { "--token " + quote(token) } else { "" } }} cert renew {{ quote(name) }} {{ if wait =~ '^(?i:true|yes|1)$' { "--wait" } else { "" } }}
 
 # --- oauth -------------------------------------------------------------------------------------
 

@@ -112,3 +112,10 @@ async def test_an_expired_certificate_lists_as_expired(cli: Cli, storage: Storag
     await store_expired(storage, "old", "old.example.com", **acme)
     table = await cli.ok("cert", "list")
     assert re.search(r"│ old +│ old\.example\.com +│ ✗ expired +│ expired 1d ago ", table)
+
+
+async def test_wait_ends_with_the_failure_in_one_line(cli: Cli) -> None:
+    error = await cli.fails(
+        "cert", "create", "down", "down.example.com", "--email", "a@b.co", "--wait"
+    )
+    assert error.startswith("error: certificate down failed: cannot reach the ACME server")
