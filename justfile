@@ -271,6 +271,11 @@ bench *args: _venv
     fi
     exec python benchmarks/run.py "$@"
 
+# docs/benchmarks.md's tables and docs/benchmarks.png from a completed run (default benchmarks/results.json)
+[group('benchmarks')]
+bench-page results="benchmarks/results.json": _venv
+    python benchmarks/page.py {{ quote(results) }}
+
 # --- routes ------------------------------------------------------------------------------------
 
 # List all routes in a table, highest priority first

@@ -1,0 +1,149 @@
+"""docs/benchmarks.md from a `just bench` run: its tables and its plot, docs/benchmarks.png.
+
+    python benchmarks/page.py [benchmarks/results.json]      # or: just bench-page
+
+The page's prose is written by hand; what lies between the `<!-- bench:NAME -->` and
+`<!-- bench:end -->` markers is generated here from the JSON, so the numbers on the page are the
+run's (tests/test_benchmark_page.py checks that they still are).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "benchmarks" / "results.json"
+PAGE = ROOT / "docs" / "benchmarks.md"
+PLOT = ROOT / "docs" / "benchmarks.png"
+SECTION = re.compile(r"(<!-- bench:(?P<name>[a-z]+) -->\n)(.*?)(<!-- bench:end -->)", re.S)
+
+Results = dict[str, Any]
+
+
+def _number(value: float | None, digits: int = 0) -> str:
+    return "—" if value is None else f"{value:,.{digits}f}"
+
+
+def throughput_table(results: Results) -> str:
+    rows = [
+        "| path | req/s | p50 ms | p99 ms | vs direct | CPU µs/req | CPU of | errors |",
+        "|---|---:|---:|---:|---:|---:|---|---:|",
+    ]
+    for row in results["throughput"]:
+        wrk = row["wrk"]
+        errors = wrk["non_2xx"] + sum(wrk["socket_errors"].values())
+        rows.append(
+            f"| {row['name']} | {_number(wrk['rps'])} | {wrk['p50_ms']:.2f} | {wrk['p99_ms']:.2f} "
+            f"| {_number(row['ratio'], 2)} | {_number(row['cpu_us_per_request'])} "
+            f"| {row['measured']} | {errors} |"
+        )
+    return "\n".join(rows) + "\n"
+
+
+def other_table(results: Results) -> str:
+    """Handshakes, streaming, create → 200, 1,000 hostnames, the request log's cost."""
+    lines = ["| measure | result |", "|---|---|"]
+    for shake in results["handshakes"]:
+        lines.append(
+            f"| new TLS handshakes/s, {shake['name']} | {_number(shake['per_second'])}/s "
+            f"({_number(shake['cpu_us_per_handshake'])} µs CPU per handshake) |"
+        )
+    for transfer in results["transfers"]:
+        growth = transfer["rss_growth_mib"]
+        rss = "" if growth is None else f", RSS growth {growth:.1f} MiB"
+        lines.append(
+            f"| {transfer['direction']} {transfer['bytes'] // 2**20} MiB "
+            f"| {_number(transfer['mib_per_s'])} MiB/s{rss} |"
+        )
+    created = results["create_to_200"]
+    lines.append(
+        f"| create → first 200 ({created['hostnames']} hostnames) | median "
+        f"{created['median_ms']:.1f} ms, p95 {created['p95_ms']:.1f} ms |"
+    )
+    many = results["many_hosts"]
+    lines.append(
+        f"| {many['hostnames']:,} hostnames | RSS {many['rss_live_mib']:.0f} MiB (empty "
+        f"{many['rss_empty_mib']:.0f} MiB); restart: ready in {many['startup_seconds']:.2f} s, "
+        f"all sampled serving after {many['all_serving_seconds']:.2f} s |"
+    )
+    log = results["request_log"]
+    if log:
+        lines.append(
+            f"| request log during the gateway row | {log['written']:,} entries written, "
+            f"{log['dropped']:,} dropped |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def run_table(results: Results) -> str:
+    machine = results["machine"]
+    options = ", ".join(f"{name} {value}" for name, value in results["options"].items())
+    return (
+        f"Run of {results['started']} (commit {machine.get('commit', '?')}), {options}; "
+        f"{machine['cpus']} CPUs, load average at start "
+        f"{', '.join(f'{load:.2f}' for load in machine['load_average_at_start'])}; "
+        f"{machine.get('nginx') or 'no nginx'}; {machine['wrk']}.\n"
+    )
+
+
+SECTIONS: dict[str, Callable[[Results], str]] = {
+    "run": run_table,
+    "throughput": throughput_table,
+    "other": other_table,
+}
+
+
+def render_page(page: str, results: Results) -> str:
+    """The page with each marked section regenerated from `results`."""
+
+    def regenerate(match: re.Match[str]) -> str:
+        return match[1] + SECTIONS[match["name"]](results) + match[4]
+
+    return SECTION.sub(regenerate, page)
+
+
+def draw(results: Results, path: Path) -> None:
+    import matplotlib  # a dev dependency: only this script draws
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = results["throughput"]
+    names = [row["name"] for row in rows]
+    colours = [
+        "#888888" if name == "direct" else "#2a6f97" if "gateway" in name else "#c06c2b"
+        for name in names
+    ]
+    figure, (rate, cost) = plt.subplots(1, 2, figsize=(12, 4.5), constrained_layout=True)
+    rate.barh(names, [row["wrk"]["rps"] for row in rows], color=colours)
+    rate.set_xlabel("requests per second (wrk, 50 connections)")
+    rate.invert_yaxis()
+    cost.barh(names, [row["cpu_us_per_request"] for row in rows], color=colours)
+    cost.set_xlabel("CPU µs per request (of the process in 'CPU of')")
+    cost.invert_yaxis()
+    cost.set_yticklabels([])
+    figure.suptitle(
+        f"oauthproxy beside nginx, {results['started'][:10]}, "
+        f"{results['machine']['cpus']} CPUs (shared machine)"
+    )
+    figure.savefig(path, dpi=100, metadata={"Software": None})
+    plt.close(figure)
+
+
+def main() -> None:
+    source = Path(sys.argv[1]) if len(sys.argv) > 1 else RESULTS
+    results = json.loads(source.read_text())
+    if results.get("error"):
+        raise SystemExit(f"{source} is from a run that failed: {results['error']}")
+    PAGE.write_text(render_page(PAGE.read_text(), results))
+    draw(results, PLOT)
+    print(f"written: {PAGE.relative_to(ROOT)}, {PLOT.relative_to(ROOT)}")
+
+
+if __name__ == "__main__":
+    main()
