@@ -423,3 +423,59 @@ def test_the_cli_does_not_load_the_server() -> None:
         [sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=True
     )
     assert shown.stdout.strip() == "[]"
+
+
+CERTIFICATE: dict[str, Any] = {
+    "cert_name": "web",
+    "domains": ["web.example.com"],
+    "status": "error",
+    "last_error": "cannot reach the ACME server: " + "x" * 200 + "\nsecond line",
+    "fullchain_pem": "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n" * 2,
+    "fingerprint": "ab" * 32,
+    "owner_token_hash": "sha256:" + "c" * 64,
+}
+
+
+@pytest.mark.parametrize(
+    ("value", "shown"),
+    [
+        (CERTIFICATE["fullchain_pem"], "PEM: 2 certificates (-o json has it)"),
+        ("-----BEGIN PUBLIC KEY-----\nMII\n-----END PUBLIC KEY-----",
+         "PEM: 1 public key (-o json has it)"),
+        ("plain text", "plain text"),
+    ],
+)  # fmt: skip
+def test_tables_never_print_pem(value: str, shown: str) -> None:
+    assert cell(value, "", NOW).plain == shown
+
+
+def test_a_record_shows_its_key_fields_and_counts_the_rest() -> None:
+    text = text_of(render_table(CERTIFICATE, now=NOW))
+    fields = [line.split("│")[1].strip() for line in text.splitlines() if line.startswith("│")]
+    assert fields[:4] == ["cert_name", "domains", "status", "last_error"]
+    assert "fingerprint" not in fields and "BEGIN" not in text
+    assert text.rstrip().endswith("3 more fields: --all shows every field, -o json the data")
+    everything = text_of(render_table(CERTIFICATE, now=NOW, all_fields=True))
+    assert "fingerprint" in everything and "more fields" not in everything
+    assert "PEM: 2 certificates" in everything and "BEGIN" not in everything
+    assert "second line" in everything  # a record shows its error whole
+
+
+def test_list_cells_hold_one_line_and_long_errors_end_in_an_ellipsis() -> None:
+    text = text_of(render_table([CERTIFICATE], now=NOW), width=200)
+    row = [line for line in text.splitlines() if "web.example.com" in line]
+    assert len(row) == 1
+    assert "cannot reach the ACME server: xxx" in row[0] and "… │" in row[0]
+    assert "second line" not in text
+
+
+def test_a_legend_names_only_the_marks_shown() -> None:
+    certificates = text_of(
+        render_table([CERTIFICATE, {**CERTIFICATE, "status": "active"}], now=NOW)
+    )
+    assert "Legend: ● active · ✗ failed, expired or stopped" in certificates
+    tokens = text_of(render_table(TOKENS, now=NOW))
+    assert "Legend" not in tokens  # a ✗ in a yes/no column is no status mark
+    one_proxy = text_of(render_table(PROXIES[1:], now=NOW))
+    assert "Legend: HTTPS⚠ on, but no certificate yet: HTTP only (just cert-list)" in one_proxy
+    assert "HTTPS✓ served" not in one_proxy
