@@ -495,9 +495,7 @@ def load(
     Exits 1 when a record failed."""
     data = read_backup(file)
     total = sum(len(data[section.name]) for section in SECTIONS)
-    with Progress(
-        *Progress.get_default_columns(), console=progress_console(), transient=True
-    ) as bar:
+    with _progress_bar() as bar:
         task = bar.add_task(f"loading {file}", total=total)
 
         def advance(row: Json) -> None:
@@ -506,6 +504,13 @@ def load(
         rows = load_backup(session.api, data, force=force, on_record=advance)
     _show_rows(session, rows, file)
     return 1 if any(row["action"] == "failed" for row in rows) else 0
+
+
+def _progress_bar() -> Progress:
+    """A bar on stderr, on a terminal only: piped output stays the command's own."""
+    console = progress_console()
+    columns = Progress.get_default_columns()
+    return Progress(*columns, console=console, transient=True, disable=not console.is_terminal)
 
 
 def _show_rows(session: CliSession, rows: list[Json], file: Path) -> None:
