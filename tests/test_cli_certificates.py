@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import re
+import shlex
 from collections.abc import Callable
 from typing import Any
 
+import trio
+
 from oauthproxy.storage import Storage
+from tests.conftest import venv_bin
 from tests.eventually import eventually
 from tests.test_certificates_api import UNREACHABLE, store_expired
 from tests.test_certificates_api import gateway as gateway  # the fixture: ACME unreachable
@@ -119,3 +123,20 @@ async def test_wait_ends_with_the_failure_in_one_line(cli: Cli) -> None:
         "cert", "create", "down", "down.example.com", "--email", "a@b.co", "--wait"
     )
     assert error.startswith("error: certificate down failed: cannot reach the ACME server")
+
+
+async def test_wait_shows_a_spinner_on_a_terminal(cli: Cli) -> None:
+    """On a terminal (`script` gives the CLI one), --wait draws the issuance's stage beside a
+    spinner while it polls; piped, stderr stays empty (the tests above)."""
+    command = [venv_bin("proxy-client"), "cert", "create", "tty", "tty.example.com"]
+    command += ["--email", "a@b.co", "--wait"]
+    done = await trio.run_process(
+        ["script", "-qec", shlex.join(command), "/dev/null"],
+        env={**cli.env, "TERM": "xterm"},
+        capture_stdout=True,
+        check=False,
+    )
+    screen = done.stdout.decode(errors="replace")
+    assert done.returncode == 1, screen
+    assert re.search(r"[⠋⠙⠹⠸⠼⠴⠦⠧⠇⠏].{0,20} certificate tty: (waiting|queued|ordering)", screen)
+    assert "error: certificate tty failed: cannot reach the ACME server" in screen
