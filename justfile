@@ -584,7 +584,7 @@ oauth-status token="": _venv
 config-save filename="": _venv
     @cd {{ quote(invocation_directory()) }} && proxy-client config save {{ if filename != "" { quote(filename) } else { "" } }}
 
-# Load a configuration YAML backup (admin); existing items are skipped unless force=true
+# Load a configuration YAML backup (admin); existing items are skipped unless force=true; wait=true: then wait until the certificates it ordered are issued
 [group('config')]
-config-load filename force="false": _venv
-    @cd {{ quote(invocation_directory()) }} && proxy-client config load {{ quote(filename) }} {{ if force =~ '^(?i:true|yes|1|force)$' { "--force" } else { "" } }}
+config-load filename force="false" wait="false": _venv
+    @cd {{ quote(invocation_directory()) }} && proxy-client config load {{ quote(filename) }} {{ if force =~ '^(?i:true|yes|1|force)$' { "--force" } else { "" } }} {{ if wait =~ '^(?i:true|yes|1)$' { "--wait" } else { "" } }}

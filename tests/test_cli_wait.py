@@ -96,3 +96,20 @@ async def test_recipes_pass_wait_through(cli: Cli) -> None:
     assert last == (
         "HTTPS, certificate reused: serving HTTPS with certificate shop; issued, HTTPS is served"
     )
+
+
+async def test_config_load_waits_for_the_certificates_it_orders(cli: Cli, tmp_path: Path) -> None:
+    await cli.ok("cert", "create", "web", "web.example.com", "--wait", "--timeout", "120")
+    backup = tmp_path / "backup.yaml"
+    await cli.ok("config", "save", str(backup))
+    await cli.ok("cert", "delete", "web")
+    rows = await cli.json("config", "load", str(backup), "--wait", "--timeout", "120")
+    assert [row for row in rows if row["kind"] == "certificate"] == [
+        {
+            "kind": "certificate",
+            "name": "web",
+            "action": "created",
+            "detail": "ordered from the ACME CA and issued",
+        }
+    ]
+    assert (await cli.json("cert", "show", "web"))["status"] == "active"

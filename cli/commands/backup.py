@@ -11,12 +11,14 @@ endpoints in dependency order, each record as the token that owns it. Without `-
 exists is skipped; with it, proxies, services, routes and resources are overwritten. Tokens and
 certificates are never overwritten: changing a token's secret would mean deleting what it owns,
 and a load never re-issues a certificate. On a terminal, a progress bar on stderr follows the
-load record by record.
+load record by record; `--wait` then follows the ACME certificates it ordered until they are
+issued.
 """
 
 from __future__ import annotations
 
 import hashlib
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -33,7 +35,7 @@ from cli.commands.services import EXTERNAL, external_path
 from cli.config import OutputFormat
 from cli.errors import CliError
 from cli.session import CliSession, Session
-from cli.waiting import progress_console
+from cli.waiting import DEFAULT_TIMEOUT, Timeout, progress_console, wait_for_certificate
 
 FORMAT = "oauthproxy-config"
 VERSION = 1
@@ -256,6 +258,9 @@ def _checked(path: Path, data: Json, section: Section) -> list[Json]:
 # --- load ---------------------------------------------------------------------------------------
 
 
+ORDERED = "ordered from the ACME CA"
+
+
 def hash_secret(secret: str) -> str:
     """How the gateway names a token's secret (`owner_token_hash`)."""
     return "sha256:" + hashlib.sha256(secret.encode()).hexdigest()
@@ -338,7 +343,7 @@ class Loader:
         acme = {**body, "staging": bool(record.get("staging")), "email": record.get("email")}
         path = api_path("certificates", "multi-domain")
         self.owner(record).post(path, {k: v for k, v in acme.items() if v is not None})
-        return "created", "ordered from the ACME CA (in the background)"
+        return "created", f"{ORDERED} (in the background)"
 
     # services, proxies, routes, resources: created as their owner, overwritten with --force
 
@@ -488,6 +493,10 @@ def load(
     force: Annotated[
         bool, Parameter(help="Overwrite the proxies, services, routes and resources that exist.")
     ] = False,
+    wait: Annotated[
+        bool, Parameter(help="Then wait until the ACME certificates it ordered are issued.")
+    ] = False,
+    timeout: Timeout = DEFAULT_TIMEOUT,
     session: Session,
 ) -> int:
     """Load a configuration backup (admin only): the whole file is checked first, then each
@@ -502,8 +511,28 @@ def load(
             bar.update(task, advance=1, description=f"{row['kind']} {row['name']}")
 
         rows = load_backup(session.api, data, force=force, on_record=advance)
+    if wait:
+        rows = wait_for_ordered(session.api, rows, time.monotonic() + timeout)
     _show_rows(session, rows, file)
     return 1 if any(row["action"] == "failed" for row in rows) else 0
+
+
+def wait_for_ordered(api: ApiClient, rows: list[Json], deadline: float) -> list[Json]:
+    """The rows, each ACME certificate the load ordered followed until it is issued (or failed:
+    its row then says `failed` and why); all of them within one deadline."""
+    console = progress_console()
+    done = []
+    for row in rows:
+        if row["kind"] == "certificate" and row["detail"].startswith(ORDERED):
+            try:
+                left = max(deadline - time.monotonic(), 0.0)
+                wait_for_certificate(api, row["name"], timeout=left, console=console)
+            except CliError as error:
+                row = {**row, "action": "failed", "detail": str(error)}
+            else:
+                row = {**row, "detail": "ordered from the ACME CA and issued"}
+        done.append(row)
+    return done
 
 
 def _progress_bar() -> Progress:
