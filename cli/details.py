@@ -2,7 +2,7 @@
 
 Everything else stays one option away: `--all` on the `show` commands lists every field, and
 `-o json` / `-o yaml` print the API's data unchanged. Kinds without an entry here show every
-field (they have few).
+field (they have few), and so does any record that fits in `cli.formatting.FITS` rows.
 """
 
 from __future__ import annotations

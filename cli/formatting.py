@@ -33,6 +33,8 @@ SECRET_FIELDS = frozenset(
 )
 HIDDEN = "•••••••• (hidden)"
 ROW_STYLES = ("none", "dim")
+FITS = 14
+"""A record with at most this many fields shows them all (a status, a delete's answer)."""
 
 
 def to_json(data: Any) -> str:
@@ -91,9 +93,10 @@ def _record_rows(
     record: Row, layout: Layout | None, details: tuple[Column, ...]
 ) -> tuple[list[tuple[str, Any, str]], int]:
     """(field, value, style) rows of `record`, and how many of its fields they leave out:
-    `details` when given, else every field, the layout's columns first."""
+    `details` when given and the record is longer than FITS, else every field, the layout's
+    columns first."""
     flat = flatten(record)
-    if details:
+    if details and len(flat) > FITS:
         shown = [
             (column.field, column.value(record) if column.derive else flat[column.field])
             for column in details
