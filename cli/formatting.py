@@ -23,7 +23,7 @@ from rich.console import Console, Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
-from cli.cells import STATUS_LEGEND, cell, one_line
+from cli.cells import STATUS_LEGEND, cell, one_line, pem_summary
 from cli.columns import LAYOUTS, Column, Kind, Layout, Row, detect_kind, layout_for, style_for
 from cli.config import OutputFormat
 from cli.details import DETAILS
@@ -102,9 +102,11 @@ def _record_rows(
             for column in details
             if column.field in flat or (column.derive and column.value(record) is not None)
         ]
-        rows = [(field, value, style_for(field, value, layout)) for field, value in shown]
         styles = {column.field: column.style for column in details}
-        rows = [(field, value, styles[field] or style) for field, value, style in rows]
+        rows = [
+            (field, value, styles[field] or style_for(field, value, layout))
+            for field, value in shown
+        ]
         return rows, len(flat.keys() - {field for field, _ in shown})
     leading = [column.field for column in layout.columns if column.field in flat] if layout else []
     fields = dict.fromkeys([*leading, *flat])
@@ -133,7 +135,9 @@ def record_table(
 
 def _list_cell(column: Column, row: Row, reveal: bool, now: datetime) -> Text:
     value = _visible(column.field, column.value(row), reveal)
-    return cell(one_line(value) if isinstance(value, str) else value, column.style, now)
+    if isinstance(value, str):
+        value = pem_summary(value) or one_line(value)
+    return cell(value, column.style, now)
 
 
 def legend(layout: Layout, cells: list[list[Text]]) -> str | None:

@@ -495,3 +495,9 @@ def test_a_short_record_shows_every_field() -> None:
     deleted = {"cert_name": "web", "deleted": True, "proxies_updated": []}
     text = text_of(render_table(deleted, now=NOW))
     assert "proxies_updated" in text and "more field" not in text
+
+
+def test_a_list_summarises_pem_too() -> None:
+    rows = [{"job": "a", "pem": CERTIFICATE["fullchain_pem"]}]
+    text = text_of(render_table(rows, now=NOW))
+    assert "PEM: 2 certificates" in text and "BEGIN" not in text
