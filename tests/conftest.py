@@ -212,4 +212,5 @@ def venv_bin(name: str) -> str:
 os.environ.setdefault("PYTHONDONTWRITEBYTECODE", "1")
 
 
+from tests.docker_engine import bridged_docker_engine as bridged_docker_engine  # noqa: E402
 from tests.docker_engine import docker_engine as docker_engine  # noqa: E402 - a session fixture

@@ -9,7 +9,7 @@ from collections.abc import Callable
 import pytest
 import trio
 
-from oauthproxy.serve import Ready, serve
+from oauthproxy.serve import Ready
 from oauthproxy.settings import Settings
 from oauthproxy.storage import Storage
 from tests.conftest import free_port
@@ -17,6 +17,7 @@ from tests.docker_engine import IMAGE, Engine
 from tests.eventually import eventually
 from tests.test_cli_tokens import Cli
 from tests.test_cli_tokens import cli as cli  # the fixture, shared
+from tests.test_docker_services import serve_on
 
 
 @pytest.fixture
@@ -27,11 +28,7 @@ async def gateway(
     docker_engine: Engine,
 ) -> Ready:
     """The gateway `cli` talks to, driving the tests' dockerd."""
-    settings = make_settings(docker_host=docker_engine.host)
-    ready: Ready = await nursery.start(
-        lambda task_status: serve(settings, handle_signals=False, task_status=task_status)
-    )
-    return ready
+    return await serve_on(nursery, make_settings, docker_engine)
 
 
 async def test_service_commands_drive_the_engine(cli: Cli, docker_engine: Engine) -> None:
