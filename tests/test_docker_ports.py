@@ -17,7 +17,7 @@ from oauthproxy.serve import Ready, serve
 from oauthproxy.settings import Settings
 from oauthproxy.storage import Storage, keys
 from tests.docker_engine import IMAGE, Engine, start_engine, stop_engine
-from tests.test_docker_services import SERVICES, admin, create, docker_gateway
+from tests.test_docker_services import SERVICES, admin, admin_of, create, docker_gateway, serve_on
 
 __all__ = ["admin", "docker_gateway"]  # fixtures this module uses
 
@@ -199,3 +199,16 @@ async def test_openapi_lists_every_service_and_port_endpoint_of_the_spec(
         ("/api/v1/services/ports/check", {"post"}),
     ):
         assert set(paths[path]) >= methods, path
+
+
+async def test_docker_api_version_is_the_version_the_gateway_speaks(
+    nursery: trio.Nursery, make_settings: Callable[..., Settings], docker_engine: Engine
+) -> None:
+    """DOCKER_API_VERSION reaches the engine: one it does not speak is refused, and said so."""
+    gateway = await serve_on(nursery, make_settings, docker_engine, docker_api_version="1.99")
+    async with admin_of(gateway) as api:
+        docker = (await api.get("/health")).json()["components"]["docker"]
+        assert docker["status"] == "unavailable", docker
+        assert "1.99 is too new" in docker["error"]
+        refused = await api.post(SERVICES, json={"service_name": "old", "image": IMAGE})
+        assert (refused.status_code, refused.json()["error"]) == (422, "docker_error")
