@@ -89,6 +89,8 @@ async def test_only_the_owner_and_the_source_token_may_target_a_port(
             for name, c in (("alice", alice), ("bob", bob), ("carol", carol))
         }
         assert seen == {"alice": {private, shared}, "bob": {shared}, "carol": set()}
+        [bobs_view] = (await bob.get(f"{SERVICES}ports")).json()["ports"]
+        assert (bobs_view["owner_token_hash"], bobs_view["source_token_hash"]) == (None, None)
         checks = {
             (name, port): (await c.post(f"{SERVICES}ports/check", json={"port": port})).json()
             for name, c in (("alice", alice), ("bob", bob), ("carol", carol))

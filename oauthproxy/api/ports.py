@@ -24,7 +24,7 @@ from oauthproxy.api.ownership import Json, as_json, caller, patched, storage
 from oauthproxy.models.docker import PortCheck, PortRequest, PortsQuery, PortUpdate
 from oauthproxy.models.services import DockerService, PortAllocation
 from oauthproxy.services import ports as port_rules
-from oauthproxy.tenancy.ports import port_access, usable
+from oauthproxy.tenancy.ports import port_access, shown_to, usable
 from oauthproxy.tenancy.records import changeable, readable
 
 ports = Blueprint("ports", __name__, url_prefix="/api/v1/services")
@@ -38,12 +38,13 @@ async def _service(name: str) -> DockerService:
 @requires_token()
 @validate_querystring(PortsQuery)
 async def list_all_ports(query_args: PortsQuery) -> Json:
-    """Every allocated port the caller may see; `?available_only=true` gives the ranges and the
-    next free port instead."""
+    """Every allocated port the caller owns or is granted (a granted port without its owner's
+    hashes); `?available_only=true` gives the ranges and the next free port instead."""
     if query_args.available_only:
         return await available_ports()
-    found = usable(caller(), await storage().ports.all())
-    return {"ports": [as_json(port) for port in found], "count": len(found)}
+    who = caller()
+    found = [as_json(shown_to(who, port)) for port in usable(who, await storage().ports.all())]
+    return {"ports": found, "count": len(found)}
 
 
 @ports.get("/ports/available")

@@ -46,6 +46,14 @@ def usable(caller: Caller, ports: list[PortAllocation]) -> list[PortAllocation]:
     return [port for port in ports if port_access(caller, port) is not PortAccess.DENIED]
 
 
+def shown_to(caller: Caller, port: PortAllocation) -> PortAllocation:
+    """`port` as the caller may see it: a token the port is granted to learns its number and
+    service, never its owner's token hash or the grant's own hash."""
+    if port_access(caller, port) is PortAccess.OWNER:
+        return port
+    return port.model_copy(update={"owner_token_hash": None, "source_token_hash": None})
+
+
 def check_port_target(caller: Caller, destination: Destination, holder: PortAllocation) -> None:
     """Refuse (403 `target_not_allowed`) a target on this host's port `holder` holds, unless
     the caller may use that port. The refusal does not name the service or its owner."""
