@@ -7,7 +7,7 @@ stopped, its netns mount undone and its directory removed. A missing dockerd or 
 failure, never a skip.
 
 `bridged_docker_engine` is a second engine, for the tests of published ports (`-p`): it gets a
-bridge of its own (a fresh name and an unused 10.x /24, made with `ip` and removed at the end)
+bridge of its own (a fresh name and an unused private /24, made with `ip` and removed at the end)
 and publishes ports through docker-proxy (`--userland-proxy`), with iptables still off: the
 proxy listens on the host address a port is bound to and relays to the container's bridge
 address, which needs no iptables rule.
@@ -126,17 +126,24 @@ def start_engine(root: Path, *, bridged: bool = False) -> Engine:
 
 
 def _make_bridge() -> str:
-    """A new bridge interface, up, with the gateway address of a 10.x /24 no route uses yet."""
+    """A new bridge interface, up, with the gateway address of a private /24 (10.x first) no
+    route uses yet."""
     ip = _required("ip")
     routes = subprocess.run([ip, "-4", "route"], capture_output=True, text=True, check=True)
     used = [ipaddress.ip_network(line.split()[0], strict=False)
             for line in routes.stdout.splitlines() if line and line[0].isdigit()]  # fmt: skip
+    candidates = [
+        *(f"10.{secrets.randbelow(200) + 30}.{third}.0/24" for third in range(256)),
+        *(f"172.{second}.{secrets.randbelow(256)}.0/24" for second in range(16, 32)),
+        *(f"192.168.{third}.0/24" for third in range(256)),
+    ]
     subnet = next(
-        net
-        for net in (ipaddress.ip_network(f"10.{secrets.randbelow(200) + 30}.{third}.0/24")
-                    for third in range(256))
-        if not any(net.overlaps(other) for other in used)
+        (net for net in map(ipaddress.ip_network, candidates)
+         if not any(net.overlaps(other) for other in used)),
+        None,
     )  # fmt: skip
+    if subnet is None:
+        pytest.fail("no private /24 is free for dockerd's bridge: every one is routed already")
     name = f"opb{secrets.token_hex(4)}"
     for command in (
         ["link", "add", "name", name, "type", "bridge"],

@@ -4,6 +4,7 @@ service; and a gateway whose engine is away (or goes away) answers 503 naming DO
 
 from __future__ import annotations
 
+import json
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -212,3 +213,33 @@ async def test_docker_api_version_is_the_version_the_gateway_speaks(
         assert "1.99 is too new" in docker["error"]
         refused = await api.post(SERVICES, json={"service_name": "old", "image": IMAGE})
         assert (refused.status_code, refused.json()["error"]) == (422, "docker_error")
+
+
+async def test_concurrent_port_changes_of_a_running_service_all_end_up_published(
+    admin: httpx.AsyncClient, docker_engine: Engine
+) -> None:
+    """Each change replaces the container under the service's lock, publishing every port held
+    at that moment: none is lost between two replacements, the container runs at the end."""
+    await create(admin, "busy", image=IMAGE, command=["sleep", "300"])
+    answers: list[dict[str, Any]] = []
+
+    async def add(index: int) -> None:
+        response = await admin.post(
+            f"{SERVICES}busy/ports", json={"name": f"p{index}", "container": 8000 + index}
+        )
+        assert response.status_code == 201, response.text
+        answers.append(response.json())
+
+    async with trio.open_nursery() as requests:
+        for index in range(6):
+            requests.start_soon(add, index)
+    assert all(answer["republished"] for answer in answers)
+    inspected = json.loads(docker_engine.docker("inspect", "busy"))[0]
+    assert inspected["State"]["Status"] == "running"
+    published = {
+        (int(key.split("/")[0]), int(binding["HostPort"]))
+        for key, bindings in inspected["HostConfig"]["PortBindings"].items()
+        for binding in bindings
+    }
+    assert published == {(a["container_port"], a["host_port"]) for a in answers}
+    assert (await admin.delete(f"{SERVICES}busy")).status_code == 200
