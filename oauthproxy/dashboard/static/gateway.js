@@ -26,9 +26,9 @@ export async function services(view) {
 }
 
 export async function tokens(view) {
-  const reload = () => tokens(view);
   const message = el("p", { class: "message", role: "status", hidden: true });
   const secret = el("div", { class: "secret" });
+  const content = el("div", { class: "content" });
   const create = form(
     "token-create",
     [
@@ -44,36 +44,44 @@ export async function tokens(view) {
         el("p", {}, `The secret of ${data.name}, shown this once:`),
         el("code", { class: "token-secret" }, data.token),
       );
+      await refresh();
       return `Created ${data.name}.`;
     },
   );
-  const { data } = await api("GET", "/api/v1/tokens/");
   const remove = async (token) => {
     if (!window.confirm(`Delete the token ${token.name} and every proxy, certificate, route and service it owns?`)) return;
     try {
       await api("DELETE", at("/api/v1/tokens/", token.name));
-      await reload();
+      say(message, `Deleted ${token.name}.`, "ok");
+      await refresh();
     } catch (error) {
       say(message, error.message, "error");
     }
   };
+  async function refresh() {
+    const { data } = await api("GET", "/api/v1/tokens/");
+    content.replaceChildren(
+      table(
+        [
+          { label: "Name", value: (t) => el("strong", {}, t.name) },
+          { label: "Role", value: (t) => (t.is_admin ? badge("admin", "info") : badge("owner")) },
+          { label: "Certificate email", value: (t) => t.cert_email || "—" },
+          { label: "Created", value: (t) => when(t.created_at) },
+          { label: "By", value: (t) => t.created_by },
+          { label: "", class: "row-actions", value: (t) => (t.is_admin ? null : button("Delete", () => remove(t), "danger")) },
+        ],
+        data,
+        { key: (t) => t.name },
+      ),
+    );
+  }
   view.replaceChildren(
     el("h1", {}, "Tokens"),
     message,
     el("details", { class: "panel" }, el("summary", {}, "New owner token"), create, secret),
-    table(
-      [
-        { label: "Name", value: (t) => el("strong", {}, t.name) },
-        { label: "Role", value: (t) => (t.is_admin ? badge("admin", "info") : badge("owner")) },
-        { label: "Certificate email", value: (t) => t.cert_email || "—" },
-        { label: "Created", value: (t) => when(t.created_at) },
-        { label: "By", value: (t) => t.created_by },
-        { label: "", class: "row-actions", value: (t) => (t.is_admin ? null : button("Delete", () => remove(t), "danger")) },
-      ],
-      data,
-      { key: (t) => t.name },
-    ),
+    content,
   );
+  await refresh();
 }
 
 export async function oauth(view) {

@@ -1,5 +1,6 @@
 // Pages for the records a token owns: proxies, certificates, routes.
-// Each page is `async (view, context)`: it fills `view` and reloads itself after a change.
+// Each page is `async (view, context)`: it fills `view` once, then `refresh()` reloads its table
+// after every change (the forms and their messages stay).
 
 import { api, at, badge, button, el, form, list, say, splitList, table, when } from "./dom.js";
 
@@ -20,11 +21,11 @@ function panel(summary, body) {
   return el("details", { class: "panel" }, el("summary", {}, summary), body);
 }
 
-async function confirmed(question, message, action, reload) {
+async function confirmed(question, message, action, refresh) {
   if (!window.confirm(question)) return;
   try {
     say(message, await action(), "ok");
-    await reload();
+    await refresh();
   } catch (error) {
     say(message, error.message, "error");
   }
@@ -35,7 +36,6 @@ const onOff = (on) => badge(on ? "on" : "off", on ? "ok" : "plain");
 // --- proxies -----------------------------------------------------------------------------------
 
 export async function proxies(view) {
-  const reload = () => proxies(view);
   const create = form(
     "proxy-create",
     [
@@ -49,35 +49,38 @@ export async function proxies(view) {
       const body = { hostname: values.hostname, target_url: values.target_url, enable_https: values.enable_https };
       if (values.cert_email) body.cert_email = values.cert_email;
       const { headers } = await api("POST", PROXIES, body);
-      await reload();
+      await refresh();
       const action = headers.get("X-Certificate-Action");
       const detail = headers.get("X-Certificate-Detail");
       return `Created ${values.hostname}.` + (action ? ` HTTPS: ${action}${detail ? ` (${detail})` : ""}.` : "");
     },
   );
   const { message, editor, content } = frame(view, "Proxies", panel("New proxy", create));
-  const { data } = await api("GET", PROXIES);
-  const edit = (proxy) => editor.replaceChildren(proxyEditor(proxy, editor, reload));
+  const edit = (proxy) => editor.replaceChildren(proxyEditor(proxy, editor, refresh));
   const remove = (proxy) =>
     confirmed(`Delete the proxy ${proxy.hostname}?`, message, async () => {
       await api("DELETE", at(PROXIES, proxy.hostname));
       return `Deleted ${proxy.hostname}.`;
-    }, reload);
-  content.replaceChildren(
-    table(
-      [
-        { label: "Hostname", value: (p) => el("strong", {}, p.hostname) },
-        { label: "Backend", value: (p) => p.target_url },
-        { label: "HTTP", value: (p) => onOff(p.enable_http) },
-        { label: "HTTPS", value: httpsState },
-        { label: "Auth", value: authState },
-        { label: "State", value: (p) => (p.enabled ? badge("enabled", "ok") : badge("disabled", "warn")) },
-        { label: "", class: "row-actions", value: (p) => [button("Edit", () => edit(p)), button("Delete", () => remove(p), "danger")] },
-      ],
-      data,
-      { empty: "No proxies yet: create one above.", key: (p) => p.hostname },
-    ),
-  );
+    }, refresh);
+  async function refresh() {
+    const { data } = await api("GET", PROXIES);
+    content.replaceChildren(
+      table(
+        [
+          { label: "Hostname", value: (p) => el("strong", {}, p.hostname) },
+          { label: "Backend", value: (p) => p.target_url },
+          { label: "HTTP", value: (p) => onOff(p.enable_http) },
+          { label: "HTTPS", value: httpsState },
+          { label: "Auth", value: authState },
+          { label: "State", value: (p) => (p.enabled ? badge("enabled", "ok") : badge("disabled", "warn")) },
+          { label: "", class: "row-actions", value: (p) => [button("Edit", () => edit(p)), button("Delete", () => remove(p), "danger")] },
+        ],
+        data,
+        { empty: "No proxies yet: create one above.", key: (p) => p.hostname },
+      ),
+    );
+  }
+  await refresh();
 }
 
 function httpsState(proxy) {
@@ -95,7 +98,7 @@ function authState(proxy) {
   return [badge(proxy.auth_mode, "info"), el("div", { class: "hint" }, who === "—" ? "default users" : who)];
 }
 
-function proxyEditor(proxy, editor, reload) {
+function proxyEditor(proxy, editor, refresh) {
   const fields = [
     { name: "target_url", label: "Backend URL", value: proxy.target_url, required: true },
     { name: "cert_name", label: "Certificate name", value: proxy.cert_name || "" },
@@ -108,7 +111,7 @@ function proxyEditor(proxy, editor, reload) {
   const node = form("proxy-edit", fields, "Save", async (values) => {
     const body = { ...values, cert_name: values.cert_name || null };
     await api("PUT", at(PROXIES, proxy.hostname), body);
-    await reload();
+    await refresh();
     return `Saved ${proxy.hostname}.`;
   });
   node.querySelector(".actions").append(button("Cancel", () => editor.replaceChildren(), "quiet"));
@@ -120,7 +123,6 @@ function proxyEditor(proxy, editor, reload) {
 const CERT_STATES = { active: "ok", pending: "warn", issuing: "warn", renewing: "warn", failed: "bad", expired: "bad" };
 
 export async function certificates(view) {
-  const reload = () => certificates(view);
   const create = form(
     "certificate-create",
     [
@@ -139,37 +141,40 @@ export async function certificates(view) {
         if (values.email) body.email = values.email;
         await api("POST", `${CERTIFICATES}multi-domain`, body);
       }
-      await reload();
+      await refresh();
       return `Created ${values.cert_name}; its status is in the table.`;
     },
   );
   const { message, content } = frame(view, "Certificates", panel("New certificate", create));
-  const { data } = await api("GET", CERTIFICATES);
   const renew = (cert) =>
     confirmed(`Renew ${cert.cert_name} now?`, message, async () => {
       await api("POST", at(CERTIFICATES, cert.cert_name, "renew"));
       return `Renewal of ${cert.cert_name} started.`;
-    }, reload);
+    }, refresh);
   const remove = (cert) =>
     confirmed(`Delete the certificate ${cert.cert_name}?`, message, async () => {
       await api("DELETE", at(CERTIFICATES, cert.cert_name));
       return `Deleted ${cert.cert_name}.`;
-    }, reload);
-  content.replaceChildren(
-    table(
-      [
-        { label: "Name", value: (c) => el("strong", {}, c.cert_name) },
-        { label: "Domains", value: (c) => list(c.domains) },
-        { label: "Status", value: (c) => badge(c.status, CERT_STATES[c.status] || "plain") },
-        { label: "Expires", value: expiry },
-        { label: "Issuer", value: (c) => (c.self_signed ? "self-signed" : c.acme_directory_url || "ACME") },
-        { label: "Last error", class: "clip", value: lastError },
-        { label: "", class: "row-actions", value: (c) => [button("Renew", () => renew(c)), button("Delete", () => remove(c), "danger")] },
-      ],
-      data,
-      { empty: "No certificates yet.", key: (c) => c.cert_name },
-    ),
-  );
+    }, refresh);
+  async function refresh() {
+    const { data } = await api("GET", CERTIFICATES);
+    content.replaceChildren(
+      table(
+        [
+          { label: "Name", value: (c) => el("strong", {}, c.cert_name) },
+          { label: "Domains", value: (c) => list(c.domains) },
+          { label: "Status", value: (c) => badge(c.status, CERT_STATES[c.status] || "plain") },
+          { label: "Expires", value: expiry },
+          { label: "Issuer", value: (c) => (c.self_signed ? "self-signed" : c.acme_directory_url || "ACME") },
+          { label: "Last error", class: "clip", value: lastError },
+          { label: "", class: "row-actions", value: (c) => [button("Renew", () => renew(c)), button("Delete", () => remove(c), "danger")] },
+        ],
+        data,
+        { empty: "No certificates yet.", key: (c) => c.cert_name },
+      ),
+    );
+  }
+  await refresh();
 }
 
 function expiry(cert) {
@@ -221,18 +226,16 @@ function routeBody(values) {
 }
 
 export async function routes(view) {
-  const reload = () => routes(view);
   const create = form("route-create", routeFields(), "Create route", async (values) => {
     const { data } = await api("POST", ROUTES, routeBody(values));
-    await reload();
+    await refresh();
     return `Created route ${data.route_id}.`;
   });
   const { message, editor, content } = frame(view, "Routes", panel("New route", create));
-  const { data } = await api("GET", ROUTES);
   const edit = (route) => {
     const node = form("route-edit", routeFields(route), "Save", async (values) => {
       await api("PUT", at(ROUTES, route.route_id), routeBody(values));
-      await reload();
+      await refresh();
       return `Saved route ${route.route_id}.`;
     });
     node.querySelector(".actions").append(button("Cancel", () => editor.replaceChildren(), "quiet"));
@@ -242,21 +245,26 @@ export async function routes(view) {
     confirmed(`Delete the route ${route.route_id}?`, message, async () => {
       await api("DELETE", at(ROUTES, route.route_id));
       return `Deleted route ${route.route_id}.`;
-    }, reload);
-  content.replaceChildren(
-    table(
-      [
-        { label: "ID", value: (r) => el("strong", {}, r.route_id) },
-        { label: "Priority", value: (r) => String(r.priority) },
-        { label: "Path", value: (r) => [el("code", {}, r.path_pattern), r.is_regex ? badge("regex", "info") : null] },
-        { label: "Methods", value: (r) => list(r.methods) },
-        { label: "Target", value: (r) => `${r.target_type}: ${r.target_value}` },
-        { label: "Scope", value: (r) => (r.scope === "proxy" ? list(r.proxy_hostnames) : "all proxies") },
-        { label: "State", value: (r) => (r.enabled ? badge("enabled", "ok") : badge("disabled", "warn")) },
-        { label: "", class: "row-actions", value: (r) => [button("Edit", () => edit(r)), button("Delete", () => remove(r), "danger")] },
-      ],
-      data,
-      { empty: "No routes yet.", key: (r) => r.route_id },
-    ),
-  );
+    }, refresh);
+  async function refresh() {
+    const { data } = await api("GET", ROUTES);
+    content.replaceChildren(
+      table(
+        [
+          { label: "ID", value: (r) => el("strong", {}, r.route_id) },
+          { label: "Priority", value: (r) => String(r.priority) },
+          { label: "Path", value: (r) => [el("code", {}, r.path_pattern), r.is_regex ? badge("regex", "info") : null] },
+          { label: "Methods", value: (r) => list(r.methods) },
+          { label: "Target", value: (r) => `${r.target_type}: ${r.target_value}` },
+          { label: "Scope", value: (r) => (r.scope === "proxy" ? list(r.proxy_hostnames) : "all proxies") },
+          { label: "State", value: (r) => (r.enabled ? badge("enabled", "ok") : badge("disabled", "warn")) },
+          { label: "Description", class: "clip", value: (r) => r.description || "" },
+          { label: "", class: "row-actions", value: (r) => [button("Edit", () => edit(r)), button("Delete", () => remove(r), "danger")] },
+        ],
+        data,
+        { empty: "No routes yet.", key: (r) => r.route_id },
+      ),
+    );
+  }
+  await refresh();
 }
