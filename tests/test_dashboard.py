@@ -212,3 +212,35 @@ async def test_record_text_is_shown_as_text_never_as_markup(
         assert page.title() != "injected"
 
     await in_chromium(tmp_path, gateway.api_url, steps)
+
+
+async def test_the_admin_makes_an_owner_token_that_then_signs_in(
+    gateway: Ready, api: httpx.AsyncClient, tmp_path: Path
+) -> None:
+    def steps(page: Page, traffic: Traffic) -> None:
+        sign_in(page, gateway.api_url, gateway.admin_token.secret)
+        not_a_url = {"hostname": SHOP, "target_url": "backend.internal"}
+        submit(page, "proxy-create", not_a_url, "422: target_url: the URL has no scheme")
+
+        open_page(page, "services")
+        expect(page.locator("tr[data-key='api']")).to_contain_text("internal")
+        open_page(page, "oauth")
+        expect(page.locator("tr[data-key='oauthproxy-gateway']")).to_be_visible()
+        expect(page.locator("[data-page=oauth]")).to_contain_text("No sessions")
+
+        open_page(page, "tokens")
+        submit(page, "token-create", {"name": "team-a"}, "Created team-a.")
+        expect(page.locator("tr[data-key='team-a']")).to_contain_text("owner")
+        secret = page.locator(".token-secret").inner_text()
+        page.click("#sign-out")
+
+        sign_in(page, gateway.api_url, secret)
+        expect(page.locator("#who")).to_have_text("Signed in as team-a (owner)")
+        submit(
+            page, "proxy-create", {"hostname": SHOP, "target_url": "http://127.0.0.1:9"}, "Created"
+        )
+
+    _, traffic = await in_chromium(tmp_path, gateway.api_url, steps)
+    assert [error for error in traffic.errors if "422" not in error] == []
+    proxy = (await api.get(f"/api/v1/proxy/targets/{SHOP}")).json()
+    assert proxy["created_by"] == "team-a"

@@ -17,9 +17,9 @@ export const session = {
 
 export class ApiError extends Error {
   constructor(status, body, text) {
-    const detail = body && typeof body === "object" ? body.detail || body.error : null;
-    const field = body && typeof body === "object" && body.field ? ` (${body.field})` : "";
-    super(`${status}: ${detail || text || "request failed"}${field}`);
+    const detail = (body && typeof body === "object" && (body.detail || body.error)) || text || "request failed";
+    const field = body && typeof body === "object" ? body.field : null;
+    super(`${status}: ${detail}${field && !String(detail).includes(field) ? ` (${field})` : ""}`);
     this.status = status;
     this.body = body;
   }
