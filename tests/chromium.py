@@ -39,7 +39,7 @@ ARGS = [
     "--disable-sync",
     "--disable-dev-shm-usage",
 ]
-WAIT_MS = 15_000
+WAIT_MS = 30_000
 """How long one browser step or `expect` may wait for the page (a deadline, not a measure)."""
 
 
