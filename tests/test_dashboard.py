@@ -94,12 +94,23 @@ async def test_the_admin_runs_a_proxy_from_the_dashboard(
         edits: dict[str, str | bool] = {"cert_name": "shop-cert", "enable_https": True}
         submit(page, "proxy-edit", edits, f"Saved {SHOP}.")
         expect(page.locator(f"tr[data-key='{SHOP}']")).to_contain_text("on shop-cert")
+        sign_in_rule: dict[str, str | bool] = {
+            "auth_enabled": True,
+            "auth_mode": "redirect",
+            "auth_required_users": "alice",
+        }
+        submit(page, "proxy-auth", sign_in_rule, f"Sign-in required on {SHOP}.")
+        auth_cell = page.locator(f"tr[data-key='{SHOP}'] td").nth(4)
+        expect(auth_cell.locator(".badge")).to_have_text("redirect")
+        expect(auth_cell.locator(".hint")).to_have_text("alice")
 
     _, traffic = await in_chromium(tmp_path, gateway.api_url, steps)
     assert traffic.errors == []
     assert traffic.foreign() == []
     proxy = (await api.get(f"/api/v1/proxy/targets/{SHOP}")).json()
     assert (proxy["cert_name"], proxy["enable_https"]) == ("shop-cert", True)
+    assert (proxy["auth_enabled"], proxy["auth_mode"]) == (True, "redirect")
+    assert proxy["auth_required_users"] == ["alice"]
 
 
 async def test_routes_are_created_edited_and_deleted_and_sign_out_forgets_the_token(

@@ -20,8 +20,8 @@ dashboard = Blueprint("dashboard", __name__)
 
 STATIC = Path(__file__).parent / "static"
 OWN_FILES = frozenset(
-    {"dashboard.js", "dom.js", "records.js", "gateway.js", "logs.js", "dashboard.css", "docs.css"}
-    | {"swagger-init.js"}
+    {"dashboard.js", "dom.js", "proxies.js", "certificates.js", "routes.js", "gateway.js"}
+    | {"logs.js", "swagger-init.js", "dashboard.css", "docs.css"}
 )
 """Our own static files; the HTML pages are answered by their routes."""
 

@@ -1,9 +1,11 @@
 // The dashboard's shell: sign in and out, the navigation, and which page shows (`#proxies`, …).
 
+import { certificates } from "./certificates.js";
 import { api, el, say, session } from "./dom.js";
 import { oauth, services, tokens } from "./gateway.js";
 import { logs } from "./logs.js";
-import { certificates, proxies, routes } from "./records.js";
+import { proxies } from "./proxies.js";
+import { routes } from "./routes.js";
 
 const PAGES = { proxies, certificates, routes, services, tokens, oauth, logs };
 const ADMIN_PAGES = new Set(["tokens", "oauth"]);

@@ -168,3 +168,35 @@ export const splitList = (text) =>
     .split(",")
     .map((part) => part.trim())
     .filter(Boolean);
+
+// --- page building -----------------------------------------------------------------------------
+
+/** The page's frame: a title, a message line, optional panels, then the content. */
+export function frame(view, title, ...panels) {
+  const message = el("p", { class: "message", role: "status", hidden: true });
+  const editor = el("div", { class: "editor" });
+  const content = el("div", { class: "content" }, el("p", { class: "empty" }, "Loading…"));
+  view.replaceChildren(el("h1", {}, title), message, ...panels, editor, content);
+  return { message, editor, content };
+}
+
+export function panel(summary, body) {
+  return el("details", { class: "panel" }, el("summary", {}, summary), body);
+}
+
+export async function confirmed(question, message, action, refresh) {
+  if (!window.confirm(question)) return;
+  try {
+    say(message, await action(), "ok");
+    await refresh();
+  } catch (error) {
+    say(message, error.message, "error");
+  }
+}
+
+/** A row's Delete action: asks, deletes `collection` + the record's name, says so, refreshes. */
+export const deleter = (what, collection, nameOf, message, refresh) => (record) =>
+  confirmed(`Delete the ${what} ${nameOf(record)}?`, message, async () => {
+    await api("DELETE", at(collection, nameOf(record)));
+    return `Deleted ${what} ${nameOf(record)}.`;
+  }, refresh);
