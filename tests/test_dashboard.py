@@ -202,9 +202,11 @@ async def test_an_owner_sees_only_its_own_records(
     assert [error for error in traffic.errors if "401" not in error] == []
 
 
-async def test_record_text_is_shown_as_text_never_as_markup(
-    gateway: Ready, api: httpx.AsyncClient, tmp_path: Path
+async def test_text_from_owners_and_strangers_is_shown_as_text_never_as_markup(
+    gateway: Ready, api: httpx.AsyncClient, anonymous: httpx.AsyncClient, tmp_path: Path
 ) -> None:
+    """A route's description (an owner's text) and an OAuth client's name (anyone may register
+    one, without a token) hold markup that would run a script if it were parsed as HTML."""
     markup = '<img src="/x" onerror="document.title=\'injected\'"><b>bold</b>'
     await api.post(
         "/api/v1/proxy/targets/",
@@ -213,13 +215,17 @@ async def test_record_text_is_shown_as_text_never_as_markup(
     route = {"path_pattern": "/x/", "target_type": "hostname", "target_value": SHOP}
     created = await api.post("/api/v1/routes/", json={**route, "description": markup})
     assert created.status_code == 201, created.text
+    client = {"client_name": markup, "redirect_uris": ["http://127.0.0.1:9/callback"]}
+    registered = await anonymous.post("/register", json=client)
+    assert registered.status_code == 201, registered.text
 
     def steps(page: Page, traffic: Traffic) -> None:
         sign_in(page, gateway.api_url, gateway.admin_token.secret)
-        open_page(page, "routes")
-        cell = page.locator("[data-page=routes] tbody td", has_text="bold")
-        expect(cell).to_have_text(markup)
-        expect(page.locator("[data-page=routes] img, [data-page=routes] b")).to_have_count(0)
+        for name in ("routes", "oauth"):
+            open_page(page, name)
+            shown = page.locator(f"[data-page={name}] tbody", has_text="bold").first
+            expect(shown).to_contain_text(markup)
+            expect(page.locator(f"[data-page={name}] img, [data-page={name}] b")).to_have_count(0)
         assert page.title() != "injected"
 
     await in_chromium(tmp_path, gateway.api_url, steps)
