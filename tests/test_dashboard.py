@@ -156,6 +156,23 @@ async def test_routes_are_created_edited_and_deleted_and_sign_out_forgets_the_to
     assert (await api.get(f"/api/v1/routes/{route_id}")).status_code == 404
 
 
+async def logged_request(gateway: Ready, api: httpx.AsyncClient, host: str) -> None:
+    """Send `host` a request through the public port once its proxy answers (its backend is
+    closed: 502), and wait until the request log holds it."""
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{gateway.http_port}") as public:
+
+        async def proxied() -> bool:
+            return (await public.get("/", headers={"Host": host})).status_code == 502
+
+        await eventually(proxied, what=f"{host} proxied")
+
+    async def logged() -> bool:
+        found = await api.get("/api/v1/logs/search", params={"hostname": host, "status": 502})
+        return bool(found.json()["count"])
+
+    await eventually(logged, what=f"a request to {host} in the log")
+
+
 async def test_an_owner_sees_only_its_own_records(
     gateway: Ready, api: httpx.AsyncClient, tmp_path: Path
 ) -> None:
@@ -173,6 +190,8 @@ async def test_an_owner_sees_only_its_own_records(
         assert (await bob.post("/api/v1/routes/", json=route)).status_code == 201
         alice_token = alice.headers["Authorization"].removeprefix("Bearer ")
         bob_token = bob.headers["Authorization"].removeprefix("Bearer ")
+    for host in ("alice.example.com", "bob.example.com"):
+        await logged_request(gateway, api, host)
 
     def steps(page: Page, traffic: Traffic) -> None:
         page.goto(f"{gateway.api_url}/dashboard/")
@@ -187,6 +206,9 @@ async def test_an_owner_sees_only_its_own_records(
         expect(page.locator("#nav a[href='#tokens']")).to_be_hidden()
         open_page(page, "routes")
         expect(page.locator("[data-page=routes] .content")).to_contain_text("No routes yet")
+        open_page(page, "logs")
+        expect(page.locator("#log tr[data-host='alice.example.com']").first).to_be_visible()
+        expect(page.locator("#log tr[data-host='bob.example.com']")).to_have_count(0)
         page.goto(f"{gateway.api_url}/dashboard/#tokens")  # an admin page: proxies instead
         expect(page.locator("[data-page=proxies] h1")).to_be_visible()
         page.click("#sign-out")
