@@ -86,3 +86,11 @@ async def test_swagger_ui_and_redoc_render_from_local_assets(
     } <= loaded
     # ReDoc's bundle names its logo on a CDN; the page's policy refuses it, so nothing leaves.
     assert [error for error in traffic.errors if "cdn.redoc.ly" not in error] == []
+
+
+async def test_the_pages_are_not_operations_of_the_api_document(
+    anonymous: httpx.AsyncClient,
+) -> None:
+    paths = (await anonymous.get("/api/v1/openapi.json")).json()["paths"]
+    pages = [path for path in paths if path.startswith("/dashboard") or path in ("/", *PAGES)]
+    assert pages == []
