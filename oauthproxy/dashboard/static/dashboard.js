@@ -54,7 +54,10 @@ async function route() {
   let name = location.hash.slice(1) || "proxies";
   if (!(name in PAGES) || (ADMIN_PAGES.has(name) && !who.is_admin)) name = "proxies";
   for (const link of document.querySelectorAll("#nav a")) {
-    link.classList.toggle("current", link.getAttribute("href") === `#${name}`);
+    const here = link.getAttribute("href") === `#${name}`;
+    link.classList.toggle("current", here);
+    if (here) link.setAttribute("aria-current", "page");
+    else link.removeAttribute("aria-current");
   }
   if (current) current.abort();
   const controller = new AbortController();
