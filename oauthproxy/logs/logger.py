@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import logging
 import sys
-import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
@@ -118,18 +117,17 @@ class RequestLogger:
     async def _write(self, storage: Storage, settings: Settings, batch: list[RequestEntry]) -> None:
         retention = settings.log_retention_hours * 3600
         plan = schema.plan(
-            batch,
-            first_sequence=self._sequence,
-            slow_seconds=settings.log_slow_seconds,
-            retention_seconds=retention,
-            now=time.time(),
+            batch, first_sequence=self._sequence, slow_seconds=settings.log_slow_seconds
         )
-        self._sequence = (self._sequence + len(batch)) % 1_000_000
+        self._sequence = (self._sequence + len(batch)) % schema.SEQUENCES
         failure = ""
         try:
             with trio.move_on_after(WRITE_TIMEOUT) as waited:
                 await storage.request_logs.write(
-                    plan, retention=retention, stream_maxlen=settings.log_stream_maxlen
+                    plan,
+                    retention=retention,
+                    stream_maxlen=settings.log_stream_maxlen,
+                    durable=settings.request_log_durable,
                 )
             if waited.cancelled_caught:
                 failure = f"Redis took more than {WRITE_TIMEOUT:g}s"
