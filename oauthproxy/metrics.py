@@ -37,6 +37,11 @@ UPSTREAM_FAILURES = {"bad_gateway": "error", "gateway_timeout": "timeout"}
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 
 
+class Expiries(Protocol):
+    @property
+    def times(self) -> Mapping[str, float]: ...
+
+
 class Served(Protocol):
     """An instance, as the gauges see it."""
 
@@ -68,6 +73,8 @@ class GatewayMetrics:
         )
         self.instances: Mapping[str, Served] = {}
         """The hostname → instance table, once the supervisor runs."""
+        self.certificates: Expiries | None = None
+        """The certificate manager's expiry times, once it runs."""
         self.logger: RequestLogger | None = None
         self._token_hash = b""
         self.registry.register(_Gauges(self))
@@ -158,6 +165,16 @@ class _Gauges(Collector):
             "Client connections the instances hold (waiting or being answered)",
             value=sum(instance.connection_count for instance in instances),
         )
+        if (certificates := self._metrics.certificates) is not None:
+            expiry = GaugeMetricFamily(
+                "oauthproxy_certificate_expiry_timestamp_seconds",
+                "When each issued certificate expires (its not-after), as the renewal loop "
+                "last saw it",
+                labels=["name"],
+            )
+            for name, when in sorted(certificates.times.items()):
+                expiry.add_metric([name], when)
+            yield expiry
         logger = self._metrics.logger
         if logger is None:
             return

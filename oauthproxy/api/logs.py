@@ -146,6 +146,7 @@ async def stats(query_args: StatsQuery) -> Json:
     answer["logger"] = {
         "enabled": state.settings.request_log_enabled,
         "written": logger.written if logger else 0,
+        "cpu_seconds": round(logger.cpu_seconds, 6) if logger else 0.0,
         "dropped": logger.dropped if logger else 0,
         "buffered": logger.buffered if logger else 0,
         "failing": logger.failing if logger else False,

@@ -24,12 +24,13 @@ call per batch).
 
 from __future__ import annotations
 
+import json
 import time
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from oauthproxy.logs.records import REQUEST_KINDS, RequestEntry, values_of
+from oauthproxy.logs.records import FIELDS, REQUEST_KINDS, RequestEntry, values_of
 
 PREFIXES = ("req:", "idx:req:", "stream:requests", "stats:requests:", "stats:errors:",
             "stats:unique_ips:", "stats:durations:")  # fmt: skip
@@ -92,6 +93,8 @@ def durations(hostname: str) -> str:
     return f"stats:durations:{hostname}"
 
 
+DEFAULTS = {"scheme": "http", "method": "GET", "kind": "http"}
+"""Field values not stored (most requests have them): an entry without the field has this."""
 STREAM_CHUNK = 100
 """Entry keys per item of the live stream (one item per batch, or per this many entries)."""
 INDEX_LIMIT = 5000
@@ -197,3 +200,20 @@ def plan(entries: Iterable[RequestEntry], *, first_sequence: int, slow_seconds: 
         writes.visitors[unique_ips(host, hour)] += positions
         writes.durations[durations(host)] += positions
     return writes
+
+
+def encoded(writes: WritePlan) -> str:
+    """The batch as the write script reads it (`oauthproxy.storage.request_logs`)."""
+    return json.dumps(
+        {
+            "names": FIELDS,
+            "defaults": DEFAULTS,
+            "first": writes.first_sequence,
+            "entries": writes.entries,
+            "groups": writes.groups,
+            "counters": writes.counters,
+            "visitors": writes.visitors,
+            "durations": writes.durations,
+        },
+        separators=(",", ":"),
+    )

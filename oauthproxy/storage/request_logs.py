@@ -9,7 +9,6 @@ a standalone Redis (or Sentinel), not on a Redis Cluster.
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Sequence
 
@@ -17,25 +16,25 @@ from coredis.response.types import StreamEntry
 from coredis.tokens import PureToken
 
 from oauthproxy.logs import schema
-from oauthproxy.logs.records import FIELDS
 from oauthproxy.storage.base import Redis, scan_keys, translate_errors
 
 Entry = dict[str, str]
 
-# ARGV[1]: the batch as JSON: {"names": field names, "first": the first entry's sequence number,
-# "entries": [values], "groups": [[[index keys], [positions]]], "counters": {key: n},
-# "visitors": {key: [positions]}, "durations": {key: [positions]}} (positions from 1 into
-# "entries"); ARGV[2] retention seconds; ARGV[3] the stream's MAXLEN; ARGV[4] the members an
-# index keeps, ARGV[5] how many more it may hold before it is trimmed; ARGV[6] durations kept
-# per hostname; ARGV[7] entry keys per stream item. An entry's key is built here
-# (`schema.entry_key`); its hash holds its fields but the timestamp and the client IP, which its
-# key holds, and no field that is empty or has its default value (`DEFAULTS`): readers fill them
-# in (`completed`). The stream carries entry keys only, a batch's in one item (up to
-# STREAM_CHUNK, space-separated: keys hold no spaces); its readers fetch the hashes. The stream
-# keeps about LOG_STREAM_MAXLEN entries: as many items as this batch's make that many. ARGV[8]
-# "1": the writes go to the AOF and to replicas (REQUEST_LOG_DURABLE), else they stay in memory
-# (and RDB snapshots): a best-effort log need not double Redis's work per request. Long
-# argument lists go in slices (Lua's unpack has a limit).
+# ARGV[1]: the batch as JSON (`schema.encoded`): {"names": field names, "defaults": {name:
+# value}, "first": the first entry's sequence number, "entries": [values], "groups": [[[index
+# keys], [positions]]], "counters": {key: n}, "visitors": {key: [positions]}, "durations": {key:
+# [positions]}} (positions from 1 into "entries"); ARGV[2] retention seconds; ARGV[3] the
+# stream's MAXLEN; ARGV[4] the members an index keeps, ARGV[5] how many more it may hold before
+# it is trimmed; ARGV[6] durations kept per hostname; ARGV[7] entry keys per stream item.
+# An entry's key is built here (`schema.entry_key`); its hash holds its fields but the
+# timestamp and the client IP, which its key holds, and no field that is empty or has its
+# default value (`schema.DEFAULTS`): readers fill them in (`completed`). The stream carries
+# entry keys only, a batch's in one item (up to STREAM_CHUNK, space-separated: keys hold no
+# spaces); its readers fetch the hashes. The stream keeps about LOG_STREAM_MAXLEN entries: as
+# many items as this batch's make that many. ARGV[8] "1": the writes go to the AOF and to
+# replicas (REQUEST_LOG_DURABLE), else they stay in memory (and RDB snapshots): a best-effort
+# log need not double Redis's work per request. Long argument lists go in slices (Lua's unpack
+# has a limit).
 WRITE_BATCH = """
 if ARGV[8] ~= '1' then
   if redis.replicate_commands then redis.replicate_commands() end
@@ -123,17 +122,13 @@ return #entries
 """
 
 
-DEFAULTS = {"scheme": "http", "method": "GET", "kind": "http"}
-"""Field values not stored (most requests have them): an entry without the field has this."""
-
-
 def completed(key: str, stored: Entry) -> Entry:
     """A stored hash with the fields its key holds (`req:{timestamp}-{n}:{ip}`) and the default
     values it leaves out; empty when the entry has expired."""
     if not stored:
         return stored
     stamp, _colon, ip = key.removeprefix("req:").partition(":")
-    return {"timestamp": stamp.partition("-")[0], "client_ip": ip, **DEFAULTS, **stored}
+    return {"timestamp": stamp.partition("-")[0], "client_ip": ip, **schema.DEFAULTS, **stored}
 
 
 def _items(found: Sequence[StreamEntry]) -> list[tuple[str, list[str]]]:
@@ -150,29 +145,10 @@ class RequestLogRepository:
         self._write_batch = redis.register_script(WRITE_BATCH)
 
     async def write(
-        self,
-        plan: schema.WritePlan,
-        *,
-        retention: int,
-        stream_maxlen: int,
-        durable: bool = False,
+        self, batch: str, *, retention: int, stream_maxlen: int, durable: bool = False
     ) -> None:
-        """Send one batch's writes; every key it touches expires after `retention` seconds."""
-        if not plan.entries:
-            return
-        batch = json.dumps(
-            {
-                "names": FIELDS,
-                "defaults": DEFAULTS,
-                "first": plan.first_sequence,
-                "entries": plan.entries,
-                "groups": plan.groups,
-                "counters": plan.counters,
-                "visitors": plan.visitors,
-                "durations": plan.durations,
-            },
-            separators=(",", ":"),
-        )
+        """Send one batch's writes (`encoded`); every key it touches expires after `retention`
+        seconds."""
         args: list[str | int] = [
             batch, retention, stream_maxlen, schema.INDEX_LIMIT, schema.INDEX_SLACK,
             schema.DURATION_WINDOW, schema.STREAM_CHUNK, "1" if durable else "0",
