@@ -123,6 +123,9 @@ def test_write_plan_indexes_and_counts() -> None:
     assert len(plan.groups) == 4  # entry 1 and 4 differ in status only, yet form two groups
     assert plan.counters == {"stats:requests:20231114:22": 4, "stats:errors:20231114:22": 2}
     assert plan.visitors == {"stats:unique_ips:api.example.com:20231114:22": [1, 2, 3, 4]}
+    again = schema.plan([entry(), entry(), entry(client_ip="198.51.100.1")], first_sequence=0,
+                        slow_seconds=1)  # fmt: skip
+    assert again.visitors == {"stats:unique_ips:api.example.com:20231114:22": [1, 3]}
     assert plan.durations == {"stats:durations:api.example.com": [1, 2, 3, 4]}
     assert dict(zip(FIELDS, plan.entries[2], strict=True))["request_path"] == (
         "/items?token=REDACTED"

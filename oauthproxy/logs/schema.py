@@ -119,7 +119,8 @@ class WritePlan:
     """(index keys, positions of the entries listed in each of them)."""
     counters: dict[str, int] = field(default_factory=lambda: defaultdict(int))
     visitors: dict[str, list[int]] = field(default_factory=lambda: defaultdict(list))
-    """HyperLogLog key → positions of the entries whose client IP it counts."""
+    """HyperLogLog key → positions of entries whose client IP it counts (one per group: the
+    entries of a group share their IP)."""
     durations: dict[str, list[int]] = field(default_factory=lambda: defaultdict(list))
     """Durations list key → positions of the entries whose duration it keeps."""
 
@@ -197,7 +198,7 @@ def plan(entries: Iterable[RequestEntry], *, first_sequence: int, slow_seconds: 
         writes.counters[requests_count(hour)] += len(positions)
         if status >= 400:
             writes.counters[errors_count(hour)] += len(positions)
-        writes.visitors[unique_ips(host, hour)] += positions
+        writes.visitors[unique_ips(host, hour)].append(positions[0])  # one IP per group
         writes.durations[durations(host)] += positions
     return writes
 
