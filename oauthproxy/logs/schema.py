@@ -1,25 +1,28 @@
 """The request log's Redis keys, and the writes one batch of entries becomes.
 
-Keys (the specification's, plus `idx:req:all` and `idx:req:client:{id}` for the unfiltered and
-the per-OAuth-client queries, and `stats:durations:{hostname}` for the percentiles):
+Keys (the specification's, plus `idx:req:all`, `idx:req:client:{id}` and `idx:req:event:{name}`
+for the unfiltered, per-OAuth-client and per-event queries, and `stats:durations:{hostname}` for
+the percentiles; the specification's `idx:req:path:{method}:{path}` is not kept: see `index_keys`):
 
-    req:{timestamp}-{n}:{ip}          hash: the entry's fields (`n` tells apart entries of one
+    req:{timestamp}-{n}:{ip}          hash: the entry's fields but those its key holds, empty
+                                      ones and `DEFAULTS` (`n` tells apart entries of one
                                       client in the same microsecond)
     idx:req:{all|errors|slow}         sorted sets: entry key → timestamp
     idx:req:ip:{ip} / host:{hostname} / user:{user} / client:{client_id} / status:{code}
-    idx:req:path:{method}:{path}      the same, per value
     idx:req:event:{name}              events (OAuth steps, proxies served and stopped, admin
-                                      writes): entries whose `kind` is not a request's
-    stream:requests                   the live stream of entry keys (MAXLEN ~ LOG_STREAM_MAXLEN)
+                                      writes, certificates): entries whose `kind` is not a
+                                      request's
+    stream:requests                   the live stream of entry keys, one item per batch
+                                      (MAXLEN ~ about LOG_STREAM_MAXLEN entries)
     stats:requests:{YYYYMMDD:HH}      hourly counts (and stats:errors:... for 4xx/5xx)
     stats:unique_ips:{hostname}:{YYYYMMDD:HH}   HyperLogLog of client IPs
     stats:durations:{hostname}        list: the last DURATION_WINDOW durations (ms), newest first
 
-Indexes are sorted sets scored by time, so a query over the last N hours is one ZREVRANGEBYSCORE
-and trimming is one ZREMRANGEBYSCORE. Every key gets the retention as its TTL on each write, and
-every index is trimmed to the retention window on each write, so nothing outlives the retention.
-Pure: `plan(...)` returns the writes, `oauthproxy.storage.request_logs` sends them (one script
-call per batch).
+Indexes are sorted sets scored by time, so a query over the last N hours is one
+ZREVRANGEBYSCORE. A query reads at most INDEX_LIMIT of an index's newest members, so an index
+keeps no more. Every key gets the retention as its TTL on each write, and the stream is capped.
+Pure: `plan(...)` returns the writes and `encoded(...)` the script's argument;
+`oauthproxy.storage.request_logs` sends them (one script call per batch).
 """
 
 from __future__ import annotations
