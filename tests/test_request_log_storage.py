@@ -83,3 +83,12 @@ async def test_indexes_keep_their_newest_members(storage: Storage) -> None:
     assert held == schema.INDEX_LIMIT
     keys = await storage.request_logs.keys_in(schema.ALL, 0, limit=1)
     assert keys[0] == "req:1700005000.500000-500:203.0.113.7"  # the newest stayed
+
+
+async def test_stream_items_of_one_key_each_still_read(storage: Storage) -> None:
+    """Items written before batches shared one (`key`, one entry each) are read too."""
+    await write(storage, entries(2))
+    old_style = "req:1700000000.001000-1:203.0.113.7"
+    await storage.log_redis.xadd(schema.STREAM, {"key": old_style})
+    newest = await storage.request_logs.latest(count=2)
+    assert [entry["request_path"] for _id, entry in newest] == ["/n/1", "/n/1"]

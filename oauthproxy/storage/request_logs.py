@@ -132,9 +132,13 @@ def completed(key: str, stored: Entry) -> Entry:
 
 
 def _items(found: Sequence[StreamEntry]) -> list[tuple[str, list[str]]]:
-    """Stream items as (id, the entry keys it carries)."""
+    """Stream items as (id, the entry keys it carries); an item written before a batch shared
+    one carries a single `key`."""
     return [
-        (str(item.identifier), str(item.field_values.get("keys", "")).split()) for item in found
+        (str(item.identifier), str(item.field_values.get("keys", "")).split())
+        if "keys" in item.field_values
+        else (str(item.identifier), [str(item.field_values.get("key", ""))])
+        for item in found
     ]
 
 
