@@ -109,6 +109,11 @@ def test_a_valid_token_gives_its_claims() -> None:
         (lambda: token(claims(scope=["mcp:read"])), NOW, "bad claim: scope"),
         (lambda: token(claims(azp=..., client_id=...)), NOW, "bad claim: client_id"),
         (lambda: token(claims(exp=float("nan"))), NOW, "bad claim: exp"),
+        (lambda: token(claims(iat=float("nan"))), NOW, "bad claim: iat"),
+        (lambda: token(claims(iat=10**400)), NOW, "not yet valid"),
+        (lambda: token(claims(exp=10**400)), NOW, "bad claim: exp"),
+        (lambda: token(claims(nbf=-(10**400))), NOW, "bad claim: nbf"),
+        (lambda: token(claims(nbf="later")), NOW, "bad claim: nbf"),
         (lambda: token(claims(sub="")), NOW, "bad claim: sub"),
         (lambda: token(claims(iss=...)), NOW, "wrong issuer"),
         (

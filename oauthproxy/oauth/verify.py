@@ -12,6 +12,7 @@ caller's decisions: they depend on the resource being protected.
 
 from __future__ import annotations
 
+import math
 from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -150,10 +151,16 @@ def _claim_problem(claim: str, payload: dict[str, Any]) -> str:
     """The reason for a registered claim joserfc refused."""
     if claim == "iss":
         return "wrong issuer"
-    value = payload.get(claim)
-    if claim in ("nbf", "iat") and isinstance(value, int | float) and not isinstance(value, bool):
+    if claim in ("nbf", "iat") and _numeric_date(payload.get(claim)):
         return "not yet valid"
     return f"bad claim: {claim}"
+
+
+def _numeric_date(value: object) -> bool:
+    """A JSON number that is a time: an int (any size), or a finite float; never a bool."""
+    if isinstance(value, bool):
+        return False
+    return isinstance(value, int) or (isinstance(value, float) and math.isfinite(value))
 
 
 def _text(payload: dict[str, Any], name: str) -> str:
@@ -181,7 +188,8 @@ def _claims(payload: dict[str, Any]) -> _Verified:
     if not isinstance(scope, str):
         raise InvalidToken("bad claim: scope")
     subject: str = payload["sub"]
-    issued_at: float = payload["iat"]
+    issued_at = _seconds(payload, "iat")
+    not_before = _seconds(payload, "nbf") if "nbf" in payload else issued_at
     claims = Claims(
         subject=subject,
         username=_optional_text(payload, "username") or subject,
@@ -191,9 +199,17 @@ def _claims(payload: dict[str, Any]) -> _Verified:
         audience=_strings(payload, "aud"),
         client_id=_optional_text(payload, "azp") or _text(payload, "client_id"),
         jti=payload["jti"],
-        expires_at=float(payload["exp"]),
+        expires_at=_seconds(payload, "exp"),
     )
-    return _Verified(claims, float(max(issued_at, payload.get("nbf", issued_at))))
+    return _Verified(claims, max(issued_at, not_before))
+
+
+def _seconds(payload: dict[str, Any], name: str) -> float:
+    """A time claim joserfc accepted as a number, as a float (an int past float's range is not)."""
+    try:
+        return float(payload[name])
+    except OverflowError:
+        raise InvalidToken(f"bad claim: {name}") from None
 
 
 async def load_verifier(storage: Storage, settings: Settings) -> TokenVerifier:
