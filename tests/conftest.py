@@ -213,3 +213,7 @@ os.environ.setdefault("PYTHONDONTWRITEBYTECODE", "1")
 
 
 from tests.docker_engine import docker_engine as docker_engine  # noqa: E402 - a session fixture
+
+# The container image (Containerfile) built in the background while the suite runs: hooks and the
+# `container_image` fixture.
+pytest_plugins = ["tests.container_image"]
