@@ -10,6 +10,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+import yaml
 
 from tests.conftest import project_root
 
@@ -99,3 +100,17 @@ def test_docker_without_its_compose_plugin_is_named(project: Path) -> None:
         assert not any(line.startswith(NO_COMPOSE) for line in lines), lines
     else:
         assert len(lines) == 1 and lines[0].startswith(NO_COMPOSE), lines
+
+
+def test_compose_yaml_checks_both_services_health_and_gives_the_gateway_the_engine() -> None:
+    """What `just up` relies on (the api healthcheck's command itself runs in the image in
+    test_container.py)."""
+    services = yaml.safe_load((project_root() / "compose.yaml").read_text())["services"]
+    assert set(services) == {"api", "redis"}
+    for name, service in services.items():
+        assert service["healthcheck"]["test"][0] == "CMD", name
+    api = services["api"]
+    assert api["depends_on"]["redis"]["condition"] == "service_healthy"
+    assert "/var/run/docker.sock:/var/run/docker.sock" in api["volumes"]
+    assert api["group_add"] == ["${DOCKER_GID:-999}"]
+    assert "127.0.0.1:9000:9000" in api["ports"]  # the admin API: this host only

@@ -16,9 +16,10 @@ from typing import Any
 import httpx
 import pytest
 import trio
+import yaml
 
 from tests.backend import serve_backend
-from tests.conftest import free_port
+from tests.conftest import free_port, project_root
 from tests.container_image import IMAGE
 from tests.docker_engine import Engine
 from tests.eventually import eventually
@@ -71,6 +72,14 @@ async def stop_cleanly(engine: Engine, name: str) -> str:
     return logs
 
 
+def compose_healthcheck(api_port: str) -> list[str]:
+    """compose.yaml's healthcheck command of the api service, for API_PORT `api_port`."""
+    compose = yaml.safe_load((project_root() / "compose.yaml").read_text())
+    kind, *command = compose["services"]["api"]["healthcheck"]["test"]
+    assert kind == "CMD" and ":9000/health" in command[-1], command
+    return [*command[:-1], command[-1].replace(":9000/health", f":{api_port}/health")]
+
+
 async def serves(gateway: httpx.AsyncClient) -> bool:
     response = await gateway.get("/echo/through-the-container", headers={"Host": HOSTNAME})
     assert response.status_code in (200, 404), response.text  # 404 until the proxy is loaded
@@ -104,6 +113,10 @@ async def test_the_image_serves_a_proxy_and_stops_cleanly(
         httpx.AsyncClient(base_url=api_url, headers={"Authorization": f"Bearer {token}"}) as api,
         httpx.AsyncClient(base_url=gateway_url) as gateway,
     ):
+        # compose.yaml's own healthcheck command works in the image too (on this API port).
+        compose_check = compose_healthcheck(ports["API_PORT"])
+        await docker(engine, "exec", container, *compose_check)
+
         health = (await api.get("/health")).json()
         assert health["status"] == "healthy", health
         assert health["components"]["redis"]["embedded"] is True, health
