@@ -119,8 +119,7 @@ class ImageBuild:
         """Stop what is still running, then dockerd with its containers and images."""
         self._cancelled = True
         if (current := self._current) is not None and current.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(current.pid, signal.SIGKILL)  # debootstrap's dpkg too
+            _kill_group(current.pid)  # debootstrap's dpkg too, before its directory goes
         self.join()
         began = time.monotonic()
         if self.engine is not None:
@@ -262,6 +261,16 @@ class ImageBuild:
             _unmount_under(work)  # what a debootstrap killed half-way left mounted
             shutil.rmtree(work, ignore_errors=True)
         return tarball
+
+
+def _kill_group(leader: int) -> None:
+    """SIGKILL a process group and wait (up to 10 s) until none of it is left."""
+    deadline = time.monotonic() + 10
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(leader, signal.SIGKILL)
+        while time.monotonic() < deadline:
+            os.killpg(leader, 0)  # ProcessLookupError once the last one is gone
+            time.sleep(0.05)
 
 
 def _available_memory() -> int:
