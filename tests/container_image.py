@@ -77,8 +77,8 @@ def _archive_uris(text: str) -> list[str]:
     return [uri for uri in uris if uri.rstrip("/").endswith("/debian")]
 
 
-def cache_dir() -> Path:
-    home = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+def cache_dir(environment: dict[str, str]) -> Path:
+    home = environment.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
     return Path(home) / "oauthproxy-tests"
 
 
@@ -102,10 +102,13 @@ class ImageBuild:
     _memory: Path | None = None
     """dockerd's data root when it is a tmpfs."""
     _cancelled: bool = False
+    _environment: dict[str, str] = field(default_factory=dict)
 
     def start(self) -> None:
         if self._thread is not None:
             return
+        # A copy: the tests' monkeypatch changes os.environ while the thread runs.
+        self._environment = dict(os.environ)
         self._thread = threading.Thread(target=self._prepare, name="image build", daemon=True)
         self._thread.start()
 
@@ -164,15 +167,18 @@ class ImageBuild:
             self._data_root_in_memory(root)
             self.engine = start_engine(root)
             self.durations["dockerd"] = time.monotonic() - began
-        except (pytest.fail.Exception, OSError) as error:
+        except (pytest.fail.Exception, OSError, subprocess.SubprocessError) as error:
             self.no_engine = f"no dockerd could start: {error}"
             return
         try:
-            tarball = self._timed("base", lambda: self._base_tarball(cache_dir()))
+            cache = cache_dir(self._environment)
+            tarball = self._timed("base", lambda: self._base_tarball(cache))
             self._timed("import", lambda: self._docker("import", str(tarball), BASE_IMAGE))
             self._timed("build", self._build)
-        except (PreparationError, OSError) as error:
+        except PreparationError as error:
             self.error = str(error)
+        except Exception as error:  # the test reports it, with its type
+            self.error = repr(error)
 
     def _timed(self, step: str, work: Callable[[], T]) -> T:
         began = time.monotonic()
@@ -201,7 +207,7 @@ class ImageBuild:
                 command,
                 stdout=output,
                 stderr=subprocess.STDOUT,
-                env={**os.environ, **(environment or {})},
+                env={**self._environment, **(environment or {})},
                 start_new_session=True,
             )
             self._current = process
