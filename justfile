@@ -28,6 +28,20 @@ default:
 run: _venv
     exec oauthproxy run
 
+# Print the web dashboard's URL (API_URL + /dashboard/); `just dashboard open` opens it in a browser
+[group('gateway')]
+dashboard action="":
+    #!/usr/bin/env sh
+    set -eu
+    url="${API_URL:-http://localhost:9000}"
+    url="${url%/}/dashboard/"
+    case "$1" in
+        "" | open) ;;
+        *) echo "dashboard: unknown action '$1' (use: just dashboard open)" >&2; exit 2 ;;
+    esac
+    echo "dashboard: $url (sign in with the admin token: ./scripts/just token-admin)"
+    if [ "$1" = open ]; then exec python3 -m webbrowser -t "$url" >/dev/null; fi
+
 # Check the running gateway's health (GET /health)
 [group('gateway')]
 health: _venv
