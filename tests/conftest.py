@@ -199,3 +199,7 @@ os.environ.setdefault("PYTHONDONTWRITEBYTECODE", "1")
 
 from tests.docker_engine import bridged_docker_engine as bridged_docker_engine  # noqa: E402
 from tests.docker_engine import docker_engine as docker_engine  # noqa: E402 - a session fixture
+
+# The container image (Containerfile) built in the background while the suite runs: hooks and the
+# `container_image` fixture.
+pytest_plugins = ["tests.container_image"]
