@@ -12,7 +12,8 @@ set no-exit-message  # a failing recipe's own message is its one error line
 
 export PATH := justfile_directory() + "/.venv/bin:" + justfile_directory() + "/.tools/bin:" + env("PATH")
 
-compose := "docker compose"
+# `docker compose` after scripts/compose checked for it, .env and REDIS_PASSWORD (one line when not)
+compose := quote(justfile_directory() / "scripts" / "compose")
 
 alias help := default
 
@@ -26,6 +27,20 @@ default:
 [group('gateway')]
 run: _venv
     exec oauthproxy run
+
+# Print the web dashboard's URL (API_URL + /dashboard/); `just dashboard open` opens it in a browser
+[group('gateway')]
+dashboard action="":
+    #!/usr/bin/env sh
+    set -eu
+    url="${API_URL:-http://localhost:9000}"
+    url="${url%/}/dashboard/"
+    case "$1" in
+        "" | open) ;;
+        *) echo "dashboard: unknown action '$1' (use: just dashboard open)" >&2; exit 2 ;;
+    esac
+    echo "dashboard: $url (sign in with the admin token: ./scripts/just token-admin)"
+    if [ "$1" = open ]; then exec python3 -m webbrowser -t "$url" >/dev/null; fi
 
 # Check the running gateway's health (GET /health)
 [group('gateway')]
@@ -79,32 +94,32 @@ token-email name email token="": _venv
 # Start all services in the background
 [group('docker')]
 up:
-    {{ compose }} up -d
+    @{{ compose }} up -d
 
 # Stop and remove all services (volumes are kept)
 [group('docker')]
 down:
-    {{ compose }} down
+    @{{ compose }} down
 
 # Restart all services
 [group('docker')]
 restart:
-    {{ compose }} restart
+    @{{ compose }} restart
 
 # Rebuild and recreate one service (api or redis)
 [group('docker')]
 rebuild service:
-    {{ compose }} up -d --build --force-recreate --no-deps {{ quote(service) }}
+    @{{ compose }} up -d --build --force-recreate --no-deps {{ quote(service) }}
 
 # Open a shell in the api container
 [group('docker')]
 shell:
-    {{ compose }} exec api bash
+    @{{ compose }} exec api bash
 
 # Show a service's container logs (all services when none is given)
 [group('docker')]
 logs-service service="" lines="100":
-    {{ compose }} logs --tail {{ quote(lines) }} {{ if service != "" { quote(service) } else { "" } }}
+    @{{ compose }} logs --tail {{ quote(lines) }} {{ if service != "" { quote(service) } else { "" } }}
 
 # --- logs --------------------------------------------------------------------------------------
 

@@ -800,16 +800,36 @@ def measure_many_hosts(
 
 @dataclass
 class RequestLogCost:
-    """What the request log cost during the `gateway` row (logging on, the default)."""
+    """What the request log cost over the logging-on rounds (the `gateway` rows)."""
 
     written: int
     dropped: int
     redis_bytes: int
-    """Growth of Redis's used_memory over the row (entries, indexes, stream, statistics)."""
+    """Growth of Redis's used_memory over the rounds (entries, indexes, stream, statistics)."""
 
     @property
-    def bytes_per_1000(self) -> float:
-        return self.redis_bytes / self.written * 1000 if self.written else math.nan
+    def bytes_per_million(self) -> float:
+        return self.redis_bytes / self.written * 1e6 if self.written else math.nan
+
+
+@dataclass
+class LoggingRound:
+    """One `gateway` row (logging on) and the `gateway logging off` row run right after it."""
+
+    on: Throughput
+    off: Throughput
+    redis_cpu_us_per_request: float
+    """CPU time of the logging gateway's Redis during its row, ÷ its requests."""
+    batch_cpu_us_per_entry: float
+    """The gateway's own measure of its CPU time preparing batches, ÷ the entries written."""
+
+    @property
+    def cpu_us(self) -> float:
+        return self.on.cpu_us_per_request - self.off.cpu_us_per_request
+
+    @property
+    def rps_loss(self) -> float:
+        return 1 - self.on.wrk.rps / self.off.wrk.rps if self.off.wrk.rps else math.nan
 
 
 @dataclass
@@ -828,6 +848,7 @@ class Results:
     gateway_start_failures: list[str] = field(default_factory=list)
     """Why each `oauthproxy run` that exited before its ready banner did (each was retried)."""
     request_log: RequestLogCost | None = None
+    logging_rounds: list[LoggingRound] = field(default_factory=list)
     error: str | None = None
     """Why the run stopped early, when it did."""
 
@@ -989,34 +1010,63 @@ def measure_auth(
     )
 
 
-def log_counters(api: httpx.Client) -> tuple[int, int, int]:
-    """The request logger's written and dropped entries, and Redis's used memory."""
+@dataclass
+class LogCounters:
+    written: int
+    dropped: int
+    redis_bytes: int
+    cpu_seconds: float
+    """The gateway's CPU time preparing batches (its own measure, see `RequestLogger`)."""
+
+
+def log_counters(api: httpx.Client) -> LogCounters:
+    """The request logger's written and dropped entries, its batch CPU time, and Redis's used
+    memory."""
     report = api.get("/api/v1/logs/events", params={"hours": 1}).json()
     logger = report["logger"]
-    return logger["written"], logger["dropped"], report.get("redis_used_memory", 0)
+    return LogCounters(
+        logger["written"],
+        logger["dropped"],
+        report.get("redis_used_memory", 0),
+        logger.get("cpu_seconds", 0.0),
+    )
 
 
-def request_log_cost(api: httpx.Client, before: tuple[int, int, int]) -> RequestLogCost:
+def request_log_cost(api: httpx.Client, before: LogCounters) -> RequestLogCost:
     time.sleep(0.5)  # the last batch window
-    written, dropped, memory = log_counters(api)
-    return RequestLogCost(written - before[0], dropped - before[1], memory - before[2])
+    after = log_counters(api)
+    return RequestLogCost(
+        after.written - before.written,
+        after.dropped - before.dropped,
+        after.redis_bytes - before.redis_bytes,
+    )
 
 
-def measure_logging_off(
+def valkey_pid(data_dir: Path) -> int | None:
+    """The pid of the embedded Redis a gateway started in `data_dir`."""
+    try:
+        return int((data_dir / "valkey.pid").read_text().strip())
+    except (OSError, ValueError):
+        return None
+
+
+def measure_logging(
     procs: Processes,
     args: argparse.Namespace,
     workdir: Path,
-    token: str,
+    gateway: Gateway,
     backend_port: int,
     results: Results,
 ) -> None:
-    """The `gateway` row again on a gateway with REQUEST_LOG_ENABLED=false and METRICS_ENABLED=
-    false (the data plane then builds no entries): what the request log and metrics cost."""
+    """`gateway` (logging on, the default) and `gateway logging off` (REQUEST_LOG_ENABLED=false,
+    METRICS_ENABLED=false: the data plane builds no entries), back to back, `--rounds` times
+    (the machine's other load changes between runs; the rounds' medians are reported). The
+    table shows the round whose on/off CPU difference is the median."""
     quiet = launch_gateway(
         procs,
         workdir / "data-nolog",
         GatewayPorts(),
-        token,
+        gateway.token,
         workdir / "gateway-nolog.log",
         results.gateway_start_failures,
         {"REQUEST_LOG_ENABLED": "false", "METRICS_ENABLED": "false"},
@@ -1024,8 +1074,29 @@ def measure_logging_off(
     with quiet.client() as api:
         create_proxy(api, BENCH_HOST, backend_port)
     wait_for_200(quiet.ports.http, BENCH_HOST)
-    results.throughput.append(
-        measure_throughput(
+    redis = valkey_pid(gateway.data_dir)
+    with gateway.client() as api:
+        before = log_counters(api)
+    for number in range(1, args.rounds + 1):
+        with gateway.client() as api:
+            counted = log_counters(api)
+        redis_before = cpu_seconds([redis] if redis else [])
+        on = measure_throughput(
+            procs,
+            "gateway",
+            f"http://127.0.0.1:{gateway.ports.http}/",
+            lambda: [gateway.pid],
+            "gateway",
+            args,
+            headers=(f"Host: {BENCH_HOST}",),
+        )
+        redis_cpu = cpu_seconds([redis] if redis else []) - redis_before
+        time.sleep(0.3)  # the last batch window
+        with gateway.client() as api:
+            now = log_counters(api)
+        entries = now.written - counted.written
+        batch_cpu = (now.cpu_seconds - counted.cpu_seconds) / entries * 1e6 if entries else math.nan
+        off = measure_throughput(
             procs,
             "gateway logging off",
             f"http://127.0.0.1:{quiet.ports.http}/",
@@ -1034,8 +1105,22 @@ def measure_logging_off(
             args,
             headers=(f"Host: {BENCH_HOST}",),
         )
-    )
+        requests = on.wrk.requests
+        done = LoggingRound(
+            on, off, redis_cpu / requests * 1e6 if requests else math.nan, batch_cpu
+        )
+        results.logging_rounds.append(done)
+        step(
+            f"  round {number}: logging costs {done.cpu_us:.1f} µs CPU/req and "
+            f"{done.rps_loss * 100:.1f} % of req/s; Redis {done.redis_cpu_us_per_request:.1f} "
+            f"µs CPU/req; batches {done.batch_cpu_us_per_entry:.1f} µs CPU/entry"
+        )
+    with gateway.client() as api:
+        results.request_log = request_log_cost(api, before)
     quiet.stop()
+    ordered = sorted(results.logging_rounds, key=lambda done: done.cpu_us)
+    median = ordered[len(ordered) // 2]
+    results.throughput += [median.on, median.off]
 
 
 def run(procs: Processes, args: argparse.Namespace, workdir: Path, results: Results) -> None:
@@ -1071,8 +1156,6 @@ def run(procs: Processes, args: argparse.Namespace, workdir: Path, results: Resu
             raise RuntimeError(f"{BENCH_HOST} did not reuse certificate {CERT_NAME}: {action}")
     wait_for_200(gateway.ports.http, BENCH_HOST)
 
-    with gateway.client() as api:
-        before = log_counters(api)
     direct = measure_throughput(
         procs,
         "direct",
@@ -1082,19 +1165,10 @@ def run(procs: Processes, args: argparse.Namespace, workdir: Path, results: Resu
         args,
     )
     results.throughput.append(direct)
-    through = measure_throughput(
-        procs,
-        "gateway",
-        f"http://127.0.0.1:{gateway.ports.http}/",
-        lambda: [gateway.pid],
-        "gateway",
-        args,
-        headers=(f"Host: {BENCH_HOST}",),
-    )
-    results.throughput.append(through)
-    with gateway.client() as api:
-        results.request_log = request_log_cost(api, before)
-    measure_logging_off(procs, args, workdir, token, backend_port, results)
+    measure_logging(procs, args, workdir, gateway, backend_port, results)
+    if args.only_logging:
+        gateway.stop()
+        return
     measure_https(procs, args, gateway, nginx, backend_port, workdir, results)
     measure_auth(procs, args, gateway, signing, backend_port, results)
     size_text = f"{transfer_size // MIB} MiB"
@@ -1172,25 +1246,36 @@ def _https_lines(results: Results, by_row: dict[str, Throughput]) -> list[str]:
     return lines
 
 
-def _request_log_lines(results: Results, by_row: dict[str, Throughput]) -> list[str]:
-    logged, quiet = by_row.get("gateway"), by_row.get("gateway logging off")
+def _median(values: list[float]) -> float:
+    ordered = sorted(values)
+    return ordered[len(ordered) // 2] if ordered else math.nan
+
+
+def _request_log_lines(results: Results) -> list[str]:
+    rounds = results.logging_rounds
     lines = []
-    if logged is not None and quiet is not None and quiet.wrk.rps:
+    if rounds:
+        each = "; ".join(
+            f"{done.cpu_us:.1f} µs, {done.rps_loss * 100:.1f} %, Redis "
+            f"{done.redis_cpu_us_per_request:.1f} µs"
+            for done in rounds
+        )
         lines.append(
-            f"request log: logging on {_f(logged.wrk.rps, 0)} req/s, "
-            f"{_f(logged.cpu_us_per_request, 1)} µs CPU/req; off {_f(quiet.wrk.rps, 0)} req/s, "
-            f"{_f(quiet.cpu_us_per_request, 1)} µs CPU/req: logging costs "
-            f"{_f((1 - logged.wrk.rps / quiet.wrk.rps) * 100, 1)} % of req/s and "
-            f"{_f(logged.cpu_us_per_request - quiet.cpu_us_per_request, 1)} µs CPU/req "
-            "(targets: at most 10 % and 15 µs)"
+            f"request log, median of {len(rounds)} on/off rounds: logging costs "
+            f"{_f(_median([done.cpu_us for done in rounds]), 1)} µs of gateway CPU/req and "
+            f"{_f(_median([done.rps_loss * 100 for done in rounds]), 1)} % of req/s "
+            "(targets: at most 15 µs and 10 %); the logging gateway's Redis spends "
+            f"{_f(_median([done.redis_cpu_us_per_request for done in rounds]), 1)} µs CPU/req; "
+            "the gateway's own measure of preparing batches (metrics, plan, JSON): "
+            f"{_f(_median([done.batch_cpu_us_per_entry for done in rounds]), 1)} µs CPU/entry "
+            f"(rounds: {each})"
         )
     if (cost := results.request_log) is not None:
         lines.append(
             f"request log in Redis: {cost.written:,} entries written, {cost.dropped:,} dropped; "
-            f"Redis memory +{cost.redis_bytes / MIB:,.1f} MiB = "
-            f"{_f(cost.bytes_per_1000 / 1024, 0)} KiB per 1,000 entries "
-            f"(≈ {_f(cost.bytes_per_1000 * 1000 / 1024**3, 2)} GiB per million; the stream is "
-            "capped by LOG_STREAM_MAXLEN)"
+            f"Redis memory +{cost.redis_bytes / MIB:,.1f} MiB ≈ "
+            f"{_f(cost.bytes_per_million / MIB, 0)} MiB per million logged requests (the "
+            "stream is capped by LOG_STREAM_MAXLEN, the rest lives LOG_RETENTION_HOURS)"
         )
     return lines
 
@@ -1223,7 +1308,7 @@ def report_lines(results: Results) -> tuple[Table, list[str]]:
     if results.nginx_skipped:
         lines.append(f"nginx: skipped ({results.nginx_skipped})")
     lines += _https_lines(results, by_row)
-    lines += _request_log_lines(results, by_row)
+    lines += _request_log_lines(results)
     by_name = {t.direction: t for t in results.transfers}
     for direction in ("download", "upload"):
         plain, proxied = by_name.get(f"{direction} direct"), by_name.get(f"{direction} gateway")
@@ -1277,17 +1362,22 @@ def _plain(obj: Any) -> Any:
     return obj
 
 
+def is_complete(results: Results) -> bool:
+    """Every row ran: what benchmarks/results.json (and docs/benchmarks.md) is made from."""
+    return results.error is None and not results.options.get("only_logging")
+
+
 def write_results(
     results: Results, table: Table, lines: list[str], latest: Path
 ) -> tuple[Path, Path]:
-    """The run's JSON and Markdown under analysis/; a completed run's JSON also to `latest`
-    (an interrupted or failed run never replaces the last complete one)."""
+    """The run's JSON and Markdown under analysis/; a complete run's JSON also to `latest`
+    (an interrupted, failed or --only-logging run never replaces the last complete one)."""
     ANALYSIS.mkdir(exist_ok=True)
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
     json_path, md_path = ANALYSIS / f"bench-{stamp}.json", ANALYSIS / f"bench-{stamp}.md"
     json_text = json.dumps(_plain(asdict(results)), indent=2) + "\n"
     json_path.write_text(json_text)
-    if results.error is None:
+    if is_complete(results):
         latest.parent.mkdir(parents=True, exist_ok=True)
         latest.write_text(json_text)
     capture = Console(width=200, record=True, file=open(os.devnull, "w"))  # noqa: SIM115
@@ -1321,6 +1411,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="a smoke run: 2 s wrk, 64 MiB transfers, 20 new hostnames, 100 hostnames",
     )
     parser.add_argument(
+        "--rounds",
+        type=int,
+        default=3,
+        help="back-to-back logging on/off row pairs; their medians are reported (3)",
+    )
+    parser.add_argument(
+        "--only-logging",
+        action="store_true",
+        help="run only the direct row and the logging on/off rounds",
+    )
+    parser.add_argument(
         "--results",
         type=Path,
         default=LATEST_RESULTS,
@@ -1329,8 +1430,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.duration is None:
         args.duration = 2 if args.quick else 10
-    if args.duration < 1 or args.connections < 1:
-        parser.error("--duration and --connections must be at least 1")
+    if args.duration < 1 or args.connections < 1 or args.rounds < 1:
+        parser.error("--duration, --connections and --rounds must be at least 1")
     return args
 
 
@@ -1365,8 +1466,8 @@ def main() -> None:
         for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             signal.signal(signum, signal.SIG_IGN)
         procs.stop_all()
-        stop_leftover_valkey(workdir / "data")
-        stop_leftover_valkey(workdir / "data-many")
+        for data in ("data", "data-nolog", "data-many"):
+            stop_leftover_valkey(workdir / data)
     if results.error is None:
         shutil.rmtree(workdir, ignore_errors=True)
     else:
@@ -1378,7 +1479,7 @@ def main() -> None:
     for line in lines:
         out.print(line, soft_wrap=True)
     written = [json_path.relative_to(ROOT), md_path.relative_to(ROOT)]
-    if results.error is None:
+    if is_complete(results):
         written.append(args.results)
     out.print("\nwritten: " + ", ".join(map(str, written)))
     if results.error is not None:

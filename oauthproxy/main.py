@@ -46,6 +46,7 @@ def banner(ready: Ready) -> str:
         [
             f"oauthproxy {__version__} is ready",
             f"  admin API      {ready.api_url}   (docs: {ready.api_url}/api/v1/docs)",
+            f"  dashboard      {ready.api_url}/dashboard/   (sign in with the admin token below)",
             f"  proxies        http://{ready.http_host}:{ready.http_port} (by Host header), "
             f"https://{ready.http_host}:{ready.https_port} (by SNI, once a certificate exists)",
             f"  PROXY protocol {ready.http_host}:{ready.proxy_protocol_port} "

@@ -14,12 +14,14 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import math
+from bisect import bisect_left
 from collections import Counter as Tally
 from collections.abc import Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Protocol
 
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter
+from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.exposition import generate_latest
 from prometheus_client.registry import Collector
 
@@ -33,6 +35,11 @@ GRANT_EVENTS = "oauth.token_"
 """The events (`oauth.token_issued`, ...) the token counter counts, by what follows."""
 UPSTREAM_FAILURES = {"bad_gateway": "error", "gateway_timeout": "timeout"}
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+
+
+class Expiries(Protocol):
+    @property
+    def times(self) -> Mapping[str, float]: ...
 
 
 class Served(Protocol):
@@ -51,12 +58,7 @@ class GatewayMetrics:
             ["host", "status_class"],
             registry=self.registry,
         )
-        self.latency = Histogram(
-            "oauthproxy_request_duration_seconds",
-            "Time from a request's head to the end of its answer (streams: their whole life)",
-            buckets=LATENCY_BUCKETS,
-            registry=self.registry,
-        )
+        self.latency = Latency()
         self.upstream_failures = Counter(
             "oauthproxy_upstream_failures",
             "Requests whose upstream failed (error: 502) or did not answer in time (timeout: 504)",
@@ -71,9 +73,12 @@ class GatewayMetrics:
         )
         self.instances: Mapping[str, Served] = {}
         """The hostname → instance table, once the supervisor runs."""
+        self.certificates: Expiries | None = None
+        """The certificate manager's expiry times, once it runs."""
         self.logger: RequestLogger | None = None
         self._token_hash = b""
         self.registry.register(_Gauges(self))
+        self.registry.register(self.latency)
 
     def allow(self, admin_secret: str) -> None:
         """The one token `/metrics` accepts (checked in memory, so Redis is not needed)."""
@@ -84,20 +89,27 @@ class GatewayMetrics:
         return bool(self._token_hash) and hmac.compare_digest(given, self._token_hash)
 
     def count(self, batch: Sequence[RequestEntry]) -> None:
-        """Count a batch of finished requests (called by the request log's batch task)."""
-        served = self.instances
-        answered: Tally[tuple[str, str]] = Tally()
-        failed: Tally[tuple[str, str]] = Tally()
+        """Count a batch of finished requests (called by the request log's batch task): tallied
+        by (hostname, status, reason) first, so each counter moves once per batch."""
+        tally: dict[tuple[str, int, str], int] = {}
+        durations = []
         for entry in batch:
             if entry.kind not in REQUEST_KINDS:
                 if entry.kind.startswith(GRANT_EVENTS):
                     self.oauth_tokens.labels(entry.kind.removeprefix(GRANT_EVENTS)).inc()
                 continue
-            host = entry.host if entry.host in served else OTHER_HOST
-            answered[(host, f"{entry.status // 100}xx")] += 1
-            if entry.reason in UPSTREAM_FAILURES:
-                failed[(host, UPSTREAM_FAILURES[entry.reason])] += 1
-            self.latency.observe(entry.duration)
+            answer = (entry.host, entry.status, entry.reason)
+            tally[answer] = tally.get(answer, 0) + 1
+            durations.append(entry.duration)
+        self.latency.observe(durations)
+        served = self.instances
+        answered: Tally[tuple[str, str]] = Tally()
+        failed: Tally[tuple[str, str]] = Tally()
+        for (host, status, reason), number in tally.items():
+            label = host if host in served else OTHER_HOST
+            answered[(label, f"{status // 100}xx")] += number
+            if reason in UPSTREAM_FAILURES:
+                failed[(label, UPSTREAM_FAILURES[reason])] += number
         for (host, status_class), number in answered.items():
             self.requests.labels(host, status_class).inc(number)
         for (host, kind), number in failed.items():
@@ -106,6 +118,35 @@ class GatewayMetrics:
     def exposition(self) -> tuple[bytes, str]:
         """The text format Prometheus scrapes, and its content type."""
         return generate_latest(self.registry), CONTENT_TYPE_LATEST
+
+
+class Latency(Collector):
+    """The request duration histogram, observed a batch at a time (prometheus-client's
+    `Histogram.observe` takes a lock and walks the buckets in Python for each value)."""
+
+    NAME = "oauthproxy_request_duration_seconds"
+
+    def __init__(self) -> None:
+        self._counts = [0] * (len(LATENCY_BUCKETS) + 1)
+        self._sum = 0.0
+
+    def observe(self, durations: Sequence[float]) -> None:
+        counts = self._counts
+        for duration in durations:
+            counts[bisect_left(LATENCY_BUCKETS, duration)] += 1
+        self._sum += sum(durations)
+
+    def collect(self) -> Iterator[HistogramMetricFamily]:
+        cumulative, buckets = 0, []
+        for bound, count in zip((*LATENCY_BUCKETS, math.inf), self._counts, strict=True):
+            cumulative += count
+            buckets.append((repr(float(bound)) if bound != math.inf else "+Inf", cumulative))
+        yield HistogramMetricFamily(
+            self.NAME,
+            "Time from a request's head to the end of its answer (streams: their whole life)",
+            buckets=buckets,
+            sum_value=self._sum,
+        )
 
 
 class _Gauges(Collector):
@@ -124,6 +165,16 @@ class _Gauges(Collector):
             "Client connections the instances hold (waiting or being answered)",
             value=sum(instance.connection_count for instance in instances),
         )
+        if (certificates := self._metrics.certificates) is not None:
+            expiry = GaugeMetricFamily(
+                "oauthproxy_certificate_expiry_timestamp_seconds",
+                "When each issued certificate expires (its not-after), as the renewal loop "
+                "last saw it",
+                labels=["name"],
+            )
+            for name, when in sorted(certificates.times.items()):
+                expiry.add_metric([name], when)
+            yield expiry
         logger = self._metrics.logger
         if logger is None:
             return

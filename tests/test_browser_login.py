@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-import shutil
 from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -16,8 +15,9 @@ from oauthproxy.models.proxies import ProxyTarget
 from oauthproxy.serve import Ready
 from oauthproxy.settings import Settings
 from oauthproxy.storage import Storage
-from tests import oauth_helpers
+from tests import chromium, oauth_helpers
 from tests.backend import serve_backend
+from tests.chromium import chromium_binary
 from tests.conftest import free_port
 from tests.eventually import eventually
 from tests.github_standin import GitHubStandIn, GitHubUser
@@ -149,21 +149,10 @@ async def test_redirect_mode_in_a_real_headless_chromium(site: Ready, tmp_path: 
     """Chromium loads the protected page: to the authorization server, through the GitHub
     stand-in's login, back to the proxy's callback (cookie set), and on to the page."""
     await until_protected(site)
-    binary = shutil.which("chromium")
-    if binary is None:
-        pytest.fail("chromium is not installed (apt-get install chromium)")
     page = await trio.run_process(
         [
-            binary,
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-quic",
-            "--no-first-run",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            "--disable-dev-shm-usage",
+            chromium_binary(),
+            *chromium.ARGS,
             f"--user-data-dir={tmp_path / 'profile'}",
             "--host-resolver-rules=MAP * 127.0.0.1",
             "--virtual-time-budget=10000",

@@ -9,7 +9,7 @@ from collections.abc import Callable
 import pytest
 import trio
 
-from oauthproxy.serve import Ready, serve
+from oauthproxy.serve import Ready
 from oauthproxy.settings import Settings
 from oauthproxy.storage import Storage
 from tests.conftest import free_port
@@ -17,6 +17,7 @@ from tests.docker_engine import IMAGE, Engine
 from tests.eventually import eventually
 from tests.test_cli_tokens import Cli
 from tests.test_cli_tokens import cli as cli  # the fixture, shared
+from tests.test_docker_services import serve_on
 
 
 @pytest.fixture
@@ -27,11 +28,7 @@ async def gateway(
     docker_engine: Engine,
 ) -> Ready:
     """The gateway `cli` talks to, driving the tests' dockerd."""
-    settings = make_settings(docker_host=docker_engine.host)
-    ready: Ready = await nursery.start(
-        lambda task_status: serve(settings, handle_signals=False, task_status=task_status)
-    )
-    return ready
+    return await serve_on(nursery, make_settings, docker_engine)
 
 
 async def test_service_commands_drive_the_engine(cli: Cli, docker_engine: Engine) -> None:
@@ -56,6 +53,11 @@ async def test_service_commands_drive_the_engine(cli: Cli, docker_engine: Engine
     assert (await cli.json("service", "stats", "clisvc"))["memory_limit"] == 64 * 1024 * 1024
     assert (await cli.json("service", "stop", "clisvc"))["status"] == "exited"
     assert (await cli.json("service", "start", "clisvc"))["status"] == "running"
+    assert (await cli.json("service", "restart", "clisvc"))["status"] == "running"
+    shown = await cli.json("service", "show", "clisvc")
+    assert (shown["service_name"], shown["memory_limit"]) == ("clisvc", "64m")
+    cleaned = await cli.json("service", "cleanup")
+    assert cleaned == {"removed_containers": [], "removed_records": []}
     updated = await cli.json("service", "update", "clisvc", "--memory", "80m")
     assert updated["memory_limit"] == "80m"
 
@@ -81,3 +83,25 @@ async def test_service_commands_drive_the_engine(cli: Cli, docker_engine: Engine
     assert await cli.ok("service", "list") == (
         "No services yet. Create one: just service-create <name> <image>\n"
     )
+
+
+async def test_the_unified_table_shows_each_kind_with_status_ports_and_limits(
+    cli: Cli, docker_engine: Engine
+) -> None:
+    created = await cli.json(
+        "service", "create", "tabled", IMAGE, "--port", "80", "--expose", "--memory", "256m",
+        "--cpu", "0.5", "--command", "sleep,300",
+    )  # fmt: skip
+    [port] = created["port_configs"]
+    assert (port["container"], port["bind"]) == (80, "127.0.0.1")
+    await cli.ok("service", "register", "ext", "http://10.1.2.3:8080")
+
+    table = await cli.ok("service", "list-all")
+    assert re.search(rf"│ tabled +│ docker +│ ● running +│ {port['host']}→80 +│ 256m/0.5cpu", table)
+    assert re.search(r"│ ext +│ external +│ ● active +│ — +│ — ", table), table
+    assert re.search(r"│ api +│ internal +│ ● active ", table), table
+    assert "Summary: 1 Docker | 1 External | 1 Internal" in table, table
+    only_docker = await cli.ok("service", "list-all", "--type", "docker")
+    assert "tabled" in only_docker and "ext" not in only_docker
+
+    docker_engine.docker("rm", "-f", "tabled")  # the session's engine outlives this test

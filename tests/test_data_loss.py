@@ -1,8 +1,8 @@
 """A Redis that comes back empty is detected, reported and never applied until an operator says so.
 
-Against a real redis-server without persistence, restarted on the same port: the gateway keeps
-serving what it served, `/health` says 503 `data_loss`, the admin token works again, and after a
-restore `POST /api/v1/redis/accept` makes Redis the truth again.
+Against a real Redis (the embedded valkey) without persistence, restarted on the same port: the
+gateway keeps serving what it served, `/health` says 503 `data_loss`, the admin token works again,
+and after a restore `POST /api/v1/redis/accept` makes Redis the truth again.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ NO_KEEPALIVE = httpx.Limits(max_keepalive_connections=0)
 
 @asynccontextmanager
 async def empty_redis(port: int, workdir: Path) -> AsyncIterator[trio.Process]:
-    """A redis-server without persistence on `port`: every start is an empty one."""
+    """A Redis without persistence on `port`: every start is an empty one."""
     process = await trio.lowlevel.open_process(
         redis_command(port, workdir), stdout=subprocess.DEVNULL
     )

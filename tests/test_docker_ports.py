@@ -4,6 +4,7 @@ service; and a gateway whose engine is away (or goes away) answers 503 naming DO
 
 from __future__ import annotations
 
+import json
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -17,7 +18,7 @@ from oauthproxy.serve import Ready, serve
 from oauthproxy.settings import Settings
 from oauthproxy.storage import Storage, keys
 from tests.docker_engine import IMAGE, Engine, start_engine, stop_engine
-from tests.test_docker_services import SERVICES, admin, create, docker_gateway
+from tests.test_docker_services import SERVICES, admin, admin_of, create, docker_gateway, serve_on
 
 __all__ = ["admin", "docker_gateway"]  # fixtures this module uses
 
@@ -30,8 +31,10 @@ async def test_a_hundred_concurrent_allocations_on_two_replicas_get_a_hundred_po
     docker_engine: Engine,
 ) -> None:
     """Half the requests go to a second gateway on the same Redis: the Lua script, not a lock
-    in one process, is what keeps the ports distinct."""
-    await create(admin, "many", image=IMAGE, start=False)
+    in one process, is what keeps the ports distinct. The service is on the host network, which
+    publishes nothing, so no request waits for a container to be replaced (the service lock
+    would serialise them): the allocations themselves race."""
+    await create(admin, "many", image=IMAGE, start=False, networks=["host"])
     settings = make_settings(docker_host=docker_engine.host)
     second: Ready = await nursery.start(
         lambda task_status: serve(settings, handle_signals=False, task_status=task_status)
@@ -99,7 +102,7 @@ async def test_restricted_internal_and_taken_ports_are_refused_with_a_reason(
     checked = await admin.post(f"{SERVICES}ports/check", json={"port": 12345})
     assert checked.json() == {
         "port": 12345, "bind_address": "127.0.0.1", "available": False,
-        "reason": "port 12345 is already allocated",
+        "reason": "port 12345 is already allocated", "access": "owner",
     }  # fmt: skip
 
     changed = await admin.put(f"{SERVICES}picky/ports/web", json={"bind": "0.0.0.0"})
@@ -197,3 +200,46 @@ async def test_openapi_lists_every_service_and_port_endpoint_of_the_spec(
         ("/api/v1/services/ports/check", {"post"}),
     ):
         assert set(paths[path]) >= methods, path
+
+
+async def test_docker_api_version_is_the_version_the_gateway_speaks(
+    nursery: trio.Nursery, make_settings: Callable[..., Settings], docker_engine: Engine
+) -> None:
+    """DOCKER_API_VERSION reaches the engine: one it does not speak is refused, and said so."""
+    gateway = await serve_on(nursery, make_settings, docker_engine, docker_api_version="1.99")
+    async with admin_of(gateway) as api:
+        docker = (await api.get("/health")).json()["components"]["docker"]
+        assert docker["status"] == "unavailable", docker
+        assert "1.99 is too new" in docker["error"]
+        refused = await api.post(SERVICES, json={"service_name": "old", "image": IMAGE})
+        assert (refused.status_code, refused.json()["error"]) == (422, "docker_error")
+
+
+async def test_concurrent_port_changes_of_a_running_service_all_end_up_published(
+    admin: httpx.AsyncClient, docker_engine: Engine
+) -> None:
+    """Each change replaces the container under the service's lock, publishing every port held
+    at that moment: none is lost between two replacements, the container runs at the end."""
+    await create(admin, "busy", image=IMAGE, command=["sleep", "300"])
+    answers: list[dict[str, Any]] = []
+
+    async def add(index: int) -> None:
+        response = await admin.post(
+            f"{SERVICES}busy/ports", json={"name": f"p{index}", "container": 8000 + index}
+        )
+        assert response.status_code == 201, response.text
+        answers.append(response.json())
+
+    async with trio.open_nursery() as requests:
+        for index in range(6):
+            requests.start_soon(add, index)
+    assert all(answer["republished"] for answer in answers)
+    inspected = json.loads(docker_engine.docker("inspect", "busy"))[0]
+    assert inspected["State"]["Status"] == "running"
+    published = {
+        (int(key.split("/")[0]), int(binding["HostPort"]))
+        for key, bindings in inspected["HostConfig"]["PortBindings"].items()
+        for binding in bindings
+    }
+    assert published == {(a["container_port"], a["host_port"]) for a in answers}
+    assert (await admin.delete(f"{SERVICES}busy")).status_code == 200

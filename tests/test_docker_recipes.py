@@ -8,6 +8,9 @@ import subprocess
 from pathlib import Path
 
 import pytest
+import yaml
+
+from oauthproxy.settings import Settings
 
 WRAPPER = Path(__file__).resolve().parents[1] / "scripts" / "just"
 
@@ -53,3 +56,14 @@ def test_recipe_expands_to_its_command(recipe: list[str], expected: str) -> None
         check=True,
     )
     assert expected in shown.stderr, shown.stderr
+
+
+def test_compose_gives_the_gateway_the_engine_socket_through_docker_gid() -> None:
+    """The gateway in compose.yaml runs as a non-root user: it reaches the engine at DOCKER_HOST's
+    default through the host's socket, mounted, and the socket's group, DOCKER_GID."""
+    compose = yaml.safe_load((WRAPPER.parents[1] / "compose.yaml").read_text())
+    api = compose["services"]["api"]
+    socket_path = Settings.model_fields["docker_host"].default.removeprefix("unix://")
+    assert f"{socket_path}:{socket_path}" in api["volumes"]
+    assert api["group_add"] == ["${DOCKER_GID:-999}"]
+    assert Settings.model_fields["docker_gid"].default == 999

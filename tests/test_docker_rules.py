@@ -1,5 +1,6 @@
-"""The pure rules behind Docker services: which host ports a service may hold, what only the
-admin may ask of a container, how a record maps to a container. Table-driven, no I/O."""
+"""The pure rules behind Docker services: which host ports a service may hold, who may use one,
+what only the admin may ask of a container, how a record maps to a container. Table-driven, no
+I/O."""
 
 from __future__ import annotations
 
@@ -15,7 +16,9 @@ from oauthproxy.services.docker import PortMapping
 from oauthproxy.services.ports import check_port, port_problem, token_hash
 from oauthproxy.storage.services import docker_service_url
 from oauthproxy.tenancy.caller import Caller, Refused
+from oauthproxy.tenancy.ports import PortAccess, check_port_target, port_access, usable
 from oauthproxy.tenancy.services import check_docker_service
+from oauthproxy.tenancy.targets import Destination
 
 OWNER = Caller(token_hash="sha256:" + "a" * 64, is_admin=False)
 ADMIN = Caller(token_hash="sha256:" + "b" * 64, is_admin=True)
@@ -108,3 +111,38 @@ def test_the_container_carries_our_labels_and_publishes_ports_off_the_host_netwo
     on_host = service.model_copy(update={"networks": ["host"]})
     assert container_spec(on_host, [port]).ports == ()
     assert docker_service_url(on_host) == "http://127.0.0.1:80"
+
+
+OTHER = Caller(token_hash=token_hash("bobs-api-token"), is_admin=False)
+
+
+@pytest.mark.parametrize(
+    ("who", "source_token", "require_token", "access"),
+    [
+        (ADMIN, None, False, PortAccess.OWNER),
+        (OWNER, None, False, PortAccess.OWNER),
+        (OWNER, "bobs-api-token", True, PortAccess.OWNER),
+        (OTHER, None, False, PortAccess.DENIED),
+        (OTHER, "bobs-api-token", True, PortAccess.GRANTED),
+        (OTHER, "bobs-api-token", False, PortAccess.DENIED),  # the grant switched off
+        (OTHER, "someone-elses", True, PortAccess.DENIED),
+    ],
+)
+def test_who_may_use_a_port(
+    who: Caller, source_token: str | None, require_token: bool, access: PortAccess
+) -> None:
+    port = PortAllocation(
+        service_name="web", port_name="http", host_port=12000, container_port=80,
+        owner_token_hash=OWNER.token_hash, require_token=require_token,
+        source_token_hash=token_hash(source_token) if source_token else None,
+    )  # fmt: skip
+    assert port_access(who, port) is access
+    assert usable(who, [port]) == ([] if access is PortAccess.DENIED else [port])
+    destination = Destination("target_url", "127.0.0.1", 12000)
+    if access is PortAccess.DENIED:
+        with pytest.raises(Refused) as refused:
+            check_port_target(who, destination, port)
+        assert (refused.value.status, refused.value.error) == (403, "target_not_allowed")
+        assert "web" not in refused.value.detail  # names neither the service nor its owner
+    else:
+        check_port_target(who, destination, port)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,25 @@ from tests.test_proxies_api import as_new_token
 SERVICES = "/api/v1/services/"
 
 
+async def serve_on(
+    nursery: trio.Nursery, make_settings: Callable[..., Settings], engine: Engine, **settings: Any
+) -> Ready:
+    """A gateway driving `engine`, for the test's life."""
+    configured = make_settings(docker_host=engine.host, **settings)
+    ready: Ready = await nursery.start(
+        lambda task_status: serve(configured, handle_signals=False, task_status=task_status)
+    )
+    return ready
+
+
+@asynccontextmanager
+async def admin_of(gateway: Ready) -> AsyncIterator[httpx.AsyncClient]:
+    """The gateway's API as its admin token, with time for the engine to build and replace."""
+    headers = {"Authorization": f"Bearer {gateway.admin_token.secret}"}
+    async with httpx.AsyncClient(base_url=gateway.api_url, headers=headers, timeout=90) as client:
+        yield client
+
+
 @pytest.fixture
 async def docker_gateway(
     nursery: trio.Nursery,
@@ -32,19 +52,12 @@ async def docker_gateway(
     make_settings: Callable[..., Settings],
     docker_engine: Engine,
 ) -> Ready:
-    settings = make_settings(docker_host=docker_engine.host, token_max_services=2)
-    ready: Ready = await nursery.start(
-        lambda task_status: serve(settings, handle_signals=False, task_status=task_status)
-    )
-    return ready
+    return await serve_on(nursery, make_settings, docker_engine, token_max_services=2)
 
 
 @pytest.fixture
 async def admin(docker_gateway: Ready) -> AsyncIterator[httpx.AsyncClient]:
-    headers = {"Authorization": f"Bearer {docker_gateway.admin_token.secret}"}
-    async with httpx.AsyncClient(
-        base_url=docker_gateway.api_url, headers=headers, timeout=60
-    ) as client:
+    async with admin_of(docker_gateway) as client:
         yield client
 
 
@@ -324,9 +337,10 @@ async def test_changing_the_environment_recreates_the_container_with_the_ports_h
     admin: httpx.AsyncClient, docker_engine: Engine
 ) -> None:
     await create(admin, "remade", image=IMAGE, command=["sleep", "300"], environment={"A": "1"})
-    before = json.loads(docker_engine.docker("inspect", "remade"))[0]
     port = await admin.post(f"{SERVICES}remade/ports", json={"name": "web", "container": 80})
     host_port = port.json()["host_port"]
+    assert port.json()["republished"] is True
+    before = json.loads(docker_engine.docker("inspect", "remade"))[0]
 
     bad = await admin.put(f"{SERVICES}remade", json={"image": "no-such-image:never"})
     assert (bad.status_code, bad.json()["error"]) == (422, "docker_error")

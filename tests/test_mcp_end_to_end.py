@@ -16,7 +16,6 @@ connection pool per origin, as with real DNS.
 from __future__ import annotations
 
 import functools
-import json
 import sys
 import time
 from collections.abc import AsyncIterator, Callable
@@ -40,7 +39,6 @@ from pydantic import AnyUrl
 
 from oauthproxy.models.oauth import OAuthClient
 from oauthproxy.models.proxies import ProxyTarget
-from oauthproxy.oauth.jws import b64url_decode
 from oauthproxy.proxy.login import GATEWAY_CLIENT_ID
 from oauthproxy.serve import Ready
 from oauthproxy.settings import Settings
@@ -50,6 +48,7 @@ from tests.conftest import free_port, project_root, wait_for_port
 from tests.document_server import DocumentServer
 from tests.eventually import eventually
 from tests.github_standin import GitHubStandIn, GitHubUser
+from tests.jwt_text import unverified_claims
 from tests.oauth_helpers import REDIRECT_URI, FlowClient, query_of, start_gateway
 from tests.tls import TestPKI
 
@@ -220,8 +219,7 @@ async def use_tools(url: str, auth: httpx2.Auth) -> ToolRun:
 def claims_of(token: OAuthToken | None) -> dict[str, Any]:
     """The payload of the access token (the proxy verified its signature)."""
     assert token is not None
-    payload: dict[str, Any] = json.loads(b64url_decode(token.access_token.split(".")[1]))
-    return payload
+    return unverified_claims(token.access_token)
 
 
 async def serve_mcp(*, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:

@@ -4,7 +4,6 @@ real authorization flows (GitHub stand-in, consent, PKCE) and a real protected p
 from __future__ import annotations
 
 import functools
-import json
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -13,7 +12,6 @@ import pytest
 import trio
 
 from oauthproxy.models.proxies import ProxyTarget
-from oauthproxy.oauth.jws import b64url_decode
 from oauthproxy.serve import Ready
 from oauthproxy.settings import Settings
 from oauthproxy.storage import Storage
@@ -21,6 +19,7 @@ from tests import oauth_helpers
 from tests.backend import serve_backend
 from tests.eventually import eventually
 from tests.github_standin import GitHubStandIn
+from tests.jwt_text import unverified_claims
 from tests.oauth_helpers import REDIRECT_URI, FlowClient, pkce_pair, query_of
 
 HOST = "mcp.example.com"
@@ -64,8 +63,7 @@ async def public(oauth_gateway: Ready) -> AsyncIterator[httpx.AsyncClient]:
 
 
 def claims_of(token: str) -> dict[str, Any]:
-    claims: dict[str, Any] = json.loads(b64url_decode(token.split(".")[1]))
-    return claims
+    return unverified_claims(token)
 
 
 async def once_served(

@@ -7,9 +7,8 @@ import time
 
 import httpx
 import pytest
-from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicNumbers
+from joserfc.jwk import RSAKey
 
-from oauthproxy.oauth.jws import b64url_decode
 from oauthproxy.oauth.verify import TokenVerifier
 from oauthproxy.serve import Ready
 from oauthproxy.storage import Storage
@@ -26,13 +25,7 @@ flow = oauth_helpers.flow
 
 
 def verifier_from_jwks(issuer: str, jwks: dict[str, list[dict[str, str]]]) -> TokenVerifier:
-    keys = {
-        key["kid"]: RSAPublicNumbers(
-            int.from_bytes(b64url_decode(key["e"]), "big"),
-            int.from_bytes(b64url_decode(key["n"]), "big"),
-        ).public_key()
-        for key in jwks["keys"]
-    }
+    keys = {key["kid"]: RSAKey.import_key(dict(key)).public_key for key in jwks["keys"]}
     return TokenVerifier(issuer, keys)
 
 

@@ -4,7 +4,6 @@ resource), not strict takes any absolute URI, and disabled ignores `resource` al
 
 from __future__ import annotations
 
-import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
@@ -16,12 +15,12 @@ import trio
 
 from oauthproxy.models.proxies import ProxyTarget
 from oauthproxy.models.resources import ProtectedResource
-from oauthproxy.oauth.jws import b64url_decode
 from oauthproxy.serve import Ready
 from oauthproxy.settings import Settings
 from oauthproxy.storage import Storage
 from tests import oauth_helpers
 from tests.github_standin import GitHubStandIn
+from tests.jwt_text import unverified_claims
 from tests.oauth_helpers import FlowClient, query_of, start_gateway
 
 github = oauth_helpers.github
@@ -67,8 +66,7 @@ async def start(
 
 
 def audience_of(token_response: dict[str, Any]) -> list[str]:
-    payload = token_response["access_token"].split(".")[1]
-    audience: list[str] = json.loads(b64url_decode(payload))["aud"]
+    audience: list[str] = unverified_claims(token_response["access_token"])["aud"]
     return audience
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import json
 from typing import Any
 
 import pytest
@@ -14,6 +13,7 @@ from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from oauthproxy.oauth import jws
 from oauthproxy.oauth.signing import key_id
 from oauthproxy.oauth.verify import LEEWAY_SECONDS, InvalidToken, TokenVerifier
+from tests.jwt_text import b64url, segment
 
 ISSUER = "https://auth.example.com"
 NOW = 1_800_000_000.0
@@ -44,10 +44,6 @@ def token(payload: dict[str, Any] | None = None, *, key: Any = KEY, kid: str = K
     return jws.sign(claims() if payload is None else payload, key, kid)
 
 
-def segment(value: dict[str, Any]) -> str:
-    return jws.b64url_encode(json.dumps(value).encode())
-
-
 def hs256_with_public_key() -> str:
     """The classic algorithm-confusion forgery: HMAC keyed with the RSA public key's PEM."""
     public_pem = KEY.public_key().public_bytes(
@@ -55,7 +51,14 @@ def hs256_with_public_key() -> str:
     )
     signing_input = f"{segment({'alg': 'HS256', 'typ': 'JWT', 'kid': KID})}.{segment(claims())}"
     mac = hmac.new(public_pem, signing_input.encode(), hashlib.sha256).digest()
-    return f"{signing_input}.{jws.b64url_encode(mac)}"
+    return f"{signing_input}.{b64url(mac)}"
+
+
+def with_header(header: dict[str, Any]) -> str:
+    """Valid claims, signed with the right key, under a header of the test's choosing."""
+    signing_input = f"{segment(header)}.{segment(claims())}"
+    signed = KEY.sign(signing_input.encode(), padding.PKCS1v15(), hashes.SHA256())
+    return f"{signing_input}.{b64url(signed)}"
 
 
 def unsigned() -> str:
@@ -105,9 +108,30 @@ def test_a_valid_token_gives_its_claims() -> None:
         (lambda: token(claims(aud=[1])), NOW, "bad claim: aud"),
         (lambda: token(claims(scope=["mcp:read"])), NOW, "bad claim: scope"),
         (lambda: token(claims(azp=..., client_id=...)), NOW, "bad claim: client_id"),
+        (lambda: token(claims(exp=float("nan"))), NOW, "bad claim: exp"),
+        (lambda: token(claims(iat=float("nan"))), NOW, "bad claim: iat"),
+        (lambda: token(claims(iat=10**400)), NOW, "not yet valid"),
+        (lambda: token(claims(exp=10**400)), NOW, "bad claim: exp"),
+        (lambda: token(claims(nbf=-(10**400))), NOW, "bad claim: nbf"),
+        (lambda: token(claims(nbf="later")), NOW, "bad claim: nbf"),
+        (lambda: token(claims(sub="")), NOW, "bad claim: sub"),
+        (lambda: token(claims(iss=...)), NOW, "wrong issuer"),
+        (
+            lambda: with_header({"alg": "RS256", "kid": KID, "crit": ["exp"]}),
+            NOW,
+            "unsupported token type",
+        ),
+        (
+            lambda: with_header({"alg": "RS256", "kid": KID, "typ": "dpop+jwt"}),
+            NOW,
+            "unsupported token type",
+        ),
+        (lambda: with_header({"alg": "RS512", "kid": KID}), NOW, "unsupported algorithm"),
+        (lambda: with_header({"alg": "PS256", "kid": KID}), NOW, "unsupported algorithm"),
+        (lambda: f"{segment({'alg': 'RSA-OAEP', 'enc': 'A128GCM'})}.a.b.c.d", NOW, "malformed"),
         (lambda: "not-a-token", NOW, "malformed"),
         (lambda: "a.b.c", NOW, "malformed"),
-        (lambda: token()[:-3] + "!!!", NOW, "malformed"),
+        (lambda: token()[:-3] + "!!!", NOW, "bad signature"),
         (
             lambda: f"{segment({'alg': 'RS256'})}.{segment(claims())}.x" + "A" * 20000,
             NOW,
@@ -149,7 +173,7 @@ def test_a_token_without_kid_verifies_when_there_is_one_key() -> None:
     header = {"alg": "RS256", "typ": "JWT"}
     signing_input = f"{segment(header)}.{segment(claims())}"
     signed = KEY.sign(signing_input.encode(), padding.PKCS1v15(), hashes.SHA256())
-    assert verifier().verify(f"{signing_input}.{jws.b64url_encode(signed)}", now=NOW).jti
+    assert verifier().verify(f"{signing_input}.{b64url(signed)}", now=NOW).jti
 
 
 def test_keys_are_chosen_by_kid() -> None:

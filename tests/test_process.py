@@ -109,6 +109,9 @@ async def test_embedded_redis_persists_and_stops_with_the_gateway(tmp_path: Path
         async with httpx.AsyncClient(base_url=first.api_url, headers=headers) as api:
             health = (await api.get("/health")).json()
             assert health["components"]["redis"]["embedded"] is True
+            dashboard = first.banner.split("dashboard", 1)[1].split()[0]
+            assert dashboard == f"{first.api_url}/dashboard/"
+            assert "<title>oauthproxy dashboard</title>" in (await api.get(dashboard)).text
             created = await api.post("/api/v1/tokens/generate", json={"name": "survivor"})
             assert created.status_code == 201
         redis_pid = first.redis_pid()

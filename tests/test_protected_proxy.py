@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import functools
 import hashlib
 import hmac
@@ -17,10 +16,12 @@ import httpx
 import pytest
 import trio
 from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+from joserfc.util import urlsafe_b64decode
 
 from oauthproxy.models.oauth import AccessTokenRecord
 from oauthproxy.models.proxies import ProxyTarget
-from oauthproxy.oauth.jws import b64url_encode
+from oauthproxy.oauth.jws import sign
 from oauthproxy.oauth.signing import load_keys
 from oauthproxy.serve import Ready
 from oauthproxy.settings import Settings
@@ -29,6 +30,7 @@ from oauthproxy.storage.oauth_sessions import queue_revocation
 from tests.backend import serve_backend
 from tests.conftest import Mint
 from tests.eventually import eventually
+from tests.jwt_text import b64url, segment, unverified_claims
 
 HOST = "mcp.example.com"
 NO_KEEPALIVE = httpx.Limits(max_keepalive_connections=0)
@@ -139,17 +141,62 @@ async def test_hs256_signed_with_the_public_key_is_refused(
     public_pem = keys.signing.public_key.public_bytes(
         serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
     )
-    header = b64url_encode(
-        json.dumps({"alg": "HS256", "typ": "JWT", "kid": keys.signing.kid}).encode()
-    )
+    header = segment({"alg": "HS256", "typ": "JWT", "kid": keys.signing.kid})
     now = int(time.time())
     body = {"iss": "https://auth.localhost", "sub": "x", "aud": [origin], "azp": "c",
             "jti": "j", "iat": now, "exp": now + 600, "scope": "mcp:read"}  # fmt: skip
-    payload = b64url_encode(json.dumps(body).encode())
+    payload = segment(body)
     mac = hmac.new(public_pem, f"{header}.{payload}".encode(), hashlib.sha256).digest()
-    forged = f"{header}.{payload}.{base64.urlsafe_b64encode(mac).rstrip(b'=').decode()}"
+    forged = f"{header}.{payload}.{b64url(mac)}"
     response = await public.get("/echo", headers={"Authorization": f"Bearer {forged}"})
     assert response.status_code == 401
+    assert "unsupported algorithm" in response.json()["detail"]
+
+
+def unsigned(token: str) -> str:
+    """`alg: none` over the same claims, no signature."""
+    header = segment({"alg": "none", "typ": "JWT"})
+    return f"{header}.{token.split('.')[1]}."
+
+
+def tampered(token: str) -> str:
+    """The real signature over a payload that now names someone else."""
+    header, _payload, signature = token.split(".")
+    claims = {**unverified_claims(token), "sub": "github-1", "username": "admin"}
+    return f"{header}.{segment(claims)}.{signature}"
+
+
+def resigned_by_another_key(token: str) -> str:
+    """The same claims signed by a key the gateway never published, under the gateway's kid."""
+    header = json.loads(urlsafe_b64decode(token.split(".")[0].encode()))
+    stranger = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    return sign(unverified_claims(token), stranger, header["kid"])
+
+
+@pytest.mark.parametrize(
+    ("forge", "reason"),
+    [
+        (unsigned, "unsupported algorithm"),
+        (tampered, "bad signature"),
+        (resigned_by_another_key, "bad signature"),
+    ],
+)
+async def test_forged_tokens_are_refused(
+    public: httpx.AsyncClient,
+    origin: str,
+    mint: Mint,
+    forge: Callable[[str], str],
+    reason: str,
+) -> None:
+    await until_served(public)
+    genuine = await mint(origin)
+    forged = forge(genuine)
+    response = await public.get("/echo", headers={"Authorization": f"Bearer {forged}"})
+    assert response.status_code == 401
+    assert reason in response.json()["detail"]
+    assert 'error="invalid_token"' in response.headers["www-authenticate"]
+    passes = await public.get("/echo", headers={"Authorization": f"Bearer {genuine}"})
+    assert passes.status_code == 200
 
 
 async def test_token_in_the_query_string_is_not_accepted(

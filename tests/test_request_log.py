@@ -227,8 +227,37 @@ async def test_follow_returns_entries_after_the_last_seen(
             await admin.get("/api/v1/logs/follow", params={"after": start, "wait": 10})
         ).json()
     assert paths(answer["logs"]) == ["/echo/followed"]
-    again = (await admin.get("/api/v1/logs/follow", params={"after": answer["last"]})).json()
-    assert paths(again["logs"]) == []
+    again = await admin.get("/api/v1/logs/follow", params={"after": answer["last"], "wait": 0})
+    assert paths(again.json()["logs"]) == []
+
+
+async def test_a_waiting_follow_answers_with_the_request_made_meanwhile(
+    logged: Ready, admin: httpx.AsyncClient, storage: Storage, backend: int
+) -> None:
+    await create_proxy(storage, "poll.example.com", backend)
+    async with client_from(logged, "127.0.0.1") as public:
+        await served(public, "poll.example.com")
+        await settled(admin, public, "poll.example.com")
+
+        async def after_the_clear() -> str | None:
+            """The stream's last id once the clearing's own audit event is in it."""
+            newest = (await admin.get("/api/v1/logs/follow", params={"limit": 1})).json()
+            cleared = [e for e in newest["logs"] if e["event"] == "admin.write"]
+            return str(newest["last"]) if cleared else None
+
+        start = await eventually(after_the_clear, what="the clearing's audit event")
+        answers: list[dict[str, Any]] = []
+
+        async def follow() -> None:
+            params: dict[str, str | int] = {"after": start, "wait": 25}
+            answers.append((await admin.get("/api/v1/logs/follow", params=params)).json())
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(follow)
+            await trio.sleep(1)  # the follow is waiting: nothing new yet
+            assert answers == []
+            await public.get("/echo/long-polled", headers={"Host": "poll.example.com"})
+    assert paths(answers[0]["logs"]) == ["/echo/long-polled"]
 
 
 async def test_clear_deletes_every_log_key(

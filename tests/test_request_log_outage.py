@@ -1,5 +1,5 @@
 """Redis stopped under load: requests keep succeeding, dropped log entries are counted, and
-logging resumes by itself when Redis is back (a dedicated redis-server, stopped and restarted)."""
+logging resumes by itself when Redis is back (a dedicated Redis, stopped and restarted)."""
 
 from __future__ import annotations
 
@@ -29,7 +29,7 @@ HOST = "steady.example.com"
 async def serve_redis(
     port: int, workdir: Path, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
 ) -> None:
-    """A redis-server with an append-only file (a restart keeps the gateway's records)."""
+    """A Redis with an append-only file (a restart keeps the gateway's records)."""
     async with trio.open_nursery() as nursery:
         nursery.start_soon(
             functools.partial(

@@ -83,7 +83,6 @@ def test_fields_are_strings_and_redacted() -> None:
         (schema.user_index("alice"), "idx:req:user:alice"),
         (schema.client_index("c1"), "idx:req:client:c1"),
         (schema.status_index(404), "idx:req:status:404"),
-        (schema.path_index("GET", "/x"), "idx:req:path:GET:/x"),
         (schema.requests_count("20231114:22"), "stats:requests:20231114:22"),
         (schema.errors_count("20231114:22"), "stats:errors:20231114:22"),
         (schema.unique_ips("a", "20231114:22"), "stats:unique_ips:a:20231114:22"),
@@ -99,33 +98,43 @@ def test_hours_are_utc() -> None:
     assert schema.hour_of(1_700_000_000) == "20231114:22"
 
 
-def test_write_plan_indexes_counts_and_expiry_window() -> None:
+def test_write_plan_indexes_and_counts() -> None:
     rows = [
         entry(),
         entry(status=502, reason="bad_gateway", user="bob", client_id="c9", duration=2.0),
         entry(client_ip="198.51.100.1", target=b"/items?token=t"),
+        entry(status=404),
     ]
-    plan = schema.plan(
-        rows, first_sequence=10, slow_seconds=1.0, retention_seconds=3600, now=1_700_000_100.0
-    )
-    keys = [key for key, _values in plan.entries]
-    assert keys[0] == "req:1700000000.250000-10:203.0.113.7"
-    assert keys[2] == "req:1700000000.250000-12:198.51.100.1"
-    assert plan.indexed[schema.ALL] == [1, 2, 3]
-    assert plan.indexed[schema.ERRORS] == [2]
-    assert plan.indexed[schema.SLOW] == [2]
-    assert plan.indexed["idx:req:user:bob"] == [2]
-    assert plan.indexed["idx:req:client:c9"] == [2]
-    assert plan.indexed["idx:req:path:GET:/items"] == [1, 2, 3]
-    assert plan.indexed["idx:req:ip:203.0.113.7"] == [1, 2]
-    assert plan.indexed["idx:req:status:502"] == [2]
-    assert plan.counters == {"stats:requests:20231114:22": 3, "stats:errors:20231114:22": 1}
-    assert plan.visitors == {"stats:unique_ips:api.example.com:20231114:22": [1, 2, 3]}
-    assert plan.durations == {"stats:durations:api.example.com": [1, 2, 3]}
-    assert plan.oldest == 1_700_000_100.0 - 3600
-    assert dict(zip(FIELDS, plan.entries[2][1], strict=True))["request_path"] == (
+    plan = schema.plan(rows, first_sequence=10, slow_seconds=1.0)
+    assert plan.key(1) == "req:1700000000.250000-10:203.0.113.7"
+    assert plan.key(3) == "req:1700000000.250000-12:198.51.100.1"
+    assert plan.indexed == {
+        schema.ALL: [1, 2, 3, 4],
+        "idx:req:ip:203.0.113.7": [1, 2, 4],
+        "idx:req:ip:198.51.100.1": [3],
+        "idx:req:host:api.example.com": [1, 2, 3, 4],
+        schema.ERRORS: [2, 4],
+        schema.SLOW: [2],
+        "idx:req:user:bob": [2],
+        "idx:req:client:c9": [2],
+        "idx:req:status:502": [2],
+        "idx:req:status:404": [4],
+    }  # a 2xx status and the path are found by filtering: no index of their own
+    assert len(plan.groups) == 4  # entry 1 and 4 differ in status only, yet form two groups
+    assert plan.counters == {"stats:requests:20231114:22": 4, "stats:errors:20231114:22": 2}
+    assert plan.visitors == {"stats:unique_ips:api.example.com:20231114:22": [1, 2, 3, 4]}
+    again = schema.plan([entry(), entry(), entry(client_ip="198.51.100.1")], first_sequence=0,
+                        slow_seconds=1)  # fmt: skip
+    assert again.visitors == {"stats:unique_ips:api.example.com:20231114:22": [1, 3]}
+    assert plan.durations == {"stats:durations:api.example.com": [1, 2, 3, 4]}
+    assert dict(zip(FIELDS, plan.entries[2], strict=True))["request_path"] == (
         "/items?token=REDACTED"
     )
+
+
+def test_sequence_numbers_wrap() -> None:
+    plan = schema.plan([entry(), entry()], first_sequence=schema.SEQUENCES - 1, slow_seconds=1)
+    assert plan.key(2) == "req:1700000000.250000-0:203.0.113.7"
 
 
 @pytest.mark.parametrize(
@@ -152,7 +161,10 @@ def test_parse_query(query: str, expected: LogFilter) -> None:
         (LogFilter(ip="1.2.3.4", hostname="a"), ["idx:req:ip:1.2.3.4"]),
         (LogFilter(client_id="c", user="u"), ["idx:req:client:c"]),
         (LogFilter(user="u", status=500), ["idx:req:user:u"]),
-        (LogFilter(path="/x", method="GET", hostname="a"), ["idx:req:path:GET:/x"]),
+        (LogFilter(path="/x", method="GET", hostname="a"), ["idx:req:host:a"]),
+        (LogFilter(path="/x", method="GET"), ["idx:req:all"]),
+        (LogFilter(status=200), ["idx:req:all"]),
+        (LogFilter(status=302), ["idx:req:status:302"]),
         (LogFilter(path="/x", hostname="a"), ["idx:req:host:a"]),
         (LogFilter(status=404, errors=True), ["idx:req:status:404"]),
         (LogFilter(errors=True), ["idx:req:errors"]),
@@ -278,7 +290,7 @@ def test_matching_events(query: LogFilter, passes: bool) -> None:
 
 def test_events_are_indexed_by_name_and_count_in_no_statistics() -> None:
     rows = [event_entry("oauth.token_refused", status=400, client_id="c1", detail="bad")]
-    plan = schema.plan(rows, first_sequence=0, slow_seconds=1, retention_seconds=60, now=0)
+    plan = schema.plan(rows, first_sequence=0, slow_seconds=1)
     assert set(plan.indexed) == {
         schema.ALL, "idx:req:event:oauth.token_refused", "idx:req:client:c1", schema.ERRORS
     }  # fmt: skip

@@ -164,12 +164,15 @@ def port_add(
     name: ServiceName,
     port: Annotated[int, Parameter(help="The host port (and container port).")],
     bind: Annotated[Bind, Parameter(help="Where it listens.")] = "127.0.0.1",
-    source_token: Annotated[str | None, Parameter(help="A token clients must present.")] = None,
+    source_token: Annotated[
+        str | None, Parameter(help="Another token that may use (target) the port.")
+    ] = None,
     *,
     port_name: Annotated[str | None, Parameter(help="Its name (default: port-N).")] = None,
     session: Session,
 ) -> None:
-    """Allocate a host port for a service (checked against the ranges and restricted ports)."""
+    """Allocate a host port for a service (checked against the ranges and restricted ports); a
+    service with a container gets a new one that publishes it (`republished`)."""
     body = {
         "name": port_name or f"port-{port}",
         "host": port,

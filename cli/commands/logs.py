@@ -29,7 +29,7 @@ Level = Annotated[
 ]
 Hostname = Annotated[str | None, Parameter(help="Only this hostname.")]
 
-FOLLOW_WAIT_SECONDS = 10
+FOLLOW_WAIT_SECONDS = 25
 TEST_WAIT_SECONDS = 5.0
 
 

@@ -29,6 +29,7 @@ from oauthproxy.api.state import AppState, ListenerPorts
 from oauthproxy.api.tokens import tokens
 from oauthproxy.certificates.manager import CertificateManager
 from oauthproxy.condition import GatewayCondition
+from oauthproxy.dashboard import dashboard
 from oauthproxy.logs.logger import RequestLogger
 from oauthproxy.services.docker import DockerEngine
 from oauthproxy.settings import Settings
@@ -63,8 +64,8 @@ def create_app(
     QuartSchema(
         app,
         openapi_path="/api/v1/openapi.json",
-        swagger_ui_path="/api/v1/docs",
-        redoc_ui_path="/api/v1/redoc",
+        swagger_ui_path=None,  # served by the dashboard, with its assets (no CDN)
+        redoc_ui_path=None,
         scalar_ui_path=None,
         info=Info(title="oauthproxy admin API", version=__version__),
         security_schemes={"bearer": HttpSecurityScheme(scheme="bearer")},
@@ -89,4 +90,5 @@ def create_app(
     app.register_blueprint(logs)
     app.register_blueprint(metrics)
     app.register_blueprint(redis_state)
+    app.register_blueprint(dashboard)
     return app

@@ -70,9 +70,7 @@ async def create_service(data: DockerServiceCreate, service: DockerService) -> D
             await docker.build(Path(data.dockerfile_path), image)
         internal_port = data.internal_port or next(iter(await docker.exposed_ports(image)), None)
         allocated = [await allocate(service, port) for port in _wanted_ports(data, internal_port)]
-        service = service.model_copy(
-            update={"internal_port": internal_port, "port_configs": [_config(p) for p in allocated]}
-        )
+        service = service.model_copy(update={"internal_port": internal_port})
         await storage().docker_services.put(service)
         await docker.create(container_spec(service, allocated))
         if data.start:
@@ -84,24 +82,6 @@ async def create_service(data: DockerServiceCreate, service: DockerService) -> D
             await _undo(docker, service)
         raise
     return service
-
-
-async def recreate(service: DockerService) -> None:
-    """Replace the service's container with one made from `service` as it is now (and every
-    port it holds now), started again if the old one ran. The image is checked first, so a bad
-    one leaves the old container as it was."""
-    docker = engine()
-    name = service.service_name
-    await docker.exposed_ports(service.image or "")
-    try:
-        was_running = (await docker.state(name)).status == "running"
-    except NotFound:
-        was_running = False
-    ports = await storage().ports.of_service(name)
-    await docker.remove(name)
-    await docker.create(container_spec(service, ports))
-    if was_running:
-        await docker.start(name)
 
 
 async def _undo(docker: DockerEngine, service: DockerService) -> None:
@@ -142,15 +122,15 @@ async def allocate(service: DockerService, port: PortRequest) -> PortAllocation:
     )
 
 
-def _config(allocation: PortAllocation) -> PortConfig:
-    """The service record's view of a port: never its source token, only that it needs one."""
+def port_config(allocation: PortAllocation) -> PortConfig:
+    """The service's view of a port: never its source token, only whether it grants one."""
     return PortConfig(
         name=allocation.port_name,
         host=allocation.host_port,
         container=allocation.container_port,
         bind=allocation.bind_address,
         protocol=allocation.protocol,
-        source_token=None,
+        require_token=allocation.require_token,
     )
 
 
@@ -195,21 +175,29 @@ async def remove_containers_of(owner_hash: str) -> list[str]:
 
 
 async def listed_with_status(services: list[DockerService]) -> list[Json]:
-    """The services as JSON, each with its container's status: one engine call for all;
-    `unknown` for each while the engine cannot be reached (a list still answers)."""
+    """The services as JSON, each with its ports and its container's status: one engine call
+    for all; `unknown` for each while the engine cannot be reached (a list still answers)."""
+    ports: dict[str, list[PortConfig]] = {}
+    for port in await storage().ports.all():
+        ports.setdefault(port.service_name, []).append(port_config(port))
+    unknown = "missing"
     try:
         states = {state.name: state.status for state in await engine().managed()}
     except (EngineUnavailable, EngineError):
-        return [{**as_json(service), "status": "unknown"} for service in services]
-    return [
-        {**as_json(service), "status": states.get(service.service_name, "missing")}
-        for service in sorted(services, key=lambda s: s.service_name)
-    ]
+        states, unknown = {}, "unknown"
+    rows = []
+    for service in sorted(services, key=lambda s: s.service_name):
+        held = ports.get(service.service_name, [])
+        body = as_json(service.model_copy(update={"port_configs": held}))
+        rows.append({**body, "status": states.get(service.service_name, unknown)})
+    return rows
 
 
 async def with_status(service: DockerService) -> Json:
-    """The service as JSON, with its container's status as the engine reports it now."""
-    body: dict[str, Any] = as_json(service)
+    """The service as JSON, with the ports it holds (`service:ports:{name}` is their truth) and
+    its container's status as the engine reports it now."""
+    held = [port_config(port) for port in await storage().ports.of_service(service.service_name)]
+    body: dict[str, Any] = as_json(service.model_copy(update={"port_configs": held}))
     try:
         state = await engine().state(service.service_name)
         body["status"] = state.status

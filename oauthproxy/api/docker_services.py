@@ -9,19 +9,14 @@ DOCKER_HOST cannot be reached, these endpoints answer 503 naming it.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 from quart import Blueprint, Response, current_app
 from quart_schema import document_response, validate_querystring, validate_request
 
 from oauthproxy.api.auth import requires_token
-from oauthproxy.api.docker_create import (
-    create_service,
-    engine,
-    recreate,
-    reserve_service,
-    with_status,
-)
+from oauthproxy.api.docker_create import create_service, engine, reserve_service, with_status
+from oauthproxy.api.docker_recreate import recreate
 from oauthproxy.api.ownership import (
     Json,
     as_json,
@@ -30,6 +25,7 @@ from oauthproxy.api.ownership import (
     ownership,
     patched,
     quota_slot,
+    service_serialized,
     storage,
     tenant_owning,
 )
@@ -123,13 +119,14 @@ async def update_docker_service(name: str, data: DockerServiceUpdate) -> Json:
     if not changes:
         return await with_status(service)
     check_labels(data.labels or {})
-    service = patched(service, changes)
-    if data.recreates():
-        await recreate(service)
-    else:
-        await engine().update(name, memory=data.memory_limit, cpus=data.cpu_limit)
-    await storage().docker_services.put(service)
-    await record_one(engine(), storage(), name)
+    async with service_serialized(name):
+        service = patched(await _service(name), changes)
+        if data.recreates():
+            await recreate(service)
+        else:
+            await engine().update(name, memory=data.memory_limit, cpus=data.cpu_limit)
+        await storage().docker_services.put(service)
+        await record_one(engine(), storage(), name)
     return await with_status(await _service(name))
 
 
@@ -144,7 +141,7 @@ async def delete_docker_service(name: str, query_args: DockerServiceDelete) -> J
     service = changeable(caller(), await _service(name), "service", name)
     owner = await tenant_owning(service.owner_token_hash)
     proxies = await _proxies_to(service) if query_args.delete_proxy else []
-    async with owner_serialized(owner):
+    async with owner_serialized(owner), service_serialized(name):
         if owner is not None:
             routes = await storage().routes.owned_by(owner)
             check_unreferenced("service", name, "service_name", routes_naming_service(routes, name))
@@ -177,24 +174,27 @@ async def _proxies_to(service: DockerService) -> list[str]:
 @docker_services.post("/<name>/start")
 @requires_token()
 async def start_service(name: str) -> Json:
-    await engine().start((await _service(name)).service_name)
-    await record_one(engine(), storage(), name)
-    return await with_status(await _service(name))
+    return await _changed(name, engine().start)
 
 
 @docker_services.post("/<name>/stop")
 @requires_token()
 async def stop_service(name: str) -> Json:
-    await engine().stop((await _service(name)).service_name)
-    await record_one(engine(), storage(), name)
-    return await with_status(await _service(name))
+    return await _changed(name, engine().stop)
 
 
 @docker_services.post("/<name>/restart")
 @requires_token()
 async def restart_service(name: str) -> Json:
-    await engine().restart((await _service(name)).service_name)
-    await record_one(engine(), storage(), name)
+    return await _changed(name, engine().restart)
+
+
+async def _changed(name: str, change: Callable[[str], Awaitable[None]]) -> Json:
+    """Start, stop or restart the caller's service's container, under the service's lock."""
+    service = await _service(name)
+    async with service_serialized(service.service_name):
+        await change(service.service_name)
+        await record_one(engine(), storage(), name)
     return await with_status(await _service(name))
 
 

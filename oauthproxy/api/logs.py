@@ -146,6 +146,7 @@ async def stats(query_args: StatsQuery) -> Json:
     answer["logger"] = {
         "enabled": state.settings.request_log_enabled,
         "written": logger.written if logger else 0,
+        "cpu_seconds": round(logger.cpu_seconds, 6) if logger else 0.0,
         "dropped": logger.dropped if logger else 0,
         "buffered": logger.buffered if logger else 0,
         "failing": logger.failing if logger else False,
@@ -158,27 +159,27 @@ async def stats(query_args: StatsQuery) -> Json:
 @validate_querystring(FollowQuery)
 async def follow(query_args: FollowQuery) -> Json:
     """The live stream: entries after `after` (oldest first), or the newest `limit` entries.
-    With `wait`, answers as soon as one arrives (or when `wait` seconds have passed). Answers
-    `last` to pass as the next `after`."""
+    With `after`, a long poll: when there is no new entry the caller may see, it waits for one
+    (checking every `FOLLOW_POLL_SECONDS`) up to `wait` seconds, then answers what it has (maybe
+    nothing). Answers `last` to pass as the next `after`: past every entry looked at, those of
+    other owners too, so a follower never sees one twice."""
     repository = storage().request_logs
-    hosts = await _scope()
-    visible = LogFilter(hosts=hosts)
+    visible = LogFilter(hosts=await _scope())
     args = query_args
     if args.after is None:
         newest = await repository.latest(count=args.limit)
-        found = list(reversed(newest))
         last = newest[0][0] if newest else "0-0"
-    else:
-        last, found = args.after, []
-        deadline = trio.current_time() + args.wait
-        while True:
-            found = await repository.following(last, count=args.limit)
-            if found or trio.current_time() >= deadline:
-                break
-            await trio.sleep(FOLLOW_POLL_SECONDS)
+        entries = [decorated(e) for _id, e in reversed(newest) if matches(e, visible)]
+        return {"last": last, "count": len(entries), "logs": entries}
+    last, deadline = args.after, trio.current_time() + args.wait
+    while True:
+        found = await repository.following(last, count=args.limit)
         last = found[-1][0] if found else last
-    entries = [decorated(entry) for _id, entry in found if matches(entry, visible)]
-    return {"last": last, "count": len(entries), "logs": entries}
+        entries = [decorated(entry) for _id, entry in found if matches(entry, visible)]
+        left = deadline - trio.current_time()
+        if entries or left <= 0:
+            return {"last": last, "count": len(entries), "logs": entries}
+        await trio.sleep(min(FOLLOW_POLL_SECONDS, left))
 
 
 @logs.post("/test")

@@ -18,7 +18,8 @@ metrics = Blueprint("metrics", __name__)
 @metrics.get("/metrics")
 async def scrape() -> Response:
     """Prometheus text format: requests by hostname and status class, latency, upstream
-    failures, open connections, running instances, the request log's counters."""
+    failures, open connections, running instances, certificate expiry times, the request
+    log's counters."""
     logger = app_state(current_app).requests
     gauges = logger.metrics if logger is not None else None
     if gauges is None:

@@ -1,10 +1,11 @@
 """The admin API's side of the tenant model: it gathers the facts, `oauthproxy.tenancy` decides.
 
 Here live the I/O the rules need and never do themselves: who is calling (`caller`), what the
-caller owns (`holdings`), where a target resolves and whether those addresses are this host's
-(`check_target`), and the per-owner lock under which a check and the write it allows are one
-step (`owner_serialized`, `quota_slot`): a quota's last slot, or a proxy being deleted while a
-route naming it is stored. Handlers call these and the rules; none carries an ownership rule of its
+caller owns (`holdings`), where a target resolves, whether those addresses are this host's and
+which service port is there (`check_target`), and the locks under which a check and the write it
+allows are one step: per owner (`owner_serialized`, `quota_slot`: a quota's last slot, or a proxy
+being deleted while a route naming it is stored) and per Docker service (`service_serialized`).
+Handlers call these and the rules; none carries an ownership rule of its
 own. Also the small helpers every owned-record blueprint shares (`storage`, `patched`).
 """
 
@@ -25,8 +26,9 @@ from oauthproxy.api.errors import ApiError, field_problems
 from oauthproxy.api.state import app_state
 from oauthproxy.models.routes import Route, TargetType
 from oauthproxy.storage import Storage
-from oauthproxy.storage.tokens import OwnerLocks
+from oauthproxy.storage.locks import Locks, owner_locks, service_locks
 from oauthproxy.tenancy.caller import Caller, forbidden
+from oauthproxy.tenancy.ports import check_port_target
 from oauthproxy.tenancy.quotas import Quota, Quotas, check_quota
 from oauthproxy.tenancy.records import Holdings
 from oauthproxy.tenancy.targets import (
@@ -36,6 +38,7 @@ from oauthproxy.tenancy.targets import (
     TargetPolicy,
     check_destination,
     literal_address,
+    on_this_host,
     parse_networks,
     port_destination,
     url_destination,
@@ -50,6 +53,9 @@ RESOLVE_TIMEOUT_SECONDS = 3.0
 
 OWNER_WAIT_SECONDS = 10.0
 """How long a write waits for another checked write of the same owner to finish."""
+
+SERVICE_WAIT_SECONDS = 60.0
+"""How long a change of a Docker service waits for another one (a recreate) to finish."""
 
 
 def storage() -> Storage:
@@ -145,6 +151,10 @@ async def check_target(destination: Destination) -> None:
     addresses = await _resolve(destination.host)
     found = [ResolvedAddress(address, _is_local(address)) for address in addresses]
     check_destination(who, target_policy(), destination, found)
+    if any(on_this_host(resolved) for resolved in found):
+        holder = await storage().ports.holder(destination.port)
+        if holder is not None:
+            check_port_target(who, destination, holder)
 
 
 async def _resolve(host: str) -> list[Address]:
@@ -210,18 +220,31 @@ async def owner_serialized(owner_hash: str | None) -> AsyncIterator[None]:
     if owner_hash is None:
         yield
         return
-    locks = OwnerLocks(storage().redis)
+    busy = "another change of this owner's records is still running; try again"
+    async with _holding(owner_locks(storage().redis), owner_hash, OWNER_WAIT_SECONDS, busy):
+        yield
+
+
+@asynccontextmanager
+async def service_serialized(name: str) -> AsyncIterator[None]:
+    """Hold the Docker service's lock for the block: its container is changed (recreated,
+    started, stopped, removed) by one request at a time, on every replica."""
+    busy = f"another change of the service {name!r} is still running; try again"
+    async with _holding(service_locks(storage().redis), name, SERVICE_WAIT_SECONDS, busy):
+        yield
+
+
+@asynccontextmanager
+async def _holding(locks: Locks, name: str, wait: float, busy: str) -> AsyncIterator[None]:
     try:
-        with trio.fail_after(OWNER_WAIT_SECONDS):
-            holder = await locks.acquire(owner_hash)
+        with trio.fail_after(wait):
+            holder = await locks.acquire(name)
     except trio.TooSlowError:
-        raise ApiError(
-            409, "conflict", "another change of this owner's records is still running; try again"
-        ) from None
+        raise ApiError(409, "conflict", busy) from None
     try:
         yield
     finally:
-        await locks.release_on_the_way_out(owner_hash, holder)
+        await locks.release_on_the_way_out(name, holder)
 
 
 def tenant_of(who: Caller) -> str | None:

@@ -18,6 +18,7 @@ from datetime import datetime, timedelta
 
 import trio
 
+from oauthproxy.certificates.expiry import ExpiryWatch
 from oauthproxy.certificates.issuer import AcmeIssuer, Polling, Report
 from oauthproxy.certificates.pem import Issued
 from oauthproxy.certificates.renewal import due, retry_delay, serve_renewal
@@ -70,6 +71,17 @@ class CertificateManager:
         self._budget = Polling.of(settings).budget_seconds
         self._rescheduled = trio.Event()
         self._closed = False
+        self.expiry = ExpiryWatch()
+        """Every certificate's expiry as last seen (for `/metrics`)."""
+
+    def watch(self, certificates: list[Certificate], now: datetime) -> float | None:
+        """The renewal loop's look at every certificate: note their expiry times, and log each
+        that has just gone past its not-after (once); the seconds until the next expires."""
+        for certificate in self.expiry.observe(certificates, now):
+            message = f"expired at {certificate.expires_at:%Y-%m-%d %H:%M} UTC"
+            log.warning("certificate %s: %s", certificate.cert_name, message)
+            self._event(certificate, "certificate.expired", 500, message)
+        return self.expiry.soonest(now)
 
     def close(self) -> None:
         """Start no more issuances."""
@@ -136,6 +148,7 @@ class CertificateManager:
         except NotFound:
             log.info("certificate %s was deleted while it was being issued", name)
             return
+        self.expiry.issued(name, issued.expires_at)
         message = f"issued, valid until {issued.expires_at:%Y-%m-%d %H:%M} UTC"
         log.info("certificate %s: %s", name, message)
         self._event(certificate, "certificate.issued", 200, message)
@@ -216,7 +229,9 @@ async def serve_certificate_manager(
     async with trio.open_nursery() as nursery:
         manager = CertificateManager(settings, storage, nursery, replica, requests)
         async with trio.open_nursery() as renewal:
-            await renewal.start(serve_renewal, manager, storage, settings)
+            await renewal.start(
+                functools.partial(serve_renewal, watch=manager.watch), manager, storage, settings
+            )
             task_status.started(manager)
             await shutdown.wait()
             manager.close()

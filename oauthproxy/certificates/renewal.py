@@ -10,7 +10,7 @@ RENEWAL_CHECK_INTERVAL. The loop wakes early for a retry that falls due before t
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import datetime, timedelta
 from typing import Protocol
 
@@ -80,14 +80,22 @@ async def check_once(manager: Submitter, storage: Storage, settings: Settings) -
     return certificates
 
 
+Watch = Callable[[list[Certificate], datetime], float | None]
+"""Shown every certificate at each check; answers the seconds until the next one expires."""
+
+EXPIRY_MARGIN_SECONDS = 1.0
+
+
 async def serve_renewal(
     manager: Submitter,
     storage: Storage,
     settings: Settings,
     *,
+    watch: Watch | None = None,
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Check now, then again after each interval (or sooner, for a retry), forever."""
+    """Check now, then again after each interval (or sooner, for a retry, or just after the
+    next certificate expires, for `watch` to see it), forever."""
     task_status.started()
     while True:
         try:
@@ -97,5 +105,9 @@ async def serve_renewal(
             await trio.sleep(min(STORAGE_PAUSE_SECONDS, settings.renewal_check_interval))
             continue
         interval = settings.renewal_check_interval
-        wait = seconds_until_next_check(certificates, utcnow(), interval)
+        now = utcnow()
+        wait = seconds_until_next_check(certificates, now, interval)
+        until_expiry = watch(certificates, now) if watch is not None else None
+        if until_expiry is not None:
+            wait = min(wait, until_expiry + EXPIRY_MARGIN_SECONDS)
         await manager.wait_for_reschedule(wait)

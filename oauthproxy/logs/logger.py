@@ -56,6 +56,9 @@ class RequestLogger:
         self.dropped = 0
         """Entries never written to Redis: the buffer was full, or Redis failed their batch."""
         self.written = 0
+        self.cpu_seconds = 0.0
+        """CPU time this thread spent preparing batches (counting, planning, encoding): what
+        logging costs the gateway besides building entries and sending the batch."""
         self.failing = False
         """The last batch failed (an outage is logged once, at its start and its end)."""
         self._buffer: list[RequestEntry] = []
@@ -108,28 +111,34 @@ class RequestLogger:
         batch = self.take()
         if not batch:
             return
+        started = time.thread_time()
         if self.metrics is not None:
             self.metrics.count(batch)
-        if self.access_log:
-            await trio.to_thread.run_sync(_write_lines, [fields_of(entry) for entry in batch])
-        if self.to_redis:
-            await self._write(storage, settings, batch)
+        lines = [fields_of(entry) for entry in batch] if self.access_log else []
+        encoded = self._encoded(batch, settings) if self.to_redis else ""
+        self.cpu_seconds += time.thread_time() - started
+        if lines:
+            await trio.to_thread.run_sync(_write_lines, lines)
+        if encoded:
+            await self._write(storage, settings, encoded, len(batch))
 
-    async def _write(self, storage: Storage, settings: Settings, batch: list[RequestEntry]) -> None:
-        retention = settings.log_retention_hours * 3600
+    def _encoded(self, batch: list[RequestEntry], settings: Settings) -> str:
         plan = schema.plan(
-            batch,
-            first_sequence=self._sequence,
-            slow_seconds=settings.log_slow_seconds,
-            retention_seconds=retention,
-            now=time.time(),
+            batch, first_sequence=self._sequence, slow_seconds=settings.log_slow_seconds
         )
-        self._sequence = (self._sequence + len(batch)) % 1_000_000
+        self._sequence = (self._sequence + len(batch)) % schema.SEQUENCES
+        return schema.encoded(plan)
+
+    async def _write(self, storage: Storage, settings: Settings, encoded: str, count: int) -> None:
+        retention = settings.log_retention_hours * 3600
         failure = ""
         try:
             with trio.move_on_after(WRITE_TIMEOUT) as waited:
                 await storage.request_logs.write(
-                    plan, retention=retention, stream_maxlen=settings.log_stream_maxlen
+                    encoded,
+                    retention=retention,
+                    stream_maxlen=settings.log_stream_maxlen,
+                    durable=settings.request_log_durable,
                 )
             if waited.cancelled_caught:
                 failure = f"Redis took more than {WRITE_TIMEOUT:g}s"
@@ -139,12 +148,12 @@ class RequestLogger:
             if not self.failing:
                 log.warning("request log: dropping entries while Redis fails (%s)", failure)
             self.failing = True
-            self.dropped += len(batch)
+            self.dropped += count
             return
         if self.failing:
             log.info("request log: writing again (%d entries dropped so far)", self.dropped)
             self.failing = False
-        self.written += len(batch)
+        self.written += count
 
 
 def _write_lines(lines: Sequence[dict[str, str]]) -> None:

@@ -1,9 +1,10 @@
 """Questions asked of the request log: which index to read, which entries match, and stats.
 
 A query reads one time-ordered index (the most selective its filters allow: IP, OAuth client,
-user, path, hostname, status, errors, slow, else every entry), at most `SCAN_LIMIT` of its newest
-keys within the time window, and filters those entries here. An owner's query reads only the
-indexes of the hostnames it owns, so other owners' traffic neither shows nor crowds it out.
+user, hostname, event, a status that is not 2xx, errors, slow, else every entry), at most
+`SCAN_LIMIT` of its newest keys within the time window, and filters those entries here. An
+owner's query reads only the indexes of the hostnames it owns, so other owners' traffic neither
+shows nor crowds it out.
 `plan_indexes`, `matches`, `parse_query` and `percentiles` are pure.
 """
 
@@ -18,8 +19,9 @@ from oauthproxy.logs import schema
 from oauthproxy.logs.records import FIELDS, REQUEST_KINDS, path_of
 from oauthproxy.storage.request_logs import Entry, RequestLogRepository
 
-SCAN_LIMIT = 5000
-"""Index keys read per index and query: bounds the work one query can cause."""
+SCAN_LIMIT = schema.INDEX_LIMIT
+"""Index keys read per index and query: bounds the work one query can cause (and so what an
+index need keep)."""
 
 TEXT_FIELDS = ("request_path", "hostname", "user", "client_id", "client_ip", "gateway_reason")
 """What a bare word of a search query is looked for in."""
@@ -107,13 +109,11 @@ def plan_indexes(query: LogFilter) -> list[str]:
         return [schema.client_index(query.client_id)]
     if query.user:
         return [schema.user_index(query.user)]
-    if query.path and query.method:
-        return [schema.path_index(query.method, query.path)]
     if query.hostname:
         return [schema.host_index(query.hostname)]
     if query.event and query.event not in ("request", "websocket", "sse"):
         return [schema.event_index(query.event)]
-    if query.status is not None:
+    if query.status is not None and not 200 <= query.status < 300:
         return [schema.status_index(query.status)]
     if query.errors:
         return [schema.ERRORS]

@@ -1,35 +1,39 @@
 """The request log's Redis keys, and the writes one batch of entries becomes.
 
-Keys (the specification's, plus `idx:req:all` and `idx:req:client:{id}` for the unfiltered and
-the per-OAuth-client queries, and `stats:durations:{hostname}` for the percentiles):
+Keys (the specification's, plus `idx:req:all`, `idx:req:client:{id}` and `idx:req:event:{name}`
+for the unfiltered, per-OAuth-client and per-event queries, and `stats:durations:{hostname}` for
+the percentiles; the specification's `idx:req:path:{method}:{path}` is not kept: see `index_keys`):
 
-    req:{timestamp}-{n}:{ip}          hash: the entry's fields (`n` tells apart entries of one
+    req:{timestamp}-{n}:{ip}          hash: the entry's fields but those its key holds, empty
+                                      ones and `DEFAULTS` (`n` tells apart entries of one
                                       client in the same microsecond)
     idx:req:{all|errors|slow}         sorted sets: entry key → timestamp
     idx:req:ip:{ip} / host:{hostname} / user:{user} / client:{client_id} / status:{code}
-    idx:req:path:{method}:{path}      the same, per value
     idx:req:event:{name}              events (OAuth steps, proxies served and stopped, admin
-                                      writes): entries whose `kind` is not a request's
-    stream:requests                   the live stream of entry keys (MAXLEN ~ LOG_STREAM_MAXLEN)
+                                      writes, certificates): entries whose `kind` is not a
+                                      request's
+    stream:requests                   the live stream of entry keys, one item per batch
+                                      (MAXLEN ~ about LOG_STREAM_MAXLEN entries)
     stats:requests:{YYYYMMDD:HH}      hourly counts (and stats:errors:... for 4xx/5xx)
     stats:unique_ips:{hostname}:{YYYYMMDD:HH}   HyperLogLog of client IPs
     stats:durations:{hostname}        list: the last DURATION_WINDOW durations (ms), newest first
 
-Indexes are sorted sets scored by time, so a query over the last N hours is one ZREVRANGEBYSCORE
-and trimming is one ZREMRANGEBYSCORE. Every key gets the retention as its TTL on each write, and
-every index is trimmed to the retention window on each write, so nothing outlives the retention.
-Pure: `plan(...)` returns the writes, `oauthproxy.storage.request_logs` sends them (one script
-call per batch).
+Indexes are sorted sets scored by time, so a query over the last N hours is one
+ZREVRANGEBYSCORE. A query reads at most INDEX_LIMIT of an index's newest members, so an index
+keeps no more. Every key gets the retention as its TTL on each write, and the stream is capped.
+Pure: `plan(...)` returns the writes and `encoded(...)` the script's argument;
+`oauthproxy.storage.request_logs` sends them (one script call per batch).
 """
 
 from __future__ import annotations
 
+import json
 import time
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from oauthproxy.logs.records import REQUEST_KINDS, RequestEntry, path_of, values_of
+from oauthproxy.logs.records import FIELDS, REQUEST_KINDS, RequestEntry, values_of
 
 PREFIXES = ("req:", "idx:req:", "stream:requests", "stats:requests:", "stats:errors:",
             "stats:unique_ips:", "stats:durations:")  # fmt: skip
@@ -71,10 +75,6 @@ def status_index(status: int | str) -> str:
     return f"idx:req:status:{status}"
 
 
-def path_index(method: str, path: str) -> str:
-    return f"idx:req:path:{method}:{path}"
-
-
 def hour_of(timestamp: float) -> str:
     """`YYYYMMDD:HH` in UTC, as the hourly keys name it."""
     return time.strftime("%Y%m%d:%H", time.gmtime(timestamp))
@@ -96,80 +96,128 @@ def durations(hostname: str) -> str:
     return f"stats:durations:{hostname}"
 
 
+DEFAULTS = {"scheme": "http", "method": "GET", "kind": "http"}
+"""Field values not stored (most requests have them): an entry without the field has this."""
+STREAM_CHUNK = 100
+"""Entry keys per item of the live stream (one item per batch, or per this many entries)."""
+INDEX_LIMIT = 5000
+"""Members an index keeps (its newest): a query reads at most this many of an index's newest
+keys (`oauthproxy.logs.queries`), so older members would never be read. Trimmed when an index
+holds `INDEX_SLACK` more, so trimming is one ZREMRANGEBYRANK every few batches, not one each."""
+INDEX_SLACK = 500
+
+
 @dataclass
 class WritePlan:
     """What one batch writes; built without I/O, sent as one script call (see
-    `oauthproxy.storage.request_logs`)."""
+    `oauthproxy.storage.request_logs`). Entries that share what their indexes and statistics
+    depend on (client IP, hostname, user, OAuth client, kind, status, slowness, hour) form one
+    group: the indexes are named once per group, not once per entry."""
 
-    entries: list[tuple[str, list[str]]] = field(default_factory=list)
-    """(entry key, its values in `FIELDS` order): each a hash and a stream entry."""
-    indexed: dict[str, list[int]] = field(default_factory=lambda: defaultdict(list))
-    """Index key → the positions (from 1) in `entries` of the entries it lists. Positions, not
-    keys and times: the batch is JSON, and small integers are what JSON encodes fastest."""
+    first_sequence: int
+    entries: list[tuple[str | int, ...]] = field(default_factory=list)
+    """Each entry's values in `FIELDS` order; its key is `entry_key(timestamp, first_sequence +
+    position - 1, client IP)` (positions count from 1)."""
+    groups: list[tuple[list[str], list[int]]] = field(default_factory=list)
+    """(index keys, positions of the entries listed in each of them)."""
     counters: dict[str, int] = field(default_factory=lambda: defaultdict(int))
     visitors: dict[str, list[int]] = field(default_factory=lambda: defaultdict(list))
-    """HyperLogLog key → positions of the entries whose client IP it counts."""
+    """HyperLogLog key → positions of entries whose client IP it counts (one per group: the
+    entries of a group share their IP)."""
     durations: dict[str, list[int]] = field(default_factory=lambda: defaultdict(list))
     """Durations list key → positions of the entries whose duration it keeps."""
-    oldest: float = 0.0
-    """Index members scored before this are trimmed."""
+
+    def key(self, position: int) -> str:
+        values = self.entries[position - 1]
+        return entry_key(str(values[0]), self.sequence(position), str(values[1]))
+
+    def sequence(self, position: int) -> int:
+        return (self.first_sequence + position - 1) % SEQUENCES
+
+    @property
+    def indexed(self) -> dict[str, list[int]]:
+        """Index key → positions (the groups, per index)."""
+        found: dict[str, list[int]] = defaultdict(list)
+        for indexes, positions in self.groups:
+            for index in indexes:
+                found[index] += positions
+        return {index: sorted(positions) for index, positions in found.items()}
 
 
-def index_keys(values: list[str], *, slow: bool) -> list[str]:
-    """The indexes an entry (as `values_of`) is listed in."""
-    ip, host, method, target = values[1], values[3], values[4], values[5]
-    status = int(values[6] or 0)
-    user, client_id, kind = values[12], values[13], values[16]
+SEQUENCES = 1_000_000
+"""Entry sequence numbers wrap here (they only tell apart entries of one microsecond)."""
+
+
+def index_keys(
+    *, ip: str, host: str, user: str, client_id: str, kind: str, status: int, slow: bool
+) -> list[str]:
+    """The indexes an entry is listed in. Every entry is in `ALL` and in its client IP's and
+    hostname's (owner-scoped queries read hostname indexes); the others only when they apply:
+    a user, an OAuth client, an event's name, an answer that is not 2xx (its status's index),
+    4xx/5xx (errors), slow requests. A 2xx status or a path is found by filtering a wider index
+    (the status of most requests, and a path prefix, which no index of exact values answers)."""
+    found = [ALL]
     if kind not in REQUEST_KINDS:
-        return _event_index_keys(kind, ip, host, user, client_id, status)
-    found = [ALL, ip_index(ip), host_index(host), status_index(status),
-             path_index(method, path_of(target))]  # fmt: skip
+        found.append(event_index(kind))
+        found += [key(value) for key, value in ((ip_index, ip), (host_index, host)) if value]
+    else:
+        found += [ip_index(ip), host_index(host)]
+        if not 200 <= status < 300:
+            found.append(status_index(status))
+        if slow:
+            found.append(SLOW)
     if user:
         found.append(user_index(user))
     if client_id:
         found.append(client_index(client_id))
     if status >= 400:
         found.append(ERRORS)
-    if slow:
-        found.append(SLOW)
     return found
 
 
-def _event_index_keys(
-    name: str, ip: str, host: str, user: str, client_id: str, status: int
-) -> list[str]:
-    found = [ALL, event_index(name)]
-    found += [key(value) for key, value in ((ip_index, ip), (host_index, host),
-              (user_index, user), (client_index, client_id)) if value]  # fmt: skip
-    if status >= 400:
-        found.append(ERRORS)
-    return found
-
-
-def plan(
-    entries: Iterable[RequestEntry],
-    *,
-    first_sequence: int,
-    slow_seconds: float,
-    retention_seconds: int,
-    now: float,
-) -> WritePlan:
+def plan(entries: Iterable[RequestEntry], *, first_sequence: int, slow_seconds: float) -> WritePlan:
     """The writes for `entries`; sequence numbers count up from `first_sequence`."""
-    writes = WritePlan(oldest=now - retention_seconds)
-    hours: dict[int, str] = {}
+    writes = WritePlan(first_sequence=first_sequence)
+    rows = writes.entries
+    grouped: dict[tuple[str, str, str, str, str, int, bool, int], list[int]] = {}
     for position, entry in enumerate(entries, 1):
-        values = values_of(entry)
-        key = entry_key(values[0], first_sequence + position - 1, entry.client_ip)
-        writes.entries.append((key, values))
-        for index in index_keys(values, slow=entry.duration >= slow_seconds):
-            writes.indexed[index].append(position)
-        if entry.kind not in REQUEST_KINDS:
+        rows.append(values_of(entry))
+        shared = (entry.client_ip, entry.host, entry.user, entry.client_id, entry.kind,
+                  entry.status, entry.duration >= slow_seconds,
+                  int(entry.started // 3600))  # fmt: skip
+        group = grouped.get(shared)
+        if group is None:
+            grouped[shared] = [position]
+        else:
+            group.append(position)
+    for (ip, host, user, client_id, kind, status, slow, slot), positions in grouped.items():
+        indexes = index_keys(
+            ip=ip, host=host, user=user, client_id=client_id, kind=kind, status=status, slow=slow
+        )
+        writes.groups.append((indexes, positions))
+        if kind not in REQUEST_KINDS:
             continue  # events are not requests: no request statistics
-        slot = int(entry.started // 3600)
-        hour = hours.get(slot) or hours.setdefault(slot, hour_of(entry.started))
-        writes.counters[requests_count(hour)] += 1
-        if entry.status >= 400:
-            writes.counters[errors_count(hour)] += 1
-        writes.visitors[unique_ips(entry.host, hour)].append(position)
-        writes.durations[durations(entry.host)].append(position)
+        hour = hour_of(slot * 3600)
+        writes.counters[requests_count(hour)] += len(positions)
+        if status >= 400:
+            writes.counters[errors_count(hour)] += len(positions)
+        writes.visitors[unique_ips(host, hour)].append(positions[0])  # one IP per group
+        writes.durations[durations(host)] += positions
     return writes
+
+
+def encoded(writes: WritePlan) -> str:
+    """The batch as the write script reads it (`oauthproxy.storage.request_logs`)."""
+    return json.dumps(
+        {
+            "names": FIELDS,
+            "defaults": DEFAULTS,
+            "first": writes.first_sequence,
+            "entries": writes.entries,
+            "groups": writes.groups,
+            "counters": writes.counters,
+            "visitors": writes.visitors,
+            "durations": writes.durations,
+        },
+        separators=(",", ":"),
+    )

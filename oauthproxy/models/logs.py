@@ -59,7 +59,7 @@ class StatsQuery(Request):
 
 
 class FollowQuery(Request):
-    """`GET /api/v1/logs/follow`: the live stream, polled."""
+    """`GET /api/v1/logs/follow`: the live stream, long-polled."""
 
     after: str | None = Field(
         default=None,
@@ -68,5 +68,9 @@ class FollowQuery(Request):
     )
     limit: int = Field(default=100, ge=1, le=1000)
     wait: float = Field(
-        default=0, ge=0, le=25, description="Seconds to wait for a new entry when there is none"
+        default=25,
+        ge=0,
+        le=30,
+        description="With `after`: seconds to wait for a new entry when there is none yet "
+        "(the answer comes as soon as one arrives; 0 answers at once)",
     )

@@ -24,6 +24,8 @@ class PortConfig(Record):
     bind: str = "127.0.0.1"
     protocol: str = Field(default="tcp", pattern=r"^(tcp|udp)$")
     source_token: str | None = None
+    """Never shown: a port's source token is kept only as its hash (`PortAllocation`)."""
+    require_token: bool = False
 
 
 class DockerService(Record):

@@ -1,12 +1,15 @@
-"""PKCE (RFC 7636) with S256 only: `plain` is refused, the verifier is compared in constant time."""
+"""PKCE (RFC 7636) with S256 only: `plain` is refused, the verifier is compared in constant time.
+
+The S256 transform is Authlib's (`authlib.oauth2.rfc7636`); the comparison is ours, because
+Authlib's `compare_s256_code_challenge` uses `==`.
+"""
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import re
 
-from oauthproxy.oauth.jws import b64url_encode
+from authlib.oauth2.rfc7636 import create_s256_code_challenge
 
 METHOD = "S256"
 _VERIFIER = re.compile(r"^[A-Za-z0-9\-._~]{43,128}$")
@@ -14,7 +17,7 @@ _CHALLENGE = re.compile(r"^[A-Za-z0-9\-_]{43}$")
 
 
 def s256(verifier: str) -> str:
-    return b64url_encode(hashlib.sha256(verifier.encode("ascii")).digest())
+    return str(create_s256_code_challenge(verifier))
 
 
 def valid_challenge(challenge: str) -> bool:

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import hashlib
-import json
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -19,9 +17,10 @@ import trio
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey, RSAPublicKey
+from joserfc.jwk import KeyParameters, RSAKey
 
 from oauthproxy.errors import GatewayError
-from oauthproxy.oauth.jws import ALGORITHM, b64url_encode
+from oauthproxy.oauth.jws import ALGORITHM, jwk
 
 if TYPE_CHECKING:
     from oauthproxy.settings import Settings
@@ -34,31 +33,14 @@ class SigningKeyError(GatewayError):
     """OAUTH_JWT_PRIVATE_KEY_B64 (or the stored key) is not a usable RSA private key."""
 
 
-def _integer(value: int) -> str:
-    return b64url_encode(value.to_bytes((value.bit_length() + 7) // 8, "big"))
-
-
 def key_id(public_key: RSAPublicKey) -> str:
     """The RFC 7638 JWK thumbprint (SHA-256, base64url)."""
-    numbers = public_key.public_numbers()
-    canonical = json.dumps(
-        {"e": _integer(numbers.e), "kty": "RSA", "n": _integer(numbers.n)},
-        separators=(",", ":"),
-        sort_keys=True,
-    )
-    return b64url_encode(hashlib.sha256(canonical.encode()).digest())
+    return jwk(public_key).thumbprint()
 
 
 def public_jwk(kid: str, public_key: RSAPublicKey) -> dict[str, Any]:
-    numbers = public_key.public_numbers()
-    return {
-        "kty": "RSA",
-        "use": "sig",
-        "alg": ALGORITHM,
-        "kid": kid,
-        "n": _integer(numbers.n),
-        "e": _integer(numbers.e),
-    }
+    parameters: KeyParameters = {"use": "sig", "alg": ALGORITHM, "kid": kid}
+    return dict(RSAKey.import_key(public_key, parameters).as_dict(private=False))
 
 
 @dataclass(frozen=True)

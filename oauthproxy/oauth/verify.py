@@ -1,33 +1,49 @@
 """Access-token verification: pure, fast, RS256 only. The data plane calls it on every request.
 
-`TokenVerifier.verify` checks the header (`alg` exactly RS256, a known `kid`), the signature with
-a cached key object, `iss`, `exp`/`nbf`/`iat` (with a small leeway) and the shape of every claim.
-A token whose signature and claims checked out is remembered (bounded LRU), so the same token on
-the next request costs a dictionary lookup and a clock comparison. Audience, scopes, allowlists
-and revocation are the caller's decisions: they depend on the resource being protected.
+`TokenVerifier.verify` decodes the JWS with joserfc (Authlib's JOSE library) through
+`jws.REGISTRY`, which allows RS256 and nothing else, choosing the key by `kid`; the header's `typ`
+must be an access token's, and `crit` is refused. joserfc's claims registry then checks `iss`
+(exactly this issuer), `exp`, `nbf` and `iat` (with a small leeway) and that `sub` and `jti` are
+there; the shapes of our own claims are checked here. A token that checked out is remembered
+(bounded LRU; dropped when found expired), so the same token on the next request costs a
+dictionary lookup and a clock comparison. Audience, scopes, allowlists and revocation are the
+caller's decisions: they depend on the resource being protected.
 """
 
 from __future__ import annotations
 
-import json
+import math
 from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
+from joserfc import jwt
+from joserfc.errors import (
+    BadSignatureError,
+    ClaimError,
+    ExpiredTokenError,
+    JoseError,
+    MissingCritHeaderError,
+    UnsupportedAlgorithmError,
+    UnsupportedHeaderError,
+)
+from joserfc.jwk import GuestProtocol, RSAKey
+from joserfc.jwt import ClaimsOption, JWTClaimsRegistry
 
-from oauthproxy.oauth.jws import ALGORITHM, b64url_decode, signature_valid
+from oauthproxy.oauth.jws import REGISTRY, jwk
 from oauthproxy.oauth.signing import load_keys
 
 if TYPE_CHECKING:
     from oauthproxy.settings import Settings
     from oauthproxy.storage import Storage
 
-LEEWAY_SECONDS = 30.0
+LEEWAY_SECONDS = 30
 CACHE_SIZE = 4096
 MAX_TOKEN_LENGTH = 16 * 1024
 ACCEPTED_TYPES = frozenset({None, "JWT", "at+jwt", "application/at+jwt"})
+REQUIRED: ClaimsOption = {"essential": True}
 
 
 @dataclass(frozen=True)
@@ -62,7 +78,7 @@ class TokenVerifier:
 
     def __init__(self, issuer: str, keys: Mapping[str, RSAPublicKey]) -> None:
         self.issuer = issuer
-        self._keys = dict(keys)
+        self._keys = {kid: jwk(key) for kid, key in keys.items()}
         self._verified: OrderedDict[str, _Verified] = OrderedDict()
 
     @property
@@ -72,14 +88,15 @@ class TokenVerifier:
     def verify(self, token: str, *, now: float) -> Claims:
         verified = self._verified.get(token)
         if verified is None:
-            verified = self._check(token)
+            verified = self._check(token, now)
             self._remember(token, verified)
-        else:
-            self._verified.move_to_end(token)
-        if now > verified.claims.expires_at + LEEWAY_SECONDS:
+            return verified.claims
+        if now - LEEWAY_SECONDS >= verified.claims.expires_at:
+            del self._verified[token]
             raise InvalidToken("expired")
         if now + LEEWAY_SECONDS < verified.not_before:
             raise InvalidToken("not yet valid")
+        self._verified.move_to_end(token)
         return verified.claims
 
     def _remember(self, token: str, verified: _Verified) -> None:
@@ -87,27 +104,38 @@ class TokenVerifier:
         if len(self._verified) > CACHE_SIZE:
             self._verified.popitem(last=False)
 
-    def _check(self, token: str) -> _Verified:
+    def _check(self, token: str, now: float) -> _Verified:
         if len(token) > MAX_TOKEN_LENGTH or token.count(".") != 2:
             raise InvalidToken("malformed")
-        header_part, payload_part, signature_part = token.split(".")
-        header = _json_object(header_part)
-        key = self._key_for(header)
         try:
-            signature = b64url_decode(signature_part)
-        except ValueError:
+            payload = jwt.decode(token, self._key_for, registry=REGISTRY).claims
+        except UnsupportedAlgorithmError:
+            raise InvalidToken("unsupported algorithm") from None
+        except (UnsupportedHeaderError, MissingCritHeaderError):
+            raise InvalidToken("unsupported token type") from None
+        except BadSignatureError:
+            raise InvalidToken("bad signature") from None
+        except (JoseError, ValueError, TypeError):
             raise InvalidToken("malformed") from None
-        signing_input = f"{header_part}.{payload_part}".encode("ascii", "replace")
-        if not signature_valid(key, signing_input, signature):
-            raise InvalidToken("bad signature")
-        payload = _json_object(payload_part)
-        if payload.get("iss") != self.issuer:
-            raise InvalidToken("wrong issuer")
+        registry = JWTClaimsRegistry(
+            now=int(now),
+            leeway=LEEWAY_SECONDS,
+            iss={"essential": True, "value": self.issuer},
+            sub=REQUIRED,
+            jti=REQUIRED,
+            exp=REQUIRED,
+            iat=REQUIRED,
+        )
+        try:
+            registry.validate(payload)
+        except ExpiredTokenError:
+            raise InvalidToken("expired") from None
+        except ClaimError as error:
+            raise InvalidToken(_claim_problem(error.claim, payload)) from None
         return _claims(payload)
 
-    def _key_for(self, header: dict[str, Any]) -> RSAPublicKey:
-        if header.get("alg") != ALGORITHM:
-            raise InvalidToken("unsupported algorithm")
+    def _key_for(self, token: GuestProtocol) -> RSAKey:
+        header = token.headers()
         if header.get("typ") not in ACCEPTED_TYPES or "crit" in header:
             raise InvalidToken("unsupported token type")
         kid = header.get("kid")
@@ -119,14 +147,20 @@ class TokenVerifier:
         return key
 
 
-def _json_object(segment: str) -> dict[str, Any]:
-    try:
-        value = json.loads(b64url_decode(segment))
-    except (ValueError, UnicodeDecodeError):
-        raise InvalidToken("malformed") from None
-    if not isinstance(value, dict):
-        raise InvalidToken("malformed")
-    return value
+def _claim_problem(claim: str, payload: dict[str, Any]) -> str:
+    """The reason for a registered claim joserfc refused."""
+    if claim == "iss":
+        return "wrong issuer"
+    if claim in ("nbf", "iat") and _numeric_date(payload.get(claim)):
+        return "not yet valid"
+    return f"bad claim: {claim}"
+
+
+def _numeric_date(value: object) -> bool:
+    """A JSON number that is a time: an int (any size), or a finite float; never a bool."""
+    if isinstance(value, bool):
+        return False
+    return isinstance(value, int) or (isinstance(value, float) and math.isfinite(value))
 
 
 def _text(payload: dict[str, Any], name: str) -> str:
@@ -140,13 +174,6 @@ def _optional_text(payload: dict[str, Any], name: str) -> str | None:
     return None if payload.get(name) is None else _text(payload, name)
 
 
-def _number(payload: dict[str, Any], name: str) -> float:
-    value = payload.get(name)
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise InvalidToken(f"bad claim: {name}")
-    return float(value)
-
-
 def _strings(payload: dict[str, Any], name: str) -> tuple[str, ...]:
     value = payload.get(name, [])
     items = [value] if isinstance(value, str) else value
@@ -156,12 +183,13 @@ def _strings(payload: dict[str, Any], name: str) -> tuple[str, ...]:
 
 
 def _claims(payload: dict[str, Any]) -> _Verified:
-    subject = _text(payload, "sub")
+    """Our claims' shapes (joserfc checked the registered ones: `sub`, `jti`, the times)."""
     scope = payload.get("scope", "")
     if not isinstance(scope, str):
         raise InvalidToken("bad claim: scope")
-    issued_at = _number(payload, "iat")
-    not_before = _number(payload, "nbf") if "nbf" in payload else issued_at
+    subject: str = payload["sub"]
+    issued_at = _seconds(payload, "iat")
+    not_before = _seconds(payload, "nbf") if "nbf" in payload else issued_at
     claims = Claims(
         subject=subject,
         username=_optional_text(payload, "username") or subject,
@@ -170,10 +198,18 @@ def _claims(payload: dict[str, Any]) -> _Verified:
         scopes=frozenset(scope.split()),
         audience=_strings(payload, "aud"),
         client_id=_optional_text(payload, "azp") or _text(payload, "client_id"),
-        jti=_text(payload, "jti"),
-        expires_at=_number(payload, "exp"),
+        jti=payload["jti"],
+        expires_at=_seconds(payload, "exp"),
     )
     return _Verified(claims, max(issued_at, not_before))
+
+
+def _seconds(payload: dict[str, Any], name: str) -> float:
+    """A time claim joserfc accepted as a number, as a float (an int past float's range is not)."""
+    try:
+        return float(payload[name])
+    except OverflowError:
+        raise InvalidToken(f"bad claim: {name}") from None
 
 
 async def load_verifier(storage: Storage, settings: Settings) -> TokenVerifier:

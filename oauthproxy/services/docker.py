@@ -86,6 +86,8 @@ class ContainerState:
     """The engine's word: created, running, exited, paused, restarting, removing, dead."""
     exit_code: int | None
     labels: dict[str, str]
+    published: frozenset[PortMapping] = frozenset()
+    """The host ports the container is created to publish."""
 
 
 @dataclass(frozen=True)
@@ -273,7 +275,22 @@ def _state(container: Any) -> ContainerState:
         status=str(state.status or "unknown"),
         exit_code=state.exit_code,
         labels=dict(container.config.labels or {}),
+        published=_published(container),
     )
+
+
+def _published(container: Any) -> frozenset[PortMapping]:
+    """The container's port bindings (`HostConfig.PortBindings`) as our mappings."""
+    host_config = getattr(container, "host_config", None)
+    bindings = (host_config.port_bindings if host_config else None) or {}
+    found = set()
+    for key, binds in bindings.items():
+        port, _, protocol = str(key).partition("/")
+        for bind in binds or []:
+            host = int(bind.host_port) if bind.host_port else 0
+            address = bind.host_ip or "0.0.0.0"  # noqa: S104 - what the engine's empty means
+            found.add(PortMapping(host, int(port), address, protocol or "tcp"))
+    return frozenset(found)
 
 
 def _first_line(error: DockerException) -> str:
@@ -281,5 +298,9 @@ def _first_line(error: DockerException) -> str:
 
 
 def _last_line(message: str) -> str:
+    """The engine's reason: its own answer (`Error response from daemon: …`) when the CLI
+    quotes one (a failed start ends with the CLI's summary, which names no cause), else the
+    CLI's last line."""
     lines = [line for line in message.strip().splitlines() if line.strip()]
-    return lines[-1] if lines else message
+    from_engine = [line for line in lines if line.startswith("Error response from daemon:")]
+    return (from_engine or lines or [message])[-1]

@@ -111,7 +111,7 @@ def _log_tail(log_file: Path) -> str:
 
 
 async def _wait_ready(url: str, process: Child, log_file: Path) -> None:
-    """Wait until the server accepts connections, then until it answers PING."""
+    """Wait until the server accepts connections, then until it answers PING (not LOADING)."""
     port = int(url.rsplit(":", 1)[1].split("/")[0])
     with trio.move_on_after(STARTUP_TIMEOUT_SECONDS):
         while process.returncode is None:
@@ -120,12 +120,24 @@ async def _wait_ready(url: str, process: Child, log_file: Path) -> None:
             except OSError:
                 await trio.sleep(0.02)
                 continue
-            client: coredis.Redis[str] = coredis.Redis.from_url(url, decode_responses=True)
-            async with client:
-                await client.ping()
-            return
+            if await _loaded(url):
+                return
+            await trio.sleep(0.05)
     tail = await trio.to_thread.run_sync(_log_tail, log_file)
     raise EmbeddedRedisError(f"the embedded Redis did not start; its log ends with: {tail}")
+
+
+async def _loaded(url: str) -> bool:
+    """Whether the server answers PING; False while it still reads its data back (`LOADING`),
+    which takes seconds on a large data set and is no reason to give up on it."""
+    loaded = True
+    client: coredis.Redis[str] = coredis.Redis.from_url(url, decode_responses=True)
+    try:
+        async with client:
+            await client.ping()
+    except* coredis.exceptions.BusyLoadingError:
+        loaded = False
+    return loaded
 
 
 def _prepare(data_dir: Path, password: str) -> tuple[Path, str]:

@@ -23,6 +23,11 @@ def owner_lock(token_hash_value: str) -> str:
     return f"owner:lock:{token_hash_value}"
 
 
+def service_lock(name: str) -> str:
+    """Held while a Docker service's container is changed (ours, not the spec's)."""
+    return f"lock:service:{name}"
+
+
 def proxy(hostname: str) -> str:
     return f"proxy:{hostname}"
 

@@ -6,7 +6,6 @@ import hashlib
 import hmac
 import secrets
 
-import trio
 from coredis import PureToken
 
 from oauthproxy.errors import Conflict
@@ -24,12 +23,6 @@ if redis.call('EXISTS', KEYS[2]) == 1 then return 'secret' end
 redis.call('SET', KEYS[1], ARGV[1])
 redis.call('SET', KEYS[2], ARGV[2])
 return 'ok'
-"""
-
-# Delete the lock only when the releasing holder still holds it.
-_RELEASE = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-return 0
 """
 
 # Replace a token's record and its hash mapping together, dropping the old mapping.
@@ -127,48 +120,3 @@ class TokenRepository(JsonRepository[Token]):
         updated = token.model_copy(update={"cert_email": cert_email})
         stored = await self._redis.set(keys.token(name), dump(updated), condition=PureToken.XX)
         return updated if stored else None
-
-
-OWNER_LOCK_SECONDS = 10.0
-"""How long an owner lock lives if its holder dies: longer than checking and storing ever take."""
-
-OWNER_LOCK_RETRY_SECONDS = 0.02
-
-
-@translate_errors
-class OwnerLocks:
-    """One lock per owner token, held while the token's records are counted or cross-checked and
-    then written: two concurrent creates cannot both take the last slot of a quota, and a route
-    cannot be stored naming a proxy that is being deleted (on any replica)."""
-
-    def __init__(self, redis: Redis) -> None:
-        self._redis = redis
-        self._release_script = redis.register_script(_RELEASE)
-
-    async def try_acquire(self, owner_hash: str) -> str | None:
-        """The holder's token, or None when another write of this owner holds the lock."""
-        holder = secrets.token_urlsafe(16)
-        taken = await self._redis.set(
-            keys.owner_lock(owner_hash),
-            holder,
-            px=int(OWNER_LOCK_SECONDS * 1000),
-            condition=PureToken.NX,
-        )
-        return holder if taken else None
-
-    async def release(self, owner_hash: str, holder: str) -> None:
-        await self._release_script(keys=[keys.owner_lock(owner_hash)], args=[holder])
-
-    async def acquire(self, owner_hash: str) -> str:
-        """Wait until this write holds the owner's lock (bounded by the caller's
-        `fail_after`); the holder's token, for `release`."""
-        holder = await self.try_acquire(owner_hash)
-        while holder is None:
-            await trio.sleep(OWNER_LOCK_RETRY_SECONDS)
-            holder = await self.try_acquire(owner_hash)
-        return holder
-
-    async def release_on_the_way_out(self, owner_hash: str, holder: str) -> None:
-        """Release even when cancelled; a lock left behind expires after OWNER_LOCK_SECONDS."""
-        with trio.CancelScope(shield=True), trio.move_on_after(OWNER_LOCK_SECONDS):
-            await self.release(owner_hash, holder)

@@ -100,7 +100,7 @@ def check_destination(
             raise _refused(
                 destination, f"{address} is in {network}, which owner tokens may not target"
             )
-        if destination.port in policy.gateway_ports and _is_this_host(resolved, address):
+        if destination.port in policy.gateway_ports and on_this_host(resolved):
             raise _refused(
                 destination, f"port {destination.port} on {address} is the gateway itself"
             )
@@ -113,7 +113,9 @@ def _unmapped(address: Address) -> Address:
     return address
 
 
-def _is_this_host(resolved: ResolvedAddress, address: Address) -> bool:
+def on_this_host(resolved: ResolvedAddress) -> bool:
+    """Whether a connection to `resolved` reaches this host's own sockets."""
+    address = _unmapped(resolved.address)
     return resolved.is_local or address.is_loopback or address.is_unspecified
 
 
