@@ -20,6 +20,8 @@ import time
 
 from quart import Blueprint, Response, current_app, jsonify, request
 
+from oauthproxy.api import public_answers
+from oauthproxy.api.contract import answers
 from oauthproxy.api.oauth_server import authorization_server
 from oauthproxy.api.state import app_state
 from oauthproxy.models.proxies import ProxyTarget
@@ -93,6 +95,7 @@ def _refused(policy: AccessPolicy, origin: str, deny: Deny | None) -> Response:
 
 
 @forward_auth.route("/verify", methods=["GET", "POST"])
+@answers(*public_answers.VERIFY)
 async def verify() -> Response:
     """200 with `X-Auth-*` identity headers for a valid token, else 401/403."""
     try:

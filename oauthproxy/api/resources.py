@@ -9,10 +9,10 @@ canonical (RFC 8707: scheme and host lower-case) and looked up the same way.
 from __future__ import annotations
 
 import time
-from typing import Annotated, Any
+from typing import Any
 from urllib.parse import urlsplit
 
-from pydantic import Field, StringConstraints, field_validator
+from pydantic import Field, field_validator
 from quart import Blueprint, current_app
 from quart_schema import document_response, validate_request
 
@@ -20,7 +20,7 @@ from oauthproxy.api.auth import requires_token
 from oauthproxy.api.ownership import Json, as_json, patched, storage
 from oauthproxy.api.state import app_state
 from oauthproxy.errors import Conflict, NotFound
-from oauthproxy.models.common import Hostname, Request
+from oauthproxy.models.common import Hostname, HttpUri, Request, ScopeName
 from oauthproxy.models.proxies import ProxyTarget
 from oauthproxy.models.resources import ProtectedResource
 from oauthproxy.oauth.errors import OAuthError
@@ -31,7 +31,7 @@ METADATA_PATH = "/.well-known/oauth-protected-resource"
 URI_RULE: dict[str, Any] = {"merge_slashes": False}
 """Decoded, an encoded URI has `//` in it: keep it as it is."""
 
-Scope = Annotated[str, StringConstraints(min_length=1, max_length=64)]
+Scope = ScopeName
 
 resources = Blueprint("resources", __name__, url_prefix="/api/v1/resources")
 
@@ -57,7 +57,7 @@ class ResourceChange(Request):
     name: str | None = Field(default=None, max_length=200)
     proxy_target: Hostname | None = None
     scopes: list[Scope] | None = None
-    metadata_url: str | None = Field(default=None, max_length=2048)
+    metadata_url: HttpUri | None = None
 
     _scopes = field_validator("scopes")(checked_scopes)
 
@@ -70,7 +70,7 @@ class ResourceChange(Request):
 class ResourceCreate(ResourceChange):
     """`POST /api/v1/resources/`: without `metadata_url`, the RFC 9728 well-known URL of `uri`."""
 
-    uri: str = Field(max_length=2048, description="An absolute http(s) URI without fragment")
+    uri: HttpUri = Field(description="An absolute http(s) URI without fragment")
 
     _uri = field_validator("uri")(checked_uri)
 

@@ -168,7 +168,7 @@ def _distinct(domains: list[str]) -> list[str]:
 
 Domains = Annotated[
     list[Hostname],
-    Field(min_length=1, max_length=MAX_DOMAINS),
+    Field(min_length=1, max_length=MAX_DOMAINS, json_schema_extra={"uniqueItems": True}),
     AfterValidator(_distinct),
 ]
 

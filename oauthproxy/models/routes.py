@@ -17,7 +17,9 @@ from urllib.parse import urlsplit
 
 from pydantic import (
     BaseModel,
+    ConfigDict,
     Field,
+    JsonValue,
     TypeAdapter,
     ValidationError,
     ValidationInfo,
@@ -25,7 +27,18 @@ from pydantic import (
 )
 
 from oauthproxy.linear_regex import compile_linear
-from oauthproxy.models.common import Hostname, Name, OwnerHash, Record, Request, utcnow
+from oauthproxy.models.common import (
+    HOSTNAME_PATTERN,
+    HTTP_URI_PATTERN,
+    NAME_PATTERN,
+    Hostname,
+    Name,
+    OwnerHash,
+    Query,
+    Record,
+    Request,
+    utcnow,
+)
 
 
 class TargetType(StrEnum):
@@ -85,6 +98,35 @@ def _url(value: str) -> str:
     return value
 
 
+PORT_PATTERN = (
+    r"^(?:[1-9][0-9]{0,3}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5])$"
+)
+TARGET_PATTERNS = {
+    TargetType.PORT: PORT_PATTERN,
+    TargetType.SERVICE: NAME_PATTERN,
+    TargetType.HOSTNAME: HOSTNAME_PATTERN,
+    TargetType.URL: HTTP_URI_PATTERN,
+}
+"""What `target_value` looks like for each `target_type`, for the OpenAPI document (each a
+subset of what the checks below accept)."""
+
+
+def _when(field: str, value: JsonValue, then: dict[str, JsonValue]) -> JsonValue:
+    return {"if": {"properties": {field: {"const": value}}}, "then": {"properties": then}}
+
+
+ROUTE_SCHEMA_RULES: list[JsonValue] = [
+    _when("is_regex", False, {"path_pattern": {"pattern": "^/"}}),
+    _when("scope", RouteScope.PROXY.value, {"proxy_hostnames": {"minItems": 1}}),
+    *(
+        _when("target_type", kind.value, {"target_value": {"pattern": pattern}})
+        for kind, pattern in TARGET_PATTERNS.items()
+    ),
+]
+"""The rules between fields (`is_regex` → `path_pattern`, `target_type` → `target_value`,
+`scope` → `proxy_hostnames`) in JSON Schema, so the document says what the validators check."""
+
+
 TARGET_CHECKS: dict[TargetType, Callable[[str], str]] = {
     TargetType.PORT: _port,
     TargetType.SERVICE: _service,
@@ -95,6 +137,8 @@ TARGET_CHECKS: dict[TargetType, Callable[[str], str]] = {
 
 class RouteRule(BaseModel):
     """What the creator of a route chooses: shared by `Route` and the create request."""
+
+    model_config = ConfigDict(json_schema_extra={"allOf": ROUTE_SCHEMA_RULES})
 
     route_id: Name | None = None
     is_regex: bool = False
@@ -197,7 +241,7 @@ def is_route_id(value: str) -> bool:
     return _is_name(value)
 
 
-class RouteListQuery(Request):
+class RouteListQuery(Query):
     """`GET /api/v1/routes/?scope=…`: only the routes of that scope."""
 
     scope: RouteScope | None = None

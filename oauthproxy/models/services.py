@@ -8,7 +8,7 @@ from typing import Annotated
 
 from pydantic import AnyHttpUrl, Field, StringConstraints
 
-from oauthproxy.models.common import Name, OwnerHash, Record, Request, utcnow
+from oauthproxy.models.common import Name, OwnerHash, Query, Record, Request, utcnow
 
 
 class ServiceType(StrEnum):
@@ -97,7 +97,7 @@ class ExternalServiceUpdate(Request):
     routing_enabled: bool | None = None
 
 
-class ServiceQuery(Request):
+class ServiceQuery(Query):
     type: ServiceType | None = Field(default=None, description="Only services of this type")
 
 
