@@ -39,7 +39,7 @@ async def test_the_admin_meets_the_documented_contract(
     nursery: trio.Nursery, make_settings: Callable[..., Settings], tmp_path: Path
 ) -> None:
     gateway = await _start(nursery, make_settings, tmp_path)
-    await _fuzz(gateway, gateway.admin_token.secret)
+    await _fuzz(gateway, gateway.admin_token.secret, tmp_path)
 
 
 async def test_an_owner_meets_the_documented_contract(
@@ -50,7 +50,7 @@ async def test_an_owner_meets_the_documented_contract(
     async with httpx.AsyncClient(base_url=gateway.api_url, headers=headers) as admin:
         created = await admin.post("/api/v1/tokens/generate", json={"name": "fuzzing-owner"})
     assert created.status_code == 201, created.text
-    await _fuzz(gateway, created.json()["token"])
+    await _fuzz(gateway, created.json()["token"], tmp_path)
 
 
 async def _start(
@@ -66,7 +66,7 @@ async def _start(
     return ready
 
 
-async def _fuzz(gateway: Ready, token: str) -> None:
+async def _fuzz(gateway: Ready, token: str, workdir: Path) -> None:
     command = [
         venv_bin("st"),
         "--config-file", str(project_root() / "tests" / "schemathesis.toml"),
@@ -77,11 +77,17 @@ async def _fuzz(gateway: Ready, token: str) -> None:
         "--generation-deterministic",
         "--workers", "2",
         "--request-timeout", "60",
+        # A resource URI as a path parameter (`/api/v1/resources/{uri}`) holds slashes, and
+        # generators throw most such strings away; that is a generator's health check, not one
+        # of the API's.
+        "--suppress-health-check", "filter_too_much",
         "--no-color",
         *(option for path in SKIPPED_PATHS for option in ("--exclude-path", path)),
     ]  # fmt: skip
+    # In its own directory: schemathesis keeps the failures it saw in `.schemathesis/` and
+    # replays them first next time, which would make one run depend on the last.
     done = await trio.run_process(
-        command, capture_stdout=True, stderr=subprocess.STDOUT, check=False
+        command, cwd=workdir, capture_stdout=True, stderr=subprocess.STDOUT, check=False
     )
     output = done.stdout.decode(errors="replace")
     assert done.returncode == 0, output[output.find("FAILURES") - 40 :][-20_000:]

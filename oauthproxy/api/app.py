@@ -24,7 +24,7 @@ from oauthproxy.api.oauth_status import status as oauth_status
 from oauthproxy.api.ports import ports
 from oauthproxy.api.proxies import proxies
 from oauthproxy.api.redis_state import redis_state
-from oauthproxy.api.resources import resources
+from oauthproxy.api.resources import ResourceUriConverter, resources
 from oauthproxy.api.routes import routes
 from oauthproxy.api.services import services
 from oauthproxy.api.state import AppState, ListenerPorts
@@ -90,6 +90,7 @@ def create_app(
     install_error_handlers(app)
     install_allow_header(app)
     install_body_reading(app)
+    app.url_map.converters["resource_uri"] = ResourceUriConverter
     install_audit(app)
     app.register_blueprint(health)
     app.register_blueprint(tokens)

@@ -20,9 +20,10 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from pydantic import BaseModel
+from pydantic import BaseModel, TypeAdapter
 from quart import Quart, Response, request
 from quart_schema import OpenAPIProvider
+from quart_schema.typing import Model
 from werkzeug.routing.rules import Rule
 
 from oauthproxy.models.errors import ErrorBody
@@ -105,7 +106,8 @@ def error_statuses(
     if access is Access.ADMIN:
         statuses.add(403)
     if access is not None and method in WRITES:
-        statuses |= {403, 409}  # a tenant rule refuses; a record with that name exists
+        # a tenant rule refuses; a record the change names is missing; one with its name exists
+        statuses |= {403, 404, 409}
     if path_params:
         statuses |= {404, 422}
     if body:
@@ -128,6 +130,16 @@ class ContractProvider(OpenAPIProvider):
             schemas.update(found.pop("$defs", {}))
             schemas[model.__name__] = found
         return document
+
+    def build_querystring_parameters(
+        self, model: type[Model]
+    ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+        return _with_required(model, *super().build_querystring_parameters(model))
+
+    def build_headers_parameters(
+        self, model: type[Model]
+    ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+        return _with_required(model, *super().build_headers_parameters(model))
 
     def build_paths(self, rule: Rule) -> tuple[dict[str, Any], dict[str, Any]]:
         paths, components = super().build_paths(rule)
@@ -183,6 +195,17 @@ class ContractProvider(OpenAPIProvider):
             for answer in getattr(handler, ANSWERS_ATTRIBUTE, ()):
                 if answer.model is not None:
                     yield answer.model
+
+
+def _with_required(
+    model: type[Model], parameters: list[dict[str, Any]], components: dict[str, Any]
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """quart-schema leaves out which query or header parameters are required: the model says."""
+    required = set(TypeAdapter(model).json_schema().get("required", []))
+    for parameter in parameters:
+        if parameter["name"].replace("-", "_") in required:
+            parameter["required"] = True
+    return parameters, components
 
 
 def _answer_object(answer: Answer) -> dict[str, Any]:

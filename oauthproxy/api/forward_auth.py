@@ -19,6 +19,7 @@ import re
 import time
 
 from quart import Blueprint, Response, current_app, jsonify, request
+from quart_schema import document_headers
 
 from oauthproxy.api import public_answers
 from oauthproxy.api.contract import answers
@@ -96,6 +97,7 @@ def _refused(policy: AccessPolicy, origin: str, deny: Deny | None) -> Response:
 
 @forward_auth.route("/verify", methods=["GET", "POST"])
 @answers(*public_answers.VERIFY)
+@document_headers(public_answers.ForwardedHeaders)
 async def verify() -> Response:
     """200 with `X-Auth-*` identity headers for a valid token, else 401/403."""
     try:

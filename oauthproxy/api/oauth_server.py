@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from quart import Blueprint, Response, current_app, jsonify, render_template, request
+from quart_schema import DataSource, document_request
 from werkzeug.datastructures import MultiDict
 
 from oauthproxy.api import public_answers
@@ -211,6 +212,7 @@ async def token() -> Response:
 
 @oauth_server.post("/revoke")
 @answers(*public_answers.REVOKE)
+@document_request(public_answers.TokenReference, source=DataSource.FORM)
 async def revoke() -> Response:
     server, params, headers = authorization_server(), await _body(), _headers()
     await _admit_document_client(server, params, headers)
@@ -220,6 +222,7 @@ async def revoke() -> Response:
 
 @oauth_server.post("/introspect")
 @answers(*public_answers.INTROSPECT)
+@document_request(public_answers.TokenReference, source=DataSource.FORM)
 async def introspect() -> Response:
     server, params, headers = authorization_server(), await _body(), _headers()
     admin = await _admin_bearer(headers.get("authorization", ""))
@@ -261,6 +264,7 @@ def _client_address(server: OAuthServer) -> str:
 
 @oauth_server.post("/register")
 @answers(*public_answers.REGISTER)
+@document_request(public_answers.ClientRegistration)
 async def register() -> Response:
     server = authorization_server()
     await registration.admit(server, _client_address(server))

@@ -7,7 +7,12 @@ a token of the admin API (`/metrics` checks the admin token itself).
 
 from __future__ import annotations
 
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, Field, StringConstraints
+
 from oauthproxy.api.contract import Answer
+from oauthproxy.models.common import Omittable, RedirectUri
 from oauthproxy.models.errors import ErrorBody, OAuthErrorBody
 
 HTML = "text/html"
@@ -63,3 +68,50 @@ METRICS = (
     Answer("401", "The admin token is needed", model=ErrorBody),
     Answer("404", "METRICS_ENABLED is off", model=ErrorBody),
 )
+
+
+# --- what the public endpoints take (the handlers read these themselves) ---------------------
+
+
+class ForwardedHeaders(BaseModel):
+    """What `/verify` needs to know: the host (and scheme) the checked request was for."""
+
+    x_forwarded_host: str = Field(pattern=r"^(?:[A-Za-z0-9-]+\.)*[A-Za-z0-9-]+(?::[0-9]{1,5})?$")
+    x_forwarded_proto: Omittable[Literal["http", "https"]] = None
+
+
+class TokenReference(BaseModel):
+    """The token to revoke (RFC 7009) or introspect (RFC 7662)."""
+
+    token: str = Field(min_length=1)
+    token_type_hint: Omittable[Literal["access_token", "refresh_token"]] = None
+
+
+_SCOPE = "(?:mcp:read|mcp:write|mcp:admin)"
+_MAYBE_SCOPES = rf"^(?: *{_SCOPE}(?: +{_SCOPE})*)? *$"
+_Text = Annotated[str, StringConstraints(max_length=2000)]
+_Name = Annotated[str, StringConstraints(max_length=200)]
+
+
+AuthMethod = Literal["client_secret_basic", "client_secret_post", "none"]
+
+
+class ClientRegistration(BaseModel):
+    """Client metadata (RFC 7591 section 2), with the rules `oauth.client_metadata` applies
+    (a member given as null counts as left out)."""
+
+    redirect_uris: list[RedirectUri] = Field(min_length=1, max_length=20)
+    client_name: _Name | None = None
+    client_uri: _Text | None = None
+    logo_uri: _Text | None = None
+    tos_uri: _Text | None = None
+    policy_uri: _Text | None = None
+    contacts: list[_Text] | None = Field(default=None, max_length=10)
+    software_id: _Name | None = None
+    software_version: _Name | None = None
+    grant_types: list[Literal["authorization_code", "refresh_token"]] | None = Field(
+        default=None, json_schema_extra={"contains": {"const": "authorization_code"}}
+    )
+    response_types: list[Literal["code"]] | None = Field(default=None, min_length=1, max_length=1)
+    token_endpoint_auth_method: AuthMethod | None = None
+    scope: Annotated[str, StringConstraints(max_length=2000, pattern=_MAYBE_SCOPES)] | None = None

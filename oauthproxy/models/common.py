@@ -54,8 +54,10 @@ class Query(Request):
 
 _IS_KIND: dict[str, Callable[[Any], bool]] = {
     "boolean": lambda value: isinstance(value, bool),
-    "integer": lambda value: (isinstance(value, int) and not isinstance(value, bool))
-    or (isinstance(value, float) and value.is_integer()),  # JSON Schema: 604.0 is an integer
+    "integer": lambda value: (
+        (isinstance(value, int) and not isinstance(value, bool))
+        or (isinstance(value, float) and value.is_integer())
+    ),  # JSON Schema: 604.0 is an integer
     "number": lambda value: isinstance(value, int | float) and not isinstance(value, bool),
     "null": lambda value: value is None,
 }

@@ -31,6 +31,14 @@ class PortRequest(Request):
     description: Annotated[str, StringConstraints(max_length=500)] = ""
 
 
+NOT_RESERVED: list[JsonValue] = [*sorted(RESERVED_NAMES)]
+
+EVERY_PORT_NAMED: dict[str, JsonValue] = {
+    "if": {"minItems": 2},
+    "then": {"items": {"required": ["name"]}},
+}
+"""Several ports each need their own name (one alone may keep the default `http`)."""
+
 ONE_SOURCE: list[JsonValue] = [
     {"required": [given], "properties": {given: {"type": "string"}, other: {"type": "null"}}}
     for given, other in (("image", "dockerfile_path"), ("dockerfile_path", "image"))
@@ -39,7 +47,7 @@ ONE_SOURCE: list[JsonValue] = [
 
 
 class DockerServiceCreate(Request):
-    service_name: Name
+    service_name: Name = Field(json_schema_extra={"not": {"enum": NOT_RESERVED}})
     image: Annotated[str, StringConstraints(min_length=1, max_length=255)] | None = None
     dockerfile_path: Annotated[str, StringConstraints(min_length=1, max_length=1024)] | None = None
     internal_port: PortNumber | None = Field(
@@ -52,7 +60,11 @@ class DockerServiceCreate(Request):
     networks: list[Name] = Field(default_factory=list, max_length=10)
     labels: dict[str, str] = Field(default_factory=dict, max_length=50)
     expose_ports: bool = False
-    port_configs: list[PortRequest] = Field(default_factory=list, max_length=20)
+    port_configs: list[PortRequest] = Field(
+        default_factory=list,
+        max_length=20,
+        json_schema_extra={"uniqueItems": True, **EVERY_PORT_NAMED},
+    )
     bind_address: BindAddress = "127.0.0.1"
     auto_proxy: bool = Field(default=False, description="Also create {name}.{BASE_DOMAIN}")
     start: bool = Field(default=True, description="Start the container once created")

@@ -13,6 +13,7 @@ import secrets
 from collections.abc import Callable
 from datetime import datetime
 from enum import StrEnum
+from typing import Annotated
 from urllib.parse import urlsplit
 
 from pydantic import (
@@ -20,6 +21,7 @@ from pydantic import (
     ConfigDict,
     Field,
     JsonValue,
+    StringConstraints,
     TypeAdapter,
     ValidationError,
     ValidationInfo,
@@ -33,6 +35,7 @@ from oauthproxy.models.common import (
     NAME_PATTERN,
     Hostname,
     Name,
+    Omittable,
     OwnerHash,
     Query,
     Record,
@@ -56,6 +59,14 @@ class RouteScope(StrEnum):
 HTTP_METHODS = frozenset(
     {"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "CONNECT", "TRACE"}
 )
+
+METHOD_PATTERN = (
+    "^(?:"
+    + "|".join("".join(f"[{c}{c.lower()}]" for c in method) for method in sorted(HTTP_METHODS))
+    + ")$"
+)
+"""One of HTTP_METHODS, in any case."""
+HttpMethod = Annotated[str, StringConstraints(pattern=METHOD_PATTERN)]
 
 _NAME = TypeAdapter(Name)
 _HOSTNAME = TypeAdapter(Hostname)
@@ -111,20 +122,34 @@ TARGET_PATTERNS = {
 subset of what the checks below accept)."""
 
 
-def _when(field: str, value: JsonValue, then: dict[str, JsonValue]) -> JsonValue:
-    return {"if": {"properties": {field: {"const": value}}}, "then": {"properties": then}}
+_PATH_PREFIX: JsonValue = {"properties": {"path_pattern": {"pattern": "^/"}}}
 
 
-ROUTE_SCHEMA_RULES: list[JsonValue] = [
-    _when("is_regex", False, {"path_pattern": {"pattern": "^/"}}),
-    _when("scope", RouteScope.PROXY.value, {"proxy_hostnames": {"minItems": 1}}),
-    *(
-        _when("target_type", kind.value, {"target_value": {"pattern": pattern}})
-        for kind, pattern in TARGET_PATTERNS.items()
-    ),
-]
+def _when(field: str, value: JsonValue, then: dict[str, JsonValue], *, given: bool) -> JsonValue:
+    """`field` being `value` (or absent, for a default) puts rules on the fields in `then`,
+    which must then be given (when `given`)."""
+    rule: dict[str, JsonValue] = {"properties": then}
+    if given:
+        rule["required"] = [*then]
+    return {"if": {"properties": {field: {"const": value}}}, "then": rule}
+
+
+def _route_rules(*, given: bool) -> list[JsonValue]:
+    return [
+        {"if": {"properties": {"is_regex": {"const": False}}}, "then": _PATH_PREFIX},
+        _when("scope", RouteScope.PROXY.value, {"proxy_hostnames": {"minItems": 1}}, given=given),
+        *(
+            _when("target_type", kind.value, {"target_value": {"pattern": pattern}}, given=given)
+            for kind, pattern in TARGET_PATTERNS.items()
+        ),
+    ]
+
+
+ROUTE_SCHEMA_RULES = _route_rules(given=True)
 """The rules between fields (`is_regex` → `path_pattern`, `target_type` → `target_value`,
 `scope` → `proxy_hostnames`) in JSON Schema, so the document says what the validators check."""
+ROUTE_UPDATE_RULES = _route_rules(given=False)
+"""The same for an update, which may leave the other field as it is stored."""
 
 
 TARGET_CHECKS: dict[TargetType, Callable[[str], str]] = {
@@ -146,7 +171,7 @@ class RouteRule(BaseModel):
     target_type: TargetType
     target_value: str = Field(min_length=1, max_length=2048)
     priority: int = Field(default=50, ge=0, le=1000, description="Higher is checked first")
-    methods: list[str] | None = Field(default=None, description="None or [] = any method")
+    methods: list[HttpMethod] | None = Field(default=None, description="None or [] = any method")
     description: str = Field(default="", max_length=500)
     enabled: bool = True
     scope: RouteScope = RouteScope.GLOBAL
@@ -207,18 +232,21 @@ class RouteCreate(RouteRule, Request):
 
 
 class RouteUpdate(Request):
-    """`PUT /api/v1/routes/{id}`: the fields to change; the changed route is checked as a whole."""
+    """`PUT /api/v1/routes/{id}`: the fields to change; the changed route is checked as a whole
+    (so a change that breaks a rule between fields, as `RouteRule` states them, is a 422)."""
 
-    is_regex: bool | None = None
-    path_pattern: str | None = None
-    target_type: TargetType | None = None
-    target_value: str | None = None
-    priority: int | None = None
-    methods: list[str] | None = None
-    description: str | None = None
-    enabled: bool | None = None
-    scope: RouteScope | None = None
-    proxy_hostnames: list[str] | None = None
+    model_config = ConfigDict(json_schema_extra={"allOf": ROUTE_UPDATE_RULES})
+
+    is_regex: Omittable[bool] = None
+    path_pattern: Omittable[Annotated[str, StringConstraints(min_length=1, max_length=1024)]] = None
+    target_type: Omittable[TargetType] = None
+    target_value: Omittable[Annotated[str, StringConstraints(min_length=1, max_length=2048)]] = None
+    priority: Omittable[Annotated[int, Field(ge=0, le=1000)]] = None
+    methods: list[HttpMethod] | None = None
+    description: Omittable[Annotated[str, StringConstraints(max_length=500)]] = None
+    enabled: Omittable[bool] = None
+    scope: Omittable[RouteScope] = None
+    proxy_hostnames: Omittable[list[Hostname]] = None
 
 
 def _compiles_in_re(pattern: str) -> bool:
