@@ -107,7 +107,11 @@ Hostname = Annotated[
 """A DNS hostname, stored lower-case without a trailing dot."""
 
 _URL_HOST = r"[A-Za-z0-9](?:[A-Za-z0-9.-]{0,251}[A-Za-z0-9])?"
-_URL_REST = r"(?::[1-9][0-9]{0,3})?(?:[/?][!-\"$-~]*)?$"
+PORT_NUMBER = (
+    "(?:[1-9][0-9]{0,3}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5])"
+)
+"""1 to 65535, without leading zeros."""
+_URL_REST = rf"(?::{PORT_NUMBER})?(?:[/?][!-\"$-~]*)?$"
 HTTP_URI_PATTERN = rf"^[Hh][Tt][Tt][Pp][Ss]?://{_URL_HOST}{_URL_REST}"
 """An absolute http(s) URI: a host, maybe a port, printable ASCII after it and no fragment."""
 REDIRECT_URI_PATTERN = (
@@ -120,7 +124,16 @@ SCOPES_PATTERN = rf"^ *{_SCOPE}(?: +{_SCOPE})* *$"
 """A space-separated list of the scopes the authorization server knows (one at least)."""
 Scopes = Annotated[str, StringConstraints(max_length=200, pattern=SCOPES_PATTERN)]
 
+HTTP_METHOD_NAMES = ("CONNECT", "DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT", "TRACE")
+METHOD_PATTERN = (
+    "^(?:"
+    + "|".join("".join(f"[{c}{c.lower()}]" for c in method) for method in HTTP_METHOD_NAMES)
+    + ")$"
+)
+"""One of the HTTP methods, in any case."""
+
 PATTERN_MEANINGS = {
+    METHOD_PATTERN: f"unknown HTTP method: expected one of {', '.join(HTTP_METHOD_NAMES)}",
     NAME_PATTERN: "expected a name of letters, digits, '_', '.' or '-' (1-64 characters, "
     "starting with a letter or digit)",
     HOSTNAME_PATTERN: "expected a DNS hostname like api.example.com",

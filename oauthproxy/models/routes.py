@@ -31,8 +31,11 @@ from pydantic import (
 from oauthproxy.linear_regex import compile_linear
 from oauthproxy.models.common import (
     HOSTNAME_PATTERN,
+    HTTP_METHOD_NAMES,
     HTTP_URI_PATTERN,
+    METHOD_PATTERN,
     NAME_PATTERN,
+    PORT_NUMBER,
     Hostname,
     Name,
     Omittable,
@@ -56,16 +59,8 @@ class RouteScope(StrEnum):
     PROXY = "proxy"
 
 
-HTTP_METHODS = frozenset(
-    {"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "CONNECT", "TRACE"}
-)
+HTTP_METHODS = frozenset(HTTP_METHOD_NAMES)
 
-METHOD_PATTERN = (
-    "^(?:"
-    + "|".join("".join(f"[{c}{c.lower()}]" for c in method) for method in sorted(HTTP_METHODS))
-    + ")$"
-)
-"""One of HTTP_METHODS, in any case."""
 HttpMethod = Annotated[str, StringConstraints(pattern=METHOD_PATTERN)]
 
 _NAME = TypeAdapter(Name)
@@ -109,9 +104,7 @@ def _url(value: str) -> str:
     return value
 
 
-PORT_PATTERN = (
-    r"^(?:[1-9][0-9]{0,3}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5])$"
-)
+PORT_PATTERN = f"^{PORT_NUMBER}$"
 TARGET_PATTERNS = {
     TargetType.PORT: PORT_PATTERN,
     TargetType.SERVICE: NAME_PATTERN,
