@@ -118,7 +118,7 @@ async def test_bad_input_is_a_4xx_naming_the_problem(api: httpx.AsyncClient) -> 
         ("multi-domain", {"cert_name": "x", "domains": many, "email": "a@b.co"}, "domains"),
         ("multi-domain", {"cert_name": "x", "domains": [], "email": "a@b.co"}, "domains"),
         ("multi-domain", {"cert_name": "x", "domains": ["a.example.com", "b_c"]}, "domains.1"),
-        ("multi-domain", {"cert_name": "x", "domains": ["a.example.com", "A.example.com"]},
+        ("multi-domain", {"cert_name": "x", "domains": ["a.example.com", "a.example.com"]},
          "domains"),
         ("self-signed", {"cert_name": "x", "domains": ["a..example.com"]}, "domains.0"),
     ):  # fmt: skip

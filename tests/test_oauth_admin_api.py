@@ -246,9 +246,10 @@ async def test_admin_registration_refuses_bad_metadata(api: httpx.AsyncClient) -
     response = await api.post("/api/v1/oauth/clients", json=body)
     assert response.status_code == 422
     assert (response.json()["error"], response.json()["field"]) == (
-        "invalid_redirect_uri",
-        "redirect_uris",
+        "validation_error",
+        "redirect_uris.0",
     )
+    assert "http only on localhost" in response.json()["detail"]
 
 
 async def test_a_test_token_passes_the_proxy_and_is_revocable(

@@ -70,7 +70,7 @@ async def test_create_read_update_delete_with_encoded_uris(api: httpx.AsyncClien
     [
         ({"uri": "mcp.example.com"}, "uri"),
         ({"uri": "https://mcp.example.com#part"}, "uri"),
-        ({"uri": RESOURCE, "scopes": ["everything"]}, "scopes"),
+        ({"uri": RESOURCE, "scopes": ["everything"]}, "scopes.0"),
         ({"uri": RESOURCE, "proxy_target": "not a host"}, "proxy_target"),
         ({"uri": RESOURCE, "colour": "blue"}, "colour"),
     ],

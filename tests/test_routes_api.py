@@ -168,11 +168,11 @@ async def test_conflicts_name_the_field_and_change_nothing(
         ({"is_regex": True, "path_pattern": "^/api/(?!admin)"}, "path_pattern", "RE2"),
         ({"is_regex": True, "path_pattern": r"^/(a)\1"}, "path_pattern", "RE2"),
         ({"path_pattern": "api/"}, "path_pattern", "starts with /"),
-        ({"methods": ["GET", "FETCH"]}, "methods", "unknown HTTP method 'FETCH'"),
+        ({"methods": ["GET", "FETCH"]}, "methods.1", "unknown HTTP method"),
         ({"scope": "proxy"}, "proxy_hostnames", "at least one proxy hostname"),
         ({"scope": "proxy", "proxy_hostnames": ["a b"]}, "proxy_hostnames.0", "DNS hostname"),
         ({"priority": 1001}, "priority", "less than or equal to 1000"),
-        ({"route_id": "has space"}, "route_id", "String should match pattern"),
+        ({"route_id": "has space"}, "route_id", "expected a name of letters"),
         ({"owner_token_hash": "sha256:x"}, "owner_token_hash", "unknown field"),
     ],
 )

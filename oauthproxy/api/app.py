@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import trio
-from quart_schema import HttpSecurityScheme, Info, QuartSchema
+from quart_schema import HttpSecurityScheme, Info, OAuth2SecurityScheme, QuartSchema
 from quart_trio import QuartTrio
 
 from oauthproxy import __version__
 from oauthproxy.api.audit import install_audit
+from oauthproxy.api.bodies import install_body_reading
 from oauthproxy.api.certificates import certificates as certificates_api
 from oauthproxy.api.cleanup import cleanup
+from oauthproxy.api.contract import ContractProvider, install_allow_header
 from oauthproxy.api.docker_services import docker_services
 from oauthproxy.api.errors import install_error_handlers
 from oauthproxy.api.forward_auth import forward_auth
@@ -22,7 +24,7 @@ from oauthproxy.api.oauth_status import status as oauth_status
 from oauthproxy.api.ports import ports
 from oauthproxy.api.proxies import proxies
 from oauthproxy.api.redis_state import redis_state
-from oauthproxy.api.resources import resources
+from oauthproxy.api.resources import ResourceUriConverter, resources
 from oauthproxy.api.routes import routes
 from oauthproxy.api.services import services
 from oauthproxy.api.state import AppState, ListenerPorts
@@ -34,6 +36,17 @@ from oauthproxy.logs.logger import RequestLogger
 from oauthproxy.services.docker import DockerEngine
 from oauthproxy.settings import Settings
 from oauthproxy.storage import Storage
+
+MCP_AUTHORIZATION_CODE = {
+    "authorizationUrl": "/authorize",
+    "tokenUrl": "/token",
+    "refreshUrl": "/token",
+    "scopes": {
+        "mcp:read": "Read from MCP servers",
+        "mcp:write": "Call MCP servers' tools",
+        "mcp:admin": "Administer MCP servers (OAUTH_ADMIN_USERS only)",
+    },
+}
 
 
 def create_app(
@@ -68,10 +81,17 @@ def create_app(
         redoc_ui_path=None,
         scalar_ui_path=None,
         info=Info(title="oauthproxy admin API", version=__version__),
-        security_schemes={"bearer": HttpSecurityScheme(scheme="bearer")},
-        security=[{"bearer": []}],
+        security_schemes={
+            "bearer": HttpSecurityScheme(scheme="bearer"),
+            # the gateway's OAuth 2.1 server, for MCP clients of the proxies it protects
+            "mcp_oauth": OAuth2SecurityScheme(flows={"authorizationCode": MCP_AUTHORIZATION_CODE}),
+        },
+        openapi_provider_class=ContractProvider,
     )
     install_error_handlers(app)
+    install_allow_header(app)
+    install_body_reading(app)
+    app.url_map.converters["resource_uri"] = ResourceUriConverter
     install_audit(app)
     app.register_blueprint(health)
     app.register_blueprint(tokens)

@@ -8,6 +8,7 @@ from typing import ParamSpec, TypeVar
 
 from quart import current_app, g, request
 
+from oauthproxy.api.contract import Access, mark_access
 from oauthproxy.api.errors import ApiError
 from oauthproxy.api.state import app_state
 from oauthproxy.models.tokens import Token
@@ -78,6 +79,7 @@ def requires_token(
             g.token = token
             return await handler(*args, **kwargs)
 
+        mark_access(guarded, Access.ADMIN if admin else Access.OWNER)
         return guarded
 
     return decorate

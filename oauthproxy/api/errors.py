@@ -8,7 +8,6 @@ kept overtaking (`contention`, with `Retry-After`).
 from __future__ import annotations
 
 import logging
-from typing import Any
 
 from pydantic import ValidationError
 from quart import Quart, Response, jsonify, request
@@ -22,6 +21,8 @@ from oauthproxy.errors import (
     StorageUnavailable,
     WriteContention,
 )
+from oauthproxy.models.common import PATTERN_MEANINGS
+from oauthproxy.models.errors import ErrorBody, FieldProblem
 from oauthproxy.services.docker import EngineError, EngineUnavailable
 from oauthproxy.tenancy.caller import Refused
 
@@ -57,12 +58,9 @@ def error_response(
     errors: list[dict[str, str]] | None = None,
     headers: dict[str, str] | None = None,
 ) -> Response:
-    body: dict[str, Any] = {"error": error, "detail": detail}
-    if field is not None:
-        body["field"] = field
-    if errors:
-        body["errors"] = errors
-    response = jsonify(body)
+    problems = [FieldProblem(**problem) for problem in errors or ()] or None
+    body = ErrorBody(error=error, detail=detail, field=field, errors=problems)
+    response = jsonify(body.model_dump(exclude_none=True))
     response.status_code = status
     for name, value in (headers or {}).items():
         response.headers[name] = value
@@ -75,7 +73,9 @@ def field_problems(error: ValidationError) -> list[dict[str, str]]:
     for item in error.errors():
         location = ".".join(str(part) for part in item["loc"]) or "body"
         message = item["msg"].removeprefix("Value error, ")
-        if item["type"] == "extra_forbidden":
+        if item["type"] == "string_pattern_mismatch":
+            message = PATTERN_MEANINGS.get(str(item.get("ctx", {}).get("pattern")), message)
+        elif item["type"] == "extra_forbidden":
             message = "unknown field"
         elif item["type"] == "url_parsing" and "without a base" in message:
             given = item["input"] if isinstance(item["input"], str) else "..."
@@ -127,8 +127,12 @@ def _http_error(exc: HTTPException) -> Response:
             400, "invalid_json", "the request body is not valid JSON", field="body"
         )
     names = {404: "not_found", 405: "method_not_allowed", 415: "unsupported_media_type"}
+    allowed = getattr(exc, "valid_methods", None)
     return error_response(
-        status, names.get(status, "http_error"), exc.description or exc.name or "error"
+        status,
+        names.get(status, "http_error"),
+        exc.description or exc.name or "error",
+        headers={"Allow": ", ".join(allowed)} if allowed else None,
     )
 
 

@@ -19,7 +19,10 @@ import re
 import time
 
 from quart import Blueprint, Response, current_app, jsonify, request
+from quart_schema import document_headers
 
+from oauthproxy.api import public_answers
+from oauthproxy.api.contract import answers
 from oauthproxy.api.oauth_server import authorization_server
 from oauthproxy.api.state import app_state
 from oauthproxy.models.proxies import ProxyTarget
@@ -93,6 +96,8 @@ def _refused(policy: AccessPolicy, origin: str, deny: Deny | None) -> Response:
 
 
 @forward_auth.route("/verify", methods=["GET", "POST"])
+@answers(*public_answers.VERIFY)
+@document_headers(public_answers.ForwardedHeaders)
 async def verify() -> Response:
     """200 with `X-Auth-*` identity headers for a valid token, else 401/403."""
     try:

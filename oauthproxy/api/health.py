@@ -13,6 +13,8 @@ import trio
 from quart import Blueprint, current_app
 
 from oauthproxy import __version__
+from oauthproxy.api import public_answers
+from oauthproxy.api.contract import answers
 from oauthproxy.api.state import app_state
 from oauthproxy.errors import StorageUnavailable
 from oauthproxy.models.certificates import CertificateSummary
@@ -41,6 +43,7 @@ async def _redis_health() -> dict[str, Any]:
 
 
 @health.get("/health")
+@answers(*public_answers.HEALTH)
 async def get_health() -> tuple[dict[str, Any], int]:
     state = app_state(current_app)
     components = {"redis": await _redis_health()}

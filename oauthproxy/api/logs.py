@@ -7,6 +7,7 @@ its own hostnames only. Queries and their cost are in `oauthproxy.logs.queries`.
 from __future__ import annotations
 
 import ipaddress
+import math
 import secrets
 import time
 from dataclasses import replace
@@ -17,11 +18,13 @@ from quart import Blueprint, current_app
 from quart_schema import validate_querystring
 
 from oauthproxy.api.auth import requires_token
+from oauthproxy.api.contract import path_parameters
 from oauthproxy.api.errors import ApiError
 from oauthproxy.api.ownership import Json, caller, storage
 from oauthproxy.api.state import app_state
 from oauthproxy.logs import schema
 from oauthproxy.logs.queries import LogFilter, decorated, matches, parse_query, percentiles, search
+from oauthproxy.models.common import IP_ADDRESS_SCHEMA
 from oauthproxy.models.logs import FollowQuery, LogQuery, RecentQuery, StatsQuery
 from oauthproxy.tenancy.logs import check_clear, readable_hosts
 
@@ -57,8 +60,6 @@ def _recent(args: RecentQuery, hosts: frozenset[str] | None, **filters: object) 
 async def search_logs(query_args: LogQuery) -> Json:
     """Entries matching every filter given (and the search terms of `q`), newest first."""
     args = query_args
-    if args.ip is not None:
-        _check_ip(args.ip)
     base = LogFilter(
         hours=args.hours,
         limit=args.limit,
@@ -80,6 +81,7 @@ async def search_logs(query_args: LogQuery) -> Json:
 
 @logs.get("/ip/<ip>")
 @requires_token()
+@path_parameters(ip=IP_ADDRESS_SCHEMA)
 @validate_querystring(RecentQuery)
 async def by_ip(ip: str, query_args: RecentQuery) -> Json:
     """Entries of one client IP."""
@@ -113,7 +115,8 @@ async def stats(query_args: StatsQuery) -> Json:
     repository = storage().request_logs
     hosts = await _scope()
     now = time.time()
-    hours = [schema.hour_of(now - 3600 * back) for back in range(min(int(query_args.hours), 168))]
+    covered = min(math.ceil(query_args.hours), 168)  # whole hours; a part of one is the current
+    hours = [schema.hour_of(now - 3600 * back) for back in range(covered)]
     answer: Json = {"hours": query_args.hours}
     if hosts is None:
         requests = await repository.counters([schema.requests_count(hour) for hour in hours])
@@ -220,4 +223,4 @@ def _check_ip(ip: str) -> None:
     try:
         ipaddress.ip_address(ip)
     except ValueError:
-        raise ApiError(400, "invalid_ip", f"{ip!r} is not an IP address", field="ip") from None
+        raise ApiError(422, "invalid_ip", f"{ip!r} is not an IP address", field="ip") from None

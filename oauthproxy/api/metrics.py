@@ -8,7 +8,9 @@ from __future__ import annotations
 
 from quart import Blueprint, Response, current_app
 
+from oauthproxy.api import public_answers
 from oauthproxy.api.auth import bearer_secret
+from oauthproxy.api.contract import answers
 from oauthproxy.api.errors import ApiError
 from oauthproxy.api.state import app_state
 
@@ -16,6 +18,7 @@ metrics = Blueprint("metrics", __name__)
 
 
 @metrics.get("/metrics")
+@answers(*public_answers.METRICS, bearer=True)
 async def scrape() -> Response:
     """Prometheus text format: requests by hostname and status class, latency, upstream
     failures, open connections, running instances, certificate expiry times, the request

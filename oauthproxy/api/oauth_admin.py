@@ -32,7 +32,7 @@ from oauthproxy.api.ownership import Json, storage
 from oauthproxy.api.resources import URI_RULE, is_resource_proxy, metadata_url, resource_uri
 from oauthproxy.api.state import app_state
 from oauthproxy.errors import NotFound
-from oauthproxy.models.common import Request
+from oauthproxy.models.common import Query, RedirectUri, Request, Scopes
 from oauthproxy.models.oauth import AccessTokenRecord, ClientOrigin, OAuthClient, OAuthSession
 from oauthproxy.models.proxies import ProxyTarget
 from oauthproxy.oauth import registration
@@ -46,11 +46,11 @@ HIDDEN_CLIENT_FIELDS = {"client_secret_hash", "registration_access_token_hash"}
 oauth_admin = Blueprint("oauth_admin", __name__, url_prefix="/api/v1/oauth")
 
 
-class ClientListQuery(Request):
+class ClientListQuery(Query):
     active_only: bool = Field(default=False, description="Only clients with an active session")
 
 
-class SessionListQuery(Request):
+class SessionListQuery(Query):
     include_revoked: bool = Field(default=False, description="Revoked sessions too")
 
 
@@ -58,8 +58,8 @@ class AdminClientCreate(Request):
     """`POST /api/v1/oauth/clients`: a client the operator trusts (no consent page)."""
 
     name: str = Field(min_length=1, max_length=200)
-    redirect_uris: list[str] = Field(min_length=1, max_length=20)
-    scope: str | None = Field(default=None, description="Default: mcp:read mcp:write")
+    redirect_uris: list[RedirectUri] = Field(min_length=1, max_length=20)
+    scope: Scopes | None = Field(default=None, description="Default: mcp:read mcp:write")
     public: bool = Field(default=False, description="A public client (PKCE only, no secret)")
 
 

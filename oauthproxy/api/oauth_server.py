@@ -13,8 +13,11 @@ from pathlib import Path
 from typing import Any
 
 from quart import Blueprint, Response, current_app, jsonify, render_template, request
+from quart_schema import DataSource, document_request
 from werkzeug.datastructures import MultiDict
 
+from oauthproxy.api import public_answers
+from oauthproxy.api.contract import answers
 from oauthproxy.api.state import app_state
 from oauthproxy.oauth import authorize, consent, grants, login, registration, revocation
 from oauthproxy.oauth.browser import login_cookie_name
@@ -120,6 +123,7 @@ async def cross_origin(response: Response) -> Response:
 
 @oauth_server.get("/.well-known/oauth-authorization-server")
 @oauth_server.get("/.well-known/openid-configuration")
+@answers(*public_answers.METADATA)
 async def metadata() -> Response:
     response = jsonify(server_metadata(app_state(current_app).settings))
     response.headers["Cache-Control"] = "public, max-age=300"
@@ -127,6 +131,7 @@ async def metadata() -> Response:
 
 
 @oauth_server.get("/jwks")
+@answers(*public_answers.JWKS)
 async def jwks() -> Response:
     response = jsonify((await authorization_server().prepared()).keys.jwks())
     response.headers["Cache-Control"] = "public, max-age=300"
@@ -134,6 +139,7 @@ async def jwks() -> Response:
 
 
 @oauth_server.get("/authorize")
+@answers(*public_answers.AUTHORIZE)
 async def authorize_endpoint() -> Response:
     server = authorization_server()
     await registration.admit_anonymous(server, _client_address(server))
@@ -160,6 +166,7 @@ def _set_browser_cookie(
 
 
 @oauth_server.get("/callback")
+@answers(*public_answers.CALLBACK)
 async def callback() -> Response:
     server = authorization_server()
     params = _params(request.args)
@@ -173,12 +180,14 @@ async def callback() -> Response:
 
 
 @oauth_server.get("/consent")
+@answers(*public_answers.CONSENT_PAGE)
 async def consent_page() -> Response:
     view = await consent.view(authorization_server(), request.args.get("request", ""))
     return await _page("oauth_consent.html", view=view)
 
 
 @oauth_server.post("/consent")
+@answers(*public_answers.CONSENT_DECISION)
 async def consent_decision() -> Response:
     form = await request.form
     location = await consent.decide(
@@ -194,6 +203,7 @@ async def consent_decision() -> Response:
 
 
 @oauth_server.post("/token")
+@answers(*public_answers.TOKEN)
 async def token() -> Response:
     server, params, headers = authorization_server(), await _body(), _headers()
     await _admit_document_client(server, params, headers)
@@ -201,6 +211,8 @@ async def token() -> Response:
 
 
 @oauth_server.post("/revoke")
+@answers(*public_answers.REVOKE)
+@document_request(public_answers.TokenReference, source=DataSource.FORM)
 async def revoke() -> Response:
     server, params, headers = authorization_server(), await _body(), _headers()
     await _admit_document_client(server, params, headers)
@@ -209,6 +221,8 @@ async def revoke() -> Response:
 
 
 @oauth_server.post("/introspect")
+@answers(*public_answers.INTROSPECT)
+@document_request(public_answers.TokenReference, source=DataSource.FORM)
 async def introspect() -> Response:
     server, params, headers = authorization_server(), await _body(), _headers()
     admin = await _admin_bearer(headers.get("authorization", ""))
@@ -249,6 +263,8 @@ def _client_address(server: OAuthServer) -> str:
 
 
 @oauth_server.post("/register")
+@answers(*public_answers.REGISTER)
+@document_request(public_answers.ClientRegistration)
 async def register() -> Response:
     server = authorization_server()
     await registration.admit(server, _client_address(server))
@@ -257,6 +273,7 @@ async def register() -> Response:
 
 
 @oauth_server.get("/register/<client_id>")
+@answers(*public_answers.REGISTRATION)
 async def read_registration(client_id: str) -> Response:
     client = await registration.authorized_client(
         authorization_server(), client_id, _headers().get("authorization")
@@ -265,6 +282,7 @@ async def read_registration(client_id: str) -> Response:
 
 
 @oauth_server.put("/register/<client_id>")
+@answers(*public_answers.REGISTRATION)
 async def update_registration(client_id: str) -> Response:
     server = authorization_server()
     client = await registration.authorized_client(
@@ -274,6 +292,7 @@ async def update_registration(client_id: str) -> Response:
 
 
 @oauth_server.delete("/register/<client_id>")
+@answers(*public_answers.REGISTRATION_DELETED)
 async def delete_registration(client_id: str) -> Response:
     server = authorization_server()
     client = await registration.authorized_client(

@@ -14,7 +14,7 @@ from typing import Any
 from pydantic import Field, field_validator
 
 from oauthproxy.api.resources import checked_scopes, checked_uri
-from oauthproxy.models.common import Request
+from oauthproxy.models.common import HttpUri, Request, Scopes
 from oauthproxy.models.oauth import OAuthSession, UserIdentity
 from oauthproxy.oauth.parameters import scope_list
 from oauthproxy.oauth.server import OAuthServer
@@ -27,8 +27,8 @@ MAX_LIFETIME = 24 * 3600
 class TestTokenRequest(Request):
     """`POST /api/v1/oauth/test-tokens`."""
 
-    resource: str = Field(max_length=2048, description="The MCP server's URI: the token's aud")
-    scope: str = "mcp:read mcp:write"
+    resource: HttpUri = Field(description="The MCP server's URI: the token's aud")
+    scope: Scopes = "mcp:read mcp:write"
     username: str | None = Field(
         default=None, min_length=1, max_length=100, description="Default: the admin token's name"
     )

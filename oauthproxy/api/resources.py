@@ -9,18 +9,20 @@ canonical (RFC 8707: scheme and host lower-case) and looked up the same way.
 from __future__ import annotations
 
 import time
-from typing import Annotated, Any
+from typing import Any
 from urllib.parse import urlsplit
 
-from pydantic import Field, StringConstraints, field_validator
+from pydantic import Field, field_validator
 from quart import Blueprint, current_app
 from quart_schema import document_response, validate_request
+from werkzeug.routing import PathConverter
 
 from oauthproxy.api.auth import requires_token
+from oauthproxy.api.contract import path_parameters
 from oauthproxy.api.ownership import Json, as_json, patched, storage
 from oauthproxy.api.state import app_state
 from oauthproxy.errors import Conflict, NotFound
-from oauthproxy.models.common import Hostname, Request
+from oauthproxy.models.common import HTTP_URI_PATTERN, Hostname, HttpUri, Request, ScopeName
 from oauthproxy.models.proxies import ProxyTarget
 from oauthproxy.models.resources import ProtectedResource
 from oauthproxy.oauth.errors import OAuthError
@@ -29,9 +31,21 @@ from oauthproxy.oauth.verify import Claims, InvalidToken, load_verifier
 
 METADATA_PATH = "/.well-known/oauth-protected-resource"
 URI_RULE: dict[str, Any] = {"merge_slashes": False}
+URI_IN_PATH: dict[str, Any] = {"type": "string", "pattern": HTTP_URI_PATTERN, "maxLength": 2048}
+"""The resource's URI, as it was registered (`https://mcp.example.com/mcp`)."""
+
+
+class ResourceUriConverter(PathConverter):
+    """A resource URI in the path, but never `auto-register` nor one ending in `/validate-token`:
+    those paths take POST only, so another method there is a 405, not a change of a resource
+    of that name."""
+
+    regex = r"(?!auto-register$)[^/].*?(?<!/validate-token)"
+
+
 """Decoded, an encoded URI has `//` in it: keep it as it is."""
 
-Scope = Annotated[str, StringConstraints(min_length=1, max_length=64)]
+Scope = ScopeName
 
 resources = Blueprint("resources", __name__, url_prefix="/api/v1/resources")
 
@@ -57,7 +71,7 @@ class ResourceChange(Request):
     name: str | None = Field(default=None, max_length=200)
     proxy_target: Hostname | None = None
     scopes: list[Scope] | None = None
-    metadata_url: str | None = Field(default=None, max_length=2048)
+    metadata_url: HttpUri | None = None
 
     _scopes = field_validator("scopes")(checked_scopes)
 
@@ -70,7 +84,7 @@ class ResourceChange(Request):
 class ResourceCreate(ResourceChange):
     """`POST /api/v1/resources/`: without `metadata_url`, the RFC 9728 well-known URL of `uri`."""
 
-    uri: str = Field(max_length=2048, description="An absolute http(s) URI without fragment")
+    uri: HttpUri = Field(description="An absolute http(s) URI without fragment")
 
     _uri = field_validator("uri")(checked_uri)
 
@@ -164,16 +178,18 @@ async def auto_register() -> Json:
     return {"created": created, "existing": existing}
 
 
-@resources.get("/<path:uri>", **URI_RULE)
+@resources.get("/<resource_uri:uri>", **URI_RULE)
 @requires_token(admin=True)
+@path_parameters(uri=URI_IN_PATH)
 @document_response(ProtectedResource)
 async def get_resource(uri: str) -> Json:
     """One protected resource."""
     return as_json(await _find(uri))
 
 
-@resources.put("/<path:uri>", **URI_RULE)
+@resources.put("/<resource_uri:uri>", **URI_RULE)
 @requires_token(admin=True)
+@path_parameters(uri=URI_IN_PATH)
 @validate_request(ResourceChange)
 @document_response(ProtectedResource)
 async def update_resource(uri: str, data: ResourceChange) -> Json:
@@ -183,8 +199,9 @@ async def update_resource(uri: str, data: ResourceChange) -> Json:
     return as_json(changed)
 
 
-@resources.delete("/<path:uri>", **URI_RULE)
+@resources.delete("/<resource_uri:uri>", **URI_RULE)
 @requires_token(admin=True)
+@path_parameters(uri=URI_IN_PATH)
 @document_response(ProtectedResource)
 async def delete_resource(uri: str) -> Json:
     """Remove a resource from the registry; returns what was removed."""
@@ -226,6 +243,7 @@ async def _claims_for(token: str, uri: str) -> Claims:
 
 @resources.post("/<path:uri>/validate-token", **URI_RULE)
 @requires_token(admin=True)
+@path_parameters(uri=URI_IN_PATH)
 @validate_request(TokenCheck)
 async def validate_token(uri: str, data: TokenCheck) -> Json:
     """Whether a token is good for this resource: RS256 signature with this gateway's keys,

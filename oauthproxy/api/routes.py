@@ -14,6 +14,7 @@ from quart import Blueprint
 from quart_schema import document_response, validate_querystring, validate_request
 
 from oauthproxy.api.auth import requires_token
+from oauthproxy.api.contract import Answer, answers
 from oauthproxy.api.ownership import (
     Json,
     as_json,
@@ -118,6 +119,7 @@ async def list_routes(query_args: RouteListQuery) -> list[Json]:
 
 @routes.get("/formatted")
 @requires_token()
+@answers(Answer("200", "The routes as a plain-text table", "text/plain"))
 async def formatted_routes() -> tuple[str, int, dict[str, str]]:
     """The routes the caller may see as a plain-text table, for people."""
     text = routes_as_text(await _visible_routes())

@@ -7,7 +7,7 @@ from typing import Any
 from quart import Blueprint, current_app
 from quart_schema import document_response, validate_request
 
-from oauthproxy.api.auth import current_token, require_admin, requires_token
+from oauthproxy.api.auth import current_token, requires_token
 from oauthproxy.api.docker_create import remove_containers_of
 from oauthproxy.api.errors import ApiError
 from oauthproxy.api.state import app_state
@@ -38,10 +38,11 @@ def _json(model: TokenView | TokenSecret | TokenDeleted) -> Json:
 
 
 async def _visible_token(name: str) -> Token:
-    """The named token, if the caller is the admin or that token itself."""
+    """The named token, if the caller is the admin or that token itself; any other token reads
+    to an owner exactly as a missing one (404), so names cannot be probed."""
     caller = current_token()
     if not caller.is_admin and caller.name != name:
-        raise ApiError(403, "forbidden", "only the admin token can see other tokens", field="name")
+        raise NotFound("token", name)
     token = await _storage().tokens.get(name)
     if token is None:
         raise NotFound("token", name)
@@ -96,8 +97,8 @@ async def update_email(data: TokenEmailUpdate) -> Json:
     """Set the certificate email of the calling token (or, for the admin, of a named one)."""
     caller = current_token()
     name = data.name or caller.name
-    if name != caller.name:
-        require_admin(caller)
+    if name != caller.name and not caller.is_admin:
+        raise NotFound("token", name)  # another token reads as a missing one
     updated = await _storage().tokens.update_email(name, data.cert_email)
     if updated is None:
         raise NotFound("token", name)

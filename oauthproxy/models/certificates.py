@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from datetime import datetime
 from enum import StrEnum
-from typing import Annotated
+from typing import Annotated, Any
 
-from pydantic import AfterValidator, Field
+from pydantic import AfterValidator, BeforeValidator, Field
 
 from oauthproxy.models.common import Email, Hostname, Name, OwnerHash, Record, Request, utcnow
 
@@ -159,17 +159,26 @@ def without(certificate: Certificate, fields: frozenset[str]) -> dict[str, objec
 # --- request bodies --------------------------------------------------------------------------
 
 
-def _distinct(domains: list[str]) -> list[str]:
-    repeated = sorted({d for d in domains if domains.count(d) > 1})
-    if repeated:
-        raise ValueError(f"each domain may appear once; repeated: {', '.join(repeated)}")
+def _distinct(domains: Any) -> Any:
+    """Each domain once, as given (the document's `uniqueItems`)."""
+    if isinstance(domains, list):
+        given = [d for d in domains if isinstance(d, str)]
+        repeated = sorted({d for d in given if given.count(d) > 1})
+        if repeated:
+            raise ValueError(f"each domain may appear once; repeated: {', '.join(repeated)}")
     return domains
+
+
+def _once(domains: list[str]) -> list[str]:
+    """Names that differ only in case or a trailing dot are one domain: kept once."""
+    return list(dict.fromkeys(domains))
 
 
 Domains = Annotated[
     list[Hostname],
-    Field(min_length=1, max_length=MAX_DOMAINS),
-    AfterValidator(_distinct),
+    Field(min_length=1, max_length=MAX_DOMAINS, json_schema_extra={"uniqueItems": True}),
+    BeforeValidator(_distinct),
+    AfterValidator(_once),
 ]
 
 

@@ -6,7 +6,7 @@ from enum import StrEnum
 
 from pydantic import Field
 
-from oauthproxy.models.common import Record, Request
+from oauthproxy.models.common import Query, Record
 
 
 class OrphanAction(StrEnum):
@@ -30,7 +30,7 @@ class Orphan(Record):
     """The Redis key it lives in."""
 
 
-class CleanupQuery(Request):
+class CleanupQuery(Query):
     dry_run: bool = Field(default=False, description="Only report what would be removed")
 
 

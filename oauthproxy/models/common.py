@@ -2,11 +2,23 @@
 
 from __future__ import annotations
 
-import re
+import functools
+import ipaddress
+from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Annotated
+from typing import Annotated, Any, ClassVar, Literal, TypeVar
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, StringConstraints
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationInfo,
+    field_validator,
+)
+from pydantic.json_schema import WithJsonSchema
 
 
 class Record(BaseModel):
@@ -16,44 +28,172 @@ class Record(BaseModel):
 
 
 class Request(BaseModel):
-    """A request body. Unknown fields are refused so a typo never passes silently."""
+    """A request body. Unknown fields are refused so a typo never passes silently, and a
+    boolean or number field takes only that JSON type (pydantic would turn `0` into `false`
+    and `false` into `0`, which the OpenAPI document says is refused)."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
+    json_typed: ClassVar[bool] = True
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _json_type(cls, value: Any, info: ValidationInfo) -> Any:
+        if not cls.json_typed:
+            return value
+        kinds = _scalar_kinds(cls).get(info.field_name or "")
+        if kinds is not None and not any(_IS_KIND[kind](value) for kind in kinds):
+            raise ValueError(f"expected {' or '.join(sorted(kinds))}, not {_json_kind(value)}")
+        return value
+
+
+class Query(Request):
+    """A query string: every value arrives as text, which pydantic turns into its type."""
+
+    json_typed: ClassVar[bool] = False
+
+
+_IS_KIND: dict[str, Callable[[Any], bool]] = {
+    "boolean": lambda value: isinstance(value, bool),
+    "integer": lambda value: (
+        (isinstance(value, int) and not isinstance(value, bool))
+        or (isinstance(value, float) and value.is_integer())
+    ),  # JSON Schema: 604.0 is an integer
+    "number": lambda value: isinstance(value, int | float) and not isinstance(value, bool),
+    "null": lambda value: value is None,
+}
+
+
+def _json_kind(value: Any) -> str:
+    kinds = {bool: "boolean", int: "integer", float: "number", str: "string", list: "array"}
+    return "null" if value is None else kinds.get(type(value), "object")
+
+
+@functools.cache
+def _scalar_kinds(model: type[BaseModel]) -> dict[str, frozenset[str]]:
+    """The fields whose JSON Schema allows only booleans, numbers (and null): their types."""
+    found = {}
+    for name, schema in model.model_json_schema().get("properties", {}).items():
+        kinds = frozenset(option.get("type") for option in schema.get("anyOf", [schema]))
+        if kinds <= _IS_KIND.keys() and kinds - {"null"}:
+            found[name] = kinds
+    return found
 
 
 def utcnow() -> datetime:
     return datetime.now(UTC).replace(microsecond=0)
 
 
-Name = Annotated[
-    str,
-    StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"),
-]
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+Name = Annotated[str, StringConstraints(pattern=NAME_PATTERN)]
 """A resource name: letters, digits, `_`, `.`, `-`; 1-64 characters; starts alphanumeric."""
 
-_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+EMAIL_PATTERN = r"^[^@\s]+@[^@\s]+\.[^@\s]+$"
+Email = Annotated[str, StringConstraints(max_length=254, pattern=EMAIL_PATTERN)]
+
+_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+HOSTNAME_PATTERN = rf"^{_LABEL}(?:\.{_LABEL})*\.?$"
+"""DNS labels of letters, digits and inner hyphens (1-63 characters), dot-separated."""
 
 
-def _check_email(value: str) -> str:
-    if not _EMAIL.match(value):
-        raise ValueError("expected an email address like admin@example.com")
+def _lower_without_dot(value: str) -> str:
+    return value.lower().rstrip(".")
+
+
+Hostname = Annotated[
+    str,
+    StringConstraints(max_length=254, pattern=HOSTNAME_PATTERN),
+    AfterValidator(_lower_without_dot),
+]
+"""A DNS hostname, stored lower-case without a trailing dot."""
+
+_URL_HOST = r"[A-Za-z0-9](?:[A-Za-z0-9.-]{0,251}[A-Za-z0-9])?"
+PORT_NUMBER = (
+    "(?:[1-9][0-9]{0,3}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5])"
+)
+"""1 to 65535, without leading zeros."""
+_URL_REST = rf"(?::{PORT_NUMBER})?(?:[/?][!-\"$-~]*)?$"
+HTTP_URI_PATTERN = rf"^[Hh][Tt][Tt][Pp][Ss]?://{_URL_HOST}{_URL_REST}"
+"""An absolute http(s) URI: a host, maybe a port, printable ASCII after it and no fragment."""
+REDIRECT_URI_PATTERN = (
+    rf"^(?:https://{_URL_HOST}|http://(?:localhost|127\.0\.0\.1|\[::1\])){_URL_REST}"
+)
+"""A redirect URI: https, or http on a loopback host (RFC 8252); no fragment."""
+
+_SCOPE = "(?:mcp:read|mcp:write|mcp:admin)"
+SCOPES_PATTERN = rf"^ *{_SCOPE}(?: +{_SCOPE})* *$"
+"""A space-separated list of the scopes the authorization server knows (one at least)."""
+Scopes = Annotated[str, StringConstraints(max_length=200, pattern=SCOPES_PATTERN)]
+
+HTTP_METHOD_NAMES = ("CONNECT", "DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT", "TRACE")
+METHOD_PATTERN = (
+    "^(?:"
+    + "|".join("".join(f"[{c}{c.lower()}]" for c in method) for method in HTTP_METHOD_NAMES)
+    + ")$"
+)
+"""One of the HTTP methods, in any case."""
+
+PATTERN_MEANINGS = {
+    METHOD_PATTERN: f"unknown HTTP method: expected one of {', '.join(HTTP_METHOD_NAMES)}",
+    NAME_PATTERN: "expected a name of letters, digits, '_', '.' or '-' (1-64 characters, "
+    "starting with a letter or digit)",
+    HOSTNAME_PATTERN: "expected a DNS hostname like api.example.com",
+    EMAIL_PATTERN: "expected an email address like admin@example.com",
+    SCOPES_PATTERN: "expected scopes from mcp:read, mcp:write, mcp:admin, separated by spaces",
+    HTTP_URI_PATTERN: "expected an absolute http(s) URI like https://mcp.example.com/mcp "
+    "(printable ASCII, no fragment)",
+    REDIRECT_URI_PATTERN: "expected an https URI (http only on localhost, 127.0.0.1 or [::1]) "
+    "without a fragment",
+}
+"""What each pattern means in words: the API says this instead of the bare pattern."""
+
+OwnerHash = Annotated[str, StringConstraints(pattern=r"^sha256:[0-9a-f]{64}$")]
+
+HttpUri = Annotated[str, StringConstraints(max_length=2048, pattern=HTTP_URI_PATTERN)]
+"""An absolute http(s) URI (a resource indicator, a metadata URL)."""
+
+RedirectUri = Annotated[str, StringConstraints(max_length=2000, pattern=REDIRECT_URI_PATTERN)]
+"""A redirect URI a client may register."""
+
+SCOPE_NAMES = ("mcp:read", "mcp:write", "mcp:admin")
+"""The scopes the authorization server knows."""
+ScopeName = Literal["mcp:read", "mcp:write", "mcp:admin"]
+
+
+def _without_null(schema: dict[str, Any]) -> None:
+    """The field's JSON Schema minus its `null` option (and the `null` default)."""
+    options = [option for option in schema.pop("anyOf", []) if option.get("type") != "null"]
+    if len(options) == 1:
+        schema.update(options[0])
+    elif options:
+        schema["anyOf"] = options
+    schema.pop("default", None)
+
+
+def _not_null(value: Any) -> Any:
+    if value is None:
+        raise ValueError("leave the field out to keep its value; it cannot be null")
     return value
 
 
-Email = Annotated[str, StringConstraints(max_length=254), AfterValidator(_check_email)]
+_T = TypeVar("_T")
 
-_HOSTNAME_LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
-
-
-def _check_hostname(value: str) -> str:
-    lowered = value.lower().rstrip(".")
-    labels = lowered.split(".")
-    if len(lowered) > 253 or not all(_HOSTNAME_LABEL.match(label) for label in labels):
-        raise ValueError("expected a DNS hostname like api.example.com")
-    return lowered
+Omittable = Annotated[_T | None, Field(json_schema_extra=_without_null), BeforeValidator(_not_null)]
+"""A field of a partial update: absent keeps the value, present sets it, and null is refused
+(the record has no null for it)."""
 
 
-Hostname = Annotated[str, AfterValidator(_check_hostname)]
-"""A DNS hostname, stored lower-case without a trailing dot."""
+IP_ADDRESS_SCHEMA: dict[str, Any] = {
+    "anyOf": [{"type": "string", "format": "ipv4"}, {"type": "string", "format": "ipv6"}]
+}
 
-OwnerHash = Annotated[str, StringConstraints(pattern=r"^sha256:[0-9a-f]{64}$")]
+
+def _check_ip(value: str) -> str:
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        raise ValueError(f"{value!r} is not an IP address") from None
+    return value
+
+
+IpAddress = Annotated[str, AfterValidator(_check_ip), WithJsonSchema(IP_ADDRESS_SCHEMA)]
+"""An IPv4 or IPv6 address, as text."""

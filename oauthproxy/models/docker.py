@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import Field, StringConstraints, model_validator
+from pydantic import ConfigDict, Field, JsonValue, StringConstraints, model_validator
 
-from oauthproxy.models.common import Hostname, Name, Request
+from oauthproxy.models.common import Hostname, Name, Query, Request
 
 BindAddress = Literal["127.0.0.1", "0.0.0.0"]  # noqa: S104 - a choice the owner makes, checked
 MemoryLimit = Annotated[str, StringConstraints(pattern=r"^[1-9][0-9]{0,9}[bkmgBKMG]?$")]
@@ -31,8 +31,23 @@ class PortRequest(Request):
     description: Annotated[str, StringConstraints(max_length=500)] = ""
 
 
+NOT_RESERVED: list[JsonValue] = [*sorted(RESERVED_NAMES)]
+
+EVERY_PORT_NAMED: dict[str, JsonValue] = {
+    "if": {"minItems": 2},
+    "then": {"items": {"required": ["name"]}},
+}
+"""Several ports each need their own name (one alone may keep the default `http`)."""
+
+ONE_SOURCE: list[JsonValue] = [
+    {"required": [given], "properties": {given: {"type": "string"}, other: {"type": "null"}}}
+    for given, other in (("image", "dockerfile_path"), ("dockerfile_path", "image"))
+]
+"""Exactly one of `image` and `dockerfile_path`, in JSON Schema (what `_one_source` checks)."""
+
+
 class DockerServiceCreate(Request):
-    service_name: Name
+    service_name: Name = Field(json_schema_extra={"not": {"enum": NOT_RESERVED}})
     image: Annotated[str, StringConstraints(min_length=1, max_length=255)] | None = None
     dockerfile_path: Annotated[str, StringConstraints(min_length=1, max_length=1024)] | None = None
     internal_port: PortNumber | None = Field(
@@ -45,10 +60,16 @@ class DockerServiceCreate(Request):
     networks: list[Name] = Field(default_factory=list, max_length=10)
     labels: dict[str, str] = Field(default_factory=dict, max_length=50)
     expose_ports: bool = False
-    port_configs: list[PortRequest] = Field(default_factory=list, max_length=20)
+    port_configs: list[PortRequest] = Field(
+        default_factory=list,
+        max_length=20,
+        json_schema_extra={"uniqueItems": True, **EVERY_PORT_NAMED},
+    )
     bind_address: BindAddress = "127.0.0.1"
     auto_proxy: bool = Field(default=False, description="Also create {name}.{BASE_DOMAIN}")
     start: bool = Field(default=True, description="Start the container once created")
+
+    model_config = ConfigDict(json_schema_extra={"oneOf": ONE_SOURCE})
 
     @model_validator(mode="after")
     def _one_source(self) -> DockerServiceCreate:
@@ -79,12 +100,12 @@ class DockerServiceUpdate(Request):
         )
 
 
-class DockerServiceDelete(Request):
+class DockerServiceDelete(Query):
     force: bool = Field(default=True, description="Stop a running container first")
     delete_proxy: bool = Field(default=False, description="Also delete proxies targeting it")
 
 
-class ServiceLogsQuery(Request):
+class ServiceLogsQuery(Query):
     lines: int = Field(default=100, ge=1, le=10000)
     timestamps: bool = False
     follow: bool = Field(
@@ -109,5 +130,5 @@ class PortCheck(Request):
     bind_address: BindAddress = "127.0.0.1"
 
 
-class PortsQuery(Request):
+class PortsQuery(Query):
     available_only: bool = False

@@ -6,7 +6,7 @@ from enum import StrEnum
 
 from pydantic import Field
 
-from oauthproxy.models.common import Request
+from oauthproxy.models.common import IpAddress, Query
 
 
 class Level(StrEnum):
@@ -21,7 +21,7 @@ Hours = Field(default=24.0, gt=0, le=8760, description="How far back to look, in
 Limit = Field(default=100, ge=1, le=1000, description="At most this many entries, newest first")
 
 
-class LogQuery(Request):
+class LogQuery(Query):
     """`GET /api/v1/logs/search` (and the narrower endpoints, which take a subset)."""
 
     hours: float = Hours
@@ -39,13 +39,13 @@ class LogQuery(Request):
     path: str | None = Field(default=None, max_length=2048, description="A path prefix")
     method: str | None = Field(default=None, max_length=16, pattern=r"^[A-Za-z]+$")
     user: str | None = Field(default=None, max_length=256)
-    ip: str | None = Field(default=None, max_length=64)
+    ip: IpAddress | None = None
     client_id: str | None = Field(default=None, max_length=256)
     errors: bool = False
     slow: bool = False
 
 
-class RecentQuery(Request):
+class RecentQuery(Query):
     """`GET /api/v1/logs/errors` and the per-IP and per-client endpoints."""
 
     hours: float = Hours
@@ -54,11 +54,11 @@ class RecentQuery(Request):
     level: Level | None = None
 
 
-class StatsQuery(Request):
+class StatsQuery(Query):
     hours: float = Hours
 
 
-class FollowQuery(Request):
+class FollowQuery(Query):
     """`GET /api/v1/logs/follow`: the live stream, long-polled."""
 
     after: str | None = Field(

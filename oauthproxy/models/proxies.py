@@ -7,8 +7,19 @@ from enum import StrEnum
 from typing import Annotated, Any
 
 from pydantic import AliasChoices, AliasGenerator, AnyHttpUrl, ConfigDict, Field, StringConstraints
+from pydantic.json_schema import WithJsonSchema
 
-from oauthproxy.models.common import Email, Hostname, Name, OwnerHash, Record, Request, utcnow
+from oauthproxy.models.common import (
+    Email,
+    Hostname,
+    Name,
+    Omittable,
+    OwnerHash,
+    Query,
+    Record,
+    Request,
+    utcnow,
+)
 
 MCP_PROTOCOL_VERSION = "2025-06-18"
 HACKERONE_HEADER = "X-HackerOne-Research"
@@ -26,21 +37,35 @@ class RouteMode(StrEnum):
     NONE = "none"
 
 
-HeaderName = Annotated[
-    str, StringConstraints(pattern=r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$", max_length=256)
-]
+HEADER_NAME_PATTERN = r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$"
+HEADER_VALUE_PATTERN = r"^[^\x00-\x08\x0a-\x1f\x7f]*$"
+
+HeaderName = Annotated[str, StringConstraints(pattern=HEADER_NAME_PATTERN, max_length=256)]
 """An HTTP field name (RFC 9110 token)."""
 
 HeaderValue = Annotated[
     str,
-    StringConstraints(
-        strip_whitespace=True, pattern=r"^[^\x00-\x08\x0a-\x1f\x7f]*$", max_length=8192
-    ),
+    StringConstraints(strip_whitespace=True, pattern=HEADER_VALUE_PATTERN, max_length=8192),
 ]
 """An HTTP field value: no control characters (so no line breaks: a configured header cannot
 inject another one), no leading or trailing whitespace."""
 
-HeaderMap = dict[HeaderName, HeaderValue]
+HeaderMap = Annotated[
+    dict[HeaderName, HeaderValue],
+    WithJsonSchema(
+        {
+            "type": "object",
+            "propertyNames": {"pattern": HEADER_NAME_PATTERN, "maxLength": 256},
+            "additionalProperties": {
+                "type": "string",
+                "pattern": HEADER_VALUE_PATTERN,
+                "maxLength": 8192,
+            },
+        }
+    ),
+]
+"""Header names to values (pydantic alone would document the names as `patternProperties`,
+which lets any other name through)."""
 
 
 class ProxyTarget(Record):
@@ -122,15 +147,15 @@ class ProxyTargetCreate(Request):
 class ProxyTargetUpdate(Request):
     """A partial update: only the fields present change."""
 
-    target_url: AnyHttpUrl | None = None
+    target_url: Omittable[AnyHttpUrl] = None
     cert_name: Name | None = None
-    enabled: bool | None = None
-    enable_http: bool | None = None
-    enable_https: bool | None = None
-    https_redirect: bool | None = None
-    preserve_host_header: bool | None = None
-    custom_headers: HeaderMap | None = None
-    custom_response_headers: HeaderMap | None = None
+    enabled: Omittable[bool] = None
+    enable_http: Omittable[bool] = None
+    enable_https: Omittable[bool] = None
+    https_redirect: Omittable[bool] = None
+    preserve_host_header: Omittable[bool] = None
+    custom_headers: Omittable[HeaderMap] = None
+    custom_response_headers: Omittable[HeaderMap] = None
 
 
 class ProxyAuthConfig(Request):
@@ -138,15 +163,15 @@ class ProxyAuthConfig(Request):
     value; `auth_required_users: null` means the global default (OAUTH_ALLOWED_GITHUB_USERS)."""
 
     auth_proxy: Hostname | None = None
-    auth_mode: AuthMode | None = None
+    auth_mode: Omittable[AuthMode] = None
     auth_required_users: list[Label] | None = None
     auth_required_emails: list[Label] | None = None
     auth_required_groups: list[Label] | None = None
     auth_allowed_scopes: list[Label] | None = None
     auth_allowed_audiences: list[Label] | None = None
-    auth_pass_headers: bool | None = None
-    auth_cookie_name: HeaderName | None = None
-    auth_header_prefix: HeaderName | None = None
+    auth_pass_headers: Omittable[bool] = None
+    auth_cookie_name: Omittable[HeaderName] = None
+    auth_header_prefix: Omittable[HeaderName] = None
     auth_excluded_paths: list[UrlPath] | None = None
 
 
@@ -202,12 +227,12 @@ class ProxyResourceConfig(Request):
 class ProxyRouteSettings(Request):
     """Which routes apply to a proxy; absent fields keep their value."""
 
-    route_mode: RouteMode | None = None
-    enabled_routes: list[Name] | None = None
-    disabled_routes: list[Name] | None = None
+    route_mode: Omittable[RouteMode] = None
+    enabled_routes: Omittable[list[Name]] = None
+    disabled_routes: Omittable[list[Name]] = None
 
 
-class ProxyDeleteQuery(Request):
+class ProxyDeleteQuery(Query):
     delete_certificate: bool = Field(
         default=False, description="Also delete the proxy's certificate, if the caller owns it"
     )

@@ -13,11 +13,15 @@ import secrets
 from collections.abc import Callable
 from datetime import datetime
 from enum import StrEnum
+from typing import Annotated
 from urllib.parse import urlsplit
 
 from pydantic import (
     BaseModel,
+    ConfigDict,
     Field,
+    JsonValue,
+    StringConstraints,
     TypeAdapter,
     ValidationError,
     ValidationInfo,
@@ -25,7 +29,22 @@ from pydantic import (
 )
 
 from oauthproxy.linear_regex import compile_linear
-from oauthproxy.models.common import Hostname, Name, OwnerHash, Record, Request, utcnow
+from oauthproxy.models.common import (
+    HOSTNAME_PATTERN,
+    HTTP_METHOD_NAMES,
+    HTTP_URI_PATTERN,
+    METHOD_PATTERN,
+    NAME_PATTERN,
+    PORT_NUMBER,
+    Hostname,
+    Name,
+    Omittable,
+    OwnerHash,
+    Query,
+    Record,
+    Request,
+    utcnow,
+)
 
 
 class TargetType(StrEnum):
@@ -40,9 +59,9 @@ class RouteScope(StrEnum):
     PROXY = "proxy"
 
 
-HTTP_METHODS = frozenset(
-    {"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "CONNECT", "TRACE"}
-)
+HTTP_METHODS = frozenset(HTTP_METHOD_NAMES)
+
+HttpMethod = Annotated[str, StringConstraints(pattern=METHOD_PATTERN)]
 
 _NAME = TypeAdapter(Name)
 _HOSTNAME = TypeAdapter(Hostname)
@@ -85,6 +104,47 @@ def _url(value: str) -> str:
     return value
 
 
+PORT_PATTERN = f"^{PORT_NUMBER}$"
+TARGET_PATTERNS = {
+    TargetType.PORT: PORT_PATTERN,
+    TargetType.SERVICE: NAME_PATTERN,
+    TargetType.HOSTNAME: HOSTNAME_PATTERN,
+    TargetType.URL: HTTP_URI_PATTERN,
+}
+"""What `target_value` looks like for each `target_type`, for the OpenAPI document (each a
+subset of what the checks below accept)."""
+
+
+_PATH_PREFIX: JsonValue = {"properties": {"path_pattern": {"pattern": "^/"}}}
+
+
+def _when(field: str, value: JsonValue, then: dict[str, JsonValue], *, given: bool) -> JsonValue:
+    """`field` being `value` (or absent, for a default) puts rules on the fields in `then`,
+    which must then be given (when `given`)."""
+    rule: dict[str, JsonValue] = {"properties": then}
+    if given:
+        rule["required"] = [*then]
+    return {"if": {"properties": {field: {"const": value}}}, "then": rule}
+
+
+def _route_rules(*, given: bool) -> list[JsonValue]:
+    return [
+        {"if": {"properties": {"is_regex": {"const": False}}}, "then": _PATH_PREFIX},
+        _when("scope", RouteScope.PROXY.value, {"proxy_hostnames": {"minItems": 1}}, given=given),
+        *(
+            _when("target_type", kind.value, {"target_value": {"pattern": pattern}}, given=given)
+            for kind, pattern in TARGET_PATTERNS.items()
+        ),
+    ]
+
+
+ROUTE_SCHEMA_RULES = _route_rules(given=True)
+"""The rules between fields (`is_regex` → `path_pattern`, `target_type` → `target_value`,
+`scope` → `proxy_hostnames`) in JSON Schema, so the document says what the validators check."""
+ROUTE_UPDATE_RULES = _route_rules(given=False)
+"""The same for an update, which may leave the other field as it is stored."""
+
+
 TARGET_CHECKS: dict[TargetType, Callable[[str], str]] = {
     TargetType.PORT: _port,
     TargetType.SERVICE: _service,
@@ -96,13 +156,15 @@ TARGET_CHECKS: dict[TargetType, Callable[[str], str]] = {
 class RouteRule(BaseModel):
     """What the creator of a route chooses: shared by `Route` and the create request."""
 
+    model_config = ConfigDict(json_schema_extra={"allOf": ROUTE_SCHEMA_RULES})
+
     route_id: Name | None = None
     is_regex: bool = False
     path_pattern: str = Field(min_length=1, max_length=1024)
     target_type: TargetType
     target_value: str = Field(min_length=1, max_length=2048)
     priority: int = Field(default=50, ge=0, le=1000, description="Higher is checked first")
-    methods: list[str] | None = Field(default=None, description="None or [] = any method")
+    methods: list[HttpMethod] | None = Field(default=None, description="None or [] = any method")
     description: str = Field(default="", max_length=500)
     enabled: bool = True
     scope: RouteScope = RouteScope.GLOBAL
@@ -163,18 +225,21 @@ class RouteCreate(RouteRule, Request):
 
 
 class RouteUpdate(Request):
-    """`PUT /api/v1/routes/{id}`: the fields to change; the changed route is checked as a whole."""
+    """`PUT /api/v1/routes/{id}`: the fields to change; the changed route is checked as a whole
+    (so a change that breaks a rule between fields, as `RouteRule` states them, is a 422)."""
 
-    is_regex: bool | None = None
-    path_pattern: str | None = None
-    target_type: TargetType | None = None
-    target_value: str | None = None
-    priority: int | None = None
-    methods: list[str] | None = None
-    description: str | None = None
-    enabled: bool | None = None
-    scope: RouteScope | None = None
-    proxy_hostnames: list[str] | None = None
+    model_config = ConfigDict(json_schema_extra={"allOf": ROUTE_UPDATE_RULES})
+
+    is_regex: Omittable[bool] = None
+    path_pattern: Omittable[Annotated[str, StringConstraints(min_length=1, max_length=1024)]] = None
+    target_type: Omittable[TargetType] = None
+    target_value: Omittable[Annotated[str, StringConstraints(min_length=1, max_length=2048)]] = None
+    priority: Omittable[Annotated[int, Field(ge=0, le=1000)]] = None
+    methods: list[HttpMethod] | None = None
+    description: Omittable[Annotated[str, StringConstraints(max_length=500)]] = None
+    enabled: Omittable[bool] = None
+    scope: Omittable[RouteScope] = None
+    proxy_hostnames: Omittable[list[Hostname]] = None
 
 
 def _compiles_in_re(pattern: str) -> bool:
@@ -197,7 +262,7 @@ def is_route_id(value: str) -> bool:
     return _is_name(value)
 
 
-class RouteListQuery(Request):
+class RouteListQuery(Query):
     """`GET /api/v1/routes/?scope=…`: only the routes of that scope."""
 
     scope: RouteScope | None = None

@@ -8,7 +8,7 @@ from typing import Annotated
 
 from pydantic import AnyHttpUrl, Field, StringConstraints
 
-from oauthproxy.models.common import Name, OwnerHash, Record, Request, utcnow
+from oauthproxy.models.common import Name, Omittable, OwnerHash, Query, Record, Request, utcnow
 
 
 class ServiceType(StrEnum):
@@ -94,12 +94,12 @@ class ExternalServiceCreate(Request):
 class ExternalServiceUpdate(Request):
     """A partial update: only the fields present change."""
 
-    target_url: AnyHttpUrl | None = None
-    description: Description | None = None
-    routing_enabled: bool | None = None
+    target_url: Omittable[AnyHttpUrl] = None
+    description: Omittable[Description] = None
+    routing_enabled: Omittable[bool] = None
 
 
-class ServiceQuery(Request):
+class ServiceQuery(Query):
     type: ServiceType | None = Field(default=None, description="Only services of this type")
 
 

@@ -211,7 +211,7 @@ class RequestLogRepository:
 
     async def unique(self, keys: list[str]) -> int:
         """Distinct members across these HyperLogLogs (missing keys count as empty)."""
-        return int(await self._redis.pfcount(keys))
+        return int(await self._redis.pfcount(keys)) if keys else 0
 
     async def durations(self, hostname: str) -> list[float]:
         values = await self._redis.lrange(schema.durations(hostname), 0, -1)
