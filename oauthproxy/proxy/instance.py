@@ -32,19 +32,12 @@ import trio
 from oauthproxy.logs.logger import RequestLogger
 from oauthproxy.logs.records import RequestEntry
 from oauthproxy.proxy.challenges import ChallengeLookup, challenge_reply, is_challenge
+from oauthproxy.proxy.codec import Event, Head
 from oauthproxy.proxy.config import InstanceConfig, PublicPorts
 from oauthproxy.proxy.forward import forward
 from oauthproxy.proxy.handover import Lookup, answer, pass_connection, refusal, refuse
 from oauthproxy.proxy.headers import Client, Identity
-from oauthproxy.proxy.http import (
-    BadRequest,
-    Event,
-    Head,
-    PeerClosed,
-    Reader,
-    close_gently,
-    send_reply,
-)
+from oauthproxy.proxy.http import BadRequest, Channel, PeerClosed, close_gently
 from oauthproxy.proxy.loopback import Admits
 from oauthproxy.proxy.protect import without_cookie
 from oauthproxy.proxy.protected import admit
@@ -137,7 +130,7 @@ class Instance:
                 await self._pool.clear()
 
     def adopt(
-        self, reader: Reader, first: Head, view: RequestView, client: Client, lookup: Lookup
+        self, reader: Channel, first: Head, view: RequestView, client: Client, lookup: Lookup
     ) -> bool:
         """Take over a connection whose next request (`first`, seen as `view`) is for this
         hostname; `lookup` finds the instance for another hostname a later request names."""
@@ -194,13 +187,13 @@ class Instance:
                 if connection.closes_at is not None and connection.closes_at <= now:
                     connection.scope.cancel()
 
-    async def _next_request(self, reader: Reader, connection: _Connection) -> Event:
+    async def _next_request(self, reader: Channel, connection: _Connection) -> Event:
         """The next event on a kept-alive connection: its first byte may take the idle timeout,
         the rest of the head only the (shorter) header timeout, so a head sent slowly cannot
         hold the connection for an idle timeout per byte."""
         connection.closes_at = trio.current_time() + self._idle_timeout
         connection.idle = True
-        while not (reader.events or reader.in_message):
+        while not (reader.events or reader.codec.in_message):
             await reader.receive()
         connection.idle = False
         connection.closes_at = trio.current_time() + self._header_timeout
@@ -211,7 +204,7 @@ class Instance:
     async def _serve_connection(
         self,
         connection: _Connection,
-        reader: Reader,
+        reader: Channel,
         request: Head,
         view: RequestView,
         client: Client,
@@ -221,7 +214,7 @@ class Instance:
         try:
             with connection.scope:
                 while await self._handle(reader, request, view, client, connection.counted):
-                    if self._draining.is_set() and not (reader.events or reader.in_message):
+                    if self._draining.is_set() and not (reader.events or reader.codec.in_message):
                         return  # idle now: closed at once, like those `drain` found idle
                     event = await self._next_request(reader, connection)
                     if not isinstance(event, Head):
@@ -251,7 +244,7 @@ class Instance:
                 self._quiet.set()
 
     async def _handle(
-        self, reader: Reader, request: Head, view: RequestView, client: Client, counted: Counted
+        self, reader: Channel, request: Head, view: RequestView, client: Client, counted: Counted
     ) -> bool:
         self._in_flight += 1
         requests = self._requests
@@ -270,7 +263,7 @@ class Instance:
 
     async def _respond(
         self,
-        reader: Reader,
+        reader: Channel,
         request: Head,
         view: RequestView,
         client: Client,
@@ -287,7 +280,7 @@ class Instance:
         refused_reply = self._refusal(config, view, request, client)
         if refused_reply is not None or config is None:
             reply = noted(entry, refused_reply or unknown_host(view.host, b""))
-            await send_reply(reader.stream, reply, close=True, head=request.method == b"HEAD")
+            await reader.send_reply(reply, close=True, head=request.method == b"HEAD")
             return False
         received = view.headers
         identity: Identity = ()
@@ -308,7 +301,7 @@ class Instance:
                 accept=request.header(b"accept"),
             )
             noted(entry, reply)
-            await send_reply(reader.stream, reply, close=True, head=request.method == b"HEAD")
+            await reader.send_reply(reply, close=True, head=request.method == b"HEAD")
             return False
         if destination.down is not None:
             detail = f"the service {destination.down!r} is down: its container is not running"

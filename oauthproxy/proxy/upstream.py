@@ -15,7 +15,7 @@ from urllib.parse import urlsplit
 
 import trio
 
-from oauthproxy.proxy.http import Reader, UpstreamGone
+from oauthproxy.proxy.http import Channel
 from oauthproxy.proxy.sockets import LeanSocketStream
 
 MAX_IDLE_PER_ORIGIN = 64
@@ -63,28 +63,19 @@ class UpstreamUnavailable(Exception):
 class UpstreamConnection:
     origin: Origin
     stream: trio.abc.Stream
-    reader: Reader = field(init=False)
+    channel: Channel = field(init=False)
     reused: bool = False
-    keep_alive: bool = False
-    """The last response let the connection carry another request."""
-    request_sent: bool = False
-    """The whole of the current request (its body included) went out before its answer came."""
 
     def __post_init__(self) -> None:
-        self.reader = Reader(self.stream, responses=True, gone=UpstreamGone)
+        self.channel = Channel.of_upstream(self.stream)
 
     @property
     def reusable(self) -> bool:
-        """The last exchange ended cleanly and the upstream keeps the connection open. An
-        upstream that answered before it had the whole request may still be reading (or not
-        reading) its body: the next request on it would wait behind those bytes."""
-        reader = self.reader
-        return (
-            self.keep_alive
-            and self.request_sent
-            and not (reader.in_message or reader.spent or reader.upgraded)
-            and not reader.events
-        )
+        """The last exchange ended cleanly, both ways, and the upstream keeps the connection
+        open (`Codec.reusable`). An upstream that answered before it had the whole request may
+        still be reading (or not reading) its body: the next request on it would wait behind
+        those bytes, so our side must have ended its message too."""
+        return self.channel.codec.reusable
 
     @property
     def dropped(self) -> bool:
@@ -149,7 +140,6 @@ class UpstreamPool:
         key = connection.origin.key
         idle = self._idle.get(key, [])
         if connection.reusable and key in self._targets and len(idle) < MAX_IDLE_PER_ORIGIN:
-            connection.keep_alive = connection.request_sent = False
             self._idle.setdefault(key, idle).append(connection)
         else:
             await trio.aclose_forcefully(connection.stream)
