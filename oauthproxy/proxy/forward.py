@@ -6,11 +6,10 @@ A WebSocket (or any) upgrade answered with 101 becomes a byte splice in both dir
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import trio
 
-from oauthproxy.logs.records import RequestEntry
 from oauthproxy.proxy.codec import (
     CONTINUE,
     END,
@@ -21,10 +20,8 @@ from oauthproxy.proxy.codec import (
     request_line,
     status_line,
 )
+from oauthproxy.proxy.exchange import Exchange
 from oauthproxy.proxy.headers import (
-    Client,
-    Headers,
-    Identity,
     RequestRewrite,
     ResponseRewrite,
     client_response_headers,
@@ -36,7 +33,6 @@ from oauthproxy.proxy.splice import switch_protocols
 from oauthproxy.proxy.upstream import (
     Origin,
     UpstreamConnection,
-    UpstreamPool,
     UpstreamUnavailable,
 )
 
@@ -165,67 +161,57 @@ async def _response_head(upstream: Channel) -> Head:
 
 
 async def _exchange(
-    client_reader: Channel,
-    request: Head,
-    route: Destination,
-    pool: UpstreamPool,
-    client: Client,
-    received: Headers,
-    identity: Identity,
+    exchange: Exchange, destination: Destination
 ) -> tuple[UpstreamConnection, Head]:
     """Send the request and wait for the response head, within the request timeout."""
+    request, downstream, pool = exchange.request, exchange.downstream, exchange.pool
     has_body = request.has_body
     head = head_bytes(
-        request_line(request.method, route.origin.target(request.target)),
+        request_line(request.method, destination.origin.target(request.target)),
         upstream_request_headers(
-            received, route.rewrite, client, upgrade=request.upgrade, identity=identity
+            exchange.received,
+            destination.rewrite,
+            exchange.client,
+            upgrade=request.upgrade,
+            identity=exchange.identity,
         ),
     )
     if not has_body:
-        await _end_of_bodiless_request(client_reader)
-    with trio.CancelScope(deadline=trio.current_time() + route.request_timeout):
+        await _end_of_bodiless_request(downstream)
+    origin = destination.origin
+    with trio.CancelScope(deadline=trio.current_time() + destination.request_timeout):
         try:
-            upstream = await pool.acquire(route.origin, unless_dropped=has_body)
+            upstream = await pool.acquire(origin, unless_dropped=has_body)
         except UpstreamUnavailable as error:
             raise _NoResponse(502, "bad_gateway", str(error)) from error
         try:
-            return upstream, await _request_and_answer(client_reader, upstream, request, head)
+            return upstream, await _request_and_answer(downstream, upstream, request, head)
         except UpstreamGone as error:
             await trio.aclose_forcefully(upstream.stream)
             if upstream.reused and not has_body:
-                fresh = await pool.connect_fresh(route.origin)
-                return fresh, await _request_and_answer(client_reader, fresh, request, head)
+                fresh = await pool.connect_fresh(origin)
+                return fresh, await _request_and_answer(downstream, fresh, request, head)
             raise _NoResponse(502, "bad_gateway", f"the upstream failed: {error}") from error
         except BaseException:
             await trio.aclose_forcefully(upstream.stream)
             raise
     raise _NoResponse(
-        504, "gateway_timeout", f"the upstream did not answer within {route.request_timeout:g}s"
+        504,
+        "gateway_timeout",
+        f"the upstream did not answer within {destination.request_timeout:g}s",
     )
 
 
-async def forward(
-    client_reader: Channel,
-    request: Head,
-    route: Destination,
-    pool: UpstreamPool,
-    client: Client,
-    received: Headers,
-    identity: Identity = (),
-    closing: trio.Event | None = None,
-    entry: RequestEntry | None = None,
-) -> bool:
-    """Proxy one request (`received`: its headers, as the front door left them). Returns
-    whether the client connection can carry another request: never once `closing` is set
-    (the gateway drains), and then the response says `Connection: close` if its head has not
-    gone out yet. `entry`, the request's log entry, learns the upstream, the status and the
-    kind of exchange."""
+async def forward(exchange: Exchange, destination: Destination) -> bool:
+    """Proxy one request to `destination`. Returns whether the client connection can carry
+    another request: never once the exchange's `draining` is set, and then the response says
+    `Connection: close` if its head has not gone out yet. The exchange's log entry learns the
+    upstream, the status and the kind of exchange."""
+    entry = exchange.entry
     if entry is not None:
-        entry.upstream, entry.route_id = route.upstream, route.route_id
+        entry.upstream, entry.route_id = destination.upstream, destination.route_id
     try:
-        upstream, response = await _exchange(
-            client_reader, request, route, pool, client, received, identity
-        )
+        upstream, response = await _exchange(exchange, destination)
     except (_NoResponse, UpstreamUnavailable, UpstreamGone) as failure:
         status, error, detail = (
             (failure.status, failure.error, failure.detail)
@@ -235,7 +221,7 @@ async def forward(
         reply = error_reply(status, error, detail)
         if entry is not None:
             entry.status, entry.reason = status, error
-        await client_reader.send_reply(reply, close=True, head=request.method == b"HEAD")
+        await exchange.downstream.send_reply(reply, close=True, head=exchange.head_request)
         return False
     if entry is not None:
         entry.status = response.status
@@ -245,15 +231,13 @@ async def forward(
             entry.kind = "sse"
     try:
         if response.status == 101:
-            await switch_protocols(client_reader, upstream, response, route.response)
+            await switch_protocols(exchange.downstream, upstream, response, destination.response)
             return False
-        if closing is not None and closing.is_set():
-            request = replace(request, keep_alive=False)  # its head says Connection: close
-        keep_alive = await _stream_response(client_reader, upstream, request, response, route)
+        keep_alive = await _stream_response(exchange, upstream, response, destination.response)
     except BaseException:
         await trio.aclose_forcefully(upstream.stream)
         raise
-    await pool.release(upstream)
+    await exchange.pool.release(upstream)
     return keep_alive
 
 
@@ -267,15 +251,12 @@ def _client_framing(request: Head, response: Head) -> Framing:
 
 
 async def _stream_response(
-    client_reader: Channel,
-    upstream: UpstreamConnection,
-    request: Head,
-    response: Head,
-    route: Destination,
+    exchange: Exchange, upstream: UpstreamConnection, response: Head, rewrite: ResponseRewrite
 ) -> bool:
     """Relay the response; returns whether the client connection stays open."""
+    request, downstream, draining = exchange.request, exchange.downstream, exchange.draining
     framing = _client_framing(request, response)
-    headers = client_response_headers(response.headers, route.response, switching=False)
+    headers = client_response_headers(response.headers, rewrite, switching=False)
     if framing is Framing.CLOSE:
         headers = [(name, value) for name, value in headers if name != b"transfer-encoding"]
     elif framing is Framing.CHUNKED and response.close_delimited:
@@ -284,11 +265,12 @@ async def _stream_response(
         request.keep_alive
         and upstream.channel.codec.our_state is State.IDLE  # else the client's body is unread
         and framing is not Framing.CLOSE
-        and client_reader.codec.their_state is not State.SWITCHED
+        and downstream.codec.their_state is not State.SWITCHED
+        and not (draining is not None and draining.is_set())
     )
     if not keep_alive:
         headers.append((b"connection", b"close"))
     head = head_bytes(status_line(response.status, response.reason), headers)
-    head = client_reader.codec.send_response(head, framing)
-    await relay(upstream.channel, client_reader, head, last=not keep_alive)
+    head = downstream.codec.send_response(head, framing)
+    await relay(upstream.channel, downstream, head, last=not keep_alive)
     return keep_alive
