@@ -77,17 +77,6 @@ class UpstreamConnection:
         those bytes, so our side must have ended its message too."""
         return self.channel.codec.reusable
 
-    @property
-    def dropped(self) -> bool:
-        """An idle connection that is readable was closed by the upstream (or it sent junk)."""
-        stream = self.stream
-        socket_stream = getattr(stream, "transport_stream", stream)
-        sock = getattr(socket_stream, "socket", None)
-        if sock is None:
-            return False
-        readable, _, _ = select.select([sock.fileno()], [], [], 0)
-        return bool(readable)
-
 
 class UpstreamPool:
     """Idle keep-alive connections by origin, to the origins the instance targets. Owned by one
@@ -107,7 +96,7 @@ class UpstreamPool:
         idle = self._idle.get(origin.key)
         while idle:
             connection = idle.pop()
-            if unless_dropped and connection.dropped:
+            if unless_dropped and _dropped(connection.stream):
                 await trio.aclose_forcefully(connection.stream)
                 continue
             connection.reused = True
@@ -155,6 +144,18 @@ class UpstreamPool:
     async def clear(self) -> None:
         """Close every idle connection and pool none any more (the instance stops)."""
         await self.retarget(frozenset())
+
+
+def _dropped(stream: trio.abc.Stream) -> bool:
+    """An idle connection whose socket is readable was closed by the upstream (or it sent
+    junk): either way it cannot carry a request. The pool asks before it hands one out;
+    forwarding never looks at sockets."""
+    socket_stream = getattr(stream, "transport_stream", stream)
+    sock = getattr(socket_stream, "socket", None)
+    if sock is None:
+        return False
+    readable, _, _ = select.select([sock.fileno()], [], [], 0)
+    return bool(readable)
 
 
 def tls_context(ca_bundle: str | None) -> ssl.SSLContext:
