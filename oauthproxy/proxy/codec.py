@@ -25,6 +25,7 @@ from collections import deque
 from dataclasses import dataclass
 from enum import Enum
 from http import HTTPStatus
+from typing import NoReturn
 
 import httptools
 
@@ -44,6 +45,8 @@ class State(Enum):
 
     IDLE = "idle"
     """Between messages: nothing of the next one yet."""
+
+    __hash__ = object.__hash__  # members are singletons: Enum's own hash is Python code
     HEAD = "head"
     """A message's head has begun (only ever theirs: ours goes out whole)."""
     BODY = "body"
@@ -64,6 +67,8 @@ class Step(Enum):
 
     BEGIN = "begin"
     HEAD = "head"
+
+    __hash__ = object.__hash__
     END = "end"
     END_LAST = "end-last"
     """A message ends, and no other may follow it."""
@@ -101,10 +106,25 @@ class LocalProtocolError(RuntimeError):
 
 
 def advance(state: State, step: Step) -> State:
-    try:
-        return TRANSITIONS[state, step]
-    except KeyError:
-        raise LocalProtocolError(f"{step.value} while {state.value}") from None
+    """Where `step` takes `state` (`TRANSITIONS`), or `LocalProtocolError`."""
+    return TRANSITIONS.get((state, step)) or _refused(state, step)
+
+
+def _refused(state: State, step: Step) -> NoReturn:
+    raise LocalProtocolError(f"{step.value} while {state.value}")
+
+
+def _moves(step: Step) -> dict[State, State]:
+    """`TRANSITIONS` for one step, by state: the hot path's lookups (one dictionary probe;
+    an enum's class attributes and a tuple key each cost more than the move itself)."""
+    return {state: after for (state, by), after in TRANSITIONS.items() if by is step}
+
+
+_IDLE, _HEAD, _BODY, _DONE = State.IDLE, State.HEAD, State.BODY, State.DONE
+_SWITCHED, _CLOSED, _ERROR = State.SWITCHED, State.CLOSED, State.ERROR
+_ON_BEGIN, _ON_HEAD, _ON_END = _moves(Step.BEGIN), _moves(Step.HEAD), _moves(Step.END)
+_ON_END_LAST, _ON_SWITCH = _moves(Step.END_LAST), _moves(Step.SWITCH)
+_READABLE = frozenset({_IDLE, _HEAD, _BODY})
 
 
 class _End:
@@ -170,13 +190,16 @@ class Framing(Enum):
     """The bytes as they are, ended by closing the connection (an HTTP/1.0 client)."""
 
     def frame(self, data: bytes) -> bytes:
-        if self is Framing.CHUNKED:
+        if self is _CHUNKED:
             return b"%x\r\n%s\r\n" % (len(data), data) if data else b""
         return data
 
     @property
     def ending(self) -> bytes:
-        return b"0\r\n\r\n" if self is Framing.CHUNKED else b""
+        return b"0\r\n\r\n" if self is _CHUNKED else b""
+
+
+_NO_FRAMING, _CLOSE_FRAMING, _CHUNKED = Framing.NONE, Framing.CLOSE, Framing.CHUNKED
 
 
 class Codec:
@@ -188,13 +211,13 @@ class Codec:
             httptools.HttpResponseParser(self) if responses else httptools.HttpRequestParser(self)
         )
         self._responses = responses
-        self.their_state = State.IDLE
-        self.our_state = State.IDLE
+        self.their_state = _IDLE
+        self.our_state = _IDLE
         self.events: deque[Event] = deque()
         """Events parsed and not yet taken (`next_event`, or popped by a relay)."""
         self.trailing = b""
         """Bytes after the message that switched protocols."""
-        self._framing = Framing.NONE
+        self._framing = _NO_FRAMING
         """How the message we are sending is delimited."""
         self._answers_head = False
         """Our request is HEAD: its final response has no body, whatever its head says."""
@@ -231,7 +254,7 @@ class Codec:
     @property
     def in_message(self) -> bool:
         """Their message has begun and not yet ended."""
-        return self.their_state is State.HEAD or self.their_state is State.BODY
+        return self.their_state is _HEAD or self.their_state is _BODY
 
     def receive_data(self, data: bytes | bytearray) -> None:
         """Parse what arrived (b"": their end of file), queueing the events it completes."""
@@ -240,29 +263,31 @@ class Codec:
             return
         if self.their_state not in _READABLE:
             raise LocalProtocolError(f"data received while {self.their_state.value}")
-        continued = self.their_state is State.HEAD
+        continued = self.their_state is _HEAD
         if continued:  # a head that began in earlier data: count up to its end, exactly
             end = (self._head_tail + data).find(_HEAD_END)
             self._head_bytes += len(data) if end == -1 else end + 4 - len(self._head_tail)
             self._check(self._head_bytes, "the message head")
-        in_body = self.their_state is State.BODY
+        in_body = self.their_state is _BODY
         self._began = self._body_seen = False
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserUpgrade as upgrade:
-            self.their_state = advance(self.their_state, Step.SWITCH)
+            self.their_state = _ON_SWITCH.get(self.their_state) or _refused(
+                self.their_state, Step.SWITCH
+            )
             self.trailing = bytes(data[upgrade.args[0] :])
         except httptools.HttpParserError as error:
-            self.their_state = State.ERROR
+            self.their_state = _ERROR
             raise ProtocolError(f"malformed HTTP: {error}") from None
         state = self.their_state
-        if state is State.HEAD:
+        if state is _HEAD:
             if self._began:  # counted from the data's start: at most one read too many
                 self._head_bytes = len(data)
                 self._head_tail = b""
             self._head_tail = bytes((self._head_tail + data)[-3:])
             self._check(self._head_bytes, "the message head")
-        elif in_body and state is State.BODY and not self._body_seen:
+        elif in_body and state is _BODY and not self._body_seen:
             self._framing_bytes += len(data)
             self._check(self._framing_bytes, "chunk framing without data")
         elif self._body_seen:
@@ -271,17 +296,17 @@ class Codec:
 
     def _receive_eof(self) -> None:
         state = self.their_state
-        if state is State.BODY and self._close_delimited:
+        if state is _BODY and self._close_delimited:
             self.events.append(END)
-            self.their_state = State.CLOSED
+            self.their_state = _CLOSED
             return
         if state in _READABLE:
-            self.events.append(Closed(mid_message=state is not State.IDLE))
-            self.their_state = State.CLOSED
+            self.events.append(Closed(mid_message=state is not _IDLE))
+            self.their_state = _CLOSED
 
     def _check(self, count: int, what: str) -> None:
         if count > MAX_HEAD_SIZE:
-            self.their_state = State.ERROR
+            self.their_state = _ERROR
             raise ProtocolError(f"{what} is larger than {MAX_HEAD_SIZE} bytes", 431)
 
     # --- what llhttp calls while parsing -------------------------------------------------------
@@ -289,7 +314,8 @@ class Codec:
     def on_message_begin(self) -> None:
         if self._stopped:
             return
-        self.their_state = advance(self.their_state, Step.BEGIN)
+        state = self.their_state
+        self.their_state = _ON_BEGIN.get(state) or _refused(state, Step.BEGIN)
         self._began = True
         self._head_bytes = 0
         self._framing_bytes = 0
@@ -305,7 +331,7 @@ class Codec:
         self._reason += status
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        if self.their_state is State.HEAD:
+        if self.their_state is _HEAD:
             self._headers.append((name.lower(), value.rstrip(b" \t")))
         else:  # a trailer field: counted, never kept
             self._trailer_bytes += len(name) + len(value) + 4
@@ -313,7 +339,8 @@ class Codec:
     def on_headers_complete(self) -> None:
         if self._stopped:
             return
-        self.their_state = advance(self.their_state, Step.HEAD)
+        state = self.their_state
+        self.their_state = _ON_HEAD.get(state) or _refused(state, Step.HEAD)
         parser = self._parser
         headers = self._headers
         version = parser.get_http_version().encode()
@@ -380,9 +407,9 @@ class Codec:
         self._body_seen = True
         if self._stopped:
             return
-        self.their_state = advance(
-            self.their_state, Step.END if self._keep_alive else Step.END_LAST
-        )
+        state = self.their_state
+        moves = _ON_END if self._keep_alive else _ON_END_LAST
+        self.their_state = moves.get(state) or _refused(state, _end(not self._keep_alive))
         self.events.append(END)
 
     # --- sending -----------------------------------------------------------------------------
@@ -400,7 +427,8 @@ class Codec:
         return self._send_head(head, framing)
 
     def _send_head(self, head: bytes, framing: Framing) -> bytes:
-        self.our_state = advance(self.our_state, Step.HEAD)
+        state = self.our_state
+        self.our_state = _ON_HEAD.get(state) or _refused(state, Step.HEAD)
         self._framing = framing
         return head
 
@@ -409,8 +437,11 @@ class Codec:
 
     def send_end(self, *, last: bool = False) -> bytes:
         """The end of our message; `last`: we said `Connection: close` (or end by closing)."""
-        last = last or self._framing is Framing.CLOSE
-        self.our_state = advance(self.our_state, Step.END_LAST if last else Step.END)
+        last = last or self._framing is _CLOSE_FRAMING
+        state = self.our_state
+        self.our_state = (_ON_END_LAST if last else _ON_END).get(state) or _refused(
+            state, _end(last)
+        )
         return self._framing.ending
 
     def send_whole(self, message: bytes, *, last: bool = False) -> bytes:
@@ -420,16 +451,13 @@ class Codec:
 
     def send_failed(self) -> None:
         """A write to them failed: nothing more goes out on this connection."""
-        self.our_state = State.ERROR
+        self.our_state = _ERROR
 
     @property
     def reusable(self) -> bool:
         """Both sides are between messages and nothing unread is queued: another message
         may go out and its answer come back on this connection."""
-        return self.their_state is State.IDLE and self.our_state is State.IDLE and not self.events
-
-
-_READABLE = frozenset({State.IDLE, State.HEAD, State.BODY})
+        return self.their_state is _IDLE and self.our_state is _IDLE and not self.events
 
 
 def _end(last: bool) -> Step:
