@@ -124,7 +124,8 @@ _IDLE, _HEAD, _BODY, _DONE = State.IDLE, State.HEAD, State.BODY, State.DONE
 _SWITCHED, _CLOSED, _ERROR = State.SWITCHED, State.CLOSED, State.ERROR
 _ON_BEGIN, _ON_HEAD, _ON_END = _moves(Step.BEGIN), _moves(Step.HEAD), _moves(Step.END)
 _ON_END_LAST, _ON_SWITCH = _moves(Step.END_LAST), _moves(Step.SWITCH)
-_READABLE = frozenset({_IDLE, _HEAD, _BODY})
+READABLE = _READABLE = frozenset({_IDLE, _HEAD, _BODY})
+"""The states in which more of their HTTP can come."""
 
 
 class _End:
@@ -417,32 +418,35 @@ class Codec:
     def send_request(self, method: bytes, head: bytes, framing: Framing) -> bytes:
         """Our request's head (`head_bytes`), its body to follow framed by `framing`."""
         self._answers_head = method == b"HEAD"
-        return self._send_head(head, framing)
+        state = self.our_state
+        self.our_state = _ON_HEAD.get(state) or _refused(state, Step.HEAD)
+        self._framing = framing
+        return head
 
     def send_response(self, head: bytes, framing: Framing, *, switching: bool = False) -> bytes:
         """Our response's head; `switching`: a 101, after which the connection is not HTTP."""
         if switching:
             self.our_state = advance(advance(self.our_state, Step.HEAD), Step.SWITCH)
             return head
-        return self._send_head(head, framing)
-
-    def _send_head(self, head: bytes, framing: Framing) -> bytes:
         state = self.our_state
         self.our_state = _ON_HEAD.get(state) or _refused(state, Step.HEAD)
         self._framing = framing
         return head
 
     def send_data(self, data: bytes) -> bytes:
-        return self._framing.frame(data)
+        if self._framing is _CHUNKED:
+            return b"%x\r\n%s\r\n" % (len(data), data) if data else b""
+        return data
 
     def send_end(self, *, last: bool = False) -> bytes:
         """The end of our message; `last`: we said `Connection: close` (or end by closing)."""
-        last = last or self._framing is _CLOSE_FRAMING
+        framing = self._framing
+        last = last or framing is _CLOSE_FRAMING
         state = self.our_state
         self.our_state = (_ON_END_LAST if last else _ON_END).get(state) or _refused(
             state, _end(last)
         )
-        return self._framing.ending
+        return b"0\r\n\r\n" if framing is _CHUNKED else b""
 
     def send_whole(self, message: bytes, *, last: bool = False) -> bytes:
         """A complete message of ours at once (a reply of the gateway's own)."""

@@ -16,6 +16,7 @@ from __future__ import annotations
 import trio
 
 from oauthproxy.proxy.codec import (
+    READABLE,
     Closed,
     Codec,
     Event,
@@ -82,7 +83,7 @@ class Channel:
         """Read once and parse what arrived. Their end of file ends a close-delimited body
         (an `END`); anywhere else it raises `gone`, as does reading when no HTTP can follow."""
         codec = self.codec
-        if not codec.readable:
+        if codec.their_state not in READABLE:  # (`codec.readable`, without a call)
             raise self.gone("the connection carries no more HTTP messages")
         try:
             data = await self.stream.receive_some(READ_SIZE)
