@@ -358,7 +358,8 @@ class Codec:
                 connection = value
             elif name == b"upgrade":
                 upgrade = True
-        keep_alive = parser.should_keep_alive() and version == b"1.1"
+        llhttp_keep_alive = parser.should_keep_alive()
+        keep_alive = llhttp_keep_alive and version == b"1.1"
         if isinstance(parser, httptools.HttpResponseParser):
             status = parser.get_status_code()
             bodiless = status < 200 or status in (204, 304)
@@ -385,7 +386,7 @@ class Codec:
                 )
             )
             return
-        self._keep_alive = parser.should_keep_alive()  # llhttp's view: whether it parses on
+        self._keep_alive = llhttp_keep_alive  # llhttp's view: whether it parses on
         self.events.append(
             Head(
                 headers,

@@ -54,6 +54,10 @@ class Destination:
     answered 503 at once instead of waiting for a connection that cannot succeed."""
 
 
+_IDLE, _SWITCHED = State.IDLE, State.SWITCHED
+"""(An enum's class attributes cost a lookup each: the hot path reads these.)"""
+
+
 class _NoResponse(Exception):
     """The upstream failed before it sent a response head (so the client can get a 502/504)."""
 
@@ -62,11 +66,6 @@ class _NoResponse(Exception):
         self.status = status
         self.error = error
         self.detail = detail
-
-
-async def _end_of_bodiless_request(client: Channel) -> None:
-    if await client.next_event() is not END:
-        raise ClientGone("a request without a body sent one")
 
 
 async def relay(source: Channel, sink: Channel, pending: bytes, *, last: bool = False) -> None:
@@ -177,11 +176,16 @@ async def _exchange(
         ),
     )
     if not has_body:
-        await _end_of_bodiless_request(downstream)
+        events = downstream.events  # its END came with the head, almost always
+        if (events.popleft() if events else await downstream.next_event()) is not END:
+            raise ClientGone("a request without a body sent one")
     origin = destination.origin
     with trio.CancelScope(deadline=trio.current_time() + destination.request_timeout):
         try:
-            upstream = await pool.acquire(origin, unless_dropped=has_body)
+            # a bodiless request is retried on a fresh connection if a pooled one was closed
+            upstream = (None if has_body else pool.idle(origin)) or await pool.acquire(
+                origin, unless_dropped=has_body
+            )
         except UpstreamUnavailable as error:
             raise _NoResponse(502, "bad_gateway", str(error)) from error
         try:
@@ -237,7 +241,8 @@ async def forward(exchange: Exchange, destination: Destination) -> bool:
     except BaseException:
         await trio.aclose_forcefully(upstream.stream)
         raise
-    await exchange.pool.release(upstream)
+    if not exchange.pool.keep(upstream):
+        await trio.aclose_forcefully(upstream.stream)
     return keep_alive
 
 
@@ -263,9 +268,9 @@ async def _stream_response(
         headers.append((b"transfer-encoding", b"chunked"))
     keep_alive = (
         request.keep_alive
-        and upstream.channel.codec.our_state is State.IDLE  # else the client's body is unread
+        and upstream.channel.codec.our_state is _IDLE  # else the client's body is unread
         and framing is not Framing.CLOSE
-        and downstream.codec.their_state is not State.SWITCHED
+        and downstream.codec.their_state is not _SWITCHED
         and not (draining is not None and draining.is_set())
     )
     if not keep_alive:

@@ -103,6 +103,17 @@ class UpstreamPool:
             return connection
         return UpstreamConnection(origin, await self._connect(origin))
 
+    def idle(self, origin: Origin) -> UpstreamConnection | None:
+        """An idle connection to `origin` at once (no check that it is still open: for a
+        request that can be retried on a fresh one), else None. (No await: the common case
+        costs no coroutine.)"""
+        idle = self._idle.get(origin.key)
+        if not idle:
+            return None
+        connection = idle.pop()
+        connection.reused = True
+        return connection
+
     async def connect_fresh(self, origin: Origin) -> UpstreamConnection:
         return UpstreamConnection(origin, await self._connect(origin))
 
@@ -123,15 +134,21 @@ class UpstreamPool:
         )
 
     async def release(self, connection: UpstreamConnection) -> None:
-        """Keep a finished connection for the next request to its origin, or close it: when it
-        cannot carry another request, when enough wait already, or when its origin is no longer
-        a target (it changed while this exchange ran)."""
+        """Keep a finished connection for the next request to its origin, or close it."""
+        if not self.keep(connection):
+            await trio.aclose_forcefully(connection.stream)
+
+    def keep(self, connection: UpstreamConnection) -> bool:
+        """Pool a finished connection for the next request to its origin; False when it cannot
+        carry another request, when enough wait already, or when its origin is no longer a
+        target (it changed while this exchange ran): then the caller closes it."""
         key = connection.origin.key
         idle = self._idle.get(key, [])
-        if connection.reusable and key in self._targets and len(idle) < MAX_IDLE_PER_ORIGIN:
+        reusable = connection.channel.codec.reusable  # (the property, without a call)
+        if reusable and key in self._targets and len(idle) < MAX_IDLE_PER_ORIGIN:
             self._idle.setdefault(key, idle).append(connection)
-        else:
-            await trio.aclose_forcefully(connection.stream)
+            return True
+        return False
 
     async def retarget(self, targets: frozenset[OriginKey]) -> None:
         """From now on pool only connections to `targets`; close the idle ones to any other."""
