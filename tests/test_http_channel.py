@@ -8,7 +8,8 @@ from collections.abc import AsyncIterator, Callable
 import pytest
 import trio
 
-from oauthproxy.proxy.codec import END, Framing, Head, State
+from oauthproxy.proxy.codec import END, Head, State
+from oauthproxy.proxy.framing import Framing
 from oauthproxy.proxy.http import BadRequest, Channel, ClientGone, UpstreamGone
 from oauthproxy.proxy.sockets import LeanSocketStream
 

@@ -12,17 +12,14 @@ from oauthproxy.proxy.codec import (
     TRANSITIONS,
     Closed,
     Codec,
-    Framing,
     Head,
     LocalProtocolError,
     ProtocolError,
     State,
     Step,
-    UnsafeHead,
     advance,
-    head_bytes,
-    reply_bytes,
 )
+from oauthproxy.proxy.framing import Framing, UnsafeHead, head_bytes, reply_bytes
 from oauthproxy.proxy.responses import Reply
 
 EOF = b""

@@ -8,10 +8,11 @@ walks `our_state`: `send_request`/`send_response` frame a head, `send_data` a pi
 "can this connection carry another message" is a question about two states, asked in one place.
 The I/O layer (`oauthproxy.proxy.http`) reads and writes the sockets; this module never sees one.
 
-Parsing is strict: llhttp refuses what request smuggling needs (Content-Length with
+Heads and bodies are framed by `oauthproxy.proxy.framing` (which also writes the gateway's own
+replies). Parsing is strict: llhttp refuses what request smuggling needs (Content-Length with
 Transfer-Encoding, duplicate lengths, bare LF, obs-fold, bad tokens); a refusal raises
 `ProtocolError` (400, or 431 for a head too large) and their side is in `ERROR`. Heads we write
-are joined from header pairs validated on the way in (or our own), bodies framed by `Framing`.
+are joined from header pairs validated on the way in (or our own).
 
 What is not body is bounded by `MAX_HEAD_SIZE`, exactly: a head (every byte up to and including
 its blank line, however the reads split it), a chunked body's trailer section, and the bytes of
@@ -24,20 +25,17 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass
 from enum import Enum
-from http import HTTPStatus
 from typing import NoReturn
 
 import httptools
 
-from oauthproxy.proxy.responses import Reply
+from oauthproxy.proxy.framing import Framing, Headers
 
 MAX_HEAD_SIZE = 64 * 1024
 """A head that begins and ends within one read is at most a read long (`http.READ_SIZE`): only
 heads that span reads are counted (so the two must stay equal, or the count must start at the
 head's start)."""
 _HEAD_END = b"\r\n\r\n"
-
-Headers = list[tuple[bytes, bytes]]
 
 
 class State(Enum):
@@ -179,28 +177,8 @@ class Head:
 Event = Head | bytes | _End | Closed
 
 
-class Framing(Enum):
-    """How a body we send is delimited."""
-
-    NONE = "none"
-    """No body at all (a HEAD answer, 1xx, 204, 304, a request without one)."""
-    LENGTH = "length"
-    """Content-Length: the bytes as they are."""
-    CHUNKED = "chunked"
-    CLOSE = "close"
-    """The bytes as they are, ended by closing the connection (an HTTP/1.0 client)."""
-
-    def frame(self, data: bytes) -> bytes:
-        if self is _CHUNKED:
-            return b"%x\r\n%s\r\n" % (len(data), data) if data else b""
-        return data
-
-    @property
-    def ending(self) -> bytes:
-        return b"0\r\n\r\n" if self is _CHUNKED else b""
-
-
 _NO_FRAMING, _CLOSE_FRAMING, _CHUNKED = Framing.NONE, Framing.CLOSE, Framing.CHUNKED
+"""(Aliases: an enum's class attributes cost a lookup each.)"""
 
 
 class Codec:
@@ -467,52 +445,3 @@ class Codec:
 
 def _end(last: bool) -> Step:
     return Step.END_LAST if last else Step.END
-
-
-# --- writing ----------------------------------------------------------------------------------
-
-
-class UnsafeHead(ValueError):
-    """A header name or value would have broken a message head's lines (never sent)."""
-
-
-def head_bytes(start_line: bytes, headers: Headers) -> bytes:
-    """A message head. Names and values were validated where they came from (llhttp, our own
-    constants, a proxy's validated configuration), so no CR or LF can be in them; counting the
-    line ends of the result checks that once more, cheaply, before anything goes out."""
-    parts = [start_line]
-    for name, value in headers:
-        parts.append(name + b": " + value + b"\r\n")
-    parts.append(b"\r\n")
-    data = b"".join(parts)
-    lines = len(headers) + 2
-    if data.count(b"\n") != lines or data.count(b"\r") != lines:
-        raise UnsafeHead("a header would break the message head's lines")
-    return data
-
-
-def request_line(method: bytes, target: bytes) -> bytes:
-    return method + b" " + target + b" HTTP/1.1\r\n"
-
-
-def status_line(status: int, reason: bytes = b"") -> bytes:
-    return b"HTTP/1.1 %d %s\r\n" % (status, reason)
-
-
-CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
-
-
-def _phrase(status: int) -> bytes:
-    try:
-        return HTTPStatus(status).phrase.encode()
-    except ValueError:
-        return b""
-
-
-def reply_bytes(reply: Reply, *, close: bool = False, head: bool = False) -> bytes:
-    """A whole response of ours. `head`: it answers a HEAD request (the length, no body)."""
-    headers = [*reply.headers, (b"content-length", b"%d" % len(reply.body))]
-    if close:
-        headers.append((b"connection", b"close"))
-    data = head_bytes(status_line(reply.status, _phrase(reply.status)), headers)
-    return data if head else data + reply.body

@@ -10,17 +10,9 @@ from dataclasses import dataclass
 
 import trio
 
-from oauthproxy.proxy.codec import (
-    CONTINUE,
-    END,
-    Framing,
-    Head,
-    State,
-    head_bytes,
-    request_line,
-    status_line,
-)
+from oauthproxy.proxy.codec import END, Head, State
 from oauthproxy.proxy.exchange import Exchange
+from oauthproxy.proxy.framing import CONTINUE, Framing, head_bytes, request_line, status_line
 from oauthproxy.proxy.headers import (
     RequestRewrite,
     ResponseRewrite,

@@ -23,8 +23,8 @@ from oauthproxy.proxy.codec import (
     Head,
     ProtocolError,
     State,
-    reply_bytes,
 )
+from oauthproxy.proxy.framing import reply_bytes
 from oauthproxy.proxy.responses import Reply
 
 READ_SIZE = 64 * 1024

@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import trio
 
-from oauthproxy.proxy.codec import Framing, Head, head_bytes, status_line
+from oauthproxy.proxy.codec import Head
+from oauthproxy.proxy.framing import Framing, head_bytes, status_line
 from oauthproxy.proxy.headers import ResponseRewrite, client_response_headers
 from oauthproxy.proxy.http import READ_SIZE, Channel
 from oauthproxy.proxy.upstream import UpstreamConnection
