@@ -320,6 +320,10 @@ def test_replies_switches_and_failures() -> None:
     assert codec.our_state in (State.DONE,)
     with pytest.raises(LocalProtocolError):
         codec.send_whole(b"another")  # nothing goes out after the last message
+    with pytest.raises(LocalProtocolError, match="end while idle"):
+        Codec().send_end()  # no message was begun
+    with pytest.raises(LocalProtocolError, match="head while done"):
+        codec.send_response(b"head", Framing.LENGTH)
     switching = Codec()
     switching.send_response(
         b"HTTP/1.1 101 Switching Protocols\r\n\r\n", Framing.NONE, switching=True

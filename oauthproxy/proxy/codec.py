@@ -112,16 +112,23 @@ def _refused(state: State, step: Step) -> NoReturn:
     raise LocalProtocolError(f"{step.value} while {state.value}")
 
 
-def _moves(step: Step) -> dict[State, State]:
-    """`TRANSITIONS` for one step, by state: the hot path's lookups (one dictionary probe;
-    an enum's class attributes and a tuple key each cost more than the move itself)."""
-    return {state: after for (state, by), after in TRANSITIONS.items() if by is step}
+class _Moves(dict[State, State]):
+    """`TRANSITIONS` for one step, by state: the hot path's lookups (`moves[state]`, one
+    dictionary probe and no call: an enum's class attributes, a tuple key or `.get` each cost
+    more than the move itself). A state the step cannot leave is a `LocalProtocolError`."""
+
+    def __init__(self, step: Step) -> None:
+        super().__init__((state, after) for (state, by), after in TRANSITIONS.items() if by is step)
+        self.step = step
+
+    def __missing__(self, state: State) -> NoReturn:
+        _refused(state, self.step)
 
 
 _IDLE, _HEAD, _BODY, _DONE = State.IDLE, State.HEAD, State.BODY, State.DONE
 _SWITCHED, _CLOSED, _ERROR = State.SWITCHED, State.CLOSED, State.ERROR
-_ON_BEGIN, _ON_HEAD, _ON_END = _moves(Step.BEGIN), _moves(Step.HEAD), _moves(Step.END)
-_ON_END_LAST, _ON_SWITCH = _moves(Step.END_LAST), _moves(Step.SWITCH)
+_ON_BEGIN, _ON_HEAD, _ON_END = _Moves(Step.BEGIN), _Moves(Step.HEAD), _Moves(Step.END)
+_ON_END_LAST, _ON_SWITCH = _Moves(Step.END_LAST), _Moves(Step.SWITCH)
 READABLE = _READABLE = frozenset({_IDLE, _HEAD, _BODY})
 """The states in which more of their HTTP can come."""
 
@@ -252,9 +259,7 @@ class Codec:
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserUpgrade as upgrade:
-            self.their_state = _ON_SWITCH.get(self.their_state) or _refused(
-                self.their_state, Step.SWITCH
-            )
+            self.their_state = _ON_SWITCH[self.their_state]
             self.trailing = bytes(data[upgrade.args[0] :])
         except httptools.HttpParserError as error:
             self.their_state = _ERROR
@@ -293,8 +298,7 @@ class Codec:
     def on_message_begin(self) -> None:
         if self._stopped:
             return
-        state = self.their_state
-        self.their_state = _ON_BEGIN.get(state) or _refused(state, Step.BEGIN)
+        self.their_state = _ON_BEGIN[self.their_state]
         self._began = True
         self._head_bytes = 0
         self._framing_bytes = 0
@@ -318,8 +322,7 @@ class Codec:
     def on_headers_complete(self) -> None:
         if self._stopped:
             return
-        state = self.their_state
-        self.their_state = _ON_HEAD.get(state) or _refused(state, Step.HEAD)
+        self.their_state = _ON_HEAD[self.their_state]
         parser = self._parser
         headers = self._headers
         version = parser.get_http_version().encode()
@@ -387,9 +390,7 @@ class Codec:
         self._body_seen = True
         if self._stopped:
             return
-        state = self.their_state
-        moves = _ON_END if self._keep_alive else _ON_END_LAST
-        self.their_state = moves.get(state) or _refused(state, _end(not self._keep_alive))
+        self.their_state = (_ON_END if self._keep_alive else _ON_END_LAST)[self.their_state]
         self.events.append(END)
 
     # --- sending -----------------------------------------------------------------------------
@@ -397,8 +398,7 @@ class Codec:
     def send_request(self, method: bytes, head: bytes, framing: Framing) -> bytes:
         """Our request's head (`head_bytes`), its body to follow framed by `framing`."""
         self._answers_head = method == b"HEAD"
-        state = self.our_state
-        self.our_state = _ON_HEAD.get(state) or _refused(state, Step.HEAD)
+        self.our_state = _ON_HEAD[self.our_state]
         self._framing = framing
         return head
 
@@ -407,8 +407,7 @@ class Codec:
         if switching:
             self.our_state = advance(advance(self.our_state, Step.HEAD), Step.SWITCH)
             return head
-        state = self.our_state
-        self.our_state = _ON_HEAD.get(state) or _refused(state, Step.HEAD)
+        self.our_state = _ON_HEAD[self.our_state]
         self._framing = framing
         return head
 
@@ -421,10 +420,7 @@ class Codec:
         """The end of our message; `last`: we said `Connection: close` (or end by closing)."""
         framing = self._framing
         last = last or framing is _CLOSE_FRAMING
-        state = self.our_state
-        self.our_state = (_ON_END_LAST if last else _ON_END).get(state) or _refused(
-            state, _end(last)
-        )
+        self.our_state = (_ON_END_LAST if last else _ON_END)[self.our_state]
         return b"0\r\n\r\n" if framing is _CHUNKED else b""
 
     def send_whole(self, message: bytes, *, last: bool = False) -> bytes:
