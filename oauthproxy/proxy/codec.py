@@ -36,6 +36,7 @@ MAX_HEAD_SIZE = 64 * 1024
 heads that span reads are counted (so the two must stay equal, or the count must start at the
 head's start)."""
 _HEAD_END = b"\r\n\r\n"
+_ResponseParser = httptools.HttpResponseParser
 
 
 class State(Enum):
@@ -196,7 +197,6 @@ class Codec:
         self._parser: httptools.HttpRequestParser | httptools.HttpResponseParser = (
             httptools.HttpResponseParser(self) if responses else httptools.HttpRequestParser(self)
         )
-        self._responses = responses
         self.their_state = _IDLE
         self.our_state = _IDLE
         self.events: deque[Event] = deque()
@@ -341,7 +341,7 @@ class Codec:
                 upgrade = True
         llhttp_keep_alive = parser.should_keep_alive()
         keep_alive = llhttp_keep_alive and version == b"1.1"
-        if isinstance(parser, httptools.HttpResponseParser):
+        if isinstance(parser, _ResponseParser):
             status = parser.get_status_code()
             bodiless = status < 200 or status in (204, 304)
             if self._answers_head and status >= 200:
@@ -354,30 +354,40 @@ class Codec:
                 return
             self._close_delimited = not (bodiless or chunked or length)
             self._keep_alive = keep_alive and not self._close_delimited
+            # (positional: half the cost of keywords, on every response)
+            # headers, version, keep_alive, method, target, status, reason, chunked, has_body,
+            # upgrade, close_delimited
             self.events.append(
                 Head(
                     headers,
                     version,
                     self._keep_alive,
-                    status=status,
-                    reason=self._reason,
-                    chunked=chunked,
-                    has_body=not bodiless,
-                    close_delimited=self._close_delimited,
+                    b"",
+                    b"",
+                    status,
+                    self._reason,
+                    chunked,
+                    not bodiless,
+                    False,
+                    self._close_delimited,
                 )
             )
             return
         self._keep_alive = llhttp_keep_alive  # llhttp's view: whether it parses on
+        # (positional, as above) headers, version, keep_alive, method, target, status, reason,
+        # chunked, has_body, upgrade
         self.events.append(
             Head(
                 headers,
                 version,
                 keep_alive,
-                method=parser.get_method(),
-                target=self._target,
-                chunked=chunked,
-                has_body=chunked or (length not in (b"", b"0")),
-                upgrade=upgrade and b"upgrade" in connection.lower(),
+                parser.get_method(),
+                self._target,
+                0,
+                b"",
+                chunked,
+                chunked or (length not in (b"", b"0")),
+                upgrade and b"upgrade" in connection.lower(),
             )
         )
 

@@ -31,7 +31,7 @@ import trio
 
 from oauthproxy.logs.logger import RequestLogger
 from oauthproxy.proxy.challenges import ChallengeLookup, challenge_reply, is_challenge
-from oauthproxy.proxy.codec import Event, Head
+from oauthproxy.proxy.codec import Event, Head, State
 from oauthproxy.proxy.config import InstanceConfig, PublicPorts
 from oauthproxy.proxy.exchange import Exchange
 from oauthproxy.proxy.forward import forward
@@ -47,6 +47,9 @@ from oauthproxy.proxy.responses import Reply, error_reply, redirect_reply, unkno
 from oauthproxy.proxy.upstream import UpstreamPool
 
 log = logging.getLogger(__name__)
+
+_IN_MESSAGE = frozenset({State.HEAD, State.BODY})
+"""`Codec.in_message`, as a set: the loop between requests tests it without a call."""
 
 LATE_REQUEST_SECONDS = 0.5
 """After `stop`, how long open connections stay to answer requests already sent with a 404."""
@@ -193,7 +196,8 @@ class Instance:
         hold the connection for an idle timeout per byte."""
         connection.closes_at = trio.current_time() + self._idle_timeout
         connection.idle = True
-        while not (channel.events or channel.codec.in_message):
+        codec = channel.codec
+        while not (channel.events or codec.their_state in _IN_MESSAGE):
             await channel.receive()
         connection.idle = False
         connection.closes_at = trio.current_time() + self._header_timeout
