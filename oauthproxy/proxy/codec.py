@@ -193,6 +193,28 @@ class Codec:
     """One HTTP/1.1 connection: `responses` — we read responses (an upstream) rather than
     requests (a client). See the module docstring."""
 
+    __slots__ = (
+        "_answers_head",
+        "_began",
+        "_body_seen",
+        "_close_delimited",
+        "_framing",
+        "_framing_bytes",
+        "_head_bytes",
+        "_head_tail",
+        "_headers",
+        "_keep_alive",
+        "_parser",
+        "_reason",
+        "_stopped",
+        "_target",
+        "_trailer_bytes",
+        "events",
+        "our_state",
+        "their_state",
+        "trailing",
+    )
+
     def __init__(self, *, responses: bool = False) -> None:
         self._parser: httptools.HttpRequestParser | httptools.HttpResponseParser = (
             httptools.HttpResponseParser(self) if responses else httptools.HttpRequestParser(self)
