@@ -1,73 +1,194 @@
-"""The data plane's HTTP/1.1 reader and writer, over a real socket pair (no gateway needed)."""
+"""The data plane's sans-IO HTTP/1.1 codec: bytes in, events and states out. No sockets."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from dataclasses import dataclass
 
 import pytest
-import trio
 
-from oauthproxy.proxy.http import (
+from oauthproxy.proxy.codec import (
     END,
     MAX_HEAD_SIZE,
-    BadRequest,
-    Framing,
+    TRANSITIONS,
+    Closed,
+    Codec,
     Head,
-    Reader,
-    UnsafeHead,
-    UpstreamGone,
-    head_bytes,
-    reply_bytes,
+    LocalProtocolError,
+    ProtocolError,
+    State,
+    Step,
+    advance,
 )
+from oauthproxy.proxy.framing import Framing, UnsafeHead, head_bytes, reply_bytes
 from oauthproxy.proxy.responses import Reply
-from oauthproxy.proxy.sockets import LeanSocketStream
+
+EOF = b""
+"""Fed to a codec: their end of file."""
 
 
-@pytest.fixture
-async def pair() -> AsyncIterator[tuple[trio.abc.HalfCloseableStream, trio.SocketStream]]:
-    """(our end, wrapped like the gateway wraps its sockets; the peer's end)."""
-    ours, theirs = trio.socket.socketpair()
-    async with trio.SocketStream(ours) as a, trio.SocketStream(theirs) as b:
-        yield LeanSocketStream(a), b
+@dataclass(frozen=True)
+class Case:
+    """Data fed in order, then the events (heads summarised) and the state they leave."""
+
+    data: tuple[bytes, ...]
+    events: list[object]
+    state: State
+    responses: bool = False
 
 
-async def events_of(reader: Reader, count: int) -> list[object]:
-    with trio.fail_after(5):
-        return [await reader.next_event() for _ in range(count)]
+def summary(event: object) -> object:
+    """A head as its start line's parts (the rest is checked by the tests that need it)."""
+    if isinstance(event, Head):
+        return (event.status,) if event.status else (event.method, event.target)
+    return event
 
 
-async def test_a_request_head_has_lower_case_names_and_trimmed_values(
-    pair: tuple[trio.abc.HalfCloseableStream, trio.SocketStream],
-) -> None:
-    ours, peer = pair
-    await peer.send_all(b"GET /a?b=1 HTTP/1.1\r\nHost: Example.COM\r\nX-Pad:  v \t\r\n\r\n")
-    head, end = await events_of(Reader(ours), 2)
+GET = b"GET / HTTP/1.1\r\nHost: h\r\n\r\n"
+OK = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+
+REQUESTS = {
+    "get": Case((GET,), [(b"GET", b"/"), END], State.IDLE),
+    "get-one-byte-at-a-time": Case(
+        tuple(GET[i : i + 1] for i in range(len(GET))), [(b"GET", b"/"), END], State.IDLE
+    ),
+    "head-in-progress": Case((GET[:20],), [], State.HEAD),
+    "body-in-progress": Case(
+        (b"POST /p HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\n\r\nab",),
+        [(b"POST", b"/p"), b"ab"],
+        State.BODY,
+    ),
+    "pipelined": Case(
+        (
+            b"POST /one HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\n\r\nabc"
+            b"POST /two HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n"
+            b"2\r\nxy\r\n1\r\nz\r\n0\r\n\r\n"
+            b"GET /three HTTP/1.1\r\nHost: h\r\n\r\n",
+        ),
+        [
+            *[(b"POST", b"/one"), b"abc", END],
+            *[(b"POST", b"/two"), b"xy", b"z", END],
+            *[(b"GET", b"/three"), END],
+        ],
+        State.IDLE,
+    ),
+    "connection-close": Case(
+        (b"GET / HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n",),
+        [(b"GET", b"/"), END],
+        State.DONE,
+    ),
+    "http-1.0": Case((b"GET / HTTP/1.0\r\n\r\n",), [(b"GET", b"/"), END], State.DONE),
+    "upgrade": Case(
+        (b"GET /ws HTTP/1.1\r\nHost: h\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\nFRAME",),
+        [(b"GET", b"/ws"), END],
+        State.SWITCHED,
+    ),
+    "eof-between-messages": Case((GET, EOF), [(b"GET", b"/"), END, Closed(False)], State.CLOSED),
+    "eof-in-head": Case((GET[:20], EOF), [Closed(True)], State.CLOSED),
+    "eof-in-body": Case(
+        (b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\n\r\nab", EOF),
+        [(b"POST", b"/"), b"ab", Closed(True)],
+        State.CLOSED,
+    ),
+}
+
+RESPONSES = {
+    "ok": Case((OK,), [(200,), b"ok", END], State.IDLE, True),
+    "informational-then-final": Case(
+        (b"HTTP/1.1 100 Continue\r\n\r\n", OK), [(100,), END, (200,), b"ok", END], State.IDLE, True
+    ),
+    "bodiless": Case(
+        (
+            b"HTTP/1.1 204 No Content\r\nContent-Length: 0\r\n\r\n"
+            b"HTTP/1.1 304 Not Modified\r\nContent-Length: 99\r\n\r\n",
+        ),
+        [(204,), END, (304,), END],
+        State.IDLE,
+        True,
+    ),
+    "close-delimited-ends-at-eof": Case(
+        (b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\nall of ", b"it", EOF),
+        [(200,), b"all of ", b"it", END],
+        State.CLOSED,
+        True,
+    ),
+    "cut-short": Case(
+        (b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nshort", EOF),
+        [(200,), b"short", Closed(True)],
+        State.CLOSED,
+        True,
+    ),
+    "upstream-says-close": Case(
+        (b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok",),
+        [(200,), b"ok", END],
+        State.DONE,
+        True,
+    ),
+    "switching-protocols": Case(
+        (
+            b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\n"
+            b"Upgrade: websocket\r\n\r\nWS",
+        ),
+        [(101,), END],
+        State.SWITCHED,
+        True,
+    ),
+}
+
+
+@pytest.mark.parametrize(
+    "case", [*REQUESTS.values(), *RESPONSES.values()], ids=[*REQUESTS, *RESPONSES]
+)
+def test_bytes_become_events_and_a_state(case: Case) -> None:
+    codec = Codec(responses=case.responses)
+    for data in case.data:
+        codec.receive_data(data)
+    assert [summary(event) for event in codec.events] == case.events
+    assert codec.their_state is case.state
+    assert codec.our_state is State.IDLE
+
+
+def test_a_request_head_has_lower_case_names_and_trimmed_values() -> None:
+    codec = Codec()
+    codec.receive_data(b"GET /a?b=1 HTTP/1.1\r\nHost: Example.COM\r\nX-Pad:  v \t\r\n\r\n")
+    head = codec.next_event()
     assert isinstance(head, Head)
     assert (head.method, head.target, head.version) == (b"GET", b"/a?b=1", b"1.1")
     assert head.headers == [(b"host", b"Example.COM"), (b"x-pad", b"v")]
-    assert head.keep_alive and not head.has_body
-    assert end is END
+    assert head.keep_alive and not head.has_body and not head.upgrade
+    assert codec.next_event() is END and codec.next_event() is None
 
 
-async def test_pipelined_requests_come_out_in_order_with_their_bodies(
-    pair: tuple[trio.abc.HalfCloseableStream, trio.SocketStream],
-) -> None:
-    ours, peer = pair
-    await peer.send_all(
-        b"POST /one HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\n\r\nabc"
-        b"POST /two HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n"
-        b"2\r\nxy\r\n1\r\nz\r\n0\r\n\r\n"
-        b"GET /three HTTP/1.0\r\n\r\n"
-    )
-    events = await events_of(Reader(ours), 9)
-    one, body_one, end_one, two, *chunks, end_two, three, end_three = events
-    assert isinstance(one, Head) and one.target == b"/one" and one.has_body
-    assert body_one == b"abc" and end_one is END
-    assert isinstance(two, Head) and two.chunked and two.has_body
-    assert b"".join(chunks) == b"xyz"  # type: ignore[arg-type]
-    assert end_two is END
-    assert isinstance(three, Head) and three.version == b"1.0" and not three.keep_alive
-    assert end_three is END
+def test_what_the_heads_say_about_bodies_and_connections() -> None:
+    codec = Codec()
+    codec.receive_data(b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n")
+    chunked = codec.next_event()
+    assert isinstance(chunked, Head) and chunked.chunked and chunked.has_body
+    codec = Codec()
+    codec.receive_data(b"GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
+    old = codec.next_event()
+    assert isinstance(old, Head) and not old.keep_alive  # only HTTP/1.1 connections are reused
+    codec = Codec(responses=True)
+    codec.receive_data(b"HTTP/1.1 200 OK\r\n\r\n")
+    close_delimited = codec.next_event()
+    assert isinstance(close_delimited, Head) and close_delimited.close_delimited
+    assert not close_delimited.keep_alive
+
+
+def test_an_upgrade_keeps_the_bytes_after_the_head() -> None:
+    codec = Codec()
+    codec.receive_data(REQUESTS["upgrade"].data[0])
+    head = codec.next_event()
+    assert isinstance(head, Head) and head.upgrade
+    assert codec.trailing == b"FRAME" and not codec.readable
+
+
+def test_the_answer_to_head_ends_at_its_head() -> None:
+    codec = Codec(responses=True)
+    codec.send_request(b"HEAD", b"HEAD / HTTP/1.1\r\n\r\n", Framing.NONE)
+    codec.receive_data(b"HTTP/1.1 200 OK\r\nContent-Length: 1234\r\n\r\nnot a body")
+    head, end = codec.events
+    assert isinstance(head, Head) and head.header(b"content-length") == b"1234"
+    assert end is END and codec.their_state is State.DONE and not head.keep_alive
 
 
 @pytest.mark.parametrize(
@@ -91,93 +212,155 @@ async def test_pipelined_requests_come_out_in_order_with_their_bodies(
         "junk",
     ],
 )
-async def test_what_smuggling_needs_is_refused(
-    pair: tuple[trio.abc.HalfCloseableStream, trio.SocketStream], request_bytes: bytes
-) -> None:
-    ours, peer = pair
-    await peer.send_all(request_bytes)
-    with pytest.raises(BadRequest) as refused:
-        await events_of(Reader(ours), 1)
+def test_what_smuggling_needs_is_refused(request_bytes: bytes) -> None:
+    codec = Codec()
+    with pytest.raises(ProtocolError) as refused:
+        codec.receive_data(request_bytes)
     assert refused.value.status == 400
+    assert codec.their_state is State.ERROR and not codec.readable
 
 
-async def test_a_head_larger_than_the_limit_is_a_431(
-    pair: tuple[trio.abc.HalfCloseableStream, trio.SocketStream],
+def _feed(codec: Codec, data: bytes, split: int) -> None:
+    for start in range(0, len(data), split):
+        codec.receive_data(data[start : start + split])
+
+
+def _sized_head(size: int) -> bytes:
+    start = b"GET / HTTP/1.1\r\nHost: h\r\nX-Pad: "
+    return start + b"p" * (size - len(start) - 4) + b"\r\n\r\n"
+
+
+@pytest.mark.parametrize("split", [1, 3, 1000, 40_000, MAX_HEAD_SIZE - 1, MAX_HEAD_SIZE])
+def test_the_head_limit_is_exact_however_the_data_is_split(split: int) -> None:
+    fits, too_big = _sized_head(MAX_HEAD_SIZE), _sized_head(MAX_HEAD_SIZE + 1)
+    codec = Codec()
+    _feed(codec, fits, split)
+    assert isinstance(codec.next_event(), Head)
+    codec = Codec()
+    with pytest.raises(ProtocolError) as refused:
+        _feed(codec, too_big, split)
+    assert refused.value.status == 431 and codec.their_state is State.ERROR
+
+
+def test_trailers_are_dropped_and_never_join_the_head() -> None:
+    codec = Codec()
+    codec.receive_data(b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n")
+    codec.receive_data(b"3;ext=1\r\nabc\r\n0\r\nX-Trailer: t\r\nX-Other: o\r\n\r\n")
+    head, *rest = codec.events
+    assert isinstance(head, Head)
+    assert head.headers == [(b"host", b"h"), (b"transfer-encoding", b"chunked")]
+    assert rest == [b"abc", END]
+
+
+@pytest.mark.parametrize(
+    "framing",
+    [
+        pytest.param(b"0\r\n" + b"X-Trailer: t\r\n" * 10_000, id="trailer-section"),
+        pytest.param(b"3;" + b"e" * 70_000, id="chunk-extension"),
+        pytest.param(b"0" * 70_000, id="chunk-size-zeros"),
+    ],
+)
+def test_framing_without_data_is_bounded(framing: bytes) -> None:
+    codec = Codec()
+    codec.receive_data(b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n")
+    with pytest.raises(ProtocolError) as refused:
+        _feed(codec, framing, 4096)
+    assert refused.value.status == 431
+
+
+def test_many_small_chunks_are_not_framing_without_data() -> None:
+    codec = Codec()
+    codec.receive_data(b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n")
+    for _ in range(100_000):  # 600 KB of framing for 100 KB of data
+        codec.receive_data(b"1\r\nx\r\n")
+    codec.receive_data(b"0\r\n\r\n")
+    assert codec.events[-1] is END and codec.their_state is State.IDLE
+
+
+# --- our side ---------------------------------------------------------------------------------
+
+
+def test_a_request_we_send_walks_our_state_and_frames_its_body() -> None:
+    codec = Codec(responses=True)
+    assert codec.send_request(b"POST", b"HEAD-BYTES", Framing.CHUNKED) == b"HEAD-BYTES"
+    assert (codec.our_state, codec.reusable) == (State.BODY, False)
+    assert codec.send_data(b"hello") == b"5\r\nhello\r\n"
+    assert codec.send_data(b"") == b""
+    assert codec.send_end() == b"0\r\n\r\n"
+    assert codec.our_state is State.IDLE
+    codec.receive_data(OK)
+    assert not codec.reusable  # its events are not taken yet
+    codec.events.clear()
+    assert codec.reusable
+
+
+@pytest.mark.parametrize(
+    ("framing", "last", "state"),
+    [
+        (Framing.LENGTH, False, State.IDLE),
+        (Framing.LENGTH, True, State.DONE),
+        (Framing.CHUNKED, False, State.IDLE),
+        (Framing.CLOSE, False, State.DONE),  # a body ended by closing is the last message
+    ],
+)
+def test_where_a_response_we_send_leaves_our_side(
+    framing: Framing, last: bool, state: State
 ) -> None:
-    ours, peer = pair
-    reader = Reader(ours)
-    async with trio.open_nursery() as nursery:
-        filler = b"X-Filler: " + b"f" * 1000 + b"\r\n"
-        head = b"GET / HTTP/1.1\r\nHost: h\r\n" + filler * (2 * MAX_HEAD_SIZE // len(filler))
-        nursery.start_soon(peer.send_all, head)
-        with pytest.raises(BadRequest) as refused:
-            await events_of(reader, 1)
-        assert refused.value.status == 431
-        nursery.cancel_scope.cancel()
+    codec = Codec()
+    codec.send_response(b"head", framing)
+    codec.send_end(last=last)
+    assert codec.our_state is state
 
 
-async def test_a_close_delimited_response_ends_when_the_upstream_closes(
-    pair: tuple[trio.abc.HalfCloseableStream, trio.SocketStream],
-) -> None:
-    ours, peer = pair
-    reader = Reader(ours, responses=True, gone=UpstreamGone)
-    await peer.send_all(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\nall of ")
-    await peer.send_all(b"it")
-    await peer.send_eof()
-    head = await reader.next_event()
-    assert isinstance(head, Head) and head.close_delimited and not head.keep_alive
-    body = b""
-    with trio.fail_after(5):
-        while (event := await reader.next_event()) is not END:
-            assert isinstance(event, bytes)
-            body += event
-    assert body == b"all of it" and reader.spent
-
-
-async def test_a_response_cut_short_is_upstream_gone(
-    pair: tuple[trio.abc.HalfCloseableStream, trio.SocketStream],
-) -> None:
-    ours, peer = pair
-    reader = Reader(ours, responses=True, gone=UpstreamGone)
-    await peer.send_all(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nshort")
-    await peer.send_eof()
-    with pytest.raises(UpstreamGone):
-        await events_of(reader, 4)
-
-
-async def test_informational_bodiless_and_head_answers(
-    pair: tuple[trio.abc.HalfCloseableStream, trio.SocketStream],
-) -> None:
-    ours, peer = pair
-    reader = Reader(ours, responses=True, gone=UpstreamGone)
-    await peer.send_all(
-        b"HTTP/1.1 100 Continue\r\n\r\n"
-        b"HTTP/1.1 204 No Content\r\nContent-Length: 0\r\n\r\n"
-        b"HTTP/1.1 304 Not Modified\r\nContent-Length: 99\r\n\r\n"
+def test_replies_switches_and_failures() -> None:
+    codec = Codec()
+    codec.send_whole(b"reply")
+    assert codec.our_state == State.IDLE
+    codec.send_whole(b"reply", last=True)
+    assert codec.our_state in (State.DONE,)
+    with pytest.raises(LocalProtocolError):
+        codec.send_whole(b"another")  # nothing goes out after the last message
+    with pytest.raises(LocalProtocolError, match="end while idle"):
+        Codec().send_end()  # no message was begun
+    with pytest.raises(LocalProtocolError, match="head while done"):
+        codec.send_response(b"head", Framing.LENGTH)
+    switching = Codec()
+    switching.send_response(
+        b"HTTP/1.1 101 Switching Protocols\r\n\r\n", Framing.NONE, switching=True
     )
-    informational, end1, no_content, end2, not_modified, end3 = await events_of(reader, 6)
-    assert isinstance(informational, Head) and informational.status == 100
-    assert isinstance(no_content, Head) and not no_content.has_body and no_content.keep_alive
-    assert isinstance(not_modified, Head) and not not_modified.has_body
-    assert (end1, end2, end3) == (END, END, END)
-    reader.head_only = True
-    await peer.send_all(b"HTTP/1.1 200 OK\r\nContent-Length: 1234\r\n\r\n")
-    head, end = await events_of(reader, 2)
-    assert isinstance(head, Head) and head.header(b"content-length") == b"1234"
-    assert end is END and reader.spent
+    assert switching.our_state is State.SWITCHED
+    failed = Codec()
+    failed.send_response(b"head", Framing.LENGTH)
+    failed.send_failed()
+    assert failed.our_state is State.ERROR and not failed.reusable
 
 
-async def test_an_upgrade_keeps_the_bytes_after_the_head(
-    pair: tuple[trio.abc.HalfCloseableStream, trio.SocketStream],
-) -> None:
-    ours, peer = pair
-    reader = Reader(ours)
-    await peer.send_all(
-        b"GET /ws HTTP/1.1\r\nHost: h\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\nFRAME"
-    )
-    head, end = await events_of(reader, 2)
-    assert isinstance(head, Head) and end is END
-    assert reader.upgraded and reader.trailing == b"FRAME"
+@pytest.mark.parametrize(
+    ("state", "step"),
+    [
+        (State.IDLE, Step.END),
+        (State.BODY, Step.BEGIN),
+        (State.BODY, Step.HEAD),
+        (State.DONE, Step.BEGIN),
+        (State.SWITCHED, Step.BEGIN),
+        (State.CLOSED, Step.EOF),
+        (State.ERROR, Step.HEAD),
+    ],
+)
+def test_moves_outside_the_table_are_refused(state: State, step: Step) -> None:
+    assert (state, step) not in TRANSITIONS
+    with pytest.raises(LocalProtocolError):
+        advance(state, step)
+
+
+def test_closed_and_error_are_final_and_any_state_can_fail() -> None:
+    for state in State:
+        assert advance(state, Step.FAIL) is State.ERROR
+    for final in (State.CLOSED, State.ERROR):
+        assert {step for (state, step) in TRANSITIONS if state is final} == {Step.FAIL}
+
+
+# --- writing ----------------------------------------------------------------------------------
 
 
 def test_framing_and_replies() -> None:
@@ -198,60 +381,3 @@ def test_a_head_with_a_line_break_in_a_value_is_never_written(value: bytes) -> N
     assert head_bytes(b"GET / HTTP/1.1\r\n", [(b"x-ok", b"1")]).endswith(b"x-ok: 1\r\n\r\n")
     with pytest.raises(UnsafeHead):
         head_bytes(b"GET / HTTP/1.1\r\n", [(b"x-ok", b"1"), (b"x-bad", value)])
-
-
-def _feed(reader: Reader, data: bytes, split: int) -> None:
-    for start in range(0, len(data), split):
-        reader.feed(data[start : start + split])
-
-
-def _sized_head(size: int) -> bytes:
-    start = b"GET / HTTP/1.1\r\nHost: h\r\nX-Pad: "
-    return start + b"p" * (size - len(start) - 4) + b"\r\n\r\n"
-
-
-@pytest.mark.parametrize("split", [1, 3, 1000, 40_000, MAX_HEAD_SIZE - 1, MAX_HEAD_SIZE])
-def test_the_head_limit_is_exact_however_the_reads_split_it(split: int) -> None:
-    fits, too_big = _sized_head(MAX_HEAD_SIZE), _sized_head(MAX_HEAD_SIZE + 1)
-    reader = Reader(None)  # type: ignore[arg-type]  # fed directly: no stream is read
-    _feed(reader, fits, split)
-    assert isinstance(reader.events.popleft(), Head)
-    reader = Reader(None)  # type: ignore[arg-type]
-    with pytest.raises(BadRequest) as refused:
-        _feed(reader, too_big, split)
-    assert refused.value.status == 431
-
-
-def test_trailers_are_dropped_and_never_join_the_head() -> None:
-    reader = Reader(None)  # type: ignore[arg-type]
-    reader.feed(b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n")
-    reader.feed(b"3;ext=1\r\nabc\r\n0\r\nX-Trailer: t\r\nX-Other: o\r\n\r\n")
-    head, *rest = reader.events
-    assert isinstance(head, Head)
-    assert head.headers == [(b"host", b"h"), (b"transfer-encoding", b"chunked")]
-    assert rest == [b"abc", END]
-
-
-@pytest.mark.parametrize(
-    "framing",
-    [
-        pytest.param(b"0\r\n" + b"X-Trailer: t\r\n" * 10_000, id="trailer-section"),
-        pytest.param(b"3;" + b"e" * 70_000, id="chunk-extension"),
-        pytest.param(b"0" * 70_000, id="chunk-size-zeros"),
-    ],
-)
-def test_framing_without_data_is_bounded(framing: bytes) -> None:
-    reader = Reader(None)  # type: ignore[arg-type]
-    reader.feed(b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n")
-    with pytest.raises(BadRequest) as refused:
-        _feed(reader, framing, 4096)
-    assert refused.value.status == 431
-
-
-def test_many_small_chunks_are_not_framing_without_data() -> None:
-    reader = Reader(None)  # type: ignore[arg-type]
-    reader.feed(b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n")
-    for _ in range(100_000):  # 600 KB of framing for 100 KB of data
-        reader.feed(b"1\r\nx\r\n")
-    reader.feed(b"0\r\n\r\n")
-    assert reader.events[-1] is END

@@ -7,8 +7,9 @@ from __future__ import annotations
 import trio
 import trio.testing
 
+from oauthproxy.proxy.codec import Head
 from oauthproxy.proxy.headers import Client
-from oauthproxy.proxy.http import Head, Reader
+from oauthproxy.proxy.http import Channel
 from oauthproxy.proxy.instance import Instance
 from oauthproxy.proxy.request import view_of
 from tests.test_instance_timeouts import CHALLENGE, _instance
@@ -22,7 +23,7 @@ async def _kept_alive(nursery: trio.Nursery) -> tuple[Instance, trio.abc.Stream]
     instance = _instance()
     await nursery.start(instance.run)
     client, server = trio.testing.memory_stream_pair()
-    reader = Reader(server)
+    reader = Channel.of_client(server)
     await client.send_all(CHALLENGE)
     first = await reader.next_event()
     assert isinstance(first, Head)

@@ -10,10 +10,11 @@ import trio
 import trio.testing
 
 from oauthproxy.models.proxies import ProxyTarget
+from oauthproxy.proxy.codec import Head
 from oauthproxy.proxy.config import PublicPorts, Shared, build_config
 from oauthproxy.proxy.guard import Guard
 from oauthproxy.proxy.headers import Client
-from oauthproxy.proxy.http import Head, Reader
+from oauthproxy.proxy.http import Channel
 from oauthproxy.proxy.instance import Instance
 from oauthproxy.proxy.request import view_of
 from oauthproxy.proxy.upstream import UpstreamPool
@@ -61,7 +62,7 @@ async def _kept_alive(nursery: trio.Nursery) -> trio.abc.Stream:
     instance = _instance()
     await nursery.start(instance.run)
     client, server = trio.testing.memory_stream_pair()
-    reader = Reader(server)
+    reader = Channel.of_client(server)
     await client.send_all(CHALLENGE)
     first = await reader.next_event()
     assert isinstance(first, Head)

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from oauthproxy.proxy.http import BadRequest, Head
+from oauthproxy.proxy.codec import Head
+from oauthproxy.proxy.http import BadRequest
 from oauthproxy.proxy.request import RequestView, normalise_path, view_of
 
 V = RequestView

@@ -182,7 +182,6 @@ async def test_retargeting_keeps_the_idle_connections_to_origins_still_targeted(
     await pool.retarget(frozenset({kept_origin.key, dropped_origin.key}))
     for origin in (kept_origin, dropped_origin):
         connection = await pool.acquire(origin)
-        connection.keep_alive = connection.request_sent = True  # as after a finished exchange
         await pool.release(connection)
     assert len(connections_to(kept_port)) == len(connections_to(dropped_port)) == 1
 

@@ -19,15 +19,10 @@ import trio
 
 from oauthproxy.logs.logger import RequestLogger
 from oauthproxy.proxy.challenges import ChallengeLookup, challenge_reply, is_challenge
+from oauthproxy.proxy.codec import Head
 from oauthproxy.proxy.handover import answer, pass_connection, refusal, refuse
 from oauthproxy.proxy.headers import Client, Network, is_trusted
-from oauthproxy.proxy.http import (
-    BadRequest,
-    Head,
-    PeerClosed,
-    Reader,
-    close_gently,
-)
+from oauthproxy.proxy.http import BadRequest, Channel, PeerClosed, close_gently
 from oauthproxy.proxy.instance import Instance
 from oauthproxy.proxy.limits import ConnectionLimit
 from oauthproxy.proxy.proxy_protocol import PrefixedStream, ProxyHeaderError, read_header
@@ -61,7 +56,7 @@ def client_of(stream: LeanSocketStream, trusted: Sequence[Network], scheme: byte
 async def hand_over(stream: trio.abc.Stream, front: Front, client: Client) -> None:
     """Read the first request and give the connection to its instance (or answer it here).
     A connection that has sent nothing when the gateway begins to shut down is closed."""
-    reader = Reader(stream)
+    reader = Channel.of_client(stream)
     adopted = False
     try:
         with front.first_requests.reading(), trio.move_on_after(front.first_request_timeout):

@@ -6,41 +6,25 @@ A WebSocket (or any) upgrade answered with 101 becomes a byte splice in both dir
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import trio
 
-from oauthproxy.logs.records import RequestEntry
+from oauthproxy.proxy.codec import END, Head, State
+from oauthproxy.proxy.exchange import Exchange
+from oauthproxy.proxy.framing import CONTINUE, Framing, head_bytes, request_line, status_line
 from oauthproxy.proxy.headers import (
-    Client,
-    Headers,
-    Identity,
     RequestRewrite,
     ResponseRewrite,
     client_response_headers,
     upstream_request_headers,
 )
-from oauthproxy.proxy.http import (
-    CONTINUE,
-    END,
-    ClientGone,
-    Framing,
-    Head,
-    PeerClosed,
-    Reader,
-    UpstreamGone,
-    head_bytes,
-    request_line,
-    send_reply,
-    status_line,
-    write,
-)
+from oauthproxy.proxy.http import Channel, ClientGone, PeerClosed, UpstreamGone
 from oauthproxy.proxy.responses import error_reply
 from oauthproxy.proxy.splice import switch_protocols
 from oauthproxy.proxy.upstream import (
     Origin,
     UpstreamConnection,
-    UpstreamPool,
     UpstreamUnavailable,
 )
 
@@ -62,6 +46,10 @@ class Destination:
     answered 503 at once instead of waiting for a connection that cannot succeed."""
 
 
+_IDLE, _SWITCHED = State.IDLE, State.SWITCHED
+"""(An enum's class attributes cost a lookup each: the hot path reads these.)"""
+
+
 class _NoResponse(Exception):
     """The upstream failed before it sent a response head (so the client can get a 502/504)."""
 
@@ -72,37 +60,28 @@ class _NoResponse(Exception):
         self.detail = detail
 
 
-async def _end_of_bodiless_request(client: Reader) -> None:
-    if await client.next_event() is not END:
-        raise ClientGone("a request without a body sent one")
-
-
-async def relay(
-    source: Reader,
-    sink: trio.abc.Stream,
-    framing: Framing,
-    pending: bytes,
-    sink_gone: type[PeerClosed],
-) -> None:
-    """Copy the rest of one message's body from `source` to `sink`, after `pending` (its head).
+async def relay(source: Channel, sink: Channel, pending: bytes, *, last: bool = False) -> None:
+    """Copy the rest of one message's body from `source` to `sink`, after `pending` (its head,
+    framed by `sink`'s codec already); `last`: the message we send ends the connection.
 
     What one read yields goes out in one write: a small message is a single send, a large one a
     write per read, so memory stays bounded by one read."""
     events = source.events
+    codec = sink.codec
     while True:
         if not events:
-            await write(sink, pending, sink_gone)
+            await sink.send(pending)
             pending = b""
             await source.receive()
             continue
         event = events.popleft()
         if isinstance(event, bytes):
-            pending += framing.frame(event)
+            pending += codec.send_data(event)
         elif event is END:
-            await write(sink, pending + framing.ending, sink_gone)
+            await sink.send(pending + codec.send_end(last=last))
             return
         else:
-            raise source.gone("a new message began inside a body")
+            raise source.unexpected(event)
 
 
 def _expects_continue(request: Head) -> bool:
@@ -110,37 +89,38 @@ def _expects_continue(request: Head) -> bool:
 
 
 async def _request_and_answer(
-    client: Reader, upstream: UpstreamConnection, request: Head, head: bytes, *, to_head: bool
+    client: Channel, upstream: UpstreamConnection, request: Head, head: bytes
 ) -> Head:
     """Send the request (head, then the client's body if it has one) and read the response head.
-    `upstream.request_sent` says whether all of it went out before the answer came."""
+    The upstream's `our_state` says whether all of it went out before the answer came."""
+    channel = upstream.channel
+    codec = channel.codec
     if not request.has_body:
-        await write(upstream.stream, head, UpstreamGone)
-        upstream.request_sent = True
-        return await _response_head(upstream, to_head=to_head)
+        await channel.send(
+            codec.send_request(request.method, head, Framing.NONE) + codec.send_end()
+        )
+        return await _response_head(channel)
+    framing = Framing.CHUNKED if request.chunked else Framing.LENGTH
+    head = codec.send_request(request.method, head, framing)
     if _expects_continue(request) and not client.events:
-        await write(upstream.stream, head, UpstreamGone)
+        await channel.send(head)
         head = b""
-        await write(client.stream, CONTINUE)
-    return await _body_while_awaiting_answer(client, upstream, request, head, to_head=to_head)
+        await client.send(CONTINUE)  # informational: no state moves
+    return await _body_while_awaiting_answer(client, channel, head)
 
 
-async def _body_while_awaiting_answer(
-    client: Reader, upstream: UpstreamConnection, request: Head, head: bytes, *, to_head: bool
-) -> Head:
+async def _body_while_awaiting_answer(client: Channel, upstream: Channel, head: bytes) -> Head:
     """Stream the body upstream (after `head`, unless it went already) in a task of its own
     while the answer is awaited, so an upstream that answers early (a 413 before reading a body
     over its limit) is heard at once: the rest of the body is not sent, and neither connection
-    carries another request (`request_sent` stays False)."""
+    carries another request (the upstream's `our_state` never gets back to IDLE)."""
     failure: PeerClosed | None = None
     response: Head | None = None
 
     async def send_body(done: trio.CancelScope) -> None:
         nonlocal failure
-        framing = Framing.CHUNKED if request.chunked else Framing.LENGTH
         try:
-            await relay(client, upstream.stream, framing, head, UpstreamGone)
-            upstream.request_sent = True
+            await relay(client, upstream, head)
         except UpstreamGone:
             pass  # the upstream stopped reading: its answer, or its end, comes from the reader
         except ClientGone as error:
@@ -150,7 +130,7 @@ async def _body_while_awaiting_answer(
     async with trio.open_nursery() as nursery:
         nursery.start_soon(send_body, nursery.cancel_scope)
         try:
-            response = await _response_head(upstream, to_head=to_head)
+            response = await _response_head(upstream)
         except UpstreamGone as error:
             failure = failure or error
         nursery.cancel_scope.cancel()
@@ -159,88 +139,75 @@ async def _body_while_awaiting_answer(
     return response
 
 
-async def _response_head(upstream: UpstreamConnection, *, to_head: bool) -> Head:
+async def _response_head(upstream: Channel) -> Head:
     """The final response head (or a 101); 100 Continue and friends stay between us and the
-    upstream. `to_head`: the request was HEAD, so the response has no body."""
-    reader = upstream.reader
-    reader.head_only = to_head
+    upstream. (The answer to a HEAD request has no body: the codec knows the request.)"""
     while True:
-        event = await reader.next_event()
+        event = await upstream.next_event()
         if isinstance(event, Head):
             if event.status >= 200 or event.status == 101:
-                upstream.keep_alive = event.keep_alive
                 return event
         elif event is not END:  # the END of an informational response is skipped too
             raise UpstreamGone("the upstream sent a body before its response")
 
 
 async def _exchange(
-    client_reader: Reader,
-    request: Head,
-    route: Destination,
-    pool: UpstreamPool,
-    client: Client,
-    received: Headers,
-    identity: Identity,
+    exchange: Exchange, destination: Destination
 ) -> tuple[UpstreamConnection, Head]:
     """Send the request and wait for the response head, within the request timeout."""
+    request, downstream, pool = exchange.request, exchange.downstream, exchange.pool
     has_body = request.has_body
     head = head_bytes(
-        request_line(request.method, route.origin.target(request.target)),
+        request_line(request.method, destination.origin.target(request.target)),
         upstream_request_headers(
-            received, route.rewrite, client, upgrade=request.upgrade, identity=identity
+            exchange.received,
+            destination.rewrite,
+            exchange.client,
+            upgrade=request.upgrade,
+            identity=exchange.identity,
         ),
     )
-    to_head = request.method == b"HEAD"
     if not has_body:
-        await _end_of_bodiless_request(client_reader)
-    with trio.CancelScope(deadline=trio.current_time() + route.request_timeout):
+        events = downstream.events  # its END came with the head, almost always
+        if (events.popleft() if events else await downstream.next_event()) is not END:
+            raise ClientGone("a request without a body sent one")
+    origin = destination.origin
+    with trio.CancelScope(deadline=trio.current_time() + destination.request_timeout):
         try:
-            upstream = await pool.acquire(route.origin, unless_dropped=has_body)
+            # a bodiless request is retried on a fresh connection if a pooled one was closed
+            upstream = (None if has_body else pool.idle(origin)) or await pool.acquire(
+                origin, unless_dropped=has_body
+            )
         except UpstreamUnavailable as error:
             raise _NoResponse(502, "bad_gateway", str(error)) from error
         try:
-            return upstream, await _request_and_answer(
-                client_reader, upstream, request, head, to_head=to_head
-            )
+            return upstream, await _request_and_answer(downstream, upstream, request, head)
         except UpstreamGone as error:
             await trio.aclose_forcefully(upstream.stream)
             if upstream.reused and not has_body:
-                fresh = await pool.connect_fresh(route.origin)
-                return fresh, await _request_and_answer(
-                    client_reader, fresh, request, head, to_head=to_head
-                )
+                fresh = await pool.connect_fresh(origin)
+                return fresh, await _request_and_answer(downstream, fresh, request, head)
             raise _NoResponse(502, "bad_gateway", f"the upstream failed: {error}") from error
         except BaseException:
             await trio.aclose_forcefully(upstream.stream)
             raise
     raise _NoResponse(
-        504, "gateway_timeout", f"the upstream did not answer within {route.request_timeout:g}s"
+        504,
+        "gateway_timeout",
+        f"the upstream did not answer within {destination.request_timeout:g}s",
     )
 
 
-async def forward(
-    client_reader: Reader,
-    request: Head,
-    route: Destination,
-    pool: UpstreamPool,
-    client: Client,
-    received: Headers,
-    identity: Identity = (),
-    closing: trio.Event | None = None,
-    entry: RequestEntry | None = None,
-) -> bool:
-    """Proxy one request (`received`: its headers, as the front door left them). Returns
-    whether the client connection can carry another request: never once `closing` is set
-    (the gateway drains), and then the response says `Connection: close` if its head has not
-    gone out yet. `entry`, the request's log entry, learns the upstream, the status and the
-    kind of exchange."""
+async def forward(exchange: Exchange, destination: Destination) -> bool:
+    """Proxy one request to `destination`. Returns whether the client connection can carry
+    another request: never once the exchange's `draining` is set, and then the response says
+    `Connection: close` if its head has not gone out yet. The exchange's log entry learns the
+    upstream, the status and the kind of exchange."""
+    entry = exchange.entry
     if entry is not None:
-        entry.upstream, entry.route_id = route.upstream, route.route_id
+        entry.upstream, entry.route_id = destination.upstream, destination.route_id
     try:
-        upstream, response = await _exchange(
-            client_reader, request, route, pool, client, received, identity
-        )
+        upstream, response = await _exchange(exchange, destination)
     except (_NoResponse, UpstreamUnavailable, UpstreamGone) as failure:
         status, error, detail = (
             (failure.status, failure.error, failure.detail)
@@ -250,7 +217,7 @@ async def forward(
         reply = error_reply(status, error, detail)
         if entry is not None:
             entry.status, entry.reason = status, error
-        await send_reply(client_reader.stream, reply, close=True, head=request.method == b"HEAD")
+        await exchange.downstream.send_reply(reply, close=True, head=exchange.head_request)
         return False
     if entry is not None:
         entry.status = response.status
@@ -260,15 +227,14 @@ async def forward(
             entry.kind = "sse"
     try:
         if response.status == 101:
-            await switch_protocols(client_reader, upstream, response, route.response)
+            await switch_protocols(exchange.downstream, upstream, response, destination.response)
             return False
-        if closing is not None and closing.is_set():
-            request = replace(request, keep_alive=False)  # its head says Connection: close
-        keep_alive = await _stream_response(client_reader, upstream, request, response, route)
+        keep_alive = await _stream_response(exchange, upstream, response, destination.response)
     except BaseException:
         await trio.aclose_forcefully(upstream.stream)
         raise
-    await pool.release(upstream)
+    if not exchange.pool.keep(upstream):
+        await trio.aclose_forcefully(upstream.stream)
     return keep_alive
 
 
@@ -282,27 +248,26 @@ def _client_framing(request: Head, response: Head) -> Framing:
 
 
 async def _stream_response(
-    client_reader: Reader,
-    upstream: UpstreamConnection,
-    request: Head,
-    response: Head,
-    route: Destination,
+    exchange: Exchange, upstream: UpstreamConnection, response: Head, rewrite: ResponseRewrite
 ) -> bool:
     """Relay the response; returns whether the client connection stays open."""
+    request, downstream, draining = exchange.request, exchange.downstream, exchange.draining
     framing = _client_framing(request, response)
-    headers = client_response_headers(response.headers, route.response, switching=False)
+    headers = client_response_headers(response.headers, rewrite, switching=False)
     if framing is Framing.CLOSE:
         headers = [(name, value) for name, value in headers if name != b"transfer-encoding"]
     elif framing is Framing.CHUNKED and response.close_delimited:
         headers.append((b"transfer-encoding", b"chunked"))
     keep_alive = (
         request.keep_alive
-        and upstream.request_sent  # else the client's body was not read whole
+        and upstream.channel.codec.our_state is _IDLE  # else the client's body is unread
         and framing is not Framing.CLOSE
-        and not client_reader.upgraded
+        and downstream.codec.their_state is not _SWITCHED
+        and not (draining is not None and draining.is_set())
     )
     if not keep_alive:
         headers.append((b"connection", b"close"))
     head = head_bytes(status_line(response.status, response.reason), headers)
-    await relay(upstream.reader, client_reader.stream, framing, head, ClientGone)
+    head = downstream.codec.send_response(head, framing)
+    await relay(upstream.channel, downstream, head, last=not keep_alive)
     return keep_alive

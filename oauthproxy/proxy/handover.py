@@ -10,8 +10,9 @@ from typing import Protocol
 import trio
 
 from oauthproxy.logs.logger import RequestLogger
+from oauthproxy.proxy.codec import END, Head
 from oauthproxy.proxy.headers import Client
-from oauthproxy.proxy.http import END, BadRequest, Head, PeerClosed, Reader, send_reply
+from oauthproxy.proxy.http import BadRequest, Channel, PeerClosed
 from oauthproxy.proxy.request import RequestView
 from oauthproxy.proxy.request_log import refused
 from oauthproxy.proxy.responses import Reply, Unserved, error_reply, unknown_host
@@ -22,7 +23,7 @@ class Adopter(Protocol):
     """An instance, as far as handing it a connection goes."""
 
     def adopt(
-        self, reader: Reader, first: Head, view: RequestView, client: Client, lookup: Lookup
+        self, channel: Channel, first: Head, view: RequestView, client: Client, lookup: Lookup
     ) -> bool: ...
 
 
@@ -32,7 +33,7 @@ no instance (disabled, or HTTPS-only without a certificate yet), why not."""
 
 
 async def pass_connection(
-    reader: Reader,
+    channel: Channel,
     request: Head,
     view: RequestView,
     client: Client,
@@ -48,31 +49,31 @@ async def pass_connection(
     if client.scheme == b"https" and not covers(client.tls_names, view.host):
         detail = f"this connection's certificate does not cover {view.host!r}; open a new one"
         reply = error_reply(421, "misdirected_request", detail, accept=accept)
-        await send_reply(reader.stream, reply, close=True, head=head)
+        await channel.send_reply(reply, close=True, head=head)
         refused(requests, client, reply, request, view.host)
         return False
     found = lookup(view.host)
     if isinstance(found, Unserved):
         reply = found.reply(accept)
-    elif found is not None and found.adopt(reader, request, view, client, lookup):
+    elif found is not None and found.adopt(channel, request, view, client, lookup):
         return True
     else:
         reply = unknown_host(view.host, accept)
-    await send_reply(reader.stream, reply, close=True, head=head)
+    await channel.send_reply(reply, close=True, head=head)
     refused(requests, client, reply, request, view.host)
     return False
 
 
-async def answer(reader: Reader, request: Head, reply: Reply) -> bool:
+async def answer(channel: Channel, request: Head, reply: Reply) -> bool:
     """Answer without forwarding. Returns whether the connection can carry another request:
     not when the request has a body we did not read, nor when either side said close."""
     head = request.method == b"HEAD"
     if request.has_body or not request.keep_alive:
-        await send_reply(reader.stream, reply, close=True, head=head)
+        await channel.send_reply(reply, close=True, head=head)
         return False
-    if await reader.next_event() is not END:
+    if await channel.next_event() is not END:
         raise BadRequest("a request without a body sent one")
-    await send_reply(reader.stream, reply, head=head)
+    await channel.send_reply(reply, head=head)
     return True
 
 
@@ -82,7 +83,9 @@ def refusal(error: BadRequest) -> Reply:
     return error_reply(error.status, reason, str(error))
 
 
-async def refuse(reader: Reader, error: BadRequest) -> None:
+async def refuse(channel: Channel, error: BadRequest) -> None:
     """Answer what could not be parsed; the connection closes after it."""
+    if not channel.can_reply:  # a response of ours is under way: the connection just closes
+        return
     with trio.move_on_after(1), contextlib.suppress(PeerClosed):
-        await send_reply(reader.stream, refusal(error), close=True)
+        await channel.send_reply(refusal(error), close=True)

@@ -30,21 +30,14 @@ from dataclasses import dataclass, field
 import trio
 
 from oauthproxy.logs.logger import RequestLogger
-from oauthproxy.logs.records import RequestEntry
 from oauthproxy.proxy.challenges import ChallengeLookup, challenge_reply, is_challenge
+from oauthproxy.proxy.codec import Event, Head, State
 from oauthproxy.proxy.config import InstanceConfig, PublicPorts
+from oauthproxy.proxy.exchange import Exchange
 from oauthproxy.proxy.forward import forward
 from oauthproxy.proxy.handover import Lookup, answer, pass_connection, refusal, refuse
-from oauthproxy.proxy.headers import Client, Identity
-from oauthproxy.proxy.http import (
-    BadRequest,
-    Event,
-    Head,
-    PeerClosed,
-    Reader,
-    close_gently,
-    send_reply,
-)
+from oauthproxy.proxy.headers import Client
+from oauthproxy.proxy.http import BadRequest, Channel, PeerClosed, close_gently
 from oauthproxy.proxy.loopback import Admits
 from oauthproxy.proxy.protect import without_cookie
 from oauthproxy.proxy.protected import admit
@@ -54,6 +47,9 @@ from oauthproxy.proxy.responses import Reply, error_reply, redirect_reply, unkno
 from oauthproxy.proxy.upstream import UpstreamPool
 
 log = logging.getLogger(__name__)
+
+_IN_MESSAGE = frozenset({State.HEAD, State.BODY})
+"""`Codec.in_message`, as a set: the loop between requests tests it without a call."""
 
 LATE_REQUEST_SECONDS = 0.5
 """After `stop`, how long open connections stay to answer requests already sent with a 404."""
@@ -137,7 +133,7 @@ class Instance:
                 await self._pool.clear()
 
     def adopt(
-        self, reader: Reader, first: Head, view: RequestView, client: Client, lookup: Lookup
+        self, channel: Channel, first: Head, view: RequestView, client: Client, lookup: Lookup
     ) -> bool:
         """Take over a connection whose next request (`first`, seen as `view`) is for this
         hostname; `lookup` finds the instance for another hostname a later request names."""
@@ -146,7 +142,7 @@ class Instance:
         connection = _Connection()
         self._connections.add(connection)  # now: a drain must not end before its task starts
         self._nursery.start_soon(
-            self._serve_connection, connection, reader, first, view, client, lookup
+            self._serve_connection, connection, channel, first, view, client, lookup
         )
         return True
 
@@ -194,24 +190,25 @@ class Instance:
                 if connection.closes_at is not None and connection.closes_at <= now:
                     connection.scope.cancel()
 
-    async def _next_request(self, reader: Reader, connection: _Connection) -> Event:
+    async def _next_request(self, channel: Channel, connection: _Connection) -> Event:
         """The next event on a kept-alive connection: its first byte may take the idle timeout,
         the rest of the head only the (shorter) header timeout, so a head sent slowly cannot
         hold the connection for an idle timeout per byte."""
         connection.closes_at = trio.current_time() + self._idle_timeout
         connection.idle = True
-        while not (reader.events or reader.in_message):
-            await reader.receive()
+        codec = channel.codec
+        while not (channel.events or codec.their_state in _IN_MESSAGE):
+            await channel.receive()
         connection.idle = False
         connection.closes_at = trio.current_time() + self._header_timeout
-        event = await reader.next_event()
+        event = await channel.next_event()
         connection.closes_at = None
         return event
 
     async def _serve_connection(
         self,
         connection: _Connection,
-        reader: Reader,
+        channel: Channel,
         request: Head,
         view: RequestView,
         client: Client,
@@ -220,22 +217,22 @@ class Instance:
         moved = False
         try:
             with connection.scope:
-                while await self._handle(reader, request, view, client, connection.counted):
-                    if self._draining.is_set() and not (reader.events or reader.in_message):
+                while await self._handle(channel, request, view, client, connection.counted):
+                    if self._draining.is_set() and not (channel.events or channel.codec.in_message):
                         return  # idle now: closed at once, like those `drain` found idle
-                    event = await self._next_request(reader, connection)
+                    event = await self._next_request(channel, connection)
                     if not isinstance(event, Head):
                         return
                     request = event
                     view = view_of(request, client.scheme)
                     if view.host != self.hostname:
                         moved = await pass_connection(
-                            reader, request, view, client, lookup, self._requests
+                            channel, request, view, client, lookup, self._requests
                         )
                         return
         except BadRequest as error:
             refused(self._requests, client, refusal(error), None)
-            await refuse(reader, error)
+            await refuse(channel, error)
         except PeerClosed:
             pass
         except Exception:
@@ -245,60 +242,62 @@ class Instance:
         finally:
             try:
                 if not moved:
-                    await close_gently(reader.stream)
+                    await close_gently(channel.stream)
             finally:
                 self._connections.discard(connection)
                 self._quiet.set()
 
     async def _handle(
-        self, reader: Reader, request: Head, view: RequestView, client: Client, counted: Counted
+        self,
+        channel: Channel,
+        request: Head,
+        view: RequestView,
+        client: Client,
+        counted: Counted,
     ) -> bool:
         self._in_flight += 1
         requests = self._requests
         entry = (
             None
             if requests is None
-            else open_entry(reader, request, client, self.hostname, counted)
+            else open_entry(channel, request, client, self.hostname, counted)
+        )
+        exchange = Exchange(
+            channel, request, view, client, self._pool, view.headers, (), entry, self._draining
         )
         try:
-            return await self._respond(reader, request, view, client, entry)
+            return await self._respond(exchange)
         finally:
             self._in_flight -= 1
             self._quiet.set()
             if entry is not None and requests is not None:
-                close_entry(entry, reader, requests, counted)
+                close_entry(entry, channel, requests, counted)
 
-    async def _respond(
-        self,
-        reader: Reader,
-        request: Head,
-        view: RequestView,
-        client: Client,
-        entry: RequestEntry | None,
-    ) -> bool:
-        """Answer one request; returns whether the connection can carry another. `entry`: its
-        log entry, which learns who answered and how."""
+    async def _respond(self, exchange: Exchange) -> bool:
+        """Answer one request; returns whether the connection can carry another. The exchange's
+        log entry learns who answered and how."""
+        channel, view, entry = exchange.downstream, exchange.view, exchange.entry
         if self._draining.is_set():  # the answer says Connection: close, and closes after it
-            request = dataclasses.replace(request, keep_alive=False)
+            exchange.request = dataclasses.replace(exchange.request, keep_alive=False)
+        request = exchange.request
         if is_challenge(request.target):
             reply = await challenge_reply(request.target, self._challenges)
-            return await answer(reader, request, noted(entry, reply))
+            return await answer(channel, request, noted(entry, reply))
         config = self.config
-        refused_reply = self._refusal(config, view, request, client)
+        refused_reply = self._refusal(config, view, request, exchange.client)
         if refused_reply is not None or config is None:
             reply = noted(entry, refused_reply or unknown_host(view.host, b""))
-            await send_reply(reader.stream, reply, close=True, head=request.method == b"HEAD")
+            await channel.send_reply(reply, close=True, head=exchange.head_request)
             return False
-        received = view.headers
-        identity: Identity = ()
         if config.protection is not None:
-            outcome = await admit(config.protection, config.shared.login, received, client, view)
+            outcome = await admit(config.protection, config.shared.login, exchange)
             if isinstance(outcome, Reply):
-                return await answer(reader, request, noted(entry, outcome))
+                return await answer(channel, request, noted(entry, outcome))
             if entry is not None and outcome.claims is not None:
                 entry.user, entry.client_id = outcome.claims.username, outcome.claims.client_id
-            identity = outcome.headers
-            received = without_cookie(received, config.protection.target.auth_cookie_name)
+            exchange.identity = outcome.headers
+            cookie = config.protection.target.auth_cookie_name
+            exchange.received = without_cookie(exchange.received, cookie)
         destination = config.destination(view.path, request.method.decode())
         if destination is None:
             reply = error_reply(
@@ -308,25 +307,15 @@ class Instance:
                 accept=request.header(b"accept"),
             )
             noted(entry, reply)
-            await send_reply(reader.stream, reply, close=True, head=request.method == b"HEAD")
+            await channel.send_reply(reply, close=True, head=exchange.head_request)
             return False
         if destination.down is not None:
             detail = f"the service {destination.down!r} is down: its container is not running"
             reply = error_reply(503, "service_down", detail, accept=request.header(b"accept"))
-            return await answer(reader, request, reply)
+            return await answer(channel, request, reply)
         if view.target is not request.target:  # the backend gets the normalised target
-            request = dataclasses.replace(request, target=view.target)
-        return await forward(
-            reader,
-            request,
-            destination,
-            self._pool,
-            client,
-            received,
-            identity,
-            self._draining,
-            entry=entry,
-        )
+            exchange.request = dataclasses.replace(request, target=view.target)
+        return await forward(exchange, destination)
 
     def _refusal(
         self, config: InstanceConfig | None, view: RequestView, request: Head, client: Client

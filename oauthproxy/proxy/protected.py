@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from oauthproxy.models.proxies import AuthMode
 from oauthproxy.proxy.access import Allow
-from oauthproxy.proxy.headers import Client, Headers
+from oauthproxy.proxy.exchange import Exchange
 from oauthproxy.proxy.login import CALLBACK_PATH, BrowserLogin
 from oauthproxy.proxy.protect import (
     NeedsLogin,
@@ -14,20 +14,16 @@ from oauthproxy.proxy.protect import (
     is_metadata_path,
     metadata_reply,
 )
-from oauthproxy.proxy.request import RequestView
 from oauthproxy.proxy.responses import Reply, error_reply
 
 
 async def admit(
-    protection: Protection,
-    login: BrowserLogin | None,
-    received: Headers,
-    client: Client,
-    view: RequestView,
+    protection: Protection, login: BrowserLogin | None, exchange: Exchange
 ) -> Reply | Allow:
     """Protected resource metadata, the browser login's callback, or the bearer check. The
     origin is the normalised authority: tokens are issued for `http://mcp.test`, whatever case
     or default port a client's Host header spells it with."""
+    client, view, received = exchange.client, exchange.view, exchange.received
     origin = f"{client.scheme.decode()}://{view.authority}"
     path = view.path
     if protection.serves_metadata and is_metadata_path(path):

@@ -26,7 +26,9 @@ from __future__ import annotations
 import functools
 from typing import NamedTuple
 
-from oauthproxy.proxy.http import BadRequest, Head, Headers
+from oauthproxy.proxy.codec import Head
+from oauthproxy.proxy.framing import Headers
+from oauthproxy.proxy.http import BadRequest
 
 _DEFAULT_PORTS = {b"http": "80", b"https": "443"}
 _HOST_CHARACTERS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789-._")

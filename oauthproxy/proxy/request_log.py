@@ -15,8 +15,9 @@ import trio
 
 from oauthproxy.logs.logger import RequestLogger
 from oauthproxy.logs.records import RequestEntry, begin
+from oauthproxy.proxy.codec import Head
 from oauthproxy.proxy.headers import Client
-from oauthproxy.proxy.http import Head, Reader
+from oauthproxy.proxy.http import Channel
 from oauthproxy.proxy.responses import Reply
 from oauthproxy.proxy.sockets import LeanSocketStream
 
@@ -51,7 +52,7 @@ def tls_version(stream: trio.abc.Stream) -> str:
 
 
 def open_entry(
-    reader: Reader, request: Head, client: Client, host: str, counted: Counted
+    reader: Channel, request: Head, client: Client, host: str, counted: Counted
 ) -> RequestEntry:
     """The entry of a request whose head just arrived. Bytes count from where the previous
     exchange on the connection ended (`counted`), so this request's head counts as its own."""
@@ -63,7 +64,7 @@ def open_entry(
 
 
 def close_entry(
-    entry: RequestEntry, reader: Reader, logger: RequestLogger, counted: Counted
+    entry: RequestEntry, reader: Channel, logger: RequestLogger, counted: Counted
 ) -> None:
     """Log the ended exchange, and mark where the next one's bytes start."""
     entry.duration = time.perf_counter() - entry.clock

@@ -6,19 +6,22 @@ from __future__ import annotations
 
 import trio
 
+from oauthproxy.proxy.codec import Head
+from oauthproxy.proxy.framing import Framing, head_bytes, status_line
 from oauthproxy.proxy.headers import ResponseRewrite, client_response_headers
-from oauthproxy.proxy.http import READ_SIZE, Head, Reader, head_bytes, status_line, write
+from oauthproxy.proxy.http import READ_SIZE, Channel
 from oauthproxy.proxy.upstream import UpstreamConnection
 
 
 async def switch_protocols(
-    client: Reader, upstream: UpstreamConnection, response: Head, rewrite: ResponseRewrite
+    client: Channel, upstream: UpstreamConnection, response: Head, rewrite: ResponseRewrite
 ) -> None:
     """Answer 101 to the client, then copy bytes both ways until either side closes."""
     headers = client_response_headers(response.headers, rewrite, switching=True)
-    await write(client.stream, head_bytes(status_line(101, response.reason), headers))
-    from_client = client.trailing
-    from_upstream = upstream.reader.trailing
+    head = head_bytes(status_line(101, response.reason), headers)
+    await client.send(client.codec.send_response(head, Framing.NONE, switching=True))
+    from_client = client.codec.trailing
+    from_upstream = upstream.channel.codec.trailing
     client_stream, upstream_stream = client.stream, upstream.stream
     async with trio.open_nursery() as nursery:
         nursery.start_soon(_pump, client_stream, upstream_stream, from_client, nursery.cancel_scope)

@@ -15,7 +15,7 @@ from urllib.parse import urlsplit
 
 import trio
 
-from oauthproxy.proxy.http import Reader, UpstreamGone
+from oauthproxy.proxy.http import Channel
 from oauthproxy.proxy.sockets import LeanSocketStream
 
 MAX_IDLE_PER_ORIGIN = 64
@@ -63,39 +63,19 @@ class UpstreamUnavailable(Exception):
 class UpstreamConnection:
     origin: Origin
     stream: trio.abc.Stream
-    reader: Reader = field(init=False)
+    channel: Channel = field(init=False)
     reused: bool = False
-    keep_alive: bool = False
-    """The last response let the connection carry another request."""
-    request_sent: bool = False
-    """The whole of the current request (its body included) went out before its answer came."""
 
     def __post_init__(self) -> None:
-        self.reader = Reader(self.stream, responses=True, gone=UpstreamGone)
+        self.channel = Channel.of_upstream(self.stream)
 
     @property
     def reusable(self) -> bool:
-        """The last exchange ended cleanly and the upstream keeps the connection open. An
-        upstream that answered before it had the whole request may still be reading (or not
-        reading) its body: the next request on it would wait behind those bytes."""
-        reader = self.reader
-        return (
-            self.keep_alive
-            and self.request_sent
-            and not (reader.in_message or reader.spent or reader.upgraded)
-            and not reader.events
-        )
-
-    @property
-    def dropped(self) -> bool:
-        """An idle connection that is readable was closed by the upstream (or it sent junk)."""
-        stream = self.stream
-        socket_stream = getattr(stream, "transport_stream", stream)
-        sock = getattr(socket_stream, "socket", None)
-        if sock is None:
-            return False
-        readable, _, _ = select.select([sock.fileno()], [], [], 0)
-        return bool(readable)
+        """The last exchange ended cleanly, both ways, and the upstream keeps the connection
+        open (`Codec.reusable`). An upstream that answered before it had the whole request may
+        still be reading (or not reading) its body: the next request on it would wait behind
+        those bytes, so our side must have ended its message too."""
+        return self.channel.codec.reusable
 
 
 class UpstreamPool:
@@ -116,12 +96,23 @@ class UpstreamPool:
         idle = self._idle.get(origin.key)
         while idle:
             connection = idle.pop()
-            if unless_dropped and connection.dropped:
+            if unless_dropped and _dropped(connection.stream):
                 await trio.aclose_forcefully(connection.stream)
                 continue
             connection.reused = True
             return connection
         return UpstreamConnection(origin, await self._connect(origin))
+
+    def idle(self, origin: Origin) -> UpstreamConnection | None:
+        """An idle connection to `origin` at once (no check that it is still open: for a
+        request that can be retried on a fresh one), else None. (No await: the common case
+        costs no coroutine.)"""
+        idle = self._idle.get(origin.key)
+        if not idle:
+            return None
+        connection = idle.pop()
+        connection.reused = True
+        return connection
 
     async def connect_fresh(self, origin: Origin) -> UpstreamConnection:
         return UpstreamConnection(origin, await self._connect(origin))
@@ -143,16 +134,21 @@ class UpstreamPool:
         )
 
     async def release(self, connection: UpstreamConnection) -> None:
-        """Keep a finished connection for the next request to its origin, or close it: when it
-        cannot carry another request, when enough wait already, or when its origin is no longer
-        a target (it changed while this exchange ran)."""
+        """Keep a finished connection for the next request to its origin, or close it."""
+        if not self.keep(connection):
+            await trio.aclose_forcefully(connection.stream)
+
+    def keep(self, connection: UpstreamConnection) -> bool:
+        """Pool a finished connection for the next request to its origin; False when it cannot
+        carry another request, when enough wait already, or when its origin is no longer a
+        target (it changed while this exchange ran): then the caller closes it."""
         key = connection.origin.key
         idle = self._idle.get(key, [])
-        if connection.reusable and key in self._targets and len(idle) < MAX_IDLE_PER_ORIGIN:
-            connection.keep_alive = connection.request_sent = False
+        reusable = connection.channel.codec.reusable  # (the property, without a call)
+        if reusable and key in self._targets and len(idle) < MAX_IDLE_PER_ORIGIN:
             self._idle.setdefault(key, idle).append(connection)
-        else:
-            await trio.aclose_forcefully(connection.stream)
+            return True
+        return False
 
     async def retarget(self, targets: frozenset[OriginKey]) -> None:
         """From now on pool only connections to `targets`; close the idle ones to any other."""
@@ -165,6 +161,18 @@ class UpstreamPool:
     async def clear(self) -> None:
         """Close every idle connection and pool none any more (the instance stops)."""
         await self.retarget(frozenset())
+
+
+def _dropped(stream: trio.abc.Stream) -> bool:
+    """An idle connection whose socket is readable was closed by the upstream (or it sent
+    junk): either way it cannot carry a request. The pool asks before it hands one out;
+    forwarding never looks at sockets."""
+    socket_stream = getattr(stream, "transport_stream", stream)
+    sock = getattr(socket_stream, "socket", None)
+    if sock is None:
+        return False
+    readable, _, _ = select.select([sock.fileno()], [], [], 0)
+    return bool(readable)
 
 
 def tls_context(ca_bundle: str | None) -> ssl.SSLContext:

@@ -15,7 +15,7 @@ from contextlib import contextmanager
 
 import trio
 
-from oauthproxy.proxy.http import Reader
+from oauthproxy.proxy.http import Channel
 
 
 class FirstRequests:
@@ -35,7 +35,7 @@ class FirstRequests:
             self._reading -= 1
             self._changed.set()
 
-    async def first_bytes(self, reader: Reader) -> bool:
+    async def first_bytes(self, channel: Channel) -> bool:
         """Wait until the connection has sent the start of a request; False when the gateway
         began to shut down first (then the caller closes it)."""
         if self._closing:
@@ -43,8 +43,8 @@ class FirstRequests:
         with trio.CancelScope() as scope:
             self._silent.add(scope)
             try:
-                while not (reader.events or reader.in_message):
-                    await reader.receive()
+                while not (channel.events or channel.codec.in_message):
+                    await channel.receive()
             finally:
                 self._silent.discard(scope)
         return not scope.cancelled_caught

@@ -1,0 +1,48 @@
+"""The upstream pool checks its idle connections itself: one the backend closed while it waited
+is not handed to a request that could not be retried (forwarding never looks at sockets)."""
+
+from __future__ import annotations
+
+import ssl
+
+import pytest
+import trio
+
+from oauthproxy.proxy.sockets import LeanSocketStream
+from oauthproxy.proxy.upstream import UpstreamPool, parse_origin
+
+
+async def _closing_backend(
+    closing: trio.Event, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED
+) -> None:
+    """Accepts connections and closes each once `closing` is set."""
+
+    async def connection(stream: trio.SocketStream) -> None:
+        await closing.wait()
+        await stream.aclose()
+
+    listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
+    task_status.started(listeners[0].socket.getsockname()[1])
+    await trio.serve_listeners(connection, listeners)
+
+
+@pytest.mark.parametrize(("unless_dropped", "reused"), [(True, False), (False, True)])
+async def test_an_idle_connection_the_backend_closed_is_weeded_out_when_asked(
+    nursery: trio.Nursery, unless_dropped: bool, reused: bool
+) -> None:
+    closing = trio.Event()
+    port: int = await nursery.start(_closing_backend, closing)
+    origin = parse_origin(f"http://127.0.0.1:{port}")
+    pool = UpstreamPool(connect_timeout=5, tls=ssl.create_default_context())
+    await pool.retarget(frozenset({origin.key}))
+    idle = await pool.acquire(origin)
+    await pool.release(idle)
+    closing.set()
+    assert isinstance(idle.stream, LeanSocketStream)
+    with trio.fail_after(5):
+        await trio.lowlevel.wait_readable(idle.stream.socket)  # the backend's FIN is here
+
+    handed = await pool.acquire(origin, unless_dropped=unless_dropped)
+    assert (handed is idle, handed.reused) == (reused, reused)
+    await pool.clear()
+    await trio.aclose_forcefully(handed.stream)
