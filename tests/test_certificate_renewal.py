@@ -101,7 +101,13 @@ def test_ordered_certificate_names() -> None:
 
 def test_multi_domain_requests_refuse_repeats_and_more_than_a_hundred() -> None:
     with pytest.raises(ValidationError, match=r"repeated: a\.example\.com"):
-        MultiDomainCertificateCreate(cert_name="x", domains=["a.example.com", "A.example.com."])
+        MultiDomainCertificateCreate(cert_name="x", domains=["a.example.com", "a.example.com"])
+    # Spellings of one name (case, a trailing dot) are one domain, kept once: the document's
+    # `uniqueItems` allows them, so the validator must too.
+    spelled = MultiDomainCertificateCreate(
+        cert_name="x", domains=["a.example.com", "A.example.com.", "b.example.com"]
+    )
+    assert spelled.domains == ["a.example.com", "b.example.com"]
     with pytest.raises(ValidationError, match="at most 100"):
         MultiDomainCertificateCreate(
             cert_name="x", domains=[f"h{i}.example.com" for i in range(101)]
