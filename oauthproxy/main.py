@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 import shlex
 import sys
@@ -62,6 +63,10 @@ def banner(ready: Ready) -> str:
 async def _run(settings: Settings) -> None:
     async with trio.open_nursery() as nursery:
         ready: Ready = await nursery.start(serve, settings)
+        # Everything built while starting (modules, settings, routes) lives as long as the
+        # process: out of the cyclic collector's reach, a full collection walks only what
+        # requests allocate (full collections of ~65 ms were seen under load without this).
+        gc.freeze()
         print(banner(ready), flush=True)
 
 
