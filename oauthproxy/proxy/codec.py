@@ -359,8 +359,8 @@ class Codec:
                 length = value
             elif name == b"connection":
                 connection = value
-            elif name == b"upgrade":
-                upgrade = True
+            elif name == b"upgrade":  # only a WebSocket may switch (tests/test_upgrade_smuggling)
+                upgrade = value.lower() == b"websocket"
         llhttp_keep_alive = parser.should_keep_alive()
         keep_alive = llhttp_keep_alive and version == b"1.1"
         if isinstance(parser, _ResponseParser):

@@ -1,7 +1,7 @@
 """Forward one request upstream and stream the response back, both bodies chunk by chunk.
 
 Memory per request is bounded by one read (64 KiB) in each direction: we never read a body whole.
-A WebSocket (or any) upgrade answered with 101 becomes a byte splice in both directions.
+A WebSocket upgrade answered with an accepting 101 becomes a byte splice in both directions.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from oauthproxy.proxy.headers import (
     ResponseRewrite,
     client_response_headers,
     upstream_request_headers,
+    websocket_accepted,
 )
 from oauthproxy.proxy.http import Channel, ClientGone, PeerClosed, UpstreamGone
 from oauthproxy.proxy.responses import error_reply
@@ -208,6 +209,9 @@ async def forward(exchange: Exchange, destination: Destination) -> bool:
         entry.upstream, entry.route_id = destination.upstream, destination.route_id
     try:
         upstream, response = await _exchange(exchange, destination)
+        if response.status == 101 and not _switch_allowed(exchange, response):
+            await trio.aclose_forcefully(upstream.stream)
+            raise _NoResponse(502, "bad_gateway", "the upstream's 101 accepted no WebSocket")
     except (_NoResponse, UpstreamUnavailable, UpstreamGone) as failure:
         status, error, detail = (
             (failure.status, failure.error, failure.detail)
@@ -236,6 +240,11 @@ async def forward(exchange: Exchange, destination: Destination) -> bool:
     if not exchange.pool.keep(upstream):
         await trio.aclose_forcefully(upstream.stream)
     return keep_alive
+
+
+def _switch_allowed(exchange: Exchange, response: Head) -> bool:
+    """Only a WebSocket the client asked for becomes a splice (`websocket_accepted`)."""
+    return exchange.request.upgrade and websocket_accepted(exchange.received, response.headers)
 
 
 def _client_framing(request: Head, response: Head) -> Framing:

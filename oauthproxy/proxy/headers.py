@@ -7,6 +7,9 @@ on the way out from them (see `oauthproxy.proxy.http.Framing`).
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
 import ipaddress
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -136,7 +139,7 @@ def upstream_request_headers(
     out.extend(rewrite.custom)
     out.extend(identity)
     if upgrade:
-        out.extend(_upgrade_headers(headers))
+        out.extend(UPGRADE_HEADERS)
     return out
 
 
@@ -151,9 +154,27 @@ def _owned(name: bytes, dropped: frozenset[bytes], prefix: bytes) -> bool:
     )
 
 
-def _upgrade_headers(headers: Iterable[tuple[bytes, bytes]]) -> Headers:
-    protocol = next((value for name, value in headers if name == b"upgrade"), b"websocket")
-    return [(b"connection", b"upgrade"), (b"upgrade", protocol)]
+UPGRADE_HEADERS = ((b"connection", b"upgrade"), (b"upgrade", b"websocket"))
+"""The only protocol switch the gateway passes on. After a 101 it copies bytes unread, so a
+switch to HTTP/2 (`h2c`) or to anything else that carries requests would let them past routing,
+the auth check and the header rewrite."""
+_WEBSOCKET_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+
+
+def websocket_accepted(
+    request: Iterable[tuple[bytes, bytes]], response: Iterable[tuple[bytes, bytes]]
+) -> bool:
+    """Whether a 101 with `response` headers accepts the WebSocket `request` asked for:
+    its `Sec-WebSocket-Accept` is the request key's hash (RFC 6455 section 4.2.2). A backend that
+    answers 101 without switching (an endpoint echoing a status code) would otherwise open a raw
+    tunnel to itself."""
+    key = _first(request, b"sec-websocket-key")
+    expected = base64.b64encode(hashlib.sha1(key + _WEBSOCKET_GUID).digest())  # noqa: S324 (RFC 6455)
+    return bool(key) and hmac.compare_digest(_first(response, b"sec-websocket-accept"), expected)
+
+
+def _first(headers: Iterable[tuple[bytes, bytes]], wanted: bytes) -> bytes:
+    return next((value for name, value in headers if name == wanted), b"")
 
 
 @dataclass(frozen=True)
@@ -184,7 +205,7 @@ def client_response_headers(
         listed = _tokens(connection)
         out = [(name, value) for name, value in out if name not in listed]
     if switching:
-        out.extend(_upgrade_headers(headers))
+        out.extend(UPGRADE_HEADERS)
     out.extend(rewrite.custom)
     return out
 
