@@ -44,8 +44,10 @@ GUARDED = "mcp.test"
 
 
 def _app(environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
-    """Serves `/secret` and `/public/...` by the *resolved* path, and reports what it read."""
-    path = posixpath.normpath(environ["PATH_INFO"])  # wsgiref has already percent-decoded it
+    """Serves `/secret` and `/public/...` by the *resolved* path, and reports what it read.
+    Like Tomcat, Jetty and Spring, it drops each segment's `;` parameters before resolving."""
+    segments = [segment.partition(";")[0] for segment in environ["PATH_INFO"].split("/")]
+    path = posixpath.normpath("/".join(segments))  # wsgiref has already percent-decoded it
     report = {
         "path": path,
         "raw_path": environ["PATH_INFO"],
@@ -163,6 +165,10 @@ ESCAPES = [
     "/public/..%2Fsecret",
     "/public/%2e%2e%2fsecret",
     "/public/..%5Csecret",
+    "/public/..;/secret",
+    "/public/%2e%2e;jsessionid=1/secret",
+    "/public/x/..;/..;/secret",
+    "/public/.;/..;/secret",
 ]
 
 

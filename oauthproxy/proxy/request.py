@@ -14,7 +14,8 @@ Pure: a request head in, a `RequestView` out (or `BadRequest`, a 400). What it d
   so `/public/../secret` and `/public/%2e%2e/secret` are `/secret` everywhere.
   Encoded separators (`%2F`, `%5C`) stay encoded: they are data to us, but a backend that
   decodes them may see other segments, so `has_encoded_separator` lets the auth check refuse
-  them where they could leave an excluded path. A raw backslash is a 400.
+  them where they could leave an excluded path. A raw backslash is a 400, and so is a dot
+  segment with `;` parameters (`..;`), which Java servers resolve as `..`.
 - **Origin-form out.** An absolute-form target is forwarded as its path and query.
 
 The common case costs a few substring checks: a path without `.`, `%`, `//` or `\\` is already
@@ -150,6 +151,8 @@ def normalise_path(path: str) -> str:
     if "%" in path:
         path = _decode_unreserved(path)
     segments = path.split("/")
+    if ";" in path and any(_dot_with_parameters(segment) for segment in segments):
+        raise BadRequest("a dot segment with parameters ('..;') is refused (some backends read ..)")
     kept: list[str] = []
     for segment in segments[1:-1]:
         if segment == "..":
@@ -167,6 +170,12 @@ def normalise_path(path: str) -> str:
     else:
         kept.append(last)
     return "/" + "/".join(kept)
+
+
+def _dot_with_parameters(segment: str) -> bool:
+    """`..;x` or `.;x`: Tomcat, Jetty and Spring drop a segment's `;` parameters before they
+    resolve dot segments, so `/public/..;/secret` is `/secret` to them."""
+    return segment.partition(";")[0] in (".", "..") and ";" in segment
 
 
 def _decode_unreserved(path: str) -> str:
