@@ -169,3 +169,22 @@ async def test_https_to_a_name_without_a_certificate_is_refused_and_logged_with_
         "sni=nobody.example.com": "sni=nobody.example.com: refused (unrecognized_name): "
         "no proxy for this name",
     }
+
+
+@pytest.mark.parametrize(
+    "nested", ["[" * 100_000 + "]" * 100_000, '{"a":' * 5_000 + "1" + "}" * 5_000]
+)
+async def test_a_json_body_nested_too_deeply_is_a_400_not_a_500(
+    api: httpx.AsyncClient, anonymous: httpx.AsyncClient, nested: str
+) -> None:
+    """Python's JSON parser gives up on deep nesting with a RecursionError (not a ValueError),
+    which reached the catch-all: a 500 and a stack trace in the log, from anyone, for 200 kB."""
+    json_type = {"content-type": "application/json"}
+    for client, path in ((api, TARGETS), (api, "/api/v1/tokens/"), (anonymous, "/register")):
+        response = await client.post(path, content=nested, headers=json_type)
+        assert response.status_code == 400, (path, response.text)
+        assert response.json() == {
+            "error": "invalid_json",
+            "detail": "the request body nests JSON too deeply",
+            "field": "body",
+        }

@@ -201,6 +201,16 @@ def install_error_handlers(app: Quart) -> None:
         detail = f"the request body is not valid {what} (byte {exc.start})"
         return error_response(400, "invalid_json", detail, field="body")
 
+    @app.errorhandler(RecursionError)
+    async def nested_too_deeply(exc: RecursionError) -> Response:
+        """Python's JSON parser refuses deep nesting with a RecursionError, not a ValueError,
+        so Quart passes it on: anyone's 200 kB of `[` was a 500 and a stack trace."""
+        if not request.is_json:
+            return _unexpected(exc)
+        return error_response(
+            400, "invalid_json", "the request body nests JSON too deeply", field="body"
+        )
+
     @app.errorhandler(HTTPException)
     async def http_error(exc: HTTPException) -> Response:
         return _http_error(exc)
