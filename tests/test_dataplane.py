@@ -147,11 +147,21 @@ async def test_forged_forwarding_and_identity_headers_are_replaced(
         "Forwarded": "for=6.6.6.6",
         "X-Auth-User-Id": "admin",
         "X-Auth-Email": "root@example.com",
+        "X-Forwarded-Host": "evil.example",
+        # the rest of the family: Spring, Express, Werkzeug's ProxyFix build URLs from them
+        "X-Forwarded-Port": "444",
+        "X-Forwarded-Prefix": "/evil",
+        "X-Forwarded-Server": "evil.example",
+        "X-Forwarded-Ssl": "on",
+        "X-Forwarded-Scheme": "https",
     }
     echoed = (await public.get("/echo", headers=forged)).json()["headers"]
     assert echoed["x-forwarded-for"] == "127.0.0.1"
     assert echoed["x-real-ip"] == "127.0.0.1"
     assert echoed["x-forwarded-proto"] == "http"
+    assert echoed["x-forwarded-host"] == "honest.example.com"
+    forwarded_family = {name for name in echoed if name.startswith("x-forwarded-")}
+    assert forwarded_family == {"x-forwarded-for", "x-forwarded-proto", "x-forwarded-host"}
     assert "forwarded" not in echoed
     assert "x-auth-user-id" not in echoed
     assert "x-auth-email" not in echoed

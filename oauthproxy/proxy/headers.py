@@ -34,6 +34,8 @@ HOP_BY_HOP = frozenset(
 FORWARDING = frozenset(
     {b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-host", b"x-real-ip", b"forwarded"}
 )
+"""The forwarding headers the gateway sets or reads; every other `X-Forwarded-*` a client sends
+(`-Port`, `-Prefix`, `-Ssl`, ..., which frameworks build URLs from) is dropped as well."""
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -122,7 +124,7 @@ def upstream_request_headers(
                 host = value
             elif name == b"connection":
                 connection = value
-        elif not (prefix and name.startswith(prefix)):
+        elif not (prefix and name.startswith(prefix)) and not name.startswith(b"x-forwarded-"):
             if b"_" in name and _owned(name.replace(b"_", b"-"), dropped, prefix):
                 continue
             out.append((name, value))
