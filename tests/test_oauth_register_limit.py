@@ -188,3 +188,21 @@ async def test_a_trusted_proxy_names_the_client(
     assert other.status_code == 201, other.text
     direct = await http.post(f"{gateway.api_url}/register", json=CLIENT)
     assert direct.status_code == 201, direct.text
+
+
+async def test_an_ipv6_client_counts_by_its_64(start: Start, http: httpx.AsyncClient) -> None:
+    """One host usually holds a whole IPv6 /64: counted per address, it could register without
+    limit by changing its source address. (The loopback peer is the gateway's own hop, so the
+    API believes its X-Forwarded-For: `register_through_the_port` without the port.)"""
+    gateway = await start(oauth_register_rate_limit=1, oauth_register_rate_window=600)
+    register = f"{gateway.api_url}/register"
+
+    async def from_address(address: str) -> httpx.Response:
+        return await http.post(register, json=CLIENT, headers={"X-Forwarded-For": address})
+
+    assert (await from_address("2001:db8:1:2::1")).status_code == 201
+    assert_limited(await from_address("2001:db8:1:2::2"), 600)
+    assert_limited(await from_address("2001:db8:1:2:ffff:ffff:ffff:ffff"), 600)
+    assert (await from_address("2001:db8:1:3::1")).status_code == 201
+    assert (await from_address("198.51.100.9")).status_code == 201
+    assert_limited(await from_address("::ffff:198.51.100.9"), 600)  # IPv4, spelled as IPv6

@@ -19,6 +19,7 @@ from oauthproxy.oauth.clients import secret_hash, secret_matches
 from oauthproxy.oauth.errors import OAuthError
 from oauthproxy.oauth.rate_limits import Limited, over_limit
 from oauthproxy.oauth.server import OAuthServer
+from oauthproxy.proxy.limits import client_key
 
 CLIENT_ID_PREFIX = "mcp_"
 SERVER_MANAGED = (
@@ -69,12 +70,12 @@ def _expiry(server: OAuthServer, created: datetime) -> datetime | None:
 async def admit(server: OAuthServer, client_ip: str) -> None:
     """Count an open registration from `client_ip`; 429 (RFC 6585) with Retry-After when it
     goes over the limit of the current window. The count lives in Redis, so it holds across
-    replicas."""
+    replicas. An IPv6 client counts by its /64 (`client_key`), as it does for connections."""
     settings = server.settings
     limit, window = settings.oauth_register_rate_limit, settings.oauth_register_rate_window
     if not limit:
         return
-    counted = await server.store.count_registration(client_ip, window * 1000)
+    counted = await server.store.count_registration(client_key(client_ip), window * 1000)
     raise_if_limited(over_limit(counted, limit, window, "client registrations"))
 
 
@@ -85,7 +86,7 @@ async def admit_anonymous(server: OAuthServer, client_ip: str) -> None:
     limit, window = settings.oauth_anonymous_rate_limit, settings.oauth_anonymous_rate_window
     if not limit:
         return
-    counted = await server.store.count_anonymous(client_ip, window * 1000)
+    counted = await server.store.count_anonymous(client_key(client_ip), window * 1000)
     what = "login starts and client-document fetches"
     raise_if_limited(over_limit(counted, limit, window, what))
 

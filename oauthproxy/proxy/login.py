@@ -36,6 +36,7 @@ from oauthproxy.oauth.browser import (
 from oauthproxy.oauth.client_address import client_address
 from oauthproxy.oauth.rate_limits import Limited, over_limit
 from oauthproxy.proxy.headers import Client, Headers, Network, parse_networks
+from oauthproxy.proxy.limits import client_key
 from oauthproxy.proxy.protect import cookie_token
 from oauthproxy.proxy.responses import Reply, error_reply
 from oauthproxy.settings import Settings
@@ -207,7 +208,7 @@ class BrowserLogin:
             return None
         forwarded_for = [v.decode("latin-1") for n, v in received if n == b"x-forwarded-for"]
         ip = client_address(client.ip, forwarded_for, self.trusted) if client.trusted else client.ip
-        counted = await self.logins.count_start(ip, self.rate_window * 1000)
+        counted = await self.logins.count_start(client_key(ip), self.rate_window * 1000)
         return over_limit(counted, self.rate_limit, self.rate_window, "login starts")
 
     async def _exchange(self, code: str, login: ProxyLogin) -> tuple[str | None, int]:
