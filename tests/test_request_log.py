@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -321,3 +322,48 @@ async def test_logging_off_writes_nothing(
     logger = stats["logger"]
     assert (logger["enabled"], logger["written"], logger["dropped"]) == (False, 0, 0)
     assert [key async for key in storage.log_redis.scan_iter(match="req:*")] == []
+
+
+async def test_the_next_owner_of_a_hostname_does_not_see_its_earlier_traffic(
+    logged: Ready, admin: httpx.AsyncClient, backend: int
+) -> None:
+    """Entries belong to a hostname's owner; a hostname given up (its proxy deleted, or its
+    token deleted) may be claimed by another owner, who must not read the first one's traffic
+    (client IPs, users, paths) that the log still keeps."""
+    owners: dict[str, httpx.AsyncClient] = {}
+    for name in ("ann", "bob"):
+        secret = (await admin.post("/api/v1/tokens/generate", json={"name": name})).json()["token"]
+        owners[name] = httpx.AsyncClient(
+            base_url=logged.api_url, headers={"Authorization": f"Bearer {secret}"}
+        )
+    proxy = {"hostname": "reused.example.com", "target_url": f"http://127.0.0.1:{backend}"}
+    try:
+        async with client_from(logged, "127.0.0.1") as public:
+            assert (await owners["bob"].post("/api/v1/proxy/targets/", json=proxy)).is_success
+            await served(public, "reused.example.com")
+            await public.get("/echo/bob-page", headers={"Host": "reused.example.com"})
+            [entry] = await eventually_logged(admin, 1, q="bob-page")
+            assert paths(await logs(owners["bob"], "search", q="page")) == ["/echo/bob-page"]
+            deleted = await owners["bob"].delete("/api/v1/proxy/targets/reused.example.com")
+            assert deleted.status_code == 200, deleted.text
+            # a proxy's created_at is in whole seconds: claim it in a later second than bob's
+            await trio.sleep(max(0.0, int(entry["timestamp"]) + 1 - time.time()))
+            assert (await owners["ann"].post("/api/v1/proxy/targets/", json=proxy)).is_success
+            await served(public, "reused.example.com")
+            await public.get("/echo/ann-page", headers={"Host": "reused.example.com"})
+            await eventually_logged(admin, 2, q="page")
+        ann = owners["ann"]
+        assert paths(await logs(ann, "search", q="page")) == ["/echo/ann-page"]
+        followed = (await ann.get("/api/v1/logs/follow", params={"limit": 1000})).json()["logs"]
+        for seen in (
+            await logs(ann, "search", hostname="reused.example.com"),
+            await logs(ann, "ip/127.0.0.1", hours=1),
+            followed,
+        ):
+            assert "/echo/ann-page" in paths(seen)
+            assert "/echo/bob-page" not in paths(seen)
+            assert min(e["timestamp"] for e in seen) > entry["timestamp"]  # bob's events too
+        assert paths(await logs(admin, "search", q="page")) == ["/echo/ann-page", "/echo/bob-page"]
+    finally:
+        for client in owners.values():
+            await client.aclose()

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 import pytest
 import trio
@@ -169,9 +170,9 @@ def test_parse_query(query: str, expected: LogFilter) -> None:
         (LogFilter(status=404, errors=True), ["idx:req:status:404"]),
         (LogFilter(errors=True), ["idx:req:errors"]),
         (LogFilter(slow=True), ["idx:req:slow"]),
-        (LogFilter(hosts=frozenset({"b", "a"})), ["idx:req:host:a", "idx:req:host:b"]),
-        (LogFilter(hosts=frozenset({"a"}), hostname="z"), ["idx:req:host:z"]),
-        (LogFilter(hosts=frozenset()), []),
+        (LogFilter(hosts={"b": 0.0, "a": 0.0}), ["idx:req:host:a", "idx:req:host:b"]),
+        (LogFilter(hosts={"a": 0.0}, hostname="z"), ["idx:req:host:z"]),
+        (LogFilter(hosts={}), []),
     ],
 )
 def test_index_choice(query: LogFilter, indexes: list[str]) -> None:
@@ -185,9 +186,11 @@ STORED = fields_of(entry(status=503, user="alice", client_id="c1", target=b"/api
     ("query", "passes"),
     [
         (LogFilter(), True),
-        (LogFilter(hosts=frozenset({"api.example.com"})), True),
-        (LogFilter(hosts=frozenset({"other.example.com"})), False),
-        (LogFilter(hosts=frozenset({"other.example.com"}), hostname="api.example.com"), False),
+        (LogFilter(hosts={"api.example.com": 0.0}), True),
+        (LogFilter(hosts={"other.example.com": 0.0}), False),
+        (LogFilter(hosts={"other.example.com": 0.0}, hostname="api.example.com"), False),
+        (LogFilter(hosts={"api.example.com": float(STORED["timestamp"])}), True),
+        (LogFilter(hosts={"api.example.com": float(STORED["timestamp"]) + 1}), False),  # before
         (LogFilter(ip="203.0.113.7"), True),
         (LogFilter(ip="203.0.113.8"), False),
         (LogFilter(status=503, errors=True, level="ERROR"), True),
@@ -220,18 +223,22 @@ def test_percentiles_nearest_rank() -> None:
     assert percentiles(values) == {"p50": 50.0, "p90": 90.0, "p99": 99.0}
 
 
+MADE = datetime(2026, 12, 3, 22, 0, tzinfo=UTC)
+
+
 @dataclass(frozen=True)
 class Proxy:
     hostname: str
     owner_token_hash: str | None
+    created_at: datetime = MADE
 
 
-def test_owners_read_only_their_hostnames_and_only_the_admin_clears() -> None:
+def test_owners_read_only_their_hostnames_since_they_made_them_and_only_the_admin_clears() -> None:
     proxies = [Proxy("a.example.com", "ann"), Proxy("b.example.com", "bob"), Proxy("c", None)]
     admin, ann = Caller("root", is_admin=True), Caller("ann", is_admin=False)
     assert readable_hosts(admin, proxies) is None
-    assert readable_hosts(ann, proxies) == frozenset({"a.example.com"})
-    assert readable_hosts(Caller("nobody", is_admin=False), proxies) == frozenset()
+    assert readable_hosts(ann, proxies) == {"a.example.com": MADE.timestamp()}
+    assert readable_hosts(Caller("nobody", is_admin=False), proxies) == {}
     check_clear(admin)
     with pytest.raises(Refused):
         check_clear(ann)
@@ -281,7 +288,7 @@ EVENT = fields_of(event_entry("proxy.served", host="api.example.com", detail="ru
         (LogFilter(status=200), False),  # request-only filters leave events out
         (LogFilter(path="/"), False),
         (LogFilter(level="INFO"), True),
-        (LogFilter(hosts=frozenset({"api.example.com"})), True),
+        (LogFilter(hosts={"api.example.com": 0.0}), True),
     ],
 )
 def test_matching_events(query: LogFilter, passes: bool) -> None:

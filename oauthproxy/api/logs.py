@@ -10,6 +10,7 @@ import ipaddress
 import math
 import secrets
 import time
+from collections.abc import Mapping
 from dataclasses import replace
 
 import httpx
@@ -35,7 +36,7 @@ TEST_HOST = "logs-test.invalid"
 """`.invalid` (RFC 2606) can never be a proxy's real hostname."""
 
 
-async def _scope() -> frozenset[str] | None:
+async def _scope() -> Mapping[str, float] | None:
     who = caller()
     if who.is_admin:
         return None
@@ -48,7 +49,7 @@ async def _answer(query: LogFilter) -> Json:
     return {"hours": query.hours, "count": len(found), "logs": found}
 
 
-def _recent(args: RecentQuery, hosts: frozenset[str] | None, **filters: object) -> LogFilter:
+def _recent(args: RecentQuery, hosts: Mapping[str, float] | None, **filters: object) -> LogFilter:
     level = args.level.value if args.level else None
     base = LogFilter(hours=args.hours, limit=args.limit, event=args.event, level=level, hosts=hosts)
     return replace(base, **filters)  # type: ignore[arg-type]
@@ -136,7 +137,7 @@ async def stats(query_args: StatsQuery) -> Json:
         {
             "hostname": hostname,
             "unique_ips": await repository.unique(
-                [schema.unique_ips(hostname, hour) for hour in hours]
+                [schema.unique_ips(hostname, hour) for hour in _hours_of(hours, hosts, hostname)]
             ),
             **{
                 f"{name}_ms": value
@@ -155,6 +156,15 @@ async def stats(query_args: StatsQuery) -> Json:
         "failing": logger.failing if logger else False,
     }
     return answer
+
+
+def _hours_of(hours: list[str], hosts: Mapping[str, float] | None, hostname: str) -> list[str]:
+    """The `hours` whose counts an owner may read: from the hour it made the proxy on (an
+    earlier owner's visitors are not its to count)."""
+    if hosts is None:
+        return hours
+    first = schema.hour_of(hosts[hostname])
+    return [hour for hour in hours if hour >= first]
 
 
 @logs.get("/follow")

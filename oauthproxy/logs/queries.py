@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 
 from oauthproxy.logs import schema
@@ -47,8 +47,9 @@ class LogFilter:
     words: tuple[str, ...] = ()
     """Bare words of a search query: each must appear in one of `TEXT_FIELDS`."""
     limit: int = 100
-    hosts: frozenset[str] | None = None
-    """The hostnames the caller may see (an owner's); None: every hostname (the admin)."""
+    hosts: Mapping[str, float] | None = None
+    """The hostnames the caller may see (an owner's), each from a time on (seconds since the
+    epoch: when the owner's proxy was made, `tenancy.logs.readable_hosts`); None: every entry."""
 
 
 def level_of(status: int) -> str:
@@ -130,7 +131,7 @@ def matches(entry: Entry, query: LogFilter) -> bool:
     about_requests = query.status is not None or query.path or query.method or query.slow
     checks = (
         not about_requests or entry.get("kind", "http") in REQUEST_KINDS,
-        query.hosts is None or host in query.hosts,
+        query.hosts is None or _readable(entry, host, query.hosts),
         query.ip is None or entry.get("client_ip") == query.ip,
         query.hostname is None or host == query.hostname,
         query.user is None or entry.get("user") == query.user,
@@ -144,6 +145,11 @@ def matches(entry: Entry, query: LogFilter) -> bool:
         all(any(word in entry.get(name, "") for name in TEXT_FIELDS) for word in query.words),
     )
     return all(checks)
+
+
+def _readable(entry: Entry, host: str, hosts: Mapping[str, float]) -> bool:
+    since = hosts.get(host)
+    return since is not None and float(entry.get("timestamp") or 0) >= since
 
 
 def _timestamp(key: str) -> float:
