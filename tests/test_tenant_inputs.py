@@ -218,3 +218,31 @@ async def test_quotas_bound_each_owner_and_two_creates_never_share_the_last_slot
             body = {"hostname": f"a{number}.example.com", "target_url": "http://127.0.0.1:3000"}
             assert (await admin_client.post(TARGETS, json=body)).status_code == 201
         assert await storage.redis.keys("owner:lock:*") == set()
+
+
+# --- free-form JSON an owner stores: bounded in depth, so every record reads back -------------
+
+
+def _nested(depth: int) -> dict[str, Any]:
+    value: dict[str, Any] = {}
+    for _ in range(depth):
+        value = {"a": value}
+    return value
+
+
+@pytest.mark.parametrize("field", ["resource_custom_metadata", "resource_server_info"])
+@pytest.mark.parametrize("depth", [150, 250])
+async def test_metadata_nested_too_deeply_is_refused_and_every_proxy_still_reads(
+    world: World, field: str, depth: int
+) -> None:
+    """JSON nested 150 levels passed validation and was stored, but pydantic reads JSON back
+    only 200 levels deep (with the record's own levels): the stored proxy could not be read,
+    and with it no list of proxies, for the admin, other owners or the data plane."""
+    response = await world.alice.post(
+        f"{TARGETS}alice.example.com/mcp", json={field: _nested(depth)}
+    )
+    await refused_and_unchanged(world, response, 422, "validation_error", field)
+    assert (await world.api.get(TARGETS)).status_code == 200
+    fine = await world.alice.post(f"{TARGETS}alice.example.com/mcp", json={field: _nested(30)})
+    assert fine.status_code == 200, fine.text
+    assert (await world.api.get(TARGETS)).status_code == 200

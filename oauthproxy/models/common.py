@@ -106,6 +106,34 @@ Hostname = Annotated[
 ]
 """A DNS hostname, stored lower-case without a trailing dot."""
 
+MAX_JSON_DEPTH = 32
+"""How deeply free-form JSON an owner stores may nest. pydantic reads a stored record back only
+200 levels deep (jiter's limit), so a deeper value, accepted once, made its record unreadable:
+and with it every list of its kind (every proxy, for every owner and the data plane)."""
+
+
+def _json_depth(value: object) -> int:
+    """How deeply `value` nests lists and objects (a scalar: 0), without recursion."""
+    deepest = 0
+    pending = [(value, 0)]
+    while pending:
+        item, depth = pending.pop()
+        if isinstance(item, dict | list):
+            deepest = max(deepest, depth + 1)
+            children = item.values() if isinstance(item, dict) else item
+            pending.extend((child, depth + 1) for child in children)
+    return deepest
+
+
+def _shallow(value: dict[str, Any]) -> dict[str, Any]:
+    if _json_depth(value) > MAX_JSON_DEPTH:
+        raise ValueError(f"nests lists and objects deeper than {MAX_JSON_DEPTH} levels")
+    return value
+
+
+JsonObject = Annotated[dict[str, Any], AfterValidator(_shallow)]
+"""A free-form JSON object (metadata an owner publishes), at most `MAX_JSON_DEPTH` deep."""
+
 _URL_HOST = r"[A-Za-z0-9](?:[A-Za-z0-9.-]{0,251}[A-Za-z0-9])?"
 PORT_NUMBER = (
     "(?:[1-9][0-9]{0,3}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5])"

@@ -12,6 +12,7 @@ from pydantic.json_schema import WithJsonSchema
 from oauthproxy.models.common import (
     Email,
     Hostname,
+    JsonObject,
     Name,
     Omittable,
     OwnerHash,
@@ -202,13 +203,13 @@ class ProxyResourceConfig(Request):
     resource_scopes: list[Label] = Field(default_factory=lambda: ["mcp:read", "mcp:write"])
     resource_stateful: bool = False
     resource_versions: list[Label] = Field(default_factory=lambda: [MCP_PROTOCOL_VERSION])
-    resource_server_info: dict[str, Any] | None = None
+    resource_server_info: JsonObject | None = None
     resource_override_backend: bool = False
     resource_bearer_methods: list[BearerMethod] = Field(
         default_factory=lambda: [BearerMethod.HEADER]
     )
     resource_documentation_suffix: UrlPath | None = "/docs"
-    resource_custom_metadata: dict[str, Any] | None = None
+    resource_custom_metadata: JsonObject | None = None
     hacker_one_research_header: HeaderValue | None = Field(
         default=None, description="Also send `X-HackerOne-Research: <value>` on every response"
     )
