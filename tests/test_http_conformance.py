@@ -683,6 +683,28 @@ async def test_ambiguous_body_framing_is_refused(
     await still_serving(gateway, backend)
 
 
+@pytest.mark.parametrize(
+    ("start", "framing"),
+    [
+        pytest.param("POST /te HTTP/1.1", ("Transfer-Encoding: gzip", "Transfer-Encoding: chunked"),
+                     id="two-lines"),
+        pytest.param("POST /te HTTP/1.1", ("Transfer-Encoding: identity, chunked",), id="list"),
+        pytest.param("POST /te HTTP/1.1", ("Transfer-Encoding: gzip,chunked",), id="no-space"),
+        pytest.param("POST /te HTTP/1.0", ("Transfer-Encoding: chunked",), id="http10"),
+    ],
+)  # fmt: skip
+async def test_a_transfer_coding_other_than_chunked_alone_is_refused(
+    nursery: trio.Nursery, storage: Storage, gateway: Ready, start: str, framing: tuple[str, ...]
+) -> None:
+    """llhttp accepts any codings before a final `chunked`, and the gateway passed the client's
+    Transfer-Encoding lines on: a backend reading the first line (`gzip`) would frame the body
+    otherwise than the gateway did (TE.TE desync). Only `chunked` is decoded here, so anything
+    else is refused (RFC 9112 §6.1: 501), as is Transfer-Encoding in HTTP/1.0 (faulty framing)."""
+    backend = await raw_upstream(nursery, storage, gateway)
+    await refused(gateway, request(start, *framing, body=b"3\r\nabc\r\n0\r\n\r\n"), (400, 501))
+    await still_serving(gateway, backend)
+
+
 FILLERS = [f"X-Filler-{n}: {'f' * 1000}" for n in range(200)]
 """About 200 KiB of header lines: far over any head limit. (With h11 the limit bounds only an
 incomplete head, so a complete head of 64 to 128 KiB may or may not get through, depending on

@@ -17,6 +17,8 @@ Pure: a request head in, a `RequestView` out (or `BadRequest`, a 400). What it d
   them where they could leave an excluded path. A raw backslash is a 400, and so is a dot
   segment with `;` parameters (`..;`), which Java servers resolve as `..`.
 - **Origin-form out.** An absolute-form target is forwarded as its path and query.
+- **One framing.** `Transfer-Encoding` is `chunked` alone, in HTTP/1.1 (501 otherwise): llhttp
+  accepts any codings before a final `chunked`, which a backend could read otherwise.
 
 The common case costs a few substring checks: a path without `.`, `%`, `//` or `\\` is already
 normal.
@@ -69,6 +71,10 @@ def view_of(head: Head, scheme: bytes) -> RequestView:
             if host_value is not None:
                 raise BadRequest("a request may carry only one Host header")
             host_value = value
+        elif name == b"transfer-encoding" and (
+            value.lower() != b"chunked" or head.version == b"1.0"
+        ):  # llhttp took `gzip` then `chunked`; a backend reading `gzip` would frame otherwise
+            raise BadRequest("only the chunked transfer coding is accepted (HTTP/1.1)", 501)
     target = head.target
     if target[:1] == b"/":
         raw = target.decode("latin-1")
