@@ -246,3 +246,22 @@ async def test_metadata_nested_too_deeply_is_refused_and_every_proxy_still_reads
     fine = await world.alice.post(f"{TARGETS}alice.example.com/mcp", json={field: _nested(30)})
     assert fine.status_code == 200, fine.text
     assert (await world.api.get(TARGETS)).status_code == 200
+
+
+@pytest.mark.parametrize(
+    "value",
+    ['{"k": "\\udfff"}', '{"\\ud800": 1}', '{"k": NaN}', '{"k": [Infinity]}'],
+    ids=["lone-surrogate", "surrogate-key", "nan", "infinity"],
+)
+async def test_metadata_that_is_not_json_text_is_refused(world: World, value: str) -> None:
+    """Python's JSON parser takes lone surrogates and NaN/Infinity; the first could not be
+    stored (a 500), the second came back as null."""
+    body = '{"resource_custom_metadata": ' + value + "}"
+    response = await world.alice.post(
+        f"{TARGETS}alice.example.com/mcp",
+        content=body,
+        headers={"content-type": "application/json"},
+    )
+    await refused_and_unchanged(
+        world, response, 422, "validation_error", "resource_custom_metadata"
+    )

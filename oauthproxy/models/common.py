@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import ipaddress
+import math
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Annotated, Any, ClassVar, Literal, TypeVar
@@ -112,27 +113,42 @@ MAX_JSON_DEPTH = 32
 and with it every list of its kind (every proxy, for every owner and the data plane)."""
 
 
-def _json_depth(value: object) -> int:
-    """How deeply `value` nests lists and objects (a scalar: 0), without recursion."""
-    deepest = 0
+def _json_problem(value: object) -> str | None:
+    """Why `value` (as Python's JSON parser made it) could not be stored and read back as JSON
+    text, or None. Checked without recursion."""
     pending = [(value, 0)]
     while pending:
         item, depth = pending.pop()
         if isinstance(item, dict | list):
-            deepest = max(deepest, depth + 1)
-            children = item.values() if isinstance(item, dict) else item
+            if depth >= MAX_JSON_DEPTH:
+                return f"nests lists and objects deeper than {MAX_JSON_DEPTH} levels"
+            children = [*item, *item.values()] if isinstance(item, dict) else item
             pending.extend((child, depth + 1) for child in children)
-    return deepest
+        elif isinstance(item, str) and not _utf8(item):
+            return "holds a lone surrogate (\\ud800-\\udfff), which UTF-8 cannot carry"
+        elif isinstance(item, float) and not math.isfinite(item):
+            return "holds NaN or Infinity, which JSON does not have"
+    return None
 
 
-def _shallow(value: dict[str, Any]) -> dict[str, Any]:
-    if _json_depth(value) > MAX_JSON_DEPTH:
-        raise ValueError(f"nests lists and objects deeper than {MAX_JSON_DEPTH} levels")
+def _utf8(text: str) -> bool:
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _storable(value: dict[str, Any]) -> dict[str, Any]:
+    problem = _json_problem(value)
+    if problem is not None:
+        raise ValueError(problem)
     return value
 
 
-JsonObject = Annotated[dict[str, Any], AfterValidator(_shallow)]
-"""A free-form JSON object (metadata an owner publishes), at most `MAX_JSON_DEPTH` deep."""
+JsonObject = Annotated[dict[str, Any], AfterValidator(_storable)]
+"""A free-form JSON object (metadata an owner publishes), at most `MAX_JSON_DEPTH` deep, of
+JSON text only (no lone surrogates, no NaN or Infinity): what is stored reads back the same."""
 
 _URL_HOST = r"[A-Za-z0-9](?:[A-Za-z0-9.-]{0,251}[A-Za-z0-9])?"
 PORT_NUMBER = (
