@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import IO, Any
 
 import httpx
-from harness import Processes, free_port, step
+from harness import Processes, free_port, pinned, step
 
 VENV_BIN = Path(__file__).resolve().parent.parent / ".venv" / "bin"
 READY_TIMEOUT = 60.0
@@ -54,6 +54,7 @@ class Gateway:
         token: str,
         log: Path,
         extra_env: dict[str, str] | None = None,
+        pinned_to: int | None = None,
     ) -> None:
         self.procs = procs
         self.data_dir = data_dir
@@ -79,7 +80,7 @@ class Gateway:
         self.started_at = time.perf_counter()
         # cwd: the data dir's parent, so no `.env` of the checkout changes what is measured
         self.process = procs.start(
-            [str(VENV_BIN / "oauthproxy"), "run"],
+            [*pinned(pinned_to), str(VENV_BIN / "oauthproxy"), "run"],
             cwd=data_dir.parent,
             env=env,
             stdin=subprocess.DEVNULL,
@@ -159,12 +160,13 @@ def launch_gateway(
     log: Path,
     failures: list[str],
     extra_env: dict[str, str] | None = None,
+    pinned_to: int | None = None,
 ) -> Gateway:
     """Start the gateway; when it exits before it is ready, say so, note why, and start it again."""
     reasons: list[str] = []
     for attempt in range(1, START_ATTEMPTS + 1):
         try:
-            return Gateway(procs, data_dir, ports, token, log, extra_env)
+            return Gateway(procs, data_dir, ports, token, log, extra_env, pinned_to)
         except GatewayExited as exited:
             failures.append(exited.reason)
             step(f"[yellow]the gateway exited before it was ready (attempt {attempt}):[/] {exited}")

@@ -16,6 +16,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -69,6 +70,11 @@ class Processes:
         self._children.clear()
 
 
+def pinned(cpu: int | None) -> list[str]:
+    """The argv prefix that runs a program (all its threads and children) on one CPU."""
+    return [] if cpu is None else ["taskset", "-c", str(cpu)]
+
+
 def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -109,6 +115,38 @@ def children_of(pid: int) -> list[int]:
                 if int(_stat_fields(int(entry.name))[1]) == pid:
                     found.append(int(entry.name))
     return found
+
+
+def descendants(pid: int) -> list[int]:
+    """Every process below `pid` (children, their children, ...)."""
+    found, frontier = [], [pid]
+    while frontier:
+        frontier = [child for parent in frontier for child in children_of(parent)]
+        found += frontier
+    return found
+
+
+def command_line(pid: int) -> str:
+    try:
+        return (
+            Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        )
+    except OSError:
+        return ""
+
+
+@contextlib.contextmanager
+def running_on(cpu: int | None) -> Iterator[None]:
+    """Run this thread (and the threads it starts meanwhile) on one CPU, then as before."""
+    if cpu is None:
+        yield
+        return
+    before = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, {cpu})
+    try:
+        yield
+    finally:
+        os.sched_setaffinity(0, before)
 
 
 def rss_mib(pid: int) -> float:
@@ -222,8 +260,9 @@ def run_wrk(
     connections: int,
     headers: tuple[str, ...] = (),
     script: Path | None = None,
+    cpu: int | None = None,
 ) -> WrkResult:
-    argv = ["wrk", "-t1", f"-c{connections}", f"-d{duration}s", "--latency"]
+    argv = [*pinned(cpu), "wrk", "-t1", f"-c{connections}", f"-d{duration}s", "--latency"]
     for header in headers:
         argv += ["-H", header]
     if script is not None:

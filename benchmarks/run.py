@@ -22,12 +22,10 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import grp
 import json
 import math
 import os
 import platform
-import pwd
 import secrets
 import shutil
 import signal
@@ -66,6 +64,10 @@ from harness import (
     step,
     wait_for_port,
 )
+from nginx_child import nginx_binary, plain_server, start_nginx_with, tls_server, upstream
+from proxy_bound import measure_proxy_bound
+from proxy_rows import ProxyBound, tables
+from proxy_rows import lines as proxy_bound_lines
 from rich import box
 from rich.console import Console
 from rich.table import Table
@@ -143,58 +145,6 @@ def start_backend(procs: Processes) -> tuple[subprocess.Popen[Any], int]:
     return child, port
 
 
-NGINX_CONF = """\
-{user}worker_processes 1;
-daemon off;
-master_process on;
-pid {prefix}/nginx.pid;
-error_log {prefix}/error.log warn;
-events {{ worker_connections 4096; }}
-http {{
-    access_log off;
-    client_body_temp_path {prefix}/client_body;
-    proxy_temp_path {prefix}/proxy;
-    fastcgi_temp_path {prefix}/fastcgi;
-    uwsgi_temp_path {prefix}/uwsgi;
-    scgi_temp_path {prefix}/scgi;
-    keepalive_requests 1000000;
-    upstream backend {{
-        server 127.0.0.1:{backend};
-        keepalive 64;
-    }}
-    server {{
-        listen 127.0.0.1:{port};
-        location / {{
-            proxy_pass http://backend;
-            proxy_http_version 1.1;
-            proxy_set_header Connection "";
-        }}
-    }}
-{tls_server}}}
-"""
-
-NGINX_TLS_SERVER = """\
-    server {{
-        listen 127.0.0.1:{port} ssl;
-        server_name {host};
-        ssl_certificate {chain};
-        ssl_certificate_key {key};
-        ssl_protocols TLSv1.2 TLSv1.3;
-        location / {{
-            proxy_pass http://backend;
-            proxy_http_version 1.1;
-            proxy_set_header Connection "";
-        }}
-    }}
-"""
-
-
-def nginx_binary() -> str | None:
-    return shutil.which("nginx") or (
-        "/usr/sbin/nginx" if os.access("/usr/sbin/nginx", os.X_OK) else None
-    )
-
-
 def start_nginx(
     procs: Processes,
     binary: str,
@@ -203,33 +153,12 @@ def start_nginx(
     tls: CertificateFiles | None = None,
 ) -> tuple[subprocess.Popen[Any], int, int]:
     """nginx with a plain HTTP server and, given `tls`, an HTTPS one: (process, port, tls port)."""
-    prefix.mkdir()
     port, tls_port = free_port(), free_port()
-    user = ""
-    if os.geteuid() == 0:  # workers would run as `nobody`, whose group may not exist
-        user = f"user {pwd.getpwuid(0).pw_name} {grp.getgrgid(0).gr_name};\n"
-    tls_server = ""
+    http = upstream(backend_port) + plain_server(port)
     if tls is not None:
-        tls_server = NGINX_TLS_SERVER.format(
-            port=tls_port, host=BENCH_HOST, chain=tls.chain, key=tls.key
-        )
-    conf = prefix / "nginx.conf"
-    conf.write_text(
-        NGINX_CONF.format(
-            user=user, prefix=prefix, backend=backend_port, port=port, tls_server=tls_server
-        )
-    )
-    with (prefix / "stderr.log").open("w") as stderr:
-        child = procs.start(
-            [binary, "-p", f"{prefix}/", "-c", str(conf), "-e", str(prefix / "error.log")],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=stderr,
-        )
-    wait_for_port(port, child, f"nginx (see {prefix}/error.log)")
-    if tls is not None:
-        wait_for_port(tls_port, child, f"nginx's HTTPS server (see {prefix}/error.log)")
-    return child, port, tls_port
+        http += tls_server(tls_port, BENCH_HOST, tls)
+    ports = (port, tls_port) if tls is not None else (port,)
+    return start_nginx_with(procs, binary, prefix, http, ports), port, tls_port
 
 
 # --- streaming, create → 200, many hostnames ---------------------------------------------------
@@ -438,6 +367,8 @@ class Results:
     """Why each `oauthproxy run` that exited before its ready banner did (each was retried)."""
     request_log: RequestLogCost | None = None
     logging_rounds: list[LoggingRound] = field(default_factory=list)
+    proxy_bound: ProxyBound | None = None
+    """The proxy-bound tables: the gateway beside nginx, haproxy and Caddy, one core each."""
     error: str | None = None
     """Why the run stopped early, when it did."""
 
@@ -719,6 +650,12 @@ def run(procs: Processes, args: argparse.Namespace, workdir: Path, results: Resu
     token = secrets.token_urlsafe(32)
     signing = SigningKey.new()
 
+    if args.only_proxy_bound:
+        results.proxy_bound = ProxyBound("")
+        measure_proxy_bound(
+            procs, args, workdir, token, results.gateway_start_failures, results.proxy_bound
+        )
+        return
     backend, backend_port = start_backend(procs)
     step(f"backend on port {backend_port} (pid {backend.pid})")
     gateway = launch_gateway(
@@ -778,6 +715,10 @@ def run(procs: Processes, args: argparse.Namespace, workdir: Path, results: Resu
         raise RuntimeError(f"the gateway exited (code {gateway.process.returncode})")
     gateway.stop()
     measure_many_hosts(procs, workdir, token, backend_port, 100 if args.quick else 1000, results)
+    results.proxy_bound = ProxyBound("")
+    measure_proxy_bound(
+        procs, args, workdir, token, results.gateway_start_failures, results.proxy_bound
+    )
 
 
 # --- the report --------------------------------------------------------------------------------
@@ -869,7 +810,8 @@ def _request_log_lines(results: Results) -> list[str]:
     return lines
 
 
-def report_lines(results: Results) -> tuple[Table, list[str]]:
+def report_lines(results: Results) -> tuple[list[tuple[str, Table]], list[str]]:
+    """The tables to print, each with its caption, and the lines below them."""
     table = Table(box=box.MARKDOWN, title=None)
     headings = ("path", "req/s", "p50 ms", "p99 ms", "vs direct", "CPU µs/req", "CPU of", "errors")
     for heading in headings:
@@ -926,6 +868,10 @@ def report_lines(results: Results) -> tuple[Table, list[str]]:
             f"(start → ready banner), all {many.sampled} sampled answer 200 after "
             f"{_f(many.all_serving_seconds, 2)} s; SIGTERM stop took {_f(many.stop_seconds, 2)} s"
         )
+    made = [("data plane", table)] if results.throughput else []
+    if (bound := results.proxy_bound) is not None:
+        made += tables(bound)
+        lines += proxy_bound_lines(bound, results.options["rounds"])
     load = results.machine.get("load_average_at_start")
     lines.append(
         f"machine: {results.machine.get('cpus')} CPUs, load average at start {load} "
@@ -938,7 +884,7 @@ def report_lines(results: Results) -> tuple[Table, list[str]]:
             f"gateway start-up: {len(failures)} `oauthproxy run` start(s) exited before the ready "
             f"banner (a bug; each was retried); last error: {failures[-1]}"
         )
-    return table, lines
+    return made, lines
 
 
 def _plain(obj: Any) -> Any:
@@ -953,11 +899,14 @@ def _plain(obj: Any) -> Any:
 
 def is_complete(results: Results) -> bool:
     """Every row ran: what benchmarks/results.json (and docs/benchmarks.md) is made from."""
-    return results.error is None and not results.options.get("only_logging")
+    options = results.options
+    return results.error is None and not (
+        options.get("only_logging") or options.get("only_proxy_bound")
+    )
 
 
 def write_results(
-    results: Results, table: Table, lines: list[str], latest: Path
+    results: Results, made: list[tuple[str, Table]], lines: list[str], latest: Path
 ) -> tuple[Path, Path]:
     """The run's JSON and Markdown under analysis/; a complete run's JSON also to `latest`
     (an interrupted, failed or --only-logging run never replaces the last complete one)."""
@@ -970,7 +919,10 @@ def write_results(
         latest.parent.mkdir(parents=True, exist_ok=True)
         latest.write_text(json_text)
     capture = Console(width=200, record=True, file=open(os.devnull, "w"))  # noqa: SIM115
-    capture.print(table)
+    for caption, table in made:
+        capture.print(f"{caption}:\n")
+        capture.print(table)
+        capture.print()
     options = " ".join(f"--{k}={v}" for k, v in results.options.items())
     machine_text = ", ".join(f"{k}: {v}" for k, v in results.machine.items())
     md_path.write_text(
@@ -1011,6 +963,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="run only the direct row and the logging on/off rounds",
     )
     parser.add_argument(
+        "--only-proxy-bound",
+        action="store_true",
+        help="run only the proxy-bound part: the gateway, nginx, haproxy and Caddy in front of "
+        "nginx `return 200`, one core each; HTTP/2; new TLS handshakes; WORKERS=2 vs 1",
+    )
+    parser.add_argument(
         "--results",
         type=Path,
         default=LATEST_RESULTS,
@@ -1022,6 +980,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.duration < 1 or args.connections < 1 or args.rounds < 1:
         parser.error("--duration, --connections and --rounds must be at least 1")
     return args
+
+
+DATA_DIRS = (
+    "data",
+    "data-nolog",
+    "data-many",
+    "data-proxy-bound",
+    "data-workers-1",
+    "data-workers-2",
+)
+"""The gateways' data dirs under the work dir: an embedded Redis left running is stopped."""
 
 
 def _interrupt(signum: int, _frame: FrameType | None) -> None:
@@ -1055,16 +1024,18 @@ def main() -> None:
         for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             signal.signal(signum, signal.SIG_IGN)
         procs.stop_all()
-        for data in ("data", "data-nolog", "data-many"):
+        for data in DATA_DIRS:
             stop_leftover_valkey(workdir / data)
     if results.error is None:
         shutil.rmtree(workdir, ignore_errors=True)
     else:
         step(f"logs kept in {workdir}")
-    table, lines = report_lines(results)
-    json_path, md_path = write_results(results, table, lines, args.results)
+    made, lines = report_lines(results)
+    json_path, md_path = write_results(results, made, lines, args.results)
     out = Console(highlight=False, width=None if sys.stdout.isatty() else 140)
-    out.print(table)
+    for caption, table in made:
+        out.print(f"\n{caption}:")
+        out.print(table)
     for line in lines:
         out.print(line, soft_wrap=True)
     written = [json_path.relative_to(ROOT), md_path.relative_to(ROOT)]
