@@ -16,7 +16,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
+HERE = Path(__file__).resolve().parent
+if str(HERE) not in sys.path:  # run by path (runpy, another directory): proxy_rows is beside it
+    sys.path.insert(0, str(HERE))
+
+from proxy_rows import from_json, markdown  # noqa: E402
+
+ROOT = HERE.parent
 RESULTS = ROOT / "benchmarks" / "results.json"
 PAGE = ROOT / "docs" / "benchmarks.md"
 PLOT = ROOT / "docs" / "benchmarks.png"
@@ -91,10 +97,19 @@ def run_table(results: Results) -> str:
     )
 
 
+def proxy_bound_tables(results: Results) -> str:
+    """The proxy-bound tables: the gateway, nginx, haproxy and Caddy, one core each; HTTP/2;
+    new TLS handshakes; WORKERS."""
+    if not results.get("proxy_bound"):
+        return "Not measured in this run.\n"
+    return markdown(from_json(results["proxy_bound"]), results["options"]["rounds"])
+
+
 SECTIONS: dict[str, Callable[[Results], str]] = {
     "run": run_table,
     "throughput": throughput_table,
     "other": other_table,
+    "proxybound": proxy_bound_tables,
 }
 
 

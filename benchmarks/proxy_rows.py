@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import Any
 
 from rich import box
 from rich.table import Table
@@ -97,14 +98,19 @@ PROXY_HEADINGS = (
 )
 
 
-def tables(result: ProxyBound) -> list[tuple[str, Table]]:
-    """The printed tables: (caption, table) for each part that has rows."""
-    made = []
+Grid = tuple[str, tuple[str, ...], list[tuple[str, ...]]]
+"""A caption, the headings and the rows of cells of one table."""
+TEXT_COLUMNS = ("proxy", "row", "CPU of", "detail", "setup")
+
+
+def grids(result: ProxyBound) -> list[Grid]:
+    """The tables of the proxy-bound part, as text cells, for each part that has rows."""
+    made: list[Grid] = []
+    headings: tuple[str, ...]
     caddy = _row(result.table, "caddy")
     if result.table:
-        table = _table(PROXY_HEADINGS)
-        for row in result.table:
-            table.add_row(
+        cells: list[tuple[str, ...]] = [
+            (
                 row.name,
                 _f(row.rate),
                 _f(row.p99_ms, 2),
@@ -114,35 +120,94 @@ def tables(result: ProxyBound) -> list[tuple[str, Table]]:
                 str(row.errors),
                 row.setup,
             )
-        made.append(("proxy-bound (nginx `return 200` backend; one core per proxy)", table))
+            for row in result.table
+        ]
+        caption = "proxy-bound (nginx `return 200` backend; one core per proxy)"
+        made.append((caption, PROXY_HEADINGS, cells))
     for caption, rows, unit in (
         ("HTTP/2 over TLS (h2load)", result.http2, "req"),
-        ("new TLS handshakes (one core per server)", result.handshakes, "handshake"),
+        (
+            "new TLS connections: handshake, GET /, close (one core per server)",
+            result.handshakes,
+            "handshake",
+        ),
         ("WORKERS (process tree CPU)", result.workers, "req"),
     ):
-        if not rows:
-            continue
-        table = _table(("row", "per s", "p99 ms", f"CPU µs/{unit}", "CPU of", "detail", "errors"))
-        for row in rows:
-            table.add_row(
-                row.name,
-                _f(row.rate),
-                _f(row.p99_ms, 2),
-                _f(row.cpu_us),
-                row.measured,
-                row.detail,
-                str(row.errors),
+        if rows:
+            headings = (
+                "row",
+                "per s",
+                "p99 ms",
+                f"CPU µs/{unit}",
+                "CPU of",
+                "detail",
+                "errors",
             )
+            cells = [
+                (
+                    row.name,
+                    _f(row.rate),
+                    _f(row.p99_ms, 2),
+                    _f(row.cpu_us),
+                    row.measured,
+                    row.detail,
+                    str(row.errors),
+                )
+                for row in rows
+            ]
+            made.append((caption, headings, cells))
+    return made
+
+
+def tables(result: ProxyBound) -> list[tuple[str, Table]]:
+    """The printed tables: (caption, table) for each part that has rows."""
+    made = []
+    for caption, headings, cells in grids(result):
+        table = Table(box=box.MARKDOWN)
+        for heading in headings:
+            text = heading in TEXT_COLUMNS
+            table.add_column(heading, justify="left" if text else "right", no_wrap=True)
+        for row in cells:
+            table.add_row(*row)
         made.append((caption, table))
     return made
 
 
-def _table(headings: tuple[str, ...]) -> Table:
-    table = Table(box=box.MARKDOWN)
-    for heading in headings:
-        text = heading in ("proxy", "row", "CPU of", "detail", "setup")
-        table.add_column(heading, justify="left" if text else "right", no_wrap=True)
-    return table
+def markdown(result: ProxyBound, rounds: int) -> str:
+    """The proxy-bound part for docs/benchmarks.md: each table under its caption, then the
+    verdicts and notes as a list."""
+    parts = []
+    for caption, headings, cells in grids(result):
+        rule = "|".join("---" if h in TEXT_COLUMNS else "---:" for h in headings)
+        table = [f"| {' | '.join(headings)} |", f"|{rule}|"]
+        table += [f"| {' | '.join(row)} |" for row in cells]
+        parts.append(f"**{caption}**\n\n" + "\n".join(table) + "\n")
+    parts.append("".join(f"- {line}\n" for line in lines(result, rounds)))
+    return "\n".join(parts)
+
+
+def from_json(data: dict[str, Any]) -> ProxyBound:
+    """A `ProxyBound` as `run.py` wrote it (its NaNs written as null)."""
+
+    def number(value: float | None) -> float:
+        return math.nan if value is None else value
+
+    def row(fields: dict[str, Any]) -> ProxyRow:
+        made = ProxyRow(fields["name"], fields["setup"], fields["measured"])
+        made.detail = fields["detail"]
+        for done in fields["rounds"]:
+            rate, p99, cpu = (number(done[key]) for key in ("rate", "p99_ms", "cpu_us"))
+            made.add(Round(rate, p99, cpu, done["count"], done["errors"]))
+        return made
+
+    return ProxyBound(
+        data["layout"],
+        table=[row(fields) for fields in data["table"]],
+        http2=[row(fields) for fields in data["http2"]],
+        handshakes=[row(fields) for fields in data["handshakes"]],
+        workers=[row(fields) for fields in data["workers"]],
+        notes=list(data["notes"]),
+    )
 
 
 def lines(result: ProxyBound, rounds: int) -> list[str]:
@@ -153,7 +218,7 @@ def lines(result: ProxyBound, rounds: int) -> list[str]:
         share = ratio(gateway.rate, caddy.rate)
         said.append(
             f"proxy-bound: gateway ÷ Caddy = {_f(share, 2)} in req/s, "
-            f"{_f(ratio(caddy.cpu_us, gateway.cpu_us), 2)} in CPU per request (target ≥ "
+            f"{_f(ratio(caddy.cpu_us, gateway.cpu_us), 2)} in requests per CPU second (target ≥ "
             f"{PROXY_TARGET:.1f}: {'met' if share >= PROXY_TARGET else 'not met'})"
         )
     full = {row.name: row for row in result.handshakes if "resumed" not in row.name}
