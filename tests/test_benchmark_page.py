@@ -81,11 +81,11 @@ def test_a_run_without_the_proxy_bound_part_says_so() -> None:
 H2LOAD_OUTPUT = """\
 Application protocol: h2
 finished in 10.00s, 46811.00 req/s, 3.21MB/s
-requests: 468110 total, 468150 started, 468110 done, 468100 succeeded, 7 failed, 2 errored, 1 timeout
-status codes: 468090 2xx, 0 3xx, 0 4xx, 10 5xx
+requests: 4681 total, 4685 started, 4681 done, 4680 succeeded, 7 failed, 2 errored, 1 timeout
+status codes: 4670 2xx, 0 3xx, 0 4xx, 10 5xx
 """
 
 
 def test_h2load_output_gives_the_rate_the_good_and_bad_requests_and_the_protocol() -> None:
     parse = runpy.run_path(str(ROOT / "benchmarks" / "proxy_bound_tls.py"))["parse_h2load"]
-    assert parse(H2LOAD_OUTPUT) == (46811.0, 468090, 20, "h2")
+    assert parse(H2LOAD_OUTPUT) == (46811.0, 4670, 20, "h2")
