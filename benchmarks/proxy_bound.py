@@ -304,8 +304,8 @@ def measure_workers(
         serving = wait_for_listeners(gateway, workers)
         if workers == 2 and serving < 2:
             note = (
-                "WORKERS=2: not in effect, one process serves the port (this gateway has no "
-                "WORKERS setting yet): no WORKERS rows"
+                "WORKERS=2: not in effect, one process serves the port (a gateway without the "
+                "WORKERS setting, or whose workers did not start): no WORKERS rows"
             )
             result.notes.append(note)
             step(f"[yellow]{note}[/]")
