@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import IO, Any
 
 import httpx
-from harness import Processes, free_port, pinned, step
+from harness import Processes, command_line, descendants, free_port, pinned, step
 
 VENV_BIN = Path(__file__).resolve().parent.parent / ".venv" / "bin"
 READY_TIMEOUT = 60.0
@@ -106,6 +106,11 @@ class Gateway:
     @property
     def pid(self) -> int:
         return self.process.pid
+
+    def serving_pids(self) -> list[int]:
+        """The gateway and its worker processes (WORKERS), without its embedded Redis."""
+        tree = descendants(self.pid)
+        return [self.pid] + [child for child in tree if "valkey" not in command_line(child)]
 
     @property
     def startup_seconds(self) -> float:
