@@ -159,6 +159,22 @@ async def test_two_workers_serve_restart_and_drain(
         assert not [pid for pid in workers if _alive(pid)]
 
 
+async def test_workers_end_when_the_parent_is_killed(
+    tmp_path: Path, storage: Storage, redis_url: str
+) -> None:
+    env = {**_environment(tmp_path / "data", redis_url), "WORKERS": "2"}
+    async with started_gateway(tmp_path / "data", tmp_path, env) as gateway:
+        workers = _workers(gateway.process.pid)
+        assert len(workers) == 2
+        gateway.process.kill()
+        await gateway.process.wait()
+
+        async def gone() -> bool:
+            return not [pid for pid in workers if _alive(pid)]
+
+        await eventually(gone, what="the workers of a killed parent gone", within=GUARD_SECONDS)
+
+
 async def _restarted(
     gateway: RunningGateway,
 ) -> dict[tuple[str, tuple[tuple[str, str], ...]], float] | None:

@@ -8,6 +8,7 @@ ready and its metrics on REPORT_FD, and on SIGTERM drains as a single gateway do
 
 from __future__ import annotations
 
+import gc
 import sys
 
 import trio
@@ -75,6 +76,7 @@ async def _serve(
                 )
                 instances = await start_data_plane(plane, listeners)
                 await reporter.ready()
+                gc.freeze()  # as `oauthproxy run` does: what start-up built lives as long
                 if requests.metrics is not None:
                     requests.metrics.instances = instances
                     services.start_soon(reporter.serve_metrics, requests.metrics, shutdown)
