@@ -15,6 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 import trio
+import trio.testing
 from prometheus_client import CollectorRegistry, Counter
 from prometheus_client.exposition import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
@@ -22,6 +23,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from oauthproxy.settings import MAX_WORKERS, SettingsError, load_settings
 from oauthproxy.storage import Storage
 from oauthproxy.workers.metrics import merged_exposition
+from oauthproxy.workers.reports import read_reports
 from tests.conftest import venv_bin
 from tests.eventually import eventually
 from tests.test_drain import GUARD_SECONDS, HeldBackend, _environment
@@ -242,3 +244,14 @@ def test_metrics_of_workers_join_the_parents_families() -> None:
         (("host", "a.example"), ("worker", "0")): 5,
         (("host", "a.example"), ("worker", "1")): 5,
     }
+
+
+async def test_reports_are_read_line_by_line_across_chunks() -> None:
+    send, receive = trio.testing.memory_stream_one_way_pair()
+    seen: list[dict[str, object]] = []
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(read_reports, receive, seen.append)
+        await send.send_all(b'{"ready": 7}\nnot json\n["not", "a report"]\n{"metr')
+        await send.send_all(b'ics": "x 1"}\n')
+        await send.aclose()
+    assert seen == [{"ready": 7}, {"metrics": "x 1"}]

@@ -36,12 +36,22 @@ class Reporter:
         await self._send({"ready": os.getpid()})
 
     async def serve_metrics(self, metrics: GatewayMetrics, shutdown: trio.Event) -> None:
-        """Send the metrics every `METRICS_REPORT_SECONDS` until `shutdown`."""
-        while not shutdown.is_set():
+        """Send the metrics every `METRICS_REPORT_SECONDS` until `shutdown` (a send the parent
+        is not reading ends there too, so it never holds up the drain)."""
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._report_metrics, metrics)
+            await shutdown.wait()
+            nursery.cancel_scope.cancel()
+
+    async def _report_metrics(self, metrics: GatewayMetrics) -> None:
+        while True:
             body, _content_type = metrics.exposition()
-            await self._send({"metrics": body.decode()})
-            with trio.move_on_after(METRICS_REPORT_SECONDS):
-                await shutdown.wait()
+            try:
+                await self._send({"metrics": body.decode()})
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                log.warning("the parent no longer reads this worker's reports")
+                return
+            await trio.sleep(METRICS_REPORT_SECONDS)
 
     async def _send(self, message: dict[str, object]) -> None:
         async with self._sending:
