@@ -58,6 +58,15 @@ def _workers(parent: int) -> set[int]:
     return workers
 
 
+def _listening(port: int) -> int:
+    """How many TCP sockets listen on `port` (`/proc/net/tcp`: state 0A is LISTEN)."""
+    count = 0
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        local, state = line.split()[1], line.split()[3]
+        count += state == "0A" and int(local.rsplit(":", 1)[1], 16) == port
+    return count
+
+
 async def _metrics(gateway: RunningGateway) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
     """Every sample of the parent's `/metrics`: (name, sorted labels) → value."""
     headers = {"Authorization": f"Bearer {gateway.admin_token()}"}
@@ -112,6 +121,9 @@ async def test_two_workers_serve_restart_and_drain(
         assert "workers        2 data-plane processes" in gateway.banner
         workers = _workers(parent)
         assert len(workers) == 2
+        for name in ("HTTP_PORT", "HTTPS_PORT", "PROXY_PROTOCOL_PORT"):
+            assert _listening(int(env[name])) == 2, name  # one socket per worker; the parent's
+            # claim on the port never listens
 
         # a proxy created once the workers run reaches each of them through the workflow stream
         headers = {"Authorization": f"Bearer {gateway.admin_token()}"}
