@@ -15,6 +15,10 @@
        │  bounded buffer, written to Redis in batches (`oauthproxy.logs`)
        └─ dispatcher on HTTP_PORT: hands each connection to its hostname's instance
 
+The supervisor and the dispatcher are the data plane (`data_plane.py`). With WORKERS above 1 the
+worker pool (`oauthproxy.workers`) takes their place: each worker process runs them on the
+public ports, which this process only claims.
+
 `/health` answers 503 (`starting`) until the public listeners accept and every proxy runs.
 
 Shutdown runs in dependency order: the services drain (bounded by SHUTDOWN_GRACE_SECONDS), then
