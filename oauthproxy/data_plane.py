@@ -15,6 +15,7 @@ import trio
 from pydantic import AnyHttpUrl
 
 from oauthproxy.api.state import ListenerPorts
+from oauthproxy.condition import GatewayCondition
 from oauthproxy.listeners import PublicListeners
 from oauthproxy.logs.logger import RequestLogger
 from oauthproxy.metrics import Served
@@ -46,6 +47,7 @@ class Plane:
     api_url: str
     shutdown: trio.Event
     requests: RequestLogger
+    condition: GatewayCondition
 
 
 DataPlane = Callable[[Plane], Awaitable[Mapping[str, Served]]]

@@ -236,6 +236,7 @@ async def _serve_bound(
                         api_url,
                         shutdown,
                         requests,
+                        condition,
                     )
                 )
                 if requests.metrics is not None:

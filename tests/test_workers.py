@@ -80,6 +80,14 @@ async def _metrics(gateway: RunningGateway) -> dict[tuple[str, tuple[tuple[str, 
     }
 
 
+async def _health_of_workers(gateway: RunningGateway) -> dict[str, object]:
+    async with httpx.AsyncClient(base_url=gateway.api_url) as api:
+        answered = await api.get("/health")
+    assert answered.status_code == 200
+    workers: dict[str, object] = answered.json()["components"]["workers"]
+    return workers
+
+
 def _served_by(samples: dict[tuple[str, tuple[tuple[str, str], ...]], float], worker: int) -> float:
     key = (
         "oauthproxy_requests_total",
@@ -131,6 +139,12 @@ async def test_two_workers_serve_restart_and_drain(
             proxy = {"hostname": HOST, "target_url": f"http://127.0.0.1:{backend_port}"}
             assert (await api.post("/api/v1/proxy/targets/", json=proxy)).status_code == 201
         await _until_every_worker_served(gateway, port)
+        assert await _health_of_workers(gateway) == {
+            "status": "ok",
+            "configured": 2,
+            "running": 2,
+            "restarts": 0,
+        }
 
         # a worker killed outright is started again, and both serve again
         killed = min(workers)
@@ -145,6 +159,8 @@ async def test_two_workers_serve_restart_and_drain(
             lambda: _restarted(gateway), what="a restart counted", within=GUARD_SECONDS
         )
         assert samples[("oauthproxy_workers_running", ())] == 2
+        health = await _health_of_workers(gateway)
+        assert (health["status"], health["running"], health["restarts"]) == ("ok", 2, 1)
         await _until_every_worker_served(gateway, port)
 
         # SIGTERM to the parent: every worker stops accepting, the slow request finishes

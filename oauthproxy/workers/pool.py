@@ -55,6 +55,7 @@ async def start_workers(plane: Plane) -> Mapping[str, Served]:
     pool = WorkerPool(plane)
     await plane.services.start(pool.serve)
     plane.services.start_soon(_check_continuity, plane)
+    plane.condition.workers = pool
     metrics = plane.requests.metrics
     if metrics is not None:
         metrics.registry.register(WorkerGauges(pool.slots))
@@ -66,6 +67,14 @@ class WorkerPool:
     def __init__(self, plane: Plane) -> None:
         self._plane = plane
         self.slots = [WorkerSlot(index) for index in range(plane.settings.workers)]
+
+    def counts(self) -> dict[str, int]:
+        """How many are asked for, how many run, and how often one was started again."""
+        return {
+            "configured": len(self.slots),
+            "running": sum(slot.pid is not None for slot in self.slots),
+            "restarts": sum(slot.restarts for slot in self.slots),
+        }
 
     def expositions(self) -> list[tuple[int, str]]:
         return [(slot.index, slot.metrics) for slot in self.slots if slot.metrics]

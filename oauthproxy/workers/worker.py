@@ -49,9 +49,10 @@ async def _serve(
             open_storage(redis_url, log_db=settings.request_log_redis_db) as storage,
             request_logging(settings, storage) as requests,
         ):
+            condition = GatewayCondition()
             continuity = Continuity(
                 EpochRepository(storage.redis),
-                GatewayCondition(),
+                condition,
                 settings.oauthproxy_data_dir / "redis-epoch",
                 on_loss=_parent_restores_the_token,
             )
@@ -73,6 +74,7 @@ async def _serve(
                     api_url,
                     shutdown,
                     requests,
+                    condition,
                 )
                 instances = await start_data_plane(plane, listeners)
                 await reporter.ready()
