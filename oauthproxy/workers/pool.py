@@ -1,8 +1,9 @@
 """The parent's worker pool: one supervising task per worker process, under one nursery.
 
 Each task starts its worker, waits for its `ready` report, keeps its latest metrics, and when
-the worker exits starts it again after a backoff (0.1 s doubling to `RESTART_BACKOFF_LIMIT`),
-logging it and counting it in `oauthproxy_worker_restarts`. A worker that exits before it was
+the worker exits starts it again after a backoff (0.1 s doubling to `RESTART_BACKOFF_LIMIT`,
+back to 0.1 s once a worker has served `STEADY_SECONDS`), logging it and counting it in
+`oauthproxy_worker_restarts`. A worker that exits before it was
 ever ready stops the gateway's start-up instead: its settings or its ports are wrong, and a
 restart would fail the same way. Shutdown is cancellation: leaving a task's `open_child` sends
 its worker SIGTERM and waits for its drain (SHUTDOWN_GRACE_SECONDS, then a margin, then
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import math
 import os
 import sys
 from collections.abc import Callable, Iterator, Mapping
@@ -36,6 +38,8 @@ WORKER_MODULE = "oauthproxy.workers.worker"
 RESTART_BACKOFF_LIMIT = 5.0
 STOP_MARGIN_SECONDS = 5.0
 """How much longer than SHUTDOWN_GRACE_SECONDS a stopping worker may take before SIGKILL."""
+STEADY_SECONDS = 30.0
+"""A worker that served this long before it died is started again after the shortest delay."""
 CONTINUITY_CHECK_SECONDS = 1.0
 
 
@@ -95,10 +99,11 @@ class WorkerPool:
     ) -> None:
         backoff = Backoff(first=0.1, limit=RESTART_BACKOFF_LIMIT)
         started = False
+        ready_at = 0.0
 
         def ready() -> None:
-            nonlocal started
-            backoff.reset()
+            nonlocal started, ready_at
+            ready_at = trio.current_time()
             if started:
                 log.warning("worker %d is back (pid %s)", slot.index, slot.pid)
             else:
@@ -106,6 +111,7 @@ class WorkerPool:
                 task_status.started()
 
         while True:
+            ready_at = math.inf  # until this run reports ready
             code = await self._run(slot, ready)
             slot.pid = None
             slot.metrics = ""  # its counters died with it; the next worker counts from 0
@@ -115,6 +121,8 @@ class WorkerPool:
                     "its log lines above say why"
                 )
             slot.restarts += 1
+            if trio.current_time() - ready_at >= STEADY_SECONDS:
+                backoff.reset()  # it served a while: not a worker that dies as soon as it starts
             log.error(
                 "worker %d exited (code %s); starting it again in %.1f s",
                 slot.index,
