@@ -99,7 +99,7 @@ class WorkerPool:
     ) -> None:
         backoff = Backoff(first=0.1, limit=RESTART_BACKOFF_LIMIT)
         started = False
-        ready_at = 0.0
+        ready_at = math.inf
 
         def ready() -> None:
             nonlocal started, ready_at
