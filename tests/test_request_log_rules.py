@@ -21,7 +21,7 @@ from oauthproxy.logs.queries import (
     percentiles,
     plan_indexes,
 )
-from oauthproxy.logs.records import FIELDS, RequestEntry, fields_of, redact_target
+from oauthproxy.logs.records import FIELDS, RequestEntry, fields_of, redact_target, values_of
 from oauthproxy.logs.records import event as event_entry
 from oauthproxy.settings import Settings
 from oauthproxy.tenancy.caller import Caller, Refused
@@ -295,3 +295,24 @@ def test_events_are_indexed_by_name_and_count_in_no_statistics() -> None:
         schema.ALL, "idx:req:event:oauth.token_refused", "idx:req:client:c1", schema.ERRORS
     }  # fmt: skip
     assert (plan.counters, plan.visitors, plan.durations) == ({}, {}, {})
+
+
+def test_packed_entries_read_back_and_hold_no_separator() -> None:
+    values = values_of(entry(user="a\x1fb", reason="c\x1ed"))
+    packed = schema.pack(values)
+    assert schema.ENTRIES not in packed
+    read = schema.unpacked(packed)
+    assert read["user"] == "a\ufffdb" and read["gateway_reason"] == "c\ufffdd"
+    assert read["request_path"] == "/items?id=3" and read["status"] == "200"
+    assert "client_id" not in read  # empty values are left out
+    assert schema.unpacked("2\x1fother") == {}  # a form this version does not read
+
+
+def test_entries_go_in_runs_of_one_bucket_each() -> None:
+    rows = [entry(started=1_700_000_009.5), entry(started=1_700_000_010.1),
+            entry(started=1_700_000_009.9), entry(started=1_700_000_019.0)]  # fmt: skip
+    plan = schema.plan(rows, first_sequence=0, slow_seconds=1)
+    assert plan.runs == [("req:1700000000", 1, 1), ("req:1700000010", 2, 2),
+                         ("req:1700000000", 3, 3), ("req:1700000010", 4, 4)]  # fmt: skip
+    assert plan.buckets == {"req:1700000000": 1_700_000_000, "req:1700000010": 1_700_000_010}
+    assert schema.bucket_of(plan.key(3)) == "req:1700000000"
