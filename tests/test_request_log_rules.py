@@ -23,6 +23,7 @@ from oauthproxy.logs.queries import (
 )
 from oauthproxy.logs.records import FIELDS, RequestEntry, fields_of, redact_target, values_of
 from oauthproxy.logs.records import event as event_entry
+from oauthproxy.metrics import GatewayMetrics
 from oauthproxy.settings import Settings
 from oauthproxy.tenancy.caller import Caller, Refused
 from oauthproxy.tenancy.logs import check_clear, readable_hosts
@@ -316,3 +317,18 @@ def test_entries_go_in_runs_of_one_bucket_each() -> None:
                          ("req:1700000000", 3, 3), ("req:1700000010", 4, 4)]  # fmt: skip
     assert plan.buckets == {"req:1700000000": 1_700_000_000, "req:1700000010": 1_700_000_010}
     assert schema.bucket_of(plan.key(3)) == "req:1700000000"
+
+
+@pytest.mark.parametrize(
+    ("to_redis", "access_log", "shows"),
+    [(True, False, True), (False, True, True), (False, False, False)],
+)
+def test_the_kind_is_looked_for_only_where_it_is_shown(
+    to_redis: bool, access_log: bool, shows: bool
+) -> None:
+    """With metrics alone (no request log, no access log), forwarding skips the response's
+    content-type lookup that tells an SSE stream (`RequestEntry.sniff`)."""
+    logger = RequestLogger(
+        capacity=1, to_redis=to_redis, access_log=access_log, metrics=GatewayMetrics()
+    )
+    assert logger.active and logger.shows_kind is shows

@@ -79,6 +79,11 @@ class RequestLogger:
         return self.to_redis or self.access_log or self.metrics is not None
 
     @property
+    def shows_kind(self) -> bool:
+        """Whether an entry's kind (http, websocket, sse) is written anywhere."""
+        return self.to_redis or self.access_log
+
+    @property
     def buffered(self) -> int:
         return len(self._buffer)
 
