@@ -147,13 +147,17 @@ def pack(values: tuple[str | int, ...]) -> str:
     """An entry's values (`FIELDS` order) as a bucket's field value: `PACKING` and the values
     of `PACKED_FIELDS`, joined by `SEPARATOR`. A value holding `SEPARATOR` or `ENTRIES` (the
     batch's separator of entries) has it replaced."""
-    packed = SEPARATOR.join([PACKING, *map(str, values[2:])])
+    packed = _PACKED % values[2:]
     if packed.count(SEPARATOR) == len(PACKED_FIELDS) and ENTRIES not in packed:
         return packed
     cleaned = (
         str(value).replace(SEPARATOR, "\ufffd").replace(ENTRIES, "\ufffd") for value in values[2:]
     )
     return SEPARATOR.join([PACKING, *cleaned])
+
+
+_PACKED = SEPARATOR.join([PACKING, *["%s"] * len(PACKED_FIELDS)])
+"""`pack`'s form (%-formatting the values is about three times as fast as joining them)."""
 
 
 def unpacked(packed: str) -> dict[str, str]:
