@@ -249,28 +249,29 @@ def plan(entries: Iterable[RequestEntry], *, first_sequence: int, slow_seconds: 
     writes = WritePlan(first_sequence=first_sequence)
     rows, keys, packed, runs = writes.entries, writes.keys, writes.packed, writes.runs
     grouped: dict[tuple[str, str, str, str, str, int, bool, int], list[int]] = {}
-    last_second, run = -1, ""
+    sequence, span = first_sequence % SEQUENCES, -1
+    position = first = 0
     for position, entry in enumerate(entries, 1):
         values = values_of(entry)
         rows.append(values)
-        sequence = (first_sequence + position - 1) % SEQUENCES
         keys.append(f"req:{values[0]}-{sequence}:{entry.client_ip}")
         packed.append(pack(values))
-        second = int(entry.started)
-        if second != last_second:
-            last_second, name = second, bucket(second)
-            if name != run:
-                run = name
-                runs.append((name, position, position))
-        runs[-1] = (run, runs[-1][1], position)
+        sequence = sequence + 1 if sequence + 1 < SEQUENCES else 0
+        started = entry.started
+        if int(started) // BUCKET_SECONDS != span:
+            if first:
+                runs.append((bucket(span * BUCKET_SECONDS), first, position - 1))
+            span, first = int(started) // BUCKET_SECONDS, position
         shared = (entry.client_ip, entry.host, entry.user, entry.client_id, entry.kind,
                   entry.status, entry.duration >= slow_seconds,
-                  int(entry.started // 3600))  # fmt: skip
+                  int(started // 3600))  # fmt: skip
         group = grouped.get(shared)
         if group is None:
             grouped[shared] = [position]
         else:
             group.append(position)
+    if first:
+        runs.append((bucket(span * BUCKET_SECONDS), first, position))
     for (ip, host, user, client_id, kind, status, slow, slot), positions in grouped.items():
         indexes = index_keys(
             ip=ip, host=host, user=user, client_id=client_id, kind=kind, status=status, slow=slow
