@@ -317,6 +317,9 @@ def test_entries_go_in_runs_of_one_bucket_each() -> None:
                          ("req:1700000000", 3, 3), ("req:1700000010", 4, 4)]  # fmt: skip
     assert plan.buckets == {"req:1700000000": 1_700_000_000, "req:1700000010": 1_700_000_010}
     assert schema.bucket_of(plan.key(3)) == "req:1700000000"
+    edge = schema.plan([entry(started=1_700_000_009.9999996)], first_sequence=0, slow_seconds=1)
+    assert edge.key(1).startswith("req:1700000010.000000-")  # rounded to the microsecond
+    assert edge.runs == [(schema.bucket_of(edge.key(1)), 1, 1)]  # where readers look for it
 
 
 @pytest.mark.parametrize(

@@ -104,6 +104,7 @@ DEFAULTS = {"scheme": "http", "method": "GET", "kind": "http"}
 one written before entries were packed, which left these out)."""
 BUCKET_SECONDS = 10
 """Entries whose times fall in the same this many seconds are fields of one hash (`bucket`)."""
+DURATION = FIELDS.index("duration_ms")
 PACKED_FIELDS = FIELDS[2:]
 """What a bucket's field value holds: every field but the timestamp and the client IP (the
 entry's key holds them)."""
@@ -257,14 +258,14 @@ def plan(entries: Iterable[RequestEntry], *, first_sequence: int, slow_seconds: 
         keys.append(f"req:{values[0]}-{sequence}:{entry.client_ip}")
         packed.append(pack(values))
         sequence = sequence + 1 if sequence + 1 < SEQUENCES else 0
-        started = entry.started
-        if int(started) // BUCKET_SECONDS != span:
+        second = int(float(values[0]))  # as readers see it (`bucket_of`): rounded to the µs
+        if second // BUCKET_SECONDS != span:
             if first:
                 runs.append((bucket(span * BUCKET_SECONDS), first, position - 1))
-            span, first = int(started) // BUCKET_SECONDS, position
+            span, first = second // BUCKET_SECONDS, position
         shared = (entry.client_ip, entry.host, entry.user, entry.client_id, entry.kind,
                   entry.status, entry.duration >= slow_seconds,
-                  int(started // 3600))  # fmt: skip
+                  int(entry.started // 3600))  # fmt: skip
         group = grouped.get(shared)
         if group is None:
             grouped[shared] = [position]
@@ -310,6 +311,3 @@ def encoded(writes: WritePlan) -> list[str]:
         part for pair in zip(writes.keys, writes.packed, strict=True) for part in pair
     )
     return [json.dumps(header, separators=(",", ":")), pairs]
-
-
-DURATION = FIELDS.index("duration_ms")

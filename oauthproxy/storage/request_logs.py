@@ -1,11 +1,12 @@
 """The request log in Redis: one script call per batch of writes, and the reads the queries need.
 
 The key schema and what a batch writes are decided in `oauthproxy.logs.schema` (pure); this
-module only sends it. A batch goes as one EVALSHA: a JSON header (indexes, statistics) and each
-entry's key and packed fields as arguments of their own, which one HSET per bucket stores as
-they came; the gateway encodes no command per entry (what a pipeline would cost it), and Redis
-does the writes. The script names its keys in ARGV, not KEYS, so it runs on
-a standalone Redis (or Sentinel), not on a Redis Cluster.
+module only sends it. A batch goes as one EVALSHA of two strings: a JSON header (indexes,
+statistics) and every entry's key and packed fields, joined; the script splits them and one HSET
+per bucket stores them. The gateway encodes neither a command nor an argument per entry (the
+client's cost per argument is about a microsecond), and Redis does the writes. The script names
+its keys in ARGV, not KEYS, so it runs on a standalone Redis (or Sentinel), not on a Redis
+Cluster.
 """
 
 from __future__ import annotations
