@@ -255,7 +255,7 @@ def plan(entries: Iterable[RequestEntry], *, first_sequence: int, slow_seconds: 
     for position, entry in enumerate(entries, 1):
         values = values_of(entry)
         rows.append(values)
-        keys.append(f"req:{values[0]}-{sequence}:{entry.client_ip}")
+        keys.append(f"req:{values[0]}-{sequence}:{entry.client_ip}")  # `entry_key`, inlined
         packed.append(pack(values))
         sequence = sequence + 1 if sequence + 1 < SEQUENCES else 0
         second = int(float(values[0]))  # as readers see it (`bucket_of`): rounded to the µs
