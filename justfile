@@ -298,6 +298,11 @@ bench *args: _venv
 bench-page results="benchmarks/results.json": _venv
     python benchmarks/page.py {{ quote(results) }}
 
+# Replay bench-like request-log batches into a valkey of its own: Redis CPU µs/entry (from /proc), the gateway's encoding CPU, memory per million entries. Options: --batches N, --size N
+[group('benchmarks')]
+bench-log-replay *args: _venv
+    python benchmarks/log_replay.py "$@"
+
 # --- routes ------------------------------------------------------------------------------------
 
 # List all routes in a table, highest priority first

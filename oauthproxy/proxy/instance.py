@@ -260,7 +260,7 @@ class Instance:
         entry = (
             None
             if requests is None
-            else open_entry(channel, request, client, self.hostname, counted)
+            else open_entry(channel, request, client, self.hostname, counted, requests)
         )
         exchange = Exchange(
             channel, request, view, client, self._pool, view.headers, (), entry, self._draining
