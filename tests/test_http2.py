@@ -11,6 +11,7 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import trio
 from h2.errors import ErrorCodes
@@ -255,3 +256,64 @@ async def test_rapid_reset_gets_goaway_enhance_your_calm(
         pass
     assert client.terminated is not None
     assert client.terminated.error_code == ErrorCodes.ENHANCE_YOUR_CALM
+
+
+async def test_a_ping_flood_gets_goaway_enhance_your_calm(
+    nursery: trio.Nursery, storage: Storage, gateway: Ready, pki: TestPKI
+) -> None:
+    await serve_names(storage, pki, {SECURE: await backend(nursery, "one")})
+    client = await connected(gateway.https_port, SECURE, pki.ca_file)
+    await served(client, SECURE)
+    for number in range(1000):
+        client.h2.ping(number.to_bytes(8, "big"))
+        try:
+            await client.flush()
+        except (trio.BrokenResourceError, OSError):
+            break
+    while await client.read() is not None:
+        pass
+    assert client.terminated is not None
+    assert client.terminated.error_code == ErrorCodes.ENHANCE_YOUR_CALM
+
+
+async def test_h2_requests_are_logged_like_http1_ones(
+    nursery: trio.Nursery, storage: Storage, gateway: Ready, pki: TestPKI, api: httpx.AsyncClient
+) -> None:
+    await serve_names(storage, pki, {SECURE: await backend(nursery, "one")})
+    client = await connected(gateway.https_port, SECURE, pki.ca_file)
+    await served(client, SECURE)
+    await client.request(SECURE, "/bytes/100000?access_token=secret")
+    posted = await client.request(SECURE, "/upload", method="POST", body=b"x" * 5000)
+    assert posted.status == 200, posted
+    await client.request(OTHER, "/echo/misdirected")
+    await client.aclose()
+
+    async def logged() -> list[dict[str, Any]] | None:
+        response = await api.get("/api/v1/logs/search", params={"hostname": SECURE})
+        found: list[dict[str, Any]] = response.json()["logs"]
+        return (
+            found
+            if {e["request_path"] for e in found}
+            >= {"/upload", "/bytes/100000?access_token=REDACTED"}
+            else None
+        )
+
+    entries = {entry["request_path"]: entry for entry in await eventually(logged, what="h2 logs")}
+    download = entries["/bytes/100000?access_token=REDACTED"]
+    assert (download["scheme"], download["status"], download["tls_version"]) == (
+        "https",
+        200,
+        "TLSv1.3",
+    )
+    assert download["bytes_out"] >= 100000
+    upload = entries["/upload"]
+    assert (upload["method"], upload["status"]) == ("POST", 200)
+    assert upload["bytes_in"] >= 5000
+
+    async def refused() -> list[dict[str, Any]] | None:
+        response = await api.get("/api/v1/logs/search", params={"q": "misdirected"})
+        found: list[dict[str, Any]] = response.json()["logs"]
+        return found or None
+
+    (misdirected,) = await eventually(refused, what="the 421 logged")
+    assert (misdirected["status"], misdirected["gateway_reason"]) == (421, "misdirected_request")

@@ -261,11 +261,12 @@ class Http2Connection:
             self.reset(stream_id, ErrorCodes.REFUSED_STREAM)
             return
         stream = StreamChannel(self, stream_id)
-        if event.stream_ended is not None:
+        bodiless = event.stream_ended is not None
+        if bodiless:
             stream.finish()
         self._streams[stream_id] = stream
         fields = cast(Headers, event.headers or [])
-        self._nursery.start_soon(self._serve_stream, stream, fields)
+        self._nursery.start_soon(self._serve_stream, stream, fields, bodiless)
 
     def _data(self, event: DataReceived) -> None:
         stream_id, data = event.stream_id, event.data or b""
@@ -300,10 +301,10 @@ class Http2Connection:
 
     # --- streams -----------------------------------------------------------------------------
 
-    async def _serve_stream(self, stream: StreamChannel, fields: Headers) -> None:
+    async def _serve_stream(self, stream: StreamChannel, fields: Headers, bodiless: bool) -> None:
         try:
             with stream.scope:
-                await serve_stream(stream, fields, self._client, self._front)
+                await serve_stream(stream, fields, bodiless, self._client, self._front)
         finally:
             del self._streams[stream.stream_id]
             stream.release()

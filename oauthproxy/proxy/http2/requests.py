@@ -34,14 +34,15 @@ log = logging.getLogger(__name__)
 
 
 async def serve_stream(
-    stream: StreamChannel, fields: Headers, client: Client, front: Front
+    stream: StreamChannel, fields: Headers, bodiless: bool, client: Client, front: Front
 ) -> None:
-    """Answer one stream: the gateway's own reply, or the upstream's response relayed. A
-    stream that fails mid-response is reset; the connection and its other streams go on."""
+    """Answer one stream (`bodiless`: its header block ended it): the gateway's own reply, or
+    the upstream's response relayed. A stream that fails mid-response is reset; the
+    connection and its other streams go on."""
     requests = front.requests if front.requests is not None and front.requests.active else None
     request: Head | None = None
     try:
-        request = request_head(fields, ended=stream.ended)
+        request = request_head(fields, ended=bodiless)
         view = view_of(request, client.scheme)
         accept = request.header(b"accept")
         reply = misdirected(client, view.host, accept)
