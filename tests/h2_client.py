@@ -114,7 +114,7 @@ class H2Client:
     def _note(self, event: Event) -> None:
         if isinstance(event, ResponseReceived) and event.stream_id in self._answers:
             answer = self._answers[event.stream_id]
-            answer.headers = dict(event.headers or [])  # type: ignore[arg-type]
+            answer.headers = dict(event.headers or [])
             answer.status = int(answer.headers.pop(b":status"))
         elif isinstance(event, DataReceived) and event.stream_id in self._answers:
             answer = self._answers[event.stream_id]
