@@ -81,6 +81,23 @@ async def served(client: H2Client, authority: str, path: str = "/echo") -> H2Ans
     return await eventually(answered, what=f"{authority} served over h2")
 
 
+async def serving_secure(
+    nursery: trio.Nursery, storage: Storage, port: int, pki: TestPKI, **fields: Any
+) -> H2Client:
+    """A proxy for SECURE (to a backend named "one") and an HTTP/2 connection it answers on."""
+    await serve_names(storage, pki, {SECURE: await backend(nursery, "one")}, **fields)
+    client = await connected(port, SECURE, pki.ca_file)
+    await served(client, f"{SECURE}:{port}" if fields else SECURE)
+    return client
+
+
+async def goaway_code(client: H2Client) -> int | None:
+    """Read to the connection's end: the error code of the GOAWAY it got (None: none came)."""
+    while await client.read() is not None:
+        pass
+    return None if client.terminated is None else client.terminated.error_code
+
+
 def curl(port: int, pki: TestPKI, url: str, *options: str) -> subprocess.CompletedProcess[bytes]:
     resolve = [f"{name}:{port}:127.0.0.1" for name in (SECURE, ALSO, OTHER)]
     resolve = [part for name in resolve for part in ("--resolve", name)]
@@ -138,9 +155,7 @@ async def test_a_host_field_that_contradicts_authority_ends_the_connection(
     nursery: trio.Nursery, storage: Storage, gateway: Ready, pki: TestPKI
 ) -> None:
     """RFC 9113 §8.3.1; the `h2` library treats it as a connection error (PROTOCOL_ERROR)."""
-    await serve_names(storage, pki, {SECURE: await backend(nursery, "one")})
-    client = await connected(gateway.https_port, SECURE, pki.ca_file)
-    await served(client, SECURE)
+    client = await serving_secure(nursery, storage, gateway.https_port, pki)
     with pytest.raises(trio.BrokenResourceError):
         await client.request(SECURE, "/echo", headers=[("host", ALSO)])
     assert client.terminated is not None
@@ -150,9 +165,7 @@ async def test_a_host_field_that_contradicts_authority_ends_the_connection(
 async def test_forged_forwarding_and_identity_headers_are_replaced_over_h2(
     nursery: trio.Nursery, storage: Storage, gateway: Ready, pki: TestPKI
 ) -> None:
-    await serve_names(storage, pki, {SECURE: await backend(nursery, "one")})
-    client = await connected(gateway.https_port, SECURE, pki.ca_file)
-    await served(client, SECURE)
+    client = await serving_secure(nursery, storage, gateway.https_port, pki)
     forged = [
         ("x-forwarded-for", "6.6.6.6"),
         ("x-real-ip", "6.6.6.6"),
@@ -178,12 +191,10 @@ async def test_a_protected_proxy_checks_every_stream(
     nursery: trio.Nursery, storage: Storage, gateway: Ready, pki: TestPKI, mint: Mint
 ) -> None:
     protection = {"auth_enabled": True, "auth_required_users": ["*"]}
-    await serve_names(storage, pki, {SECURE: await backend(nursery, "one")}, **protection)
-    client = await connected(gateway.https_port, SECURE, pki.ca_file)
+    client = await serving_secure(nursery, storage, gateway.https_port, pki, **protection)
     origin = f"https://{SECURE}:{gateway.https_port}"
     authority = f"{SECURE}:{gateway.https_port}"
     forged = [("x-auth-user-name", "mallory"), ("x-forwarded-for", "6.6.6.6")]
-    await served(client, authority)
     refused = await client.request(authority, "/echo", headers=forged)
     assert refused.status == 401
     assert b"resource_metadata" in refused.headers[b"www-authenticate"]
@@ -201,9 +212,7 @@ async def test_a_protected_proxy_checks_every_stream(
 async def test_large_bodies_stream_both_ways(
     nursery: trio.Nursery, storage: Storage, gateway: Ready, pki: TestPKI, tmp_path: Path
 ) -> None:
-    await serve_names(storage, pki, {SECURE: await backend(nursery, "one")})
-    client = await connected(gateway.https_port, SECURE, pki.ca_file)
-    await served(client, SECURE)
+    client = await serving_secure(nursery, storage, gateway.https_port, pki)
     await client.aclose()
     size = 6 * 1024 * 1024 + 7
     upload = tmp_path / "upload.bin"
@@ -224,9 +233,7 @@ async def test_large_bodies_stream_both_ways(
 async def test_sse_events_arrive_one_by_one(
     nursery: trio.Nursery, storage: Storage, gateway: Ready, pki: TestPKI
 ) -> None:
-    await serve_names(storage, pki, {SECURE: await backend(nursery, "one")})
-    client = await connected(gateway.https_port, SECURE, pki.ca_file)
-    await served(client, SECURE)
+    client = await serving_secure(nursery, storage, gateway.https_port, pki)
     stream_id = await client.send(SECURE, "/sse")
     answer = await client.answer(stream_id)
     assert answer.status == 200
@@ -239,9 +246,7 @@ async def test_sse_events_arrive_one_by_one(
 async def test_rapid_reset_gets_goaway_enhance_your_calm(
     nursery: trio.Nursery, storage: Storage, gateway: Ready, pki: TestPKI
 ) -> None:
-    await serve_names(storage, pki, {SECURE: await backend(nursery, "one")})
-    client = await connected(gateway.https_port, SECURE, pki.ca_file)
-    assert (await served(client, SECURE)).status == 200
+    client = await serving_secure(nursery, storage, gateway.https_port, pki)
     h2 = client.h2
     for _ in range(1000):  # CVE-2023-44487: open a stream and reset it at once, many times
         stream_id = h2.get_next_available_stream_id()
@@ -252,36 +257,26 @@ async def test_rapid_reset_gets_goaway_enhance_your_calm(
             await client.flush()
         except (trio.BrokenResourceError, OSError):
             break  # the gateway closed the connection
-    while await client.read() is not None:
-        pass
-    assert client.terminated is not None
-    assert client.terminated.error_code == ErrorCodes.ENHANCE_YOUR_CALM
+    assert await goaway_code(client) == ErrorCodes.ENHANCE_YOUR_CALM
 
 
 async def test_a_ping_flood_gets_goaway_enhance_your_calm(
     nursery: trio.Nursery, storage: Storage, gateway: Ready, pki: TestPKI
 ) -> None:
-    await serve_names(storage, pki, {SECURE: await backend(nursery, "one")})
-    client = await connected(gateway.https_port, SECURE, pki.ca_file)
-    await served(client, SECURE)
+    client = await serving_secure(nursery, storage, gateway.https_port, pki)
     for number in range(1000):
         client.h2.ping(number.to_bytes(8, "big"))
         try:
             await client.flush()
         except (trio.BrokenResourceError, OSError):
             break
-    while await client.read() is not None:
-        pass
-    assert client.terminated is not None
-    assert client.terminated.error_code == ErrorCodes.ENHANCE_YOUR_CALM
+    assert await goaway_code(client) == ErrorCodes.ENHANCE_YOUR_CALM
 
 
 async def test_h2_requests_are_logged_like_http1_ones(
     nursery: trio.Nursery, storage: Storage, gateway: Ready, pki: TestPKI, api: httpx.AsyncClient
 ) -> None:
-    await serve_names(storage, pki, {SECURE: await backend(nursery, "one")})
-    client = await connected(gateway.https_port, SECURE, pki.ca_file)
-    await served(client, SECURE)
+    client = await serving_secure(nursery, storage, gateway.https_port, pki)
     await client.request(SECURE, "/bytes/100000?access_token=secret")
     posted = await client.request(SECURE, "/upload", method="POST", body=b"x" * 5000)
     assert posted.status == 200, posted

@@ -22,7 +22,7 @@ from oauthproxy.storage import Storage
 from tests.chromium import Traffic, in_chromium
 from tests.eventually import eventually
 from tests.h2_client import H2Client
-from tests.test_http2 import SECURE, backend, connected, curl, serve_names, served
+from tests.test_http2 import SECURE, backend, curl, goaway_code, serve_names, serving_secure
 from tests.tls import TestPKI, make_pki
 
 
@@ -45,10 +45,7 @@ async def test_h2load_many_concurrent_streams_on_few_connections(
     nursery: trio.Nursery, storage: Storage, gateway: Ready, tmp_path: Path
 ) -> None:
     pki = pki_for(tmp_path)
-    await serve_names(storage, pki, {SECURE: await backend(nursery, "one")})
-    client = await connected(gateway.https_port, SECURE, pki.ca_file)
-    await served(client, SECURE)
-    await client.aclose()
+    await (await serving_secure(nursery, storage, gateway.https_port, pki)).aclose()
     url = f"https://{SECURE}:{gateway.https_port}/echo"
     command = ["h2load", "-n", "2000", "-c", "2", "-m", "50"]
     command += [f"--connect-to=127.0.0.1:{gateway.https_port}", url]
@@ -64,10 +61,7 @@ async def test_chromium_loads_a_page_over_h2(
     nursery: trio.Nursery, storage: Storage, gateway: Ready, tmp_path: Path
 ) -> None:
     pki = pki_for(tmp_path)
-    await serve_names(storage, pki, {SECURE: await backend(nursery, "one")})
-    client = await connected(gateway.https_port, SECURE, pki.ca_file)
-    await served(client, SECURE)
-    await client.aclose()
+    await (await serving_secure(nursery, storage, gateway.https_port, pki)).aclose()
     origin = f"https://{SECURE}:{gateway.https_port}"
 
     def steps(page: Page, _traffic: Traffic) -> tuple[str, str]:
@@ -117,10 +111,7 @@ async def test_shutdown_sends_goaway_finishes_streams_in_flight_and_refuses_new_
     tmp_path: Path,
 ) -> None:
     ready, shutdown = await start_gateway(nursery, make_settings, shutdown_grace_seconds=10)
-    pki = pki_for(tmp_path)
-    await serve_names(storage, pki, {SECURE: await backend(nursery, "one")})
-    client = await connected(ready.https_port, SECURE, pki.ca_file)
-    await served(client, SECURE)
+    client = await serving_secure(nursery, storage, ready.https_port, pki_for(tmp_path))
     slow = await client.send(SECURE, "/slow/1.0")
     await client.request(SECURE, "/echo")  # answered after the gateway took the slow stream
     shutdown.set()
@@ -153,14 +144,8 @@ async def test_an_idle_connection_gets_goaway(
     tmp_path: Path,
 ) -> None:
     ready, _ = await start_gateway(nursery, make_settings, proxy_idle_timeout=1)
-    pki = pki_for(tmp_path)
-    await serve_names(storage, pki, {SECURE: await backend(nursery, "one")})
-    client = await connected(ready.https_port, SECURE, pki.ca_file)
-    await served(client, SECURE)
-    while await client.read() is not None:
-        pass
-    assert client.terminated is not None
-    assert client.terminated.error_code == ErrorCodes.NO_ERROR
+    client = await serving_secure(nursery, storage, ready.https_port, pki_for(tmp_path))
+    assert await goaway_code(client) == ErrorCodes.NO_ERROR
 
 
 F = TypeVar("F", bound=Frame)
