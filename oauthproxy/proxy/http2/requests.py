@@ -112,11 +112,12 @@ async def _forward(stream: StreamChannel, exchange: Exchange, destination: Desti
             raise UpstreamGone("the upstream switched protocols, which HTTP/2 cannot carry")
         headers = client_response_headers(response.headers, destination.response, switching=False)
         bodiless = exchange.head_request or not response.has_body
-        await stream.respond(response.status, headers, end=bodiless)
+        stream.respond(response.status, headers, end=bodiless)
         channel = upstream.channel
         events = channel.events
         while True:  # to the END: a HEAD's or 204's too, so the connection can be pooled
             if not events:
+                await stream.flush()  # what one upstream read brought goes out before the next
                 await channel.receive()
                 continue
             event = events.popleft()
@@ -125,9 +126,10 @@ async def _forward(stream: StreamChannel, exchange: Exchange, destination: Desti
             if not isinstance(event, bytes):
                 raise channel.unexpected(event)
             if event and not bodiless:
-                await stream.send_body(event)
-        if not bodiless:
-            await stream.end()
+                await stream.send_body(event, end=bool(events) and events[0] is END)
+        if not stream.responded:
+            stream.end()
+        await stream.flush()
     except BaseException:
         await trio.aclose_forcefully(upstream.stream)
         raise

@@ -119,29 +119,31 @@ class StreamChannel(Channel):
     async def send_reply(self, reply: Reply, *, close: bool = False, head: bool = False) -> None:
         """A whole response of the gateway's own (`close` means nothing to a stream)."""
         headers = [*reply.headers, (b"content-length", b"%d" % len(reply.body))]
-        await self.respond(reply.status, headers, end=head or not reply.body)
-        if not head and reply.body:
-            await self.send_body(reply.body)
-            await self.end()
+        bodiless = head or not reply.body
+        self.respond(reply.status, headers, end=bodiless)
+        if not bodiless:
+            await self.send_body(reply.body, end=True)
+        await self.flush()
 
-    async def respond(self, status: int, headers: Headers, *, end: bool) -> None:
+    def respond(self, status: int, headers: Headers, *, end: bool) -> None:
+        """Queue the response's HEADERS (`flush` sends what is queued)."""
         fields = response_fields(status, headers)
         with self._machine() as h2:
             h2.send_headers(self.stream_id, fields, end_stream=end)
         self.bytes_out += sum(len(n) + len(v) + 32 for n, v in fields)
         self.responded = end
-        await self.connection.writer.flush()
 
     async def informational(self, status: int) -> None:
         with self._machine() as h2:
             h2.send_headers(self.stream_id, [(b":status", b"%d" % status)])
-        await self.connection.writer.flush()
+        await self.flush()
 
-    async def send_body(self, data: bytes) -> None:
-        """Send `data` as DATA frames, as the client's windows allow; each piece is written
-        before the next goes out, so what waits in memory is at most one frame per stream."""
-        connection = self.connection
-        h2 = connection.h2
+    async def send_body(self, data: bytes, *, end: bool = False) -> None:
+        """Queue `data` as DATA frames as far as the client's windows allow (`end`: the last
+        one ends the stream); where they do not, send what is queued and wait for the client
+        to open them. The caller flushes before it waits for more, so what is queued is at
+        most one upstream read."""
+        h2 = self.connection.h2
         view = memoryview(data)
         while view:
             try:
@@ -149,19 +151,26 @@ class StreamChannel(Channel):
             except H2ProtocolError as error:
                 raise ClientGone("the stream closed") from error
             if room <= 0:
+                await self.flush()
                 self.window = trio.Event()
                 await self.window.wait()
                 continue
             piece, view = bytes(view[:room]), view[room:]
+            last = end and not view
             with self._machine() as h2:
-                h2.send_data(self.stream_id, piece)
+                h2.send_data(self.stream_id, piece, end_stream=last)
             self.bytes_out += len(piece)
-            await connection.writer.flush()
+        if end:
+            self.responded = True
 
-    async def end(self) -> None:
+    def end(self) -> None:
+        """Queue the end of the response."""
         with self._machine() as h2:
             h2.end_stream(self.stream_id)
         self.responded = True
+
+    async def flush(self) -> None:
+        """Send what this stream (and any other) has queued; return once it is written."""
         await self.connection.writer.flush()
 
     def abort(self) -> None:
