@@ -306,7 +306,9 @@ async def _start_listeners(
         first_request_timeout=settings.proxy_first_request_timeout,
         first_requests=first_requests,
         requests=requests,
-        http2=Http2Limits(idle_timeout=settings.proxy_idle_timeout)
+        http2=Http2Limits(
+            idle_timeout=settings.proxy_idle_timeout, send_timeout=settings.proxy_send_timeout
+        )
         if settings.http2_enabled
         else None,
     )

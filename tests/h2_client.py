@@ -40,6 +40,8 @@ class H2Client:
             H2Configuration(client_side=True, header_encoding=None, validate_outbound_headers=False)
         )
         self.terminated: ConnectionTerminated | None = None
+        self.acknowledge = True
+        """Reopen the windows for the DATA read (False: a client that stops reading)."""
         self._answers: dict[int, H2Answer] = {}
         self._ended: set[int] = set()
 
@@ -120,7 +122,10 @@ class H2Client:
             answer = self._answers[event.stream_id]
             answer.body += event.data or b""
             answer.pieces.append(event.data or b"")
-            self.h2.acknowledge_received_data(event.flow_controlled_length or 0, event.stream_id)
+            if self.acknowledge:
+                self.h2.acknowledge_received_data(
+                    event.flow_controlled_length or 0, event.stream_id
+                )
         elif isinstance(event, StreamEnded) and event.stream_id is not None:
             self._ended.add(event.stream_id)
         elif isinstance(event, StreamReset) and event.stream_id in self._answers:

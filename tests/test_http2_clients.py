@@ -19,6 +19,7 @@ from playwright.sync_api import Page
 from oauthproxy.serve import Ready, serve
 from oauthproxy.settings import Settings
 from oauthproxy.storage import Storage
+from tests.backend import pattern
 from tests.chromium import Traffic, in_chromium
 from tests.eventually import eventually
 from tests.h2_client import H2Client
@@ -149,6 +150,22 @@ async def test_an_idle_connection_gets_goaway(
 
 
 F = TypeVar("F", bound=Frame)
+
+
+async def test_a_client_that_keeps_its_window_shut_gets_no_more_and_is_reset(
+    nursery: trio.Nursery,
+    storage: Storage,
+    make_settings: Callable[..., Settings],
+    tmp_path: Path,
+) -> None:
+    ready, _ = await start_gateway(nursery, make_settings, proxy_send_timeout=1)
+    client = await serving_secure(nursery, storage, ready.https_port, pki_for(tmp_path))
+    client.acknowledge = False  # it reads, but never opens its windows again
+    answer = await client.answer(await client.send(SECURE, "/bytes/1000000"))
+    assert answer.status == 200
+    assert 0 < len(answer.body) <= 65_535  # never more than the window it was given
+    assert answer.body == pattern(1000000)[: len(answer.body)]
+    assert answer.reset == ErrorCodes.INTERNAL_ERROR
 
 
 class RawFrames:

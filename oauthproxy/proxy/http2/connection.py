@@ -66,6 +66,9 @@ class Http2Limits:
 
     idle_timeout: float = 75.0
     """Seconds without an open stream before the connection is closed (PROXY_IDLE_TIMEOUT)."""
+    send_timeout: float = 60.0
+    """Seconds a response may wait for the client to open its flow-control window
+    (PROXY_SEND_TIMEOUT); then the stream is reset and its upstream connection closed."""
     max_concurrent_streams: int = 100
     max_header_list_size: int = MAX_HEAD_SIZE
     """Bytes of one header block, decoded (as HTTP/1.1's head limit)."""
@@ -141,6 +144,7 @@ class Writer:
 class Http2Connection:
     def __init__(self, stream: trio.abc.Stream, client: Client, front: Front, limits: Http2Limits):
         self.stream = stream
+        self.limits = limits
         self._client = client
         self._front = front
         self._limits = limits

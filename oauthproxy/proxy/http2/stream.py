@@ -153,7 +153,10 @@ class StreamChannel(Channel):
             if room <= 0:
                 await self.flush()
                 self.window = trio.Event()
-                await self.window.wait()
+                with trio.move_on_after(self.connection.limits.send_timeout) as waited:
+                    await self.window.wait()
+                if waited.cancelled_caught:  # a client that stops reading holds nothing long
+                    raise ClientGone("the client kept its flow-control window shut")
                 continue
             piece, view = bytes(view[:room]), view[room:]
             last = end and not view
