@@ -15,6 +15,7 @@ import httpx
 import pytest
 import trio
 from h2.errors import ErrorCodes
+from hyperframe.frame import ContinuationFrame, HeadersFrame
 
 from oauthproxy.models.certificates import Certificate, CertificateStatus
 from oauthproxy.models.proxies import ProxyTarget
@@ -312,3 +313,23 @@ async def test_h2_requests_are_logged_like_http1_ones(
 
     (misdirected,) = await eventually(refused, what="the 421 logged")
     assert (misdirected["status"], misdirected["gateway_reason"]) == (421, "misdirected_request")
+
+
+async def test_a_continuation_flood_and_a_huge_header_block_end_the_connection(
+    nursery: trio.Nursery, storage: Storage, gateway: Ready, pki: TestPKI
+) -> None:
+    client = await serving_secure(nursery, storage, gateway.https_port, pki)
+    stream_id = client.h2.get_next_available_stream_id()
+    fields = [(b":method", b"GET"), (b":scheme", b"https"), (b":authority", SECURE.encode())]
+    block = client.h2.encoder.encode([*fields, (b":path", b"/echo")])
+    flood = HeadersFrame(stream_id, data=block).serialize()  # no END_HEADERS: more follows
+    flood += b"".join(
+        ContinuationFrame(stream_id, data=b"\x00" * 100).serialize() for _ in range(200)
+    )
+    await client.stream.send_all(flood)
+    assert await goaway_code(client) == ErrorCodes.PROTOCOL_ERROR
+
+    huge = await connected(gateway.https_port, SECURE, pki.ca_file)
+    with pytest.raises(trio.BrokenResourceError):
+        await huge.request(SECURE, "/echo", headers=[("x-big", "a" * 70_000)])
+    assert huge.terminated is not None  # more than SETTINGS_MAX_HEADER_LIST_SIZE (64 KiB)
