@@ -47,7 +47,7 @@ from oauthproxy.models.proxies import ProxyTarget
 from oauthproxy.proxy.config import PublicPorts
 from oauthproxy.proxy.dispatcher import Front, serve_http, serve_https, serve_proxy_protocol
 from oauthproxy.proxy.headers import parse_networks
-from oauthproxy.proxy.http2.connection import Http2Limits
+from oauthproxy.proxy.http2.limits import Http2Limits
 from oauthproxy.proxy.limits import ConnectionLimit
 from oauthproxy.proxy.waiting import FirstRequests
 from oauthproxy.services.docker import DockerEngine

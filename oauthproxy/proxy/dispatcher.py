@@ -23,7 +23,8 @@ from oauthproxy.proxy.codec import Head
 from oauthproxy.proxy.handover import answer, pass_connection, refusal, refuse
 from oauthproxy.proxy.headers import Client, Network, is_trusted
 from oauthproxy.proxy.http import BadRequest, Channel, PeerClosed, close_gently
-from oauthproxy.proxy.http2.connection import Http2Limits, serve_http2
+from oauthproxy.proxy.http2.connection import serve_http2
+from oauthproxy.proxy.http2.limits import Http2Limits
 from oauthproxy.proxy.instance import Instance
 from oauthproxy.proxy.limits import ConnectionLimit
 from oauthproxy.proxy.proxy_protocol import PrefixedStream, ProxyHeaderError, read_header

@@ -5,7 +5,7 @@ reads, one that writes, and a task per stream, all in the connection's own nurse
   task (`requests.serve_stream`) that routes, checks and forwards it as HTTP/1.1 does.
 - **Writing** is one task (`Writer`): streams change the machine and wait until what they
   queued is on the wire, so a client that stops reading stops every stream, and what waits in
-  memory is bounded by a frame per stream. A cancelled stream never cuts a write in half.
+  memory is bounded by one upstream read per stream. A cancelled stream never cuts a write in half.
 - **Limits** (`Http2Limits`) are sent as SETTINGS and enforced by `h2`; what `h2` does not
   bound (resets, SETTINGS/PING/empty DATA/PRIORITY/WINDOW_UPDATE floods) `floods` counts, and
   a connection over a budget gets GOAWAY `ENHANCE_YOUR_CALM` and is closed.
@@ -18,7 +18,6 @@ reads, one that writes, and a task per stream, all in the connection's own nurse
 from __future__ import annotations
 
 import contextlib
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, cast
 
 import trio
@@ -38,16 +37,17 @@ from h2.events import (
     WindowUpdated,
 )
 from h2.exceptions import ProtocolError as H2ProtocolError
-from h2.settings import SettingCodes, Settings
+from h2.settings import Settings
 from hyperframe.frame import GoAwayFrame
 
-from oauthproxy.proxy.codec import MAX_HEAD_SIZE
 from oauthproxy.proxy.framing import Headers
 from oauthproxy.proxy.headers import Client
 from oauthproxy.proxy.http import READ_SIZE, ClientGone, close_gently
 from oauthproxy.proxy.http2.floods import Flood, FloodGuard
+from oauthproxy.proxy.http2.limits import Http2Limits
 from oauthproxy.proxy.http2.requests import serve_stream
 from oauthproxy.proxy.http2.stream import StreamChannel
+from oauthproxy.proxy.http2.writer import Writer
 
 if TYPE_CHECKING:
     from oauthproxy.proxy.dispatcher import Front
@@ -60,94 +60,12 @@ DEFAULT_WINDOW = 65_535
 """RFC 9113's initial window: where the connection's own window starts."""
 
 
-@dataclass(frozen=True)
-class Http2Limits:
-    """What one client connection may use; sent to the client in SETTINGS."""
-
-    idle_timeout: float = 75.0
-    """Seconds without an open stream before the connection is closed (PROXY_IDLE_TIMEOUT)."""
-    send_timeout: float = 60.0
-    """Seconds a response may wait for the client to open its flow-control window
-    (PROXY_SEND_TIMEOUT); then the stream is reset and its upstream connection closed."""
-    max_concurrent_streams: int = 100
-    max_header_list_size: int = MAX_HEAD_SIZE
-    """Bytes of one header block, decoded (as HTTP/1.1's head limit)."""
-    header_table_size: int = 4096
-    """The HPACK dynamic table the client may make us keep."""
-    max_frame_size: int = 16_384
-    stream_window: int = 256 * 1024
-    """Request body bytes one stream may send ahead of forwarding."""
-    connection_window: int = 1024 * 1024
-    """Request body bytes all streams together may send ahead of forwarding."""
-
-    def settings(self) -> dict[SettingCodes, int]:
-        return {
-            SettingCodes.MAX_CONCURRENT_STREAMS: self.max_concurrent_streams,
-            SettingCodes.MAX_HEADER_LIST_SIZE: self.max_header_list_size,
-            SettingCodes.HEADER_TABLE_SIZE: self.header_table_size,
-            SettingCodes.MAX_FRAME_SIZE: self.max_frame_size,
-            SettingCodes.INITIAL_WINDOW_SIZE: self.stream_window,
-            SettingCodes.ENABLE_PUSH: 0,
-        }
-
-
-class Writer:
-    """The connection's one writer: it sends what the `h2` machine has queued whenever a
-    stream asks (`poke`), and `flush` waits until everything queued before it has gone out."""
-
-    def __init__(self, h2: H2Connection, stream: trio.abc.Stream) -> None:
-        self._h2 = h2
-        self._stream = stream
-        self._wanted = trio.Event()
-        self._progress = trio.Event()
-        self._asked = 0
-        self._written = 0
-        self._first = b""
-        self.broken = False
-
-    def poke(self) -> None:
-        self._asked += 1
-        self._wanted.set()
-
-    def push(self, frame: bytes) -> None:
-        """A frame built outside the `h2` machine (the graceful GOAWAY), sent before the rest."""
-        self._first += frame
-        self.poke()
-
-    async def flush(self) -> None:
-        self.poke()
-        wanted = self._asked
-        while self._written < wanted and not self.broken:
-            await self._progress.wait()
-        if self.broken:
-            raise ClientGone("the connection broke")
-
-    async def run(self, broke: trio.Event) -> None:
-        try:
-            while True:
-                await self._wanted.wait()
-                self._wanted = trio.Event()
-                asked = self._asked
-                data = self._first + self._h2.data_to_send()
-                self._first = b""
-                if data:
-                    await self._stream.send_all(data)
-                self._written = asked
-                self._progress.set()
-                self._progress = trio.Event()
-        except _BROKEN:
-            self.broken = True
-            self._progress.set()
-            broke.set()
-
-
 class Http2Connection:
     def __init__(self, stream: trio.abc.Stream, client: Client, front: Front, limits: Http2Limits):
         self.stream = stream
         self.limits = limits
         self._client = client
         self._front = front
-        self._limits = limits
         self.h2 = H2Connection(H2Configuration(client_side=False, header_encoding=None))
         self.h2.local_settings = Settings(client=False, initial_values=limits.settings())
         self.h2.initiate_connection()
@@ -342,7 +260,7 @@ class Http2Connection:
         self._go_away()
 
     async def _close_when_idle(self) -> None:
-        idle = self._limits.idle_timeout
+        idle = self.limits.idle_timeout
         while True:
             if self._streams:
                 self._became_quiet = trio.Event()
