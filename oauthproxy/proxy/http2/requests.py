@@ -6,6 +6,7 @@ that changes for HTTP/1.1 changes for HTTP/2 with it.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from typing import TYPE_CHECKING
@@ -59,10 +60,10 @@ async def serve_stream(
             )
         refused(requests, client, reply, request, view.host)
         await stream.send_reply(reply, head=request.method == b"HEAD")
-    except BadRequest as error:
+    except BadRequest as error:  # (raised before any response: by `request_head`, `view_of`)
         reply = refusal(error)
         refused(requests, client, reply, request)
-        if not stream.responded:
+        with contextlib.suppress(PeerClosed):
             await stream.send_reply(reply)
     except PeerClosed:
         stream.abort()
