@@ -245,7 +245,7 @@ async def test_sse_events_arrive_one_by_one(
 
 
 async def test_rapid_reset_gets_goaway_enhance_your_calm(
-    nursery: trio.Nursery, storage: Storage, gateway: Ready, pki: TestPKI
+    nursery: trio.Nursery, storage: Storage, gateway: Ready, pki: TestPKI, api: httpx.AsyncClient
 ) -> None:
     client = await serving_secure(nursery, storage, gateway.https_port, pki)
     h2 = client.h2
@@ -259,6 +259,17 @@ async def test_rapid_reset_gets_goaway_enhance_your_calm(
         except (trio.BrokenResourceError, OSError):
             break  # the gateway closed the connection
     assert await goaway_code(client) == ErrorCodes.ENHANCE_YOUR_CALM
+
+    async def event() -> list[dict[str, Any]] | None:
+        params = {"event": "http2.enhance_your_calm"}
+        found: list[dict[str, Any]] = (await api.get("/api/v1/logs/search", params=params)).json()[
+            "logs"
+        ]
+        return found or None
+
+    (logged,) = await eventually(event, what="the flood logged")
+    assert logged["gateway_reason"] == "more than 200 streams reset by the client in 10s"
+    assert logged["client_ip"] == "127.0.0.1"
 
 
 async def test_a_ping_flood_gets_goaway_enhance_your_calm(
