@@ -139,8 +139,10 @@ class Http2Connection:
                     self._on(event)
                     if self._done.is_set():
                         break
-                with contextlib.suppress(ClientGone):  # acknowledgements before the next read
-                    await self.writer.flush()
+                # Acknowledgements go out with the writer's next write; the reader does not wait
+                # for it, so a client that writes before it reads cannot stall both ways. What
+                # a client can make us queue without asking is bounded by `floods`.
+                self.writer.poke()
         finally:
             self._read_ended.set()
             self._done.set()
