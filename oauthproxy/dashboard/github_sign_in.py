@@ -74,10 +74,8 @@ async def callback() -> WerkzeugResponse | Response:
     """GitHub sends the browser back: check the state, learn who it is, make the session."""
     try:
         secret = await _sign_in()
-    except SignInRefused as refusal:
-        page = await _refused(refusal)
-        page.delete_cookie(LOGIN_COOKIE, path=LOGIN_PATH)
-        return page
+    except SignInRefused as refusal:  # the login cookie stays: a forged callback visited
+        return await _refused(refusal)  # by this browser must not end its own sign-in
     signed_in = redirect("/dashboard/?signed-in=github")
     signed_in.delete_cookie(LOGIN_COOKIE, path=LOGIN_PATH)
     _set_cookie(signed_in, SESSION_COOKIE, secret, SESSION_PATH, HANDOFF_SECONDS)

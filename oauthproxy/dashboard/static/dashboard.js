@@ -35,7 +35,7 @@ async function takeGitHubSession() {
     headers: { Accept: "application/json" },
   });
   const body = await response.json().catch(() => null);
-  if (!response.ok || !body || !body.token) throw new Error((body && body.message) || "GitHub sign-in did not finish; sign in again.");
+  if (!response.ok || !body || !body.token) throw new Error((body && body.detail) || "GitHub sign-in did not finish; sign in again.");
   await signIn(body.token);
 }
 
