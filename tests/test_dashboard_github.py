@@ -323,3 +323,23 @@ async def test_sign_in_with_github_in_chromium(
             return (await ended.get(f"{TOKENS}info")).status_code == 401
 
         await eventually(signed_out, what="the session ended on the server")
+
+
+async def test_sign_in_starts_are_rate_limited_per_client(
+    nursery: trio.Nursery,
+    storage: Storage,
+    make_settings: Callable[..., Settings],
+    github: GitHubStandIn,
+) -> None:
+    """Each start stores a state for minutes: counted as the OAuth server's login starts are."""
+    limited = await oauth_helpers.start_gateway(
+        nursery, make_settings, github, oauth_anonymous_rate_limit=2
+    )
+    async with httpx.AsyncClient(base_url=limited.api_url) as client:
+        for _ in range(2):
+            assert (await client.get("/dashboard/github/login")).status_code == 302
+        refused = await client.get("/dashboard/github/login")
+    assert refused.status_code == 429
+    assert int(refused.headers["retry-after"]) > 0
+    assert "Too many sign-ins" in refused.text
+    assert "set-cookie" not in refused.headers

@@ -151,7 +151,7 @@ async def jwks() -> Response:
 @answers(*public_answers.AUTHORIZE)
 async def authorize_endpoint() -> Response:
     server = authorization_server()
-    await registration.admit_anonymous(server, _client_address(server))
+    await registration.admit_anonymous(server, requesting_ip(server))
     start = await authorize.begin(server, _params(request.args))
     response = redirect(start.location, 302)
     _set_browser_cookie(server, response, start.cookie_name, start.browser_token, "/callback")
@@ -250,7 +250,7 @@ async def _admit_document_client(
     except OAuthError:
         return  # the endpoint itself answers malformed credentials
     if await (await server.prepared()).resolver.would_fetch(client_id):
-        await registration.admit_anonymous(server, _client_address(server))
+        await registration.admit_anonymous(server, requesting_ip(server))
 
 
 async def _admin_bearer(authorization: str) -> bool:
@@ -265,7 +265,7 @@ async def _admin_bearer(authorization: str) -> bool:
     return token is not None and token.is_admin
 
 
-def _client_address(server: OAuthServer) -> str:
+def requesting_ip(server: OAuthServer) -> str:
     """Who sent the request (the peer, or the client a proxy we trust forwards for)."""
     forwarded_for = request.headers.getlist("X-Forwarded-For")
     return client_address(request.remote_addr or "", forwarded_for, server.trusted_proxies)
@@ -276,7 +276,7 @@ def _client_address(server: OAuthServer) -> str:
 @document_request(public_answers.ClientRegistration)
 async def register() -> Response:
     server = authorization_server()
-    await registration.admit(server, _client_address(server))
+    await registration.admit(server, requesting_ip(server))
     return _json(await registration.register(server, await _json_body()), 201)
 
 

@@ -22,12 +22,14 @@ from werkzeug.wrappers.response import Response as WerkzeugResponse
 
 from oauthproxy.api.auth import bearer_secret
 from oauthproxy.api.errors import ApiError
-from oauthproxy.api.oauth_server import authorization_server
+from oauthproxy.api.oauth_server import authorization_server, requesting_ip
 from oauthproxy.api.state import app_state
 from oauthproxy.dashboard.pages import security_headers
 from oauthproxy.dashboard.sign_in import SignInRefused, token_for
 from oauthproxy.oauth.browser import browser_hash, new_browser_token, same_browser
+from oauthproxy.oauth.errors import OAuthError
 from oauthproxy.oauth.github import GitHub, GitHubError
+from oauthproxy.oauth.registration import admit_anonymous
 from oauthproxy.storage.dashboard import SESSION_PREFIX, DashboardLogin, DashboardRepository
 
 log = logging.getLogger(__name__)
@@ -58,6 +60,13 @@ async def login() -> WerkzeugResponse | Response:
     github = await _github()
     if github is None:
         return await _refused(SignInRefused("GitHub sign-in is off", _NOT_CONFIGURED, 404))
+    server = authorization_server()
+    try:  # each start stores a state: counted per client IP as the OAuth server's logins are
+        await admit_anonymous(server, requesting_ip(server))
+    except OAuthError as error:
+        page = await _refused(SignInRefused("Too many sign-ins", error.description, 429))
+        page.headers.update(error.headers)
+        return page
     settings = app_state(current_app).settings
     state, browser = secrets.token_urlsafe(32), new_browser_token()
     redirect_uri = _origin() + CALLBACK
@@ -147,9 +156,14 @@ _ELSEWHERE = (
 )
 
 
+MAX_PARAMETER = 512
+"""Longest `state` or `code` looked at (ours are 43 characters; GitHub's codes are short)."""
+
+
 def _single(name: str) -> str:
+    """The query parameter given once and not overlong, else ""."""
     values = request.args.getlist(name)
-    return values[0] if len(values) == 1 else ""
+    return values[0] if len(values) == 1 and len(values[0]) <= MAX_PARAMETER else ""
 
 
 async def _github() -> GitHub | None:
