@@ -265,7 +265,7 @@ async def test_only_the_admin_lists_github_users_and_a_login_is_on_one_token(
     on_admin = await admin.put(f"{TOKENS}admin/github-users", json={"github_users": [ROOT]})
     assert on_admin.status_code == 200, on_admin.text
 
-    for bad in (["not a login"], ["-dash"], ["a" * 40], ["x", "X"], [f"u{n}" for n in range(21)]):
+    for bad in (["not a login"], ["-dash"], ["a" * 40], ["x", "x"], [f"u{n}" for n in range(21)]):
         refused = await admin.put(f"{TOKENS}team-b/github-users", json={"github_users": bad})
         assert refused.status_code == 422, bad
         assert refused.json()["field"].startswith("github_users"), refused.text
@@ -275,6 +275,8 @@ async def test_only_the_admin_lists_github_users_and_a_login_is_on_one_token(
     assert (await admin.delete(f"{TOKENS}team-a")).status_code == 200
     freed = await admin.put(f"{TOKENS}team-b/github-users", json={"github_users": ["alice"]})
     assert freed.status_code == 200, freed.text
+    one = await admin.put(f"{TOKENS}team-b/github-users", json={"github_users": ["Eve", "eve"]})
+    assert one.json()["github_users"] == ["Eve"]  # logins ignore case: one login
     cleared = await admin.put(f"{TOKENS}team-b/github-users", json={"github_users": []})
     assert cleared.json()["github_users"] == []
     again = await admin.post(f"{TOKENS}generate", json={"name": "d", "github_users": ["alice"]})

@@ -17,11 +17,14 @@ MAX_GITHUB_USERS = 20
 
 
 def _distinct_logins(logins: list[str]) -> list[str]:
-    """Logins are matched case-insensitively, so `Alice` and `alice` are one login."""
-    seen = {login.lower() for login in logins}
-    if len(seen) != len(logins):
-        raise ValueError("a GitHub login is listed twice (logins ignore case)")
-    return logins
+    """A login listed twice is refused (the schema's `uniqueItems`); logins ignore case, so
+    `Alice` after `alice` is the same login and kept once, in its first spelling."""
+    if len(set(logins)) != len(logins):
+        raise ValueError("a GitHub login is listed twice")
+    first: dict[str, str] = {}
+    for login in logins:
+        first.setdefault(login.lower(), login)
+    return list(first.values())
 
 
 GitHubUsers = Annotated[
