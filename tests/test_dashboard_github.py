@@ -116,6 +116,7 @@ class Browser:
         assert "Path=/dashboard/session" in handoff, handoff
         taken = await self.session()
         assert taken.status_code == 200, taken.text
+        assert taken.headers["cache-control"] == "no-store"
         secret: str = taken.json()["token"]
         assert secret.startswith("dsh_")
         return secret

@@ -104,6 +104,7 @@ async def take_session() -> Response:
             field=SESSION_COOKIE,
         )
     response = jsonify({"token": secret})
+    response.headers["Cache-Control"] = "no-store"
     response.delete_cookie(SESSION_COOKIE, path=SESSION_PATH)
     return response
 
