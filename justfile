@@ -84,6 +84,11 @@ token-list token="": _venv
 token-delete name token="": _venv
     @proxy-client {{ if token != "" { "--token " + quote(token) } else { "" } }} token delete {{ quote(name) }}
 
+# Set who may sign in to the dashboard with GitHub as a token (comma-separated logins; "" for nobody)
+[group('tokens')]
+token-github-users name users token="": _venv
+    @proxy-client {{ if token != "" { "--token " + quote(token) } else { "" } }} token github-users {{ quote(name) }} {{ quote(users) }}
+
 # Set a token's certificate email
 [group('tokens')]
 token-email name email token="": _venv

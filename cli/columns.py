@@ -207,6 +207,7 @@ LAYOUTS: dict[Kind, Layout] = {
         columns=(
             Column("name", "Token Name", NAME_STYLE),
             Column("cert_email", "Certificate Email"),
+            Column("github_users", "GitHub Users"),
             Column("created_at", "Created", "date"),
             Column("created_by", "Owner"),
             Column("is_admin", "Admin", "bool"),

@@ -59,6 +59,7 @@ async def ensure_admin_token(settings: Settings, storage: Storage) -> AdminToken
             cert_email=(existing.cert_email if existing else None) or settings.admin_email,
             created_by=source.value,
             is_admin=True,
+            github_users=existing.github_users if existing else None,
         )
         await storage.tokens.put(token)
     await trio.to_thread.run_sync(write_private, file, secret + "\n")

@@ -7,6 +7,7 @@ the package reads the environment; configuration flows down from `Settings` as a
 from __future__ import annotations
 
 import os
+import re
 import secrets
 import socket
 from enum import StrEnum
@@ -17,10 +18,12 @@ import platformdirs
 from pydantic import AnyHttpUrl, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from oauthproxy.models.tokens import GITHUB_LOGIN_PATTERN, MAX_GITHUB_USERS
 from oauthproxy.tenancy.targets import DEFAULT_DENIED_NETWORKS, parse_networks
 
 MAX_WORKERS = 64
 """The most data-plane processes `WORKERS` may ask for (`auto` stops there too)."""
+MAX_ADMIN_GITHUB_USERS = MAX_GITHUB_USERS
 
 Port = Annotated[int, Field(ge=0, le=65535, description="TCP port; 0 picks a free one")]
 PositiveSeconds = Annotated[float, Field(gt=0)]
@@ -241,6 +244,20 @@ class Settings(BaseSettings):
         description="GitHub logins that may receive the mcp:admin scope (* for every user who "
         "may log in); empty: nobody",
     )
+    admin_github_users: str = Field(
+        default="",
+        description="GitHub logins (comma-separated, case-insensitive) that may sign in to the "
+        "dashboard as the admin; empty: nobody",
+    )
+    dashboard_url: AnyHttpUrl | None = Field(
+        default=None,
+        description="The dashboard's address as browsers reach it (its origin), for GitHub "
+        "sign-in's callback; unset: the origin each request came to",
+    )
+    dashboard_session_lifetime: Annotated[int, Field(ge=60, le=604800)] = Field(
+        default=28800,
+        description="Seconds a dashboard session made by signing in with GitHub lasts",
+    )
     oauth_user_scopes: str = Field(
         default="mcp:read mcp:write",
         pattern=r"^[ A-Za-z0-9:._-]*$",
@@ -358,6 +375,21 @@ class Settings(BaseSettings):
             raise ValueError(
                 f"expected auto (one per CPU) or a number of processes from 1 to {MAX_WORKERS}"
             ) from None
+
+    @field_validator("admin_github_users")
+    @classmethod
+    def _github_logins(cls, value: str) -> str:
+        logins = [login.strip() for login in value.split(",") if login.strip()]
+        if len(logins) > MAX_ADMIN_GITHUB_USERS:
+            raise ValueError(f"at most {MAX_ADMIN_GITHUB_USERS} logins")
+        for login in logins:
+            if not re.fullmatch(GITHUB_LOGIN_PATTERN, login):
+                raise ValueError(f"{login!r} is not a GitHub login (letters, digits, hyphens)")
+        return ",".join(logins)
+
+    def admin_github_logins(self) -> frozenset[str]:
+        """ADMIN_GITHUB_USERS, lower case."""
+        return frozenset(login.lower() for login in self.admin_github_users.split(",") if login)
 
     @field_validator("owner_target_deny_networks")
     @classmethod

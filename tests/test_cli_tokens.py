@@ -28,6 +28,7 @@ CLIENT_VARIABLES = (
     "XDG_DATA_HOME",
 )
 OWN_SECRET = "my-own-secret-0123456789abcdefghijklmnop"
+WRAPPER = Path(__file__).resolve().parents[1] / "scripts" / "just"
 
 
 @dataclass(frozen=True)
@@ -74,6 +75,11 @@ class Cli:
 
 @pytest.fixture
 async def cli(gateway: Ready, tmp_path: Path) -> Cli:
+    return cli_for(gateway, tmp_path)
+
+
+def cli_for(gateway: Ready, tmp_path: Path) -> Cli:
+    """A `Cli` reaching `gateway` as its admin, with a home and config of its own."""
     env = {name: value for name, value in os.environ.items() if name not in CLIENT_VARIABLES}
     env.update(
         HOME=str(tmp_path / "home"),
@@ -138,6 +144,43 @@ async def test_email_update(cli: Cli) -> None:
     await cli.ok("token", "generate", "dev", "--email", "old@example.com")
     assert "new@example.com" in await cli.ok("token", "email", "dev", "new@example.com")
     assert (await cli.json("token", "get", "dev"))["cert_email"] == "new@example.com"
+
+
+async def test_github_users_from_the_cli_the_recipe_and_a_backup(cli: Cli, tmp_path: Path) -> None:
+    created = await cli.json("token", "generate", "ops", "--github-user", "alice")
+    assert "github_users" not in created  # the secret's view; `get` shows the logins
+    assert (await cli.json("token", "get", "ops"))["github_users"] == ["alice"]
+    changed = await cli.json("token", "github-users", "ops", "Bob", "carol,dave")
+    assert changed["github_users"] == ["Bob", "carol", "dave"]
+    assert "Bob, carol, dave" in await cli.ok("token", "list")
+
+    conflict = await cli.fails("token", "generate", "dev", "--github-user", "BOB")
+    assert conflict.startswith("error: the GitHub user bob already signs in as the token 'ops'")
+    assert conflict.endswith("(field: github_users)")
+    secret = (await cli.json("token", "generate", "dev"))["token"]
+    refused = await cli.fails("token", "github-users", "dev", "eve", env={"TOKEN": secret})
+    assert refused == "error: this needs the admin token (field: Authorization)"
+
+    saved = tmp_path / "backup.yaml"
+    await cli.ok("config", "save", str(saved))
+    assert yaml.safe_load(saved.read_text())["tokens"][1]["github_users"] == [
+        "Bob",
+        "carol",
+        "dave",
+    ]
+    await cli.ok("token", "delete", "ops")
+    await cli.ok("config", "load", str(saved))
+    assert (await cli.json("token", "get", "ops"))["github_users"] == ["Bob", "carol", "dave"]
+
+    recipe = await trio.run_process(
+        [str(WRAPPER), "token-github-users", "ops", ""],
+        env=dict(cli.env),
+        capture_stdout=True,
+        capture_stderr=True,
+        check=False,
+    )
+    assert (recipe.returncode, recipe.stderr) == (0, b""), recipe
+    assert (await cli.json("token", "get", "ops"))["github_users"] == []
 
 
 async def test_delete(cli: Cli) -> None:

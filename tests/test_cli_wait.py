@@ -1,6 +1,8 @@
 """`--wait` of `proxy-client cert create|renew` and `proxy create`, and the recipes that pass it,
 as subprocesses against a real gateway that orders from a real Pebble: each returns once the
-certificate is issued, with the issued certificate (or the proxy serving HTTPS) as its output."""
+certificate is issued, with the issued certificate (or the proxy serving HTTPS) as its output.
+Waiting for a certificate that cannot be issued in time ends at `--timeout` with one clear line
+and exit status 1."""
 
 from __future__ import annotations
 
@@ -17,7 +19,7 @@ from oauthproxy.storage import Storage
 from tests.pebble import Pebble
 from tests.test_certificates_acme import http_port as http_port  # fixtures, shared
 from tests.test_certificates_acme import pebble as pebble
-from tests.test_cli_tokens import Cli
+from tests.test_cli_tokens import Cli, cli_for
 from tests.test_cli_tokens import cli as cli
 
 EMAIL = "ops@example.com"
@@ -113,3 +115,40 @@ async def test_config_load_waits_for_the_certificates_it_orders(cli: Cli, tmp_pa
         }
     ]
     assert (await cli.json("cert", "show", "web"))["status"] == "active"
+
+
+async def serve_silence(*, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
+    """A TCP port that accepts connections and never answers (an ACME directory that hangs);
+    the connections close when the test ends."""
+    listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
+    held: list[trio.abc.Stream] = []
+    try:
+        async with listeners[0]:
+            task_status.started(listeners[0].socket.getsockname()[1])
+            while True:
+                held.append(await listeners[0].accept())
+    finally:
+        for stream in held:
+            await trio.aclose_forcefully(stream)
+
+
+async def test_waiting_for_a_certificate_that_is_not_issued_in_time_fails_clearly(
+    nursery: trio.Nursery,
+    storage: Storage,
+    make_settings: Callable[..., Settings],
+    tmp_path: Path,
+) -> None:
+    silent: int = await nursery.start(serve_silence)
+    settings = make_settings(
+        acme_directory_url=f"http://127.0.0.1:{silent}/directory", admin_email=EMAIL
+    )
+    stalled: Ready = await nursery.start(functools.partial(serve, settings, handle_signals=False))
+    cli = cli_for(stalled, tmp_path)
+    waited = await cli.run("cert", "create", "slow", "slow.example.com", "--wait", "--timeout", "1")
+    assert (waited.status, waited.stdout) == (1, ""), waited
+    assert "Traceback" not in waited.stderr
+    line = waited.stderr.strip()
+    assert line.startswith("error: certificate slow is still pending after 1 s ("), line
+    assert line.endswith("; just cert-status slow follows it"), line
+    status = await cli.json("cert", "status", "slow")
+    assert status["certificate_status"] == "pending"  # still ordering: nothing gave up but --wait

@@ -268,8 +268,10 @@ async def test_the_admin_makes_an_owner_token_that_then_signs_in(
         expect(page.locator("[data-page=oauth]")).to_contain_text("No sessions")
 
         open_page(page, "tokens")
-        submit(page, "token-create", {"name": "team-a"}, "Created team-a.")
+        token = {"name": "team-a", "github_users": "alice, Bob"}
+        submit(page, "token-create", token, "Created team-a.")
         expect(page.locator("tr[data-key='team-a']")).to_contain_text("owner")
+        expect(page.locator("tr[data-key='team-a']")).to_contain_text("alice, Bob")
         secret = page.locator(".token-secret").inner_text()
         page.click("#sign-out")
 

@@ -254,6 +254,33 @@ async def test_unsafe_redirect_uris_cannot_be_registered(flow: FlowClient, uris:
     assert error_of(response) == "invalid_redirect_uri"
 
 
+async def test_bodies_that_are_not_utf8_get_the_oauth_error_of_their_endpoint(
+    flow: FlowClient,
+) -> None:
+    """Quart decodes a JSON body as UTF-8 before any handler sees it; the app-wide answer to
+    that is the admin API's `invalid_json`, which is not what RFC 7591 and RFC 6749 endpoints
+    document (schemathesis found it on POST /register)."""
+    client = await flow.register()
+    not_utf8 = {"content": b"4|\xff\xfe*\xc3(\xa0", "headers": {"Content-Type": "application/json"}}
+    registered = await flow.http.post("/register", **not_utf8)  # type: ignore[arg-type]
+    assert registered.status_code == 400
+    assert set(registered.json()) == {"error", "error_description"}
+    assert error_of(registered) == "invalid_client_metadata"
+    updated = await flow.http.put(
+        f"/register/{client['client_id']}",
+        headers={
+            "Authorization": f"Bearer {client['registration_access_token']}",
+            "Content-Type": "application/json",
+        },
+        content=b"\xff",
+    )
+    assert updated.status_code == 400
+    assert set(updated.json()) == {"error", "error_description"}
+    token = await flow.http.post("/token", **not_utf8)  # type: ignore[arg-type]
+    assert token.status_code == 400
+    assert error_of(token) == "invalid_request"
+
+
 # --- who may log in -----------------------------------------------------------------------------
 
 

@@ -73,7 +73,7 @@ ROUTE_FIELDS = (
 RESOURCE_FIELDS = ("uri", "name", "proxy_target", "scopes", "metadata_url")
 SERVICE_FIELDS = ("service_name", "target_url", "description", "routing_enabled")
 CERTIFICATE_FIELDS = ("cert_name", "domains", "email", "staging", "self_signed")
-TOKEN_FIELDS = ("name", "token", "cert_email")
+TOKEN_FIELDS = ("name", "token", "cert_email", "github_users")
 
 app = App(name="config", help="Save the gateway's configuration to YAML, or load it back.")
 
@@ -148,6 +148,7 @@ def collect(api: ApiClient) -> Json:
                 "name": token["name"],
                 "token": api.get(api_path("tokens", token["name"], "reveal"))["token"],
                 "cert_email": token["cert_email"],
+                **({"github_users": token["github_users"]} if token.get("github_users") else {}),
             }
             for token in tokens
         ],
@@ -312,7 +313,12 @@ class Loader:
         name, secret = record["name"], record["token"]
         found = current.get(name)
         if found is None:
-            body = {"name": name, "token": secret, "cert_email": record.get("cert_email")}
+            body = {
+                "name": name,
+                "token": secret,
+                "cert_email": record.get("cert_email"),
+                "github_users": record.get("github_users"),
+            }
             self.api.post(TOKENS, {k: v for k, v in body.items() if v is not None})
             self.actors[name] = acting_as(self.api, secret)
             return "created", ""

@@ -24,8 +24,17 @@ Secret = Annotated[
     Parameter(help="Your own secret, 32+ URL-safe characters (default: a generated one)."),
 ]
 
+GitHubUser = Annotated[
+    list[str] | None,
+    Parameter(
+        name="--github-user",
+        help="A GitHub login that may sign in to the dashboard as this token (repeatable).",
+        negative=(),
+    ),
+]
 
-def _present(**fields: str | None) -> dict[str, Any]:
+
+def _present(**fields: str | list[str] | None) -> dict[str, Any]:
     return {field: value for field, value in fields.items() if value is not None}
 
 
@@ -55,17 +64,24 @@ def info(*, session: Session) -> None:
 
 @app.command
 def create(
-    name: TokenName, *, email: CertEmail = None, value: Secret = None, session: Session
+    name: TokenName,
+    *,
+    email: CertEmail = None,
+    value: Secret = None,
+    github_user: GitHubUser = None,
+    session: Session,
 ) -> None:
     """Create a token (admin only) and print its secret."""
-    body = _present(name=name, cert_email=email, token=value)
+    body = _present(name=name, cert_email=email, token=value, github_users=github_user)
     session.show(session.api.post(ALL_TOKENS, body), reveal_secrets=True)
 
 
 @app.command
-def generate(name: TokenName, *, email: CertEmail = None, session: Session) -> None:
+def generate(
+    name: TokenName, *, email: CertEmail = None, github_user: GitHubUser = None, session: Session
+) -> None:
     """Create a token with a generated secret (admin only) and print it."""
-    body = _present(name=name, cert_email=email)
+    body = _present(name=name, cert_email=email, github_users=github_user)
     session.show(session.api.post(api_path("tokens", "generate"), body), reveal_secrets=True)
 
 
@@ -85,3 +101,24 @@ def email(
     """Set a token's certificate email (the admin may set any token's)."""
     body = {"cert_email": cert_email, "name": name}
     session.show(session.api.put(api_path("tokens", "email"), body), kind=Kind.TOKENS)
+
+
+@app.command(name="github-users")
+def github_users(
+    name: TokenName,
+    logins: Annotated[
+        list[str] | None,
+        Parameter(
+            help="GitHub logins, separate or comma-separated (none: nobody signs in with "
+            "GitHub as this token)."
+        ),
+    ] = None,
+    *,
+    session: Session,
+) -> None:
+    """Set who may sign in to the dashboard with GitHub as a token (admin only; replaces the
+    list; a login may be on one token only)."""
+    listed = [login.strip() for given in logins or [] for login in given.split(",")]
+    body = {"github_users": [login for login in listed if login]}
+    path = api_path("tokens", name, "github-users")
+    session.show(session.api.put(path, body), kind=Kind.TOKENS)

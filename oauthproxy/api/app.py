@@ -31,7 +31,7 @@ from oauthproxy.api.state import AppState, ListenerPorts
 from oauthproxy.api.tokens import tokens
 from oauthproxy.certificates.manager import CertificateManager
 from oauthproxy.condition import GatewayCondition
-from oauthproxy.dashboard import dashboard
+from oauthproxy.dashboard import dashboard, github_sign_in
 from oauthproxy.logs.logger import RequestLogger
 from oauthproxy.services.docker import DockerEngine
 from oauthproxy.settings import Settings
@@ -111,4 +111,5 @@ def create_app(
     app.register_blueprint(metrics)
     app.register_blueprint(redis_state)
     app.register_blueprint(dashboard)
+    app.register_blueprint(github_sign_in)
     return app

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import hmac
 from collections.abc import Awaitable, Callable
 from typing import ParamSpec, TypeVar
 
@@ -12,6 +13,8 @@ from oauthproxy.api.contract import Access, mark_access
 from oauthproxy.api.errors import ApiError
 from oauthproxy.api.state import app_state
 from oauthproxy.models.tokens import Token
+from oauthproxy.storage import Storage
+from oauthproxy.storage.dashboard import SESSION_PREFIX
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -43,7 +46,15 @@ def bearer_secret() -> str:
 
 
 async def authenticate() -> Token:
-    token = await app_state(current_app).storage.tokens.authenticate(bearer_secret())
+    """The token the bearer secret is, or acts as: a dashboard session (`dsh_…`, made by
+    signing in with GitHub) acts as its token while that token keeps the secret it had."""
+    secret = bearer_secret()
+    storage = app_state(current_app).storage
+    if secret.startswith(SESSION_PREFIX):
+        token = await _session_token(storage, secret)
+        g.dashboard_session = token is not None
+    else:
+        token = await storage.tokens.authenticate(secret)
     if token is None:
         raise ApiError(
             401,
@@ -53,6 +64,21 @@ async def authenticate() -> Token:
             headers={"WWW-Authenticate": 'Bearer realm="oauthproxy", error="invalid_token"'},
         )
     return token
+
+
+async def _session_token(storage: Storage, secret: str) -> Token | None:
+    session = await storage.dashboard.session(secret)
+    if session is None:
+        return None
+    token = await storage.tokens.get(session.token_name)
+    if token is None or not hmac.compare_digest(token.hash, session.token_hash):
+        return None
+    return token
+
+
+def signed_in_with_github() -> bool:
+    """Whether this request comes from a dashboard session rather than a token's secret."""
+    return bool(g.get("dashboard_session", False))
 
 
 def current_token() -> Token:

@@ -34,6 +34,7 @@ ACCESS_ATTRIBUTE = "_oauthproxy_access"
 ANSWERS_ATTRIBUTE = "_oauthproxy_answers"
 BEARER_ATTRIBUTE = "_oauthproxy_bearer"
 PATH_ATTRIBUTE = "_oauthproxy_path_schemas"
+REFUSALS_ATTRIBUTE = "_oauthproxy_refusals"
 REF = "#/components/schemas/{model}"
 WRITES = frozenset({"post", "put", "patch", "delete"})
 BEARER: list[dict[str, list[str]]] = [{"bearer": []}]
@@ -67,6 +68,17 @@ def answers(*documented: Answer, bearer: bool = False) -> Callable[[T], T]:
     def decorate(handler: T) -> T:
         setattr(handler, ANSWERS_ATTRIBUTE, documented)
         setattr(handler, BEARER_ATTRIBUTE, bearer)
+        return handler
+
+    return decorate
+
+
+def also_refuses(*statuses: int) -> Callable[[T], T]:
+    """Document error statuses a protected operation answers beyond those of its kind (e.g. a
+    403 to a dashboard session for an operation any token may call)."""
+
+    def decorate(handler: T) -> T:
+        setattr(handler, REFUSALS_ATTRIBUTE, frozenset(statuses))
         return handler
 
     return decorate
@@ -147,10 +159,11 @@ class ContractProvider(OpenAPIProvider):
         access: Access | None = getattr(handler, ACCESS_ATTRIBUTE, None)
         documented: tuple[Answer, ...] = getattr(handler, ANSWERS_ATTRIBUTE, ())
         path_schemas: dict[str, Any] = getattr(handler, PATH_ATTRIBUTE, {})
+        refusals: frozenset[int] = getattr(handler, REFUSALS_ATTRIBUTE, frozenset())
         bearer = access is not None or getattr(handler, BEARER_ATTRIBUTE, False)
         for operations in paths.values():
             for method, operation in list(operations.items()):
-                completed = self._complete(method, operation, access, documented)
+                completed = self._complete(method, operation, access, documented, refusals)
                 completed["parameters"] = [
                     {**p, "schema": path_schemas.get(p["name"], p["schema"])}
                     if p["in"] == "path"
@@ -166,6 +179,7 @@ class ContractProvider(OpenAPIProvider):
         operation: dict[str, Any],
         access: Access | None,
         documented: tuple[Answer, ...],
+        refusals: frozenset[int] = frozenset(),
     ) -> dict[str, Any]:
         operation = dict(operation)  # quart-schema shares one object between a rule's methods
         parameters = operation.get("parameters", [])
@@ -178,6 +192,7 @@ class ContractProvider(OpenAPIProvider):
         )
         if documented and access is None:  # a public handler says what it answers; Redis: 503
             statuses = frozenset({503})
+        statuses |= refusals
         responses: dict[str, Any] = {str(k): v for k, v in operation["responses"].items()}
         for answer in documented:
             _merge(responses.setdefault(answer.status, {}), _answer_object(answer))

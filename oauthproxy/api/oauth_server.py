@@ -61,10 +61,19 @@ def _params(values: MultiDict[str, str]) -> Params:
     return {name: values.getlist(name) for name in values}
 
 
+async def _json_body() -> Any:
+    """The request's JSON, or None when it is not JSON, or not even UTF-8 (the endpoint then
+    answers with its own OAuth error, never the admin API's `invalid_json`)."""
+    try:
+        return await request.get_json(silent=True)
+    except UnicodeDecodeError:
+        return None
+
+
 async def _body() -> Params:
     """The request's form, or its JSON object (the specification shows JSON token requests)."""
     if request.mimetype == "application/json":
-        body = await request.get_json(silent=True)
+        body = await _json_body()
         if not isinstance(body, dict):
             raise OAuthError("invalid_request", "the body must be a JSON object or a form")
         return {k: [str(x) for x in (v if isinstance(v, list) else [v])] for k, v in body.items()}
@@ -142,7 +151,7 @@ async def jwks() -> Response:
 @answers(*public_answers.AUTHORIZE)
 async def authorize_endpoint() -> Response:
     server = authorization_server()
-    await registration.admit_anonymous(server, _client_address(server))
+    await registration.admit_anonymous(server, requesting_ip(server))
     start = await authorize.begin(server, _params(request.args))
     response = redirect(start.location, 302)
     _set_browser_cookie(server, response, start.cookie_name, start.browser_token, "/callback")
@@ -241,7 +250,7 @@ async def _admit_document_client(
     except OAuthError:
         return  # the endpoint itself answers malformed credentials
     if await (await server.prepared()).resolver.would_fetch(client_id):
-        await registration.admit_anonymous(server, _client_address(server))
+        await registration.admit_anonymous(server, requesting_ip(server))
 
 
 async def _admin_bearer(authorization: str) -> bool:
@@ -256,7 +265,7 @@ async def _admin_bearer(authorization: str) -> bool:
     return token is not None and token.is_admin
 
 
-def _client_address(server: OAuthServer) -> str:
+def requesting_ip(server: OAuthServer) -> str:
     """Who sent the request (the peer, or the client a proxy we trust forwards for)."""
     forwarded_for = request.headers.getlist("X-Forwarded-For")
     return client_address(request.remote_addr or "", forwarded_for, server.trusted_proxies)
@@ -267,9 +276,8 @@ def _client_address(server: OAuthServer) -> str:
 @document_request(public_answers.ClientRegistration)
 async def register() -> Response:
     server = authorization_server()
-    await registration.admit(server, _client_address(server))
-    body = await request.get_json(silent=True)
-    return _json(await registration.register(server, body), 201)
+    await registration.admit(server, requesting_ip(server))
+    return _json(await registration.register(server, await _json_body()), 201)
 
 
 @oauth_server.get("/register/<client_id>")
@@ -288,7 +296,7 @@ async def update_registration(client_id: str) -> Response:
     client = await registration.authorized_client(
         server, client_id, _headers().get("authorization")
     )
-    return _json(await registration.update(server, client, await request.get_json(silent=True)))
+    return _json(await registration.update(server, client, await _json_body()))
 
 
 @oauth_server.delete("/register/<client_id>")

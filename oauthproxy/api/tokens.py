@@ -7,7 +7,8 @@ from typing import Any
 from quart import Blueprint, current_app
 from quart_schema import document_response, validate_request
 
-from oauthproxy.api.auth import current_token, requires_token
+from oauthproxy.api.auth import current_token, requires_token, signed_in_with_github
+from oauthproxy.api.contract import also_refuses
 from oauthproxy.api.docker_create import remove_containers_of
 from oauthproxy.api.errors import ApiError
 from oauthproxy.api.state import app_state
@@ -18,6 +19,7 @@ from oauthproxy.models.tokens import (
     TokenDeleted,
     TokenEmailUpdate,
     TokenGenerate,
+    TokenGitHubUsersUpdate,
     TokenSecret,
     TokenView,
 )
@@ -49,13 +51,34 @@ async def _visible_token(name: str) -> Token:
     return token
 
 
-async def _create(name: str, secret: str | None, cert_email: str | None) -> Json:
+def _refuse_admin_logins(github_users: list[str], *, for_admin: bool) -> None:
+    """A login in ADMIN_GITHUB_USERS signs in as the admin; listed on an owner token it would
+    mean two things at once (409)."""
+    if for_admin:
+        return
+    admins = app_state(current_app).settings.admin_github_logins()
+    for login in github_users:
+        if login.lower() in admins:
+            raise ApiError(
+                409,
+                "conflict",
+                f"the GitHub user {login} signs in as the admin (ADMIN_GITHUB_USERS); "
+                "it cannot also sign in as an owner token",
+                field="github_users",
+            )
+
+
+async def _create(
+    name: str, secret: str | None, cert_email: str | None, github_users: list[str]
+) -> Json:
     caller = current_token()
+    _refuse_admin_logins(github_users, for_admin=False)
     token = new_token(
         name,
         secret=secret,
         cert_email=cert_email or app_state(current_app).settings.admin_email,
         created_by=caller.name,
+        github_users=github_users,
     )
     await _storage().tokens.create(token)
     return _json(TokenSecret.of(token))
@@ -77,7 +100,7 @@ async def list_tokens() -> list[Json]:
 @document_response(TokenSecret, 201)
 async def create_token(data: TokenCreate) -> tuple[Json, int]:
     """Create a token, with your own secret or a generated one; the secret is returned once."""
-    return await _create(data.name, data.token, data.cert_email), 201
+    return await _create(data.name, data.token, data.cert_email, data.github_users), 201
 
 
 @tokens.post("/generate")
@@ -86,7 +109,7 @@ async def create_token(data: TokenCreate) -> tuple[Json, int]:
 @document_response(TokenSecret, 201)
 async def generate_token(data: TokenGenerate) -> tuple[Json, int]:
     """Create a token with a generated secret and return it for display."""
-    return await _create(data.name, None, data.cert_email), 201
+    return await _create(data.name, None, data.cert_email, data.github_users), 201
 
 
 @tokens.put("/email")
@@ -100,6 +123,23 @@ async def update_email(data: TokenEmailUpdate) -> Json:
     if name != caller.name and not caller.is_admin:
         raise NotFound("token", name)  # another token reads as a missing one
     updated = await _storage().tokens.update_email(name, data.cert_email)
+    if updated is None:
+        raise NotFound("token", name)
+    return _json(TokenView.of(updated))
+
+
+@tokens.put("/<name>/github-users")
+@requires_token(admin=True)
+@validate_request(TokenGitHubUsersUpdate)
+@document_response(TokenView)
+async def update_github_users(name: str, data: TokenGitHubUsersUpdate) -> Json:
+    """Set which GitHub users may sign in to the dashboard as this token (admin only; replaces
+    the list). A login may be listed on one token only (409)."""
+    token = await _storage().tokens.get(name)
+    if token is None:
+        raise NotFound("token", name)
+    _refuse_admin_logins(data.github_users, for_admin=token.is_admin)
+    updated = await _storage().tokens.set_github_users(name, data.github_users)
     if updated is None:
         raise NotFound("token", name)
     return _json(TokenView.of(updated))
@@ -122,10 +162,20 @@ async def get_token(name: str) -> Json:
 
 
 @tokens.get("/<name>/reveal")
+@also_refuses(403)
 @requires_token()
 @document_response(TokenSecret)
 async def reveal_token(name: str) -> Json:
-    """One token with its secret."""
+    """One token with its secret. Not to a dashboard session: signing in with GitHub lends a
+    token's rights for a while, never its secret (403)."""
+    if signed_in_with_github():
+        raise ApiError(
+            403,
+            "forbidden",
+            "a dashboard session signed in with GitHub cannot read token secrets; "
+            "use the token itself",
+            field="Authorization",
+        )
     return _json(TokenSecret.of(await _visible_token(name)))
 
 

@@ -3,10 +3,36 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Annotated
 
-from pydantic import Field
+from pydantic import AfterValidator, Field, StringConstraints
 
 from oauthproxy.models.common import Email, Name, OwnerHash, Record, Request
+
+GITHUB_LOGIN_PATTERN = r"^[A-Za-z0-9](?:[A-Za-z0-9-]{0,37}[A-Za-z0-9])?$"
+GitHubLogin = Annotated[str, StringConstraints(pattern=GITHUB_LOGIN_PATTERN)]
+"""A GitHub login: letters, digits and inner hyphens, 1-39 characters (GitHub's own rule)."""
+
+MAX_GITHUB_USERS = 20
+
+
+def _distinct_logins(logins: list[str]) -> list[str]:
+    """A login listed twice is refused (the schema's `uniqueItems`); logins ignore case, so
+    `Alice` after `alice` is the same login and kept once, in its first spelling."""
+    if len(set(logins)) != len(logins):
+        raise ValueError("a GitHub login is listed twice")
+    first: dict[str, str] = {}
+    for login in logins:
+        first.setdefault(login.lower(), login)
+    return list(first.values())
+
+
+GitHubUsers = Annotated[
+    list[GitHubLogin],
+    Field(max_length=MAX_GITHUB_USERS, json_schema_extra={"uniqueItems": True}),
+    AfterValidator(_distinct_logins),
+]
+"""GitHub users who may sign in to the dashboard as a token (at most 20, distinct)."""
 
 
 class Token(Record):
@@ -19,6 +45,7 @@ class Token(Record):
     created_at: datetime
     created_by: str | None = None
     is_admin: bool = False
+    github_users: list[str] = Field(default_factory=list)
 
 
 class TokenView(Record):
@@ -30,6 +57,9 @@ class TokenView(Record):
     created_at: datetime
     created_by: str | None
     is_admin: bool
+    github_users: list[str] = Field(
+        default_factory=list, description="GitHub users who may sign in to the dashboard as it"
+    )
 
     @classmethod
     def of(cls, token: Token) -> TokenView:
@@ -60,11 +90,19 @@ class TokenCreate(Request):
         pattern=r"^[A-Za-z0-9_.~-]+$",
         description="Your own secret (32+ URL-safe characters); omitted, one is generated",
     )
+    github_users: GitHubUsers = Field(default_factory=list)
 
 
 class TokenGenerate(Request):
     name: Name
     cert_email: Email | None = None
+    github_users: GitHubUsers = Field(default_factory=list)
+
+
+class TokenGitHubUsersUpdate(Request):
+    """Who may sign in to the dashboard with GitHub as this token (replaces the list)."""
+
+    github_users: GitHubUsers
 
 
 class TokenEmailUpdate(Request):

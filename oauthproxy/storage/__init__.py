@@ -20,6 +20,7 @@ from oauthproxy.storage import keys
 from oauthproxy.storage.base import Redis, scan_keys, translate_errors
 from oauthproxy.storage.certificates import CertificateRepository
 from oauthproxy.storage.challenges import ChallengeRepository
+from oauthproxy.storage.dashboard import DashboardRepository
 from oauthproxy.storage.oauth import OAuthStore
 from oauthproxy.storage.ports import PortRepository
 from oauthproxy.storage.proxies import ProxyRepository
@@ -57,6 +58,7 @@ class Storage:
     request_logs: RequestLogRepository
     log_redis: Redis
     """The request log's own logical database (see `open_storage`)."""
+    dashboard: DashboardRepository
 
     async def ping(self) -> float:
         """Round-trip time to Redis in milliseconds."""
@@ -123,4 +125,5 @@ async def open_storage(
             resources=ResourceRepository(client),
             request_logs=RequestLogRepository(log_client),
             log_redis=log_client,
+            dashboard=DashboardRepository(client),
         )

@@ -288,6 +288,7 @@ async def _delete_token_once(storage: Storage, name: str) -> OwnedResources:
         unchanged = await storage.tokens.get(name) == token
         if not unchanged or await holdings_of(storage, token.hash) != held:
             raise WatchError("the token or what it owns changed before it was watched")
-        pipe.delete([keys.token(token.name), keys.token_hash(token.hash)])
+        logins = [keys.github_login(login) for login in token.github_users]
+        pipe.delete([keys.token(token.name), keys.token_hash(token.hash), *logins])
         await queue_holdings_delete(storage, pipe, held)
     return held.summary()

@@ -17,6 +17,22 @@ def token_hash(token_hash_value: str) -> str:
     return f"token:hash:{token_hash_value}"
 
 
+def github_login(login: str) -> str:
+    """The token whose `github_users` lists this GitHub login (lower case); ours, not the spec's:
+    it keeps a login on one token at most."""
+    return f"github_login:{login.lower()}"
+
+
+def dashboard_login(state: str) -> str:
+    """A dashboard sign-in with GitHub under way (its state; minutes at most)."""
+    return f"dashboard:login:{state}"
+
+
+def dashboard_session(secret_hash: str) -> str:
+    """A dashboard session made by signing in with GitHub (by the hash of its secret)."""
+    return f"dashboard:session:{secret_hash}"
+
+
 def owner_lock(token_hash_value: str) -> str:
     """Held while an owner token's records are counted or cross-checked and then written (ours,
     not the spec's; it lives seconds at most)."""

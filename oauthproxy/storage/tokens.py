@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import json
 import secrets
 
 from coredis import PureToken
@@ -16,14 +17,65 @@ from oauthproxy.storage.base import JsonRepository, Redis, dump, translate_error
 
 TOKEN_PREFIX = "acm_"  # noqa: S105 - a prefix, not a secret
 
-# Create both keys only if neither exists: a name or a secret is never silently reused.
-_CREATE = """
+# The token other than ARGV[2] (by name) whose record lists the GitHub login `login` (lower
+# case), or nil. An index key whose token no longer lists the login is stale and holds nothing.
+_HOLDER = """
+local function holder_of(login, name)
+  local holder = redis.call('GET', 'github_login:' .. login)
+  if not holder or holder == name then return nil end
+  local record = redis.call('GET', 'token:' .. holder)
+  if not record then return nil end
+  for _, listed in ipairs(cjson.decode(record)['github_users'] or {}) do
+    if string.lower(listed) == login then return holder end
+  end
+  return nil
+end
+local function first_held(logins, name)
+  for _, login in ipairs(logins) do
+    local holder = holder_of(login, name)
+    if holder then return 'github:' .. login .. ':' .. holder end
+  end
+  return nil
+end
+"""
+
+# Create both keys only if neither exists (a name or a secret is never silently reused) and no
+# other token lists one of its GitHub logins; then claim those logins.
+_CREATE = (
+    _HOLDER
+    + """
 if redis.call('EXISTS', KEYS[1]) == 1 then return 'name' end
 if redis.call('EXISTS', KEYS[2]) == 1 then return 'secret' end
+local logins = cjson.decode(ARGV[3])
+local held = first_held(logins, ARGV[2])
+if held then return held end
 redis.call('SET', KEYS[1], ARGV[1])
 redis.call('SET', KEYS[2], ARGV[2])
+for _, login in ipairs(logins) do redis.call('SET', 'github_login:' .. login, ARGV[2]) end
 return 'ok'
 """
+)
+
+# Replace a token's GitHub logins: only if its record is still ARGV[1] (else 'changed', and the
+# caller reads it again), and no other token lists one of the new logins.
+_SET_GITHUB_USERS = (
+    _HOLDER
+    + """
+local current = redis.call('GET', KEYS[1])
+if not current then return 'missing' end
+if current ~= ARGV[1] then return 'changed' end
+local logins = cjson.decode(ARGV[4])
+local held = first_held(logins, ARGV[3])
+if held then return held end
+for _, old in ipairs(cjson.decode(current)['github_users'] or {}) do
+  local key = 'github_login:' .. string.lower(old)
+  if redis.call('GET', key) == ARGV[3] then redis.call('DEL', key) end
+end
+redis.call('SET', KEYS[1], ARGV[2])
+for _, login in ipairs(logins) do redis.call('SET', 'github_login:' .. login, ARGV[3]) end
+return 'ok'
+"""
+)
 
 # Replace a token's record and its hash mapping together, dropping the old mapping.
 _REPLACE = """
@@ -38,6 +90,27 @@ redis.call('SET', KEYS[1], ARGV[1])
 redis.call('SET', KEYS[2], ARGV[2])
 return 'ok'
 """
+
+
+MAX_ATTEMPTS = 5
+"""Tries of a read-then-write that another writer may overtake."""
+
+
+def _logins(github_users: list[str]) -> str:
+    """The logins as the index spells them (lower case), as JSON for a script; `[]` as such
+    (cjson would read `{}` as an object)."""
+    return json.dumps([login.lower() for login in github_users])
+
+
+def _raise_if_held(outcome: str) -> None:
+    """`github:{login}:{holder}` from a script: that login is already another token's."""
+    if outcome.startswith("github:"):
+        _, login, holder = outcome.split(":", 2)
+        raise Conflict(
+            "github_users",
+            f"the GitHub user {login} already signs in as the token {holder!r}; "
+            "a login may be listed on one token only",
+        )
 
 
 def hash_secret(secret: str) -> str:
@@ -55,6 +128,7 @@ def new_token(
     cert_email: str | None = None,
     created_by: str | None = None,
     is_admin: bool = False,
+    github_users: list[str] | None = None,
 ) -> Token:
     value = secret or new_secret()
     return Token(
@@ -65,6 +139,7 @@ def new_token(
         created_at=utcnow(),
         created_by=created_by,
         is_admin=is_admin,
+        github_users=github_users or [],
     )
 
 
@@ -78,6 +153,7 @@ class TokenRepository(JsonRepository[Token]):
         super().__init__(redis)
         self._create = redis.register_script(_CREATE)
         self._replace = redis.register_script(_REPLACE)
+        self._set_github_users = redis.register_script(_SET_GITHUB_USERS)
 
     async def authenticate(self, secret: str) -> Token | None:
         """The token whose secret this is, or None. The hashes are compared in constant time."""
@@ -91,12 +167,42 @@ class TokenRepository(JsonRepository[Token]):
     async def create(self, token: Token) -> None:
         outcome: str = await self._create(
             keys=[keys.token(token.name), keys.token_hash(token.hash)],
-            args=[dump(token), token.name],
+            args=[dump(token), token.name, _logins(token.github_users)],
         )
         if outcome == "name":
             raise Conflict("name", f"a token named {token.name!r} already exists")
         if outcome == "secret":
             raise Conflict("token", "that token value is already in use")
+        _raise_if_held(outcome)
+
+    async def by_github_login(self, login: str) -> Token | None:
+        """The token whose `github_users` lists `login` (ignoring case), or None."""
+        name = await self._redis.get(keys.github_login(login))
+        token = await self.get(name) if name is not None else None
+        if token is None or login.lower() not in {user.lower() for user in token.github_users}:
+            return None
+        return token
+
+    async def set_github_users(self, name: str, github_users: list[str]) -> Token | None:
+        """Replace the GitHub users of the token `name` (None when there is none); `Conflict`
+        naming `github_users` when another token lists one of them."""
+        for _ in range(MAX_ATTEMPTS):
+            raw = await self._redis.get(keys.token(name))
+            if raw is None:
+                return None
+            updated = Token.model_validate_json(raw).model_copy(
+                update={"github_users": github_users}
+            )
+            outcome: str = await self._set_github_users(
+                keys=[keys.token(name)],
+                args=[raw, dump(updated), name, _logins(github_users)],
+            )
+            if outcome == "missing":
+                return None
+            if outcome != "changed":
+                _raise_if_held(outcome)
+                return updated
+        raise Conflict("name", f"the token {name!r} kept changing; try again")
 
     async def put(self, token: Token) -> None:
         """Create or replace `token` under its name (used for the bootstrap admin token)."""

@@ -25,7 +25,37 @@ async function signIn(token) {
   }
 }
 
+/** After GitHub's callback: take the session it left in a cookie for this page (once). */
+async function takeGitHubSession() {
+  history.replaceState(null, "", location.pathname);
+  const response = await fetch("/dashboard/session", {
+    method: "POST",
+    credentials: "same-origin",
+    cache: "no-store",
+    headers: { Accept: "application/json" },
+  });
+  const body = await response.json().catch(() => null);
+  if (!response.ok || !body || !body.token) throw new Error((body && body.detail) || "GitHub sign-in did not finish; sign in again.");
+  await signIn(body.token);
+}
+
+/** A session made by signing in with GitHub ends on the server too; a token stays valid. */
+function endGitHubSession(token) {
+  if (!token || !token.startsWith("dsh_")) return;
+  fetch("/dashboard/session", { method: "DELETE", credentials: "omit", headers: { Authorization: `Bearer ${token}` } }).catch(() => {});
+}
+
+async function offerGitHub() {
+  try {
+    const response = await fetch("/dashboard/session/options", { credentials: "omit", cache: "no-store" });
+    $("github-sign-in").hidden = !(response.ok && (await response.json()).github);
+  } catch {
+    $("github-sign-in").hidden = true;
+  }
+}
+
 function signOut(reason = "") {
+  endGitHubSession(session.token);
   session.token = null;
   who = null;
   if (current) current.abort();
@@ -88,7 +118,10 @@ function start() {
   $("sign-out").addEventListener("click", () => signOut());
   document.addEventListener("token-refused", () => signOut("The token is no longer valid; sign in again."));
   window.addEventListener("hashchange", route);
-  if (session.token) {
+  offerGitHub();
+  if (new URLSearchParams(location.search).get("signed-in") === "github") {
+    takeGitHubSession().then(() => show(), (error) => show(error.message));
+  } else if (session.token) {
     signIn(session.token).then(() => show(), () => show("Sign in again."));
   } else {
     show();

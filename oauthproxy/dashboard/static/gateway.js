@@ -1,6 +1,6 @@
 // Pages of what the gateway runs: services, tokens (admin), OAuth clients and sessions (admin).
 
-import { api, at, badge, button, el, form, list, say, table, when } from "./dom.js";
+import { api, at, badge, button, el, form, list, say, splitList, table, when } from "./dom.js";
 
 const STATES = { active: "ok", running: "ok", revoked: "bad", expired: "plain", stopped: "warn" };
 const state = (value) => badge(value || "—", STATES[value] || "plain");
@@ -34,11 +34,13 @@ export async function tokens(view) {
     [
       { name: "name", label: "Name", required: true, placeholder: "team-a" },
       { name: "cert_email", label: "Certificate email", type: "email" },
+      { name: "github_users", label: "GitHub users who sign in as it", placeholder: "alice, bob" },
     ],
     "Create token",
     async (values) => {
       const body = { name: values.name };
       if (values.cert_email) body.cert_email = values.cert_email;
+      if (values.github_users) body.github_users = splitList(values.github_users);
       const { data } = await api("POST", "/api/v1/tokens/generate", body);
       secret.replaceChildren(
         el("p", {}, `The secret of ${data.name}, shown this once:`),
@@ -66,6 +68,7 @@ export async function tokens(view) {
           { label: "Name", value: (t) => el("strong", {}, t.name) },
           { label: "Role", value: (t) => (t.is_admin ? badge("admin", "info") : badge("owner")) },
           { label: "Certificate email", value: (t) => t.cert_email || "—" },
+          { label: "GitHub users", value: (t) => list(t.github_users) },
           { label: "Created", value: (t) => when(t.created_at) },
           { label: "By", value: (t) => t.created_by },
           { label: "", class: "row-actions", value: (t) => (t.is_admin ? null : button("Delete", () => remove(t), "danger")) },
