@@ -1,0 +1,255 @@
+"""The gateway's CPU time per proxied request and per TLS handshake, alone and repeatable.
+
+    python benchmarks/cpu_per_request.py [--seconds 5] [--rounds 3] [--connections 50] [--tls]
+
+The proxy-bound case of issue 14: nginx `return 200` (one worker) is the backend, so the gateway
+is the bottleneck; wrk -t1 -cN sends small keep-alive requests through one proxy of the gateway.
+The number that matters is the gateway's CPU time (user + system, all its threads, from
+/proc/PID/stat) divided by the requests wrk counted — robust on a shared machine, where wall
+clock and req/s move with other load. Each round is a 1 s warm-up and then the measured run;
+the median of the rounds is printed.
+
+With `--tls`, also the gateway's CPU per new TLS handshake (full handshakes: a new session every
+time) and per resumed one (each connection offers the session of the previous one), measured
+by client threads of `tls_auth` against a self-signed certificate the gateway makes, and the
+same against nginx serving that certificate and key, for comparison.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import pwd
+import secrets
+import socket
+import ssl
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from run import (
+    BENCH_HOST,
+    CERT_NAME,
+    VENV_BIN,
+    GatewayPorts,
+    Processes,
+    api_call,
+    children_of,
+    cpu_seconds,
+    create_proxy,
+    free_port,
+    launch_gateway,
+    nginx_binary,
+    run_wrk,
+    start_nginx,
+    step,
+    wait_for_200,
+    wait_for_port,
+)
+from tls_auth import client_context, fetch_certificate, https_get, wait_for_https
+
+BACKEND_CONF = """\
+{user}worker_processes 1;
+daemon off;
+pid {prefix}/nginx.pid;
+error_log {prefix}/error.log warn;
+events {{ worker_connections 4096; }}
+http {{
+    access_log off;
+    client_body_temp_path {prefix}/client_body;
+    proxy_temp_path {prefix}/proxy;
+    fastcgi_temp_path {prefix}/fastcgi;
+    uwsgi_temp_path {prefix}/uwsgi;
+    scgi_temp_path {prefix}/scgi;
+    keepalive_requests 1000000;
+    server {{
+        listen 127.0.0.1:{port};
+        location / {{ return 200 "ok\\n"; }}
+    }}
+}}
+"""
+
+
+def start_fast_backend(procs: Processes, binary: str, prefix: Path) -> int:
+    """nginx answering `200 ok` to everything, one worker: a backend far faster than the gateway."""
+    prefix.mkdir()
+    port = free_port()
+    user = f"user {pwd.getpwuid(0).pw_name};\n" if os.geteuid() == 0 else ""
+    conf = prefix / "nginx.conf"
+    conf.write_text(BACKEND_CONF.format(user=user, prefix=prefix, port=port))
+    child = procs.start(
+        [binary, "-p", f"{prefix}/", "-c", str(conf), "-e", str(prefix / "error.log")],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    wait_for_port(port, child, f"the nginx backend (see {prefix}/error.log)")
+    return port
+
+
+def per_request_rounds(
+    procs: Processes, url: str, host: str, pid: int, args: argparse.Namespace
+) -> list[float]:
+    """CPU µs per request of `pid`, one value per round."""
+    values = []
+    for number in range(1, args.rounds + 1):
+        run_wrk(procs, url, 1, args.connections, (f"Host: {host}",))
+        before = cpu_seconds([pid])
+        result = run_wrk(procs, url, args.seconds, args.connections, (f"Host: {host}",))
+        used = cpu_seconds([pid]) - before
+        if result.errors:
+            step(f"[yellow]round {number}: errors {result.error_text()}[/]")
+        per_request = used / result.requests * 1e6
+        values.append(per_request)
+        step(
+            f"  round {number}: {result.requests:,} requests, {result.rps:,.0f} req/s, "
+            f"{per_request:.1f} µs CPU/request"
+        )
+    return values
+
+
+# --- TLS handshakes ----------------------------------------------------------------------------
+
+
+def _resuming_get(
+    context: ssl.SSLContext, port: int, session: ssl.SSLSession | None
+) -> tuple[ssl.SSLSession | None, bool]:
+    """`GET /` on a new connection offering `session`: (the session to offer next, reused?)."""
+    request = f"GET / HTTP/1.1\r\nHost: {BENCH_HOST}\r\nConnection: close\r\n\r\n".encode()
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as raw:
+        raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        with context.wrap_socket(raw, server_hostname=BENCH_HOST, session=session) as tls:
+            tls.sendall(request)
+            while tls.recv(65536):
+                pass
+            return tls.session, tls.session_reused
+
+
+def handshake_cpu(
+    port: int, ca_file: Path, pids: Callable[[], list[int]], seconds: float, resume: bool
+) -> tuple[float, int, int]:
+    """(server CPU µs per connection, connections, of them resumed) over `seconds`, 4 threads."""
+    context = client_context(ca_file)
+    deadline = time.perf_counter() + seconds
+    counts = {"done": 0, "reused": 0}
+    lock = threading.Lock()
+
+    def client() -> None:
+        session: ssl.SSLSession | None = None
+        done = reused = 0
+        while time.perf_counter() < deadline:
+            if resume:
+                session, was_reused = _resuming_get(context, port, session)
+                reused += was_reused
+            else:
+                https_get(context, port, BENCH_HOST)
+            done += 1
+        with lock:
+            counts["done"] += done
+            counts["reused"] += reused
+
+    watched = pids()
+    before = cpu_seconds(watched)
+    threads = [threading.Thread(target=client) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    used = cpu_seconds(watched) - before
+    done = counts["done"]
+    return (used / done * 1e6 if done else math.nan), done, counts["reused"]
+
+
+def measure_tls(
+    procs: Processes, args: argparse.Namespace, workdir: Path, gateway: Any, backend_port: int
+) -> None:
+    files = fetch_certificate(VENV_BIN / "oauthproxy", gateway.env, CERT_NAME, workdir / "tls")
+    wait_for_https(client_context(files.chain), gateway.ports.https, BENCH_HOST)
+    targets: list[tuple[str, int, Callable[[], list[int]]]] = [
+        ("gateway", gateway.ports.https, lambda: [gateway.pid])
+    ]
+    nginx = nginx_binary()
+    if nginx is not None:
+        server, _, tls_port = start_nginx(procs, nginx, workdir / "nginx-tls", backend_port, files)
+        wait_for_https(client_context(files.chain), tls_port, BENCH_HOST)
+        targets.append(("nginx", tls_port, lambda: [server.pid, *children_of(server.pid)]))
+    for name, port, pids in targets:
+        for resume in (False, True):
+            kind = "resumed" if resume else "full"
+            handshake_cpu(port, files.chain, pids, 1, resume)  # warm-up
+            values = []
+            for _ in range(args.rounds):
+                cpu, done, reused = handshake_cpu(port, files.chain, pids, args.seconds, resume)
+                values.append(cpu)
+                step(
+                    f"  {name} {kind}: {done:,} connections ({reused:,} resumed), "
+                    f"{cpu:.0f} µs CPU/connection"
+                )
+            median = statistics.median(values)
+            step(f"[bold]{name} {kind} handshake + GET: median {median:.0f} µs CPU[/]")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seconds", type=int, default=5)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--connections", type=int, default=50)
+    parser.add_argument("--tls", action="store_true", help="also measure TLS handshakes")
+    parser.add_argument("--no-http", action="store_true", help="skip the keep-alive rounds")
+    parser.add_argument("--env", action="append", default=[], help="NAME=VALUE for the gateway")
+    args = parser.parse_args()
+    nginx = nginx_binary()
+    if nginx is None:
+        sys.exit("nginx is needed for the backend (apt-get install nginx)")
+    procs = Processes()
+    failures: list[str] = []
+    try:
+        with tempfile.TemporaryDirectory(prefix="cpu-per-request-") as temp:
+            workdir = Path(temp)
+            backend_port = start_fast_backend(procs, nginx, workdir / "backend")
+            extra = dict(pair.split("=", 1) for pair in args.env)
+            gateway = launch_gateway(
+                procs,
+                workdir / "data",
+                GatewayPorts(),
+                secrets.token_urlsafe(32),
+                workdir / "gateway.log",
+                failures,
+                extra,
+            )
+            with gateway.client() as api:
+                if args.tls:
+                    api_call(
+                        api,
+                        "POST",
+                        "/api/v1/certificates/self-signed",
+                        {"cert_name": CERT_NAME, "domains": [BENCH_HOST]},
+                    )
+                create_proxy(api, BENCH_HOST, backend_port)
+            wait_for_200(gateway.ports.http, BENCH_HOST)
+            if not args.no_http:
+                step(f"gateway pid {gateway.pid}: wrk -t1 -c{args.connections} -d{args.seconds}s")
+                values = per_request_rounds(
+                    procs,
+                    f"http://127.0.0.1:{gateway.ports.http}/",
+                    BENCH_HOST,
+                    gateway.pid,
+                    args,
+                )
+                step(f"[bold]gateway: median {statistics.median(values):.1f} µs CPU/request[/]")
+            if args.tls:
+                measure_tls(procs, args, workdir, gateway, backend_port)
+            gateway.stop()
+    finally:
+        procs.stop_all()
+
+
+if __name__ == "__main__":
+    main()
