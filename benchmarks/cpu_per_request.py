@@ -1,13 +1,18 @@
 """The gateway's CPU time per proxied request and per TLS handshake, alone and repeatable.
 
-    python benchmarks/cpu_per_request.py [--seconds 5] [--rounds 3] [--connections 50] [--tls]
+    python benchmarks/cpu_per_request.py [--seconds 5] [--rounds 3] [--connections 50]
+        [--tls] [--floor] [--baseline OTHER_CHECKOUT] [--env NAME=VALUE ...]
 
 The proxy-bound case of issue 14: nginx `return 200` (one worker) is the backend, so the gateway
 is the bottleneck; wrk -t1 -cN sends small keep-alive requests through one proxy of the gateway.
 The number that matters is the gateway's CPU time (user + system, all its threads, from
 /proc/PID/stat) divided by the requests wrk counted — robust on a shared machine, where wall
 clock and req/s move with other load. Each round is a 1 s warm-up and then the measured run;
-the median of the rounds is printed.
+the median of the rounds is printed. Even CPU time per request moves with the machine's load (a
+busier machine batches more events per wakeup), so to compare two versions, give the other one
+with `--baseline` (a checkout with its own .venv, e.g. a `git worktree` of main): the two
+gateways are measured in turn, round by round, under the same load. `--floor` adds
+`benchmarks/trio_floor.py`, the least a Trio proxy can do for the same traffic.
 
 With `--tls`, also the gateway's CPU per new TLS handshake (full handshakes: a new session every
 time) and per resumed one (each connection offers the session of the previous one), measured
@@ -31,13 +36,15 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from run import (
     BENCH_HOST,
     CERT_NAME,
+    ROOT,
     VENV_BIN,
+    Gateway,
     GatewayPorts,
     Processes,
     api_call,
@@ -94,25 +101,40 @@ def start_fast_backend(procs: Processes, binary: str, prefix: Path) -> int:
     return port
 
 
-def per_request_rounds(
-    procs: Processes, url: str, host: str, pid: int, args: argparse.Namespace
-) -> list[float]:
-    """CPU µs per request of `pid`, one value per round."""
-    values = []
-    for number in range(1, args.rounds + 1):
-        run_wrk(procs, url, 1, args.connections, (f"Host: {host}",))
-        before = cpu_seconds([pid])
-        result = run_wrk(procs, url, args.seconds, args.connections, (f"Host: {host}",))
-        used = cpu_seconds([pid]) - before
-        if result.errors:
-            step(f"[yellow]round {number}: errors {result.error_text()}[/]")
-        per_request = used / result.requests * 1e6
-        values.append(per_request)
-        step(
-            f"  round {number}: {result.requests:,} requests, {result.rps:,.0f} req/s, "
-            f"{per_request:.1f} µs CPU/request"
-        )
-    return values
+@dataclass
+class Target:
+    """A server measured in turn with the others: its name, port and whose CPU counts."""
+
+    name: str
+    port: int
+    pids: Callable[[], list[int]]
+    values: list[float] = field(default_factory=list)
+
+
+def one_round(procs: Processes, target: Target, args: argparse.Namespace, number: int) -> None:
+    """A 1 s warm-up, then `args.seconds` of wrk: the target's CPU µs per request."""
+    url, host = f"http://127.0.0.1:{target.port}/", (f"Host: {BENCH_HOST}",)
+    run_wrk(procs, url, 1, args.connections, host)
+    watched = target.pids()
+    before = cpu_seconds(watched)
+    result = run_wrk(procs, url, args.seconds, args.connections, host)
+    used = cpu_seconds(watched) - before
+    if result.errors:
+        step(f"[yellow]{target.name} round {number}: errors {result.error_text()}[/]")
+    per_request = used / result.requests * 1e6
+    target.values.append(per_request)
+    step(
+        f"  {target.name} round {number}: {result.requests:,} requests, "
+        f"{result.rps:,.0f} req/s, {per_request:.1f} µs CPU/request"
+    )
+
+
+def start_floor(procs: Processes, backend_port: int) -> Target:
+    port = free_port()
+    script = Path(__file__).parent / "trio_floor.py"
+    floor = procs.start([sys.executable, str(script), str(port), str(backend_port)])
+    wait_for_port(port, floor, "benchmarks/trio_floor.py")
+    return Target("Trio floor", port, lambda: [floor.pid])
 
 
 # --- TLS handshakes ----------------------------------------------------------------------------
@@ -168,32 +190,92 @@ def handshake_cpu(
 
 
 def measure_tls(
-    procs: Processes, args: argparse.Namespace, workdir: Path, gateway: Any, backend_port: int
+    procs: Processes,
+    args: argparse.Namespace,
+    workdir: Path,
+    gateways: list[tuple[str, Gateway]],
+    backend_port: int,
 ) -> None:
-    files = fetch_certificate(VENV_BIN / "oauthproxy", gateway.env, CERT_NAME, workdir / "tls")
-    wait_for_https(client_context(files.chain), gateway.ports.https, BENCH_HOST)
-    targets: list[tuple[str, int, Callable[[], list[int]]]] = [
-        ("gateway", gateway.ports.https, lambda: [gateway.pid])
-    ]
+    """Full and resumed handshakes (each with a `GET /`) against every gateway and nginx, in
+    turn. Each gateway serves the self-signed certificate it made; nginx serves the last one's
+    (certificate and key), so the key type is the same everywhere."""
+    targets: list[tuple[Target, Path]] = []
+    for name, gateway in gateways:
+        files = fetch_certificate(
+            gateway.binary, gateway.env, CERT_NAME, workdir / f"tls-{gateway.pid}"
+        )
+        wait_for_https(client_context(files.chain), gateway.ports.https, BENCH_HOST)
+        targets.append((Target(name, gateway.ports.https, _pids_of(gateway)), files.chain))
     nginx = nginx_binary()
     if nginx is not None:
         server, _, tls_port = start_nginx(procs, nginx, workdir / "nginx-tls", backend_port, files)
         wait_for_https(client_context(files.chain), tls_port, BENCH_HOST)
-        targets.append(("nginx", tls_port, lambda: [server.pid, *children_of(server.pid)]))
-    for name, port, pids in targets:
-        for resume in (False, True):
-            kind = "resumed" if resume else "full"
-            handshake_cpu(port, files.chain, pids, 1, resume)  # warm-up
-            values = []
-            for _ in range(args.rounds):
-                cpu, done, reused = handshake_cpu(port, files.chain, pids, args.seconds, resume)
-                values.append(cpu)
+        pids = lambda: [server.pid, *children_of(server.pid)]  # noqa: E731
+        targets.append((Target("nginx", tls_port, pids), files.chain))
+    for resume in (False, True):
+        kind = "resumed" if resume else "full"
+        for target, chain in targets:
+            target.values = []
+            handshake_cpu(target.port, chain, target.pids, 1, resume)  # warm-up
+        for _ in range(args.rounds):
+            for target, chain in targets:
+                cpu, done, reused = handshake_cpu(
+                    target.port, chain, target.pids, args.seconds, resume
+                )
+                target.values.append(cpu)
                 step(
-                    f"  {name} {kind}: {done:,} connections ({reused:,} resumed), "
+                    f"  {target.name} {kind}: {done:,} connections ({reused:,} resumed), "
                     f"{cpu:.0f} µs CPU/connection"
                 )
-            median = statistics.median(values)
-            step(f"[bold]{name} {kind} handshake + GET: median {median:.0f} µs CPU[/]")
+        for target, _ in targets:
+            median = statistics.median(target.values)
+            step(f"[bold]{target.name} {kind} handshake + GET: median {median:.0f} µs CPU[/]")
+
+
+def _pids_of(gateway: Gateway) -> Callable[[], list[int]]:
+    return lambda: [gateway.pid]
+
+
+def start_gateway(
+    procs: Processes,
+    workdir: Path,
+    name: str,
+    checkout: Path,
+    backend_port: int,
+    args: argparse.Namespace,
+    failures: list[str],
+) -> Gateway:
+    """`oauthproxy run` from `checkout`'s .venv, with one proxy to the backend (and a
+    self-signed certificate for it with `--tls`)."""
+    import run
+
+    extra = dict(pair.split("=", 1) for pair in args.env)
+    run.VENV_BIN = checkout / ".venv" / "bin"  # `Gateway` starts the `oauthproxy` found there
+    try:
+        gateway = launch_gateway(
+            procs,
+            workdir / f"data-{name}",
+            GatewayPorts(),
+            secrets.token_urlsafe(32),
+            workdir / f"gateway-{name}.log",
+            failures,
+            extra,
+        )
+    finally:
+        run.VENV_BIN = VENV_BIN
+    gateway.binary = checkout / ".venv" / "bin" / "oauthproxy"  # type: ignore[attr-defined]
+    with gateway.client() as api:
+        if args.tls:
+            api_call(
+                api,
+                "POST",
+                "/api/v1/certificates/self-signed",
+                {"cert_name": CERT_NAME, "domains": [BENCH_HOST]},
+            )
+        create_proxy(api, BENCH_HOST, backend_port)
+    wait_for_200(gateway.ports.http, BENCH_HOST)
+    step(f"{name}: pid {gateway.pid}, {checkout}")
+    return gateway
 
 
 def main() -> None:
@@ -203,7 +285,15 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=50)
     parser.add_argument("--tls", action="store_true", help="also measure TLS handshakes")
     parser.add_argument("--no-http", action="store_true", help="skip the keep-alive rounds")
-    parser.add_argument("--env", action="append", default=[], help="NAME=VALUE for the gateway")
+    parser.add_argument(
+        "--floor", action="store_true", help="also measure benchmarks/trio_floor.py"
+    )
+    parser.add_argument(
+        "--baseline",
+        type=Path,
+        help="another checkout (with its .venv) whose gateway is measured in turn with this one",
+    )
+    parser.add_argument("--env", action="append", default=[], help="NAME=VALUE for the gateways")
     args = parser.parse_args()
     nginx = nginx_binary()
     if nginx is None:
@@ -214,39 +304,31 @@ def main() -> None:
         with tempfile.TemporaryDirectory(prefix="cpu-per-request-") as temp:
             workdir = Path(temp)
             backend_port = start_fast_backend(procs, nginx, workdir / "backend")
-            extra = dict(pair.split("=", 1) for pair in args.env)
-            gateway = launch_gateway(
-                procs,
-                workdir / "data",
-                GatewayPorts(),
-                secrets.token_urlsafe(32),
-                workdir / "gateway.log",
-                failures,
-                extra,
-            )
-            with gateway.client() as api:
-                if args.tls:
-                    api_call(
-                        api,
-                        "POST",
-                        "/api/v1/certificates/self-signed",
-                        {"cert_name": CERT_NAME, "domains": [BENCH_HOST]},
-                    )
-                create_proxy(api, BENCH_HOST, backend_port)
-            wait_for_200(gateway.ports.http, BENCH_HOST)
+            checkouts = [("gateway", ROOT)]
+            if args.baseline is not None:
+                checkouts.append(("baseline", args.baseline.resolve()))
+            gateways = [
+                (name, start_gateway(procs, workdir, name, path, backend_port, args, failures))
+                for name, path in checkouts
+            ]
             if not args.no_http:
-                step(f"gateway pid {gateway.pid}: wrk -t1 -c{args.connections} -d{args.seconds}s")
-                values = per_request_rounds(
-                    procs,
-                    f"http://127.0.0.1:{gateway.ports.http}/",
-                    BENCH_HOST,
-                    gateway.pid,
-                    args,
-                )
-                step(f"[bold]gateway: median {statistics.median(values):.1f} µs CPU/request[/]")
+                targets = [
+                    Target(name, gateway.ports.http, _pids_of(gateway))
+                    for name, gateway in gateways
+                ]
+                if args.floor:
+                    targets.append(start_floor(procs, backend_port))
+                step(f"wrk -t1 -c{args.connections} -d{args.seconds}s, rounds taken in turn")
+                for number in range(1, args.rounds + 1):
+                    for target in targets:
+                        one_round(procs, target, args, number)
+                for target in targets:
+                    median = statistics.median(target.values)
+                    step(f"[bold]{target.name}: median {median:.1f} µs CPU/request[/]")
             if args.tls:
-                measure_tls(procs, args, workdir, gateway, backend_port)
-            gateway.stop()
+                measure_tls(procs, args, workdir, gateways, backend_port)
+            for _, gateway in gateways:
+                gateway.stop()
     finally:
         procs.stop_all()
 
