@@ -114,6 +114,8 @@ class Target:
 def one_round(procs: Processes, target: Target, args: argparse.Namespace, number: int) -> None:
     """A 1 s warm-up, then `args.seconds` of wrk: the target's CPU µs per request."""
     url, host = f"http://127.0.0.1:{target.port}/", (f"Host: {BENCH_HOST}",)
+    if args.new_connections:
+        host += ("Connection: close",)
     run_wrk(procs, url, 1, args.connections, host)
     watched = target.pids()
     before = cpu_seconds(watched)
@@ -285,6 +287,11 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=50)
     parser.add_argument("--tls", action="store_true", help="also measure TLS handshakes")
     parser.add_argument("--no-http", action="store_true", help="skip the keep-alive rounds")
+    parser.add_argument(
+        "--new-connections",
+        action="store_true",
+        help="a new connection per request (wrk sends Connection: close)",
+    )
     parser.add_argument(
         "--floor", action="store_true", help="also measure benchmarks/trio_floor.py"
     )
