@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import socket
 import ssl
 from dataclasses import dataclass
 from pathlib import Path
@@ -208,3 +209,43 @@ async def test_deleting_the_certificate_falls_back_to_http(
     async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{gateway.http_port}") as client:
         response = await client.get("/echo", headers={"Host": "secure.example.com"})
         assert response.status_code == 200
+
+
+def _get_offering(
+    port: int, hostname: str, context: ssl.SSLContext, session: ssl.SSLSession | None
+) -> tuple[ssl.SSLSession | None, bool]:
+    """A blocking `GET /echo` on a new TLS connection that offers `session` for resumption:
+    the session to offer next, and whether this one was resumed."""
+    request = f"GET /echo HTTP/1.1\r\nHost: {hostname}\r\nConnection: close\r\n\r\n".encode()
+    with (
+        socket.create_connection(("127.0.0.1", port), timeout=10) as raw,
+        context.wrap_socket(raw, server_hostname=hostname, session=session) as tls,
+    ):
+        tls.sendall(request)
+        received = b""
+        while chunk := tls.recv(65536):
+            received += chunk
+        assert received.startswith(b"HTTP/1.1 200 "), received[:200]
+        return tls.session, tls.session_reused
+
+
+async def test_returning_tls_clients_resume_their_session(
+    storage: Storage, gateway: Ready, backend: int, pki: TestPKI
+) -> None:
+    """A returning client skips the full handshake: the session ticket it was given brings it
+    back (no certificate signature: a fraction of the CPU of a new handshake, on both sides),
+    through the SNI switch to the name's own context, every time."""
+    await store_certificate(storage, pki)
+    await storage.proxies.create(proxy("secure.example.com", backend))
+    await until_https(gateway.https_port, "secure.example.com", pki.ca_file)
+    context = ssl.create_default_context(cafile=str(pki.ca_file))
+    port = gateway.https_port
+
+    def connections() -> list[bool]:
+        resumed, session = [], None
+        for _ in range(3):
+            session, reused = _get_offering(port, "secure.example.com", context, session)
+            resumed.append(reused)
+        return resumed
+
+    assert await trio.to_thread.run_sync(connections) == [False, True, True]
