@@ -199,17 +199,20 @@ def measure_tls(
     backend_port: int,
 ) -> None:
     """Full and resumed handshakes (each with a `GET /`) against every gateway and nginx, in
-    turn. Each gateway serves the self-signed certificate it made; nginx serves the last one's
-    (certificate and key), so the key type is the same everywhere."""
+    turn. Each gateway serves the self-signed certificate it made (`--env` sets the key type
+    of both: CERTIFICATE_KEY_TYPE); nginx serves the first one's certificate and key."""
     targets: list[tuple[Target, Path]] = []
+    certificates = []
     for name, gateway in gateways:
         files = fetch_certificate(
             gateway.binary, gateway.env, CERT_NAME, workdir / f"tls-{gateway.pid}"
         )
+        certificates.append(files)
         wait_for_https(client_context(files.chain), gateway.ports.https, BENCH_HOST)
         targets.append((Target(name, gateway.ports.https, _pids_of(gateway)), files.chain))
     nginx = nginx_binary()
     if nginx is not None:
+        files = certificates[0]
         server, _, tls_port = start_nginx(procs, nginx, workdir / "nginx-tls", backend_port, files)
         wait_for_https(client_context(files.chain), tls_port, BENCH_HOST)
         pids = lambda: [server.pid, *children_of(server.pid)]  # noqa: E731

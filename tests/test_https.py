@@ -226,7 +226,7 @@ def _get_offering(
         while chunk := tls.recv(65536):
             received += chunk
         assert received.startswith(b"HTTP/1.1 200 "), received[:200]
-        return tls.session, tls.session_reused
+        return tls.session, bool(tls.session_reused)
 
 
 async def test_returning_tls_clients_resume_their_session(
