@@ -11,7 +11,9 @@ clock and req/s move with other load. Each round is a 1 s warm-up and then the m
 the median of the rounds is printed. Even CPU time per request moves with the machine's load (a
 busier machine batches more events per wakeup), so to compare two versions, give the other one
 with `--baseline` (a checkout with its own .venv, e.g. a `git worktree` of main): the two
-gateways are measured in turn, round by round, under the same load. `--floor` adds
+gateways are measured in turn, round by round, under the same load (`--variant NAME=VALUE`
+adds one more gateway of this checkout with other settings, e.g. REQUEST_LOG_ENABLED=false,
+measured the same way). `--floor` adds
 `benchmarks/trio_floor.py`, the least a Trio proxy can do for the same traffic.
 
 With `--tls`, also the gateway's CPU per new TLS handshake (full handshakes: a new session every
@@ -26,6 +28,7 @@ import argparse
 import math
 import os
 import pwd
+import re
 import secrets
 import socket
 import ssl
@@ -60,7 +63,7 @@ from run import (
     wait_for_200,
     wait_for_port,
 )
-from tls_auth import client_context, fetch_certificate, https_get, wait_for_https
+from tls_auth import SNI_LUA, client_context, fetch_certificate, https_get, wait_for_https
 
 BACKEND_CONF = """\
 {user}worker_processes 1;
@@ -109,17 +112,22 @@ class Target:
     port: int
     pids: Callable[[], list[int]]
     values: list[float] = field(default_factory=list)
+    sni_script: Path | None = None
+    """Set: keep-alive over HTTPS (wrk sends SNI bench.local, connecting to 127.0.0.1)."""
 
 
 def one_round(procs: Processes, target: Target, args: argparse.Namespace, number: int) -> None:
     """A 1 s warm-up, then `args.seconds` of wrk: the target's CPU µs per request."""
     url, host = f"http://127.0.0.1:{target.port}/", (f"Host: {BENCH_HOST}",)
+    script = target.sni_script
+    if script is not None:
+        url = f"https://{BENCH_HOST}:{target.port}/"
     if args.new_connections:
         host += ("Connection: close",)
-    run_wrk(procs, url, 1, args.connections, host)
+    run_wrk(procs, url, 1, args.connections, host, script)
     watched = target.pids()
     before = cpu_seconds(watched)
-    result = run_wrk(procs, url, args.seconds, args.connections, host)
+    result = run_wrk(procs, url, args.seconds, args.connections, host, script)
     used = cpu_seconds(watched) - before
     if result.errors:
         step(f"[yellow]{target.name} round {number}: errors {result.error_text()}[/]")
@@ -249,20 +257,22 @@ def start_gateway(
     backend_port: int,
     args: argparse.Namespace,
     failures: list[str],
+    more_env: tuple[str, ...] = (),
 ) -> Gateway:
     """`oauthproxy run` from `checkout`'s .venv, with one proxy to the backend (and a
     self-signed certificate for it with `--tls`)."""
     import run
 
-    extra = dict(pair.split("=", 1) for pair in args.env)
+    extra = dict(pair.split("=", 1) for pair in (*args.env, *more_env))
+    slug = re.sub(r"\W+", "-", name)
     run.VENV_BIN = checkout / ".venv" / "bin"  # `Gateway` starts the `oauthproxy` found there
     try:
         gateway = launch_gateway(
             procs,
-            workdir / f"data-{name}",
+            workdir / f"data-{slug}",
             GatewayPorts(),
             secrets.token_urlsafe(32),
-            workdir / f"gateway-{name}.log",
+            workdir / f"gateway-{slug}.log",
             failures,
             extra,
         )
@@ -270,7 +280,7 @@ def start_gateway(
         run.VENV_BIN = VENV_BIN
     gateway.binary = checkout / ".venv" / "bin" / "oauthproxy"  # type: ignore[attr-defined]
     with gateway.client() as api:
-        if args.tls:
+        if args.tls or args.https:
             api_call(
                 api,
                 "POST",
@@ -291,6 +301,9 @@ def main() -> None:
     parser.add_argument("--tls", action="store_true", help="also measure TLS handshakes")
     parser.add_argument("--no-http", action="store_true", help="skip the keep-alive rounds")
     parser.add_argument(
+        "--https", action="store_true", help="the keep-alive rounds over HTTPS (no floor)"
+    )
+    parser.add_argument(
         "--new-connections",
         action="store_true",
         help="a new connection per request (wrk sends Connection: close)",
@@ -304,6 +317,12 @@ def main() -> None:
         help="another checkout (with its .venv) whose gateway is measured in turn with this one",
     )
     parser.add_argument("--env", action="append", default=[], help="NAME=VALUE for the gateways")
+    parser.add_argument(
+        "--variant",
+        action="append",
+        default=[],
+        help="NAME=VALUE: one more gateway of this checkout, with these settings, in turn",
+    )
     args = parser.parse_args()
     nginx = nginx_binary()
     if nginx is None:
@@ -314,19 +333,31 @@ def main() -> None:
         with tempfile.TemporaryDirectory(prefix="cpu-per-request-") as temp:
             workdir = Path(temp)
             backend_port = start_fast_backend(procs, nginx, workdir / "backend")
-            checkouts = [("gateway", ROOT)]
+            checkouts: list[tuple[str, Path, tuple[str, ...]]] = [("gateway", ROOT, ())]
             if args.baseline is not None:
-                checkouts.append(("baseline", args.baseline.resolve()))
+                checkouts.append(("baseline", args.baseline.resolve(), ()))
+            if args.variant:
+                checkouts.append((" ".join(args.variant), ROOT, tuple(args.variant)))
             gateways = [
-                (name, start_gateway(procs, workdir, name, path, backend_port, args, failures))
-                for name, path in checkouts
+                (name, start_gateway(procs, workdir, name, path, backend_port, args, failures, env))
+                for name, path, env in checkouts
             ]
             if not args.no_http:
+                sni_script = None
+                if args.https:
+                    sni_script = workdir / "sni.lua"
+                    sni_script.write_text(SNI_LUA)
+                    for _, gateway in gateways:
+                        files = fetch_certificate(
+                            gateway.binary, gateway.env, CERT_NAME, workdir / f"tls-{gateway.pid}"
+                        )
+                        wait_for_https(client_context(files.chain), gateway.ports.https, BENCH_HOST)
+                port_of = (lambda g: g.ports.https) if args.https else (lambda g: g.ports.http)
                 targets = [
-                    Target(name, gateway.ports.http, _pids_of(gateway))
+                    Target(name, port_of(gateway), _pids_of(gateway), sni_script=sni_script)
                     for name, gateway in gateways
                 ]
-                if args.floor:
+                if args.floor and not args.https:
                     targets.append(start_floor(procs, backend_port))
                 step(f"wrk -t1 -c{args.connections} -d{args.seconds}s, rounds taken in turn")
                 for number in range(1, args.rounds + 1):

@@ -31,6 +31,7 @@ from oauthproxy.proxy.request_log import refused
 from oauthproxy.proxy.responses import Unserved
 from oauthproxy.proxy.sockets import LeanSocketStream
 from oauthproxy.proxy.tls import TLS_HANDSHAKE_TIMEOUT, HostContext, listener_context
+from oauthproxy.proxy.tls_stream import LeanTLSStream
 from oauthproxy.proxy.waiting import FirstRequests
 
 log = logging.getLogger(__name__)
@@ -276,7 +277,7 @@ async def _serve_tls(
         return
     names: frozenset[str] = getattr(stream.context, "names", frozenset())
     client = replace(client, tls_names=names)  # the SNI name's certificate, and what it covers
-    await hand_over(stream, front, client)
+    await hand_over(LeanTLSStream(stream), front, client)
 
 
 async def _send_alert(stream: trio.SSLStream[trio.abc.Stream], transport: trio.abc.Stream) -> None:
