@@ -265,7 +265,7 @@ _venv:
 
 # --- benchmarks --------------------------------------------------------------------------------
 
-# Benchmark the data plane (direct, gateway, nginx; HTTPS and TLS handshakes; auth; streaming; create→200; 1,000 hosts). Options: --quick, --duration S, --connections N
+# Benchmark the data plane (direct, gateway, nginx; HTTPS and TLS handshakes; auth; streaming; create→200; 1,000 hosts; proxy-bound beside nginx, haproxy, Caddy; HTTP/2; WORKERS). Options: --quick, --duration S, --connections N, --rounds N, --only-logging, --only-proxy-bound
 [group('benchmarks')]
 bench *args: _venv
     #!/bin/sh
@@ -282,14 +282,26 @@ bench *args: _venv
         exit 1
     fi
     if ! command -v nginx >/dev/null 2>&1 && [ ! -x /usr/sbin/nginx ] && ! apt_install nginx; then
-        echo "bench: nginx is not installed and could not be installed: the nginx row is skipped" >&2
+        echo "bench: nginx is not installed and could not be installed: the nginx rows are skipped" >&2
     fi
+    # the proxy-bound part's peers and HTTP/2 client: each missing one skips its rows, with a note
+    for pair in haproxy:haproxy caddy:caddy h2load:nghttp2-client; do
+        program=${pair%%:*}
+        if ! command -v "$program" >/dev/null 2>&1 && [ ! -x "/usr/sbin/$program" ] && ! apt_install "${pair#*:}"; then
+            echo "bench: $program is not installed and could not be installed: its proxy-bound rows are skipped" >&2
+        fi
+    done
     exec python benchmarks/run.py "$@"
 
 # docs/benchmarks.md's tables and docs/benchmarks.png from a completed run (default benchmarks/results.json)
 [group('benchmarks')]
 bench-page results="benchmarks/results.json": _venv
     python benchmarks/page.py {{ quote(results) }}
+
+# Replay bench-like request-log batches into a valkey of its own: Redis CPU µs/entry (from /proc), the gateway's encoding CPU, memory per million entries. Options: --batches N, --size N
+[group('benchmarks')]
+bench-log-replay *args: _venv
+    python benchmarks/log_replay.py "$@"
 
 # --- routes ------------------------------------------------------------------------------------
 

@@ -10,13 +10,20 @@ run's (tests/test_benchmark_page.py checks that they still are).
 from __future__ import annotations
 
 import json
+import math
 import re
 import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
+HERE = Path(__file__).resolve().parent
+if str(HERE) not in sys.path:  # run by path (runpy, another directory): proxy_rows is beside it
+    sys.path.insert(0, str(HERE))
+
+from proxy_rows import from_json, markdown  # noqa: E402
+
+ROOT = HERE.parent
 RESULTS = ROOT / "benchmarks" / "results.json"
 PAGE = ROOT / "docs" / "benchmarks.md"
 PLOT = ROOT / "docs" / "benchmarks.png"
@@ -91,10 +98,19 @@ def run_table(results: Results) -> str:
     )
 
 
+def proxy_bound_tables(results: Results) -> str:
+    """The proxy-bound tables: the gateway, nginx, haproxy and Caddy, one core each; HTTP/2;
+    new TLS handshakes; WORKERS."""
+    if not results.get("proxy_bound"):
+        return "Not measured in this run.\n"
+    return markdown(from_json(results["proxy_bound"]), results["options"]["rounds"])
+
+
 SECTIONS: dict[str, Callable[[Results], str]] = {
     "run": run_table,
     "throughput": throughput_table,
     "other": other_table,
+    "proxybound": proxy_bound_tables,
 }
 
 
@@ -114,25 +130,63 @@ def draw(results: Results, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     rows = results["throughput"]
+    bound = (results.get("proxy_bound") or {}).get("table") or []
+    figure, axes = plt.subplots(
+        2 if bound else 1,
+        2,
+        figsize=(12, 8 if bound else 4.5),
+        constrained_layout=True,
+        squeeze=False,
+    )
     names = [row["name"] for row in rows]
     colours = [
         "#888888" if name == "direct" else "#2a6f97" if "gateway" in name else "#c06c2b"
         for name in names
     ]
-    figure, (rate, cost) = plt.subplots(1, 2, figsize=(12, 4.5), constrained_layout=True)
-    rate.barh(names, [row["wrk"]["rps"] for row in rows], color=colours)
-    rate.set_xlabel("requests per second (wrk, 50 connections)")
-    rate.invert_yaxis()
-    cost.barh(names, [row["cpu_us_per_request"] for row in rows], color=colours)
-    cost.set_xlabel("CPU µs per request (of the process in 'CPU of')")
-    cost.invert_yaxis()
-    cost.set_yticklabels([])
+    _bars(
+        axes[0],
+        names,
+        colours,
+        [row["wrk"]["rps"] for row in rows],
+        [row["cpu_us_per_request"] for row in rows],
+        "wrk, 50 connections; backend: benchmarks/backend.py",
+    )
+    if bound:
+        names = [row["name"] for row in bound]
+        colours = ["#2a6f97" if name == "gateway" else "#c06c2b" for name in names]
+        _bars(
+            axes[1],
+            names,
+            colours,
+            [row["rate"] for row in bound],
+            [row["cpu_us"] for row in bound],
+            "proxy-bound: one core each, backend nginx return 200",
+        )
     figure.suptitle(
-        f"oauthproxy beside nginx, {results['started'][:10]}, "
+        f"oauthproxy beside {'nginx, haproxy and Caddy' if bound else 'nginx'}, "
+        f"{results['started'][:10]}, "
         f"{results['machine']['cpus']} CPUs (shared machine)"
     )
     figure.savefig(path, dpi=100, metadata={"Software": None})
     plt.close(figure)
+
+
+def _bars(
+    axes: Any,
+    names: list[str],
+    colours: list[str],
+    rates: list[float],
+    cpus: list[float],
+    what: str,
+) -> None:
+    rate, cost = axes
+    rate.barh(names, rates, color=colours)
+    rate.set_xlabel(f"requests per second ({what})")
+    rate.invert_yaxis()
+    cost.barh(names, [math.nan if value is None else value for value in cpus], color=colours)
+    cost.set_xlabel("CPU µs per request (of the proxy, or of the backend for 'direct')")
+    cost.invert_yaxis()
+    cost.set_yticklabels([])
 
 
 def main() -> None:

@@ -22,30 +22,52 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import grp
 import json
 import math
 import os
 import platform
-import pwd
-import re
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
 from types import FrameType
-from typing import IO, Any
+from typing import Any
 
 import httpx
+from gateway_child import (
+    Gateway,
+    GatewayPorts,
+    api_call,
+    create_proxy,
+    launch_gateway,
+    stop_leftover_valkey,
+    wait_for_200,
+)
+from harness import (
+    MIB,
+    Processes,
+    RssSampler,
+    WrkResult,
+    children_of,
+    console,
+    cpu_seconds,
+    free_port,
+    rss_mib,
+    run_wrk,
+    step,
+    wait_for_port,
+)
+from nginx_child import nginx_binary, plain_server, start_nginx_with, tls_server, upstream
+from proxy_bound import measure_proxy_bound
+from proxy_rows import ProxyBound, tables
+from proxy_rows import lines as proxy_bound_lines
 from rich import box
 from rich.console import Console
 from rich.table import Table
@@ -65,226 +87,13 @@ ROOT = Path(__file__).resolve().parent.parent
 VENV_BIN = ROOT / ".venv" / "bin"
 ANALYSIS = ROOT / "analysis"
 LATEST_RESULTS = ROOT / "benchmarks" / "results.json"
-CLK_TCK = os.sysconf("SC_CLK_TCK")
-PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
-MIB = 1024 * 1024
 GIB = 1024 * MIB
 BENCH_HOST = "bench.local"
 AUTH_HOST = "bench-auth.local"
 CERT_NAME = "bench-tls"
 ISSUER = "https://auth.bench.local"
 STREAM_CHUNK = 256 * 1024
-READY_TIMEOUT = 60.0
-SERVE_TIMEOUT = 60.0
 SAMPLED_HOSTS = 50
-
-console = Console(stderr=True, highlight=False, width=None if sys.stderr.isatty() else 140)
-
-
-def step(message: str) -> None:
-    console.print(f"[dim]{time.strftime('%H:%M:%S')}[/] {message}")
-
-
-# --- processes ---------------------------------------------------------------------------------
-
-
-class Processes:
-    """Every child process of this run; `stop_all` ends those still running, newest first."""
-
-    def __init__(self) -> None:
-        self._children: list[subprocess.Popen[Any]] = []
-
-    def start(self, argv: list[str], **options: Any) -> subprocess.Popen[Any]:
-        # Its own session: a Ctrl-C in the terminal reaches only us, and we stop it in order.
-        child: subprocess.Popen[Any] = subprocess.Popen(argv, start_new_session=True, **options)
-        self._children.append(child)
-        return child
-
-    @staticmethod
-    def stop(child: subprocess.Popen[Any], how: int = signal.SIGTERM, wait: float = 20) -> float:
-        """Signal `child` and wait for it (SIGKILL after `wait` seconds); returns seconds taken."""
-        started = time.perf_counter()
-        if child.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                child.send_signal(how)
-            try:
-                child.wait(wait)
-            except subprocess.TimeoutExpired:
-                step(f"[yellow]pid {child.pid} ignored signal {how} for {wait:g}s: killing it[/]")
-                child.kill()
-                child.wait()
-        return time.perf_counter() - started
-
-    def stop_all(self) -> None:
-        for child in reversed(self._children):
-            self.stop(child)
-        self._children.clear()
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-def wait_for_port(port: int, child: subprocess.Popen[Any], what: str, timeout: float = 15) -> None:
-    deadline = time.perf_counter() + timeout
-    while time.perf_counter() < deadline:
-        if child.poll() is not None:
-            raise RuntimeError(f"{what} exited with code {child.returncode} before listening")
-        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.5):
-            return
-        time.sleep(0.02)
-    raise RuntimeError(f"{what} does not listen on port {port} after {timeout:g}s")
-
-
-def _stat_fields(pid: int) -> list[str]:
-    text = Path(f"/proc/{pid}/stat").read_text()
-    return text[text.rindex(")") + 2 :].split()  # fields from the 3rd (state) on
-
-
-def cpu_seconds(pids: list[int]) -> float:
-    """User + system CPU time of these processes (all their threads), in seconds."""
-    ticks = 0
-    for pid in pids:
-        with contextlib.suppress(OSError):
-            fields = _stat_fields(pid)
-            ticks += int(fields[11]) + int(fields[12])
-    return ticks / CLK_TCK
-
-
-def children_of(pid: int) -> list[int]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            with contextlib.suppress(OSError, IndexError):
-                if int(_stat_fields(int(entry.name))[1]) == pid:
-                    found.append(int(entry.name))
-    return found
-
-
-def rss_mib(pid: int) -> float:
-    return int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * PAGE_SIZE / MIB
-
-
-class RssSampler:
-    """Samples a process's RSS every `interval` seconds in a thread while the block runs."""
-
-    def __init__(self, pid: int, interval: float = 0.1) -> None:
-        self.pid = pid
-        self.interval = interval
-        self.before = 0.0
-        self.peak = 0.0
-        self.samples = 0
-        self._done = threading.Event()
-        self._thread = threading.Thread(target=self._sample, daemon=True)
-
-    def _sample(self) -> None:
-        while not self._done.wait(self.interval):
-            with contextlib.suppress(OSError):
-                self.peak = max(self.peak, rss_mib(self.pid))
-                self.samples += 1
-
-    def __enter__(self) -> RssSampler:
-        self.before = self.peak = rss_mib(self.pid)
-        self._thread.start()
-        return self
-
-    def __exit__(self, *_exc: object) -> None:
-        self._done.set()
-        self._thread.join()
-        with contextlib.suppress(OSError):
-            self.peak = max(self.peak, rss_mib(self.pid))
-
-    @property
-    def growth(self) -> float:
-        return self.peak - self.before
-
-
-# --- wrk ---------------------------------------------------------------------------------------
-
-
-@dataclass
-class WrkResult:
-    requests: int
-    seconds: float
-    rps: float
-    p50_ms: float
-    p99_ms: float
-    non_2xx: int
-    socket_errors: dict[str, int]
-    output: str
-
-    @property
-    def errors(self) -> int:
-        return self.non_2xx + sum(self.socket_errors.values())
-
-    def error_text(self) -> str:
-        parts = [f"{self.non_2xx} non-2xx/3xx"] if self.non_2xx else []
-        parts += [f"{n} {kind}" for kind, n in self.socket_errors.items() if n]
-        return ", ".join(parts) or "0"
-
-
-_UNITS = {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60_000.0}
-
-
-def _ms(value: str, unit: str) -> float:
-    return float(value) * _UNITS[unit]
-
-
-def parse_wrk(output: str) -> WrkResult:
-    def find(pattern: str) -> re.Match[str]:
-        match = re.search(pattern, output)
-        if match is None:
-            raise RuntimeError(f"unexpected wrk output (no {pattern!r}):\n{output}")
-        return match
-
-    requests = find(r"(\d+) requests in ([\d.]+)(us|ms|s|m)\b")
-    latency = dict(re.findall(r"^\s+(50|99)%\s+([\d.]+(?:us|ms|s|m))\s*$", output, re.M))
-    if set(latency) != {"50", "99"}:
-        raise RuntimeError(f"unexpected wrk output (no latency distribution):\n{output}")
-
-    def percentile(key: str) -> float:
-        number, unit = re.fullmatch(r"([\d.]+)(us|ms|s|m)", latency[key]).groups()  # type: ignore[union-attr]
-        return _ms(number, unit)
-
-    non_2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", output)
-    sockets = re.search(
-        r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", output
-    )
-    kinds = ("connect", "read", "write", "timeout")
-    return WrkResult(
-        requests=int(requests.group(1)),
-        seconds=_ms(requests.group(2), requests.group(3)) / 1000,
-        rps=float(find(r"Requests/sec:\s+([\d.]+)").group(1)),
-        p50_ms=percentile("50"),
-        p99_ms=percentile("99"),
-        non_2xx=int(non_2xx.group(1)) if non_2xx else 0,
-        socket_errors=dict(zip(kinds, map(int, sockets.groups()), strict=True))
-        if sockets
-        else dict.fromkeys(kinds, 0),
-        output=output,
-    )
-
-
-def run_wrk(
-    procs: Processes,
-    url: str,
-    duration: int,
-    connections: int,
-    headers: tuple[str, ...] = (),
-    script: Path | None = None,
-) -> WrkResult:
-    argv = ["wrk", "-t1", f"-c{connections}", f"-d{duration}s", "--latency"]
-    for header in headers:
-        argv += ["-H", header]
-    if script is not None:
-        argv += ["-s", str(script)]
-    child = procs.start([*argv, url], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    output, _ = child.communicate(timeout=duration + 60)
-    if child.returncode != 0:
-        raise RuntimeError(f"wrk failed (code {child.returncode}):\n{output}")
-    return parse_wrk(output)
 
 
 @dataclass
@@ -336,276 +145,6 @@ def start_backend(procs: Processes) -> tuple[subprocess.Popen[Any], int]:
     return child, port
 
 
-@dataclass
-class GatewayPorts:
-    http: int = field(default_factory=free_port)
-    api: int = field(default_factory=free_port)
-    https: int = field(default_factory=free_port)
-    proxy_protocol: int = field(default_factory=free_port)
-
-
-class GatewayExited(RuntimeError):
-    """The gateway exited before its ready banner; `reason` is the last error line it logged."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
-
-
-class Gateway:
-    """`oauthproxy run` as a child process with the embedded Redis in `data_dir`."""
-
-    def __init__(
-        self,
-        procs: Processes,
-        data_dir: Path,
-        ports: GatewayPorts,
-        token: str,
-        log: Path,
-        extra_env: dict[str, str] | None = None,
-    ) -> None:
-        self.procs = procs
-        self.data_dir = data_dir
-        self.ports = ports
-        self.token = token
-        self.api_url = ""
-        self._ready = threading.Event()
-        self._ready_at = 0.0
-        kept = ("PATH", "HOME", "LANG", "TZ", "PYTHONPATH")
-        env = {k: v for k, v in os.environ.items() if k in kept}
-        env |= {
-            "OAUTHPROXY_DATA_DIR": str(data_dir),
-            "SERVER_HOST": "127.0.0.1",
-            "HTTP_PORT": str(ports.http),
-            "API_PORT": str(ports.api),
-            "HTTPS_PORT": str(ports.https),
-            "PROXY_PROTOCOL_PORT": str(ports.proxy_protocol),
-            "ADMIN_TOKEN": token,
-        } | (extra_env or {})
-        self.env = env
-        self._log: IO[str] = log.open("a")
-        log_start = self._log.tell()
-        self.started_at = time.perf_counter()
-        # cwd: the data dir's parent, so no `.env` of the checkout changes what is measured
-        self.process = procs.start(
-            [str(VENV_BIN / "oauthproxy"), "run"],
-            cwd=data_dir.parent,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=self._log,
-            text=True,
-            bufsize=1,
-        )
-        self._reader = threading.Thread(target=self._read_banner, daemon=True)
-        self._reader.start()
-        banner_or_eof = self._ready.wait(READY_TIMEOUT)
-        if banner_or_eof and self.api_url:
-            return
-        if banner_or_eof:  # its stdout closed: it is exiting
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                self.process.wait(10)
-        exited = self.process.poll() is not None
-        self.stop()
-        if exited:
-            raise GatewayExited(_last_error(log, log_start))
-        raise RuntimeError(f"the gateway printed no ready banner in {READY_TIMEOUT:g}s; see {log}")
-
-    @property
-    def pid(self) -> int:
-        return self.process.pid
-
-    @property
-    def startup_seconds(self) -> float:
-        return self._ready_at - self.started_at
-
-    def _read_banner(self) -> None:
-        assert self.process.stdout is not None
-        for line in self.process.stdout:
-            self._log.write(line)
-            self._log.flush()
-            if "is ready" in line:
-                self._ready_at = time.perf_counter()
-            elif (match := re.search(r"admin API\s+(\S+)", line)) and self._ready_at:
-                self.api_url = match.group(1)
-                self._ready.set()
-        self._ready.set()
-
-    def client(self) -> httpx.Client:
-        return httpx.Client(
-            base_url=self.api_url,
-            headers={"Authorization": f"Bearer {self.token}"},
-            timeout=30,
-        )
-
-    def stop(self) -> float:
-        """SIGTERM, wait; then make sure its embedded Redis went with it. Returns seconds taken."""
-        taken = self.procs.stop(self.process)
-        stop_leftover_valkey(self.data_dir)
-        self._reader.join(5)
-        self._log.close()
-        return taken
-
-
-def _last_error(log: Path, offset: int) -> str:
-    with log.open() as text:
-        text.seek(offset)
-        lines = [line.strip(" |+\n") for line in text]
-    errors = [line for line in lines if re.match(r"[\w.]+(Error|Exception|Group)\b", line)]
-    return (errors or [line for line in lines if line] or ["(nothing logged)"])[-1][:300]
-
-
-START_ATTEMPTS = 10
-SAME_FAILURE_LIMIT = 3
-"""Give up sooner when a start fails the same way this many times in a row: not a race."""
-
-
-def launch_gateway(
-    procs: Processes,
-    data_dir: Path,
-    ports: GatewayPorts,
-    token: str,
-    log: Path,
-    failures: list[str],
-    extra_env: dict[str, str] | None = None,
-) -> Gateway:
-    """Start the gateway; when it exits before it is ready, say so, note why, and start it again."""
-    reasons: list[str] = []
-    for attempt in range(1, START_ATTEMPTS + 1):
-        try:
-            return Gateway(procs, data_dir, ports, token, log, extra_env)
-        except GatewayExited as exited:
-            failures.append(exited.reason)
-            step(f"[yellow]the gateway exited before it was ready (attempt {attempt}):[/] {exited}")
-            reasons.append(re.sub(r"\d+", "N", exited.reason))
-            if reasons[-SAME_FAILURE_LIMIT:] == [reasons[-1]] * SAME_FAILURE_LIMIT:
-                break
-    raise RuntimeError(
-        f"the gateway failed to start {len(reasons)} times in a row ({failures[-1]}); see {log}"
-    )
-
-
-def stop_leftover_valkey(data_dir: Path) -> None:
-    """The embedded Redis the gateway started, if a killed gateway left it running."""
-    try:
-        pid = int((data_dir / "valkey.pid").read_text().strip())
-        if b"valkey-server" not in Path(f"/proc/{pid}/cmdline").read_bytes():
-            return
-        os.kill(pid, signal.SIGTERM)
-    except (OSError, ValueError):
-        return
-    step(f"[yellow]stopped the embedded Redis (pid {pid}) the gateway left running[/]")
-
-
-def create_proxy(api: httpx.Client, hostname: str, backend_port: int) -> httpx.Response:
-    reply = api.post(
-        "/api/v1/proxy/targets/",
-        json={"hostname": hostname, "target_url": f"http://127.0.0.1:{backend_port}"},
-    )
-    if reply.status_code not in (200, 201):
-        raise RuntimeError(
-            f"POST /api/v1/proxy/targets/ for {hostname} answered {reply.status_code}: "
-            f"{reply.text[:500]}"
-        )
-    return reply
-
-
-def api_call(api: httpx.Client, method: str, path: str, body: dict[str, Any]) -> httpx.Response:
-    reply = api.request(method, path, json=body)
-    if reply.status_code not in (200, 201):
-        raise RuntimeError(f"{method} {path} answered {reply.status_code}: {reply.text[:500]}")
-    return reply
-
-
-def probe(port: int, host: str, headers: tuple[str, ...] = (), close: bool = True) -> int:
-    """One `GET /` with this Host on a new connection: the status code, or 0 when refused.
-    `close=False` leaves out `Connection: close` (we close the socket after the status line)."""
-    extra = "".join(f"{header}\r\n" for header in headers)
-    extra += "Connection: close\r\n" if close else ""
-    request = f"GET / HTTP/1.1\r\nHost: {host}\r\n{extra}\r\n".encode()
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            sock.sendall(request)
-            head = b""
-            while b"\r\n" not in head:
-                data = sock.recv(4096)
-                if not data:
-                    return 0
-                head += data
-    except OSError:
-        return 0
-    return int(head.split(b" ", 2)[1])
-
-
-def wait_for_200(
-    port: int,
-    host: str,
-    timeout: float = SERVE_TIMEOUT,
-    headers: tuple[str, ...] = (),
-    expected: int = 200,
-    close: bool = True,
-) -> float:
-    """Poll as fast as possible until `host` answers 200 (or `expected`); returns when it did."""
-    deadline = time.perf_counter() + timeout
-    while (status := probe(port, host, headers, close)) != expected:
-        if time.perf_counter() > deadline:
-            raise RuntimeError(f"{host} still answers {status} (not {expected}) after {timeout:g}s")
-    return time.perf_counter()
-
-
-NGINX_CONF = """\
-{user}worker_processes 1;
-daemon off;
-master_process on;
-pid {prefix}/nginx.pid;
-error_log {prefix}/error.log warn;
-events {{ worker_connections 4096; }}
-http {{
-    access_log off;
-    client_body_temp_path {prefix}/client_body;
-    proxy_temp_path {prefix}/proxy;
-    fastcgi_temp_path {prefix}/fastcgi;
-    uwsgi_temp_path {prefix}/uwsgi;
-    scgi_temp_path {prefix}/scgi;
-    keepalive_requests 1000000;
-    upstream backend {{
-        server 127.0.0.1:{backend};
-        keepalive 64;
-    }}
-    server {{
-        listen 127.0.0.1:{port};
-        location / {{
-            proxy_pass http://backend;
-            proxy_http_version 1.1;
-            proxy_set_header Connection "";
-        }}
-    }}
-{tls_server}}}
-"""
-
-NGINX_TLS_SERVER = """\
-    server {{
-        listen 127.0.0.1:{port} ssl;
-        server_name {host};
-        ssl_certificate {chain};
-        ssl_certificate_key {key};
-        ssl_protocols TLSv1.2 TLSv1.3;
-        location / {{
-            proxy_pass http://backend;
-            proxy_http_version 1.1;
-            proxy_set_header Connection "";
-        }}
-    }}
-"""
-
-
-def nginx_binary() -> str | None:
-    return shutil.which("nginx") or (
-        "/usr/sbin/nginx" if os.access("/usr/sbin/nginx", os.X_OK) else None
-    )
-
-
 def start_nginx(
     procs: Processes,
     binary: str,
@@ -614,33 +153,12 @@ def start_nginx(
     tls: CertificateFiles | None = None,
 ) -> tuple[subprocess.Popen[Any], int, int]:
     """nginx with a plain HTTP server and, given `tls`, an HTTPS one: (process, port, tls port)."""
-    prefix.mkdir()
     port, tls_port = free_port(), free_port()
-    user = ""
-    if os.geteuid() == 0:  # workers would run as `nobody`, whose group may not exist
-        user = f"user {pwd.getpwuid(0).pw_name} {grp.getgrgid(0).gr_name};\n"
-    tls_server = ""
+    http = upstream(backend_port) + plain_server(port)
     if tls is not None:
-        tls_server = NGINX_TLS_SERVER.format(
-            port=tls_port, host=BENCH_HOST, chain=tls.chain, key=tls.key
-        )
-    conf = prefix / "nginx.conf"
-    conf.write_text(
-        NGINX_CONF.format(
-            user=user, prefix=prefix, backend=backend_port, port=port, tls_server=tls_server
-        )
-    )
-    with (prefix / "stderr.log").open("w") as stderr:
-        child = procs.start(
-            [binary, "-p", f"{prefix}/", "-c", str(conf), "-e", str(prefix / "error.log")],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=stderr,
-        )
-    wait_for_port(port, child, f"nginx (see {prefix}/error.log)")
-    if tls is not None:
-        wait_for_port(tls_port, child, f"nginx's HTTPS server (see {prefix}/error.log)")
-    return child, port, tls_port
+        http += tls_server(tls_port, BENCH_HOST, tls)
+    ports = (port, tls_port) if tls is not None else (port,)
+    return start_nginx_with(procs, binary, prefix, http, ports), port, tls_port
 
 
 # --- streaming, create → 200, many hostnames ---------------------------------------------------
@@ -849,6 +367,8 @@ class Results:
     """Why each `oauthproxy run` that exited before its ready banner did (each was retried)."""
     request_log: RequestLogCost | None = None
     logging_rounds: list[LoggingRound] = field(default_factory=list)
+    proxy_bound: ProxyBound | None = None
+    """The proxy-bound tables: the gateway beside nginx, haproxy and Caddy, one core each."""
     error: str | None = None
     """Why the run stopped early, when it did."""
 
@@ -1130,6 +650,12 @@ def run(procs: Processes, args: argparse.Namespace, workdir: Path, results: Resu
     token = secrets.token_urlsafe(32)
     signing = SigningKey.new()
 
+    if args.only_proxy_bound:
+        results.proxy_bound = ProxyBound("")
+        measure_proxy_bound(
+            procs, args, workdir, token, results.gateway_start_failures, results.proxy_bound
+        )
+        return
     backend, backend_port = start_backend(procs)
     step(f"backend on port {backend_port} (pid {backend.pid})")
     gateway = launch_gateway(
@@ -1189,6 +715,10 @@ def run(procs: Processes, args: argparse.Namespace, workdir: Path, results: Resu
         raise RuntimeError(f"the gateway exited (code {gateway.process.returncode})")
     gateway.stop()
     measure_many_hosts(procs, workdir, token, backend_port, 100 if args.quick else 1000, results)
+    results.proxy_bound = ProxyBound("")
+    measure_proxy_bound(
+        procs, args, workdir, token, results.gateway_start_failures, results.proxy_bound
+    )
 
 
 # --- the report --------------------------------------------------------------------------------
@@ -1280,7 +810,8 @@ def _request_log_lines(results: Results) -> list[str]:
     return lines
 
 
-def report_lines(results: Results) -> tuple[Table, list[str]]:
+def report_lines(results: Results) -> tuple[list[tuple[str, Table]], list[str]]:
+    """The tables to print, each with its caption, and the lines below them."""
     table = Table(box=box.MARKDOWN, title=None)
     headings = ("path", "req/s", "p50 ms", "p99 ms", "vs direct", "CPU µs/req", "CPU of", "errors")
     for heading in headings:
@@ -1337,6 +868,10 @@ def report_lines(results: Results) -> tuple[Table, list[str]]:
             f"(start → ready banner), all {many.sampled} sampled answer 200 after "
             f"{_f(many.all_serving_seconds, 2)} s; SIGTERM stop took {_f(many.stop_seconds, 2)} s"
         )
+    made = [("data plane", table)] if results.throughput else []
+    if (bound := results.proxy_bound) is not None:
+        made += tables(bound)
+        lines += proxy_bound_lines(bound, results.options["rounds"])
     load = results.machine.get("load_average_at_start")
     lines.append(
         f"machine: {results.machine.get('cpus')} CPUs, load average at start {load} "
@@ -1349,7 +884,7 @@ def report_lines(results: Results) -> tuple[Table, list[str]]:
             f"gateway start-up: {len(failures)} `oauthproxy run` start(s) exited before the ready "
             f"banner (a bug; each was retried); last error: {failures[-1]}"
         )
-    return table, lines
+    return made, lines
 
 
 def _plain(obj: Any) -> Any:
@@ -1364,11 +899,14 @@ def _plain(obj: Any) -> Any:
 
 def is_complete(results: Results) -> bool:
     """Every row ran: what benchmarks/results.json (and docs/benchmarks.md) is made from."""
-    return results.error is None and not results.options.get("only_logging")
+    options = results.options
+    return results.error is None and not (
+        options.get("only_logging") or options.get("only_proxy_bound")
+    )
 
 
 def write_results(
-    results: Results, table: Table, lines: list[str], latest: Path
+    results: Results, made: list[tuple[str, Table]], lines: list[str], latest: Path
 ) -> tuple[Path, Path]:
     """The run's JSON and Markdown under analysis/; a complete run's JSON also to `latest`
     (an interrupted, failed or --only-logging run never replaces the last complete one)."""
@@ -1381,7 +919,10 @@ def write_results(
         latest.parent.mkdir(parents=True, exist_ok=True)
         latest.write_text(json_text)
     capture = Console(width=200, record=True, file=open(os.devnull, "w"))  # noqa: SIM115
-    capture.print(table)
+    for caption, table in made:
+        capture.print(f"{caption}:\n")
+        capture.print(table)
+        capture.print()
     options = " ".join(f"--{k}={v}" for k, v in results.options.items())
     machine_text = ", ".join(f"{k}: {v}" for k, v in results.machine.items())
     md_path.write_text(
@@ -1422,6 +963,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="run only the direct row and the logging on/off rounds",
     )
     parser.add_argument(
+        "--only-proxy-bound",
+        action="store_true",
+        help="run only the proxy-bound part: the gateway, nginx, haproxy and Caddy in front of "
+        "nginx `return 200`, one core each; HTTP/2; new TLS handshakes; WORKERS=2 vs 1",
+    )
+    parser.add_argument(
         "--results",
         type=Path,
         default=LATEST_RESULTS,
@@ -1433,6 +980,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.duration < 1 or args.connections < 1 or args.rounds < 1:
         parser.error("--duration, --connections and --rounds must be at least 1")
     return args
+
+
+DATA_DIRS = (
+    "data",
+    "data-nolog",
+    "data-many",
+    "data-proxy-bound",
+    "data-workers-1",
+    "data-workers-2",
+)
+"""The gateways' data dirs under the work dir: an embedded Redis left running is stopped."""
 
 
 def _interrupt(signum: int, _frame: FrameType | None) -> None:
@@ -1466,16 +1024,18 @@ def main() -> None:
         for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             signal.signal(signum, signal.SIG_IGN)
         procs.stop_all()
-        for data in ("data", "data-nolog", "data-many"):
+        for data in DATA_DIRS:
             stop_leftover_valkey(workdir / data)
     if results.error is None:
         shutil.rmtree(workdir, ignore_errors=True)
     else:
         step(f"logs kept in {workdir}")
-    table, lines = report_lines(results)
-    json_path, md_path = write_results(results, table, lines, args.results)
+    made, lines = report_lines(results)
+    json_path, md_path = write_results(results, made, lines, args.results)
     out = Console(highlight=False, width=None if sys.stdout.isatty() else 140)
-    out.print(table)
+    for caption, table in made:
+        out.print(f"\n{caption}:")
+        out.print(table)
     for line in lines:
         out.print(line, soft_wrap=True)
     written = [json_path.relative_to(ROOT), md_path.relative_to(ROOT)]

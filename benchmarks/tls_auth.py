@@ -161,6 +161,10 @@ class Fetched:
     status: int
     protocol: str
     cipher: str
+    reused: bool = False
+    """The handshake resumed the session it was given."""
+    session: ssl.SSLSession | None = None
+    """The session (with the server's ticket, once a response was read) to resume next time."""
 
 
 def https_get(
@@ -169,13 +173,14 @@ def https_get(
     server_name: str,
     headers: tuple[tuple[str, str], ...] = (),
     timeout: float = 10,
+    session: ssl.SSLSession | None = None,
 ) -> Fetched:
     """`GET /` on a new TLS connection to 127.0.0.1:`port` with this SNI; raises on failure."""
     extra = "".join(f"{name}: {value}\r\n" for name, value in headers)
     request = f"GET / HTTP/1.1\r\nHost: {server_name}\r\n{extra}Connection: close\r\n\r\n"
     with socket.create_connection(("127.0.0.1", port), timeout=timeout) as raw:
         raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        with context.wrap_socket(raw, server_hostname=server_name) as tls:
+        with context.wrap_socket(raw, server_hostname=server_name, session=session) as tls:
             tls.sendall(request.encode())
             data = b""
             while (status := _response_complete(data)) is None:
@@ -184,7 +189,8 @@ def https_get(
                     raise ConnectionError("the connection closed before a whole response")
                 data += chunk
             cipher = tls.cipher()
-            return Fetched(status, tls.version() or "?", cipher[0] if cipher else "?")
+            protocol, name = tls.version() or "?", cipher[0] if cipher else "?"
+            return Fetched(status, protocol, name, tls.session_reused, tls.session)
 
 
 def wait_for_https(
@@ -228,6 +234,8 @@ class Handshakes:
     protocol: str
     cipher: str
     errors: dict[str, int] = field(default_factory=dict)
+    resumed: int = 0
+    """Connections whose handshake resumed a session (only when the client offered one)."""
 
     def error_text(self) -> str:
         return ", ".join(f"{n} {kind}" for kind, n in sorted(self.errors.items())) or "0"
@@ -241,20 +249,24 @@ def _percentile(values: list[float], pct: float) -> float:
 
 
 def _hammer(
-    seconds: float, context: ssl.SSLContext, port: int, server_name: str
-) -> tuple[list[float], dict[str, int], Fetched | None]:
-    """Run `HANDSHAKE_CLIENTS` threads for `seconds`: per-connection latencies, errors, a sample."""
+    seconds: float, context: ssl.SSLContext, port: int, server_name: str, resume: bool = False
+) -> tuple[list[float], dict[str, int], Fetched | None, int]:
+    """Run `HANDSHAKE_CLIENTS` threads for `seconds`: per-connection latencies, errors, a sample,
+    and how many handshakes resumed (`resume`: each thread offers the session of its last one)."""
     latencies: list[float] = []
     errors: dict[str, int] = {}
     sample: list[Fetched] = []
+    resumed = [0]
     lock = threading.Lock()
     deadline = time.perf_counter() + seconds
 
     def client() -> None:
         mine: list[float] = []
+        session: ssl.SSLSession | None = None
+        reused = 0
         while (started := time.perf_counter()) < deadline:
             try:
-                fetched = https_get(context, port, server_name)
+                fetched = https_get(context, port, server_name, session=session)
             except (OSError, ssl.SSLError, ValueError, IndexError) as error:
                 kind = type(error).__name__
                 with lock:
@@ -266,17 +278,21 @@ def _hammer(
                     errors[kind] = errors.get(kind, 0) + 1
                 continue
             mine.append(time.perf_counter() - started)
+            reused += fetched.reused
+            if resume:
+                session = fetched.session
             if not sample:
                 sample.append(fetched)
         with lock:
             latencies.extend(mine)
+            resumed[0] += reused
 
     threads = [threading.Thread(target=client, daemon=True) for _ in range(HANDSHAKE_CLIENTS)]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join(seconds + 60)
-    return latencies, errors, sample[0] if sample else None
+    return latencies, errors, sample[0] if sample else None, resumed[0]
 
 
 def measure_handshakes(
@@ -288,14 +304,16 @@ def measure_handshakes(
     measured: str,
     cpu_seconds: Callable[[list[int]], float],
     seconds: float,
+    resume: bool = False,
 ) -> Handshakes:
-    """New TLS connections per second (1 s warm-up first) and the server's CPU per handshake."""
+    """New TLS connections per second (1 s warm-up first) and the server's CPU per handshake;
+    `resume`: each client thread offers the session (ticket) of its previous connection."""
     context = client_context(ca_file)
-    _hammer(1, context, port, server_name)
+    _hammer(1, context, port, server_name, resume)
     watched = pids()
     cpu_before, client_before = cpu_seconds(watched), time.process_time()
     started = time.perf_counter()
-    latencies, errors, sample = _hammer(seconds, context, port, server_name)
+    latencies, errors, sample, resumed = _hammer(seconds, context, port, server_name, resume)
     elapsed = time.perf_counter() - started
     cpu = cpu_seconds(watched) - cpu_before
     client_cpu = time.process_time() - client_before
@@ -314,4 +332,5 @@ def measure_handshakes(
         protocol=sample.protocol if sample else "?",
         cipher=sample.cipher if sample else "?",
         errors=errors,
+        resumed=resumed,
     )

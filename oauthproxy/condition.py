@@ -8,6 +8,7 @@ learn something write it, `/health` only reads it.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Protocol
 
 
 @dataclass(frozen=True)
@@ -19,12 +20,20 @@ class DataLoss:
     """ISO time of the detection."""
 
 
+class WorkerCount(Protocol):
+    """The worker pool as `/health` reports it (WORKERS above 1)."""
+
+    def counts(self) -> dict[str, int]: ...
+
+
 @dataclass
 class GatewayCondition:
     ready: bool = False
     """Every listener accepts connections and every proxy runs (set once, at start-up)."""
     data_loss: DataLoss | None = None
     """Set while the gateway holds its last known configuration instead of an emptied Redis."""
+    workers: WorkerCount | None = None
+    """The worker pool, when worker processes serve the public ports."""
 
     def problems(self) -> dict[str, str]:
         """Why `/health` must not say healthy: one entry per problem, none when all is well."""

@@ -39,3 +39,7 @@ class EmbeddedRedisError(GatewayError):
 
 class ListenerError(GatewayError):
     """A listener could not be bound (the port is taken, or not ours to take)."""
+
+
+class WorkerError(GatewayError):
+    """A data-plane worker process could not be started (`WORKERS`)."""

@@ -20,7 +20,7 @@ from oauthproxy.storage.console import console_url, execute, is_redis_error
 app = cyclopts.App(name="oauthproxy", version=__version__, help=__doc__)
 
 
-def _settings_or_exit() -> Settings:
+def settings_or_exit() -> Settings:
     try:
         return load_settings()
     except SettingsError as error:
@@ -30,6 +30,16 @@ def _settings_or_exit() -> Settings:
 
 def settings_level(settings: Settings) -> int:
     return logging.getLevelNamesMapping()[settings.log_level.value]
+
+
+def configure_logging(settings: Settings, *, name: str = "") -> None:
+    """LOG_LEVEL for the gateway's own loggers; `name` prefixes each line (a worker's)."""
+    prefix = f"[{name}] " if name else ""
+    logging.basicConfig(
+        level=settings_level(settings),
+        format=f"%(asctime)s %(levelname)-7s {prefix}%(name)s: %(message)s",
+    )
+    logging.getLogger("coredis").setLevel(max(logging.WARNING, settings_level(settings)))
 
 
 def banner(ready: Ready) -> str:
@@ -53,6 +63,11 @@ def banner(ready: Ready) -> str:
             f"  PROXY protocol {ready.http_host}:{ready.proxy_protocol_port} "
             "(HTTP or TLS from load balancers in TRUSTED_PROXIES)",
             f"  redis          {ready.redis}",
+            *(
+                [f"  workers        {ready.workers} data-plane processes share the public ports"]
+                if ready.workers > 1
+                else []
+            ),
             f"  data           {ready.data_dir}",
             f"  admin token    {how}",
             f"  try            API_URL={ready.api_url} ./scripts/just token-list",
@@ -73,16 +88,12 @@ async def _run(settings: Settings) -> None:
 @app.command
 def run() -> None:
     """Start the gateway (with the embedded Redis when REDIS_URL is unset)."""
-    settings = _settings_or_exit()
-    logging.basicConfig(
-        level=settings_level(settings),
-        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
-    )
-    logging.getLogger("coredis").setLevel(max(logging.WARNING, settings_level(settings)))
+    settings = settings_or_exit()
+    configure_logging(settings)
     try:
         trio.run(_run, settings)
     except (GatewayError, BaseExceptionGroup) as error:
-        reason = _known_failure(error)
+        reason = known_failure(error)
         if reason is None:
             raise
         print(f"oauthproxy: {reason}", file=sys.stderr)
@@ -98,11 +109,11 @@ def exit_code(error: BaseException) -> int:
     return 2 if isinstance(error, ListenerError) else 1
 
 
-def _known_failure(error: BaseException) -> str | None:
+def known_failure(error: BaseException) -> str | None:
     """The message of the first expected failure (ours, or Redis being unreachable) in `error`."""
     if isinstance(error, BaseExceptionGroup):
         for inner in error.exceptions:
-            if (reason := _known_failure(inner)) is not None:
+            if (reason := known_failure(inner)) is not None:
                 return reason
         return None
     if isinstance(error, GatewayError):
@@ -115,7 +126,7 @@ def _known_failure(error: BaseException) -> str | None:
 @app.command(name="admin-token")
 def admin_token() -> None:
     """Print the admin token (ADMIN_TOKEN, or the one generated on first run)."""
-    secret = read_admin_token(_settings_or_exit())
+    secret = read_admin_token(settings_or_exit())
     if secret is None:
         print("no admin token yet: start the gateway once (`just run`)", file=sys.stderr)
         raise SystemExit(1)
@@ -125,7 +136,7 @@ def admin_token() -> None:
 @app.command(name="check-settings")
 def check_settings() -> None:
     """Validate the settings from the environment and .env, and say so."""
-    _settings_or_exit()
+    settings_or_exit()
     print("settings are valid")
 
 
@@ -133,7 +144,7 @@ def check_settings() -> None:
 def redis_cli(*command: str) -> None:
     """Run a Redis command (or, with none, read commands line by line) against the gateway's
     Redis: REDIS_URL, or the embedded server of the running gateway."""
-    settings = _settings_or_exit()
+    settings = settings_or_exit()
     password = settings.redis_password
     url = console_url(settings.redis_url, settings.oauthproxy_data_dir)
     if url is None:

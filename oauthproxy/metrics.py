@@ -17,7 +17,7 @@ import hmac
 import math
 from bisect import bisect_left
 from collections import Counter as Tally
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Protocol
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter
@@ -76,6 +76,8 @@ class GatewayMetrics:
         self.certificates: Expiries | None = None
         """The certificate manager's expiry times, once it runs."""
         self.logger: RequestLogger | None = None
+        self.merge: Callable[[bytes], bytes] | None = None
+        """Adds what other processes counted (the workers, with WORKERS above 1)."""
         self._token_hash = b""
         self.registry.register(_Gauges(self))
         self.registry.register(self.latency)
@@ -117,7 +119,8 @@ class GatewayMetrics:
 
     def exposition(self) -> tuple[bytes, str]:
         """The text format Prometheus scrapes, and its content type."""
-        return generate_latest(self.registry), CONTENT_TYPE_LATEST
+        body = generate_latest(self.registry)
+        return (body if self.merge is None else self.merge(body)), CONTENT_TYPE_LATEST
 
 
 class Latency(Collector):

@@ -15,6 +15,10 @@
        │  bounded buffer, written to Redis in batches (`oauthproxy.logs`)
        └─ dispatcher on HTTP_PORT: hands each connection to its hostname's instance
 
+The supervisor and the dispatcher are the data plane (`data_plane.py`). With WORKERS above 1 the
+worker pool (`oauthproxy.workers`) takes their place: each worker process runs them on the
+public ports, which this process only claims.
+
 `/health` answers 503 (`starting`) until the public listeners accept and every proxy runs.
 
 Shutdown runs in dependency order: the services drain (bounded by SHUTDOWN_GRACE_SECONDS), then
@@ -34,21 +38,15 @@ from urllib.parse import urlsplit
 import trio
 from hypercorn.config import Config as HypercornConfig
 from hypercorn.trio import serve as hypercorn_serve
-from pydantic import AnyHttpUrl
 
 from oauthproxy.admin_token import AdminToken, ensure_admin_token
 from oauthproxy.api.app import create_app
 from oauthproxy.api.state import ListenerPorts
 from oauthproxy.certificates.manager import CertificateManager, serve_certificate_manager
 from oauthproxy.condition import GatewayCondition
+from oauthproxy.data_plane import DataPlane, Plane, start_data_plane
 from oauthproxy.listeners import BoundListeners, bind_listeners
 from oauthproxy.logs.logger import RequestLogger, request_logging
-from oauthproxy.models.proxies import ProxyTarget
-from oauthproxy.proxy.config import PublicPorts
-from oauthproxy.proxy.dispatcher import Front, serve_http, serve_https, serve_proxy_protocol
-from oauthproxy.proxy.headers import parse_networks
-from oauthproxy.proxy.limits import ConnectionLimit
-from oauthproxy.proxy.waiting import FirstRequests
 from oauthproxy.services.docker import DockerEngine
 from oauthproxy.services.events import serve_docker_events
 from oauthproxy.settings import Settings
@@ -56,8 +54,7 @@ from oauthproxy.storage import Storage, open_storage
 from oauthproxy.storage.embedded import EmbeddedRedis, serve_embedded_redis
 from oauthproxy.storage.epoch import EpochRepository
 from oauthproxy.supervisor.continuity import Continuity
-from oauthproxy.supervisor.reconciler import Reconciler
-from oauthproxy.supervisor.supervisor import serve_supervisor
+from oauthproxy.workers.pool import start_workers
 
 log = logging.getLogger(__name__)
 
@@ -76,9 +73,11 @@ class Ready:
     redis: str
     data_dir: Path
     admin_token: AdminToken
+    workers: int = 1
+    """Data-plane processes (`WORKERS`); 1: this process serves the public ports itself."""
 
 
-async def _watch_signals(shutdown: trio.Event, everything: trio.CancelScope) -> None:
+async def watch_signals(shutdown: trio.Event, everything: trio.CancelScope) -> None:
     """First signal: graceful shutdown. Another one, a moment later: stop now.
 
     A signal repeated within `SIGNAL_REPEAT_SECONDS` is the same request delivered twice (`timeout`
@@ -150,8 +149,13 @@ async def serve(
     Every listener is bound first: a taken port is a `ListenerError` before anything runs."""
     shutdown = shutdown if shutdown is not None else trio.Event()
     bound = await bind_listeners(settings)
+    data_plane: DataPlane
+    if settings.workers > 1:
+        data_plane = start_workers
+    else:
+        data_plane = functools.partial(start_data_plane, listeners=bound)
     try:
-        await _serve_bound(settings, bound, shutdown, handle_signals, task_status)
+        await _serve_bound(settings, bound, data_plane, shutdown, handle_signals, task_status)
     finally:
         await bound.aclose()
 
@@ -159,6 +163,7 @@ async def serve(
 async def _serve_bound(
     settings: Settings,
     bound: BoundListeners,
+    data_plane: DataPlane,
     shutdown: trio.Event,
     handle_signals: bool,
     task_status: trio.TaskStatus[Ready],
@@ -166,7 +171,7 @@ async def _serve_bound(
     condition = GatewayCondition()
     async with trio.open_nursery() as root:
         if handle_signals:
-            root.start_soon(_watch_signals, shutdown, root.cancel_scope)
+            root.start_soon(watch_signals, shutdown, root.cancel_scope)
         embedded = await _start_embedded_redis(root, settings)
         redis_url = embedded.url if embedded else str(settings.redis_url)
         replica = settings.replica_name()  # once: with HTTP_PORT 0 each call names a new one
@@ -219,35 +224,25 @@ async def _serve_bound(
                 await services.start(
                     functools.partial(serve_docker_events, engine, storage, shutdown)
                 )
-                first_requests = FirstRequests()  # the listeners' and the instances' drain
-                supervisor: Reconciler = await services.start(
-                    functools.partial(
-                        serve_supervisor,
+                instances = await data_plane(
+                    Plane(
+                        services,
                         settings,
                         storage,
+                        redis_url,
                         replica,
-                        PublicPorts(http=bound.ports.http, https=bound.ports.https),
+                        bound.ports,
                         continuity,
-                        api_targets(settings, api_url),
+                        api_url,
                         shutdown,
-                        requests=requests,
-                        settled=first_requests.settled,
+                        requests,
+                        condition,
                     )
                 )
                 if requests.metrics is not None:
-                    requests.metrics.instances = supervisor.instances
+                    requests.metrics.instances = instances
                     requests.metrics.certificates = certificates.expiry
                     requests.metrics.allow(admin_token.secret)
-                await _start_listeners(
-                    services,
-                    settings,
-                    storage,
-                    supervisor,
-                    bound,
-                    shutdown,
-                    first_requests,
-                    requests,
-                )
                 condition.ready = True
                 task_status.started(
                     Ready(
@@ -259,6 +254,7 @@ async def _serve_bound(
                         redis="embedded" if embedded else _redacted(redis_url),
                         data_dir=settings.oauthproxy_data_dir,
                         admin_token=admin_token,
+                        workers=settings.workers,
                     )
                 )
                 await shutdown.wait()
@@ -280,43 +276,6 @@ async def _start_embedded_redis(root: trio.Nursery, settings: Settings) -> Embed
         )
     )
     return embedded
-
-
-async def _start_listeners(
-    services: trio.Nursery,
-    settings: Settings,
-    storage: Storage,
-    supervisor: Reconciler,
-    bound: BoundListeners,
-    shutdown: trio.Event,
-    first_requests: FirstRequests,
-    requests: RequestLogger | None = None,
-) -> None:
-    """Start accepting on the public listeners bound at start-up."""
-    front = Front(
-        host=settings.server_host,
-        instances=supervisor.instances,
-        unserved=supervisor.unserved,
-        challenges=storage.challenges.get,
-        trusted=parse_networks(settings.trusted_proxies),
-        shutdown=shutdown,
-        limit=ConnectionLimit(settings.proxy_max_connections_per_ip),
-        send_timeout=settings.proxy_send_timeout,
-        first_request_timeout=settings.proxy_first_request_timeout,
-        first_requests=first_requests,
-        requests=requests,
-    )
-    await services.start(serve_http, front, bound.http)
-    await services.start(serve_https, front, bound.https)
-    await services.start(serve_proxy_protocol, front, bound.proxy_protocol)
-
-
-def api_targets(settings: Settings, api_url: str) -> list[ProxyTarget]:
-    """The API hostnames (`localhost`, ...) reach the admin API through the public port."""
-    return [
-        ProxyTarget(hostname=hostname, target_url=AnyHttpUrl(api_url), preserve_host_header=True)
-        for hostname in settings.api_hostnames
-    ]
 
 
 def _redacted(url: str) -> str:

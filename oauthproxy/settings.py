@@ -6,6 +6,7 @@ the package reads the environment; configuration flows down from `Settings` as a
 
 from __future__ import annotations
 
+import os
 import secrets
 import socket
 from enum import StrEnum
@@ -17,6 +18,9 @@ from pydantic import AnyHttpUrl, Field, SecretStr, ValidationError, field_valida
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from oauthproxy.tenancy.targets import DEFAULT_DENIED_NETWORKS, parse_networks
+
+MAX_WORKERS = 64
+"""The most data-plane processes `WORKERS` may ask for (`auto` stops there too)."""
 
 Port = Annotated[int, Field(ge=0, le=65535, description="TCP port; 0 picks a free one")]
 PositiveSeconds = Annotated[float, Field(gt=0)]
@@ -122,6 +126,12 @@ class Settings(BaseSettings):
         description="Where the admin API listens; 0.0.0.0 only inside a container",
     )
     proxy_protocol_port: Port = 10001
+    workers: Annotated[int, Field(ge=1, le=MAX_WORKERS)] = Field(
+        default=1,
+        description="Data-plane processes sharing the public ports (SO_REUSEPORT); auto: one "
+        "per CPU. Above 1, a parent process keeps the admin API, certificates and the "
+        "embedded Redis and restarts a worker that dies",
+    )
     api_url: AnyHttpUrl = AnyHttpUrl("http://localhost:9000")
     api_hostnames: Annotated[list[str], NoDecode] = Field(
         default_factory=lambda: ["localhost"],
@@ -331,6 +341,21 @@ class Settings(BaseSettings):
     def oauth_issuer_url(self) -> str:
         """OAUTH_ISSUER without a trailing slash, or `https://auth.{BASE_DOMAIN}`."""
         return (self.oauth_issuer or f"https://auth.{self.base_domain}").rstrip("/")
+
+    @field_validator("workers", mode="before")
+    @classmethod
+    def _worker_count(cls, value: object) -> object:
+        """`auto` is one per CPU this process may run on; anything else must be a number."""
+        if not isinstance(value, str):
+            return value
+        if value.strip().lower() == "auto":
+            return min(len(os.sched_getaffinity(0)), MAX_WORKERS)
+        try:
+            return int(value.strip())
+        except ValueError:
+            raise ValueError(
+                f"expected auto (one per CPU) or a number of processes from 1 to {MAX_WORKERS}"
+            ) from None
 
     @field_validator("owner_target_deny_networks")
     @classmethod

@@ -21,8 +21,9 @@ from oauthproxy.logs.queries import (
     percentiles,
     plan_indexes,
 )
-from oauthproxy.logs.records import FIELDS, RequestEntry, fields_of, redact_target
+from oauthproxy.logs.records import FIELDS, RequestEntry, fields_of, redact_target, values_of
 from oauthproxy.logs.records import event as event_entry
+from oauthproxy.metrics import GatewayMetrics
 from oauthproxy.settings import Settings
 from oauthproxy.tenancy.caller import Caller, Refused
 from oauthproxy.tenancy.logs import check_clear, readable_hosts
@@ -295,3 +296,42 @@ def test_events_are_indexed_by_name_and_count_in_no_statistics() -> None:
         schema.ALL, "idx:req:event:oauth.token_refused", "idx:req:client:c1", schema.ERRORS
     }  # fmt: skip
     assert (plan.counters, plan.visitors, plan.durations) == ({}, {}, {})
+
+
+def test_packed_entries_read_back_and_hold_no_separator() -> None:
+    values = values_of(entry(user="a\x1fb", reason="c\x1ed"))
+    packed = schema.pack(values)
+    assert schema.ENTRIES not in packed
+    read = schema.unpacked(packed)
+    assert read["user"] == "a\ufffdb" and read["gateway_reason"] == "c\ufffdd"
+    assert read["request_path"] == "/items?id=3" and read["status"] == "200"
+    assert "client_id" not in read  # empty values are left out
+    assert schema.unpacked("2\x1fother") == {}  # a form this version does not read
+
+
+def test_entries_go_in_runs_of_one_bucket_each() -> None:
+    rows = [entry(started=1_700_000_009.5), entry(started=1_700_000_010.1),
+            entry(started=1_700_000_009.9), entry(started=1_700_000_019.0)]  # fmt: skip
+    plan = schema.plan(rows, first_sequence=0, slow_seconds=1)
+    assert plan.runs == [("req:1700000000", 1, 1), ("req:1700000010", 2, 2),
+                         ("req:1700000000", 3, 3), ("req:1700000010", 4, 4)]  # fmt: skip
+    assert plan.buckets == {"req:1700000000": 1_700_000_000, "req:1700000010": 1_700_000_010}
+    assert schema.bucket_of(plan.key(3)) == "req:1700000000"
+    edge = schema.plan([entry(started=1_700_000_009.9999996)], first_sequence=0, slow_seconds=1)
+    assert edge.key(1).startswith("req:1700000010.000000-")  # rounded to the microsecond
+    assert edge.runs == [(schema.bucket_of(edge.key(1)), 1, 1)]  # where readers look for it
+
+
+@pytest.mark.parametrize(
+    ("to_redis", "access_log", "shows"),
+    [(True, False, True), (False, True, True), (False, False, False)],
+)
+def test_the_kind_is_looked_for_only_where_it_is_shown(
+    to_redis: bool, access_log: bool, shows: bool
+) -> None:
+    """With metrics alone (no request log, no access log), forwarding skips the response's
+    content-type lookup that tells an SSE stream (`RequestEntry.sniff`)."""
+    logger = RequestLogger(
+        capacity=1, to_redis=to_redis, access_log=access_log, metrics=GatewayMetrics()
+    )
+    assert logger.active and logger.shows_kind is shows

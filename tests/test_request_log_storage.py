@@ -1,9 +1,12 @@
-"""The write script and the readers on a real Redis: entries read back whole (the fields their
-key holds and the default values filled in), the live stream in items of up to STREAM_CHUNK
-keys read without skipping or repeating an entry, indexes capped at their newest INDEX_LIMIT,
-and the durable and the default (AOF-less) writes alike."""
+"""The write script and the readers on a real Redis: entries read back whole (the fields their key
+holds and the default values filled in) from their bucket, entries stored as hashes of their own
+(before buckets) still read, buckets expiring with the retention, the live stream in items of up
+to STREAM_CHUNK keys read without skipping or repeating an entry, indexes capped at their newest
+INDEX_LIMIT, and the durable and the default (AOF-less) writes alike."""
 
 from __future__ import annotations
+
+import time
 
 import pytest
 
@@ -43,8 +46,9 @@ async def test_entries_read_back_whole(storage: Storage, durable: bool) -> None:
     await write(storage, entries(3), durable=durable)
     keys = await storage.request_logs.keys_in(schema.host_index("store.example.com"), 0, limit=10)
     assert keys[0] == "req:1700000000.002000-2:203.0.113.7"  # newest first
-    stored = await storage.log_redis.hgetall(keys[0])
-    assert "timestamp" not in stored and "method" not in stored  # in its key; a default
+    assert await storage.log_redis.exists([keys[0]]) == 0  # no key of its own: a bucket's field
+    packed = await storage.log_redis.hget("req:1700000000", keys[0])
+    assert packed is not None and "1700000000.002000" not in packed  # the key holds the time
     (entry,) = await storage.request_logs.entries(keys[:1])
     assert entry == {
         "timestamp": "1700000000.002000",
@@ -92,3 +96,28 @@ async def test_stream_items_of_one_key_each_still_read(storage: Storage) -> None
     await storage.log_redis.xadd(schema.STREAM, {"key": old_style})
     newest = await storage.request_logs.latest(count=2)
     assert [entry["request_path"] for _id, entry in newest] == ["/n/1", "/n/1"]
+
+
+async def test_entries_stored_as_hashes_of_their_own_still_read(storage: Storage) -> None:
+    """An entry written before buckets (a hash per entry, empty and default fields left out)
+    reads as it did, next to entries in buckets."""
+    await write(storage, entries(1))
+    old = "req:1700000000.000500-7:198.51.100.9"
+    await storage.log_redis.hset(old, {"hostname": "store.example.com", "status": "404"})
+    keys = ["req:1700000000.000000-0:203.0.113.7", old, "req:1700000000.000900-8:198.51.100.9"]
+    first, second, gone = await storage.request_logs.entries_in_order(keys)
+    assert first["request_path"] == "/n/0" and gone == {}
+    assert second == {"timestamp": "1700000000.000500", "client_ip": "198.51.100.9",
+                      "scheme": "http", "method": "GET", "kind": "http",
+                      "hostname": "store.example.com", "status": "404"}  # fmt: skip
+
+
+async def test_buckets_expire_with_the_retention(storage: Storage) -> None:
+    """A bucket lives the retention from its first second: no entry outlives the retention;
+    one that began longer ago than that (a long stream) still lives a bucket's span."""
+    now = time.time()
+    await write(storage, entries(1, start=now))
+    recent = schema.bucket(now)
+    assert 3600 - schema.BUCKET_SECONDS <= await storage.log_redis.ttl(recent) <= 3600
+    await write(storage, entries(1))  # 2023: long past the retention
+    assert 0 < await storage.log_redis.ttl("req:1700000000") <= schema.BUCKET_SECONDS

@@ -1,5 +1,5 @@
 """What the request log says about the connection: the real client behind a real haproxy
-(`send-proxy`), over TLS with its version, and the bytes each way."""
+(`send-proxy`), over TLS with its version, and the bytes each way; an SSE stream as one."""
 
 from __future__ import annotations
 
@@ -83,3 +83,19 @@ async def test_a_failed_handshake_is_an_event_naming_the_sni_it_asked_for(gatewa
     assert found[0]["client_ip"] == "127.0.0.1"
     assert found[0]["gateway_reason"].startswith("sni=nobody.example.com: ")
     assert found[0]["level"] == "WARNING"
+
+
+async def test_an_sse_stream_is_logged_as_one(
+    gateway: Ready, storage: Storage, backend: int
+) -> None:
+    await storage.proxies.create(proxy("sse.example.com", backend))
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{gateway.http_port}") as public:
+
+        async def streamed() -> bool:
+            answer = await public.get("/sse", headers={"Host": "sse.example.com"})
+            return answer.status_code == 200
+
+        await eventually(streamed, what="sse.example.com served")
+    entry = (await logged(gateway, "sse.example.com", 200))[0]
+    assert (entry["kind"], entry["event"]) == ("sse", "sse"), entry
+    assert float(entry["duration_ms"]) >= 900  # the whole stream: three events, 0.3 s after each

@@ -3,7 +3,9 @@
 Besides Redis answering, the gateway must be serving (not still starting) and Redis must still
 hold what it serves (no data loss): each problem is named under `problems` with its reason. The
 Docker engine is reported under `components.docker` (ok, or unavailable naming DOCKER_HOST) but
-never makes the gateway unhealthy: only the Docker service endpoints need it."""
+never makes the gateway unhealthy: only the Docker service endpoints need it. With WORKERS above
+1, `components.workers` counts the worker processes (`restarting` while one is started again,
+which does not make the gateway unhealthy either: the others serve)."""
 
 from __future__ import annotations
 
@@ -50,6 +52,10 @@ async def get_health() -> tuple[dict[str, Any], int]:
     problems = state.condition.problems()
     healthy = all(c["status"] == "ok" for c in components.values()) and not problems
     components["docker"] = await _docker_health()
+    if (workers := state.condition.workers) is not None:
+        counts = workers.counts()
+        running = counts["running"] == counts["configured"]
+        components["workers"] = {"status": "ok" if running else "restarting", **counts}
     body: dict[str, Any] = {
         "status": "healthy" if healthy else "unhealthy",
         "version": __version__,

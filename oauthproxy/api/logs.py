@@ -10,6 +10,8 @@ import ipaddress
 import math
 import secrets
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import replace
 
 import httpx
@@ -18,19 +20,24 @@ from quart import Blueprint, current_app
 from quart_schema import validate_querystring
 
 from oauthproxy.api.auth import requires_token
-from oauthproxy.api.contract import path_parameters
+from oauthproxy.api.contract import Answer, answers, path_parameters
 from oauthproxy.api.errors import ApiError
 from oauthproxy.api.ownership import Json, caller, storage
 from oauthproxy.api.state import app_state
 from oauthproxy.logs import schema
 from oauthproxy.logs.queries import LogFilter, decorated, matches, parse_query, percentiles, search
 from oauthproxy.models.common import IP_ADDRESS_SCHEMA
+from oauthproxy.models.errors import ErrorBody
 from oauthproxy.models.logs import FollowQuery, LogQuery, RecentQuery, StatsQuery
 from oauthproxy.tenancy.logs import check_clear, readable_hosts
 
 logs = Blueprint("logs", __name__, url_prefix="/api/v1/logs")
 
 FOLLOW_POLL_SECONDS = 0.25
+FOLLOWS_PER_TOKEN = 4
+"""Long polls of `/follow` one token may hold open at once (on one gateway): each holds a
+connection and polls Redis every FOLLOW_POLL_SECONDS, so a token cannot open them by the
+thousand."""
 TEST_HOST = "logs-test.invalid"
 """`.invalid` (RFC 2606) can never be a proxy's real hostname."""
 
@@ -158,6 +165,7 @@ async def stats(query_args: StatsQuery) -> Json:
 
 
 @logs.get("/follow")
+@answers(Answer("429", f"The token already holds {FOLLOWS_PER_TOKEN} long polls", model=ErrorBody))
 @requires_token()
 @validate_querystring(FollowQuery)
 async def follow(query_args: FollowQuery) -> Json:
@@ -174,15 +182,38 @@ async def follow(query_args: FollowQuery) -> Json:
         last = newest[0][0] if newest else "0-0"
         entries = [decorated(e) for _id, e in reversed(newest) if matches(e, visible)]
         return {"last": last, "count": len(entries), "logs": entries}
-    last, deadline = args.after, trio.current_time() + args.wait
-    while True:
-        found = await repository.following(last, count=args.limit)
-        last = found[-1][0] if found else last
-        entries = [decorated(entry) for _id, entry in found if matches(entry, visible)]
-        left = deadline - trio.current_time()
-        if entries or left <= 0:
-            return {"last": last, "count": len(entries), "logs": entries}
-        await trio.sleep(min(FOLLOW_POLL_SECONDS, left))
+    with _follow_slot(caller().token_hash):
+        last, deadline = args.after, trio.current_time() + args.wait
+        while True:
+            found = await repository.following(last, count=args.limit)
+            last = found[-1][0] if found else last
+            entries = [decorated(entry) for _id, entry in found if matches(entry, visible)]
+            left = deadline - trio.current_time()
+            if entries or left <= 0:
+                return {"last": last, "count": len(entries), "logs": entries}
+            await trio.sleep(min(FOLLOW_POLL_SECONDS, left))
+
+
+@contextmanager
+def _follow_slot(token_hash: str) -> Iterator[None]:
+    """Hold one of the token's FOLLOWS_PER_TOKEN long polls for the block; 429 when it holds
+    them all."""
+    held: dict[str, int] = current_app.extensions.setdefault("oauthproxy.follows", {})
+    if held.get(token_hash, 0) >= FOLLOWS_PER_TOKEN:
+        raise ApiError(
+            429,
+            "too_many_follows",
+            f"this token already holds {FOLLOWS_PER_TOKEN} long polls of /api/v1/logs/follow "
+            f"(at most {FOLLOWS_PER_TOKEN} at once); wait for one to answer",
+            field="after",
+        )
+    held[token_hash] = held.get(token_hash, 0) + 1
+    try:
+        yield
+    finally:
+        held[token_hash] -= 1
+        if not held[token_hash]:
+            del held[token_hash]
 
 
 @logs.post("/test")

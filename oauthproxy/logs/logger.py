@@ -79,6 +79,11 @@ class RequestLogger:
         return self.to_redis or self.access_log or self.metrics is not None
 
     @property
+    def shows_kind(self) -> bool:
+        """Whether an entry's kind (http, websocket, sse) is written anywhere."""
+        return self.to_redis or self.access_log
+
+    @property
     def buffered(self) -> int:
         return len(self._buffer)
 
@@ -115,21 +120,23 @@ class RequestLogger:
         if self.metrics is not None:
             self.metrics.count(batch)
         lines = [fields_of(entry) for entry in batch] if self.access_log else []
-        encoded = self._encoded(batch, settings) if self.to_redis else ""
+        encoded = self._encoded(batch, settings) if self.to_redis else []
         self.cpu_seconds += time.thread_time() - started
         if lines:
             await trio.to_thread.run_sync(_write_lines, lines)
         if encoded:
             await self._write(storage, settings, encoded, len(batch))
 
-    def _encoded(self, batch: list[RequestEntry], settings: Settings) -> str:
+    def _encoded(self, batch: list[RequestEntry], settings: Settings) -> list[str]:
         plan = schema.plan(
             batch, first_sequence=self._sequence, slow_seconds=settings.log_slow_seconds
         )
         self._sequence = (self._sequence + len(batch)) % schema.SEQUENCES
         return schema.encoded(plan)
 
-    async def _write(self, storage: Storage, settings: Settings, encoded: str, count: int) -> None:
+    async def _write(
+        self, storage: Storage, settings: Settings, encoded: list[str], count: int
+    ) -> None:
         retention = settings.log_retention_hours * 3600
         failure = ""
         try:

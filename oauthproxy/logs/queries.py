@@ -146,15 +146,6 @@ def matches(entry: Entry, query: LogFilter) -> bool:
     return all(checks)
 
 
-def _timestamp(key: str) -> float:
-    """An entry key's time (`req:{timestamp}-{n}:{ip}`)."""
-    stamp = key.removeprefix("req:").partition("-")[0]
-    try:
-        return float(stamp)
-    except ValueError:
-        return 0.0
-
-
 async def search(
     logs: RequestLogRepository, query: LogFilter, *, slow_seconds: float, now: float | None = None
 ) -> list[dict[str, object]]:
@@ -163,7 +154,7 @@ async def search(
     found: set[str] = set()
     for index in plan_indexes(query):
         found.update(await logs.keys_in(index, since, limit=SCAN_LIMIT))
-    newest = sorted(found, key=_timestamp, reverse=True)
+    newest = sorted(found, key=schema.time_of, reverse=True)
     picked: list[dict[str, object]] = []
     for start in range(0, len(newest), 500):
         for entry in await logs.entries(newest[start : start + 500]):

@@ -59,6 +59,9 @@ class RequestEntry:
     bytes_out: int = 0
     duration: float = 0.0
     """Seconds, set when the exchange ends."""
+    sniff: bool = True
+    """Whether forwarding looks at the response's type to tell an SSE stream: only the request
+    log and the access log show the kind (the metrics count requests of every kind alike)."""
 
 
 REQUEST_KINDS = frozenset({"http", "websocket", "sse"})

@@ -2,11 +2,14 @@
 
 Keys (the specification's, plus `idx:req:all`, `idx:req:client:{id}` and `idx:req:event:{name}`
 for the unfiltered, per-OAuth-client and per-event queries, and `stats:durations:{hostname}` for
-the percentiles; the specification's `idx:req:path:{method}:{path}` is not kept: see `index_keys`):
+the percentiles; the specification's `idx:req:path:{method}:{path}` is not kept: see `index_keys`;
+entries are fields of a hash per 10 seconds, not a hash each: see `bucket`):
 
-    req:{timestamp}-{n}:{ip}          hash: the entry's fields but those its key holds, empty
-                                      ones and `DEFAULTS` (`n` tells apart entries of one
-                                      client in the same microsecond)
+    req:{start}                       hash, one per BUCKET_SECONDS of entries' times: entry key
+                                      (`req:{timestamp}-{n}:{ip}`, `n` tells apart entries of
+                                      one client in the same microsecond) → the entry's other
+                                      fields packed (`pack`); it expires the retention after
+                                      its first second
     idx:req:{all|errors|slow}         sorted sets: entry key → timestamp
     idx:req:ip:{ip} / host:{hostname} / user:{user} / client:{client_id} / status:{code}
     idx:req:event:{name}              events (OAuth steps, proxies served and stopped, admin
@@ -20,9 +23,9 @@ the percentiles; the specification's `idx:req:path:{method}:{path}` is not kept:
 
 Indexes are sorted sets scored by time, so a query over the last N hours is one
 ZREVRANGEBYSCORE. A query reads at most INDEX_LIMIT of an index's newest members, so an index
-keeps no more. Every key gets the retention as its TTL on each write, and the stream is capped.
-Pure: `plan(...)` returns the writes and `encoded(...)` the script's argument;
-`oauthproxy.storage.request_logs` sends them (one script call per batch).
+keeps no more. Every key but the buckets gets the retention as its TTL on each write, and the
+stream is capped. Pure: `plan(...)` returns the writes and `encoded(...)` the script's
+arguments; `oauthproxy.storage.request_logs` sends them (one script call per batch).
 """
 
 from __future__ import annotations
@@ -97,7 +100,19 @@ def durations(hostname: str) -> str:
 
 
 DEFAULTS = {"scheme": "http", "method": "GET", "kind": "http"}
-"""Field values not stored (most requests have them): an entry without the field has this."""
+"""Values an entry read back has when its stored form leaves the field out (an empty value, or
+one written before entries were packed, which left these out)."""
+BUCKET_SECONDS = 10
+"""Entries whose times fall in the same this many seconds are fields of one hash (`bucket`)."""
+DURATION = FIELDS.index("duration_ms")
+PACKED_FIELDS = FIELDS[2:]
+"""What a bucket's field value holds: every field but the timestamp and the client IP (the
+entry's key holds them)."""
+SEPARATOR = "\x1f"
+ENTRIES = "\x1e"
+"""Between the keys and packed values of a batch's entries, in the one argument they go in."""
+PACKING = "1"
+"""The packed form's version: the first of its parts."""
 STREAM_CHUNK = 100
 """Entry keys per item of the live stream (one item per batch, or per this many entries)."""
 INDEX_LIMIT = 5000
@@ -105,6 +120,54 @@ INDEX_LIMIT = 5000
 keys (`oauthproxy.logs.queries`), so older members would never be read. Trimmed when an index
 holds `INDEX_SLACK` more, so trimming is one ZREMRANGEBYRANK every few batches, not one each."""
 INDEX_SLACK = 500
+
+
+def time_of(key: str) -> float:
+    """An entry key's time (`req:{timestamp}-{n}:{ip}`); 0 for a key that is not one."""
+    try:
+        return float(key.removeprefix("req:").partition("-")[0])
+    except ValueError:
+        return 0.0
+
+
+def bucket(timestamp: float) -> str:
+    """The hash that holds the entries of this time: entries are fields of one hash per
+    `BUCKET_SECONDS`, not a hash (and a key with its own expiry) each; Redis spent half of its
+    time per entry on those. The bucket expires `LOG_RETENTION_HOURS` after its first second,
+    so no entry outlives the retention."""
+    second = int(timestamp)
+    return f"req:{second - second % BUCKET_SECONDS}"
+
+
+def bucket_of(key: str) -> str:
+    """The bucket an entry key's entry is in."""
+    return bucket(time_of(key))
+
+
+def pack(values: tuple[str | int, ...]) -> str:
+    """An entry's values (`FIELDS` order) as a bucket's field value: `PACKING` and the values
+    of `PACKED_FIELDS`, joined by `SEPARATOR`. A value holding `SEPARATOR` or `ENTRIES` (the
+    batch's separator of entries) has it replaced."""
+    packed = _PACKED % values[2:]
+    if packed.count(SEPARATOR) == len(PACKED_FIELDS) and ENTRIES not in packed:
+        return packed
+    cleaned = (
+        str(value).replace(SEPARATOR, "\ufffd").replace(ENTRIES, "\ufffd") for value in values[2:]
+    )
+    return SEPARATOR.join([PACKING, *cleaned])
+
+
+_PACKED = SEPARATOR.join([PACKING, *["%s"] * len(PACKED_FIELDS)])
+"""`pack`'s form (%-formatting the values is about three times as fast as joining them)."""
+
+
+def unpacked(packed: str) -> dict[str, str]:
+    """A bucket's field value as the entry's non-empty fields (but the key's); empty when it
+    is not one this version reads."""
+    version, *values = packed.split(SEPARATOR)
+    if version != PACKING or len(values) != len(PACKED_FIELDS):
+        return {}
+    return {name: value for name, value in zip(PACKED_FIELDS, values, strict=True) if value}
 
 
 @dataclass
@@ -116,8 +179,14 @@ class WritePlan:
 
     first_sequence: int
     entries: list[tuple[str | int, ...]] = field(default_factory=list)
-    """Each entry's values in `FIELDS` order; its key is `entry_key(timestamp, first_sequence +
-    position - 1, client IP)` (positions count from 1)."""
+    """Each entry's values in `FIELDS` order (positions count from 1)."""
+    keys: list[str] = field(default_factory=list)
+    """Each entry's key: `entry_key(timestamp, first_sequence + position - 1, client IP)`."""
+    packed: list[str] = field(default_factory=list)
+    """Each entry's bucket field value (`pack`)."""
+    runs: list[tuple[str, int, int]] = field(default_factory=list)
+    """(bucket, first position, last position) of each run of entries in one bucket (entries
+    come nearly in time order: most batches are one run, or two)."""
     groups: list[tuple[list[str], list[int]]] = field(default_factory=list)
     """(index keys, positions of the entries listed in each of them)."""
     counters: dict[str, int] = field(default_factory=lambda: defaultdict(int))
@@ -128,11 +197,7 @@ class WritePlan:
     """Durations list key → positions of the entries whose duration it keeps."""
 
     def key(self, position: int) -> str:
-        values = self.entries[position - 1]
-        return entry_key(str(values[0]), self.sequence(position), str(values[1]))
-
-    def sequence(self, position: int) -> int:
-        return (self.first_sequence + position - 1) % SEQUENCES
+        return self.keys[position - 1]
 
     @property
     def indexed(self) -> dict[str, list[int]]:
@@ -142,6 +207,11 @@ class WritePlan:
             for index in indexes:
                 found[index] += positions
         return {index: sorted(positions) for index, positions in found.items()}
+
+    @property
+    def buckets(self) -> dict[str, int]:
+        """Bucket → its first second (what its expiry counts from)."""
+        return {name: int(name.removeprefix("req:")) for name, _first, _last in self.runs}
 
 
 SEQUENCES = 1_000_000
@@ -178,10 +248,21 @@ def index_keys(
 def plan(entries: Iterable[RequestEntry], *, first_sequence: int, slow_seconds: float) -> WritePlan:
     """The writes for `entries`; sequence numbers count up from `first_sequence`."""
     writes = WritePlan(first_sequence=first_sequence)
-    rows = writes.entries
+    rows, keys, packed, runs = writes.entries, writes.keys, writes.packed, writes.runs
     grouped: dict[tuple[str, str, str, str, str, int, bool, int], list[int]] = {}
+    sequence, span = first_sequence % SEQUENCES, -1
+    position = first = 0
     for position, entry in enumerate(entries, 1):
-        rows.append(values_of(entry))
+        values = values_of(entry)
+        rows.append(values)
+        keys.append(f"req:{values[0]}-{sequence}:{entry.client_ip}")  # `entry_key`, inlined
+        packed.append(pack(values))
+        sequence = sequence + 1 if sequence + 1 < SEQUENCES else 0
+        second = int(float(values[0]))  # as readers see it (`bucket_of`): rounded to the µs
+        if second // BUCKET_SECONDS != span:
+            if first:
+                runs.append((bucket(span * BUCKET_SECONDS), first, position - 1))
+            span, first = second // BUCKET_SECONDS, position
         shared = (entry.client_ip, entry.host, entry.user, entry.client_id, entry.kind,
                   entry.status, entry.duration >= slow_seconds,
                   int(entry.started // 3600))  # fmt: skip
@@ -190,6 +271,8 @@ def plan(entries: Iterable[RequestEntry], *, first_sequence: int, slow_seconds: 
             grouped[shared] = [position]
         else:
             group.append(position)
+    if first:
+        runs.append((bucket(span * BUCKET_SECONDS), first, position))
     for (ip, host, user, client_id, kind, status, slow, slot), positions in grouped.items():
         indexes = index_keys(
             ip=ip, host=host, user=user, client_id=client_id, kind=kind, status=status, slow=slow
@@ -206,18 +289,25 @@ def plan(entries: Iterable[RequestEntry], *, first_sequence: int, slow_seconds: 
     return writes
 
 
-def encoded(writes: WritePlan) -> str:
-    """The batch as the write script reads it (`oauthproxy.storage.request_logs`)."""
-    return json.dumps(
-        {
-            "names": FIELDS,
-            "defaults": DEFAULTS,
-            "first": writes.first_sequence,
-            "entries": writes.entries,
-            "groups": writes.groups,
-            "counters": writes.counters,
-            "visitors": writes.visitors,
-            "durations": writes.durations,
+def encoded(writes: WritePlan) -> list[str]:
+    """The batch as the write script reads it (`oauthproxy.storage.request_logs`): a JSON
+    header, and the entries' keys and packed values, alternating, joined by `ENTRIES` (one
+    argument: the client encodes a command's arguments one by one, at a microsecond each)."""
+    rows = writes.entries
+    header = {
+        "n": len(rows),
+        "scores": [row[0] for row in rows],
+        "runs": writes.runs,
+        "buckets": writes.buckets,
+        "groups": writes.groups,
+        "counters": writes.counters,
+        "visitors": {key: [rows[p - 1][1] for p in at] for key, at in writes.visitors.items()},
+        "durations": {
+            key: [rows[p - 1][DURATION] for p in sorted(at)[-DURATION_WINDOW:]]
+            for key, at in writes.durations.items()
         },
-        separators=(",", ":"),
+    }
+    pairs = ENTRIES.join(
+        part for pair in zip(writes.keys, writes.packed, strict=True) for part in pair
     )
+    return [json.dumps(header, separators=(",", ":")), pairs]

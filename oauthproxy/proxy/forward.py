@@ -244,7 +244,7 @@ async def forward(exchange: Exchange, destination: Destination) -> bool:
         entry.status = response.status
         if response.status == 101:
             entry.kind = "websocket"
-        elif response.header(b"content-type").startswith(b"text/event-stream"):
+        elif entry.sniff and response.header(b"content-type").startswith(b"text/event-stream"):
             entry.kind = "sse"
     try:
         if response.status == 101:

@@ -271,7 +271,7 @@ class Instance:
         entry = (
             None
             if requests is None
-            else open_entry(channel, request, client, self.hostname, counted)
+            else open_entry(channel, request, client, self.hostname, counted, requests)
         )
         answer_by = connection.answer_by
         exchange = Exchange(

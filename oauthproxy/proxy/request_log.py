@@ -55,11 +55,18 @@ def tls_version(stream: trio.abc.Stream) -> str:
 
 
 def open_entry(
-    reader: Channel, request: Head, client: Client, host: str, counted: Counted
+    reader: Channel,
+    request: Head,
+    client: Client,
+    host: str,
+    counted: Counted,
+    logger: RequestLogger,
 ) -> RequestEntry:
     """The entry of a request whose head just arrived. Bytes count from where the previous
     exchange on the connection ended (`counted`), so this request's head counts as its own."""
     entry = begin(client.ip, client.scheme, host, request.method, request.target)
+    if not logger.shows_kind:
+        entry.sniff = False
     if client.scheme == b"https":
         entry.tls_version = tls_version(reader.stream)
     entry.bytes_in, entry.bytes_out = -counted.received, -counted.sent

@@ -21,7 +21,7 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 
 import trio
@@ -60,13 +60,13 @@ class Child:
         await trio.lowlevel.wait_readable(self.pidfd)
         return self.popen.wait()  # already exited: this only reaps it
 
-    async def stop(self) -> None:
-        """SIGTERM, then SIGKILL if it takes longer than `STOP_GRACE_SECONDS`."""
+    async def stop(self, grace: float = STOP_GRACE_SECONDS) -> None:
+        """SIGTERM, then SIGKILL if it takes longer than `grace` seconds."""
         if self.popen.poll() is not None:
             return
         with contextlib.suppress(ProcessLookupError):
             self.popen.send_signal(signal.SIGTERM)
-        with trio.move_on_after(STOP_GRACE_SECONDS):
+        with trio.move_on_after(grace):
             await self.wait()
             return
         with contextlib.suppress(ProcessLookupError):
@@ -74,26 +74,44 @@ class Child:
         await self.wait()
 
 
+@dataclass(frozen=True)
+class ChildOptions:
+    """How a child runs beyond its argv: the gateway's own environment and output, or
+    `environment` and none; the descriptors it inherits; how long it may take to stop."""
+
+    environment: Mapping[str, str] | None = None
+    inherit_output: bool = False
+    """Write to the gateway's stdout and stderr (a data-plane worker's logs), not /dev/null."""
+    pass_fds: Sequence[int] = ()
+    stop_grace: float = STOP_GRACE_SECONDS
+
+
 @contextlib.asynccontextmanager
-async def open_child(argv: Sequence[str]) -> AsyncIterator[Child]:
-    """Run `argv` (stdio on /dev/null, in its own session so a terminal's Ctrl-C reaches only
-    the gateway) while the block runs; leaving the block stops it."""
-    popen = _spawn(argv)
+async def open_child(
+    argv: Sequence[str], options: ChildOptions = ChildOptions()
+) -> AsyncIterator[Child]:
+    """Run `argv` (stdio on /dev/null unless `options` say otherwise, in its own session so a
+    terminal's Ctrl-C reaches only the gateway) while the block runs; leaving the block stops
+    it."""
+    popen = _spawn(argv, options)
     child = Child(popen, os.pidfd_open(popen.pid))
     try:
         yield child
     finally:
         with trio.CancelScope(shield=True):
-            await child.stop()
+            await child.stop(options.stop_grace)
         os.close(child.pidfd)
 
 
-def _spawn(argv: Sequence[str]) -> subprocess.Popen[bytes]:
+def _spawn(argv: Sequence[str], options: ChildOptions) -> subprocess.Popen[bytes]:
     """Fork from the calling (trio) thread: the parent-death signal follows this thread."""
+    output = None if options.inherit_output else subprocess.DEVNULL
     return subprocess.Popen(
         [sys.executable, "-I", "-S", "-c", _LAUNCHER, str(os.getpid()), *argv],
         stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        stdout=output,
+        stderr=output,
+        env=options.environment,
+        pass_fds=options.pass_fds,
         start_new_session=True,
     )

@@ -1,15 +1,18 @@
 """The request log in Redis: one script call per batch of writes, and the reads the queries need.
 
 The key schema and what a batch writes are decided in `oauthproxy.logs.schema` (pure); this
-module only sends it. A batch goes as one EVALSHA whose only argument is the batch as JSON: the
-gateway encodes one string instead of a few dozen commands per entry (what a pipeline would
-cost it), and Redis does the writes. The script names its keys in ARGV, not KEYS, so it runs on
-a standalone Redis (or Sentinel), not on a Redis Cluster.
+module only sends it. A batch goes as one EVALSHA of two strings: a JSON header (indexes,
+statistics) and every entry's key and packed fields, joined; the script splits them and one HSET
+per bucket stores them. The gateway encodes neither a command nor an argument per entry (the
+client's cost per argument is about a microsecond), and Redis does the writes. The script names
+its keys in ARGV, not KEYS, so it runs on a standalone Redis (or Sentinel), not on a Redis
+Cluster.
 """
 
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Sequence
 
 from coredis.response.types import StreamEntry
@@ -20,21 +23,23 @@ from oauthproxy.storage.base import Redis, scan_keys, translate_errors
 
 Entry = dict[str, str]
 
-# ARGV[1]: the batch as JSON (`schema.encoded`): {"names": field names, "defaults": {name:
-# value}, "first": the first entry's sequence number, "entries": [values], "groups": [[[index
-# keys], [positions]]], "counters": {key: n}, "visitors": {key: [positions]}, "durations": {key:
-# [positions]}} (positions from 1 into "entries"); ARGV[2] retention seconds; ARGV[3] the
-# stream's MAXLEN; ARGV[4] the members an index keeps, ARGV[5] how many more it may hold before
-# it is trimmed; ARGV[6] durations kept per hostname; ARGV[7] entry keys per stream item.
-# An entry's key is built here (`schema.entry_key`); its hash holds its fields but the
-# timestamp and the client IP, which its key holds, and no field that is empty or has its
-# default value (`schema.DEFAULTS`): readers fill them in (`completed`). The stream carries
-# entry keys only, a batch's in one item (up to STREAM_CHUNK, space-separated: keys hold no
-# spaces); its readers fetch the hashes. The stream keeps about LOG_STREAM_MAXLEN entries: as
-# many items as this batch's make that many. ARGV[8] "1": the writes go to the AOF and to
-# replicas (REQUEST_LOG_DURABLE), else they stay in memory (and RDB snapshots): a best-effort
-# log need not double Redis's work per request. Long argument lists go in slices (Lua's unpack
-# has a limit).
+# ARGV[1]: the batch's header as JSON (`schema.encoded`): {"n": entries, "scores": their
+# timestamps (their scores in the indexes), "runs": [[bucket, first position, last position]],
+# "buckets": {bucket: its first second}, "groups": [[[index keys], [positions]]], "counters":
+# {key: n}, "visitors": {key: [client IPs]}, "durations": {key: [durations]}} (positions count
+# from 1); ARGV[2] retention seconds; ARGV[3] the stream's MAXLEN; ARGV[4] the members an index
+# keeps, ARGV[5] how many more it may hold before it is trimmed; ARGV[6] durations kept per
+# hostname; ARGV[7] entry keys per stream item; ARGV[8] "1": the writes go to the AOF and to
+# replicas (REQUEST_LOG_DURABLE), else they stay in memory (and RDB snapshots): a best-effort log
+# need not double Redis's work per request; ARGV[9] the seconds a bucket spans; ARGV[10] the time
+# now (seconds); ARGV[11] each entry's key and packed value, alternating, joined by "\x1e"
+# (`schema.ENTRIES`): one HSET per run of entries in one bucket stores them. A bucket expires the
+# retention after its first second, so no entry outlives the retention (and not before a bucket's
+# span from now: an entry that began longer ago than the retention, a long WebSocket, is still
+# seen live). The stream carries entry keys only, a batch's in one item (up to STREAM_CHUNK,
+# space-separated: keys hold no spaces); its readers fetch the entries. The stream keeps about
+# LOG_STREAM_MAXLEN entries: as many items as this batch's make that many. Long argument lists go
+# in slices (Lua's unpack has a limit).
 WRITE_BATCH = """
 if ARGV[8] ~= '1' then
   if redis.replicate_commands then redis.replicate_commands() end
@@ -44,48 +49,49 @@ local batch = cjson.decode(ARGV[1])
 local retention = tonumber(ARGV[2])
 local maxlen = ARGV[3]
 local limit, slack = tonumber(ARGV[4]), tonumber(ARGV[5])
-local names, entries, first = batch.names, batch.entries, batch.first
-local defaults = batch.defaults
-local TIME, IP, DURATION = 1, 2, 10
+local span, now = tonumber(ARGV[9]), tonumber(ARGV[10])
+local n, scores = batch.n, batch.scores
 local function sliced(command, key, list, width)
   for start = 1, #list, width do
     redis.call(command, key, unpack(list, start, math.min(start + width - 1, #list)))
   end
 end
-local keys = {}
-for position, values in ipairs(entries) do
-  local key = 'req:' .. values[TIME] .. '-' .. ((first + position - 1) % 1000000) .. ':'
-    .. values[IP]
-  keys[position] = key
-  local fields, n = {}, 0
-  for field = 3, #names do
-    local value = values[field]
-    if value ~= '' and value ~= defaults[names[field]] then
-      fields[n + 1] = names[field]
-      fields[n + 2] = value
-      n = n + 2
-    end
+local parts, joined, from = {}, ARGV[11], 1
+for part = 1, 2 * n do
+  local stop = string.find(joined, '\\30', from, true) or (#joined + 1)
+  parts[part] = string.sub(joined, from, stop - 1)
+  from = stop + 1
+end
+for _, run in ipairs(batch.runs) do
+  for start = run[2], run[3], 500 do
+    local last = math.min(start + 499, run[3])
+    redis.call('HSET', run[1], unpack(parts, 2 * start - 1, 2 * last))
   end
-  redis.call('HSET', key, unpack(fields))
-  redis.call('EXPIRE', key, retention)
+end
+for bucket, second in pairs(batch.buckets) do
+  redis.call('EXPIREAT', bucket, math.max(second + retention, now + span))
+end
+local keys = {}
+for position = 1, n do
+  keys[position] = parts[2 * position - 1]
 end
 local chunk = tonumber(ARGV[7])
-for start = 1, #keys, chunk do
-  local last = math.min(start + chunk - 1, #keys)
+for start = 1, n, chunk do
+  local last = math.min(start + chunk - 1, n)
   local items = math.max(1, math.floor(maxlen / (last - start + 1)))
   redis.call('XADD', 'stream:requests', 'MAXLEN', '~', items, '*',
     'keys', table.concat(keys, ' ', start, last))
 end
-if #entries > 0 then
+if n > 0 then
   redis.call('EXPIRE', 'stream:requests', retention)
 end
 local touched = {}
 for _, group in ipairs(batch.groups) do
   local indexes, positions = group[1], group[2]
   local members = {}
-  for n, position in ipairs(positions) do
-    members[2 * n - 1] = entries[position][TIME]
-    members[2 * n] = keys[position]
+  for k, position in ipairs(positions) do
+    members[2 * k - 1] = scores[position]
+    members[2 * k] = keys[position]
   end
   for _, index in ipairs(indexes) do
     sliced('ZADD', index, members, 1000)
@@ -102,29 +108,22 @@ for key, count in pairs(batch.counters) do
   redis.call('INCRBY', key, count)
   redis.call('EXPIRE', key, retention)
 end
-local function gathered(positions, field)
-  local found = {}
-  for n, position in ipairs(positions) do
-    found[n] = entries[position][field]
-  end
-  return found
-end
-for key, positions in pairs(batch.visitors) do
-  sliced('PFADD', key, gathered(positions, IP), 1000)
+for key, addresses in pairs(batch.visitors) do
+  sliced('PFADD', key, addresses, 1000)
   redis.call('EXPIRE', key, retention)
 end
-for key, positions in pairs(batch.durations) do
-  sliced('LPUSH', key, gathered(positions, DURATION), 1000)
+for key, values in pairs(batch.durations) do
+  sliced('LPUSH', key, values, 1000)
   redis.call('LTRIM', key, 0, tonumber(ARGV[6]) - 1)
   redis.call('EXPIRE', key, retention)
 end
-return #entries
+return n
 """
 
 
 def completed(key: str, stored: Entry) -> Entry:
-    """A stored hash with the fields its key holds (`req:{timestamp}-{n}:{ip}`) and the default
-    values it leaves out; empty when the entry has expired."""
+    """An entry's stored fields with those its key holds (`req:{timestamp}-{n}:{ip}`) and the
+    default values of those it leaves out; empty when the entry has expired."""
     if not stored:
         return stored
     stamp, _colon, ip = key.removeprefix("req:").partition(":")
@@ -149,13 +148,14 @@ class RequestLogRepository:
         self._write_batch = redis.register_script(WRITE_BATCH)
 
     async def write(
-        self, batch: str, *, retention: int, stream_maxlen: int, durable: bool = False
+        self, batch: Sequence[str], *, retention: int, stream_maxlen: int, durable: bool = False
     ) -> None:
-        """Send one batch's writes (`encoded`); every key it touches expires after `retention`
-        seconds."""
+        """Send one batch's writes (`schema.encoded`); every key it touches expires after
+        `retention` seconds (a bucket: that long after its first second)."""
         args: list[str | int] = [
-            batch, retention, stream_maxlen, schema.INDEX_LIMIT, schema.INDEX_SLACK,
+            batch[0], retention, stream_maxlen, schema.INDEX_LIMIT, schema.INDEX_SLACK,
             schema.DURATION_WINDOW, schema.STREAM_CHUNK, "1" if durable else "0",
+            schema.BUCKET_SECONDS, int(time.time()), batch[1],
         ]  # fmt: skip
         await self._write_batch(keys=[], args=args)
 
@@ -171,12 +171,32 @@ class RequestLogRepository:
         return [entry for entry in await self.entries_in_order(keys) if entry]
 
     async def entries_in_order(self, keys: Sequence[str]) -> list[Entry]:
-        """The entries behind `keys`, one for each (empty for one expired meanwhile)."""
+        """The entries behind `keys`, one for each (empty for one expired meanwhile): one HMGET
+        per bucket, and an HGETALL for an entry written as a hash of its own (before buckets)."""
         if not keys:
             return []
+        by_bucket: dict[str, list[int]] = {}
+        for place, key in enumerate(keys):
+            by_bucket.setdefault(schema.bucket_of(key), []).append(place)
+        found: list[Entry] = [{} for _key in keys]
         async with self._redis.pipeline(transaction=False) as pipe:
-            pending = [pipe.hgetall(key) for key in keys]
-        return [completed(key, dict(await reply)) for key, reply in zip(keys, pending, strict=True)]
+            pending = [
+                (places, pipe.hmget(bucket, [keys[place] for place in places]))
+                for bucket, places in by_bucket.items()
+            ]
+        missing = []
+        for places, reply in pending:
+            for place, packed in zip(places, await reply, strict=True):
+                if packed is None:
+                    missing.append(place)
+                else:
+                    found[place] = completed(keys[place], schema.unpacked(packed))
+        if missing:
+            async with self._redis.pipeline(transaction=False) as pipe:
+                hashes = [pipe.hgetall(keys[place]) for place in missing]
+            for place, stored in zip(missing, hashes, strict=True):
+                found[place] = completed(keys[place], dict(await stored))
+        return found
 
     async def latest(self, *, count: int) -> list[tuple[str, Entry]]:
         """The newest `count` stream entries, newest first, as (stream id, entry)."""

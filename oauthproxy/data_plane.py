@@ -1,0 +1,122 @@
+"""The data plane: every proxy's instance (the supervisor) and the public listeners.
+
+`serve` starts it in its own process with WORKERS=1; with more, each worker process starts it
+(`oauthproxy.workers`) and the parent starts the worker pool in its place. Either way it is
+started in a services nursery with a `Plane`: what the rest of the gateway gives it.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+
+import trio
+from pydantic import AnyHttpUrl
+
+from oauthproxy.api.state import ListenerPorts
+from oauthproxy.condition import GatewayCondition
+from oauthproxy.listeners import PublicListeners
+from oauthproxy.logs.logger import RequestLogger
+from oauthproxy.metrics import Served
+from oauthproxy.models.proxies import ProxyTarget
+from oauthproxy.proxy.config import PublicPorts
+from oauthproxy.proxy.dispatcher import Front, serve_http, serve_https, serve_proxy_protocol
+from oauthproxy.proxy.headers import parse_networks
+from oauthproxy.proxy.limits import ConnectionLimit
+from oauthproxy.proxy.waiting import FirstRequests
+from oauthproxy.settings import Settings
+from oauthproxy.storage import Storage
+from oauthproxy.supervisor.continuity import Continuity
+from oauthproxy.supervisor.reconciler import Reconciler
+from oauthproxy.supervisor.supervisor import serve_supervisor
+
+
+@dataclass(frozen=True)
+class Plane:
+    """What the data plane is started with, in the services nursery of `serve` (or of a
+    worker process)."""
+
+    services: trio.Nursery
+    settings: Settings
+    storage: Storage
+    redis_url: str
+    replica: str
+    ports: ListenerPorts
+    continuity: Continuity
+    api_url: str
+    shutdown: trio.Event
+    requests: RequestLogger
+    condition: GatewayCondition
+
+
+DataPlane = Callable[[Plane], Awaitable[Mapping[str, Served]]]
+"""Starts the data plane in `plane.services`; returns the hostname → instance table it serves
+(empty when worker processes serve)."""
+
+
+async def start_data_plane(plane: Plane, listeners: PublicListeners) -> Mapping[str, Served]:
+    """The supervisor (every proxy's instance) and the public listeners, in this process."""
+    first_requests = FirstRequests()  # the listeners' and the instances' drain
+    supervisor: Reconciler = await plane.services.start(
+        functools.partial(
+            serve_supervisor,
+            plane.settings,
+            plane.storage,
+            plane.replica,
+            PublicPorts(http=plane.ports.http, https=plane.ports.https),
+            plane.continuity,
+            api_targets(plane.settings, plane.api_url),
+            plane.shutdown,
+            requests=plane.requests,
+            settled=first_requests.settled,
+        )
+    )
+    await _start_listeners(
+        plane.services,
+        plane.settings,
+        plane.storage,
+        supervisor,
+        listeners,
+        plane.shutdown,
+        first_requests,
+        plane.requests,
+    )
+    return supervisor.instances
+
+
+async def _start_listeners(
+    services: trio.Nursery,
+    settings: Settings,
+    storage: Storage,
+    supervisor: Reconciler,
+    bound: PublicListeners,
+    shutdown: trio.Event,
+    first_requests: FirstRequests,
+    requests: RequestLogger | None = None,
+) -> None:
+    """Start accepting on the public listeners bound at start-up."""
+    front = Front(
+        host=settings.server_host,
+        instances=supervisor.instances,
+        unserved=supervisor.unserved,
+        challenges=storage.challenges.get,
+        trusted=parse_networks(settings.trusted_proxies),
+        shutdown=shutdown,
+        limit=ConnectionLimit(settings.proxy_max_connections_per_ip),
+        send_timeout=settings.proxy_send_timeout,
+        first_request_timeout=settings.proxy_first_request_timeout,
+        first_requests=first_requests,
+        requests=requests,
+    )
+    await services.start(serve_http, front, bound.http)
+    await services.start(serve_https, front, bound.https)
+    await services.start(serve_proxy_protocol, front, bound.proxy_protocol)
+
+
+def api_targets(settings: Settings, api_url: str) -> list[ProxyTarget]:
+    """The API hostnames (`localhost`, ...) reach the admin API through the public port."""
+    return [
+        ProxyTarget(hostname=hostname, target_url=AnyHttpUrl(api_url), preserve_host_header=True)
+        for hostname in settings.api_hostnames
+    ]
