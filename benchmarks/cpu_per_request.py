@@ -42,27 +42,26 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from run import (
-    BENCH_HOST,
-    CERT_NAME,
-    ROOT,
+from gateway_child import (
     VENV_BIN,
     Gateway,
     GatewayPorts,
-    Processes,
     api_call,
+    create_proxy,
+    launch_gateway,
+    wait_for_200,
+)
+from harness import (
+    Processes,
     children_of,
     cpu_seconds,
-    create_proxy,
     free_port,
-    launch_gateway,
-    nginx_binary,
     run_wrk,
-    start_nginx,
     step,
-    wait_for_200,
     wait_for_port,
 )
+from nginx_child import nginx_binary
+from run import BENCH_HOST, CERT_NAME, ROOT, start_nginx
 from tls_auth import SNI_LUA, client_context, fetch_certificate, https_get, wait_for_https
 
 BACKEND_CONF = """\
@@ -261,11 +260,11 @@ def start_gateway(
 ) -> Gateway:
     """`oauthproxy run` from `checkout`'s .venv, with one proxy to the backend (and a
     self-signed certificate for it with `--tls`)."""
-    import run
+    import gateway_child
 
     extra = dict(pair.split("=", 1) for pair in (*args.env, *more_env))
     slug = re.sub(r"\W+", "-", name)
-    run.VENV_BIN = checkout / ".venv" / "bin"  # `Gateway` starts the `oauthproxy` found there
+    gateway_child.VENV_BIN = checkout / ".venv" / "bin"  # `Gateway` starts the `oauthproxy` there
     try:
         gateway = launch_gateway(
             procs,
@@ -277,7 +276,7 @@ def start_gateway(
             extra,
         )
     finally:
-        run.VENV_BIN = VENV_BIN
+        gateway_child.VENV_BIN = VENV_BIN
     gateway.binary = checkout / ".venv" / "bin" / "oauthproxy"  # type: ignore[attr-defined]
     with gateway.client() as api:
         if args.tls or args.https:
