@@ -23,6 +23,7 @@ from oauthproxy.models.proxies import ProxyTarget
 from oauthproxy.proxy.config import PublicPorts
 from oauthproxy.proxy.dispatcher import Front, serve_http, serve_https, serve_proxy_protocol
 from oauthproxy.proxy.headers import parse_networks
+from oauthproxy.proxy.http2.limits import Http2Limits
 from oauthproxy.proxy.limits import ConnectionLimit
 from oauthproxy.proxy.waiting import FirstRequests
 from oauthproxy.settings import Settings
@@ -108,6 +109,11 @@ async def _start_listeners(
         first_request_timeout=settings.proxy_first_request_timeout,
         first_requests=first_requests,
         requests=requests,
+        http2=Http2Limits(
+            idle_timeout=settings.proxy_idle_timeout, send_timeout=settings.proxy_send_timeout
+        )
+        if settings.http2_enabled
+        else None,
     )
     await services.start(serve_http, front, bound.http)
     await services.start(serve_https, front, bound.https)

@@ -175,6 +175,11 @@ class Settings(BaseSettings):
         description="Seconds a send may wait for a client to take data; a client that stops "
         "reading is cut after it, and its upstream connection closed",
     )
+    http2_enabled: bool = Field(
+        default=True,
+        description="Offer HTTP/2 (ALPN h2) to clients on the HTTPS listeners; false: HTTP/1.1 "
+        "only. Upstreams are always spoken to in HTTP/1.1",
+    )
     proxy_max_connections_per_ip: Annotated[int, Field(ge=0)] = Field(
         default=256,
         description="Open connections one client IP (an IPv6 /64) may hold across the public "

@@ -9,7 +9,7 @@ install` is never run; the browser is the system's.
 from __future__ import annotations
 
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
@@ -76,9 +76,15 @@ class Traffic:
 
 
 async def in_chromium(
-    tmp_path: Path, origin: str, steps: Callable[[Page, Traffic], T]
+    tmp_path: Path,
+    origin: str,
+    steps: Callable[[Page, Traffic], T],
+    *,
+    extra_args: Sequence[str] = (),
+    ignore_https_errors: bool = False,
 ) -> tuple[T, Traffic]:
-    """Run `steps(page, traffic)` in a fresh Chromium profile, in a worker thread."""
+    """Run `steps(page, traffic)` in a fresh Chromium profile, in a worker thread
+    (`extra_args`: more command-line switches, such as `--host-resolver-rules`)."""
 
     def run() -> tuple[T, Traffic]:
         expect.set_options(timeout=WAIT_MS)
@@ -87,8 +93,9 @@ async def in_chromium(
             context: BrowserContext = playwright.chromium.launch_persistent_context(
                 str(tmp_path / "chromium-profile"),
                 executable_path=chromium_binary(),
-                args=ARGS,
+                args=[*ARGS, *extra_args],
                 headless=True,
+                ignore_https_errors=ignore_https_errors,
             )
             try:
                 page = context.new_page()

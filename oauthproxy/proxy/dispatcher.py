@@ -23,6 +23,8 @@ from oauthproxy.proxy.codec import Head
 from oauthproxy.proxy.handover import answer, pass_connection, refusal, refuse
 from oauthproxy.proxy.headers import Client, Network, is_trusted
 from oauthproxy.proxy.http import BadRequest, Channel, PeerClosed, close_gently
+from oauthproxy.proxy.http2.connection import serve_http2
+from oauthproxy.proxy.http2.limits import Http2Limits
 from oauthproxy.proxy.instance import Instance
 from oauthproxy.proxy.limits import ConnectionLimit
 from oauthproxy.proxy.proxy_protocol import PrefixedStream, ProxyHeaderError, read_header
@@ -183,6 +185,8 @@ class Front:
     requests: RequestLogger | None = None
     """Where answers given here (unknown host, bad request, a challenge) and failed TLS
     handshakes are logged."""
+    http2: Http2Limits | None = field(default_factory=Http2Limits)
+    """HTTP/2 for TLS clients that choose `h2`, with these limits; None: HTTP/1.1 only."""
     unserved: Callable[[str], Unserved | None] = lambda hostname: None
     """Why a hostname with a proxy has no instance (the supervisor's desired state)."""
 
@@ -233,7 +237,7 @@ def _tls_context(front: Front) -> ssl.SSLContext:
             _no_certificate.set(why_no_certificate(found))
         return tls
 
-    return listener_context(tls_for)
+    return listener_context(tls_for, http2=front.http2 is not None)
 
 
 def why_no_certificate(found: Instance | Unserved | None) -> str:
@@ -277,6 +281,9 @@ async def _serve_tls(
         return
     names: frozenset[str] = getattr(stream.context, "names", frozenset())
     client = replace(client, tls_names=names)  # the SNI name's certificate, and what it covers
+    if front.http2 is not None and stream.selected_alpn_protocol() == "h2":
+        await serve_http2(stream, client, front, front.http2)
+        return
     await hand_over(LeanTLSStream(stream), front, client)
 
 

@@ -21,7 +21,7 @@ from oauthproxy.proxy.headers import (
     upstream_request_headers,
 )
 from oauthproxy.proxy.http import Channel, ClientGone, PeerClosed, UpstreamGone
-from oauthproxy.proxy.responses import error_reply
+from oauthproxy.proxy.responses import Reply, error_reply
 from oauthproxy.proxy.splice import switch_protocols
 from oauthproxy.proxy.upstream import (
     Origin,
@@ -219,11 +219,13 @@ async def _ask(exchange: Exchange, origin: Origin, head: bytes) -> tuple[Upstrea
         raise
 
 
-async def forward(exchange: Exchange, destination: Destination) -> bool:
-    """Proxy one request to `destination`. Returns whether the client connection can carry
-    another request: never once the exchange's `draining` is set, and then the response says
-    `Connection: close` if its head has not gone out yet. The exchange's log entry learns the
-    upstream, the status and the kind of exchange."""
+async def open_upstream(
+    exchange: Exchange, destination: Destination
+) -> tuple[UpstreamConnection, Head] | Reply:
+    """Send the request to `destination` and wait for its response head: the upstream
+    connection and the head, else the gateway's own answer (502, 504). The exchange's log entry
+    learns the upstream, the status and the kind of exchange. (HTTP/1.1 and HTTP/2 both start
+    here; what follows the head is framed by each.)"""
     entry = exchange.entry
     if entry is not None:
         entry.upstream, entry.route_id = destination.upstream, destination.route_id
@@ -235,17 +237,28 @@ async def forward(exchange: Exchange, destination: Destination) -> bool:
             if isinstance(failure, _NoResponse)
             else (502, "bad_gateway", str(failure))
         )
-        reply = error_reply(status, error, detail)
         if entry is not None:
             entry.status, entry.reason = status, error
-        await exchange.downstream.send_reply(reply, close=True, head=exchange.head_request)
-        return False
+        return error_reply(status, error, detail)
     if entry is not None:
         entry.status = response.status
         if response.status == 101:
             entry.kind = "websocket"
         elif entry.sniff and response.header(b"content-type").startswith(b"text/event-stream"):
             entry.kind = "sse"
+    return upstream, response
+
+
+async def forward(exchange: Exchange, destination: Destination) -> bool:
+    """Proxy one request to `destination`. Returns whether the client connection can carry
+    another request: never once the exchange's `draining` is set, and then the response says
+    `Connection: close` if its head has not gone out yet. The exchange's log entry learns the
+    upstream, the status and the kind of exchange."""
+    opened = await open_upstream(exchange, destination)
+    if isinstance(opened, Reply):
+        await exchange.downstream.send_reply(opened, close=True, head=exchange.head_request)
+        return False
+    upstream, response = opened
     try:
         if response.status == 101:
             await switch_protocols(exchange.downstream, upstream, response, destination.response)

@@ -46,9 +46,8 @@ async def pass_connection(
     connection."""
     head = request.method == b"HEAD"
     accept = request.header(b"accept")
-    if client.scheme == b"https" and not covers(client.tls_names, view.host):
-        detail = f"this connection's certificate does not cover {view.host!r}; open a new one"
-        reply = error_reply(421, "misdirected_request", detail, accept=accept)
+    reply = misdirected(client, view.host, accept)
+    if reply is not None:
         await channel.send_reply(reply, close=True, head=head)
         refused(requests, client, reply, request, view.host)
         return False
@@ -62,6 +61,15 @@ async def pass_connection(
     await channel.send_reply(reply, close=True, head=head)
     refused(requests, client, reply, request, view.host)
     return False
+
+
+def misdirected(client: Client, host: str, accept: bytes) -> Reply | None:
+    """The 421 for a host the TLS connection's certificate does not cover (None: it may ask
+    for it). HTTP/1.1 connections and HTTP/2 streams both ask here."""
+    if client.scheme == b"https" and not covers(client.tls_names, host):
+        detail = f"this connection's certificate does not cover {host!r}; open a new one"
+        return error_reply(421, "misdirected_request", detail, accept=accept)
+    return None
 
 
 async def answer(channel: Channel, request: Head, reply: Reply) -> bool:

@@ -21,10 +21,11 @@ only name a host the connection's certificate covers (else 421).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import math
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 
 import trio
@@ -34,7 +35,7 @@ from oauthproxy.proxy.challenges import ChallengeLookup, challenge_reply, is_cha
 from oauthproxy.proxy.codec import Event, Head, State
 from oauthproxy.proxy.config import InstanceConfig, PublicPorts
 from oauthproxy.proxy.exchange import Exchange
-from oauthproxy.proxy.forward import forward, timed_out
+from oauthproxy.proxy.forward import Destination, forward, timed_out
 from oauthproxy.proxy.handover import Lookup, answer, pass_connection, refusal, refuse
 from oauthproxy.proxy.headers import Client
 from oauthproxy.proxy.http import BadRequest, Channel, PeerClosed, close_gently
@@ -302,46 +303,67 @@ class Instance:
     async def _respond(self, exchange: Exchange) -> bool:
         """Answer one request; returns whether the connection can carry another. The exchange's
         log entry learns who answered and how."""
-        channel, view, entry = exchange.downstream, exchange.view, exchange.entry
         if self._draining.is_set():  # the answer says Connection: close, and closes after it
             exchange.request = dataclasses.replace(exchange.request, keep_alive=False)
-        request = exchange.request
+        routed = await self.route(exchange)
+        if isinstance(routed, Destination):
+            return await forward(exchange, routed)
+        reply, last = routed
+        channel, request = exchange.downstream, exchange.request
+        if last:
+            await channel.send_reply(reply, close=True, head=exchange.head_request)
+            return False
+        return await answer(channel, request, reply)
+
+    async def route(self, exchange: Exchange) -> Destination | tuple[Reply, bool]:
+        """Where one request goes: its destination, or the gateway's own answer (noted on the
+        exchange's log entry) and whether its connection closes after it. The access check
+        runs here (it may take out the auth cookie and add identity headers), and the target
+        the backend gets is the normalised one. HTTP/1.1 connections and HTTP/2 streams both
+        ask here, so they cannot differ in what they let through."""
+        view, entry, request = exchange.view, exchange.entry, exchange.request
         if is_challenge(request.target):
-            reply = await challenge_reply(request.target, self._challenges)
-            return await answer(channel, request, noted(entry, reply))
+            return noted(entry, await challenge_reply(request.target, self._challenges)), False
         config = self.config
         refused_reply = self._refusal(config, view, request, exchange.client)
         if refused_reply is not None or config is None:
-            reply = noted(entry, refused_reply or unknown_host(view.host, b""))
-            await channel.send_reply(reply, close=True, head=exchange.head_request)
-            return False
+            return noted(entry, refused_reply or unknown_host(view.host, b"")), True
         if config.protection is not None:
             outcome = await admit(config.protection, config.shared.login, exchange)
             if isinstance(outcome, Reply):
-                return await answer(channel, request, noted(entry, outcome))
+                return noted(entry, outcome), False
             if entry is not None and outcome.claims is not None:
                 entry.user, entry.client_id = outcome.claims.username, outcome.claims.client_id
             exchange.identity = outcome.headers
             cookie = config.protection.target.auth_cookie_name
             exchange.received = without_cookie(exchange.received, cookie)
         destination = config.destination(view.path, request.method.decode())
+        accept = request.header(b"accept")
         if destination is None:
-            reply = error_reply(
-                502,
-                "bad_gateway",
-                "the matching route's target cannot be resolved",
-                accept=request.header(b"accept"),
-            )
-            noted(entry, reply)
-            await channel.send_reply(reply, close=True, head=exchange.head_request)
-            return False
+            detail = "the matching route's target cannot be resolved"
+            return noted(entry, error_reply(502, "bad_gateway", detail, accept=accept)), True
         if destination.down is not None:
             detail = f"the service {destination.down!r} is down: its container is not running"
-            reply = error_reply(503, "service_down", detail, accept=request.header(b"accept"))
-            return await answer(channel, request, reply)
+            return error_reply(503, "service_down", detail, accept=accept), False
         if view.target is not request.target:  # the backend gets the normalised target
             exchange.request = dataclasses.replace(request, target=view.target)
-        return await forward(exchange, destination)
+        return destination
+
+    @property
+    def pool(self) -> UpstreamPool:
+        """The instance's upstream connections."""
+        return self._pool
+
+    @contextlib.contextmanager
+    def serving(self) -> Iterator[None]:
+        """Count a request answered outside `_handle` (an HTTP/2 stream) as in flight: `stop`
+        lets it finish within the grace period."""
+        self._in_flight += 1
+        try:
+            yield
+        finally:
+            self._in_flight -= 1
+            self._quiet.set()
 
     def _refusal(
         self, config: InstanceConfig | None, view: RequestView, request: Head, client: Client

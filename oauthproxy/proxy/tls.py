@@ -60,16 +60,30 @@ def _memory_file(content: bytes) -> Iterator[str]:
         os.close(descriptor)
 
 
-def _server_context(cls: type[ssl.SSLContext] = ssl.SSLContext) -> ssl.SSLContext:
+ALPN_HTTP2 = ("h2", "http/1.1")
+ALPN_HTTP1 = ("http/1.1",)
+
+
+def alpn(*, http2: bool) -> tuple[str, ...]:
+    """The protocols offered in ALPN, the server's choice first (HTTP2_ENABLED)."""
+    return ALPN_HTTP2 if http2 else ALPN_HTTP1
+
+
+def _server_context(
+    cls: type[ssl.SSLContext] = ssl.SSLContext, *, http2: bool = True
+) -> ssl.SSLContext:
     context = cls(ssl.PROTOCOL_TLS_SERVER)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
-    context.set_alpn_protocols(["http/1.1"])
+    context.set_alpn_protocols(list(alpn(http2=http2)))
     return context
 
 
-def host_context(hostname: str, fullchain_pem: str, private_key_pem: str) -> HostContext:
-    """The context that serves `hostname` with this certificate chain and key."""
-    context = _server_context(HostContext)
+def host_context(
+    hostname: str, fullchain_pem: str, private_key_pem: str, *, http2: bool = True
+) -> HostContext:
+    """The context that serves `hostname` with this certificate chain and key. (After the SNI
+    callback swaps it in, its ALPN list is the one the handshake answers from.)"""
+    context = _server_context(HostContext, http2=http2)
     assert isinstance(context, HostContext)
     with _memory_file(
         (fullchain_pem.strip() + "\n" + private_key_pem.strip() + "\n").encode()
@@ -80,9 +94,11 @@ def host_context(hostname: str, fullchain_pem: str, private_key_pem: str) -> Hos
     return context
 
 
-def listener_context(contexts: Callable[[str], HostContext | None]) -> ssl.SSLContext:
+def listener_context(
+    contexts: Callable[[str], HostContext | None], *, http2: bool = True
+) -> ssl.SSLContext:
     """The HTTPS listener's context: every handshake is handed to `contexts(server_name)`."""
-    context = _server_context()
+    context = _server_context(http2=http2)
 
     def choose(ssl_object: ssl.SSLObject, server_name: str | None, _: ssl.SSLContext) -> int | None:
         chosen = contexts(server_name.lower()) if server_name else None

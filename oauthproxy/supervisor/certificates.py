@@ -42,8 +42,10 @@ def _identity(certificate: Certificate) -> str:
 class HostContexts:
     """One TLS context per hostname, rebuilt only when its certificate changes."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, http2: bool = True) -> None:
         self._contexts: dict[str, tuple[str, HostContext]] = {}
+        self._http2 = http2
+        """Offer `h2` in ALPN (HTTP2_ENABLED)."""
 
     def context(self, wanted: Wanted) -> HostContext | None:
         certificate = wanted.certificate
@@ -56,7 +58,12 @@ class HostContexts:
         if cached is not None and cached[0] == identity:
             return cached[1]
         try:
-            context = host_context(hostname, certificate.fullchain_pem, certificate.private_key_pem)
+            context = host_context(
+                hostname,
+                certificate.fullchain_pem,
+                certificate.private_key_pem,
+                http2=self._http2,
+            )
         except (ssl.SSLError, ValueError) as error:
             log.error("certificate %s cannot serve %s: %s", certificate.cert_name, hostname, error)
             return None

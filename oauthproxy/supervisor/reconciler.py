@@ -82,7 +82,7 @@ class Reconciler:
         self._upstream_tls = tls_context(
             str(settings.upstream_ca_bundle) if settings.upstream_ca_bundle else None
         )
-        self._tls_contexts = HostContexts()
+        self._tls_contexts = HostContexts(http2=settings.http2_enabled)
         self._desired: dict[str, Wanted] = {}
         self._running: dict[str, Wanted] = {}
         self._builtin: dict[str, Wanted] = {}

@@ -1,0 +1,282 @@
+"""One HTTP/2 connection from a client (ALPN `h2`): the `h2` state machine, one task that
+reads, one that writes, and a task per stream, all in the connection's own nursery.
+
+- **Reading** feeds the `h2` machine and hands each event to its stream; a new stream starts a
+  task (`requests.serve_stream`) that routes, checks and forwards it as HTTP/1.1 does.
+- **Writing** is one task (`Writer`): streams change the machine and wait until what they
+  queued is on the wire, so a client that stops reading stops every stream, and what waits in
+  memory is bounded by one upstream read per stream. A cancelled stream never cuts a write in half.
+- **Limits** (`Http2Limits`) are sent as SETTINGS and enforced by `h2`; what `h2` does not
+  bound (resets, SETTINGS/PING/empty DATA/PRIORITY/WINDOW_UPDATE floods) `floods` counts, and
+  a connection over a budget gets GOAWAY `ENHANCE_YOUR_CALM` and is closed.
+- **Ending**: when the gateway shuts down (or after `idle_timeout` without a stream) the
+  connection sends GOAWAY naming the last stream it took; streams up to it finish, later ones
+  are refused (`REFUSED_STREAM`, which clients retry elsewhere), and the connection closes once
+  none is left. The gateway's grace period cancels whatever is still running.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import TYPE_CHECKING, cast
+
+import trio
+from h2.config import H2Configuration
+from h2.connection import H2Connection
+from h2.errors import ErrorCodes
+from h2.events import (
+    ConnectionTerminated,
+    DataReceived,
+    Event,
+    PingReceived,
+    PriorityUpdated,
+    RemoteSettingsChanged,
+    RequestReceived,
+    StreamEnded,
+    StreamReset,
+    WindowUpdated,
+)
+from h2.exceptions import ProtocolError as H2ProtocolError
+from h2.settings import Settings
+from hyperframe.frame import GoAwayFrame
+
+from oauthproxy.proxy.framing import Headers
+from oauthproxy.proxy.headers import Client
+from oauthproxy.proxy.http import READ_SIZE, ClientGone, close_gently
+from oauthproxy.proxy.http2.floods import Flood, FloodGuard
+from oauthproxy.proxy.http2.limits import Http2Limits
+from oauthproxy.proxy.http2.requests import serve_stream
+from oauthproxy.proxy.http2.stream import StreamChannel
+from oauthproxy.proxy.http2.writer import Writer
+
+if TYPE_CHECKING:
+    from oauthproxy.proxy.dispatcher import Front
+
+_BROKEN = (trio.BrokenResourceError, trio.ClosedResourceError, OSError)
+FLUSH_SECONDS = 1.0
+"""How long the last frames (a GOAWAY) may take to go out, and the client to close after
+them, before the connection closes."""
+DEFAULT_WINDOW = 65_535
+"""RFC 9113's initial window: where the connection's own window starts."""
+
+
+class Http2Connection:
+    def __init__(self, stream: trio.abc.Stream, client: Client, front: Front, limits: Http2Limits):
+        self.stream = stream
+        self.limits = limits
+        self._client = client
+        self._front = front
+        self.h2 = H2Connection(H2Configuration(client_side=False, header_encoding=None))
+        self.h2.local_settings = Settings(client=False, initial_values=limits.settings())
+        self.h2.initiate_connection()
+        self.h2.increment_flow_control_window(limits.connection_window - DEFAULT_WINDOW)
+        self.writer = Writer(self.h2, stream)
+        self._streams: dict[int, StreamChannel] = {}
+        self._floods = FloodGuard()
+        self._done = trio.Event()
+        """Set when the connection is to close (after its last frames are flushed)."""
+        self._read_ended = trio.Event()
+        self._closing = False
+        """GOAWAY went either way: no stream starts any more; it closes when none is left."""
+        self._last_stream: int | None = None
+        """After our graceful GOAWAY: the last stream we take."""
+        self._quiet_since = trio.current_time()
+        self._became_quiet = trio.Event()
+        self._nursery: trio.Nursery | None = None
+
+    async def serve(self) -> None:
+        try:
+            async with trio.open_nursery() as nursery:
+                self._nursery = nursery
+                nursery.start_soon(self.writer.run, self._done)
+                nursery.start_soon(self._read)
+                nursery.start_soon(self._close_on_shutdown)
+                nursery.start_soon(self._close_when_idle)
+                self.writer.poke()  # our SETTINGS
+                await self._done.wait()
+                with trio.move_on_after(FLUSH_SECONDS):
+                    with contextlib.suppress(ClientGone):
+                        await self.writer.flush()
+                    await self._read_ended.wait()  # the client closes once it has our GOAWAY
+                nursery.cancel_scope.cancel()
+        finally:
+            await close_gently(self.stream)
+
+    # --- what streams call -------------------------------------------------------------------
+
+    def acknowledge(self, stream_id: int, count: int) -> None:
+        """`count` bytes of a stream's DATA were consumed: the client may send as many more."""
+        with contextlib.suppress(H2ProtocolError):
+            self.h2.acknowledge_received_data(count, stream_id)
+
+    def reset(self, stream_id: int, code: ErrorCodes) -> None:
+        with contextlib.suppress(H2ProtocolError):
+            self.h2.reset_stream(stream_id, code)
+        self.writer.poke()
+
+    # --- reading -----------------------------------------------------------------------------
+
+    async def _read(self) -> None:
+        """Feed the `h2` machine until the client closes. Once the connection is closing, what
+        still arrives is read and dropped: closing a socket with unread input resets it, and
+        the client would lose our last frames (the GOAWAY that says why)."""
+        try:
+            while True:
+                try:
+                    data = await self.stream.receive_some(READ_SIZE)
+                except _BROKEN:
+                    return
+                if not data:
+                    return
+                if self._done.is_set():
+                    continue
+                try:
+                    events = self.h2.receive_data(data)
+                except H2ProtocolError:  # h2 has queued its GOAWAY (PROTOCOL_ERROR and friends)
+                    self._done.set()
+                    continue
+                for event in events:
+                    self._on(event)
+                    if self._done.is_set():
+                        break
+                # Acknowledgements go out with the writer's next write; the reader does not wait
+                # for it, so a client that writes before it reads cannot stall both ways. What
+                # a client can make us queue without asking is bounded by `floods`.
+                self.writer.poke()
+        finally:
+            self._read_ended.set()
+            self._done.set()
+
+    def _on(self, event: Event) -> None:
+        if isinstance(event, DataReceived):
+            self._data(event)
+        elif isinstance(event, RequestReceived):
+            self._open(event)
+        elif isinstance(event, StreamEnded):
+            stream = self._streams.get(event.stream_id)
+            if stream is not None:
+                stream.finish()
+        elif isinstance(event, StreamReset):
+            stream = self._streams.get(event.stream_id)
+            if stream is not None:
+                stream.cut()
+            if event.remote_reset:
+                self._count(Flood.RESETS)
+        elif isinstance(event, WindowUpdated):
+            self._count(Flood.WINDOW_UPDATES)
+            self._open_windows(event.stream_id)
+        elif isinstance(event, RemoteSettingsChanged):
+            self._count(Flood.SETTINGS)
+            self._open_windows(0)  # the initial window may have grown
+        elif isinstance(event, PingReceived):
+            self._count(Flood.PINGS)
+        elif isinstance(event, PriorityUpdated):
+            self._count(Flood.PRIORITY)
+        elif isinstance(event, ConnectionTerminated):
+            self._closing = True
+            if not self._streams:
+                self._done.set()
+
+    def _open(self, event: RequestReceived) -> None:
+        stream_id = event.stream_id
+        assert stream_id is not None
+        assert self._nursery is not None
+        if self._closing or (self._last_stream is not None and stream_id > self._last_stream):
+            self.reset(stream_id, ErrorCodes.REFUSED_STREAM)
+            return
+        stream = StreamChannel(self, stream_id)
+        bodiless = event.stream_ended is not None
+        if bodiless:
+            stream.finish()
+        self._streams[stream_id] = stream
+        fields = cast(Headers, event.headers or [])
+        self._nursery.start_soon(self._serve_stream, stream, fields, bodiless)
+
+    def _data(self, event: DataReceived) -> None:
+        stream_id, data = event.stream_id, event.data or b""
+        assert stream_id is not None
+        flow_controlled = event.flow_controlled_length or 0
+        if not data and event.stream_ended is None:
+            self._count(Flood.EMPTY_DATA)
+        stream = self._streams.get(stream_id)
+        if stream is not None:
+            stream.deliver(data, flow_controlled)
+        elif flow_controlled:  # a stream already answered: its DATA still reopens the window
+            self.acknowledge(stream_id, flow_controlled)
+
+    def _open_windows(self, stream_id: int | None) -> None:
+        streams = self._streams.values() if not stream_id else [self._streams.get(stream_id)]
+        for stream in streams:
+            if stream is not None:
+                stream.window.set()
+
+    def _count(self, kind: Flood) -> None:
+        if self._done.is_set() or not self._floods.over(kind, trio.current_time()):
+            return
+        detail = self._floods.detail(kind)
+        requests = self._front.requests
+        if requests is not None:
+            requests.event(
+                "http2.enhance_your_calm", status=429, client_ip=self._client.ip, detail=detail
+            )
+        with contextlib.suppress(H2ProtocolError):
+            self.h2.close_connection(ErrorCodes.ENHANCE_YOUR_CALM, additional_data=detail.encode())
+        self._done.set()
+
+    # --- streams -----------------------------------------------------------------------------
+
+    async def _serve_stream(self, stream: StreamChannel, fields: Headers, bodiless: bool) -> None:
+        try:
+            with stream.scope:
+                await serve_stream(stream, fields, bodiless, self._client, self._front)
+        finally:
+            del self._streams[stream.stream_id]
+            stream.release()
+            if not stream.reset:
+                if not stream.responded:
+                    self.reset(stream.stream_id, ErrorCodes.CANCEL)
+                elif not stream.ended:  # answered before the whole request came: stop it
+                    self.reset(stream.stream_id, ErrorCodes.NO_ERROR)
+            self.writer.poke()
+            if not self._streams:
+                self._quiet_since = trio.current_time()
+                self._became_quiet.set()
+                if self._closing:
+                    self._done.set()
+
+    # --- ending ------------------------------------------------------------------------------
+
+    def _go_away(self) -> None:
+        """GOAWAY NO_ERROR naming the last stream taken (built here: `h2` would close the
+        connection for the streams still running)."""
+        last = self.h2.highest_inbound_stream_id
+        self._last_stream = last
+        self._closing = True
+        frame = GoAwayFrame(0, last_stream_id=last, error_code=ErrorCodes.NO_ERROR)
+        self.writer.push(frame.serialize())
+        if not self._streams:
+            self._done.set()
+
+    async def _close_on_shutdown(self) -> None:
+        await self._front.shutdown.wait()
+        self._go_away()
+
+    async def _close_when_idle(self) -> None:
+        idle = self.limits.idle_timeout
+        while True:
+            if self._streams:
+                self._became_quiet = trio.Event()
+                await self._became_quiet.wait()
+                continue
+            deadline = self._quiet_since + idle
+            if trio.current_time() >= deadline:
+                self._go_away()
+                return
+            await trio.sleep_until(deadline)
+
+
+async def serve_http2(
+    stream: trio.abc.Stream, client: Client, front: Front, limits: Http2Limits
+) -> None:
+    """Serve a TLS connection whose client chose `h2`, until it closes."""
+    await Http2Connection(stream, client, front, limits).serve()

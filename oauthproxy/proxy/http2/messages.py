@@ -1,0 +1,89 @@
+"""HTTP/2 header blocks to and from the data plane's HTTP/1.1 messages. Pure: no I/O.
+
+A request's pseudo-headers become a `Head` the HTTP/1.1 rules read unchanged: `:authority` is
+its one `Host` (a `host` field that names another host is a 400, RFC 9113 §8.3.1), `:path` its
+target, and a body without `content-length` goes upstream chunked. Connection-specific fields
+(RFC 9113 §8.2.2) never cross in either direction: the `h2` library refuses a request that
+carries them, and they are dropped here too, so the rule does not rest on one place.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from oauthproxy.proxy.codec import Head
+from oauthproxy.proxy.framing import Headers
+from oauthproxy.proxy.http import BadRequest
+
+VERSION = b"2"
+"""A stream's `Head.version`: never b"1.0" (a host is required) nor b"1.1" (no 100 Continue
+goes through the HTTP/1.1 path; `connection` answers `expect` itself)."""
+
+CONNECTION_SPECIFIC = frozenset(
+    {
+        b"connection",
+        b"keep-alive",
+        b"proxy-connection",
+        b"transfer-encoding",
+        b"upgrade",
+        b"te",
+        b"http2-settings",
+    }
+)
+"""Fields that describe one hop's connection: never translated between HTTP/2 and HTTP/1.1."""
+
+_PSEUDO = frozenset({b":method", b":scheme", b":authority", b":path"})
+
+
+def request_head(fields: Iterable[tuple[bytes, bytes]], *, ended: bool) -> Head:
+    """The HTTP/1.1 view of a request's header block; `ended`: the block ended the stream (no
+    body follows). `BadRequest` for what HTTP/1.1 could not carry or HTTP/2 forbids."""
+    pseudo: dict[bytes, bytes] = {}
+    headers: Headers = []
+    host = b""
+    length = b""
+    cookies: list[bytes] = []
+    for name, value in fields:
+        if name[:1] == b":":
+            if name not in _PSEUDO or name in pseudo:
+                raise BadRequest(f"the pseudo-header {name.decode('latin-1')} is not allowed")
+            pseudo[name] = value
+        elif name in CONNECTION_SPECIFIC:
+            continue
+        elif name == b"host":
+            if host:
+                raise BadRequest("a request may carry only one Host header")
+            host = value
+        elif name == b"cookie":
+            cookies.append(value)
+        else:
+            if name == b"content-length":
+                length = value
+            headers.append((name, value))
+    method, path = pseudo.get(b":method", b""), pseudo.get(b":path", b"")
+    if not method or method == b"CONNECT":
+        raise BadRequest("CONNECT is not served (nor is a request without :method)")
+    if not path:
+        raise BadRequest("a request needs :path")
+    authority = pseudo.get(b":authority", b"")
+    if authority and host and authority.lower() != host.lower():
+        raise BadRequest("the Host header and :authority name different hosts")
+    authority = authority or host
+    if not authority:
+        raise BadRequest("a request needs :authority (or a Host header)")
+    if cookies:  # RFC 9113 §8.2.3: crumbs are one field again for HTTP/1.1
+        headers.append((b"cookie", b"; ".join(cookies)))
+    headers.append((b"host", authority))
+    chunked = not ended and not length
+    if chunked:
+        headers.append((b"transfer-encoding", b"chunked"))
+    has_body = not ended and length != b"0"
+    return Head(headers, VERSION, True, method, path, 0, b"", chunked, has_body)
+
+
+def response_fields(status: int, headers: Iterable[tuple[bytes, bytes]]) -> Headers:
+    """The header block of a response whose HTTP/1.1 headers are `headers` (already rewritten
+    by `client_response_headers`): `:status` first, connection-specific fields dropped."""
+    fields: Headers = [(b":status", b"%d" % status)]
+    fields.extend((n, v) for n, v in headers if n not in CONNECTION_SPECIFIC)
+    return fields

@@ -1,0 +1,60 @@
+"""The one task that writes an HTTP/2 connection's socket."""
+
+from __future__ import annotations
+
+import trio
+from h2.connection import H2Connection
+
+from oauthproxy.proxy.http import ClientGone
+
+_BROKEN = (trio.BrokenResourceError, trio.ClosedResourceError, OSError)
+
+
+class Writer:
+    """The connection's one writer: it sends what the `h2` machine has queued whenever a
+    stream asks (`poke`), and `flush` waits until everything queued before it has gone out."""
+
+    def __init__(self, h2: H2Connection, stream: trio.abc.Stream) -> None:
+        self._h2 = h2
+        self._stream = stream
+        self._wanted = trio.Event()
+        self._progress = trio.Event()
+        self._asked = 0
+        self._written = 0
+        self._first = b""
+        self.broken = False
+
+    def poke(self) -> None:
+        self._asked += 1
+        self._wanted.set()
+
+    def push(self, frame: bytes) -> None:
+        """A frame built outside the `h2` machine (the graceful GOAWAY), sent before the rest."""
+        self._first += frame
+        self.poke()
+
+    async def flush(self) -> None:
+        self.poke()
+        wanted = self._asked
+        while self._written < wanted and not self.broken:
+            await self._progress.wait()
+        if self.broken:
+            raise ClientGone("the connection broke")
+
+    async def run(self, broke: trio.Event) -> None:
+        try:
+            while True:
+                await self._wanted.wait()
+                self._wanted = trio.Event()
+                asked = self._asked
+                data = self._first + self._h2.data_to_send()
+                self._first = b""
+                if data:
+                    await self._stream.send_all(data)
+                self._written = asked
+                self._progress.set()
+                self._progress = trio.Event()
+        except _BROKEN:
+            self.broken = True
+            self._progress.set()
+            broke.set()
