@@ -115,8 +115,39 @@ class Target:
     """Set: keep-alive over HTTPS (wrk sends SNI bench.local, connecting to 127.0.0.1)."""
 
 
+H2LOAD_DONE = re.compile(r"requests: \d+ total, \d+ started, \d+ done, (\d+) succeeded")
+
+
+def run_h2load(procs: Processes, port: int, seconds: int, connections: int) -> int:
+    """h2load over TLS (ALPN h2) to `BENCH_HOST` on 127.0.0.1:`port`, 10 streams at once per
+    connection: the requests that succeeded."""
+    argv = ["h2load", f"-D{seconds}", f"-c{connections}", "-m10"]
+    argv += [f"--connect-to=127.0.0.1:{port}", f"https://{BENCH_HOST}:{port}/"]
+    child = procs.start(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    output, _ = child.communicate(timeout=seconds + 60)
+    found = H2LOAD_DONE.search(output)
+    if child.returncode != 0 or found is None:
+        raise RuntimeError(f"h2load failed (code {child.returncode}):\n{output}")
+    return int(found.group(1))
+
+
+def h2_round(procs: Processes, target: Target, args: argparse.Namespace, number: int) -> None:
+    """A 1 s warm-up, then `args.seconds` of h2load: the target's CPU µs per HTTP/2 request."""
+    connections = max(1, args.connections // 10)  # 10 streams each: as many in flight as wrk
+    run_h2load(procs, target.port, 1, connections)
+    watched = target.pids()
+    before = cpu_seconds(watched)
+    done = run_h2load(procs, target.port, args.seconds, connections)
+    per_request = (cpu_seconds(watched) - before) / done * 1e6
+    target.values.append(per_request)
+    step(f"  {target.name} round {number}: {done:,} HTTP/2 requests, {per_request:.1f} µs CPU each")
+
+
 def one_round(procs: Processes, target: Target, args: argparse.Namespace, number: int) -> None:
     """A 1 s warm-up, then `args.seconds` of wrk: the target's CPU µs per request."""
+    if args.h2:
+        h2_round(procs, target, args, number)
+        return
     url, host = f"http://127.0.0.1:{target.port}/", (f"Host: {BENCH_HOST}",)
     script = target.sni_script
     if script is not None:
@@ -303,6 +334,9 @@ def main() -> None:
         "--https", action="store_true", help="the keep-alive rounds over HTTPS (no floor)"
     )
     parser.add_argument(
+        "--h2", action="store_true", help="the rounds over HTTP/2 with h2load (implies --https)"
+    )
+    parser.add_argument(
         "--new-connections",
         action="store_true",
         help="a new connection per request (wrk sends Connection: close)",
@@ -323,6 +357,7 @@ def main() -> None:
         help="NAME=VALUE: one more gateway of this checkout, with these settings, in turn",
     )
     args = parser.parse_args()
+    args.https = args.https or args.h2
     nginx = nginx_binary()
     if nginx is None:
         sys.exit("nginx is needed for the backend (apt-get install nginx)")
@@ -358,7 +393,8 @@ def main() -> None:
                 ]
                 if args.floor and not args.https:
                     targets.append(start_floor(procs, backend_port))
-                step(f"wrk -t1 -c{args.connections} -d{args.seconds}s, rounds taken in turn")
+                tool = "h2load -m10" if args.h2 else "wrk -t1"
+                step(f"{tool} -c{args.connections} -d{args.seconds}s, rounds taken in turn")
                 for number in range(1, args.rounds + 1):
                     for target in targets:
                         one_round(procs, target, args, number)

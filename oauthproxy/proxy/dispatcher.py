@@ -282,7 +282,7 @@ async def _serve_tls(
     names: frozenset[str] = getattr(stream.context, "names", frozenset())
     client = replace(client, tls_names=names)  # the SNI name's certificate, and what it covers
     if front.http2 is not None and stream.selected_alpn_protocol() == "h2":
-        await serve_http2(stream, client, front, front.http2)
+        await serve_http2(LeanTLSStream(stream), client, front, front.http2)
         return
     await hand_over(LeanTLSStream(stream), front, client)
 
