@@ -21,6 +21,7 @@ import pytest
 import trio
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.verification import PolicyBuilder, Store
 
 from oauthproxy.serve import Ready, serve
@@ -206,6 +207,33 @@ async def test_single_domain_certificate_chains_to_pebble_and_serves_https(
         gateway_a.ready.https_port, "one.example.com", await root_file(pebble, tmp_path)
     )
     assert answer.status == 200
+
+
+async def test_an_ecdsa_key_is_ordered_when_configured(
+    start_gateway: Callable[..., Any],
+    http_port: int,
+    pebble: Pebble,
+    storage: Storage,
+    backend: int,
+    tmp_path: Path,
+) -> None:
+    """CERTIFICATE_KEY_TYPE=ecdsa-p256: the CSR carries a P-256 key, the CA issues for it, and
+    the gateway serves it."""
+    async with start_gateway(
+        http_port=http_port, admin_email=EMAIL, certificate_key_type="ecdsa-p256"
+    ) as gateway:
+        issued = await issue(gateway.api, "ec", "ec.example.com")
+        leaf = verify_chain(issued["fullchain_pem"], await pebble.issuing_root(), "ec.example.com")
+        stored = await storage.certificates.get("ec")
+        assert stored is not None and stored.private_key_pem is not None
+        key = serialization.load_pem_private_key(stored.private_key_pem.encode(), password=None)
+        assert isinstance(key, ec.EllipticCurvePrivateKey) and key.curve.name == "secp256r1"
+        assert key.public_key() == leaf.public_key()
+        await create_proxy(gateway.api, "ec.example.com", backend)
+        answer = await until_https(
+            gateway.ready.https_port, "ec.example.com", await root_file(pebble, tmp_path)
+        )
+        assert answer.status == 200
 
 
 async def test_multi_domain_certificate_serves_each_name(

@@ -24,6 +24,7 @@ from tests.test_http_conformance import (
     client,
     exchange,
     raw_upstream,
+    read_response,
     request,
     response,
     until_served,
@@ -213,3 +214,29 @@ async def test_the_next_request_s_head_has_the_header_timeout(
             assert (await response(wire)).status == 200
             await wire.send(b"GET /echo HTTP/1.1\r\nHost: " + HOST.encode())  # never the rest
             assert await wire.closed_by_peer()
+
+
+async def test_a_late_answer_on_a_kept_alive_connection_is_a_504_that_ends_it(
+    nursery: trio.Nursery, storage: Storage, make_settings: Callable[..., Settings]
+) -> None:
+    """The request timeout is a scope of the connection, armed for each request while its
+    upstream answers and disarmed once the answer's head is in: waiting longer than the timeout
+    between requests does not fire it, and the late request, after others on the connection,
+    gets the 504 and the connection's end."""
+    gateway = await start_gateway(nursery, make_settings, proxy_request_timeout=0.5)
+    backend = RawUpstream()
+    port: int = await nursery.start(backend.serve)
+    await create_proxy(storage, HOST, port)
+    await until_served(gateway)
+    with trio.fail_after(TIMEOUT):
+        async with client(gateway) as wire:
+            for _ in range(2):
+                await wire.send(request("GET /next HTTP/1.1"))
+                assert (await response(wire)).status == 200
+                await trio.sleep(0.6)  # longer than the request timeout, between requests
+            await wire.send(request("GET /stall HTTP/1.1"))
+            late = await response(wire)
+            assert (late.status, late.header(b"connection")) == (504, b"close")
+            assert b'"gateway_timeout"' in late.body
+            assert b"0.5s" in late.body
+            assert await read_response(wire) is None  # the gateway closed the connection

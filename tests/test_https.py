@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import socket
 import ssl
 from dataclasses import dataclass
 from pathlib import Path
@@ -208,3 +209,138 @@ async def test_deleting_the_certificate_falls_back_to_http(
     async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{gateway.http_port}") as client:
         response = await client.get("/echo", headers={"Host": "secure.example.com"})
         assert response.status_code == 200
+
+
+def _get_offering(
+    port: int, hostname: str, context: ssl.SSLContext, session: ssl.SSLSession | None
+) -> tuple[ssl.SSLSession | None, bool]:
+    """A blocking `GET /echo` on a new TLS connection that offers `session` for resumption:
+    the session to offer next, and whether this one was resumed."""
+    request = f"GET /echo HTTP/1.1\r\nHost: {hostname}\r\nConnection: close\r\n\r\n".encode()
+    with (
+        socket.create_connection(("127.0.0.1", port), timeout=10) as raw,
+        context.wrap_socket(raw, server_hostname=hostname, session=session) as tls,
+    ):
+        tls.sendall(request)
+        received = b""
+        while chunk := tls.recv(65536):
+            received += chunk
+        assert received.startswith(b"HTTP/1.1 200 "), received[:200]
+        return tls.session, bool(tls.session_reused)
+
+
+async def test_returning_tls_clients_resume_their_session(
+    storage: Storage, gateway: Ready, backend: int, pki: TestPKI
+) -> None:
+    """A returning client skips the full handshake: the session ticket it was given brings it
+    back (no certificate signature: a fraction of the CPU of a new handshake, on both sides),
+    through the SNI switch to the name's own context, every time."""
+    await store_certificate(storage, pki)
+    await storage.proxies.create(proxy("secure.example.com", backend))
+    await until_https(gateway.https_port, "secure.example.com", pki.ca_file)
+    context = ssl.create_default_context(cafile=str(pki.ca_file))
+    port = gateway.https_port
+
+    def connections() -> list[bool]:
+        resumed, session = [], None
+        for _ in range(3):
+            session, reused = _get_offering(port, "secure.example.com", context, session)
+            resumed.append(reused)
+        return resumed
+
+    assert await trio.to_thread.run_sync(connections) == [False, True, True]
+
+
+async def secure_connection(
+    storage: Storage, gateway: Ready, backend: int, pki: TestPKI
+) -> trio.SSLStream[trio.SocketStream]:
+    """A new TLS connection to secure.example.com, once it is served (by `backend`)."""
+    await store_certificate(storage, pki)
+    await storage.proxies.create(proxy("secure.example.com", backend))
+    await until_https(gateway.https_port, "secure.example.com", pki.ca_file)
+    context = ssl.create_default_context(cafile=str(pki.ca_file))
+    tcp = await trio.open_tcp_stream("127.0.0.1", gateway.https_port)
+    return trio.SSLStream(tcp, context, server_hostname="secure.example.com")
+
+
+async def _h11_exchange(stream: trio.abc.Stream, conn: h11.Connection) -> tuple[int, bytes]:
+    """The next response on `conn`: its status and body."""
+    status, body = 0, b""
+    while True:
+        event = conn.next_event()
+        if event is h11.NEED_DATA:
+            conn.receive_data(bytes(await stream.receive_some(65536)))
+        elif isinstance(event, h11.Response):
+            status = event.status_code
+        elif isinstance(event, h11.Data):
+            body += event.data
+        elif isinstance(event, h11.EndOfMessage):
+            conn.start_next_cycle()
+            return status, body
+
+
+async def test_one_tls_connection_carries_pipelined_requests_and_large_bodies_both_ways(
+    storage: Storage, gateway: Ready, backend: int, pki: TestPKI
+) -> None:
+    """Every exchange over HTTPS, on one kept-alive connection: two requests sent in one write
+    (the second one's bytes already decrypted and waiting when the first is answered), a large
+    download and a large upload (many TLS records each way), then a small request again."""
+    stream = await secure_connection(storage, gateway, backend, pki)
+    conn, host = h11.Connection(h11.CLIENT), [("Host", "secure.example.com")]
+    size = 8 * 1024 * 1024
+    upload = bytes(range(256)) * (size // 256)
+    with trio.fail_after(60):
+        await stream.send_all(
+            b"GET /echo/one HTTP/1.1\r\nHost: secure.example.com\r\n\r\n"
+            b"GET /echo/two HTTP/1.1\r\nHost: secure.example.com\r\n\r\n"
+        )
+        for path in ("/echo/one", "/echo/two"):
+            request = h11.Request(method="GET", target=path, headers=host)
+            conn.send(request)  # (sent already, above: h11 learns what the answer is to)
+            conn.send(h11.EndOfMessage())
+            status, body = await _h11_exchange(stream, conn)
+            assert status == 200
+            assert httpx.Response(200, content=body).json()["path"] == path
+        request = h11.Request(method="GET", target=f"/bytes/{size}", headers=host)
+        await stream.send_all(conn.send(request) + conn.send(h11.EndOfMessage()))
+        status, body = await _h11_exchange(stream, conn)
+        assert (status, len(body)) == (200, size)
+        headers = [*host, ("Content-Length", str(size))]
+        request = h11.Request(method="POST", target="/upload", headers=headers)
+        await stream.send_all(conn.send(request))
+        await stream.send_all(conn.send(h11.Data(data=upload)) + conn.send(h11.EndOfMessage()))
+        status, body = await _h11_exchange(stream, conn)
+        assert status == 200
+        assert httpx.Response(200, content=body).json()["length"] == size
+        request = h11.Request(method="GET", target="/echo/again", headers=host)
+        await stream.send_all(conn.send(request) + conn.send(h11.EndOfMessage()))
+        assert (await _h11_exchange(stream, conn))[0] == 200
+    await stream.aclose()
+
+
+async def test_a_websocket_over_tls_is_spliced_both_ways(
+    storage: Storage, gateway: Ready, backend: int, pki: TestPKI
+) -> None:
+    """After the 101 the TLS stream is read and written by two tasks at once (the splice)."""
+    import wsproto
+    import wsproto.events as ws
+
+    stream = await secure_connection(storage, gateway, backend, pki)
+    connection = wsproto.WSConnection(wsproto.ConnectionType.CLIENT)
+    await stream.send_all(connection.send(ws.Request(host="secure.example.com", target="/ws")))
+    received: list[object] = []
+
+    async def events_until(kind: type, count: int = 1) -> None:
+        with trio.fail_after(10):
+            while sum(isinstance(e, kind) for e in received) < count:
+                connection.receive_data(bytes(await stream.receive_some(65536)))
+                received.extend(connection.events())
+
+    await events_until(ws.AcceptConnection)
+    for number in range(20):
+        await stream.send_all(connection.send(ws.TextMessage(data=f"hello {number}")))
+    await events_until(ws.TextMessage, 20)
+    texts = [e.data for e in received if isinstance(e, ws.TextMessage)]
+    assert texts == [f"echo: hello {number}" for number in range(20)]
+    await stream.send_all(connection.send(ws.CloseConnection(code=1000)))
+    await stream.aclose()

@@ -77,6 +77,7 @@ def test_settings_are_frozen() -> None:
         ("API_PORT", "70000", "less than or equal to 65535"),
         ("LOG_LEVEL", "LOUD", "'DEBUG'"),
         ("RSA_KEY_SIZE", "1024", "greater than or equal to 2048"),
+        ("CERTIFICATE_KEY_TYPE", "dsa", "'rsa' or 'ecdsa-p256'"),
         ("OAUTH_JWT_ALGORITHM", "HS256", "expected RS256"),
         ("PROXY_REQUEST_TIMEOUT", "0", "greater than 0"),
         ("PROXY_HEADER_TIMEOUT", "0", "greater than 0"),

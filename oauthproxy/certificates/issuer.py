@@ -14,7 +14,13 @@ from acme import messages
 
 from oauthproxy.certificates import acme
 from oauthproxy.certificates.accounts import sign_in
-from oauthproxy.certificates.pem import Issued, csr_pem, describe, new_private_key, private_key_pem
+from oauthproxy.certificates.pem import (
+    Issued,
+    csr_pem,
+    describe,
+    new_certificate_key,
+    private_key_pem,
+)
 from oauthproxy.models.certificates import Certificate, IssuanceStage
 from oauthproxy.settings import Settings
 from oauthproxy.storage import Storage
@@ -70,7 +76,10 @@ class AcmeIssuer:
         directory = certificate.acme_directory_url
         if not directory or not certificate.email:
             raise acme.AcmeError("the certificate has no ACME directory or email to order with")
-        key = await trio.to_thread.run_sync(new_private_key, self.settings.rsa_key_size)
+        settings = self.settings
+        key = await trio.to_thread.run_sync(
+            new_certificate_key, settings.certificate_key_type, settings.rsa_key_size
+        )
         csr = await trio.to_thread.run_sync(csr_pem, key, certificate.domains)
         await report(IssuanceStage.ORDERING, f"ordering from {directory}")
         session = await sign_in(self.accounts, directory, certificate.email, self.ca_bundle)

@@ -15,7 +15,7 @@ from oauthproxy.certificates.pem import (
     Issued,
     common_name,
     describe,
-    new_private_key,
+    new_certificate_key,
     now,
     private_key_pem,
     subject_alternative_names,
@@ -26,8 +26,11 @@ BACKDATE = timedelta(minutes=5)
 """Valid a little before now, so a client whose clock is slightly behind accepts it."""
 
 
-def make_self_signed(domains: list[str], *, cn: str, days: int, key_bits: int) -> Issued:
-    key = new_private_key(key_bits)
+def make_self_signed(
+    domains: list[str], *, cn: str, days: int, key_bits: int, key_type: str = "rsa"
+) -> Issued:
+    """`key_type` and `key_bits` as `CERTIFICATE_KEY_TYPE` and `RSA_KEY_SIZE` say."""
+    key = new_certificate_key(key_type, key_bits)
     subject = common_name(cn)
     start = now() - BACKDATE
     certificate = (
@@ -54,5 +57,6 @@ async def self_signed_for(settings: Settings, domains: list[str]) -> Issued:
         cn=settings.self_signed_cn,
         days=settings.self_signed_days,
         key_bits=settings.rsa_key_size,
+        key_type=settings.certificate_key_type,
     )
     return await trio.to_thread.run_sync(make)

@@ -33,6 +33,7 @@ from oauthproxy.proxy.request_log import refused
 from oauthproxy.proxy.responses import Unserved
 from oauthproxy.proxy.sockets import LeanSocketStream
 from oauthproxy.proxy.tls import TLS_HANDSHAKE_TIMEOUT, HostContext, listener_context
+from oauthproxy.proxy.tls_stream import LeanTLSStream
 from oauthproxy.proxy.waiting import FirstRequests
 
 log = logging.getLogger(__name__)
@@ -281,9 +282,9 @@ async def _serve_tls(
     names: frozenset[str] = getattr(stream.context, "names", frozenset())
     client = replace(client, tls_names=names)  # the SNI name's certificate, and what it covers
     if front.http2 is not None and stream.selected_alpn_protocol() == "h2":
-        await serve_http2(stream, client, front, front.http2)
+        await serve_http2(LeanTLSStream(stream), client, front, front.http2)
         return
-    await hand_over(stream, front, client)
+    await hand_over(LeanTLSStream(stream), front, client)
 
 
 async def _send_alert(stream: trio.SSLStream[trio.abc.Stream], transport: trio.abc.Stream) -> None:

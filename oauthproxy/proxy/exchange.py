@@ -40,6 +40,14 @@ class Exchange:
     draining: trio.Event | None = None
     """Set when the gateway shuts down: a response whose head has not gone out yet says
     `Connection: close`, and the connection closes after it."""
+    answer_by: trio.CancelScope | None = None
+    """The connection's request-timeout scope, entered once around all its requests: forwarding
+    sets its deadline while it waits for the upstream's answer, and clears it once the answer's
+    head is in. (A scope entered per request costs twice as much, on every request.) The
+    connection answers 504 and closes when it fires. None: forwarding opens a scope of its own
+    (an HTTP/2 stream shares its connection with others)."""
+    answer_within: float = 0.0
+    """The request timeout `answer_by` was set for (for the 504's detail)."""
 
     @property
     def head_request(self) -> bool:

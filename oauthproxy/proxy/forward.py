@@ -6,6 +6,7 @@ A WebSocket upgrade answered with an accepting 101 becomes a byte splice in both
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import trio
@@ -156,8 +157,7 @@ async def _exchange(
     exchange: Exchange, destination: Destination
 ) -> tuple[UpstreamConnection, Head]:
     """Send the request and wait for the response head, within the request timeout."""
-    request, downstream, pool = exchange.request, exchange.downstream, exchange.pool
-    has_body = request.has_body
+    request, downstream = exchange.request, exchange.downstream
     head = head_bytes(
         request_line(request.method, destination.origin.target(request.target)),
         upstream_request_headers(
@@ -168,35 +168,56 @@ async def _exchange(
             identity=exchange.identity,
         ),
     )
-    if not has_body:
+    if not request.has_body:
         events = downstream.events  # its END came with the head, almost always
         if (events.popleft() if events else await downstream.next_event()) is not END:
             raise ClientGone("a request without a body sent one")
-    origin = destination.origin
-    with trio.CancelScope(deadline=trio.current_time() + destination.request_timeout):
-        try:
-            # a bodiless request is retried on a fresh connection if a pooled one was closed
-            upstream = (None if has_body else pool.idle(origin)) or await pool.acquire(
-                origin, unless_dropped=has_body
-            )
-        except UpstreamUnavailable as error:
-            raise _NoResponse(502, "bad_gateway", str(error)) from error
-        try:
-            return upstream, await _request_and_answer(downstream, upstream, request, head)
-        except UpstreamGone as error:
-            await trio.aclose_forcefully(upstream.stream)
-            if upstream.reused and not has_body:
-                fresh = await pool.connect_fresh(origin)
-                return fresh, await _request_and_answer(downstream, fresh, request, head)
-            raise _NoResponse(502, "bad_gateway", f"the upstream failed: {error}") from error
-        except BaseException:
-            await trio.aclose_forcefully(upstream.stream)
-            raise
-    raise _NoResponse(
-        504,
-        "gateway_timeout",
-        f"the upstream did not answer within {destination.request_timeout:g}s",
-    )
+    timeout = destination.request_timeout
+    answer_by = exchange.answer_by
+    if answer_by is None:
+        with trio.CancelScope(deadline=trio.current_time() + timeout):
+            return await _ask(exchange, destination.origin, head)
+        raise _NoResponse(504, "gateway_timeout", timed_out(timeout))
+    exchange.answer_within = timeout
+    answer_by.deadline = trio.current_time() + timeout  # when it fires, the connection answers
+    try:
+        answered = await _ask(exchange, destination.origin, head)
+    finally:
+        answer_by.deadline = math.inf
+    if answer_by.cancel_called:  # the deadline passed as the answer came: late all the same
+        await trio.aclose_forcefully(answered[0].stream)
+        await trio.lowlevel.checkpoint()  # raises Cancelled: the connection answers 504
+    return answered
+
+
+def timed_out(timeout: float) -> str:
+    """The 504's detail."""
+    return f"the upstream did not answer within {timeout:g}s"
+
+
+async def _ask(exchange: Exchange, origin: Origin, head: bytes) -> tuple[UpstreamConnection, Head]:
+    """A connection to `origin`, the request on it, and the answer's head (within the request
+    timeout, which the caller set)."""
+    request, downstream, pool = exchange.request, exchange.downstream, exchange.pool
+    has_body = request.has_body
+    try:
+        # a bodiless request is retried on a fresh connection if a pooled one was closed
+        upstream = (None if has_body else pool.idle(origin)) or await pool.acquire(
+            origin, unless_dropped=has_body
+        )
+    except UpstreamUnavailable as error:
+        raise _NoResponse(502, "bad_gateway", str(error)) from error
+    try:
+        return upstream, await _request_and_answer(downstream, upstream, request, head)
+    except UpstreamGone as error:
+        await trio.aclose_forcefully(upstream.stream)
+        if upstream.reused and not has_body:
+            fresh = await pool.connect_fresh(origin)
+            return fresh, await _request_and_answer(downstream, fresh, request, head)
+        raise _NoResponse(502, "bad_gateway", f"the upstream failed: {error}") from error
+    except BaseException:
+        await trio.aclose_forcefully(upstream.stream)
+        raise
 
 
 async def open_upstream(

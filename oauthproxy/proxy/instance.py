@@ -35,7 +35,7 @@ from oauthproxy.proxy.challenges import ChallengeLookup, challenge_reply, is_cha
 from oauthproxy.proxy.codec import Event, Head, State
 from oauthproxy.proxy.config import InstanceConfig, PublicPorts
 from oauthproxy.proxy.exchange import Exchange
-from oauthproxy.proxy.forward import Destination, forward
+from oauthproxy.proxy.forward import Destination, forward, timed_out
 from oauthproxy.proxy.handover import Lookup, answer, pass_connection, refusal, refuse
 from oauthproxy.proxy.headers import Client
 from oauthproxy.proxy.http import BadRequest, Channel, PeerClosed, close_gently
@@ -69,6 +69,10 @@ class _Connection:
     instance starts at 0: its first request here also counts what came before)."""
     idle: bool = False
     """It waits for the first byte of its next request: nothing of it would be lost by closing."""
+    answer_by: trio.CancelScope = field(default_factory=trio.CancelScope)
+    """Its request timeout (`Exchange.answer_by`): fires while an upstream is late to answer."""
+    late: tuple[Reply, bool] | None = None
+    """The 504 owed when `answer_by` fired, and whether it answers a HEAD request."""
 
 
 class Instance:
@@ -218,19 +222,25 @@ class Instance:
         moved = False
         try:
             with connection.scope:
-                while await self._handle(channel, request, view, client, connection.counted):
-                    if self._draining.is_set() and not (channel.events or channel.codec.in_message):
-                        return  # idle now: closed at once, like those `drain` found idle
-                    event = await self._next_request(channel, connection)
-                    if not isinstance(event, Head):
-                        return
-                    request = event
-                    view = view_of(request, client.scheme)
-                    if view.host != self.hostname:
-                        moved = await pass_connection(
-                            channel, request, view, client, lookup, self._requests
-                        )
-                        return
+                with connection.answer_by:
+                    while await self._handle(channel, request, view, client, connection):
+                        if self._draining.is_set() and not (
+                            channel.events or channel.codec.in_message
+                        ):
+                            return  # idle now: closed at once, like those `drain` found idle
+                        event = await self._next_request(channel, connection)
+                        if not isinstance(event, Head):
+                            return
+                        request = event
+                        view = view_of(request, client.scheme)
+                        if view.host != self.hostname:
+                            moved = await pass_connection(
+                                channel, request, view, client, lookup, self._requests
+                            )
+                            return
+                if connection.answer_by.cancelled_caught and connection.late is not None:
+                    reply, head = connection.late  # the upstream did not answer in time
+                    await channel.send_reply(reply, close=True, head=head)
         except BadRequest as error:
             refused(self._requests, client, refusal(error), None)
             await refuse(channel, error)
@@ -254,20 +264,36 @@ class Instance:
         request: Head,
         view: RequestView,
         client: Client,
-        counted: Counted,
+        connection: _Connection,
     ) -> bool:
         self._in_flight += 1
         requests = self._requests
+        counted = connection.counted
         entry = (
             None
             if requests is None
             else open_entry(channel, request, client, self.hostname, counted, requests)
         )
+        answer_by = connection.answer_by
         exchange = Exchange(
-            channel, request, view, client, self._pool, view.headers, (), entry, self._draining
+            channel,
+            request,
+            view,
+            client,
+            self._pool,
+            view.headers,
+            (),
+            entry,
+            self._draining,
+            answer_by,
         )
         try:
             return await self._respond(exchange)
+        except BaseException:
+            if answer_by.cancel_called and channel.can_reply:  # sent once the scope caught it
+                reply = error_reply(504, "gateway_timeout", timed_out(exchange.answer_within))
+                connection.late = noted(entry, reply), exchange.head_request
+            raise
         finally:
             self._in_flight -= 1
             self._quiet.set()

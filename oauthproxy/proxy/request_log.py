@@ -20,6 +20,7 @@ from oauthproxy.proxy.headers import Client
 from oauthproxy.proxy.http import Channel
 from oauthproxy.proxy.responses import Reply
 from oauthproxy.proxy.sockets import LeanSocketStream
+from oauthproxy.proxy.tls_stream import LeanTLSStream
 
 
 @dataclass(slots=True)
@@ -46,6 +47,8 @@ def socket_of(stream: trio.abc.Stream) -> LeanSocketStream | None:
 
 
 def tls_version(stream: trio.abc.Stream) -> str:
+    if isinstance(stream, LeanTLSStream):
+        stream = stream.tls
     if isinstance(stream, trio.SSLStream):
         return stream.version() or ""
     return ""
