@@ -60,13 +60,27 @@ DEFAULT_WINDOW = 65_535
 """RFC 9113's initial window: where the connection's own window starts."""
 
 
+_CONFIGURATION = H2Configuration(
+    client_side=False,
+    header_encoding=None,
+    normalize_inbound_headers=False,
+    validate_outbound_headers=False,
+    normalize_outbound_headers=False,
+)
+"""`h2` still validates every request header block (RFC 9113 §8.2: characters, pseudo-headers,
+connection-specific fields, Host/:authority); it no longer rewrites it (`request_head` joins
+cookie crumbs itself) nor re-checks our responses: `response_fields` builds them from heads our
+HTTP/1.1 codec parsed (names lowercased, values trimmed) with connection-specific fields
+dropped, and marks the fields HPACK must never index."""
+
+
 class Http2Connection:
     def __init__(self, stream: trio.abc.Stream, client: Client, front: Front, limits: Http2Limits):
         self.stream = stream
         self.limits = limits
         self._client = client
         self._front = front
-        self.h2 = H2Connection(H2Configuration(client_side=False, header_encoding=None))
+        self.h2 = H2Connection(_CONFIGURATION)
         self.h2.local_settings = Settings(client=False, initial_values=limits.settings())
         self.h2.initiate_connection()
         self.h2.increment_flow_control_window(limits.connection_window - DEFAULT_WINDOW)

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from hpack import NeverIndexedHeaderTuple
+
 from oauthproxy.proxy.codec import Head
 from oauthproxy.proxy.framing import Headers
 from oauthproxy.proxy.http import BadRequest
@@ -31,6 +33,8 @@ CONNECTION_SPECIFIC = frozenset(
     }
 )
 """Fields that describe one hop's connection: never translated between HTTP/2 and HTTP/1.1."""
+
+_NEVER_INDEXED = frozenset({b"authorization", b"proxy-authorization", b"set-cookie", b"cookie"})
 
 _PSEUDO = frozenset({b":method", b":scheme", b":authority", b":path"})
 
@@ -83,7 +87,14 @@ def request_head(fields: Iterable[tuple[bytes, bytes]], *, ended: bool) -> Head:
 
 def response_fields(status: int, headers: Iterable[tuple[bytes, bytes]]) -> Headers:
     """The header block of a response whose HTTP/1.1 headers are `headers` (already rewritten
-    by `client_response_headers`): `:status` first, connection-specific fields dropped."""
+    by `client_response_headers`): `:status` first, connection-specific fields dropped, and
+    credentials never indexed by HPACK (so no later field on the connection can probe them)."""
     fields: Headers = [(b":status", b"%d" % status)]
-    fields.extend((n, v) for n, v in headers if n not in CONNECTION_SPECIFIC)
+    for name, value in headers:
+        if name in CONNECTION_SPECIFIC:
+            continue
+        if name in _NEVER_INDEXED:
+            fields.append(NeverIndexedHeaderTuple(name, value))
+        else:
+            fields.append((name, value))
     return fields
