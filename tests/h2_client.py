@@ -37,7 +37,12 @@ class H2Client:
     def __init__(self, stream: trio.SSLStream[trio.SocketStream]) -> None:
         self.stream = stream
         self.h2 = H2Connection(
-            H2Configuration(client_side=True, header_encoding=None, validate_outbound_headers=False)
+            H2Configuration(
+                client_side=True,
+                header_encoding=None,
+                validate_outbound_headers=False,
+                normalize_outbound_headers=False,  # so tests can send malformed fields
+            )
         )
         self.terminated: ConnectionTerminated | None = None
         self.acknowledge = True

@@ -152,15 +152,29 @@ async def test_one_connection_carries_both_names_and_an_uncovered_one_gets_421(
     await client.aclose()
 
 
-async def test_a_host_field_that_contradicts_authority_ends_the_connection(
+async def test_malformed_header_blocks_get_a_400_and_the_connection_goes_on(
     nursery: trio.Nursery, storage: Storage, gateway: Ready, pki: TestPKI
 ) -> None:
-    """RFC 9113 §8.3.1; the `h2` library treats it as a connection error (PROTOCOL_ERROR)."""
+    """RFC 9113 §8.1.1, §8.2, §8.3.1: a malformed request is a stream error, answered 400 with
+    the problem named; nothing of it reaches the upstream (where CR/LF would split the
+    HTTP/1.1 request), and the connection's next request is served."""
     client = await serving_secure(nursery, storage, gateway.https_port, pki)
-    with pytest.raises(trio.BrokenResourceError):
-        await client.request(SECURE, "/echo", headers=[("host", ALSO)])
-    assert client.terminated is not None
-    assert client.terminated.error_code == ErrorCodes.PROTOCOL_ERROR
+    malformed = [
+        [("host", ALSO)],
+        [("x-smuggled", "1\r\nx-injected: yes")],
+        [("connection", "close")],
+        [("te", "gzip")],
+        [("x-padded", " 1")],
+    ]
+    for headers in malformed:
+        answer = await client.request(SECURE, "/echo", headers=headers)
+        assert answer.status == 400, headers
+        body = json.loads(answer.body)
+        assert body["error"] == "bad_request", body
+    served = await client.request(SECURE, "/echo", headers=[("te", "trailers")])
+    assert served.status == 200
+    assert client.terminated is None
+    await client.aclose()
 
 
 async def test_forged_forwarding_and_identity_headers_are_replaced_over_h2(

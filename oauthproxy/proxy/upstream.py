@@ -18,7 +18,9 @@ import trio
 from oauthproxy.proxy.http import Channel
 from oauthproxy.proxy.sockets import LeanSocketStream
 
-MAX_IDLE_PER_ORIGIN = 64
+MAX_IDLE_PER_ORIGIN = 256
+"""Above what HTTP/2 clients run at once on a few connections (100 streams each): a pool
+smaller than the requests in flight closes and reopens upstream connections under load."""
 
 OriginKey = tuple[str, str, int]
 """What a pooled connection is good for: (scheme, host, port)."""

@@ -60,13 +60,29 @@ DEFAULT_WINDOW = 65_535
 """RFC 9113's initial window: where the connection's own window starts."""
 
 
+_CONFIGURATION = H2Configuration(
+    client_side=False,
+    header_encoding=None,
+    validate_inbound_headers=False,
+    normalize_inbound_headers=False,
+    validate_outbound_headers=False,
+    normalize_outbound_headers=False,
+)
+"""`h2` frames, decodes (HPACK, within `max_header_list_size`) and keeps the stream states; it
+does not validate nor rewrite header blocks, which cost more than the rest of a stream:
+`messages.request_head` validates each request's block in one pass (RFC 9113 §8.2, §8.3) and
+joins cookie crumbs, and `response_fields` builds responses from heads our HTTP/1.1 codec parsed
+(names lowercased, values trimmed), drops connection-specific fields and marks the fields HPACK
+must never index. Trailers are not forwarded, so they are not validated either."""
+
+
 class Http2Connection:
     def __init__(self, stream: trio.abc.Stream, client: Client, front: Front, limits: Http2Limits):
         self.stream = stream
         self.limits = limits
         self._client = client
         self._front = front
-        self.h2 = H2Connection(H2Configuration(client_side=False, header_encoding=None))
+        self.h2 = H2Connection(_CONFIGURATION)
         self.h2.local_settings = Settings(client=False, initial_values=limits.settings())
         self.h2.initiate_connection()
         self.h2.increment_flow_control_window(limits.connection_window - DEFAULT_WINDOW)

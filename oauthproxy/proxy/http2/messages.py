@@ -2,14 +2,23 @@
 
 A request's pseudo-headers become a `Head` the HTTP/1.1 rules read unchanged: `:authority` is
 its one `Host` (a `host` field that names another host is a 400, RFC 9113 §8.3.1), `:path` its
-target, and a body without `content-length` goes upstream chunked. Connection-specific fields
-(RFC 9113 §8.2.2) never cross in either direction: the `h2` library refuses a request that
-carries them, and they are dropped here too, so the rule does not rest on one place.
+target, and a body without `content-length` goes upstream chunked.
+
+`request_head` is where a request's header block is validated (RFC 9113 §8.2, §8.3; the `h2`
+library's own per-character checks are off, as they cost more than the rest of the stream):
+lowercase token names, values without NUL/CR/LF or surrounding whitespace (nothing can be
+smuggled into the HTTP/1.1 request upstream), pseudo-headers first, once each, only the request
+ones, `:method`/`:scheme`/`:path` present. A connection-specific field (§8.2.2) makes the
+request malformed (only `te: trailers` is allowed, and dropped); responses never carry one
+either. Each of these is a 400 on that stream (§8.1.1), the connection goes on.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
+
+from hpack import NeverIndexedHeaderTuple
 
 from oauthproxy.proxy.codec import Head
 from oauthproxy.proxy.framing import Headers
@@ -32,7 +41,17 @@ CONNECTION_SPECIFIC = frozenset(
 )
 """Fields that describe one hop's connection: never translated between HTTP/2 and HTTP/1.1."""
 
+_NEVER_INDEXED = frozenset({b"authorization", b"proxy-authorization", b"set-cookie", b"cookie"})
+
 _PSEUDO = frozenset({b":method", b":scheme", b":authority", b":path"})
+_NAME = re.compile(rb"[!#$%&'*+\-.^_`|~0-9a-z]+")
+"""A field name: an HTTP token, lowercase (RFC 9113 §8.2.1, RFC 9110 §5.1)."""
+_BAD_VALUE = re.compile(rb"[\x00\r\n]|\A[ \t]|[ \t]\Z")
+"""What a field value must not hold (RFC 9113 §8.2.1)."""
+
+
+def _shown(name: bytes) -> str:
+    return repr(name.decode("latin-1"))[:80]
 
 
 def request_head(fields: Iterable[tuple[bytes, bytes]], *, ended: bool) -> Head:
@@ -43,13 +62,24 @@ def request_head(fields: Iterable[tuple[bytes, bytes]], *, ended: bool) -> Head:
     host = b""
     length = b""
     cookies: list[bytes] = []
+    regular = False
     for name, value in fields:
+        if value and _BAD_VALUE.search(value) is not None:
+            raise BadRequest(
+                f"the field {_shown(name)} has NUL, CR, LF or surrounding whitespace in its value"
+            )
         if name[:1] == b":":
-            if name not in _PSEUDO or name in pseudo:
-                raise BadRequest(f"the pseudo-header {name.decode('latin-1')} is not allowed")
+            if name not in _PSEUDO or name in pseudo or regular:
+                raise BadRequest(f"the pseudo-header {_shown(name)} is not allowed here")
             pseudo[name] = value
-        elif name in CONNECTION_SPECIFIC:
             continue
+        regular = True
+        if _NAME.fullmatch(name) is None:
+            raise BadRequest(f"the field name {_shown(name)} is not a lowercase HTTP token")
+        if name in CONNECTION_SPECIFIC:
+            if name == b"te" and value == b"trailers":
+                continue
+            raise BadRequest(f"the connection-specific field {_shown(name)} is not allowed")
         elif name == b"host":
             if host:
                 raise BadRequest("a request may carry only one Host header")
@@ -65,6 +95,8 @@ def request_head(fields: Iterable[tuple[bytes, bytes]], *, ended: bool) -> Head:
         raise BadRequest("CONNECT is not served (nor is a request without :method)")
     if not path:
         raise BadRequest("a request needs :path")
+    if not pseudo.get(b":scheme"):
+        raise BadRequest("a request needs :scheme")
     authority = pseudo.get(b":authority", b"")
     if authority and host and authority.lower() != host.lower():
         raise BadRequest("the Host header and :authority name different hosts")
@@ -83,7 +115,14 @@ def request_head(fields: Iterable[tuple[bytes, bytes]], *, ended: bool) -> Head:
 
 def response_fields(status: int, headers: Iterable[tuple[bytes, bytes]]) -> Headers:
     """The header block of a response whose HTTP/1.1 headers are `headers` (already rewritten
-    by `client_response_headers`): `:status` first, connection-specific fields dropped."""
+    by `client_response_headers`): `:status` first, connection-specific fields dropped, and
+    credentials never indexed by HPACK (so no later field on the connection can probe them)."""
     fields: Headers = [(b":status", b"%d" % status)]
-    fields.extend((n, v) for n, v in headers if n not in CONNECTION_SPECIFIC)
+    for name, value in headers:
+        if name in CONNECTION_SPECIFIC:
+            continue
+        if name in _NEVER_INDEXED:
+            fields.append(NeverIndexedHeaderTuple(name, value))
+        else:
+            fields.append((name, value))
     return fields
