@@ -48,6 +48,8 @@ def test_a_host_field_alone_names_the_host() -> None:
         ([*GET, (b":authority", b"a.com"), (b"x-a", b"1\r\nx-b: 2")], "CR, LF"),
         ([*GET, (b":authority", b"a.com"), (b"x-a", b"1\x00")], "NUL"),
         ([*GET, (b":authority", b"a.com"), (b"x-a", b"1 ")], "whitespace"),
+        ([*GET, (b":authority", b"a.com"), (b"x-a", b"a\x0bb")], "control character"),
+        ([*GET, (b":authority", b"a.com"), (b"x-a", b"a\x7f")], "control character"),
         ([*GET, (b":authority", b"a.com\n")], "CR, LF"),
         ([*GET, (b":authority", b"a.com"), (b"connection", b"close")], "connection-specific"),
         ([*GET, (b":authority", b"a.com"), (b"transfer-encoding", b"chunked")], "connection"),
@@ -93,6 +95,12 @@ def test_how_a_body_is_framed_upstream(
     head = request_head(fields, ended=ended)
     assert (head.has_body, head.chunked) == (has_body, chunked)
     assert (head.header(b"transfer-encoding") == b"chunked") is chunked
+
+
+def test_a_repeated_content_length_goes_upstream_once() -> None:
+    fields = [*GET, (b":authority", b"a.com"), (b"content-length", b"5")]
+    head = request_head([*fields, (b"content-length", b"5")], ended=False)
+    assert [value for name, value in head.headers if name == b"content-length"] == [b"5"]
 
 
 def test_cookie_crumbs_are_one_field_again() -> None:

@@ -46,8 +46,10 @@ _NEVER_INDEXED = frozenset({b"authorization", b"proxy-authorization", b"set-cook
 _PSEUDO = frozenset({b":method", b":scheme", b":authority", b":path"})
 _NAME = re.compile(rb"[!#$%&'*+\-.^_`|~0-9a-z]+")
 """A field name: an HTTP token, lowercase (RFC 9113 §8.2.1, RFC 9110 §5.1)."""
-_BAD_VALUE = re.compile(rb"[\x00\r\n]|\A[ \t]|[ \t]\Z")
-"""What a field value must not hold (RFC 9113 §8.2.1)."""
+_BAD_VALUE = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]|\A[ \t]|[ \t]\Z")
+"""What a field value must not hold: RFC 9113 §8.2.1 forbids NUL, CR, LF and surrounding
+whitespace; the other control characters (RFC 9110 §5.5) are refused too, as the HTTP/1.1
+parser refuses them, so a backend never sees one."""
 
 
 def _shown(name: bytes) -> str:
@@ -66,7 +68,8 @@ def request_head(fields: Iterable[tuple[bytes, bytes]], *, ended: bool) -> Head:
     for name, value in fields:
         if value and _BAD_VALUE.search(value) is not None:
             raise BadRequest(
-                f"the field {_shown(name)} has NUL, CR, LF or surrounding whitespace in its value"
+                f"the field {_shown(name)} has a control character (NUL, CR, LF, ...)"
+                " or surrounding whitespace in its value"
             )
         if name[:1] == b":":
             if name not in _PSEUDO or name in pseudo or regular:
@@ -88,6 +91,8 @@ def request_head(fields: Iterable[tuple[bytes, bytes]], *, ended: bool) -> Head:
             cookies.append(value)
         else:
             if name == b"content-length":
+                if length:  # h2 refused differing values: a repeat is the same one, sent once
+                    continue
                 length = value
             headers.append((name, value))
     method, path = pseudo.get(b":method", b""), pseudo.get(b":path", b"")
