@@ -338,7 +338,6 @@ def encoded(writes: WritePlan) -> list[str]:
             for key, at in writes.durations.items()
         },
     }
-    pairs = ENTRIES.join(
-        part for pair in zip(writes.keys, writes.packed, strict=True) for part in pair
-    )
-    return [json.dumps(header, separators=(",", ":")), pairs]
+    parts = [""] * (2 * len(keys))  # key, packed value, key, ...: filled by slices, in C
+    parts[::2], parts[1::2] = keys, writes.packed
+    return [json.dumps(header, separators=(",", ":")), ENTRIES.join(parts)]
