@@ -22,7 +22,7 @@ from oauthproxy.logs.queries import (
     percentiles,
     plan_indexes,
 )
-from oauthproxy.logs.records import FIELDS, RequestEntry, fields_of, redact_target, values_of
+from oauthproxy.logs.records import RequestEntry, fields_of, redact_target
 from oauthproxy.logs.records import event as event_entry
 from oauthproxy.metrics import GatewayMetrics
 from oauthproxy.settings import Settings
@@ -129,9 +129,8 @@ def test_write_plan_indexes_and_counts() -> None:
                         slow_seconds=1)  # fmt: skip
     assert again.visitors == {"stats:unique_ips:api.example.com:20231114:22": [1, 3]}
     assert plan.durations == {"stats:durations:api.example.com": [1, 2, 3, 4]}
-    assert dict(zip(FIELDS, plan.entries[2], strict=True))["request_path"] == (
-        "/items?token=REDACTED"
-    )
+    assert schema.unpacked(plan.packed[2])["request_path"] == "/items?token=REDACTED"
+    assert (plan.scores[1], plan.durations_ms[1]) == ("1700000000.250000", "2000.000")
 
 
 def test_sequence_numbers_wrap() -> None:
@@ -306,14 +305,19 @@ def test_events_are_indexed_by_name_and_count_in_no_statistics() -> None:
 
 
 def test_packed_entries_read_back_and_hold_no_separator() -> None:
-    values = values_of(entry(user="a\x1fb", reason="c\x1ed"))
-    packed = schema.pack(values)
+    packed = schema.pack(entry(user="a\x1fb", reason="c\x1ed"), "12.500")
     assert schema.ENTRIES not in packed
     read = schema.unpacked(packed)
     assert read["user"] == "a\ufffdb" and read["gateway_reason"] == "c\ufffdd"
     assert read["request_path"] == "/items?id=3" and read["status"] == "200"
     assert "client_id" not in read  # empty values are left out
     assert schema.unpacked("2\x1fother") == {}  # a form this version does not read
+    full = entry(user="u", client_id="c", route_id="r", tls_version="TLSv1.3", reason="x",
+                 bytes_in=5, bytes_out=7, kind="sse")  # fmt: skip
+    fields = fields_of(full)  # the access log's and the API's fields, in `FIELDS` order
+    assert schema.unpacked(schema.pack(full, fields["duration_ms"])) == {
+        name: value for name, value in fields.items() if name not in ("timestamp", "client_ip")
+    }
 
 
 def test_entries_go_in_runs_of_one_bucket_each() -> None:

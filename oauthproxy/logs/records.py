@@ -113,17 +113,26 @@ def path_of(target: str) -> str:
     return target.partition("?")[0]
 
 
-def values_of(entry: RequestEntry) -> tuple[str | int, ...]:
-    """The entry's stored values, in `FIELDS` order (secrets redacted); counts stay integers
-    (the batch is JSON: an integer costs less to encode than its string)."""
+def stamp(seconds: float) -> str:
+    """`seconds` to the microsecond: an entry's timestamp (its key's, and its score)."""
+    return f"{seconds:.6f}"
+
+
+def stored_path(entry: RequestEntry) -> str:
+    """The request target as stored: secret-looking query values redacted."""
     target = entry.target.decode("latin-1")
+    return redact_target(target) if "?" in target else target
+
+
+def values_of(entry: RequestEntry) -> tuple[str | int, ...]:
+    """The entry's stored values, in `FIELDS` order (secrets redacted); counts stay integers."""
     return (
-        f"{entry.started:.6f}",
+        stamp(entry.started),
         entry.client_ip,
         entry.scheme.decode("latin-1"),
         entry.host,
         entry.method.decode("latin-1"),
-        redact_target(target) if "?" in target else target,
+        stored_path(entry),
         entry.status,
         entry.bytes_in,
         entry.bytes_out,

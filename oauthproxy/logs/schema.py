@@ -36,7 +36,14 @@ from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from oauthproxy.logs.records import FIELDS, REQUEST_KINDS, RequestEntry, values_of
+from oauthproxy.logs.records import (
+    FIELDS,
+    REQUEST_KINDS,
+    RequestEntry,
+    redact_target,
+    stamp,
+    values_of,
+)
 
 PREFIXES = ("req:", "idx:req:", "stream:requests", "stats:requests:", "stats:errors:",
             "stats:unique_ips:", "stats:durations:")  # fmt: skip
@@ -144,21 +151,29 @@ def bucket_of(key: str) -> str:
     return bucket(time_of(key))
 
 
-def pack(values: tuple[str | int, ...]) -> str:
-    """An entry's values (`FIELDS` order) as a bucket's field value: `PACKING` and the values
-    of `PACKED_FIELDS`, joined by `SEPARATOR`. A value holding `SEPARATOR` or `ENTRIES` (the
-    batch's separator of entries) has it replaced."""
-    packed = _PACKED % values[2:]
+def pack(entry: RequestEntry, duration: str) -> str:
+    """An entry as a bucket's field value: `PACKING` and the values of `PACKED_FIELDS`
+    (`duration` is its `duration_ms`), joined by `SEPARATOR`. A value holding `SEPARATOR` or
+    `ENTRIES` (the batch's separator of entries) has it replaced."""
+    # One f-string straight from the entry: a third of the time of %-formatting or joining
+    # `values_of(entry)` (this runs once per logged request). `records.stored_path`, inlined:
+    target = entry.target.decode("latin-1")
+    if "?" in target:
+        target = redact_target(target)
+    packed = (
+        f"{PACKING}\x1f{entry.scheme.decode('latin-1')}\x1f{entry.host}"
+        f"\x1f{entry.method.decode('latin-1')}\x1f{target}\x1f{entry.status}"
+        f"\x1f{entry.bytes_in}\x1f{entry.bytes_out}\x1f{duration}\x1f{entry.upstream}"
+        f"\x1f{entry.route_id}\x1f{entry.user}\x1f{entry.client_id}\x1f{entry.tls_version}"
+        f"\x1f{entry.reason}\x1f{entry.kind}"
+    )
     if packed.count(SEPARATOR) == len(PACKED_FIELDS) and ENTRIES not in packed:
         return packed
     cleaned = (
-        str(value).replace(SEPARATOR, "\ufffd").replace(ENTRIES, "\ufffd") for value in values[2:]
+        str(value).replace(SEPARATOR, "\ufffd").replace(ENTRIES, "\ufffd")
+        for value in values_of(entry)[2:]
     )
     return SEPARATOR.join([PACKING, *cleaned])
-
-
-_PACKED = SEPARATOR.join([PACKING, *["%s"] * len(PACKED_FIELDS)])
-"""`pack`'s form (%-formatting the values is about three times as fast as joining them)."""
 
 
 def unpacked(packed: str) -> dict[str, str]:
@@ -178,8 +193,11 @@ class WritePlan:
     group: the indexes are named once per group, not once per entry."""
 
     first_sequence: int
-    entries: list[tuple[str | int, ...]] = field(default_factory=list)
-    """Each entry's values in `FIELDS` order (positions count from 1)."""
+    scores: list[str] = field(default_factory=list)
+    """Each entry's timestamp (`records.stamp`): its score in the indexes (positions count
+    from 1)."""
+    durations_ms: list[str] = field(default_factory=list)
+    """Each entry's `duration_ms`."""
     keys: list[str] = field(default_factory=list)
     """Each entry's key: `entry_key(timestamp, first_sequence + position - 1, client IP)`."""
     packed: list[str] = field(default_factory=list)
@@ -248,24 +266,32 @@ def index_keys(
 def plan(entries: Iterable[RequestEntry], *, first_sequence: int, slow_seconds: float) -> WritePlan:
     """The writes for `entries`; sequence numbers count up from `first_sequence`."""
     writes = WritePlan(first_sequence=first_sequence)
-    rows, keys, packed, runs = writes.entries, writes.keys, writes.packed, writes.runs
+    # The lists' `append`s, looked up once (this loop runs once per logged request).
+    score, duration_of, key, packing = (
+        writes.scores.append,
+        writes.durations_ms.append,
+        writes.keys.append,
+        writes.packed.append,
+    )
+    runs = writes.runs
     grouped: dict[tuple[str, str, str, str, str, int, bool, int], list[int]] = {}
     sequence, span = first_sequence % SEQUENCES, -1
     position = first = 0
     for position, entry in enumerate(entries, 1):
-        values = values_of(entry)
-        rows.append(values)
-        keys.append(f"req:{values[0]}-{sequence}:{entry.client_ip}")  # `entry_key`, inlined
-        packed.append(pack(values))
+        timestamp = stamp(entry.started)
+        duration = f"{entry.duration * 1000:.3f}"
+        score(timestamp)
+        duration_of(duration)
+        key(f"req:{timestamp}-{sequence}:{entry.client_ip}")  # `entry_key`, inlined
+        packing(pack(entry, duration))
         sequence = sequence + 1 if sequence + 1 < SEQUENCES else 0
-        second = int(float(values[0]))  # as readers see it (`bucket_of`): rounded to the µs
+        second = int(timestamp[:-7])  # as readers see it (`bucket_of`): rounded to the µs
         if second // BUCKET_SECONDS != span:
             if first:
                 runs.append((bucket(span * BUCKET_SECONDS), first, position - 1))
             span, first = second // BUCKET_SECONDS, position
         shared = (entry.client_ip, entry.host, entry.user, entry.client_id, entry.kind,
-                  entry.status, entry.duration >= slow_seconds,
-                  int(entry.started // 3600))  # fmt: skip
+                  entry.status, entry.duration >= slow_seconds, second // 3600)  # fmt: skip
         group = grouped.get(shared)
         if group is None:
             grouped[shared] = [position]
@@ -289,25 +315,29 @@ def plan(entries: Iterable[RequestEntry], *, first_sequence: int, slow_seconds: 
     return writes
 
 
+def _ip_of(key: str) -> str:
+    """The client IP an entry key names (`req:{timestamp}-{n}:{ip}`; an IPv6 one holds ':')."""
+    return key[4:].partition(":")[2]
+
+
 def encoded(writes: WritePlan) -> list[str]:
     """The batch as the write script reads it (`oauthproxy.storage.request_logs`): a JSON
     header, and the entries' keys and packed values, alternating, joined by `ENTRIES` (one
     argument: the client encodes a command's arguments one by one, at a microsecond each)."""
-    rows = writes.entries
+    scores, durations_ms, keys = writes.scores, writes.durations_ms, writes.keys
     header = {
-        "n": len(rows),
-        "scores": [row[0] for row in rows],
+        "n": len(scores),
+        "scores": scores,
         "runs": writes.runs,
         "buckets": writes.buckets,
         "groups": writes.groups,
         "counters": writes.counters,
-        "visitors": {key: [rows[p - 1][1] for p in at] for key, at in writes.visitors.items()},
+        "visitors": {key: [_ip_of(keys[p - 1]) for p in at] for key, at in writes.visitors.items()},
         "durations": {
-            key: [rows[p - 1][DURATION] for p in sorted(at)[-DURATION_WINDOW:]]
+            key: [durations_ms[p - 1] for p in sorted(at)[-DURATION_WINDOW:]]
             for key, at in writes.durations.items()
         },
     }
-    pairs = ENTRIES.join(
-        part for pair in zip(writes.keys, writes.packed, strict=True) for part in pair
-    )
-    return [json.dumps(header, separators=(",", ":")), pairs]
+    parts = [""] * (2 * len(keys))  # key, packed value, key, ...: filled by slices, in C
+    parts[::2], parts[1::2] = keys, writes.packed
+    return [json.dumps(header, separators=(",", ":")), ENTRIES.join(parts)]

@@ -25,13 +25,16 @@ from oauthproxy.proxy.tls_stream import LeanTLSStream
 
 @dataclass(slots=True)
 class Counted:
-    """A connection's socket counters where its last logged exchange ended, and the socket
-    they are read from (found once per connection: its stream layers never change)."""
+    """A connection's socket counters where its last logged exchange ended, the socket they
+    are read from and its TLS version (found once per connection: its stream layers and its
+    TLS version never change)."""
 
     received: int = 0
     sent: int = 0
     socket: LeanSocketStream | None = None
     looked: bool = False
+    tls: str | None = None
+    """The connection's TLS version ("" without TLS); None until its first HTTPS request."""
 
 
 def socket_of(stream: trio.abc.Stream) -> LeanSocketStream | None:
@@ -68,7 +71,9 @@ def open_entry(
     if not logger.shows_kind:
         entry.sniff = False
     if client.scheme == b"https":
-        entry.tls_version = tls_version(reader.stream)
+        if counted.tls is None:
+            counted.tls = tls_version(reader.stream)
+        entry.tls_version = counted.tls
     entry.bytes_in, entry.bytes_out = -counted.received, -counted.sent
     return entry
 
