@@ -19,6 +19,7 @@ REPOSITORIES = {
     "acme_accounts",
     "certificates",
     "challenges",
+    "dashboard",
     "locks",
     "ports",
     "proxies",
