@@ -50,6 +50,10 @@ def test_a_host_field_alone_names_the_host() -> None:
         ([*GET, (b":authority", b"a.com"), (b"x-a", b"1 ")], "whitespace"),
         ([*GET, (b":authority", b"a.com"), (b"x-a", b"a\x0bb")], "control character"),
         ([*GET, (b":authority", b"a.com"), (b"x-a", b"a\x7f")], "control character"),
+        (
+            [*GET, (b":authority", b"a.com"), (b"content-length", b"1"), (b"content-length", b"2")],
+            "differing Content-Length",
+        ),
         ([*GET, (b":authority", b"a.com\n")], "CR, LF"),
         ([*GET, (b":authority", b"a.com"), (b"connection", b"close")], "connection-specific"),
         ([*GET, (b":authority", b"a.com"), (b"transfer-encoding", b"chunked")], "connection"),

@@ -91,7 +91,9 @@ def request_head(fields: Iterable[tuple[bytes, bytes]], *, ended: bool) -> Head:
             cookies.append(value)
         else:
             if name == b"content-length":
-                if length:  # h2 refused differing values: a repeat is the same one, sent once
+                if length:  # a repeat is sent once; differing values (h2 refuses them too) a 400
+                    if value != length:
+                        raise BadRequest("the request carries differing Content-Length values")
                     continue
                 length = value
             headers.append((name, value))
