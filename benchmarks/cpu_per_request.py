@@ -26,8 +26,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import os
-import pwd
 import re
 import secrets
 import socket
@@ -60,46 +58,17 @@ from harness import (
     step,
     wait_for_port,
 )
-from nginx_child import nginx_binary
+from nginx_child import nginx_binary, plain_server, start_nginx_with
 from run import BENCH_HOST, CERT_NAME, ROOT, start_nginx
 from tls_auth import SNI_LUA, client_context, fetch_certificate, https_get, wait_for_https
 
-BACKEND_CONF = """\
-{user}worker_processes 1;
-daemon off;
-pid {prefix}/nginx.pid;
-error_log {prefix}/error.log warn;
-events {{ worker_connections 4096; }}
-http {{
-    access_log off;
-    client_body_temp_path {prefix}/client_body;
-    proxy_temp_path {prefix}/proxy;
-    fastcgi_temp_path {prefix}/fastcgi;
-    uwsgi_temp_path {prefix}/uwsgi;
-    scgi_temp_path {prefix}/scgi;
-    keepalive_requests 1000000;
-    server {{
-        listen 127.0.0.1:{port};
-        location / {{ return 200 "ok\\n"; }}
-    }}
-}}
-"""
+BACKEND_LOCATION = '        location / { return 200 "ok\\n"; }\n'
 
 
 def start_fast_backend(procs: Processes, binary: str, prefix: Path) -> int:
     """nginx answering `200 ok` to everything, one worker: a backend far faster than the gateway."""
-    prefix.mkdir()
     port = free_port()
-    user = f"user {pwd.getpwuid(0).pw_name};\n" if os.geteuid() == 0 else ""
-    conf = prefix / "nginx.conf"
-    conf.write_text(BACKEND_CONF.format(user=user, prefix=prefix, port=port))
-    child = procs.start(
-        [binary, "-p", f"{prefix}/", "-c", str(conf), "-e", str(prefix / "error.log")],
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    wait_for_port(port, child, f"the nginx backend (see {prefix}/error.log)")
+    start_nginx_with(procs, binary, prefix, plain_server(port, BACKEND_LOCATION), (port,))
     return port
 
 
