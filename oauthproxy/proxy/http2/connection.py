@@ -262,9 +262,12 @@ class Http2Connection:
 
     # --- ending ------------------------------------------------------------------------------
 
-    def _go_away(self) -> None:
+    def go_away(self) -> None:
         """GOAWAY NO_ERROR naming the last stream taken (built here: `h2` would close the
-        connection for the streams still running)."""
+        connection for the streams still running); once per connection (a second one could
+        only repeat it), and not on a connection that is already closing."""
+        if self._closing or self._done.is_set():
+            return
         last = self.h2.highest_inbound_stream_id
         self._last_stream = last
         self._closing = True
@@ -275,7 +278,7 @@ class Http2Connection:
 
     async def _close_on_shutdown(self) -> None:
         await self._front.shutdown.wait()
-        self._go_away()
+        self.go_away()
 
     async def _close_when_idle(self) -> None:
         idle = self.limits.idle_timeout
@@ -286,7 +289,7 @@ class Http2Connection:
                 continue
             deadline = self._quiet_since + idle
             if trio.current_time() >= deadline:
-                self._go_away()
+                self.go_away()
                 return
             await trio.sleep_until(deadline)
 

@@ -86,6 +86,14 @@ class StreamChannel(Channel):
         self.scope.cancel()
         self._arrived.set()
 
+    def cancel(self) -> None:
+        """The instance answering it ended with it still running: its task ends, and the
+        stream with RST_STREAM CANCEL unless its whole response went out."""
+        if not (self.reset or self.responded):
+            self.connection.reset(self.stream_id, ErrorCodes.CANCEL)
+            self.reset = True
+        self.scope.cancel()
+
     def release(self) -> None:
         """The stream is over: what it received and nobody read reopens the connection's
         window (the stream's own is gone with it)."""
