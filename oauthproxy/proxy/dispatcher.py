@@ -33,7 +33,7 @@ from oauthproxy.proxy.request_log import refused
 from oauthproxy.proxy.responses import Unserved
 from oauthproxy.proxy.sockets import LeanSocketStream
 from oauthproxy.proxy.tls import TLS_HANDSHAKE_TIMEOUT, HostContext, listener_context
-from oauthproxy.proxy.tls_stream import LeanTLSStream
+from oauthproxy.proxy.tls_stream import LeanTLSStream, handshake
 from oauthproxy.proxy.waiting import FirstRequests
 
 log = logging.getLogger(__name__)
@@ -273,7 +273,7 @@ async def _serve_tls(
     stream = trio.SSLStream(transport, context, server_side=True, https_compatible=True)
     try:
         with trio.fail_after(TLS_HANDSHAKE_TIMEOUT):
-            await stream.do_handshake()
+            await handshake(stream)
     except (trio.BrokenResourceError, trio.TooSlowError) as error:
         await _send_alert(stream, transport)
         await trio.aclose_forcefully(stream)
