@@ -215,12 +215,14 @@ def _get_offering(
     port: int, hostname: str, context: ssl.SSLContext, session: ssl.SSLSession | None
 ) -> tuple[ssl.SSLSession | None, bool]:
     """A blocking `GET /echo` on a new TLS connection that offers `session` for resumption:
-    the session to offer next, and whether this one was resumed."""
+    the session to offer next, and whether this one was resumed (on the TLS version the
+    context allows at most)."""
     request = f"GET /echo HTTP/1.1\r\nHost: {hostname}\r\nConnection: close\r\n\r\n".encode()
     with (
         socket.create_connection(("127.0.0.1", port), timeout=10) as raw,
         context.wrap_socket(raw, server_hostname=hostname, session=session) as tls,
     ):
+        assert tls.version() == context.maximum_version.name.replace("_", ".")
         tls.sendall(request)
         received = b""
         while chunk := tls.recv(65536):
@@ -229,16 +231,21 @@ def _get_offering(
         return tls.session, bool(tls.session_reused)
 
 
+@pytest.mark.parametrize(
+    "version", [ssl.TLSVersion.TLSv1_3, ssl.TLSVersion.TLSv1_2], ids=["TLSv1.3", "TLSv1.2"]
+)
 async def test_returning_tls_clients_resume_their_session(
-    storage: Storage, gateway: Ready, backend: int, pki: TestPKI
+    storage: Storage, gateway: Ready, backend: int, pki: TestPKI, version: ssl.TLSVersion
 ) -> None:
     """A returning client skips the full handshake: the session ticket it was given brings it
     back (no certificate signature: a fraction of the CPU of a new handshake, on both sides),
-    through the SNI switch to the name's own context, every time."""
+    through the SNI switch to the name's own context, every time. TLS 1.2 too, whose
+    handshakes end with the server's Finished (full) or the client's (resumed)."""
     await store_certificate(storage, pki)
     await storage.proxies.create(proxy("secure.example.com", backend))
     await until_https(gateway.https_port, "secure.example.com", pki.ca_file)
     context = ssl.create_default_context(cafile=str(pki.ca_file))
+    context.maximum_version = version
     port = gateway.https_port
 
     def connections() -> list[bool]:

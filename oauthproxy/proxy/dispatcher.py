@@ -33,7 +33,7 @@ from oauthproxy.proxy.request_log import refused
 from oauthproxy.proxy.responses import Unserved
 from oauthproxy.proxy.sockets import LeanSocketStream
 from oauthproxy.proxy.tls import TLS_HANDSHAKE_TIMEOUT, HostContext, listener_context
-from oauthproxy.proxy.tls_stream import LeanTLSStream
+from oauthproxy.proxy.tls_stream import LeanTLSStream, handshake
 from oauthproxy.proxy.waiting import FirstRequests
 
 log = logging.getLogger(__name__)
@@ -46,6 +46,16 @@ FIRST_REQUEST_TIMEOUT = 30.0
 gateway passes `PROXY_FIRST_REQUEST_TIMEOUT` through `Front`."""
 
 _ACCEPT_BACKOFF = {errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS}
+_ACCEPT_IGNORED = {
+    getattr(errno, name)
+    for name in (
+        *("EPERM", "ECONNABORTED", "EPROTO", "ENETDOWN", "ENOPROTOOPT", "EHOSTDOWN", "ENONET"),
+        *("EHOSTUNREACH", "EOPNOTSUPP", "ENETUNREACH", "ENOSR", "ESOCKTNOSUPPORT"),
+        *("EPROTONOSUPPORT", "ETIMEDOUT", "ECONNRESET"),
+    )
+    if hasattr(errno, name)
+}
+"""What a connection can die of between the kernel's queue and `accept` (as trio ignores)."""
 
 
 def client_of(stream: LeanSocketStream, trusted: Sequence[Network], scheme: bytes) -> Client:
@@ -90,6 +100,10 @@ async def hand_over(stream: trio.abc.Stream, front: Front, client: Client) -> No
 Handler = Callable[[LeanSocketStream], Awaitable[None]]
 
 
+ACCEPT_BATCH = 64
+"""Connections taken from the backlog per wake-up of the accept loop before it yields."""
+
+
 async def serve_listener(
     listener: trio.SocketListener,
     handle: Handler,
@@ -97,17 +111,32 @@ async def serve_listener(
     send_timeout: float = math.inf,
 ) -> None:
     """Accept connections until cancelled; each gets a `handle` task in `connections` (which
-    outlives the accepting), and `send_timeout` for every send toward it."""
+    outlives the accepting), and `send_timeout` for every send toward it.
+
+    One wait for the listening socket, then every connection the backlog holds (up to
+    `ACCEPT_BATCH`): trio's `accept()` would yield to the scheduler after each connection, and
+    try a failing `accept` before each wait."""
+    listening = listener.socket
+    raw = listening._sock  # type: ignore[attr-defined]  # trio's private stdlib socket (pinned)
     while True:
-        try:
-            stream = await listener.accept()
-        except OSError as error:
-            if error.errno not in _ACCEPT_BACKOFF:
+        await trio.lowlevel.wait_readable(listening)
+        for _ in range(ACCEPT_BATCH):
+            try:
+                accepted, _ = raw.accept()
+            except BlockingIOError:
+                break
+            except OSError as error:
+                if error.errno in _ACCEPT_BACKOFF:
+                    log.warning(
+                        "accept failed (%s); retrying shortly", errno.errorcode[error.errno]
+                    )
+                    await trio.sleep(0.1)
+                    break
+                if error.errno in _ACCEPT_IGNORED:
+                    continue
                 raise
-            log.warning("accept failed (%s); retrying shortly", errno.errorcode[error.errno])
-            await trio.sleep(0.1)
-            continue
-        connections.start_soon(_isolated, handle, stream, send_timeout)
+            stream = trio.SocketStream(trio.socket.from_stdlib_socket(accepted))
+            connections.start_soon(_isolated, handle, stream, send_timeout)
 
 
 async def _isolated(handle: Handler, tcp: trio.SocketStream, send_timeout: float) -> None:
@@ -273,7 +302,7 @@ async def _serve_tls(
     stream = trio.SSLStream(transport, context, server_side=True, https_compatible=True)
     try:
         with trio.fail_after(TLS_HANDSHAKE_TIMEOUT):
-            await stream.do_handshake()
+            await handshake(stream)
     except (trio.BrokenResourceError, trio.TooSlowError) as error:
         await _send_alert(stream, transport)
         await trio.aclose_forcefully(stream)

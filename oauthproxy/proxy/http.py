@@ -145,9 +145,10 @@ async def close_gently(stream: trio.abc.Stream) -> None:
     (A TLS stream cannot half-close: it says close_notify and closes.)
     """
     if not isinstance(stream, trio.abc.HalfCloseableStream):
-        with trio.move_on_after(LINGER_SECONDS):
+        with trio.move_on_after(LINGER_SECONDS) as lingered:
             await stream.aclose()
-        await trio.aclose_forcefully(stream)
+        if lingered.cancelled_caught:  # else it is closed already
+            await trio.aclose_forcefully(stream)
         return
     try:
         await stream.send_eof()

@@ -24,6 +24,8 @@ IPV6_CLIENT_PREFIX = 64
 
 def client_key(ip: str) -> str:
     """The address a connection counts against: IPv4 as it is, IPv6 by its /64."""
+    if ":" not in ip:
+        return ip  # IPv4, or no address at all: as it is, without parsing it
     try:
         address = ipaddress.ip_address(ip)
     except ValueError:
