@@ -1,23 +1,28 @@
-"""HTTP/2 requests cannot smuggle what the HTTP/1.1 request upstream could not carry.
+"""Attacks on the HTTP/2 front, sent on the wire.
 
-Every stream becomes an HTTP/1.1 request line `METHOD TARGET HTTP/1.1` to the backend. `:method`
-and `:path` came through with spaces (and non-ASCII bytes): `:method: GET /secret` with
-`:path: /public` was routed and auth-checked as `/public` (an auth-excluded path) while the
-backend read `GET /secret /public HTTP/1.1`, a request line the gateway's own HTTP/1.1 parser
-refuses. Sent here on the wire against a protected proxy, with a raw backend that records every
-request line it gets.
+- Every stream becomes an HTTP/1.1 request line `METHOD TARGET HTTP/1.1` to the backend.
+  `:method` and `:path` came through with spaces (and non-ASCII bytes): `:method: GET /secret`
+  with `:path: /public` was routed and auth-checked as `/public` (an auth-excluded path) while
+  the backend read `GET /secret /public HTTP/1.1`, a request line the gateway's own HTTP/1.1
+  parser refuses. Sent against a protected proxy, with a raw backend recording every line.
+- Each running stream holds an upstream connection: one HTTP/2 connection of a client at its
+  PROXY_MAX_CONNECTIONS_PER_IP share held 100 upstream connections more. Streams count now.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 import trio
+from h2.errors import ErrorCodes
 
-from oauthproxy.serve import Ready
+from oauthproxy.serve import Ready, serve
 from oauthproxy.storage import Storage
+from tests.eventually import eventually
 from tests.h2_client import H2Client
 from tests.test_http2 import SECURE, connected, serve_names, served
 from tests.test_http_conformance import RawBackend
@@ -68,4 +73,95 @@ async def test_a_request_line_http11_would_refuse_gets_a_400_and_never_reaches_t
     assert backend.received == [] and backend.junk == []
     served = await client.request(authority, "/public/after")
     assert served.status == 200 and served.body == b"target /public/after"
+    await client.aclose()
+
+
+class HoldingBackend:
+    """An HTTP/1.1 backend that answers each request once `hold` is cleared: what the gateway
+    keeps open upstream while it waits is `held`."""
+
+    def __init__(self) -> None:
+        self.hold = False
+        self.held = 0
+        self.released = trio.Event()
+
+    async def serve(self, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
+        listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
+        task_status.started(int(listeners[0].socket.getsockname()[1]))
+        await trio.serve_listeners(self._connection, listeners)
+
+    async def _connection(self, stream: trio.SocketStream) -> None:
+        async with stream:
+            received = b""
+            try:
+                while True:
+                    while b"\r\n\r\n" not in received:
+                        data = await stream.receive_some(65536)
+                        if not data:
+                            return
+                        received += data
+                    received = received.partition(b"\r\n\r\n")[2]
+                    if self.hold:
+                        self.held += 1
+                        await self.released.wait()
+                    await stream.send_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+            except trio.BrokenResourceError:
+                return
+
+
+CAP = 4
+
+
+@pytest.fixture
+async def capped(nursery: trio.Nursery, storage: Storage, make_settings: Any) -> Ready:
+    """A gateway whose clients may hold CAP connections each."""
+    settings = make_settings(proxy_max_connections_per_ip=CAP)
+    ready: Ready = await nursery.start(
+        lambda task_status: serve(settings, handle_signals=False, task_status=task_status)
+    )
+    return ready
+
+
+async def test_each_stream_counts_against_the_per_ip_connection_cap(
+    nursery: trio.Nursery, storage: Storage, capped: Ready, pki: TestPKI
+) -> None:
+    """One HTTP/2 connection ran 100 streams, each holding an upstream connection of its own:
+    a client at PROXY_MAX_CONNECTIONS_PER_IP connections held 100 times as many upstream. Now
+    the connection and its running streams together stay within the cap; the streams over it
+    are refused (REFUSED_STREAM) before anything reaches the backend."""
+    backend = HoldingBackend()
+    port = await nursery.start(backend.serve)
+    await serve_names(storage, pki, {SECURE: port})
+    client = await connected(capped.https_port, SECURE, pki.ca_file)
+    await served(client, SECURE, "/ready")
+    backend.hold = True
+    streams = [await client.send(SECURE, f"/held/{number}") for number in range(10)]
+
+    async def read_all() -> None:
+        with contextlib.suppress(trio.ClosedResourceError):  # once the test closes it
+            while await client.read() is not None:
+                pass
+
+    nursery.start_soon(read_all)
+    refused = CAP - 1  # the connection holds one share itself
+
+    def resets() -> list[int | None]:
+        return [client._answers[stream_id].reset for stream_id in streams]
+
+    async def settled() -> bool:
+        return backend.held > refused or resets().count(ErrorCodes.REFUSED_STREAM) == 10 - refused
+
+    await eventually(settled, what="streams admitted or refused")
+    assert backend.held == refused, (backend.held, resets())
+    assert resets().count(ErrorCodes.REFUSED_STREAM) == 10 - refused
+    backend.released.set()
+    admitted = [stream_id for stream_id in streams if client._answers[stream_id].reset is None]
+
+    async def answered(stream_ids: list[int]) -> bool:
+        return all(stream_id in client._ended for stream_id in stream_ids)
+
+    await eventually(lambda: answered(admitted), what="the admitted streams answered")
+    again = await client.send(SECURE, "/after")  # their shares came back: served again
+    await eventually(lambda: answered([again]), what="a stream after them answered")
+    assert [client._answers[stream_id].status for stream_id in [*admitted, again]] == [200] * 4
     await client.aclose()
