@@ -184,6 +184,22 @@ async def test_a_session_ends_when_its_token_is_deleted(
         assert (await alice.get(f"{TOKENS}info")).status_code == 401
 
 
+async def test_a_session_ends_when_its_login_leaves_the_tokens_github_users(
+    site: Ready, admin: httpx.AsyncClient, browser: Browser, github: GitHubStandIn
+) -> None:
+    """The admin takes a GitHub user off a token's list: a session that user made before
+    acted as the token for the rest of its 8 hours. It ends at once now."""
+    await make_owner(admin, "team-a", "alice", "bob")
+    as_user(github, "alice")
+    secret = await browser.sign_in()
+    async with bearer(site, secret) as alice:
+        assert (await alice.get(f"{TOKENS}info")).status_code == 200
+        changed = await admin.put(f"{TOKENS}team-a/github-users", json={"github_users": ["bob"]})
+        assert changed.status_code == 200, changed.text
+        assert (await alice.get(f"{TOKENS}info")).status_code == 401
+        assert (await alice.get(TARGETS)).status_code == 401
+
+
 async def test_an_admin_github_user_signs_in_as_the_admin(
     site: Ready, browser: Browser, github: GitHubStandIn
 ) -> None:
