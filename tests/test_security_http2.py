@@ -7,6 +7,8 @@
   parser refuses. Sent against a protected proxy, with a raw backend recording every line.
 - Each running stream holds an upstream connection: one HTTP/2 connection of a client at its
   PROXY_MAX_CONNECTIONS_PER_IP share held 100 upstream connections more. Streams count now.
+- A client's SETTINGS_HEADER_TABLE_SIZE sized the gateway's own HPACK encoder table (up to
+  4 GiB), which then kept every response header value sent on the connection.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from typing import Any
 import pytest
 import trio
 from h2.errors import ErrorCodes
+from h2.settings import SettingCodes
 
 from oauthproxy.serve import Ready, serve
 from oauthproxy.storage import Storage
@@ -77,13 +80,14 @@ async def test_a_request_line_http11_would_refuse_gets_a_400_and_never_reaches_t
 
 
 class HoldingBackend:
-    """An HTTP/1.1 backend that answers each request once `hold` is cleared: what the gateway
-    keeps open upstream while it waits is `held`."""
+    """An HTTP/1.1 backend that answers each request (with an `X-Request-Id` of its own) once
+    `released` when it `hold`s: what the gateway keeps open upstream meanwhile is `held`."""
 
     def __init__(self) -> None:
         self.hold = False
         self.held = 0
         self.released = trio.Event()
+        self.answered = 0
 
     async def serve(self, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
         listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
@@ -104,7 +108,12 @@ class HoldingBackend:
                     if self.hold:
                         self.held += 1
                         await self.released.wait()
-                    await stream.send_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+                    self.answered += 1
+                    unique = b"%064d" % self.answered  # as a request id: new in every answer
+                    await stream.send_all(
+                        b"HTTP/1.1 200 OK\r\nX-Request-Id: %s\r\nContent-Length: 2\r\n\r\nok"
+                        % unique
+                    )
             except trio.BrokenResourceError:
                 return
 
@@ -164,4 +173,27 @@ async def test_each_stream_counts_against_the_per_ip_connection_cap(
     again = await client.send(SECURE, "/after")  # their shares came back: served again
     await eventually(lambda: answered([again]), what="a stream after them answered")
     assert [client._answers[stream_id].status for stream_id in [*admitted, again]] == [200] * 4
+    await client.aclose()
+
+
+async def test_a_client_cannot_make_the_gateway_keep_a_huge_hpack_table(
+    nursery: trio.Nursery, storage: Storage, gateway: Ready, pki: TestPKI
+) -> None:
+    """A client announced SETTINGS_HEADER_TABLE_SIZE 2^31: the gateway's HPACK encoder took it
+    as its own table size and kept every response header value it had sent (a request id,
+    say) for the connection's life: memory without bound, and each header encoded was looked
+    up in that whole table. The encoder keeps 4,096 bytes (RFC 7541 §4.2 lets it keep less
+    than the client allows); what the client's decoder holds mirrors what the gateway's does."""
+    backend = HoldingBackend()
+    port = await nursery.start(backend.serve)
+    await serve_names(storage, pki, {SECURE: port})
+    client = await connected(gateway.https_port, SECURE, pki.ca_file)
+    await served(client, SECURE, "/ready")
+    client.h2.update_settings({SettingCodes.HEADER_TABLE_SIZE: 1 << 31})
+    await client.flush()
+    for number in range(60):  # 60 answers of ~110 header bytes each: 6.6 kB of new values
+        answer = await client.request(SECURE, f"/answer/{number}")
+        assert answer.status == 200 and len(answer.headers[b"x-request-id"]) == 64
+    kept = client.h2.decoder.header_table._current_size  # what the gateway made us keep
+    assert 0 < kept <= 4096, kept
     await client.aclose()
