@@ -7,6 +7,9 @@
   parser refuses. Sent against a protected proxy, with a raw backend recording every line.
 - Each running stream holds an upstream connection: one HTTP/2 connection of a client at its
   PROXY_MAX_CONNECTIONS_PER_IP share held 100 upstream connections more. Streams count now.
+- A HEADERS frame that ended the stream could carry `content-length: N`: the backend got a
+  head announcing N bytes that never came, and took them from the next request on the
+  pooled connection (request smuggling past the auth check).
 - A client's SETTINGS_HEADER_TABLE_SIZE sized the gateway's own HPACK encoder table (up to
   4 GiB), which then kept every response header value sent on the connection.
 """
@@ -196,4 +199,78 @@ async def test_a_client_cannot_make_the_gateway_keep_a_huge_hpack_table(
         assert answer.status == 200 and len(answer.headers[b"x-request-id"]) == 64
     kept = client.h2.decoder.header_table._current_size  # what the gateway made us keep
     assert 0 < kept <= 4096, kept
+    await client.aclose()
+
+
+class AnswerFirstBackend:
+    """An HTTP/1.1 backend that answers a request as soon as its head is in and then reads
+    and drops the body its Content-Length announces, as nginx does for a `return` (and many
+    servers for a 404 or a redirect). Each answer names the request line it answers."""
+
+    def __init__(self) -> None:
+        self.lines: list[bytes] = []
+
+    async def serve(self, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
+        listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
+        task_status.started(int(listeners[0].socket.getsockname()[1]))
+        await trio.serve_listeners(self._connection, listeners)
+
+    async def _connection(self, stream: trio.SocketStream) -> None:
+        async with stream:
+            buffered = b""
+            try:
+                while True:
+                    while b"\r\n\r\n" not in buffered:
+                        data = await stream.receive_some(65536)
+                        if not data:
+                            return
+                        buffered += data
+                    head, _, buffered = buffered.partition(b"\r\n\r\n")
+                    line, *fields = head.split(b"\r\n")
+                    self.lines.append(line)
+                    body = b"answers " + line
+                    await stream.send_all(
+                        b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body)
+                    )
+                    length = next(
+                        (
+                            int(f.partition(b":")[2])
+                            for f in fields
+                            if f.lower().startswith(b"content-length:")
+                        ),
+                        0,
+                    )
+                    while len(buffered) < length:
+                        data = await stream.receive_some(65536)
+                        if not data:
+                            return
+                        buffered += data
+                    buffered = buffered[length:]
+            except trio.BrokenResourceError:
+                return
+
+
+async def test_a_content_length_on_a_request_without_body_is_a_400(
+    nursery: trio.Nursery, storage: Storage, gateway: Ready, pki: TestPKI
+) -> None:
+    """A HEADERS frame that ends the stream with `content-length: N` went upstream as a head
+    announcing N body bytes and none following. A backend that answers before it reads the
+    body then took the first N bytes of the next request on that pooled connection as the
+    body, and read the rest as a request of its own: the client chose N so that the rest was
+    a header value of its next stream, `GET /secret HTTP/1.1`, which reached the backend past
+    the auth check (routed and checked as /public/b) and was answered to the client."""
+    backend = AnswerFirstBackend()
+    port = await nursery.start(backend.serve)
+    await serve_names(storage, pki, {SECURE: port}, **PROTECTED)
+    client = await connected(gateway.https_port, SECURE, pki.ca_file)
+    authority = f"{SECURE}:{gateway.https_port}"
+    await served(client, authority, "/public/ready")
+    smuggled = "GET /secret HTTP/1.1"
+    eaten = len(b"GET /public/b HTTP/1.1\r\nx-a: ")
+    first = await client.request(authority, "/public/a", headers=[("content-length", str(eaten))])
+    second = await client.request(authority, "/public/b", headers=[("x-a", smuggled)])
+    assert first.status == 400, (first, second, backend.lines)
+    assert json.loads(first.body)["error"] == "bad_request"
+    assert second.status == 200 and second.body == b"answers GET /public/b HTTP/1.1"
+    assert smuggled.encode() not in backend.lines, backend.lines
     await client.aclose()

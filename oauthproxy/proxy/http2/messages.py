@@ -120,6 +120,12 @@ def request_head(fields: Iterable[tuple[bytes, bytes]], *, ended: bool) -> Head:
     authority = authority or host
     if not authority:
         raise BadRequest("a request needs :authority (or a Host header)")
+    if length and (not length.isdigit() or (ended and length.strip(b"0"))):
+        # RFC 9113 §8.1.1: a content-length the DATA frames do not match is malformed. `h2`
+        # checks it against DATA, not against a HEADERS frame that ends the stream: the head
+        # upstream would announce a body that never follows, and a backend that answers
+        # before reading it would take the next request on that connection as the body
+        raise BadRequest("the request's Content-Length does not match its body")
     if cookies:  # RFC 9113 §8.2.3: crumbs are one field again for HTTP/1.1
         headers.append((b"cookie", b"; ".join(cookies)))
     headers.append((b"host", authority))
