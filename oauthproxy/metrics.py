@@ -48,6 +48,9 @@ class Served(Protocol):
     @property
     def connection_count(self) -> int: ...
 
+    @property
+    def active_requests(self) -> int: ...
+
 
 class GatewayMetrics:
     def __init__(self) -> None:
@@ -165,8 +168,14 @@ class _Gauges(Collector):
         )
         yield GaugeMetricFamily(
             "oauthproxy_open_connections",
-            "Client connections the instances hold (waiting or being answered)",
+            "Client connections the instances hold (HTTP/1.1 waiting or being answered, and "
+            "HTTP/2 with a stream in flight, counted once per hostname it serves)",
             value=sum(instance.connection_count for instance in instances),
+        )
+        yield GaugeMetricFamily(
+            "oauthproxy_active_requests",
+            "Requests being answered (HTTP/1.1 requests and HTTP/2 streams)",
+            value=sum(instance.active_requests for instance in instances),
         )
         if (certificates := self._metrics.certificates) is not None:
             expiry = GaugeMetricFamily(

@@ -17,6 +17,14 @@ only name a host the connection's certificate covers (else 421).
   says `Connection: close` and closes its connection after it; connections waiting idle for
   their next request close at once, so clients (load balancers) retry elsewhere. The scope is
   cancelled once every connection has closed, or at the grace deadline.
+
+HTTP/2 streams for this hostname run in their connection's nursery (one connection carries
+streams for many hostnames), so the instance keeps them apart: each stream it serves is
+registered (`serving`) with its cancel scope and its connection. Both ways to end wait for them
+as they wait for HTTP/1.1 requests; at the end those still running are cancelled (the client
+gets RST_STREAM CANCEL), and every HTTP/2 connection that carried this hostname gets a graceful
+GOAWAY, so its client opens a new connection (and handshake) for the next request, as the
+HTTP/1.1 connections the instance closes do.
 """
 
 from __future__ import annotations
@@ -25,8 +33,10 @@ import contextlib
 import dataclasses
 import logging
 import math
+import weakref
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import trio
 
@@ -75,6 +85,24 @@ class _Connection:
     """The 504 owed when `answer_by` fired, and whether it answers a HEAD request."""
 
 
+class Multiplexed(Protocol):
+    """The HTTP/2 connection a stream arrived on, as an instance sees it."""
+
+    def go_away(self) -> None:
+        """Graceful GOAWAY: streams already taken finish, the client opens a new connection
+        for the next ones."""
+
+
+class MultiplexedStream(Protocol):
+    """An HTTP/2 stream, as the instance that answers it sees it."""
+
+    @property
+    def connection(self) -> Multiplexed: ...
+
+    def cancel(self) -> None:
+        """End its task, and the stream with RST_STREAM CANCEL unless it is answered."""
+
+
 class Instance:
     def __init__(
         self,
@@ -110,6 +138,10 @@ class Instance:
         self._quiet = trio.Event()
         """Set when a request ends or a connection closes: what `run` waits on to finish."""
         self._connections: set[_Connection] = set()
+        self._streams: set[MultiplexedStream] = set()
+        """The HTTP/2 streams being answered for this hostname."""
+        self._multiplexed: weakref.WeakSet[Multiplexed] = weakref.WeakSet()
+        """The HTTP/2 connections still open that carried a stream for this hostname."""
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Serve until `stop()` or `drain()`; then finish within the grace period and close
@@ -126,7 +158,7 @@ class Instance:
                     if self._draining.is_set():
                         if self._settled is not None:
                             await self._settled()  # no connection is on its way here any more
-                        await self._until(lambda: not self._connections)
+                        await self._until(lambda: not (self._connections or self._streams))
                     else:
                         # a request already on its way over an open connection gets a clean 404
                         await trio.sleep(min(self._grace, LATE_REQUEST_SECONDS))
@@ -134,6 +166,7 @@ class Instance:
                 nursery.cancel_scope.cancel()
         finally:
             self._nursery = None
+            self._end_streams()
             with trio.CancelScope(shield=True):
                 await self._pool.clear()
 
@@ -159,8 +192,16 @@ class Instance:
 
     @property
     def connection_count(self) -> int:
-        """Connections this instance holds (for the metrics)."""
-        return len(self._connections)
+        """Connections this instance holds (for the metrics): its HTTP/1.1 connections, and the
+        HTTP/2 connections with a stream for it in flight."""
+        if not self._streams:
+            return len(self._connections)
+        return len(self._connections) + len({stream.connection for stream in self._streams})
+
+    @property
+    def active_requests(self) -> int:
+        """Requests being answered (for the metrics): HTTP/1.1 requests and HTTP/2 streams."""
+        return self._in_flight
 
     def stop(self) -> None:
         """The proxy was deleted: every next request gets a 404 (see the module docstring)."""
@@ -355,15 +396,29 @@ class Instance:
         return self._pool
 
     @contextlib.contextmanager
-    def serving(self) -> Iterator[None]:
-        """Count a request answered outside `_handle` (an HTTP/2 stream) as in flight: `stop`
-        lets it finish within the grace period."""
+    def serving(self, stream: MultiplexedStream) -> Iterator[None]:
+        """Count an HTTP/2 stream (answered outside `_handle`, in its connection's nursery)
+        as in flight: `stop` and `drain` let it finish within the grace period, and cancel it
+        at their end (see the module docstring)."""
         self._in_flight += 1
+        self._streams.add(stream)
+        self._multiplexed.add(stream.connection)
+        if self._nursery is None:  # ended between the lookup and now
+            stream.cancel()
         try:
             yield
         finally:
             self._in_flight -= 1
+            self._streams.discard(stream)
             self._quiet.set()
+
+    def _end_streams(self) -> None:
+        """The instance has ended: cancel its HTTP/2 streams still running (their RST_STREAM
+        is queued first), then send each connection that carried one a GOAWAY."""
+        for stream in list(self._streams):
+            stream.cancel()
+        for connection in list(self._multiplexed):
+            connection.go_away()
 
     def _refusal(
         self, config: InstanceConfig | None, view: RequestView, request: Head, client: Client

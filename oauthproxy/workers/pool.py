@@ -29,6 +29,8 @@ from oauthproxy.errors import StorageUnavailable, WorkerError
 from oauthproxy.metrics import Served
 from oauthproxy.retrying import Backoff
 from oauthproxy.storage.child import ChildOptions, open_child
+from oauthproxy.storage.replica_traces import ReplicaTraces
+from oauthproxy.workers.leftovers import Sweeper, worker_name
 from oauthproxy.workers.metrics import merged_exposition
 from oauthproxy.workers.reports import read_reports
 
@@ -71,6 +73,9 @@ class WorkerPool:
     def __init__(self, plane: Plane) -> None:
         self._plane = plane
         self.slots = [WorkerSlot(index) for index in range(plane.settings.workers)]
+        self._sweeper = Sweeper(
+            ReplicaTraces(plane.storage.redis), plane.replica, plane.settings.workers
+        )
 
     def counts(self) -> dict[str, int]:
         """How many are asked for, how many run, and how often one was started again."""
@@ -90,6 +95,7 @@ class WorkerPool:
                 for slot in self.slots:
                     starting.start_soon(workers.start, self._supervise, slot)
             log.info("%d workers serve the public ports", len(self.slots))
+            workers.start_soon(self._sweeper.run)  # what workers of an earlier run left
             task_status.started()
             await self._plane.shutdown.wait()
             workers.cancel_scope.cancel()
@@ -106,6 +112,7 @@ class WorkerPool:
             ready_at = trio.current_time()
             if started:
                 log.warning("worker %d is back (pid %s)", slot.index, slot.pid)
+                self._sweeper.poke()
             else:
                 started = True
                 task_status.started()
@@ -176,7 +183,7 @@ class WorkerPool:
             "HTTP_PORT": str(plane.ports.http),
             "HTTPS_PORT": str(plane.ports.https),
             "PROXY_PROTOCOL_PORT": str(plane.ports.proxy_protocol),
-            "GATEWAY_ID": f"{plane.replica[:120]}-{index}",
+            "GATEWAY_ID": worker_name(plane.replica, index),
         }
 
 

@@ -45,6 +45,7 @@ from hyperframe.frame import GoAwayFrame
 from oauthproxy.proxy.framing import Headers
 from oauthproxy.proxy.headers import Client
 from oauthproxy.proxy.http import READ_SIZE, ClientGone, close_gently
+from oauthproxy.proxy.http2.encoding import RequestDecoder, ResponseEncoder
 from oauthproxy.proxy.http2.floods import Flood, FloodGuard
 from oauthproxy.proxy.http2.limits import Http2Limits
 from oauthproxy.proxy.http2.requests import serve_stream
@@ -90,6 +91,8 @@ class Http2Connection:
         self._client = client
         self._front = front
         self.h2 = H2Connection(_CONFIGURATION)
+        self.h2.encoder = ResponseEncoder()
+        self.h2.decoder = RequestDecoder.like(self.h2.decoder)
         self.h2.local_settings = Settings(client=False, initial_values=limits.settings())
         self.h2.initiate_connection()
         self.h2.increment_flow_control_window(limits.connection_window - DEFAULT_WINDOW)
@@ -285,9 +288,12 @@ class Http2Connection:
 
     # --- ending ------------------------------------------------------------------------------
 
-    def _go_away(self) -> None:
+    def go_away(self) -> None:
         """GOAWAY NO_ERROR naming the last stream taken (built here: `h2` would close the
-        connection for the streams still running)."""
+        connection for the streams still running); once per connection (a second one could
+        only repeat it), and not on a connection that is already closing."""
+        if self._closing or self._done.is_set():
+            return
         last = self.h2.highest_inbound_stream_id
         self._last_stream = last
         self._closing = True
@@ -298,7 +304,7 @@ class Http2Connection:
 
     async def _close_on_shutdown(self) -> None:
         await self._front.shutdown.wait()
-        self._go_away()
+        self.go_away()
 
     async def _close_when_idle(self) -> None:
         idle = self.limits.idle_timeout
@@ -309,7 +315,7 @@ class Http2Connection:
                 continue
             deadline = self._quiet_since + idle
             if trio.current_time() >= deadline:
-                self._go_away()
+                self.go_away()
                 return
             await trio.sleep_until(deadline)
 

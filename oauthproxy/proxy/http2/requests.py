@@ -49,7 +49,7 @@ async def serve_stream(
         reply = misdirected(client, view.host, accept)
         found = front.lookup(view.host) if reply is None else None
         if isinstance(found, Instance):
-            with found.serving():
+            with found.serving(stream):
                 await _exchange(stream, request, view, client, found, requests)
             return
         if reply is None:

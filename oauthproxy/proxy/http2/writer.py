@@ -29,8 +29,9 @@ class Writer:
         self._wanted.set()
 
     def push(self, frame: bytes) -> None:
-        """A frame built outside the `h2` machine (the graceful GOAWAY), sent before the rest."""
-        self._first += frame
+        """A frame built outside the `h2` machine (the graceful GOAWAY), sent after what the
+        machine has queued so far (a stream's RST_STREAM, say) and before what it queues next."""
+        self._first += self._h2.data_to_send() + frame
         self.poke()
 
     async def flush(self) -> None:

@@ -1,0 +1,97 @@
+"""HPACK where `hpack`'s general code costs more than the common case needs.
+
+**Requests** (`RequestDecoder`): a client that repeats its fields (every browser and load
+tester does) sends, after its first request, blocks made only of one-byte indexed fields. Such
+a block changes no table, so it is read with one table lookup per byte; any other block goes
+through `hpack`'s decoder unchanged. Both enforce the same header-list limit.
+
+**Responses** (`ResponseEncoder`): without the dynamic table, as nginx encodes its HTTP/2
+responses.
+
+`hpack`'s `Encoder` indexes every field it sends and looks each one up in the dynamic table by
+a linear scan: ~14 µs for a typical response head. Without the dynamic table a field encodes
+the same way on every connection (a static-table index, or a literal that names a static-table
+name), so its bytes are kept in one process-wide cache: a head whose fields were sent before
+costs a dictionary lookup per field. What the client loses is the few bytes the dynamic table
+would have saved on repeated fields (each one is still Huffman-coded once, then cached).
+Fields marked never-indexed (`NeverIndexedHeaderTuple`: cookies, authorization) keep that mark.
+Changes to the table size the client asks for are still announced (the `Encoder` does that).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from hpack import Decoder, Encoder, HeaderTuple, OversizedHeaderListError
+
+CACHED_FIELDS = 4096
+"""How many encoded fields the cache keeps; when full it starts over (fields with values that
+never repeat, like dates and ids, would otherwise fill it)."""
+_WITHOUT_INDEXING = b"\x00"
+_NEVER_INDEXED = b"\x10"
+
+_encoded: dict[tuple[bytes, bytes, bool], bytes] = {}
+
+_ONE_BYTE_INDEXED = bytes(range(0x81, 0xFF))
+"""The bytes that are each a whole indexed field (index 1 to 126; 0xFF starts a longer one)."""
+_ENTRY_OVERHEAD = 32
+"""RFC 7541 §4.1: what each field adds to a header list's size besides its name and value."""
+
+
+class RequestDecoder(Decoder):
+    """A `Decoder` with a fast path for blocks of one-byte indexed fields (see the module
+    docstring)."""
+
+    @classmethod
+    def like(cls, decoder: Decoder) -> RequestDecoder:
+        """One with `decoder`'s limits (what `h2` set on the decoder it made)."""
+        made = cls(decoder.max_header_list_size)
+        made.max_allowed_table_size = decoder.max_allowed_table_size
+        made.header_table_size = decoder.header_table_size
+        return made
+
+    def decode(self, data: bytes, raw: bool = False) -> list[HeaderTuple]:
+        if not (raw and data and isinstance(data, bytes)) or data.translate(
+            None, _ONE_BYTE_INDEXED
+        ):
+            return list(super().decode(data, raw))
+        entry = self.header_table.get_by_index
+        headers = [HeaderTuple(*entry(byte & 0x7F)) for byte in data]
+        size = sum(len(name) + len(value) for name, value in headers)
+        if size + _ENTRY_OVERHEAD * len(headers) > self.max_header_list_size:
+            limit = self.max_header_list_size
+            raise OversizedHeaderListError(f"A header list larger than {limit} has been received")
+        return headers
+
+
+class ResponseEncoder(Encoder):
+    """An `Encoder` that never adds to its dynamic table (see the module docstring)."""
+
+    def encode(self, headers: Iterable[Any], huffman: bool = True) -> bytes:
+        block = []
+        if self.header_table.resized:
+            block.append(self._encode_table_size_change())
+            self.header_table.resized = False
+        cache = _encoded
+        for header in headers:
+            sensitive = isinstance(header, HeaderTuple) and not header.indexable
+            key = (header[0], header[1], sensitive)
+            field = cache.get(key)
+            if field is None:
+                field = self._field(header[0], header[1], sensitive)
+                if len(cache) >= CACHED_FIELDS:
+                    cache.clear()
+                cache[key] = field
+            block.append(field)
+        return b"".join(block)
+
+    def _field(self, name: bytes, value: bytes, sensitive: bool) -> bytes:
+        indexbit = _NEVER_INDEXED if sensitive else _WITHOUT_INDEXING
+        match = self.header_table.search(name, value)  # the static table: nothing is added
+        if match is None:
+            return self._encode_literal(name, value, indexbit, huffman=True)
+        index, _, perfect = match
+        if perfect is not None and not sensitive:
+            return self._encode_indexed(index)
+        return self._encode_indexed_literal(index, value, indexbit, huffman=True)
