@@ -194,12 +194,6 @@ class Http2Connection:
         elif isinstance(event, RemoteSettingsChanged):
             self._count(Flood.SETTINGS)
             self._open_windows(0)  # the initial window may have grown
-            encoder = self.h2.encoder
-            if encoder.header_table_size > self.limits.header_table_size:
-                # `h2` sized our HPACK encoder's table as the client allows (up to 4 GiB):
-                # it would keep every response header value sent. We may keep less (RFC 7541
-                # §4.2); the next header block says so first.
-                encoder.header_table_size = self.limits.header_table_size
         elif isinstance(event, PingReceived):
             self._count(Flood.PINGS)
         elif isinstance(event, PriorityUpdated):
