@@ -23,8 +23,7 @@ class Http2Limits:
     max_header_list_size: int = MAX_HEAD_SIZE
     """Bytes of one header block, decoded (as HTTP/1.1's head limit)."""
     header_table_size: int = 4096
-    """The HPACK dynamic table the client may make us keep (our responses' encoder keeps
-    none: `encoding.ResponseEncoder`)."""
+    """The HPACK dynamic table the client may make us keep."""
     max_frame_size: int = 16_384
     stream_window: int = 256 * 1024
     """Request body bytes one stream may send ahead of forwarding."""
