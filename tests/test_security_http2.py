@@ -27,6 +27,7 @@ import trio
 from h2.errors import ErrorCodes
 from h2.settings import SettingCodes
 
+from oauthproxy.proxy.http2 import encoding
 from oauthproxy.serve import Ready, serve
 from oauthproxy.storage import Storage
 from tests.eventually import eventually
@@ -92,6 +93,7 @@ class HoldingBackend:
         self.held = 0
         self.released = trio.Event()
         self.answered = 0
+        self.id_length = 64
 
     async def serve(self, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
         listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
@@ -113,7 +115,7 @@ class HoldingBackend:
                         self.held += 1
                         await self.released.wait()
                     self.answered += 1
-                    unique = b"%064d" % self.answered  # as a request id: new in every answer
+                    unique = b"%0*d" % (self.id_length, self.answered)  # new in every answer
                     await stream.send_all(
                         b"HTTP/1.1 200 OK\r\nX-Request-Id: %s\r\nContent-Length: 2\r\n\r\nok"
                         % unique
@@ -274,4 +276,27 @@ async def test_a_content_length_on_a_request_without_body_is_a_400(
     assert json.loads(first.body)["error"] == "bad_request"
     assert second.status == 200 and second.body == b"answers GET /public/b HTTP/1.1"
     assert smuggled.encode() not in backend.lines, backend.lines
+    await client.aclose()
+
+
+async def test_large_response_fields_are_not_kept_by_the_encoders_cache(
+    nursery: trio.Nursery, storage: Storage, gateway: Ready, pki: TestPKI
+) -> None:
+    """The responses' HPACK encoder keeps each field it encoded in a process-wide cache of
+    CACHED_FIELDS entries, whatever their size: a backend answering with a large field that
+    changes every time (a 30 kB token, an echo of the request) made the gateway hold up to
+    4,096 such fields (120 MB) across all connections, and cookies (`set-cookie`) stayed in
+    memory after their connections. Only short, indexable fields are cached now."""
+    backend = HoldingBackend()
+    backend.id_length = 30_000
+    port = await nursery.start(backend.serve)
+    await serve_names(storage, pki, {SECURE: port})
+    client = await connected(gateway.https_port, SECURE, pki.ca_file)
+    await served(client, SECURE, "/ready")
+    for number in range(20):
+        answer = await client.request(SECURE, f"/large/{number}")
+        assert answer.status == 200 and len(answer.headers[b"x-request-id"]) == 30_000
+    kept = sum(len(name) + len(value) for name, value, _ in encoding._encoded)
+    assert kept <= encoding.CACHED_FIELDS * encoding.CACHED_FIELD_BYTES, kept
+    assert not any(len(value) >= 30_000 for _, value, _ in encoding._encoded)
     await client.aclose()
