@@ -184,6 +184,65 @@ async def test_a_session_ends_when_its_token_is_deleted(
         assert (await alice.get(f"{TOKENS}info")).status_code == 401
 
 
+async def test_a_session_ends_when_its_login_leaves_the_tokens_github_users(
+    site: Ready, admin: httpx.AsyncClient, browser: Browser, github: GitHubStandIn
+) -> None:
+    """The admin takes a GitHub user off a token's list: a session that user made before
+    acted as the token for the rest of its 8 hours. It ends at once now."""
+    await make_owner(admin, "team-a", "alice", "bob")
+    as_user(github, "alice")
+    secret = await browser.sign_in()
+    async with bearer(site, secret) as alice:
+        assert (await alice.get(f"{TOKENS}info")).status_code == 200
+        changed = await admin.put(f"{TOKENS}team-a/github-users", json={"github_users": ["bob"]})
+        assert changed.status_code == 200, changed.text
+        assert (await alice.get(f"{TOKENS}info")).status_code == 401
+        assert (await alice.get(TARGETS)).status_code == 401
+
+
+async def test_over_https_no_other_host_can_plant_a_login_or_a_session(
+    nursery: trio.Nursery,
+    storage: Storage,
+    make_settings: Callable[..., Settings],
+    github: GitHubStandIn,
+) -> None:
+    """Cookie tossing: a proxied sibling host (mallory.example.com) may set a cookie for
+    example.com, and the dashboard at admin.example.com read `oauthproxy_dashboard_session`
+    (or the login cookie) whoever set it: mallory's own session, planted so, was taken by the
+    victim's dashboard tab (`/dashboard/?signed-in=github`), which then worked as mallory's
+    token. Over HTTPS the cookies are `__Host-` ones, which only the dashboard's host sets."""
+    site = await oauth_helpers.start_gateway(
+        nursery, make_settings, github, dashboard_url="https://admin.example.com"
+    )
+    headers = {"Authorization": f"Bearer {site.admin_token.secret}"}
+    async with httpx.AsyncClient(base_url=site.api_url, headers=headers) as admin:
+        await make_owner(admin, "team-m", "mallory")
+    as_user(github, "mallory")
+    async with httpx.AsyncClient(base_url=site.api_url) as http:
+        started = await http.get("/dashboard/github/login")
+        login = started.headers["set-cookie"]
+        assert login.startswith("__Host-oauthproxy_dashboard_login="), login
+        assert "Secure" in login and "Path=/;" in login and "Domain" not in login, login
+        async with httpx.AsyncClient() as to_github:
+            approved = await to_github.get(started.headers["location"])
+        back = urlsplit(approved.headers["location"])
+        assert (back.scheme, back.netloc) == ("https", "admin.example.com")
+        browser = login.partition(";")[0]
+        landed = await http.get(f"{back.path}?{back.query}", headers={"Cookie": browser})
+        assert landed.status_code == 302, landed.text
+        session = next(
+            value for value in landed.headers.get_list("set-cookie") if "_session=" in value
+        )
+        assert session.startswith("__Host-oauthproxy_dashboard_session=dsh_"), session
+        assert "Secure" in session and "Path=/;" in session, session
+        secret = session.partition("=")[2].partition(";")[0]
+        tossed = {"Cookie": f"oauthproxy_dashboard_session={secret}"}  # as example.com sets it
+        assert (await http.post("/dashboard/session", headers=tossed)).status_code == 401
+        own = {"Cookie": f"__Host-oauthproxy_dashboard_session={secret}"}
+        taken = await http.post("/dashboard/session", headers=own)
+        assert taken.status_code == 200 and taken.json()["token"] == secret
+
+
 async def test_an_admin_github_user_signs_in_as_the_admin(
     site: Ready, browser: Browser, github: GitHubStandIn
 ) -> None:

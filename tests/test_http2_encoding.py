@@ -15,6 +15,7 @@ from hpack import (
     OversizedHeaderListError,
 )
 
+from oauthproxy.proxy.http2 import encoding
 from oauthproxy.proxy.http2.encoding import RequestDecoder, ResponseEncoder
 
 HEAD = [
@@ -41,6 +42,19 @@ def test_blocks_decode_to_the_fields_and_leave_the_dynamic_table_empty() -> None
         ]
         assert not decoder.header_table.dynamic_entries
         assert not encoder.header_table.dynamic_entries
+
+
+def test_only_short_indexable_fields_are_cached() -> None:
+    """The cache is process-wide: a credential kept in it would outlive its connection, and
+    large fields would hold CACHED_FIELDS times 64 kB."""
+    encoder, decoder = ResponseEncoder(), Decoder()
+    large = (b"x-token", b"t" * (encoding.CACHED_FIELD_BYTES + 1))
+    block = encoder.encode([*HEAD, large])
+    assert decoder.decode(block, raw=True) == [tuple(field) for field in [*HEAD, large]]
+    cached = {(name, value) for name, value, _ in encoding._encoded}
+    assert (b"x-served-by", b"backend-1") in cached
+    assert (b"set-cookie", b"session=secret") not in cached
+    assert large not in cached
 
 
 def test_a_smaller_table_is_announced_once() -> None:

@@ -54,6 +54,8 @@ def test_a_host_field_alone_names_the_host() -> None:
             [*GET, (b":authority", b"a.com"), (b"content-length", b"1"), (b"content-length", b"2")],
             "differing Content-Length",
         ),
+        ([*GET, (b":authority", b"a.com"), (b"content-length", b"5")], "does not match"),
+        ([*GET, (b":authority", b"a.com"), (b"content-length", b"-0")], "does not match"),
         ([*GET, (b":authority", b"a.com\n")], "CR, LF"),
         ([*GET, (b":authority", b"a.com"), (b"connection", b"close")], "connection-specific"),
         ([*GET, (b":authority", b"a.com"), (b"transfer-encoding", b"chunked")], "connection"),

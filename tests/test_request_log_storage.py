@@ -7,10 +7,12 @@ INDEX_LIMIT, and the durable and the default (AOF-less) writes alike."""
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 
 import pytest
 
-from oauthproxy.logs import schema
+from oauthproxy.logs import queries, schema
+from oauthproxy.logs.queries import LogFilter
 from oauthproxy.logs.records import RequestEntry
 from oauthproxy.storage import Storage
 
@@ -121,3 +123,24 @@ async def test_buckets_expire_with_the_retention(storage: Storage) -> None:
     assert 3600 - schema.BUCKET_SECONDS <= await storage.log_redis.ttl(recent) <= 3600
     await write(storage, entries(1))  # 2023: long past the retention
     assert 0 < await storage.log_redis.ttl("req:1700000000") <= schema.BUCKET_SECONDS
+
+
+async def test_an_owners_query_reads_the_newest_entries_of_all_its_hostnames_together(
+    storage: Storage,
+) -> None:
+    """An owner's query reads one index per hostname it owns: with SCAN_LIMIT keys from each,
+    an owner of 50 hostnames made one query fetch and filter 250,000 entries (50 times the
+    admin's most), in the process that serves the API and, with WORKERS=1, the proxies too.
+    Now the owner's indexes together yield their newest SCAN_LIMIT, as the admin's one does:
+    an entry older than those is not read, however many hostnames the owner has."""
+    old = entries(queries.SCAN_LIMIT)  # one hostname's SCAN_LIMIT, all older than the other's
+    new = [replace(entry, host="new.example.com", started=entry.started + 3600) for entry in old]
+    for batch in (old, new):
+        for first in range(0, len(batch), 1000):
+            await write(storage, batch[first : first + 1000])
+    owned = {"store.example.com": 0.0, "new.example.com": 0.0}
+    oldest = LogFilter(hours=1e6, hosts=owned, words=("/n/0",), limit=1000)
+    found = await queries.search(storage.request_logs, oldest, slow_seconds=1)
+    assert {entry["hostname"] for entry in found} == {"new.example.com"}
+    newest = await queries.search(storage.request_logs, replace(oldest, words=()), slow_seconds=1)
+    assert len(newest) == 1000 and newest[0]["request_path"] == f"/n/{queries.SCAN_LIMIT - 1}"

@@ -47,7 +47,8 @@ def bearer_secret() -> str:
 
 async def authenticate() -> Token:
     """The token the bearer secret is, or acts as: a dashboard session (`dsh_…`, made by
-    signing in with GitHub) acts as its token while that token keeps the secret it had."""
+    signing in with GitHub) acts as its token while that token keeps the secret it had and its
+    GitHub login may still sign in as it."""
     secret = bearer_secret()
     storage = app_state(current_app).storage
     if secret.startswith(SESSION_PREFIX):
@@ -73,7 +74,17 @@ async def _session_token(storage: Storage, secret: str) -> Token | None:
     token = await storage.tokens.get(session.token_name)
     if token is None or not hmac.compare_digest(token.hash, session.token_hash):
         return None
-    return token
+    return token if _still_allowed(token, session.github_login) else None
+
+
+def _still_allowed(token: Token, github_login: str) -> bool:
+    """Whether `github_login` may still sign in as `token` (`dashboard.sign_in.token_for`'s
+    rule): a login the admin took off the list (or out of ADMIN_GITHUB_USERS) ends its
+    sessions at once, not when they expire."""
+    login = github_login.lower()
+    if login in {user.lower() for user in token.github_users}:
+        return True
+    return token.is_admin and login in app_state(current_app).settings.admin_github_logins()
 
 
 def signed_in_with_github() -> bool:

@@ -8,6 +8,8 @@ names the token to act as (`sign_in.token_for`). The browser never receives that
 secret: it gets a dashboard session (`dsh_…`, DASHBOARD_SESSION_LIFETIME seconds), first in an
 HttpOnly cookie that only `POST /dashboard/session` reads (once), then, like a token typed on
 the sign-in page, in the tab's sessionStorage as a bearer credential. Sign out ends it in Redis.
+Over HTTPS both cookies are `__Host-` cookies (path `/`), which no other host can set: a sibling
+host could otherwise plant its own login or session in the browser (`_cookie`).
 Neither the session, the token, nor GitHub's access token is ever logged.
 """
 
@@ -86,7 +88,7 @@ async def callback() -> WerkzeugResponse | Response:
     except SignInRefused as refusal:  # the login cookie stays: a forged callback visited
         return await _refused(refusal)  # by this browser must not end its own sign-in
     signed_in = redirect("/dashboard/?signed-in=github")
-    signed_in.delete_cookie(LOGIN_COOKIE, path=LOGIN_PATH)
+    _delete_cookie(signed_in, LOGIN_COOKIE, LOGIN_PATH)
     _set_cookie(signed_in, SESSION_COOKIE, secret, SESSION_PATH, HANDOFF_SECONDS)
     return signed_in
 
@@ -95,7 +97,7 @@ async def callback() -> WerkzeugResponse | Response:
 @hide
 async def take_session() -> Response:
     """The session the callback made, once: `{"token": "dsh_…"}` (401 without one)."""
-    secret = request.cookies.get(SESSION_COOKIE, "")
+    secret = request.cookies.get(_cookie(SESSION_COOKIE)[0], "")
     if not secret.startswith(SESSION_PREFIX) or await _storage().session(secret) is None:
         raise ApiError(
             401,
@@ -105,7 +107,7 @@ async def take_session() -> Response:
         )
     response = jsonify({"token": secret})
     response.headers["Cache-Control"] = "no-store"
-    response.delete_cookie(SESSION_COOKIE, path=SESSION_PATH)
+    _delete_cookie(response, SESSION_COOKIE, SESSION_PATH)
     return response
 
 
@@ -131,7 +133,7 @@ async def _sign_in() -> str:
     pending = await _storage().get_login(state) if state else None
     if pending is None:
         raise SignInRefused("Sign-in expired", _EXPIRED)
-    if not same_browser(pending.browser_hash, request.cookies.get(LOGIN_COOKIE)):
+    if not same_browser(pending.browser_hash, request.cookies.get(_cookie(LOGIN_COOKIE)[0])):
         raise SignInRefused("Sign-in started elsewhere", _ELSEWHERE, 403)
     if await _storage().take_login(state) is None:
         raise SignInRefused("Sign-in expired", _EXPIRED)
@@ -181,18 +183,27 @@ def _origin() -> str:
     return str(configured or request.host_url).rstrip("/")
 
 
+def _cookie(name: str, path: str = "/") -> tuple[str, str]:
+    """A cookie's name and path as set and read. Over HTTPS: `__Host-` and path `/`, so no
+    other host can set it (a proxied sibling such as tenant.example.com can set a cookie for
+    example.com, and so hand the dashboard at admin.example.com a login or a session of its
+    own: the browser's user would then work as the sibling's token)."""
+    return (f"__Host-{name}", "/") if _origin().startswith("https:") else (name, path)
+
+
 def _set_cookie(
     response: WerkzeugResponse | Response, name: str, value: str, path: str, seconds: int
 ) -> None:
+    name, path = _cookie(name, path)
+    secure = name.startswith("__Host-")
     response.set_cookie(
-        name,
-        value,
-        max_age=seconds,
-        path=path,
-        httponly=True,
-        samesite="Lax",
-        secure=_origin().startswith("https:"),
+        name, value, max_age=seconds, path=path, httponly=True, samesite="Lax", secure=secure
     )
+
+
+def _delete_cookie(response: WerkzeugResponse | Response, name: str, path: str) -> None:
+    name, path = _cookie(name, path)
+    response.delete_cookie(name, path=path, secure=name.startswith("__Host-"), httponly=True)
 
 
 async def _refused(refusal: SignInRefused) -> Response:

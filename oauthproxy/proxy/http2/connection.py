@@ -8,7 +8,9 @@ reads, one that writes, and a task per stream, all in the connection's own nurse
   memory is bounded by one upstream read per stream. A cancelled stream never cuts a write in half.
 - **Limits** (`Http2Limits`) are sent as SETTINGS and enforced by `h2`; what `h2` does not
   bound (resets, SETTINGS/PING/empty DATA/PRIORITY/WINDOW_UPDATE floods) `floods` counts, and
-  a connection over a budget gets GOAWAY `ENHANCE_YOUR_CALM` and is closed.
+  a connection over a budget gets GOAWAY `ENHANCE_YOUR_CALM` and is closed. Each running
+  stream counts as a connection of its client (`PROXY_MAX_CONNECTIONS_PER_IP`, as nginx's
+  `limit_conn` counts streams); over the cap a new stream is refused (`REFUSED_STREAM`).
 - **Ending**: when the gateway shuts down (or after `idle_timeout` without a stream) the
   connection sends GOAWAY naming the last stream it took; streams up to it finish, later ones
   are refused (`REFUSED_STREAM`, which clients retry elsewhere), and the connection closes once
@@ -49,6 +51,7 @@ from oauthproxy.proxy.http2.limits import Http2Limits
 from oauthproxy.proxy.http2.requests import serve_stream
 from oauthproxy.proxy.http2.stream import StreamChannel
 from oauthproxy.proxy.http2.writer import Writer
+from oauthproxy.proxy.limits import Release
 
 if TYPE_CHECKING:
     from oauthproxy.proxy.dispatcher import Front
@@ -59,6 +62,10 @@ FLUSH_SECONDS = 1.0
 them, before the connection closes."""
 DEFAULT_WINDOW = 65_535
 """RFC 9113's initial window: where the connection's own window starts."""
+
+
+def _uncounted() -> None:
+    """A trusted proxy's streams are not counted (it speaks for many clients)."""
 
 
 _CONFIGURATION = H2Configuration(
@@ -203,13 +210,20 @@ class Http2Connection:
         if self._closing or (self._last_stream is not None and stream_id > self._last_stream):
             self.reset(stream_id, ErrorCodes.REFUSED_STREAM)
             return
+        # Each running stream counts as a connection of its client (as nginx's limit_conn does):
+        # one connection's 100 streams would otherwise hold 100 upstream connections, and the
+        # per-IP cap would bound nothing
+        release = _uncounted if self._client.trusted else self._front.limit.admit(self._client.ip)
+        if release is None:
+            self.reset(stream_id, ErrorCodes.REFUSED_STREAM)
+            return
         stream = StreamChannel(self, stream_id)
         bodiless = event.stream_ended is not None
         if bodiless:
             stream.finish()
         self._streams[stream_id] = stream
         fields = cast(Headers, event.headers or [])
-        self._nursery.start_soon(self._serve_stream, stream, fields, bodiless)
+        self._nursery.start_soon(self._serve_stream, stream, fields, bodiless, release)
 
     def _data(self, event: DataReceived) -> None:
         stream_id, data = event.stream_id, event.data or b""
@@ -244,11 +258,14 @@ class Http2Connection:
 
     # --- streams -----------------------------------------------------------------------------
 
-    async def _serve_stream(self, stream: StreamChannel, fields: Headers, bodiless: bool) -> None:
+    async def _serve_stream(
+        self, stream: StreamChannel, fields: Headers, bodiless: bool, release: Release
+    ) -> None:
         try:
             with stream.scope:
                 await serve_stream(stream, fields, bodiless, self._client, self._front)
         finally:
+            release()
             del self._streams[stream.stream_id]
             stream.release()
             if not stream.reset:

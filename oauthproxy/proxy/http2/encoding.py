@@ -12,8 +12,10 @@ responses.
 a linear scan: ~14 µs for a typical response head. Without the dynamic table a field encodes
 the same way on every connection (a static-table index, or a literal that names a static-table
 name), so its bytes are kept in one process-wide cache: a head whose fields were sent before
-costs a dictionary lookup per field. What the client loses is the few bytes the dynamic table
-would have saved on repeated fields (each one is still Huffman-coded once, then cached).
+costs a dictionary lookup per field. Only short fields are kept (`CACHED_FIELD_BYTES`), and no
+never-indexed one (a cookie or a credential would outlive its connection in memory). What the
+client loses is the few bytes the dynamic table would have saved on repeated fields (each one
+is still Huffman-coded once, then cached).
 Fields marked never-indexed (`NeverIndexedHeaderTuple`: cookies, authorization) keep that mark.
 Changes to the table size the client asks for are still announced (the `Encoder` does that).
 """
@@ -28,6 +30,11 @@ from hpack import Decoder, Encoder, HeaderTuple, OversizedHeaderListError
 CACHED_FIELDS = 4096
 """How many encoded fields the cache keeps; when full it starts over (fields with values that
 never repeat, like dates and ids, would otherwise fill it)."""
+CACHED_FIELD_BYTES = 256
+"""The longest field (name and value) the cache keeps: a backend's large fields that change
+every time (tokens, echoes of the request) would hold CACHED_FIELDS times 64 kB otherwise.
+Never-indexed fields (cookies, credentials) are never cached either: they would outlive their
+connection in memory."""
 _WITHOUT_INDEXING = b"\x00"
 _NEVER_INDEXED = b"\x10"
 
@@ -80,9 +87,10 @@ class ResponseEncoder(Encoder):
             field = cache.get(key)
             if field is None:
                 field = self._field(header[0], header[1], sensitive)
-                if len(cache) >= CACHED_FIELDS:
-                    cache.clear()
-                cache[key] = field
+                if not sensitive and len(header[0]) + len(header[1]) <= CACHED_FIELD_BYTES:
+                    if len(cache) >= CACHED_FIELDS:
+                        cache.clear()
+                    cache[key] = field
             block.append(field)
         return b"".join(block)
 

@@ -6,11 +6,13 @@ target, and a body without `content-length` goes upstream chunked.
 
 `request_head` is where a request's header block is validated (RFC 9113 §8.2, §8.3; the `h2`
 library's own per-character checks are off, as they cost more than the rest of the stream):
-lowercase token names, values without NUL/CR/LF or surrounding whitespace (nothing can be
-smuggled into the HTTP/1.1 request upstream), pseudo-headers first, once each, only the request
-ones, `:method`/`:scheme`/`:path` present. A connection-specific field (§8.2.2) makes the
-request malformed (only `te: trailers` is allowed, and dropped); responses never carry one
-either. Each of these is a 400 on that stream (§8.1.1), the connection goes on.
+lowercase token names, a token `:method` and a `:path` of visible ASCII (the request line
+upstream is one our HTTP/1.1 parser would accept), values without NUL/CR/LF or surrounding
+whitespace (nothing can be smuggled into the HTTP/1.1 request upstream), pseudo-headers
+first, once each, only the request ones, `:method`/`:scheme`/`:path` present. A
+connection-specific field (§8.2.2) makes the request malformed (only `te: trailers` is allowed,
+and dropped); responses never carry one either. Each of these is a 400 on that stream
+(§8.1.1), the connection goes on.
 """
 
 from __future__ import annotations
@@ -46,6 +48,10 @@ _NEVER_INDEXED = frozenset({b"authorization", b"proxy-authorization", b"set-cook
 _PSEUDO = frozenset({b":method", b":scheme", b":authority", b":path"})
 _NAME = re.compile(rb"[!#$%&'*+\-.^_`|~0-9a-z]+")
 """A field name: an HTTP token, lowercase (RFC 9113 §8.2.1, RFC 9110 §5.1)."""
+_METHOD = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+"""A method: an HTTP token (RFC 9110 §9.1), so the request line upstream has three parts."""
+_TARGET = re.compile(rb"[\x21-\x7e]+")
+"""A request target: visible ASCII, no space (RFC 9112 §3.2), as our HTTP/1.1 parser wants it."""
 _BAD_VALUE = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]|\A[ \t]|[ \t]\Z")
 """What a field value must not hold: RFC 9113 §8.2.1 forbids NUL, CR, LF and surrounding
 whitespace; the other control characters (RFC 9110 §5.5) are refused too, as the HTTP/1.1
@@ -102,6 +108,10 @@ def request_head(fields: Iterable[tuple[bytes, bytes]], *, ended: bool) -> Head:
         raise BadRequest("CONNECT is not served (nor is a request without :method)")
     if not path:
         raise BadRequest("a request needs :path")
+    if _METHOD.fullmatch(method) is None or _TARGET.fullmatch(path) is None:
+        # `:method: GET /secret` with `:path: /public` is routed and checked as /public, and
+        # an HTTP/1.1 backend would read the request line `GET /secret /public HTTP/1.1`
+        raise BadRequest("the :method is not a token or the :path has a space or non-ASCII byte")
     if not pseudo.get(b":scheme"):
         raise BadRequest("a request needs :scheme")
     authority = pseudo.get(b":authority", b"")
@@ -110,6 +120,12 @@ def request_head(fields: Iterable[tuple[bytes, bytes]], *, ended: bool) -> Head:
     authority = authority or host
     if not authority:
         raise BadRequest("a request needs :authority (or a Host header)")
+    if length and (not length.isdigit() or (ended and length.strip(b"0"))):
+        # RFC 9113 §8.1.1: a content-length the DATA frames do not match is malformed. `h2`
+        # checks it against DATA, not against a HEADERS frame that ends the stream: the head
+        # upstream would announce a body that never follows, and a backend that answers
+        # before reading it would take the next request on that connection as the body
+        raise BadRequest("the request's Content-Length does not match its body")
     if cookies:  # RFC 9113 §8.2.3: crumbs are one field again for HTTP/1.1
         headers.append((b"cookie", b"; ".join(cookies)))
     headers.append((b"host", authority))

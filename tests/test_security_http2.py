@@ -1,0 +1,302 @@
+"""Attacks on the HTTP/2 front, sent on the wire.
+
+- Every stream becomes an HTTP/1.1 request line `METHOD TARGET HTTP/1.1` to the backend.
+  `:method` and `:path` came through with spaces (and non-ASCII bytes): `:method: GET /secret`
+  with `:path: /public` was routed and auth-checked as `/public` (an auth-excluded path) while
+  the backend read `GET /secret /public HTTP/1.1`, a request line the gateway's own HTTP/1.1
+  parser refuses. Sent against a protected proxy, with a raw backend recording every line.
+- Each running stream holds an upstream connection: one HTTP/2 connection of a client at its
+  PROXY_MAX_CONNECTIONS_PER_IP share held 100 upstream connections more. Streams count now.
+- A HEADERS frame that ended the stream could carry `content-length: N`: the backend got a
+  head announcing N bytes that never came, and took them from the next request on the
+  pooled connection (request smuggling past the auth check).
+- A client's SETTINGS_HEADER_TABLE_SIZE sized the gateway's own HPACK encoder table (up to
+  4 GiB), which then kept every response header value sent on the connection (main's
+  `encoding.ResponseEncoder` now keeps no dynamic table; the test stays).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+from h2.errors import ErrorCodes
+from h2.settings import SettingCodes
+
+from oauthproxy.proxy.http2 import encoding
+from oauthproxy.serve import Ready, serve
+from oauthproxy.storage import Storage
+from tests.eventually import eventually
+from tests.h2_client import H2Client
+from tests.test_http2 import SECURE, connected, serve_names, served
+from tests.test_http_conformance import RawBackend
+from tests.tls import TestPKI, make_pki
+
+PROTECTED = {
+    "auth_enabled": True,
+    "auth_required_users": ["*"],
+    "auth_excluded_paths": ["/public"],
+}
+
+
+@pytest.fixture
+def pki(tmp_path: Path) -> TestPKI:
+    return make_pki(tmp_path, (SECURE,))
+
+
+async def _raw_h2(
+    nursery: trio.Nursery, storage: Storage, gateway: Ready, pki: TestPKI
+) -> tuple[RawBackend, H2Client, str]:
+    backend = RawBackend()
+    await nursery.start(backend.serve)
+    await serve_names(storage, pki, {SECURE: backend.port}, **PROTECTED)
+    client = await connected(gateway.https_port, SECURE, pki.ca_file)
+    authority = f"{SECURE}:{gateway.https_port}"
+    await served(client, authority, "/public/ready")
+    backend.received.clear()
+    return backend, client, authority
+
+
+SMUGGLING = [
+    ("GET /secret", "/public"),  # the backend would read GET /secret /public HTTP/1.1
+    ("GET", "/public /secret"),
+    ("GET", "/public/\u00e9"),
+    ("GET", "/public\t/x"),
+    ("G(T", "/public"),
+]
+
+
+async def test_a_request_line_http11_would_refuse_gets_a_400_and_never_reaches_the_backend(
+    nursery: trio.Nursery, storage: Storage, gateway: Ready, pki: TestPKI
+) -> None:
+    backend, client, authority = await _raw_h2(nursery, storage, gateway, pki)
+    for method, path in SMUGGLING:
+        answer = await client.request(authority, path, method=method)
+        assert answer.status == 400, (method, path, answer, backend.received, backend.junk)
+        assert json.loads(answer.body)["error"] == "bad_request"
+    assert backend.received == [] and backend.junk == []
+    served = await client.request(authority, "/public/after")
+    assert served.status == 200 and served.body == b"target /public/after"
+    await client.aclose()
+
+
+class HoldingBackend:
+    """An HTTP/1.1 backend that answers each request (with an `X-Request-Id` of its own) once
+    `released` when it `hold`s: what the gateway keeps open upstream meanwhile is `held`."""
+
+    def __init__(self) -> None:
+        self.hold = False
+        self.held = 0
+        self.released = trio.Event()
+        self.answered = 0
+        self.id_length = 64
+
+    async def serve(self, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
+        listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
+        task_status.started(int(listeners[0].socket.getsockname()[1]))
+        await trio.serve_listeners(self._connection, listeners)
+
+    async def _connection(self, stream: trio.SocketStream) -> None:
+        async with stream:
+            received = b""
+            try:
+                while True:
+                    while b"\r\n\r\n" not in received:
+                        data = await stream.receive_some(65536)
+                        if not data:
+                            return
+                        received += data
+                    received = received.partition(b"\r\n\r\n")[2]
+                    if self.hold:
+                        self.held += 1
+                        await self.released.wait()
+                    self.answered += 1
+                    unique = b"%0*d" % (self.id_length, self.answered)  # new in every answer
+                    await stream.send_all(
+                        b"HTTP/1.1 200 OK\r\nX-Request-Id: %s\r\nContent-Length: 2\r\n\r\nok"
+                        % unique
+                    )
+            except trio.BrokenResourceError:
+                return
+
+
+CAP = 4
+
+
+@pytest.fixture
+async def capped(nursery: trio.Nursery, storage: Storage, make_settings: Any) -> Ready:
+    """A gateway whose clients may hold CAP connections each."""
+    settings = make_settings(proxy_max_connections_per_ip=CAP)
+    ready: Ready = await nursery.start(
+        lambda task_status: serve(settings, handle_signals=False, task_status=task_status)
+    )
+    return ready
+
+
+async def test_each_stream_counts_against_the_per_ip_connection_cap(
+    nursery: trio.Nursery, storage: Storage, capped: Ready, pki: TestPKI
+) -> None:
+    """One HTTP/2 connection ran 100 streams, each holding an upstream connection of its own:
+    a client at PROXY_MAX_CONNECTIONS_PER_IP connections held 100 times as many upstream. Now
+    the connection and its running streams together stay within the cap; the streams over it
+    are refused (REFUSED_STREAM) before anything reaches the backend."""
+    backend = HoldingBackend()
+    port = await nursery.start(backend.serve)
+    await serve_names(storage, pki, {SECURE: port})
+    client = await connected(capped.https_port, SECURE, pki.ca_file)
+    await served(client, SECURE, "/ready")
+    backend.hold = True
+    streams = [await client.send(SECURE, f"/held/{number}") for number in range(10)]
+
+    async def read_all() -> None:
+        with contextlib.suppress(trio.ClosedResourceError):  # once the test closes it
+            while await client.read() is not None:
+                pass
+
+    nursery.start_soon(read_all)
+    refused = CAP - 1  # the connection holds one share itself
+
+    def resets() -> list[int | None]:
+        return [client._answers[stream_id].reset for stream_id in streams]
+
+    async def settled() -> bool:
+        return backend.held > refused or resets().count(ErrorCodes.REFUSED_STREAM) == 10 - refused
+
+    await eventually(settled, what="streams admitted or refused")
+    assert backend.held == refused, (backend.held, resets())
+    assert resets().count(ErrorCodes.REFUSED_STREAM) == 10 - refused
+    backend.released.set()
+    admitted = [stream_id for stream_id in streams if client._answers[stream_id].reset is None]
+
+    async def answered(stream_ids: list[int]) -> bool:
+        return all(stream_id in client._ended for stream_id in stream_ids)
+
+    await eventually(lambda: answered(admitted), what="the admitted streams answered")
+    again = await client.send(SECURE, "/after")  # their shares came back: served again
+    await eventually(lambda: answered([again]), what="a stream after them answered")
+    assert [client._answers[stream_id].status for stream_id in [*admitted, again]] == [200] * 4
+    await client.aclose()
+
+
+async def test_a_client_cannot_make_the_gateway_keep_a_huge_hpack_table(
+    nursery: trio.Nursery, storage: Storage, gateway: Ready, pki: TestPKI
+) -> None:
+    """A client announced SETTINGS_HEADER_TABLE_SIZE 2^31: the gateway's HPACK encoder took it
+    as its own table size and kept every response header value it had sent (a request id,
+    say) for the connection's life: memory without bound, and each header encoded was looked
+    up in that whole table. What the client's decoder holds mirrors what the gateway's encoder
+    keeps: at most 4,096 bytes (now none: `encoding.ResponseEncoder` uses no dynamic table)."""
+    backend = HoldingBackend()
+    port = await nursery.start(backend.serve)
+    await serve_names(storage, pki, {SECURE: port})
+    client = await connected(gateway.https_port, SECURE, pki.ca_file)
+    await served(client, SECURE, "/ready")
+    client.h2.update_settings({SettingCodes.HEADER_TABLE_SIZE: 1 << 31})
+    await client.flush()
+    for number in range(60):  # 60 answers of ~110 header bytes each: 6.6 kB of new values
+        answer = await client.request(SECURE, f"/answer/{number}")
+        assert answer.status == 200 and len(answer.headers[b"x-request-id"]) == 64
+    kept = client.h2.decoder.header_table._current_size  # what the gateway made us keep
+    assert kept <= 4096, kept
+    await client.aclose()
+
+
+class AnswerFirstBackend:
+    """An HTTP/1.1 backend that answers a request as soon as its head is in and then reads
+    and drops the body its Content-Length announces, as nginx does for a `return` (and many
+    servers for a 404 or a redirect). Each answer names the request line it answers."""
+
+    def __init__(self) -> None:
+        self.lines: list[bytes] = []
+
+    async def serve(self, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
+        listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
+        task_status.started(int(listeners[0].socket.getsockname()[1]))
+        await trio.serve_listeners(self._connection, listeners)
+
+    async def _connection(self, stream: trio.SocketStream) -> None:
+        async with stream:
+            buffered = b""
+            try:
+                while True:
+                    while b"\r\n\r\n" not in buffered:
+                        data = await stream.receive_some(65536)
+                        if not data:
+                            return
+                        buffered += data
+                    head, _, buffered = buffered.partition(b"\r\n\r\n")
+                    line, *fields = head.split(b"\r\n")
+                    self.lines.append(line)
+                    body = b"answers " + line
+                    await stream.send_all(
+                        b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body)
+                    )
+                    length = next(
+                        (
+                            int(f.partition(b":")[2])
+                            for f in fields
+                            if f.lower().startswith(b"content-length:")
+                        ),
+                        0,
+                    )
+                    while len(buffered) < length:
+                        data = await stream.receive_some(65536)
+                        if not data:
+                            return
+                        buffered += data
+                    buffered = buffered[length:]
+            except trio.BrokenResourceError:
+                return
+
+
+async def test_a_content_length_on_a_request_without_body_is_a_400(
+    nursery: trio.Nursery, storage: Storage, gateway: Ready, pki: TestPKI
+) -> None:
+    """A HEADERS frame that ends the stream with `content-length: N` went upstream as a head
+    announcing N body bytes and none following. A backend that answers before it reads the
+    body then took the first N bytes of the next request on that pooled connection as the
+    body, and read the rest as a request of its own: the client chose N so that the rest was
+    a header value of its next stream, `GET /secret HTTP/1.1`, which reached the backend past
+    the auth check (routed and checked as /public/b) and was answered to the client."""
+    backend = AnswerFirstBackend()
+    port = await nursery.start(backend.serve)
+    await serve_names(storage, pki, {SECURE: port}, **PROTECTED)
+    client = await connected(gateway.https_port, SECURE, pki.ca_file)
+    authority = f"{SECURE}:{gateway.https_port}"
+    await served(client, authority, "/public/ready")
+    smuggled = "GET /secret HTTP/1.1"
+    eaten = len(b"GET /public/b HTTP/1.1\r\nx-a: ")
+    first = await client.request(authority, "/public/a", headers=[("content-length", str(eaten))])
+    second = await client.request(authority, "/public/b", headers=[("x-a", smuggled)])
+    assert first.status == 400, (first, second, backend.lines)
+    assert json.loads(first.body)["error"] == "bad_request"
+    assert second.status == 200 and second.body == b"answers GET /public/b HTTP/1.1"
+    assert smuggled.encode() not in backend.lines, backend.lines
+    await client.aclose()
+
+
+async def test_large_response_fields_are_not_kept_by_the_encoders_cache(
+    nursery: trio.Nursery, storage: Storage, gateway: Ready, pki: TestPKI
+) -> None:
+    """The responses' HPACK encoder keeps each field it encoded in a process-wide cache of
+    CACHED_FIELDS entries, whatever their size: a backend answering with a large field that
+    changes every time (a 30 kB token, an echo of the request) made the gateway hold up to
+    4,096 such fields (120 MB) across all connections, and cookies (`set-cookie`) stayed in
+    memory after their connections. Only short, indexable fields are cached now."""
+    backend = HoldingBackend()
+    backend.id_length = 30_000
+    port = await nursery.start(backend.serve)
+    await serve_names(storage, pki, {SECURE: port})
+    client = await connected(gateway.https_port, SECURE, pki.ca_file)
+    await served(client, SECURE, "/ready")
+    for number in range(20):
+        answer = await client.request(SECURE, f"/large/{number}")
+        assert answer.status == 200 and len(answer.headers[b"x-request-id"]) == 30_000
+    kept = sum(len(name) + len(value) for name, value, _ in encoding._encoded)
+    assert kept <= encoding.CACHED_FIELDS * encoding.CACHED_FIELD_BYTES, kept
+    assert not any(len(value) >= 30_000 for _, value, _ in encoding._encoded)
+    await client.aclose()
