@@ -144,8 +144,11 @@ async def _body_while_awaiting_answer(client: Channel, upstream: Channel, head: 
 async def _response_head(upstream: Channel) -> Head:
     """The final response head (or a 101); 100 Continue and friends stay between us and the
     upstream. (The answer to a HEAD request has no body: the codec knows the request.)"""
+    events = upstream.events
     while True:
-        event = await upstream.next_event()
+        while not events:  # (`next_event`, without a coroutine per response)
+            await upstream.receive()
+        event = events.popleft()
         if isinstance(event, Head):
             if event.status >= 200 or event.status == 101:
                 return event

@@ -205,6 +205,10 @@ class Instance:
         while not (channel.events or codec.their_state in _IN_MESSAGE):
             await channel.receive()
         connection.idle = False
+        events = channel.events
+        if events:  # the whole head came in one read (the common case): no header time to set
+            connection.closes_at = None
+            return events.popleft()
         connection.closes_at = trio.current_time() + self._header_timeout
         event = await channel.next_event()
         connection.closes_at = None
