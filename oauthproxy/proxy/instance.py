@@ -34,7 +34,7 @@ from oauthproxy.logs.logger import RequestLogger
 from oauthproxy.proxy.challenges import ChallengeLookup, challenge_reply, is_challenge
 from oauthproxy.proxy.codec import Event, Head, State
 from oauthproxy.proxy.config import InstanceConfig, PublicPorts
-from oauthproxy.proxy.exchange import Exchange
+from oauthproxy.proxy.exchange import AnswerTimer, Exchange
 from oauthproxy.proxy.forward import Destination, forward, timed_out
 from oauthproxy.proxy.handover import Lookup, answer, pass_connection, refusal, refuse
 from oauthproxy.proxy.headers import Client
@@ -69,8 +69,9 @@ class _Connection:
     instance starts at 0: its first request here also counts what came before)."""
     idle: bool = False
     """It waits for the first byte of its next request: nothing of it would be lost by closing."""
-    answer_by: trio.CancelScope = field(default_factory=trio.CancelScope)
-    """Its request timeout (`Exchange.answer_by`): fires while an upstream is late to answer."""
+    answer_by: AnswerTimer = field(default_factory=lambda: AnswerTimer(math.inf))
+    """Its request timeout (`Exchange.answer_by`): fires while an upstream is late to answer.
+    The instance's sweep arms it (`AnswerTimer.arm_if_due`)."""
     late: tuple[Reply, bool] | None = None
     """The 504 owed when `answer_by` fired, and whether it answers a HEAD request."""
 
@@ -144,7 +145,7 @@ class Instance:
         hostname; `lookup` finds the instance for another hostname a later request names."""
         if self._nursery is None or (self._stopping.is_set() and not self._draining.is_set()):
             return False
-        connection = _Connection()
+        connection = _Connection(answer_by=AnswerTimer(self._sweep))
         self._connections.add(connection)  # now: a drain must not end before its task starts
         self._nursery.start_soon(
             self._serve_connection, connection, channel, first, view, client, lookup
@@ -184,16 +185,23 @@ class Instance:
             self._quiet = trio.Event()
             await self._quiet.wait()
 
+    @property
+    def _sweep(self) -> float:
+        """How often `_close_idle_connections` sweeps: a quarter of the shorter timeout."""
+        return min(self._idle_timeout, self._header_timeout) / 4
+
     async def _close_idle_connections(self) -> None:
         """Every quarter of the shorter timeout, close the connections that have waited too
-        long for their next request or its head (see `_next_request`). (One sweep per instance
-        costs less than moving a deadline three times per request.)"""
+        long for their next request or its head (see `_next_request`), and arm the request
+        timeouts that fall due before the sweep after next (`AnswerTimer`). (One sweep per
+        instance costs less than moving a deadline three times per request.)"""
         while True:
-            await trio.sleep(min(self._idle_timeout, self._header_timeout) / 4)
+            await trio.sleep(self._sweep)
             now = trio.current_time()
             for connection in self._connections:
                 if connection.closes_at is not None and connection.closes_at <= now:
                     connection.scope.cancel()
+                connection.answer_by.arm_if_due(now)
 
     async def _next_request(self, channel: Channel, connection: _Connection) -> Event:
         """The next event on a kept-alive connection: its first byte may take the idle timeout,
@@ -226,7 +234,7 @@ class Instance:
         moved = False
         try:
             with connection.scope:
-                with connection.answer_by:
+                with connection.answer_by.scope:
                     while await self._handle(channel, request, view, client, connection):
                         if self._draining.is_set() and not (
                             channel.events or channel.codec.in_message
@@ -242,7 +250,7 @@ class Instance:
                                 channel, request, view, client, lookup, self._requests
                             )
                             return
-                if connection.answer_by.cancelled_caught and connection.late is not None:
+                if connection.answer_by.scope.cancelled_caught and connection.late is not None:
                     reply, head = connection.late  # the upstream did not answer in time
                     await channel.send_reply(reply, close=True, head=head)
         except BadRequest as error:
@@ -294,7 +302,7 @@ class Instance:
         try:
             return await self._respond(exchange)
         except BaseException:
-            if answer_by.cancel_called and channel.can_reply:  # sent once the scope caught it
+            if answer_by.scope.cancel_called and channel.can_reply:  # sent once it was caught
                 reply = error_reply(504, "gateway_timeout", timed_out(exchange.answer_within))
                 connection.late = noted(entry, reply), exchange.head_request
             raise
