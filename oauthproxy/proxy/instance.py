@@ -350,13 +350,13 @@ class Instance:
             cookie = config.protection.target.auth_cookie_name
             exchange.received = without_cookie(exchange.received, cookie)
         destination = config.destination(view.path, request.method.decode())
-        accept = request.header(b"accept")
         if destination is None:
             detail = "the matching route's target cannot be resolved"
-            return noted(entry, error_reply(502, "bad_gateway", detail, accept=accept)), True
+            reply = error_reply(502, "bad_gateway", detail, accept=request.header(b"accept"))
+            return noted(entry, reply), True
         if destination.down is not None:
             detail = f"the service {destination.down!r} is down: its container is not running"
-            return error_reply(503, "service_down", detail, accept=accept), False
+            return error_reply(503, "service_down", detail, accept=request.header(b"accept")), False
         if view.target is not request.target:  # the backend gets the normalised target
             exchange.request = dataclasses.replace(request, target=view.target)
         return destination
@@ -382,21 +382,21 @@ class Instance:
     ) -> Reply | None:
         """The answer when this request is not to be forwarded (deleted proxy, wrong host,
         plain HTTP where HTTPS is wanted), else None."""
-        accept = request.header(b"accept")
         host = view.host
         if config is None or (self._admits and not self._admits(client, request.headers)):
-            return unknown_host(host, accept)
+            return unknown_host(host, request.header(b"accept"))
         if host != self.hostname:
             detail = f"this connection serves {self.hostname!r}; open a new one for {host!r}"
-            return error_reply(421, "misdirected_request", detail, accept=accept)
+            return error_reply(421, "misdirected_request", detail, accept=request.header(b"accept"))
         target = config.target
         if client.scheme == b"https" or (target.enable_http and not target.https_redirect):
-            return None
+            return None  # (forwarded: the Accept header, which only shapes our replies, unread)
         if config.tls is not None:
             return redirect_reply(self._https_url(view.target))
         if target.enable_http:
             return None
-        return error_reply(404, "http_disabled", f"{host} is served over HTTPS only", accept=accept)
+        detail = f"{host} is served over HTTPS only"
+        return error_reply(404, "http_disabled", detail, accept=request.header(b"accept"))
 
     def _https_url(self, target: bytes) -> str:
         port = self._ports.https
