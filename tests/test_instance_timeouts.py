@@ -1,11 +1,13 @@
 """A kept-alive connection's waits, on trio's autojump clock: the idle timeout bounds the wait for
-the next request's first byte, the header timeout the rest of its head. An instance over memory
-streams, answering ACME challenge requests itself (no Redis, no upstream)."""
+the next request's first byte, the header timeout the rest of its head, the request timeout the
+wait for the upstream's answer. An instance over memory streams, answering ACME challenge
+requests itself (no Redis), and an upstream connection over a memory stream in its pool."""
 
 from __future__ import annotations
 
 import ssl
 
+import pytest
 import trio
 import trio.testing
 
@@ -17,12 +19,14 @@ from oauthproxy.proxy.headers import Client
 from oauthproxy.proxy.http import Channel
 from oauthproxy.proxy.instance import Instance
 from oauthproxy.proxy.request import view_of
-from oauthproxy.proxy.upstream import UpstreamPool
+from oauthproxy.proxy.upstream import UpstreamConnection, UpstreamPool
 from oauthproxy.routing import RouteTable
 
 HOSTNAME = "slow.example.com"
 IDLE = 75.0
 HEADER = 15.0
+REQUEST = 120.0
+"""The request timeout: longer than two sweeps, so the sweep arms it (`AnswerTimer`)."""
 SWEEP = min(IDLE, HEADER) / 4
 """The sweep closes a connection at most this long after its time is up."""
 
@@ -39,7 +43,7 @@ def _instance() -> Instance:
         routes=RouteTable.build([]),
         services={},
         proxies={},
-        request_timeout=120,
+        request_timeout=REQUEST,
         guard=Guard(),
         issuer="https://auth.example.com",
         global_users="",
@@ -57,10 +61,11 @@ def _instance() -> Instance:
     )
 
 
-async def _kept_alive(nursery: trio.Nursery) -> trio.abc.Stream:
+async def _kept_alive(nursery: trio.Nursery, instance: Instance | None = None) -> trio.abc.Stream:
     """A client connection whose first request the instance has answered (and kept open)."""
-    instance = _instance()
-    await nursery.start(instance.run)
+    if instance is None:
+        instance = _instance()
+        await nursery.start(instance.run)
     client, server = trio.testing.memory_stream_pair()
     reader = Channel.of_client(server)
     await client.send_all(CHALLENGE)
@@ -129,3 +134,32 @@ async def test_a_head_that_completes_in_time_is_answered(
             answer += await client.receive_some()
         assert answer.startswith(b"HTTP/1.1 404 ")
         nursery.cancel_scope.cancel()
+
+
+async def test_an_answer_later_than_the_request_timeout_gets_a_504_when_it_is_due(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """Forwarding only notes when the answer is due; the sweep arms the deadline in time, so the
+    504 comes exactly at the request timeout, as with a deadline set per request."""
+    assert REQUEST > 2 * SWEEP
+    instance = _instance()
+    async with trio.open_nursery() as nursery:
+        await nursery.start(instance.run)
+        assert instance.config is not None
+        destination = instance.config.destination("/slow", "GET")
+        assert destination is not None
+        silent, gateway_end = trio.testing.memory_stream_pair()  # an upstream that never answers
+        assert instance.pool.keep(UpstreamConnection(destination.origin, gateway_end))
+        client = await _kept_alive(nursery, instance)
+        await trio.sleep(IDLE / 2 + 1)  # not on a sweep: it is due between two of them
+        began = trio.current_time()
+        await client.send_all(b"GET /slow HTTP/1.1\r\nHost: slow.example.com\r\n\r\n")
+        assert (await silent.receive_some()).startswith(b"GET /slow HTTP/1.1\r\n")
+        answer = b""
+        with trio.fail_after(10 * REQUEST):
+            while b"\r\n\r\n" not in answer:
+                answer += await client.receive_some()
+        answered_after = trio.current_time() - began
+        nursery.cancel_scope.cancel()
+    assert answer.startswith(b"HTTP/1.1 504 ")
+    assert answered_after == pytest.approx(REQUEST)

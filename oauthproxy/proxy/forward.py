@@ -6,7 +6,6 @@ A WebSocket upgrade answered with an accepting 101 becomes a byte splice in both
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import trio
@@ -144,8 +143,11 @@ async def _body_while_awaiting_answer(client: Channel, upstream: Channel, head: 
 async def _response_head(upstream: Channel) -> Head:
     """The final response head (or a 101); 100 Continue and friends stay between us and the
     upstream. (The answer to a HEAD request has no body: the codec knows the request.)"""
+    events = upstream.events
     while True:
-        event = await upstream.next_event()
+        while not events:  # (`next_event`, without a coroutine per response)
+            await upstream.receive()
+        event = events.popleft()
         if isinstance(event, Head):
             if event.status >= 200 or event.status == 101:
                 return event
@@ -179,12 +181,12 @@ async def _exchange(
             return await _ask(exchange, destination.origin, head)
         raise _NoResponse(504, "gateway_timeout", timed_out(timeout))
     exchange.answer_within = timeout
-    answer_by.deadline = trio.current_time() + timeout  # when it fires, the connection answers
+    answer_by.start(timeout)  # when it fires, the connection answers
     try:
         answered = await _ask(exchange, destination.origin, head)
     finally:
-        answer_by.deadline = math.inf
-    if answer_by.cancel_called:  # the deadline passed as the answer came: late all the same
+        answer_by.stop()
+    if answer_by.scope.cancel_called:  # the deadline passed as the answer came: late all the same
         await trio.aclose_forcefully(answered[0].stream)
         await trio.lowlevel.checkpoint()  # raises Cancelled: the connection answers 504
     return answered

@@ -8,6 +8,7 @@ on the way out from them (see `oauthproxy.proxy.http.Framing`).
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import hmac
 import ipaddress
@@ -84,9 +85,11 @@ class RequestRewrite:
         object.__setattr__(self, "dropped", HOP_BY_HOP | FORWARDING | custom_names | {b"host"})
 
 
-def _tokens(connection: bytes) -> set[bytes]:
-    """The header names a Connection header lists (they are hop-by-hop too)."""
-    return {token.strip().lower() for token in connection.split(b",")}
+@functools.lru_cache(maxsize=256)
+def _tokens(connection: bytes) -> frozenset[bytes]:
+    """The header names a Connection header lists (they are hop-by-hop too). Cached: nearly
+    every message says `keep-alive` or `close`."""
+    return frozenset(token.strip().lower() for token in connection.split(b","))
 
 
 def _forwarded_values(
@@ -130,7 +133,8 @@ def upstream_request_headers(
             out.append((name, value))
     if connection:
         listed = _tokens(connection)
-        out = [(name, value) for name, value in out if name not in listed]
+        if not listed <= dropped:  # (what `dropped` names is not in `out` already)
+            out = [(name, value) for name, value in out if name not in listed]
     chain, proto, real_ip = _forwarded_values(headers, client)
     out.append((b"host", host if rewrite.preserve_host and host else rewrite.upstream_host))
     out.append((b"x-forwarded-for", chain))
@@ -205,7 +209,8 @@ def client_response_headers(
             connection = value
     if connection:
         listed = _tokens(connection)
-        out = [(name, value) for name, value in out if name not in listed]
+        if not listed <= dropped:  # (`keep-alive`, `close`: nothing more to take out)
+            out = [(name, value) for name, value in out if name not in listed]
     if switching:
         out.extend(UPGRADE_HEADERS)
     out.extend(rewrite.custom)

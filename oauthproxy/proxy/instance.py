@@ -44,7 +44,7 @@ from oauthproxy.logs.logger import RequestLogger
 from oauthproxy.proxy.challenges import ChallengeLookup, challenge_reply, is_challenge
 from oauthproxy.proxy.codec import Event, Head, State
 from oauthproxy.proxy.config import InstanceConfig, PublicPorts
-from oauthproxy.proxy.exchange import Exchange
+from oauthproxy.proxy.exchange import AnswerTimer, Exchange
 from oauthproxy.proxy.forward import Destination, forward, timed_out
 from oauthproxy.proxy.handover import Lookup, answer, pass_connection, refusal, refuse
 from oauthproxy.proxy.headers import Client
@@ -79,8 +79,9 @@ class _Connection:
     instance starts at 0: its first request here also counts what came before)."""
     idle: bool = False
     """It waits for the first byte of its next request: nothing of it would be lost by closing."""
-    answer_by: trio.CancelScope = field(default_factory=trio.CancelScope)
-    """Its request timeout (`Exchange.answer_by`): fires while an upstream is late to answer."""
+    answer_by: AnswerTimer = field(default_factory=lambda: AnswerTimer(math.inf))
+    """Its request timeout (`Exchange.answer_by`): fires while an upstream is late to answer.
+    The instance's sweep arms it (`AnswerTimer.arm_if_due`)."""
     late: tuple[Reply, bool] | None = None
     """The 504 owed when `answer_by` fired, and whether it answers a HEAD request."""
 
@@ -177,7 +178,7 @@ class Instance:
         hostname; `lookup` finds the instance for another hostname a later request names."""
         if self._nursery is None or (self._stopping.is_set() and not self._draining.is_set()):
             return False
-        connection = _Connection()
+        connection = _Connection(answer_by=AnswerTimer(self._sweep))
         self._connections.add(connection)  # now: a drain must not end before its task starts
         self._nursery.start_soon(
             self._serve_connection, connection, channel, first, view, client, lookup
@@ -225,16 +226,23 @@ class Instance:
             self._quiet = trio.Event()
             await self._quiet.wait()
 
+    @property
+    def _sweep(self) -> float:
+        """How often `_close_idle_connections` sweeps: a quarter of the shorter timeout."""
+        return min(self._idle_timeout, self._header_timeout) / 4
+
     async def _close_idle_connections(self) -> None:
         """Every quarter of the shorter timeout, close the connections that have waited too
-        long for their next request or its head (see `_next_request`). (One sweep per instance
-        costs less than moving a deadline three times per request.)"""
+        long for their next request or its head (see `_next_request`), and arm the request
+        timeouts that fall due before the sweep after next (`AnswerTimer`). (One sweep per
+        instance costs less than moving a deadline three times per request.)"""
         while True:
-            await trio.sleep(min(self._idle_timeout, self._header_timeout) / 4)
+            await trio.sleep(self._sweep)
             now = trio.current_time()
             for connection in self._connections:
                 if connection.closes_at is not None and connection.closes_at <= now:
                     connection.scope.cancel()
+                connection.answer_by.arm_if_due(now)
 
     async def _next_request(self, channel: Channel, connection: _Connection) -> Event:
         """The next event on a kept-alive connection: its first byte may take the idle timeout,
@@ -246,6 +254,10 @@ class Instance:
         while not (channel.events or codec.their_state in _IN_MESSAGE):
             await channel.receive()
         connection.idle = False
+        events = channel.events
+        if events:  # the whole head came in one read (the common case): no header time to set
+            connection.closes_at = None
+            return events.popleft()
         connection.closes_at = trio.current_time() + self._header_timeout
         event = await channel.next_event()
         connection.closes_at = None
@@ -263,7 +275,7 @@ class Instance:
         moved = False
         try:
             with connection.scope:
-                with connection.answer_by:
+                with connection.answer_by.scope:
                     while await self._handle(channel, request, view, client, connection):
                         if self._draining.is_set() and not (
                             channel.events or channel.codec.in_message
@@ -279,7 +291,7 @@ class Instance:
                                 channel, request, view, client, lookup, self._requests
                             )
                             return
-                if connection.answer_by.cancelled_caught and connection.late is not None:
+                if connection.answer_by.scope.cancelled_caught and connection.late is not None:
                     reply, head = connection.late  # the upstream did not answer in time
                     await channel.send_reply(reply, close=True, head=head)
         except BadRequest as error:
@@ -331,7 +343,7 @@ class Instance:
         try:
             return await self._respond(exchange)
         except BaseException:
-            if answer_by.cancel_called and channel.can_reply:  # sent once the scope caught it
+            if answer_by.scope.cancel_called and channel.can_reply:  # sent once it was caught
                 reply = error_reply(504, "gateway_timeout", timed_out(exchange.answer_within))
                 connection.late = noted(entry, reply), exchange.head_request
             raise
@@ -379,13 +391,13 @@ class Instance:
             cookie = config.protection.target.auth_cookie_name
             exchange.received = without_cookie(exchange.received, cookie)
         destination = config.destination(view.path, request.method.decode())
-        accept = request.header(b"accept")
         if destination is None:
             detail = "the matching route's target cannot be resolved"
-            return noted(entry, error_reply(502, "bad_gateway", detail, accept=accept)), True
+            reply = error_reply(502, "bad_gateway", detail, accept=request.header(b"accept"))
+            return noted(entry, reply), True
         if destination.down is not None:
             detail = f"the service {destination.down!r} is down: its container is not running"
-            return error_reply(503, "service_down", detail, accept=accept), False
+            return error_reply(503, "service_down", detail, accept=request.header(b"accept")), False
         if view.target is not request.target:  # the backend gets the normalised target
             exchange.request = dataclasses.replace(request, target=view.target)
         return destination
@@ -425,21 +437,21 @@ class Instance:
     ) -> Reply | None:
         """The answer when this request is not to be forwarded (deleted proxy, wrong host,
         plain HTTP where HTTPS is wanted), else None."""
-        accept = request.header(b"accept")
         host = view.host
         if config is None or (self._admits and not self._admits(client, request.headers)):
-            return unknown_host(host, accept)
+            return unknown_host(host, request.header(b"accept"))
         if host != self.hostname:
             detail = f"this connection serves {self.hostname!r}; open a new one for {host!r}"
-            return error_reply(421, "misdirected_request", detail, accept=accept)
+            return error_reply(421, "misdirected_request", detail, accept=request.header(b"accept"))
         target = config.target
         if client.scheme == b"https" or (target.enable_http and not target.https_redirect):
-            return None
+            return None  # (forwarded: the Accept header, which only shapes our replies, unread)
         if config.tls is not None:
             return redirect_reply(self._https_url(view.target))
         if target.enable_http:
             return None
-        return error_reply(404, "http_disabled", f"{host} is served over HTTPS only", accept=accept)
+        detail = f"{host} is served over HTTPS only"
+        return error_reply(404, "http_disabled", detail, accept=request.header(b"accept"))
 
     def _https_url(self, target: bytes) -> str:
         port = self._ports.https

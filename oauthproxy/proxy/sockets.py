@@ -79,8 +79,9 @@ class LeanSocketStream(WrappedStream):
 
     async def receive_some(self, max_bytes: int | None = None) -> bytes:
         while True:
+            fd = self._fd()
             try:
-                await wait_readable(self.socket)
+                await wait_readable(fd)  # (the number: trio need not ask the socket for it)
             except OSError as error:
                 raise trio.BrokenResourceError(str(error)) from error
             try:
@@ -96,8 +97,16 @@ class LeanSocketStream(WrappedStream):
         if self.socket.did_shutdown_SHUT_WR:
             raise trio.ClosedResourceError("can't send data after sending EOF")
         fd = self._fd()
-        with memoryview(data) as view:
+        try:  # a small message goes out whole in one write: no view, no slice
+            sent = os.write(fd, data)
+        except BlockingIOError:
             sent = 0
+        except OSError as error:
+            raise trio.BrokenResourceError(str(error)) from error
+        if sent == len(data):
+            self.sent += sent
+            return
+        with memoryview(data) as view:
             while sent < len(view):
                 try:
                     sent += os.write(fd, view[sent:])
