@@ -5,13 +5,15 @@ started it."""
 from __future__ import annotations
 
 import json
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import pytest
 import trio
 
-from oauthproxy.proxy.login import return_path
+from oauthproxy.proxy.headers import Client
+from oauthproxy.proxy.login import BrowserLogin, return_path
+from oauthproxy.proxy.protect import without_cookie
 from oauthproxy.serve import Ready
 from oauthproxy.storage import Storage
 from tests import oauth_helpers
@@ -143,3 +145,29 @@ async def test_the_proxys_callback_in_another_browser_is_refused(site: Ready) ->
     assert page.json()["headers"]["x-auth-user-name"] == "alice"
     bindings = {k: v for k, v in attacker.cookies[APP].items() if k.startswith("oauthproxy_login_")}
     assert list(bindings.values()) == [""]  # the binding cookie is cleared once used
+
+
+async def test_over_https_the_proxys_login_cookies_are_host_only(storage: Storage) -> None:
+    """Cookie tossing on a proxied host: a sibling (mallory.example.com) may set a cookie for
+    example.com, so a redirect-mode proxy at app.example.com read a planted login binding (and
+    token cookie) whoever set it. Over HTTPS they are `__Host-` cookies, and the old name
+    counts for nothing: the callback is refused before any code is exchanged."""
+    login = BrowserLogin("http://127.0.0.1:9", storage.proxy_logins, tls=True)
+    origin = f"https://{APP}"
+    client = Client(ip="127.0.0.1", trusted=False, scheme=b"https")
+    started = await login.start(APP, origin, "/echo", client, [])
+    assert started.status == 302, started.body
+    (binding,) = [value.decode() for name, value in started.headers if name == b"set-cookie"]
+    assert binding.startswith("__Host-oauthproxy_login_"), binding
+    assert "; Path=/;" in binding and "Secure" in binding and "Domain" not in binding, binding
+    name, _, value = binding.partition(";")[0].partition("=")
+    state = parse_qs(urlsplit(dict(started.headers)[b"location"].decode()).query)["state"][0]
+    planted = [(b"cookie", f"{name.removeprefix('__Host-')}={value}".encode())]
+    refused = await login.finish(f"code=x&state={state}", planted, "token", secure=True)
+    assert refused.status == 403 and refused.error == "login_started_elsewhere", refused.body
+    assert await storage.proxy_logins.get(state) is not None  # still the starting browser's
+
+
+def test_the_backend_gets_the_auth_cookie_under_neither_name() -> None:
+    received = [(b"cookie", b"a=1; __Host-unified_auth_token=t; unified_auth_token=u; b=2")]
+    assert without_cookie(received, "unified_auth_token") == [(b"cookie", b"a=1; b=2")]

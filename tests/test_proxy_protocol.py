@@ -254,3 +254,32 @@ async def test_untrusted_balancers_and_headerless_connections_are_closed(
         assert await exchange(front, get("app.example.com")) == b""
     # the same gateway serves its plain port as usual
     await until_served(untrusting.http_port, "app.example.com")
+
+
+@pytest.mark.parametrize(
+    "header", [b"PROXY UNKNOWN\r\n", v2(0, 0x11, IPV4_BODY)], ids=["v1-unknown", "v2-local"]
+)
+async def test_a_header_that_names_no_client_is_neither_trusted_nor_loopback(
+    header: bytes,
+    nursery: trio.Nursery,
+    make_settings: Callable[..., Settings],
+    storage: Storage,
+    backend: int,
+) -> None:
+    """A trusted balancer on this machine sends UNKNOWN (v1) or LOCAL (v2): the connection was
+    taken as the balancer's own, so it was trusted and loopback. Its X-Forwarded-For and
+    X-Real-IP were believed, and the admin API's `localhost` answered it, whoever the client
+    behind the balancer was. Such a connection is now nobody's: nothing it claims is believed,
+    and loopback-only hosts do not answer it."""
+    await storage.proxies.create(proxy("app.example.com", backend))
+    gateway = await start_gateway(nursery, make_settings, trusted_proxies=[f"{CLIENT_ADDRESS}/32"])
+    await until_served(gateway.http_port, "app.example.com")
+    port = gateway.proxy_protocol_port
+    forged = ("X-Forwarded-For: 203.0.113.9", "X-Real-IP: 203.0.113.9")
+    headers = echoed_headers(await exchange(port, header + get("app.example.com", *forged)))
+    assert headers["x-forwarded-for"] == CLIENT_ADDRESS, headers
+    assert headers["x-real-ip"] == CLIENT_ADDRESS, headers
+    admin = await exchange(port, header + get("localhost"))
+    assert admin.startswith(b"HTTP/1.1 404 ") and b"unknown_host" in admin, admin
+    named = b"PROXY TCP4 127.0.0.9 127.0.0.1 40000 80\r\n"  # a named loopback client still is
+    assert b"unknown_host" not in await exchange(port, named + get("localhost"))

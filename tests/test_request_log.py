@@ -367,3 +367,35 @@ async def test_the_next_owner_of_a_hostname_does_not_see_its_earlier_traffic(
     finally:
         for client in owners.values():
             await client.aclose()
+
+
+async def test_a_recreated_hostnames_response_times_start_again(
+    logged: Ready, admin: httpx.AsyncClient, storage: Storage, backend: int
+) -> None:
+    """Response-time percentiles (`stats:durations:{hostname}`) are kept per hostname, not per
+    proxy: after one owner's proxy was deleted and another owner made one for the same
+    hostname, the new owner's statistics showed the earlier owner's response times (its
+    visitors are cut at the proxy's creation, its durations were not)."""
+    hostname = "reused.example.com"
+    await create_proxy(storage, hostname, backend)
+    async with client_from(logged, "127.0.0.1") as client:
+        await served(client, hostname)
+        for _ in range(3):
+            earlier = await client.get("/echo/earlier", headers={"Host": hostname})
+            assert earlier.status_code == 200
+        await client.get("/echo/recreate-marker", headers={"Host": hostname})
+    await eventually_logged(admin, 1, q="recreate-marker")  # batches land in order: all are in
+    stats = (await admin.get("/api/v1/logs/events", params={"hours": 1})).json()
+    assert "p50_ms" in {row["hostname"]: row for row in stats["hosts"]}[hostname]
+    await storage.proxies.delete(hostname)
+    created = await admin.post("/api/v1/tokens/generate", json={"name": "later-owner"})
+    assert created.status_code == 201, created.text
+    later = {"Authorization": f"Bearer {created.json()['token']}"}
+    body = {"hostname": hostname, "target_url": f"http://127.0.0.1:{backend}"}
+    made = await admin.post("/api/v1/proxy/targets/", json=body, headers=later)
+    assert made.status_code == 201, made.text
+    stats = await admin.get("/api/v1/logs/events", params={"hours": 1}, headers=later)
+    assert stats.status_code == 200, stats.text
+    (row,) = stats.json()["hosts"]
+    assert row["hostname"] == hostname
+    assert not [name for name in row if name.endswith("_ms")], row  # none of its own yet

@@ -20,7 +20,7 @@ from oauthproxy.api import public_answers
 from oauthproxy.api.contract import answers
 from oauthproxy.api.state import app_state
 from oauthproxy.oauth import authorize, consent, grants, login, registration, revocation
-from oauthproxy.oauth.browser import login_cookie_name
+from oauthproxy.oauth.browser import host_cookie, login_cookie_name
 from oauthproxy.oauth.client_address import client_address
 from oauthproxy.oauth.clients import presented_credentials
 from oauthproxy.oauth.codes import client_redirect
@@ -158,11 +158,18 @@ async def authorize_endpoint() -> Response:
     return response
 
 
+def _browser_cookie(server: OAuthServer, name: str, path: str) -> tuple[str, str]:
+    """The name and path of a login-binding cookie: `__Host-` at `/` over HTTPS, so a sibling
+    host cannot plant one (cookie tossing, see `oauth/browser.py`)."""
+    return host_cookie(name, path, secure=server.issuer.startswith("https://"))
+
+
 def _set_browser_cookie(
     server: OAuthServer, response: Response, name: str, value: str, path: str
 ) -> None:
     """A cookie binding the next step of the login to this browser (sent on the top-level
     redirect back from GitHub: SameSite=Lax)."""
+    name, path = _browser_cookie(server, name, path)
     response.set_cookie(
         name,
         value,
@@ -174,15 +181,22 @@ def _set_browser_cookie(
     )
 
 
+def _delete_browser_cookie(server: OAuthServer, response: Response, name: str, path: str) -> None:
+    name, path = _browser_cookie(server, name, path)
+    secure = server.issuer.startswith("https://")
+    response.delete_cookie(name, path=path, secure=secure, httponly=True)
+
+
 @oauth_server.get("/callback")
 @answers(*public_answers.CALLBACK)
 async def callback() -> Response:
     server = authorization_server()
     params = _params(request.args)
     cookie = login_cookie_name(login.callback_state(params))
-    step = await login.finish(server, params, request.cookies.get(cookie))
+    sent = request.cookies.get(_browser_cookie(server, cookie, "/callback")[0])
+    step = await login.finish(server, params, sent)
     response = redirect(step.location, 302)
-    response.delete_cookie(cookie, path="/callback")
+    _delete_browser_cookie(server, response, cookie, "/callback")
     if step.browser_token is not None:
         _set_browser_cookie(server, response, CONSENT_COOKIE, step.browser_token, "/consent")
     return response
@@ -198,16 +212,16 @@ async def consent_page() -> Response:
 @oauth_server.post("/consent")
 @answers(*public_answers.CONSENT_DECISION)
 async def consent_decision() -> Response:
-    form = await request.form
+    form, server = await request.form, authorization_server()
     location = await consent.decide(
-        authorization_server(),
+        server,
         form.get("request", ""),
         form.get("csrf_token", ""),
-        request.cookies.get(CONSENT_COOKIE, ""),
+        request.cookies.get(_browser_cookie(server, CONSENT_COOKIE, "/consent")[0], ""),
         approve=form.get("decision") == "approve",
     )
     response = redirect(location, 303)
-    response.delete_cookie(CONSENT_COOKIE, path="/consent")
+    _delete_browser_cookie(server, response, CONSENT_COOKIE, "/consent")
     return response
 
 

@@ -30,6 +30,7 @@ from oauthproxy.api.ownership import (
     storage,
     tenant_owning,
 )
+from oauthproxy.logs import schema
 from oauthproxy.models.certificates import Certificate
 from oauthproxy.models.proxies import (
     AUTH_FIELDS,
@@ -132,6 +133,9 @@ async def create_proxy_target(data: ProxyTargetCreate) -> tuple[Json, int, dict[
     target = certificate.applied_to(requested)
     async with quota_slot(Quota.PROXIES):
         await storage().proxies.create(target)
+    # The hostname's response times so far are an earlier proxy's (another owner's, perhaps):
+    # its percentiles start again, as its visitors do from the hour it was made (`_hours_of`).
+    await storage().log_redis.delete([schema.durations(target.hostname)])
     certificate = await proxy_certificates.carry_out(certificate, target, staging=data.staging)
     return as_json(target), 201, certificate.headers()
 

@@ -9,6 +9,11 @@ stored, compared in constant time.
 
 Each pending login gets its own cookie name (derived from its `state`), so logins started in
 several tabs of one browser do not overwrite each other's binding.
+
+Over HTTPS every such cookie is a `__Host-` cookie (Secure, path `/`, no Domain), set and read
+under that name (`host_cookie`): a sibling host (tenant.example.com) may set a cookie for
+example.com, which the browser then also sends to auth.example.com; only the host itself can set
+a `__Host-` one. Plain http keeps the plain name and path.
 """
 
 from __future__ import annotations
@@ -40,3 +45,12 @@ def login_cookie_name(state: str) -> str:
     """The cookie that binds the login of `state` (a digest of it: the cookie name says nothing
     about the state, and is a valid cookie name whatever the state holds)."""
     return LOGIN_COOKIE_PREFIX + hashlib.sha256(state.encode()).hexdigest()[:16]
+
+
+HOST_PREFIX = "__Host-"
+
+
+def host_cookie(name: str, path: str, *, secure: bool) -> tuple[str, str]:
+    """The name and path a cookie is set and read under: over HTTPS (`secure`) `__Host-name`
+    at `/`, which no other host can plant (cookie tossing); over plain http `name` at `path`."""
+    return (HOST_PREFIX + name, "/") if secure else (name, path)

@@ -382,9 +382,12 @@ async def serve_proxy_protocol(
             log.warning("PROXY protocol port: %s: %s", balancer.ip, error or "too slow")
             await trio.aclose_forcefully(lean)
             return
-        ip = header.source or balancer.ip
         scheme = b"https" if rest[0] == TLS_RECORD_HANDSHAKE else b"http"
-        client = Client(ip=ip, trusted=is_trusted(ip, front.trusted), scheme=scheme)
+        if header.source is None:  # UNKNOWN or LOCAL: nobody named, nobody vouched for
+            client = Client(ip=balancer.ip, trusted=False, scheme=scheme, unnamed=True)
+        else:
+            trusted = is_trusted(header.source, front.trusted)
+            client = Client(ip=header.source, trusted=trusted, scheme=scheme)
         if not front.admit(lean, client):  # the client it names is counted, not the balancer
             await trio.aclose_forcefully(lean)
             return

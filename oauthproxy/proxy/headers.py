@@ -66,6 +66,10 @@ class Client:
     tls_names: frozenset[str] = frozenset()
     """Over TLS: the names the connection's certificate covers; its requests may name only
     these hosts (any other gets a 421)."""
+    unnamed: bool = False
+    """Behind the PROXY protocol, a header that names no client (v1 UNKNOWN, v2 LOCAL or an
+    address-less family): `ip` is then the balancer's, but the client is unknown, so it is
+    neither trusted nor loopback, whatever the balancer's own address."""
 
 
 @dataclass(frozen=True)

@@ -29,6 +29,7 @@ import httpx
 from oauthproxy.models.oauth import ClientOrigin, OAuthClient
 from oauthproxy.oauth.browser import (
     browser_hash,
+    host_cookie,
     login_cookie_name,
     new_browser_token,
     same_browser,
@@ -95,6 +96,8 @@ def _redirect(location: str, *cookies: str) -> Reply:
 
 
 def _cookie(name: str, value: str, *, path: str, max_age: int, secure: bool) -> str:
+    """Over HTTPS a `__Host-` cookie at `/` (no other host can plant it: `host_cookie`)."""
+    name, path = host_cookie(name, path, secure=secure)
     cookie = f"{name}={value}; Path={path}; HttpOnly; SameSite=Lax; Max-Age={max_age}"
     return cookie + ("; Secure" if secure else "")
 
@@ -187,7 +190,8 @@ class BrowserLogin:
         login = await self.logins.get(state)
         if login is None or "code" not in params:
             return error_reply(400, "invalid_request", "unknown or used login; start again")
-        if not same_browser(login.browser_hash, cookie_token(received, binding)):
+        sent = cookie_token(received, host_cookie(binding, CALLBACK_PATH, secure=secure)[0])
+        if not same_browser(login.browser_hash, sent):
             detail = (
                 "this login was started in another browser (or cookies are off); reload the page"
             )

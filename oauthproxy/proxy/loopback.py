@@ -3,11 +3,12 @@ ports: a pure decision over the connection's client and the request's headers.
 
 The admin API listens on loopback; `API_HOSTNAMES` also reach it through the public HTTP(S) port,
 for clients on the gateway's own machine. "On this machine" means the real client: the peer, or
-behind the PROXY protocol the client the balancer names. A peer in TRUSTED_PROXIES on loopback (a
-local nginx, say) forwards for others and names them in X-Forwarded-For or X-Real-IP: every
-address it names must be loopback too, and a `Forwarded` header from it (which we do not parse)
-is refused. Any other peer's forwarding headers are its own claims, believed nowhere in the
-gateway, so they change nothing here either.
+behind the PROXY protocol the client the balancer names (a header that names none, UNKNOWN or
+LOCAL, is never loopback: it is meant for the balancer's health checks). A peer in
+TRUSTED_PROXIES on loopback (a local nginx, say) forwards for others and names them in
+X-Forwarded-For or X-Real-IP: every address it names must be loopback too, and a `Forwarded`
+header from it (which we do not parse) is refused. Any other peer's forwarding headers are its
+own claims, believed nowhere in the gateway, so they change nothing here either.
 """
 
 from __future__ import annotations
@@ -33,8 +34,9 @@ def is_loopback(address: str) -> bool:
 
 
 def from_loopback(client: Client, headers: Iterable[tuple[bytes, bytes]]) -> bool:
-    """The request comes from this machine, and a trusted proxy names no client elsewhere."""
-    if not is_loopback(client.ip):
+    """The request comes from this machine, and a trusted proxy names no client elsewhere.
+    A PROXY protocol connection whose header names no client is from no known machine."""
+    if client.unnamed or not is_loopback(client.ip):
         return False
     if not client.trusted:
         return True

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from oauthproxy.models.proxies import AuthMode, ProxyTarget
+from oauthproxy.oauth.browser import HOST_PREFIX, host_cookie
 from oauthproxy.oauth.verify import InvalidToken
 from oauthproxy.proxy.access import AccessPolicy, Allow, Deny, authorize, challenge
 from oauthproxy.proxy.guard import Guard
@@ -115,11 +116,11 @@ def cookie_token(received: Headers, name: str) -> str | None:
 
 
 def without_cookie(received: Headers, name: str) -> Headers:
-    """`received` without our auth cookie: the backend gets the identity headers, never the
-    token itself."""
+    """`received` without our auth cookie (under its plain and its `__Host-` name): the backend
+    gets the identity headers, never the token itself."""
     if not any(header == b"cookie" for header, _ in received):
         return received
-    prefix = name + "="
+    prefix = (name + "=", HOST_PREFIX + name + "=")
     out: Headers = []
     for header, value in received:
         if header == b"cookie":
@@ -166,7 +167,9 @@ def check(
     redirect = policy.mode is AuthMode.REDIRECT
     token = bearer_token(received)
     if token is None and redirect:
-        token = cookie_token(received, protection.target.auth_cookie_name)
+        secure = origin.startswith("https://")
+        name = host_cookie(protection.target.auth_cookie_name, "/", secure=secure)[0]
+        token = cookie_token(received, name)
     optional = policy.mode is AuthMode.PASSTHROUGH
     login = redirect and _wants_page(received)
     if token is None:
