@@ -123,10 +123,17 @@ PACKING = "1"
 STREAM_CHUNK = 100
 """Entry keys per item of the live stream (one item per batch, or per this many entries)."""
 INDEX_LIMIT = 5000
-"""Members an index keeps (its newest): a query reads at most this many of an index's newest
-keys (`oauthproxy.logs.queries`), so older members would never be read. Trimmed when an index
-holds `INDEX_SLACK` more, so trimming is one ZREMRANGEBYRANK every few batches, not one each."""
+"""Entries an index keeps (its newest): a query reads at most this many of an index's newest
+keys (`oauthproxy.logs.queries`), so older ones would never be read. Trimmed when an index
+holds `INDEX_SLACK` more, to at least this many (whole members go: up to `INDEX_CHUNK` more
+stay)."""
 INDEX_SLACK = 500
+INDEX_CHUNK = 100
+"""Entry keys per index member: a member of an index is the space-separated keys of up to this
+many entries of one group of a batch, scored by the newest one's time (a member per entry, with
+its trimming, was half of Redis's CPU per logged request); the member `COUNT` holds, as its
+score, how many entries the index lists. Members written before chunks hold one key each."""
+COUNT = "#count"
 
 
 def time_of(key: str) -> float:
@@ -320,6 +327,17 @@ def _ip_of(key: str) -> str:
     return key[4:].partition(":")[2]
 
 
+def chunks(positions: list[int], scores: list[str]) -> list[tuple[str, list[int]]]:
+    """A group's entries as index members: (the newest entry's score, the positions of up to
+    `INDEX_CHUNK` entries) each (one member's key list: see `INDEX_CHUNK`)."""
+    found = []
+    for start in range(0, len(positions), INDEX_CHUNK):
+        part = positions[start : start + INDEX_CHUNK]
+        # scores are `stamp`s of times of the same number of digits: their order is the times'
+        found.append((max([scores[at - 1] for at in part]), part))
+    return found
+
+
 def encoded(writes: WritePlan) -> list[str]:
     """The batch as the write script reads it (`oauthproxy.storage.request_logs`): a JSON
     header, and the entries' keys and packed values, alternating, joined by `ENTRIES` (one
@@ -327,10 +345,9 @@ def encoded(writes: WritePlan) -> list[str]:
     scores, durations_ms, keys = writes.scores, writes.durations_ms, writes.keys
     header = {
         "n": len(scores),
-        "scores": scores,
         "runs": writes.runs,
         "buckets": writes.buckets,
-        "groups": writes.groups,
+        "groups": [(indexes, chunks(positions, scores)) for indexes, positions in writes.groups],
         "counters": writes.counters,
         "visitors": {key: [_ip_of(keys[p - 1]) for p in at] for key, at in writes.visitors.items()},
         "durations": {

@@ -23,23 +23,26 @@ from oauthproxy.storage.base import Redis, scan_keys, translate_errors
 
 Entry = dict[str, str]
 
-# ARGV[1]: the batch's header as JSON (`schema.encoded`): {"n": entries, "scores": their
-# timestamps (their scores in the indexes), "runs": [[bucket, first position, last position]],
-# "buckets": {bucket: its first second}, "groups": [[[index keys], [positions]]], "counters":
-# {key: n}, "visitors": {key: [client IPs]}, "durations": {key: [durations]}} (positions count
-# from 1); ARGV[2] retention seconds; ARGV[3] the stream's MAXLEN; ARGV[4] the members an index
-# keeps, ARGV[5] how many more it may hold before it is trimmed; ARGV[6] durations kept per
-# hostname; ARGV[7] entry keys per stream item; ARGV[8] "1": the writes go to the AOF and to
+# ARGV[1]: the batch's header as JSON (`schema.encoded`): {"n": entries, "runs": [[bucket, first
+# position, last position]], "buckets": {bucket: its first second}, "groups": [[[index keys], [[the
+# newest entry's score, [positions]], ...: an index member each]]], "counters": {key: n},
+# "visitors": {key: [client IPs]}, "durations": {key: [durations]}} (positions count from 1);
+# ARGV[2] retention seconds; ARGV[3] the stream's MAXLEN; ARGV[4] the entries an index keeps,
+# ARGV[5] how many more it may list before it is trimmed (its oldest members go, as long as it keeps
+# that many; its member ARGV[12], `schema.COUNT`, holds as its score how many entries it lists; an
+# index written before chunks, without it, lists one per member); ARGV[13] the most keys a member
+# holds (members are read, to be trimmed, a few at a time: they are long); ARGV[6] durations kept
+# per hostname; ARGV[7] entry keys per stream item; ARGV[8] "1": the writes go to the AOF and to
 # replicas (REQUEST_LOG_DURABLE), else they stay in memory (and RDB snapshots): a best-effort log
 # need not double Redis's work per request; ARGV[9] the seconds a bucket spans; ARGV[10] the time
 # now (seconds); ARGV[11] each entry's key and packed value, alternating, joined by "\x1e"
 # (`schema.ENTRIES`): one HSET per run of entries in one bucket stores them. A bucket expires the
 # retention after its first second, so no entry outlives the retention (and not before a bucket's
-# span from now: an entry that began longer ago than the retention, a long WebSocket, is still
-# seen live). The stream carries entry keys only, a batch's in one item (up to STREAM_CHUNK,
-# space-separated: keys hold no spaces); its readers fetch the entries. The stream keeps about
-# LOG_STREAM_MAXLEN entries: as many items as this batch's make that many. Long argument lists go
-# in slices (Lua's unpack has a limit).
+# span from now: an entry that began longer ago than the retention, a long WebSocket, is still seen
+# live). The stream carries entry keys only, a batch's in one item (up to STREAM_CHUNK, space-
+# separated: keys hold no spaces); its readers fetch the entries. The stream keeps about
+# LOG_STREAM_MAXLEN entries: as many items as this batch's make that many. Long argument lists go in
+# slices (Lua's unpack has a limit).
 WRITE_BATCH = """
 if ARGV[8] ~= '1' then
   if redis.replicate_commands then redis.replicate_commands() end
@@ -50,7 +53,8 @@ local retention = tonumber(ARGV[2])
 local maxlen = ARGV[3]
 local limit, slack = tonumber(ARGV[4]), tonumber(ARGV[5])
 local span, now = tonumber(ARGV[9]), tonumber(ARGV[10])
-local n, scores = batch.n, batch.scores
+local n = batch.n
+local counter = ARGV[12]
 local function sliced(command, key, list, width)
   for start = 1, #list, width do
     redis.call(command, key, unpack(list, start, math.min(start + width - 1, #list)))
@@ -85,24 +89,70 @@ end
 if n > 0 then
   redis.call('EXPIRE', 'stream:requests', retention)
 end
-local touched = {}
+local touched, order = {}, {}
 for _, group in ipairs(batch.groups) do
-  local indexes, positions = group[1], group[2]
-  local members = {}
-  for k, position in ipairs(positions) do
-    members[2 * k - 1] = scores[position]
-    members[2 * k] = keys[position]
-  end
+  local indexes, chunks = group[1], group[2]
   for _, index in ipairs(indexes) do
-    sliced('ZADD', index, members, 1000)
-    touched[index] = true
+    if touched[index] == nil then
+      local held = redis.call('ZSCORE', index, counter)
+      touched[index] = held and tonumber(held) or redis.call('ZCARD', index)
+      order[#order + 1] = index
+    end
+  end
+  for _, chunk in ipairs(chunks) do
+    local positions = chunk[2]
+    local first, count = positions[1], #positions
+    local member
+    if positions[count] - first + 1 == count then
+      member = table.concat(keys, ' ', first, first + count - 1)
+    else
+      local listed = {}
+      for k, position in ipairs(positions) do
+        listed[k] = keys[position]
+      end
+      member = table.concat(listed, ' ')
+    end
+    for _, index in ipairs(indexes) do
+      redis.call('ZADD', index, chunk[1], member)
+      touched[index] = touched[index] + count
+    end
   end
 end
-for index in pairs(touched) do
-  redis.call('EXPIRE', index, retention)
-  if redis.call('ZCARD', index) > limit + slack then
-    redis.call('ZREMRANGEBYRANK', index, 0, -(limit + 1))
+local function trimmed(index, held)
+  local skipped, width = 0, math.ceil((held - limit) / tonumber(ARGV[13]))
+  while held > limit do
+    local oldest = redis.call('ZRANGE', index, skipped, skipped + width - 1)
+    width = math.min(2 * width, 64)
+    local dropped, full = {}, false
+    for _, member in ipairs(oldest) do
+      if string.sub(member, 1, 4) ~= 'req:' then
+        skipped = skipped + 1
+      else
+        local _, spaces = string.gsub(member, ' ', '')
+        if held - spaces - 1 < limit then
+          full = true
+          break
+        end
+        held = held - spaces - 1
+        dropped[#dropped + 1] = member
+      end
+    end
+    if #dropped > 0 then
+      redis.call('ZREM', index, unpack(dropped))
+    end
+    if full or #oldest == 0 then
+      break
+    end
   end
+  return held
+end
+for _, index in ipairs(order) do
+  local held = touched[index]
+  if held > limit + slack then
+    held = trimmed(index, held)
+  end
+  redis.call('ZADD', index, held, counter)
+  redis.call('EXPIRE', index, retention)
 end
 for key, count in pairs(batch.counters) do
   redis.call('INCRBY', key, count)
@@ -155,16 +205,29 @@ class RequestLogRepository:
         args: list[str | int] = [
             batch[0], retention, stream_maxlen, schema.INDEX_LIMIT, schema.INDEX_SLACK,
             schema.DURATION_WINDOW, schema.STREAM_CHUNK, "1" if durable else "0",
-            schema.BUCKET_SECONDS, int(time.time()), batch[1],
+            schema.BUCKET_SECONDS, int(time.time()), batch[1], schema.COUNT,
+            schema.INDEX_CHUNK,
         ]  # fmt: skip
         await self._write_batch(keys=[], args=args)
 
     async def keys_in(self, index: str, since: float, *, limit: int) -> list[str]:
-        """Entry keys of `index` from `since` on, newest first, at most `limit`."""
+        """Entry keys of `index` from `since` on, newest first, at most `limit`. A member holds
+        the keys of up to `schema.INDEX_CHUNK` entries and is scored by the newest one's time:
+        every member from `since` on is read (an index lists at most `schema.INDEX_LIMIT` +
+        `schema.INDEX_SLACK` + `schema.INDEX_CHUNK` entries), and its keys sorted."""
         found = await self._redis.zrange(
-            index, math.inf, since, sortby=PureToken.BYSCORE, rev=True, offset=0, count=limit
-        )
-        return [str(key) for key in found]
+            index, math.inf, since, sortby=PureToken.BYSCORE, rev=True, offset=0,
+            count=schema.INDEX_LIMIT + schema.INDEX_SLACK + schema.INDEX_CHUNK,
+        )  # fmt: skip
+        keys = [
+            key
+            for member in found
+            if str(member).startswith("req:")
+            for key in str(member).split(" ")
+            if schema.time_of(key) >= since
+        ]
+        keys.sort(key=schema.time_of, reverse=True)
+        return keys[:limit]
 
     async def entries(self, keys: Sequence[str]) -> list[Entry]:
         """The entries behind `keys`, in order; entries expired meanwhile are left out."""
