@@ -311,13 +311,38 @@ def test_packed_entries_read_back_and_hold_no_separator() -> None:
     assert read["user"] == "a\ufffdb" and read["gateway_reason"] == "c\ufffdd"
     assert read["request_path"] == "/items?id=3" and read["status"] == "200"
     assert "client_id" not in read  # empty values are left out
-    assert schema.unpacked("2\x1fother") == {}  # a form this version does not read
+    assert schema.unpacked("3\x1fother") == {}  # a form this version does not read
     full = entry(user="u", client_id="c", route_id="r", tls_version="TLSv1.3", reason="x",
-                 bytes_in=5, bytes_out=7, kind="sse")  # fmt: skip
+                 bytes_in=5, bytes_out=7, kind="sse", version=b"2")  # fmt: skip
     fields = fields_of(full)  # the access log's and the API's fields, in `FIELDS` order
     assert schema.unpacked(schema.pack(full, fields["duration_ms"])) == {
         name: value for name, value in fields.items() if name not in ("timestamp", "client_ip")
     }
+    assert fields["protocol"] == "HTTP/2"
+
+
+def test_entries_packed_before_the_protocol_still_read() -> None:
+    """A value packed by the version before the protocol field (form 1) reads as it did."""
+    earlier = "1\x1fhttps\x1fapi.example.com\x1fGET\x1f/\x1f200\x1f1\x1f2\x1f3.000\x1f\x1f\x1f\x1f"
+    read = schema.unpacked(earlier + "\x1f\x1f\x1fhttp")
+    assert read == {"scheme": "https", "hostname": "api.example.com", "method": "GET",
+                    "request_path": "/", "status": "200", "bytes_in": "1", "bytes_out": "2",
+                    "duration_ms": "3.000", "kind": "http"}  # fmt: skip
+    assert schema.unpacked(schema.pack(entry(version=b"1.1"), "1.000"))["protocol"] == "HTTP/1.1"
+
+
+@pytest.mark.parametrize(
+    ("query", "protocol"),
+    [("protocol:HTTP/2", "HTTP/2"), ("protocol:h2", "HTTP/2"), ("protocol:http/1.1", "HTTP/1.1"),
+     ("protocol:1.0", "HTTP/1.0"), ("protocol:2.0", "HTTP/2")],
+)  # fmt: skip
+def test_protocol_terms(query: str, protocol: str) -> None:
+    found = parse_query(query, LogFilter())
+    assert found.protocol == protocol
+    assert matches({"protocol": protocol, "kind": "http"}, found)
+    other = "HTTP/1.1" if protocol == "HTTP/2" else "HTTP/2"
+    assert not matches({"protocol": other, "kind": "http"}, found)
+    assert parse_query("protocol:spdy", LogFilter()).words == ("protocol:spdy",)
 
 
 def test_entries_go_in_runs_of_one_bucket_each() -> None:

@@ -40,6 +40,7 @@ from oauthproxy.logs.records import (
     FIELDS,
     REQUEST_KINDS,
     RequestEntry,
+    protocol_of,
     redact_target,
     stamp,
     values_of,
@@ -114,11 +115,13 @@ BUCKET_SECONDS = 10
 DURATION = FIELDS.index("duration_ms")
 PACKED_FIELDS = FIELDS[2:]
 """What a bucket's field value holds: every field but the timestamp and the client IP (the
-entry's key holds them)."""
+entry's key holds them); the protocol as its HTTP version (`1.1`, `2`)."""
+EARLIER_PACKINGS = {"1": PACKED_FIELDS[:-1]}
+"""The fields of packed forms of earlier versions (before the protocol), still read."""
 SEPARATOR = "\x1f"
 ENTRIES = "\x1e"
 """Between the keys and packed values of a batch's entries, in the one argument they go in."""
-PACKING = "1"
+PACKING = "2"
 """The packed form's version: the first of its parts."""
 STREAM_CHUNK = 100
 """Entry keys per item of the live stream (one item per batch, or per this many entries)."""
@@ -172,13 +175,13 @@ def pack(entry: RequestEntry, duration: str) -> str:
         f"\x1f{entry.method.decode('latin-1')}\x1f{target}\x1f{entry.status}"
         f"\x1f{entry.bytes_in}\x1f{entry.bytes_out}\x1f{duration}\x1f{entry.upstream}"
         f"\x1f{entry.route_id}\x1f{entry.user}\x1f{entry.client_id}\x1f{entry.tls_version}"
-        f"\x1f{entry.reason}\x1f{entry.kind}"
+        f"\x1f{entry.reason}\x1f{entry.kind}\x1f{entry.version.decode('latin-1')}"
     )
     if packed.count(SEPARATOR) == len(PACKED_FIELDS) and ENTRIES not in packed:
         return packed
     cleaned = (
         str(value).replace(SEPARATOR, "\ufffd").replace(ENTRIES, "\ufffd")
-        for value in values_of(entry)[2:]
+        for value in (*values_of(entry)[2:-1], entry.version.decode("latin-1"))
     )
     return SEPARATOR.join([PACKING, *cleaned])
 
@@ -187,9 +190,13 @@ def unpacked(packed: str) -> dict[str, str]:
     """A bucket's field value as the entry's non-empty fields (but the key's); empty when it
     is not one this version reads."""
     version, *values = packed.split(SEPARATOR)
-    if version != PACKING or len(values) != len(PACKED_FIELDS):
+    names = PACKED_FIELDS if version == PACKING else EARLIER_PACKINGS.get(version, ())
+    if len(values) != len(names) or not names:
         return {}
-    return {name: value for name, value in zip(PACKED_FIELDS, values, strict=True) if value}
+    found = {name: value for name, value in zip(names, values, strict=True) if value}
+    if "protocol" in found:
+        found["protocol"] = protocol_of(found["protocol"])
+    return found
 
 
 @dataclass
