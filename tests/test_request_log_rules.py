@@ -13,7 +13,13 @@ import trio
 import trio.testing
 
 from oauthproxy.logs import schema
-from oauthproxy.logs.logger import FLUSH_SECONDS, RequestLogger, serve_request_logger
+from oauthproxy.logs.logger import (
+    BATCH_ENTRIES,
+    BATCH_SECONDS,
+    FLUSH_SECONDS,
+    RequestLogger,
+    serve_request_logger,
+)
 from oauthproxy.logs.queries import (
     LogFilter,
     level_of,
@@ -253,27 +259,36 @@ def test_a_full_buffer_drops_and_counts() -> None:
     assert logger.buffered == 0
 
 
-async def test_flush_loop_takes_each_window_and_the_rest_on_stop(
+async def test_flush_loop_takes_full_or_old_batches_and_the_rest_on_stop(
     autojump_clock: trio.testing.MockClock, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """Access lines only (no Redis): what is buffered is taken at the end of its window, and
-    what is left when `stop` is set is written before the task returns."""
-    logger = RequestLogger(capacity=100, to_redis=False, access_log=True)
+    """The buffer is taken once it holds BATCH_ENTRIES (at the next look, within
+    FLUSH_SECONDS), else BATCH_SECONDS after the previous batch (a logger that writes nowhere:
+    its flushes only take the buffer, so the clock moves only with the test); with access
+    lines, what is left when `stop` is set is written before the task returns."""
+    logger = RequestLogger(capacity=2 * BATCH_ENTRIES, to_redis=False)
     settings = Settings(_env_file=None)
     stop = trio.Event()
     async with trio.open_nursery() as nursery:
         await nursery.start(serve_request_logger, logger, None, settings, stop)
-        started = trio.current_time()
         logger.record(entry(target=b"/first"))
-        await trio.sleep(FLUSH_SECONDS / 2)
-        assert logger.buffered == 1
+        await trio.sleep(BATCH_SECONDS - FLUSH_SECONDS / 2)
+        assert logger.buffered == 1  # a few entries wait for more
         await trio.sleep(FLUSH_SECONDS)
-        assert logger.buffered == 0
+        assert logger.buffered == 0  # ... until the batch is BATCH_SECONDS old
+        for _number in range(BATCH_ENTRIES):
+            logger.record(entry(target=b"/many"))
+        await trio.sleep(FLUSH_SECONDS * 1.5)
+        assert logger.buffered == 0  # a full batch goes at the next look
+        stop.set()
+    logger = RequestLogger(capacity=10, to_redis=False, access_log=True)
+    stop = trio.Event()
+    async with trio.open_nursery() as nursery:
+        await nursery.start(serve_request_logger, logger, None, settings, stop)
         logger.record(entry(target=b"/last?code=c"))
         stop.set()
-    assert trio.current_time() - started < FLUSH_SECONDS * 3
     lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
-    assert [line["request_path"] for line in lines] == ["/first", "/last?code=REDACTED"]
+    assert [line["request_path"] for line in lines] == ["/last?code=REDACTED"]
 
 
 EVENT = fields_of(event_entry("proxy.served", host="api.example.com", detail="running_http"))
