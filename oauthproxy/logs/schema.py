@@ -10,7 +10,8 @@ entries are fields of a hash per 10 seconds, not a hash each: see `bucket`):
                                       one client in the same microsecond) → the entry's other
                                       fields packed (`pack`); it expires the retention after
                                       its first second
-    idx:req:{all|errors|slow}         sorted sets: entry key → timestamp
+    idx:req:{all|errors|slow}         sorted sets: the keys of up to INDEX_CHUNK entries →
+                                      the newest one's timestamp (and COUNT → entries listed)
     idx:req:ip:{ip} / host:{hostname} / user:{user} / client:{client_id} / status:{code}
     idx:req:event:{name}              events (OAuth steps, proxies served and stopped, admin
                                       writes, certificates): entries whose `kind` is not a
@@ -22,8 +23,8 @@ entries are fields of a hash per 10 seconds, not a hash each: see `bucket`):
     stats:durations:{hostname}        list: the last DURATION_WINDOW durations (ms), newest first
 
 Indexes are sorted sets scored by time, so a query over the last N hours is one
-ZREVRANGEBYSCORE. A query reads at most INDEX_LIMIT of an index's newest members, so an index
-keeps no more. Every key but the buckets gets the retention as its TTL on each write, and the
+ZREVRANGEBYSCORE. A query reads at most INDEX_LIMIT of an index's newest entries, so an index
+keeps little more. Every key but the buckets gets the retention as its TTL on each write, and the
 stream is capped. Pure: `plan(...)` returns the writes and `encoded(...)` the script's
 arguments; `oauthproxy.storage.request_logs` sends them (one script call per batch).
 """
