@@ -132,10 +132,11 @@ holds `INDEX_SLACK` more, to at least this many (whole members go: up to `INDEX_
 stay)."""
 INDEX_SLACK = 500
 INDEX_CHUNK = 100
-"""Entry keys per index member: a member of an index is the space-separated keys of up to this
-many entries of one group of a batch, scored by the newest one's time (a member per entry, with
-its trimming, was half of Redis's CPU per logged request); the member `COUNT` holds, as its
-score, how many entries the index lists. Members written before chunks hold one key each."""
+"""Entry keys per index member: a member of an index is how many entries it lists and their
+keys, space-separated, up to this many entries of one group of a batch, scored by the newest
+one's time (a member per entry, with its trimming, was half of Redis's CPU per logged request);
+the member `COUNT` holds, as its score, how many entries the index lists (the trimming reads a
+member's count, not its keys). Members written before chunks hold one key each."""
 COUNT = "#count"
 
 

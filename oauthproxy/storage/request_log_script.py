@@ -3,13 +3,15 @@ which sends it, and `oauthproxy.logs.schema`, which plans what it writes)."""
 
 # ARGV[1]: the batch's header as JSON (`schema.encoded`): {"n": entries, "runs": [[bucket, first
 # position, last position]], "buckets": {bucket: its first second}, "groups": [[[index keys], [[the
-# newest entry's score, [positions]], ...: an index member each]]], "counters": {key: n},
+# newest entry's score, [positions]], ...: an index member each, "{count} {key} {key}..."]]],
+# "counters": {key: n},
 # "visitors": {key: [client IPs]}, "durations": {key: [durations]}} (positions count from 1);
 # ARGV[2] retention seconds; ARGV[3] the stream's MAXLEN; ARGV[4] the entries an index keeps,
 # ARGV[5] how many more it may list before it is trimmed (its oldest members go, as long as it keeps
 # that many; its member ARGV[12], `schema.COUNT`, holds as its score how many entries it lists; an
-# index written before chunks, without it, lists one per member); ARGV[13] the most keys a member
-# holds (members are read, to be trimmed, a few at a time: they are long); ARGV[6] durations kept
+# index written before chunks, without it, lists one per member: a key alone); ARGV[13] the most
+# keys a member holds (members are read, to be trimmed, a few at a time: they are long; only
+# their leading count is looked at); ARGV[6] durations kept
 # per hostname; ARGV[7] entry keys per stream item; ARGV[8] "1": the writes go to the AOF and to
 # replicas (REQUEST_LOG_DURABLE), else they stay in memory (and RDB snapshots): a best-effort log
 # need not double Redis's work per request; ARGV[9] the seconds a bucket spans; ARGV[10] the time
@@ -82,13 +84,13 @@ for _, group in ipairs(batch.groups) do
     local first, count = positions[1], #positions
     local member
     if positions[count] - first + 1 == count then
-      member = table.concat(keys, ' ', first, first + count - 1)
+      member = count .. ' ' .. table.concat(keys, ' ', first, first + count - 1)
     else
       local listed = {}
       for k, position in ipairs(positions) do
         listed[k] = keys[position]
       end
-      member = table.concat(listed, ' ')
+      member = count .. ' ' .. table.concat(listed, ' ')
     end
     for _, index in ipairs(indexes) do
       redis.call('ZADD', index, chunk[1], member)
@@ -103,15 +105,15 @@ local function trimmed(index, held)
     width = math.min(2 * width, 64)
     local dropped, full = {}, false
     for _, member in ipairs(oldest) do
-      if string.sub(member, 1, 4) ~= 'req:' then
+      if member == counter then
         skipped = skipped + 1
       else
-        local _, spaces = string.gsub(member, ' ', '')
-        if held - spaces - 1 < limit then
+        local size = tonumber(string.match(member, '^(%d+) ')) or 1
+        if held - size < limit then
           full = true
           break
         end
-        held = held - spaces - 1
+        held = held - size
         dropped[#dropped + 1] = member
       end
     end

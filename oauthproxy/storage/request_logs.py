@@ -66,7 +66,8 @@ class RequestLogRepository:
 
     async def keys_in(self, index: str, since: float, *, limit: int) -> list[str]:
         """Entry keys of `index` from `since` on, newest first, at most `limit`. A member holds
-        the keys of up to `schema.INDEX_CHUNK` entries and is scored by the newest one's time:
+        how many entries it lists and their keys (up to `schema.INDEX_CHUNK`), space-separated,
+        and is scored by the newest one's time (one written before, a key alone):
         every member from `since` on is read (an index lists at most `schema.INDEX_LIMIT` +
         `schema.INDEX_SLACK` + `schema.INDEX_CHUNK` entries), and its keys sorted."""
         found = await self._redis.zrange(
@@ -76,9 +77,8 @@ class RequestLogRepository:
         keys = [
             key
             for member in found
-            if str(member).startswith("req:")
-            for key in str(member).split(" ")
-            if schema.time_of(key) >= since
+            for key in str(member).split(" ")  # (a count, then the keys; or a key alone)
+            if key.startswith("req:") and schema.time_of(key) >= since
         ]
         keys.sort(key=schema.time_of, reverse=True)
         return keys[:limit]
