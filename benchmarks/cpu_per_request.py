@@ -62,7 +62,7 @@ from harness import (
     wait_for_port,
 )
 from nginx_child import nginx_binary, plain_server, start_nginx_with
-from run import BENCH_HOST, CERT_NAME, ROOT, start_nginx
+from run import BENCH_HOST, CERT_NAME, ROOT, start_nginx, valkey_pid
 from tls_auth import SNI_LUA, client_context, fetch_certificate, https_get, wait_for_https
 
 BACKEND_LOCATION = '        location / { return 200 "ok\\n"; }\n'
@@ -85,6 +85,9 @@ class Target:
     values: list[float] = field(default_factory=list)
     sni_script: Path | None = None
     """Set: keep-alive over HTTPS (wrk sends SNI bench.local, connecting to 127.0.0.1)."""
+    redis: list[int] = field(default_factory=list)
+    """The gateway's embedded Redis (its CPU per request is shown too: the request log's)."""
+    redis_values: list[float] = field(default_factory=list)
 
 
 H2LOAD_DONE = re.compile(r"requests: \d+ total, \d+ started, \d+ done, (\d+) succeeded")
@@ -128,16 +131,20 @@ def one_round(procs: Processes, target: Target, args: argparse.Namespace, number
         host += ("Connection: close",)
     run_wrk(procs, url, 1, args.connections, host, script)
     watched = target.pids()
-    before = cpu_seconds(watched)
+    before, redis_before = cpu_seconds(watched), cpu_seconds(target.redis)
     result = run_wrk(procs, url, args.seconds, args.connections, host, script)
-    used = cpu_seconds(watched) - before
+    used, redis_used = cpu_seconds(watched) - before, cpu_seconds(target.redis) - redis_before
     if result.errors:
         step(f"[yellow]{target.name} round {number}: errors {result.error_text()}[/]")
     per_request = used / result.requests * 1e6
     target.values.append(per_request)
+    redis = ""
+    if target.redis:
+        target.redis_values.append(redis_used / result.requests * 1e6)
+        redis = f" (its Redis {target.redis_values[-1]:.1f})"
     step(
         f"  {target.name} round {number}: {result.requests:,} requests, "
-        f"{result.rps:,.0f} req/s, {per_request:.1f} µs CPU/request"
+        f"{result.rps:,.0f} req/s, {per_request:.1f} µs CPU/request{redis}"
     )
 
 
@@ -360,9 +367,10 @@ def main() -> None:
                         wait_for_https(client_context(files.chain), gateway.ports.https, BENCH_HOST)
                 port_of = (lambda g: g.ports.https) if args.https else (lambda g: g.ports.http)
                 targets = [
-                    Target(name, port_of(gateway), _pids_of(gateway), sni_script=sni_script)
+                    Target(name, port_of(gateway), _pids_of(gateway), sni_script=sni_script,
+                           redis=[pid] if (pid := valkey_pid(gateway.data_dir)) else [])
                     for name, gateway in gateways
-                ]
+                ]  # fmt: skip
                 if args.floor and not args.https:
                     targets.append(start_floor(procs, backend_port))
                 tool = "h2load -m10" if args.h2 else "wrk -t1"
@@ -372,7 +380,12 @@ def main() -> None:
                         one_round(procs, target, args, number)
                 for target in targets:
                     median = statistics.median(target.values)
-                    step(f"[bold]{target.name}: median {median:.1f} µs CPU/request[/]")
+                    redis = (
+                        f" (its Redis {statistics.median(target.redis_values):.1f})"
+                        if target.redis_values
+                        else ""
+                    )
+                    step(f"[bold]{target.name}: median {median:.1f} µs CPU/request{redis}[/]")
             if args.tls:
                 measure_tls(procs, args, workdir, gateways, backend_port)
             for _, gateway in gateways:

@@ -33,7 +33,7 @@ def batch(size: int, start: float) -> list[RequestEntry]:
         entry = RequestEntry(
             start + number / 10_000, 0.0, "127.0.0.1", b"http", "bench.localhost", b"GET", b"/"
         )
-        entry.status, entry.upstream = 200, "http://127.0.0.1:38211"
+        entry.status, entry.upstream, entry.version = 200, "http://127.0.0.1:38211", b"1.1"
         entry.bytes_in, entry.bytes_out, entry.duration = 58, 162, 0.0031
         made.append(entry)
     return made

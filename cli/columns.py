@@ -335,6 +335,7 @@ LAYOUTS: dict[Kind, Layout] = {
             Column("method", "Method"),
             Column("hostname", "Host", NAME_STYLE),
             Column("request_path", "Path"),
+            Column("protocol", "Protocol"),
             Column("status", "Status", "status_code"),
             Column("duration_ms", "ms", "number"),
             Column("user", "User"),

@@ -109,7 +109,7 @@ async def test_follow_prints_new_requests_until_interrupted(traffic: Cli, gatewa
     process.send_signal(signal.SIGINT)
     with trio.fail_after(10):
         assert await process.wait() == 0
-    assert b"cli.example.com/echo/followed 200" in seen
+    assert b"cli.example.com/echo/followed HTTP/1.1 200" in seen
 
 
 async def test_oauth_flow_shows_a_clients_steps(cli: Cli, gateway: Ready) -> None:

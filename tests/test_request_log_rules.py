@@ -13,7 +13,13 @@ import trio
 import trio.testing
 
 from oauthproxy.logs import schema
-from oauthproxy.logs.logger import FLUSH_SECONDS, RequestLogger, serve_request_logger
+from oauthproxy.logs.logger import (
+    BATCH_ENTRIES,
+    BATCH_SECONDS,
+    FLUSH_SECONDS,
+    RequestLogger,
+    serve_request_logger,
+)
 from oauthproxy.logs.queries import (
     LogFilter,
     level_of,
@@ -253,27 +259,36 @@ def test_a_full_buffer_drops_and_counts() -> None:
     assert logger.buffered == 0
 
 
-async def test_flush_loop_takes_each_window_and_the_rest_on_stop(
+async def test_flush_loop_takes_full_or_old_batches_and_the_rest_on_stop(
     autojump_clock: trio.testing.MockClock, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """Access lines only (no Redis): what is buffered is taken at the end of its window, and
-    what is left when `stop` is set is written before the task returns."""
-    logger = RequestLogger(capacity=100, to_redis=False, access_log=True)
+    """The buffer is taken once it holds BATCH_ENTRIES (at the next look, within
+    FLUSH_SECONDS), else BATCH_SECONDS after the previous batch (a logger that writes nowhere:
+    its flushes only take the buffer, so the clock moves only with the test); with access
+    lines, what is left when `stop` is set is written before the task returns."""
+    logger = RequestLogger(capacity=2 * BATCH_ENTRIES, to_redis=False)
     settings = Settings(_env_file=None)
     stop = trio.Event()
     async with trio.open_nursery() as nursery:
         await nursery.start(serve_request_logger, logger, None, settings, stop)
-        started = trio.current_time()
         logger.record(entry(target=b"/first"))
-        await trio.sleep(FLUSH_SECONDS / 2)
-        assert logger.buffered == 1
+        await trio.sleep(BATCH_SECONDS - FLUSH_SECONDS / 2)
+        assert logger.buffered == 1  # a few entries wait for more
         await trio.sleep(FLUSH_SECONDS)
-        assert logger.buffered == 0
+        assert logger.buffered == 0  # ... until the batch is BATCH_SECONDS old
+        for _number in range(BATCH_ENTRIES):
+            logger.record(entry(target=b"/many"))
+        await trio.sleep(FLUSH_SECONDS * 1.5)
+        assert logger.buffered == 0  # a full batch goes at the next look
+        stop.set()
+    logger = RequestLogger(capacity=10, to_redis=False, access_log=True)
+    stop = trio.Event()
+    async with trio.open_nursery() as nursery:
+        await nursery.start(serve_request_logger, logger, None, settings, stop)
         logger.record(entry(target=b"/last?code=c"))
         stop.set()
-    assert trio.current_time() - started < FLUSH_SECONDS * 3
     lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
-    assert [line["request_path"] for line in lines] == ["/first", "/last?code=REDACTED"]
+    assert [line["request_path"] for line in lines] == ["/last?code=REDACTED"]
 
 
 EVENT = fields_of(event_entry("proxy.served", host="api.example.com", detail="running_http"))
@@ -311,13 +326,38 @@ def test_packed_entries_read_back_and_hold_no_separator() -> None:
     assert read["user"] == "a\ufffdb" and read["gateway_reason"] == "c\ufffdd"
     assert read["request_path"] == "/items?id=3" and read["status"] == "200"
     assert "client_id" not in read  # empty values are left out
-    assert schema.unpacked("2\x1fother") == {}  # a form this version does not read
+    assert schema.unpacked("3\x1fother") == {}  # a form this version does not read
     full = entry(user="u", client_id="c", route_id="r", tls_version="TLSv1.3", reason="x",
-                 bytes_in=5, bytes_out=7, kind="sse")  # fmt: skip
+                 bytes_in=5, bytes_out=7, kind="sse", version=b"2")  # fmt: skip
     fields = fields_of(full)  # the access log's and the API's fields, in `FIELDS` order
     assert schema.unpacked(schema.pack(full, fields["duration_ms"])) == {
         name: value for name, value in fields.items() if name not in ("timestamp", "client_ip")
     }
+    assert fields["protocol"] == "HTTP/2"
+
+
+def test_entries_packed_before_the_protocol_still_read() -> None:
+    """A value packed by the version before the protocol field (form 1) reads as it did."""
+    earlier = "1\x1fhttps\x1fapi.example.com\x1fGET\x1f/\x1f200\x1f1\x1f2\x1f3.000\x1f\x1f\x1f\x1f"
+    read = schema.unpacked(earlier + "\x1f\x1f\x1fhttp")
+    assert read == {"scheme": "https", "hostname": "api.example.com", "method": "GET",
+                    "request_path": "/", "status": "200", "bytes_in": "1", "bytes_out": "2",
+                    "duration_ms": "3.000", "kind": "http"}  # fmt: skip
+    assert schema.unpacked(schema.pack(entry(version=b"1.1"), "1.000"))["protocol"] == "HTTP/1.1"
+
+
+@pytest.mark.parametrize(
+    ("query", "protocol"),
+    [("protocol:HTTP/2", "HTTP/2"), ("protocol:h2", "HTTP/2"), ("protocol:http/1.1", "HTTP/1.1"),
+     ("protocol:1.0", "HTTP/1.0"), ("protocol:2.0", "HTTP/2")],
+)  # fmt: skip
+def test_protocol_terms(query: str, protocol: str) -> None:
+    found = parse_query(query, LogFilter())
+    assert found.protocol == protocol
+    assert matches({"protocol": protocol, "kind": "http"}, found)
+    other = "HTTP/1.1" if protocol == "HTTP/2" else "HTTP/2"
+    assert not matches({"protocol": other, "kind": "http"}, found)
+    assert parse_query("protocol:spdy", LogFilter()).words == ("protocol:spdy",)
 
 
 def test_entries_go_in_runs_of_one_bucket_each() -> None:

@@ -2,7 +2,8 @@
 holds and the default values filled in) from their bucket, entries stored as hashes of their own
 (before buckets) still read, buckets expiring with the retention, the live stream in items of up
 to STREAM_CHUNK keys read without skipping or repeating an entry, indexes capped at their newest
-INDEX_LIMIT, and the durable and the default (AOF-less) writes alike."""
+INDEX_LIMIT entries (also those written when a member held one key), and the durable and the
+default (AOF-less) writes alike."""
 
 from __future__ import annotations
 
@@ -81,14 +82,36 @@ async def test_the_stream_in_items_loses_and_repeats_nothing(storage: Storage) -
     assert seen == [f"/n/{n}" for n in range(250)]
 
 
-async def test_indexes_keep_their_newest_members(storage: Storage) -> None:
+async def test_indexes_keep_their_newest_entries(storage: Storage) -> None:
+    """An index lists its entries in members of up to INDEX_CHUNK keys, and keeps at least its
+    newest INDEX_LIMIT entries (whole members go, oldest first, once it lists INDEX_SLACK more)."""
     total = schema.INDEX_LIMIT + schema.INDEX_SLACK + 1
     for first in range(0, total, 1000):
         await write(storage, entries(min(1000, total - first), start=1_700_000_000.0 + first))
-    held = await storage.log_redis.zcard(schema.ALL)
-    assert held == schema.INDEX_LIMIT
-    keys = await storage.request_logs.keys_in(schema.ALL, 0, limit=1)
-    assert keys[0] == "req:1700005000.500000-500:203.0.113.7"  # the newest stayed
+    members = await storage.log_redis.zcard(schema.ALL)
+    assert members == schema.INDEX_LIMIT // schema.INDEX_CHUNK + 2  # and the count
+    held = await storage.request_logs.keys_in(schema.ALL, 0, limit=10 * total)
+    assert len(held) == await storage.log_redis.zscore(schema.ALL, schema.COUNT) == 5001
+    assert held[0] == "req:1700005000.500000-500:203.0.113.7"  # the newest stayed
+    assert held[-1] == "req:1700000000.500000-500:203.0.113.7"  # the oldest 500 went
+    keys = await storage.request_logs.keys_in(schema.ALL, 1_700_005_000.4, limit=1)
+    assert keys == ["req:1700005000.500000-500:203.0.113.7"]
+
+
+async def test_indexes_written_before_chunks_are_counted_and_trimmed(storage: Storage) -> None:
+    """An index of one key per member (before chunks, no count) reads as before, and is counted
+    and trimmed by entries at the next write."""
+    old: dict[str | bytes, float] = {
+        f"req:1600000000.{n:06d}-0:203.0.113.7": 1_600_000_000 + n / 1e6 for n in range(5400)
+    }
+    await storage.log_redis.zadd(schema.host_index("store.example.com"), old)
+    index = schema.host_index("store.example.com")
+    assert len(await storage.request_logs.keys_in(index, 0, limit=6000)) == 5400
+    await write(storage, entries(150))
+    held = await storage.request_logs.keys_in(index, 0, limit=6000)
+    assert len(held) == await storage.log_redis.zscore(index, schema.COUNT) == schema.INDEX_LIMIT
+    assert held[0] == "req:1700000000.149000-149:203.0.113.7"
+    assert held[-1] == "req:1600000000.000550-0:203.0.113.7"  # the oldest 550 went
 
 
 async def test_stream_items_of_one_key_each_still_read(storage: Storage) -> None:

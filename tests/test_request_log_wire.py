@@ -1,9 +1,11 @@
 """What the request log says about the connection: the real client behind a real haproxy
-(`send-proxy`), over TLS with its version, and the bytes each way; an SSE stream as one."""
+(`send-proxy`), over TLS with its version, and the bytes each way; an SSE stream as one; the
+protocol (curl over HTTP/2 and HTTP/1.1)."""
 
 from __future__ import annotations
 
 import ssl
+import subprocess
 from typing import Any
 
 import httpx
@@ -99,3 +101,48 @@ async def test_an_sse_stream_is_logged_as_one(
     entry = (await logged(gateway, "sse.example.com", 200))[0]
     assert (entry["kind"], entry["event"]) == ("sse", "sse"), entry
     assert float(entry["duration_ms"]) >= 900  # the whole stream: three events, 0.3 s after each
+
+
+def curl(port: int, pki: TestPKI, version: str, url: str) -> bytes:
+    command = ["curl", version, "--silent", "--show-error", "--fail", "--cacert", str(pki.ca_file),
+               "--resolve", f"secure.example.com:{port}:127.0.0.1", "--write-out",
+               "%{http_version}", "--output", "/dev/null", url]  # fmt: skip
+    return subprocess.run(command, capture_output=True, check=True).stdout
+
+
+async def test_each_entry_names_its_protocol_and_a_query_finds_it(
+    gateway: Ready, storage: Storage, backend: int, pki: TestPKI
+) -> None:
+    """curl over HTTP/2 and over HTTP/1.1: each entry says which, and `protocol:` finds it."""
+    await store_certificate(storage, pki)
+    await storage.proxies.create(proxy("secure.example.com", backend))
+    base = f"https://secure.example.com:{gateway.https_port}"
+
+    async def served() -> bytes | None:
+        try:
+            return await trio.to_thread.run_sync(curl, gateway.https_port, pki, "--http2",
+                                                 f"{base}/echo/two")  # fmt: skip
+        except subprocess.CalledProcessError:
+            return None  # the proxy or its certificate is not served yet
+
+    assert await eventually(served, what="secure.example.com over h2") == b"2"
+    one = await trio.to_thread.run_sync(curl, gateway.https_port, pki, "--http1.1",
+                                        f"{base}/echo/one")  # fmt: skip
+    assert one == b"1.1"
+    headers = {"Authorization": f"Bearer {gateway.admin_token.secret}"}
+    async with httpx.AsyncClient(base_url=gateway.api_url, headers=headers) as admin:
+
+        async def paths(**params: str) -> list[str] | None:
+            params["hostname"] = "secure.example.com"
+            response = await admin.get("/api/v1/logs/search", params=params)
+            logs = response.json()["logs"]
+            found = [f"{entry['request_path']} {entry['protocol']}" for entry in logs]
+            return [line for line in found if line.startswith("/echo/")] or None
+
+        both = await eventually(lambda: paths(path="/echo/o"), what="the HTTP/1.1 entry")
+        assert both == ["/echo/one HTTP/1.1"]
+        assert await paths(q="protocol:HTTP/2") == ["/echo/two HTTP/2"]
+        assert await paths(protocol="HTTP/1.1") == ["/echo/one HTTP/1.1"]
+        assert await paths(protocol="h2", path="/echo/one") is None
+        refused = await admin.get("/api/v1/logs/search", params={"protocol": "spdy/3"})
+        assert refused.status_code == 422 and "protocol" in refused.text

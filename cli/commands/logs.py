@@ -66,8 +66,8 @@ def search(
     query: Annotated[
         str | None,
         Parameter(
-            help="Terms: status:500 host:H ip:IP user:U client:C method:M path:/p "
-            "level:L event:E errors slow, and bare words."
+            help="Terms: status:500 host:H ip:IP user:U client:C method:M protocol:HTTP/2 "
+            "path:/p level:L event:E errors slow, and bare words."
         ),
     ] = None,
     hours: Hours = 24,
@@ -77,6 +77,9 @@ def search(
     status: Annotated[int | None, Parameter(help="Only this HTTP status.")] = None,
     path: Annotated[str | None, Parameter(help="Only paths starting with this.")] = None,
     method: Annotated[str | None, Parameter(help="Only this method.")] = None,
+    protocol: Annotated[
+        str | None, Parameter(help="Only this protocol: HTTP/1.1, HTTP/1.0 or HTTP/2.")
+    ] = None,
     user: Annotated[str | None, Parameter(help="Only this authenticated user.")] = None,
     ip: Annotated[str | None, Parameter(help="Only this client IP.")] = None,
     client_id: Annotated[str | None, Parameter(help="Only this OAuth client.")] = None,
@@ -88,7 +91,8 @@ def search(
     """Search the request log with filters (`just logs-search`)."""
     params = present(
         q=query, hours=hours, event=event, level=level, hostname=hostname, status=status,
-        path=path, method=method, user=user, ip=ip, client_id=client_id, limit=limit,
+        path=path, method=method, protocol=protocol, user=user, ip=ip, client_id=client_id,
+        limit=limit,
         errors="true" if errors else None, slow="true" if slow else None,
     )  # fmt: skip
     show(session, logs_of(session, "search", **params))
@@ -219,10 +223,11 @@ def _print_lines(session: CliSession, entries: list[dict[str, Any]]) -> None:
         stamp = time.strftime("%H:%M:%S", time.localtime(float(entry["timestamp"])))
         colour = colours.get(status // 100, "")
         user = f" {entry['user']}" if entry.get("user") else ""
+        protocol = f" {entry['protocol']}" if entry.get("protocol") else ""
         session.output.console.print(
             f"{stamp} {entry['client_ip']} {entry['method']} {entry['hostname']}"
-            f"{entry['request_path']} [{colour}]{status}[/] {float(entry['duration_ms']):.1f}ms"
-            f"{user}",
+            f"{entry['request_path']}{protocol} [{colour}]{status}[/] "
+            f"{float(entry['duration_ms']):.1f}ms{user}",
             markup=True,
             highlight=False,
         )

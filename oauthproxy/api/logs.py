@@ -25,7 +25,15 @@ from oauthproxy.api.errors import ApiError
 from oauthproxy.api.ownership import Json, caller, storage
 from oauthproxy.api.state import app_state
 from oauthproxy.logs import schema
-from oauthproxy.logs.queries import LogFilter, decorated, matches, parse_query, percentiles, search
+from oauthproxy.logs.queries import (
+    LogFilter,
+    decorated,
+    matches,
+    parse_query,
+    percentiles,
+    protocol_named,
+    search,
+)
 from oauthproxy.models.common import IP_ADDRESS_SCHEMA
 from oauthproxy.models.errors import ErrorBody
 from oauthproxy.models.logs import FollowQuery, LogQuery, RecentQuery, StatsQuery
@@ -76,6 +84,7 @@ async def search_logs(query_args: LogQuery) -> Json:
         status=args.status,
         path=args.path,
         method=args.method.upper() if args.method else None,
+        protocol=protocol_named(args.protocol) if args.protocol else None,
         user=args.user,
         ip=args.ip,
         client_id=args.client_id,

@@ -39,6 +39,8 @@ class LogFilter:
     client_id: str | None = None
     status: int | None = None
     method: str | None = None
+    protocol: str | None = None
+    """`HTTP/1.1`, `HTTP/1.0` or `HTTP/2` (see `protocol_named`)."""
     path: str | None = None
     """A path prefix (`/api` matches `/api/users`)."""
     errors: bool = False
@@ -67,9 +69,20 @@ def event_of(entry: Entry) -> str:
     return "request" if kind == "http" else kind
 
 
+PROTOCOLS = {"1.0": "HTTP/1.0", "1.1": "HTTP/1.1", "2": "HTTP/2", "2.0": "HTTP/2", "h2": "HTTP/2"}
+
+
+def protocol_named(name: str) -> str | None:
+    """The protocol an entry shows for a name a query may use (`HTTP/2`, `http/1.1`, `2`,
+    `h2`); None for a name that is none."""
+    name = name.lower()
+    return PROTOCOLS.get(name.removeprefix("http/") if name.startswith("http/") else name)
+
+
 def parse_query(query: str, base: LogFilter) -> LogFilter:
     """`base` narrowed by a search query: `status:500 host:api.example.com ip:... user:...
-    client:... method:GET path:/api level:ERROR event:websocket errors slow` and bare words."""
+    client:... method:GET protocol:HTTP/2 path:/api level:ERROR event:websocket errors slow`
+    and bare words."""
     found = base
     words: list[str] = list(base.words)
     for token in query.split():
@@ -94,6 +107,9 @@ def _narrowed(found: LogFilter, name: str, value: str) -> LogFilter | None:
         return replace(found, hostname=value.lower())
     if name in ("client", "client_id"):
         return replace(found, client_id=value)
+    if name == "protocol":
+        protocol = protocol_named(value)
+        return replace(found, protocol=protocol) if protocol else None
     if name in ("method", "level"):
         value = value.upper()
     if name in ("ip", "user", "method", "path", "level", "event"):
@@ -129,7 +145,9 @@ def matches(entry: Entry, query: LogFilter) -> bool:
     requests have (status, path, method, slow) leave events out."""
     status = int(entry.get("status") or 0)
     host = entry.get("hostname", "")
-    about_requests = query.status is not None or query.path or query.method or query.slow
+    about_requests = (
+        query.status is not None or query.path or query.method or query.slow or query.protocol
+    )
     checks = (
         not about_requests or entry.get("kind", "http") in REQUEST_KINDS,
         query.hosts is None or _readable(entry, host, query.hosts),
@@ -139,6 +157,7 @@ def matches(entry: Entry, query: LogFilter) -> bool:
         query.client_id is None or entry.get("client_id") == query.client_id,
         query.status is None or status == query.status,
         query.method is None or entry.get("method") == query.method,
+        query.protocol is None or entry.get("protocol") == query.protocol,
         query.path is None or path_of(entry.get("request_path", "")).startswith(query.path),
         not query.errors or status >= 400,
         query.level is None or level_of(status) == query.level,

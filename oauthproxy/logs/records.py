@@ -25,7 +25,7 @@ false positive costs a redacted value."""
 FIELDS = (
     "timestamp", "client_ip", "scheme", "hostname", "method", "request_path", "status",
     "bytes_in", "bytes_out", "duration_ms", "upstream", "route_id", "user", "client_id",
-    "tls_version", "gateway_reason", "kind",
+    "tls_version", "gateway_reason", "kind", "protocol",
 )  # fmt: skip
 """Every field of a stored entry, in display order."""
 
@@ -59,6 +59,9 @@ class RequestEntry:
     bytes_out: int = 0
     duration: float = 0.0
     """Seconds, set when the exchange ends."""
+    version: bytes = b""
+    """The request's HTTP version as its head gave it (b"1.1", b"1.0", b"2"); empty for an
+    event, or a request whose head could not be read."""
     sniff: bool = True
     """Whether forwarding looks at the response's type to tell an SSE stream: only the request
     log and the access log show the kind (the metrics count requests of every kind alike)."""
@@ -124,6 +127,11 @@ def stored_path(entry: RequestEntry) -> str:
     return redact_target(target) if "?" in target else target
 
 
+def protocol_of(version: str) -> str:
+    """`HTTP/1.1`, `HTTP/2`, ... for an HTTP version (`1.1`, `2`); empty when there is none."""
+    return f"HTTP/{version}" if version else ""
+
+
 def values_of(entry: RequestEntry) -> tuple[str | int, ...]:
     """The entry's stored values, in `FIELDS` order (secrets redacted); counts stay integers."""
     return (
@@ -144,6 +152,7 @@ def values_of(entry: RequestEntry) -> tuple[str | int, ...]:
         entry.tls_version,
         entry.reason,
         entry.kind,
+        protocol_of(entry.version.decode("latin-1")),
     )
 
 

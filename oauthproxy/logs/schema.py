@@ -10,7 +10,8 @@ entries are fields of a hash per 10 seconds, not a hash each: see `bucket`):
                                       one client in the same microsecond) → the entry's other
                                       fields packed (`pack`); it expires the retention after
                                       its first second
-    idx:req:{all|errors|slow}         sorted sets: entry key → timestamp
+    idx:req:{all|errors|slow}         sorted sets: the keys of up to INDEX_CHUNK entries →
+                                      the newest one's timestamp (and COUNT → entries listed)
     idx:req:ip:{ip} / host:{hostname} / user:{user} / client:{client_id} / status:{code}
     idx:req:event:{name}              events (OAuth steps, proxies served and stopped, admin
                                       writes, certificates): entries whose `kind` is not a
@@ -22,8 +23,8 @@ entries are fields of a hash per 10 seconds, not a hash each: see `bucket`):
     stats:durations:{hostname}        list: the last DURATION_WINDOW durations (ms), newest first
 
 Indexes are sorted sets scored by time, so a query over the last N hours is one
-ZREVRANGEBYSCORE. A query reads at most INDEX_LIMIT of an index's newest members, so an index
-keeps no more. Every key but the buckets gets the retention as its TTL on each write, and the
+ZREVRANGEBYSCORE. A query reads at most INDEX_LIMIT of an index's newest entries, so an index
+keeps little more. Every key but the buckets gets the retention as its TTL on each write, and the
 stream is capped. Pure: `plan(...)` returns the writes and `encoded(...)` the script's
 arguments; `oauthproxy.storage.request_logs` sends them (one script call per batch).
 """
@@ -40,8 +41,8 @@ from oauthproxy.logs.records import (
     FIELDS,
     REQUEST_KINDS,
     RequestEntry,
+    protocol_of,
     redact_target,
-    stamp,
     values_of,
 )
 
@@ -114,19 +115,29 @@ BUCKET_SECONDS = 10
 DURATION = FIELDS.index("duration_ms")
 PACKED_FIELDS = FIELDS[2:]
 """What a bucket's field value holds: every field but the timestamp and the client IP (the
-entry's key holds them)."""
+entry's key holds them); the protocol as its HTTP version (`1.1`, `2`)."""
+EARLIER_PACKINGS = {"1": PACKED_FIELDS[:-1]}
+"""The fields of packed forms of earlier versions (before the protocol), still read."""
 SEPARATOR = "\x1f"
 ENTRIES = "\x1e"
 """Between the keys and packed values of a batch's entries, in the one argument they go in."""
-PACKING = "1"
+PACKING = "2"
 """The packed form's version: the first of its parts."""
 STREAM_CHUNK = 100
 """Entry keys per item of the live stream (one item per batch, or per this many entries)."""
 INDEX_LIMIT = 5000
-"""Members an index keeps (its newest): a query reads at most this many of an index's newest
-keys (`oauthproxy.logs.queries`), so older members would never be read. Trimmed when an index
-holds `INDEX_SLACK` more, so trimming is one ZREMRANGEBYRANK every few batches, not one each."""
+"""Entries an index keeps (its newest): a query reads at most this many of an index's newest
+keys (`oauthproxy.logs.queries`), so older ones would never be read. Trimmed when an index
+holds `INDEX_SLACK` more, to at least this many (whole members go: up to `INDEX_CHUNK` more
+stay)."""
 INDEX_SLACK = 500
+INDEX_CHUNK = 100
+"""Entry keys per index member: a member of an index is how many entries it lists and their
+keys, space-separated, up to this many entries of one group of a batch, scored by the newest
+one's time (a member per entry, with its trimming, was half of Redis's CPU per logged request);
+the member `COUNT` holds, as its score, how many entries the index lists (the trimming reads a
+member's count, not its keys). Members written before chunks hold one key each."""
+COUNT = "#count"
 
 
 def time_of(key: str) -> float:
@@ -165,13 +176,13 @@ def pack(entry: RequestEntry, duration: str) -> str:
         f"\x1f{entry.method.decode('latin-1')}\x1f{target}\x1f{entry.status}"
         f"\x1f{entry.bytes_in}\x1f{entry.bytes_out}\x1f{duration}\x1f{entry.upstream}"
         f"\x1f{entry.route_id}\x1f{entry.user}\x1f{entry.client_id}\x1f{entry.tls_version}"
-        f"\x1f{entry.reason}\x1f{entry.kind}"
+        f"\x1f{entry.reason}\x1f{entry.kind}\x1f{entry.version.decode('latin-1')}"
     )
     if packed.count(SEPARATOR) == len(PACKED_FIELDS) and ENTRIES not in packed:
         return packed
     cleaned = (
         str(value).replace(SEPARATOR, "\ufffd").replace(ENTRIES, "\ufffd")
-        for value in values_of(entry)[2:]
+        for value in (*values_of(entry)[2:-1], entry.version.decode("latin-1"))
     )
     return SEPARATOR.join([PACKING, *cleaned])
 
@@ -180,9 +191,13 @@ def unpacked(packed: str) -> dict[str, str]:
     """A bucket's field value as the entry's non-empty fields (but the key's); empty when it
     is not one this version reads."""
     version, *values = packed.split(SEPARATOR)
-    if version != PACKING or len(values) != len(PACKED_FIELDS):
+    names = PACKED_FIELDS if version == PACKING else EARLIER_PACKINGS.get(version, ())
+    if len(values) != len(names) or not names:
         return {}
-    return {name: value for name, value in zip(PACKED_FIELDS, values, strict=True) if value}
+    found = {name: value for name, value in zip(names, values, strict=True) if value}
+    if "protocol" in found:
+        found["protocol"] = protocol_of(found["protocol"])
+    return found
 
 
 @dataclass
@@ -277,8 +292,10 @@ def plan(entries: Iterable[RequestEntry], *, first_sequence: int, slow_seconds: 
     grouped: dict[tuple[str, str, str, str, str, int, bool, int], list[int]] = {}
     sequence, span = first_sequence % SEQUENCES, -1
     position = first = 0
+    last: tuple[object, ...] = ()
+    group: list[int] = []
     for position, entry in enumerate(entries, 1):
-        timestamp = stamp(entry.started)
+        timestamp = f"{entry.started:.6f}"  # `records.stamp`, inlined
         duration = f"{entry.duration * 1000:.3f}"
         score(timestamp)
         duration_of(duration)
@@ -292,11 +309,9 @@ def plan(entries: Iterable[RequestEntry], *, first_sequence: int, slow_seconds: 
             span, first = second // BUCKET_SECONDS, position
         shared = (entry.client_ip, entry.host, entry.user, entry.client_id, entry.kind,
                   entry.status, entry.duration >= slow_seconds, second // 3600)  # fmt: skip
-        group = grouped.get(shared)
-        if group is None:
-            grouped[shared] = [position]
-        else:
-            group.append(position)
+        if shared != last:  # most often the entry is in the group of the one before
+            group, last = grouped.setdefault(shared, []), shared
+        group.append(position)
     if first:
         runs.append((bucket(span * BUCKET_SECONDS), first, position))
     for (ip, host, user, client_id, kind, status, slow, slot), positions in grouped.items():
@@ -320,6 +335,17 @@ def _ip_of(key: str) -> str:
     return key[4:].partition(":")[2]
 
 
+def chunks(positions: list[int], scores: list[str]) -> list[tuple[str, list[int]]]:
+    """A group's entries as index members: (the newest entry's score, the positions of up to
+    `INDEX_CHUNK` entries) each (one member's key list: see `INDEX_CHUNK`)."""
+    found = []
+    for start in range(0, len(positions), INDEX_CHUNK):
+        part = positions[start : start + INDEX_CHUNK]
+        # scores are `stamp`s of times of the same number of digits: their order is the times'
+        found.append((max([scores[at - 1] for at in part]), part))
+    return found
+
+
 def encoded(writes: WritePlan) -> list[str]:
     """The batch as the write script reads it (`oauthproxy.storage.request_logs`): a JSON
     header, and the entries' keys and packed values, alternating, joined by `ENTRIES` (one
@@ -327,10 +353,9 @@ def encoded(writes: WritePlan) -> list[str]:
     scores, durations_ms, keys = writes.scores, writes.durations_ms, writes.keys
     header = {
         "n": len(scores),
-        "scores": scores,
         "runs": writes.runs,
         "buckets": writes.buckets,
-        "groups": writes.groups,
+        "groups": [(indexes, chunks(positions, scores)) for indexes, positions in writes.groups],
         "counters": writes.counters,
         "visitors": {key: [_ip_of(keys[p - 1]) for p in at] for key, at in writes.visitors.items()},
         "durations": {

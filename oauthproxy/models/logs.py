@@ -30,7 +30,7 @@ class LogQuery(Query):
         default=None,
         max_length=500,
         description="Search terms: status:500 host:... ip:... user:... client:... method:GET "
-        "path:/api level:ERROR event:websocket errors slow, and bare words",
+        "protocol:HTTP/2 path:/api level:ERROR event:websocket errors slow, and bare words",
     )
     event: str | None = Field(default=None, max_length=64, description="request, websocket, sse")
     level: Level | None = None
@@ -38,6 +38,11 @@ class LogQuery(Query):
     status: int | None = Field(default=None, ge=100, le=599)
     path: str | None = Field(default=None, max_length=2048, description="A path prefix")
     method: str | None = Field(default=None, max_length=16, pattern=r"^[A-Za-z]+$")
+    protocol: str | None = Field(
+        default=None,
+        pattern=r"^(?i:(http/)?(1\.[01]|2(\.0)?)|h2)$",
+        description="HTTP/1.1, HTTP/1.0 or HTTP/2 (also 1.1, 2, h2)",
+    )
     user: str | None = Field(default=None, max_length=256)
     ip: IpAddress | None = None
     client_id: str | None = Field(default=None, max_length=256)

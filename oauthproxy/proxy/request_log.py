@@ -68,6 +68,7 @@ def open_entry(
     """The entry of a request whose head just arrived. Bytes count from where the previous
     exchange on the connection ended (`counted`), so this request's head counts as its own."""
     entry = begin(client.ip, client.scheme, host, request.method, request.target)
+    entry.version = request.version
     if not logger.shows_kind:
         entry.sniff = False
     if client.scheme == b"https":
@@ -107,13 +108,17 @@ def refused(
     reply: Reply,
     request: Head | None,
     host: str = "",
+    *,
+    version: bytes = b"",
 ) -> None:
     """Log an answer given before any instance took the request (unknown host, bad request,
-    an ACME challenge)."""
+    an ACME challenge). `version`: the HTTP version of a request whose head could not be read,
+    when the connection tells it (HTTP/2)."""
     if logger is None or not logger.active:
         return
     method, target = (request.method, request.target) if request else (b"-", b"-")
     entry = begin(client.ip, client.scheme, host, method, target)
+    entry.version = request.version if request else version
     noted(entry, reply)
     entry.duration = time.perf_counter() - entry.clock
     logger.record(entry)

@@ -20,105 +20,9 @@ from coredis.tokens import PureToken
 
 from oauthproxy.logs import schema
 from oauthproxy.storage.base import Redis, scan_keys, translate_errors
+from oauthproxy.storage.request_log_script import WRITE_BATCH
 
 Entry = dict[str, str]
-
-# ARGV[1]: the batch's header as JSON (`schema.encoded`): {"n": entries, "scores": their
-# timestamps (their scores in the indexes), "runs": [[bucket, first position, last position]],
-# "buckets": {bucket: its first second}, "groups": [[[index keys], [positions]]], "counters":
-# {key: n}, "visitors": {key: [client IPs]}, "durations": {key: [durations]}} (positions count
-# from 1); ARGV[2] retention seconds; ARGV[3] the stream's MAXLEN; ARGV[4] the members an index
-# keeps, ARGV[5] how many more it may hold before it is trimmed; ARGV[6] durations kept per
-# hostname; ARGV[7] entry keys per stream item; ARGV[8] "1": the writes go to the AOF and to
-# replicas (REQUEST_LOG_DURABLE), else they stay in memory (and RDB snapshots): a best-effort log
-# need not double Redis's work per request; ARGV[9] the seconds a bucket spans; ARGV[10] the time
-# now (seconds); ARGV[11] each entry's key and packed value, alternating, joined by "\x1e"
-# (`schema.ENTRIES`): one HSET per run of entries in one bucket stores them. A bucket expires the
-# retention after its first second, so no entry outlives the retention (and not before a bucket's
-# span from now: an entry that began longer ago than the retention, a long WebSocket, is still
-# seen live). The stream carries entry keys only, a batch's in one item (up to STREAM_CHUNK,
-# space-separated: keys hold no spaces); its readers fetch the entries. The stream keeps about
-# LOG_STREAM_MAXLEN entries: as many items as this batch's make that many. Long argument lists go
-# in slices (Lua's unpack has a limit).
-WRITE_BATCH = """
-if ARGV[8] ~= '1' then
-  if redis.replicate_commands then redis.replicate_commands() end
-  redis.set_repl(redis.REPL_NONE)
-end
-local batch = cjson.decode(ARGV[1])
-local retention = tonumber(ARGV[2])
-local maxlen = ARGV[3]
-local limit, slack = tonumber(ARGV[4]), tonumber(ARGV[5])
-local span, now = tonumber(ARGV[9]), tonumber(ARGV[10])
-local n, scores = batch.n, batch.scores
-local function sliced(command, key, list, width)
-  for start = 1, #list, width do
-    redis.call(command, key, unpack(list, start, math.min(start + width - 1, #list)))
-  end
-end
-local parts, joined, from = {}, ARGV[11], 1
-for part = 1, 2 * n do
-  local stop = string.find(joined, '\\30', from, true) or (#joined + 1)
-  parts[part] = string.sub(joined, from, stop - 1)
-  from = stop + 1
-end
-for _, run in ipairs(batch.runs) do
-  for start = run[2], run[3], 500 do
-    local last = math.min(start + 499, run[3])
-    redis.call('HSET', run[1], unpack(parts, 2 * start - 1, 2 * last))
-  end
-end
-for bucket, second in pairs(batch.buckets) do
-  redis.call('EXPIREAT', bucket, math.max(second + retention, now + span))
-end
-local keys = {}
-for position = 1, n do
-  keys[position] = parts[2 * position - 1]
-end
-local chunk = tonumber(ARGV[7])
-for start = 1, n, chunk do
-  local last = math.min(start + chunk - 1, n)
-  local items = math.max(1, math.floor(maxlen / (last - start + 1)))
-  redis.call('XADD', 'stream:requests', 'MAXLEN', '~', items, '*',
-    'keys', table.concat(keys, ' ', start, last))
-end
-if n > 0 then
-  redis.call('EXPIRE', 'stream:requests', retention)
-end
-local touched = {}
-for _, group in ipairs(batch.groups) do
-  local indexes, positions = group[1], group[2]
-  local members = {}
-  for k, position in ipairs(positions) do
-    members[2 * k - 1] = scores[position]
-    members[2 * k] = keys[position]
-  end
-  for _, index in ipairs(indexes) do
-    sliced('ZADD', index, members, 1000)
-    touched[index] = true
-  end
-end
-for index in pairs(touched) do
-  redis.call('EXPIRE', index, retention)
-  if redis.call('ZCARD', index) > limit + slack then
-    redis.call('ZREMRANGEBYRANK', index, 0, -(limit + 1))
-  end
-end
-for key, count in pairs(batch.counters) do
-  redis.call('INCRBY', key, count)
-  redis.call('EXPIRE', key, retention)
-end
-for key, addresses in pairs(batch.visitors) do
-  sliced('PFADD', key, addresses, 1000)
-  redis.call('EXPIRE', key, retention)
-end
-for key, values in pairs(batch.durations) do
-  sliced('LPUSH', key, values, 1000)
-  redis.call('LTRIM', key, 0, tonumber(ARGV[6]) - 1)
-  redis.call('EXPIRE', key, retention)
-end
-return n
-"""
 
 
 def completed(key: str, stored: Entry) -> Entry:
@@ -155,16 +59,29 @@ class RequestLogRepository:
         args: list[str | int] = [
             batch[0], retention, stream_maxlen, schema.INDEX_LIMIT, schema.INDEX_SLACK,
             schema.DURATION_WINDOW, schema.STREAM_CHUNK, "1" if durable else "0",
-            schema.BUCKET_SECONDS, int(time.time()), batch[1],
+            schema.BUCKET_SECONDS, int(time.time()), batch[1], schema.COUNT,
+            schema.INDEX_CHUNK,
         ]  # fmt: skip
         await self._write_batch(keys=[], args=args)
 
     async def keys_in(self, index: str, since: float, *, limit: int) -> list[str]:
-        """Entry keys of `index` from `since` on, newest first, at most `limit`."""
+        """Entry keys of `index` from `since` on, newest first, at most `limit`. A member holds
+        how many entries it lists and their keys (up to `schema.INDEX_CHUNK`), space-separated,
+        and is scored by the newest one's time (one written before, a key alone):
+        every member from `since` on is read (an index lists at most `schema.INDEX_LIMIT` +
+        `schema.INDEX_SLACK` + `schema.INDEX_CHUNK` entries), and its keys sorted."""
         found = await self._redis.zrange(
-            index, math.inf, since, sortby=PureToken.BYSCORE, rev=True, offset=0, count=limit
-        )
-        return [str(key) for key in found]
+            index, math.inf, since, sortby=PureToken.BYSCORE, rev=True, offset=0,
+            count=schema.INDEX_LIMIT + schema.INDEX_SLACK + schema.INDEX_CHUNK,
+        )  # fmt: skip
+        keys = [
+            key
+            for member in found
+            for key in str(member).split(" ")  # (a count, then the keys; or a key alone)
+            if key.startswith("req:") and schema.time_of(key) >= since
+        ]
+        keys.sort(key=schema.time_of, reverse=True)
+        return keys[:limit]
 
     async def entries(self, keys: Sequence[str]) -> list[Entry]:
         """The entries behind `keys`, in order; entries expired meanwhile are left out."""

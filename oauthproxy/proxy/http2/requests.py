@@ -21,7 +21,7 @@ from oauthproxy.proxy.framing import Headers
 from oauthproxy.proxy.handover import misdirected, refusal
 from oauthproxy.proxy.headers import Client, client_response_headers
 from oauthproxy.proxy.http import BadRequest, PeerClosed, UpstreamGone
-from oauthproxy.proxy.http2.messages import request_head
+from oauthproxy.proxy.http2.messages import VERSION, request_head
 from oauthproxy.proxy.http2.stream import StreamChannel
 from oauthproxy.proxy.instance import Instance
 from oauthproxy.proxy.request import RequestView, view_of
@@ -62,7 +62,7 @@ async def serve_stream(
         await stream.send_reply(reply, head=request.method == b"HEAD")
     except BadRequest as error:  # (raised before any response: by `request_head`, `view_of`)
         reply = refusal(error)
-        refused(requests, client, reply, request)
+        refused(requests, client, reply, request, version=VERSION)
         with contextlib.suppress(PeerClosed):
             await stream.send_reply(reply)
     except PeerClosed:
