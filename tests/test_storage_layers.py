@@ -34,11 +34,12 @@ REPOSITORIES = {
 ABOVE = {"cascades", "orphans"}
 """Rules joining kinds of record: links and cascades; the orphan sweep, which uses them."""
 
-APART = {"child", "console", "embedded", "epoch", "oauth", "oauth_sessions", "request_logs",
-         "request_log_script"}  # fmt: skip
+APART = {"child", "console", "embedded", "epoch", "oauth", "oauth_sessions", "replica_traces",
+         "request_logs", "request_log_script"}  # fmt: skip
 """Not records of the tenant model: the embedded Redis process (its supervised child and its
 console), the marker that tells a Redis that lost its data, the OAuth server's store (whose
-sessions are one of its parts), and the request log (and its write script)."""
+sessions are one of its parts), what replicas leave behind on the workflow stream (swept for
+workers that no longer run), and the request log (and its write script)."""
 
 
 def storage_imports(module: str) -> set[str]:
