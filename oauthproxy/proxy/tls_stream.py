@@ -34,6 +34,7 @@ import trio
 from trio._ssl import _is_eof, _State  # private: see the module docstring
 
 from oauthproxy.proxy.http import READ_SIZE
+from oauthproxy.proxy.sockets import LeanSocketStream
 
 _OK, _BROKEN, _CLOSED = _State.OK, _State.BROKEN, _State.CLOSED
 _FAILED = (ssl.SSLError, ssl.CertificateError)
@@ -82,17 +83,20 @@ class LeanTLSStream(trio.abc.Stream):
     async def wait_send_all_might_not_block(self) -> None:
         await self.tls.wait_send_all_might_not_block()
 
-    closes_at_once = True
-    """`aclose` never waits (see `close_gently`): an HTTPS-compatible stream sends no
-    close_notify, it closes its transport, and the TCP stream below closes its socket."""
+    def close_now(self) -> bool:
+        """Close at once, with no checkpoint, when nothing is to be waited for (see
+        `close_gently`): an HTTPS-compatible stream sends no close_notify, and the TCP stream
+        below closes its socket. False (nothing done) over any other transport."""
+        tls = self.tls
+        transport = tls.transport_stream
+        if not (tls._https_compatible and isinstance(transport, LeanSocketStream)):
+            return False
+        tls._state = _CLOSED
+        transport.close_socket()
+        return True
 
     async def aclose(self) -> None:
-        tls = self.tls
-        if tls._https_compatible and tls._state is not _CLOSED:  # trio's own, one call less
-            tls._state = _CLOSED
-            await tls.transport_stream.aclose()
-            return
-        await tls.aclose()
+        await self.tls.aclose()
 
     async def receive_some(self, max_bytes: int | None = None) -> bytes | bytearray:
         tls = self.tls
