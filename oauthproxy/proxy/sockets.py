@@ -82,6 +82,19 @@ class LeanSocketStream(WrappedStream):
             raise trio.ClosedResourceError("the socket was closed")
         return fd
 
+    def receive_ready(self) -> bytes | None:
+        """What the socket holds already, without waiting (b"": the peer's end of file); None
+        when it holds nothing yet. (A TLS client hello is often there by the time its
+        connection's task starts: reading it at once saves a wait and a scheduler trip.)"""
+        try:
+            data = os.read(self._fd(), READ_SIZE)
+        except BlockingIOError:
+            return None
+        except OSError as error:
+            raise trio.BrokenResourceError(str(error)) from error
+        self.received += len(data)
+        return data
+
     async def receive_some(self, max_bytes: int | None = None) -> bytes:
         while True:
             try:

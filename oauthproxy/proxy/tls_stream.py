@@ -45,13 +45,18 @@ async def handshake(tls: trio.SSLStream[trio.abc.Stream]) -> None:
     docstring). Raises `trio.BrokenResourceError` if it fails, leaving `tls` broken."""
     ssl_object, incoming, outgoing = tls._ssl_object, tls._incoming, tls._outgoing
     transport = tls.transport_stream
+    ready = transport.receive_ready if isinstance(transport, LeanSocketStream) else None
     try:
+        # the client hello, if it is there already (else the first wait below)
+        chunk: bytes | bytearray | None = ready() if ready is not None else None
         while True:
-            chunk = await transport.receive_some()  # the client speaks first
+            if chunk is None:
+                chunk = await transport.receive_some()  # the client speaks first
             if chunk:
                 incoming.write(chunk)
             else:
                 incoming.write_eof()
+            chunk = None
             try:
                 ssl_object.do_handshake()
             except ssl.SSLWantReadError:
