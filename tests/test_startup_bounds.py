@@ -3,9 +3,11 @@ client is closed after PROXY_FIRST_REQUEST_TIMEOUT."""
 
 from __future__ import annotations
 
+import functools
 import os
 import signal
 import socket
+import ssl
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
@@ -19,7 +21,10 @@ from oauthproxy.condition import GatewayCondition
 from oauthproxy.serve import Ready, serve
 from oauthproxy.settings import Settings
 from oauthproxy.storage import Storage
+from tests.backend import serve_backend
 from tests.conftest import free_port, redis_command, venv_bin, wait_for_port
+from tests.test_https import https_get, proxy, store_certificate, until_https
+from tests.tls import make_pki
 
 
 async def test_an_admin_call_during_a_redis_stall_answers_503_not_a_hang(
@@ -111,3 +116,36 @@ async def test_a_silent_connection_is_closed_after_the_first_request_timeout(
     async with stream:
         with trio.fail_after(20):  # the default (30 s) would end the test here
             assert await stream.receive_some() == b""
+
+
+async def test_a_tls_connection_silent_after_its_handshake_is_closed_after_the_timeout(
+    nursery: trio.Nursery,
+    storage: Storage,
+    make_settings: Callable[..., Settings],
+    tmp_path: Path,
+) -> None:
+    """Over TLS the first request's deadline follows the handshake's (one cancel scope moved
+    on): a client that completes the handshake and then sends nothing is closed all the same,
+    and the next one is served."""
+    pki = make_pki(tmp_path, ("secure.example.com", "also.example.com"))
+    backend: int = await nursery.start(functools.partial(serve_backend, "tls"))
+    settings = make_settings(proxy_first_request_timeout=0.3)
+    ready: Ready = await nursery.start(
+        lambda task_status: serve(settings, handle_signals=False, task_status=task_status)
+    )
+    await store_certificate(storage, pki)
+    await storage.proxies.create(proxy("secure.example.com", backend))
+    await until_https(ready.https_port, "secure.example.com", pki.ca_file)
+    context = ssl.create_default_context(cafile=str(pki.ca_file))
+    tcp = await trio.open_tcp_stream("127.0.0.1", ready.https_port)
+    stream = trio.SSLStream(tcp, context, server_hostname="secure.example.com")
+    async with stream:
+        await stream.do_handshake()
+        with trio.fail_after(20):  # the default (30 s) would end the test here
+            try:
+                closed = await stream.receive_some() == b""
+            except trio.BrokenResourceError:  # closed without close_notify: HTTPS-compatible
+                closed = True
+        assert closed
+    answer = await https_get(ready.https_port, "secure.example.com", pki.ca_file)
+    assert answer.status == 200

@@ -13,7 +13,7 @@ import math
 import ssl
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from contextvars import ContextVar
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 import trio
 
@@ -66,27 +66,25 @@ def client_of(stream: LeanSocketStream, trusted: Sequence[Network], scheme: byte
     return Client(ip=peer, trusted=is_trusted(peer, trusted), scheme=scheme)
 
 
-async def hand_over(stream: trio.abc.Stream, front: Front, client: Client) -> None:
+async def hand_over(
+    stream: trio.abc.Stream, front: Front, client: Client, scope: trio.CancelScope | None = None
+) -> None:
     """Read the first request and give the connection to its instance (or answer it here).
-    A connection that has sent nothing when the gateway begins to shut down is closed."""
+    A connection that has sent nothing when the gateway begins to shut down is closed.
+
+    The first request's deadline is `scope`'s when the caller gives one it has entered (the
+    TLS handshake's, moved on: one cancel scope per connection until it is handed over), else
+    one of its own."""
     reader = Channel.of_client(stream)
     adopted = False
+    deadline = trio.current_time() + front.first_request_timeout
     try:
-        with front.first_requests.reading(), trio.move_on_after(front.first_request_timeout):
-            if not await front.first_requests.first_bytes(reader):
-                return
-            first = await reader.next_event()
-            if not isinstance(first, Head):
-                return
-            if is_challenge(first.target):
-                reply = await challenge_reply(first.target, front.challenges)
-                refused(front.requests, client, reply, first)
-                await answer(reader, first, reply)
-                return
-            view = view_of(first, client.scheme)
-            adopted = await pass_connection(
-                reader, first, view, client, front.lookup, front.requests
-            )
+        if scope is None:
+            with trio.CancelScope(deadline=deadline) as own:
+                adopted = await _first_request(reader, front, client, own)
+        else:
+            scope.deadline = deadline
+            adopted = await _first_request(reader, front, client, scope)
     except BadRequest as error:
         refused(front.requests, client, refusal(error), None)
         await refuse(reader, error)
@@ -95,6 +93,29 @@ async def hand_over(stream: trio.abc.Stream, front: Front, client: Client) -> No
     finally:
         if not adopted:
             await close_gently(stream)
+
+
+async def _first_request(
+    reader: Channel, front: Front, client: Client, scope: trio.CancelScope
+) -> bool:
+    """`hand_over` within the first request's deadline (`scope`); whether an instance took
+    the connection."""
+    first_requests = front.first_requests
+    first_requests.begin()
+    try:
+        await first_requests.first_bytes(reader, scope)
+        first = await reader.next_event()
+        if not isinstance(first, Head):
+            return False
+        if is_challenge(first.target):
+            reply = await challenge_reply(first.target, front.challenges)
+            refused(front.requests, client, reply, first)
+            await answer(reader, first, reply)
+            return False
+        view = view_of(first, client.scheme)
+        return await pass_connection(reader, first, view, client, front.lookup, front.requests)
+    finally:
+        first_requests.end()
 
 
 Handler = Callable[[LeanSocketStream], Awaitable[None]]
@@ -298,22 +319,33 @@ def _handshake_failed(requests: RequestLogger | None, client: Client, error: Exc
 async def _serve_tls(
     front: Front, context: ssl.SSLContext, transport: trio.abc.Stream, client: Client
 ) -> None:
-    """Terminate TLS on `transport`, then hand the connection to the SNI name's instance."""
+    """Terminate TLS on `transport`, then hand the connection to the SNI name's instance.
+    One cancel scope holds the handshake's deadline, then (moved on) the first request's."""
     stream = trio.SSLStream(transport, context, server_side=True, https_compatible=True)
-    try:
-        with trio.fail_after(TLS_HANDSHAKE_TIMEOUT):
+    failure: Exception | None = None
+    shaken = False
+    with trio.CancelScope(deadline=trio.current_time() + TLS_HANDSHAKE_TIMEOUT) as deadline:
+        try:
             await handshake(stream)
-    except (trio.BrokenResourceError, trio.TooSlowError) as error:
+        except trio.BrokenResourceError as error:
+            failure = error
+        else:
+            shaken = True
+            names: frozenset[str] = getattr(stream.context, "names", frozenset())
+            # the SNI name's certificate, and what it covers
+            client = Client(client.ip, client.trusted, client.scheme, names)
+            if front.http2 is None or stream.selected_alpn_protocol() != "h2":
+                await hand_over(LeanTLSStream(stream), front, client, deadline)
+                return
+    if not shaken:
         await _send_alert(stream, transport)
         await trio.aclose_forcefully(stream)
-        _handshake_failed(front.requests, client, error)
+        _handshake_failed(front.requests, client, failure or trio.TooSlowError())
         return
-    names: frozenset[str] = getattr(stream.context, "names", frozenset())
-    client = replace(client, tls_names=names)  # the SNI name's certificate, and what it covers
-    if front.http2 is not None and stream.selected_alpn_protocol() == "h2":
-        await serve_http2(LeanTLSStream(stream), client, front, front.http2)
+    if deadline.cancelled_caught:  # the first request's deadline, in `hand_over`
         return
-    await hand_over(LeanTLSStream(stream), front, client)
+    assert front.http2 is not None
+    await serve_http2(LeanTLSStream(stream), client, front, front.http2)
 
 
 async def _send_alert(stream: trio.SSLStream[trio.abc.Stream], transport: trio.abc.Stream) -> None:

@@ -144,6 +144,9 @@ async def close_gently(stream: trio.abc.Stream) -> None:
     the RST before it has read our reply loses the reply. Draining first prevents that.
     (A TLS stream cannot half-close: it says close_notify and closes.)
     """
+    close_now = getattr(stream, "close_now", None)  # a TLS stream that sends no close_notify
+    if close_now is not None and close_now():
+        return  # closed: a connection's task ends here, without one more scheduler trip
     if not isinstance(stream, trio.abc.HalfCloseableStream):
         with trio.move_on_after(LINGER_SECONDS) as lingered:
             await stream.aclose()

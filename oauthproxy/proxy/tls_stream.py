@@ -34,8 +34,9 @@ import trio
 from trio._ssl import _is_eof, _State  # private: see the module docstring
 
 from oauthproxy.proxy.http import READ_SIZE
+from oauthproxy.proxy.sockets import LeanSocketStream
 
-_OK, _BROKEN = _State.OK, _State.BROKEN
+_OK, _BROKEN, _CLOSED = _State.OK, _State.BROKEN, _State.CLOSED
 _FAILED = (ssl.SSLError, ssl.CertificateError)
 
 
@@ -44,13 +45,18 @@ async def handshake(tls: trio.SSLStream[trio.abc.Stream]) -> None:
     docstring). Raises `trio.BrokenResourceError` if it fails, leaving `tls` broken."""
     ssl_object, incoming, outgoing = tls._ssl_object, tls._incoming, tls._outgoing
     transport = tls.transport_stream
+    ready = transport.receive_ready if isinstance(transport, LeanSocketStream) else None
     try:
+        # the client hello, if it is there already (else the first wait below)
+        chunk: bytes | bytearray | None = ready() if ready is not None else None
         while True:
-            chunk = await transport.receive_some()  # the client speaks first
+            if chunk is None:
+                chunk = await transport.receive_some()  # the client speaks first
             if chunk:
                 incoming.write(chunk)
             else:
                 incoming.write_eof()
+            chunk = None
             try:
                 ssl_object.do_handshake()
             except ssl.SSLWantReadError:
@@ -81,6 +87,18 @@ class LeanTLSStream(trio.abc.Stream):
 
     async def wait_send_all_might_not_block(self) -> None:
         await self.tls.wait_send_all_might_not_block()
+
+    def close_now(self) -> bool:
+        """Close at once, with no checkpoint, when nothing is to be waited for (see
+        `close_gently`): an HTTPS-compatible stream sends no close_notify, and the TCP stream
+        below closes its socket. False (nothing done) over any other transport."""
+        tls = self.tls
+        transport = tls.transport_stream
+        if not (tls._https_compatible and isinstance(transport, LeanSocketStream)):
+            return False
+        tls._state = _CLOSED
+        transport.close_socket()
+        return True
 
     async def aclose(self) -> None:
         await self.tls.aclose()

@@ -10,9 +10,6 @@ drains waits for them (`settled`) before it ends for lack of connections.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
-
 import trio
 
 from oauthproxy.proxy.http import Channel
@@ -25,29 +22,28 @@ class FirstRequests:
         self._closing = False
         self._changed = trio.Event()
 
-    @contextmanager
-    def reading(self) -> Iterator[None]:
-        """Count a connection as on its way to an instance for the block."""
+    def begin(self) -> None:
+        """Count a connection as on its way to an instance (until `end`)."""
         self._reading += 1
-        try:
-            yield
-        finally:
-            self._reading -= 1
-            self._changed.set()
 
-    async def first_bytes(self, channel: Channel) -> bool:
-        """Wait until the connection has sent the start of a request; False when the gateway
-        began to shut down first (then the caller closes it)."""
+    def end(self) -> None:
+        self._reading -= 1
+        self._changed.set()
+
+    async def first_bytes(self, channel: Channel, scope: trio.CancelScope) -> None:
+        """Wait until the connection has sent the start of a request. `scope`, which the caller
+        has entered (its first request's deadline), is cancelled if the gateway begins to shut
+        down first (at once if it has already): the caller then closes the connection. (The
+        caller's scope rather than one of its own: one cancel scope less per connection.)"""
         if self._closing:
-            return False
-        with trio.CancelScope() as scope:
-            self._silent.add(scope)
-            try:
-                while not (channel.events or channel.codec.in_message):
-                    await channel.receive()
-            finally:
-                self._silent.discard(scope)
-        return not scope.cancelled_caught
+            scope.cancel()
+            await trio.lowlevel.checkpoint()  # raises Cancelled: caught by `scope`
+        self._silent.add(scope)
+        try:
+            while not (channel.events or channel.codec.in_message):
+                await channel.receive()
+        finally:
+            self._silent.discard(scope)
 
     def close_all(self) -> None:
         """Shutdown: every connection still silent gives up now, and any later one at once."""
