@@ -40,6 +40,13 @@ async def traffic(nursery: trio.Nursery, storage: Storage, gateway: Ready, cli: 
             return (await public.get("/echo/ready")).status_code == 200
 
         await eventually(ready, what=f"{HOST} served")
+
+        async def ready_logged() -> bool:  # entries are written in order, the 200 last
+            query = f"host:{HOST} path:/echo/ready status:200"
+            return len(await cli.json("log", "search", "--query", query)) >= 1
+
+        # a batch still waiting (up to 0.5 s) would land after the clear and count as traffic
+        await eventually(ready_logged, what="the readiness request in `log search`")
         await cli.ok("log", "clear")
         for path in ("/echo/one", "/status/503", "/status/404"):
             await public.get(path)
