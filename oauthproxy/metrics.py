@@ -192,7 +192,11 @@ class _Gauges(Collector):
             return
         for name, value, what in (
             ("written", logger.written, "Request log entries written to Redis"),
-            ("dropped", logger.dropped, "Request log entries dropped (Redis slow or away)"),
+            (
+                "dropped",
+                logger.dropped,
+                "Request log entries dropped (Redis slow, away, or over LOG_MAX_REDIS_MEMORY_MB)",
+            ),
             ("buffered", logger.buffered, "Request log entries waiting for the next batch"),
         ):
             yield GaugeMetricFamily(f"oauthproxy_request_log_{name}", what, value=value)

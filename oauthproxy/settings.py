@@ -103,6 +103,12 @@ class Settings(BaseSettings):
     log_stream_maxlen: Annotated[int, Field(ge=100)] = Field(
         default=10000, description="Entries the live stream stream:requests keeps (approximate)"
     )
+    log_max_redis_memory_mb: Annotated[int, Field(ge=0, le=1_048_576)] = Field(
+        default=512,
+        description="Request-log entries are dropped (and counted) while Redis uses more than "
+        "this many MiB (its used_memory, checked every few seconds), so a flood of requests "
+        "cannot fill the Redis that holds the gateway's state; 0: no cap",
+    )
     log_buffer_size: Annotated[int, Field(ge=1)] = Field(
         default=10000,
         description="Request-log records held in memory while Redis is slow; more are dropped "

@@ -8,13 +8,17 @@ default (AOF-less) writes alike."""
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import replace
 
 import pytest
+from pydantic import ValidationError
 
 from oauthproxy.logs import queries, schema
+from oauthproxy.logs.logger import MEMORY_CHECK_SECONDS, RequestLogger
 from oauthproxy.logs.queries import LogFilter
 from oauthproxy.logs.records import RequestEntry
+from oauthproxy.settings import Settings
 from oauthproxy.storage import Storage
 
 
@@ -167,3 +171,48 @@ async def test_an_owners_query_reads_the_newest_entries_of_all_its_hostnames_tog
     assert {entry["hostname"] for entry in found} == {"new.example.com"}
     newest = await queries.search(storage.request_logs, replace(oldest, words=()), slow_seconds=1)
     assert len(newest) == 1000 and newest[0]["request_path"] == f"/n/{queries.SCAN_LIMIT - 1}"
+
+
+async def test_over_the_memory_cap_batches_are_dropped_and_counted_until_redis_has_room(
+    storage: Storage, make_settings: Callable[..., Settings]
+) -> None:
+    """A flood of requests cannot fill the Redis that holds the gateway's state: over
+    LOG_MAX_REDIS_MEMORY_MB the logger drops whole batches (counted), and writes again once
+    Redis uses less (here: once the cap is raised above what it uses)."""
+    settings = make_settings(log_max_redis_memory_mb=1)
+    used = await storage.request_logs.memory()
+    logger = RequestLogger.of(settings)
+    assert logger.max_redis_memory == 1024 * 1024
+    logger.max_redis_memory = used // 2  # surely over: Redis uses `used` bytes already
+    for entry in entries(5):
+        logger.record(entry)
+    await logger.flush(storage, settings)
+    assert (logger.dropped, logger.written, logger.over_memory) == (5, 0, True)
+    assert (
+        await storage.request_logs.keys_in(schema.host_index("store.example.com"), 0, limit=10)
+        == []
+    )
+
+    logger.max_redis_memory = used * 10
+    for entry in entries(3):
+        logger.record(entry)
+    await logger.flush(storage, settings)  # within MEMORY_CHECK_SECONDS: not asked again
+    assert (logger.dropped, logger.written) == (8, 0)
+    logger._memory_asked_at -= MEMORY_CHECK_SECONDS
+    for entry in entries(3):
+        logger.record(entry)
+    await logger.flush(storage, settings)
+    assert (logger.dropped, logger.written, logger.over_memory) == (8, 3, False)
+    assert (
+        len(await storage.request_logs.keys_in(schema.host_index("store.example.com"), 0, limit=10))
+        == 3
+    )
+
+
+def test_the_memory_cap_is_a_setting_in_mib_and_0_turns_it_off(
+    make_settings: Callable[..., Settings],
+) -> None:
+    assert RequestLogger.of(make_settings()).max_redis_memory == 512 * 1024 * 1024
+    assert RequestLogger.of(make_settings(log_max_redis_memory_mb=0)).max_redis_memory == 0
+    with pytest.raises(ValidationError, match="log_max_redis_memory_mb"):
+        make_settings(log_max_redis_memory_mb=-1)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import sys
 import time
 from collections.abc import AsyncIterator, Sequence
@@ -42,6 +43,8 @@ most this long)."""
 
 WRITE_TIMEOUT = 2.0
 """A batch Redis has not taken in this time is dropped (and counted)."""
+MEMORY_CHECK_SECONDS = 5.0
+"""How often Redis's memory use is asked for, when LOG_MAX_REDIS_MEMORY_MB caps it."""
 
 
 class RequestLogger:
@@ -54,8 +57,14 @@ class RequestLogger:
         to_redis: bool = True,
         access_log: bool = False,
         metrics: GatewayMetrics | None = None,
+        max_redis_memory: int = 0,
     ):
         self.capacity = capacity
+        self.max_redis_memory = max_redis_memory
+        """Bytes of Redis memory above which batches are dropped, not written (0: no cap)."""
+        self.over_memory = False
+        """Redis used more than `max_redis_memory` when last asked."""
+        self._memory_asked_at = -math.inf
         self.metrics = metrics
         """Counts every batch for `/metrics` (None: METRICS_ENABLED is off)."""
         if metrics is not None:
@@ -63,7 +72,8 @@ class RequestLogger:
         self.to_redis = to_redis
         self.access_log = access_log
         self.dropped = 0
-        """Entries never written to Redis: the buffer was full, or Redis failed their batch."""
+        """Entries never written to Redis: the buffer was full, Redis failed their batch, or Redis
+        used more memory than `max_redis_memory`."""
         self.written = 0
         self.cpu_seconds = 0.0
         """CPU time this thread spent preparing batches (counting, planning, encoding): what
@@ -80,6 +90,7 @@ class RequestLogger:
             to_redis=settings.request_log_enabled,
             access_log=settings.access_log is AccessLog.JSON,
             metrics=GatewayMetrics() if settings.metrics_enabled else None,
+            max_redis_memory=settings.log_max_redis_memory_mb * 1024 * 1024,
         )
 
     @property
@@ -129,12 +140,43 @@ class RequestLogger:
         if self.metrics is not None:
             self.metrics.count(batch)
         lines = [fields_of(entry) for entry in batch] if self.access_log else []
-        encoded = self._encoded(batch, settings) if self.to_redis else []
+        to_redis = self.to_redis and not await self._over_memory(storage)
+        if self.to_redis and not to_redis:
+            self.dropped += len(batch)
+        encoded = self._encoded(batch, settings) if to_redis else []
         self.cpu_seconds += time.thread_time() - started
         if lines:
             await trio.to_thread.run_sync(_write_lines, lines)
         if encoded:
             await self._write(storage, settings, encoded, len(batch))
+
+    async def _over_memory(self, storage: Storage) -> bool:
+        """Whether Redis uses more memory than the cap (asked every `MEMORY_CHECK_SECONDS`;
+        when Redis does not answer, the write that follows finds out and counts the drop)."""
+        now = trio.current_time()
+        if not self.max_redis_memory or now - self._memory_asked_at < MEMORY_CHECK_SECONDS:
+            return self.over_memory
+        self._memory_asked_at = now
+        used = None
+        with trio.move_on_after(WRITE_TIMEOUT):
+            try:
+                used = await storage.request_logs.memory()
+            except Exception:  # the batch's write reports Redis's failure
+                return False
+        if used is None:
+            return self.over_memory
+        over = used > self.max_redis_memory
+        if over and not self.over_memory:
+            log.warning(
+                "request log: Redis uses %d MiB, over LOG_MAX_REDIS_MEMORY_MB=%d; dropping "
+                "entries until it uses less (old ones expire after LOG_RETENTION_HOURS)",
+                used >> 20,
+                self.max_redis_memory >> 20,
+            )
+        elif self.over_memory and not over:
+            log.info("request log: Redis uses %d MiB again; writing entries", used >> 20)
+        self.over_memory = over
+        return over
 
     def _encoded(self, batch: list[RequestEntry], settings: Settings) -> list[str]:
         plan = schema.plan(
