@@ -82,6 +82,7 @@ async def test_the_admin_runs_a_proxy_from_the_dashboard(
         trio.from_thread.run(request_through_the_gateway)
         seen = page.locator(f"#log tr[data-host='{SHOP}']", has_text=MARKER)
         expect(seen.first).to_contain_text("200")
+        expect(seen.first).to_contain_text("HTTP/1.1")  # the protocol column
 
         open_page(page, "certificates")
         certificate = {"cert_name": "shop-cert", "domains": SHOP, "kind": "self-signed"}

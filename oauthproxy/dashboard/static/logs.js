@@ -21,6 +21,7 @@ function row(entry) {
     el("td", {}, time(entry.timestamp)),
     el("td", {}, entry.hostname || "—"),
     el("td", {}, entry.method || ""),
+    el("td", {}, entry.protocol || ""),
     el("td", { class: "clip" }, entry.request_path || entry.gateway_reason || ""),
     el("td", {}, statusBadge(entry.status)),
     el("td", { class: "num" }, entry.duration_ms ? entry.duration_ms.toFixed(1) : ""),
@@ -35,7 +36,7 @@ export async function logs(view, { signal }) {
   const filter = el("input", { type: "search", id: "log-filter", placeholder: "hostname contains…", maxlength: 253 });
   const live = el("span", { class: "live" }, "live");
   const body = el("tbody", {});
-  const columns = ["Time (UTC)", "Host", "Method", "Path", "Status", "ms", "Client", "User", "Event"];
+  const columns = ["Time (UTC)", "Host", "Method", "Protocol", "Path", "Status", "ms", "Client", "User", "Event"];
   view.replaceChildren(
     el("h1", {}, "Request log ", live),
     el("div", { class: "toolbar" }, filter),
