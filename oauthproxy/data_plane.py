@@ -1,8 +1,9 @@
 """The data plane: every proxy's instance (the supervisor) and the public listeners.
 
-`serve` starts it in its own process with WORKERS=1; with more, each worker process starts it
-(`oauthproxy.workers`) and the parent starts the worker pool in its place. Either way it is
-started in a services nursery with a `Plane`: what the rest of the gateway gives it.
+`serve` starts it in its own process with WORKERS=1 (`start_single_process`, which also sweeps
+what the workers of an earlier run with more left in Redis); with more, each worker process
+starts it (`oauthproxy.workers`) and the parent starts the worker pool in its place. Either way
+it is started in a services nursery with a `Plane`: what the rest of the gateway gives it.
 """
 
 from __future__ import annotations
@@ -28,9 +29,11 @@ from oauthproxy.proxy.limits import ConnectionLimit
 from oauthproxy.proxy.waiting import FirstRequests
 from oauthproxy.settings import Settings
 from oauthproxy.storage import Storage
+from oauthproxy.storage.replica_traces import ReplicaTraces
 from oauthproxy.supervisor.continuity import Continuity
 from oauthproxy.supervisor.reconciler import Reconciler
 from oauthproxy.supervisor.supervisor import serve_supervisor
+from oauthproxy.workers.leftovers import Sweeper
 
 
 @dataclass(frozen=True)
@@ -84,6 +87,15 @@ async def start_data_plane(plane: Plane, listeners: PublicListeners) -> Mapping[
         plane.requests,
     )
     return supervisor.instances
+
+
+async def start_single_process(plane: Plane, listeners: PublicListeners) -> Mapping[str, Served]:
+    """WORKERS=1: the data plane in this process, and the sweep that removes the workflow
+    groups of the worker processes an earlier run with WORKERS > 1 left (`workers.leftovers`:
+    at start-up and every minute, only groups nobody reads from)."""
+    sweeper = Sweeper(ReplicaTraces(plane.storage.redis), plane.replica, workers=1)
+    plane.services.start_soon(sweeper.run)
+    return await start_data_plane(plane, listeners)
 
 
 async def _start_listeners(

@@ -44,7 +44,7 @@ from oauthproxy.api.app import create_app
 from oauthproxy.api.state import ListenerPorts
 from oauthproxy.certificates.manager import CertificateManager, serve_certificate_manager
 from oauthproxy.condition import GatewayCondition
-from oauthproxy.data_plane import DataPlane, Plane, start_data_plane
+from oauthproxy.data_plane import DataPlane, Plane, start_single_process
 from oauthproxy.listeners import BoundListeners, bind_listeners
 from oauthproxy.logs.logger import RequestLogger, request_logging
 from oauthproxy.services.docker import DockerEngine
@@ -153,7 +153,7 @@ async def serve(
     if settings.workers > 1:
         data_plane = start_workers
     else:
-        data_plane = functools.partial(start_data_plane, listeners=bound)
+        data_plane = functools.partial(start_single_process, listeners=bound)
     try:
         await _serve_bound(settings, bound, data_plane, shutdown, handle_signals, task_status)
     finally:

@@ -134,3 +134,37 @@ async def test_leftover_groups_go_and_live_ones_stay_across_worker_and_parent_re
         await storage.redis.xgroup_destroy(keys.EVENTS_WORKFLOW, f"{keys.WORKFLOW_GROUP}:{replica}")
     await storage.redis.hdel(keys.WORKFLOW_CONSUMER_INFO, [live, other, *running])
     await storage.redis.delete([state])
+
+
+async def test_a_single_process_removes_what_the_workers_of_an_earlier_run_left(
+    tmp_path: Path, nursery: trio.Nursery, storage: Storage, redis_url: str
+) -> None:
+    """WORKERS=1 after a run with more: the old workers' groups, consumer entries and
+    per-hostname states go; its own group, a live replica's and another gateway's stay."""
+    gateway_id = f"single-{secrets.token_hex(3)}"
+    earlier = [f"{gateway_id}-0", f"{gateway_id}-1"]
+    live, other = f"{gateway_id}-2", f"{gateway_id}x-0"
+    for replica in earlier:
+        await _join(storage, replica, LONG_AGO)
+    await _join(storage, other, LONG_AGO)
+    await _join(storage, live, NOW)
+    nursery.start_soon(_read_as, storage, live)
+    state = keys.workflow_state(f"{gateway_id}.example.com")
+    await storage.redis.hset(state, {earlier[0]: "{}", other: "{}"})
+    env = {**_environment(tmp_path / "data", redis_url), "WORKERS": "1", "GATEWAY_ID": gateway_id}
+    expected = {gateway_id, live, other}
+
+    async def swept() -> bool:
+        return await _groups(storage, gateway_id) == expected
+
+    async with started_gateway(tmp_path / "data", tmp_path, env):
+        await eventually(swept, what="the earlier workers' groups removed", within=GUARD_SECONDS)
+        info = await storage.redis.hgetall(keys.WORKFLOW_CONSUMER_INFO)
+        assert set(earlier) & set(info) == set()
+        assert set(await storage.redis.hgetall(state)) == {other}
+
+    nursery.cancel_scope.cancel()
+    for replica in (live, other, gateway_id):
+        await storage.redis.xgroup_destroy(keys.EVENTS_WORKFLOW, f"{keys.WORKFLOW_GROUP}:{replica}")
+    await storage.redis.hdel(keys.WORKFLOW_CONSUMER_INFO, [live, other, gateway_id])
+    await storage.redis.delete([state])
