@@ -264,6 +264,10 @@ class Http2Connection:
         try:
             with stream.scope:
                 await serve_stream(stream, fields, bodiless, self._client, self._front)
+            if stream.late is not None:  # its request timeout fired
+                reply, head = stream.late
+                with contextlib.suppress(ClientGone):
+                    await stream.send_reply(reply, head=head)
         finally:
             release()
             del self._streams[stream.stream_id]

@@ -22,6 +22,7 @@ from h2.errors import ErrorCodes
 from h2.exceptions import ProtocolError as H2ProtocolError
 
 from oauthproxy.proxy.codec import END, Codec
+from oauthproxy.proxy.exchange import AnswerTimer
 from oauthproxy.proxy.framing import Headers
 from oauthproxy.proxy.http import Channel, ClientGone
 from oauthproxy.proxy.http2.messages import response_fields
@@ -41,10 +42,12 @@ class StreamChannel(Channel):
     __slots__ = (
         "_arrived",
         "_unacknowledged",
+        "answer_by",
         "bytes_in",
         "bytes_out",
         "connection",
         "ended",
+        "late",
         "reset",
         "responded",
         "scope",
@@ -74,6 +77,11 @@ class StreamChannel(Channel):
         """Our side has ended: the whole response went out."""
         self.bytes_in = 0
         self.bytes_out = 0
+        self.answer_by: AnswerTimer | None = None
+        """The request timeout, over `scope`, while an instance answers the stream (its sweep
+        arms it: `AnswerTimer`)."""
+        self.late: tuple[Reply, bool] | None = None
+        """The 504 owed when `answer_by` fired, and whether it answers a HEAD request."""
 
     # --- fed by the connection ---------------------------------------------------------------
 
