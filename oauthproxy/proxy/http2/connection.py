@@ -168,7 +168,7 @@ class Http2Connection:
                 # Acknowledgements go out with the writer's next write; the reader does not wait
                 # for it, so a client that writes before it reads cannot stall both ways. What
                 # a client can make us queue without asking is bounded by `floods`.
-                self.writer.poke()
+                self.writer.poke_if_queued()
         finally:
             self._read_ended.set()
             self._done.set()
