@@ -277,7 +277,7 @@ class Http2Connection:
                     self.reset(stream.stream_id, ErrorCodes.CANCEL)
                 elif not stream.ended:  # answered before the whole request came: stop it
                     self.reset(stream.stream_id, ErrorCodes.NO_ERROR)
-            self.writer.poke()
+            self.writer.poke_if_queued()
             if not self._streams:
                 self._quiet_since = trio.current_time()
                 self._became_quiet.set()

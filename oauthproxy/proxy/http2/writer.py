@@ -29,9 +29,9 @@ class Writer:
         self._wanted.set()
 
     def poke_if_queued(self) -> None:
-        """`poke`, if the `h2` machine has queued anything. (The reader, after each read: most
-        reads only bring requests, which queue nothing, and the writer is not woken for
-        them.)"""
+        """`poke`, if the `h2` machine has queued anything. (The reader after each read, and
+        each stream as it ends: most reads only bring requests, and most streams end with their
+        answer written, which leaves nothing queued, and the writer is not woken for them.)"""
         queued = self._h2.data_to_send()
         if queued:
             self._first += queued
