@@ -11,6 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
+import pytest
 import trio
 from h2.errors import ErrorCodes
 from hyperframe.frame import DataFrame, Frame, GoAwayFrame, HeadersFrame, RstStreamFrame
@@ -147,6 +148,40 @@ async def test_an_idle_connection_gets_goaway(
     ready, _ = await start_gateway(nursery, make_settings, proxy_idle_timeout=1)
     client = await serving_secure(nursery, storage, ready.https_port, pki_for(tmp_path))
     assert await goaway_code(client) == ErrorCodes.NO_ERROR
+
+
+@pytest.mark.parametrize(
+    ("request_timeout", "header_timeout"),
+    [(0.5, 15), (1.0, 0.2)],
+    ids=["armed-at-once", "armed-by-the-sweep"],
+)
+async def test_a_stream_whose_upstream_is_late_gets_a_504_and_the_connection_goes_on(
+    nursery: trio.Nursery,
+    storage: Storage,
+    make_settings: Callable[..., Settings],
+    tmp_path: Path,
+    request_timeout: float,
+    header_timeout: float,
+) -> None:
+    """The request timeout runs over the stream's own cancel scope: a timeout longer than two
+    of the instance's sweeps (a quarter of the header timeout) is armed by the sweep, as a
+    connection's is; either way the stream gets the 504 and the connection serves on."""
+    ready, _ = await start_gateway(
+        nursery,
+        make_settings,
+        proxy_request_timeout=request_timeout,
+        proxy_header_timeout=header_timeout,
+    )
+    client = await serving_secure(nursery, storage, ready.https_port, pki_for(tmp_path))
+    late = await client.send(SECURE, "/slow/30.0")
+    on_time = await client.request(SECURE, "/echo")  # the other streams are not held up
+    assert on_time.status == 200
+    with trio.fail_after(10):
+        answer = await client.answer(late)
+    assert answer.status == 504
+    assert json.loads(answer.body)["error"] == "gateway_timeout"
+    assert answer.reset is None
+    assert (await client.request(SECURE, "/echo")).status == 200
 
 
 F = TypeVar("F", bound=Frame)

@@ -32,12 +32,15 @@ class AnswerTimer:
     falls before the sweep after next (`arm_if_due`). The deadline fires at the same moment as
     one set per request would, and the answers that come in time (nearly all) never touch
     trio's deadlines. A shorter timeout is armed at once. (Only a sweep late by more than
-    `sweep` seconds, an event loop stalled that long, could arm it late.)"""
+    `sweep` seconds, an event loop stalled that long, could arm it late.)
+
+    `scope`: an HTTP/2 stream's own (entered once around its task), so a stream pays for no
+    scope of its own for its timeout either; the instance that answers it sweeps it too."""
 
     __slots__ = ("_armed", "due", "scope", "sweep")
 
-    def __init__(self, sweep: float) -> None:
-        self.scope = trio.CancelScope()
+    def __init__(self, sweep: float, scope: trio.CancelScope | None = None) -> None:
+        self.scope = trio.CancelScope() if scope is None else scope
         self.sweep = sweep
         """How often the owner calls `arm_if_due` (inf: never; every deadline is armed at
         once)."""
@@ -80,6 +83,11 @@ class Exchange:
     received: Headers
     """The headers the backend is sent (before the rewrite): the view's, minus what the access
     check takes out (the auth cookie)."""
+    answer_by: AnswerTimer
+    """The request timeout, whose scope is entered once around all the requests of a
+    connection (or around an HTTP/2 stream's task): forwarding starts it while it waits for the
+    upstream's answer, and stops it once the answer's head is in. When it fires, the connection
+    (the stream) answers 504; a connection closes after it."""
     identity: Identity = ()
     """Who the access check let through, as headers for the backend (empty: anonymous)."""
     entry: RequestEntry | None = None
@@ -87,11 +95,6 @@ class Exchange:
     draining: trio.Event | None = None
     """Set when the gateway shuts down: a response whose head has not gone out yet says
     `Connection: close`, and the connection closes after it."""
-    answer_by: AnswerTimer | None = None
-    """The connection's request timeout (its scope is entered once around all its requests):
-    forwarding starts it while it waits for the upstream's answer, and stops it once the
-    answer's head is in. The connection answers 504 and closes when it fires. None: forwarding
-    opens a scope of its own (an HTTP/2 stream shares its connection with others)."""
     answer_within: float = 0.0
     """The request timeout `answer_by` was set for (for the 504's detail)."""
 

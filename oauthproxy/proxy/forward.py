@@ -176,19 +176,15 @@ async def _exchange(
             raise ClientGone("a request without a body sent one")
     timeout = destination.request_timeout
     answer_by = exchange.answer_by
-    if answer_by is None:
-        with trio.CancelScope(deadline=trio.current_time() + timeout):
-            return await _ask(exchange, destination.origin, head)
-        raise _NoResponse(504, "gateway_timeout", timed_out(timeout))
     exchange.answer_within = timeout
-    answer_by.start(timeout)  # when it fires, the connection answers
+    answer_by.start(timeout)  # when it fires, the connection (the stream) answers
     try:
         answered = await _ask(exchange, destination.origin, head)
     finally:
         answer_by.stop()
     if answer_by.scope.cancel_called:  # the deadline passed as the answer came: late all the same
         await trio.aclose_forcefully(answered[0].stream)
-        await trio.lowlevel.checkpoint()  # raises Cancelled: the connection answers 504
+        await trio.lowlevel.checkpoint()  # raises Cancelled: the connection (stream) answers 504
     return answered
 
 

@@ -103,6 +103,10 @@ class MultiplexedStream(Protocol):
     def cancel(self) -> None:
         """End its task, and the stream with RST_STREAM CANCEL unless it is answered."""
 
+    @property
+    def answer_by(self) -> AnswerTimer | None:
+        """Its request timeout, while it is answered (`Instance.answer_timer`)."""
+
 
 class Instance:
     def __init__(
@@ -234,7 +238,8 @@ class Instance:
     async def _close_idle_connections(self) -> None:
         """Every quarter of the shorter timeout, close the connections that have waited too
         long for their next request or its head (see `_next_request`), and arm the request
-        timeouts that fall due before the sweep after next (`AnswerTimer`). (One sweep per
+        timeouts (of connections and HTTP/2 streams) that fall due before the sweep after next
+        (`AnswerTimer`). (One sweep per
         instance costs less than moving a deadline three times per request.)"""
         while True:
             await trio.sleep(self._sweep)
@@ -243,6 +248,9 @@ class Instance:
                 if connection.closes_at is not None and connection.closes_at <= now:
                     connection.scope.cancel()
                 connection.answer_by.arm_if_due(now)
+            for stream in self._streams:
+                if stream.answer_by is not None:
+                    stream.answer_by.arm_if_due(now)
 
     async def _next_request(self, channel: Channel, connection: _Connection) -> Event:
         """The next event on a kept-alive connection: its first byte may take the idle timeout,
@@ -335,10 +343,10 @@ class Instance:
             client,
             self._pool,
             view.headers,
+            answer_by,
             (),
             entry,
             self._draining,
-            answer_by,
         )
         try:
             return await self._respond(exchange)
@@ -401,6 +409,11 @@ class Instance:
         if view.target is not request.target:  # the backend gets the normalised target
             exchange.request = dataclasses.replace(request, target=view.target)
         return destination
+
+    def answer_timer(self, scope: trio.CancelScope) -> AnswerTimer:
+        """A request timeout over an HTTP/2 stream's `scope` that this instance's sweep arms
+        while the stream is `serving`, as it arms its connections' (`AnswerTimer`)."""
+        return AnswerTimer(self._sweep, scope)
 
     @property
     def pool(self) -> UpstreamPool:

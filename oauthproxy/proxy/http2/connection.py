@@ -168,7 +168,7 @@ class Http2Connection:
                 # Acknowledgements go out with the writer's next write; the reader does not wait
                 # for it, so a client that writes before it reads cannot stall both ways. What
                 # a client can make us queue without asking is bounded by `floods`.
-                self.writer.poke()
+                self.writer.poke_if_queued()
         finally:
             self._read_ended.set()
             self._done.set()
@@ -264,6 +264,10 @@ class Http2Connection:
         try:
             with stream.scope:
                 await serve_stream(stream, fields, bodiless, self._client, self._front)
+            if stream.late is not None:  # its request timeout fired
+                reply, head = stream.late
+                with contextlib.suppress(ClientGone):
+                    await stream.send_reply(reply, head=head)
         finally:
             release()
             del self._streams[stream.stream_id]
@@ -273,7 +277,7 @@ class Http2Connection:
                     self.reset(stream.stream_id, ErrorCodes.CANCEL)
                 elif not stream.ended:  # answered before the whole request came: stop it
                     self.reset(stream.stream_id, ErrorCodes.NO_ERROR)
-            self.writer.poke()
+            self.writer.poke_if_queued()
             if not self._streams:
                 self._quiet_since = trio.current_time()
                 self._became_quiet.set()

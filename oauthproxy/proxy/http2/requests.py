@@ -16,7 +16,7 @@ import trio
 from oauthproxy.logs.logger import RequestLogger
 from oauthproxy.proxy.codec import END, Head
 from oauthproxy.proxy.exchange import Exchange
-from oauthproxy.proxy.forward import Destination, open_upstream
+from oauthproxy.proxy.forward import Destination, open_upstream, timed_out
 from oauthproxy.proxy.framing import Headers
 from oauthproxy.proxy.handover import misdirected, refusal
 from oauthproxy.proxy.headers import Client, client_response_headers
@@ -25,8 +25,8 @@ from oauthproxy.proxy.http2.messages import VERSION, request_head
 from oauthproxy.proxy.http2.stream import StreamChannel
 from oauthproxy.proxy.instance import Instance
 from oauthproxy.proxy.request import RequestView, view_of
-from oauthproxy.proxy.request_log import Counted, open_entry, refused
-from oauthproxy.proxy.responses import Reply, Unserved, unknown_host
+from oauthproxy.proxy.request_log import Counted, noted, open_entry, refused
+from oauthproxy.proxy.responses import Reply, Unserved, error_reply, unknown_host
 
 if TYPE_CHECKING:
     from oauthproxy.proxy.dispatcher import Front
@@ -83,13 +83,23 @@ async def _exchange(
     entry = None
     if requests is not None:
         entry = open_entry(stream, request, client, instance.hostname, Counted(), requests)
-    exchange = Exchange(stream, request, view, client, instance.pool, view.headers, (), entry)
+    stream.answer_by = answer_by = instance.answer_timer(stream.scope)
+    exchange = Exchange(
+        stream, request, view, client, instance.pool, view.headers, answer_by, (), entry
+    )
     try:
         routed = await instance.route(exchange)
         if isinstance(routed, Destination):
             await _forward(stream, exchange, routed)
         else:
             await stream.send_reply(routed[0], head=exchange.head_request)
+    except BaseException:
+        if answer_by.scope.cancel_called and not (stream.reset or stream.responded):
+            # the upstream did not answer in time: the stream answers 504 once this task's
+            # scope has caught the cancellation (`Http2Connection`)
+            reply = error_reply(504, "gateway_timeout", timed_out(exchange.answer_within))
+            stream.late = noted(entry, reply), exchange.head_request
+        raise
     finally:
         if entry is not None and requests is not None:
             entry.duration = time.perf_counter() - entry.clock

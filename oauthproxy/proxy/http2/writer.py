@@ -28,6 +28,15 @@ class Writer:
         self._asked += 1
         self._wanted.set()
 
+    def poke_if_queued(self) -> None:
+        """`poke`, if the `h2` machine has queued anything. (The reader after each read, and
+        each stream as it ends: most reads only bring requests, and most streams end with their
+        answer written, which leaves nothing queued, and the writer is not woken for them.)"""
+        queued = self._h2.data_to_send()
+        if queued:
+            self._first += queued
+            self.poke()
+
     def push(self, frame: bytes) -> None:
         """A frame built outside the `h2` machine (the graceful GOAWAY), sent after what the
         machine has queued so far (a stream's RST_STREAM, say) and before what it queues next."""
