@@ -33,7 +33,7 @@ from oauthproxy.proxy.request_log import refused
 from oauthproxy.proxy.responses import Unserved
 from oauthproxy.proxy.sockets import LeanSocketStream
 from oauthproxy.proxy.tls import TLS_HANDSHAKE_TIMEOUT, HostContext, listener_context
-from oauthproxy.proxy.tls_stream import LeanTLSStream, handshake
+from oauthproxy.proxy.tls_stream import ServerTLSStream
 from oauthproxy.proxy.waiting import FirstRequests
 
 log = logging.getLogger(__name__)
@@ -321,12 +321,12 @@ async def _serve_tls(
 ) -> None:
     """Terminate TLS on `transport`, then hand the connection to the SNI name's instance.
     One cancel scope holds the handshake's deadline, then (moved on) the first request's."""
-    stream = trio.SSLStream(transport, context, server_side=True, https_compatible=True)
+    stream = ServerTLSStream(transport, context)
     failure: Exception | None = None
     shaken = False
     with trio.CancelScope(deadline=trio.current_time() + TLS_HANDSHAKE_TIMEOUT) as deadline:
         try:
-            await handshake(stream)
+            await stream.do_handshake()
         except trio.BrokenResourceError as error:
             failure = error
         else:
@@ -335,7 +335,7 @@ async def _serve_tls(
             # the SNI name's certificate, and what it covers
             client = Client(client.ip, client.trusted, client.scheme, names)
             if front.http2 is None or stream.selected_alpn_protocol() != "h2":
-                await hand_over(LeanTLSStream(stream), front, client, deadline)
+                await hand_over(stream, front, client, deadline)
                 return
     if not shaken:
         await _send_alert(stream, transport)
@@ -345,17 +345,15 @@ async def _serve_tls(
     if deadline.cancelled_caught:  # the first request's deadline, in `hand_over`
         return
     assert front.http2 is not None
-    await serve_http2(LeanTLSStream(stream), client, front, front.http2)
+    await serve_http2(stream, client, front, front.http2)
 
 
-async def _send_alert(stream: trio.SSLStream[trio.abc.Stream], transport: trio.abc.Stream) -> None:
+async def _send_alert(stream: ServerTLSStream, transport: trio.abc.Stream) -> None:
     """Send the alert OpenSSL wrote when it refused the handshake (`unrecognized_name` for a
-    name without a certificate): trio marks the stream broken without sending it, and the
-    client would see only a closed connection."""
-    outgoing = getattr(stream, "_outgoing", None)  # trio's private buffer (trio pinned in uv.lock)
-    alert = outgoing.read() if isinstance(outgoing, ssl.MemoryBIO) else b""
+    name without a certificate), so the client sees why rather than only a closed connection."""
+    alert = stream.refusal()
     if not alert:
-        return  # a trio that keeps it elsewhere: the client sees the close, as before
+        return
     with trio.move_on_after(TLS_HANDSHAKE_TIMEOUT):
         with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
             await transport.send_all(alert)
