@@ -21,7 +21,7 @@ async def pair() -> AsyncIterator[Pair]:
     """(our end, wrapped like the gateway wraps its sockets; the peer's end)."""
     ours, theirs = trio.socket.socketpair()
     async with trio.SocketStream(ours) as a, trio.SocketStream(theirs) as b:
-        yield LeanSocketStream(a), b
+        yield LeanSocketStream(a.socket), b
 
 
 async def test_a_close_delimited_response_ends_when_the_upstream_closes(pair: Pair) -> None:

@@ -55,7 +55,7 @@ async def echo_server(context: HostContext) -> AsyncIterator[tuple[int, Outcome]
 
     async def serve() -> None:
         tcp = await listener.accept()
-        stream = ServerTLSStream(LeanSocketStream(tcp), listening)
+        stream = ServerTLSStream(LeanSocketStream(tcp.socket), listening)
         try:
             await stream.do_handshake()
             while data := await stream.receive_some():

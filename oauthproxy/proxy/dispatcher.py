@@ -10,6 +10,7 @@ import contextlib
 import errno
 import logging
 import math
+import socket
 import ssl
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from contextvars import ContextVar
@@ -59,10 +60,7 @@ _ACCEPT_IGNORED = {
 
 
 def client_of(stream: LeanSocketStream, trusted: Sequence[Network], scheme: bytes) -> Client:
-    try:
-        peer = str(stream.socket.getpeername()[0])
-    except OSError:
-        peer = ""
+    peer = stream.peer_ip()
     return Client(ip=peer, trusted=is_trusted(peer, trusted), scheme=scheme)
 
 
@@ -139,11 +137,15 @@ async def serve_listener(
     try a failing `accept` before each wait."""
     listening = listener.socket
     raw = listening._sock  # type: ignore[attr-defined]  # trio's private stdlib socket (pinned)
+    family, kind, protocol = int(raw.family), int(raw.type), raw.proto
+    for option, value in _ACCEPTED_OPTIONS:  # inherited by every accepted socket (Linux)
+        with contextlib.suppress(OSError):
+            raw.setsockopt(socket.IPPROTO_TCP, option, value)
     while True:
         await trio.lowlevel.wait_readable(listening)
         for _ in range(ACCEPT_BATCH):
             try:
-                accepted, _ = raw.accept()
+                fd, address = raw._accept()  # (`accept` would look up the family and type again)
             except BlockingIOError:
                 break
             except OSError as error:
@@ -156,13 +158,20 @@ async def serve_listener(
                 if error.errno in _ACCEPT_IGNORED:
                     continue
                 raise
-            stream = trio.SocketStream(trio.socket.from_stdlib_socket(accepted))
-            connections.start_soon(_isolated, handle, stream, send_timeout)
+            accepted = socket.socket(family, kind, protocol, fileno=fd)
+            sock = trio.socket.from_stdlib_socket(accepted)
+            connections.start_soon(_isolated, handle, sock, str(address[0]), send_timeout)
 
 
-async def _isolated(handle: Handler, tcp: trio.SocketStream, send_timeout: float) -> None:
+_ACCEPTED_OPTIONS = ((socket.TCP_NODELAY, 1), (socket.TCP_NOTSENT_LOWAT, 2**14))
+"""What trio's `SocketStream` sets on each socket it wraps, set once on the listening socket."""
+
+
+async def _isolated(
+    handle: Handler, sock: trio.socket.SocketType, peer: str, send_timeout: float
+) -> None:
     """Run one connection's hand-over; its failure is logged and ends only that connection."""
-    stream = LeanSocketStream(tcp, send_timeout=send_timeout)
+    stream = LeanSocketStream(sock, send_timeout=send_timeout, peer=peer)
     try:
         await handle(stream)
     except Exception:
