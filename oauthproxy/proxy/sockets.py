@@ -22,7 +22,7 @@ from __future__ import annotations
 import math
 import os
 import socket
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 import trio
 from trio.lowlevel import checkpoint, wait_readable, wait_writable
@@ -78,6 +78,8 @@ class LeanSocketStream(trio.abc.HalfCloseableStream):
         """Bytes through this socket so far (TLS records included): the request log's counts."""
         self._peer = peer
         self._on_close: Callable[[], None] | None = None
+        self._waiting = 0
+        """Tasks waiting for the socket to be readable or writable (see `close_socket`)."""
 
     def peer_ip(self) -> str:
         """The peer's IP address ("" if the socket cannot tell: it was reset meanwhile)."""
@@ -94,11 +96,20 @@ class LeanSocketStream(trio.abc.HalfCloseableStream):
         self._on_close = callback
 
     def close_socket(self) -> None:
-        """Close at once (`aclose` without its checkpoint)."""
+        """Close at once (`aclose` without its checkpoint).
+
+        When no task waits on the socket (every wait goes through this stream, which counts
+        them), the stdlib socket closes directly: the kernel drops a closed descriptor from
+        epoll by itself, and trio keeps nothing for a descriptor nobody waits on, so trio's
+        `close` (which tells trio, and removes it from epoll: one `epoll_ctl` more per
+        connection) is needed only to wake a waiting task."""
         callback, self._on_close = self._on_close, None
         if callback is not None:
             callback()
-        self.socket.close()
+        if self._waiting:
+            self.socket.close()
+        else:
+            self.socket._sock.close()  # type: ignore[attr-defined]  # trio's stdlib socket (pinned)
 
     async def aclose(self) -> None:
         self.close_socket()  # trio's `SocketStream.aclose`, without two calls through
@@ -131,7 +142,7 @@ class LeanSocketStream(trio.abc.HalfCloseableStream):
                 data = os.read(self._fd(), size)
             except BlockingIOError:
                 try:
-                    await wait_readable(self._fd())  # (the number: trio need not ask for it)
+                    await self._wait(wait_readable)
                 except OSError as error:
                     raise trio.BrokenResourceError(str(error)) from error
                 continue
@@ -166,7 +177,7 @@ class LeanSocketStream(trio.abc.HalfCloseableStream):
 
     async def wait_send_all_might_not_block(self) -> None:
         try:
-            await wait_writable(self._fd())
+            await self._wait(wait_writable)
         except OSError as error:
             raise trio.BrokenResourceError(str(error)) from error
 
@@ -180,8 +191,16 @@ class LeanSocketStream(trio.abc.HalfCloseableStream):
         except OSError as error:
             raise trio.BrokenResourceError(str(error)) from error
 
+    async def _wait(self, wait: Callable[[int], Awaitable[None]]) -> None:
+        """`wait` for the socket (given by its number: trio need not ask for it), counted."""
+        self._waiting += 1
+        try:
+            await wait(self._fd())
+        finally:
+            self._waiting -= 1
+
     async def _wait_writable(self) -> None:
         with trio.move_on_after(self.send_timeout) as waited:
-            await wait_writable(self.socket)
+            await self._wait(wait_writable)
         if waited.cancelled_caught:
             raise trio.BrokenResourceError(f"the peer took nothing for {self.send_timeout:g}s")
