@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 
 import pytest
 import trio
+import trio.testing
 
 from oauthproxy.certificates.self_signed import make_self_signed
 from oauthproxy.proxy.sockets import LeanSocketStream
@@ -90,7 +91,9 @@ class RecordClient:
     """A TLS client whose records the test sends itself: an `ssl.SSLObject` between memory
     buffers over a blocking socket (run in a thread)."""
 
-    def __init__(self, port: int, version: ssl.TLSVersion = ssl.TLSVersion.TLSv1_3) -> None:
+    def __init__(
+        self, port: int, version: ssl.TLSVersion = ssl.TLSVersion.TLSv1_3, first: bytes = b""
+    ) -> None:
         self.socket = socket.create_connection(("127.0.0.1", port), timeout=10)
         self.incoming, self.outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
         context = client_context(version)
@@ -102,7 +105,8 @@ class RecordClient:
             except ssl.SSLWantReadError:
                 self.socket.sendall(self.outgoing.read())
                 self.incoming.write(self.socket.recv(65536))
-        self.socket.sendall(self.outgoing.read())
+        finished = self.outgoing.read()
+        self.socket.sendall(finished + (self.record(first) if first else b""))  # one write
 
     def record(self, data: bytes) -> bytes:
         self.tls.write(data)
@@ -260,3 +264,39 @@ async def test_a_tls12_renegotiation_is_refused_with_an_alert(served: HostContex
     assert b"no renegotiation" in seen
     assert outcome.received == []
     assert outcome.ended.startswith("broken")  # the client's own alert, once it gave up
+
+
+async def test_the_request_that_came_with_the_finished_is_read_without_a_second_checkpoint(
+    served: HostContext,
+) -> None:
+    """The client's Finished and its first request arrive together: the handshake's read of
+    them was the checkpoint, so the first receive is none; every later one is one."""
+    listening = listener_context(lambda name: served if name == NAME else None)
+    [listener] = await trio.open_tcp_listeners(0, host="127.0.0.1")
+    port = listener.socket.getsockname()[1]
+    received: list[bytes] = []
+
+    def client() -> None:
+        tls = RecordClient(port, first=b"first\n")
+        tls.socket.sendall(tls.record(b"second\n"))
+        tls.socket.shutdown(socket.SHUT_WR)
+        tls.read_to_end()
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(trio.to_thread.run_sync, client)
+        tcp = await listener.accept()
+        stream = ServerTLSStream(LeanSocketStream(tcp.socket), listening)
+        with trio.fail_after(10):
+            await stream.do_handshake()
+        with trio.testing.assert_no_checkpoints():
+            received.append(bytes(await stream.receive_some()))
+        with trio.fail_after(10):
+            while True:
+                with trio.testing.assert_checkpoints():
+                    data = await stream.receive_some()
+                if not data:
+                    break
+                received.append(bytes(data))
+        await stream.aclose()
+        await listener.aclose()
+    assert b"".join(received) == b"first\nsecond\n"

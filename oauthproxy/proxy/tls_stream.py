@@ -15,19 +15,21 @@ checkpoint. The server side of HTTPS needs much less, and this does only that:
   refused handshake raises `trio.BrokenResourceError` and leaves OpenSSL's alert for
   `refusal()` (`unrecognized_name` for a name without a certificate: the dispatcher sends it).
 - `receive_some`: decrypt what the incoming buffer holds, else read the transport once and
-  decrypt again. What a read makes OpenSSL write (the answer to a client's key update, an
-  alert) is sent at once, or, when a send is under way, by that send before it returns.
-  close_notify ends the stream (b""), and so does the transport's end of file without it, even
-  in the middle of a record: HTTPS-compatible, as trio's `https_compatible=True` (an HTTP
-  message carries its own length, so a truncation is seen there).
+  decrypt again; a checkpoint, except the first one after the handshake (whose own last read of
+  the transport was one a moment ago). What a read makes OpenSSL write (an alert, the refusal
+  of a renegotiation) is sent at once, or, when a send is under way, by that send before it
+  returns (OpenSSL answers a client's key update with the next record sent). close_notify
+  ends the stream (b""), and so does the transport's end of file without it, even in the
+  middle of a record: HTTPS-compatible, as trio's `https_compatible=True` (an HTTP message
+  carries its own length, so a truncation is seen there).
 - `send_all`: encrypt, then one write to the transport, behind the session tickets. Sends wait
   for each other (one lock, untouched on the common path): records leave in OpenSSL's order.
 - `aclose` sends no close_notify (HTTPS-compatible: the client learns of the end from the
   response or the TCP close) and closes the transport; `close_now` does so with no checkpoint.
 
 Client-initiated renegotiation (TLS 1.2) is refused by the contexts (`tls.py`), so a write never
-has to read first. Every `receive_some` is a checkpoint; `send_all` is one only when it waits
-(as `LeanSocketStream.send_all`, below it: every loop of the data plane receives between sends).
+has to read first. `send_all` is a checkpoint only when it waits (as `LeanSocketStream.send_all`,
+below it: every loop of the data plane receives between sends).
 """
 
 from __future__ import annotations
@@ -77,6 +79,8 @@ class ServerTLSStream(trio.abc.Stream):
         """TLS 1.3 session tickets written by the handshake, for the first send."""
         self._receiving = False
         self._send_lock = trio.Lock()
+        self._checkpointed = False
+        """The handshake just ended with a read of the transport, a checkpoint (see `_receive`)."""
 
     @property
     def context(self) -> ssl.SSLContext:
@@ -125,6 +129,7 @@ class ServerTLSStream(trio.abc.Stream):
             else:
                 await transport.send_all(outgoing.read())  # TLS 1.2: the server's Finished
         self._state = _OK
+        self._checkpointed = True  # (the client's hello alone never completes a handshake)
 
     def refusal(self) -> bytes:
         """What OpenSSL wrote and nobody sent (after a failed handshake: its alert)."""
@@ -150,7 +155,10 @@ class ServerTLSStream(trio.abc.Stream):
 
     async def _receive(self, size: int) -> bytes:
         ssl_object, incoming, outgoing = self._ssl, self._incoming, self._outgoing
-        waited = False
+        # The first receive after the handshake usually decrypts the request that came with
+        # the client's Finished: the read of those was the checkpoint, so no second one here
+        # (a scheduler trip per connection).
+        waited, self._checkpointed = self._checkpointed, False
         while True:
             try:
                 data: bytes | None = ssl_object.read(size)  # b"": close_notify
