@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator, Callable
 
 import pytest
 import trio
+import trio.testing
 
 from oauthproxy.proxy.codec import END, Head, State
 from oauthproxy.proxy.framing import Framing
@@ -21,7 +22,7 @@ async def pair() -> AsyncIterator[Pair]:
     """(our end, wrapped like the gateway wraps its sockets; the peer's end)."""
     ours, theirs = trio.socket.socketpair()
     async with trio.SocketStream(ours) as a, trio.SocketStream(theirs) as b:
-        yield LeanSocketStream(a), b
+        yield LeanSocketStream(a.socket), b
 
 
 async def test_a_close_delimited_response_ends_when_the_upstream_closes(pair: Pair) -> None:
@@ -99,3 +100,48 @@ async def _all_events(channel: Channel) -> None:
 async def _send_until_it_fails(channel: Channel, data: bytes) -> None:
     for _ in range(100):  # the first writes may land in the socket buffer
         await channel.send(data)
+
+
+async def test_closing_the_socket_wakes_a_task_waiting_on_it(pair: Pair) -> None:
+    """A close while another task waits to read goes through trio, which wakes that task."""
+    ours, _ = pair
+    outcome: list[str] = []
+
+    async def reader() -> None:
+        try:
+            await ours.receive_some()
+        except trio.ClosedResourceError:
+            outcome.append("closed")
+
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(reader)
+            await trio.testing.wait_all_tasks_blocked()
+            ours.close_socket()
+    assert outcome == ["closed"]
+
+
+async def test_a_descriptor_closed_with_nobody_waiting_serves_its_next_socket() -> None:
+    """Closed directly (nobody waits: trio is not told), a descriptor that waited before is
+    reused by the next socket, whose waits work as usual."""
+    first, first_peer = trio.socket.socketpair()
+    ours = LeanSocketStream(first)
+    await first_peer.send(b"one")
+    assert await ours.receive_some() == b"one"
+    async with trio.open_nursery() as nursery:  # one real wait: the descriptor is in epoll
+        nursery.start_soon(ours.receive_some)
+        await trio.testing.wait_all_tasks_blocked()
+        await first_peer.send(b"two")
+    fd = first.fileno()
+    ours.close_socket()
+    first_peer.close()
+    second, second_peer = trio.socket.socketpair()
+    with second, second_peer:
+        assert fd in (second.fileno(), second_peer.fileno())  # the same number again
+        for sock, peer in ((second, second_peer), (second_peer, second)):
+            stream = LeanSocketStream(sock)
+            with trio.fail_after(10):
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(stream.receive_some)
+                    await trio.testing.wait_all_tasks_blocked()
+                    await peer.send(b"three")

@@ -10,6 +10,7 @@ import contextlib
 import errno
 import logging
 import math
+import socket
 import ssl
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from contextvars import ContextVar
@@ -33,7 +34,7 @@ from oauthproxy.proxy.request_log import refused
 from oauthproxy.proxy.responses import Unserved
 from oauthproxy.proxy.sockets import LeanSocketStream
 from oauthproxy.proxy.tls import TLS_HANDSHAKE_TIMEOUT, HostContext, listener_context
-from oauthproxy.proxy.tls_stream import LeanTLSStream, handshake
+from oauthproxy.proxy.tls_stream import ServerTLSStream
 from oauthproxy.proxy.waiting import FirstRequests
 
 log = logging.getLogger(__name__)
@@ -59,10 +60,7 @@ _ACCEPT_IGNORED = {
 
 
 def client_of(stream: LeanSocketStream, trusted: Sequence[Network], scheme: bytes) -> Client:
-    try:
-        peer = str(stream.socket.getpeername()[0])
-    except OSError:
-        peer = ""
+    peer = stream.peer_ip()
     return Client(ip=peer, trusted=is_trusted(peer, trusted), scheme=scheme)
 
 
@@ -139,11 +137,15 @@ async def serve_listener(
     try a failing `accept` before each wait."""
     listening = listener.socket
     raw = listening._sock  # type: ignore[attr-defined]  # trio's private stdlib socket (pinned)
+    family, kind, protocol = int(raw.family), int(raw.type), raw.proto
+    for option, value in _ACCEPTED_OPTIONS:  # inherited by every accepted socket (Linux)
+        with contextlib.suppress(OSError):
+            raw.setsockopt(socket.IPPROTO_TCP, option, value)
     while True:
         await trio.lowlevel.wait_readable(listening)
         for _ in range(ACCEPT_BATCH):
             try:
-                accepted, _ = raw.accept()
+                fd, address = raw._accept()  # (`accept` would look up the family and type again)
             except BlockingIOError:
                 break
             except OSError as error:
@@ -156,13 +158,20 @@ async def serve_listener(
                 if error.errno in _ACCEPT_IGNORED:
                     continue
                 raise
-            stream = trio.SocketStream(trio.socket.from_stdlib_socket(accepted))
-            connections.start_soon(_isolated, handle, stream, send_timeout)
+            accepted = socket.socket(family, kind, protocol, fileno=fd)
+            sock = trio.socket.from_stdlib_socket(accepted)
+            connections.start_soon(_isolated, handle, sock, str(address[0]), send_timeout)
 
 
-async def _isolated(handle: Handler, tcp: trio.SocketStream, send_timeout: float) -> None:
+_ACCEPTED_OPTIONS = ((socket.TCP_NODELAY, 1), (socket.TCP_NOTSENT_LOWAT, 2**14))
+"""What trio's `SocketStream` sets on each socket it wraps, set once on the listening socket."""
+
+
+async def _isolated(
+    handle: Handler, sock: trio.socket.SocketType, peer: str, send_timeout: float
+) -> None:
     """Run one connection's hand-over; its failure is logged and ends only that connection."""
-    stream = LeanSocketStream(tcp, send_timeout=send_timeout)
+    stream = LeanSocketStream(sock, send_timeout=send_timeout, peer=peer)
     try:
         await handle(stream)
     except Exception:
@@ -321,12 +330,12 @@ async def _serve_tls(
 ) -> None:
     """Terminate TLS on `transport`, then hand the connection to the SNI name's instance.
     One cancel scope holds the handshake's deadline, then (moved on) the first request's."""
-    stream = trio.SSLStream(transport, context, server_side=True, https_compatible=True)
+    stream = ServerTLSStream(transport, context)
     failure: Exception | None = None
     shaken = False
     with trio.CancelScope(deadline=trio.current_time() + TLS_HANDSHAKE_TIMEOUT) as deadline:
         try:
-            await handshake(stream)
+            await stream.do_handshake()
         except trio.BrokenResourceError as error:
             failure = error
         else:
@@ -335,7 +344,7 @@ async def _serve_tls(
             # the SNI name's certificate, and what it covers
             client = Client(client.ip, client.trusted, client.scheme, names)
             if front.http2 is None or stream.selected_alpn_protocol() != "h2":
-                await hand_over(LeanTLSStream(stream), front, client, deadline)
+                await hand_over(stream, front, client, deadline)
                 return
     if not shaken:
         await _send_alert(stream, transport)
@@ -345,17 +354,15 @@ async def _serve_tls(
     if deadline.cancelled_caught:  # the first request's deadline, in `hand_over`
         return
     assert front.http2 is not None
-    await serve_http2(LeanTLSStream(stream), client, front, front.http2)
+    await serve_http2(stream, client, front, front.http2)
 
 
-async def _send_alert(stream: trio.SSLStream[trio.abc.Stream], transport: trio.abc.Stream) -> None:
+async def _send_alert(stream: ServerTLSStream, transport: trio.abc.Stream) -> None:
     """Send the alert OpenSSL wrote when it refused the handshake (`unrecognized_name` for a
-    name without a certificate): trio marks the stream broken without sending it, and the
-    client would see only a closed connection."""
-    outgoing = getattr(stream, "_outgoing", None)  # trio's private buffer (trio pinned in uv.lock)
-    alert = outgoing.read() if isinstance(outgoing, ssl.MemoryBIO) else b""
+    name without a certificate), so the client sees why rather than only a closed connection."""
+    alert = stream.refusal()
     if not alert:
-        return  # a trio that keeps it elsewhere: the client sees the close, as before
+        return
     with trio.move_on_after(TLS_HANDSHAKE_TIMEOUT):
         with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
             await transport.send_all(alert)

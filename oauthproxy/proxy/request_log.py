@@ -20,7 +20,7 @@ from oauthproxy.proxy.headers import Client
 from oauthproxy.proxy.http import Channel
 from oauthproxy.proxy.responses import Reply
 from oauthproxy.proxy.sockets import LeanSocketStream
-from oauthproxy.proxy.tls_stream import LeanTLSStream
+from oauthproxy.proxy.tls_stream import ServerTLSStream
 
 
 @dataclass(slots=True)
@@ -50,9 +50,7 @@ def socket_of(stream: trio.abc.Stream) -> LeanSocketStream | None:
 
 
 def tls_version(stream: trio.abc.Stream) -> str:
-    if isinstance(stream, LeanTLSStream):
-        stream = stream.tls
-    if isinstance(stream, trio.SSLStream):
+    if isinstance(stream, ServerTLSStream):
         return stream.version() or ""
     return ""
 

@@ -1,4 +1,5 @@
-"""A TCP stream for the proxy's hot path: trio's `SocketStream`, with fewer trips to the scheduler.
+"""A TCP stream for the proxy's hot path: trio's `SocketStream`, redone with fewer trips to the
+scheduler.
 
 trio's socket stream checks for cancellation, tries the operation, and yields to the scheduler
 after it succeeds; its `send_all` yields after every write. Here `send_all` writes straight
@@ -12,15 +13,16 @@ every read: 51-53 against 41-45 µs of CPU per proxied keep-alive request, one c
 nginx (benchmarks/README.md). An idle connection pays one failed `read` before its wait.
 
 Every loop of the data plane receives between sends, so each task still reaches a checkpoint once
-per read: cancellation and fairness hold. Everything but the two hot methods is the wrapped
-stream's own.
+per read: cancellation and fairness hold. `send_eof`, `wait_send_all_might_not_block` and the
+errors they raise are as trio's.
 """
 
 from __future__ import annotations
 
 import math
 import os
-from collections.abc import Callable
+import socket
+from collections.abc import Awaitable, Callable
 
 import trio
 from trio.lowlevel import checkpoint, wait_readable, wait_writable
@@ -51,20 +53,42 @@ class WrappedStream(trio.abc.HalfCloseableStream):
         await self.transport.aclose()
 
 
-class LeanSocketStream(WrappedStream):
-    """`send_timeout`: how long one send may wait for the peer to take data before the stream
+class LeanSocketStream(trio.abc.HalfCloseableStream):
+    """A TCP stream over a trio socket (not trio's `SocketStream`: the accept loop builds one per
+    connection, and trio's costs two `setsockopt` calls and its checks each time; the listening
+    sockets carry those options for every accepted one, see `dispatcher.serve_listener`).
+
+    `send_timeout`: how long one send may wait for the peer to take data before the stream
     counts as broken (a client that stops reading must not hold its response, and the upstream
     connection behind it, forever). Only a send that would block waits, so the hot path pays
-    nothing for it."""
+    nothing for it. `peer`: the peer's address when the caller knows it already (`accept`
+    returns it), else asked of the socket."""
 
-    def __init__(self, stream: trio.SocketStream, *, send_timeout: float = math.inf) -> None:
-        super().__init__(stream)
-        self.socket = stream.socket
+    def __init__(
+        self,
+        sock: trio.socket.SocketType,
+        *,
+        send_timeout: float = math.inf,
+        peer: str | None = None,
+    ) -> None:
+        self.socket = sock
         self.send_timeout = send_timeout
         self.received = 0
         self.sent = 0
         """Bytes through this socket so far (TLS records included): the request log's counts."""
+        self._peer = peer
         self._on_close: Callable[[], None] | None = None
+        self._waiting = 0
+        """Tasks waiting for the socket to be readable or writable (see `close_socket`)."""
+
+    def peer_ip(self) -> str:
+        """The peer's IP address ("" if the socket cannot tell: it was reset meanwhile)."""
+        if self._peer is None:
+            try:
+                self._peer = str(self.socket.getpeername()[0])
+            except OSError:
+                self._peer = ""
+        return self._peer
 
     def on_close(self, callback: Callable[[], None]) -> None:
         """Call `callback` once, when this stream closes (however it closes: every stream over
@@ -72,11 +96,20 @@ class LeanSocketStream(WrappedStream):
         self._on_close = callback
 
     def close_socket(self) -> None:
-        """Close at once (`aclose` without its checkpoint)."""
+        """Close at once (`aclose` without its checkpoint).
+
+        When no task waits on the socket (every wait goes through this stream, which counts
+        them), the stdlib socket closes directly: the kernel drops a closed descriptor from
+        epoll by itself, and trio keeps nothing for a descriptor nobody waits on, so trio's
+        `close` (which tells trio, and removes it from epoll: one `epoll_ctl` more per
+        connection) is needed only to wake a waiting task."""
         callback, self._on_close = self._on_close, None
         if callback is not None:
             callback()
-        self.socket.close()
+        if self._waiting:
+            self.socket.close()
+        else:
+            self.socket._sock.close()  # type: ignore[attr-defined]  # trio's stdlib socket (pinned)
 
     async def aclose(self) -> None:
         self.close_socket()  # trio's `SocketStream.aclose`, without two calls through
@@ -109,7 +142,7 @@ class LeanSocketStream(WrappedStream):
                 data = os.read(self._fd(), size)
             except BlockingIOError:
                 try:
-                    await wait_readable(self._fd())  # (the number: trio need not ask for it)
+                    await self._wait(wait_readable)
                 except OSError as error:
                     raise trio.BrokenResourceError(str(error)) from error
                 continue
@@ -142,8 +175,32 @@ class LeanSocketStream(WrappedStream):
                     raise trio.BrokenResourceError(str(error)) from error
             self.sent += sent
 
+    async def wait_send_all_might_not_block(self) -> None:
+        try:
+            await self._wait(wait_writable)
+        except OSError as error:
+            raise trio.BrokenResourceError(str(error)) from error
+
+    async def send_eof(self) -> None:
+        await checkpoint()
+        self._fd()  # a closed socket: ClosedResourceError, as trio's stream raises
+        if self.socket.did_shutdown_SHUT_WR:
+            return
+        try:
+            self.socket.shutdown(socket.SHUT_WR)
+        except OSError as error:
+            raise trio.BrokenResourceError(str(error)) from error
+
+    async def _wait(self, wait: Callable[[int], Awaitable[None]]) -> None:
+        """`wait` for the socket (given by its number: trio need not ask for it), counted."""
+        self._waiting += 1
+        try:
+            await wait(self._fd())
+        finally:
+            self._waiting -= 1
+
     async def _wait_writable(self) -> None:
         with trio.move_on_after(self.send_timeout) as waited:
-            await wait_writable(self.socket)
+            await self._wait(wait_writable)
         if waited.cancelled_caught:
             raise trio.BrokenResourceError(f"the peer took nothing for {self.send_timeout:g}s")

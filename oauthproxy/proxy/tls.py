@@ -74,6 +74,9 @@ def _server_context(
 ) -> ssl.SSLContext:
     context = cls(ssl.PROTOCOL_TLS_SERVER)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
+    # a client may not renegotiate (TLS 1.2): a way to make the server sign again and again,
+    # and what lets `ServerTLSStream` write without reading first
+    context.options |= ssl.OP_NO_RENEGOTIATION
     context.set_alpn_protocols(list(alpn(http2=http2)))
     return context
 

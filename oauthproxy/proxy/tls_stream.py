@@ -1,54 +1,111 @@
-"""A TLS stream for the proxy's hot path: over trio's `SSLStream` once its handshake is done,
-with a shorter way for the common case.
+"""The server side of a TLS connection on the public HTTPS port: an `ssl.SSLObject` between two
+memory buffers, over the TCP stream (or the PROXY protocol's prefixed stream) below.
 
-trio's `SSLStream` runs every read and write through one general loop (`_retry`) built for any
-mix of tasks, handshakes and renegotiations: each one takes an internal lock with a checkpoint,
-so every TLS read and write costs an extra trip through the scheduler (about a third of the
-gateway's CPU per HTTPS request on keep-alive connections). Here `receive_some` and `send_all`
-first try the common case inline: the handshake is done, the stream is healthy, and no other
-task holds the inner lock of that direction (taken without waiting). Then a read is: decrypt
-what the incoming buffer holds, else one read from the transport (the checkpoint); a write is:
-encrypt, then one write to the transport, with the session tickets trio held back after the
-handshake.
-Anything else — the handshake, a lock another task holds, a write that makes OpenSSL want to
-read — goes to trio's own loop, unchanged; what a read makes OpenSSL write (a key update) is
-sent in turn, as trio's loop does.
+Our own, rather than trio's `SSLStream`, because a new connection is the hot path of the HTTPS
+port: trio's stream is built for any mix of tasks, handshakes and renegotiations, so building
+one costs ~10-18 µs (locks, conflict detectors, a handshake "once") against ~2 µs for the SSL
+object alone, and every read and write goes through one general loop that takes a lock with a
+checkpoint. The server side of HTTPS needs much less, and this does only that:
 
-`handshake` does a server's handshake the short way too: read, let OpenSSL answer, send its
-whole flight in one write, until done — two calls into OpenSSL for a TLS 1.3 handshake where
-trio's loop makes four (each failing one raises), and no lock or extra checkpoint per step. As
-trio does, the TLS 1.3 session tickets are held back to go out with the first response, and a
-refused handshake leaves OpenSSL's alert in the outgoing buffer (the dispatcher sends it).
+- `do_handshake`: read, let OpenSSL answer, send its whole flight in one write, until done —
+  two calls into OpenSSL for a TLS 1.3 handshake. The client hello is read at once when it is
+  already there (it often is by the time the connection's task starts). As trio does, the
+  TLS 1.3 session tickets are held back to go out with the first response (one write fewer,
+  and clients that close at once after the handshake never see a ticket arrive late). A
+  refused handshake raises `trio.BrokenResourceError` and leaves OpenSSL's alert for
+  `refusal()` (`unrecognized_name` for a name without a certificate: the dispatcher sends it).
+- `receive_some`: decrypt what the incoming buffer holds, else read the transport once and
+  decrypt again; a checkpoint, except the first one after the handshake (whose own last read of
+  the transport was one a moment ago). What a read makes OpenSSL write (an alert, the refusal
+  of a renegotiation) is sent at once, or, when a send is under way, by that send before it
+  returns (OpenSSL answers a client's key update with the next record sent). close_notify
+  ends the stream (b""), and so does the transport's end of file without it, even in the
+  middle of a record: HTTPS-compatible, as trio's `https_compatible=True` (an HTTP message
+  carries its own length, so a truncation is seen there).
+- `send_all`: encrypt, then one write to the transport, behind the session tickets. Sends wait
+  for each other (one lock, untouched on the common path): records leave in OpenSSL's order.
+- `aclose` sends no close_notify (HTTPS-compatible: the client learns of the end from the
+  response or the TCP close) and closes the transport; `close_now` does so with no checkpoint.
 
-trio's `SSLStream` cannot be subclassed, so this wraps one (`tls`, also `transport_stream`, the
-layer below, as the request log's byte counts look for) and reads its private state (the SSL
-object, its memory buffers, the inner locks and the delayed tickets); trio is pinned in
-uv.lock, and `tests/test_https.py` and the TLS tests of the data plane run through both ways.
+Client-initiated renegotiation (TLS 1.2) is refused by the contexts (`tls.py`), so a write never
+has to read first. `send_all` is a checkpoint only when it waits (as `LeanSocketStream.send_all`,
+below it: every loop of the data plane receives between sends).
 """
 
 from __future__ import annotations
 
+import enum
 import ssl
 
 import trio
-from trio._ssl import _is_eof, _State  # private: see the module docstring
+from trio.lowlevel import checkpoint
 
 from oauthproxy.proxy.http import READ_SIZE
 from oauthproxy.proxy.sockets import LeanSocketStream
 
-_OK, _BROKEN, _CLOSED = _State.OK, _State.BROKEN, _State.CLOSED
 _FAILED = (ssl.SSLError, ssl.CertificateError)
 
 
-async def handshake(tls: trio.SSLStream[trio.abc.Stream]) -> None:
-    """The server side of `tls`'s handshake (instead of `tls.do_handshake()`; see the module
-    docstring). Raises `trio.BrokenResourceError` if it fails, leaving `tls` broken."""
-    ssl_object, incoming, outgoing = tls._ssl_object, tls._incoming, tls._outgoing
-    transport = tls.transport_stream
-    ready = transport.receive_ready if isinstance(transport, LeanSocketStream) else None
-    try:
+class _State(enum.Enum):
+    HANDSHAKE = enum.auto()
+    OK = enum.auto()
+    BROKEN = enum.auto()
+    CLOSED = enum.auto()
+
+
+_HANDSHAKE, _OK, _BROKEN, _CLOSED = _State
+
+
+def _is_eof(error: Exception) -> bool:
+    """Whether OpenSSL's error is the transport's end of file without close_notify (how it says
+    so differs between OpenSSL and Python versions)."""
+    if isinstance(error, (ssl.SSLEOFError, ssl.SSLSyscallError)):
+        return True
+    return "UNEXPECTED_EOF_WHILE_READING" in str(getattr(error, "strerror", "") or "")
+
+
+class ServerTLSStream(trio.abc.Stream):
+    """TLS over `transport` with `context` (the listener's, whose SNI callback may switch it to
+    a hostname's); `do_handshake` first, then receive and send (see the module docstring)."""
+
+    def __init__(self, transport: trio.abc.Stream, context: ssl.SSLContext) -> None:
+        self.transport_stream = transport
+        """The layer below (the request log's byte counts look for it)."""
+        self._incoming = ssl.MemoryBIO()
+        self._outgoing = ssl.MemoryBIO()
+        self._ssl = context.wrap_bio(self._incoming, self._outgoing, server_side=True)
+        self._state = _HANDSHAKE
+        self._tickets = b""
+        """TLS 1.3 session tickets written by the handshake, for the first send."""
+        self._receiving = False
+        self._send_lock = trio.Lock()
+        self._checkpointed = False
+        """The handshake just ended with a read of the transport, a checkpoint (see `_receive`)."""
+
+    @property
+    def context(self) -> ssl.SSLContext:
+        """The context the handshake ended with: after SNI, the hostname's `HostContext`."""
+        return self._ssl.context
+
+    def selected_alpn_protocol(self) -> str | None:
+        return self._ssl.selected_alpn_protocol()
+
+    def version(self) -> str | None:
+        return self._ssl.version()
+
+    async def do_handshake(self) -> None:
+        """The server's handshake (once, before anything else). Raises
+        `trio.BrokenResourceError` if it fails, leaving the stream broken and OpenSSL's alert,
+        if it wrote one, for `refusal()`."""
+        if self._state is not _HANDSHAKE:
+            raise trio.BrokenResourceError("the handshake was done or tried already")
+        ssl_object, incoming, outgoing = self._ssl, self._incoming, self._outgoing
+        transport = self.transport_stream
+        self._state = _BROKEN  # until it is done
         # the client hello, if it is there already (else the first wait below)
-        chunk: bytes | bytearray | None = ready() if ready is not None else None
+        chunk: bytes | bytearray | None = None
+        if isinstance(transport, LeanSocketStream):
+            chunk = transport.receive_ready()
         while True:
             if chunk is None:
                 chunk = await transport.receive_some()  # the client speaks first
@@ -64,130 +121,126 @@ async def handshake(tls: trio.SSLStream[trio.abc.Stream]) -> None:
                     await transport.send_all(outgoing.read())
                 continue
             except _FAILED as error:
-                raise trio.BrokenResourceError from error
+                raise trio.BrokenResourceError(str(error)) from error
             break
         if outgoing.pending:
             if ssl_object.version() == "TLSv1.3":
-                tls._delayed_outgoing = outgoing.read()  # the session tickets, as trio does
+                self._tickets = outgoing.read()
             else:
                 await transport.send_all(outgoing.read())  # TLS 1.2: the server's Finished
-    except BaseException:
-        tls._state = _BROKEN
-        raise
-    once = tls._handshook  # what `do_handshake` would leave: done
-    once.started = True
-    once._done.set()
+        self._state = _OK
+        self._checkpointed = True  # (the client's hello alone never completes a handshake)
 
+    def refusal(self) -> bytes:
+        """What OpenSSL wrote and nobody sent (after a failed handshake: its alert)."""
+        return self._outgoing.read()
 
-class LeanTLSStream(trio.abc.Stream):
-    """See the module docstring. Built once `tls` has done its handshake."""
+    def _check(self) -> None:
+        if self._state is not _OK:
+            if self._state is _CLOSED:
+                raise trio.ClosedResourceError("this TLS stream was closed")
+            raise trio.BrokenResourceError(
+                "no handshake yet" if self._state is _HANDSHAKE else "this TLS stream is broken"
+            )
 
-    def __init__(self, tls: trio.SSLStream[trio.abc.Stream]) -> None:
-        self.tls = self.transport_stream = tls
+    async def receive_some(self, max_bytes: int | None = None) -> bytes | bytearray:
+        self._check()
+        if self._receiving:
+            raise trio.BusyResourceError("another task is receiving on this TLS stream")
+        self._receiving = True
+        try:
+            return await self._receive(max_bytes or READ_SIZE)
+        finally:
+            self._receiving = False
+
+    async def _receive(self, size: int) -> bytes:
+        ssl_object, incoming, outgoing = self._ssl, self._incoming, self._outgoing
+        # The first receive after the handshake usually decrypts the request that came with
+        # the client's Finished: the read of those was the checkpoint, so no second one here
+        # (a scheduler trip per connection).
+        waited, self._checkpointed = self._checkpointed, False
+        while True:
+            try:
+                data: bytes | None = ssl_object.read(size)  # b"": close_notify
+            except ssl.SSLWantReadError:
+                data = None
+            except _FAILED as error:
+                self._state = _BROKEN
+                if not _is_eof(error):
+                    raise trio.BrokenResourceError(str(error)) from error
+                data = b""  # the transport's end of file without close_notify (HTTPS-compatible)
+            if outgoing.pending and self._state is _OK:  # a key update's answer, an alert
+                lock = self._send_lock
+                if not lock.locked():  # else the send under way sends it before it returns
+                    lock.acquire_nowait()
+                    try:
+                        await self._send_written()
+                    finally:
+                        lock.release()
+                    waited = True
+            if data is not None:
+                if not waited:
+                    await checkpoint()
+                return data
+            chunk = await self.transport_stream.receive_some()
+            waited = True
+            if chunk:
+                incoming.write(chunk)
+            else:
+                incoming.write_eof()
+
+    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+        self._check()
+        if not data:  # (an SSL object takes an empty write for something else)
+            await checkpoint()
+            return
+        try:
+            self._ssl.write(data)
+        except _FAILED as error:  # (a write that wants to read first: only a renegotiation)
+            self._state = _BROKEN
+            raise trio.BrokenResourceError(str(error)) from error
+        lock = self._send_lock
+        if lock.locked():  # another send, or a read's key update, is under way: after it
+            async with lock:
+                await self._send_written()
+            return
+        lock.acquire_nowait()
+        try:
+            await self._send_written()
+        finally:
+            lock.release()
+
+    async def _send_written(self) -> None:
+        """Send what OpenSSL wrote (the session tickets first), and what it writes meanwhile;
+        under the send lock."""
+        outgoing = self._outgoing
+        encrypted = outgoing.read()
+        if self._tickets:
+            encrypted, self._tickets = self._tickets + encrypted, b""
+        while encrypted:
+            try:
+                await self.transport_stream.send_all(encrypted)
+            except BaseException:
+                self._state = _BROKEN  # an unknown part of it went out
+                raise
+            encrypted = outgoing.read() if outgoing.pending else b""
 
     async def wait_send_all_might_not_block(self) -> None:
-        await self.tls.wait_send_all_might_not_block()
+        await self.transport_stream.wait_send_all_might_not_block()
 
     def close_now(self) -> bool:
-        """Close at once, with no checkpoint, when nothing is to be waited for (see
-        `close_gently`): an HTTPS-compatible stream sends no close_notify, and the TCP stream
-        below closes its socket. False (nothing done) over any other transport."""
-        tls = self.tls
-        transport = tls.transport_stream
-        if not (tls._https_compatible and isinstance(transport, LeanSocketStream)):
+        """Close at once, with no checkpoint (see `close_gently`): the TCP stream below closes
+        its socket. False (nothing done) over any other transport."""
+        transport = self.transport_stream
+        if not isinstance(transport, LeanSocketStream):
             return False
-        tls._state = _CLOSED
+        self._state = _CLOSED
         transport.close_socket()
         return True
 
     async def aclose(self) -> None:
-        await self.tls.aclose()
-
-    async def receive_some(self, max_bytes: int | None = None) -> bytes | bytearray:
-        tls = self.tls
-        recv_lock = tls._inner_recv_lock
-        if tls._state is not _OK or not tls._handshook.done or recv_lock.locked():
-            return await tls.receive_some(max_bytes)
-        with tls._outer_recv_conflict_detector:
-            ssl_object, incoming = tls._ssl_object, tls._incoming
-            size = max_bytes or READ_SIZE
-            waited = False
-            while True:
-                try:
-                    data = ssl_object.read(size)
-                except ssl.SSLWantReadError:
-                    data = None
-                except _FAILED as error:
-                    tls._state = _BROKEN
-                    if tls._https_compatible and (
-                        isinstance(error, ssl.SSLSyscallError) or _is_eof(error)
-                    ):
-                        await trio.lowlevel.checkpoint()
-                        return b""
-                    raise trio.BrokenResourceError from error
-                if tls._outgoing.pending:  # reading made OpenSSL write (a key update)
-                    await self._send_in_turn(tls._outgoing.read())
-                    waited = True
-                if data is not None:
-                    if not waited:
-                        await trio.lowlevel.checkpoint()
-                    return data
-                if recv_lock.locked():  # taken while we sent: trio's loop from here
-                    break
-                recv_lock.acquire_nowait()
-                try:
-                    chunk = await tls.transport_stream.receive_some()
-                finally:
-                    recv_lock.release()
-                waited = True
-                tls._inner_recv_count += 1
-                if not chunk:
-                    incoming.write_eof()
-                else:
-                    incoming.write(chunk)
-        return await tls.receive_some(max_bytes)
-
-    async def _send_in_turn(self, encrypted: bytes) -> None:
-        """Send what OpenSSL wrote, after every send already waiting (as trio's loop does)."""
-        tls = self.tls
-        async with tls._inner_send_lock:
-            delayed = tls._delayed_outgoing
-            if delayed is not None:
-                encrypted = delayed + encrypted
-                tls._delayed_outgoing = None
-            try:
-                await tls.transport_stream.send_all(encrypted)
-            except BaseException:
-                tls._state = _BROKEN  # an unknown part of it went out
-                raise
-
-    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
-        tls = self.tls
-        send_lock = tls._inner_send_lock
-        if tls._state is not _OK or not tls._handshook.done or not data or send_lock.locked():
-            await tls.send_all(data)
+        if self._state is _CLOSED:
+            await checkpoint()
             return
-        with tls._outer_send_conflict_detector:
-            try:
-                tls._ssl_object.write(data)
-            except ssl.SSLWantReadError:
-                pass  # nothing was taken: trio's loop writes it again
-            except _FAILED as error:
-                tls._state = _BROKEN
-                raise trio.BrokenResourceError from error
-            else:
-                encrypted = tls._outgoing.read()
-                delayed = tls._delayed_outgoing
-                if delayed is not None:  # the session tickets, held back after the handshake
-                    encrypted = delayed + encrypted
-                    tls._delayed_outgoing = None
-                send_lock.acquire_nowait()  # free: checked above, and no await since
-                try:
-                    await tls.transport_stream.send_all(encrypted)
-                except BaseException:
-                    tls._state = _BROKEN  # an unknown part of it went out
-                    raise
-                finally:
-                    send_lock.release()
-                return
-        await tls.send_all(data)
+        self._state = _CLOSED
+        await self.transport_stream.aclose()

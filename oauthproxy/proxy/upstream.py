@@ -126,7 +126,9 @@ class UpstreamPool:
                     return await trio.open_ssl_over_tcp_stream(
                         origin.host, origin.port, ssl_context=self._tls, https_compatible=True
                     )
-                return LeanSocketStream(await trio.open_tcp_stream(origin.host, origin.port))
+                return LeanSocketStream(
+                    (await trio.open_tcp_stream(origin.host, origin.port)).socket
+                )
             except OSError as error:
                 raise UpstreamUnavailable(
                     f"cannot connect to {origin.host}:{origin.port}: {error.strerror or error}"
