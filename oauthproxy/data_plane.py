@@ -94,8 +94,17 @@ async def start_single_process(plane: Plane, listeners: PublicListeners) -> Mapp
     groups of the worker processes an earlier run with WORKERS > 1 left (`workers.leftovers`:
     at start-up and every minute, only groups nobody reads from)."""
     sweeper = Sweeper(ReplicaTraces(plane.storage.redis), plane.replica, workers=1)
-    plane.services.start_soon(sweeper.run)
+    plane.services.start_soon(_sweep_until, sweeper, plane.shutdown)
     return await start_data_plane(plane, listeners)
+
+
+async def _sweep_until(sweeper: Sweeper, shutdown: trio.Event) -> None:
+    """Sweep until the gateway shuts down: the services nursery waits for its tasks (up to the
+    grace period), and a sweep has nothing to finish."""
+    async with trio.open_nursery() as sweeping:
+        sweeping.start_soon(sweeper.run)
+        await shutdown.wait()
+        sweeping.cancel_scope.cancel()
 
 
 async def _start_listeners(
