@@ -515,3 +515,17 @@ async def test_an_owner_configures_at_most_100_entries_of_a_list_the_data_plane_
     send = bob.post if section else bob.put
     assert (await send(url, json={field: entries(100)[field]})).status_code == 200
     assert_error(await send(url, json={field: entries(101)[field]}), 422, field)
+
+
+@pytest.mark.parametrize("field", ["resource_custom_metadata", "resource_server_info"])
+async def test_an_owner_publishes_at_most_16_kib_of_free_form_metadata(
+    bob: httpx.AsyncClient, field: str
+) -> None:
+    """The protected-resource metadata document, free-form objects included, is built on every
+    request for it, on the event loop every tenant shares: an owner's 1 MiB object cost 13 ms
+    per request (anyone may ask for the document). At most 16 KiB of JSON now."""
+    await create(bob)
+    url = f"{TARGETS}{HOST}/mcp"
+    fits = {"note": "x" * (16 * 1024 - 20)}
+    assert (await bob.post(url, json={field: fits})).status_code == 200
+    assert_error(await bob.post(url, json={field: {"note": "x" * 16 * 1024}}), 422, field)
