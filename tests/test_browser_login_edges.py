@@ -5,18 +5,20 @@ started it."""
 from __future__ import annotations
 
 import json
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, urlencode, urlsplit
 
 import httpx
 import pytest
 import trio
 
+from oauthproxy.models.proxies import ProxyTarget
 from oauthproxy.proxy.headers import Client
-from oauthproxy.proxy.login import BrowserLogin, return_path
+from oauthproxy.proxy.login import GATEWAY_CLIENT_ID, BrowserLogin, return_path
 from oauthproxy.proxy.protect import without_cookie
 from oauthproxy.serve import Ready
 from oauthproxy.storage import Storage
 from tests import oauth_helpers
+from tests.eventually import eventually
 from tests.test_browser_login import APP, Browser, site, until_protected
 
 github = oauth_helpers.github
@@ -171,3 +173,78 @@ async def test_over_https_the_proxys_login_cookies_are_host_only(storage: Storag
 def test_the_backend_gets_the_auth_cookie_under_neither_name() -> None:
     received = [(b"cookie", b"a=1; __Host-unified_auth_token=t; unified_auth_token=u; b=2")]
     assert without_cookie(received, "unified_auth_token") == [(b"cookie", b"a=1; b=2")]
+
+
+EVIL = "evil.example.com"
+
+
+async def test_another_proxys_callback_never_receives_a_code_for_this_proxy(
+    site: Ready, storage: Storage
+) -> None:
+    """The gateway's own client (`oauthproxy-gateway`: public, no consent page) has the callback
+    of every redirect-mode proxy as a redirect URI, each owner's. An owner who made a
+    redirect-mode proxy for a hostname whose DNS points at its own server lured a victim to
+    `/authorize` with that callback, this proxy as the resource and its own PKCE challenge: the
+    victim's code went to the owner's server, which redeemed it for a token that opened this
+    proxy as the victim (alice). Now the authorization server answers a page: a code of the
+    gateway's client is only for the proxy whose callback receives it."""
+    await until_protected(site)
+    port = site.http_port
+    await storage.proxies.create(
+        ProxyTarget.model_validate(
+            {
+                "hostname": EVIL,
+                "target_url": "http://127.0.0.1:9",
+                "owner_token_hash": "sha256:" + "f" * 64,
+                "auth_enabled": True,
+                "auth_mode": "redirect",
+                "auth_required_users": ["*"],
+            }
+        )
+    )
+    evil_callback = f"http://{EVIL}:{port}/.oauthproxy/callback"
+
+    async def registered() -> bool:
+        client = await storage.oauth.get_client(GATEWAY_CLIENT_ID)
+        return client is not None and evil_callback in client.redirect_uris
+
+    await eventually(registered, what="the evil proxy's callback registered")
+    verifier, challenge = oauth_helpers.pkce_pair()
+    app_origin = f"http://{APP}:{port}"
+    query = urlencode(
+        {
+            "response_type": "code",
+            "client_id": GATEWAY_CLIENT_ID,
+            "redirect_uri": evil_callback,
+            "state": "lure",
+            "code_challenge": challenge,
+            "code_challenge_method": "S256",
+            "scope": "mcp:read mcp:write",
+            "resource": app_origin,
+            "proxy_hostname": APP,
+        }
+    )
+    victim = new_browser(site)
+    url = f"http://localhost:{port}/authorize?{query}"
+    response = await victim.get(url)
+    while response.status_code in (302, 303) and urlsplit(url).hostname != EVIL:
+        url = str(httpx.URL(url).join(response.headers["location"]))
+        if urlsplit(url).hostname != EVIL:
+            response = await victim.get(url)
+    assert urlsplit(url).hostname != EVIL or "code" not in oauth_helpers.query_of(url), url
+    code = oauth_helpers.query_of(url).get("code", "none")
+    async with httpx.AsyncClient(timeout=10) as client:
+        exchanged = await client.post(
+            f"http://127.0.0.1:{port}/token",
+            headers={"Host": f"localhost:{port}"},
+            data={
+                "grant_type": "authorization_code",
+                "code": code,
+                "client_id": GATEWAY_CLIENT_ID,
+                "code_verifier": verifier,
+                "redirect_uri": evil_callback,
+                "resource": app_origin,
+            },
+        )
+    assert exchanged.status_code == 400, exchanged.text
+    assert response.status_code == 400, response.text  # a page; nothing goes to the callback

@@ -4,6 +4,7 @@ limits, stop/restart/delete as the engine reports them, and owner scoping."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -14,6 +15,7 @@ import httpx
 import pytest
 import trio
 
+from oauthproxy.api.docker_services import DOCKER_LOG_FOLLOWS_PER_TOKEN
 from oauthproxy.models.services import DockerService
 from oauthproxy.serve import Ready, serve
 from oauthproxy.settings import Settings
@@ -319,6 +321,31 @@ async def test_logs_follow_streams_new_lines_once_each(
     numbers = [int(line.removeprefix("tick ")) for line in seen]
     assert numbers == list(range(numbers[0], numbers[0] + 25))  # in order, none twice or lost
     assert (await admin.delete(f"{SERVICES}ticker")).status_code == 200
+
+
+async def test_a_token_follows_a_bounded_number_of_service_logs_at_once(
+    admin: httpx.AsyncClient,
+) -> None:
+    """Each followed log polls the engine (a `docker logs` run on a worker thread that every
+    engine call and name lookup of the API shares) twice a second until its client leaves, so a
+    token that opened follows by the hundred held the engine and the API's threads for everyone.
+    A token holds at most DOCKER_LOG_FOLLOWS_PER_TOKEN at once: one more is a 429, and a slot is
+    free again once its stream ends."""
+    await create(admin, "chatty", image=IMAGE, command=["sh", "-c", "echo hi; sleep 3600"])
+    url, params = f"{SERVICES}chatty/logs", {"follow": "true", "lines": "1"}
+    following = []  # each stream's lines: a dropped line iterator closes its connection
+    async with contextlib.AsyncExitStack() as streams:
+        for _ in range(DOCKER_LOG_FOLLOWS_PER_TOKEN):
+            response = await streams.enter_async_context(admin.stream("GET", url, params=params))
+            assert response.status_code == 200
+            following.append(response.aiter_lines())
+            assert await anext(following[-1]) == "hi"  # its slot is taken
+        async with admin.stream("GET", url, params=params) as refused:
+            assert refused.status_code == 429  # before: a 200 stream, the fifth of many
+            assert json.loads(await refused.aread())["error"] == "too_many_follows"
+    async with admin.stream("GET", url, params=params) as again:
+        assert again.status_code == 200
+    assert (await admin.delete(f"{SERVICES}chatty")).status_code == 200
 
 
 async def test_deleting_a_token_removes_its_containers(

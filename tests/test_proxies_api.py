@@ -476,3 +476,56 @@ async def test_openapi_document_lists_the_proxy_and_service_endpoints(
         assert set(paths[path]) >= methods, path
     mcp_body = paths["/api/v1/proxy/targets/{hostname}/mcp"]["post"]["requestBody"]
     assert mcp_body["content"]["application/json"]["schema"]
+
+
+def entries(count: int) -> dict[str, list[Any] | dict[str, str]]:
+    """`count` entries for each bounded field of a proxy's configuration."""
+    return {
+        "auth_required_emails": [f"*{i}@example.com" for i in range(count)],
+        "auth_excluded_paths": [f"/public/{i}" for i in range(count)],
+        "auth_required_users": [f"user{i}" for i in range(count)],
+        "resource_scopes": [f"scope{i}" for i in range(count)],
+        "custom_headers": {f"X-H{i}": "v" for i in range(count)},
+        "custom_response_headers": {f"X-H{i}": "v" for i in range(count)},
+    }
+
+
+@pytest.mark.parametrize(
+    ("section", "field"),
+    [
+        ("/auth", "auth_required_emails"),
+        ("/auth", "auth_excluded_paths"),
+        ("/auth", "auth_required_users"),
+        ("/mcp", "resource_scopes"),
+        ("", "custom_headers"),
+        ("", "custom_response_headers"),
+    ],
+)
+async def test_an_owner_configures_at_most_100_entries_of_a_list_the_data_plane_walks(
+    bob: httpx.AsyncClient, section: str, field: str
+) -> None:
+    """The data plane goes through a proxy's excluded paths (a prefix test each) on every
+    request and its email patterns (an fnmatch each, compiled again once there are more than
+    fnmatch caches) on every request with a token, on the event loop every tenant shares. An
+    owner's body of 60,000 email patterns (under 1 MiB) was accepted, and checking one token
+    against them takes 1.5 s of that loop. A configured list or header map now holds at most
+    MAX_ENTRIES (100) entries."""
+    await create(bob)
+    url = f"{TARGETS}{HOST}{section}"
+    send = bob.post if section else bob.put
+    assert (await send(url, json={field: entries(100)[field]})).status_code == 200
+    assert_error(await send(url, json={field: entries(101)[field]}), 422, field)
+
+
+@pytest.mark.parametrize("field", ["resource_custom_metadata", "resource_server_info"])
+async def test_an_owner_publishes_at_most_16_kib_of_free_form_metadata(
+    bob: httpx.AsyncClient, field: str
+) -> None:
+    """The protected-resource metadata document, free-form objects included, is built on every
+    request for it, on the event loop every tenant shares: an owner's 1 MiB object cost 13 ms
+    per request (anyone may ask for the document). At most 16 KiB of JSON now."""
+    await create(bob)
+    url = f"{TARGETS}{HOST}/mcp"
+    fits = {"note": "x" * (16 * 1024 - 20)}
+    assert (await bob.post(url, json={field: fits})).status_code == 200
+    assert_error(await bob.post(url, json={field: {"note": "x" * 16 * 1024}}), 422, field)

@@ -14,9 +14,12 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from quart import Blueprint, Response, current_app
 from quart_schema import document_response, validate_querystring, validate_request
 
+from oauthproxy.api import streams
 from oauthproxy.api.auth import requires_token
+from oauthproxy.api.contract import Answer, answers
 from oauthproxy.api.docker_create import create_service, engine, reserve_service, with_status
 from oauthproxy.api.docker_recreate import recreate
+from oauthproxy.api.errors import ApiError
 from oauthproxy.api.ownership import (
     Json,
     as_json,
@@ -38,6 +41,7 @@ from oauthproxy.models.docker import (
     ServiceLogsQuery,
     ServiceProxyCreate,
 )
+from oauthproxy.models.errors import ErrorBody
 from oauthproxy.models.proxies import ProxyTargetCreate
 from oauthproxy.models.services import DockerService
 from oauthproxy.services.docker import MANAGED_LABEL, SERVICE_LABEL
@@ -57,6 +61,11 @@ from oauthproxy.tenancy.records import (
 from oauthproxy.tenancy.services import check_docker_service, check_labels
 
 docker_services = Blueprint("docker_services", __name__, url_prefix="/api/v1/services")
+
+LOG_FOLLOWS = "service_logs"
+DOCKER_LOG_FOLLOWS_PER_TOKEN = 4
+"""Followed service logs (`logs?follow=true`) one token may hold open at once: each polls the
+engine twice a second, on the worker threads every engine call and name lookup shares."""
 
 
 async def _service(name: str) -> DockerService:
@@ -199,6 +208,13 @@ async def _changed(name: str, change: Callable[[str], Awaitable[None]]) -> Json:
 
 
 @docker_services.get("/<name>/logs")
+@answers(
+    Answer(
+        "429",
+        f"The token already follows {DOCKER_LOG_FOLLOWS_PER_TOKEN} service logs",
+        model=ErrorBody,
+    )
+)
 @requires_token()
 @validate_querystring(ServiceLogsQuery)
 async def service_logs(name: str, query_args: ServiceLogsQuery) -> Json | Response:
@@ -206,6 +222,15 @@ async def service_logs(name: str, query_args: ServiceLogsQuery) -> Json | Respon
     text/plain stream of those lines and then every new one, until the client goes away."""
     service = await _service(name)
     if query_args.follow:
+        token_hash, follows = caller().token_hash, streams.held(LOG_FOLLOWS)
+        if streams.is_full(follows, token_hash, DOCKER_LOG_FOLLOWS_PER_TOKEN):
+            raise ApiError(
+                429,
+                "too_many_follows",
+                f"this token already follows {DOCKER_LOG_FOLLOWS_PER_TOKEN} service logs "
+                f"(at most {DOCKER_LOG_FOLLOWS_PER_TOKEN} at once); close one first",
+                field="follow",
+            )
         lines_of = follow_logs(
             engine(),
             service.service_name,
@@ -214,8 +239,13 @@ async def service_logs(name: str, query_args: ServiceLogsQuery) -> Json | Respon
         )
 
         async def body() -> AsyncIterator[bytes]:
-            async for line in lines_of:
-                yield (line + "\n").encode()
+            """The slot is taken here, where its release is certain; a stream that finds the
+            last one taken since the check above ends at once."""
+            with streams.slot(follows, token_hash, DOCKER_LOG_FOLLOWS_PER_TOKEN) as taken:
+                if not taken:
+                    return
+                async for line in lines_of:
+                    yield (line + "\n").encode()
 
         return Response(body(), content_type="text/plain; charset=utf-8")
     lines = await engine().logs(

@@ -19,6 +19,7 @@ import trio
 from quart import Blueprint, current_app
 from quart_schema import validate_querystring
 
+from oauthproxy.api import streams
 from oauthproxy.api.auth import requires_token
 from oauthproxy.api.contract import Answer, answers, path_parameters
 from oauthproxy.api.errors import ApiError
@@ -216,22 +217,16 @@ async def follow(query_args: FollowQuery) -> Json:
 def _follow_slot(token_hash: str) -> Iterator[None]:
     """Hold one of the token's FOLLOWS_PER_TOKEN long polls for the block; 429 when it holds
     them all."""
-    held: dict[str, int] = current_app.extensions.setdefault("oauthproxy.follows", {})
-    if held.get(token_hash, 0) >= FOLLOWS_PER_TOKEN:
-        raise ApiError(
-            429,
-            "too_many_follows",
-            f"this token already holds {FOLLOWS_PER_TOKEN} long polls of /api/v1/logs/follow "
-            f"(at most {FOLLOWS_PER_TOKEN} at once); wait for one to answer",
-            field="after",
-        )
-    held[token_hash] = held.get(token_hash, 0) + 1
-    try:
+    with streams.slot(streams.held("request_log"), token_hash, FOLLOWS_PER_TOKEN) as taken:
+        if not taken:
+            raise ApiError(
+                429,
+                "too_many_follows",
+                f"this token already holds {FOLLOWS_PER_TOKEN} long polls of /api/v1/logs/follow "
+                f"(at most {FOLLOWS_PER_TOKEN} at once); wait for one to answer",
+                field="after",
+            )
         yield
-    finally:
-        held[token_hash] -= 1
-        if not held[token_hash]:
-            del held[token_hash]
 
 
 @logs.post("/test")

@@ -51,22 +51,27 @@ HeaderValue = Annotated[
 """An HTTP field value: no control characters (so no line breaks: a configured header cannot
 inject another one), no leading or trailing whitespace."""
 
-HeaderMap = Annotated[
-    dict[HeaderName, HeaderValue],
-    WithJsonSchema(
-        {
-            "type": "object",
-            "propertyNames": {"pattern": HEADER_NAME_PATTERN, "maxLength": 256},
-            "additionalProperties": {
-                "type": "string",
-                "pattern": HEADER_VALUE_PATTERN,
-                "maxLength": 8192,
-            },
-        }
-    ),
-]
+MAX_ENTRIES = 100
+"""Most headers a proxy may configure, and most entries of each of its auth and metadata lists:
+the data plane goes through them on every request (an excluded path is a prefix test, an email
+pattern an fnmatch), for every tenant on one event loop, so an owner must not make them long."""
+
+HEADER_MAP_SCHEMA = {
+    "type": "object",
+    "propertyNames": {"pattern": HEADER_NAME_PATTERN, "maxLength": 256},
+    "additionalProperties": {"type": "string", "pattern": HEADER_VALUE_PATTERN, "maxLength": 8192},
+}
+
+HeaderMap = Annotated[dict[HeaderName, HeaderValue], WithJsonSchema(HEADER_MAP_SCHEMA)]
 """Header names to values (pydantic alone would document the names as `patternProperties`,
 which lets any other name through)."""
+
+ConfiguredHeaders = Annotated[
+    dict[HeaderName, HeaderValue],
+    Field(max_length=MAX_ENTRIES),
+    WithJsonSchema({**HEADER_MAP_SCHEMA, "maxProperties": MAX_ENTRIES}),
+]
+"""Headers a request configures: at most MAX_ENTRIES (stored records keep what they hold)."""
 
 
 class ProxyTarget(Record):
@@ -122,6 +127,9 @@ UrlPath = Annotated[str, StringConstraints(pattern=r"^/\S*$", max_length=1024)]
 Label = Annotated[str, StringConstraints(min_length=1, max_length=256)]
 """A user name, email pattern, group, scope or audience in an auth allowlist."""
 
+Labels = Annotated[list[Label], Field(max_length=MAX_ENTRIES)]
+UrlPaths = Annotated[list[UrlPath], Field(max_length=MAX_ENTRIES)]
+
 
 class ProxyTargetCreate(Request):
     hostname: Hostname
@@ -131,8 +139,8 @@ class ProxyTargetCreate(Request):
     enable_https: bool = True
     https_redirect: bool = False
     preserve_host_header: bool = True
-    custom_headers: HeaderMap = Field(default_factory=dict)
-    custom_response_headers: HeaderMap = Field(default_factory=dict)
+    custom_headers: ConfiguredHeaders = Field(default_factory=dict)
+    custom_response_headers: ConfiguredHeaders = Field(default_factory=dict)
     cert_email: Email | None = Field(
         default=None,
         description="ACME account email for the certificate ordered when HTTPS is on and "
@@ -155,8 +163,8 @@ class ProxyTargetUpdate(Request):
     enable_https: Omittable[bool] = None
     https_redirect: Omittable[bool] = None
     preserve_host_header: Omittable[bool] = None
-    custom_headers: Omittable[HeaderMap] = None
-    custom_response_headers: Omittable[HeaderMap] = None
+    custom_headers: Omittable[ConfiguredHeaders] = None
+    custom_response_headers: Omittable[ConfiguredHeaders] = None
 
 
 class ProxyAuthConfig(Request):
@@ -165,15 +173,15 @@ class ProxyAuthConfig(Request):
 
     auth_proxy: Hostname | None = None
     auth_mode: Omittable[AuthMode] = None
-    auth_required_users: list[Label] | None = None
-    auth_required_emails: list[Label] | None = None
-    auth_required_groups: list[Label] | None = None
-    auth_allowed_scopes: list[Label] | None = None
-    auth_allowed_audiences: list[Label] | None = None
+    auth_required_users: Labels | None = None
+    auth_required_emails: Labels | None = None
+    auth_required_groups: Labels | None = None
+    auth_allowed_scopes: Labels | None = None
+    auth_allowed_audiences: Labels | None = None
     auth_pass_headers: Omittable[bool] = None
     auth_cookie_name: Omittable[HeaderName] = None
     auth_header_prefix: Omittable[HeaderName] = None
-    auth_excluded_paths: list[UrlPath] | None = None
+    auth_excluded_paths: UrlPaths | None = None
 
 
 class BearerMethod(StrEnum):
@@ -200,9 +208,9 @@ class ProxyResourceConfig(Request):
 
     mcp_enabled: bool = True
     resource_endpoint: UrlPath = "/mcp"
-    resource_scopes: list[Label] = Field(default_factory=lambda: ["mcp:read", "mcp:write"])
+    resource_scopes: Labels = Field(default_factory=lambda: ["mcp:read", "mcp:write"])
     resource_stateful: bool = False
-    resource_versions: list[Label] = Field(default_factory=lambda: [MCP_PROTOCOL_VERSION])
+    resource_versions: Labels = Field(default_factory=lambda: [MCP_PROTOCOL_VERSION])
     resource_server_info: JsonObject | None = None
     resource_override_backend: bool = False
     resource_bearer_methods: list[BearerMethod] = Field(

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import secrets
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 from oauthproxy.models.oauth import AuthorizationRequest, OAuthClient, PendingLogin
 from oauthproxy.oauth import indicators, pkce
@@ -18,6 +19,8 @@ from oauthproxy.oauth.errors import OAuthError, PageError, RedirectError
 from oauthproxy.oauth.parameters import Params, granted_scope, single
 from oauthproxy.oauth.redirect_uris import find_match
 from oauthproxy.oauth.server import OAuthServer
+from oauthproxy.proxy.login import GATEWAY_CLIENT_ID
+from oauthproxy.settings import Settings
 
 
 def _page_single(params: Params, name: str) -> str | None:
@@ -83,6 +86,27 @@ async def _check_proxy(server: OAuthServer, request: AuthorizationRequest) -> No
         raise OAuthError("invalid_request", f"no proxy {hostname!r} is configured")
 
 
+def _check_gateway_login(settings: Settings, request: AuthorizationRequest) -> None:
+    """The gateway's own client (`proxy/login.py`) is public and trusted (no consent page), and
+    the callback of every redirect-mode proxy, whoever owns it, is one of its redirect URIs: an
+    owner's callback would otherwise receive codes for any proxy (the owner's DNS can point its
+    hostname at its own server). So its codes are only for the proxy whose callback receives
+    them: that callback's origin is their one resource (none when resource indicators are off),
+    and no other proxy's allowlist applies. A page, never a redirect: the redirect URI itself is
+    what is wrong."""
+    if request.client_id != GATEWAY_CLIENT_ID:
+        return
+    callback = urlsplit(request.redirect_uri)
+    origin = f"{callback.scheme}://{callback.netloc}"
+    hostname = (request.proxy_hostname or callback.hostname or "").lower()
+    resources = [origin] if settings.mcp_resource_indicators_enabled else []
+    if request.resources != resources or hostname != callback.hostname:
+        raise PageError(
+            "Invalid authorization request",
+            f"this client logs in to the proxy at {origin} only; you were not redirected",
+        )
+
+
 @dataclass(frozen=True)
 class LoginStart:
     """Where the browser goes (GitHub's login page), and the cookie that binds the login to it."""
@@ -100,6 +124,7 @@ async def begin(server: OAuthServer, params: Params) -> LoginStart:
     state = _page_single(params, "state")
     try:
         request = _checked_request(server, client, redirect_uri, params)
+        _check_gateway_login(server.settings, request)
         await _check_proxy(server, request)
         await indicators.check_known(server.storage, server.settings, request.resources)
     except OAuthError as error:
