@@ -8,9 +8,10 @@ import trio
 import trio.testing
 
 from oauthproxy.proxy.codec import Head
+from oauthproxy.proxy.handover import carry
 from oauthproxy.proxy.headers import Client
 from oauthproxy.proxy.http import Channel
-from oauthproxy.proxy.instance import Instance
+from oauthproxy.proxy.instance import LATE_REQUEST_SECONDS, Instance
 from oauthproxy.proxy.request import view_of
 from tests.test_instance_timeouts import CHALLENGE, _instance
 
@@ -28,7 +29,9 @@ async def _kept_alive(nursery: trio.Nursery) -> tuple[Instance, trio.abc.Stream]
     first = await reader.next_event()
     assert isinstance(first, Head)
     peer = Client(ip="203.0.113.7", trusted=False)
-    assert instance.adopt(reader, first, view_of(first, peer.scheme), peer, lambda _host: None)
+    serving = instance.adopt(reader, first, view_of(first, peer.scheme), peer, lambda _: None)
+    assert serving is not None
+    nursery.start_soon(carry, serving)
     assert (await _answer(client)).startswith(b"HTTP/1.1 404 ")
     return instance, client
 
@@ -94,3 +97,19 @@ async def test_stop_answers_a_request_on_an_open_connection_with_unknown_host(
         assert answer.startswith(b"HTTP/1.1 404 ")
         assert await _closed(client)
         await client.aclose()
+
+
+async def test_stop_closes_an_idle_connection_it_does_not_run_and_ends_after_it(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """The connection is served in the task that handed it over (here, one of the test's
+    nursery), not in the instance's nursery: stopping the instance closes it all the same,
+    once requests on their way have had their time, and the instance ends with it."""
+    async with trio.open_nursery() as nursery:
+        instance, client = await _kept_alive(nursery)
+        stopped_at = trio.current_time()
+        instance.stop()
+        assert await _closed(client)
+        assert trio.current_time() == stopped_at + LATE_REQUEST_SECONDS  # not the idle timeout
+        await client.aclose()
+    assert trio.current_time() == stopped_at + LATE_REQUEST_SECONDS

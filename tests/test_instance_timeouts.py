@@ -15,6 +15,7 @@ from oauthproxy.models.proxies import ProxyTarget
 from oauthproxy.proxy.codec import Head
 from oauthproxy.proxy.config import PublicPorts, Shared, build_config
 from oauthproxy.proxy.guard import Guard
+from oauthproxy.proxy.handover import carry
 from oauthproxy.proxy.headers import Client
 from oauthproxy.proxy.http import Channel
 from oauthproxy.proxy.instance import Instance
@@ -73,7 +74,9 @@ async def _kept_alive(nursery: trio.Nursery, instance: Instance | None = None) -
     assert isinstance(first, Head)
     client_ = Client(ip="203.0.113.7", trusted=False)
     view = view_of(first, client_.scheme)
-    assert instance.adopt(reader, first, view, client_, lambda _host: None)
+    serving = instance.adopt(reader, first, view, client_, lambda _host: None)
+    assert serving is not None
+    nursery.start_soon(carry, serving)
     answer = b""
     while b"unknown_challenge" not in answer:
         answer += await client.receive_some()

@@ -1,7 +1,8 @@
 """The public HTTP listener: read a connection's first request, hand it to its hostname's instance.
 
-No TCP relay and no port per hostname: the connection itself moves into the instance's nursery.
-An unknown hostname gets a clear 404 here.
+No TCP relay and no port per hostname: the connection itself moves to the instance, which owns
+it from then on while this task serves it (see `instance`'s docstring). An unknown hostname gets
+a clear 404 here.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import trio
 from oauthproxy.logs.logger import RequestLogger
 from oauthproxy.proxy.challenges import ChallengeLookup, challenge_reply, is_challenge
 from oauthproxy.proxy.codec import Head
-from oauthproxy.proxy.handover import answer, pass_connection, refusal, refuse
+from oauthproxy.proxy.handover import Serving, answer, carry, pass_connection, refusal, refuse
 from oauthproxy.proxy.headers import Client, Network, is_trusted
 from oauthproxy.proxy.http import BadRequest, Channel, PeerClosed, close_gently
 from oauthproxy.proxy.http2.connection import serve_http2
@@ -67,49 +68,53 @@ def client_of(stream: LeanSocketStream, trusted: Sequence[Network], scheme: byte
 async def hand_over(
     stream: trio.abc.Stream, front: Front, client: Client, scope: trio.CancelScope | None = None
 ) -> None:
-    """Read the first request and give the connection to its instance (or answer it here).
-    A connection that has sent nothing when the gateway begins to shut down is closed.
+    """Read the first request and give the connection to its instance (or answer it here),
+    then serve it in this task for the instances it moves through (`carry`). A connection that
+    has sent nothing when the gateway begins to shut down is closed.
 
     The first request's deadline is `scope`'s when the caller gives one it has entered (the
-    TLS handshake's, moved on: one cancel scope per connection until it is handed over), else
-    one of its own."""
+    TLS handshake's, moved on: one cancel scope per connection until it is handed over; lifted
+    once it is), else one of its own."""
     reader = Channel.of_client(stream)
-    adopted = False
+    serving: Serving | None = None
     deadline = trio.current_time() + front.first_request_timeout
     try:
         if scope is None:
             with trio.CancelScope(deadline=deadline) as own:
-                adopted = await _first_request(reader, front, client, own)
+                serving = await _first_request(reader, front, client, own)
         else:
             scope.deadline = deadline
-            adopted = await _first_request(reader, front, client, scope)
+            serving = await _first_request(reader, front, client, scope)
+            scope.deadline = math.inf  # the instance's timeouts hold from here on
     except BadRequest as error:
         refused(front.requests, client, refusal(error), None)
         await refuse(reader, error)
     except PeerClosed:
         pass
     finally:
-        if not adopted:
+        if serving is None:
             await close_gently(stream)
+    if serving is not None:
+        await carry(serving)
 
 
 async def _first_request(
     reader: Channel, front: Front, client: Client, scope: trio.CancelScope
-) -> bool:
-    """`hand_over` within the first request's deadline (`scope`); whether an instance took
-    the connection."""
+) -> Serving | None:
+    """`hand_over` within the first request's deadline (`scope`); the serving of the instance
+    that took the connection, if one did."""
     first_requests = front.first_requests
     first_requests.begin()
     try:
         await first_requests.first_bytes(reader, scope)
         first = await reader.next_event()
         if not isinstance(first, Head):
-            return False
+            return None
         if is_challenge(first.target):
             reply = await challenge_reply(first.target, front.challenges)
             refused(front.requests, client, reply, first)
             await answer(reader, first, reply)
-            return False
+            return None
         view = view_of(first, client.scheme)
         return await pass_connection(reader, first, view, client, front.lookup, front.requests)
     finally:

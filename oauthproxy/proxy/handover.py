@@ -4,7 +4,7 @@ shared by the dispatcher (a connection's first request) and the instances (the n
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Protocol
 
 import trio
@@ -19,12 +19,21 @@ from oauthproxy.proxy.responses import Reply, Unserved, error_reply, unknown_hos
 from oauthproxy.proxy.tls import covers
 
 
+class Serving(Protocol):
+    """A connection an instance has taken, to be served in the task that handed it over (see
+    `carry`)."""
+
+    def __call__(self) -> Awaitable[Serving | None]:
+        """Serve the connection until it closes (None), or until a request names a hostname
+        whose instance takes it over: then that instance's serving, to run next."""
+
+
 class Adopter(Protocol):
     """An instance, as far as handing it a connection goes."""
 
     def adopt(
         self, channel: Channel, first: Head, view: RequestView, client: Client, lookup: Lookup
-    ) -> bool: ...
+    ) -> Serving | None: ...
 
 
 Lookup = Callable[[str], Adopter | Unserved | None]
@@ -39,28 +48,41 @@ async def pass_connection(
     client: Client,
     lookup: Lookup,
     requests: RequestLogger | None = None,
-) -> bool:
-    """Give the connection to the instance for `view.host`. When none may take it, answer
-    (421: the TLS certificate does not cover that host; 404: no such proxy, or why the proxy
-    is not served; all logged to `requests`) and return False: the caller closes the
-    connection."""
+) -> Serving | None:
+    """Give the connection to the instance for `view.host`: its serving, which the caller
+    runs (`carry`). When none may take it, answer (421: the TLS certificate does not cover
+    that host; 404: no such proxy, or why the proxy is not served; all logged to `requests`)
+    and return None: the caller closes the connection."""
     head = request.method == b"HEAD"
     accept = request.header(b"accept")
     reply = misdirected(client, view.host, accept)
     if reply is not None:
         await channel.send_reply(reply, close=True, head=head)
         refused(requests, client, reply, request, view.host)
-        return False
+        return None
     found = lookup(view.host)
     if isinstance(found, Unserved):
         reply = found.reply(accept)
-    elif found is not None and found.adopt(channel, request, view, client, lookup):
-        return True
+    elif found is not None and (serving := found.adopt(channel, request, view, client, lookup)):
+        return serving
     else:
         reply = unknown_host(view.host, accept)
     await channel.send_reply(reply, close=True, head=head)
     refused(requests, client, reply, request, view.host)
-    return False
+    return None
+
+
+async def carry(serving: Serving) -> None:
+    """Serve a handed-over connection in this task until it closes, instance after instance
+    as its requests move between hostnames (a loop: a connection may move without end).
+
+    The task is its dispatcher's, but while an instance serves the connection the instance
+    owns it: it is registered there with its cancel scope, which the instance's stop, drain
+    and idle sweep cancel, and the instance ends only once it has closed (or moved on). So
+    one task per connection, not one to read its first request and another to serve it."""
+    next_serving: Serving | None = serving
+    while next_serving is not None:
+        next_serving = await next_serving()
 
 
 def misdirected(client: Client, host: str, accept: bytes) -> Reply | None:

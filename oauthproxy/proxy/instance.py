@@ -3,20 +3,27 @@
 The dispatcher hands an instance each connection whose first request names its hostname
 (`adopt`). A keep-alive connection whose next request names another hostname moves on to that
 hostname's instance (`pass_connection`): load balancers reuse their upstream connections across
-Host headers. The connection's task ends here and a new one starts in the other instance's
-nursery, so every connection always belongs to the instance it serves. Over TLS, a request may
-only name a host the connection's certificate covers (else 421).
+Host headers. Over TLS, a request may only name a host the connection's certificate covers
+(else 421).
+
+Who owns a connection: the instance it serves, though not through a task in the instance's
+nursery. The connection is served in the task that read its first request (its listener's,
+`handover.carry`: one task per connection, not two), inside its `_Connection.scope`, and the
+instance registers it in `_connections` from `adopt` until it is closed or has moved on (it is
+then registered with the next instance only). Ending the instance cancels exactly the scopes
+it registered, and `run` returns only once every one of them has closed, as it would for
+tasks of its own nursery. The nursery holds the instance's own tasks (its idle sweep).
 
 `update` swaps the configuration snapshot that every next request reads. Two ways to end:
 
 - `stop` (the proxy was deleted): every next request gets a 404, requests in flight finish
-  within the grace period, then the scope is cancelled, which closes exactly this hostname's
-  connections.
+  within the grace period, then its connections' scopes are cancelled, which closes exactly
+  this hostname's connections.
 - `drain` (the gateway shuts down; its listeners are closed): the configuration stays, so every
   request on an open connection is served normally until the grace deadline, but each response
   says `Connection: close` and closes its connection after it; connections waiting idle for
-  their next request close at once, so clients (load balancers) retry elsewhere. The scope is
-  cancelled once every connection has closed, or at the grace deadline.
+  their next request close at once, so clients (load balancers) retry elsewhere. The instance
+  ends once every connection has closed, or at the grace deadline (cancelling those left).
 
 HTTP/2 streams for this hostname run in their connection's nursery (one connection carries
 streams for many hostnames), so the instance keeps them apart: each stream it serves is
@@ -31,6 +38,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import logging
 import math
 import weakref
@@ -46,7 +54,7 @@ from oauthproxy.proxy.codec import Event, Head, State
 from oauthproxy.proxy.config import InstanceConfig, PublicPorts
 from oauthproxy.proxy.exchange import AnswerTimer, Exchange
 from oauthproxy.proxy.forward import Destination, forward, timed_out
-from oauthproxy.proxy.handover import Lookup, answer, pass_connection, refusal, refuse
+from oauthproxy.proxy.handover import Lookup, Serving, answer, pass_connection, refusal, refuse
 from oauthproxy.proxy.headers import Client
 from oauthproxy.proxy.http import BadRequest, Channel, PeerClosed, close_gently
 from oauthproxy.proxy.loopback import Admits
@@ -170,24 +178,29 @@ class Instance:
                         await self._until(lambda: not self._in_flight)
                 nursery.cancel_scope.cancel()
         finally:
-            self._nursery = None
+            self._nursery = None  # no more `adopt`
             self._end_streams()
+            for connection in self._connections:
+                connection.scope.cancel()
             with trio.CancelScope(shield=True):
+                # they close in their own tasks, within `close_gently`'s bounded linger
+                await self._until(lambda: not self._connections)
                 await self._pool.clear()
 
     def adopt(
         self, channel: Channel, first: Head, view: RequestView, client: Client, lookup: Lookup
-    ) -> bool:
+    ) -> Serving | None:
         """Take over a connection whose next request (`first`, seen as `view`) is for this
-        hostname; `lookup` finds the instance for another hostname a later request names."""
+        hostname: its serving, for the caller's task to run (`carry`); None if this instance
+        takes no connections any more. `lookup` finds the instance for another hostname a later
+        request names."""
         if self._nursery is None or (self._stopping.is_set() and not self._draining.is_set()):
-            return False
+            return None
         connection = _Connection(answer_by=AnswerTimer(self._sweep))
-        self._connections.add(connection)  # now: a drain must not end before its task starts
-        self._nursery.start_soon(
+        self._connections.add(connection)  # now: a drain must not end before it is served
+        return functools.partial(
             self._serve_connection, connection, channel, first, view, client, lookup
         )
-        return True
 
     async def update(self, config: InstanceConfig) -> None:
         """Serve every next request with `config`; connections to origins it no longer targets
@@ -279,8 +292,10 @@ class Instance:
         view: RequestView,
         client: Client,
         lookup: Lookup,
-    ) -> None:
-        moved = False
+    ) -> Serving | None:
+        """Serve the connection until it closes (None), or until it moves to the instance a
+        request names (that instance's serving: see `handover.carry`)."""
+        moved: Serving | None = None
         try:
             with connection.scope:
                 with connection.answer_by.scope:
@@ -288,17 +303,17 @@ class Instance:
                         if self._draining.is_set() and not (
                             channel.events or channel.codec.in_message
                         ):
-                            return  # idle now: closed at once, like those `drain` found idle
+                            return None  # idle now: closed at once, like those `drain` found idle
                         event = await self._next_request(channel, connection)
                         if not isinstance(event, Head):
-                            return
+                            return None
                         request = event
                         view = view_of(request, client.scheme)
                         if view.host != self.hostname:
                             moved = await pass_connection(
                                 channel, request, view, client, lookup, self._requests
                             )
-                            return
+                            return moved
                 if connection.answer_by.scope.cancelled_caught and connection.late is not None:
                     reply, head = connection.late  # the upstream did not answer in time
                     await channel.send_reply(reply, close=True, head=head)
@@ -313,11 +328,12 @@ class Instance:
             log.exception("connection to %s failed", self.hostname)
         finally:
             try:
-                if not moved:
+                if moved is None:
                     await close_gently(channel.stream)
             finally:
                 self._connections.discard(connection)
                 self._quiet.set()
+        return None
 
     async def _handle(
         self,
