@@ -9,7 +9,6 @@ dispatcher gives it, with the listener's context and its SNI callback (`tls.py`)
 from __future__ import annotations
 
 import contextlib
-import shutil
 import socket
 import ssl
 import subprocess
@@ -195,73 +194,72 @@ async def test_requests_and_close_notify(served: HostContext, version: ssl.TLSVe
     assert outcome.ended == "eof"
 
 
-@pytest.mark.skipif(shutil.which("openssl") is None, reason="the openssl command is needed")
+class SClient:
+    """`openssl s_client` against the echo server: what it is told on its input, and all it
+    has printed so far (stdout and stderr: where it says KEYUPDATE or names an alert)."""
+
+    def __init__(self, process: trio.Process) -> None:
+        assert process.stdin is not None and process.stdout is not None
+        self.process = process
+        self.stdin = process.stdin
+        self.stdout = process.stdout
+        self.seen = b""
+
+    async def read_until(self, text: bytes) -> None:
+        with trio.fail_after(10):
+            while text not in self.seen:
+                chunk = await self.stdout.receive_some()
+                assert chunk, self.seen
+                self.seen += chunk
+
+    async def read_to_end(self) -> None:
+        with trio.fail_after(10):
+            while chunk := await self.stdout.receive_some():
+                self.seen += chunk
+
+
+@asynccontextmanager
+async def s_client(port: int, version: str) -> AsyncIterator[SClient]:
+    command = ["openssl", "s_client", "-connect", f"127.0.0.1:{port}", "-servername", NAME]
+    process = await trio.lowlevel.open_process(
+        [*command, version],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        yield SClient(process)
+    finally:
+        process.kill()
+        await process.wait()
+
+
 async def test_a_key_update_the_client_asks_to_be_answered_is_answered(
     served: HostContext,
 ) -> None:
     """`openssl s_client` sends a KeyUpdate that asks for the server's ("K"), then data: the
     server's KeyUpdate (which OpenSSL writes with the next record) must go out before its echo,
     encrypted with its new keys, or the client could not read the echo."""
-    async with echo_server(served) as (port, outcome):
-        command = ["openssl", "s_client", "-connect", f"127.0.0.1:{port}", "-servername", NAME]
-        client = await trio.lowlevel.open_process(
-            [*command, "-tls1_3"],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,  # (where s_client says KEYUPDATE)
-        )
-        try:
-            stdin, stdout = client.stdin, client.stdout
-            assert stdin is not None and stdout is not None
-            seen = b""
-
-            async def read_until(text: bytes) -> None:
-                nonlocal seen
-                with trio.fail_after(10):
-                    while text not in seen:
-                        chunk = await stdout.receive_some()
-                        assert chunk, seen
-                        seen += chunk
-
-            await stdin.send_all(b"before\n")
-            await read_until(b"BEFORE")
-            await stdin.send_all(b"K\n")  # (s_client takes each read of its input whole)
-            await read_until(b"KEYUPDATE")
-            await stdin.send_all(b"after\n")
-            await read_until(b"AFTER")
-            await stdin.aclose()  # s_client says close_notify and ends
-            await client.wait()
-        finally:
-            client.kill()
-            await client.wait()
+    async with echo_server(served) as (port, outcome), s_client(port, "-tls1_3") as client:
+        await client.stdin.send_all(b"before\n")
+        await client.read_until(b"BEFORE")
+        await client.stdin.send_all(b"K\n")  # (s_client takes each read of its input whole)
+        await client.read_until(b"KEYUPDATE")
+        await client.stdin.send_all(b"after\n")
+        await client.read_until(b"AFTER")
+        await client.stdin.aclose()  # s_client says close_notify and ends
+        await client.process.wait()
     assert outcome.received == [b"before\n", b"after\n"]
     assert outcome.ended == "eof"
 
 
-@pytest.mark.skipif(shutil.which("openssl") is None, reason="the openssl command is needed")
 async def test_a_tls12_renegotiation_is_refused_with_an_alert(served: HostContext) -> None:
     """`openssl s_client -tls1_2` asks to renegotiate ("R"): the server's read answers with the
     no_renegotiation alert (sent by the read, as nothing else is sent), and the client gives up."""
-    async with echo_server(served) as (port, outcome):
-        command = ["openssl", "s_client", "-connect", f"127.0.0.1:{port}", "-servername", NAME]
-        client = await trio.lowlevel.open_process(
-            [*command, "-tls1_2"],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-        )
-        try:
-            stdin, stdout = client.stdin, client.stdout
-            assert stdin is not None and stdout is not None
-            seen = b""
-            await stdin.send_all(b"R\n")
-            with trio.fail_after(10):
-                while chunk := await stdout.receive_some():
-                    seen += chunk
-        finally:
-            client.kill()
-            await client.wait()
-    assert b"no renegotiation" in seen
+    async with echo_server(served) as (port, outcome), s_client(port, "-tls1_2") as client:
+        await client.stdin.send_all(b"R\n")
+        await client.read_to_end()
+    assert b"no renegotiation" in client.seen
     assert outcome.received == []
     assert outcome.ended.startswith("broken")  # the client's own alert, once it gave up
 
