@@ -70,22 +70,16 @@ from harness import (
     wait_for_port,
 )
 from nginx_child import nginx_binary, plain_server, start_nginx_with
-from run import (
-    AUTH_HOST,
-    BENCH_HOST,
-    CERT_NAME,
-    ISSUER,
-    ROOT,
-    start_backend,
-    start_nginx,
-    valkey_pid,
-)
+from run import BENCH_HOST, CERT_NAME, ROOT, start_backend, start_nginx, valkey_pid
 from tls_auth import (
+    AUTH_HOST,
+    ISSUER,
     SNI_LUA,
     SigningKey,
     client_context,
     fetch_certificate,
     https_get,
+    turn_auth_on,
     wait_for_https,
 )
 
@@ -329,18 +323,10 @@ def start_gateway(
 
 
 def protect(gateway: Gateway, signing: SigningKey, backend_port: int) -> tuple[str, ...]:
-    """`AUTH_HOST` on `gateway`, with auth on as `just bench` turns it on: the headers wrk sends
-    to it with a valid JWT (its audience the origin as wrk addresses it)."""
-    port = gateway.ports.http
+    """`AUTH_HOST` on `gateway`, auth on: the headers wrk sends it (`tls_auth.turn_auth_on`)."""
     with gateway.client() as api:
         create_proxy(api, AUTH_HOST, backend_port)
-        api_call(
-            api, "POST", f"/api/v1/proxy/targets/{AUTH_HOST}/auth", {"auth_required_users": ["*"]}
-        )
-    bearer = f"Authorization: Bearer {signing.mint(ISSUER, f'http://{AUTH_HOST}:{port}')}"
-    wait_for_200(port, f"{AUTH_HOST}:{port}", expected=401, close=False)
-    wait_for_200(port, f"{AUTH_HOST}:{port}", headers=(bearer,), close=False)
-    return (f"Host: {AUTH_HOST}:{port}", bearer)
+    return turn_auth_on(gateway, signing)
 
 
 def main() -> None:
