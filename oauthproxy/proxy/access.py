@@ -89,9 +89,11 @@ class Deny:
 
 
 Decision = Allow | Deny
-DECISIONS = 4096
-"""Decisions a policy remembers (as many as the verifier remembers tokens); when full it
-forgets them all and starts again, which costs only speed."""
+DECISIONS = 1024
+"""Decisions a policy remembers. Each holds its claims and identity headers (about a kilobyte),
+and every protected proxy has its own policy, so the bound is per proxy and kept below the
+verifier's (4,096 tokens, shared): a proxy with more clients at once than this recomputes
+some decisions (about a microsecond each). When full it forgets them all and starts again."""
 
 
 def _matches_any(value: str, patterns: Iterable[str]) -> bool:
