@@ -23,6 +23,14 @@ same against nginx serving that certificate and key, for comparison. Both proxy 
 the same backend and negotiate the same TLS (1.3, X25519, TLS_AES_256_GCM_SHA384, two session
 tickets per full handshake): benchmarks/README.md ("New TLS connections") lists what was checked
 and the two small differences (the gateway's request log; nginx's close_notify).
+
+With `--auth`, each gateway also gets the `just bench` auth rows' proxy, `bench-auth.local` with
+auth on (`auth_required_users: ["*"]`), and a round per gateway measures it too, with wrk
+sending a JWT signed with the gateway's key (as `benchmarks/run.py` does): the gateway's CPU per
+authenticated request beside its CPU per unauthenticated one, proxy-bound (the backend is
+nginx), so the difference is what auth costs the gateway. `--python-backend` puts
+`benchmarks/backend.py` (the backend of `just bench`'s throughput rows) behind the gateways
+instead, for the same comparison as `just bench` makes.
 """
 
 from __future__ import annotations
@@ -62,8 +70,18 @@ from harness import (
     wait_for_port,
 )
 from nginx_child import nginx_binary, plain_server, start_nginx_with
-from run import BENCH_HOST, CERT_NAME, ROOT, start_nginx, valkey_pid
-from tls_auth import SNI_LUA, client_context, fetch_certificate, https_get, wait_for_https
+from run import BENCH_HOST, CERT_NAME, ROOT, start_backend, start_nginx, valkey_pid
+from tls_auth import (
+    AUTH_HOST,
+    ISSUER,
+    SNI_LUA,
+    SigningKey,
+    client_context,
+    fetch_certificate,
+    https_get,
+    turn_auth_on,
+    wait_for_https,
+)
 
 BACKEND_LOCATION = '        location / { return 200 "ok\\n"; }\n'
 
@@ -88,6 +106,8 @@ class Target:
     redis: list[int] = field(default_factory=list)
     """The gateway's embedded Redis (its CPU per request is shown too: the request log's)."""
     redis_values: list[float] = field(default_factory=list)
+    headers: tuple[str, ...] = (f"Host: {BENCH_HOST}",)
+    """What wrk sends besides its request line (the `--auth` rows: `bench-auth.local` and a JWT)."""
 
 
 H2LOAD_DONE = re.compile(r"requests: \d+ total, \d+ started, \d+ done, (\d+) succeeded")
@@ -123,7 +143,7 @@ def one_round(procs: Processes, target: Target, args: argparse.Namespace, number
     if args.h2:
         h2_round(procs, target, args, number)
         return
-    url, host = f"http://127.0.0.1:{target.port}/", (f"Host: {BENCH_HOST}",)
+    url, host = f"http://127.0.0.1:{target.port}/", target.headers
     script = target.sni_script
     if script is not None:
         url = f"https://{BENCH_HOST}:{target.port}/"
@@ -302,6 +322,13 @@ def start_gateway(
     return gateway
 
 
+def protect(gateway: Gateway, signing: SigningKey, backend_port: int) -> tuple[str, ...]:
+    """`AUTH_HOST` on `gateway`, auth on: the headers wrk sends it (`tls_auth.turn_auth_on`)."""
+    with gateway.client() as api:
+        create_proxy(api, AUTH_HOST, backend_port)
+    return turn_auth_on(gateway, signing)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=int, default=5)
@@ -330,6 +357,14 @@ def main() -> None:
     )
     parser.add_argument("--env", action="append", default=[], help="NAME=VALUE for the gateways")
     parser.add_argument(
+        "--auth", action="store_true", help="also measure an auth-enabled proxy with a valid JWT"
+    )
+    parser.add_argument(
+        "--python-backend",
+        action="store_true",
+        help="benchmarks/backend.py behind the gateways (as in just bench) instead of nginx",
+    )
+    parser.add_argument(
         "--variant",
         action="append",
         default=[],
@@ -337,6 +372,11 @@ def main() -> None:
     )
     args = parser.parse_args()
     args.https = args.https or args.h2
+    if args.auth and (args.https or args.no_http):
+        sys.exit("--auth measures plain-HTTP keep-alive rounds: no --https, --h2 or --no-http")
+    signing = SigningKey.new() if args.auth else None
+    if signing is not None:
+        args.env += [f"OAUTH_JWT_PRIVATE_KEY_B64={signing.env_value}", f"OAUTH_ISSUER={ISSUER}"]
     nginx = nginx_binary()
     if nginx is None:
         sys.exit("nginx is needed for the backend (apt-get install nginx)")
@@ -345,7 +385,10 @@ def main() -> None:
     try:
         with tempfile.TemporaryDirectory(prefix="cpu-per-request-") as temp:
             workdir = Path(temp)
-            backend_port = start_fast_backend(procs, nginx, workdir / "backend")
+            if args.python_backend:
+                backend_port = start_backend(procs)[1]
+            else:
+                backend_port = start_fast_backend(procs, nginx, workdir / "backend")
             checkouts: list[tuple[str, Path, tuple[str, ...]]] = [("gateway", ROOT, ())]
             if args.baseline is not None:
                 checkouts.append(("baseline", args.baseline.resolve(), ()))
@@ -371,6 +414,12 @@ def main() -> None:
                            redis=[pid] if (pid := valkey_pid(gateway.data_dir)) else [])
                     for name, gateway in gateways
                 ]  # fmt: skip
+                if signing is not None:
+                    targets += [
+                        Target(f"{name} auth", gateway.ports.http, _pids_of(gateway),
+                               headers=protect(gateway, signing, backend_port))
+                        for name, gateway in gateways
+                    ]  # fmt: skip
                 if args.floor and not args.https:
                     targets.append(start_floor(procs, backend_port))
                 tool = "h2load -m10" if args.h2 else "wrk -t1"

@@ -10,6 +10,12 @@ Each is measured with `wrk -t1 -c50` for `--duration` seconds after a 1 s warm-u
 round-robin, `--rounds` times; each column is the median of its rounds. CPU per request is the
 proxy's user + system time (its whole process tree, its embedded Redis excepted) over the wrk
 run, ÷ the requests wrk completed: the number that holds on a shared machine.
+The same gateway has a second proxy, `bench-auth.local`, with auth on: the row "gateway auth"
+sends it a valid JWT on every request (`tls_auth.turn_auth_on`), round-robin with the others, so
+"gateway auth ÷ gateway" is what checking a token costs the gateway itself. (The auth rows of
+the throughput table measure the same thing unpinned and behind `benchmarks/backend.py`, whose
+own CPU per request grows with the token and the identity headers it is sent: their req/s
+ratio is mostly the backend's and the machine's.)
 Then HTTP/2 and new TLS handshakes (`proxy_bound_tls.py`), and WORKERS=2 beside WORKERS=1.
 Missing peers (haproxy, caddy, h2load) are skipped with a note; `just bench` installs them.
 """
@@ -48,7 +54,7 @@ from harness import (
 from nginx_child import nginx_binary, plain_server, start_nginx_with, tls_server, upstream
 from proxy_bound_tls import measure_handshakes_rows, measure_http2
 from proxy_rows import ProxyBound, ProxyRow, Round
-from tls_auth import fetch_certificate
+from tls_auth import AUTH_HOST, ISSUER, SigningKey, fetch_certificate, turn_auth_on
 
 HOST = "bench.local"
 CERT_NAME = "bench-tls"
@@ -94,6 +100,8 @@ class Contender:
     measured: str
     port: int
     pids: Callable[[], list[int]]
+    headers: tuple[str, ...] = (f"Host: {HOST}",)
+    """What wrk sends besides its request line."""
 
 
 def measure_proxy_bound(
@@ -128,6 +136,7 @@ def measure_proxy_bound(
         (backend_port,),
         load_cpu,
     )
+    signing = SigningKey.new()
     gateway = launch_gateway(
         procs,
         workdir / "data-proxy-bound",
@@ -135,7 +144,8 @@ def measure_proxy_bound(
         token,
         workdir / "gateway-proxy-bound.log",
         failures,
-        QUIET | {"WORKERS": "1"},
+        QUIET
+        | {"WORKERS": "1", "OAUTH_JWT_PRIVATE_KEY_B64": signing.env_value, "OAUTH_ISSUER": ISSUER},
         pinned_to=proxy_cpu,
     )
     with gateway.client() as api:
@@ -146,7 +156,9 @@ def measure_proxy_bound(
             {"cert_name": CERT_NAME, "domains": [HOST]},
         )
         create_proxy(api, HOST, backend_port)
+        create_proxy(api, AUTH_HOST, backend_port)
     wait_for_200(gateway.ports.http, HOST)
+    auth_headers = turn_auth_on(gateway, signing)
     tls = fetch_certificate(VENV_BIN / "oauthproxy", gateway.env, CERT_NAME, workdir / "tls-pb")
     contenders = [
         Contender(
@@ -155,7 +167,15 @@ def measure_proxy_bound(
             "gateway",
             gateway.ports.http,
             gateway.serving_pids,
-        )
+        ),
+        Contender(
+            "gateway auth",
+            f"{AUTH_HOST}: auth on, a valid JWT per request",
+            "gateway",
+            gateway.ports.http,
+            gateway.serving_pids,
+            auth_headers,
+        ),
     ]
     nginx_port, nginx_tls_port = free_port(), free_port()
     server = start_nginx_with(
@@ -198,7 +218,7 @@ def measure_proxy_bound(
 def wrk_round(
     procs: Processes, args: argparse.Namespace, contender: Contender, cpu: int | None
 ) -> Round:
-    url, host = f"http://127.0.0.1:{contender.port}/", (f"Host: {HOST}",)
+    url, host = f"http://127.0.0.1:{contender.port}/", contender.headers
     run_wrk(procs, url, 1, args.connections, host, cpu=cpu)
     watched = contender.pids()
     before = cpu_seconds(watched)

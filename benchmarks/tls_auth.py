@@ -34,6 +34,7 @@ from typing import Any
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
+from gateway_child import Gateway, api_call, wait_for_200
 
 from oauthproxy.oauth.jws import sign
 from oauthproxy.oauth.signing import key_id
@@ -44,6 +45,11 @@ wrk.resolve = function(host, service)
    wrk.addrs = wrk.lookup("127.0.0.1", service)
 end
 """
+
+AUTH_HOST = "bench-auth.local"
+"""The proxy the auth rows measure."""
+ISSUER = "https://auth.bench.local"
+"""The gateway's OAUTH_ISSUER in the benchmarks, and the `iss` of the tokens minted here."""
 
 HANDSHAKE_CLIENTS = 8
 """Client threads opening new TLS connections at once (each one connection at a time)."""
@@ -90,6 +96,22 @@ class SigningKey:
             "exp": now + int(lifetime),
         }
         return sign(claims, key, key_id(key.public_key()))
+
+
+def turn_auth_on(gateway: Gateway, signing: SigningKey) -> tuple[str, ...]:
+    """Auth on for `AUTH_HOST`, a proxy `gateway` already has, as `just bench` turns it on
+    (`auth_required_users: ["*"]`): the headers wrk then sends it, `Host` and a valid JWT (its
+    audience the origin as wrk addresses it, `Host` with the port). Returns once the proxy
+    answers 401 without the token and 200 with it, over keep-alive as wrk sends them."""
+    port = gateway.ports.http
+    with gateway.client() as api:
+        api_call(
+            api, "POST", f"/api/v1/proxy/targets/{AUTH_HOST}/auth", {"auth_required_users": ["*"]}
+        )
+    bearer = f"Authorization: Bearer {signing.mint(ISSUER, f'http://{AUTH_HOST}:{port}')}"
+    wait_for_200(port, f"{AUTH_HOST}:{port}", expected=401, close=False)
+    wait_for_200(port, f"{AUTH_HOST}:{port}", headers=(bearer,), close=False)
+    return (f"Host: {AUTH_HOST}:{port}", bearer)
 
 
 # --- the certificate ---------------------------------------------------------------------------

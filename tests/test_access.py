@@ -6,7 +6,7 @@ import pytest
 
 from oauthproxy.models.proxies import ProxyTarget
 from oauthproxy.oauth.verify import Claims
-from oauthproxy.proxy.access import AccessPolicy, Allow, Deny, authorize, challenge
+from oauthproxy.proxy.access import DECISIONS, AccessPolicy, Allow, Deny, authorize, challenge
 from oauthproxy.proxy.protect import bearer_token
 
 RESOURCE = "https://mcp.example.com"
@@ -66,6 +66,23 @@ def test_identity_headers_use_the_prefix() -> None:
     assert isinstance(decision, Allow)
     assert (b"x-user-user-name", b"Alice") in decision.headers
     assert authorize(policy(auth_pass_headers=False), claims(), RESOURCE) == Allow([])
+
+
+def test_a_remembered_decision_is_bound_to_its_resource() -> None:
+    """The same token, allowed at its own origin, is still refused at another one once its
+    decision is remembered (and the other way round)."""
+    the_policy, the_claims = policy(), claims()
+    assert isinstance(authorize(the_policy, the_claims, RESOURCE), Allow)
+    elsewhere = authorize(the_policy, the_claims, "https://other.example.com")
+    assert isinstance(elsewhere, Deny) and elsewhere.status == 401
+    assert isinstance(authorize(the_policy, the_claims, RESOURCE), Allow)
+
+
+def test_remembered_decisions_are_bounded() -> None:
+    the_policy = policy()
+    for number in range(DECISIONS + 10):
+        assert isinstance(authorize(the_policy, claims(jti=f"j{number}"), RESOURCE), Allow)
+    assert len(the_policy._decisions) <= DECISIONS
 
 
 def test_identity_headers_cannot_carry_line_breaks() -> None:

@@ -3,12 +3,17 @@
 Runs on every request to an auth-enabled proxy, so it does no I/O: the token was verified with a
 cached key (`oauthproxy.oauth.verify`), revocations are an in-memory set kept fresh by the
 supervisor, and the policy below is precomputed whenever the proxy's configuration changes.
+
+The decision is a pure function of the policy, the claims and the resource, so each policy
+remembers its decisions (`authorize`): a client's requests after its first cost one dictionary
+lookup here. Expiry and revocation are not part of it: the caller checks both on every request
+before asking (`oauthproxy.proxy.guard`), so remembering a decision never lets a token through
+for longer than it is valid and unrevoked.
 """
 
 from __future__ import annotations
 
 import fnmatch
-import functools
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
@@ -33,6 +38,11 @@ class AccessPolicy:
     excluded_paths: tuple[str, ...]
     pass_headers: bool
     header_prefix: str
+    _decisions: dict[tuple[Claims, str | None], Decision] = field(
+        default_factory=dict, init=False, repr=False, compare=False, hash=False
+    )
+    """`authorize`'s answers under this policy, at most `DECISIONS` of them; a changed
+    configuration makes a new policy, and with it an empty cache."""
 
     @classmethod
     def of(cls, target: ProxyTarget, *, issuer: str, global_users: str) -> AccessPolicy:
@@ -53,7 +63,7 @@ class AccessPolicy:
         )
 
     def excludes(self, path: str) -> bool:
-        return any(path.startswith(prefix) for prefix in self.excluded_paths)
+        return path.startswith(self.excluded_paths)  # any of them (none: False)
 
     @property
     def needed_scope(self) -> str:
@@ -79,6 +89,11 @@ class Deny:
 
 
 Decision = Allow | Deny
+DECISIONS = 1024
+"""Decisions a policy remembers. Each holds its claims and identity headers (about a kilobyte),
+and every protected proxy has its own policy, so the bound is per proxy and kept below the
+verifier's (4,096 tokens, shared): a proxy with more clients at once than this recomputes
+some decisions (about a microsecond each). When full it forgets them all and starts again."""
 
 
 def _matches_any(value: str, patterns: Iterable[str]) -> bool:
@@ -93,7 +108,24 @@ def _for_resource(claims: Claims, resource: str, extra: frozenset[str]) -> bool:
 
 def authorize(policy: AccessPolicy, claims: Claims, resource: str | None) -> Decision:
     """Whether these (already verified, unrevoked) claims may use the proxy at `resource`
-    (None: the caller could not name the resource, so the audience is not checked)."""
+    (None: the caller could not name the resource, so the audience is not checked).
+
+    Remembered per policy, keyed by the whole claims (every field, `jti` and `exp` among them)
+    and the resource: only verified tokens get here, so only tokens this gateway's keys signed
+    can fill it, and it is bounded. The `Allow` returned may be shared between requests: its
+    headers are never modified."""
+    key = (claims, resource)
+    decisions = policy._decisions
+    decision = decisions.get(key)
+    if decision is None:
+        decision = _decide(policy, claims, resource)
+        if len(decisions) >= DECISIONS:
+            decisions.clear()
+        decisions[key] = decision
+    return decision
+
+
+def _decide(policy: AccessPolicy, claims: Claims, resource: str | None) -> Decision:
     if resource is not None and not _for_resource(claims, resource, policy.audiences):
         return Deny(401, "invalid_token", "the token is not meant for this resource")
     if policy.users is not None and claims.username.lower() not in policy.users:
@@ -110,13 +142,8 @@ def authorize(policy: AccessPolicy, claims: Claims, resource: str | None) -> Dec
 
 
 def identity_headers(policy: AccessPolicy, claims: Claims) -> Headers:
-    return list(_identity_headers(policy.header_prefix, claims))
-
-
-@functools.lru_cache(maxsize=4096)
-def _identity_headers(prefix: str, claims: Claims) -> tuple[tuple[bytes, bytes], ...]:
-    """Built once per token and prefix (the verifier hands out the same claims for the same
-    token), so a client's requests after its first cost a dictionary lookup here."""
+    """Built once per token and policy: `authorize` remembers the decision that holds them."""
+    prefix = policy.header_prefix
     fields = {
         "User-Id": claims.subject,
         "User-Name": claims.username,
@@ -125,10 +152,10 @@ def _identity_headers(prefix: str, claims: Claims) -> tuple[tuple[bytes, bytes],
         "Scopes": " ".join(sorted(claims.scopes)),
         "Client-Id": claims.client_id,
     }
-    return tuple(
+    return [
         (f"{prefix}{name}".lower().encode(), _printable(value).encode())
         for name, value in fields.items()
-    )
+    ]
 
 
 _CONTROLS = {code: " " for code in [*range(32), 127]}
