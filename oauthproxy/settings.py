@@ -332,6 +332,11 @@ class Settings(BaseSettings):
     token_max_services: Annotated[int, Field(ge=0)] = Field(
         default=50, description="External services one non-admin token may own"
     )
+    owner_docker_networks: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Docker networks non-admin tokens may attach their services to; empty: none "
+        "(their containers join the engine's default network). The admin token may name any",
+    )
     owner_target_deny_networks: Annotated[list[str], NoDecode] = Field(
         default_factory=lambda: list(DEFAULT_DENIED_NETWORKS),
         description="Networks (IPs or CIDRs) that non-admin tokens may not point a proxy, route "
@@ -347,7 +352,11 @@ class Settings(BaseSettings):
     test_token: SecretStr | None = None
 
     @field_validator(
-        "api_hostnames", "trusted_proxies", "owner_target_deny_networks", mode="before"
+        "api_hostnames",
+        "trusted_proxies",
+        "owner_docker_networks",
+        "owner_target_deny_networks",
+        mode="before",
     )
     @classmethod
     def _split_commas(cls, value: Any) -> Any:

@@ -301,3 +301,51 @@ async def test_a_domain_handed_to_another_owners_certificate_still_serves_the_ow
     assert await storage.certificates.name_for_domain(VICTIM) == "aaa"
     expected = Served(first["fingerprint"], "alices-backend")
     await until_served(gateway.https_port, VICTIM, lambda s: s == expected)
+
+
+async def test_an_owner_cannot_squat_the_certificate_name_of_another_owners_proxy(
+    api: httpx.AsyncClient,
+    alice: httpx.AsyncClient,
+    mallory: httpx.AsyncClient,
+    storage: Storage,
+    backend: int,
+) -> None:
+    """The certificate the gateway orders for a new HTTPS proxy is named after its hostname
+    (`proxy-victim-example-com`), so anyone can foresee it. Mallory made a certificate under
+    that name first, for a name of her own: Alice's proxy then got no certificate ("skipped: a
+    certificate named proxy-victim-example-com exists already"), served HTTP only, and learnt
+    that a certificate she may not see exists. Owners may no longer make `proxy-` names, and a
+    proxy whose name is taken anyway (the admin's certificate, or one made before this rule)
+    gets its own certificate under a name nobody can foresee."""
+    squatted = "proxy-victim-example-com"
+    squat = await self_signed(mallory, squatted, "mallory.example.com")
+    assert_error(squat, 422, "cert_name")
+    ordered = await mallory.post(
+        CERTS, json={"cert_name": squatted, "domain": "mallory.example.com", "email": "m@x.test"}
+    )
+    assert_error(ordered, 422, "cert_name")
+    assert await storage.certificates.get(squatted) is None
+
+    assert (await self_signed(api, squatted, "admin.example.com")).status_code == 201
+    created = await alice.post(
+        TARGETS,
+        json={
+            "hostname": VICTIM,
+            "target_url": f"http://127.0.0.1:{backend}",
+            "cert_email": "alice@example.com",
+            "staging": True,
+        },
+    )
+    assert created.status_code == 201, created.text
+    assert created.headers["x-certificate-action"] == "ordered", created.headers
+    own = created.headers["x-certificate-name"]
+    assert own.startswith("proxy-victim-example-com-") and own != squatted
+    assert (
+        created.headers["x-certificate-detail"]
+        == f"ordering certificate {own} for alice@example.com"
+    )
+    certificate = await storage.certificates.get(own)
+    assert certificate is not None
+    assert certificate.domains == [VICTIM]
+    assert certificate.created_by == "alice"
+    assert (await alice.get(f"{CERTS}{own}")).status_code == 200

@@ -404,3 +404,43 @@ async def test_delete_lets_requests_in_flight_finish(
         await eventually(gone, what="drain.example.com deleted", within=5)
         backend.release.set()
     assert [(r.status_code, r.text) for r in finished] == [(200, "slow done")]
+
+
+async def reset_or_closed(stream: trio.abc.Stream) -> str:
+    """Read until the peer ends the connection: "reset" (RST) or "closed" (FIN; over TLS
+    also without close_notify)."""
+    while True:
+        try:
+            if not await stream.receive_some(65536):
+                return "closed"
+        except trio.BrokenResourceError as error:
+            cause: BaseException | None = error
+            while cause is not None and not isinstance(cause, ConnectionResetError):
+                cause = cause.__cause__
+            return "closed" if cause is None else "reset"
+
+
+async def test_a_deleted_proxys_connections_close_at_once(
+    storage: Storage, gateway: Ready, nursery: trio.Nursery
+) -> None:
+    """Once a deleted proxy's requests in flight have had their grace period, its connections
+    close at once: not half-closed, then read from until the client closes (or a second
+    passes). On the wire: a request held at the backend, and a pipelined one after it that
+    the gateway has not read yet (it reads no more while it waits for an answer), so the
+    socket closes with unread input, which the kernel answers with RST; a gentle close would
+    have sent FIN and drained it."""
+    from tests.test_drain import HeldBackend  # it imports this module
+
+    backend = HeldBackend()
+    await create_proxy(storage, "gone.example.com", await nursery.start(backend.serve))
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{gateway.http_port}") as public:
+        await wait_until_served(public, "gone.example.com")
+    stream = await trio.open_tcp_stream("127.0.0.1", gateway.http_port)
+    held = b"GET /slow HTTP/1.1\r\nHost: gone.example.com\r\n\r\n"
+    await stream.send_all(held)
+    with trio.fail_after(30):
+        await backend.received.wait()  # the gateway now waits for the answer, reading nothing
+        await stream.send_all(b"GET /ok HTTP/1.1\r\nHost: gone.example.com\r\n\r\n")
+        await storage.proxies.delete("gone.example.com")
+        assert await reset_or_closed(stream) == "reset"
+    await stream.aclose()

@@ -60,6 +60,9 @@ def test_a_source_token_is_kept_only_as_its_hash() -> None:
         (OWNER, {"image": "x"}, None, None),
         (OWNER, {"image": "x", "networks": ["host"]}, 403, "networks"),
         (ADMIN, {"image": "x", "networks": ["host"]}, None, None),
+        (OWNER, {"image": "x", "networks": ["apps"]}, None, None),
+        (OWNER, {"image": "x", "networks": ["apps", "oauthproxy_default"]}, 403, "networks"),
+        (ADMIN, {"image": "x", "networks": ["oauthproxy_default"]}, None, None),
         (OWNER, {"dockerfile_path": "/srv/Dockerfile"}, 403, "dockerfile_path"),
         (ADMIN, {"dockerfile_path": "/srv/Dockerfile"}, None, None),
         (ADMIN, {"image": "x", "labels": {"oauthproxy.owner": "me"}}, 422, "labels"),
@@ -70,11 +73,12 @@ def test_what_only_the_admin_may_ask(
     who: Caller, fields: dict[str, Any], status: int | None, field: str | None
 ) -> None:
     request = DockerServiceCreate.model_validate({"service_name": "svc", **fields})
+    owner_networks = {"apps", "host"}  # (host stays the admin's even when listed)
     if status is None:
-        check_docker_service(who, request)
+        check_docker_service(who, request, owner_networks)
         return
     with pytest.raises(Refused) as refused:
-        check_docker_service(who, request)
+        check_docker_service(who, request, owner_networks)
     assert (refused.value.status, refused.value.field) == (status, field)
 
 

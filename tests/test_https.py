@@ -351,3 +351,27 @@ async def test_a_websocket_over_tls_is_spliced_both_ways(
     assert texts == [f"echo: hello {number}" for number in range(20)]
     await stream.send_all(connection.send(ws.CloseConnection(code=1000)))
     await stream.aclose()
+
+
+async def test_a_deleted_proxys_tls_connections_close_at_once(
+    storage: Storage, gateway: Ready, pki: TestPKI, nursery: trio.Nursery
+) -> None:
+    """As over HTTP (tests/test_dataplane.py): a held request and a pipelined one the gateway
+    has not read; once the deleted proxy's grace period is over, RST, not a gentle close."""
+    from tests.test_dataplane import reset_or_closed
+    from tests.test_drain import HeldBackend
+
+    backend = HeldBackend()
+    await store_certificate(storage, pki)
+    await storage.proxies.create(proxy("secure.example.com", await nursery.start(backend.serve)))
+    await until_https(gateway.https_port, "secure.example.com", pki.ca_file)
+    context = ssl.create_default_context(cafile=str(pki.ca_file))
+    tcp = await trio.open_tcp_stream("127.0.0.1", gateway.https_port)
+    stream = trio.SSLStream(tcp, context, server_hostname="secure.example.com")
+    with trio.fail_after(30):
+        await stream.send_all(b"GET /slow HTTP/1.1\r\nHost: secure.example.com\r\n\r\n")
+        await backend.received.wait()  # the gateway now waits for the answer, reading nothing
+        await stream.send_all(b"GET /ok HTTP/1.1\r\nHost: secure.example.com\r\n\r\n")
+        await storage.proxies.delete("secure.example.com")
+        assert await reset_or_closed(stream) == "reset"
+    await tcp.aclose()

@@ -529,3 +529,25 @@ async def test_an_owner_publishes_at_most_16_kib_of_free_form_metadata(
     fits = {"note": "x" * (16 * 1024 - 20)}
     assert (await bob.post(url, json={field: fits})).status_code == 200
     assert_error(await bob.post(url, json={field: {"note": "x" * 16 * 1024}}), 422, field)
+
+
+@pytest.mark.parametrize(
+    ("section", "field", "entry"),
+    [
+        ("/routes", "enabled_routes", "route{}"),
+        ("/routes", "disabled_routes", "route{}"),
+        ("/mcp", "resource_bearer_methods", "header"),
+    ],
+)
+async def test_an_owner_names_at_most_100_routes_or_bearer_methods_for_a_proxy(
+    bob: httpx.AsyncClient, section: str, field: str, entry: str
+) -> None:
+    """The route table is rebuilt from every proxy's selected and left-out routes whenever a
+    route or a proxy changes; an owner's PUT .../routes with 60,000 route names (under 1 MiB)
+    was stored. At most MAX_ENTRIES (100) names now, as for the lists above."""
+    await create(bob)
+    url = f"{TARGETS}{HOST}{section}"
+    send = bob.put if section == "/routes" else bob.post
+    names = [entry.format(i) for i in range(101)]
+    assert (await send(url, json={field: names[:100]})).status_code == 200
+    assert_error(await send(url, json={field: names}), 422, field)

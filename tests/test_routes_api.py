@@ -403,3 +403,26 @@ async def test_two_routes_racing_for_one_path_leave_one_winner(storage: Storage)
         *index_keys(winner, "/shared/", 50),
         *index_keys(loser, f"/{loser}/", 50),
     }
+
+
+@pytest.mark.parametrize("field", ["methods", "proxy_hostnames"])
+async def test_an_owner_names_at_most_100_methods_or_proxies_for_a_route(
+    api: httpx.AsyncClient, gateway: Ready, field: str
+) -> None:
+    """A route's methods and proxy hostnames were unbounded lists (up to the 1 MiB body); at
+    most MAX_ENTRIES (100) now, on create and on update (422 naming the field)."""
+    entry = "GET" if field == "methods" else "alice.example.com"
+    async with token_client(api, gateway, "alice") as alice:
+        await alice.post(
+            "/api/v1/proxy/targets/",
+            json={"hostname": "alice.example.com", "target_url": "http://127.0.0.1:3000"},
+        )
+        scoped = {"scope": "proxy", "proxy_hostnames": ["alice.example.com"]}
+        over = await alice.post(ROUTES, json=body(**{**scoped, field: [entry] * 101}))
+        assert over.status_code == 422, over.text
+        assert over.json()["field"] == field
+        await create(alice, **{**scoped, field: [entry] * 100})
+        over = await alice.put(f"{ROUTES}api", json={field: [entry] * 101})
+        assert over.status_code == 422, over.text
+        assert over.json()["field"] == field
+        assert (await alice.put(f"{ROUTES}api", json={field: [entry] * 100})).status_code == 200

@@ -169,6 +169,30 @@ async def test_the_deny_list_is_a_setting(
             assert (await carol.post(TARGETS, json=wide)).status_code == 201
 
 
+async def test_an_owner_attaches_services_only_to_the_listed_docker_networks(
+    nursery: trio.Nursery, storage: Storage, make_settings: Any, tmp_path: Any
+) -> None:
+    """Any network but `host` was an owner's to name, the compose project's too, where the
+    gateway's Redis and admin API listen: a container there reaches both. Owners now name only
+    OWNER_DOCKER_NETWORKS; refused before the engine is asked (none answers here)."""
+    engine = f"unix://{tmp_path}/no-engine.sock"
+    settings = make_settings(docker_host=engine, owner_docker_networks="apps")
+    ready: Ready = await nursery.start(
+        lambda task_status: serve(settings, handle_signals=False, task_status=task_status)
+    )
+    async with httpx.AsyncClient(base_url=ready.api_url) as admin_client:
+        admin_client.headers["Authorization"] = f"Bearer {ready.admin_token.secret}"
+        async with owner(admin_client, ready, "carol") as carol:
+            body = {"service_name": "svc", "image": "busybox", "start": False}
+            compose = await carol.post(
+                "/api/v1/services/", json={**body, "networks": ["oauthproxy_default"]}
+            )
+            assert (compose.status_code, compose.json()["field"]) == (403, "networks")
+            assert "OWNER_DOCKER_NETWORKS" in compose.json()["detail"]
+            listed = await carol.post("/api/v1/services/", json={**body, "networks": ["apps"]})
+            assert listed.status_code == 503, listed.text  # past the rule: no engine here
+
+
 # --- quotas -----------------------------------------------------------------------------------
 
 

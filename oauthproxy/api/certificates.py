@@ -42,7 +42,13 @@ from oauthproxy.settings import Settings
 from oauthproxy.storage import cascades
 from oauthproxy.storage.cascades import ClaimCheck
 from oauthproxy.tenancy.caller import Caller
-from oauthproxy.tenancy.certificates import NameClaims, check_create, check_visible, visible
+from oauthproxy.tenancy.certificates import (
+    NameClaims,
+    check_create,
+    check_name,
+    check_visible,
+    visible,
+)
 
 certificates = Blueprint("certificates", __name__, url_prefix="/api/v1/certificates")
 
@@ -115,6 +121,7 @@ async def order(certificate: Certificate) -> None:
 
 
 async def _accept(name: str, domains: list[str], options: AcmeOptions) -> tuple[Json, int]:
+    check_name(caller(), name)
     email = acme_email(options.email)
     if email is None:
         raise ApiError(
@@ -165,6 +172,7 @@ async def create_multi_domain_certificate(data: MultiDomainCertificateCreate) ->
 @validate_request(SelfSignedCertificateCreate)
 async def create_self_signed_certificate(data: SelfSignedCertificateCreate) -> tuple[Json, int]:
     """Make a self-signed certificate now (SELF_SIGNED_CN, SELF_SIGNED_DAYS), for local use."""
+    check_name(caller(), data.cert_name)
     pending = Certificate(
         cert_name=data.cert_name, domains=data.domains, self_signed=True, **ownership()
     )

@@ -4,7 +4,11 @@
   `cert:domain:{hostname}` points at first). Another owner's certificate is never reused: a
   certificate serves only its owner's proxies (`tenancy.certificates`).
 - Otherwise one is ordered, `proxy-{hostname with dots as dashes}`, with the request's
-  `cert_email`, else the token's, else ADMIN_EMAIL. The proxy serves HTTP at once; when the
+  `cert_email`, else the token's, else ADMIN_EMAIL. Tokens may not create `proxy-` names
+  (`tenancy.certificates.check_name`); when the name is taken all the same (by the admin, by a
+  certificate made before that rule, or by a hostname that reads the same with dashes:
+  `a-b.example.com` and `a.b.example.com`), the new one gets a random suffix, so no one can
+  take its name in advance. The proxy serves HTTP at once; when the
   certificate is issued the proxy gets its name and upgrades to HTTPS (`certificate_ready`).
 - No email known, no certificate manager, or the tenant rules refuse the certificate (its quota
   is used up, say): nothing is ordered.
@@ -20,6 +24,7 @@ The outcome is reported in the response headers `X-Certificate-Action` (`reused`
 from __future__ import annotations
 
 import hashlib
+import secrets
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -32,10 +37,9 @@ from oauthproxy.errors import Conflict
 from oauthproxy.models.certificates import Certificate
 from oauthproxy.models.proxies import ProxyTarget, ProxyTargetCreate
 from oauthproxy.tenancy.caller import Refused
-from oauthproxy.tenancy.certificates import check_attach, links
+from oauthproxy.tenancy.certificates import AUTOMATIC_PREFIX, check_attach, links
 
 MAX_NAME = 64
-PREFIX = "proxy-"
 
 
 class Action(StrEnum):
@@ -71,11 +75,18 @@ class Plan:
 
 def certificate_name(hostname: str) -> str:
     """`proxy-api-example-com`; a long hostname is shortened with a hash to stay a valid name."""
-    name = PREFIX + hostname.replace(".", "-")
+    name = AUTOMATIC_PREFIX + hostname.replace(".", "-")
     if len(name) <= MAX_NAME:
         return name
     digest = hashlib.sha256(hostname.encode()).hexdigest()[:8]
     return f"{name[: MAX_NAME - 9]}-{digest}"
+
+
+def unforeseeable_name(hostname: str) -> str:
+    """`proxy-api-example-com-1f2e3d4c`: for when `certificate_name` is taken by a certificate
+    the proxy may not use (the suffix is random, so no one can create it first)."""
+    name = AUTOMATIC_PREFIX + hostname.replace(".", "-")
+    return f"{name[: MAX_NAME - 9]}-{secrets.token_hex(4)}"
 
 
 def _reuse(name: str) -> Plan:
@@ -92,8 +103,8 @@ async def plan(target: ProxyTarget, data: ProxyTargetCreate) -> Plan:
     if covering is not None:
         return _reuse(covering)
     name = certificate_name(target.hostname)
-    if await certificates.get(name) is not None:
-        return Plan(Action.SKIPPED, f"a certificate named {name} exists already")
+    if await certificates.get(name) is not None:  # not one it may use: that would be covering
+        name = unforeseeable_name(target.hostname)
     return _ordering(name, acme_email(data.cert_email))
 
 

@@ -129,6 +129,9 @@ Label = Annotated[str, StringConstraints(min_length=1, max_length=256)]
 
 Labels = Annotated[list[Label], Field(max_length=MAX_ENTRIES)]
 UrlPaths = Annotated[list[UrlPath], Field(max_length=MAX_ENTRIES)]
+RouteNames = Annotated[list[Name], Field(max_length=MAX_ENTRIES)]
+"""Routes a proxy selects or leaves out (`route_mode`): the route table is rebuilt from them for
+every proxy whenever a route or a proxy changes."""
 
 
 class ProxyTargetCreate(Request):
@@ -214,7 +217,7 @@ class ProxyResourceConfig(Request):
     resource_server_info: JsonObject | None = None
     resource_override_backend: bool = False
     resource_bearer_methods: list[BearerMethod] = Field(
-        default_factory=lambda: [BearerMethod.HEADER]
+        default_factory=lambda: [BearerMethod.HEADER], max_length=MAX_ENTRIES
     )
     resource_documentation_suffix: UrlPath | None = "/docs"
     resource_custom_metadata: JsonObject | None = None
@@ -237,8 +240,8 @@ class ProxyRouteSettings(Request):
     """Which routes apply to a proxy; absent fields keep their value."""
 
     route_mode: Omittable[RouteMode] = None
-    enabled_routes: Omittable[list[Name]] = None
-    disabled_routes: Omittable[list[Name]] = None
+    enabled_routes: Omittable[RouteNames] = None
+    disabled_routes: Omittable[RouteNames] = None
 
 
 class ProxyDeleteQuery(Query):

@@ -45,6 +45,7 @@ from oauthproxy.models.common import (
     Request,
     utcnow,
 )
+from oauthproxy.models.proxies import MAX_ENTRIES
 
 
 class TargetType(StrEnum):
@@ -153,6 +154,12 @@ TARGET_CHECKS: dict[TargetType, Callable[[str], str]] = {
 }
 
 
+Methods = Annotated[list[HttpMethod], Field(max_length=MAX_ENTRIES)]
+ProxyHostnames = Annotated[list[Hostname], Field(max_length=MAX_ENTRIES)]
+"""The proxies a route applies to (scope proxy), as a request names them: the route table checks
+a route's list for every proxy it is built for."""
+
+
 class RouteRule(BaseModel):
     """What the creator of a route chooses: shared by `Route` and the create request."""
 
@@ -221,7 +228,11 @@ class Route(RouteRule, Record):
 
 
 class RouteCreate(RouteRule, Request):
-    """`POST /api/v1/routes/`: without `route_id`, one is made from the path."""
+    """`POST /api/v1/routes/`: without `route_id`, one is made from the path. Its lists hold
+    at most MAX_ENTRIES entries (a stored `Route` keeps what it holds)."""
+
+    methods: Methods | None = Field(default=None, description="None or [] = any method")
+    proxy_hostnames: ProxyHostnames = Field(default_factory=list, validate_default=True)
 
 
 class RouteUpdate(Request):
@@ -235,11 +246,11 @@ class RouteUpdate(Request):
     target_type: Omittable[TargetType] = None
     target_value: Omittable[Annotated[str, StringConstraints(min_length=1, max_length=2048)]] = None
     priority: Omittable[Annotated[int, Field(ge=0, le=1000)]] = None
-    methods: list[HttpMethod] | None = None
+    methods: Methods | None = None
     description: Omittable[Annotated[str, StringConstraints(max_length=500)]] = None
     enabled: Omittable[bool] = None
     scope: Omittable[RouteScope] = None
-    proxy_hostnames: Omittable[list[Hostname]] = None
+    proxy_hostnames: Omittable[ProxyHostnames] = None
 
 
 def _compiles_in_re(pattern: str) -> bool:

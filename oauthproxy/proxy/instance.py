@@ -79,6 +79,8 @@ class _Connection:
     """A connection an instance serves: what closes it, and when it is closed if it waits on."""
 
     scope: trio.CancelScope = field(default_factory=trio.CancelScope)
+    """Cancelled to end its serving: by an idle or header timeout or a drain (it then closes
+    gently), and when the instance ends (then at once: see `Instance._ended`)."""
     closes_at: float | None = None
     """While it waits for its next request: the end of its idle time, then (once that request
     has begun) of its header time. None while a request is answered."""
@@ -144,6 +146,10 @@ class Instance:
         self._requests = requests if requests is not None and requests.active else None
         """Where each exchange's log entry goes; None: request logging is off."""
         self._nursery: trio.Nursery | None = None
+        self._ended = False
+        """Set when `run` ends: the connections it cancels then close at once, without the
+        half-close and up to `LINGER_SECONDS` of reading of `close_gently` (a connection that
+        lingers already when the instance ends finishes its linger)."""
         self._stopping = trio.Event()
         self._draining = trio.Event()
         self._settled: Callable[[], Awaitable[None]] | None = None
@@ -179,11 +185,12 @@ class Instance:
                 nursery.cancel_scope.cancel()
         finally:
             self._nursery = None  # no more `adopt`
+            self._ended = True
             self._end_streams()
             for connection in self._connections:
                 connection.scope.cancel()
             with trio.CancelScope(shield=True):
-                # they close in their own tasks, within `close_gently`'s bounded linger
+                # they close at once in their own tasks (`_ended`)
                 await self._until(lambda: not self._connections)
                 await self._pool.clear()
 
@@ -328,7 +335,11 @@ class Instance:
             log.exception("connection to %s failed", self.hostname)
         finally:
             try:
-                if moved is None:
+                if moved is None and self._ended:
+                    # as a task of a cancelled nursery would: a linger would hold the instance's
+                    # end, and the gateway's shutdown, a second more per silent client
+                    await trio.aclose_forcefully(channel.stream)
+                elif moved is None:
                     await close_gently(channel.stream)
             finally:
                 self._connections.discard(connection)

@@ -13,6 +13,9 @@ and a proxy is a link between their owners. The rules:
   So deleting or renewing a certificate never changes another owner's proxy.
 - A token sees only its own certificates; another owner's reads exactly as a missing one (404),
   so names cannot be probed. The admin sees all.
+- Names beginning `proxy-` are the gateway's, for the certificates it orders for new HTTPS
+  proxies: a token may not create one (422), so no owner can take the name another owner's proxy
+  would get. (The admin may; a proxy whose name is taken gets an unforeseeable one instead.)
 
 Pure: frozen facts in, a decision out or `Refused` raised. The API gathers the facts.
 """
@@ -27,6 +30,8 @@ from oauthproxy.models.proxies import ProxyTarget
 from oauthproxy.tenancy.caller import Caller, Refused, forbidden
 
 QUOTA_SETTING = "TOKEN_MAX_CERTIFICATES"
+AUTOMATIC_PREFIX = "proxy-"
+"""How the names of the certificates the gateway orders for proxies begin."""
 
 
 @dataclass(frozen=True)
@@ -77,6 +82,20 @@ def check_create(caller: Caller, claims: Sequence[NameClaims], owned: int, quota
             403,
             "quota_exceeded",
             f"this token owns {owned} certificates, the most {QUOTA_SETTING} allows ({quota})",
+            field="cert_name",
+        )
+
+
+def check_name(caller: Caller, cert_name: str) -> None:
+    """Refuse a token's certificate named like the ones the gateway orders for proxies (422,
+    field `cert_name`): a `proxy-` name made first by one owner would otherwise take the name of
+    the certificate another owner's new proxy gets. The admin is exempt."""
+    if not caller.is_admin and cert_name.lower().startswith(AUTOMATIC_PREFIX):
+        raise Refused(
+            422,
+            "validation_error",
+            f"names beginning {AUTOMATIC_PREFIX!r} are the gateway's, for the certificates it "
+            "orders for proxies: choose another name",
             field="cert_name",
         )
 
