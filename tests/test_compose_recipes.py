@@ -114,3 +114,9 @@ def test_compose_yaml_checks_both_services_health_and_gives_the_gateway_the_engi
     assert "/var/run/docker.sock:/var/run/docker.sock" in api["volumes"]
     assert api["group_add"] == ["${DOCKER_GID:-999}"]
     assert "127.0.0.1:9000:9000" in api["ports"]  # the admin API: this host only
+    # owners' services share a network with the gateway, not with Redis
+    compose = yaml.safe_load((project_root() / "compose.yaml").read_text())
+    services_network = compose["networks"]["services"]["name"]
+    assert api["environment"]["OWNER_DOCKER_NETWORKS"] == services_network
+    assert set(api["networks"]) == {"default", "services"}
+    assert "networks" not in services["redis"]  # default only
