@@ -43,7 +43,6 @@ import logging
 import math
 import weakref
 from collections.abc import Awaitable, Callable, Iterator
-from dataclasses import dataclass, field
 from typing import Protocol
 
 import trio
@@ -74,24 +73,38 @@ LATE_REQUEST_SECONDS = 0.5
 """After `stop`, how long open connections stay to answer requests already sent with a 404."""
 
 
-@dataclass(eq=False)
 class _Connection:
-    """A connection an instance serves: what closes it, and when it is closed if it waits on."""
+    """A connection an instance serves: what closes it, and when it is closed if it waits on.
 
-    scope: trio.CancelScope = field(default_factory=trio.CancelScope)
-    closes_at: float | None = None
-    """While it waits for its next request: the end of its idle time, then (once that request
-    has begun) of its header time. None while a request is answered."""
-    counted: Counted = field(default_factory=Counted)
-    """Its byte counts where its last logged request ended (a connection moved from another
-    instance starts at 0: its first request here also counts what came before)."""
-    idle: bool = False
-    """It waits for the first byte of its next request: nothing of it would be lost by closing."""
-    answer_by: AnswerTimer = field(default_factory=lambda: AnswerTimer(math.inf))
-    """Its request timeout (`Exchange.answer_by`): fires while an upstream is late to answer.
-    The instance's sweep arms it (`AnswerTimer.arm_if_due`)."""
-    late: tuple[Reply, bool] | None = None
-    """The 504 owed when `answer_by` fired, and whether it answers a HEAD request."""
+    One cancel scope serves both to close it (`close`: stop, drain, the idle sweep) and as its
+    request timeout (`answer_by`'s deadline): a scope less to enter per connection. `closed`
+    tells the two apart: a cancellation nobody called `close` for is the request timeout."""
+
+    __slots__ = ("answer_by", "closed", "closes_at", "counted", "idle", "late", "scope")
+
+    def __init__(self, sweep: float) -> None:
+        self.scope = trio.CancelScope()
+        self.answer_by = AnswerTimer(sweep, self.scope)
+        """Its request timeout (`Exchange.answer_by`): fires while an upstream is late to
+        answer. The instance's sweep arms it (`AnswerTimer.arm_if_due`)."""
+        self.closed = False
+        """`close` was called: its scope's cancellation is not a request timeout."""
+        self.closes_at: float | None = None
+        """While it waits for its next request: the end of its idle time, then (once that
+        request has begun) of its header time. None while a request is answered."""
+        self.counted = Counted()
+        """Its byte counts where its last logged request ended (a connection moved from another
+        instance starts at 0: its first request here also counts what came before)."""
+        self.idle = False
+        """It waits for the first byte of its next request: nothing of it would be lost by
+        closing."""
+        self.late: tuple[Reply, bool] | None = None
+        """The 504 owed when `answer_by` fired, and whether it answers a HEAD request."""
+
+    def close(self) -> None:
+        """Close it (whatever it is doing) for the instance: not a request timeout."""
+        self.closed = True
+        self.scope.cancel()
 
 
 class Multiplexed(Protocol):
@@ -181,7 +194,7 @@ class Instance:
             self._nursery = None  # no more `adopt`
             self._end_streams()
             for connection in self._connections:
-                connection.scope.cancel()
+                connection.close()
             with trio.CancelScope(shield=True):
                 # they close in their own tasks, within `close_gently`'s bounded linger
                 await self._until(lambda: not self._connections)
@@ -196,7 +209,7 @@ class Instance:
         request names."""
         if self._nursery is None or (self._stopping.is_set() and not self._draining.is_set()):
             return None
-        connection = _Connection(answer_by=AnswerTimer(self._sweep))
+        connection = _Connection(self._sweep)
         self._connections.add(connection)  # now: a drain must not end before it is served
         return functools.partial(
             self._serve_connection, connection, channel, first, view, client, lookup
@@ -236,7 +249,7 @@ class Instance:
         self._stopping.set()
         for connection in self._connections:
             if connection.idle:
-                connection.scope.cancel()
+                connection.close()
 
     async def _until(self, done: Callable[[], bool]) -> None:
         while not done():
@@ -259,7 +272,7 @@ class Instance:
             now = trio.current_time()
             for connection in self._connections:
                 if connection.closes_at is not None and connection.closes_at <= now:
-                    connection.scope.cancel()
+                    connection.close()
                 connection.answer_by.arm_if_due(now)
             for stream in self._streams:
                 if stream.answer_by is not None:
@@ -298,24 +311,23 @@ class Instance:
         moved: Serving | None = None
         try:
             with connection.scope:
-                with connection.answer_by.scope:
-                    while await self._handle(channel, request, view, client, connection):
-                        if self._draining.is_set() and not (
-                            channel.events or channel.codec.in_message
-                        ):
-                            return None  # idle now: closed at once, like those `drain` found idle
-                        event = await self._next_request(channel, connection)
-                        if not isinstance(event, Head):
-                            return None
-                        request = event
-                        view = view_of(request, client.scheme)
-                        if view.host != self.hostname:
-                            moved = await pass_connection(
-                                channel, request, view, client, lookup, self._requests
-                            )
-                            return moved
-                if connection.answer_by.scope.cancelled_caught and connection.late is not None:
-                    reply, head = connection.late  # the upstream did not answer in time
+                while await self._handle(channel, request, view, client, connection):
+                    if self._draining.is_set() and not (channel.events or channel.codec.in_message):
+                        return None  # idle now: closed at once, like those `drain` found idle
+                    event = await self._next_request(channel, connection)
+                    if not isinstance(event, Head):
+                        return None
+                    request = event
+                    view = view_of(request, client.scheme)
+                    if view.host != self.hostname:
+                        moved = await pass_connection(
+                            channel, request, view, client, lookup, self._requests
+                        )
+                        return moved
+            if connection.scope.cancelled_caught and connection.late is not None:
+                reply, head = connection.late  # the upstream did not answer in time
+                connection.scope = trio.CancelScope()  # which `close` still cancels
+                with connection.scope:
                     await channel.send_reply(reply, close=True, head=head)
         except BadRequest as error:
             refused(self._requests, client, refusal(error), None)
@@ -367,7 +379,8 @@ class Instance:
         try:
             return await self._respond(exchange)
         except BaseException:
-            if answer_by.scope.cancel_called and channel.can_reply:  # sent once it was caught
+            if answer_by.scope.cancel_called and not connection.closed and channel.can_reply:
+                # the request timeout: the 504 is sent once the connection's scope caught it
                 reply = error_reply(504, "gateway_timeout", timed_out(exchange.answer_within))
                 connection.late = noted(entry, reply), exchange.head_request
             raise
