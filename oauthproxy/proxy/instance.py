@@ -76,19 +76,24 @@ LATE_REQUEST_SECONDS = 0.5
 class _Connection:
     """A connection an instance serves: what closes it, and when it is closed if it waits on.
 
-    One cancel scope serves both to close it (`close`: stop, drain, the idle sweep) and as its
-    request timeout (`answer_by`'s deadline): a scope less to enter per connection. `closed`
-    tells the two apart: a cancellation nobody called `close` for is the request timeout."""
+    Its `scope` is the connection's one cancel scope, entered by the listener's task around the
+    connection's whole life (`dispatcher.hand_over`): it serves both to close it (`close`: stop,
+    drain, the idle sweep) and as its request timeout (`answer_by`'s deadline), so a connection
+    enters no scope of its own here. `closed` tells the two apart: a cancellation nobody called
+    `close` for is the request timeout."""
 
-    __slots__ = ("answer_by", "closed", "closes_at", "counted", "idle", "late", "scope")
+    __slots__ = ("answer_by", "closed", "closes_at", "counted", "done", "idle", "late", "scope")
 
-    def __init__(self, sweep: float) -> None:
-        self.scope = trio.CancelScope()
-        self.answer_by = AnswerTimer(sweep, self.scope)
+    def __init__(self, scope: trio.CancelScope, sweep: float) -> None:
+        self.scope = scope
+        self.answer_by = AnswerTimer(sweep, scope)
         """Its request timeout (`Exchange.answer_by`): fires while an upstream is late to
         answer. The instance's sweep arms it (`AnswerTimer.arm_if_due`)."""
         self.closed = False
-        """`close` was called: its scope's cancellation is not a request timeout."""
+        """`close` was called (or the scope was cancelled before the instance took it): its
+        scope's cancellation is not a request timeout."""
+        self.done = False
+        """The instance serves it no more (it closes, or it moved on): `close` leaves it be."""
         self.closes_at: float | None = None
         """While it waits for its next request: the end of its idle time, then (once that
         request has begun) of its header time. None while a request is answered."""
@@ -102,9 +107,11 @@ class _Connection:
         """The 504 owed when `answer_by` fired, and whether it answers a HEAD request."""
 
     def close(self) -> None:
-        """Close it (whatever it is doing) for the instance: not a request timeout."""
-        self.closed = True
-        self.scope.cancel()
+        """Close it (whatever it is doing) for the instance: not a request timeout. Once it is
+        `done` (closing within `close_gently`'s bounded linger, or moved on), nothing."""
+        if not self.done:
+            self.closed = True
+            self.scope.cancel()
 
 
 class Multiplexed(Protocol):
@@ -201,15 +208,27 @@ class Instance:
                 await self._pool.clear()
 
     def adopt(
-        self, channel: Channel, first: Head, view: RequestView, client: Client, lookup: Lookup
+        self,
+        channel: Channel,
+        first: Head,
+        view: RequestView,
+        client: Client,
+        lookup: Lookup,
+        scope: trio.CancelScope,
     ) -> Serving | None:
         """Take over a connection whose next request (`first`, seen as `view`) is for this
-        hostname: its serving, for the caller's task to run (`carry`); None if this instance
-        takes no connections any more. `lookup` finds the instance for another hostname a later
-        request names."""
+        hostname: its serving, for the caller's task to run (`carry`) within `scope`, the
+        connection's cancel scope, which that task has entered; None if this instance takes no
+        connections any more. `lookup` finds the instance for another hostname a later request
+        names."""
         if self._nursery is None or (self._stopping.is_set() and not self._draining.is_set()):
             return None
-        connection = _Connection(self._sweep)
+        if scope.deadline != math.inf:  # the first request's (`dispatcher`): ours from here
+            scope.deadline = math.inf
+        connection = _Connection(scope, self._sweep)
+        # cancelled already (the first request's deadline passed as its head came, or the
+        # instance it comes from closed it as it moved): it closes, and owes no 504
+        connection.closed = scope.cancel_called
         self._connections.add(connection)  # now: a drain must not end before it is served
         return functools.partial(
             self._serve_connection, connection, channel, first, view, client, lookup
@@ -309,26 +328,32 @@ class Instance:
         """Serve the connection until it closes (None), or until it moves to the instance a
         request names (that instance's serving: see `handover.carry`)."""
         moved: Serving | None = None
+        cancelled = False
         try:
-            with connection.scope:
-                while await self._handle(channel, request, view, client, connection):
-                    if self._draining.is_set() and not (channel.events or channel.codec.in_message):
-                        return None  # idle now: closed at once, like those `drain` found idle
-                    event = await self._next_request(channel, connection)
-                    if not isinstance(event, Head):
-                        return None
-                    request = event
-                    view = view_of(request, client.scheme)
-                    if view.host != self.hostname:
-                        moved = await pass_connection(
-                            channel, request, view, client, lookup, self._requests
-                        )
-                        return moved
-            if connection.scope.cancelled_caught and connection.late is not None:
-                reply, head = connection.late  # the upstream did not answer in time
-                connection.scope = trio.CancelScope()  # which `close` still cancels
-                with connection.scope:
+            while await self._handle(channel, request, view, client, connection):
+                if self._draining.is_set() and not (channel.events or channel.codec.in_message):
+                    return None  # idle now: closed at once, like those `drain` found idle
+                event = await self._next_request(channel, connection)
+                if not isinstance(event, Head):
+                    return None
+                request = event
+                view = view_of(request, client.scheme)
+                if view.host != self.hostname:
+                    scope = connection.scope
+                    moved = await pass_connection(
+                        channel, request, view, client, lookup, scope, self._requests
+                    )
+                    return moved
+        except trio.Cancelled:  # caught by the connection's scope, in the listener's task
+            cancelled = True
+            if connection.late is not None:  # the upstream did not answer in time: a 504
+                reply, head = connection.late
+                # in a scope of its own, shielded from the connection's (cancelled), which
+                # `close` still cancels (stop and drain end the send as they would have)
+                connection.scope = trio.CancelScope(shield=True)
+                with connection.scope, contextlib.suppress(PeerClosed):
                     await channel.send_reply(reply, close=True, head=head)
+            raise
         except BadRequest as error:
             refused(self._requests, client, refusal(error), None)
             await refuse(channel, error)
@@ -339,9 +364,14 @@ class Instance:
             # instance (and every other connection) serving.
             log.exception("connection to %s failed", self.hostname)
         finally:
+            connection.done = True  # (`close` leaves the linger be)
             try:
                 if moved is None:
-                    await close_gently(channel.stream)
+                    if cancelled:  # the connection's scope would cut the linger (bounded itself)
+                        with trio.CancelScope(shield=True):
+                            await close_gently(channel.stream)
+                    else:
+                        await close_gently(channel.stream)
             finally:
                 self._connections.discard(connection)
                 self._quiet.set()
