@@ -8,10 +8,11 @@ Host headers. Over TLS, a request may only name a host the connection's certific
 
 Who owns a connection: the instance it serves, though not through a task in the instance's
 nursery. The connection is served in the task that read its first request (its listener's,
-`handover.carry`: one task per connection, not two), inside its `_Connection.scope`, and the
-instance registers it in `_connections` from `adopt` until it is closed or has moved on (it is
-then registered with the next instance only). Ending the instance cancels exactly the scopes
-it registered, and `run` returns only once every one of them has closed, as it would for
+`handover.carry`: one task per connection, not two), inside the connection's one cancel scope
+(entered by that task around the connection's whole life: `_Connection`), and the instance
+registers it in `_connections` from `adopt` until it is closed or has moved on (it is then
+registered with the next instance only). Ending the instance cancels exactly the scopes it
+registered, and `run` returns only once every one of them has closed, as it would for
 tasks of its own nursery. The nursery holds the instance's own tasks (its idle sweep).
 
 `update` swaps the configuration snapshot that every next request reads. Two ways to end:
