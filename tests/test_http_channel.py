@@ -121,6 +121,47 @@ async def test_closing_the_socket_wakes_a_task_waiting_on_it(pair: Pair) -> None
     assert outcome == ["closed"]
 
 
+async def test_a_read_after_a_wait_gets_what_comes_later_then_the_end_and_counts_it(
+    pair: Pair,
+) -> None:
+    """`receive_awaited` (a TLS handshake's next flight): what the peer sends after the reader
+    began to wait, then b"" at its end of file, each byte counted once; a close while it waits
+    wakes it, as for `receive_some`."""
+    ours, peer = pair
+    got: list[bytes] = []
+
+    async def reader() -> None:
+        got.append(await ours.receive_awaited())
+        got.append(await ours.receive_awaited())
+
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(reader)
+            await trio.testing.wait_all_tasks_blocked()
+            assert got == []
+            await peer.send_all(b"flight")
+            await trio.testing.wait_all_tasks_blocked()
+            await peer.send_eof()
+    assert got == [b"flight", b""]
+    assert ours.received == len(b"flight")
+    outcome: list[str] = []
+
+    async def waiting() -> None:
+        try:
+            await ours.receive_awaited()
+        except trio.ClosedResourceError:
+            outcome.append("closed")
+
+    fresh, other = trio.socket.socketpair()
+    with other, trio.fail_after(10):
+        ours = LeanSocketStream(fresh)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(waiting)
+            await trio.testing.wait_all_tasks_blocked()
+            ours.close_socket()
+    assert outcome == ["closed"]
+
+
 async def test_a_descriptor_closed_with_nobody_waiting_serves_its_next_socket() -> None:
     """Closed directly (nobody waits: trio is not told), a descriptor that waited before is
     reused by the next socket, whose waits work as usual."""

@@ -8,12 +8,10 @@ import trio
 import trio.testing
 
 from oauthproxy.proxy.codec import Head
-from oauthproxy.proxy.handover import carry
 from oauthproxy.proxy.headers import Client
 from oauthproxy.proxy.http import Channel
 from oauthproxy.proxy.instance import LATE_REQUEST_SECONDS, Instance
-from oauthproxy.proxy.request import view_of
-from tests.test_instance_timeouts import CHALLENGE, _instance
+from tests.test_instance_timeouts import CHALLENGE, _instance, served
 
 NEXT_HEAD = b"GET /.well-known/acme-challenge/u HTTP/1.1\r\n"
 NEXT_REST = b"Host: slow.example.com\r\n\r\n"
@@ -29,9 +27,7 @@ async def _kept_alive(nursery: trio.Nursery) -> tuple[Instance, trio.abc.Stream]
     first = await reader.next_event()
     assert isinstance(first, Head)
     peer = Client(ip="203.0.113.7", trusted=False)
-    serving = instance.adopt(reader, first, view_of(first, peer.scheme), peer, lambda _: None)
-    assert serving is not None
-    nursery.start_soon(carry, serving)
+    nursery.start_soon(served, instance, reader, first, peer)
     assert (await _answer(client)).startswith(b"HTTP/1.1 404 ")
     return instance, client
 

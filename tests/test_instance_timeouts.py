@@ -62,6 +62,16 @@ def _instance() -> Instance:
     )
 
 
+async def served(instance: Instance, reader: Channel, first: Head, client: Client) -> None:
+    """Hand the connection to `instance` and serve it within its one cancel scope, as a
+    listener's task does (`dispatcher.hand_over`)."""
+    with trio.CancelScope() as scope:
+        view = view_of(first, client.scheme)
+        serving = instance.adopt(reader, first, view, client, lambda _host: None, scope)
+        assert serving is not None
+        await carry(serving)
+
+
 async def _kept_alive(nursery: trio.Nursery, instance: Instance | None = None) -> trio.abc.Stream:
     """A client connection whose first request the instance has answered (and kept open)."""
     if instance is None:
@@ -73,10 +83,7 @@ async def _kept_alive(nursery: trio.Nursery, instance: Instance | None = None) -
     first = await reader.next_event()
     assert isinstance(first, Head)
     client_ = Client(ip="203.0.113.7", trusted=False)
-    view = view_of(first, client_.scheme)
-    serving = instance.adopt(reader, first, view, client_, lambda _host: None)
-    assert serving is not None
-    nursery.start_soon(carry, serving)
+    nursery.start_soon(served, instance, reader, first, client_)
     answer = b""
     while b"unknown_challenge" not in answer:
         answer += await client.receive_some()
@@ -166,3 +173,29 @@ async def test_an_answer_later_than_the_request_timeout_gets_a_504_when_it_is_du
         nursery.cancel_scope.cancel()
     assert answer.startswith(b"HTTP/1.1 504 ")
     assert answered_after == pytest.approx(REQUEST)
+
+
+async def test_a_request_that_stop_cuts_short_gets_no_504(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """The request timeout and the instance closing a connection cancel the same scope (the
+    connection's one): a request still waiting for its upstream when `stop`'s grace period
+    ends is cut, its connection closed without a 504 (which is for the request timeout)."""
+    instance = _instance()
+    async with trio.open_nursery() as nursery:
+        await nursery.start(instance.run)
+        assert instance.config is not None
+        destination = instance.config.destination("/slow", "GET")
+        assert destination is not None
+        silent, gateway_end = trio.testing.memory_stream_pair()  # an upstream that never answers
+        assert instance.pool.keep(UpstreamConnection(destination.origin, gateway_end))
+        client = await _kept_alive(nursery, instance)
+        await client.send_all(b"GET /slow HTTP/1.1\r\nHost: slow.example.com\r\n\r\n")
+        assert (await silent.receive_some()).startswith(b"GET /slow HTTP/1.1\r\n")
+        instance.stop()
+        answer = b""
+        with trio.fail_after(REQUEST / 2):  # the grace period, well before the request timeout
+            while chunk := await client.receive_some():
+                answer += chunk
+        nursery.cancel_scope.cancel()
+    assert answer == b""

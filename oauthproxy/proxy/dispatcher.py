@@ -72,20 +72,25 @@ async def hand_over(
     then serve it in this task for the instances it moves through (`carry`). A connection that
     has sent nothing when the gateway begins to shut down is closed.
 
-    The first request's deadline is `scope`'s when the caller gives one it has entered (the
-    TLS handshake's, moved on: one cancel scope per connection until it is handed over; lifted
-    once it is), else one of its own."""
+    All within the connection's one cancel scope: `scope` when the caller has entered it (the
+    TLS handshake's, moved on), else one of its own. It holds the first request's deadline,
+    then (lifted by the instance that adopts the connection) the instances' timeouts."""
+    deadline = trio.current_time() + front.first_request_timeout
+    if scope is None:
+        with trio.CancelScope(deadline=deadline) as own:
+            await _hand_over(stream, front, client, own)
+    else:
+        scope.deadline = deadline
+        await _hand_over(stream, front, client, scope)
+
+
+async def _hand_over(
+    stream: trio.abc.Stream, front: Front, client: Client, scope: trio.CancelScope
+) -> None:
     reader = Channel.of_client(stream)
     serving: Serving | None = None
-    deadline = trio.current_time() + front.first_request_timeout
     try:
-        if scope is None:
-            with trio.CancelScope(deadline=deadline) as own:
-                serving = await _first_request(reader, front, client, own)
-        else:
-            scope.deadline = deadline
-            serving = await _first_request(reader, front, client, scope)
-            scope.deadline = math.inf  # the instance's timeouts hold from here on
+        serving = await _first_request(reader, front, client, scope)
     except BadRequest as error:
         refused(front.requests, client, refusal(error), None)
         await refuse(reader, error)
@@ -116,7 +121,8 @@ async def _first_request(
             await answer(reader, first, reply)
             return None
         view = view_of(first, client.scheme)
-        return await pass_connection(reader, first, view, client, front.lookup, front.requests)
+        lookup, requests = front.lookup, front.requests
+        return await pass_connection(reader, first, view, client, lookup, scope, requests)
     finally:
         first_requests.end()
 
@@ -334,7 +340,8 @@ async def _serve_tls(
     front: Front, context: ssl.SSLContext, transport: trio.abc.Stream, client: Client
 ) -> None:
     """Terminate TLS on `transport`, then hand the connection to the SNI name's instance.
-    One cancel scope holds the handshake's deadline, then (moved on) the first request's."""
+    One cancel scope holds the handshake's deadline, then (moved on) the first request's, then
+    the instances' timeouts (`hand_over`)."""
     stream = ServerTLSStream(transport, context)
     failure: Exception | None = None
     shaken = False
@@ -356,7 +363,7 @@ async def _serve_tls(
         await trio.aclose_forcefully(stream)
         _handshake_failed(front.requests, client, failure or trio.TooSlowError())
         return
-    if deadline.cancelled_caught:  # the first request's deadline, in `hand_over`
+    if deadline.cancelled_caught:  # the first request's deadline, or an instance closed it
         return
     assert front.http2 is not None
     await serve_http2(stream, client, front, front.http2)

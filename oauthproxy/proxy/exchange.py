@@ -22,8 +22,9 @@ from oauthproxy.proxy.upstream import UpstreamPool
 
 
 class AnswerTimer:
-    """A keep-alive connection's request timeout: one cancel scope, entered once around all its
-    requests (a scope per request costs twice as much), and when the answer awaited now is due.
+    """A connection's (or an HTTP/2 stream's) request timeout: a deadline on its one cancel
+    scope, entered once around all its requests (a scope per request costs twice as much), and
+    when the answer awaited now is due.
 
     Moving a trio deadline costs ~2.7 µs per request (set it, clear it, and the run loop drops
     the stale heap entry), so a request whose timeout is longer than two sweeps only notes
@@ -34,13 +35,15 @@ class AnswerTimer:
     trio's deadlines. A shorter timeout is armed at once. (Only a sweep late by more than
     `sweep` seconds, an event loop stalled that long, could arm it late.)
 
-    `scope`: an HTTP/2 stream's own (entered once around its task), so a stream pays for no
-    scope of its own for its timeout either; the instance that answers it sweeps it too."""
+    `scope`: the connection's own (entered by the listener's task around its whole life, see
+    `instance._Connection`), or an HTTP/2 stream's (entered once around its task), so neither
+    pays for a scope of its own for its timeout; the owner tells the timeout from its own
+    cancellations (`_Connection.closed`; a stream's `reset`)."""
 
     __slots__ = ("_armed", "due", "scope", "sweep")
 
-    def __init__(self, sweep: float, scope: trio.CancelScope | None = None) -> None:
-        self.scope = trio.CancelScope() if scope is None else scope
+    def __init__(self, sweep: float, scope: trio.CancelScope) -> None:
+        self.scope = scope
         self.sweep = sweep
         """How often the owner calls `arm_if_due` (inf: never; every deadline is armed at
         once)."""

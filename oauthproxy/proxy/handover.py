@@ -32,7 +32,13 @@ class Adopter(Protocol):
     """An instance, as far as handing it a connection goes."""
 
     def adopt(
-        self, channel: Channel, first: Head, view: RequestView, client: Client, lookup: Lookup
+        self,
+        channel: Channel,
+        first: Head,
+        view: RequestView,
+        client: Client,
+        lookup: Lookup,
+        scope: trio.CancelScope,
     ) -> Serving | None: ...
 
 
@@ -47,12 +53,14 @@ async def pass_connection(
     view: RequestView,
     client: Client,
     lookup: Lookup,
+    scope: trio.CancelScope,
     requests: RequestLogger | None = None,
 ) -> Serving | None:
     """Give the connection to the instance for `view.host`: its serving, which the caller
-    runs (`carry`). When none may take it, answer (421: the TLS certificate does not cover
-    that host; 404: no such proxy, or why the proxy is not served; all logged to `requests`)
-    and return None: the caller closes the connection."""
+    runs (`carry`) within `scope`, the connection's one cancel scope, which the caller's task
+    has entered for all of the connection's life (see `carry`). When none may take it, answer
+    (421: the TLS certificate does not cover that host; 404: no such proxy, or why the proxy is
+    not served; all logged to `requests`) and return None: the caller closes the connection."""
     head = request.method == b"HEAD"
     accept = request.header(b"accept")
     reply = misdirected(client, view.host, accept)
@@ -63,7 +71,9 @@ async def pass_connection(
     found = lookup(view.host)
     if isinstance(found, Unserved):
         reply = found.reply(accept)
-    elif found is not None and (serving := found.adopt(channel, request, view, client, lookup)):
+    elif found is not None and (
+        serving := found.adopt(channel, request, view, client, lookup, scope)
+    ):
         return serving
     else:
         reply = unknown_host(view.host, accept)
@@ -77,9 +87,12 @@ async def carry(serving: Serving) -> None:
     as its requests move between hostnames (a loop: a connection may move without end).
 
     The task is its dispatcher's, but while an instance serves the connection the instance
-    owns it: it is registered there with its cancel scope, which the instance's stop, drain
-    and idle sweep cancel, and the instance ends only once it has closed (or moved on). So
-    one task per connection, not one to read its first request and another to serve it."""
+    owns it: it is registered there with the connection's cancel scope, which the instance's
+    stop, drain and idle sweep cancel, and the instance ends only once it has closed (or moved
+    on). So one task per connection, not one to read its first request and another to serve
+    it; and one cancel scope, entered by the dispatcher around the connection's whole life
+    (its TLS handshake's and first request's deadlines, then every instance's timeouts), not
+    one more per instance."""
     next_serving: Serving | None = serving
     while next_serving is not None:
         next_serving = await next_serving()

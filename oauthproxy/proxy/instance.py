@@ -8,10 +8,11 @@ Host headers. Over TLS, a request may only name a host the connection's certific
 
 Who owns a connection: the instance it serves, though not through a task in the instance's
 nursery. The connection is served in the task that read its first request (its listener's,
-`handover.carry`: one task per connection, not two), inside its `_Connection.scope`, and the
-instance registers it in `_connections` from `adopt` until it is closed or has moved on (it is
-then registered with the next instance only). Ending the instance cancels exactly the scopes
-it registered, and `run` returns only once every one of them has closed, as it would for
+`handover.carry`: one task per connection, not two), inside the connection's one cancel scope
+(entered by that task around the connection's whole life: `_Connection`), and the instance
+registers it in `_connections` from `adopt` until it is closed or has moved on (it is then
+registered with the next instance only). Ending the instance cancels exactly the scopes it
+registered, and `run` returns only once every one of them has closed, as it would for
 tasks of its own nursery. The nursery holds the instance's own tasks (its idle sweep).
 
 `update` swaps the configuration snapshot that every next request reads. Two ways to end:
@@ -43,7 +44,6 @@ import logging
 import math
 import weakref
 from collections.abc import Awaitable, Callable, Iterator
-from dataclasses import dataclass, field
 from typing import Protocol
 
 import trio
@@ -74,26 +74,46 @@ LATE_REQUEST_SECONDS = 0.5
 """After `stop`, how long open connections stay to answer requests already sent with a 404."""
 
 
-@dataclass(eq=False)
 class _Connection:
-    """A connection an instance serves: what closes it, and when it is closed if it waits on."""
+    """A connection an instance serves: what closes it, and when it is closed if it waits on.
 
-    scope: trio.CancelScope = field(default_factory=trio.CancelScope)
-    """Cancelled to end its serving: by an idle or header timeout or a drain (it then closes
-    gently), and when the instance ends (then at once: see `Instance._ended`)."""
-    closes_at: float | None = None
-    """While it waits for its next request: the end of its idle time, then (once that request
-    has begun) of its header time. None while a request is answered."""
-    counted: Counted = field(default_factory=Counted)
-    """Its byte counts where its last logged request ended (a connection moved from another
-    instance starts at 0: its first request here also counts what came before)."""
-    idle: bool = False
-    """It waits for the first byte of its next request: nothing of it would be lost by closing."""
-    answer_by: AnswerTimer = field(default_factory=lambda: AnswerTimer(math.inf))
-    """Its request timeout (`Exchange.answer_by`): fires while an upstream is late to answer.
-    The instance's sweep arms it (`AnswerTimer.arm_if_due`)."""
-    late: tuple[Reply, bool] | None = None
-    """The 504 owed when `answer_by` fired, and whether it answers a HEAD request."""
+    Its `scope` is the connection's one cancel scope, entered by the listener's task around the
+    connection's whole life (`dispatcher.hand_over`): it serves both to close it (`close`: stop,
+    drain, the idle sweep) and as its request timeout (`answer_by`'s deadline), so a connection
+    enters no scope of its own here. `closed` tells the two apart: a cancellation nobody called
+    `close` for is the request timeout. A connection closed by the idle sweep or a drain closes
+    gently; one closed because its instance ends closes at once (`Instance._ended`)."""
+
+    __slots__ = ("answer_by", "closed", "closes_at", "counted", "done", "idle", "late", "scope")
+
+    def __init__(self, scope: trio.CancelScope, sweep: float) -> None:
+        self.scope = scope
+        self.answer_by = AnswerTimer(sweep, scope)
+        """Its request timeout (`Exchange.answer_by`): fires while an upstream is late to
+        answer. The instance's sweep arms it (`AnswerTimer.arm_if_due`)."""
+        self.closed = False
+        """`close` was called (or the scope was cancelled before the instance took it): its
+        scope's cancellation is not a request timeout."""
+        self.done = False
+        """The instance serves it no more (it closes, or it moved on): `close` leaves it be."""
+        self.closes_at: float | None = None
+        """While it waits for its next request: the end of its idle time, then (once that
+        request has begun) of its header time. None while a request is answered."""
+        self.counted = Counted()
+        """Its byte counts where its last logged request ended (a connection moved from another
+        instance starts at 0: its first request here also counts what came before)."""
+        self.idle = False
+        """It waits for the first byte of its next request: nothing of it would be lost by
+        closing."""
+        self.late: tuple[Reply, bool] | None = None
+        """The 504 owed when `answer_by` fired, and whether it answers a HEAD request."""
+
+    def close(self) -> None:
+        """Close it (whatever it is doing) for the instance: not a request timeout. Once it is
+        `done` (closing within `close_gently`'s bounded linger, or moved on), nothing."""
+        if not self.done:
+            self.closed = True
+            self.scope.cancel()
 
 
 class Multiplexed(Protocol):
@@ -188,22 +208,34 @@ class Instance:
             self._ended = True
             self._end_streams()
             for connection in self._connections:
-                connection.scope.cancel()
+                connection.close()
             with trio.CancelScope(shield=True):
                 # they close at once in their own tasks (`_ended`)
                 await self._until(lambda: not self._connections)
                 await self._pool.clear()
 
     def adopt(
-        self, channel: Channel, first: Head, view: RequestView, client: Client, lookup: Lookup
+        self,
+        channel: Channel,
+        first: Head,
+        view: RequestView,
+        client: Client,
+        lookup: Lookup,
+        scope: trio.CancelScope,
     ) -> Serving | None:
         """Take over a connection whose next request (`first`, seen as `view`) is for this
-        hostname: its serving, for the caller's task to run (`carry`); None if this instance
-        takes no connections any more. `lookup` finds the instance for another hostname a later
-        request names."""
+        hostname: its serving, for the caller's task to run (`carry`) within `scope`, the
+        connection's cancel scope, which that task has entered; None if this instance takes no
+        connections any more. `lookup` finds the instance for another hostname a later request
+        names."""
         if self._nursery is None or (self._stopping.is_set() and not self._draining.is_set()):
             return None
-        connection = _Connection(answer_by=AnswerTimer(self._sweep))
+        if scope.deadline != math.inf:  # the first request's (`dispatcher`): ours from here
+            scope.deadline = math.inf
+        connection = _Connection(scope, self._sweep)
+        # cancelled already (the first request's deadline passed as its head came, or the
+        # instance it comes from closed it as it moved): it closes, and owes no 504
+        connection.closed = scope.cancel_called
         self._connections.add(connection)  # now: a drain must not end before it is served
         return functools.partial(
             self._serve_connection, connection, channel, first, view, client, lookup
@@ -243,7 +275,7 @@ class Instance:
         self._stopping.set()
         for connection in self._connections:
             if connection.idle:
-                connection.scope.cancel()
+                connection.close()
 
     async def _until(self, done: Callable[[], bool]) -> None:
         while not done():
@@ -266,7 +298,7 @@ class Instance:
             now = trio.current_time()
             for connection in self._connections:
                 if connection.closes_at is not None and connection.closes_at <= now:
-                    connection.scope.cancel()
+                    connection.close()
                 connection.answer_by.arm_if_due(now)
             for stream in self._streams:
                 if stream.answer_by is not None:
@@ -303,27 +335,32 @@ class Instance:
         """Serve the connection until it closes (None), or until it moves to the instance a
         request names (that instance's serving: see `handover.carry`)."""
         moved: Serving | None = None
+        cancelled = False
         try:
-            with connection.scope:
-                with connection.answer_by.scope:
-                    while await self._handle(channel, request, view, client, connection):
-                        if self._draining.is_set() and not (
-                            channel.events or channel.codec.in_message
-                        ):
-                            return None  # idle now: closed at once, like those `drain` found idle
-                        event = await self._next_request(channel, connection)
-                        if not isinstance(event, Head):
-                            return None
-                        request = event
-                        view = view_of(request, client.scheme)
-                        if view.host != self.hostname:
-                            moved = await pass_connection(
-                                channel, request, view, client, lookup, self._requests
-                            )
-                            return moved
-                if connection.answer_by.scope.cancelled_caught and connection.late is not None:
-                    reply, head = connection.late  # the upstream did not answer in time
+            while await self._handle(channel, request, view, client, connection):
+                if self._draining.is_set() and not (channel.events or channel.codec.in_message):
+                    return None  # idle now: closed at once, like those `drain` found idle
+                event = await self._next_request(channel, connection)
+                if not isinstance(event, Head):
+                    return None
+                request = event
+                view = view_of(request, client.scheme)
+                if view.host != self.hostname:
+                    scope = connection.scope
+                    moved = await pass_connection(
+                        channel, request, view, client, lookup, scope, self._requests
+                    )
+                    return moved
+        except trio.Cancelled:  # caught by the connection's scope, in the listener's task
+            cancelled = True
+            if connection.late is not None:  # the upstream did not answer in time: a 504
+                reply, head = connection.late
+                # in a scope of its own, shielded from the connection's (cancelled), which
+                # `close` still cancels (stop and drain end the send as they would have)
+                connection.scope = trio.CancelScope(shield=True)
+                with connection.scope, contextlib.suppress(PeerClosed):
                     await channel.send_reply(reply, close=True, head=head)
+            raise
         except BadRequest as error:
             refused(self._requests, client, refusal(error), None)
             await refuse(channel, error)
@@ -334,13 +371,18 @@ class Instance:
             # instance (and every other connection) serving.
             log.exception("connection to %s failed", self.hostname)
         finally:
+            connection.done = True  # (`close` leaves the linger be)
             try:
                 if moved is None and self._ended:
                     # as a task of a cancelled nursery would: a linger would hold the instance's
                     # end, and the gateway's shutdown, a second more per silent client
                     await trio.aclose_forcefully(channel.stream)
                 elif moved is None:
-                    await close_gently(channel.stream)
+                    if cancelled:  # the connection's scope would cut the linger (bounded itself)
+                        with trio.CancelScope(shield=True):
+                            await close_gently(channel.stream)
+                    else:
+                        await close_gently(channel.stream)
             finally:
                 self._connections.discard(connection)
                 self._quiet.set()
@@ -378,7 +420,8 @@ class Instance:
         try:
             return await self._respond(exchange)
         except BaseException:
-            if answer_by.scope.cancel_called and channel.can_reply:  # sent once it was caught
+            if answer_by.scope.cancel_called and not connection.closed and channel.can_reply:
+                # the request timeout: the 504 is sent once the connection's scope caught it
                 reply = error_reply(504, "gateway_timeout", timed_out(exchange.answer_within))
                 connection.late = noted(entry, reply), exchange.head_request
             raise

@@ -104,11 +104,12 @@ class ServerTLSStream(trio.abc.Stream):
         self._state = _BROKEN  # until it is done
         # the client hello, if it is there already (else the first wait below)
         chunk: bytes | bytearray | None = None
-        if isinstance(transport, LeanSocketStream):
-            chunk = transport.receive_ready()
+        lean = transport if isinstance(transport, LeanSocketStream) else None
+        if lean is not None:
+            chunk = lean.receive_ready()
         while True:
-            if chunk is None:
-                chunk = await transport.receive_some()  # the client speaks first
+            if chunk is None:  # the client speaks first, and answers our flight after its crypto
+                chunk = await (transport.receive_some() if lean is None else lean.receive_awaited())
             if chunk:
                 incoming.write(chunk)
             else:
