@@ -1,6 +1,6 @@
 """`ServerTLSStream`, the server side of the HTTPS port's TLS, against real OpenSSL clients over
 real sockets: a key update the client asks to be answered, close_notify, the transport's end in
-the middle of a record, garbage instead of a client hello, and TLS 1.2.
+the middle of a record, garbage instead of a client hello, the session tickets, and TLS 1.2.
 
 The server is an echo loop (upper-cased) on a `ServerTLSStream` over the `LeanSocketStream` the
 dispatcher gives it, with the listener's context and its SNI callback (`tls.py`).
@@ -251,6 +251,18 @@ async def test_a_key_update_the_client_asks_to_be_answered_is_answered(
         await client.process.wait()
     assert outcome.received == [b"before\n", b"after\n"]
     assert outcome.ended == "eof"
+
+
+async def test_one_session_ticket_per_handshake(served: HostContext) -> None:
+    """A TLS 1.3 client gets one session ticket (OpenSSL's default is two, Go's one), with the
+    first response."""
+    async with echo_server(served) as (port, outcome), s_client(port, "-tls1_3") as client:
+        await client.stdin.send_all(b"hello\n")
+        await client.read_until(b"HELLO")
+        await client.stdin.aclose()
+        await client.read_to_end()
+    assert client.seen.count(b"New Session Ticket arrived") == 1, client.seen
+    assert outcome.received == [b"hello\n"]
 
 
 async def test_a_tls12_renegotiation_is_refused_with_an_alert(served: HostContext) -> None:
