@@ -15,6 +15,7 @@ import subprocess
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from functools import partial
 
 import pytest
 import trio
@@ -274,6 +275,50 @@ async def test_a_tls12_renegotiation_is_refused_with_an_alert(served: HostContex
     assert b"no renegotiation" in client.seen
     assert outcome.received == []
     assert outcome.ended.startswith("broken")  # the client's own alert, once it gave up
+
+
+async def test_sends_that_wait_for_each_other_all_go_out_in_order(served: HostContext) -> None:
+    """Sends made at once over a transport whose sends block until the peer reads (lockstep):
+    the first sends, the others wait their turn; all go out whole and in the order they were
+    made, one that is cancelled while it waits leaves the others their turns, and the turn
+    ends with the last (a later send goes out at once)."""
+    listening = listener_context(lambda name: served if name == NAME else None)
+    server_side, client_side = trio.testing.lockstep_stream_pair()
+    server = ServerTLSStream(server_side, listening)
+    client = trio.SSLStream(client_side, client_context(), server_hostname=NAME)
+    first, second, third = (bytes([letter]) * 50_000 for letter in b"ABC")
+    waiting = trio.CancelScope()
+
+    async def cancelled_send() -> None:
+        with waiting:
+            await server.send_all(b"cancelled while it waited")
+
+    async def receive(size: int) -> bytes:
+        received = b""
+        while len(received) < size:
+            received += await client.receive_some()
+        return received
+
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(server.do_handshake)
+            await client.do_handshake()
+        async with trio.open_nursery() as nursery:
+            for send in (partial(server.send_all, first), partial(server.send_all, second)):
+                nursery.start_soon(send)
+                await trio.testing.wait_all_tasks_blocked()
+            nursery.start_soon(cancelled_send)
+            await trio.testing.wait_all_tasks_blocked()
+            nursery.start_soon(server.send_all, third)
+            await trio.testing.wait_all_tasks_blocked()
+            waiting.cancel()
+            # (what a cancelled send gave OpenSSL was encrypted already: it goes out in turn)
+            expected = first + second + b"cancelled while it waited" + third
+            assert await receive(len(expected)) == expected
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(server.send_all, b"later")
+            assert await receive(5) == b"later"
+    assert waiting.cancelled_caught
 
 
 async def test_the_request_that_came_with_the_finished_is_read_without_a_second_checkpoint(
