@@ -20,8 +20,8 @@ With `--tls`, also the gateway's CPU per new TLS handshake (full handshakes: a n
 time) and per resumed one (each connection offers the session of the previous one), measured
 by client threads of `tls_auth` against a self-signed certificate the gateway makes, and the
 same against nginx serving that certificate and key, for comparison. Both proxy the `GET /` to
-the same backend and negotiate the same TLS (1.3, X25519, TLS_AES_256_GCM_SHA384, two session
-tickets per full handshake): benchmarks/README.md ("New TLS connections") lists what was checked
+the same backend and negotiate the same TLS (1.3, X25519, TLS_AES_256_GCM_SHA384, one session
+ticket per handshake): benchmarks/README.md ("New TLS connections") lists what was checked
 and the two small differences (the gateway's request log; nginx's close_notify).
 
 With `--auth`, each gateway also gets the `just bench` auth rows' proxy, `bench-auth.local` with

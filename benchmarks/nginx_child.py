@@ -59,6 +59,7 @@ TLS_SERVER = """\
         ssl_certificate {chain};
         ssl_certificate_key {key};
         ssl_protocols TLSv1.2 TLSv1.3;
+        ssl_conf_command NumTickets 1;
 {location}    }}
 """
 

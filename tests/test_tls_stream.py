@@ -1,6 +1,6 @@
 """`ServerTLSStream`, the server side of the HTTPS port's TLS, against real OpenSSL clients over
 real sockets: a key update the client asks to be answered, close_notify, the transport's end in
-the middle of a record, garbage instead of a client hello, and TLS 1.2.
+the middle of a record, garbage instead of a client hello, the session tickets, and TLS 1.2.
 
 The server is an echo loop (upper-cased) on a `ServerTLSStream` over the `LeanSocketStream` the
 dispatcher gives it, with the listener's context and its SNI callback (`tls.py`).
@@ -15,6 +15,7 @@ import subprocess
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from functools import partial
 
 import pytest
 import trio
@@ -253,6 +254,18 @@ async def test_a_key_update_the_client_asks_to_be_answered_is_answered(
     assert outcome.ended == "eof"
 
 
+async def test_one_session_ticket_per_handshake(served: HostContext) -> None:
+    """A TLS 1.3 client gets one session ticket (OpenSSL's default is two, Go's one), with the
+    first response."""
+    async with echo_server(served) as (port, outcome), s_client(port, "-tls1_3") as client:
+        await client.stdin.send_all(b"hello\n")
+        await client.read_until(b"HELLO")
+        await client.stdin.aclose()
+        await client.read_to_end()
+    assert client.seen.count(b"New Session Ticket arrived") == 1, client.seen
+    assert outcome.received == [b"hello\n"]
+
+
 async def test_a_tls12_renegotiation_is_refused_with_an_alert(served: HostContext) -> None:
     """`openssl s_client -tls1_2` asks to renegotiate ("R"): the server's read answers with the
     no_renegotiation alert (sent by the read, as nothing else is sent), and the client gives up."""
@@ -262,6 +275,50 @@ async def test_a_tls12_renegotiation_is_refused_with_an_alert(served: HostContex
     assert b"no renegotiation" in client.seen
     assert outcome.received == []
     assert outcome.ended.startswith("broken")  # the client's own alert, once it gave up
+
+
+async def test_sends_that_wait_for_each_other_all_go_out_in_order(served: HostContext) -> None:
+    """Sends made at once over a transport whose sends block until the peer reads (lockstep):
+    the first sends, the others wait their turn; all go out whole and in the order they were
+    made, one that is cancelled while it waits leaves the others their turns, and the turn
+    ends with the last (a later send goes out at once)."""
+    listening = listener_context(lambda name: served if name == NAME else None)
+    server_side, client_side = trio.testing.lockstep_stream_pair()
+    server = ServerTLSStream(server_side, listening)
+    client = trio.SSLStream(client_side, client_context(), server_hostname=NAME)
+    first, second, third = (bytes([letter]) * 50_000 for letter in b"ABC")
+    waiting = trio.CancelScope()
+
+    async def cancelled_send() -> None:
+        with waiting:
+            await server.send_all(b"cancelled while it waited")
+
+    async def receive(size: int) -> bytes:
+        received = b""
+        while len(received) < size:
+            received += await client.receive_some()
+        return received
+
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(server.do_handshake)
+            await client.do_handshake()
+        async with trio.open_nursery() as nursery:
+            for send in (partial(server.send_all, first), partial(server.send_all, second)):
+                nursery.start_soon(send)
+                await trio.testing.wait_all_tasks_blocked()
+            nursery.start_soon(cancelled_send)
+            await trio.testing.wait_all_tasks_blocked()
+            nursery.start_soon(server.send_all, third)
+            await trio.testing.wait_all_tasks_blocked()
+            waiting.cancel()
+            # (what a cancelled send gave OpenSSL was encrypted already: it goes out in turn)
+            expected = first + second + b"cancelled while it waited" + third
+            assert await receive(len(expected)) == expected
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(server.send_all, b"later")
+            assert await receive(5) == b"later"
+    assert waiting.cancelled_caught
 
 
 async def test_the_request_that_came_with_the_finished_is_read_without_a_second_checkpoint(
