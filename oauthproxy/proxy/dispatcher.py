@@ -237,13 +237,13 @@ class Front:
     send_timeout: float = math.inf
     """How long a send may wait for a client to take data (`PROXY_SEND_TIMEOUT`)."""
 
-    def admit(self, stream: LeanSocketStream, client: Client) -> bool:
-        """Count the connection against its client's share until it closes; False when the
-        client holds its share already (then it is closed at once, unread and unanswered).
+    def admit(self, stream: LeanSocketStream, ip: str, trusted: bool) -> bool:
+        """Count the connection against its client's share (`ip`) until it closes; False when
+        the client holds its share already (then it is closed at once, unread and unanswered).
         A peer in TRUSTED_PROXIES speaks for many clients and is not counted."""
-        if client.trusted:
+        if trusted:
             return True
-        release = self.limit.admit(client.ip)
+        release = self.limit.admit(ip)
         if release is None:
             return False
         stream.on_close(release)
@@ -279,7 +279,7 @@ async def serve_http(
 
     async def handle(stream: LeanSocketStream) -> None:
         client = client_of(stream, front.trusted, b"http")
-        if not front.admit(stream, client):
+        if not front.admit(stream, client.ip, client.trusted):
             await trio.aclose_forcefully(stream)
             return
         await hand_over(stream, front, client)
@@ -320,7 +320,7 @@ def why_no_certificate(found: Instance | Unserved | None) -> str:
     return "its proxy has no certificate (enable_https is off, or none is issued yet)"
 
 
-def _handshake_failed(requests: RequestLogger | None, client: Client, error: Exception) -> None:
+def _handshake_failed(requests: RequestLogger | None, ip: str, error: Exception) -> None:
     """A failed TLS handshake as an event, with the SNI name it asked for (at DEBUG in the
     gateway's log: anyone can cause them by the thousand)."""
     if requests is None:
@@ -331,17 +331,22 @@ def _handshake_failed(requests: RequestLogger | None, client: Client, error: Exc
     if (no_certificate := _no_certificate.get()) and not timeout:
         why = f"refused (unrecognized_name): {no_certificate}"
     detail = f"sni={asked}: {why}"[:200]
-    requests.event(
-        "tls.handshake_failed", quiet=True, status=400, client_ip=client.ip, detail=detail
-    )
+    requests.event("tls.handshake_failed", quiet=True, status=400, client_ip=ip, detail=detail)
 
 
 async def _serve_tls(
-    front: Front, context: ssl.SSLContext, transport: trio.abc.Stream, client: Client
+    front: Front,
+    context: ssl.SSLContext,
+    transport: trio.abc.Stream,
+    ip: str,
+    trusted: bool,
+    unnamed: bool = False,
 ) -> None:
     """Terminate TLS on `transport`, then hand the connection to the SNI name's instance.
     One cancel scope holds the handshake's deadline, then (moved on) the first request's, then
-    the instances' timeouts (`hand_over`)."""
+    the instances' timeouts (`hand_over`). The connection's `Client` (`ip`, `trusted`,
+    `unnamed` as its `Client` fields say) is made once the handshake tells what its
+    certificate covers."""
     stream = ServerTLSStream(transport, context)
     failure: Exception | None = None
     shaken = False
@@ -354,14 +359,14 @@ async def _serve_tls(
             shaken = True
             names: frozenset[str] = getattr(stream.context, "names", frozenset())
             # the SNI name's certificate, and what it covers
-            client = Client(client.ip, client.trusted, client.scheme, names)
+            client = Client(ip, trusted, b"https", names, unnamed)
             if front.http2 is None or stream.selected_alpn_protocol() != "h2":
                 await hand_over(stream, front, client, deadline)
                 return
     if not shaken:
         await _send_alert(stream, transport)
         await trio.aclose_forcefully(stream)
-        _handshake_failed(front.requests, client, failure or trio.TooSlowError())
+        _handshake_failed(front.requests, ip, failure or trio.TooSlowError())
         return
     if deadline.cancelled_caught:  # the first request's deadline, or an instance closed it
         return
@@ -390,11 +395,12 @@ async def serve_https(
     context = _tls_context(front)
 
     async def handle(stream: LeanSocketStream) -> None:
-        client = client_of(stream, front.trusted, b"https")
-        if not front.admit(stream, client):
+        ip = stream.peer_ip()
+        trusted = is_trusted(ip, front.trusted)
+        if not front.admit(stream, ip, trusted):
             await trio.aclose_forcefully(stream)
             return
-        await _serve_tls(front, context, stream, client)
+        await _serve_tls(front, context, stream, ip, trusted)
 
     await _serve_port(front, listeners, handle, task_status)
 
@@ -439,12 +445,12 @@ async def serve_proxy_protocol(
         else:
             trusted = is_trusted(header.source, front.trusted)
             client = Client(ip=header.source, trusted=trusted, scheme=scheme)
-        if not front.admit(lean, client):  # the client it names is counted, not the balancer
+        if not front.admit(lean, client.ip, client.trusted):  # the named client, not the balancer
             await trio.aclose_forcefully(lean)
             return
         stream = PrefixedStream(lean, rest)
         if scheme == b"https":
-            await _serve_tls(front, context, stream, client)
+            await _serve_tls(front, context, stream, client.ip, client.trusted, client.unnamed)
         else:
             await hand_over(stream, front, client)
 

@@ -62,21 +62,20 @@ async def pass_connection(
     (421: the TLS certificate does not cover that host; 404: no such proxy, or why the proxy is
     not served; all logged to `requests`) and return None: the caller closes the connection."""
     head = request.method == b"HEAD"
-    accept = request.header(b"accept")
-    reply = misdirected(client, view.host, accept)
+    reply = misdirected(client, view.host, request)
     if reply is not None:
         await channel.send_reply(reply, close=True, head=head)
         refused(requests, client, reply, request, view.host)
         return None
     found = lookup(view.host)
     if isinstance(found, Unserved):
-        reply = found.reply(accept)
+        reply = found.reply(request.header(b"accept"))
     elif found is not None and (
         serving := found.adopt(channel, request, view, client, lookup, scope)
     ):
         return serving
     else:
-        reply = unknown_host(view.host, accept)
+        reply = unknown_host(view.host, request.header(b"accept"))
     await channel.send_reply(reply, close=True, head=head)
     refused(requests, client, reply, request, view.host)
     return None
@@ -98,12 +97,13 @@ async def carry(serving: Serving) -> None:
         next_serving = await next_serving()
 
 
-def misdirected(client: Client, host: str, accept: bytes) -> Reply | None:
+def misdirected(client: Client, host: str, request: Head) -> Reply | None:
     """The 421 for a host the TLS connection's certificate does not cover (None: it may ask
-    for it). HTTP/1.1 connections and HTTP/2 streams both ask here."""
+    for it). HTTP/1.1 connections and HTTP/2 streams both ask here. (The request's Accept
+    header, which picks the reply's format, is looked up only for a reply.)"""
     if client.scheme == b"https" and not covers(client.tls_names, host):
         detail = f"this connection's certificate does not cover {host!r}; open a new one"
-        return error_reply(421, "misdirected_request", detail, accept=accept)
+        return error_reply(421, "misdirected_request", detail, accept=request.header(b"accept"))
     return None
 
 

@@ -45,14 +45,14 @@ async def serve_stream(
     try:
         request = request_head(fields, ended=bodiless)
         view = view_of(request, client.scheme)
-        accept = request.header(b"accept")
-        reply = misdirected(client, view.host, accept)
+        reply = misdirected(client, view.host, request)
         found = front.lookup(view.host) if reply is None else None
         if isinstance(found, Instance):
             with found.serving(stream):
                 await _exchange(stream, request, view, client, found, requests)
             return
         if reply is None:
+            accept = request.header(b"accept")
             reply = (
                 found.reply(accept)
                 if isinstance(found, Unserved)
