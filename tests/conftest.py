@@ -57,6 +57,18 @@ async def wait_for_port(port: int) -> None:
     await eventually(opens, what=f"port {port} accepting", ignoring=(OSError,))
 
 
+FIRST_UNDER_XDIST = ("test_docs_examples.py", "test_openapi_contract.py")
+"""The longest test files: minutes each on 2 cores (many CLI processes; the API fuzzer)."""
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Under pytest-xdist (`just test`: `--dist loadfile` hands out whole files in collection
+    order) the longest files go first, so that no worker is still on one of them after the others
+    ran out of work. Every worker sorts alike, as xdist requires."""
+    if hasattr(config, "workerinput"):
+        items.sort(key=lambda item: item.path.name not in FIRST_UNDER_XDIST)
+
+
 @pytest.fixture(autouse=True)
 def _hermetic_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     """Settings come only from what a test passes: drop every variable the gateway reads."""
