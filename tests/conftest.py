@@ -50,11 +50,15 @@ def redis_command(port: int, workdir: Path, *, persistent: bool = False) -> list
 
 
 async def wait_for_port(port: int) -> None:
+    """Until a process the test started (Redis, haproxy, Pebble, an MCP server) accepts on
+    `port`: 30 s, as starting a process takes seconds on a busy machine (`just test` runs the
+    suite in 4 processes on 2 cores)."""
+
     async def opens() -> bool:
         await (await trio.open_tcp_stream("127.0.0.1", port)).aclose()
         return True
 
-    await eventually(opens, what=f"port {port} accepting", ignoring=(OSError,))
+    await eventually(opens, what=f"port {port} accepting", within=30, ignoring=(OSError,))
 
 
 FIRST_UNDER_XDIST = ("test_docs_examples.py", "test_openapi_contract.py")
