@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import itertools
 import os
 import socket
 import subprocess
@@ -30,10 +32,30 @@ Mint = Callable[..., Awaitable[str]]
 REDIS_PASSWORD = "test-redis-password-0123456789abcdef"
 
 
+PORTS_PER_WORKER = 2000
+FIRST_WORKER_PORT = 12000
+"""Under pytest-xdist, worker gwN picks its ports from its own block of PORTS_PER_WORKER from
+FIRST_WORKER_PORT on: below Linux's ephemeral range (32768-60999), so neither another worker's
+port nor any process's outgoing connection can take a port between `free_port` and its bind."""
+EPHEMERAL_PORTS = 32768
+"""Where Linux's default ephemeral range (net.ipv4.ip_local_port_range) begins."""
+_next_port = itertools.count()
+
+
 def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
+    """A loopback port nothing listens on now, for a server the test starts next."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    first = FIRST_WORKER_PORT + int(worker.removeprefix("gw") or 0) * PORTS_PER_WORKER
+    if not worker or first + PORTS_PER_WORKER > EPHEMERAL_PORTS:  # one process, or -n above 10
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            return int(probe.getsockname()[1])
+    for _ in range(PORTS_PER_WORKER):
+        port = first + next(_next_port) % PORTS_PER_WORKER
+        with socket.socket() as probe, contextlib.suppress(OSError):
+            probe.bind(("127.0.0.1", port))
+            return port
+    raise OSError(f"no free port in {first}-{first + PORTS_PER_WORKER - 1} ({worker})")
 
 
 def redis_command(port: int, workdir: Path, *, persistent: bool = False) -> list[str]:
@@ -50,11 +72,27 @@ def redis_command(port: int, workdir: Path, *, persistent: bool = False) -> list
 
 
 async def wait_for_port(port: int) -> None:
+    """Until a process the test started (Redis, haproxy, Pebble, an MCP server) accepts on
+    `port`: 30 s, as starting a process takes seconds on a busy machine (`just test` runs the
+    suite in 4 processes on 2 cores)."""
+
     async def opens() -> bool:
         await (await trio.open_tcp_stream("127.0.0.1", port)).aclose()
         return True
 
-    await eventually(opens, what=f"port {port} accepting", ignoring=(OSError,))
+    await eventually(opens, what=f"port {port} accepting", within=30, ignoring=(OSError,))
+
+
+FIRST_UNDER_XDIST = ("test_docs_examples.py", "test_openapi_contract.py")
+"""The longest test files: minutes each on 2 cores (many CLI processes; the API fuzzer)."""
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Under pytest-xdist (`just test`: `--dist loadfile` hands out whole files in collection
+    order) the longest files go first, so that no worker is still on one of them after the others
+    ran out of work. Every worker sorts alike, as xdist requires."""
+    if hasattr(config, "workerinput"):
+        items.sort(key=lambda item: item.path.name not in FIRST_UNDER_XDIST)
 
 
 @pytest.fixture(autouse=True)

@@ -5,7 +5,9 @@ No image registry is reachable, so the base is a Debian made with debootstrap (`
 takes a minute or two, so it does not wait for its test: when a collected test uses the
 `container_image` fixture, a thread starts at the end of collection with a dockerd of its own
 (tests/docker_engine.py), makes the base and builds the image, while the other tests run; the
-tests that use the image are moved to the end of the run and join the thread.
+tests that use the image are moved to the end of the run and join the thread. Under pytest-xdist
+the worker given those tests makes the image in their fixture instead, and they come first
+(`pytest_collection_modifyitems`).
 
 The debootstrap tarball is cached in ~/.cache/oauthproxy-tests (XDG_CACHE_HOME), keyed by the
 suite, the packages, the mirror and the host's own CA certificates, so a rerun on one machine
@@ -306,17 +308,26 @@ def _sbin(name: str) -> str:
 _build = ImageBuild()
 
 
+def _xdist_worker(config: pytest.Config) -> bool:
+    return hasattr(config, "workerinput")
+
+
 @pytest.hookimpl(trylast=True)
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """The tests that use the image run last, so its build overlaps everything else."""
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """In one process, the tests that use the image run last, so its build overlaps everything
+    else. Under pytest-xdist every worker collects every test, so no worker starts the build at
+    collection (that would be one build per worker): the worker that is given these tests builds
+    the image in the `container_image` fixture. They come first then, so that worker starts the
+    build at the beginning while the other workers run the rest of the suite."""
     uses = [item for item in items if FIXTURE in getattr(item, "fixturenames", ())]
     if uses:
-        last = set(map(id, uses))
-        items[:] = [item for item in items if id(item) not in last] + uses
+        chosen = set(map(id, uses))
+        others = [item for item in items if id(item) not in chosen]
+        items[:] = uses + others if _xdist_worker(config) else others + uses
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:
-    if session.config.option.collectonly:
+    if session.config.option.collectonly or _xdist_worker(session.config):
         return
     if any(FIXTURE in getattr(item, "fixturenames", ()) for item in session.items):
         _build.start()
@@ -337,7 +348,7 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
 @pytest.fixture(scope="session")
 def container_image() -> Engine:
     """The dockerd that holds `IMAGE`, the gateway built from the Containerfile."""
-    _build.start()  # already started at collection, unless the test was reached another way
+    _build.start()  # already started at collection in one process; under xdist, here
     _build.join()
     if _build.no_engine is not None:
         if os.environ.get("CI") == "true":

@@ -23,6 +23,9 @@ from tests.test_cli_tokens import Cli, cli
 __all__ = ["cli"]
 
 HOST = "cli.example.com"
+CLI_WAIT = 30
+"""Seconds for a wait whose every check runs `proxy-client`: a new Python process each time, which
+takes seconds when the machine is busy (the suite runs in 4 processes on 2 cores)."""
 
 
 @pytest.fixture
@@ -46,7 +49,9 @@ async def traffic(nursery: trio.Nursery, storage: Storage, gateway: Ready, cli: 
             return len(await cli.json("log", "search", "--query", query)) >= 1
 
         # a batch still waiting (up to 0.5 s) would land after the clear and count as traffic
-        await eventually(ready_logged, what="the readiness request in `log search`")
+        await eventually(
+            ready_logged, what="the readiness request in `log search`", within=CLI_WAIT
+        )
         await cli.ok("log", "clear")
         for path in ("/echo/one", "/status/503", "/status/404"):
             await public.get(path)
@@ -55,7 +60,7 @@ async def traffic(nursery: trio.Nursery, storage: Storage, gateway: Ready, cli: 
         query = f"host:{HOST} event:request"
         return len(await cli.json("log", "search", "--query", query)) >= 3
 
-    await eventually(logged, what="three requests in `log search`")
+    await eventually(logged, what="three requests in `log search`", within=CLI_WAIT)
     return cli
 
 
@@ -132,7 +137,7 @@ async def test_oauth_flow_shows_a_clients_steps(cli: Cli, gateway: Ready) -> Non
         found: list[dict[str, Any]] = await cli.json("log", "oauth-flow", "--client-id", client_id)
         return found or None
 
-    steps = await eventually(some_steps, what=f"the oauth-flow of {client_id}")
+    steps = await eventually(some_steps, what=f"the oauth-flow of {client_id}", within=CLI_WAIT)
     assert [(step["event"], step["request_path"]) for step in steps] == [
         ("oauth.registration", "/register")
     ]
