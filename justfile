@@ -224,8 +224,9 @@ metrics token="": _venv
 # --- development -------------------------------------------------------------------------------
 
 # pytest-xdist for the whole suite: its tests mostly wait on sockets and subprocesses, so four
-# worker processes keep 2 cores busy; a test file runs whole on one worker (--dist loadfile).
-parallel := "-n 4 --dist loadfile"
+# worker processes keep 2 cores busy; a test file runs whole on one worker, and the files that
+# start a dockerd all on one (--dist loadgroup; groups in tests/conftest.py).
+parallel := "-n 4 --dist loadgroup"
 
 # Install what the tests need (scripts/test-deps), lint, type-check, then pytest in 4 processes (slow tests excluded); with FILES, only pytest on those files, in one process
 [group('development')]

@@ -87,11 +87,32 @@ FIRST_UNDER_XDIST = ("test_docs_examples.py", "test_openapi_contract.py")
 """The longest test files: minutes each on 2 cores (many CLI processes; the API fuzzer)."""
 
 
+DOCKER_ENGINE_FILES = frozenset(
+    {
+        "test_cli_docker_services.py",
+        "test_container.py",
+        "test_docker_port_access.py",
+        "test_docker_ports.py",
+        "test_docker_publishing.py",
+        "test_docker_services.py",
+    }
+)
+"""The files whose tests start a dockerd of their own (tests/docker_engine.py): one worker runs
+them all, one after the other, as one process would. Engines on one host share its iptables
+chains, which each rewrites as it starts and publishes ports; a request to the admin API was
+cut off ("Server disconnected") while another worker's engine did so."""
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Under pytest-xdist (`just test`: `--dist loadfile` hands out whole files in collection
-    order) the longest files go first, so that no worker is still on one of them after the others
-    ran out of work. Every worker sorts alike, as xdist requires."""
+    """Under pytest-xdist (`just test`: `--dist loadgroup` hands out whole groups in collection
+    order) each file is a group, but the Docker engine files are one group together
+    (`DOCKER_ENGINE_FILES`), and the longest files go first, so that no worker is still on one of
+    them after the others ran out of work. Every worker sorts alike, as xdist requires."""
     if hasattr(config, "workerinput"):
+        for item in items:
+            name = item.path.name
+            group = "docker-engines" if name in DOCKER_ENGINE_FILES else name
+            item.add_marker(pytest.mark.xdist_group(group))
         items.sort(key=lambda item: item.path.name not in FIRST_UNDER_XDIST)
 
 
