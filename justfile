@@ -223,8 +223,12 @@ metrics token="": _venv
 
 # --- development -------------------------------------------------------------------------------
 
+# pytest-xdist for the whole suite: its tests mostly wait on sockets and subprocesses, so four
+# worker processes keep 2 cores busy; a test file runs whole on one worker, and the files that
+# start a dockerd all on one (--dist loadgroup; groups in tests/conftest.py).
+parallel := "-n 4 --dist loadgroup"
 
-# Install what the tests need (scripts/test-deps), lint, type-check, then pytest (slow tests excluded); with FILES, only pytest on those files (or pytest's options: -n 4 --dist loadgroup runs the suite in 4 processes)
+# Install what the tests need (scripts/test-deps), lint, type-check, then pytest in 4 processes (slow tests excluded); with FILES, only pytest on those files, in one process
 [group('development')]
 test *files: _venv
     #!/bin/sh
@@ -235,14 +239,14 @@ test *files: _venv
     fi
     scripts/test-deps
     {{ just_executable() }} --justfile {{ quote(justfile()) }} lint
-    echo 'pytest -m "not slow"' >&2
-    exec pytest -m "not slow"
+    echo 'pytest -m "not slow" {{ parallel }}' >&2
+    exec pytest -m "not slow" {{ parallel }}
 
-# Everything: lint, type-check and the whole test suite, slow tests included
+# Everything: lint, type-check and the whole test suite in 4 processes, slow tests included
 [group('development')]
 test-all: lint
     scripts/test-deps
-    pytest
+    pytest {{ parallel }}
 
 # ruff check, ruff format --check and mypy (strict, configured in pyproject.toml)
 [group('development')]

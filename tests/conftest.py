@@ -98,9 +98,10 @@ DOCKER_ENGINE_FILES = frozenset(
     }
 )
 """The files whose tests start a dockerd of their own (tests/docker_engine.py): one worker runs
-them all, one after the other, as one process would. Engines on one host share its iptables
-chains, which each rewrites as it starts and publishes ports; a request to the admin API was
-cut off ("Server disconnected") while another worker's engine did so."""
+them all, one after the other, as one process would, so no two dockerds start, publish ports
+or replace containers on this host at once. (The admin request cut off by "Server disconnected"
+that this was first blamed on was the gateway's own Docker events follower dying:
+`oauthproxy/services/docker.py` says why.)"""
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -14,10 +15,12 @@ from typing import Any
 import httpx
 import pytest
 import trio
+import trio.testing
 
 from oauthproxy.api.docker_services import DOCKER_LOG_FOLLOWS_PER_TOKEN
 from oauthproxy.models.services import DockerService
 from oauthproxy.serve import Ready, serve
+from oauthproxy.services.docker import ContainerState, DockerEngine
 from oauthproxy.settings import Settings
 from oauthproxy.storage import Storage, keys
 from tests.conftest import free_port
@@ -280,6 +283,40 @@ async def test_a_container_killed_behind_the_gateways_back_makes_its_proxy_say_5
     assert (
         await admin.delete(f"{SERVICES}fragile", params={"delete_proxy": "true"})
     ).status_code == 200
+
+
+async def test_a_container_removed_right_after_its_inspect_reads_as_inspected(
+    docker_engine: Engine,
+) -> None:
+    """A container's state is what its inspect said, even when the container is removed before
+    the event loop takes the answer: python-on-whales re-inspects an object read more than 10 ms
+    after its inspect, and that re-inspect on the loop met the removed container as a raw
+    NoSuchContainer. The Docker events follower died of it (and the gateway, cutting an admin
+    request off: 'Server disconnected') when a republish replaced a container under load."""
+    docker_engine.docker("run", "-d", "--name", "vanishing", IMAGE, "sleep", "600")
+    engine = DockerEngine(docker_engine.host, "")
+    read: list[ContainerState] = []
+
+    async def read_state() -> None:
+        read.append(await engine.state("vanishing"))
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(read_state)
+        await trio.testing.wait_all_tasks_blocked()  # the inspect runs in its worker thread
+        remove_once_answered(docker_engine, "vanishing")
+    assert [(state.name, state.status) for state in read] == [("vanishing", "running")]
+
+
+def remove_once_answered(engine: Engine, name: str) -> None:
+    """Holding the event loop (a blocking call, no checkpoint): wait until a worker thread has
+    handed its answer to the loop, remove container `name`, and let that answer age past
+    python-on-whales' 10 ms cache before the loop takes it."""
+    deadline = time.monotonic() + 60
+    while trio.lowlevel.current_statistics().run_sync_soon_queue_size == 0:
+        assert time.monotonic() < deadline, "the inspect never answered"
+        time.sleep(0.001)
+    engine.docker("rm", "-f", name)
+    time.sleep(0.05)
 
 
 async def test_cleanup_removes_containers_without_records_and_records_without_containers(

@@ -1,10 +1,15 @@
 """The Docker engine: the only module that imports python_on_whales.
 
 python-on-whales drives the `docker` CLI in a subprocess, so every call blocks: each one runs in
-`trio.to_thread.run_sync`, never on the event loop. Its exceptions are translated here, at the
-edge: an engine that cannot be reached (or no `docker` CLI) is `EngineUnavailable`, naming
-DOCKER_HOST; a missing container is `NotFound`; any other refusal of the engine is `EngineError`
-with the engine's own message. Callers never see a python-on-whales type.
+`trio.to_thread.run_sync`, never on the event loop. Its container and image objects are lazy: an
+attribute read more than 10 ms after their last inspect (its CACHE_VALIDITY_PERIOD) runs `docker
+inspect` again. So they are read into our own types in the same worker thread and never reach
+the event loop, where a read would block it and would meet a container removed meanwhile as a
+raw NoSuchContainer (which killed the Docker events follower, and with it the gateway, when a
+container was replaced under load). Its exceptions are translated here, at the edge: an engine
+that cannot be reached (or no `docker` CLI) is `EngineUnavailable`, naming DOCKER_HOST; a missing
+container is `NotFound`; any other refusal of the engine is `EngineError` with the engine's own
+message. Callers never see a python-on-whales type.
 
 `DOCKER_HOST` says where the engine listens, `DOCKER_API_VERSION` is passed to the CLI as its
 environment variable of that name (the API version it speaks), so both act on every call.
@@ -156,8 +161,10 @@ class DockerEngine:
 
     async def exposed_ports(self, image: str) -> list[int]:
         """The TCP ports `image` declares with EXPOSE, lowest first."""
-        found = await self._run(self._client.image.inspect, image)
-        exposed = found.config.exposed_ports or {}
+        return await self._run(self._exposed_ports, image)
+
+    def _exposed_ports(self, image: str) -> list[int]:
+        exposed = self._client.image.inspect(image).config.exposed_ports or {}
         return sorted(int(key.split("/")[0]) for key in exposed if key.endswith("/tcp"))
 
     # --- containers ----------------------------------------------------------------------------
@@ -203,15 +210,27 @@ class DockerEngine:
         await self._run(self._client.container.update, name, memory=memory, cpus=cpus)
 
     async def state(self, name: str) -> ContainerState:
-        container = await self._run(self._client.container.inspect, name)
-        return _state(container)
+        """The container's state as one inspect in the worker thread read it; `NotFound` when
+        there is no such container (also when it goes while it is being read)."""
+        return await self._run(self._state_of, name)
+
+    def _state_of(self, name: str) -> ContainerState:
+        return _state(self._client.container.inspect(name))
 
     async def managed(self) -> list[ContainerState]:
-        """Every container carrying our label, running or not."""
-        found = await self._run(
-            self._client.container.list, all=True, filters=[("label", MANAGED_LABEL)]
-        )
-        return [_state(container) for container in found]
+        """Every container carrying our label, running or not (one removed between the listing
+        and its inspect is not there any more, so it is not in the list)."""
+        return await self._run(self._managed)
+
+    def _managed(self) -> list[ContainerState]:
+        found = self._client.container.list(all=True, filters=[("label", MANAGED_LABEL)])
+        states = []
+        for container in found:
+            try:
+                states.append(_state(container))  # inspects it: the listing holds only its id
+            except NoSuchContainer:
+                continue
+        return states
 
     async def logs(
         self, name: str, *, lines: int | None, timestamps: bool, since: datetime | None = None
