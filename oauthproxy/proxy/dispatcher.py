@@ -170,17 +170,15 @@ async def serve_listener(
                     continue
                 raise
             accepted = socket.socket(family, kind, protocol, fileno=fd)
-            sock = trio.socket.from_stdlib_socket(accepted)
-            connections.start_soon(_isolated, handle, sock, str(address[0]), send_timeout)
+            accepted.setblocking(False)  # (no trio socket around it: see `LeanSocketStream`)
+            connections.start_soon(_isolated, handle, accepted, str(address[0]), send_timeout)
 
 
 _ACCEPTED_OPTIONS = ((socket.TCP_NODELAY, 1), (socket.TCP_NOTSENT_LOWAT, 2**14))
 """What trio's `SocketStream` sets on each socket it wraps, set once on the listening socket."""
 
 
-async def _isolated(
-    handle: Handler, sock: trio.socket.SocketType, peer: str, send_timeout: float
-) -> None:
+async def _isolated(handle: Handler, sock: socket.socket, peer: str, send_timeout: float) -> None:
     """Run one connection's hand-over; its failure is logged and ends only that connection."""
     stream = LeanSocketStream(sock, send_timeout=send_timeout, peer=peer)
     try:
