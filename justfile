@@ -308,6 +308,25 @@ bench *args: _venv
 bench-page results="benchmarks/results.json": _venv
     python benchmarks/page.py {{ quote(results) }}
 
+# Instructions per new TLS connection (handshake + GET / + close) under callgrind, load-independent: this checkout's gateway, then each OTHER checkout's (with its .venv), and nginx with --nginx; split by library. Options: --connections N, --rounds N
+[group('benchmarks')]
+bench-instructions *args: _venv
+    #!/bin/sh
+    set -eu
+    for pair in valgrind:valgrind nginx:nginx; do
+        program=${pair%%:*}
+        command -v "$program" >/dev/null 2>&1 || [ -x "/usr/sbin/$program" ] && continue
+        if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+            echo "bench-instructions: installing ${pair#*:} with apt-get" >&2
+            apt-get -q update >/dev/null
+            DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${pair#*:}" >/dev/null
+        else
+            echo "bench-instructions: $program is required (apt-get install ${pair#*:})" >&2
+            exit 1
+        fi
+    done
+    exec python benchmarks/instructions.py "$@"
+
 # Replay bench-like request-log batches into a valkey of its own: Redis CPU µs/entry (from /proc), the gateway's encoding CPU, memory per million entries. Options: --batches N, --size N
 [group('benchmarks')]
 bench-log-replay *args: _venv

