@@ -1,16 +1,20 @@
 """Instructions per new TLS connection, counted by callgrind: a measure of the gateway's work per
 connection that does not move with the machine's load, unlike CPU time.
 
-    python benchmarks/instructions.py [OTHER_CHECKOUT ...] [--connections N] [--rounds R] [--nginx]
+    python benchmarks/instructions.py [OTHER_CHECKOUT ...] [--connections N] [--rounds R]
+                                      [--clients K] [--nginx]
 
 Each checkout's gateway (this one first, then each OTHER_CHECKOUT's, each with its own .venv)
 runs under `valgrind --tool=callgrind` with instrumentation off until a measured window, so
 start-up runs at valgrind's plain speed. With `--nginx`, nginx's worker is measured too: the
 same certificate, TLS and backend, as in the "new TLS handshakes" rows of `just bench`. Per
-window: 20 warm-up connections, then N in a row (connect → TLS handshake → `GET /` → close,
-each waiting for the one before); then an idle window as long (the gateway's background:
-Redis reads, timers), subtracted. It prints the instructions per connection and their split by
-library (libpython, libcrypto, libssl, libc, ...), per round, rounds interleaved.
+window: 20 warm-up connections, then N (connect → TLS handshake → `GET /` → close), from K
+client threads at once, each waiting for its last connection (default 1: one after another);
+then an idle window as long (the gateway's background: Redis reads, timers), subtracted. One
+at a time, every trip through trio's scheduler is a whole pass of its run loop; with several
+(`just bench` uses 8), one pass serves several tasks, as on a loaded gateway. It prints the
+instructions per connection and their split by library (libpython, libcrypto, libssl, libc,
+...), per round, rounds interleaved.
 
 What to read in it: OpenSSL's share is the same for every server that negotiates the same TLS
 (under valgrind OpenSSL takes its no-AVX-512 paths, so that share is larger than on the bare
@@ -34,6 +38,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -104,21 +109,39 @@ def _window(server: Server, out: Path, work: Callable[[], Any]) -> tuple[dict[st
     return _libraries(dumps[-1]), elapsed
 
 
-def _connections(server: Server, count: int) -> Callable[[], None]:
+def _connections(server: Server, count: int, clients: int = 1) -> Callable[[], None]:
+    """`count` connections from `clients` threads at once (each waits for its last one)."""
     context = client_context(server.tls.chain)
+    failures: list[str] = []
+
+    def client(share: int) -> None:
+        for _ in range(share):
+            try:
+                status = https_get(context, server.port, HOST, timeout=120).status
+            except (OSError, ValueError) as error:
+                failures.append(f"{type(error).__name__}: {error}")
+                return
+            if status != 200:
+                failures.append(f"a GET / answered {status}")
+                return
 
     def run() -> None:
-        for _ in range(count):
-            if https_get(context, server.port, HOST, timeout=120).status != 200:
-                raise RuntimeError(f"{server.name}: a GET / did not answer 200")
+        shares = [count // clients + (index < count % clients) for index in range(clients)]
+        threads = [threading.Thread(target=client, args=(share,)) for share in shares]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        if failures:
+            raise RuntimeError(f"{server.name}: {failures[0]}")
 
     return run
 
 
-def measure(server: Server, out: Path, connections: int) -> dict[str, float]:
+def measure(server: Server, out: Path, connections: int, clients: int) -> dict[str, float]:
     """Instructions per connection by library, minus the background of an idle window as long."""
-    _window(server, out, _connections(server, WARM_UP))
-    busy, elapsed = _window(server, out, _connections(server, connections))
+    _window(server, out, _connections(server, WARM_UP, clients))
+    busy, elapsed = _window(server, out, _connections(server, connections, clients))
     idle, _ = _window(server, out, lambda: time.sleep(elapsed))
     return {lib: (busy.get(lib, 0) - idle.get(lib, 0)) / connections for lib in busy}
 
@@ -207,6 +230,12 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=300, help="per window (default 300)")
     parser.add_argument("--rounds", type=int, default=2, help="rounds, interleaved (default 2)")
     parser.add_argument("--nginx", action="store_true", help="measure nginx's worker too")
+    parser.add_argument(
+        "--clients",
+        type=int,
+        default=1,
+        help="connections at once (default 1: one after another; `just bench` uses 8)",
+    )
     args = parser.parse_args()
     for tool in ("valgrind", "callgrind_control", "callgrind_annotate"):
         if shutil.which(tool) is None:
@@ -256,7 +285,11 @@ def main() -> None:
                 servers.append(_nginx(procs, nginx, work, out, servers[0].tls, backend))
             for round_number in range(1, args.rounds + 1):
                 for server in servers:
-                    _print(server.name, round_number, measure(server, out, args.connections))
+                    _print(
+                        server.name,
+                        round_number,
+                        measure(server, out, args.connections, args.clients),
+                    )
         finally:
             procs.stop_all()
 
