@@ -280,25 +280,17 @@ _venv:
 bench *args: _venv
     #!/bin/sh
     set -eu
-    apt_install() {
-        [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 || return 1
-        echo "bench: installing $1 with apt-get" >&2
-        install="apt-get -o DPkg::Lock::Timeout=600 install -y -q --no-install-recommends $1"
-        DEBIAN_FRONTEND=noninteractive $install >/dev/null \
-            || { apt-get -q update >/dev/null && DEBIAN_FRONTEND=noninteractive $install >/dev/null; }
-    }
-    if ! command -v wrk >/dev/null 2>&1 && ! apt_install wrk; then
+    if ! scripts/bench-tool bench wrk; then
         echo "bench: wrk is required and could not be installed (install it, e.g. apt-get install wrk)" >&2
         exit 1
     fi
-    if ! command -v nginx >/dev/null 2>&1 && [ ! -x /usr/sbin/nginx ] && ! apt_install nginx; then
+    if ! scripts/bench-tool bench nginx; then
         echo "bench: nginx is not installed and could not be installed: the nginx rows are skipped" >&2
     fi
     # the proxy-bound part's peers and HTTP/2 client: each missing one skips its rows, with a note
     for pair in haproxy:haproxy caddy:caddy h2load:nghttp2-client; do
-        program=${pair%%:*}
-        if ! command -v "$program" >/dev/null 2>&1 && [ ! -x "/usr/sbin/$program" ] && ! apt_install "${pair#*:}"; then
-            echo "bench: $program is not installed and could not be installed: its proxy-bound rows are skipped" >&2
+        if ! scripts/bench-tool bench "${pair%%:*}" "${pair#*:}"; then
+            echo "bench: ${pair%%:*} is not installed and could not be installed: its proxy-bound rows are skipped" >&2
         fi
     done
     exec python benchmarks/run.py "$@"
@@ -308,20 +300,14 @@ bench *args: _venv
 bench-page results="benchmarks/results.json": _venv
     python benchmarks/page.py {{ quote(results) }}
 
-# Instructions per new TLS connection (handshake + GET / + close) under callgrind, load-independent: this checkout's gateway, then each OTHER checkout's (with its .venv), and nginx with --nginx; split by library. Options: --connections N, --rounds N
+# Instructions per new TLS connection (handshake + GET / + close) under callgrind, load-independent: this checkout's gateway, then each OTHER checkout's (with its .venv), and nginx with --nginx; split by library. Options: --connections N, --rounds N, --clients K
 [group('benchmarks')]
 bench-instructions *args: _venv
     #!/bin/sh
     set -eu
-    for pair in valgrind:valgrind nginx:nginx; do
-        program=${pair%%:*}
-        command -v "$program" >/dev/null 2>&1 || [ -x "/usr/sbin/$program" ] && continue
-        if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-            echo "bench-instructions: installing ${pair#*:} with apt-get" >&2
-            apt-get -q update >/dev/null
-            DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${pair#*:}" >/dev/null
-        else
-            echo "bench-instructions: $program is required (apt-get install ${pair#*:})" >&2
+    for program in valgrind nginx; do
+        if ! scripts/bench-tool bench-instructions "$program"; then
+            echo "bench-instructions: $program is required (apt-get install $program)" >&2
             exit 1
         fi
     done

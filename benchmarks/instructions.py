@@ -29,9 +29,7 @@ from __future__ import annotations
 import argparse
 import collections
 import glob
-import grp
 import os
-import pwd
 import re
 import secrets
 import shutil
@@ -48,14 +46,7 @@ from typing import Any
 import gateway_child
 from gateway_child import GatewayPorts, api_call, create_proxy, launch_gateway, wait_for_200
 from harness import Processes, descendants, free_port, step, wait_for_port
-from nginx_child import (
-    NGINX_MAIN,
-    UPSTREAM,
-    nginx_binary,
-    plain_server,
-    start_nginx_with,
-    tls_server,
-)
+from nginx_child import nginx_binary, plain_server, start_nginx_with, tls_server, upstream
 from proxy_bound import BACKEND_LOCATION, HOST, QUIET
 from tls_auth import CertificateFiles, client_context, fetch_certificate, https_get
 
@@ -183,23 +174,11 @@ def _nginx(
 ) -> Server:
     """nginx under callgrind (its worker is what is measured), HTTPS for HOST, proxying to the
     same backend as the gateways."""
-    prefix = work / "nginx-tls"
-    prefix.mkdir()
     port = free_port()
-    http = UPSTREAM.format(backend=backend) + tls_server(port, HOST, tls)
-    user = ""
-    if os.geteuid() == 0:  # (as `start_nginx_with`: `nobody`'s group may not exist)
-        user = f"user {pwd.getpwuid(0).pw_name} {grp.getgrgid(0).gr_name};\n"
-    conf = prefix / "nginx.conf"
-    conf.write_text(NGINX_MAIN.format(user=user, prefix=prefix, http=http))
-    argv = [*CALLGRIND.format(out=out).split(), "--trace-children=yes", binary]
-    master = procs.start(
-        [*argv, "-p", f"{prefix}/", "-c", str(conf), "-e", str(prefix / "error.log")],
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    wait_for_port(port, master, f"nginx (see {prefix}/error.log)", timeout=120)
+    valgrind = [*CALLGRIND.format(out=out).split(), "--trace-children=yes"]
+    http = upstream(backend) + tls_server(port, HOST, tls)
+    prefix = work / "nginx-tls"
+    master = start_nginx_with(procs, binary, prefix, http, (port,), wrapper=valgrind, timeout=120)
     deadline = time.monotonic() + 120
     while not (workers := descendants(master.pid)):  # the master listens before it forks
         if time.monotonic() > deadline or master.poll() is not None:

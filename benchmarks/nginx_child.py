@@ -12,6 +12,7 @@ import os
 import pwd
 import shutil
 import subprocess
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -98,8 +99,11 @@ def start_nginx_with(
     http: str,
     ports: tuple[int, ...],
     cpu: int | None = None,
+    wrapper: Sequence[str] = (),
+    timeout: float = 15,
 ) -> subprocess.Popen[Any]:
-    """nginx with this `http { }` body, once it listens on every port of `ports`."""
+    """nginx with this `http { }` body, once it listens on every port of `ports` (within
+    `timeout` seconds); `wrapper` goes before the binary (e.g. valgrind)."""
     prefix.mkdir()
     user = ""
     if os.geteuid() == 0:  # workers would run as `nobody`, whose group may not exist
@@ -110,6 +114,7 @@ def start_nginx_with(
         child = procs.start(
             [
                 *pinned(cpu),
+                *wrapper,
                 binary,
                 "-p",
                 f"{prefix}/",
@@ -123,5 +128,5 @@ def start_nginx_with(
             stderr=stderr,
         )
     for port in ports:
-        wait_for_port(port, child, f"nginx (see {prefix}/error.log)")
+        wait_for_port(port, child, f"nginx (see {prefix}/error.log)", timeout)
     return child
