@@ -18,6 +18,7 @@ import trio
 
 from oauthproxy.api.app import create_app
 from oauthproxy.condition import GatewayCondition
+from oauthproxy.proxy import dispatcher
 from oauthproxy.serve import Ready, serve
 from oauthproxy.settings import Settings
 from oauthproxy.storage import Storage
@@ -118,15 +119,41 @@ async def test_a_silent_connection_is_closed_after_the_first_request_timeout(
             assert await stream.receive_some() == b""
 
 
+async def test_a_tls_client_that_never_finishes_its_handshake_is_closed_after_the_timeout(
+    nursery: trio.Nursery,
+    storage: Storage,
+    make_settings: Callable[..., Settings],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The handshake's deadline is kept by the port's sweep (`HandOverDeadlines`), off trio's
+    deadline heap: a client that sends the start of a ClientHello and no more is closed once
+    the deadline passes all the same (here 0.4 s, armed by a sweep every 0.1 s), long before
+    the first request's (30 s)."""
+    monkeypatch.setattr(dispatcher, "TLS_HANDSHAKE_TIMEOUT", 0.4)
+    settings = make_settings(proxy_first_request_timeout=30)
+    ready: Ready = await nursery.start(
+        lambda task_status: serve(settings, handle_signals=False, task_status=task_status)
+    )
+    stream = await trio.open_tcp_stream("127.0.0.1", ready.https_port)
+    async with stream:
+        await stream.send_all(b"\x16\x03\x01\x02\x00\x01")  # a record header, a type, no more
+        with trio.fail_after(20):  # the first request's deadline (30 s) would end the test here
+            try:
+                closed = await stream.receive_some() == b""
+            except trio.BrokenResourceError:
+                closed = True
+        assert closed
+
+
 async def test_a_tls_connection_silent_after_its_handshake_is_closed_after_the_timeout(
     nursery: trio.Nursery,
     storage: Storage,
     make_settings: Callable[..., Settings],
     tmp_path: Path,
 ) -> None:
-    """Over TLS the first request's deadline follows the handshake's (one cancel scope moved
-    on): a client that completes the handshake and then sends nothing is closed all the same,
-    and the next one is served."""
+    """Over TLS the first request's deadline follows the handshake's (one cancel scope, its
+    deadline restarted): a client that completes the handshake and then sends nothing is
+    closed all the same, and the next one is served."""
     pki = make_pki(tmp_path, ("secure.example.com", "also.example.com"))
     backend: int = await nursery.start(functools.partial(serve_backend, "tls"))
     settings = make_settings(proxy_first_request_timeout=0.3)

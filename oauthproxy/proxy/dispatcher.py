@@ -22,6 +22,7 @@ import trio
 from oauthproxy.logs.logger import RequestLogger
 from oauthproxy.proxy.challenges import ChallengeLookup, challenge_reply, is_challenge
 from oauthproxy.proxy.codec import Head
+from oauthproxy.proxy.exchange import AnswerTimer
 from oauthproxy.proxy.handover import Serving, answer, carry, pass_connection, refusal, refuse
 from oauthproxy.proxy.headers import Client, Network, is_trusted
 from oauthproxy.proxy.http import BadRequest, Channel, PeerClosed, close_gently
@@ -36,7 +37,7 @@ from oauthproxy.proxy.responses import Unserved
 from oauthproxy.proxy.sockets import LeanSocketStream
 from oauthproxy.proxy.tls import TLS_HANDSHAKE_TIMEOUT, HostContext, listener_context
 from oauthproxy.proxy.tls_stream import ServerTLSStream
-from oauthproxy.proxy.waiting import FirstRequests
+from oauthproxy.proxy.waiting import FirstRequests, HandOverDeadlines
 
 log = logging.getLogger(__name__)
 
@@ -66,31 +67,43 @@ def client_of(stream: LeanSocketStream, trusted: Sequence[Network], scheme: byte
 
 
 async def hand_over(
-    stream: trio.abc.Stream, front: Front, client: Client, scope: trio.CancelScope | None = None
+    stream: trio.abc.Stream,
+    front: Front,
+    client: Client,
+    deadlines: HandOverDeadlines,
+    timer: AnswerTimer | None = None,
 ) -> None:
     """Read the first request and give the connection to its instance (or answer it here),
     then serve it in this task for the instances it moves through (`carry`). A connection that
     has sent nothing when the gateway begins to shut down is closed.
 
-    All within the connection's one cancel scope: `scope` when the caller has entered it (the
-    TLS handshake's, moved on), else one of its own. It holds the first request's deadline,
-    then (lifted by the instance that adopts the connection) the instances' timeouts."""
-    deadline = trio.current_time() + front.first_request_timeout
-    if scope is None:
-        with trio.CancelScope(deadline=deadline) as own:
-            await _hand_over(stream, front, client, own)
+    All within the connection's one cancel scope: `timer`'s when the caller has entered one
+    (the TLS handshake's deadline, restarted here), else one of its own. Until the connection
+    is handed over, the scope's deadline is the first request's (kept by `deadlines`); then
+    the instances' timeouts."""
+    if timer is None:
+        with trio.CancelScope() as own:
+            timer = deadlines.start(own, front.first_request_timeout)
+            await _hand_over(stream, front, client, deadlines, timer)
     else:
-        scope.deadline = deadline
-        await _hand_over(stream, front, client, scope)
+        deadlines.restart(timer, front.first_request_timeout)
+        await _hand_over(stream, front, client, deadlines, timer)
 
 
 async def _hand_over(
-    stream: trio.abc.Stream, front: Front, client: Client, scope: trio.CancelScope
+    stream: trio.abc.Stream,
+    front: Front,
+    client: Client,
+    deadlines: HandOverDeadlines,
+    timer: AnswerTimer,
 ) -> None:
     reader = Channel.of_client(stream)
     serving: Serving | None = None
     try:
-        serving = await _first_request(reader, front, client, scope)
+        try:
+            serving = await _first_request(reader, front, client, timer.scope)
+        finally:  # the instance's timeouts from here (a refusal and the close bound their own)
+            deadlines.end(timer)
     except BadRequest as error:
         refused(front.requests, client, refusal(error), None)
         await refuse(reader, error)
@@ -188,10 +201,16 @@ async def _isolated(handle: Handler, sock: socket.socket, peer: str, send_timeou
         await trio.aclose_forcefully(stream)
 
 
+def _hand_over_deadlines(front: Front) -> HandOverDeadlines:
+    """A port's deadlines until hand-over, swept four times per the shorter of them."""
+    return HandOverDeadlines(min(TLS_HANDSHAKE_TIMEOUT, front.first_request_timeout) / 4)
+
+
 async def _serve_port(
     front: Front,
     listeners: Sequence[trio.SocketListener],
     handle: Handler,
+    deadlines: HandOverDeadlines,
     task_status: trio.TaskStatus[int],
 ) -> None:
     """Serve listeners bound beforehand (`oauthproxy.listeners`): a taken port fails start-up
@@ -201,16 +220,19 @@ async def _serve_port(
     sent nothing close too, and those reading their first request go on to their instance."""
     bound = int(listeners[0].socket.getsockname()[1])
     try:
-        async with trio.open_nursery() as connections, trio.open_nursery() as accepting:
-            for listener in listeners:
-                accepting.start_soon(
-                    serve_listener, listener, handle, connections, front.send_timeout
-                )
-            task_status.started(bound)
-            await front.shutdown.wait()
-            accepting.cancel_scope.cancel()  # accepts end with Cancelled, not a closed socket
-            _close(listeners)
-            front.first_requests.close_all()
+        async with trio.open_nursery() as sweeping:
+            sweeping.start_soon(deadlines.sweep)  # while connections may still be handed over
+            async with trio.open_nursery() as connections, trio.open_nursery() as accepting:
+                for listener in listeners:
+                    accepting.start_soon(
+                        serve_listener, listener, handle, connections, front.send_timeout
+                    )
+                task_status.started(bound)
+                await front.shutdown.wait()
+                accepting.cancel_scope.cancel()  # accepts end with Cancelled, not a closed socket
+                _close(listeners)
+                front.first_requests.close_all()
+            sweeping.cancel_scope.cancel()
     finally:
         _close(listeners)
 
@@ -275,14 +297,16 @@ async def serve_http(
     Connections already handed to instances belong to them and drain with them.
     """
 
+    deadlines = _hand_over_deadlines(front)
+
     async def handle(stream: LeanSocketStream) -> None:
         client = client_of(stream, front.trusted, b"http")
         if not front.admit(stream, client.ip, client.trusted):
             await trio.aclose_forcefully(stream)
             return
-        await hand_over(stream, front, client)
+        await hand_over(stream, front, client, deadlines)
 
-    await _serve_port(front, listeners, handle, task_status)
+    await _serve_port(front, listeners, handle, deadlines, task_status)
 
 
 _asked_name: ContextVar[str] = ContextVar("asked_name", default="")
@@ -335,20 +359,22 @@ def _handshake_failed(requests: RequestLogger | None, ip: str, error: Exception)
 async def _serve_tls(
     front: Front,
     context: ssl.SSLContext,
+    deadlines: HandOverDeadlines,
     transport: trio.abc.Stream,
     ip: str,
     trusted: bool,
     unnamed: bool = False,
 ) -> None:
     """Terminate TLS on `transport`, then hand the connection to the SNI name's instance.
-    One cancel scope holds the handshake's deadline, then (moved on) the first request's, then
-    the instances' timeouts (`hand_over`). The connection's `Client` (`ip`, `trusted`,
-    `unnamed` as its `Client` fields say) is made once the handshake tells what its
-    certificate covers."""
+    One cancel scope holds the handshake's deadline, then (restarted) the first request's, both
+    kept by `deadlines`, then the instances' timeouts (`hand_over`). The connection's `Client`
+    (`ip`, `trusted`, `unnamed` as its `Client` fields say) is made once the handshake tells
+    what its certificate covers."""
     stream = ServerTLSStream(transport, context)
     failure: Exception | None = None
     shaken = False
-    with trio.CancelScope(deadline=trio.current_time() + TLS_HANDSHAKE_TIMEOUT) as deadline:
+    with trio.CancelScope() as scope:
+        timer = deadlines.start(scope, TLS_HANDSHAKE_TIMEOUT)
         try:
             await stream.do_handshake()
         except trio.BrokenResourceError as error:
@@ -359,14 +385,16 @@ async def _serve_tls(
             # the SNI name's certificate, and what it covers
             client = Client(ip, trusted, b"https", names, unnamed)
             if front.http2 is None or stream.selected_alpn_protocol() != "h2":
-                await hand_over(stream, front, client, deadline)
+                await hand_over(stream, front, client, deadlines, timer)
                 return
+        finally:
+            deadlines.end(timer)  # (ended already if it was handed over)
     if not shaken:
         await _send_alert(stream, transport)
         await trio.aclose_forcefully(stream)
         _handshake_failed(front.requests, ip, failure or trio.TooSlowError())
         return
-    if deadline.cancelled_caught:  # the first request's deadline, or an instance closed it
+    if scope.cancelled_caught:  # the first request's deadline, or an instance closed it
         return
     assert front.http2 is not None
     await serve_http2(stream, client, front, front.http2)
@@ -391,6 +419,7 @@ async def serve_https(
 ) -> None:
     """The public HTTPS port: the SNI name picks the instance (and its certificate)."""
     context = _tls_context(front)
+    deadlines = _hand_over_deadlines(front)
 
     async def handle(stream: LeanSocketStream) -> None:
         ip = stream.peer_ip()
@@ -398,9 +427,9 @@ async def serve_https(
         if not front.admit(stream, ip, trusted):
             await trio.aclose_forcefully(stream)
             return
-        await _serve_tls(front, context, stream, ip, trusted)
+        await _serve_tls(front, context, deadlines, stream, ip, trusted)
 
-    await _serve_port(front, listeners, handle, task_status)
+    await _serve_port(front, listeners, handle, deadlines, task_status)
 
 
 WARN_LIMIT = 1000
@@ -420,6 +449,7 @@ async def serve_proxy_protocol(
     (PROXY protocol v1 or v2), then relays its HTTP or TLS. Only peers in `TRUSTED_PROXIES` may
     speak for clients; any other connection is closed unread."""
     context = _tls_context(front)
+    deadlines = _hand_over_deadlines(front)
     warned: set[str] = set()
 
     async def handle(lean: LeanSocketStream) -> None:
@@ -448,8 +478,10 @@ async def serve_proxy_protocol(
             return
         stream = PrefixedStream(lean, rest)
         if scheme == b"https":
-            await _serve_tls(front, context, stream, client.ip, client.trusted, client.unnamed)
+            await _serve_tls(
+                front, context, deadlines, stream, client.ip, client.trusted, client.unnamed
+            )
         else:
-            await hand_over(stream, front, client)
+            await hand_over(stream, front, client, deadlines)
 
-    await _serve_port(front, listeners, handle, task_status)
+    await _serve_port(front, listeners, handle, deadlines, task_status)

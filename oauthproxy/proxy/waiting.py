@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import trio
 
+from oauthproxy.proxy.exchange import AnswerTimer
 from oauthproxy.proxy.http import Channel
 
 
@@ -57,3 +58,44 @@ class FirstRequests:
         while not (self._closing and self._reading == 0):
             self._changed = trio.Event()
             await self._changed.wait()
+
+
+class HandOverDeadlines:
+    """One port's deadlines for its connections until an instance takes them: the TLS
+    handshake's, then the first request's. Each is an `AnswerTimer` on the connection's cancel
+    scope, as an instance's request timeouts are: `sweep` (every `period` seconds) sets the
+    scope's deadline to exactly when it is due once that falls before the sweep after next. A
+    connection handed over in time (nearly all) never touches trio's deadline heap, where a
+    deadline set at accept, moved after the handshake and lifted at hand-over cost ~20k
+    instructions per new TLS connection (docs/benchmarks.md)."""
+
+    def __init__(self, period: float) -> None:
+        self.period = period
+        self._timers: set[AnswerTimer] = set()
+
+    def start(self, scope: trio.CancelScope, timeout: float) -> AnswerTimer:
+        """`scope` (entered by the connection's task) is cancelled `timeout` seconds from now,
+        unless `end` comes first."""
+        timer = AnswerTimer(self.period, scope)
+        timer.start(timeout)
+        self._timers.add(timer)
+        return timer
+
+    @staticmethod
+    def restart(timer: AnswerTimer, timeout: float) -> None:
+        """The next phase: due `timeout` seconds from now instead."""
+        timer.stop()
+        timer.start(timeout)
+
+    def end(self, timer: AnswerTimer) -> None:
+        """The connection was handed over (or closed): its scope has no deadline of ours."""
+        timer.stop()
+        self._timers.discard(timer)
+
+    async def sweep(self) -> None:
+        """Arm the deadlines that fall due before the sweep after next, until cancelled."""
+        while True:
+            await trio.sleep(self.period)
+            now = trio.current_time()
+            for timer in self._timers:
+                timer.arm_if_due(now)
