@@ -313,6 +313,17 @@ bench-instructions *args: _venv
     done
     exec python benchmarks/instructions.py "$@"
 
+# Python bytecodes per new TLS connection (handshake + GET / + close), by function and by package (oauthproxy, trio, the standard library): the gateway under an opcode tracer, exact counts. Options: --connections N, --clients K, --top T
+[group('benchmarks')]
+bench-opcodes *args: _venv
+    #!/bin/sh
+    set -eu
+    if ! scripts/bench-tool bench-opcodes nginx; then
+        echo "bench-opcodes: nginx is required (apt-get install nginx)" >&2
+        exit 1
+    fi
+    exec python benchmarks/opcodes.py "$@"
+
 # Replay bench-like request-log batches into a valkey of its own: Redis CPU µs/entry (from /proc), the gateway's encoding CPU, memory per million entries. Options: --batches N, --size N
 [group('benchmarks')]
 bench-log-replay *args: _venv

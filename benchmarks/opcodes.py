@@ -1,0 +1,129 @@
+"""Python bytecodes per new TLS connection, by function and by package: where the gateway's
+Python goes, counted rather than sampled.
+
+    python benchmarks/opcodes.py [--connections N] [--clients K] [--top T]
+
+The gateway runs under `opcode_tracer.py`, which counts every bytecode its main thread runs
+(and every frame entered or resumed) between two signals. Per window: N connections (connect
+→ TLS handshake → `GET /` → close) from K client threads at once, as the "new TLS handshakes"
+rows of `just bench` (default 8), then an idle window as long (the gateway's background:
+Redis reads, timers), subtracted. It prints, per connection, the bytecodes and frames in all,
+by package (oauthproxy, trio, the standard library, ...), and the T functions that run the
+most bytecodes.
+
+What to read in it: the counts are exact and do not move with the machine's load (tracing
+makes the gateway many times slower, so no time is given); between two runs they differ only
+in how trio's run-loop passes are shared among the clients' connections. A bytecode is not a
+fixed cost (a call, a dict lookup and an attribute store differ), so compare counts of the same
+function, or use `just bench-instructions` for what the whole costs. Needs nginx (the backend).
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import os
+import signal
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from harness import step
+from instructions import HERE, Server, connections, stage, start_gateway
+
+WARM_UP = 20
+TRACER = HERE / "benchmarks" / "opcode_tracer.py"
+
+
+Counts = dict[tuple[str, str], tuple[int, int]]
+"""(file:line, function) → (bytecodes, frames entered or resumed), of one window."""
+
+
+def _window(
+    server: Server, out: Path, number: int, work: Callable[[], object]
+) -> tuple[Counts, float]:
+    """Count while `work()` runs: the tracer's counts and the seconds it took."""
+    os.kill(server.pid, signal.SIGUSR1)
+    time.sleep(0.2)  # (the signal is handled between two bytecodes of the main thread)
+    started = time.perf_counter()
+    work()
+    elapsed = time.perf_counter() - started
+    os.kill(server.pid, signal.SIGUSR2)
+    path = out / f"opcodes.{number}.tsv"
+    deadline = time.monotonic() + 60
+    while not path.exists():
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"the tracer wrote no {path.name}")
+        time.sleep(0.1)
+    counts: Counts = {}
+    for line in path.read_text().splitlines():
+        bytecodes, frames, where, name = line.split("\t")
+        counts[(where, name)] = (int(bytecodes), int(frames))
+    return counts, elapsed
+
+
+def package(where: str) -> str:
+    """Whose code a file is: oauthproxy, a site-packages distribution, the standard library."""
+    if "/oauthproxy/" in where and "site-packages" not in where:
+        return "oauthproxy"
+    if "site-packages/" in where:
+        return where.split("site-packages/")[1].split("/")[0].removesuffix(".py")
+    if where.startswith("<attrs generated"):
+        return "attrs (generated)"
+    return "standard library"
+
+
+def short(where: str) -> str:
+    for marker in ("site-packages/", f"{HERE}/", "/lib/python3."):
+        if marker in where:
+            where = where.split(marker, 1)[1]
+            return where.split("/", 1)[1] if marker == "/lib/python3." else where
+    return where
+
+
+def report(busy: Counts, idle: Counts, count: int, top: int) -> None:
+    per: dict[tuple[str, str], tuple[float, float]] = {}
+    for key, (bytecodes, frames) in busy.items():
+        idle_bytecodes, idle_frames = idle.get(key, (0, 0))
+        per[key] = ((bytecodes - idle_bytecodes) / count, (frames - idle_frames) / count)
+    total = sum(bytecodes for bytecodes, _ in per.values())
+    frames = sum(entered for _, entered in per.values())
+    print(
+        f"per new TLS connection: {total:,.0f} bytecodes, {frames:,.0f} frames entered or resumed"
+    )
+    packages: dict[str, list[float]] = collections.defaultdict(lambda: [0.0, 0.0])
+    for (where, _), (bytecodes, entered) in per.items():
+        packages[package(where)][0] += bytecodes
+        packages[package(where)][1] += entered
+    for name, (bytecodes, entered) in sorted(packages.items(), key=lambda item: -item[1][0]):
+        if bytecodes >= 0.5:
+            share = bytecodes / total if total else 0
+            print(f"  {name:<20} {bytecodes:7,.0f} bytecodes ({share:4.0%}), {entered:5.0f} frames")
+    print(f"\n{'bytecodes':>10} {'frames':>7}  function")
+    ranked = sorted(per.items(), key=lambda item: -item[1][0])
+    for (where, name), (bytecodes, entered) in ranked[:top]:
+        print(f"{bytecodes:10.1f} {entered:7.2f}  {short(where)} {name}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--connections", type=int, default=400, help="per window (default 400)")
+    parser.add_argument("--clients", type=int, default=8, help="at once (default 8, as the bench)")
+    parser.add_argument("--top", type=int, default=40, help="functions listed (default 40)")
+    args = parser.parse_args()
+    with stage("opcodes-") as run:
+        step("starting the gateway under the opcode tracer")
+        os.chdir(HERE)
+        server = start_gateway(run, HERE, 0, f"{HERE}/.venv/bin/python {TRACER} {run.out}")
+        connections(server, WARM_UP, args.clients)()  # untraced
+        step(f"{args.connections} connections from {args.clients} clients, traced")
+        traced = connections(server, args.connections, args.clients)
+        busy, elapsed = _window(server, run.out, 1, traced)
+        step(f"an idle window of {elapsed:.1f} s, traced")
+        idle, _ = _window(server, run.out, 2, lambda: time.sleep(elapsed))
+    report(busy, idle, args.connections, args.top)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
