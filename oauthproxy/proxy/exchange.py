@@ -38,7 +38,9 @@ class AnswerTimer:
     `scope`: the connection's own (entered by the listener's task around its whole life, see
     `instance._Connection`), or an HTTP/2 stream's (entered once around its task), so neither
     pays for a scope of its own for its timeout; the owner tells the timeout from its own
-    cancellations (`_Connection.closed`; a stream's `reset`)."""
+    cancellations (`_Connection.closed`; a stream's `reset`). Before an instance has the
+    connection, the same kind of timer on the same scope keeps the TLS handshake's and the
+    first request's deadlines (`waiting.HandOverDeadlines`, swept by the port)."""
 
     __slots__ = ("_armed", "due", "scope", "sweep")
 
