@@ -86,7 +86,7 @@ async def hand_over(
             timer = deadlines.start(own, front.first_request_timeout)
             await _hand_over(stream, front, client, deadlines, timer)
     else:
-        deadlines.restart(timer, front.first_request_timeout)
+        timer.start(front.first_request_timeout)  # (the handshake's deadline no more)
         await _hand_over(stream, front, client, deadlines, timer)
 
 

@@ -54,11 +54,15 @@ class AnswerTimer:
         self._armed = False
 
     def start(self, timeout: float) -> None:
-        """An answer is awaited from now on, for at most `timeout` seconds."""
+        """An answer is awaited from now on, for at most `timeout` seconds (instead of what
+        was awaited before, if anything was)."""
         self.due = due = trio.current_time() + timeout
         if timeout <= 2 * self.sweep:  # the sweep might not come round before it is due
             self.scope.deadline = due
             self._armed = True
+        elif self._armed:  # an earlier due moment, armed already: the sweep arms this one
+            self._armed = False
+            self.scope.deadline = math.inf
 
     def stop(self) -> None:
         """The answer's head came, or the exchange ended without one: nothing is due."""

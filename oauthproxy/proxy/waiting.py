@@ -81,12 +81,6 @@ class HandOverDeadlines:
         self._timers.add(timer)
         return timer
 
-    @staticmethod
-    def restart(timer: AnswerTimer, timeout: float) -> None:
-        """The next phase: due `timeout` seconds from now instead."""
-        timer.stop()
-        timer.start(timeout)
-
     def end(self, timer: AnswerTimer) -> None:
         """The connection was handed over (or closed): its scope has no deadline of ours."""
         timer.stop()
