@@ -359,19 +359,12 @@ class Codec:
         assert parser is not None  # (llhttp calls this from its `feed_data`)
         headers = self._headers
         version = parser.get_http_version().encode()
-        chunked = False
-        length = b""
-        connection = b""
-        upgrade = False
-        for name, value in headers:
-            if name == b"transfer-encoding":
-                chunked = True  # llhttp refused anything but a final "chunked"
-            elif name == b"content-length":
-                length = value
-            elif name == b"connection":
-                connection = value
-            elif name == b"upgrade":  # only a WebSocket may switch (tests/test_upgrade_smuggling)
-                upgrade = value.lower() == b"websocket"
+        last = dict(headers)  # each name's last value (built in C: no loop over the headers)
+        chunked = b"transfer-encoding" in last  # llhttp refused anything but a final "chunked"
+        length = last.get(b"content-length", b"")
+        connection = last.get(b"connection", b"")
+        # only a WebSocket may switch (tests/test_upgrade_smuggling)
+        upgrade = last.get(b"upgrade", b"").lower() == b"websocket"
         llhttp_keep_alive = parser.should_keep_alive()
         keep_alive = llhttp_keep_alive and version == b"1.1"
         if isinstance(parser, _ResponseParser):

@@ -42,11 +42,9 @@ def head_bytes(start_line: bytes, headers: Headers) -> bytes:
     """A message head. Names and values were validated where they came from (llhttp, our own
     constants, a proxy's validated configuration), so no CR or LF can be in them; counting the
     line ends of the result checks that once more, cheaply, before anything goes out."""
-    parts = [start_line]
-    for name, value in headers:
-        parts.append(name + b": " + value + b"\r\n")
-    parts.append(b"\r\n")
-    data = b"".join(parts)
+    # (joined in C: a loop over the pairs ran ~130 bytecodes per head, two heads per request)
+    fields = b"\r\n".join(map(b": ".join, headers))
+    data = start_line + fields + b"\r\n\r\n" if headers else start_line + b"\r\n"
     lines = len(headers) + 2
     if data.count(b"\n") != lines or data.count(b"\r") != lines:
         raise UnsafeHead("a header would break the message head's lines")
