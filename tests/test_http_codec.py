@@ -217,6 +217,30 @@ def test_an_upgrade_keeps_the_bytes_after_the_head() -> None:
     assert codec.trailing == b"FRAME" and not codec.readable
 
 
+@pytest.mark.parametrize(
+    ("connection_lines", "upgrade"),
+    [
+        ((b"Connection: Upgrade", b"Connection: keep-alive"), True),
+        ((b"Connection: keep-alive", b"Connection: Upgrade"), True),
+        ((b"Connection: keep-alive, upgrade",), True),
+        ((b"Connection: x-upgraded",), False),  # a token, not a substring
+        ((b"Connection: keep-alive",), False),
+    ],
+)
+def test_an_upgrade_is_what_llhttp_switches_for(
+    connection_lines: tuple[bytes, ...], upgrade: bool
+) -> None:
+    """The head says upgrade exactly when llhttp switches after it: `upgrade` in any Connection
+    line (RFC 9110 §7.6.1), as a token. A head that said otherwise would forward a request as
+    an upgrade that llhttp parses on as HTTP, or the other way round."""
+    codec = Codec()
+    lines = [b"GET /ws HTTP/1.1", b"Host: h", *connection_lines, b"Upgrade: websocket"]
+    codec.receive_data(b"\r\n".join(lines) + b"\r\n\r\n" + (b"FRAME" if upgrade else b""))
+    head = codec.next_event()
+    assert isinstance(head, Head) and head.upgrade is upgrade
+    assert (codec.their_state is State.SWITCHED) is upgrade
+
+
 def test_the_answer_to_head_ends_at_its_head() -> None:
     codec = Codec(responses=True)
     codec.send_request(b"HEAD", b"HEAD / HTTP/1.1\r\n\r\n", Framing.NONE)

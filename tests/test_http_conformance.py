@@ -557,6 +557,7 @@ async def test_hop_by_hop_request_headers_are_not_forwarded(
         request(
             "GET /hops HTTP/1.1",
             "Connection: X-Client-Secret",
+            "Connection: keep-alive",  # every line's options count, not only the last's
             "X-Client-Secret: 1",
             "Keep-Alive: timeout=5",
             "TE: trailers",
@@ -888,6 +889,7 @@ async def test_hop_by_hop_response_headers_are_removed(
     hops = (
         b"HTTP/1.1 200 OK\r\n"
         b"Connection: X-Secret\r\n"
+        b"Connection: keep-alive\r\n"  # every line's options count, not only the last's
         b"X-Secret: 1\r\n"
         b"Keep-Alive: timeout=5\r\n"
         b"Proxy-Authenticate: Basic realm=x\r\n"

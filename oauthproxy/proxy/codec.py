@@ -362,9 +362,6 @@ class Codec:
         last = dict(headers)  # each name's last value (built in C: no loop over the headers)
         chunked = b"transfer-encoding" in last  # llhttp refused anything but a final "chunked"
         length = last.get(b"content-length", b"")
-        connection = last.get(b"connection", b"")
-        # only a WebSocket may switch (tests/test_upgrade_smuggling)
-        upgrade = last.get(b"upgrade", b"").lower() == b"websocket"
         llhttp_keep_alive = parser.should_keep_alive()
         keep_alive = llhttp_keep_alive and version == b"1.1"
         if isinstance(parser, _ResponseParser):
@@ -400,6 +397,9 @@ class Codec:
             )
             return
         self._keep_alive = llhttp_keep_alive  # llhttp's view: whether it parses on
+        # llhttp switches after this head when an Upgrade field comes with `upgrade` in any
+        # Connection line (or for CONNECT); only a WebSocket may (tests/test_upgrade_smuggling)
+        upgrade = parser.should_upgrade() and last.get(b"upgrade", b"").lower() == b"websocket"
         # (positional, as above) headers, version, keep_alive, method, target, status, reason,
         # chunked, has_body, upgrade
         self.events.append(
@@ -413,7 +413,7 @@ class Codec:
                 b"",
                 chunked,
                 chunked or (length not in (b"", b"0")),
-                upgrade and b"upgrade" in connection.lower(),
+                upgrade,
             )
         )
 

@@ -129,8 +129,8 @@ def upstream_request_headers(
         if name in dropped:
             if name == b"host":
                 host = value
-            elif name == b"connection":
-                connection = value
+            elif name == b"connection":  # every line's options count (RFC 9110 §7.6.1)
+                connection = connection + b"," + value if connection else value
         elif not (prefix and name.startswith(prefix)) and not name.startswith(b"x-forwarded-"):
             if b"_" in name and _owned(name.replace(b"_", b"-"), dropped, prefix):
                 continue
@@ -209,8 +209,8 @@ def client_response_headers(
     for name, value in headers:
         if name not in dropped:
             out.append((name, value))
-        elif name == b"connection":
-            connection = value
+        elif name == b"connection":  # every line's options count (RFC 9110 §7.6.1)
+            connection = connection + b"," + value if connection else value
     if connection:
         listed = _tokens(connection)
         if not listed <= dropped:  # (`keep-alive`, `close`: nothing more to take out)
