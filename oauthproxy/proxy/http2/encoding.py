@@ -22,7 +22,8 @@ Changes to the table size the client asks for are still announced (the `Encoder`
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
+from itertools import chain
 from typing import Any
 
 from hpack import Decoder, Encoder, HeaderTuple, OversizedHeaderListError
@@ -46,6 +47,12 @@ _ENTRY_OVERHEAD = 32
 """RFC 7541 §4.1: what each field adds to a header list's size besides its name and value."""
 
 
+def header_list_size(fields: Sequence[tuple[bytes, bytes]]) -> int:
+    """A header list's size (RFC 7541 §4.1): its names and values, and 32 more per field.
+    (Summed in C: a generator over the pairs cost ~80 bytecodes per request.)"""
+    return sum(map(len, chain.from_iterable(fields))) + _ENTRY_OVERHEAD * len(fields)
+
+
 class RequestDecoder(Decoder):
     """A `Decoder` with a fast path for blocks of one-byte indexed fields (see the module
     docstring)."""
@@ -65,8 +72,7 @@ class RequestDecoder(Decoder):
             return list(super().decode(data, raw))
         entry = self.header_table.get_by_index
         headers = [HeaderTuple(*entry(byte & 0x7F)) for byte in data]
-        size = sum(len(name) + len(value) for name, value in headers)
-        if size + _ENTRY_OVERHEAD * len(headers) > self.max_header_list_size:
+        if header_list_size(headers) > self.max_header_list_size:
             limit = self.max_header_list_size
             raise OversizedHeaderListError(f"A header list larger than {limit} has been received")
         return headers

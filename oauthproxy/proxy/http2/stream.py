@@ -23,6 +23,7 @@ from oauthproxy.proxy.codec import END, Codec
 from oauthproxy.proxy.exchange import AnswerTimer
 from oauthproxy.proxy.framing import Headers
 from oauthproxy.proxy.http import Channel, ClientGone
+from oauthproxy.proxy.http2.encoding import header_list_size
 from oauthproxy.proxy.http2.messages import response_fields
 from oauthproxy.proxy.responses import Reply
 
@@ -171,7 +172,7 @@ class StreamChannel(Channel):
         fields = response_fields(status, headers)
         with _REFUSED:
             self.connection.h2.send_headers(self.stream_id, fields, end_stream=end)
-        self.bytes_out += sum(len(n) + len(v) + 32 for n, v in fields)
+        self.bytes_out += header_list_size(fields)
         self.responded = end
 
     async def informational(self, status: int) -> None:
