@@ -169,6 +169,10 @@ ESCAPES = [
     "/public/%2e%2e;jsessionid=1/secret",
     "/public/x/..;/..;/secret",
     "/public/.;/..;/secret",
+    "/public/..%3B/secret",  # the `;` encoded: a backend that decodes first reads `..;`
+    "/public/..%3b/secret",
+    "/public/%2e%2e%3B/secret",
+    "/public/x/..%3Bjsessionid=1/..%3B/secret",
 ]
 
 

@@ -15,7 +15,7 @@ Pure: a request head in, a `RequestView` out (or `BadRequest`, a 400). What it d
   Encoded separators (`%2F`, `%5C`) stay encoded: they are data to us, but a backend that
   decodes them may see other segments, so `has_encoded_separator` lets the auth check refuse
   them where they could leave an excluded path. A raw backslash is a 400, and so is a dot
-  segment with `;` parameters (`..;`), which Java servers resolve as `..`.
+  segment with `;` parameters (`..;`, or `..%3B`), which Java servers resolve as `..`.
 - **Origin-form out.** An absolute-form target is forwarded as its path and query.
 - **One framing.** `Transfer-Encoding` is `chunked` alone, in HTTP/1.1 (501 otherwise): llhttp
   accepts any codings before a final `chunked`, which a backend could read otherwise.
@@ -157,7 +157,7 @@ def normalise_path(path: str) -> str:
     if "%" in path:
         path = _decode_unreserved(path)
     segments = path.split("/")
-    if ";" in path and any(_dot_with_parameters(segment) for segment in segments):
+    if (";" in path or "%3B" in path) and any(_dot_with_parameters(part) for part in segments):
         raise BadRequest("a dot segment with parameters ('..;') is refused (some backends read ..)")
     kept: list[str] = []
     for segment in segments[1:-1]:
@@ -180,8 +180,11 @@ def normalise_path(path: str) -> str:
 
 def _dot_with_parameters(segment: str) -> bool:
     """`..;x` or `.;x`: Tomcat, Jetty and Spring drop a segment's `;` parameters before they
-    resolve dot segments, so `/public/..;/secret` is `/secret` to them."""
-    return segment.partition(";")[0] in (".", "..") and ";" in segment
+    resolve dot segments, so `/public/..;/secret` is `/secret` to them. Encoded (`..%3Bx`, as
+    `_decode_unreserved` leaves it) too: a backend that decodes the path first (Shiro,
+    CVE-2020-13933) reads the same."""
+    plain = segment.replace("%3B", ";")
+    return ";" in plain and plain.partition(";")[0] in (".", "..")
 
 
 def _decode_unreserved(path: str) -> str:
