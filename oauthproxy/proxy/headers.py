@@ -89,11 +89,17 @@ class RequestRewrite:
         object.__setattr__(self, "dropped", HOP_BY_HOP | FORWARDING | custom_names | {b"host"})
 
 
+FRAMING = frozenset({b"content-length", b"transfer-encoding"})
+"""What frames a message's body on its way out (see the module docstring): never removed for
+being listed in Connection, or the body would go out without them and be read as the next
+message (`Connection: content-length` smuggled a request past routing and the auth check)."""
+
+
 @functools.lru_cache(maxsize=256)
 def _tokens(connection: bytes) -> frozenset[bytes]:
-    """The header names a Connection header lists (they are hop-by-hop too). Cached: nearly
-    every message says `keep-alive` or `close`."""
-    return frozenset(token.strip().lower() for token in connection.split(b","))
+    """The header names a Connection header lists (they are hop-by-hop too), but for `FRAMING`.
+    Cached: nearly every message says `keep-alive` or `close`."""
+    return frozenset(token.strip().lower() for token in connection.split(b",")) - FRAMING
 
 
 def _forwarded_values(
