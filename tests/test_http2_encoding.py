@@ -109,6 +109,25 @@ def test_the_fast_path_keeps_the_limits() -> None:
         decoder.decode(bytes([0x80 | 126]), raw=True)  # no such entry
 
 
+def test_a_block_too_large_for_the_limit_is_refused_before_its_fields_are_read() -> None:
+    """Each one-byte field adds at least 32 to the list's size (RFC 7541 §4.1): a block of
+    1 MiB of them (what 64 CONTINUATION frames carry) is refused having read no more fields
+    than the limit allows. Reading all of them first stalled the event loop ~1.3 s a block."""
+    decoder = RequestDecoder(max_header_list_size=65536)
+    lookups = 0
+    table_lookup = decoder.header_table.get_by_index
+
+    def counted(index: int) -> tuple[bytes, bytes]:
+        nonlocal lookups
+        lookups += 1
+        return table_lookup(index)
+
+    decoder.header_table.get_by_index = counted  # type: ignore[method-assign]  # hpack's table
+    with pytest.raises(OversizedHeaderListError):
+        decoder.decode(b"\x82" * 2**20, raw=True)
+    assert lookups <= 65536 // 32
+
+
 def test_a_decoder_made_like_h2s_keeps_its_limits() -> None:
     made = Decoder(max_header_list_size=1234)
     made.max_allowed_table_size = 100
