@@ -26,13 +26,14 @@ import pytest
 import trio
 from h2.errors import ErrorCodes
 from h2.settings import SettingCodes
+from hyperframe.frame import DataFrame
 
 from oauthproxy.proxy.http2 import encoding
 from oauthproxy.serve import Ready, serve
 from oauthproxy.storage import Storage
 from tests.eventually import eventually
 from tests.h2_client import H2Client
-from tests.test_http2 import SECURE, connected, serve_names, served
+from tests.test_http2 import SECURE, connected, goaway_code, serve_names, served
 from tests.test_http_conformance import RawBackend
 from tests.tls import TestPKI, make_pki
 
@@ -300,3 +301,77 @@ async def test_large_response_fields_are_not_kept_by_the_encoders_cache(
     assert kept <= encoding.CACHED_FIELDS * encoding.CACHED_FIELD_BYTES, kept
     assert not any(len(value) >= 30_000 for _, value, _ in encoding._encoded)
     await client.aclose()
+
+
+async def test_resets_the_client_provokes_count_like_its_own(
+    nursery: trio.Nursery, storage: Storage, gateway: Ready, pki: TestPKI
+) -> None:
+    """MadeYouReset (CVE-2025-8671): instead of sending RST_STREAM (200 per 10 s), the client
+    sends DATA on each stream it had ended, once its request is at the backend; `h2` resets
+    the stream itself, the gateway ends its task and frees its slot, and the next stream takes
+    it: 600 requests held at the backend at once on one connection, past
+    max_concurrent_streams, and no GOAWAY. Those resets count as the client's now."""
+    backend = HoldingBackend()
+    await serve_names(storage, pki, {SECURE: await nursery.start(backend.serve)})
+    client = await connected(gateway.https_port, SECURE, pki.ca_file)
+    await served(client, SECURE, "/ready")
+    backend.hold = True
+    ended = trio.Event()
+
+    async def read_all() -> None:  # (the client's h2 must see the resets to open more streams)
+        with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+            while await client.read() is not None:
+                pass
+        ended.set()
+
+    nursery.start_soon(read_all)
+    fields = [(b":method", b"GET"), (b":scheme", b"https"), (b":authority", SECURE.encode())]
+    sent = 0
+    with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+        for _round in range(12):  # 12 rounds of 50 streams
+            if client.terminated is not None:
+                break
+            ids = []
+            for number in range(50):
+                stream_id = client.h2.get_next_available_stream_id()
+                path = b"/work/%d" % number
+                client.h2.send_headers(stream_id, [*fields, (b":path", path)], end_stream=True)
+                ids.append(stream_id)
+            await client.flush()
+            sent += len(ids)
+
+            async def at_backend(wanted: int = sent) -> bool:
+                return backend.held >= wanted
+
+            with trio.move_on_after(5):  # (once the gateway has closed, they never come)
+                await eventually(at_backend, what="the requests at the backend")
+            frames = b"".join(DataFrame(i, data=b"x").serialize() for i in ids)
+            await client.stream.send_all(frames)  # on half-closed streams: h2 resets them
+            await trio.sleep(0.05)
+    with trio.move_on_after(10):
+        await ended.wait()
+    assert client.terminated is not None, (backend.held, sent)
+    assert client.terminated.error_code == ErrorCodes.ENHANCE_YOUR_CALM
+    assert backend.held <= 300, backend.held  # 200 resets, and the streams before them
+    backend.released.set()
+
+
+async def test_frames_on_a_reset_stream_cannot_make_the_gateway_queue_without_bound(
+    nursery: trio.Nursery, storage: Storage, gateway: Ready, pki: TestPKI
+) -> None:
+    """`h2` answers each frame on a stream the client reset with RST_STREAM (STREAM_CLOSED) and
+    tells the gateway nothing: 9 MB of empty DATA frames on one, from a client that read
+    nothing, made the gateway queue 13 MB. Past `UNREAD_ANSWERS` it gets GOAWAY."""
+    await serve_names(storage, pki, {SECURE: await nursery.start(HoldingBackend().serve)})
+    client = await connected(gateway.https_port, SECURE, pki.ca_file)
+    await served(client, SECURE, "/ready")
+    stream_id = await client.send(SECURE, "/x")
+    client.h2.reset_stream(stream_id, ErrorCodes.CANCEL)  # one reset: well within the budget
+    await client.flush()
+    flood = DataFrame(stream_id, data=b"").serialize() * 10_000  # 90 kB
+    with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+        for _ in range(100):  # a million frames, and nothing read meanwhile
+            await client.stream.send_all(flood)
+    with trio.move_on_after(30):
+        code = await goaway_code(client)
+    assert code == ErrorCodes.ENHANCE_YOUR_CALM

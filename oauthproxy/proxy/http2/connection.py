@@ -58,6 +58,11 @@ if TYPE_CHECKING:
 
 _BROKEN = (trio.BrokenResourceError, trio.ClosedResourceError, OSError)
 FLUSH_SECONDS = 1.0
+UNREAD_ANSWERS = 256 * 1024
+"""Bytes of answers to a client's own frames (its SETTINGS and PINGs acknowledged, `h2`'s
+RST_STREAM for a frame on a closed stream, ...) that may wait behind a write the client does
+not take: a browser's come to a few hundred; a client that sends such frames and reads nothing
+made the gateway queue 13 MB from 9 MB of empty DATA frames on a reset stream."""
 """How long the last frames (a GOAWAY) may take to go out, and the client to close after
 them, before the connection closes."""
 DEFAULT_WINDOW = 65_535
@@ -109,6 +114,9 @@ class Http2Connection:
         self._quiet_since = trio.current_time()
         self._became_quiet = trio.Event()
         self._nursery: trio.Nursery | None = None
+        self._unread = 0
+        """Bytes answering the client's frames queued since the writer last finished a write."""
+        self._writes_seen = 0
 
     async def serve(self) -> None:
         try:
@@ -156,6 +164,7 @@ class Http2Connection:
                     return
                 if self._done.is_set():
                     continue
+                self.writer.poke_if_queued()  # the streams' output: not an answer to this read
                 try:
                     events = self.h2.receive_data(data)
                 except H2ProtocolError:  # h2 has queued its GOAWAY (PROTOCOL_ERROR and friends)
@@ -167,8 +176,10 @@ class Http2Connection:
                         break
                 # Acknowledgements go out with the writer's next write; the reader does not wait
                 # for it, so a client that writes before it reads cannot stall both ways. What
-                # a client can make us queue without asking is bounded by `floods`.
-                self.writer.poke_if_queued()
+                # a client can make us queue without asking is bounded by `floods`, and what
+                # it makes us answer (`h2` answers a frame on a closed stream with RST_STREAM,
+                # and tells us nothing) by `UNREAD_ANSWERS`.
+                self._answered(self.writer.poke_if_queued())
         finally:
             self._read_ended.set()
             self._done.set()
@@ -186,7 +197,10 @@ class Http2Connection:
             stream = self._streams.get(event.stream_id)
             if stream is not None:
                 stream.cut()
-            if event.remote_reset:
+            # the client's RST_STREAM, or `h2`'s own for a frame the client should not have
+            # sent (DATA on a stream it had ended: "MadeYouReset", CVE-2025-8671): either way
+            # a running stream ends at the client's will, and its slot is free for the next
+            if event.remote_reset or stream is not None:
                 self._count(Flood.RESETS)
         elif isinstance(event, WindowUpdated):
             self._count(Flood.WINDOW_UPDATES)
@@ -243,10 +257,23 @@ class Http2Connection:
             if stream is not None:
                 stream.window.set()
 
+    def _answered(self, queued: int) -> None:
+        """`queued` bytes answer what the client sent in its last read; once more than
+        `UNREAD_ANSWERS` of them wait behind a write the client does not take, it is told to
+        calm down and the connection closes (its reads are dropped from then on)."""
+        if self.writer.writes != self._writes_seen:  # it read some: the count starts again
+            self._writes_seen, self._unread = self.writer.writes, 0
+        self._unread += queued
+        if self._unread > UNREAD_ANSWERS and not self._done.is_set():
+            self._calm(f"more than {UNREAD_ANSWERS} bytes of answers to its frames left unread")
+
     def _count(self, kind: Flood) -> None:
         if self._done.is_set() or not self._floods.over(kind, trio.current_time()):
             return
-        detail = self._floods.detail(kind)
+        self._calm(self._floods.detail(kind))
+
+    def _calm(self, detail: str) -> None:
+        """GOAWAY ENHANCE_YOUR_CALM, logged, and the connection closes."""
         requests = self._front.requests
         if requests is not None:
             requests.event(

@@ -23,19 +23,23 @@ class Writer:
         self._written = 0
         self._first = b""
         self.broken = False
+        self.writes = 0
+        """Writes finished so far (the client took what was queued before each)."""
 
     def poke(self) -> None:
         self._asked += 1
         self._wanted.set()
 
-    def poke_if_queued(self) -> None:
-        """`poke`, if the `h2` machine has queued anything. (The reader after each read, and
-        each stream as it ends: most reads only bring requests, and most streams end with their
-        answer written, which leaves nothing queued, and the writer is not woken for them.)"""
+    def poke_if_queued(self) -> int:
+        """`poke`, if the `h2` machine has queued anything; how many bytes it had. (The reader
+        after each read, and each stream as it ends: most reads only bring requests, and most
+        streams end with their answer written, which leaves nothing queued, and the writer is
+        not woken for them.)"""
         queued = self._h2.data_to_send()
         if queued:
             self._first += queued
             self.poke()
+        return len(queued)
 
     def push(self, frame: bytes) -> None:
         """A frame built outside the `h2` machine (the graceful GOAWAY), sent after what the
@@ -61,6 +65,7 @@ class Writer:
                 self._first = b""
                 if data:
                     await self._stream.send_all(data)
+                    self.writes += 1
                 self._written = asked
                 self._progress.set()
                 self._progress = trio.Event()
