@@ -89,7 +89,7 @@ def test_credentials_in_a_response_are_never_indexed() -> None:
         (None, True, False, False),
         (None, False, True, True),  # no length: upstream gets it chunked
         (b"12", False, True, False),
-        (b"0", False, False, False),
+        (b"0", False, True, False),  # its END is still to come (tests/test_security_http2)
     ],
 )
 def test_how_a_body_is_framed_upstream(

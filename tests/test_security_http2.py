@@ -32,7 +32,7 @@ from oauthproxy.proxy.http2 import encoding
 from oauthproxy.serve import Ready, serve
 from oauthproxy.storage import Storage
 from tests.eventually import eventually
-from tests.h2_client import H2Client
+from tests.h2_client import H2Answer, H2Client
 from tests.test_http2 import SECURE, connected, goaway_code, serve_names, served
 from tests.test_http_conformance import RawBackend
 from tests.tls import TestPKI, make_pki
@@ -277,6 +277,29 @@ async def test_a_content_length_on_a_request_without_body_is_a_400(
     assert json.loads(first.body)["error"] == "bad_request"
     assert second.status == 200 and second.body == b"answers GET /public/b HTTP/1.1"
     assert smuggled.encode() not in backend.lines, backend.lines
+    await client.aclose()
+
+
+async def test_a_stream_that_announces_no_body_and_never_ends_is_answered(
+    nursery: trio.Nursery, storage: Storage, gateway: Ready, pki: TestPKI
+) -> None:
+    """HEADERS with `content-length: 0` and no END_STREAM: the stream waited for its END
+    before the request went upstream and before any timeout started, so it held its slot and
+    its client's per-IP share forever. It now goes upstream at once, its END (if it ever
+    comes) relayed as the end of an empty body, within the request timeout."""
+    backend = HoldingBackend()
+    await serve_names(storage, pki, {SECURE: await nursery.start(backend.serve)})
+    client = await connected(gateway.https_port, SECURE, pki.ca_file)
+    await served(client, SECURE, "/ready")
+    stream_id = client.h2.get_next_available_stream_id()
+    fields = [(b":method", b"GET"), (b":scheme", b"https"), (b":authority", SECURE.encode())]
+    fields += [(b":path", b"/held"), (b"content-length", b"0")]
+    client.h2.send_headers(stream_id, fields, end_stream=False)
+    client._answers[stream_id] = H2Answer()
+    await client.flush()
+    with trio.move_on_after(10):
+        await client.answer(stream_id)
+    assert client._answers[stream_id].status == 200
     await client.aclose()
 
 

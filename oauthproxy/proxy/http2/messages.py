@@ -132,7 +132,10 @@ def request_head(fields: Iterable[tuple[bytes, bytes]], *, ended: bool) -> Head:
     chunked = not ended and not length
     if chunked:
         headers.append((b"transfer-encoding", b"chunked"))
-    has_body = not ended and length != b"0"
+    # a stream not ended has a body to come, even one that announces 0 bytes: its END is
+    # relayed as the body's end while the answer is awaited (waited for before the request
+    # went upstream, a stream that never sent it held its slot forever)
+    has_body = not ended
     return Head(headers, VERSION, True, method, path, 0, b"", chunked, has_body)
 
 
