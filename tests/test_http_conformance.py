@@ -906,6 +906,20 @@ async def test_hop_by_hop_response_headers_are_removed(
     assert answer.header(b"x-end-to-end") == b"kept"
 
 
+@pytest.mark.parametrize("coding", [b"gzip", b"chunked, gzip"])
+async def test_a_response_whose_last_transfer_coding_is_not_chunked_is_a_502(
+    nursery: trio.Nursery, storage: Storage, gateway: Ready, coding: bytes
+) -> None:
+    """Its body ends at the close (RFC 9112 §6.3), in a coding the gateway cannot undo: it
+    went to the client under the backend's Transfer-Encoding, framed in chunks of the
+    gateway's own. A 502, as nginx answers."""
+    gz = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: " + coding + b"\r\n\r\nabcdef"
+    await raw_upstream(nursery, storage, gateway, {b"/gz": Answer((gz,), close=True)})
+    answer = await exchange(gateway, request("GET /gz HTTP/1.1"))
+    assert answer.status == 502, answer
+    assert b"abcdef" not in answer.body and answer.header(b"transfer-encoding") is None
+
+
 async def test_a_kept_alive_connection_that_idles_past_the_timeout_is_closed(
     nursery: trio.Nursery, storage: Storage, make_settings: Callable[..., Settings]
 ) -> None:

@@ -292,6 +292,8 @@ class Codec:
         except httptools.HttpParserError as error:
             self.their_state = _ERROR
             self._parser = None
+            if isinstance(error.__context__, ProtocolError):  # ours, raised in a callback
+                raise error.__context__ from None
             raise ProtocolError(f"malformed HTTP: {error}") from None
         state = self.their_state
         if state is _HEAD:
@@ -360,7 +362,9 @@ class Codec:
         headers = self._headers
         version = parser.get_http_version().encode()
         last = dict(headers)  # each name's last value (built in C: no loop over the headers)
-        chunked = b"transfer-encoding" in last  # llhttp refused anything but a final "chunked"
+        # (a request's: llhttp refused anything but a final "chunked"; a response's: below)
+        coding = last.get(b"transfer-encoding")
+        chunked = coding is not None
         length = last.get(b"content-length", b"")
         llhttp_keep_alive = parser.should_keep_alive()
         keep_alive = llhttp_keep_alive and version == b"1.1"
@@ -375,6 +379,10 @@ class Codec:
                 self.their_state = advance(self.their_state, Step.END_LAST)
                 self._stopped = True  # llhttp would take the bytes after it for a body
                 return
+            if chunked and not bodiless and not _ends_chunked(coding):
+                # read to the close by llhttp (RFC 9112 §6.3); a coding we cannot undo, and
+                # nothing to say where its body ends on a kept-alive client connection
+                raise ProtocolError(f"the response's transfer coding is {coding!r}, not chunked")
             self._close_delimited = not (bodiless or chunked or length)
             self._keep_alive = keep_alive and not self._close_delimited
             # (positional: half the cost of keywords, on every response)
@@ -473,6 +481,11 @@ class Codec:
         """Both sides are between messages and nothing unread is queued: another message
         may go out and its answer come back on this connection."""
         return self.their_state is _IDLE and self.our_state is _IDLE and not self.events
+
+
+def _ends_chunked(coding: bytes | None) -> bool:
+    """A Transfer-Encoding value whose last coding is `chunked`."""
+    return coding is not None and coding.rpartition(b",")[2].strip().lower() == b"chunked"
 
 
 def _end(last: bool) -> Step:
