@@ -152,6 +152,27 @@ async def test_a_token_for_the_host_passes_whatever_the_host_case(
     assert (answer.status, answer.body) == (200, b"target /me")
 
 
+@pytest.mark.parametrize("second", ["Bearer forged", "Basic YWRtaW46YWRtaW4="])
+async def test_a_second_authorization_header_is_a_400(
+    nursery: trio.Nursery, storage: Storage, gateway: Ready, mint: Mint, second: str
+) -> None:
+    """The gateway checked the first Authorization line and forwarded both: a backend that
+    reads the last one (or all) acted on credentials nobody checked. Authorization is a
+    singleton (RFC 9110 §11.6.2): two lines are refused, as two Host lines are."""
+    backend = await raw_upstream(nursery, storage, gateway)
+    await create_proxy(storage, GUARDED, backend.port, auth_enabled=True, auth_required_users=["*"])
+    await until_up(gateway, GUARDED)
+    token = await mint(f"http://{GUARDED}:{gateway.http_port}")
+    valid, host = f"Authorization: Bearer {token}", f"{GUARDED}:{gateway.http_port}"
+    sent = request("GET /me HTTP/1.1", valid, f"Authorization: {second}", host=host)
+    answer = await exchange(gateway, sent)
+    assert answer.status == 400, answer
+    assert b"Authorization" in answer.body
+    answer = await exchange(gateway, request("GET /me HTTP/1.1", valid, host=host))
+    assert (answer.status, answer.body) == (200, b"target /me")
+    assert [r.target for r in backend.received] == [b"/me"]
+
+
 # --- The path ----------------------------------------------------------------------------------
 
 ESCAPES = [

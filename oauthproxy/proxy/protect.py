@@ -17,6 +17,7 @@ from oauthproxy.oauth.verify import InvalidToken
 from oauthproxy.proxy.access import AccessPolicy, Allow, Deny, authorize, challenge
 from oauthproxy.proxy.guard import Guard
 from oauthproxy.proxy.headers import Headers
+from oauthproxy.proxy.http import BadRequest
 from oauthproxy.proxy.responses import Reply, error_reply
 
 METADATA_PATH = "/.well-known/oauth-protected-resource"
@@ -82,14 +83,19 @@ def _scopes_supported(protection: Protection) -> list[str]:
 
 def bearer_token(received: Headers) -> str | None:
     """The token of `Authorization: Bearer …` (the only place a token is accepted). Runs on
-    every protected request: the value is sliced as bytes and decoded once."""
+    every protected request: the value is sliced as bytes and decoded once. A second
+    Authorization line is a `BadRequest`: the backend, which gets them all, could act on one
+    nobody checked."""
+    authorization: bytes | None = None
     for name, value in received:
         if name == b"authorization":
-            if value[:7].lower() != b"bearer ":
-                return None
-            token = value[7:].strip()
-            return token.decode("latin-1") if token else None
-    return None
+            if authorization is not None:
+                raise BadRequest("a request may carry only one Authorization header")
+            authorization = value
+    if authorization is None or authorization[:7].lower() != b"bearer ":
+        return None
+    token = authorization[7:].strip()
+    return token.decode("latin-1") if token else None
 
 
 def _refusal(policy: AccessPolicy, origin: str, deny: Deny | None) -> Reply:
@@ -168,7 +174,10 @@ def check(
             return error_reply(400, "bad_request", detail)
         return Allow([])
     redirect = policy.mode is AuthMode.REDIRECT
-    token = bearer_token(received)
+    try:
+        token = bearer_token(received)
+    except BadRequest as error:
+        return error_reply(400, "bad_request", str(error))
     if token is None and redirect:
         secure = origin.startswith("https://")
         name = host_cookie(protection.target.auth_cookie_name, "/", secure=secure)[0]
