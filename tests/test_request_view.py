@@ -73,7 +73,7 @@ def test_unreadable_paths_are_a_400(path: str) -> None:
         (head(b"http://A.Test/?q", b"a.test"), b"http", V("a.test", "a.test", "/", "?q", b"/?q")),
         (head(b"http://a.test:80", b"a.test"), b"http", V("a.test", "a.test", "/", "", b"/")),
         (head(b"HTTPS://a.test:443/p", b"a.test"), b"http", V("a.test", "a.test", "/p", "", b"/p")),
-        (head(b"http://app.test/p"), b"http", V("app.test", "app.test", "/p", "", b"/p")),
+        (head(b"http://a.test/p", version=b"1.0"), b"http", V("a.test", "a.test", "/p", "", b"/p")),
         (head(b"*", b"h", method=b"OPTIONS"), b"http", V("h", "h", "*", "", b"*")),
         (head(b"/x", version=b"1.0"), b"http", V("", "", "/x", "", b"/x")),
     ],
@@ -82,12 +82,20 @@ def test_views(request_head: Head, scheme: bytes, expected: RequestView) -> None
     assert view_of(request_head, scheme)._replace(headers=[]) == expected
 
 
+def test_an_http_1_0_absolute_target_without_host_gives_the_backend_its_host() -> None:
+    """The headers the backend is sent carry the one Host the request was routed by (a
+    proxy that preserves Host, and X-Forwarded-Host, read it there)."""
+    view = view_of(head(b"http://app.test/p", version=b"1.0"), b"http")
+    assert [value for name, value in view.headers if name == b"host"] == [b"app.test"]
+
+
 @pytest.mark.parametrize(
     "request_head",
     [
         pytest.param(head(b"/x", b"a.test", b"a.test"), id="two-hosts-same"),
         pytest.param(head(b"/x", b"a.test", b"b.test"), id="two-hosts"),
         pytest.param(head(b"/x"), id="no-host-1.1"),
+        pytest.param(head(b"http://a.test/x"), id="absolute-no-host-1.1"),  # RFC 9112 §3.2
         pytest.param(head(b"/x", b""), id="empty-host"),
         pytest.param(head(b"/x", b"a test"), id="space"),
         pytest.param(head(b"/x", b"a/b"), id="slash"),

@@ -75,6 +75,7 @@ def view_of(head: Head, scheme: bytes) -> RequestView:
             value.lower() != b"chunked" or head.version == b"1.0"
         ):  # llhttp took `gzip` then `chunked`; a backend reading `gzip` would frame otherwise
             raise BadRequest("only the chunked transfer coding is accepted (HTTP/1.1)", 501)
+    has_host_line = host_value is not None
     target = head.target
     if target[:1] == b"/":
         raw = target.decode("latin-1")
@@ -82,7 +83,9 @@ def view_of(head: Head, scheme: bytes) -> RequestView:
         raw = "*"
     else:
         scheme, raw, authority = _absolute_form(target)
-        if host_value is None:
+        if host_value is None:  # (HTTP/1.0: the target's authority is the host)
+            if head.version != b"1.0":
+                raise BadRequest("an HTTP/1.1 request needs a Host header")
             host_value = authority
         elif _host_and_authority(host_value, scheme) != _host_and_authority(authority, scheme):
             raise BadRequest("the Host header and the request target name different hosts")
@@ -93,7 +96,7 @@ def view_of(head: Head, scheme: bytes) -> RequestView:
         host, authority_text = "", ""
     else:
         host, authority_text, authority_bytes = _host_and_authority(host_value, scheme)
-        if host_value != authority_bytes:
+        if host_value != authority_bytes or not has_host_line:
             headers = [(n, v) for n, v in headers if n != b"host"] + [(b"host", authority_bytes)]
     path, question, query = raw.partition("?")
     query = question + query
