@@ -38,6 +38,14 @@ def test_a_host_field_alone_names_the_host() -> None:
         ([*GET, (b":authority", b"a.com"), (b":authority", b"a.com")], "not allowed"),
         ([*GET, (b":authority", b"a.com"), (b":protocol", b"websocket")], "not allowed"),
         ([(b":method", b"CONNECT"), (b":authority", b"a.com:443")], "CONNECT"),
+        (
+            [(b":method", b"get"), (b":scheme", b"https"), (b":path", b"/"), (b":authority", b"a")],
+            "token",
+        ),
+        (
+            [(b":method", b"G.T"), (b":scheme", b"https"), (b":path", b"/"), (b":authority", b"a")],
+            "token",
+        ),
         ([(b":method", b"GET"), (b":authority", b"a.com")], "needs :path"),
         ([(b":method", b"GET"), (b":path", b"/"), (b":authority", b"a.com")], "needs :scheme"),
         ([*GET, (b"x-a", b"1"), (b":authority", b"a.com")], "not allowed here"),

@@ -6,7 +6,7 @@ target, and a body without `content-length` goes upstream chunked.
 
 `request_head` is where a request's header block is validated (RFC 9113 §8.2, §8.3; the `h2`
 library's own per-character checks are off, as they cost more than the rest of the stream):
-lowercase token names, a token `:method` and a `:path` of visible ASCII (the request line
+lowercase token names, an upper-case token `:method` and a `:path` of visible ASCII (the request line
 upstream is one our HTTP/1.1 parser would accept), values without NUL/CR/LF or surrounding
 whitespace (nothing can be smuggled into the HTTP/1.1 request upstream), pseudo-headers
 first, once each, only the request ones, `:method`/`:scheme`/`:path` present. A
@@ -48,8 +48,11 @@ _NEVER_INDEXED = frozenset({b"authorization", b"proxy-authorization", b"set-cook
 _PSEUDO = frozenset({b":method", b":scheme", b":authority", b":path"})
 _NAME = re.compile(rb"[!#$%&'*+\-.^_`|~0-9a-z]+")
 """A field name: an HTTP token, lowercase (RFC 9113 §8.2.1, RFC 9110 §5.1)."""
-_METHOD = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
-"""A method: an HTTP token (RFC 9110 §9.1), so the request line upstream has three parts."""
+_METHOD = re.compile(rb"[A-Z_-]+")
+"""A method: upper-case letters, `-` and `_` (as nginx takes them; every registered method),
+so the request line upstream has three parts. Methods are case-sensitive (RFC 9110 §9.1), and
+a backend that folds `get` to GET would answer what routes and checks saw as another method;
+the HTTP/1.1 front (llhttp) refuses those too."""
 _TARGET = re.compile(rb"[\x21-\x7e]+")
 """A request target: visible ASCII, no space (RFC 9112 §3.2), as our HTTP/1.1 parser wants it."""
 _BAD_VALUE = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]|\A[ \t]|[ \t]\Z")
@@ -111,7 +114,9 @@ def request_head(fields: Iterable[tuple[bytes, bytes]], *, ended: bool) -> Head:
     if _METHOD.fullmatch(method) is None or _TARGET.fullmatch(path) is None:
         # `:method: GET /secret` with `:path: /public` is routed and checked as /public, and
         # an HTTP/1.1 backend would read the request line `GET /secret /public HTTP/1.1`
-        raise BadRequest("the :method is not a token or the :path has a space or non-ASCII byte")
+        raise BadRequest(
+            "the :method is not an upper-case token, or the :path has a space or non-ASCII byte"
+        )
     if not pseudo.get(b":scheme"):
         raise BadRequest("a request needs :scheme")
     authority = pseudo.get(b":authority", b"")
