@@ -6,9 +6,9 @@ target, and a body without `content-length` goes upstream chunked.
 
 `request_head` is where a request's header block is validated (RFC 9113 §8.2, §8.3; the `h2`
 library's own per-character checks are off, as they cost more than the rest of the stream):
-lowercase token names, an upper-case token `:method` and a `:path` of visible ASCII (the request line
-upstream is one our HTTP/1.1 parser would accept), values without NUL/CR/LF or surrounding
-whitespace (nothing can be smuggled into the HTTP/1.1 request upstream), pseudo-headers
+lowercase token names, an upper-case token `:method` and a `:path` of visible ASCII (the
+request line upstream is one our HTTP/1.1 parser would accept), values without NUL/CR/LF or
+surrounding whitespace (nothing can be smuggled into the HTTP/1.1 request upstream), pseudo-headers
 first, once each, only the request ones, `:method`/`:scheme`/`:path` present. A
 connection-specific field (§8.2.2) makes the request malformed (only `te: trailers` is allowed,
 and dropped); responses never carry one either. Each of these is a 400 on that stream
