@@ -25,16 +25,24 @@ from oauthproxy.storage import Storage
 async def policies(
     storage: Storage, request: AuthorizationRequest, allowed_users: str
 ) -> list[AccessPolicy]:
-    """The allowlists that apply: those of every proxy the request names (its proxy_hostname,
-    and the hosts of its resources), else the global OAUTH_ALLOWED_GITHUB_USERS."""
+    """The allowlists that apply, all of them: each proxy's the request names (its
+    proxy_hostname, and the hosts of its resources), and the global OAUTH_ALLOWED_GITHUB_USERS
+    for a named host without a proxy (a registered resource), or when none is named. (Only
+    proxies' used to count once one was named: a tenant's proxy open to everyone, named beside
+    a registered resource, let in anyone for that resource.)"""
     hosts = [request.proxy_hostname] if request.proxy_hostname else []
     hosts += [urlsplit(uri).hostname or "" for uri in request.resources]
     found = []
+    unproxied = False
     for hostname in dict.fromkeys(host.lower() for host in hosts if host):
         target = await storage.proxies.get(hostname)
-        if target is not None:
+        if target is None:
+            unproxied = True
+        else:
             found.append(AccessPolicy.for_proxy(target, allowed_users))
-    return found or [AccessPolicy.global_default(allowed_users)]
+    if unproxied or not found:
+        found.append(AccessPolicy.global_default(allowed_users))
+    return found
 
 
 _EXPIRED = PageError(
