@@ -204,6 +204,24 @@ async def test_a_failed_create_leaves_nothing_behind(
     assert not container_exists(docker_engine, "ghost")
 
 
+async def test_a_service_named_like_a_container_not_ours_leaves_that_container_alone(
+    admin: httpx.AsyncClient, docker_gateway: Ready, docker_engine: Engine
+) -> None:
+    """The create fails (the name is taken on the engine), and undoing it removed the container
+    of that name, whoever's it was: an owner could remove the gateway's Redis, or anything on
+    the host. The gateway removes only containers carrying its label."""
+    docker_engine.docker("create", "--name", "victim-db", IMAGE, "sleep", "300")
+    docker_engine.docker("start", "victim-db")
+    try:
+        async with as_new_token(admin, docker_gateway, "mallory") as mallory:
+            taken = await mallory.post(SERVICES, json={"service_name": "victim-db", "image": IMAGE})
+            assert taken.status_code == 422, taken.text
+            assert container_status(docker_engine, "victim-db") == "running"
+            assert (await mallory.get(SERVICES)).json() == []
+    finally:
+        docker_engine.docker("rm", "-f", "victim-db")
+
+
 async def test_an_owner_manages_only_its_own_services(
     admin: httpx.AsyncClient, docker_gateway: Ready, docker_engine: Engine
 ) -> None:

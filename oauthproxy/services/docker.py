@@ -199,11 +199,19 @@ class DockerEngine:
         await self._run(self._client.container.restart, name)
 
     async def remove(self, name: str) -> None:
-        """Remove the container (stopping it first); nothing when there is none."""
+        """Remove our container of that name (stopping it first); nothing when there is none,
+        or when the container of that name is not ours (no `MANAGED_LABEL`): the gateway never
+        removes a container it did not create. (A service named like a container already on
+        the engine fails to create, and undoing it removed that container: any owner could
+        remove the gateway's Redis, or anything else on the host.)"""
         try:
-            await self._run(self._client.container.remove, name, force=True)
+            await self._run(self._remove_managed, name)
         except NotFound:
             return
+
+    def _remove_managed(self, name: str) -> None:
+        if MANAGED_LABEL in _state(self._client.container.inspect(name)).labels:
+            self._client.container.remove(name, force=True)
 
     async def update(self, name: str, *, memory: str | None, cpus: float | None) -> None:
         """Change a container's limits in place (no restart)."""
