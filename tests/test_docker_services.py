@@ -222,6 +222,38 @@ async def test_a_service_named_like_a_container_not_ours_leaves_that_container_a
         docker_engine.docker("rm", "-f", "victim-db")
 
 
+async def test_an_owner_cannot_run_an_image_the_admin_built_from_host_files(
+    admin: httpx.AsyncClient, docker_gateway: Ready, docker_engine: Engine, tmp_path: Path
+) -> None:
+    """`dockerfile_path` is the admin's because the build copies the gateway host's files;
+    the image it makes (`oauthproxy-{service}:latest`) ran for any owner who named it, and
+    `cat` gave its files to the owner's logs. Refused by name in every spelling, and by ID."""
+    (tmp_path / "secret.txt").write_text("ADMIN-ONLY\n")
+    (tmp_path / "Dockerfile").write_text(f"FROM {IMAGE}\nCOPY secret.txt /secret.txt\n")
+    dockerfile = str(tmp_path / "Dockerfile")
+    built = await admin.post(
+        SERVICES, json={"service_name": "adminapp", "dockerfile_path": dockerfile, "start": False}
+    )
+    assert built.status_code == 201, built.text
+    image_id = docker_engine.docker("image", "inspect", "-f", "{{.Id}}", "oauthproxy-adminapp")
+    async with as_new_token(admin, docker_gateway, "mallory") as mallory:
+        for image in [
+            "oauthproxy-adminapp:latest",
+            "docker.io/library/oauthproxy-adminapp",
+            "library/oauthproxy-adminapp:latest",
+            image_id.strip(),
+        ]:
+            ran = await mallory.post(
+                SERVICES, json={"service_name": "thief", "image": image, "start": False}
+            )
+            assert (ran.status_code, ran.json().get("field")) == (403, "image"), (image, ran.text)
+        await create(mallory, "mine", image=IMAGE, start=False)
+        swapped = await mallory.put(f"{SERVICES}mine", json={"image": "oauthproxy-adminapp"})
+        assert (swapped.status_code, swapped.json().get("field")) == (403, "image"), swapped.text
+        assert (await mallory.delete(f"{SERVICES}mine")).status_code == 200
+    assert (await admin.delete(f"{SERVICES}adminapp")).status_code == 200
+
+
 async def test_an_owner_manages_only_its_own_services(
     admin: httpx.AsyncClient, docker_gateway: Ready, docker_engine: Engine
 ) -> None:

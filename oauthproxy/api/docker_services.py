@@ -58,7 +58,7 @@ from oauthproxy.tenancy.records import (
     routes_naming_proxy,
     routes_naming_service,
 )
-from oauthproxy.tenancy.services import check_docker_service, check_labels
+from oauthproxy.tenancy.services import check_docker_service, check_image, check_labels
 
 docker_services = Blueprint("docker_services", __name__, url_prefix="/api/v1/services")
 
@@ -128,6 +128,7 @@ async def update_docker_service(name: str, data: DockerServiceUpdate) -> Json:
     if not changes:
         return await with_status(service)
     check_labels(data.labels or {})
+    check_image(caller(), data.image)
     async with service_serialized(name):
         service = patched(await _service(name), changes)
         if data.recreates():

@@ -8,10 +8,14 @@ A container runs on the gateway's host, so some choices are the admin's alone:
 - any other named network may be the one the gateway shares with its Redis and admin API (the
   compose project's network): an owner may name only those OWNER_DOCKER_NETWORKS lists.
 - labels under `oauthproxy.` are ours (which service, whose): nobody may set them.
+- images the gateway built (`oauthproxy-{service}`, from the admin's `dockerfile_path`) hold
+  what the admin copied from the gateway's host: an owner may not run them, by name in any
+  spelling or by ID (an owner names images from a registry).
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Collection
 
 from oauthproxy.models.docker import DockerServiceCreate
@@ -19,6 +23,38 @@ from oauthproxy.tenancy.caller import Caller, Refused, forbidden
 
 OUR_LABEL_PREFIX = "oauthproxy."
 HOST_NETWORK = "host"
+BUILT_IMAGE_PREFIX = "oauthproxy-"
+"""What the gateway names the images it builds (`oauthproxy-{service}:latest`: one component,
+no registry or namespace before it)."""
+_IMAGE_ID = re.compile(r"(sha256:)?[0-9a-f]{12,64}")
+_DEFAULT_REGISTRY = ("index.docker.io/", "docker.io/", "library/")
+
+
+def _repository(image: str) -> str:
+    """The repository an image reference names, as the engine resolves it: without its digest
+    or tag, and without the default registry's spellings (`docker.io/library/x` is `x`)."""
+    name = image.partition("@")[0]
+    slash = name.rfind("/")
+    colon = name.rfind(":")
+    if colon > slash:
+        name = name[:colon]
+    for prefix in _DEFAULT_REGISTRY:
+        name = name.removeprefix(prefix)
+    return name.lower()
+
+
+def check_image(caller: Caller, image: str | None) -> None:
+    """An owner's image: not one the gateway built, nor any given by its ID (403)."""
+    if caller.is_admin or image is None:
+        return
+    repository = _repository(image)
+    built = repository.startswith(BUILT_IMAGE_PREFIX) and "/" not in repository
+    if built or _IMAGE_ID.fullmatch(image):
+        raise forbidden(
+            "images the gateway built (oauthproxy-*) and images given by ID are the admin's: "
+            "name an image from a registry",
+            field="image",
+        )
 
 
 def check_labels(labels: dict[str, str]) -> None:
@@ -34,6 +70,7 @@ def check_docker_service(
     """Refuse what only the admin may ask (403, naming the field); `owner_networks`: the
     networks owners may attach their containers to (OWNER_DOCKER_NETWORKS)."""
     check_labels(request.labels)
+    check_image(caller, request.image)
     if caller.is_admin:
         return
     if request.dockerfile_path is not None:
