@@ -41,6 +41,20 @@ async def test_missing_wrong_audience_and_garbage_tokens_are_401(
         assert response.headers["www-authenticate"].startswith("Bearer ")
 
 
+async def test_two_authorization_lines_are_a_400(anonymous: httpx.AsyncClient, mint: Mint) -> None:
+    """The external proxy passes both lines on: its backend could act on the one not checked
+    (the gateway's own data plane answers the same 400)."""
+    good = await mint(ORIGIN)
+    headers = [
+        ("X-Forwarded-Host", "app.example.com"),
+        ("Authorization", f"Bearer {good}"),
+        ("Authorization", "Bearer forged-for-the-backend"),
+    ]
+    response = await anonymous.get("/verify", headers=headers)
+    assert response.status_code == 400, response.text
+    assert "Authorization" in response.json()["detail"]
+
+
 async def test_the_forwarded_hosts_proxy_policy_applies(
     anonymous: httpx.AsyncClient, mint: Mint, storage: Storage
 ) -> None:

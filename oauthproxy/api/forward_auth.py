@@ -109,6 +109,12 @@ async def verify() -> Response:
         response = jsonify({"error": "invalid_request", "detail": str(error)})
         response.status_code = 400
         return response
+    if len(request.headers.getlist("Authorization")) > 1:  # the backend gets them all
+        response = jsonify(
+            {"error": "invalid_request", "detail": "send at most one Authorization header"}
+        )
+        response.status_code = 400
+        return response
     policy, target = await _policy(hostname)
     token = _token(target.auth_cookie_name if target else DEFAULT_COOKIE)
     if token is None:
