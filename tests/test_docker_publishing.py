@@ -22,6 +22,7 @@ from tests.conftest import free_port
 from tests.docker_engine import IMAGE, Engine
 from tests.eventually import eventually
 from tests.test_docker_services import SERVICES, admin_of, create, serve_on, through_gateway
+from tests.test_proxies_api import as_new_token
 
 ELSEWHERE = "127.0.0.2"
 """Another address of this host (all of 127/8 is loopback): a port bound to 127.0.0.1 does not
@@ -155,3 +156,32 @@ async def test_ports_publish_where_they_are_bound_and_change_on_a_running_servic
     deleted = await admin.delete(f"{SERVICES}pub", params={"delete_proxy": "true"})
     assert deleted.status_code == 200, deleted.text
     await refuses("127.0.0.1", everywhere)
+
+
+async def test_an_owner_cannot_proxy_to_a_container_by_its_address(
+    admin: httpx.AsyncClient, bridged_gateway: Ready, bridged_docker_engine: Engine
+) -> None:
+    """bob's service `bobweb` publishes nothing, and a `service` route to it is refused to
+    alice; a proxy to its bridge address reached it all the same, past bob's routes, auth and
+    port grants. Every address of the engine's networks is refused to owners now."""
+    async with (
+        as_new_token(admin, bridged_gateway, "alice") as alice,
+        as_new_token(admin, bridged_gateway, "bob") as bob,
+    ):
+        bob.timeout = alice.timeout = httpx.Timeout(60)
+        await create(bob, "bobweb", image=IMAGE, command=["httpd", "-f", "-p", "8080"], start=True)
+        inspected = json.loads(bridged_docker_engine.docker("inspect", "bobweb"))[0]
+        networks = inspected["NetworkSettings"]["Networks"]
+        address = next(iter(networks.values()))["IPAddress"]
+        assert address, networks
+        for owner in (alice, bob):  # (bob reaches it through its service, as anyone should)
+            taken = await owner.post(
+                "/api/v1/proxy/targets/",
+                json={
+                    "hostname": "steal.example.com",
+                    "target_url": f"http://{address}:8080",
+                    "enable_https": False,
+                },
+            )
+            assert (taken.status_code, taken.json().get("error")) == (403, "target_not_allowed")
+        assert (await bob.delete(f"{SERVICES}bobweb")).status_code == 200

@@ -14,6 +14,7 @@ from __future__ import annotations
 import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import replace
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
@@ -25,6 +26,7 @@ from oauthproxy.api.auth import current_token
 from oauthproxy.api.errors import ApiError, field_problems
 from oauthproxy.api.state import app_state
 from oauthproxy.models.routes import Route, TargetType
+from oauthproxy.services.docker import EngineError, EngineUnavailable
 from oauthproxy.storage import Storage
 from oauthproxy.storage.locks import Locks, owner_locks, service_locks
 from oauthproxy.tenancy.caller import Caller, forbidden
@@ -34,6 +36,7 @@ from oauthproxy.tenancy.records import Holdings
 from oauthproxy.tenancy.targets import (
     Address,
     Destination,
+    Network,
     ResolvedAddress,
     TargetPolicy,
     check_destination,
@@ -150,11 +153,34 @@ async def check_target(destination: Destination) -> None:
         return
     addresses = await _resolve(destination.host)
     found = [ResolvedAddress(address, _is_local(address)) for address in addresses]
-    check_destination(who, target_policy(), destination, found)
+    policy = target_policy()
+    containers = await _container_networks()
+    if containers:
+        policy = replace(policy, denied_networks=policy.denied_networks + containers)
+    check_destination(who, policy, destination, found)
     if any(on_this_host(resolved) for resolved in found):
         holder = await storage().ports.holder(destination.port)
         if holder is not None:
             check_port_target(who, destination, holder)
+
+
+ENGINE_TIMEOUT_SECONDS = 5.0
+
+
+async def _container_networks() -> tuple[Network, ...]:
+    """The Docker engine's networks: a container is reached through its service (a `service`
+    route, checked by ownership), never by address, or an owner could proxy to another
+    owner's container past its routes, auth and port grants. (An engine that does not answer
+    in time has no containers this gateway could reach through it either way.)"""
+    docker = app_state(current_app).docker
+    if docker is None:
+        return ()
+    try:
+        with trio.fail_after(ENGINE_TIMEOUT_SECONDS):
+            subnets = await docker.subnets()
+    except (EngineUnavailable, EngineError, trio.TooSlowError):
+        return ()
+    return parse_networks(subnets)
 
 
 async def _resolve(host: str) -> list[Address]:

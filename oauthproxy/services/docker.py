@@ -167,6 +167,19 @@ class DockerEngine:
         exposed = self._client.image.inspect(image).config.exposed_ports or {}
         return sorted(int(key.split("/")[0]) for key in exposed if key.endswith("/tcp"))
 
+    async def subnets(self) -> list[str]:
+        """The address ranges of the engine's networks: where its containers' addresses are."""
+        return await self._run(self._subnets)
+
+    def _subnets(self) -> list[str]:
+        found = []
+        for network in self._client.network.list():
+            for config in network.ipam.config or []:
+                subnet = config.get("Subnet") if isinstance(config, dict) else None
+                if subnet:
+                    found.append(str(subnet))
+        return found
+
     # --- containers ----------------------------------------------------------------------------
 
     async def create(self, spec: ContainerSpec) -> str:
