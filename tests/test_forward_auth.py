@@ -55,6 +55,28 @@ async def test_two_authorization_lines_are_a_400(anonymous: httpx.AsyncClient, m
     assert "Authorization" in response.json()["detail"]
 
 
+@pytest.mark.parametrize(
+    ("proto", "cookie", "status"),
+    [
+        ("https", "__Host-unified_auth_token", 200),
+        ("https", "unified_auth_token", 401),  # a sibling host may have planted it
+        ("http", "unified_auth_token", 200),
+    ],
+)
+async def test_the_cookie_is_read_under_the_name_it_is_set_under(
+    anonymous: httpx.AsyncClient, mint: Mint, proto: str, cookie: str, status: int
+) -> None:
+    """Over HTTPS the auth cookie is `__Host-` only (docs/security.md): /verify read the plain
+    name too, so a cookie tossed from a sibling host signed the victim in as its author."""
+    token = await mint(f"{proto}://app.example.com")
+    headers = {
+        "X-Forwarded-Host": "app.example.com",
+        "X-Forwarded-Proto": proto,
+        "Cookie": f"{cookie}={token}",
+    }
+    assert (await anonymous.get("/verify", headers=headers)).status_code == status
+
+
 async def test_the_forwarded_hosts_proxy_policy_applies(
     anonymous: httpx.AsyncClient, mint: Mint, storage: Storage
 ) -> None:

@@ -26,6 +26,7 @@ from oauthproxy.api.contract import answers
 from oauthproxy.api.oauth_server import authorization_server
 from oauthproxy.api.state import app_state
 from oauthproxy.models.proxies import ProxyTarget
+from oauthproxy.oauth.browser import host_cookie
 from oauthproxy.oauth.verify import InvalidToken
 from oauthproxy.proxy.access import AccessPolicy, Deny, authorize, challenge
 
@@ -34,11 +35,13 @@ forward_auth = Blueprint("forward_auth", __name__)
 DEFAULT_COOKIE = "unified_auth_token"
 
 
-def _token(cookie_name: str) -> str | None:
+def _token(cookie_name: str, *, secure: bool) -> str | None:
+    """The bearer token, else the auth cookie under the name it is set under (over HTTPS only
+    `__Host-`: the plain name may have been planted by a sibling host)."""
     scheme, _, token = request.headers.get("Authorization", "").partition(" ")
     if scheme.lower() == "bearer" and token.strip():
         return token.strip()
-    return request.cookies.get(cookie_name) or None
+    return request.cookies.get(host_cookie(cookie_name, "/", secure=secure)[0]) or None
 
 
 class NoForwardedHost(ValueError):
@@ -116,7 +119,8 @@ async def verify() -> Response:
         response.status_code = 400
         return response
     policy, target = await _policy(hostname)
-    token = _token(target.auth_cookie_name if target else DEFAULT_COOKIE)
+    secure = origin.startswith("https://")
+    token = _token(target.auth_cookie_name if target else DEFAULT_COOKIE, secure=secure)
     if token is None:
         return _refused(policy, origin, None)
     prepared = await authorization_server().prepared()
