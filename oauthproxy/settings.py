@@ -332,6 +332,9 @@ class Settings(BaseSettings):
     token_max_services: Annotated[int, Field(ge=0)] = Field(
         default=50, description="External services one non-admin token may own"
     )
+    token_max_ports: Annotated[int, Field(ge=0)] = Field(
+        default=20, description="Host ports the Docker services of one non-admin token may hold"
+    )
     owner_docker_networks: Annotated[list[str], NoDecode] = Field(
         default_factory=list,
         description="Docker networks non-admin tokens may attach their services to; empty: none "

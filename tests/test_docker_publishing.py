@@ -185,3 +185,28 @@ async def test_an_owner_cannot_proxy_to_a_container_by_its_address(
             )
             assert (taken.status_code, taken.json().get("error")) == (403, "target_not_allowed")
         assert (await bob.delete(f"{SERVICES}bobweb")).status_code == 200
+
+
+async def test_an_owners_host_ports_are_bounded_by_token_max_ports(
+    nursery: trio.Nursery, make_settings: Callable[..., Settings], bridged_docker_engine: Engine
+) -> None:
+    """The exposed range is shared by every owner: one owner allocated 150 ports of one
+    service, with nothing to stop it before the range was empty for everyone."""
+    gateway = await serve_on(nursery, make_settings, bridged_docker_engine, token_max_ports=3)
+    async with admin_of(gateway) as admin, as_new_token(admin, gateway, "mallory") as mallory:
+        mallory.timeout = httpx.Timeout(60)
+        ports = [{"name": "p0", "container": 8000}]
+        await create(mallory, "hog", image=IMAGE, start=False, port_configs=ports)
+        statuses = []
+        for index in range(1, 5):
+            added = await mallory.post(
+                f"{SERVICES}hog/ports", json={"name": f"p{index}", "container": 8000}
+            )
+            statuses.append(added.status_code)
+        assert statuses == [201, 201, 403, 403], statuses
+        assert added.json()["field"] == "TOKEN_MAX_PORTS"
+        assert len((await mallory.get(f"{SERVICES}hog/ports")).json()) == 3
+        assert (
+            await admin.post(f"{SERVICES}hog/ports", json={"name": "a", "container": 1})
+        ).status_code == 201
+        assert (await mallory.delete(f"{SERVICES}hog")).status_code == 200

@@ -17,7 +17,7 @@ from typing import Any
 import trio
 from quart import current_app
 
-from oauthproxy.api.ownership import Json, as_json, storage
+from oauthproxy.api.ownership import Json, as_json, check_owner_quota, storage
 from oauthproxy.api.state import app_state
 from oauthproxy.errors import NotFound
 from oauthproxy.models.docker import DockerServiceCreate, PortRequest
@@ -34,6 +34,7 @@ from oauthproxy.services.docker import (
     PortMapping,
 )
 from oauthproxy.services.events import record_one
+from oauthproxy.tenancy.quotas import Quota
 
 log = logging.getLogger(__name__)
 
@@ -99,7 +100,9 @@ def _wanted_ports(data: DockerServiceCreate, internal_port: int | None) -> list[
 
 
 async def allocate(service: DockerService, port: PortRequest) -> PortAllocation:
-    """Claim `port.host` (checked) or the first free exposed port, for `service`."""
+    """Claim `port.host` (checked) or the first free exposed port, for `service`, within its
+    owner's TOKEN_MAX_PORTS (the exposed range is shared by every owner)."""
+    await check_owner_quota(Quota.PORTS, service.owner_token_hash)
     if port.host is not None:
         port_rules.check_port(port.host, field="host")
     allocation = PortAllocation(

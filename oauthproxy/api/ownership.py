@@ -224,8 +224,16 @@ def _quotas() -> Quotas:
             Quota.PROXIES: settings.token_max_proxies,
             Quota.ROUTES: settings.token_max_routes,
             Quota.SERVICES: settings.token_max_services,
+            Quota.PORTS: settings.token_max_ports,
         }
     )
+
+
+async def check_owner_quota(quota: Quota, owner_hash: str | None) -> None:
+    """Refuse one more of `quota` for the owner of `owner_hash` when it holds its quota
+    already (none for the admin's records, nor for the admin token acting)."""
+    if owner_hash is not None:
+        check_quota(caller(), _quotas(), quota, await _owned_count(quota, owner_hash))
 
 
 async def _owned_count(quota: Quota, owner_hash: str) -> int:
@@ -237,6 +245,9 @@ async def _owned_count(quota: Quota, owner_hash: str) -> int:
         case Quota.SERVICES:
             external = await storage().external_services.owned_by(owner_hash)
             return len(external) + len(await storage().docker_services.owned_by(owner_hash))
+        case Quota.PORTS:
+            held = await storage().ports.all()
+            return sum(1 for port in held if port.owner_token_hash == owner_hash)
 
 
 @asynccontextmanager

@@ -15,6 +15,7 @@ class Quota(StrEnum):
     PROXIES = "TOKEN_MAX_PROXIES"
     ROUTES = "TOKEN_MAX_ROUTES"
     SERVICES = "TOKEN_MAX_SERVICES"
+    PORTS = "TOKEN_MAX_PORTS"
 
 
 @dataclass(frozen=True)
