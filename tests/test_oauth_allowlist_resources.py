@@ -78,3 +78,33 @@ async def test_the_open_proxy_alone_still_lets_everyone_in(flow: FlowClient) -> 
     answer = await flow.approve(start)
     assert answer.status_code in (302, 303), answer.text
     assert "code=" in answer.headers["location"]
+
+
+async def test_a_user_taken_off_the_allowlist_refreshes_no_more(
+    nursery: trio.Nursery,
+    storage: Storage,
+    make_settings: Callable[..., Settings],
+    github: GitHubStandIn,
+) -> None:
+    """alice logs in while OAUTH_ALLOWED_GITHUB_USERS lets her; the operator takes her off (a
+    restart with the new setting, the same Redis). Her refresh token kept giving her tokens for
+    its whole life (a year by default): only the scope policy was applied again."""
+    first = await oauth_helpers.start_gateway(nursery, make_settings, github)
+    await storage.resources.create(ProtectedResource(uri=REGISTERED, name="Tools"))
+    async with httpx.AsyncClient(base_url=first.api_url) as http:
+        flow = FlowClient(http)
+        client = await flow.register()
+        tokens = await flow.tokens(client, resource=REGISTERED)
+        again = await flow.token(
+            client, grant_type="refresh_token", refresh_token=tokens["refresh_token"]
+        )
+        assert again.status_code == 200, again.text  # while she is allowed
+    second = await oauth_helpers.start_gateway(
+        nursery, make_settings, github, oauth_allowed_github_users="bob"
+    )
+    async with httpx.AsyncClient(base_url=second.api_url) as http:
+        refreshed = await FlowClient(http).token(
+            client, grant_type="refresh_token", refresh_token=again.json()["refresh_token"]
+        )
+    assert refreshed.status_code == 400, refreshed.text
+    assert refreshed.json()["error"] == "invalid_grant"

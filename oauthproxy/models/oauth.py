@@ -121,6 +121,9 @@ class OAuthSession(Record):
     identity: UserIdentity
     scope: str
     resources: list[str] = Field(default_factory=list)
+    proxy_hostname: str | None = None
+    """The proxy the login named: its allowlist, with the resources', is checked again at each
+    refresh."""
     created_at: datetime = Field(default_factory=utcnow)
     expires_at: datetime
     revoked: bool = False

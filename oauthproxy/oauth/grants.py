@@ -15,6 +15,7 @@ from oauthproxy.oauth import indicators, pkce
 from oauthproxy.oauth.clients import authenticate
 from oauthproxy.oauth.codes import code_hash
 from oauthproxy.oauth.errors import OAuthError
+from oauthproxy.oauth.login import host_policies
 from oauthproxy.oauth.parameters import Params, granted_scope, narrowed_resources, single
 from oauthproxy.oauth.scope_policy import ScopePolicy
 from oauthproxy.oauth.server import OAuthServer
@@ -87,6 +88,7 @@ async def _redeem(server: OAuthServer, client: OAuthClient, params: Params) -> d
         identity=redemption.code.identity,
         scope=request.scope,
         resources=request.resources,
+        proxy_hostname=request.proxy_hostname,
         expires_at=datetime.now(UTC) + timedelta(seconds=lifetime),
     )
     return await _issue(server, session, request.scope, audience, refreshable, start=True)
@@ -142,4 +144,11 @@ async def _refresh(server: OAuthServer, client: OAuthClient, params: Params) -> 
     scope = ScopePolicy.of(server.settings).grant(scope, session.identity.username)
     if not scope:
         raise _invalid_grant("the user may no longer receive this token's scope")
+    allowed_users = server.settings.oauth_allowed_github_users
+    resources = audience or session.resources
+    for policy in await host_policies(
+        server.storage, session.proxy_hostname, resources, allowed_users
+    ):  # the allowlists of the login, as they are now: a user taken off one logs in no more
+        if policy.refusal(session.identity) is not None:
+            raise _invalid_grant("the user may no longer log in for this token's resources")
     return await _issue(server, session, scope, audience, True, start=False)

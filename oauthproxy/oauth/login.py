@@ -25,13 +25,20 @@ from oauthproxy.storage import Storage
 async def policies(
     storage: Storage, request: AuthorizationRequest, allowed_users: str
 ) -> list[AccessPolicy]:
-    """The allowlists that apply, all of them: each proxy's the request names (its
-    proxy_hostname, and the hosts of its resources), and the global OAUTH_ALLOWED_GITHUB_USERS
-    for a named host without a proxy (a registered resource), or when none is named. (Only
-    proxies' used to count once one was named: a tenant's proxy open to everyone, named beside
-    a registered resource, let in anyone for that resource.)"""
-    hosts = [request.proxy_hostname] if request.proxy_hostname else []
-    hosts += [urlsplit(uri).hostname or "" for uri in request.resources]
+    """The allowlists a login request is under (see `host_policies`)."""
+    return await host_policies(storage, request.proxy_hostname, request.resources, allowed_users)
+
+
+async def host_policies(
+    storage: Storage, proxy_hostname: str | None, resources: list[str], allowed_users: str
+) -> list[AccessPolicy]:
+    """The allowlists that apply, all of them: each proxy's a grant names (its proxy_hostname,
+    and the hosts of its resources), and the global OAUTH_ALLOWED_GITHUB_USERS for a named host
+    without a proxy (a registered resource), or when none is named. (Only proxies' used to
+    count once one was named: a tenant's proxy open to everyone, named beside a registered
+    resource, let in anyone for that resource.) At login, and again at every refresh."""
+    hosts = [proxy_hostname] if proxy_hostname else []
+    hosts += [urlsplit(uri).hostname or "" for uri in resources]
     found = []
     unproxied = False
     for hostname in dict.fromkeys(host.lower() for host in hosts if host):
