@@ -46,6 +46,11 @@ class ApiClient:
         """A client of the same gateway (same connection pool) that authenticates with `token`."""
         return ApiClient(self._http, token)
 
+    @property
+    def has_token(self) -> bool:
+        """A token to authenticate with was given (or found)."""
+        return self._token is not None
+
     def _headers(self, auth: bool) -> dict[str, str]:
         if not auth:
             return {}

@@ -227,6 +227,10 @@ async def test_a_failing_acme_server_is_visible_and_retried(api: httpx.AsyncClie
     [failing] = summary["failing"]
     assert (failing["cert_name"], failing["serving"]) == ("failing", False)
     assert "cannot reach the ACME server" in failing["last_error"]
+    # anyone else gets the count: the names and errors are every owner's
+    async with httpx.AsyncClient(base_url=str(api.base_url)) as anonymous:
+        anonymous_health = (await anonymous.get("/health")).json()["certificates"]
+    assert (anonymous_health["failing_count"], anonymous_health["failing"]) == (1, [])
 
 
 async def test_a_certificate_past_its_expiry_reads_expired(

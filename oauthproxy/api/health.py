@@ -12,11 +12,13 @@ from __future__ import annotations
 from typing import Any
 
 import trio
-from quart import Blueprint, current_app
+from quart import Blueprint, current_app, request
 
 from oauthproxy import __version__
 from oauthproxy.api import public_answers
+from oauthproxy.api.auth import authenticate
 from oauthproxy.api.contract import answers
+from oauthproxy.api.errors import ApiError
 from oauthproxy.api.state import app_state
 from oauthproxy.errors import StorageUnavailable
 from oauthproxy.models.certificates import CertificateSummary
@@ -65,7 +67,7 @@ async def get_health() -> tuple[dict[str, Any], int]:
     if problems:
         body["problems"] = problems
     if healthy:
-        body["certificates"] = await _certificates()
+        body["certificates"] = await _certificates(named=await _from_admin())
     return body, 200 if healthy else 503
 
 
@@ -86,11 +88,26 @@ async def _docker_health() -> dict[str, Any]:
     return {"status": "ok", "docker_host": state.docker.host, "api_version": version}
 
 
-async def _certificates() -> dict[str, Any] | None:
-    """How many certificates, and the failing ones with their error and next retry."""
+async def _from_admin() -> bool:
+    """Whether the request carries the admin token (`/health` needs none)."""
+    if not request.headers.get("Authorization"):
+        return False
+    try:
+        return (await authenticate()).is_admin
+    except ApiError:
+        return False
+
+
+async def _certificates(*, named: bool) -> dict[str, Any] | None:
+    """How many certificates, and the failing ones with their error and next retry: named
+    (`named`) only to the admin token, as they are every owner's; anyone else gets the count.
+    (Anonymous callers read other owners' certificate names and ACME errors here.)"""
     try:
         with trio.fail_after(PING_TIMEOUT_SECONDS):
             found = await app_state(current_app).storage.certificates.all()
     except (StorageUnavailable, trio.TooSlowError):
         return None
-    return CertificateSummary.of(found, utcnow()).model_dump(mode="json")
+    summary = CertificateSummary.of(found, utcnow())
+    if not named:
+        summary = summary.model_copy(update={"failing": []})
+    return summary.model_dump(mode="json")

@@ -125,7 +125,9 @@ class CertificateSummary(Record):
     total: int
     active: int
     expired: int
+    failing_count: int
     failing: list[FailingCertificate]
+    """Named only to the admin token: they are every owner's (anyone else gets the count)."""
 
     @classmethod
     def of(cls, certificates: list[Certificate], now: datetime) -> CertificateSummary:
@@ -142,7 +144,13 @@ class CertificateSummary(Record):
         ]
         active = sum(1 for c in certificates if c.status is CertificateStatus.ACTIVE)
         expired = sum(1 for c in certificates if c.status is CertificateStatus.EXPIRED)
-        return cls(total=len(certificates), active=active, expired=expired, failing=failing)
+        return cls(
+            total=len(certificates),
+            active=active,
+            expired=expired,
+            failing_count=len(failing),
+            failing=failing,
+        )
 
 
 # --- views: what the API returns -------------------------------------------------------------
