@@ -17,7 +17,7 @@ from typing import Any
 import trio
 from quart import current_app
 
-from oauthproxy.api.ownership import Json, as_json, check_owner_quota, storage
+from oauthproxy.api.ownership import Json, as_json, storage, tenant_owning, tenant_quota_slot
 from oauthproxy.api.state import app_state
 from oauthproxy.errors import NotFound
 from oauthproxy.models.docker import DockerServiceCreate, PortRequest
@@ -101,8 +101,8 @@ def _wanted_ports(data: DockerServiceCreate, internal_port: int | None) -> list[
 
 async def allocate(service: DockerService, port: PortRequest) -> PortAllocation:
     """Claim `port.host` (checked) or the first free exposed port, for `service`, within its
-    owner's TOKEN_MAX_PORTS (the exposed range is shared by every owner)."""
-    await check_owner_quota(Quota.PORTS, service.owner_token_hash)
+    owner's TOKEN_MAX_PORTS (the exposed range is shared by every owner; counted and claimed
+    under the owner's lock, so concurrent requests cannot pass the count together)."""
     if port.host is not None:
         port_rules.check_port(port.host, field="host")
     allocation = PortAllocation(
@@ -117,12 +117,13 @@ async def allocate(service: DockerService, port: PortRequest) -> PortAllocation:
         owner_token_hash=service.owner_token_hash,
         description=port.description,
     )
-    return await storage().ports.allocate(
-        allocation,
-        requested=port.host,
-        restricted=port_rules.RESTRICTED,
-        ranges=[port_rules.EXPOSED],
-    )
+    async with tenant_quota_slot(Quota.PORTS, await tenant_owning(service.owner_token_hash)):
+        return await storage().ports.allocate(
+            allocation,
+            requested=port.host,
+            restricted=port_rules.RESTRICTED,
+            ranges=[port_rules.EXPOSED],
+        )
 
 
 def port_config(allocation: PortAllocation) -> PortConfig:

@@ -229,13 +229,6 @@ def _quotas() -> Quotas:
     )
 
 
-async def check_owner_quota(quota: Quota, owner_hash: str | None) -> None:
-    """Refuse one more of `quota` for the owner of `owner_hash` when it holds its quota
-    already (none for the admin's records, nor for the admin token acting)."""
-    if owner_hash is not None:
-        check_quota(caller(), _quotas(), quota, await _owned_count(quota, owner_hash))
-
-
 async def _owned_count(quota: Quota, owner_hash: str) -> int:
     match quota:
         case Quota.PROXIES:
@@ -302,10 +295,17 @@ async def tenant_owning(owner_hash: str | None) -> str | None:
 
 @asynccontextmanager
 async def quota_slot(quota: Quota) -> AsyncIterator[None]:
-    """Hold the caller's owner lock, refuse when `quota` is used up, and let the block check
-    and store the new record before any other write of the same token (the admin: no lock)."""
-    who = caller()
-    async with owner_serialized(tenant_of(who)):
-        if not who.is_admin:
-            check_quota(who, _quotas(), quota, await _owned_count(quota, who.token_hash))
+    """`tenant_quota_slot` for a record of the caller's own (the admin: no lock, no quota)."""
+    async with tenant_quota_slot(quota, tenant_of(caller())):
+        yield
+
+
+@asynccontextmanager
+async def tenant_quota_slot(quota: Quota, tenant: str | None) -> AsyncIterator[None]:
+    """Hold `tenant`'s owner lock, refuse when its `quota` is used up (unless the admin token
+    asks), and let the block check and store the new record before any other write of that
+    owner. None (the admin's records): no lock, no quota."""
+    async with owner_serialized(tenant):
+        if tenant is not None:
+            check_quota(caller(), _quotas(), quota, await _owned_count(quota, tenant))
         yield
