@@ -145,10 +145,11 @@ async def _refresh(server: OAuthServer, client: OAuthClient, params: Params) -> 
     if not scope:
         raise _invalid_grant("the user may no longer receive this token's scope")
     allowed_users = server.settings.oauth_allowed_github_users
-    resources = audience or session.resources
+    # the login's allowlists for this token's resources, as they are now: a user taken off one
+    # refreshes no more
     for policy in await host_policies(
-        server.storage, session.proxy_hostname, resources, allowed_users
-    ):  # the allowlists of the login, as they are now: a user taken off one logs in no more
+        server.storage, session.proxy_hostname, audience, allowed_users
+    ):
         if policy.refusal(session.identity) is not None:
             raise _invalid_grant("the user may no longer log in for this token's resources")
     return await _issue(server, session, scope, audience, True, start=False)

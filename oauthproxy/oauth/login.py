@@ -22,13 +22,6 @@ from oauthproxy.oauth.server import OAuthServer
 from oauthproxy.storage import Storage
 
 
-async def policies(
-    storage: Storage, request: AuthorizationRequest, allowed_users: str
-) -> list[AccessPolicy]:
-    """The allowlists a login request is under (see `host_policies`)."""
-    return await host_policies(storage, request.proxy_hostname, request.resources, allowed_users)
-
-
 async def host_policies(
     storage: Storage, proxy_hostname: str | None, resources: list[str], allowed_users: str
 ) -> list[AccessPolicy]:
@@ -108,7 +101,8 @@ async def _refuse_unlisted(
     server: OAuthServer, request: AuthorizationRequest, identity: UserIdentity
 ) -> None:
     users = server.settings.oauth_allowed_github_users
-    for policy in await policies(server.storage, request, users):
+    found = await host_policies(server.storage, request.proxy_hostname, request.resources, users)
+    for policy in found:
         refusal = policy.refusal(identity)
         if refusal is not None:
             raise PageError("Access denied", refusal, status=403)

@@ -61,8 +61,9 @@ FLUSH_SECONDS = 1.0
 UNREAD_ANSWERS = 256 * 1024
 """Bytes of answers to a client's own frames (its SETTINGS and PINGs acknowledged, `h2`'s
 RST_STREAM for a frame on a closed stream, ...) that may wait behind a write the client does
-not take: a browser's come to a few hundred; a client that sends such frames and reads nothing
-made the gateway queue 13 MB from 9 MB of empty DATA frames on a reset stream."""
+not take: tens of bytes per frame, and the frames a client may send for nothing are budgeted
+(`floods`); a client that sends such frames and reads nothing made the gateway queue 13 MB
+from 9 MB of empty DATA frames on a reset stream."""
 """How long the last frames (a GOAWAY) may take to go out, and the client to close after
 them, before the connection closes."""
 DEFAULT_WINDOW = 65_535
