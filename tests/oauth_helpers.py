@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import html
 import re
 import secrets
 from collections.abc import AsyncIterator, Callable
@@ -36,6 +37,15 @@ def pkce_pair() -> tuple[str, str]:
 
 def query_of(location: str) -> dict[str, str]:
     return {name: values[0] for name, values in parse_qs(urlsplit(location).query).items()}
+
+
+def refused_link(response: httpx.Response) -> str:
+    """Where the page that refuses an untrusted client's authorization request links to (the
+    client's redirect URI with the error): the page is a 400 and no redirect."""
+    assert response.status_code == 400, (response.status_code, response.headers.get("location"))
+    assert "location" not in response.headers
+    [link] = re.findall(r'<a href="([^"]+)"', response.text)
+    return html.unescape(link)
 
 
 async def start_gateway(

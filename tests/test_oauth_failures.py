@@ -15,7 +15,14 @@ from oauthproxy.settings import Settings
 from oauthproxy.storage import Storage
 from tests import oauth_helpers
 from tests.github_standin import GitHubStandIn, GitHubUser
-from tests.oauth_helpers import REDIRECT_URI, FlowClient, pkce_pair, query_of, start_gateway
+from tests.oauth_helpers import (
+    REDIRECT_URI,
+    FlowClient,
+    pkce_pair,
+    query_of,
+    refused_link,
+    start_gateway,
+)
 
 github = oauth_helpers.github
 oauth_gateway = oauth_helpers.oauth_gateway
@@ -67,19 +74,72 @@ async def test_wrong_code_verifier(flow: FlowClient) -> None:
         ({"proxy_hostname": "nothing.example.com"}, "invalid_request"),
     ],
 )
-async def test_bad_authorize_requests_go_back_to_the_client(
+async def test_bad_authorize_requests_of_a_registered_client_get_a_page_linking_back(
     flow: FlowClient, oauth_gateway: Ready, params: dict[str, object], error: str
 ) -> None:
+    """Anyone may register a client (RFC 7591), so an error found before the user did anything
+    is not redirected automatically: the gateway would be an open redirector to whatever the
+    registration named (RFC 9700 section 4.11.2). The page names the error and links back."""
     client = await flow.register()
     _verifier, challenge = pkce_pair()
     response = await flow.start(client["client_id"], **{"code_challenge": challenge, **params})
-    assert response.status_code == 302
-    location = response.headers["location"]
-    assert location.startswith(REDIRECT_URI + "?")
-    answer = query_of(location)
+    link = refused_link(response)
+    assert error in response.text
+    assert "127.0.0.1:8765" in response.text  # where the link leads, named on the page
+    assert link.startswith(REDIRECT_URI + "?")
+    answer = query_of(link)
     assert answer["error"] == error
     assert answer["iss"] == oauth_gateway.api_url
     assert "code" not in answer
+
+
+async def test_a_registered_client_cannot_use_the_gateway_as_an_open_redirector(
+    flow: FlowClient,
+) -> None:
+    """The attack: register a client whose redirect URI is the attacker's site, then send
+    people a link to the gateway's /authorize with a request that fails at once. The browser
+    must not land on the attacker's site without the user choosing to go there."""
+    phishing = "https://gateway-login.example.net/welcome"
+    client = await flow.register(redirect_uris=[phishing], client_name="Gateway login")
+    response = await flow.http.get(
+        "/authorize",
+        params={"client_id": client["client_id"], "response_type": "token", "state": "x"},
+    )
+    assert response.status_code == 400
+    assert "location" not in response.headers
+    assert "gateway-login.example.net" in response.text
+    assert query_of(refused_link(response))["error"] == "unsupported_response_type"
+
+
+@pytest.mark.parametrize(
+    ("params", "error"),
+    [
+        ({"code_challenge": None}, "invalid_request"),
+        ({"response_type": "token"}, "unsupported_response_type"),
+        ({"scope": "mcp:read admin:everything"}, "invalid_scope"),
+    ],
+)
+async def test_bad_authorize_requests_of_an_admin_client_go_back_at_once(
+    flow: FlowClient, oauth_gateway: Ready, params: dict[str, object], error: str
+) -> None:
+    """A client the admin registered is trusted (as for consent): errors are redirected."""
+    admin = {"Authorization": f"Bearer {oauth_gateway.admin_token.secret}"}
+    body = {"name": "Ops tool", "redirect_uris": [REDIRECT_URI], "scope": "mcp:read"}
+    registered = await flow.http.post("/api/v1/oauth/clients", json=body, headers=admin)
+    assert registered.status_code == 201, registered.text
+    _verifier, challenge = pkce_pair()
+    response = await flow.start(
+        registered.json()["client_id"], **{"code_challenge": challenge, "state": "s", **params}
+    )
+    assert response.status_code == 302, response.text
+    location = response.headers["location"]
+    assert location.startswith(REDIRECT_URI + "?")
+    answer = query_of(location)
+    assert (answer["error"], answer["state"], answer["iss"]) == (
+        error,
+        "s",
+        oauth_gateway.api_url,
+    )
 
 
 # --- codes ---------------------------------------------------------------------------------------

@@ -21,7 +21,7 @@ from oauthproxy.storage import Storage
 from tests import oauth_helpers
 from tests.github_standin import GitHubStandIn
 from tests.jwt_text import unverified_claims
-from tests.oauth_helpers import FlowClient, query_of, start_gateway
+from tests.oauth_helpers import FlowClient, query_of, refused_link, start_gateway
 
 github = oauth_helpers.github
 
@@ -71,11 +71,11 @@ def audience_of(token_response: dict[str, Any]) -> list[str]:
 
 
 async def refused_at_authorize(flow: FlowClient, resource: str) -> dict[str, str]:
-    """The error the client's redirect URI receives for an authorization asking for `resource`."""
+    """The error the client's redirect URI would receive (through the page that refuses the
+    request) for an authorization asking for `resource`."""
     client = await flow.register()
     response = await flow.start(client["client_id"], code_challenge="x" * 43, resource=resource)
-    assert response.status_code == 302, response.text
-    answer = query_of(response.headers["location"])
+    answer = query_of(refused_link(response))
     assert "code" not in answer
     return answer
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from quart import Blueprint, Response, current_app, jsonify, render_template, request
 from quart_schema import DataSource, document_request
@@ -110,6 +111,13 @@ async def page_error(error: PageError) -> Response:
     return await _page("oauth_error.html", error.status, title=error.title, detail=error.detail)
 
 
+def _destination(redirect_uri: str) -> str:
+    """Where a redirect URI leads, as a user would recognise it: its host, else its scheme
+    (an app's own `com.example.app:/callback`)."""
+    parts = urlsplit(redirect_uri)
+    return parts.netloc or f"{parts.scheme}:"
+
+
 @oauth_server.errorhandler(RedirectError)
 async def redirect_error(error: RedirectError) -> Response:
     location = client_redirect(
@@ -119,7 +127,16 @@ async def redirect_error(error: RedirectError) -> Response:
         error=error.error,
         error_description=error.description,
     )
-    return redirect(location, 302)
+    if error.automatic:
+        return redirect(location, 302)
+    return await _page(
+        "oauth_refused.html",
+        400,
+        error=error.error,
+        detail=error.description,
+        destination=_destination(error.redirect_uri),
+        location=location,
+    )
 
 
 @oauth_server.after_request

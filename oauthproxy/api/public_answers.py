@@ -34,8 +34,16 @@ OAUTH_CLIENT = _oauth(401, "The client (or its registration access token) is not
 METADATA = (Answer("200", "The authorization server's metadata (RFC 8414)"),)
 JWKS = (Answer("200", "The public keys that verify the gateway's access tokens (RFC 7517)"),)
 AUTHORIZE = (
-    Answer("302", "To GitHub's login, or back to the client with an error", None),
-    BAD_PAGE,
+    Answer(
+        "302",
+        "To GitHub's login, or back to a client the admin registered with an error",
+        None,
+    ),
+    _page(
+        400,
+        "The request is not valid: an HTML page says why (for a client anyone could register,"
+        " with a link back to it carrying the error)",
+    ),
     _oauth(400, "An authorization request the client must fix, before its redirect is known"),
     TOO_MANY,
 )

@@ -2,7 +2,10 @@
 
 The client and its redirect URI are checked first: when either is wrong the user gets a page and
 is never redirected (RFC 6749 section 4.1.2.1). Every later problem goes back to the verified
-redirect URI as `error=...&state=...&iss=...`.
+redirect URI as `error=...&state=...&iss=...`: by an automatic redirect for a client the admin
+registered (or the gateway's own), and otherwise through a page that names the error and links
+to the client, so that a client anyone can register cannot use the gateway's address to send
+browsers to its own site (RFC 9700 section 4.11.2).
 """
 
 from __future__ import annotations
@@ -122,17 +125,24 @@ async def begin(server: OAuthServer, params: Params) -> LoginStart:
     client = await _client(server, _page_single(params, "client_id"))
     redirect_uri = _redirect_uri(client, _page_single(params, "redirect_uri"))
     state = _page_single(params, "state")
+    automatic = not client.needs_consent
     try:
         request = _checked_request(server, client, redirect_uri, params)
         _check_gateway_login(server.settings, request)
         await _check_proxy(server, request)
         await indicators.check_known(server.storage, server.settings, request.resources)
     except OAuthError as error:
-        raise RedirectError(error.error, error.description, redirect_uri, state) from None
+        raise RedirectError(
+            error.error, error.description, redirect_uri, state, automatic=automatic
+        ) from None
     github = (await server.prepared()).github
     if github is None:
         raise RedirectError(
-            "temporarily_unavailable", "GitHub login is not configured", redirect_uri, state
+            "temporarily_unavailable",
+            "GitHub login is not configured",
+            redirect_uri,
+            state,
+            automatic=automatic,
         )
     login_state, browser = secrets.token_urlsafe(32), new_browser_token()
     login = PendingLogin(request=request, browser_hash=browser_hash(browser))

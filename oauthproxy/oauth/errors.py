@@ -44,11 +44,25 @@ class PageError(Exception):
 
 
 class RedirectError(Exception):
-    """An authorization-request error sent back to the client's (verified) redirect URI."""
+    """An authorization-request error sent back to the client's (verified) redirect URI.
 
-    def __init__(self, error: str, description: str, redirect_uri: str, state: str | None) -> None:
+    `automatic` is False for an error found before the user did anything, for a client the
+    gateway does not trust (one anyone could register): the user gets a page naming the
+    error, with a link to the client, rather than a redirect (RFC 9700 section 4.11.2: with
+    open registration, an automatic error redirect makes the gateway an open redirector)."""
+
+    def __init__(
+        self,
+        error: str,
+        description: str,
+        redirect_uri: str,
+        state: str | None,
+        *,
+        automatic: bool = True,
+    ) -> None:
         super().__init__(description)
         self.error = error
         self.description = description
         self.redirect_uri = redirect_uri
         self.state = state
+        self.automatic = automatic
