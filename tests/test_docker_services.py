@@ -215,7 +215,11 @@ async def test_a_service_named_like_a_container_not_ours_leaves_that_container_a
     try:
         async with as_new_token(admin, docker_gateway, "mallory") as mallory:
             taken = await mallory.post(SERVICES, json={"service_name": "victim-db", "image": IMAGE})
-            assert taken.status_code == 422, taken.text
+            assert taken.status_code == 409, taken.text
+            assert taken.json()["field"] == "service_name"
+            # the engine's message names the other container's ID: the owner does not see it
+            victim_id = docker_engine.docker("inspect", "--format", "{{.Id}}", "victim-db")
+            assert victim_id.strip()[:12] not in taken.text
             assert container_status(docker_engine, "victim-db") == "running"
             assert (await mallory.get(SERVICES)).json() == []
     finally:

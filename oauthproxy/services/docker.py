@@ -28,7 +28,7 @@ import trio
 from python_on_whales import DockerClient
 from python_on_whales.exceptions import DockerException, NoSuchContainer, NoSuchImage
 
-from oauthproxy.errors import GatewayError, NotFound
+from oauthproxy.errors import Conflict, GatewayError, NotFound
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -59,6 +59,11 @@ class EngineUnavailable(GatewayError):
 
 class EngineError(GatewayError):
     """The engine refused a request (no such image, a bad limit, a name taken...)."""
+
+
+NAME_TAKEN = "is already in use by container"
+"""What the engine says when a container of the name exists (its message goes on to name that
+container's ID)."""
 
 
 @dataclass(frozen=True)
@@ -187,19 +192,29 @@ class DockerEngine:
         whose own process ignores SIGTERM as PID 1 would otherwise take the full stop timeout
         to stop, and its orphaned children would never be reaped."""
         publish = [_publish(mapping) for mapping in spec.ports]
-        container = await self._run(
-            self._client.container.create,
-            spec.image,
-            list(spec.command),
-            name=spec.name,
-            memory=spec.memory,
-            cpus=spec.cpus,
-            envs=spec.environment,
-            labels=spec.labels,
-            networks=list(spec.networks),
-            publish=publish,
-            init=True,
-        )
+        try:
+            container = await self._run(
+                self._client.container.create,
+                spec.image,
+                list(spec.command),
+                name=spec.name,
+                memory=spec.memory,
+                cpus=spec.cpus,
+                envs=spec.environment,
+                labels=spec.labels,
+                networks=list(spec.networks),
+                publish=publish,
+                init=True,
+            )
+        except EngineError as error:
+            if NAME_TAKEN not in str(error):
+                raise
+            # the engine's message names the other container's full ID: not the caller's to see
+            raise Conflict(
+                "service_name",
+                f"a container named {spec.name!r} already exists on the Docker host; "
+                "choose another service_name",
+            ) from None
         return str(container.id)
 
     async def start(self, name: str) -> None:
