@@ -192,6 +192,7 @@ async def _serve_bound(
             )
             await continuity.start()  # before the gateway writes anything of its own
             admin_token = await ensure_admin_token(settings, storage)
+            await storage.routes.move_owned_pairs()  # from before owner-scoped route pairs
             async with trio.open_nursery() as services:
                 certificates: CertificateManager = await services.start(
                     functools.partial(

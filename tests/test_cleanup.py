@@ -92,7 +92,7 @@ ORPHAN_KEYS = {
     "proxy:gone.example.com",
     "cert:gone-cert",
     "route:gone-route",
-    "route:unique:/gone/:50",
+    f"route:unique:/gone/:50:{GONE_OWNER}",
     "route:priority:50:gone-route",
     "service:external:gone-ext",
     "service:url:gone-ext",

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -14,7 +14,8 @@ import trio
 from oauthproxy.errors import Conflict
 from oauthproxy.models.events import ALL_HOSTS, EventType
 from oauthproxy.models.routes import Route
-from oauthproxy.serve import Ready
+from oauthproxy.serve import Ready, serve
+from oauthproxy.settings import Settings
 from oauthproxy.storage import Storage, keys
 from oauthproxy.storage.events import parse_event
 
@@ -40,10 +41,10 @@ async def create(api: httpx.AsyncClient, **fields: Any) -> dict[str, Any]:
     return created
 
 
-def index_keys(route_id: str, path: str, priority: int) -> list[str]:
+def index_keys(route_id: str, path: str, priority: int, owner: str | None = None) -> list[str]:
     return [
         keys.route(route_id),
-        keys.route_unique(path, priority),
+        keys.route_unique(path, priority, owner),
         keys.route_priority(priority, route_id),
     ]
 
@@ -81,8 +82,8 @@ async def test_create_writes_the_route_its_indexes_and_an_event(
     admin = await storage.tokens.get("admin")
     assert admin is not None
     assert created["owner_token_hash"] == admin.hash
-    assert await route_keys(storage) == set(index_keys("api", "/api/", 90))
-    assert await storage.redis.get(keys.route_unique("/api/", 90)) == "api"
+    assert await route_keys(storage) == set(index_keys("api", "/api/", 90, admin.hash))
+    assert await storage.redis.get(keys.route_unique("/api/", 90, admin.hash)) == "api"
     assert (await api.get(f"{ROUTES}api")).json() == created
     assert await route_events(storage) == [{"route_id": "api", "change": "created"}]
 
@@ -90,15 +91,15 @@ async def test_create_writes_the_route_its_indexes_and_an_event(
 async def test_update_moves_the_indexes_and_announces_itself(
     api: httpx.AsyncClient, storage: Storage
 ) -> None:
-    await create(api)
+    owner = (await create(api))["owner_token_hash"]
     moved = await api.put(f"{ROUTES}api", json={"path_pattern": "/v2/", "priority": 10})
     assert moved.status_code == 200, moved.text
     assert (moved.json()["path_pattern"], moved.json()["priority"]) == ("/v2/", 10)
-    assert await route_keys(storage) == set(index_keys("api", "/v2/", 10))
+    assert await route_keys(storage) == set(index_keys("api", "/v2/", 10, owner))
 
     described = await api.put(f"{ROUTES}api", json={"description": "moved", "methods": None})
     assert described.json()["description"] == "moved"
-    assert await route_keys(storage) == set(index_keys("api", "/v2/", 10))
+    assert await route_keys(storage) == set(index_keys("api", "/v2/", 10, owner))
     assert (await api.get(f"{ROUTES}api")).json() == described.json()
     assert [event["change"] for event in await route_events(storage)] == [
         "created",
@@ -111,11 +112,12 @@ async def test_delete_removes_the_route_and_its_indexes(
     api: httpx.AsyncClient, storage: Storage
 ) -> None:
     await create(api)
-    await create(api, route_id="other", path_pattern="/other/")
+    other = await create(api, route_id="other", path_pattern="/other/")
     deleted = await api.delete(f"{ROUTES}api")
     assert deleted.status_code == 200
     assert deleted.json()["route_id"] == "api"
-    assert await route_keys(storage) == set(index_keys("other", "/other/", 90))
+    owner = other["owner_token_hash"]
+    assert await route_keys(storage) == set(index_keys("other", "/other/", 90, owner))
     assert (await route_events(storage))[-1] == {"route_id": "api", "change": "deleted"}
 
     missing = await api.get(f"{ROUTES}api")
@@ -426,3 +428,35 @@ async def test_an_owner_names_at_most_100_methods_or_proxies_for_a_route(
         assert over.status_code == 422, over.text
         assert over.json()["field"] == field
         assert (await alice.put(f"{ROUTES}api", json={field: [entry] * 100})).status_code == 200
+
+
+async def test_a_gateway_moves_owned_pairs_from_the_shared_key_when_it_starts(
+    nursery: trio.Nursery, storage: Storage, make_settings: Callable[..., Settings]
+) -> None:
+    """Gateways before owner-scoped pairs indexed every route under `route:unique:{path}:{prio}`.
+    Left there, an owned route's pair would still block every other owner, and deleting the
+    route would leave the key behind; a starting gateway moves it to the owner's key."""
+    owner = "sha256:" + "ef" * 32
+    owned = Route(
+        route_id="old", path_pattern="/old/", target_type="port", target_value="1",
+        owner_token_hash=owner,
+    )  # fmt: skip
+    unowned = Route(route_id="bare", path_pattern="/bare/", target_type="port", target_value="1")
+    for stored in (owned, unowned):
+        await storage.routes.create(stored)
+    await storage.redis.rename(
+        keys.route_unique("/old/", 50, owner), keys.route_unique("/old/", 50)
+    )
+    await storage.redis.set(keys.route_unique("/stray/", 50), "old")  # not its pair: left alone
+
+    await nursery.start(
+        lambda task_status: serve(make_settings(), handle_signals=False, task_status=task_status)
+    )
+
+    assert await storage.redis.get(keys.route_unique("/old/", 50, owner)) == "old"
+    assert await storage.redis.exists([keys.route_unique("/old/", 50)]) == 0
+    assert await storage.redis.get(keys.route_unique("/bare/", 50)) == "bare"
+    assert await storage.redis.get(keys.route_unique("/stray/", 50)) == "old"
+    assert await storage.routes.move_owned_pairs() == 0  # again: nothing left to move
+    await storage.routes.delete("old")
+    assert not [key async for key in storage.redis.scan_iter(match="route:unique:/old/*")]

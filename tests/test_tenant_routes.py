@@ -194,3 +194,33 @@ async def test_a_service_route_cannot_outlive_its_service(world: World) -> None:
     assert (await alice.get(f"{EXTERNAL}/mine")).status_code == 200
     assert (await alice.delete(f"{ROUTES}to-mine")).status_code == 200
     assert (await alice.delete(f"{EXTERNAL}/mine")).status_code == 200
+
+
+async def test_a_path_and_priority_of_another_owner_are_not_refused(world: World) -> None:
+    """B holds `/echo/bob-route/` at priority 50 on his hostname. The same pair on A's own
+    hostname concerns A's traffic only: a 409 there told A what B routes, and let whoever came
+    first take a pair from everyone else."""
+    mine = route(path_pattern="/echo/bob-route/", target_value=world.url("alice"))
+    await created(await world.alice.post(ROUTES, json=mine))
+    await settle(world)
+    assert await backend_of(world.public, "alice.example.com", "/echo/bob-route/x") == "alice"
+    await bob_traffic_is_unchanged(world)
+    assert await backend_of(world.public, "bob.example.com", "/echo/bob-route/x") == "bob-side"
+
+
+async def test_an_owner_cannot_squat_a_path_and_priority_for_everyone(world: World) -> None:
+    """A takes `/echo/shop/` at the default priority first; B's own `/echo/shop/` at that
+    priority on his own proxy is still his to create. Within one owner the pair stays unique."""
+    squat = route(path_pattern="/echo/shop/", target_value=world.url("alice"))
+    await created(await world.alice.post(ROUTES, json=squat))
+    bobs = route(
+        path_pattern="/echo/shop/",
+        target_value=world.url("bob-side"),
+        proxy_hostnames=["bob.example.com"],
+    )
+    await created(await world.bob.post(ROUTES, json=bobs))
+    again = await world.alice.post(ROUTES, json=squat)
+    assert (again.status_code, again.json()["field"]) == (409, "path_pattern")
+    await settle(world)
+    assert await backend_of(world.public, "bob.example.com", "/echo/shop/x") == "bob-side"
+    assert await backend_of(world.public, "alice.example.com", "/echo/shop/x") == "alice"

@@ -71,14 +71,14 @@ def _port(tag: str) -> int:
     return 11000 + len(tag)
 
 
-def _keys_of(tag: str) -> list[str]:
+def _keys_of(tag: str, owner: str) -> list[str]:
     host = f"{tag}.example.com"
     return [
         keys.proxy(host),
         keys.cert(f"{tag}-cert"),
         keys.cert_domain(host),
         keys.route(f"{tag}-route"),
-        keys.route_unique(f"/{tag}/", 50),
+        keys.route_unique(f"/{tag}/", 50, owner),
         keys.route_priority(50, f"{tag}-route"),
         keys.service_external(f"{tag}-ext"),
         keys.service_url(f"{tag}-ext"),
@@ -92,9 +92,10 @@ def _keys_of(tag: str) -> list[str]:
 async def test_delete_cascades_to_owned_resources_only(
     api: httpx.AsyncClient, storage: Storage
 ) -> None:
-    await _give(storage, await _owner_hash(api, "alice"), "alice")
-    await _give(storage, await _owner_hash(api, "bob"), "bob")
-    assert await storage.redis.exists(_keys_of("alice")) == len(_keys_of("alice"))
+    alice, bob = await _owner_hash(api, "alice"), await _owner_hash(api, "bob")
+    await _give(storage, alice, "alice")
+    await _give(storage, bob, "bob")
+    assert await storage.redis.exists(_keys_of("alice", alice)) == len(_keys_of("alice", alice))
 
     response = await api.delete(f"{TOKENS}alice")
 
@@ -108,8 +109,8 @@ async def test_delete_cascades_to_owned_resources_only(
             "routes": ["alice-route"],
         },
     }
-    assert await storage.redis.exists(_keys_of("alice")) == 0
-    assert await storage.redis.exists(_keys_of("bob")) == len(_keys_of("bob"))
+    assert await storage.redis.exists(_keys_of("alice", alice)) == 0
+    assert await storage.redis.exists(_keys_of("bob", bob)) == len(_keys_of("bob", bob))
     assert await storage.redis.sismember(keys.SERVICES_EXTERNAL, "alice-ext") is False
     assert await storage.redis.sismember(keys.SERVICES_EXTERNAL, "bob-ext") is True
     assert await storage.tokens.get("alice") is None

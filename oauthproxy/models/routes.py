@@ -219,7 +219,8 @@ class RouteRule(BaseModel):
 
 
 class Route(RouteRule, Record):
-    """`route:{id}`, indexed by `route:priority:{prio}:{id}` and `route:unique:{path}:{prio}`."""
+    """`route:{id}`, indexed by `route:priority:{prio}:{id}` and
+    `route:unique:{path}:{prio}[:{owner_token_hash}]` (a pair is unique per owner)."""
 
     route_id: Name
     owner_token_hash: OwnerHash | None = None

@@ -52,8 +52,11 @@ def route(route_id: str) -> str:
     return f"route:{route_id}"
 
 
-def route_unique(path: str, priority: int) -> str:
-    return f"route:unique:{path}:{priority}"
+def route_unique(path: str, priority: int, owner_hash: str | None = None) -> str:
+    """The (path, priority) pair a route holds, among the routes of its owner: one owner's
+    routes never take another's pair (`:{owner_hash}` added; no owner: the spec's key alone)."""
+    base = f"route:unique:{path}:{priority}"
+    return f"{base}:{owner_hash}" if owner_hash else base
 
 
 def route_priority(priority: int, route_id: str) -> str:

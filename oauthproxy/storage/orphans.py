@@ -43,6 +43,7 @@ from oauthproxy.models.services import DockerService, ExternalService
 from oauthproxy.storage import keys
 from oauthproxy.storage.base import Pipeline, Redis, retrying_conflicts, scan_keys
 from oauthproxy.storage.cascades import Holdings, queue_holdings_delete
+from oauthproxy.storage.routes import unique_key
 from oauthproxy.storage.services import API_SERVICE
 from oauthproxy.tenancy.certificates import links
 
@@ -239,7 +240,7 @@ class _Surveyor:
     async def _route_indexes(self) -> None:
         expected: dict[str, str] = {}
         for route in self.routes:
-            expected[keys.route_unique(route.path_pattern, route.priority)] = route.route_id
+            expected[unique_key(route)] = route.route_id
             expected[keys.route_priority(route.priority, route.route_id)] = route.route_id
         found = await scan_keys(self.redis, "route:unique:*")
         found += await scan_keys(self.redis, "route:priority:*")

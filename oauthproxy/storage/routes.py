@@ -1,8 +1,13 @@
-"""`route:{id}` with its indexes `route:unique:{path}:{prio}` and `route:priority:{prio}:{id}`.
+"""`route:{id}` with its indexes `route:unique:{path}:{prio}[:{owner}]` and
+`route:priority:{prio}:{id}`.
 
 Every write changes the route and both indexes in one MULTI/EXEC under WATCH, together with a
 `routes_changed` event for every instance, so the indexes never disagree with the routes and no
 change goes unannounced.
+
+A (path, priority) pair is unique among the routes of one owner: an owner's routes apply to its
+own hostnames only, so two owners' routes never compete for a request, and a pair taken by one
+owner must neither be refused to another nor tell it what the first one routes.
 """
 
 from __future__ import annotations
@@ -13,7 +18,7 @@ from oauthproxy.errors import Conflict
 from oauthproxy.models.events import ALL_HOSTS, EventType
 from oauthproxy.models.routes import Route
 from oauthproxy.storage import keys
-from oauthproxy.storage.base import Pipeline, atomically, dump, translate_errors
+from oauthproxy.storage.base import Pipeline, atomically, dump, load, translate_errors
 from oauthproxy.storage.editing import EditableRepository, anyone
 from oauthproxy.storage.events import queue_event
 
@@ -24,12 +29,17 @@ RouteCheck = Callable[[Route], object]
 """Raises when the caller may not touch this route."""
 
 
-def _unique_key(route: Route) -> str:
+def unique_key(route: Route) -> str:
+    return keys.route_unique(route.path_pattern, route.priority, route.owner_token_hash)
+
+
+def _legacy_unique_key(route: Route) -> str:
+    """Where a gateway before owner-scoped pairs kept an owned route's pair."""
     return keys.route_unique(route.path_pattern, route.priority)
 
 
 def _index_keys(route: Route) -> list[str]:
-    return [_unique_key(route), keys.route_priority(route.priority, route.route_id)]
+    return [unique_key(route), keys.route_priority(route.priority, route.route_id)]
 
 
 def _queue_put(pipe: Pipeline, route: Route) -> None:
@@ -75,12 +85,12 @@ class RouteRepository(EditableRepository[Route]):
         async def write(pipe: Pipeline) -> None:
             if await self._redis.exists([route_key]):
                 raise Conflict("route_id", f"a route with id {route.route_id!r} already exists")
-            if await self._redis.exists([_unique_key(route)]):
+            if await self._redis.exists([unique_key(route)]):
                 raise _path_taken(route, "path_pattern")
             _queue_put(pipe, route)
             _queue_changed(pipe, route, "created")
 
-        await atomically(self._redis, [route_key, _unique_key(route)], write)
+        await atomically(self._redis, [route_key, unique_key(route)], write)
 
     async def modify(self, route_id: str, change: RouteChange) -> Route:
         """Replace the route with `change(stored)`, moving its indexes if its path or priority
@@ -88,15 +98,15 @@ class RouteRepository(EditableRepository[Route]):
 
         async def write(pipe: Pipeline, stored: Route) -> Route:
             updated = change(stored)
-            if _unique_key(updated) != _unique_key(stored):
-                if await self._redis.exists([_unique_key(updated)]):
+            if unique_key(updated) != unique_key(stored):
+                if await self._redis.exists([unique_key(updated)]):
                     raise _path_taken(updated, _moved_field(stored, updated))
                 pipe.delete(_index_keys(stored))
             _queue_put(pipe, updated)
             _queue_changed(pipe, updated, "updated")
             return updated
 
-        return await self._edit(route_id, write, lambda stored: [_unique_key(change(stored))])
+        return await self._edit(route_id, write, lambda stored: [unique_key(change(stored))])
 
     async def update(self, route: Route) -> None:
         """Store `route` over the route of its id if that still exists."""
@@ -111,6 +121,33 @@ class RouteRepository(EditableRepository[Route]):
             return stored
 
         return await self._edit(route_id, remove)
+
+    async def move_owned_pairs(self) -> int:
+        """Move the (path, priority) index of every owned route that a gateway before
+        owner-scoped pairs kept under the shared key to its owner's key; how many moved. Run
+        at start-up, before the API takes a change; safe to run by several gateways at once."""
+        owned = [route for route in await self.all() if route.owner_token_hash]
+        if not owned:
+            return 0
+        legacy = await self._redis.mget([_legacy_unique_key(route) for route in owned])
+        moved = 0
+        for route, holder in zip(owned, legacy, strict=True):
+            if holder != route.route_id:
+                continue
+            watched = [keys.route(route.route_id), _legacy_unique_key(route), unique_key(route)]
+
+            async def write(pipe: Pipeline, seen: Route = route) -> bool:
+                stored = load(Route, await self._redis.get(keys.route(seen.route_id)))
+                if stored != seen:
+                    return False  # changed or gone since it was listed: the next start looks again
+                if await self._redis.get(_legacy_unique_key(seen)) != seen.route_id:
+                    return False
+                pipe.delete([_legacy_unique_key(seen)])
+                pipe.set(unique_key(seen), seen.route_id)
+                return True
+
+            moved += await atomically(self._redis, watched, write)
+        return moved
 
     @staticmethod
     def queue_delete(pipe: Pipeline, route: Route) -> None:
