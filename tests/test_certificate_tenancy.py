@@ -349,3 +349,63 @@ async def test_an_owner_cannot_squat_the_certificate_name_of_another_owners_prox
     assert certificate.domains == [VICTIM]
     assert certificate.created_by == "alice"
     assert (await alice.get(f"{CERTS}{own}")).status_code == 200
+
+
+async def test_the_certificate_quota_holds_for_creates_sent_at_once(
+    small_quota: Ready, storage: Storage
+) -> None:
+    """Twenty creates sent together each counted the owner's certificates before any of them
+    was stored (the transaction watches only the new certificate's own keys), so all twenty
+    were stored past a quota of 2. The owner's lock makes them count in turn."""
+    admin = {"Authorization": f"Bearer {small_quota.admin_token.secret}"}
+    async with (
+        httpx.AsyncClient(base_url=small_quota.api_url, headers=admin) as api,
+        as_new_token(api, small_quota, "greedy") as greedy,
+    ):
+        greedy.timeout = httpx.Timeout(60)
+        answers: list[int] = []
+
+        async def one(number: int) -> None:
+            made = await self_signed(greedy, f"g{number}", f"g{number}.greedy.example")
+            answers.append(made.status_code)
+
+        async with trio.open_nursery() as burst:
+            for number in range(20):
+                burst.start_soon(one, number)
+        assert sorted(answers)[:2] == [201, 201]
+        assert set(sorted(answers)[2:]) <= {403, 409}, answers  # over the quota, or busy
+        assert len((await greedy.get(CERTS)).json()) == 2
+
+
+async def test_another_owners_certificates_cannot_be_probed_through_index_keys(
+    alice: httpx.AsyncClient, mallory: httpx.AsyncClient
+) -> None:
+    """The path's name was read as the key `cert:{name}`, and the index keys share that prefix:
+    `domain:{hostname}` read `cert:domain:{hostname}` (a 500 when some owner's certificate
+    holds the hostname, a 404 when none does): who holds a hostname, and other owners' names
+    through `status:{name}`. Anything that is not a name reads as a missing certificate."""
+    assert (await self_signed(alice, "alice-shop", "shop.alice.example")).status_code == 201
+    held = await mallory.get(f"{CERTS}domain:shop.alice.example")
+    free = await mallory.get(f"{CERTS}domain:nothing.alice.example")
+    assert (free.status_code, free.json()["error"]) == (404, "not_found")
+    assert (held.status_code, held.json()["error"]) == (404, "not_found")
+    for probe in (f"{CERTS}status:alice-shop", f"{CERTS}domain:shop.alice.example/status"):
+        assert (await mallory.get(probe)).status_code == 404
+    assert (await mallory.post(f"{CERTS}domain:shop.alice.example/renew")).status_code == 404
+    assert (await mallory.delete(f"{CERTS}domain:shop.alice.example")).status_code == 404
+    assert (await alice.get(f"{CERTS}alice-shop")).status_code == 200
+
+
+async def test_an_owner_cannot_certify_the_gateways_own_hostnames(
+    api: httpx.AsyncClient, gateway: Ready, make_settings: Callable[..., Settings]
+) -> None:
+    """An owner may not proxy the OAuth issuer's hostname or an API_HOSTNAMES one, yet could
+    hold a certificate for them, renewed for ever: spending the CA's duplicate-certificate
+    limit for exactly the hostname that carries every owner's tokens. Refused as for proxies."""
+    issuer = httpx.URL(make_settings().oauth_issuer_url).host
+    async with as_new_token(api, gateway, "squatter") as squatter:
+        for name, domain in (("issuer", issuer), ("api-host", "localhost")):
+            refused = await self_signed(squatter, name, domain)
+            assert (refused.status_code, refused.json()["field"]) == (403, "domains"), domain
+            assert "gateway's own hostname" in refused.json()["detail"]
+    assert (await self_signed(api, "issuer", issuer)).status_code == 201  # the admin's to make

@@ -14,12 +14,21 @@ certificate's claims are judged inside the transaction that stores it
 
 from __future__ import annotations
 
+import re
+
 from quart import Blueprint, current_app
 from quart_schema import document_response, validate_request
 
 from oauthproxy.api.auth import current_token, requires_token
 from oauthproxy.api.errors import ApiError
-from oauthproxy.api.ownership import Json, ownership, storage
+from oauthproxy.api.ownership import (
+    Json,
+    owner_serialized,
+    ownership,
+    reserved_hostnames,
+    storage,
+    tenant_of,
+)
 from oauthproxy.api.state import app_state
 from oauthproxy.certificates.manager import CertificateManager
 from oauthproxy.certificates.self_signed import self_signed_for
@@ -37,7 +46,7 @@ from oauthproxy.models.certificates import (
     SelfSignedCertificateCreate,
     without,
 )
-from oauthproxy.models.common import utcnow
+from oauthproxy.models.common import NAME_PATTERN, utcnow
 from oauthproxy.settings import Settings
 from oauthproxy.storage import cascades
 from oauthproxy.storage.cascades import ClaimCheck
@@ -51,6 +60,8 @@ from oauthproxy.tenancy.certificates import (
 )
 
 certificates = Blueprint("certificates", __name__, url_prefix="/api/v1/certificates")
+
+NAME = re.compile(NAME_PATTERN)
 
 
 def _settings() -> Settings:
@@ -98,18 +109,21 @@ def _claim_check() -> ClaimCheck | None:
     who = caller()
     if who.is_admin:
         return None
-    quota = _settings().token_max_certificates
+    quota, reserved = _settings().token_max_certificates, reserved_hostnames()
 
     def check(claims: list[NameClaims], owned: int) -> None:
-        check_create(who, claims, owned, quota)
+        check_create(who, claims, owned, quota, reserved)
 
     return check
 
 
 async def create(certificate: Certificate) -> None:
     """Store a new certificate of the caller's (`Conflict` if the name is taken; `Refused` when
-    the caller may not have it)."""
-    await cascades.create_certificate(storage(), certificate, _claim_check())
+    the caller may not have it). Under the owner's lock: the quota is counted in the write's
+    transaction, which watches only the new certificate's own keys, so two creates of one
+    owner must not count at once."""
+    async with owner_serialized(tenant_of(caller())):
+        await cascades.create_certificate(storage(), certificate, _claim_check())
 
 
 async def order(certificate: Certificate) -> None:
@@ -142,10 +156,19 @@ async def _accept(name: str, domains: list[str], options: AcmeOptions) -> tuple[
     return accepted.model_dump(mode="json"), 202
 
 
+def _named(cert_name: str) -> str:
+    """A certificate name from the path; anything that is not a name reads as a missing
+    certificate. (It would otherwise read one of the index keys that share the `cert:` prefix,
+    `cert:domain:{hostname}` among them: a probe of who holds a hostname.)"""
+    if NAME.fullmatch(cert_name) is None:
+        check_visible(caller(), None, cert_name)
+    return cert_name
+
+
 async def _certificate(name: str) -> Certificate:
     """The named certificate as it reads now (404 when there is none, or it is not the
     caller's to see)."""
-    found = await storage().certificates.get(name)
+    found = await storage().certificates.get(_named(name))
     return check_visible(caller(), found, name).as_of(utcnow())
 
 
@@ -224,7 +247,7 @@ async def renew_certificate(cert_name: str) -> tuple[Json, int]:
     def renewing_if_visible(certificate: Certificate) -> Certificate:
         return _renewing(check_visible(who, certificate, cert_name))
 
-    renewing = await storage().certificates.modify(cert_name, renewing_if_visible)
+    renewing = await storage().certificates.modify(_named(cert_name), renewing_if_visible)
     issuer.request(cert_name)
     accepted = CertificateAccepted(
         cert_name=cert_name,
@@ -243,6 +266,6 @@ async def remove_certificate(cert_name: str) -> Json:
     """Delete a certificate (owner or admin); the proxies it served fall back to HTTP."""
     who = caller()
     deleted = await cascades.delete_certificate(
-        storage(), cert_name, lambda certificate: check_visible(who, certificate, cert_name)
+        storage(), _named(cert_name), lambda certificate: check_visible(who, certificate, cert_name)
     )
     return deleted.model_dump(mode="json")

@@ -67,12 +67,26 @@ def name_claims(
     return claims
 
 
-def check_create(caller: Caller, claims: Sequence[NameClaims], owned: int, quota: int) -> None:
-    """Refuse a new certificate for the names in `claims` when another owner holds one of them
-    (403 `forbidden`, field `domains`), or when the caller already owns `quota` certificates
-    (403 `quota_exceeded`). The admin is exempt from both."""
+def check_create(
+    caller: Caller,
+    claims: Sequence[NameClaims],
+    owned: int,
+    quota: int,
+    reserved: frozenset[str] = frozenset(),
+) -> None:
+    """Refuse a new certificate for the names in `claims` when one is the gateway's own
+    (`reserved`: API_HOSTNAMES and the OAuth issuer's, as for proxies) or another owner holds
+    one of them (403 `forbidden`, field `domains`), or when the caller already owns `quota`
+    certificates (403 `quota_exceeded`). The admin is exempt from all three."""
     if caller.is_admin:
         return
+    for claim in claims:
+        if claim.name in reserved:
+            raise forbidden(
+                f"{claim.name} is the gateway's own hostname: only the admin token may have a "
+                "certificate for it",
+                field="domains",
+            )
     for claim in claims:
         problem = _claimed_by_another(caller, claim)
         if problem is not None:
