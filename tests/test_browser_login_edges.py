@@ -13,7 +13,7 @@ import trio
 
 from oauthproxy.models.proxies import ProxyTarget
 from oauthproxy.proxy.headers import Client
-from oauthproxy.proxy.login import GATEWAY_CLIENT_ID, BrowserLogin, return_path
+from oauthproxy.proxy.login import GATEWAY_CLIENT_ID, RETURN_MAX, BrowserLogin, return_path
 from oauthproxy.proxy.protect import without_cookie
 from oauthproxy.serve import Ready
 from oauthproxy.storage import Storage
@@ -108,6 +108,26 @@ async def test_repeated_slashes_return_to_a_path_on_the_proxy(site: Ready, targe
     _, visited = await new_browser(site).visit(f"http://{APP}:{site.http_port}{target}")
     assert not [url for url in visited[1:] if urlsplit(url).hostname == "evil.example"], visited
     assert visited[-1] == f"http://{APP}:{site.http_port}/evil.example/x", visited
+
+
+async def test_an_anonymous_login_start_keeps_a_bounded_record(
+    site: Ready, storage: Storage
+) -> None:
+    """Anyone may start a login with a 63 KiB query (the head's limit is 64 KiB), and the login
+    kept the whole target as its return address in Redis for ten minutes: ~64 KiB per start,
+    bounded only by the anonymous rate limit per client (an IPv6 client per /64), in the Redis
+    every tenant's state lives in. A return address longer than RETURN_MAX is refused before
+    anything is stored, and one of RETURN_MAX still starts a login."""
+    await until_protected(site)
+    host = f"{APP}:{site.http_port}".encode()
+    status, _, body = await raw_get(site.http_port, b"/echo?" + b"a" * (63 * 1024), host)
+    assert (status, json.loads(body)["error"]) == (414, "return_address_too_long")
+    assert not await storage.redis.keys("oauth:proxy_login:*")
+    longest = b"/echo?" + b"a" * (RETURN_MAX - len(b"/echo?"))
+    status, headers, _ = await raw_get(site.http_port, longest, host)
+    assert status == 302, headers
+    [record] = await storage.redis.keys("oauth:proxy_login:*")
+    assert await storage.redis.strlen(record) < RETURN_MAX + 1024
 
 
 async def test_a_path_on_the_proxy_still_starts_a_login(site: Ready) -> None:

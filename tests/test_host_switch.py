@@ -30,6 +30,7 @@ from oauthproxy.storage import Storage
 from tests.backend import serve_backend
 from tests.conftest import free_port, wait_for_port
 from tests.eventually import eventually
+from tests.haproxy import running_haproxy
 from tests.test_http_conformance import Response, Wire, read_response, request, response
 from tests.test_https import pki as pki
 from tests.test_https import proxy, store_certificate
@@ -152,35 +153,14 @@ async def test_tls_serves_the_hosts_its_certificate_covers_and_421s_the_others(
     assert b"does not cover" in misdirected.body
 
 
-HAPROXY_HTTP = """\
-defaults
-    mode http
-    timeout connect 5s
-    timeout client 30s
-    timeout server 30s
-    http-reuse always
-frontend front
-    bind 127.0.0.1:{front}
-    default_backend gateway
-backend gateway
-    server gateway 127.0.0.1:{gateway} maxconn 1
-"""
-"""haproxy as a load balancer does it: one server connection (`maxconn 1`), reused for every
-client (`http-reuse always`) whatever its Host."""
-
-
 @contextmanager
 def haproxy_http(workdir: Path, gateway_port: int) -> Iterator[int]:
-    front = free_port()
-    config = workdir / f"haproxy-http-{front}.cfg"
-    config.write_text(HAPROXY_HTTP.format(front=front, gateway=gateway_port))
-    binary = shutil.which("haproxy") or "/usr/sbin/haproxy"
-    child = subprocess.Popen([binary, "-db", "-f", str(config)], stdin=subprocess.DEVNULL)
-    try:
+    """haproxy as a load balancer does it: one server connection (`maxconn 1`), reused for
+    every client (`http-reuse always`) whatever its Host."""
+    with running_haproxy(
+        workdir, gateway_port, "http", ["http-reuse always"], "maxconn 1"
+    ) as front:
         yield front
-    finally:
-        child.terminate()
-        child.wait(10)
 
 
 NGINX_HTTP = """\

@@ -6,9 +6,7 @@ import contextlib
 import functools
 import ipaddress
 import json
-import shutil
 import ssl
-import subprocess
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
@@ -20,8 +18,9 @@ from oauthproxy.serve import Ready, serve
 from oauthproxy.settings import Settings
 from oauthproxy.storage import Storage
 from tests.backend import serve_backend
-from tests.conftest import free_port, wait_for_port
+from tests.conftest import wait_for_port
 from tests.eventually import eventually
+from tests.haproxy import running_haproxy
 from tests.test_https import pki as pki
 from tests.test_https import proxy, store_certificate
 from tests.tls import TestPKI
@@ -104,35 +103,11 @@ def test_what_is_not_a_header_is_refused(data: bytes) -> None:
         parse(data)
 
 
-HAPROXY_CONFIG = """\
-defaults
-    mode tcp
-    timeout connect 5s
-    timeout client 30s
-    timeout server 30s
-frontend front
-    bind 127.0.0.1:{front}
-    default_backend gateway
-backend gateway
-    server gateway 127.0.0.1:{gateway} {send_proxy}
-"""
-
-
 @contextlib.contextmanager
 def haproxy(workdir: Path, gateway_port: int, send_proxy: str) -> Iterator[int]:
     """haproxy in TCP mode in front of `gateway_port`, for as long as the block runs; its port."""
-    front = free_port()
-    config = workdir / f"haproxy-{front}.cfg"
-    config.write_text(
-        HAPROXY_CONFIG.format(front=front, gateway=gateway_port, send_proxy=send_proxy)
-    )
-    binary = shutil.which("haproxy") or "/usr/sbin/haproxy"
-    child = subprocess.Popen([binary, "-db", "-f", str(config)], stdin=subprocess.DEVNULL)
-    try:
+    with running_haproxy(workdir, gateway_port, "tcp", server=send_proxy) as front:
         yield front
-    finally:
-        child.terminate()
-        child.wait(10)
 
 
 @pytest.fixture

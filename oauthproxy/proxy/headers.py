@@ -105,15 +105,30 @@ def _tokens(connection: bytes) -> frozenset[bytes]:
 def _forwarded_values(
     headers: Iterable[tuple[bytes, bytes]], client: Client
 ) -> tuple[bytes, bytes, bytes]:
-    """X-Forwarded-For, -Proto and X-Real-IP: appended to a trusted peer's, ours otherwise."""
+    """X-Forwarded-For, -Proto and X-Real-IP: appended to a trusted peer's, ours otherwise.
+    Behind a trusted peer, X-Real-IP is the address that peer saw (the last hop of the chain it
+    sent), never an X-Real-IP it passed on: balancers that append to X-Forwarded-For (haproxy's
+    `option forwardfor`, cloud load balancers) leave the client's own X-Real-IP in place."""
     ip = client.ip.encode()
     if not client.trusted:
         return ip, client.scheme, ip
     earlier = [value for name, value in headers if name == b"x-forwarded-for"]
     chain = b", ".join([*earlier, ip]) if earlier else ip
     proto = next((v for n, v in headers if n == b"x-forwarded-proto"), client.scheme)
-    real = next((v for n, v in headers if n == b"x-real-ip"), ip)
-    return chain, proto, real
+    return chain, proto, _last_hop(earlier) or ip
+
+
+def _last_hop(chain: list[bytes]) -> bytes | None:
+    """The last address of X-Forwarded-For values (what the peer that sent them saw), or None
+    when there is none or it is no address."""
+    if not chain:
+        return None
+    hop = chain[-1].rpartition(b",")[2].strip()
+    try:
+        ipaddress.ip_address(hop.decode("latin-1"))
+    except ValueError:
+        return None
+    return hop
 
 
 def upstream_request_headers(

@@ -71,6 +71,11 @@ def _port(port: int, default: int) -> str:
     return "" if port in (0, default) else f":{port}"
 
 
+RETURN_MAX = 2048
+"""The longest address a login returns to. The login keeps it in Redis until it ends, and
+anyone may start one: a 64 KiB query would make each anonymous start keep 64 KiB."""
+
+
 def return_path(target: str) -> str | None:
     """The page to come back to after the login: the request's target when it is a path (and
     query) on the proxy's own origin, else None. Browsers read `//host`, `/\\host` and `\\\\host`
@@ -133,6 +138,12 @@ class BrowserLogin:
         """Send the browser to the authorization server, to come back to `target` afterwards
         (400 when `target` is no path on this origin: the login would end on another site;
         429 when this client started too many logins, each of which is stored)."""
+        if len(target) > RETURN_MAX:
+            detail = (
+                f"a login returns to the address asked for, and this one is longer than "
+                f"{RETURN_MAX} characters: log in from a shorter address"
+            )
+            return error_reply(414, "return_address_too_long", detail)
         return_to = return_path(target)
         if return_to is None:
             detail = "after a login the browser only returns to a path on this site"
