@@ -142,3 +142,31 @@ async def test_oauth_flow_shows_a_clients_steps(cli: Cli, gateway: Ready) -> Non
         ("oauth.registration", "/register")
     ]
     assert registered.json()["client_secret"] not in str(steps)
+
+
+async def test_follow_prints_what_a_client_sent_as_text(traffic: Cli, gateway: Ready) -> None:
+    """Anyone's request is logged, path and Host as sent, and the follower printed its lines as
+    console markup: `[/x]` in a path killed `proxy-client log follow` (a markup error) and
+    `[green]` forged what the operator saw. Printed as text, the follower lives on."""
+    process = await trio.lowlevel.open_process(
+        [venv_bin("proxy-client"), "log", "follow"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env={**os.environ, **traffic.env},
+    )
+    assert process.stdout is not None
+    seen = b""
+    hostile = b"/x[/x][green]forged[/green]"
+    request = b"GET " + hostile + b" HTTP/1.1\r\nHost: nobody.example\r\nConnection: close\r\n\r\n"
+    with trio.fail_after(20):
+        while hostile not in seen and process.poll() is None:
+            async with await trio.open_tcp_stream("127.0.0.1", gateway.http_port) as stream:
+                await stream.send_all(request)
+                assert (await stream.receive_some()).startswith(b"HTTP/1.1 404")
+            with trio.move_on_after(0.5):
+                seen += await process.stdout.receive_some()
+    assert process.poll() is None, "the follower died"
+    process.send_signal(signal.SIGINT)
+    with trio.fail_after(10):
+        assert await process.wait() == 0
+    assert b"nobody.example" + hostile + b" HTTP/1.1 404" in seen

@@ -3,9 +3,11 @@ the token that made them, and a proxy's lifecycle, visible to its owner."""
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import httpx
+import pytest
 
 from oauthproxy.logs.steps import Answered, Step, step_of
 from oauthproxy.serve import Ready
@@ -139,3 +141,25 @@ async def test_a_certificates_renewal_is_two_events(oauth_gateway: Ready) -> Non
     ]
     assert trail[0]["gateway_reason"] == "renewal"
     assert trail[-1]["gateway_reason"].startswith("issued, valid until")
+
+
+async def test_a_clients_values_cannot_forge_lines_of_the_gateways_log(
+    gateway: Ready, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An event's values are a client's (a client id, a path), and they went into the text log
+    as sent: a newline in `client_id` began a line that read like the gateway's own, and a space
+    with `key=` a field of its own. Such a value is written quoted, its newline escaped."""
+    caplog.set_level(logging.INFO, logger="oauthproxy.logs.logger")
+    fake = "2026-12-05 04:00:00,000 WARNING oauthproxy.dashboard: forged"
+    async with httpx.AsyncClient(base_url=gateway.api_url) as anonymous:
+        await anonymous.get("/authorize", params={"client_id": f"x\n{fake}"})
+        await anonymous.post(f"/api/v1/x%0A{fake.replace(' ', '%20')}", json={})
+
+    async def logged() -> list[str] | None:
+        found = [r.getMessage() for r in caplog.records if r.name == "oauthproxy.logs.logger"]
+        events = [message for message in found if "forged" in message]
+        return events if len(events) >= 2 else None
+
+    for message in await eventually(logged, what="both events in the gateway's log"):
+        assert "\n" not in message and "\r" not in message, repr(message)
+        assert "\\n2026-12-05 04:00:00,000 WARNING" in message

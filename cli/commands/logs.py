@@ -12,6 +12,7 @@ from typing import Annotated, Any
 from urllib.parse import urlencode
 
 from cyclopts import App, Parameter
+from rich.text import Text
 
 from cli.client import api_path
 from cli.columns import Kind
@@ -221,16 +222,17 @@ def _print_lines(session: CliSession, entries: list[dict[str, Any]]) -> None:
     for entry in entries:
         status = int(entry.get("status") or 0)
         stamp = time.strftime("%H:%M:%S", time.localtime(float(entry["timestamp"])))
-        colour = colours.get(status // 100, "")
         user = f" {entry['user']}" if entry.get("user") else ""
         protocol = f" {entry['protocol']}" if entry.get("protocol") else ""
-        session.output.console.print(
+        # Plain text with one styled part: the path, host and user are whatever a client sent,
+        # and as console markup `[/x]` killed the follower and `[green]` forged a line.
+        line = Text.assemble(
             f"{stamp} {entry['client_ip']} {entry['method']} {entry['hostname']}"
-            f"{entry['request_path']}{protocol} [{colour}]{status}[/] "
-            f"{float(entry['duration_ms']):.1f}ms{user}",
-            markup=True,
-            highlight=False,
+            f"{entry['request_path']}{protocol} ",
+            (str(status), colours.get(status // 100, "")),
+            f" {float(entry['duration_ms']):.1f}ms{user}",
         )
+        session.output.console.print(line, highlight=False)
 
 
 @app.command

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import re
 import sys
 import time
 from collections.abc import AsyncIterator, Sequence
@@ -45,6 +46,18 @@ WRITE_TIMEOUT = 2.0
 """A batch Redis has not taken in this time is dropped (and counted)."""
 MEMORY_CHECK_SECONDS = 5.0
 """How often Redis's memory use is asked for, when LOG_MAX_REDIS_MEMORY_MB caps it."""
+
+
+_PLAIN = re.compile(r'[^\x00-\x20"\x7f-\U0010ffff]*')
+"""A value written as it is in the text log: no space, quote, control character or non-ASCII."""
+
+
+def _field(value: Any) -> str:
+    """`value` for a `key=value` line: as it is when plain, else quoted with its control
+    characters escaped (JSON). Values come from clients (a client id, a path): a raw newline
+    started a line that read like the gateway's own, a space and `key=` a field of its own."""
+    text = str(value)
+    return text if _PLAIN.fullmatch(text) else json.dumps(text)
 
 
 class RequestLogger:
@@ -122,7 +135,7 @@ class RequestLogger:
             logging.DEBUG if quiet else logging.INFO,
             "%s%s",
             name,
-            "".join(f" {key}={value}" for key, value in details.items() if value != ""),
+            "".join(f" {key}={_field(value)}" for key, value in details.items() if value != ""),
         )
         if self.active:
             self.record(entry)
