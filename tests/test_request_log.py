@@ -180,10 +180,21 @@ async def test_bad_filters_are_refused_naming_the_field(admin: httpx.AsyncClient
         ("search", {"colour": "red"}, "colour"),
         ("ip/not-an-ip", {}, "ip"),
         ("follow", {"after": "x"}, "after"),
+        # a stream id Redis itself refuses: was a 503 "Redis is not reachable" (a false outage)
+        ("follow", {"after": "99999999999999999999-0", "wait": "0"}, "after"),
+        ("follow", {"after": "0-18446744073709551616", "wait": "0"}, "after"),
+        ("follow", {"after": "18446744073709551615-18446744073709551615", "wait": "0"}, "after"),
+        # each bare word is looked for in each of up to 5,000 entries: the count is bounded
+        ("search", {"q": "7 " * 248 + "zzz"}, "q"),
     ]:
         response = await admin.get(f"/api/v1/logs/{path}", params=params)
         assert response.status_code in (400, 422), (path, response.text)
         assert field in response.text, (path, response.text)
+    largest = "18446744073709551615-18446744073709551614"
+    answer = await admin.get("/api/v1/logs/follow", params={"after": largest, "wait": "0"})
+    assert (answer.status_code, answer.json()["count"]) == (200, 0)
+    twenty = " ".join(["zzz"] * 19 + ["status:200"])
+    assert (await admin.get("/api/v1/logs/search", params={"q": twenty})).status_code == 200
 
 
 async def test_owners_see_only_their_hostnames(

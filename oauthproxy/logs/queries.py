@@ -162,9 +162,16 @@ def matches(entry: Entry, query: LogFilter) -> bool:
         not query.errors or status >= 400,
         query.level is None or level_of(status) == query.level,
         query.event is None or event_of(entry) == query.event,
-        all(any(word in entry.get(name, "") for name in TEXT_FIELDS) for word in query.words),
+        not query.words or _has_words(entry, query.words),
     )
     return all(checks)
+
+
+def _has_words(entry: Entry, words: Sequence[str]) -> bool:
+    """Every word in one of the entry's `TEXT_FIELDS` (joined by a space: a word has none, so
+    it never spans two fields)."""
+    text = " ".join([entry.get(name, "") for name in TEXT_FIELDS])
+    return all(word in text for word in words)
 
 
 def _readable(entry: Entry, host: str, hosts: Mapping[str, float]) -> bool:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from enum import StrEnum
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from oauthproxy.models.common import IpAddress, Query
 
@@ -49,6 +49,22 @@ class LogQuery(Query):
     errors: bool = False
     slow: bool = False
 
+    @field_validator("q")
+    @classmethod
+    def _few_terms(cls, value: str | None) -> str | None:
+        """Every bare word is looked for in every entry a search reads (up to 5,000): the
+        number of words bounds a search's work, which any token may ask for."""
+        if value is not None and len(value.split()) > MAX_TERMS:
+            raise ValueError(f"at most {MAX_TERMS} search terms")
+        return value
+
+
+MAX_TERMS = 20
+"""Search terms (filters and bare words) in one `q`."""
+
+STREAM_ID_PART_MAX = 2**64 - 1
+"""The largest part of a Redis stream id (a larger one is Redis's error, not a missing entry)."""
+
 
 class RecentQuery(Query):
     """`GET /api/v1/logs/errors` and the per-IP and per-client endpoints."""
@@ -79,3 +95,14 @@ class FollowQuery(Query):
         description="With `after`: seconds to wait for a new entry when there is none yet "
         "(the answer comes as soon as one arrives; 0 answers at once)",
     )
+
+    @field_validator("after")
+    @classmethod
+    def _stream_id(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        parts = [int(part) for part in value.split("-")]
+        if any(part > STREAM_ID_PART_MAX for part in parts) or min(parts) == STREAM_ID_PART_MAX:
+            last = f"{STREAM_ID_PART_MAX}-{STREAM_ID_PART_MAX}"
+            raise ValueError(f"a stream id below {last} (each part at most {STREAM_ID_PART_MAX})")
+        return value
