@@ -409,3 +409,26 @@ async def test_an_owner_cannot_certify_the_gateways_own_hostnames(
             assert (refused.status_code, refused.json()["field"]) == (403, "domains"), domain
             assert "gateway's own hostname" in refused.json()["detail"]
     assert (await self_signed(api, "issuer", issuer)).status_code == 201  # the admin's to make
+
+
+async def test_another_owners_certificate_events_stay_out_of_my_log(
+    alice: httpx.AsyncClient, mallory: httpx.AsyncClient, api: httpx.AsyncClient
+) -> None:
+    """Mallory certifies a name nobody holds; Alice then proxies it (the proxy wins). The
+    manager logged each of the certificate's events under its first domain, so Alice's log
+    showed Mallory's certificate name, her renewals (when she liked) and her ACME errors. An
+    event goes under a domain whose proxy the certificate's owner owns, else to the admin only."""
+    assert (await self_signed(mallory, "mallory-cert", VICTIM)).status_code == 201
+    await new_proxy(alice, VICTIM, 9, enable_https=False)
+    assert (await mallory.post(f"{CERTS}mallory-cert/renew")).status_code == 202
+
+    async def renewal_logged() -> bool:
+        found = await api.get(
+            "/api/v1/logs/search", params={"event": "certificate.issued", "limit": 50}
+        )
+        return any(entry["request_path"] == "mallory-cert" for entry in found.json()["logs"])
+
+    await eventually(renewal_logged, what="Mallory's renewal in the admin's log")
+    seen = await alice.get("/api/v1/logs/search", params={"hostname": VICTIM})
+    assert seen.status_code == 200, seen.text
+    assert [e for e in seen.json()["logs"] if e["request_path"] == "mallory-cert"] == []

@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 from datetime import datetime, timedelta
@@ -37,6 +38,7 @@ from oauthproxy.storage import Storage
 from oauthproxy.storage.acme_accounts import AcmeAccountRepository
 from oauthproxy.storage.cascades import store_issued
 from oauthproxy.storage.locks import IssuanceLocks
+from oauthproxy.tenancy.certificates import links
 
 log = logging.getLogger(__name__)
 
@@ -74,13 +76,13 @@ class CertificateManager:
         self.expiry = ExpiryWatch()
         """Every certificate's expiry as last seen (for `/metrics`)."""
 
-    def watch(self, certificates: list[Certificate], now: datetime) -> float | None:
+    async def watch(self, certificates: list[Certificate], now: datetime) -> float | None:
         """The renewal loop's look at every certificate: note their expiry times, and log each
         that has just gone past its not-after (once); the seconds until the next expires."""
         for certificate in self.expiry.observe(certificates, now):
             message = f"expired at {certificate.expires_at:%Y-%m-%d %H:%M} UTC"
             log.warning("certificate %s: %s", certificate.cert_name, message)
-            self._event(certificate, "certificate.expired", 500, message)
+            await self._event(certificate, "certificate.expired", 500, message)
         return self.expiry.soonest(now)
 
     def close(self) -> None:
@@ -133,14 +135,14 @@ class CertificateManager:
         attempt = certificate.failures + 1
         report: Report = functools.partial(self._report, name, attempt=attempt)
         renewal = certificate.fullchain_pem is not None
-        self._event(certificate, "certificate.ordered", 200, "renewal" if renewal else "new")
+        await self._event(certificate, "certificate.ordered", 200, "renewal" if renewal else "new")
         try:
             with trio.fail_after(self._budget):
                 issued = await self._obtain(certificate, report)
         except Exception as error:  # every failure is recorded; none may stop the manager
             log.warning("certificate %s: attempt %d failed: %s", name, attempt, error)
             failed = "certificate.renewal_failed" if renewal else "certificate.failed"
-            self._event(certificate, failed, 500, _failure_message(error))
+            await self._event(certificate, failed, 500, _failure_message(error))
             await self._failed(certificate, _failure_message(error))
             return
         try:
@@ -151,17 +153,32 @@ class CertificateManager:
         self.expiry.issued(name, issued.expires_at)
         message = f"issued, valid until {issued.expires_at:%Y-%m-%d %H:%M} UTC"
         log.info("certificate %s: %s", name, message)
-        self._event(certificate, "certificate.issued", 200, message)
+        await self._event(certificate, "certificate.issued", 200, message)
         await report(IssuanceStage.COMPLETED, message)
 
-    def _event(self, certificate: Certificate, name: str, status: int, detail: str) -> None:
-        """A certificate event in the request log, under its first domain (whose proxy's owner
-        sees it)."""
-        if self._requests is not None:
-            host = certificate.domains[0] if certificate.domains else ""
-            self._requests.event(
-                name, status=status, host=host, path=certificate.cert_name, detail=detail[:200]
-            )
+    async def _event(self, certificate: Certificate, name: str, status: int, detail: str) -> None:
+        """A certificate event in the request log, under the first of its domains whose proxy
+        the certificate's owner owns (that owner sees it there), else the first no proxy serves
+        (the admin finds it by that name), else under no hostname (the admin's alone). Never
+        under a domain another owner proxies: that owner would read this one's certificate
+        name, renewals and ACME errors in its own log."""
+        if self._requests is None:
+            return
+        host = ""
+        with contextlib.suppress(StorageUnavailable):  # the event still goes to the admin
+            unproxied = []
+            for domain in certificate.domains:
+                proxy = await self._storage.proxies.get(domain)
+                if proxy is None:
+                    unproxied.append(domain)
+                elif links(certificate, proxy):
+                    host = domain
+                    break
+            else:
+                host = unproxied[0] if unproxied else ""
+        self._requests.event(
+            name, status=status, host=host, path=certificate.cert_name, detail=detail[:200]
+        )
 
     async def _obtain(self, certificate: Certificate, report: Report) -> Issued:
         if certificate.self_signed:

@@ -10,7 +10,7 @@ RENEWAL_CHECK_INTERVAL. The loop wakes early for a retry that falls due before t
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from datetime import datetime, timedelta
 from typing import Protocol
 
@@ -80,7 +80,7 @@ async def check_once(manager: Submitter, storage: Storage, settings: Settings) -
     return certificates
 
 
-Watch = Callable[[list[Certificate], datetime], float | None]
+Watch = Callable[[list[Certificate], datetime], Awaitable[float | None]]
 """Shown every certificate at each check; answers the seconds until the next one expires."""
 
 EXPIRY_MARGIN_SECONDS = 1.0
@@ -107,7 +107,7 @@ async def serve_renewal(
         interval = settings.renewal_check_interval
         now = utcnow()
         wait = seconds_until_next_check(certificates, now, interval)
-        until_expiry = watch(certificates, now) if watch is not None else None
+        until_expiry = await watch(certificates, now) if watch is not None else None
         if until_expiry is not None:
             wait = min(wait, until_expiry + EXPIRY_MARGIN_SECONDS)
         await manager.wait_for_reschedule(wait)
