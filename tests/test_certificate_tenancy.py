@@ -11,6 +11,7 @@ import json
 import ssl
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 import h11
@@ -18,6 +19,7 @@ import httpx
 import pytest
 import trio
 
+from oauthproxy.models.common import utcnow
 from oauthproxy.serve import Ready, serve
 from oauthproxy.settings import Settings
 from oauthproxy.storage import Storage, keys
@@ -152,6 +154,7 @@ async def test_a_self_signed_certificate_for_another_owners_hostname_is_refused(
 
 
 async def test_a_certificate_made_before_the_proxy_never_serves_another_owners_proxy(
+    api: httpx.AsyncClient,
     alice: httpx.AsyncClient,
     mallory: httpx.AsyncClient,
     gateway: Ready,
@@ -181,10 +184,11 @@ async def test_a_certificate_made_before_the_proxy_never_serves_another_owners_p
     expected = Served(mine.json()["fingerprint"], "alices-backend")
     await until_served(gateway.https_port, VICTIM, lambda s: s == expected)
 
-    # Mallory renewing or deleting hers changes nothing of Alice's.
+    # Hers renewed (not due: Mallory may not, the admin may) or deleted changes nothing of Alice's.
     before = len(await events(storage))
     serial = (await mallory.get(f"{CERTS}early")).json()["serial_number"]
-    assert (await mallory.post(f"{CERTS}early/renew")).status_code == 202
+    assert (await mallory.post(f"{CERTS}early/renew")).status_code == 409
+    assert (await api.post(f"{CERTS}early/renew")).status_code == 202
 
     async def reissued() -> dict[str, Any] | None:
         body: dict[str, Any] = (await mallory.get(f"{CERTS}early")).json()
@@ -420,7 +424,7 @@ async def test_another_owners_certificate_events_stay_out_of_my_log(
     event goes under a domain whose proxy the certificate's owner owns, else to the admin only."""
     assert (await self_signed(mallory, "mallory-cert", VICTIM)).status_code == 201
     await new_proxy(alice, VICTIM, 9, enable_https=False)
-    assert (await mallory.post(f"{CERTS}mallory-cert/renew")).status_code == 202
+    assert (await api.post(f"{CERTS}mallory-cert/renew")).status_code == 202  # (not due yet)
 
     async def renewal_logged() -> bool:
         found = await api.get(
@@ -432,3 +436,21 @@ async def test_another_owners_certificate_events_stay_out_of_my_log(
     seen = await alice.get("/api/v1/logs/search", params={"hostname": VICTIM})
     assert seen.status_code == 200, seen.text
     assert [e for e in seen.json()["logs"] if e["request_path"] == "mallory-cert"] == []
+
+
+async def test_an_owner_renews_only_what_is_due(
+    api: httpx.AsyncClient, mallory: httpx.AsyncClient, storage: Storage
+) -> None:
+    """Each renewal is an order on an ACME account the owners may share (ADMIN_EMAIL's by
+    default), whose limits are everyone's: four renews of a fresh certificate placed four
+    orders. An owner renews only what the renewal loop would renew now; the admin, anything."""
+    assert (await self_signed(mallory, "fresh", "fresh.mallory.example")).status_code == 201
+    refused = await mallory.post(f"{CERTS}fresh/renew")
+    assert (refused.status_code, refused.json()["error"]) == (409, "not_due")
+    assert "RENEWAL_THRESHOLD_DAYS" in refused.json()["detail"]
+    assert (await mallory.get(f"{CERTS}fresh")).json()["status"] == "active"  # left as it was
+    stored_record = await storage.certificates.get("fresh")
+    assert stored_record is not None
+    soon = stored_record.model_copy(update={"expires_at": utcnow() + timedelta(days=2)})
+    await storage.certificates.put(soon)  # inside the threshold (30 days): due
+    assert (await mallory.post(f"{CERTS}fresh/renew")).status_code == 202

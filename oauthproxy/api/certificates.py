@@ -15,6 +15,7 @@ certificate's claims are judged inside the transaction that stores it
 from __future__ import annotations
 
 import re
+from datetime import timedelta
 
 from quart import Blueprint, current_app
 from quart_schema import document_response, validate_request
@@ -31,6 +32,7 @@ from oauthproxy.api.ownership import (
 )
 from oauthproxy.api.state import app_state
 from oauthproxy.certificates.manager import CertificateManager
+from oauthproxy.certificates.renewal import due
 from oauthproxy.certificates.self_signed import self_signed_for
 from oauthproxy.models.certificates import (
     PEM_FIELDS,
@@ -55,6 +57,7 @@ from oauthproxy.tenancy.certificates import (
     NameClaims,
     check_create,
     check_name,
+    check_renew,
     check_visible,
     visible,
 )
@@ -240,14 +243,19 @@ def _renewing(certificate: Certificate) -> Certificate:
 @certificates.post("/<cert_name>/renew")
 @requires_token()
 async def renew_certificate(cert_name: str) -> tuple[Json, int]:
-    """Issue the certificate again now (owner or admin); it keeps serving until then."""
+    """Issue the certificate again now (the admin: any time; its owner: when it is due, as
+    the renewal loop would); it keeps serving until then."""
     issuer = manager()
     who = caller()
 
-    def renewing_if_visible(certificate: Certificate) -> Certificate:
-        return _renewing(check_visible(who, certificate, cert_name))
+    threshold = timedelta(days=_settings().renewal_threshold_days)
 
-    renewing = await storage().certificates.modify(_named(cert_name), renewing_if_visible)
+    def renewing_if_allowed(certificate: Certificate) -> Certificate:
+        visible = check_visible(who, certificate, cert_name)
+        check_renew(who, visible, due(visible, utcnow(), threshold))
+        return _renewing(visible)
+
+    renewing = await storage().certificates.modify(_named(cert_name), renewing_if_allowed)
     issuer.request(cert_name)
     accepted = CertificateAccepted(
         cert_name=cert_name,

@@ -140,6 +140,31 @@ def check_visible(caller: Caller, certificate: Certificate | None, name: str) ->
     return certificate
 
 
+def check_renew(caller: Caller, certificate: Certificate, due: bool) -> None:
+    """Refuse (409 `not_due`) an owner token's renewal of a certificate the renewal loop would
+    not renew now (`due`: inside RENEWAL_THRESHOLD_DAYS of its expiry, waiting, or failed and
+    past its retry time). Each renewal is an order on an ACME account the owners may share,
+    whose limits (orders per account, certificates per name) are everyone's: renewing at will
+    would spend them. The admin may renew any certificate at any time."""
+    if caller.is_admin or due:
+        return
+    when = ""
+    if certificate.next_attempt_at is not None:
+        when = f"; it is retried at {certificate.next_attempt_at:%Y-%m-%d %H:%M} UTC"
+    elif certificate.expires_at is not None:
+        when = f"; it renews by itself once it expires within {RENEWAL_SETTING}"
+    raise Refused(
+        409,
+        "not_due",
+        f"certificate {certificate.cert_name!r} is not due for renewal{when} (only the admin "
+        "token may renew it earlier)",
+        field="certificate",
+    )
+
+
+RENEWAL_SETTING = "RENEWAL_THRESHOLD_DAYS"
+
+
 def links(certificate: Certificate, proxy: ProxyTarget) -> bool:
     """Whether the certificate may serve the proxy at all: only when both have one owner. One
     owner is one token hash, or one token name (`created_by`) across a change of that token's
