@@ -34,6 +34,7 @@ from tests.eventually import eventually
 from tests.pebble import Pebble, start_pebble
 from tests.test_certificates_api import failed_twice
 from tests.test_https import https_get, until_https
+from tests.test_proxies_api import as_new_token
 
 CERTS = "/api/v1/certificates/"
 EMAIL = "ops@example.com"
@@ -369,3 +370,34 @@ async def test_renewal_threshold_swaps_the_certificate(
         assert first["serial_number"] in seen
         latest = await certificate(gateway.api, "renewed")
         assert latest["serial_number"] != first["serial_number"]
+
+
+async def test_an_issuance_never_lands_in_a_certificate_made_again_under_its_name(
+    gateway_a: Gateway,
+) -> None:
+    """Alice orders `shop` for her name and deletes it while it is being issued; Bob makes
+    `shop` for his. Alice's issuance finished by writing her chain and key into whatever record
+    was called `shop` then, Bob's (his HTTPS proxy served a chain for her name, active for 90
+    days), and his own issuance never ran (the name was busy). The result belongs only to the
+    record it was ordered for, and Bob's is issued after it."""
+    gateway = gateway_a
+    async with (
+        as_new_token(gateway.api, gateway.ready, "alice") as alice,
+        as_new_token(gateway.api, gateway.ready, "bob") as bob,
+    ):
+        made = await alice.post(CERTS, json={"cert_name": "shop", "domain": "a-shop.example.com"})
+        assert made.status_code == 202, made.text
+
+        async def ordering() -> bool:
+            status = (await alice.get(f"{CERTS}shop/status")).json()
+            return status.get("status") in ("ordering", "validating", "finalizing")
+
+        await eventually(ordering, what="Alice's issuance under way", within=30)
+        assert (await alice.delete(f"{CERTS}shop")).status_code == 200
+        mine = await bob.post(CERTS, json={"cert_name": "shop", "domain": "b-shop.example.com"})
+        assert mine.status_code == 202, mine.text
+        await until(bob, "shop", is_active)
+        issued = (await bob.get(f"{CERTS}shop")).json()
+    leaf = x509.load_pem_x509_certificates(issued["fullchain_pem"].encode())[0]
+    names = leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert names.get_values_for_type(x509.DNSName) == ["b-shop.example.com"]

@@ -204,7 +204,7 @@ async def create_self_signed_certificate(data: SelfSignedCertificateCreate) -> t
     )
     await create(pending)
     issued = await self_signed_for(_settings(), data.domains)
-    stored = await cascades.store_issued(storage(), data.cert_name, issued.fields())
+    stored = await cascades.store_issued(storage(), pending, issued.fields())
     return without(stored, SECRET_FIELDS), 201
 
 

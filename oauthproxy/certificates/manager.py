@@ -113,24 +113,29 @@ class CertificateManager:
             if announce:
                 await self._report(name, IssuanceStage.QUEUED, "waiting for a free worker")
             async with self._limiter:
-                await self._attempt(name)
+                if await self._attempt(name):
+                    await self._attempt(name)  # the one made under its name meanwhile
         except StorageUnavailable as error:
             log.warning("certificate %s: issuance interrupted: %s", name, error)
         finally:
             self._busy.discard(name)
 
-    async def _attempt(self, name: str) -> None:
+    async def _attempt(self, name: str) -> bool:
+        """Issue `name` if it is due; True when the certificate it issued was deleted meanwhile
+        (a certificate made again under its name, which asked while this one ran, is not
+        issued yet: this replica was busy with the name, and held its lock)."""
         async with self._locks.holding(name, self._budget + LOCK_MARGIN_SECONDS) as held:
             if not held:
                 log.info("certificate %s: another replica is issuing it", name)
-                return
+                return False
             certificate = await self._storage.certificates.get(name)
             threshold = self._settings.renewal_threshold_days
             if certificate is None or not due(certificate, utcnow(), _days(threshold)):
-                return
-            await self._issue(certificate)
+                return False
+            return not await self._issue(certificate)
 
-    async def _issue(self, certificate: Certificate) -> None:
+    async def _issue(self, certificate: Certificate) -> bool:
+        """Issue `certificate`; False when it was deleted meanwhile (nothing is stored)."""
         name = certificate.cert_name
         attempt = certificate.failures + 1
         report: Report = functools.partial(self._report, name, attempt=attempt)
@@ -143,18 +148,18 @@ class CertificateManager:
             log.warning("certificate %s: attempt %d failed: %s", name, attempt, error)
             failed = "certificate.renewal_failed" if renewal else "certificate.failed"
             await self._event(certificate, failed, 500, _failure_message(error))
-            await self._failed(certificate, _failure_message(error))
-            return
+            return await self._failed(certificate, _failure_message(error))
         try:
-            await store_issued(self._storage, name, issued.fields())
+            await store_issued(self._storage, certificate, issued.fields())
         except NotFound:
             log.info("certificate %s was deleted while it was being issued", name)
-            return
+            return False
         self.expiry.issued(name, issued.expires_at)
         message = f"issued, valid until {issued.expires_at:%Y-%m-%d %H:%M} UTC"
         log.info("certificate %s: %s", name, message)
         await self._event(certificate, "certificate.issued", 200, message)
         await report(IssuanceStage.COMPLETED, message)
+        return True
 
     async def _event(self, certificate: Certificate, name: str, status: int, detail: str) -> None:
         """A certificate event in the request log, under the first of its domains whose proxy
@@ -185,7 +190,8 @@ class CertificateManager:
             return await self_signed_for(self._settings, certificate.domains)
         return await self._issuer.issue(certificate, report)
 
-    async def _failed(self, certificate: Certificate, message: str) -> None:
+    async def _failed(self, certificate: Certificate, message: str) -> bool:
+        """Record the failure and schedule a retry; False when it was deleted meanwhile."""
         failures = certificate.failures + 1
         retry_at = utcnow() + retry_delay(failures, self._settings.renewal_check_interval)
         changes = {
@@ -194,15 +200,20 @@ class CertificateManager:
             "failures": failures,
             "next_attempt_at": retry_at,
         }
+
+        def failed(current: Certificate) -> Certificate:
+            if not current.is_record_of(certificate):  # deleted and made again meanwhile
+                raise NotFound("certificate", certificate.cert_name)
+            return current.model_copy(update=changes)
+
         try:
-            await self._storage.certificates.modify(
-                certificate.cert_name, lambda current: current.model_copy(update=changes)
-            )
+            await self._storage.certificates.modify(certificate.cert_name, failed)
         except NotFound:
-            return
+            return False
         name = certificate.cert_name
         await self._report(name, IssuanceStage.FAILED, message, attempt=failures, retry_at=retry_at)
         self._rescheduled.set()
+        return True
 
     async def _report(
         self,

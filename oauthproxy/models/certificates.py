@@ -51,6 +51,17 @@ class Certificate(Record):
     def issued(self) -> bool:
         return bool(self.fullchain_pem and self.private_key_pem)
 
+    def is_record_of(self, other: Certificate) -> bool:
+        """Whether `other` is this very certificate, not one deleted and made again under its
+        name (by its owner, or by another): an issuance's result belongs only to the record it
+        was ordered for."""
+        return (self.cert_name, self.created_at, self.owner_token_hash, self.domains) == (
+            other.cert_name,
+            other.created_at,
+            other.owner_token_hash,
+            other.domains,
+        )
+
     def as_of(self, now: datetime) -> Certificate:
         """The certificate as it reads at `now`: `expired` once its `expires_at` has passed,
         whatever its renewal is doing (`/status` tells). Computed, never stored: the renewal

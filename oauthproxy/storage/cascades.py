@@ -108,14 +108,20 @@ async def create_certificate(
 
 
 @translated
-async def store_issued(storage: Storage, name: str, issued: dict[str, Any]) -> Certificate:
-    """Make the certificate active with the `issued` fields and announce it (`NotFound` when it
-    was deleted meanwhile: nothing is written then)."""
+async def store_issued(
+    storage: Storage, ordered: Certificate, issued: dict[str, Any]
+) -> Certificate:
+    """Make the `ordered` certificate active with the `issued` fields and announce it
+    (`NotFound` when it was deleted meanwhile, even if a certificate of its name was made
+    again since: nothing is written then)."""
+    name = ordered.cert_name
 
     def companions(current: Certificate) -> list[str]:
         return _proxy_keys(current.domains)
 
     async def write(pipe: Pipeline, current: Certificate) -> Certificate:
+        if not current.is_record_of(ordered):
+            raise NotFound("certificate", name)
         updated = current.model_copy(update={**issued, **SUCCESS_RESETS})
         pipe.set(keys.cert(name), dump(updated))
         found = await load_many(storage.redis, ProxyTarget, _proxy_keys(current.domains))
