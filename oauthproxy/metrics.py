@@ -7,11 +7,14 @@ The registry is this gateway's own, not prometheus-client's global one: two gate
 process (the tests) never share a counter.
 
 Hostnames become labels only when a proxy serves them: an unknown Host is counted under `other`,
-so a client cannot grow the number of series by sending made-up hostnames.
+so a client cannot grow the number of series by sending made-up hostnames. A hostname's series
+go when its proxy is no longer served (at the next scrape), so an owner cannot grow them either,
+by making and deleting proxies within its quota.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import math
@@ -76,6 +79,8 @@ class GatewayMetrics:
         )
         self.instances: Mapping[str, Served] = {}
         """The hostname → instance table, once the supervisor runs."""
+        self._series: set[tuple[Counter, str, str]] = set()
+        """Each (counter, hostname, other label) a served hostname labels (see `_prune`)."""
         self.certificates: Expiries | None = None
         """The certificate manager's expiry times, once it runs."""
         self.logger: RequestLogger | None = None
@@ -117,11 +122,23 @@ class GatewayMetrics:
                 failed[(label, UPSTREAM_FAILURES[reason])] += number
         for (host, status_class), number in answered.items():
             self.requests.labels(host, status_class).inc(number)
+            self._series.add((self.requests, host, status_class))
         for (host, kind), number in failed.items():
             self.upstream_failures.labels(host, kind).inc(number)
+            self._series.add((self.upstream_failures, host, kind))
+
+    def _prune(self) -> None:
+        """Remove the series of hostnames no longer served (deleted proxies)."""
+        served = self.instances
+        gone = {s for s in self._series if s[1] not in served and s[1] != OTHER_HOST}
+        for counter, host, label in gone:
+            with contextlib.suppress(KeyError):
+                counter.remove(host, label)
+        self._series -= gone
 
     def exposition(self) -> tuple[bytes, str]:
         """The text format Prometheus scrapes, and its content type."""
+        self._prune()
         body = generate_latest(self.registry)
         return (body if self.merge is None else self.merge(body)), CONTENT_TYPE_LATEST
 

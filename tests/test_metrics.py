@@ -127,3 +127,39 @@ async def test_metrics_off(
         response = await client.get("/metrics")
     assert response.status_code == 404
     assert response.json()["error"] == "metrics_disabled"
+
+
+async def test_a_deleted_proxys_series_go(
+    nursery: trio.Nursery, storage: Storage, gateway: Ready, api: httpx.AsyncClient
+) -> None:
+    """Every hostname a proxy served kept its series for ever, so an owner could grow them
+    without bound within its proxy quota (make a proxy, send a request, delete it, again): the
+    memory of every replica and the size of every scrape. A deleted proxy's series go."""
+    dead = free_port()
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{gateway.http_port}") as public:
+        for number in range(3):
+            host = f"grow{number}.example.com"
+            await storage.proxies.create(
+                ProxyTarget.model_validate(
+                    {"hostname": host, "target_url": f"http://127.0.0.1:{dead}"}
+                )
+            )
+
+            async def counted(host: str = host) -> bool:
+                await public.get("/", headers={"Host": host})
+                samples = await scrape(gateway)
+                return requests_of(samples, host, "5xx") > 0 and any(
+                    ("host", host) in labels
+                    for name, labels in samples
+                    if name == "oauthproxy_upstream_failures_total"
+                )
+
+            await eventually(counted, what=f"{host} counted")
+            assert (await api.delete(f"/api/v1/proxy/targets/{host}")).status_code == 200
+
+            async def gone(host: str = host) -> bool:
+                return (await public.get("/", headers={"Host": host})).status_code == 404
+
+            await eventually(gone, what=f"{host} no longer served")
+    samples = await scrape(gateway)
+    assert not [labels for _, labels in samples if any("grow" in value for _, value in labels)]
