@@ -177,7 +177,15 @@ def test_parse_query(query: str, expected: LogFilter) -> None:
         (LogFilter(errors=True), ["idx:req:errors"]),
         (LogFilter(slow=True), ["idx:req:slow"]),
         (LogFilter(hosts={"b": 0.0, "a": 0.0}), ["idx:req:host:a", "idx:req:host:b"]),
-        (LogFilter(hosts={"a": 0.0}, hostname="z"), ["idx:req:host:z"]),
+        # an owner never reads a shared index (IP, client, user): other owners' traffic there
+        # would take the SCAN_LIMIT newest keys and hide the owner's own entries
+        (LogFilter(hosts={"a": 0.0}, hostname="a", ip="1.2.3.4"), ["idx:req:host:a"]),
+        (LogFilter(hosts={"a": 0.0}, hostname="a", user="u"), ["idx:req:host:a"]),
+        (
+            LogFilter(hosts={"a": 0.0, "b": 0.0}, client_id="c"),
+            ["idx:req:host:a", "idx:req:host:b"],
+        ),
+        (LogFilter(hosts={"a": 0.0}, hostname="z"), []),  # not its hostname: nothing to read
         (LogFilter(hosts={}), []),
     ],
 )

@@ -118,9 +118,13 @@ def _narrowed(found: LogFilter, name: str, value: str) -> LogFilter | None:
 
 
 def plan_indexes(query: LogFilter) -> list[str]:
-    """The indexes a query reads (their union, newest first, is then filtered by `matches`)."""
-    if query.hosts is not None and query.hostname is None:
-        return [schema.host_index(host) for host in sorted(query.hosts)]
+    """The indexes a query reads (their union, newest first, is then filtered by `matches`).
+    An owner's query reads only its own hostnames' indexes (all of them, or the one it names):
+    in a shared index (an IP's, a client's, a user's), other owners' newest entries would take
+    the SCAN_LIMIT keys a query reads, and hide the owner's own."""
+    if query.hosts is not None:
+        hostnames = sorted(query.hosts) if query.hostname is None else [query.hostname]
+        return [schema.host_index(host) for host in hostnames if host in query.hosts]
     if query.ip:
         return [schema.ip_index(query.ip)]
     if query.client_id:
