@@ -5,9 +5,12 @@ accepted); each is now refused and B's traffic is unchanged."""
 
 from __future__ import annotations
 
+import functools
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
+import trio
 
 from tests.tenants import (
     EXTERNAL,
@@ -224,3 +227,30 @@ async def test_an_owner_cannot_squat_a_path_and_priority_for_everyone(world: Wor
     await settle(world)
     assert await backend_of(world.public, "bob.example.com", "/echo/shop/x") == "bob-side"
     assert await backend_of(world.public, "alice.example.com", "/echo/shop/x") == "alice"
+
+
+async def test_two_updates_at_once_cannot_aim_a_port_route_at_the_admin_api(world: World) -> None:
+    """A route update's target was checked on the route as read before the owner's lock, and
+    the changes written onto the route as stored once it was taken. Alice names an external
+    service after the admin API's port (`9000` is a valid name), keeps a `port` route on her
+    backend, and sends `{"target_type": "port"}` and `{"target_type": "service",
+    "target_value": "9000"}` together: each passed its check, and together they made the
+    route `port` 9000, the admin API. The check and the write are on the same route now."""
+    api_port = str(urlsplit(world.gateway.api_url).port)
+    own_port = str(world.ports["alice"])
+    service = {"service_name": api_port, "target_url": world.url("alice")}
+    await created(await world.alice.post(EXTERNAL, json=service))
+    race = route(route_id="race", path_pattern="/health", target_type="port", target_value=own_port)
+    await created(await world.alice.post(ROUTES, json=race))
+    path = f"{ROUTES}race"
+    for _ in range(20):
+        reset = await world.alice.put(path, json={"target_type": "port", "target_value": own_port})
+        assert reset.status_code == 200, reset.text
+        async with trio.open_nursery() as both:
+            for body in (
+                {"target_type": "port"},
+                {"target_type": "service", "target_value": api_port},
+            ):
+                both.start_soon(functools.partial(world.alice.put, path, json=body))
+        stored = (await world.alice.get(path)).json()
+        assert (stored["target_type"], stored["target_value"]) != ("port", api_port), stored

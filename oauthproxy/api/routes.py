@@ -28,7 +28,7 @@ from oauthproxy.api.ownership import (
     storage,
     tenant_of,
 )
-from oauthproxy.errors import NotFound
+from oauthproxy.errors import Conflict, NotFound
 from oauthproxy.models.routes import (
     Route,
     RouteCreate,
@@ -158,12 +158,21 @@ async def update_route(route_id: str, data: RouteUpdate) -> Json:
     stored is checked like a new one."""
     changes = data.model_dump(exclude_unset=True)
     who = caller()
-    await check_route_target(patched(await _find(route_id), changes))
     async with owner_serialized(tenant_of(who)):
+        # The target is checked on the route these changes apply to, and the write lands only
+        # on that very route: checked outside the lock, one update's `target_type: port` and
+        # another's `target_value` (a service named `9000`) each passed on their own, and
+        # together aimed the route at the admin API's port.
+        seen = await _find(route_id)
+        await check_route_target(patched(seen, changes))
         held = await holdings(who)
-        updated = await _repository().modify(
-            _route_id(route_id), lambda stored: _allowed(patched(_owned(stored), changes), held)
-        )
+
+        def change(stored: Route) -> Route:
+            if stored != seen:
+                raise Conflict("route_id", "the route changed while this update was checked")
+            return _allowed(patched(_owned(stored), changes), held)
+
+        updated = await _repository().modify(_route_id(route_id), change)
     return as_json(updated)
 
 
