@@ -67,6 +67,17 @@ def test_a_source_token_is_kept_only_as_its_hash() -> None:
         (ADMIN, {"dockerfile_path": "/srv/Dockerfile"}, None, None),
         (ADMIN, {"image": "x", "labels": {"oauthproxy.owner": "me"}}, 422, "labels"),
         (OWNER, {"image": "x", "labels": {"team": "qa"}}, None, None),
+        # a service is reached at http://{service_name}:{port}: names a resolver takes for
+        # another host sent an owner's `service` routes there, past every target rule
+        (OWNER, {"image": "x", "service_name": "127.0.0.1"}, 403, "service_name"),
+        (OWNER, {"image": "x", "service_name": "169.254.169.254"}, 403, "service_name"),
+        (OWNER, {"image": "x", "service_name": "metadata.google.internal"}, 403, "service_name"),
+        (OWNER, {"image": "x", "service_name": "2130706433"}, 403, "service_name"),
+        (OWNER, {"image": "x", "service_name": "0x7f000001"}, 403, "service_name"),
+        (OWNER, {"image": "x", "service_name": "LocalHost"}, 403, "service_name"),
+        (OWNER, {"image": "x", "service_name": "gateway-host"}, 403, "service_name"),
+        (OWNER, {"image": "x", "service_name": "web-2"}, None, None),
+        (ADMIN, {"image": "x", "service_name": "127.0.0.1"}, None, None),
     ],
 )
 def test_what_only_the_admin_may_ask(
@@ -74,11 +85,12 @@ def test_what_only_the_admin_may_ask(
 ) -> None:
     request = DockerServiceCreate.model_validate({"service_name": "svc", **fields})
     owner_networks = {"apps", "host"}  # (host stays the admin's even when listed)
+    local = {"localhost", "gateway-host"}  # (localhost, the host's name and /etc/hosts)
     if status is None:
-        check_docker_service(who, request, owner_networks)
+        check_docker_service(who, request, owner_networks, local)
         return
     with pytest.raises(Refused) as refused:
-        check_docker_service(who, request, owner_networks)
+        check_docker_service(who, request, owner_networks, local)
     assert (refused.value.status, refused.value.field) == (status, field)
 
 

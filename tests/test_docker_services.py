@@ -204,6 +204,22 @@ async def test_a_failed_create_leaves_nothing_behind(
     assert not container_exists(docker_engine, "ghost")
 
 
+async def test_an_owners_service_is_not_named_like_another_host(
+    admin: httpx.AsyncClient, docker_gateway: Ready, docker_engine: Engine
+) -> None:
+    """A Docker service is reached at http://{service_name}:{internal_port}, and a `service`
+    route to it is checked by ownership, not by address: a service named `127.0.0.1` with the
+    admin API's port as its internal port, and a route to it, sent public requests to the admin
+    API (the same for `169.254.169.254`, `localhost`, a compose service's name...)."""
+    async with as_new_token(admin, docker_gateway, "mallory") as mallory:
+        for name in ("127.0.0.1", "localhost", "2130706433"):
+            body = {"service_name": name, "image": IMAGE, "internal_port": 9000}
+            refused = await mallory.post(SERVICES, json=body)
+            assert (refused.status_code, refused.json()["field"]) == (403, "service_name"), name
+            assert not container_exists(docker_engine, name)
+        assert (await mallory.get(SERVICES)).json() == []
+
+
 async def test_a_service_named_like_a_container_not_ours_leaves_that_container_alone(
     admin: httpx.AsyncClient, docker_gateway: Ready, docker_engine: Engine
 ) -> None:

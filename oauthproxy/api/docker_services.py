@@ -24,6 +24,7 @@ from oauthproxy.api.ownership import (
     Json,
     as_json,
     caller,
+    local_hostnames,
     owner_serialized,
     ownership,
     patched,
@@ -80,7 +81,8 @@ async def _service(name: str) -> DockerService:
 async def create_docker_service(data: DockerServiceCreate) -> tuple[Json, int]:
     """Create (and by default start) a container from `image` or `dockerfile_path`, owned by the
     calling token; with `auto_proxy`, also the proxy `{name}.{BASE_DOMAIN}`."""
-    check_docker_service(caller(), data, app_state(current_app).settings.owner_docker_networks)
+    owner_networks = app_state(current_app).settings.owner_docker_networks
+    check_docker_service(caller(), data, owner_networks, local_hostnames())
     async with quota_slot(Quota.SERVICES):
         reserved = await reserve_service(data, ownership())
     service = await create_service(data, reserved)

@@ -11,10 +11,12 @@ own. Also the small helpers every owned-record blueprint shares (`storage`, `pat
 
 from __future__ import annotations
 
+import contextlib
 import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import replace
+from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
@@ -117,6 +119,19 @@ def reserved_hostnames() -> frozenset[str]:
     issuer = urlsplit(settings.oauth_issuer_url).hostname
     names = [*settings.api_hostnames, *([issuer] if issuer else [])]
     return frozenset(name.lower().rstrip(".") for name in names)
+
+
+HOSTS_FILE = Path("/etc/hosts")
+
+
+def local_hostnames() -> frozenset[str]:
+    """The names this host resolves itself, lower-case: localhost, its own hostname, and the
+    names in /etc/hosts (read each time: it is small, and a container's changes)."""
+    names = {"localhost", socket.gethostname().lower()}
+    with contextlib.suppress(OSError):
+        for line in HOSTS_FILE.read_text(errors="replace")[:65536].splitlines():
+            names.update(name.lower() for name in line.partition("#")[0].split()[1:])
+    return frozenset(names)
 
 
 def api_hostnames() -> frozenset[str]:

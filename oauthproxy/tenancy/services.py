@@ -16,6 +16,7 @@ A container runs on the gateway's host, so some choices are the admin's alone:
 from __future__ import annotations
 
 import re
+import socket
 from collections.abc import Collection
 
 from oauthproxy.models.docker import DockerServiceCreate
@@ -64,15 +65,45 @@ def check_labels(labels: dict[str, str]) -> None:
         raise Refused(422, "validation_error", detail, field="labels")
 
 
+def _reads_as_address(name: str) -> bool:
+    """Whether a resolver takes `name` for an IPv4 address (`2130706433`, `0x7f000001`)."""
+    try:
+        socket.inet_aton(name)
+    except OSError:
+        return False
+    return True
+
+
+def check_service_name(name: str, local_names: Collection[str]) -> None:
+    """A Docker service is reached at `http://{service_name}:{internal_port}`, its name resolved
+    like any hostname, and a `service` route to it is checked by ownership, not by address: a
+    name with a dot (`127.0.0.1`, `metadata.google.internal`), one a resolver reads as an
+    address, or one the gateway's host resolves itself (`local_names`: localhost, /etc/hosts)
+    sent an owner's requests there, past every target rule (403)."""
+    lowered = name.lower()
+    if "." in name or _reads_as_address(name) or lowered in local_names:
+        raise forbidden(
+            f"service_name: {name!r} would be resolved as a host of its own (an address, a "
+            "name with a dot, or one this host resolves itself) rather than as the service's "
+            "container: only the admin token may use such a name",
+            field="service_name",
+        )
+
+
 def check_docker_service(
-    caller: Caller, request: DockerServiceCreate, owner_networks: Collection[str]
+    caller: Caller,
+    request: DockerServiceCreate,
+    owner_networks: Collection[str],
+    local_names: Collection[str] = (),
 ) -> None:
     """Refuse what only the admin may ask (403, naming the field); `owner_networks`: the
-    networks owners may attach their containers to (OWNER_DOCKER_NETWORKS)."""
+    networks owners may attach their containers to (OWNER_DOCKER_NETWORKS); `local_names`:
+    the hostnames the gateway's host resolves itself (see `check_service_name`)."""
     check_labels(request.labels)
     check_image(caller, request.image)
     if caller.is_admin:
         return
+    check_service_name(request.service_name, local_names)
     if request.dockerfile_path is not None:
         raise forbidden(
             "dockerfile_path builds from the gateway host's files: only the admin token may; "
