@@ -55,7 +55,12 @@ def test_tenant_settings_have_defaults_and_read_comma_lists(
     assert (settings.token_max_proxies, settings.token_max_routes) == (50, 100)
     assert settings.token_max_services == 50
     assert settings.token_max_ports == 20
-    assert settings.owner_target_deny_networks == ["169.254.0.0/16", "fe80::/10"]
+    assert settings.owner_target_deny_networks == [
+        "169.254.0.0/16",
+        "fe80::/10",
+        "fd00:ec2::254/128",
+        "100.100.100.200/32",
+    ]
     monkeypatch.setenv("OWNER_TARGET_DENY_NETWORKS", "10.0.0.0/8, 169.254.0.0/16")
     assert load_settings(_env_file=None).owner_target_deny_networks == [
         "10.0.0.0/8",

@@ -102,6 +102,8 @@ METADATA_TARGETS = [
     "http://2852039166/",  # 169.254.169.254 as one number, read so by the resolver
     "http://[::ffff:169.254.169.254]/",
     "http://[fe80::1]:8080/",
+    "http://[fd00:ec2::254]/latest/meta-data/",  # AWS's IPv6 metadata service (not link-local)
+    "http://100.100.100.200/latest/meta-data/",  # Alibaba Cloud's (not link-local either)
 ]
 
 

@@ -22,8 +22,9 @@ from oauthproxy.tenancy.caller import Caller, Refused
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
-DEFAULT_DENIED_NETWORKS = ("169.254.0.0/16", "fe80::/10")
-"""Link-local: where cloud metadata services answer (169.254.169.254, fd00:ec2::254 aside)."""
+DEFAULT_DENIED_NETWORKS = ("169.254.0.0/16", "fe80::/10", "fd00:ec2::254/128", "100.100.100.200/32")
+"""Where cloud metadata services answer: link-local (169.254.169.254 and most clouds), AWS's
+IPv6 endpoint (fd00:ec2::254) and Alibaba Cloud's (100.100.100.200), which are not."""
 
 LOOPBACK_HOST = "127.0.0.1"
 """Where a route of target type `port` sends its requests."""
