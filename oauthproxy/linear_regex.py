@@ -11,8 +11,13 @@ Linear in the input is not enough on its own: the time is the input's length tim
 pattern's compiled size, and counted repetitions compile to one instruction per count
 (`.*` then eight `[^z].{1000}` is 91 characters and 64,077 instructions: RE2's DFA runs out of
 memory on it and its fallback took 3.6 s per 60 KB path, on the event loop every tenant
-shares). A pattern may compile to at most `MAX_PROGRAM_SIZE` instructions; under that, the DFA
-copes (a 6,000-instruction pattern took 3 ms on a 60 KB path).
+shares). Nor is a bounded size: a DFA that needs exponentially many states (`.*a[ab]{90}c`
+and its kin) falls back to the slower matcher at any size, ~6 ns per instruction and byte of
+path (207 instructions, a 4 KiB path: 5 ms). So three bounds: a pattern compiles to at most
+`MAX_PROGRAM_SIZE` instructions, one owner's regex routes to at most `OWNER_PROGRAM_BUDGET`
+together (`tenancy.records.check_regex_budget`), and a regex is matched only against a path of
+at most `MAX_MATCHED_PATH` bytes (a longer one matches no regex route). A request then costs at
+most ~12 ms of regex work, whatever an owner writes.
 """
 
 from __future__ import annotations
@@ -32,8 +37,15 @@ _OPTIONS.max_mem = 8 << 20
 """Bounds the memory one compiled pattern may use (RE2 falls back to a slower linear matcher)."""
 
 
-MAX_PROGRAM_SIZE = 2000
+MAX_PROGRAM_SIZE = 1000
 """RE2 instructions one pattern may compile to (`^/items/[0-9]+$`: 6; a UUID segment: ~130)."""
+
+OWNER_PROGRAM_BUDGET = 2000
+"""RE2 instructions one owner's regex routes may compile to together (the routes a request to
+one of its proxies may run)."""
+
+MAX_MATCHED_PATH = 1024
+"""The longest path a regex route is matched against; a longer one matches no regex route."""
 
 
 def compile_linear(pattern: str) -> Regex:

@@ -254,3 +254,45 @@ async def test_two_updates_at_once_cannot_aim_a_port_route_at_the_admin_api(worl
                 both.start_soon(functools.partial(world.alice.put, path, json=body))
         stored = (await world.alice.get(path)).json()
         assert (stored["target_type"], stored["target_value"]) != ("port", api_port), stored
+
+
+HEAVY = "|".join(f".*{'ab'[i % 2]}[ab]{{{180 + i}}}c" for i in range(5))
+"""969 RE2 instructions: within one pattern's bound, but its DFA needs exponentially many states,
+so RE2 falls back to its slower matcher: ~6 ns per instruction and byte of path."""
+
+
+async def test_an_owners_regex_routes_are_bounded_in_work(world: World) -> None:
+    """Alternations of `.*a[ab]{180}c` (accepted by RE2, a few hundred characters) took ~0.4 s
+    per route on a 60 KB path, on the event loop every tenant shares, and an owner may hold 100
+    routes. A pattern compiles to at most 1,000 instructions, an owner's regex routes to 2,000
+    together, and a regex is matched only against paths of at most 1 KiB."""
+    too_big = HEAVY + "|" + HEAVY.replace("c", "d")
+    refused = await world.alice.post(ROUTES, json=route(is_regex=True, path_pattern=too_big))
+    assert (refused.status_code, refused.json()["field"]) == (422, "path_pattern")
+    assert "too complex" in refused.json()["detail"]
+    heavy = route(
+        route_id="heavy", is_regex=True, path_pattern=HEAVY, target_value=world.url("attacker")
+    )
+    await created(await world.alice.post(ROUTES, json=heavy))
+    second = route(route_id="second", is_regex=True, path_pattern="/r/" + HEAVY[2:])
+    await created(await world.alice.post(ROUTES, json=second))  # 969 + 963 instructions
+    third = route(route_id="third", is_regex=True, path_pattern="^/z/[ab]{100}")
+    over = await world.alice.post(ROUTES, json=third)  # + 104: over the owner's 2,000
+    assert over.status_code == 422, over.text
+    assert over.json()["field"] == "path_pattern", over.text
+    assert "at most 2000" in over.json()["detail"]
+    # the owner's budget is its own: Bob's regex routes are not counted against it, nor Alice's his
+    bobs = route(is_regex=True, path_pattern=HEAVY, proxy_hostnames=["bob.example.com"])
+    await created(await world.bob.post(ROUTES, json=bobs))
+    # the heavy route still serves its paths, up to 1 KiB of them
+    marker = route(
+        route_id="marker",
+        is_regex=True,
+        path_pattern="^/echo/re/",
+        target_value=world.url("bob-side"),
+    )
+    await created(await world.alice.post(ROUTES, json=marker))
+    await settle(world)
+    short, long = "/echo/re/" + "a" * 100, "/echo/re/" + "a" * 1100
+    assert await backend_of(world.public, "alice.example.com", short) == "bob-side"
+    assert await backend_of(world.public, "alice.example.com", long) == "alice"  # no regex route

@@ -40,7 +40,14 @@ from oauthproxy.models.routes import (
 )
 from oauthproxy.storage.routes import RouteRepository
 from oauthproxy.tenancy.quotas import Quota
-from oauthproxy.tenancy.records import Holdings, changeable, check_route, readable, visible
+from oauthproxy.tenancy.records import (
+    Holdings,
+    changeable,
+    check_regex_budget,
+    check_route,
+    readable,
+    visible,
+)
 
 routes = Blueprint("routes", __name__, url_prefix="/api/v1/routes")
 
@@ -100,6 +107,14 @@ async def _visible_routes() -> list[Route]:
     return visible(caller(), await _repository().all())
 
 
+async def _check_regex_budget(route: Route) -> None:
+    """Under the owner's lock: its regex routes with `route` stay within their budget."""
+    who = caller()
+    if who.is_admin or not route.is_regex:
+        return
+    check_regex_budget(who, route, await _repository().owned_by(who.token_hash))
+
+
 def _allowed(route: Route, held: Holdings) -> Route:
     """`route` when the caller may hold it as it is (scope, hostnames, hostname/service target)."""
     check_route(caller(), route, held)
@@ -137,6 +152,7 @@ async def create_route(data: RouteCreate) -> tuple[Json, int]:
     await check_route_target(route)
     async with quota_slot(Quota.ROUTES):
         _allowed(route, await holdings(caller()))
+        await _check_regex_budget(route)
         await _repository().create(route)
     return as_json(route), 201
 
@@ -165,6 +181,7 @@ async def update_route(route_id: str, data: RouteUpdate) -> Json:
         # together aimed the route at the admin API's port.
         seen = await _find(route_id)
         await check_route_target(patched(seen, changes))
+        await _check_regex_budget(patched(seen, changes))
         held = await holdings(who)
 
         def change(stored: Route) -> Route:

@@ -5,7 +5,8 @@ table or the proxy's configuration changes, and call `match` on every request.
 
 A request is matched against the routes that apply to its proxy, highest priority first (then by
 route id): a regex route matches when its pattern matches at the start of the path (`match`, on
-RE2: linear in the path's length whatever the pattern, see `oauthproxy.linear_regex`), any other
+RE2: linear in the path's length whatever the pattern, and only for paths of at most
+`MAX_MATCHED_PATH` bytes, see `oauthproxy.linear_regex`), any other
 route when the path starts with its `path_pattern`; a route without methods (None or
 []) takes every method.
 """
@@ -16,7 +17,7 @@ import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from oauthproxy.linear_regex import Regex, compile_linear
+from oauthproxy.linear_regex import MAX_MATCHED_PATH, Regex, compile_linear
 from oauthproxy.models.proxies import ProxyTarget, RouteMode
 from oauthproxy.models.routes import Route, RouteScope
 
@@ -48,7 +49,7 @@ class CompiledRoute:
             return False
         if self.regex is None:
             return path.startswith(self.route.path_pattern)
-        return self.regex.match(path) is not None
+        return len(path) <= MAX_MATCHED_PATH and self.regex.match(path) is not None
 
 
 @dataclass(frozen=True, slots=True)

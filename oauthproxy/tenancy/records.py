@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Protocol, TypeVar
 
 from oauthproxy.errors import NotFound
+from oauthproxy.linear_regex import OWNER_PROGRAM_BUDGET, compile_linear
 from oauthproxy.models.routes import Route, RouteScope, TargetType
 from oauthproxy.tenancy.caller import Caller, Refused, forbidden
 
@@ -106,6 +107,34 @@ def check_route(caller: Caller, route: Route, holdings: Holdings) -> None:
             f"target_value: {route.target_value!r} is not a service of this token",
             field="target_value",
         )
+
+
+def check_regex_budget(caller: Caller, route: Route, others: Iterable[Route]) -> None:
+    """Refuse (422 on path_pattern) an owner token's regex route when its regex routes together,
+    `others` (the owner's routes; the route itself there is replaced) and `route`, would
+    compile to more than OWNER_PROGRAM_BUDGET instructions: each request to the owner's proxies
+    may run them all (see `oauthproxy.linear_regex`). The admin is exempt."""
+    if caller.is_admin or not route.is_regex:
+        return
+    patterns = [r.path_pattern for r in others if r.is_regex and r.route_id != route.route_id]
+    used = sum(_program_size(pattern) for pattern in patterns)
+    size = _program_size(route.path_pattern)
+    if used + size > OWNER_PROGRAM_BUDGET:
+        raise Refused(
+            422,
+            "validation_error",
+            f"path_pattern: this token's regex routes would compile to {used + size} RE2 "
+            f"instructions together ({size} for this one), at most {OWNER_PROGRAM_BUDGET}: "
+            "use simpler patterns (+ or * rather than large counts), or prefixes",
+            field="path_pattern",
+        )
+
+
+def _program_size(pattern: str) -> int:
+    try:
+        return compile_linear(pattern).programsize
+    except ValueError:
+        return 0  # (a stored pattern no longer accepted matches nothing: it costs nothing)
 
 
 def routes_naming_proxy(routes: Iterable[Route], hostname: str) -> list[str]:
