@@ -104,12 +104,24 @@ class RouteTable:
     compiled: tuple[CompiledRoute, ...] = ()
 
     @classmethod
-    def build(cls, routes: Iterable[Route]) -> RouteTable:
+    def build(cls, routes: Iterable[Route], previous: RouteTable | None = None) -> RouteTable:
+        """The table of `routes`; a route unchanged since `previous` keeps its compiled pattern
+        (a route change recompiled every owner's regexes, on the event loop they share)."""
         enabled = sorted(
             (route for route in routes if route.enabled),
             key=lambda route: (-route.priority, route.route_id),
         )
-        return cls(tuple(CompiledRoute.of(route) for route in enabled))
+        kept = {each.route.route_id: each for each in previous.compiled} if previous else {}
+
+        def compiled(route: Route) -> CompiledRoute:
+            earlier = kept.get(route.route_id)
+            return (
+                earlier
+                if earlier is not None and earlier.route == route
+                else CompiledRoute.of(route)
+            )
+
+        return cls(tuple(compiled(route) for route in enabled))
 
     def for_proxy(self, proxy: ProxyTarget) -> ProxyRoutes:
         """The routes that apply to `proxy`; compute it once per table and proxy configuration."""

@@ -121,7 +121,7 @@ class Reconciler:
         checked: a Redis emptied while it was read is not applied either)."""
         proxies = await self._storage.proxies.all()
         certificates = CertificateIndex(await self._storage.certificates.all())
-        routes = RouteTable.build(await self._storage.routes.all())
+        routes = RouteTable.build(await self._storage.routes.all(), self._shared.routes)
         services = await self._storage.service_urls()
         down = await self._storage.docker_services.down()
         if await self._continuity.check() is Verdict.LOST:
@@ -153,7 +153,8 @@ class Reconciler:
     async def _reload_shared(self, *, routes: bool, services: bool) -> None:
         shared = self._shared
         if routes:
-            shared = replace(shared, routes=RouteTable.build(await self._storage.routes.all()))
+            stored = await self._storage.routes.all()
+            shared = replace(shared, routes=RouteTable.build(stored, shared.routes))
         if services:
             urls = await self._storage.service_urls()
             down = await self._storage.docker_services.down()
