@@ -243,6 +243,14 @@ async def test_conflicts_and_invalid_input_name_the_field(api: httpx.AsyncClient
             },
             "custom_headers.X",
         ),
+        (  # 100 values of 8 KiB: an 800 KB head with every response (0.8 s to HPACK-code)
+            {
+                "hostname": "ok.example.com",
+                "target_url": "http://x",
+                "custom_response_headers": {f"X-{n}": "v" * 8000 for n in range(100)},
+            },
+            "custom_response_headers",
+        ),
     ):
         response = await api.post(TARGETS, json=body)
         assert_error(response, 422, field)
@@ -551,3 +559,22 @@ async def test_an_owner_names_at_most_100_routes_or_bearer_methods_for_a_proxy(
     names = [entry.format(i) for i in range(101)]
     assert (await send(url, json={field: names[:100]})).status_code == 200
     assert_error(await send(url, json={field: names}), 422, field)
+
+
+async def test_an_auth_label_cannot_carry_a_line_break_or_a_quote(api: httpx.AsyncClient) -> None:
+    """A scope goes into the 401's `WWW-Authenticate` as a quoted string: `mcp:read\r\nX: y`
+    was sent as it was over HTTP/2 (header injection behind an HTTP/2-to-1 intermediary), and a
+    quote could add parameters to the challenge. Labels are visible ASCII but a quote or a
+    backslash."""
+    await create(api)
+    for field, label in (
+        ("auth_allowed_scopes", "mcp:read\r\nX-Injected: yes"),
+        ("auth_allowed_scopes", 'mcp:read" resource_metadata="https://evil.example'),
+        ("auth_required_groups", "org\\team"),
+        ("auth_required_users", "al ice"),
+    ):
+        body = {"auth_required_users": ["*"], field: [label]}
+        answer = await api.post(f"{TARGETS}{HOST}/auth", json=body)
+        assert_error(answer, 422, f"{field}.0")
+    fine = {"auth_allowed_scopes": ["mcp:read"], "auth_required_groups": ["org/team"]}
+    assert (await api.post(f"{TARGETS}{HOST}/auth", json=fine)).status_code in (200, 201)

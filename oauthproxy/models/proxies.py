@@ -6,7 +6,15 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Any
 
-from pydantic import AliasChoices, AliasGenerator, AnyHttpUrl, ConfigDict, Field, StringConstraints
+from pydantic import (
+    AfterValidator,
+    AliasChoices,
+    AliasGenerator,
+    AnyHttpUrl,
+    ConfigDict,
+    Field,
+    StringConstraints,
+)
 from pydantic.json_schema import WithJsonSchema
 
 from oauthproxy.models.common import (
@@ -66,12 +74,27 @@ HeaderMap = Annotated[dict[HeaderName, HeaderValue], WithJsonSchema(HEADER_MAP_S
 """Header names to values (pydantic alone would document the names as `patternProperties`,
 which lets any other name through)."""
 
+MAX_HEADER_BYTES = 16384
+"""The most bytes (names and values) the headers of one map a request configures may hold: they
+go out with every request or response of the proxy (100 values of 8 KiB made an 800 KB head,
+and HPACK-coding it over HTTP/2 cost 0.8 s of the event loop per response)."""
+
+
+def _bounded_headers(headers: dict[str, str]) -> dict[str, str]:
+    size = sum(len(name) + len(value) for name, value in headers.items())
+    if size > MAX_HEADER_BYTES:
+        raise ValueError(f"the headers hold {size} bytes together, at most {MAX_HEADER_BYTES}")
+    return headers
+
+
 ConfiguredHeaders = Annotated[
     dict[HeaderName, HeaderValue],
     Field(max_length=MAX_ENTRIES),
+    AfterValidator(_bounded_headers),
     WithJsonSchema({**HEADER_MAP_SCHEMA, "maxProperties": MAX_ENTRIES}),
 ]
-"""Headers a request configures: at most MAX_ENTRIES (stored records keep what they hold)."""
+"""Headers a request configures: at most MAX_ENTRIES, MAX_HEADER_BYTES together (stored records
+keep what they hold)."""
 
 
 class ProxyTarget(Record):
@@ -124,7 +147,12 @@ class ProxyTarget(Record):
 
 UrlPath = Annotated[str, StringConstraints(pattern=r"^/\S*$", max_length=1024)]
 
-Label = Annotated[str, StringConstraints(min_length=1, max_length=256)]
+LABEL_PATTERN = r"^[!#-\[\]-~]+$"
+"""Visible ASCII but a quote or a backslash: a label may go into a quoted string of a header
+the gateway writes (a scope into the 401's `WWW-Authenticate`), and a line break there was sent
+as it was over HTTP/2 (header injection behind any HTTP/2-to-1 intermediary)."""
+
+Label = Annotated[str, StringConstraints(min_length=1, max_length=256, pattern=LABEL_PATTERN)]
 """A user name, email pattern, group, scope or audience in an auth allowlist."""
 
 Labels = Annotated[list[Label], Field(max_length=MAX_ENTRIES)]

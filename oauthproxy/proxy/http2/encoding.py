@@ -15,7 +15,8 @@ name), so its bytes are kept in one process-wide cache: a head whose fields were
 costs a dictionary lookup per field. Only short fields are kept (`CACHED_FIELD_BYTES`), and no
 never-indexed one (a cookie or a credential would outlive its connection in memory). What the
 client loses is the few bytes the dynamic table would have saved on repeated fields (each one
-is still Huffman-coded once, then cached).
+is still Huffman-coded once, then cached). A field too long to cache is not Huffman-coded at all:
+`hpack` codes in Python, byte by byte, and such a field would be coded for every response.
 Fields marked never-indexed (`NeverIndexedHeaderTuple`: cookies, authorization) keep that mark.
 Changes to the table size the client asks for are still announced (the `Encoder` does that).
 """
@@ -106,10 +107,14 @@ class ResponseEncoder(Encoder):
 
     def _field(self, name: bytes, value: bytes, sensitive: bool) -> bytes:
         indexbit = _NEVER_INDEXED if sensitive else _WITHOUT_INDEXING
+        # Huffman coding runs in Python, byte by byte: only for the fields that are cached
+        # (coded once); a long one goes as it is (a backend's 64 KiB of headers, coded each
+        # time, cost ~70 ms of the event loop per response)
+        huffman = len(name) + len(value) <= CACHED_FIELD_BYTES
         match = self.header_table.search(name, value)  # the static table: nothing is added
         if match is None:
-            return self._encode_literal(name, value, indexbit, huffman=True)
+            return self._encode_literal(name, value, indexbit, huffman=huffman)
         index, _, perfect = match
         if perfect is not None and not sensitive:
             return self._encode_indexed(index)
-        return self._encode_indexed_literal(index, value, indexbit, huffman=True)
+        return self._encode_indexed_literal(index, value, indexbit, huffman=huffman)
