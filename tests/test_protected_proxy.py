@@ -311,3 +311,32 @@ async def test_metadata_names_the_scopes_the_proxy_requires(
 
     document = await eventually(updated, what="the metadata naming mcp:admin")
     assert document["scopes_supported"] == ["mcp:admin", "mcp:read", "mcp:write"]
+
+
+async def test_custom_metadata_cannot_name_another_resource_or_server(
+    public: httpx.AsyncClient, origin: str, storage: Storage, api: httpx.AsyncClient
+) -> None:
+    """`resource_custom_metadata` was applied last, so an owner's proxy could claim another
+    owner's origin as its `resource` and name an authorization server and keys of its own
+    choosing. It adds fields; those three stay the gateway's (a stored one is ignored)."""
+    for key in ("resource", "authorization_servers", "jwks_uri"):
+        body = {"resource_custom_metadata": {key: "https://victim.example.com"}}
+        refused = await api.post(f"/api/v1/proxy/targets/{HOST}/mcp", json=body)
+        assert refused.status_code == 422, refused.text
+        assert refused.json()["field"] == "resource_custom_metadata", refused.text
+    await until_served(public)
+    target = await storage.proxies.get(HOST)
+    assert target is not None
+    claimed = {"resource": "https://victim.example.com", "jwks_uri": "https://evil.example/k"}
+    custom = {"resource_custom_metadata": {**claimed, "x-team": "mcp"}}
+    await storage.proxies.update(ProxyTarget.model_validate({**target.model_dump(), **custom}))
+
+    async def updated() -> dict[str, Any] | None:
+        document: dict[str, Any] = (
+            await public.get("/.well-known/oauth-protected-resource")
+        ).json()
+        return document if "x-team" in document else None
+
+    document = await eventually(updated, what="the custom field in the metadata")
+    assert document["resource"] == origin
+    assert document["jwks_uri"] == "https://auth.localhost/jwks"

@@ -14,6 +14,7 @@ from pydantic import (
     ConfigDict,
     Field,
     StringConstraints,
+    field_validator,
 )
 from pydantic.json_schema import WithJsonSchema
 
@@ -58,6 +59,10 @@ HeaderValue = Annotated[
 ]
 """An HTTP field value: no control characters (so no line breaks: a configured header cannot
 inject another one), no leading or trailing whitespace."""
+
+GATEWAY_METADATA = frozenset({"resource", "authorization_servers", "jwks_uri"})
+"""What a proxy's protected-resource metadata says that its owner cannot change: the resource
+is the proxy's own origin, its authorization server the gateway's."""
 
 MAX_ENTRIES = 100
 """Most headers a proxy may configure, and most entries of each of its auth and metadata lists:
@@ -252,6 +257,16 @@ class ProxyResourceConfig(Request):
     hacker_one_research_header: HeaderValue | None = Field(
         default=None, description="Also send `X-HackerOne-Research: <value>` on every response"
     )
+
+    @field_validator("resource_custom_metadata")
+    @classmethod
+    def _adds_only(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        """Custom metadata adds fields; it never names the resource, its authorization server
+        or its keys (another owner's resource, a server of the owner's choosing)."""
+        taken = sorted(set(value or {}) & GATEWAY_METADATA)
+        if taken:
+            raise ValueError(f"{taken[0]!r} is the gateway's to say, not custom metadata")
+        return value
 
     def apply(self, target: ProxyTarget) -> ProxyTarget:
         if not self.mcp_enabled:

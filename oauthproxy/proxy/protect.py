@@ -11,7 +11,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from oauthproxy.models.proxies import AuthMode, ProxyTarget
+from oauthproxy.models.proxies import GATEWAY_METADATA, AuthMode, ProxyTarget
 from oauthproxy.oauth.browser import HOST_PREFIX, host_cookie
 from oauthproxy.oauth.verify import InvalidToken
 from oauthproxy.proxy.access import AccessPolicy, Allow, Deny, authorize, challenge
@@ -50,6 +50,9 @@ def is_metadata_path(path: str) -> bool:
 
 
 def metadata_reply(protection: Protection, origin: str) -> Reply:
+    """The proxy's protected-resource metadata (RFC 9728); its custom metadata adds fields, and
+    never replaces the resource, the authorization server or the keys (a proxy stored before
+    that rule cannot claim another owner's resource either)."""
     target = protection.target
     document: dict[str, Any] = {
         "resource": origin,
@@ -64,7 +67,8 @@ def metadata_reply(protection: Protection, origin: str) -> Reply:
         document["resource_server_info"] = target.resource_server_info
     if target.resource_versions:
         document["resource_versions"] = target.resource_versions
-    document.update(target.resource_custom_metadata or {})
+    custom = target.resource_custom_metadata or {}
+    document.update({key: value for key, value in custom.items() if key not in GATEWAY_METADATA})
     body = json.dumps(document).encode()
     return Reply(200, [(b"content-type", b"application/json")], body, "resource_metadata")
 
