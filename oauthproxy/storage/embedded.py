@@ -140,9 +140,24 @@ async def _loaded(url: str) -> bool:
     return loaded
 
 
+def _private(data_dir: Path) -> None:
+    """Make the data dir, and what the server wrote there, the gateway user's alone. The files
+    hold every secret (tokens, the OAuth signing key, certificates' keys), and the server
+    writes them world-readable: only the directory's mode keeps others out, and `mkdir` sets
+    it only for a directory it makes (a container's `/data`, a bind mount or one the operator
+    made were 0755)."""
+    data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    try:
+        data_dir.chmod(0o700)
+        for path in data_dir.rglob("*"):
+            path.chmod(0o700 if path.is_dir() else 0o600)
+    except PermissionError as error:
+        log.warning("could not make %s private (mode 0700): %s", data_dir, error)
+
+
 def _prepare(data_dir: Path, password: str) -> tuple[Path, str]:
     """Create the data dir and write the server's private config; returns (config, url)."""
-    data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    _private(data_dir)
     port = _free_loopback_port()
     config_file = data_dir / "valkey.conf"
     write_private(config_file, _config(data_dir, port, password))
