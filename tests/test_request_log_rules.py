@@ -67,6 +67,10 @@ def entry(**changes: object) -> RequestEntry:
         ("/x?code_verifier=v&nonce=n", "/x?code_verifier=REDACTED&nonce=REDACTED"),
         ("/consent?request=r", "/consent?request=REDACTED"),
         ("/x?flag&token", "/x?flag&token"),  # no value, nothing to hide
+        # the backend decodes the name: so does the log (it kept `access_t%6Fken=<token>`)
+        ("/x?access_t%6Fken=t&a=1", "/x?access_t%6Fken=REDACTED&a=1"),
+        ("/x?client%5Fsecret=s", "/x?client%5Fsecret=REDACTED"),
+        ("/x?a=1;token=t", "/x?a=1;token=REDACTED"),  # `;` separates pairs for some servers
         ("/x?", "/x?"),
     ],
 )

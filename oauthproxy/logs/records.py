@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 import time
 from dataclasses import dataclass
+from urllib.parse import unquote_plus
 
 REDACTED = "REDACTED"
 
@@ -100,15 +101,23 @@ def begin(client_ip: str, scheme: bytes, host: str, method: bytes, target: bytes
 
 
 def redact_target(target: str) -> str:
-    """The request target with the values of secret-looking query parameters replaced."""
+    """The request target with the values of secret-looking query parameters replaced. A name
+    is judged as the backend reads it, percent-decoded (`access_t%6Fken` is `access_token`),
+    and pairs split on `;` as well as `&` (some servers split there too)."""
     if "?" not in target:
         return target
     path, _mark, query = target.partition("?")
-    parts = []
-    for pair in query.split("&"):
-        name, equals, _value = pair.partition("=")
-        parts.append(f"{name}={REDACTED}" if equals and SECRET_NAMES.search(name) else pair)
-    return f"{path}?{'&'.join(parts)}"
+    return f"{path}?{_SEPARATORS.sub(_redacted_pair, query)}"
+
+
+_SEPARATORS = re.compile(r"[^&;]+")
+"""A query's pairs (what lies between `&` and `;`)."""
+
+
+def _redacted_pair(pair: re.Match[str]) -> str:
+    name, equals, _value = pair[0].partition("=")
+    secret = equals and SECRET_NAMES.search(unquote_plus(name))
+    return f"{name}={REDACTED}" if secret else pair[0]
 
 
 def path_of(target: str) -> str:
