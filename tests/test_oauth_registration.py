@@ -106,6 +106,13 @@ async def test_wrong_basic_credentials_get_a_basic_challenge(flow: FlowClient) -
         ),
         ({"redirect_uris": "not-a-list"}, "invalid_client_metadata"),
         ({"client_name": "no redirect uris"}, "invalid_redirect_uri"),
+        (  # anyone's registration kept 62 KB for 90 days: the whole is bounded (8 KiB)
+            {
+                "redirect_uris": [REDIRECT_URI],
+                "contacts": [f"{n}{'x' * 1980}@example.com" for n in range(10)],
+            },
+            "invalid_client_metadata",
+        ),
     ],
 )
 async def test_invalid_metadata_is_refused(

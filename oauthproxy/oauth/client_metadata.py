@@ -17,6 +17,10 @@ PUBLIC = "none"
 """The token_endpoint_auth_method of a public client (no secret)."""
 AUTH_METHODS = ("client_secret_basic", "client_secret_post", PUBLIC)
 MAX_REDIRECT_URIS = 20
+MAX_METADATA_BYTES = 8192
+"""What one client's metadata may hold, together: anyone may register one, and it is kept for
+OAUTH_CLIENT_LIFETIME (90 days) whether used or not; each field's bound alone let a
+registration keep 62 KB (20 registrations a minute per address: ~1.7 GiB a day)."""
 
 Text = Annotated[str, StringConstraints(max_length=2000)]
 Name = Annotated[str, StringConstraints(max_length=200)]
@@ -58,6 +62,9 @@ def _invalid(description: str) -> OAuthError:
 
 
 def _check(metadata: ClientMetadata) -> None:
+    size = len(metadata.model_dump_json())
+    if size > MAX_METADATA_BYTES:
+        raise _invalid(f"the metadata holds {size} bytes, at most {MAX_METADATA_BYTES}")
     if not metadata.redirect_uris:
         raise OAuthError("invalid_redirect_uri", "redirect_uris must name at least one URI")
     for uri in metadata.redirect_uris:
