@@ -291,3 +291,25 @@ async def test_metadata_that_is_not_json_text_is_refused(world: World, value: st
     await refused_and_unchanged(
         world, response, 422, "validation_error", "resource_custom_metadata"
     )
+
+
+async def test_an_owner_cannot_accept_another_owners_tokens(world: World) -> None:
+    """`auth_allowed_audiences` was free text: Alice listed Bob's origin, a token Bob's users
+    got for Bob's proxy then passed Alice's, and its Authorization header reached Alice's
+    backend, which could use it at Bob's. An extra audience may not name another owner's proxy
+    or the gateway's own hostnames; her own resources and other URIs are hers to name."""
+    path = f"{TARGETS}alice.example.com/auth"
+    for audience in (
+        "http://bob.example.com",
+        "https://bob.example.com/mcp",
+        "bob-secret.example.com",
+    ):
+        body = {"auth_required_users": ["*"], "auth_allowed_audiences": [audience]}
+        refused = await world.alice.post(path, json=body)
+        await refused_and_unchanged(world, refused, 403, "forbidden", "auth_allowed_audiences")
+    issuer = {"auth_allowed_audiences": ["https://auth.localhost"]}  # OAUTH_ISSUER's host
+    refused = await world.alice.post(path, json=issuer)
+    assert (refused.status_code, refused.json()["field"]) == (403, "auth_allowed_audiences")
+    mine = ["https://alice.example.com/v2", "urn:alice:tools"]
+    accepted = await world.alice.post(path, json={"auth_allowed_audiences": mine})
+    assert accepted.status_code == 200, accepted.text

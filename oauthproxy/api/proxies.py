@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from typing import Any
+from urllib.parse import urlsplit
 
 from quart import Blueprint
 from quart_schema import document_response, validate_querystring, validate_request
@@ -48,6 +49,7 @@ from oauthproxy.models.proxies import (
     section,
 )
 from oauthproxy.storage import cascades
+from oauthproxy.tenancy.caller import forbidden
 from oauthproxy.tenancy.headers import check_request_headers, check_response_headers
 from oauthproxy.tenancy.quotas import Quota
 from oauthproxy.tenancy.records import (
@@ -211,7 +213,31 @@ async def get_auth(hostname: str) -> Json:
 async def configure_auth(hostname: str, data: ProxyAuthConfig) -> Json:
     """Enable auth on the proxy and set the auth fields given."""
     changes = {"auth_enabled": True, **data.model_dump(exclude_unset=True)}
+    await _check_audiences(data.auth_allowed_audiences or [])
     return await _rewrite(hostname, _merging(changes), AUTH_FIELDS)
+
+
+async def _check_audiences(audiences: list[str]) -> None:
+    """Refuse (403) an owner token's extra audience that names another owner's proxy or the
+    gateway's own hostnames: tokens issued for that resource would pass this proxy, and their
+    Authorization header reach this owner's backend (a token it could then use there)."""
+    who = caller()
+    if who.is_admin:
+        return
+    reserved = reserved_hostnames()
+    for audience in audiences:
+        host = (urlsplit(audience).hostname or audience).lower().rstrip(".")
+        if host in reserved:
+            raise forbidden(
+                f"auth_allowed_audiences: {audience} is the gateway's own",
+                field="auth_allowed_audiences",
+            )
+        target = await storage().proxies.get(host)
+        if target is not None and not who.owns(target.owner_token_hash):
+            raise forbidden(
+                f"auth_allowed_audiences: {audience} is another owner's resource",
+                field="auth_allowed_audiences",
+            )
 
 
 @proxies.delete("/<hostname>/auth")
