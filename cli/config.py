@@ -9,10 +9,12 @@
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import platformdirs
 import yaml
@@ -74,13 +76,26 @@ def resolve_config(
     token = _first(
         options.token, env.get("TOKEN"), env.get("ADMIN_TOKEN"), file_values.get("token")
     )
-    api_url = _first(options.base_url, env.get("API_URL"), file_values.get("api_url"))
-    output_format = options.format or _checked_format(file_values.get("format") or "table")
-    return ClientConfig(
-        api_url=_checked_url(api_url or DEFAULT_API_URL),
-        token=token or admin_token,
-        format=output_format,
+    api_url = _checked_url(
+        _first(options.base_url, env.get("API_URL"), file_values.get("api_url")) or DEFAULT_API_URL
     )
+    output_format = options.format or _checked_format(file_values.get("format") or "table")
+    if not _on_this_machine(api_url):
+        admin_token = None  # this machine's admin token is for this machine's gateway only
+    return ClientConfig(api_url=api_url, token=token or admin_token, format=output_format)
+
+
+def _on_this_machine(api_url: str) -> bool:
+    """Whether the API is this machine's (a loopback address, or `localhost`): only then is the
+    admin-token file of a gateway on this machine a token for it. (It went to any base URL: a
+    `--base-url` of someone else's server received this gateway's admin token.)"""
+    host = (urlsplit(api_url).hostname or "").rstrip(".")
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def config_file_path(env: Mapping[str, str]) -> Path:

@@ -373,6 +373,29 @@ ENV = {"API_URL": "http://env:9000", "TOKEN": "from-token", "ADMIN_TOKEN": "from
             ClientConfig("http://localhost:9000", "from-admin-file", OutputFormat.TABLE),
         ),
         (Options(), {}, {}, None, ClientConfig("http://localhost:9000", None, OutputFormat.TABLE)),
+        # this machine's admin-token file goes to this machine's gateway only: it went to any
+        # base URL, and someone else's server received this gateway's admin token
+        (
+            Options(base_url="http://gateway.example.com:9000"),
+            {},
+            {},
+            "from-admin-file",
+            ClientConfig("http://gateway.example.com:9000", None, OutputFormat.TABLE),
+        ),
+        (
+            Options(),
+            {"API_URL": "http://127.0.0.2:9000"},
+            {},
+            "from-admin-file",
+            ClientConfig("http://127.0.0.2:9000", "from-admin-file", OutputFormat.TABLE),
+        ),
+        (
+            Options(base_url="http://[::1]:9000"),
+            {},
+            {},
+            "from-admin-file",
+            ClientConfig("http://[::1]:9000", "from-admin-file", OutputFormat.TABLE),
+        ),
     ],
 )
 def test_config_resolution_order(
