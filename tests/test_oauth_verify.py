@@ -182,3 +182,21 @@ def test_keys_are_chosen_by_kid() -> None:
     assert both.verify(token(key=OTHER_KEY, kid=other_kid), now=NOW).jti == "abc123"
     with pytest.raises(InvalidToken, match="bad signature"):
         both.verify(token(key=OTHER_KEY, kid=KID), now=NOW)
+
+
+def test_a_retired_keys_tokens_pass_only_until_its_deadline() -> None:
+    """A key retired by a rotation is trusted until its deadline, whatever `exp` its tokens
+    carry (whoever has the key can write any), and a token remembered before the deadline
+    stops passing at it."""
+    other_kid = key_id(OTHER_KEY.public_key())
+    keys = {KID: KEY.public_key(), other_kid: OTHER_KEY.public_key()}
+    deadline = NOW + 60
+    check = TokenVerifier(ISSUER, keys, {other_kid: deadline})
+    late = token(claims(exp=int(NOW) + 86_400), key=OTHER_KEY, kid=other_kid)
+    assert check.verify(late, now=NOW).jti == "abc123"
+    with pytest.raises(InvalidToken, match="expired"):
+        check.verify(late, now=deadline + LEEWAY_SECONDS)  # remembered, and past the deadline
+    fresh = TokenVerifier(ISSUER, keys, {other_kid: deadline})
+    with pytest.raises(InvalidToken, match="expired"):
+        fresh.verify(late, now=deadline + LEEWAY_SECONDS)
+    assert fresh.verify(token(), now=deadline + LEEWAY_SECONDS).jti == "abc123"  # the new key

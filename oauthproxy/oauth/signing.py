@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import base64
 import binascii
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import trio
@@ -67,6 +68,8 @@ class SigningKey:
 class KeySet:
     signing: SigningKey
     public_keys: dict[str, RSAPublicKey]
+    deadlines: dict[str, float] = field(default_factory=dict)
+    """Keys trusted only until then (epoch seconds): a retired key, for the tokens it signed."""
 
     def jwks(self) -> dict[str, Any]:
         return {"keys": [public_jwk(kid, key) for kid, key in sorted(self.public_keys.items())]}
@@ -104,13 +107,24 @@ async def shared_key(storage: Storage) -> SigningKey:
 
 
 async def load_keys(storage: Storage, settings: Settings) -> KeySet:
+    """The key to sign with and the keys to trust. With OAUTH_JWT_PRIVATE_KEY_B64 set over a
+    generated key, the generated one is trusted for one access-token lifetime after the switch
+    (the tokens it signed run out), then never again: it was trusted for ever, so whoever had
+    it (a backup, a leaked Redis) could go on minting tokens after the rotation meant to end
+    that."""
     configured = configured_key(settings)
     if configured is None:
         signing = await shared_key(storage)
         return KeySet(signing, {signing.kid: signing.public_key})
     stored = await storage.oauth.signing_key()
     public = {configured.kid: configured.public_key}
+    deadlines: dict[str, float] = {}
     if stored is not None:
         previous = SigningKey.from_pem(stored.encode(), source="the stored signing key")
-        public.setdefault(previous.kid, previous.public_key)
-    return KeySet(configured, public)
+        now = time.time()
+        retired = await storage.oauth.signing_key_retired(now)
+        deadline = retired + settings.oauth_access_token_lifetime
+        if previous.kid != configured.kid and now < deadline:
+            public[previous.kid] = previous.public_key
+            deadlines[previous.kid] = deadline
+    return KeySet(configured, public, deadlines)

@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 from collections import OrderedDict
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
@@ -71,14 +71,23 @@ class InvalidToken(Exception):
 class _Verified:
     claims: Claims
     not_before: float
+    usable_until: float
+    """Its `exp`, or its key's deadline when that comes first."""
 
 
 class TokenVerifier:
     """Verifies tokens of one issuer against its public keys (`kid` → key)."""
 
-    def __init__(self, issuer: str, keys: Mapping[str, RSAPublicKey]) -> None:
+    def __init__(
+        self,
+        issuer: str,
+        keys: Mapping[str, RSAPublicKey],
+        deadlines: Mapping[str, float] | None = None,
+    ) -> None:
         self.issuer = issuer
         self._keys = {kid: jwk(key) for kid, key in keys.items()}
+        self._deadlines = dict(deadlines or {})
+        """Keys (a retired one) whose tokens pass only until then, whatever their `exp`."""
         self._verified: OrderedDict[str, _Verified] = OrderedDict()
 
     @property
@@ -91,7 +100,7 @@ class TokenVerifier:
             verified = self._check(token, now)
             self._remember(token, verified)
             return verified.claims
-        if now - LEEWAY_SECONDS >= verified.claims.expires_at:
+        if now - LEEWAY_SECONDS >= verified.usable_until:
             del self._verified[token]
             raise InvalidToken("expired")
         if now + LEEWAY_SECONDS < verified.not_before:
@@ -108,7 +117,7 @@ class TokenVerifier:
         if len(token) > MAX_TOKEN_LENGTH or token.count(".") != 2:
             raise InvalidToken("malformed")
         try:
-            payload = jwt.decode(token, self._key_for, registry=REGISTRY).claims
+            decoded = jwt.decode(token, self._key_for, registry=REGISTRY)
         except UnsupportedAlgorithmError:
             raise InvalidToken("unsupported algorithm") from None
         except (UnsupportedHeaderError, MissingCritHeaderError):
@@ -117,6 +126,10 @@ class TokenVerifier:
             raise InvalidToken("bad signature") from None
         except (JoseError, ValueError, TypeError):
             raise InvalidToken("malformed") from None
+        payload = decoded.claims
+        deadline = self._deadlines.get(str(decoded.header.get("kid")))
+        if deadline is not None and now - LEEWAY_SECONDS >= deadline:
+            raise InvalidToken("expired")  # signed with a key retired since
         registry = JWTClaimsRegistry(
             now=int(now),
             leeway=LEEWAY_SECONDS,
@@ -132,7 +145,10 @@ class TokenVerifier:
             raise InvalidToken("expired") from None
         except ClaimError as error:
             raise InvalidToken(_claim_problem(error.claim, payload)) from None
-        return _claims(payload)
+        verified = _claims(payload)
+        if deadline is not None and deadline < verified.usable_until:
+            return replace(verified, usable_until=deadline)
+        return verified
 
     def _key_for(self, token: GuestProtocol) -> RSAKey:
         header = token.headers()
@@ -201,7 +217,7 @@ def _claims(payload: dict[str, Any]) -> _Verified:
         jti=payload["jti"],
         expires_at=_seconds(payload, "exp"),
     )
-    return _Verified(claims, max(issued_at, not_before))
+    return _Verified(claims, max(issued_at, not_before), claims.expires_at)
 
 
 def _seconds(payload: dict[str, Any], name: str) -> float:
@@ -218,4 +234,4 @@ async def load_verifier(storage: Storage, settings: Settings) -> TokenVerifier:
     Creates the shared signing key in Redis when none exists yet, so that the data plane and the
     authorization server of every replica agree on it."""
     keys = await load_keys(storage, settings)
-    return TokenVerifier(settings.oauth_issuer_url, keys.public_keys)
+    return TokenVerifier(settings.oauth_issuer_url, keys.public_keys, keys.deadlines)

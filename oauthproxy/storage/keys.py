@@ -130,6 +130,7 @@ def oauth_user_tokens(user: str) -> str:
 
 
 OAUTH_SIGNING_KEY = "oauth:signing_key"
+OAUTH_SIGNING_KEY_RETIRED = "oauth:signing_key:retired"
 """The generated RS256 key every replica signs with when OAUTH_JWT_PRIVATE_KEY_B64 is unset."""
 
 OAUTH_REVOCATIONS = "oauth:revocations"

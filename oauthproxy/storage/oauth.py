@@ -8,6 +8,7 @@
     oauth:code:{sha256}                an authorization code (single use)
     oauth:code_used:{sha256}           a redeemed code → the session it started (replay revokes)
     oauth:signing_key                  the generated RS256 key shared by every replica
+    oauth:signing_key:retired          when a configured key replaced it (epoch seconds)
     oauth:register_rate:{ip}           registrations from one client IP in the current window
     oauth:anonymous_rate:{ip}          anonymous requests that store something, from one client IP
 
@@ -132,6 +133,13 @@ class OAuthStore(SessionStore):
     async def signing_key(self) -> str | None:
         """The generated private key (PEM), if one was made."""
         return await self._redis.get(keys.OAUTH_SIGNING_KEY)
+
+    async def signing_key_retired(self, now: float) -> float:
+        """When a configured key first replaced the generated one (`now` if that is now): the
+        generated key is trusted for one access-token lifetime more, then never again."""
+        await self._redis.set(keys.OAUTH_SIGNING_KEY_RETIRED, repr(now), condition=PureToken.NX)
+        stored = await self._redis.get(keys.OAUTH_SIGNING_KEY_RETIRED)
+        return float(stored) if stored is not None else now
 
     async def offer_signing_key(self, pem: str) -> str:
         """Store `pem` unless a replica stored one first; the key everyone uses from now on."""
