@@ -263,3 +263,22 @@ async def test_help_lists_commands_and_global_options(cli: Cli) -> None:
     for command in ("list", "show", "get", "info", "create", "generate", "delete", "email"):
         assert command in group
     assert "--email" in await cli.ok("token", "generate", "--help")
+
+
+async def test_a_recipes_token_reaches_the_cli_in_its_environment_only(cli: Cli) -> None:
+    """A recipe's `token` argument went on as `proxy-client --token <secret>`: any local user
+    read it with `ps` for as long as the command ran (`logs-follow`: for hours). It reaches the
+    CLI as TOKEN in its environment, which other users cannot read, and still authenticates."""
+    justfile = (WRAPPER.parents[1] / "justfile").read_text()
+    assert "--token" not in justfile
+    owner = (await cli.json("token", "generate", "owner"))["token"]
+    recipe = await trio.run_process(
+        [str(WRAPPER), "token-list", owner],
+        env=dict(cli.env),
+        capture_stdout=True,
+        capture_stderr=True,
+        check=False,
+    )
+    assert recipe.returncode == 0, recipe.stderr
+    listed = recipe.stdout.decode()
+    assert "owner" in listed and "Summary: 1 token" in listed  # the owner's own view

@@ -18,9 +18,10 @@ WRAPPER = Path(__file__).resolve().parents[1] / "scripts" / "just"
 @pytest.mark.parametrize(
     ("recipe", "expected"),
     [
+        # the token goes in the environment, never on the command line (`ps` shows those)
         (["service-create", "app", "nginx:1", "", "80", "256m", "0.5", "true", "tok"],
-         "--token 'tok' service create 'app' 'nginx:1'  --port '80' --memory '256m' --cpu '0.5' "
-         "--auto-proxy"),
+         'TOKEN="${token:-${TOKEN-}}" proxy-client service create \'app\' \'nginx:1\'  '
+         "--port '80' --memory '256m' --cpu '0.5' --auto-proxy"),
         (["service-create", "built", "", "./app.Dockerfile"],
          "service create 'built'  --dockerfile './app.Dockerfile'"),
         (["service-create-exposed", "api", "img:1", "8080", "0.0.0.0"],
