@@ -7,7 +7,6 @@
 # line with uv.lock (scripts/sync-env, a no-op when nothing changed).
 
 set dotenv-load
-set positional-arguments
 set no-exit-message  # a failing recipe's own message is its one error line
 
 export PATH := justfile_directory() + "/.venv/bin:" + justfile_directory() + "/.tools/bin:" + env("PATH")
@@ -34,6 +33,7 @@ run: _venv
 
 # Print the web dashboard's URL (API_URL + /dashboard/); `just dashboard open` opens it in a browser
 [group('gateway')]
+[positional-arguments]
 dashboard action="":
     #!/usr/bin/env sh
     set -eu
@@ -58,6 +58,7 @@ redis-accept $token="": _venv
 
 # Redis CLI on the gateway's Redis (REDIS_URL, or the running embedded one)
 [group('gateway')]
+[positional-arguments]
 redis-cli *args: _venv
     @oauthproxy redis-cli "$@"
 
@@ -235,6 +236,7 @@ parallel := "-n 4 --dist loadgroup"
 
 # Install what the tests need (scripts/test-deps), lint, type-check, then pytest in 4 processes (slow tests excluded); with FILES, only pytest on those files, in one process
 [group('development')]
+[positional-arguments]
 test *files: _venv
     #!/bin/sh
     set -eu
@@ -282,6 +284,7 @@ _venv:
 
 # Benchmark the data plane (direct, gateway, nginx; HTTPS and TLS handshakes; auth; streaming; create→200; 1,000 hosts; proxy-bound beside nginx, haproxy, Caddy; HTTP/2; WORKERS). Options: --quick, --duration S, --connections N, --rounds N, --only-logging, --only-proxy-bound
 [group('benchmarks')]
+[positional-arguments]
 bench *args: _venv
     #!/bin/sh
     set -eu
@@ -307,6 +310,7 @@ bench-page results="benchmarks/results.json": _venv
 
 # Instructions per new TLS connection (handshake + GET / + close) under callgrind, load-independent: this checkout's gateway, then each OTHER checkout's (with its .venv), and nginx with --nginx; split by library. Options: --connections N, --rounds N, --clients K
 [group('benchmarks')]
+[positional-arguments]
 bench-instructions *args: _venv
     #!/bin/sh
     set -eu
@@ -320,6 +324,7 @@ bench-instructions *args: _venv
 
 # Python bytecodes per new TLS connection (handshake + GET / + close), by function and by package (oauthproxy, trio, the standard library): the gateway under an opcode tracer, exact counts. Options: --connections N, --clients K, --top T
 [group('benchmarks')]
+[positional-arguments]
 bench-opcodes *args: _venv
     #!/bin/sh
     set -eu
@@ -331,6 +336,7 @@ bench-opcodes *args: _venv
 
 # Replay bench-like request-log batches into a valkey of its own: Redis CPU µs/entry (from /proc), the gateway's encoding CPU, memory per million entries. Options: --batches N, --size N
 [group('benchmarks')]
+[positional-arguments]
 bench-log-replay *args: _venv
     python benchmarks/log_replay.py "$@"
 

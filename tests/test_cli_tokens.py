@@ -271,6 +271,9 @@ async def test_a_recipes_token_reaches_the_cli_in_its_environment_only(cli: Cli)
     CLI as TOKEN in its environment, which other users cannot read, and still authenticates."""
     justfile = (WRAPPER.parents[1] / "justfile").read_text()
     assert "--token" not in justfile
+    # nor as the shell's positional arguments (`sh -cu <line> <recipe> <arguments...>`), which
+    # only the recipes that read "$@" or "$1" get
+    assert "set positional-arguments" not in justfile
     owner = (await cli.json("token", "generate", "owner"))["token"]
     recipe = await trio.run_process(
         [str(WRAPPER), "token-list", owner],
