@@ -6,6 +6,7 @@ import logging
 
 import httpx
 import pytest
+import trio
 
 from oauthproxy.serve import Ready
 from oauthproxy.storage import Storage
@@ -240,3 +241,41 @@ async def test_admin_token_comes_from_the_environment(
         info = (await admin.get(f"{TOKENS}info")).json()
     assert info["name"] == "admin" and info["is_admin"] is True
     assert (await storage.tokens.authenticate(chosen)) is not None
+
+
+async def test_an_email_update_cannot_undo_a_github_login_removal(
+    api: httpx.AsyncClient, gateway: Ready
+) -> None:
+    """An owner's `PUT /tokens/email` read the record and wrote it back whole: the admin's
+    `PUT /tokens/{name}/github-users` landing in between was undone, and a GitHub login the
+    admin had taken off the token (a colleague who left) could sign in as it again."""
+    created = await api.post(
+        "/api/v1/tokens/generate", json={"name": "racer", "github_users": ["leaver"]}
+    )
+    assert created.status_code == 201, created.text
+    owner_headers = {"Authorization": f"Bearer {created.json()['token']}"}
+    async with httpx.AsyncClient(base_url=gateway.api_url, headers=owner_headers) as owner:
+        for _ in range(15):
+            started, stop = trio.Event(), trio.Event()
+
+            async def update_email(started: trio.Event = started, stop: trio.Event = stop) -> None:
+                while not stop.is_set():
+                    body = {"cert_email": "me@example.com"}
+                    answer = await owner.put("/api/v1/tokens/email", json=body)
+                    assert answer.status_code == 200, answer.text
+                    started.set()
+
+            async with trio.open_nursery() as updates:
+                for _ in range(8):
+                    updates.start_soon(update_email)
+                await started.wait()
+                removed = await api.put(
+                    "/api/v1/tokens/racer/github-users", json={"github_users": []}
+                )
+                assert removed.status_code == 200, removed.text
+                stop.set()
+            assert (await api.get("/api/v1/tokens/racer")).json()["github_users"] == []
+            back = await api.put(
+                "/api/v1/tokens/racer/github-users", json={"github_users": ["leaver"]}
+            )
+            assert back.status_code == 200, back.text

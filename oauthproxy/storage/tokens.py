@@ -7,13 +7,19 @@ import hmac
 import json
 import secrets
 
-from coredis import PureToken
-
 from oauthproxy.errors import Conflict
 from oauthproxy.models.common import utcnow
 from oauthproxy.models.tokens import Token
 from oauthproxy.storage import keys
-from oauthproxy.storage.base import JsonRepository, Redis, dump, translate_errors
+from oauthproxy.storage.base import (
+    JsonRepository,
+    Pipeline,
+    Redis,
+    atomically,
+    dump,
+    load,
+    translate_errors,
+)
 
 TOKEN_PREFIX = "acm_"  # noqa: S105 - a prefix, not a secret
 
@@ -220,9 +226,17 @@ class TokenRepository(JsonRepository[Token]):
         return token if token is not None and token.hash == token_hash else None
 
     async def update_email(self, name: str, cert_email: str) -> Token | None:
-        token = await self.get(name)
-        if token is None:
-            return None
-        updated = token.model_copy(update={"cert_email": cert_email})
-        stored = await self._redis.set(keys.token(name), dump(updated), condition=PureToken.XX)
-        return updated if stored else None
+        """Set the token's certificate email (None when there is no such token), on the record
+        as it is when the write lands: a read-then-SET undid a change made in between (the
+        admin taking a GitHub login off the token)."""
+        key = keys.token(name)
+
+        async def write(pipe: Pipeline) -> Token | None:
+            token = load(Token, await self._redis.get(key))
+            if token is None:
+                return None
+            updated = token.model_copy(update={"cert_email": cert_email})
+            pipe.set(key, dump(updated))
+            return updated
+
+        return await atomically(self._redis, [key], write)
