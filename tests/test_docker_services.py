@@ -220,6 +220,33 @@ async def test_an_owners_service_is_not_named_like_another_host(
         assert (await mallory.get(SERVICES)).json() == []
 
 
+async def test_a_service_named_like_an_id_prefix_never_reaches_that_container(
+    admin: httpx.AsyncClient, docker_gateway: Ready, docker_engine: Engine
+) -> None:
+    """The engine reads a bare reference as a full ID, else a name, else an ID prefix: Mallory's
+    service named like the start of Alice's container's ID, with an image that cannot be
+    pulled, failed to create, and undoing it force-removed Alice's container (any owner could
+    remove every other owner's, a prefix at a time). Every action finds the service's own
+    container by its exact name and our labels."""
+    async with (
+        as_new_token(admin, docker_gateway, "alice") as alice,
+        as_new_token(admin, docker_gateway, "mallory") as mallory,
+    ):
+        alice.timeout = mallory.timeout = httpx.Timeout(90)
+        victim = {"service_name": "victim", "image": IMAGE, "command": ["sleep", "300"]}
+        assert (await alice.post(SERVICES, json=victim)).status_code == 201
+        full_id = docker_engine.docker("inspect", "--format", "{{.Id}}", "victim")
+        prefix = full_id[:12]  # no container has this name: the engine took it as an ID prefix
+        attempt = {"service_name": prefix, "image": "127.0.0.1:1/nothing:1"}
+        failed = await mallory.post(SERVICES, json=attempt)
+        assert failed.status_code >= 400, failed.text
+        assert container_status(docker_engine, "victim") == "running"
+        for action in ("stop", "restart", "start"):
+            assert (await mallory.post(f"{SERVICES}{prefix}/{action}")).status_code == 404
+        assert container_status(docker_engine, "victim") == "running"
+        assert (await alice.delete(f"{SERVICES}victim")).status_code == 200
+
+
 async def test_a_service_named_like_a_container_not_ours_leaves_that_container_alone(
     admin: httpx.AsyncClient, docker_gateway: Ready, docker_engine: Engine
 ) -> None:
@@ -363,7 +390,8 @@ async def test_a_container_removed_right_after_its_inspect_reads_as_inspected(
     after its inspect, and that re-inspect on the loop met the removed container as a raw
     NoSuchContainer. The Docker events follower died of it (and the gateway, cutting an admin
     request off: 'Server disconnected') when a republish replaced a container under load."""
-    docker_engine.docker("run", "-d", "--name", "vanishing", IMAGE, "sleep", "600")
+    labels = ("--label", "oauthproxy.managed=true", "--label", "oauthproxy.service=vanishing")
+    docker_engine.docker("run", "-d", "--name", "vanishing", *labels, IMAGE, "sleep", "600")
     engine = DockerEngine(docker_engine.host, "")
     read: list[ContainerState] = []
 

@@ -217,33 +217,50 @@ class DockerEngine:
             ) from None
         return str(container.id)
 
+    def _ours(self, name: str) -> str:
+        """The full ID of the gateway's container of the service `name` (`NotFound` when there
+        is none): the one of exactly that name carrying our labels for it. Every action on a
+        service's container goes through it, never through a bare name: the engine reads a
+        bare reference as a full ID, else a name, else an ID prefix, so a service named `f6c2`
+        acted on whatever container's ID starts so, and one named like an unmanaged container
+        (the gateway's Redis) on that one, whenever the service's own container was missing."""
+        found = self._client.container.list(
+            all=True,
+            filters=[
+                ("name", f"^/{name}$"),
+                ("label", MANAGED_LABEL),
+                ("label", f"{SERVICE_LABEL}={name}"),
+            ],
+        )
+        if not found:
+            raise NotFound("container", "of this service")
+        return str(found[0].id)
+
     async def start(self, name: str) -> None:
-        await self._run(self._client.container.start, name)
+        await self._run(lambda: self._client.container.start(self._ours(name)))
 
     async def stop(self, name: str) -> None:
-        await self._run(self._client.container.stop, name)
+        await self._run(lambda: self._client.container.stop(self._ours(name)))
 
     async def restart(self, name: str) -> None:
-        await self._run(self._client.container.restart, name)
+        await self._run(lambda: self._client.container.restart(self._ours(name)))
 
     async def remove(self, name: str) -> None:
         """Remove our container of that name (stopping it first); nothing when there is none,
-        or when the container of that name is not ours (no `MANAGED_LABEL`): the gateway never
-        removes a container it did not create. (A service named like a container already on
-        the engine fails to create, and undoing it removed that container: any owner could
-        remove the gateway's Redis, or anything else on the host.)"""
+        or when no container of that name is ours (`_ours`): the gateway never removes a
+        container it did not create. (A service named like a container already on the engine
+        fails to create, and undoing it removed that container: any owner could remove the
+        gateway's Redis, or anything else on the host.)"""
         try:
-            await self._run(self._remove_managed, name)
+            await self._run(lambda: self._client.container.remove(self._ours(name), force=True))
         except NotFound:
             return
 
-    def _remove_managed(self, name: str) -> None:
-        if MANAGED_LABEL in _state(self._client.container.inspect(name)).labels:
-            self._client.container.remove(name, force=True)
-
     async def update(self, name: str, *, memory: str | None, cpus: float | None) -> None:
         """Change a container's limits in place (no restart)."""
-        await self._run(self._client.container.update, name, memory=memory, cpus=cpus)
+        await self._run(
+            lambda: self._client.container.update(self._ours(name), memory=memory, cpus=cpus)
+        )
 
     async def state(self, name: str) -> ContainerState:
         """The container's state as one inspect in the worker thread read it; `NotFound` when
@@ -251,7 +268,7 @@ class DockerEngine:
         return await self._run(self._state_of, name)
 
     def _state_of(self, name: str) -> ContainerState:
-        return _state(self._client.container.inspect(name))
+        return _state(self._client.container.inspect(self._ours(name)))
 
     async def managed(self) -> list[ContainerState]:
         """Every container carrying our label, running or not (one removed between the listing
@@ -273,12 +290,14 @@ class DockerEngine:
     ) -> list[str]:
         """The container's output: the last `lines` lines, or all since `since`."""
         text = await self._run(
-            self._client.container.logs, name, tail=lines, timestamps=timestamps, since=since
+            lambda: self._client.container.logs(
+                self._ours(name), tail=lines, timestamps=timestamps, since=since
+            )
         )
         return str(text).splitlines()
 
     async def stats(self, name: str) -> ContainerStats:
-        found = await self._run(self._client.container.stats, name)
+        found = await self._run(lambda: self._client.container.stats(self._ours(name)))
         if not found:
             raise NotFound("container", name)
         s = found[0]
