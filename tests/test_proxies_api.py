@@ -20,6 +20,7 @@ from oauthproxy.models.proxies import ProxyTarget
 from oauthproxy.serve import Ready
 from oauthproxy.storage import Storage, keys
 from oauthproxy.storage.events import parse_event
+from tests.eventually import eventually
 
 TARGETS = "/api/v1/proxy/targets/"
 HOST = "api.example.com"
@@ -578,3 +579,33 @@ async def test_an_auth_label_cannot_carry_a_line_break_or_a_quote(api: httpx.Asy
         assert_error(answer, 422, f"{field}.0")
     fine = {"auth_allowed_scopes": ["mcp:read"], "auth_required_groups": ["org/team"]}
     assert (await api.post(f"{TARGETS}{HOST}/auth", json=fine)).status_code in (200, 201)
+
+
+async def test_proxies_never_served_leave_nothing_pending(
+    api: httpx.AsyncClient, gateway: Ready, storage: Storage
+) -> None:
+    """`workflow:pending` took every hostname an event named and gave one back only when
+    something started, changed or stopped for it: an owner making and deleting proxies that are
+    never served (HTTP and HTTPS off) grew the set without bound. A batch's hostnames leave it
+    once the batch is handled."""
+    async with as_new_token(api, gateway, "churner") as owner:
+        churned = [f"churn-{n}.example.com" for n in range(10)]
+        for hostname in churned:
+            body = {"hostname": hostname, "target_url": "http://127.0.0.1:3000"}
+            off = {"enable_http": False, "enable_https": False}
+            assert (await owner.post(TARGETS, json={**body, **off})).status_code == 201
+            assert (await owner.delete(f"{TARGETS}{hostname}")).status_code == 200
+        # a later proxy that is served: once it runs, every earlier batch was handled
+        sentinel = {"hostname": "sentinel.example.com", "target_url": "http://127.0.0.1:3000"}
+        assert (
+            await owner.post(TARGETS, json={**sentinel, "enable_https": False})
+        ).status_code == 201
+
+        async def handled() -> bool:
+            state = await storage.redis.hgetall(keys.workflow_state("sentinel.example.com"))
+            pending = await storage.redis.sismember(keys.WORKFLOW_PENDING, "sentinel.example.com")
+            return bool(state) and not pending
+
+        await eventually(handled, what="the sentinel served and settled")
+    left = await storage.redis.smembers(keys.WORKFLOW_PENDING)
+    assert not set(churned) & set(left), left

@@ -95,6 +95,13 @@ class WorkflowConsumer:
         if hostnames:
             await self._redis.sadd(keys.WORKFLOW_PENDING, list(hostnames))
 
+    async def settled(self, hostnames: set[str]) -> None:
+        """A batch's hostnames are handled, whether or not anything started, changed or stopped
+        for them (`record` takes only those that did): one that needed nothing stayed pending for
+        ever, and an owner making and deleting proxies grew the set without bound."""
+        if hostnames:
+            await self._redis.srem(keys.WORKFLOW_PENDING, list(hostnames))
+
     async def record(self, states: Mapping[str, str | None]) -> None:
         """What this replica now runs for each hostname (None: nothing any more), and that the
         hostname is no longer pending."""

@@ -193,6 +193,7 @@ class Reconciler:
         if routes or services or (hostnames and self._routes_name_hostnames()):
             await self._refresh_all()
         await self._apply(decide(self._desired, self._running, hostnames))
+        await self._consumer.settled(hostnames)
         if hostnames:
             await self.sync_gateway_client()
 
