@@ -77,6 +77,14 @@ def test_a_source_token_is_kept_only_as_its_hash() -> None:
         (OWNER, {"image": "x", "service_name": "LocalHost"}, 403, "service_name"),
         (OWNER, {"image": "x", "service_name": "gateway-host"}, 403, "service_name"),
         (OWNER, {"image": "x", "service_name": "web-2"}, None, None),
+        # the engine speaks plain HTTP to a loopback registry, on a path the owner chooses
+        (OWNER, {"image": "127.0.0.1:1/probe:1"}, 403, "image"),
+        (OWNER, {"image": "localhost:5000/x"}, 403, "image"),
+        (OWNER, {"image": "[::1]:5000/x"}, 403, "image"),
+        (OWNER, {"image": "10.0.0.5/team/app"}, 403, "image"),
+        (OWNER, {"image": "ghcr.io/team/app:1"}, None, None),
+        (OWNER, {"image": "team/app:1"}, None, None),
+        (ADMIN, {"image": "127.0.0.1:5000/app:1"}, None, None),
         (ADMIN, {"image": "x", "service_name": "127.0.0.1"}, None, None),
     ],
 )

@@ -237,7 +237,7 @@ async def test_a_service_named_like_an_id_prefix_never_reaches_that_container(
         assert (await alice.post(SERVICES, json=victim)).status_code == 201
         full_id = docker_engine.docker("inspect", "--format", "{{.Id}}", "victim")
         prefix = full_id[:12]  # no container has this name: the engine took it as an ID prefix
-        attempt = {"service_name": prefix, "image": "127.0.0.1:1/nothing:1"}
+        attempt = {"service_name": prefix, "image": IMAGE, "memory_limit": "4m"}  # (under 6 MB)
         failed = await mallory.post(SERVICES, json=attempt)
         assert failed.status_code >= 400, failed.text
         assert container_status(docker_engine, "victim") == "running"

@@ -15,6 +15,7 @@ A container runs on the gateway's host, so some choices are the admin's alone:
 
 from __future__ import annotations
 
+import ipaddress
 import re
 import socket
 from collections.abc import Collection
@@ -44,8 +45,33 @@ def _repository(image: str) -> str:
     return name.lower()
 
 
+def _registry_host(image: str) -> str | None:
+    """The registry an image reference names (`127.0.0.1:5000/x:1` → `127.0.0.1`), lower-case
+    and without its port; None for the default registry. As the engine reads it: the first
+    component when it holds a `.` or a `:`, or is `localhost`."""
+    first, slash, _rest = image.partition("/")
+    if not slash or not ("." in first or ":" in first or first.lower() == "localhost"):
+        return None
+    if first.startswith("["):  # [::1]:5000
+        return first[1 : first.find("]")].lower()
+    return first.rpartition(":")[0].lower() if ":" in first else first.lower()
+
+
+def _local_registry(host: str) -> bool:
+    """Whether pulling from `host` reaches this machine or a private network: the engine
+    treats a loopback registry as insecure and speaks plain HTTP to it, on a path the owner
+    chooses (blind requests to services no owner target may reach)."""
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return not ipaddress.ip_address(host).is_global
+    except ValueError:
+        return False
+
+
 def check_image(caller: Caller, image: str | None) -> None:
-    """An owner's image: not one the gateway built, nor any given by its ID (403)."""
+    """An owner's image: not one the gateway built, nor any given by its ID, nor one from a
+    registry on this machine or a private address (403)."""
     if caller.is_admin or image is None:
         return
     repository = _repository(image)
@@ -54,6 +80,13 @@ def check_image(caller: Caller, image: str | None) -> None:
         raise forbidden(
             "images the gateway built (oauthproxy-*) and images given by ID are the admin's: "
             "name an image from a registry",
+            field="image",
+        )
+    host = _registry_host(image)
+    if host is not None and _local_registry(host):
+        raise forbidden(
+            f"image: the registry {host} is on this machine or a private network: only the "
+            "admin token may pull from it",
             field="image",
         )
 
