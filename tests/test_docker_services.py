@@ -119,6 +119,7 @@ async def test_service_from_an_image_proxied_logged_measured_stopped_deleted(
     inspected = json.loads(docker_engine.docker("inspect", "web"))[0]
     assert inspected["HostConfig"]["Memory"] == 64 * 1024 * 1024
     assert inspected["HostConfig"]["NanoCpus"] == 500_000_000
+    assert inspected["HostConfig"]["PidsLimit"] == 4096  # no fork bomb takes the host's pids
     labels = inspected["Config"]["Labels"]
     assert labels["team"] == "qa" and labels["oauthproxy.service"] == "web"
     assert "GREETING=hi" in inspected["Config"]["Env"]

@@ -61,6 +61,11 @@ class EngineError(GatewayError):
     """The engine refused a request (no such image, a bad limit, a name taken...)."""
 
 
+PIDS_LIMIT = 4096
+"""Processes one service's container may hold: a fork bomb in an owner's container otherwise
+takes the host's process table, and the gateway can no longer start the `docker` CLI it drives
+the engine with (nor anything else on the host)."""
+
 NAME_TAKEN = "is already in use by container"
 """What the engine says when a container of the name exists (its message goes on to name that
 container's ID)."""
@@ -205,6 +210,7 @@ class DockerEngine:
                 networks=list(spec.networks),
                 publish=publish,
                 init=True,
+                pids_limit=PIDS_LIMIT,
             )
         except EngineError as error:
             if NAME_TAKEN not in str(error):
