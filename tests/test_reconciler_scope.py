@@ -1,0 +1,73 @@
+"""What one owner's changes make the supervisor rebuild: only the instances they concern."""
+
+from __future__ import annotations
+
+import gc
+
+import httpx
+
+from oauthproxy.serve import Ready
+from oauthproxy.supervisor.reconciler import Reconciler
+from tests.eventually import eventually
+from tests.test_proxies_api import TARGETS, as_new_token
+
+VICTIMS = 10
+
+
+def reconciler_of(gateway: Ready) -> Reconciler:
+    """The running gateway's reconciler (serve keeps it to itself: read here, never changed)."""
+    [found] = [
+        each
+        for each in gc.get_objects()
+        if isinstance(each, Reconciler) and each.ports.http == gateway.http_port
+    ]
+    return found
+
+
+def proxy(hostname: str) -> dict[str, object]:
+    return {"hostname": hostname, "target_url": "http://127.0.0.1:3000", "enable_https": False}
+
+
+async def test_one_owners_proxy_changes_rebuild_no_other_tenants_instances(
+    api: httpx.AsyncClient, gateway: Ready
+) -> None:
+    """With any route of target type `hostname` anywhere, every batch naming a hostname rebuilt
+    every running instance of every tenant (~0.4 ms each, on the loop that serves them): one
+    owner making and deleting proxies kept the gateway busy rebuilding everyone's. Only the
+    instances routing to a changed proxy are rebuilt now."""
+    victims = [f"victim-{n}.example.com" for n in range(VICTIMS)]
+    for hostname in victims:
+        assert (await api.post(TARGETS, json=proxy(hostname))).status_code == 201
+    reconciler = reconciler_of(gateway)
+
+    async def running(hostname: str) -> bool:
+        return hostname in reconciler.instances
+
+    for hostname in victims:
+        await eventually(lambda h=hostname: running(h), what=f"{hostname} running")
+    async with as_new_token(api, gateway, "churner") as owner:
+        assert (await owner.post(TARGETS, json=proxy("own.example.com"))).status_code == 201
+        loop = {
+            "route_id": "loop", "path_pattern": "/loop/", "target_type": "hostname",
+            "target_value": "own.example.com", "scope": "proxy",
+            "proxy_hostnames": ["own.example.com"],
+        }  # fmt: skip
+        assert (await owner.post("/api/v1/routes/", json=loop)).status_code == 201
+
+        async def routed() -> bool:
+            config = reconciler.instances["own.example.com"].config
+            return config is not None and [r.route_id for r in config.routes.routes] == ["loop"]
+
+        await eventually(routed, what="the owner's route in its instance")
+        before = {hostname: reconciler.instances[hostname].config for hostname in victims}
+        for n in range(3):
+            churned = f"churn-{n}.example.com"
+            assert (await owner.post(TARGETS, json=proxy(churned))).status_code == 201
+            assert (await owner.delete(f"{TARGETS}{churned}")).status_code == 200
+        # and a change to the proxy the route sends to: only the owner's instance is rebuilt
+        changed = await owner.put(f"{TARGETS}own.example.com", json={"enable_http": True})
+        assert changed.status_code == 200, changed.text
+        assert (await owner.post(TARGETS, json=proxy("sentinel.example.com"))).status_code == 201
+        await eventually(lambda: running("sentinel.example.com"), what="the sentinel running")
+    rebuilt = [h for h in victims if reconciler.instances[h].config is not before[h]]
+    assert rebuilt == []
