@@ -40,11 +40,10 @@ async def test_one_owners_proxy_changes_rebuild_no_other_tenants_instances(
         assert (await api.post(TARGETS, json=proxy(hostname))).status_code == 201
     reconciler = reconciler_of(gateway)
 
-    async def running(hostname: str) -> bool:
-        return hostname in reconciler.instances
+    async def all_running() -> bool:
+        return all(hostname in reconciler.instances for hostname in victims)
 
-    for hostname in victims:
-        await eventually(lambda h=hostname: running(h), what=f"{hostname} running")
+    await eventually(all_running, what="the victims running")
     async with as_new_token(api, gateway, "churner") as owner:
         assert (await owner.post(TARGETS, json=proxy("own.example.com"))).status_code == 201
         loop = {
@@ -68,6 +67,10 @@ async def test_one_owners_proxy_changes_rebuild_no_other_tenants_instances(
         changed = await owner.put(f"{TARGETS}own.example.com", json={"enable_http": True})
         assert changed.status_code == 200, changed.text
         assert (await owner.post(TARGETS, json=proxy("sentinel.example.com"))).status_code == 201
-        await eventually(lambda: running("sentinel.example.com"), what="the sentinel running")
+
+        async def sentinel_running() -> bool:
+            return "sentinel.example.com" in reconciler.instances
+
+        await eventually(sentinel_running, what="the sentinel running")
     rebuilt = [h for h in victims if reconciler.instances[h].config is not before[h]]
     assert rebuilt == []
