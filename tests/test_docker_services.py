@@ -520,3 +520,28 @@ async def test_changing_the_environment_recreates_the_container_with_the_ports_h
     labels = await admin.put(f"{SERVICES}remade", json={"labels": {"oauthproxy.owner": "me"}})
     assert (labels.status_code, labels.json()["field"]) == (422, "labels")
     assert (await admin.delete(f"{SERVICES}remade")).status_code == 200
+
+
+async def test_a_logs_answer_is_bounded_in_bytes(
+    admin: httpx.AsyncClient, docker_engine: Engine
+) -> None:
+    """`lines` bounded the count, not the bytes: 10,000 lines of 8 KiB made an 82 MB answer,
+    held in memory several times over while it was read, decoded and split. An answer holds the
+    newest MAX_LOG_BYTES (1 MiB) at most, whole lines, each at most MAX_LOG_LINE characters."""
+    loud = (
+        "i=0; while [ $i -lt 300 ]; do head -c 8000 /dev/zero | tr '\\0' x; echo \" $i\"; "
+        "i=$((i+1)); done; head -c 40000 /dev/zero | tr '\\0' y; echo; echo last; sleep 3600"
+    )
+    await create(admin, "loud", image=IMAGE, command=["sh", "-c", loud])
+
+    async def written() -> list[str] | None:
+        answer = await admin.get(f"{SERVICES}loud/logs", params={"lines": 10000})
+        assert answer.status_code == 200, answer.text
+        lines: list[str] = answer.json()["lines"]
+        return lines if lines and lines[-1] == "last" else None
+
+    lines = await eventually(written, what="the container's output written")
+    assert sum(len(line) + 1 for line in lines) <= 1 << 20
+    assert max(len(line) for line in lines) == 16384  # the 40,000-character line, cut
+    assert lines[0].endswith(f" {300 - len(lines) + 2}")  # whole lines, the newest ones
+    assert (await admin.delete(f"{SERVICES}loud")).status_code == 200

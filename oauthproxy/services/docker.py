@@ -17,6 +17,7 @@ environment variable of that name (the API version it speaks), so both act on ev
 
 from __future__ import annotations
 
+import collections
 import functools
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -60,6 +61,11 @@ class EngineUnavailable(GatewayError):
 class EngineError(GatewayError):
     """The engine refused a request (no such image, a bad limit, a name taken...)."""
 
+
+MAX_LOG_BYTES = 1 << 20
+"""The most of a container's output one logs request returns (the newest part of it)."""
+MAX_LOG_LINE = 16384
+"""The longest line it returns (the engine's json-file driver splits lines there too)."""
 
 PIDS_LIMIT = 4096
 """Processes one service's container may hold: a fork bomb in an owner's container otherwise
@@ -294,13 +300,34 @@ class DockerEngine:
     async def logs(
         self, name: str, *, lines: int | None, timestamps: bool, since: datetime | None = None
     ) -> list[str]:
-        """The container's output: the last `lines` lines, or all since `since`."""
-        text = await self._run(
-            lambda: self._client.container.logs(
-                self._ours(name), tail=lines, timestamps=timestamps, since=since
-            )
+        """The container's output: the last `lines` lines, or all since `since`; at most the
+        last MAX_LOG_BYTES of it, each line at most MAX_LOG_LINE characters."""
+        return await self._run(self._logs, name, lines, timestamps, since)
+
+    def _logs(
+        self, name: str, lines: int | None, timestamps: bool, since: datetime | None
+    ) -> list[str]:
+        """Read as a stream, keeping only the last MAX_LOG_BYTES: the CLI's whole output held
+        at once (10,000 lines of 8 KiB: 82 MB, several copies of it decoded and split) let one
+        owner's request exhaust the API's memory."""
+        kept: collections.deque[bytes] = collections.deque()
+        size, dropped = 0, False
+        output = self._client.container.logs(
+            self._ours(name), tail=lines, timestamps=timestamps, since=since, stream=True
         )
-        return str(text).splitlines()
+        assert not isinstance(output, str)  # (typed `str | Iterable`: stream=True is the latter)
+        for _source, chunk in output:
+            kept.append(chunk)
+            size += len(chunk)
+            while size - len(kept[0]) >= MAX_LOG_BYTES:
+                size -= len(kept.popleft())
+                dropped = True
+        text = b"".join(kept)
+        if len(text) > MAX_LOG_BYTES:
+            text, dropped = text[-MAX_LOG_BYTES:], True
+        found = text.decode(errors="replace").splitlines()
+        # what was dropped ended in the middle of a line, most likely: that line goes too
+        return [line[:MAX_LOG_LINE] for line in (found[1:] if dropped else found)]
 
     async def stats(self, name: str) -> ContainerStats:
         found = await self._run(lambda: self._client.container.stats(self._ours(name)))
