@@ -82,7 +82,7 @@ async def create_docker_service(data: DockerServiceCreate) -> tuple[Json, int]:
     """Create (and by default start) a container from `image` or `dockerfile_path`, owned by the
     calling token; with `auto_proxy`, also the proxy `{name}.{BASE_DOMAIN}`."""
     owner_networks = app_state(current_app).settings.owner_docker_networks
-    check_docker_service(caller(), data, owner_networks, local_hostnames())
+    check_docker_service(caller(), data, owner_networks, await local_hostnames())
     async with quota_slot(Quota.SERVICES):
         reserved = await reserve_service(data, ownership())
     service = await create_service(data, reserved)

@@ -11,7 +11,6 @@ own. Also the small helpers every owned-record blueprint shares (`storage`, `pat
 
 from __future__ import annotations
 
-import contextlib
 import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -124,14 +123,22 @@ def reserved_hostnames() -> frozenset[str]:
 HOSTS_FILE = Path("/etc/hosts")
 
 
-def local_hostnames() -> frozenset[str]:
+async def local_hostnames() -> frozenset[str]:
     """The names this host resolves itself, lower-case: localhost, its own hostname, and the
-    names in /etc/hosts (read each time: it is small, and a container's changes)."""
+    names in the first 64 KiB of /etc/hosts (read each time, off the event loop: it is small,
+    and a container's changes)."""
     names = {"localhost", socket.gethostname().lower()}
-    with contextlib.suppress(OSError):
-        for line in HOSTS_FILE.read_text(errors="replace")[:65536].splitlines():
-            names.update(name.lower() for name in line.partition("#")[0].split()[1:])
+    for line in (await trio.to_thread.run_sync(_hosts_file)).splitlines():
+        names.update(name.lower() for name in line.partition("#")[0].split()[1:])
     return frozenset(names)
+
+
+def _hosts_file() -> str:
+    try:
+        with HOSTS_FILE.open("rb") as hosts:
+            return hosts.read(65536).decode(errors="replace")
+    except OSError:
+        return ""
 
 
 def api_hostnames() -> frozenset[str]:
