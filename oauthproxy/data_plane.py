@@ -21,6 +21,7 @@ from oauthproxy.listeners import PublicListeners
 from oauthproxy.logs.logger import RequestLogger
 from oauthproxy.metrics import Served
 from oauthproxy.models.proxies import ProxyTarget
+from oauthproxy.proxy.challenges import bounded
 from oauthproxy.proxy.config import PublicPorts
 from oauthproxy.proxy.dispatcher import Front, serve_http, serve_https, serve_proxy_protocol
 from oauthproxy.proxy.headers import parse_networks
@@ -122,7 +123,7 @@ async def _start_listeners(
         host=settings.server_host,
         instances=supervisor.instances,
         unserved=supervisor.unserved,
-        challenges=storage.challenges.get,
+        challenges=bounded(storage.challenges.get, settings.api_redis_timeout),
         trusted=parse_networks(settings.trusted_proxies),
         shutdown=shutdown,
         limit=ConnectionLimit(settings.proxy_max_connections_per_ip),

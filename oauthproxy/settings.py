@@ -155,7 +155,10 @@ class Settings(BaseSettings):
     shutdown_grace_seconds: PositiveSeconds = 10.0
     api_redis_timeout: PositiveSeconds = Field(
         default=3.0,
-        description="Seconds the admin API waits for one Redis command before it answers 503",
+        description=(
+            "Seconds the admin API (and the data plane, for ACME challenges and browser logins)"
+            " waits for one Redis command before it answers 503"
+        ),
     )
     gateway_id: str | None = Field(
         default=None,

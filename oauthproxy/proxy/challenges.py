@@ -9,7 +9,8 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 
 from oauthproxy.errors import StorageUnavailable
-from oauthproxy.proxy.responses import Reply, error_reply
+from oauthproxy.proxy.responses import Reply, error_reply, storage_error
+from oauthproxy.storage.base import within
 
 PREFIX = b"/.well-known/acme-challenge/"
 
@@ -20,12 +21,21 @@ def is_challenge(target: bytes) -> bool:
     return target.startswith(PREFIX)
 
 
+def bounded(lookup: ChallengeLookup, seconds: float) -> ChallengeLookup:
+    """`lookup`, waiting at most `seconds` (API_REDIS_TIMEOUT) for Redis."""
+
+    async def bounded_lookup(token: str) -> str | None:
+        return await within(seconds, lookup(token))
+
+    return bounded_lookup
+
+
 async def challenge_reply(target: bytes, lookup: ChallengeLookup) -> Reply:
     token = target[len(PREFIX) :].partition(b"?")[0].decode("latin-1")
     try:
         key_authorization = await lookup(token)
-    except StorageUnavailable:
-        return error_reply(503, "storage_unavailable", "challenges are unavailable right now")
+    except StorageUnavailable as error:
+        return storage_error(error, "challenges")
     if key_authorization is None:
         return error_reply(404, "unknown_challenge", "no such ACME challenge")
     text = [(b"content-type", b"text/plain")]

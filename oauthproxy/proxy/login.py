@@ -26,6 +26,7 @@ from urllib.parse import parse_qs, urlencode
 
 import httpx
 
+from oauthproxy.errors import StorageUnavailable
 from oauthproxy.models.oauth import ClientOrigin, OAuthClient
 from oauthproxy.oauth.browser import (
     browser_hash,
@@ -39,8 +40,9 @@ from oauthproxy.oauth.rate_limits import Limited, over_limit
 from oauthproxy.proxy.headers import Client, Headers, Network, parse_networks
 from oauthproxy.proxy.limits import client_key
 from oauthproxy.proxy.protect import cookie_token
-from oauthproxy.proxy.responses import Reply, error_reply
+from oauthproxy.proxy.responses import Reply, error_reply, storage_error
 from oauthproxy.settings import Settings
+from oauthproxy.storage.base import within
 from oauthproxy.storage.proxy_logins import LOGIN_TTL_SECONDS, ProxyLogin, ProxyLoginRepository
 
 CALLBACK_PATH = "/.oauthproxy/callback"
@@ -116,6 +118,8 @@ class BrowserLogin:
     rate_limit: int = 0
     """OAUTH_ANONYMOUS_RATE_LIMIT: login starts per client IP and window (0: no limit)."""
     rate_window: int = 60
+    redis_timeout: float = 3.0
+    """API_REDIS_TIMEOUT: the longest a login's Redis command may keep its request waiting."""
     trusted: tuple[Network, ...] = ()
     """TRUSTED_PROXIES: peers whose X-Forwarded-For names the client."""
 
@@ -130,6 +134,7 @@ class BrowserLogin:
             rate_limit=settings.oauth_anonymous_rate_limit,
             rate_window=settings.oauth_anonymous_rate_window,
             trusted=parse_networks(settings.trusted_proxies),
+            redis_timeout=settings.api_redis_timeout,
         )
 
     async def start(
@@ -137,7 +142,8 @@ class BrowserLogin:
     ) -> Reply:
         """Send the browser to the authorization server, to come back to `target` afterwards
         (400 when `target` is no path on this origin: the login would end on another site;
-        429 when this client started too many logins, each of which is stored)."""
+        429 when this client started too many logins, each of which is stored; 503 when Redis
+        fails or stalls)."""
         if len(target) > RETURN_MAX:
             detail = (
                 f"a login returns to the address asked for, and this one is longer than "
@@ -148,11 +154,6 @@ class BrowserLogin:
         if return_to is None:
             detail = "after a login the browser only returns to a path on this site"
             return error_reply(400, "invalid_return_address", detail)
-        limited = await self._admit(client, received)
-        if limited is not None:
-            reply = error_reply(429, "too_many_requests", limited.description)
-            retry = (b"retry-after", str(limited.retry_after).encode())
-            return Reply(reply.status, [*reply.headers, retry], reply.body, reply.error)
         state, verifier, browser = (
             secrets.token_urlsafe(24),
             secrets.token_urlsafe(48),
@@ -165,7 +166,16 @@ class BrowserLogin:
             hostname=hostname,
             browser_hash=browser_hash(browser),
         )
-        await self.logins.put(state, login)
+        try:
+            limited = await self._admit(client, received)
+            if limited is None:
+                await within(self.redis_timeout, self.logins.put(state, login))
+        except StorageUnavailable as error:
+            return storage_error(error, "logins")
+        if limited is not None:
+            reply = error_reply(429, "too_many_requests", limited.description)
+            retry = (b"retry-after", str(limited.retry_after).encode())
+            return Reply(reply.status, [*reply.headers, retry], reply.body, reply.error)
         query = urlencode(
             {
                 "response_type": "code",
@@ -192,13 +202,21 @@ class BrowserLogin:
         self, query: str, received: Headers, cookie_name: str, *, secure: bool
     ) -> Reply:
         """The callback: in the browser that started the login, exchange the code, set the
-        cookie, go back to the page."""
+        cookie, go back to the page (503 when Redis fails or stalls)."""
+        try:
+            return await self._finish(query, received, cookie_name, secure=secure)
+        except StorageUnavailable as error:
+            return storage_error(error, "logins")
+
+    async def _finish(
+        self, query: str, received: Headers, cookie_name: str, *, secure: bool
+    ) -> Reply:
         params = {name: values[0] for name, values in parse_qs(query).items()}
         if "error" in params:
             return error_reply(403, params["error"], params.get("error_description", "refused"))
         state = params.get("state", "")
         binding = login_cookie_name(state)
-        login = await self.logins.get(state)
+        login = await within(self.redis_timeout, self.logins.get(state))
         if login is None or "code" not in params:
             return error_reply(400, "invalid_request", "unknown or used login; start again")
         sent = cookie_token(received, host_cookie(binding, CALLBACK_PATH, secure=secure)[0])
@@ -207,7 +225,7 @@ class BrowserLogin:
                 "this login was started in another browser (or cookies are off); reload the page"
             )
             return error_reply(403, "login_started_elsewhere", detail)
-        if await self.logins.take(state) is None:
+        if await within(self.redis_timeout, self.logins.take(state)) is None:
             return error_reply(400, "invalid_request", "unknown or used login; start again")
         token, lifetime = await self._exchange(params["code"], login)
         if token is None:
@@ -223,7 +241,8 @@ class BrowserLogin:
             return None
         forwarded_for = [v.decode("latin-1") for n, v in received if n == b"x-forwarded-for"]
         ip = client_address(client.ip, forwarded_for, self.trusted) if client.trusted else client.ip
-        counted = await self.logins.count_start(client_key(ip), self.rate_window * 1000)
+        window = self.rate_window * 1000
+        counted = await within(self.redis_timeout, self.logins.count_start(client_key(ip), window))
         return over_limit(counted, self.rate_limit, self.rate_window, "login starts")
 
     async def _exchange(self, code: str, login: ProxyLogin) -> tuple[str | None, int]:

@@ -6,6 +6,7 @@ import html
 import json
 from dataclasses import dataclass
 
+from oauthproxy.errors import StorageTimeout, StorageUnavailable
 from oauthproxy.proxy.headers import Headers
 
 
@@ -44,6 +45,15 @@ def error_reply(status: int, error: str, detail: str, *, accept: bytes = b"") ->
         return Reply(status, html_type, page.encode(), error)
     body = json.dumps({"error": error, "detail": detail}).encode()
     return Reply(status, [(b"content-type", b"application/json")], body, error)
+
+
+def storage_error(error: StorageUnavailable, what: str) -> Reply:
+    """The 503 for a request the data plane could not answer without Redis: `what` (plural)
+    waits for Redis no longer than API_REDIS_TIMEOUT, or Redis failed."""
+    if isinstance(error, StorageTimeout):
+        detail = f"{what} are unavailable: Redis did not answer within API_REDIS_TIMEOUT"
+        return error_reply(503, "storage_timeout", detail)
+    return error_reply(503, "storage_unavailable", f"{what} are unavailable right now")
 
 
 def redirect_reply(location: str) -> Reply:

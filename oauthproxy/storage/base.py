@@ -86,6 +86,17 @@ def translated(method: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T]]:
     return wrapper
 
 
+async def within(seconds: float, command: Awaitable[T]) -> T:
+    """`command` (a repository call), or `StorageTimeout` once it has waited `seconds`
+    (API_REDIS_TIMEOUT): for the data plane's few commands made while a request waits, on a
+    client whose other commands (the workflow's blocking reads) must not time out. Cancelling a
+    command is safe: coredis matches answers to requests in order on each connection, so a late
+    answer goes to the abandoned request, not to the next command."""
+    with trio.move_on_after(seconds):
+        return await command
+    raise StorageTimeout(f"redis did not answer within API_REDIS_TIMEOUT ({seconds:g} s)")
+
+
 def translate_errors(cls: C) -> C:
     """Wrap a repository's public coroutine methods so callers see `StorageUnavailable`."""
     for name, member in list(vars(cls).items()):

@@ -20,6 +20,7 @@ from oauthproxy.logs.logger import RequestLogger
 from oauthproxy.models.events import EventType
 from oauthproxy.models.proxies import AuthMode, ProxyTarget
 from oauthproxy.models.routes import TargetType
+from oauthproxy.proxy.challenges import bounded
 from oauthproxy.proxy.config import InstanceConfig, PublicPorts, Shared, build_config
 from oauthproxy.proxy.guard import Guard
 from oauthproxy.proxy.instance import Instance
@@ -260,7 +261,7 @@ class Reconciler:
             grace=self._settings.shutdown_grace_seconds,
             idle_timeout=self._settings.proxy_idle_timeout,
             header_timeout=self._settings.proxy_header_timeout,
-            challenges=self._storage.challenges.get,
+            challenges=bounded(self._storage.challenges.get, self._settings.api_redis_timeout),
             ports=self.ports,
             admits=self._public_api if target.hostname in self._builtin else None,
             requests=self._requests,
