@@ -9,7 +9,9 @@
     oauth:client_sessions:{id}     SET of sids
     oauth:revocations              stream of {jti, exp}, followed by every replica's data plane
 
-Index sets are pruned lazily when read: a member whose record expired is dropped.
+Index sets are pruned lazily when read: a member whose record expired is dropped. The two sets
+of access-token jtis are also pruned as they grow (`ADD_PRUNED`): a client refreshing all day
+adds a jti per refresh to sets that live as long as the session, and most are long expired.
 """
 
 from __future__ import annotations
@@ -64,6 +66,24 @@ return {'', redis.call('GET', KEYS[2]) or ''}
 """
 
 
+PRUNE_SAMPLE = 3
+"""Members of a jti set checked each time one is added (`ADD_PRUNED`)."""
+
+# Add a jti to an index set, and drop those of ARGV[3] other members picked at random whose
+# record (ARGV[2] .. jti) is gone. Each add removes PRUNE_SAMPLE times the set's share of dead
+# members, so that share settles below 1 / PRUNE_SAMPLE: the set stays within about 1.5 times
+# the tokens that are still alive, at a constant cost per add, whatever the session's length.
+ADD_PRUNED = """
+redis.call('SADD', KEYS[1], ARGV[1])
+for _, member in ipairs(redis.call('SRANDMEMBER', KEYS[1], tonumber(ARGV[3]))) do
+  if member ~= ARGV[1] and redis.call('EXISTS', ARGV[2] .. member) == 0 then
+    redis.call('SREM', KEYS[1], member)
+  end
+end
+return 0
+"""
+
+
 class RefreshRotation(BaseModel):
     """The outcome of presenting a refresh token: rotated (record), reused (session_id) or
     unknown (neither)."""
@@ -104,6 +124,7 @@ class SessionStore:
     def __init__(self, redis: Redis) -> None:
         self._redis = redis
         self._take_once = redis.register_script(TAKE_ONCE)
+        self._add_pruned = redis.register_script(ADD_PRUNED)
 
     # --- writing ---------------------------------------------------------------------------
 
@@ -146,8 +167,8 @@ class SessionStore:
 
         return await atomically(self._redis, [key], write)
 
-    @staticmethod
     def _queue_tokens(
+        self,
         pipe: Pipeline,
         session: OAuthSession,
         access: AccessTokenRecord,
@@ -158,7 +179,9 @@ class SessionStore:
             keys.oauth_session_tokens(session.session_id),
             keys.oauth_user_tokens(session.identity.username),
         ):
-            pipe.sadd(index, [access.jti])
+            self._add_pruned(
+                keys=[index], args=[access.jti, keys.oauth_token(""), PRUNE_SAMPLE], client=pipe
+            )
             _extend(pipe, index, session.expires_at)
         if refresh is not None:
             refresh_hash, record = refresh
