@@ -338,6 +338,18 @@ class Settings(BaseSettings):
     token_max_ports: Annotated[int, Field(ge=0)] = Field(
         default=20, description="Host ports the Docker services of one non-admin token may hold"
     )
+    token_max_docker_memory: Annotated[str, Field(pattern=r"^(0|[1-9][0-9]{0,9}[bkmgBKMG]?)$")] = (
+        Field(
+            default="4g",
+            description="Memory limit of all the Docker services of one non-admin token together, "
+            "in Docker's units (512m, 4g); 0: no limit",
+        )
+    )
+    token_max_docker_cpus: Annotated[float, Field(ge=0, le=4096)] = Field(
+        default=8.0,
+        description="CPU limit of all the Docker services of one non-admin token together; "
+        "0: no limit",
+    )
     owner_docker_networks: Annotated[list[str], NoDecode] = Field(
         default_factory=list,
         description="Docker networks non-admin tokens may attach their services to; empty: none "

@@ -17,7 +17,12 @@ from oauthproxy.services.ports import check_port, port_problem, token_hash
 from oauthproxy.storage.services import docker_service_url
 from oauthproxy.tenancy.caller import Caller, Refused
 from oauthproxy.tenancy.ports import PortAccess, check_port_target, port_access, usable
-from oauthproxy.tenancy.services import check_docker_service
+from oauthproxy.tenancy.services import (
+    DockerAllowance,
+    check_docker_resources,
+    check_docker_service,
+    memory_bytes,
+)
 from oauthproxy.tenancy.targets import Destination
 
 OWNER = Caller(token_hash="sha256:" + "a" * 64, is_admin=False)
@@ -100,6 +105,44 @@ def test_what_only_the_admin_may_ask(
     with pytest.raises(Refused) as refused:
         check_docker_service(who, request, owner_networks, local)
     assert (refused.value.status, refused.value.field) == (status, field)
+
+
+@pytest.mark.parametrize(
+    ("limit", "size"),
+    [("1048576", 2**20), ("512m", 512 * 2**20), ("2G", 2 * 2**30), ("64k", 2**16), ("7b", 7)],
+)
+def test_memory_limits_read_in_dockers_units(limit: str, size: int) -> None:
+    assert memory_bytes(limit) == size
+
+
+def _service(name: str, memory: str, cpus: float) -> DockerService:
+    return DockerService(service_name=name, memory_limit=memory, cpu_limit=cpus)
+
+
+@pytest.mark.parametrize(
+    ("who", "allowance", "memory", "cpus", "field"),
+    [
+        (OWNER, DockerAllowance("1g", 2), "512m", 1, None),  # exactly the allowance
+        (OWNER, DockerAllowance("1g", 2), "513m", 1, "memory_limit"),
+        (OWNER, DockerAllowance("1g", 2), "512m", 1.01, "cpu_limit"),
+        (OWNER, DockerAllowance("0", 0), "9999g", 64, None),  # 0: no limit
+        (ADMIN, DockerAllowance("1g", 2), "9999g", 64, None),
+    ],
+)
+def test_an_owners_containers_share_one_allowance(
+    who: Caller, allowance: DockerAllowance, memory: str, cpus: float, field: str | None
+) -> None:
+    others = [_service("a", "256m", 0.5), _service("b", "256m", 0.5)]
+    if field is None:
+        check_docker_resources(who, allowance, others, memory, cpus)
+        return
+    with pytest.raises(Refused) as refused:
+        check_docker_resources(who, allowance, others, memory, cpus)
+    assert (refused.value.status, refused.value.error, refused.value.field) == (
+        403,
+        "quota_exceeded",
+        field,
+    )
 
 
 @pytest.mark.parametrize(

@@ -545,3 +545,65 @@ async def test_a_logs_answer_is_bounded_in_bytes(
     assert max(len(line) for line in lines) == 16384  # the 40,000-character line, cut
     assert lines[0].endswith(f" {300 - len(lines) + 2}")  # whole lines, the newest ones
     assert (await admin.delete(f"{SERVICES}loud")).status_code == 200
+
+
+async def test_an_owners_services_share_a_memory_and_cpu_allowance(
+    nursery: trio.Nursery,
+    storage: Storage,
+    make_settings: Callable[..., Settings],
+    docker_engine: Engine,
+) -> None:
+    """TOKEN_MAX_DOCKER_MEMORY and TOKEN_MAX_DOCKER_CPUS bound an owner's containers together:
+    a `memory_limit` of 9999g was no limit at all, on a host other owners share."""
+    gateway = await serve_on(
+        nursery,
+        make_settings,
+        docker_engine,
+        token_max_services=10,
+        token_max_docker_memory="1g",
+        token_max_docker_cpus=2,
+    )
+    async with admin_of(gateway) as admin, as_new_token(admin, gateway, "carol") as carol:
+        sleeper: dict[str, Any] = {"image": IMAGE, "command": ["sleep", "300"], "start": False}
+        await create(carol, "c1", **sleeper, memory_limit="512m", cpu_limit=1)
+        too_much: list[tuple[dict[str, Any], str]] = [
+            ({"memory_limit": "9999g"}, "memory_limit"),
+            ({"memory_limit": "600m"}, "memory_limit"),  # 512m + 600m > 1g
+            ({"memory_limit": "256m", "cpu_limit": 1.5}, "cpu_limit"),
+        ]
+        for fields, field in too_much:
+            refused = await carol.post(SERVICES, json={"service_name": "c2", **sleeper, **fields})
+            assert (refused.status_code, refused.json()["field"]) == (403, field), refused.text
+            assert refused.json()["error"] == "quota_exceeded"
+            assert "TOKEN_MAX_DOCKER_" in refused.json()["detail"]
+        assert not container_exists(docker_engine, "c2")
+        assert await storage.docker_services.get("c2") is None
+
+        # two at once: the allowance holds for both (one is refused)
+        answers: list[httpx.Response] = []
+
+        async def create_one(name: str) -> None:
+            body = {"service_name": name, **sleeper, "memory_limit": "400m", "cpu_limit": 0.5}
+            answers.append(await carol.post(SERVICES, json=body))
+
+        async with trio.open_nursery() as racing:
+            racing.start_soon(create_one, "c3")
+            racing.start_soon(create_one, "c4")
+        assert sorted(answer.status_code for answer in answers) == [201, 403]
+
+        # a change of limits counts the owner's other services, not the one changed
+        grown = await carol.put(f"{SERVICES}c1", json={"memory_limit": "700m"})
+        assert (grown.status_code, grown.json()["field"]) == (403, "memory_limit"), grown.text
+        shrunk = await carol.put(f"{SERVICES}c1", json={"memory_limit": "256m", "cpu_limit": 0.5})
+        assert shrunk.status_code == 200, shrunk.text
+        inspected = docker_engine.docker(
+            "inspect", "--format", "{{.HostConfig.Memory}} {{.HostConfig.NanoCpus}}", "c1"
+        )
+        assert inspected == f"{256 * 1024**2} {500_000_000}"
+        await create(carol, "c5", **sleeper, memory_limit="300m", cpu_limit=1)
+
+        # the admin's own services are not counted against anyone
+        await create(admin, "admins", **sleeper, memory_limit="2g", cpu_limit=2)
+        for name in ("c1", "c3", "c4", "c5", "admins"):
+            if await storage.docker_services.get(name) is not None:
+                assert (await admin.delete(f"{SERVICES}{name}")).status_code == 200

@@ -31,6 +31,7 @@ from oauthproxy.api.ownership import (
     quota_slot,
     service_serialized,
     storage,
+    tenant_of,
     tenant_owning,
 )
 from oauthproxy.api.proxies import create_proxy_target
@@ -59,7 +60,13 @@ from oauthproxy.tenancy.records import (
     routes_naming_proxy,
     routes_naming_service,
 )
-from oauthproxy.tenancy.services import check_docker_service, check_image, check_labels
+from oauthproxy.tenancy.services import (
+    DockerAllowance,
+    check_docker_resources,
+    check_docker_service,
+    check_image,
+    check_labels,
+)
 
 docker_services = Blueprint("docker_services", __name__, url_prefix="/api/v1/services")
 
@@ -84,11 +91,25 @@ async def create_docker_service(data: DockerServiceCreate) -> tuple[Json, int]:
     owner_networks = app_state(current_app).settings.owner_docker_networks
     check_docker_service(caller(), data, owner_networks, await local_hostnames())
     async with quota_slot(Quota.SERVICES):
+        await _check_resources(None, data.memory_limit, data.cpu_limit)
         reserved = await reserve_service(data, ownership())
     service = await create_service(data, reserved)
     if data.auto_proxy:
         await _proxy_for(service, ServiceProxyCreate())
     return await with_status(service), 201
+
+
+async def _check_resources(name: str | None, memory: str, cpus: float) -> None:
+    """TOKEN_MAX_DOCKER_MEMORY and TOKEN_MAX_DOCKER_CPUS for the caller's service `name` (None:
+    a new one) with these limits; the caller holds its owner lock."""
+    who = caller()
+    if who.is_admin:
+        return
+    settings = app_state(current_app).settings
+    allowance = DockerAllowance(settings.token_max_docker_memory, settings.token_max_docker_cpus)
+    owned = await storage().docker_services.owned_by(who.token_hash)
+    others = [service for service in owned if service.service_name != name]
+    check_docker_resources(who, allowance, others, memory, cpus)
 
 
 @docker_services.post("/cleanup")
@@ -131,8 +152,13 @@ async def update_docker_service(name: str, data: DockerServiceUpdate) -> Json:
         return await with_status(service)
     check_labels(data.labels or {})
     check_image(caller(), data.image)
-    async with service_serialized(name):
+    limits = data.memory_limit is not None or data.cpu_limit is not None
+    # (new limits are checked against the owner's other services, under the owner's lock)
+    owner = tenant_of(caller()) if limits else None
+    async with owner_serialized(owner), service_serialized(name):
         service = patched(await _service(name), changes)
+        if limits:
+            await _check_resources(name, service.memory_limit, service.cpu_limit)
         if data.recreates():
             await recreate(service)
         else:

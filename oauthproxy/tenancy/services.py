@@ -18,9 +18,11 @@ from __future__ import annotations
 import ipaddress
 import re
 import socket
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass
 
 from oauthproxy.models.docker import DockerServiceCreate
+from oauthproxy.models.services import DockerService
 from oauthproxy.tenancy.caller import Caller, Refused, forbidden
 
 OUR_LABEL_PREFIX = "oauthproxy."
@@ -155,3 +157,63 @@ def check_docker_service(
             "use (another network may hold the gateway's Redis and admin API)",
             field="networks",
         )
+
+
+_MEMORY_UNITS = {"b": 1, "k": 1024, "m": 1024**2, "g": 1024**3}
+
+
+def memory_bytes(limit: str) -> int:
+    """A memory limit in Docker's units (`512m`, `2g`, `1048576`) in bytes."""
+    unit = limit[-1:].lower()
+    if unit in _MEMORY_UNITS:
+        return int(limit[:-1]) * _MEMORY_UNITS[unit]
+    return int(limit)
+
+
+@dataclass(frozen=True)
+class DockerAllowance:
+    """What the containers of one owner may use together: TOKEN_MAX_DOCKER_MEMORY (Docker's
+    units) and TOKEN_MAX_DOCKER_CPUS; "0" and 0 set no limit."""
+
+    memory: str = "4g"
+    cpus: float = 8.0
+
+
+def check_docker_resources(
+    caller: Caller,
+    allowance: DockerAllowance,
+    others: Sequence[DockerService],
+    memory: str,
+    cpus: float,
+) -> None:
+    """Refuse (403 `quota_exceeded`, naming the field) a service's `memory` or `cpus` that,
+    with what the owner's `others` have, goes past `allowance`: one owner's containers cannot
+    take the host's memory from everyone (a limit of `9999g` is no limit), nor all its CPUs.
+    The admin passes."""
+    if caller.is_admin:
+        return
+    most = memory_bytes(allowance.memory)
+    used = sum(memory_bytes(other.memory_limit) for other in others)
+    if most and used + memory_bytes(memory) > most:
+        raise Refused(
+            403,
+            "quota_exceeded",
+            f"memory_limit: {memory} with the {_mebibytes(used)} this token's other services have "
+            f"is more than TOKEN_MAX_DOCKER_MEMORY={allowance.memory} allows; ask for less or "
+            "ask the admin to raise it",
+            field="memory_limit",
+        )
+    taken = sum(other.cpu_limit for other in others)
+    if allowance.cpus and taken + cpus > allowance.cpus:
+        raise Refused(
+            403,
+            "quota_exceeded",
+            f"cpu_limit: {cpus:g} with the {taken:g} this token's other services have is more "
+            f"than TOKEN_MAX_DOCKER_CPUS={allowance.cpus:g} allows; ask for less or ask the "
+            "admin to raise it",
+            field="cpu_limit",
+        )
+
+
+def _mebibytes(size: int) -> str:
+    return f"{size / 1024**2:g}m"
