@@ -355,6 +355,12 @@ class Settings(BaseSettings):
         description="Docker networks non-admin tokens may attach their services to; empty: none "
         "(their containers join the engine's default network). The admin token may name any",
     )
+    owner_image_registries: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Registries non-admin tokens may pull their services' images from (hosts, "
+        "or host:port; docker.io for the default registry); empty: any registry whose name "
+        "resolves only to public addresses",
+    )
     owner_target_deny_networks: Annotated[list[str], NoDecode] = Field(
         default_factory=lambda: list(DEFAULT_DENIED_NETWORKS),
         description="Networks (IPs or CIDRs) that non-admin tokens may not point a proxy, route "
@@ -373,6 +379,7 @@ class Settings(BaseSettings):
         "api_hostnames",
         "trusted_proxies",
         "owner_docker_networks",
+        "owner_image_registries",
         "owner_target_deny_networks",
         mode="before",
     )

@@ -21,6 +21,7 @@ from oauthproxy.tenancy.services import (
     DockerAllowance,
     check_docker_resources,
     check_docker_service,
+    check_registry,
     memory_bytes,
 )
 from oauthproxy.tenancy.targets import Destination
@@ -105,6 +106,35 @@ def test_what_only_the_admin_may_ask(
     with pytest.raises(Refused) as refused:
         check_docker_service(who, request, owner_networks, local)
     assert (refused.value.status, refused.value.field) == (status, field)
+
+
+@pytest.mark.parametrize(
+    ("who", "image", "registries", "allowed"),
+    [
+        (OWNER, "ghcr.io/team/app:1", [], True),  # no list: any registry
+        (OWNER, "ghcr.io/team/app:1", ["ghcr.io"], True),
+        (OWNER, "GHCR.io:443/team/app", ["ghcr.io"], True),  # a host matches any port
+        (OWNER, "ghcr.io:8443/team/app", ["ghcr.io:443"], False),
+        (OWNER, "ghcr.io:443/team/app", ["ghcr.io:443"], True),
+        (OWNER, "quay.io/team/app", ["ghcr.io"], False),
+        (OWNER, "busybox", ["ghcr.io"], False),  # the default registry is docker.io
+        (OWNER, "busybox", ["docker.io"], True),
+        (OWNER, "docker.io/library/busybox", ["docker.io"], True),
+        (OWNER, "index.docker.io/library/busybox", ["docker.io"], True),
+        (OWNER, "ghcr.io.evil.example/app", ["ghcr.io"], False),
+        (ADMIN, "quay.io/team/app", ["ghcr.io"], True),
+    ],
+)
+def test_owner_image_registries(
+    who: Caller, image: str, registries: list[str], allowed: bool
+) -> None:
+    if allowed:
+        check_registry(who, image, registries)
+        return
+    with pytest.raises(Refused) as refused:
+        check_registry(who, image, registries)
+    assert (refused.value.status, refused.value.field) == (403, "image")
+    assert "OWNER_IMAGE_REGISTRIES" in refused.value.detail
 
 
 @pytest.mark.parametrize(

@@ -607,3 +607,27 @@ async def test_an_owners_services_share_a_memory_and_cpu_allowance(
         for name in ("c1", "c3", "c4", "c5", "admins"):
             if await storage.docker_services.get(name) is not None:
                 assert (await admin.delete(f"{SERVICES}{name}")).status_code == 200
+
+
+@pytest.mark.parametrize("image", ["127.1:5000/probe:1", "localhost.:5000/probe", "0177.1/x:1"])
+async def test_an_owners_image_comes_from_no_registry_that_resolves_to_this_host(
+    admin: httpx.AsyncClient,
+    docker_gateway: Ready,
+    docker_engine: Engine,
+    storage: Storage,
+    image: str,
+) -> None:
+    """The engine speaks plain HTTP to a loopback registry, on a path the owner chooses: names
+    that are no IP literal but resolve to one (`127.1`, `localhost.`, `0177.1`) got past the
+    literal check. Refused before any pull, on create and on change."""
+    async with as_new_token(admin, docker_gateway, "dave") as dave:
+        await create(dave, "d0", image=IMAGE, command=["sleep", "300"], start=False)
+        created = await dave.post(SERVICES, json={"service_name": "d1", "image": image})
+        changed = await dave.put(f"{SERVICES}d0", json={"image": image})
+        for refused in (created, changed):
+            assert (refused.status_code, refused.json()["field"]) == (403, "image"), refused.text
+            assert "resolves to 127." in refused.json()["detail"]
+        assert await storage.docker_services.get("d1") is None
+        d0 = await storage.docker_services.get("d0")
+        assert d0 is not None and d0.image == IMAGE
+        assert (await dave.delete(f"{SERVICES}d0")).status_code == 200

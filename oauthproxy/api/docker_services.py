@@ -24,6 +24,7 @@ from oauthproxy.api.ownership import (
     Json,
     as_json,
     caller,
+    check_image_registry,
     local_hostnames,
     owner_serialized,
     ownership,
@@ -90,6 +91,7 @@ async def create_docker_service(data: DockerServiceCreate) -> tuple[Json, int]:
     calling token; with `auto_proxy`, also the proxy `{name}.{BASE_DOMAIN}`."""
     owner_networks = app_state(current_app).settings.owner_docker_networks
     check_docker_service(caller(), data, owner_networks, await local_hostnames())
+    await check_image_registry(data.image)
     async with quota_slot(Quota.SERVICES):
         await _check_resources(None, data.memory_limit, data.cpu_limit)
         reserved = await reserve_service(data, ownership())
@@ -152,6 +154,7 @@ async def update_docker_service(name: str, data: DockerServiceUpdate) -> Json:
         return await with_status(service)
     check_labels(data.labels or {})
     check_image(caller(), data.image)
+    await check_image_registry(data.image)
     limits = data.memory_limit is not None or data.cpu_limit is not None
     # (new limits are checked against the owner's other services, under the owner's lock)
     owner = tenant_of(caller()) if limits else None

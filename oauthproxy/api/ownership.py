@@ -34,6 +34,7 @@ from oauthproxy.tenancy.caller import Caller, forbidden
 from oauthproxy.tenancy.ports import check_port_target
 from oauthproxy.tenancy.quotas import Quota, Quotas, check_quota
 from oauthproxy.tenancy.records import Holdings
+from oauthproxy.tenancy.services import check_registry, registry_host
 from oauthproxy.tenancy.targets import (
     Address,
     Destination,
@@ -184,6 +185,30 @@ async def check_target(destination: Destination) -> None:
         holder = await storage().ports.holder(destination.port)
         if holder is not None:
             check_port_target(who, destination, holder)
+
+
+async def check_image_registry(image: str | None) -> None:
+    """An owner token's image comes from a registry OWNER_IMAGE_REGISTRIES lists, when it
+    lists any, and from one whose name resolves only to public addresses of other hosts: the
+    engine speaks plain HTTP to a loopback registry, on a path the owner chooses, and reaches
+    private networks no owner target may (`127.1:5000/x`, `localhost.:5000/x`, a name in
+    /etc/hosts or in private DNS; 403 naming `image`). The engine resolves the name again when
+    it pulls: only the list closes that gap for names whose answers can change."""
+    who = caller()
+    if who.is_admin or image is None:
+        return
+    check_registry(who, image, app_state(current_app).settings.owner_image_registries)
+    host = registry_host(image)
+    if host is None:  # the default registry
+        return
+    addresses = await _resolve(host)
+    private = [address for address in addresses if not address.is_global or _is_local(address)]
+    if private:
+        raise forbidden(
+            f"image: the registry {host} resolves to {private[0]}, on this machine or a private "
+            "network: only the admin token may pull from it",
+            field="image",
+        )
 
 
 ENGINE_TIMEOUT_SECONDS = 5.0

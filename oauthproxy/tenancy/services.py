@@ -47,7 +47,7 @@ def _repository(image: str) -> str:
     return name.lower()
 
 
-def _registry_host(image: str) -> str | None:
+def registry_host(image: str) -> str | None:
     """The registry an image reference names (`127.0.0.1:5000/x:1` → `127.0.0.1`), lower-case
     and without its port; None for the default registry. As the engine reads it: the first
     component when it holds a `.` or a `:`, or is `localhost`."""
@@ -84,13 +84,39 @@ def check_image(caller: Caller, image: str | None) -> None:
             "name an image from a registry",
             field="image",
         )
-    host = _registry_host(image)
+    host = registry_host(image)
     if host is not None and _local_registry(host):
         raise forbidden(
             f"image: the registry {host} is on this machine or a private network: only the "
             "admin token may pull from it",
             field="image",
         )
+
+
+DOCKER_HUB = "docker.io"
+"""How OWNER_IMAGE_REGISTRIES names the default registry (an image without one: `busybox`)."""
+
+
+def _listed(image: str, registries: Collection[str]) -> bool:
+    """Whether `image`'s registry is one of `registries` (each a host, matching any port, or a
+    `host:port`; `docker.io` is the default registry, however the image spells it)."""
+    first = image.partition("/")[0].lower()
+    host = registry_host(image) or DOCKER_HUB
+    named = first if host != DOCKER_HUB and ":" in first else host
+    listed = {registry.lower().rstrip("/") for registry in registries}
+    return host in listed or named in listed or (host == "index.docker.io" and DOCKER_HUB in listed)
+
+
+def check_registry(caller: Caller, image: str | None, registries: Collection[str]) -> None:
+    """OWNER_IMAGE_REGISTRIES: when it lists any, an owner's image comes from one of them (403
+    naming `image`); the admin's from anywhere."""
+    if caller.is_admin or image is None or not registries or _listed(image, registries):
+        return
+    raise forbidden(
+        f"image: its registry {registry_host(image) or DOCKER_HUB} is not one that "
+        f"OWNER_IMAGE_REGISTRIES lets owner tokens pull from ({', '.join(sorted(registries))})",
+        field="image",
+    )
 
 
 def check_labels(labels: dict[str, str]) -> None:
