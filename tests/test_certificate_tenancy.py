@@ -19,6 +19,7 @@ import httpx
 import pytest
 import trio
 
+from oauthproxy.api.certificates import SELF_SIGNED_PER_MINUTE
 from oauthproxy.models.common import utcnow
 from oauthproxy.serve import Ready, serve
 from oauthproxy.settings import Settings
@@ -377,7 +378,8 @@ async def test_the_certificate_quota_holds_for_creates_sent_at_once(
             for number in range(20):
                 burst.start_soon(one, number)
         assert sorted(answers)[:2] == [201, 201]
-        assert set(sorted(answers)[2:]) <= {403, 409}, answers  # over the quota, or busy
+        # over the quota, busy, or past SELF_SIGNED_PER_MINUTE (counted before the quota)
+        assert set(sorted(answers)[2:]) <= {403, 409, 429}, answers
         assert len((await greedy.get(CERTS)).json()) == 2
 
 
@@ -454,3 +456,24 @@ async def test_an_owner_renews_only_what_is_due(
     soon = stored_record.model_copy(update={"expires_at": utcnow() + timedelta(days=2)})
     await storage.certificates.put(soon)  # inside the threshold (30 days): due
     assert (await mallory.post(f"{CERTS}fresh/renew")).status_code == 202
+
+
+async def test_an_owner_makes_a_bounded_number_of_self_signed_keys_per_minute(
+    api: httpx.AsyncClient, alice: httpx.AsyncClient, mallory: httpx.AsyncClient
+) -> None:
+    """Each self-signed certificate is a new key, made on CPU the data plane shares, and
+    deleting one frees its quota slot: a create-delete loop made keys without end. Owners get
+    SELF_SIGNED_PER_MINUTE; the next is a 429 with Retry-After, and stores nothing."""
+    for number in range(SELF_SIGNED_PER_MINUTE):
+        made = await self_signed(mallory, "loop", "loop.mallory.example")
+        assert made.status_code == 201, (number, made.text)
+        assert (await mallory.delete(f"{CERTS}loop")).status_code == 200
+    limited = await self_signed(mallory, "loop", "loop.mallory.example")
+    assert limited.status_code == 429, limited.text
+    assert limited.json()["error"] == "too_many_requests"
+    assert 1 <= int(limited.headers["retry-after"]) <= 60
+    assert (await mallory.get(f"{CERTS}loop")).status_code == 404
+    # another owner, and the admin, count on their own
+    assert (await self_signed(alice, "mine", "mine.alice.example")).status_code == 201
+    for number in range(SELF_SIGNED_PER_MINUTE + 1):
+        assert (await self_signed(api, f"adm{number}", f"{number}.adm.example")).status_code == 201

@@ -14,6 +14,7 @@ certificate's claims are judged inside the transaction that stores it
 
 from __future__ import annotations
 
+import math
 import re
 from datetime import timedelta
 
@@ -199,13 +200,40 @@ async def create_multi_domain_certificate(data: MultiDomainCertificateCreate) ->
 async def create_self_signed_certificate(data: SelfSignedCertificateCreate) -> tuple[Json, int]:
     """Make a self-signed certificate now (SELF_SIGNED_CN, SELF_SIGNED_DAYS), for local use."""
     check_name(caller(), data.cert_name)
+    await _count_self_signed()
     pending = Certificate(
         cert_name=data.cert_name, domains=data.domains, self_signed=True, **ownership()
     )
     await create(pending)
-    issued = await self_signed_for(_settings(), data.domains)
+    manager = app_state(current_app).certificates
+    if manager is not None:  # (its threads: CERT_GEN_MAX_WORKERS at once)
+        issued = await manager.self_signed(data.domains)
+    else:
+        issued = await self_signed_for(_settings(), data.domains)
     stored = await cascades.store_issued(storage(), pending, issued.fields())
     return without(stored, SECRET_FIELDS), 201
+
+
+SELF_SIGNED_PER_MINUTE = 10
+"""Self-signed certificates one owner token may make per minute: each is a new key, CPU the
+data plane shares, and deleting one frees its quota slot for the next (the admin: no limit)."""
+
+
+async def _count_self_signed() -> None:
+    """429 with Retry-After when the caller, an owner, made SELF_SIGNED_PER_MINUTE already."""
+    who = caller()
+    if who.is_admin:
+        return
+    counted = await storage().certificates.count_self_signed(who.token_hash, 60_000)
+    if counted.count > SELF_SIGNED_PER_MINUTE:
+        retry_after = max(1, math.ceil(counted.remaining_ms / 1000))
+        raise ApiError(
+            429,
+            "too_many_requests",
+            f"at most {SELF_SIGNED_PER_MINUTE} self-signed certificates per minute for one "
+            f"token; try again in {retry_after} s",
+            headers={"Retry-After": str(retry_after)},
+        )
 
 
 @certificates.get("/")

@@ -67,6 +67,9 @@ class CertificateManager:
         self._storage = storage
         self._nursery = nursery
         self._limiter = trio.CapacityLimiter(settings.cert_gen_max_workers)
+        """Issuances at once (each holds a token for its whole run, ACME polling included)."""
+        self._generating = trio.CapacityLimiter(settings.cert_gen_max_workers)
+        """Self-signed certificates made at once (the key generation's threads), the API's too."""
         self._busy: set[str] = set()
         self._locks = IssuanceLocks(storage.redis)
         self._issuer = AcmeIssuer(settings, storage, AcmeAccountRepository(storage.redis))
@@ -185,9 +188,15 @@ class CertificateManager:
             name, status=status, host=host, path=certificate.cert_name, detail=detail[:200]
         )
 
+    async def self_signed(self, domains: list[str]) -> Issued:
+        """A self-signed certificate made now (the API's), in one of CERT_GEN_MAX_WORKERS
+        threads: its key generation is CPU the data plane shares, so however many are asked
+        for at once, only so many run (a renewal's too)."""
+        return await self_signed_for(self._settings, domains, self._generating)
+
     async def _obtain(self, certificate: Certificate, report: Report) -> Issued:
         if certificate.self_signed:
-            return await self_signed_for(self._settings, certificate.domains)
+            return await self.self_signed(certificate.domains)
         return await self._issuer.issue(certificate, report)
 
     async def _failed(self, certificate: Certificate, message: str) -> bool:

@@ -49,8 +49,11 @@ def make_self_signed(
     return describe(chain, private_key_pem(key))
 
 
-async def self_signed_for(settings: Settings, domains: list[str]) -> Issued:
-    """A self-signed certificate for `domains` with the gateway's settings, made in a thread."""
+async def self_signed_for(
+    settings: Settings, domains: list[str], limiter: trio.CapacityLimiter | None = None
+) -> Issued:
+    """A self-signed certificate for `domains` with the gateway's settings, made in a thread
+    (one of `limiter`'s: the certificate manager's, CERT_GEN_MAX_WORKERS)."""
     make = functools.partial(
         make_self_signed,
         domains,
@@ -59,4 +62,4 @@ async def self_signed_for(settings: Settings, domains: list[str]) -> Issued:
         key_bits=settings.rsa_key_size,
         key_type=settings.certificate_key_type,
     )
-    return await trio.to_thread.run_sync(make)
+    return await trio.to_thread.run_sync(make, limiter=limiter)

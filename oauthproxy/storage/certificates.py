@@ -14,6 +14,7 @@ from oauthproxy.models.certificates import Certificate, GenerationStatus
 from oauthproxy.storage import keys
 from oauthproxy.storage.base import Pipeline, Redis, atomically, dump, load, translate_errors
 from oauthproxy.storage.editing import Edit, EditableRepository, no_companions
+from oauthproxy.storage.windows import WindowCount, WindowCounter
 
 T = TypeVar("T")
 
@@ -48,6 +49,11 @@ class CertificateRepository(EditableRepository[Certificate]):
     def __init__(self, redis: Redis) -> None:
         super().__init__(redis)
         self._hand_over = redis.register_script(_HAND_OVER_DOMAIN)
+        self._windows = WindowCounter(redis)
+
+    async def count_self_signed(self, owner_hash: str, window_ms: int) -> WindowCount:
+        """Count one more self-signed certificate made for `owner_hash` in its window."""
+        return await self._windows.count(keys.self_signed_rate(owner_hash), window_ms)
 
     async def name_for_domain(self, domain: str) -> str | None:
         return await self._redis.get(keys.cert_domain(domain))

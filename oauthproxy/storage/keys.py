@@ -80,6 +80,11 @@ def cert_lock(name: str) -> str:
     return f"cert:lock:{name}"
 
 
+def self_signed_rate(owner_hash: str) -> str:
+    """Self-signed certificates one owner made in the current window (expires with it)."""
+    return f"self_signed_rate:{owner_hash}"
+
+
 def acme_account(directory_hash: str, email: str) -> str:
     """An ACME account key and URL, per directory (a hash of its URL) and email."""
     return f"acme:account:{directory_hash}:{email}"
