@@ -27,6 +27,7 @@ from cli.cells import STATUS_LEGEND, cell, one_line, pem_summary
 from cli.columns import LAYOUTS, Column, Kind, Layout, Row, detect_kind, layout_for, style_for
 from cli.config import OutputFormat
 from cli.details import DETAILS
+from cli.visible import has_controls, json_escaped, visible, visible_data
 
 SECRET_FIELDS = frozenset(
     {"token", "client_secret", "private_key_pem", "registration_access_token"}
@@ -38,11 +39,13 @@ FITS = 14
 
 
 def to_json(data: Any) -> str:
-    return json.dumps(data, indent=2, ensure_ascii=False) + "\n"
+    return json_escaped(json.dumps(data, indent=2, ensure_ascii=False)) + "\n"
 
 
 def to_yaml(data: Any) -> str:
-    return yaml.safe_dump(data, sort_keys=False, allow_unicode=True)
+    """(With a control character anywhere, every non-ASCII character is escaped: PyYAML
+    would write C1 controls and bidi overrides as they are.)"""
+    return yaml.safe_dump(data, sort_keys=False, allow_unicode=not has_controls(data))
 
 
 def as_rows(data: Any) -> list[Row]:
@@ -224,13 +227,24 @@ class Output:
         if self.format is OutputFormat.TABLE:
             now = datetime.now(UTC)
             table = render_table(
-                data, kind=kind, now=now, reveal_secrets=reveal_secrets, all_fields=all_fields
+                visible_data(data),
+                kind=kind,
+                now=now,
+                reveal_secrets=reveal_secrets,
+                all_fields=all_fields,
             )
             self.console.print(table)
+        elif self.format is OutputFormat.CSV and self.console.is_terminal:
+            self.console.file.write(to_csv(visible_data(data)))
         else:
             self.console.file.write(MACHINE_FORMATS[self.format](data))
 
     def note(self, line: str) -> None:
         """A line for people under a table (machine formats carry only the data)."""
         if self.format is OutputFormat.TABLE:
-            self.console.print(line, markup=False, highlight=False)
+            self.console.print(visible(line), markup=False, highlight=False)
+
+    def text(self, text: str) -> None:
+        """Text from the API as it is (a container's output), control characters spelled out
+        (`cli.visible`), whatever the format."""
+        self.console.print(visible(text), markup=False, highlight=False)

@@ -31,6 +31,7 @@ from cli.commands import (
 from cli.config import Options, OutputFormat, load_config
 from cli.errors import CliError
 from cli.session import open_session
+from cli.visible import visible
 
 GLOBAL_OPTIONS = Group("Global options", sort_key=0)
 
@@ -116,11 +117,11 @@ def main() -> None:
     try:
         status = app.meta(sys.argv[1:], result_action="return_value")
     except CliError as error:
-        print(f"error: {error}", file=sys.stderr)
+        print(f"error: {visible(str(error))}", file=sys.stderr)
         status = 1
     except KeyboardInterrupt:
         status = 130
     except Exception as error:
-        print(f"error: unexpected {type(error).__name__}: {error}", file=sys.stderr)
+        print(f"error: unexpected {type(error).__name__}: {visible(str(error))}", file=sys.stderr)
         status = 1
     sys.exit(_exit_status(status))

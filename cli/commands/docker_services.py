@@ -129,13 +129,13 @@ def logs(
     query = f"?lines={lines}&timestamps={str(timestamps).lower()}"
     if follow:
         for line in session.api.lines(service_path(name, "logs") + query + "&follow=true"):
-            session.output.console.print(line, markup=False, highlight=False)
+            session.output.text(line)
         return
     found = session.api.get(service_path(name, "logs") + query)
     if session.output.format is not OutputFormat.TABLE:
         session.show(found)
         return
-    session.output.console.print("\n".join(found.get("lines", [])), markup=False, highlight=False)
+    session.output.text("\n".join(found.get("lines", [])))
 
 
 def stats(name: ServiceName, *, session: Session) -> None:

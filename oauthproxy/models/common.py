@@ -6,6 +6,7 @@ import functools
 import ipaddress
 import json
 import math
+import re
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Annotated, Any, ClassVar, Literal, TypeVar
@@ -85,11 +86,33 @@ def utcnow() -> datetime:
     return datetime.now(UTC).replace(microsecond=0)
 
 
+CONTROL_CHARACTERS = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+"""C0 controls but tab and newline, DEL, C1 controls, and the bidirectional embeddings,
+overrides and isolates: in text people read, a terminal or a browser obeys them (they clear the
+screen, forge lines, write the clipboard, reorder what is shown)."""
+
+
+def _printable(value: str) -> str:
+    found = CONTROL_CHARACTERS.search(value)
+    if found is not None:
+        raise ValueError(
+            f"holds the control character U+{ord(found[0]):04X}: only printable text (with "
+            "tabs and newlines) is kept"
+        )
+    return value
+
+
+Printable = AfterValidator(_printable)
+"""For free text from a caller that people read later (descriptions, the names a client gives
+itself): no `CONTROL_CHARACTERS`. On request models only: a record stored before the rule
+still loads."""
+
+
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 Name = Annotated[str, StringConstraints(pattern=NAME_PATTERN)]
 """A resource name: letters, digits, `_`, `.`, `-`; 1-64 characters; starts alphanumeric."""
 
-EMAIL_PATTERN = r"^[^@\s]+@[^@\s]+\.[^@\s]+$"
+EMAIL_PATTERN = r"^[^@\s\x00-\x1f\x7f-\x9f]+@[^@\s\x00-\x1f\x7f-\x9f]+\.[^@\s\x00-\x1f\x7f-\x9f]+$"
 Email = Annotated[str, StringConstraints(max_length=254, pattern=EMAIL_PATTERN)]
 
 _LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"

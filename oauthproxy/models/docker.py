@@ -6,7 +6,7 @@ from typing import Annotated, Literal
 
 from pydantic import ConfigDict, Field, JsonValue, StringConstraints, model_validator
 
-from oauthproxy.models.common import Hostname, Name, Query, Request
+from oauthproxy.models.common import Hostname, Name, Printable, Query, Request
 
 BindAddress = Literal["127.0.0.1", "0.0.0.0"]  # noqa: S104 - a choice the owner makes, checked
 MemoryLimit = Annotated[str, StringConstraints(pattern=r"^[1-9][0-9]{0,9}[bkmgBKMG]?$")]
@@ -28,7 +28,7 @@ class PortRequest(Request):
     source_token: Token | None = Field(
         default=None, description="A token clients of this port must present (stored hashed)"
     )
-    description: Annotated[str, StringConstraints(max_length=500)] = ""
+    description: Annotated[str, StringConstraints(max_length=500), Printable] = ""
 
 
 NOT_RESERVED: list[JsonValue] = [*sorted(RESERVED_NAMES)]
@@ -122,7 +122,7 @@ class PortUpdate(Request):
     bind: BindAddress | None = None
     source_token: Token | None = None
     require_token: bool | None = None
-    description: Annotated[str, StringConstraints(max_length=500)] | None = None
+    description: Annotated[str, StringConstraints(max_length=500), Printable] | None = None
 
 
 class PortCheck(Request):

@@ -30,6 +30,7 @@ from pydantic import (
 
 from oauthproxy.linear_regex import compile_linear
 from oauthproxy.models.common import (
+    CONTROL_CHARACTERS,
     HOSTNAME_PATTERN,
     HTTP_METHOD_NAMES,
     HTTP_URI_PATTERN,
@@ -40,6 +41,7 @@ from oauthproxy.models.common import (
     Name,
     Omittable,
     OwnerHash,
+    Printable,
     Query,
     Record,
     Request,
@@ -180,11 +182,15 @@ class RouteRule(BaseModel):
     @field_validator("path_pattern")
     @classmethod
     def _check_path(cls, value: str, info: ValidationInfo) -> str:
-        if not info.data.get("is_regex", False):
-            if not value.startswith("/"):
-                raise ValueError("a path prefix starts with /")
+        prefix = not info.data.get("is_regex", False)
+        if prefix and not value.startswith("/"):
+            raise ValueError("a path prefix starts with /")
+        stored = issubclass(cls, Record) and info.mode == "json"
+        if not stored and CONTROL_CHARACTERS.search(value):  # (no request path holds one)
+            raise ValueError("a path pattern holds no control characters")
+        if prefix:
             return value
-        if issubclass(cls, Record) and info.mode == "json":
+        if stored:
             # A route read back from Redis was checked when it was written: compiling it again
             # here, for every route each time the routes are read, cost every owner's regexes
             # on the event loop at each route change. One stored before today's rules loads
@@ -234,6 +240,7 @@ class RouteCreate(RouteRule, Request):
 
     methods: Methods | None = Field(default=None, description="None or [] = any method")
     proxy_hostnames: ProxyHostnames = Field(default_factory=list, validate_default=True)
+    description: Annotated[str, StringConstraints(max_length=500), Printable] = ""
 
 
 class RouteUpdate(Request):
@@ -248,7 +255,7 @@ class RouteUpdate(Request):
     target_value: Omittable[Annotated[str, StringConstraints(min_length=1, max_length=2048)]] = None
     priority: Omittable[Annotated[int, Field(ge=0, le=1000)]] = None
     methods: Methods | None = None
-    description: Omittable[Annotated[str, StringConstraints(max_length=500)]] = None
+    description: Omittable[Annotated[str, StringConstraints(max_length=500), Printable]] = None
     enabled: Omittable[bool] = None
     scope: Omittable[RouteScope] = None
     proxy_hostnames: Omittable[ProxyHostnames] = None

@@ -8,7 +8,16 @@ from typing import Annotated
 
 from pydantic import AnyHttpUrl, Field, StringConstraints
 
-from oauthproxy.models.common import Name, Omittable, OwnerHash, Query, Record, Request, utcnow
+from oauthproxy.models.common import (
+    Name,
+    Omittable,
+    OwnerHash,
+    Printable,
+    Query,
+    Record,
+    Request,
+    utcnow,
+)
 
 
 class ServiceType(StrEnum):
@@ -76,7 +85,7 @@ class InternalService(Record):
     description: str = ""
 
 
-Description = Annotated[str, StringConstraints(max_length=1000)]
+Description = Annotated[str, StringConstraints(max_length=1000), Printable]
 
 
 class ExternalServiceCreate(Request):

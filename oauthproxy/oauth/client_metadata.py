@@ -7,6 +7,7 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 
+from oauthproxy.models.common import Printable
 from oauthproxy.models.oauth import ClientOrigin, OAuthClient
 from oauthproxy.oauth.errors import OAuthError
 from oauthproxy.oauth.parameters import DEFAULT_CLIENT_SCOPE, scope_list, unsupported_scopes
@@ -22,8 +23,8 @@ MAX_METADATA_BYTES = 8192
 OAUTH_CLIENT_LIFETIME (90 days) whether used or not; each field's bound alone let a
 registration keep 62 KB (20 registrations a minute per address: ~1.7 GiB a day)."""
 
-Text = Annotated[str, StringConstraints(max_length=2000)]
-Name = Annotated[str, StringConstraints(max_length=200)]
+Text = Annotated[str, StringConstraints(max_length=2000), Printable]
+Name = Annotated[str, StringConstraints(max_length=200), Printable]
 
 
 class ClientMetadata(BaseModel):
