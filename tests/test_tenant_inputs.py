@@ -14,6 +14,7 @@ from oauthproxy.storage import Storage
 from tests.tenants import (
     EXTERNAL,
     METADATA,
+    RESOURCES,
     ROUTES,
     TARGETS,
     World,
@@ -313,3 +314,69 @@ async def test_an_owner_cannot_accept_another_owners_tokens(world: World) -> Non
     mine = ["https://alice.example.com/v2", "urn:alice:tools"]
     accepted = await world.alice.post(path, json={"auth_allowed_audiences": mine})
     assert accepted.status_code == 200, accepted.text
+
+
+async def _mint(world: World, resource: str) -> str:
+    """A token such as a user of `resource` gets at a login (minted by the admin)."""
+    body = {"resource": resource, "scope": "mcp:read", "username": "bobs-user", "lifetime": 300}
+    minted = await created(await world.api.post("/api/v1/oauth/test-tokens", json=body))
+    token: str = minted["access_token"]
+    return token
+
+
+async def _through_alice(world: World, token: str) -> httpx.Response:
+    return await world.public.get(
+        "/echo/x", headers={"Host": "alice.example.com", "Authorization": f"Bearer {token}"}
+    )
+
+
+async def test_an_audience_named_before_another_owner_claims_it_stops_passing(
+    world: World,
+) -> None:
+    """Alice listed `http://carol.example.com` while no proxy had that name (accepted); Bob
+    then made his protected proxy carol.example.com. Tokens Bob's users got for it passed
+    Alice's proxy, their Authorization header reaching her backend: the rule was checked when
+    Alice wrote her list, never when the name was claimed. Her instance now keeps only the
+    audiences that are not another owner's, as the proxies are now."""
+    path = f"{TARGETS}alice.example.com/auth"
+    body = {"auth_required_users": ["*"], "auth_allowed_audiences": ["http://carol.example.com"]}
+    await created(await world.alice.post(path, json=body))
+    await settle(world)
+    token = await _mint(world, "http://carol.example.com")
+    assert (await _through_alice(world, token)).status_code == 200  # nobody's yet: hers to name
+    await proxy(world.bob, "carol.example.com", world.url("bob"))
+    await created(
+        await world.bob.post(
+            f"{TARGETS}carol.example.com/auth", json={"auth_required_users": ["*"]}
+        )
+    )
+    await settle(world)
+    at_bob = await world.public.get(
+        "/echo/x", headers={"Host": "carol.example.com", "Authorization": f"Bearer {token}"}
+    )
+    assert at_bob.status_code == 200, at_bob.text
+    at_alice = await _through_alice(world, token)
+    assert at_alice.status_code == 401, at_alice.text
+    # and through ForwardAuth's /verify, which reads the proxies when asked
+    async with httpx.AsyncClient(base_url=world.gateway.api_url) as anonymous:
+        verified = await anonymous.get(
+            "/verify",
+            headers={"X-Forwarded-Host": "alice.example.com", "X-Forwarded-Proto": "http",
+                     "Authorization": f"Bearer {token}"},
+        )  # fmt: skip
+    assert verified.status_code == 401, verified.text
+
+
+async def test_an_owner_cannot_accept_tokens_for_the_admins_registered_resources(
+    world: World,
+) -> None:
+    """The protected-resource registry is the admin's: an owner listing one of its URIs (or a
+    URI under it) as an extra audience would take the tokens users get for the admin's MCP
+    server, their Authorization header reaching the owner's backend."""
+    uri = "https://mcp.admin-tools.example/mcp"
+    await created(await world.api.post(RESOURCES, json={"uri": uri, "name": "admin tools"}))
+    path = f"{TARGETS}alice.example.com/auth"
+    for audience in (uri, uri + "/tools"):
+        body = {"auth_required_users": ["*"], "auth_allowed_audiences": [audience]}
+        refused = await world.alice.post(path, json=body)
+        await refused_and_unchanged(world, refused, 403, "forbidden", "auth_allowed_audiences")

@@ -28,7 +28,7 @@ from oauthproxy.api.state import app_state
 from oauthproxy.models.proxies import ProxyTarget
 from oauthproxy.oauth.browser import host_cookie
 from oauthproxy.oauth.verify import InvalidToken
-from oauthproxy.proxy.access import AccessPolicy, Deny, authorize, challenge
+from oauthproxy.proxy.access import AccessPolicy, Deny, audience_host, authorize, challenge
 
 forward_auth = Blueprint("forward_auth", __name__)
 
@@ -79,10 +79,13 @@ _ANY_USER = ProxyTarget.model_validate(
 async def _policy(hostname: str) -> tuple[AccessPolicy, ProxyTarget | None]:
     state = app_state(current_app)
     target = await state.storage.proxies.get(hostname.partition(":")[0]) if hostname else None
+    audiences = (target.auth_allowed_audiences if target else None) or ()
+    named = {audience_host(audience) for audience in audiences}  # (their proxies now)
     policy = AccessPolicy.of(
         target or _ANY_USER,
         issuer=state.settings.oauth_issuer_url,
         global_users=state.settings.oauth_allowed_github_users,
+        proxies={host: await state.storage.proxies.get(host) for host in named},
     )
     return policy, target
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from typing import Any
-from urllib.parse import urlsplit
 
 from quart import Blueprint
 from quart_schema import document_response, validate_querystring, validate_request
@@ -48,6 +47,7 @@ from oauthproxy.models.proxies import (
     reset,
     section,
 )
+from oauthproxy.proxy.access import audience_host
 from oauthproxy.storage import cascades
 from oauthproxy.tenancy.caller import forbidden
 from oauthproxy.tenancy.headers import check_request_headers, check_response_headers
@@ -225,19 +225,26 @@ async def _check_audiences(audiences: list[str]) -> None:
     if who.is_admin:
         return
     reserved = reserved_hostnames()
+    resources = [resource.uri for resource in await storage().resources.all()]
     for audience in audiences:
-        host = (urlsplit(audience).hostname or audience).lower().rstrip(".")
+        host = audience_host(audience)
         if host in reserved:
             raise forbidden(
                 f"auth_allowed_audiences: {audience} is the gateway's own",
                 field="auth_allowed_audiences",
             )
         target = await storage().proxies.get(host)
-        if target is not None and not who.owns(target.owner_token_hash):
+        registered = any(_names(audience, resource) for resource in resources)
+        if registered or (target is not None and not who.owns(target.owner_token_hash)):
             raise forbidden(
                 f"auth_allowed_audiences: {audience} is another owner's resource",
                 field="auth_allowed_audiences",
             )
+
+
+def _names(audience: str, resource: str) -> bool:
+    """Whether `audience` is the registered `resource` (the admin's), or a URI under it."""
+    return audience == resource or audience.startswith(resource.rstrip("/") + "/")
 
 
 @proxies.delete("/<hostname>/auth")

@@ -14,8 +14,9 @@ for longer than it is valid and unrevoked.
 from __future__ import annotations
 
 import fnmatch
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from urllib.parse import urlsplit
 
 from oauthproxy.models.proxies import AuthMode, ProxyTarget
 from oauthproxy.oauth.verify import Claims
@@ -45,7 +46,16 @@ class AccessPolicy:
     configuration makes a new policy, and with it an empty cache."""
 
     @classmethod
-    def of(cls, target: ProxyTarget, *, issuer: str, global_users: str) -> AccessPolicy:
+    def of(
+        cls,
+        target: ProxyTarget,
+        *,
+        issuer: str,
+        global_users: str,
+        proxies: Mapping[str, ProxyTarget | None] | None = None,
+    ) -> AccessPolicy:
+        """`proxies`: the proxies now, by hostname (at least those the extra audiences name),
+        to keep only the audiences that are the target owner's (`own_audiences`)."""
         users = target.auth_required_users
         if users is None:
             users = [u.strip() for u in global_users.split(",") if u.strip()]
@@ -56,7 +66,7 @@ class AccessPolicy:
             emails=tuple(e.lower() for e in target.auth_required_emails or ()),
             groups=frozenset(g.lower() for g in target.auth_required_groups or ()),
             scopes=frozenset(target.auth_allowed_scopes or ()),
-            audiences=frozenset(target.auth_allowed_audiences or ()),
+            audiences=own_audiences(target, issuer, proxies or {}),
             excluded_paths=tuple(target.auth_excluded_paths or ()),
             pass_headers=target.auth_pass_headers,
             header_prefix=target.auth_header_prefix,
@@ -94,6 +104,32 @@ DECISIONS = 1024
 and every protected proxy has its own policy, so the bound is per proxy and kept below the
 verifier's (4,096 tokens, shared): a proxy with more clients at once than this recomputes
 some decisions (about a microsecond each). When full it forgets them all and starts again."""
+
+
+def audience_host(audience: str) -> str:
+    """The hostname an audience names (a URL's, or the bare value), as proxies are named."""
+    return (urlsplit(audience).hostname or audience).lower().rstrip(".")
+
+
+def own_audiences(
+    target: ProxyTarget, issuer: str, proxies: Mapping[str, ProxyTarget | None]
+) -> frozenset[str]:
+    """`target`'s extra audiences (`auth_allowed_audiences`) but those that name, now, another
+    owner's proxy or the issuer: checked when they were written, a name could be claimed by
+    another owner later (or freed and claimed), and its tokens would then pass this proxy,
+    their Authorization header reaching this owner's backend. The admin's proxies keep all."""
+    audiences = target.auth_allowed_audiences or ()
+    owner = target.owner_token_hash
+    if owner is None:
+        return frozenset(audiences)
+    issuer_host = audience_host(issuer)
+    kept = set()
+    for audience in audiences:
+        host = audience_host(audience)
+        other = proxies.get(host)
+        if host != issuer_host and (other is None or other.owner_token_hash == owner):
+            kept.add(audience)
+    return frozenset(kept)
 
 
 def _matches_any(value: str, patterns: Iterable[str]) -> bool:

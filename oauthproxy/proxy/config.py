@@ -140,5 +140,9 @@ def _protection(target: ProxyTarget, shared: Shared) -> Protection | None:
     if not (target.auth_enabled or target.resource_override_backend):
         return None
     return Protection.of(
-        target, issuer=shared.issuer, global_users=shared.global_users, guard=shared.guard
+        target,
+        issuer=shared.issuer,
+        global_users=shared.global_users,
+        guard=shared.guard,
+        proxies=shared.proxies,
     )

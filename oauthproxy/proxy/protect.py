@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,9 +36,18 @@ class Protection:
     guard: Guard
 
     @classmethod
-    def of(cls, target: ProxyTarget, *, issuer: str, global_users: str, guard: Guard) -> Protection:
+    def of(
+        cls,
+        target: ProxyTarget,
+        *,
+        issuer: str,
+        global_users: str,
+        guard: Guard,
+        proxies: Mapping[str, ProxyTarget] | None = None,
+    ) -> Protection:
+        """`proxies`: every proxy, by hostname (see `AccessPolicy.of`)."""
         policy = (
-            AccessPolicy.of(target, issuer=issuer, global_users=global_users)
+            AccessPolicy.of(target, issuer=issuer, global_users=global_users, proxies=proxies)
             if target.auth_enabled
             else None
         )

@@ -20,6 +20,7 @@ from oauthproxy.logs.logger import RequestLogger
 from oauthproxy.models.events import EventType
 from oauthproxy.models.proxies import AuthMode, ProxyTarget
 from oauthproxy.models.routes import TargetType
+from oauthproxy.proxy.access import audience_host
 from oauthproxy.proxy.challenges import bounded
 from oauthproxy.proxy.config import InstanceConfig, PublicPorts, Shared, build_config
 from oauthproxy.proxy.guard import Guard
@@ -168,18 +169,24 @@ class Reconciler:
         for hostname, wanted in [*self._running.items(), *self._builtin.items()]:
             await self.instances[hostname].update(self._config(wanted))
 
-    async def _refresh_routing_to(self, hostnames: set[str]) -> None:
-        """Rebuild the running instances whose routes send requests to one of `hostnames`'
-        proxies (a `hostname` route's target is baked into the snapshot; the snapshot's own
-        routes say which, as the route table has not changed), and no other: every instance was
-        rebuilt, so one owner making and deleting proxies kept the event loop busy rebuilding
-        every tenant's (0.4 ms an instance)."""
+    async def _refresh_depending_on(self, hostnames: set[str]) -> None:
+        """Rebuild the running instances whose snapshot depends on one of `hostnames'` proxies,
+        and no other: those whose routes send requests to one (a `hostname` route's target is
+        baked into the snapshot; the snapshot's own routes say which, as the route table has
+        not changed), and those whose extra audiences name one (which are kept only while the
+        name is not another owner's: `access.own_audiences`). Every instance was rebuilt, so
+        one owner making and deleting proxies kept the event loop busy rebuilding every
+        tenant's (0.4 ms an instance)."""
         for hostname, wanted in [*self._running.items(), *self._builtin.items()]:
             config = self.instances[hostname].config
-            if config is not None and any(
+            if config is None:
+                continue
+            routing = any(
                 route.target_type is TargetType.HOSTNAME and route.target_value in hostnames
                 for route in config.routes.routes
-            ):
+            )
+            audiences = wanted.target.auth_allowed_audiences or ()
+            if routing or any(audience_host(audience) in hostnames for audience in audiences):
                 await self.instances[hostname].update(self._config(wanted))
 
     async def handle(self, deliveries: Iterable[Delivery]) -> None:
@@ -205,7 +212,7 @@ class Reconciler:
         if routes or services:
             await self._refresh_all()
         elif hostnames:
-            await self._refresh_routing_to(hostnames)
+            await self._refresh_depending_on(hostnames)
         await self._apply(decide(self._desired, self._running, hostnames))
         await self._consumer.settled(hostnames)
         if hostnames:
