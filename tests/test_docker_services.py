@@ -631,3 +631,45 @@ async def test_an_owners_image_comes_from_no_registry_that_resolves_to_this_host
         d0 = await storage.docker_services.get("d0")
         assert d0 is not None and d0.image == IMAGE
         assert (await dave.delete(f"{SERVICES}d0")).status_code == 200
+
+
+async def test_an_oversized_environment_is_a_422_and_the_service_keeps_running(
+    admin: httpx.AsyncClient, docker_gateway: Ready, docker_engine: Engine
+) -> None:
+    """Each environment value goes on the docker CLI's command line: one of 200 KiB was past
+    the kernel's limit for an argument (E2BIG), a 500; and in a change, the old container was
+    removed before the new one failed, leaving the service without one. Now values are at most
+    32 KiB and the three lists 256 Ki characters together: a 422 naming the field, and the
+    service runs on as it was."""
+    async with as_new_token(admin, docker_gateway, "envy") as envy:
+        envy.timeout = httpx.Timeout(90)
+        await create(envy, "envy", image=IMAGE, command=["sleep", "600"])
+        huge = {"service_name": "envy2", "image": IMAGE, "environment": {"BIG": "x" * 200_000}}
+        refused = await envy.post(SERVICES, json=huge)
+        assert refused.status_code == 422, refused.text
+        assert "environment" in refused.text
+        many = {f"V{n}": "x" * 30_000 for n in range(10)}  # each allowed, not all together
+        for change in ({"environment": {"BIG": "x" * 200_000}}, {"environment": many}):
+            refused = await envy.put(f"{SERVICES}envy", json=change)
+            assert refused.status_code == 422, refused.text
+        assert not container_exists(docker_engine, "envy2")
+        assert container_status(docker_engine, "envy") == "running"
+        assert (await envy.delete(f"{SERVICES}envy")).status_code == 200
+
+
+async def test_an_engine_refusal_does_not_show_the_gateways_docker_command(
+    admin: httpx.AsyncClient, docker_gateway: Ready, docker_engine: Engine
+) -> None:
+    """The docker CLI's exception text begins with the whole command the gateway ran: with
+    DOCKER_HOST (the engine's socket on the gateway's host) and DOCKER_API_VERSION. An owner
+    read it in a 422. The answer now holds what the engine said, and the service runs on."""
+    async with as_new_token(admin, docker_gateway, "img") as img:
+        img.timeout = httpx.Timeout(90)
+        await create(img, "img1", image=IMAGE, command=["sleep", "600"])
+        refused = await img.put(f"{SERVICES}img1", json={"image": "oauthproxy-test/none:404"})
+        assert refused.status_code == 422, refused.text
+        assert "no such image" in refused.json()["detail"].lower()
+        for leak in ("docker.sock", "--host", "command executed", "DOCKER_API_VERSION"):
+            assert leak not in refused.text, refused.text
+        assert container_status(docker_engine, "img1") == "running"
+        assert (await img.delete(f"{SERVICES}img1")).status_code == 200

@@ -32,11 +32,15 @@ UNDO_TIMEOUT_SECONDS = 60.0
 HOST_NETWORK = "host"
 
 
-async def recreate(service: DockerService, *, running: bool | None = None) -> None:
+async def recreate(
+    service: DockerService, *, running: bool | None = None, previous: DockerService | None = None
+) -> None:
     """Replace the service's container with one made from `service` and every port it holds
     now: the old one is stopped (if it ran) and removed, the new one created, and started when
     `running` (default: when the old one ran). The image is checked first, so a bad one leaves
-    the old container as it was. A service without a container gets one."""
+    the old container as it was. A service without a container gets one. When the new one
+    cannot be made and the old one was removed, it is made again from `previous` (the service
+    as it was), running if it ran, and the request fails with the engine's reason."""
     docker = engine()
     name = service.service_name
     await docker.exposed_ports(service.image or "")
@@ -45,7 +49,13 @@ async def recreate(service: DockerService, *, running: bool | None = None) -> No
     if status == "running":
         await docker.stop(name)
     await docker.remove(name)
-    await docker.create(container_spec(service, ports))
+    try:
+        await docker.create(container_spec(service, ports))
+    except BaseException:
+        if previous is not None and status is not None:
+            with trio.CancelScope(shield=True), trio.move_on_after(UNDO_TIMEOUT_SECONDS):
+                await _restore(previous, running=status == "running")
+        raise
     if running if running is not None else status == "running":
         await docker.start(name)
     await record_one(docker, storage(), name)

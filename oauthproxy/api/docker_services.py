@@ -159,11 +159,12 @@ async def update_docker_service(name: str, data: DockerServiceUpdate) -> Json:
     # (new limits are checked against the owner's other services, under the owner's lock)
     owner = tenant_of(caller()) if limits else None
     async with owner_serialized(owner), service_serialized(name):
-        service = patched(await _service(name), changes)
+        previous = await _service(name)
+        service = patched(previous, changes)
         if limits:
             await _check_resources(name, service.memory_limit, service.cpu_limit)
         if data.recreates():
-            await recreate(service)
+            await recreate(service, previous=previous)
         else:
             await engine().update(name, memory=data.memory_limit, cpus=data.cpu_limit)
         await storage().docker_services.put(service)

@@ -15,6 +15,24 @@ PortNumber = Annotated[int, Field(ge=1, le=65535)]
 RESERVED_NAMES = frozenset({"api", "cleanup", "external", "ports", "unified"})
 """Names that `/api/v1/services/{name}` could not reach, or the internal service's."""
 Token = Annotated[str, StringConstraints(min_length=8, max_length=512)]
+Argument = Annotated[str, StringConstraints(max_length=32768)]
+"""One environment value, command item or label value: each goes on the `docker` CLI's command
+line, where the kernel refuses an argument past 128 KiB (and the whole past ~2 MiB)."""
+ARGUMENTS_MAX = 262144
+"""What `environment`, `command` and `labels` may hold together, in characters."""
+
+
+def _check_arguments(
+    environment: dict[str, str] | None, command: list[str] | None, labels: dict[str, str] | None
+) -> None:
+    pairs = [*(environment or {}).items(), *(labels or {}).items()]
+    size = sum(len(key) + len(value) for key, value in pairs)
+    size += sum(len(item) for item in command or ())
+    if size > ARGUMENTS_MAX:
+        raise ValueError(
+            f"environment, command and labels hold {size} characters together, more than "
+            f"{ARGUMENTS_MAX} (they go on the docker command line)"
+        )
 
 
 class PortRequest(Request):
@@ -55,10 +73,10 @@ class DockerServiceCreate(Request):
     )
     memory_limit: MemoryLimit = "512m"
     cpu_limit: float = Field(default=1.0, gt=0, le=64)
-    environment: dict[str, str] = Field(default_factory=dict, max_length=100)
-    command: list[str] | None = Field(default=None, max_length=100)
+    environment: dict[str, Argument] = Field(default_factory=dict, max_length=100)
+    command: list[Argument] | None = Field(default=None, max_length=100)
     networks: list[Name] = Field(default_factory=list, max_length=10)
-    labels: dict[str, str] = Field(default_factory=dict, max_length=50)
+    labels: dict[str, Argument] = Field(default_factory=dict, max_length=50)
     expose_ports: bool = False
     port_configs: list[PortRequest] = Field(
         default_factory=list,
@@ -80,6 +98,7 @@ class DockerServiceCreate(Request):
         names = [port.name for port in self.port_configs]
         if len(set(names)) != len(names):
             raise ValueError("port_configs: each port needs its own name")
+        _check_arguments(self.environment, self.command, self.labels)
         return self
 
 
@@ -90,9 +109,14 @@ class DockerServiceUpdate(Request):
     memory_limit: MemoryLimit | None = None
     cpu_limit: float | None = Field(default=None, gt=0, le=64)
     image: Annotated[str, StringConstraints(min_length=1, max_length=255)] | None = None
-    environment: dict[str, str] | None = Field(default=None, max_length=100)
-    command: list[str] | None = Field(default=None, max_length=100)
-    labels: dict[str, str] | None = Field(default=None, max_length=50)
+    environment: dict[str, Argument] | None = Field(default=None, max_length=100)
+    command: list[Argument] | None = Field(default=None, max_length=100)
+    labels: dict[str, Argument] | None = Field(default=None, max_length=50)
+
+    @model_validator(mode="after")
+    def _bounded(self) -> DockerServiceUpdate:
+        _check_arguments(self.environment, self.command, self.labels)
+        return self
 
     def recreates(self) -> bool:
         return any(

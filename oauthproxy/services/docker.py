@@ -151,14 +151,17 @@ class DockerEngine:
         except NoSuchContainer:
             raise NotFound("container", "of this service") from None
         except NoSuchImage as error:
-            raise EngineError(f"no such image: {_first_line(error)}") from None
+            reason = _last_line(_reason(error))
+            raise EngineError(reason if "image" in reason.lower() else "no such image") from None
         except DockerException as error:
-            message = (error.stderr or "").strip() or str(error)
+            message = _reason(error)
             if any(marker.lower() in message.lower() for marker in UNREACHABLE_MARKERS):
                 raise EngineUnavailable(self.host, _last_line(message)) from None
             raise EngineError(_last_line(message)) from None
         except (FileNotFoundError, PermissionError) as error:
             raise EngineUnavailable(self.host, f"cannot run the docker CLI: {error}") from None
+        except OSError as error:  # E2BIG: arguments past the kernel's limit, and the like
+            raise EngineError(f"the docker CLI could not be run: {error.strerror}") from None
 
     # --- the engine ----------------------------------------------------------------------------
 
@@ -400,8 +403,12 @@ def _published(container: Any) -> frozenset[PortMapping]:
     return frozenset(found)
 
 
-def _first_line(error: DockerException) -> str:
-    return str(error).strip().splitlines()[0] if str(error).strip() else "?"
+def _reason(error: DockerException) -> str:
+    """What the CLI said (its error output, else its output), never the exception's own text:
+    that begins with the whole command, our DOCKER_HOST and API version with it, and is the
+    answer an owner would read."""
+    said = (error.stderr or "").strip() or (error.stdout or "").strip()
+    return said or f"the docker CLI failed (exit status {error.return_code})"
 
 
 def _last_line(message: str) -> str:
