@@ -260,6 +260,13 @@ def test_the_answer_to_head_ends_at_its_head() -> None:
         b"GET / HTTP/1.1\nHost: h\n\n",
         b"GET / HTTP/1.1\r\nHost: h\r\nX-A: 1\r\n folded\r\n\r\n",
         b"GARBAGE\r\n\r\n",
+        # llhttp hands over no body after a switching head (tests/test_upgrade_desync.py)
+        b"CONNECT h:443 HTTP/1.1\r\nHost: h:443\r\n\r\n",
+        b"CONNECT /x HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\n\r\n",
+        b"PUT /x HTTP/1.1\r\nHost: h\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n"
+        b"Content-Length: 5\r\n\r\n",
+        b"GET /ws HTTP/1.1\r\nHost: h\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n"
+        b"Transfer-Encoding: chunked\r\n\r\n",
     ],
     ids=[
         "cl-and-te",
@@ -269,6 +276,10 @@ def test_the_answer_to_head_ends_at_its_head() -> None:
         "bare-lf",
         "obs-fold",
         "junk",
+        "connect",
+        "connect-with-a-body",
+        "upgrade-with-a-length",
+        "upgrade-chunked",
     ],
 )
 def test_what_smuggling_needs_is_refused(request_bytes: bytes) -> None:

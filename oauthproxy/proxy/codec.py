@@ -407,7 +407,15 @@ class Codec:
         self._keep_alive = llhttp_keep_alive  # llhttp's view: whether it parses on
         # llhttp switches after this head when an Upgrade field comes with `upgrade` in any
         # Connection line (or for CONNECT); only a WebSocket may (tests/test_upgrade_smuggling)
-        upgrade = parser.should_upgrade() and last.get(b"upgrade", b"").lower() == b"websocket"
+        # llhttp hands over no body after a switching head (a CONNECT, or an Upgrade): a body
+        # one declared would never go upstream, and the upstream connection, waiting for it,
+        # would take the next request's bytes for it (smuggling past every check)
+        switches = parser.should_upgrade()
+        if parser.get_method() == b"CONNECT":
+            raise ProtocolError("CONNECT is not served: the gateway is no tunnel")
+        if switches and (chunked or length not in (b"", b"0")):
+            raise ProtocolError("a request that asks to switch protocols (Upgrade) has no body")
+        upgrade = switches and last.get(b"upgrade", b"").lower() == b"websocket"
         # (positional, as above) headers, version, keep_alive, method, target, status, reason,
         # chunked, has_body, upgrade
         self.events.append(
