@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import os
+import shutil
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
 import httpx
+import pytest
 import trio
 
 from oauthproxy.serve import Ready, serve
@@ -52,3 +55,29 @@ async def test_lost_redis_makes_health_503_and_api_503(
             "error": "storage_unavailable",
             "detail": "Redis is not reachable",
         }
+
+
+async def test_anonymous_health_checks_start_no_process_each(
+    gateway: Ready, anonymous: httpx.AsyncClient, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each `GET /health` asked the Docker engine through the docker CLI: an anonymous client
+    made the gateway start a process (tens of milliseconds of CPU) per request. The engine's
+    answer is now shared for a few seconds; and where the engine is (DOCKER_HOST, a path or an
+    address on the host) is shown to the admin only."""
+    real = shutil.which("docker")
+    assert real is not None, "the docker CLI is installed (.ci/run: docker.io)"
+    calls = tmp_path / "docker-calls"
+    wrappers = tmp_path / "bin"
+    wrappers.mkdir()
+    counting = wrappers / "docker"  # the real CLI, counted
+    counting.write_text(f'#!/bin/sh\necho run >> {calls}\nexec {real} "$@"\n')
+    counting.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{wrappers}:{os.environ['PATH']}")
+    answers = [await anonymous.get("/health") for _ in range(50)]
+    runs = len(calls.read_text().splitlines()) if calls.exists() else 0
+    assert 1 <= runs <= 3, f"50 anonymous /health calls ran the docker CLI {runs} times"
+    docker = answers[-1].json()["components"]["docker"]
+    assert "docker_host" not in docker, docker
+    admin = {"Authorization": f"Bearer {gateway.admin_token.secret}"}
+    seen = (await anonymous.get("/health", headers=admin)).json()["components"]["docker"]
+    assert "docker_host" in seen, seen

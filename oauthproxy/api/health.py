@@ -53,7 +53,10 @@ async def get_health() -> tuple[dict[str, Any], int]:
     components = {"redis": await _redis_health()}
     problems = state.condition.problems()
     healthy = all(c["status"] == "ok" for c in components.values()) and not problems
-    components["docker"] = await _docker_health()
+    admin = await _from_admin()
+    components["docker"] = await state.docker_status.of(_docker_health)
+    if not admin:  # (where the engine is, a path or an address on the host, is the admin's)
+        components["docker"] = {k: v for k, v in components["docker"].items() if k != "docker_host"}
     if (workers := state.condition.workers) is not None:
         counts = workers.counts()
         running = counts["running"] == counts["configured"]
@@ -67,7 +70,7 @@ async def get_health() -> tuple[dict[str, Any], int]:
     if problems:
         body["problems"] = problems
     if healthy:
-        body["certificates"] = await _certificates(named=await _from_admin())
+        body["certificates"] = await _certificates(named=admin)
     return body, 200 if healthy else 503
 
 

@@ -9,7 +9,7 @@ from quart import Quart
 from oauthproxy.certificates.manager import CertificateManager
 from oauthproxy.condition import GatewayCondition
 from oauthproxy.logs.logger import RequestLogger
-from oauthproxy.services.docker import DockerEngine
+from oauthproxy.services.docker import DockerEngine, EngineStatus
 from oauthproxy.settings import Settings
 from oauthproxy.storage import Storage
 
@@ -55,6 +55,8 @@ class AppState:
     """Starting, or holding a configuration Redis lost; an app without a gateway is ready."""
     docker: DockerEngine | None = None
     """The engine at DOCKER_HOST (`create_app` makes one from the settings)."""
+    docker_status: EngineStatus = field(default_factory=EngineStatus)
+    """The engine's health as `/health` last asked it (asked at most every few seconds)."""
 
 
 def app_state(app: Quart) -> AppState:
