@@ -200,3 +200,22 @@ def test_a_retired_keys_tokens_pass_only_until_its_deadline() -> None:
     with pytest.raises(InvalidToken, match="expired"):
         fresh.verify(late, now=deadline + LEEWAY_SECONDS)
     assert fresh.verify(token(), now=deadline + LEEWAY_SECONDS).jti == "abc123"  # the new key
+
+
+def test_a_revoked_token_stays_refused_through_the_leeway_past_its_expiry() -> None:
+    """The data plane's guard forgot a revoked jti once its `exp` passed, but the verifier
+    accepts a token until `exp` plus LEEWAY_SECONDS: a revoked (stolen) token the periodic
+    sweep forgot in that window passed again, on every replica, until the leeway ended."""
+    from oauthproxy.proxy.guard import Guard
+
+    guard = Guard(verifier())
+    stolen = token(claims(exp=int(NOW) + 600))
+    assert guard.claims(stolen, now=NOW).jti == "abc123"
+    guard.revoke("abc123", NOW + 600)
+    for later in (NOW + 610, NOW + 600 + LEEWAY_SECONDS - 1):  # past exp, within the leeway
+        guard.forget_expired(later)
+        with pytest.raises(InvalidToken):
+            guard.claims(stolen, now=later)
+    guard.forget_expired(NOW + 600 + LEEWAY_SECONDS + 1)  # then it expires as any token
+    with pytest.raises(InvalidToken, match="expired"):
+        guard.claims(stolen, now=NOW + 600 + LEEWAY_SECONDS + 1)

@@ -7,7 +7,7 @@ the `oauth:revocations` stream, so a revoked token is refused on every replica w
 
 from __future__ import annotations
 
-from oauthproxy.oauth.verify import Claims, InvalidToken, TokenVerifier
+from oauthproxy.oauth.verify import LEEWAY_SECONDS, Claims, InvalidToken, TokenVerifier
 
 
 class Guard:
@@ -28,5 +28,8 @@ class Guard:
         self._revoked[jti] = expires_at
 
     def forget_expired(self, now: float) -> None:
-        """Revoked tokens that expired are refused anyway: stop remembering them."""
-        self._revoked = {jti: exp for jti, exp in self._revoked.items() if exp > now}
+        """Revoked tokens that expired are refused anyway: stop remembering them, once the
+        verifier's leeway past their expiry (clock skew) is over too; before, a revoked token
+        the sweep forgot passed again until then."""
+        alive = now - LEEWAY_SECONDS
+        self._revoked = {jti: exp for jti, exp in self._revoked.items() if exp > alive}
