@@ -139,3 +139,20 @@ async def test_loopback_documents_are_refused_by_default(
     assert response.status_code == 400
     assert "resolves to an address that is not public" in response.text
     assert documents.fetches == 0
+
+
+@pytest.mark.parametrize(
+    "address",
+    ["64:ff9b::a00:5", "64:ff9b:1::a00:5", "::a00:5", "2002:a00:5::1", "fec0::1", "2001:0::1"],
+    ids=["nat64", "local-nat64", "ipv4-compatible", "6to4", "site-local", "teredo"],
+)
+async def test_a_document_host_is_not_an_internal_address_in_ipv6_clothes(
+    flow: FlowClient, address: str
+) -> None:
+    """Anyone can make the gateway fetch a client metadata document. Its host must be public,
+    and Python's `is_global` says so of IPv6 forms that stand for IPv4 addresses (NAT64
+    64:ff9b::a00:5 is 10.0.0.5 on a DNS64/NAT64 network; IPv4-compatible, 6to4, Teredo) and of
+    site-local fec0::/10: the gateway connected to them (a blind probe of internal hosts)."""
+    response = await flow.start(f"https://[{address}]/client.json", code_challenge="x" * 43)
+    assert response.status_code == 400, response.text
+    assert "resolves to an address that is not public" in response.text

@@ -55,10 +55,34 @@ def url_problem(url: str) -> str | None:
     return None
 
 
+_NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
+"""The well-known NAT64 prefix (RFC 6052): on a DNS64/NAT64 network, 64:ff9b::a00:5 is 10.0.0.5."""
+_TRANSLATED = (
+    ipaddress.IPv6Network("64:ff9b:1::/48"),  # local-use NAT64 (RFC 8215): any IPv4 behind it
+    ipaddress.IPv6Network("2001::/32"),  # Teredo: an obfuscated IPv4 address
+)
+
+
+def _embedded(ip: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
+    """The IPv4 address an IPv6 one stands for: mapped, NAT64, IPv4-compatible (::a.b.c.d)
+    or 6to4 (2002::/16), which Python's `is_global` judges as IPv6 (global) instead."""
+    if ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped
+    if ip.sixtofour is not None:
+        return ip.sixtofour
+    if ip in _NAT64 or (int(ip) >> 32 == 0 and int(ip) > 1):  # (not :: or ::1)
+        return ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
+    return None
+
+
 def _allowed(address: str, allow_loopback: bool) -> bool:
-    ip = ipaddress.ip_address(address.split("%", 1)[0])
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
+    ip: ipaddress.IPv4Address | ipaddress.IPv6Address = ipaddress.ip_address(
+        address.split("%", 1)[0]
+    )
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.is_site_local or any(ip in network for network in _TRANSLATED):
+            return False
+        ip = _embedded(ip) or ip
     if ip.is_loopback:
         return allow_loopback
     return ip.is_global and not ip.is_multicast
