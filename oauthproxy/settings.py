@@ -182,6 +182,11 @@ class Settings(BaseSettings):
         description="Seconds the head of a kept-alive connection's next request may take to "
         "arrive once it has begun (its first byte may take PROXY_IDLE_TIMEOUT)",
     )
+    proxy_websocket_idle_timeout: PositiveSeconds = Field(
+        default=3600,
+        description="Seconds a WebSocket may carry nothing either way before the gateway closes "
+        "it (and its upstream connection); traffic either way starts the wait again",
+    )
     proxy_send_timeout: PositiveSeconds = Field(
         default=60,
         description="Seconds a send may wait for a client to take data; a client that stops "

@@ -16,7 +16,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import json
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
@@ -236,6 +236,18 @@ class Answer:
 
 def ok(body: bytes) -> bytes:
     return b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body)
+
+
+async def serve_raw(
+    handler: Callable[[trio.SocketStream], Awaitable[None]],
+    task_status: trio.TaskStatus[int],
+) -> None:
+    """Serve `handler` on a free loopback port (started with it) until cancelled."""
+    async with trio.open_nursery() as nursery:
+        listeners: list[trio.SocketListener] = await nursery.start(
+            functools.partial(trio.serve_tcp, handler, 0, host="127.0.0.1")
+        )
+        task_status.started(int(listeners[0].socket.getsockname()[1]))
 
 
 class RawBackend:

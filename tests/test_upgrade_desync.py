@@ -8,15 +8,13 @@ to the next client on the pool. Both attacks are sent here on the wire."""
 
 from __future__ import annotations
 
-import functools
-
 import pytest
 import trio
 
 from oauthproxy.serve import Ready
 from oauthproxy.storage import Storage
 from tests.test_dataplane import create_proxy
-from tests.test_http_conformance import TIMEOUT, Wire, client, request, response
+from tests.test_http_conformance import TIMEOUT, Wire, client, request, response, serve_raw
 from tests.test_request_wire import until_up
 
 # --- CONNECT with a Content-Length: the body the backend is told of never comes ----------------
@@ -32,11 +30,7 @@ class FramingBackend:
         self.seen: list[tuple[bytes, bytes, list[bytes]]] = []
 
     async def serve(self, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
-        async with trio.open_nursery() as nursery:
-            listeners: list[trio.SocketListener] = await nursery.start(
-                functools.partial(trio.serve_tcp, self._connection, 0, host="127.0.0.1")
-            )
-            task_status.started(int(listeners[0].socket.getsockname()[1]))
+        await serve_raw(self._connection, task_status)
 
     async def _connection(self, stream: trio.SocketStream) -> None:
         wire = Wire(stream)

@@ -35,6 +35,8 @@ class Shared:
     """`OAUTH_ALLOWED_GITHUB_USERS`: who may pass when a proxy names no users itself."""
     login: BrowserLogin | None = None
     """Browser login for `redirect`-mode proxies."""
+    websocket_idle_timeout: float = 3600.0
+    """`PROXY_WEBSOCKET_IDLE_TIMEOUT`: how long a WebSocket may carry nothing either way."""
     down: Mapping[str, str] = field(default_factory=dict)
     """The URLs of Docker services whose container does not run, to the service's name."""
 
@@ -90,6 +92,7 @@ class InstanceConfig:
                 self.shared.request_timeout,
                 self.shared.down,
                 route_id=route.route_id,
+                idle_timeout=self.shared.websocket_idle_timeout,
             )
         except ValueError:
             return None
@@ -102,6 +105,7 @@ def destination_for(
     down: Mapping[str, str] | None = None,
     *,
     route_id: str = "",
+    idle_timeout: float = 3600.0,
 ) -> Destination:
     origin = parse_origin(url)
     rewrite = RequestRewrite(
@@ -118,6 +122,7 @@ def destination_for(
         upstream=url.rstrip("/"),
         route_id=route_id,
         down=(down or {}).get(url.rstrip("/")),
+        websocket_idle_timeout=idle_timeout,
     )
 
 
@@ -127,7 +132,11 @@ def build_config(
     return InstanceConfig(
         target=target,
         default=destination_for(
-            str(target.target_url), target, shared.request_timeout, shared.down
+            str(target.target_url),
+            target,
+            shared.request_timeout,
+            shared.down,
+            idle_timeout=shared.websocket_idle_timeout,
         ),
         routes=shared.routes.for_proxy(target),
         shared=shared,

@@ -45,6 +45,8 @@ class Destination:
     down: str | None = None
     """The Docker service this goes to, when its container is known not to run: the request is
     answered 503 at once instead of waiting for a connection that cannot succeed."""
+    websocket_idle_timeout: float = 3600.0
+    """A WebSocket to it that carries nothing either way for this long is closed."""
 
 
 _IDLE, _SWITCHED = State.IDLE, State.SWITCHED
@@ -263,7 +265,13 @@ async def forward(exchange: Exchange, destination: Destination) -> bool:
     upstream, response = opened
     try:
         if response.status == 101:
-            await switch_protocols(exchange.downstream, upstream, response, destination.response)
+            await switch_protocols(
+                exchange.downstream,
+                upstream,
+                response,
+                destination.response,
+                destination.websocket_idle_timeout,
+            )
             return False
         keep_alive = await _stream_response(exchange, upstream, response, destination.response)
     except BaseException:

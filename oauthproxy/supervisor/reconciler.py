@@ -99,6 +99,7 @@ class Reconciler:
             issuer=settings.oauth_issuer_url,
             global_users=settings.oauth_allowed_github_users,
             login=BrowserLogin.of(settings, storage.proxy_logins, issuer_trust),
+            websocket_idle_timeout=settings.proxy_websocket_idle_timeout,
         )
         self._gateway_redirects: list[str] | None = None
 
