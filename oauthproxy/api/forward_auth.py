@@ -81,11 +81,14 @@ async def _policy(hostname: str) -> tuple[AccessPolicy, ProxyTarget | None]:
     target = await state.storage.proxies.get(hostname.partition(":")[0]) if hostname else None
     audiences = (target.auth_allowed_audiences if target else None) or ()
     named = {audience_host(audience) for audience in audiences}  # (their proxies now)
+    owner = target.owner_token_hash if target else None
+    token = await state.storage.tokens.by_hash(owner) if owner else None
     policy = AccessPolicy.of(
         target or _ANY_USER,
         issuer=state.settings.oauth_issuer_url,
         global_users=state.settings.oauth_allowed_github_users,
         proxies={host: await state.storage.proxies.get(host) for host in named},
+        admins=frozenset({token.hash}) if token is not None and token.is_admin else frozenset(),
     )
     return policy, target
 

@@ -39,6 +39,9 @@ class AccessPolicy:
     excluded_paths: tuple[str, ...]
     pass_headers: bool
     header_prefix: str
+    tenant: bool = False
+    """The proxy is an owner token's (not the admin's): its backend learns of a user only what
+    the policy checks (`identity_headers`)."""
     _decisions: dict[tuple[Claims, str | None], Decision] = field(
         default_factory=dict, init=False, repr=False, compare=False, hash=False
     )
@@ -53,9 +56,13 @@ class AccessPolicy:
         issuer: str,
         global_users: str,
         proxies: Mapping[str, ProxyTarget | None] | None = None,
+        admins: frozenset[str] = frozenset(),
     ) -> AccessPolicy:
         """`proxies`: the proxies now, by hostname (at least those the extra audiences name),
-        to keep only the audiences that are the target owner's (`own_audiences`)."""
+        to keep only the audiences that are the target owner's (`own_audiences`); `admins`:
+        the hashes of admin tokens, whose proxies are not a tenant's (`tenant`)."""
+        owner = target.owner_token_hash
+        tenant = owner is not None and owner not in admins
         users = target.auth_required_users
         if users is None:
             users = [u.strip() for u in global_users.split(",") if u.strip()]
@@ -66,10 +73,13 @@ class AccessPolicy:
             emails=tuple(e.lower() for e in target.auth_required_emails or ()),
             groups=frozenset(g.lower() for g in target.auth_required_groups or ()),
             scopes=frozenset(target.auth_allowed_scopes or ()),
-            audiences=own_audiences(target, issuer, proxies or {}),
+            audiences=own_audiences(target, issuer, proxies or {})
+            if tenant
+            else frozenset(target.auth_allowed_audiences or ()),
             excluded_paths=tuple(target.auth_excluded_paths or ()),
             pass_headers=target.auth_pass_headers,
             header_prefix=target.auth_header_prefix,
+            tenant=tenant,
         )
 
     def excludes(self, path: str) -> bool:
@@ -114,14 +124,13 @@ def audience_host(audience: str) -> str:
 def own_audiences(
     target: ProxyTarget, issuer: str, proxies: Mapping[str, ProxyTarget | None]
 ) -> frozenset[str]:
-    """`target`'s extra audiences (`auth_allowed_audiences`) but those that name, now, another
-    owner's proxy or the issuer: checked when they were written, a name could be claimed by
-    another owner later (or freed and claimed), and its tokens would then pass this proxy,
-    their Authorization header reaching this owner's backend. The admin's proxies keep all."""
+    """An owner's proxy's extra audiences (`auth_allowed_audiences`) but those that name, now,
+    another owner's proxy or the issuer: checked when they were written, a name could be
+    claimed by another owner later (or freed and claimed), and its tokens would then pass this
+    proxy, their Authorization header reaching this owner's backend. (The admin's proxies keep
+    all: `AccessPolicy.of`.)"""
     audiences = target.auth_allowed_audiences or ()
     owner = target.owner_token_hash
-    if owner is None:
-        return frozenset(audiences)
     issuer_host = audience_host(issuer)
     kept = set()
     for audience in audiences:
@@ -178,13 +187,23 @@ def _decide(policy: AccessPolicy, claims: Claims, resource: str | None) -> Decis
 
 
 def identity_headers(policy: AccessPolicy, claims: Claims) -> Headers:
-    """Built once per token and policy: `authorize` remembers the decision that holds them."""
+    """Built once per token and policy: `authorize` remembers the decision that holds them.
+
+    An owner's proxy (`tenant`) passes only what its policy checks: its backend is another
+    tenant's, and a browser login to it needs no consent (the gateway's own client), so any
+    visitor's GitHub email and organisations and teams (private ones too) reached it unasked.
+    The login and id always go; the groups only those the policy names; the email only when the
+    policy checks emails. The admin's proxies pass everything."""
     prefix = policy.header_prefix
+    groups, email = claims.groups, claims.email or ""
+    if policy.tenant:
+        groups = tuple(group for group in groups if group.lower() in policy.groups)
+        email = email if policy.emails else ""
     fields = {
         "User-Id": claims.subject,
         "User-Name": claims.username,
-        "Email": claims.email or "",
-        "Groups": ",".join(claims.groups),
+        "Email": email,
+        "Groups": ",".join(groups),
         "Scopes": " ".join(sorted(claims.scopes)),
         "Client-Id": claims.client_id,
     }

@@ -37,6 +37,9 @@ class Shared:
     """Browser login for `redirect`-mode proxies."""
     websocket_idle_timeout: float = 3600.0
     """`PROXY_WEBSOCKET_IDLE_TIMEOUT`: how long a WebSocket may carry nothing either way."""
+    admins: frozenset[str] = frozenset()
+    """The hashes of the admin tokens that own proxies: the others' proxies are a tenant's (their
+    extra audiences and identity headers are narrowed: `access.AccessPolicy`)."""
     down: Mapping[str, str] = field(default_factory=dict)
     """The URLs of Docker services whose container does not run, to the service's name."""
 
@@ -154,4 +157,5 @@ def _protection(target: ProxyTarget, shared: Shared) -> Protection | None:
         global_users=shared.global_users,
         guard=shared.guard,
         proxies=shared.proxies,
+        admins=shared.admins,
     )

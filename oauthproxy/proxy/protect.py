@@ -44,10 +44,14 @@ class Protection:
         global_users: str,
         guard: Guard,
         proxies: Mapping[str, ProxyTarget] | None = None,
+        admins: frozenset[str] = frozenset(),
     ) -> Protection:
-        """`proxies`: every proxy, by hostname (see `AccessPolicy.of`)."""
+        """`proxies`: every proxy, by hostname; `admins`: the admin tokens' hashes (see
+        `AccessPolicy.of`)."""
         policy = (
-            AccessPolicy.of(target, issuer=issuer, global_users=global_users, proxies=proxies)
+            AccessPolicy.of(
+                target, issuer=issuer, global_users=global_users, proxies=proxies, admins=admins
+            )
             if target.auth_enabled
             else None
         )

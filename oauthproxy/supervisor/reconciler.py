@@ -102,6 +102,8 @@ class Reconciler:
             websocket_idle_timeout=settings.proxy_websocket_idle_timeout,
         )
         self._gateway_redirects: list[str] | None = None
+        self._admin_or_not: dict[str, bool] = {}
+        """Proxy owners' token hashes, and whether each is an admin token's."""
 
     @property
     def running_count(self) -> int:
@@ -163,7 +165,17 @@ class Reconciler:
             down = await self._storage.docker_services.down()
             shared = replace(shared, services=urls, down=down)
         proxies = {hostname: wanted.target for hostname, wanted in self._desired.items()}
-        self._shared = replace(shared, proxies=proxies)
+        admins = await self._admin_owners(proxies.values())
+        self._shared = replace(shared, proxies=proxies, admins=admins)
+
+    async def _admin_owners(self, targets: Iterable[ProxyTarget]) -> frozenset[str]:
+        """Which of `targets`' owners are admin tokens; each owner is looked up once (a token's
+        hash names one token, admin or not, for its whole life: a new secret is a new hash)."""
+        for owner in {target.owner_token_hash for target in targets} - self._admin_or_not.keys():
+            if owner is not None:
+                token = await self._storage.tokens.by_hash(owner)
+                self._admin_or_not[owner] = token is not None and token.is_admin
+        return frozenset(owner for owner, admin in self._admin_or_not.items() if admin)
 
     async def _refresh_all(self) -> None:
         """Rebuild every running instance's snapshot from the current shared inputs."""
