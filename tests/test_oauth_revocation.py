@@ -13,11 +13,14 @@ import trio
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from oauthproxy.models.proxies import ProxyTarget
 from oauthproxy.oauth.verify import InvalidToken, load_verifier
 from oauthproxy.serve import Ready
 from oauthproxy.settings import Settings
-from oauthproxy.storage import Storage
+from oauthproxy.storage import Storage, oauth_sessions
 from tests import oauth_helpers
+from tests.backend import serve_backend
+from tests.eventually import eventually
 from tests.github_standin import GitHubStandIn
 from tests.oauth_helpers import FlowClient, start_gateway
 
@@ -212,3 +215,79 @@ async def test_a_configured_key_signs_and_the_generated_one_stays_published(
     assert generated in kids and len(kids) == 2
     header = base64.urlsafe_b64decode(issued["access_token"].split(".")[0] + "==")
     assert generated.encode() not in header
+
+
+async def test_a_flood_of_revocations_does_not_unrevoke_a_stolen_token_on_a_new_replica(
+    nursery: trio.Nursery,
+    storage: Storage,
+    make_settings: Callable[..., Settings],
+    github: GitHubStandIn,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The data plane learns revocations only from `oauth:revocations`, capped at
+    REVOCATIONS_MAX_LENGTH (100,000) entries; a replica that starts reads what is left of it.
+    Any user who may log in can fill the stream with their own revocations: refresh N times
+    (each refresh leaves one more live access token in the session), then revoke the refresh
+    token, which revokes the whole session: N entries in one transaction, trimming the stream's
+    older entries. A token the admin revoked before (a stolen one) is then accepted by every
+    replica that starts afterwards (a restart, a scale-up) until it expires. Scaled down here
+    (the cap patched to 100, 300 refreshes instead of 100,000+). Revocations in force are
+    now also kept in `oauth:revoked`, trimmed by expiry, which a starting replica reads first."""
+    monkeypatch.setattr(oauth_sessions, "REVOCATIONS_MAX_LENGTH", 100)
+    backend = await nursery.start(serve_backend, "mcp")
+    first = await start_gateway(nursery, make_settings, github, oauth_allowed_github_users="*")
+    await storage.proxies.create(
+        ProxyTarget.model_validate(
+            {
+                "hostname": "mcp.test",
+                "target_url": f"http://127.0.0.1:{backend}",
+                "auth_enabled": True,
+                "auth_required_users": ["*"],
+            }
+        )
+    )
+    admin = {"Authorization": f"Bearer {first.admin_token.secret}"}
+    async with httpx.AsyncClient(base_url=first.api_url, headers=admin) as api:
+        body = {"resource": "http://mcp.test", "scope": "mcp:read", "username": "victim"}
+        minted = (await api.post("/api/v1/oauth/test-tokens", json=body)).json()
+        stolen = minted["access_token"]
+        deleted = await api.delete(f"/api/v1/oauth/sessions/{minted['session_id']}")
+        assert deleted.status_code == 200, deleted.text
+    async with httpx.AsyncClient(base_url=first.api_url) as http:
+        flow = FlowClient(http)
+        client = await flow.register()
+        tokens = await flow.tokens(client)
+        refresh = tokens["refresh_token"]
+        for _ in range(300):
+            answer = await flow.token(client, grant_type="refresh_token", refresh_token=refresh)
+            assert answer.status_code == 200, answer.text
+            refresh = answer.json()["refresh_token"]
+        revoked = await http.post(
+            "/revoke",
+            data={
+                "token": refresh,
+                "client_id": client["client_id"],
+                "client_secret": client["client_secret"],
+            },
+        )
+        assert revoked.status_code == 200
+    left = await storage.oauth.revocations_since("0", count=100_000)
+    assert minted["jti"] not in [entry.jti for entry in left]  # trimmed by the flood
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{first.http_port}") as public:
+        running = await public.get(
+            "/echo/x", headers={"Host": "mcp.test", "Authorization": f"Bearer {stolen}"}
+        )
+    assert running.status_code == 401  # the replica that was running when it was revoked
+    second = await start_gateway(
+        nursery, make_settings, github, oauth_allowed_github_users="*", oauth_issuer=first.api_url
+    )
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{second.http_port}") as public:
+
+        async def refused() -> bool:
+            answer = await public.get(
+                "/echo/x", headers={"Host": "mcp.test", "Authorization": f"Bearer {stolen}"}
+            )
+            assert answer.status_code in (401, 404), answer.status_code  # (404: not up yet)
+            return answer.status_code == 401
+
+        await eventually(refused, what="the stolen token refused by the new replica")

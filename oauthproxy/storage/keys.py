@@ -140,6 +140,9 @@ OAUTH_SIGNING_KEY_RETIRED = "oauth:signing_key:retired"
 
 OAUTH_REVOCATIONS = "oauth:revocations"
 """Stream of revoked access tokens ({jti, exp}) that every replica's data plane follows."""
+OAUTH_REVOKED = "oauth:revoked"
+"""A sorted set: each revoked access token's jti, scored by its expiry; trimmed by expiry, so a
+replica that starts learns every revocation still in force, however many came since."""
 
 
 def oauth_consent(request_id: str) -> str:

@@ -8,6 +8,7 @@
     oauth:user_tokens:{username}   SET of jtis;  oauth:user_sessions:{username}  SET of sids
     oauth:client_sessions:{id}     SET of sids
     oauth:revocations              stream of {jti, exp}, followed by every replica's data plane
+    oauth:revoked                  ZSET jti → exp of the revocations in force (a starting replica's)
 
 Index sets are pruned lazily when read: a member whose record expired is dropped. The two sets
 of access-token jtis are also pruned as they grow (`ADD_PRUNED`): a client refreshing all day
@@ -16,6 +17,7 @@ adds a jti per refresh to sets that live as long as the session, and most are lo
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import TypeVar
@@ -103,13 +105,25 @@ def _extend(pipe: Pipeline, key: str, until: datetime) -> None:
     pipe.pexpireat(key, milliseconds, condition=PureToken.GT)
 
 
+REVOKED_KEPT_SECONDS = 120
+"""How long past its expiry a revocation stays in `oauth:revoked` (more than the verifier's
+leeway: a token is accepted up to LEEWAY_SECONDS after it expires)."""
+
+
 def queue_revocation(pipe: Pipeline, record: AccessTokenRecord) -> None:
-    """Mark the record revoked and publish it on the stream, in the caller's transaction."""
+    """Mark the record revoked and publish it on the stream and in `oauth:revoked`, in the
+    caller's transaction. The stream is trimmed by length (about REVOCATIONS_MAX_LENGTH): one
+    user's flood of revocations (refresh many times, then revoke the session) pushed older ones
+    out of it, and a replica started afterwards accepted those tokens again; the set, trimmed
+    by expiry, keeps every one still in force."""
+    expires = _at(record.expires_at).timestamp()
     pipe.set(
         keys.oauth_token(record.jti),
         dump(record.model_copy(update={"revoked": True})),
         keepttl=True,
     )
+    pipe.zadd(keys.OAUTH_REVOKED, {record.jti: expires})
+    pipe.zremrangebyscore(keys.OAUTH_REVOKED, 0, time.time() - REVOKED_KEPT_SECONDS)
     pipe.xadd(
         keys.OAUTH_REVOCATIONS,
         {"jti": record.jti, "exp": str(int(_at(record.expires_at).timestamp()))},
@@ -245,6 +259,14 @@ class SessionStore:
         for session in await self.sessions_of_client(client_id):
             revoked += len(await self.revoke_session(session.session_id))
         return revoked
+
+    async def revoked_in_force(self) -> list[Revocation]:
+        """Every revocation whose token has not expired yet (with the leeway), from the set."""
+        since = time.time() - REVOKED_KEPT_SECONDS
+        found = await self._redis.zrange(
+            keys.OAUTH_REVOKED, since, "+inf", sortby=PureToken.BYSCORE, withscores=True
+        )
+        return [Revocation(id="", jti=jti, expires_at=float(exp)) for jti, exp in found]
 
     async def revocations_since(
         self, last_id: str = "0", *, block_ms: int | None = None, count: int = 1000

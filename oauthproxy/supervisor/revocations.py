@@ -1,7 +1,8 @@
 """`serve_revocations`: keep the data plane's guard current with revoked tokens and signing keys.
 
-The guard (shared by every instance) learns each revocation from `oauth:revocations` (a blocking
-read of up to `REVOCATION_WAIT_MILLISECONDS`) and reloads the public signing keys every
+The guard (shared by every instance) first learns every revocation still in force from
+`oauth:revoked` (before the data plane serves), then each new one from `oauth:revocations` (a
+blocking read of up to `REVOCATION_WAIT_MILLISECONDS`) and reloads the public signing keys every
 `KEY_REFRESH_SECONDS`. Redis being away only delays both (the shared `Backoff`). While Redis has
 lost its data the keys are not reloaded: the gateway keeps its last known keys.
 """
@@ -36,6 +37,9 @@ async def serve_revocations(
     """Follow revocations and refresh keys until cancelled, whatever Redis does."""
     follower = _Follower(guard, storage, settings, continuity)
     backoff = Backoff(limit=MAX_BACKOFF_SECONDS)
+    # every revocation still in force, before the data plane serves (the stream may have lost
+    # older ones to a flood of newer)
+    await retrying(follower.seed, StorageUnavailable, backoff, what="the revocation follower")
     task_status.started()
     while True:
         await retrying(follower.turn, StorageUnavailable, backoff, what="the revocation follower")
@@ -51,6 +55,11 @@ class _Follower:
         self._continuity = continuity
         self._last_id = "0"  # first everything still in the stream, then what comes
         self._next_keys = trio.current_time()
+
+    async def seed(self) -> None:
+        """Every revocation still in force (`oauth:revoked`), whatever the stream kept."""
+        for revocation in await self._storage.oauth.revoked_in_force():
+            self._guard.revoke(revocation.jti, revocation.expires_at)
 
     async def turn(self) -> None:
         if trio.current_time() >= self._next_keys and not self._continuity.lost:
