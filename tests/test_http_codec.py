@@ -451,3 +451,22 @@ def test_a_head_with_a_line_break_in_a_value_is_never_written(value: bytes) -> N
     assert head_bytes(b"GET / HTTP/1.1\r\n", [(b"x-ok", b"1")]).endswith(b"x-ok: 1\r\n\r\n")
     with pytest.raises(UnsafeHead):
         head_bytes(b"GET / HTTP/1.1\r\n", [(b"x-ok", b"1"), (b"x-bad", value)])
+
+
+@pytest.mark.parametrize(
+    ("sent", "reusable"), [(b"12345", True), (b"123", False), (b"123456", False)]
+)
+def test_a_request_body_that_does_not_carry_its_length_leaves_the_connection_unusable(
+    sent: bytes, reusable: bool
+) -> None:
+    """The peer reads exactly the Content-Length the head announced: a body that falls short
+    (an HTTP/2 stream ended by trailers) leaves it waiting for the rest, and the next request
+    on that connection would be read as the rest (smuggling); one too long, as a request."""
+    codec = Codec(responses=True)
+    codec.send_request(b"POST", b"POST / HTTP/1.1\r\nContent-Length: 5\r\n\r\n", Framing.LENGTH, 5)
+    codec.send_data(sent)
+    codec.send_end()
+    codec.receive_data(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+    codec.events.clear()  # (the answer, taken)
+    assert (codec.our_state is State.ERROR) is not reusable
+    assert codec.reusable is reusable

@@ -254,6 +254,20 @@ class AnswerFirstBackend:
                 return
 
 
+async def _smuggling_setup(
+    nursery: trio.Nursery, storage: Storage, gateway: Ready, pki: TestPKI
+) -> tuple[AnswerFirstBackend, H2Client, str]:
+    """A protected proxy whose /public paths need no login, in front of a backend that answers
+    before it reads a body; an HTTP/2 client connected to it, and the authority to ask for."""
+    backend = AnswerFirstBackend()
+    port = await nursery.start(backend.serve)
+    await serve_names(storage, pki, {SECURE: port}, **PROTECTED)
+    client = await connected(gateway.https_port, SECURE, pki.ca_file)
+    authority = f"{SECURE}:{gateway.https_port}"
+    await served(client, authority, "/public/ready")
+    return backend, client, authority
+
+
 async def test_a_content_length_on_a_request_without_body_is_a_400(
     nursery: trio.Nursery, storage: Storage, gateway: Ready, pki: TestPKI
 ) -> None:
@@ -263,12 +277,7 @@ async def test_a_content_length_on_a_request_without_body_is_a_400(
     body, and read the rest as a request of its own: the client chose N so that the rest was
     a header value of its next stream, `GET /secret HTTP/1.1`, which reached the backend past
     the auth check (routed and checked as /public/b) and was answered to the client."""
-    backend = AnswerFirstBackend()
-    port = await nursery.start(backend.serve)
-    await serve_names(storage, pki, {SECURE: port}, **PROTECTED)
-    client = await connected(gateway.https_port, SECURE, pki.ca_file)
-    authority = f"{SECURE}:{gateway.https_port}"
-    await served(client, authority, "/public/ready")
+    backend, client, authority = await _smuggling_setup(nursery, storage, gateway, pki)
     smuggled = "GET /secret HTTP/1.1"
     eaten = len(b"GET /public/b HTTP/1.1\r\nx-a: ")
     first = await client.request(authority, "/public/a", headers=[("content-length", str(eaten))])
@@ -398,3 +407,49 @@ async def test_frames_on_a_reset_stream_cannot_make_the_gateway_queue_without_bo
     with trio.move_on_after(30):
         code = await goaway_code(client)
     assert code == ErrorCodes.ENHANCE_YOUR_CALM
+
+
+async def test_h2_trailers_cannot_end_a_body_shorter_than_its_content_length(
+    nursery: trio.Nursery, storage: Storage, gateway: Ready, pki: TestPKI
+) -> None:
+    """HEADERS with `content-length: N` (no END_STREAM), then a trailer HEADERS frame with
+    END_STREAM and no DATA at all. `h2` checks the content-length only against DATA frames
+    that end the stream, not against trailers; the gateway does not count the body either.
+    So the backend gets a head announcing N bytes, none follow, the gateway thinks the
+    exchange ended cleanly and pools the connection. A backend that answers before reading
+    the body (nginx `return`, a 404, a redirect) then eats the first N bytes of the next
+    request on that pooled connection, and reads the rest as a request of its own: here a
+    header value of the attacker's next stream, `GET /secret HTTP/1.1`, routed and checked as
+    the auth-excluded /public/b, reaches the backend past the auth check."""
+    backend, client, authority = await _smuggling_setup(nursery, storage, gateway, pki)
+    smuggled = "GET /secret HTTP/1.1"
+    eaten = len(b"GET /public/b HTTP/1.1\r\nx-a: ")
+    stream_id = client.h2.get_next_available_stream_id()
+    fields = [(b":method", b"POST"), (b":scheme", b"https"), (b":authority", authority.encode())]
+    fields += [(b":path", b"/public/a"), (b"content-length", b"%d" % eaten)]
+    client.h2.send_headers(stream_id, fields, end_stream=False)
+    client.h2.send_headers(stream_id, [(b"x-trailer", b"1")], end_stream=True)  # trailers
+    client._answers[stream_id] = H2Answer()
+    await client.flush()
+    with trio.fail_after(10):
+        first = await client.answer(stream_id)
+    with trio.fail_after(10):
+        second = await client.request(authority, "/public/b", headers=[("x-a", smuggled)])
+    assert smuggled.encode() not in backend.lines, (first, second, backend.lines)
+    assert first.status == 400 or first.reset is not None, first
+    assert second.status == 200 and second.body == b"answers GET /public/b HTTP/1.1"
+    await client.aclose()
+
+
+class StallMeter:
+    """How long the event loop every tenant shares went without running a task: a task that
+    sleeps 10 ms at a time and records the longest gap between its wake-ups."""
+
+    def __init__(self) -> None:
+        self.longest = 0.0
+
+    async def run(self) -> None:
+        while True:
+            before = trio.current_time()
+            await trio.sleep(0.01)
+            self.longest = max(self.longest, trio.current_time() - before - 0.01)

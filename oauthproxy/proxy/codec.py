@@ -204,6 +204,7 @@ class Codec:
         "_head_tail",
         "_headers",
         "_keep_alive",
+        "_length_left",
         "_parser",
         "_reason",
         "_stopped",
@@ -232,6 +233,9 @@ class Codec:
         """Bytes after the message that switched protocols."""
         self._framing = _NO_FRAMING
         """How the message we are sending is delimited."""
+        self._length_left: int | None = None
+        """Of the Content-Length of the request we send, what its body has not carried yet
+        (None: not counted)."""
         self._answers_head = False
         """Our request is HEAD: its final response has no body, whatever its head says."""
         self._stopped = False
@@ -447,11 +451,15 @@ class Codec:
 
     # --- sending -----------------------------------------------------------------------------
 
-    def send_request(self, method: bytes, head: bytes, framing: Framing) -> bytes:
-        """Our request's head (`head_bytes`), its body to follow framed by `framing`."""
+    def send_request(
+        self, method: bytes, head: bytes, framing: Framing, length: int | None = None
+    ) -> bytes:
+        """Our request's head (`head_bytes`), its body to follow framed by `framing`; `length`:
+        the Content-Length the head announces, which the body must carry exactly."""
         self._answers_head = method == b"HEAD"
         self.our_state = _ON_HEAD[self.our_state]
         self._framing = framing
+        self._length_left = length
         return head
 
     def send_response(self, head: bytes, framing: Framing, *, switching: bool = False) -> bytes:
@@ -466,11 +474,19 @@ class Codec:
     def send_data(self, data: bytes) -> bytes:
         if self._framing is _CHUNKED:
             return b"%x\r\n%s\r\n" % (len(data), data) if data else b""
+        if self._length_left is not None:
+            self._length_left -= len(data)
         return data
 
     def send_end(self, *, last: bool = False) -> bytes:
-        """The end of our message; `last`: we said `Connection: close` (or end by closing)."""
+        """The end of our message; `last`: we said `Connection: close` (or end by closing). A
+        request whose body did not carry the length its head announced leaves the connection
+        unusable: the peer still waits for the rest, and would take the next request for it."""
         framing = self._framing
+        if self._length_left:  # (None or 0: nothing counted, or all of it)
+            self._length_left = None
+            self.our_state = _ERROR
+            return b""
         last = last or framing is _CLOSE_FRAMING
         self.our_state = (_ON_END_LAST if last else _ON_END)[self.our_state]
         return b"0\r\n\r\n" if framing is _CHUNKED else b""

@@ -104,7 +104,9 @@ async def _request_and_answer(
         )
         return await _response_head(channel)
     framing = Framing.CHUNKED if request.chunked else Framing.LENGTH
-    head = codec.send_request(request.method, head, framing)
+    length = request.header(b"content-length")
+    declared = int(length) if framing is Framing.LENGTH and length.isdigit() else None
+    head = codec.send_request(request.method, head, framing, declared)
     if _expects_continue(request) and not client.events:
         await channel.send(head)
         head = b""

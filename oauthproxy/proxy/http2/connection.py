@@ -192,7 +192,18 @@ class Http2Connection:
             self._open(event)
         elif isinstance(event, StreamEnded):
             stream = self._streams.get(event.stream_id)
-            if stream is not None:
+            if stream is None:
+                pass
+            elif stream.declared not in (None, stream.bytes_in) and not stream.ended:
+                # malformed (RFC 9113 §8.1.1): `h2` compares the DATA with the content-length
+                # only when DATA ends the stream, not trailers; the head upstream announced a
+                # body that never came, and a backend answering before reading it would take
+                # the next request on that connection for the rest (smuggling past every check).
+                # (A HEADERS frame that ends the stream is refused with a 400 by `request_head`.)
+                assert event.stream_id is not None
+                self.reset(event.stream_id, ErrorCodes.PROTOCOL_ERROR)
+                stream.cut()
+            else:
                 stream.finish()
         elif isinstance(event, StreamReset):
             stream = self._streams.get(event.stream_id)
@@ -238,6 +249,9 @@ class Http2Connection:
             stream.finish()
         self._streams[stream_id] = stream
         fields = cast(Headers, event.headers or [])
+        length = next((value for name, value in fields if name == b"content-length"), b"")
+        if length.isdigit():  # (any other value: the stream's task refuses the head)
+            stream.declared = int(length)
         self._nursery.start_soon(self._serve_stream, stream, fields, bodiless, release)
 
     def _data(self, event: DataReceived) -> None:

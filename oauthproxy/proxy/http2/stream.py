@@ -63,6 +63,7 @@ class StreamChannel(Channel):
         "bytes_in",
         "bytes_out",
         "connection",
+        "declared",
         "ended",
         "late",
         "reset",
@@ -93,6 +94,8 @@ class StreamChannel(Channel):
         self.responded = False
         """Our side has ended: the whole response went out."""
         self.bytes_in = 0
+        self.declared: int | None = None
+        """The request's Content-Length, which its DATA must add up to (RFC 9113 §8.1.1)."""
         self.bytes_out = 0
         self.answer_by: AnswerTimer | None = None
         """The request timeout, over `scope`, while an instance answers the stream (its sweep
