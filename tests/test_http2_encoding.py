@@ -145,3 +145,16 @@ def test_a_decoder_made_like_h2s_keeps_its_limits() -> None:
     made.max_allowed_table_size = 100
     like = RequestDecoder.like(made)
     assert (like.max_header_list_size, like.max_allowed_table_size) == (1234, 100)
+
+
+def test_a_block_opens_with_at_most_two_table_size_updates() -> None:
+    """RFC 7541 §4.2: two at most; a block of them cost `hpack` a Python loop each."""
+    fields = [(b":method", b"GET"), (b":path", b"/")]
+    valid = Encoder().encode(fields)
+    decoder = RequestDecoder(65536)
+    decoded = decoder.decode(b"\x20\x3f\xe1\x1f" + valid, raw=True)
+    assert [tuple(field) for field in decoded] == fields
+    with pytest.raises(HPACKDecodingError, match="table size updates"):
+        RequestDecoder(65536).decode(b"\x20\x20\x20" + valid, raw=True)
+    with pytest.raises(OversizedHeaderListError):
+        RequestDecoder(1024).decode(b"\x20" + b"\x00\x01a\x01b" * 300, raw=True)

@@ -26,7 +26,8 @@ import pytest
 import trio
 from h2.errors import ErrorCodes
 from h2.settings import SettingCodes
-from hyperframe.frame import DataFrame
+from hpack import Encoder
+from hyperframe.frame import ContinuationFrame, DataFrame, HeadersFrame
 
 from oauthproxy.proxy.http2 import encoding
 from oauthproxy.serve import Ready, serve
@@ -453,3 +454,39 @@ class StallMeter:
             before = trio.current_time()
             await trio.sleep(0.01)
             self.longest = max(self.longest, trio.current_time() - before - 0.01)
+
+
+@pytest.mark.parametrize(
+    ("opening", "size"),
+    [(b"\x20", 61 * 16_384 - 200), (b"\x20", 60_000), (b"\x3f\xe1\x1f", 20_000)],
+    ids=["1-MB-of-size-updates", "60-kB-of-size-updates", "long-form-size-updates"],
+)
+async def test_a_header_block_of_table_size_updates_is_refused_unread(
+    nursery: trio.Nursery, storage: Storage, gateway: Ready, pki: TestPKI, opening: bytes, size: int
+) -> None:
+    """A one-byte "dynamic table size update" (0x20) adds nothing to a header list's size, so
+    a block of a million of them before a valid request passed the 64 KiB limit, and `hpack`
+    walked it in Python: seconds of the event loop every tenant shares, per request. A block
+    larger than the limit, or one that opens with more than the two updates RFC 7541 §4.2
+    allows, is now refused before it is decoded (the connection ends with GOAWAY); the request
+    never goes on."""
+    backend = AnswerFirstBackend()
+    port = await nursery.start(backend.serve)
+    await serve_names(storage, pki, {SECURE: port})
+    client = await connected(gateway.https_port, SECURE, pki.ca_file)
+    await served(client, SECURE, "/ready")
+    stream_id = client.h2.get_next_available_stream_id()
+    fields = [(b":method", b"GET"), (b":scheme", b"https"), (b":authority", SECURE.encode())]
+    block = opening * (size // len(opening)) + Encoder().encode([*fields, (b":path", b"/bomb")])
+    piece = 16_384
+    pieces = [block[at : at + piece] for at in range(0, len(block), piece)]
+    frames: list[HeadersFrame | ContinuationFrame] = [
+        HeadersFrame(stream_id, pieces[0], flags=["END_STREAM"]),
+        *(ContinuationFrame(stream_id, part) for part in pieces[1:]),
+    ]
+    frames[-1].flags.add("END_HEADERS")
+    await client.stream.send_all(b"".join(frame.serialize() for frame in frames))
+    with trio.fail_after(30):  # (`h2` answers a block it cannot decode with PROTOCOL_ERROR)
+        refused = await goaway_code(client)
+    assert refused in (ErrorCodes.PROTOCOL_ERROR, ErrorCodes.ENHANCE_YOUR_CALM), refused
+    assert b"GET /bomb HTTP/1.1" not in backend.lines, backend.lines

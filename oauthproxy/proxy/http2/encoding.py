@@ -27,7 +27,7 @@ from collections.abc import Iterable, Sequence
 from itertools import chain
 from typing import Any
 
-from hpack import Decoder, Encoder, HeaderTuple, OversizedHeaderListError
+from hpack import Decoder, Encoder, HeaderTuple, HPACKDecodingError, OversizedHeaderListError
 
 CACHED_FIELDS = 4096
 """How many encoded fields the cache keeps; when full it starts over (fields with values that
@@ -44,6 +44,8 @@ _encoded: dict[tuple[bytes, bytes, bool], bytes] = {}
 
 _ONE_BYTE_INDEXED = bytes(range(0x81, 0xFF))
 """The bytes that are each a whole indexed field (index 1 to 126; 0xFF starts a longer one)."""
+_SIZE_UPDATES = 2
+"""Dynamic table size updates a header block may open with (RFC 7541 §4.2)."""
 _ENTRY_OVERHEAD = 32
 """RFC 7541 §4.1: what each field adds to a header list's size besides its name and value."""
 
@@ -70,6 +72,7 @@ class RequestDecoder(Decoder):
         if not (raw and data and isinstance(data, bytes)) or data.translate(
             None, _ONE_BYTE_INDEXED
         ):
+            self._bounded(data)
             return list(super().decode(data, raw))
         limit = self.max_header_list_size
         # each field adds 32 at least: a block of more fields than that is refused unread (a
@@ -81,6 +84,25 @@ class RequestDecoder(Decoder):
         if header_list_size(headers) > limit:
             raise OversizedHeaderListError(f"A header list larger than {limit} has been received")
         return headers
+
+    def _bounded(self, data: bytes) -> None:
+        """Refuse, before `hpack` walks it in Python, a block larger than the header-list limit
+        (its fields could only be larger still) and one that opens with more than the two
+        table-size updates RFC 7541 §4.2 allows: a one-byte update (0x20) adds nothing to the
+        list's size, and a 1 MB block of them held the event loop for seconds."""
+        limit = self.max_header_list_size
+        if len(data) > limit:
+            raise OversizedHeaderListError(f"A header block larger than {limit} has been received")
+        updates, at = 0, 0
+        while at < len(data) and data[at] & 0xE0 == 0x20:  # 001xxxxx: a table-size update
+            updates += 1
+            if updates > _SIZE_UPDATES:
+                raise HPACKDecodingError("more than two dynamic table size updates in a block")
+            at += 1
+            if data[at - 1] & 0x1F == 0x1F:  # a longer integer: its bytes while the top bit is set
+                while at < len(data) and data[at] & 0x80:
+                    at += 1
+                at += 1
 
 
 class ResponseEncoder(Encoder):
