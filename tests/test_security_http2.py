@@ -490,3 +490,25 @@ async def test_a_header_block_of_table_size_updates_is_refused_unread(
         refused = await goaway_code(client)
     assert refused in (ErrorCodes.PROTOCOL_ERROR, ErrorCodes.ENHANCE_YOUR_CALM), refused
     assert b"GET /bomb HTTP/1.1" not in backend.lines, backend.lines
+
+
+async def test_a_header_block_in_progress_holds_no_more_than_the_header_limit(
+    nursery: trio.Nursery, storage: Storage, gateway: Ready, pki: TestPKI
+) -> None:
+    """`h2` keeps the frames of an unfinished header block up to 64 of them, counted by frame,
+    not by byte: HEADERS and 63 CONTINUATION frames of 16 KiB without END_HEADERS held 1 MiB
+    per connection until the idle timeout (and a client's share of connections, hundreds of
+    MiB). A block in progress past the 64 KiB header-list limit now ends the connection."""
+    backend = AnswerFirstBackend()
+    port = await nursery.start(backend.serve)
+    await serve_names(storage, pki, {SECURE: port})
+    client = await connected(gateway.https_port, SECURE, pki.ca_file)
+    await served(client, SECURE, "/ready")
+    piece = b"\x00" * 16_384
+    frames: list[HeadersFrame | ContinuationFrame] = [
+        HeadersFrame(3, piece),
+        *(ContinuationFrame(3, piece) for _ in range(4)),  # 80 KiB, and no END_HEADERS
+    ]
+    await client.stream.send_all(b"".join(frame.serialize() for frame in frames))
+    with trio.fail_after(20):  # (the idle timeout would be 75 s)
+        assert await goaway_code(client) == ErrorCodes.PROTOCOL_ERROR

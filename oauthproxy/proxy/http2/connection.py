@@ -45,7 +45,7 @@ from hyperframe.frame import GoAwayFrame
 from oauthproxy.proxy.framing import Headers
 from oauthproxy.proxy.headers import Client
 from oauthproxy.proxy.http import READ_SIZE, ClientGone, close_gently
-from oauthproxy.proxy.http2.encoding import RequestDecoder, ResponseEncoder
+from oauthproxy.proxy.http2.encoding import BoundedFrameBuffer, RequestDecoder, ResponseEncoder
 from oauthproxy.proxy.http2.floods import Flood, FloodGuard
 from oauthproxy.proxy.http2.limits import Http2Limits
 from oauthproxy.proxy.http2.requests import serve_stream
@@ -99,6 +99,7 @@ class Http2Connection:
         self.h2 = H2Connection(_CONFIGURATION)
         self.h2.encoder = ResponseEncoder()
         self.h2.decoder = RequestDecoder.like(self.h2.decoder)
+        self.h2.incoming_buffer = BoundedFrameBuffer(limits.max_header_list_size)
         self.h2.local_settings = Settings(client=False, initial_values=limits.settings())
         self.h2.initiate_connection()
         self.h2.increment_flow_control_window(limits.connection_window - DEFAULT_WINDOW)

@@ -27,7 +27,10 @@ from collections.abc import Iterable, Sequence
 from itertools import chain
 from typing import Any
 
+from h2.exceptions import ProtocolError as H2ProtocolError
+from h2.frame_buffer import FrameBuffer
 from hpack import Decoder, Encoder, HeaderTuple, HPACKDecodingError, OversizedHeaderListError
+from hyperframe.frame import Frame
 
 CACHED_FIELDS = 4096
 """How many encoded fields the cache keeps; when full it starts over (fields with values that
@@ -140,3 +143,22 @@ class ResponseEncoder(Encoder):
         if perfect is not None and not sensitive:
             return self._encode_indexed(index)
         return self._encode_indexed_literal(index, value, indexbit, huffman=huffman)
+
+
+class BoundedFrameBuffer(FrameBuffer):
+    """`h2`'s frame buffer, with the frames of a header block in progress bounded by their bytes
+    (`limit`, the header-list limit) and not only by their count: 64 CONTINUATION frames of
+    16 KiB each held 1 MiB per connection until END_HEADERS (or the idle timeout), 2 MiB with
+    larger frames, and a client's share of connections held hundreds of MiB."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(server=True)
+        self._limit = limit
+
+    def _update_header_buffer(self, f: Frame | None) -> Frame | None:
+        f = super()._update_header_buffer(f)
+        held = sum(len(frame.data) for frame in self._headers_buffer)
+        if held > self._limit:
+            msg = f"a header block larger than {self._limit} bytes is in progress"
+            raise H2ProtocolError(msg)
+        return f

@@ -4,9 +4,9 @@ A client can cost work without asking for anything: streams it opens and resets 
 reset, CVE-2023-44487), SETTINGS and PING frames the gateway must acknowledge, empty DATA frames,
 PRIORITY frames, WINDOW_UPDATEs. Each kind is counted per connection in fixed windows of
 `WINDOW_SECONDS`; a connection over a budget is sent GOAWAY `ENHANCE_YOUR_CALM` and closed.
-(CONTINUATION floods are bounded by the `h2` library: 64 frames per header block, and the
-header list size, `MAX_HEADER_LIST_SIZE`.) The budgets are far above what browsers, curl or
-h2load send, and far below what makes a flood pay.
+(CONTINUATION floods are bounded by the `h2` library, 64 frames per header block, and by
+`encoding.BoundedFrameBuffer`: a block in progress holds at most `MAX_HEADER_LIST_SIZE` bytes.)
+The budgets are far above what browsers, curl or h2load send, and far below what makes a flood pay.
 """
 
 from __future__ import annotations
