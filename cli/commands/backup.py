@@ -277,8 +277,12 @@ class Loader:
     api: ApiClient
     force: bool
     admin: str
+    admin_hash: str = ""
+    """The hash of the admin token loading the file: the owner of the file's ownerless records."""
     rows: list[Json] = field(default_factory=list)
     actors: dict[str, ApiClient] = field(default_factory=dict)
+    hashes: dict[str, str] = field(default_factory=dict)
+    """The file's token names whose records are loaded as them, and their hashes."""
     on_record: Callable[[Json], None] = lambda row: None
     """Told of each record as it is done (the progress bar)."""
 
@@ -299,8 +303,18 @@ class Loader:
         else:
             self.report(kind, name, action, detail)
 
-    def existing(self, path: str, key: str) -> set[str]:
-        return {record[key] for record in self.api.get(path)}
+    def existing(self, path: str, key: str) -> dict[str, str]:
+        """The records there now, by name, and the hash of the token that owns each."""
+        return {record[key]: record.get("owner_token_hash") or "" for record in self.api.get(path)}
+
+    def held_by_another(self, record: Json, current: dict[str, str], name: str) -> bool:
+        """Whether the record of that name there now is another token's than the one the file
+        says owns it: a name freed after the backup and claimed since (or claimed while a
+        restore ran) is that token's now, and writing the file's record over it, as the admin,
+        would hand it the settings (headers with credentials, auth) of the file's owner."""
+        owner = record.get("owner")
+        expected = self.hashes.get(owner, "") if owner else self.admin_hash
+        return bool(expected) and current[name] != expected
 
     # tokens: never overwritten; a restored token keeps its secret, so it owns what it owned
 
@@ -321,10 +335,12 @@ class Loader:
             }
             self.api.post(TOKENS, {k: v for k, v in body.items() if v is not None})
             self.actors[name] = acting_as(self.api, secret)
+            self.hashes[name] = hash_secret(secret)
             return "created", ""
         if found["hash"] != hash_secret(secret):
             return "skipped", f"exists with another secret: its records are loaded as {self.admin}"
         self.actors[name] = acting_as(self.api, secret)
+        self.hashes[name] = found["hash"]
         email = record.get("cert_email")
         if self.force and email and email != found.get("cert_email"):
             self.api.put(api_path("tokens", "email"), {"name": name, "cert_email": email})
@@ -339,7 +355,7 @@ class Loader:
             name = record["cert_name"]
             self.attempt("certificate", name, partial(self._certificate, record, current))
 
-    def _certificate(self, record: Json, current: set[str]) -> tuple[str, str]:
+    def _certificate(self, record: Json, current: dict[str, str]) -> tuple[str, str]:
         if record["cert_name"] in current:
             return "skipped", "exists (a load never re-issues a certificate)"
         body = {"cert_name": record["cert_name"], "domains": record["domains"]}
@@ -359,12 +375,14 @@ class Loader:
             name = record["service_name"]
             self.attempt("service", name, partial(self._service, record, current))
 
-    def _service(self, record: Json, current: set[str]) -> tuple[str, str]:
+    def _service(self, record: Json, current: dict[str, str]) -> tuple[str, str]:
         body = _fields(record, SERVICE_FIELDS)
         name = body.pop("service_name")
         if name not in current:
             self.owner(record).post(EXTERNAL, {"service_name": name, **body})
             return "created", ""
+        if self.held_by_another(record, current, name):
+            return "failed", HELD
         if not self.force:
             return "skipped", "exists"
         self.api.put(external_path(name), body)
@@ -376,10 +394,12 @@ class Loader:
             name = record["hostname"]
             self.attempt("proxy", name, partial(self._proxy, record, current))
 
-    def _proxy(self, record: Json, current: set[str]) -> tuple[str, str]:
-        hostname = record["hostname"]
+    def _proxy(self, record: Json, current: dict[str, str]) -> tuple[str, str]:
+        hostname = name = record["hostname"]
         if hostname not in current:
             return self._create_proxy(record)
+        if self.held_by_another(record, current, name):
+            return "failed", HELD
         if not self.force:
             return "skipped", "exists"
         self._settle_proxy(self.api, record, record.get("auth_enabled", False))
@@ -422,12 +442,14 @@ class Loader:
             name = record["route_id"]
             self.attempt("route", name, partial(self._route, record, current))
 
-    def _route(self, record: Json, current: set[str]) -> tuple[str, str]:
+    def _route(self, record: Json, current: dict[str, str]) -> tuple[str, str]:
         body = _fields(record, ROUTE_FIELDS)
-        route_id = body["route_id"]
+        route_id = name = body["route_id"]
         if route_id not in current:
             self.owner(record).post(ROUTES, body)
             return "created", ""
+        if self.held_by_another(record, current, name):
+            return "failed", HELD
         if not self.force:
             return "skipped", "exists"
         body.pop("route_id")
@@ -439,7 +461,7 @@ class Loader:
         for record in records:
             self.attempt("resource", record["uri"], partial(self._resource, record, current))
 
-    def _resource(self, record: Json, current: set[str]) -> tuple[str, str]:
+    def _resource(self, record: Json, current: dict[str, str]) -> tuple[str, str]:
         body = {k: v for k, v in _fields(record, RESOURCE_FIELDS).items() if v is not None}
         uri = body.pop("uri")
         if uri not in current:
@@ -449,6 +471,9 @@ class Loader:
             return "skipped", "exists"
         self.api.put(api_path("resources", uri), body)
         return "updated", ""
+
+
+HELD = "held by another token than the file's owner of it: not overwritten (see docs/backup.md)"
 
 
 def _fields(record: Json, names: tuple[str, ...]) -> Json:
@@ -475,7 +500,7 @@ def load_backup(
 ) -> list[Json]:
     """Replay the checked file in dependency order; one row per record."""
     caller = _require_admin(api, "config load")
-    loader = Loader(api, force, caller["name"], on_record=on_record)
+    loader = Loader(api, force, caller["name"], caller.get("hash", ""), on_record=on_record)
     loader.tokens(data["tokens"])
     loader.certificates(data["certificates"])
     loader.services(data["services"])
