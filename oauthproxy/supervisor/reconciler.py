@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import ssl
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import replace
 
 import trio
@@ -19,7 +19,7 @@ import trio
 from oauthproxy.logs.logger import RequestLogger
 from oauthproxy.models.events import EventType
 from oauthproxy.models.proxies import AuthMode, ProxyTarget
-from oauthproxy.models.routes import TargetType
+from oauthproxy.models.routes import Route, RouteScope, TargetType
 from oauthproxy.proxy.access import audience_host
 from oauthproxy.proxy.challenges import bounded
 from oauthproxy.proxy.config import InstanceConfig, PublicPorts, Shared, build_config
@@ -177,6 +177,32 @@ class Reconciler:
                 self._admin_or_not[owner] = token is not None and token.is_admin
         return frozenset(owner for owner, admin in self._admin_or_not.items() if admin)
 
+    async def _refresh_changed(self, before: Shared, hostnames: set[str]) -> None:
+        """After routes or services changed: rebuild the running instances they concern, and
+        those depending on `hostnames`' proxies, and no other. Every instance was rebuilt (each
+        walking every route), so one owner churning its own routes or services held the event
+        loop every tenant shares for a third of a second per change at 500 instances. A global
+        route (the admin's) concerns everyone; a proxy-scoped route, the proxies it names; a
+        service, the instances routing to it by name, or (a Docker service going down or up)
+        with a destination at its URL."""
+        routes = _changed_routes(before.routes, self._shared.routes)
+        if any(route.scope is RouteScope.GLOBAL for route in routes):
+            await self._refresh_all()
+            return
+        named = {hostname for route in routes for hostname in route.proxy_hostnames}
+        # a service's URL reaches a destination only through a `service` route naming it; a
+        # Docker service's container stopping or starting (`down`: URL → name) changes every
+        # destination at its URL
+        services, down = (before.services, self._shared.services), (before.down, self._shared.down)
+        urls = _changed(*down)
+        names = _changed(*services) | _changed(*down, values=True)
+        for hostname, wanted in [*self._running.items(), *self._builtin.items()]:
+            config = self.instances[hostname].config
+            if hostname in named or (config is not None and _goes_to(config, urls, names)):
+                await self.instances[hostname].update(self._config(wanted))
+        if hostnames:
+            await self._refresh_depending_on(hostnames)
+
     async def _refresh_all(self) -> None:
         """Rebuild every running instance's snapshot from the current shared inputs."""
         for hostname, wanted in [*self._running.items(), *self._builtin.items()]:
@@ -220,10 +246,11 @@ class Reconciler:
                 self._desired.pop(hostname, None)
             else:
                 self._desired[hostname] = wanted
+        before = self._shared
         if hostnames or routes or services:
             await self._reload_shared(routes=routes, services=services)
         if routes or services:
-            await self._refresh_all()
+            await self._refresh_changed(before, hostnames)
         elif hostnames:
             await self._refresh_depending_on(hostnames)
         await self._apply(decide(self._desired, self._running, hostnames))
@@ -316,3 +343,41 @@ class Reconciler:
 
 def _state(wanted: Wanted) -> str:
     return "running_https" if wanted.certificate is not None else "running_http"
+
+
+def _changed_routes(before: RouteTable, after: RouteTable) -> list[Route]:
+    """The routes added, removed or changed between two tables (both versions of a changed
+    one)."""
+    old = {each.route.route_id: each.route for each in before.compiled}
+    new = {each.route.route_id: each.route for each in after.compiled}
+    return [
+        route
+        for route_id in old.keys() | new.keys()
+        if old.get(route_id) != new.get(route_id)
+        for route in (old.get(route_id), new.get(route_id))
+        if route is not None
+    ]
+
+
+def _changed(
+    before: Mapping[str, str], after: Mapping[str, str], *, values: bool = False
+) -> set[str]:
+    """The keys (or, with `values`, the old and new values) of the entries added, removed or
+    changed between two mappings."""
+    keys = {key for key in before.keys() | after.keys() if before.get(key) != after.get(key)}
+    if not values:
+        return keys
+    return {value for key in keys for value in (before.get(key), after.get(key)) if value}
+
+
+def _goes_to(config: InstanceConfig, urls: set[str], services: set[str]) -> bool:
+    """Whether any of the instance's destinations is one of `urls` (its proxy's target, a URL
+    route's), or any of its routes targets one of `services` by name."""
+    if config.default.upstream in urls:
+        return True
+    return any(
+        route.target_value in services
+        if route.target_type is TargetType.SERVICE
+        else route.target_value.rstrip("/") in urls
+        for route in config.routes.routes
+    )
