@@ -131,6 +131,11 @@ async def test_a_loss_while_the_gateway_was_down_is_reported_at_start(
             health = await _health(api)
             assert health.status_code == 503
             assert "while this gateway was down" in health.json()["problems"]["data_loss"]
+            async with httpx.AsyncClient(base_url=again.api_url) as anonymous:
+                # the reason names the data dir's epoch file: a path on the host, the admin's
+                told = (await _health(anonymous)).json()["problems"]["data_loss"]
+            assert "operator must restore" in told
+            assert str(settings.oauthproxy_data_dir) not in told and "epoch" not in told
             assert (await api.post("/api/v1/redis/accept")).status_code == 200
             await until(functools.partial(health_is, api, 200))
 

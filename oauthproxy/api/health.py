@@ -29,6 +29,13 @@ health = Blueprint("health", __name__)
 
 PING_TIMEOUT_SECONDS = 2.0
 
+PUBLIC_PROBLEMS = {
+    "data_loss": "Redis lost the data this gateway serves: the operator must restore it and "
+    "accept (the admin token sees the details)",
+}
+"""What a caller without the admin token reads of a problem whose reason names the host's
+files (the data dir's epoch file) or the epochs."""
+
 
 async def _redis_health() -> dict[str, Any]:
     state = app_state(current_app)
@@ -57,6 +64,7 @@ async def get_health() -> tuple[dict[str, Any], int]:
     components["docker"] = await state.docker_status.of(_docker_health)
     if not admin:  # (where the engine is, a path or an address on the host, is the admin's)
         components["docker"] = {k: v for k, v in components["docker"].items() if k != "docker_host"}
+        problems = {name: PUBLIC_PROBLEMS.get(name, reason) for name, reason in problems.items()}
     if (workers := state.condition.workers) is not None:
         counts = workers.counts()
         running = counts["running"] == counts["configured"]
