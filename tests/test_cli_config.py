@@ -266,8 +266,22 @@ async def test_a_bad_file_is_refused_before_anything_is_written(
             "services[1].colour: unknown field",
         ),
         (_backup(services=[SERVICE]), "services[0].owner: token 'dev' is not in the file"),
-        (_backup(tokens=[TOKEN, TOKEN]), "tokens[1].name: 'dev' appears twice"),
+        (_backup(tokens=[TOKEN, dict(TOKEN)]), "tokens[1].name: 'dev' appears twice"),
         (_backup(routes={"route_id": "x"}), "routes must be a list"),
+        # values a request cannot carry: they passed the check and the load crashed half-way,
+        # the records before them written (the hunt's recursive alias; a billion-laughs alias
+        # would hang it)
+        (
+            "format: oauthproxy-config\nversion: 1\nservices:\n"
+            "- {service_name: s, target_url: 'http://127.0.0.1:3000', description: &a x}\n"
+            "- {service_name: t, target_url: 'http://127.0.0.1:3000', description: *a}\n",
+            "is not valid YAML (aliases are not allowed) (line 5)",
+        ),
+        (
+            "format: oauthproxy-config\nversion: 1\nservices:\n"
+            "- {service_name: s, target_url: 'http://127.0.0.1:3000', description: 2026-12-05}\n",
+            "holds a value that is not JSON: Object of type date is not JSON serializable",
+        ),
     ]
     for text, problem in cases:
         bad.write_text(text)

@@ -18,6 +18,7 @@ issued.
 from __future__ import annotations
 
 import hashlib
+import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -181,7 +182,7 @@ def save(
 
     path = file or Path(default_filename())
     backup = collect(session.api)
-    text = HEADER + yaml.safe_dump(backup, sort_keys=False, allow_unicode=True)
+    text = HEADER + yaml.dump(backup, Dumper=_PlainDumper, sort_keys=False, allow_unicode=True)
     try:
         write_private(path, text)
     except OSError as error:
@@ -199,6 +200,29 @@ def save(
 # --- reading and checking a file ----------------------------------------------------------------
 
 
+class _PlainDumper(yaml.SafeDumper):
+    """Writes a value that occurs twice twice, never as an anchor and an alias (which a load
+    refuses: `_PlainYaml`)."""
+
+    def ignore_aliases(self, data: Any) -> bool:
+        return True
+
+
+class _AliasRefused(yaml.composer.ComposerError):
+    pass
+
+
+class _PlainYaml(yaml.SafeLoader):
+    """YAML without aliases: a backup never has them, and an alias can make a value recursive
+    (which no request can carry) or expand to billions of nodes (which hangs the load)."""
+
+    def compose_node(self, parent: yaml.Node | None, index: int) -> yaml.Node | None:
+        if self.check_event(yaml.AliasEvent):
+            mark = self.peek_event().start_mark  # type: ignore[no-untyped-call]
+            raise _AliasRefused(None, None, "an alias", mark)
+        return super().compose_node(parent, index)
+
+
 def read_backup(path: Path) -> Json:
     """The file's content, checked as a whole; `CliError` naming the first problem."""
     try:
@@ -206,11 +230,16 @@ def read_backup(path: Path) -> Json:
     except OSError as error:
         raise CliError(f"cannot read {path}: {error.strerror or error}") from None
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=_PlainYaml)  # noqa: S506 - a SafeLoader, without aliases
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         where = f" (line {mark.line + 1})" if mark is not None else ""
-        raise CliError(f"{path} is not valid YAML{where}") from None
+        alias = " (aliases are not allowed)" if isinstance(error, _AliasRefused) else ""
+        raise CliError(f"{path} is not valid YAML{alias}{where}") from None
+    try:  # what the API is sent is JSON: a YAML date, say, is not (nor is a recursive value)
+        json.dumps(data)
+    except (TypeError, ValueError) as error:
+        raise CliError(f"{path} holds a value that is not JSON: {error}") from None
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise CliError(f"{path} is not an oauthproxy configuration backup (no 'format: {FORMAT}')")
     if data.get("version") != VERSION:
