@@ -3,17 +3,20 @@ crashed gateway could have left them: they go, in one transaction, and nothing e
 
 from __future__ import annotations
 
+import itertools
 from typing import Any
 
 import httpx
+import trio
 
 from oauthproxy.logs import schema as request_log
 from oauthproxy.models.certificates import Certificate
 from oauthproxy.models.proxies import ProxyTarget
 from oauthproxy.models.routes import Route, TargetType
 from oauthproxy.models.services import DockerService, ExternalService, PortAllocation
+from oauthproxy.serve import Ready
 from oauthproxy.storage import Storage, keys
-from tests.test_proxies_api import events
+from tests.test_proxies_api import as_new_token, events
 
 CLEANUP = "/api/v1/cleanup/orphaned"
 GONE_OWNER = "sha256:" + "ab" * 32
@@ -237,3 +240,38 @@ async def test_a_link_across_owners_is_reported_and_kept(
     ]
     assert "of another owner" in report["orphans"][0]["problem"]
     assert (await storage.proxies.get(host)) is not None
+
+
+async def test_an_owner_cannot_keep_the_admins_clean_up_from_committing(
+    api: httpx.AsyncClient, gateway: Ready, storage: Storage
+) -> None:
+    """`clean_up` surveys, watches, surveys again and starts over unless the two surveys agree;
+    they had to agree on the entries only reported (`keep`) too. An owner's proxy naming a
+    certificate that does not exist is such an entry, and its problem names the certificate:
+    an owner renaming its proxy's `cert_name` in a loop made every pair differ, and the admin's
+    clean-up of real orphans never committed while it ran."""
+    await storage.redis.hset("workflow:state:ghost.example.com", {"r1": "{}"})  # a real orphan
+    async with as_new_token(api, gateway, "jammer") as owner:
+        body = {"hostname": "own.example.com", "target_url": "http://127.0.0.1:3000"}
+        assert (await owner.post("/api/v1/proxy/targets/", json=body)).status_code == 201
+        stop = trio.Event()
+
+        async def jam(lane: int) -> None:
+            for n in itertools.count():
+                if stop.is_set():
+                    return
+                change = {"cert_name": f"missing-{lane}-{n}"}
+                changed = await owner.put("/api/v1/proxy/targets/own.example.com", json=change)
+                assert changed.status_code == 200, changed.text
+
+        answers = []
+        async with trio.open_nursery() as nursery:
+            for lane in range(4):
+                nursery.start_soon(jam, lane)
+            await trio.sleep(0.5)
+            for _ in range(3):
+                answer = await api.post("/api/v1/cleanup/orphaned", timeout=120)
+                answers.append(answer.status_code)
+            stop.set()
+    assert answers == [200, 200, 200], answers
+    assert not await storage.redis.exists(["workflow:state:ghost.example.com"])

@@ -332,8 +332,16 @@ async def _clean_up_once(storage: Storage, *, dry_run: bool) -> CleanupReport:
         pipe.watch(*dict.fromkeys(found.watched)),
     ):
         confirmed = await survey(storage)
-        if confirmed.orphans != found.orphans:
+        # only what is removed or handed over must not have changed (it is what is watched):
+        # an entry kept only as a warning (a proxy naming a missing certificate) changes with
+        # its owner's writes, and an owner renaming it in a loop kept the admin's clean-up from
+        # ever committing
+        if _acted_on(confirmed.orphans) != _acted_on(found.orphans):
             raise WatchError("the orphans changed before they were watched")
         for write in confirmed.writes:
             await write(pipe)
-    return CleanupReport(dry_run=False, removed=len(found.writes), orphans=found.orphans)
+    return CleanupReport(dry_run=False, removed=len(confirmed.writes), orphans=confirmed.orphans)
+
+
+def _acted_on(orphans: list[Orphan]) -> list[Orphan]:
+    return [orphan for orphan in orphans if orphan.action is not OrphanAction.KEEP]
