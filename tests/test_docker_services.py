@@ -639,7 +639,7 @@ async def test_an_oversized_environment_is_a_422_and_the_service_keeps_running(
     """Each environment value goes on the docker CLI's command line: one of 200 KiB was past
     the kernel's limit for an argument (E2BIG), a 500; and in a change, the old container was
     removed before the new one failed, leaving the service without one. Now values are at most
-    32 KiB and the three lists 256 Ki characters together: a 422 naming the field, and the
+    8 KiB and the three lists 256 Ki characters together: a 422 naming the field, and the
     service runs on as it was."""
     async with as_new_token(admin, docker_gateway, "envy") as envy:
         envy.timeout = httpx.Timeout(90)
@@ -648,7 +648,7 @@ async def test_an_oversized_environment_is_a_422_and_the_service_keeps_running(
         refused = await envy.post(SERVICES, json=huge)
         assert refused.status_code == 422, refused.text
         assert "environment" in refused.text
-        many = {f"V{n}": "x" * 30_000 for n in range(10)}  # each allowed, not all together
+        many = {f"V{n}": "x" * 8_000 for n in range(40)}  # each allowed, not all together
         for change in ({"environment": {"BIG": "x" * 200_000}}, {"environment": many}):
             refused = await envy.put(f"{SERVICES}envy", json=change)
             assert refused.status_code == 422, refused.text

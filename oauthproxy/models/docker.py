@@ -15,9 +15,11 @@ PortNumber = Annotated[int, Field(ge=1, le=65535)]
 RESERVED_NAMES = frozenset({"api", "cleanup", "external", "ports", "unified"})
 """Names that `/api/v1/services/{name}` could not reach, or the internal service's."""
 Token = Annotated[str, StringConstraints(min_length=8, max_length=512)]
-Argument = Annotated[str, StringConstraints(max_length=32768)]
+Argument = Annotated[str, StringConstraints(max_length=8192)]
 """One environment value, command item or label value: each goes on the `docker` CLI's command
-line, where the kernel refuses an argument past 128 KiB (and the whole past ~2 MiB)."""
+line, where the kernel refuses an argument past 128 KiB (and the whole past ~2 MiB). (8 KiB: a
+PEM certificate chain fits, and a list of them at its longest stays within a request body's
+1 MiB, so a request past these limits gets its 422, not a 413.)"""
 ARGUMENTS_MAX = 262144
 """What `environment`, `command` and `labels` may hold together, in characters."""
 
