@@ -78,6 +78,7 @@ async def test_anonymous_health_checks_start_no_process_each(
     assert 1 <= runs <= 3, f"50 anonymous /health calls ran the docker CLI {runs} times"
     docker = answers[-1].json()["components"]["docker"]
     assert "docker_host" not in docker, docker
+    assert "DOCKER_HOST" not in answers[-1].text and ".sock" not in answers[-1].text, docker
     admin = {"Authorization": f"Bearer {gateway.admin_token.secret}"}
     seen = (await anonymous.get("/health", headers=admin)).json()["components"]["docker"]
     assert "docker_host" in seen, seen

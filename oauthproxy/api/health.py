@@ -2,10 +2,11 @@
 
 Besides Redis answering, the gateway must be serving (not still starting) and Redis must still
 hold what it serves (no data loss): each problem is named under `problems` with its reason. The
-Docker engine is reported under `components.docker` (ok, or unavailable naming DOCKER_HOST) but
-never makes the gateway unhealthy: only the Docker service endpoints need it. With WORKERS above
-1, `components.workers` counts the worker processes (`restarting` while one is started again,
-which does not make the gateway unhealthy either: the others serve)."""
+Docker engine is reported under `components.docker` (ok, or unavailable: naming DOCKER_HOST and
+the engine's reason to the admin token only) but never makes the gateway unhealthy: only the
+Docker service endpoints need it. With WORKERS above 1, `components.workers` counts the worker
+processes (`restarting` while one is started again, which does not make the gateway unhealthy
+either: the others serve)."""
 
 from __future__ import annotations
 
@@ -65,7 +66,12 @@ async def get_health() -> tuple[dict[str, Any], int]:
     fresh = _docker_health() if admin else state.docker_status.of(_docker_health)
     components["docker"] = await fresh
     if not admin:  # (where the engine is, a path or an address on the host, is the admin's)
-        components["docker"] = {k: v for k, v in components["docker"].items() if k != "docker_host"}
+        docker = components["docker"]
+        components["docker"] = (
+            {"status": docker["status"]}
+            | ({"error": "the Docker engine is not reachable"} if "error" in docker else {})
+            | ({"api_version": docker["api_version"]} if "api_version" in docker else {})
+        )
         problems = {name: PUBLIC_PROBLEMS.get(name, reason) for name, reason in problems.items()}
     if (workers := state.condition.workers) is not None:
         counts = workers.counts()
