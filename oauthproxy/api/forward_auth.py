@@ -29,6 +29,8 @@ from oauthproxy.models.proxies import ProxyTarget
 from oauthproxy.oauth.browser import host_cookie
 from oauthproxy.oauth.verify import InvalidToken
 from oauthproxy.proxy.access import AccessPolicy, Deny, audience_host, authorize, challenge
+from oauthproxy.storage import keys
+from oauthproxy.storage.base import load_many
 
 forward_auth = Blueprint("forward_auth", __name__)
 
@@ -83,11 +85,13 @@ async def _policy(hostname: str) -> tuple[AccessPolicy, ProxyTarget | None]:
     named = {audience_host(audience) for audience in audiences}  # (their proxies now)
     owner = target.owner_token_hash if target else None
     token = await state.storage.tokens.by_hash(owner) if owner else None
+    # (one MGET however many audiences the owner listed, up to 100: not a command each)
+    found = await load_many(state.storage.redis, ProxyTarget, [keys.proxy(h) for h in named])
     policy = AccessPolicy.of(
         target or _ANY_USER,
         issuer=state.settings.oauth_issuer_url,
         global_users=state.settings.oauth_allowed_github_users,
-        proxies={host: await state.storage.proxies.get(host) for host in named},
+        proxies={proxy.hostname: proxy for proxy in found},
         admins=frozenset({token.hash}) if token is not None and token.is_admin else frozenset(),
     )
     return policy, target

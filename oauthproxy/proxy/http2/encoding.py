@@ -157,6 +157,8 @@ class BoundedFrameBuffer(FrameBuffer):
 
     def _update_header_buffer(self, f: Frame | None) -> Frame | None:
         f = super()._update_header_buffer(f)
+        if not self._headers_buffer:  # (no block in progress: every DATA frame, say)
+            return f
         held = sum(len(frame.data) for frame in self._headers_buffer)
         if held > self._limit:
             msg = f"a header block larger than {self._limit} bytes is in progress"
