@@ -66,6 +66,8 @@ class Server:
     pid: int
     port: int
     tls: CertificateFiles
+    http_port: int = 0
+    """The plain-HTTP port (the gateway's; 0 for nginx)."""
 
 
 def _control(pid: int, *args: str) -> None:
@@ -118,16 +120,21 @@ def connections(server: Server, count: int, clients: int = 1) -> Callable[[], No
                 return
 
     def run() -> None:
-        shares = [count // clients + (index < count % clients) for index in range(clients)]
-        threads = [threading.Thread(target=client, args=(share,)) for share in shares]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
+        in_threads(count, clients, client)
         if failures:
             raise RuntimeError(f"{server.name}: {failures[0]}")
 
     return run
+
+
+def in_threads(count: int, clients: int, client: Callable[[int], None]) -> None:
+    """`client(share)` in `clients` threads at once, the shares adding up to `count`."""
+    shares = [count // clients + (index < count % clients) for index in range(clients)]
+    threads = [threading.Thread(target=client, args=(share,)) for share in shares]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
 
 
 def measure(server: Server, out: Path, count: int, clients: int) -> dict[str, float]:
@@ -217,7 +224,7 @@ def start_gateway(run: Stage, root: Path, index: int, command: str) -> Server:
     tls = fetch_certificate(
         root / ".venv/bin/oauthproxy", gateway.env, "bench-tls", run.work / f"tls{index}"
     )
-    return Server(f"gateway {root.name}", gateway.pid, gateway.ports.https, tls)
+    return Server(f"gateway {root.name}", gateway.pid, gateway.ports.https, tls, gateway.ports.http)
 
 
 def _nginx(run: Stage, binary: str, tls: CertificateFiles) -> Server:

@@ -1,7 +1,7 @@
 """Python bytecodes per new TLS connection, by function and by package: where the gateway's
 Python goes, counted rather than sampled.
 
-    python benchmarks/opcodes.py [--connections N] [--clients K] [--top T]
+    python benchmarks/opcodes.py [--connections N] [--clients K] [--top T] [--keep-alive]
 
 The gateway runs under `opcode_tracer.py`, which counts every bytecode its main thread runs
 (and every frame entered or resumed) between two signals. Per window: N connections (connect
@@ -9,7 +9,8 @@ The gateway runs under `opcode_tracer.py`, which counts every bytecode its main 
 rows of `just bench` (default 8), then an idle window as long (the gateway's background:
 Redis reads, timers), subtracted. It prints, per connection, the bytecodes and frames in all,
 by package (oauthproxy, trio, the standard library, ...), and the T functions that run the
-most bytecodes.
+most bytecodes. With `--keep-alive`, the proxy-bound case instead: N plain-HTTP `GET /`
+requests over K keep-alive connections (one per client thread), counted per request.
 
 What to read in it: the counts are exact and do not move with the machine's load (tracing
 makes the gateway many times slower, so no time is given); between two runs they differ only
@@ -24,13 +25,15 @@ import argparse
 import collections
 import os
 import signal
+import socket
 import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 from harness import step
-from instructions import HERE, Server, connections, stage, start_gateway
+from instructions import HERE, Server, connections, in_threads, stage, start_gateway
+from proxy_bound import HOST
 
 WARM_UP = 20
 TRACER = HERE / "benchmarks" / "opcode_tracer.py"
@@ -82,16 +85,48 @@ def short(where: str) -> str:
     return where
 
 
-def report(busy: Counts, idle: Counts, count: int, top: int) -> None:
+def keep_alive(server: Server, count: int, clients: int) -> Callable[[], None]:
+    """`count` plain-HTTP `GET /` requests over `clients` keep-alive connections at once."""
+    request = f"GET / HTTP/1.1\r\nHost: {HOST}\r\n\r\n".encode()
+    failures: list[str] = []
+
+    def client(share: int) -> None:
+        with socket.create_connection(("127.0.0.1", server.http_port), timeout=120) as sock:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            buffered = b""
+            for _ in range(share):
+                sock.sendall(request)
+                while b"\r\n\r\n" not in buffered:
+                    buffered += sock.recv(65536)
+                head, _, buffered = buffered.partition(b"\r\n\r\n")
+                if not head.startswith(b"HTTP/1.1 200"):
+                    failures.append(head.split(b"\r\n")[0].decode(errors="replace"))
+                    return
+                length = next(
+                    int(line.split(b":")[1])
+                    for line in head.split(b"\r\n")
+                    if line.lower().startswith(b"content-length:")
+                )
+                while len(buffered) < length:
+                    buffered += sock.recv(65536)
+                buffered = buffered[length:]
+
+    def run() -> None:
+        in_threads(count, clients, client)
+        if failures:
+            raise RuntimeError(f"{server.name}: {failures[0]}")
+
+    return run
+
+
+def report(busy: Counts, idle: Counts, count: int, top: int, unit: str) -> None:
     per: dict[tuple[str, str], tuple[float, float]] = {}
     for key, (bytecodes, frames) in busy.items():
         idle_bytecodes, idle_frames = idle.get(key, (0, 0))
         per[key] = ((bytecodes - idle_bytecodes) / count, (frames - idle_frames) / count)
     total = sum(bytecodes for bytecodes, _ in per.values())
     frames = sum(entered for _, entered in per.values())
-    print(
-        f"per new TLS connection: {total:,.0f} bytecodes, {frames:,.0f} frames entered or resumed"
-    )
+    print(f"per {unit}: {total:,.0f} bytecodes, {frames:,.0f} frames entered or resumed")
     packages: dict[str, list[float]] = collections.defaultdict(lambda: [0.0, 0.0])
     for (where, _), (bytecodes, entered) in per.items():
         packages[package(where)][0] += bytecodes
@@ -111,18 +146,26 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=400, help="per window (default 400)")
     parser.add_argument("--clients", type=int, default=8, help="at once (default 8, as the bench)")
     parser.add_argument("--top", type=int, default=40, help="functions listed (default 40)")
+    parser.add_argument(
+        "--keep-alive",
+        action="store_true",
+        help="plain-HTTP requests over keep-alive connections instead of new TLS connections",
+    )
     args = parser.parse_args()
+    workload = keep_alive if args.keep_alive else connections
+    what = "requests over keep-alive connections" if args.keep_alive else "connections"
     with stage("opcodes-") as run:
         step("starting the gateway under the opcode tracer")
         os.chdir(HERE)
         server = start_gateway(run, HERE, 0, f"{HERE}/.venv/bin/python {TRACER} {run.out}")
-        connections(server, WARM_UP, args.clients)()  # untraced
-        step(f"{args.connections} connections from {args.clients} clients, traced")
-        traced = connections(server, args.connections, args.clients)
+        workload(server, WARM_UP, args.clients)()  # untraced
+        step(f"{args.connections} {what} from {args.clients} clients, traced")
+        traced = workload(server, args.connections, args.clients)
         busy, elapsed = _window(server, run.out, 1, traced)
         step(f"an idle window of {elapsed:.1f} s, traced")
         idle, _ = _window(server, run.out, 2, lambda: time.sleep(elapsed))
-    report(busy, idle, args.connections, args.top)
+    unit = "request (keep-alive, plain HTTP)" if args.keep_alive else "new TLS connection"
+    report(busy, idle, args.connections, args.top, unit)
 
 
 if __name__ == "__main__":
