@@ -251,6 +251,12 @@ class Settings(BaseSettings):
     github_api_url: AnyHttpUrl = AnyHttpUrl("https://api.github.com")
     oauth_access_token_lifetime: Annotated[int, Field(ge=1)] = 1800
     oauth_refresh_token_lifetime: Annotated[int, Field(ge=1)] = 31536000
+    oauth_identity_max_age: Annotated[int, Field(ge=0)] = Field(
+        default=86400,
+        description="seconds a login's GitHub emails, organisations and teams are trusted: a "
+        "refresh for a proxy whose policy checks them is refused after this (the user logs in "
+        "again, and GitHub is asked afresh); 0: for the refresh token's whole life",
+    )
     oauth_session_timeout: Annotated[int, Field(ge=1)] = 300
     oauth_client_lifetime: Annotated[int, Field(ge=0)] = 7776000
     oauth_allowed_github_users: str = Field(

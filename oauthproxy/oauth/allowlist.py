@@ -54,6 +54,12 @@ class AccessPolicy:
             f"proxy {target.hostname}",
         )
 
+    @property
+    def reads_identity(self) -> bool:
+        """Whether it checks what can change at GitHub after a login: the user's verified
+        emails, organisations or teams (a login name is checked by the numeric id's account)."""
+        return bool(self.emails or self.groups)
+
     def refusal(self, identity: UserIdentity) -> str | None:
         """Why `identity` may not log in under this policy, or None when it may."""
         if EVERYONE not in self.users:

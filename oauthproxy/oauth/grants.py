@@ -144,12 +144,22 @@ async def _refresh(server: OAuthServer, client: OAuthClient, params: Params) -> 
     scope = ScopePolicy.of(server.settings).grant(scope, session.identity.username)
     if not scope:
         raise _invalid_grant("the user may no longer receive this token's scope")
-    allowed_users = server.settings.oauth_allowed_github_users
+    settings = server.settings
     # the login's allowlists for this token's resources, as they are now: a user taken off one
-    # refreshes no more
+    # refreshes no more; and one whose emails, organisations or teams they check, only while
+    # what GitHub said of them at the login is recent (the session's start): it is not asked
+    # again before the next login, so a user taken out of an organisation is out after that
+    max_age = settings.oauth_identity_max_age
+    stale = bool(max_age) and datetime.now(UTC) - session.created_at > timedelta(seconds=max_age)
     for policy in await host_policies(
-        server.storage, session.proxy_hostname, audience, allowed_users
+        server.storage, session.proxy_hostname, audience, settings.oauth_allowed_github_users
     ):
         if policy.refusal(session.identity) is not None:
             raise _invalid_grant("the user may no longer log in for this token's resources")
+        if stale and policy.reads_identity:
+            raise _invalid_grant(
+                "this token's resources check the user's GitHub emails, organisations or "
+                "teams, which were read at a login longer ago than OAUTH_IDENTITY_MAX_AGE "
+                f"({max_age}s): log in again"
+            )
     return await _issue(server, session, scope, audience, True, start=False)
