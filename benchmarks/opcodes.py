@@ -1,7 +1,7 @@
 """Python bytecodes per new TLS connection, by function and by package: where the gateway's
 Python goes, counted rather than sampled.
 
-    python benchmarks/opcodes.py [--connections N] [--clients K] [--top T] [--keep-alive]
+    python benchmarks/opcodes.py [--connections N] [--clients K] [--top T] [--keep-alive | --h2]
 
 The gateway runs under `opcode_tracer.py`, which counts every bytecode its main thread runs
 (and every frame entered or resumed) between two signals. Per window: N connections (connect
@@ -10,7 +10,8 @@ rows of `just bench` (default 8), then an idle window as long (the gateway's bac
 Redis reads, timers), subtracted. It prints, per connection, the bytecodes and frames in all,
 by package (oauthproxy, trio, the standard library, ...), and the T functions that run the
 most bytecodes. With `--keep-alive`, the proxy-bound case instead: N plain-HTTP `GET /`
-requests over K keep-alive connections (one per client thread), counted per request.
+requests over K keep-alive connections (one per client thread), counted per request; with
+`--h2`, N HTTP/2 requests from h2load over K TLS connections, 10 streams at once on each.
 
 What to read in it: the counts are exact and do not move with the machine's load (tracing
 makes the gateway many times slower, so no time is given); between two runs they differ only
@@ -26,6 +27,7 @@ import collections
 import os
 import signal
 import socket
+import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -119,6 +121,20 @@ def keep_alive(server: Server, count: int, clients: int) -> Callable[[], None]:
     return run
 
 
+def http2(server: Server, count: int, clients: int) -> Callable[[], None]:
+    """`count` HTTP/2 `GET /` from h2load over `clients` TLS connections, 10 streams on each."""
+    argv = ["h2load", f"-n{count}", f"-c{clients}", "-m10", f"--connect-to=127.0.0.1:{server.port}"]
+
+    def run() -> None:
+        done = subprocess.run(
+            [*argv, f"https://{HOST}:{server.port}/"], capture_output=True, text=True, check=False
+        )
+        if done.returncode != 0 or f"{count} succeeded" not in done.stdout:
+            raise RuntimeError(f"h2load: {done.stdout[-500:]}{done.stderr[-500:]}")
+
+    return run
+
+
 def report(busy: Counts, idle: Counts, count: int, top: int, unit: str) -> None:
     per: dict[tuple[str, str], tuple[float, float]] = {}
     for key, (bytecodes, frames) in busy.items():
@@ -151,9 +167,18 @@ def main() -> None:
         action="store_true",
         help="plain-HTTP requests over keep-alive connections instead of new TLS connections",
     )
+    parser.add_argument(
+        "--h2", action="store_true", help="HTTP/2 requests (h2load, 10 streams per connection)"
+    )
     args = parser.parse_args()
-    workload = keep_alive if args.keep_alive else connections
-    what = "requests over keep-alive connections" if args.keep_alive else "connections"
+    workload = keep_alive if args.keep_alive else http2 if args.h2 else connections
+    what = (
+        "requests over keep-alive connections"
+        if args.keep_alive
+        else "HTTP/2 requests"
+        if args.h2
+        else "connections"
+    )
     with stage("opcodes-") as run:
         step("starting the gateway under the opcode tracer")
         os.chdir(HERE)
@@ -164,7 +189,13 @@ def main() -> None:
         busy, elapsed = _window(server, run.out, 1, traced)
         step(f"an idle window of {elapsed:.1f} s, traced")
         idle, _ = _window(server, run.out, 2, lambda: time.sleep(elapsed))
-    unit = "request (keep-alive, plain HTTP)" if args.keep_alive else "new TLS connection"
+    unit = (
+        "request (keep-alive, plain HTTP)"
+        if args.keep_alive
+        else "HTTP/2 request"
+        if args.h2
+        else "new TLS connection"
+    )
     report(busy, idle, args.connections, args.top, unit)
 
 
