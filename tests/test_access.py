@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from oauthproxy.models.proxies import ProxyTarget
@@ -59,6 +61,34 @@ def test_authorize(the_policy: AccessPolicy, the_claims: Claims, expected: int) 
     decision = authorize(the_policy, the_claims, RESOURCE)
     status = 200 if isinstance(decision, Allow) else decision.status
     assert status == expected
+
+
+def aged(max_age: int, **fields: object) -> AccessPolicy:
+    target = ProxyTarget.model_validate(
+        {"hostname": "mcp.example.com", "target_url": "http://127.0.0.1:1", **fields}
+    )
+    return AccessPolicy.of(
+        target, issuer="https://auth.example.com/", global_users="*", identity_max_age=max_age
+    )
+
+
+@pytest.mark.parametrize(
+    ("the_policy", "login_ago", "expected"),
+    [
+        (aged(3600, auth_required_groups=["staff"]), 60, 200),
+        (aged(3600, auth_required_groups=["staff"]), 7200, 401),
+        (aged(3600, auth_required_emails=["*@example.com"]), 7200, 401),
+        (aged(3600, auth_required_groups=["staff"]), None, 200),  # signed before `auth_time`
+        (aged(3600, auth_required_users=["alice"]), 7200, 200),  # names: nothing to go stale
+        (aged(0, auth_required_groups=["staff"]), 10**6, 200),  # 0: no limit
+    ],
+)
+def test_a_login_older_than_the_max_age_passes_no_email_or_group_rule(
+    the_policy: AccessPolicy, login_ago: int | None, expected: int
+) -> None:
+    login = None if login_ago is None else time.time() - login_ago
+    decision = authorize(the_policy, claims(authenticated_at=login), RESOURCE)
+    assert (200 if isinstance(decision, Allow) else decision.status) == expected
 
 
 def test_identity_headers_use_the_prefix() -> None:

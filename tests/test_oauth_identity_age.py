@@ -110,3 +110,59 @@ async def test_what_checks_no_github_membership_refreshes_on_and_zero_means_no_l
         ):
             refreshed = await _refresh(flow, client, tokens["refresh_token"])
             assert refreshed.status_code == 200, refreshed.text
+
+
+async def test_a_stale_login_passes_no_group_proxy_through_an_extra_audience(
+    nursery: trio.Nursery,
+    storage: Storage,
+    make_settings: Callable[..., Settings],
+    github: GitHubStandIn,
+) -> None:
+    """A proxy that requires acme and accepts the open proxy's tokens as an extra audience
+    (`auth_allowed_audiences`) checked their `groups` claim, which every refresh copies from the
+    login: the refresh of an open proxy's token is not refused (its policy reads no identity),
+    so a user taken out of acme kept passing the acme-only proxy. The token now says when the
+    login was (`auth_time`), and a policy that checks groups or emails refuses it past the max
+    age: on the data plane and at /verify alike."""
+    await storage.proxies.create(
+        ProxyTarget.model_validate(
+            {
+                "hostname": "gate.example.com",
+                "target_url": "http://127.0.0.1:9",
+                "auth_enabled": True,
+                "auth_required_users": ["*"],
+                "auth_required_groups": ["acme"],
+                "auth_allowed_audiences": [f"https://{OPEN}"],
+            }
+        )
+    )
+    await _proxies(storage)
+    github.user = GitHubUser(7, "alice", ["alice@acme.test"], orgs=["acme"])
+    ready = await oauth_helpers.start_gateway(
+        nursery, make_settings, github, oauth_identity_max_age=1
+    )
+
+    async def passes(token: str) -> tuple[int, int]:
+        bearer = {"Authorization": f"Bearer {token}"}
+        async with httpx.AsyncClient() as plain:
+            data_plane = await plain.get(
+                f"http://127.0.0.1:{ready.http_port}/",
+                headers={"Host": "gate.example.com", **bearer},
+            )
+        verify = await http.get(
+            "/verify", headers={"X-Forwarded-Host": "gate.example.com", **bearer}
+        )
+        return data_plane.status_code, verify.status_code
+
+    async with httpx.AsyncClient(base_url=ready.api_url) as http:
+        flow = FlowClient(http)
+        client = await flow.register()
+        tokens = await flow.tokens(client, resource=f"https://{OPEN}")
+        # while the login is recent, the group proxy lets the token through (502: no backend)
+        assert await passes(tokens["access_token"]) == (502, 200)
+
+        github.user = GitHubUser(7, "alice", ["alice@acme.test"], orgs=[])  # taken out
+        await trio.sleep(1.2)
+        fresh = await _refresh(flow, client, tokens["refresh_token"])
+        assert fresh.status_code == 200, fresh.text  # the open proxy's policy reads no identity
+        assert await passes(fresh.json()["access_token"]) == (401, 401)

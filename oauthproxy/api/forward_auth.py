@@ -93,6 +93,7 @@ async def _policy(hostname: str) -> tuple[AccessPolicy, ProxyTarget | None]:
         global_users=state.settings.oauth_allowed_github_users,
         proxies={proxy.hostname: proxy for proxy in found},
         admins=frozenset({token.hash}) if token is not None and token.is_admin else frozenset(),
+        identity_max_age=state.settings.oauth_identity_max_age,
     )
     return policy, target
 

@@ -51,6 +51,8 @@ def mint_access(
         "username": identity.username,
         "email": identity.email,
         "groups": identity.groups,
+        # when GitHub last told us the emails and groups above: the login (RFC 9068 §2.2.1)
+        "auth_time": int(session.created_at.timestamp()),
     }
     record = AccessTokenRecord(
         jti=jti,

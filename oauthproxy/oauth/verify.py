@@ -57,6 +57,8 @@ class Claims:
     client_id: str
     jti: str
     expires_at: float
+    authenticated_at: float | None = None
+    """`auth_time`: the login, when GitHub gave the `email` and `groups` (None: not said)."""
 
 
 class InvalidToken(Exception):
@@ -216,14 +218,18 @@ def _claims(payload: dict[str, Any]) -> _Verified:
         client_id=_optional_text(payload, "azp") or _text(payload, "client_id"),
         jti=payload["jti"],
         expires_at=_seconds(payload, "exp"),
+        authenticated_at=_seconds(payload, "auth_time") if "auth_time" in payload else None,
     )
     return _Verified(claims, max(issued_at, not_before), claims.expires_at)
 
 
 def _seconds(payload: dict[str, Any], name: str) -> float:
     """A time claim joserfc accepted as a number, as a float (an int past float's range is not)."""
+    value = payload[name]
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise InvalidToken(f"bad claim: {name}")
     try:
-        return float(payload[name])
+        return float(value)
     except OverflowError:
         raise InvalidToken(f"bad claim: {name}") from None
 

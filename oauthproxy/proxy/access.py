@@ -14,6 +14,7 @@ for longer than it is valid and unrevoked.
 from __future__ import annotations
 
 import fnmatch
+import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
@@ -42,6 +43,9 @@ class AccessPolicy:
     tenant: bool = False
     """The proxy is an owner token's (not the admin's): its backend learns of a user only what
     the policy checks (`identity_headers`)."""
+    identity_max_age: int = 0
+    """`OAUTH_IDENTITY_MAX_AGE`: a token whose login (`auth_time`) is older does not pass a
+    policy that checks emails or groups (0: no limit)."""
     _decisions: dict[tuple[Claims, str | None], Decision] = field(
         default_factory=dict, init=False, repr=False, compare=False, hash=False
     )
@@ -57,6 +61,7 @@ class AccessPolicy:
         global_users: str,
         proxies: Mapping[str, ProxyTarget | None] | None = None,
         admins: frozenset[str] = frozenset(),
+        identity_max_age: int = 0,
     ) -> AccessPolicy:
         """`proxies`: the proxies now, by hostname (at least those the extra audiences name),
         to keep only the audiences that are the target owner's (`own_audiences`); `admins`:
@@ -80,6 +85,7 @@ class AccessPolicy:
             pass_headers=target.auth_pass_headers,
             header_prefix=target.auth_header_prefix,
             tenant=tenant,
+            identity_max_age=identity_max_age,
         )
 
     def excludes(self, path: str) -> bool:
@@ -175,6 +181,13 @@ def _decide(policy: AccessPolicy, claims: Claims, resource: str | None) -> Decis
         return Deny(401, "invalid_token", "the token is not meant for this resource")
     if policy.users is not None and claims.username.lower() not in policy.users:
         return Deny(403, "access_denied", "this user may not use this resource")
+    if (policy.emails or policy.groups) and _identity_stale(policy, claims):
+        return Deny(
+            401,
+            "invalid_token",
+            "the token's GitHub emails, organisations and teams were read at a login longer ago "
+            "than OAUTH_IDENTITY_MAX_AGE: log in again",
+        )
     if policy.emails and not (claims.email and _matches_any(claims.email.lower(), policy.emails)):
         return Deny(403, "access_denied", "this email may not use this resource")
     if policy.groups and not policy.groups & {g.lower() for g in claims.groups}:
@@ -184,6 +197,19 @@ def _decide(policy: AccessPolicy, claims: Claims, resource: str | None) -> Decis
             403, "insufficient_scope", "the token lacks the scope needed", policy.needed_scope
         )
     return Allow(identity_headers(policy, claims) if policy.pass_headers else [], claims)
+
+
+def _identity_stale(policy: AccessPolicy, claims: Claims) -> bool:
+    """GitHub is asked for a user's emails, organisations and teams only at a login, and every
+    token of that login (refreshed ones too) carries them: past `identity_max_age` they no
+    longer pass a policy that checks them, whichever of the token's audiences brought it here
+    (the refresh grant refuses such sessions for its own resources: `grants._refresh`). Judged
+    when a token is first seen under a policy (`authorize` remembers it): at most an access
+    token's lifetime late. (A token without `auth_time` was signed before tokens carried it,
+    an access token's lifetime ago at most.)"""
+    login = claims.authenticated_at
+    max_age = policy.identity_max_age
+    return bool(max_age) and login is not None and time.time() - login > max_age
 
 
 def identity_headers(policy: AccessPolicy, claims: Claims) -> Headers:

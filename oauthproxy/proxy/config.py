@@ -42,6 +42,8 @@ class Shared:
     extra audiences and identity headers are narrowed: `access.AccessPolicy`)."""
     down: Mapping[str, str] = field(default_factory=dict)
     """The URLs of Docker services whose container does not run, to the service's name."""
+    identity_max_age: int = 0
+    """`OAUTH_IDENTITY_MAX_AGE` (see `access.AccessPolicy`)."""
 
 
 @dataclass
@@ -158,4 +160,5 @@ def _protection(target: ProxyTarget, shared: Shared) -> Protection | None:
         guard=shared.guard,
         proxies=shared.proxies,
         admins=shared.admins,
+        identity_max_age=shared.identity_max_age,
     )

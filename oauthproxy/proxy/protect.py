@@ -45,12 +45,18 @@ class Protection:
         guard: Guard,
         proxies: Mapping[str, ProxyTarget] | None = None,
         admins: frozenset[str] = frozenset(),
+        identity_max_age: int = 0,
     ) -> Protection:
         """`proxies`: every proxy, by hostname; `admins`: the admin tokens' hashes (see
         `AccessPolicy.of`)."""
         policy = (
             AccessPolicy.of(
-                target, issuer=issuer, global_users=global_users, proxies=proxies, admins=admins
+                target,
+                issuer=issuer,
+                global_users=global_users,
+                proxies=proxies,
+                admins=admins,
+                identity_max_age=identity_max_age,
             )
             if target.auth_enabled
             else None

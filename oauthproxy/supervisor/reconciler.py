@@ -100,6 +100,7 @@ class Reconciler:
             global_users=settings.oauth_allowed_github_users,
             login=BrowserLogin.of(settings, storage.proxy_logins, issuer_trust),
             websocket_idle_timeout=settings.proxy_websocket_idle_timeout,
+            identity_max_age=settings.oauth_identity_max_age,
         )
         self._gateway_redirects: list[str] | None = None
         self._admin_or_not: dict[str, bool] = {}
