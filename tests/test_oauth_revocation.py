@@ -291,3 +291,43 @@ async def test_a_flood_of_revocations_does_not_unrevoke_a_stolen_token_on_a_new_
             return answer.status_code == 401
 
         await eventually(refused, what="the stolen token refused by the new replica")
+
+
+async def test_a_session_revoked_inside_the_leeway_takes_its_expired_token_with_it(
+    nursery: trio.Nursery,
+    storage: Storage,
+    make_settings: Callable[..., Settings],
+    github: GitHubStandIn,
+) -> None:
+    """The verifier accepts a token up to LEEWAY_SECONDS past its `exp`, and the guard keeps
+    a revocation that long (4b0b745); but the token's record, which revocation walks, expired
+    at `exp` exactly. So a logout (the refresh token revoked) in the seconds after a token's
+    expiry published nothing for it, and the token passed everywhere for the rest of the
+    leeway. The record now lives REVOKED_KEPT_SECONDS past `exp`."""
+    await storage.proxies.create(
+        ProxyTarget.model_validate(
+            {
+                "hostname": "open.example.com",
+                "target_url": "http://127.0.0.1:9",
+                "auth_enabled": True,
+                "auth_required_users": ["*"],
+            }
+        )
+    )
+    ready = await start_gateway(nursery, make_settings, github, oauth_access_token_lifetime=1)
+    async with httpx.AsyncClient(base_url=ready.api_url) as http:
+        flow = FlowClient(http)
+        client = await flow.register()
+        tokens = await flow.tokens(client, resource="https://open.example.com")
+        stolen = {"X-Forwarded-Host": "open.example.com"}
+        stolen["Authorization"] = f"Bearer {tokens['access_token']}"
+        assert (await http.get("/verify", headers=stolen)).status_code == 200
+        await trio.sleep(2.2)  # past `exp`, inside the leeway: still accepted
+        assert (await http.get("/verify", headers=stolen)).status_code == 200
+        logout = {"token": tokens["refresh_token"], **credentials(client)}
+        assert (await http.post("/revoke", data=logout)).status_code == 200
+
+        async def refused() -> bool:
+            return (await http.get("/verify", headers=stolen)).status_code == 401
+
+        await eventually(refused, what="the expired token of the revoked session is refused")

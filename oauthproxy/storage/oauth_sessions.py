@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import TypeVar
 
 from coredis import PureToken
@@ -188,7 +188,10 @@ class SessionStore:
         access: AccessTokenRecord,
         refresh: tuple[str, RefreshTokenRecord] | None,
     ) -> None:
-        pipe.set(keys.oauth_token(access.jti), dump(access), pxat=_at(access.expires_at))
+        # kept as long as the verifier may still accept the token (its leeway past `exp`):
+        # revocation walks these records, and one gone at `exp` was never published
+        kept = _at(access.expires_at) + timedelta(seconds=REVOKED_KEPT_SECONDS)
+        pipe.set(keys.oauth_token(access.jti), dump(access), pxat=kept)
         for index in (
             keys.oauth_session_tokens(session.session_id),
             keys.oauth_user_tokens(session.identity.username),
