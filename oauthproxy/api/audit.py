@@ -9,7 +9,6 @@ a refusal. Never a token, code, secret, cookie or the body of a successful token
 from __future__ import annotations
 
 import base64
-import binascii
 import json
 from typing import Any
 from urllib.parse import unquote
@@ -88,7 +87,7 @@ def _basic_user() -> str:
         return ""
     try:
         decoded = base64.b64decode(credential, validate=True).decode()
-    except (binascii.Error, UnicodeDecodeError):
+    except ValueError:  # binascii.Error, UnicodeDecodeError, and a non-ASCII str's own
         return ""
     return unquote(decoded.partition(":")[0])
 

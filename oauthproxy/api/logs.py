@@ -127,7 +127,8 @@ async def errors(query_args: RecentQuery) -> Json:
 @validate_querystring(StatsQuery)
 async def stats(query_args: StatsQuery) -> Json:
     """Counts per hour, unique visitors and response-time percentiles per hostname, and this
-    replica's logger counters. Hourly totals cover every hostname: the admin's alone."""
+    replica's logger counters. Hourly totals and the logger's counters cover every hostname:
+    the admin's alone (an owner's counters are zeros)."""
     state = app_state(current_app)
     repository = storage().request_logs
     hosts = await _scope()
@@ -162,7 +163,8 @@ async def stats(query_args: StatsQuery) -> Json:
         }
         for hostname in hostnames
     ]
-    logger = state.requests
+    logger = state.requests if hosts is None else None
+    # the counters count every tenant's requests: an owner learns only whether logging is on
     answer["logger"] = {
         "enabled": state.settings.request_log_enabled,
         "written": logger.written if logger else 0,

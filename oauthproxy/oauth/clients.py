@@ -4,7 +4,6 @@ token, revocation and introspection endpoints (client_secret_basic, client_secre
 from __future__ import annotations
 
 import base64
-import binascii
 import hashlib
 import hmac
 import ssl
@@ -69,7 +68,7 @@ def _basic_credentials(authorization: str | None) -> tuple[str, str] | None:
         return None
     try:
         decoded = base64.b64decode(encoded.strip(), validate=True).decode()
-    except (binascii.Error, UnicodeDecodeError):
+    except ValueError:  # binascii.Error, UnicodeDecodeError, and a non-ASCII str's own
         raise invalid_client("malformed Basic credentials", basic=True) from None
     client_id, colon, secret = decoded.partition(":")
     if not colon:

@@ -475,7 +475,8 @@ class Instance:
             return noted(entry, reply), True
         if destination.down is not None:
             detail = f"the service {destination.down!r} is down: its container is not running"
-            return error_reply(503, "service_down", detail, accept=request.header(b"accept")), False
+            reply = error_reply(503, "service_down", detail, accept=request.header(b"accept"))
+            return noted(entry, reply), False
         if view.target is not request.target:  # the backend gets the normalised target
             exchange.request = dataclasses.replace(request, target=view.target)
         return destination

@@ -38,6 +38,9 @@ _HOST_CHARACTERS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789-._")
 _IPV6_CHARACTERS = frozenset("0123456789abcdef:.")
 _UNRESERVED = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
 _HEX = frozenset("0123456789abcdefABCDEF")
+MAX_HOST_LENGTH = 253
+"""A DNS name's most (an IPv6 literal's, bracketed, is shorter): a longer Host is refused, not
+logged and indexed under its whole length."""
 _ENCODED_SEPARATORS = ("%2F", "%5C")
 
 
@@ -141,6 +144,8 @@ def _host_and_authority(value: bytes, scheme: bytes) -> tuple[str, str, bytes]:
         if not host or not set(host) <= _HOST_CHARACTERS:
             raise BadRequest("the Host header is not a valid host")
         port = colon + port
+    if len(host) > MAX_HOST_LENGTH:
+        raise BadRequest(f"the Host header's name is longer than {MAX_HOST_LENGTH} characters")
     if port:
         digits = port[1:]
         if port[0] != ":" or (digits and not (digits.isdigit() and int(digits) <= 65535)):

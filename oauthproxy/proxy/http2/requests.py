@@ -62,7 +62,9 @@ async def serve_stream(
         await stream.send_reply(reply, head=request.method == b"HEAD")
     except BadRequest as error:  # (raised before any response: by `request_head`, `view_of`)
         reply = refusal(error)
-        refused(requests, client, reply, request, version=VERSION)
+        # without the request, as HTTP/1.1 logs what it could not parse: its target may be an
+        # absolute URL with a password in it (`https://user:password@host/`)
+        refused(requests, client, reply, None, version=VERSION)
         with contextlib.suppress(PeerClosed):
             await stream.send_reply(reply)
     except PeerClosed:
