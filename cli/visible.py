@@ -25,9 +25,20 @@ def _spelled(match: re.Match[str]) -> str:
     return f"\\x{code:02x}" if code <= 0xFF else f"\\u{code:04x}"
 
 
+_LINE_BREAKING = re.compile("[\t\n\u2028\u2029]")
+"""What `_CONTROLS` leaves that breaks or moves a line: tab, newline, and Unicode's line and
+paragraph separators."""
+
+
 def visible(text: str) -> str:
     """`text` with every control character spelled out."""
     return _CONTROLS.sub(_spelled, text)
+
+
+def one_line(text: str) -> str:
+    """`visible`, and tab and line breaks spelled out too: for output read line by line (a log
+    line), where a newline from a client would start a line of its own choosing."""
+    return _LINE_BREAKING.sub(_spelled, visible(text))
 
 
 def visible_data(data: Any) -> Any:

@@ -13,6 +13,8 @@ import json
 import os
 import pty
 import re
+import signal
+import subprocess
 from typing import Any
 
 import httpx
@@ -21,7 +23,7 @@ import trio
 import yaml
 
 from cli.formatting import to_json, to_yaml
-from cli.visible import visible, visible_data
+from cli.visible import one_line, visible, visible_data
 from oauthproxy.serve import Ready
 from tests.conftest import venv_bin
 from tests.eventually import eventually
@@ -51,6 +53,51 @@ def test_control_characters_are_spelled_out(text: str, shown: str) -> None:
     assert visible_data({text: [text, {"k": text}, 1, None]}) == {
         shown: [shown, {"k": shown}, 1, None]
     }
+
+
+def test_a_log_line_spells_out_line_breaks_too() -> None:
+    assert one_line("a\nb\tc\u2028d\x1be") == "a\\x0ab\\x09c\\u2028d\\x1be"
+
+
+FORGED = "09:15:00 203.0.113.77 GET admin.example.com/FORGED-BY-ANONYMOUS HTTP/1.1 200 1.0ms"
+
+
+async def test_an_anonymous_request_prints_no_line_of_its_own_in_log_follow(
+    cli: Cli, gateway: Ready
+) -> None:
+    """An anonymous write to the admin API with `%0A` in its path: the audit event kept the
+    decoded path (a raw newline), and `proxy-client log follow` printed it (`visible` leaves
+    newlines), so the operator saw a whole line of the attacker's choosing. The event keeps the
+    path percent-encoded now, and a log line spells out newlines and tabs (`one_line`)."""
+    process = await trio.lowlevel.open_process(
+        [venv_bin("proxy-client"), "log", "follow"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env={**os.environ, **cli.env},
+    )
+    assert process.stdout is not None
+    encoded = FORGED.replace(" ", "%20")
+    seen = b""
+    try:
+        with trio.fail_after(30):
+            while b"FORGED-BY-ANONYMOUS" not in seen and process.poll() is None:
+                # (httpx would re-encode the target: sent raw)
+                async with await trio.open_tcp_stream("127.0.0.1", gateway.http_port) as stream:
+                    await stream.send_all(
+                        f"POST /api/v1/x%0A{encoded} HTTP/1.1\r\nHost: localhost\r\n"
+                        "Content-Length: 0\r\nConnection: close\r\n\r\n".encode()
+                    )
+                    with trio.move_on_after(2):
+                        await stream.receive_some()
+                with trio.move_on_after(1):
+                    seen += await process.stdout.receive_some()
+    finally:
+        process.send_signal(signal.SIGINT)
+        with trio.fail_after(10):
+            await process.wait()
+    lines = seen.decode(errors="replace").splitlines()
+    assert any("FORGED-BY-ANONYMOUS" in line for line in lines), lines
+    assert not [line for line in lines if line.startswith("09:15:00 203.0.113.77")], lines
 
 
 def test_json_and_yaml_keep_the_data_and_escape_the_controls() -> None:

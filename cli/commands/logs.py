@@ -19,7 +19,7 @@ from cli.columns import Kind
 from cli.commands.values import present
 from cli.config import OutputFormat
 from cli.session import CliSession, Session
-from cli.visible import visible
+from cli.visible import one_line
 
 app = App(name="log", help="Query the request log (recent, by IP/host/client, errors, stats).")
 
@@ -228,13 +228,14 @@ def _print_lines(session: CliSession, entries: list[dict[str, Any]]) -> None:
         # Plain text with one styled part: the path, host and user are whatever a client sent,
         # and as console markup `[/x]` killed the follower and `[green]` forged a line.
         # (and `visible`: control characters spelled out, as every string from the API)
+        # (`one_line`: a newline or tab sent by a client is spelled out, not a line of its own)
         line = Text.assemble(
-            visible(
+            one_line(
                 f"{stamp} {entry['client_ip']} {entry['method']} {entry['hostname']}"
                 f"{entry['request_path']}{protocol} "
             ),
             (str(status), colours.get(status // 100, "")),
-            visible(f" {float(entry['duration_ms']):.1f}ms{user}"),
+            one_line(f" {float(entry['duration_ms']):.1f}ms{user}"),
         )
         session.output.console.print(line, highlight=False)
 

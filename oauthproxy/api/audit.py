@@ -11,7 +11,7 @@ from __future__ import annotations
 import base64
 import json
 from typing import Any
-from urllib.parse import unquote
+from urllib.parse import quote, unquote
 
 from quart import Quart, Response, current_app, g, request
 
@@ -27,7 +27,9 @@ def install_audit(app: Quart) -> None:
     @app.after_request
     async def log_step(response: Response) -> Response:
         logger = app_state(current_app).requests
-        path = request.path
+        # as sent (percent-encoded), not decoded: an anonymous `%0A` in it was a raw newline in
+        # the event, a line of the client's choosing in `proxy-client log follow`
+        path = quote(request.path, safe="/")
         if logger is None or not (path in STEP_PATHS or path.startswith("/api/v1/")):
             return response
         answered = Answered(
