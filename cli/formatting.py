@@ -54,10 +54,17 @@ def as_rows(data: Any) -> list[Row]:
     return [item if isinstance(item, dict) else {"value": item} for item in items]
 
 
+_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+"""How a spreadsheet knows a cell is a formula (OWASP's CSV injection list)."""
+
+
 def _csv_value(value: Any) -> str:
+    """A cell; text that a spreadsheet would run as a formula (an anonymous `client_id` of
+    `=HYPERLINK(...)` reaches the log) gets a leading `'`, which shows it as text."""
     if value is None:
         return ""
-    return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+    text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+    return "'" + text if isinstance(value, str) and text.startswith(_FORMULA_STARTS) else text
 
 
 def to_csv(data: Any) -> str:

