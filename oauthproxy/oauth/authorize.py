@@ -25,6 +25,10 @@ from oauthproxy.oauth.server import OAuthServer
 from oauthproxy.proxy.login import GATEWAY_CLIENT_ID
 from oauthproxy.settings import Settings
 
+MAX_STATE_LENGTH = 2048
+"""A client's `state` is kept with its login (5 minutes, up to 60 logins a minute per address):
+16 KB ones were kept whole. (The redirect-mode login's return address has the same bound.)"""
+
 
 def _page_single(params: Params, name: str) -> str | None:
     try:
@@ -71,12 +75,15 @@ def _checked_request(
         raise OAuthError("invalid_request", "code_challenge_method must be S256")
     if not pkce.valid_challenge(challenge):
         raise OAuthError("invalid_request", "code_challenge is not an S256 challenge")
+    state = single(params, "state")
+    if state is not None and len(state) > MAX_STATE_LENGTH:  # (kept with the login, in Redis)
+        raise OAuthError("invalid_request", f"state is longer than {MAX_STATE_LENGTH} characters")
     return AuthorizationRequest(
         client_id=client.client_id,
         redirect_uri=redirect_uri,
         redirect_uri_given="redirect_uri" in params,
         scope=granted_scope(single(params, "scope"), client.scope),
-        state=single(params, "state"),
+        state=state,
         code_challenge=challenge,
         resources=indicators.named(server.settings, params.get("resource", ())),
         proxy_hostname=single(params, "proxy_hostname"),

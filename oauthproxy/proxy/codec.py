@@ -32,6 +32,10 @@ import httptools
 from oauthproxy.proxy.framing import Framing, Headers
 
 MAX_HEAD_SIZE = 64 * 1024
+MAX_HEADER_FIELDS = 256
+"""Fields in one head (as Apache's LimitRequestFields, 100, and Node's 2,000, bound them): a
+four-byte `a:\r\n` line is ~110 bytes of Python objects, so a head of them just under
+MAX_HEAD_SIZE held ~1.85 MiB while it waited for its end."""
 """A head that begins and ends within one read is at most a read long (`http.READ_SIZE`): only
 heads that span reads are counted (so the two must stay equal, or the count must start at the
 head's start)."""
@@ -353,7 +357,10 @@ class Codec:
 
     def on_header(self, name: bytes, value: bytes) -> None:
         if self.their_state is _HEAD:
-            self._headers.append((name.lower(), value.rstrip(b" \t")))
+            headers = self._headers
+            if len(headers) >= MAX_HEADER_FIELDS:  # (raised through llhttp: `receive_data`)
+                raise ProtocolError(f"a message head has more than {MAX_HEADER_FIELDS} fields", 431)
+            headers.append((name.lower(), value.rstrip(b" \t")))
         else:  # a trailer field: counted, never kept
             self._trailer_bytes += len(name) + len(value) + 4
 

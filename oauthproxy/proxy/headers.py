@@ -95,11 +95,23 @@ being listed in Connection, or the body would go out without them and be read as
 message (`Connection: content-length` smuggled a request past routing and the auth check)."""
 
 
-@functools.lru_cache(maxsize=256)
-def _tokens(connection: bytes) -> frozenset[bytes]:
-    """The header names a Connection header lists (they are hop-by-hop too), but for `FRAMING`.
-    Cached: nearly every message says `keep-alive` or `close`."""
+def _listed(connection: bytes) -> frozenset[bytes]:
+    """The header names a Connection header lists (they are hop-by-hop too), but for `FRAMING`."""
     return frozenset(token.strip().lower() for token in connection.split(b",")) - FRAMING
+
+
+_cached_listed = functools.lru_cache(maxsize=256)(_listed)
+"""`_listed`, cached: nearly every message says `keep-alive` or `close`."""
+
+CACHED_CONNECTION_LENGTH = 128
+"""Longer Connection values are not cached: 256 of nearly 64 KiB each (with every option they
+list) held ~155 MiB for the process's life, from anonymous requests or a backend's answers."""
+
+
+def _tokens(connection: bytes) -> frozenset[bytes]:
+    if len(connection) > CACHED_CONNECTION_LENGTH:
+        return _listed(connection)
+    return _cached_listed(connection)
 
 
 def _forwarded_values(

@@ -74,6 +74,13 @@ def _uncounted() -> None:
     """A trusted proxy's streams are not counted (it speaks for many clients)."""
 
 
+class _H2Connection(H2Connection):
+    MAX_CLOSED_STREAMS = 1024
+    """How many closed streams `h2` remembers (to tell a late frame on one from an error): its
+    default, 65,536 (~6 MiB per connection), let a connection grow with every stream it served,
+    and one client holds up to 256 connections."""
+
+
 _CONFIGURATION = H2Configuration(
     client_side=False,
     header_encoding=None,
@@ -96,7 +103,7 @@ class Http2Connection:
         self.limits = limits
         self._client = client
         self._front = front
-        self.h2 = H2Connection(_CONFIGURATION)
+        self.h2 = _H2Connection(_CONFIGURATION)
         self.h2.encoder = ResponseEncoder()
         self.h2.decoder = RequestDecoder.like(self.h2.decoder)
         self.h2.incoming_buffer = BoundedFrameBuffer(limits.max_header_list_size)
