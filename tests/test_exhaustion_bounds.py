@@ -8,32 +8,46 @@
 - `h2` remembered 65,536 closed streams per connection, so a connection grew with every request
   it served: now 1,024.
 - `/authorize` kept any `state` with the login (16 KB): now at most 2,048 characters.
+- An anonymous form of 500,000 fields (`a&a&...`, 1 MiB) to `/token` was parsed on the event
+  loop every tenant shares (~0.4 s each), and again by the audit hook: now at most 16 KiB and
+  100 fields, for the OAuth endpoints and the consent decision.
+- A request target of up to 64 KiB was stored whole in the log: now cut at 2,048 characters.
+- A client metadata document was cached as long as it asked, up to a day: now an hour.
 """
 
 from __future__ import annotations
 
 import gc
+import json
 from collections.abc import Callable
 from pathlib import Path
 
 import httpx
 import trio
 from h2.connection import H2Connection
+from quart import Response
 
+from oauthproxy.api.forms import FORM_MAX_FIELDS
+from oauthproxy.logs.records import STORED_TARGET_LENGTH
 from oauthproxy.oauth.authorize import MAX_STATE_LENGTH
 from oauthproxy.proxy import headers
 from oauthproxy.proxy.codec import MAX_HEADER_FIELDS
+from oauthproxy.serve import Ready
 from oauthproxy.settings import Settings
 from oauthproxy.storage import Storage
-from tests import oauth_helpers
+from tests import document_server, oauth_helpers
+from tests.document_server import DocumentServer
+from tests.eventually import eventually
 from tests.github_standin import GitHubStandIn
 from tests.h2_client import H2Client
 from tests.oauth_helpers import REDIRECT_URI, FlowClient, pkce_pair
 from tests.test_dataplane_limits import start_gateway
 from tests.test_http2 import ALSO, SECURE, backend, connected, serve_names, served
-from tests.tls import make_pki
+from tests.tls import TestPKI, make_pki
 
 github = oauth_helpers.github
+pki = document_server.pki
+documents = document_server.documents
 
 
 async def status_of(port: int, head: bytes) -> int:
@@ -127,3 +141,69 @@ async def test_authorize_keeps_no_long_state(
         fits = await http.get("/authorize", params=query | {"state": "s" * MAX_STATE_LENGTH})
         assert fits.status_code in (302, 303), fits.text
         assert "error=" not in fits.headers["location"]
+
+
+async def test_an_oauth_form_is_bounded_in_bytes_and_fields(
+    nursery: trio.Nursery, make_settings: Callable[..., Settings], github: GitHubStandIn
+) -> None:
+    ready = await oauth_helpers.start_gateway(nursery, make_settings, github)
+    form = {"Content-Type": "application/x-www-form-urlencoded"}
+    async with httpx.AsyncClient(base_url=ready.api_url, headers=form) as http:
+        many = "&".join(["a"] * 500_000).encode()  # (1 MiB: the API's own body limit)
+        fields = "grant_type=refresh_token&" + "&".join(f"f{i}=x" for i in range(FORM_MAX_FIELDS))
+        for path in ("/token", "/revoke", "/introspect"):
+            for body, problem in ((many, "larger than"), (fields.encode(), "more than")):
+                answer = await http.post(path, content=body)
+                assert answer.status_code in (400, 401), (path, answer.text)
+                assert answer.json()["error"] == "invalid_request", (path, answer.text)
+                assert problem in answer.json()["error_description"]
+        decision = await http.post("/consent", content=many)
+        assert decision.status_code == 400 and "larger than" in decision.text
+        # a form within the bounds is read as before
+        fitting = await http.post("/token", content=b"grant_type=refresh_token&refresh_token=x")
+        assert fitting.json()["error"] in ("invalid_client", "invalid_grant"), fitting.text
+
+
+async def test_a_long_target_is_stored_cut(gateway: Ready) -> None:
+    target = "/" + "p" * 20_000
+    async with httpx.AsyncClient(
+        base_url=f"http://127.0.0.1:{gateway.http_port}", headers={"Host": "nowhere.example"}
+    ) as public:
+        assert (await public.get(target)).status_code == 404
+    admin = {"Authorization": f"Bearer {gateway.admin_token.secret}"}
+    async with httpx.AsyncClient(base_url=gateway.api_url, headers=admin) as api:
+
+        async def logged() -> list[str] | None:
+            answer = await api.get("/api/v1/logs/search", params={"hostname": "nowhere.example"})
+            paths = [entry["request_path"] for entry in answer.json()["logs"]]
+            return paths or None
+
+        paths = await eventually(logged, what="the request in the log")
+    assert paths == [target[:STORED_TARGET_LENGTH] + "…"]
+
+
+async def test_a_client_document_is_cached_an_hour_at_most(
+    nursery: trio.Nursery,
+    storage: Storage,
+    make_settings: Callable[..., Settings],
+    github: GitHubStandIn,
+    pki: TestPKI,
+    documents: DocumentServer,
+) -> None:
+    ready = await oauth_helpers.start_gateway(
+        nursery, make_settings, github, oauth_cimd_allow_loopback=True, oauth_ca_bundle=pki.ca_file
+    )
+    url = documents.url("long.json")
+    body = {
+        "client_id": url,
+        "client_name": "Long-lived",
+        "redirect_uris": [REDIRECT_URI],
+        "token_endpoint_auth_method": "none",
+    }
+    headers = {"Content-Type": "application/json", "Cache-Control": "max-age=86400"}
+    documents.documents["long.json"] = Response(json.dumps(body), 200, headers)
+    async with httpx.AsyncClient(base_url=ready.api_url) as http:
+        form = {"grant_type": "refresh_token", "refresh_token": "x", "client_id": url}
+        await http.post("/token", data=form)
+    [cached] = await storage.redis.keys("oauth:client_document:*")
+    assert 0 < await storage.redis.ttl(cached) <= 3600

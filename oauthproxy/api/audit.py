@@ -15,6 +15,7 @@ from urllib.parse import quote, unquote
 
 from quart import Quart, Response, current_app, g, request
 
+from oauthproxy.api.forms import FormRefused, bounded_form
 from oauthproxy.api.state import app_state
 from oauthproxy.logs.steps import Answered, step_of
 from oauthproxy.oauth.client_address import client_address
@@ -69,8 +70,11 @@ def _client_ip() -> str:
 async def _form_value(name: str) -> str:
     if request.method != "POST" or request.mimetype != "application/x-www-form-urlencoded":
         return ""
-    form = await request.form
-    return str(form.get(name, ""))[:64]
+    try:  # (bounded: an anonymous form of 500,000 fields stalled the loop here too)
+        values = (await bounded_form()).get(name)
+    except FormRefused:
+        return ""
+    return values[0][:64] if values else ""
 
 
 async def _client_id(response: Response) -> str:

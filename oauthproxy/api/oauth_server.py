@@ -19,6 +19,7 @@ from werkzeug.datastructures import MultiDict
 
 from oauthproxy.api import public_answers
 from oauthproxy.api.contract import answers
+from oauthproxy.api.forms import FORM_MAX_BYTES, FormRefused, bounded_form
 from oauthproxy.api.state import app_state
 from oauthproxy.oauth import authorize, consent, grants, login, registration, revocation
 from oauthproxy.oauth.browser import host_cookie, login_cookie_name
@@ -72,13 +73,19 @@ async def _json_body() -> Any:
 
 
 async def _body() -> Params:
-    """The request's form, or its JSON object (the specification shows JSON token requests)."""
-    if request.mimetype == "application/json":
-        body = await _json_body()
-        if not isinstance(body, dict):
-            raise OAuthError("invalid_request", "the body must be a JSON object or a form")
-        return {k: [str(x) for x in (v if isinstance(v, list) else [v])] for k, v in body.items()}
-    return _params(await request.form)
+    """The request's form (`forms.bounded_form`), or its JSON object (the specification shows
+    JSON token requests)."""
+    try:
+        if request.mimetype != "application/json":
+            return await bounded_form()
+        if len(await request.get_data(cache=True)) > FORM_MAX_BYTES:
+            raise FormRefused(f"the body is larger than {FORM_MAX_BYTES} bytes")
+    except FormRefused as refused:
+        raise OAuthError("invalid_request", str(refused)) from None
+    body = await _json_body()
+    if not isinstance(body, dict):
+        raise OAuthError("invalid_request", "the body must be a JSON object or a form")
+    return {k: [str(x) for x in (v if isinstance(v, list) else [v])] for k, v in body.items()}
 
 
 def _headers() -> dict[str, str]:
@@ -229,13 +236,21 @@ async def consent_page() -> Response:
 @oauth_server.post("/consent")
 @answers(*public_answers.CONSENT_DECISION)
 async def consent_decision() -> Response:
-    form, server = await request.form, authorization_server()
+    server = authorization_server()
+    try:
+        form = await bounded_form()
+    except FormRefused as refused:
+        raise PageError("Invalid request", str(refused)) from None
+
+    def first(name: str) -> str:
+        return (form.get(name) or [""])[0]
+
     location = await consent.decide(
         server,
-        form.get("request", ""),
-        form.get("csrf_token", ""),
+        first("request"),
+        first("csrf_token"),
         request.cookies.get(_browser_cookie(server, CONSENT_COOKIE, "/consent")[0], ""),
-        approve=form.get("decision") == "approve",
+        approve=first("decision") == "approve",
     )
     response = redirect(location, 303)
     _delete_browser_cookie(server, response, CONSENT_COOKIE, "/consent")

@@ -130,10 +130,19 @@ def stamp(seconds: float) -> str:
     return f"{seconds:.6f}"
 
 
+STORED_TARGET_LENGTH = 2048
+"""A longer target is stored cut (after redaction), with `…`: a head may hold 64 KiB of one,
+and an anonymous flood of them filled the log's Redis to LOG_MAX_REDIS_MEMORY_MB, after which
+every entry (the admin's audit events too) was dropped for LOG_RETENTION_HOURS."""
+
+
 def stored_path(entry: RequestEntry) -> str:
-    """The request target as stored: secret-looking query values redacted."""
+    """The request target as stored: secret-looking query values redacted, cut at
+    STORED_TARGET_LENGTH."""
     target = entry.target.decode("latin-1")
-    return redact_target(target) if "?" in target else target
+    if "?" in target:
+        target = redact_target(target)
+    return target if len(target) <= STORED_TARGET_LENGTH else target[:STORED_TARGET_LENGTH] + "…"
 
 
 def protocol_of(version: str) -> str:

@@ -40,6 +40,7 @@ from dataclasses import dataclass, field
 from oauthproxy.logs.records import (
     FIELDS,
     REQUEST_KINDS,
+    STORED_TARGET_LENGTH,
     RequestEntry,
     protocol_of,
     redact_target,
@@ -171,6 +172,8 @@ def pack(entry: RequestEntry, duration: str) -> str:
     target = entry.target.decode("latin-1")
     if "?" in target:
         target = redact_target(target)
+    if len(target) > STORED_TARGET_LENGTH:
+        target = target[:STORED_TARGET_LENGTH] + "…"
     packed = (
         f"{PACKING}\x1f{entry.scheme.decode('latin-1')}\x1f{entry.host}"
         f"\x1f{entry.method.decode('latin-1')}\x1f{target}\x1f{entry.status}"
