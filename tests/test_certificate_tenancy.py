@@ -19,7 +19,7 @@ import httpx
 import pytest
 import trio
 
-from oauthproxy.api.certificates import SELF_SIGNED_PER_MINUTE
+from oauthproxy.api.certificates import ACME_ORDERS_PER_HOUR, SELF_SIGNED_PER_MINUTE
 from oauthproxy.models.common import utcnow
 from oauthproxy.serve import Ready, serve
 from oauthproxy.settings import Settings
@@ -477,3 +477,24 @@ async def test_an_owner_makes_a_bounded_number_of_self_signed_keys_per_minute(
     assert (await self_signed(alice, "mine", "mine.alice.example")).status_code == 201
     for number in range(SELF_SIGNED_PER_MINUTE + 1):
         assert (await self_signed(api, f"adm{number}", f"{number}.adm.example")).status_code == 201
+
+
+async def test_an_owner_orders_a_bounded_number_of_acme_certificates_per_hour(
+    api: httpx.AsyncClient, mallory: httpx.AsyncClient
+) -> None:
+    """Every ACME order goes on the one account of ADMIN_EMAIL, whose order budget at the CA
+    every owner shares, and deleting a certificate frees its quota slot: a create-delete loop
+    placed orders without end (15 in ~5 s on Pebble, in today's hunt). Owners get
+    ACME_ORDERS_PER_HOUR; the next is a 429 with Retry-After, and stores nothing."""
+    for number in range(ACME_ORDERS_PER_HOUR):
+        body = {"cert_name": "loop", "domain": "loop.mallory.example", "email": "m@x.test"}
+        ordered = await mallory.post(CERTS, json=body)
+        assert ordered.status_code == 202, (number, ordered.text)
+        assert (await mallory.delete(f"{CERTS}loop")).status_code == 200
+    limited = await mallory.post(CERTS, json=body)
+    assert limited.status_code == 429, limited.text
+    assert limited.json()["error"] == "too_many_requests"
+    assert 1 <= int(limited.headers["retry-after"]) <= 3600
+    assert (await mallory.get(f"{CERTS}loop")).status_code == 404
+    admins = {"cert_name": "adm", "domain": "adm.example.com", "email": "a@x.test"}
+    assert (await api.post(CERTS, json=admins)).status_code == 202  # (the admin: no limit)

@@ -53,6 +53,7 @@ from oauthproxy.models.common import NAME_PATTERN, utcnow
 from oauthproxy.settings import Settings
 from oauthproxy.storage import cascades
 from oauthproxy.storage.cascades import ClaimCheck
+from oauthproxy.storage.windows import WindowCount
 from oauthproxy.tenancy.caller import Caller
 from oauthproxy.tenancy.certificates import (
     NameClaims,
@@ -149,6 +150,7 @@ async def _accept(name: str, domains: list[str], options: AcmeOptions) -> tuple[
             "or set ADMIN_EMAIL",
             field="email",
         )
+    await _count_acme_order()
     await order(new_acme_certificate(name, domains, email, staging=options.staging))
     accepted = CertificateAccepted(
         cert_name=name,
@@ -217,21 +219,36 @@ async def create_self_signed_certificate(data: SelfSignedCertificateCreate) -> t
 SELF_SIGNED_PER_MINUTE = 10
 """Self-signed certificates one owner token may make per minute: each is a new key, CPU the
 data plane shares, and deleting one frees its quota slot for the next (the admin: no limit)."""
+ACME_ORDERS_PER_HOUR = 20
+"""ACME certificates one owner token may order per hour. Every order is placed on the one ACME
+account of ADMIN_EMAIL, whose budget at the CA is every owner's (Let's Encrypt: 300 new orders
+per account per 3 hours), and holds an issuance slot (CERT_GEN_MAX_WORKERS) others wait for;
+deleting a certificate frees its quota slot, so create and delete in a loop spent it all."""
 
 
 async def _count_self_signed() -> None:
     """429 with Retry-After when the caller, an owner, made SELF_SIGNED_PER_MINUTE already."""
     who = caller()
-    if who.is_admin:
-        return
-    counted = await storage().certificates.count_self_signed(who.token_hash, 60_000)
-    if counted.count > SELF_SIGNED_PER_MINUTE:
+    if not who.is_admin:
+        counted = await storage().certificates.count_self_signed(who.token_hash, 60_000)
+        _within(counted, SELF_SIGNED_PER_MINUTE, "self-signed certificates per minute")
+
+
+async def _count_acme_order() -> None:
+    """429 with Retry-After when the caller, an owner, ordered ACME_ORDERS_PER_HOUR already."""
+    who = caller()
+    if not who.is_admin:
+        counted = await storage().certificates.count_acme_order(who.token_hash, 3_600_000)
+        _within(counted, ACME_ORDERS_PER_HOUR, "ACME certificate orders per hour")
+
+
+def _within(counted: WindowCount, limit: int, what: str) -> None:
+    if counted.count > limit:
         retry_after = max(1, math.ceil(counted.remaining_ms / 1000))
         raise ApiError(
             429,
             "too_many_requests",
-            f"at most {SELF_SIGNED_PER_MINUTE} self-signed certificates per minute for one "
-            f"token; try again in {retry_after} s",
+            f"at most {limit} {what} for one token; try again in {retry_after} s",
             headers={"Retry-After": str(retry_after)},
         )
 

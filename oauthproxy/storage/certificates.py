@@ -55,6 +55,10 @@ class CertificateRepository(EditableRepository[Certificate]):
         """Count one more self-signed certificate made for `owner_hash` in its window."""
         return await self._windows.count(keys.self_signed_rate(owner_hash), window_ms)
 
+    async def count_acme_order(self, owner_hash: str, window_ms: int) -> WindowCount:
+        """Count one more ACME certificate ordered for `owner_hash` in its window."""
+        return await self._windows.count(keys.acme_order_rate(owner_hash), window_ms)
+
     async def name_for_domain(self, domain: str) -> str | None:
         return await self._redis.get(keys.cert_domain(domain))
 

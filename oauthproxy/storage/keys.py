@@ -85,6 +85,11 @@ def self_signed_rate(owner_hash: str) -> str:
     return f"self_signed_rate:{owner_hash}"
 
 
+def acme_order_rate(owner_hash: str) -> str:
+    """ACME certificates one owner ordered in the current window (expires with it)."""
+    return f"acme_order_rate:{owner_hash}"
+
+
 def acme_account(directory_hash: str, email: str) -> str:
     """An ACME account key and URL, per directory (a hash of its URL) and email."""
     return f"acme:account:{directory_hash}:{email}"
