@@ -380,3 +380,28 @@ async def test_an_owner_cannot_accept_tokens_for_the_admins_registered_resources
         body = {"auth_required_users": ["*"], "auth_allowed_audiences": [audience]}
         refused = await world.alice.post(path, json=body)
         await refused_and_unchanged(world, refused, 403, "forbidden", "auth_allowed_audiences")
+
+
+async def test_an_audience_named_before_the_admin_registers_the_resource_stops_passing(
+    world: World,
+) -> None:
+    """The other order: Alice listed the URI while it was nobody's (accepted), and the admin
+    registered an MCP server there later. Tokens users got for the admin's server passed her
+    proxy, their Authorization header reaching her backend, which could replay them there.
+    Registering the resource now takes it (and URIs under it) out of owners' lists."""
+    uri = "https://mcp.admin-tools.example/mcp"
+    path = f"{TARGETS}alice.example.com/auth"
+    kept = "http://alice-other.example.com"
+    body = {
+        "auth_required_users": ["*"],
+        "auth_allowed_audiences": [uri, uri + "/tools", kept],
+    }
+    await created(await world.alice.post(path, json=body))
+    await settle(world)
+    token = await _mint(world, uri)
+    assert (await _through_alice(world, token)).status_code == 200  # nobody's yet: hers to name
+    await created(await world.api.post(RESOURCES, json={"uri": uri, "name": "admin tools"}))
+    await settle(world)
+    assert (await _through_alice(world, token)).status_code == 401
+    listed = (await world.alice.get(path)).json()["auth_allowed_audiences"]
+    assert listed == [kept]

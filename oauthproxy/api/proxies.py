@@ -234,7 +234,7 @@ async def _check_audiences(audiences: list[str]) -> None:
                 field="auth_allowed_audiences",
             )
         target = await storage().proxies.get(host)
-        registered = any(_names(audience, resource) for resource in resources)
+        registered = any(within_resource(audience, resource) for resource in resources)
         if registered or (target is not None and not who.owns(target.owner_token_hash)):
             raise forbidden(
                 f"auth_allowed_audiences: {audience} is another owner's resource",
@@ -242,7 +242,7 @@ async def _check_audiences(audiences: list[str]) -> None:
             )
 
 
-def _names(audience: str, resource: str) -> bool:
+def within_resource(audience: str, resource: str) -> bool:
     """Whether `audience` is the registered `resource` (the admin's), or a URI under it."""
     return audience == resource or audience.startswith(resource.rstrip("/") + "/")
 

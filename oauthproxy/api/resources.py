@@ -8,6 +8,8 @@ canonical (RFC 8707: scheme and host lower-case) and looked up the same way.
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import time
 from typing import Any
 from urllib.parse import urlsplit
@@ -20,6 +22,7 @@ from werkzeug.routing import PathConverter
 from oauthproxy.api.auth import requires_token
 from oauthproxy.api.contract import path_parameters
 from oauthproxy.api.ownership import Json, as_json, patched, storage
+from oauthproxy.api.proxies import within_resource
 from oauthproxy.api.state import app_state
 from oauthproxy.errors import Conflict, NotFound
 from oauthproxy.models.common import HTTP_URI_PATTERN, Hostname, HttpUri, Request, ScopeName
@@ -155,7 +158,32 @@ async def create_resource(data: ResourceCreate) -> tuple[Json, int]:
     """Register a protected resource; 409 when its URI is registered already."""
     resource = data.resource()
     await storage().resources.create(resource)
+    await _withdraw_from_owners(resource.uri)
     return as_json(resource), 201
+
+
+async def _withdraw_from_owners(uri: str) -> None:
+    """A resource registered now is the admin's: an owner's proxy that listed it (or a URI
+    under it) as an extra audience while it was nobody's lists it no more, so the tokens users
+    get for it do not pass that proxy (their Authorization header would reach the owner's
+    backend). Owners cannot list a registered resource (`proxies._check_audiences`); this is the
+    other order. Each such proxy is rewritten (`proxy_updated`), so its instances are rebuilt."""
+    store = storage()
+    for target in await store.proxies.all():
+        owner = target.owner_token_hash
+        listed = target.auth_allowed_audiences or []
+        if owner is None or not any(within_resource(audience, uri) for audience in listed):
+            continue
+        token = await store.tokens.by_hash(owner)
+        if token is not None and token.is_admin:
+            continue  # the admin's own proxies name the admin's resources as they like
+        with contextlib.suppress(NotFound):  # (deleted meanwhile)
+            await store.proxies.modify(target.hostname, functools.partial(_without, uri=uri))
+
+
+def _without(target: ProxyTarget, *, uri: str) -> ProxyTarget:
+    kept = [a for a in target.auth_allowed_audiences or [] if not within_resource(a, uri)]
+    return target.model_copy(update={"auth_allowed_audiences": kept})
 
 
 @resources.post("/auto-register")
@@ -174,6 +202,7 @@ async def auto_register() -> Json:
         except Conflict:
             existing.append(resource.uri)
         else:
+            await _withdraw_from_owners(resource.uri)
             created.append(as_json(resource))
     return {"created": created, "existing": existing}
 
