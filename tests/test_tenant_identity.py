@@ -6,7 +6,9 @@ checks emails. The admin's proxies pass every identity header."""
 
 from __future__ import annotations
 
+import base64
 import functools
+import json
 from collections.abc import Callable
 from typing import Any
 
@@ -94,3 +96,65 @@ async def test_an_owners_backend_learns_only_what_its_policy_checks(
         "hobby",
         "corp-private/incident-response",
     }
+
+
+def _claims_in(cookie: str) -> str:
+    """The payload of the JWT among the cookies a backend was sent ("" when there is none)."""
+    for pair in cookie.split(";"):
+        value = pair.strip().partition("=")[2]
+        if value.count(".") == 2:
+            payload = value.split(".")[1]
+            return base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)).decode()
+    return ""
+
+
+async def test_the_login_cookie_tells_an_owners_backend_no_more_once_auth_is_off(
+    nursery: trio.Nursery, make_settings: Callable[..., Settings], github: GitHubStandIn
+) -> None:
+    """The backend's identity headers were narrowed, but the cookie the login left is a token
+    whose claims held the visitor's email and every organisation and team. With auth on, the
+    data plane strips it; once the owner turns auth off (or renames the cookie), the browser
+    keeps sending it and the backend reads it whole. Tokens of the gateway's own login client
+    for an owner's proxy now carry only what that proxy's policy checks."""
+    backend: int = await nursery.start(functools.partial(serve_backend, "echo"))
+    port = free_port()
+    ready = await start_gateway(
+        nursery, make_settings, github, http_port=port, oauth_issuer=f"http://localhost:{port}"
+    )
+    github.user = VICTOR
+    host = "open.example.com"
+    admin = {"Authorization": f"Bearer {ready.admin_token.secret}"}
+    async with (
+        httpx.AsyncClient(base_url=ready.api_url, headers=admin) as api,
+        owner(api, ready, "mallory") as mallory,
+        httpx.AsyncClient(timeout=10, limits=httpx.Limits(max_keepalive_connections=0)) as c,
+    ):
+        await proxy(mallory, host, f"http://127.0.0.1:{backend}")
+        auth = {
+            "auth_mode": "redirect",
+            "auth_required_users": ["*"],
+            "auth_required_groups": ["hobby"],
+        }
+        await created(await mallory.post(f"{TARGETS}{host}/auth", json=auth))
+        browser = Browser(c, port)
+
+        async def protected() -> bool:
+            return (await browser.get(f"http://{host}:{port}/")).status_code == 302
+
+        await eventually(protected, what="redirect mode")
+        page, _ = await browser.visit(f"http://{host}:{port}/echo/whoami")
+        assert page.status_code == 200, page.text
+        assert (await mallory.delete(f"{TARGETS}{host}/auth")).status_code in (200, 204)
+
+        async def unprotected() -> httpx.Response | None:
+            answer = await browser.get(f"http://{host}:{port}/echo/again")
+            headers = answer.json()["headers"] if answer.status_code == 200 else {}
+            return (
+                answer if answer.status_code == 200 and "x-auth-user-name" not in headers else None
+            )
+
+        again = await eventually(unprotected, what="auth off")
+    claims = json.loads(_claims_in(again.json()["headers"].get("cookie", "")) or "{}")
+    assert claims.get("username") == "victor"  # the cookie is still sent: it is the token
+    assert claims.get("groups") == ["hobby"]  # the one group the policy checked
+    assert not claims.get("email")

@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from oauthproxy.models.oauth import AuthorizationCode, OAuthClient, OAuthSession
+from oauthproxy.models.oauth import AuthorizationCode, OAuthClient, OAuthSession, UserIdentity
 from oauthproxy.oauth import indicators, pkce
 from oauthproxy.oauth.clients import authenticate
 from oauthproxy.oauth.codes import code_hash
@@ -20,6 +20,7 @@ from oauthproxy.oauth.parameters import Params, granted_scope, narrowed_resource
 from oauthproxy.oauth.scope_policy import ScopePolicy
 from oauthproxy.oauth.server import OAuthServer
 from oauthproxy.oauth.tokens import mint_access, mint_refresh, refresh_hash, token_response
+from oauthproxy.proxy.login import GATEWAY_CLIENT_ID
 
 GRANT_TYPES = ("authorization_code", "refresh_token")
 
@@ -82,16 +83,45 @@ async def _redeem(server: OAuthServer, client: OAuthClient, params: Params) -> d
         if refreshable
         else settings.oauth_access_token_lifetime
     )
+    identity = redemption.code.identity
+    if client.client_id == GATEWAY_CLIENT_ID and request.proxy_hostname is not None:
+        identity = await _for_tenant_login(server, identity, request.proxy_hostname)
     session = OAuthSession(
         session_id=session_id,
         client_id=client.client_id,
-        identity=redemption.code.identity,
+        identity=identity,
         scope=request.scope,
         resources=request.resources,
         proxy_hostname=request.proxy_hostname,
         expires_at=datetime.now(UTC) + timedelta(seconds=lifetime),
     )
     return await _issue(server, session, request.scope, audience, refreshable, start=True)
+
+
+async def _for_tenant_login(
+    server: OAuthServer, identity: UserIdentity, hostname: str
+) -> UserIdentity:
+    """What the gateway's own login client's tokens for an owner's redirect-mode proxy say of
+    the user: the groups its policy requires, the email only when it checks emails (as its
+    identity headers, `access.identity_headers`). Such a token is the browser's cookie on the
+    owner's hostname, and a backend reads it whole once auth is off or the cookie renamed: it
+    carried the visitor's email and every organisation and team, private ones too, though no
+    consent is asked for this client. The admin's proxies get the whole identity."""
+    target = await server.storage.proxies.get(hostname.lower())
+    if target is None or target.owner_token_hash is None:
+        return identity
+    owner = await server.storage.tokens.by_hash(target.owner_token_hash)
+    if owner is not None and owner.is_admin:
+        return identity
+    required = {group.lower() for group in target.auth_required_groups or ()}
+    checks_emails = bool(target.auth_required_emails)
+    return identity.model_copy(
+        update={
+            "groups": [group for group in identity.groups if group.lower() in required],
+            "email": identity.email if checks_emails else None,
+            "emails": identity.emails if checks_emails else [],
+        }
+    )
 
 
 async def _issue(
