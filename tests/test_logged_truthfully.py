@@ -224,3 +224,45 @@ async def test_the_csv_export_holds_no_formula(cli: Cli, gateway: Ready) -> None
     cells = [cell for row in csv.reader(io.StringIO(text)) for cell in row]
     assert "'" + formula in cells
     assert [cell for cell in cells if cell[:1] in ("=", "+", "-", "@")] == []
+
+
+async def test_an_owners_log_does_not_show_the_admins_route_targets(
+    gateway: Ready, api: httpx.AsyncClient, nursery: trio.Nursery
+) -> None:
+    """A global route is the admin's: an owner can neither list nor read it, yet every request
+    of the owner's hostname it matched was logged with `upstream` (the admin's target URL, path
+    and all) and `route_id`, in the log the owner reads."""
+    port: int = await nursery.start(functools.partial(serve_backend, "shared"))
+    admin_target = f"http://127.0.0.1:{port}/internal-only/T0123-hook-SECRET"
+    route = {
+        "route_id": "admin-internal-hook",
+        "path_pattern": "/hook/",
+        "target_type": "url",
+        "target_value": admin_target,
+        "scope": "global",
+        "priority": 900,
+    }
+    assert (await api.post("/api/v1/routes/", json=route)).status_code == 201
+    async with as_new_token(api, gateway, "eve") as eve:
+        proxy = {"hostname": "eve.example.com", "target_url": f"http://127.0.0.1:{port}"}
+        assert (await eve.post("/api/v1/proxy/targets/", json=proxy)).status_code == 201
+        async with httpx.AsyncClient(
+            base_url=f"http://127.0.0.1:{gateway.http_port}", headers={"Host": "eve.example.com"}
+        ) as public:
+
+            async def served() -> bool:
+                return (await public.get("/echo/x")).status_code == 200
+
+            await eventually(served, what="eve.example.com served")
+            await public.get("/hook/probe")  # (the route sends it to the admin's target)
+
+        async def logged() -> list[dict[str, Any]] | None:
+            answer = await eve.get("/api/v1/logs/search", params={"path": "/hook/"})
+            found: list[dict[str, Any]] = answer.json()["logs"]
+            return found or None
+
+        entries = await eventually(logged, what="eve's /hook/ entry")
+        mine = await eve.get("/api/v1/logs/search", params={"path": "/echo/"})
+    assert "T0123-hook-SECRET" not in str(entries) and "admin-internal-hook" not in str(entries)
+    # her own proxy's target is hers to read
+    assert any(entry["upstream"] for entry in mine.json()["logs"]), mine.json()["logs"]

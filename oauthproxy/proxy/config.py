@@ -7,7 +7,7 @@ precompiled table plus a dictionary lookup.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from oauthproxy.models.proxies import ProxyTarget
 from oauthproxy.models.routes import Route
@@ -91,7 +91,7 @@ class InstanceConfig:
         if url is None:
             return None
         try:
-            return destination_for(
+            destination = destination_for(
                 url,
                 self.target,
                 self.shared.request_timeout,
@@ -101,6 +101,12 @@ class InstanceConfig:
             )
         except ValueError:
             return None
+        owner = self.target.owner_token_hash
+        if owner is None or owner in self.shared.admins or route.owner_token_hash == owner:
+            return destination
+        # another's route (the admin's global one) on an owner's proxy: its target and name
+        # are not the owner's to read, and the owner reads this proxy's request log
+        return replace(destination, upstream="", route_id="")
 
 
 def destination_for(
