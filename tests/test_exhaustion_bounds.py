@@ -207,3 +207,33 @@ async def test_a_client_document_is_cached_an_hour_at_most(
         await http.post("/token", data=form)
     [cached] = await storage.redis.keys("oauth:client_document:*")
     assert 0 < await storage.redis.ttl(cached) <= 3600
+
+
+async def _scan_calls(storage: Storage) -> int:
+    found = (await storage.redis.info("commandstats")).get("cmdstat_scan") or {}
+    if isinstance(found, dict):
+        return int(found.get("calls", 0))
+    return int(str(found).split("calls=")[1].split(",")[0])
+
+
+async def test_anonymous_health_checks_share_one_keyspace_scan(
+    nursery: trio.Nursery, storage: Storage, make_settings: Callable[..., Settings]
+) -> None:
+    """An anonymous `GET /health` counted the certificates by scanning the whole keyspace (200
+    SCAN round trips at 200,000 keys), every time, with no rate limit. Anonymous callers now
+    share an answer at most 5 s old; the admin's is read afresh."""
+    ready = await start_gateway(nursery, make_settings)
+    async with storage.redis.pipeline(transaction=False) as pipe:
+        for number in range(20_000):
+            pipe.set(f"oauth:client:mcp_filler{number}", "{}")
+    admin = {"Authorization": f"Bearer {ready.admin_token.secret}"}
+    async with httpx.AsyncClient(base_url=ready.api_url, timeout=30) as http:
+        before = await _scan_calls(storage)
+        assert (await http.get("/health", headers=admin)).status_code in (200, 503)
+        one = await _scan_calls(storage) - before
+        assert one >= 10  # (a scan of 20,000 keys takes that many round trips)
+        before = await _scan_calls(storage)
+        for _ in range(10):
+            answer = await http.get("/health")
+            assert "certificates" in answer.json(), answer.text
+        assert await _scan_calls(storage) - before <= one + 2

@@ -121,7 +121,19 @@ async def _from_admin() -> bool:
 async def _certificates(*, named: bool) -> dict[str, Any] | None:
     """How many certificates, and the failing ones with their error and next retry: named
     (`named`) only to the admin token, as they are every owner's; anyone else gets the count.
-    (Anonymous callers read other owners' certificate names and ACME errors here.)"""
+    (Anonymous callers read other owners' certificate names and ACME errors here.) The admin
+    reads them afresh; anyone else an answer at most 5 s old (each read scans the keyspace)."""
+    if named:
+        return await _certificate_summary(named=True)
+    shared = await app_state(current_app).certificate_summary.of(_counted_certificates)
+    return shared or None
+
+
+async def _counted_certificates() -> dict[str, Any]:
+    return await _certificate_summary(named=False) or {}
+
+
+async def _certificate_summary(*, named: bool) -> dict[str, Any] | None:
     try:
         with trio.fail_after(PING_TIMEOUT_SECONDS):
             found = await app_state(current_app).storage.certificates.all()

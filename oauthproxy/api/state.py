@@ -6,10 +6,11 @@ from dataclasses import dataclass, field
 
 from quart import Quart
 
+from oauthproxy.api.remembered import Remembered
 from oauthproxy.certificates.manager import CertificateManager
 from oauthproxy.condition import GatewayCondition
 from oauthproxy.logs.logger import RequestLogger
-from oauthproxy.services.docker import DockerEngine, EngineStatus
+from oauthproxy.services.docker import DockerEngine
 from oauthproxy.settings import Settings
 from oauthproxy.storage import Storage
 
@@ -55,7 +56,12 @@ class AppState:
     """Starting, or holding a configuration Redis lost; an app without a gateway is ready."""
     docker: DockerEngine | None = None
     """The engine at DOCKER_HOST (`create_app` makes one from the settings)."""
-    docker_status: EngineStatus = field(default_factory=EngineStatus)
+    docker_status: Remembered = field(default_factory=Remembered)
+    """The Docker engine's health for anonymous `/health` (each ask runs the docker CLI: a
+    process of its own and tens of milliseconds)."""
+    certificate_summary: Remembered = field(default_factory=Remembered)
+    """The certificates' counts for anonymous `/health` (each ask scans Redis's keyspace: 200
+    SCAN round trips at 200,000 keys, from anyone)."""
     """The engine's health as `/health` last asked it (asked at most every few seconds)."""
 
 

@@ -19,8 +19,7 @@ from __future__ import annotations
 
 import collections
 import functools
-import math
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -402,26 +401,6 @@ def _published(container: Any) -> frozenset[PortMapping]:
             address = bind.host_ip or "0.0.0.0"  # noqa: S104 - what the engine's empty means
             found.add(PortMapping(host, int(port), address, protocol or "tcp"))
     return frozenset(found)
-
-
-class EngineStatus:
-    """The Docker engine's health, asked at most every `EVERY_SECONDS` (each ask runs the
-    docker CLI: a process of its own and tens of milliseconds, which an anonymous `GET
-    /health` started each time); callers meanwhile, or while one ask runs, share its answer."""
-
-    EVERY_SECONDS = 5.0
-
-    def __init__(self) -> None:
-        self._lock = trio.Lock()
-        self._answer: dict[str, Any] | None = None
-        self._asked_at = -math.inf
-
-    async def of(self, ask: Callable[[], Awaitable[dict[str, Any]]]) -> dict[str, Any]:
-        async with self._lock:
-            if self._answer is None or trio.current_time() - self._asked_at >= self.EVERY_SECONDS:
-                self._answer = await ask()
-                self._asked_at = trio.current_time()
-            return self._answer
 
 
 def _reason(error: DockerException) -> str:
