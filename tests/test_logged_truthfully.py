@@ -266,3 +266,30 @@ async def test_an_owners_log_does_not_show_the_admins_route_targets(
     assert "T0123-hook-SECRET" not in str(entries) and "admin-internal-hook" not in str(entries)
     # her own proxy's target is hers to read
     assert any(entry["upstream"] for entry in mine.json()["logs"]), mine.json()["logs"]
+
+
+async def test_a_session_id_in_a_path_parameter_is_not_logged(
+    gateway: Ready, storage: Storage, nursery: trio.Nursery
+) -> None:
+    port: int = await nursery.start(functools.partial(serve_backend, "java"))
+    await storage.proxies.create(
+        ProxyTarget.model_validate(
+            {"hostname": "shop.example.com", "target_url": f"http://127.0.0.1:{port}"}
+        )
+    )
+    secret = "8F3A9C2E1B7D4A6F0E5C3B1A9D8E7F6A"
+    async with httpx.AsyncClient(
+        base_url=f"http://127.0.0.1:{gateway.http_port}", headers={"Host": "shop.example.com"}
+    ) as public:
+
+        async def served() -> bool:
+            return (await public.get("/echo/x")).status_code == 200
+
+        await eventually(served, what="shop.example.com served")
+        await public.get(f"/echo/cart;jsessionid={secret}")
+
+    async def logged() -> list[dict[str, Any]] | None:
+        return await admin_search(gateway, hostname="shop.example.com", path="/echo/cart") or None
+
+    entries = await eventually(logged, what="the cart request in the log")
+    assert [entry["request_path"] for entry in entries] == ["/echo/cart;jsessionid=REDACTED"]

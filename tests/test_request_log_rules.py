@@ -72,6 +72,11 @@ def entry(**changes: object) -> RequestEntry:
         ("/x?client%5Fsecret=s", "/x?client%5Fsecret=REDACTED"),
         ("/x?a=1;token=t", "/x?a=1;token=REDACTED"),  # `;` separates pairs for some servers
         ("/x?", "/x?"),
+        # a session in a path parameter (Tomcat's and Jetty's URL rewriting), query or not
+        ("/cart;jsessionid=ABC?session=S", "/cart;jsessionid=REDACTED?session=REDACTED"),
+        ("/a;jsessionid=ABC/b;v=2", "/a;jsessionid=REDACTED/b;v=2"),
+        ("/a;x=1;token=t", "/a;x=1;token=REDACTED"),
+        ("/a;flag/b", "/a;flag/b"),
     ],
 )
 def test_redaction(target: str, written: str) -> None:

@@ -101,13 +101,29 @@ def begin(client_ip: str, scheme: bytes, host: str, method: bytes, target: bytes
 
 
 def redact_target(target: str) -> str:
-    """The request target with the values of secret-looking query parameters replaced. A name
+    """The request target with the values of secret-looking query parameters replaced, and of
+    path parameters (`/cart;jsessionid=...`: Tomcat's and Jetty's sessions in the URL). A name
     is judged as the backend reads it, percent-decoded (`access_t%6Fken` is `access_token`),
-    and pairs split on `;` as well as `&` (some servers split there too)."""
-    if "?" not in target:
-        return target
-    path, _mark, query = target.partition("?")
-    return f"{path}?{_SEPARATORS.sub(_redacted_pair, query)}"
+    and query pairs split on `;` as well as `&` (some servers split there too)."""
+    path, mark, query = target.partition("?")
+    if ";" in path:
+        path = _PATH_PARAMETERS.sub(_redacted_parameter, path)
+    return f"{path}?{_SEPARATORS.sub(_redacted_pair, query)}" if mark else path
+
+
+def needs_redaction(target: str) -> bool:
+    """Whether `redact_target` could change `target` (the cheap test, run per logged request)."""
+    return "?" in target or ";" in target
+
+
+_PATH_PARAMETERS = re.compile(r";[^;/]*")
+"""A path segment's parameters (`;name=value`, up to the next `;` or `/`)."""
+
+
+def _redacted_parameter(parameter: re.Match[str]) -> str:
+    name, equals, _value = parameter[0][1:].partition("=")
+    secret = equals and SECRET_NAMES.search(unquote_plus(name))
+    return f";{name}={REDACTED}" if secret else parameter[0]
 
 
 _SEPARATORS = re.compile(r"[^&;]+")
@@ -140,7 +156,7 @@ def stored_path(entry: RequestEntry) -> str:
     """The request target as stored: secret-looking query values redacted, cut at
     STORED_TARGET_LENGTH."""
     target = entry.target.decode("latin-1")
-    if "?" in target:
+    if needs_redaction(target):
         target = redact_target(target)
     return target if len(target) <= STORED_TARGET_LENGTH else target[:STORED_TARGET_LENGTH] + "…"
 

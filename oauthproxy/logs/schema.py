@@ -170,7 +170,7 @@ def pack(entry: RequestEntry, duration: str) -> str:
     # One f-string straight from the entry: a third of the time of %-formatting or joining
     # `values_of(entry)` (this runs once per logged request). `records.stored_path`, inlined:
     target = entry.target.decode("latin-1")
-    if "?" in target:
+    if "?" in target or ";" in target:  # (`records.needs_redaction`, inlined: once a request)
         target = redact_target(target)
     if len(target) > STORED_TARGET_LENGTH:
         target = target[:STORED_TARGET_LENGTH] + "…"
