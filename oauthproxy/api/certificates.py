@@ -22,6 +22,7 @@ from quart import Blueprint, current_app
 from quart_schema import document_response, validate_request
 
 from oauthproxy.api.auth import current_token, requires_token
+from oauthproxy.api.contract import Answer, answers
 from oauthproxy.api.errors import ApiError
 from oauthproxy.api.ownership import (
     Json,
@@ -50,6 +51,7 @@ from oauthproxy.models.certificates import (
     without,
 )
 from oauthproxy.models.common import NAME_PATTERN, utcnow
+from oauthproxy.models.errors import ErrorBody
 from oauthproxy.settings import Settings
 from oauthproxy.storage import cascades
 from oauthproxy.storage.cascades import ClaimCheck
@@ -178,7 +180,24 @@ async def _certificate(name: str) -> Certificate:
     return check_visible(caller(), found, name).as_of(utcnow())
 
 
+SELF_SIGNED_PER_MINUTE = 10
+"""Self-signed certificates one owner token may make per minute: each is a new key, CPU the
+data plane shares, and deleting one frees its quota slot for the next (the admin: no limit)."""
+ACME_ORDERS_PER_HOUR = 20
+"""ACME certificates one owner token may order per hour. Every order is placed on the one ACME
+account of ADMIN_EMAIL, whose budget at the CA is every owner's (Let's Encrypt: 300 new orders
+per account per 3 hours), and holds an issuance slot (CERT_GEN_MAX_WORKERS) others wait for;
+deleting a certificate frees its quota slot, so create and delete in a loop spent it all."""
+
+ORDERED_TOO_OFTEN = Answer(
+    "429",
+    f"An owner token ordered {ACME_ORDERS_PER_HOUR} this hour (see Retry-After)",
+    model=ErrorBody,
+)
+
+
 @certificates.post("/")
+@answers(ORDERED_TOO_OFTEN)
 @requires_token()
 @validate_request(CertificateCreate)
 @document_response(CertificateAccepted, 202)
@@ -188,6 +207,7 @@ async def create_certificate(data: CertificateCreate) -> tuple[Json, int]:
 
 
 @certificates.post("/multi-domain")
+@answers(ORDERED_TOO_OFTEN)
 @requires_token()
 @validate_request(MultiDomainCertificateCreate)
 @document_response(CertificateAccepted, 202)
@@ -197,6 +217,13 @@ async def create_multi_domain_certificate(data: MultiDomainCertificateCreate) ->
 
 
 @certificates.post("/self-signed")
+@answers(
+    Answer(
+        "429",
+        f"An owner token made {SELF_SIGNED_PER_MINUTE} this minute (see Retry-After)",
+        model=ErrorBody,
+    )
+)
 @requires_token()
 @validate_request(SelfSignedCertificateCreate)
 async def create_self_signed_certificate(data: SelfSignedCertificateCreate) -> tuple[Json, int]:
@@ -214,16 +241,6 @@ async def create_self_signed_certificate(data: SelfSignedCertificateCreate) -> t
         issued = await self_signed_for(_settings(), data.domains)
     stored = await cascades.store_issued(storage(), pending, issued.fields())
     return without(stored, SECRET_FIELDS), 201
-
-
-SELF_SIGNED_PER_MINUTE = 10
-"""Self-signed certificates one owner token may make per minute: each is a new key, CPU the
-data plane shares, and deleting one frees its quota slot for the next (the admin: no limit)."""
-ACME_ORDERS_PER_HOUR = 20
-"""ACME certificates one owner token may order per hour. Every order is placed on the one ACME
-account of ADMIN_EMAIL, whose budget at the CA is every owner's (Let's Encrypt: 300 new orders
-per account per 3 hours), and holds an issuance slot (CERT_GEN_MAX_WORKERS) others wait for;
-deleting a certificate frees its quota slot, so create and delete in a loop spent it all."""
 
 
 async def _count_self_signed() -> None:
