@@ -259,6 +259,11 @@ class Settings(BaseSettings):
     )
     oauth_session_timeout: Annotated[int, Field(ge=1)] = 300
     oauth_client_lifetime: Annotated[int, Field(ge=0)] = 7776000
+    oauth_unused_client_lifetime: Annotated[int, Field(ge=60)] = Field(
+        default=3600,
+        description="seconds an openly registered client lives until its first token; then "
+        "OAUTH_CLIENT_LIFETIME",
+    )
     oauth_allowed_github_users: str = Field(
         default="", description="* for every user, or a comma-separated list"
     )

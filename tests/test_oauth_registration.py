@@ -194,3 +194,30 @@ async def test_updates_that_are_refused(flow: FlowClient, change: dict[str, Any]
         client["registration_client_uri"], headers=bearer(client), json=body
     )
     assert response.status_code == 400, response.text
+
+
+async def test_a_registered_client_lives_an_hour_until_its_first_token(
+    flow: FlowClient, storage: Storage
+) -> None:
+    """Open registration is rate-limited, but every client lived OAUTH_CLIENT_LIFETIME (90
+    days, ~10 KiB each) whether used or not: one address kept registering, ~250 MiB a day. A
+    client lives OAUTH_UNUSED_CLIENT_LIFETIME (an hour) until its first token, then its whole
+    lifetime; an update of its registration does not lengthen the first."""
+    unused = await flow.register()
+    key = f"oauth:client:{unused['client_id']}"
+    assert 0 < await storage.redis.ttl(key) <= 3600
+    renamed = await flow.http.put(
+        f"/register/{unused['client_id']}",
+        json={
+            "client_id": unused["client_id"],
+            "client_name": "Renamed",
+            "redirect_uris": [REDIRECT_URI],
+        },
+        headers=bearer(unused),
+    )
+    assert renamed.status_code == 200, renamed.text
+    assert 0 < await storage.redis.ttl(key) <= 3600
+
+    used = await flow.register()
+    await flow.tokens(used)
+    assert await storage.redis.ttl(f"oauth:client:{used['client_id']}") > 89 * 86400

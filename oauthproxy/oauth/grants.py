@@ -12,6 +12,7 @@ from typing import Any
 
 from oauthproxy.models.oauth import AuthorizationCode, OAuthClient, OAuthSession, UserIdentity
 from oauthproxy.oauth import indicators, pkce
+from oauthproxy.oauth.client_documents import is_document_url
 from oauthproxy.oauth.clients import authenticate
 from oauthproxy.oauth.codes import code_hash
 from oauthproxy.oauth.errors import OAuthError
@@ -74,6 +75,8 @@ async def _redeem(server: OAuthServer, client: OAuthClient, params: Params) -> d
     if redemption.code is None:
         raise _invalid_grant("the code is unknown or expired")
     _check_code(redemption.code, client, params)
+    if not is_document_url(client.client_id):  # (a metadata document is cached, not kept)
+        await server.store.keep_client(client)
     request = redemption.code.request
     audience = narrowed_resources(requested, request.resources)
     refreshable = "refresh_token" in client.grant_types

@@ -121,7 +121,13 @@ async def register(
         created_at=created,
         expires_at=_expiry(server, created),
     )
-    await server.store.put_client(client)
+    # an open registration lives OAUTH_UNUSED_CLIENT_LIFETIME until its first token (then
+    # OAUTH_CLIENT_LIFETIME, `grants._redeem`): each is ~10 KiB for 90 days, and one address
+    # could keep registering (the rate limit bounds how fast, not how many stay)
+    unused = created + timedelta(seconds=server.settings.oauth_unused_client_lifetime)
+    dynamic = origin is ClientOrigin.DYNAMIC
+    until = min(unused, client.expires_at or unused) if dynamic else None
+    await server.store.put_client(client, until=until)
     shown = {"registration_access_token": registration_token}
     if client_secret is not None:
         shown["client_secret"] = client_secret
@@ -177,7 +183,7 @@ async def update(server: OAuthServer, client: OAuthClient, body: Any) -> dict[st
         created_at=client.created_at,
         expires_at=client.expires_at,
     )
-    await server.store.put_client(updated)
+    await server.store.replace_client(updated)
     return client_information(server, updated)
 
 

@@ -17,7 +17,7 @@ Sessions, tokens and the revocation stream are `SessionStore`'s (storage/oauth_s
 
 from __future__ import annotations
 
-from datetime import UTC
+from datetime import UTC, datetime
 
 from coredis import PureToken
 from pydantic import BaseModel
@@ -56,14 +56,29 @@ class OAuthStore(SessionStore):
     async def get_client(self, client_id: str) -> OAuthClient | None:
         return load(OAuthClient, await self._redis.get(keys.oauth_client(client_id)))
 
-    async def put_client(self, client: OAuthClient) -> None:
-        """Create or replace a client; it expires at its `expires_at` when it has one."""
-        expires = client.expires_at
+    async def put_client(self, client: OAuthClient, *, until: datetime | None = None) -> None:
+        """Create or replace a client; it expires at `until` when given (a new client not used
+        yet, see `keep_client`), else at its `expires_at` when it has one."""
+        expires = until or client.expires_at
         await self._redis.set(
             keys.oauth_client(client.client_id),
             dump(client),
             pxat=expires.replace(tzinfo=expires.tzinfo or UTC) if expires else None,
         )
+
+    async def replace_client(self, client: OAuthClient) -> None:
+        """Replace a client's record, keeping when it expires (an update does not lengthen the
+        life of a client not used yet)."""
+        await self._redis.set(keys.oauth_client(client.client_id), dump(client), keepttl=True)
+
+    async def keep_client(self, client: OAuthClient) -> None:
+        """A client got its first token: it lives to its `expires_at` (or for ever)."""
+        key, expires = keys.oauth_client(client.client_id), client.expires_at
+        if expires is None:
+            await self._redis.persist(key)
+        else:
+            milliseconds = int(expires.replace(tzinfo=expires.tzinfo or UTC).timestamp() * 1000)
+            await self._redis.pexpireat(key, milliseconds)
 
     async def delete_client(self, client_id: str) -> bool:
         return bool(await self._redis.delete([keys.oauth_client(client_id)]))
