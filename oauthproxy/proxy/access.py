@@ -1,14 +1,15 @@
-"""Who may pass a protected proxy: a pure decision over the proxy's policy and a token's claims.
+"""Who may pass a protected proxy: a decision over the proxy's policy and a token's claims.
 
 Runs on every request to an auth-enabled proxy, so it does no I/O: the token was verified with a
 cached key (`oauthproxy.oauth.verify`), revocations are an in-memory set kept fresh by the
 supervisor, and the policy below is precomputed whenever the proxy's configuration changes.
 
-The decision is a pure function of the policy, the claims and the resource, so each policy
-remembers its decisions (`authorize`): a client's requests after its first cost one dictionary
-lookup here. Expiry and revocation are not part of it: the caller checks both on every request
-before asking (`oauthproxy.proxy.guard`), so remembering a decision never lets a token through
-for longer than it is valid and unrevoked.
+The decision is a function of the policy, the claims and the resource (and, for the age of
+the login's identity, of the time it is first made: `_identity_stale`), so each policy remembers
+its decisions (`authorize`): a client's requests after its first cost one dictionary lookup
+here. Expiry and revocation are not part of it: the caller checks both on every request before
+asking (`oauthproxy.proxy.guard`), so remembering a decision never lets a token through for
+longer than it is valid and unrevoked.
 """
 
 from __future__ import annotations
