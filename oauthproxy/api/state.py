@@ -62,7 +62,6 @@ class AppState:
     certificate_summary: Remembered = field(default_factory=Remembered)
     """The certificates' counts for anonymous `/health` (each ask scans Redis's keyspace: 200
     SCAN round trips at 200,000 keys, from anyone)."""
-    """The engine's health as `/health` last asked it (asked at most every few seconds)."""
 
 
 def app_state(app: Quart) -> AppState:

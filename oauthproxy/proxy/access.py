@@ -235,7 +235,7 @@ def identity_headers(policy: AccessPolicy, claims: Claims) -> Headers:
         "Client-Id": claims.client_id,
     }
     return [
-        (f"{prefix}{name}".lower().encode(), _printable(value).encode())
+        (f"{prefix}{name}".lower().encode(), printable(value).encode())
         for name, value in fields.items()
     ]
 
@@ -243,8 +243,9 @@ def identity_headers(policy: AccessPolicy, claims: Claims) -> Headers:
 _CONTROLS = {code: " " for code in [*range(32), 127]}
 
 
-def _printable(value: str) -> str:
-    """A claim as a header value: control characters (CR, LF, NUL, ...) become spaces."""
+def printable(value: str) -> str:
+    """A claim (or other client text) as a header value: control characters (CR, LF, NUL,
+    ...) become spaces."""
     return value.translate(_CONTROLS)
 
 

@@ -32,13 +32,13 @@ import httptools
 from oauthproxy.proxy.framing import Framing, Headers
 
 MAX_HEAD_SIZE = 64 * 1024
+"""A head that begins and ends within one read is at most a read long (`http.READ_SIZE`): only
+heads that span reads are counted (so the two must stay equal, or the count must start at the
+head's start)."""
 MAX_HEADER_FIELDS = 256
 """Fields in one head (as Apache's LimitRequestFields, 100, and Node's 2,000, bound them): a
 four-byte `a:\r\n` line is ~110 bytes of Python objects, so a head of them just under
 MAX_HEAD_SIZE held ~1.85 MiB while it waited for its end."""
-"""A head that begins and ends within one read is at most a read long (`http.READ_SIZE`): only
-heads that span reads are counted (so the two must stay equal, or the count must start at the
-head's start)."""
 _HEAD_END = b"\r\n\r\n"
 _ResponseParser = httptools.HttpResponseParser
 

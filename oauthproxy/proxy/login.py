@@ -37,6 +37,7 @@ from oauthproxy.oauth.browser import (
 )
 from oauthproxy.oauth.client_address import client_address
 from oauthproxy.oauth.rate_limits import Limited, over_limit
+from oauthproxy.proxy.access import printable
 from oauthproxy.proxy.headers import Client, Headers, Network, parse_networks
 from oauthproxy.proxy.limits import client_key
 from oauthproxy.proxy.protect import cookie_token
@@ -100,9 +101,6 @@ def _redirect(location: str, *cookies: str) -> Reply:
     headers = [(b"location", location.encode()), (b"cache-control", b"no-store")]
     headers += [(b"set-cookie", cookie.encode()) for cookie in cookies]
     return Reply(302, headers, b"", "login")
-
-
-_NO_CONTROLS = {code: " " for code in [*range(32), 127]}
 
 
 def _cookie(name: str, value: str, *, path: str, max_age: int, secure: bool) -> str:
@@ -219,7 +217,7 @@ class BrowserLogin:
             # a fixed code: the client's `error` was the reply's, so the log's reason and the
             # metrics (`bad_gateway` counts as an upstream failure) were anyone's to write
             detail = f"the authorization server refused the login: {params['error']}"[:200]
-            return error_reply(403, "login_refused", detail.translate(_NO_CONTROLS))
+            return error_reply(403, "login_refused", printable(detail))
         state = params.get("state", "")
         binding = login_cookie_name(state)
         login = await within(self.redis_timeout, self.logins.get(state))

@@ -68,8 +68,11 @@ class OAuthStore(SessionStore):
 
     async def replace_client(self, client: OAuthClient) -> None:
         """Replace a client's record, keeping when it expires (an update does not lengthen the
-        life of a client not used yet)."""
-        await self._redis.set(keys.oauth_client(client.client_id), dump(client), keepttl=True)
+        life of a client not used yet); only while it exists (a delete meanwhile would otherwise
+        leave a record that never expires)."""
+        await self._redis.set(
+            keys.oauth_client(client.client_id), dump(client), keepttl=True, condition=PureToken.XX
+        )
 
     async def keep_client(self, client: OAuthClient) -> None:
         """A client got its first token: it lives to its `expires_at` (or for ever)."""
