@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 import trio
 
-from oauthproxy.storage import Storage, keys
-from oauthproxy.storage.replica_traces import ReplicaTrace
+from oauthproxy.storage import Storage, keys, open_storage
+from oauthproxy.storage.replica_traces import ReplicaTrace, ReplicaTraces
 from oauthproxy.workers.leftovers import STALE_SECONDS, leftovers
 from tests.eventually import eventually
 from tests.test_drain import GUARD_SECONDS, _environment
@@ -168,3 +168,37 @@ async def test_a_single_process_removes_what_the_workers_of_an_earlier_run_left(
         await storage.redis.xgroup_destroy(keys.EVENTS_WORKFLOW, f"{keys.WORKFLOW_GROUP}:{replica}")
     await storage.redis.hdel(keys.WORKFLOW_CONSUMER_INFO, [live, other, gateway_id])
     await storage.redis.delete([state])
+
+
+async def test_a_replica_is_forgotten_in_one_step(storage: Storage, redis_url: str) -> None:
+    """Pins a CI failure: the group was destroyed, then the keyspace scanned for states (several
+    round trips), and only then the consumer entry removed; a reader in between (the sweep test's
+    check) saw the group gone and the entry still there. Another connection watches throughout."""
+    replica = f"forgotten-{secrets.token_hex(3)}"
+    await _join(storage, replica, LONG_AGO)
+    states = [keys.workflow_state(f"h{number}.forgotten.example") for number in range(3000)]
+    async with storage.redis.pipeline(transaction=False) as pipe:
+        for state in states:
+            pipe.hset(state, {replica: "{}"})
+    group = f"{keys.WORKFLOW_GROUP}:{replica}"
+    seen: set[tuple[bool, bool, bool]] = set()
+
+    async def watch(done: trio.Event) -> None:
+        async with open_storage(redis_url) as watcher:
+            while not done.is_set():
+                async with watcher.redis.pipeline(transaction=True) as pipe:
+                    groups = pipe.xinfo_groups(keys.EVENTS_WORKFLOW)
+                    entry = pipe.hexists(keys.WORKFLOW_CONSUMER_INFO, replica)
+                    state = pipe.hexists(states[-1], replica)
+                names = {str(found["name"]) for found in await groups}
+                seen.add((group in names, await entry, await state))
+
+    done = trio.Event()
+    async with trio.open_nursery() as watching:
+        watching.start_soon(watch, done)
+        await trio.sleep(0.05)
+        await ReplicaTraces(storage.redis).forget(replica)
+        await trio.sleep(0.05)
+        done.set()
+    assert seen == {(True, True, True), (False, False, False)}
+    assert await storage.redis.exists(states) == 0

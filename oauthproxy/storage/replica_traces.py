@@ -48,13 +48,16 @@ class ReplicaTraces:
         return [ReplicaTrace(name, idle[name], joined.get(name)) for name in sorted(idle)]
 
     async def forget(self, replica: str) -> None:
-        """Remove the replica's group, its consumer entry and its per-hostname states."""
-        await self._redis.xgroup_destroy(keys.EVENTS_WORKFLOW, f"{keys.WORKFLOW_GROUP}:{replica}")
+        """Remove the replica's group, its consumer entry and its per-hostname states in one
+        transaction: no reader sees the group gone and the rest still there."""
         states = await scan_keys(self._redis, keys.workflow_state("*"))
-        async with self._redis.pipeline(transaction=False) as pipe:
+        stream = await self._redis.exists([keys.EVENTS_WORKFLOW])
+        async with self._redis.pipeline(transaction=True) as pipe:
             pipe.hdel(keys.WORKFLOW_CONSUMER_INFO, [replica])
             for key in states:
                 pipe.hdel(key, [replica])
+            if stream:  # the stream is never deleted once made; without it there is no group
+                pipe.xgroup_destroy(keys.EVENTS_WORKFLOW, f"{keys.WORKFLOW_GROUP}:{replica}")
 
     async def _groups(self) -> tuple[dict[str, str | int | None], ...]:
         try:
