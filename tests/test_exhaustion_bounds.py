@@ -29,12 +29,14 @@ from quart import Response
 
 from oauthproxy.api.forms import FORM_MAX_FIELDS
 from oauthproxy.logs.records import STORED_TARGET_LENGTH
+from oauthproxy.models.oauth import OAuthClient
 from oauthproxy.oauth.authorize import MAX_STATE_LENGTH
 from oauthproxy.proxy import headers
 from oauthproxy.proxy.codec import MAX_HEADER_FIELDS
 from oauthproxy.serve import Ready
 from oauthproxy.settings import Settings
 from oauthproxy.storage import Storage
+from oauthproxy.storage.oauth import MAX_CACHED_DOCUMENTS
 from tests import document_server, oauth_helpers
 from tests.document_server import DocumentServer
 from tests.eventually import eventually
@@ -207,6 +209,27 @@ async def test_a_client_document_is_cached_an_hour_at_most(
         await http.post("/token", data=form)
     [cached] = await storage.redis.keys("oauth:client_document:*")
     assert 0 < await storage.redis.ttl(cached) <= 3600
+
+
+async def test_client_documents_cached_from_many_addresses_stay_bounded(
+    storage: Storage,
+) -> None:
+    """The rate limit bounds how fast one address adds documents to the cache, not how many
+    addresses add them: each fetched document stayed its whole hour. Now at most
+    MAX_CACHED_DOCUMENTS stay, the ones closest to expiry go first, and the index lives no
+    longer than its longest-lived document."""
+    client = OAuthClient(client_id="https://c.example/doc", token_endpoint_auth_method="none")
+    extra = 40
+    for number in range(MAX_CACHED_DOCUMENTS + extra):
+        # the first `extra` expire soonest: they are the ones dropped
+        seconds = 60 if number < extra else 3600
+        await storage.oauth.cache_document(f"hash{number}", client, seconds)
+    cached = await storage.redis.keys("oauth:client_document:*")
+    assert len(cached) == MAX_CACHED_DOCUMENTS
+    assert not {f"oauth:client_document:hash{number}" for number in range(extra)} & set(cached)
+    assert await storage.redis.zcard("oauth:client_documents") == MAX_CACHED_DOCUMENTS
+    assert 3500 < await storage.redis.ttl("oauth:client_documents") <= 3600
+    assert await storage.oauth.cached_document(f"hash{extra}") == client
 
 
 async def _scan_calls(storage: Storage) -> int:

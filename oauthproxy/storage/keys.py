@@ -198,6 +198,10 @@ def oauth_client_document(url_hash: str) -> str:
     return f"oauth:client_document:{url_hash}"
 
 
+OAUTH_CLIENT_DOCUMENTS = "oauth:client_documents"
+"""ZSET of the cached documents' URL hashes, scored by when they expire (epoch ms)."""
+
+
 def resource(uri: str) -> str:
     return f"resource:{uri}"
 

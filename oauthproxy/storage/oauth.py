@@ -2,6 +2,8 @@
 
     oauth:client:{id}                  a registered client (expires with OAUTH_CLIENT_LIFETIME)
     oauth:client_document:{sha256}     a fetched Client ID Metadata Document, cached
+    oauth:client_documents             ZSET of the cached documents' hashes by expiry (epoch ms):
+                                       at most MAX_CACHED_DOCUMENTS, the soonest to expire go
     oauth:state:{state}                an authorization request out at GitHub for a login, and
                                        the browser it is bound to
     oauth:consent:{id}                 a logged-in request waiting for the user's consent
@@ -17,6 +19,7 @@ Sessions, tokens and the revocation stream are `SessionStore`'s (storage/oauth_s
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime
 
 from coredis import PureToken
@@ -37,6 +40,33 @@ __all__ = ["CodeRedemption", "OAuthStore", "WindowCount"]
 
 CODE_REPLAY_MEMORY_MS = 10 * 60 * 1000
 
+MAX_CACHED_DOCUMENTS = 10_000
+"""Client metadata documents cached at once, from every client address together. The rate
+limit bounds how fast one address adds documents, not how many addresses there are: beyond this
+the documents closest to expiry are dropped (and fetched again when used)."""
+
+# Cache a document (KEYS[1], the value ARGV[1] for ARGV[2] ms) and index it (KEYS[2], member
+# ARGV[3], scored by its expiry); drop the index's expired members, then the documents closest
+# to expiry until at most ARGV[5] remain; the index lives as long as its longest-lived member.
+# ARGV[4] is now (ms), ARGV[6] the documents' key prefix.
+_CACHE_DOCUMENT = """
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', ARGV[4])
+local expires = tonumber(ARGV[4]) + tonumber(ARGV[2])
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+redis.call('ZADD', KEYS[2], expires, ARGV[3])
+local over = redis.call('ZCARD', KEYS[2]) - tonumber(ARGV[5])
+if over > 0 then
+  local dropped = redis.call('ZPOPMIN', KEYS[2], over)
+  for index = 1, #dropped, 2 do
+    redis.call('DEL', ARGV[6] .. dropped[index])
+  end
+end
+if redis.call('PTTL', KEYS[2]) < tonumber(ARGV[2]) then
+  redis.call('PEXPIRE', KEYS[2], ARGV[2])
+end
+return 0
+"""
+
 
 class CodeRedemption(BaseModel):
     """A code taken (code), replayed (the session it started) or unknown (neither)."""
@@ -50,6 +80,7 @@ class OAuthStore(SessionStore):
     def __init__(self, redis: Redis) -> None:
         super().__init__(redis)
         self._windows = WindowCounter(redis)
+        self._cache_document = redis.register_script(_CACHE_DOCUMENT)
 
     # --- clients ---------------------------------------------------------------------------
 
@@ -94,7 +125,19 @@ class OAuthStore(SessionStore):
         return load(OAuthClient, await self._redis.get(keys.oauth_client_document(url_hash)))
 
     async def cache_document(self, url_hash: str, client: OAuthClient, seconds: int) -> None:
-        await self._redis.set(keys.oauth_client_document(url_hash), dump(client), ex=seconds)
+        """Cache a document for `seconds`, keeping at most MAX_CACHED_DOCUMENTS (the ones
+        closest to expiry go first)."""
+        await self._cache_document(
+            keys=[keys.oauth_client_document(url_hash), keys.OAUTH_CLIENT_DOCUMENTS],
+            args=[
+                dump(client),
+                seconds * 1000,
+                url_hash,
+                int(time.time() * 1000),
+                MAX_CACHED_DOCUMENTS,
+                keys.oauth_client_document(""),
+            ],
+        )
 
     # --- the login flow --------------------------------------------------------------------
 
