@@ -217,6 +217,29 @@ async def test_a_configured_key_signs_and_the_generated_one_stays_published(
     assert generated.encode() not in header
 
 
+async def _guarded_mcp_test(
+    nursery: trio.Nursery,
+    storage: Storage,
+    make_settings: Callable[..., Settings],
+    github: GitHubStandIn,
+) -> Ready:
+    """A gateway serving `mcp.test`, an echo backend behind its OAuth for any logged-in user,
+    with the revocation stream's cap patched to 100 by the caller."""
+    ready = await start_gateway(nursery, make_settings, github, oauth_allowed_github_users="*")
+    backend = await nursery.start(serve_backend, "mcp")
+    await storage.proxies.create(
+        ProxyTarget.model_validate(
+            {
+                "hostname": "mcp.test",
+                "target_url": f"http://127.0.0.1:{backend}",
+                "auth_enabled": True,
+                "auth_required_users": ["*"],
+            }
+        )
+    )
+    return ready
+
+
 async def test_a_flood_of_revocations_does_not_unrevoke_a_stolen_token_on_a_new_replica(
     nursery: trio.Nursery,
     storage: Storage,
@@ -234,18 +257,7 @@ async def test_a_flood_of_revocations_does_not_unrevoke_a_stolen_token_on_a_new_
     (the cap patched to 100, 300 refreshes instead of 100,000+). Revocations in force are
     now also kept in `oauth:revoked`, trimmed by expiry, which a starting replica reads first."""
     monkeypatch.setattr(oauth_sessions, "REVOCATIONS_MAX_LENGTH", 100)
-    backend = await nursery.start(serve_backend, "mcp")
-    first = await start_gateway(nursery, make_settings, github, oauth_allowed_github_users="*")
-    await storage.proxies.create(
-        ProxyTarget.model_validate(
-            {
-                "hostname": "mcp.test",
-                "target_url": f"http://127.0.0.1:{backend}",
-                "auth_enabled": True,
-                "auth_required_users": ["*"],
-            }
-        )
-    )
+    first = await _guarded_mcp_test(nursery, storage, make_settings, github)
     admin = {"Authorization": f"Bearer {first.admin_token.secret}"}
     async with httpx.AsyncClient(base_url=first.api_url, headers=admin) as api:
         body = {"resource": "http://mcp.test", "scope": "mcp:read", "username": "victim"}
@@ -331,3 +343,47 @@ async def test_a_session_revoked_inside_the_leeway_takes_its_expired_token_with_
             return (await http.get("/verify", headers=stolen)).status_code == 401
 
         await eventually(refused, what="the expired token of the revoked session is refused")
+
+
+async def test_a_running_replica_outrun_by_a_flood_still_learns_every_revocation(
+    nursery: trio.Nursery,
+    storage: Storage,
+    make_settings: Callable[..., Settings],
+    github: GitHubStandIn,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A running replica reads `oauth:revocations` after the last entry it read; the stream is
+    trimmed by length. When the admin's revocation of a stolen token and a flood of other
+    revocations land between two of its reads, the flood trims the admin's entry away before
+    the replica reads it, and that replica accepted the stolen token until it expired. It now
+    sees that what it read last was trimmed, and learns `oauth:revoked` again. Scaled down (the
+    cap patched to 100, a flood of 300 in the same transaction as the admin's revocation)."""
+    monkeypatch.setattr(oauth_sessions, "REVOCATIONS_MAX_LENGTH", 100)
+    ready = await _guarded_mcp_test(nursery, storage, make_settings, github)
+    admin = {"Authorization": f"Bearer {ready.admin_token.secret}"}
+    async with httpx.AsyncClient(base_url=ready.api_url, headers=admin) as api:
+        body = {"resource": "http://mcp.test", "scope": "mcp:read", "username": "victim"}
+        earlier = (await api.post("/api/v1/oauth/test-tokens", json=body)).json()
+        assert (await api.delete(f"/api/v1/oauth/sessions/{earlier['session_id']}")).is_success
+        minted = (await api.post("/api/v1/oauth/test-tokens", json=body)).json()
+    stolen = {"Host": "mcp.test", "Authorization": f"Bearer {minted['access_token']}"}
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{ready.http_port}") as public:
+
+        async def served() -> bool:
+            return (await public.get("/echo/x", headers=stolen)).status_code == 200
+
+        await eventually(served, what="the token accepted before it is revoked")
+        record = await storage.oauth.get_token(minted["jti"])
+        assert record is not None
+        async with storage.redis.pipeline(transaction=True) as pipe:
+            oauth_sessions.queue_revocation(pipe, record)
+            for number in range(300):
+                flood = record.model_copy(update={"jti": f"flood-{number}"})
+                oauth_sessions.queue_revocation(pipe, flood)
+        left = await storage.oauth.revocations_since("0", count=100_000)
+        assert minted["jti"] not in [entry.jti for entry in left]  # trimmed by the flood
+
+        async def refused() -> bool:
+            return (await public.get("/echo/x", headers=stolen)).status_code == 401
+
+        await eventually(refused, what="the stolen token refused by the running replica")

@@ -22,7 +22,9 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import TypeVar
 
+import coredis.exceptions
 from coredis import PureToken
+from coredis.response.types import StreamEntry
 from pydantic import BaseModel
 
 from oauthproxy.models.common import utcnow
@@ -270,6 +272,19 @@ class SessionStore:
             keys.OAUTH_REVOKED, since, "+inf", sortby=PureToken.BYSCORE, withscores=True
         )
         return [Revocation(id="", jti=jti, expires_at=float(exp)) for jti, exp in found]
+
+    async def revocations_bounds(self) -> tuple[str, str]:
+        """The stream's first entry id (what trimming has left) and the last id it gave out;
+        "0-0" for both while there is no stream."""
+        try:
+            info = await self._redis.xinfo_stream(keys.OAUTH_REVOCATIONS)
+        except coredis.exceptions.ResponseError as error:
+            if "no such key" in str(error).lower():
+                return "0-0", "0-0"
+            raise
+        first = info.get("first-entry")
+        last = str(info.get("last-generated-id") or "0-0")
+        return (str(first.identifier) if isinstance(first, StreamEntry) else last), last
 
     async def revocations_since(
         self, last_id: str = "0", *, block_ms: int | None = None, count: int = 1000
