@@ -312,6 +312,33 @@ def test_the_head_limit_is_exact_however_the_data_is_split(split: int) -> None:
     assert refused.value.status == 431 and codec.their_state is State.ERROR
 
 
+@pytest.mark.parametrize("size", [40, 1000, MAX_HEAD_SIZE])
+def test_a_head_after_pipelined_requests_is_counted_from_its_own_start(size: int) -> None:
+    """A read full of pipelined requests whose last head it cuts: that head was counted from the
+    read's start, so a 40-byte head straddling a full 64 KiB read got a 431. It is counted from
+    the end of the head before it; a head one byte over the limit is still refused."""
+    small = b"GET /p HTTP/1.1\r\nHost: h\r\n\r\n"
+    for head, fits in ((_sized_head(size), True), (_sized_head(MAX_HEAD_SIZE + 1), False)):
+        cut = 10  # bytes of `head` in the first read, of 64 KiB
+        count = (MAX_HEAD_SIZE - cut) // len(small) - 1
+        padding = MAX_HEAD_SIZE - cut - (count + 1) * len(small)
+        before = small * count + b"GET /" + b"q" * (padding + 1) + small[6:]
+        assert len(before) == MAX_HEAD_SIZE - cut
+        data = before + head
+        codec = Codec()
+        codec.receive_data(data[:MAX_HEAD_SIZE])
+        events = list(iter(codec.next_event, None))
+        assert [type(event) for event in events] == [Head, type(END)] * (count + 1)
+        if fits:
+            codec.receive_data(data[MAX_HEAD_SIZE:])
+            *_, last = iter(codec.next_event, None)
+            assert last is END and codec.their_state is State.IDLE
+        else:
+            with pytest.raises(ProtocolError) as refused:
+                codec.receive_data(data[MAX_HEAD_SIZE:])
+            assert refused.value.status == 431
+
+
 def test_trailers_are_dropped_and_never_join_the_head() -> None:
     codec = Codec()
     codec.receive_data(b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n")

@@ -14,9 +14,12 @@ Transfer-Encoding, duplicate lengths, bare LF, obs-fold, bad tokens); a refusal 
 `ProtocolError` (400, or 431 for a head too large) and their side is in `ERROR`. Heads we write
 are joined from header pairs validated on the way in (or our own).
 
-What is not body is bounded by `MAX_HEAD_SIZE`, exactly: a head (every byte up to and including
-its blank line, however the reads split it), a chunked body's trailer section, and the bytes of
-chunk framing (size lines, extensions) between two pieces of body data. Trailers are read and
+What is not body is bounded by `MAX_HEAD_SIZE`: a head (every byte up to and including its blank
+line, however the reads split it), a chunked body's trailer section, and the bytes of chunk
+framing (size lines, extensions) between two pieces of body data. A head is counted exactly,
+except one that begins in a read after another message's body: llhttp does not say where in the
+read it began, so it is counted from the end of the last head (or chunked body) in that read,
+and may be refused a body's length early, never late. Trailers are read and
 dropped: they are never forwarded, and never kept.
 """
 
@@ -305,8 +308,9 @@ class Codec:
             raise ProtocolError(f"malformed HTTP: {error}") from None
         state = self.their_state
         if state is _HEAD:
-            if self._began:  # counted from the data's start: at most one read too many
-                self._head_bytes = len(data)
+            if self._began:  # counted from the end of the head before it, if this data has one
+                ended = data.rfind(_HEAD_END)
+                self._head_bytes = len(data) - (ended + 4 if ended >= 0 else 0)
                 self._head_tail = b""
             self._head_tail = bytes((self._head_tail + data)[-3:])
             self._check(self._head_bytes, "the message head")
