@@ -2,15 +2,33 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import httpx
 import pytest
+import trio
 
 from oauthproxy.api.forward_auth import NoForwardedHost, forwarded_origin
 from oauthproxy.models.proxies import ProxyTarget
+from oauthproxy.serve import Ready, serve
+from oauthproxy.settings import Settings
 from oauthproxy.storage import Storage
 from tests.conftest import Mint
 
 ORIGIN = "https://app.example.com"
+
+
+@pytest.fixture
+async def gateway(
+    nursery: trio.Nursery, make_settings: Callable[..., Settings], storage: Storage
+) -> Ready:
+    """A running gateway under which alice (`mint`'s user) may log in (the global allowlist,
+    the policy of a host no proxy serves)."""
+    settings = make_settings(oauth_allowed_github_users="alice")
+    ready: Ready = await nursery.start(
+        lambda task_status: serve(settings, handle_signals=False, task_status=task_status)
+    )
+    return ready
 
 
 async def test_valid_token_gets_identity_headers(anonymous: httpx.AsyncClient, mint: Mint) -> None:
@@ -98,6 +116,27 @@ async def test_the_forwarded_hosts_proxy_policy_applies(
     allowed = await anonymous.get("/verify", headers={**headers, "Authorization": f"Bearer {bob}"})
     assert allowed.status_code == 200
     assert allowed.headers["x-user-user-name"] == "bob"
+
+
+async def test_a_host_no_proxy_serves_is_under_the_global_allowlist(
+    anonymous: httpx.AsyncClient, mint: Mint
+) -> None:
+    """A login for a resource no proxy serves is under OAUTH_ALLOWED_GITHUB_USERS; `/verify`
+    let any user the issuer vouches for through such a host (an admin's test token for anyone,
+    or a token from when the allowlist was wider). Both now say the same."""
+    headers = {"X-Forwarded-Host": "app.example.com"}
+    mallory = await mint(ORIGIN, username="mallory", sub="github-666")
+    refused = await anonymous.get(
+        "/verify", headers={**headers, "Authorization": f"Bearer {mallory}"}
+    )
+    assert refused.status_code == 403, refused.text
+    assert "x-auth-user-name" not in refused.headers
+    alice = await mint(ORIGIN)
+    allowed = await anonymous.get(
+        "/verify", headers={**headers, "Authorization": f"Bearer {alice}"}
+    )
+    assert allowed.status_code == 200
+    assert allowed.headers["x-auth-user-name"] == "alice"
 
 
 @pytest.mark.parametrize(

@@ -72,10 +72,11 @@ def forwarded_origin(hosts: list[str], protos: list[str]) -> tuple[str, str]:
     return host, f"{schemes[0] if schemes else 'https'}://{host}"
 
 
-_ANY_USER = ProxyTarget.model_validate(
-    {"hostname": "verify.invalid", "target_url": "http://127.0.0.1:1", "auth_required_users": ["*"]}
+_UNPROXIED = ProxyTarget.model_validate(
+    {"hostname": "verify.invalid", "target_url": "http://127.0.0.1:1"}
 )
-"""The policy for a host no proxy is configured for: any user the issuer vouches for."""
+"""The policy for a host no proxy is configured for: the global allowlist
+(OAUTH_ALLOWED_GITHUB_USERS), which a login for such a host is under too."""
 
 
 async def _policy(hostname: str) -> tuple[AccessPolicy, ProxyTarget | None]:
@@ -88,7 +89,7 @@ async def _policy(hostname: str) -> tuple[AccessPolicy, ProxyTarget | None]:
     # (one MGET however many audiences the owner listed, up to 100: not a command each)
     found = await load_many(state.storage.redis, ProxyTarget, [keys.proxy(h) for h in named])
     policy = AccessPolicy.of(
-        target or _ANY_USER,
+        target or _UNPROXIED,
         issuer=state.settings.oauth_issuer_url,
         global_users=state.settings.oauth_allowed_github_users,
         proxies={proxy.hostname: proxy for proxy in found},
