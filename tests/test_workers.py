@@ -8,6 +8,7 @@ Which worker answered is read from the parent's `/metrics` (each worker's counte
 
 from __future__ import annotations
 
+import functools
 import os
 import signal
 from pathlib import Path
@@ -24,8 +25,9 @@ from oauthproxy.settings import MAX_WORKERS, SettingsError, load_settings
 from oauthproxy.storage import Storage
 from oauthproxy.workers.metrics import merged_exposition
 from oauthproxy.workers.reports import read_reports
-from tests.conftest import venv_bin
+from tests.conftest import free_port, venv_bin
 from tests.eventually import eventually
+from tests.test_data_loss import _has_problem, empty_redis
 from tests.test_drain import GUARD_SECONDS, HeldBackend, _environment
 from tests.test_http_conformance import Wire, request, response
 from tests.test_process import RunningGateway, _alive, started_gateway
@@ -283,3 +285,62 @@ async def test_reports_are_read_line_by_line_across_chunks() -> None:
         await send.send_all(b'ics": "x 1"}\n')
         await send.aclose()
     assert seen == [{"ready": 7}, {"metrics": "x 1"}]
+
+
+async def test_a_worker_is_not_started_again_into_a_data_loss_hold(
+    tmp_path: Path, nursery: trio.Nursery
+) -> None:
+    """While Redis has lost its data, workers keep serving their last known configuration; a
+    worker started again then had none (Redis no longer holds it), yet took its share of the
+    public port's connections and answered them 404. Now it waits while another worker runs,
+    and is started once the loss is accepted."""
+    backend_port: int = await nursery.start(HeldBackend().serve)
+    redis_port = free_port()
+    env = {
+        **_environment(tmp_path / "data", f"redis://127.0.0.1:{redis_port}/0"),
+        "WORKERS": "2",
+    }
+    port = int(env["HTTP_PORT"])
+    for directory in ("first", "second"):
+        (tmp_path / directory).mkdir()
+    async with (
+        empty_redis(redis_port, tmp_path / "first") as first,
+        started_gateway(tmp_path / "data", tmp_path, env) as gateway,
+    ):
+        parent = gateway.process.pid
+        headers = {"Authorization": f"Bearer {gateway.admin_token()}"}
+        async with httpx.AsyncClient(base_url=gateway.api_url, headers=headers) as api:
+            proxy = {"hostname": HOST, "target_url": f"http://127.0.0.1:{backend_port}"}
+            assert (await api.post("/api/v1/proxy/targets/", json=proxy)).status_code == 201
+        await _until_every_worker_served(gateway, port)
+        first.kill()
+        await first.wait()
+        async with (
+            empty_redis(redis_port, tmp_path / "second"),  # back on the same port, empty
+            httpx.AsyncClient(base_url=gateway.api_url, timeout=30) as anonymous,
+        ):
+            await eventually(
+                functools.partial(_has_problem, anonymous, "data_loss"),
+                what="the data loss reported",
+                within=GUARD_SECONDS,
+            )
+            killed = min(_workers(parent))
+            os.kill(killed, signal.SIGKILL)
+            await eventually(
+                lambda: _restarted(gateway), what="the worker's end counted", within=GUARD_SECONDS
+            )
+            statuses: set[int] = set()
+            with trio.move_on_after(5):  # (a worker started again is ready within ~2 s)
+                while True:
+                    statuses.add(await _get(port))
+            assert statuses == {200}  # the configuration held, by the worker left
+            assert len(_workers(parent)) == 1
+
+            admin = {"Authorization": f"Bearer {gateway.admin_token()}"}
+            accepted = await anonymous.post("/api/v1/redis/accept", headers=admin)
+            assert accepted.status_code == 200, accepted.text
+
+            async def both_run() -> bool:
+                return len(_workers(parent)) == 2
+
+            await eventually(both_run, what="the worker started after the accept", within=60)

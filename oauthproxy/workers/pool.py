@@ -3,11 +3,12 @@
 Each task starts its worker, waits for its `ready` report, keeps its latest metrics, and when
 the worker exits starts it again after a backoff (0.1 s doubling to `RESTART_BACKOFF_LIMIT`,
 back to 0.1 s once a worker has served `STEADY_SECONDS`), logging it and counting it in
-`oauthproxy_worker_restarts`. A worker that exits before it was
-ever ready stops the gateway's start-up instead: its settings or its ports are wrong, and a
-restart would fail the same way. Shutdown is cancellation: leaving a task's `open_child` sends
-its worker SIGTERM and waits for its drain (SHUTDOWN_GRACE_SECONDS, then a margin, then
-SIGKILL).
+`oauthproxy_worker_restarts`; while Redis has lost its data (a data-loss hold) only once no
+other worker runs, as a new one would have no configuration to serve. A worker that exits
+before it was ever ready stops the gateway's start-up instead: its settings or its ports are
+wrong, and a restart would fail the same way. Shutdown is cancellation: leaving a task's
+`open_child` sends its worker SIGTERM and waits for its drain (SHUTDOWN_GRACE_SECONDS, then a
+margin, then SIGKILL).
 """
 
 from __future__ import annotations
@@ -137,6 +138,28 @@ class WorkerPool:
                 backoff.next_delay,
             )
             await backoff.wait()
+            await self._while_held(slot)
+
+    async def _while_held(self, slot: WorkerSlot) -> None:
+        """While Redis has lost its data, a worker started again would serve nothing (what the
+        others serve is their last known configuration, which Redis no longer holds) and would
+        still take its share of the public ports' connections: it waits, and the others serve
+        them all, until the loss is accepted, or until no other worker runs."""
+        continuity = self._plane.continuity
+        if not (continuity.lost and self._others_run(slot)):
+            return
+        log.warning(
+            "worker %d is not started again while Redis has lost its data: the other workers "
+            "serve its connections with their last known configuration",
+            slot.index,
+        )
+        # (the loss is a state of Redis, polled by `_check_continuity`: nothing to wait on)
+        while continuity.lost and self._others_run(slot):  # noqa: ASYNC110
+            await trio.sleep(CONTINUITY_CHECK_SECONDS)
+        log.warning("worker %d is started again", slot.index)
+
+    def _others_run(self, slot: WorkerSlot) -> bool:
+        return any(other.pid is not None for other in self.slots if other is not slot)
 
     async def _run(self, slot: WorkerSlot, ready: Callable[[], None]) -> int:
         """Run one worker process until it exits; its exit code."""
