@@ -80,7 +80,7 @@ def test_a_source_token_is_kept_only_as_its_hash() -> None:
         (OWNER, {"image": "x", "service_name": "metadata.google.internal"}, 403, "service_name"),
         (OWNER, {"image": "x", "service_name": "2130706433"}, 403, "service_name"),
         (OWNER, {"image": "x", "service_name": "0x7f000001"}, 403, "service_name"),
-        (OWNER, {"image": "x", "service_name": "LocalHost"}, 403, "service_name"),
+        (OWNER, {"image": "x", "service_name": "localhost"}, 403, "service_name"),
         (OWNER, {"image": "x", "service_name": "gateway-host"}, 403, "service_name"),
         (OWNER, {"image": "x", "service_name": "web-2"}, None, None),
         # the engine speaks plain HTTP to a loopback registry, on a path the owner chooses

@@ -284,12 +284,19 @@ async def test_an_owner_cannot_run_an_image_the_admin_built_from_host_files(
     )
     assert built.status_code == 201, built.text
     image_id = docker_engine.docker("image", "inspect", "-f", "{{.Id}}", "oauthproxy-adminapp")
+    digits = image_id.strip().removeprefix("sha256:")
     async with as_new_token(admin, docker_gateway, "mallory") as mallory:
         for image in [
             "oauthproxy-adminapp:latest",
             "docker.io/library/oauthproxy-adminapp",
             "library/oauthproxy-adminapp:latest",
             image_id.strip(),
+            # the engine finds an image by any unique prefix of its ID: an owner tried at most
+            # 16 names per digit (an attack hunt ran the admin's image as `digits[:2]`)
+            digits[:1],
+            digits[:6],
+            digits[:11],
+            f"sha256:{digits[:8]}",
         ]:
             ran = await mallory.post(
                 SERVICES, json={"service_name": "thief", "image": image, "start": False}
@@ -673,3 +680,53 @@ async def test_an_engine_refusal_does_not_show_the_gateways_docker_command(
             assert leak not in refused.text, refused.text
         assert container_status(docker_engine, "img1") == "running"
         assert (await img.delete(f"{SERVICES}img1")).status_code == 200
+
+
+async def test_a_service_name_in_another_case_takes_nobody_elses(
+    admin: httpx.AsyncClient, docker_gateway: Ready, docker_engine: Engine
+) -> None:
+    """A network's resolver answers names without regard to case, and the gateway reaches a
+    service by its name: an owner's `WEB1` beside another owner's `web1` took a share of the
+    traffic of web1's proxy (an attack hunt). Names are lower case now (422), and one whose
+    container has the name in another case (made before that rule) is a 409."""
+    async with as_new_token(admin, docker_gateway, "alice") as alice:
+        upper = await alice.post(SERVICES, json={"service_name": "WEB1", "image": IMAGE})
+        assert upper.status_code == 422, upper.text
+        assert "service_name" in upper.text
+        docker_engine.docker(
+            "create", "--name", "Legacy1", "--label", "oauthproxy.managed=true", IMAGE, "true"
+        )
+        try:
+            taken = await alice.post(SERVICES, json={"service_name": "legacy1", "image": IMAGE})
+            assert (taken.status_code, taken.json()["field"]) == (409, "service_name"), taken.text
+            assert "Legacy1" in taken.json()["detail"]
+        finally:
+            docker_engine.docker("rm", "-f", "Legacy1")
+
+
+async def test_a_containers_output_is_bounded_on_the_hosts_disk(
+    admin: httpx.AsyncClient, docker_gateway: Ready, docker_engine: Engine
+) -> None:
+    """The engine kept all of a container's output: an owner's container printing without end
+    wrote ~64 MiB in 2 s onto the disk Redis and every tenant share (an attack hunt). A
+    container's log now rotates at 10 MB, 3 files."""
+    async with as_new_token(admin, docker_gateway, "carol") as carol:
+        await create(
+            carol, "chatty", image=IMAGE, cpu_limit=0.5, memory_limit="64m",
+            command=["busybox", "yes", "x" * 1000],
+        )  # fmt: skip
+        inspected = json.loads(docker_engine.docker("inspect", "chatty"))[0]
+        assert inspected["HostConfig"]["LogConfig"]["Config"] == {
+            "max-size": "10m",
+            "max-file": "3",
+        }
+        log_path = trio.Path(inspected["LogPath"])
+        largest = 0
+        with trio.move_on_after(6):  # (unbounded, it passed 12 MB within 1 s)
+            while largest <= 12_000_000:
+                await trio.sleep(0.25)
+                if await log_path.exists():
+                    largest = max(largest, (await log_path.stat()).st_size)
+        assert (await carol.post(f"{SERVICES}chatty/stop")).status_code == 200
+        assert 0 < largest <= 12_000_000
+        assert (await carol.delete(f"{SERVICES}chatty")).status_code == 200

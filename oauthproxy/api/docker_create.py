@@ -19,7 +19,7 @@ from quart import current_app
 
 from oauthproxy.api.ownership import Json, as_json, storage, tenant_owning, tenant_quota_slot
 from oauthproxy.api.state import app_state
-from oauthproxy.errors import NotFound
+from oauthproxy.errors import Conflict, NotFound
 from oauthproxy.models.docker import DockerServiceCreate, PortRequest
 from oauthproxy.models.services import DockerService, PortAllocation, PortConfig
 from oauthproxy.services import ports as port_rules
@@ -54,11 +54,24 @@ async def reserve_service(data: DockerServiceCreate, owner: dict[str, str]) -> D
     for index, port in enumerate(data.port_configs):
         if port.host is not None:
             port_rules.check_port(port.host, field=f"port_configs.{index}.host")
+    await _no_container_in_another_case(data.service_name)
     image = data.image or f"oauthproxy-{data.service_name.lower()}:latest"
     fields = data.model_dump(exclude={"auto_proxy", "start", "port_configs"})
     service = DockerService(**{**fields, "image": image}, **owner)
     await storage().docker_services.create(service)
     return service
+
+
+async def _no_container_in_another_case(name: str) -> None:
+    """409 when a service's container, made before names had to be lower case, has `name` in
+    another case: a network's resolver would answer `name` with both containers."""
+    for container in await engine().managed():
+        if container.name != name and container.name.lower() == name:
+            raise Conflict(
+                "service_name",
+                f"the service {container.name!r} has this name in another case, and DNS does "
+                "not tell them apart: choose another service_name",
+            )
 
 
 async def create_service(data: DockerServiceCreate, service: DockerService) -> DockerService:

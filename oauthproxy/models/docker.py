@@ -66,8 +66,14 @@ ONE_SOURCE: list[JsonValue] = [
 """Exactly one of `image` and `dockerfile_path`, in JSON Schema (what `_one_source` checks)."""
 
 
+DockerServiceName = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9_.-]{0,63}$")]
+"""A Docker service's name: lower case. The gateway reaches the container by its name, and a
+network's resolver answers names without regard to case: `WEB` beside another owner's `web`
+took a share of the traffic for it."""
+
+
 class DockerServiceCreate(Request):
-    service_name: Name = Field(json_schema_extra={"not": {"enum": NOT_RESERVED}})
+    service_name: DockerServiceName = Field(json_schema_extra={"not": {"enum": NOT_RESERVED}})
     image: Annotated[str, StringConstraints(min_length=1, max_length=255)] | None = None
     dockerfile_path: Annotated[str, StringConstraints(min_length=1, max_length=1024)] | None = None
     internal_port: PortNumber | None = Field(

@@ -67,6 +67,10 @@ MAX_LOG_BYTES = 1 << 20
 MAX_LOG_LINE = 16384
 """The longest line it returns (the engine's json-file driver splits lines there too)."""
 
+LOG_OPTIONS = ("max-size=10m", "max-file=3")
+"""What one container's output may keep on the host's disk (json-file: 3 files of 10 MB): the
+engine kept all of it, and an owner's container printing without end filled the disk that Redis
+and every tenant share (~64 MiB in 2 s)."""
 PIDS_LIMIT = 4096
 """Processes one service's container may hold: a fork bomb in an owner's container otherwise
 takes the host's process table, and the gateway can no longer start the `docker` CLI it drives
@@ -220,6 +224,8 @@ class DockerEngine:
                 publish=publish,
                 init=True,
                 pids_limit=PIDS_LIMIT,
+                log_driver="json-file",
+                log_options=LOG_OPTIONS,
             )
         except EngineError as error:
             if NAME_TAKEN not in str(error):

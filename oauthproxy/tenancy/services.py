@@ -30,7 +30,10 @@ HOST_NETWORK = "host"
 BUILT_IMAGE_PREFIX = "oauthproxy-"
 """What the gateway names the images it builds (`oauthproxy-{service}:latest`: one component,
 no registry or namespace before it)."""
-_IMAGE_ID = re.compile(r"(sha256:)?[0-9a-f]{12,64}")
+_IMAGE_ID = re.compile(r"(sha256:)?[0-9a-f]{1,64}")
+"""An image given by its ID, or by any prefix of it: the engine takes a unique prefix of any
+length (`4` finds the one image whose ID begins with 4), so only a reference with a letter past
+`f` (or a tag, a path, a digest) names an image by name."""
 _DEFAULT_REGISTRY = ("index.docker.io/", "docker.io/", "library/")
 
 
