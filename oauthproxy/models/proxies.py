@@ -102,6 +102,10 @@ ConfiguredHeaders = Annotated[
 keep what they hold)."""
 
 
+DEFAULT_HEADER_PREFIX = "X-Auth-"
+"""Where a protected proxy's identity headers go unless its owner moves them."""
+
+
 class ProxyTarget(Record):
     hostname: Hostname
     target_url: AnyHttpUrl
@@ -129,7 +133,7 @@ class ProxyTarget(Record):
     auth_allowed_audiences: list[str] | None = None
     auth_pass_headers: bool = True
     auth_cookie_name: str = "unified_auth_token"
-    auth_header_prefix: str = "X-Auth-"
+    auth_header_prefix: str = DEFAULT_HEADER_PREFIX
     auth_excluded_paths: list[str] | None = None
 
     route_mode: RouteMode = RouteMode.ALL

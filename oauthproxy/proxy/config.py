@@ -9,11 +9,16 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 
-from oauthproxy.models.proxies import ProxyTarget
+from oauthproxy.models.proxies import DEFAULT_HEADER_PREFIX, ProxyTarget
 from oauthproxy.models.routes import Route
 from oauthproxy.proxy.forward import Destination
 from oauthproxy.proxy.guard import Guard
-from oauthproxy.proxy.headers import RequestRewrite, ResponseRewrite, encode_headers
+from oauthproxy.proxy.headers import (
+    RequestRewrite,
+    ResponseRewrite,
+    encode_headers,
+    identity_prefix,
+)
 from oauthproxy.proxy.login import BrowserLogin
 from oauthproxy.proxy.protect import Protection
 from oauthproxy.proxy.tls import HostContext
@@ -105,8 +110,18 @@ class InstanceConfig:
         if owner is None or owner in self.shared.admins or route.owner_token_hash == owner:
             return destination
         # another's route (the admin's global one) on an owner's proxy: its target and name
-        # are not the owner's to read, and the owner reads this proxy's request log
-        return replace(destination, upstream="", route_id="")
+        # are not the owner's to read (the owner reads this proxy's request log), and its
+        # backend gets none of the owner's custom headers, nor any client header under the
+        # default identity prefix: an owner who moved its proxy's prefix could otherwise set
+        # `X-Auth-User-Name: admin` (or let a client's through) to the admin's backend
+        rewrite = replace(
+            destination.rewrite,
+            custom=[],
+            strip_prefix=tuple(
+                {identity_prefix(DEFAULT_HEADER_PREFIX), *destination.rewrite.strip_prefix}
+            ),
+        )
+        return replace(destination, rewrite=rewrite, upstream="", route_id="")
 
 
 def destination_for(
@@ -123,7 +138,7 @@ def destination_for(
         preserve_host=target.preserve_host_header,
         upstream_host=origin.host_header,
         custom=encode_headers(target.custom_headers),
-        strip_prefix=target.auth_header_prefix.lower().encode(),
+        strip_prefix=tuple(filter(None, [identity_prefix(target.auth_header_prefix)])),
     )
     return Destination(
         origin=origin,

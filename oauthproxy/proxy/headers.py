@@ -37,6 +37,23 @@ FORWARDING = frozenset(
 )
 """The forwarding headers the gateway sets or reads; every other `X-Forwarded-*` a client sends
 (`-Port`, `-Prefix`, `-Ssl`, ..., which frameworks build URLs from) is dropped as well."""
+CLIENT_ADDRESS = frozenset(
+    {
+        b"client-ip",  # PHP's HTTP_CLIENT_IP
+        b"true-client-ip",  # Akamai, Cloudflare
+        b"cf-connecting-ip",
+        b"fastly-client-ip",
+        b"x-client-ip",
+        b"x-cluster-client-ip",
+        b"x-original-forwarded-for",  # ingress-nginx
+        b"x-remote-ip",
+        b"x-remote-addr",
+    }
+)
+"""What other balancers name the client's address in, dropped from clients' requests: a backend
+(or a framework or firewall in front of it) that reads one got the client's own claim (an
+address allowlist passed, a per-address limit dodged). The gateway's answer is `X-Real-IP` and
+`X-Forwarded-For`."""
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -79,14 +96,24 @@ class RequestRewrite:
     preserve_host: bool
     upstream_host: bytes
     custom: Headers
-    strip_prefix: bytes
-    """Client-sent headers with this (lower-case) prefix are identity claims we never pass on."""
+    strip_prefix: tuple[bytes, ...]
+    """Client-sent headers with one of these prefixes (lower-case, `_` read as `-`: see
+    `identity_prefix`) are identity claims we never pass on."""
     dropped: frozenset[bytes] = field(init=False)
-    """Client headers never passed on: hop-by-hop, forwarding, and those we set ourselves."""
+    """Client headers never passed on: hop-by-hop, forwarding, client addresses, and those we
+    set ourselves."""
 
     def __post_init__(self) -> None:
         custom_names = frozenset(name for name, _ in self.custom)
-        object.__setattr__(self, "dropped", HOP_BY_HOP | FORWARDING | custom_names | {b"host"})
+        dropped = HOP_BY_HOP | FORWARDING | CLIENT_ADDRESS | custom_names | {b"host"}
+        object.__setattr__(self, "dropped", dropped)
+
+
+def identity_prefix(configured: str) -> bytes:
+    """An `auth_header_prefix` as client headers are compared with it: lower-case, `_` read as
+    `-`. A client's `X-Auth-User` under the prefix `X_Auth_` reached the backend beside the
+    gateway's `X_Auth_User`, and a WSGI/CGI backend reads both as `HTTP_X_AUTH_USER`."""
+    return configured.lower().replace("_", "-").encode()
 
 
 FRAMING = frozenset({b"content-length", b"transfer-encoding"})
@@ -186,7 +213,7 @@ def upstream_request_headers(
     return out
 
 
-def _owned(name: bytes, dropped: frozenset[bytes], prefix: bytes) -> bool:
+def _owned(name: bytes, dropped: frozenset[bytes], prefix: tuple[bytes, ...]) -> bool:
     """Whether `name` (with `_` read as `-`) is a header the gateway sets itself. CGI and WSGI
     servers (and the frameworks on them) read `X_Auth_User` as `X-Auth-User`, so a client's
     underscore spelling would sit beside ours, or stand in for it; nginx drops them too."""

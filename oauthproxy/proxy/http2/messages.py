@@ -22,7 +22,7 @@ from collections.abc import Iterable
 
 from hpack import NeverIndexedHeaderTuple
 
-from oauthproxy.proxy.codec import Head
+from oauthproxy.proxy.codec import MAX_HEADER_FIELDS, Head
 from oauthproxy.proxy.framing import Headers
 from oauthproxy.proxy.http import BadRequest
 
@@ -106,6 +106,8 @@ def request_head(fields: Iterable[tuple[bytes, bytes]], *, ended: bool) -> Head:
                     continue
                 length = value
             headers.append((name, value))
+    if len(headers) + len(cookies) + bool(host) > MAX_HEADER_FIELDS:  # (as HTTP/1.1's heads)
+        raise BadRequest(f"a request head has more than {MAX_HEADER_FIELDS} fields", 431)
     method, path = pseudo.get(b":method", b""), pseudo.get(b":path", b"")
     if not method or method == b"CONNECT":
         raise BadRequest("CONNECT is not served (nor is a request without :method)")
