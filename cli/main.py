@@ -103,7 +103,7 @@ def launch(
         return _exit_status(command(*bound.args, **bound.kwargs))
     options = Options(token=token, base_url=base_url, format=output_format)
     config = load_config(options, os.environ)
-    with open_session(config, Console()) as session:
+    with open_session(config, Console(markup=False)) as session:
         extra = dict.fromkeys(wants_session, session)
         return _exit_status(command(*bound.args, **bound.kwargs, **extra))
 

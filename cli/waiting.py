@@ -65,4 +65,4 @@ def wait_for_certificate(
 
 def progress_console() -> Console:
     """Where spinners and progress bars go: stderr, so stdout stays the command's output."""
-    return Console(stderr=True)
+    return Console(stderr=True, markup=False)

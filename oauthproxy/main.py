@@ -10,6 +10,7 @@ import sys
 import cyclopts
 import trio
 
+from cli.visible import one_line
 from oauthproxy import __version__
 from oauthproxy.admin_token import AdminTokenSource, read_admin_token
 from oauthproxy.errors import GatewayError, ListenerError
@@ -161,9 +162,13 @@ def redis_cli(*command: str) -> None:
 
 
 def _render(reply: object) -> str:
+    """Redis's reply as lines, with control characters and line breaks spelled out: keys and
+    values hold what anyone sent (the request log indexes a client's `client_id`), and a
+    terminal obeys the escape sequences in them (OSC 52 writes the clipboard)."""
     if isinstance(reply, list | tuple | set):
-        return "\n".join(f"{n}) {item}" for n, item in enumerate(reply, 1)) or "(empty)"
-    return "(nil)" if reply is None else str(reply)
+        lines = (f"{n}) {one_line(str(item))}" for n, item in enumerate(reply, 1))
+        return "\n".join(lines) or "(empty)"
+    return "(nil)" if reply is None else one_line(str(reply))
 
 
 def main() -> None:

@@ -226,3 +226,70 @@ async def test_free_text_with_control_characters_is_refused(
             "/api/v1/routes/", json={**route, "description": "fine\ttext\n"}
         )
         assert written.status_code == 201, written.text
+
+
+LINK = "[link=https://evil.example/pwn]docs[/link]"
+"""Rich console markup: an OSC 8 hyperlink to the owner's site, shown as the word `docs`."""
+OSC8 = b"\x1b]8;"
+NOT_A_COLOUR = re.compile(rb"\x1b[^\[]|\x1b\[[0-9;]*[^0-9;m]")
+"""Any ESC sequence but the CLI's own colours (SGR, ESC [ ... m)."""
+
+
+async def _owner_metadata(api: httpx.AsyncClient, gateway: Ready, metadata: dict[str, str]) -> None:
+    async with as_new_token(api, gateway, "mallory") as mallory:
+        made = await mallory.post(
+            "/api/v1/proxy/targets/",
+            json={"hostname": "m.example.com", "target_url": "http://203.0.113.9/"},
+        )
+        assert made.status_code == 201, made.text
+        described = await mallory.post(
+            "/api/v1/proxy/targets/m.example.com/mcp",
+            json={"resource_custom_metadata": metadata},
+        )
+        assert described.status_code in (200, 201), described.text
+
+
+async def test_an_owners_field_name_is_no_markup_in_the_admins_terminal(
+    cli: Cli, api: httpx.AsyncClient, gateway: Ready
+) -> None:
+    """Field names (a custom-metadata key, a client_id counted by client) were read as rich
+    console markup: an owner's key `[link=...]docs[/link]` became an OSC 8 hyperlink in the
+    admin's `proxy resource show` and `proxy show --all`, and a key `[/x]` made both fail
+    (`MarkupError`) (an attack hunt). The CLI's consoles read no markup now."""
+    await _owner_metadata(api, gateway, {LINK: "see the docs", "[/x]": "v"})
+    for view in (
+        ("proxy", "resource", "show", "m.example.com"),
+        ("proxy", "show", "m.example.com", "--all"),
+    ):
+        seen = await _on_a_terminal(cli, *view)
+        assert b"[/x]" in seen and b"[link=" in seen, seen
+        assert OSC8 not in seen and not NOT_A_COLOUR.findall(seen), (view, seen)
+
+
+async def test_redis_cli_prints_no_escape_sequence_an_anonymous_client_sent(
+    gateway: Ready, empty_redis: str, tmp_path: Any
+) -> None:
+    """`oauthproxy redis-cli` (`just redis-cli`, how docs/logs.md reads the request log) printed
+    Redis's replies as they were: an anonymous `client_id` with an OSC 52 clipboard write,
+    indexed by the request log, reached the admin's terminal (an attack hunt). Control
+    characters and line breaks are spelled out now, as in the CLI's log lines."""
+    await _log_the_attack(gateway)
+    env = {
+        **{k: v for k, v in os.environ.items() if k != "REDIS_PASSWORD"},
+        "REDIS_URL": empty_redis.rstrip("/") + "/1",  # (REQUEST_LOG_REDIS_DB)
+        "OAUTHPROXY_DATA_DIR": str(tmp_path / "cli-data"),
+    }
+
+    async def keys() -> bytes | None:
+        done = await trio.run_process(
+            [venv_bin("oauthproxy"), "redis-cli", "KEYS", "idx:req:client:*"],
+            capture_stdout=True,
+            capture_stderr=True,
+            env=env,
+            check=False,
+        )
+        assert done.returncode == 0, done.stderr
+        return done.stdout if b"ALL GOOD" in done.stdout else None
+
+    shown = await eventually(keys, what="the attack's client index")
+    assert b"\x1b" not in shown and b"\\x1b]52;c;" in shown, shown

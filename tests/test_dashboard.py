@@ -286,3 +286,53 @@ async def test_the_admin_makes_an_owner_token_that_then_signs_in(
     assert [error for error in traffic.errors if "422" not in error] == []
     proxy = (await api.get(f"/api/v1/proxy/targets/{SHOP}")).json()
     assert proxy["created_by"] == "team-a"
+
+
+async def test_a_revealed_token_secret_is_not_kept_in_the_browsers_cache(
+    gateway: Ready, api: httpx.AsyncClient, tmp_path: Path
+) -> None:
+    """The admin reads an owner token's secret in the browser (Swagger UI's "Try it out" on
+    `GET /api/v1/tokens/{name}/reveal` fetches with the default cache mode). The answer said
+    nothing about caching, so Chromium kept it in its HTTP cache, on disk in the profile: the
+    secret was read back later from the cache alone, without a token, after the token was
+    deleted on the server (an attack hunt). The API's answers say `no-store` now."""
+    secret = (await api.post("/api/v1/tokens/generate", json={"name": "bob"})).json()["token"]
+    admin = gateway.admin_token.secret
+
+    def reveal(page: Page, traffic: Traffic) -> str:
+        page.goto(f"{gateway.api_url}/api/v1/docs")
+        return str(
+            page.evaluate(
+                """async (admin) => {
+                    const answer = await fetch('/api/v1/tokens/bob/reveal',
+                        {headers: {Authorization: `Bearer ${admin}`}});
+                    const first = (await answer.json()).token;
+                    await fetch('/api/v1/tokens/bob', {method: 'DELETE',
+                        headers: {Authorization: `Bearer ${admin}`}, cache: 'no-store'});
+                    try {
+                        const cached = await fetch('/api/v1/tokens/bob/reveal',
+                            {cache: 'only-if-cached', mode: 'same-origin'});
+                        return `${first} ${cached.status} ${await cached.text()}`;
+                    } catch (error) {
+                        return `${first} not cached`;
+                    }
+                }""",
+                admin,
+            )
+        )
+
+    shown, _ = await in_chromium(tmp_path, gateway.api_url, reveal)
+    assert shown.startswith(secret), shown
+    assert (await api.get("/api/v1/tokens/bob")).status_code == 404  # (deleted on the server)
+
+    def holding_the_secret() -> list[str]:
+        return [
+            str(path.relative_to(tmp_path))
+            for path in (tmp_path / "chromium-profile").rglob("*")
+            if path.is_file() and secret.encode() in path.read_bytes()
+        ]
+
+    on_disk = await trio.to_thread.run_sync(holding_the_secret)
+    assert (shown.removeprefix(secret), on_disk) == (" not cached", [])
+    revealed = await api.get("/api/v1/tokens/")
+    assert revealed.headers["cache-control"] == "no-store"

@@ -9,6 +9,7 @@ from quart_trio import QuartTrio
 from oauthproxy import __version__
 from oauthproxy.api.audit import install_audit
 from oauthproxy.api.bodies import install_body_reading
+from oauthproxy.api.caching import install_no_store
 from oauthproxy.api.certificates import certificates as certificates_api
 from oauthproxy.api.cleanup import cleanup
 from oauthproxy.api.contract import ContractProvider, install_allow_header
@@ -91,6 +92,7 @@ def create_app(
     install_error_handlers(app)
     install_allow_header(app)
     install_body_reading(app)
+    install_no_store(app)
     app.url_map.converters["resource_uri"] = ResourceUriConverter
     install_audit(app)
     app.register_blueprint(health)
