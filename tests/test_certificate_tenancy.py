@@ -19,7 +19,11 @@ import httpx
 import pytest
 import trio
 
-from oauthproxy.api.certificates import ACME_ORDERS_PER_HOUR, SELF_SIGNED_PER_MINUTE
+from oauthproxy.api.certificates import (
+    ACME_ACCOUNT_EMAILS_PER_DAY,
+    ACME_ORDERS_PER_HOUR,
+    SELF_SIGNED_PER_MINUTE,
+)
 from oauthproxy.models.common import utcnow
 from oauthproxy.serve import Ready, serve
 from oauthproxy.settings import Settings
@@ -477,6 +481,42 @@ async def test_an_owner_makes_a_bounded_number_of_self_signed_keys_per_minute(
     assert (await self_signed(alice, "mine", "mine.alice.example")).status_code == 201
     for number in range(SELF_SIGNED_PER_MINUTE + 1):
         assert (await self_signed(api, f"adm{number}", f"{number}.adm.example")).status_code == 201
+
+
+async def test_an_owner_names_a_bounded_number_of_new_acme_account_emails_per_day(
+    api: httpx.AsyncClient, mallory: httpx.AsyncClient, backend: int
+) -> None:
+    """Each order could name any email, and each new email is a new account registered at the
+    CA from the gateway's address, which CAs bound per address (Let's Encrypt: 10 per 3 hours):
+    one owner's orders, each with a fresh email, left the gateway unable to register any
+    account for hours (an attack hunt). An owner's orders name at most
+    ACME_ACCOUNT_EMAILS_PER_DAY new emails; a known one still orders; a proxy that would order
+    with one more is made without a certificate and says why."""
+    for number in range(ACME_ACCOUNT_EMAILS_PER_DAY):
+        body = {"cert_name": "e", "domain": "e.mallory.example", "email": f"m{number}@x.test"}
+        assert (await mallory.post(CERTS, json=body)).status_code == 202, number
+        assert (await mallory.delete(f"{CERTS}e")).status_code == 200
+    body = {"cert_name": "e", "domain": "e.mallory.example", "email": "another@x.test"}
+    limited = await mallory.post(CERTS, json=body)
+    assert limited.status_code == 429, limited.text
+    assert "new ACME account emails per day" in limited.json()["detail"]
+    assert 3600 < int(limited.headers["retry-after"]) <= 86_400
+    assert (await mallory.get(f"{CERTS}e")).status_code == 404
+    known = {**body, "email": "M1@x.test"}  # (emails compare without case, as accounts do)
+    assert (await mallory.post(CERTS, json=known)).status_code == 202
+    created = await mallory.post(
+        TARGETS,
+        json={
+            "hostname": "p.mallory.example",
+            "target_url": f"http://127.0.0.1:{backend}",
+            "cert_email": "yet-another@x.test",
+        },
+    )
+    assert created.status_code == 201, created.text
+    assert created.headers["x-certificate-action"] == "skipped"
+    assert "new ACME account emails" in created.headers["x-certificate-detail"]
+    admins = {"cert_name": "adm", "domain": "adm.example.com", "email": "fresh@x.test"}
+    assert (await api.post(CERTS, json=admins)).status_code == 202  # (the admin: no limit)
 
 
 async def test_an_owner_orders_a_bounded_number_of_acme_certificates_per_hour(

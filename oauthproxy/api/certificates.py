@@ -54,6 +54,7 @@ from oauthproxy.models.common import NAME_PATTERN, utcnow
 from oauthproxy.models.errors import ErrorBody
 from oauthproxy.settings import Settings
 from oauthproxy.storage import cascades
+from oauthproxy.storage.acme_accounts import AcmeAccountRepository
 from oauthproxy.storage.cascades import ClaimCheck
 from oauthproxy.storage.windows import WindowCount
 from oauthproxy.tenancy.caller import Caller
@@ -135,8 +136,10 @@ async def create(certificate: Certificate) -> None:
 
 async def order(certificate: Certificate) -> None:
     """Store a new certificate and have the manager issue it (`Conflict` if the name is taken;
-    `Refused` when the caller may not have it)."""
+    `Refused` when the caller may not have it; 429 `ApiError` past an owner's budget: see
+    `_count_acme_order`)."""
     issuer = manager()
+    await _count_acme_order(certificate)
     await create(certificate)
     issuer.request(certificate.cert_name)
 
@@ -152,7 +155,6 @@ async def _accept(name: str, domains: list[str], options: AcmeOptions) -> tuple[
             "or set ADMIN_EMAIL",
             field="email",
         )
-    await _count_acme_order()
     await order(new_acme_certificate(name, domains, email, staging=options.staging))
     accepted = CertificateAccepted(
         cert_name=name,
@@ -189,9 +191,16 @@ account of ADMIN_EMAIL, whose budget at the CA is every owner's (Let's Encrypt: 
 per account per 3 hours), and holds an issuance slot (CERT_GEN_MAX_WORKERS) others wait for;
 deleting a certificate frees its quota slot, so create and delete in a loop spent it all."""
 
+ACME_ACCOUNT_EMAILS_PER_DAY = 3
+"""New ACME account emails one owner token's orders may name per day (emails with no account
+yet on the order's directory). Each is a new account, registered at the CA from the gateway's
+address, and CAs bound registrations per address (Let's Encrypt: 10 per 3 hours): an owner
+naming a new email in each order spent that for every owner and the admin."""
+
 ORDERED_TOO_OFTEN = Answer(
     "429",
-    f"An owner token ordered {ACME_ORDERS_PER_HOUR} this hour (see Retry-After)",
+    f"An owner token ordered {ACME_ORDERS_PER_HOUR} this hour, or its orders named "
+    f"{ACME_ACCOUNT_EMAILS_PER_DAY} new ACME account emails today (see Retry-After)",
     model=ErrorBody,
 )
 
@@ -251,12 +260,26 @@ async def _count_self_signed() -> None:
         _within(counted, SELF_SIGNED_PER_MINUTE, "self-signed certificates per minute")
 
 
-async def _count_acme_order() -> None:
-    """429 with Retry-After when the caller, an owner, ordered ACME_ORDERS_PER_HOUR already."""
+async def _count_acme_order(certificate: Certificate) -> None:
+    """429 with Retry-After when the caller, an owner, ordered ACME_ORDERS_PER_HOUR already, or
+    this order names a new ACME account email past ACME_ACCOUNT_EMAILS_PER_DAY today."""
     who = caller()
-    if not who.is_admin:
-        counted = await storage().certificates.count_acme_order(who.token_hash, 3_600_000)
-        _within(counted, ACME_ORDERS_PER_HOUR, "ACME certificate orders per hour")
+    if who.is_admin or certificate.self_signed:
+        return
+    certificates = storage().certificates
+    counted = await certificates.count_acme_order(who.token_hash, 3_600_000)
+    _within(counted, ACME_ORDERS_PER_HOUR, "ACME certificate orders per hour")
+    directory, email = str(certificate.acme_directory_url), (certificate.email or "").lower()
+    if await AcmeAccountRepository(storage().redis).get(directory, email) is None:
+        left_ms = await certificates.claim_acme_email(
+            who.token_hash, email, ACME_ACCOUNT_EMAILS_PER_DAY, 86_400_000
+        )
+        if left_ms:
+            _within(
+                WindowCount(count=ACME_ACCOUNT_EMAILS_PER_DAY + 1, remaining_ms=left_ms),
+                ACME_ACCOUNT_EMAILS_PER_DAY,
+                "new ACME account emails per day",
+            )
 
 
 def _within(counted: WindowCount, limit: int, what: str) -> None:

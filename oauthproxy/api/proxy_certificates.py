@@ -31,6 +31,7 @@ from enum import StrEnum
 from quart import current_app
 
 from oauthproxy.api.certificates import acme_email, caller, new_acme_certificate, order
+from oauthproxy.api.errors import ApiError
 from oauthproxy.api.ownership import storage
 from oauthproxy.api.state import app_state
 from oauthproxy.errors import Conflict
@@ -142,6 +143,10 @@ async def carry_out(chosen: Plan, target: ProxyTarget, *, staging: bool) -> Plan
     except Conflict:
         return await _reused_after_race(chosen.cert_name, target)
     except Refused as refused:
+        return Plan(Action.SKIPPED, f"no certificate ordered: {refused.detail}")
+    except ApiError as refused:  # an owner's ACME budget spent: the proxy serves HTTP only
+        if refused.status != 429:
+            raise
         return Plan(Action.SKIPPED, f"no certificate ordered: {refused.detail}")
     return chosen
 

@@ -32,6 +32,19 @@ redis.call('DEL', KEYS[1])
 return 1
 """
 
+# An owner's ACME account emails in the window (KEYS[1]): a known one (ARGV[1]) passes, a new
+# one passes while fewer than ARGV[2] are known (the window, ARGV[3] ms, starts with the
+# first); else the milliseconds left in the window.
+_CLAIM_EMAIL = """
+if redis.call('SISMEMBER', KEYS[1], ARGV[1]) == 1 then return 0 end
+if redis.call('SCARD', KEYS[1]) >= tonumber(ARGV[2]) then
+  return math.max(redis.call('PTTL', KEYS[1]), 1)
+end
+redis.call('SADD', KEYS[1], ARGV[1])
+redis.call('PEXPIRE', KEYS[1], ARGV[3], 'NX')
+return 0
+"""
+
 
 def successors(others: list[Certificate], domain: str) -> list[str]:
     """The other certificates for `domain`, issued ones first: who takes it over."""
@@ -49,6 +62,7 @@ class CertificateRepository(EditableRepository[Certificate]):
     def __init__(self, redis: Redis) -> None:
         super().__init__(redis)
         self._hand_over = redis.register_script(_HAND_OVER_DOMAIN)
+        self._claim_email = redis.register_script(_CLAIM_EMAIL)
         self._windows = WindowCounter(redis)
 
     async def count_self_signed(self, owner_hash: str, window_ms: int) -> WindowCount:
@@ -58,6 +72,17 @@ class CertificateRepository(EditableRepository[Certificate]):
     async def count_acme_order(self, owner_hash: str, window_ms: int) -> WindowCount:
         """Count one more ACME certificate ordered for `owner_hash` in its window."""
         return await self._windows.count(keys.acme_order_rate(owner_hash), window_ms)
+
+    async def claim_acme_email(
+        self, owner_hash: str, email: str, limit: int, window_ms: int
+    ) -> int:
+        """Note that `owner_hash` ordered for `email` in the window (which starts with its
+        first email): 0 when it may (a known email, or one of `limit` new ones), else the
+        milliseconds until the window ends."""
+        refused: int = await self._claim_email(
+            keys=[keys.acme_account_emails(owner_hash)], args=[email, limit, window_ms]
+        )
+        return refused
 
     async def name_for_domain(self, domain: str) -> str | None:
         return await self._redis.get(keys.cert_domain(domain))

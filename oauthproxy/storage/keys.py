@@ -90,6 +90,12 @@ def acme_order_rate(owner_hash: str) -> str:
     return f"acme_order_rate:{owner_hash}"
 
 
+def acme_account_emails(owner_hash: str) -> str:
+    """SET of the ACME account emails one owner's orders named in the current window (expires
+    with it)."""
+    return f"acme_account_emails:{owner_hash}"
+
+
 def acme_account(directory_hash: str, email: str) -> str:
     """An ACME account key and URL, per directory (a hash of its URL) and email."""
     return f"acme:account:{directory_hash}:{email}"
