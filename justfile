@@ -14,8 +14,9 @@ export PATH := justfile_directory() + "/.venv/bin:" + justfile_directory() + "/.
 # `docker compose` after scripts/compose checked for it, .env and REDIS_PASSWORD (one line when not)
 compose := quote(justfile_directory() / "scripts" / "compose")
 
-# A recipe's `token` argument reaches proxy-client in its environment (TOKEN), never on a command
-# line (`ps` shows every user the command lines of every process); without one, TOKEN as it is.
+# A recipe's `token` argument reaches proxy-client in its environment (TOKEN), never on its
+# command line; it is on just's own while the recipe runs (`ps` shows every user the command lines
+# of every process), so on a shared machine set TOKEN instead (README); without one, TOKEN as is.
 _token_env := 'TOKEN="${token:-${TOKEN-}}"'
 
 alias help := default
