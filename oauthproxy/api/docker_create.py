@@ -17,7 +17,14 @@ from typing import Any
 import trio
 from quart import current_app
 
-from oauthproxy.api.ownership import Json, as_json, storage, tenant_owning, tenant_quota_slot
+from oauthproxy.api.ownership import (
+    Json,
+    as_json,
+    check_unclaimed_by_routes,
+    storage,
+    tenant_owning,
+    tenant_quota_slot,
+)
 from oauthproxy.api.state import app_state
 from oauthproxy.errors import Conflict, NotFound
 from oauthproxy.models.docker import DockerServiceCreate, PortRequest
@@ -55,6 +62,7 @@ async def reserve_service(data: DockerServiceCreate, owner: dict[str, str]) -> D
         if port.host is not None:
             port_rules.check_port(port.host, field=f"port_configs.{index}.host")
     await _no_container_in_another_case(data.service_name)
+    await check_unclaimed_by_routes("service", data.service_name, "service_name")
     image = data.image or f"oauthproxy-{data.service_name.lower()}:latest"
     fields = data.model_dump(exclude={"auto_proxy", "start", "port_configs"})
     service = DockerService(**{**fields, "image": image}, **owner)

@@ -80,12 +80,18 @@ _UNPROXIED = ProxyTarget.model_validate(
 
 
 async def _policy(hostname: str) -> tuple[AccessPolicy, ProxyTarget | None]:
+    """The policy of the forwarded host: its proxy's when the admin owns that proxy, else the
+    global allowlist's. `/verify` answers the admin's own external proxy (it listens on
+    loopback), in front of traffic the gateway's data plane never carries: an owner who made a
+    proxy of the same name (any free name can be claimed) decided who passed there."""
     state = app_state(current_app)
     target = await state.storage.proxies.get(hostname.partition(":")[0]) if hostname else None
-    audiences = (target.auth_allowed_audiences if target else None) or ()
-    named = {audience_host(audience) for audience in audiences}  # (their proxies now)
     owner = target.owner_token_hash if target else None
     token = await state.storage.tokens.by_hash(owner) if owner else None
+    if owner is not None and (token is None or not token.is_admin):
+        target = None  # a tenant's proxy: its policy is for its own traffic
+    audiences = (target.auth_allowed_audiences if target else None) or ()
+    named = {audience_host(audience) for audience in audiences}  # (their proxies now)
     # (one MGET however many audiences the owner listed, up to 100: not a command each)
     found = await load_many(state.storage.redis, ProxyTarget, [keys.proxy(h) for h in named])
     policy = AccessPolicy.of(

@@ -33,7 +33,7 @@ from oauthproxy.storage.locks import Locks, owner_locks, service_locks
 from oauthproxy.tenancy.caller import Caller, forbidden
 from oauthproxy.tenancy.ports import check_port_target
 from oauthproxy.tenancy.quotas import Quota, Quotas, check_quota
-from oauthproxy.tenancy.records import Holdings
+from oauthproxy.tenancy.records import Holdings, routes_naming_proxy, routes_naming_service
 from oauthproxy.tenancy.services import check_registry, registry_host
 from oauthproxy.tenancy.targets import (
     Address,
@@ -327,6 +327,31 @@ async def _holding(locks: Locks, name: str, wait: float, busy: str) -> AsyncIter
 def tenant_of(who: Caller) -> str | None:
     """The owner hash to serialise the caller's own writes on; None for the admin."""
     return None if who.is_admin else who.token_hash
+
+
+async def check_unclaimed_by_routes(kind: str, name: str, field: str) -> None:
+    """409 `in_use` for an owner token's new proxy or service whose name one of the admin's
+    routes names (another owner's routes name only that owner's records, which exist): a route
+    of the admin's that sent `/shared/` of every hostname to a proxy or service it then deleted
+    sent those requests, every owner's visitors', to whichever owner claimed the name next."""
+    if caller().is_admin:
+        return
+    routes = {route.route_id: route for route in await storage().routes.all()}
+    naming = routes_naming_proxy if kind == "proxy" else routes_naming_service
+    owners = {routes[route_id].owner_token_hash for route_id in naming(routes.values(), name)}
+    admins = [owner for owner in owners if owner is None or await _admin_hash(owner)]
+    if admins:
+        raise ApiError(
+            409,
+            "in_use",
+            f"the gateway's routes name the {kind} {name}: choose another {field}",
+            field=field,
+        )
+
+
+async def _admin_hash(owner_hash: str) -> bool:
+    token = await storage().tokens.by_hash(owner_hash)
+    return token is not None and token.is_admin
 
 
 async def tenant_owning(owner_hash: str | None) -> str | None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from typing import Any
+from urllib.parse import urlsplit
 
 from quart import Blueprint
 from quart_schema import document_response, validate_querystring, validate_request
@@ -21,6 +22,7 @@ from oauthproxy.api.ownership import (
     api_hostnames,
     as_json,
     caller,
+    check_unclaimed_by_routes,
     check_url_target,
     owner_serialized,
     ownership,
@@ -47,6 +49,7 @@ from oauthproxy.models.proxies import (
     reset,
     section,
 )
+from oauthproxy.oauth.indicators import within_resource
 from oauthproxy.proxy.access import audience_host
 from oauthproxy.storage import cascades
 from oauthproxy.tenancy.caller import forbidden
@@ -129,6 +132,8 @@ async def create_proxy_target(data: ProxyTargetCreate) -> tuple[Json, int, dict[
     """What `POST /proxy/targets/` does; also the proxy of a Docker service."""
     requested = _headers_checked(data.target(**ownership()))
     check_new_proxy(caller(), requested.hostname, reserved_hostnames(), api_hostnames())
+    await _not_a_registered_resources_host(requested.hostname)
+    await check_unclaimed_by_routes("proxy", requested.hostname, "hostname")
     await check_url_target("target_url", requested.target_url)
     await proxy_certificates.check_named(requested)
     certificate = await proxy_certificates.plan(requested, data)
@@ -166,8 +171,8 @@ async def get_proxy(hostname: str) -> Json:
 async def update_proxy(hostname: str, data: ProxyTargetUpdate) -> Json:
     """Change the fields given (owner or admin); publishes `proxy_updated`."""
     changes = data.model_dump(exclude_unset=True)
+    await _proxy(hostname)  # another owner's proxy is missing: not a target, nor a name, to probe
     if changes.get("target_url") is not None:
-        await _proxy(hostname)  # another owner's proxy is missing, not a target to probe
         await check_url_target("target_url", changes["target_url"])
     await proxy_certificates.check_named_change(_hostname(hostname), changes)
     return as_json(await _change(hostname, _merging(changes)))
@@ -242,9 +247,19 @@ async def _check_audiences(audiences: list[str]) -> None:
             )
 
 
-def within_resource(audience: str, resource: str) -> bool:
-    """Whether `audience` is the registered `resource` (the admin's), or a URI under it."""
-    return audience == resource or audience.startswith(resource.rstrip("/") + "/")
+async def _not_a_registered_resources_host(hostname: str) -> None:
+    """403 for an owner token's proxy on the host of a protected resource the admin registered:
+    who may log in for that resource was then the proxy's policy (`oauth/login.host_policies`),
+    the owner's, and an owner open to every user opened the admin's resource to them too."""
+    if caller().is_admin:
+        return
+    for resource in await storage().resources.all():
+        if (urlsplit(resource.uri).hostname or "").lower() == hostname:
+            raise forbidden(
+                f"{hostname} is the host of a protected resource the admin registered: only "
+                "the admin token may proxy it",
+                field="hostname",
+            )
 
 
 @proxies.delete("/<hostname>/auth")

@@ -22,13 +22,13 @@ from werkzeug.routing import PathConverter
 from oauthproxy.api.auth import requires_token
 from oauthproxy.api.contract import path_parameters
 from oauthproxy.api.ownership import Json, as_json, patched, storage
-from oauthproxy.api.proxies import within_resource
 from oauthproxy.api.state import app_state
 from oauthproxy.errors import Conflict, NotFound
 from oauthproxy.models.common import HTTP_URI_PATTERN, Hostname, HttpUri, Request, ScopeName
 from oauthproxy.models.proxies import ProxyTarget
 from oauthproxy.models.resources import ProtectedResource
 from oauthproxy.oauth.errors import OAuthError
+from oauthproxy.oauth.indicators import within_resource
 from oauthproxy.oauth.parameters import canonical_resource, unsupported_scopes
 from oauthproxy.oauth.verify import Claims, InvalidToken, load_verifier
 

@@ -19,6 +19,7 @@ from oauthproxy.api.ownership import (
     Json,
     as_json,
     caller,
+    check_unclaimed_by_routes,
     check_url_target,
     owner_serialized,
     ownership,
@@ -100,6 +101,7 @@ async def register_external_service(data: ExternalServiceCreate) -> tuple[Json, 
     """Register a named external URL, owned by the calling token."""
     service = data.service(**ownership())
     await check_url_target("target_url", service.target_url)
+    await check_unclaimed_by_routes("service", service.service_name, "service_name")
     async with quota_slot(Quota.SERVICES):
         await storage().external_services.create(service)
     return as_json(service), 201

@@ -108,7 +108,7 @@ def _check_gateway_login(settings: Settings, request: AuthorizationRequest) -> N
         return
     callback = urlsplit(request.redirect_uri)
     origin = f"{callback.scheme}://{callback.netloc}"
-    hostname = (request.proxy_hostname or callback.hostname or "").lower()
+    hostname = (request.proxy_hostname or "").lower()  # (required: whose login this is)
     resources = [origin] if settings.mcp_resource_indicators_enabled else []
     if request.resources != resources or hostname != callback.hostname:
         raise PageError(

@@ -9,6 +9,7 @@ import uuid
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from urllib.parse import urlsplit
 
 from oauthproxy.models.oauth import AuthorizationCode, OAuthClient, OAuthSession, UserIdentity
 from oauthproxy.oauth import indicators, pkce
@@ -87,8 +88,9 @@ async def _redeem(server: OAuthServer, client: OAuthClient, params: Params) -> d
         else settings.oauth_access_token_lifetime
     )
     identity = redemption.code.identity
-    if client.client_id == GATEWAY_CLIENT_ID and request.proxy_hostname is not None:
-        identity = await _for_tenant_login(server, identity, request.proxy_hostname)
+    if client.client_id == GATEWAY_CLIENT_ID:  # (its callback's host: `_check_gateway_login`)
+        hostname = request.proxy_hostname or urlsplit(request.redirect_uri).hostname or ""
+        identity = await _for_tenant_login(server, identity, hostname)
     session = OAuthSession(
         session_id=session_id,
         client_id=client.client_id,
@@ -109,15 +111,17 @@ async def _for_tenant_login(
     identity headers, `access.identity_headers`). Such a token is the browser's cookie on the
     owner's hostname, and a backend reads it whole once auth is off or the cookie renamed: it
     carried the visitor's email and every organisation and team, private ones too, though no
-    consent is asked for this client. The admin's proxies get the whole identity."""
+    consent is asked for this client. The admin's proxies get the whole identity; a proxy
+    gone since the login (or never there) gets the least: the login, with no email or group."""
     target = await server.storage.proxies.get(hostname.lower())
-    if target is None or target.owner_token_hash is None:
-        return identity
-    owner = await server.storage.tokens.by_hash(target.owner_token_hash)
-    if owner is not None and owner.is_admin:
-        return identity
-    required = {group.lower() for group in target.auth_required_groups or ()}
-    checks_emails = bool(target.auth_required_emails)
+    if target is not None:
+        if target.owner_token_hash is None:
+            return identity  # (the admin's proxy, made before proxies had owners)
+        owner = await server.storage.tokens.by_hash(target.owner_token_hash)
+        if owner is not None and owner.is_admin:
+            return identity
+    required = {group.lower() for group in (target.auth_required_groups if target else None) or ()}
+    checks_emails = target is not None and bool(target.auth_required_emails)
     return identity.model_copy(
         update={
             "groups": [group for group in identity.groups if group.lower() in required],

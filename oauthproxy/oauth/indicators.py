@@ -36,7 +36,8 @@ def named(settings: Settings, values: Sequence[str]) -> list[str]:
     )
 
 
-def _under(uri: str, resource: str) -> bool:
+def within_resource(uri: str, resource: str) -> bool:
+    """Whether `uri` is the registered `resource` (the admin's), or a URI under it."""
     return uri == resource or uri.startswith(resource.rstrip("/") + "/")
 
 
@@ -52,7 +53,7 @@ async def check_known(storage: Storage, settings: Settings, uris: Sequence[str])
             continue
         if registered is None:
             registered = [resource.uri for resource in await storage.resources.all()]
-        if not any(_under(uri, resource) for resource in registered):
+        if not any(within_resource(uri, resource) for resource in registered):
             unknown.append(uri)
     if unknown:
         raise OAuthError(

@@ -17,6 +17,7 @@ from oauthproxy.models.oauth import ClientOrigin, OAuthClient
 from oauthproxy.oauth.client_metadata import PUBLIC, parse_metadata
 from oauthproxy.oauth.clients import secret_hash, secret_matches
 from oauthproxy.oauth.errors import OAuthError
+from oauthproxy.oauth.parameters import DEFAULT_CLIENT_SCOPE
 from oauthproxy.oauth.rate_limits import Limited, over_limit
 from oauthproxy.oauth.server import OAuthServer
 from oauthproxy.proxy.limits import client_key
@@ -175,9 +176,16 @@ async def update(server: OAuthServer, client: OAuthClient, body: Any) -> dict[st
     metadata = parse_metadata({k: v for k, v in body.items() if k != "client_secret"})
     if metadata.token_endpoint_auth_method != client.token_endpoint_auth_method:
         raise OAuthError("invalid_client_metadata", "token_endpoint_auth_method cannot change")
+    # the admin vouched for the client as it registered it (no consent page); whoever holds
+    # its registration token could otherwise send its codes anywhere, still without consent:
+    # a change of where codes go, or of what it may ask, makes it an ordinary client
+    scope = metadata.scope or DEFAULT_CLIENT_SCOPE
+    changed = set(metadata.redirect_uris) != set(client.redirect_uris) or scope != client.scope
+    trusted = client.origin is ClientOrigin.ADMIN
+    origin = ClientOrigin.DYNAMIC if trusted and changed else client.origin
     updated = metadata.client(
         client.client_id,
-        client.origin,
+        origin,
         client_secret_hash=client.client_secret_hash,
         registration_access_token_hash=client.registration_access_token_hash,
         created_at=client.created_at,
