@@ -86,10 +86,10 @@ async def _policy(hostname: str) -> tuple[AccessPolicy, ProxyTarget | None]:
     proxy of the same name (any free name can be claimed) decided who passed there."""
     state = app_state(current_app)
     target = await state.storage.proxies.get(hostname.partition(":")[0]) if hostname else None
+    if target is not None and not await state.storage.tokens.is_admins(target.owner_token_hash):
+        target = None  # a tenant's proxy: its policy is for its own traffic
     owner = target.owner_token_hash if target else None
     token = await state.storage.tokens.by_hash(owner) if owner else None
-    if owner is not None and (token is None or not token.is_admin):
-        target = None  # a tenant's proxy: its policy is for its own traffic
     audiences = (target.auth_allowed_audiences if target else None) or ()
     named = {audience_host(audience) for audience in audiences}  # (their proxies now)
     # (one MGET however many audiences the owner listed, up to 100: not a command each)

@@ -339,19 +339,13 @@ async def check_unclaimed_by_routes(kind: str, name: str, field: str) -> None:
     routes = {route.route_id: route for route in await storage().routes.all()}
     naming = routes_naming_proxy if kind == "proxy" else routes_naming_service
     owners = {routes[route_id].owner_token_hash for route_id in naming(routes.values(), name)}
-    admins = [owner for owner in owners if owner is None or await _admin_hash(owner)]
-    if admins:
+    if [owner for owner in owners if await storage().tokens.is_admins(owner)]:
         raise ApiError(
             409,
             "in_use",
             f"the gateway's routes name the {kind} {name}: choose another {field}",
             field=field,
         )
-
-
-async def _admin_hash(owner_hash: str) -> bool:
-    token = await storage().tokens.by_hash(owner_hash)
-    return token is not None and token.is_admin
 
 
 async def tenant_owning(owner_hash: str | None) -> str | None:

@@ -114,12 +114,8 @@ async def _for_tenant_login(
     consent is asked for this client. The admin's proxies get the whole identity; a proxy
     gone since the login (or never there) gets the least: the login, with no email or group."""
     target = await server.storage.proxies.get(hostname.lower())
-    if target is not None:
-        if target.owner_token_hash is None:
-            return identity  # (the admin's proxy, made before proxies had owners)
-        owner = await server.storage.tokens.by_hash(target.owner_token_hash)
-        if owner is not None and owner.is_admin:
-            return identity
+    if target is not None and await server.storage.tokens.is_admins(target.owner_token_hash):
+        return identity
     required = {group.lower() for group in (target.auth_required_groups if target else None) or ()}
     checks_emails = target is not None and bool(target.auth_required_emails)
     return identity.model_copy(

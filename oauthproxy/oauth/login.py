@@ -10,7 +10,6 @@ from dataclasses import dataclass
 from urllib.parse import urlencode, urlsplit
 
 from oauthproxy.models.oauth import AuthorizationRequest, PendingConsent, UserIdentity
-from oauthproxy.models.proxies import ProxyTarget
 from oauthproxy.oauth.allowlist import AccessPolicy
 from oauthproxy.oauth.browser import browser_hash, new_browser_token, same_browser
 from oauthproxy.oauth.client_documents import ClientDocumentError
@@ -34,7 +33,6 @@ async def host_policies(
     resource, let in anyone for that resource.) At login, and again at every refresh."""
     hosts = [proxy_hostname] if proxy_hostname else []
     hosts += [urlsplit(uri).hostname or "" for uri in resources]
-    registered = [resource.uri for resource in await storage.resources.all()] if resources else []
     found = []
     unproxied = False
     for hostname in dict.fromkeys(host.lower() for host in hosts if host):
@@ -43,25 +41,21 @@ async def host_policies(
             unproxied = True
             continue
         found.append(AccessPolicy.for_proxy(target, allowed_users))
-        # a registered resource (the admin's) on a host a tenant's proxy serves (made before the
-        # registration: owners may not make one after) is under the global allowlist too
-        if any(
-            (urlsplit(uri).hostname or "").lower() == hostname
-            and any(within_resource(uri, resource) for resource in registered)
-            for uri in resources
-        ) and not await _admins(storage, target):
-            unproxied = True
+        on_host = [uri for uri in resources if (urlsplit(uri).hostname or "").lower() == hostname]
+        if on_host and not await storage.tokens.is_admins(target.owner_token_hash):
+            # a resource the admin registered on a host a tenant's proxy took first (owners may
+            # not make one after) is under the global allowlist too
+            unproxied = unproxied or await _registered(storage, on_host)
     if unproxied or not found:
         found.append(AccessPolicy.global_default(allowed_users))
     return found
 
 
-async def _admins(storage: Storage, target: ProxyTarget) -> bool:
-    """Whether the admin owns the proxy (one made before proxies had owners included)."""
-    if target.owner_token_hash is None:
-        return True
-    owner = await storage.tokens.by_hash(target.owner_token_hash)
-    return owner is not None and owner.is_admin
+async def _registered(storage: Storage, uris: list[str]) -> bool:
+    """Whether any of `uris` is (under) a resource the admin registered. (A scan of the
+    keyspace: only for resources on a tenant's host, which are rare.)"""
+    registered = [resource.uri for resource in await storage.resources.all()]
+    return any(within_resource(uri, resource) for uri in uris for resource in registered)
 
 
 _EXPIRED = PageError(

@@ -219,6 +219,14 @@ class TokenRepository(JsonRepository[Token]):
         if outcome == "secret":
             raise Conflict("token", "that token value is already used by another token")
 
+    async def is_admins(self, owner_hash: str | None) -> bool:
+        """Whether a record with this `owner_token_hash` is the admin's: an admin token's, or
+        one without an owner (made before records had owners)."""
+        if owner_hash is None:
+            return True
+        owner = await self.by_hash(owner_hash)
+        return owner is not None and owner.is_admin
+
     async def by_hash(self, token_hash: str) -> Token | None:
         """The token whose secret hashes to `token_hash` (an owner of records), or None."""
         name = await self._redis.get(keys.token_hash(token_hash))
