@@ -17,6 +17,7 @@ from __future__ import annotations
 import math
 import re
 from datetime import timedelta
+from typing import NoReturn
 
 from quart import Blueprint, current_app
 from quart_schema import document_response, validate_request
@@ -275,22 +276,22 @@ async def _count_acme_order(certificate: Certificate) -> None:
             who.token_hash, email, ACME_ACCOUNT_EMAILS_PER_DAY, 86_400_000
         )
         if left_ms:
-            _within(
-                WindowCount(count=ACME_ACCOUNT_EMAILS_PER_DAY + 1, remaining_ms=left_ms),
-                ACME_ACCOUNT_EMAILS_PER_DAY,
-                "new ACME account emails per day",
-            )
+            _too_many(ACME_ACCOUNT_EMAILS_PER_DAY, "new ACME account emails per day", left_ms)
 
 
 def _within(counted: WindowCount, limit: int, what: str) -> None:
     if counted.count > limit:
-        retry_after = max(1, math.ceil(counted.remaining_ms / 1000))
-        raise ApiError(
-            429,
-            "too_many_requests",
-            f"at most {limit} {what} for one token; try again in {retry_after} s",
-            headers={"Retry-After": str(retry_after)},
-        )
+        _too_many(limit, what, counted.remaining_ms)
+
+
+def _too_many(limit: int, what: str, remaining_ms: int) -> NoReturn:
+    retry_after = max(1, math.ceil(remaining_ms / 1000))
+    raise ApiError(
+        429,
+        "too_many_requests",
+        f"at most {limit} {what} for one token; try again in {retry_after} s",
+        headers={"Retry-After": str(retry_after)},
+    )
 
 
 @certificates.get("/")

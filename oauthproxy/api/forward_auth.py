@@ -28,9 +28,7 @@ from oauthproxy.api.state import app_state
 from oauthproxy.models.proxies import ProxyTarget
 from oauthproxy.oauth.browser import host_cookie
 from oauthproxy.oauth.verify import InvalidToken
-from oauthproxy.proxy.access import AccessPolicy, Deny, audience_host, authorize, challenge
-from oauthproxy.storage import keys
-from oauthproxy.storage.base import load_many
+from oauthproxy.proxy.access import AccessPolicy, Deny, authorize, challenge
 
 forward_auth = Blueprint("forward_auth", __name__)
 
@@ -88,18 +86,14 @@ async def _policy(hostname: str) -> tuple[AccessPolicy, ProxyTarget | None]:
     target = await state.storage.proxies.get(hostname.partition(":")[0]) if hostname else None
     if target is not None and not await state.storage.tokens.is_admins(target.owner_token_hash):
         target = None  # a tenant's proxy: its policy is for its own traffic
+    # what is left is the admin's (or no proxy): never a tenant's, whose extra audiences would
+    # be narrowed to its own proxies (`access.own_audiences`)
     owner = target.owner_token_hash if target else None
-    token = await state.storage.tokens.by_hash(owner) if owner else None
-    audiences = (target.auth_allowed_audiences if target else None) or ()
-    named = {audience_host(audience) for audience in audiences}  # (their proxies now)
-    # (one MGET however many audiences the owner listed, up to 100: not a command each)
-    found = await load_many(state.storage.redis, ProxyTarget, [keys.proxy(h) for h in named])
     policy = AccessPolicy.of(
         target or _UNPROXIED,
         issuer=state.settings.oauth_issuer_url,
         global_users=state.settings.oauth_allowed_github_users,
-        proxies={proxy.hostname: proxy for proxy in found},
-        admins=frozenset({token.hash}) if token is not None and token.is_admin else frozenset(),
+        admins=frozenset({owner}) if owner else frozenset(),
         identity_max_age=state.settings.oauth_identity_max_age,
     )
     return policy, target
