@@ -64,12 +64,16 @@ class AnswerTimer:
             self._armed = False
             self.scope.deadline = math.inf
 
-    def stop(self) -> None:
-        """The answer's head came, or the exchange ended without one: nothing is due."""
+    def stop(self) -> bool:
+        """The answer's head came, or the exchange ended without one: nothing is due. Returns
+        whether the deadline fired all the same (the answer came as it passed: it is late, and
+        the scope's next checkpoint raises `Cancelled`)."""
         self.due = math.inf
-        if self._armed:
-            self._armed = False
-            self.scope.deadline = math.inf
+        if not self._armed:
+            return False
+        self._armed = False
+        self.scope.deadline = math.inf
+        return self.scope.cancel_called
 
     def arm_if_due(self, now: float) -> None:
         """The sweep at `now`: arm the deadline of an answer due before the sweep after next

@@ -6,11 +6,13 @@ A WebSocket upgrade answered with an accepting 101 becomes a byte splice in both
 
 from __future__ import annotations
 
+from collections import deque
 from dataclasses import dataclass
 
 import trio
 
-from oauthproxy.proxy.codec import END, Head, State
+from oauthproxy.logs.records import RequestEntry
+from oauthproxy.proxy.codec import END, Event, Head, State
 from oauthproxy.proxy.exchange import Exchange
 from oauthproxy.proxy.framing import CONTINUE, Framing, head_bytes, request_line, status_line
 from oauthproxy.proxy.headers import (
@@ -49,7 +51,7 @@ class Destination:
     """A WebSocket to it that carries nothing either way for this long is closed."""
 
 
-_IDLE, _SWITCHED = State.IDLE, State.SWITCHED
+_IDLE, _SWITCHED, _NO_BODY = State.IDLE, State.SWITCHED, Framing.NONE
 """(An enum's class attributes cost a lookup each: the hot path reads these.)"""
 
 
@@ -91,18 +93,13 @@ def _expects_continue(request: Head) -> bool:
     return request.version == b"1.1" and request.header(b"expect").lower() == b"100-continue"
 
 
-async def _request_and_answer(
+async def _send_with_body(
     client: Channel, upstream: UpstreamConnection, request: Head, head: bytes
 ) -> Head:
-    """Send the request (head, then the client's body if it has one) and read the response head.
-    The upstream's `our_state` says whether all of it went out before the answer came."""
+    """Send a request that has a body (its head, then the client's body) and read the response
+    head. The upstream's `our_state` says whether all of it went out before the answer came."""
     channel = upstream.channel
     codec = channel.codec
-    if not request.has_body:
-        await channel.send(
-            codec.send_request(request.method, head, Framing.NONE) + codec.send_end()
-        )
-        return await _response_head(channel)
     framing = Framing.CHUNKED if request.chunked else Framing.LENGTH
     length = request.header(b"content-length")
     declared = int(length) if framing is Framing.LENGTH and length.isdigit() else None
@@ -144,26 +141,55 @@ async def _body_while_awaiting_answer(client: Channel, upstream: Channel, head: 
     return response
 
 
-async def _response_head(upstream: Channel) -> Head:
-    """The final response head (or a 101); 100 Continue and friends stay between us and the
-    upstream. (The answer to a HEAD request has no body: the codec knows the request.)"""
-    events = upstream.events
-    while True:
-        while not events:  # (`next_event`, without a coroutine per response)
-            await upstream.receive()
+def _final_head(events: deque[Event]) -> Head | None:
+    """The final response head (or a 101) among the upstream's parsed events, or None: more
+    must be read first. 100 Continue and friends stay between us and the upstream. (The answer
+    to a HEAD request has no body: the codec knows the request.)"""
+    while events:
         event = events.popleft()
         if isinstance(event, Head):
             if event.status >= 200 or event.status == 101:
                 return event
         elif event is not END:  # the END of an informational response is skipped too
             raise UpstreamGone("the upstream sent a body before its response")
+    return None
 
 
-async def _exchange(
+async def _response_head(upstream: Channel) -> Head:
+    """The final response head, read as it comes (`_final_head`)."""
+    events = upstream.events
+    while (response := _final_head(events)) is None:
+        await upstream.receive()
+    return response
+
+
+def timed_out(timeout: float) -> str:
+    """The 504's detail."""
+    return f"the upstream did not answer within {timeout:g}s"
+
+
+async def open_upstream(
     exchange: Exchange, destination: Destination
-) -> tuple[UpstreamConnection, Head]:
-    """Send the request and wait for the response head, within the request timeout."""
-    request, downstream = exchange.request, exchange.downstream
+) -> tuple[UpstreamConnection, Head] | Reply:
+    """Send the request to `destination` and wait for its response head, within the request
+    timeout: the upstream connection and the head, else the gateway's own answer (502; a 504
+    comes from the connection or stream whose deadline fired). The exchange's log entry learns
+    the upstream, the status and the kind of exchange. (HTTP/1.1 and HTTP/2 both start here;
+    what follows the head is framed by each.)
+
+    A request without a body goes out on a pooled connection when there is one, and again on a
+    fresh one if that one turns out closed. The common exchange (no body, a pooled connection)
+    runs in this coroutine alone: each level of coroutines between the connection's task and
+    the read it waits in is paid again at every resumption (the four levels this replaced cost
+    ~5 % of the gateway's CPU per proxied request: `benchmarks/cpu_per_request.py`)."""
+    request, downstream, pool, entry = (
+        exchange.request,
+        exchange.downstream,
+        exchange.pool,
+        exchange.entry,
+    )
+    if entry is not None:
+        entry.upstream, entry.route_id = destination.upstream, destination.route_id
     head = head_bytes(
         request_line(request.method, destination.origin.target(request.target)),
         upstream_request_headers(
@@ -174,78 +200,57 @@ async def _exchange(
             identity=exchange.identity,
         ),
     )
-    if not request.has_body:
+    has_body = request.has_body
+    if not has_body:
         events = downstream.events  # its END came with the head, almost always
         if (events.popleft() if events else await downstream.next_event()) is not END:
             raise ClientGone("a request without a body sent one")
-    timeout = destination.request_timeout
-    answer_by = exchange.answer_by
+    origin, timeout, answer_by = destination.origin, destination.request_timeout, exchange.answer_by
     exchange.answer_within = timeout
     answer_by.start(timeout)  # when it fires, the connection (the stream) answers
     try:
-        answered = await _ask(exchange, destination.origin, head)
-    finally:
-        answer_by.stop()
-    if answer_by.scope.cancel_called:  # the deadline passed as the answer came: late all the same
-        await trio.aclose_forcefully(answered[0].stream)
-        await trio.lowlevel.checkpoint()  # raises Cancelled: the connection (stream) answers 504
-    return answered
-
-
-def timed_out(timeout: float) -> str:
-    """The 504's detail."""
-    return f"the upstream did not answer within {timeout:g}s"
-
-
-async def _ask(exchange: Exchange, origin: Origin, head: bytes) -> tuple[UpstreamConnection, Head]:
-    """A connection to `origin`, the request on it, and the answer's head (within the request
-    timeout, which the caller set)."""
-    request, downstream, pool = exchange.request, exchange.downstream, exchange.pool
-    has_body = request.has_body
-    try:
-        # a bodiless request is retried on a fresh connection if a pooled one was closed
         upstream = (None if has_body else pool.idle(origin)) or await pool.acquire(
             origin, unless_dropped=has_body
         )
-    except UpstreamUnavailable as error:
-        raise _NoResponse(502, "bad_gateway", str(error)) from error
-    try:
-        return upstream, await _request_and_answer(downstream, upstream, request, head)
-    except UpstreamGone as error:
+        while True:
+            try:
+                if has_body:
+                    response = await _send_with_body(downstream, upstream, request, head)
+                else:
+                    channel = upstream.channel
+                    codec = channel.codec
+                    framed = codec.send_request(request.method, head, _NO_BODY)
+                    await channel.send(framed + codec.send_end())
+                    answers = channel.events
+                    while True:
+                        while not answers:  # (`_response_head`, without a coroutine)
+                            await channel.receive()
+                        if (answer := _final_head(answers)) is not None:
+                            break
+                    response = answer
+                break
+            except UpstreamGone as error:
+                await trio.aclose_forcefully(upstream.stream)
+                if has_body or not upstream.reused:
+                    raise _NoResponse(
+                        502, "bad_gateway", f"the upstream failed: {error}"
+                    ) from error
+                upstream = await pool.connect_fresh(origin)  # it closed while pooled
+            except BaseException:
+                await trio.aclose_forcefully(upstream.stream)
+                raise
+    except (_NoResponse, UpstreamUnavailable) as failure:
+        return _failed(entry, failure)
+    finally:
+        late = answer_by.stop()
+    if late:  # the deadline passed as the answer came
         await trio.aclose_forcefully(upstream.stream)
-        if upstream.reused and not has_body:
-            fresh = await pool.connect_fresh(origin)
-            return fresh, await _request_and_answer(downstream, fresh, request, head)
-        raise _NoResponse(502, "bad_gateway", f"the upstream failed: {error}") from error
-    except BaseException:
+        await trio.lowlevel.checkpoint()  # raises Cancelled: the connection (stream) answers 504
+    if response.status == 101 and not _switch_allowed(exchange, response):
         await trio.aclose_forcefully(upstream.stream)
-        raise
-
-
-async def open_upstream(
-    exchange: Exchange, destination: Destination
-) -> tuple[UpstreamConnection, Head] | Reply:
-    """Send the request to `destination` and wait for its response head: the upstream
-    connection and the head, else the gateway's own answer (502, 504). The exchange's log entry
-    learns the upstream, the status and the kind of exchange. (HTTP/1.1 and HTTP/2 both start
-    here; what follows the head is framed by each.)"""
-    entry = exchange.entry
-    if entry is not None:
-        entry.upstream, entry.route_id = destination.upstream, destination.route_id
-    try:
-        upstream, response = await _exchange(exchange, destination)
-        if response.status == 101 and not _switch_allowed(exchange, response):
-            await trio.aclose_forcefully(upstream.stream)
-            raise _NoResponse(502, "bad_gateway", "the upstream's 101 accepted no WebSocket")
-    except (_NoResponse, UpstreamUnavailable, UpstreamGone) as failure:
-        status, error, detail = (
-            (failure.status, failure.error, failure.detail)
-            if isinstance(failure, _NoResponse)
-            else (502, "bad_gateway", str(failure))
+        return _failed(
+            entry, _NoResponse(502, "bad_gateway", "the upstream's 101 accepted no WebSocket")
         )
-        if entry is not None:
-            entry.status, entry.reason = status, error
-        return error_reply(status, error, detail)
     if entry is not None:
         entry.status = response.status
         if response.status == 101:
@@ -255,12 +260,28 @@ async def open_upstream(
     return upstream, response
 
 
-async def forward(exchange: Exchange, destination: Destination) -> bool:
-    """Proxy one request to `destination`. Returns whether the client connection can carry
-    another request: never once the exchange's `draining` is set, and then the response says
-    `Connection: close` if its head has not gone out yet. The exchange's log entry learns the
-    upstream, the status and the kind of exchange."""
-    opened = await open_upstream(exchange, destination)
+def _failed(entry: RequestEntry | None, failure: _NoResponse | UpstreamUnavailable) -> Reply:
+    """The gateway's answer when the upstream gave none, noted on the log entry."""
+    status, error, detail = (
+        (failure.status, failure.error, failure.detail)
+        if isinstance(failure, _NoResponse)
+        else (502, "bad_gateway", str(failure))
+    )
+    if entry is not None:
+        entry.status, entry.reason = status, error
+    return error_reply(status, error, detail)
+
+
+async def forward(
+    exchange: Exchange,
+    destination: Destination,
+    opened: tuple[UpstreamConnection, Head] | Reply,
+) -> bool:
+    """Send the client what `open_upstream` opened (its answer, or ours) and return whether
+    the client connection can carry another request: never once the exchange's `draining` is
+    set, and then the response says `Connection: close` if its head has not gone out yet.
+    (Called after `open_upstream` rather than around it, so that the read that awaits the
+    upstream's answer is one coroutine nearer the connection's task.)"""
     if isinstance(opened, Reply):
         await exchange.downstream.send_reply(opened, close=True, head=exchange.head_request)
         return False
@@ -275,7 +296,8 @@ async def forward(exchange: Exchange, destination: Destination) -> bool:
                 destination.websocket_idle_timeout,
             )
             return False
-        keep_alive = await _stream_response(exchange, upstream, response, destination.response)
+        head, keep_alive = _client_head(exchange, upstream, response, destination.response)
+        await relay(upstream.channel, exchange.downstream, head, last=not keep_alive)
     except BaseException:
         await trio.aclose_forcefully(upstream.stream)
         raise
@@ -298,10 +320,11 @@ def _client_framing(request: Head, response: Head) -> Framing:
     return Framing.LENGTH
 
 
-async def _stream_response(
+def _client_head(
     exchange: Exchange, upstream: UpstreamConnection, response: Head, rewrite: ResponseRewrite
-) -> bool:
-    """Relay the response; returns whether the client connection stays open."""
+) -> tuple[bytes, bool]:
+    """The response head the client gets (framed by its codec: the body follows), and whether
+    the client connection stays open after it."""
     request, downstream, draining = exchange.request, exchange.downstream, exchange.draining
     framing = _client_framing(request, response)
     headers = client_response_headers(response.headers, rewrite, switching=False)
@@ -319,6 +342,4 @@ async def _stream_response(
     if not keep_alive:
         headers.append((b"connection", b"close"))
     head = head_bytes(status_line(response.status, response.reason), headers)
-    head = downstream.codec.send_response(head, framing)
-    await relay(upstream.channel, downstream, head, last=not keep_alive)
-    return keep_alive
+    return downstream.codec.send_response(head, framing), keep_alive

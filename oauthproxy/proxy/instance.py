@@ -53,7 +53,7 @@ from oauthproxy.proxy.challenges import ChallengeLookup, challenge_reply, is_cha
 from oauthproxy.proxy.codec import Event, Head, State
 from oauthproxy.proxy.config import InstanceConfig, PublicPorts
 from oauthproxy.proxy.exchange import AnswerTimer, Exchange
-from oauthproxy.proxy.forward import Destination, forward, timed_out
+from oauthproxy.proxy.forward import Destination, forward, open_upstream, timed_out
 from oauthproxy.proxy.handover import Lookup, Serving, answer, pass_connection, refusal, refuse
 from oauthproxy.proxy.headers import Client
 from oauthproxy.proxy.http import BadRequest, Channel, PeerClosed, close_gently
@@ -438,7 +438,7 @@ class Instance:
             exchange.request = dataclasses.replace(exchange.request, keep_alive=False)
         routed = await self.route(exchange)
         if isinstance(routed, Destination):
-            return await forward(exchange, routed)
+            return await forward(exchange, routed, await open_upstream(exchange, routed))
         reply, last = routed
         channel, request = exchange.downstream, exchange.request
         if last:
