@@ -81,6 +81,11 @@ class LeanSocketStream(trio.abc.HalfCloseableStream):
         stdlib = sock if isinstance(sock, socket.socket) else sock._sock  # type: ignore[attr-defined]
         self.socket: socket.socket = stdlib
         """The stdlib socket, non-blocking (`serve_listener` sets that on the ones it accepts)."""
+        self.fd = stdlib.fileno()
+        """Its descriptor, -1 once `close_socket` closed it (set there, before the number can
+        be another socket's): reads and writes use it as it is, and a closed stream's fail with
+        EBADF, which they raise as `ClosedResourceError` (`_failed`). (Asking the socket, and
+        checking, cost a call per read and write.)"""
         self._shut_wr = False
         self.send_timeout = send_timeout
         self.received = 0
@@ -116,8 +121,9 @@ class LeanSocketStream(trio.abc.HalfCloseableStream):
         callback, self._on_close = self._on_close, None
         if callback is not None:
             callback()
-        if self._waiting and self.socket.fileno() != -1:
+        if self._waiting and self.fd != -1:
             trio.lowlevel.notify_closing(self.socket)
+        self.fd = -1
         self.socket.close()
 
     async def aclose(self) -> None:
@@ -125,10 +131,17 @@ class LeanSocketStream(trio.abc.HalfCloseableStream):
         await trio.lowlevel.checkpoint()
 
     def _fd(self) -> int:
-        fd = self.socket.fileno()
+        fd = self.fd
         if fd == -1:
             raise trio.ClosedResourceError("the socket was closed")
         return fd
+
+    def _failed(self, error: OSError) -> trio.BrokenResourceError | trio.ClosedResourceError:
+        """What a failed read or write raises: `ClosedResourceError` on a closed stream (its
+        descriptor is -1: EBADF), as trio's stream raises, else `BrokenResourceError`."""
+        if self.fd == -1:
+            return trio.ClosedResourceError("the socket was closed")
+        return trio.BrokenResourceError(str(error))
 
     def receive_ready(self) -> bytes | None:
         """What the socket holds already, without waiting (b"": the peer's end of file); None
@@ -148,7 +161,7 @@ class LeanSocketStream(trio.abc.HalfCloseableStream):
         size = max_bytes or READ_SIZE
         while True:
             try:
-                data = os.read(self._fd(), size)
+                data = os.read(self.fd, size)
             except BlockingIOError:
                 try:
                     await self._wait(wait_readable)
@@ -156,7 +169,7 @@ class LeanSocketStream(trio.abc.HalfCloseableStream):
                     raise trio.BrokenResourceError(str(error)) from error
                 continue
             except OSError as error:
-                raise trio.BrokenResourceError(str(error)) from error
+                raise self._failed(error) from error
             self.received += len(data)
             return data
 
@@ -184,13 +197,13 @@ class LeanSocketStream(trio.abc.HalfCloseableStream):
     async def send_all(self, data: bytes | bytearray | memoryview) -> None:
         if self._shut_wr:
             raise trio.ClosedResourceError("can't send data after sending EOF")
-        fd = self._fd()
+        fd = self.fd
         try:  # a small message goes out whole in one write: no view, no slice
             sent = os.write(fd, data)
         except BlockingIOError:
             sent = 0
         except OSError as error:
-            raise trio.BrokenResourceError(str(error)) from error
+            raise self._failed(error) from error
         if sent == len(data):
             self.sent += sent
             return
@@ -200,9 +213,9 @@ class LeanSocketStream(trio.abc.HalfCloseableStream):
                     sent += os.write(fd, view[sent:])
                 except BlockingIOError:
                     await self._wait_writable()
-                    fd = self._fd()
+                    fd = self.fd
                 except OSError as error:
-                    raise trio.BrokenResourceError(str(error)) from error
+                    raise self._failed(error) from error
             self.sent += sent
 
     async def wait_send_all_might_not_block(self) -> None:

@@ -8,6 +8,7 @@ to the pool, where nothing would ever use it again.
 
 from __future__ import annotations
 
+import functools
 import select
 import ssl
 from dataclasses import dataclass, field
@@ -40,8 +41,9 @@ class Origin:
         host = f"[{self.host}]" if ":" in self.host else self.host
         return (host if self.port == default else f"{host}:{self.port}").encode()
 
-    @property
+    @functools.cached_property
     def key(self) -> OriginKey:
+        """(Made once: the pool looks it up twice per request.)"""
         return (self.scheme, self.host, self.port)
 
     def target(self, path: bytes) -> bytes:
