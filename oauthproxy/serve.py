@@ -49,6 +49,7 @@ from oauthproxy.listeners import BoundListeners, bind_listeners
 from oauthproxy.logs.logger import RequestLogger, request_logging
 from oauthproxy.services.docker import DockerEngine
 from oauthproxy.services.events import serve_docker_events
+from oauthproxy.services.owner_networks import gateway_container
 from oauthproxy.settings import Settings
 from oauthproxy.storage import Storage, open_storage
 from oauthproxy.storage.embedded import EmbeddedRedis, serve_embedded_redis
@@ -223,7 +224,13 @@ async def _serve_bound(
                 await storage.internal_services.register_api(api_url)
                 engine = DockerEngine(settings.docker_host, settings.docker_api_version)
                 await services.start(
-                    functools.partial(serve_docker_events, engine, storage, shutdown)
+                    functools.partial(
+                        serve_docker_events,
+                        engine,
+                        storage,
+                        shutdown,
+                        gateway=gateway_container(settings.gateway_container),
+                    )
                 )
                 instances = await data_plane(
                     Plane(

@@ -241,6 +241,13 @@ class Settings(BaseSettings):
     docker_gid: int = 999
     docker_api_version: str = "1.41"
     docker_host: str = "unix:///var/run/docker.sock"
+    gateway_container: str | None = Field(
+        default=None,
+        description="The Docker container the gateway runs in (a name or ID; `self`: this "
+        "process's hostname, which Docker sets to the container's ID), which then joins each "
+        "owner's Docker network to reach its services by name; unset: the gateway runs on the "
+        "host",
+    )
     base_domain: str = "localhost"
 
     # --- OAuth ---------------------------------------------------------------------------------
@@ -368,8 +375,9 @@ class Settings(BaseSettings):
     )
     owner_docker_networks: Annotated[list[str], NoDecode] = Field(
         default_factory=list,
-        description="Docker networks non-admin tokens may attach their services to; empty: none "
-        "(their containers join the engine's default network). The admin token may name any",
+        description="Docker networks non-admin tokens may attach their services to, besides "
+        "their owner's own network (a listed one is shared by every owner naming it); empty: "
+        "none. The admin token may name any",
     )
     owner_image_registries: Annotated[list[str], NoDecode] = Field(
         default_factory=list,

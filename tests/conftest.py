@@ -95,6 +95,7 @@ DOCKER_ENGINE_FILES = frozenset(
         "test_docker_ports.py",
         "test_docker_publishing.py",
         "test_docker_services.py",
+        "test_owner_networks.py",
     }
 )
 """The files whose tests start a dockerd of their own (tests/docker_engine.py): one worker runs
@@ -259,6 +260,7 @@ os.environ.setdefault("PYTHONDONTWRITEBYTECODE", "1")
 
 from tests.docker_engine import bridged_docker_engine as bridged_docker_engine  # noqa: E402
 from tests.docker_engine import docker_engine as docker_engine  # noqa: E402 - a session fixture
+from tests.docker_engine import isolating_docker_engine as isolating_docker_engine  # noqa: E402
 
 # The container image (Containerfile) built in the background while the suite runs: hooks and the
 # `container_image` fixture.

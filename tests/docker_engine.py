@@ -11,6 +11,12 @@ bridge of its own (a fresh name and an unused private /24, made with `ip` and re
 and publishes ports through docker-proxy (`--userland-proxy`), with iptables still off: the
 proxy listens on the host address a port is bound to and relays to the container's bridge
 address, which needs no iptables rule.
+
+`isolating_docker_engine` is a third, for the owner networks (tests/test_owner_networks.py):
+bridged like the second, and with iptables on, as an engine is by default, since iptables
+holds the rules that keep one bridge network's containers from another's. Its networks come
+from a private /16 no route uses yet. At the end the rules it made for its bridges are deleted
+with them.
 """
 
 from __future__ import annotations
@@ -43,6 +49,7 @@ class Engine:
     process: subprocess.Popen[bytes]
     bridge: str | None = None
     """The bridge interface this engine owns (removed with it), when it has one."""
+    iptables: bool = False
 
     def docker(self, *args: str) -> str:
         """Run the docker CLI against this engine (test set-up and checks only)."""
@@ -93,30 +100,34 @@ def _wait_for_engine(engine: Engine) -> None:
         time.sleep(0.1)
 
 
-def start_engine(root: Path, *, bridged: bool = False) -> Engine:
+def start_engine(root: Path, *, bridged: bool = False, iptables: bool = False) -> Engine:
     """Start dockerd in `root`; with `bridged`, on a bridge of its own that publishes ports
-    through docker-proxy."""
+    through docker-proxy; with `iptables`, bridged, isolating its networks from each other."""
     dockerd = _required("dockerd")
     _required("docker")
     host = f"unix://{root}/docker.sock"
-    bridge = _make_bridge() if bridged else None
+    bridge = _make_bridge() if bridged or iptables else None
     network = (
         ["--bridge", bridge, "--userland-proxy=true",
          "--userland-proxy-path", _required("docker-proxy")]
         if bridge
         else ["--bridge", "none", "--userland-proxy=false"]
     )  # fmt: skip
+    if iptables:
+        pool = _free_subnet([f"10.{second}.0.0/16" for second in range(30, 230)])
+        network += ["--default-address-pool", f"base={pool},size=24"]
     with (root / "dockerd.log").open("wb") as log:
         process = subprocess.Popen(
             [
                 dockerd, "--host", host, "--data-root", str(root / "data"),
                 "--exec-root", str(root / "exec"), "--pidfile", str(root / "dockerd.pid"),
-                "--iptables=false", "--ip6tables=false", "--ip-masq=false", *network,
+                f"--iptables={str(iptables).lower()}", "--ip6tables=false", "--ip-masq=false",
+                *network,
             ],
             stdout=log,
             stderr=subprocess.STDOUT,
         )  # fmt: skip
-    engine = Engine(host=host, root=root, process=process, bridge=bridge)
+    engine = Engine(host=host, root=root, process=process, bridge=bridge, iptables=iptables)
     try:
         _wait_for_engine(engine)
     except BaseException:
@@ -125,25 +136,32 @@ def start_engine(root: Path, *, bridged: bool = False) -> Engine:
     return engine
 
 
-def _make_bridge() -> str:
-    """A new bridge interface, up, with the gateway address of a private /24 (10.x first) no
-    route uses yet."""
-    ip = _required("ip")
-    routes = subprocess.run([ip, "-4", "route"], capture_output=True, text=True, check=True)
+def _free_subnet(candidates: list[str]) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
+    """The first of `candidates` that no route of this host overlaps."""
+    routes = subprocess.run(
+        [_required("ip"), "-4", "route"], capture_output=True, text=True, check=True
+    )
     used = [ipaddress.ip_network(line.split()[0], strict=False)
             for line in routes.stdout.splitlines() if line and line[0].isdigit()]  # fmt: skip
-    candidates = [
-        *(f"10.{secrets.randbelow(200) + 30}.{third}.0/24" for third in range(256)),
-        *(f"172.{second}.{secrets.randbelow(256)}.0/24" for second in range(16, 32)),
-        *(f"192.168.{third}.0/24" for third in range(256)),
-    ]
     subnet = next(
         (net for net in map(ipaddress.ip_network, candidates)
          if not any(net.overlaps(other) for other in used)),
         None,
     )  # fmt: skip
     if subnet is None:
-        pytest.fail("no private /24 is free for dockerd's bridge: every one is routed already")
+        pytest.fail("no private network is free for dockerd: every one is routed already")
+    return subnet
+
+
+def _make_bridge() -> str:
+    """A new bridge interface, up, with the gateway address of a private /24 (10.x first) no
+    route uses yet."""
+    ip = _required("ip")
+    subnet = _free_subnet([
+        *(f"10.{secrets.randbelow(200) + 30}.{third}.0/24" for third in range(256)),
+        *(f"172.{second}.{secrets.randbelow(256)}.0/24" for second in range(16, 32)),
+        *(f"192.168.{third}.0/24" for third in range(256)),
+    ])  # fmt: skip
     name = f"opb{secrets.token_hex(4)}"
     for command in (
         ["link", "add", "name", name, "type", "bridge"],
@@ -157,9 +175,33 @@ def _make_bridge() -> str:
     return name
 
 
+def _remove_networks(engine: Engine) -> None:
+    """Remove the engine's containers and the networks they made (best effort): a bridge
+    network's interface, and with iptables its rules, outlive dockerd otherwise."""
+    run = ["docker", "--host", engine.host]
+    listed = subprocess.run([*run, "ps", "-aq"], capture_output=True, text=True, timeout=60)
+    if listed.stdout.split():
+        subprocess.run([*run, "rm", "-f", *listed.stdout.split()], capture_output=True, timeout=120)
+    subprocess.run([*run, "network", "prune", "-f"], capture_output=True, timeout=60)
+
+
+def _delete_rules_naming(interface: str) -> None:
+    """Delete the iptables rules that name `interface` (dockerd leaves its bridge's)."""
+    for table in ("filter", "nat"):
+        rules = subprocess.run(
+            ["iptables", "-t", table, "-S"], capture_output=True, text=True, check=False
+        )
+        for rule in rules.stdout.splitlines():
+            if rule.startswith("-A ") and interface in rule.split():
+                deleted = ["-D", *rule.split()[1:]]
+                subprocess.run(["iptables", "-t", table, *deleted], capture_output=True)
+
+
 def stop_engine(engine: Engine) -> None:
     """Stop dockerd (it stops its containers), undo its netns mount, remove its directory."""
     if engine.process.poll() is None:
+        with contextlib.suppress(subprocess.SubprocessError, OSError):
+            _remove_networks(engine)
         engine.process.send_signal(signal.SIGTERM)
         try:
             engine.process.wait(timeout=30)
@@ -173,6 +215,8 @@ def stop_engine(engine: Engine) -> None:
         shutil.rmtree(engine.root)
     if engine.bridge is not None:
         subprocess.run(["ip", "link", "del", engine.bridge], capture_output=True, check=False)
+        if engine.iptables:
+            _delete_rules_naming(engine.bridge)
 
 
 @pytest.fixture(scope="session")
@@ -187,9 +231,16 @@ def bridged_docker_engine() -> Iterator[Engine]:
     yield from _engine_with_image(bridged=True)
 
 
-def _engine_with_image(*, bridged: bool) -> Iterator[Engine]:
+@pytest.fixture(scope="session")
+def isolating_docker_engine() -> Iterator[Engine]:
+    """A real dockerd on a bridge of its own, with iptables: its networks are isolated from
+    each other as an engine's are by default; with the busybox image."""
+    yield from _engine_with_image(bridged=True, iptables=True)
+
+
+def _engine_with_image(*, bridged: bool, iptables: bool = False) -> Iterator[Engine]:
     root = Path(tempfile.mkdtemp(prefix="dk", dir="/tmp"))  # short: the socket path is bounded
-    engine = start_engine(root, bridged=bridged)
+    engine = start_engine(root, bridged=bridged, iptables=iptables)
     try:
         tarball = _rootfs_tarball(root / "image")
         engine.docker("import", "--change", 'CMD ["/bin/sh"]', str(tarball), IMAGE)

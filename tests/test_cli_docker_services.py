@@ -58,7 +58,7 @@ async def test_service_commands_drive_the_engine(cli: Cli, docker_engine: Engine
     shown = await cli.json("service", "show", "clisvc")
     assert (shown["service_name"], shown["memory_limit"]) == ("clisvc", "64m")
     cleaned = await cli.json("service", "cleanup")
-    assert cleaned == {"removed_containers": [], "removed_records": []}
+    assert cleaned == {"removed_containers": [], "removed_records": [], "removed_networks": []}
     updated = await cli.json("service", "update", "clisvc", "--memory", "80m")
     assert updated["memory_limit"] == "80m"
 

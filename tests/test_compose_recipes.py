@@ -120,3 +120,5 @@ def test_compose_yaml_checks_both_services_health_and_gives_the_gateway_the_engi
     assert api["environment"]["OWNER_DOCKER_NETWORKS"] == services_network
     assert set(api["networks"]) == {"default", "services"}
     assert "networks" not in services["redis"]  # default only
+    # the gateway's container joins each owner's network (its hostname names it)
+    assert api["environment"]["GATEWAY_CONTAINER"] == "self"

@@ -439,7 +439,11 @@ async def test_cleanup_removes_containers_without_records_and_records_without_co
         assert (await carol.post(f"{SERVICES}cleanup")).status_code == 403
 
     cleaned = await admin.post(f"{SERVICES}cleanup")
-    assert cleaned.json() == {"removed_containers": ["stray"], "removed_records": ["forgotten"]}
+    assert cleaned.json() == {
+        "removed_containers": ["stray"],
+        "removed_records": ["forgotten"],
+        "removed_networks": [],
+    }
     names = docker_engine.docker("ps", "-a", "--format", "{{.Names}}").split()
     assert "stray" not in names and {"not-ours", "kept"} <= set(names)
     assert await storage.redis.exists([keys.docker_service("forgotten")]) == 0

@@ -17,16 +17,18 @@ from typing import Any
 import trio
 from quart import current_app
 
+from oauthproxy.api.errors import ApiError
 from oauthproxy.api.ownership import (
     Json,
     as_json,
     check_unclaimed_by_routes,
+    owner_serialized,
     storage,
     tenant_owning,
     tenant_quota_slot,
 )
 from oauthproxy.api.state import app_state
-from oauthproxy.errors import Conflict, NotFound
+from oauthproxy.errors import Conflict, GatewayError, NotFound
 from oauthproxy.models.docker import DockerServiceCreate, PortRequest
 from oauthproxy.models.services import DockerService, PortAllocation, PortConfig
 from oauthproxy.services import ports as port_rules
@@ -41,6 +43,7 @@ from oauthproxy.services.docker import (
     PortMapping,
 )
 from oauthproxy.services.events import record_one
+from oauthproxy.services.owner_networks import OwnerNetworks, gateway_container
 from oauthproxy.tenancy.quotas import Quota
 
 log = logging.getLogger(__name__)
@@ -52,6 +55,44 @@ def engine() -> DockerEngine:
     docker = app_state(current_app).docker
     assert docker is not None, "create_app always makes one"
     return docker
+
+
+def owner_networks() -> OwnerNetworks:
+    settings = app_state(current_app).settings
+    return OwnerNetworks(engine(), gateway_container(settings.gateway_container))
+
+
+async def owner_network_of(service: DockerService) -> str | None:
+    """The network of the service's owner (made if need be, the gateway joined to it), where
+    its container goes; None for the admin's services, which go where they ask, as before.
+    It is never removed between this and the container's create: `release_owner_network`
+    removes it, under the owner's lock, only when the owner has no service record, and the
+    service's record was stored before this (under that lock, `reserve_service`)."""
+    owner = await tenant_owning(service.owner_token_hash)
+    if owner is None:
+        return None
+    return await owner_networks().join(owner)
+
+
+async def release_owner_network(owner_hash: str | None) -> list[str]:
+    """Remove the owner's network once no service of the owner is left (the caller holds the
+    owner's lock); best effort, never failing the request: the names of those removed."""
+    if owner_hash is None or await storage().docker_services.owned_by(owner_hash):
+        return []
+    return await owner_networks().release(owner_hash)
+
+
+async def release_forgotten_networks() -> list[str]:
+    """Remove the owner networks whose owner has no Docker service left (the engine was away
+    when the last one went, say): the names of those removed."""
+    owning = {service.owner_token_hash for service in await storage().docker_services.all()}
+    networks = await engine().networks({MANAGED_LABEL: "true"})
+    owners = {network.labels.get(OWNER_LABEL) for network in networks}
+    removed = []
+    for owner in sorted(o for o in owners if o and o not in owning):
+        async with owner_serialized(owner):
+            removed += await release_owner_network(owner)
+    return removed
 
 
 async def reserve_service(data: DockerServiceCreate, owner: dict[str, str]) -> DockerService:
@@ -94,7 +135,8 @@ async def create_service(data: DockerServiceCreate, service: DockerService) -> D
         allocated = [await allocate(service, port) for port in _wanted_ports(data, internal_port)]
         service = service.model_copy(update={"internal_port": internal_port})
         await storage().docker_services.put(service)
-        await docker.create(container_spec(service, allocated))
+        network = await owner_network_of(service)
+        await docker.create(container_spec(service, allocated, owner_network=network))
         if data.start:
             await docker.start(service.service_name)
         status = await record_one(docker, storage(), service.service_name)
@@ -111,6 +153,15 @@ async def _undo(docker: DockerEngine, service: DockerService) -> None:
     with contextlib.suppress(EngineUnavailable):
         await docker.remove(service.service_name)
     await storage().docker_services.delete(service)
+    try:
+        owner = await tenant_owning(service.owner_token_hash)
+        if owner is not None:
+            async with owner_serialized(owner):
+                await release_owner_network(owner)
+    except (ApiError, GatewayError) as error:  # (the owner's lock is busy; Redis is away)
+        log.warning(
+            "service %s: its owner's network left in place: %s", service.service_name, error
+        )
 
 
 def _wanted_ports(data: DockerServiceCreate, internal_port: int | None) -> list[PortRequest]:
@@ -159,9 +210,13 @@ def port_config(allocation: PortAllocation) -> PortConfig:
     )
 
 
-def container_spec(service: DockerService, ports: list[PortAllocation]) -> ContainerSpec:
+def container_spec(
+    service: DockerService, ports: list[PortAllocation], owner_network: str | None = None
+) -> ContainerSpec:
     """The container of `service`: its limits, its labels plus ours, its published ports (none
-    on the host network, where the container's own ports are the host's)."""
+    on the host network, where the container's own ports are the host's), its networks: its
+    owner's `owner_network` first (an owner's service is on no other unless it asked for one
+    OWNER_DOCKER_NETWORKS lists), then those it asked for."""
     labels = {
         **service.labels,
         MANAGED_LABEL: "true",
@@ -177,7 +232,9 @@ def container_spec(service: DockerService, ports: list[PortAllocation]) -> Conta
         cpus=service.cpu_limit,
         environment=dict(service.environment),
         labels=labels,
-        networks=tuple(service.networks),
+        networks=tuple(
+            dict.fromkeys([*([owner_network] if owner_network else []), *service.networks])
+        ),
         ports=()
         if host_network
         else tuple(
@@ -196,6 +253,7 @@ async def remove_containers_of(owner_hash: str) -> list[str]:
     except EngineUnavailable as error:
         log.warning("containers of a deleted token left for service-cleanup: %s", error)
         return []
+    await owner_networks().release(owner_hash)
     return [container.name for container in owned]
 
 
@@ -227,6 +285,7 @@ async def with_status(service: DockerService) -> Json:
         state = await engine().state(service.service_name)
         body["status"] = state.status
         body["exit_code"] = state.exit_code
+        body["container_networks"] = list(state.networks)
     except NotFound:
         body["status"] = "missing"
     except (EngineUnavailable, EngineError):

@@ -18,7 +18,7 @@ from typing import TypeVar
 
 import trio
 
-from oauthproxy.api.docker_create import container_spec, engine
+from oauthproxy.api.docker_create import container_spec, engine, owner_network_of
 from oauthproxy.api.ownership import service_serialized, storage
 from oauthproxy.errors import GatewayError, NotFound
 from oauthproxy.models.services import DockerService
@@ -44,13 +44,14 @@ async def recreate(
     docker = engine()
     name = service.service_name
     await docker.exposed_ports(service.image or "")
+    network = await owner_network_of(service)
     status = await _status(name)
     ports = await storage().ports.of_service(name)
     if status == "running":
         await docker.stop(name)
     await docker.remove(name)
     try:
-        await docker.create(container_spec(service, ports))
+        await docker.create(container_spec(service, ports, owner_network=network))
     except BaseException:
         if previous is not None and status is not None:
             with trio.CancelScope(shield=True), trio.move_on_after(UNDO_TIMEOUT_SECONDS):

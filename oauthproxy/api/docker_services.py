@@ -17,7 +17,14 @@ from quart_schema import document_response, validate_querystring, validate_reque
 from oauthproxy.api import streams
 from oauthproxy.api.auth import requires_token
 from oauthproxy.api.contract import Answer, answers
-from oauthproxy.api.docker_create import create_service, engine, reserve_service, with_status
+from oauthproxy.api.docker_create import (
+    create_service,
+    engine,
+    release_forgotten_networks,
+    release_owner_network,
+    reserve_service,
+    with_status,
+)
 from oauthproxy.api.docker_recreate import recreate
 from oauthproxy.api.errors import ApiError
 from oauthproxy.api.ownership import (
@@ -30,6 +37,7 @@ from oauthproxy.api.ownership import (
     ownership,
     patched,
     quota_slot,
+    resolves,
     service_serialized,
     storage,
     tenant_of,
@@ -50,7 +58,7 @@ from oauthproxy.models.services import DockerService
 from oauthproxy.services.docker import MANAGED_LABEL, SERVICE_LABEL
 from oauthproxy.services.events import record_one
 from oauthproxy.services.logs import follow_logs
-from oauthproxy.storage import cascades
+from oauthproxy.storage import cascades, keys
 from oauthproxy.storage.services import docker_service_url
 from oauthproxy.tenancy.caller import Refused
 from oauthproxy.tenancy.quotas import Quota
@@ -90,7 +98,7 @@ async def create_docker_service(data: DockerServiceCreate) -> tuple[Json, int]:
     """Create (and by default start) a container from `image` or `dockerfile_path`, owned by the
     calling token; with `auto_proxy`, also the proxy `{name}.{BASE_DOMAIN}`."""
     owner_networks = app_state(current_app).settings.owner_docker_networks
-    check_docker_service(caller(), data, owner_networks, await local_hostnames())
+    check_docker_service(caller(), data, owner_networks, await _names_taken(data.service_name))
     await check_image_registry(data.image)
     async with quota_slot(Quota.SERVICES):
         await _check_resources(None, data.memory_limit, data.cpu_limit)
@@ -99,6 +107,19 @@ async def create_docker_service(data: DockerServiceCreate) -> tuple[Json, int]:
     if data.auto_proxy:
         await _proxy_for(service, ServiceProxyCreate())
     return await with_status(service), 201
+
+
+async def _names_taken(name: str) -> frozenset[str]:
+    """The names an owner's service may not take: those the gateway's host resolves itself
+    (`local_hostnames`), and `name` when the gateway resolves it now. The gateway's container
+    joins every owner network, where Docker's DNS answers a service's name: a service named
+    like a host the gateway reaches by a bare name (compose's `redis`, which REDIS_URL names)
+    took the gateway's own lookups, its Redis password with them. (A name a service already
+    has resolves too: that create is a 409, as before.)"""
+    names = await local_hostnames()
+    if caller().is_admin or await storage().redis.exists([keys.service_url(name)]):
+        return names
+    return names | {name} if await resolves(name) else names
 
 
 async def _check_resources(name: str | None, memory: str, cpus: float) -> None:
@@ -117,8 +138,9 @@ async def _check_resources(name: str | None, memory: str, cpus: float) -> None:
 @docker_services.post("/cleanup")
 @requires_token(admin=True)
 async def cleanup_services() -> Json:
-    """Remove our containers that no service record owns, and the records of services whose
-    container is gone (with their ports). Admin only."""
+    """Remove our containers that no service record owns, the records of services whose
+    container is gone (with their ports), and owner networks whose owner has no service left.
+    Admin only."""
     records = {s.service_name: s for s in await storage().docker_services.all()}
     containers = await engine().managed()
     present = {c.labels.get(SERVICE_LABEL, c.name) for c in containers}
@@ -130,7 +152,12 @@ async def cleanup_services() -> Json:
     forgotten = [name for name in records if name not in present]
     for name in forgotten:
         await storage().docker_services.delete(records[name])
-    return {"removed_containers": removed, "removed_records": forgotten}
+    networks = await release_forgotten_networks()
+    return {
+        "removed_containers": removed,
+        "removed_records": forgotten,
+        "removed_networks": networks,
+    }
 
 
 @docker_services.get("/<name>")
@@ -199,6 +226,7 @@ async def delete_docker_service(name: str, query_args: DockerServiceDelete) -> J
         await storage().docker_services.delete(service)
         for hostname in proxies:
             await cascades.delete_proxy(storage(), hostname)
+        await release_owner_network(owner)
     return {**as_json(service), "status": "deleted", "deleted_proxies": proxies}
 
 

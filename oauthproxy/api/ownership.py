@@ -243,6 +243,11 @@ async def _resolve(host: str) -> list[Address]:
     return list(dict.fromkeys(address for address in found if address is not None))
 
 
+async def resolves(host: str) -> bool:
+    """Whether `host` stands for an address now (bounded like every target check)."""
+    return bool(await _resolve(host))
+
+
 async def _address_infos(name: str) -> list[Any]:
     try:
         return list(await trio.socket.getaddrinfo(name, None, type=socket.SOCK_STREAM))

@@ -18,16 +18,22 @@ environment variable of that name (the API version it speaks), so both act on ev
 from __future__ import annotations
 
 import collections
+import contextlib
 import functools
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, ParamSpec, TypeVar
+from typing import Any, Literal, ParamSpec, TypeVar
 
 import trio
 from python_on_whales import DockerClient
-from python_on_whales.exceptions import DockerException, NoSuchContainer, NoSuchImage
+from python_on_whales.exceptions import (
+    DockerException,
+    NoSuchContainer,
+    NoSuchImage,
+    NoSuchNetwork,
+)
 
 from oauthproxy.errors import Conflict, GatewayError, NotFound
 
@@ -76,6 +82,11 @@ PIDS_LIMIT = 4096
 takes the host's process table, and the gateway can no longer start the `docker` CLI it drives
 the engine with (nor anything else on the host)."""
 
+ALREADY_CONNECTED = ("already exists in network", "already connected", "already attached")
+"""What the engine says when a container is on a network already (20.10: an endpoint of the
+container's name exists in it; later engines: it is connected)."""
+NOT_CONNECTED = ("is not connected", "not connected to")
+
 NAME_TAKEN = "is already in use by container"
 """What the engine says when a container of the name exists (its message goes on to name that
 container's ID)."""
@@ -113,6 +124,20 @@ class ContainerState:
     labels: dict[str, str]
     published: frozenset[PortMapping] = frozenset()
     """The host ports the container is created to publish."""
+    networks: tuple[str, ...] = ()
+    """The networks the container is attached to, by name, sorted."""
+
+
+@dataclass(frozen=True)
+class NetworkState:
+    """One network as an inspect read it."""
+
+    id: str
+    name: str
+    labels: dict[str, str]
+    created: datetime | None
+    containers: tuple[str, ...]
+    """The names of the containers attached to it."""
 
 
 @dataclass(frozen=True)
@@ -202,6 +227,72 @@ class DockerEngine:
                 if subnet:
                     found.append(str(subnet))
         return found
+
+    # --- networks ------------------------------------------------------------------------------
+
+    async def networks(self, labels: dict[str, str]) -> list[NetworkState]:
+        """The networks carrying all of `labels`, oldest first (then by ID): every caller picks
+        the same one of several of one name."""
+        return await self._run(self._networks, labels)
+
+    def _networks(self, labels: dict[str, str]) -> list[NetworkState]:
+        filters: list[tuple[Literal["label"], str]] = [
+            ("label", f"{key}={value}") for key, value in labels.items()
+        ]
+        found = []
+        for network in self._client.network.list(filters=filters):
+            try:
+                found.append(_network_state(network))
+            except NoSuchNetwork:  # removed since the listing
+                continue
+        return sorted(found, key=lambda n: (n.created or datetime.min.replace(tzinfo=UTC), n.id))
+
+    async def ensure_network(self, name: str, labels: dict[str, str]) -> NetworkState:
+        """The bridge network `name` carrying `labels`, created when there is none. Idempotent
+        and safe to race: the engine allows several networks of one name, and a concurrent
+        create may say the name exists, so the answer is always the oldest network of that
+        name with those labels, as a listing after the create finds it; younger duplicates
+        without containers are removed (best effort)."""
+        return await self._run(self._ensure_network, name, labels)
+
+    def _ensure_network(self, name: str, labels: dict[str, str]) -> NetworkState:
+        def named() -> list[NetworkState]:
+            return [n for n in self._networks(labels) if n.name == name]
+
+        if not (found := named()):
+            try:
+                self._client.network.create(name, driver="bridge", labels=labels)
+            except DockerException as error:
+                if "already exists" not in _reason(error):
+                    raise
+            found = named()
+        if not found:
+            raise EngineError(f"network {name!r} exists on the Docker host but is not ours")
+        for duplicate in found[1:]:
+            if not duplicate.containers:
+                with contextlib.suppress(DockerException):
+                    self._client.network.remove(duplicate.id)
+        return found[0]
+
+    async def remove_network(self, network: str) -> None:
+        """Remove the network (`EngineError` while containers are attached to it)."""
+        await self._run(self._client.network.remove, network)
+
+    async def connect(self, network: str, container: str) -> None:
+        """Attach the container to the network; nothing when it is attached already."""
+        try:
+            await self._run(self._client.network.connect, network, container)
+        except EngineError as error:
+            if not any(said in str(error) for said in ALREADY_CONNECTED):
+                raise
+
+    async def disconnect(self, network: str, container: str) -> None:
+        """Detach the container from the network; nothing when it is not attached."""
+        try:
+            await self._run(self._client.network.disconnect, network, container)
+        except EngineError as error:
+            if not any(said in str(error) for said in NOT_CONNECTED):
+                raise
 
     # --- containers ----------------------------------------------------------------------------
 
@@ -392,6 +483,18 @@ def _state(container: Any) -> ContainerState:
         exit_code=state.exit_code,
         labels=dict(container.config.labels or {}),
         published=_published(container),
+        networks=tuple(sorted((container.network_settings.networks or {}).keys())),
+    )
+
+
+def _network_state(network: Any) -> NetworkState:
+    containers = network.containers or {}
+    return NetworkState(
+        id=str(network.id),
+        name=str(network.name),
+        labels=dict(network.labels or {}),
+        created=network.created,
+        containers=tuple(sorted(str(c.name) for c in containers.values() if c.name)),
     )
 
 

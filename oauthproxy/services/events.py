@@ -5,8 +5,10 @@ Events are triggers, the engine is the truth (as Redis is for the supervisor): o
 one of our containers the follower asks the engine for that container's state and records it
 (`DockerServiceRepository.set_status`, which queues `services_changed` only on a change). Every
 time it (re)connects it first records the state of every service, so events missed while the
-engine or Redis was away cannot leave a status stale. The stream is read in bounded windows, each
-a short-lived `docker events` call in a worker thread (`DockerEngine.follow_events`).
+engine or Redis was away cannot leave a status stale, and attaches the gateway's own container
+(GATEWAY_CONTAINER) to every owner network, so a gateway container made anew reaches them. The
+stream is read in bounded windows, each a short-lived `docker events` call in a worker thread
+(`DockerEngine.follow_events`).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from oauthproxy.services.docker import (
     EngineEvent,
     EngineUnavailable,
 )
+from oauthproxy.services.owner_networks import OwnerNetworks
 from oauthproxy.storage import Storage
 
 log = logging.getLogger(__name__)
@@ -41,25 +44,28 @@ async def serve_docker_events(
     storage: Storage,
     shutdown: trio.Event,
     *,
+    gateway: str | None = None,
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Follow the engine until `shutdown` is set (it has nothing to drain, so it stops at once);
     started at once (the gateway never waits for an engine), retrying with backoff while the
-    engine or Redis is away."""
+    engine or Redis is away. `gateway`: the gateway's own container (GATEWAY_CONTAINER), which
+    joins every owner network each time the follower (re)connects."""
     task_status.started()
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(_follow, engine, storage)
+        nursery.start_soon(_follow, engine, storage, OwnerNetworks(engine, gateway))
         await shutdown.wait()
         nursery.cancel_scope.cancel()
 
 
-async def _follow(engine: DockerEngine, storage: Storage) -> None:
+async def _follow(engine: DockerEngine, storage: Storage, networks: OwnerNetworks) -> None:
     backoff = Backoff(first=1.0, limit=60.0)
     unavailable_logged = False
     while True:
         since = datetime.now(UTC)
         try:
             await record_all(engine, storage)
+            await networks.join_all()
             unavailable_logged = False
             backoff.reset()
             while True:

@@ -6,7 +6,8 @@ A container runs on the gateway's host, so some choices are the admin's alone:
 - the `host` network shares the gateway's network namespace: a container there reaches the
   gateway's Redis and admin API on loopback, which no owner target may (`targets`).
 - any other named network may be the one the gateway shares with its Redis and admin API (the
-  compose project's network): an owner may name only those OWNER_DOCKER_NETWORKS lists.
+  compose project's network): an owner may name only those OWNER_DOCKER_NETWORKS lists (its
+  containers are on its own owner network besides: `services.owner_networks`).
 - labels under `oauthproxy.` are ours (which service, whose): nobody may set them.
 - images the gateway built (`oauthproxy-{service}`, from the admin's `dockerfile_path`) hold
   what the admin copied from the gateway's host: an owner may not run them, by name in any
