@@ -100,6 +100,16 @@ token-github-users name users $token="": _venv
 token-email name email $token="": _venv
     @{{ _token_env }} proxy-client token email {{ quote(name) }} {{ quote(email) }}
 
+# Suspend a token: it answers 401 token_suspended (with the reason) until resumed; never the admin token
+[group('tokens')]
+token-suspend name reason="" $token="": _venv
+    @{{ _token_env }} proxy-client token suspend {{ quote(name) }} {{ if reason != "" { "--reason " + quote(reason) } else { "" } }}
+
+# Resume a suspended token (e.g. one an interrupted config-load left suspended)
+[group('tokens')]
+token-resume name $token="": _venv
+    @{{ _token_env }} proxy-client token resume {{ quote(name) }}
+
 # --- docker compose (compose.yaml: services api and redis) -------------------------------------
 
 # Start all services in the background

@@ -19,6 +19,10 @@ NO_CREDENTIALS = (
 )
 
 
+ACT_AS = "X-Act-As-Token"
+"""The header with which the admin token acts as another token (`oauthproxy.api.auth.ACT_AS`)."""
+
+
 def api_path(*segments: str) -> str:
     """A path under the admin API with each segment (a name typed by the user) escaped."""
     return "/api/v1/" + "/".join(quote(segment, safe="") for segment in segments)
@@ -38,13 +42,19 @@ def error_message(response: httpx.Response) -> str:
 
 
 class ApiClient:
-    def __init__(self, http: httpx.Client, token: str | None) -> None:
+    def __init__(self, http: httpx.Client, token: str | None, acting_as: str | None = None) -> None:
         self._http = http
         self._token = token
+        self._acting_as = acting_as
 
     def with_token(self, token: str) -> ApiClient:
         """A client of the same gateway (same connection pool) that authenticates with `token`."""
         return ApiClient(self._http, token)
+
+    def acting_as(self, name: str) -> ApiClient:
+        """This client (the admin token's) acting as the token `name`, suspended or not
+        (`X-Act-As-Token`): what it creates is that token's."""
+        return ApiClient(self._http, self._token, name)
 
     @property
     def has_token(self) -> bool:
@@ -56,7 +66,10 @@ class ApiClient:
             return {}
         if self._token is None:
             raise CliError(NO_CREDENTIALS)
-        return {"Authorization": f"Bearer {self._token}"}
+        headers = {"Authorization": f"Bearer {self._token}"}
+        if self._acting_as is not None:
+            headers[ACT_AS] = self._acting_as
+        return headers
 
     def _send(self, method: str, path: str, body: Json, auth: bool) -> httpx.Response:
         url = str(self._http.base_url).rstrip("/")

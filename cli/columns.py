@@ -211,8 +211,13 @@ LAYOUTS: dict[Kind, Layout] = {
             Column("created_at", "Created", "date"),
             Column("created_by", "Owner"),
             Column("is_admin", "Admin", "bool"),
+            Column("suspended", "Suspended", cut=40),
         ),
-        tallies=(Tally("token", "tokens"), Tally("admin", counts=_is("is_admin"))),
+        tallies=(
+            Tally("token", "tokens"),
+            Tally("admin", counts=_is("is_admin")),
+            Tally("suspended", counts=lambda row: row.get("suspended") is not None),
+        ),
         empty_hint="No tokens yet. Create one: just token-generate <name> [email]",
     ),
     Kind.CERTIFICATES: Layout(

@@ -6,12 +6,14 @@ the file's record, written over it as the admin, would hand it the settings of t
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import cast
 
 import httpx
 import trio
 
 from oauthproxy.serve import Ready
+from oauthproxy.storage.tokens import hash_secret
 from tests.test_proxies_api import TARGETS
 from tests.test_reconciler_scope import proxy
 
@@ -52,50 +54,85 @@ def _restore_file() -> dict[str, object]:
     }
 
 
-async def _restore_while_attacker_races(gateway: Ready, *, force: bool) -> list[dict[str, str]]:
+@dataclass
+class Race:
+    """What the load said, and what the gateway answered the attacker during it."""
+
+    rows: list[dict[str, str]]
+    answers: list[httpx.Response] = field(default_factory=list)
+
+    def row(self, kind: str, name: str) -> dict[str, str]:
+        return next(row for row in self.rows if (row["kind"], row["name"]) == (kind, name))
+
+
+async def _restore_while_attacker_races(gateway: Ready, *, force: bool) -> Race:
     """Run the CLI's loader (`config load`) while the attacker does what a script polling its
-    own (known) secret does: as soon as its token works again, claim the victim's hostname."""
+    own (known) secret does: as soon as its token exists again, claim the victim's hostname
+    (and, once the load is past it, try once more)."""
     from cli.client import ApiClient
     from cli.commands.backup import load_backup
 
+    race = Race(rows=[])
+    attempts = {("token", "attacker", "created"), ("token", "victim", "created")}
+
     def attacker_acts(row: dict[str, str]) -> None:
-        if (row["kind"], row["name"], row["action"]) == ("token", "attacker", "created"):
+        if (row["kind"], row["name"], row["action"]) in attempts:
             headers = {"Authorization": f"Bearer {ATTACKER_SECRET}"}
             with httpx.Client(base_url=gateway.api_url, headers=headers) as attacker:
                 body = {**proxy(SHOP), "enable_http": False}
-                assert attacker.post(TARGETS, json=body).status_code == 201
+                race.answers.append(attacker.post(TARGETS, json=body))
 
     def load() -> list[dict[str, str]]:
         with httpx.Client(base_url=gateway.api_url, timeout=30) as http:
             api = ApiClient(http, gateway.admin_token.secret)
             return load_backup(api, _restore_file(), force=force, on_record=attacker_acts)
 
-    return await trio.to_thread.run_sync(load)
+    race.rows = await trio.to_thread.run_sync(load)
+    return race
+
+
+async def _owner_of(api: httpx.AsyncClient, hostname: str) -> str:
+    found = await api.get(f"{TARGETS}{hostname}")
+    assert found.status_code == 200, found.text
+    return cast(str, found.json()["owner_token_hash"])
 
 
 async def test_a_restore_gives_each_hostname_back_to_its_owner(
     api: httpx.AsyncClient, gateway: Ready
 ) -> None:
     """`config load` restores every token first, then the records, each as its owner: an owner
-    whose token is back may claim another owner's hostname before the load reaches it. The
-    load reported the victim's proxy as `skipped: exists` (it checked the hostname, not who
-    holds it; nothing failed). It is now a failure that says the name is held by another
-    token, so the admin sees it before `redis-accept` (docs/backup.md)."""
-    rows = await _restore_while_attacker_races(gateway, force=False)
-    shop = next(row for row in rows if (row["kind"], row["name"]) == ("proxy", SHOP))
-    assert shop["action"] == "failed" and "held by another token" in shop["detail"], rows
+    whose token was back could claim another owner's hostname before the load reached it (the
+    load then said `skipped: exists`, later `failed: held by another token`, and the victim had
+    lost its name). A token a load restores now authenticates only once the load has replayed
+    every record: the attacker's claim during the load is refused (401 `token_suspended`), the
+    victim's proxy is `created` as the victim's, and both tokens work once the load is done."""
+    race = await _restore_while_attacker_races(gateway, force=False)
+    assert race.row("proxy", SHOP)["action"] == "created", race.rows
+    assert race.answers, "the attacker never tried"
+    for answer in race.answers:
+        assert answer.status_code == 401, answer.text
+        assert answer.json()["error"] == "token_suspended", answer.text
+    assert await _owner_of(api, SHOP) == hash_secret(VICTIM_SECRET)
+    assert await _owner_of(api, "own.example.com") == hash_secret(ATTACKER_SECRET)
+    for secret in (ATTACKER_SECRET, VICTIM_SECRET):
+        headers = {"Authorization": f"Bearer {secret}"}
+        async with httpx.AsyncClient(base_url=gateway.api_url, headers=headers) as owner:
+            info = await owner.get("/api/v1/tokens/info")
+        assert info.status_code == 200, info.text
+        assert info.json()["suspended"] is None, info.text
 
 
 async def test_a_forced_restore_hands_no_owner_another_owners_settings(
     api: httpx.AsyncClient, gateway: Ready
 ) -> None:
-    """With `--force` it is silent: the attacker's proxy for the victim's hostname exists when
-    the load lists proxies, so the victim's record was applied over it *as the admin* ("its
-    owner stays"): the load reported `updated`, nothing failed, and the attacker then read the
-    victim's configured headers (a backend API key) on what is its own proxy."""
-    rows = await _restore_while_attacker_races(gateway, force=True)
-    shop = next(row for row in rows if (row["kind"], row["name"]) == ("proxy", SHOP))
-    assert shop["action"] == "failed", rows
+    """With `--force` the race was silent: the attacker's proxy for the victim's hostname
+    existed when the load listed proxies, so the victim's record was applied over it *as the
+    admin* ("its owner stays"), and the attacker then read the victim's configured headers (a
+    backend API key) on what was its own proxy. The attacker cannot claim the name at all now."""
+    race = await _restore_while_attacker_races(gateway, force=True)
+    assert race.row("proxy", SHOP)["action"] == "created", race.rows
+    assert all(answer.status_code == 401 for answer in race.answers), race.answers
+    assert await _owner_of(api, SHOP) == hash_secret(VICTIM_SECRET)
     headers = {"Authorization": f"Bearer {ATTACKER_SECRET}"}
     async with httpx.AsyncClient(base_url=gateway.api_url, headers=headers) as attacker:
         seen = await attacker.get(f"{TARGETS}{SHOP}")
@@ -139,3 +176,79 @@ async def test_a_forced_rollback_hands_no_owner_another_owners_settings(
     assert "victim-backend-key" not in seen.text, (
         f"the attacker reads {seen.json()['custom_headers']}; the load said {rows}"
     )
+
+
+# --- a load that does not end: the tokens it restored are not left unusable ---------------------
+
+
+class Interrupted(Exception):
+    """What stops the load midway here (Ctrl-C, a gateway gone, a bug: the loader cannot tell)."""
+
+
+async def _token_states(api: httpx.AsyncClient) -> dict[str, str | None]:
+    return {
+        token["name"]: token["suspended"] for token in (await api.get("/api/v1/tokens/")).json()
+    }
+
+
+async def test_an_interrupted_load_resumes_the_tokens_it_restored(
+    api: httpx.AsyncClient, gateway: Ready
+) -> None:
+    """The load stops after the tokens, before any proxy: they were created suspended, and are
+    resumed on the way out (the load's `finally`), so no token is left unusable."""
+    from cli.client import ApiClient
+    from cli.commands.backup import load_backup
+
+    seen: list[dict[str, str | None]] = []
+
+    def stop_at_proxies(row: dict[str, str]) -> None:
+        if row["kind"] == "proxy":
+            raise Interrupted
+
+    def load() -> None:
+        with httpx.Client(base_url=gateway.api_url, timeout=30) as http:
+            api = ApiClient(http, gateway.admin_token.secret)
+            try:
+                load_backup(api, _restore_file(), force=False, on_record=stop_at_proxies)
+            except Interrupted:
+                seen.append({"interrupted": "yes"})
+
+    async with httpx.AsyncClient(
+        base_url=gateway.api_url, headers={"Authorization": f"Bearer {VICTIM_SECRET}"}
+    ) as victim:
+        await trio.to_thread.run_sync(load)
+        assert seen == [{"interrupted": "yes"}]
+        assert await _token_states(api) == {"admin": None, "attacker": None, "victim": None}
+        assert (await victim.get("/api/v1/tokens/info")).status_code == 200
+
+
+async def test_loading_again_resumes_what_a_killed_load_left_suspended(
+    api: httpx.AsyncClient, gateway: Ready
+) -> None:
+    """A load killed outright (no `finally`) leaves its tokens suspended with the load's reason,
+    which says the way out: loading the file again finds them (same secrets), replays the
+    records as them and resumes them at its end; the admin token works throughout."""
+    from cli.client import ApiClient
+    from cli.commands.backup import RESTORING, load_backup
+
+    for name, secret in (("victim", VICTIM_SECRET), ("attacker", ATTACKER_SECRET)):
+        made = await api.post(
+            "/api/v1/tokens/", json={"name": name, "token": secret, "suspended": RESTORING}
+        )
+        assert made.status_code == 201, made.text
+    headers = {"Authorization": f"Bearer {VICTIM_SECRET}"}
+    async with httpx.AsyncClient(base_url=gateway.api_url, headers=headers) as victim:
+        refused = await victim.get("/api/v1/tokens/info")
+        assert refused.json()["error"] == "token_suspended", refused.text
+        assert "load the file again" in refused.json()["detail"]
+
+        def load() -> list[dict[str, str]]:
+            with httpx.Client(base_url=gateway.api_url, timeout=30) as http:
+                client = ApiClient(http, gateway.admin_token.secret)
+                return load_backup(client, _restore_file(), force=False)
+
+        rows = await trio.to_thread.run_sync(load)
+        assert [row["action"] for row in rows] == ["skipped", "skipped", "created", "created"]
+        assert await _token_states(api) == {"admin": None, "attacker": None, "victim": None}
+        assert (await victim.get(f"{TARGETS}{SHOP}")).status_code == 200
+    assert await _owner_of(api, SHOP) == hash_secret(VICTIM_SECRET)

@@ -74,7 +74,7 @@ ROUTE_FIELDS = (
 RESOURCE_FIELDS = ("uri", "name", "proxy_target", "scopes", "metadata_url")
 SERVICE_FIELDS = ("service_name", "target_url", "description", "routing_enabled")
 CERTIFICATE_FIELDS = ("cert_name", "domains", "email", "staging", "self_signed")
-TOKEN_FIELDS = ("name", "token", "cert_email", "github_users")
+TOKEN_FIELDS = ("name", "token", "cert_email", "github_users", "suspended")
 
 app = App(name="config", help="Save the gateway's configuration to YAML, or load it back.")
 
@@ -150,6 +150,7 @@ def collect(api: ApiClient) -> Json:
                 "token": api.get(api_path("tokens", token["name"], "reveal"))["token"],
                 "cert_email": token["cert_email"],
                 **({"github_users": token["github_users"]} if token.get("github_users") else {}),
+                **_suspension(token),
             }
             for token in tokens
         ],
@@ -159,6 +160,13 @@ def collect(api: ApiClient) -> Json:
         "routes": [_owned(r, owners, ROUTE_FIELDS) for r in api.get(ROUTES)],
         "resources": [{name: r.get(name) for name in RESOURCE_FIELDS} for r in api.get(RESOURCES)],
     }
+
+
+def _suspension(token: Json) -> Json:
+    """`suspended` for a token the admin suspended (restored suspended, and left so); none for
+    one that works, or that only a load's restore holds (`RESTORING`: it comes back working)."""
+    reason = token.get("suspended")
+    return {"suspended": reason} if reason and reason != RESTORING else {}
 
 
 def default_filename() -> str:
@@ -296,9 +304,13 @@ def hash_secret(secret: str) -> str:
     return "sha256:" + hashlib.sha256(secret.encode()).hexdigest()
 
 
-def acting_as(api: ApiClient, secret: str) -> ApiClient:
-    """A client of the same gateway that authenticates with `secret`."""
-    return api.with_token(secret)
+RESTORING = (
+    "restored by `config load`, which replays its records before it may act; it resumes when "
+    "the load ends (if the load was interrupted: load the file again, or token resume NAME)"
+)
+"""The reason a token a load restores is suspended with until the load has replayed every
+record: an owner whose token came back first could claim another owner's hostname or service
+name before the load reached it (docs/backup.md)."""
 
 
 @dataclass
@@ -312,6 +324,9 @@ class Loader:
     actors: dict[str, ApiClient] = field(default_factory=dict)
     hashes: dict[str, str] = field(default_factory=dict)
     """The file's token names whose records are loaded as them, and their hashes."""
+    restoring: list[str] = field(default_factory=list)
+    """The tokens suspended `RESTORING` (by this load, or by one interrupted before it ended):
+    resumed when this load ends, however it ends."""
     on_record: Callable[[Json], None] = lambda row: None
     """Told of each record as it is done (the progress bar)."""
 
@@ -361,20 +376,35 @@ class Loader:
                 "token": secret,
                 "cert_email": record.get("cert_email"),
                 "github_users": record.get("github_users"),
+                "suspended": record.get("suspended") or RESTORING,
             }
             self.api.post(TOKENS, {k: v for k, v in body.items() if v is not None})
-            self.actors[name] = acting_as(self.api, secret)
+            if not record.get("suspended"):  # one the admin had suspended stays so
+                self.restoring.append(name)
+            self.actors[name] = self.api.acting_as(name)
             self.hashes[name] = hash_secret(secret)
             return "created", ""
         if found["hash"] != hash_secret(secret):
             return "skipped", f"exists with another secret: its records are loaded as {self.admin}"
-        self.actors[name] = acting_as(self.api, secret)
+        if found.get("suspended") == RESTORING:
+            self.restoring.append(name)  # left suspended by a load that did not end
+        self.actors[name] = self.api.acting_as(name)
         self.hashes[name] = found["hash"]
         email = record.get("cert_email")
         if self.force and email and email != found.get("cert_email"):
             self.api.put(api_path("tokens", "email"), {"name": name, "cert_email": email})
             return "updated", "cert_email"
         return "skipped", "exists"
+
+    def resume(self) -> None:
+        """Resume the tokens suspended while the load ran; one that stays suspended is a failed
+        row that says how to resume it."""
+        for name in self.restoring:
+            try:
+                self.api.delete(api_path("tokens", name, "suspended"))
+            except CliError as error:
+                detail = f"left suspended ({error}): resume it with `proxy-client token resume`"
+                self.report("token", name, "failed", detail)
 
     # certificates: never overwritten or re-issued
 
@@ -527,15 +557,24 @@ def load_backup(
     force: bool,
     on_record: Callable[[Json], None] = lambda row: None,
 ) -> list[Json]:
-    """Replay the checked file in dependency order; one row per record."""
+    """Replay the checked file in dependency order; one row per record.
+
+    A token the load creates is created suspended (`RESTORING`) and its records are created by
+    the admin token acting as it (`X-Act-As-Token`): no owner can act between its token's
+    restore and the end of the load, so none claims another's name first. Every such token is
+    resumed at the end, also when the load fails or is interrupted (Ctrl-C); a load killed
+    outright leaves them suspended, and loading the file again resumes them."""
     caller = _require_admin(api, "config load")
     loader = Loader(api, force, caller["name"], caller.get("hash", ""), on_record=on_record)
-    loader.tokens(data["tokens"])
-    loader.certificates(data["certificates"])
-    loader.services(data["services"])
-    loader.proxies(data["proxies"])
-    loader.routes(data["routes"])
-    loader.resources(data["resources"])
+    try:
+        loader.tokens(data["tokens"])
+        loader.certificates(data["certificates"])
+        loader.services(data["services"])
+        loader.proxies(data["proxies"])
+        loader.routes(data["routes"])
+        loader.resources(data["resources"])
+    finally:
+        loader.resume()
     return loader.rows
 
 

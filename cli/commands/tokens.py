@@ -122,3 +122,27 @@ def github_users(
     body = {"github_users": [login for login in listed if login]}
     path = api_path("tokens", name, "github-users")
     session.show(session.api.put(path, body), kind=Kind.TOKENS)
+
+
+@app.command
+def suspend(
+    name: TokenName,
+    *,
+    reason: Annotated[
+        str | None, Parameter(help="Why (its holder reads it in the 401 answer).")
+    ] = None,
+    session: Session,
+) -> None:
+    """Suspend a token (admin only): its secret and dashboard sessions answer 401
+    `token_suspended` until it is resumed; what it owns keeps serving. Never the admin token."""
+    body = _present(reason=reason)
+    path = api_path("tokens", name, "suspended")
+    session.show(session.api.put(path, body), kind=Kind.TOKENS)
+
+
+@app.command
+def resume(name: TokenName, *, session: Session) -> None:
+    """Resume a suspended token (admin only), e.g. one an interrupted `config load` left
+    suspended."""
+    path = api_path("tokens", name, "suspended")
+    session.show(session.api.delete(path), kind=Kind.TOKENS)

@@ -47,11 +47,13 @@ def install_audit(app: Quart) -> None:
         if step is None:
             return response
         token = getattr(g, "token", None)
+        acted_by = getattr(g, "acted_by", None)  # the admin acting as `token` (X-Act-As-Token)
+        user = token.name if token is not None else ""
         logger.event(
             step.name,
             status=step.status,
             client_ip=_client_ip(),
-            user=token.name if token is not None else "",
+            user=f"{acted_by} as {user}" if acted_by and user else user,
             client_id=step.client_id,
             method=request.method,
             path=path,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import hmac
+import re
 from collections.abc import Awaitable, Callable
 from typing import ParamSpec, TypeVar
 
@@ -12,6 +13,7 @@ from quart import current_app, g, request
 from oauthproxy.api.contract import Access, mark_access
 from oauthproxy.api.errors import ApiError
 from oauthproxy.api.state import app_state
+from oauthproxy.models.common import NAME_PATTERN
 from oauthproxy.models.tokens import Token
 from oauthproxy.storage import Storage
 from oauthproxy.storage.dashboard import SESSION_PREFIX
@@ -20,6 +22,14 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 _CHALLENGE = {"WWW-Authenticate": 'Bearer realm="oauthproxy"'}
+_INVALID = {"WWW-Authenticate": 'Bearer realm="oauthproxy", error="invalid_token"'}
+
+ACT_AS = "X-Act-As-Token"
+"""A header with which the admin token acts as the owner token it names, suspended or not: what
+that token creates, it creates (its owner, quotas and rules). `config load` replays a restored
+token's records this way while the token itself cannot act yet. The admin may read any token's
+secret, so this lends it nothing it lacked; only the admin token's own secret may send it (not
+a dashboard session, which never reaches a token's secret either)."""
 
 
 def bearer_secret() -> str:
@@ -48,7 +58,8 @@ def bearer_secret() -> str:
 async def authenticate() -> Token:
     """The token the bearer secret is, or acts as: a dashboard session (`dsh_…`, made by
     signing in with GitHub) acts as its token while that token keeps the secret it had and its
-    GitHub login may still sign in as it."""
+    GitHub login may still sign in as it; the admin token acts as the token `X-Act-As-Token`
+    names. A suspended token answers 401 `token_suspended` with the reason."""
     secret = bearer_secret()
     storage = app_state(current_app).storage
     if secret.startswith(SESSION_PREFIX):
@@ -62,9 +73,39 @@ async def authenticate() -> Token:
             "unauthorized",
             "the bearer token is not valid",
             field="Authorization",
-            headers={"WWW-Authenticate": 'Bearer realm="oauthproxy", error="invalid_token"'},
+            headers=_INVALID,
         )
-    return token
+    refuse_suspended(token)
+    acting = request.headers.get(ACT_AS)
+    return token if acting is None else await _acted_as(storage, token, acting)
+
+
+def refuse_suspended(token: Token) -> None:
+    """401 `token_suspended`, with the reason, for a suspended token (never the admin's)."""
+    if token.suspended is not None and not token.is_admin:
+        raise ApiError(
+            401,
+            "token_suspended",
+            f"the token {token.name!r} is suspended: {token.suspended} "
+            "(the admin resumes it: proxy-client token resume NAME)",
+            field="Authorization",
+            headers=_INVALID,
+        )
+
+
+async def _acted_as(storage: Storage, caller: Token, name: str) -> Token:
+    """The token `name`, for the admin token's own secret; 401 naming the header otherwise (a
+    caller that is not the admin learns nothing about which names exist)."""
+    if caller.is_admin and not signed_in_with_github():
+        named = re.fullmatch(NAME_PATTERN, name) is not None
+        acted = await storage.tokens.get(name) if named else None
+        if acted is not None:
+            g.acted_by = caller.name
+            return acted
+        detail = f"no token is named {name!r}"
+    else:
+        detail = f"only the admin token's own secret may send {ACT_AS}"
+    raise ApiError(401, "unauthorized", detail, field=ACT_AS, headers=_INVALID)
 
 
 async def _session_token(storage: Storage, secret: str) -> Token | None:

@@ -96,7 +96,8 @@ def path_parameters(**schemas: dict[str, Any]) -> Callable[[T], T]:
 
 ERROR_MEANINGS = {
     400: "The body is not valid UTF-8 JSON",
-    401: "No bearer token, or not a valid one",
+    401: "No bearer token, or not a valid one: unknown, suspended (`token_suspended`, with the "
+    "reason), or an `X-Act-As-Token` the caller may not send",
     403: "The token may not do this (the admin token is needed, or a rule of the tenant model "
     "refuses it)",
     404: "No such record, or one the token may not see (another owner's records read as missing)",

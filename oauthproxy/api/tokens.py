@@ -21,6 +21,7 @@ from oauthproxy.models.tokens import (
     TokenGenerate,
     TokenGitHubUsersUpdate,
     TokenSecret,
+    TokenSuspend,
     TokenView,
 )
 from oauthproxy.storage import Storage, cascades
@@ -69,7 +70,11 @@ def _refuse_admin_logins(github_users: list[str], *, for_admin: bool) -> None:
 
 
 async def _create(
-    name: str, secret: str | None, cert_email: str | None, github_users: list[str]
+    name: str,
+    secret: str | None,
+    cert_email: str | None,
+    github_users: list[str],
+    suspended: str | None = None,
 ) -> Json:
     caller = current_token()
     _refuse_admin_logins(github_users, for_admin=False)
@@ -79,8 +84,8 @@ async def _create(
         cert_email=cert_email or app_state(current_app).settings.admin_email,
         created_by=caller.name,
         github_users=github_users,
-    )
-    await _storage().tokens.create(token)
+    ).model_copy(update={"suspended": suspended})
+    await _storage().tokens.create(token)  # suspended from its first moment, when asked
     return _json(TokenSecret.of(token))
 
 
@@ -100,7 +105,8 @@ async def list_tokens() -> list[Json]:
 @document_response(TokenSecret, 201)
 async def create_token(data: TokenCreate) -> tuple[Json, int]:
     """Create a token, with your own secret or a generated one; the secret is returned once."""
-    return await _create(data.name, data.token, data.cert_email, data.github_users), 201
+    made = await _create(data.name, data.token, data.cert_email, data.github_users, data.suspended)
+    return made, 201
 
 
 @tokens.post("/generate")
@@ -140,6 +146,32 @@ async def update_github_users(name: str, data: TokenGitHubUsersUpdate) -> Json:
         raise NotFound("token", name)
     _refuse_admin_logins(data.github_users, for_admin=token.is_admin)
     updated = await _storage().tokens.set_github_users(name, data.github_users)
+    if updated is None:
+        raise NotFound("token", name)
+    return _json(TokenView.of(updated))
+
+
+@tokens.put("/<name>/suspended")
+@requires_token(admin=True)
+@validate_request(TokenSuspend)
+@document_response(TokenView)
+async def suspend_token(name: str, data: TokenSuspend) -> Json:
+    """Suspend a token (admin only): until it is resumed, its secret and its dashboard sessions
+    answer 401 `token_suspended` with the reason; what it owns keeps serving. Suspending a
+    suspended token replaces the reason. The admin token is never suspended (409)."""
+    return await _suspension(name, data.reason)
+
+
+@tokens.delete("/<name>/suspended")
+@requires_token(admin=True)
+@document_response(TokenView)
+async def resume_token(name: str) -> Json:
+    """Resume a suspended token (admin only); a token that is not suspended stays as it is."""
+    return await _suspension(name, None)
+
+
+async def _suspension(name: str, reason: str | None) -> Json:
+    updated = await _storage().tokens.set_suspended(name, reason)
     if updated is None:
         raise NotFound("token", name)
     return _json(TokenView.of(updated))

@@ -35,4 +35,11 @@ async def token_for(github_login: str, storage: Storage, settings: Settings) -> 
             f"(just token-github-users NAME {github_login}).",
             403,
         )
+    if token.suspended is not None:
+        raise SignInRefused(
+            "Token suspended",
+            f"The token GitHub user {github_login} signs in as is suspended: {token.suspended}. "
+            "Ask the admin to resume it (just token-resume NAME).",
+            403,
+        )
     return token

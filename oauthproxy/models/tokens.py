@@ -7,13 +7,16 @@ from typing import Annotated
 
 from pydantic import AfterValidator, Field, StringConstraints
 
-from oauthproxy.models.common import Email, Name, OwnerHash, Record, Request
+from oauthproxy.models.common import Email, Name, OwnerHash, Printable, Record, Request
 
 GITHUB_LOGIN_PATTERN = r"^[A-Za-z0-9](?:[A-Za-z0-9-]{0,37}[A-Za-z0-9])?$"
 GitHubLogin = Annotated[str, StringConstraints(pattern=GITHUB_LOGIN_PATTERN)]
 """A GitHub login: letters, digits and inner hyphens, 1-39 characters (GitHub's own rule)."""
 
 MAX_GITHUB_USERS = 20
+
+SuspensionReason = Annotated[str, StringConstraints(min_length=1, max_length=300), Printable]
+"""Why a token is suspended: shown to its holder in the 401 and to the admin in its record."""
 
 
 def _distinct_logins(logins: list[str]) -> list[str]:
@@ -46,6 +49,15 @@ class Token(Record):
     created_by: str | None = None
     is_admin: bool = False
     github_users: list[str] = Field(default_factory=list)
+    suspended: str | None = None
+    """Why the token does not authenticate now (None: it does). Never the admin token's."""
+
+
+SUSPENDED_DESCRIPTION = (
+    "Why the token is suspended: while set, its secret and its dashboard sessions answer 401 "
+    "`token_suspended` (null: it works). Set by the admin, and by `config load` while it "
+    "replays the records of a token it restored"
+)
 
 
 class TokenView(Record):
@@ -60,6 +72,7 @@ class TokenView(Record):
     github_users: list[str] = Field(
         default_factory=list, description="GitHub users who may sign in to the dashboard as it"
     )
+    suspended: str | None = Field(default=None, description=SUSPENDED_DESCRIPTION)
 
     @classmethod
     def of(cls, token: Token) -> TokenView:
@@ -91,6 +104,11 @@ class TokenCreate(Request):
         description="Your own secret (32+ URL-safe characters); omitted, one is generated",
     )
     github_users: GitHubUsers = Field(default_factory=list)
+    suspended: SuspensionReason | None = Field(
+        default=None,
+        description="Create it suspended, with this reason (it authenticates once the admin "
+        "resumes it): how `config load` restores a token before its records",
+    )
 
 
 class TokenGenerate(Request):
@@ -103,6 +121,14 @@ class TokenGitHubUsersUpdate(Request):
     """Who may sign in to the dashboard with GitHub as this token (replaces the list)."""
 
     github_users: GitHubUsers
+
+
+class TokenSuspend(Request):
+    """Suspend a token: its secret and dashboard sessions answer 401 until it is resumed."""
+
+    reason: SuspensionReason = Field(
+        default="suspended by the admin", description="Why: its holder reads it in the 401"
+    )
 
 
 class TokenEmailUpdate(Request):

@@ -233,6 +233,25 @@ class TokenRepository(JsonRepository[Token]):
         token = await self.get(name) if name is not None else None
         return token if token is not None and token.hash == token_hash else None
 
+    async def set_suspended(self, name: str, reason: str | None) -> Token | None:
+        """Suspend the token `name` with `reason`, or resume it (None); None when there is no
+        such token, `Conflict` naming `name` for the admin token, which is never suspended (it
+        is the way out of every suspension). One key changes, on the record as it is when the
+        write lands (as `update_email`)."""
+        key = keys.token(name)
+
+        async def write(pipe: Pipeline) -> Token | None:
+            token = load(Token, await self._redis.get(key))
+            if token is None:
+                return None
+            if token.is_admin:
+                raise Conflict("name", "the admin token cannot be suspended")
+            updated = token.model_copy(update={"suspended": reason})
+            pipe.set(key, dump(updated))
+            return updated
+
+        return await atomically(self._redis, [key], write)
+
     async def update_email(self, name: str, cert_email: str) -> Token | None:
         """Set the token's certificate email (None when there is no such token), on the record
         as it is when the write lands: a read-then-SET undid a change made in between (the
