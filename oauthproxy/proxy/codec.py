@@ -321,7 +321,8 @@ class Codec:
             self._framing_bytes = 0
         if state not in _READABLE:  # their last message ended, or they switched protocols
             self._parser = None
-        self._check(self._trailer_bytes, "the trailer section")
+        if self._trailer_bytes > MAX_HEAD_SIZE:  # (`_check` without a call: every read)
+            self._check(self._trailer_bytes, "the trailer section")
 
     def _receive_eof(self) -> None:
         self._parser = None
