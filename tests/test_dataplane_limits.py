@@ -240,3 +240,51 @@ async def test_a_late_answer_on_a_kept_alive_connection_is_a_504_that_ends_it(
             assert b'"gateway_timeout"' in late.body
             assert b"0.5s" in late.body
             assert await read_response(wire) is None  # the gateway closed the connection
+
+
+async def _answers_once_then_closes(
+    accepted: list[int], *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED
+) -> None:
+    """A backend that answers one request per connection, without `Connection: close`, and
+    then closes it: the gateway pools the connection and learns it closed only when it next
+    sends a request on it (as when a backend's keep-alive timeout ends an idle connection)."""
+
+    async def serve_one(stream: trio.SocketStream) -> None:
+        accepted.append(len(accepted) + 1)
+        number = len(accepted)
+        received = b""
+        while b"\r\n\r\n" not in received:
+            data = await stream.receive_some(65536)
+            if not data:
+                return
+            received += data
+        body = b"connection %d" % number
+        await stream.send_all(
+            b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body)
+        )
+        await stream.aclose()
+
+    listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
+    task_status.started(listeners[0].socket.getsockname()[1])
+    await trio.serve_listeners(serve_one, listeners)
+
+
+async def test_a_request_on_a_pooled_connection_the_backend_closed_is_sent_again_on_a_new_one(
+    nursery: trio.Nursery, storage: Storage, gateway: Ready
+) -> None:
+    """A request without a body goes out on a pooled connection unchecked; when the backend had
+    closed it, the request is sent again on a fresh connection, and the client never sees it."""
+    accepted: list[int] = []
+    port: int = await nursery.start(_answers_once_then_closes, accepted)
+    await create_proxy(storage, HOST, port)
+    await until_served(gateway)
+    with trio.fail_after(TIMEOUT):
+        async with client(gateway) as wire:
+            await wire.send(request("GET /first HTTP/1.1"))
+            first = await response(wire)
+            before = len(accepted)
+            await trio.sleep(0.2)  # the backend's close reaches the pooled connection
+            await wire.send(request("GET /second HTTP/1.1"))
+            second = await response(wire)
+    assert (first.status, second.status) == (200, 200)
+    assert second.body == b"connection %d" % (before + 1)
