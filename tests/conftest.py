@@ -94,6 +94,7 @@ DOCKER_ENGINE_FILES = frozenset(
         "test_docker_port_access.py",
         "test_docker_ports.py",
         "test_docker_publishing.py",
+        "test_docker_secrets.py",
         "test_docker_services.py",
         "test_owner_networks.py",
     }

@@ -4,7 +4,14 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import ConfigDict, Field, JsonValue, StringConstraints, model_validator
+from pydantic import (
+    AfterValidator,
+    ConfigDict,
+    Field,
+    JsonValue,
+    StringConstraints,
+    model_validator,
+)
 
 from oauthproxy.models.common import Hostname, Name, Printable, Query, Request
 
@@ -16,10 +23,42 @@ RESERVED_NAMES = frozenset({"api", "cleanup", "external", "ports", "unified"})
 """Names that `/api/v1/services/{name}` could not reach, or the internal service's."""
 Token = Annotated[str, StringConstraints(min_length=8, max_length=512)]
 Argument = Annotated[str, StringConstraints(max_length=8192)]
-"""One environment value, command item or label value: each goes on the `docker` CLI's command
-line, where the kernel refuses an argument past 128 KiB (and the whole past ~2 MiB). (8 KiB: a
-PEM certificate chain fits, and a list of them at its longest stays within a request body's
-1 MiB, so a request past these limits gets its 422, not a 413.)"""
+"""One environment value, command item or label value: each goes to the `docker` CLI (the
+environment in an env file, the others on its command line, where the kernel refuses an argument
+past 128 KiB, and the whole past ~2 MiB). (8 KiB: a PEM certificate chain fits in size, and a
+list of them at its longest stays within a request body's 1 MiB, so a request past these limits
+gets its 422, not a 413.)"""
+
+
+def environment_problem(name: str, value: str) -> str | None:
+    """Why `name=value` cannot reach a container, or None. The docker CLI reads the environment
+    from an env file (never its command line, which every local user can read): one
+    `NAME=value` a line, the value as it is, so a value cannot hold a line break, and a name
+    starting with `#` or white space, or holding `=` or white space, reads as something else."""
+    if not name or name[0] == "#" or any(c.isspace() or c in "=\x00" for c in name):
+        return f"{name!r} is not a variable name (no =, white space or leading #)"
+    if any(c in value for c in "\r\n\x00"):
+        return f"the value of {name!r} holds a line break or NUL, which an env file cannot carry"
+    try:
+        (name + value).encode()
+    except UnicodeEncodeError:
+        return f"{name!r} holds a lone surrogate (\\ud800-\\udfff), which UTF-8 cannot carry"
+    return None
+
+
+def _check_environment(environment: dict[str, str] | None) -> dict[str, str] | None:
+    for name, value in (environment or {}).items():
+        problem = environment_problem(name, value)
+        if problem:
+            raise ValueError(problem)
+    return environment
+
+
+Environment = Annotated[
+    dict[str, Argument], Field(max_length=100), AfterValidator(_check_environment)
+]
+"""A container's environment: up to 100 variables that an env file can carry."""
+
 ARGUMENTS_MAX = 262144
 """What `environment`, `command` and `labels` may hold together, in characters."""
 
@@ -81,7 +120,7 @@ class DockerServiceCreate(Request):
     )
     memory_limit: MemoryLimit = "512m"
     cpu_limit: float = Field(default=1.0, gt=0, le=64)
-    environment: dict[str, Argument] = Field(default_factory=dict, max_length=100)
+    environment: Environment = Field(default_factory=dict)
     command: list[Argument] | None = Field(default=None, max_length=100)
     networks: list[Name] = Field(default_factory=list, max_length=10)
     labels: dict[str, Argument] = Field(default_factory=dict, max_length=50)
@@ -117,7 +156,7 @@ class DockerServiceUpdate(Request):
     memory_limit: MemoryLimit | None = None
     cpu_limit: float | None = Field(default=None, gt=0, le=64)
     image: Annotated[str, StringConstraints(min_length=1, max_length=255)] | None = None
-    environment: dict[str, Argument] | None = Field(default=None, max_length=100)
+    environment: Environment | None = None
     command: list[Argument] | None = Field(default=None, max_length=100)
     labels: dict[str, Argument] | None = Field(default=None, max_length=50)
 

@@ -20,6 +20,8 @@ from __future__ import annotations
 import collections
 import contextlib
 import functools
+import os
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -36,6 +38,7 @@ from python_on_whales.exceptions import (
 )
 
 from oauthproxy.errors import Conflict, GatewayError, NotFound
+from oauthproxy.models.docker import environment_problem
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -300,24 +303,8 @@ class DockerEngine:
         """Create (not start) the container. It runs under the engine's init process: a service
         whose own process ignores SIGTERM as PID 1 would otherwise take the full stop timeout
         to stop, and its orphaned children would never be reaped."""
-        publish = [_publish(mapping) for mapping in spec.ports]
         try:
-            container = await self._run(
-                self._client.container.create,
-                spec.image,
-                list(spec.command),
-                name=spec.name,
-                memory=spec.memory,
-                cpus=spec.cpus,
-                envs=spec.environment,
-                labels=spec.labels,
-                networks=list(spec.networks),
-                publish=publish,
-                init=True,
-                pids_limit=PIDS_LIMIT,
-                log_driver="json-file",
-                log_options=LOG_OPTIONS,
-            )
+            container_id = await self._run(self._create, spec)
         except EngineError as error:
             if NAME_TAKEN not in str(error):
                 raise
@@ -327,7 +314,35 @@ class DockerEngine:
                 f"a container named {spec.name!r} already exists on the Docker host; "
                 "choose another service_name",
             ) from None
-        return str(container.id)
+        return container_id
+
+    def _create(self, spec: ContainerSpec) -> str:
+        """The environment reaches the CLI in an env file (`--env-file`), never as `--env` on
+        its command line: every local user of the host reads a process's command line in
+        /proc/*/cmdline (and python-on-whales logs the command), and an owner's environment
+        holds its API keys. The file is readable by the gateway's user only, in a directory of
+        its own, and removed with it once the CLI has returned, whatever it answered."""
+        with tempfile.TemporaryDirectory(prefix="oauthproxy-env-") as private:  # mode 0700
+            env_file = Path(private) / "environment"
+            written = os.open(env_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(written, "wb") as out:
+                out.write(env_file_text(spec.environment).encode())
+            container = self._client.container.create(
+                spec.image,
+                list(spec.command),
+                name=spec.name,
+                memory=spec.memory,
+                cpus=spec.cpus,
+                env_files=[env_file],
+                labels=spec.labels,
+                networks=list(spec.networks),
+                publish=[_publish(mapping) for mapping in spec.ports],
+                init=True,
+                pids_limit=PIDS_LIMIT,
+                log_driver="json-file",
+                log_options=LOG_OPTIONS,
+            )
+            return str(container.id)
 
     def _ours(self, name: str) -> str:
         """The full ID of the gateway's container of the service `name` (`NotFound` when there
@@ -468,6 +483,21 @@ class DockerEngine:
                     labels={k: str(v) for k, v in attributes.items()},
                 )
             )
+
+
+def env_file_text(environment: dict[str, str]) -> str:
+    """`environment` as the docker CLI reads an env file: one `NAME=value` a line, the value as
+    it is (no quoting, no escapes). A line cannot carry a line break, and a name that starts
+    with `#` or white space, or holds `=`, reads as another line: the API refuses those
+    (`models.docker.Environment`); one stored before it did is refused here, not passed on
+    mangled."""
+    lines = []
+    for name, value in environment.items():
+        problem = environment_problem(name, value)
+        if problem:
+            raise EngineError(f"environment: {problem}")
+        lines.append(f"{name}={value}\n")
+    return "".join(lines)
 
 
 def _publish(mapping: PortMapping) -> tuple[str, int, str]:
