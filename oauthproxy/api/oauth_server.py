@@ -29,6 +29,7 @@ from oauthproxy.oauth.codes import client_redirect
 from oauthproxy.oauth.errors import OAuthError, PageError, RedirectError
 from oauthproxy.oauth.metadata import server_metadata
 from oauthproxy.oauth.parameters import Params
+from oauthproxy.oauth.redirect_uris import ascii_netloc
 from oauthproxy.oauth.server import OAuthServer
 
 TEMPLATES = Path(__file__).resolve().parent.parent / "oauth" / "templates"
@@ -119,10 +120,11 @@ async def page_error(error: PageError) -> Response:
 
 
 def _destination(redirect_uri: str) -> str:
-    """Where a redirect URI leads, as a user would recognise it: its host, else its scheme
-    (an app's own `com.example.app:/callback`)."""
+    """Where a redirect URI leads, as a user would recognise it: its host (in ASCII, as the
+    browser resolves it: a homograph shows its `xn--` form), else its scheme (an app's own
+    `com.example.app:/callback`)."""
     parts = urlsplit(redirect_uri)
-    return parts.netloc or f"{parts.scheme}:"
+    return ascii_netloc(parts) or f"{parts.scheme}:"
 
 
 @oauth_server.errorhandler(RedirectError)

@@ -8,6 +8,7 @@ import secrets
 from urllib.parse import urlencode, urlsplit, urlunsplit
 
 from oauthproxy.models.oauth import AuthorizationCode, AuthorizationRequest, UserIdentity
+from oauthproxy.oauth.redirect_uris import ascii_uri
 from oauthproxy.oauth.server import OAuthServer
 
 
@@ -16,8 +17,9 @@ def code_hash(code: str) -> str:
 
 
 def client_redirect(redirect_uri: str, issuer: str, state: str | None, **values: str) -> str:
-    """`redirect_uri` with `values`, `state` and `iss` added to its query."""
-    parts = urlsplit(redirect_uri)
+    """`redirect_uri` with `values`, `state` and `iss` added to its query; in ASCII
+    (`ascii_uri`), as the browser would send it and as the pages that link to it show it."""
+    parts = urlsplit(ascii_uri(redirect_uri))
     added = {**values, **({"state": state} if state is not None else {}), "iss": issuer}
     query = "&".join(part for part in (parts.query, urlencode(added)) if part)
     return urlunsplit(parts._replace(query=query))

@@ -14,7 +14,7 @@ from oauthproxy.oauth.browser import same_browser
 from oauthproxy.oauth.client_documents import ClientDocumentError
 from oauthproxy.oauth.codes import client_redirect, issue_code
 from oauthproxy.oauth.errors import PageError
-from oauthproxy.oauth.redirect_uris import is_loopback
+from oauthproxy.oauth.redirect_uris import ascii_host, ascii_netloc, ascii_uri, is_loopback
 from oauthproxy.oauth.server import OAuthServer
 
 _EXPIRED = PageError(
@@ -25,7 +25,10 @@ _EXPIRED = PageError(
 
 @dataclass(frozen=True)
 class ConsentView:
-    """What the consent page shows."""
+    """What the consent page shows. Hosts and URIs are in ASCII (`ascii_uri`): an owner can
+    register a client whose redirect URI names a homograph (`p\\u0430ypal.example`, a Cyrillic a),
+    which in Unicode reads as the name it imitates; its `xn--` form does not, and is where the
+    browser goes."""
 
     request_id: str
     csrf_token: str
@@ -61,13 +64,24 @@ async def view(server: OAuthServer, request_id: str) -> ConsentView:
         csrf_token=consent.csrf_token,
         client_name=client.client_name or client.client_id,
         client_id=client.client_id,
-        client_host=urlsplit(client.client_id).hostname if "://" in client.client_id else None,
-        redirect_host=redirect.netloc,
+        client_host=_client_host(client.client_id),
+        redirect_host=ascii_netloc(redirect) or f"{redirect.scheme}:",
         loopback=is_loopback(redirect),
         username=consent.identity.username,
         scopes=request.scope.split(),
-        resources=request.resources,
+        resources=[ascii_uri(resource) for resource in request.resources],
     )
+
+
+def _client_host(client_id: str) -> str | None:
+    """The host of a client ID that is a URL (a metadata-document client), in ASCII."""
+    if "://" not in client_id:
+        return None
+    try:
+        host = urlsplit(client_id).hostname
+    except ValueError:
+        return None
+    return ascii_host(host) if host else None
 
 
 def _same(a: str, b: str) -> bool:

@@ -3,7 +3,7 @@ for the port of a loopback URI, RFC 8252 section 7.3)."""
 
 from __future__ import annotations
 
-from urllib.parse import SplitResult, urlsplit
+from urllib.parse import SplitResult, quote, urlsplit, urlunsplit
 
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "::1", "localhost"})
 MAX_LENGTH = 2000
@@ -54,3 +54,58 @@ def matches(registered: str, presented: str) -> bool:
 
 def find_match(registered: list[str], presented: str) -> bool:
     return any(matches(candidate, presented) for candidate in registered)
+
+
+def ascii_host(host: str) -> str:
+    """`host` as the browser resolves it: an internationalised name in its ASCII (punycode,
+    `xn--`) form, so a homograph (`p\\u0430ypal.example`, with a Cyrillic a) reads as what it is.
+    A name IDNA cannot encode keeps its ASCII and has the rest percent-encoded: never shown
+    as Unicode."""
+    if host.isascii():
+        return host
+    try:
+        return host.encode("idna").decode("ascii")
+    except UnicodeError:
+        return _ascii_only(host)
+
+
+def _ascii_only(text: str) -> str:
+    """`text` with every character outside printable ASCII (and the space) percent-encoded
+    (as UTF-8); what is there already, `%` escapes included, as it is."""
+    return "".join(c if " " < c < "\x7f" else quote(c, safe="") for c in text)
+
+
+def ascii_netloc(parts: SplitResult) -> str:
+    """The URI's host and port in ASCII (`ascii_host`); credentials are never shown."""
+    host = parts.hostname or ""
+    try:
+        port = parts.port
+    except ValueError:
+        port = None
+    shown = f"[{host}]" if ":" in host else ascii_host(host)
+    return shown if port is None else f"{shown}:{port}"
+
+
+def ascii_uri(uri: str) -> str:
+    """`uri` as a browser sends it: the host in ASCII (`ascii_host`), anything else outside
+    printable ASCII in its path and query percent-encoded; an ASCII URI as it is. What the
+    consent and refused pages show, and where their links and redirects lead: the same."""
+    if uri.isascii() and uri.isprintable() and " " not in uri:
+        return uri
+    try:
+        parts = urlsplit(uri)
+    except ValueError:
+        return _ascii_only(uri)
+    userinfo, _, _ = parts.netloc.rpartition("@")
+    netloc = ascii_netloc(parts) if parts.hostname else _ascii_only(parts.netloc)
+    if userinfo and parts.hostname:
+        netloc = f"{_ascii_only(userinfo)}@{netloc}"
+    return urlunsplit(
+        (
+            parts.scheme,
+            netloc,
+            _ascii_only(parts.path),
+            _ascii_only(parts.query),
+            _ascii_only(parts.fragment),
+        )
+    )
