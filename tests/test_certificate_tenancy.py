@@ -538,3 +538,25 @@ async def test_an_owner_orders_a_bounded_number_of_acme_certificates_per_hour(
     assert (await mallory.get(f"{CERTS}loop")).status_code == 404
     admins = {"cert_name": "adm", "domain": "adm.example.com", "email": "a@x.test"}
     assert (await api.post(CERTS, json=admins)).status_code == 202  # (the admin: no limit)
+
+
+async def test_the_owners_gateway_wide_order_count_is_atomic_and_counts_only_what_it_lets_through(
+    storage: Storage,
+) -> None:
+    """ACME_OWNER_ORDERS_PER_HOUR is counted in one Lua step: 30 orders at once against a cap
+    of 7 let exactly 7 through, and the refused ones are not counted (a burst past the cap
+    does not push the window's count, or its end, further)."""
+    results = []
+
+    async def order() -> None:
+        results.append(await storage.certificates.count_owner_acme_order(7, 3_600_000))
+
+    async with trio.open_nursery() as nursery:
+        for _ in range(30):
+            nursery.start_soon(order)
+    assert sorted(result.count for result in results if result.count) == list(range(1, 8))
+    refused = [result for result in results if not result.count]
+    assert len(refused) == 23
+    assert all(0 < result.remaining_ms <= 3_600_000 for result in refused)
+    assert await storage.redis.get(keys.acme_owner_orders_rate()) == "7"
+    assert 0 < await storage.redis.pttl(keys.acme_owner_orders_rate()) <= 3_600_000

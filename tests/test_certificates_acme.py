@@ -401,3 +401,48 @@ async def test_an_issuance_never_lands_in_a_certificate_made_again_under_its_nam
     leaf = x509.load_pem_x509_certificates(issued["fullchain_pem"].encode())[0]
     names = leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     assert names.get_values_for_type(x509.DNSName) == ["b-shop.example.com"]
+
+
+async def test_owners_together_stop_at_the_gateway_wide_order_cap_and_the_admin_never_does(
+    start_gateway: Callable[..., Any], http_port: int
+) -> None:
+    """Every owner's orders go on the gateway's one ACME account, whose budget at the CA (Let's
+    Encrypt: 300 new orders per 3 hours) the admin's orders and renewals need too: N owners
+    each within their own hourly budget spent it together. ACME_OWNER_ORDERS_PER_HOUR caps
+    them together; the next owner order is a 429 naming it, storing nothing, and the admin's
+    order is still placed and issued."""
+    async with start_gateway(
+        http_port=http_port, admin_email=EMAIL, acme_owner_orders_per_hour=3
+    ) as gateway:
+        api, ready = gateway.api, gateway.ready
+        async with (
+            as_new_token(api, ready, "alice") as alice,
+            as_new_token(api, ready, "bob") as bob,
+        ):
+            for owner, name in ((alice, "a1"), (bob, "b1"), (alice, "a2")):
+                body = {"cert_name": name, "domain": f"{name}.owners.example"}
+                ordered = await owner.post(CERTS, json=body)
+                assert ordered.status_code == 202, (name, ordered.text)
+            await until(bob, "b1", is_active)  # (real orders, at Pebble)
+
+            body = {"cert_name": "b2", "domain": "b2.owners.example"}
+            refused = await bob.post(CERTS, json=body)
+            assert refused.status_code == 429, refused.text
+            assert refused.json()["error"] == "too_many_requests"
+            assert "ACME_OWNER_ORDERS_PER_HOUR" in refused.json()["detail"]
+            assert "at most 3 " in refused.json()["detail"]
+            assert 1 <= int(refused.headers["retry-after"]) <= 3600
+            assert (await bob.get(f"{CERTS}b2")).status_code == 404
+            another = {"cert_name": "c1", "domain": "c1.owners.example"}
+            assert (await alice.post(CERTS, json=another)).status_code == 429
+
+            # the admin's order, past the owners' cap: placed and issued; and its renewal too
+            issued = await issue(api, "admins", "admin.owners.example")
+            renewed = await api.post(f"{CERTS}admins/renew")
+            assert renewed.status_code == 202, renewed.text
+
+            async def reissued() -> bool:
+                renewed_now = await certificate(api, "admins")
+                return bool(renewed_now["serial_number"] != issued["serial_number"])
+
+            await eventually(reissued, what="the admin's renewal", within=SETTLE_SECONDS)

@@ -201,7 +201,8 @@ naming a new email in each order spent that for every owner and the admin."""
 ORDERED_TOO_OFTEN = Answer(
     "429",
     f"An owner token ordered {ACME_ORDERS_PER_HOUR} this hour, or its orders named "
-    f"{ACME_ACCOUNT_EMAILS_PER_DAY} new ACME account emails today (see Retry-After)",
+    f"{ACME_ACCOUNT_EMAILS_PER_DAY} new ACME account emails today, or all owner tokens "
+    "together ordered ACME_OWNER_ORDERS_PER_HOUR this hour (see Retry-After)",
     model=ErrorBody,
 )
 
@@ -263,7 +264,11 @@ async def _count_self_signed() -> None:
 
 async def _count_acme_order(certificate: Certificate) -> None:
     """429 with Retry-After when the caller, an owner, ordered ACME_ORDERS_PER_HOUR already, or
-    this order names a new ACME account email past ACME_ACCOUNT_EMAILS_PER_DAY today."""
+    this order names a new ACME account email past ACME_ACCOUNT_EMAILS_PER_DAY today, or all
+    owners together ordered ACME_OWNER_ORDERS_PER_HOUR this hour. The gateway-wide count comes
+    last and counts only an order it lets through: an owner refused by its own budgets spends
+    nothing of the others'. The admin's orders (and every renewal) are never counted: the
+    owners' cap keeps the rest of the CA's budget for them."""
     who = caller()
     if who.is_admin or certificate.self_signed:
         return
@@ -277,6 +282,15 @@ async def _count_acme_order(certificate: Certificate) -> None:
         )
         if left_ms:
             _too_many(ACME_ACCOUNT_EMAILS_PER_DAY, "new ACME account emails per day", left_ms)
+    limit = _settings().acme_owner_orders_per_hour
+    together = await certificates.count_owner_acme_order(limit, 3_600_000)
+    if not together.count:
+        _too_many(
+            limit,
+            "ACME certificate orders per hour",
+            together.remaining_ms,
+            who="all owner tokens together (ACME_OWNER_ORDERS_PER_HOUR)",
+        )
 
 
 def _within(counted: WindowCount, limit: int, what: str) -> None:
@@ -284,12 +298,12 @@ def _within(counted: WindowCount, limit: int, what: str) -> None:
         _too_many(limit, what, counted.remaining_ms)
 
 
-def _too_many(limit: int, what: str, remaining_ms: int) -> NoReturn:
+def _too_many(limit: int, what: str, remaining_ms: int, *, who: str = "one token") -> NoReturn:
     retry_after = max(1, math.ceil(remaining_ms / 1000))
     raise ApiError(
         429,
         "too_many_requests",
-        f"at most {limit} {what} for one token; try again in {retry_after} s",
+        f"at most {limit} {what} for {who}; try again in {retry_after} s",
         headers={"Retry-After": str(retry_after)},
     )
 

@@ -90,6 +90,11 @@ def acme_order_rate(owner_hash: str) -> str:
     return f"acme_order_rate:{owner_hash}"
 
 
+def acme_owner_orders_rate() -> str:
+    """ACME certificates all owners together ordered in the current window (expires with it)."""
+    return "acme_owner_orders_rate"
+
+
 def acme_account_emails(owner_hash: str) -> str:
     """SET of the ACME account emails one owner's orders named in the current window (expires
     with it)."""

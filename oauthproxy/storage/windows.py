@@ -22,6 +22,22 @@ end
 return {count, left}
 """
 
+# Count one more event in a fixed window only while fewer than ARGV[2] are counted in it: a
+# refused event is not counted. Answers {the count (0: refused), the ms the window has left}.
+COUNT_WITHIN_LIMIT = """
+local left = redis.call('PTTL', KEYS[1])
+if left < 0 then
+  left = tonumber(ARGV[1])
+end
+if tonumber(redis.call('GET', KEYS[1]) or '0') >= tonumber(ARGV[2]) then
+  if redis.call('PTTL', KEYS[1]) < 0 then redis.call('PEXPIRE', KEYS[1], ARGV[1]) end
+  return {0, left}
+end
+local count = redis.call('INCR', KEYS[1])
+if redis.call('PTTL', KEYS[1]) < 0 then redis.call('PEXPIRE', KEYS[1], ARGV[1]) end
+return {count, left}
+"""
+
 
 class WindowCount(BaseModel):
     count: int
@@ -33,9 +49,18 @@ class WindowCount(BaseModel):
 class WindowCounter:
     def __init__(self, redis: Redis) -> None:
         self._script = redis.register_script(COUNT_IN_WINDOW)
+        self._within = redis.register_script(COUNT_WITHIN_LIMIT)
 
     async def count(self, key: str, window_ms: int) -> WindowCount:
         """Count one event under `key` in its window of `window_ms` (one atomic step)."""
         reply: list[int] = await self._script(keys=[key], args=[window_ms])
+        count, remaining_ms = reply
+        return WindowCount(count=count, remaining_ms=remaining_ms)
+
+    async def count_within(self, key: str, window_ms: int, limit: int) -> WindowCount:
+        """Count one event under `key` in its window of `window_ms` while fewer than `limit`
+        are counted there (one atomic step). When `limit` are, nothing is counted: the answer's
+        `count` is 0, and `remaining_ms` says when the window ends."""
+        reply: list[int] = await self._within(keys=[key], args=[window_ms, limit])
         count, remaining_ms = reply
         return WindowCount(count=count, remaining_ms=remaining_ms)
