@@ -28,6 +28,10 @@ TEAM = "team.example.com"
 """A proxy that lets in the members of the GitHub organisation acme."""
 OPEN = "open.example.com"
 """A proxy that lets in every GitHub user: it checks nothing GitHub can change."""
+MAX_AGE = 4
+"""OAUTH_IDENTITY_MAX_AGE in these tests: long enough for a login and its first checks on a
+loaded CI machine (at 1 s, a login there was already stale by its first check), short enough
+to wait out."""
 
 
 async def _proxies(storage: Storage) -> None:
@@ -56,7 +60,7 @@ async def test_a_user_taken_out_of_the_organisation_refreshes_no_more_after_the_
     await _proxies(storage)
     github.user = GitHubUser(7, "alice", ["alice@acme.test"], orgs=["acme"])
     ready = await oauth_helpers.start_gateway(
-        nursery, make_settings, github, oauth_identity_max_age=1
+        nursery, make_settings, github, oauth_identity_max_age=MAX_AGE
     )
     async with httpx.AsyncClient(base_url=ready.api_url) as http:
         flow = FlowClient(http)
@@ -66,7 +70,7 @@ async def test_a_user_taken_out_of_the_organisation_refreshes_no_more_after_the_
         assert fresh.status_code == 200, fresh.text  # while the login is recent
 
         github.user = GitHubUser(7, "alice", ["alice@acme.test"], orgs=[])  # taken out
-        await trio.sleep(1.2)
+        await trio.sleep(MAX_AGE + 0.2)
         stale = await _refresh(flow, client, fresh.json()["refresh_token"])
         assert stale.status_code == 400, stale.text
         assert stale.json()["error"] == "invalid_grant"
@@ -90,7 +94,7 @@ async def test_what_checks_no_github_membership_refreshes_on_and_zero_means_no_l
     await _proxies(storage)
     github.user = GitHubUser(7, "alice", ["alice@acme.test"], orgs=["acme"])
     limited = await oauth_helpers.start_gateway(
-        nursery, make_settings, github, oauth_identity_max_age=1
+        nursery, make_settings, github, oauth_identity_max_age=MAX_AGE
     )
     unlimited = await oauth_helpers.start_gateway(
         nursery, make_settings, github, oauth_identity_max_age=0
@@ -103,7 +107,7 @@ async def test_what_checks_no_github_membership_refreshes_on_and_zero_means_no_l
         open_client, team_client = await open_flow.register(), await team_flow.register()
         open_tokens = await open_flow.tokens(open_client, resource=f"https://{OPEN}")
         team_tokens = await team_flow.tokens(team_client, resource=f"https://{TEAM}")
-        await trio.sleep(1.2)
+        await trio.sleep(MAX_AGE + 0.2)
         for flow, client, tokens in (
             (open_flow, open_client, open_tokens),
             (team_flow, team_client, team_tokens),
@@ -139,7 +143,7 @@ async def test_a_stale_login_passes_no_group_proxy_through_an_extra_audience(
     await _proxies(storage)
     github.user = GitHubUser(7, "alice", ["alice@acme.test"], orgs=["acme"])
     ready = await oauth_helpers.start_gateway(
-        nursery, make_settings, github, oauth_identity_max_age=1
+        nursery, make_settings, github, oauth_identity_max_age=MAX_AGE
     )
 
     async def passes(token: str) -> tuple[int, int]:
@@ -162,7 +166,7 @@ async def test_a_stale_login_passes_no_group_proxy_through_an_extra_audience(
         assert await passes(tokens["access_token"]) == (502, 200)
 
         github.user = GitHubUser(7, "alice", ["alice@acme.test"], orgs=[])  # taken out
-        await trio.sleep(1.2)
+        await trio.sleep(MAX_AGE + 0.2)
         fresh = await _refresh(flow, client, tokens["refresh_token"])
         assert fresh.status_code == 200, fresh.text  # the open proxy's policy reads no identity
         assert await passes(fresh.json()["access_token"]) == (401, 401)
