@@ -242,31 +242,44 @@ async def test_a_late_answer_on_a_kept_alive_connection_is_a_504_that_ends_it(
             assert await read_response(wire) is None  # the gateway closed the connection
 
 
-async def _answers_once_then_closes(
-    accepted: list[int], *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED
-) -> None:
-    """A backend that answers one request per connection, without `Connection: close`, and
-    then closes it: the gateway pools the connection and learns it closed only when it next
-    sends a request on it (as when a backend's keep-alive timeout ends an idle connection)."""
+Scripted = Callable[[bytes, int], tuple[bytes, bool] | None]
+"""A raw backend's script: for a request head and its connection's number, what to answer and
+whether to keep the connection open after it (None: close it unanswered)."""
 
-    async def serve_one(stream: trio.SocketStream) -> None:
-        accepted.append(len(accepted) + 1)
-        number = len(accepted)
-        received = b""
-        while b"\r\n\r\n" not in received:
-            data = await stream.receive_some(65536)
-            if not data:
-                return
-            received += data
-        body = b"connection %d" % number
-        await stream.send_all(
-            b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body)
-        )
-        await stream.aclose()
+
+async def _scripted_backend(
+    script: Scripted, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED
+) -> None:
+    """A backend that reads request heads (no bodies) and answers each as `script` says."""
+    accepted = 0
+
+    async def serve(stream: trio.SocketStream) -> None:
+        nonlocal accepted
+        accepted += 1
+        number, received = accepted, b""
+        async with stream:
+            while True:
+                while b"\r\n\r\n" not in received:
+                    data = await stream.receive_some(65536)
+                    if not data:
+                        return
+                    received += data
+                head, _, received = received.partition(b"\r\n\r\n")
+                scripted = script(head, number)
+                if scripted is None:
+                    return
+                answer, keep = scripted
+                await stream.send_all(answer)
+                if not keep:
+                    return
 
     listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
     task_status.started(listeners[0].socket.getsockname()[1])
-    await trio.serve_listeners(serve_one, listeners)
+    await trio.serve_listeners(serve, listeners)
+
+
+def _ok(body: bytes) -> bytes:
+    return b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body)
 
 
 async def test_a_request_on_a_pooled_connection_the_backend_closed_is_sent_again_on_a_new_one(
@@ -275,16 +288,52 @@ async def test_a_request_on_a_pooled_connection_the_backend_closed_is_sent_again
     """A request without a body goes out on a pooled connection unchecked; when the backend had
     closed it, the request is sent again on a fresh connection, and the client never sees it."""
     accepted: list[int] = []
-    port: int = await nursery.start(_answers_once_then_closes, accepted)
+
+    def answer_once_then_close(head: bytes, number: int) -> tuple[bytes, bool]:
+        """(No `Connection: close`: the gateway pools it, and finds it closed on its next use,
+        as when a backend's keep-alive timeout ends an idle connection.)"""
+        accepted.append(number)
+        return _ok(b"connection %d" % number), False
+
+    port: int = await nursery.start(_scripted_backend, answer_once_then_close)
     await create_proxy(storage, HOST, port)
     await until_served(gateway)
     with trio.fail_after(TIMEOUT):
         async with client(gateway) as wire:
             await wire.send(request("GET /first HTTP/1.1"))
             first = await response(wire)
-            before = len(accepted)
+            before = max(accepted)
             await trio.sleep(0.2)  # the backend's close reaches the pooled connection
             await wire.send(request("GET /second HTTP/1.1"))
             second = await response(wire)
     assert (first.status, second.status) == (200, 200)
     assert second.body == b"connection %d" % (before + 1)
+
+
+async def test_a_request_that_is_not_idempotent_is_never_sent_twice(
+    nursery: trio.Nursery, storage: Storage, gateway: Ready
+) -> None:
+    """RFC 9110 §9.2.2: a proxy does not retry a request that is not idempotent by itself. A
+    POST without a body, on a pooled connection whose backend took it and closed, was sent again
+    on a fresh connection: the backend acted on it twice (a payment made twice)."""
+    posts: list[bytes] = []
+
+    def drop_every_post(head: bytes, _: int) -> tuple[bytes, bool] | None:
+        """GETs answered on a kept connection; a POST read, then its connection closed
+        unanswered (as a backend that fails while it acts on it)."""
+        if head.startswith(b"POST "):
+            posts.append(head.split(b" ")[1])
+            return None
+        return _ok(b"ok"), True
+
+    port: int = await nursery.start(_scripted_backend, drop_every_post)
+    await create_proxy(storage, HOST, port)
+    await until_served(gateway)
+    with trio.fail_after(TIMEOUT):
+        async with client(gateway) as wire:
+            await wire.send(request("GET /warm HTTP/1.1"))  # leaves a pooled connection
+            assert (await response(wire)).status == 200
+            await wire.send(request("POST /charge HTTP/1.1", "Content-Length: 0"))
+            failed = await response(wire)
+    assert failed.status == 502
+    assert posts == [b"/charge"]

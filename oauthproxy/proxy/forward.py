@@ -54,6 +54,10 @@ class Destination:
 _IDLE, _SWITCHED, _NO_BODY = State.IDLE, State.SWITCHED, Framing.NONE
 """(An enum's class attributes cost a lookup each: the hot path reads these.)"""
 
+IDEMPOTENT = frozenset({b"GET", b"HEAD", b"OPTIONS", b"TRACE", b"PUT", b"DELETE"})
+"""The methods a request may be sent again with when its connection failed before an answer
+(RFC 9110 §9.2.2): the backend may have acted on it already, and a second POST acts twice."""
+
 
 class _NoResponse(Exception):
     """The upstream failed before it sent a response head (so the client can get a 502/504)."""
@@ -177,11 +181,14 @@ async def open_upstream(
     the upstream, the status and the kind of exchange. (HTTP/1.1 and HTTP/2 both start here;
     what follows the head is framed by each.)
 
-    A request without a body goes out on a pooled connection when there is one, and again on a
-    fresh one if that one turns out closed. The common exchange (no body, a pooled connection)
-    runs in this coroutine alone: each level of coroutines between the connection's task and
-    the read it waits in is paid again at every resumption (the four levels this replaced cost
-    ~5 % of the gateway's CPU per proxied request: `benchmarks/cpu_per_request.py`)."""
+    An idempotent request without a body goes out on a pooled connection when there is one,
+    unchecked, and again on a fresh one if that one turns out closed; any other request gets a
+    pooled connection only once it is seen to be open still, and is never sent twice.
+
+    The common exchange (a GET, a pooled connection) runs in this coroutine alone: each level
+    of coroutines between the connection's task and the read it waits in is paid again at
+    every resumption (the four levels this replaced cost ~5 % of the gateway's CPU per proxied
+    request: `benchmarks/cpu_per_request.py`)."""
     request, downstream, pool, entry = (
         exchange.request,
         exchange.downstream,
@@ -201,6 +208,7 @@ async def open_upstream(
         ),
     )
     has_body = request.has_body
+    retryable = not has_body and request.method in IDEMPOTENT
     if not has_body:
         events = downstream.events  # its END came with the head, almost always
         if (events.popleft() if events else await downstream.next_event()) is not END:
@@ -209,8 +217,8 @@ async def open_upstream(
     exchange.answer_within = timeout
     answer_by.start(timeout)  # when it fires, the connection (the stream) answers
     try:
-        upstream = (None if has_body else pool.idle(origin)) or await pool.acquire(
-            origin, unless_dropped=has_body
+        upstream = (pool.idle(origin) if retryable else None) or await pool.acquire(
+            origin, unless_dropped=not retryable
         )
         while True:
             try:
@@ -231,7 +239,7 @@ async def open_upstream(
                 break
             except UpstreamGone as error:
                 await trio.aclose_forcefully(upstream.stream)
-                if has_body or not upstream.reused:
+                if not (retryable and upstream.reused):
                     raise _NoResponse(
                         502, "bad_gateway", f"the upstream failed: {error}"
                     ) from error
