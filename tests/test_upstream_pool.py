@@ -3,6 +3,8 @@ is not handed to a request that could not be retried (forwarding never looks at 
 
 from __future__ import annotations
 
+import os
+import resource
 import ssl
 
 import pytest
@@ -46,3 +48,35 @@ async def test_an_idle_connection_the_backend_closed_is_weeded_out_when_asked(
     assert (handed is idle, handed.reused) == (reused, reused)
     await pool.clear()
     await trio.aclose_forcefully(handed.stream)
+
+
+async def test_a_connection_past_descriptor_1023_is_checked_too(nursery: trio.Nursery) -> None:
+    """The check used `select.select`, which raises ValueError for a descriptor past 1023
+    (FD_SETSIZE): once the gateway held ~1,000 connections (or an anonymous client opened that
+    many idle ones), every request the pool checks for (a POST) failed its connection's task
+    with a logged exception and no answer (an attack hunt)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < 2048:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(2048, hard), hard))
+    filler = [os.dup(0) for _ in range(1100)]  # the next descriptors are past 1023
+    try:
+        closing = trio.Event()
+        port: int = await nursery.start(_closing_backend, closing)
+        origin = parse_origin(f"http://127.0.0.1:{port}")
+        pool = UpstreamPool(connect_timeout=5, tls=ssl.create_default_context())
+        await pool.retarget(frozenset({origin.key}))
+        idle = await pool.acquire(origin)
+        assert isinstance(idle.stream, LeanSocketStream) and idle.stream.fd > 1023
+        await pool.release(idle)
+        assert await pool.acquire(origin, unless_dropped=True) is idle  # open: handed out
+        await pool.release(idle)
+        closing.set()
+        with trio.fail_after(5):
+            await trio.lowlevel.wait_readable(idle.stream.socket)
+        fresh = await pool.acquire(origin, unless_dropped=True)  # closed: weeded out
+        assert fresh is not idle
+        await trio.aclose_forcefully(fresh.stream)
+        await pool.clear()
+    finally:
+        for descriptor in filler:
+            os.close(descriptor)

@@ -177,8 +177,9 @@ def _dropped(stream: trio.abc.Stream) -> bool:
     sock = getattr(socket_stream, "socket", None)
     if sock is None:
         return False
-    readable, _, _ = select.select([sock.fileno()], [], [], 0)
-    return bool(readable)
+    poller = select.poll()  # (not `select.select`: it refuses descriptors past 1023)
+    poller.register(sock.fileno(), select.POLLIN)
+    return bool(poller.poll(0))  # readable, hung up or failed
 
 
 def tls_context(ca_bundle: str | None) -> ssl.SSLContext:
