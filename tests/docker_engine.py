@@ -234,7 +234,9 @@ def bridged_docker_engine() -> Iterator[Engine]:
 @pytest.fixture(scope="session")
 def isolating_docker_engine() -> Iterator[Engine]:
     """A real dockerd on a bridge of its own, with iptables: its networks are isolated from
-    each other as an engine's are by default; with the busybox image."""
+    each other as an engine's are by default; with the busybox image. Never two at once on one
+    host (nor beside a system dockerd): dockerd flushes and remakes the host's DOCKER chains as
+    it starts, so another's rules go (under xdist, one worker runs every test that uses it)."""
     yield from _engine_with_image(bridged=True, iptables=True)
 
 

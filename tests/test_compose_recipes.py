@@ -122,3 +122,5 @@ def test_compose_yaml_checks_both_services_health_and_gives_the_gateway_the_engi
     assert "networks" not in services["redis"]  # default only
     # the gateway's container joins each owner's network (its hostname names it)
     assert api["environment"]["GATEWAY_CONTAINER"] == "self"
+    # it joins every owner's network, so it routes nothing between them (the gateway checks)
+    assert api["sysctls"]["net.ipv4.ip_forward"] == 0

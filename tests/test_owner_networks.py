@@ -18,10 +18,13 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import shutil
 import socket
 import subprocess
+import tarfile
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -43,6 +46,9 @@ STANDIN = "gateway-standin"
 """The container that plays the gateway's own (GATEWAY_CONTAINER)."""
 STANDIN_NETWORK = "standin-default"
 """Its own network, as the compose project's `default` is the gateway's."""
+FORWARDING_OFF = ("--sysctl", "net.ipv4.ip_forward=0")
+"""How compose.yaml creates the gateway's container (the gateway joins owner networks only
+then): on every owner's network, a container that forwards would route between them."""
 
 
 @pytest.fixture
@@ -50,8 +56,9 @@ async def standin(isolating_docker_engine: Engine) -> AsyncIterator[str]:
     engine = isolating_docker_engine
     engine.docker("network", "create", STANDIN_NETWORK)
     engine.docker(
-        "run", "-d", "--name", STANDIN, "--network", STANDIN_NETWORK, IMAGE, "sleep", "100000"
-    )
+        "run", "-d", "--name", STANDIN, "--network", STANDIN_NETWORK, *FORWARDING_OFF,
+        IMAGE, "sleep", "100000",
+    )  # fmt: skip
     yield STANDIN
     engine.docker("rm", "-f", STANDIN)
     engine.docker("network", "rm", STANDIN_NETWORK)
@@ -353,3 +360,158 @@ async def test_the_gateways_container_rejoins_every_owner_network_when_it_follow
         assert said.endswith("\nfrank\n"), said
         shutdown.set()
         assert (await frank.delete(f"{SERVICES}frank-web")).status_code == 200
+
+
+async def test_a_gateway_container_that_forwards_packets_joins_no_owner_network(
+    nursery: trio.Nursery,
+    storage: Storage,
+    make_settings: Callable[..., Settings],
+    isolating_docker_engine: Engine,
+) -> None:
+    """A container's network namespace takes IPv4 forwarding from the host (on wherever dockerd
+    runs): a gateway container on every owner's network was a router between them (an attack
+    hunt sent Alice's packets through it to Bob's container, past the engine's isolation, which
+    acts only between its bridges). The gateway now joins owner networks only when its
+    container was created with forwarding off, and refuses owners' services until then."""
+    engine = isolating_docker_engine
+    engine.docker("network", "create", "router-default")
+    engine.docker(
+        "run", "-d", "--name", "gateway-router", "--network", "router-default",
+        IMAGE, "sleep", "100000",
+    )  # fmt: skip
+    try:
+        gateway = await serve_on(nursery, make_settings, engine, gateway_container="gateway-router")
+        async with admin_of(gateway) as admin, owner(admin, gateway, "alice") as (alice, hash_):
+            fields = {"image": IMAGE, "command": serving("alice"), "internal_port": 80}
+            made = await alice.post(SERVICES, json={"service_name": "alice-web", **fields})
+            assert made.status_code == 503, made.text
+            assert made.json()["error"] == "gateway_misconfigured"
+            assert made.json()["field"] == "GATEWAY_CONTAINER"
+            assert "net.ipv4.ip_forward" in made.json()["detail"]
+            assert not [n for n in owner_networks(engine, hash_) if attached(n)]
+            assert engine.docker("ps", "-aq", "--filter", "name=alice-web") == ""
+    finally:
+        engine.docker("rm", "-f", "gateway-router")
+        engine.docker("network", "rm", "router-default")
+
+
+UDP_SEND = r"""
+/* udpsend IFACE NEXT_HOP_MAC SRC_IP DST_IP DST_PORT PAYLOAD: five UDP datagrams in Ethernet
+   frames sent to NEXT_HOP_MAC, whatever the routing table says (CAP_NET_RAW: every container
+   has it by default). */
+#include <arpa/inet.h>
+#include <linux/if_packet.h>
+#include <net/ethernet.h>
+#include <net/if.h>
+#include <netinet/ip.h>
+#include <netinet/udp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+static unsigned short checksum(const void *data, int length) {
+    const unsigned short *word = data;
+    unsigned long sum = 0;
+    for (; length > 1; length -= 2) sum += *word++;
+    if (length) sum += *(const unsigned char *)word;
+    while (sum >> 16) sum = (sum & 0xffff) + (sum >> 16);
+    return (unsigned short)~sum;
+}
+
+int main(int argc, char **argv) {
+    if (argc != 7) return 2;
+    int sock = socket(AF_PACKET, SOCK_RAW, htons(ETH_P_IP));
+    struct ifreq request;
+    memset(&request, 0, sizeof request);
+    strncpy(request.ifr_name, argv[1], IFNAMSIZ - 1);
+    if (sock < 0 || ioctl(sock, SIOCGIFINDEX, &request) < 0) return 1;
+    int index = request.ifr_ifindex;
+    if (ioctl(sock, SIOCGIFHWADDR, &request) < 0) return 1;
+    unsigned char frame[1500];
+    memset(frame, 0, sizeof frame);
+    struct ether_header *ethernet = (void *)frame;
+    unsigned int mac[6];
+    if (sscanf(argv[2], "%x:%x:%x:%x:%x:%x", &mac[0], &mac[1], &mac[2], &mac[3], &mac[4],
+               &mac[5]) != 6) return 2;
+    for (int i = 0; i < 6; i++) ethernet->ether_dhost[i] = (unsigned char)mac[i];
+    memcpy(ethernet->ether_shost, request.ifr_hwaddr.sa_data, 6);
+    ethernet->ether_type = htons(ETH_P_IP);
+    int length = (int)strlen(argv[6]);
+    struct iphdr *ip = (void *)(frame + sizeof *ethernet);
+    struct udphdr *udp = (void *)((unsigned char *)ip + sizeof *ip);
+    memcpy((unsigned char *)udp + sizeof *udp, argv[6], length);
+    ip->version = 4; ip->ihl = 5; ip->ttl = 64; ip->protocol = IPPROTO_UDP;
+    ip->tot_len = htons(sizeof *ip + sizeof *udp + length);
+    inet_pton(AF_INET, argv[3], &ip->saddr);
+    inet_pton(AF_INET, argv[4], &ip->daddr);
+    ip->check = checksum(ip, sizeof *ip);
+    udp->source = htons(40000); udp->dest = htons(atoi(argv[5]));
+    udp->len = htons(sizeof *udp + length);
+    struct sockaddr_ll to;
+    memset(&to, 0, sizeof to);
+    to.sll_family = AF_PACKET; to.sll_ifindex = index; to.sll_halen = 6;
+    memcpy(to.sll_addr, ethernet->ether_dhost, 6);
+    int size = sizeof *ethernet + sizeof *ip + sizeof *udp + length;
+    for (int i = 0; i < 5; i++) {
+        if (sendto(sock, frame, size, 0, (struct sockaddr *)&to, sizeof to) != size) return 1;
+        usleep(200000);
+    }
+    return 0;
+}
+"""
+TOOLS = "owner/tools:1"
+"""An image an owner could pull: busybox (its `nc -u -l` receives), and the frame sender."""
+
+
+def _tools_image(engine: Engine, directory: Path) -> None:
+    rootfs = directory / "rootfs"
+    (rootfs / "bin").mkdir(parents=True)
+    (rootfs / "tmp").mkdir()
+    shutil.copy(shutil.which("busybox") or "/bin/busybox", rootfs / "bin" / "busybox")
+    for applet in ("sh", "sleep", "nc", "cat"):
+        (rootfs / "bin" / applet).symlink_to("busybox")
+    source = directory / "udpsend.c"
+    source.write_text(UDP_SEND)
+    compiled = rootfs / "bin" / "udpsend"
+    subprocess.run(["gcc", "-static", "-O1", "-o", str(compiled), str(source)], check=True)
+    with tarfile.open(directory / "rootfs.tar", "w") as archive:
+        archive.add(rootfs, arcname=".")
+    engine.docker("import", str(directory / "rootfs.tar"), TOOLS)
+
+
+async def test_an_owners_packets_are_not_routed_to_another_owners_network_by_the_gateway(
+    isolating_docker_engine: Engine, gateway: Ready, admin: httpx.AsyncClient, tmp_path: Path
+) -> None:
+    """The attack itself: Alice's container sends frames to the gateway container's MAC on
+    Alice's network, addressed (IP) to Bob's container. With forwarding on there (the host's
+    default), the gateway's container routed them onto Bob's network and Bob's UDP service got
+    them; created as compose creates it (forwarding off), it drops them, as the host's bridge
+    does."""
+    engine = isolating_docker_engine
+    _tools_image(engine, tmp_path)
+    async with (
+        owner(admin, gateway, "alice") as (alice, _),
+        owner(admin, gateway, "bob") as (
+            bob,
+            _,
+        ),
+    ):
+        listen = ["sh", "-c", "nc -u -l -p 9999 > /tmp/got & exec sleep 600"]
+        await create(bob, "bob-udp", image=TOOLS, command=listen, internal_port=9999)
+        await create(alice, "alice-raw", image=TOOLS, command=["sleep", "600"], internal_port=80)
+        alice_on = json.loads(engine.docker("inspect", "alice-raw"))[0]["NetworkSettings"]
+        ((alice_network, alice_address),) = alice_on["Networks"].items()
+        (bob_address,) = addresses(engine, "bob-udp").values()
+        standin_on = json.loads(engine.docker("inspect", STANDIN))[0]["NetworkSettings"]
+        gateway_mac = standin_on["Networks"][alice_network]["MacAddress"]
+        sent = [
+            "docker", "--host", engine.host, "exec", "alice-raw", "udpsend", "eth0", gateway_mac,
+            alice_address["IPAddress"], bob_address, "9999", "through-the-gateway",
+        ]  # fmt: skip
+        await trio.to_thread.run_sync(lambda: subprocess.run(sent, check=True, timeout=30))
+        await trio.sleep(1)
+        got = engine.docker("exec", "bob-udp", "cat", "/tmp/got")
+        assert "through-the-gateway" not in got

@@ -24,6 +24,7 @@ from oauthproxy.errors import (
 from oauthproxy.models.common import PATTERN_MEANINGS
 from oauthproxy.models.errors import ErrorBody, FieldProblem
 from oauthproxy.services.docker import EngineError, EngineUnavailable
+from oauthproxy.services.owner_networks import RoutingGateway
 from oauthproxy.tenancy.caller import Refused
 
 log = logging.getLogger(__name__)
@@ -189,6 +190,11 @@ def install_error_handlers(app: Quart) -> None:
     async def engine_unavailable(exc: EngineUnavailable) -> Response:
         log.warning("%s", exc)
         return error_response(503, "docker_unavailable", str(exc), field="DOCKER_HOST")
+
+    @app.errorhandler(RoutingGateway)
+    async def routing_gateway(exc: RoutingGateway) -> Response:
+        log.error("%s", exc)
+        return error_response(503, "gateway_misconfigured", str(exc), field="GATEWAY_CONTAINER")
 
     @app.errorhandler(EngineError)
     async def engine_error(exc: EngineError) -> Response:

@@ -289,6 +289,15 @@ class DockerEngine:
             if not any(said in str(error) for said in ALREADY_CONNECTED):
                 raise
 
+    async def sysctls(self, container: str) -> dict[str, str]:
+        """The kernel settings the container was created with (`--sysctl`, compose's
+        `sysctls`): what it does not set, it inherits from the host."""
+        return await self._run(self._sysctls_of, container)
+
+    def _sysctls_of(self, container: str) -> dict[str, str]:
+        settings = self._client.container.inspect(container).host_config.sysctls or {}
+        return {str(name): str(value) for name, value in settings.items()}
+
     async def disconnect(self, network: str, container: str) -> None:
         """Detach the container from the network; nothing when it is not attached."""
         try:

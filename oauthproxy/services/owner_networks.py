@@ -13,6 +13,10 @@ only on a network the asker shares with the container. On the host it reaches co
 their published ports (names do not resolve there). In a container (GATEWAY_CONTAINER), it joins
 every owner network it needs: when it makes one, and every time its Docker events follower
 (re)connects to the engine (`join_all`), so a gateway container made anew rejoins them all.
+It joins only while it forwards no packets (`FORWARDING_OFF`): a container's network namespace
+takes IPv4 forwarding from the host, where dockerd turns it on, and a gateway container on
+every owner's network would route one owner's packets onto another's, past the isolation the
+engine applies only between its bridges.
 """
 
 from __future__ import annotations
@@ -23,11 +27,20 @@ import socket
 from dataclasses import dataclass
 
 from oauthproxy.errors import GatewayError
-from oauthproxy.services.docker import MANAGED_LABEL, OWNER_LABEL, DockerEngine, NetworkState
+from oauthproxy.services.docker import (
+    MANAGED_LABEL,
+    OWNER_LABEL,
+    DockerEngine,
+    EngineError,
+    NetworkState,
+)
 
 log = logging.getLogger(__name__)
 
 NETWORK_PREFIX = "oauthproxy-owner-"
+FORWARDING_OFF = {"net.ipv4.ip_forward": "0"}
+"""The sysctl GATEWAY_CONTAINER must be created with before it joins owner networks (compose's
+`api` sets it, and net.ipv6.conf.all.forwarding too)."""
 OWN_CONTAINER = "self"
 """GATEWAY_CONTAINER's value for "the container this process runs in": its hostname, which
 Docker sets to the container's short ID unless told otherwise."""
@@ -49,6 +62,18 @@ def gateway_container(setting: str | None) -> str | None:
     return socket.gethostname() if setting == OWN_CONTAINER else setting
 
 
+class RoutingGateway(EngineError):
+    """GATEWAY_CONTAINER forwards packets: on every owner's network, it would be a router
+    between them. Owners' services are refused until it is created with forwarding off."""
+
+    def __init__(self, container: str, sysctl: str) -> None:
+        super().__init__(
+            f"the gateway's container ({container}, GATEWAY_CONTAINER) forwards packets between "
+            f"its networks: on every owner's network it would route one owner's packets to "
+            f"another's; create it with the sysctl {sysctl}=0 (compose.yaml's api service does)"
+        )
+
+
 @dataclass(frozen=True)
 class OwnerNetworks:
     engine: DockerEngine
@@ -62,8 +87,17 @@ class OwnerNetworks:
             network_name(owner_hash), network_labels(owner_hash)
         )
         if self.gateway is not None:
+            await self._check_forwarding_off()
             await self.engine.connect(network.id, self.gateway)
         return network.id
+
+    async def _check_forwarding_off(self) -> None:
+        """`RoutingGateway` unless the gateway's container forwards no packets."""
+        assert self.gateway is not None
+        configured = await self.engine.sysctls(self.gateway)
+        unset = [name for name, value in FORWARDING_OFF.items() if configured.get(name) != value]
+        if unset:
+            raise RoutingGateway(self.gateway, unset[0])
 
     async def release(self, owner_hash: str) -> list[str]:
         """Remove the owner's network(s), once the owner has no service left: the names of
@@ -97,6 +131,7 @@ class OwnerNetworks:
         if self.gateway is None:
             return
         try:
+            await self._check_forwarding_off()
             for network in await self.engine.networks({MANAGED_LABEL: "true"}):
                 if network.name.startswith(NETWORK_PREFIX) and OWNER_LABEL in network.labels:
                     await self.engine.connect(network.id, self.gateway)
