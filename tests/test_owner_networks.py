@@ -462,8 +462,33 @@ int main(int argc, char **argv) {
     return 0;
 }
 """
+UDP_RECEIVE = r"""
+/* udpreceive PORT: print each UDP datagram received on PORT, a line each. */
+#include <arpa/inet.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+
+int main(int argc, char **argv) {
+    int sock = socket(AF_INET, SOCK_DGRAM, 0);
+    struct sockaddr_in address;
+    memset(&address, 0, sizeof address);
+    address.sin_family = AF_INET;
+    address.sin_port = htons(atoi(argv[1]));
+    if (bind(sock, (struct sockaddr *)&address, sizeof address) < 0) return 1;
+    setvbuf(stdout, NULL, _IOLBF, 0);
+    char buffer[2048];
+    for (;;) {
+        ssize_t size = recv(sock, buffer, sizeof buffer - 1, 0);
+        if (size < 0) continue;
+        buffer[size] = 0;
+        printf("%s\n", buffer);
+    }
+}
+"""
 TOOLS = "owner/tools:1"
-"""An image an owner could pull: busybox (its `nc -u -l` receives), and the frame sender."""
+"""An image an owner could pull: busybox, the frame sender and a UDP receiver."""
 
 
 def _tools_image(engine: Engine, directory: Path) -> None:
@@ -473,10 +498,11 @@ def _tools_image(engine: Engine, directory: Path) -> None:
     shutil.copy(shutil.which("busybox") or "/bin/busybox", rootfs / "bin" / "busybox")
     for applet in ("sh", "sleep", "nc", "cat"):
         (rootfs / "bin" / applet).symlink_to("busybox")
-    source = directory / "udpsend.c"
-    source.write_text(UDP_SEND)
-    compiled = rootfs / "bin" / "udpsend"
-    subprocess.run(["gcc", "-static", "-O1", "-o", str(compiled), str(source)], check=True)
+    for name, program in (("udpsend", UDP_SEND), ("udpreceive", UDP_RECEIVE)):
+        source = directory / f"{name}.c"
+        source.write_text(program)
+        compiled = rootfs / "bin" / name
+        subprocess.run(["gcc", "-static", "-O1", "-o", str(compiled), str(source)], check=True)
     with tarfile.open(directory / "rootfs.tar", "w") as archive:
         archive.add(rootfs, arcname=".")
     engine.docker("import", str(directory / "rootfs.tar"), TOOLS)
@@ -499,7 +525,7 @@ async def test_an_owners_packets_are_not_routed_to_another_owners_network_by_the
             _,
         ),
     ):
-        listen = ["sh", "-c", "nc -u -l -p 9999 > /tmp/got & exec sleep 600"]
+        listen = ["udpreceive", "9999"]
         await create(bob, "bob-udp", image=TOOLS, command=listen, internal_port=9999)
         await create(alice, "alice-raw", image=TOOLS, command=["sleep", "600"], internal_port=80)
         alice_on = json.loads(engine.docker("inspect", "alice-raw"))[0]["NetworkSettings"]
@@ -513,5 +539,5 @@ async def test_an_owners_packets_are_not_routed_to_another_owners_network_by_the
         ]  # fmt: skip
         await trio.to_thread.run_sync(lambda: subprocess.run(sent, check=True, timeout=30))
         await trio.sleep(1)
-        got = engine.docker("exec", "bob-udp", "cat", "/tmp/got")
+        got = engine.docker("logs", "bob-udp")
         assert "through-the-gateway" not in got
