@@ -237,9 +237,10 @@ class Settings(BaseSettings):
     token_max_certificates: Annotated[int, Field(ge=0)] = 50
     """Certificates one non-admin token may own (the admin is not counted)."""
     acme_owner_orders_per_hour: Annotated[int, Field(ge=1)] = 50
-    """New ACME orders all owner tokens together may place per hour. They go on the gateway's
-    one ACME account, whose budget at the CA (Let's Encrypt: 300 new orders per 3 hours) the
-    admin's orders and renewals need too; those are never counted nor refused."""
+    """ACME orders placed for all owner tokens' certificates together per hour: new ones, and
+    the renewal loop's retries and renewals. They go on the gateway's one ACME account, whose
+    budget at the CA (Let's Encrypt: 300 new orders per 3 hours) the admin's orders and
+    renewals need too; those are never counted nor refused."""
 
     # --- Docker --------------------------------------------------------------------------------
     docker_gid: int = 999

@@ -19,11 +19,8 @@ import httpx
 import pytest
 import trio
 
-from oauthproxy.api.certificates import (
-    ACME_ACCOUNT_EMAILS_PER_DAY,
-    ACME_ORDERS_PER_HOUR,
-    SELF_SIGNED_PER_MINUTE,
-)
+from oauthproxy.api.certificates import ACME_ACCOUNT_EMAILS_PER_DAY, SELF_SIGNED_PER_MINUTE
+from oauthproxy.certificates.orders import ACME_ORDERS_PER_HOUR
 from oauthproxy.models.common import utcnow
 from oauthproxy.serve import Ready, serve
 from oauthproxy.settings import Settings

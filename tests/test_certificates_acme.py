@@ -13,6 +13,7 @@ import functools
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -446,3 +447,61 @@ async def test_owners_together_stop_at_the_gateway_wide_order_cap_and_the_admin_
                 return bool(renewed_now["serial_number"] != issued["serial_number"])
 
             await eventually(reissued, what="the admin's renewal", within=SETTLE_SECONDS)
+
+
+async def point_at_nothing(pebble: Pebble, host: str) -> None:
+    """challtestsrv answers `host` with an address where nothing listens: HTTP-01 fails."""
+    url = f"http://127.0.0.1:{pebble.challtest_port}/add-a"
+    async with httpx.AsyncClient() as client:
+        answer = await client.post(url, json={"host": f"{host}.", "addresses": ["127.0.0.9"]})
+    answer.raise_for_status()
+
+
+async def test_an_owners_failing_certificate_does_not_spend_orders_past_the_owner_cap(
+    start_gateway: Callable[..., Any], pebble: Pebble, http_port: int
+) -> None:
+    """The attack: ACME_OWNER_ORDERS_PER_HOUR counted only the orders the API took, but a
+    certificate whose validation fails is ordered again by the renewal loop (after 5 min, 10,
+    20 ... up to RENEWAL_CHECK_INTERVAL), each a new order on the shared ACME account: an owner
+    ordering its 20 an hour of certificates for names that never validate made the gateway
+    place ~120 orders an hour (Let's Encrypt allows an account 300 per 3 hours). Every retry of
+    an owner's certificate now counts against the owner's and the owners' hourly windows; past
+    them nothing is ordered and the certificate says why, and when it is tried next. The
+    admin's failing certificate is retried regardless. (RENEWAL_CHECK_INTERVAL is 1 s only to
+    fit the retries in a test.)"""
+    async with start_gateway(
+        http_port=http_port, admin_email=EMAIL, acme_owner_orders_per_hour=3,
+        renewal_check_interval=1, server_host="127.0.0.1",  # (not on 127.0.0.9)
+    ) as gateway:  # fmt: skip
+        api, ready = gateway.api, gateway.ready
+        await point_at_nothing(pebble, "fails.owner.example")
+        await point_at_nothing(pebble, "fails.admin.example")
+        async with as_new_token(api, ready, "mallory") as mallory:
+            body = {"cert_name": "fails", "domain": "fails.owner.example"}
+            ordered = await mallory.post(CERTS, json=body)
+            assert ordered.status_code == 202, ordered.text
+
+            async def deferred_or_past_the_cap() -> bool:
+                status = await progress(mallory, "fails")
+                said = "ACME_OWNER_ORDERS_PER_HOUR" in (status["last_error"] or "")
+                return said or pebble.orders() > 3
+
+            await eventually(deferred_or_past_the_cap, what="a deferral", within=SETTLE_SECONDS)
+            await trio.sleep(3)  # three more retry intervals: nothing more is ordered
+            placed = pebble.orders()
+            assert placed == 3, f"{placed} orders for one owner certificate past the cap of 3"
+            status = await progress(mallory, "fails")
+            assert status["certificate_status"] == "error"
+            assert "the last attempt failed" in status["last_error"], status
+            assert status["attempt"] == 3  # the API's order and two retries failed; no fourth
+            next_attempt = datetime.fromisoformat(status["next_attempt_at"])
+            assert next_attempt - datetime.now(UTC) > timedelta(minutes=50)  # the window's end
+
+            body = {"cert_name": "afails", "domain": "fails.admin.example"}
+            assert (await api.post(CERTS, json=body)).status_code == 202
+
+            def retried_past_the_cap(status: dict[str, Any]) -> bool:
+                return int(status["attempt"]) >= 5  # (its fifth attempt: four orders failed)
+
+            await until(api, "afails", retried_past_the_cap)
+            assert pebble.orders() >= placed + 4  # past the owners' cap, never deferred

@@ -35,6 +35,7 @@ from oauthproxy.api.ownership import (
 )
 from oauthproxy.api.state import app_state
 from oauthproxy.certificates.manager import CertificateManager
+from oauthproxy.certificates.orders import ACME_ORDERS_PER_HOUR, HOUR_MS
 from oauthproxy.certificates.renewal import due
 from oauthproxy.certificates.self_signed import self_signed_for
 from oauthproxy.models.certificates import (
@@ -186,12 +187,6 @@ async def _certificate(name: str) -> Certificate:
 SELF_SIGNED_PER_MINUTE = 10
 """Self-signed certificates one owner token may make per minute: each is a new key, CPU the
 data plane shares, and deleting one frees its quota slot for the next (the admin: no limit)."""
-ACME_ORDERS_PER_HOUR = 20
-"""ACME certificates one owner token may order per hour. Every order is placed on the one ACME
-account of ADMIN_EMAIL, whose budget at the CA is every owner's (Let's Encrypt: 300 new orders
-per account per 3 hours), and holds an issuance slot (CERT_GEN_MAX_WORKERS) others wait for;
-deleting a certificate frees its quota slot, so create and delete in a loop spent it all."""
-
 ACME_ACCOUNT_EMAILS_PER_DAY = 3
 """New ACME account emails one owner token's orders may name per day (emails with no account
 yet on the order's directory). Each is a new account, registered at the CA from the gateway's
@@ -267,13 +262,14 @@ async def _count_acme_order(certificate: Certificate) -> None:
     this order names a new ACME account email past ACME_ACCOUNT_EMAILS_PER_DAY today, or all
     owners together ordered ACME_OWNER_ORDERS_PER_HOUR this hour. The gateway-wide count comes
     last and counts only an order it lets through: an owner refused by its own budgets spends
-    nothing of the others'. The admin's orders (and every renewal) are never counted: the
-    owners' cap keeps the rest of the CA's budget for them."""
+    nothing of the others'. The admin's orders are never counted: the owners' cap keeps the
+    rest of the CA's budget for them. (The retries and renewals of an owner's certificate are
+    counted in the same windows by the manager: `certificates.orders`.)"""
     who = caller()
     if who.is_admin or certificate.self_signed:
         return
     certificates = storage().certificates
-    counted = await certificates.count_acme_order(who.token_hash, 3_600_000)
+    counted = await certificates.count_acme_order(who.token_hash, HOUR_MS)
     _within(counted, ACME_ORDERS_PER_HOUR, "ACME certificate orders per hour")
     directory, email = str(certificate.acme_directory_url), (certificate.email or "").lower()
     if await AcmeAccountRepository(storage().redis).get(directory, email) is None:
@@ -283,7 +279,7 @@ async def _count_acme_order(certificate: Certificate) -> None:
         if left_ms:
             _too_many(ACME_ACCOUNT_EMAILS_PER_DAY, "new ACME account emails per day", left_ms)
     limit = _settings().acme_owner_orders_per_hour
-    together = await certificates.count_owner_acme_order(limit, 3_600_000)
+    together = await certificates.count_owner_acme_order(limit, HOUR_MS)
     if not together.count:
         _too_many(
             limit,

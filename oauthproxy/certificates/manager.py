@@ -8,6 +8,10 @@
 - Success stores the certificate and queues one `certificate_ready` per domain, atomically.
   Failure records the error on the certificate (`status=error`, `last_error`) and when it is
   retried; a certificate issued earlier keeps serving meanwhile.
+- Every order for an owner's certificate that the API did not count already (a retry, a
+  renewal) counts against the owner's hourly budget and the owners' gateway-wide one
+  (`certificates.orders`); when one is full nothing is ordered, and the certificate's next
+  attempt moves to when that window ends (`last_error` says why). The admin's never count.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ import trio
 
 from oauthproxy.certificates.expiry import ExpiryWatch
 from oauthproxy.certificates.issuer import AcmeIssuer, Polling, Report
+from oauthproxy.certificates.orders import OrderRefused, count_owner_order
 from oauthproxy.certificates.pem import Issued
 from oauthproxy.certificates.renewal import due, retry_delay, serve_renewal
 from oauthproxy.certificates.self_signed import self_signed_for
@@ -135,7 +140,57 @@ class CertificateManager:
             threshold = self._settings.renewal_threshold_days
             if certificate is None or not due(certificate, utcnow(), _days(threshold)):
                 return False
+            if not await self._within_budget(certificate):
+                return False
             return not await self._issue(certificate)
+
+    async def _within_budget(self, certificate: Certificate) -> bool:
+        """Count the order `certificate` is about to get against its owner's budgets; False
+        (and its next attempt moved to when the full window ends) when one is full. Not
+        counted: the admin's certificates, self-signed ones, and the first order of a new
+        certificate (counted by the API that took it: `api.certificates._count_acme_order`)."""
+        if certificate.self_signed or _first_order(certificate):
+            return True
+        owner = certificate.owner_token_hash
+        if owner is None or await self._storage.tokens.is_admins(owner):
+            return True
+        limit = self._settings.acme_owner_orders_per_hour
+        refused = await count_owner_order(self._storage.certificates, owner, limit)
+        if refused is None:
+            return True
+        await self._defer(certificate, refused)
+        return False
+
+    async def _defer(self, certificate: Certificate, refused: OrderRefused) -> None:
+        """Note on `certificate` that its order waits for its owner's budget, until when."""
+        name = certificate.cert_name
+        retry_at = utcnow() + timedelta(milliseconds=refused.remaining_ms)
+        message = refused.message()
+        previous = certificate.last_error
+        if previous is not None and previous.startswith(DEFERRED_PREFIX):
+            previous = previous.partition(LAST_FAILURE)[2] or None
+        last_error = f"{message}{LAST_FAILURE}{previous}" if previous else message
+        changes = {
+            "status": CertificateStatus.ERROR,
+            "last_error": last_error,
+            "next_attempt_at": retry_at,
+        }
+
+        def deferred(current: Certificate) -> Certificate:
+            if not current.is_record_of(certificate):  # deleted and made again meanwhile
+                raise NotFound("certificate", name)
+            return current.model_copy(update=changes)
+
+        try:
+            await self._storage.certificates.modify(name, deferred)
+        except NotFound:
+            return
+        log.warning("certificate %s: %s", name, message)
+        await self._event(certificate, "certificate.deferred", 429, message)
+        await self._report(
+            name, IssuanceStage.QUEUED, message, attempt=certificate.failures, retry_at=retry_at
+        )
+        self._rescheduled.set()
 
     async def _issue(self, certificate: Certificate) -> bool:
         """Issue `certificate`; False when it was deleted meanwhile (nothing is stored)."""
@@ -244,6 +299,15 @@ class CertificateManager:
         await self._storage.certificates.set_status(
             status, self._settings.cert_status_retention_seconds
         )
+
+
+DEFERRED_PREFIX = "not ordered:"
+LAST_FAILURE = "; the last attempt failed: "
+
+
+def _first_order(certificate: Certificate) -> bool:
+    """Whether `certificate`'s next order is its first: never issued, never failed."""
+    return certificate.failures == 0 and certificate.fullchain_pem is None
 
 
 def _days(days: int) -> timedelta:

@@ -73,6 +73,13 @@ class CertificateRepository(EditableRepository[Certificate]):
         """Count one more ACME certificate ordered for `owner_hash` in its window."""
         return await self._windows.count(keys.acme_order_rate(owner_hash), window_ms)
 
+    async def count_acme_order_within(
+        self, owner_hash: str, limit: int, window_ms: int
+    ) -> WindowCount:
+        """`count_acme_order` while fewer than `limit` are counted (`count` 0, nothing counted,
+        when they are): the manager's retries and renewals, which wait rather than fail."""
+        return await self._windows.count_within(keys.acme_order_rate(owner_hash), window_ms, limit)
+
     async def count_owner_acme_order(self, limit: int, window_ms: int) -> WindowCount:
         """Count one more ACME certificate ordered by any owner in the gateway-wide window,
         while fewer than `limit` are counted (`count` 0, nothing counted, when they are)."""
