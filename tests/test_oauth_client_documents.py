@@ -116,6 +116,7 @@ async def test_a_redirect_uri_outside_the_document_is_refused(
         "https://localhost:1/",
         "https://localhost:1/a/../client.json",
         "https://user@localhost:1/client.json",
+        "https://evil.example\uff3clocalhost:1/client.json",
     ],
 )
 async def test_unusable_client_id_urls(flow: FlowClient, client_id: str) -> None:

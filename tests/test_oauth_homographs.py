@@ -62,3 +62,26 @@ async def test_the_refused_page_names_and_links_a_homograph_in_punycode(
     assert f"Continue to {PUNYCODE}" in response.text
     assert link.startswith(AS_SENT + "?")
     assert query_of(link)["error"] == "unsupported_response_type"
+
+
+async def test_a_redirect_host_that_is_not_a_hostname_is_refused_at_registration(
+    flow: FlowClient,
+) -> None:
+    """A FULLWIDTH REVERSE SOLIDUS (U+FF3C) in a redirect URI's host passed registration
+    (urlsplit's NFKC check looks for / ? # @ : only), and IDNA's nameprep made it an ASCII
+    backslash: the consent page said "you will be sent to evil.example\\paypal.com" while the
+    303 went to `https://evil.example\\paypal.com/cb?code=...`, which a browser reads as host
+    `evil.example`, path `/paypal.com/cb`. A host whose ASCII form is not letters, digits,
+    hyphens and dots (or an IP literal) is refused, as the client metadata's redirect_uris."""
+    uri = "https://evil.example\uff3cpaypal.com/cb"
+    registered = await flow.http.post(
+        "/register",
+        json={
+            "redirect_uris": [uri],
+            "client_name": "Payments",
+            "grant_types": ["authorization_code", "refresh_token"],
+        },
+    )
+    assert registered.status_code == 400, registered.text
+    assert registered.json()["error"] == "invalid_redirect_uri"
+    assert "not a hostname" in registered.json()["error_description"]

@@ -11,7 +11,7 @@ from oauthproxy.oauth import pkce
 from oauthproxy.oauth.allowlist import AccessPolicy
 from oauthproxy.oauth.errors import OAuthError
 from oauthproxy.oauth.parameters import canonical_resource, granted_scope, narrowed_resources
-from oauthproxy.oauth.redirect_uris import matches, registration_problem
+from oauthproxy.oauth.redirect_uris import ascii_host, matches, registration_problem
 
 LOOPBACK = "http://127.0.0.1/callback"
 
@@ -52,10 +52,33 @@ def test_redirect_uri_matching(registered: str, presented: str, expected: bool) 
         ("custom.scheme:/cb", False),
         ("/relative", False),
         ("https://user:pw@app.example.com/", False),
+        ("https://p\u0430ypal.example/cb", True),  # IDNA: shown as xn--pypal-4ve.example
+        ("https://203.0.113.9/cb", True),
+        ("https://evil.example\uff3cpaypal.com/cb", False),  # IDNA makes it evil.example\\...
+        ("https://evil.example\\paypal.com/cb", False),
+        ("https://evil%2eexample/cb", False),
+        ("https://evil.example\uff05paypal.com/cb", False),  # a fullwidth %
+        ("https://a_b.example/cb", False),
     ],
 )
 def test_registrable_redirect_uris(uri: str, allowed: bool) -> None:
     assert (registration_problem(uri) is None) is allowed
+
+
+@pytest.mark.parametrize(
+    ("host", "shown"),
+    [
+        ("app.example.com", "app.example.com"),
+        ("p\u0430ypal.example", "xn--pypal-4ve.example"),
+        ("evil.example\uff3cpaypal.com", "evil.example%5Cpaypal.com"),
+        ("evil.example\\paypal.com", "evil.example%5Cpaypal.com"),
+        ("a b", "a%20b"),
+    ],
+)
+def test_a_host_is_shown_with_only_letters_digits_hyphens_and_dots(host: str, shown: str) -> None:
+    """The pages name a redirect host by `ascii_host`: a character a browser reads as the end of
+    the host (a `\\`, which IDNA makes of U+FF3C) is shown percent-encoded, never as itself."""
+    assert ascii_host(host) == shown
 
 
 def test_pkce_s256_rfc7636_example() -> None:

@@ -22,6 +22,7 @@ import trio
 from oauthproxy.models.oauth import ClientOrigin, OAuthClient
 from oauthproxy.oauth.client_metadata import PUBLIC, parse_metadata
 from oauthproxy.oauth.errors import OAuthError
+from oauthproxy.oauth.redirect_uris import host_problem
 
 MAX_DOCUMENT_BYTES = 5 * 1024
 FETCH_TIMEOUT_SECONDS = 5.0
@@ -41,8 +42,9 @@ def is_document_url(client_id: str) -> bool:
 
 
 def url_problem(url: str) -> str | None:
-    """Why `url` cannot be a client_id: https with a host and a path, no fragment, no
-    credentials, no dot segments."""
+    """Why `url` cannot be a client_id: https with a host (a hostname or an IP literal, as a
+    redirect URI's: `host_problem`) and a path, no fragment, no credentials, no dot
+    segments."""
     try:
         parts = urlsplit(url)
         parts.port  # noqa: B018 - raises on a bad port
@@ -50,6 +52,8 @@ def url_problem(url: str) -> str | None:
         return "the client_id is not a URL"
     if parts.scheme != "https" or not parts.hostname or len(url) > 2000:
         return "a URL client_id must be an https URL"
+    if host_problem(parts) is not None:
+        return "a URL client_id must have a hostname (letters, digits, hyphens, dots) or an IP"
     if parts.path in {"", "/"} or {".", ".."} & set(parts.path.split("/")):
         return "a URL client_id must have a path (and no . or .. segments)"
     if parts.fragment or "#" in url or parts.username is not None:
