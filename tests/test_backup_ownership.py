@@ -252,3 +252,86 @@ async def test_loading_again_resumes_what_a_killed_load_left_suspended(
         assert await _token_states(api) == {"admin": None, "attacker": None, "victim": None}
         assert (await victim.get(f"{TARGETS}{SHOP}")).status_code == 200
     assert await _owner_of(api, SHOP) == hash_secret(VICTIM_SECRET)
+
+
+async def test_a_suspension_the_admin_sets_during_a_load_survives_the_loads_resume(
+    api: httpx.AsyncClient, gateway: Ready
+) -> None:
+    """The admin restores a backup; while the load runs it learns that one restored token has
+    leaked and suspends it (`token suspend victim --reason leaked`). The load's `finally`
+    resumed every token it restored with an unconditional DELETE /tokens/{name}/suspended: the
+    admin's suspension was wiped and the leaked secret worked again, silently. The load resumes
+    only a token still suspended with its own reason, and says which it left suspended."""
+    from cli.client import ApiClient
+    from cli.commands.backup import load_backup
+
+    def admin_suspends(row: dict[str, str]) -> None:
+        if (row["kind"], row["name"], row["action"]) == ("token", "victim", "created"):
+            done = httpx.put(
+                f"{gateway.api_url}/api/v1/tokens/victim/suspended",
+                headers={"Authorization": f"Bearer {gateway.admin_token.secret}"},
+                json={"reason": "leaked"},
+            )
+            assert done.status_code == 200, done.text
+
+    def load() -> list[dict[str, str]]:
+        with httpx.Client(base_url=gateway.api_url, timeout=30) as http:
+            client = ApiClient(http, gateway.admin_token.secret)
+            return load_backup(client, _restore_file(), force=False, on_record=admin_suspends)
+
+    rows = await trio.to_thread.run_sync(load)
+    assert await _token_states(api) == {"admin": None, "attacker": None, "victim": "leaked"}
+    headers = {"Authorization": f"Bearer {VICTIM_SECRET}"}
+    async with httpx.AsyncClient(base_url=gateway.api_url, headers=headers) as thief:
+        assert (await thief.get("/api/v1/tokens/info")).status_code == 401
+    left = [row for row in rows if row["detail"].startswith("left suspended")]
+    assert left == [
+        {
+            "kind": "token",
+            "name": "victim",
+            "action": "skipped",
+            "detail": "left suspended: suspended since the load began (leaked)",
+        }
+    ], rows
+
+
+async def test_a_second_load_takes_over_the_first_loads_suspension(
+    api: httpx.AsyncClient, gateway: Ready
+) -> None:
+    """Two loads overlap: the second finds the tokens the first suspended and replays records
+    as them. The first, ending, resumed them all (one reason for every load) while the second
+    still ran: its protection ended early. The second takes the suspensions over (each load
+    has its own reason); the first leaves them to it, and the second resumes them."""
+    from cli.client import ApiClient
+    from cli.commands.backup import Loader, load_backup
+
+    tokens = cast(list[dict[str, str]], _restore_file()["tokens"])
+    during: list[dict[str, str | None]] = []
+    rows: list[dict[str, str]] = []
+
+    def states(admin: ApiClient) -> dict[str, str | None]:
+        return {token["name"]: token["suspended"] for token in admin.get("/api/v1/tokens/")}
+
+    def overlap() -> Loader:
+        with httpx.Client(base_url=gateway.api_url, timeout=30) as http:
+            admin = ApiClient(http, gateway.admin_token.secret)
+            first = Loader(admin, False, "admin")
+            first.tokens(tokens)
+            during.append(states(admin))
+
+            def first_ends(row: dict[str, str]) -> None:
+                if (row["kind"], row["name"]) == ("proxy", "own.example.com"):
+                    first.resume()  # the first load ends while the second replays records
+                    during.append(states(admin))
+
+            rows.extend(load_backup(admin, _restore_file(), force=False, on_record=first_ends))
+            return first
+
+    first = await trio.to_thread.run_sync(overlap)
+    assert during[0] == {"admin": None, "attacker": first.reason, "victim": first.reason}
+    second = during[1]["victim"]
+    assert second not in {None, first.reason} and during[1]["attacker"] == second, during
+    assert [row["action"] for row in first.rows] == ["created", "created", "skipped", "skipped"]
+    assert all("another `config load` holds it" in row["detail"] for row in first.rows[2:])
+    assert [row["action"] for row in rows] == ["skipped", "skipped", "created", "created"]
+    assert await _token_states(api) == {"admin": None, "attacker": None, "victim": None}

@@ -66,6 +66,35 @@ async def test_a_suspended_token_is_refused_with_its_reason_until_resumed(
     assert (twice.status_code, twice.json()["suspended"]) == (200, None), twice.text
 
 
+async def test_a_conditional_resume_or_suspend_changes_only_the_reason_it_names(
+    api: httpx.AsyncClient, gateway: Ready
+) -> None:
+    """`?if_reason=` on the resume and `if_reason` on the suspend change a token only while its
+    suspension is that one (or it has none), checked in the write's transaction: `config load`
+    resumes its own suspensions, never one the admin set while it ran (409 naming `if_reason`)."""
+    await _dev(api, suspended="the load's")
+    await api.put(f"{TOKENS}dev/suspended", json={"reason": "leaked"})
+    kept = await api.delete(f"{TOKENS}dev/suspended", params={"if_reason": "the load's"})
+    assert (kept.status_code, kept.json()["field"]) == (409, "if_reason"), kept.text
+    assert "leaked" in kept.json()["detail"]
+    replaced = await api.put(
+        f"{TOKENS}dev/suspended", json={"reason": "another load's", "if_reason": "the load's"}
+    )
+    assert (replaced.status_code, replaced.json()["field"]) == (409, "if_reason"), replaced.text
+    assert (await _as_dev(gateway)).status_code == 401
+    assert (await api.get(f"{TOKENS}dev")).json()["suspended"] == "leaked"
+
+    taken = await api.put(
+        f"{TOKENS}dev/suspended", json={"reason": "another load's", "if_reason": "leaked"}
+    )
+    assert taken.json()["suspended"] == "another load's", taken.text
+    resumed = await api.delete(f"{TOKENS}dev/suspended", params={"if_reason": "another load's"})
+    assert (resumed.status_code, resumed.json()["suspended"]) == (200, None), resumed.text
+    again = await api.delete(f"{TOKENS}dev/suspended", params={"if_reason": "another load's"})
+    assert (again.status_code, again.json()["suspended"]) == (200, None), again.text
+    assert (await _as_dev(gateway)).status_code == 200
+
+
 async def test_the_admin_token_is_never_suspended_and_owners_suspend_nothing(
     api: httpx.AsyncClient, gateway: Ready
 ) -> None:

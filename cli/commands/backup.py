@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -26,6 +27,7 @@ from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
 from typing import Annotated, Any
+from urllib.parse import urlencode
 
 import yaml
 from cyclopts import App, Parameter
@@ -166,7 +168,7 @@ def _suspension(token: Json) -> Json:
     """`suspended` for a token the admin suspended (restored suspended, and left so); none for
     one that works, or that only a load's restore holds (`RESTORING`: it comes back working)."""
     reason = token.get("suspended")
-    return {"suspended": reason} if reason and reason != RESTORING else {}
+    return {"suspended": reason} if reason and not is_restoring(reason) else {}
 
 
 def default_filename() -> str:
@@ -310,7 +312,18 @@ RESTORING = (
 )
 """The reason a token a load restores is suspended with until the load has replayed every
 record: an owner whose token came back first could claim another owner's hostname or service
-name before the load reached it (docs/backup.md)."""
+name before the load reached it (docs/backup.md). Each load adds its own mark (`load_reason`):
+it resumes only a token still suspended with its own reason."""
+
+
+def load_reason() -> str:
+    """The suspension reason of one load: `RESTORING` and a mark no other load has."""
+    return f"{RESTORING} [load {secrets.token_hex(4)}]"
+
+
+def is_restoring(reason: str | None) -> bool:
+    """Whether `reason` is a load's (this one's, another's, or one interrupted)."""
+    return bool(reason) and str(reason).startswith(RESTORING)
 
 
 @dataclass
@@ -325,8 +338,9 @@ class Loader:
     hashes: dict[str, str] = field(default_factory=dict)
     """The file's token names whose records are loaded as them, and their hashes."""
     restoring: list[str] = field(default_factory=list)
-    """The tokens suspended `RESTORING` (by this load, or by one interrupted before it ended):
-    resumed when this load ends, however it ends."""
+    """The tokens suspended with `reason` (created so by this load, or taken over from another
+    load, ended or not): resumed when this load ends, however it ends, if still so."""
+    reason: str = field(default_factory=load_reason)
     on_record: Callable[[Json], None] = lambda row: None
     """Told of each record as it is done (the progress bar)."""
 
@@ -376,7 +390,7 @@ class Loader:
                 "token": secret,
                 "cert_email": record.get("cert_email"),
                 "github_users": record.get("github_users"),
-                "suspended": record.get("suspended") or RESTORING,
+                "suspended": record.get("suspended") or self.reason,
             }
             self.api.post(TOKENS, {k: v for k, v in body.items() if v is not None})
             if not record.get("suspended"):  # one the admin had suspended stays so
@@ -386,8 +400,8 @@ class Loader:
             return "created", ""
         if found["hash"] != hash_secret(secret):
             return "skipped", f"exists with another secret: its records are loaded as {self.admin}"
-        if found.get("suspended") == RESTORING:
-            self.restoring.append(name)  # left suspended by a load that did not end
+        if is_restoring(found.get("suspended")):
+            self.take_over(name, found["suspended"])  # another load's, ended or not
         self.actors[name] = self.api.acting_as(name)
         self.hashes[name] = found["hash"]
         email = record.get("cert_email")
@@ -396,15 +410,42 @@ class Loader:
             return "updated", "cert_email"
         return "skipped", "exists"
 
+    def take_over(self, name: str, reason: str) -> None:
+        """Suspend `name` with this load's reason in place of another load's `reason` (one
+        that was interrupted, or still runs: that one then leaves it to this one), unless the
+        admin changed its suspension since it was read."""
+        body = {"reason": self.reason, "if_reason": reason}
+        try:
+            self.api.put(api_path("tokens", name, "suspended"), body)
+        except CliError:
+            return  # the admin suspended or resumed it since: theirs to keep
+        self.restoring.append(name)
+
     def resume(self) -> None:
-        """Resume the tokens suspended while the load ran; one that stays suspended is a failed
-        row that says how to resume it."""
+        """Resume the tokens this load suspended, each only while its reason is still this
+        load's (atomically: `?if_reason=`): one the admin suspended meanwhile, or another load
+        took over, stays suspended, a skipped row that says why; one that could not be resumed
+        is a failed row that says how to resume it."""
+        query = urlencode({"if_reason": self.reason})
         for name in self.restoring:
+            path = f"{api_path('tokens', name, 'suspended')}?{query}"
             try:
-                self.api.delete(api_path("tokens", name, "suspended"))
+                answer = self.api.request("DELETE", path, also_accept=(409,))
             except CliError as error:
                 detail = f"left suspended ({error}): resume it with `proxy-client token resume`"
                 self.report("token", name, "failed", detail)
+                continue
+            if isinstance(answer, dict) and answer.get("field") == "if_reason":
+                self.report("token", name, "skipped", self._left_suspended(name))
+
+    def _left_suspended(self, name: str) -> str:
+        try:
+            reason = self.api.get(api_path("tokens", name)).get("suspended")
+        except CliError:
+            reason = None
+        if is_restoring(reason):
+            return "left suspended: another `config load` holds it, and resumes it when it ends"
+        return f"left suspended: suspended since the load began ({reason or 'resumed since'})"
 
     # certificates: never overwritten or re-issued
 
@@ -559,11 +600,13 @@ def load_backup(
 ) -> list[Json]:
     """Replay the checked file in dependency order; one row per record.
 
-    A token the load creates is created suspended (`RESTORING`) and its records are created by
-    the admin token acting as it (`X-Act-As-Token`): no owner can act between its token's
-    restore and the end of the load, so none claims another's name first. Every such token is
-    resumed at the end, also when the load fails or is interrupted (Ctrl-C); a load killed
-    outright leaves them suspended, and loading the file again resumes them."""
+    A token the load creates is created suspended (`RESTORING`, with the load's own mark) and
+    its records are created by the admin token acting as it (`X-Act-As-Token`): no owner can act
+    between its token's restore and the end of the load, so none claims another's name first.
+    Every such token is resumed at the end, also when the load fails or is interrupted (Ctrl-C),
+    if its suspension is still the load's own (one the admin suspended meanwhile stays so); a
+    load killed outright leaves them suspended, and loading the file again takes them over and
+    resumes them."""
     caller = _require_admin(api, "config load")
     loader = Loader(api, force, caller["name"], caller.get("hash", ""), on_record=on_record)
     try:

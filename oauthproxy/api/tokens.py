@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from quart import Blueprint, current_app
-from quart_schema import document_response, validate_request
+from quart_schema import document_response, validate_querystring, validate_request
 
 from oauthproxy.api.auth import current_token, requires_token, signed_in_with_github
 from oauthproxy.api.contract import also_refuses
@@ -20,6 +20,7 @@ from oauthproxy.models.tokens import (
     TokenEmailUpdate,
     TokenGenerate,
     TokenGitHubUsersUpdate,
+    TokenResume,
     TokenSecret,
     TokenSuspend,
     TokenView,
@@ -158,20 +159,24 @@ async def update_github_users(name: str, data: TokenGitHubUsersUpdate) -> Json:
 async def suspend_token(name: str, data: TokenSuspend) -> Json:
     """Suspend a token (admin only): until it is resumed, its secret and its dashboard sessions
     answer 401 `token_suspended` with the reason; what it owns keeps serving. Suspending a
-    suspended token replaces the reason. The admin token is never suspended (409)."""
-    return await _suspension(name, data.reason)
+    suspended token replaces the reason; with `if_reason`, only when the reason is that one or
+    the token is not suspended (409 otherwise). The admin token is never suspended (409)."""
+    return await _suspension(name, data.reason, data.if_reason)
 
 
 @tokens.delete("/<name>/suspended")
 @requires_token(admin=True)
+@validate_querystring(TokenResume)
 @document_response(TokenView)
-async def resume_token(name: str) -> Json:
-    """Resume a suspended token (admin only); a token that is not suspended stays as it is."""
-    return await _suspension(name, None)
+async def resume_token(name: str, query_args: TokenResume) -> Json:
+    """Resume a suspended token (admin only); a token that is not suspended stays as it is.
+    With `?if_reason=`, only a token suspended with that reason is resumed (409 naming
+    `if_reason` when its reason is another)."""
+    return await _suspension(name, None, query_args.if_reason)
 
 
-async def _suspension(name: str, reason: str | None) -> Json:
-    updated = await _storage().tokens.set_suspended(name, reason)
+async def _suspension(name: str, reason: str | None, if_reason: str | None) -> Json:
+    updated = await _storage().tokens.set_suspended(name, reason, if_reason=if_reason)
     if updated is None:
         raise NotFound("token", name)
     return _json(TokenView.of(updated))

@@ -7,7 +7,15 @@ from typing import Annotated
 
 from pydantic import AfterValidator, Field, StringConstraints
 
-from oauthproxy.models.common import Email, Name, OwnerHash, Printable, Record, Request
+from oauthproxy.models.common import (
+    Email,
+    Name,
+    OwnerHash,
+    Printable,
+    Query,
+    Record,
+    Request,
+)
 
 GITHUB_LOGIN_PATTERN = r"^[A-Za-z0-9](?:[A-Za-z0-9-]{0,37}[A-Za-z0-9])?$"
 GitHubLogin = Annotated[str, StringConstraints(pattern=GITHUB_LOGIN_PATTERN)]
@@ -128,6 +136,23 @@ class TokenSuspend(Request):
 
     reason: SuspensionReason = Field(
         default="suspended by the admin", description="Why: its holder reads it in the 401"
+    )
+    if_reason: SuspensionReason | None = Field(
+        default=None,
+        description="Only if the token is not suspended, or is suspended with this reason "
+        "(409 naming `if_reason` otherwise): how `config load` takes over a suspension another "
+        "load left without overwriting one the admin set since",
+    )
+
+
+class TokenResume(Query):
+    """Resume a token, with `if_reason` only when its suspension is still that one."""
+
+    if_reason: SuspensionReason | None = Field(
+        default=None,
+        description="Only if the token is suspended with this reason (409 naming `if_reason` "
+        "when its reason is another; a token not suspended stays as it is): how `config load` "
+        "resumes the tokens it suspended without resuming one the admin suspended since",
     )
 
 

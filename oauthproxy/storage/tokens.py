@@ -233,11 +233,16 @@ class TokenRepository(JsonRepository[Token]):
         token = await self.get(name) if name is not None else None
         return token if token is not None and token.hash == token_hash else None
 
-    async def set_suspended(self, name: str, reason: str | None) -> Token | None:
+    async def set_suspended(
+        self, name: str, reason: str | None, *, if_reason: str | None = None
+    ) -> Token | None:
         """Suspend the token `name` with `reason`, or resume it (None); None when there is no
         such token, `Conflict` naming `name` for the admin token, which is never suspended (it
-        is the way out of every suspension). One key changes, on the record as it is when the
-        write lands (as `update_email`)."""
+        is the way out of every suspension). With `if_reason`, only a token that is not
+        suspended or is suspended with that reason changes (`Conflict` naming `if_reason`
+        otherwise), checked in the transaction that writes: a suspension the admin sets while
+        `config load` runs is never resumed or replaced by the load. One key changes, on the
+        record as it is when the write lands (as `update_email`)."""
         key = keys.token(name)
 
         async def write(pipe: Pipeline) -> Token | None:
@@ -246,6 +251,13 @@ class TokenRepository(JsonRepository[Token]):
                 return None
             if token.is_admin:
                 raise Conflict("name", "the admin token cannot be suspended")
+            if if_reason is not None and token.suspended not in {None, if_reason}:
+                raise Conflict(
+                    "if_reason",
+                    f"the token {name!r} is suspended for another reason: {token.suspended}",
+                )
+            if reason is None and token.suspended is None:
+                return token
             updated = token.model_copy(update={"suspended": reason})
             pipe.set(key, dump(updated))
             return updated
