@@ -405,3 +405,40 @@ async def test_sign_in_starts_are_rate_limited_per_client(
     assert int(refused.headers["retry-after"]) > 0
     assert "Too many sign-ins" in refused.text
     assert "set-cookie" not in refused.headers
+
+
+@pytest.mark.parametrize("end", ["sign_out", "login_removed"])
+async def test_a_sessions_waiting_log_follow_ends_with_the_session(
+    site: Ready, admin: httpx.AsyncClient, browser: Browser, github: GitHubStandIn, end: str
+) -> None:
+    """A long poll of /api/v1/logs/follow (25 s) made with a dashboard session was checked only
+    when it opened: one the user signed out of, or whose login the admin took off the token,
+    still got the entries that came while it waited. It is authenticated again every few
+    seconds of the wait, and answers the 401."""
+    from oauthproxy.api.auth import RECHECK_SECONDS
+
+    await make_owner(admin, "team-a", "alice", "bob")
+    as_user(github, "alice")
+    secret = await browser.sign_in()
+    async with bearer(site, secret) as alice:
+        start = (await alice.get("/api/v1/logs/follow", params={"limit": 1})).json()["last"]
+        answers: list[httpx.Response] = []
+
+        async def follow() -> None:
+            params: dict[str, str | int] = {"after": start, "wait": 25}
+            answers.append(await alice.get("/api/v1/logs/follow", params=params, timeout=30))
+
+        began = trio.current_time()
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(follow)
+            await trio.sleep(0.5)  # the follow is waiting
+            if end == "sign_out":
+                async with bearer(site, secret) as same:
+                    assert (await same.delete("/dashboard/session")).status_code == 204
+            else:
+                users = {"github_users": ["bob"]}
+                changed = await admin.put(f"{TOKENS}team-a/github-users", json=users)
+                assert changed.status_code == 200, changed.text
+    took = trio.current_time() - began
+    assert answers[0].status_code == 401, answers[0].text
+    assert took < RECHECK_SECONDS + 3, f"the poll waited {took:.1f} s after the session ended"

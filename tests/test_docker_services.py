@@ -495,6 +495,39 @@ async def test_a_token_follows_a_bounded_number_of_service_logs_at_once(
     assert (await admin.delete(f"{SERVICES}chatty")).status_code == 200
 
 
+async def test_a_followed_service_log_ends_when_its_token_is_suspended(
+    admin: httpx.AsyncClient, docker_gateway: Ready
+) -> None:
+    """Suspension is how the admin shuts a leaked token without deleting what it owns. A thief
+    who opened `GET /services/{name}/logs?follow=true` with the token before the admin noticed
+    kept reading the container's output (its secrets, its users' requests) for as long as it
+    liked: the token was checked once, when the stream opened. The caller is authenticated
+    again every few seconds (RECHECK_SECONDS) and the stream ends once it is not."""
+    from oauthproxy.api.auth import RECHECK_SECONDS
+
+    ticking = "i=0; while true; do echo secret-line $i; i=$((i+1)); sleep 0.2; done"
+    async with as_new_token(admin, docker_gateway, "leaky") as thief:
+        thief.timeout = httpx.Timeout(90)
+        await create(thief, "leakysvc", image=IMAGE, command=["sh", "-c", ticking])
+        params = {"follow": "true", "lines": "1"}
+        after: list[str] = []
+        async with thief.stream("GET", f"{SERVICES}leakysvc/logs", params=params) as stream:
+            assert stream.status_code == 200
+            lines = stream.aiter_lines()
+            await anext(lines)
+            suspended = await admin.put("/api/v1/tokens/leaky/suspended", json={})
+            assert suspended.status_code == 200, suspended.text
+            assert (await thief.get("/api/v1/tokens/info")).status_code == 401
+            noticed = trio.current_time() + RECHECK_SECONDS + 1  # time for the gateway to notice
+            with trio.move_on_after(RECHECK_SECONDS + 5) as reading:
+                async for line in lines:
+                    if trio.current_time() > noticed:
+                        after.append(line)
+    assert (await admin.delete(f"{SERVICES}leakysvc")).status_code == 200
+    assert not after, f"after the suspension the thief still read {len(after)} lines: {after[:2]}"
+    assert not reading.cancelled_caught, "the stream stayed open"
+
+
 async def test_deleting_a_token_removes_its_containers(
     admin: httpx.AsyncClient, docker_gateway: Ready, docker_engine: Engine, storage: Storage
 ) -> None:

@@ -428,3 +428,36 @@ async def test_a_recreated_hostnames_response_times_start_again(
     (row,) = stats.json()["hosts"]
     assert row["hostname"] == hostname
     assert not [name for name in row if name.endswith("_ms")], row  # none of its own yet
+
+
+@pytest.mark.parametrize("shut", ["suspend", "delete"])
+async def test_a_waiting_follow_ends_when_its_token_is_shut(
+    logged: Ready, admin: httpx.AsyncClient, shut: str
+) -> None:
+    """A thief holding a leaked token keeps long polls of /api/v1/logs/follow open (25 s each,
+    one after another): the token was checked once, when each poll opened, so one the admin
+    suspended or deleted still got the entries that came in while it waited. The caller is
+    authenticated again every few seconds of the wait: the poll answers the 401 instead."""
+    from oauthproxy.api.auth import RECHECK_SECONDS
+    from tests.test_proxies_api import as_new_token
+
+    async with as_new_token(admin, logged, "leaky") as thief:
+        start = (await thief.get("/api/v1/logs/follow", params={"limit": 1})).json()["last"]
+        answers: list[httpx.Response] = []
+
+        async def follow() -> None:
+            params: dict[str, str | int] = {"after": start, "wait": 25}
+            answers.append(await thief.get("/api/v1/logs/follow", params=params, timeout=30))
+
+        began = trio.current_time()
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(follow)
+            await trio.sleep(0.5)  # the follow is waiting
+            if shut == "suspend":
+                done = await admin.put("/api/v1/tokens/leaky/suspended", json={})
+            else:
+                done = await admin.delete("/api/v1/tokens/leaky")
+            assert done.status_code == 200, done.text
+    took = trio.current_time() - began
+    assert answers[0].status_code == 401, answers[0].text
+    assert took < RECHECK_SECONDS + 3, f"the poll waited {took:.1f} s after the token was shut"

@@ -5,9 +5,10 @@ from __future__ import annotations
 import functools
 import hmac
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection
 from typing import ParamSpec, TypeVar
 
+import trio
 from quart import current_app, g, request
 
 from oauthproxy.api.contract import Access, mark_access
@@ -61,10 +62,22 @@ async def authenticate() -> Token:
     GitHub login may still sign in as it; the admin token acts as the token `X-Act-As-Token`
     names. A suspended token answers 401 `token_suspended` with the reason."""
     secret = bearer_secret()
-    storage = app_state(current_app).storage
-    if secret.startswith(SESSION_PREFIX):
-        token = await _session_token(storage, secret)
-        g.dashboard_session = token is not None
+    state = app_state(current_app)
+    admin_logins = state.settings.admin_github_logins()
+    token, session = await _resolve(state.storage, admin_logins, secret)
+    g.dashboard_session = session
+    acting = request.headers.get(ACT_AS)
+    return token if acting is None else await _acted_as(state.storage, token, acting, session)
+
+
+async def _resolve(
+    storage: Storage, admin_logins: Collection[str], secret: str
+) -> tuple[Token, bool]:
+    """The token `secret` is (or its dashboard session acts as), and whether it is a session;
+    401 when it is none, or is suspended."""
+    session = secret.startswith(SESSION_PREFIX)
+    if session:
+        token = await _session_token(storage, secret, admin_logins)
     else:
         token = await storage.tokens.authenticate(secret)
     if token is None:
@@ -76,8 +89,59 @@ async def authenticate() -> Token:
             headers=_INVALID,
         )
     refuse_suspended(token)
-    acting = request.headers.get(ACT_AS)
-    return token if acting is None else await _acted_as(storage, token, acting)
+    return token, session
+
+
+RECHECK_SECONDS = 0.5
+"""How often an answer that outlives its request (a followed service log, a long poll of the
+request log) authenticates its caller again: a token suspended, deleted or given a new secret,
+or a dashboard session ended, stops it within this time."""
+
+
+def reauthentication() -> Callable[[], Awaitable[None]]:
+    """In a request: a check that authenticates its caller again, as the records are now, and
+    raises the 401 `authenticate` would (or names `Authorization` when the secret now stands for
+    another token, or the token acted as is gone); for answers that outlive their request."""
+    state = app_state(current_app)
+    secret, acting, was = bearer_secret(), request.headers.get(ACT_AS), current_token()
+
+    async def check() -> None:
+        admin_logins = state.settings.admin_github_logins()
+        token, session = await _resolve(state.storage, admin_logins, secret)
+        if acting is not None:
+            token = await _acted_as(state.storage, token, acting, session)
+        if token.name != was.name or not hmac.compare_digest(token.hash, was.hash):
+            raise ApiError(
+                401,
+                "unauthorized",
+                "the bearer token is not valid",
+                field="Authorization",
+                headers=_INVALID,
+            )
+
+    return check
+
+
+class Rechecked:
+    """Authenticates the caller again (`reauthentication`) at most every RECHECK_SECONDS."""
+
+    def __init__(self, check: Callable[[], Awaitable[None]]) -> None:
+        self._check = check
+        self._due = trio.current_time() + RECHECK_SECONDS
+
+    async def __call__(self) -> None:
+        """Raise the 401 when the caller is no longer authenticated (checked when due)."""
+        if trio.current_time() >= self._due:
+            await self._check()
+            self._due = trio.current_time() + RECHECK_SECONDS
+
+    async def allows(self) -> bool:
+        """Whether the caller is still authenticated (checked when due)."""
+        try:
+            await self()
+        except ApiError:
+            return False
+        return True
 
 
 def refuse_suspended(token: Token) -> None:
@@ -93,10 +157,10 @@ def refuse_suspended(token: Token) -> None:
         )
 
 
-async def _acted_as(storage: Storage, caller: Token, name: str) -> Token:
+async def _acted_as(storage: Storage, caller: Token, name: str, session: bool) -> Token:
     """The token `name`, for the admin token's own secret; 401 naming the header otherwise (a
     caller that is not the admin learns nothing about which names exist)."""
-    if caller.is_admin and not signed_in_with_github():
+    if caller.is_admin and not session:
         named = re.fullmatch(NAME_PATTERN, name) is not None
         acted = await storage.tokens.get(name) if named else None
         if acted is not None:
@@ -108,24 +172,26 @@ async def _acted_as(storage: Storage, caller: Token, name: str) -> Token:
     raise ApiError(401, "unauthorized", detail, field=ACT_AS, headers=_INVALID)
 
 
-async def _session_token(storage: Storage, secret: str) -> Token | None:
+async def _session_token(
+    storage: Storage, secret: str, admin_logins: Collection[str]
+) -> Token | None:
     session = await storage.dashboard.session(secret)
     if session is None:
         return None
     token = await storage.tokens.get(session.token_name)
     if token is None or not hmac.compare_digest(token.hash, session.token_hash):
         return None
-    return token if _still_allowed(token, session.github_login) else None
+    return token if _still_allowed(token, session.github_login, admin_logins) else None
 
 
-def _still_allowed(token: Token, github_login: str) -> bool:
+def _still_allowed(token: Token, github_login: str, admin_logins: Collection[str]) -> bool:
     """Whether `github_login` may still sign in as `token` (`dashboard.sign_in.token_for`'s
     rule): a login the admin took off the list (or out of ADMIN_GITHUB_USERS) ends its
     sessions at once, not when they expire."""
     login = github_login.lower()
     if login in {user.lower() for user in token.github_users}:
         return True
-    return token.is_admin and login in app_state(current_app).settings.admin_github_logins()
+    return token.is_admin and login in admin_logins
 
 
 def signed_in_with_github() -> bool:

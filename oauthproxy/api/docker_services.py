@@ -15,7 +15,7 @@ from quart import Blueprint, Response, current_app
 from quart_schema import document_response, validate_querystring, validate_request
 
 from oauthproxy.api import streams
-from oauthproxy.api.auth import requires_token
+from oauthproxy.api.auth import Rechecked, reauthentication, requires_token
 from oauthproxy.api.contract import Answer, answers
 from oauthproxy.api.docker_create import (
     create_service,
@@ -280,7 +280,10 @@ async def _changed(name: str, change: Callable[[str], Awaitable[None]]) -> Json:
 @validate_querystring(ServiceLogsQuery)
 async def service_logs(name: str, query_args: ServiceLogsQuery) -> Json | Response:
     """The container's last `lines` lines of output (stdout and stderr); with `follow=true`, a
-    text/plain stream of those lines and then every new one, until the client goes away."""
+    text/plain stream of those lines and then every new one, until the client goes away or its
+    token can no longer read it: the caller is authenticated again every few seconds
+    (RECHECK_SECONDS), and the stream ends once its token is suspended, deleted or given a new
+    secret, or its dashboard session ended."""
     service = await _service(name)
     if query_args.follow:
         token_hash, follows = caller().token_hash, streams.held(LOG_FOLLOWS)
@@ -292,11 +295,13 @@ async def service_logs(name: str, query_args: ServiceLogsQuery) -> Json | Respon
                 f"(at most {DOCKER_LOG_FOLLOWS_PER_TOKEN} at once); close one first",
                 field="follow",
             )
+        allowed = Rechecked(reauthentication())
         lines_of = follow_logs(
             engine(),
             service.service_name,
             lines=query_args.lines,
             timestamps=query_args.timestamps,
+            still=allowed.allows,
         )
 
         async def body() -> AsyncIterator[bytes]:

@@ -20,7 +20,7 @@ from quart import Blueprint, current_app
 from quart_schema import validate_querystring
 
 from oauthproxy.api import streams
-from oauthproxy.api.auth import requires_token
+from oauthproxy.api.auth import Rechecked, reauthentication, requires_token
 from oauthproxy.api.contract import Answer, answers, path_parameters
 from oauthproxy.api.errors import ApiError
 from oauthproxy.api.ownership import Json, caller, storage
@@ -194,7 +194,9 @@ async def follow(query_args: FollowQuery) -> Json:
     With `after`, a long poll: when there is no new entry the caller may see, it waits for one
     (checking every `FOLLOW_POLL_SECONDS`) up to `wait` seconds, then answers what it has (maybe
     nothing). Answers `last` to pass as the next `after`: past every entry looked at, those of
-    other owners too, so a follower never sees one twice."""
+    other owners too, so a follower never sees one twice. The caller is authenticated again
+    every few seconds of the wait (RECHECK_SECONDS): a token suspended, deleted or given a new
+    secret meanwhile, or a dashboard session ended, gets the 401 instead of the entries."""
     repository = storage().request_logs
     visible = LogFilter(hosts=await _scope())
     args = query_args
@@ -205,7 +207,9 @@ async def follow(query_args: FollowQuery) -> Json:
         return {"last": last, "count": len(entries), "logs": entries}
     with _follow_slot(caller().token_hash):
         last, deadline = args.after, trio.current_time() + args.wait
+        still = Rechecked(reauthentication())
         while True:
+            await still()  # a token suspended or deleted while it waits reads no more
             found = await repository.following(last, count=args.limit)
             last = found[-1][0] if found else last
             entries = [decorated(entry) for _id, entry in found if matches(entry, visible)]

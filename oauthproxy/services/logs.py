@@ -9,7 +9,7 @@ one sent is a repeat of the overlap between two asks and is dropped.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
 
 import trio
@@ -19,19 +19,33 @@ from oauthproxy.services.docker import DockerEngine
 POLL_SECONDS = 0.5
 
 
+async def _always() -> bool:
+    return True
+
+
 async def follow_logs(
-    engine: DockerEngine, name: str, *, lines: int, timestamps: bool
+    engine: DockerEngine,
+    name: str,
+    *,
+    lines: int,
+    timestamps: bool,
+    still: Callable[[], Awaitable[bool]] = _always,
 ) -> AsyncIterator[str]:
-    """The last `lines` lines, then every new line as it comes, until the caller stops."""
+    """The last `lines` lines, then every new line as it comes, until the caller stops or
+    `still` (asked before each batch and each line) says the reader may read no more."""
     last: tuple[str, str] | None = None
     batch = await engine.logs(name, lines=lines, timestamps=True)
     while True:
+        if not await still():
+            return
         for line in batch:
             stamp, _, text = line.partition(" ")
             key = _order(stamp)
             if last is not None and key <= last:
                 continue
             last = key
+            if not await still():
+                return
             yield line if timestamps else text
         await trio.sleep(POLL_SECONDS)
         since = _as_datetime(last) if last is not None else None
