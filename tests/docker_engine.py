@@ -100,9 +100,30 @@ def _wait_for_engine(engine: Engine) -> None:
         time.sleep(0.1)
 
 
+IPTABLES_RACES = ("Chain already exists", "No chain/target/match", "does not exist")
+"""What dockerd says when its iptables set-up met another change of the host's chains as it
+started (it lists a chain, finds none, and creating it fails; or the reverse): gone on a second
+start. Seen in fresh-clone CI runs, once in a while, with no other iptables dockerd running."""
+
+
 def start_engine(root: Path, *, bridged: bool = False, iptables: bool = False) -> Engine:
     """Start dockerd in `root`; with `bridged`, on a bridge of its own that publishes ports
-    through docker-proxy; with `iptables`, bridged, isolating its networks from each other."""
+    through docker-proxy; with `iptables`, bridged, isolating its networks from each other
+    (started again, up to three times, when its iptables set-up races: `IPTABLES_RACES`)."""
+    for _ in range(2):
+        try:
+            return _start_engine(root, bridged=bridged, iptables=iptables)
+        except EngineStartRaced:
+            time.sleep(2)
+    return _start_engine(root, bridged=bridged, iptables=iptables)
+
+
+class EngineStartRaced(Exception):
+    """dockerd stopped at its iptables set-up (`IPTABLES_RACES`)."""
+
+
+def _start_engine(root: Path, *, bridged: bool, iptables: bool) -> Engine:
+    root.mkdir(parents=True, exist_ok=True)  # (a failed start removed it)
     dockerd = _required("dockerd")
     _required("docker")
     host = f"unix://{root}/docker.sock"
@@ -130,6 +151,11 @@ def start_engine(root: Path, *, bridged: bool = False, iptables: bool = False) -
     engine = Engine(host=host, root=root, process=process, bridge=bridge, iptables=iptables)
     try:
         _wait_for_engine(engine)
+    except pytest.fail.Exception as failed:
+        stop_engine(engine)
+        if iptables and any(said in str(failed) for said in IPTABLES_RACES):
+            raise EngineStartRaced() from failed
+        raise
     except BaseException:
         stop_engine(engine)
         raise
