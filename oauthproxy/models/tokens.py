@@ -145,10 +145,15 @@ class TokenSuspend(Request):
     )
 
 
+ExpectedReason = Annotated[str, StringConstraints(min_length=1, max_length=300)]
+"""A reason only compared with the one stored (never stored itself): any text, so that the
+query's schema is what it accepts; one no reason can be (a control character) is a 409."""
+
+
 class TokenResume(Query):
     """Resume a token, with `if_reason` only when its suspension is still that one."""
 
-    if_reason: SuspensionReason | None = Field(
+    if_reason: ExpectedReason | None = Field(
         default=None,
         description="Only if the token is suspended with this reason (409 naming `if_reason` "
         "when its reason is another; a token not suspended stays as it is): how `config load` "
