@@ -122,8 +122,34 @@ class EngineStartRaced(Exception):
     """dockerd stopped at its iptables set-up (`IPTABLES_RACES`)."""
 
 
+def _forget_dead_bridges() -> None:
+    """Delete the host's iptables rules that name an interface gone from the host: dockerds
+    stopped without removing their networks (a killed test run) leave their bridges' rules,
+    and an iptables dockerd starting among them met races and let traffic through that a
+    fresh host's drops (two fresh-clone CI runs on a machine that had run many). Only when no
+    other dockerd with iptables runs here (see `isolating_docker_engine`)."""
+    running = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True, check=False)
+    if any(
+        "dockerd" in line.split(" ", 1)[0] and "--iptables=false" not in line
+        for line in running.stdout.splitlines()
+    ):
+        return
+    present = set(os.listdir("/sys/class/net"))
+    for table in ("filter", "nat"):
+        rules = subprocess.run(
+            ["iptables", "-t", table, "-S"], capture_output=True, text=True, check=False
+        )
+        for rule in rules.stdout.splitlines():
+            words = rule.split()
+            named = {words[i + 1] for i, word in enumerate(words[:-1]) if word in ("-i", "-o")}
+            if words[:1] == ["-A"] and named and not named <= present:
+                subprocess.run(["iptables", "-t", table, "-D", *words[1:]], capture_output=True)
+
+
 def _start_engine(root: Path, *, bridged: bool, iptables: bool) -> Engine:
     root.mkdir(parents=True, exist_ok=True)  # (a failed start removed it)
+    if iptables:
+        _forget_dead_bridges()
     dockerd = _required("dockerd")
     _required("docker")
     host = f"unix://{root}/docker.sock"
