@@ -289,7 +289,59 @@ def isolating_docker_engine() -> Iterator[Engine]:
     each other as an engine's are by default; with the busybox image. Never two at once on one
     host (nor beside a system dockerd): dockerd flushes and remakes the host's DOCKER chains as
     it starts, so another's rules go (under xdist, one worker runs every test that uses it)."""
-    yield from _engine_with_image(bridged=True, iptables=True)
+    for engine in _engine_with_image(bridged=True, iptables=True):
+        _until_isolating(engine)
+        yield engine
+
+
+def _until_isolating(engine: Engine) -> None:
+    """Wait until the engine drops traffic between two bridge networks, as it will for the
+    tests (at most 30 s; then the host is not one these tests can run on). Fresh-clone CI saw
+    the first owner test of a session reach across networks while every later one, and every
+    run of that test alone, held: this settles the engine's firewall before any test."""
+    engine.docker("network", "create", "isolation-a")
+    engine.docker("network", "create", "isolation-b")
+    try:
+        serve = "mkdir -p /www && echo held > /www/i && exec httpd -f -p 80 -h /www"
+        engine.docker("run", "-d", "--name", "isolation-b1", "--network", "isolation-b",
+                      IMAGE, "sh", "-c", serve)  # fmt: skip
+        engine.docker("run", "-d", "--name", "isolation-a1", "--network", "isolation-a",
+                      IMAGE, "sleep", "600")  # fmt: skip
+        inspected = engine.docker(
+            "inspect", "-f", "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}",
+            "isolation-b1",
+        )  # fmt: skip
+        deadline = time.monotonic() + 30
+
+        def fetched(container: str, address: str) -> bool:
+            tried = subprocess.run(
+                ["docker", "--host", engine.host, "exec", container, "sh", "-c",
+                 f"printf 'GET /i HTTP/1.0\\r\\n\\r\\n' | nc -w 2 {address} 80"],
+                capture_output=True, text=True, timeout=30,
+            )  # fmt: skip
+            return "held" in tried.stdout
+
+        while not fetched("isolation-b1", "127.0.0.1"):  # its server is up
+            if time.monotonic() > deadline:
+                pytest.fail("the isolation check's server did not start")
+            time.sleep(0.2)
+        while True:
+            if not fetched("isolation-a1", inspected):
+                return
+            if time.monotonic() > deadline:
+                pytest.fail("this host's dockerd does not isolate its bridge networks")
+            time.sleep(0.5)
+    finally:
+        subprocess.run(
+            ["docker", "--host", engine.host, "rm", "-f", "isolation-a1", "isolation-b1"],
+            capture_output=True,
+            timeout=60,
+        )
+        subprocess.run(
+            ["docker", "--host", engine.host, "network", "rm", "isolation-a", "isolation-b"],
+            capture_output=True,
+            timeout=60,
+        )
 
 
 def _engine_with_image(*, bridged: bool, iptables: bool = False) -> Iterator[Engine]:
