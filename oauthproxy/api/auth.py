@@ -81,15 +81,20 @@ async def _resolve(
     else:
         token = await storage.tokens.authenticate(secret)
     if token is None:
-        raise ApiError(
-            401,
-            "unauthorized",
-            "the bearer token is not valid",
-            field="Authorization",
-            headers=_INVALID,
-        )
+        raise _not_valid()
     refuse_suspended(token)
     return token, session
+
+
+def _not_valid() -> ApiError:
+    """The 401 for a bearer secret that is no token's (or no longer the caller's)."""
+    return ApiError(
+        401,
+        "unauthorized",
+        "the bearer token is not valid",
+        field="Authorization",
+        headers=_INVALID,
+    )
 
 
 RECHECK_SECONDS = 0.5
@@ -111,13 +116,7 @@ def reauthentication() -> Callable[[], Awaitable[None]]:
         if acting is not None:
             token = await _acted_as(state.storage, token, acting, session)
         if token.name != was.name or not hmac.compare_digest(token.hash, was.hash):
-            raise ApiError(
-                401,
-                "unauthorized",
-                "the bearer token is not valid",
-                field="Authorization",
-                headers=_INVALID,
-            )
+            raise _not_valid()
 
     return check
 
