@@ -291,23 +291,29 @@ def isolating_docker_engine() -> Iterator[Engine]:
     it starts, so another's rules go (under xdist, one worker runs every test that uses it)."""
     for _ in range(5):
         started = _engine_with_image(bridged=True, iptables=True)
-        engine = next(started)
-        if _isolates(engine):
-            yield engine
-            started.close()
-            return
-        started.close()  # (stops it) and starts another: later ones have isolated
+        try:
+            engine = next(started)
+            if _isolates(engine):
+                yield engine
+                return
+        finally:
+            started.close()  # (stops it) and, unless it served, starts another
     pytest.fail("this host's dockerd does not isolate its bridge networks (5 engines)")
 
 
 def _isolates(engine: Engine) -> bool:
-    """Wait until the engine drops traffic between two bridge networks, as it will for the
-    tests (at most 30 s; then the host is not one these tests can run on). Fresh-clone CI saw
-    the first owner test of a session reach across networks while every later one, and every
-    run of that test alone, held: in a later CI run, the first engines of a session never
-    isolated and a later one did. So each new engine is checked, and replaced until one does."""
-    engine.docker("network", "create", "isolation-a")
-    engine.docker("network", "create", "isolation-b")
+    """Whether the engine drops traffic between two bridge networks, as the tests need
+    (waiting up to 10 s for it). Fresh-clone CI saw the first owner test of a session reach
+    across networks while every later one, and every run of that test alone, held; a later run
+    saw the first engines of a session never isolate and a later one isolate; a newcomer's run
+    here saw an engine whose NAT chain had gone (its networks could not be made). So each new
+    engine is checked, and replaced until one passes: an engine failing the check is stopped
+    before the next starts (left running, it broke the next one's chains too)."""
+    try:
+        engine.docker("network", "create", "isolation-a")
+        engine.docker("network", "create", "isolation-b")
+    except AssertionError:
+        return False
     try:
         serve = "mkdir -p /www && echo held > /www/i && exec httpd -f -p 80 -h /www"
         engine.docker("run", "-d", "--name", "isolation-b1", "--network", "isolation-b",
@@ -338,6 +344,8 @@ def _isolates(engine: Engine) -> bool:
             if time.monotonic() > deadline:
                 return False
             time.sleep(0.5)
+    except AssertionError:  # a container it could not run or inspect
+        return False
     finally:
         subprocess.run(
             ["docker", "--host", engine.host, "rm", "-f", "isolation-a1", "isolation-b1"],
