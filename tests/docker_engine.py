@@ -14,9 +14,14 @@ address, which needs no iptables rule.
 
 `isolating_docker_engine` is a third, for the owner networks (tests/test_owner_networks.py):
 bridged like the second, and with iptables on, as an engine is by default, since iptables
-holds the rules that keep one bridge network's containers from another's. Its networks come
-from a private /16 no route uses yet. At the end the rules it made for its bridges are deleted
-with them.
+holds the rules that keep one bridge network's containers from another's. It runs in a network
+namespace of its own (`ip netns`), so its rules are its own: it shares no chain with the host or
+with any other dockerd, and it starts on empty tables however many engines ran here before (on
+the host's tables, a fresh-clone CI run saw it fail to start on a rule that vanished between
+dockerd's check and its delete, and other runs saw it leave two networks unisolated). A veth
+pair joins the namespace to the host: the engine's ports published on `0.0.0.0` are reached
+from the host at `Engine.address`. Removing the namespace at the end removes its bridges, its
+rules and the veth pair with it.
 """
 
 from __future__ import annotations
@@ -49,7 +54,10 @@ class Engine:
     process: subprocess.Popen[bytes]
     bridge: str | None = None
     """The bridge interface this engine owns (removed with it), when it has one."""
-    iptables: bool = False
+    namespace: str | None = None
+    """The network namespace it runs in (removed with it), when not the host's."""
+    address: str = "127.0.0.1"
+    """Where the host reaches the ports it publishes (on `0.0.0.0` in a namespace)."""
 
     def docker(self, *args: str) -> str:
         """Run the docker CLI against this engine (test set-up and checks only)."""
@@ -100,73 +108,35 @@ def _wait_for_engine(engine: Engine) -> None:
         time.sleep(0.1)
 
 
-IPTABLES_RACES = ("Chain already exists", "No chain/target/match", "does not exist")
-"""What dockerd says when its iptables set-up met another change of the host's chains as it
-started (it lists a chain, finds none, and creating it fails; or the reverse): gone on a second
-start. Seen in fresh-clone CI runs, once in a while, with no other iptables dockerd running."""
-
-
 def start_engine(root: Path, *, bridged: bool = False, iptables: bool = False) -> Engine:
     """Start dockerd in `root`; with `bridged`, on a bridge of its own that publishes ports
-    through docker-proxy; with `iptables`, bridged, isolating its networks from each other
-    (started again, up to three times, when its iptables set-up races: `IPTABLES_RACES`)."""
-    for _ in range(2):
-        try:
-            return _start_engine(root, bridged=bridged, iptables=iptables)
-        except EngineStartRaced:
-            time.sleep(2)
-    return _start_engine(root, bridged=bridged, iptables=iptables)
-
-
-class EngineStartRaced(Exception):
-    """dockerd stopped at its iptables set-up (`IPTABLES_RACES`)."""
-
-
-def _forget_dead_bridges() -> None:
-    """Delete the host's iptables rules that name an interface gone from the host: dockerds
-    stopped without removing their networks (a killed test run) leave their bridges' rules,
-    and an iptables dockerd starting among them met races and let traffic through that a
-    fresh host's drops (two fresh-clone CI runs on a machine that had run many). Only when no
-    other dockerd with iptables runs here (see `isolating_docker_engine`)."""
-    running = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True, check=False)
-    if any(
-        "dockerd" in line.split(" ", 1)[0] and "--iptables=false" not in line
-        for line in running.stdout.splitlines()
-    ):
-        return
-    present = set(os.listdir("/sys/class/net"))
-    for table in ("filter", "nat"):
-        rules = subprocess.run(
-            ["iptables", "-t", table, "-S"], capture_output=True, text=True, check=False
-        )
-        for rule in rules.stdout.splitlines():
-            words = rule.split()
-            named = {words[i + 1] for i, word in enumerate(words[:-1]) if word in ("-i", "-o")}
-            if words[:1] == ["-A"] and named and not named <= present:
-                subprocess.run(["iptables", "-t", table, "-D", *words[1:]], capture_output=True)
-
-
-def _start_engine(root: Path, *, bridged: bool, iptables: bool) -> Engine:
-    root.mkdir(parents=True, exist_ok=True)  # (a failed start removed it)
-    if iptables:
-        _forget_dead_bridges()
+    through docker-proxy; with `iptables`, bridged and isolating its networks from each other,
+    in a network namespace of its own."""
+    root.mkdir(parents=True, exist_ok=True)
     dockerd = _required("dockerd")
     _required("docker")
     host = f"unix://{root}/docker.sock"
-    bridge = _make_bridge() if bridged or iptables else None
+    namespace, address = _make_namespace() if iptables else (None, "127.0.0.1")
+    try:
+        bridge = _make_bridge(namespace) if bridged or iptables else None
+    except BaseException:
+        _remove_namespace(namespace)
+        raise
     network = (
         ["--bridge", bridge, "--userland-proxy=true",
          "--userland-proxy-path", _required("docker-proxy")]
         if bridge
         else ["--bridge", "none", "--userland-proxy=false"]
     )  # fmt: skip
-    if iptables:
-        pool = _free_subnet([f"10.{second}.0.0/16" for second in range(30, 230)])
-        network += ["--default-address-pool", f"base={pool},size=24"]
+    if iptables:  # (the namespace routes nothing of the host's: these are free there)
+        network += ["--default-address-pool", f"base={NAMESPACE_POOL},size=24"]
+    # nsenter enters the network namespace alone: `ip netns exec` would also mount a /sys of
+    # its own, where dockerd finds no cgroups
+    inside = [_required("nsenter"), f"--net=/run/netns/{namespace}"] if namespace else []
     with (root / "dockerd.log").open("wb") as log:
         process = subprocess.Popen(
             [
-                dockerd, "--host", host, "--data-root", str(root / "data"),
+                *inside, dockerd, "--host", host, "--data-root", str(root / "data"),
                 "--exec-root", str(root / "exec"), "--pidfile", str(root / "dockerd.pid"),
                 f"--iptables={str(iptables).lower()}", "--ip6tables=false", "--ip-masq=false",
                 *network,
@@ -174,18 +144,55 @@ def _start_engine(root: Path, *, bridged: bool, iptables: bool) -> Engine:
             stdout=log,
             stderr=subprocess.STDOUT,
         )  # fmt: skip
-    engine = Engine(host=host, root=root, process=process, bridge=bridge, iptables=iptables)
+    engine = Engine(
+        host=host, root=root, process=process, bridge=bridge, namespace=namespace, address=address
+    )
     try:
         _wait_for_engine(engine)
-    except pytest.fail.Exception as failed:
-        stop_engine(engine)
-        if iptables and any(said in str(failed) for said in IPTABLES_RACES):
-            raise EngineStartRaced() from failed
-        raise
     except BaseException:
         stop_engine(engine)
         raise
     return engine
+
+
+NAMESPACE_BRIDGE = "10.1.0.1/24"
+NAMESPACE_POOL = "10.2.0.0/16"
+"""The isolating engine's bridge and the pool its networks come from, inside its namespace."""
+
+
+def _make_namespace() -> tuple[str, str]:
+    """A new network namespace with its loopback up and a veth pair to the host (a /30 no route
+    of the host's uses, outside `NAMESPACE_BRIDGE` and `NAMESPACE_POOL`): its name, and its
+    end's address, where the host reaches it."""
+    ip = _required("ip")
+    subnet = _free_subnet(
+        [f"172.{second}.{secrets.randbelow(256)}.{4 * secrets.randbelow(64)}/30"
+         for second in range(16, 32)]
+    )  # fmt: skip
+    outside, inside = (str(subnet.network_address + n) for n in (1, 2))
+    name = f"opn{secrets.token_hex(4)}"
+    for command in (
+        ["netns", "add", name],
+        ["-n", name, "link", "set", "lo", "up"],
+        ["link", "add", name, "type", "veth", "peer", "name", "eth0", "netns", name],
+        ["addr", "add", f"{outside}/30", "dev", name],
+        ["link", "set", name, "up"],
+        ["-n", name, "addr", "add", f"{inside}/30", "dev", "eth0"],
+        ["-n", name, "link", "set", "eth0", "up"],
+    ):
+        done = subprocess.run([ip, *command], capture_output=True, text=True)
+        if done.returncode != 0:
+            _remove_namespace(name)
+            pytest.fail(f"cannot make a namespace for dockerd: ip {' '.join(command)}: "
+                        f"{done.stderr}")  # fmt: skip
+    return name, inside
+
+
+def _remove_namespace(name: str | None) -> None:
+    """Remove the namespace (with every interface in it) and the host's end of its veth."""
+    if name is not None:
+        subprocess.run(["ip", "netns", "del", name], capture_output=True, check=False)
+        subprocess.run(["ip", "link", "del", name], capture_output=True, check=False)
 
 
 def _free_subnet(candidates: list[str]) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
@@ -205,24 +212,28 @@ def _free_subnet(candidates: list[str]) -> ipaddress.IPv4Network | ipaddress.IPv
     return subnet
 
 
-def _make_bridge() -> str:
+def _make_bridge(namespace: str | None = None) -> str:
     """A new bridge interface, up, with the gateway address of a private /24 (10.x first) no
-    route uses yet."""
-    ip = _required("ip")
-    subnet = _free_subnet([
-        *(f"10.{secrets.randbelow(200) + 30}.{third}.0/24" for third in range(256)),
-        *(f"172.{second}.{secrets.randbelow(256)}.0/24" for second in range(16, 32)),
-        *(f"192.168.{third}.0/24" for third in range(256)),
-    ])  # fmt: skip
+    route uses yet; in `namespace`, with `NAMESPACE_BRIDGE`."""
+    ip = [_required("ip")]
+    if namespace is None:
+        subnet = _free_subnet([
+            *(f"10.{secrets.randbelow(200) + 30}.{third}.0/24" for third in range(256)),
+            *(f"172.{second}.{secrets.randbelow(256)}.0/24" for second in range(16, 32)),
+            *(f"192.168.{third}.0/24" for third in range(256)),
+        ])  # fmt: skip
+        address = f"{subnet.network_address + 1}/{subnet.prefixlen}"
+    else:
+        ip, address = [*ip, "-n", namespace], NAMESPACE_BRIDGE
     name = f"opb{secrets.token_hex(4)}"
     for command in (
         ["link", "add", "name", name, "type", "bridge"],
-        ["addr", "add", f"{subnet.network_address + 1}/{subnet.prefixlen}", "dev", name],
+        ["addr", "add", address, "dev", name],
         ["link", "set", name, "up"],
     ):
-        done = subprocess.run([ip, *command], capture_output=True, text=True)
+        done = subprocess.run([*ip, *command], capture_output=True, text=True)
         if done.returncode != 0:
-            subprocess.run([ip, "link", "del", name], capture_output=True)
+            subprocess.run([*ip, "link", "del", name], capture_output=True)
             pytest.fail(f"cannot make a bridge for dockerd: ip {' '.join(command)}: {done.stderr}")
     return name
 
@@ -235,18 +246,6 @@ def _remove_networks(engine: Engine) -> None:
     if listed.stdout.split():
         subprocess.run([*run, "rm", "-f", *listed.stdout.split()], capture_output=True, timeout=120)
     subprocess.run([*run, "network", "prune", "-f"], capture_output=True, timeout=60)
-
-
-def _delete_rules_naming(interface: str) -> None:
-    """Delete the iptables rules that name `interface` (dockerd leaves its bridge's)."""
-    for table in ("filter", "nat"):
-        rules = subprocess.run(
-            ["iptables", "-t", table, "-S"], capture_output=True, text=True, check=False
-        )
-        for rule in rules.stdout.splitlines():
-            if rule.startswith("-A ") and interface in rule.split():
-                deleted = ["-D", *rule.split()[1:]]
-                subprocess.run(["iptables", "-t", table, *deleted], capture_output=True)
 
 
 def stop_engine(engine: Engine) -> None:
@@ -265,10 +264,10 @@ def stop_engine(engine: Engine) -> None:
         subprocess.run(["umount", str(netns)], check=False)
     with contextlib.suppress(OSError):
         shutil.rmtree(engine.root)
-    if engine.bridge is not None:
+    if engine.namespace is not None:
+        _remove_namespace(engine.namespace)
+    elif engine.bridge is not None:
         subprocess.run(["ip", "link", "del", engine.bridge], capture_output=True, check=False)
-        if engine.iptables:
-            _delete_rules_naming(engine.bridge)
 
 
 @pytest.fixture(scope="session")
@@ -286,10 +285,9 @@ def bridged_docker_engine() -> Iterator[Engine]:
 @pytest.fixture(scope="session")
 def isolating_docker_engine() -> Iterator[Engine]:
     """A real dockerd on a bridge of its own, with iptables: its networks are isolated from
-    each other as an engine's are by default; with the busybox image. Never two at once on one
-    host (nor beside a system dockerd): dockerd flushes and remakes the host's DOCKER chains as
-    it starts, so another's rules go (under xdist, one worker runs every test that uses it)."""
-    for _ in range(5):
+    each other as an engine's are by default; with the busybox image. In a network namespace of
+    its own (see the module's docstring)."""
+    for _ in range(3):
         started = _engine_with_image(bridged=True, iptables=True)
         try:
             engine = next(started)
@@ -298,17 +296,14 @@ def isolating_docker_engine() -> Iterator[Engine]:
                 return
         finally:
             started.close()  # (stops it) and, unless it served, starts another
-    pytest.fail("this host's dockerd does not isolate its bridge networks (5 engines)")
+    pytest.fail("this host's dockerd does not isolate its bridge networks (3 engines)")
 
 
 def _isolates(engine: Engine) -> bool:
     """Whether the engine drops traffic between two bridge networks, as the tests need
-    (waiting up to 10 s for it). Fresh-clone CI saw the first owner test of a session reach
-    across networks while every later one, and every run of that test alone, held; a later run
-    saw the first engines of a session never isolate and a later one isolate; a newcomer's run
-    here saw an engine whose NAT chain had gone (its networks could not be made). So each new
-    engine is checked, and replaced until one passes: an engine failing the check is stopped
-    before the next starts (left running, it broke the next one's chains too)."""
+    (waiting up to 10 s for it). Engines sharing the host's tables (before they had namespaces
+    of their own) sometimes did not, or could not make the networks; each new engine is still
+    checked before a test relies on it, and replaced when it fails the check."""
     try:
         engine.docker("network", "create", "isolation-a")
         engine.docker("network", "create", "isolation-b")

@@ -7,8 +7,9 @@ connects to no address of another owner's container and cannot resolve its name,
 gateway still proxies to both. The network is made once for an owner's services, which reach
 each other on it, and removed with the owner's last service or with the owner's token.
 
-The gateway runs on the host here (it reaches the services by their published ports, as on any
-host); a stand-in container plays the gateway's container of a compose deployment
+The gateway runs on the host here: it reaches the services by their published ports, as on any
+host (the engine runs in a network namespace of its own, which the host reaches at
+`Engine.address`). A stand-in container plays the gateway's container of a compose deployment
 (GATEWAY_CONTAINER): it joins every owner network and reaches every service by name, as the
 compose gateway does (`http://{service_name}:{port}`).
 """
@@ -147,9 +148,10 @@ async def test_an_owners_container_reaches_no_other_owners_and_the_gateway_reach
             await create(
                 client, f"{who}-web", image=IMAGE, command=serving(f"served-by-{who}"),
                 internal_port=80,
-                port_configs=[{"name": "http", "host": port, "container": 80}],
+                port_configs=[{"name": "http", "host": port, "container": 80, "bind": "0.0.0.0"}],
             )  # fmt: skip
-            target = {"hostname": f"{who}.example", "target_url": f"http://127.0.0.1:{port}"}
+            url = f"http://{engine.address}:{port}"  # (the engine's namespace, from the host)
+            target = {"hostname": f"{who}.example", "target_url": url}
             proxy = await client.post("/api/v1/proxy/targets/", json=target)
             assert proxy.status_code == 201, proxy.text
 
