@@ -349,6 +349,11 @@ async def test_https_upstreams_are_verified_against_the_configured_ca(
         response = await wait_until_served(c, "secure.example.com")
         assert response.status_code == 200
         assert response.json()["backend"] == "secure"
+        for _ in range(3):  # on the pooled TLS connection, checked before each use
+            await trio.sleep(0.1)
+            again = await c.get("/echo", headers={"Host": "secure.example.com"})
+            assert again.status_code == 200, again.text
+            assert again.json()["backend"] == "secure"
 
 
 async def test_an_untrusted_upstream_certificate_is_a_502(

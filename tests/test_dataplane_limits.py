@@ -248,9 +248,13 @@ whether to keep the connection open after it (None: close it unanswered)."""
 
 
 async def _scripted_backend(
-    script: Scripted, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED
+    script: Scripted,
+    unasked: bytes = b"",
+    *,
+    task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """A backend that reads request heads (no bodies) and answers each as `script` says."""
+    """A backend that reads request heads (no bodies) and answers each as `script` says; then,
+    a moment later, sends `unasked` on the connection it keeps."""
     accepted = 0
 
     async def serve(stream: trio.SocketStream) -> None:
@@ -258,20 +262,24 @@ async def _scripted_backend(
         accepted += 1
         number, received = accepted, b""
         async with stream:
-            while True:
-                while b"\r\n\r\n" not in received:
-                    data = await stream.receive_some(65536)
-                    if not data:
+            with contextlib.suppress(trio.BrokenResourceError):  # (closed with bytes unread)
+                while True:
+                    while b"\r\n\r\n" not in received:
+                        data = await stream.receive_some(65536)
+                        if not data:
+                            return
+                        received += data
+                    head, _, received = received.partition(b"\r\n\r\n")
+                    scripted = script(head, number)
+                    if scripted is None:
                         return
-                    received += data
-                head, _, received = received.partition(b"\r\n\r\n")
-                scripted = script(head, number)
-                if scripted is None:
-                    return
-                answer, keep = scripted
-                await stream.send_all(answer)
-                if not keep:
-                    return
+                    answer, keep = scripted
+                    await stream.send_all(answer)
+                    if not keep:
+                        return
+                    if unasked:
+                        await trio.sleep(0.05)  # the gateway has pooled the connection
+                        await stream.send_all(unasked)
 
     listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
     task_status.started(listeners[0].socket.getsockname()[1])
@@ -337,3 +345,25 @@ async def test_a_request_that_is_not_idempotent_is_never_sent_twice(
             failed = await response(wire)
     assert failed.status == 502
     assert posts == [b"/charge"]
+
+
+async def test_an_answer_the_backend_sent_unasked_on_an_idle_connection_reaches_no_client(
+    nursery: trio.Nursery, storage: Storage, gateway: Ready
+) -> None:
+    """Response queue poisoning: a backend that sends a second response after its answer (one
+    split by a header it let a client inject, or a bug) had it read, once its connection was
+    pooled, as the answer to the next request on it: another client's. An idle connection
+    found readable is closed instead of used, as nginx, HAProxy and Caddy close theirs."""
+    port: int = await nursery.start(
+        _scripted_backend, lambda _, number: (_ok(b"genuine, connection %d" % number), True),
+        _ok(b"poisoned"),
+    )  # fmt: skip
+    await create_proxy(storage, HOST, port)
+    await until_served(gateway)
+    with trio.fail_after(TIMEOUT):
+        for _ in range(3):
+            await trio.sleep(0.3)  # the unasked answer waits on the pooled connection
+            async with client(gateway) as bob:
+                await bob.send(request("GET /second HTTP/1.1"))
+                answered = await response(bob)
+            assert answered.body.startswith(b"genuine"), answered.body

@@ -1,5 +1,6 @@
 """The upstream pool checks its idle connections itself: one the backend closed while it waited
-is not handed to a request that could not be retried (forwarding never looks at sockets)."""
+(or sent on unasked: tests/test_dataplane_limits.py) is closed, never handed to a request
+(forwarding never looks at sockets)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,6 @@ import os
 import resource
 import ssl
 
-import pytest
 import trio
 
 from oauthproxy.proxy.sockets import LeanSocketStream
@@ -28,10 +28,7 @@ async def _closing_backend(
     await trio.serve_listeners(connection, listeners)
 
 
-@pytest.mark.parametrize(("unless_dropped", "reused"), [(True, False), (False, True)])
-async def test_an_idle_connection_the_backend_closed_is_weeded_out_when_asked(
-    nursery: trio.Nursery, unless_dropped: bool, reused: bool
-) -> None:
+async def test_an_idle_connection_the_backend_closed_is_weeded_out(nursery: trio.Nursery) -> None:
     closing = trio.Event()
     port: int = await nursery.start(_closing_backend, closing)
     origin = parse_origin(f"http://127.0.0.1:{port}")
@@ -39,13 +36,17 @@ async def test_an_idle_connection_the_backend_closed_is_weeded_out_when_asked(
     await pool.retarget(frozenset({origin.key}))
     idle = await pool.acquire(origin)
     await pool.release(idle)
+    assert pool.idle(origin) is idle and idle.reused  # open: handed out
+    await pool.release(idle)
     closing.set()
     assert isinstance(idle.stream, LeanSocketStream)
     with trio.fail_after(5):
         await trio.lowlevel.wait_readable(idle.stream.socket)  # the backend's FIN is here
 
-    handed = await pool.acquire(origin, unless_dropped=unless_dropped)
-    assert (handed is idle, handed.reused) == (reused, reused)
+    assert pool.idle(origin) is None
+    assert idle.stream.fd == -1  # closed by the pool
+    handed = await pool.acquire(origin)
+    assert (handed is idle, handed.reused) == (False, False)
     await pool.clear()
     await trio.aclose_forcefully(handed.stream)
 
@@ -53,7 +54,7 @@ async def test_an_idle_connection_the_backend_closed_is_weeded_out_when_asked(
 async def test_a_connection_past_descriptor_1023_is_checked_too(nursery: trio.Nursery) -> None:
     """The check used `select.select`, which raises ValueError for a descriptor past 1023
     (FD_SETSIZE): once the gateway held ~1,000 connections (or an anonymous client opened that
-    many idle ones), every request the pool checks for (a POST) failed its connection's task
+    many idle ones), every request the pool checked for (a POST then) failed its connection's task
     with a logged exception and no answer (an attack hunt)."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft < 2048:
@@ -68,12 +69,12 @@ async def test_a_connection_past_descriptor_1023_is_checked_too(nursery: trio.Nu
         idle = await pool.acquire(origin)
         assert isinstance(idle.stream, LeanSocketStream) and idle.stream.fd > 1023
         await pool.release(idle)
-        assert await pool.acquire(origin, unless_dropped=True) is idle  # open: handed out
+        assert await pool.acquire(origin) is idle  # open: handed out
         await pool.release(idle)
         closing.set()
         with trio.fail_after(5):
             await trio.lowlevel.wait_readable(idle.stream.socket)
-        fresh = await pool.acquire(origin, unless_dropped=True)  # closed: weeded out
+        fresh = await pool.acquire(origin)  # closed: weeded out
         assert fresh is not idle
         await trio.aclose_forcefully(fresh.stream)
         await pool.clear()

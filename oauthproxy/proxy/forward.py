@@ -181,9 +181,9 @@ async def open_upstream(
     the upstream, the status and the kind of exchange. (HTTP/1.1 and HTTP/2 both start here;
     what follows the head is framed by each.)
 
-    An idempotent request without a body goes out on a pooled connection when there is one,
-    unchecked, and again on a fresh one if that one turns out closed; any other request gets a
-    pooled connection only once it is seen to be open still, and is never sent twice.
+    A request goes out on a pooled connection when one is idle and quiet (`UpstreamPool.idle`);
+    an idempotent one without a body goes out again on a fresh connection if that one turns
+    out closed (the upstream closed it just as it was taken); any other is never sent twice.
 
     The common exchange (a GET, a pooled connection) runs in this coroutine alone: each level
     of coroutines between the connection's task and the read it waits in is paid again at
@@ -217,9 +217,7 @@ async def open_upstream(
     exchange.answer_within = timeout
     answer_by.start(timeout)  # when it fires, the connection (the stream) answers
     try:
-        upstream = (pool.idle(origin) if retryable else None) or await pool.acquire(
-            origin, unless_dropped=not retryable
-        )
+        upstream = pool.idle(origin) or await pool.connect_fresh(origin)
         while True:
             try:
                 if has_body:

@@ -93,30 +93,27 @@ class UpstreamPool:
         self._targets: frozenset[OriginKey] = frozenset()
         """The origins the instance's configuration can send a request to; `retarget` sets it."""
 
-    async def acquire(self, origin: Origin, *, unless_dropped: bool = False) -> UpstreamConnection:
-        """An idle connection to `origin`, else a new one. `unless_dropped`: for a request that
-        could not be retried (it streams a body), idle connections the upstream has closed
-        meanwhile are weeded out first."""
+    async def acquire(self, origin: Origin) -> UpstreamConnection:
+        """An idle connection to `origin` (`idle`), else a new one."""
+        return self.idle(origin) or await self.connect_fresh(origin)
+
+    def idle(self, origin: Origin) -> UpstreamConnection | None:
+        """An idle connection to `origin` that nothing arrived on while it waited, else None.
+        One the upstream closed meanwhile, or sent bytes on unasked, is closed here: those
+        bytes would be read as the next request's answer, another client's (response queue
+        poisoning: a backend that let a client split a response sent two). A request sent on
+        a connection the upstream closes just after this check fails as any request on a
+        closed connection does (`forward.open_upstream` sends one that can be retried again).
+        (No await: the common case costs no coroutine.)"""
         idle = self._idle.get(origin.key)
         while idle:
             connection = idle.pop()
-            if unless_dropped and _dropped(connection.stream):
-                await trio.aclose_forcefully(connection.stream)
+            if _readable(connection.stream):
+                _close_now(connection.stream)
                 continue
             connection.reused = True
             return connection
-        return UpstreamConnection(origin, await self._connect(origin))
-
-    def idle(self, origin: Origin) -> UpstreamConnection | None:
-        """An idle connection to `origin` at once (no check that it is still open: for a
-        request that can be retried on a fresh one), else None. (No await: the common case
-        costs no coroutine.)"""
-        idle = self._idle.get(origin.key)
-        if not idle:
-            return None
-        connection = idle.pop()
-        connection.reused = True
-        return connection
+        return None
 
     async def connect_fresh(self, origin: Origin) -> UpstreamConnection:
         return UpstreamConnection(origin, await self._connect(origin))
@@ -169,17 +166,31 @@ class UpstreamPool:
         await self.retarget(frozenset())
 
 
-def _dropped(stream: trio.abc.Stream) -> bool:
-    """An idle connection whose socket is readable was closed by the upstream (or it sent
-    junk): either way it cannot carry a request. The pool asks before it hands one out;
-    forwarding never looks at sockets."""
-    socket_stream = getattr(stream, "transport_stream", stream)
-    sock = getattr(socket_stream, "socket", None)
-    if sock is None:
-        return False
+def _readable(stream: trio.abc.Stream) -> bool:
+    """Whether an idle connection's socket is readable (or hung up, or failed): the upstream
+    closed it, or sent what nobody asked for. Either way it carries no request. Forwarding
+    never looks at sockets: the pool asks before it hands one out."""
+    fd = stream.fd if isinstance(stream, LeanSocketStream) else _under_tls(stream).socket.fileno()
     poller = select.poll()  # (not `select.select`: it refuses descriptors past 1023)
-    poller.register(sock.fileno(), select.POLLIN)
-    return bool(poller.poll(0))  # readable, hung up or failed
+    poller.register(fd, select.POLLIN)
+    return bool(poller.poll(0))
+
+
+def _close_now(stream: trio.abc.Stream) -> None:
+    """Close an idle connection at once (no task waits on it); a TLS one without its
+    close_notify, as `trio.aclose_forcefully` closes it."""
+    if isinstance(stream, LeanSocketStream):
+        stream.close_socket()
+    else:
+        _under_tls(stream).socket.close()
+
+
+def _under_tls(stream: trio.abc.Stream) -> trio.SocketStream:
+    """The TCP stream under an https upstream's connection (`_connect`)."""
+    assert isinstance(stream, trio.SSLStream)
+    transport = stream.transport_stream
+    assert isinstance(transport, trio.SocketStream)
+    return transport
 
 
 def tls_context(ca_bundle: str | None) -> ssl.SSLContext:
