@@ -293,8 +293,9 @@ def _ok(body: bytes) -> bytes:
 async def test_a_request_on_a_pooled_connection_the_backend_closed_is_sent_again_on_a_new_one(
     nursery: trio.Nursery, storage: Storage, gateway: Ready
 ) -> None:
-    """A request without a body goes out on a pooled connection unchecked; when the backend had
-    closed it, the request is sent again on a fresh connection, and the client never sees it."""
+    """A pooled connection the backend closed while it waited is closed by the pool's check
+    (`UpstreamPool.idle`), and the request goes out on a fresh connection: the client never
+    sees it."""
     accepted: list[int] = []
 
     def answer_once_then_close(head: bytes, number: int) -> tuple[bytes, bool]:
@@ -316,6 +317,40 @@ async def test_a_request_on_a_pooled_connection_the_backend_closed_is_sent_again
             second = await response(wire)
     assert (first.status, second.status) == (200, 200)
     assert second.body == b"connection %d" % (before + 1)
+
+
+async def test_a_get_its_pooled_connection_failed_under_is_sent_again_on_a_new_one(
+    nursery: trio.Nursery, storage: Storage, gateway: Ready
+) -> None:
+    """A pooled connection can pass the pool's check and then be closed by the backend as the
+    request arrives (its keep-alive timeout ending then): a GET is sent again, once, on a fresh
+    connection (RFC 9110 §9.2.2), and the client gets that answer."""
+    seen: list[tuple[bytes, int]] = []
+
+    def close_the_first_connection_at_its_second_request(
+        head: bytes, number: int
+    ) -> tuple[bytes, bool] | None:
+        if head.startswith(b"GET /second ") and (b"/first", number) in seen:
+            seen.append((b"/second", number))
+            return None  # read, then closed unanswered
+        seen.append((head.split(b" ")[1], number))
+        return _ok(b"connection %d" % number), True
+
+    port: int = await nursery.start(
+        _scripted_backend, close_the_first_connection_at_its_second_request
+    )
+    await create_proxy(storage, HOST, port)
+    await until_served(gateway)
+    with trio.fail_after(TIMEOUT):
+        async with client(gateway) as wire:
+            await wire.send(request("GET /first HTTP/1.1"))
+            assert (await response(wire)).status == 200
+            (_, kept), count = seen[-1], len(seen)
+            await wire.send(request("GET /second HTTP/1.1"))
+            second = await response(wire)
+    assert second.status == 200
+    assert seen[count:] == [(b"/second", kept), (b"/second", max(n for _, n in seen))]
+    assert second.body == b"connection %d" % seen[-1][1] != b"connection %d" % kept
 
 
 async def test_a_request_that_is_not_idempotent_is_never_sent_twice(
