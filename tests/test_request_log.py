@@ -100,6 +100,19 @@ async def settled(admin: httpx.AsyncClient, client: httpx.AsyncClient, hostname:
     assert (await admin.delete("/api/v1/logs")).status_code == 200
 
 
+async def last_after_the_clear(admin: httpx.AsyncClient) -> str:
+    """The stream's last id once the clearing's own audit event is in it (`settled`): a follow
+    after an id read before it came answers that event (it is written in a batch of its own,
+    a moment after the DELETE answered), and no request."""
+
+    async def after_the_clear() -> str | None:
+        newest = (await admin.get("/api/v1/logs/follow", params={"limit": 1})).json()
+        cleared = [e for e in newest["logs"] if e["event"] == "admin.write"]
+        return str(newest["last"]) if cleared else None
+
+    return await eventually(after_the_clear, what="the clearing's audit event")
+
+
 def paths(entries: list[dict[str, Any]]) -> list[str]:
     """The requests' paths (events, such as the admin write that cleared the log, left out)."""
     return sorted(entry["request_path"] for entry in entries if entry["event"] == "request")
@@ -238,7 +251,7 @@ async def test_follow_returns_entries_after_the_last_seen(
     async with client_from(logged, "127.0.0.1") as public:
         await served(public, "tail.example.com")
         await settled(admin, public, "tail.example.com")
-        start = (await admin.get("/api/v1/logs/follow", params={"limit": 1})).json()["last"]
+        start = await last_after_the_clear(admin)
         await public.get("/echo/followed", headers={"Host": "tail.example.com"})
         answer = (
             await admin.get("/api/v1/logs/follow", params={"after": start, "wait": 10})
@@ -255,14 +268,7 @@ async def test_a_waiting_follow_answers_with_the_request_made_meanwhile(
     async with client_from(logged, "127.0.0.1") as public:
         await served(public, "poll.example.com")
         await settled(admin, public, "poll.example.com")
-
-        async def after_the_clear() -> str | None:
-            """The stream's last id once the clearing's own audit event is in it."""
-            newest = (await admin.get("/api/v1/logs/follow", params={"limit": 1})).json()
-            cleared = [e for e in newest["logs"] if e["event"] == "admin.write"]
-            return str(newest["last"]) if cleared else None
-
-        start = await eventually(after_the_clear, what="the clearing's audit event")
+        start = await last_after_the_clear(admin)
         answers: list[dict[str, Any]] = []
 
         async def follow() -> None:
