@@ -169,8 +169,14 @@ class UpstreamPool:
 def _readable(stream: trio.abc.Stream) -> bool:
     """Whether an idle connection's socket is readable (or hung up, or failed): the upstream
     closed it, or sent what nobody asked for. Either way it carries no request. Forwarding
-    never looks at sockets: the pool asks before it hands one out."""
-    fd = stream.fd if isinstance(stream, LeanSocketStream) else _under_tls(stream).socket.fileno()
+    never looks at sockets: the pool asks before it hands one out. (A stream over no socket,
+    as the memory streams of tests/test_instance_timeouts.py, has nothing to ask.)"""
+    if isinstance(stream, LeanSocketStream):
+        fd = stream.fd
+    elif (tcp := _under_tls(stream)) is not None:
+        fd = tcp.socket.fileno()
+    else:
+        return False
     poller = select.poll()  # (not `select.select`: it refuses descriptors past 1023)
     poller.register(fd, select.POLLIN)
     return bool(poller.poll(0))
@@ -181,16 +187,14 @@ def _close_now(stream: trio.abc.Stream) -> None:
     close_notify, as `trio.aclose_forcefully` closes it."""
     if isinstance(stream, LeanSocketStream):
         stream.close_socket()
-    else:
-        _under_tls(stream).socket.close()
+    elif (tcp := _under_tls(stream)) is not None:
+        tcp.socket.close()
 
 
-def _under_tls(stream: trio.abc.Stream) -> trio.SocketStream:
-    """The TCP stream under an https upstream's connection (`_connect`)."""
-    assert isinstance(stream, trio.SSLStream)
-    transport = stream.transport_stream
-    assert isinstance(transport, trio.SocketStream)
-    return transport
+def _under_tls(stream: trio.abc.Stream) -> trio.SocketStream | None:
+    """The TCP stream under an https upstream's connection (`_connect`), else None."""
+    transport = stream.transport_stream if isinstance(stream, trio.SSLStream) else None
+    return transport if isinstance(transport, trio.SocketStream) else None
 
 
 def tls_context(ca_bundle: str | None) -> ssl.SSLContext:
