@@ -16,6 +16,7 @@ from oauthproxy.serve import Ready, serve
 from oauthproxy.settings import Settings
 from oauthproxy.storage import Storage
 from tests.backend import serve_backend
+from tests.eventually import eventually
 from tests.test_dataplane import create_proxy
 from tests.test_http_conformance import (
     HOST,
@@ -250,11 +251,14 @@ whether to keep the connection open after it (None: close it unanswered)."""
 async def _scripted_backend(
     script: Scripted,
     unasked: bytes = b"",
+    sent: list[str] | None = None,
     *,
     task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """A backend that reads request heads (no bodies) and answers each as `script` says; then,
-    a moment later, sends `unasked` on the connection it keeps."""
+    a moment later, sends `unasked` on the connection it keeps. `sent` gets "answer" for each
+    answer and "unasked" for each unasked send."""
+    sent = [] if sent is None else sent
     accepted = 0
 
     async def serve(stream: trio.SocketStream) -> None:
@@ -274,12 +278,14 @@ async def _scripted_backend(
                     if scripted is None:
                         return
                     answer, keep = scripted
+                    sent.append("answer")  # (before: counted once the client has it)
                     await stream.send_all(answer)
                     if not keep:
                         return
                     if unasked:
                         await trio.sleep(0.05)  # the gateway has pooled the connection
                         await stream.send_all(unasked)
+                        sent.append("unasked")
 
     listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
     task_status.started(listeners[0].socket.getsockname()[1])
@@ -389,15 +395,22 @@ async def test_an_answer_the_backend_sent_unasked_on_an_idle_connection_reaches_
     split by a header it let a client inject, or a bug) had it read, once its connection was
     pooled, as the answer to the next request on it: another client's. An idle connection
     found readable is closed instead of used, as nginx, HAProxy and Caddy close theirs."""
+    sent: list[str] = []
     port: int = await nursery.start(
         _scripted_backend, lambda _, number: (_ok(b"genuine, connection %d" % number), True),
-        _ok(b"poisoned"),
+        _ok(b"poisoned"), sent,
     )  # fmt: skip
     await create_proxy(storage, HOST, port)
     await until_served(gateway)
     with trio.fail_after(TIMEOUT):
         for _ in range(3):
-            await trio.sleep(0.3)  # the unasked answer waits on the pooled connection
+
+            async def every_answer_followed() -> bool:
+                """Each answer's unasked one waits on its pooled connection (on loopback, bytes
+                sent are in the receiver's socket when the send returns)."""
+                return sent.count("unasked") == sent.count("answer")
+
+            await eventually(every_answer_followed, what="the unasked answers sent")
             async with client(gateway) as bob:
                 await bob.send(request("GET /second HTTP/1.1"))
                 answered = await response(bob)
