@@ -264,27 +264,22 @@ async def _scripted_backend(
     async def serve(stream: trio.SocketStream) -> None:
         nonlocal accepted
         accepted += 1
-        number, received = accepted, b""
+        number, wire = accepted, Wire(stream)
         async with stream:
-            with contextlib.suppress(trio.BrokenResourceError):  # (closed with bytes unread)
-                while True:
-                    while b"\r\n\r\n" not in received:
-                        data = await stream.receive_some(65536)
-                        if not data:
-                            return
-                        received += data
-                    head, _, received = received.partition(b"\r\n\r\n")
-                    scripted = script(head, number)
+            # (the gateway closed it mid-head, or with bytes unread: the next send fails)
+            with contextlib.suppress(trio.BrokenResourceError, EOFError):
+                while (lines := await wire.head()) is not None:
+                    scripted = script(b"\r\n".join(lines), number)
                     if scripted is None:
                         return
                     answer, keep = scripted
                     sent.append("answer")  # (before: counted once the client has it)
-                    await stream.send_all(answer)
+                    await wire.send(answer)
                     if not keep:
                         return
                     if unasked:
                         await trio.sleep(0.05)  # the gateway has pooled the connection
-                        await stream.send_all(unasked)
+                        await wire.send(unasked)
                         sent.append("unasked")
 
     listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
