@@ -11,6 +11,7 @@ import pytest
 from oauthproxy.proxy.codec import (
     END,
     MAX_HEAD_SIZE,
+    MAX_HEADER_FIELDS,
     READABLE,
     TRANSITIONS,
     Closed,
@@ -309,6 +310,33 @@ def test_the_head_limit_is_exact_however_the_data_is_split(split: int) -> None:
     codec = Codec()
     with pytest.raises(ProtocolError) as refused:
         _feed(codec, too_big, split)
+    assert refused.value.status == 431 and codec.their_state is State.ERROR
+
+
+@pytest.mark.parametrize("split", [1, 7, 100, 4000])
+@pytest.mark.parametrize("responses", [False, True])
+def test_the_field_limit_is_exact_however_the_data_is_split(split: int, responses: bool) -> None:
+    """Fields are counted once per read and at the head's end: a head of the most fields
+    passes, one more is a 431 at its end, and a head that never ends is refused in the read
+    that takes it past the limit."""
+    if responses:  # (Content-Length is one of the fields)
+        start = b"HTTP/1.1 200 OK\r\n"
+        most = start + b"a:\r\n" * (MAX_HEADER_FIELDS - 1) + b"Content-Length: 0\r\n\r\n"
+    else:  # (Host is one)
+        start = b"GET / HTTP/1.1\r\nHost: h\r\n"
+        most = start + b"a:\r\n" * (MAX_HEADER_FIELDS - 1) + b"\r\n"
+    codec = Codec(responses=responses)
+    _feed(codec, most, split)
+    head = codec.next_event()
+    assert isinstance(head, Head) and len(head.headers) == MAX_HEADER_FIELDS
+    codec = Codec(responses=responses)
+    with pytest.raises(ProtocolError) as refused:
+        _feed(codec, most.replace(b"a:\r\n", b"a:\r\na:\r\n", 1), split)
+    assert refused.value.status == 431 and codec.their_state is State.ERROR
+    endless = start + b"a:\r\n" * (MAX_HEADER_FIELDS + 1)
+    codec = Codec(responses=responses)
+    with pytest.raises(ProtocolError) as refused:
+        _feed(codec, endless + b"a:\r\n" * 4 * split, split)
     assert refused.value.status == 431 and codec.their_state is State.ERROR
 
 

@@ -314,6 +314,8 @@ class Codec:
                 self._head_tail = b""
             self._head_tail = bytes((self._head_tail + data)[-3:])
             self._check(self._head_bytes, "the message head")
+            if len(self._headers) > MAX_HEADER_FIELDS:
+                self._too_many_fields()
         elif in_body and state is _BODY and not self._body_seen:
             self._framing_bytes += len(data)
             self._check(self._framing_bytes, "chunk framing without data")
@@ -334,6 +336,13 @@ class Codec:
         if state in _READABLE:
             self.events.append(Closed(mid_message=state is not _IDLE))
             self.their_state = _CLOSED
+
+    def _too_many_fields(self) -> NoReturn:
+        """A head's fields are counted once per read (and at its end), not as each comes: a
+        read holds at most `READ_SIZE` bytes of them, so the count stays bounded between two
+        checks, and the common head costs no check per field."""
+        self.their_state = _ERROR
+        raise ProtocolError(f"a message head has more than {MAX_HEADER_FIELDS} fields", 431)
 
     def _check(self, count: int, what: str) -> None:
         if count > MAX_HEAD_SIZE:
@@ -361,21 +370,20 @@ class Codec:
         self._reason += status
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        if self.their_state is _HEAD:
-            headers = self._headers
-            if len(headers) >= MAX_HEADER_FIELDS:  # (raised through llhttp: `receive_data`)
-                raise ProtocolError(f"a message head has more than {MAX_HEADER_FIELDS} fields", 431)
-            headers.append((name.lower(), value.rstrip(b" \t")))
+        if self.their_state is _HEAD:  # (their count is checked per read: `_check_fields`)
+            self._headers.append((name.lower(), value.rstrip(b" \t")))
         else:  # a trailer field: counted, never kept
             self._trailer_bytes += len(name) + len(value) + 4
 
     def on_headers_complete(self) -> None:
         if self._stopped:
             return
+        headers = self._headers
+        if len(headers) > MAX_HEADER_FIELDS:  # (raised through llhttp: `receive_data`)
+            self._too_many_fields()
         self.their_state = _ON_HEAD[self.their_state]
         parser = self._parser
         assert parser is not None  # (llhttp calls this from its `feed_data`)
-        headers = self._headers
         version = parser.get_http_version().encode()
         last = dict(headers)  # each name's last value (built in C: no loop over the headers)
         # (a request's: llhttp refused anything but a final "chunked"; a response's: below)

@@ -308,7 +308,7 @@ class Instance:
         """The next event on a kept-alive connection: its first byte may take the idle timeout,
         the rest of the head only the (shorter) header timeout, so a head sent slowly cannot
         hold the connection for an idle timeout per byte."""
-        connection.closes_at = trio.current_time() + self._idle_timeout
+        connection.closes_at = connection.answer_by.now() + self._idle_timeout
         connection.idle = True
         codec = channel.codec
         while not (channel.events or codec.their_state in _IN_MESSAGE):
@@ -318,7 +318,7 @@ class Instance:
         if events:  # the whole head came in one read (the common case): no header time to set
             connection.closes_at = None
             return events.popleft()
-        connection.closes_at = trio.current_time() + self._header_timeout
+        connection.closes_at = connection.answer_by.now() + self._header_timeout
         event = await channel.next_event()
         connection.closes_at = None
         return event
