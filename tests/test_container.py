@@ -24,6 +24,10 @@ from tests.container_image import IMAGE
 from tests.docker_engine import Engine
 from tests.eventually import eventually
 
+pytestmark = pytest.mark.timeout(3600)
+"""The first of these tests may wait for the image (tests/container_image.py: each of its steps
+may take 20 minutes); pyproject.toml gives every other test 15."""
+
 HOSTNAME = "app.container.test"
 PORTS = ("HTTP_PORT", "HTTPS_PORT", "API_PORT", "PROXY_PROTOCOL_PORT")
 
