@@ -69,9 +69,13 @@ class UpstreamConnection:
     stream: trio.abc.Stream
     channel: Channel = field(init=False)
     reused: bool = False
+    poller: select.poll | None = field(init=False)
+    """Its socket, registered once for `UpstreamPool.idle`'s check (None: a stream over no
+    socket, as the memory streams of tests/test_instance_timeouts.py, has nothing to ask)."""
 
     def __post_init__(self) -> None:
         self.channel = Channel.of_upstream(self.stream)
+        self.poller = _poller(self.stream)
 
     @property
     def reusable(self) -> bool:
@@ -108,7 +112,8 @@ class UpstreamPool:
         idle = self._idle.get(origin.key)
         while idle:
             connection = idle.pop()
-            if _readable(connection.stream):
+            poller = connection.poller
+            if poller is not None and poller.poll(0):  # readable, hung up or failed
                 _close_now(connection.stream)
                 continue
             connection.reused = True
@@ -166,20 +171,21 @@ class UpstreamPool:
         await self.retarget(frozenset())
 
 
-def _readable(stream: trio.abc.Stream) -> bool:
-    """Whether an idle connection's socket is readable (or hung up, or failed): the upstream
-    closed it, or sent what nobody asked for. Either way it carries no request. Forwarding
-    never looks at sockets: the pool asks before it hands one out. (A stream over no socket,
-    as the memory streams of tests/test_instance_timeouts.py, has nothing to ask.)"""
+def _poller(stream: trio.abc.Stream) -> select.poll | None:
+    """A poll of the stream's socket for input: whether an idle connection's socket is readable
+    (or hung up, or failed), that is, the upstream closed it or sent what nobody asked for.
+    Either way it carries no request. Forwarding never looks at sockets: the pool asks before
+    it hands one out. (One poll object per connection, registered once: each check is then one
+    call and one `poll` system call. Not `select.select`: it refuses descriptors past 1023.)"""
     if isinstance(stream, LeanSocketStream):
         fd = stream.fd
     elif (tcp := _under_tls(stream)) is not None:
         fd = tcp.socket.fileno()
     else:
-        return False
-    poller = select.poll()  # (not `select.select`: it refuses descriptors past 1023)
+        return None
+    poller = select.poll()
     poller.register(fd, select.POLLIN)
-    return bool(poller.poll(0))
+    return poller
 
 
 def _close_now(stream: trio.abc.Stream) -> None:
