@@ -274,6 +274,26 @@ def measure_tls(
             step(f"[bold]{target.name} {kind} handshake + GET: median {median:.0f} µs CPU[/]")
 
 
+def _interpreter(checkout: Path) -> str:
+    """Which Python a checkout's .venv runs (its pyvenv.cfg's home and version)."""
+    config = (checkout / ".venv" / "pyvenv.cfg").read_text()
+    fields = dict(line.split(" = ", 1) for line in config.splitlines() if " = " in line)
+    return f"{fields.get('version_info', '?')} from {fields.get('home', '?')}"
+
+
+def _same_python(ours: Path, baseline: Path) -> None:
+    """Stop unless both checkouts run the same interpreter: a source-built Python (pyenv's,
+    what a bare `uv sync` may pick) ran the same gateway ~15 % slower than Debian's, more than
+    any change this compares (`scripts/sync-env` picks the system's; `./scripts/just --version`
+    in the other checkout makes its .venv that way)."""
+    mine, theirs = _interpreter(ours), _interpreter(baseline)
+    if mine != theirs:
+        sys.exit(
+            f"the baseline's .venv runs Python {theirs}, this one's {mine}: the comparison would "
+            "measure the interpreters (make the baseline's with `./scripts/just --version`)"
+        )
+
+
 def _pids_of(gateway: Gateway) -> Callable[[], list[int]]:
     return lambda: [gateway.pid]
 
@@ -391,6 +411,7 @@ def main() -> None:
                 backend_port = start_fast_backend(procs, nginx, workdir / "backend")
             checkouts: list[tuple[str, Path, tuple[str, ...]]] = [("gateway", ROOT, ())]
             if args.baseline is not None:
+                _same_python(ROOT, args.baseline.resolve())
                 checkouts.append(("baseline", args.baseline.resolve(), ()))
             if args.variant:
                 checkouts.append((" ".join(args.variant), ROOT, tuple(args.variant)))
