@@ -172,6 +172,8 @@ class Instance:
         lingers already when the instance ends finishes its linger)."""
         self._stopping = trio.Event()
         self._draining = trio.Event()
+        self._is_draining = False
+        """`_draining.is_set()`, read on every request without a call."""
         self._settled: Callable[[], Awaitable[None]] | None = None
         self._in_flight = 0
         self._quiet = trio.Event()
@@ -272,6 +274,7 @@ class Instance:
         requests): until then the instance may still be handed one."""
         self._settled = settled
         self._draining.set()
+        self._is_draining = True
         self._stopping.set()
         for connection in self._connections:
             if connection.idle:
@@ -338,7 +341,7 @@ class Instance:
         cancelled = False
         try:
             while await self._handle(channel, request, view, client, connection):
-                if self._draining.is_set() and not (channel.events or channel.codec.in_message):
+                if self._is_draining and not (channel.events or channel.codec.in_message):
                     return None  # idle now: closed at once, like those `drain` found idle
                 event = await self._next_request(channel, connection)
                 if not isinstance(event, Head):
@@ -427,14 +430,15 @@ class Instance:
             raise
         finally:
             self._in_flight -= 1
-            self._quiet.set()
+            if not self._in_flight:  # (what `run` waits for; a closed connection sets it too)
+                self._quiet.set()
             if entry is not None and requests is not None:
                 close_entry(entry, channel, requests, counted)
 
     async def _respond(self, exchange: Exchange) -> bool:
         """Answer one request; returns whether the connection can carry another. The exchange's
         log entry learns who answered and how."""
-        if self._draining.is_set():  # the answer says Connection: close, and closes after it
+        if self._is_draining:  # the answer says Connection: close, and closes after it
             exchange.request = dataclasses.replace(exchange.request, keep_alive=False)
         routed = await self.route(exchange)
         if isinstance(routed, Destination):

@@ -151,12 +151,15 @@ class UpstreamPool:
         carry another request, when enough wait already, or when its origin is no longer a
         target (it changed while this exchange ran): then the caller closes it."""
         key = connection.origin.key
-        idle = self._idle.get(key, [])
-        reusable = connection.channel.codec.reusable  # (the property, without a call)
-        if reusable and key in self._targets and len(idle) < MAX_IDLE_PER_ORIGIN:
-            self._idle.setdefault(key, idle).append(connection)
-            return True
-        return False
+        if not (connection.channel.codec.reusable and key in self._targets):
+            return False
+        idle = self._idle.get(key)
+        if idle is None:
+            idle = self._idle[key] = []
+        elif len(idle) >= MAX_IDLE_PER_ORIGIN:
+            return False
+        idle.append(connection)
+        return True
 
     async def retarget(self, targets: frozenset[OriginKey]) -> None:
         """From now on pool only connections to `targets`; close the idle ones to any other."""
