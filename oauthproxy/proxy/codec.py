@@ -370,7 +370,7 @@ class Codec:
         self._reason += status
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        if self.their_state is _HEAD:  # (their count is checked per read: `_check_fields`)
+        if self.their_state is _HEAD:  # (counted per read and at the end: `_too_many_fields`)
             self._headers.append((name.lower(), value.rstrip(b" \t")))
         else:  # a trailer field: counted, never kept
             self._trailer_bytes += len(name) + len(value) + 4
