@@ -22,6 +22,7 @@ import contextlib
 import functools
 import os
 import tempfile
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -171,6 +172,9 @@ class DockerEngine:
         self.host = host
         call = ["env", f"DOCKER_API_VERSION={api_version}", "docker"] if api_version else ["docker"]
         self._client = DockerClient(host=host, client_call=call)
+        self._networks_made = threading.Lock()
+        """Held while a network is looked up and made (`_ensure_network`), in the worker
+        thread that does it, so a cancelled caller's thread still holds it."""
 
     async def _run(self, call: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
         return await trio.to_thread.run_sync(
@@ -262,20 +266,24 @@ class DockerEngine:
         def named() -> list[NetworkState]:
             return [n for n in self._networks(labels) if n.name == name]
 
-        if not (found := named()):
-            try:
-                self._client.network.create(name, driver="bridge", labels=labels)
-            except DockerException as error:
-                if "already exists" not in _reason(error):
-                    raise
-            found = named()
-        if not found:
-            raise EngineError(f"network {name!r} exists on the Docker host but is not ours")
-        for duplicate in found[1:]:
-            if not duplicate.containers:
-                with contextlib.suppress(DockerException):
-                    self._client.network.remove(duplicate.id)
-        return found[0]
+        # one at a time in this process: two creates at once could finish out of their order of
+        # age, and a caller that listed between them answered the younger network, which the
+        # other then removed as a duplicate (tests/test_owner_networks.py caught it, once)
+        with self._networks_made:
+            if not (found := named()):
+                try:
+                    self._client.network.create(name, driver="bridge", labels=labels)
+                except DockerException as error:
+                    if "already exists" not in _reason(error):
+                        raise
+                found = named()
+            if not found:
+                raise EngineError(f"network {name!r} exists on the Docker host but is not ours")
+            for duplicate in found[1:]:  # (another process's, made at the same moment)
+                if not duplicate.containers:
+                    with contextlib.suppress(DockerException):
+                        self._client.network.remove(duplicate.id)
+            return found[0]
 
     async def remove_network(self, network: str) -> None:
         """Remove the network (`EngineError` while containers are attached to it)."""
