@@ -256,19 +256,19 @@ class DockerEngine:
 
     async def ensure_network(self, name: str, labels: dict[str, str]) -> NetworkState:
         """The bridge network `name` carrying `labels`, created when there is none. Idempotent
-        and safe to race: the engine allows several networks of one name, and a concurrent
-        create may say the name exists, so the answer is always the oldest network of that
-        name with those labels, as a listing after the create finds it; younger duplicates
-        without containers are removed (best effort)."""
+        and safe to race: callers in this process take turns (`_networks_made`), and against
+        another process's create (the engine allows several networks of one name, or says the
+        name exists) the answer is the oldest network of that name with those labels, as a
+        listing after the create finds it; younger duplicates without containers are removed
+        (best effort)."""
         return await self._run(self._ensure_network, name, labels)
 
     def _ensure_network(self, name: str, labels: dict[str, str]) -> NetworkState:
         def named() -> list[NetworkState]:
             return [n for n in self._networks(labels) if n.name == name]
 
-        # one at a time in this process: two creates at once could finish out of their order of
-        # age, and a caller that listed between them answered the younger network, which the
-        # other then removed as a duplicate (tests/test_owner_networks.py caught it, once)
+        # (in turn: two creates at once can finish out of their order of age, and a caller
+        # that listed between them would answer the network the other then removes)
         with self._networks_made:
             if not (found := named()):
                 try:
