@@ -242,13 +242,28 @@ def test_an_upgrade_is_what_llhttp_switches_for(
     assert (codec.their_state is State.SWITCHED) is upgrade
 
 
-def test_the_answer_to_head_ends_at_its_head() -> None:
+@pytest.mark.parametrize(
+    ("before", "after"),
+    [
+        (b"", b"not a body"),
+        (b"", b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"),  # a second answer: dropped
+        (b"HTTP/1.1 100 Continue\r\n\r\n", b"HTTP/1.1 204 No Content\r\n\r\n"),
+    ],
+)
+def test_the_answer_to_head_ends_at_its_head(before: bytes, after: bytes) -> None:
     codec = Codec(responses=True)
     codec.send_request(b"HEAD", b"HEAD / HTTP/1.1\r\n\r\n", Framing.NONE)
-    codec.receive_data(b"HTTP/1.1 200 OK\r\nContent-Length: 1234\r\n\r\nnot a body")
-    head, end = codec.events
+    codec.receive_data(before + b"HTTP/1.1 200 OK\r\nContent-Length: 1234\r\n\r\n" + after)
+    events = list(codec.events)
+    if before:  # the 100 Continue (and its end) come first
+        informational, informational_end, *events = events
+        assert isinstance(informational, Head) and informational.status == 100
+        assert informational_end is END
+    head, end = events
     assert isinstance(head, Head) and head.header(b"content-length") == b"1234"
     assert end is END and codec.their_state is State.DONE and not head.keep_alive
+    with pytest.raises(LocalProtocolError):  # nothing more is read on it
+        codec.receive_data(b"HTTP/1.1 200 OK\r\n\r\n")
 
 
 @pytest.mark.parametrize(
@@ -501,11 +516,19 @@ def test_framing_and_replies() -> None:
     assert reply_bytes(reply, head=True).endswith(b"content-length: 4\r\n\r\n")
 
 
-@pytest.mark.parametrize("value", [b"a\r\nx-injected: 1", b"a\nb", b"a\rb"])
+@pytest.mark.parametrize(
+    "value",
+    # (at a value's ends too, beside the head's own CRLFs: a CR or LF never merges into them)
+    [b"a\r\nx-injected: 1", b"a\nb", b"a\rb", b"a\r", b"a\n", b"\na", b"\ra", b"\r\n", b"\n\r"],
+)
 def test_a_head_with_a_line_break_in_a_value_is_never_written(value: bytes) -> None:
     assert head_bytes(b"GET / HTTP/1.1\r\n", [(b"x-ok", b"1")]).endswith(b"x-ok: 1\r\n\r\n")
     with pytest.raises(UnsafeHead):
         head_bytes(b"GET / HTTP/1.1\r\n", [(b"x-ok", b"1"), (b"x-bad", value)])
+    with pytest.raises(UnsafeHead):
+        head_bytes(b"GET / HTTP/1.1\r\n", [(b"x-bad", value)])
+    with pytest.raises(UnsafeHead):  # in a name
+        head_bytes(b"GET / HTTP/1.1\r\n", [(b"x" + value, b"1"), (b"x-ok", b"1")])
 
 
 @pytest.mark.parametrize(

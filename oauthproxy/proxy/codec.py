@@ -43,7 +43,7 @@ MAX_HEADER_FIELDS = 256
 four-byte `a:\r\n` line is ~110 bytes of Python objects, so a head of them just under
 MAX_HEAD_SIZE held ~1.85 MiB while it waited for its end."""
 _HEAD_END = b"\r\n\r\n"
-_ResponseParser = httptools.HttpResponseParser
+_RequestParser, _ResponseParser = httptools.HttpRequestParser, httptools.HttpResponseParser
 
 
 class State(Enum):
@@ -105,6 +105,12 @@ class ProtocolError(Exception):
     def __init__(self, detail: str, status: int = 400) -> None:
         super().__init__(detail)
         self.status = status
+
+
+class _HeadAnswered(Exception):
+    """Raised through llhttp to stop it after the final answer to a HEAD request: the answer
+    has no body, whatever its head says, and llhttp (which does not know the request) would
+    take the bytes after the head for one."""
 
 
 class LocalProtocolError(RuntimeError):
@@ -192,6 +198,25 @@ class Head:
 Event = Head | bytes | _End | Closed
 
 
+class _Callbacks:
+    """What llhttp calls, by the names httptools looks up once: the codec's methods for its
+    direction (a request's head and a response's are parsed apart, without a test of which
+    on every message)."""
+
+    def __init__(self, codec: Codec, *, responses: bool) -> None:
+        self.on_header = codec.on_header
+        self.on_body = codec.on_body
+        self.on_message_complete = codec.on_message_complete
+        if responses:
+            self.on_message_begin = codec.on_response_begin
+            self.on_status = codec.on_status
+            self.on_headers_complete = codec.on_response_head
+        else:
+            self.on_message_begin = codec.on_request_begin
+            self.on_url = codec.on_url
+            self.on_headers_complete = codec.on_request_head
+
+
 _NO_FRAMING, _CLOSE_FRAMING, _CHUNKED = Framing.NONE, Framing.CLOSE, Framing.CHUNKED
 """(Aliases: an enum's class attributes cost a lookup each.)"""
 
@@ -214,7 +239,6 @@ class Codec:
         "_length_left",
         "_parser",
         "_reason",
-        "_stopped",
         "_target",
         "_trailer_bytes",
         "events",
@@ -225,7 +249,9 @@ class Codec:
 
     def __init__(self, *, responses: bool = False) -> None:
         self._parser: httptools.HttpRequestParser | httptools.HttpResponseParser | None = (
-            httptools.HttpResponseParser(self) if responses else httptools.HttpRequestParser(self)
+            httptools.HttpResponseParser(_Callbacks(self, responses=True))
+            if responses
+            else httptools.HttpRequestParser(_Callbacks(self, responses=False))
         )
         """llhttp, while their side is readable. It holds our `on_*` methods, so the codec and
         it are a reference cycle: dropped when their side ends (their last message, end of
@@ -245,8 +271,6 @@ class Codec:
         (None: not counted)."""
         self._answers_head = False
         """Our request is HEAD: its final response has no body, whatever its head says."""
-        self._stopped = False
-        """We stopped listening to llhttp: the answer to a HEAD request ended at its head."""
         self._keep_alive = False
         self._close_delimited = False
         self._began = False
@@ -301,8 +325,10 @@ class Codec:
             self.their_state = _ON_SWITCH[self.their_state]
             self.trailing = bytes(data[upgrade.args[0] :])
         except httptools.HttpParserError as error:
-            self.their_state = _ERROR
             self._parser = None
+            if isinstance(error.__context__, _HeadAnswered):  # its head ended it: not an error
+                return
+            self.their_state = _ERROR
             if isinstance(error.__context__, ProtocolError):  # ours, raised in a callback
                 raise error.__context__ from None
             raise ProtocolError(f"malformed HTTP: {error}") from None
@@ -351,15 +377,17 @@ class Codec:
 
     # --- what llhttp calls while parsing -------------------------------------------------------
 
-    def on_message_begin(self) -> None:
-        if self._stopped:
-            return
+    def on_request_begin(self) -> None:
         self.their_state = _ON_BEGIN[self.their_state]
         self._began = True
-        self._head_bytes = 0
-        self._framing_bytes = 0
-        self._trailer_bytes = 0
+        self._head_bytes = self._framing_bytes = self._trailer_bytes = 0
         self._target = b""
+        self._headers = []
+
+    def on_response_begin(self) -> None:
+        self.their_state = _ON_BEGIN[self.their_state]
+        self._began = True
+        self._head_bytes = self._framing_bytes = self._trailer_bytes = 0
         self._reason = b""
         self._headers = []
 
@@ -375,97 +403,103 @@ class Codec:
         else:  # a trailer field: counted, never kept
             self._trailer_bytes += len(name) + len(value) + 4
 
-    def on_headers_complete(self) -> None:
-        if self._stopped:
-            return
+    def on_request_head(self) -> None:
         headers = self._headers
         if len(headers) > MAX_HEADER_FIELDS:  # (raised through llhttp: `receive_data`)
             self._too_many_fields()
         self.their_state = _ON_HEAD[self.their_state]
         parser = self._parser
-        assert parser is not None  # (llhttp calls this from its `feed_data`)
+        assert isinstance(
+            parser, httptools.HttpRequestParser
+        )  # (llhttp calls this from its `feed_data`)
         version = parser.get_http_version().encode()
         last = dict(headers)  # each name's last value (built in C: no loop over the headers)
-        # (a request's: llhttp refused anything but a final "chunked"; a response's: below)
-        coding = last.get(b"transfer-encoding")
-        chunked = coding is not None
+        # llhttp refused any Transfer-Encoding but a final "chunked" (and `view_of` refuses
+        # any other coding before it)
+        chunked = b"transfer-encoding" in last
         length = last.get(b"content-length", b"")
-        llhttp_keep_alive = parser.should_keep_alive()
-        keep_alive = llhttp_keep_alive and version == b"1.1"
-        if isinstance(parser, _ResponseParser):
-            status = parser.get_status_code()
-            bodiless = status < 200 or status in (204, 304)
-            if self._answers_head and status >= 200:
-                self.events.append(
-                    Head(headers, version, False, status=status, reason=self._reason)
-                )
-                self.events.append(END)
-                self.their_state = advance(self.their_state, Step.END_LAST)
-                self._stopped = True  # llhttp would take the bytes after it for a body
-                return
-            if chunked and not bodiless and not _ends_chunked(coding):
-                # read to the close by llhttp (RFC 9112 §6.3); a coding we cannot undo, and
-                # nothing to say where its body ends on a kept-alive client connection
-                raise ProtocolError(f"the response's transfer coding is {coding!r}, not chunked")
-            self._close_delimited = not (bodiless or chunked or length)
-            self._keep_alive = keep_alive and not self._close_delimited
-            # (positional: half the cost of keywords, on every response)
-            # headers, version, keep_alive, method, target, status, reason, chunked, has_body,
-            # upgrade, close_delimited
-            self.events.append(
-                Head(
-                    headers,
-                    version,
-                    self._keep_alive,
-                    b"",
-                    b"",
-                    status,
-                    self._reason,
-                    chunked,
-                    not bodiless,
-                    False,
-                    self._close_delimited,
-                )
-            )
-            return
-        self._keep_alive = llhttp_keep_alive  # llhttp's view: whether it parses on
+        keep_alive = self._keep_alive = parser.should_keep_alive()  # llhttp's: it parses on
         # llhttp switches after this head when an Upgrade field comes with `upgrade` in any
         # Connection line (or for CONNECT); only a WebSocket may (tests/test_upgrade_smuggling)
         # llhttp hands over no body after a switching head (a CONNECT, or an Upgrade): a body
         # one declared would never go upstream, and the upstream connection, waiting for it,
         # would take the next request's bytes for it (smuggling past every check)
         switches = parser.should_upgrade()
-        if parser.get_method() == b"CONNECT":
+        method = parser.get_method()
+        if method == b"CONNECT":
             raise ProtocolError("CONNECT is not served: the gateway is no tunnel")
-        if switches and (chunked or length not in (b"", b"0")):
+        has_body = chunked or length not in (b"", b"0")
+        if switches and has_body:
             raise ProtocolError("a request that asks to switch protocols (Upgrade) has no body")
         upgrade = switches and last.get(b"upgrade", b"").lower() == b"websocket"
+        # (positional: half the cost of keywords, on every request) headers, version,
+        # keep_alive, method, target, status, reason, chunked, has_body, upgrade
+        self.events.append(
+            Head(
+                headers,
+                version,
+                keep_alive and version == b"1.1",
+                method,
+                self._target,
+                0,
+                b"",
+                chunked,
+                has_body,
+                upgrade,
+            )
+        )
+
+    def on_response_head(self) -> None:
+        headers = self._headers
+        if len(headers) > MAX_HEADER_FIELDS:  # (raised through llhttp: `receive_data`)
+            self._too_many_fields()
+        self.their_state = _ON_HEAD[self.their_state]
+        parser = self._parser
+        assert isinstance(parser, _ResponseParser)  # (llhttp calls this from its `feed_data`)
+        version = parser.get_http_version().encode()
+        last = dict(headers)  # each name's last value (built in C: no loop over the headers)
+        coding = last.get(b"transfer-encoding")
+        chunked = coding is not None
+        length = last.get(b"content-length", b"")
+        status = parser.get_status_code()
+        bodiless = status < 200 or status in (204, 304)
+        if self._answers_head and status >= 200:
+            self.events.append(Head(headers, version, False, status=status, reason=self._reason))
+            self.events.append(END)
+            self.their_state = advance(self.their_state, Step.END_LAST)
+            raise _HeadAnswered  # llhttp would take the bytes after it for a body
+        if chunked and not bodiless and not _ends_chunked(coding):
+            # read to the close by llhttp (RFC 9112 §6.3); a coding we cannot undo, and
+            # nothing to say where its body ends on a kept-alive client connection
+            raise ProtocolError(f"the response's transfer coding is {coding!r}, not chunked")
+        close_delimited = self._close_delimited = not (bodiless or chunked or length)
+        keep_alive = self._keep_alive = (
+            parser.should_keep_alive() and version == b"1.1" and not close_delimited
+        )
         # (positional, as above) headers, version, keep_alive, method, target, status, reason,
-        # chunked, has_body, upgrade
+        # chunked, has_body, upgrade, close_delimited
         self.events.append(
             Head(
                 headers,
                 version,
                 keep_alive,
-                parser.get_method(),
-                self._target,
-                0,
                 b"",
+                b"",
+                status,
+                self._reason,
                 chunked,
-                chunked or (length not in (b"", b"0")),
-                upgrade,
+                not bodiless,
+                False,
+                close_delimited,
             )
         )
 
     def on_body(self, body: bytes) -> None:
         self._body_seen = True
-        if not self._stopped:
-            self.events.append(body)
+        self.events.append(body)
 
     def on_message_complete(self) -> None:
         self._body_seen = True
-        if self._stopped:
-            return
         self.their_state = (_ON_END if self._keep_alive else _ON_END_LAST)[self.their_state]
         self.events.append(END)
 
