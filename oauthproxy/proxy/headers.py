@@ -87,6 +87,13 @@ class Client:
     """Behind the PROXY protocol, a header that names no client (v1 UNKNOWN, v2 LOCAL or an
     address-less family): `ip` is then the balancer's, but the client is unknown, so it is
     neither trusted nor loopback, whatever the balancer's own address."""
+    own_forwarding: tuple[bytes, bytes, bytes] = field(init=False, repr=False, compare=False)
+    """X-Forwarded-For, -Proto and X-Real-IP as we say them ourselves (`_forwarded_values`
+    for a client that is not trusted: the same for each of its requests, made once)."""
+
+    def __post_init__(self) -> None:
+        ip = self.ip.encode()
+        object.__setattr__(self, "own_forwarding", (ip, self.scheme, ip))
 
 
 @dataclass(frozen=True)
@@ -148,9 +155,9 @@ def _forwarded_values(
     Behind a trusted peer, X-Real-IP is the address that peer saw (the last hop of the chain it
     sent), never an X-Real-IP it passed on: balancers that append to X-Forwarded-For (haproxy's
     `option forwardfor`, cloud load balancers) leave the client's own X-Real-IP in place."""
-    ip = client.ip.encode()
     if not client.trusted:
-        return ip, client.scheme, ip
+        return client.own_forwarding
+    ip = client.ip.encode()
     earlier = [value for name, value in headers if name == b"x-forwarded-for"]
     chain = b", ".join([*earlier, ip]) if earlier else ip
     proto = next((v for n, v in headers if n == b"x-forwarded-proto"), client.scheme)
@@ -199,7 +206,9 @@ def upstream_request_headers(
         listed = _tokens(connection)
         if not listed <= dropped:  # (what `dropped` names is not in `out` already)
             out = [(name, value) for name, value in out if name not in listed]
-    chain, proto, real_ip = _forwarded_values(headers, client)
+    chain, proto, real_ip = (
+        _forwarded_values(headers, client) if client.trusted else client.own_forwarding
+    )
     out.append((b"host", host if rewrite.preserve_host and host else rewrite.upstream_host))
     out.append((b"x-forwarded-for", chain))
     out.append((b"x-forwarded-proto", proto))

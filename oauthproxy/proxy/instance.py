@@ -292,7 +292,7 @@ class Instance:
 
     async def _close_idle_connections(self) -> None:
         """Every quarter of the shorter timeout, close the connections that have waited too
-        long for their next request or its head (see `_next_request`), and arm the request
+        long for their next request or its head (see `_serve_connection`), and arm the request
         timeouts (of connections and HTTP/2 streams) that fall due before the sweep after next
         (`AnswerTimer`). (One sweep per
         instance costs less than moving a deadline three times per request.)"""
@@ -307,20 +307,11 @@ class Instance:
                 if stream.answer_by is not None:
                     stream.answer_by.arm_if_due(now)
 
-    async def _next_request(self, channel: Channel, connection: _Connection) -> Event:
-        """The next event on a kept-alive connection: its first byte may take the idle timeout,
-        the rest of the head only the (shorter) header timeout, so a head sent slowly cannot
-        hold the connection for an idle timeout per byte."""
-        connection.closes_at = connection.answer_by.now() + self._idle_timeout
-        connection.idle = True
-        codec = channel.codec
-        while not (channel.events or codec.their_state in _IN_MESSAGE):
-            await channel.receive()
-        connection.idle = False
-        events = channel.events
-        if events:  # the whole head came in one read (the common case): no header time to set
-            connection.closes_at = None
-            return events.popleft()
+    async def _rest_of_head(self, channel: Channel, connection: _Connection) -> Event:
+        """The rest of a kept-alive connection's next request head, whose first bytes came
+        (`_serve_connection` waits for them, within the idle timeout): the rest may take only
+        the (shorter) header timeout, so a head sent slowly cannot hold the connection for an
+        idle timeout per byte."""
         connection.closes_at = connection.answer_by.now() + self._header_timeout
         event = await channel.next_event()
         connection.closes_at = None
@@ -339,11 +330,23 @@ class Instance:
         request names (that instance's serving: see `handover.carry`)."""
         moved: Serving | None = None
         cancelled = False
+        events, codec = channel.events, channel.codec
         try:
             while await self._handle(channel, request, view, client, connection):
-                if self._is_draining and not (channel.events or channel.codec.in_message):
+                if self._is_draining and not (events or codec.their_state in _IN_MESSAGE):
                     return None  # idle now: closed at once, like those `drain` found idle
-                event = await self._next_request(channel, connection)
+                # the next request: its first byte may take the idle timeout (the sweep closes
+                # the connection then), the rest of its head only the header timeout
+                connection.closes_at = connection.answer_by.now() + self._idle_timeout
+                connection.idle = True
+                while not (events or codec.their_state in _IN_MESSAGE):
+                    await channel.receive()
+                connection.idle = False
+                if events:  # the whole head came in one read (the common case)
+                    connection.closes_at = None
+                    event = events.popleft()
+                else:
+                    event = await self._rest_of_head(channel, connection)
                 if not isinstance(event, Head):
                     return None
                 request = event
@@ -421,7 +424,16 @@ class Instance:
             self._draining,
         )
         try:
-            return await self._respond(exchange)
+            if self._is_draining:  # the answer says Connection: close, and closes after it
+                exchange.request = dataclasses.replace(request, keep_alive=False)
+            routed = self._route_at_once(exchange) or await self._route_awaited(exchange)
+            if isinstance(routed, Destination):
+                return await forward(exchange, routed, await open_upstream(exchange, routed))
+            reply, last = routed
+            if last:
+                await channel.send_reply(reply, close=True, head=exchange.head_request)
+                return False
+            return await answer(channel, exchange.request, reply)
         except BaseException:
             if answer_by.scope.cancel_called and not connection.closed and channel.can_reply:
                 # the request timeout: the 504 is sent once the connection's scope caught it
@@ -435,43 +447,52 @@ class Instance:
             if entry is not None and requests is not None:
                 close_entry(entry, channel, requests, counted)
 
-    async def _respond(self, exchange: Exchange) -> bool:
-        """Answer one request; returns whether the connection can carry another. The exchange's
-        log entry learns who answered and how."""
-        if self._is_draining:  # the answer says Connection: close, and closes after it
-            exchange.request = dataclasses.replace(exchange.request, keep_alive=False)
-        routed = await self.route(exchange)
-        if isinstance(routed, Destination):
-            return await forward(exchange, routed, await open_upstream(exchange, routed))
-        reply, last = routed
-        channel, request = exchange.downstream, exchange.request
-        if last:
-            await channel.send_reply(reply, close=True, head=exchange.head_request)
-            return False
-        return await answer(channel, request, reply)
-
     async def route(self, exchange: Exchange) -> Destination | tuple[Reply, bool]:
         """Where one request goes: its destination, or the gateway's own answer (noted on the
         exchange's log entry) and whether its connection closes after it. The access check
         runs here (it may take out the auth cookie and add identity headers), and the target
         the backend gets is the normalised one. HTTP/1.1 connections and HTTP/2 streams both
         ask here, so they cannot differ in what they let through."""
-        view, entry, request = exchange.view, exchange.entry, exchange.request
+        return self._route_at_once(exchange) or await self._route_awaited(exchange)
+
+    def _route_at_once(self, exchange: Exchange) -> Destination | tuple[Reply, bool] | None:
+        """`route`'s answer when it needs no await, else None: an ACME challenge, or a request
+        to check access for (then `_route_awaited` answers). (The common request costs no
+        coroutine.)"""
+        view, request = exchange.view, exchange.request
         if is_challenge(request.target):
-            return noted(entry, await challenge_reply(request.target, self._challenges)), False
+            return None
         config = self.config
         refused_reply = self._refusal(config, view, request, exchange.client)
         if refused_reply is not None or config is None:
-            return noted(entry, refused_reply or unknown_host(view.host, b"")), True
+            return noted(exchange.entry, refused_reply or unknown_host(view.host, b"")), True
         if config.protection is not None:
-            outcome = await admit(config.protection, config.shared.login, exchange)
-            if isinstance(outcome, Reply):
-                return noted(entry, outcome), False
-            if entry is not None and outcome.claims is not None:
-                entry.user, entry.client_id = outcome.claims.username, outcome.claims.client_id
-            exchange.identity = outcome.headers
-            cookie = config.protection.target.auth_cookie_name
-            exchange.received = without_cookie(exchange.received, cookie)
+            return None
+        return self._destination(exchange, config)
+
+    async def _route_awaited(self, exchange: Exchange) -> Destination | tuple[Reply, bool]:
+        """`route` for what `_route_at_once` left: the challenge's answer, or the access check
+        (the request was not refused) and then the destination."""
+        entry, request = exchange.entry, exchange.request
+        if is_challenge(request.target):
+            return noted(entry, await challenge_reply(request.target, self._challenges)), False
+        config = self.config  # (as `_route_at_once` saw it: nothing was awaited since)
+        assert config is not None
+        assert config.protection is not None
+        outcome = await admit(config.protection, config.shared.login, exchange)
+        if isinstance(outcome, Reply):
+            return noted(entry, outcome), False
+        if entry is not None and outcome.claims is not None:
+            entry.user, entry.client_id = outcome.claims.username, outcome.claims.client_id
+        exchange.identity = outcome.headers
+        cookie = config.protection.target.auth_cookie_name
+        exchange.received = without_cookie(exchange.received, cookie)
+        return self._destination(exchange, config)
+
+    def _destination(
+        self, exchange: Exchange, config: InstanceConfig
+    ) -> Destination | tuple[Reply, bool]:
+        view, entry, request = exchange.view, exchange.entry, exchange.request
         destination = config.destination(view.path, request.method.decode())
         if destination is None:
             detail = "the matching route's target cannot be resolved"

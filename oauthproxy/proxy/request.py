@@ -27,6 +27,7 @@ normal.
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 from typing import NamedTuple
 
 from oauthproxy.proxy.codec import Head
@@ -64,6 +65,12 @@ class RequestView(NamedTuple):
     headers: Headers = []  # shared by views made without headers (tests); never mutated
     """The request's headers, with its one `Host` set to `authority` (the head's own list
     when it already was)."""
+
+
+_new_view: Callable[[tuple[str, str, str, str, bytes, bool, Headers]], RequestView] = (
+    functools.partial(tuple.__new__, RequestView)
+)
+"""`RequestView(...)` without its generated `__new__` (a Python call): all fields given."""
 
 
 def view_of(head: Head, scheme: bytes) -> RequestView:
@@ -106,7 +113,7 @@ def view_of(head: Head, scheme: bytes) -> RequestView:
     normal = normalise_path(path) if path != "*" else path
     encoded = normal is not path and _has_encoded_separator(normal)
     out = target if normal is path and target[:1] == b"/" else (normal + query).encode("latin-1")
-    return RequestView(host, authority_text, normal, query, out, encoded, headers)
+    return _new_view((host, authority_text, normal, query, out, encoded, headers))
 
 
 def _absolute_form(target: bytes) -> tuple[bytes, str, bytes]:
