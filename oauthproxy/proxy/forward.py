@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import trio
 
 from oauthproxy.logs.records import RequestEntry
-from oauthproxy.proxy.codec import END, Event, Head, State
+from oauthproxy.proxy.codec import END, Codec, Event, Head, State
 from oauthproxy.proxy.exchange import Exchange
 from oauthproxy.proxy.framing import CONTINUE, Framing, head_bytes, request_line, status_line
 from oauthproxy.proxy.headers import (
@@ -51,7 +51,8 @@ class Destination:
     """A WebSocket to it that carries nothing either way for this long is closed."""
 
 
-_IDLE, _SWITCHED, _NO_BODY = State.IDLE, State.SWITCHED, Framing.NONE
+_IDLE, _SWITCHED = State.IDLE, State.SWITCHED
+_NO_BODY, _LENGTH, _CHUNKED, _CLOSE = Framing.NONE, Framing.LENGTH, Framing.CHUNKED, Framing.CLOSE
 """(An enum's class attributes cost a lookup each: the hot path reads these.)"""
 
 IDEMPOTENT = frozenset({b"GET", b"HEAD", b"OPTIONS", b"TRACE", b"PUT", b"DELETE"})
@@ -75,22 +76,31 @@ async def relay(source: Channel, sink: Channel, pending: bytes, *, last: bool = 
 
     What one read yields goes out in one write: a small message is a single send, a large one a
     write per read, so memory stays bounded by one read."""
-    events = source.events
     codec = sink.codec
     while True:
-        if not events:
-            await sink.send(pending)
-            pending = b""
-            await source.receive()
-            continue
+        data, ended = framed_queue(source, codec, pending, last)
+        if rest := sink.send_at_once(data):
+            await sink.send(rest)
+        if ended:
+            return
+        pending = b""
+        await source.receive()
+
+
+def framed_queue(source: Channel, codec: Codec, pending: bytes, last: bool) -> tuple[bytes, bool]:
+    """`pending`, then the body `source` has parsed already, framed by `codec` (the sink's),
+    and whether the message's end was in it (then `codec` has ended it: `last`, the message
+    ends the connection). A body that came whole goes out without a coroutine (`forward`)."""
+    events = source.events
+    while events:
         event = events.popleft()
         if isinstance(event, bytes):
             pending += codec.send_data(event)
         elif event is END:
-            await sink.send(pending + codec.send_end(last=last))
-            return
+            return pending + codec.send_end(last=last), True
         else:
             raise source.unexpected(event)
+    return pending, False
 
 
 def _expects_continue(request: Head) -> bool:
@@ -208,7 +218,6 @@ async def open_upstream(
         ),
     )
     has_body = request.has_body
-    retryable = not has_body and request.method in IDEMPOTENT
     if not has_body:
         events = downstream.events  # its END came with the head, almost always
         if (events.popleft() if events else await downstream.next_event()) is not END:
@@ -226,7 +235,8 @@ async def open_upstream(
                     channel = upstream.channel
                     codec = channel.codec
                     framed = codec.send_request(request.method, head, _NO_BODY)
-                    await channel.send(framed + codec.send_end())
+                    if rest := channel.send_at_once(framed + codec.send_end()):
+                        await channel.send(rest)
                     answers = channel.events
                     while True:
                         while not answers:  # (`_response_head`, without a coroutine)
@@ -237,7 +247,7 @@ async def open_upstream(
                 break
             except UpstreamGone as error:
                 await trio.aclose_forcefully(upstream.stream)
-                if not (retryable and upstream.reused):
+                if has_body or request.method not in IDEMPOTENT or not upstream.reused:
                     raise _NoResponse(
                         502, "bad_gateway", f"the upstream failed: {error}"
                     ) from error
@@ -303,7 +313,12 @@ async def forward(
             )
             return False
         head, keep_alive = _client_head(exchange, upstream, response, destination.response)
-        await relay(upstream.channel, exchange.downstream, head, last=not keep_alive)
+        downstream = exchange.downstream
+        data, ended = framed_queue(upstream.channel, downstream.codec, head, not keep_alive)
+        if not ended:  # the rest of the body is still to come
+            await relay(upstream.channel, downstream, data, last=not keep_alive)
+        elif rest := downstream.send_at_once(data):
+            await downstream.send(rest)
     except BaseException:
         await trio.aclose_forcefully(upstream.stream)
         raise
@@ -317,31 +332,28 @@ def _switch_allowed(exchange: Exchange, response: Head) -> bool:
     return exchange.request.upgrade and websocket_accepted(exchange.received, response.headers)
 
 
-def _client_framing(request: Head, response: Head) -> Framing:
-    """How the body we send the client is delimited."""
-    if request.method == b"HEAD" or not response.has_body:
-        return Framing.NONE
-    if response.close_delimited or response.chunked:
-        return Framing.CHUNKED if request.version == b"1.1" else Framing.CLOSE
-    return Framing.LENGTH
-
-
 def _client_head(
     exchange: Exchange, upstream: UpstreamConnection, response: Head, rewrite: ResponseRewrite
 ) -> tuple[bytes, bool]:
     """The response head the client gets (framed by its codec: the body follows), and whether
     the client connection stays open after it."""
     request, downstream, draining = exchange.request, exchange.downstream, exchange.draining
-    framing = _client_framing(request, response)
+    # how the body we send the client is delimited
+    if request.method == b"HEAD" or not response.has_body:
+        framing = _NO_BODY
+    elif response.close_delimited or response.chunked:
+        framing = _CHUNKED if request.version == b"1.1" else _CLOSE
+    else:
+        framing = _LENGTH
     headers = client_response_headers(response.headers, rewrite, switching=False)
-    if framing is Framing.CLOSE:
+    if framing is _CLOSE:
         headers = [(name, value) for name, value in headers if name != b"transfer-encoding"]
-    elif framing is Framing.CHUNKED and response.close_delimited:
+    elif framing is _CHUNKED and response.close_delimited:
         headers.append((b"transfer-encoding", b"chunked"))
     keep_alive = (
         request.keep_alive
         and upstream.channel.codec.our_state is _IDLE  # else the client's body is unread
-        and framing is not Framing.CLOSE
+        and framing is not _CLOSE
         and downstream.codec.their_state is not _SWITCHED
         and not (draining is not None and draining.is_set())
     )

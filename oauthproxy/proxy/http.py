@@ -13,6 +13,8 @@ event left, so a pipelining client cannot make it buffer more than one read (64 
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import trio
 
 from oauthproxy.proxy.codec import (
@@ -56,7 +58,7 @@ class Channel:
     """One HTTP/1.1 connection: its stream and its codec (see the module docstring). Build it
     with `of_client` or `of_upstream`: the side decides how failures are named."""
 
-    __slots__ = ("codec", "events", "gone", "stream")
+    __slots__ = ("_send_now", "codec", "events", "gone", "stream")
 
     def __init__(self, stream: trio.abc.Stream, codec: Codec, gone: type[PeerClosed]) -> None:
         self.stream = stream
@@ -64,6 +66,9 @@ class Channel:
         self.events = codec.events
         """The codec's queue of parsed events (the relays pop it directly)."""
         self.gone = gone
+        self._send_now: Callable[[bytes], int] | None = getattr(stream, "send_now", None)
+        """The stream's write without a wait (`sockets.LeanSocketStream.send_now`), if it has
+        one: `send_at_once`."""
 
     @classmethod
     def of_client(cls, stream: trio.abc.Stream) -> Channel:
@@ -122,6 +127,21 @@ class Channel:
             except BaseException:  # cancelled: part of it may have gone out
                 self.codec.send_failed()
                 raise
+
+    def send_at_once(self, data: bytes) -> bytes:
+        """`send` what the stream takes at once, with no coroutine (nearly always all of it: a
+        small message into a socket buffer with room), and return the rest (b"": none), which
+        the caller then sends with `send`. A stream that cannot write without a wait takes
+        nothing here."""
+        send_now = self._send_now
+        if send_now is None or not data:  # (nothing to write: no system call)
+            return data
+        try:
+            sent = send_now(data)
+        except _BROKEN as error:
+            self.codec.send_failed()
+            raise self.gone(str(error) or type(error).__name__) from error
+        return b"" if sent == len(data) else data[sent:]
 
     async def send_reply(self, reply: Reply, *, close: bool = False, head: bool = False) -> None:
         """A whole response of ours (`head`: it answers a HEAD request)."""

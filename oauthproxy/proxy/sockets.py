@@ -194,29 +194,38 @@ class LeanSocketStream(trio.abc.HalfCloseableStream):
             self.received += len(data)
             return data
 
-    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+    def send_now(self, data: bytes | bytearray | memoryview) -> int:
+        """What of `data` the socket takes at once, with no wait and no coroutine: how many
+        bytes (0: its buffer is full). Fails as `send_all` does. A small message goes out
+        whole in one write (`http.Channel.send_at_once`)."""
         if self._shut_wr:
             raise trio.ClosedResourceError("can't send data after sending EOF")
-        fd = self.fd
-        try:  # a small message goes out whole in one write: no view, no slice
-            sent = os.write(fd, data)
+        try:
+            sent = os.write(self.fd, data)
         except BlockingIOError:
-            sent = 0
+            return 0
         except OSError as error:
             raise self._failed(error) from error
+        self.sent += sent
+        return sent
+
+    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+        sent = self.send_now(data)  # (no view, no slice: nearly always all of it)
         if sent == len(data):
-            self.sent += sent
             return
+        fd = self.fd
         with memoryview(data) as view:
             while sent < len(view):
                 try:
-                    sent += os.write(fd, view[sent:])
+                    written = os.write(fd, view[sent:])
                 except BlockingIOError:
                     await self._wait_writable()
                     fd = self.fd
+                    continue
                 except OSError as error:
                     raise self._failed(error) from error
-            self.sent += sent
+                sent += written
+                self.sent += written
 
     async def wait_send_all_might_not_block(self) -> None:
         try:
