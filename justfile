@@ -333,7 +333,7 @@ bench-instructions *args: _venv
     done
     exec python benchmarks/instructions.py "$@"
 
-# Python bytecodes per new TLS connection (handshake + GET / + close), by function and by package (oauthproxy, trio, the standard library): the gateway under an opcode tracer, exact counts. Options: --connections N, --clients K, --top T, --keep-alive or --h2 (per keep-alive HTTP or HTTP/2 request instead)
+# Python bytecodes per new TLS connection (handshake + GET / + close), by function and by package (oauthproxy, trio, the standard library): the gateway under an opcode tracer, exact counts. Options: --connections N, --clients K, --top T, --keep-alive or --h2 (per keep-alive HTTP or HTTP/2 request instead), --auth with --keep-alive (auth on, a JWT per request)
 [group('benchmarks')]
 [positional-arguments]
 bench-opcodes *args: _venv

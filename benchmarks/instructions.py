@@ -45,7 +45,14 @@ from pathlib import Path
 from typing import Any
 
 import gateway_child
-from gateway_child import GatewayPorts, api_call, create_proxy, launch_gateway, wait_for_200
+from gateway_child import (
+    Gateway,
+    GatewayPorts,
+    api_call,
+    create_proxy,
+    launch_gateway,
+    wait_for_200,
+)
 from harness import Processes, descendants, free_port, step, wait_for_port
 from nginx_child import nginx_binary, plain_server, start_nginx_with, tls_server, upstream
 from proxy_bound import BACKEND_LOCATION, HOST, QUIET
@@ -193,15 +200,24 @@ def start_backends(procs: Processes, work: Path) -> tuple[int, int]:
     return redis_port, backend
 
 
-def start_gateway(run: Stage, root: Path, index: int, command: str) -> Server:
+def start_gateway(
+    run: Stage,
+    root: Path,
+    index: int,
+    command: str,
+    extra_env: dict[str, str] | None = None,
+    then: Callable[[Gateway], object] | None = None,
+) -> Server:
     """`root`'s gateway, run as `command` ROOT/.venv/bin/oauthproxy (`command`: its Python,
-    under callgrind, say), with a self-signed certificate and a proxy for HOST."""
+    under callgrind, say), with a self-signed certificate and a proxy for HOST; `extra_env`
+    added to its environment, and `then` called with it once it serves."""
     wrapper = run.work / f"bin{index}" / "oauthproxy"
     wrapper.parent.mkdir()
     wrapper.write_text(f'#!/bin/sh\nexec {command} {root}/.venv/bin/oauthproxy "$@"\n')
     wrapper.chmod(0o755)
     gateway_child.VENV_BIN = wrapper.parent
     env = QUIET | {"WORKERS": "1", "REDIS_URL": f"redis://127.0.0.1:{run.redis_port}/{index}"}
+    env |= extra_env or {}
     token = secrets.token_urlsafe(24)
     gateway = launch_gateway(
         run.procs,
@@ -224,6 +240,8 @@ def start_gateway(run: Stage, root: Path, index: int, command: str) -> Server:
     tls = fetch_certificate(
         root / ".venv/bin/oauthproxy", gateway.env, "bench-tls", run.work / f"tls{index}"
     )
+    if then is not None:
+        then(gateway)
     return Server(f"gateway {root.name}", gateway.pid, gateway.ports.https, tls, gateway.ports.http)
 
 

@@ -1,7 +1,8 @@
 """Python bytecodes per new TLS connection, by function and by package: where the gateway's
 Python goes, counted rather than sampled.
 
-    python benchmarks/opcodes.py [--connections N] [--clients K] [--top T] [--keep-alive | --h2]
+    python benchmarks/opcodes.py [--connections N] [--clients K] [--top T]
+        [--keep-alive [--auth] | --h2]
 
 The gateway runs under `opcode_tracer.py`, which counts every bytecode its main thread runs
 (and every frame entered or resumed) between two signals. Per window: N connections (connect
@@ -10,8 +11,10 @@ rows of `just bench` (default 8), then an idle window as long (the gateway's bac
 Redis reads, timers), subtracted. It prints, per connection, the bytecodes and frames in all,
 by package (oauthproxy, trio, the standard library, ...), and the T functions that run the
 most bytecodes. With `--keep-alive`, the proxy-bound case instead: N plain-HTTP `GET /`
-requests over K keep-alive connections (one per client thread), counted per request; with
-`--h2`, N HTTP/2 requests from h2load over K TLS connections, 10 streams at once on each.
+requests over K keep-alive connections (one per client thread), counted per request (with
+`--auth` too, to the auth rows' proxy, auth on, each request with a valid JWT, as
+`cpu_per_request.py --auth` sends them); with `--h2`, N HTTP/2 requests from h2load over K TLS
+connections, 10 streams at once on each.
 
 What to read in it: the counts are exact and do not move with the machine's load (tracing
 makes the gateway many times slower, so no time is given); between two runs they differ only
@@ -33,9 +36,11 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from gateway_child import Gateway, create_proxy
 from harness import step
 from instructions import HERE, Server, connections, in_threads, stage, start_gateway
 from proxy_bound import HOST
+from tls_auth import AUTH_HOST, ISSUER, SigningKey, turn_auth_on
 
 WARM_UP = 20
 TRACER = HERE / "benchmarks" / "opcode_tracer.py"
@@ -87,9 +92,12 @@ def short(where: str) -> str:
     return where
 
 
-def keep_alive(server: Server, count: int, clients: int) -> Callable[[], None]:
-    """`count` plain-HTTP `GET /` requests over `clients` keep-alive connections at once."""
-    request = f"GET / HTTP/1.1\r\nHost: {HOST}\r\n\r\n".encode()
+def keep_alive(
+    server: Server, count: int, clients: int, headers: tuple[str, ...] = (f"Host: {HOST}",)
+) -> Callable[[], None]:
+    """`count` plain-HTTP `GET /` requests over `clients` keep-alive connections at once, each
+    with `headers` (`Host` among them)."""
+    request = ("GET / HTTP/1.1\r\n" + "".join(f"{line}\r\n" for line in headers) + "\r\n").encode()
     failures: list[str] = []
 
     def client(share: int) -> None:
@@ -170,8 +178,35 @@ def main() -> None:
     parser.add_argument(
         "--h2", action="store_true", help="HTTP/2 requests (h2load, 10 streams per connection)"
     )
+    parser.add_argument(
+        "--auth",
+        action="store_true",
+        help="with --keep-alive: to the auth rows' proxy (auth on), each request with a valid JWT",
+    )
     args = parser.parse_args()
-    workload = keep_alive if args.keep_alive else http2 if args.h2 else connections
+    if args.auth and not args.keep_alive:
+        sys.exit("--auth counts keep-alive requests: give --keep-alive too")
+    signing = SigningKey.new() if args.auth else None
+    extra_env = (
+        {"OAUTH_JWT_PRIVATE_KEY_B64": signing.env_value, "OAUTH_ISSUER": ISSUER}
+        if signing is not None
+        else {}
+    )
+    headers: list[tuple[str, ...]] = []
+
+    def protect(gateway: Gateway) -> None:  # (as `cpu_per_request.py --auth` does)
+        if signing is not None:
+            with gateway.client() as api:
+                create_proxy(api, AUTH_HOST, gateway_backend)
+            headers.append(turn_auth_on(gateway, signing))
+
+    workload: Callable[[Server, int, int], Callable[[], None]] = (
+        (lambda server, count, clients: keep_alive(server, count, clients, *headers))
+        if args.keep_alive
+        else http2
+        if args.h2
+        else connections
+    )
     what = (
         "requests over keep-alive connections"
         if args.keep_alive
@@ -182,7 +217,9 @@ def main() -> None:
     with stage("opcodes-") as run:
         step("starting the gateway under the opcode tracer")
         os.chdir(HERE)
-        server = start_gateway(run, HERE, 0, f"{HERE}/.venv/bin/python {TRACER} {run.out}")
+        gateway_backend = run.backend
+        command = f"{HERE}/.venv/bin/python {TRACER} {run.out}"
+        server = start_gateway(run, HERE, 0, command, extra_env, protect)
         workload(server, WARM_UP, args.clients)()  # untraced
         step(f"{args.connections} {what} from {args.clients} clients, traced")
         traced = workload(server, args.connections, args.clients)
@@ -190,7 +227,9 @@ def main() -> None:
         step(f"an idle window of {elapsed:.1f} s, traced")
         idle, _ = _window(server, run.out, 2, lambda: time.sleep(elapsed))
     unit = (
-        "request (keep-alive, plain HTTP)"
+        "request (keep-alive, plain HTTP, auth on)"
+        if args.auth
+        else "request (keep-alive, plain HTTP)"
         if args.keep_alive
         else "HTTP/2 request"
         if args.h2

@@ -409,9 +409,7 @@ class Codec:
             self._too_many_fields()
         self.their_state = _ON_HEAD[self.their_state]
         parser = self._parser
-        assert isinstance(
-            parser, httptools.HttpRequestParser
-        )  # (llhttp calls this from its `feed_data`)
+        assert isinstance(parser, _RequestParser)  # (llhttp calls this from its `feed_data`)
         version = parser.get_http_version().encode()
         last = dict(headers)  # each name's last value (built in C: no loop over the headers)
         # llhttp refused any Transfer-Encoding but a final "chunked" (and `view_of` refuses
