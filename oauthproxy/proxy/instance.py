@@ -59,7 +59,7 @@ from oauthproxy.proxy.headers import Client
 from oauthproxy.proxy.http import BadRequest, Channel, PeerClosed, close_gently
 from oauthproxy.proxy.loopback import Admits
 from oauthproxy.proxy.protect import without_cookie
-from oauthproxy.proxy.protected import admit
+from oauthproxy.proxy.protected import admitted_at_once, login_step
 from oauthproxy.proxy.request import RequestView, view_of
 from oauthproxy.proxy.request_log import Counted, close_entry, noted, open_entry, refused
 from oauthproxy.proxy.responses import Reply, error_reply, redirect_reply, unknown_host
@@ -457,8 +457,8 @@ class Instance:
 
     def _route_at_once(self, exchange: Exchange) -> Destination | tuple[Reply, bool] | None:
         """`route`'s answer when it needs no await, else None: an ACME challenge, or a request
-        to check access for (then `_route_awaited` answers). (The common request costs no
-        coroutine.)"""
+        the browser login takes (then `_route_awaited` answers). (The common request, with or
+        without a bearer check, costs no coroutine.)"""
         view, request = exchange.view, exchange.request
         if is_challenge(request.target):
             return None
@@ -466,28 +466,33 @@ class Instance:
         refused_reply = self._refusal(config, view, request, exchange.client)
         if refused_reply is not None or config is None:
             return noted(exchange.entry, refused_reply or unknown_host(view.host, b"")), True
-        if config.protection is not None:
-            return None
+        protection = config.protection
+        if protection is not None:
+            outcome = admitted_at_once(protection, config.shared.login, exchange)
+            if outcome is None:
+                return None
+            entry = exchange.entry
+            if isinstance(outcome, Reply):
+                return noted(entry, outcome), False
+            if entry is not None and outcome.claims is not None:
+                entry.user, entry.client_id = outcome.claims.username, outcome.claims.client_id
+            exchange.identity = outcome.headers
+            cookie = protection.target.auth_cookie_name
+            exchange.received = without_cookie(exchange.received, cookie)
         return self._destination(exchange, config)
 
     async def _route_awaited(self, exchange: Exchange) -> Destination | tuple[Reply, bool]:
-        """`route` for what `_route_at_once` left: the challenge's answer, or the access check
-        (the request was not refused) and then the destination."""
+        """`route` for what `_route_at_once` left: the challenge's answer, or the browser
+        login's (`protected.login_step`)."""
         entry, request = exchange.entry, exchange.request
         if is_challenge(request.target):
             return noted(entry, await challenge_reply(request.target, self._challenges)), False
         config = self.config  # (as `_route_at_once` saw it: nothing was awaited since)
         assert config is not None
         assert config.protection is not None
-        outcome = await admit(config.protection, config.shared.login, exchange)
-        if isinstance(outcome, Reply):
-            return noted(entry, outcome), False
-        if entry is not None and outcome.claims is not None:
-            entry.user, entry.client_id = outcome.claims.username, outcome.claims.client_id
-        exchange.identity = outcome.headers
-        cookie = config.protection.target.auth_cookie_name
-        exchange.received = without_cookie(exchange.received, cookie)
-        return self._destination(exchange, config)
+        assert config.shared.login is not None
+        reply = await login_step(config.protection, config.shared.login, exchange)
+        return noted(entry, reply), False
 
     def _destination(
         self, exchange: Exchange, config: InstanceConfig
