@@ -192,16 +192,11 @@ def main() -> None:
         if signing is not None
         else {}
     )
-    headers: list[tuple[str, ...]] = []
-
-    def protect(gateway: Gateway) -> None:  # (as `cpu_per_request.py --auth` does)
-        if signing is not None:
-            with gateway.client() as api:
-                create_proxy(api, AUTH_HOST, gateway_backend)
-            headers.append(turn_auth_on(gateway, signing))
+    sent = [(f"Host: {HOST}",)]
+    """The headers each keep-alive request carries (`protect` sets the auth rows')."""
 
     workload: Callable[[Server, int, int], Callable[[], None]] = (
-        (lambda server, count, clients: keep_alive(server, count, clients, *headers))
+        (lambda server, count, clients: keep_alive(server, count, clients, sent[0]))
         if args.keep_alive
         else http2
         if args.h2
@@ -217,7 +212,13 @@ def main() -> None:
     with stage("opcodes-") as run:
         step("starting the gateway under the opcode tracer")
         os.chdir(HERE)
-        gateway_backend = run.backend
+
+        def protect(gateway: Gateway) -> None:  # (as `cpu_per_request.py --auth` does)
+            if signing is not None:
+                with gateway.client() as api:
+                    create_proxy(api, AUTH_HOST, run.backend)
+                sent[0] = turn_auth_on(gateway, signing)
+
         command = f"{HERE}/.venv/bin/python {TRACER} {run.out}"
         server = start_gateway(run, HERE, 0, command, extra_env, protect)
         workload(server, WARM_UP, args.clients)()  # untraced

@@ -448,6 +448,8 @@ class Codec:
         )
 
     def on_response_head(self) -> None:
+        # (its first lines are `on_request_head`'s: a helper shared by both would cost a call
+        # per head, two per request)
         headers = self._headers
         if len(headers) > MAX_HEADER_FIELDS:  # (raised through llhttp: `receive_data`)
             self._too_many_fields()
